@@ -1,0 +1,192 @@
+"""The ``thrift-handshake`` command: serve, call and demo.
+
+    thrift-handshake serve [--host 127.0.0.1] [--port 9090] [--auth-token T] [limits ...]
+    thrift-handshake call echo '"hi"' [--trace]        each ARG is a JSON value for the next parameter
+    thrift-handshake demo                               the whole flow against a throwaway server
+
+The server's flags are generated from ``config.ServerLimits`` so a new limit is a flag at once.
+Exit codes: 0 success, 1 an RPC or connection error, 2 bad usage or arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import logging
+import os
+import sys
+from types import ModuleType
+from typing import Any, List, Optional, Sequence
+
+from thrift_handshake_gen.ttypes import Event, Request, Shape
+
+from . import jsonargs
+from .client import Client
+from .config import DEFAULT_HOST, DEFAULT_PORT, PROTOCOLS, ClientOptions, ServerConfig, ServerLimits, Timeouts
+from .errors import ArgumentError, ServiceError, ThriftHandshakeError
+from .server import HandshakeServer, serve
+from .timing import format_summary, format_table
+
+__all__ = ["main"]
+
+AUTH_TOKEN_ENV = "THRIFT_HANDSHAKE_AUTH_TOKEN"
+DEFAULT_SERVICE = "thrift_handshake_gen.HandshakeService"
+#: Generated classes that are IDL unions (the generated code cannot tell them from structs).
+UNIONS = (Shape,)
+
+DEMO_TEXT = "请求数据"
+
+
+def _limit_flags(parser: argparse.ArgumentParser) -> None:
+    defaults = ServerLimits()
+    for field in dataclasses.fields(ServerLimits):
+        default = getattr(defaults, field.name)
+        parser.add_argument("--" + field.name.replace("_", "-"), type=type(default), default=default,
+                            metavar=type(default).__name__.upper(),
+                            help=f"ServerLimits.{field.name} (default {default})")
+
+
+def _connection_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default=DEFAULT_HOST, help=f"default {DEFAULT_HOST}; IPv6 such as ::1 works")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="accelerated",
+                        help="binary protocol in C (accelerated, default) or pure Python (binary)")
+    parser.add_argument("--auth-token", default=os.environ.get(AUTH_TOKEN_ENV),
+                        help=f"shared token for hello() (default: ${AUTH_TOKEN_ENV})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="thrift-handshake", description=__doc__.splitlines()[0])
+    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve_parser = commands.add_parser("serve", help="run a server until SIGINT/SIGTERM")
+    _connection_flags(serve_parser)
+    serve_parser.add_argument("--grace", type=float, default=ServerConfig.grace,
+                              help="seconds in-flight calls get to finish on stop")
+    serve_parser.add_argument("--server-name", default=ServerConfig.server_name)
+    _limit_flags(serve_parser)
+
+    call_parser = commands.add_parser("call", help="connect, hello, call METHOD, goodbye")
+    call_parser.add_argument("method")
+    call_parser.add_argument("args", nargs="*", metavar="ARG", help="JSON value for the next parameter")
+    _connection_flags(call_parser)
+    call_parser.add_argument("--trace", action="store_true", help="print the phase timeline (stderr)")
+    call_parser.add_argument("--timeout", type=float, default=Timeouts.call, help="call timeout, seconds")
+    call_parser.add_argument("--client-name", default=ClientOptions.client_name)
+    call_parser.add_argument("--versions", default="1-2", help="version range to offer, e.g. 1-1")
+    call_parser.add_argument("--service", default=DEFAULT_SERVICE,
+                             help="generated service module (any service that extends HandshakeService)")
+
+    demo_parser = commands.add_parser("demo", help="the whole flow against a throwaway local server")
+    demo_parser.add_argument("--protocol", choices=PROTOCOLS, default="accelerated")
+    return parser
+
+
+def _server_config(args: argparse.Namespace) -> ServerConfig:
+    limits = ServerLimits(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ServerLimits)})
+    return ServerConfig(host=args.host, port=args.port, protocol=args.protocol, auth_token=args.auth_token,
+                        grace=args.grace, server_name=args.server_name, limits=limits)
+
+
+def _versions(text: str) -> "tuple[int, int]":
+    low, _, high = text.partition("-")
+    try:
+        return int(low), int(high or low)
+    except ValueError:
+        raise ArgumentError(f"--versions must look like 1-2, not {text!r}") from None
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(jsonargs.to_jsonable(value), ensure_ascii=False, indent=2))
+
+
+def run_call(args: argparse.Namespace) -> int:
+    service: ModuleType = importlib.import_module(args.service)
+    values = jsonargs.parse_arguments(service, args.method, args.args, unions=UNIONS)
+    options = ClientOptions(client_name=args.client_name, versions=_versions(args.versions),
+                            auth_token=args.auth_token, protocol=args.protocol,
+                            timeouts=Timeouts(call=args.timeout))
+    client = Client(args.host, args.port, options, service=service)
+    try:
+        with client:
+            result = client.call(args.method, *values)
+    except ServiceError as error:
+        print(f"{type(error).__name__}: {json.dumps(jsonargs.to_jsonable(error), ensure_ascii=False)}",
+              file=sys.stderr)
+        return 1
+    finally:
+        if args.trace:
+            print(format_table(client.timeline), file=sys.stderr)
+    _print_json(result)
+    return 0
+
+
+def run_demo(protocol: str) -> int:
+    """Starts a server on a free loopback port, runs every phase against it and prints the timeline."""
+    server = HandshakeServer(config=ServerConfig(port=0, protocol=protocol)).start()
+    host, port = server.address
+    print(f"server listening on {host}:{port} (TThreadedServer, TBufferedTransport, {protocol} binary protocol)")
+    options = ClientOptions(client_name="demo", features=frozenset({"submit", "notify", "timing", "zstd"}),
+                            protocol=protocol)
+    try:
+        client = Client(host, port, options)
+        with client:
+            hello = client.server_hello
+            print(f"hello: session {hello.session_id}, version {hello.version}, "
+                  f"features {sorted(hello.features)}, idle timeout {hello.idle_timeout_ms} ms")
+            print(f"echo({DEMO_TEXT!r}) -> {client.echo(DEMO_TEXT)!r}")
+            response = client.process(Request(request_id="demo-1", payload=DEMO_TEXT, work_ms=20))
+            print(f"process -> sequence {response.sequence}, digest {response.digest[:16]}..., "
+                  f"T_s {response.processing_us} us (async acknowledgement: after the work)")
+            ack = client.submit(Request(request_id="demo-2", payload=DEMO_TEXT, work_ms=200))
+            print(f"submit -> ticket {ack.ticket} in {client.timeline[-1].duration * 1e3:.2f} ms "
+                  f"(sync acknowledgement: before the 200 ms of work)")
+            result = client.get_result(ack.ticket, 5000)
+            print(f"get_result -> {result.request_id}, digest {result.digest[:16]}..., T_s {result.processing_us} us")
+            client.notify(Event(name="demo", payload="fire and forget"))
+            print("notify -> (oneway: no acknowledgement)")
+            stats = client.stats()
+            print(f"stats -> connections {stats.connections_open}/{stats.connections_total}, "
+                  f"handshakes ok {stats.handshakes_ok}, notifications {stats.notifications}, calls {stats.calls}")
+        farewell = client.farewell
+        print(f"goodbye -> session {farewell.session_id}: {farewell.calls} calls in {farewell.duration_ms} ms; "
+              f"client {client.phase.value}")
+        print()
+        print(format_table(client.timeline))
+        print()
+        print(format_summary(client.timeline))
+    finally:
+        server.stop()
+    print("server stopped")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "serve":
+            serve(_server_config(args))
+            return 0
+        if args.command == "call":
+            return run_call(args)
+        if args.command == "demo":
+            return run_demo(args.protocol)
+    except ArgumentError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except ThriftHandshakeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as error:  # e.g. address in use, a bad flag value
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

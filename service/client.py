@@ -1,0 +1,326 @@
+"""The phased client: connect, hello, calls, goodbye, close, each one visible in a timeline.
+
+    with Client("127.0.0.1", 9090) as client:        # CONNECTING -> HANDSHAKING -> READY
+        client.echo("请求数据")                       # READY: calls
+    # on exit: goodbye() then close (CLOSING -> CLOSED), also when the block raises
+
+The phases follow ``states.CLIENT_TRANSITIONS``. A timeout or transport error moves the client to
+BROKEN and closes the socket at once, so neither a half-written request nor a late reply can reach a
+later call; only ``reconnect()`` (a new connection and a new session) leaves BROKEN.
+One client is one connection; calls from several threads are serialized.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from types import ModuleType
+from typing import Any, Callable, Dict, Optional, Tuple
+
+from thrift.Thrift import TApplicationException, TException
+from thrift.transport.TTransport import TTransportException
+
+from thrift_handshake_gen import HandshakeService
+from thrift_handshake_gen.ttypes import ClientHello, Farewell, HandshakeRejected, ServerHello
+
+from .config import DEFAULT_HOST, DEFAULT_PORT, ClientOptions
+from .errors import (
+    ArgumentError,
+    CallTimeout,
+    ConnectError,
+    ConnectionBroken,
+    HandshakeFailed,
+    PhaseError,
+    RemoteApplicationError,
+    RequestEncodingError,
+    ServiceError,
+)
+from .states import CLIENT_TRANSITIONS, ClientEvent, ClientPhase, StateMachine
+from .timing import Record, Timeline
+from .transport import client_stack
+
+__all__ = ["Client"]
+
+logger = logging.getLogger(__name__)
+
+#: Methods the client drives itself as phases rather than as ordinary calls.
+_PHASE_METHODS = {"hello": "connect()", "goodbye": "goodbye() or close()"}
+
+_Method = Tuple[Callable[..., None], Optional[Callable[[], Any]]]
+
+
+def _is_timeout(error: BaseException) -> bool:
+    if isinstance(error, TTransportException) and error.type == TTransportException.TIMED_OUT:
+        return True
+    inner = getattr(error, "inner", None)
+    return isinstance(inner, TimeoutError)
+
+
+class Client:
+    """A connection to a HandshakeService (or any service that extends it), phase by phase.
+
+    ``service`` is the generated service module; calls are ``client.call("echo", "hi")`` or simply
+    ``client.echo("hi")``. Declared IDL exceptions are raised as ``ServiceError`` instances that are
+    also instances of their generated class; everything else raised is a ``ThriftHandshakeError``.
+    """
+
+    def __init__(
+        self,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+        options: Optional[ClientOptions] = None,
+        service: ModuleType = HandshakeService,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.options = options or ClientOptions()
+        self.service = service
+        self.timeline = Timeline(self.options.timeline_size)
+        self.server_hello: Optional[ServerHello] = None
+        self.farewell: Optional[Farewell] = None
+        self._state = StateMachine(CLIENT_TRANSITIONS, ClientPhase.NEW, self._log_change)
+        self._lock = threading.RLock()
+        self._epoch = time.perf_counter()
+        self._broken_by: Optional[BaseException] = None
+        self._sock = self._transport = self._stub = None
+        self._methods: Dict[str, _Method] = {}
+
+    # -- phases -------------------------------------------------------------------------------
+
+    @property
+    def phase(self) -> ClientPhase:
+        """The current phase (see ``states.ClientPhase``)."""
+        return self._state.phase
+
+    @property
+    def session_id(self) -> Optional[str]:
+        return self.server_hello.session_id if self.server_hello else None
+
+    @property
+    def version(self) -> Optional[int]:
+        """The protocol version negotiated in hello()."""
+        return self.server_hello.version if self.server_hello else None
+
+    def connect(self) -> ServerHello:
+        """Opens the transport and says hello; returns the server's answer (READY afterwards).
+
+        Raises ConnectError (the client is CLOSED and may connect again), HandshakeFailed (refused;
+        the transport is closed) or ConnectionBroken/CallTimeout (BROKEN).
+        """
+        with self._lock:
+            self._require(ClientEvent.CONNECT, "connect")
+            self._state.apply(ClientEvent.CONNECT)
+            self._open_transport()
+            self._state.apply(ClientEvent.TRANSPORT_OPEN)
+            return self._hello()
+
+    def reconnect(self) -> ServerHello:
+        """Closes whatever is left of the connection, then connects again with a new session."""
+        with self._lock:
+            self.close()
+            return self.connect()
+
+    def goodbye(self) -> Farewell:
+        """Ends the session (READY -> CLOSING -> CLOSED); returns the server's Farewell."""
+        with self._lock:
+            self._require(ClientEvent.GOODBYE, "say goodbye")
+            self._state.apply(ClientEvent.GOODBYE)
+            try:
+                self.farewell = self._invoke("goodbye", (), phase="disconnect")
+            finally:
+                self._close_transport()
+            return self.farewell
+
+    def close(self) -> Optional[Farewell]:
+        """Says goodbye if a session is open, then closes; idempotent and never raises for I/O.
+
+        Returns the Farewell when goodbye() was answered, else None.
+        """
+        with self._lock:
+            if self.phase is ClientPhase.READY:
+                try:
+                    return self.goodbye()
+                except (ConnectionBroken, RemoteApplicationError, ServiceError) as error:
+                    logger.info("goodbye failed while closing: %s", error)
+            self._close_transport()
+            return None
+
+    def __enter__(self) -> "Client":
+        self.connect()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    # -- calls --------------------------------------------------------------------------------
+
+    def call(self, method: str, *args: Any) -> Any:
+        """Calls ``method`` with positional ``args``; returns its result (None for oneway/void)."""
+        if method in _PHASE_METHODS and method != "hello":
+            raise ArgumentError(f"{method} is a phase: use {_PHASE_METHODS[method]}")
+        with self._lock:
+            if self.phase is not ClientPhase.READY:
+                raise self._phase_error(f"call {method}")
+            return self._invoke(method, args, phase="call")
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name.startswith("_") or not hasattr(self.service.Iface, name):
+            raise AttributeError(f"{type(self).__name__} has no attribute or service method {name!r}")
+        return lambda *args: self.call(name, *args)
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _require(self, event: ClientEvent, action: str) -> None:
+        if not self._state.allows(event):
+            raise self._phase_error(action)
+
+    def _phase_error(self, action: str) -> PhaseError:
+        hints = {
+            ClientPhase.NEW: "call connect() or use 'with Client(...)'",
+            ClientPhase.CLOSED: "the connection is closed; call connect()",
+            ClientPhase.BROKEN: f"the connection broke ({self._broken_by!r}); call reconnect()",
+        }
+        return PhaseError(action, self.phase.value, hints.get(self.phase, ""))
+
+    def _log_change(self, old: ClientPhase, event: ClientEvent, new: ClientPhase) -> None:
+        logger.debug("%s:%s %s --%s--> %s", self.host, self.port, old.value, event.value, new.value)
+
+    def _record(self, **fields: Any) -> None:
+        self.timeline.add(Record(**fields))
+
+    def _open_transport(self) -> None:
+        self._sock, self._transport, protocol = client_stack(self.host, self.port, self.options.protocol)
+        self._stub = self.service.Client(protocol)
+        self._methods = {}
+        self._broken_by = None
+        self._sock.setTimeout(_ms(self.options.timeouts.connect))
+        start = time.perf_counter()
+        try:
+            self._transport.open()
+        except TTransportException as error:
+            self._record(phase="connect", name=f"{self.host}:{self.port}", start=start - self._epoch,
+                         duration=time.perf_counter() - start, error=str(error))
+            self._sock = self._transport = self._stub = None
+            self._state.apply(ClientEvent.CONNECT_FAILED)
+            raise ConnectError(f"cannot connect to {self.host}:{self.port}: {error}") from error
+        self._record(phase="connect", name=f"{self.host}:{self.port}", start=start - self._epoch,
+                     duration=time.perf_counter() - start)
+
+    def _hello(self) -> ServerHello:
+        options = self.options
+        hello = ClientHello(
+            client_name=options.client_name,
+            language=options.language,
+            min_version=options.versions[0],
+            max_version=options.versions[1],
+            auth_token=options.auth_token,
+            features=set(options.features),
+        )
+        self._sock.setTimeout(_ms(options.timeouts.handshake))
+        try:
+            self.server_hello = self._invoke("hello", (hello,), phase="handshake")
+        except ServiceError as error:
+            self._close_transport(ClientEvent.HELLO_REJECTED)
+            if isinstance(error, HandshakeRejected):
+                raise HandshakeFailed(error) from None
+            raise
+        except RemoteApplicationError:
+            self._close_transport(ClientEvent.HELLO_REJECTED)
+            raise
+        self._sock.setTimeout(_ms(options.timeouts.call))
+        self._state.apply(ClientEvent.HELLO_ACCEPTED)
+        return self.server_hello
+
+    def _method(self, name: str) -> _Method:
+        method = self._methods.get(name)
+        if method is None:
+            send = getattr(self._stub, "send_" + name, None)
+            if send is None:
+                raise ArgumentError(f"unknown method {name!r} for service {self.service.__name__}")
+            method = self._methods[name] = (send, getattr(self._stub, "recv_" + name, None))
+        return method
+
+    def _invoke(self, name: str, args: Tuple[Any, ...], phase: str) -> Any:
+        """Sends one request and reads its reply, recording the call; the heart of every phase."""
+        send, receive = self._method(name)
+        sock = self._sock
+        sock.mark()
+        out_before, in_before = sock.bytes_out, sock.bytes_in
+        start = time.perf_counter()
+        record = dict(phase=phase, name=name, start=start - self._epoch)
+        try:
+            send(*args)
+        except TTransportException as error:
+            self._fail(error, name, record, start)
+        except Exception as error:
+            if sock.bytes_out != out_before:
+                self._fail(error, name, record, start)
+            self._transport.discard_unflushed()
+            self._record(**record, duration=time.perf_counter() - start, error=repr(error))
+            raise RequestEncodingError(f"{name}: cannot encode the arguments: {error}") from error
+        sent = time.perf_counter()
+        record.update(send=sent - start, bytes_out=sock.bytes_out - out_before)
+        if receive is None:  # oneway: no reply of any kind
+            self._record(**record, duration=sent - start)
+            return None
+        error_out: Optional[BaseException] = None
+        result = None
+        try:
+            result = receive()
+        except TApplicationException as error:
+            error_out = RemoteApplicationError(name, error)
+        except TException as error:
+            if isinstance(error, TTransportException):
+                self._fail(error, name, record, start)
+            error_out = ServiceError.wrap(error)
+        except Exception as error:  # a reply that cannot be decoded: the stream is no longer trusted
+            self._fail(error, name, record, start)
+        end = time.perf_counter()
+        arrived = sock.first_read_at or end
+        record.update(
+            duration=end - start,
+            wait=max(arrived - sent, 0.0),
+            receive=end - arrived,
+            bytes_in=sock.bytes_in - in_before,
+            server_us=getattr(result, "processing_us", None) if name in self.options.server_timed_methods else None,
+            error=None if error_out is None else repr(error_out),
+        )
+        self._record(**record)
+        if error_out is not None:
+            raise error_out
+        return result
+
+    def _fail(self, error: BaseException, name: str, record: Dict[str, Any], start: float) -> None:
+        """Moves to BROKEN, closes the socket, records the failure and raises the matching error."""
+        self._broken_by = error
+        self._record(**record, duration=time.perf_counter() - start, error=repr(error))
+        if self._state.allows(ClientEvent.FAILURE):  # CLOSING has nothing left to break
+            self._state.apply(ClientEvent.FAILURE)
+        self._drop_socket()
+        if _is_timeout(error):
+            raise CallTimeout(f"{name}: no reply within the timeout; the connection is closed") from error
+        raise ConnectionBroken(f"{name}: connection failed: {error}") from error
+
+    def _drop_socket(self) -> None:
+        if self._transport is not None:
+            try:
+                self._transport.close()
+            except OSError:
+                pass
+        self._sock = self._transport = self._stub = None
+        self._methods = {}
+
+    def _close_transport(self, event: ClientEvent = ClientEvent.CLOSED) -> None:
+        had_socket = self._transport is not None
+        start = time.perf_counter()
+        self._drop_socket()
+        if had_socket:
+            self._record(phase="disconnect", name="close", start=start - self._epoch,
+                         duration=time.perf_counter() - start)
+        if self._state.allows(event):
+            self._state.apply(event)
+
+
+def _ms(seconds: Optional[float]) -> Optional[float]:
+    return None if seconds is None else seconds * 1000.0

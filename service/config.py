@@ -1,0 +1,148 @@
+"""Every setting of thrift-handshake, as small immutable value objects with safe defaults.
+
+One place for the knobs: the CLI's flags map onto these fields, and nothing else in the package
+hard-codes a limit, a timeout or a wire choice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import FrozenSet, Optional, Tuple
+
+__all__ = [
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "SUPPORTED_VERSIONS",
+    "PROTOCOLS",
+    "Timeouts",
+    "ClientOptions",
+    "ServerLimits",
+    "ServerConfig",
+]
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 9090
+
+#: Protocol versions this implementation speaks (inclusive range).
+SUPPORTED_VERSIONS: Tuple[int, int] = (1, 2)
+
+#: Wire protocols on top of TBufferedTransport. "accelerated" is TBinaryProtocolAccelerated (the C
+#: extension); "binary" is the pure-Python TBinaryProtocol. Both are the same bytes on the wire.
+PROTOCOLS = ("accelerated", "binary")
+
+
+def _check_protocol(protocol: str) -> None:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, not {protocol!r}")
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Client time limits, in seconds; None waits forever.
+
+    connect: opening the TCP connection. handshake: the hello() round trip.
+    call: one call's whole round trip (also goodbye()). A call that exceeds it leaves the
+    client BROKEN, so its late reply can never be read by another call.
+    """
+
+    connect: Optional[float] = 5.0
+    handshake: Optional[float] = 5.0
+    call: Optional[float] = 30.0
+
+    def __post_init__(self) -> None:
+        for name in ("connect", "handshake", "call"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"Timeouts.{name} must be positive or None, not {value!r}")
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """What the client says in hello() and how it talks.
+
+    versions: the inclusive range of protocol versions the client accepts.
+    timeline_size: how many phase/call records the client keeps (oldest dropped first).
+    server_timed_methods: methods whose reply's ``processing_us`` is the server's time on that very
+    call (T_s); the timeline splits their round trip into T_s and network time.
+    """
+
+    client_name: str = "thrift-handshake-python"
+    language: str = "python"
+    versions: Tuple[int, int] = SUPPORTED_VERSIONS
+    auth_token: Optional[str] = None
+    features: FrozenSet[str] = frozenset()
+    protocol: str = "accelerated"
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    timeline_size: int = 1000
+    server_timed_methods: FrozenSet[str] = frozenset({"process"})
+
+    def __post_init__(self) -> None:
+        _check_protocol(self.protocol)
+        object.__setattr__(self, "features", frozenset(self.features))
+        if self.timeline_size < 1:
+            raise ValueError("timeline_size must be at least 1")
+
+    def replace(self, **changes) -> "ClientOptions":
+        """Returns a copy with the given fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """Server-side limits; all on by default.
+
+    max_connections: connections served at once; more are accepted and closed at once (logged).
+    handshake_timeout: seconds a new connection may take to complete hello().
+    idle_timeout: seconds a session may stay silent before the server closes it.
+    max_message_bytes: the largest string, binary or container in one message.
+    submit_workers / submit_queue: threads running submit()ted work, and how many may wait.
+    result_ttl / max_results: how long and how many finished submit() results are kept.
+    max_wait: the longest get_result() wait the server honours, in seconds.
+    """
+
+    max_connections: int = 1024
+    handshake_timeout: float = 10.0
+    idle_timeout: float = 300.0
+    max_message_bytes: int = 16 * 1024 * 1024
+    submit_workers: int = 4
+    submit_queue: int = 1000
+    result_ttl: float = 600.0
+    max_results: int = 10_000
+    max_wait: float = 30.0
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            if getattr(self, f.name) <= 0:
+                raise ValueError(f"ServerLimits.{f.name} must be positive")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Where and how the server listens.
+
+    port 0 picks a free port (read it back from ``HandshakeServer.port``).
+    auth_token: when set, hello() must carry exactly this token.
+    grace: seconds that in-flight calls get to finish when the server stops.
+    """
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    server_name: str = "thrift-handshake"
+    protocol: str = "accelerated"
+    auth_token: Optional[str] = None
+    features: FrozenSet[str] = frozenset({"submit", "notify", "echo_types", "stats", "timing"})
+    versions: Tuple[int, int] = SUPPORTED_VERSIONS
+    grace: float = 10.0
+    limits: ServerLimits = field(default_factory=ServerLimits)
+
+    def __post_init__(self) -> None:
+        _check_protocol(self.protocol)
+        object.__setattr__(self, "features", frozenset(self.features))
+        low, high = self.versions
+        if not 1 <= low <= high:
+            raise ValueError(f"versions must be a range 1 <= low <= high, not {self.versions!r}")
+
+    def replace(self, **changes) -> "ServerConfig":
+        """Returns a copy with the given fields changed."""
+        return dataclasses.replace(self, **changes)

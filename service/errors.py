@@ -1,0 +1,115 @@
+"""Every exception thrift-handshake raises, rooted in one base class.
+
+    ThriftHandshakeError
+    ├── PhaseError            a call or step that the client's current phase does not allow
+    ├── ConnectError          the transport could not be opened (refused, unreachable, connect timeout)
+    ├── HandshakeFailed       hello() was refused by the server (carries the HandshakeRejected answer)
+    ├── ConnectionBroken      the connection can no longer be trusted; the client is BROKEN until reconnect()
+    │   └── CallTimeout       no complete reply within the call timeout
+    ├── RequestEncodingError  the arguments could not be serialized; nothing was sent
+    ├── ArgumentError         JSON arguments that do not fit the method's parameters (CLI, call())
+    ├── RemoteApplicationError the server answered with a TApplicationException (handler crash, unknown method)
+    └── ServiceError          a declared exception of the IDL (InvalidRequest, NotReady, ...)
+
+A ``ServiceError`` raised by the client is also an instance of the generated exception class, so both
+``except ServiceError`` and ``except InvalidRequest`` catch it.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Type
+
+from thrift.Thrift import TApplicationException, TException
+
+__all__ = [
+    "ThriftHandshakeError",
+    "PhaseError",
+    "ConnectError",
+    "HandshakeFailed",
+    "ConnectionBroken",
+    "CallTimeout",
+    "RequestEncodingError",
+    "ArgumentError",
+    "RemoteApplicationError",
+    "ServiceError",
+]
+
+
+class ThriftHandshakeError(Exception):
+    """Base class of every error raised by thrift-handshake."""
+
+
+class PhaseError(ThriftHandshakeError):
+    """The client's current phase does not allow what was asked (e.g. a call while CLOSED)."""
+
+    def __init__(self, action: str, phase: str, hint: str = "") -> None:
+        self.action = action
+        self.phase = phase
+        message = f"cannot {action} in phase {phase}"
+        super().__init__(f"{message}: {hint}" if hint else message)
+
+
+class ConnectError(ThriftHandshakeError):
+    """The transport could not be opened."""
+
+
+class HandshakeFailed(ThriftHandshakeError):
+    """The server refused hello(); ``rejected`` holds its HandshakeRejected answer."""
+
+    def __init__(self, rejected: TException) -> None:
+        self.rejected = rejected
+        reason = getattr(rejected, "reason", str(rejected))
+        super().__init__(
+            f"handshake rejected: {reason} (server supports versions "
+            f"{getattr(rejected, 'min_version', '?')}..{getattr(rejected, 'max_version', '?')})"
+        )
+
+
+class ConnectionBroken(ThriftHandshakeError):
+    """The connection failed mid-call; the client refuses calls until reconnect()."""
+
+
+class CallTimeout(ConnectionBroken):
+    """No complete reply arrived within the call timeout; the late reply will never be read."""
+
+
+class RequestEncodingError(ThriftHandshakeError, ValueError):
+    """The arguments could not be serialized; nothing was sent and the connection stays usable."""
+
+
+class ArgumentError(ThriftHandshakeError, ValueError):
+    """Arguments (usually JSON from the command line) do not fit the method's parameters."""
+
+
+class RemoteApplicationError(ThriftHandshakeError):
+    """The server answered with a TApplicationException; ``error`` holds it, ``type`` its code."""
+
+    def __init__(self, method: str, error: TApplicationException) -> None:
+        self.method = method
+        self.error = error
+        self.type = error.type
+        super().__init__(f"{method}: server error {error.type}: {error.message}")
+
+
+class ServiceError(ThriftHandshakeError):
+    """A declared IDL exception; instances also belong to the generated exception class."""
+
+    _subclasses: Dict[type, Type["ServiceError"]] = {}
+
+    @classmethod
+    def wrap(cls, error: TException) -> "ServiceError":
+        """Returns ``error`` as an instance of both ServiceError and its own generated class."""
+        generated = type(error)
+        subclass = cls._subclasses.get(generated)
+        if subclass is None:
+            subclass = type(generated.__name__, (cls, generated), {"__module__": generated.__module__})
+            cls._subclasses[generated] = subclass
+        wrapped = Exception.__new__(subclass)
+        for name, value in vars(error).items():
+            object.__setattr__(wrapped, name, value)
+        Exception.__init__(wrapped, *error.args)
+        return wrapped
+
+    def __str__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({fields})"

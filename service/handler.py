@@ -1,0 +1,113 @@
+"""The service's own methods (everything but the session methods, which ``session`` serves).
+
+The handler is shared by every connection; per-caller data comes from ``current_session()``.
+To make a method mean something else in protocol version 2, branch on the negotiated version:
+
+    def echo(self, message):
+        if current_session().version >= 2:
+            return message.upper()   # hypothetical v2 meaning; v1 clients keep the old one
+        return message
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import logging
+import threading
+import time
+from typing import Deque, Optional
+
+from thrift_handshake_gen.ttypes import Ack, AllTypes, Event, InvalidRequest, Request, Response
+
+from .config import ServerLimits
+from .session import SessionContext, current_session
+from .tickets import TicketBoard
+
+__all__ = ["HandshakeHandler", "MAX_WORK_MS"]
+
+logger = logging.getLogger(__name__)
+
+#: The largest simulated processing time a Request may ask for.
+MAX_WORK_MS = 10_000
+
+
+def _validate(request: Optional[Request]) -> Request:
+    if request is None:
+        raise InvalidRequest(message="request is required", field="request")
+    if not request.request_id:
+        raise InvalidRequest(message="request_id must not be empty", field="request_id")
+    work_ms = request.work_ms or 0
+    if not 0 <= work_ms <= MAX_WORK_MS:
+        raise InvalidRequest(message=f"work_ms must be within 0..{MAX_WORK_MS}, not {work_ms}", field="work_ms")
+    return request
+
+
+def _next_sequence(context: SessionContext, counter: str) -> int:
+    sequence = context.state.get(counter, 0) + 1
+    context.state[counter] = sequence
+    return sequence
+
+
+def _run(request: Request, session_id: Optional[str], sequence: int) -> Response:
+    """Does the (simulated) work of one request and measures the server's own time on it."""
+    started = time.perf_counter()
+    if request.work_ms:
+        time.sleep(request.work_ms / 1000.0)
+    digest = hashlib.sha256((request.payload or "").encode("utf-8")).hexdigest()
+    return Response(
+        request_id=request.request_id,
+        digest=digest,
+        processing_us=int((time.perf_counter() - started) * 1e6),
+        session_id=session_id,
+        sequence=sequence,
+    )
+
+
+class HandshakeHandler:
+    """Implements echo, process, submit, get_result, notify, echo_types and fail."""
+
+    def __init__(self, limits: Optional[ServerLimits] = None, recent_events: int = 100) -> None:
+        self.tickets = TicketBoard(limits or ServerLimits())
+        self._events: Deque[Event] = collections.deque(maxlen=recent_events)
+        self._events_lock = threading.Lock()
+
+    @property
+    def recent_events(self) -> "list[Event]":
+        """The latest notify() events, oldest first (bounded)."""
+        with self._events_lock:
+            return list(self._events)
+
+    def echo(self, message: str) -> str:
+        return message
+
+    def process(self, request: Request) -> Response:
+        _validate(request)
+        context = current_session()
+        return _run(request, context.session_id, _next_sequence(context, "process_sequence"))
+
+    def submit(self, request: Request) -> Ack:
+        _validate(request)
+        context = current_session()
+        sequence = _next_sequence(context, "submit_sequence")
+        session_id = context.session_id
+        ticket = self.tickets.submit(lambda: _run(request, session_id, sequence))
+        return Ack(ticket=ticket, request_id=request.request_id, accepted_at_ms=int(time.time() * 1000))
+
+    def get_result(self, ticket: str, wait_ms: int) -> Response:
+        return self.tickets.result(ticket or "", (wait_ms or 0) / 1000.0)
+
+    def notify(self, event: Event) -> None:
+        with self._events_lock:
+            self._events.append(event)
+        logger.debug("notify %r from session %s", getattr(event, "name", None), current_session().session_id)
+
+    def echo_types(self, value: AllTypes) -> AllTypes:
+        return value
+
+    def fail(self, message: str) -> None:
+        raise RuntimeError(message or "fail() was called")
+
+    def close(self, timeout: float) -> None:
+        """Stops the submit pool: queued work is cancelled, running work gets ``timeout`` seconds."""
+        self.tickets.close(timeout)

@@ -1,0 +1,331 @@
+"""The threaded server: Apache Thrift's TThreadedServer, made stoppable and session-aware.
+
+The wiring stays the tutorial's: a generated Processor, a TServerSocket, TBufferedTransport and
+TBinaryProtocol(Accelerated). What this adds: a session per connection (``session.SessionHandler``),
+limits, one log line per connection event, and a graceful stop (stop accepting, let in-flight calls
+finish within the grace period, close idle connections) from Python, SIGINT or SIGTERM.
+
+    server = HandshakeServer(config=ServerConfig(port=0)).start()   # serves on a background thread
+    ... server.port ...
+    server.stop()
+
+or, blocking until SIGINT/SIGTERM: ``serve(ServerConfig())``.
+"""
+
+from __future__ import annotations
+
+import logging
+import selectors
+import signal
+import socket
+import threading
+import time
+from types import ModuleType
+from typing import Any, Dict, Optional, Set, Tuple
+
+from thrift.server.TServer import TThreadedServer
+from thrift.Thrift import TApplicationException, TMessageType
+from thrift.transport import TSocket, TTransport
+from thrift.transport.TTransport import TTransportException
+
+from thrift_handshake_gen import HandshakeService
+
+from .config import ServerConfig
+from .contract import describe_service
+from .handler import HandshakeHandler
+from .metrics import ServerMetrics
+from .session import SessionContext, SessionHandler, bind_session
+from .transport import protocol_factory
+
+__all__ = ["HandshakeServer", "Connection", "serve"]
+
+logger = logging.getLogger(__name__)
+
+
+def _format_peer(address: Any) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return str(address)
+
+
+class Connection:
+    """One accepted connection: its socket, its session context and the call it is serving."""
+
+    def __init__(self, client: TSocket.TSocket, peer: str, server: "HandshakeServer") -> None:
+        self.socket = client
+        self.peer = peer
+        self.context = SessionContext(peer=peer)
+        self.calls: Dict[str, int] = {}
+        self.notifications = 0
+        self._server = server
+        self._lock = threading.Lock()
+        self._in_flight: Optional[Tuple[str, int]] = None
+        self._closing = False
+        self.stopping = False
+
+    def message_begin(self, name: str, message_type: int, seqid: int) -> None:
+        """Called by the Processor when a message starts: counts it and marks it in flight."""
+        with self._lock:
+            self._in_flight = (name, seqid)
+        key = name if name in self._server.methods else "<unknown>"
+        self.calls[key] = self.calls.get(key, 0) + 1
+
+    def message_done(self) -> bool:
+        """The message was answered; returns whether the connection should close now."""
+        with self._lock:
+            self._in_flight = None
+            return self._closing
+
+    @property
+    def in_flight(self) -> Optional[Tuple[str, int]]:
+        """(method, seqid) of the message being served, if any."""
+        return self._in_flight
+
+    def session_started(self) -> None:
+        """hello() succeeded: from now on silence is bounded by the idle timeout."""
+        self.socket.setTimeout(self._server.config.limits.idle_timeout * 1000)
+
+    def close_after_reply(self) -> None:
+        with self._lock:
+            self._closing = True
+
+    def shutdown(self, force: bool = False) -> None:
+        """Closes the connection now if it is idle (or if forced), else after the current reply."""
+        with self._lock:
+            self._closing = self.stopping = True
+            if self._in_flight is not None and not force:
+                return
+        handle = self.socket.handle
+        if handle is not None:
+            try:
+                handle.shutdown(socket.SHUT_RDWR)  # wakes the connection's thread from recv()
+            except OSError:
+                pass
+
+
+class HandshakeServer(TThreadedServer):
+    """A TThreadedServer with sessions, limits and a graceful stop.
+
+    ``handler`` implements the service's methods (default: ``HandshakeHandler``); if it has a
+    ``close(timeout)`` method, the server calls it when it stops. ``service`` is the generated
+    service module (any service that extends HandshakeService works).
+    """
+
+    def __init__(
+        self,
+        handler: Any = None,
+        config: Optional[ServerConfig] = None,
+        service: ModuleType = HandshakeService,
+    ) -> None:
+        self.config = config or ServerConfig()
+        self.service = service
+        self.handler = handler if handler is not None else HandshakeHandler(self.config.limits)
+        self.methods = describe_service(service)
+        self.metrics = ServerMetrics()
+        family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
+        listener = TSocket.TServerSocket(host=self.config.host, port=self.config.port, socket_family=family)
+        super().__init__(
+            service.Processor(self.handler),
+            listener,
+            TTransport.TBufferedTransportFactory(),
+            protocol_factory(self.config.protocol, self.config.limits.max_message_bytes),
+            daemon=False,
+        )
+        self._lock = threading.Lock()
+        self._connections: Dict[Connection, threading.Thread] = {}
+        self._stop_requested = threading.Event()
+        self._stopped = threading.Event()
+        self._grace = self.config.grace
+        self._wake_reader, self._wake_writer = socket.socketpair()
+        self._thread: Optional[threading.Thread] = None
+        self._serving_thread: Optional[threading.Thread] = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    @property
+    def address(self) -> Tuple[str, int]:
+        """(host, port) the server listens on; the port is real once listening (port 0 resolved)."""
+        handle = self.serverTransport.handle
+        if handle is None:
+            return self.config.host, self.config.port
+        return self.config.host, handle.getsockname()[1]
+
+    @property
+    def port(self) -> int:
+        return self.address[1]
+
+    def listen(self) -> None:
+        """Binds and listens (idempotent); errors such as 'address in use' surface here."""
+        if self.serverTransport.handle is None:
+            self.serverTransport.listen()
+            self.serverTransport.handle.setblocking(False)
+            logger.info("listening on %s protocol=%s", _format_peer(self.address), self.config.protocol)
+
+    def start(self) -> "HandshakeServer":
+        """Listens, then serves on a background thread; returns self."""
+        self.listen()
+        self._thread = self._serving_thread = threading.Thread(
+            target=self.serve, name=f"thrift-handshake:{self.port}")
+        self._thread.start()
+        return self
+
+    def serve(self) -> None:
+        """Serves until a stop is requested, then drains; returns once every connection is closed."""
+        self.listen()
+        self._serving_thread = self._serving_thread or threading.current_thread()
+        selector = selectors.DefaultSelector()
+        selector.register(self.serverTransport.handle, selectors.EVENT_READ)
+        selector.register(self._wake_reader, selectors.EVENT_READ)
+        try:
+            while not self._stop_requested.is_set():
+                for key, _ in selector.select():
+                    if key.fileobj is self.serverTransport.handle:
+                        self._accept()
+        finally:
+            selector.close()
+            self._drain()
+
+    def request_stop(self, grace: Optional[float] = None) -> None:
+        """Asks the server to stop and returns at once (safe from a signal handler)."""
+        if grace is not None:
+            self._grace = grace
+        self._stop_requested.set()
+        try:
+            self._wake_writer.send(b"\0")
+        except OSError:
+            pass
+
+    def stop(self, grace: Optional[float] = None) -> None:
+        """Stops gracefully and waits until every connection is closed.
+
+        ``grace`` (default: the config's) bounds how long in-flight calls may take to finish;
+        connections still busy after it are closed.
+        """
+        self.request_stop(grace)
+        if self._serving_thread is None:  # never served: only the listener to close
+            self.serverTransport.close()
+        elif self._serving_thread is not threading.current_thread():
+            self._stopped.wait()
+            if self._thread is not None:
+                self._thread.join()
+
+    def __enter__(self) -> "HandshakeServer":
+        return self.start()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+    # -- connections --------------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        try:
+            client = self.serverTransport.accept()
+            peer = _format_peer(client.handle.getpeername())
+        except OSError as error:  # e.g. the peer reset before accept, or too many open files
+            logger.warning("accept failed: %s", error)
+            return
+        if len(self._connections) >= self.config.limits.max_connections:
+            logger.warning("refused peer=%s: %d connections open (max_connections)", peer, len(self._connections))
+            client.close()
+            return
+        client.setTimeout(self.config.limits.handshake_timeout * 1000)
+        connection = Connection(client, peer, self)
+        thread = threading.Thread(target=self._serve_connection, args=(connection,),
+                                  name=f"connection {peer}")
+        with self._lock:
+            self._connections[connection] = thread
+        self.metrics.connection_opened(connection)
+        logger.info("accepted peer=%s", peer)
+        thread.start()
+
+    def _serve_connection(self, connection: Connection) -> None:
+        bind_session(connection.context)
+        transport = TTransport.TBufferedTransport(connection.socket)
+        protocol = self.inputProtocolFactory.getProtocol(transport)
+        session = SessionHandler(connection, self)
+        processor = self.service.Processor(session)
+        processor.on_message_begin(connection.message_begin)
+        event, reason = "closed", "peer closed the connection"
+        try:
+            while True:
+                processor.process(protocol, protocol)
+                if connection.message_done():
+                    reason = "server stopping" if connection.stopping else "after goodbye"
+                    break
+        except TTransportException as error:
+            event, reason = self._transport_outcome(connection, session, error)
+        except Exception as error:  # undecodable input: answer if we can, then close
+            event, reason = "dropped", f"bad message: {type(error).__name__}: {error}"
+            self._answer_bad_message(connection, protocol, error)
+        finally:
+            session.disconnected()
+            transport.close()
+            self.metrics.connection_closed(connection)
+            with self._lock:
+                self._connections.pop(connection, None)
+            bind_session(None)
+            log = logger.info if event == "closed" else logger.warning
+            log("%s peer=%s session=%s: %s", event, connection.peer, connection.context.session_id, reason)
+
+    @staticmethod
+    def _transport_outcome(connection: Connection, session: SessionHandler,
+                           error: TTransportException) -> Tuple[str, str]:
+        if connection.stopping:
+            return "closed", "server stopping"
+        if error.type == TTransportException.TIMED_OUT:
+            timeout = "idle" if connection.context.session_id else "handshake"
+            return "dropped", f"{timeout} timeout"
+        if error.type == TTransportException.END_OF_FILE and connection.in_flight is None:
+            if connection.context.session_id is None:
+                return "closed", "peer closed the connection"
+            return "dropped", "peer closed the connection without goodbye"
+        return "dropped", f"transport error: {error}"
+
+    @staticmethod
+    def _answer_bad_message(connection: Connection, protocol: Any, error: Exception) -> None:
+        """Tells the caller why its message was refused before the connection closes."""
+        if connection.in_flight is None:
+            return
+        name, seqid = connection.in_flight
+        reply = TApplicationException(TApplicationException.PROTOCOL_ERROR,
+                                      f"cannot decode the {name} request: {error}")
+        try:
+            protocol.writeMessageBegin(name, TMessageType.EXCEPTION, seqid)
+            reply.write(protocol)
+            protocol.writeMessageEnd()
+            protocol.trans.flush()
+        except Exception:  # the peer may be gone already
+            pass
+
+    def _drain(self) -> None:
+        deadline = time.monotonic() + self._grace
+        self.serverTransport.close()
+        with self._lock:
+            connections = dict(self._connections)
+        logger.info("stopping: %d connections open, grace %.1fs", len(connections), self._grace)
+        for connection in connections:
+            connection.shutdown()
+        for connection, thread in connections.items():
+            thread.join(max(deadline - time.monotonic(), 0.0))
+            if thread.is_alive():
+                logger.warning("grace period over: closing peer=%s in %s", connection.peer, connection.in_flight)
+                connection.shutdown(force=True)
+                thread.join()
+        close = getattr(self.handler, "close", None)
+        if callable(close):
+            close(max(deadline - time.monotonic(), 0.0))
+        self._wake_reader.close()
+        self._wake_writer.close()
+        self._stopped.set()
+        logger.info("stopped")
+
+
+def serve(config: Optional[ServerConfig] = None, handler: Any = None) -> None:
+    """Runs a server in this thread until SIGINT or SIGTERM (or ``request_stop()``), then drains."""
+    server = HandshakeServer(handler, config)
+    server.listen()
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: server.request_stop())
+    server.serve()

@@ -1,0 +1,155 @@
+"""The phases of a connection, as transition tables for both ends.
+
+Everything that decides which phase follows which lives in this file; code elsewhere only looks the
+tables up through ``StateMachine.apply``. An event the table does not allow raises ``PhaseError``
+naming the event and the phase. The client's table covers its whole life; the server's covers one
+connection's session. ``docs/phases.md`` is generated from these tables (``mermaid_diagram``).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Callable, Dict, Generic, List, Mapping, Optional, Tuple, TypeVar
+
+from .errors import PhaseError
+
+__all__ = [
+    "ClientPhase",
+    "ClientEvent",
+    "CLIENT_TRANSITIONS",
+    "SessionPhase",
+    "SessionEvent",
+    "SESSION_TRANSITIONS",
+    "StateMachine",
+    "mermaid_diagram",
+]
+
+
+class ClientPhase(enum.Enum):
+    """Where a client is in the life of its connection."""
+
+    NEW = "NEW"
+    CONNECTING = "CONNECTING"  # transport opening, bounded by the connect timeout
+    HANDSHAKING = "HANDSHAKING"  # hello(): version negotiation, auth, session
+    READY = "READY"  # calls allowed
+    CLOSING = "CLOSING"  # goodbye(), then close
+    CLOSED = "CLOSED"
+    BROKEN = "BROKEN"  # a timeout or transport error: nothing is read from this connection again
+
+
+class ClientEvent(enum.Enum):
+    CONNECT = "connect"
+    TRANSPORT_OPEN = "transport_open"
+    CONNECT_FAILED = "connect_failed"
+    HELLO_ACCEPTED = "hello_accepted"
+    HELLO_REJECTED = "hello_rejected"
+    CALL = "call"
+    FAILURE = "failure"
+    GOODBYE = "goodbye"
+    CLOSED = "closed"
+
+
+_C, _E = ClientPhase, ClientEvent
+
+CLIENT_TRANSITIONS: Mapping[ClientPhase, Mapping[ClientEvent, ClientPhase]] = {
+    _C.NEW: {_E.CONNECT: _C.CONNECTING, _E.CLOSED: _C.CLOSED},
+    _C.CONNECTING: {
+        _E.TRANSPORT_OPEN: _C.HANDSHAKING,
+        _E.CONNECT_FAILED: _C.CLOSED,
+    },
+    _C.HANDSHAKING: {
+        _E.HELLO_ACCEPTED: _C.READY,
+        _E.HELLO_REJECTED: _C.CLOSED,
+        _E.FAILURE: _C.BROKEN,
+    },
+    _C.READY: {
+        _E.CALL: _C.READY,
+        _E.FAILURE: _C.BROKEN,
+        _E.GOODBYE: _C.CLOSING,
+        _E.CLOSED: _C.CLOSED,
+    },
+    _C.CLOSING: {_E.CLOSED: _C.CLOSED},
+    _C.CLOSED: {_E.CONNECT: _C.CONNECTING, _E.CLOSED: _C.CLOSED},
+    _C.BROKEN: {_E.CLOSED: _C.CLOSED},
+}
+
+
+class SessionPhase(enum.Enum):
+    """Where one server-side connection is in its session."""
+
+    AWAITING_HELLO = "AWAITING_HELLO"  # only hello() and ping() are served
+    ESTABLISHED = "ESTABLISHED"  # every method is served
+    CLOSING = "CLOSING"  # goodbye() answered; the connection closes after the reply
+    CLOSED = "CLOSED"
+
+
+class SessionEvent(enum.Enum):
+    HELLO_ACCEPTED = "hello_accepted"
+    HELLO_REJECTED = "hello_rejected"
+    GOODBYE = "goodbye"
+    DISCONNECT = "disconnect"
+
+
+_S, _V = SessionPhase, SessionEvent
+
+SESSION_TRANSITIONS: Mapping[SessionPhase, Mapping[SessionEvent, SessionPhase]] = {
+    _S.AWAITING_HELLO: {
+        _V.HELLO_ACCEPTED: _S.ESTABLISHED,
+        _V.HELLO_REJECTED: _S.AWAITING_HELLO,
+        _V.DISCONNECT: _S.CLOSED,
+    },
+    # A second hello is refused and the session stays as it was.
+    _S.ESTABLISHED: {
+        _V.HELLO_REJECTED: _S.ESTABLISHED,
+        _V.GOODBYE: _S.CLOSING,
+        _V.DISCONNECT: _S.CLOSED,
+    },
+    _S.CLOSING: {_V.DISCONNECT: _S.CLOSED},
+    _S.CLOSED: {_V.DISCONNECT: _S.CLOSED},
+}
+
+P = TypeVar("P", bound=enum.Enum)
+E = TypeVar("E", bound=enum.Enum)
+
+
+class StateMachine(Generic[P, E]):
+    """A current phase plus the table that moves it; ``on_change`` sees every move."""
+
+    def __init__(
+        self,
+        table: Mapping[P, Mapping[E, P]],
+        initial: P,
+        on_change: Optional[Callable[[P, E, P], None]] = None,
+    ) -> None:
+        self._table = table
+        self.phase: P = initial
+        self._on_change = on_change
+
+    def allows(self, event: E) -> bool:
+        """Whether ``event`` is allowed in the current phase."""
+        return event in self._table[self.phase]
+
+    def apply(self, event: E) -> P:
+        """Moves to the phase the table gives for ``event``; raises PhaseError if there is none."""
+        old = self.phase
+        try:
+            new = self._table[old][event]
+        except KeyError:
+            allowed = ", ".join(e.value for e in self._table[old]) or "nothing"
+            raise PhaseError(event.value, old.value, f"allowed here: {allowed}") from None
+        self.phase = new
+        if self._on_change is not None and new is not old:
+            self._on_change(old, event, new)
+        return new
+
+
+def mermaid_diagram(table: Mapping[P, Mapping[E, P]]) -> str:
+    """The table as a Mermaid state diagram (for the docs)."""
+    lines: List[str] = ["stateDiagram-v2"]
+    edges: Dict[Tuple[str, str], List[str]] = {}
+    for source, moves in table.items():
+        for event, target in moves.items():
+            edges.setdefault((source.value, target.value), []).append(event.value)
+    for (source, target), events in edges.items():
+        lines.append(f"    {source} --> {target}: {' / '.join(events)}")
+    return "\n".join(lines)

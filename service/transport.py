@@ -1,0 +1,105 @@
+"""The wire stack, built in one place for both ends: TSocket, TBufferedTransport, TBinaryProtocol.
+
+The socket layer counts bytes and notes when reply bytes arrive; it sits *below* TBufferedTransport so
+the buffered transport stays a ``CReadableTransport`` and the C-accelerated protocol keeps its fast
+path (wrapping the buffered transport instead would silently fall back to pure Python).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from io import BytesIO
+from typing import Optional
+
+from thrift.protocol import TBinaryProtocol
+from thrift.protocol.TProtocol import TProtocolBase, TProtocolFactory
+from thrift.transport import TSocket, TTransport
+
+from .config import PROTOCOLS
+
+__all__ = [
+    "accelerated_available",
+    "protocol_factory",
+    "CountingSocket",
+    "ClientTransport",
+    "client_stack",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def accelerated_available() -> bool:
+    """Whether Thrift's C extension (fastbinary) is importable."""
+    try:
+        from thrift.protocol import fastbinary  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def protocol_factory(protocol: str, max_message_bytes: Optional[int] = None) -> TProtocolFactory:
+    """The factory for ``protocol`` ("accelerated" or "binary"), strict binary on the wire.
+
+    ``max_message_bytes`` caps every string, binary and container read (None: no cap).
+    Asking for "accelerated" without the C extension logs a warning instead of falling back silently.
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, not {protocol!r}")
+    limits = {}
+    if max_message_bytes is not None:
+        limits = {"string_length_limit": max_message_bytes, "container_length_limit": max_message_bytes}
+    if protocol == "accelerated":
+        if not accelerated_available():
+            logger.warning("thrift's C extension is missing: the accelerated protocol runs in pure Python")
+        return TBinaryProtocol.TBinaryProtocolAcceleratedFactory(fallback=True, **limits)
+    return TBinaryProtocol.TBinaryProtocolFactory(**limits)
+
+
+class CountingSocket(TSocket.TSocket):
+    """A TSocket that counts bytes each way and notes when the first reply bytes of a call arrive."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.bytes_out = 0
+        self.bytes_in = 0
+        self.first_read_at: Optional[float] = None
+
+    def mark(self) -> None:
+        """Starts a new measurement: the next read sets ``first_read_at`` again."""
+        self.first_read_at = None
+
+    def read(self, sz: int) -> bytes:
+        data = super().read(sz)
+        if self.first_read_at is None:
+            self.first_read_at = time.perf_counter()
+        self.bytes_in += len(data)
+        return data
+
+    def write(self, buff: bytes) -> None:
+        super().write(buff)
+        self.bytes_out += len(buff)
+
+
+class ClientTransport(TTransport.TBufferedTransport):
+    """TBufferedTransport that can drop a half-written message before it is ever flushed."""
+
+    def discard_unflushed(self) -> None:
+        """Forgets bytes written since the last flush (e.g. a message whose encoding failed)."""
+        # TBufferedTransport keeps its write buffer in a name-mangled attribute and offers no reset.
+        self._TBufferedTransport__wbuf = BytesIO()
+
+
+def client_stack(
+    host: str, port: int, protocol: str
+) -> "tuple[CountingSocket, ClientTransport, TProtocolBase]":
+    """The client's socket, buffered transport and protocol, unopened."""
+    sock = CountingSocket(host, port, socket_family=_family_for(host))
+    transport = ClientTransport(sock)
+    return sock, transport, protocol_factory(protocol).getProtocol(transport)
+
+
+def _family_for(host: str) -> int:
+    """AF_INET6 for IPv6 literals, AF_UNSPEC (both, in resolver order) otherwise."""
+    return socket.AF_INET6 if ":" in host else socket.AF_UNSPEC
