@@ -270,6 +270,8 @@ class Client:
             result = receive()
         except TApplicationException as error:
             error_out = RemoteApplicationError(name, error)
+            if error.type == TApplicationException.PROTOCOL_ERROR:  # the server closes after this answer
+                self._break(error)
         except TException as error:
             if isinstance(error, TTransportException):
                 self._fail(error, name, record, start)
@@ -293,14 +295,18 @@ class Client:
 
     def _fail(self, error: BaseException, name: str, record: Dict[str, Any], start: float) -> None:
         """Moves to BROKEN, closes the socket, records the failure and raises the matching error."""
-        self._broken_by = error
         self._record(**record, duration=time.perf_counter() - start, error=repr(error))
-        if self._state.allows(ClientEvent.FAILURE):  # CLOSING has nothing left to break
-            self._state.apply(ClientEvent.FAILURE)
-        self._drop_socket()
+        self._break(error)
         if _is_timeout(error):
             raise CallTimeout(f"{name}: no reply within the timeout; the connection is closed") from error
         raise ConnectionBroken(f"{name}: connection failed: {error}") from error
+
+    def _break(self, error: BaseException) -> None:
+        """Moves to BROKEN and closes the socket so nothing more is ever read from it."""
+        self._broken_by = error
+        if self._state.allows(ClientEvent.FAILURE):  # CLOSING has nothing left to break
+            self._state.apply(ClientEvent.FAILURE)
+        self._drop_socket()
 
     def _drop_socket(self) -> None:
         if self._transport is not None:

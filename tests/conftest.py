@@ -1,0 +1,105 @@
+"""Fixtures: real servers on 127.0.0.1 with ephemeral ports, the public client, a raw Thrift client."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable, Iterator, List, Optional
+
+import pytest
+from thrift.protocol.TBinaryProtocol import TBinaryProtocolAccelerated
+from thrift.transport import TSocket, TTransport
+
+from thrift_handshake import Client, ClientOptions, HandshakeServer, ServerConfig
+from thrift_handshake_gen import HandshakeService
+from thrift_handshake_gen.ttypes import ClientHello
+
+ServerFactory = Callable[..., HandshakeServer]
+
+
+def _threads_settle(before: set, timeout: float = 5.0) -> List[threading.Thread]:
+    deadline = time.monotonic() + timeout
+    while True:
+        extra = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        if not extra or time.monotonic() > deadline:
+            return extra
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def start_server() -> Iterator[ServerFactory]:
+    """Starts servers (``start_server(handler=None, **ServerConfig fields)``); stops them all afterwards
+    and fails the test if any of their threads outlive the stop."""
+    before = set(threading.enumerate())
+    servers: List[HandshakeServer] = []
+
+    def start(handler=None, **config) -> HandshakeServer:
+        config.setdefault("port", 0)
+        server = HandshakeServer(handler, ServerConfig(**config)).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop(grace=5.0)
+    leaked = _threads_settle(before)
+    assert not leaked, f"threads still running after stop: {leaked}"
+
+
+@pytest.fixture
+def server(start_server: ServerFactory) -> HandshakeServer:
+    return start_server()
+
+
+@pytest.fixture
+def connect(server: HandshakeServer) -> Iterator[Callable[..., Client]]:
+    """Connected clients to ``server`` (``connect(**ClientOptions fields)``), closed afterwards."""
+    clients: List[Client] = []
+
+    def make(**options) -> Client:
+        client = Client("127.0.0.1", server.port, ClientOptions(**options))
+        clients.append(client)
+        client.connect()
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture
+def client(connect) -> Client:
+    return connect()
+
+
+class RawConnection:
+    """The bare generated client on its own socket: no wrapper, no hello unless asked."""
+
+    def __init__(self, port: int) -> None:
+        self.socket = TSocket.TSocket("127.0.0.1", port)
+        self.socket.setTimeout(5000)
+        self.transport = TTransport.TBufferedTransport(self.socket)
+        self.stub = HandshakeService.Client(TBinaryProtocolAccelerated(self.transport))
+        self.transport.open()
+
+    def hello(self, min_version: int = 1, max_version: int = 2, **fields):
+        fields.setdefault("client_name", "raw-test")
+        return self.stub.hello(ClientHello(min_version=min_version, max_version=max_version, **fields))
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+@pytest.fixture
+def raw(request: pytest.FixtureRequest) -> Iterator[Callable[..., RawConnection]]:
+    """Raw connections to ``port`` (default: the ``server`` fixture's), closed afterwards."""
+    connections: List[RawConnection] = []
+
+    def make(port: Optional[int] = None) -> RawConnection:
+        connection = RawConnection(port or request.getfixturevalue("server").port)
+        connections.append(connection)
+        return connection
+
+    yield make
+    for connection in connections:
+        connection.close()

@@ -1,0 +1,206 @@
+"""The client's phases: every transition of the table, allowed and refused, against a real server."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from thrift_handshake import (
+    CallTimeout,
+    Client,
+    ClientOptions,
+    ClientPhase,
+    ConnectError,
+    ConnectionBroken,
+    PhaseError,
+    RequestEncodingError,
+    ThriftHandshakeError,
+    Timeouts,
+)
+from thrift_handshake.states import (
+    CLIENT_TRANSITIONS,
+    SESSION_TRANSITIONS,
+    ClientEvent,
+    ClientPhase as Phase,
+    SessionEvent,
+    SessionPhase,
+    StateMachine,
+    mermaid_diagram,
+)
+from thrift_handshake_gen.ttypes import AllTypes, Request
+
+
+def test_every_phase_has_a_row_and_every_target_is_a_phase():
+    assert set(CLIENT_TRANSITIONS) == set(ClientPhase)
+    assert set(SESSION_TRANSITIONS) == set(SessionPhase)
+    for table in (CLIENT_TRANSITIONS, SESSION_TRANSITIONS):
+        for moves in table.values():
+            assert all(target in table for target in moves.values())
+
+
+def test_the_table_refuses_what_it_does_not_list():
+    for phase, moves in CLIENT_TRANSITIONS.items():
+        for event in ClientEvent:
+            machine = StateMachine(CLIENT_TRANSITIONS, phase)
+            if event in moves:
+                assert machine.apply(event) is moves[event]
+            else:
+                with pytest.raises(PhaseError) as caught:
+                    machine.apply(event)
+                assert phase.value in str(caught.value) and event.value in str(caught.value)
+                assert machine.phase is phase
+
+
+def test_session_table_keeps_a_session_on_a_second_hello():
+    machine = StateMachine(SESSION_TRANSITIONS, SessionPhase.AWAITING_HELLO)
+    machine.apply(SessionEvent.HELLO_ACCEPTED)
+    assert machine.apply(SessionEvent.HELLO_REJECTED) is SessionPhase.ESTABLISHED
+    with pytest.raises(PhaseError):
+        machine.apply(SessionEvent.HELLO_ACCEPTED)
+
+
+def test_diagram_lists_every_transition():
+    diagram = mermaid_diagram(CLIENT_TRANSITIONS)
+    assert "READY --> BROKEN: failure" in diagram
+    assert "HANDSHAKING --> READY: hello_accepted" in diagram
+
+
+def test_normal_life_new_ready_closed(server):
+    client = Client("127.0.0.1", server.port)
+    assert client.phase is Phase.NEW
+    client.connect()
+    assert client.phase is Phase.READY
+    farewell = client.goodbye()
+    assert farewell.session_id == client.session_id
+    assert client.phase is Phase.CLOSED
+    client.connect()  # CLOSED -> CONNECTING: a new session
+    assert client.session_id != farewell.session_id
+    client.close()
+    client.close()  # idempotent
+    assert client.phase is Phase.CLOSED
+
+
+@pytest.mark.parametrize("action", ["call", "goodbye"])
+def test_calls_out_of_phase_name_the_phase(server, action):
+    client = Client("127.0.0.1", server.port)
+    with pytest.raises(PhaseError) as caught:
+        client.echo("x") if action == "call" else client.goodbye()
+    assert "NEW" in str(caught.value) and "connect()" in str(caught.value)
+    client.connect()
+    client.close()
+    with pytest.raises(PhaseError) as caught:
+        client.echo("x")
+    assert "CLOSED" in str(caught.value)
+
+
+def test_connect_twice_is_refused(client):
+    with pytest.raises(PhaseError) as caught:
+        client.connect()
+    assert "READY" in str(caught.value)
+
+
+def test_context_manager_says_goodbye_also_when_the_block_raises(server, client):
+    with pytest.raises(KeyError):
+        with Client("127.0.0.1", server.port) as inner:
+            inner.echo("x")
+            raise KeyError("boom")
+    assert inner.phase is Phase.CLOSED
+    assert inner.farewell is not None and inner.farewell.calls == 1
+    assert client.stats().sessions_active == 1
+
+
+def test_connect_refused_is_a_connect_error_and_leaves_closed():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # bound, not listening: connections are refused
+        client = Client("127.0.0.1", port)
+        with pytest.raises(ConnectError):
+            client.connect()
+    assert client.phase is Phase.CLOSED
+    assert client.timeline[-1].phase == "connect" and not client.timeline[-1].ok
+
+
+def test_a_timeout_leaves_the_client_broken_and_no_late_reply_is_read(server):
+    options = ClientOptions(timeouts=Timeouts(call=0.2))
+    client = Client("127.0.0.1", server.port, options)
+    client.connect()
+    with pytest.raises(CallTimeout) as caught:
+        client.process(Request(request_id="slow", payload="late", work_ms=600))
+    assert isinstance(caught.value, ConnectionBroken)
+    assert client.phase is Phase.BROKEN
+    with pytest.raises(PhaseError) as refused:
+        client.echo("x")
+    assert "BROKEN" in str(refused.value) and "reconnect()" in str(refused.value)
+    time.sleep(0.7)  # the late reply would have arrived by now
+    client.reconnect()
+    assert client.phase is Phase.READY
+    assert client.echo("fresh") == "fresh"
+    assert client.process(Request(request_id="next", payload="")).request_id == "next"
+    client.close()
+
+
+def test_server_closing_the_connection_breaks_the_client(server, client):
+    for connection in list(server._connections):
+        connection.shutdown(force=True)
+    with pytest.raises(ConnectionBroken):
+        client.echo("x")
+    assert client.phase is Phase.BROKEN
+    client.close()
+    assert client.phase is Phase.CLOSED
+
+
+def test_an_encoding_error_sends_nothing_and_keeps_the_connection(client):
+    with pytest.raises(RequestEncodingError):
+        client.echo_types(AllTypes(id="x", small=1000))  # i8 out of range
+    with pytest.raises(RequestEncodingError):
+        client.echo(12345)  # not a string
+    assert client.phase is Phase.READY
+    assert client.echo("clean") == "clean"
+    assert client.echo_types(AllTypes(id="ok", small=1)).small == 1
+
+
+def test_unknown_method_and_phase_methods_are_argument_errors(client):
+    with pytest.raises(AttributeError):
+        client.no_such_method
+    with pytest.raises(ThriftHandshakeError):
+        client.call("no_such_method")
+    with pytest.raises(ThriftHandshakeError):
+        client.call("goodbye")
+
+
+def test_calls_from_many_threads_are_serialized(client):
+    results, errors = [], []
+
+    def worker(n: int) -> None:
+        try:
+            for i in range(20):
+                text = f"{n}-{i}"
+                if client.echo(text) != text:
+                    errors.append(text)
+        except Exception as error:  # pragma: no cover - reported below
+            errors.append(error)
+        results.append(n)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and len(results) == 4
+
+
+def test_handshake_timeout_breaks_the_client(start_server):
+    """A server that accepts but never answers: the hello times out and the client is BROKEN."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        client = Client("127.0.0.1", silent.getsockname()[1],
+                        ClientOptions(timeouts=Timeouts(handshake=0.2)))
+        with pytest.raises(CallTimeout):
+            client.connect()
+        assert client.phase is Phase.BROKEN
+        client.close()
+        assert client.phase is Phase.CLOSED

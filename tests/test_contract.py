@@ -1,0 +1,175 @@
+"""Every method of the contract, called through the public client against a real server."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import struct
+import time
+
+import pytest
+
+from thrift_handshake import RemoteApplicationError, ServiceError
+from thrift_handshake_gen.ttypes import (
+    AllTypes,
+    Color,
+    Event,
+    InvalidRequest,
+    NotReady,
+    Point,
+    Request,
+    Shape,
+    UnknownTicket,
+)
+
+
+def test_ping(client):
+    assert client.ping() is None
+
+
+def test_echo_returns_the_message_unchanged(client):
+    assert client.echo("请求数据") == "请求数据"
+    assert client.echo("") == ""
+    assert client.echo("emoji 🚀 and\nnewlines\0nul") == "emoji 🚀 and\nnewlines\0nul"
+
+
+def test_process_answers_after_the_work(client):
+    payload = "请求数据"
+    started = time.perf_counter()
+    response = client.process(Request(request_id="r-1", payload=payload, work_ms=50, headers={"a": "b"}))
+    elapsed = time.perf_counter() - started
+    assert elapsed >= 0.05
+    assert response.request_id == "r-1"
+    assert response.digest == hashlib.sha256(payload.encode("utf-8")).hexdigest()
+    assert response.session_id == client.session_id
+    assert response.sequence == 1
+    assert 50_000 <= response.processing_us <= elapsed * 1e6
+
+
+def test_process_sequence_counts_per_session(client, connect):
+    assert [client.process(Request(request_id=f"r{i}", payload="x")).sequence for i in range(3)] == [1, 2, 3]
+    other = connect()
+    assert other.process(Request(request_id="o", payload="x")).sequence == 1
+
+
+@pytest.mark.parametrize(
+    "request_, field",
+    [
+        (Request(request_id="", payload="x"), "request_id"),
+        (Request(request_id=None, payload="x"), "request_id"),
+        (Request(request_id="r", payload="x", work_ms=-1), "work_ms"),
+        (Request(request_id="r", payload="x", work_ms=10_001), "work_ms"),
+        (None, "request"),
+    ],
+)
+def test_process_rejects_invalid_requests_with_the_field(client, request_, field):
+    with pytest.raises(InvalidRequest) as caught:
+        client.process(request_)
+    assert caught.value.field == field
+    assert isinstance(caught.value, ServiceError)
+    assert client.echo("still usable") == "still usable"
+
+
+def test_submit_acknowledges_before_the_work_is_done(client):
+    started = time.perf_counter()
+    ack = client.submit(Request(request_id="s-1", payload="abc", work_ms=2000))
+    acknowledged_in = time.perf_counter() - started
+    assert acknowledged_in < 1.0, "submit must return on receipt, not after the work"
+    assert ack.ticket and ack.request_id == "s-1"
+    assert abs(ack.accepted_at_ms - time.time() * 1000) < 5000
+    with pytest.raises(NotReady) as caught:
+        client.get_result(ack.ticket, 0)
+    assert caught.value.ticket == ack.ticket
+    result = client.get_result(ack.ticket, 5000)
+    assert result.request_id == "s-1"
+    assert result.digest == hashlib.sha256(b"abc").hexdigest()
+    assert result.processing_us >= 2_000_000
+
+
+def test_submit_validates_like_process(client):
+    with pytest.raises(InvalidRequest) as caught:
+        client.submit(Request(request_id="r", work_ms=20_000))
+    assert caught.value.field == "work_ms"
+
+
+def test_get_result_unknown_ticket(client):
+    with pytest.raises(UnknownTicket) as caught:
+        client.get_result("no-such-ticket", 0)
+    assert caught.value.ticket == "no-such-ticket"
+
+
+def test_ticket_works_from_another_connection_and_session(client, connect):
+    ack = client.submit(Request(request_id="x", payload="p", work_ms=0))
+    other = connect(client_name="other")
+    result = other.get_result(ack.ticket, 5000)
+    assert result.request_id == "x"
+    assert result.session_id == client.session_id
+
+
+def test_notify_is_counted_in_stats(client, server):
+    before = client.stats().notifications
+    client.notify(Event(name="e", payload="p"))
+    client.notify(Event(name="e2", payload="p2"))
+    assert client.stats().notifications == before + 2
+    assert [e.name for e in server.handler.recent_events][-2:] == ["e", "e2"]
+
+
+def test_stats_counts_connections_sessions_and_calls(client, connect, server):
+    client.echo("a")
+    client.echo("b")
+    other = connect()
+    stats = other.stats()
+    assert stats.connections_open == 2
+    assert stats.connections_total == 2
+    assert stats.sessions_active == 2
+    assert stats.handshakes_ok == 2
+    assert stats.handshakes_rejected == 0
+    assert stats.calls["echo"] == 2
+    assert stats.calls["hello"] == 2
+    assert stats.uptime_ms >= 0
+
+
+def test_fail_becomes_a_tapplicationexception_and_the_connection_stays(client):
+    with pytest.raises(RemoteApplicationError) as caught:
+        client.fail("boom")
+    assert caught.value.type == 6  # INTERNAL_ERROR
+    assert client.echo("alive") == "alive"
+
+
+def _bits(value: float) -> bytes:
+    return struct.pack("<d", value)
+
+
+def test_echo_types_round_trips_every_type(client):
+    value = AllTypes(
+        id="全部-1",
+        flag=True,
+        small=-128,
+        short_number=-32768,
+        number=2**31 - 1,
+        big_number=-(2**63),
+        real=-0.0,
+        text="请求数据 🚀",
+        data=bytes(range(256)),
+        color=Color.UNKNOWN_COLOR,
+        shape=Shape(polygon=[Point(x=1, y=2, label="a"), Point(x=-3, y=4)]),
+        note=None,
+        maybe_number=2**53 + 1,
+        numbers=[0, -1, 2**31 - 1],
+        tags={"a", "b", "中"},
+        counts={"x": 2**63 - 1},
+        groups={"g": [Point(x=0, y=0)], "empty": []},
+        layers=[{"k": {1, 2, 3}}, {}],
+        palette={1: Color.RED, -5: Color.MAX_COLOR},
+        blobs=[b"", b"\x00\xff"],
+    )
+    echoed = client.echo_types(value)
+    assert echoed == value
+    assert _bits(echoed.real) == _bits(-0.0)
+    assert echoed.greeting == "hello" and echoed.answer == 42
+
+
+@pytest.mark.parametrize("special", [math.nan, math.inf, -math.inf, 5e-324])
+def test_echo_types_keeps_special_doubles_bit_for_bit(client, special):
+    echoed = client.echo_types(AllTypes(id="d", real=special))
+    assert _bits(echoed.real) == _bits(special)

@@ -1,0 +1,104 @@
+"""A user's own service that extends HandshakeService gets the session layer unchanged."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from thrift.protocol.TBinaryProtocol import TBinaryProtocolAccelerated
+from thrift.transport import TSocket, TTransport
+
+from thrift.Thrift import TApplicationException
+
+from thrift_handshake import (
+    Client,
+    ClientOptions,
+    HandshakeHandler,
+    HandshakeServer,
+    RemoteApplicationError,
+    ServerConfig,
+    current_session,
+)
+from thrift_handshake_gen.ttypes import HandshakeRequired
+
+IDL_DIR = Path(__file__).resolve().parent.parent / "idl"
+
+USER_IDL = """
+include "handshake.thrift"
+namespace py user_service_gen
+service Shouter extends handshake.HandshakeService {
+  string shout(1: string text) throws (1: handshake.HandshakeRequired handshake_required),
+  string whisper(1: string text),
+}
+"""
+
+
+class ShouterHandler(HandshakeHandler):
+    def shout(self, text):
+        if current_session().version >= 2:
+            return text.upper() + "!"
+        return text.upper()
+
+    def whisper(self, text):
+        return text.lower()
+
+
+@pytest.fixture(scope="module")
+def shouter(tmp_path_factory):
+    compiler = shutil.which("thrift")
+    assert compiler, "the Thrift compiler is needed (scripts/test installs thrift-compiler)"
+    out = tmp_path_factory.mktemp("user-gen")
+    (out / "shouter.thrift").write_text(USER_IDL)
+    subprocess.run([compiler, "-I", str(IDL_DIR), "--gen", "py", "-out", str(out), str(out / "shouter.thrift")],
+                   check=True)
+    sys.path.insert(0, str(out))
+    try:
+        from user_service_gen import Shouter
+
+        yield Shouter
+    finally:
+        sys.path.remove(str(out))
+        for name in [n for n in sys.modules if n.startswith("user_service_gen")]:
+            del sys.modules[name]
+
+
+@pytest.fixture
+def shouter_server(shouter):
+    server = HandshakeServer(ShouterHandler(), ServerConfig(port=0), service=shouter).start()
+    yield server
+    server.stop()
+
+
+def test_extended_service_has_sessions_and_its_own_methods(shouter, shouter_server):
+    with Client("127.0.0.1", shouter_server.port, service=shouter) as client:
+        assert client.shout("hi") == "HI!"
+        assert client.echo("base method") == "base method"
+        assert client.stats().calls["shout"] == 1
+    with Client("127.0.0.1", shouter_server.port, ClientOptions(versions=(1, 1)), service=shouter) as v1:
+        assert v1.shout("hi") == "HI"
+
+
+def test_extended_methods_are_gated_before_hello(shouter, shouter_server):
+    transport = TTransport.TBufferedTransport(TSocket.TSocket("127.0.0.1", shouter_server.port))
+    stub = shouter.Client(TBinaryProtocolAccelerated(transport))
+    transport.open()
+    try:
+        with pytest.raises(HandshakeRequired):
+            stub.shout("x")
+        # whisper does not declare HandshakeRequired: the refusal arrives as a TApplicationException
+        with pytest.raises(TApplicationException) as caught:
+            stub.whisper("x")
+        assert "whisper() needs a completed hello()" in caught.value.message
+        stub.ping()
+    finally:
+        transport.close()
+
+
+def test_remote_errors_through_an_extended_client(shouter, shouter_server):
+    with Client("127.0.0.1", shouter_server.port, service=shouter) as client:
+        with pytest.raises(RemoteApplicationError):
+            client.fail("x")
+        assert client.whisper("QUIET") == "quiet"

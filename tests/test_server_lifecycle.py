@@ -1,0 +1,248 @@
+"""The server's life: goodbye, graceful stop, signals, limits, bad input, IPv6."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from thrift.transport.TTransport import TTransportException
+
+from thrift_handshake import (
+    Client,
+    ClientOptions,
+    ClientPhase,
+    ConnectError,
+    ConnectionBroken,
+    HandshakeFailed,
+    RemoteApplicationError,
+    ServerLimits,
+)
+from thrift_handshake_gen.ttypes import Request
+
+
+def test_goodbye_returns_the_farewell_then_the_server_closes(raw):
+    connection = raw()
+    hello = connection.hello()
+    connection.stub.echo("one")
+    connection.stub.echo("two")
+    farewell = connection.stub.goodbye()
+    assert farewell.session_id == hello.session_id
+    assert farewell.calls == 2
+    assert farewell.duration_ms >= 0
+    with pytest.raises(TTransportException):
+        connection.stub.echo("after goodbye")
+
+
+def test_goodbye_ends_the_session_in_stats(client, connect):
+    other = connect()
+    assert client.stats().sessions_active == 2
+    other.goodbye()
+    stats = client.stats()
+    assert stats.sessions_active == 1
+    assert stats.calls["goodbye"] == 1
+
+
+def test_graceful_stop_lets_the_in_flight_call_finish(start_server):
+    server = start_server()
+    busy = Client("127.0.0.1", server.port)
+    idle = Client("127.0.0.1", server.port)
+    busy.connect()
+    idle.connect()
+    outcome = {}
+
+    def slow_call() -> None:
+        outcome["response"] = busy.process(Request(request_id="in-flight", payload="p", work_ms=500))
+
+    caller = threading.Thread(target=slow_call)
+    caller.start()
+    time.sleep(0.15)  # the request is being processed
+    started = time.monotonic()
+    server.stop(grace=5.0)
+    stopped_in = time.monotonic() - started
+    caller.join(5)
+    assert outcome["response"].request_id == "in-flight"
+    assert 0.2 < stopped_in < 4.0
+    with pytest.raises(ConnectionBroken):
+        idle.echo("idle connections are closed")
+    with pytest.raises(ConnectionBroken):
+        busy.echo("closed after its reply")
+    with pytest.raises(ConnectError):
+        Client("127.0.0.1", server.port).connect()
+    busy.close()
+    idle.close()
+
+
+def test_grace_period_bounds_the_stop(start_server):
+    server = start_server()
+    client = Client("127.0.0.1", server.port)
+    client.connect()
+    caller = threading.Thread(target=lambda: pytest.raises(ConnectionBroken, client.process,
+                                                           Request(request_id="r", work_ms=1500)))
+    caller.start()
+    time.sleep(0.15)
+    started = time.monotonic()
+    server.stop(grace=0.2)
+    caller.join(5)
+    assert time.monotonic() - started < 3.0
+    client.close()
+
+
+def test_stop_frees_the_port_and_leaves_no_threads(start_server):
+    server = start_server()
+    with Client("127.0.0.1", server.port) as client:
+        client.echo("x")
+    port = server.port
+    server.stop()
+    with socket.socket() as again:
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        again.bind(("127.0.0.1", port))
+    # start_server's teardown asserts no thread outlives the stop
+
+
+def test_a_handler_exception_keeps_connection_and_server(client, connect):
+    for _ in range(3):
+        with pytest.raises(RemoteApplicationError):
+            client.fail("boom")
+    assert client.echo("alive") == "alive"
+    assert connect().echo("server alive") == "server alive"
+
+
+def test_ipv6_loopback(start_server):
+    server = start_server(host="::1")
+    with Client("::1", server.port) as client:
+        assert client.echo("v6") == "v6"
+        assert client.stats().connections_open == 1
+
+
+def test_max_connections_refuses_the_extra_connection(start_server):
+    server = start_server(limits=ServerLimits(max_connections=1))
+    with Client("127.0.0.1", server.port) as first:
+        extra = Client("127.0.0.1", server.port)
+        with pytest.raises(ConnectionBroken):
+            extra.connect()
+        assert first.echo("first still served") == "first still served"
+
+
+def test_handshake_timeout_closes_a_silent_connection(start_server, raw):
+    server = start_server(limits=ServerLimits(handshake_timeout=0.3))
+    connection = raw(server.port)
+    connection.stub.ping()
+    time.sleep(0.6)
+    with pytest.raises(TTransportException):
+        connection.stub.ping()
+
+
+def test_idle_timeout_closes_a_silent_session(start_server):
+    server = start_server(limits=ServerLimits(idle_timeout=0.3))
+    client = Client("127.0.0.1", server.port)
+    assert client.connect().idle_timeout_ms == 300
+    client.echo("active")
+    time.sleep(0.6)
+    with pytest.raises(ConnectionBroken):
+        client.echo("too late")
+    client.close()
+
+
+def test_oversized_message_is_refused_with_a_protocol_error(start_server):
+    server = start_server(limits=ServerLimits(max_message_bytes=1024))
+    with Client("127.0.0.1", server.port) as client:
+        assert client.echo("x" * 1000) == "x" * 1000
+        with pytest.raises(RemoteApplicationError) as caught:
+            client.echo("x" * 5000)
+        assert caught.value.type == 7  # PROTOCOL_ERROR
+        assert "limit" in str(caught.value)
+        assert client.phase is ClientPhase.BROKEN
+    with Client("127.0.0.1", server.port) as fresh:
+        assert fresh.echo("server fine") == "server fine"
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",  # a TLS ClientHello
+        b"\x82\x21\x00\x04ping\x00",  # compact protocol
+        b"\x00\x00\x00\x10\x80\x01\x00\x01\x00\x00\x00\x04ping",  # framed
+        b"\x80\x01\x00\x01\x00\x00\x00\x04echo\x00\x00\x00\x00\x0b\x00\x01\xff\xff\xff\xff",  # bad length
+        bytes(range(256)) * 4,
+    ],
+)
+def test_garbage_never_hurts_the_server(server, client, garbage):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(garbage)
+        sock.shutdown(socket.SHUT_WR)
+        try:
+            while sock.recv(4096):
+                pass
+        except OSError:
+            pass
+    assert client.echo("still here") == "still here"
+
+
+def _serve_subprocess(*flags: str) -> "tuple[subprocess.Popen, int]":
+    process = subprocess.Popen(
+        [sys.executable, "-m", "thrift_handshake.cli", "serve", "--port", "0", *flags],
+        stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        match = re.search(r"listening on \S+:(\d+)", line)
+        if match:
+            return process, int(match.group(1))
+    process.kill()
+    raise AssertionError("the server did not report its port")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signals_stop_the_cli_server_gracefully(signum):
+    process, port = _serve_subprocess("--grace", "5")
+    try:
+        client = Client("127.0.0.1", port)
+        client.connect()
+        outcome = {}
+        caller = threading.Thread(target=lambda: outcome.setdefault(
+            "response", client.process(Request(request_id="sig", payload="", work_ms=500))))
+        caller.start()
+        time.sleep(0.15)
+        os.kill(process.pid, signum)
+        assert process.wait(timeout=10) == 0
+        caller.join(5)
+        assert outcome["response"].request_id == "sig"
+        remaining = process.stderr.read()
+        assert "stopped" in remaining
+        client.close()
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.stderr.close()
+
+
+def test_cli_server_logs_one_line_per_connection_event(raw):
+    process, port = _serve_subprocess("--auth-token", "t0ken")
+    try:
+        with pytest.raises(HandshakeFailed):
+            Client("127.0.0.1", port, ClientOptions(auth_token="bad")).connect()
+        with Client("127.0.0.1", port, ClientOptions(auth_token="t0ken")) as client:
+            client.echo("x")
+        vanishing = raw(port)
+        vanishing.hello(auth_token="t0ken")
+        vanishing.close()  # gone without goodbye
+        time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+        log = process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.stderr.close()
+    for event in ["accepted", "handshake ok", "handshake rejected", "goodbye", "dropped", "closed"]:
+        assert event in log, f"no {event!r} line in:\n{log}"
+    assert "t0ken" not in log
