@@ -45,7 +45,7 @@ def _limit_flags(parser: argparse.ArgumentParser) -> None:
         default = getattr(defaults, field.name)
         parser.add_argument("--" + field.name.replace("_", "-"), type=type(default), default=default,
                             metavar=type(default).__name__.upper(),
-                            help=f"ServerLimits.{field.name} (default {default})")
+                            help=f"{field.metadata['help']} (default {default})")
 
 
 def _connection_flags(parser: argparse.ArgumentParser) -> None:

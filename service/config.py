@@ -88,28 +88,24 @@ class ClientOptions:
         return dataclasses.replace(self, **changes)
 
 
+def _limit(default, help_text: str):
+    """A ServerLimits field; its help text is also the CLI flag's help."""
+    return field(default=default, metadata={"help": help_text})
+
+
 @dataclass(frozen=True)
 class ServerLimits:
-    """Server-side limits; all on by default.
+    """Server-side limits, all on by default (each one is also a ``serve`` flag)."""
 
-    max_connections: connections served at once; more are accepted and closed at once (logged).
-    handshake_timeout: seconds a new connection may take to complete hello().
-    idle_timeout: seconds a session may stay silent before the server closes it.
-    max_message_bytes: the largest string, binary or container in one message.
-    submit_workers / submit_queue: threads running submit()ted work, and how many may wait.
-    result_ttl / max_results: how long and how many finished submit() results are kept.
-    max_wait: the longest get_result() wait the server honours, in seconds.
-    """
-
-    max_connections: int = 1024
-    handshake_timeout: float = 10.0
-    idle_timeout: float = 300.0
-    max_message_bytes: int = 16 * 1024 * 1024
-    submit_workers: int = 4
-    submit_queue: int = 1000
-    result_ttl: float = 600.0
-    max_results: int = 10_000
-    max_wait: float = 30.0
+    max_connections: int = _limit(1024, "connections served at once; more are accepted and closed at once")
+    handshake_timeout: float = _limit(10.0, "seconds a new connection may take to complete hello()")
+    idle_timeout: float = _limit(300.0, "seconds a session may stay silent before the server closes it")
+    max_message_bytes: int = _limit(16 * 1024 * 1024, "largest string, binary or container in one message")
+    submit_workers: int = _limit(4, "threads running submit()ted work")
+    submit_queue: int = _limit(1000, "submitted requests that may wait for a worker (more: Overloaded)")
+    result_ttl: float = _limit(600.0, "seconds a finished submit() result is kept for get_result()")
+    max_results: int = _limit(10_000, "finished submit() results kept at most (the oldest go first)")
+    max_wait: float = _limit(30.0, "longest get_result() wait the server honours, in seconds")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -1,0 +1,81 @@
+"""The console script: call, --trace, demo, serve flags."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from thrift_handshake.cli import build_parser
+
+
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "thrift_handshake.cli", *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_call_echo_prints_json(server):
+    done = run_cli("call", "echo", '"请求数据"', "--port", str(server.port))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == "请求数据"
+
+
+def test_call_process_with_a_struct_and_trace(server):
+    request = json.dumps({"request_id": "cli-1", "payload": "abc", "work_ms": 5})
+    done = run_cli("call", "process", request, "--port", str(server.port), "--trace")
+    assert done.returncode == 0, done.stderr
+    response = json.loads(done.stdout)
+    assert response["request_id"] == "cli-1" and response["sequence"] == 1
+    for phase in ["connect", "handshake", "request", "response", "disconnect", "T_s="]:
+        assert phase in done.stderr
+
+
+def test_call_reports_declared_exceptions(server):
+    done = run_cli("call", "get_result", '"nope"', "0", "--port", str(server.port))
+    assert done.returncode == 1
+    assert "UnknownTicket" in done.stderr and "nope" in done.stderr
+
+
+def test_call_checks_arguments_before_sending(server):
+    done = run_cli("call", "process", '{"request_id": "x", "work_ms": "slow"}', "--port", str(server.port))
+    assert done.returncode == 2
+    assert "work_ms" in done.stderr
+    assert server.metrics.snapshot().connections_total == 0, "nothing may be sent for bad arguments"
+
+
+def test_call_with_an_unsupported_version_range(server):
+    done = run_cli("call", "ping", "--versions", "5-6", "--port", str(server.port))
+    assert done.returncode == 1 and "no common version" in done.stderr
+
+
+def test_call_to_a_closed_port():
+    done = run_cli("call", "ping", "--port", "1")
+    assert done.returncode == 1 and "cannot connect" in done.stderr
+
+
+def test_demo_runs_the_whole_flow_and_exits_zero():
+    done = run_cli("demo", timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    for expected in ["'请求数据'", "process ->", "submit -> ticket", "get_result ->", "notify ->", "stats ->",
+                     "goodbye ->", "R = bytes sent / send time", "S = bytes received / receive time",
+                     "T_s", "network", "T_e", "server stopped"]:
+        assert expected in out, f"{expected!r} missing from the demo output:\n{out}"
+
+
+def test_serve_flags_come_from_the_limits():
+    args = build_parser().parse_args(["serve", "--max-connections", "7", "--idle-timeout", "1.5"])
+    assert args.max_connections == 7 and args.idle_timeout == 1.5
+    assert args.host == "127.0.0.1" and args.port == 9090
+
+
+def test_bad_flag_values_are_refused():
+    done = run_cli("serve", "--port", "0", "--max-connections", "0")
+    assert done.returncode == 2 and "max_connections" in done.stderr
+
+
+@pytest.mark.parametrize("command", ["serve", "call", "demo"])
+def test_help(command):
+    assert run_cli(command, "--help").returncode == 0

@@ -1,0 +1,99 @@
+"""The timeline: every phase recorded with its cost, bytes counted, the accelerated path kept."""
+
+from __future__ import annotations
+
+from thrift.protocol.TBinaryProtocol import TBinaryProtocolAccelerated
+from thrift.transport.TTransport import CReadableTransport
+
+from thrift_handshake import Client, ClientOptions
+from thrift_handshake.timing import format_summary, format_table
+from thrift_handshake.transport import accelerated_available
+from thrift_handshake_gen.ttypes import Event, Request
+
+
+def test_the_c_extension_is_installed_and_used(client):
+    assert accelerated_available(), "thrift's C extension (fastbinary) is missing"
+    protocol = client._stub._iprot
+    assert isinstance(protocol, TBinaryProtocolAccelerated)
+    assert isinstance(protocol.trans, CReadableTransport), "byte counting must sit below the buffered transport"
+
+
+def test_phases_in_order_with_costs(server):
+    client = Client("127.0.0.1", server.port)
+    with client:
+        client.echo("请求数据")
+        client.notify(Event(name="n", payload=""))
+    phases = [(r.phase, r.name) for r in client.timeline]
+    assert phases == [
+        ("connect", f"127.0.0.1:{server.port}"),
+        ("handshake", "hello"),
+        ("call", "echo"),
+        ("call", "notify"),
+        ("disconnect", "goodbye"),
+        ("disconnect", "close"),
+    ]
+    starts = [r.start for r in client.timeline]
+    assert starts == sorted(starts)
+    assert all(r.duration >= 0 and r.ok for r in client.timeline)
+
+
+def test_bytes_are_counted_exactly(client):
+    text = "请求数据"
+    client.echo(text)
+    record = client.timeline.calls("echo")[-1]
+    encoded = len(text.encode("utf-8"))
+    # strict binary message header (4 version + 4+4 name + 4 seqid) + field header (3) + length (4) + stop (1)
+    expected = 4 + 4 + len("echo") + 4 + 3 + 4 + encoded + 1
+    assert record.bytes_out == expected
+    assert record.bytes_in == expected  # the reply carries the same string as field 0
+    assert record.request_throughput and record.response_throughput
+
+
+def test_process_splits_call_time_into_server_network_and_decode(client):
+    client.process(Request(request_id="t", payload="x" * 1000, work_ms=30))
+    record = client.timeline.calls("process")[-1]
+    assert record.server_us >= 30_000
+    assert record.network is not None and record.network >= 0
+    total = record.server_us / 1e6 + record.network + record.decode
+    assert abs(total - record.duration) < 1e-3
+    assert record.send + record.wait + record.receive <= record.duration + 1e-6
+
+
+def test_get_result_does_not_claim_the_work_time_as_its_own(client):
+    ack = client.submit(Request(request_id="s", payload="", work_ms=50))
+    client.get_result(ack.ticket, 2000)
+    assert client.timeline.calls("get_result")[-1].server_us is None
+
+
+def test_oneway_records_no_reply(client):
+    client.notify(Event(name="n", payload=""))
+    record = client.timeline.calls("notify")[-1]
+    assert record.bytes_out > 0 and record.bytes_in == 0 and record.wait is None
+
+
+def test_errors_are_recorded(client):
+    try:
+        client.fail("x")
+    except Exception:
+        pass
+    record = client.timeline.calls("fail")[-1]
+    assert not record.ok and "RemoteApplicationError" in record.error
+
+
+def test_timeline_is_bounded(server):
+    client = Client("127.0.0.1", server.port, ClientOptions(timeline_size=5))
+    with client:
+        for _ in range(20):
+            client.ping()
+    assert len(client.timeline) == 5
+
+
+def test_table_and_summary_render_every_phase(client):
+    client.process(Request(request_id="t", payload="abc", work_ms=5))
+    table = format_table(client.timeline)
+    for word in ["connect", "handshake", "request", "response", "T_s=", "network=", "T_e="]:
+        assert word in table
+    summary = format_summary(client.timeline)
+    assert "R = bytes sent / send time" in summary
+    assert "S = bytes received / receive time" in summary
+    assert "process: call time" in summary and "T_s" in summary and "T_e" in summary
