@@ -12,6 +12,7 @@ One client is one connection; calls from several threads are serialized.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -167,7 +168,9 @@ class Client:
     def __getattr__(self, name: str) -> Callable[..., Any]:
         if name.startswith("_") or not hasattr(self.service.Iface, name):
             raise AttributeError(f"{type(self).__name__} has no attribute or service method {name!r}")
-        return lambda *args: self.call(name, *args)
+        method = functools.partial(self.call, name)
+        self.__dict__[name] = method  # found directly from now on
+        return method
 
     # -- internals ----------------------------------------------------------------------------
 

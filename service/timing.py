@@ -13,17 +13,15 @@ response throughput S = bytes in / receive time.
 from __future__ import annotations
 
 import collections
-from dataclasses import dataclass
-from typing import Deque, Iterable, Iterator, List, Optional
+from typing import Deque, Iterable, Iterator, List, NamedTuple, Optional
 
 __all__ = ["Record", "Timeline", "format_table", "format_summary"]
 
 
-@dataclass(frozen=True)
-class Record:
+class Record(NamedTuple):
     """One phase (connect, handshake, goodbye, close) or one call, relative to the timeline's start.
 
-    Times are seconds. ``send``/``wait``/``receive`` are set for calls; ``server_us`` only when the
+    A NamedTuple because one is made per call: cheap to build, immutable. Times are seconds. ``send``/``wait``/``receive`` are set for calls; ``server_us`` only when the
     reply carries the server's processing time (``processing_us``, as process() does).
     """
 

@@ -1,0 +1,110 @@
+"""Side-by-side cost of the phased client against the bare generated Thrift client, in one run.
+
+Both talk to the same HandshakeServer, run in its own process on loopback (in-process, the server
+would fight the client for the GIL), alternating short rounds so machine noise hits both alike.
+Prints calls/s and the ratio wrapper/bare for: echo (32 bytes) on an open connection, process()
+with a struct, and the full lifecycle (open, hello, call, goodbye, close) vs bare open+call+close.
+
+    .venv/bin/python benchmarks/client_overhead.py [--seconds 0.3] [--rounds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from typing import Callable, Dict, List
+
+from thrift.protocol.TBinaryProtocol import TBinaryProtocolAccelerated
+from thrift.transport import TSocket, TTransport
+
+from thrift_handshake import Client
+from thrift_handshake_gen import HandshakeService
+from thrift_handshake_gen.ttypes import ClientHello, Request
+
+TEXT = "x" * 32
+REQUEST = Request(request_id="bench", payload="p" * 64, work_ms=0, headers={f"k{i}": "v" for i in range(10)})
+
+
+def rate(operation: Callable[[], None], seconds: float) -> float:
+    """Operations per second over about ``seconds``."""
+    count, started = 0, time.perf_counter()
+    deadline = started + seconds
+    while time.perf_counter() < deadline:
+        for _ in range(50):
+            operation()
+        count += 50
+    return count / (time.perf_counter() - started)
+
+
+def bare_stub(port: int):
+    transport = TTransport.TBufferedTransport(TSocket.TSocket("127.0.0.1", port))
+    stub = HandshakeService.Client(TBinaryProtocolAccelerated(transport))
+    transport.open()
+    stub.hello(ClientHello(client_name="bare", min_version=1, max_version=2))
+    return stub, transport
+
+
+def bare_lifecycle(port: int) -> None:
+    transport = TTransport.TBufferedTransport(TSocket.TSocket("127.0.0.1", port))
+    stub = HandshakeService.Client(TBinaryProtocolAccelerated(transport))
+    transport.open()
+    stub.ping()
+    transport.close()
+
+
+def wrapped_lifecycle(port: int) -> None:
+    with Client("127.0.0.1", port) as client:
+        client.ping()
+
+
+def start_server() -> "tuple[subprocess.Popen, int]":
+    """A server process on a free loopback port; its log is read (and dropped) on a thread."""
+    server = subprocess.Popen([sys.executable, "-m", "thrift_handshake.cli", "serve", "--port", "0"],
+                              stderr=subprocess.PIPE, text=True)
+    for line in server.stderr:
+        match = re.search(r"listening on \S+:(\d+)", line)
+        if match:
+            threading.Thread(target=server.stderr.read, daemon=True).start()
+            return server, int(match.group(1))
+    raise SystemExit("the server did not start")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=0.3)
+    parser.add_argument("--rounds", type=int, default=10)
+    args = parser.parse_args()
+    server, port = start_server()
+    try:
+        stub, transport = bare_stub(port)
+        client = Client("127.0.0.1", port)
+        client.connect()
+        pairs = {
+            "echo 32 B, open connection": (lambda: stub.echo(TEXT), lambda: client.echo(TEXT)),
+            "process(struct), open connection": (lambda: stub.process(REQUEST), lambda: client.process(REQUEST)),
+            "lifecycle: wrapper open+hello+call+goodbye+close vs bare open+call+close":
+                (lambda: bare_lifecycle(port), lambda: wrapped_lifecycle(port)),
+        }
+        results: Dict[str, Dict[str, List[float]]] = {name: {"bare": [], "wrapper": []} for name in pairs}
+        for _ in range(args.rounds):
+            for name, (bare, wrapped) in pairs.items():
+                results[name]["bare"].append(rate(bare, args.seconds))
+                results[name]["wrapper"].append(rate(wrapped, args.seconds))
+        client.close()
+        transport.close()
+    finally:
+        server.terminate()
+        server.wait()
+    print(f"{'workload':<75} {'bare/s':>9} {'wrapper/s':>10} {'ratio':>6}")
+    for name, measured in results.items():
+        bare, wrapped = statistics.median(measured["bare"]), statistics.median(measured["wrapper"])
+        print(f"{name:<75} {bare:>9.0f} {wrapped:>10.0f} {wrapped / bare:>6.2f}")
+
+
+if __name__ == "__main__":
+    main()
