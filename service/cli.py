@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     call_parser.add_argument("method")
     call_parser.add_argument("args", nargs="*", metavar="ARG", help="JSON value for the next parameter")
     _connection_flags(call_parser)
-    call_parser.add_argument("--trace", action="store_true", help="print the phase timeline (stderr)")
+    call_parser.add_argument("--trace", action="store_true", help="print the phase timeline after the result")
     call_parser.add_argument("--timeout", type=float, default=Timeouts.call, help="call timeout, seconds")
     call_parser.add_argument("--client-name", default=ClientOptions.client_name)
     call_parser.add_argument("--versions", default="1-2", help="version range to offer, e.g. 1-1")
@@ -113,14 +113,14 @@ def run_call(args: argparse.Namespace) -> int:
     try:
         with client:
             result = client.call(args.method, *values)
+        _print_json(result)
     except ServiceError as error:
         print(f"{type(error).__name__}: {json.dumps(jsonargs.to_jsonable(error), ensure_ascii=False)}",
               file=sys.stderr)
         return 1
     finally:
         if args.trace:
-            print(format_table(client.timeline), file=sys.stderr)
-    _print_json(result)
+            print(format_table(client.timeline))
     return 0
 
 

@@ -139,7 +139,8 @@ class SessionHandler:
         )
 
     def ping(self) -> None:
-        return None
+        if self.phase is SessionPhase.ESTABLISHED:
+            self.calls += 1
 
     def _check_hello(self, hello: ClientHello) -> int:
         """The negotiated version; ValueError with the reason to refuse."""

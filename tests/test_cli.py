@@ -20,16 +20,18 @@ def test_call_echo_prints_json(server):
     done = run_cli("call", "echo", '"请求数据"', "--port", str(server.port))
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == "请求数据"
+    assert run_cli("call", "ping", "--port", str(server.port)).stdout.strip() == "null"
 
 
 def test_call_process_with_a_struct_and_trace(server):
     request = json.dumps({"request_id": "cli-1", "payload": "abc", "work_ms": 5})
     done = run_cli("call", "process", request, "--port", str(server.port), "--trace")
     assert done.returncode == 0, done.stderr
-    response = json.loads(done.stdout)
+    result, _, trace = done.stdout.partition("\nphase ")
+    response = json.loads(result)
     assert response["request_id"] == "cli-1" and response["sequence"] == 1
     for phase in ["connect", "handshake", "request", "response", "disconnect", "T_s="]:
-        assert phase in done.stderr
+        assert phase in trace
 
 
 def test_call_reports_declared_exceptions(server):
