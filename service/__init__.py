@@ -6,7 +6,7 @@ and the error hierarchy rooted in ``ThriftHandshakeError``.
 """
 
 from .client import Client
-from .config import ClientOptions, ServerConfig, ServerLimits, Timeouts
+from .config import ClientOptions, ClientTLS, ServerConfig, ServerLimits, ServerTLS, Timeouts
 from .errors import (
     ArgumentError,
     CallTimeout,
@@ -29,6 +29,8 @@ __all__ = [
     "Client",
     "ClientOptions",
     "Timeouts",
+    "ClientTLS",
+    "ServerTLS",
     "ServerConfig",
     "ServerLimits",
     "HandshakeServer",

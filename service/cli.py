@@ -24,7 +24,17 @@ from thrift_handshake_gen.ttypes import Event, Request, Shape
 
 from . import jsonargs
 from .client import Client
-from .config import DEFAULT_HOST, DEFAULT_PORT, PROTOCOLS, ClientOptions, ServerConfig, ServerLimits, Timeouts
+from .config import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    PROTOCOLS,
+    ClientOptions,
+    ClientTLS,
+    ServerConfig,
+    ServerLimits,
+    ServerTLS,
+    Timeouts,
+)
 from .errors import ArgumentError, ServiceError, ThriftHandshakeError
 from .server import HandshakeServer, serve
 from .timing import format_summary, format_table
@@ -67,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser.add_argument("--grace", type=float, default=ServerConfig.grace,
                               help="seconds in-flight calls get to finish on stop")
     serve_parser.add_argument("--server-name", default=ServerConfig.server_name)
+    serve_parser.add_argument("--tls-cert", help="serve TLS with this certificate chain (PEM)")
+    serve_parser.add_argument("--tls-key", help="the certificate's private key (PEM)")
+    serve_parser.add_argument("--tls-client-ca", help="require client certificates signed by this CA (mTLS)")
     _limit_flags(serve_parser)
 
     call_parser = commands.add_parser("call", help="connect, hello, call METHOD, goodbye")
@@ -77,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     call_parser.add_argument("--timeout", type=float, default=Timeouts.call, help="call timeout, seconds")
     call_parser.add_argument("--client-name", default=ClientOptions.client_name)
     call_parser.add_argument("--versions", default="1-2", help="version range to offer, e.g. 1-1")
+    call_parser.add_argument("--tls", action="store_true", help="connect with TLS (system CAs unless --tls-ca)")
+    call_parser.add_argument("--tls-ca", help="verify the server against this CA (PEM); implies --tls")
+    call_parser.add_argument("--tls-cert", help="client certificate for mutual TLS (PEM); implies --tls")
+    call_parser.add_argument("--tls-key", help="the client certificate's key (PEM)")
+    call_parser.add_argument("--tls-server-name", help="name expected in the server's certificate")
     call_parser.add_argument("--service", default=DEFAULT_SERVICE,
                              help="generated service module (any service that extends HandshakeService)")
 
@@ -87,8 +105,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _server_config(args: argparse.Namespace) -> ServerConfig:
     limits = ServerLimits(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ServerLimits)})
+    tls = None
+    if args.tls_cert or args.tls_key or args.tls_client_ca:
+        if not (args.tls_cert and args.tls_key):
+            raise ArgumentError("TLS needs both --tls-cert and --tls-key")
+        tls = ServerTLS(args.tls_cert, args.tls_key, args.tls_client_ca)
     return ServerConfig(host=args.host, port=args.port, protocol=args.protocol, auth_token=args.auth_token,
-                        grace=args.grace, server_name=args.server_name, limits=limits)
+                        tls=tls, grace=args.grace, server_name=args.server_name, limits=limits)
+
+
+def _client_tls(args: argparse.Namespace) -> Optional[ClientTLS]:
+    if not (args.tls or args.tls_ca or args.tls_cert):
+        return None
+    return ClientTLS(ca_file=args.tls_ca, cert_file=args.tls_cert, key_file=args.tls_key,
+                     server_hostname=args.tls_server_name)
 
 
 def _versions(text: str) -> "tuple[int, int]":
@@ -108,7 +138,7 @@ def run_call(args: argparse.Namespace) -> int:
     values = jsonargs.parse_arguments(service, args.method, args.args, unions=UNIONS)
     options = ClientOptions(client_name=args.client_name, versions=_versions(args.versions),
                             auth_token=args.auth_token, protocol=args.protocol,
-                            timeouts=Timeouts(call=args.timeout))
+                            timeouts=Timeouts(call=args.timeout), tls=_client_tls(args))
     client = Client(args.host, args.port, options, service=service)
     try:
         with client:

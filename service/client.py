@@ -51,6 +51,12 @@ _PHASE_METHODS = {"hello": "connect()", "goodbye": "goodbye() or close()"}
 _Method = Tuple[Callable[..., None], Optional[Callable[[], Any]]]
 
 
+def _describe(error: BaseException) -> str:
+    """The error with the cause Thrift keeps in ``inner`` (e.g. the TLS verification failure)."""
+    inner = getattr(error, "inner", None)
+    return f"{error} ({inner})" if inner is not None else str(error)
+
+
 def _is_timeout(error: BaseException) -> bool:
     if isinstance(error, TTransportException) and error.type == TTransportException.TIMED_OUT:
         return True
@@ -193,7 +199,8 @@ class Client:
         self.timeline.add(Record(**fields))
 
     def _open_transport(self) -> None:
-        self._sock, self._transport, protocol = client_stack(self.host, self.port, self.options.protocol)
+        self._sock, self._transport, protocol = client_stack(self.host, self.port, self.options.protocol,
+                                                             self.options.tls)
         self._stub = self.service.Client(protocol)
         self._methods = {}
         self._broken_by = None
@@ -203,10 +210,10 @@ class Client:
             self._transport.open()
         except TTransportException as error:
             self._record(phase="connect", name=f"{self.host}:{self.port}", start=start - self._epoch,
-                         duration=time.perf_counter() - start, error=str(error))
+                         duration=time.perf_counter() - start, error=_describe(error))
             self._sock = self._transport = self._stub = None
             self._state.apply(ClientEvent.CONNECT_FAILED)
-            raise ConnectError(f"cannot connect to {self.host}:{self.port}: {error}") from error
+            raise ConnectError(f"cannot connect to {self.host}:{self.port}: {_describe(error)}") from error
         self._record(phase="connect", name=f"{self.host}:{self.port}", start=start - self._epoch,
                      duration=time.perf_counter() - start)
 
@@ -302,7 +309,7 @@ class Client:
         self._break(error)
         if _is_timeout(error):
             raise CallTimeout(f"{name}: no reply within the timeout; the connection is closed") from error
-        raise ConnectionBroken(f"{name}: connection failed: {error}") from error
+        raise ConnectionBroken(f"{name}: connection failed: {_describe(error)}") from error
 
     def _break(self, error: BaseException) -> None:
         """Moves to BROKEN and closes the socket so nothing more is ever read from it."""

@@ -16,6 +16,8 @@ __all__ = [
     "SUPPORTED_VERSIONS",
     "PROTOCOLS",
     "Timeouts",
+    "ClientTLS",
+    "ServerTLS",
     "ClientOptions",
     "ServerLimits",
     "ServerConfig",
@@ -58,6 +60,30 @@ class Timeouts:
 
 
 @dataclass(frozen=True)
+class ClientTLS:
+    """TLS for the client: verify the server against ``ca_file`` (None: the system's CAs).
+
+    ``cert_file``/``key_file`` present a client certificate (mutual TLS). ``server_hostname`` is the
+    name checked against the server's certificate (default: the host connected to).
+    """
+
+    ca_file: Optional[str] = None
+    cert_file: Optional[str] = None
+    key_file: Optional[str] = None
+    server_hostname: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class ServerTLS:
+    """TLS for the server: its certificate chain and key; with ``client_ca_file`` every client must
+    present a certificate signed by that CA (mutual TLS)."""
+
+    cert_file: str
+    key_file: str
+    client_ca_file: Optional[str] = None
+
+
+@dataclass(frozen=True)
 class ClientOptions:
     """What the client says in hello() and how it talks.
 
@@ -74,6 +100,7 @@ class ClientOptions:
     features: FrozenSet[str] = frozenset()
     protocol: str = "accelerated"
     timeouts: Timeouts = field(default_factory=Timeouts)
+    tls: Optional[ClientTLS] = None
     timeline_size: int = 1000
     server_timed_methods: FrozenSet[str] = frozenset({"process"})
 
@@ -119,6 +146,7 @@ class ServerConfig:
 
     port 0 picks a free port (read it back from ``HandshakeServer.port``).
     auth_token: when set, hello() must carry exactly this token.
+    tls: when set, every connection starts with a TLS handshake (plain TCP otherwise).
     grace: seconds that in-flight calls get to finish when the server stops.
     """
 
@@ -127,6 +155,7 @@ class ServerConfig:
     server_name: str = "thrift-handshake"
     protocol: str = "accelerated"
     auth_token: Optional[str] = None
+    tls: Optional[ServerTLS] = None
     features: FrozenSet[str] = frozenset({"submit", "notify", "echo_types", "stats", "timing"})
     versions: Tuple[int, int] = SUPPORTED_VERSIONS
     grace: float = 10.0

@@ -35,7 +35,7 @@ from .contract import describe_service
 from .handler import HandshakeHandler
 from .metrics import ServerMetrics
 from .session import SessionContext, SessionHandler, bind_session
-from .transport import protocol_factory
+from .transport import protocol_factory, server_tls_context
 
 __all__ = ["HandshakeServer", "Connection", "serve"]
 
@@ -137,6 +137,7 @@ class HandshakeServer(TThreadedServer):
         self._stop_requested = threading.Event()
         self._stopped = threading.Event()
         self._grace = self.config.grace
+        self._tls = None if self.config.tls is None else server_tls_context(self.config.tls)
         self._wake_reader, self._wake_writer = socket.socketpair()
         self._thread: Optional[threading.Thread] = None
         self._serving_thread: Optional[threading.Thread] = None
@@ -160,7 +161,8 @@ class HandshakeServer(TThreadedServer):
         if self.serverTransport.handle is None:
             self.serverTransport.listen()
             self.serverTransport.handle.setblocking(False)
-            logger.info("listening on %s protocol=%s", _format_peer(self.address), self.config.protocol)
+            logger.info("listening on %s protocol=%s tls=%s", _format_peer(self.address), self.config.protocol,
+                        "mutual" if self.config.tls and self.config.tls.client_ca_file else bool(self._tls))
 
     def start(self) -> "HandshakeServer":
         """Listens, then serves on a background thread; returns self."""
@@ -240,6 +242,11 @@ class HandshakeServer(TThreadedServer):
         thread.start()
 
     def _serve_connection(self, connection: Connection) -> None:
+        if self._tls is not None and not self._start_tls(connection):
+            self.metrics.connection_closed(connection)
+            with self._lock:
+                self._connections.pop(connection, None)
+            return
         bind_session(connection.context)
         transport = TTransport.TBufferedTransport(connection.socket)
         protocol = self.inputProtocolFactory.getProtocol(transport)
@@ -267,6 +274,21 @@ class HandshakeServer(TThreadedServer):
             bind_session(None)
             log = logger.info if event == "closed" else logger.warning
             log("%s peer=%s session=%s: %s", event, connection.peer, connection.context.session_id, reason)
+
+    def _start_tls(self, connection: Connection) -> bool:
+        """The TLS handshake, on the connection's own thread within the handshake timeout."""
+        try:
+            handle = self._tls.wrap_socket(connection.socket.handle, server_side=True)
+        except (OSError, ValueError) as error:  # ssl.SSLError is an OSError
+            logger.warning("dropped peer=%s: TLS handshake failed: %s", connection.peer, error)
+            connection.socket.close()
+            return False
+        connection.socket.setHandle(handle)
+        certificate = handle.getpeercert()
+        if certificate:
+            subject = dict(item for rdn in certificate.get("subject", ()) for item in rdn)
+            connection.context.peer_identity = subject.get("commonName")
+        return True
 
     @staticmethod
     def _transport_outcome(connection: Connection, session: SessionHandler,

@@ -49,10 +49,12 @@ _local = threading.local()
 class SessionContext:
     """The caller's connection and session, as the handler sees it.
 
-    Before hello() only ``peer`` is set. ``state`` is free for the handler's own per-session data.
+    Before hello() only ``peer`` (and, with mutual TLS, ``peer_identity``: the common name of the
+    client's certificate) is set. ``state`` is free for the handler's own per-session data.
     """
 
     peer: str
+    peer_identity: Optional[str] = None
     session_id: Optional[str] = None
     version: Optional[int] = None
     features: FrozenSet[str] = frozenset()

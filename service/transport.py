@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import time
 from io import BytesIO
 from typing import Optional
@@ -17,7 +18,7 @@ from thrift.protocol import TBinaryProtocol
 from thrift.protocol.TProtocol import TProtocolBase, TProtocolFactory
 from thrift.transport import TSocket, TTransport
 
-from .config import PROTOCOLS
+from .config import PROTOCOLS, ClientTLS, ServerTLS
 
 __all__ = [
     "accelerated_available",
@@ -25,6 +26,7 @@ __all__ = [
     "CountingSocket",
     "ClientTransport",
     "client_stack",
+    "server_tls_context",
 ]
 
 logger = logging.getLogger(__name__)
@@ -58,13 +60,26 @@ def protocol_factory(protocol: str, max_message_bytes: Optional[int] = None) -> 
 
 
 class CountingSocket(TSocket.TSocket):
-    """A TSocket that counts bytes each way and notes when the first reply bytes of a call arrive."""
+    """A TSocket that counts bytes each way and notes when the first reply bytes of a call arrive.
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    With ``tls`` (an SSLContext) the connection is wrapped before connecting, so ``open()`` performs
+    the TLS handshake within the connect timeout and the counts are of plaintext bytes.
+    """
+
+    def __init__(self, host: str, port: int, socket_family: int = socket.AF_UNSPEC,
+                 tls: Optional[ssl.SSLContext] = None, server_hostname: Optional[str] = None) -> None:
+        super().__init__(host, port, socket_family=socket_family)
         self.bytes_out = 0
         self.bytes_in = 0
         self.first_read_at: Optional[float] = None
+        self._tls = tls
+        self._server_hostname = server_hostname or host
+
+    def _do_open(self, family: int, socktype: int) -> socket.socket:
+        handle = socket.socket(family, socktype)
+        if self._tls is None:
+            return handle
+        return self._tls.wrap_socket(handle, server_hostname=self._server_hostname)
 
     def mark(self) -> None:
         """Starts a new measurement: the next read sets ``first_read_at`` again."""
@@ -92,10 +107,12 @@ class ClientTransport(TTransport.TBufferedTransport):
 
 
 def client_stack(
-    host: str, port: int, protocol: str
+    host: str, port: int, protocol: str, tls: Optional[ClientTLS] = None
 ) -> "tuple[CountingSocket, ClientTransport, TProtocolBase]":
     """The client's socket, buffered transport and protocol, unopened."""
-    sock = CountingSocket(host, port, socket_family=_family_for(host))
+    context = None if tls is None else _client_tls_context(tls)
+    sock = CountingSocket(host, port, socket_family=_family_for(host), tls=context,
+                          server_hostname=None if tls is None else tls.server_hostname)
     transport = ClientTransport(sock)
     return sock, transport, protocol_factory(protocol).getProtocol(transport)
 
@@ -103,3 +120,21 @@ def client_stack(
 def _family_for(host: str) -> int:
     """AF_INET6 for IPv6 literals, AF_UNSPEC (both, in resolver order) otherwise."""
     return socket.AF_INET6 if ":" in host else socket.AF_UNSPEC
+
+
+def _client_tls_context(tls: ClientTLS) -> ssl.SSLContext:
+    """Verifies the server (certificate and host name); presents a client certificate if given."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca_file)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if tls.cert_file:
+        context.load_cert_chain(tls.cert_file, tls.key_file)
+    return context
+
+
+def server_tls_context(tls: ServerTLS) -> ssl.SSLContext:
+    """The server's context; with a client CA, clients without a certificate it signed are refused."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=tls.client_ca_file)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(tls.cert_file, tls.key_file)
+    context.verify_mode = ssl.CERT_REQUIRED if tls.client_ca_file else ssl.CERT_NONE
+    return context

@@ -1,0 +1,88 @@
+"""TLS and mutual TLS by configuration (test-only certificates in tests/certs)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from thrift_handshake import (
+    Client,
+    ClientOptions,
+    ClientTLS,
+    ConnectError,
+    ConnectionBroken,
+    HandshakeHandler,
+    ServerTLS,
+    current_session,
+)
+
+CERTS = Path(__file__).resolve().parent / "certs"
+SERVER_TLS = ServerTLS(str(CERTS / "server.pem"), str(CERTS / "server.key"))
+MUTUAL_TLS = ServerTLS(str(CERTS / "server.pem"), str(CERTS / "server.key"), str(CERTS / "ca.pem"))
+CLIENT_CERT = dict(cert_file=str(CERTS / "client.pem"), key_file=str(CERTS / "client.key"))
+
+
+class WhoAmI(HandshakeHandler):
+    def echo(self, message):
+        return f"{message} from {current_session().peer_identity}"
+
+
+def tls_client(port: int, **tls) -> Client:
+    tls.setdefault("ca_file", str(CERTS / "ca.pem"))
+    return Client("127.0.0.1", port, ClientOptions(tls=ClientTLS(**tls)))
+
+
+def test_tls_round_trip(start_server):
+    server = start_server(tls=SERVER_TLS)
+    with tls_client(server.port) as client:
+        assert client.echo("请求数据") == "请求数据"
+        assert client.timeline.calls("echo")[-1].bytes_out > 0  # plaintext bytes still counted
+
+
+def test_untrusted_server_certificate_is_refused(start_server):
+    server = start_server(tls=SERVER_TLS)
+    client = tls_client(server.port, ca_file=str(CERTS / "other-ca.pem"))
+    with pytest.raises(ConnectError) as caught:
+        client.connect()
+    assert "certificate verify failed" in str(caught.value)
+
+
+def test_wrong_host_name_is_refused(start_server):
+    server = start_server(tls=SERVER_TLS)
+    with pytest.raises(ConnectError) as caught:
+        tls_client(server.port, server_hostname="elsewhere.example").connect()
+    assert "elsewhere.example" in str(caught.value) or "mismatch" in str(caught.value)
+
+
+def test_plain_client_against_tls_server_fails_cleanly(start_server):
+    server = start_server(tls=SERVER_TLS)
+    with pytest.raises(ConnectionBroken):
+        Client("127.0.0.1", server.port).connect()
+    with tls_client(server.port) as client:
+        assert client.echo("server fine") == "server fine"
+
+
+def test_mutual_tls_passes_the_client_identity_to_the_handler(start_server):
+    server = start_server(WhoAmI(), tls=MUTUAL_TLS)
+    with tls_client(server.port, **CLIENT_CERT) as client:
+        assert client.echo("hi") == "hi from thrift-handshake test client"
+
+
+def test_mutual_tls_refuses_a_client_without_certificate(start_server):
+    server = start_server(tls=MUTUAL_TLS)
+    with pytest.raises(ConnectionBroken):
+        tls_client(server.port).connect()
+
+
+def test_cli_call_over_tls(start_server):
+    server = start_server(tls=MUTUAL_TLS)
+    done = subprocess.run(
+        [sys.executable, "-m", "thrift_handshake", "call", "echo", '"tls"', "--port", str(server.port),
+         "--tls-ca", str(CERTS / "ca.pem"), "--tls-cert", CLIENT_CERT["cert_file"],
+         "--tls-key", CLIENT_CERT["key_file"]],
+        capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == '"tls"'
