@@ -129,7 +129,8 @@ class HandshakeServer(TThreadedServer):
             service.Processor(self.handler),
             listener,
             TTransport.TBufferedTransportFactory(),
-            protocol_factory(self.config.protocol, self.config.limits.max_message_bytes),
+            protocol_factory(self.config.protocol, self.config.limits.max_message_bytes,
+                             self.config.limits.max_container_items),
             daemon=False,
         )
         self._lock = threading.Lock()

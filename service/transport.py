@@ -41,17 +41,20 @@ def accelerated_available() -> bool:
     return True
 
 
-def protocol_factory(protocol: str, max_message_bytes: Optional[int] = None) -> TProtocolFactory:
+def protocol_factory(protocol: str, max_string_bytes: Optional[int] = None,
+                     max_container_items: Optional[int] = None) -> TProtocolFactory:
     """The factory for ``protocol`` ("accelerated" or "binary"), strict binary on the wire.
 
-    ``max_message_bytes`` caps every string, binary and container read (None: no cap).
+    The limits cap every string/binary length and container element count read (None: no cap).
     Asking for "accelerated" without the C extension logs a warning instead of falling back silently.
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, not {protocol!r}")
     limits = {}
-    if max_message_bytes is not None:
-        limits = {"string_length_limit": max_message_bytes, "container_length_limit": max_message_bytes}
+    if max_string_bytes is not None:
+        limits["string_length_limit"] = max_string_bytes
+    if max_container_items is not None:
+        limits["container_length_limit"] = max_container_items
     if protocol == "accelerated":
         if not accelerated_available():
             logger.warning("thrift's C extension is missing: the accelerated protocol runs in pure Python")

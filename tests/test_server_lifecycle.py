@@ -24,7 +24,7 @@ from thrift_handshake import (
     RemoteApplicationError,
     ServerLimits,
 )
-from thrift_handshake_gen.ttypes import Request
+from thrift_handshake_gen.ttypes import AllTypes, Request
 
 
 def test_goodbye_returns_the_farewell_then_the_server_closes(raw):
@@ -246,3 +246,12 @@ def test_cli_server_logs_one_line_per_connection_event(raw):
     for event in ["accepted", "handshake ok", "handshake rejected", "goodbye", "dropped", "closed"]:
         assert event in log, f"no {event!r} line in:\n{log}"
     assert "t0ken" not in log
+
+
+def test_oversized_container_is_refused(start_server):
+    server = start_server(limits=ServerLimits(max_container_items=100))
+    with Client("127.0.0.1", server.port) as client:
+        assert len(client.echo_types(AllTypes(id="ok", numbers=list(range(100)))).numbers) == 100
+        with pytest.raises(RemoteApplicationError) as caught:
+            client.echo_types(AllTypes(id="big", numbers=list(range(101))))
+        assert caught.value.type == 7

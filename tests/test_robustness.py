@@ -1,0 +1,101 @@
+"""Bounded load, fuzz and protocol-choice checks: loopback only, fixed seeds, stop by themselves."""
+
+from __future__ import annotations
+
+import random
+import socket
+import threading
+
+import pytest
+from thrift.protocol.TBinaryProtocol import TBinaryProtocol
+from thrift.transport.TTransport import TMemoryBuffer
+
+from thrift_handshake import Client, ClientOptions
+from thrift_handshake_gen import HandshakeService
+from thrift_handshake_gen.ttypes import AllTypes, Color, Point, Request, Shape
+
+
+def _encoded_call(method: str, args) -> bytes:
+    """A real request message as a client would send it."""
+    buffer = TMemoryBuffer()
+    protocol = TBinaryProtocol(buffer)
+    protocol.writeMessageBegin(method, 1, 0)
+    args.write(protocol)
+    protocol.writeMessageEnd()
+    return buffer.getvalue()
+
+
+def test_concurrent_clients_all_get_their_own_answers(server):
+    clients, calls = 16, 40
+    errors = []
+
+    def run(n: int) -> None:
+        try:
+            with Client("127.0.0.1", server.port, ClientOptions(client_name=f"load-{n}")) as client:
+                for i in range(calls):
+                    response = client.process(Request(request_id=f"{n}-{i}", payload=str(n)))
+                    if response.request_id != f"{n}-{i}" or response.sequence != i + 1:
+                        errors.append((n, i, response))
+        except Exception as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors
+    with Client("127.0.0.1", server.port) as observer:
+        stats = observer.stats()
+    assert stats.calls["process"] == clients * calls
+    assert stats.handshakes_ok == clients + 1
+    assert stats.sessions_active == 1
+
+
+def test_mutated_messages_never_take_the_server_down(server, client):
+    """Flips, truncations and insertions in real messages: 300 cases, fixed seed, bounded time."""
+    rng = random.Random(20261125)
+    hello = HandshakeService.hello_args(hello=None)
+    seeds = [
+        _encoded_call("echo", HandshakeService.echo_args(message="请求数据")),
+        _encoded_call("process", HandshakeService.process_args(request=Request(request_id="r", payload="p",
+                                                                                  headers={"a": "b"}))),
+        _encoded_call("echo_types", HandshakeService.echo_types_args(value=AllTypes(
+            id="x", tags={"a"}, groups={"g": [Point(x=1, y=2)]}, shape=Shape(name="n"), color=Color.BLUE))),
+        _encoded_call("hello", hello),
+    ]
+    for case in range(300):
+        message = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 4)):
+            position = rng.randrange(len(message))
+            action = rng.random()
+            if action < 0.5:
+                message[position] = rng.randrange(256)
+            elif action < 0.75:
+                del message[position:]
+                if not message:
+                    message.append(0)
+            else:
+                message[position:position] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.sendall(bytes(message))
+            sock.shutdown(socket.SHUT_WR)
+            sock.settimeout(2)
+            try:
+                while sock.recv(65536):
+                    pass
+            except OSError:
+                pass
+    assert client.echo("still serving") == "still serving"
+    assert client.stats().connections_open == 1
+
+
+@pytest.mark.parametrize("server_protocol, client_protocol",
+                         [("binary", "binary"), ("binary", "accelerated"), ("accelerated", "binary")])
+def test_plain_and_accelerated_protocols_interoperate(start_server, server_protocol, client_protocol):
+    server = start_server(protocol=server_protocol)
+    value = AllTypes(id="p", big_number=-(2**63), data=bytes(range(256)), text="请求数据",
+                     groups={"g": [Point(x=1, y=-1, label="中")]}, palette={-1: Color.UNKNOWN_COLOR})
+    with Client("127.0.0.1", server.port, ClientOptions(protocol=client_protocol)) as client:
+        assert client.echo_types(value) == value
+        assert client.echo("请求数据") == "请求数据"
