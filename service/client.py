@@ -36,6 +36,7 @@ from .errors import (
     RemoteApplicationError,
     RequestEncodingError,
     ServiceError,
+    ThriftHandshakeError,
 )
 from .states import CLIENT_TRANSITIONS, ClientEvent, ClientPhase, StateMachine
 from .timing import Record, Timeline
@@ -199,23 +200,24 @@ class Client:
         self.timeline.add(Record(**fields))
 
     def _open_transport(self) -> None:
-        self._sock, self._transport, protocol = client_stack(self.host, self.port, self.options.protocol,
-                                                             self.options.tls)
+        start = time.perf_counter()
+        failure: Optional[Exception] = None
+        try:
+            self._sock, self._transport, protocol = client_stack(
+                self.host, self.port, self.options.protocol, self.options.tls)
+            self._sock.setTimeout(_ms(self.options.timeouts.connect))
+            self._transport.open()
+        except (TTransportException, OSError, ValueError) as error:  # refused, unreachable, TLS files
+            failure = error
+        self._record(phase="connect", name=f"{self.host}:{self.port}", start=start - self._epoch,
+                     duration=time.perf_counter() - start, error=failure and _describe(failure))
+        if failure is not None:
+            self._sock = self._transport = self._stub = None
+            self._state.apply(ClientEvent.CONNECT_FAILED)
+            raise ConnectError(f"cannot connect to {self.host}:{self.port}: {_describe(failure)}") from failure
         self._stub = self.service.Client(protocol)
         self._methods = {}
         self._broken_by = None
-        self._sock.setTimeout(_ms(self.options.timeouts.connect))
-        start = time.perf_counter()
-        try:
-            self._transport.open()
-        except TTransportException as error:
-            self._record(phase="connect", name=f"{self.host}:{self.port}", start=start - self._epoch,
-                         duration=time.perf_counter() - start, error=_describe(error))
-            self._sock = self._transport = self._stub = None
-            self._state.apply(ClientEvent.CONNECT_FAILED)
-            raise ConnectError(f"cannot connect to {self.host}:{self.port}: {_describe(error)}") from error
-        self._record(phase="connect", name=f"{self.host}:{self.port}", start=start - self._epoch,
-                     duration=time.perf_counter() - start)
 
     def _hello(self) -> ServerHello:
         options = self.options
@@ -230,13 +232,11 @@ class Client:
         self._sock.setTimeout(_ms(options.timeouts.handshake))
         try:
             self.server_hello = self._invoke("hello", (hello,), phase="handshake")
-        except ServiceError as error:
-            self._close_transport(ClientEvent.HELLO_REJECTED)
+        except ThriftHandshakeError as error:
+            if self.phase is ClientPhase.HANDSHAKING:  # refused, not broken: close and say why
+                self._close_transport(ClientEvent.HELLO_REJECTED)
             if isinstance(error, HandshakeRejected):
                 raise HandshakeFailed(error) from None
-            raise
-        except RemoteApplicationError:
-            self._close_transport(ClientEvent.HELLO_REJECTED)
             raise
         self._sock.setTimeout(_ms(options.timeouts.call))
         self._state.apply(ClientEvent.HELLO_ACCEPTED)

@@ -204,3 +204,13 @@ def test_handshake_timeout_breaks_the_client(start_server):
         assert client.phase is Phase.BROKEN
         client.close()
         assert client.phase is Phase.CLOSED
+
+
+def test_a_hello_that_cannot_be_encoded_leaves_closed(server):
+    client = Client("127.0.0.1", server.port, ClientOptions(client_name=255))  # not a str
+    with pytest.raises(RequestEncodingError):
+        client.connect()
+    assert client.phase is Phase.CLOSED
+    client.options = ClientOptions()
+    assert client.connect().version == 2
+    client.close()

@@ -86,3 +86,10 @@ def test_cli_call_over_tls(start_server):
         capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == '"tls"'
+
+
+def test_missing_tls_files_are_a_connect_error(server):
+    client = tls_client(server.port, cert_file="/nonexistent/client.pem", key_file="/nonexistent/client.key")
+    with pytest.raises(ConnectError):
+        client.connect()
+    assert client.phase.value == "CLOSED"
