@@ -138,6 +138,7 @@ class HandshakeServer(TThreadedServer):
         self._stop_requested = threading.Event()
         self._stopped = threading.Event()
         self._grace = self.config.grace
+        self._deadline: Optional[float] = None  # when stopping: the end of the grace period
         self._tls = None if self.config.tls is None else server_tls_context(self.config.tls)
         self._wake_reader, self._wake_writer = socket.socketpair()
         self._thread: Optional[threading.Thread] = None
@@ -190,9 +191,15 @@ class HandshakeServer(TThreadedServer):
             self._drain()
 
     def request_stop(self, grace: Optional[float] = None) -> None:
-        """Asks the server to stop and returns at once (safe from a signal handler)."""
+        """Asks the server to stop and returns at once (safe from a signal handler).
+
+        Asked again while stopping (a second Ctrl-C), it stops at once: the grace period ends now.
+        """
+        if self._stop_requested.is_set():
+            grace = 0.0
         if grace is not None:
             self._grace = grace
+            self._deadline = time.monotonic() + grace
         self._stop_requested.set()
         try:
             self._wake_writer.send(b"\0")
@@ -321,8 +328,11 @@ class HandshakeServer(TThreadedServer):
         except Exception:  # the peer may be gone already
             pass
 
+    def _remaining_grace(self) -> float:
+        return max(self._deadline - time.monotonic(), 0.0)
+
     def _drain(self) -> None:
-        deadline = time.monotonic() + self._grace
+        self._deadline = time.monotonic() + self._grace
         self.serverTransport.close()
         with self._lock:
             connections = dict(self._connections)
@@ -330,14 +340,15 @@ class HandshakeServer(TThreadedServer):
         for connection in connections:
             connection.shutdown()
         for connection, thread in connections.items():
-            thread.join(max(deadline - time.monotonic(), 0.0))
+            while thread.is_alive() and self._remaining_grace() > 0:  # re-read: a 2nd signal ends it
+                thread.join(min(self._remaining_grace(), 0.05))
             if thread.is_alive():
                 logger.warning("grace period over: closing peer=%s in %s", connection.peer, connection.in_flight)
                 connection.shutdown(force=True)
                 thread.join()
         close = getattr(self.handler, "close", None)
         if callable(close):
-            close(max(deadline - time.monotonic(), 0.0))
+            close(self._remaining_grace())
         self._wake_reader.close()
         self._wake_writer.close()
         self._stopped.set()

@@ -255,3 +255,26 @@ def test_oversized_container_is_refused(start_server):
         with pytest.raises(RemoteApplicationError) as caught:
             client.echo_types(AllTypes(id="big", numbers=list(range(101))))
         assert caught.value.type == 7
+
+
+def test_a_second_signal_stops_at_once():
+    process, port = _serve_subprocess("--grace", "30")
+    try:
+        client = Client("127.0.0.1", port)
+        client.connect()
+        caller = threading.Thread(target=lambda: pytest.raises(
+            ConnectionBroken, client.process, Request(request_id="long", work_ms=3000)))
+        caller.start()
+        time.sleep(0.2)
+        started = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=10) == 0
+        assert time.monotonic() - started < 5.0  # the handler's 3 s sleep bounds it, not the 30 s grace
+        caller.join(10)
+        client.close()
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.stderr.close()
