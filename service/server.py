@@ -41,6 +41,9 @@ __all__ = ["HandshakeServer", "Connection", "serve"]
 
 logger = logging.getLogger(__name__)
 
+#: How long the accept loop pauses after accept() fails for lack of resources (e.g. EMFILE).
+_ACCEPT_BACKOFF = 0.1
+
 
 def _format_peer(address: Any) -> str:
     if isinstance(address, tuple) and len(address) >= 2:
@@ -231,9 +234,16 @@ class HandshakeServer(TThreadedServer):
     def _accept(self) -> None:
         try:
             client = self.serverTransport.accept()
+        except BlockingIOError:  # the connection went away between select() and accept()
+            return
+        except OSError as error:  # e.g. too many open files: back off instead of spinning
+            logger.warning("accept failed: %s; pausing accepts for %.1fs", error, _ACCEPT_BACKOFF)
+            self._stop_requested.wait(_ACCEPT_BACKOFF)
+            return
+        try:
             peer = _format_peer(client.handle.getpeername())
-        except OSError as error:  # e.g. the peer reset before accept, or too many open files
-            logger.warning("accept failed: %s", error)
+        except OSError:  # reset before we looked
+            client.close()
             return
         if len(self._connections) >= self.config.limits.max_connections:
             logger.warning("refused peer=%s: %d connections open (max_connections)", peer, len(self._connections))
@@ -247,7 +257,14 @@ class HandshakeServer(TThreadedServer):
             self._connections[connection] = thread
         self.metrics.connection_opened(connection)
         logger.info("accepted peer=%s", peer)
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError as error:  # the system refused another thread
+            logger.warning("dropped peer=%s: cannot start a thread: %s", peer, error)
+            with self._lock:
+                self._connections.pop(connection, None)
+            self.metrics.connection_closed(connection)
+            client.close()
 
     def _serve_connection(self, connection: Connection) -> None:
         if self._tls is not None and not self._start_tls(connection):
