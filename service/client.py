@@ -135,7 +135,7 @@ class Client:
             self._require(ClientEvent.GOODBYE, "say goodbye")
             self._state.apply(ClientEvent.GOODBYE)
             try:
-                self.farewell = self._invoke("goodbye", (), phase="disconnect")
+                self.farewell = self._invoke("goodbye", (), "disconnect", self.options.timeouts.call)
             finally:
                 self._close_transport()
             return self.farewell
@@ -170,7 +170,7 @@ class Client:
         with self._lock:
             if self.phase is not ClientPhase.READY:
                 raise self._phase_error(f"call {method}")
-            return self._invoke(method, args, phase="call")
+            return self._invoke(method, args, "call", self.options.timeouts.call)
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         if name.startswith("_") or not hasattr(self.service.Iface, name):
@@ -204,9 +204,10 @@ class Client:
         failure: Optional[Exception] = None
         try:
             self._sock, self._transport, protocol = client_stack(
-                self.host, self.port, self.options.protocol, self.options.tls)
+                self.host, self.port, self.options.protocol, self.options.max_reply_bytes, self.options.tls)
             self._sock.setTimeout(_ms(self.options.timeouts.connect))
             self._transport.open()
+            self._sock.setTimeout(None)  # from now on each exchange carries its own deadline
         except (TTransportException, OSError, ValueError) as error:  # refused, unreachable, TLS files
             failure = error
         self._record(phase="connect", name=f"{self.host}:{self.port}", start=start - self._epoch,
@@ -229,16 +230,14 @@ class Client:
             auth_token=options.auth_token,
             features=set(options.features),
         )
-        self._sock.setTimeout(_ms(options.timeouts.handshake))
         try:
-            self.server_hello = self._invoke("hello", (hello,), phase="handshake")
+            self.server_hello = self._invoke("hello", (hello,), "handshake", options.timeouts.handshake)
         except ThriftHandshakeError as error:
             if self.phase is ClientPhase.HANDSHAKING:  # refused, not broken: close and say why
                 self._close_transport(ClientEvent.HELLO_REJECTED)
             if isinstance(error, HandshakeRejected):
                 raise HandshakeFailed(error) from None
             raise
-        self._sock.setTimeout(_ms(options.timeouts.call))
         self._state.apply(ClientEvent.HELLO_ACCEPTED)
         return self.server_hello
 
@@ -251,11 +250,11 @@ class Client:
             method = self._methods[name] = (send, getattr(self._stub, "recv_" + name, None))
         return method
 
-    def _invoke(self, name: str, args: Tuple[Any, ...], phase: str) -> Any:
-        """Sends one request and reads its reply, recording the call; the heart of every phase."""
+    def _invoke(self, name: str, args: Tuple[Any, ...], phase: str, timeout: Optional[float]) -> Any:
+        """Sends one request and reads its reply within ``timeout``, recording it; the heart of every phase."""
         send, receive = self._method(name)
         sock = self._sock
-        sock.mark()
+        sock.begin_exchange(timeout)
         out_before, in_before = sock.bytes_out, sock.bytes_in
         start = time.perf_counter()
         record = dict(phase=phase, name=name, start=start - self._epoch)
@@ -269,6 +268,9 @@ class Client:
             self._transport.discard_unflushed()
             self._record(**record, duration=time.perf_counter() - start, error=repr(error))
             raise RequestEncodingError(f"{name}: cannot encode the arguments: {error}") from error
+        except BaseException as error:  # e.g. KeyboardInterrupt: part of the request may be out
+            self._interrupted(error, record, start)
+            raise
         sent = time.perf_counter()
         record.update(send=sent - start, bytes_out=sock.bytes_out - out_before)
         if receive is None:  # oneway: no reply of any kind
@@ -288,6 +290,9 @@ class Client:
             error_out = ServiceError.wrap(error)
         except Exception as error:  # a reply that cannot be decoded: the stream is no longer trusted
             self._fail(error, name, record, start)
+        except BaseException as error:  # e.g. KeyboardInterrupt: the reply may still arrive; never read it
+            self._interrupted(error, record, start)
+            raise
         end = time.perf_counter()
         arrived = sock.first_read_at or end
         record.update(
@@ -310,6 +315,10 @@ class Client:
         if _is_timeout(error):
             raise CallTimeout(f"{name}: no reply within the timeout; the connection is closed") from error
         raise ConnectionBroken(f"{name}: connection failed: {_describe(error)}") from error
+
+    def _interrupted(self, error: BaseException, record: Dict[str, Any], start: float) -> None:
+        self._record(**record, duration=time.perf_counter() - start, error=repr(error))
+        self._break(error)
 
     def _break(self, error: BaseException) -> None:
         """Moves to BROKEN and closes the socket so nothing more is ever read from it."""

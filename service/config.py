@@ -43,14 +43,15 @@ def _check_protocol(protocol: str) -> None:
 class Timeouts:
     """Client time limits, in seconds; None waits forever.
 
-    connect: opening the TCP connection. handshake: the hello() round trip.
-    call: one call's whole round trip (also goodbye()). A call that exceeds it leaves the
-    client BROKEN, so its late reply can never be read by another call.
+    connect: opening the TCP connection (and the TLS handshake). handshake: the hello() round trip.
+    call: one call's whole round trip (also goodbye()), however the reply bytes trickle in. A call
+    that exceeds it leaves the client BROKEN, so its late reply can never be read by another call.
+    The default is longer than the server's longest get_result() wait (30 s).
     """
 
     connect: Optional[float] = 5.0
     handshake: Optional[float] = 5.0
-    call: Optional[float] = 30.0
+    call: Optional[float] = 60.0
 
     def __post_init__(self) -> None:
         for name in ("connect", "handshake", "call"):
@@ -88,6 +89,7 @@ class ClientOptions:
     """What the client says in hello() and how it talks.
 
     versions: the inclusive range of protocol versions the client accepts.
+    max_reply_bytes: the largest string/binary (and container size) the client reads in a reply.
     timeline_size: how many phase/call records the client keeps (oldest dropped first).
     server_timed_methods: methods whose reply's ``processing_us`` is the server's time on that very
     call (T_s); the timeline splits their round trip into T_s and network time.
@@ -101,6 +103,7 @@ class ClientOptions:
     protocol: str = "accelerated"
     timeouts: Timeouts = field(default_factory=Timeouts)
     tls: Optional[ClientTLS] = None
+    max_reply_bytes: int = 256 * 1024 * 1024
     timeline_size: int = 1000
     server_timed_methods: FrozenSet[str] = frozenset({"process"})
 

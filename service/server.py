@@ -35,7 +35,7 @@ from .contract import describe_service
 from .handler import HandshakeHandler
 from .metrics import ServerMetrics
 from .session import SessionContext, SessionHandler, bind_session
-from .transport import protocol_factory, server_tls_context
+from .transport import DeadlineSocket, WireProtocolFactory, server_tls_context
 
 __all__ = ["HandshakeServer", "Connection", "serve"]
 
@@ -132,8 +132,8 @@ class HandshakeServer(TThreadedServer):
             service.Processor(self.handler),
             listener,
             TTransport.TBufferedTransportFactory(),
-            protocol_factory(self.config.protocol, self.config.limits.max_message_bytes,
-                             self.config.limits.max_container_items),
+            WireProtocolFactory(self.config.protocol, self.config.limits.max_message_bytes,
+                                self.config.limits.max_container_items),
             daemon=False,
         )
         self._lock = threading.Lock()

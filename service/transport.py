@@ -22,7 +22,8 @@ from .config import PROTOCOLS, ClientTLS, ServerTLS
 
 __all__ = [
     "accelerated_available",
-    "protocol_factory",
+    "WireProtocolFactory",
+    "DeadlineSocket",
     "CountingSocket",
     "ClientTransport",
     "client_stack",
@@ -41,29 +42,55 @@ def accelerated_available() -> bool:
     return True
 
 
-def protocol_factory(protocol: str, max_string_bytes: Optional[int] = None,
-                     max_container_items: Optional[int] = None) -> TProtocolFactory:
-    """The factory for ``protocol`` ("accelerated" or "binary"), strict binary on the wire.
+class WireProtocolFactory(TProtocolFactory):
+    """Strict binary protocol ("accelerated": the C extension; "binary": pure Python) with read limits.
 
-    The limits cap every string/binary length and container element count read (None: no cap).
-    Asking for "accelerated" without the C extension logs a warning instead of falling back silently.
+    ``max_string_bytes`` caps every string/binary length read, ``max_container_items`` every list,
+    set and map size (None: no cap). Strict reads refuse messages without a version header.
     """
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {PROTOCOLS}, not {protocol!r}")
-    limits = {}
-    if max_string_bytes is not None:
-        limits["string_length_limit"] = max_string_bytes
-    if max_container_items is not None:
-        limits["container_length_limit"] = max_container_items
-    if protocol == "accelerated":
-        if not accelerated_available():
+
+    def __init__(self, protocol: str, max_string_bytes: Optional[int], max_container_items: Optional[int]) -> None:
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, not {protocol!r}")
+        if protocol == "accelerated" and not accelerated_available():
             logger.warning("thrift's C extension is missing: the accelerated protocol runs in pure Python")
-        return TBinaryProtocol.TBinaryProtocolAcceleratedFactory(fallback=True, **limits)
-    return TBinaryProtocol.TBinaryProtocolFactory(**limits)
+        self._class = (TBinaryProtocol.TBinaryProtocolAccelerated if protocol == "accelerated"
+                       else TBinaryProtocol.TBinaryProtocol)
+        self._options = dict(strictRead=True, strictWrite=True, string_length_limit=max_string_bytes,
+                             container_length_limit=max_container_items)
+
+    def getProtocol(self, trans: TTransport.TTransportBase) -> TProtocolBase:
+        return self._class(trans, **self._options)
 
 
-class CountingSocket(TSocket.TSocket):
-    """A TSocket that counts bytes each way and notes when the first reply bytes of a call arrive.
+class DeadlineSocket(TSocket.TSocket):
+    """A TSocket whose reads and writes can share one deadline (``time.monotonic()`` seconds).
+
+    Without a deadline the socket's own timeout bounds each read; with one, the whole exchange is
+    bounded, so a peer that drips bytes cannot stretch it.
+    """
+
+    deadline: Optional[float] = None
+
+    def _arm(self) -> None:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TTransport.TTransportException(TTransport.TTransportException.TIMED_OUT, "deadline passed")
+        self.handle.settimeout(remaining)
+
+    def read(self, sz: int) -> bytes:
+        if self.deadline is not None:
+            self._arm()
+        return super().read(sz)
+
+    def write(self, buff: bytes) -> None:
+        if self.deadline is not None:
+            self._arm()
+        super().write(buff)
+
+
+class CountingSocket(DeadlineSocket):
+    """The client's socket: counts bytes each way and notes when the first reply bytes of a call arrive.
 
     With ``tls`` (an SSLContext) the connection is wrapped before connecting, so ``open()`` performs
     the TLS handshake within the connect timeout and the counts are of plaintext bytes.
@@ -84,9 +111,10 @@ class CountingSocket(TSocket.TSocket):
             return handle
         return self._tls.wrap_socket(handle, server_hostname=self._server_hostname)
 
-    def mark(self) -> None:
-        """Starts a new measurement: the next read sets ``first_read_at`` again."""
+    def begin_exchange(self, timeout: Optional[float]) -> None:
+        """Starts a call: its reads and writes must end within ``timeout`` seconds (None: no limit)."""
         self.first_read_at = None
+        self.deadline = None if timeout is None else time.monotonic() + timeout
 
     def read(self, sz: int) -> bytes:
         data = super().read(sz)
@@ -110,14 +138,14 @@ class ClientTransport(TTransport.TBufferedTransport):
 
 
 def client_stack(
-    host: str, port: int, protocol: str, tls: Optional[ClientTLS] = None
+    host: str, port: int, protocol: str, max_reply_bytes: int, tls: Optional[ClientTLS] = None
 ) -> "tuple[CountingSocket, ClientTransport, TProtocolBase]":
     """The client's socket, buffered transport and protocol, unopened."""
     context = None if tls is None else _client_tls_context(tls)
     sock = CountingSocket(host, port, socket_family=_family_for(host), tls=context,
                           server_hostname=None if tls is None else tls.server_hostname)
     transport = ClientTransport(sock)
-    return sock, transport, protocol_factory(protocol).getProtocol(transport)
+    return sock, transport, WireProtocolFactory(protocol, max_reply_bytes, max_reply_bytes).getProtocol(transport)
 
 
 def _family_for(host: str) -> int:

@@ -214,3 +214,85 @@ def test_a_hello_that_cannot_be_encoded_leaves_closed(server):
     client.options = ClientOptions()
     assert client.connect().version == 2
     client.close()
+
+
+def _reply(method: str, result) -> bytes:
+    from thrift.protocol.TBinaryProtocol import TBinaryProtocol
+    from thrift.Thrift import TMessageType
+    from thrift.transport.TTransport import TMemoryBuffer
+
+    buffer = TMemoryBuffer()
+    protocol = TBinaryProtocol(buffer)
+    protocol.writeMessageBegin(method, TMessageType.REPLY, 0)
+    result.write(protocol)
+    protocol.writeMessageEnd()
+    return buffer.getvalue()
+
+
+def test_call_timeout_bounds_the_whole_reply_even_when_it_trickles(start_server):
+    """A peer that drips its reply a byte at a time cannot stretch a call past its timeout."""
+    from thrift_handshake_gen import HandshakeService
+    from thrift_handshake_gen.ttypes import ServerHello
+
+    hello = _reply("hello", HandshakeService.hello_result(success=ServerHello(session_id="s", version=2)))
+    echo = _reply("echo", HandshakeService.echo_result(success="x" * 20))
+    stop = threading.Event()
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+
+        def drip() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(65536)
+                connection.sendall(hello)
+                connection.recv(65536)
+                for byte in echo:
+                    if stop.wait(0.05):
+                        return
+                    connection.send(bytes([byte]))
+
+        peer = threading.Thread(target=drip)
+        peer.start()
+        client = Client("127.0.0.1", listener.getsockname()[1], ClientOptions(timeouts=Timeouts(call=0.5)))
+        client.connect()
+        started = time.monotonic()
+        with pytest.raises(CallTimeout):
+            client.echo("x")
+        assert time.monotonic() - started < 1.0
+        assert client.phase is Phase.BROKEN
+        stop.set()
+        peer.join(5)
+        client.close()
+
+
+def test_an_interrupted_call_never_hands_its_reply_to_the_next(server):
+    """Ctrl-C during a call: the client is BROKEN, so the late reply cannot be read by the next call."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    client = Client("127.0.0.1", server.port)
+    client.connect()
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        with pytest.raises(KeyboardInterrupt):
+            client.process(Request(request_id="interrupted", payload="", work_ms=400))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert client.phase is Phase.BROKEN
+    time.sleep(0.5)
+    client.reconnect()
+    assert client.echo("first") == "first"
+    assert client.echo("second") == "second"
+    client.close()
+
+
+def test_client_reads_the_largest_string_the_server_accepts(client):
+    largest = client.server_hello.max_message_bytes
+    text = "x" * largest
+    assert client.echo(text) == text
