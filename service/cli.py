@@ -70,9 +70,12 @@ def _connection_flags(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="thrift-handshake", description=__doc__.splitlines()[0])
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    # also accepted after the command; SUPPRESS keeps a value given before it
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--log-level", default=argparse.SUPPRESS, help="logging level (default INFO)")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve_parser = commands.add_parser("serve", help="run a server until SIGINT/SIGTERM")
+    serve_parser = commands.add_parser("serve", parents=[common], help="run a server until SIGINT/SIGTERM")
     _connection_flags(serve_parser)
     serve_parser.add_argument("--grace", type=float, default=ServerConfig.grace,
                               help="seconds in-flight calls get to finish on stop")
@@ -82,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser.add_argument("--tls-client-ca", help="require client certificates signed by this CA (mTLS)")
     _limit_flags(serve_parser)
 
-    call_parser = commands.add_parser("call", help="connect, hello, call METHOD, goodbye")
+    call_parser = commands.add_parser("call", parents=[common], help="connect, hello, call METHOD, goodbye")
     call_parser.add_argument("method")
     call_parser.add_argument("args", nargs="*", metavar="ARG", help="JSON value for the next parameter")
     _connection_flags(call_parser)
@@ -98,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     call_parser.add_argument("--service", default=DEFAULT_SERVICE,
                              help="generated service module (any service that extends HandshakeService)")
 
-    demo_parser = commands.add_parser("demo", help="the whole flow against a throwaway local server")
+    demo_parser = commands.add_parser("demo", parents=[common], help="the whole flow against a throwaway local server")
     demo_parser.add_argument("--protocol", choices=PROTOCOLS, default="accelerated")
     return parser
 
@@ -142,7 +145,7 @@ def run_call(args: argparse.Namespace) -> int:
     client = Client(args.host, args.port, options, service=service)
     try:
         with client:
-            result = client.call(args.method, *values)
+            result = client.goodbye() if args.method == "goodbye" else client.call(args.method, *values)
         _print_json(result)
     except ServiceError as error:
         print(f"{type(error).__name__}: {json.dumps(jsonargs.to_jsonable(error), ensure_ascii=False)}",
@@ -198,6 +201,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Thrift's TSocket logs each failed connect with a traceback; our errors already say it in one line.
+    logging.getLogger("thrift.transport.TSocket").setLevel(logging.CRITICAL)
     try:
         if args.command == "serve":
             serve(_server_config(args))
@@ -215,6 +220,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (OSError, ValueError) as error:  # e.g. address in use, a bad flag value
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     return 2
 
 

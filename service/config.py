@@ -134,6 +134,7 @@ class ServerLimits:
     max_container_items: int = _limit(1_000_000, "most elements in one list, set or map of a message")
     submit_workers: int = _limit(4, "threads running submit()ted work")
     submit_queue: int = _limit(1000, "submitted requests that may wait for a worker (more: Overloaded)")
+    submit_queue_bytes: int = _limit(256 * 1024 * 1024, "request bytes unfinished submit() work may hold")
     result_ttl: float = _limit(600.0, "seconds a finished submit() result is kept for get_result()")
     max_results: int = _limit(10_000, "finished submit() results kept at most (the oldest go first)")
     max_wait: float = _limit(30.0, "longest get_result() wait the server honours, in seconds")

@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 
 #: The largest simulated processing time a Request may ask for.
 MAX_WORK_MS = 10_000
+#: How long close() waits for aborted work to unwind.
+_ABORT_WAIT = 1.0
 
 
 def _validate(request: Optional[Request]) -> Request:
@@ -49,19 +51,10 @@ def _next_sequence(context: SessionContext, counter: str) -> int:
     return sequence
 
 
-def _run(request: Request, session_id: Optional[str], sequence: int) -> Response:
-    """Does the (simulated) work of one request and measures the server's own time on it."""
-    started = time.perf_counter()
-    if request.work_ms:
-        time.sleep(request.work_ms / 1000.0)
-    digest = hashlib.sha256((request.payload or "").encode("utf-8")).hexdigest()
-    return Response(
-        request_id=request.request_id,
-        digest=digest,
-        processing_us=int((time.perf_counter() - started) * 1e6),
-        session_id=session_id,
-        sequence=sequence,
-    )
+def _size(request: Request) -> int:
+    """Roughly the bytes a request holds (its strings' lengths), for the submit queue's byte limit."""
+    headers = request.headers or {}
+    return len(request.payload or "") + len(request.request_id) + sum(len(k) + len(v) for k, v in headers.items())
 
 
 class HandshakeHandler:
@@ -71,6 +64,30 @@ class HandshakeHandler:
         self.tickets = TicketBoard(limits or ServerLimits())
         self._events: Deque[Event] = collections.deque(maxlen=recent_events)
         self._events_lock = threading.Lock()
+        self._aborted = threading.Event()  # set when the server's grace period is over
+        self._running = 0  # process() calls and submitted jobs at work
+        self._idle = threading.Condition()
+
+    def _run(self, request: Request, session_id: Optional[str], sequence: int) -> Response:
+        """Does the (simulated) work of one request and measures the server's own time on it."""
+        started = time.perf_counter()
+        with self._idle:
+            self._running += 1
+        try:
+            if request.work_ms and self._aborted.wait(request.work_ms / 1000.0):
+                raise RuntimeError("aborted: the server stopped before the work was done")
+        finally:
+            with self._idle:
+                self._running -= 1
+                self._idle.notify_all()
+        digest = hashlib.sha256((request.payload or "").encode("utf-8")).hexdigest()
+        return Response(
+            request_id=request.request_id,
+            digest=digest,
+            processing_us=int((time.perf_counter() - started) * 1e6),
+            session_id=session_id,
+            sequence=sequence,
+        )
 
     @property
     def recent_events(self) -> "list[Event]":
@@ -84,14 +101,14 @@ class HandshakeHandler:
     def process(self, request: Request) -> Response:
         _validate(request)
         context = current_session()
-        return _run(request, context.session_id, _next_sequence(context, "process_sequence"))
+        return self._run(request, context.session_id, _next_sequence(context, "process_sequence"))
 
     def submit(self, request: Request) -> Ack:
         _validate(request)
         context = current_session()
         sequence = _next_sequence(context, "submit_sequence")
         session_id = context.session_id
-        ticket = self.tickets.submit(lambda: _run(request, session_id, sequence))
+        ticket = self.tickets.submit(lambda: self._run(request, session_id, sequence), _size(request))
         return Ack(ticket=ticket, request_id=request.request_id, accepted_at_ms=int(time.time() * 1000))
 
     def get_result(self, ticket: str, wait_ms: int) -> Response:
@@ -109,5 +126,11 @@ class HandshakeHandler:
         raise RuntimeError(message or "fail() was called")
 
     def close(self, timeout: float) -> None:
-        """Stops the submit pool: queued work is cancelled, running work gets ``timeout`` seconds."""
-        self.tickets.close(timeout)
+        """Stops: queued submit work is cancelled, running work (process() and submit()) gets
+        ``timeout`` seconds, then is aborted. Called again with 0, it aborts at once."""
+        self.tickets.stop()
+        with self._idle:
+            self._idle.wait_for(lambda: self._running == 0, timeout)
+        self._aborted.set()
+        with self._idle:
+            self._idle.wait_for(lambda: self._running == 0, _ABORT_WAIT)

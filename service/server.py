@@ -24,6 +24,7 @@ from types import ModuleType
 from typing import Any, Dict, Optional, Set, Tuple
 
 from thrift.server.TServer import TThreadedServer
+from thrift.protocol.TProtocol import TProtocolException
 from thrift.Thrift import TApplicationException, TMessageType
 from thrift.transport import TSocket, TTransport
 from thrift.transport.TTransport import TTransportException
@@ -43,6 +44,12 @@ logger = logging.getLogger(__name__)
 
 #: How long the accept loop pauses after accept() fails for lack of resources (e.g. EMFILE).
 _ACCEPT_BACKOFF = 0.1
+#: How long a connection's thread gets to unwind once the grace period is over and its socket closed.
+_UNWIND_WAIT = 2.0
+#: After refusing a message, how long (and how many bytes of) the rest of it is read and dropped, so
+#: the peer is not reset mid-write and gets to read the refusal.
+_DISCARD_SECONDS = 1.0
+_DISCARD_BYTES = 64 * 1024 * 1024
 
 
 def _format_peer(address: Any) -> str:
@@ -52,10 +59,26 @@ def _format_peer(address: Any) -> str:
     return str(address)
 
 
+def _discard_input(handle: socket.socket) -> None:
+    """Reads and drops what the peer still sends (bounded), so closing does not reset it mid-write."""
+    handle.shutdown(socket.SHUT_WR)
+    deadline = time.monotonic() + _DISCARD_SECONDS
+    dropped = 0
+    while dropped < _DISCARD_BYTES:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        handle.settimeout(remaining)
+        chunk = handle.recv(65536)
+        if not chunk:
+            return
+        dropped += len(chunk)
+
+
 class Connection:
     """One accepted connection: its socket, its session context and the call it is serving."""
 
-    def __init__(self, client: TSocket.TSocket, peer: str, server: "HandshakeServer") -> None:
+    def __init__(self, client: DeadlineSocket, peer: str, server: "HandshakeServer") -> None:
         self.socket = client
         self.peer = peer
         self.context = SessionContext(peer=peer)
@@ -73,6 +96,9 @@ class Connection:
             self._in_flight = (name, seqid)
         key = name if name in self._server.methods else "<unknown>"
         self.calls[key] = self.calls.get(key, 0) + 1
+        if message_type not in (TMessageType.CALL, TMessageType.ONEWAY):
+            raise TProtocolException(TProtocolException.INVALID_DATA,
+                                     f"message type {message_type} is not a call (1) or one-way call (4)")
 
     def message_done(self) -> bool:
         """The message was answered; returns whether the connection should close now."""
@@ -86,7 +112,8 @@ class Connection:
         return self._in_flight
 
     def session_started(self) -> None:
-        """hello() succeeded: from now on silence is bounded by the idle timeout."""
+        """hello() succeeded: no more handshake deadline; from now on silence is bounded by the idle timeout."""
+        self.socket.deadline = None
         self.socket.setTimeout(self._server.config.limits.idle_timeout * 1000)
 
     def close_after_reply(self) -> None:
@@ -233,13 +260,15 @@ class HandshakeServer(TThreadedServer):
 
     def _accept(self) -> None:
         try:
-            client = self.serverTransport.accept()
+            accepted = self.serverTransport.accept()
         except BlockingIOError:  # the connection went away between select() and accept()
             return
         except OSError as error:  # e.g. too many open files: back off instead of spinning
             logger.warning("accept failed: %s; pausing accepts for %.1fs", error, _ACCEPT_BACKOFF)
             self._stop_requested.wait(_ACCEPT_BACKOFF)
             return
+        client = DeadlineSocket()
+        client.setHandle(accepted.handle)
         try:
             peer = _format_peer(client.handle.getpeername())
         except OSError:  # reset before we looked
@@ -249,10 +278,12 @@ class HandshakeServer(TThreadedServer):
             logger.warning("refused peer=%s: %d connections open (max_connections)", peer, len(self._connections))
             client.close()
             return
-        client.setTimeout(self.config.limits.handshake_timeout * 1000)
+        client.setTimeout(self.config.limits.handshake_timeout * 1000)  # bounds the TLS handshake too
+        client.deadline = time.monotonic() + self.config.limits.handshake_timeout  # hello must be done by then
         connection = Connection(client, peer, self)
+        # daemon: a user handler stuck past the grace period must not keep the process alive
         thread = threading.Thread(target=self._serve_connection, args=(connection,),
-                                  name=f"connection {peer}")
+                                  name=f"connection {peer}", daemon=True)
         with self._lock:
             self._connections[connection] = thread
         self.metrics.connection_opened(connection)
@@ -342,6 +373,7 @@ class HandshakeServer(TThreadedServer):
             reply.write(protocol)
             protocol.writeMessageEnd()
             protocol.trans.flush()
+            _discard_input(connection.socket.handle)
         except Exception:  # the peer may be gone already
             pass
 
@@ -349,6 +381,8 @@ class HandshakeServer(TThreadedServer):
         return max(self._deadline - time.monotonic(), 0.0)
 
     def _drain(self) -> None:
+        """Stop: no new connections, idle ones closed now, busy ones after their reply or at the
+        end of the grace period, when the handler's remaining work is aborted too."""
         self._deadline = time.monotonic() + self._grace
         self.serverTransport.close()
         with self._lock:
@@ -356,16 +390,25 @@ class HandshakeServer(TThreadedServer):
         logger.info("stopping: %d connections open, grace %.1fs", len(connections), self._grace)
         for connection in connections:
             connection.shutdown()
+        close = getattr(self.handler, "close", None)
+        closer = None
+        if callable(close):  # the handler's own work (e.g. submitted jobs) drains alongside
+            closer = threading.Thread(target=close, args=(self._grace,), name="handler close")
+            closer.start()
         for connection, thread in connections.items():
             while thread.is_alive() and self._remaining_grace() > 0:  # re-read: a 2nd signal ends it
                 thread.join(min(self._remaining_grace(), 0.05))
+        busy = [(c, t) for c, t in connections.items() if t.is_alive()]
+        for connection, _ in busy:
+            logger.warning("grace period over: closing peer=%s in %s", connection.peer, connection.in_flight)
+            connection.shutdown(force=True)
+        if closer is not None:
+            close(0.0)  # aborts what still runs, so busy handlers return
+            closer.join()
+        for connection, thread in busy:
+            thread.join(_UNWIND_WAIT)
             if thread.is_alive():
-                logger.warning("grace period over: closing peer=%s in %s", connection.peer, connection.in_flight)
-                connection.shutdown(force=True)
-                thread.join()
-        close = getattr(self.handler, "close", None)
-        if callable(close):
-            close(self._remaining_grace())
+                logger.error("peer=%s: handler still running after the grace period; left behind", connection.peer)
         self._wake_reader.close()
         self._wake_writer.close()
         self._stopped.set()

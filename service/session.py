@@ -44,6 +44,10 @@ logger = logging.getLogger(__name__)
 
 _local = threading.local()
 
+#: Bounds on what a hello may carry (names end up in logs and in every handler's context).
+MAX_NAME_LENGTH = 256
+MAX_FEATURES = 64
+
 
 @dataclass
 class SessionContext:
@@ -114,8 +118,9 @@ class SessionHandler:
         except ValueError as error:
             self._phase.apply(SessionEvent.HELLO_REJECTED)
             self._server.metrics.handshake_rejected()
+            name = getattr(hello, "client_name", None)
             logger.info("handshake rejected peer=%s client=%r: %s", self.context.peer,
-                        getattr(hello, "client_name", None), error)
+                        name[:MAX_NAME_LENGTH] if isinstance(name, str) else name, error)
             raise HandshakeRejected(reason=str(error), min_version=config.versions[0],
                                     max_version=config.versions[1]) from None
         context = self.context
@@ -150,6 +155,11 @@ class SessionHandler:
             raise ValueError(f"this connection already has session {self.context.session_id}")
         if hello is None or not hello.client_name:
             raise ValueError("client_name is required")
+        if len(hello.client_name) > MAX_NAME_LENGTH or len(hello.language or "") > MAX_NAME_LENGTH:
+            raise ValueError(f"client_name and language are limited to {MAX_NAME_LENGTH} characters")
+        features = hello.features or ()
+        if len(features) > MAX_FEATURES or any(len(f) > MAX_NAME_LENGTH for f in features):
+            raise ValueError(f"at most {MAX_FEATURES} features of {MAX_NAME_LENGTH} characters each")
         token = self._server.config.auth_token
         if token is not None:
             if not hello.auth_token:

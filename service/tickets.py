@@ -1,8 +1,10 @@
 """Work accepted now and finished later: the server side of submit() and get_result().
 
-A bounded pool runs the work; at most ``workers + queue`` tickets are unfinished at once (more are
-refused with Overloaded). Finished results are kept for ``result_ttl`` seconds and at most
-``max_results`` of them (the oldest go first). A ticket is valid from any connection and any session.
+A bounded pool runs the work. At most ``submit_workers + submit_queue`` tickets are unfinished at once,
+holding at most ``submit_queue_bytes`` of request data; more are refused with Overloaded. Finished
+results are kept for ``result_ttl`` seconds and at most ``max_results`` of them (the oldest go first).
+A ticket is valid from any connection and any session. Every operation is O(1) in the number of
+stored results.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import concurrent.futures
 import threading
 import time
 import uuid
-from typing import Callable, Optional, OrderedDict, Tuple
+from typing import Callable, Dict, Optional, OrderedDict, Tuple
 
 from thrift_handshake_gen.ttypes import NotReady, Overloaded, Response, UnknownTicket
 
@@ -20,32 +22,41 @@ from .config import ServerLimits
 
 __all__ = ["TicketBoard"]
 
+_Future = "concurrent.futures.Future[Response]"
+
 
 class TicketBoard:
-    """Tickets for submitted work and their results, with bounded time, count and concurrency."""
+    """Tickets for submitted work and their results, with bounded time, count, bytes and concurrency."""
 
     def __init__(self, limits: ServerLimits) -> None:
         self._limits = limits
         self._capacity = limits.submit_workers + limits.submit_queue
         self._pool = concurrent.futures.ThreadPoolExecutor(limits.submit_workers, thread_name_prefix="submit")
         self._lock = threading.Lock()
-        # ticket -> (future, finished_at or None), in submission order
-        self._tickets: OrderedDict[str, Tuple["concurrent.futures.Future[Response]", Optional[float]]] = (
-            collections.OrderedDict())
-        self._unfinished = 0
+        self._unfinished: Dict[str, Tuple[_Future, int]] = {}  # ticket -> (future, bytes held)
+        self._finished: OrderedDict[str, Tuple[_Future, float]] = collections.OrderedDict()  # finish order
+        self._unfinished_bytes = 0
+        self._stopped = False
 
-    def submit(self, work: Callable[[], Response]) -> str:
-        """Queues ``work`` and returns its ticket; raises Overloaded when the queue is full."""
+    def submit(self, work: Callable[[], Response], size: int) -> str:
+        """Queues ``work`` (holding ``size`` bytes until done) and returns its ticket.
+
+        Raises Overloaded when the queue is full by count or bytes, or the server is stopping.
+        """
         with self._lock:
             self._expire()
-            if self._unfinished >= self._capacity:
+            if self._stopped:
+                raise Overloaded(message="the server is stopping", queued=len(self._unfinished),
+                                 capacity=self._capacity)
+            if (len(self._unfinished) >= self._capacity
+                    or self._unfinished_bytes + size > self._limits.submit_queue_bytes):
                 raise Overloaded(message="the submit queue is full; try again later",
-                                 queued=self._unfinished, capacity=self._capacity)
+                                 queued=len(self._unfinished), capacity=self._capacity)
             ticket = uuid.uuid4().hex
             future = self._pool.submit(work)
-            self._tickets[ticket] = (future, None)
-            self._unfinished += 1
-        future.add_done_callback(lambda _: self._finished(ticket))
+            self._unfinished[ticket] = (future, size)
+            self._unfinished_bytes += size
+        future.add_done_callback(lambda _: self._finish(ticket))
         return ticket
 
     def result(self, ticket: str, wait: float) -> Response:
@@ -55,7 +66,7 @@ class TicketBoard:
         """
         with self._lock:
             self._expire()
-            entry = self._tickets.get(ticket)
+            entry = self._unfinished.get(ticket) or self._finished.get(ticket)
         if entry is None:
             raise UnknownTicket(ticket=ticket)
         wait = min(max(wait, 0.0), self._limits.max_wait)
@@ -64,27 +75,26 @@ class TicketBoard:
         except concurrent.futures.TimeoutError:
             raise NotReady(ticket=ticket, message=f"still running after waiting {wait * 1000:.0f} ms") from None
         except concurrent.futures.CancelledError:
-            raise NotReady(ticket=ticket, message="cancelled: the server is stopping") from None
+            raise NotReady(ticket=ticket, message="cancelled: the server stopped before it ran") from None
 
-    def close(self, timeout: float) -> None:
-        """Cancels queued work and waits up to ``timeout`` seconds for running work."""
+    def stop(self) -> None:
+        """Refuses new work and cancels work still queued (idempotent)."""
         with self._lock:
-            futures = [future for future, _ in self._tickets.values()]
+            self._stopped = True
         self._pool.shutdown(wait=False, cancel_futures=True)
-        concurrent.futures.wait(futures, timeout=timeout)
 
-    def _finished(self, ticket: str) -> None:
+    def _finish(self, ticket: str) -> None:
         with self._lock:
-            entry = self._tickets.get(ticket)
-            if entry is not None:
-                self._tickets[ticket] = (entry[0], time.monotonic())
-            self._unfinished -= 1
+            future, size = self._unfinished.pop(ticket)
+            self._unfinished_bytes -= size
+            self._finished[ticket] = (future, time.monotonic())
+            self._expire()
 
-    def _expire(self) -> None:
-        """Drops results older than result_ttl, then the oldest finished ones past max_results."""
-        now = time.monotonic()
-        finished = [(t, at) for t, (_, at) in self._tickets.items() if at is not None]
-        excess = len(finished) - self._limits.max_results
-        for index, (ticket, finished_at) in enumerate(finished):
-            if index < excess or now - finished_at > self._limits.result_ttl:
-                del self._tickets[ticket]
+    def _expire(self, now: Optional[float] = None) -> None:
+        """Drops the oldest finished results while they are too old or too many."""
+        now = time.monotonic() if now is None else now
+        while self._finished:
+            _, finished_at = next(iter(self._finished.values()))
+            if now - finished_at <= self._limits.result_ttl and len(self._finished) <= self._limits.max_results:
+                break
+            self._finished.popitem(last=False)

@@ -81,3 +81,11 @@ def test_bad_flag_values_are_refused():
 @pytest.mark.parametrize("command", ["serve", "call", "demo"])
 def test_help(command):
     assert run_cli(command, "--help").returncode == 0
+
+
+def test_call_goodbye_prints_the_farewell(server):
+    done = run_cli("call", "goodbye", "--port", str(server.port), "--log-level", "WARNING")
+    assert done.returncode == 0, done.stderr
+    farewell = json.loads(done.stdout)
+    assert farewell["calls"] == 0 and len(farewell["session_id"]) >= 16
+    assert done.stderr == ""

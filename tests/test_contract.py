@@ -173,3 +173,42 @@ def test_echo_types_round_trips_every_type(client):
 def test_echo_types_keeps_special_doubles_bit_for_bit(client, special):
     echoed = client.echo_types(AllTypes(id="d", real=special))
     assert _bits(echoed.real) == _bits(special)
+
+
+def test_submit_refuses_work_beyond_the_queue_limits(start_server):
+    from thrift_handshake import Client, ServerLimits
+    from thrift_handshake_gen.ttypes import Overloaded
+
+    server = start_server(limits=ServerLimits(submit_workers=1, submit_queue=1, submit_queue_bytes=10_000))
+    with Client("127.0.0.1", server.port) as client:
+        with pytest.raises(Overloaded):
+            client.submit(Request(request_id="big", payload="x" * 20_000))
+        client.submit(Request(request_id="a", work_ms=300))
+        client.submit(Request(request_id="b", work_ms=300))
+        with pytest.raises(Overloaded) as caught:
+            client.submit(Request(request_id="c", work_ms=300))
+        assert caught.value.capacity == 2
+
+
+def test_results_are_kept_for_a_bounded_count(start_server):
+    from thrift_handshake import Client, ServerLimits
+
+    server = start_server(limits=ServerLimits(max_results=2))
+    with Client("127.0.0.1", server.port) as client:
+        tickets = [client.submit(Request(request_id=str(i))).ticket for i in range(3)]
+        time.sleep(0.2)
+        with pytest.raises(UnknownTicket):
+            client.get_result(tickets[0], 0)
+        assert client.get_result(tickets[2], 1000).request_id == "2"
+
+
+def test_results_are_kept_for_a_bounded_time(start_server):
+    from thrift_handshake import Client, ServerLimits
+
+    server = start_server(limits=ServerLimits(result_ttl=0.3))
+    with Client("127.0.0.1", server.port) as client:
+        ticket = client.submit(Request(request_id="t")).ticket
+        assert client.get_result(ticket, 1000).request_id == "t"
+        time.sleep(0.5)
+        with pytest.raises(UnknownTicket):
+            client.get_result(ticket, 0)

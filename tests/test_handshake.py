@@ -148,3 +148,14 @@ class TestAuthToken:
             client.connect()
         assert reason in caught.value.rejected.reason
         assert self.TOKEN not in str(caught.value)
+
+
+@pytest.mark.parametrize("fields", [
+    {"client_name": "n" * 257},
+    {"language": "l" * 257},
+    {"features": {f"f{i}" for i in range(65)}},
+])
+def test_oversized_hello_fields_are_rejected(raw, fields):
+    with pytest.raises(HandshakeRejected) as caught:
+        raw().hello(**fields)
+    assert "limited" in caught.value.reason or "at most" in caught.value.reason

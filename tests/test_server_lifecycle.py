@@ -81,17 +81,25 @@ def test_graceful_stop_lets_the_in_flight_call_finish(start_server):
 
 def test_grace_period_bounds_the_stop(start_server):
     server = start_server()
-    client = Client("127.0.0.1", server.port)
-    client.connect()
-    caller = threading.Thread(target=lambda: pytest.raises(ConnectionBroken, client.process,
-                                                           Request(request_id="r", work_ms=1500)))
-    caller.start()
-    time.sleep(0.15)
+    busy, waiting = Client("127.0.0.1", server.port), Client("127.0.0.1", server.port)
+    busy.connect()
+    waiting.connect()
+    ack = waiting.submit(Request(request_id="job", work_ms=9000))
+    callers = [
+        threading.Thread(target=lambda: pytest.raises(ConnectionBroken, busy.process,
+                                                      Request(request_id="r", work_ms=8000))),
+        threading.Thread(target=lambda: pytest.raises(ConnectionBroken, waiting.get_result, ack.ticket, 30000)),
+    ]
+    for caller in callers:
+        caller.start()
+    time.sleep(0.2)
     started = time.monotonic()
-    server.stop(grace=0.2)
-    caller.join(5)
-    assert time.monotonic() - started < 3.0
-    client.close()
+    server.stop(grace=0.5)
+    assert time.monotonic() - started < 3.0, "the grace period must bound the stop"
+    for caller in callers:
+        caller.join(5)
+    busy.close()
+    waiting.close()
 
 
 def test_stop_frees_the_port_and_leaves_no_threads(start_server):
@@ -278,3 +286,34 @@ def test_a_second_signal_stops_at_once():
         if process.poll() is None:
             process.kill()
         process.stderr.close()
+
+
+def test_handshake_timeout_is_a_deadline_not_an_idle_timer(start_server, raw):
+    server = start_server(limits=ServerLimits(handshake_timeout=0.5))
+    connection = raw(server.port)
+    started = time.monotonic()
+    with pytest.raises(TTransportException):
+        while time.monotonic() - started < 3.0:
+            connection.stub.ping()  # activity without hello does not extend the deadline
+            time.sleep(0.1)
+    assert time.monotonic() - started < 1.5
+
+
+def test_a_non_call_message_is_refused(server, client):
+    import struct as wire
+
+    name = b"echo"
+    reply_type_message = wire.pack("!I", 0x80010002) + wire.pack("!I", len(name)) + name + wire.pack("!i", 0) + b"\0"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(reply_type_message)
+        answer = sock.recv(4096)
+    assert b"not a call" in answer
+    assert client.echo("fine") == "fine"
+
+
+def test_an_oversized_request_gets_its_refusal_even_while_still_sending(start_server):
+    server = start_server(limits=ServerLimits(max_message_bytes=1024))
+    with Client("127.0.0.1", server.port) as client:
+        with pytest.raises(RemoteApplicationError) as caught:
+            client.echo("x" * 8_000_000)
+        assert caught.value.type == 7 and "limit" in str(caught.value)
