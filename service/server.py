@@ -395,7 +395,7 @@ class HandshakeServer(TThreadedServer):
         if callable(close):  # the handler's own work (e.g. submitted jobs) drains alongside
             closer = threading.Thread(target=close, args=(self._grace,), name="handler close")
             closer.start()
-        for connection, thread in connections.items():
+        for thread in [*connections.values(), *([closer] if closer else [])]:
             while thread.is_alive() and self._remaining_grace() > 0:  # re-read: a 2nd signal ends it
                 thread.join(min(self._remaining_grace(), 0.05))
         busy = [(c, t) for c, t in connections.items() if t.is_alive()]
@@ -403,7 +403,8 @@ class HandshakeServer(TThreadedServer):
             logger.warning("grace period over: closing peer=%s in %s", connection.peer, connection.in_flight)
             connection.shutdown(force=True)
         if closer is not None:
-            close(0.0)  # aborts what still runs, so busy handlers return
+            if closer.is_alive():
+                close(0.0)  # the grace period is over: abort what still runs, so busy handlers return
             closer.join()
         for connection, thread in busy:
             thread.join(_UNWIND_WAIT)
