@@ -37,10 +37,6 @@ class ServerMetrics:
         self.handshakes_ok = 0
         self.handshakes_rejected = 0
 
-    @property
-    def connections_open(self) -> int:
-        return len(self._live)
-
     def connection_opened(self, connection: "Connection") -> None:
         with self._lock:
             self._live.add(connection)
@@ -74,7 +70,8 @@ class ServerMetrics:
                 _add(calls, dict(connection.calls))  # dict() copies atomically under the GIL
                 notifications += connection.notifications
             return ServerStats(
-                connections_open=len(self._live),
+                # a connection that said goodbye is closing: its client already considers it closed
+                connections_open=sum(1 for connection in self._live if not connection.said_goodbye),
                 connections_total=self.connections_total,
                 sessions_active=self.sessions_active,
                 handshakes_ok=self.handshakes_ok,

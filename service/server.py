@@ -89,6 +89,7 @@ class Connection:
         self._in_flight: Optional[Tuple[str, int]] = None
         self._closing = False
         self.stopping = False
+        self.said_goodbye = False
 
     def message_begin(self, name: str, message_type: int, seqid: int) -> None:
         """Called by the Processor when a message starts: counts it and marks it in flight."""
@@ -117,8 +118,9 @@ class Connection:
         self.socket.setTimeout(self._server.config.limits.idle_timeout * 1000)
 
     def close_after_reply(self) -> None:
+        """goodbye(): the connection closes once this reply is flushed."""
         with self._lock:
-            self._closing = True
+            self._closing = self.said_goodbye = True
 
     def shutdown(self, force: bool = False) -> None:
         """Closes the connection now if it is idle (or if forced), else after the current reply."""

@@ -46,6 +46,7 @@ def test_goodbye_ends_the_session_in_stats(client, connect):
     other.goodbye()
     stats = client.stats()
     assert stats.sessions_active == 1
+    assert stats.connections_open == 1, "a connection that said goodbye no longer counts as open"
     assert stats.calls["goodbye"] == 1
 
 
