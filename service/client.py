@@ -89,7 +89,7 @@ class Client:
         self.farewell: Optional[Farewell] = None
         self._state = StateMachine(CLIENT_TRANSITIONS, ClientPhase.NEW, self._log_change)
         self._lock = threading.RLock()
-        self._epoch = time.perf_counter()
+        self._epoch = self._last_activity = time.perf_counter()
         self._broken_by: Optional[BaseException] = None
         self._sock = self._transport = self._stub = None
         self._methods: Dict[str, _Method] = {}
@@ -133,6 +133,7 @@ class Client:
         """Ends the session (READY -> CLOSING -> CLOSED); returns the server's Farewell."""
         with self._lock:
             self._require(ClientEvent.GOODBYE, "say goodbye")
+            self._check_idle("goodbye")
             self._state.apply(ClientEvent.GOODBYE)
             try:
                 self.farewell = self._invoke("goodbye", (), "disconnect", self.options.timeouts.call)
@@ -170,6 +171,7 @@ class Client:
         with self._lock:
             if self.phase is not ClientPhase.READY:
                 raise self._phase_error(f"call {method}")
+            self._check_idle(method)
             return self._invoke(method, args, "call", self.options.timeouts.call)
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
@@ -275,6 +277,7 @@ class Client:
         record.update(send=sent - start, bytes_out=sock.bytes_out - out_before)
         if receive is None:  # oneway: no reply of any kind
             self._record(**record, duration=sent - start)
+            self._last_activity = sent
             return None
         error_out: Optional[BaseException] = None
         result = None
@@ -304,6 +307,7 @@ class Client:
             error=None if error_out is None else repr(error_out),
         )
         self._record(**record)
+        self._last_activity = end
         if error_out is not None:
             raise error_out
         return result
@@ -315,6 +319,16 @@ class Client:
         if _is_timeout(error):
             raise CallTimeout(f"{name}: no reply within the timeout; the connection is closed") from error
         raise ConnectionBroken(f"{name}: connection failed: {_describe(error)}") from error
+
+    def _check_idle(self, method: str) -> None:
+        """Fails fast (BROKEN) when the session outlived the server's idle timeout from ServerHello."""
+        limit_ms = self.server_hello.idle_timeout_ms if self.server_hello else 0
+        idle = time.perf_counter() - self._last_activity
+        if limit_ms and idle * 1000 >= limit_ms:
+            error = ConnectionBroken(f"{method}: the session was idle {idle:.1f} s and the server closes sessions "
+                                     f"idle for {limit_ms / 1000:g} s; call reconnect()")
+            self._break(error)
+            raise error
 
     def _interrupted(self, error: BaseException, record: Dict[str, Any], start: float) -> None:
         self._record(**record, duration=time.perf_counter() - start, error=repr(error))

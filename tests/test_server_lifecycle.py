@@ -148,14 +148,28 @@ def test_handshake_timeout_closes_a_silent_connection(start_server, raw):
         connection.stub.ping()
 
 
-def test_idle_timeout_closes_a_silent_session(start_server):
+def test_idle_timeout_closes_a_silent_session(start_server, raw):
+    server = start_server(limits=ServerLimits(idle_timeout=0.3))
+    connection = raw(server.port)
+    assert connection.hello().idle_timeout_ms == 300
+    connection.stub.echo("active")
+    time.sleep(0.6)
+    with pytest.raises(TTransportException):
+        connection.stub.echo("too late")
+
+
+def test_the_client_knows_the_idle_timeout_and_says_so(start_server):
     server = start_server(limits=ServerLimits(idle_timeout=0.3))
     client = Client("127.0.0.1", server.port)
-    assert client.connect().idle_timeout_ms == 300
+    client.connect()
     client.echo("active")
-    time.sleep(0.6)
-    with pytest.raises(ConnectionBroken):
+    time.sleep(0.4)
+    with pytest.raises(ConnectionBroken) as caught:
         client.echo("too late")
+    assert "idle" in str(caught.value) and "reconnect()" in str(caught.value)
+    assert client.phase is ClientPhase.BROKEN
+    client.reconnect()
+    assert client.echo("again") == "again"
     client.close()
 
 
