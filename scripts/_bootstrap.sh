@@ -41,6 +41,17 @@ make_venv() {
   fi
 }
 
+ensure_fastbinary() {
+  # PyPI has thrift wheels (with the C extension) for CPython 3.10+; elsewhere pip builds the sdist and,
+  # without a C compiler and Python headers, silently installs thrift without its accelerated protocol.
+  "$VENV/bin/python" -c 'import thrift.protocol.fastbinary' 2>/dev/null && return 0
+  version="$("$VENV/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+  log "thrift was installed without its C extension; building it (needs a C compiler and Python headers)"
+  apt_install gcc "python$version-dev" || apt_install gcc python3-dev || {
+    log "WARNING: cannot install gcc and python3-dev: thrift runs without its C extension (slower)"; return 0; }
+  "$VENV/bin/python" -m pip install -q --force-reinstall --no-deps --no-cache-dir --no-binary thrift thrift
+}
+
 ensure_venv() {
   [ -x "$VENV/bin/python" ] || make_venv
   stamp="$VENV/.installed-$(cat "$ROOT/setup.cfg" "$ROOT/pyproject.toml" | cksum | cut -d' ' -f1)"
@@ -48,6 +59,7 @@ ensure_venv() {
     log "installing thrift-handshake and its dependencies into $VENV"
     "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
     "$VENV/bin/python" -m pip install -q -e "$ROOT[test]"
+    ensure_fastbinary
     rm -f "$VENV"/.installed-*
     touch "$stamp"
   fi
