@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from typing import Callable, Iterator, List, Optional
@@ -103,3 +104,25 @@ def raw(request: pytest.FixtureRequest) -> Iterator[Callable[..., RawConnection]
     yield make
     for connection in connections:
         connection.close()
+
+
+def _send_raw(port: int, data: bytes) -> bytes:
+    """Sends raw bytes on a fresh connection, half-closes it, and returns whatever comes back."""
+    received = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        try:
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+        except OSError:  # reset by the server: also an answer
+            pass
+    return received
+
+
+@pytest.fixture
+def send_raw() -> Callable[[int, bytes], bytes]:
+    return _send_raw
