@@ -198,9 +198,6 @@ class Client:
     def _log_change(self, old: ClientPhase, event: ClientEvent, new: ClientPhase) -> None:
         logger.debug("%s:%s %s --%s--> %s", self.host, self.port, old.value, event.value, new.value)
 
-    def _record(self, **fields: Any) -> None:
-        self.timeline.add(Record(**fields))
-
     def _open_transport(self) -> None:
         start = time.perf_counter()
         failure: Optional[Exception] = None
@@ -212,8 +209,8 @@ class Client:
             self._sock.setTimeout(None)  # from now on each exchange carries its own deadline
         except (TTransportException, OSError, ValueError) as error:  # refused, unreachable, TLS files
             failure = error
-        self._record(phase="connect", name=f"{self.host}:{self.port}", start=start - self._epoch,
-                     duration=time.perf_counter() - start, error=failure and _describe(failure))
+        self.timeline.add(Record("connect", f"{self.host}:{self.port}", start - self._epoch,
+                                 time.perf_counter() - start, error=failure and _describe(failure)))
         if failure is not None:
             self._sock = self._transport = self._stub = None
             self._state.apply(ClientEvent.CONNECT_FAILED)
@@ -259,28 +256,27 @@ class Client:
         sock.begin_exchange(timeout)
         out_before, in_before = sock.bytes_out, sock.bytes_in
         start = time.perf_counter()
-        record = dict(phase=phase, name=name, start=start - self._epoch)
         try:
             send(*args)
         except TTransportException as error:
-            self._fail(error, name, record, start)
+            self._fail(error, phase, name, start)
         except Exception as error:
             if sock.bytes_out != out_before:
-                self._fail(error, name, record, start)
+                self._fail(error, phase, name, start)
             self._transport.discard_unflushed()
-            self._record(**record, duration=time.perf_counter() - start, error=repr(error))
+            self._record_failure(phase, name, start, error)
             raise RequestEncodingError(f"{name}: cannot encode the arguments: {error}") from error
         except BaseException as error:  # e.g. KeyboardInterrupt: part of the request may be out
-            self._interrupted(error, record, start)
+            self._record_failure(phase, name, start, error)
+            self._break(error)
             raise
         sent = time.perf_counter()
-        record.update(send=sent - start, bytes_out=sock.bytes_out - out_before)
+        bytes_out = sock.bytes_out - out_before
         if receive is None:  # oneway: no reply of any kind
-            self._record(**record, duration=sent - start)
+            self.timeline.add(Record(phase, name, start - self._epoch, sent - start, bytes_out, 0, sent - start))
             self._last_activity = sent
             return None
-        error_out: Optional[BaseException] = None
-        result = None
+        result = error_out = None
         try:
             result = receive()
         except TApplicationException as error:
@@ -289,32 +285,32 @@ class Client:
                 self._break(error)
         except TException as error:
             if isinstance(error, TTransportException):
-                self._fail(error, name, record, start)
+                self._fail(error, phase, name, start)
             error_out = ServiceError.wrap(error)
         except Exception as error:  # a reply that cannot be decoded: the stream is no longer trusted
-            self._fail(error, name, record, start)
+            self._fail(error, phase, name, start)
         except BaseException as error:  # e.g. KeyboardInterrupt: the reply may still arrive; never read it
-            self._interrupted(error, record, start)
+            self._record_failure(phase, name, start, error)
+            self._break(error)
             raise
         end = time.perf_counter()
         arrived = sock.first_read_at or end
-        record.update(
-            duration=end - start,
-            wait=max(arrived - sent, 0.0),
-            receive=end - arrived,
-            bytes_in=sock.bytes_in - in_before,
-            server_us=getattr(result, "processing_us", None) if name in self.options.server_timed_methods else None,
-            error=None if error_out is None else repr(error_out),
-        )
-        self._record(**record)
+        server_us = getattr(result, "processing_us", None) if name in self.options.server_timed_methods else None
+        self.timeline.add(Record(
+            phase, name, start - self._epoch, end - start, bytes_out, sock.bytes_in - in_before,
+            sent - start, max(arrived - sent, 0.0), end - arrived, server_us,
+            None if error_out is None else repr(error_out)))
         self._last_activity = end
         if error_out is not None:
             raise error_out
         return result
 
-    def _fail(self, error: BaseException, name: str, record: Dict[str, Any], start: float) -> None:
-        """Moves to BROKEN, closes the socket, records the failure and raises the matching error."""
-        self._record(**record, duration=time.perf_counter() - start, error=repr(error))
+    def _record_failure(self, phase: str, name: str, start: float, error: BaseException) -> None:
+        self.timeline.add(Record(phase, name, start - self._epoch, time.perf_counter() - start, error=repr(error)))
+
+    def _fail(self, error: BaseException, phase: str, name: str, start: float) -> None:
+        """Records the failure, moves to BROKEN (socket closed) and raises the matching error."""
+        self._record_failure(phase, name, start, error)
         self._break(error)
         if _is_timeout(error):
             raise CallTimeout(f"{name}: no reply within the timeout; the connection is closed") from error
@@ -322,17 +318,13 @@ class Client:
 
     def _check_idle(self, method: str) -> None:
         """Fails fast (BROKEN) when the session outlived the server's idle timeout from ServerHello."""
-        limit_ms = self.server_hello.idle_timeout_ms if self.server_hello else 0
+        limit_ms = self.server_hello.idle_timeout_ms
         idle = time.perf_counter() - self._last_activity
         if limit_ms and idle * 1000 >= limit_ms:
             error = ConnectionBroken(f"{method}: the session was idle {idle:.1f} s and the server closes sessions "
                                      f"idle for {limit_ms / 1000:g} s; call reconnect()")
             self._break(error)
             raise error
-
-    def _interrupted(self, error: BaseException, record: Dict[str, Any], start: float) -> None:
-        self._record(**record, duration=time.perf_counter() - start, error=repr(error))
-        self._break(error)
 
     def _break(self, error: BaseException) -> None:
         """Moves to BROKEN and closes the socket so nothing more is ever read from it."""
@@ -355,8 +347,7 @@ class Client:
         start = time.perf_counter()
         self._drop_socket()
         if had_socket:
-            self._record(phase="disconnect", name="close", start=start - self._epoch,
-                         duration=time.perf_counter() - start)
+            self.timeline.add(Record("disconnect", "close", start - self._epoch, time.perf_counter() - start))
         if self._state.allows(event):
             self._state.apply(event)
 
