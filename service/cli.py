@@ -18,7 +18,7 @@ import logging
 import os
 import sys
 from types import ModuleType
-from typing import Any, List, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from thrift_handshake_gen.ttypes import Event, Request, Shape
 

@@ -26,6 +26,7 @@ from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.ttypes import ClientHello, Farewell, HandshakeRejected, ServerHello
 
 from .config import DEFAULT_HOST, DEFAULT_PORT, ClientOptions
+from .contract import describe_service
 from .errors import (
     ArgumentError,
     CallTimeout,
@@ -40,14 +41,14 @@ from .errors import (
 )
 from .states import CLIENT_TRANSITIONS, ClientEvent, ClientPhase, StateMachine
 from .timing import Record, Timeline
-from .transport import client_stack
+from .transport import client_stack, is_timeout
 
 __all__ = ["Client"]
 
 logger = logging.getLogger(__name__)
 
 #: Methods the client drives itself as phases rather than as ordinary calls.
-_PHASE_METHODS = {"hello": "connect()", "goodbye": "goodbye() or close()"}
+_PHASE_METHODS = {"goodbye": "goodbye() or close()"}
 
 _Method = Tuple[Callable[..., None], Optional[Callable[[], Any]]]
 
@@ -56,13 +57,6 @@ def _describe(error: BaseException) -> str:
     """The error with the cause Thrift keeps in ``inner`` (e.g. the TLS verification failure)."""
     inner = getattr(error, "inner", None)
     return f"{error} ({inner})" if inner is not None else str(error)
-
-
-def _is_timeout(error: BaseException) -> bool:
-    if isinstance(error, TTransportException) and error.type == TTransportException.TIMED_OUT:
-        return True
-    inner = getattr(error, "inner", None)
-    return isinstance(inner, TimeoutError)
 
 
 class Client:
@@ -85,6 +79,7 @@ class Client:
         self.options = options or ClientOptions()
         self.service = service
         self.timeline = Timeline(self.options.timeline_size)
+        self._service_methods = describe_service(service)
         self.server_hello: Optional[ServerHello] = None
         self.farewell: Optional[Farewell] = None
         self._state = StateMachine(CLIENT_TRANSITIONS, ClientPhase.NEW, self._log_change)
@@ -166,11 +161,10 @@ class Client:
 
     def call(self, method: str, *args: Any) -> Any:
         """Calls ``method`` with positional ``args``; returns its result (None for oneway/void)."""
-        if method in _PHASE_METHODS and method != "hello":
+        if method in _PHASE_METHODS:
             raise ArgumentError(f"{method} is a phase: use {_PHASE_METHODS[method]}")
         with self._lock:
-            if self.phase is not ClientPhase.READY:
-                raise self._phase_error(f"call {method}")
+            self._require(ClientEvent.CALL, f"call {method}")
             self._check_idle(method)
             return self._invoke(method, args, "call", self.options.timeouts.call)
 
@@ -209,6 +203,10 @@ class Client:
             self._sock.setTimeout(None)  # from now on each exchange carries its own deadline
         except (TTransportException, OSError, ValueError) as error:  # refused, unreachable, TLS files
             failure = error
+        except BaseException:  # e.g. KeyboardInterrupt while connecting: leave a clean CLOSED behind
+            self._drop_socket()
+            self._state.apply(ClientEvent.CONNECT_FAILED)
+            raise
         self.timeline.add(Record("connect", f"{self.host}:{self.port}", start - self._epoch,
                                  time.perf_counter() - start, error=failure and _describe(failure)))
         if failure is not None:
@@ -239,6 +237,11 @@ class Client:
             raise
         self._state.apply(ClientEvent.HELLO_ACCEPTED)
         return self.server_hello
+
+    def _declared(self, name: str) -> "tuple[type, ...]":
+        """The exception classes ``name`` declares in the IDL (its answers, not failures)."""
+        info = self._service_methods.get(name)
+        return info.declared_exceptions if info is not None else ()
 
     def _method(self, name: str) -> _Method:
         method = self._methods.get(name)
@@ -284,7 +287,7 @@ class Client:
             if error.type == TApplicationException.PROTOCOL_ERROR:  # the server closes after this answer
                 self._break(error)
         except TException as error:
-            if isinstance(error, TTransportException):
+            if not isinstance(error, self._declared(name)):  # e.g. TProtocolException: a corrupt reply
                 self._fail(error, phase, name, start)
             error_out = ServiceError.wrap(error)
         except Exception as error:  # a reply that cannot be decoded: the stream is no longer trusted
@@ -312,7 +315,7 @@ class Client:
         """Records the failure, moves to BROKEN (socket closed) and raises the matching error."""
         self._record_failure(phase, name, start, error)
         self._break(error)
-        if _is_timeout(error):
+        if is_timeout(error):
             raise CallTimeout(f"{name}: no reply within the timeout; the connection is closed") from error
         raise ConnectionBroken(f"{name}: connection failed: {_describe(error)}") from error
 

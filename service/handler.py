@@ -89,6 +89,11 @@ class HandshakeHandler:
             sequence=sequence,
         )
 
+    def configure(self, limits: ServerLimits) -> None:
+        """Adopts the server's limits (HandshakeServer calls this before serving)."""
+        self.tickets.stop()
+        self.tickets = TicketBoard(limits)
+
     @property
     def recent_events(self) -> "list[Event]":
         """The latest notify() events, oldest first (bounded)."""

@@ -21,7 +21,7 @@ import socket
 import threading
 import time
 from types import ModuleType
-from typing import Any, Dict, Optional, Set, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from thrift.server.TServer import TThreadedServer
 from thrift.protocol.TProtocol import TProtocolException
@@ -36,7 +36,13 @@ from .contract import describe_service
 from .handler import HandshakeHandler
 from .metrics import ServerMetrics
 from .session import SessionContext, SessionHandler, bind_session
-from .transport import DeadlineSocket, WireProtocolFactory, server_tls_context
+from .transport import (
+    DeadlineSocket,
+    ResettableBufferedTransport,
+    WireProtocolFactory,
+    is_timeout,
+    server_tls_context,
+)
 
 __all__ = ["HandshakeServer", "Connection", "serve"]
 
@@ -90,9 +96,11 @@ class Connection:
         self._closing = False
         self.stopping = False
         self.said_goodbye = False
+        self.replying = False  # the handler has answered the message in flight; its reply is being written
 
     def message_begin(self, name: str, message_type: int, seqid: int) -> None:
         """Called by the Processor when a message starts: counts it and marks it in flight."""
+        self.replying = False
         with self._lock:
             self._in_flight = (name, seqid)
         key = name if name in self._server.methods else "<unknown>"
@@ -139,8 +147,9 @@ class Connection:
 class HandshakeServer(TThreadedServer):
     """A TThreadedServer with sessions, limits and a graceful stop.
 
-    ``handler`` implements the service's methods (default: ``HandshakeHandler``); if it has a
-    ``close(timeout)`` method, the server calls it when it stops. ``service`` is the generated
+    ``handler`` implements the service's methods (default: ``HandshakeHandler``). Optional hooks:
+    ``configure(limits)``, called with the server's ServerLimits before serving, and
+    ``close(timeout)``, called when it stops (again with 0 when the grace period is over). ``service`` is the generated
     service module (any service that extends HandshakeService works).
     """
 
@@ -152,7 +161,10 @@ class HandshakeServer(TThreadedServer):
     ) -> None:
         self.config = config or ServerConfig()
         self.service = service
-        self.handler = handler if handler is not None else HandshakeHandler(self.config.limits)
+        self.handler = handler if handler is not None else HandshakeHandler()
+        configure = getattr(self.handler, "configure", None)
+        if callable(configure):  # the server's limits are the handler's too (one source)
+            configure(self.config.limits)
         self.methods = describe_service(service)
         self.metrics = ServerMetrics()
         family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
@@ -225,10 +237,8 @@ class HandshakeServer(TThreadedServer):
     def request_stop(self, grace: Optional[float] = None) -> None:
         """Asks the server to stop and returns at once (safe from a signal handler).
 
-        Asked again while stopping (a second Ctrl-C), it stops at once: the grace period ends now.
+        ``grace`` replaces the configured grace period; 0 while stopping ends it now.
         """
-        if self._stop_requested.is_set():
-            grace = 0.0
         if grace is not None:
             self._grace = grace
             self._deadline = time.monotonic() + grace
@@ -237,6 +247,11 @@ class HandshakeServer(TThreadedServer):
             self._wake_writer.send(b"\0")
         except OSError:
             pass
+
+    @property
+    def stopping(self) -> bool:
+        """Whether a stop was requested (the server drains, then ``serve()`` returns)."""
+        return self._stop_requested.is_set()
 
     def stop(self, grace: Optional[float] = None) -> None:
         """Stops gracefully and waits until every connection is closed.
@@ -306,7 +321,7 @@ class HandshakeServer(TThreadedServer):
                 self._connections.pop(connection, None)
             return
         bind_session(connection.context)
-        transport = TTransport.TBufferedTransport(connection.socket)
+        transport = ResettableBufferedTransport(connection.socket)
         protocol = self.inputProtocolFactory.getProtocol(transport)
         session = SessionHandler(connection, self)
         processor = self.service.Processor(session)
@@ -314,7 +329,14 @@ class HandshakeServer(TThreadedServer):
         event, reason = "closed", "peer closed the connection"
         try:
             while True:
-                processor.process(protocol, protocol)
+                try:
+                    processor.process(protocol, protocol)
+                except TTransportException:
+                    raise
+                except Exception as error:
+                    if not connection.replying:
+                        raise
+                    self._answer_unencodable_reply(connection, protocol, error)
                 if connection.message_done():
                     reason = "server stopping" if connection.stopping else "after goodbye"
                     break
@@ -353,7 +375,7 @@ class HandshakeServer(TThreadedServer):
                            error: TTransportException) -> Tuple[str, str]:
         if connection.stopping:
             return "closed", "server stopping"
-        if error.type == TTransportException.TIMED_OUT:
+        if is_timeout(error):
             timeout = "idle" if connection.context.session_id else "handshake"
             return "dropped", f"{timeout} timeout"
         if error.type == TTransportException.END_OF_FILE and connection.in_flight is None:
@@ -363,18 +385,31 @@ class HandshakeServer(TThreadedServer):
         return "dropped", f"transport error: {error}"
 
     @staticmethod
-    def _answer_bad_message(connection: Connection, protocol: Any, error: Exception) -> None:
+    def _send_exception(connection: Connection, protocol: Any, kind: int, message: str) -> None:
+        """Answers the message in flight with a TApplicationException, dropping any half-written reply."""
+        name, seqid = connection.in_flight
+        protocol.trans.discard_unflushed()
+        protocol.writeMessageBegin(name, TMessageType.EXCEPTION, seqid)
+        TApplicationException(kind, message).write(protocol)
+        protocol.writeMessageEnd()
+        protocol.trans.flush()
+
+    def _answer_unencodable_reply(self, connection: Connection, protocol: Any, error: Exception) -> None:
+        """The handler returned something its IDL type cannot carry: INTERNAL_ERROR for this call only."""
+        name = connection.in_flight[0]
+        logger.error("peer=%s: the %s reply cannot be encoded: %s: %s", connection.peer, name,
+                     type(error).__name__, error)
+        self._send_exception(connection, protocol, TApplicationException.INTERNAL_ERROR,
+                             f"the server could not encode the {name} reply")
+
+    @classmethod
+    def _answer_bad_message(cls, connection: Connection, protocol: Any, error: Exception) -> None:
         """Tells the caller why its message was refused before the connection closes."""
         if connection.in_flight is None:
             return
-        name, seqid = connection.in_flight
-        reply = TApplicationException(TApplicationException.PROTOCOL_ERROR,
-                                      f"cannot decode the {name} request: {error}")
         try:
-            protocol.writeMessageBegin(name, TMessageType.EXCEPTION, seqid)
-            reply.write(protocol)
-            protocol.writeMessageEnd()
-            protocol.trans.flush()
+            cls._send_exception(connection, protocol, TApplicationException.PROTOCOL_ERROR,
+                                f"cannot decode the {connection.in_flight[0]} request: {error}")
             _discard_input(connection.socket.handle)
         except Exception:  # the peer may be gone already
             pass
@@ -385,6 +420,14 @@ class HandshakeServer(TThreadedServer):
     def _drain(self) -> None:
         """Stop: no new connections, idle ones closed now, busy ones after their reply or at the
         end of the grace period, when the handler's remaining work is aborted too."""
+        try:
+            self._drain_connections()
+        finally:
+            self._wake_reader.close()
+            self._wake_writer.close()
+            self._stopped.set()
+
+    def _drain_connections(self) -> None:
         self._deadline = time.monotonic() + self._grace
         self.serverTransport.close()
         with self._lock:
@@ -394,8 +437,10 @@ class HandshakeServer(TThreadedServer):
             connection.shutdown()
         close = getattr(self.handler, "close", None)
         closer = None
-        if callable(close):  # the handler's own work (e.g. submitted jobs) drains alongside
-            closer = threading.Thread(target=close, args=(self._grace,), name="handler close")
+        if callable(close):  # the handler's own work (e.g. submitted jobs) drains alongside;
+            # the drain, not the handler, decides when the grace period is over
+            closer = threading.Thread(target=close, args=(self._grace + _UNWIND_WAIT,), name="handler close",
+                                      daemon=True)
             closer.start()
         for thread in [*connections.values(), *([closer] if closer else [])]:
             while thread.is_alive() and self._remaining_grace() > 0:  # re-read: a 2nd signal ends it
@@ -404,17 +449,16 @@ class HandshakeServer(TThreadedServer):
         for connection, _ in busy:
             logger.warning("grace period over: closing peer=%s in %s", connection.peer, connection.in_flight)
             connection.shutdown(force=True)
-        if closer is not None:
-            if closer.is_alive():
-                close(0.0)  # the grace period is over: abort what still runs, so busy handlers return
-            closer.join()
+        if closer is not None and closer.is_alive():
+            try:
+                close(0.0)  # abort what still runs, so busy handlers return
+            except Exception:
+                logger.exception("the handler failed to abort its work")
+            closer.join(_UNWIND_WAIT)
         for connection, thread in busy:
             thread.join(_UNWIND_WAIT)
             if thread.is_alive():
                 logger.error("peer=%s: handler still running after the grace period; left behind", connection.peer)
-        self._wake_reader.close()
-        self._wake_writer.close()
-        self._stopped.set()
         logger.info("stopped")
 
 
@@ -423,6 +467,9 @@ def serve(config: Optional[ServerConfig] = None, handler: Any = None) -> None:
     server = HandshakeServer(handler, config)
     server.listen()
     if threading.current_thread() is threading.main_thread():
+        def on_signal(*_: Any) -> None:  # the first signal drains; a second one ends the grace period
+            server.request_stop(0.0 if server.stopping else None)
+
         for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda *_: server.request_stop())
+            signal.signal(signum, on_signal)
     server.serve()

@@ -191,7 +191,9 @@ class SessionHandler:
                     raise HandshakeRequired(message=message)
                 raise TApplicationException(TApplicationException.UNKNOWN, message)
             try:
-                return target(*args)
+                result = target(*args)
+                self._connection.replying = True
+                return result
             finally:
                 self.calls += 1
                 if oneway:

@@ -22,9 +22,6 @@ from .config import ServerLimits
 
 __all__ = ["TicketBoard"]
 
-_Future = "concurrent.futures.Future[Response]"
-
-
 class TicketBoard:
     """Tickets for submitted work and their results, with bounded time, count, bytes and concurrency."""
 
@@ -33,8 +30,8 @@ class TicketBoard:
         self._capacity = limits.submit_workers + limits.submit_queue
         self._pool = concurrent.futures.ThreadPoolExecutor(limits.submit_workers, thread_name_prefix="submit")
         self._lock = threading.Lock()
-        self._unfinished: Dict[str, Tuple[_Future, int]] = {}  # ticket -> (future, bytes held)
-        self._finished: OrderedDict[str, Tuple[_Future, float]] = collections.OrderedDict()  # finish order
+        self._unfinished: Dict[str, Tuple["concurrent.futures.Future[Response]", int]] = {}  # ticket -> (future, bytes held)
+        self._finished: OrderedDict[str, Tuple["concurrent.futures.Future[Response]", float]] = collections.OrderedDict()  # finish order
         self._unfinished_bytes = 0
         self._stopped = False
 
@@ -76,6 +73,8 @@ class TicketBoard:
             raise NotReady(ticket=ticket, message=f"still running after waiting {wait * 1000:.0f} ms") from None
         except concurrent.futures.CancelledError:
             raise NotReady(ticket=ticket, message="cancelled: the server stopped before it ran") from None
+        except Exception as error:  # the work itself failed (e.g. aborted when the server stopped)
+            raise NotReady(ticket=ticket, message=f"no result: {error}") from None
 
     def stop(self) -> None:
         """Refuses new work and cancels work still queued (idempotent)."""

@@ -65,11 +65,6 @@ class Record(NamedTuple):
             return None
         return max(self.round_trip - self.server_us / 1e6, 0.0)
 
-    @property
-    def decode(self) -> Optional[float]:
-        """T_e: the client's time reading and decoding the reply."""
-        return self.receive
-
 
 def _rate(count: int, seconds: Optional[float]) -> Optional[float]:
     if not seconds or count == 0:
@@ -100,7 +95,7 @@ class Timeline:
 
     def calls(self, name: Optional[str] = None) -> List[Record]:
         """The call records, optionally only those of method ``name``."""
-        return [r for r in self._records if r.phase == "call" and (name is None or r.name == name)]
+        return [r for r in list(self._records) if r.phase == "call" and (name is None or r.name == name)]
 
 
 def _ms(seconds: Optional[float]) -> str:

@@ -23,9 +23,10 @@ from .config import PROTOCOLS, ClientTLS, ServerTLS
 __all__ = [
     "accelerated_available",
     "WireProtocolFactory",
+    "is_timeout",
     "DeadlineSocket",
     "CountingSocket",
-    "ClientTransport",
+    "ResettableBufferedTransport",
     "client_stack",
     "server_tls_context",
 ]
@@ -63,6 +64,13 @@ class WireProtocolFactory(TProtocolFactory):
         return self._class(trans, **self._options)
 
 
+def is_timeout(error: BaseException) -> bool:
+    """Whether a transport error was a timeout (older thrift and Python 3.9 report it only in ``inner``)."""
+    if isinstance(error, TTransport.TTransportException) and error.type == TTransport.TTransportException.TIMED_OUT:
+        return True
+    return isinstance(getattr(error, "inner", None), (socket.timeout, TimeoutError))
+
+
 class DeadlineSocket(TSocket.TSocket):
     """A TSocket whose reads and writes can share one deadline (``time.monotonic()`` seconds).
 
@@ -84,9 +92,16 @@ class DeadlineSocket(TSocket.TSocket):
         return super().read(sz)
 
     def write(self, buff: bytes) -> None:
-        if self.deadline is not None:
-            self._arm()
-        super().write(buff)
+        if self.deadline is None:
+            super().write(buff)
+            return
+        self._arm()
+        try:
+            self.handle.sendall(buff)  # one timeout for the whole buffer, unlike a send() loop
+        except OSError as error:
+            kind = (TTransport.TTransportException.TIMED_OUT if isinstance(error, (socket.timeout, TimeoutError))
+                    else TTransport.TTransportException.UNKNOWN)
+            raise TTransport.TTransportException(kind, f"write failed: {error}", inner=error) from error
 
 
 class CountingSocket(DeadlineSocket):
@@ -128,7 +143,7 @@ class CountingSocket(DeadlineSocket):
         self.bytes_out += len(buff)
 
 
-class ClientTransport(TTransport.TBufferedTransport):
+class ResettableBufferedTransport(TTransport.TBufferedTransport):
     """TBufferedTransport that can drop a half-written message before it is ever flushed."""
 
     def discard_unflushed(self) -> None:
@@ -139,12 +154,12 @@ class ClientTransport(TTransport.TBufferedTransport):
 
 def client_stack(
     host: str, port: int, protocol: str, max_reply_bytes: int, tls: Optional[ClientTLS] = None
-) -> "tuple[CountingSocket, ClientTransport, TProtocolBase]":
+) -> "tuple[CountingSocket, ResettableBufferedTransport, TProtocolBase]":
     """The client's socket, buffered transport and protocol, unopened."""
     context = None if tls is None else _client_tls_context(tls)
     sock = CountingSocket(host, port, socket_family=_family_for(host), tls=context,
                           server_hostname=None if tls is None else tls.server_hostname)
-    transport = ClientTransport(sock)
+    transport = ResettableBufferedTransport(sock)
     return sock, transport, WireProtocolFactory(protocol, max_reply_bytes, max_reply_bytes).getProtocol(transport)
 
 

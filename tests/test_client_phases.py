@@ -9,6 +9,7 @@ import time
 import pytest
 
 from thrift_handshake import (
+    ArgumentError,
     CallTimeout,
     Client,
     ClientOptions,
@@ -17,7 +18,6 @@ from thrift_handshake import (
     ConnectionBroken,
     PhaseError,
     RequestEncodingError,
-    ThriftHandshakeError,
     Timeouts,
 )
 from thrift_handshake.states import (
@@ -165,10 +165,11 @@ def test_an_encoding_error_sends_nothing_and_keeps_the_connection(client):
 def test_unknown_method_and_phase_methods_are_argument_errors(client):
     with pytest.raises(AttributeError):
         client.no_such_method
-    with pytest.raises(ThriftHandshakeError):
+    with pytest.raises(ArgumentError):
         client.call("no_such_method")
-    with pytest.raises(ThriftHandshakeError):
+    with pytest.raises(ArgumentError):
         client.call("goodbye")
+    assert client.echo("still ready") == "still ready"
 
 
 def test_calls_from_many_threads_are_serialized(client):
@@ -296,3 +297,64 @@ def test_client_reads_the_largest_string_the_server_accepts(client):
     largest = client.server_hello.max_message_bytes
     text = "x" * largest
     assert client.echo(text) == text
+
+
+def test_a_corrupt_reply_breaks_the_client_instead_of_desynchronizing_it():
+    """A reply that is not valid Thrift is a broken connection, not a service error; nothing stale is read."""
+    from thrift_handshake_gen import HandshakeService
+    from thrift_handshake_gen.ttypes import ServerHello
+
+    hello = _reply("hello", HandshakeService.hello_result(success=ServerHello(session_id="s", version=2)))
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+
+        def corrupt_peer() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(65536)
+                connection.sendall(hello)
+                connection.recv(65536)
+                connection.sendall(b"\x80\x01\x00\x02\x00\x00\x00\x04echo\x00\x00\x00\x00\x0b\x00\x00"
+                                   + _reply("echo", HandshakeService.echo_result(success="STALE")))
+                connection.recv(65536)
+
+        peer = threading.Thread(target=corrupt_peer)
+        peer.start()
+        client = Client("127.0.0.1", listener.getsockname()[1])
+        client.connect()
+        with pytest.raises(ConnectionBroken):
+            client.echo("one")
+        assert client.phase is Phase.BROKEN
+        client.close()
+        peer.join(5)
+
+
+def test_ctrl_c_while_connecting_leaves_a_clean_closed_client(server):
+    """Ctrl-C during a TLS handshake that a silent peer never answers: CLOSED, and connect() works again."""
+    import signal
+    from pathlib import Path
+
+    from thrift_handshake import ClientTLS
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    certs = Path(__file__).resolve().parent / "certs"
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        client = Client("127.0.0.1", silent.getsockname()[1],
+                        ClientOptions(tls=ClientTLS(ca_file=str(certs / "ca.pem"))))
+        previous = signal.signal(signal.SIGALRM, interrupt)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.2)
+            with pytest.raises(KeyboardInterrupt):
+                client.connect()
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+    assert client.phase is Phase.CLOSED
+    client.port, client.options = server.port, ClientOptions()
+    assert client.connect().version == 2
+    client.close()

@@ -183,20 +183,20 @@ def test_submit_refuses_work_beyond_the_queue_limits(start_server):
     with Client("127.0.0.1", server.port) as client:
         with pytest.raises(Overloaded):
             client.submit(Request(request_id="big", payload="x" * 20_000))
-        client.submit(Request(request_id="a", work_ms=300))
-        client.submit(Request(request_id="b", work_ms=300))
+        client.submit(Request(request_id="a", work_ms=5000))
+        client.submit(Request(request_id="b", work_ms=5000))
         with pytest.raises(Overloaded) as caught:
-            client.submit(Request(request_id="c", work_ms=300))
+            client.submit(Request(request_id="c", work_ms=5000))
         assert caught.value.capacity == 2
 
 
 def test_results_are_kept_for_a_bounded_count(start_server):
     from thrift_handshake import Client, ServerLimits
 
-    server = start_server(limits=ServerLimits(max_results=2))
+    server = start_server(limits=ServerLimits(max_results=2, submit_workers=1))
     with Client("127.0.0.1", server.port) as client:
         tickets = [client.submit(Request(request_id=str(i))).ticket for i in range(3)]
-        time.sleep(0.2)
+        assert client.get_result(tickets[2], 5000).request_id == "2"  # one worker: it finished last
         with pytest.raises(UnknownTicket):
             client.get_result(tickets[0], 0)
         assert client.get_result(tickets[2], 1000).request_id == "2"

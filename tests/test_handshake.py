@@ -111,11 +111,12 @@ def test_ping_works_before_hello(raw):
     assert connection.stub.ping() is None
 
 
-def test_notify_before_hello_is_dropped_not_counted(raw, client):
+def test_notify_before_hello_is_dropped_not_counted(raw, client, server):
     connection = raw()
     connection.stub.notify(Event(name="early", payload=""))
     connection.stub.ping()  # the oneway message was read before this reply
     assert client.stats().notifications == 0
+    assert server.handler.recent_events == []
 
 
 def test_missing_client_name_is_rejected(raw):

@@ -27,6 +27,23 @@ from thrift_handshake import (
 from thrift_handshake_gen.ttypes import AllTypes, Request
 
 
+def _wait_in_flight(server, method: str, timeout: float = 5.0) -> None:
+    """Waits until ``server`` has started serving a ``method`` message (counted at message begin)."""
+    deadline = time.monotonic() + timeout
+    while server.metrics.snapshot().calls.get(method, 0) < 1:
+        assert time.monotonic() < deadline, f"no {method} call reached the server"
+        time.sleep(0.01)
+
+
+def _wait_remote_in_flight(port: int, method: str, timeout: float = 5.0) -> None:
+    """The same, for a server in another process: asks its stats() from a second connection."""
+    deadline = time.monotonic() + timeout
+    with Client("127.0.0.1", port) as observer:
+        while observer.stats().calls.get(method, 0) < 1:
+            assert time.monotonic() < deadline, f"no {method} call reached the server"
+            time.sleep(0.01)
+
+
 class Background:
     """Runs one call on a thread; ``outcome`` is its result or the exception it raised."""
 
@@ -77,7 +94,7 @@ def test_graceful_stop_lets_the_in_flight_call_finish(start_server):
     busy.connect()
     idle.connect()
     call = Background(busy.process, Request(request_id="in-flight", payload="p", work_ms=500))
-    time.sleep(0.15)  # the request is being processed
+    _wait_in_flight(server, "process")
     started = time.monotonic()
     server.stop(grace=5.0)
     stopped_in = time.monotonic() - started
@@ -101,7 +118,8 @@ def test_grace_period_bounds_the_stop(start_server):
     ack = waiting.submit(Request(request_id="job", work_ms=9000))
     process = Background(busy.process, Request(request_id="r", work_ms=8000))
     wait = Background(waiting.get_result, ack.ticket, 30000)
-    time.sleep(0.2)
+    _wait_in_flight(server, "process")
+    _wait_in_flight(server, "get_result")
     started = time.monotonic()
     server.stop(grace=0.5)
     assert time.monotonic() - started < 3.0, "the grace period must bound the stop"
@@ -232,7 +250,7 @@ def test_signals_stop_the_cli_server_gracefully(signum):
         client = Client("127.0.0.1", port)
         client.connect()
         call = Background(client.process, Request(request_id="sig", payload="", work_ms=500))
-        time.sleep(0.15)
+        _wait_remote_in_flight(port, "process")
         os.kill(process.pid, signum)
         assert process.wait(timeout=10) == 0
         assert call.result().request_id == "sig"
@@ -283,7 +301,7 @@ def test_a_second_signal_stops_at_once():
         client = Client("127.0.0.1", port)
         client.connect()
         call = Background(client.process, Request(request_id="long", work_ms=3000))
-        time.sleep(0.2)
+        _wait_remote_in_flight(port, "process")
         started = time.monotonic()
         process.send_signal(signal.SIGINT)
         time.sleep(0.3)
@@ -324,3 +342,41 @@ def test_an_oversized_request_gets_its_refusal_even_while_still_sending(start_se
         with pytest.raises(RemoteApplicationError) as caught:
             client.echo("x" * 8_000_000)
         assert caught.value.type == 7 and "limit" in str(caught.value)
+
+
+def test_request_stop_then_stop_keeps_the_grace_period(start_server):
+    server = start_server()
+    with Client("127.0.0.1", server.port) as client:
+        call = Background(client.process, Request(request_id="drained", work_ms=400))
+        _wait_in_flight(server, "process")
+        server.request_stop()
+        server.stop()
+        assert call.result().request_id == "drained"
+
+
+def test_a_custom_handler_gets_the_server_limits(start_server):
+    from thrift_handshake import HandshakeHandler
+    from thrift_handshake_gen.ttypes import Overloaded
+
+    server = start_server(HandshakeHandler(), limits=ServerLimits(submit_workers=1, submit_queue=1))
+    with Client("127.0.0.1", server.port) as client:
+        client.submit(Request(request_id="a", work_ms=2000))
+        client.submit(Request(request_id="b", work_ms=2000))
+        with pytest.raises(Overloaded):
+            client.submit(Request(request_id="c", work_ms=2000))
+
+
+def test_a_reply_the_handler_cannot_encode_fails_that_call_only(start_server):
+    from thrift_handshake import HandshakeHandler
+
+    class WrongType(HandshakeHandler):
+        def echo(self, message):
+            return 12345 if message == "bad" else message
+
+    server = start_server(WrongType())
+    with Client("127.0.0.1", server.port) as client:
+        with pytest.raises(RemoteApplicationError) as caught:
+            client.echo("bad")
+        assert caught.value.type == 6 and "encode the echo reply" in str(caught.value)
+        assert client.echo("fine") == "fine"
+        assert client.phase is ClientPhase.READY

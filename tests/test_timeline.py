@@ -54,7 +54,7 @@ def test_process_splits_call_time_into_server_network_and_decode(client):
     record = client.timeline.calls("process")[-1]
     assert record.server_us >= 30_000
     assert record.network is not None and record.network >= 0
-    total = record.server_us / 1e6 + record.network + record.decode
+    total = record.server_us / 1e6 + record.network + record.receive
     assert abs(total - record.duration) < 1e-3
     assert record.send + record.wait + record.receive <= record.duration + 1e-6
 
