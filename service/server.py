@@ -44,7 +44,7 @@ from .transport import (
     server_tls_context,
 )
 
-__all__ = ["HandshakeServer", "Connection", "serve"]
+__all__ = ["HandshakeServer", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ class HandshakeServer(TThreadedServer):
         family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
         listener = TSocket.TServerSocket(host=self.config.host, port=self.config.port, socket_family=family)
         super().__init__(
-            service.Processor(self.handler),
+            None,  # each connection gets its own generated Processor around its SessionHandler
             listener,
             TTransport.TBufferedTransportFactory(),
             WireProtocolFactory(self.config.protocol, self.config.limits.max_message_bytes,
@@ -212,6 +212,8 @@ class HandshakeServer(TThreadedServer):
 
     def start(self) -> "HandshakeServer":
         """Listens, then serves on a background thread; returns self."""
+        if self._serving_thread is not None:
+            raise RuntimeError("this server was already started; a stopped server cannot be restarted")
         self.listen()
         self._thread = self._serving_thread = threading.Thread(
             target=self.serve, name=f"thrift-handshake:{self.port}")
@@ -260,8 +262,10 @@ class HandshakeServer(TThreadedServer):
         connections still busy after it are closed.
         """
         self.request_stop(grace)
-        if self._serving_thread is None:  # never served: only the listener to close
+        if self._serving_thread is None:  # never served: only the sockets to close
             self.serverTransport.close()
+            self._wake_reader.close()
+            self._wake_writer.close()
         elif self._serving_thread is not threading.current_thread():
             self._stopped.wait()
             if self._thread is not None:
@@ -462,9 +466,10 @@ class HandshakeServer(TThreadedServer):
         logger.info("stopped")
 
 
-def serve(config: Optional[ServerConfig] = None, handler: Any = None) -> None:
+def serve(config: Optional[ServerConfig] = None, handler: Any = None,
+          service: ModuleType = HandshakeService) -> None:
     """Runs a server in this thread until SIGINT or SIGTERM (or ``request_stop()``), then drains."""
-    server = HandshakeServer(handler, config)
+    server = HandshakeServer(handler, config, service)
     server.listen()
     if threading.current_thread() is threading.main_thread():
         def on_signal(*_: Any) -> None:  # the first signal drains; a second one ends the grace period

@@ -38,7 +38,7 @@ from .states import SESSION_TRANSITIONS, SessionEvent, SessionPhase, StateMachin
 if TYPE_CHECKING:  # pragma: no cover
     from .server import Connection, HandshakeServer
 
-__all__ = ["SessionContext", "current_session", "negotiate_version", "SessionHandler"]
+__all__ = ["SessionContext", "current_session", "negotiate_version"]
 
 logger = logging.getLogger(__name__)
 

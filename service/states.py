@@ -3,7 +3,7 @@
 Everything that decides which phase follows which lives in this file; code elsewhere only looks the
 tables up through ``StateMachine.apply``. An event the table does not allow raises ``PhaseError``
 naming the event and the phase. The client's table covers its whole life; the server's covers one
-connection's session. ``docs/phases.md`` is generated from these tables (``mermaid_diagram``).
+connection's session. The README's diagrams are generated from these tables (``mermaid_diagram``).
 """
 
 from __future__ import annotations
