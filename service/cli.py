@@ -61,7 +61,7 @@ def _limit_flags(parser: argparse.ArgumentParser) -> None:
 def _connection_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"default {DEFAULT_HOST}; IPv6 such as ::1 works")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
-    parser.add_argument("--protocol", choices=PROTOCOLS, default="accelerated",
+    parser.add_argument("--protocol", choices=PROTOCOLS, default=ServerConfig.protocol,
                         help="binary protocol in C (accelerated, default) or pure Python (binary)")
     parser.add_argument("--auth-token", default=os.environ.get(AUTH_TOKEN_ENV),
                         help=f"shared token for hello() (default: ${AUTH_TOKEN_ENV})")
@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
                              help="generated service module (any service that extends HandshakeService)")
 
     demo_parser = commands.add_parser("demo", parents=[common], help="the whole flow against a throwaway local server")
-    demo_parser.add_argument("--protocol", choices=PROTOCOLS, default="accelerated")
+    demo_parser.add_argument("--protocol", choices=PROTOCOLS, default=ServerConfig.protocol)
     return parser
 
 

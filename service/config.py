@@ -34,7 +34,8 @@ SUPPORTED_VERSIONS: Tuple[int, int] = (1, 2)
 PROTOCOLS = ("accelerated", "binary")
 
 
-def _check_protocol(protocol: str) -> None:
+def check_protocol(protocol: str) -> None:
+    """ValueError unless ``protocol`` is one of PROTOCOLS."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, not {protocol!r}")
 
@@ -108,7 +109,7 @@ class ClientOptions:
     server_timed_methods: FrozenSet[str] = frozenset({"process"})
 
     def __post_init__(self) -> None:
-        _check_protocol(self.protocol)
+        check_protocol(self.protocol)
         object.__setattr__(self, "features", frozenset(self.features))
         if self.timeline_size < 1:
             raise ValueError("timeline_size must be at least 1")
@@ -167,7 +168,7 @@ class ServerConfig:
     limits: ServerLimits = field(default_factory=ServerLimits)
 
     def __post_init__(self) -> None:
-        _check_protocol(self.protocol)
+        check_protocol(self.protocol)
         object.__setattr__(self, "features", frozenset(self.features))
         low, high = self.versions
         if not 1 <= low <= high:

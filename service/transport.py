@@ -18,7 +18,7 @@ from thrift.protocol import TBinaryProtocol
 from thrift.protocol.TProtocol import TProtocolBase, TProtocolFactory
 from thrift.transport import TSocket, TTransport
 
-from .config import PROTOCOLS, ClientTLS, ServerTLS
+from .config import ClientTLS, ServerTLS, check_protocol
 
 __all__ = [
     "accelerated_available",
@@ -51,8 +51,7 @@ class WireProtocolFactory(TProtocolFactory):
     """
 
     def __init__(self, protocol: str, max_string_bytes: Optional[int], max_container_items: Optional[int]) -> None:
-        if protocol not in PROTOCOLS:
-            raise ValueError(f"protocol must be one of {PROTOCOLS}, not {protocol!r}")
+        check_protocol(protocol)
         if protocol == "accelerated" and not accelerated_available():
             logger.warning("thrift's C extension is missing: the accelerated protocol runs in pure Python")
         self._class = (TBinaryProtocol.TBinaryProtocolAccelerated if protocol == "accelerated"

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import socket
 import threading
 import time
+from typing import Callable, Iterator
 
 import pytest
 
@@ -230,33 +233,63 @@ def _reply(method: str, result) -> bytes:
     return buffer.getvalue()
 
 
-def test_call_timeout_bounds_the_whole_reply_even_when_it_trickles(start_server):
-    """A peer that drips its reply a byte at a time cannot stretch a call past its timeout."""
+@contextlib.contextmanager
+def fake_peer(answer_call: Callable[[socket.socket], None]) -> Iterator[int]:
+    """A loopback peer that accepts hello, then lets ``answer_call`` answer the next request; yields its port."""
     from thrift_handshake_gen import HandshakeService
     from thrift_handshake_gen.ttypes import ServerHello
 
     hello = _reply("hello", HandshakeService.hello_result(success=ServerHello(session_id="s", version=2)))
-    echo = _reply("echo", HandshakeService.echo_result(success="x" * 20))
-    stop = threading.Event()
-
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)
 
-        def drip() -> None:
+        def serve_one() -> None:
             connection, _ = listener.accept()
             with connection:
                 connection.recv(65536)
                 connection.sendall(hello)
                 connection.recv(65536)
-                for byte in echo:
-                    if stop.wait(0.05):
-                        return
-                    connection.send(bytes([byte]))
+                answer_call(connection)
 
-        peer = threading.Thread(target=drip)
+        peer = threading.Thread(target=serve_one)
         peer.start()
-        client = Client("127.0.0.1", listener.getsockname()[1], ClientOptions(timeouts=Timeouts(call=0.5)))
+        try:
+            yield listener.getsockname()[1]
+        finally:
+            peer.join(5)
+
+
+@contextlib.contextmanager
+def interrupt_after(seconds: float) -> Iterator[None]:
+    """Raises KeyboardInterrupt in this (main) thread after ``seconds``, like a Ctrl-C."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_call_timeout_bounds_the_whole_reply_even_when_it_trickles():
+    """A peer that drips its reply a byte at a time cannot stretch a call past its timeout."""
+    from thrift_handshake_gen import HandshakeService
+
+    echo = _reply("echo", HandshakeService.echo_result(success="x" * 20))
+    stop = threading.Event()
+
+    def drip(connection: socket.socket) -> None:
+        for byte in echo:
+            if stop.wait(0.05):
+                return
+            connection.send(bytes([byte]))
+
+    with fake_peer(drip) as port:
+        client = Client("127.0.0.1", port, ClientOptions(timeouts=Timeouts(call=0.5)))
         client.connect()
         started = time.monotonic()
         with pytest.raises(CallTimeout):
@@ -264,27 +297,15 @@ def test_call_timeout_bounds_the_whole_reply_even_when_it_trickles(start_server)
         assert time.monotonic() - started < 1.0
         assert client.phase is Phase.BROKEN
         stop.set()
-        peer.join(5)
         client.close()
 
 
 def test_an_interrupted_call_never_hands_its_reply_to_the_next(server):
     """Ctrl-C during a call: the client is BROKEN, so the late reply cannot be read by the next call."""
-    import signal
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
     client = Client("127.0.0.1", server.port)
     client.connect()
-    previous = signal.signal(signal.SIGALRM, interrupt)
-    try:
-        signal.setitimer(signal.ITIMER_REAL, 0.1)
-        with pytest.raises(KeyboardInterrupt):
-            client.process(Request(request_id="interrupted", payload="", work_ms=400))
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+    with interrupt_after(0.1), pytest.raises(KeyboardInterrupt):
+        client.process(Request(request_id="interrupted", payload="", work_ms=400))
     assert client.phase is Phase.BROKEN
     time.sleep(0.5)
     client.reconnect()
@@ -302,43 +323,26 @@ def test_client_reads_the_largest_string_the_server_accepts(client):
 def test_a_corrupt_reply_breaks_the_client_instead_of_desynchronizing_it():
     """A reply that is not valid Thrift is a broken connection, not a service error; nothing stale is read."""
     from thrift_handshake_gen import HandshakeService
-    from thrift_handshake_gen.ttypes import ServerHello
 
-    hello = _reply("hello", HandshakeService.hello_result(success=ServerHello(session_id="s", version=2)))
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
+    def corrupt(connection: socket.socket) -> None:
+        connection.sendall(b"\x80\x01\x00\x02\x00\x00\x00\x04echo\x00\x00\x00\x00\x0b\x00\x00"
+                           + _reply("echo", HandshakeService.echo_result(success="STALE")))
+        connection.recv(65536)
 
-        def corrupt_peer() -> None:
-            connection, _ = listener.accept()
-            with connection:
-                connection.recv(65536)
-                connection.sendall(hello)
-                connection.recv(65536)
-                connection.sendall(b"\x80\x01\x00\x02\x00\x00\x00\x04echo\x00\x00\x00\x00\x0b\x00\x00"
-                                   + _reply("echo", HandshakeService.echo_result(success="STALE")))
-                connection.recv(65536)
-
-        peer = threading.Thread(target=corrupt_peer)
-        peer.start()
-        client = Client("127.0.0.1", listener.getsockname()[1])
+    with fake_peer(corrupt) as port:
+        client = Client("127.0.0.1", port)
         client.connect()
         with pytest.raises(ConnectionBroken):
             client.echo("one")
         assert client.phase is Phase.BROKEN
         client.close()
-        peer.join(5)
 
 
 def test_ctrl_c_while_connecting_leaves_a_clean_closed_client(server):
     """Ctrl-C during a TLS handshake that a silent peer never answers: CLOSED, and connect() works again."""
-    import signal
     from pathlib import Path
 
     from thrift_handshake import ClientTLS
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
 
     certs = Path(__file__).resolve().parent / "certs"
     with socket.socket() as silent:
@@ -346,14 +350,8 @@ def test_ctrl_c_while_connecting_leaves_a_clean_closed_client(server):
         silent.listen(1)
         client = Client("127.0.0.1", silent.getsockname()[1],
                         ClientOptions(tls=ClientTLS(ca_file=str(certs / "ca.pem"))))
-        previous = signal.signal(signal.SIGALRM, interrupt)
-        try:
-            signal.setitimer(signal.ITIMER_REAL, 0.2)
-            with pytest.raises(KeyboardInterrupt):
-                client.connect()
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
+        with interrupt_after(0.2), pytest.raises(KeyboardInterrupt):
+            client.connect()
     assert client.phase is Phase.CLOSED
     client.port, client.options = server.port, ClientOptions()
     assert client.connect().version == 2
