@@ -24,7 +24,8 @@ from thrift.transport import TSocket, TTransport
 
 from thrift_handshake import Client
 from thrift_handshake_gen import HandshakeService
-from thrift_handshake_gen.ttypes import ClientHello, Request
+from thrift_handshake_gen.ttypes import Request
+from thrift_handshake_gen.session.ttypes import ClientHello
 
 TEXT = "x" * 32
 REQUEST = Request(request_id="bench", payload="p" * 64, work_ms=0, headers={f"k{i}": "v" for i in range(10)})

@@ -1,12 +1,14 @@
 /**
- * thrift-handshake: an RPC service whose client/server handshake is explicit.
+ * thrift-handshake's demo service: requests with both kinds of acknowledgement, and every Thrift type.
  *
- * Phases of a connection: connect (TCP), handshake (hello), requests, disconnect (goodbye, close).
- * Every method except hello() and ping() needs a completed hello on the same connection; otherwise it
- * throws HandshakeRequired and the connection stays usable.
+ * It extends session.SessionService (session.thrift: hello, ping, stats, goodbye and their types), so
+ * every method here needs a completed hello() on the same connection; otherwise it throws
+ * HandshakeRequired and the connection stays usable.
  *
  * Wire: TBufferedTransport + TBinaryProtocol (strict), port 9090 by default.
  */
+
+include "session.thrift"
 
 namespace py thrift_handshake_gen
 namespace js thrift_handshake
@@ -22,61 +24,6 @@ namespace rs thrift_handshake
 /** Lowest and highest protocol version this contract defines. */
 const i32 MIN_PROTOCOL_VERSION = 1
 const i32 MAX_PROTOCOL_VERSION = 2
-
-// ---------------------------------------------------------------------------------------------
-// Handshake
-// ---------------------------------------------------------------------------------------------
-
-struct ClientHello {
-  1: required string client_name,
-  2: string language,
-  /** Inclusive range of protocol versions the client speaks. */
-  3: i32 min_version,
-  4: i32 max_version,
-  /** Needed when the server is started with an auth token. */
-  5: optional string auth_token,
-  6: set<string> features,
-}
-
-struct ServerHello {
-  1: string session_id,
-  /** The highest version both sides support. */
-  2: i32 version,
-  3: string server_name,
-  /** The features both sides support. */
-  4: set<string> features,
-  /** Server wall clock, milliseconds since the Unix epoch. */
-  5: i64 server_time_ms,
-  /** The server closes a connection that stays silent this long. */
-  6: i32 idle_timeout_ms,
-  /** No string or binary in one message may be longer than this many bytes. */
-  7: i32 max_message_bytes,
-}
-
-/**
- * hello() was refused: no common version, a missing or wrong auth token, or a second hello on a
- * connection that already has a session (that session stays as it was). min_version and
- * max_version are the versions the server supports.
- */
-exception HandshakeRejected {
-  1: string reason,
-  2: i32 min_version,
-  3: i32 max_version,
-}
-
-/** The method needs a completed hello() on this connection; the connection stays usable. */
-exception HandshakeRequired {
-  1: string message,
-}
-
-/** What goodbye() returns before the server closes the connection. */
-struct Farewell {
-  1: string session_id,
-  /** Calls served in this session, not counting hello() and goodbye(). */
-  2: i64 calls,
-  /** Time from hello() to goodbye(). */
-  3: i64 duration_ms,
-}
 
 // ---------------------------------------------------------------------------------------------
 // Requests
@@ -135,18 +82,6 @@ struct Event {
   2: string payload,
 }
 
-struct ServerStats {
-  1: i64 connections_open,
-  2: i64 connections_total,
-  3: i64 sessions_active,
-  4: i64 handshakes_ok,
-  5: i64 handshakes_rejected,
-  /** Messages received, by method name. */
-  6: map<string, i64> calls,
-  /** One-way notifications delivered to the handler. */
-  7: i64 notifications,
-  8: i64 uptime_ms,
-}
 
 // ---------------------------------------------------------------------------------------------
 // The type system, for interop
@@ -202,44 +137,33 @@ struct AllTypes {
 // The service
 // ---------------------------------------------------------------------------------------------
 
-service HandshakeService {
-  /** Opens the session: negotiates the version and features, checks the auth token. */
-  ServerHello hello(1: ClientHello hello) throws (1: HandshakeRejected rejected),
-
-  /** Health check; allowed before hello(). */
-  void ping(),
-
+service HandshakeService extends session.SessionService {
   /** Returns the message unchanged. */
-  string echo(1: string message) throws (1: HandshakeRequired handshake_required),
+  string echo(1: string message) throws (1: session.HandshakeRequired handshake_required),
 
   /** The async acknowledgement: returns after processing. */
   Response process(1: Request request)
-      throws (1: InvalidRequest invalid, 2: HandshakeRequired handshake_required),
+      throws (1: InvalidRequest invalid, 2: session.HandshakeRequired handshake_required),
 
   /** The sync acknowledgement: returns on receipt; the work runs on a bounded server pool. */
   Ack submit(1: Request request)
-      throws (1: InvalidRequest invalid, 2: HandshakeRequired handshake_required,
+      throws (1: InvalidRequest invalid, 2: session.HandshakeRequired handshake_required,
               3: Overloaded overloaded),
 
   /** Waits up to wait_ms for a submitted request's result; works from any connection. */
   Response get_result(1: string ticket, 2: i32 wait_ms)
       throws (1: UnknownTicket unknown, 2: NotReady not_ready,
-              3: HandshakeRequired handshake_required),
+              3: session.HandshakeRequired handshake_required),
 
   /** Fire and forget: no acknowledgement of any kind. Dropped before hello(). */
   oneway void notify(1: Event event),
 
   /** Returns the value unchanged. */
-  AllTypes echo_types(1: AllTypes value) throws (1: HandshakeRequired handshake_required),
-
-  ServerStats stats() throws (1: HandshakeRequired handshake_required),
+  AllTypes echo_types(1: AllTypes value) throws (1: session.HandshakeRequired handshake_required),
 
   /**
    * Fails on purpose with an error the IDL does not declare, so a client can see how it arrives
    * (TApplicationException INTERNAL_ERROR); the connection stays up.
    */
-  void fail(1: string message) throws (1: HandshakeRequired handshake_required),
-
-  /** The disconnect phase: ends the session; the server closes the connection after the reply. */
-  Farewell goodbye() throws (1: HandshakeRequired handshake_required),
+  void fail(1: string message) throws (1: session.HandshakeRequired handshake_required),
 }

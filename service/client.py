@@ -23,7 +23,7 @@ from thrift.Thrift import TApplicationException, TException
 from thrift.transport.TTransport import TTransportException
 
 from thrift_handshake_gen import HandshakeService
-from thrift_handshake_gen.ttypes import ClientHello, Farewell, HandshakeRejected, ServerHello
+from thrift_handshake_gen.session.ttypes import ClientHello, Farewell, HandshakeRejected, ServerHello
 
 from .config import DEFAULT_HOST, DEFAULT_PORT, ClientOptions
 from .contract import describe_service

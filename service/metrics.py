@@ -10,7 +10,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Dict, Set
 
-from thrift_handshake_gen.ttypes import ServerStats
+from thrift_handshake_gen.session.ttypes import ServerStats
 
 if TYPE_CHECKING:  # pragma: no cover
     from .server import Connection

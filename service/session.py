@@ -24,14 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, Optional, Tupl
 
 from thrift.Thrift import TApplicationException
 
-from thrift_handshake_gen.ttypes import (
-    ClientHello,
-    Farewell,
-    HandshakeRejected,
-    HandshakeRequired,
-    ServerHello,
-    ServerStats,
-)
+from thrift_handshake_gen.session.ttypes import ClientHello, Farewell, HandshakeRejected, HandshakeRequired, ServerHello, ServerStats
 
 from .states import SESSION_TRANSITIONS, SessionEvent, SessionPhase, StateMachine
 

@@ -13,7 +13,7 @@ from thrift.transport import TSocket, TTransport
 
 from thrift_handshake import Client, ClientOptions, HandshakeServer, ServerConfig
 from thrift_handshake_gen import HandshakeService
-from thrift_handshake_gen.ttypes import ClientHello
+from thrift_handshake_gen.session.ttypes import ClientHello
 
 ServerFactory = Callable[..., HandshakeServer]
 

@@ -237,9 +237,10 @@ def _reply(method: str, result) -> bytes:
 def fake_peer(answer_call: Callable[[socket.socket], None]) -> Iterator[int]:
     """A loopback peer that accepts hello, then lets ``answer_call`` answer the next request; yields its port."""
     from thrift_handshake_gen import HandshakeService
-    from thrift_handshake_gen.ttypes import ServerHello
+    from thrift_handshake_gen.session import SessionService
+    from thrift_handshake_gen.session.ttypes import ServerHello
 
-    hello = _reply("hello", HandshakeService.hello_result(success=ServerHello(session_id="s", version=2)))
+    hello = _reply("hello", SessionService.hello_result(success=ServerHello(session_id="s", version=2)))
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)

@@ -10,17 +10,7 @@ import time
 import pytest
 
 from thrift_handshake import RemoteApplicationError, ServiceError
-from thrift_handshake_gen.ttypes import (
-    AllTypes,
-    Color,
-    Event,
-    InvalidRequest,
-    NotReady,
-    Point,
-    Request,
-    Shape,
-    UnknownTicket,
-)
+from thrift_handshake_gen.ttypes import AllTypes, Color, Event, InvalidRequest, NotReady, Point, Request, Shape, UnknownTicket
 
 
 def test_ping(client):

@@ -22,15 +22,16 @@ from thrift_handshake import (
     ServerConfig,
     current_session,
 )
-from thrift_handshake_gen.ttypes import HandshakeRequired
+from thrift_handshake_gen.session.ttypes import HandshakeRequired
 
 IDL_DIR = Path(__file__).resolve().parent.parent / "idl"
 
 USER_IDL = """
 include "handshake.thrift"
+include "session.thrift"
 namespace py user_service_gen
 service Shouter extends handshake.HandshakeService {
-  string shout(1: string text) throws (1: handshake.HandshakeRequired handshake_required),
+  string shout(1: string text) throws (1: session.HandshakeRequired handshake_required),
   string whisper(1: string text),
 }
 """

@@ -6,13 +6,8 @@ import pytest
 
 from thrift_handshake import Client, ClientOptions, ClientPhase, HandshakeFailed
 from thrift_handshake.session import negotiate_version
-from thrift_handshake_gen.ttypes import (
-    AllTypes,
-    Event,
-    HandshakeRejected,
-    HandshakeRequired,
-    Request,
-)
+from thrift_handshake_gen.ttypes import AllTypes, Event, Request
+from thrift_handshake_gen.session.ttypes import HandshakeRejected, HandshakeRequired
 
 
 @pytest.mark.parametrize(

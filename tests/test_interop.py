@@ -72,7 +72,7 @@ def node_client(tmp_path_factory: pytest.TempPathFactory) -> List[str]:
     """The command that runs the Node client, with JS code generated into a temp dir."""
     interop_setup("node", ["node", "npm"])
     gen = tmp_path_factory.mktemp("gen-js")
-    run(["thrift", "--gen", "js:node,es6", "-out", str(gen), str(IDL)], "thrift --gen js:node,es6", 60)
+    run(["thrift", "-r", "--gen", "js:node,es6", "-out", str(gen), str(IDL)], "thrift --gen js:node,es6", 60)
     return [require_tool("node"), str(NODE_DIR / "client.js"), str(gen)]
 
 
@@ -85,7 +85,7 @@ def go_client(tmp_path_factory: pytest.TempPathFactory) -> List[str]:
         shutil.copy2(GO_DIR / name, module / name)
     gen = module / "gen"
     gen.mkdir()
-    run(["thrift", "--gen", f"go:package_prefix={GO_MODULE}/gen/", "-out", str(gen), str(IDL)],
+    run(["thrift", "-r", "--gen", f"go:package_prefix={GO_MODULE}/gen/", "-out", str(gen), str(IDL)],
         "thrift --gen go", 60)
     # The 0.17 generator also writes a sample `-remote` command (package main): not ours to build.
     for remote in gen.glob("*/*-remote"):

@@ -12,6 +12,7 @@ from thrift.transport.TTransport import TMemoryBuffer
 
 from thrift_handshake import Client, ClientOptions
 from thrift_handshake_gen import HandshakeService
+from thrift_handshake_gen.session import SessionService
 from thrift_handshake_gen.ttypes import AllTypes, Color, Point, Request, Shape
 
 
@@ -55,7 +56,7 @@ def test_concurrent_clients_all_get_their_own_answers(server):
 def test_mutated_messages_never_take_the_server_down(server, client, send_raw):
     """Flips, truncations and insertions in real messages: 300 cases, fixed seed, bounded time."""
     rng = random.Random(20261125)
-    hello = HandshakeService.hello_args(hello=None)
+    hello = SessionService.hello_args(hello=None)
     seeds = [
         _encoded_call("echo", HandshakeService.echo_args(message="请求数据")),
         _encoded_call("process", HandshakeService.process_args(request=Request(request_id="r", payload="p",

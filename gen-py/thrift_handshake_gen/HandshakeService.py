@@ -11,6 +11,7 @@ from thrift.protocol.TProtocol import TProtocolException
 from thrift.TRecursive import fix_spec
 
 import sys
+import thrift_handshake_gen.session.SessionService
 import logging
 from .ttypes import *
 from thrift.Thrift import TProcessor
@@ -18,24 +19,7 @@ from thrift.transport import TTransport
 all_structs = []
 
 
-class Iface(object):
-    def hello(self, hello):
-        """
-        Opens the session: negotiates the version and features, checks the auth token.
-
-        Parameters:
-         - hello
-
-        """
-        pass
-
-    def ping(self):
-        """
-        Health check; allowed before hello().
-
-        """
-        pass
-
+class Iface(thrift_handshake_gen.session.SessionService.Iface):
     def echo(self, message):
         """
         Returns the message unchanged.
@@ -97,9 +81,6 @@ class Iface(object):
         """
         pass
 
-    def stats(self):
-        pass
-
     def fail(self, message):
         """
         Fails on purpose with an error the IDL does not declare, so a client can see how it arrives
@@ -111,84 +92,10 @@ class Iface(object):
         """
         pass
 
-    def goodbye(self):
-        """
-        The disconnect phase: ends the session; the server closes the connection after the reply.
 
-        """
-        pass
-
-
-class Client(Iface):
+class Client(thrift_handshake_gen.session.SessionService.Client, Iface):
     def __init__(self, iprot, oprot=None):
-        self._iprot = self._oprot = iprot
-        if oprot is not None:
-            self._oprot = oprot
-        self._seqid = 0
-
-    def hello(self, hello):
-        """
-        Opens the session: negotiates the version and features, checks the auth token.
-
-        Parameters:
-         - hello
-
-        """
-        self.send_hello(hello)
-        return self.recv_hello()
-
-    def send_hello(self, hello):
-        self._oprot.writeMessageBegin('hello', TMessageType.CALL, self._seqid)
-        args = hello_args()
-        args.hello = hello
-        args.write(self._oprot)
-        self._oprot.writeMessageEnd()
-        self._oprot.trans.flush()
-
-    def recv_hello(self):
-        iprot = self._iprot
-        (fname, mtype, rseqid) = iprot.readMessageBegin()
-        if mtype == TMessageType.EXCEPTION:
-            x = TApplicationException()
-            x.read(iprot)
-            iprot.readMessageEnd()
-            raise x
-        result = hello_result()
-        result.read(iprot)
-        iprot.readMessageEnd()
-        if result.success is not None:
-            return result.success
-        if result.rejected is not None:
-            raise result.rejected
-        raise TApplicationException(TApplicationException.MISSING_RESULT, "hello failed: unknown result")
-
-    def ping(self):
-        """
-        Health check; allowed before hello().
-
-        """
-        self.send_ping()
-        self.recv_ping()
-
-    def send_ping(self):
-        self._oprot.writeMessageBegin('ping', TMessageType.CALL, self._seqid)
-        args = ping_args()
-        args.write(self._oprot)
-        self._oprot.writeMessageEnd()
-        self._oprot.trans.flush()
-
-    def recv_ping(self):
-        iprot = self._iprot
-        (fname, mtype, rseqid) = iprot.readMessageBegin()
-        if mtype == TMessageType.EXCEPTION:
-            x = TApplicationException()
-            x.read(iprot)
-            iprot.readMessageEnd()
-            raise x
-        result = ping_result()
-        result.read(iprot)
-        iprot.readMessageEnd()
-        return
+        thrift_handshake_gen.session.SessionService.Client.__init__(self, iprot, oprot)
 
     def echo(self, message):
         """
@@ -400,34 +307,6 @@ class Client(Iface):
             raise result.handshake_required
         raise TApplicationException(TApplicationException.MISSING_RESULT, "echo_types failed: unknown result")
 
-    def stats(self):
-        self.send_stats()
-        return self.recv_stats()
-
-    def send_stats(self):
-        self._oprot.writeMessageBegin('stats', TMessageType.CALL, self._seqid)
-        args = stats_args()
-        args.write(self._oprot)
-        self._oprot.writeMessageEnd()
-        self._oprot.trans.flush()
-
-    def recv_stats(self):
-        iprot = self._iprot
-        (fname, mtype, rseqid) = iprot.readMessageBegin()
-        if mtype == TMessageType.EXCEPTION:
-            x = TApplicationException()
-            x.read(iprot)
-            iprot.readMessageEnd()
-            raise x
-        result = stats_result()
-        result.read(iprot)
-        iprot.readMessageEnd()
-        if result.success is not None:
-            return result.success
-        if result.handshake_required is not None:
-            raise result.handshake_required
-        raise TApplicationException(TApplicationException.MISSING_RESULT, "stats failed: unknown result")
-
     def fail(self, message):
         """
         Fails on purpose with an error the IDL does not declare, so a client can see how it arrives
@@ -463,54 +342,17 @@ class Client(Iface):
             raise result.handshake_required
         return
 
-    def goodbye(self):
-        """
-        The disconnect phase: ends the session; the server closes the connection after the reply.
 
-        """
-        self.send_goodbye()
-        return self.recv_goodbye()
-
-    def send_goodbye(self):
-        self._oprot.writeMessageBegin('goodbye', TMessageType.CALL, self._seqid)
-        args = goodbye_args()
-        args.write(self._oprot)
-        self._oprot.writeMessageEnd()
-        self._oprot.trans.flush()
-
-    def recv_goodbye(self):
-        iprot = self._iprot
-        (fname, mtype, rseqid) = iprot.readMessageBegin()
-        if mtype == TMessageType.EXCEPTION:
-            x = TApplicationException()
-            x.read(iprot)
-            iprot.readMessageEnd()
-            raise x
-        result = goodbye_result()
-        result.read(iprot)
-        iprot.readMessageEnd()
-        if result.success is not None:
-            return result.success
-        if result.handshake_required is not None:
-            raise result.handshake_required
-        raise TApplicationException(TApplicationException.MISSING_RESULT, "goodbye failed: unknown result")
-
-
-class Processor(Iface, TProcessor):
+class Processor(thrift_handshake_gen.session.SessionService.Processor, Iface, TProcessor):
     def __init__(self, handler):
-        self._handler = handler
-        self._processMap = {}
-        self._processMap["hello"] = Processor.process_hello
-        self._processMap["ping"] = Processor.process_ping
+        thrift_handshake_gen.session.SessionService.Processor.__init__(self, handler)
         self._processMap["echo"] = Processor.process_echo
         self._processMap["process"] = Processor.process_process
         self._processMap["submit"] = Processor.process_submit
         self._processMap["get_result"] = Processor.process_get_result
         self._processMap["notify"] = Processor.process_notify
         self._processMap["echo_types"] = Processor.process_echo_types
-        self._processMap["stats"] = Processor.process_stats
         self._processMap["fail"] = Processor.process_fail
-        self._processMap["goodbye"] = Processor.process_goodbye
         self._on_message_begin = None
 
     def on_message_begin(self, func):
@@ -533,55 +375,6 @@ class Processor(Iface, TProcessor):
             self._processMap[name](self, seqid, iprot, oprot)
         return True
 
-    def process_hello(self, seqid, iprot, oprot):
-        args = hello_args()
-        args.read(iprot)
-        iprot.readMessageEnd()
-        result = hello_result()
-        try:
-            result.success = self._handler.hello(args.hello)
-            msg_type = TMessageType.REPLY
-        except TTransport.TTransportException:
-            raise
-        except HandshakeRejected as rejected:
-            msg_type = TMessageType.REPLY
-            result.rejected = rejected
-        except TApplicationException as ex:
-            logging.exception('TApplication exception in handler')
-            msg_type = TMessageType.EXCEPTION
-            result = ex
-        except Exception:
-            logging.exception('Unexpected exception in handler')
-            msg_type = TMessageType.EXCEPTION
-            result = TApplicationException(TApplicationException.INTERNAL_ERROR, 'Internal error')
-        oprot.writeMessageBegin("hello", msg_type, seqid)
-        result.write(oprot)
-        oprot.writeMessageEnd()
-        oprot.trans.flush()
-
-    def process_ping(self, seqid, iprot, oprot):
-        args = ping_args()
-        args.read(iprot)
-        iprot.readMessageEnd()
-        result = ping_result()
-        try:
-            self._handler.ping()
-            msg_type = TMessageType.REPLY
-        except TTransport.TTransportException:
-            raise
-        except TApplicationException as ex:
-            logging.exception('TApplication exception in handler')
-            msg_type = TMessageType.EXCEPTION
-            result = ex
-        except Exception:
-            logging.exception('Unexpected exception in handler')
-            msg_type = TMessageType.EXCEPTION
-            result = TApplicationException(TApplicationException.INTERNAL_ERROR, 'Internal error')
-        oprot.writeMessageBegin("ping", msg_type, seqid)
-        result.write(oprot)
-        oprot.writeMessageEnd()
-        oprot.trans.flush()
-
     def process_echo(self, seqid, iprot, oprot):
         args = echo_args()
         args.read(iprot)
@@ -592,7 +385,7 @@ class Processor(Iface, TProcessor):
             msg_type = TMessageType.REPLY
         except TTransport.TTransportException:
             raise
-        except HandshakeRequired as handshake_required:
+        except thrift_handshake_gen.session.ttypes.HandshakeRequired as handshake_required:
             msg_type = TMessageType.REPLY
             result.handshake_required = handshake_required
         except TApplicationException as ex:
@@ -621,7 +414,7 @@ class Processor(Iface, TProcessor):
         except InvalidRequest as invalid:
             msg_type = TMessageType.REPLY
             result.invalid = invalid
-        except HandshakeRequired as handshake_required:
+        except thrift_handshake_gen.session.ttypes.HandshakeRequired as handshake_required:
             msg_type = TMessageType.REPLY
             result.handshake_required = handshake_required
         except TApplicationException as ex:
@@ -650,7 +443,7 @@ class Processor(Iface, TProcessor):
         except InvalidRequest as invalid:
             msg_type = TMessageType.REPLY
             result.invalid = invalid
-        except HandshakeRequired as handshake_required:
+        except thrift_handshake_gen.session.ttypes.HandshakeRequired as handshake_required:
             msg_type = TMessageType.REPLY
             result.handshake_required = handshake_required
         except Overloaded as overloaded:
@@ -685,7 +478,7 @@ class Processor(Iface, TProcessor):
         except NotReady as not_ready:
             msg_type = TMessageType.REPLY
             result.not_ready = not_ready
-        except HandshakeRequired as handshake_required:
+        except thrift_handshake_gen.session.ttypes.HandshakeRequired as handshake_required:
             msg_type = TMessageType.REPLY
             result.handshake_required = handshake_required
         except TApplicationException as ex:
@@ -722,7 +515,7 @@ class Processor(Iface, TProcessor):
             msg_type = TMessageType.REPLY
         except TTransport.TTransportException:
             raise
-        except HandshakeRequired as handshake_required:
+        except thrift_handshake_gen.session.ttypes.HandshakeRequired as handshake_required:
             msg_type = TMessageType.REPLY
             result.handshake_required = handshake_required
         except TApplicationException as ex:
@@ -738,32 +531,6 @@ class Processor(Iface, TProcessor):
         oprot.writeMessageEnd()
         oprot.trans.flush()
 
-    def process_stats(self, seqid, iprot, oprot):
-        args = stats_args()
-        args.read(iprot)
-        iprot.readMessageEnd()
-        result = stats_result()
-        try:
-            result.success = self._handler.stats()
-            msg_type = TMessageType.REPLY
-        except TTransport.TTransportException:
-            raise
-        except HandshakeRequired as handshake_required:
-            msg_type = TMessageType.REPLY
-            result.handshake_required = handshake_required
-        except TApplicationException as ex:
-            logging.exception('TApplication exception in handler')
-            msg_type = TMessageType.EXCEPTION
-            result = ex
-        except Exception:
-            logging.exception('Unexpected exception in handler')
-            msg_type = TMessageType.EXCEPTION
-            result = TApplicationException(TApplicationException.INTERNAL_ERROR, 'Internal error')
-        oprot.writeMessageBegin("stats", msg_type, seqid)
-        result.write(oprot)
-        oprot.writeMessageEnd()
-        oprot.trans.flush()
-
     def process_fail(self, seqid, iprot, oprot):
         args = fail_args()
         args.read(iprot)
@@ -774,7 +541,7 @@ class Processor(Iface, TProcessor):
             msg_type = TMessageType.REPLY
         except TTransport.TTransportException:
             raise
-        except HandshakeRequired as handshake_required:
+        except thrift_handshake_gen.session.ttypes.HandshakeRequired as handshake_required:
             msg_type = TMessageType.REPLY
             result.handshake_required = handshake_required
         except TApplicationException as ex:
@@ -790,256 +557,7 @@ class Processor(Iface, TProcessor):
         oprot.writeMessageEnd()
         oprot.trans.flush()
 
-    def process_goodbye(self, seqid, iprot, oprot):
-        args = goodbye_args()
-        args.read(iprot)
-        iprot.readMessageEnd()
-        result = goodbye_result()
-        try:
-            result.success = self._handler.goodbye()
-            msg_type = TMessageType.REPLY
-        except TTransport.TTransportException:
-            raise
-        except HandshakeRequired as handshake_required:
-            msg_type = TMessageType.REPLY
-            result.handshake_required = handshake_required
-        except TApplicationException as ex:
-            logging.exception('TApplication exception in handler')
-            msg_type = TMessageType.EXCEPTION
-            result = ex
-        except Exception:
-            logging.exception('Unexpected exception in handler')
-            msg_type = TMessageType.EXCEPTION
-            result = TApplicationException(TApplicationException.INTERNAL_ERROR, 'Internal error')
-        oprot.writeMessageBegin("goodbye", msg_type, seqid)
-        result.write(oprot)
-        oprot.writeMessageEnd()
-        oprot.trans.flush()
-
 # HELPER FUNCTIONS AND STRUCTURES
-
-
-class hello_args(object):
-    """
-    Attributes:
-     - hello
-
-    """
-
-
-    def __init__(self, hello=None,):
-        self.hello = hello
-
-    def read(self, iprot):
-        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
-            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
-            return
-        iprot.readStructBegin()
-        while True:
-            (fname, ftype, fid) = iprot.readFieldBegin()
-            if ftype == TType.STOP:
-                break
-            if fid == 1:
-                if ftype == TType.STRUCT:
-                    self.hello = ClientHello()
-                    self.hello.read(iprot)
-                else:
-                    iprot.skip(ftype)
-            else:
-                iprot.skip(ftype)
-            iprot.readFieldEnd()
-        iprot.readStructEnd()
-
-    def write(self, oprot):
-        if oprot._fast_encode is not None and self.thrift_spec is not None:
-            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
-            return
-        oprot.writeStructBegin('hello_args')
-        if self.hello is not None:
-            oprot.writeFieldBegin('hello', TType.STRUCT, 1)
-            self.hello.write(oprot)
-            oprot.writeFieldEnd()
-        oprot.writeFieldStop()
-        oprot.writeStructEnd()
-
-    def validate(self):
-        return
-
-    def __repr__(self):
-        L = ['%s=%r' % (key, value)
-             for key, value in self.__dict__.items()]
-        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
-
-    def __eq__(self, other):
-        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
-
-    def __ne__(self, other):
-        return not (self == other)
-all_structs.append(hello_args)
-hello_args.thrift_spec = (
-    None,  # 0
-    (1, TType.STRUCT, 'hello', [ClientHello, None], None, ),  # 1
-)
-
-
-class hello_result(object):
-    """
-    Attributes:
-     - success
-     - rejected
-
-    """
-
-
-    def __init__(self, success=None, rejected=None,):
-        self.success = success
-        self.rejected = rejected
-
-    def read(self, iprot):
-        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
-            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
-            return
-        iprot.readStructBegin()
-        while True:
-            (fname, ftype, fid) = iprot.readFieldBegin()
-            if ftype == TType.STOP:
-                break
-            if fid == 0:
-                if ftype == TType.STRUCT:
-                    self.success = ServerHello()
-                    self.success.read(iprot)
-                else:
-                    iprot.skip(ftype)
-            elif fid == 1:
-                if ftype == TType.STRUCT:
-                    self.rejected = HandshakeRejected.read(iprot)
-                else:
-                    iprot.skip(ftype)
-            else:
-                iprot.skip(ftype)
-            iprot.readFieldEnd()
-        iprot.readStructEnd()
-
-    def write(self, oprot):
-        if oprot._fast_encode is not None and self.thrift_spec is not None:
-            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
-            return
-        oprot.writeStructBegin('hello_result')
-        if self.success is not None:
-            oprot.writeFieldBegin('success', TType.STRUCT, 0)
-            self.success.write(oprot)
-            oprot.writeFieldEnd()
-        if self.rejected is not None:
-            oprot.writeFieldBegin('rejected', TType.STRUCT, 1)
-            self.rejected.write(oprot)
-            oprot.writeFieldEnd()
-        oprot.writeFieldStop()
-        oprot.writeStructEnd()
-
-    def validate(self):
-        return
-
-    def __repr__(self):
-        L = ['%s=%r' % (key, value)
-             for key, value in self.__dict__.items()]
-        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
-
-    def __eq__(self, other):
-        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
-
-    def __ne__(self, other):
-        return not (self == other)
-all_structs.append(hello_result)
-hello_result.thrift_spec = (
-    (0, TType.STRUCT, 'success', [ServerHello, None], None, ),  # 0
-    (1, TType.STRUCT, 'rejected', [HandshakeRejected, None], None, ),  # 1
-)
-
-
-class ping_args(object):
-
-
-    def read(self, iprot):
-        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
-            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
-            return
-        iprot.readStructBegin()
-        while True:
-            (fname, ftype, fid) = iprot.readFieldBegin()
-            if ftype == TType.STOP:
-                break
-            else:
-                iprot.skip(ftype)
-            iprot.readFieldEnd()
-        iprot.readStructEnd()
-
-    def write(self, oprot):
-        if oprot._fast_encode is not None and self.thrift_spec is not None:
-            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
-            return
-        oprot.writeStructBegin('ping_args')
-        oprot.writeFieldStop()
-        oprot.writeStructEnd()
-
-    def validate(self):
-        return
-
-    def __repr__(self):
-        L = ['%s=%r' % (key, value)
-             for key, value in self.__dict__.items()]
-        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
-
-    def __eq__(self, other):
-        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
-
-    def __ne__(self, other):
-        return not (self == other)
-all_structs.append(ping_args)
-ping_args.thrift_spec = (
-)
-
-
-class ping_result(object):
-
-
-    def read(self, iprot):
-        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
-            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
-            return
-        iprot.readStructBegin()
-        while True:
-            (fname, ftype, fid) = iprot.readFieldBegin()
-            if ftype == TType.STOP:
-                break
-            else:
-                iprot.skip(ftype)
-            iprot.readFieldEnd()
-        iprot.readStructEnd()
-
-    def write(self, oprot):
-        if oprot._fast_encode is not None and self.thrift_spec is not None:
-            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
-            return
-        oprot.writeStructBegin('ping_result')
-        oprot.writeFieldStop()
-        oprot.writeStructEnd()
-
-    def validate(self):
-        return
-
-    def __repr__(self):
-        L = ['%s=%r' % (key, value)
-             for key, value in self.__dict__.items()]
-        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
-
-    def __eq__(self, other):
-        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
-
-    def __ne__(self, other):
-        return not (self == other)
-all_structs.append(ping_result)
-ping_result.thrift_spec = (
-)
 
 
 class echo_args(object):
@@ -1133,7 +651,7 @@ class echo_result(object):
                     iprot.skip(ftype)
             elif fid == 1:
                 if ftype == TType.STRUCT:
-                    self.handshake_required = HandshakeRequired.read(iprot)
+                    self.handshake_required = thrift_handshake_gen.session.ttypes.HandshakeRequired.read(iprot)
                 else:
                     iprot.skip(ftype)
             else:
@@ -1173,7 +691,7 @@ class echo_result(object):
 all_structs.append(echo_result)
 echo_result.thrift_spec = (
     (0, TType.STRING, 'success', 'UTF8', None, ),  # 0
-    (1, TType.STRUCT, 'handshake_required', [HandshakeRequired, None], None, ),  # 1
+    (1, TType.STRUCT, 'handshake_required', [thrift_handshake_gen.session.ttypes.HandshakeRequired, None], None, ),  # 1
 )
 
 
@@ -1277,7 +795,7 @@ class process_result(object):
                     iprot.skip(ftype)
             elif fid == 2:
                 if ftype == TType.STRUCT:
-                    self.handshake_required = HandshakeRequired.read(iprot)
+                    self.handshake_required = thrift_handshake_gen.session.ttypes.HandshakeRequired.read(iprot)
                 else:
                     iprot.skip(ftype)
             else:
@@ -1322,7 +840,7 @@ all_structs.append(process_result)
 process_result.thrift_spec = (
     (0, TType.STRUCT, 'success', [Response, None], None, ),  # 0
     (1, TType.STRUCT, 'invalid', [InvalidRequest, None], None, ),  # 1
-    (2, TType.STRUCT, 'handshake_required', [HandshakeRequired, None], None, ),  # 2
+    (2, TType.STRUCT, 'handshake_required', [thrift_handshake_gen.session.ttypes.HandshakeRequired, None], None, ),  # 2
 )
 
 
@@ -1428,7 +946,7 @@ class submit_result(object):
                     iprot.skip(ftype)
             elif fid == 2:
                 if ftype == TType.STRUCT:
-                    self.handshake_required = HandshakeRequired.read(iprot)
+                    self.handshake_required = thrift_handshake_gen.session.ttypes.HandshakeRequired.read(iprot)
                 else:
                     iprot.skip(ftype)
             elif fid == 3:
@@ -1482,7 +1000,7 @@ all_structs.append(submit_result)
 submit_result.thrift_spec = (
     (0, TType.STRUCT, 'success', [Ack, None], None, ),  # 0
     (1, TType.STRUCT, 'invalid', [InvalidRequest, None], None, ),  # 1
-    (2, TType.STRUCT, 'handshake_required', [HandshakeRequired, None], None, ),  # 2
+    (2, TType.STRUCT, 'handshake_required', [thrift_handshake_gen.session.ttypes.HandshakeRequired, None], None, ),  # 2
     (3, TType.STRUCT, 'overloaded', [Overloaded, None], None, ),  # 3
 )
 
@@ -1605,7 +1123,7 @@ class get_result_result(object):
                     iprot.skip(ftype)
             elif fid == 3:
                 if ftype == TType.STRUCT:
-                    self.handshake_required = HandshakeRequired.read(iprot)
+                    self.handshake_required = thrift_handshake_gen.session.ttypes.HandshakeRequired.read(iprot)
                 else:
                     iprot.skip(ftype)
             else:
@@ -1655,7 +1173,7 @@ get_result_result.thrift_spec = (
     (0, TType.STRUCT, 'success', [Response, None], None, ),  # 0
     (1, TType.STRUCT, 'unknown', [UnknownTicket, None], None, ),  # 1
     (2, TType.STRUCT, 'not_ready', [NotReady, None], None, ),  # 2
-    (3, TType.STRUCT, 'handshake_required', [HandshakeRequired, None], None, ),  # 3
+    (3, TType.STRUCT, 'handshake_required', [thrift_handshake_gen.session.ttypes.HandshakeRequired, None], None, ),  # 3
 )
 
 
@@ -1815,7 +1333,7 @@ class echo_types_result(object):
                     iprot.skip(ftype)
             elif fid == 1:
                 if ftype == TType.STRUCT:
-                    self.handshake_required = HandshakeRequired.read(iprot)
+                    self.handshake_required = thrift_handshake_gen.session.ttypes.HandshakeRequired.read(iprot)
                 else:
                     iprot.skip(ftype)
             else:
@@ -1855,124 +1373,7 @@ class echo_types_result(object):
 all_structs.append(echo_types_result)
 echo_types_result.thrift_spec = (
     (0, TType.STRUCT, 'success', [AllTypes, None], None, ),  # 0
-    (1, TType.STRUCT, 'handshake_required', [HandshakeRequired, None], None, ),  # 1
-)
-
-
-class stats_args(object):
-
-
-    def read(self, iprot):
-        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
-            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
-            return
-        iprot.readStructBegin()
-        while True:
-            (fname, ftype, fid) = iprot.readFieldBegin()
-            if ftype == TType.STOP:
-                break
-            else:
-                iprot.skip(ftype)
-            iprot.readFieldEnd()
-        iprot.readStructEnd()
-
-    def write(self, oprot):
-        if oprot._fast_encode is not None and self.thrift_spec is not None:
-            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
-            return
-        oprot.writeStructBegin('stats_args')
-        oprot.writeFieldStop()
-        oprot.writeStructEnd()
-
-    def validate(self):
-        return
-
-    def __repr__(self):
-        L = ['%s=%r' % (key, value)
-             for key, value in self.__dict__.items()]
-        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
-
-    def __eq__(self, other):
-        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
-
-    def __ne__(self, other):
-        return not (self == other)
-all_structs.append(stats_args)
-stats_args.thrift_spec = (
-)
-
-
-class stats_result(object):
-    """
-    Attributes:
-     - success
-     - handshake_required
-
-    """
-
-
-    def __init__(self, success=None, handshake_required=None,):
-        self.success = success
-        self.handshake_required = handshake_required
-
-    def read(self, iprot):
-        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
-            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
-            return
-        iprot.readStructBegin()
-        while True:
-            (fname, ftype, fid) = iprot.readFieldBegin()
-            if ftype == TType.STOP:
-                break
-            if fid == 0:
-                if ftype == TType.STRUCT:
-                    self.success = ServerStats()
-                    self.success.read(iprot)
-                else:
-                    iprot.skip(ftype)
-            elif fid == 1:
-                if ftype == TType.STRUCT:
-                    self.handshake_required = HandshakeRequired.read(iprot)
-                else:
-                    iprot.skip(ftype)
-            else:
-                iprot.skip(ftype)
-            iprot.readFieldEnd()
-        iprot.readStructEnd()
-
-    def write(self, oprot):
-        if oprot._fast_encode is not None and self.thrift_spec is not None:
-            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
-            return
-        oprot.writeStructBegin('stats_result')
-        if self.success is not None:
-            oprot.writeFieldBegin('success', TType.STRUCT, 0)
-            self.success.write(oprot)
-            oprot.writeFieldEnd()
-        if self.handshake_required is not None:
-            oprot.writeFieldBegin('handshake_required', TType.STRUCT, 1)
-            self.handshake_required.write(oprot)
-            oprot.writeFieldEnd()
-        oprot.writeFieldStop()
-        oprot.writeStructEnd()
-
-    def validate(self):
-        return
-
-    def __repr__(self):
-        L = ['%s=%r' % (key, value)
-             for key, value in self.__dict__.items()]
-        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
-
-    def __eq__(self, other):
-        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
-
-    def __ne__(self, other):
-        return not (self == other)
-all_structs.append(stats_result)
-stats_result.thrift_spec = (
-    (0, TType.STRUCT, 'success', [ServerStats, None], None, ),  # 0
-    (1, TType.STRUCT, 'handshake_required', [HandshakeRequired, None], None, ),  # 1
+    (1, TType.STRUCT, 'handshake_required', [thrift_handshake_gen.session.ttypes.HandshakeRequired, None], None, ),  # 1
 )
 
 
@@ -2060,7 +1461,7 @@ class fail_result(object):
                 break
             if fid == 1:
                 if ftype == TType.STRUCT:
-                    self.handshake_required = HandshakeRequired.read(iprot)
+                    self.handshake_required = thrift_handshake_gen.session.ttypes.HandshakeRequired.read(iprot)
                 else:
                     iprot.skip(ftype)
             else:
@@ -2096,124 +1497,7 @@ class fail_result(object):
 all_structs.append(fail_result)
 fail_result.thrift_spec = (
     None,  # 0
-    (1, TType.STRUCT, 'handshake_required', [HandshakeRequired, None], None, ),  # 1
-)
-
-
-class goodbye_args(object):
-
-
-    def read(self, iprot):
-        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
-            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
-            return
-        iprot.readStructBegin()
-        while True:
-            (fname, ftype, fid) = iprot.readFieldBegin()
-            if ftype == TType.STOP:
-                break
-            else:
-                iprot.skip(ftype)
-            iprot.readFieldEnd()
-        iprot.readStructEnd()
-
-    def write(self, oprot):
-        if oprot._fast_encode is not None and self.thrift_spec is not None:
-            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
-            return
-        oprot.writeStructBegin('goodbye_args')
-        oprot.writeFieldStop()
-        oprot.writeStructEnd()
-
-    def validate(self):
-        return
-
-    def __repr__(self):
-        L = ['%s=%r' % (key, value)
-             for key, value in self.__dict__.items()]
-        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
-
-    def __eq__(self, other):
-        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
-
-    def __ne__(self, other):
-        return not (self == other)
-all_structs.append(goodbye_args)
-goodbye_args.thrift_spec = (
-)
-
-
-class goodbye_result(object):
-    """
-    Attributes:
-     - success
-     - handshake_required
-
-    """
-
-
-    def __init__(self, success=None, handshake_required=None,):
-        self.success = success
-        self.handshake_required = handshake_required
-
-    def read(self, iprot):
-        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
-            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
-            return
-        iprot.readStructBegin()
-        while True:
-            (fname, ftype, fid) = iprot.readFieldBegin()
-            if ftype == TType.STOP:
-                break
-            if fid == 0:
-                if ftype == TType.STRUCT:
-                    self.success = Farewell()
-                    self.success.read(iprot)
-                else:
-                    iprot.skip(ftype)
-            elif fid == 1:
-                if ftype == TType.STRUCT:
-                    self.handshake_required = HandshakeRequired.read(iprot)
-                else:
-                    iprot.skip(ftype)
-            else:
-                iprot.skip(ftype)
-            iprot.readFieldEnd()
-        iprot.readStructEnd()
-
-    def write(self, oprot):
-        if oprot._fast_encode is not None and self.thrift_spec is not None:
-            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
-            return
-        oprot.writeStructBegin('goodbye_result')
-        if self.success is not None:
-            oprot.writeFieldBegin('success', TType.STRUCT, 0)
-            self.success.write(oprot)
-            oprot.writeFieldEnd()
-        if self.handshake_required is not None:
-            oprot.writeFieldBegin('handshake_required', TType.STRUCT, 1)
-            self.handshake_required.write(oprot)
-            oprot.writeFieldEnd()
-        oprot.writeFieldStop()
-        oprot.writeStructEnd()
-
-    def validate(self):
-        return
-
-    def __repr__(self):
-        L = ['%s=%r' % (key, value)
-             for key, value in self.__dict__.items()]
-        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
-
-    def __eq__(self, other):
-        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
-
-    def __ne__(self, other):
-        return not (self == other)
-all_structs.append(goodbye_result)
-goodbye_result.thrift_spec = (
-    (0, TType.STRUCT, 'success', [Farewell, None], None, ),  # 0
-    (1, TType.STRUCT, 'handshake_required', [HandshakeRequired, None], None, ),  # 1
+    (1, TType.STRUCT, 'handshake_required', [thrift_handshake_gen.session.ttypes.HandshakeRequired, None], None, ),  # 1
 )
 fix_spec(all_structs)
 del all_structs

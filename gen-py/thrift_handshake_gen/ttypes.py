@@ -11,6 +11,7 @@ from thrift.protocol.TProtocol import TProtocolException
 from thrift.TRecursive import fix_spec
 
 import sys
+import thrift_handshake_gen.session.ttypes
 
 from thrift.transport import TTransport
 all_structs = []
@@ -38,518 +39,6 @@ class Color(object):
         "BLUE": 3,
         "MAX_COLOR": 2147483647,
     }
-
-
-class ClientHello(object):
-    """
-    Attributes:
-     - client_name
-     - language
-     - min_version: Inclusive range of protocol versions the client speaks.
-     - max_version
-     - auth_token: Needed when the server is started with an auth token.
-     - features
-
-    """
-
-
-    def __init__(self, client_name=None, language=None, min_version=None, max_version=None, auth_token=None, features=None,):
-        self.client_name = client_name
-        self.language = language
-        self.min_version = min_version
-        self.max_version = max_version
-        self.auth_token = auth_token
-        self.features = features
-
-    def read(self, iprot):
-        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
-            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
-            return
-        iprot.readStructBegin()
-        while True:
-            (fname, ftype, fid) = iprot.readFieldBegin()
-            if ftype == TType.STOP:
-                break
-            if fid == 1:
-                if ftype == TType.STRING:
-                    self.client_name = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
-                else:
-                    iprot.skip(ftype)
-            elif fid == 2:
-                if ftype == TType.STRING:
-                    self.language = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
-                else:
-                    iprot.skip(ftype)
-            elif fid == 3:
-                if ftype == TType.I32:
-                    self.min_version = iprot.readI32()
-                else:
-                    iprot.skip(ftype)
-            elif fid == 4:
-                if ftype == TType.I32:
-                    self.max_version = iprot.readI32()
-                else:
-                    iprot.skip(ftype)
-            elif fid == 5:
-                if ftype == TType.STRING:
-                    self.auth_token = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
-                else:
-                    iprot.skip(ftype)
-            elif fid == 6:
-                if ftype == TType.SET:
-                    self.features = set()
-                    (_etype3, _size0) = iprot.readSetBegin()
-                    for _i4 in range(_size0):
-                        _elem5 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
-                        self.features.add(_elem5)
-                    iprot.readSetEnd()
-                else:
-                    iprot.skip(ftype)
-            else:
-                iprot.skip(ftype)
-            iprot.readFieldEnd()
-        iprot.readStructEnd()
-
-    def write(self, oprot):
-        if oprot._fast_encode is not None and self.thrift_spec is not None:
-            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
-            return
-        oprot.writeStructBegin('ClientHello')
-        if self.client_name is not None:
-            oprot.writeFieldBegin('client_name', TType.STRING, 1)
-            oprot.writeString(self.client_name.encode('utf-8') if sys.version_info[0] == 2 else self.client_name)
-            oprot.writeFieldEnd()
-        if self.language is not None:
-            oprot.writeFieldBegin('language', TType.STRING, 2)
-            oprot.writeString(self.language.encode('utf-8') if sys.version_info[0] == 2 else self.language)
-            oprot.writeFieldEnd()
-        if self.min_version is not None:
-            oprot.writeFieldBegin('min_version', TType.I32, 3)
-            oprot.writeI32(self.min_version)
-            oprot.writeFieldEnd()
-        if self.max_version is not None:
-            oprot.writeFieldBegin('max_version', TType.I32, 4)
-            oprot.writeI32(self.max_version)
-            oprot.writeFieldEnd()
-        if self.auth_token is not None:
-            oprot.writeFieldBegin('auth_token', TType.STRING, 5)
-            oprot.writeString(self.auth_token.encode('utf-8') if sys.version_info[0] == 2 else self.auth_token)
-            oprot.writeFieldEnd()
-        if self.features is not None:
-            oprot.writeFieldBegin('features', TType.SET, 6)
-            oprot.writeSetBegin(TType.STRING, len(self.features))
-            for iter6 in self.features:
-                oprot.writeString(iter6.encode('utf-8') if sys.version_info[0] == 2 else iter6)
-            oprot.writeSetEnd()
-            oprot.writeFieldEnd()
-        oprot.writeFieldStop()
-        oprot.writeStructEnd()
-
-    def validate(self):
-        if self.client_name is None:
-            raise TProtocolException(message='Required field client_name is unset!')
-        return
-
-    def __repr__(self):
-        L = ['%s=%r' % (key, value)
-             for key, value in self.__dict__.items()]
-        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
-
-    def __eq__(self, other):
-        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
-
-    def __ne__(self, other):
-        return not (self == other)
-
-
-class ServerHello(object):
-    """
-    Attributes:
-     - session_id
-     - version: The highest version both sides support.
-     - server_name
-     - features: The features both sides support.
-     - server_time_ms: Server wall clock, milliseconds since the Unix epoch.
-     - idle_timeout_ms: The server closes a connection that stays silent this long.
-     - max_message_bytes: No string or binary in one message may be longer than this many bytes.
-
-    """
-
-
-    def __init__(self, session_id=None, version=None, server_name=None, features=None, server_time_ms=None, idle_timeout_ms=None, max_message_bytes=None,):
-        self.session_id = session_id
-        self.version = version
-        self.server_name = server_name
-        self.features = features
-        self.server_time_ms = server_time_ms
-        self.idle_timeout_ms = idle_timeout_ms
-        self.max_message_bytes = max_message_bytes
-
-    def read(self, iprot):
-        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
-            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
-            return
-        iprot.readStructBegin()
-        while True:
-            (fname, ftype, fid) = iprot.readFieldBegin()
-            if ftype == TType.STOP:
-                break
-            if fid == 1:
-                if ftype == TType.STRING:
-                    self.session_id = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
-                else:
-                    iprot.skip(ftype)
-            elif fid == 2:
-                if ftype == TType.I32:
-                    self.version = iprot.readI32()
-                else:
-                    iprot.skip(ftype)
-            elif fid == 3:
-                if ftype == TType.STRING:
-                    self.server_name = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
-                else:
-                    iprot.skip(ftype)
-            elif fid == 4:
-                if ftype == TType.SET:
-                    self.features = set()
-                    (_etype10, _size7) = iprot.readSetBegin()
-                    for _i11 in range(_size7):
-                        _elem12 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
-                        self.features.add(_elem12)
-                    iprot.readSetEnd()
-                else:
-                    iprot.skip(ftype)
-            elif fid == 5:
-                if ftype == TType.I64:
-                    self.server_time_ms = iprot.readI64()
-                else:
-                    iprot.skip(ftype)
-            elif fid == 6:
-                if ftype == TType.I32:
-                    self.idle_timeout_ms = iprot.readI32()
-                else:
-                    iprot.skip(ftype)
-            elif fid == 7:
-                if ftype == TType.I32:
-                    self.max_message_bytes = iprot.readI32()
-                else:
-                    iprot.skip(ftype)
-            else:
-                iprot.skip(ftype)
-            iprot.readFieldEnd()
-        iprot.readStructEnd()
-
-    def write(self, oprot):
-        if oprot._fast_encode is not None and self.thrift_spec is not None:
-            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
-            return
-        oprot.writeStructBegin('ServerHello')
-        if self.session_id is not None:
-            oprot.writeFieldBegin('session_id', TType.STRING, 1)
-            oprot.writeString(self.session_id.encode('utf-8') if sys.version_info[0] == 2 else self.session_id)
-            oprot.writeFieldEnd()
-        if self.version is not None:
-            oprot.writeFieldBegin('version', TType.I32, 2)
-            oprot.writeI32(self.version)
-            oprot.writeFieldEnd()
-        if self.server_name is not None:
-            oprot.writeFieldBegin('server_name', TType.STRING, 3)
-            oprot.writeString(self.server_name.encode('utf-8') if sys.version_info[0] == 2 else self.server_name)
-            oprot.writeFieldEnd()
-        if self.features is not None:
-            oprot.writeFieldBegin('features', TType.SET, 4)
-            oprot.writeSetBegin(TType.STRING, len(self.features))
-            for iter13 in self.features:
-                oprot.writeString(iter13.encode('utf-8') if sys.version_info[0] == 2 else iter13)
-            oprot.writeSetEnd()
-            oprot.writeFieldEnd()
-        if self.server_time_ms is not None:
-            oprot.writeFieldBegin('server_time_ms', TType.I64, 5)
-            oprot.writeI64(self.server_time_ms)
-            oprot.writeFieldEnd()
-        if self.idle_timeout_ms is not None:
-            oprot.writeFieldBegin('idle_timeout_ms', TType.I32, 6)
-            oprot.writeI32(self.idle_timeout_ms)
-            oprot.writeFieldEnd()
-        if self.max_message_bytes is not None:
-            oprot.writeFieldBegin('max_message_bytes', TType.I32, 7)
-            oprot.writeI32(self.max_message_bytes)
-            oprot.writeFieldEnd()
-        oprot.writeFieldStop()
-        oprot.writeStructEnd()
-
-    def validate(self):
-        return
-
-    def __repr__(self):
-        L = ['%s=%r' % (key, value)
-             for key, value in self.__dict__.items()]
-        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
-
-    def __eq__(self, other):
-        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
-
-    def __ne__(self, other):
-        return not (self == other)
-
-
-class HandshakeRejected(TException):
-    """
-    hello() was refused: no common version, a missing or wrong auth token, or a second hello on a
-    connection that already has a session (that session stays as it was). min_version and
-    max_version are the versions the server supports.
-
-    Attributes:
-     - reason
-     - min_version
-     - max_version
-
-    """
-
-
-    def __init__(self, reason=None, min_version=None, max_version=None,):
-        super(HandshakeRejected, self).__setattr__('reason', reason)
-        super(HandshakeRejected, self).__setattr__('min_version', min_version)
-        super(HandshakeRejected, self).__setattr__('max_version', max_version)
-
-    def __setattr__(self, *args):
-        raise TypeError("can't modify immutable instance")
-
-    def __delattr__(self, *args):
-        raise TypeError("can't modify immutable instance")
-
-    def __hash__(self):
-        return hash(self.__class__) ^ hash((self.reason, self.min_version, self.max_version, ))
-
-    @classmethod
-    def read(cls, iprot):
-        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and cls.thrift_spec is not None:
-            return iprot._fast_decode(None, iprot, [cls, cls.thrift_spec])
-        iprot.readStructBegin()
-        reason = None
-        min_version = None
-        max_version = None
-        while True:
-            (fname, ftype, fid) = iprot.readFieldBegin()
-            if ftype == TType.STOP:
-                break
-            if fid == 1:
-                if ftype == TType.STRING:
-                    reason = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
-                else:
-                    iprot.skip(ftype)
-            elif fid == 2:
-                if ftype == TType.I32:
-                    min_version = iprot.readI32()
-                else:
-                    iprot.skip(ftype)
-            elif fid == 3:
-                if ftype == TType.I32:
-                    max_version = iprot.readI32()
-                else:
-                    iprot.skip(ftype)
-            else:
-                iprot.skip(ftype)
-            iprot.readFieldEnd()
-        iprot.readStructEnd()
-        return cls(
-            reason=reason,
-            min_version=min_version,
-            max_version=max_version,
-        )
-
-    def write(self, oprot):
-        if oprot._fast_encode is not None and self.thrift_spec is not None:
-            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
-            return
-        oprot.writeStructBegin('HandshakeRejected')
-        if self.reason is not None:
-            oprot.writeFieldBegin('reason', TType.STRING, 1)
-            oprot.writeString(self.reason.encode('utf-8') if sys.version_info[0] == 2 else self.reason)
-            oprot.writeFieldEnd()
-        if self.min_version is not None:
-            oprot.writeFieldBegin('min_version', TType.I32, 2)
-            oprot.writeI32(self.min_version)
-            oprot.writeFieldEnd()
-        if self.max_version is not None:
-            oprot.writeFieldBegin('max_version', TType.I32, 3)
-            oprot.writeI32(self.max_version)
-            oprot.writeFieldEnd()
-        oprot.writeFieldStop()
-        oprot.writeStructEnd()
-
-    def validate(self):
-        return
-
-    def __str__(self):
-        return repr(self)
-
-    def __repr__(self):
-        L = ['%s=%r' % (key, value)
-             for key, value in self.__dict__.items()]
-        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
-
-    def __eq__(self, other):
-        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
-
-    def __ne__(self, other):
-        return not (self == other)
-
-
-class HandshakeRequired(TException):
-    """
-    The method needs a completed hello() on this connection; the connection stays usable.
-
-    Attributes:
-     - message
-
-    """
-
-
-    def __init__(self, message=None,):
-        super(HandshakeRequired, self).__setattr__('message', message)
-
-    def __setattr__(self, *args):
-        raise TypeError("can't modify immutable instance")
-
-    def __delattr__(self, *args):
-        raise TypeError("can't modify immutable instance")
-
-    def __hash__(self):
-        return hash(self.__class__) ^ hash((self.message, ))
-
-    @classmethod
-    def read(cls, iprot):
-        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and cls.thrift_spec is not None:
-            return iprot._fast_decode(None, iprot, [cls, cls.thrift_spec])
-        iprot.readStructBegin()
-        message = None
-        while True:
-            (fname, ftype, fid) = iprot.readFieldBegin()
-            if ftype == TType.STOP:
-                break
-            if fid == 1:
-                if ftype == TType.STRING:
-                    message = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
-                else:
-                    iprot.skip(ftype)
-            else:
-                iprot.skip(ftype)
-            iprot.readFieldEnd()
-        iprot.readStructEnd()
-        return cls(
-            message=message,
-        )
-
-    def write(self, oprot):
-        if oprot._fast_encode is not None and self.thrift_spec is not None:
-            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
-            return
-        oprot.writeStructBegin('HandshakeRequired')
-        if self.message is not None:
-            oprot.writeFieldBegin('message', TType.STRING, 1)
-            oprot.writeString(self.message.encode('utf-8') if sys.version_info[0] == 2 else self.message)
-            oprot.writeFieldEnd()
-        oprot.writeFieldStop()
-        oprot.writeStructEnd()
-
-    def validate(self):
-        return
-
-    def __str__(self):
-        return repr(self)
-
-    def __repr__(self):
-        L = ['%s=%r' % (key, value)
-             for key, value in self.__dict__.items()]
-        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
-
-    def __eq__(self, other):
-        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
-
-    def __ne__(self, other):
-        return not (self == other)
-
-
-class Farewell(object):
-    """
-    What goodbye() returns before the server closes the connection.
-
-    Attributes:
-     - session_id
-     - calls: Calls served in this session, not counting hello() and goodbye().
-     - duration_ms: Time from hello() to goodbye().
-
-    """
-
-
-    def __init__(self, session_id=None, calls=None, duration_ms=None,):
-        self.session_id = session_id
-        self.calls = calls
-        self.duration_ms = duration_ms
-
-    def read(self, iprot):
-        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
-            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
-            return
-        iprot.readStructBegin()
-        while True:
-            (fname, ftype, fid) = iprot.readFieldBegin()
-            if ftype == TType.STOP:
-                break
-            if fid == 1:
-                if ftype == TType.STRING:
-                    self.session_id = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
-                else:
-                    iprot.skip(ftype)
-            elif fid == 2:
-                if ftype == TType.I64:
-                    self.calls = iprot.readI64()
-                else:
-                    iprot.skip(ftype)
-            elif fid == 3:
-                if ftype == TType.I64:
-                    self.duration_ms = iprot.readI64()
-                else:
-                    iprot.skip(ftype)
-            else:
-                iprot.skip(ftype)
-            iprot.readFieldEnd()
-        iprot.readStructEnd()
-
-    def write(self, oprot):
-        if oprot._fast_encode is not None and self.thrift_spec is not None:
-            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
-            return
-        oprot.writeStructBegin('Farewell')
-        if self.session_id is not None:
-            oprot.writeFieldBegin('session_id', TType.STRING, 1)
-            oprot.writeString(self.session_id.encode('utf-8') if sys.version_info[0] == 2 else self.session_id)
-            oprot.writeFieldEnd()
-        if self.calls is not None:
-            oprot.writeFieldBegin('calls', TType.I64, 2)
-            oprot.writeI64(self.calls)
-            oprot.writeFieldEnd()
-        if self.duration_ms is not None:
-            oprot.writeFieldBegin('duration_ms', TType.I64, 3)
-            oprot.writeI64(self.duration_ms)
-            oprot.writeFieldEnd()
-        oprot.writeFieldStop()
-        oprot.writeStructEnd()
-
-    def validate(self):
-        return
-
-    def __repr__(self):
-        L = ['%s=%r' % (key, value)
-             for key, value in self.__dict__.items()]
-        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
-
-    def __eq__(self, other):
-        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
-
-    def __ne__(self, other):
-        return not (self == other)
 
 
 class Request(object):
@@ -596,11 +85,11 @@ class Request(object):
             elif fid == 4:
                 if ftype == TType.MAP:
                     self.headers = {}
-                    (_ktype15, _vtype16, _size14) = iprot.readMapBegin()
-                    for _i18 in range(_size14):
-                        _key19 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
-                        _val20 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
-                        self.headers[_key19] = _val20
+                    (_ktype1, _vtype2, _size0) = iprot.readMapBegin()
+                    for _i4 in range(_size0):
+                        _key5 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                        _val6 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                        self.headers[_key5] = _val6
                     iprot.readMapEnd()
                 else:
                     iprot.skip(ftype)
@@ -629,9 +118,9 @@ class Request(object):
         if self.headers is not None:
             oprot.writeFieldBegin('headers', TType.MAP, 4)
             oprot.writeMapBegin(TType.STRING, TType.STRING, len(self.headers))
-            for kiter21, viter22 in self.headers.items():
-                oprot.writeString(kiter21.encode('utf-8') if sys.version_info[0] == 2 else kiter21)
-                oprot.writeString(viter22.encode('utf-8') if sys.version_info[0] == 2 else viter22)
+            for kiter7, viter8 in self.headers.items():
+                oprot.writeString(kiter7.encode('utf-8') if sys.version_info[0] == 2 else kiter7)
+                oprot.writeString(viter8.encode('utf-8') if sys.version_info[0] == 2 else viter8)
             oprot.writeMapEnd()
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
@@ -1250,150 +739,6 @@ class Event(object):
         return not (self == other)
 
 
-class ServerStats(object):
-    """
-    Attributes:
-     - connections_open
-     - connections_total
-     - sessions_active
-     - handshakes_ok
-     - handshakes_rejected
-     - calls: Messages received, by method name.
-     - notifications: One-way notifications delivered to the handler.
-     - uptime_ms
-
-    """
-
-
-    def __init__(self, connections_open=None, connections_total=None, sessions_active=None, handshakes_ok=None, handshakes_rejected=None, calls=None, notifications=None, uptime_ms=None,):
-        self.connections_open = connections_open
-        self.connections_total = connections_total
-        self.sessions_active = sessions_active
-        self.handshakes_ok = handshakes_ok
-        self.handshakes_rejected = handshakes_rejected
-        self.calls = calls
-        self.notifications = notifications
-        self.uptime_ms = uptime_ms
-
-    def read(self, iprot):
-        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
-            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
-            return
-        iprot.readStructBegin()
-        while True:
-            (fname, ftype, fid) = iprot.readFieldBegin()
-            if ftype == TType.STOP:
-                break
-            if fid == 1:
-                if ftype == TType.I64:
-                    self.connections_open = iprot.readI64()
-                else:
-                    iprot.skip(ftype)
-            elif fid == 2:
-                if ftype == TType.I64:
-                    self.connections_total = iprot.readI64()
-                else:
-                    iprot.skip(ftype)
-            elif fid == 3:
-                if ftype == TType.I64:
-                    self.sessions_active = iprot.readI64()
-                else:
-                    iprot.skip(ftype)
-            elif fid == 4:
-                if ftype == TType.I64:
-                    self.handshakes_ok = iprot.readI64()
-                else:
-                    iprot.skip(ftype)
-            elif fid == 5:
-                if ftype == TType.I64:
-                    self.handshakes_rejected = iprot.readI64()
-                else:
-                    iprot.skip(ftype)
-            elif fid == 6:
-                if ftype == TType.MAP:
-                    self.calls = {}
-                    (_ktype24, _vtype25, _size23) = iprot.readMapBegin()
-                    for _i27 in range(_size23):
-                        _key28 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
-                        _val29 = iprot.readI64()
-                        self.calls[_key28] = _val29
-                    iprot.readMapEnd()
-                else:
-                    iprot.skip(ftype)
-            elif fid == 7:
-                if ftype == TType.I64:
-                    self.notifications = iprot.readI64()
-                else:
-                    iprot.skip(ftype)
-            elif fid == 8:
-                if ftype == TType.I64:
-                    self.uptime_ms = iprot.readI64()
-                else:
-                    iprot.skip(ftype)
-            else:
-                iprot.skip(ftype)
-            iprot.readFieldEnd()
-        iprot.readStructEnd()
-
-    def write(self, oprot):
-        if oprot._fast_encode is not None and self.thrift_spec is not None:
-            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
-            return
-        oprot.writeStructBegin('ServerStats')
-        if self.connections_open is not None:
-            oprot.writeFieldBegin('connections_open', TType.I64, 1)
-            oprot.writeI64(self.connections_open)
-            oprot.writeFieldEnd()
-        if self.connections_total is not None:
-            oprot.writeFieldBegin('connections_total', TType.I64, 2)
-            oprot.writeI64(self.connections_total)
-            oprot.writeFieldEnd()
-        if self.sessions_active is not None:
-            oprot.writeFieldBegin('sessions_active', TType.I64, 3)
-            oprot.writeI64(self.sessions_active)
-            oprot.writeFieldEnd()
-        if self.handshakes_ok is not None:
-            oprot.writeFieldBegin('handshakes_ok', TType.I64, 4)
-            oprot.writeI64(self.handshakes_ok)
-            oprot.writeFieldEnd()
-        if self.handshakes_rejected is not None:
-            oprot.writeFieldBegin('handshakes_rejected', TType.I64, 5)
-            oprot.writeI64(self.handshakes_rejected)
-            oprot.writeFieldEnd()
-        if self.calls is not None:
-            oprot.writeFieldBegin('calls', TType.MAP, 6)
-            oprot.writeMapBegin(TType.STRING, TType.I64, len(self.calls))
-            for kiter30, viter31 in self.calls.items():
-                oprot.writeString(kiter30.encode('utf-8') if sys.version_info[0] == 2 else kiter30)
-                oprot.writeI64(viter31)
-            oprot.writeMapEnd()
-            oprot.writeFieldEnd()
-        if self.notifications is not None:
-            oprot.writeFieldBegin('notifications', TType.I64, 7)
-            oprot.writeI64(self.notifications)
-            oprot.writeFieldEnd()
-        if self.uptime_ms is not None:
-            oprot.writeFieldBegin('uptime_ms', TType.I64, 8)
-            oprot.writeI64(self.uptime_ms)
-            oprot.writeFieldEnd()
-        oprot.writeFieldStop()
-        oprot.writeStructEnd()
-
-    def validate(self):
-        return
-
-    def __repr__(self):
-        L = ['%s=%r' % (key, value)
-             for key, value in self.__dict__.items()]
-        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
-
-    def __eq__(self, other):
-        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
-
-    def __ne__(self, other):
-        return not (self == other)
-
-
 class Point(object):
     """
     Attributes:
@@ -1518,11 +863,11 @@ class Shape(object):
             elif fid == 4:
                 if ftype == TType.LIST:
                     self.polygon = []
-                    (_etype35, _size32) = iprot.readListBegin()
-                    for _i36 in range(_size32):
-                        _elem37 = Point()
-                        _elem37.read(iprot)
-                        self.polygon.append(_elem37)
+                    (_etype12, _size9) = iprot.readListBegin()
+                    for _i13 in range(_size9):
+                        _elem14 = Point()
+                        _elem14.read(iprot)
+                        self.polygon.append(_elem14)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -1551,8 +896,8 @@ class Shape(object):
         if self.polygon is not None:
             oprot.writeFieldBegin('polygon', TType.LIST, 4)
             oprot.writeListBegin(TType.STRUCT, len(self.polygon))
-            for iter38 in self.polygon:
-                iter38.write(oprot)
+            for iter15 in self.polygon:
+                iter15.write(oprot)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
@@ -1714,90 +1059,90 @@ class AllTypes(object):
             elif fid == 16:
                 if ftype == TType.LIST:
                     self.numbers = []
-                    (_etype42, _size39) = iprot.readListBegin()
-                    for _i43 in range(_size39):
-                        _elem44 = iprot.readI32()
-                        self.numbers.append(_elem44)
+                    (_etype19, _size16) = iprot.readListBegin()
+                    for _i20 in range(_size16):
+                        _elem21 = iprot.readI32()
+                        self.numbers.append(_elem21)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
             elif fid == 17:
                 if ftype == TType.SET:
                     self.tags = set()
-                    (_etype48, _size45) = iprot.readSetBegin()
-                    for _i49 in range(_size45):
-                        _elem50 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
-                        self.tags.add(_elem50)
+                    (_etype25, _size22) = iprot.readSetBegin()
+                    for _i26 in range(_size22):
+                        _elem27 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                        self.tags.add(_elem27)
                     iprot.readSetEnd()
                 else:
                     iprot.skip(ftype)
             elif fid == 18:
                 if ftype == TType.MAP:
                     self.counts = {}
-                    (_ktype52, _vtype53, _size51) = iprot.readMapBegin()
-                    for _i55 in range(_size51):
-                        _key56 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
-                        _val57 = iprot.readI64()
-                        self.counts[_key56] = _val57
+                    (_ktype29, _vtype30, _size28) = iprot.readMapBegin()
+                    for _i32 in range(_size28):
+                        _key33 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                        _val34 = iprot.readI64()
+                        self.counts[_key33] = _val34
                     iprot.readMapEnd()
                 else:
                     iprot.skip(ftype)
             elif fid == 19:
                 if ftype == TType.MAP:
                     self.groups = {}
-                    (_ktype59, _vtype60, _size58) = iprot.readMapBegin()
-                    for _i62 in range(_size58):
-                        _key63 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
-                        _val64 = []
-                        (_etype68, _size65) = iprot.readListBegin()
-                        for _i69 in range(_size65):
-                            _elem70 = Point()
-                            _elem70.read(iprot)
-                            _val64.append(_elem70)
+                    (_ktype36, _vtype37, _size35) = iprot.readMapBegin()
+                    for _i39 in range(_size35):
+                        _key40 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                        _val41 = []
+                        (_etype45, _size42) = iprot.readListBegin()
+                        for _i46 in range(_size42):
+                            _elem47 = Point()
+                            _elem47.read(iprot)
+                            _val41.append(_elem47)
                         iprot.readListEnd()
-                        self.groups[_key63] = _val64
+                        self.groups[_key40] = _val41
                     iprot.readMapEnd()
                 else:
                     iprot.skip(ftype)
             elif fid == 20:
                 if ftype == TType.LIST:
                     self.layers = []
-                    (_etype74, _size71) = iprot.readListBegin()
-                    for _i75 in range(_size71):
-                        _elem76 = {}
-                        (_ktype78, _vtype79, _size77) = iprot.readMapBegin()
-                        for _i81 in range(_size77):
-                            _key82 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
-                            _val83 = set()
-                            (_etype87, _size84) = iprot.readSetBegin()
-                            for _i88 in range(_size84):
-                                _elem89 = iprot.readI32()
-                                _val83.add(_elem89)
+                    (_etype51, _size48) = iprot.readListBegin()
+                    for _i52 in range(_size48):
+                        _elem53 = {}
+                        (_ktype55, _vtype56, _size54) = iprot.readMapBegin()
+                        for _i58 in range(_size54):
+                            _key59 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                            _val60 = set()
+                            (_etype64, _size61) = iprot.readSetBegin()
+                            for _i65 in range(_size61):
+                                _elem66 = iprot.readI32()
+                                _val60.add(_elem66)
                             iprot.readSetEnd()
-                            _elem76[_key82] = _val83
+                            _elem53[_key59] = _val60
                         iprot.readMapEnd()
-                        self.layers.append(_elem76)
+                        self.layers.append(_elem53)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
             elif fid == 21:
                 if ftype == TType.MAP:
                     self.palette = {}
-                    (_ktype91, _vtype92, _size90) = iprot.readMapBegin()
-                    for _i94 in range(_size90):
-                        _key95 = iprot.readI32()
-                        _val96 = iprot.readI32()
-                        self.palette[_key95] = _val96
+                    (_ktype68, _vtype69, _size67) = iprot.readMapBegin()
+                    for _i71 in range(_size67):
+                        _key72 = iprot.readI32()
+                        _val73 = iprot.readI32()
+                        self.palette[_key72] = _val73
                     iprot.readMapEnd()
                 else:
                     iprot.skip(ftype)
             elif fid == 22:
                 if ftype == TType.LIST:
                     self.blobs = []
-                    (_etype100, _size97) = iprot.readListBegin()
-                    for _i101 in range(_size97):
-                        _elem102 = iprot.readBinary()
-                        self.blobs.append(_elem102)
+                    (_etype77, _size74) = iprot.readListBegin()
+                    for _i78 in range(_size74):
+                        _elem79 = iprot.readBinary()
+                        self.blobs.append(_elem79)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -1874,46 +1219,46 @@ class AllTypes(object):
         if self.numbers is not None:
             oprot.writeFieldBegin('numbers', TType.LIST, 16)
             oprot.writeListBegin(TType.I32, len(self.numbers))
-            for iter103 in self.numbers:
-                oprot.writeI32(iter103)
+            for iter80 in self.numbers:
+                oprot.writeI32(iter80)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         if self.tags is not None:
             oprot.writeFieldBegin('tags', TType.SET, 17)
             oprot.writeSetBegin(TType.STRING, len(self.tags))
-            for iter104 in self.tags:
-                oprot.writeString(iter104.encode('utf-8') if sys.version_info[0] == 2 else iter104)
+            for iter81 in self.tags:
+                oprot.writeString(iter81.encode('utf-8') if sys.version_info[0] == 2 else iter81)
             oprot.writeSetEnd()
             oprot.writeFieldEnd()
         if self.counts is not None:
             oprot.writeFieldBegin('counts', TType.MAP, 18)
             oprot.writeMapBegin(TType.STRING, TType.I64, len(self.counts))
-            for kiter105, viter106 in self.counts.items():
-                oprot.writeString(kiter105.encode('utf-8') if sys.version_info[0] == 2 else kiter105)
-                oprot.writeI64(viter106)
+            for kiter82, viter83 in self.counts.items():
+                oprot.writeString(kiter82.encode('utf-8') if sys.version_info[0] == 2 else kiter82)
+                oprot.writeI64(viter83)
             oprot.writeMapEnd()
             oprot.writeFieldEnd()
         if self.groups is not None:
             oprot.writeFieldBegin('groups', TType.MAP, 19)
             oprot.writeMapBegin(TType.STRING, TType.LIST, len(self.groups))
-            for kiter107, viter108 in self.groups.items():
-                oprot.writeString(kiter107.encode('utf-8') if sys.version_info[0] == 2 else kiter107)
-                oprot.writeListBegin(TType.STRUCT, len(viter108))
-                for iter109 in viter108:
-                    iter109.write(oprot)
+            for kiter84, viter85 in self.groups.items():
+                oprot.writeString(kiter84.encode('utf-8') if sys.version_info[0] == 2 else kiter84)
+                oprot.writeListBegin(TType.STRUCT, len(viter85))
+                for iter86 in viter85:
+                    iter86.write(oprot)
                 oprot.writeListEnd()
             oprot.writeMapEnd()
             oprot.writeFieldEnd()
         if self.layers is not None:
             oprot.writeFieldBegin('layers', TType.LIST, 20)
             oprot.writeListBegin(TType.MAP, len(self.layers))
-            for iter110 in self.layers:
-                oprot.writeMapBegin(TType.STRING, TType.SET, len(iter110))
-                for kiter111, viter112 in iter110.items():
-                    oprot.writeString(kiter111.encode('utf-8') if sys.version_info[0] == 2 else kiter111)
-                    oprot.writeSetBegin(TType.I32, len(viter112))
-                    for iter113 in viter112:
-                        oprot.writeI32(iter113)
+            for iter87 in self.layers:
+                oprot.writeMapBegin(TType.STRING, TType.SET, len(iter87))
+                for kiter88, viter89 in iter87.items():
+                    oprot.writeString(kiter88.encode('utf-8') if sys.version_info[0] == 2 else kiter88)
+                    oprot.writeSetBegin(TType.I32, len(viter89))
+                    for iter90 in viter89:
+                        oprot.writeI32(iter90)
                     oprot.writeSetEnd()
                 oprot.writeMapEnd()
             oprot.writeListEnd()
@@ -1921,16 +1266,16 @@ class AllTypes(object):
         if self.palette is not None:
             oprot.writeFieldBegin('palette', TType.MAP, 21)
             oprot.writeMapBegin(TType.I32, TType.I32, len(self.palette))
-            for kiter114, viter115 in self.palette.items():
-                oprot.writeI32(kiter114)
-                oprot.writeI32(viter115)
+            for kiter91, viter92 in self.palette.items():
+                oprot.writeI32(kiter91)
+                oprot.writeI32(viter92)
             oprot.writeMapEnd()
             oprot.writeFieldEnd()
         if self.blobs is not None:
             oprot.writeFieldBegin('blobs', TType.LIST, 22)
             oprot.writeListBegin(TType.STRING, len(self.blobs))
-            for iter116 in self.blobs:
-                oprot.writeBinary(iter116)
+            for iter93 in self.blobs:
+                oprot.writeBinary(iter93)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
@@ -1951,46 +1296,6 @@ class AllTypes(object):
 
     def __ne__(self, other):
         return not (self == other)
-all_structs.append(ClientHello)
-ClientHello.thrift_spec = (
-    None,  # 0
-    (1, TType.STRING, 'client_name', 'UTF8', None, ),  # 1
-    (2, TType.STRING, 'language', 'UTF8', None, ),  # 2
-    (3, TType.I32, 'min_version', None, None, ),  # 3
-    (4, TType.I32, 'max_version', None, None, ),  # 4
-    (5, TType.STRING, 'auth_token', 'UTF8', None, ),  # 5
-    (6, TType.SET, 'features', (TType.STRING, 'UTF8', False), None, ),  # 6
-)
-all_structs.append(ServerHello)
-ServerHello.thrift_spec = (
-    None,  # 0
-    (1, TType.STRING, 'session_id', 'UTF8', None, ),  # 1
-    (2, TType.I32, 'version', None, None, ),  # 2
-    (3, TType.STRING, 'server_name', 'UTF8', None, ),  # 3
-    (4, TType.SET, 'features', (TType.STRING, 'UTF8', False), None, ),  # 4
-    (5, TType.I64, 'server_time_ms', None, None, ),  # 5
-    (6, TType.I32, 'idle_timeout_ms', None, None, ),  # 6
-    (7, TType.I32, 'max_message_bytes', None, None, ),  # 7
-)
-all_structs.append(HandshakeRejected)
-HandshakeRejected.thrift_spec = (
-    None,  # 0
-    (1, TType.STRING, 'reason', 'UTF8', None, ),  # 1
-    (2, TType.I32, 'min_version', None, None, ),  # 2
-    (3, TType.I32, 'max_version', None, None, ),  # 3
-)
-all_structs.append(HandshakeRequired)
-HandshakeRequired.thrift_spec = (
-    None,  # 0
-    (1, TType.STRING, 'message', 'UTF8', None, ),  # 1
-)
-all_structs.append(Farewell)
-Farewell.thrift_spec = (
-    None,  # 0
-    (1, TType.STRING, 'session_id', 'UTF8', None, ),  # 1
-    (2, TType.I64, 'calls', None, None, ),  # 2
-    (3, TType.I64, 'duration_ms', None, None, ),  # 3
-)
 all_structs.append(Request)
 Request.thrift_spec = (
     None,  # 0
@@ -2044,18 +1349,6 @@ Event.thrift_spec = (
     None,  # 0
     (1, TType.STRING, 'name', 'UTF8', None, ),  # 1
     (2, TType.STRING, 'payload', 'UTF8', None, ),  # 2
-)
-all_structs.append(ServerStats)
-ServerStats.thrift_spec = (
-    None,  # 0
-    (1, TType.I64, 'connections_open', None, None, ),  # 1
-    (2, TType.I64, 'connections_total', None, None, ),  # 2
-    (3, TType.I64, 'sessions_active', None, None, ),  # 3
-    (4, TType.I64, 'handshakes_ok', None, None, ),  # 4
-    (5, TType.I64, 'handshakes_rejected', None, None, ),  # 5
-    (6, TType.MAP, 'calls', (TType.STRING, 'UTF8', TType.I64, None, False), None, ),  # 6
-    (7, TType.I64, 'notifications', None, None, ),  # 7
-    (8, TType.I64, 'uptime_ms', None, None, ),  # 8
 )
 all_structs.append(Point)
 Point.thrift_spec = (

@@ -33,6 +33,7 @@ import (
 	"github.com/apache/thrift/lib/go/thrift"
 
 	hs "thrift-handshake/interop/go/gen/thrift_handshake"
+	session "thrift-handshake/interop/go/gen/thrift_handshake_session"
 )
 
 var (
@@ -131,8 +132,8 @@ func connect() (*conn, error) {
 	return &conn{transport: transport, client: client}, nil
 }
 
-func clientHello(minVersion, maxVersion int32, features ...string) *hs.ClientHello {
-	hello := hs.NewClientHello()
+func clientHello(minVersion, maxVersion int32, features ...string) *session.ClientHello {
+	hello := session.NewClientHello()
 	hello.ClientName = "thrift-handshake-interop-go"
 	hello.Language = "go"
 	hello.MinVersion = minVersion
@@ -268,7 +269,7 @@ func firstConnection(ctx context.Context) error {
 	check("ping before hello", err == nil, "%s", describe(err))
 
 	_, err = c.client.Echo(ctx, "too early")
-	if required, ok := expectErr[*hs.HandshakeRequired]("echo before hello", err); ok {
+	if required, ok := expectErr[*session.HandshakeRequired]("echo before hello", err); ok {
 		check("echo before hello", true, "HandshakeRequired: %s", required.Message)
 	}
 	err = c.client.Ping(ctx)
@@ -281,7 +282,7 @@ func firstConnection(ctx context.Context) error {
 	}
 
 	_, err = c.client.Hello(ctx, clientHello(1, 2))
-	if rejected, ok := expectErr[*hs.HandshakeRejected]("second hello", err); ok {
+	if rejected, ok := expectErr[*session.HandshakeRejected]("second hello", err); ok {
 		check("second hello -> HandshakeRejected", rejected.Reason != "", "reason=%q server versions %d..%d",
 			rejected.Reason, rejected.MinVersion, rejected.MaxVersion)
 		check("HandshakeRejected carries the server's versions 1..2", rejected.MinVersion == 1 && rejected.MaxVersion == 2,

@@ -40,6 +40,7 @@ if (!GEN_DIR) {
 }
 const HandshakeService = require(path.resolve(GEN_DIR, "HandshakeService.js"));
 const ttypes = require(path.resolve(GEN_DIR, "handshake_types.js"));
+const sessionTypes = require(path.resolve(GEN_DIR, "session_types.js"));
 
 const { TApplicationException, TApplicationExceptionType } = thrift.Thrift;
 
@@ -172,7 +173,7 @@ function waitFor(predicate, timeoutMs) {
 }
 
 function clientHello(minVersion, maxVersion, features) {
-  return new ttypes.ClientHello({
+  return new sessionTypes.ClientHello({
     client_name: "thrift-handshake-interop-node",
     language: "javascript",
     min_version: minVersion,
@@ -292,7 +293,7 @@ async function firstConnection() {
   const ping = await settle(() => client.ping());
   check("ping before hello", !ping.timeout && !("error" in ping), outcome(ping));
 
-  const required = await expectThrow("echo before hello", ttypes.HandshakeRequired, () => client.echo("too early"));
+  const required = await expectThrow("echo before hello", sessionTypes.HandshakeRequired, () => client.echo("too early"));
   if (required) check("echo before hello", true, "HandshakeRequired: " + required.message);
 
   const pingAgain = await settle(() => client.ping());
@@ -306,7 +307,7 @@ async function firstConnection() {
     check("hello 1..1 session_id non-empty", typeof sessionId === "string" && sessionId.length > 0, show(sessionId));
   }
 
-  const rejected = await expectThrow("second hello", ttypes.HandshakeRejected, () => client.hello(clientHello(1, 2)));
+  const rejected = await expectThrow("second hello", sessionTypes.HandshakeRejected, () => client.hello(clientHello(1, 2)));
   if (rejected) {
     check("second hello -> HandshakeRejected", typeof rejected.reason === "string" && rejected.reason.length > 0,
       `reason=${JSON.stringify(rejected.reason)} server versions ${rejected.min_version}..${rejected.max_version}`);
