@@ -1,12 +1,14 @@
-"""thrift-handshake: a Thrift RPC service whose client/server handshake is explicit and observable.
+"""thrift-handshake: a runtime for Thrift services whose client/server handshake is explicit and observable.
 
-Public API: the phased ``Client``, the stoppable ``HandshakeServer`` (and blocking ``serve``), the
-settings in ``config``, the handler's view of its caller (``current_session``), the timeline records,
-and the error hierarchy rooted in ``ThriftHandshakeError``.
+Public API: connecting is ``Client`` (phased: connect, hello, calls, goodbye, close); serving is
+``HandshakeServer`` (a TThreadedServer with sessions, limits and a graceful stop), around the
+``SessionProcessor`` that any Thrift server can host; the settings in ``config``; the handler's view
+of its caller (``current_session``); the timeline records; the error hierarchy rooted in
+``ThriftHandshakeError``. The demo service lives in ``thrift_handshake.demo``.
 """
 
 from .client import Client
-from .config import ClientOptions, ClientTLS, ServerConfig, ServerLimits, ServerTLS, Timeouts
+from .config import ClientOptions, ClientTLS, ServerConfig, ServerLimits, ServerTLS, Timeouts, Wire
 from .errors import (
     ArgumentError,
     CallTimeout,
@@ -19,9 +21,9 @@ from .errors import (
     ServiceError,
     ThriftHandshakeError,
 )
-from .handler import HandshakeHandler
-from .server import HandshakeServer, serve
-from .session import SessionContext, current_session
+from .gate import SessionProcessor
+from .server import HandshakeServer
+from .session import Session, SessionContext, SessionSettings, current_session
 from .states import ClientPhase, SessionPhase
 from .timing import Record, Timeline
 
@@ -29,13 +31,15 @@ __all__ = [
     "Client",
     "ClientOptions",
     "Timeouts",
+    "Wire",
     "ClientTLS",
     "ServerTLS",
     "ServerConfig",
     "ServerLimits",
     "HandshakeServer",
-    "HandshakeHandler",
-    "serve",
+    "SessionProcessor",
+    "Session",
+    "SessionSettings",
     "SessionContext",
     "current_session",
     "ClientPhase",

@@ -1,10 +1,13 @@
 """The ``thrift-handshake`` command: serve, call and demo.
 
     thrift-handshake serve [--host 127.0.0.1] [--port 9090] [--auth-token T] [limits ...]
+    thrift-handshake serve --service MODULE:CLASS [--path DIR ...] [--no-hello]   any Thrift service
     thrift-handshake call echo '"hi"' [--trace]        each ARG is a JSON value for the next parameter
     thrift-handshake demo                               the whole flow against a throwaway server
 
-The server's flags are generated from ``config.ServerLimits`` so a new limit is a flag at once.
+The server's flags are generated from ``config.ServerLimits`` (and, for the demo service, from
+``demo.DemoLimits``) so a new limit is a flag at once. The CLI owns the process: it installs the
+SIGINT/SIGTERM handlers (the first stops gracefully, a second ends the grace period).
 Exit codes: 0 success, 1 an RPC or connection error, 2 bad usage or arguments.
 """
 
@@ -16,10 +19,13 @@ import importlib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from types import ModuleType
 from typing import Any, Optional, Sequence
 
+from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.ttypes import Event, Request, Shape
 
 from . import jsonargs
@@ -28,15 +34,18 @@ from .config import (
     DEFAULT_HOST,
     DEFAULT_PORT,
     PROTOCOLS,
+    TRANSPORTS,
     ClientOptions,
     ClientTLS,
     ServerConfig,
     ServerLimits,
     ServerTLS,
     Timeouts,
+    Wire,
 )
+from .demo import DemoLimits, demo_server
 from .errors import ArgumentError, ServiceError, ThriftHandshakeError
-from .server import HandshakeServer, serve
+from .server import HandshakeServer
 from .timing import format_summary, format_table
 
 __all__ = ["main"]
@@ -49,9 +58,9 @@ UNIONS = (Shape,)
 DEMO_TEXT = "请求数据"
 
 
-def _limit_flags(parser: argparse.ArgumentParser) -> None:
-    defaults = ServerLimits()
-    for field in dataclasses.fields(ServerLimits):
+def _limit_flags(parser: argparse.ArgumentParser, limits_class: type) -> None:
+    defaults = limits_class()
+    for field in dataclasses.fields(limits_class):
         default = getattr(defaults, field.name)
         parser.add_argument("--" + field.name.replace("_", "-"), type=type(default), default=default,
                             metavar=type(default).__name__.upper(),
@@ -61,10 +70,22 @@ def _limit_flags(parser: argparse.ArgumentParser) -> None:
 def _connection_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"default {DEFAULT_HOST}; IPv6 such as ::1 works")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
-    parser.add_argument("--protocol", choices=PROTOCOLS, default=ServerConfig.protocol,
-                        help="binary protocol in C (accelerated, default) or pure Python (binary)")
+    _wire_flags(parser)
     parser.add_argument("--auth-token", default=os.environ.get(AUTH_TOKEN_ENV),
                         help=f"shared token for hello() (default: ${AUTH_TOKEN_ENV})")
+
+
+def _wire_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--protocol", choices=PROTOCOLS, default=Wire.protocol,
+                        help=f"Thrift protocol (default {Wire.protocol})")
+    parser.add_argument("--transport", choices=TRANSPORTS, default=Wire.transport,
+                        help=f"Thrift transport (default {Wire.transport})")
+    parser.add_argument("--pure-python", action="store_true",
+                        help="do not use Thrift's C extension (same bytes on the wire, slower)")
+
+
+def _wire(args: argparse.Namespace) -> Wire:
+    return Wire(protocol=args.protocol, transport=args.transport, accelerated=not args.pure_python)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,7 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser.add_argument("--tls-cert", help="serve TLS with this certificate chain (PEM)")
     serve_parser.add_argument("--tls-key", help="the certificate's private key (PEM)")
     serve_parser.add_argument("--tls-client-ca", help="require client certificates signed by this CA (mTLS)")
-    _limit_flags(serve_parser)
+    serve_parser.add_argument("--service", metavar="MODULE:CLASS",
+                              help="host this handler class (it implements a generated Iface; default: the demo)")
+    serve_parser.add_argument("--path", action="append", default=[], metavar="DIR",
+                              help="add DIR to the import path (generated code, the handler); repeatable")
+    serve_parser.add_argument("--no-hello", action="store_true",
+                              help="a plain service: clients know nothing of hello (no session gate)")
+    _limit_flags(serve_parser, ServerLimits)
+    _limit_flags(serve_parser.add_argument_group("demo service (without --service)"), DemoLimits)
 
     call_parser = commands.add_parser("call", parents=[common], help="connect, hello, call METHOD, goodbye")
     call_parser.add_argument("method")
@@ -102,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
                              help="generated service module (any service that extends HandshakeService)")
 
     demo_parser = commands.add_parser("demo", parents=[common], help="the whole flow against a throwaway local server")
-    demo_parser.add_argument("--protocol", choices=PROTOCOLS, default=ServerConfig.protocol)
+    _wire_flags(demo_parser)
     return parser
 
 
@@ -113,8 +141,51 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
         if not (args.tls_cert and args.tls_key):
             raise ArgumentError("TLS needs both --tls-cert and --tls-key")
         tls = ServerTLS(args.tls_cert, args.tls_key, args.tls_client_ca)
-    return ServerConfig(host=args.host, port=args.port, protocol=args.protocol, auth_token=args.auth_token,
-                        tls=tls, grace=args.grace, server_name=args.server_name, limits=limits)
+    return ServerConfig(host=args.host, port=args.port, wire=_wire(args), handshake=not args.no_hello,
+                        auth_token=args.auth_token, tls=tls, grace=args.grace, server_name=args.server_name,
+                        limits=limits)
+
+
+def _load_handler(spec: str, paths: Sequence[str]) -> Any:
+    """Imports MODULE (from the --path dirs first) and instantiates CLASS."""
+    module_name, _, class_name = spec.partition(":")
+    if not module_name or not class_name:
+        raise ArgumentError(f"--service must look like MODULE:CLASS, not {spec!r}")
+    for path in reversed(paths):
+        if not os.path.isdir(path):
+            raise ArgumentError(f"--path {path}: no such directory")
+        sys.path.insert(0, os.path.abspath(path))
+    try:
+        handler_class = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as error:
+        raise ArgumentError(f"--service {spec}: {error}") from None
+    return handler_class()
+
+
+def _server(args: argparse.Namespace) -> HandshakeServer:
+    config = _server_config(args)
+    if args.service is None:
+        return demo_server(config, DemoLimits(**{f.name: getattr(args, f.name) for f in dataclasses.fields(DemoLimits)}))
+    handler = _load_handler(args.service, args.path)
+    try:
+        return HandshakeServer(handler, config)
+    except TypeError as error:  # the class implements no generated Iface
+        raise ArgumentError(f"--service {args.service}: {error}") from None
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Serves until SIGINT/SIGTERM: the first drains gracefully, a second ends the grace period."""
+    server = _server(args)
+    server.listen()
+
+    def on_signal(*_: Any) -> None:
+        server.request_stop(0.0 if server.stopping else None)
+
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, on_signal)
+    server.serve()
+    return 0
 
 
 def _client_tls(args: argparse.Namespace) -> Optional[ClientTLS]:
@@ -140,7 +211,7 @@ def run_call(args: argparse.Namespace) -> int:
     service: ModuleType = importlib.import_module(args.service)
     values = jsonargs.parse_arguments(service, args.method, args.args, unions=UNIONS)
     options = ClientOptions(client_name=args.client_name, versions=_versions(args.versions),
-                            auth_token=args.auth_token, protocol=args.protocol,
+                            auth_token=args.auth_token, wire=_wire(args),
                             timeouts=Timeouts(call=args.timeout), tls=_client_tls(args))
     client = Client(args.host, args.port, options, service=service)
     try:
@@ -157,15 +228,15 @@ def run_call(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_demo(protocol: str) -> int:
+def run_demo(wire: Wire) -> int:
     """Starts a server on a free loopback port, runs every phase against it and prints the timeline."""
-    server = HandshakeServer(config=ServerConfig(port=0, protocol=protocol)).start()
+    server = demo_server(ServerConfig(port=0, wire=wire)).start()
     host, port = server.address
-    print(f"server listening on {host}:{port} (TThreadedServer, TBufferedTransport, {protocol} binary protocol)")
+    print(f"server listening on {host}:{port} (TThreadedServer, {wire})")
     options = ClientOptions(client_name="demo", features=frozenset({"submit", "notify", "timing", "zstd"}),
-                            protocol=protocol)
+                            wire=wire)
     try:
-        client = Client(host, port, options)
+        client = Client(host, port, options, service=HandshakeService)
         with client:
             hello = client.server_hello
             print(f"hello: session {hello.session_id}, version {hello.version}, "
@@ -205,12 +276,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.getLogger("thrift.transport.TSocket").setLevel(logging.CRITICAL)
     try:
         if args.command == "serve":
-            serve(_server_config(args))
-            return 0
+            return run_serve(args)
         if args.command == "call":
             return run_call(args)
         if args.command == "demo":
-            return run_demo(args.protocol)
+            return run_demo(_wire(args))
     except ArgumentError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

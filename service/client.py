@@ -1,7 +1,8 @@
 """The phased client: connect, hello, calls, goodbye, close, each one visible in a timeline.
 
-    with Client("127.0.0.1", 9090) as client:        # CONNECTING -> HANDSHAKING -> READY
-        client.echo("请求数据")                       # READY: calls
+    with Client("127.0.0.1", 9090, service=Calculator) as client:   # CONNECTING -> HANDSHAKING -> READY
+        client.add(1, 2)                                            # READY: calls
+        calculator = client.typed(Calculator.Iface)                 # the same calls, typed for an IDE
     # on exit: goodbye() then close (CLOSING -> CLOSED), also when the block raises
 
 The phases follow ``states.CLIENT_TRANSITIONS``. A timeout or transport error moves the client to
@@ -17,12 +18,12 @@ import logging
 import threading
 import time
 from types import ModuleType
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple, Type, TypeVar, cast
 
 from thrift.Thrift import TApplicationException, TException
 from thrift.transport.TTransport import TTransportException
 
-from thrift_handshake_gen import HandshakeService
+from thrift_handshake_gen.session import SessionService
 from thrift_handshake_gen.session.ttypes import ClientHello, Farewell, HandshakeRejected, ServerHello
 
 from .config import DEFAULT_HOST, DEFAULT_PORT, ClientOptions
@@ -51,20 +52,25 @@ logger = logging.getLogger(__name__)
 _PHASE_METHODS = {"goodbye": "goodbye() or close()"}
 
 _Method = Tuple[Callable[..., None], Optional[Callable[[], Any]]]
+_Iface = TypeVar("_Iface")
 
 
-def _describe(error: BaseException) -> str:
+def _with_inner_cause(error: BaseException) -> str:
     """The error with the cause Thrift keeps in ``inner`` (e.g. the TLS verification failure)."""
     inner = getattr(error, "inner", None)
     return f"{error} ({inner})" if inner is not None else str(error)
 
 
 class Client:
-    """A connection to a HandshakeService (or any service that extends it), phase by phase.
+    """A connection to a Thrift service, phase by phase.
 
-    ``service`` is the generated service module; calls are ``client.call("echo", "hi")`` or simply
-    ``client.echo("hi")``. Declared IDL exceptions are raised as ``ServiceError`` instances that are
-    also instances of their generated class; everything else raised is a ``ThriftHandshakeError``.
+    ``service`` is the generated service module (default: the session methods alone). With
+    ``options.handshake`` (the default) the service is expected to extend session.SessionService and
+    ``connect()`` says hello; with ``handshake=False`` any Thrift service can be called and no
+    hello/goodbye is sent. Calls are ``client.call("echo", "hi")``, ``client.echo("hi")``, or typed
+    through ``client.typed(Service.Iface)``. Declared IDL exceptions are raised as ``ServiceError``
+    instances that are also instances of their generated class; everything else raised is a
+    ``ThriftHandshakeError``.
     """
 
     def __init__(
@@ -72,7 +78,7 @@ class Client:
         host: str = DEFAULT_HOST,
         port: int = DEFAULT_PORT,
         options: Optional[ClientOptions] = None,
-        service: ModuleType = HandshakeService,
+        service: ModuleType = SessionService,
     ) -> None:
         self.host = host
         self.port = port
@@ -105,20 +111,24 @@ class Client:
         """The protocol version negotiated in hello()."""
         return self.server_hello.version if self.server_hello else None
 
-    def connect(self) -> ServerHello:
+    def connect(self) -> Optional[ServerHello]:
         """Opens the transport and says hello; returns the server's answer (READY afterwards).
 
-        Raises ConnectError (the client is CLOSED and may connect again), HandshakeFailed (refused;
-        the transport is closed) or ConnectionBroken/CallTimeout (BROKEN).
+        With ``options.handshake`` False no hello is sent and None is returned. Raises ConnectError
+        (the client is CLOSED and may connect again), HandshakeFailed (refused; the transport is
+        closed) or ConnectionBroken/CallTimeout (BROKEN).
         """
         with self._lock:
             self._require(ClientEvent.CONNECT, "connect")
             self._state.apply(ClientEvent.CONNECT)
             self._open_transport()
+            if not self.options.handshake:
+                self._state.apply(ClientEvent.OPENED_WITHOUT_HELLO)
+                return None
             self._state.apply(ClientEvent.TRANSPORT_OPEN)
             return self._hello()
 
-    def reconnect(self) -> ServerHello:
+    def reconnect(self) -> Optional[ServerHello]:
         """Closes whatever is left of the connection, then connects again with a new session."""
         with self._lock:
             self.close()
@@ -142,7 +152,7 @@ class Client:
         Returns the Farewell when goodbye() was answered, else None.
         """
         with self._lock:
-            if self.phase is ClientPhase.READY:
+            if self.phase is ClientPhase.READY and self.options.handshake:
                 try:
                     return self.goodbye()
                 except (ConnectionBroken, RemoteApplicationError, ServiceError) as error:
@@ -161,12 +171,19 @@ class Client:
 
     def call(self, method: str, *args: Any) -> Any:
         """Calls ``method`` with positional ``args``; returns its result (None for oneway/void)."""
-        if method in _PHASE_METHODS:
+        if method in _PHASE_METHODS and self.options.handshake:
             raise ArgumentError(f"{method} is a phase: use {_PHASE_METHODS[method]}")
         with self._lock:
             self._require(ClientEvent.CALL, f"call {method}")
             self._check_idle(method)
             return self._invoke(method, args, "call", self.options.timeouts.call)
+
+    def typed(self, iface: Type[_Iface]) -> _Iface:
+        """This client as the generated ``iface`` (e.g. ``Calculator.Iface``), so that an IDE and a
+        type checker know its methods: ``client.typed(Calculator.Iface).add(1, 2)``."""
+        if not (isinstance(iface, type) and issubclass(self.service.Iface, iface)):
+            raise TypeError(f"{iface!r} is not the Iface of {self.service.__name__} or of a service it extends")
+        return cast(_Iface, self)
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         if name.startswith("_") or not hasattr(self.service.Iface, name):
@@ -197,8 +214,9 @@ class Client:
         failure: Optional[Exception] = None
         try:
             self._sock, self._transport, protocol = client_stack(
-                self.host, self.port, self.options.protocol, self.options.max_reply_bytes, self.options.tls)
-            self._sock.setTimeout(_ms(self.options.timeouts.connect))
+                self.host, self.port, self.options.wire, self.options.max_reply_bytes, self.options.tls)
+            connect_timeout = self.options.timeouts.connect
+            self._sock.setTimeout(None if connect_timeout is None else connect_timeout * 1000.0)
             self._transport.open()
             self._sock.setTimeout(None)  # from now on each exchange carries its own deadline
         except (TTransportException, OSError, ValueError) as error:  # refused, unreachable, TLS files
@@ -208,11 +226,11 @@ class Client:
             self._state.apply(ClientEvent.CONNECT_FAILED)
             raise
         self.timeline.add(Record("connect", f"{self.host}:{self.port}", start - self._epoch,
-                                 time.perf_counter() - start, error=failure and _describe(failure)))
+                                 time.perf_counter() - start, error=failure and _with_inner_cause(failure)))
         if failure is not None:
             self._sock = self._transport = self._stub = None
             self._state.apply(ClientEvent.CONNECT_FAILED)
-            raise ConnectError(f"cannot connect to {self.host}:{self.port}: {_describe(failure)}") from failure
+            raise ConnectError(f"cannot connect to {self.host}:{self.port}: {_with_inner_cause(failure)}") from failure
         self._stub = self.service.Client(protocol)
         self._methods = {}
         self._broken_by = None
@@ -317,11 +335,11 @@ class Client:
         self._break(error)
         if is_timeout(error):
             raise CallTimeout(f"{name}: no reply within the timeout; the connection is closed") from error
-        raise ConnectionBroken(f"{name}: connection failed: {_describe(error)}") from error
+        raise ConnectionBroken(f"{name}: connection failed: {_with_inner_cause(error)}") from error
 
     def _check_idle(self, method: str) -> None:
         """Fails fast (BROKEN) when the session outlived the server's idle timeout from ServerHello."""
-        limit_ms = self.server_hello.idle_timeout_ms
+        limit_ms = self.server_hello.idle_timeout_ms if self.server_hello else None
         idle = time.perf_counter() - self._last_activity
         if limit_ms and idle * 1000 >= limit_ms:
             error = ConnectionBroken(f"{method}: the session was idle {idle:.1f} s and the server closes sessions "
@@ -354,6 +372,3 @@ class Client:
         if self._state.allows(event):
             self._state.apply(event)
 
-
-def _ms(seconds: Optional[float]) -> Optional[float]:
-    return None if seconds is None else seconds * 1000.0

@@ -1,7 +1,7 @@
 """Every setting of thrift-handshake, as small immutable value objects with safe defaults.
 
-One place for the knobs: the CLI's flags map onto these fields, and nothing else in the package
-hard-codes a limit, a timeout or a wire choice.
+One place for the knobs a user turns: the CLI's flags map onto these fields. (Internal constants that
+are not settings, such as how long a refused peer's input is drained, stay next to the code they pace.)
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ __all__ = [
     "DEFAULT_PORT",
     "SUPPORTED_VERSIONS",
     "PROTOCOLS",
+    "TRANSPORTS",
+    "Wire",
     "Timeouts",
     "ClientTLS",
     "ServerTLS",
@@ -29,15 +31,35 @@ DEFAULT_PORT = 9090
 #: Protocol versions this implementation speaks (inclusive range).
 SUPPORTED_VERSIONS: Tuple[int, int] = (1, 2)
 
-#: Wire protocols on top of TBufferedTransport. "accelerated" is TBinaryProtocolAccelerated (the C
-#: extension); "binary" is the pure-Python TBinaryProtocol. Both are the same bytes on the wire.
-PROTOCOLS = ("accelerated", "binary")
+#: Thrift wire protocols (what the bytes look like).
+PROTOCOLS = ("binary", "compact")
+#: Thrift transports below the protocol (how messages are delimited).
+TRANSPORTS = ("buffered", "framed")
 
 
-def check_protocol(protocol: str) -> None:
-    """ValueError unless ``protocol`` is one of PROTOCOLS."""
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {PROTOCOLS}, not {protocol!r}")
+@dataclass(frozen=True)
+class Wire:
+    """What a connection speaks, the same on both ends: protocol, transport, and the implementation.
+
+    protocol: "binary" (strict TBinaryProtocol, Thrift's default) or "compact".
+    transport: "buffered" (TBufferedTransport, messages back to back) or "framed" (TFramedTransport).
+    accelerated: use Thrift's C extension (fastbinary) where it is installed; False forces the
+    pure-Python implementation (same bytes on the wire, slower for structs).
+    """
+
+    protocol: str = "binary"
+    transport: str = "buffered"
+    accelerated: bool = True
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, not {self.protocol!r}")
+        if self.transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {TRANSPORTS}, not {self.transport!r}")
+
+    def __str__(self) -> str:
+        implementation = "C" if self.accelerated else "pure Python"
+        return f"{self.transport}+{self.protocol} ({implementation})"
 
 
 @dataclass(frozen=True)
@@ -91,6 +113,8 @@ class ClientOptions:
 
     versions: the inclusive range of protocol versions the client accepts.
     max_reply_bytes: the largest string/binary (and container size) the client reads in a reply.
+    handshake: False for servers whose clients know nothing of hello (a plain Thrift service):
+    connecting goes straight to READY and closing sends no goodbye.
     timeline_size: how many phase/call records the client keeps (oldest dropped first).
     server_timed_methods: methods whose reply's ``processing_us`` is the server's time on that very
     call (T_s); the timeline splits their round trip into T_s and network time.
@@ -101,7 +125,8 @@ class ClientOptions:
     versions: Tuple[int, int] = SUPPORTED_VERSIONS
     auth_token: Optional[str] = None
     features: FrozenSet[str] = frozenset()
-    protocol: str = "accelerated"
+    wire: Wire = field(default_factory=Wire)
+    handshake: bool = True
     timeouts: Timeouts = field(default_factory=Timeouts)
     tls: Optional[ClientTLS] = None
     max_reply_bytes: int = 256 * 1024 * 1024
@@ -109,41 +134,35 @@ class ClientOptions:
     server_timed_methods: FrozenSet[str] = frozenset({"process"})
 
     def __post_init__(self) -> None:
-        check_protocol(self.protocol)
         object.__setattr__(self, "features", frozenset(self.features))
         if self.timeline_size < 1:
             raise ValueError("timeline_size must be at least 1")
 
-    def replace(self, **changes) -> "ClientOptions":
-        """Returns a copy with the given fields changed."""
-        return dataclasses.replace(self, **changes)
 
-
-def _limit(default, help_text: str):
-    """A ServerLimits field; its help text is also the CLI flag's help."""
+def setting(default, help_text: str):
+    """A field of a limits dataclass; its help text is also the CLI flag's help (``serve --<name>``)."""
     return field(default=default, metadata={"help": help_text})
+
+
+def check_positive(limits: object) -> None:
+    """ValueError naming the first field of the dataclass ``limits`` that is not positive."""
+    for f in dataclasses.fields(limits):
+        if getattr(limits, f.name) <= 0:
+            raise ValueError(f"{type(limits).__name__}.{f.name} must be positive")
 
 
 @dataclass(frozen=True)
 class ServerLimits:
     """Server-side limits, all on by default (each one is also a ``serve`` flag)."""
 
-    max_connections: int = _limit(1024, "connections served at once; more are accepted and closed at once")
-    handshake_timeout: float = _limit(10.0, "seconds a new connection may take to complete hello()")
-    idle_timeout: float = _limit(300.0, "seconds a session may stay silent before the server closes it")
-    max_message_bytes: int = _limit(16 * 1024 * 1024, "largest string or binary in one message, in bytes")
-    max_container_items: int = _limit(1_000_000, "most elements in one list, set or map of a message")
-    submit_workers: int = _limit(4, "threads running submit()ted work")
-    submit_queue: int = _limit(1000, "submitted requests that may wait for a worker (more: Overloaded)")
-    submit_queue_bytes: int = _limit(256 * 1024 * 1024, "request bytes unfinished submit() work may hold")
-    result_ttl: float = _limit(600.0, "seconds a finished submit() result is kept for get_result()")
-    max_results: int = _limit(10_000, "finished submit() results kept at most (the oldest go first)")
-    max_wait: float = _limit(30.0, "longest get_result() wait the server honours, in seconds")
-
+    max_connections: int = setting(1024, "connections served at once; more are accepted and closed at once")
+    handshake_timeout: float = setting(10.0, "seconds a new connection may take to complete hello()")
+    idle_timeout: float = setting(300.0, "seconds a session may stay silent before the server closes it")
+    request_timeout: float = setting(30.0, "seconds a request may take to arrive whole once its first byte has")
+    max_message_bytes: int = setting(16 * 1024 * 1024, "largest string or binary in one message, in bytes")
+    max_container_items: int = setting(1_000_000, "most elements in one list, set or map of a message")
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            if getattr(self, f.name) <= 0:
-                raise ValueError(f"ServerLimits.{f.name} must be positive")
+        check_positive(self)
 
 
 @dataclass(frozen=True)
@@ -151,6 +170,8 @@ class ServerConfig:
     """Where and how the server listens.
 
     port 0 picks a free port (read it back from ``HandshakeServer.port``).
+    handshake: False hosts a plain service whose clients know nothing of hello (no session gate;
+    limits, logging, stats and the graceful stop still apply).
     auth_token: when set, hello() must carry exactly this token.
     tls: when set, every connection starts with a TLS handshake (plain TCP otherwise).
     grace: seconds that in-flight calls get to finish when the server stops.
@@ -159,7 +180,8 @@ class ServerConfig:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     server_name: str = "thrift-handshake"
-    protocol: str = "accelerated"
+    wire: Wire = field(default_factory=Wire)
+    handshake: bool = True
     auth_token: Optional[str] = None
     tls: Optional[ServerTLS] = None
     features: FrozenSet[str] = frozenset({"submit", "notify", "echo_types", "stats", "timing"})
@@ -168,12 +190,7 @@ class ServerConfig:
     limits: ServerLimits = field(default_factory=ServerLimits)
 
     def __post_init__(self) -> None:
-        check_protocol(self.protocol)
         object.__setattr__(self, "features", frozenset(self.features))
         low, high = self.versions
         if not 1 <= low <= high:
             raise ValueError(f"versions must be a range 1 <= low <= high, not {self.versions!r}")
-
-    def replace(self, **changes) -> "ServerConfig":
-        """Returns a copy with the given fields changed."""
-        return dataclasses.replace(self, **changes)

@@ -13,19 +13,28 @@ from typing import Dict, Iterator, Optional
 
 from thrift.Thrift import TType
 
-__all__ = ["MethodInfo", "describe_service", "generated_class"]
+__all__ = ["MethodInfo", "describe_service", "generated_class", "service_of"]
 
 
 @dataclass(frozen=True)
 class MethodInfo:
-    """One method of a service: its name, whether it is oneway, and which exceptions it declares."""
+    """One method of a service: its name, whether it is oneway, which exceptions it declares, and
+    its generated ``<method>_result`` class (None for oneway)."""
 
     name: str
     oneway: bool
     declared_exceptions: "tuple[type, ...]"
+    result: Optional[type] = None
 
     def declares(self, exception_type: type) -> bool:
         return exception_type in self.declared_exceptions
+
+    def exception_field(self, exception_type: type) -> Optional[str]:
+        """The result field that carries ``exception_type``, if the method declares it."""
+        for spec in getattr(self.result, "thrift_spec", None) or ():
+            if spec is not None and spec[0] != 0 and spec[1] == TType.STRUCT and spec[3][0] is exception_type:
+                return spec[2]
+        return None
 
 
 def _service_modules(service: ModuleType) -> Iterator[ModuleType]:
@@ -61,5 +70,15 @@ def describe_service(service: ModuleType) -> Dict[str, MethodInfo]:
                 for spec in result.thrift_spec
                 if spec is not None and spec[0] != 0 and spec[1] == TType.STRUCT
             )
-        methods[name] = MethodInfo(name=name, oneway=result is None, declared_exceptions=declared)
+        methods[name] = MethodInfo(name=name, oneway=result is None, declared_exceptions=declared, result=result)
     return methods
+
+
+def service_of(handler: object) -> ModuleType:
+    """The generated service module whose ``Iface`` the handler's class implements (the most derived)."""
+    for cls in type(handler).__mro__:
+        module = sys.modules.get(cls.__module__)
+        if cls.__name__ == "Iface" and module is not None and hasattr(module, "Processor"):
+            return module
+    raise TypeError(f"{type(handler).__name__} implements no generated Iface: subclass your service's "
+                    f"Iface (e.g. class Handler(Calculator.Iface)) or pass service=")

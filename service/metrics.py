@@ -1,21 +1,19 @@
 """Server counters behind stats(): connections, sessions, handshakes, calls by method, notifications.
 
-Per-call counts live on each connection (only its own thread writes them), so the call path takes no
-lock; ``snapshot()`` adds the live connections' counts to those of connections already closed.
+Per-call counts live on each connection's ``ConnectionCounters`` (only its own thread writes them), so
+the call path takes no lock; ``snapshot()`` adds the live connections' counts to those of connections
+already closed. ``ServerMetrics`` is also a ``session.SessionListener``: sessions report to it.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Dict, Set
+from typing import Dict, Set
 
 from thrift_handshake_gen.session.ttypes import ServerStats
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .server import Connection
-
-__all__ = ["ServerMetrics"]
+__all__ = ["ConnectionCounters", "ServerMetrics"]
 
 
 def _add(total: Dict[str, int], counts: Dict[str, int]) -> None:
@@ -23,13 +21,27 @@ def _add(total: Dict[str, int], counts: Dict[str, int]) -> None:
         total[name] = total.get(name, 0) + count
 
 
+class ConnectionCounters:
+    """What one connection has received: messages by method, one-way calls delivered."""
+
+    __slots__ = ("calls", "notifications", "said_goodbye", "__weakref__")
+
+    def __init__(self) -> None:
+        self.calls: Dict[str, int] = {}
+        self.notifications = 0
+        self.said_goodbye = False  # its client already considers it closed
+
+    def message(self, method: str) -> None:
+        self.calls[method] = self.calls.get(method, 0) + 1
+
+
 class ServerMetrics:
-    """Thread-safe counters of one server."""
+    """Thread-safe counters of one server (or of one processor hosted by a stock Thrift server)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._started = time.monotonic()
-        self._live: Set["Connection"] = set()
+        self._live: Set[ConnectionCounters] = set()
         self._closed_calls: Dict[str, int] = {}
         self._closed_notifications = 0
         self.connections_total = 0
@@ -37,41 +49,52 @@ class ServerMetrics:
         self.handshakes_ok = 0
         self.handshakes_rejected = 0
 
-    def connection_opened(self, connection: "Connection") -> None:
+    def connection_opened(self, counters: ConnectionCounters) -> None:
         with self._lock:
-            self._live.add(connection)
+            self._live.add(counters)
             self.connections_total += 1
 
-    def connection_closed(self, connection: "Connection") -> None:
+    def connection_closed(self, counters: ConnectionCounters) -> None:
         with self._lock:
-            self._live.discard(connection)
-            _add(self._closed_calls, connection.calls)
-            self._closed_notifications += connection.notifications
+            if counters not in self._live:
+                return
+            self._live.discard(counters)
+            _add(self._closed_calls, counters.calls)
+            self._closed_notifications += counters.notifications
 
-    def handshake_ok(self) -> None:
+    # -- session.SessionListener ----------------------------------------------------------------
+
+    def session_started(self, session: object) -> None:
         with self._lock:
             self.handshakes_ok += 1
             self.sessions_active += 1
 
-    def handshake_rejected(self) -> None:
+    def session_rejected(self, session: object, reason: str) -> None:
         with self._lock:
             self.handshakes_rejected += 1
 
-    def session_ended(self) -> None:
+    def session_ended(self, session: object, goodbye: bool) -> None:
         with self._lock:
             self.sessions_active -= 1
 
+    # -------------------------------------------------------------------------------------------
+
+    @property
+    def connections_open(self) -> int:
+        """Connections open now, not counting those that said goodbye (they are closing)."""
+        with self._lock:
+            return sum(1 for counters in self._live if not counters.said_goodbye)
+
     def snapshot(self) -> ServerStats:
-        """The counters now, as the IDL's ServerStats."""
+        """The counters now, as the session contract's ServerStats."""
         with self._lock:
             calls = dict(self._closed_calls)
             notifications = self._closed_notifications
-            for connection in self._live:
-                _add(calls, dict(connection.calls))  # dict() copies atomically under the GIL
-                notifications += connection.notifications
+            for counters in self._live:
+                _add(calls, dict(counters.calls))  # dict() copies atomically under the GIL
+                notifications += counters.notifications
             return ServerStats(
-                # a connection that said goodbye is closing: its client already considers it closed
-                connections_open=sum(1 for connection in self._live if not connection.said_goodbye),
+                connections_open=sum(1 for counters in self._live if not counters.said_goodbye),
                 connections_total=self.connections_total,
                 sessions_active=self.sessions_active,
                 handshakes_ok=self.handshakes_ok,

@@ -1,50 +1,42 @@
-"""The threaded server: Apache Thrift's TThreadedServer, made stoppable and session-aware.
+"""The production host of a ``SessionProcessor``: Apache Thrift's TThreadedServer with limits and a stop.
 
-The wiring stays the tutorial's: a generated Processor, a TServerSocket, TBufferedTransport and
-TBinaryProtocol(Accelerated). What this adds: a session per connection (``session.SessionHandler``),
-limits, one log line per connection event, and a graceful stop (stop accepting, let in-flight calls
-finish within the grace period, close idle connections) from Python, SIGINT or SIGTERM.
+The wiring stays the tutorial's (a processor, a TServerSocket, a transport factory and a protocol
+factory, all held by TThreadedServer); the parts come from ``gate`` (the processor) and ``transport``
+(the stack). What this adds: per-connection limits and deadlines, TLS, one log line per connection
+event, and a graceful stop (stop accepting, let in-flight calls finish within the grace period, close
+idle connections) from any thread or a signal handler.
 
-    server = HandshakeServer(config=ServerConfig(port=0)).start()   # serves on a background thread
+    server = HandshakeServer(CalculatorHandler(), ServerConfig(port=0)).start()  # a background thread
     ... server.port ...
     server.stop()
 
-or, blocking until SIGINT/SIGTERM: ``serve(ServerConfig())``.
+The service is found from the generated ``Iface`` the handler implements (or pass ``service=``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import selectors
-import signal
 import socket
 import threading
 import time
 from types import ModuleType
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from thrift.server.TServer import TThreadedServer
-from thrift.protocol.TProtocol import TProtocolException
 from thrift.Thrift import TApplicationException, TMessageType
-from thrift.transport import TSocket, TTransport
+from thrift.transport import TSocket
 from thrift.transport.TTransport import TTransportException
 
-from thrift_handshake_gen import HandshakeService
-
 from .config import ServerConfig
-from .contract import describe_service
-from .handler import HandshakeHandler
+from .contract import service_of
+from .gate import ConnectionState, SessionProcessor, format_peer
 from .metrics import ServerMetrics
-from .session import SessionContext, SessionHandler, bind_session
-from .transport import (
-    DeadlineSocket,
-    ResettableBufferedTransport,
-    WireProtocolFactory,
-    is_timeout,
-    server_tls_context,
-)
+from .session import Session, SessionSettings
+from .transport import ConnectionSocket, is_timeout, protocol_factory, server_tls_context, transport_factory
 
-__all__ = ["HandshakeServer", "serve"]
+__all__ = ["HandshakeServer"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,13 +48,8 @@ _UNWIND_WAIT = 2.0
 #: the peer is not reset mid-write and gets to read the refusal.
 _DISCARD_SECONDS = 1.0
 _DISCARD_BYTES = 64 * 1024 * 1024
-
-
-def _format_peer(address: Any) -> str:
-    if isinstance(address, tuple) and len(address) >= 2:
-        host, port = address[0], address[1]
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return str(address)
+#: Transport errors that mean "this message is too big or malformed" rather than "the peer is gone".
+_BAD_INPUT = (TTransportException.SIZE_LIMIT, TTransportException.NEGATIVE_SIZE)
 
 
 def _discard_input(handle: socket.socket) -> None:
@@ -82,60 +69,52 @@ def _discard_input(handle: socket.socket) -> None:
 
 
 class Connection:
-    """One accepted connection: its socket, its session context and the call it is serving."""
+    """One accepted connection: its socket and, once serving, the processor's state for it.
 
-    def __init__(self, client: DeadlineSocket, peer: str, server: "HandshakeServer") -> None:
+    It is the session's listener too: when hello succeeds, the handshake deadline gives way to the
+    idle and request timeouts.
+    """
+
+    def __init__(self, client: ConnectionSocket, peer: str, config: ServerConfig) -> None:
         self.socket = client
         self.peer = peer
-        self.context = SessionContext(peer=peer)
-        self.calls: Dict[str, int] = {}
-        self.notifications = 0
-        self._server = server
-        self._lock = threading.Lock()
-        self._in_flight: Optional[Tuple[str, int]] = None
-        self._closing = False
+        self.state: Optional[ConnectionState] = None
+        self._limits = config.limits
+        self._lock = threading.Lock()  # orders shutdown() against the start of serving
         self.stopping = False
-        self.said_goodbye = False
-        self.replying = False  # the handler has answered the message in flight; its reply is being written
 
-    def message_begin(self, name: str, message_type: int, seqid: int) -> None:
-        """Called by the Processor when a message starts: counts it and marks it in flight."""
-        self.replying = False
-        with self._lock:
-            self._in_flight = (name, seqid)
-        key = name if name in self._server.methods else "<unknown>"
-        self.calls[key] = self.calls.get(key, 0) + 1
-        if message_type not in (TMessageType.CALL, TMessageType.ONEWAY):
-            raise TProtocolException(TProtocolException.INVALID_DATA,
-                                     f"message type {message_type} is not a call (1) or one-way call (4)")
+    # -- session.SessionListener ----------------------------------------------------------------
 
-    def message_done(self) -> bool:
-        """The message was answered; returns whether the connection should close now."""
-        with self._lock:
-            self._in_flight = None
-            return self._closing
+    def session_started(self, session: Session) -> None:
+        self.socket.start_session(self._limits.idle_timeout, self._limits.request_timeout)
+
+    def session_rejected(self, session: Session, reason: str) -> None:
+        pass
+
+    def session_ended(self, session: Session, goodbye: bool) -> None:
+        pass
+
+    # -------------------------------------------------------------------------------------------
 
     @property
     def in_flight(self) -> Optional[Tuple[str, int]]:
         """(method, seqid) of the message being served, if any."""
-        return self._in_flight
-
-    def session_started(self) -> None:
-        """hello() succeeded: no more handshake deadline; from now on silence is bounded by the idle timeout."""
-        self.socket.deadline = None
-        self.socket.setTimeout(self._server.config.limits.idle_timeout * 1000)
-
-    def close_after_reply(self) -> None:
-        """goodbye(): the connection closes once this reply is flushed."""
-        with self._lock:
-            self._closing = self.said_goodbye = True
+        return None if self.state is None else self.state.in_flight
 
     def shutdown(self, force: bool = False) -> None:
         """Closes the connection now if it is idle (or if forced), else after the current reply."""
         with self._lock:
-            self._closing = self.stopping = True
-            if self._in_flight is not None and not force:
+            self.stopping = True
+            state = self.state
+            if state is None:
+                self._shut_socket()
                 return
+        with state.lock:  # a message cannot start between the check and the shutdown
+            state.closing = True
+            if state.in_flight is None or force:
+                self._shut_socket()
+
+    def _shut_socket(self) -> None:
         handle = self.socket.handle
         if handle is not None:
             try:
@@ -145,48 +124,44 @@ class Connection:
 
 
 class HandshakeServer(TThreadedServer):
-    """A TThreadedServer with sessions, limits and a graceful stop.
+    """A TThreadedServer hosting ``handler``'s service behind a SessionProcessor, with limits and a stop.
 
-    ``handler`` implements the service's methods (default: ``HandshakeHandler``). Optional hooks:
-    ``configure(limits)``, called with the server's ServerLimits before serving, and
-    ``close(timeout)``, called when it stops (again with 0 when the grace period is over). ``service`` is the generated
-    service module (any service that extends HandshakeService works).
+    ``service`` is the generated service module (found from the handler's Iface when omitted).
+    ``on_stop(callback)`` registers work to drain at stop: ``callback(timeout)`` is called with the
+    grace period when the server stops, and with 0 when the grace period is over.
     """
 
-    def __init__(
-        self,
-        handler: Any = None,
-        config: Optional[ServerConfig] = None,
-        service: ModuleType = HandshakeService,
-    ) -> None:
+    def __init__(self, handler: Any, config: Optional[ServerConfig] = None,
+                 service: Optional[ModuleType] = None) -> None:
         self.config = config or ServerConfig()
-        self.service = service
-        self.handler = handler if handler is not None else HandshakeHandler()
-        configure = getattr(self.handler, "configure", None)
-        if callable(configure):  # the server's limits are the handler's too (one source)
-            configure(self.config.limits)
-        self.methods = describe_service(service)
+        self.handler = handler
+        self.service = service or service_of(handler)
+        limits = self.config.limits
         self.metrics = ServerMetrics()
+        settings = SessionSettings(
+            server_name=self.config.server_name, versions=self.config.versions, features=self.config.features,
+            auth_token=self.config.auth_token, idle_timeout_ms=int(limits.idle_timeout * 1000),
+            max_message_bytes=limits.max_message_bytes)
         family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
-        listener = TSocket.TServerSocket(host=self.config.host, port=self.config.port, socket_family=family)
         super().__init__(
-            None,  # each connection gets its own generated Processor around its SessionHandler
-            listener,
-            TTransport.TBufferedTransportFactory(),
-            WireProtocolFactory(self.config.protocol, self.config.limits.max_message_bytes,
-                                self.config.limits.max_container_items),
-            daemon=False,
+            SessionProcessor(self.service.Processor(handler), settings, self.metrics, self.config.handshake),
+            TSocket.TServerSocket(host=self.config.host, port=self.config.port, socket_family=family),
+            transport_factory(self.config.wire, limits.max_message_bytes),
+            protocol_factory(self.config.wire, limits.max_message_bytes, limits.max_container_items),
+            daemon=True,  # a handler stuck past the grace period must not keep the process alive
         )
         self._lock = threading.Lock()
         self._connections: Dict[Connection, threading.Thread] = {}
-        self._stop_requested = threading.Event()
+        self._stop_callbacks: List[Callable[[float], None]] = []
+        self._stop_requested = False  # a plain flag: request_stop() runs in signal handlers
         self._stopped = threading.Event()
         self._grace = self.config.grace
         self._deadline: Optional[float] = None  # when stopping: the end of the grace period
         self._tls = None if self.config.tls is None else server_tls_context(self.config.tls)
-        self._wake_reader, self._wake_writer = socket.socketpair()
+        self._wake_writer: Optional[socket.socket] = None  # per serve(): see request_stop()
+        self._serving = False
+        self._drained = False
         self._thread: Optional[threading.Thread] = None
-        self._serving_thread: Optional[threading.Thread] = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -202,58 +177,86 @@ class HandshakeServer(TThreadedServer):
     def port(self) -> int:
         return self.address[1]
 
+    def on_stop(self, callback: Callable[[float], None]) -> None:
+        """Registers ``callback(timeout)`` to drain the service's own work when the server stops."""
+        self._stop_callbacks.append(callback)
+
     def listen(self) -> None:
         """Binds and listens (idempotent); errors such as 'address in use' surface here."""
         if self.serverTransport.handle is None:
             self.serverTransport.listen()
             self.serverTransport.handle.setblocking(False)
-            logger.info("listening on %s protocol=%s tls=%s", _format_peer(self.address), self.config.protocol,
+            logger.info("listening on %s service=%s wire=%s handshake=%s tls=%s", format_peer(self.address),
+                        self.service.__name__.rsplit(".", 1)[-1], self.config.wire,
+                        "on" if self.config.handshake else "off",
                         "mutual" if self.config.tls and self.config.tls.client_ca_file else bool(self._tls))
 
     def start(self) -> "HandshakeServer":
         """Listens, then serves on a background thread; returns self."""
-        if self._serving_thread is not None:
-            raise RuntimeError("this server was already started; a stopped server cannot be restarted")
         self.listen()
-        self._thread = self._serving_thread = threading.Thread(
-            target=self.serve, name=f"thrift-handshake:{self.port}")
+        with self._lock:
+            if self._serving or self._thread is not None:
+                raise RuntimeError("this server was already started; a stopped server cannot be restarted")
+            self._thread = threading.Thread(target=self.serve, name=f"thrift-handshake:{self.port}")
         self._thread.start()
         return self
 
     def serve(self) -> None:
         """Serves until a stop is requested, then drains; returns once every connection is closed."""
         self.listen()
-        self._serving_thread = self._serving_thread or threading.current_thread()
+        wake_reader, wake_writer = socket.socketpair()
+        wake_reader.setblocking(False)
+        wake_writer.setblocking(False)
+        with self._lock:
+            refused = ("this server is serving or has served; a stopped server cannot be restarted"
+                       if self._serving or self._drained else "")
+            if refused or self._stopped.is_set():  # or stop() came first: nothing to serve
+                wake_reader.close()
+                wake_writer.close()
+                self.serverTransport.close()
+                if refused:
+                    raise RuntimeError(refused)
+                return
+            self._serving = True
+            self._wake_writer = wake_writer
         selector = selectors.DefaultSelector()
         selector.register(self.serverTransport.handle, selectors.EVENT_READ)
-        selector.register(self._wake_reader, selectors.EVENT_READ)
+        selector.register(wake_reader, selectors.EVENT_READ)
         try:
-            while not self._stop_requested.is_set():
+            while not self._stop_requested:
                 for key, _ in selector.select():
-                    if key.fileobj is self.serverTransport.handle:
+                    if key.fileobj is wake_reader:
+                        _drain_wakeups(wake_reader)
+                    elif not self._stop_requested:
                         self._accept()
         finally:
             selector.close()
+            with self._lock:
+                self._wake_writer = None
+            wake_reader.close()
+            wake_writer.close()
             self._drain()
 
     def request_stop(self, grace: Optional[float] = None) -> None:
-        """Asks the server to stop and returns at once (safe from a signal handler).
+        """Asks the server to stop and returns at once; safe in a signal handler (takes no lock).
 
         ``grace`` replaces the configured grace period; 0 while stopping ends it now.
         """
         if grace is not None:
             self._grace = grace
             self._deadline = time.monotonic() + grace
-        self._stop_requested.set()
-        try:
-            self._wake_writer.send(b"\0")
-        except OSError:
-            pass
+        self._stop_requested = True
+        writer = self._wake_writer
+        if writer is not None:
+            try:
+                os.write(writer.fileno(), b"\0")
+            except OSError:  # full (a wake-up is pending anyway) or closed (serve() has returned)
+                pass
 
     @property
     def stopping(self) -> bool:
         """Whether a stop was requested (the server drains, then ``serve()`` returns)."""
-        return self._stop_requested.is_set()
+        return self._stop_requested
 
     def stop(self, grace: Optional[float] = None) -> None:
         """Stops gracefully and waits until every connection is closed.
@@ -262,13 +265,18 @@ class HandshakeServer(TThreadedServer):
         connections still busy after it are closed.
         """
         self.request_stop(grace)
-        if self._serving_thread is None:  # never served: only the sockets to close
+        with self._lock:
+            serving = self._serving
+            if not serving:
+                self._stopped.set()  # a serve() that has not begun yet will refuse to begin
+        if not serving:
             self.serverTransport.close()
-            self._wake_reader.close()
-            self._wake_writer.close()
-        elif self._serving_thread is not threading.current_thread():
+            if self._thread is not None and self._thread is not threading.current_thread():
+                self._thread.join()  # started, but stopped before it began serving
+            return
+        if self._thread is not threading.current_thread():
             self._stopped.wait()
-            if self._thread is not None:
+            if self._thread is not None and self._thread is not threading.current_thread():
                 self._thread.join()
 
     def __enter__(self) -> "HandshakeServer":
@@ -286,12 +294,12 @@ class HandshakeServer(TThreadedServer):
             return
         except OSError as error:  # e.g. too many open files: back off instead of spinning
             logger.warning("accept failed: %s; pausing accepts for %.1fs", error, _ACCEPT_BACKOFF)
-            self._stop_requested.wait(_ACCEPT_BACKOFF)
+            time.sleep(_ACCEPT_BACKOFF)
             return
-        client = DeadlineSocket()
+        client = ConnectionSocket()
         client.setHandle(accepted.handle)
         try:
-            peer = _format_peer(client.handle.getpeername())
+            peer = format_peer(client.handle.getpeername())
         except OSError:  # reset before we looked
             client.close()
             return
@@ -300,14 +308,13 @@ class HandshakeServer(TThreadedServer):
             client.close()
             return
         client.setTimeout(self.config.limits.handshake_timeout * 1000)  # bounds the TLS handshake too
-        client.deadline = time.monotonic() + self.config.limits.handshake_timeout  # hello must be done by then
-        connection = Connection(client, peer, self)
-        # daemon: a user handler stuck past the grace period must not keep the process alive
+        if self.config.handshake:
+            client.deadline = time.monotonic() + self.config.limits.handshake_timeout  # hello must be done by then
+        connection = Connection(client, peer, self.config)
         thread = threading.Thread(target=self._serve_connection, args=(connection,),
-                                  name=f"connection {peer}", daemon=True)
+                                  name=f"connection {peer}", daemon=self.daemon)
         with self._lock:
             self._connections[connection] = thread
-        self.metrics.connection_opened(connection)
         logger.info("accepted peer=%s", peer)
         try:
             thread.start()
@@ -315,52 +322,66 @@ class HandshakeServer(TThreadedServer):
             logger.warning("dropped peer=%s: cannot start a thread: %s", peer, error)
             with self._lock:
                 self._connections.pop(connection, None)
-            self.metrics.connection_closed(connection)
             client.close()
 
     def _serve_connection(self, connection: Connection) -> None:
-        if self._tls is not None and not self._start_tls(connection):
-            self.metrics.connection_closed(connection)
-            with self._lock:
-                self._connections.pop(connection, None)
-            return
-        bind_session(connection.context)
-        transport = ResettableBufferedTransport(connection.socket)
+        identity = None
+        if self._tls is not None:
+            identity = self._start_tls(connection)
+            if identity is False:
+                with self._lock:
+                    self._connections.pop(connection, None)
+                return
+        if not self.config.handshake:  # no hello to wait for: the session's limits apply from the start
+            limits = self.config.limits
+            connection.socket.start_session(limits.idle_timeout, limits.request_timeout)
+        transport = self.inputTransportFactory.getTransport(connection.socket)
         protocol = self.inputProtocolFactory.getProtocol(transport)
-        session = SessionHandler(connection, self)
-        processor = self.service.Processor(session)
-        processor.on_message_begin(connection.message_begin)
+        state = self.processor.connection(protocol, connection.peer, identity or None, listener=connection)
+        with connection._lock:
+            connection.state = state
+            stopping = connection.stopping
         event, reason = "closed", "peer closed the connection"
         try:
+            if stopping:
+                raise TTransportException(TTransportException.END_OF_FILE, "server stopping")
             while True:
                 try:
-                    processor.process(protocol, protocol)
-                except TTransportException:
-                    raise
-                except Exception as error:
-                    if not connection.replying:
+                    keep_open = self.processor.process(protocol, protocol)
+                except TTransportException as error:
+                    if error.type not in _BAD_INPUT:
                         raise
-                    self._answer_unencodable_reply(connection, protocol, error)
-                if connection.message_done():
-                    reason = "server stopping" if connection.stopping else "after goodbye"
+                    raise _BadMessage(error) from error
+                except Exception as error:
+                    if not transport.has_unflushed():  # the request, not the reply, failed
+                        raise _BadMessage(error) from error
+                    self._answer_unencodable_reply(state, protocol, error)
+                    state.end()
+                    keep_open = True
+                connection.socket.message_done()
+                if not keep_open:
+                    reason = "after goodbye"
+                    break
+                if state.closing:
+                    reason = "server stopping"
                     break
         except TTransportException as error:
-            event, reason = self._transport_outcome(connection, session, error)
-        except Exception as error:  # undecodable input: answer if we can, then close
+            event, reason = self._transport_outcome(connection, state, error)
+        except _BadMessage as bad:  # undecodable input: answer if we can, then close
+            error = bad.error
             event, reason = "dropped", f"bad message: {type(error).__name__}: {error}"
-            self._answer_bad_message(connection, protocol, error)
+            self._answer_bad_message(connection, state, protocol, error)
         finally:
-            session.disconnected()
+            state.close()
             transport.close()
-            self.metrics.connection_closed(connection)
             with self._lock:
                 self._connections.pop(connection, None)
-            bind_session(None)
             log = logger.info if event == "closed" else logger.warning
-            log("%s peer=%s session=%s: %s", event, connection.peer, connection.context.session_id, reason)
+            log("%s peer=%s session=%s: %s", event, connection.peer, state.context.session_id, reason)
 
-    def _start_tls(self, connection: Connection) -> bool:
-        """The TLS handshake, on the connection's own thread within the handshake timeout."""
+    def _start_tls(self, connection: Connection) -> Any:
+        """The TLS handshake, on the connection's own thread within the handshake timeout; returns the
+        client certificate's common name ("" without one), or False when the handshake failed."""
         try:
             handle = self._tls.wrap_socket(connection.socket.handle, server_side=True)
         except (OSError, ValueError) as error:  # ssl.SSLError is an OSError
@@ -369,51 +390,54 @@ class HandshakeServer(TThreadedServer):
             return False
         connection.socket.setHandle(handle)
         certificate = handle.getpeercert()
-        if certificate:
-            subject = dict(item for rdn in certificate.get("subject", ()) for item in rdn)
-            connection.context.peer_identity = subject.get("commonName")
-        return True
+        subject = dict(item for rdn in (certificate or {}).get("subject", ()) for item in rdn)
+        return subject.get("commonName", "")
 
     @staticmethod
-    def _transport_outcome(connection: Connection, session: SessionHandler,
+    def _transport_outcome(connection: Connection, state: ConnectionState,
                            error: TTransportException) -> Tuple[str, str]:
         if connection.stopping:
             return "closed", "server stopping"
+        established = state.session is None or state.session.established
         if is_timeout(error):
-            timeout = "idle" if connection.context.session_id else "handshake"
-            return "dropped", f"{timeout} timeout"
-        if error.type == TTransportException.END_OF_FILE and connection.in_flight is None:
-            if connection.context.session_id is None:
+            if not established:
+                return "dropped", "handshake timeout"
+            if connection.socket.deadline is not None:
+                return "dropped", "request timeout: the message did not arrive whole in time"
+            return "dropped", "idle timeout"
+        if error.type == TTransportException.END_OF_FILE and state.in_flight is None:
+            if state.session is None or state.context.session_id is None:
                 return "closed", "peer closed the connection"
             return "dropped", "peer closed the connection without goodbye"
         return "dropped", f"transport error: {error}"
 
     @staticmethod
-    def _send_exception(connection: Connection, protocol: Any, kind: int, message: str) -> None:
+    def _send_exception(state: ConnectionState, protocol: Any, kind: int, message: str) -> None:
         """Answers the message in flight with a TApplicationException, dropping any half-written reply."""
-        name, seqid = connection.in_flight
+        name, seqid = state.in_flight
         protocol.trans.discard_unflushed()
         protocol.writeMessageBegin(name, TMessageType.EXCEPTION, seqid)
         TApplicationException(kind, message).write(protocol)
         protocol.writeMessageEnd()
         protocol.trans.flush()
 
-    def _answer_unencodable_reply(self, connection: Connection, protocol: Any, error: Exception) -> None:
+    def _answer_unencodable_reply(self, state: ConnectionState, protocol: Any, error: Exception) -> None:
         """The handler returned something its IDL type cannot carry: INTERNAL_ERROR for this call only."""
-        name = connection.in_flight[0]
-        logger.error("peer=%s: the %s reply cannot be encoded: %s: %s", connection.peer, name,
+        name = state.in_flight[0]
+        logger.error("peer=%s: the %s reply cannot be encoded: %s: %s", state.context.peer, name,
                      type(error).__name__, error)
-        self._send_exception(connection, protocol, TApplicationException.INTERNAL_ERROR,
+        self._send_exception(state, protocol, TApplicationException.INTERNAL_ERROR,
                              f"the server could not encode the {name} reply")
 
     @classmethod
-    def _answer_bad_message(cls, connection: Connection, protocol: Any, error: Exception) -> None:
+    def _answer_bad_message(cls, connection: Connection, state: ConnectionState, protocol: Any,
+                            error: Exception) -> None:
         """Tells the caller why its message was refused before the connection closes."""
-        if connection.in_flight is None:
+        if state.in_flight is None:
             return
         try:
-            cls._send_exception(connection, protocol, TApplicationException.PROTOCOL_ERROR,
-                                f"cannot decode the {connection.in_flight[0]} request: {error}")
+            cls._send_exception(state, protocol, TApplicationException.PROTOCOL_ERROR,
+                                f"cannot decode the {state.in_flight[0]} request: {error}")
             _discard_input(connection.socket.handle)
         except Exception:  # the peer may be gone already
             pass
@@ -423,12 +447,11 @@ class HandshakeServer(TThreadedServer):
 
     def _drain(self) -> None:
         """Stop: no new connections, idle ones closed now, busy ones after their reply or at the
-        end of the grace period, when the handler's remaining work is aborted too."""
+        end of the grace period, when the service's remaining work is aborted too."""
         try:
             self._drain_connections()
         finally:
-            self._wake_reader.close()
-            self._wake_writer.close()
+            self._drained = True
             self._stopped.set()
 
     def _drain_connections(self) -> None:
@@ -439,42 +462,43 @@ class HandshakeServer(TThreadedServer):
         logger.info("stopping: %d connections open, grace %.1fs", len(connections), self._grace)
         for connection in connections:
             connection.shutdown()
-        close = getattr(self.handler, "close", None)
-        closer = None
-        if callable(close):  # the handler's own work (e.g. submitted jobs) drains alongside;
-            # the drain, not the handler, decides when the grace period is over
-            closer = threading.Thread(target=close, args=(self._grace + _UNWIND_WAIT,), name="handler close",
-                                      daemon=True)
+        closers = [threading.Thread(target=callback, args=(self._grace + _UNWIND_WAIT,), name="on_stop",
+                                    daemon=True) for callback in self._stop_callbacks]
+        for closer in closers:  # the service's own work drains alongside; the grace period decides
             closer.start()
-        for thread in [*connections.values(), *([closer] if closer else [])]:
+        for thread in [*connections.values(), *closers]:
             while thread.is_alive() and self._remaining_grace() > 0:  # re-read: a 2nd signal ends it
                 thread.join(min(self._remaining_grace(), 0.05))
         busy = [(c, t) for c, t in connections.items() if t.is_alive()]
         for connection, _ in busy:
             logger.warning("grace period over: closing peer=%s in %s", connection.peer, connection.in_flight)
             connection.shutdown(force=True)
-        if closer is not None and closer.is_alive():
-            try:
-                close(0.0)  # abort what still runs, so busy handlers return
-            except Exception:
-                logger.exception("the handler failed to abort its work")
-            closer.join(_UNWIND_WAIT)
+        for callback, closer in zip(self._stop_callbacks, closers):
+            if closer.is_alive():
+                try:
+                    callback(0.0)  # abort what still runs, so busy handlers return
+                except Exception:
+                    logger.exception("an on_stop callback failed to abort its work")
+                closer.join(_UNWIND_WAIT)
         for connection, thread in busy:
             thread.join(_UNWIND_WAIT)
             if thread.is_alive():
                 logger.error("peer=%s: handler still running after the grace period; left behind", connection.peer)
-        logger.info("stopped")
+        stats = self.metrics.snapshot()
+        logger.info("stopped: %d connections served, calls %s", stats.connections_total, stats.calls)
 
 
-def serve(config: Optional[ServerConfig] = None, handler: Any = None,
-          service: ModuleType = HandshakeService) -> None:
-    """Runs a server in this thread until SIGINT or SIGTERM (or ``request_stop()``), then drains."""
-    server = HandshakeServer(handler, config, service)
-    server.listen()
-    if threading.current_thread() is threading.main_thread():
-        def on_signal(*_: Any) -> None:  # the first signal drains; a second one ends the grace period
-            server.request_stop(0.0 if server.stopping else None)
+class _BadMessage(Exception):
+    """A message that could not be decoded (or was too big); the connection closes after answering."""
 
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, on_signal)
-    server.serve()
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _drain_wakeups(reader: socket.socket) -> None:
+    try:
+        while reader.recv(4096):
+            pass
+    except OSError:  # BlockingIOError: nothing left
+        pass

@@ -1,9 +1,10 @@
-"""The server side of the handshake: one session per connection, and what a handler sees of it.
+"""One connection's session, without sockets: hello, the gate, counters, goodbye.
 
-``SessionHandler`` is what the generated Processor calls on each connection. It serves the session
-methods itself (hello, ping, goodbye, stats) and passes every other method to the service handler,
-but only once hello() has succeeded; before that they throw HandshakeRequired (or, for a method that
-does not declare it, a TApplicationException) and the connection stays usable.
+``Session`` is the server side of the handshake as plain logic (h11's sans-IO idea): it validates a
+ClientHello, negotiates the version, says which methods its phase admits (``states.SESSION_ADMITS``),
+counts calls and answers goodbye. It reads nothing from a socket and knows nothing of a server; what
+it needs comes in through ``SessionSettings`` and a ``SessionListener`` (told when the session starts,
+is refused or ends). The processor in ``gate`` feeds it; tests drive it with plain objects.
 
 Handlers read their caller's session with ``current_session()``:
 
@@ -20,18 +21,25 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, Optional, Tuple
+from typing import Any, Dict, FrozenSet, Optional, Tuple
 
-from thrift.Thrift import TApplicationException
+from thrift_handshake_gen.session.ttypes import ClientHello, Farewell, HandshakeRejected, ServerHello
 
-from thrift_handshake_gen.session.ttypes import ClientHello, Farewell, HandshakeRejected, HandshakeRequired, ServerHello, ServerStats
+from .states import SESSION_TRANSITIONS, SessionEvent, SessionPhase, StateMachine, admits
 
-from .states import SESSION_TRANSITIONS, SessionEvent, SessionPhase, StateMachine
+try:
+    from typing import Protocol
+except ImportError:  # pragma: no cover - Python < 3.8 is not supported anyway
+    Protocol = object  # type: ignore[assignment]
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .server import Connection, HandshakeServer
-
-__all__ = ["SessionContext", "current_session", "negotiate_version"]
+__all__ = [
+    "Session",
+    "SessionSettings",
+    "SessionListener",
+    "SessionContext",
+    "current_session",
+    "negotiate_version",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +48,31 @@ _local = threading.local()
 #: Bounds on what a hello may carry (names end up in logs and in every handler's context).
 MAX_NAME_LENGTH = 256
 MAX_FEATURES = 64
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """What a session needs to know of its server (taken from ServerConfig by the server)."""
+
+    server_name: str = "thrift-handshake"
+    versions: Tuple[int, int] = (1, 2)
+    features: FrozenSet[str] = frozenset()
+    auth_token: Optional[str] = None
+    idle_timeout_ms: int = 0
+    max_message_bytes: int = 0
+
+
+class SessionListener(Protocol):
+    """What a session tells the layer that hosts it (metrics, deadlines, logging)."""
+
+    def session_started(self, session: "Session") -> None:
+        """hello() was accepted."""
+
+    def session_rejected(self, session: "Session", reason: str) -> None:
+        """hello() was refused for ``reason``."""
+
+    def session_ended(self, session: "Session", goodbye: bool) -> None:
+        """An established session ended: by goodbye(), or by the connection going away."""
 
 
 @dataclass
@@ -65,12 +98,12 @@ def current_session() -> SessionContext:
     """The session of the connection whose call is running on this thread."""
     context = getattr(_local, "context", None)
     if context is None:
-        raise RuntimeError("current_session() is only available inside a call served by HandshakeServer")
+        raise RuntimeError("current_session() is only available inside a call served through a SessionProcessor")
     return context
 
 
 def bind_session(context: Optional[SessionContext]) -> None:
-    """Makes ``context`` what current_session() returns on this thread (the server calls this)."""
+    """Makes ``context`` what current_session() returns on this thread (the processor calls this)."""
     _local.context = context
 
 
@@ -87,64 +120,86 @@ def negotiate_version(client: Tuple[Optional[int], Optional[int]], server: Tuple
     return chosen
 
 
-class SessionHandler:
-    """The per-connection handler given to the generated Processor."""
+class _NoListener:
+    def session_started(self, session: "Session") -> None:
+        pass
 
-    def __init__(self, connection: "Connection", server: "HandshakeServer") -> None:
-        self._connection = connection
-        self._server = server
-        self.context = connection.context
+    def session_rejected(self, session: "Session", reason: str) -> None:
+        pass
+
+    def session_ended(self, session: "Session", goodbye: bool) -> None:
+        pass
+
+
+class Session:
+    """The session of one connection, from AWAITING_HELLO to CLOSED (``states.SESSION_TRANSITIONS``).
+
+    ``calls`` counts the calls served after hello (hello and goodbye excluded), as Farewell reports.
+    """
+
+    def __init__(self, settings: SessionSettings, context: SessionContext,
+                 listener: Optional[SessionListener] = None) -> None:
+        self.settings = settings
+        self.context = context
         self.calls = 0
-        self._phase = StateMachine(SESSION_TRANSITIONS, SessionPhase.AWAITING_HELLO)
-        self._session_methods: Dict[str, Callable[..., Any]] = {"goodbye": self._goodbye, "stats": self._stats}
+        self._listener = listener or _NoListener()
+        self._machine = StateMachine(SESSION_TRANSITIONS, SessionPhase.AWAITING_HELLO)
 
     @property
     def phase(self) -> SessionPhase:
-        return self._phase.phase
+        return self._machine.phase
 
-    # -- served before hello ------------------------------------------------------------------
+    @property
+    def established(self) -> bool:
+        return self._machine.phase is SessionPhase.ESTABLISHED
 
-    def hello(self, hello: ClientHello) -> ServerHello:
-        config = self._server.config
+    def admits(self, method: str) -> bool:
+        """Whether this phase serves ``method`` (see ``states.SESSION_ADMITS``)."""
+        return admits(self._machine.phase, method)
+
+    def refusal(self, method: str) -> str:
+        """Why ``method`` is refused in this phase, for the caller."""
+        if self._machine.phase is SessionPhase.AWAITING_HELLO:
+            return f"{method}() needs a completed hello() on this connection"
+        return f"{method}() is not served: the session is {self._machine.phase.value.lower()}"
+
+    def hello(self, hello: Optional[ClientHello]) -> ServerHello:
+        """Opens the session; raises HandshakeRejected (the session stays as it was) with the reason."""
+        settings = self.settings
         try:
             version = self._check_hello(hello)
         except ValueError as error:
-            self._phase.apply(SessionEvent.HELLO_REJECTED)
-            self._server.metrics.handshake_rejected()
+            self._machine.apply(SessionEvent.HELLO_REJECTED)
+            self._listener.session_rejected(self, str(error))
             name = getattr(hello, "client_name", None)
             logger.info("handshake rejected peer=%s client=%r: %s", self.context.peer,
                         name[:MAX_NAME_LENGTH] if isinstance(name, str) else name, error)
-            raise HandshakeRejected(reason=str(error), min_version=config.versions[0],
-                                    max_version=config.versions[1]) from None
+            raise HandshakeRejected(reason=str(error), min_version=settings.versions[0],
+                                    max_version=settings.versions[1]) from None
         context = self.context
         context.session_id = uuid.uuid4().hex
         context.version = version
-        context.features = config.features & frozenset(hello.features or ())
+        context.features = settings.features & frozenset(hello.features or ())
         context.client_name = hello.client_name
         context.language = hello.language
         context.established_at = time.monotonic()
-        self._phase.apply(SessionEvent.HELLO_ACCEPTED)
-        self._connection.session_started()
-        self._server.metrics.handshake_ok()
+        self._machine.apply(SessionEvent.HELLO_ACCEPTED)
+        self._listener.session_started(self)
         logger.info("handshake ok peer=%s session=%s client=%r language=%r version=%d", context.peer,
                     context.session_id, context.client_name, context.language, version)
         return ServerHello(
             session_id=context.session_id,
             version=version,
-            server_name=config.server_name,
+            server_name=settings.server_name,
             features=set(context.features),
             server_time_ms=int(time.time() * 1000),
-            idle_timeout_ms=int(config.limits.idle_timeout * 1000),
-            max_message_bytes=config.limits.max_message_bytes,
+            idle_timeout_ms=settings.idle_timeout_ms,
+            max_message_bytes=settings.max_message_bytes,
         )
 
-    def ping(self) -> None:
-        if self.phase is SessionPhase.ESTABLISHED:
-            self.calls += 1
-
-    def _check_hello(self, hello: ClientHello) -> int:
+    def _check_hello(self, hello: Optional[ClientHello]) -> int:
         """The negotiated version; ValueError with the reason to refuse."""
-        if self.phase is SessionPhase.ESTABLISHED:
+        if self.established:
             raise ValueError(f"this connection already has session {self.context.session_id}")
         if hello is None or not hello.client_name:
             raise ValueError("client_name is required")
@@ -153,62 +208,35 @@ class SessionHandler:
         features = hello.features or ()
         if len(features) > MAX_FEATURES or any(len(f) > MAX_NAME_LENGTH for f in features):
             raise ValueError(f"at most {MAX_FEATURES} features of {MAX_NAME_LENGTH} characters each")
-        token = self._server.config.auth_token
+        token = self.settings.auth_token
         if token is not None:
             if not hello.auth_token:
                 raise ValueError("this server requires an auth token")
             if not hmac.compare_digest(hello.auth_token.encode(), token.encode()):
                 raise ValueError("wrong auth token")
-        return negotiate_version((hello.min_version, hello.max_version), self._server.config.versions)
+        return negotiate_version((hello.min_version, hello.max_version), self.settings.versions)
 
-    # -- served after hello -------------------------------------------------------------------
+    def call_served(self) -> None:
+        """A call other than hello/goodbye was served in this session (ping counts once established)."""
+        if self.established:
+            self.calls += 1
 
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        info = self._server.methods.get(name)
-        if info is None:
-            raise AttributeError(name)
-        target = self._session_methods.get(name) or getattr(self._server.handler, name)
-        gated = self._gate(info.name, info.oneway, info.declares(HandshakeRequired), target)
-        setattr(self, name, gated)  # resolved once per connection
-        return gated
-
-    def _gate(self, name: str, oneway: bool, declares_required: bool,
-              target: Callable[..., Any]) -> Callable[..., Any]:
-        def gated(*args: Any) -> Any:
-            if self._phase.phase is not SessionPhase.ESTABLISHED:
-                message = f"{name}() needs a completed hello() on this connection"
-                if oneway:
-                    logger.warning("dropped one-way %s before hello peer=%s", name, self.context.peer)
-                    return None
-                if declares_required:
-                    raise HandshakeRequired(message=message)
-                raise TApplicationException(TApplicationException.UNKNOWN, message)
-            try:
-                result = target(*args)
-                self._connection.replying = True
-                return result
-            finally:
-                self.calls += 1
-                if oneway:
-                    self._connection.notifications += 1
-
-        return gated
-
-    def _goodbye(self) -> Farewell:
+    def goodbye(self) -> Farewell:
+        """Ends the session (ESTABLISHED -> CLOSING); the connection closes after this reply."""
         context = self.context
-        self._phase.apply(SessionEvent.GOODBYE)
-        self._server.metrics.session_ended()
-        self._connection.close_after_reply()
+        self._machine.apply(SessionEvent.GOODBYE)
+        self._listener.session_ended(self, True)
         duration_ms = int((time.monotonic() - context.established_at) * 1000)
         logger.info("goodbye peer=%s session=%s calls=%d duration_ms=%d", context.peer,
                     context.session_id, self.calls, duration_ms)
         return Farewell(session_id=context.session_id, calls=self.calls, duration_ms=duration_ms)
 
-    def _stats(self) -> ServerStats:
-        return self._server.metrics.snapshot()
+    @property
+    def said_goodbye(self) -> bool:
+        return self._machine.phase is SessionPhase.CLOSING
 
     def disconnected(self) -> None:
-        """The connection is gone; ends the session if one was open."""
-        if self.phase is SessionPhase.ESTABLISHED:
-            self._server.metrics.session_ended()
-        self._phase.apply(SessionEvent.DISCONNECT)
+        """The connection is gone; ends the session if one was open (idempotent)."""
+        if self.established:
+            self._listener.session_ended(self, False)
+        self._machine.apply(SessionEvent.DISCONNECT)

@@ -1,15 +1,17 @@
-"""The phases of a connection, as transition tables for both ends.
+"""The phases of a connection, as tables for both ends.
 
-Everything that decides which phase follows which lives in this file; code elsewhere only looks the
-tables up through ``StateMachine.apply``. An event the table does not allow raises ``PhaseError``
-naming the event and the phase. The client's table covers its whole life; the server's covers one
-connection's session. The README's diagrams are generated from these tables (``mermaid_diagram``).
+The tables say which phase follows which (``CLIENT_TRANSITIONS``, ``SESSION_TRANSITIONS``) and which
+methods a server-side session admits in each phase (``SESSION_ADMITS``); code elsewhere raises the
+events and looks the tables up (``StateMachine.apply``, ``admits``). An event the table does not allow
+raises ``PhaseError`` naming the event and the phase. The client's table covers its whole life; the
+server's covers one connection's session. The README's diagrams are generated from the transition
+tables (``mermaid_diagram``).
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Callable, Dict, Generic, List, Mapping, Optional, Tuple, TypeVar
+from typing import Callable, Dict, FrozenSet, Generic, List, Mapping, Optional, Tuple, TypeVar
 
 from .errors import PhaseError
 
@@ -20,6 +22,10 @@ __all__ = [
     "SessionPhase",
     "SessionEvent",
     "SESSION_TRANSITIONS",
+    "SESSION_METHODS",
+    "SERVICE_METHODS",
+    "SESSION_ADMITS",
+    "admits",
     "StateMachine",
     "mermaid_diagram",
 ]
@@ -40,6 +46,7 @@ class ClientPhase(enum.Enum):
 class ClientEvent(enum.Enum):
     CONNECT = "connect"
     TRANSPORT_OPEN = "transport_open"
+    OPENED_WITHOUT_HELLO = "opened_without_hello"  # a plain service: no session to open
     CONNECT_FAILED = "connect_failed"
     HELLO_ACCEPTED = "hello_accepted"
     HELLO_REJECTED = "hello_rejected"
@@ -55,6 +62,7 @@ CLIENT_TRANSITIONS: Mapping[ClientPhase, Mapping[ClientEvent, ClientPhase]] = {
     _C.NEW: {_E.CONNECT: _C.CONNECTING, _E.CLOSED: _C.CLOSED},
     _C.CONNECTING: {
         _E.TRANSPORT_OPEN: _C.HANDSHAKING,
+        _E.OPENED_WITHOUT_HELLO: _C.READY,
         _E.CONNECT_FAILED: _C.CLOSED,
     },
     _C.HANDSHAKING: {
@@ -107,6 +115,26 @@ SESSION_TRANSITIONS: Mapping[SessionPhase, Mapping[SessionEvent, SessionPhase]] 
     _S.CLOSING: {_V.DISCONNECT: _S.CLOSED},
     _S.CLOSED: {_V.DISCONNECT: _S.CLOSED},
 }
+
+#: The methods the session layer serves itself (session.thrift's SessionService).
+SESSION_METHODS: FrozenSet[str] = frozenset({"hello", "ping", "stats", "goodbye"})
+#: Stands for every method of the hosted service (whatever their names) in ``SESSION_ADMITS``.
+SERVICE_METHODS = "<service methods>"
+
+#: Which methods a session admits in each phase; anything else is refused without being decoded.
+#: hello is admitted again once established so that a second hello gets its named refusal.
+SESSION_ADMITS: Mapping[SessionPhase, FrozenSet[str]] = {
+    _S.AWAITING_HELLO: frozenset({"hello", "ping"}),
+    _S.ESTABLISHED: frozenset({"hello", "ping", "stats", "goodbye", SERVICE_METHODS}),
+    _S.CLOSING: frozenset(),
+    _S.CLOSED: frozenset(),
+}
+
+
+def admits(phase: SessionPhase, method: str) -> bool:
+    """Whether a session in ``phase`` serves ``method`` (a session method's name, or any other)."""
+    return (method if method in SESSION_METHODS else SERVICE_METHODS) in SESSION_ADMITS[phase]
+
 
 P = TypeVar("P", bound=enum.Enum)
 E = TypeVar("E", bound=enum.Enum)

@@ -1,8 +1,10 @@
-"""The wire stack, built in one place for both ends: TSocket, TBufferedTransport, TBinaryProtocol.
+"""The wire stack, built in one place for both ends: socket, transport, protocol, read limits.
 
-The socket layer counts bytes and notes when reply bytes arrive; it sits *below* TBufferedTransport so
-the buffered transport stays a ``CReadableTransport`` and the C-accelerated protocol keeps its fast
-path (wrapping the buffered transport instead would silently fall back to pure Python).
+``transport_factory`` and ``protocol_factory`` turn a ``config.Wire`` into Thrift's factories; the
+server hands them to TThreadedServer and the client builds its stack with ``client_stack``. The socket
+layer counts bytes and enforces deadlines *below* the buffered/framed transport, so that transport
+stays a ``CReadableTransport`` and the C-accelerated protocol keeps its fast path (wrapping the
+transport instead would silently fall back to pure Python).
 """
 
 from __future__ import annotations
@@ -12,21 +14,22 @@ import socket
 import ssl
 import time
 from io import BytesIO
-from typing import Optional
+from typing import Optional, Tuple
 
-from thrift.protocol import TBinaryProtocol
+from thrift.protocol import TBinaryProtocol, TCompactProtocol
 from thrift.protocol.TProtocol import TProtocolBase, TProtocolFactory
 from thrift.transport import TSocket, TTransport
 
-from .config import ClientTLS, ServerTLS, check_protocol
+from .config import ClientTLS, ServerTLS, Wire
 
 __all__ = [
     "accelerated_available",
-    "WireProtocolFactory",
+    "protocol_factory",
+    "transport_factory",
     "is_timeout",
     "DeadlineSocket",
+    "ConnectionSocket",
     "CountingSocket",
-    "ResettableBufferedTransport",
     "client_stack",
     "server_tls_context",
 ]
@@ -43,24 +46,67 @@ def accelerated_available() -> bool:
     return True
 
 
-class WireProtocolFactory(TProtocolFactory):
-    """Strict binary protocol ("accelerated": the C extension; "binary": pure Python) with read limits.
+class _Resettable:
+    """A write buffer that can drop a half-written message before it is ever flushed."""
 
-    ``max_string_bytes`` caps every string/binary length read, ``max_container_items`` every list,
-    set and map size (None: no cap). Strict reads refuse messages without a version header.
-    """
+    _wbuf_attribute: str  # Thrift keeps the write buffer in a name-mangled attribute and offers no reset
 
-    def __init__(self, protocol: str, max_string_bytes: Optional[int], max_container_items: Optional[int]) -> None:
-        check_protocol(protocol)
-        if protocol == "accelerated" and not accelerated_available():
-            logger.warning("thrift's C extension is missing: the accelerated protocol runs in pure Python")
-        self._class = (TBinaryProtocol.TBinaryProtocolAccelerated if protocol == "accelerated"
-                       else TBinaryProtocol.TBinaryProtocol)
-        self._options = dict(strictRead=True, strictWrite=True, string_length_limit=max_string_bytes,
-                             container_length_limit=max_container_items)
+    def discard_unflushed(self) -> None:
+        """Forgets bytes written since the last flush (e.g. a message whose encoding failed)."""
+        setattr(self, self._wbuf_attribute, BytesIO())
+
+    def has_unflushed(self) -> bool:
+        """Whether part of a message was written and not flushed (a reply was being encoded)."""
+        return getattr(self, self._wbuf_attribute).tell() > 0
+
+
+class BufferedTransport(_Resettable, TTransport.TBufferedTransport):
+    _wbuf_attribute = "_TBufferedTransport__wbuf"
+
+
+class FramedTransport(_Resettable, TTransport.TFramedTransport):
+    _wbuf_attribute = "_TFramedTransport__wbuf"
+
+
+class _TransportFactory(TTransport.TTransportFactoryBase):
+    def __init__(self, transport_class: type, **options: object) -> None:
+        self._class = transport_class
+        self._options = options
+
+    def getTransport(self, trans: TTransport.TTransportBase) -> TTransport.TTransportBase:
+        return self._class(trans, **self._options)
+
+
+def transport_factory(wire: Wire, max_frame_bytes: int) -> TTransport.TTransportFactoryBase:
+    """Buffered or framed (frames up to ``max_frame_bytes``), each able to drop an unflushed reply."""
+    if wire.transport == "framed":
+        return _TransportFactory(FramedTransport, max_frame_size=max_frame_bytes)
+    return _TransportFactory(BufferedTransport)
+
+
+class _ProtocolFactory(TProtocolFactory):
+    def __init__(self, protocol_class: type, **options: object) -> None:
+        self._class = protocol_class
+        self._options = options
 
     def getProtocol(self, trans: TTransport.TTransportBase) -> TProtocolBase:
         return self._class(trans, **self._options)
+
+
+def protocol_factory(wire: Wire, max_string_bytes: Optional[int], max_container_items: Optional[int]) -> TProtocolFactory:
+    """The wire's protocol with read limits: every string/binary length is capped at
+    ``max_string_bytes`` and every list, set and map size at ``max_container_items`` (None: no cap).
+    Binary is strict both ways (messages without a version header are refused)."""
+    accelerated = wire.accelerated
+    if accelerated and not accelerated_available():
+        logger.warning("thrift's C extension is missing: the %s protocol runs in pure Python", wire.protocol)
+        accelerated = False
+    limits = dict(string_length_limit=max_string_bytes, container_length_limit=max_container_items)
+    if wire.protocol == "compact":
+        return _ProtocolFactory(TCompactProtocol.TCompactProtocolAccelerated if accelerated
+                                else TCompactProtocol.TCompactProtocol, **limits)
+    return _ProtocolFactory(TBinaryProtocol.TBinaryProtocolAccelerated if accelerated
+                            else TBinaryProtocol.TBinaryProtocol, strictRead=True, strictWrite=True, **limits)
 
 
 def is_timeout(error: BaseException) -> bool:
@@ -98,9 +144,61 @@ class DeadlineSocket(TSocket.TSocket):
         try:
             self.handle.sendall(buff)  # one timeout for the whole buffer, unlike a send() loop
         except OSError as error:
-            kind = (TTransport.TTransportException.TIMED_OUT if isinstance(error, (socket.timeout, TimeoutError))
-                    else TTransport.TTransportException.UNKNOWN)
-            raise TTransport.TTransportException(kind, f"write failed: {error}", inner=error) from error
+            raise _write_failed(error) from error
+
+
+def _write_failed(error: OSError) -> TTransport.TTransportException:
+    kind = (TTransport.TTransportException.TIMED_OUT if isinstance(error, (socket.timeout, TimeoutError))
+            else TTransport.TTransportException.UNKNOWN)
+    return TTransport.TTransportException(kind, f"write failed: {error}", inner=error)
+
+
+class ConnectionSocket(DeadlineSocket):
+    """The server's end of one connection.
+
+    Before hello, the handshake deadline bounds every read and write (set ``deadline``). Once the
+    session has started (``start_session``), silence between messages is bounded by the idle timeout,
+    a request must arrive whole within ``request_timeout`` of its first byte (so a peer dripping one
+    byte per idle period cannot hold the connection), and a reply must be written within the idle
+    timeout. The server calls ``message_done`` after each reply.
+    """
+
+    request_timeout: Optional[float] = None
+    idle_timeout: Optional[float] = None
+
+    def start_session(self, idle_timeout: float, request_timeout: float) -> None:
+        self.deadline = None
+        self.idle_timeout = idle_timeout
+        self.request_timeout = request_timeout
+        self.handle.settimeout(idle_timeout)
+
+    def read(self, sz: int) -> bytes:
+        if self.request_timeout is None:  # handshake: one deadline for everything
+            return super().read(sz)
+        if self.deadline is not None:
+            self._arm()
+        data = TSocket.TSocket.read(self, sz)
+        if self.deadline is None:  # the first bytes of a message: the rest must follow in time
+            self.deadline = time.monotonic() + self.request_timeout
+        return data
+
+    def write(self, buff: bytes) -> None:
+        if self.request_timeout is None:
+            super().write(buff)
+            return
+        self.handle.settimeout(self.idle_timeout)
+        try:
+            self.handle.sendall(buff)
+        except OSError as error:
+            raise _write_failed(error) from error
+
+    def message_done(self) -> None:
+        """The reply is out: the next message's wait is bounded by the idle timeout again."""
+        if self.request_timeout is not None and self.deadline is not None:
+            self.deadline = None
+            handle = self.handle
+            if handle is not None:
+                handle.settimeout(self.idle_timeout)
 
 
 class CountingSocket(DeadlineSocket):
@@ -142,24 +240,15 @@ class CountingSocket(DeadlineSocket):
         self.bytes_out += len(buff)
 
 
-class ResettableBufferedTransport(TTransport.TBufferedTransport):
-    """TBufferedTransport that can drop a half-written message before it is ever flushed."""
-
-    def discard_unflushed(self) -> None:
-        """Forgets bytes written since the last flush (e.g. a message whose encoding failed)."""
-        # TBufferedTransport keeps its write buffer in a name-mangled attribute and offers no reset.
-        self._TBufferedTransport__wbuf = BytesIO()
-
-
 def client_stack(
-    host: str, port: int, protocol: str, max_reply_bytes: int, tls: Optional[ClientTLS] = None
-) -> "tuple[CountingSocket, ResettableBufferedTransport, TProtocolBase]":
-    """The client's socket, buffered transport and protocol, unopened."""
+    host: str, port: int, wire: Wire, max_reply_bytes: int, tls: Optional[ClientTLS] = None
+) -> Tuple["CountingSocket", TTransport.TTransportBase, TProtocolBase]:
+    """The client's socket, transport and protocol, unopened."""
     context = None if tls is None else _client_tls_context(tls)
     sock = CountingSocket(host, port, socket_family=_family_for(host), tls=context,
                           server_hostname=None if tls is None else tls.server_hostname)
-    transport = ResettableBufferedTransport(sock)
-    return sock, transport, WireProtocolFactory(protocol, max_reply_bytes, max_reply_bytes).getProtocol(transport)
+    transport = transport_factory(wire, max_reply_bytes).getTransport(sock)
+    return sock, transport, protocol_factory(wire, max_reply_bytes, max_reply_bytes).getProtocol(transport)
 
 
 def _family_for(host: str) -> int:

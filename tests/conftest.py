@@ -11,6 +11,7 @@ import pytest
 from thrift.protocol.TBinaryProtocol import TBinaryProtocolAccelerated
 from thrift.transport import TSocket, TTransport
 
+from thrift_handshake.demo import DemoLimits, demo_server
 from thrift_handshake import Client, ClientOptions, HandshakeServer, ServerConfig
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.session.ttypes import ClientHello
@@ -29,14 +30,18 @@ def _threads_settle(before: set, timeout: float = 5.0) -> List[threading.Thread]
 
 @pytest.fixture
 def start_server() -> Iterator[ServerFactory]:
-    """Starts servers (``start_server(handler=None, **ServerConfig fields)``); stops them all afterwards
+    """Starts servers (``start_server(handler=None, demo=None, **ServerConfig fields)``); stops them all afterwards
     and fails the test if any of their threads outlive the stop."""
     before = set(threading.enumerate())
     servers: List[HandshakeServer] = []
 
-    def start(handler=None, **config) -> HandshakeServer:
+    def start(handler=None, demo: Optional[DemoLimits] = None, **config) -> HandshakeServer:
+        """The demo service (with ``demo`` limits) unless ``handler`` is given."""
         config.setdefault("port", 0)
-        server = HandshakeServer(handler, ServerConfig(**config)).start()
+        if handler is None:
+            server = demo_server(ServerConfig(**config), demo).start()
+        else:
+            server = HandshakeServer(handler, ServerConfig(**config)).start()
         servers.append(server)
         return server
 
@@ -58,7 +63,7 @@ def connect(server: HandshakeServer) -> Iterator[Callable[..., Client]]:
     clients: List[Client] = []
 
     def make(**options) -> Client:
-        client = Client("127.0.0.1", server.port, ClientOptions(**options))
+        client = Client("127.0.0.1", server.port, ClientOptions(**options), service=HandshakeService)
         clients.append(client)
         client.connect()
         return client

@@ -34,6 +34,7 @@ from thrift_handshake.states import (
     mermaid_diagram,
 )
 from thrift_handshake_gen.ttypes import AllTypes, Request
+from thrift_handshake_gen import HandshakeService
 
 
 def test_every_phase_has_a_row_and_every_target_is_a_phase():
@@ -72,7 +73,7 @@ def test_diagram_lists_every_transition():
 
 
 def test_normal_life_new_ready_closed(server):
-    client = Client("127.0.0.1", server.port)
+    client = Client("127.0.0.1", server.port, service=HandshakeService)
     assert client.phase is Phase.NEW
     client.connect()
     assert client.phase is Phase.READY
@@ -88,7 +89,7 @@ def test_normal_life_new_ready_closed(server):
 
 @pytest.mark.parametrize("action", ["call", "goodbye"])
 def test_calls_out_of_phase_name_the_phase(server, action):
-    client = Client("127.0.0.1", server.port)
+    client = Client("127.0.0.1", server.port, service=HandshakeService)
     with pytest.raises(PhaseError) as caught:
         client.echo("x") if action == "call" else client.goodbye()
     assert "NEW" in str(caught.value) and "connect()" in str(caught.value)
@@ -107,7 +108,7 @@ def test_connect_twice_is_refused(client):
 
 def test_context_manager_says_goodbye_also_when_the_block_raises(server, client):
     with pytest.raises(KeyError):
-        with Client("127.0.0.1", server.port) as inner:
+        with Client("127.0.0.1", server.port, service=HandshakeService) as inner:
             inner.echo("x")
             raise KeyError("boom")
     assert inner.phase is Phase.CLOSED
@@ -119,7 +120,7 @@ def test_connect_refused_is_a_connect_error_and_leaves_closed():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # bound, not listening: connections are refused
-        client = Client("127.0.0.1", port)
+        client = Client("127.0.0.1", port, service=HandshakeService)
         with pytest.raises(ConnectError):
             client.connect()
     assert client.phase is Phase.CLOSED
@@ -128,7 +129,7 @@ def test_connect_refused_is_a_connect_error_and_leaves_closed():
 
 def test_a_timeout_leaves_the_client_broken_and_no_late_reply_is_read(server):
     options = ClientOptions(timeouts=Timeouts(call=0.2))
-    client = Client("127.0.0.1", server.port, options)
+    client = Client("127.0.0.1", server.port, options, service=HandshakeService)
     client.connect()
     with pytest.raises(CallTimeout) as caught:
         client.process(Request(request_id="slow", payload="late", work_ms=600))
@@ -202,7 +203,7 @@ def test_handshake_timeout_breaks_the_client(start_server):
         silent.bind(("127.0.0.1", 0))
         silent.listen(1)
         client = Client("127.0.0.1", silent.getsockname()[1],
-                        ClientOptions(timeouts=Timeouts(handshake=0.2)))
+                        ClientOptions(timeouts=Timeouts(handshake=0.2)), service=HandshakeService)
         with pytest.raises(CallTimeout):
             client.connect()
         assert client.phase is Phase.BROKEN
@@ -211,7 +212,7 @@ def test_handshake_timeout_breaks_the_client(start_server):
 
 
 def test_a_hello_that_cannot_be_encoded_leaves_closed(server):
-    client = Client("127.0.0.1", server.port, ClientOptions(client_name=255))  # not a str
+    client = Client("127.0.0.1", server.port, ClientOptions(client_name=255), service=HandshakeService)  # not a str
     with pytest.raises(RequestEncodingError):
         client.connect()
     assert client.phase is Phase.CLOSED
@@ -290,7 +291,7 @@ def test_call_timeout_bounds_the_whole_reply_even_when_it_trickles():
             connection.send(bytes([byte]))
 
     with fake_peer(drip) as port:
-        client = Client("127.0.0.1", port, ClientOptions(timeouts=Timeouts(call=0.5)))
+        client = Client("127.0.0.1", port, ClientOptions(timeouts=Timeouts(call=0.5)), service=HandshakeService)
         client.connect()
         started = time.monotonic()
         with pytest.raises(CallTimeout):
@@ -303,7 +304,7 @@ def test_call_timeout_bounds_the_whole_reply_even_when_it_trickles():
 
 def test_an_interrupted_call_never_hands_its_reply_to_the_next(server):
     """Ctrl-C during a call: the client is BROKEN, so the late reply cannot be read by the next call."""
-    client = Client("127.0.0.1", server.port)
+    client = Client("127.0.0.1", server.port, service=HandshakeService)
     client.connect()
     with interrupt_after(0.1), pytest.raises(KeyboardInterrupt):
         client.process(Request(request_id="interrupted", payload="", work_ms=400))
@@ -331,7 +332,7 @@ def test_a_corrupt_reply_breaks_the_client_instead_of_desynchronizing_it():
         connection.recv(65536)
 
     with fake_peer(corrupt) as port:
-        client = Client("127.0.0.1", port)
+        client = Client("127.0.0.1", port, service=HandshakeService)
         client.connect()
         with pytest.raises(ConnectionBroken):
             client.echo("one")
@@ -350,7 +351,7 @@ def test_ctrl_c_while_connecting_leaves_a_clean_closed_client(server):
         silent.bind(("127.0.0.1", 0))
         silent.listen(1)
         client = Client("127.0.0.1", silent.getsockname()[1],
-                        ClientOptions(tls=ClientTLS(ca_file=str(certs / "ca.pem"))))
+                        ClientOptions(tls=ClientTLS(ca_file=str(certs / "ca.pem"))), service=HandshakeService)
         with interrupt_after(0.2), pytest.raises(KeyboardInterrupt):
             client.connect()
     assert client.phase is Phase.CLOSED

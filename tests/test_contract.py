@@ -9,8 +9,10 @@ import time
 
 import pytest
 
+from thrift_handshake.demo import DemoLimits
 from thrift_handshake import RemoteApplicationError, ServiceError
 from thrift_handshake_gen.ttypes import AllTypes, Color, Event, InvalidRequest, NotReady, Point, Request, Shape, UnknownTicket
+from thrift_handshake_gen import HandshakeService
 
 
 def test_ping(client):
@@ -166,11 +168,11 @@ def test_echo_types_keeps_special_doubles_bit_for_bit(client, special):
 
 
 def test_submit_refuses_work_beyond_the_queue_limits(start_server):
-    from thrift_handshake import Client, ServerLimits
+    from thrift_handshake import Client
     from thrift_handshake_gen.ttypes import Overloaded
 
-    server = start_server(limits=ServerLimits(submit_workers=1, submit_queue=1, submit_queue_bytes=10_000))
-    with Client("127.0.0.1", server.port) as client:
+    server = start_server(demo=DemoLimits(submit_workers=1, submit_queue=1, submit_queue_bytes=10_000))
+    with Client("127.0.0.1", server.port, service=HandshakeService) as client:
         with pytest.raises(Overloaded):
             client.submit(Request(request_id="big", payload="x" * 20_000))
         client.submit(Request(request_id="a", work_ms=5000))
@@ -181,10 +183,10 @@ def test_submit_refuses_work_beyond_the_queue_limits(start_server):
 
 
 def test_results_are_kept_for_a_bounded_count(start_server):
-    from thrift_handshake import Client, ServerLimits
+    from thrift_handshake import Client
 
-    server = start_server(limits=ServerLimits(max_results=2, submit_workers=1))
-    with Client("127.0.0.1", server.port) as client:
+    server = start_server(demo=DemoLimits(max_results=2, submit_workers=1))
+    with Client("127.0.0.1", server.port, service=HandshakeService) as client:
         tickets = [client.submit(Request(request_id=str(i))).ticket for i in range(3)]
         assert client.get_result(tickets[2], 5000).request_id == "2"  # one worker: it finished last
         with pytest.raises(UnknownTicket):
@@ -193,10 +195,10 @@ def test_results_are_kept_for_a_bounded_count(start_server):
 
 
 def test_results_are_kept_for_a_bounded_time(start_server):
-    from thrift_handshake import Client, ServerLimits
+    from thrift_handshake import Client
 
-    server = start_server(limits=ServerLimits(result_ttl=0.3))
-    with Client("127.0.0.1", server.port) as client:
+    server = start_server(demo=DemoLimits(result_ttl=0.3))
+    with Client("127.0.0.1", server.port, service=HandshakeService) as client:
         ticket = client.submit(Request(request_id="t")).ticket
         assert client.get_result(ticket, 1000).request_id == "t"
         time.sleep(0.5)

@@ -13,10 +13,10 @@ from thrift.transport import TSocket, TTransport
 
 from thrift.Thrift import TApplicationException
 
+from thrift_handshake.demo import HandshakeHandler
 from thrift_handshake import (
     Client,
     ClientOptions,
-    HandshakeHandler,
     HandshakeServer,
     RemoteApplicationError,
     ServerConfig,

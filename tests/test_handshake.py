@@ -8,6 +8,7 @@ from thrift_handshake import Client, ClientOptions, ClientPhase, HandshakeFailed
 from thrift_handshake.session import negotiate_version
 from thrift_handshake_gen.ttypes import AllTypes, Event, Request
 from thrift_handshake_gen.session.ttypes import HandshakeRejected, HandshakeRequired
+from thrift_handshake_gen import HandshakeService
 
 
 @pytest.mark.parametrize(
@@ -22,7 +23,7 @@ def test_negotiation_picks_the_highest_common_version(connect, client_range, cho
 
 @pytest.mark.parametrize("client_range", [(3, 4), (0, 0), (2, 1), (-5, -1)])
 def test_no_common_version_is_rejected_with_the_server_range(server, client_range):
-    client = Client("127.0.0.1", server.port, ClientOptions(versions=client_range))
+    client = Client("127.0.0.1", server.port, ClientOptions(versions=client_range), service=HandshakeService)
     with pytest.raises(HandshakeFailed) as caught:
         client.connect()
     rejected = caught.value.rejected
@@ -122,7 +123,7 @@ def test_missing_client_name_is_rejected(raw):
 
 def test_rejections_are_counted(server, client):
     with pytest.raises(HandshakeFailed):
-        Client("127.0.0.1", server.port, ClientOptions(versions=(7, 8))).connect()
+        Client("127.0.0.1", server.port, ClientOptions(versions=(7, 8)), service=HandshakeService).connect()
     assert client.stats().handshakes_rejected == 1
 
 
@@ -134,12 +135,12 @@ class TestAuthToken:
         return start_server(auth_token=self.TOKEN)
 
     def test_right_token_opens_a_session(self, secured):
-        with Client("127.0.0.1", secured.port, ClientOptions(auth_token=self.TOKEN)) as client:
+        with Client("127.0.0.1", secured.port, ClientOptions(auth_token=self.TOKEN), service=HandshakeService) as client:
             assert client.echo("in") == "in"
 
     @pytest.mark.parametrize("token, reason", [(None, "requires an auth token"), ("wrong", "wrong auth token")])
     def test_missing_or_wrong_token_is_rejected(self, secured, token, reason):
-        client = Client("127.0.0.1", secured.port, ClientOptions(auth_token=token))
+        client = Client("127.0.0.1", secured.port, ClientOptions(auth_token=token), service=HandshakeService)
         with pytest.raises(HandshakeFailed) as caught:
             client.connect()
         assert reason in caught.value.rejected.reason

@@ -18,7 +18,8 @@ from typing import Dict, Iterator, List, Optional
 
 import pytest
 
-from thrift_handshake import HandshakeServer, ServerConfig
+from thrift_handshake import ServerConfig
+from thrift_handshake.demo import demo_server
 
 ROOT = Path(__file__).resolve().parent.parent
 IDL = ROOT / "idl" / "handshake.thrift"
@@ -100,7 +101,7 @@ def go_client(tmp_path_factory: pytest.TempPathFactory) -> List[str]:
 
 @pytest.fixture
 def server() -> Iterator[HandshakeServer]:
-    server = HandshakeServer(config=ServerConfig(host="127.0.0.1", port=0, grace=2.0)).start()
+    server = demo_server(ServerConfig(host="127.0.0.1", port=0, grace=2.0)).start()
     try:
         yield server
     finally:
@@ -140,7 +141,7 @@ def test_go_client_runs_the_whole_flow(go_client: List[str], server: HandshakeSe
 def test_clients_fail_on_a_mismatch(language: str, request: pytest.FixtureRequest) -> None:
     """A server that only speaks version 1 breaks the flow's expectations: each client must exit non-zero."""
     command = request.getfixturevalue(f"{language}_client")
-    with HandshakeServer(config=ServerConfig(host="127.0.0.1", port=0, versions=(1, 1), grace=2.0)) as server:
+    with demo_server(ServerConfig(host="127.0.0.1", port=0, versions=(1, 1), grace=2.0)) as server:
         result = run_client(command, *server.address)
     assert result.returncode != 0, f"the {language} client passed against a version-1-only server:\n{result.stdout}"
     assert "FAIL hello 1..2 -> version 2" in result.stdout, result.stdout

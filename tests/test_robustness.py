@@ -10,6 +10,7 @@ import pytest
 from thrift.protocol.TBinaryProtocol import TBinaryProtocol
 from thrift.transport.TTransport import TMemoryBuffer
 
+from thrift_handshake import Wire
 from thrift_handshake import Client, ClientOptions
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.session import SessionService
@@ -32,7 +33,7 @@ def test_concurrent_clients_all_get_their_own_answers(server):
 
     def run(n: int) -> None:
         try:
-            with Client("127.0.0.1", server.port, ClientOptions(client_name=f"load-{n}")) as client:
+            with Client("127.0.0.1", server.port, ClientOptions(client_name=f"load-{n}"), service=HandshakeService) as client:
                 for i in range(calls):
                     response = client.process(Request(request_id=f"{n}-{i}", payload=str(n)))
                     if response.request_id != f"{n}-{i}" or response.sequence != i + 1:
@@ -46,7 +47,7 @@ def test_concurrent_clients_all_get_their_own_answers(server):
     for thread in threads:
         thread.join(60)
     assert not errors
-    with Client("127.0.0.1", server.port) as observer:
+    with Client("127.0.0.1", server.port, service=HandshakeService) as observer:
         stats = observer.stats()
     assert stats.calls["process"] == clients * calls
     assert stats.handshakes_ok == clients + 1
@@ -86,12 +87,13 @@ def test_mutated_messages_never_take_the_server_down(server, client, send_raw):
         time.sleep(0.01)
 
 
-@pytest.mark.parametrize("server_protocol, client_protocol",
-                         [("binary", "binary"), ("binary", "accelerated"), ("accelerated", "binary")])
-def test_plain_and_accelerated_protocols_interoperate(start_server, server_protocol, client_protocol):
-    server = start_server(protocol=server_protocol)
+@pytest.mark.parametrize("server_accelerated, client_accelerated", [(False, False), (False, True), (True, False)])
+@pytest.mark.parametrize("protocol, transport", [("binary", "buffered"), ("compact", "framed")])
+def test_pure_python_and_accelerated_implementations_interoperate(start_server, server_accelerated,
+                                                                  client_accelerated, protocol, transport):
+    server = start_server(wire=Wire(protocol, transport, server_accelerated))
     value = AllTypes(id="p", big_number=-(2**63), data=bytes(range(256)), text="请求数据",
                      groups={"g": [Point(x=1, y=-1, label="中")]}, palette={-1: Color.UNKNOWN_COLOR})
-    with Client("127.0.0.1", server.port, ClientOptions(protocol=client_protocol)) as client:
+    with Client("127.0.0.1", server.port, ClientOptions(wire=Wire(protocol, transport, client_accelerated)), service=HandshakeService) as client:
         assert client.echo_types(value) == value
         assert client.echo("请求数据") == "请求数据"

@@ -25,6 +25,7 @@ from thrift_handshake import (
     ServerLimits,
 )
 from thrift_handshake_gen.ttypes import AllTypes, Request
+from thrift_handshake_gen import HandshakeService
 
 
 def _wait_in_flight(server, method: str, timeout: float = 5.0) -> None:
@@ -38,7 +39,7 @@ def _wait_in_flight(server, method: str, timeout: float = 5.0) -> None:
 def _wait_remote_in_flight(port: int, method: str, timeout: float = 5.0) -> None:
     """The same, for a server in another process: asks its stats() from a second connection."""
     deadline = time.monotonic() + timeout
-    with Client("127.0.0.1", port) as observer:
+    with Client("127.0.0.1", port, service=HandshakeService) as observer:
         while observer.stats().calls.get(method, 0) < 1:
             assert time.monotonic() < deadline, f"no {method} call reached the server"
             time.sleep(0.01)
@@ -89,8 +90,8 @@ def test_goodbye_ends_the_session_in_stats(client, connect):
 
 def test_graceful_stop_lets_the_in_flight_call_finish(start_server):
     server = start_server()
-    busy = Client("127.0.0.1", server.port)
-    idle = Client("127.0.0.1", server.port)
+    busy = Client("127.0.0.1", server.port, service=HandshakeService)
+    idle = Client("127.0.0.1", server.port, service=HandshakeService)
     busy.connect()
     idle.connect()
     call = Background(busy.process, Request(request_id="in-flight", payload="p", work_ms=500))
@@ -105,14 +106,14 @@ def test_graceful_stop_lets_the_in_flight_call_finish(start_server):
     with pytest.raises(ConnectionBroken):
         busy.echo("closed after its reply")
     with pytest.raises(ConnectError):
-        Client("127.0.0.1", server.port).connect()
+        Client("127.0.0.1", server.port, service=HandshakeService).connect()
     busy.close()
     idle.close()
 
 
 def test_grace_period_bounds_the_stop(start_server):
     server = start_server()
-    busy, waiting = Client("127.0.0.1", server.port), Client("127.0.0.1", server.port)
+    busy, waiting = Client("127.0.0.1", server.port, service=HandshakeService), Client("127.0.0.1", server.port, service=HandshakeService)
     busy.connect()
     waiting.connect()
     ack = waiting.submit(Request(request_id="job", work_ms=9000))
@@ -131,7 +132,7 @@ def test_grace_period_bounds_the_stop(start_server):
 
 def test_stop_frees_the_port_and_leaves_no_threads(start_server):
     server = start_server()
-    with Client("127.0.0.1", server.port) as client:
+    with Client("127.0.0.1", server.port, service=HandshakeService) as client:
         client.echo("x")
     port = server.port
     server.stop()
@@ -151,15 +152,15 @@ def test_a_handler_exception_keeps_connection_and_server(client, connect):
 
 def test_ipv6_loopback(start_server):
     server = start_server(host="::1")
-    with Client("::1", server.port) as client:
+    with Client("::1", server.port, service=HandshakeService) as client:
         assert client.echo("v6") == "v6"
         assert client.stats().connections_open == 1
 
 
 def test_max_connections_refuses_the_extra_connection(start_server):
     server = start_server(limits=ServerLimits(max_connections=1))
-    with Client("127.0.0.1", server.port) as first:
-        extra = Client("127.0.0.1", server.port)
+    with Client("127.0.0.1", server.port, service=HandshakeService) as first:
+        extra = Client("127.0.0.1", server.port, service=HandshakeService)
         with pytest.raises(ConnectionBroken):
             extra.connect()
         assert first.echo("first still served") == "first still served"
@@ -186,7 +187,7 @@ def test_idle_timeout_closes_a_silent_session(start_server, raw):
 
 def test_the_client_knows_the_idle_timeout_and_says_so(start_server):
     server = start_server(limits=ServerLimits(idle_timeout=0.3))
-    client = Client("127.0.0.1", server.port)
+    client = Client("127.0.0.1", server.port, service=HandshakeService)
     client.connect()
     client.echo("active")
     time.sleep(0.4)
@@ -201,14 +202,14 @@ def test_the_client_knows_the_idle_timeout_and_says_so(start_server):
 
 def test_oversized_message_is_refused_with_a_protocol_error(start_server):
     server = start_server(limits=ServerLimits(max_message_bytes=1024))
-    with Client("127.0.0.1", server.port) as client:
+    with Client("127.0.0.1", server.port, service=HandshakeService) as client:
         assert client.echo("x" * 1000) == "x" * 1000
         with pytest.raises(RemoteApplicationError) as caught:
             client.echo("x" * 5000)
         assert caught.value.type == 7  # PROTOCOL_ERROR
         assert "limit" in str(caught.value)
         assert client.phase is ClientPhase.BROKEN
-    with Client("127.0.0.1", server.port) as fresh:
+    with Client("127.0.0.1", server.port, service=HandshakeService) as fresh:
         assert fresh.echo("server fine") == "server fine"
 
 
@@ -247,7 +248,7 @@ def _serve_subprocess(*flags: str) -> "tuple[subprocess.Popen, int]":
 def test_signals_stop_the_cli_server_gracefully(signum):
     process, port = _serve_subprocess("--grace", "5")
     try:
-        client = Client("127.0.0.1", port)
+        client = Client("127.0.0.1", port, service=HandshakeService)
         client.connect()
         call = Background(client.process, Request(request_id="sig", payload="", work_ms=500))
         _wait_remote_in_flight(port, "process")
@@ -267,8 +268,8 @@ def test_cli_server_logs_one_line_per_connection_event(raw):
     process, port = _serve_subprocess("--auth-token", "t0ken")
     try:
         with pytest.raises(HandshakeFailed):
-            Client("127.0.0.1", port, ClientOptions(auth_token="bad")).connect()
-        with Client("127.0.0.1", port, ClientOptions(auth_token="t0ken")) as client:
+            Client("127.0.0.1", port, ClientOptions(auth_token="bad"), service=HandshakeService).connect()
+        with Client("127.0.0.1", port, ClientOptions(auth_token="t0ken"), service=HandshakeService) as client:
             client.echo("x")
         vanishing = raw(port)
         vanishing.hello(auth_token="t0ken")
@@ -288,7 +289,7 @@ def test_cli_server_logs_one_line_per_connection_event(raw):
 
 def test_oversized_container_is_refused(start_server):
     server = start_server(limits=ServerLimits(max_container_items=100))
-    with Client("127.0.0.1", server.port) as client:
+    with Client("127.0.0.1", server.port, service=HandshakeService) as client:
         assert len(client.echo_types(AllTypes(id="ok", numbers=list(range(100)))).numbers) == 100
         with pytest.raises(RemoteApplicationError) as caught:
             client.echo_types(AllTypes(id="big", numbers=list(range(101))))
@@ -298,7 +299,7 @@ def test_oversized_container_is_refused(start_server):
 def test_a_second_signal_stops_at_once():
     process, port = _serve_subprocess("--grace", "30")
     try:
-        client = Client("127.0.0.1", port)
+        client = Client("127.0.0.1", port, service=HandshakeService)
         client.connect()
         call = Background(client.process, Request(request_id="long", work_ms=3000))
         _wait_remote_in_flight(port, "process")
@@ -338,7 +339,7 @@ def test_a_non_call_message_is_refused(server, client, send_raw):
 
 def test_an_oversized_request_gets_its_refusal_even_while_still_sending(start_server):
     server = start_server(limits=ServerLimits(max_message_bytes=1024))
-    with Client("127.0.0.1", server.port) as client:
+    with Client("127.0.0.1", server.port, service=HandshakeService) as client:
         with pytest.raises(RemoteApplicationError) as caught:
             client.echo("x" * 8_000_000)
         assert caught.value.type == 7 and "limit" in str(caught.value)
@@ -346,7 +347,7 @@ def test_an_oversized_request_gets_its_refusal_even_while_still_sending(start_se
 
 def test_request_stop_then_stop_keeps_the_grace_period(start_server):
     server = start_server()
-    with Client("127.0.0.1", server.port) as client:
+    with Client("127.0.0.1", server.port, service=HandshakeService) as client:
         call = Background(client.process, Request(request_id="drained", work_ms=400))
         _wait_in_flight(server, "process")
         server.request_stop()
@@ -354,27 +355,15 @@ def test_request_stop_then_stop_keeps_the_grace_period(start_server):
         assert call.result().request_id == "drained"
 
 
-def test_a_custom_handler_gets_the_server_limits(start_server):
-    from thrift_handshake import HandshakeHandler
-    from thrift_handshake_gen.ttypes import Overloaded
-
-    server = start_server(HandshakeHandler(), limits=ServerLimits(submit_workers=1, submit_queue=1))
-    with Client("127.0.0.1", server.port) as client:
-        client.submit(Request(request_id="a", work_ms=2000))
-        client.submit(Request(request_id="b", work_ms=2000))
-        with pytest.raises(Overloaded):
-            client.submit(Request(request_id="c", work_ms=2000))
-
-
 def test_a_reply_the_handler_cannot_encode_fails_that_call_only(start_server):
-    from thrift_handshake import HandshakeHandler
+    from thrift_handshake.demo import HandshakeHandler
 
     class WrongType(HandshakeHandler):
         def echo(self, message):
             return 12345 if message == "bad" else message
 
     server = start_server(WrongType())
-    with Client("127.0.0.1", server.port) as client:
+    with Client("127.0.0.1", server.port, service=HandshakeService) as client:
         with pytest.raises(RemoteApplicationError) as caught:
             client.echo("bad")
         assert caught.value.type == 6 and "encode the echo reply" in str(caught.value)

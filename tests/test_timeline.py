@@ -9,6 +9,7 @@ from thrift_handshake import Client, ClientOptions
 from thrift_handshake.timing import format_summary, format_table
 from thrift_handshake.transport import accelerated_available
 from thrift_handshake_gen.ttypes import Event, Request
+from thrift_handshake_gen import HandshakeService
 
 
 def test_the_c_extension_is_installed_and_used(client):
@@ -19,7 +20,7 @@ def test_the_c_extension_is_installed_and_used(client):
 
 
 def test_phases_in_order_with_costs(server):
-    client = Client("127.0.0.1", server.port)
+    client = Client("127.0.0.1", server.port, service=HandshakeService)
     with client:
         client.echo("请求数据")
         client.notify(Event(name="n", payload=""))
@@ -81,7 +82,7 @@ def test_errors_are_recorded(client):
 
 
 def test_timeline_is_bounded(server):
-    client = Client("127.0.0.1", server.port, ClientOptions(timeline_size=5))
+    client = Client("127.0.0.1", server.port, ClientOptions(timeline_size=5), service=HandshakeService)
     with client:
         for _ in range(20):
             client.ping()

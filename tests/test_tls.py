@@ -14,10 +14,11 @@ from thrift_handshake import (
     ClientTLS,
     ConnectError,
     ConnectionBroken,
-    HandshakeHandler,
     ServerTLS,
     current_session,
 )
+from thrift_handshake.demo import HandshakeHandler
+from thrift_handshake_gen import HandshakeService
 
 CERTS = Path(__file__).resolve().parent / "certs"
 SERVER_TLS = ServerTLS(str(CERTS / "server.pem"), str(CERTS / "server.key"))
@@ -32,7 +33,7 @@ class WhoAmI(HandshakeHandler):
 
 def tls_client(port: int, **tls) -> Client:
     tls.setdefault("ca_file", str(CERTS / "ca.pem"))
-    return Client("127.0.0.1", port, ClientOptions(tls=ClientTLS(**tls)))
+    return Client("127.0.0.1", port, ClientOptions(tls=ClientTLS(**tls)), service=HandshakeService)
 
 
 def test_tls_round_trip(start_server):
@@ -60,7 +61,7 @@ def test_wrong_host_name_is_refused(start_server):
 def test_plain_client_against_tls_server_fails_cleanly(start_server):
     server = start_server(tls=SERVER_TLS)
     with pytest.raises(ConnectionBroken):
-        Client("127.0.0.1", server.port).connect()
+        Client("127.0.0.1", server.port, service=HandshakeService).connect()
     with tls_client(server.port) as client:
         assert client.echo("server fine") == "server fine"
 

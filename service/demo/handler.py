@@ -1,4 +1,4 @@
-"""The service's own methods (everything but the session methods, which ``session`` serves).
+"""The demo service's methods (everything but the session methods, which the runtime serves).
 
 The handler is shared by every connection; per-caller data comes from ``current_session()``.
 To make a method mean something else in protocol version 2, branch on the negotiated version:
@@ -18,10 +18,11 @@ import threading
 import time
 from typing import Deque, Optional
 
+from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.ttypes import Ack, AllTypes, Event, InvalidRequest, Request, Response
 
-from .config import ServerLimits
-from .session import SessionContext, current_session
+from ..session import SessionContext, current_session
+from .limits import DemoLimits
 from .tickets import TicketBoard
 
 __all__ = ["HandshakeHandler", "MAX_WORK_MS"]
@@ -57,11 +58,14 @@ def _size(request: Request) -> int:
     return len(request.payload or "") + len(request.request_id) + sum(len(k) + len(v) for k, v in headers.items())
 
 
-class HandshakeHandler:
-    """Implements echo, process, submit, get_result, notify, echo_types and fail."""
+class HandshakeHandler(HandshakeService.Iface):
+    """Implements echo, process, submit, get_result, notify, echo_types and fail.
 
-    def __init__(self, limits: Optional[ServerLimits] = None, recent_events: int = 100) -> None:
-        self.tickets = TicketBoard(limits or ServerLimits())
+    ``close(timeout)`` drains its work; ``demo.serve_demo`` registers it with the server's ``on_stop``.
+    """
+
+    def __init__(self, limits: Optional[DemoLimits] = None, recent_events: int = 100) -> None:
+        self.tickets = TicketBoard(limits or DemoLimits())
         self._events: Deque[Event] = collections.deque(maxlen=recent_events)
         self._events_lock = threading.Lock()
         self._aborted = threading.Event()  # set when the server's grace period is over
@@ -88,11 +92,6 @@ class HandshakeHandler:
             session_id=session_id,
             sequence=sequence,
         )
-
-    def configure(self, limits: ServerLimits) -> None:
-        """Adopts the server's limits (HandshakeServer calls this before serving)."""
-        self.tickets.stop()
-        self.tickets = TicketBoard(limits)
 
     @property
     def recent_events(self) -> "list[Event]":

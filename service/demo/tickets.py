@@ -18,14 +18,14 @@ from typing import Callable, Dict, Optional, OrderedDict, Tuple
 
 from thrift_handshake_gen.ttypes import NotReady, Overloaded, Response, UnknownTicket
 
-from .config import ServerLimits
+from .limits import DemoLimits
 
 __all__ = ["TicketBoard"]
 
 class TicketBoard:
     """Tickets for submitted work and their results, with bounded time, count, bytes and concurrency."""
 
-    def __init__(self, limits: ServerLimits) -> None:
+    def __init__(self, limits: DemoLimits) -> None:
         self._limits = limits
         self._capacity = limits.submit_workers + limits.submit_queue
         self._pool = concurrent.futures.ThreadPoolExecutor(limits.submit_workers, thread_name_prefix="submit")
