@@ -368,9 +368,9 @@ class HandshakeServer(TThreadedServer):
         except TTransportException as error:
             event, reason = self._transport_outcome(connection, state, error)
         except _BadMessage as bad:  # undecodable input: answer if we can, then close
-            error = bad.error
-            event, reason = "dropped", f"bad message: {type(error).__name__}: {error}"
-            self._answer_bad_message(connection, state, protocol, error)
+            problem = self._bad_input(bad.error)
+            event, reason = "dropped", f"bad message: {problem}"
+            self._answer_bad_message(connection, state, protocol, problem)
         finally:
             state.close()
             transport.close()
@@ -392,6 +392,16 @@ class HandshakeServer(TThreadedServer):
         certificate = handle.getpeercert()
         subject = dict(item for rdn in (certificate or {}).get("subject", ()) for item in rdn)
         return subject.get("commonName", "")
+
+    def _bad_input(self, error: BaseException) -> str:
+        """What was wrong with a message, worded the same whichever protocol implementation noticed."""
+        too_big = (isinstance(error, TTransportException) and error.type in _BAD_INPUT) or (
+            isinstance(error, OverflowError) and "exceeded specified limit" in str(error))  # the C extension
+        if too_big:
+            limits = self.config.limits
+            return (f"a string, binary or container exceeds this server's limits (max_message_bytes="
+                    f"{limits.max_message_bytes}, max_container_items={limits.max_container_items})")
+        return f"{type(error).__name__}: {error}"
 
     @staticmethod
     def _transport_outcome(connection: Connection, state: ConnectionState,
@@ -431,13 +441,13 @@ class HandshakeServer(TThreadedServer):
 
     @classmethod
     def _answer_bad_message(cls, connection: Connection, state: ConnectionState, protocol: Any,
-                            error: Exception) -> None:
+                            problem: str) -> None:
         """Tells the caller why its message was refused before the connection closes."""
         if state.in_flight is None:
             return
         try:
             cls._send_exception(state, protocol, TApplicationException.PROTOCOL_ERROR,
-                                f"cannot decode the {state.in_flight[0]} request: {error}")
+                                f"cannot decode the {state.in_flight[0]} request: {problem}")
             _discard_input(connection.socket.handle)
         except Exception:  # the peer may be gone already
             pass

@@ -81,9 +81,6 @@ class Timeline:
     def add(self, record: Record) -> None:
         self._records.append(record)
 
-    def clear(self) -> None:
-        self._records.clear()
-
     def __iter__(self) -> Iterator[Record]:
         return iter(list(self._records))
 

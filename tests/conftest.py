@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import shutil
 import socket
+import subprocess
+import sys
 import threading
+from pathlib import Path
 import time
 from typing import Callable, Iterator, List, Optional
 
@@ -131,3 +137,24 @@ def _send_raw(port: int, data: bytes) -> bytes:
 @pytest.fixture
 def send_raw() -> Callable[[int, bytes], bytes]:
     return _send_raw
+
+
+IDL_DIR = Path(__file__).resolve().parent.parent / "idl"
+
+
+@contextlib.contextmanager
+def generated(out: Path, filename: str, idl: str, module: str) -> Iterator[object]:
+    """Compiles ``idl`` (which may include the project's IDLs) with the real Thrift compiler into
+    ``out`` and yields the generated ``module`` (e.g. "plain_gen.Plain"); unimports it afterwards."""
+    compiler = shutil.which("thrift")
+    assert compiler, "the Thrift compiler is needed (scripts/test installs thrift-compiler)"
+    (out / filename).write_text(idl)
+    subprocess.run([compiler, "-I", str(IDL_DIR), "--gen", "py", "-out", str(out), str(out / filename)], check=True)
+    sys.path.insert(0, str(out))
+    package = module.split(".")[0]
+    try:
+        yield importlib.import_module(module)
+    finally:
+        sys.path.remove(str(out))
+        for name in [n for n in sys.modules if n == package or n.startswith(package + ".")]:
+            del sys.modules[name]

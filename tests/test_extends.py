@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from conftest import generated
 from thrift.protocol.TBinaryProtocol import TBinaryProtocolAccelerated
 from thrift.transport import TSocket, TTransport
 
@@ -23,8 +20,6 @@ from thrift_handshake import (
     current_session,
 )
 from thrift_handshake_gen.session.ttypes import HandshakeRequired
-
-IDL_DIR = Path(__file__).resolve().parent.parent / "idl"
 
 USER_IDL = """
 include "handshake.thrift"
@@ -49,21 +44,8 @@ class ShouterHandler(HandshakeHandler):
 
 @pytest.fixture(scope="module")
 def shouter(tmp_path_factory):
-    compiler = shutil.which("thrift")
-    assert compiler, "the Thrift compiler is needed (scripts/test installs thrift-compiler)"
-    out = tmp_path_factory.mktemp("user-gen")
-    (out / "shouter.thrift").write_text(USER_IDL)
-    subprocess.run([compiler, "-I", str(IDL_DIR), "--gen", "py", "-out", str(out), str(out / "shouter.thrift")],
-                   check=True)
-    sys.path.insert(0, str(out))
-    try:
-        from user_service_gen import Shouter
-
-        yield Shouter
-    finally:
-        sys.path.remove(str(out))
-        for name in [n for n in sys.modules if n.startswith("user_service_gen")]:
-            del sys.modules[name]
+    with generated(tmp_path_factory.mktemp("user-gen"), "shouter.thrift", USER_IDL, "user_service_gen.Shouter") as module:
+        yield module
 
 
 @pytest.fixture

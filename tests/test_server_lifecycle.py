@@ -14,6 +14,7 @@ import time
 import pytest
 from thrift.transport.TTransport import TTransportException
 
+from thrift_handshake import Wire
 from thrift_handshake import (
     Client,
     ClientOptions,
@@ -200,14 +201,15 @@ def test_the_client_knows_the_idle_timeout_and_says_so(start_server):
     client.close()
 
 
-def test_oversized_message_is_refused_with_a_protocol_error(start_server):
-    server = start_server(limits=ServerLimits(max_message_bytes=1024))
+@pytest.mark.parametrize("accelerated", [True, False], ids=["C extension", "pure Python"])
+def test_oversized_message_is_refused_with_a_protocol_error(start_server, accelerated):
+    server = start_server(limits=ServerLimits(max_message_bytes=1024), wire=Wire(accelerated=accelerated))
     with Client("127.0.0.1", server.port, service=HandshakeService) as client:
         assert client.echo("x" * 1000) == "x" * 1000
         with pytest.raises(RemoteApplicationError) as caught:
             client.echo("x" * 5000)
         assert caught.value.type == 7  # PROTOCOL_ERROR
-        assert "limit" in str(caught.value)
+        assert "exceeds this server's limits (max_message_bytes=1024" in str(caught.value)
         assert client.phase is ClientPhase.BROKEN
     with Client("127.0.0.1", server.port, service=HandshakeService) as fresh:
         assert fresh.echo("server fine") == "server fine"

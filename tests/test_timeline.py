@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from thrift.protocol.TBinaryProtocol import TBinaryProtocolAccelerated
 from thrift.transport.TTransport import CReadableTransport
 
@@ -54,7 +56,9 @@ def test_process_splits_call_time_into_server_network_and_decode(client):
     client.process(Request(request_id="t", payload="x" * 1000, work_ms=30))
     record = client.timeline.calls("process")[-1]
     assert record.server_us >= 30_000
-    assert record.network is not None and record.network >= 0
+    # network = the round trip (send + wait) minus the server's own time T_s, which the reply reports
+    assert record.network == pytest.approx(record.send + record.wait - record.server_us / 1e6, abs=1e-9)
+    assert 0 < record.network < record.round_trip
     total = record.server_us / 1e6 + record.network + record.receive
     assert abs(total - record.duration) < 1e-3
     assert record.send + record.wait + record.receive <= record.duration + 1e-6
