@@ -1,0 +1,167 @@
+"""The session logic without sockets: plain objects in, answers and listener events out."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import List, Tuple
+
+import pytest
+
+from thrift_handshake import Session, SessionContext, SessionSettings
+from thrift_handshake.states import SESSION_ADMITS, SessionPhase, admits
+from thrift_handshake_gen.session.ttypes import ClientHello, HandshakeRejected
+
+PACKAGE = Path(__file__).resolve().parent.parent / "service"
+
+
+class Recorder:
+    """A SessionListener that remembers what it was told."""
+
+    def __init__(self) -> None:
+        self.events: List[Tuple[str, object]] = []
+
+    def session_started(self, session: Session) -> None:
+        self.events.append(("started", session.context.session_id))
+
+    def session_rejected(self, session: Session, reason: str) -> None:
+        self.events.append(("rejected", reason))
+
+    def session_ended(self, session: Session, goodbye: bool) -> None:
+        self.events.append(("ended", goodbye))
+
+
+def make_session(**settings) -> Tuple[Session, Recorder]:
+    recorder = Recorder()
+    return Session(SessionSettings(**settings), SessionContext(peer="test"), recorder), recorder
+
+
+def hello(low: int = 1, high: int = 2, **fields) -> ClientHello:
+    fields.setdefault("client_name", "unit")
+    return ClientHello(min_version=low, max_version=high, **fields)
+
+
+def test_hello_negotiates_and_opens_the_gate():
+    session, recorder = make_session(versions=(1, 3), features=frozenset({"a", "b"}), idle_timeout_ms=5000)
+    assert not session.admits("echo") and session.admits("ping") and session.admits("hello")
+    answer = session.hello(hello(2, 9, features={"b", "zzz"}))
+    assert (answer.version, answer.features, answer.idle_timeout_ms) == (3, {"b"}, 5000)
+    assert session.phase is SessionPhase.ESTABLISHED and session.admits("echo") and session.admits("stats")
+    assert recorder.events == [("started", answer.session_id)]
+    assert session.context.client_name == "unit" and session.context.version == 3
+
+
+@pytest.mark.parametrize("request_hello, reason", [
+    (hello(3, 4), "no common version"),
+    (hello(2, 1), "greater than"),
+    (ClientHello(client_name="x"), "min_version and max_version"),
+    (ClientHello(min_version=1, max_version=2), "client_name is required"),
+    (hello(client_name="n" * 257), "limited to 256"),
+    (hello(features={str(i) for i in range(65)}), "at most 64 features"),
+    (hello(), "requires an auth token"),
+    (hello(auth_token="wrong"), "wrong auth token"),
+])
+def test_a_refused_hello_names_its_reason_and_keeps_the_gate_closed(request_hello, reason):
+    session, recorder = make_session(auth_token="secret" if "token" in reason else None)
+    with pytest.raises(HandshakeRejected) as caught:
+        session.hello(request_hello)
+    assert reason in caught.value.reason and (caught.value.min_version, caught.value.max_version) == (1, 2)
+    assert session.phase is SessionPhase.AWAITING_HELLO and not session.admits("echo")
+    assert recorder.events == [("rejected", caught.value.reason)]
+
+
+def test_a_second_hello_is_refused_and_the_session_stays():
+    session, recorder = make_session()
+    first = session.hello(hello())
+    with pytest.raises(HandshakeRejected) as caught:
+        session.hello(hello())
+    assert first.session_id in caught.value.reason
+    assert session.established and session.context.session_id == first.session_id
+
+
+def test_calls_count_only_once_established_and_goodbye_reports_them():
+    session, recorder = make_session()
+    session.call_served()  # ping before hello: not a session call
+    session.hello(hello())
+    session.call_served()
+    session.call_served()
+    farewell = session.goodbye()
+    assert farewell.calls == 2 and farewell.session_id == session.context.session_id
+    assert session.said_goodbye and not session.admits("echo") and not session.admits("ping")
+    session.disconnected()
+    session.disconnected()  # idempotent
+    assert recorder.events[1:] == [("ended", True)]  # ended once, by goodbye
+    assert session.phase is SessionPhase.CLOSED
+
+
+def test_a_session_gone_without_goodbye_ends_once():
+    session, recorder = make_session()
+    session.hello(hello())
+    session.disconnected()
+    session.disconnected()
+    assert recorder.events[1:] == [("ended", False)]
+
+
+def test_a_connection_gone_before_hello_ends_no_session():
+    session, recorder = make_session()
+    session.disconnected()
+    assert recorder.events == [] and session.phase is SessionPhase.CLOSED
+
+
+def test_the_gate_table_is_the_only_source_of_admission():
+    assert SESSION_ADMITS[SessionPhase.AWAITING_HELLO] == {"hello", "ping"}
+    for phase in SessionPhase:
+        for method in ("hello", "ping", "stats", "goodbye", "echo", "calls", "close", "phase"):
+            expected = (method if method in {"hello", "ping", "stats", "goodbye"} else "<service methods>") \
+                in SESSION_ADMITS[phase]
+            assert admits(phase, method) is expected
+
+
+# -- layering: the session below the server, the runtime below the demo, no import circle --------
+
+def _imports(path: Path) -> List[str]:
+    """The package-relative modules a module imports (``.server`` -> "server")."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level >= 1:
+                base = (node.module or "").split(".")[0]
+                if base:
+                    names.append(base)
+                else:
+                    names.extend(alias.name for alias in node.names)
+            elif node.module and node.module.startswith("thrift_handshake_gen"):
+                names.append(node.module)
+        elif isinstance(node, ast.Import):
+            names.extend(alias.name for alias in node.names if alias.name.startswith("thrift_handshake"))
+    return names
+
+
+RUNTIME = ["config", "states", "errors", "contract", "session", "metrics", "gate", "transport", "server",
+           "client", "timing"]
+
+
+def test_the_session_layer_imports_nothing_of_the_server():
+    assert not {"server", "gate", "transport", "client", "cli", "demo"} & set(_imports(PACKAGE / "session.py"))
+
+
+def test_the_runtime_imports_nothing_of_the_demo_service():
+    for module in RUNTIME:
+        imported = _imports(PACKAGE / f"{module}.py")
+        assert "demo" not in imported, module
+        demo_contract = [name for name in imported if name.startswith("thrift_handshake_gen")
+                         and not name.startswith("thrift_handshake_gen.session")]
+        assert not demo_contract, f"{module} imports the demo's contract: {demo_contract}"
+
+
+def test_no_import_circle_among_the_package_modules():
+    modules = {path.stem: path for path in PACKAGE.glob("*.py") if path.stem not in ("__init__", "__main__")}
+    graph = {name: [m for m in _imports(path) if m in modules] for name, path in modules.items()}
+
+    def visit(name: str, trail: Tuple[str, ...]) -> None:
+        assert name not in trail, f"import circle: {' -> '.join(trail + (name,))}"
+        for target in graph[name]:
+            visit(target, trail + (name,))
+
+    for name in graph:
+        visit(name, ())
