@@ -176,14 +176,14 @@ def _server(args: argparse.Namespace) -> HandshakeServer:
 def run_serve(args: argparse.Namespace) -> int:
     """Serves until SIGINT/SIGTERM: the first drains gracefully, a second ends the grace period."""
     server = _server(args)
-    server.listen()
 
     def on_signal(*_: Any) -> None:
         server.request_stop(0.0 if server.stopping else None)
 
-    if threading.current_thread() is threading.main_thread():
+    if threading.current_thread() is threading.main_thread():  # before listening: no signal is missed
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, on_signal)
+    server.listen()
     server.serve()
     return 0
 

@@ -203,36 +203,31 @@ class HandshakeServer(TThreadedServer):
 
     def serve(self) -> None:
         """Serves until a stop is requested, then drains; returns once every connection is closed."""
-        self.listen()
-        wake_reader, wake_writer = socket.socketpair()
-        wake_reader.setblocking(False)
-        wake_writer.setblocking(False)
         with self._lock:
-            refused = ("this server is serving or has served; a stopped server cannot be restarted"
-                       if self._serving or self._drained else "")
-            if refused or self._stopped.is_set():  # or stop() came first: nothing to serve
-                wake_reader.close()
-                wake_writer.close()
+            if self._serving or self._drained:
+                raise RuntimeError("this server is serving or has served; a stopped server cannot be restarted")
+            if self._stopped.is_set():  # stop() came first: nothing to serve
+                self._drained = True
                 self.serverTransport.close()
-                if refused:
-                    raise RuntimeError(refused)
                 return
             self._serving = True
-            self._wake_writer = wake_writer
-        selector = selectors.DefaultSelector()
-        selector.register(self.serverTransport.handle, selectors.EVENT_READ)
-        selector.register(wake_reader, selectors.EVENT_READ)
+            wake_reader, self._wake_writer = socket.socketpair()
         try:
-            while not self._stop_requested:
-                for key, _ in selector.select():
-                    if key.fileobj is wake_reader:
-                        _drain_wakeups(wake_reader)
-                    elif not self._stop_requested:
-                        self._accept()
+            for end in (wake_reader, self._wake_writer):
+                end.setblocking(False)
+            self.listen()
+            with selectors.DefaultSelector() as selector:
+                selector.register(self.serverTransport.handle, selectors.EVENT_READ)
+                selector.register(wake_reader, selectors.EVENT_READ)
+                while not self._stop_requested:
+                    for key, _ in selector.select():
+                        if key.fileobj is wake_reader:
+                            _drain_wakeups(wake_reader)
+                        elif not self._stop_requested:
+                            self._accept()
         finally:
-            selector.close()
             with self._lock:
-                self._wake_writer = None
+                wake_writer, self._wake_writer = self._wake_writer, None
             wake_reader.close()
             wake_writer.close()
             self._drain()

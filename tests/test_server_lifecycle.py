@@ -14,7 +14,8 @@ import time
 import pytest
 from thrift.transport.TTransport import TTransportException
 
-from thrift_handshake import Wire
+from thrift_handshake import HandshakeServer, ServerConfig, Wire
+from thrift_handshake.demo import HandshakeHandler
 from thrift_handshake import (
     Client,
     ClientOptions,
@@ -246,6 +247,19 @@ def _serve_subprocess(*flags: str) -> "tuple[subprocess.Popen, int]":
     raise AssertionError("the server did not report its port")
 
 
+def _read_log_until(process: subprocess.Popen, text: str, timeout: float = 10.0) -> str:
+    """Reads the server's log until a line contains ``text`` (the server reached that state)."""
+    lines = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        lines.append(line)
+        if text in line:
+            return "".join(lines)
+        assert line, f"the server's log ended without {text!r}:\n{''.join(lines)}"
+    raise AssertionError(f"no {text!r} in the server's log within {timeout} s")
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signals_stop_the_cli_server_gracefully(signum):
     process, port = _serve_subprocess("--grace", "5")
@@ -276,10 +290,10 @@ def test_cli_server_logs_one_line_per_connection_event(raw):
         vanishing = raw(port)
         vanishing.hello(auth_token="t0ken")
         vanishing.close()  # gone without goodbye
-        time.sleep(0.2)
+        log = _read_log_until(process, "without goodbye")
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
-        log = process.stderr.read()
+        log += process.stderr.read()
     finally:
         if process.poll() is None:
             process.kill()
@@ -307,7 +321,7 @@ def test_a_second_signal_stops_at_once():
         _wait_remote_in_flight(port, "process")
         started = time.monotonic()
         process.send_signal(signal.SIGINT)
-        time.sleep(0.3)
+        _read_log_until(process, "stopping:")  # the first signal is being handled: the drain began
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=10) == 0
         assert time.monotonic() - started < 2.0  # not the 30 s grace, nor the 3 s of work
@@ -371,3 +385,104 @@ def test_a_reply_the_handler_cannot_encode_fails_that_call_only(start_server):
         assert caught.value.type == 6 and "encode the echo reply" in str(caught.value)
         assert client.echo("fine") == "fine"
         assert client.phase is ClientPhase.READY
+
+
+# -- the server's own life: sockets, stop races, signals ----------------------------------------
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_constructing_a_server_opens_no_socket():
+    before = _open_fds()
+    server = HandshakeServer(HandshakeHandler(), ServerConfig(port=0))
+    assert _open_fds() == before  # the stop's wake-up pair belongs to serve(), not to the object
+    server.stop()
+    assert _open_fds() == before
+
+
+def test_stop_right_after_serve_began_on_a_user_thread_always_returns():
+    for _ in range(30):
+        server = HandshakeServer(HandshakeHandler(), ServerConfig(port=0))
+        thread = threading.Thread(target=server.serve)
+        thread.start()
+        server.stop()
+        thread.join(5)
+        assert not thread.is_alive(), "serve() kept running after stop()"
+        with pytest.raises(RuntimeError):
+            server.serve()  # a stopped server cannot be restarted
+
+
+def test_serve_leaves_the_process_signal_handlers_alone():
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    server = HandshakeServer(HandshakeHandler(), ServerConfig(port=0))
+    threading.Timer(0.1, server.request_stop).start()
+    server.serve()  # on the main thread: still the CLI's job, not the library's, to own signals
+    assert {signum: signal.getsignal(signum) for signum in before} == before
+
+
+def test_a_burst_of_signals_never_deadlocks_the_server():
+    for _ in range(8):
+        process, _ = _serve_subprocess("--grace", "5")
+        try:
+            os.kill(process.pid, signal.SIGTERM)  # as `timeout`, systemd or a double Ctrl-C send them
+            os.kill(process.pid, signal.SIGTERM)
+            os.kill(process.pid, signal.SIGINT)
+            assert process.wait(timeout=10) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.stderr.close()
+
+
+def test_a_malformed_message_after_a_good_one_is_reported_as_what_it_is(server, raw, caplog):
+    connection = raw(server.port)
+    connection.hello()
+    assert connection.stub.echo("good") == "good"
+    connection.socket.handle.sendall(b"\x80\x07\x00\x01\x00\x00\x00\x04echo")  # version 7: not binary 1
+    with caplog.at_level("WARNING", logger="thrift_handshake.server"):
+        deadline = time.monotonic() + 5
+        while not any("bad message" in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < deadline, "the server did not report the bad message"
+            time.sleep(0.02)
+    line = next(r.getMessage() for r in caplog.records if "bad message" in r.getMessage())
+    assert "TProtocolException" in line and "TypeError" not in line, line
+
+
+def test_a_request_dripped_byte_by_byte_is_bounded_by_the_request_timeout(start_server, raw):
+    server = start_server(limits=ServerLimits(request_timeout=0.5, idle_timeout=5))
+    connection = raw(server.port)
+    connection.hello()
+    message = _call_bytes("echo", HandshakeService.echo_args(message="slow"))
+    handle = connection.socket.handle
+    started = time.monotonic()
+    for byte in message * 10:  # each byte well within the idle timeout, the whole far beyond 0.5 s
+        if _closed_by_peer(handle) or time.monotonic() - started > 5:
+            break
+        handle.sendall(bytes([byte]))
+        time.sleep(0.1)
+    assert _closed_by_peer(handle), "the server still holds a connection that drips its request"
+    assert time.monotonic() - started < 2.5
+
+
+def _closed_by_peer(handle: socket.socket) -> bool:
+    import select
+
+    if not select.select([handle], [], [], 0)[0]:
+        return False
+    try:
+        return handle.recv(1, socket.MSG_PEEK) == b""
+    except OSError:  # reset
+        return True
+
+
+def _call_bytes(method: str, args) -> bytes:
+    from thrift.protocol.TBinaryProtocol import TBinaryProtocol
+    from thrift.transport.TTransport import TMemoryBuffer
+
+    buffer = TMemoryBuffer()
+    protocol = TBinaryProtocol(buffer)
+    protocol.writeMessageBegin(method, 1, 0)
+    args.write(protocol)
+    protocol.writeMessageEnd()
+    return buffer.getvalue()
