@@ -1,6 +1,6 @@
 """The ``thrift-handshake`` command: serve, call and demo.
 
-    thrift-handshake serve [--host 127.0.0.1] [--port 9090] [--auth-token T] [limits ...]
+    thrift-handshake serve [--host 127.0.0.1] [--port 9090] [--auth-token-file F] [limits ...]
     thrift-handshake serve --service MODULE:CLASS [--path DIR ...] [--no-hello]   any Thrift service
     thrift-handshake call echo '"hi"' [--trace]        each ARG is a JSON value for the next parameter
     thrift-handshake demo                               the whole flow against a throwaway server
@@ -56,6 +56,16 @@ DEFAULT_SERVICE = "thrift_handshake_gen.HandshakeService"
 UNIONS = (Shape,)
 
 DEMO_TEXT = "请求数据"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("thrift-handshake")
+    except Exception:  # not installed as a distribution (e.g. run from a source tree)
+        return "unknown"
 
 
 def _limit_flags(parser: argparse.ArgumentParser, limits_class: type) -> None:
@@ -69,10 +79,39 @@ def _limit_flags(parser: argparse.ArgumentParser, limits_class: type) -> None:
 
 def _connection_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"default {DEFAULT_HOST}; IPv6 such as ::1 works")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
+    parser.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"0..65535 (default {DEFAULT_PORT})")
     _wire_flags(parser)
-    parser.add_argument("--auth-token", default=os.environ.get(AUTH_TOKEN_ENV),
-                        help=f"shared token for hello() (default: ${AUTH_TOKEN_ENV})")
+    parser.add_argument("--auth-token-file", metavar="FILE",
+                        help=f"read the shared hello() token from FILE (or set ${AUTH_TOKEN_ENV}; "
+                             "never on the command line, where ps shows it)")
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is outside 0..65535")
+    return port
+
+
+def _auth_token(args: argparse.Namespace) -> Optional[str]:
+    """The token from --auth-token-file, else from the environment; an empty one is an error."""
+    if args.auth_token_file:
+        try:
+            with open(args.auth_token_file, encoding="utf-8") as file:
+                token = file.read().strip()
+        except OSError as error:
+            raise ArgumentError(f"--auth-token-file {args.auth_token_file}: {error.strerror}") from None
+        source = f"--auth-token-file {args.auth_token_file}"
+    elif AUTH_TOKEN_ENV in os.environ:
+        token, source = os.environ[AUTH_TOKEN_ENV].strip(), f"${AUTH_TOKEN_ENV}"
+    else:
+        return None
+    if not token:
+        raise ArgumentError(f"the auth token from {source} is empty")
+    return token
 
 
 def _wire_flags(parser: argparse.ArgumentParser) -> None:
@@ -90,10 +129,13 @@ def _wire(args: argparse.Namespace) -> Wire:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="thrift-handshake", description=__doc__.splitlines()[0])
-    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS,
+                        help="logging level (default INFO)")
     # also accepted after the command; SUPPRESS keeps a value given before it
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--log-level", default=argparse.SUPPRESS, help="logging level (default INFO)")
+    common.add_argument("--log-level", default=argparse.SUPPRESS, type=str.upper, choices=LOG_LEVELS,
+                        help="logging level (default INFO)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve_parser = commands.add_parser("serve", parents=[common], help="run a server until SIGINT/SIGTERM")
@@ -142,7 +184,7 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
             raise ArgumentError("TLS needs both --tls-cert and --tls-key")
         tls = ServerTLS(args.tls_cert, args.tls_key, args.tls_client_ca)
     return ServerConfig(host=args.host, port=args.port, wire=_wire(args), handshake=not args.no_hello,
-                        auth_token=args.auth_token, tls=tls, grace=args.grace, server_name=args.server_name,
+                        auth_token=_auth_token(args), tls=tls, grace=args.grace, server_name=args.server_name,
                         limits=limits)
 
 
@@ -211,7 +253,7 @@ def run_call(args: argparse.Namespace) -> int:
     service: ModuleType = importlib.import_module(args.service)
     values = jsonargs.parse_arguments(service, args.method, args.args, unions=UNIONS)
     options = ClientOptions(client_name=args.client_name, versions=_versions(args.versions),
-                            auth_token=args.auth_token, wire=_wire(args),
+                            auth_token=_auth_token(args), wire=_wire(args),
                             timeouts=Timeouts(call=args.timeout), tls=_client_tls(args))
     client = Client(args.host, args.port, options, service=service)
     try:
@@ -270,7 +312,7 @@ def run_demo(wire: Wire) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Thrift's TSocket logs each failed connect with a traceback; our errors already say it in one line.
     logging.getLogger("thrift.transport.TSocket").setLevel(logging.CRITICAL)

@@ -7,6 +7,7 @@ are not settings, such as how long a refused peer's input is drained, stay next 
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import FrozenSet, Optional, Tuple
 
@@ -79,8 +80,8 @@ class Timeouts:
     def __post_init__(self) -> None:
         for name in ("connect", "handshake", "call"):
             value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ValueError(f"Timeouts.{name} must be positive or None, not {value!r}")
+            if value is not None and not 0 < value <= ONE_DAY:
+                raise ValueError(f"Timeouts.{name} must be within (0, {ONE_DAY:g}] seconds or None, not {value!r}")
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,10 @@ class ClientTLS:
     key_file: Optional[str] = None
     server_hostname: Optional[str] = None
 
+    def __post_init__(self) -> None:
+        _check_readable(**{"TLS CA": self.ca_file, "TLS client certificate": self.cert_file,
+                           "TLS client key": self.key_file})
+
 
 @dataclass(frozen=True)
 class ServerTLS:
@@ -105,6 +110,10 @@ class ServerTLS:
     cert_file: str
     key_file: str
     client_ca_file: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        _check_readable(**{"TLS certificate": self.cert_file, "TLS key": self.key_file,
+                           "TLS client CA": self.client_ca_file})
 
 
 @dataclass(frozen=True)
@@ -135,34 +144,49 @@ class ClientOptions:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "features", frozenset(self.features))
+        _check_versions(self.versions, lowest=0)
         if self.timeline_size < 1:
             raise ValueError("timeline_size must be at least 1")
 
 
-def setting(default, help_text: str):
-    """A field of a limits dataclass; its help text is also the CLI flag's help (``serve --<name>``)."""
-    return field(default=default, metadata={"help": help_text})
+#: The longest time any setting may name: longer is a typo, and would overflow socket timeouts and the
+#: i32 milliseconds that ServerHello carries.
+ONE_DAY = 86_400.0
 
 
-def check_positive(limits: object) -> None:
-    """ValueError naming the first field of the dataclass ``limits`` that is not positive."""
+def setting(default, help_text: str, maximum):
+    """A field of a limits dataclass, valid in (0, maximum]; its help text is also the CLI flag's help
+    (``serve --<name>``)."""
+    return field(default=default, metadata={"help": help_text, "maximum": maximum})
+
+
+def check_limits(limits: object) -> None:
+    """ValueError naming the first field of the dataclass ``limits`` outside (0, its maximum]."""
     for f in dataclasses.fields(limits):
-        if getattr(limits, f.name) <= 0:
-            raise ValueError(f"{type(limits).__name__}.{f.name} must be positive")
+        value, maximum = getattr(limits, f.name), f.metadata["maximum"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= maximum:
+            raise ValueError(f"{type(limits).__name__}.{f.name} must be a number in (0, {maximum:g}], not {value!r}")
+
+
+def _check_readable(**files: Optional[str]) -> None:
+    for role, path in files.items():
+        if path is not None and not os.access(path, os.R_OK):
+            raise ValueError(f"{role} {path!r}: " + ("not readable" if os.path.exists(path) else "no such file"))
 
 
 @dataclass(frozen=True)
 class ServerLimits:
     """Server-side limits, all on by default (each one is also a ``serve`` flag)."""
 
-    max_connections: int = setting(1024, "connections served at once; more are accepted and closed at once")
-    handshake_timeout: float = setting(10.0, "seconds a new connection may take to complete hello()")
-    idle_timeout: float = setting(300.0, "seconds a session may stay silent before the server closes it")
-    request_timeout: float = setting(30.0, "seconds a request may take to arrive whole once its first byte has")
-    max_message_bytes: int = setting(16 * 1024 * 1024, "largest string or binary in one message, in bytes")
-    max_container_items: int = setting(1_000_000, "most elements in one list, set or map of a message")
+    max_connections: int = setting(1024, "connections served at once; beyond it the oldest connection without a session makes room, else the newcomer is told the server is full", 100_000)
+    handshake_timeout: float = setting(10.0, "seconds a new connection may take to complete hello()", ONE_DAY)
+    idle_timeout: float = setting(300.0, "seconds a session may stay silent before the server closes it", ONE_DAY)
+    request_timeout: float = setting(30.0, "seconds a request may take to arrive whole once its first byte has", ONE_DAY)
+    max_message_bytes: int = setting(16 * 1024 * 1024, "largest string or binary (and frame) in one message, in bytes", 0x3FFFFFFF)
+    max_container_items: int = setting(1_000_000, "most elements in one list, set or map of a message", 2**31 - 1)
+    handshake_max_bytes: int = setting(64 * 1024, "bytes a connection may send before its hello() succeeds", 16 * 1024 * 1024)
     def __post_init__(self) -> None:
-        check_positive(self)
+        check_limits(self)
 
 
 @dataclass(frozen=True)
@@ -191,6 +215,16 @@ class ServerConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "features", frozenset(self.features))
-        low, high = self.versions
-        if not 1 <= low <= high:
-            raise ValueError(f"versions must be a range 1 <= low <= high, not {self.versions!r}")
+        _check_versions(self.versions)
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be within 0..65535, not {self.port}")
+        if self.auth_token is not None and not self.auth_token.strip():
+            raise ValueError("auth_token is empty: give a real token, or none for a server without auth")
+        if not 0 <= self.grace <= ONE_DAY:
+            raise ValueError(f"grace must be within 0..{ONE_DAY:g} seconds, not {self.grace}")
+
+
+def _check_versions(versions: Tuple[int, int], lowest: int = 1) -> None:
+    low, high = versions
+    if not lowest <= low <= high <= 2**31 - 1:
+        raise ValueError(f"versions must be a range {lowest} <= low <= high, not {low}-{high}")

@@ -258,17 +258,32 @@ def _family_for(host: str) -> int:
 
 def _client_tls_context(tls: ClientTLS) -> ssl.SSLContext:
     """Verifies the server (certificate and host name); presents a client certificate if given."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca_file)
+    context = _default_context(ssl.Purpose.SERVER_AUTH, tls.ca_file)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     if tls.cert_file:
-        context.load_cert_chain(tls.cert_file, tls.key_file)
+        _load_pair(context, tls.cert_file, tls.key_file)
     return context
+
+
+def _default_context(purpose: ssl.Purpose, ca_file: Optional[str]) -> ssl.SSLContext:
+    try:
+        return ssl.create_default_context(purpose, cafile=ca_file)
+    except (ssl.SSLError, OSError) as error:
+        raise ValueError(f"cannot load the TLS CA file {ca_file!r}: {error}") from error
+
+
+def _load_pair(context: ssl.SSLContext, cert_file: str, key_file: Optional[str]) -> None:
+    """Loads a certificate and its key; the error names both files (ssl's own says only "PEM lib")."""
+    try:
+        context.load_cert_chain(cert_file, key_file)
+    except (ssl.SSLError, OSError) as error:
+        raise ValueError(f"cannot load the TLS certificate {cert_file!r} with key {key_file!r}: {error}") from error
 
 
 def server_tls_context(tls: ServerTLS) -> ssl.SSLContext:
     """The server's context; with a client CA, clients without a certificate it signed are refused."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=tls.client_ca_file)
+    context = _default_context(ssl.Purpose.CLIENT_AUTH, tls.client_ca_file)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(tls.cert_file, tls.key_file)
+    _load_pair(context, tls.cert_file, tls.key_file)
     context.verify_mode = ssl.CERT_REQUIRED if tls.client_ca_file else ssl.CERT_NONE
     return context

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -89,3 +90,40 @@ def test_call_goodbye_prints_the_farewell(server):
     farewell = json.loads(done.stdout)
     assert farewell["calls"] == 0 and len(farewell["session_id"]) >= 16
     assert done.stderr == ""
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--port", "70000"], "70000 is outside 0..65535"),
+    (["--handshake-timeout", "1e12"], "handshake_timeout must be a number in (0, 86400]"),
+    (["--idle-timeout", "1e12"], "idle_timeout must be a number in (0, 86400]"),
+    (["--tls-cert", "server.pem"], "TLS needs both --tls-cert and --tls-key"),
+    (["--tls-cert", "/nonexistent/s.pem", "--tls-key", "/nonexistent/s.key"], "'/nonexistent/s.pem': no such file"),
+    (["--auth-token-file", "/nonexistent/token"], "--auth-token-file /nonexistent/token: No such file"),
+    (["--log-level", "foo"], "invalid choice: 'FOO'"),
+    (["--grace", "-1"], "grace must be within"),
+])
+def test_serve_refuses_bad_settings_before_listening(flags, says):
+    done = run_cli("serve", *flags, timeout=30)
+    assert done.returncode == 2 and says in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_an_empty_auth_token_is_refused_at_start_up(tmp_path):
+    empty = tmp_path / "token"
+    empty.write_text("\n")
+    done = run_cli("serve", "--port", "0", "--auth-token-file", str(empty), timeout=30)
+    assert done.returncode == 2 and "is empty" in done.stderr
+    env = dict(os.environ, THRIFT_HANDSHAKE_AUTH_TOKEN="")
+    done = subprocess.run([sys.executable, "-m", "thrift_handshake.cli", "serve", "--port", "0"], env=env,
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "$THRIFT_HANDSHAKE_AUTH_TOKEN is empty" in done.stderr
+
+
+def test_call_refuses_a_version_range_that_is_not_one_without_connecting():
+    done = run_cli("call", "ping", "--versions", "2-1", "--port", "1")  # nothing listens on port 1
+    assert done.returncode == 2 and "versions must be a range" in done.stderr
+
+
+def test_version_flag():
+    done = run_cli("--version")
+    assert done.returncode == 0 and done.stdout.startswith("thrift-handshake ")

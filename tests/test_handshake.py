@@ -21,7 +21,19 @@ def test_negotiation_picks_the_highest_common_version(connect, client_range, cho
     assert client.server_hello.version == chosen
 
 
-@pytest.mark.parametrize("client_range", [(3, 4), (0, 0), (2, 1), (-5, -1)])
+@pytest.mark.parametrize("client_range", [(2, 1), (-5, -1)])
+def test_a_range_that_is_not_one_is_refused_before_connecting(client_range):
+    with pytest.raises(ValueError, match="versions must be a range"):
+        ClientOptions(versions=client_range)
+
+
+def test_the_server_refuses_a_range_that_is_not_one(raw):
+    with pytest.raises(HandshakeRejected) as caught:
+        raw().hello(min_version=2, max_version=1)
+    assert "greater than" in caught.value.reason
+
+
+@pytest.mark.parametrize("client_range", [(3, 4), (0, 0)])
 def test_no_common_version_is_rejected_with_the_server_range(server, client_range):
     client = Client("127.0.0.1", server.port, ClientOptions(versions=client_range), service=HandshakeService)
     with pytest.raises(HandshakeFailed) as caught:

@@ -232,10 +232,10 @@ def test_garbage_never_hurts_the_server(server, client, send_raw, garbage):
     assert client.echo("still here") == "still here"
 
 
-def _serve_subprocess(*flags: str) -> "tuple[subprocess.Popen, int]":
+def _serve_subprocess(*flags: str, env=None) -> "tuple[subprocess.Popen, int]":
     process = subprocess.Popen(
         [sys.executable, "-m", "thrift_handshake.cli", "serve", "--port", "0", *flags],
-        stderr=subprocess.PIPE, text=True,
+        stderr=subprocess.PIPE, text=True, env=env,
     )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -281,7 +281,7 @@ def test_signals_stop_the_cli_server_gracefully(signum):
 
 
 def test_cli_server_logs_one_line_per_connection_event(raw):
-    process, port = _serve_subprocess("--auth-token", "t0ken")
+    process, port = _serve_subprocess(env=dict(os.environ, THRIFT_HANDSHAKE_AUTH_TOKEN="t0ken"))
     try:
         with pytest.raises(HandshakeFailed):
             Client("127.0.0.1", port, ClientOptions(auth_token="bad"), service=HandshakeService).connect()

@@ -89,8 +89,18 @@ def test_cli_call_over_tls(start_server):
     assert done.stdout.strip() == '"tls"'
 
 
-def test_missing_tls_files_are_a_connect_error(server):
-    client = tls_client(server.port, cert_file="/nonexistent/client.pem", key_file="/nonexistent/client.key")
-    with pytest.raises(ConnectError):
+def test_missing_tls_files_are_named_before_connecting():
+    with pytest.raises(ValueError, match="TLS client certificate '/nonexistent/client.pem': no such file"):
+        ClientTLS(cert_file="/nonexistent/client.pem", key_file="/nonexistent/client.key")
+    with pytest.raises(ValueError, match="TLS key '/nonexistent/server.key': no such file"):
+        ServerTLS(cert_file=str(CERTS / "server.pem"), key_file="/nonexistent/server.key")
+
+
+def test_unloadable_tls_files_are_a_connect_error_naming_them(server, tmp_path):
+    bogus = tmp_path / "bogus.pem"
+    bogus.write_text("not a certificate")
+    client = tls_client(server.port, cert_file=str(bogus), key_file=str(bogus))
+    with pytest.raises(ConnectError) as caught:
         client.connect()
+    assert "bogus.pem" in str(caught.value)
     assert client.phase.value == "CLOSED"
