@@ -262,7 +262,7 @@ class SessionProcessor(TProcessor):
             else:
                 self._refuse(state, name, seqid, iprot, oprot)
         state.end()
-        if session is not None and session.said_goodbye:
+        if session is not None and session.closing:
             handle = _socket_of(oprot.trans)  # the reply is flushed: end the connection
             if handle is not None:
                 try:

@@ -34,7 +34,7 @@ from .contract import service_of
 from .gate import ConnectionState, SessionProcessor, format_peer
 from .metrics import ServerMetrics
 from .session import Session, SessionSettings
-from .transport import ConnectionSocket, is_timeout, protocol_factory, server_tls_context, transport_factory
+from .transport import ConnectionSocket, HandshakeBudgetExceeded, is_timeout, protocol_factory, server_tls_context, transport_factory
 
 __all__ = ["HandshakeServer"]
 
@@ -305,6 +305,7 @@ class HandshakeServer(TThreadedServer):
         client.setTimeout(self.config.limits.handshake_timeout * 1000)  # bounds the TLS handshake too
         if self.config.handshake:
             client.deadline = time.monotonic() + self.config.limits.handshake_timeout  # hello must be done by then
+            client.handshake_budget = self.config.limits.handshake_max_bytes
         connection = Connection(client, peer, self.config)
         thread = threading.Thread(target=self._serve_connection, args=(connection,),
                                   name=f"connection {peer}", daemon=self.daemon)
@@ -355,7 +356,7 @@ class HandshakeServer(TThreadedServer):
                     keep_open = True
                 connection.socket.message_done()
                 if not keep_open:
-                    reason = "after goodbye"
+                    reason = state.session.close_reason
                     break
                 if state.closing:
                     reason = "server stopping"
@@ -390,6 +391,8 @@ class HandshakeServer(TThreadedServer):
 
     def _bad_input(self, error: BaseException) -> str:
         """What was wrong with a message, worded the same whichever protocol implementation noticed."""
+        if isinstance(error, HandshakeBudgetExceeded):
+            return str(error)
         too_big = (isinstance(error, TTransportException) and error.type in _BAD_INPUT) or (
             isinstance(error, OverflowError) and "exceeded specified limit" in str(error))  # the C extension
         if too_big:

@@ -120,6 +120,11 @@ def negotiate_version(client: Tuple[Optional[int], Optional[int]], server: Tuple
     return chosen
 
 
+class _AuthFailed(ValueError):
+    """A missing or wrong auth token: refused like any hello, and the connection is closed too, so a
+    guesser pays a new connection per guess."""
+
+
 class _NoListener:
     def session_started(self, session: "Session") -> None:
         pass
@@ -142,6 +147,7 @@ class Session:
         self.settings = settings
         self.context = context
         self.calls = 0
+        self.close_reason = "after goodbye"  # why the session is CLOSING, once it is
         self._listener = listener or _NoListener()
         self._machine = StateMachine(SESSION_TRANSITIONS, SessionPhase.AWAITING_HELLO)
 
@@ -168,14 +174,11 @@ class Session:
         settings = self.settings
         try:
             version = self._check_hello(hello)
+        except _AuthFailed as error:
+            self.close_reason = f"hello refused: {error}"
+            self._refuse(hello, SessionEvent.AUTH_FAILED, error)
         except ValueError as error:
-            self._machine.apply(SessionEvent.HELLO_REJECTED)
-            self._listener.session_rejected(self, str(error))
-            name = getattr(hello, "client_name", None)
-            logger.info("handshake rejected peer=%s client=%r: %s", self.context.peer,
-                        name[:MAX_NAME_LENGTH] if isinstance(name, str) else name, error)
-            raise HandshakeRejected(reason=str(error), min_version=settings.versions[0],
-                                    max_version=settings.versions[1]) from None
+            self._refuse(hello, SessionEvent.HELLO_REJECTED, error)
         context = self.context
         context.session_id = uuid.uuid4().hex
         context.version = version
@@ -197,6 +200,15 @@ class Session:
             max_message_bytes=settings.max_message_bytes,
         )
 
+    def _refuse(self, hello: Optional[ClientHello], event: SessionEvent, error: ValueError) -> None:
+        self._machine.apply(event)
+        self._listener.session_rejected(self, str(error))
+        name = getattr(hello, "client_name", None)
+        logger.info("handshake rejected peer=%s client=%r: %s", self.context.peer,
+                    name[:MAX_NAME_LENGTH] if isinstance(name, str) else name, error)
+        raise HandshakeRejected(reason=str(error), min_version=self.settings.versions[0],
+                                max_version=self.settings.versions[1]) from None
+
     def _check_hello(self, hello: Optional[ClientHello]) -> int:
         """The negotiated version; ValueError with the reason to refuse."""
         if self.established:
@@ -211,9 +223,9 @@ class Session:
         token = self.settings.auth_token
         if token is not None:
             if not hello.auth_token:
-                raise ValueError("this server requires an auth token")
+                raise _AuthFailed("this server requires an auth token")
             if not hmac.compare_digest(hello.auth_token.encode(), token.encode()):
-                raise ValueError("wrong auth token")
+                raise _AuthFailed("wrong auth token")
         return negotiate_version((hello.min_version, hello.max_version), self.settings.versions)
 
     def call_served(self) -> None:
@@ -232,7 +244,8 @@ class Session:
         return Farewell(session_id=context.session_id, calls=self.calls, duration_ms=duration_ms)
 
     @property
-    def said_goodbye(self) -> bool:
+    def closing(self) -> bool:
+        """goodbye() was answered, or auth failed: the connection closes after this reply."""
         return self._machine.phase is SessionPhase.CLOSING
 
     def disconnected(self) -> None:

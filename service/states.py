@@ -87,13 +87,14 @@ class SessionPhase(enum.Enum):
 
     AWAITING_HELLO = "AWAITING_HELLO"  # only hello() and ping() are served
     ESTABLISHED = "ESTABLISHED"  # every method is served
-    CLOSING = "CLOSING"  # goodbye() answered; the connection closes after the reply
+    CLOSING = "CLOSING"  # goodbye() or a failed auth answered; the connection closes after the reply
     CLOSED = "CLOSED"
 
 
 class SessionEvent(enum.Enum):
     HELLO_ACCEPTED = "hello_accepted"
     HELLO_REJECTED = "hello_rejected"
+    AUTH_FAILED = "auth_failed"  # a missing or wrong token: refused, and the connection closes
     GOODBYE = "goodbye"
     DISCONNECT = "disconnect"
 
@@ -104,6 +105,7 @@ SESSION_TRANSITIONS: Mapping[SessionPhase, Mapping[SessionEvent, SessionPhase]] 
     _S.AWAITING_HELLO: {
         _V.HELLO_ACCEPTED: _S.ESTABLISHED,
         _V.HELLO_REJECTED: _S.AWAITING_HELLO,
+        _V.AUTH_FAILED: _S.CLOSING,
         _V.DISCONNECT: _S.CLOSED,
     },
     # A second hello is refused and the session stays as it was.

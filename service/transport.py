@@ -153,10 +153,15 @@ def _write_failed(error: OSError) -> TTransport.TTransportException:
     return TTransport.TTransportException(kind, f"write failed: {error}", inner=error)
 
 
+class HandshakeBudgetExceeded(TTransport.TTransportException):
+    """A peer sent more before its hello succeeded than the handshake may take."""
+
+
 class ConnectionSocket(DeadlineSocket):
     """The server's end of one connection.
 
-    Before hello, the handshake deadline bounds every read and write (set ``deadline``). Once the
+    Before hello, the handshake deadline bounds every read and write (set ``deadline``), and at most
+    ``handshake_budget`` bytes are read (more is refused before it is allocated). Once the
     session has started (``start_session``), silence between messages is bounded by the idle timeout,
     a request must arrive whole within ``request_timeout`` of its first byte (so a peer dripping one
     byte per idle period cannot hold the connection), and a reply must be written within the idle
@@ -165,6 +170,8 @@ class ConnectionSocket(DeadlineSocket):
 
     request_timeout: Optional[float] = None
     idle_timeout: Optional[float] = None
+    handshake_budget: Optional[int] = None  # bytes the peer may send before its session starts
+    _received = 0
 
     def start_session(self, idle_timeout: float, request_timeout: float) -> None:
         self.deadline = None
@@ -173,8 +180,17 @@ class ConnectionSocket(DeadlineSocket):
         self.handle.settimeout(idle_timeout)
 
     def read(self, sz: int) -> bytes:
-        if self.request_timeout is None:  # handshake: one deadline for everything
-            return super().read(sz)
+        if self.request_timeout is None:  # handshake: one deadline and one byte budget for everything
+            budget = self.handshake_budget
+            if budget is None:
+                return super().read(sz)
+            data = super().read(min(sz, budget - self._received + 1))  # never allocate past the budget
+            self._received += len(data)
+            if self._received > budget:
+                raise HandshakeBudgetExceeded(
+                    TTransport.TTransportException.SIZE_LIMIT,
+                    f"more than {budget} bytes before hello() succeeded (handshake_max_bytes)")
+            return data
         if self.deadline is not None:
             self._arm()
         data = TSocket.TSocket.read(self, sz)

@@ -1,0 +1,146 @@
+"""Attacks on a real server process (loopback only): memory stays bounded before hello, guessing a
+token costs a connection per guess. Each test prints the server's RSS before, at peak and after."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import struct
+import subprocess
+import sys
+import time
+from typing import Dict, Iterator, Tuple
+
+import pytest
+from thrift.protocol.TBinaryProtocol import TBinaryProtocol
+from thrift.Thrift import TApplicationException, TMessageType
+from thrift.transport.TTransport import TMemoryBuffer, TTransportException
+
+from thrift_handshake_gen import HandshakeService
+from thrift_handshake_gen.session import SessionService
+from thrift_handshake_gen.session.ttypes import ClientHello, HandshakeRejected
+
+TOKEN = "s3cret-token"
+
+
+def _status(pid: int) -> Dict[str, int]:
+    """VmRSS and VmHWM (peak RSS) of a process, in KiB."""
+    fields = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "VmHWM"):
+                fields[name] = int(value.split()[0])
+    return fields
+
+
+@pytest.fixture
+def server_process() -> Iterator[Tuple[subprocess.Popen, int]]:
+    """`thrift-handshake serve` with an auth token, in its own process (so its memory is its own)."""
+    env = dict(os.environ, THRIFT_HANDSHAKE_AUTH_TOKEN=TOKEN)
+    process = subprocess.Popen([sys.executable, "-m", "thrift_handshake", "serve", "--port", "0"],
+                               stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = process.stderr.readline()
+        port = int(re.search(r"listening on \S+:(\d+)", line).group(1))
+        yield process, port
+    finally:
+        process.kill()
+        process.wait(5)
+        process.stderr.close()
+
+
+def _message(method: str, args, seqid: int = 1) -> bytes:
+    buffer = TMemoryBuffer()
+    protocol = TBinaryProtocol(buffer)
+    protocol.writeMessageBegin(method, TMessageType.CALL, seqid)
+    args.write(protocol)
+    protocol.writeMessageEnd()
+    return buffer.getvalue()
+
+
+def _send_and_read_answer(port: int, data: bytes) -> bytes:
+    """Sends ``data`` (as much as the server takes) and returns what it answers before closing."""
+    received = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        try:
+            sock.sendall(data)
+        except OSError:  # the server stopped reading once the budget was spent: expected
+            pass
+        try:
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+        except OSError:
+            pass
+    return received
+
+
+def _answer(data: bytes, result_class):
+    protocol = TBinaryProtocol(TMemoryBuffer(data))
+    _, message_type, _ = protocol.readMessageBegin()
+    if message_type == TMessageType.EXCEPTION:
+        error = TApplicationException()
+        error.read(protocol)
+        return error
+    result = result_class()
+    result.read(protocol)
+    return result
+
+
+def _empty_structs_message(lists: int, per_list: int) -> bytes:
+    """echo_types(AllTypes{groups: map<string, list<Point>>}) with every Point empty: one byte each on
+    the wire, one Python object each if decoded (written by hand: building it with objects is slow)."""
+    out = [struct.pack("!iI", -2147418112 | TMessageType.CALL, 10) + b"echo_types" + struct.pack("!i", 1)]
+    out.append(struct.pack("!bh", 12, 1))  # args field 1: the AllTypes struct
+    out.append(struct.pack("!bhbbi", 13, 19, 11, 15, lists))  # field 19: map<string, list<Point>>
+    for index in range(lists):
+        key = f"g{index}".encode()
+        out.append(struct.pack("!i", len(key)) + key + struct.pack("!bi", 12, per_list) + b"\0" * per_list)
+    out.append(b"\0\0")  # end of AllTypes, end of the arguments
+    return b"".join(out)
+
+
+def _attack(process: subprocess.Popen, port: int, name: str, data: bytes):
+    before = _status(process.pid)
+    answer = _send_and_read_answer(port, data)
+    after = _status(process.pid)
+    print(f"\n{name}: sent {len(data) / 2**20:.1f} MiB; server RSS before {before['VmRSS'] / 1024:.0f} MiB, "
+          f"peak {after['VmHWM'] / 1024:.0f} MiB, after {after['VmRSS'] / 1024:.0f} MiB")
+    assert after["VmHWM"] - before["VmRSS"] < 32 * 1024, "the server's memory grew with what an anonymous peer sent"
+    return answer
+
+
+def test_a_huge_call_before_hello_is_refused_within_the_handshake_budget(server_process):
+    process, port = server_process
+    data = _empty_structs_message(lists=8, per_list=1_000_000)
+    answer = _answer(_attack(process, port, "8 MB echo_types before hello", data), HandshakeService.echo_types_result)
+    assert isinstance(answer, TApplicationException) and answer.type == TApplicationException.PROTOCOL_ERROR
+    assert "before hello() succeeded" in answer.message
+
+
+def test_a_hello_with_a_flood_of_features_is_refused_within_the_budget(server_process):
+    process, port = server_process
+    hello = ClientHello(client_name="flood", min_version=1, max_version=2, auth_token=TOKEN,
+                        features={f"{i:06d}" + "f" * 10_000 for i in range(500)})
+    data = _message("hello", SessionService.hello_args(hello=hello))
+    answer = _answer(_attack(process, port, "hello with 500 features of 10 KB", data), SessionService.hello_result)
+    assert isinstance(answer, TApplicationException) and "handshake_max_bytes" in answer.message
+
+
+def test_a_wrong_token_closes_the_connection(server_process):
+    _, port = server_process
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        wrong = ClientHello(client_name="guesser", min_version=1, max_version=2, auth_token="guess-1")
+        sock.sendall(_message("hello", SessionService.hello_args(hello=wrong)))
+        received = b""
+        while True:  # the refusal, then the end of the connection: one guess per connection
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+    answer = _answer(received, SessionService.hello_result)
+    assert isinstance(answer.rejected, HandshakeRejected) and answer.rejected.reason == "wrong auth token"
