@@ -7,7 +7,6 @@ IDL refuses must put nothing on the wire: a bare listening socket proves that no
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import socket
@@ -22,7 +21,7 @@ from thrift.protocol.TBinaryProtocol import TBinaryProtocolAcceleratedFactory
 from thrift.server.TServer import TThreadedServer
 from thrift.transport import TSocket, TTransport
 
-from thrift_handshake import ClientOptions, idlcache
+from thrift_handshake import idlcache
 
 ROOT = Path(__file__).resolve().parent.parent
 HANDSHAKE_IDL = ROOT / "idl" / "handshake.thrift"
@@ -68,12 +67,6 @@ service Store {
   list<Item> all(),
 }
 """
-
-HAS_HANDSHAKE_OPTION = "handshake" in {f.name for f in dataclasses.fields(ClientOptions)}
-needs_no_hello = pytest.mark.skipif(
-    not HAS_HANDSHAKE_OPTION,
-    reason="--no-hello needs ClientOptions(handshake=False) from the runtime (not merged yet)")
-
 
 @pytest.fixture(scope="module")
 def cache_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -293,7 +286,6 @@ def test_a_union_of_any_idl_is_checked(silent_port, plain_idl, cache_home):
 # ---------------------------------------------------------------------------------------------
 
 
-@needs_no_hello
 def test_plain_service_on_a_stock_threaded_server(stock_server, plain_idl, cache_home):
     port, handler = stock_server
     common = ("--idl", str(plain_idl), "--no-hello", "--port", str(port))
