@@ -40,7 +40,9 @@ def run(host: str, port: int) -> int:
             print(f"get missing -> KeyNotFound({error.key!r})")
         removed = kv.remove("session")
         print(f"remove session -> version {removed.version}, expires_at set: {removed.expires_at is not None}")
-    print(f"goodbye: {client.farewell.calls} calls in {client.farewell.duration_ms} ms")
+    farewell = client.farewell  # set by the goodbye said on leaving the block
+    assert farewell is not None
+    print(f"goodbye: {farewell.calls} calls in {farewell.duration_ms} ms")
     return 0
 
 
