@@ -144,6 +144,10 @@ class StoreHandler:
         return None
 
 
+class _StopServing(BaseException):
+    """Ends TThreadedServer.serve(), which catches every Exception."""
+
+
 @pytest.fixture(scope="module")
 def stock_server(plain_idl: Path, cache_home: Path):
     """Apache Thrift's TThreadedServer as in its tutorial, serving Store on 127.0.0.1, port 0."""
@@ -164,10 +168,33 @@ def stock_server(plain_idl: Path, cache_home: Path):
     transport.listen()
     port = transport.handle.getsockname()[1]
     transport.listen = lambda: None  # already listening; serve() calls listen() again
-    thread = threading.Thread(target=server.serve, daemon=True)
+    # TThreadedServer.serve() has no stop: it logs every Exception from accept() and loops, so accept()
+    # raises a BaseException once stopping is set; a wake-up connection unblocks it.
+    stopping = threading.Event()
+    real_accept = transport.accept
+
+    def accept():
+        client = real_accept()
+        if stopping.is_set():
+            client.close()
+            raise _StopServing
+        return client
+
+    def serve() -> None:
+        try:
+            server.serve()
+        except _StopServing:
+            pass
+
+    transport.accept = accept
+    thread = threading.Thread(target=serve, name="stock-TThreadedServer", daemon=True)
     thread.start()
     yield port, handler
+    stopping.set()
+    socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    thread.join(5)
     transport.close()
+    assert not thread.is_alive(), "the stock server's accept loop did not stop"
 
 
 # ---------------------------------------------------------------------------------------------
