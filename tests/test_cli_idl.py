@@ -102,7 +102,8 @@ def silent_port() -> Iterator[socket.socket]:
 
 
 def assert_nothing_connected(listener: socket.socket) -> None:
-    listener.settimeout(0.3)
+    """After the CLI has exited: a loopback connect() it made is complete, so it waits in the backlog."""
+    listener.settimeout(0.1)
     try:
         peer, _ = listener.accept()
     except socket.timeout:
@@ -389,6 +390,19 @@ def test_the_cache_is_keyed_by_the_includes_contents_too(tmp_path):
     assert len(entries()) == 2, "editing an included file must make a new cache entry"
     generated = cache / "thrift-handshake" / "idl" / entries()[0] / "gen-py"
     assert (generated / "cache_top" / "Top.py").is_file() and (generated / "cache_base" / "Base.py").is_file()
+
+
+def test_includes_found_through_include_dirs(tmp_path, cache_home):
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "common.thrift").write_text("namespace py incdir_common\nstruct Shared { 1: i32 n }\n")
+    (tmp_path / "svc.thrift").write_text('include "common.thrift"\nnamespace py incdir_svc\n'
+                                         "service S { common.Shared get() }\n")
+    without = run_cli("call", "--idl", str(tmp_path / "svc.thrift"), "--list", cache=cache_home)
+    assert without.returncode == 2 and "common.thrift" in without.stderr
+    found = run_cli("call", "--idl", str(tmp_path / "svc.thrift"), "-I", str(tmp_path / "shared"), "--list",
+                    cache=cache_home)
+    assert found.returncode == 0, found.stderr
+    assert "  common.Shared get()" in found.stdout
 
 
 def test_a_namespace_that_clashes_with_installed_code_is_refused(tmp_path, cache_home):
