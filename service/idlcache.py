@@ -354,33 +354,26 @@ def _import_generated(gen_dir: Path) -> None:
     runtime's own session.thrift) is fine when the files are the same: the existing modules are used.
     """
     gen_text = str(gen_dir)
+    if gen_text in sys.path:
+        return  # checked when it was added
     for dotted, folder in _leaf_packages(gen_dir):
         top = dotted.split(".")[0]
-        if (gen_dir / top).resolve() == Path(getattr(sys.modules.get(top), "__path__", [""])[0] or "/").resolve():
-            continue  # already loaded from this very cache entry
         try:
-            spec = importlib.util.find_spec(top) if gen_text not in sys.path else None
+            taken = top in sys.modules or importlib.util.find_spec(top) is not None
         except (ImportError, ValueError):
-            spec = None
-        if spec is None and top not in sys.modules:
-            continue
+            taken = True
+        if not taken:
+            continue  # ours alone: found through gen_dir once it is on sys.path
         try:
             existing = importlib.import_module(dotted)
         except ImportError:
-            existing = None
-        where = Path(getattr(existing, "__file__", "") or "").parent
-        if existing is None or where.resolve() == folder.resolve():
-            if existing is None:
-                raise IdlError(
-                    f"the IDL's Python package {dotted!r} would be part of {top!r}, which is already "
-                    f"installed elsewhere; give the IDL its own 'namespace py'")
-            continue
+            raise IdlError(f"the IDL's Python package {dotted!r} would be part of {top!r}, which is already "
+                           "installed elsewhere; give the IDL its own 'namespace py'") from None
+        where = Path(getattr(existing, "__file__", None) or ".").parent
         if not _same_files(folder, where):
-            raise IdlError(
-                f"the IDL's Python module {dotted!r} clashes with a different {dotted!r} already loaded "
-                f"from {where}; give the IDL its own 'namespace py'")
-    if gen_text not in sys.path:
-        sys.path.insert(0, gen_text)
+            raise IdlError(f"the IDL's Python module {dotted!r} clashes with a different {dotted!r} already "
+                           f"loaded from {where}; give the IDL its own 'namespace py'")
+    sys.path.insert(0, gen_text)
     importlib.invalidate_caches()
 
 
