@@ -304,8 +304,12 @@ def compile_idl(idl_path: "str | os.PathLike[str]", include_dirs: Sequence[str] 
     key = hashlib.sha256("\0".join([_compiler_version(compiler), "py", program, xml_text]).encode()).hexdigest()[:24]
     entry = cache_root() / key
     if not (entry / "complete").is_file():
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=entry.parent))
+        try:
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=entry.parent))
+        except OSError as error:
+            raise IdlError(f"cannot write the IDL cache in {entry.parent}: {error}; "
+                           "point $XDG_CACHE_HOME (or $THRIFT_HANDSHAKE_CACHE) at a writable folder") from None
         try:
             (staging / "gen-py").mkdir()
             _run_compiler(compiler, ["-r", "--gen", "py", *includes, "-out", str(staging / "gen-py")], idl,

@@ -75,8 +75,9 @@ def cache_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_cli(*args: str, cache: Path, env: "dict | None" = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "XDG_CACHE_HOME": str(cache), **(env or {})}
+    environment = {**os.environ, "XDG_CACHE_HOME": str(cache)}
     environment.pop("THRIFT_HANDSHAKE_CACHE", None)
+    environment.update(env or {})
     return subprocess.run([sys.executable, "-m", "thrift_handshake.cli", "--log-level", "WARNING", *args],
                           capture_output=True, text=True, timeout=timeout, env=environment)
 
@@ -365,6 +366,14 @@ def test_a_missing_compiler_says_how_to_install_it(tmp_path, cache_home):
                    env={"THRIFT": str(tmp_path / "no-thrift-here")})
     assert done.returncode == 2
     assert "apt-get install thrift-compiler" in done.stderr
+
+
+def test_an_unwritable_cache_says_where_to_point_it(tmp_path, cache_home):
+    (tmp_path / "a-file").write_text("")
+    done = run_cli("call", "--idl", str(HANDSHAKE_IDL), "--list", cache=cache_home,
+                   env={"THRIFT_HANDSHAKE_CACHE": str(tmp_path / "a-file" / "cache")})
+    assert done.returncode == 2
+    assert "cannot write the IDL cache" in done.stderr and "XDG_CACHE_HOME" in done.stderr
 
 
 def test_a_missing_idl_file(tmp_path, cache_home):
