@@ -3,6 +3,7 @@
     thrift-handshake serve [--host 127.0.0.1] [--port 9090] [--auth-token-file F] [limits ...]
     thrift-handshake serve --service MODULE:CLASS [--path DIR ...] [--no-hello]   any Thrift service
     thrift-handshake call echo '"hi"' [--trace]        each ARG is a JSON value for the next parameter
+    thrift-handshake call --idl kv.thrift [--service NAME] [--no-hello] [--list] METHOD [ARG ...]
     thrift-handshake demo                               the whole flow against a throwaway server
 
 The server's flags are generated from ``config.ServerLimits`` (and, for the demo service, from
@@ -28,7 +29,7 @@ from typing import Any, Optional, Sequence
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.ttypes import Event, Request, Shape
 
-from . import jsonargs
+from . import idlcache, jsonargs
 from .client import Client
 from .config import (
     DEFAULT_HOST,
@@ -52,7 +53,8 @@ __all__ = ["main"]
 
 AUTH_TOKEN_ENV = "THRIFT_HANDSHAKE_AUTH_TOKEN"
 DEFAULT_SERVICE = "thrift_handshake_gen.HandshakeService"
-#: Generated classes that are IDL unions (the generated code cannot tell them from structs).
+#: The installed HandshakeService's unions, for ``call`` without ``--idl`` (the generated code cannot
+#: tell unions from structs; with ``--idl`` they come from the compiler's description of the IDL).
 UNIONS = (Shape,)
 
 DEMO_TEXT = "请求数据"
@@ -156,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     _limit_flags(serve_parser.add_argument_group("demo service (without --service)"), DemoLimits)
 
     call_parser = commands.add_parser("call", parents=[common], help="connect, hello, call METHOD, goodbye")
-    call_parser.add_argument("method")
+    call_parser.add_argument("method", nargs="?", help="the method to call (not needed with --list)")
     call_parser.add_argument("args", nargs="*", metavar="ARG", help="JSON value for the next parameter")
     _connection_flags(call_parser)
     call_parser.add_argument("--trace", action="store_true", help="print the phase timeline after the result")
@@ -168,8 +170,16 @@ def build_parser() -> argparse.ArgumentParser:
     call_parser.add_argument("--tls-cert", help="client certificate for mutual TLS (PEM); implies --tls")
     call_parser.add_argument("--tls-key", help="the client certificate's key (PEM)")
     call_parser.add_argument("--tls-server-name", help="name expected in the server's certificate")
-    call_parser.add_argument("--service", default=DEFAULT_SERVICE,
-                             help="generated service module (any service that extends HandshakeService)")
+    call_parser.add_argument("--idl", help="call the service of this Thrift IDL (compiled with `thrift`, cached)")
+    call_parser.add_argument("-I", "--include-dir", action="append", default=[], metavar="DIR",
+                             help="with --idl: a folder to search for included IDLs (repeatable)")
+    call_parser.add_argument("--service", default=None,
+                             help="with --idl: the service's name in the IDL (default: its last service); "
+                                  f"without: a generated service module (default {DEFAULT_SERVICE})")
+    call_parser.add_argument("--no-hello", action="store_true",
+                             help="the server's clients say no hello/goodbye: connect and call straight away")
+    call_parser.add_argument("--list", action="store_true",
+                             help="print the services and methods with their signatures; connects to nothing")
 
     demo_parser = commands.add_parser("demo", parents=[common], help="the whole flow against a throwaway local server")
     _wire_flags(demo_parser)
@@ -249,16 +259,62 @@ def _print_json(value: Any) -> None:
     print(json.dumps(jsonargs.to_jsonable(value), ensure_ascii=False, indent=2))
 
 
+def _print_idl_services(idl: idlcache.LoadedIdl, default: idlcache.IdlService) -> None:
+    """``call --idl X --list``: each service of the IDL with every method's signature."""
+    for service in idl.services():
+        extends = f" extends {service.extends}" if service.extends else ""
+        marker = "   (default)" if service == default else ""
+        print(f"service {service.name}{extends}{marker}")
+        owner_shown = service
+        for method, owner in idl.methods(service):
+            if owner != owner_shown:
+                print(f"  # from {owner.qualified}")
+                owner_shown = owner
+            print(f"  {method.signature(idl.program)}")
+
+
+def _call_target(args: argparse.Namespace) -> "tuple[Optional[ModuleType], dict]":
+    """The generated service module to call and what jsonargs needs to check its arguments."""
+    if not args.idl:
+        if args.list or args.include_dir:
+            raise ArgumentError("--list and -I need --idl")
+        return importlib.import_module(args.service or DEFAULT_SERVICE), {"unions": UNIONS}
+    idl = idlcache.load_idl(args.idl, args.include_dir)
+    service = idl.service(args.service)
+    if args.list:
+        _print_idl_services(idl, service)
+        return None, {}
+    if args.method is None:
+        raise ArgumentError("which method? (call --idl FILE --list shows them)")
+    idl.method(service, args.method)  # unknown method: lists the known ones
+    if not args.no_hello and not any(m.name == "hello" for m, _ in idl.methods(service)):
+        raise ArgumentError(f"service {service.name} has no hello(): it does not extend session.SessionService; "
+                            "add --no-hello to call a server whose clients say no hello")
+    fields, unions = idl.type_hints(service)
+    return idl.service_module(service), {"unions": unions, "fields": fields}
+
+
+def _client_options(args: argparse.Namespace) -> ClientOptions:
+    return ClientOptions(client_name=args.client_name, versions=_versions(args.versions),
+                         auth_token=_auth_token(args), wire=_wire(args), handshake=not args.no_hello,
+                         timeouts=Timeouts(call=args.timeout), tls=_client_tls(args))
+
+
 def run_call(args: argparse.Namespace) -> int:
-    service: ModuleType = importlib.import_module(args.service)
-    values = jsonargs.parse_arguments(service, args.method, args.args, unions=UNIONS)
-    options = ClientOptions(client_name=args.client_name, versions=_versions(args.versions),
-                            auth_token=_auth_token(args), wire=_wire(args),
-                            timeouts=Timeouts(call=args.timeout), tls=_client_tls(args))
+    service, checks = _call_target(args)
+    if service is None:  # --list
+        return 0
+    if args.method is None:
+        raise ArgumentError("which method? (give METHOD, or --idl FILE --list to see them)")
+    values = jsonargs.parse_arguments(service, args.method, args.args, **checks)
+    options = _client_options(args)
     client = Client(args.host, args.port, options, service=service)
     try:
         with client:
-            result = client.goodbye() if args.method == "goodbye" else client.call(args.method, *values)
+            if args.method == "goodbye" and not args.no_hello:
+                result = client.goodbye()
+            else:
+                result = client.call(args.method, *values)
         _print_json(result)
     except ServiceError as error:
         print(f"{type(error).__name__}: {json.dumps(jsonargs.to_jsonable(error), ensure_ascii=False)}",

@@ -9,10 +9,13 @@ are read from the key text: {"1": "RED"}) or an array of [key, value] pairs.
 
 The generated Python code does not record everything the IDL says:
 
-* Enums: an enum field is a plain ``TType.I32`` whose spec holds no enum class, so a string given for
-  any i32 is looked up among the enums of the module that defines the enclosing struct ("RED" or
-  "Color.RED"); integers are range checked only.
-* Requiredness is not in the spec: the generated ``validate()`` is called on every struct built.
+* Enums: an enum field is a plain ``TType.I32`` whose spec holds no enum class. With ``fields`` (the
+  IDL's own field types, e.g. from ``idlcache.LoadedIdl.type_hints``) an enum takes its member names
+  ("RED" or "Color.RED") or their numbers, nothing else. Without it, a string given for any i32 is
+  looked up among the enums of the module that defines the enclosing struct; integers are range
+  checked only.
+* Requiredness is not in the spec: the generated ``validate()`` is called on every struct built, and
+  with ``fields`` a required parameter must be given.
 * Unions are generated exactly like structs: pass their classes in ``unions`` to require one field.
 """
 
@@ -26,7 +29,7 @@ import json
 import math
 import shlex
 import sys
-from typing import Any, Collection, Dict, List, Sequence, Tuple
+from typing import Any, Collection, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from thrift.protocol.TProtocol import TProtocolException
 from thrift.Thrift import TType
@@ -50,12 +53,15 @@ def method_parameters(service_module: Any, method: str) -> List[Tuple[str, int, 
 
 
 def parse_arguments(
-    service_module: Any, method: str, json_texts: Sequence[str], *, unions: Collection[type] = ()
+    service_module: Any, method: str, json_texts: Sequence[str], *, unions: Collection[type] = (),
+    fields: Optional[Mapping[type, Mapping[str, Any]]] = None,
 ) -> List[Any]:
     """Converts one JSON text per parameter into the Thrift values ``Client.<method>(*values)`` takes.
 
     Missing trailing arguments and JSON ``null`` become None (unset). ``unions`` names the generated
-    classes that are IDL unions. Raises ArgumentError, naming the parameter and the path inside it.
+    classes that are IDL unions. ``fields`` maps generated classes (structs and ``<method>_args``) to
+    their IDL fields by name (objects with ``type`` and ``requiredness``, see ``idlcache.IdlField``).
+    Raises ArgumentError, naming the parameter and the path inside it.
     """
     if isinstance(json_texts, (str, bytes)):
         raise TypeError("json_texts must be a sequence of JSON texts, not a single text")
@@ -65,17 +71,25 @@ def parse_arguments(
         names = ", ".join(name for name, _, _ in parameters)
         takes = f"{len(parameters)} parameter(s) ({names})" if parameters else "no parameters"
         raise ArgumentError(f"{method}: takes {takes}, got {len(json_texts)} argument(s)")
-    converter = _JsonToThrift(unions)
+    converter = _JsonToThrift(unions, fields)
+    idl_params = converter.idl_fields(args_class)
     values: List[Any] = [None] * len(parameters)
-    for index, (text, (name, ttype, type_args)) in enumerate(zip(json_texts, parameters)):
+    for index, (name, ttype, type_args) in enumerate(parameters):
         path = f"{method}: parameter {index + 1} '{name}'"
-        try:
-            value = json.loads(text)
-        except ValueError as exc:
-            hint = f"; to pass it as a string, quote it: {shlex.quote(json.dumps(text, ensure_ascii=False))}"
-            raise ArgumentError(f"{path}: not valid JSON: {exc}{hint if ttype == TType.STRING else ''}") from None
+        idl_field = idl_params.get(name)
+        value = None
+        if index < len(json_texts):
+            text = json_texts[index]
+            try:
+                value = json.loads(text)
+            except ValueError as exc:
+                hint = f"; to pass it as a string, quote it: {shlex.quote(json.dumps(text, ensure_ascii=False))}"
+                raise ArgumentError(f"{path}: not valid JSON: {exc}{hint if ttype == TType.STRING else ''}") from None
         if value is not None:
-            values[index] = converter.convert(value, ttype, type_args, path, args_class)
+            values[index] = converter.convert(value, ttype, type_args, path, args_class,
+                                              getattr(idl_field, "type", None))
+        elif getattr(idl_field, "requiredness", None) == "required":
+            raise ArgumentError(f"{path}: required parameter is missing")
     return values
 
 
@@ -177,6 +191,20 @@ def _enum_value(text: str, path: str, owner: type) -> int:
     raise ArgumentError(f"{path}: expected i32, got {_describe(text)}{only}")
 
 
+def _idl_enum_value(value: Any, idl_type: Any, path: str) -> int:
+    """An enum member given by name ("RED", "Color.RED") or by number, checked against the IDL's members."""
+    members = dict(idl_type.members)
+    enum_name = idl_type.name.rpartition(".")[2]
+    listing = ", ".join(f"{name} = {number}" for name, number in idl_type.members)
+    if isinstance(value, str):
+        prefix, _, member = value.rpartition(".")
+        if prefix in ("", enum_name, idl_type.name) and member in members:
+            return members[member]
+    elif isinstance(value, int) and not isinstance(value, bool) and value in members.values():
+        return value
+    raise _mismatch(path, f"enum {enum_name} (one of {listing})", value)
+
+
 def _float_to_json(value: float) -> Any:
     if math.isnan(value):
         return "NaN"
@@ -188,15 +216,22 @@ def _float_to_json(value: float) -> Any:
 class _JsonToThrift:
     """Converts parsed JSON into Thrift values of a given ttype, raising ArgumentError with the path."""
 
-    def __init__(self, unions: Collection[type]) -> None:
+    def __init__(self, unions: Collection[type], fields: Optional[Mapping[type, Mapping[str, Any]]] = None) -> None:
         self.unions = frozenset(unions)
+        self.fields = fields or {}
 
-    def convert(self, value: Any, ttype: int, type_args: Any, path: str, owner: type) -> Any:
-        """``owner`` is the innermost struct (or args) class; its module is searched for enum names."""
+    def idl_fields(self, cls: type) -> Mapping[str, Any]:
+        return self.fields.get(cls, {})
+
+    def convert(self, value: Any, ttype: int, type_args: Any, path: str, owner: type, idl: Any = None) -> Any:
+        """``owner`` is the innermost struct (or args) class; its module is searched for enum names unless
+        ``idl`` (the IDL's type of this value, see ``idlcache.IdlType``) says which enum it is."""
         if ttype == TType.BOOL:
             if not isinstance(value, bool):
                 raise _mismatch(path, "bool", value)
             return value
+        if ttype == TType.I32 and getattr(idl, "kind", None) == "enum":
+            return _idl_enum_value(value, idl, path)
         if ttype in _INTEGER_BITS:
             return self._integer(value, ttype, path, owner)
         if ttype == TType.DOUBLE:
@@ -206,9 +241,9 @@ class _JsonToThrift:
         if ttype == TType.STRUCT:
             return self._struct(value, type_args[0], path)
         if ttype in (TType.LIST, TType.SET):
-            return self._sequence(value, ttype, type_args, path, owner)
+            return self._sequence(value, ttype, type_args, path, owner, getattr(idl, "elem", None))
         if ttype == TType.MAP:
-            return self._map(value, type_args, path, owner)
+            return self._map(value, type_args, path, owner, idl)
         raise ArgumentError(f"{path}: unsupported Thrift type {ttype}")
 
     def _integer(self, value: Any, ttype: int, path: str, owner: type) -> int:
@@ -258,9 +293,12 @@ class _JsonToThrift:
             if name not in fields:
                 raise ArgumentError(f"{path}: {type_name} has no field {name!r}; fields: {', '.join(fields)}")
         instance = struct_class()
+        idl_fields = self.idl_fields(struct_class)
         for name, item in value.items():
             _, ttype, _, type_args, _ = fields[name]
-            converted = None if item is None else self.convert(item, ttype, type_args, f"{path}.{name}", struct_class)
+            idl = getattr(idl_fields.get(name), "type", None)
+            converted = None if item is None else self.convert(item, ttype, type_args, f"{path}.{name}",
+                                                               struct_class, idl)
             setattr(instance, name, converted)
         if struct_class in self.unions:
             chosen = [name for name in fields if getattr(instance, name) is not None]
@@ -275,14 +313,14 @@ class _JsonToThrift:
             raise ArgumentError(f"{path}: {type_name}: {message[:1].lower()}{message[1:]}") from None
         return instance
 
-    def _sequence(self, value: Any, ttype: int, type_args: Any, path: str, owner: type) -> Any:
+    def _sequence(self, value: Any, ttype: int, type_args: Any, path: str, owner: type, idl_elem: Any) -> Any:
         kind = "set" if ttype == TType.SET else "list"
         if not isinstance(value, list):
             raise _mismatch(path, f"{kind} (a JSON array)", value)
         element_type, element_args = type_args[0], type_args[1]
         items: List[Any] = []
         for index, item in enumerate(value):
-            converted = self.convert(item, element_type, element_args, f"{path}[{index}]", owner)
+            converted = self.convert(item, element_type, element_args, f"{path}[{index}]", owner, idl_elem)
             if ttype == TType.SET and converted in items:
                 raise ArgumentError(f"{path}[{index}]: duplicate set element {_describe(item)}")
             items.append(converted)
@@ -293,7 +331,7 @@ class _JsonToThrift:
         except TypeError:  # unhashable elements (structs, containers): the generated writer takes any iterable
             return items
 
-    def _map(self, value: Any, type_args: Any, path: str, owner: type) -> Dict[Any, Any]:
+    def _map(self, value: Any, type_args: Any, path: str, owner: type, idl: Any) -> Dict[Any, Any]:
         key_type, key_args, value_type, value_args = type_args[:4]
         if isinstance(value, dict):
             entries = [(self._key_from_text(key, key_type), item, f"{path}[{_describe(key)}]", None)
@@ -308,14 +346,15 @@ class _JsonToThrift:
             raise _mismatch(path, "map (a JSON object or an array of [key, value] pairs)", value)
         result: Dict[Any, Any] = {}
         for raw_key, raw_value, key_path, value_path in entries:
-            key = self.convert(raw_key, key_type, key_args, key_path, owner)
+            key = self.convert(raw_key, key_type, key_args, key_path, owner, getattr(idl, "key", None))
             try:
                 duplicate = key in result
             except TypeError:
                 raise ArgumentError(f"{key_path}: this key type cannot be a Python dict key") from None
             if duplicate:
                 raise ArgumentError(f"{key_path}: duplicate map key {_describe(raw_key)}")
-            result[key] = self.convert(raw_value, value_type, value_args, value_path or key_path, owner)
+            result[key] = self.convert(raw_value, value_type, value_args, value_path or key_path, owner,
+                                       getattr(idl, "value", None))
         return result
 
     @staticmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -418,3 +419,77 @@ def test_parameters_follow_declaration_order_not_field_ids(child_service):
     assert [p[0] for p in jsonargs.method_parameters(child_service, "child_method")] == ["late", "early"]
     assert jsonargs.parse_arguments(child_service, "child_method", ["7", '"e"']) == [7, "e"]
     assert jsonargs.parse_arguments(child_service, "nothing", []) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# With the IDL's own types (idlcache's model from the compiler): enums per field, required parameters
+# ---------------------------------------------------------------------------------------------
+
+TYPED_IDL = """
+namespace py jsonargs_typed_gen
+enum Mode { FAST = 1, SLOW = 2 }
+enum Other { FAST = 10 }
+typedef Mode Speed
+union Pick { 1: Mode mode, 2: string name }
+struct Box { 1: required Speed speed, 2: optional map<Mode, list<Other>> table, 3: optional Pick pick }
+service Typed {
+  Mode run(1: required Mode mode, 2: Box box, 3: set<Speed> speeds),
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def typed_idl(tmp_path_factory):
+    from thrift_handshake import idlcache  # noqa: PLC0415
+
+    folder = tmp_path_factory.mktemp("typed")
+    (folder / "typed.thrift").write_text(TYPED_IDL)
+    cache = folder / "cache"
+    previous = os.environ.get("THRIFT_HANDSHAKE_CACHE")
+    os.environ["THRIFT_HANDSHAKE_CACHE"] = str(cache)
+    try:
+        idl = idlcache.load_idl(folder / "typed.thrift")
+        service = idl.service()
+        fields, unions = idl.type_hints(service)
+        module = idl.service_module(service)
+    finally:
+        if previous is None:
+            os.environ.pop("THRIFT_HANDSHAKE_CACHE", None)
+        else:
+            os.environ["THRIFT_HANDSHAKE_CACHE"] = previous
+    return module, fields, unions
+
+
+def typed_parse(typed_idl, *texts):
+    module, fields, unions = typed_idl
+    return jsonargs.parse_arguments(module, "run", list(texts), unions=unions, fields=fields)
+
+
+def typed_error(typed_idl, *texts) -> str:
+    with pytest.raises(ArgumentError) as caught:
+        typed_parse(typed_idl, *texts)
+    return str(caught.value)
+
+
+def test_idl_enums_take_their_own_names_or_member_numbers(typed_idl):
+    mode, box, speeds = typed_parse(typed_idl, '"FAST"', '{"speed": "Mode.SLOW", "table": {"FAST": ["FAST", 10]}}',
+                                    '["SLOW", 1]')
+    assert mode == 1 and box.speed == 2 and box.table == {1: [10, 10]} and speeds == {1, 2}
+    assert typed_parse(typed_idl, "2")[0] == 2
+
+
+def test_idl_enums_refuse_other_enums_names_and_unknown_numbers(typed_idl):
+    assert "parameter 1 'mode': expected enum Mode (one of FAST = 1, SLOW = 2), got 10" in typed_error(typed_idl, "10")
+    assert "expected enum Mode" in typed_error(typed_idl, '"Other.FAST"')
+    assert "'box'.table[\"FAST\"][0]: expected enum Other (one of FAST = 10), got 1" in typed_error(
+        typed_idl, '"FAST"', '{"speed": 1, "table": {"FAST": [1]}}')
+    assert "'box'.speed: expected enum Mode" in typed_error(typed_idl, "1", '{"speed": true}')
+
+
+def test_idl_union_and_required_parameter(typed_idl):
+    assert "parameter 1 'mode': required parameter is missing" in typed_error(typed_idl)
+    assert "parameter 1 'mode': required parameter is missing" in typed_error(typed_idl, "null", "null")
+    assert "Pick is a union: set exactly one of mode, name (got mode, name)" in typed_error(
+        typed_idl, "1", '{"speed": 1, "pick": {"mode": "SLOW", "name": "x"}}')
+    assert typed_parse(typed_idl, "1", '{"speed": 1, "pick": {"mode": "SLOW"}}')[1].pick.mode == 2
+    assert "Box: required field speed is unset" in typed_error(typed_idl, "1", "{}")
