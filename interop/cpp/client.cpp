@@ -109,8 +109,8 @@ struct Conn {
   std::shared_ptr<TBufferedTransport> transport;
   std::unique_ptr<HandshakeServiceClient> client;
 
-  Conn() {
-    socket = std::make_shared<TSocket>(host, port);
+  explicit Conn(int toPort = port) {
+    socket = std::make_shared<TSocket>(host, toPort);
     socket->setConnTimeout(5000);
     socket->setRecvTimeout(CALL_TIMEOUT_MS);
     socket->setSendTimeout(CALL_TIMEOUT_MS);
@@ -603,6 +603,29 @@ static void secondConnection() {
         describe(error));
 }
 
+// Overloaded needs a full submit queue: HANDSHAKE_OVERLOAD_PORT names a server on the same host started with
+// submit_workers=1 and submit_queue=1 (room for 2 unfinished requests), where a third submit is refused.
+static void overloadedServer(int overloadPort) {
+  Conn c(overloadPort);
+  ServerHello hello;
+  if (!expectOK("hello on the small-queue server", [&] { c.client->hello(hello, clientHello(1, 2)); })) return;
+  Request request;
+  request.__set_payload("busy");
+  request.__set_work_ms(500);
+  Ack ack;
+  for (int i = 1; i <= 2; i++) {
+    request.__set_request_id("q" + std::to_string(i));
+    expectOK("submit q" + std::to_string(i) + " (fills the queue)", [&] { c.client->submit(ack, request); });
+  }
+  request.__set_request_id("q3");
+  Overloaded overloaded;
+  if (expectError<Overloaded>("submit beyond the queue", [&] { c.client->submit(ack, request); }, &overloaded)) {
+    check("submit beyond the queue -> Overloaded", overloaded.queued == 2 && overloaded.capacity == 2,
+          "queued=" + std::to_string(overloaded.queued) + " capacity=" + std::to_string(overloaded.capacity) +
+              " message=" + quote(overloaded.message));
+  }
+}
+
 int main(int argc, char** argv) {
   const char* envHost = std::getenv("HANDSHAKE_HOST");
   const char* envPort = std::getenv("HANDSHAKE_PORT");
@@ -613,6 +636,8 @@ int main(int argc, char** argv) {
   try {
     firstConnection();
     secondConnection();
+    const char* overloadPort = std::getenv("HANDSHAKE_OVERLOAD_PORT");
+    if (overloadPort && *overloadPort) overloadedServer(std::atoi(overloadPort));
   } catch (...) {
     check("flow completed", false, describe(std::current_exception()));
   }

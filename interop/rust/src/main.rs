@@ -32,7 +32,7 @@ mod thrift_handshake {
 }
 
 use thrift_handshake::handshake::{
-    AllTypes, Color, Event, HandshakeServiceSyncClient, InvalidRequest, NotReady, Point, Request, Shape,
+    AllTypes, Color, Event, HandshakeServiceSyncClient, InvalidRequest, NotReady, Overloaded, Point, Request, Shape,
     THandshakeServiceSyncClient, UnknownTicket,
 };
 use thrift_handshake::session::{ClientHello, HandshakeRejected, HandshakeRequired, TSessionServiceSyncClient};
@@ -297,7 +297,10 @@ fn echo_types_checks(r: &mut Report, c: &mut Client) -> i64 {
         v.color = Some(color);
         v.big_number = Some(big);
         calls += 1;
-        let Some(got) = r.expect_ok(&format!("echo_types[{name}]"), c.echo_types(v.clone())) else { continue };
+        let got = match r.expect_ok(&format!("echo_types[{name}]"), c.echo_types(v.clone())) {
+            Some(got) => got,
+            None => continue,
+        };
         r.check(&format!("echo_types[{name}].real bit for bit"), real_bits(&got) == Some(real.to_bits()),
             format!("sent {:016x} got {}", real.to_bits(), show_bits(real_bits(&got))));
         // The rest with the derived ==, after zeroing both doubles (their bits were checked above).
@@ -404,9 +407,9 @@ fn second_connection(r: &mut Report, address: &str) -> thrift::Result<()> {
     let mut calls: i64 = 0; // calls after hello(), not counting goodbye(): what Farewell.calls must report
 
     let hello_started = Instant::now();
-    let Some(hello) = r.expect_ok("hello 1..2", c.hello(client_hello(1, 2, &["submit", "notify", "no-such-feature"])))
-    else {
-        return Ok(());
+    let hello = match r.expect_ok("hello 1..2", c.hello(client_hello(1, 2, &["submit", "notify", "no-such-feature"]))) {
+        Some(hello) => hello,
+        None => return Ok(()),
     };
     let session_id = hello.session_id.clone().unwrap_or_default();
     r.check("hello 1..2 -> version 2", hello.version == Some(2), format!("version={:?}", hello.version));
@@ -548,6 +551,23 @@ fn second_connection(r: &mut Report, address: &str) -> thrift::Result<()> {
     Ok(())
 }
 
+/// Overloaded needs a full submit queue: HANDSHAKE_OVERLOAD_PORT names a server on the same host started
+/// with submit_workers=1 and submit_queue=1 (room for 2 unfinished requests), where a third submit is refused.
+fn overloaded_server(r: &mut Report, address: &str) -> thrift::Result<()> {
+    let mut c = connect(address)?;
+    if r.expect_ok("hello on the small-queue server", c.hello(client_hello(1, 2, &[]))).is_none() {
+        return Ok(());
+    }
+    for id in ["q1", "q2"] {
+        r.expect_ok(&format!("submit {id} (fills the queue)"), c.submit(request(id, "busy", 500)));
+    }
+    if let Some(overloaded) = r.expect_err::<_, Overloaded>("submit beyond the queue", c.submit(request("q3", "busy", 500))) {
+        r.check("submit beyond the queue -> Overloaded", overloaded.queued == Some(2) && overloaded.capacity == Some(2),
+            format!("queued={:?} capacity={:?} message={:?}", overloaded.queued, overloaded.capacity, overloaded.message));
+    }
+    Ok(())
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let host = args.get(1).cloned().or_else(|| std::env::var("HANDSHAKE_HOST").ok()).unwrap_or(s("127.0.0.1"));
@@ -555,8 +575,13 @@ fn main() {
     let address = format!("{host}:{port}");
     println!("Rust ({}), thrift crate {}, server {address}", env!("RUSTC_VERSION"), env!("THRIFT_CRATE_VERSION"));
     let mut report = Report::default();
-    for step in [first_connection, second_connection] {
-        if let Err(error) = step(&mut report, &address) {
+    let mut steps: Vec<(fn(&mut Report, &str) -> thrift::Result<()>, String)> =
+        vec![(first_connection, address.clone()), (second_connection, address.clone())];
+    if let Some(overload_port) = std::env::var("HANDSHAKE_OVERLOAD_PORT").ok().filter(|p| !p.is_empty()) {
+        steps.push((overloaded_server, format!("{host}:{overload_port}")));
+    }
+    for (step, to) in steps {
+        if let Err(error) = step(&mut report, &to) {
             report.check("flow completed", false, describe(&error));
             break;
         }

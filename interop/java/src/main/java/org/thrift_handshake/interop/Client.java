@@ -47,6 +47,7 @@ import org.thrift_handshake.HandshakeRequired;
 import org.thrift_handshake.HandshakeService;
 import org.thrift_handshake.InvalidRequest;
 import org.thrift_handshake.NotReady;
+import org.thrift_handshake.Overloaded;
 import org.thrift_handshake.Point;
 import org.thrift_handshake.Request;
 import org.thrift_handshake.Response;
@@ -116,7 +117,11 @@ public final class Client {
     final HandshakeService.Client client;
 
     Conn() throws TTransportException {
-      socket = new TSocket(host, port, CALL_TIMEOUT_MS);
+      this(port);
+    }
+
+    Conn(int toPort) throws TTransportException {
+      socket = new TSocket(host, toPort, CALL_TIMEOUT_MS);
       socket.open();
       TBinaryProtocol protocol = new TBinaryProtocol(socket, true, true); // strict read, strict write
       client = new HandshakeService.Client(protocol);
@@ -563,6 +568,28 @@ public final class Client {
     return calls;
   }
 
+  /**
+   * Overloaded needs a full submit queue: HANDSHAKE_OVERLOAD_PORT names a server on the same host started
+   * with submit_workers=1 and submit_queue=1 (room for 2 unfinished requests), where a third submit is refused.
+   */
+  static void overloadedServer(int overloadPort) throws Exception {
+    try (Conn c = new Conn(overloadPort)) {
+      if (expectValue("hello on the small-queue server", () -> c.client.hello(clientHello(1, 2))) == null) return;
+      for (int i = 1; i <= 2; i++) {
+        final String id = "q" + i;
+        expectValue("submit " + id + " (fills the queue)",
+            () -> c.client.submit(new Request().setRequest_id(id).setPayload("busy").setWork_ms(500)));
+      }
+      Overloaded overloaded = expectError("submit beyond the queue", Overloaded.class,
+          () -> c.client.submit(new Request().setRequest_id("q3").setPayload("busy").setWork_ms(500)));
+      if (overloaded != null) {
+        check("submit beyond the queue -> Overloaded", overloaded.getQueued() == 2 && overloaded.getCapacity() == 2,
+            "queued=" + overloaded.getQueued() + " capacity=" + overloaded.getCapacity() + " message=\""
+                + overloaded.getMessage() + "\"");
+      }
+    }
+  }
+
   public static void main(String[] args) {
     host = args.length > 0 ? args[0] : System.getenv().getOrDefault("HANDSHAKE_HOST", "127.0.0.1");
     String portText = args.length > 1 ? args[1] : System.getenv().getOrDefault("HANDSHAKE_PORT", "9090");
@@ -574,6 +601,8 @@ public final class Client {
     try {
       firstConnection();
       secondConnection();
+      String overloadPort = System.getenv("HANDSHAKE_OVERLOAD_PORT");
+      if (overloadPort != null && !overloadPort.isEmpty()) overloadedServer(Integer.parseInt(overloadPort));
     } catch (Exception e) {
       check("flow completed", false, describe(e));
     }
