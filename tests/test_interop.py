@@ -24,8 +24,8 @@ from typing import Callable, Dict, Iterator, List, Optional
 
 import pytest
 
-from thrift_handshake import ServerConfig
-from thrift_handshake.demo import demo_server
+from thrift_handshake import HandshakeServer, ServerConfig
+from thrift_handshake.demo import DemoLimits, demo_server
 
 ROOT = Path(__file__).resolve().parent.parent
 IDL = ROOT / "idl" / "handshake.thrift"
@@ -43,6 +43,7 @@ BUILD_TIMEOUT = 300  # mvn package, cmake --build, cargo build from cold caches 
 CLIENT_TIMEOUT = 60
 
 LANGUAGES = ["node", "go", "java", "cpp", "rust"]
+OVERLOAD_CLIENTS = {"java", "cpp", "rust"}  # read HANDSHAKE_OVERLOAD_PORT
 LANGUAGE_NAMES = {"node": "Node.js", "go": "Go", "java": "Java", "cpp": "C++", "rust": "Rust"}
 CPP_PACKAGES = "libthrift-dev libboost-dev libssl-dev pkg-config g++ cmake"
 
@@ -97,11 +98,18 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "thrift-handshake"
 
 
-def tool_version(command: List[str]) -> str:
-    try:
-        return subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=30).stdout
-    except (OSError, subprocess.TimeoutExpired) as error:
-        return str(error)
+def inputs_hash(files: List[Path], tool_commands: List[List[str]]) -> str:
+    """SHA-256 of a build's inputs: its files, the IDL, and what the tools say their versions are."""
+    digest = hashlib.sha256()
+    for path in [*files, *sorted((ROOT / "idl").glob("*.thrift"))]:
+        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")
+    for command in tool_commands:
+        try:
+            digest.update(subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                         timeout=60).stdout)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            digest.update(str(error).encode())
+    return digest.hexdigest()
 
 
 @pytest.fixture(scope="session")
@@ -139,9 +147,16 @@ def go_client(tmp_path_factory: pytest.TempPathFactory) -> List[str]:
 def java_client() -> List[str]:
     """The Java client: `mvn package` in interop/java (code generated into target/, ~/.m2 cached)."""
     interop_setup("java", ["java", "mvn"])
-    run([require_tool("mvn"), "-q", "-B", "-Dstyle.color=never", "package"], "mvn package in interop/java",
-        BUILD_TIMEOUT, cwd=JAVA_DIR)
-    return [require_tool("java"), "-jar", str(JAVA_DIR / "target" / "thrift-handshake-interop.jar")]
+    jar = JAVA_DIR / "target" / "thrift-handshake-interop.jar"
+    stamp = JAVA_DIR / "target" / ".inputs-sha256"
+    inputs = inputs_hash([JAVA_DIR / "pom.xml", *sorted((JAVA_DIR / "src").rglob("*.java"))],
+                         [["thrift", "--version"], ["java", "-version"], ["mvn", "--version"]])
+    # Maven regenerates and recompiles everything on each `package`: skipped while nothing changed.
+    if not (jar.exists() and stamp.exists() and stamp.read_text() == inputs):
+        run([require_tool("mvn"), "-q", "-B", "-Dstyle.color=never", "package"], "mvn package in interop/java",
+            BUILD_TIMEOUT, cwd=JAVA_DIR)
+        stamp.write_text(inputs)
+    return [require_tool("java"), "-jar", str(jar)]
 
 
 @pytest.fixture(scope="session")
@@ -149,14 +164,11 @@ def cpp_client() -> List[str]:
     """The C++ client, built with CMake into ~/.cache/thrift-handshake/interop-cpp/<hash of its inputs>:
     rebuilt only when the sources, the IDL or the toolchain change."""
     interop_setup("cpp", ["cmake", "g++", "pkg-config"])
-    inputs = hashlib.sha256()
-    for path in [CPP_DIR / "CMakeLists.txt", CPP_DIR / "client.cpp", *sorted((ROOT / "idl").glob("*.thrift"))]:
-        inputs.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    for command in (["thrift", "--version"], ["pkg-config", "--modversion", "thrift"], ["g++", "--version"],
-                    ["cmake", "--version"]):
-        inputs.update(tool_version(command).encode())
+    inputs = inputs_hash([CPP_DIR / "CMakeLists.txt", CPP_DIR / "client.cpp"],
+                         [["thrift", "--version"], ["pkg-config", "--modversion", "thrift"], ["g++", "--version"],
+                          ["cmake", "--version"]])
     builds = cache_dir() / "interop-cpp"
-    build = builds / inputs.hexdigest()[:16]
+    build = builds / inputs[:16]
     binary = build / "thrift-handshake-interop"
     if not binary.exists():
         shutil.rmtree(builds, ignore_errors=True)  # one cached build at a time
@@ -189,8 +201,23 @@ def server() -> Iterator[HandshakeServer]:
         server.stop()
 
 
-def run_client(command: List[str], host: str, port: int) -> subprocess.CompletedProcess:
+@pytest.fixture
+def small_queue_server() -> Iterator[HandshakeServer]:
+    """Room for 2 unfinished submits (1 worker + 1 queued): the Java, C++ and Rust clients get Overloaded here."""
+    server = demo_server(ServerConfig(host="127.0.0.1", port=0, grace=2.0),
+                         DemoLimits(submit_workers=1, submit_queue=1)).start()
+    try:
+        yield server
+    finally:
+        server.stop(grace=0.1)
+
+
+def run_client(command: List[str], host: str, port: int,
+               overload_port: Optional[int] = None) -> subprocess.CompletedProcess:
     env = dict(os.environ, HANDSHAKE_HOST=host, HANDSHAKE_PORT=str(port))
+    env.pop("HANDSHAKE_OVERLOAD_PORT", None)
+    if overload_port is not None:
+        env["HANDSHAKE_OVERLOAD_PORT"] = str(overload_port)
     try:
         return subprocess.run(command, env=env, timeout=CLIENT_TIMEOUT, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace")
@@ -203,9 +230,10 @@ SUMMARY = re.compile(r"^(\d+)/(\d+) checks passed$", re.MULTILINE)
 
 
 def assert_flow_passes(command: List[str], server: HandshakeServer, language: str,
-                       record_property: Callable[[str, object], None]) -> None:
+                       record_property: Callable[[str, object], None],
+                       small_queue_server: Optional[HandshakeServer] = None) -> None:
     host, port = server.address
-    result = run_client(command, host, port)
+    result = run_client(command, host, port, small_queue_server.port if small_queue_server else None)
     sys.stdout.write(result.stdout)  # shown by pytest on failure (and with -s)
     lines = result.stdout.splitlines()
     passed = [line for line in lines if line.startswith("ok   ")]
@@ -224,14 +252,18 @@ def assert_flow_passes(command: List[str], server: HandshakeServer, language: st
         f"the client declares {declared[0]}/{declared[1]} checks passed but printed {len(passed)} ok and "
         f"{len(failed)} FAIL lines")
     assert len(passed) >= 60, f"only {len(passed)} checks ran: the flow stopped early?\n{result.stdout}"
+    if small_queue_server is not None:
+        assert "ok   submit beyond the queue -> Overloaded" in result.stdout, result.stdout
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_client_runs_the_whole_flow(language: str, server: HandshakeServer, request: pytest.FixtureRequest,
                                     record_property: Callable[[str, object], None]) -> None:
-    """The client of each language runs the whole contract against a fresh Python server."""
+    """The client of each language runs the whole contract against a fresh Python server (Java, C++ and Rust
+    also meet Overloaded on a second server with a tiny submit queue)."""
     command = request.getfixturevalue(f"{language}_client")
-    assert_flow_passes(command, server, language, record_property)
+    small = request.getfixturevalue("small_queue_server") if language in OVERLOAD_CLIENTS else None
+    assert_flow_passes(command, server, language, record_property, small)
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
