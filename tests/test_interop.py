@@ -19,6 +19,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional
 
@@ -171,13 +172,24 @@ def cpp_client() -> List[str]:
     build = builds / inputs[:16]
     binary = build / "thrift-handshake-interop"
     if not binary.exists():
-        shutil.rmtree(builds, ignore_errors=True)  # one cached build at a time
-        work = builds / "building"
-        run(["cmake", "-S", str(CPP_DIR), "-B", str(work), "-DCMAKE_BUILD_TYPE=Release"], "cmake configure of interop/cpp",
-            BUILD_TIMEOUT)
-        run(["cmake", "--build", str(work), "--", f"-j{os.cpu_count() or 2}"], "cmake --build of interop/cpp",
-            BUILD_TIMEOUT)
-        work.rename(build)  # only a finished build is ever reused
+        builds.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix="building-", dir=builds))  # concurrent runs never share one
+        try:
+            run(["cmake", "-S", str(CPP_DIR), "-B", str(work), "-DCMAKE_BUILD_TYPE=Release"],
+                "cmake configure of interop/cpp", BUILD_TIMEOUT)
+            run(["cmake", "--build", str(work), "--", f"-j{os.cpu_count() or 2}"], "cmake --build of interop/cpp",
+                BUILD_TIMEOUT)
+            try:
+                work.rename(build)  # only a finished build is ever reused
+            except OSError:  # another run finished the same build first
+                pass
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        # Keep the 3 most recent builds (other checkouts may use other sources).
+        finished = sorted((d for d in builds.iterdir() if d.is_dir() and not d.name.startswith("building-")),
+                          key=lambda d: d.stat().st_mtime, reverse=True)
+        for old in finished[3:]:
+            shutil.rmtree(old, ignore_errors=True)
     return [str(binary)]
 
 
