@@ -2,8 +2,13 @@
 # Installs what the interop clients need, idempotently (fast when already done):
 #   node: `npm ci` in interop/node (thrift 0.24.0 from package-lock.json), skipped while the lockfile is unchanged
 #   go:   `go mod download` in interop/go (github.com/apache/thrift from go.mod/go.sum)
-# Usage: interop/setup.sh [node] [go]   (default: both). Exits non-zero, saying what to install, if a step fails.
-# The generated Thrift code is not installed here: the tests generate it into temp dirs.
+#   java: `mvn dependency:go-offline` in interop/java (libthrift 0.17.0, slf4j, javax.annotation and the build
+#         plugins into ~/.m2), skipped while pom.xml is unchanged
+#   cpp:  Debian's libthrift-dev 0.17 with boost and OpenSSL headers, pkg-config, g++ and cmake (apt-get, as root,
+#         only what is missing)
+#   rust: `cargo fetch --locked` in interop/rust (the thrift crate 0.17.0 and sha2 from Cargo.lock)
+# Usage: interop/setup.sh [node] [go] [java] [cpp] [rust]   (default: all). Exits non-zero, saying what to
+# install, if a step fails. The generated Thrift code is not installed here: the builds generate it.
 set -u
 HERE="$(cd "$(dirname "$0")" && pwd)"
 
@@ -40,13 +45,80 @@ setup_go() {
   fi
 }
 
+setup_java() {
+  for tool in java mvn; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+      log "$tool is required for the Java interop client: install a JDK >= 11 and Maven (apt-get install default-jdk-headless maven)"
+      return 1
+    fi
+  done
+  dir="$HERE/java"
+  repo="${MAVEN_REPO_LOCAL:-$HOME/.m2/repository}"
+  stamp="$repo/.thrift-handshake-interop-$(cat "$dir/pom.xml" | cksum | cut -d' ' -f1)"
+  [ -f "$stamp" ] && return 0
+  log "mvn dependency:go-offline in $dir (libthrift 0.17.0 and the build plugins into $repo)"
+  if ! (cd "$dir" && mvn -q -B -Dstyle.color=never dependency:go-offline >&2); then
+    log "mvn dependency:go-offline failed in $dir (is Maven Central reachable?)"
+    return 1
+  fi
+  mkdir -p "$repo" && touch "$stamp"
+}
+
+# The Debian packages of the C++ client, and a check that each is there.
+CPP_PACKAGES="libthrift-dev libboost-dev libssl-dev pkg-config g++ cmake"
+
+cpp_missing() {
+  missing=""
+  command -v g++ >/dev/null 2>&1 || missing="$missing g++"
+  command -v cmake >/dev/null 2>&1 || missing="$missing cmake"
+  command -v pkg-config >/dev/null 2>&1 || missing="$missing pkg-config"
+  if command -v pkg-config >/dev/null 2>&1; then
+    pkg-config --atleast-version=0.17 thrift 2>/dev/null || missing="$missing libthrift-dev"
+    pkg-config --exists libcrypto 2>/dev/null || missing="$missing libssl-dev"
+  fi
+  [ -f /usr/include/boost/version.hpp ] || missing="$missing libboost-dev"
+  printf '%s' "$missing"
+}
+
+setup_cpp() {
+  missing="$(cpp_missing)"
+  [ -z "$missing" ] && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing the C++ client's packages:$missing"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y --no-install-recommends $CPP_PACKAGES >/dev/null 2>&1 || {
+      apt-get update -qq >/dev/null 2>&1
+      apt-get install -y --no-install-recommends $CPP_PACKAGES >/dev/null
+    }
+    missing="$(cpp_missing)"
+    [ -z "$missing" ] && return 0
+  fi
+  log "the C++ interop client needs:$missing (as root: apt-get install -y --no-install-recommends $CPP_PACKAGES)"
+  return 1
+}
+
+setup_rust() {
+  if ! command -v cargo >/dev/null 2>&1; then
+    log "cargo is required for the Rust interop client: install Rust >= 1.78 (https://rustup.rs)"
+    return 1
+  fi
+  dir="$HERE/rust"
+  if ! (cd "$dir" && cargo fetch --locked -q >&2); then
+    log "cargo fetch failed in $dir (is crates.io reachable? is cargo >= 1.78, for Cargo.lock version 4?)"
+    return 1
+  fi
+}
+
 status=0
-[ $# -gt 0 ] || set -- node go
+[ $# -gt 0 ] || set -- node go java cpp rust
 for part in "$@"; do
   case "$part" in
     node) setup_node || status=1 ;;
     go) setup_go || status=1 ;;
-    *) log "unknown part '$part' (expected: node, go)"; status=2 ;;
+    java) setup_java || status=1 ;;
+    cpp) setup_cpp || status=1 ;;
+    rust) setup_rust || status=1 ;;
+    *) log "unknown part '$part' (expected: node, go, java, cpp, rust)"; status=2 ;;
   esac
 done
 exit "$status"

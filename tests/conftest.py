@@ -158,3 +158,20 @@ def generated(out: Path, filename: str, idl: str, module: str) -> Iterator[objec
         sys.path.remove(str(out))
         for name in [n for n in sys.modules if n == package or n.startswith(package + ".")]:
             del sys.modules[name]
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """The interop matrix (tests/test_interop.py): checks passed per language, at the end of the session."""
+    rows = {}
+    for outcome in ("passed", "failed"):
+        for report in terminalreporter.stats.get(outcome, []):
+            for name, value in getattr(report, "user_properties", ()):
+                if name == "interop" and getattr(report, "when", "call") == "call":
+                    rows[value["language"]] = (value, report.outcome)
+    if not rows:
+        return
+    terminalreporter.section("interop matrix: Python server, binary protocol, buffered transport")
+    terminalreporter.write_line(f"{'client':<9} {'checks passed':<14} {'result':<7} runtime")
+    for language, (value, outcome) in rows.items():
+        result = "PASS" if outcome == "passed" else "FAIL"
+        terminalreporter.write_line(f"{language:<9} {value['passed']:>5}/{value['checks']:<8} {result:<7} {value['version'].split(', server ')[0]}")

@@ -1,25 +1,32 @@
-"""Interop: real Node.js and Go clients run the contract's whole flow against our Python server.
+"""Interop: real Node.js, Go, Java, C++ and Rust clients run the contract's whole flow against our Python server.
 
-Each client (interop/node/client.js, interop/go/main.go) prints one line per check and exits non-zero on
-any mismatch. The Thrift code of each language is generated here, into temp dirs, by the `thrift`
-compiler (never committed); interop/setup.sh installs the clients' packages (npm ci, go mod download).
+Each client (interop/node/client.js, interop/go/main.go, interop/java, interop/cpp, interop/rust) prints one
+line per check, then "N/M checks passed", and exits non-zero on any mismatch. Each is built the way a user of
+its language builds (npm, go build, Maven, CMake with pkg-config, Cargo), with the Thrift code generated from
+idl/ by the `thrift` compiler at build time (never committed); interop/setup.sh installs the packages.
+Builds are cached: ~/.m2 and interop/java/target, interop/rust/target, the C++ build under
+~/.cache/thrift-handshake keyed by a hash of its sources. The session ends with a table of checks passed
+per language (tests/conftest.py).
 
 These tests never skip: a missing toolchain fails them with what to install.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional
 
 import pytest
 
-from thrift_handshake import ServerConfig
-from thrift_handshake.demo import demo_server
+from thrift_handshake import HandshakeServer, ServerConfig
+from thrift_handshake.demo import DemoLimits, demo_server
 
 ROOT = Path(__file__).resolve().parent.parent
 IDL = ROOT / "idl" / "handshake.thrift"
@@ -27,16 +34,31 @@ INTEROP = ROOT / "interop"
 NODE_DIR = INTEROP / "node"
 GO_DIR = INTEROP / "go"
 GO_MODULE = "thrift-handshake/interop/go"  # interop/go/go.mod
+JAVA_DIR = INTEROP / "java"
+CPP_DIR = INTEROP / "cpp"
+RUST_DIR = INTEROP / "rust"
 
-SETUP_TIMEOUT = 300  # npm ci / go mod download from a cold cache
+SETUP_TIMEOUT = 300  # npm ci / go mod download / mvn dependency:go-offline / apt-get from a cold cache
 GO_BUILD_TIMEOUT = 120  # a cold Go build cache compiles the standard library too
+BUILD_TIMEOUT = 300  # mvn package, cmake --build, cargo build from cold caches (about 10 s each when warm)
 CLIENT_TIMEOUT = 60
+
+LANGUAGES = ["node", "go", "java", "cpp", "rust"]
+OVERLOAD_CLIENTS = {"java", "cpp", "rust"}  # read HANDSHAKE_OVERLOAD_PORT
+LANGUAGE_NAMES = {"node": "Node.js", "go": "Go", "java": "Java", "cpp": "C++", "rust": "Rust"}
+CPP_PACKAGES = "libthrift-dev libboost-dev libssl-dev pkg-config g++ cmake"
 
 INSTALL_HINTS = {
     "thrift": "the Thrift compiler 0.17 (apt-get install thrift-compiler)",
     "node": "Node.js >= 18 with npm (apt-get install nodejs npm, or https://nodejs.org)",
     "npm": "npm (apt-get install npm)",
     "go": "Go >= 1.21 (https://go.dev/dl/, or apt-get install golang-go)",
+    "java": "a JDK >= 11 (apt-get install default-jdk-headless)",
+    "mvn": "Maven (apt-get install maven)",
+    "cmake": f"cmake, for the C++ client (as root: apt-get install {CPP_PACKAGES})",
+    "g++": f"g++, for the C++ client (as root: apt-get install {CPP_PACKAGES})",
+    "pkg-config": f"pkg-config, for the C++ client (as root: apt-get install {CPP_PACKAGES})",
+    "cargo": "Rust >= 1.78 with cargo (https://rustup.rs)",
 }
 
 
@@ -62,10 +84,33 @@ def run(cmd: List[str], what: str, timeout: float, cwd: Optional[Path] = None,
 
 
 def interop_setup(part: str, tools: List[str]) -> None:
-    """interop/setup.sh PART: npm ci (node) or go mod download (go); fast when already done."""
-    for tool in ["thrift", *tools]:
+    """interop/setup.sh PART (npm ci, go mod download, mvn dependency:go-offline, the C++ packages as root,
+    cargo fetch); fast when already done. A missing tool fails with what to install."""
+    require_tool("thrift")
+    if part == "cpp":  # setup.sh installs the C++ toolchain itself (as root), so it goes first
+        run(["sh", str(INTEROP / "setup.sh"), part], f"interop/setup.sh {part}", SETUP_TIMEOUT)
+    for tool in tools:
         require_tool(tool)
-    run(["sh", str(INTEROP / "setup.sh"), part], f"interop/setup.sh {part}", SETUP_TIMEOUT)
+    if part != "cpp":
+        run(["sh", str(INTEROP / "setup.sh"), part], f"interop/setup.sh {part}", SETUP_TIMEOUT)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "thrift-handshake"
+
+
+def inputs_hash(files: List[Path], tool_commands: List[List[str]]) -> str:
+    """SHA-256 of a build's inputs: its files, the IDL, and what the tools say their versions are."""
+    digest = hashlib.sha256()
+    for path in [*files, *sorted((ROOT / "idl").glob("*.thrift"))]:
+        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")
+    for command in tool_commands:
+        try:
+            digest.update(subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                         timeout=60).stdout)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            digest.update(str(error).encode())
+    return digest.hexdigest()
 
 
 @pytest.fixture(scope="session")
@@ -99,6 +144,66 @@ def go_client(tmp_path_factory: pytest.TempPathFactory) -> List[str]:
     return [str(binary)]
 
 
+@pytest.fixture(scope="session")
+def java_client() -> List[str]:
+    """The Java client: `mvn package` in interop/java (code generated into target/, ~/.m2 cached)."""
+    interop_setup("java", ["java", "mvn"])
+    jar = JAVA_DIR / "target" / "thrift-handshake-interop.jar"
+    stamp = JAVA_DIR / "target" / ".inputs-sha256"
+    inputs = inputs_hash([JAVA_DIR / "pom.xml", *sorted((JAVA_DIR / "src").rglob("*.java"))],
+                         [["thrift", "--version"], ["java", "-version"], ["mvn", "--version"]])
+    # Maven regenerates and recompiles everything on each `package`: skipped while nothing changed.
+    if not (jar.exists() and stamp.exists() and stamp.read_text() == inputs):
+        run([require_tool("mvn"), "-q", "-B", "-Dstyle.color=never", "package"], "mvn package in interop/java",
+            BUILD_TIMEOUT, cwd=JAVA_DIR)
+        stamp.write_text(inputs)
+    return [require_tool("java"), "-jar", str(jar)]
+
+
+@pytest.fixture(scope="session")
+def cpp_client() -> List[str]:
+    """The C++ client, built with CMake into ~/.cache/thrift-handshake/interop-cpp/<hash of its inputs>:
+    rebuilt only when the sources, the IDL or the toolchain change."""
+    interop_setup("cpp", ["cmake", "g++", "pkg-config"])
+    inputs = inputs_hash([CPP_DIR / "CMakeLists.txt", CPP_DIR / "client.cpp"],
+                         [["thrift", "--version"], ["pkg-config", "--modversion", "thrift"], ["g++", "--version"],
+                          ["cmake", "--version"]])
+    builds = cache_dir() / "interop-cpp"
+    build = builds / inputs[:16]
+    binary = build / "thrift-handshake-interop"
+    if not binary.exists():
+        builds.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix="building-", dir=builds))  # concurrent runs never share one
+        try:
+            run(["cmake", "-S", str(CPP_DIR), "-B", str(work), "-DCMAKE_BUILD_TYPE=Release"],
+                "cmake configure of interop/cpp", BUILD_TIMEOUT)
+            run(["cmake", "--build", str(work), "--", f"-j{os.cpu_count() or 2}"], "cmake --build of interop/cpp",
+                BUILD_TIMEOUT)
+            try:
+                work.rename(build)  # only a finished build is ever reused
+            except OSError:  # another run finished the same build first
+                pass
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        # Keep the 3 most recent builds (other checkouts may use other sources).
+        finished = sorted((d for d in builds.iterdir() if d.is_dir() and not d.name.startswith("building-")),
+                          key=lambda d: d.stat().st_mtime, reverse=True)
+        for old in finished[3:]:
+            shutil.rmtree(old, ignore_errors=True)
+    return [str(binary)]
+
+
+@pytest.fixture(scope="session")
+def rust_client() -> List[str]:
+    """The Rust client: `cargo build --locked` in interop/rust (target dir interop/rust/target, kept)."""
+    interop_setup("rust", ["cargo"])
+    target = RUST_DIR / "target"
+    env = dict(os.environ, CARGO_TARGET_DIR=str(target))
+    run([require_tool("cargo"), "build", "--locked", "-q"], "cargo build in interop/rust", BUILD_TIMEOUT,
+        cwd=RUST_DIR, env=env)
+    return [str(target / "debug" / "thrift-handshake-interop")]
+
+
 @pytest.fixture
 def server() -> Iterator[HandshakeServer]:
     server = demo_server(ServerConfig(host="127.0.0.1", port=0, grace=2.0)).start()
@@ -108,8 +213,23 @@ def server() -> Iterator[HandshakeServer]:
         server.stop()
 
 
-def run_client(command: List[str], host: str, port: int) -> subprocess.CompletedProcess:
+@pytest.fixture
+def small_queue_server() -> Iterator[HandshakeServer]:
+    """Room for 2 unfinished submits (1 worker + 1 queued): the Java, C++ and Rust clients get Overloaded here."""
+    server = demo_server(ServerConfig(host="127.0.0.1", port=0, grace=2.0),
+                         DemoLimits(submit_workers=1, submit_queue=1)).start()
+    try:
+        yield server
+    finally:
+        server.stop(grace=0.1)
+
+
+def run_client(command: List[str], host: str, port: int,
+               overload_port: Optional[int] = None) -> subprocess.CompletedProcess:
     env = dict(os.environ, HANDSHAKE_HOST=host, HANDSHAKE_PORT=str(port))
+    env.pop("HANDSHAKE_OVERLOAD_PORT", None)
+    if overload_port is not None:
+        env["HANDSHAKE_OVERLOAD_PORT"] = str(overload_port)
     try:
         return subprocess.run(command, env=env, timeout=CLIENT_TIMEOUT, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace")
@@ -118,26 +238,47 @@ def run_client(command: List[str], host: str, port: int) -> subprocess.Completed
         pytest.fail(f"{command[0]} did not finish within {CLIENT_TIMEOUT} s\n{output}", pytrace=False)
 
 
-def assert_flow_passes(command: List[str], server: HandshakeServer, language: str) -> None:
+SUMMARY = re.compile(r"^(\d+)/(\d+) checks passed$", re.MULTILINE)
+
+
+def assert_flow_passes(command: List[str], server: HandshakeServer, language: str,
+                       record_property: Callable[[str, object], None],
+                       small_queue_server: Optional[HandshakeServer] = None) -> None:
     host, port = server.address
-    result = run_client(command, host, port)
+    result = run_client(command, host, port, small_queue_server.port if small_queue_server else None)
     sys.stdout.write(result.stdout)  # shown by pytest on failure (and with -s)
-    failed = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
+    lines = result.stdout.splitlines()
+    passed = [line for line in lines if line.startswith("ok   ")]
+    failed = [line for line in lines if line.startswith("FAIL")]
+    summary = SUMMARY.findall(result.stdout)
+    declared = (int(summary[-1][0]), int(summary[-1][1])) if summary else None
+    # For the table at the end of the session (tests/conftest.py).
+    record_property("interop", {"language": LANGUAGE_NAMES[language], "passed": len(passed),
+                                "checks": len(passed) + len(failed), "exit": result.returncode,
+                                "version": lines[0] if lines else ""})
     assert result.returncode == 0 and not failed, (
-        f"the {language} client found contract mismatches (exit {result.returncode}):\n"
+        f"the {LANGUAGE_NAMES[language]} client found contract mismatches (exit {result.returncode}):\n"
         + "\n".join(failed or ["(no FAIL line)"]) + "\n(full output under 'Captured stdout call')")
-    assert "checks passed" in result.stdout, result.stdout
+    assert declared is not None, f"no 'N/M checks passed' line:\n{result.stdout}"
+    assert declared == (len(passed), len(passed) + len(failed)), (
+        f"the client declares {declared[0]}/{declared[1]} checks passed but printed {len(passed)} ok and "
+        f"{len(failed)} FAIL lines")
+    assert len(passed) >= 60, f"only {len(passed)} checks ran: the flow stopped early?\n{result.stdout}"
+    if small_queue_server is not None:
+        assert "ok   submit beyond the queue -> Overloaded" in result.stdout, result.stdout
 
 
-def test_node_client_runs_the_whole_flow(node_client: List[str], server: HandshakeServer) -> None:
-    assert_flow_passes(node_client, server, "Node.js")
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_client_runs_the_whole_flow(language: str, server: HandshakeServer, request: pytest.FixtureRequest,
+                                    record_property: Callable[[str, object], None]) -> None:
+    """The client of each language runs the whole contract against a fresh Python server (Java, C++ and Rust
+    also meet Overloaded on a second server with a tiny submit queue)."""
+    command = request.getfixturevalue(f"{language}_client")
+    small = request.getfixturevalue("small_queue_server") if language in OVERLOAD_CLIENTS else None
+    assert_flow_passes(command, server, language, record_property, small)
 
 
-def test_go_client_runs_the_whole_flow(go_client: List[str], server: HandshakeServer) -> None:
-    assert_flow_passes(go_client, server, "Go")
-
-
-@pytest.mark.parametrize("language", ["node", "go"])
+@pytest.mark.parametrize("language", LANGUAGES)
 def test_clients_fail_on_a_mismatch(language: str, request: pytest.FixtureRequest) -> None:
     """A server that only speaks version 1 breaks the flow's expectations: each client must exit non-zero."""
     command = request.getfixturevalue(f"{language}_client")
