@@ -18,6 +18,7 @@ from .errors import (
     PhaseError,
     RemoteApplicationError,
     RequestEncodingError,
+    ServerFull,
     ServiceError,
     ThriftHandshakeError,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "ConnectionBroken",
     "CallTimeout",
     "RequestEncodingError",
+    "ServerFull",
     "ArgumentError",
     "RemoteApplicationError",
     "ServiceError",

@@ -37,6 +37,7 @@ from .errors import (
     PhaseError,
     RemoteApplicationError,
     RequestEncodingError,
+    ServerFull,
     ServiceError,
     ThriftHandshakeError,
 )
@@ -252,6 +253,10 @@ class Client:
                 self._close_transport(ClientEvent.HELLO_REJECTED)
             if isinstance(error, HandshakeRejected):
                 raise HandshakeFailed(error) from None
+            if isinstance(error, RemoteApplicationError) and error.error.message.startswith("server full"):
+                if self.phase is ClientPhase.BROKEN:
+                    self._close_transport()
+                raise ServerFull(f"{self.host}:{self.port}: {error.error.message}") from None
             raise
         self._state.apply(ClientEvent.HELLO_ACCEPTED)
         return self.server_hello

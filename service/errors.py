@@ -3,6 +3,7 @@
     ThriftHandshakeError
     ├── PhaseError            a call or step that the client's current phase does not allow
     ├── ConnectError          the transport could not be opened (refused, unreachable, connect timeout)
+    │   └── ServerFull        the server answered that every connection slot is taken
     ├── HandshakeFailed       hello() was refused by the server (carries the HandshakeRejected answer)
     ├── ConnectionBroken      the connection can no longer be trusted; the client is BROKEN until reconnect()
     │   └── CallTimeout       no complete reply within the call timeout
@@ -25,6 +26,7 @@ __all__ = [
     "ThriftHandshakeError",
     "PhaseError",
     "ConnectError",
+    "ServerFull",
     "HandshakeFailed",
     "ConnectionBroken",
     "CallTimeout",
@@ -51,6 +53,10 @@ class PhaseError(ThriftHandshakeError):
 
 class ConnectError(ThriftHandshakeError):
     """The transport could not be opened."""
+
+
+class ServerFull(ConnectError):
+    """The server is at max_connections with every slot in a session; try again later."""
 
 
 class HandshakeFailed(ThriftHandshakeError):

@@ -48,6 +48,10 @@ _UNWIND_WAIT = 2.0
 #: the peer is not reset mid-write and gets to read the refusal.
 _DISCARD_SECONDS = 1.0
 _DISCARD_BYTES = 64 * 1024 * 1024
+#: At most this many "server full" answers are written at once (each on its own short-lived thread),
+#: each waiting at most this long for the newcomer's first message.
+_MAX_REFUSERS = 16
+_REFUSAL_SECONDS = 1.0
 #: Transport errors that mean "this message is too big or malformed" rather than "the peer is gone".
 _BAD_INPUT = (TTransportException.SIZE_LIMIT, TTransportException.NEGATIVE_SIZE)
 
@@ -101,6 +105,27 @@ class Connection:
         """(method, seqid) of the message being served, if any."""
         return None if self.state is None else self.state.in_flight
 
+    @property
+    def awaiting_hello(self) -> bool:
+        """No session yet (TLS or hello still to come)."""
+        state = self.state
+        return state is None or (state.session is not None and not state.session.established)
+
+    def evict(self) -> bool:
+        """Closes this connection now unless a message is in flight; returns whether it did."""
+        state = self.state
+        if state is None:
+            with self._lock:
+                self.stopping = True
+                self._shut_socket()
+            return True
+        with state.lock:
+            if state.in_flight is not None:
+                return False
+            state.closing = True
+            self._shut_socket()
+        return True
+
     def shutdown(self, force: bool = False) -> None:
         """Closes the connection now if it is idle (or if forced), else after the current reply."""
         with self._lock:
@@ -153,6 +178,7 @@ class HandshakeServer(TThreadedServer):
         self._lock = threading.Lock()
         self._connections: Dict[Connection, threading.Thread] = {}
         self._stop_callbacks: List[Callable[[float], None]] = []
+        self._refusers = threading.BoundedSemaphore(_MAX_REFUSERS)
         self._stop_requested = False  # a plain flag: request_stop() runs in signal handlers
         self._stopped = threading.Event()
         self._grace = self.config.grace
@@ -298,9 +324,8 @@ class HandshakeServer(TThreadedServer):
         except OSError:  # reset before we looked
             client.close()
             return
-        if len(self._connections) >= self.config.limits.max_connections:
-            logger.warning("refused peer=%s: %d connections open (max_connections)", peer, len(self._connections))
-            client.close()
+        if len(self._connections) >= self.config.limits.max_connections and not self._make_room():
+            self._refuse_full(client, peer)
             return
         client.setTimeout(self.config.limits.handshake_timeout * 1000)  # bounds the TLS handshake too
         if self.config.handshake:
@@ -319,6 +344,45 @@ class HandshakeServer(TThreadedServer):
             with self._lock:
                 self._connections.pop(connection, None)
             client.close()
+
+    def _make_room(self) -> bool:
+        """Evicts the oldest connection that has no session and no message in flight, so connections
+        that never say hello cannot lock everyone out; False when every slot holds a session."""
+        with self._lock:
+            waiting = [c for c in self._connections if c.awaiting_hello]
+        for connection in waiting:
+            if connection.evict():
+                logger.warning("evicted peer=%s: no hello yet and the server is full (max_connections %d)",
+                               connection.peer, self.config.limits.max_connections)
+                return True
+        return False
+
+    def _refuse_full(self, client: ConnectionSocket, peer: str) -> None:
+        """Tells a newcomer the server is full, in its own framing, on a short-lived thread (bounded)."""
+        message = f"server full: {len(self._connections)} connections (max_connections); try again later"
+        logger.warning("refused peer=%s: %s", peer, message)
+        if not self._refusers.acquire(blocking=False):  # too many refusals at once: just close
+            client.close()
+            return
+
+        def answer() -> None:
+            try:
+                client.setTimeout(_REFUSAL_SECONDS * 1000)
+                transport = self.inputTransportFactory.getTransport(client)
+                protocol = self.inputProtocolFactory.getProtocol(transport)
+                name, _, seqid = protocol.readMessageBegin()
+                protocol.writeMessageBegin(name, TMessageType.EXCEPTION, seqid)
+                TApplicationException(TApplicationException.INTERNAL_ERROR, message).write(protocol)
+                protocol.writeMessageEnd()
+                transport.flush()
+                _discard_input(client.handle)
+            except Exception:  # silent, gone or not Thrift: nothing more to say
+                pass
+            finally:
+                client.close()
+                self._refusers.release()
+
+        threading.Thread(target=answer, name=f"refuse {peer}", daemon=True).start()
 
     def _serve_connection(self, connection: Connection) -> None:
         identity = None

@@ -16,6 +16,7 @@ from thrift.transport.TTransport import TTransportException
 
 from thrift_handshake import HandshakeServer, ServerConfig, Wire
 from thrift_handshake.demo import HandshakeHandler
+from thrift_handshake import ConnectError, ServerFull
 from thrift_handshake import (
     Client,
     ClientOptions,
@@ -159,13 +160,31 @@ def test_ipv6_loopback(start_server):
         assert client.stats().connections_open == 1
 
 
-def test_max_connections_refuses_the_extra_connection(start_server):
+def test_a_full_server_says_so_and_the_client_raises_server_full(start_server):
     server = start_server(limits=ServerLimits(max_connections=1))
     with Client("127.0.0.1", server.port, service=HandshakeService) as first:
         extra = Client("127.0.0.1", server.port, service=HandshakeService)
-        with pytest.raises(ConnectionBroken):
+        with pytest.raises(ServerFull, match="server full: 1 connections") as caught:
             extra.connect()
+        assert isinstance(caught.value, ConnectError) and extra.phase is ClientPhase.CLOSED
         assert first.echo("first still served") == "first still served"
+
+
+def test_connections_that_never_say_hello_cannot_lock_everyone_out(start_server):
+    server = start_server(limits=ServerLimits(max_connections=4))
+    silent = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(4)]
+    try:
+        deadline = time.monotonic() + 5
+        while server.metrics.snapshot().connections_open < 4:  # every slot taken by a silent socket
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        for n in range(3):  # each newcomer evicts the oldest connection without a session
+            with Client("127.0.0.1", server.port, service=HandshakeService) as client:
+                assert client.echo(f"served {n}") == f"served {n}"
+        assert silent[0].recv(1) == b""  # the oldest silent socket was closed to make room
+    finally:
+        for sock in silent:
+            sock.close()
 
 
 def test_handshake_timeout_closes_a_silent_connection(start_server, raw):
