@@ -21,6 +21,7 @@ from .errors import (
     ServerFull,
     ServiceError,
     ThriftHandshakeError,
+    WireMismatch,
 )
 from .gate import SessionProcessor
 from .server import HandshakeServer
@@ -55,6 +56,7 @@ __all__ = [
     "CallTimeout",
     "RequestEncodingError",
     "ServerFull",
+    "WireMismatch",
     "ArgumentError",
     "RemoteApplicationError",
     "ServiceError",

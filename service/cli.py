@@ -152,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
                               help="host this handler class (it implements a generated Iface; default: the demo)")
     serve_parser.add_argument("--path", action="append", default=[], metavar="DIR",
                               help="add DIR to the import path (generated code, the handler); repeatable")
+    serve_parser.add_argument("--only-wire", action="store_true",
+                              help="serve only --protocol/--transport (default: binary and compact, buffered and "
+                                   "framed, and THeader, told apart per connection)")
     serve_parser.add_argument("--no-hello", action="store_true",
                               help="a plain service: clients know nothing of hello (no session gate)")
     _limit_flags(serve_parser, ServerLimits)
@@ -193,7 +196,8 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
         if not (args.tls_cert and args.tls_key):
             raise ArgumentError("TLS needs both --tls-cert and --tls-key")
         tls = ServerTLS(args.tls_cert, args.tls_key, args.tls_client_ca)
-    return ServerConfig(host=args.host, port=args.port, wire=_wire(args), handshake=not args.no_hello,
+    return ServerConfig(host=args.host, port=args.port, wire=_wire(args), detect_wire=not args.only_wire,
+                        handshake=not args.no_hello,
                         auth_token=_auth_token(args), tls=tls, grace=args.grace, server_name=args.server_name,
                         limits=limits)
 

@@ -40,10 +40,11 @@ from .errors import (
     ServerFull,
     ServiceError,
     ThriftHandshakeError,
+    WireMismatch,
 )
 from .states import CLIENT_TRANSITIONS, ClientEvent, ClientPhase, StateMachine
 from .timing import Record, Timeline
-from .transport import client_stack, is_timeout
+from .transport import client_stack, explain_reply, explain_tls_error, is_timeout
 
 __all__ = ["Client"]
 
@@ -231,7 +232,9 @@ class Client:
         if failure is not None:
             self._sock = self._transport = self._stub = None
             self._state.apply(ClientEvent.CONNECT_FAILED)
-            raise ConnectError(f"cannot connect to {self.host}:{self.port}: {_with_inner_cause(failure)}") from failure
+            hint = explain_tls_error(failure)
+            raise ConnectError(f"cannot connect to {self.host}:{self.port}: {_with_inner_cause(failure)}"
+                               + (f": {hint}" if hint else "")) from failure
         self._stub = self.service.Client(protocol)
         self._methods = {}
         self._broken_by = None
@@ -253,10 +256,13 @@ class Client:
                 self._close_transport(ClientEvent.HELLO_REJECTED)
             if isinstance(error, HandshakeRejected):
                 raise HandshakeFailed(error) from None
-            if isinstance(error, RemoteApplicationError) and error.error.message.startswith("server full"):
+            if isinstance(error, RemoteApplicationError):
                 if self.phase is ClientPhase.BROKEN:
                     self._close_transport()
-                raise ServerFull(f"{self.host}:{self.port}: {error.error.message}") from None
+                if error.error.message.startswith("server full"):
+                    raise ServerFull(f"{self.host}:{self.port}: {error.error.message}") from None
+                if error.type == TApplicationException.INVALID_PROTOCOL:
+                    raise WireMismatch(f"{self.host}:{self.port}: {error.error.message}") from None
             raise
         self._state.apply(ClientEvent.HELLO_ACCEPTED)
         return self.server_hello
@@ -337,10 +343,12 @@ class Client:
     def _fail(self, error: BaseException, phase: str, name: str, start: float) -> None:
         """Records the failure, moves to BROKEN (socket closed) and raises the matching error."""
         self._record_failure(phase, name, start, error)
+        reply = self._sock.first_reply if self._sock is not None else b""
         self._break(error)
         if is_timeout(error):
             raise CallTimeout(f"{name}: no reply within the timeout; the connection is closed") from error
-        raise ConnectionBroken(f"{name}: connection failed: {_with_inner_cause(error)}") from error
+        explanation = explain_tls_error(error) or explain_reply(reply, self.options.wire)
+        raise ConnectionBroken(f"{name}: connection failed: {_with_inner_cause(error)}: {explanation}") from error
 
     def _check_idle(self, method: str) -> None:
         """Fails fast (BROKEN) when the session outlived the server's idle timeout from ServerHello."""

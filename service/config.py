@@ -196,6 +196,9 @@ class ServerConfig:
     port 0 picks a free port (read it back from ``HandshakeServer.port``).
     handshake: False hosts a plain service whose clients know nothing of hello (no session gate;
     limits, logging, stats and the graceful stop still apply).
+    detect_wire: serve every Thrift dialect on one port (binary or compact, buffered or framed, and
+    THeader), told from each connection's first bytes; False serves only ``wire``. Either way a peer
+    speaking something else (HTTP, TLS on a plain port, an unknown version) is told so.
     auth_token: when set, hello() must carry exactly this token.
     tls: when set, every connection starts with a TLS handshake (plain TCP otherwise).
     grace: seconds that in-flight calls get to finish when the server stops.
@@ -205,6 +208,7 @@ class ServerConfig:
     port: int = DEFAULT_PORT
     server_name: str = "thrift-handshake"
     wire: Wire = field(default_factory=Wire)
+    detect_wire: bool = True
     handshake: bool = True
     auth_token: Optional[str] = None
     tls: Optional[ServerTLS] = None

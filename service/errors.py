@@ -3,7 +3,8 @@
     ThriftHandshakeError
     ├── PhaseError            a call or step that the client's current phase does not allow
     ├── ConnectError          the transport could not be opened (refused, unreachable, connect timeout)
-    │   └── ServerFull        the server answered that every connection slot is taken
+    │   ├── ServerFull        the server answered that every connection slot is taken
+    │   └── WireMismatch      client and server speak different wires (TLS or not, protocol, transport)
     ├── HandshakeFailed       hello() was refused by the server (carries the HandshakeRejected answer)
     ├── ConnectionBroken      the connection can no longer be trusted; the client is BROKEN until reconnect()
     │   └── CallTimeout       no complete reply within the call timeout
@@ -27,6 +28,7 @@ __all__ = [
     "PhaseError",
     "ConnectError",
     "ServerFull",
+    "WireMismatch",
     "HandshakeFailed",
     "ConnectionBroken",
     "CallTimeout",
@@ -57,6 +59,10 @@ class ConnectError(ThriftHandshakeError):
 
 class ServerFull(ConnectError):
     """The server is at max_connections with every slot in a session; try again later."""
+
+
+class WireMismatch(ConnectError):
+    """Client and server speak different wires; the message says what each speaks."""
 
 
 class HandshakeFailed(ThriftHandshakeError):

@@ -15,6 +15,7 @@ The service is found from the generated ``Iface`` the handler implements (or pas
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import selectors
@@ -29,12 +30,23 @@ from thrift.Thrift import TApplicationException, TMessageType
 from thrift.transport import TSocket
 from thrift.transport.TTransport import TTransportException
 
-from .config import ServerConfig
+from .config import ServerConfig, Wire
 from .contract import service_of
 from .gate import ConnectionState, SessionProcessor, format_peer
 from .metrics import ServerMetrics
 from .session import Session, SessionSettings
-from .transport import ConnectionSocket, HandshakeBudgetExceeded, is_timeout, protocol_factory, server_tls_context, transport_factory
+from .transport import (
+    SNIFF_BYTES,
+    ConnectionSocket,
+    Dialect,
+    HandshakeBudgetExceeded,
+    header_protocol,
+    is_timeout,
+    protocol_factory,
+    server_tls_context,
+    sniff,
+    transport_factory,
+)
 
 __all__ = ["HandshakeServer"]
 
@@ -52,6 +64,8 @@ _DISCARD_BYTES = 64 * 1024 * 1024
 #: each waiting at most this long for the newcomer's first message.
 _MAX_REFUSERS = 16
 _REFUSAL_SECONDS = 1.0
+#: A fatal TLS alert (protocol_version): what a TLS client can read from a server without TLS.
+_TLS_ALERT_PROTOCOL_VERSION = b"\x15\x03\x01\x00\x02\x02\x46"
 #: Transport errors that mean "this message is too big or malformed" rather than "the peer is gone".
 _BAD_INPUT = (TTransportException.SIZE_LIMIT, TTransportException.NEGATIVE_SIZE)
 
@@ -202,6 +216,11 @@ class HandshakeServer(TThreadedServer):
     @property
     def port(self) -> int:
         return self.address[1]
+
+    @property
+    def connection_count(self) -> int:
+        """Connections accepted and not yet closed (with a session or not)."""
+        return len(self._connections)
 
     def on_stop(self, callback: Callable[[float], None]) -> None:
         """Registers ``callback(timeout)`` to drain the service's own work when the server stops."""
@@ -395,8 +414,13 @@ class HandshakeServer(TThreadedServer):
         if not self.config.handshake:  # no hello to wait for: the session's limits apply from the start
             limits = self.config.limits
             connection.socket.start_session(limits.idle_timeout, limits.request_timeout)
-        transport = self.inputTransportFactory.getTransport(connection.socket)
-        protocol = self.inputProtocolFactory.getProtocol(transport)
+        stack = self._open_stack(connection)
+        if stack is None:  # not a dialect served here: explained to the peer and in the log
+            connection.socket.close()
+            with self._lock:
+                self._connections.pop(connection, None)
+            return
+        transport, protocol = stack
         state = self.processor.connection(protocol, connection.peer, identity or None, listener=connection)
         with connection._lock:
             connection.state = state
@@ -439,9 +463,73 @@ class HandshakeServer(TThreadedServer):
             log = logger.info if event == "closed" else logger.warning
             log("%s peer=%s session=%s: %s", event, connection.peer, state.context.session_id, reason)
 
+    def _open_stack(self, connection: Connection) -> Optional[Tuple[Any, Any]]:
+        """The transport and protocol for what the peer speaks, told from its first bytes; None (after
+        explaining, in the peer's own framing where it can read it) for what this server does not serve."""
+        first, dialect = connection.socket.first_bytes()
+        served = self.config.wire
+        if dialect is not None and dialect.kind == "thrift":
+            wire = dataclasses.replace(served, protocol=dialect.wire.protocol, transport=dialect.wire.transport)
+            if wire == served:
+                transport = self.inputTransportFactory.getTransport(connection.socket)
+                return transport, self.inputProtocolFactory.getProtocol(transport)
+            if self.config.detect_wire:
+                transport, protocol = self._stack_for(wire, connection.socket)
+                return transport, protocol
+        if dialect is not None and dialect.kind == "header" and self.config.detect_wire:
+            protocol = header_protocol(connection.socket, self.config.limits.max_message_bytes)
+            return protocol.trans, protocol
+        if not first:  # closed (or silent until the deadline) before saying anything
+            return self._stack_for(served, connection.socket)
+        self._explain_mismatch(connection, first, dialect, f"this server speaks {self._speaks()}")
+        return None
+
+    def _speaks(self) -> str:
+        if self.config.detect_wire:
+            return "Thrift binary or compact, buffered or framed, or THeader"
+        return f"Thrift {self.config.wire.transport} {self.config.wire.protocol}"
+
+    def _stack_for(self, wire: Wire, sock: ConnectionSocket) -> Tuple[Any, Any]:
+        limits = self.config.limits
+        transport = transport_factory(wire, limits.max_message_bytes).getTransport(sock)
+        return transport, protocol_factory(wire, limits.max_message_bytes, limits.max_container_items).getProtocol(transport)
+
+    def _explain_mismatch(self, connection: Connection, first: bytes, dialect: Optional[Dialect], expected: str) -> None:
+        """Answers a peer this server cannot serve, where it can read the answer, and logs why."""
+        said = "nothing it recognises" if dialect is None else str(dialect)
+        explanation = f"the client speaks {said}; {expected}"
+        logger.warning("refused peer=%s: %s (first bytes %s)", connection.peer, explanation, first.hex(" "))
+        handle = connection.socket.handle
+        try:
+            if dialect is not None and dialect.kind == "http":
+                body = (f"This is a Thrift server (thrift-handshake), not an HTTP server: {explanation}.\n"
+                        "Connect with a Thrift client.\n").encode()
+                handle.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                               b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            elif dialect is not None and dialect.kind == "tls":
+                handle.sendall(_TLS_ALERT_PROTOCOL_VERSION)  # all a TLS client can read from a plain server
+            elif dialect is not None and dialect.kind in ("thrift", "bad-version"):
+                wire = dialect.wire or Wire()
+                transport, protocol = self._stack_for(wire, connection.socket)
+                name, seqid = "", 0
+                if dialect.kind == "thrift":  # answer the very call it made, in its own framing
+                    name, _, seqid = protocol.readMessageBegin()
+                protocol.writeMessageBegin(name, TMessageType.EXCEPTION, seqid)
+                TApplicationException(TApplicationException.INVALID_PROTOCOL, explanation).write(protocol)
+                protocol.writeMessageEnd()
+                transport.flush()
+            _discard_input(handle)
+        except Exception:  # the peer is gone, or its message was not even a header
+            pass
+
     def _start_tls(self, connection: Connection) -> Any:
         """The TLS handshake, on the connection's own thread within the handshake timeout; returns the
         client certificate's common name ("" without one), or False when the handshake failed."""
+        first, dialect = _peek(connection.socket.handle)
+        if first and (dialect is None or dialect.kind != "tls"):  # a plain client on the TLS port
+            self._explain_mismatch(connection, first, dialect, "this server requires TLS")
+            connection.socket.close()
+            return False
         try:
             handle = self._tls.wrap_socket(connection.socket.handle, server_side=True)
         except (OSError, ValueError) as error:  # ssl.SSLError is an OSError
@@ -566,6 +654,23 @@ class _BadMessage(Exception):
     def __init__(self, error: BaseException) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+def _peek(handle: socket.socket) -> Tuple[bytes, Optional[Dialect]]:
+    """A plain socket's first bytes and their dialect, left unread (for the TLS port: before wrapping)."""
+    deadline = time.monotonic() + (handle.gettimeout() or 10.0)
+    data, dialect = b"", None
+    while dialect is None and len(data) < SNIFF_BYTES and time.monotonic() < deadline:
+        try:
+            data = handle.recv(SNIFF_BYTES, socket.MSG_PEEK)
+        except OSError:
+            break
+        if not data:
+            break
+        dialect = sniff(data)
+        if dialect is None:
+            time.sleep(0.005)  # the rest of the first bytes is on its way
+    return data, dialect
 
 
 def _drain_wakeups(reader: socket.socket) -> None:

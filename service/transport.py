@@ -14,15 +14,19 @@ import socket
 import ssl
 import time
 from io import BytesIO
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
-from thrift.protocol import TBinaryProtocol, TCompactProtocol
+from thrift.protocol import TBinaryProtocol, TCompactProtocol, THeaderProtocol
 from thrift.protocol.TProtocol import TProtocolBase, TProtocolFactory
-from thrift.transport import TSocket, TTransport
+from thrift.transport import THeaderTransport, TSocket, TTransport
 
 from .config import ClientTLS, ServerTLS, Wire
 
 __all__ = [
+    "Dialect",
+    "sniff",
+    "explain_reply",
+    "explain_tls_error",
     "accelerated_available",
     "protocol_factory",
     "transport_factory",
@@ -68,6 +72,21 @@ class FramedTransport(_Resettable, TTransport.TFramedTransport):
     _wbuf_attribute = "_TFramedTransport__wbuf"
 
 
+class HeaderTransport(_Resettable, THeaderTransport.THeaderTransport):
+    _wbuf_attribute = "_write_buffer"
+
+
+def header_protocol(sock: TTransport.TTransportBase, max_frame_bytes: int) -> TProtocolBase:
+    """A THeader protocol over ``sock`` that serves THeader clients (and the headerless dialects it
+    detects itself), answering each in its own dialect."""
+    client_types = (THeaderTransport.THeaderClientType.HEADERS, THeaderTransport.THeaderClientType.FRAMED_BINARY,
+                    THeaderTransport.THeaderClientType.UNFRAMED_BINARY, THeaderTransport.THeaderClientType.FRAMED_COMPACT,
+                    THeaderTransport.THeaderClientType.UNFRAMED_COMPACT)
+    transport = HeaderTransport(sock, client_types)
+    transport.set_max_frame_size(max_frame_bytes)
+    return THeaderProtocol.THeaderProtocol(transport, client_types)
+
+
 class _TransportFactory(TTransport.TTransportFactoryBase):
     def __init__(self, transport_class: type, **options: object) -> None:
         self._class = transport_class
@@ -107,6 +126,104 @@ def protocol_factory(wire: Wire, max_string_bytes: Optional[int], max_container_
                                 else TCompactProtocol.TCompactProtocol, **limits)
     return _ProtocolFactory(TBinaryProtocol.TBinaryProtocolAccelerated if accelerated
                             else TBinaryProtocol.TBinaryProtocol, strictRead=True, strictWrite=True, **limits)
+
+
+class Dialect(NamedTuple):
+    """What the first bytes of a connection say its peer speaks.
+
+    kind: "thrift" (``wire`` says which), "header" (THeader), "http", "tls" (a TLS record on a plain
+    connection), "bad-version" (binary with a version this library does not know), "unknown".
+    """
+
+    kind: str
+    wire: Optional[Wire] = None
+    detail: str = ""
+
+    def __str__(self) -> str:
+        if self.kind == "thrift":
+            return f"{self.wire.transport} {self.wire.protocol}"
+        return {"header": "THeader", "http": "HTTP", "tls": "TLS", "bad-version": self.detail,
+                "unknown": "something that is not Thrift"}.get(self.kind, self.kind)
+
+
+#: Enough of a connection's first bytes to tell every dialect ``sniff`` knows apart.
+SNIFF_BYTES = 6
+_HTTP_METHODS = (b"HTTP", b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"OPTI", b"PATC", b"PRI ", b"CONN", b"TRAC")
+
+
+def _thrift_start(data: bytes) -> Optional[str]:
+    """"binary" or "compact" if ``data`` starts a strict binary or compact message header."""
+    if data[:2] == b"\x80\x01":
+        return "binary"
+    if len(data) >= 2 and data[0] == 0x82 and data[1] & 0x1F == 1:
+        return "compact"
+    return None
+
+
+def sniff(data: bytes) -> Optional[Dialect]:
+    """The dialect that ``data`` (a connection's first bytes) is written in; None until more bytes
+    are needed to tell (at most SNIFF_BYTES)."""
+    if len(data) < 2:
+        return None
+    protocol = _thrift_start(data)
+    if protocol is not None:
+        return Dialect("thrift", Wire(protocol=protocol, transport="buffered"))
+    if data[0] == 0x80:
+        return Dialect("bad-version", detail=f"binary protocol version {data[1]} (strict binary is version 1)")
+    if data[0] == 0x16 and data[1] == 0x03:
+        return Dialect("tls")
+    if len(data) < 4:
+        return None
+    if data[:4] in _HTTP_METHODS:
+        return Dialect("http")
+    if len(data) < SNIFF_BYTES:
+        return None
+    if data[0] == 0 and data[4:6] == b"\x0f\xff":
+        return Dialect("header")
+    framed = _thrift_start(data[4:])
+    if data[0] == 0 and framed is not None:
+        return Dialect("thrift", Wire(protocol=framed, transport="framed"))
+    return Dialect("unknown")
+
+
+def explain_reply(first_reply: bytes, wire: Wire) -> str:
+    """Why a reply that starts with ``first_reply`` could not be read by a client speaking ``wire``."""
+    if not first_reply:
+        return ("the server closed the connection without answering (does it expect TLS, another Thrift "
+                "protocol or transport, or is it at its connection limit? its log says which)")
+    dialect = sniff(first_reply)
+    if dialect is None:
+        return f"the server's answer ({first_reply.hex(' ')}) ended before it could be read"
+    if dialect.kind == "thrift":
+        if (dialect.wire.protocol, dialect.wire.transport) != (wire.protocol, wire.transport):
+            return f"the server speaks {dialect}; this client speaks {wire.transport} {wire.protocol} (ClientOptions.wire)"
+        return "the server's answer is not a reply this client can decode"
+    if dialect.kind == "http":
+        return "the server answered with HTTP: it is not a Thrift server (wrong port?)"
+    if dialect.kind == "tls":
+        return "the server answered with TLS: connect with TLS (ClientOptions.tls, call --tls)"
+    return f"the server answered with {dialect} ({first_reply.hex(' ')})"
+
+
+_TLS_HINTS = (
+    ("wrong version number", "the server does not speak TLS on this port (a plain Thrift server?)"),
+    ("alert protocol version", "the server does not speak TLS on this port (a plain Thrift server?)"),
+    ("certificate required", "the server requires a client certificate (ClientTLS cert_file and key_file)"),
+    ("unknown ca", "the server does not trust this client certificate's CA"),
+    ("certificate verify failed", "the server's certificate is not trusted by ClientTLS.ca_file (or does not "
+                                  "name this host: ClientTLS.server_hostname)"),
+)
+
+
+def explain_tls_error(error: BaseException) -> Optional[str]:
+    """What a TLS failure (in ``error`` or the cause Thrift keeps in ``inner``) means, if known."""
+    for candidate in (error, getattr(error, "inner", None), error.__cause__):
+        if isinstance(candidate, ssl.SSLError):
+            text = str(candidate).lower()
+            for needle, hint in _TLS_HINTS:
+                if needle in text:
+                    return hint
+    return None
 
 
 def is_timeout(error: BaseException) -> bool:
@@ -172,7 +289,23 @@ class ConnectionSocket(DeadlineSocket):
     idle_timeout: Optional[float] = None
     handshake_budget: Optional[int] = None  # bytes the peer may send before its session starts
     _received = 0
+    _pushback = b""
 
+    def first_bytes(self) -> Tuple[bytes, Optional["Dialect"]]:
+        """Reads the connection's first bytes (up to SNIFF_BYTES, fewer if they already tell) and
+        what they say; the bytes are read again by the transport (nothing is lost). Waits within the
+        socket's deadline and timeout; the dialect is None if the peer stopped before it was clear."""
+        data = b""
+        dialect = None
+        while dialect is None and len(data) < SNIFF_BYTES:
+            try:
+                chunk = self.read(SNIFF_BYTES - len(data))
+            except TTransport.TTransportException:
+                break
+            data += chunk
+            dialect = sniff(data)
+        self._pushback = data + self._pushback
+        return data, dialect
     def start_session(self, idle_timeout: float, request_timeout: float) -> None:
         self.deadline = None
         self.idle_timeout = idle_timeout
@@ -180,6 +313,9 @@ class ConnectionSocket(DeadlineSocket):
         self.handle.settimeout(idle_timeout)
 
     def read(self, sz: int) -> bytes:
+        if self._pushback:
+            data, self._pushback = self._pushback[:sz], self._pushback[sz:]
+            return data
         if self.request_timeout is None:  # handshake: one deadline and one byte budget for everything
             budget = self.handshake_budget
             if budget is None:
@@ -239,15 +375,19 @@ class CountingSocket(DeadlineSocket):
             return handle
         return self._tls.wrap_socket(handle, server_hostname=self._server_hostname)
 
+    first_reply = b""  # the first bytes of the last reply (to explain one that cannot be read)
+
     def begin_exchange(self, timeout: Optional[float]) -> None:
         """Starts a call: its reads and writes must end within ``timeout`` seconds (None: no limit)."""
         self.first_read_at = None
+        self.first_reply = b""
         self.deadline = None if timeout is None else time.monotonic() + timeout
 
     def read(self, sz: int) -> bytes:
         data = super().read(sz)
         if self.first_read_at is None:
             self.first_read_at = time.perf_counter()
+            self.first_reply = data[:SNIFF_BYTES]
         self.bytes_in += len(data)
         return data
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from thrift_handshake import WireMismatch
 from thrift_handshake import (
     Client,
     ClientOptions,
@@ -58,10 +59,12 @@ def test_wrong_host_name_is_refused(start_server):
     assert "elsewhere.example" in str(caught.value) or "mismatch" in str(caught.value)
 
 
-def test_plain_client_against_tls_server_fails_cleanly(start_server):
+def test_a_plain_client_on_the_tls_port_is_told_it_needs_tls(start_server):
     server = start_server(tls=SERVER_TLS)
-    with pytest.raises(ConnectionBroken):
-        Client("127.0.0.1", server.port, service=HandshakeService).connect()
+    plain = Client("127.0.0.1", server.port, service=HandshakeService)
+    with pytest.raises(WireMismatch, match="the client speaks buffered binary; this server requires TLS"):
+        plain.connect()
+    assert plain.phase.value == "CLOSED"
     with tls_client(server.port) as client:
         assert client.echo("server fine") == "server fine"
 

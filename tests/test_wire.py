@@ -1,0 +1,136 @@
+"""Both protocols and both transports on one port, THeader too; every wrong combination explained."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+from pathlib import Path
+
+import pytest
+from thrift.protocol.THeaderProtocol import THeaderProtocol
+from thrift.Thrift import TApplicationException
+from thrift.transport import TSocket
+from thrift.transport.THeaderTransport import THeaderClientType
+
+from thrift_handshake import (
+    Client,
+    ClientOptions,
+    ClientTLS,
+    ConnectError,
+    ConnectionBroken,
+    ServerTLS,
+    Wire,
+    WireMismatch,
+)
+from thrift_handshake.transport import sniff
+from thrift_handshake_gen import HandshakeService
+from thrift_handshake_gen.session.ttypes import ClientHello
+
+CERTS = Path(__file__).resolve().parent / "certs"
+WIRES = [Wire(p, t, accelerated) for p in ("binary", "compact") for t in ("buffered", "framed")
+         for accelerated in (True, False)]
+
+
+@pytest.mark.parametrize("wire", WIRES, ids=str)
+def test_one_port_serves_every_thrift_dialect(server, wire):
+    with Client("127.0.0.1", server.port, ClientOptions(wire=wire), service=HandshakeService) as client:
+        assert client.echo("请求数据") == "请求数据"
+        assert client.stats().sessions_active >= 1
+
+
+def test_one_port_serves_a_theader_client(server):
+    sock = TSocket.TSocket("127.0.0.1", server.port)
+    protocol = THeaderProtocol(sock, (THeaderClientType.HEADERS,))
+    stub = HandshakeService.Client(protocol)
+    sock.open()
+    try:
+        hello = stub.hello(ClientHello(client_name="header", min_version=1, max_version=2))
+        assert hello.version == 2
+        assert stub.echo("over THeader") == "over THeader"
+        assert stub.goodbye().calls == 1
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize("client_wire", [Wire("compact", "framed"), Wire("binary", "framed"), Wire("compact")], ids=str)
+def test_a_server_of_one_dialect_tells_another_what_it_speaks(start_server, client_wire):
+    server = start_server(detect_wire=False)
+    client = Client("127.0.0.1", server.port, ClientOptions(wire=client_wire), service=HandshakeService)
+    with pytest.raises(WireMismatch) as caught:
+        client.connect()
+    expected = f"the client speaks {client_wire.transport} {client_wire.protocol}; this server speaks Thrift buffered binary"
+    assert expected in str(caught.value)
+    assert client.phase.value == "CLOSED"
+
+
+def _exchange(port: int, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(data)
+        received = b""
+        try:
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return received
+                received += chunk
+        except OSError:
+            return received
+
+
+def test_an_http_request_gets_an_http_answer_that_explains(server, caplog):
+    answer = _exchange(server.port, b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 Bad Request")
+    assert b"not an HTTP server" in body and b"Thrift" in body
+    assert any("the client speaks HTTP" in record.getMessage() for record in caplog.records)
+
+
+def test_a_tls_client_on_a_plain_port_learns_it_from_its_own_error(server):
+    options = ClientOptions(tls=ClientTLS(ca_file=str(CERTS / "ca.pem"), server_hostname="localhost"))
+    client = Client("127.0.0.1", server.port, options, service=HandshakeService)
+    with pytest.raises(ConnectError, match="does not speak TLS on this port"):
+        client.connect()
+
+
+def test_an_unknown_binary_version_is_answered_in_binary(server):
+    answer = _exchange(server.port, b"\x80\x02\x00\x01\x00\x00\x00\x04ping\x00\x00\x00\x00\x00")
+    assert answer[:4] == b"\x80\x01\x00\x03"  # strict binary, version 1, an EXCEPTION message
+    assert b"binary protocol version 2" in answer
+
+
+def test_junk_is_logged_and_closed(server, caplog):
+    assert _exchange(server.port, b"hello there, server") == b""
+    assert any("nothing it recognises" in r.getMessage() or "not Thrift" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_a_client_talking_to_an_http_server_is_told_so():
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+
+        def http_server():
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(65536)
+                connection.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+
+        thread = threading.Thread(target=http_server)
+        thread.start()
+        client = Client("127.0.0.1", port, service=HandshakeService)
+        with pytest.raises(ConnectionBroken, match="the server answered with HTTP"):
+            client.connect()
+        thread.join(5)
+
+
+def test_sniff_tells_the_dialects_apart():
+    assert str(sniff(b"\x80\x01\x00\x01")) == "buffered binary"
+    assert str(sniff(b"\x82\x21")) == "buffered compact"
+    assert str(sniff(b"\x00\x00\x00\x20\x80\x01")) == "framed binary"
+    assert str(sniff(b"\x00\x00\x00\x20\x82\x21")) == "framed compact"
+    assert str(sniff(b"\x00\x00\x00\x20\x0f\xff")) == "THeader"
+    assert str(sniff(b"POST /x HTTP/1.1")) == "HTTP"
+    assert str(sniff(b"\x16\x03\x01\x00\xa5")) == "TLS"
+    assert sniff(b"\x80") is None and sniff(b"\x00\x00\x00") is None  # not enough yet
