@@ -144,3 +144,68 @@ def test_a_wrong_token_closes_the_connection(server_process):
             received += chunk
     answer = _answer(received, SessionService.hello_result)
     assert isinstance(answer.rejected, HandshakeRejected) and answer.rejected.reason == "wrong auth token"
+
+
+def _threads(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("Threads:"))
+
+
+def test_64_concurrent_clients_lose_and_mix_up_nothing(server_process):
+    """64 sessions at once, each with its own process() and submit()/get_result() traffic: every
+    answer is checked against its request (request id, digest, per-session sequence)."""
+    import hashlib
+    import threading
+
+    from thrift_handshake import Client, ClientOptions
+    from thrift_handshake_gen.ttypes import Request
+
+    process, port = server_process
+    with Client("127.0.0.1", port, ClientOptions(auth_token=TOKEN), service=HandshakeService) as warm:
+        # the server's own threads (all 4 submit workers) exist before the baseline is taken
+        tickets = [warm.submit(Request(request_id=f"warm-{n}", payload="", work_ms=300)).ticket for n in range(4)]
+        for ticket in tickets:
+            warm.get_result(ticket, 5000)
+    deadline = time.monotonic() + 10
+    while _threads(process.pid) > 6 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    baseline = _status(process.pid)["VmRSS"], _threads(process.pid)
+    clients, rounds = 64, 25
+    problems = []
+
+    def run(n: int) -> None:
+        try:
+            options = ClientOptions(client_name=f"load-{n}", auth_token=TOKEN)
+            with Client("127.0.0.1", port, options, service=HandshakeService) as client:
+                for i in range(rounds):
+                    payload = f"{n}:{i}:" + "x" * (i * 13)
+                    digest = hashlib.sha256(payload.encode()).hexdigest()
+                    response = client.process(Request(request_id=f"p-{n}-{i}", payload=payload))
+                    if (response.request_id, response.digest, response.sequence) != (f"p-{n}-{i}", digest, i + 1):
+                        problems.append(("process", n, i, response))
+                    ack = client.submit(Request(request_id=f"s-{n}-{i}", payload=payload))
+                    result = client.get_result(ack.ticket, 10_000)
+                    if (result.request_id, result.digest) != (f"s-{n}-{i}", digest):
+                        problems.append(("submit", n, i, result))
+        except Exception as error:  # counted as lost below
+            problems.append(("error", n, repr(error)))
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(clients)]
+    peak_threads = 0
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        while thread.is_alive():
+            peak_threads = max(peak_threads, _threads(process.pid))
+            thread.join(0.05)
+    deadline = time.monotonic() + 10
+    while _threads(process.pid) > baseline[1] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    after = _status(process.pid)
+    print(f"\n64 clients x {rounds} process + {rounds} submit/get_result: lost or mismatched {len(problems)}; "
+          f"server RSS before {baseline[0] / 1024:.0f} MiB, peak {after['VmHWM'] / 1024:.0f} MiB, "
+          f"after {after['VmRSS'] / 1024:.0f} MiB; threads before {baseline[1]}, peak {peak_threads}, "
+          f"after {_threads(process.pid)}")
+    assert problems == []
+    assert _threads(process.pid) == baseline[1], "connection threads outlived their connections"
+    assert after["VmRSS"] - baseline[0] < 64 * 1024, "memory did not come back near its baseline"
