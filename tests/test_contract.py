@@ -173,13 +173,29 @@ def test_submit_refuses_work_beyond_the_queue_limits(start_server):
 
     server = start_server(demo=DemoLimits(submit_workers=1, submit_queue=1, submit_queue_bytes=10_000))
     with Client("127.0.0.1", server.port, service=HandshakeService) as client:
-        with pytest.raises(Overloaded):
-            client.submit(Request(request_id="big", payload="x" * 20_000))
-        client.submit(Request(request_id="a", work_ms=5000))
+        with pytest.raises(InvalidRequest, match="can never be accepted"):  # bytes counted as bytes:
+            client.submit(Request(request_id="big", payload="字" * 3400))  # 10 200 bytes in 3 400 characters
+        client.submit(Request(request_id="a", work_ms=5000, payload="字" * 1000))
+        with pytest.raises(Overloaded):  # 3 000 + 9 000 bytes: more than the queue holds, for now
+            client.submit(Request(request_id="b", work_ms=5000, payload="字" * 3000))
         client.submit(Request(request_id="b", work_ms=5000))
         with pytest.raises(Overloaded) as caught:
             client.submit(Request(request_id="c", work_ms=5000))
         assert caught.value.capacity == 2
+
+
+def test_one_session_cannot_take_the_whole_submit_queue(start_server):
+    from thrift_handshake import Client
+    from thrift_handshake_gen.ttypes import Overloaded
+
+    server = start_server(demo=DemoLimits(submit_workers=1, submit_queue=10, submit_per_session=3))
+    with Client("127.0.0.1", server.port, service=HandshakeService) as greedy:
+        for n in range(3):
+            greedy.submit(Request(request_id=f"g{n}", work_ms=1000))
+        with pytest.raises(Overloaded, match="submit_per_session"):
+            greedy.submit(Request(request_id="g3", work_ms=1000))
+        with Client("127.0.0.1", server.port, service=HandshakeService) as other:
+            assert other.submit(Request(request_id="o", payload="mine")).ticket  # its share is still there
 
 
 def test_results_are_kept_for_a_bounded_count(start_server):

@@ -53,9 +53,11 @@ def _next_sequence(context: SessionContext, counter: str) -> int:
 
 
 def _size(request: Request) -> int:
-    """Roughly the bytes a request holds (its strings' lengths), for the submit queue's byte limit."""
-    headers = request.headers or {}
-    return len(request.payload or "") + len(request.request_id) + sum(len(k) + len(v) for k, v in headers.items())
+    """The bytes a request's strings hold (UTF-8, as on the wire), for the submit queue's byte limit."""
+    strings = [request.payload or "", request.request_id]
+    for key, value in (request.headers or {}).items():
+        strings += [key or "", value or ""]
+    return sum(len(text.encode("utf-8")) for text in strings)
 
 
 class HandshakeHandler(HandshakeService.Iface):
@@ -112,7 +114,8 @@ class HandshakeHandler(HandshakeService.Iface):
         context = current_session()
         sequence = _next_sequence(context, "submit_sequence")
         session_id = context.session_id
-        ticket = self.tickets.submit(lambda: self._run(request, session_id, sequence), _size(request))
+        ticket = self.tickets.submit(lambda: self._run(request, session_id, sequence), _size(request),
+                                     session_id or context.peer)
         return Ack(ticket=ticket, request_id=request.request_id, accepted_at_ms=int(time.time() * 1000))
 
     def get_result(self, ticket: str, wait_ms: int) -> Response:

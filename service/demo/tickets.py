@@ -16,7 +16,7 @@ import time
 import uuid
 from typing import Callable, Dict, Optional, OrderedDict, Tuple
 
-from thrift_handshake_gen.ttypes import NotReady, Overloaded, Response, UnknownTicket
+from thrift_handshake_gen.ttypes import InvalidRequest, NotReady, Overloaded, Response, UnknownTicket
 
 from .limits import DemoLimits
 
@@ -30,28 +30,41 @@ class TicketBoard:
         self._capacity = limits.submit_workers + limits.submit_queue
         self._pool = concurrent.futures.ThreadPoolExecutor(limits.submit_workers, thread_name_prefix="submit")
         self._lock = threading.Lock()
-        self._unfinished: Dict[str, Tuple["concurrent.futures.Future[Response]", int]] = {}  # ticket -> (future, bytes held)
+        # ticket -> (future, bytes held, owner session)
+        self._unfinished: Dict[str, Tuple["concurrent.futures.Future[Response]", int, str]] = {}
+        self._per_owner: Dict[str, int] = {}  # unfinished tickets by owner session
         self._finished: OrderedDict[str, Tuple["concurrent.futures.Future[Response]", float]] = collections.OrderedDict()  # finish order
         self._unfinished_bytes = 0
         self._stopped = False
 
-    def submit(self, work: Callable[[], Response], size: int) -> str:
-        """Queues ``work`` (holding ``size`` bytes until done) and returns its ticket.
+    def submit(self, work: Callable[[], Response], size: int, owner: str) -> str:
+        """Queues ``work`` (holding ``size`` bytes until done) for session ``owner``; returns its ticket.
 
-        Raises Overloaded when the queue is full by count or bytes, or the server is stopping.
+        Raises InvalidRequest for a request that can never fit, Overloaded when the queue (or the
+        owner's share of it) is full by count or bytes, or the server is stopping.
         """
+        limits = self._limits
+        if size > limits.submit_queue_bytes:
+            raise InvalidRequest(message=f"the request holds {size} bytes; the submit queue holds at most "
+                                         f"{limits.submit_queue_bytes} (submit_queue_bytes): it can never be accepted",
+                                 field="payload")
         with self._lock:
             self._expire()
+            queued = len(self._unfinished)
             if self._stopped:
-                raise Overloaded(message="the server is stopping", queued=len(self._unfinished),
+                raise Overloaded(message="the server is stopping", queued=queued, capacity=self._capacity)
+            if queued >= self._capacity or self._unfinished_bytes + size > limits.submit_queue_bytes:
+                raise Overloaded(message="the submit queue is full; try again later", queued=queued,
                                  capacity=self._capacity)
-            if (len(self._unfinished) >= self._capacity
-                    or self._unfinished_bytes + size > self._limits.submit_queue_bytes):
-                raise Overloaded(message="the submit queue is full; try again later",
-                                 queued=len(self._unfinished), capacity=self._capacity)
+            mine = self._per_owner.get(owner, 0)
+            if mine >= limits.submit_per_session:
+                raise Overloaded(message=f"this session has {mine} unfinished submissions, its share "
+                                         f"(submit_per_session); try again when some finish",
+                                 queued=queued, capacity=self._capacity)
             ticket = uuid.uuid4().hex
             future = self._pool.submit(work)
-            self._unfinished[ticket] = (future, size)
+            self._unfinished[ticket] = (future, size, owner)
+            self._per_owner[owner] = mine + 1
             self._unfinished_bytes += size
         future.add_done_callback(lambda _: self._finish(ticket))
         return ticket
@@ -84,8 +97,11 @@ class TicketBoard:
 
     def _finish(self, ticket: str) -> None:
         with self._lock:
-            future, size = self._unfinished.pop(ticket)
+            future, size, owner = self._unfinished.pop(ticket)
             self._unfinished_bytes -= size
+            left = self._per_owner.pop(owner) - 1
+            if left:
+                self._per_owner[owner] = left
             self._finished[ticket] = (future, time.monotonic())
             self._expire()
 
