@@ -8,7 +8,7 @@ of its caller (``current_session``); the timeline records; the error hierarchy r
 """
 
 from .client import Client
-from .config import ClientOptions, ClientTLS, ServerConfig, ServerLimits, ServerTLS, Timeouts, Wire
+from .config import ClientOptions, ClientTLS, RetryPolicy, ServerConfig, ServerLimits, ServerTLS, Timeouts, Wire
 from .errors import (
     ArgumentError,
     CallTimeout,
@@ -33,6 +33,7 @@ __all__ = [
     "Client",
     "ClientOptions",
     "Timeouts",
+    "RetryPolicy",
     "Wire",
     "ClientTLS",
     "ServerTLS",

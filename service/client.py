@@ -172,9 +172,35 @@ class Client:
     # -- calls --------------------------------------------------------------------------------
 
     def call(self, method: str, *args: Any) -> Any:
-        """Calls ``method`` with positional ``args``; returns its result (None for oneway/void)."""
+        """Calls ``method`` with positional ``args``; returns its result (None for oneway/void).
+
+        With ``options.retry`` and a method it marks idempotent, a broken connection (or a server that
+        is down or full) is retried on a new connection and session, with backoff; any other method
+        fails at once, so it never runs twice.
+        """
         if method in _PHASE_METHODS and self.options.handshake:
             raise ArgumentError(f"{method} is a phase: use {_PHASE_METHODS[method]}")
+        policy = self.options.retry
+        if policy is None or method not in policy.idempotent:
+            return self._call_once(method, args)
+        delay = policy.backoff
+        for attempt in range(1, policy.attempts + 1):
+            try:
+                with self._lock:
+                    if attempt > 1 or self.phase in (ClientPhase.BROKEN, ClientPhase.CLOSED):
+                        self.close()
+                        self.connect()
+                return self._call_once(method, args)
+            except (ConnectionBroken, ConnectError) as error:
+                if attempt == policy.attempts:
+                    raise
+                logger.info("%s failed (%s); retry %d of %d in %.2fs", method, error, attempt,
+                            policy.attempts - 1, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, policy.max_backoff)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _call_once(self, method: str, args: Tuple[Any, ...]) -> Any:
         with self._lock:
             self._require(ClientEvent.CALL, f"call {method}")
             self._check_idle(method)

@@ -19,6 +19,7 @@ __all__ = [
     "TRANSPORTS",
     "Wire",
     "Timeouts",
+    "RetryPolicy",
     "ClientTLS",
     "ServerTLS",
     "ClientOptions",
@@ -31,6 +32,11 @@ DEFAULT_PORT = 9090
 
 #: Protocol versions this implementation speaks (inclusive range).
 SUPPORTED_VERSIONS: Tuple[int, int] = (1, 2)
+
+#: The longest time any setting may name: longer is a typo, and would overflow socket timeouts and the
+#: i32 milliseconds that ServerHello carries.
+ONE_DAY = 86_400.0
+
 
 #: Thrift wire protocols (what the bytes look like).
 PROTOCOLS = ("binary", "compact")
@@ -85,6 +91,26 @@ class Timeouts:
 
 
 @dataclass(frozen=True)
+class RetryPolicy:
+    """Retries of a failed call on a new connection (reconnect and hello again), for idempotent
+    methods only: a method not named in ``idempotent`` is never sent twice.
+
+    attempts: tries in all, the first included. backoff: seconds before the first retry, doubled after
+    each one up to ``max_backoff``.
+    """
+
+    idempotent: FrozenSet[str] = frozenset({"ping", "stats"})
+    attempts: int = 4
+    backoff: float = 0.1
+    max_backoff: float = 2.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "idempotent", frozenset(self.idempotent))
+        if self.attempts < 1 or not 0 <= self.backoff <= self.max_backoff <= ONE_DAY:
+            raise ValueError("RetryPolicy needs attempts >= 1 and 0 <= backoff <= max_backoff <= one day")
+
+
+@dataclass(frozen=True)
 class ClientTLS:
     """TLS for the client: verify the server against ``ca_file`` (None: the system's CAs).
 
@@ -122,6 +148,7 @@ class ClientOptions:
 
     versions: the inclusive range of protocol versions the client accepts.
     max_reply_bytes: the largest string/binary (and container size) the client reads in a reply.
+    retry: retries of idempotent methods on a new connection (see RetryPolicy); None: no retry.
     handshake: False for servers whose clients know nothing of hello (a plain Thrift service):
     connecting goes straight to READY and closing sends no goodbye.
     timeline_size: how many phase/call records the client keeps (oldest dropped first).
@@ -137,6 +164,7 @@ class ClientOptions:
     wire: Wire = field(default_factory=Wire)
     handshake: bool = True
     timeouts: Timeouts = field(default_factory=Timeouts)
+    retry: Optional[RetryPolicy] = None
     tls: Optional[ClientTLS] = None
     max_reply_bytes: int = 256 * 1024 * 1024
     timeline_size: int = 1000
@@ -147,11 +175,6 @@ class ClientOptions:
         _check_versions(self.versions, lowest=0)
         if self.timeline_size < 1:
             raise ValueError("timeline_size must be at least 1")
-
-
-#: The longest time any setting may name: longer is a typo, and would overflow socket timeouts and the
-#: i32 milliseconds that ServerHello carries.
-ONE_DAY = 86_400.0
 
 
 def setting(default, help_text: str, maximum):

@@ -14,7 +14,11 @@ from ..server import HandshakeServer
 from .handler import MAX_WORK_MS, HandshakeHandler
 from .limits import DemoLimits
 
-__all__ = ["HandshakeHandler", "DemoLimits", "MAX_WORK_MS", "demo_server"]
+__all__ = ["HandshakeHandler", "DemoLimits", "MAX_WORK_MS", "IDEMPOTENT", "demo_server"]
+
+#: The demo's methods that are safe to send twice (for ``RetryPolicy(idempotent=IDEMPOTENT)``); never
+#: process or submit, whose work would run again.
+IDEMPOTENT = frozenset({"ping", "echo", "stats", "get_result", "echo_types"})
 
 
 def demo_server(config: Optional[ServerConfig] = None, limits: Optional[DemoLimits] = None) -> HandshakeServer:

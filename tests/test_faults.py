@@ -1,0 +1,117 @@
+"""Faults on real processes (loopback): a server killed with SIGKILL and restarted under load, a
+client killed mid-call. Idempotent calls are retried on a new session; nothing else ever runs twice."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from thrift_handshake import Client, ClientOptions, ConnectionBroken, RetryPolicy, Timeouts
+from thrift_handshake.demo import IDEMPOTENT
+from thrift_handshake_gen import HandshakeService
+from thrift_handshake_gen.ttypes import Request
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _serve(port: int) -> subprocess.Popen:
+    process = subprocess.Popen([sys.executable, "-m", "thrift_handshake", "serve", "--port", str(port)],
+                               stderr=subprocess.PIPE, text=True)
+    line = process.stderr.readline()
+    assert re.search(r"listening on \S+:%d" % port, line), line
+    threading.Thread(target=process.stderr.read, daemon=True).start()  # keep the pipe from filling
+    return process
+
+
+def test_a_server_killed_and_restarted_costs_idempotent_calls_nothing(tmp_path):
+    port = _free_port()
+    server = _serve(port)
+    retry = RetryPolicy(idempotent=IDEMPOTENT, attempts=40, backoff=0.05, max_backoff=0.2)
+    client = Client("127.0.0.1", port, ClientOptions(retry=retry, timeouts=Timeouts(connect=1, call=5)),
+                    service=HandshakeService)
+    restarted = None
+    try:
+        client.connect()
+        first_session = client.session_id
+        in_flight = {}
+
+        def long_process():
+            try:
+                in_flight["result"] = client.process(Request(request_id="long", work_ms=3000))
+            except Exception as error:
+                in_flight["result"] = error
+
+        caller = threading.Thread(target=long_process)
+        caller.start()
+        time.sleep(0.3)  # the process() call is on the server (3 s of work): now the server dies
+        os.kill(server.pid, signal.SIGKILL)
+        server.wait(5)
+        caller.join(10)
+        error = in_flight["result"]
+        assert isinstance(error, ConnectionBroken), error  # not retried: process is not idempotent
+        assert "process" in str(error)
+
+        def restart_later():
+            nonlocal restarted
+            time.sleep(0.5)
+            restarted = _serve(port)
+
+        restarter = threading.Thread(target=restart_later)
+        restarter.start()
+        assert client.echo("after the crash") == "after the crash"  # retried until the server is back
+        restarter.join(10)
+        assert client.session_id != first_session  # a new connection said hello again
+        with pytest.raises(ConnectionBroken):
+            os.kill(restarted.pid, signal.SIGKILL)
+            restarted.wait(5)
+            client.process(Request(request_id="never twice"))
+        failed_connects = [r for r in client.timeline if r.phase == "connect" and not r.ok]
+        assert failed_connects, "every attempt is visible in the timeline"
+    finally:
+        client.close()
+        for process in (server, restarted):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait(5)
+
+
+CLIENT_THAT_DIES = """
+import sys
+from thrift_handshake import Client
+from thrift_handshake_gen import HandshakeService
+from thrift_handshake_gen.ttypes import Request
+client = Client("127.0.0.1", int(sys.argv[1]), service=HandshakeService)
+client.connect()
+print("in session", flush=True)
+client.process(Request(request_id="dies", work_ms=1500))
+"""
+
+
+def test_a_client_killed_mid_call_leaves_no_session_behind(server):
+    dying = subprocess.Popen([sys.executable, "-c", CLIENT_THAT_DIES, str(server.port)], stdout=subprocess.PIPE,
+                             text=True)
+    assert dying.stdout.readline().strip() == "in session"
+    deadline = time.monotonic() + 10
+    while server.metrics.snapshot().calls.get("process", 0) < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    os.kill(dying.pid, signal.SIGKILL)
+    dying.wait(5)
+    dying.stdout.close()
+    deadline = time.monotonic() + 10
+    while server.metrics.snapshot().sessions_active != 0:
+        assert time.monotonic() < deadline, "the dead client's session is still counted"
+        time.sleep(0.05)
+    assert server.connection_count == 0
