@@ -79,7 +79,7 @@ def settings(args: argparse.Namespace, idle_max: int) -> Settings:
     if args.quick:
         loads = [Workload("echo x1", "echo", 1), Workload("types x1", "types", 1), Workload("echo x4", "echo", 4),
                  Workload("lifecycle", "lifecycle", 1)]
-        native = loads + [Workload("idle", "echo", 1, idle)]
+        native = loads + [Workload("echo x16", "echo", 16), Workload("idle", "echo", 1, idle)]
         rounds, seconds, name = 2, 0.15, "quick"
     else:
         loads = [Workload("echo x1", "echo", 1), Workload("types x1", "types", 1), Workload("echo x4", "echo", 4),
