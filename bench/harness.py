@@ -79,7 +79,7 @@ def settings(args: argparse.Namespace, idle_max: int) -> Settings:
     if args.quick:
         loads = [Workload("echo x1", "echo", 1), Workload("types x1", "types", 1), Workload("echo x4", "echo", 4),
                  Workload("lifecycle", "lifecycle", 1)]
-        native = loads + [Workload("echo x16", "echo", 16), Workload("idle", "echo", 1, idle)]
+        native = loads[:3] + [Workload("echo x16", "echo", 16)] + loads[3:] + [Workload("idle", "echo", 1, idle)]
         rounds, seconds, name = 2, 0.15, "quick"
     else:
         loads = [Workload("echo x1", "echo", 1), Workload("types x1", "types", 1), Workload("echo x4", "echo", 4),
@@ -156,14 +156,16 @@ def start_server(system: str, programs: Dict[str, Path], workdir: Path, idle: in
     if system in ("p", "pw"):
         cli = shutil.which("thrift-handshake", path=str(Path(sys.executable).parent))
         argv = [cli] if cli else [sys.executable, "-m", "thrift_handshake"]
-        argv += ["serve", "--port", str(port), "--max-connections", str(max(1024, idle + 256))]
+        argv += ["serve", "--port", str(port)]
+        if idle:   # the default max_connections (1024) would refuse most of the idle sessions
+            argv += ["--max-connections", str(idle + 256)]
         if system == "pw":
             argv += ["--workers", "auto"]
     elif system == "cpp":
         argv = [str(programs["bench_server"]), str(port)]
     else:
         argv = [sys.executable, "-m", "bench.servers", system, str(port)]
-    log = workdir / f"server-{system}.log"
+    log = workdir / f"server-{system}-{port}.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT)
     deadline = time.monotonic() + 30
@@ -182,7 +184,7 @@ def stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.terminate()
         try:
-            proc.wait(10)
+            proc.wait(5)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -228,7 +230,11 @@ def percentile(values: Sequence[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-def measure_native(server: Server, loadgen: Path, load: Workload, seconds: float) -> Sample:
+def measure_native(server: Server, loadgen: Path, load: Workload, seconds: float,
+                   kill_server: bool = False) -> Sample:
+    """The C++ load generator against one server. ``kill_server``: SIGKILL the server once the window is read,
+    before the connections close (the idle workload: thousands of peers leaving at once keep a thread-per-connection
+    Python server busy for tens of seconds, which would spill into the next measurements)."""
     hello = "1" if server.system in ("p", "pw") else "0"
     proc = subprocess.Popen([str(loadgen), str(server.port), load.op, str(load.conns), str(seconds), hello,
                              str(load.idle)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -241,6 +247,9 @@ def measure_native(server: Server, loadgen: Path, load: Workload, seconds: float
         result = json.loads(read_line(proc, seconds + 60, what))
         cpu1 = cpu_seconds(server.proc.pid)
         rss, threads = memory_and_threads(server.proc.pid)
+        if kill_server:
+            server.proc.kill()
+            server.proc.wait()
         send(proc, "close")
         proc.wait(120)
     finally:
@@ -335,6 +344,7 @@ class Run:
     samples: Samples = field(default_factory=dict)
     notes: List[str] = field(default_factory=list)
     elapsed: float = 0.0
+    wall: Dict[str, float] = field(default_factory=dict)   # "client kind / workload" -> seconds spent, all rounds
 
 
 def plan(cfg: Settings) -> List[Tuple[str, Workload, List[str]]]:
@@ -349,8 +359,7 @@ def run(cfg: Settings, programs: Dict[str, Path]) -> Run:
     started = time.monotonic()
     cells = plan(cfg)
     total = cfg.rounds * sum(len(systems) for _, _, systems in cells)
-    max_idle = max([load.idle for _, load, _ in cells] + [0])
-    systems = sorted({s for _, _, systems in cells for s in systems}, key=list(SYSTEMS).index)
+    systems = sorted({s for _, load, systems in cells if not load.idle for s in systems}, key=list(SYSTEMS).index)
     progress = Progress(total)
     progress.show("starting servers and clients")
     with tempfile.TemporaryDirectory(prefix="thrift-handshake-bench-") as tmp:
@@ -358,7 +367,7 @@ def run(cfg: Settings, programs: Dict[str, Path]) -> Run:
         clients = PythonClients(min(16, max(load.conns for load in cfg.python_workloads)))
         try:
             for system in systems:
-                servers[system] = start_server(system, programs, Path(tmp), max_idle)
+                servers[system] = start_server(system, programs, Path(tmp), 0)
             warm = Workload("warm-up", "echo", 1)
             for system in cfg.python_systems:
                 measure_python(servers[system], clients, warm, 0.1)
@@ -369,14 +378,24 @@ def run(cfg: Settings, programs: Dict[str, Path]) -> Run:
                     shift = round_index % len(cell_systems)
                     for system in cell_systems[shift:] + cell_systems[:shift]:
                         progress.show(f"round {round_index + 1}/{cfg.rounds} {kind} {load.key} {system}")
+                        cell_started = time.monotonic()
                         if kind == "python":
                             sample = measure_python(servers[system], clients, load, cfg.seconds)
+                        elif load.idle:   # a server of its own, killed after the measurement
+                            fresh = start_server(system, programs, Path(tmp), load.idle)
+                            try:
+                                sample = measure_native(fresh, programs["bench_loadgen"], load, cfg.seconds,
+                                                        kill_server=True)
+                            finally:
+                                stop(fresh.proc)
                         else:
                             sample = measure_native(servers[system], programs["bench_loadgen"], load, cfg.seconds)
                         if sample.errors:
                             result.notes.append(f"round {round_index + 1}, {kind} {load.key}, {system}: "
                                                 f"{sample.errors} failed calls")
                         result.samples.setdefault((kind, load.key, system), []).append(sample)
+                        wall_key = f"{kind} / {load.key}"
+                        result.wall[wall_key] = result.wall.get(wall_key, 0.0) + time.monotonic() - cell_started
                         progress.step(f"round {round_index + 1}/{cfg.rounds} {kind} {load.key} {system}")
         finally:
             progress.finish()

@@ -209,6 +209,7 @@ def markdown(run: Run, machine: str) -> str:
 def chart(run: Run, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
+    import matplotlib.ticker
     import matplotlib.pyplot as plt
 
     kinds = ("python", "native")
@@ -225,6 +226,8 @@ def chart(run: Run, path: Path) -> None:
             ax.bar(xs, med, width, yerr=err, capsize=2, label=ROW[(kind, system)])
         ax.axhline(1.0, color="black", linewidth=1, linestyle="--")
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
         ax.set_xticks(range(len(loads)))
         ax.set_xticklabels(loads, rotation=20)
         ax.set_title("Python clients (B = 1)" if kind == "python" else "C++ load generator (B, same client = 1)")
@@ -238,7 +241,7 @@ def chart(run: Run, path: Path) -> None:
 
 
 def raw(run: Run) -> Dict:
-    return {"settings": asdict(run.settings), "elapsed": run.elapsed, "notes": run.notes,
+    return {"settings": asdict(run.settings), "elapsed": run.elapsed, "wall": run.wall, "notes": run.notes,
             "samples": {" / ".join(key): [asdict(s) for s in samples] for key, samples in run.samples.items()}}
 
 

@@ -5,7 +5,7 @@ would fight the client for the GIL), alternating short rounds so machine noise h
 Prints calls/s and the ratio wrapper/bare for: echo (32 bytes) on an open connection, process()
 with a struct, and the full lifecycle (open, hello, call, goodbye, close) vs bare open+call+close.
 
-    .venv/bin/python benchmarks/client_overhead.py [--seconds 0.3] [--rounds 10]
+    .venv/bin/python bench/client_overhead.py [--seconds 0.3] [--rounds 10]
 """
 
 from __future__ import annotations
