@@ -59,7 +59,7 @@ def bare_lifecycle(port: int) -> None:
 
 
 def wrapped_lifecycle(port: int) -> None:
-    with Client("127.0.0.1", port) as client:
+    with Client("127.0.0.1", port, service=HandshakeService) as client:
         client.ping()
 
 
@@ -83,7 +83,7 @@ def main() -> None:
     server, port = start_server()
     try:
         stub, transport = bare_stub(port)
-        client = Client("127.0.0.1", port)
+        client = Client("127.0.0.1", port, service=HandshakeService)
         client.connect()
         pairs = {
             "echo 32 B, open connection": (lambda: stub.echo(TEXT), lambda: client.echo(TEXT)),

@@ -84,6 +84,11 @@ def build() -> Dict[str, Path]:
         os.rename(work, out)
     except OSError:  # a concurrent build got there first
         shutil.rmtree(work, ignore_errors=True)
+    # Keep the three most recent builds (other checkouts may use older sources).
+    builds = sorted((p for p in out.parent.glob("native-*") if p.is_dir() and ".tmp" not in p.name),
+                    key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in builds[3:]:
+        shutil.rmtree(old, ignore_errors=True)
     return programs
 
 

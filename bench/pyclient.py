@@ -35,8 +35,9 @@ def _bare_thrift(port: int):
 
 def _project(port: int):
     from thrift_handshake import Client
+    from thrift_handshake_gen import HandshakeService
 
-    client = Client(HOST, port)
+    client = Client(HOST, port, service=HandshakeService)
     client.connect()
     return client, client.close
 
