@@ -109,22 +109,53 @@ def raise_fd_limit() -> int:
     return soft if soft != resource.RLIM_INFINITY else 1 << 20
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process (all its threads), from /proc/PID/stat."""
+def _stat(pid: int) -> List[str]:
     with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+        return stat.read().rsplit(")", 1)[1].split()
+
+
+def process_tree(pid: int) -> List[int]:
+    """The process and its descendants (a pre-forking server's workers count as the server)."""
+    children: Dict[int, List[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                children.setdefault(int(_stat(int(entry))[1]), []).append(int(entry))
+            except (OSError, IndexError, ValueError):
+                pass
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, []))
+    return tree
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a server (every thread of it and of its child processes), from /proc/PID/stat."""
+    total = 0.0
+    for member in process_tree(pid):
+        try:
+            fields = _stat(member)
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / TICK
+    return total
 
 
 def memory_and_threads(pid: int) -> Tuple[float, int]:
-    """(RSS in MiB, thread count) of a process, from /proc/PID/status."""
+    """(RSS in MiB, thread count) of a server and its child processes, from /proc/PID/status."""
     rss, threads = 0.0, 0
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                rss = int(line.split()[1]) / 1024
-            elif line.startswith("Threads:"):
-                threads = int(line.split()[1])
+    for member in process_tree(pid):
+        try:
+            with open(f"/proc/{member}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        rss += int(line.split()[1]) / 1024
+                    elif line.startswith("Threads:"):
+                        threads += int(line.split()[1])
+        except OSError:
+            continue
     return rss, threads
 
 

@@ -1,10 +1,15 @@
-"""Where a server's time goes per call: ``python -m bench.where [--seconds 2] [--conns 4,16] [--strace]``.
+"""Where a server's time goes per call: ``python -m bench.where [--seconds 2] [--conns 4,16] [--strace]``,
+and per connection lifecycle: ``python -m bench.where --lifecycle``.
 
 Drives B, P and the C++ server with the native load generator (echo 32 B; P gets hello first) and reads, for the
 server process and around the timed window only: user and system CPU per call (/proc/PID/stat), voluntary and
 involuntary context switches per call (summed over /proc/PID/task/*/status) and, with --strace, system calls per
 call by name (strace -c -f attached for the window; strace slows the server, so only its counts are used).
 Prints a markdown table; docs/performance.md quotes it.
+
+--lifecycle: open (+hello) + echo (+goodbye) + close from the C++ client, 5 interleaved rounds, against B and
+against P as served by default, with --log-level WARNING, and with --no-hello (the same three messages as B);
+the differences split P's server CPU per lifecycle into logging, the session messages and the rest.
 """
 
 from __future__ import annotations
@@ -88,13 +93,57 @@ def run_once(server: harness.Server, loadgen: Path, conns: int, seconds: float, 
     return row
 
 
+def lifecycle(seconds: float, rounds: int = 5) -> None:
+    import statistics
+    programs = native_build.build()
+    cli = [sys.executable, "-m", "thrift_handshake", "serve"]
+    variants = {"B": None, "P (default: INFO log, hello + goodbye)": [],
+                "P --log-level WARNING": ["--log-level", "WARNING"],
+                "P --log-level WARNING --no-hello (open + echo + close, as B)": ["--log-level", "WARNING", "--no-hello"]}
+    servers: Dict[str, harness.Server] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            for name, extra in variants.items():
+                if extra is None:
+                    servers[name] = harness.start_server("b", programs, Path(tmp), 0)
+                    continue
+                port = harness.free_port()
+                proc = subprocess.Popen(cli + ["--port", str(port)] + extra, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+                for _ in range(400):
+                    try:
+                        __import__("socket").create_connection(("127.0.0.1", port), 1).close()
+                        break
+                    except OSError:
+                        time.sleep(0.05)
+                servers[name] = harness.Server("b" if "--no-hello" in extra else "p", proc, port, Path(tmp))
+            samples: Dict[str, list] = {name: [] for name in servers}
+            for _ in range(rounds):
+                for name, server in servers.items():
+                    samples[name].append(harness.measure_native(server, programs["bench_loadgen"],
+                                                                harness.Workload("lifecycle", "lifecycle", 1),
+                                                                seconds))
+        finally:
+            for server in servers.values():
+                harness.stop(server.proc)
+    print("| server | lifecycles/s | server CPU us per lifecycle |")
+    print("|---|---|---|")
+    for name, got in samples.items():
+        print(f"| {name} | {statistics.median(s.rate for s in got):.0f} | "
+              f"{statistics.median(s.cpu_us for s in got):.0f} |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--conns", default="1,4,16")
     parser.add_argument("--strace", action="store_true")
+    parser.add_argument("--lifecycle", action="store_true")
     args = parser.parse_args()
     harness.raise_fd_limit()
+    if args.lifecycle:
+        lifecycle(min(args.seconds, 0.5))
+        return 0
     programs = native_build.build()
     with tempfile.TemporaryDirectory() as tmp:
         servers = {s: harness.start_server(s, programs, Path(tmp), 0) for s in ("b", "p", "cpp")}
