@@ -18,10 +18,14 @@ def machine() -> str:
             model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "")
     except OSError:
         pass
-    import thrift
-    version = getattr(thrift, "__version__", "")
+    import subprocess
+    try:
+        commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=harness.ROOT, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        commit = ""
     return (f"{os.cpu_count()} cores {model}, Linux {platform.release()}, Python {platform.python_version()}"
-            + (f", thrift {version}" if version else ""))
+            + (f", commit {commit}" if commit else ""))
 
 
 def main(argv=None) -> int:
