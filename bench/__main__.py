@@ -1,4 +1,5 @@
-"""python -m bench: run the side-by-side benchmark (scripts/bench sets up what it needs first)."""
+"""Side-by-side benchmark: this project's server and its peers on loopback, every figure a ratio to bare Apache Thrift
+(B) in the same round. Run it with scripts/bench, which installs what it needs first; see docs/performance.md."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def machine() -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="2 short rounds, fewer workloads (CI smoke test)")
     parser.add_argument("--rounds", type=int, help="rounds (default 5; --quick 2)")
     parser.add_argument("--seconds", type=float, help="seconds per measurement (default 0.5; --quick 0.15)")
