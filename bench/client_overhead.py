@@ -5,7 +5,7 @@ would fight the client for the GIL), alternating short rounds so machine noise h
 Prints calls/s and the ratio wrapper/bare for: echo (32 bytes) on an open connection, process()
 with a struct, and the full lifecycle (open, hello, call, goodbye, close) vs bare open+call+close.
 
-    .venv/bin/python benchmarks/client_overhead.py [--seconds 0.3] [--rounds 10]
+    .venv/bin/python bench/client_overhead.py [--seconds 0.3] [--rounds 10]
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def bare_lifecycle(port: int) -> None:
 
 
 def wrapped_lifecycle(port: int) -> None:
-    with Client("127.0.0.1", port) as client:
+    with Client("127.0.0.1", port, service=HandshakeService) as client:
         client.ping()
 
 
@@ -83,7 +83,7 @@ def main() -> None:
     server, port = start_server()
     try:
         stub, transport = bare_stub(port)
-        client = Client("127.0.0.1", port)
+        client = Client("127.0.0.1", port, service=HandshakeService)
         client.connect()
         pairs = {
             "echo 32 B, open connection": (lambda: stub.echo(TEXT), lambda: client.echo(TEXT)),

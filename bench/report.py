@@ -1,0 +1,255 @@
+"""Turns a run into ratios to B (same round, median [min-max] of the rounds), markdown tables and a chart."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import asdict
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+from bench.harness import CLIENTS, ROW, Run
+
+Cell = Tuple[float, float, float]   # median, min, max
+
+
+def ratios(run: Run, kind: str, load: str, system: str, metric: str, base: str = "b") -> List[float]:
+    """system / base for one metric, round by round."""
+    mine, ref = run.samples.get((kind, load, system)), run.samples.get((kind, load, base))
+    if not mine or not ref:
+        return []
+    return [getattr(a, metric) / getattr(b, metric) for a, b in zip(mine, ref)
+            if getattr(b, metric) and getattr(b, metric) > 0]
+
+
+def summary(values: List[float]) -> Optional[Cell]:
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return None
+    return statistics.median(values), min(values), max(values)
+
+
+def ratio_cell(run: Run, kind: str, load: str, system: str, metric: str) -> Optional[Cell]:
+    return summary(ratios(run, kind, load, system, metric))
+
+
+def absolute(run: Run, kind: str, load: str, system: str, metric: str) -> Optional[float]:
+    samples = run.samples.get((kind, load, system))
+    return statistics.median(getattr(s, metric) for s in samples) if samples else None
+
+
+def fmt_ratio(cell: Optional[Cell]) -> str:
+    if cell is None:
+        return "-"
+    median, low, high = cell
+    return f"{median:.2f}x ({low:.2f}-{high:.2f})"
+
+
+def fmt_abs(value: Optional[float], metric: str) -> str:
+    if value is None:
+        return "-"
+    if metric == "rate":
+        return f"{value / 1000:.1f}k/s" if value >= 1000 else f"{value:.0f}/s"
+    if metric in ("p50", "p99", "p999", "cpu_us"):
+        return f"{value:.0f} us"
+    if metric == "rss_mib":
+        return f"{value:.0f} MiB"
+    return f"{value:.0f}"
+
+
+def _table(header: List[str], rows: List[List[str]]) -> List[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _systems(run: Run, kind: str) -> List[str]:
+    cfg = run.settings
+    return cfg.python_systems if kind == "python" else cfg.native_systems
+
+
+def _loads(run: Run, kind: str, idle: bool = False):
+    loads = run.settings.python_workloads if kind == "python" else run.settings.native_workloads
+    return [load for load in loads if bool(load.idle) == idle]
+
+
+def throughput_table(run: Run, kind: str) -> List[str]:
+    loads = _loads(run, kind)
+    header = ["system"] + [f"{load.key} {'lifecycles' if load.op == 'lifecycle' else 'calls'}/s" for load in loads]
+    rows = []
+    for system in _systems(run, kind):
+        row = [ROW[(kind, system)]]
+        for load in loads:
+            if system == "b":
+                row.append(fmt_abs(absolute(run, kind, load.key, system, "rate"), "rate"))
+            else:
+                row.append(fmt_ratio(ratio_cell(run, kind, load.key, system, "rate")))
+        rows.append(row)
+    return _table(header, rows)
+
+
+def cost_table(run: Run, kind: str) -> List[str]:
+    loads = {load.key: load for load in _loads(run, kind)}
+    biggest = max((load for load in loads.values() if load.op == "echo"), key=lambda load: load.conns)
+    columns = [("echo x1", "p50", "p50 echo x1"), ("echo x1", "p99", "p99 echo x1"),
+               ("echo x1", "p999", "p99.9 echo x1")]
+    columns += [(key, "cpu_us", f"server CPU/call {key}") for key in ("echo x1", "types x1", "echo x4", "echo x16")
+                if key in loads]
+    columns += [("lifecycle", "cpu_us", "server CPU/lifecycle")] if "lifecycle" in loads else []
+    columns += [(biggest.key, "rss_mib", f"server RSS {biggest.key}"), (biggest.key, "threads",
+                                                                        f"server threads {biggest.key}")]
+    rows = []
+    for system in _systems(run, kind):
+        row = [ROW[(kind, system)]]
+        for key, metric, _ in columns:
+            if system == "b":
+                row.append(fmt_abs(absolute(run, kind, key, system, metric), metric))
+            else:
+                row.append(fmt_ratio(ratio_cell(run, kind, key, system, metric)))
+        rows.append(row)
+    return _table(["system"] + [title for _, _, title in columns], rows)
+
+
+def idle_p99_vs_alone(run: Run, system: str, idle_key: str) -> Optional[Cell]:
+    """The good client's p99 with the idle sessions held / its p99 alone (echo x1), same system, same round."""
+    held, alone = run.samples.get(("native", idle_key, system)), run.samples.get(("native", "echo x1", system))
+    if not held or not alone:
+        return None
+    return summary([a.p99 / b.p99 for a, b in zip(held, alone) if b.p99 > 0])
+
+
+def idle_table(run: Run) -> List[str]:
+    lines = []
+    for load in _loads(run, "native", idle=True):
+        header = ["system", f"server RSS, {load.idle} idle sessions", "server threads",
+                  "good client's p99 (1 connection)", "its p99 / p99 without idle sessions (same system)"]
+        rows = []
+        for system in run.settings.idle_systems:
+            row = [ROW[("native", system)]]
+            for metric in ("rss_mib", "threads", "p99"):
+                if system == "b":
+                    row.append(fmt_abs(absolute(run, "native", load.key, system, metric), metric))
+                else:
+                    row.append(fmt_ratio(ratio_cell(run, "native", load.key, system, metric)) + " = " +
+                               fmt_abs(absolute(run, "native", load.key, system, metric), metric))
+            row.append(fmt_ratio(idle_p99_vs_alone(run, system, load.key)))
+            rows.append(row)
+        lines += _table(header, rows)
+    return lines
+
+
+def _met(cell: Optional[Cell], target: float, higher: bool, every: bool = False) -> str:
+    if cell is None:
+        return "not measured"
+    value = cell[1] if (every and higher) else cell[0]
+    ok = value >= target if higher else value <= target
+    return "yes" if ok else "no"
+
+
+def targets(run: Run) -> List[Tuple[str, str, str, str]]:
+    """Issue 8's targets: (target, measured, wanted, met)."""
+    out = []
+
+    def add(name: str, cell: Optional[Cell], wanted: str, target: float, higher: bool, every: bool = False):
+        out.append((name, fmt_ratio(cell), wanted, _met(cell, target, higher, every)))
+
+    for conns in (4, 16):
+        key = f"echo x{conns}"
+        add(f"echo 32 B, C++ clients hello then echo, {conns} connections: P/B calls/s",
+            ratio_cell(run, "native", key, "p", "rate"), ">= 1.0x", 1.0, True)
+        add(f"same, {conns} connections: server CPU per call P/B", ratio_cell(run, "native", key, "p", "cpu_us"),
+            "<= 1.1x", 1.1, False)
+    add("echo, open connection, Python client: P/B calls/s (min is the worst round)",
+        ratio_cell(run, "python", "echo x1", "p", "rate"), ">= 0.95x every round", 0.95, True, every=True)
+    add("lifecycle, Python client: P open+hello+echo+goodbye+close / B open+echo+close",
+        ratio_cell(run, "python", "lifecycle", "p", "rate"), ">= 1.0x", 1.0, True)
+    workers = ratio_cell(run, "native", "echo x16", "pw", "rate")
+    if workers is None:
+        out.append(("`serve --workers N`, 16 C++ connections: P/B calls/s", "does not exist yet", ">= 2.5x", "no"))
+    else:
+        add("`serve --workers auto`, 16 C++ connections: P/B calls/s", workers, ">= 2.5x", 2.5, True)
+    for load in _loads(run, "native", idle=True):
+        threads = absolute(run, "native", load.key, "p", "threads")
+        rss = absolute(run, "native", load.key, "p", "rss_mib")
+        out.append((f"{load.idle} idle sessions: P server threads", fmt_abs(threads, "threads"), "<= 64",
+                    "not measured" if threads is None else ("yes" if threads <= 64 else "no")))
+        out.append((f"{load.idle} idle sessions: P server RSS", fmt_abs(rss, "rss_mib"), "<= 150 MiB",
+                    "not measured" if rss is None else ("yes" if rss <= 150 else "no")))
+        add(f"{load.idle} idle sessions: a good client's p99, P/B", ratio_cell(run, "native", load.key, "p", "p99"),
+            "<= 1.1x", 1.1, False)
+        add(f"{load.idle} idle sessions: P's good client p99 / P's p99 without them",
+            idle_p99_vs_alone(run, "p", load.key), "<= 1.1x (unchanged)", 1.1, False)
+    for metric, name in (("p50", "p50"), ("p99", "p99")):
+        add(f"sequential latency {name}, C++ client, 1 connection: P/B", ratio_cell(run, "native", "echo x1", "p",
+                                                                                   metric), "<= 1.1x", 1.1, False)
+    return out
+
+
+def markdown(run: Run, machine: str) -> str:
+    cfg = run.settings
+    lines = [f"# Benchmark: {cfg.name} run", "",
+             f"{machine}; {cfg.rounds} rounds of {cfg.seconds:g} s per cell, systems interleaved in every round; "
+             f"run took {run.elapsed:.0f} s.",
+             "Each cell: median ratio to B measured in the same round (min-max over the rounds); B's row gives "
+             "B's own medians. Calls/s: higher is better. Latency, CPU, RSS, threads: lower is better. Ratios, not "
+             "absolute numbers, carry across machines.", ""]
+    for kind in ("python", "native"):
+        lines += [f"## {CLIENTS[kind]}", "", "Throughput:", ""] + throughput_table(run, kind)
+        lines += ["", "Latency (per call, 1 connection) and server cost:", ""] + cost_table(run, kind) + [""]
+    if _loads(run, "native", idle=True):
+        lines += ["## Idle sessions held while one good client calls (C++ clients)", ""] + idle_table(run) + [""]
+    lines += ["## Issue 8 targets (P = this project's server, B = bare Apache Thrift, same round)", ""]
+    lines += _table(["target", "measured: median (min-max)", "wanted", "met"], [list(t) for t in targets(run)])
+    if run.notes:
+        lines += ["", "Notes:", ""] + [f"- {note}" for note in run.notes]
+    return "\n".join(lines) + "\n"
+
+
+def chart(run: Run, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.ticker
+    import matplotlib.pyplot as plt
+
+    kinds = ("python", "native")
+    fig, axes = plt.subplots(1, 2, figsize=(15, 5.5), sharey=True)
+    for ax, kind in zip(axes, kinds):
+        loads = [load.key for load in _loads(run, kind)]
+        systems = [s for s in _systems(run, kind) if s != "b"]
+        width = 0.8 / max(1, len(systems))
+        for i, system in enumerate(systems):
+            cells = [ratio_cell(run, kind, key, system, "rate") for key in loads]
+            xs = [j + (i - (len(systems) - 1) / 2) * width for j in range(len(loads))]
+            med = [c[0] if c else math.nan for c in cells]
+            err = [[c[0] - c[1] if c else 0 for c in cells], [c[2] - c[0] if c else 0 for c in cells]]
+            ax.bar(xs, med, width, yerr=err, capsize=2, label=ROW[(kind, system)])
+        ax.axhline(1.0, color="black", linewidth=1, linestyle="--")
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.set_xticks(range(len(loads)))
+        ax.set_xticklabels(loads, rotation=20)
+        ax.set_title("Python clients (B = 1)" if kind == "python" else "C++ load generator (B, same client = 1)")
+        ax.legend(fontsize=8, loc="upper left")
+        ax.grid(axis="y", which="both", alpha=0.3)
+    axes[0].set_ylabel("throughput / B, same round (median, min-max)")
+    fig.suptitle(f"thrift-handshake benchmark ({run.settings.name}): ratio to bare Apache Thrift (B)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def raw(run: Run) -> Dict:
+    return {"settings": asdict(run.settings), "elapsed": run.elapsed, "wall": run.wall, "notes": run.notes,
+            "samples": {" / ".join(key): [asdict(s) for s in samples] for key, samples in run.samples.items()}}
+
+
+def write(run: Run, machine: str, out_dir: Path) -> Tuple[str, Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = markdown(run, machine)
+    md, png = out_dir / f"{run.settings.name}.md", out_dir / f"{run.settings.name}.png"
+    md.write_text(text + f"\n![chart]({png.name})\n", encoding="utf-8")
+    (out_dir / f"{run.settings.name}.json").write_text(json.dumps(raw(run), indent=1), encoding="utf-8")
+    chart(run, png)
+    return text, md, png

@@ -1,0 +1,117 @@
+"""The Python peer servers, each run in its own process by the harness:
+
+    python -m bench.servers b PORT       B: stock TThreadedServer + TBufferedTransport + TBinaryProtocolAccelerated,
+                                         the project's generated code, a handler that just returns
+    python -m bench.servers tp2 PORT     thriftpy2's threaded server, cybin protocol, the same IDL loaded at run time
+    python -m bench.servers grpc PORT    grpcio's sync server, the same message shapes (bench.proto)
+
+Each prints "listening PORT" once it accepts and runs until SIGTERM.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+
+def _announce(port: int) -> None:
+    print(f"listening {port}", flush=True)
+
+
+class BareHandler:
+    """Returns at once; enough of the session methods that any client can call them."""
+
+    def __init__(self, gen):
+        self._gen = gen
+
+    def hello(self, hello):
+        return self._gen.ServerHello(session_id="bare", version=2)
+
+    def ping(self):
+        return None
+
+    def goodbye(self):
+        return self._gen.Farewell(session_id="bare")
+
+    def echo(self, message):
+        return message
+
+    def echo_types(self, value):
+        return value
+
+    def process(self, request):
+        return self._gen.Response(request_id=request.request_id)
+
+
+def serve_b(port: int) -> None:
+    from thrift.protocol.TBinaryProtocol import TBinaryProtocolAcceleratedFactory
+    from thrift.server.TServer import TThreadedServer
+    from thrift.transport import TSocket, TTransport
+
+    from thrift_handshake_gen import HandshakeService, ttypes
+    from thrift_handshake_gen.session import ttypes as session_types
+
+    class Gen:
+        ServerHello, Farewell, Response = session_types.ServerHello, session_types.Farewell, ttypes.Response
+
+    server = TThreadedServer(HandshakeService.Processor(BareHandler(Gen)),
+                             TSocket.TServerSocket(host="127.0.0.1", port=port),
+                             TTransport.TBufferedTransportFactory(), TBinaryProtocolAcceleratedFactory(),
+                             daemon=True)
+    server.serverTransport.listen()
+    server.serverTransport.listen = lambda: None  # serve() listens again otherwise
+    _announce(port)
+    server.serve()
+
+
+def serve_thriftpy2(port: int) -> None:
+    from thriftpy2.protocol import TCyBinaryProtocolFactory
+    from thriftpy2.rpc import make_server
+    from thriftpy2.transport import TCyBufferedTransportFactory
+
+    from bench.payloads import load_thriftpy2
+
+    module = load_thriftpy2()
+    server = make_server(module.HandshakeService, BareHandler(module), host="127.0.0.1", port=port,
+                         proto_factory=TCyBinaryProtocolFactory(), trans_factory=TCyBufferedTransportFactory())
+    server.trans.listen()
+    server.trans.listen = lambda: None
+    server.daemon = True
+    _announce(port)
+    server.serve()
+
+
+def serve_grpc(port: int) -> None:
+    from concurrent import futures
+
+    import grpc
+
+    from bench.payloads import load_grpc
+
+    pb, pb_grpc = load_grpc()
+
+    class Servicer(pb_grpc.BenchServicer):
+        def Echo(self, request, context):
+            return request
+
+        def EchoTypes(self, request, context):
+            return request
+
+    # 64 workers: every connection of the largest workload has a call in flight.
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=64))
+    pb_grpc.add_BenchServicer_to_server(Servicer(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    _announce(port)
+    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    server.stop(0)
+
+
+def main() -> None:
+    kind, port = sys.argv[1], int(sys.argv[2])
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    {"b": serve_b, "tp2": serve_thriftpy2, "grpc": serve_grpc}[kind](port)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""The benchmark harness (scripts/bench) works end to end: a smoke test of the harness, not of speed.
+
+`scripts/bench --quick` installs what it needs (the bench extras; as root the native toolchain), builds the C++
+programs, runs every system on loopback and stops by itself. Its table must have every system's row with finite
+ratios to B. No figure is compared with a speed: the machines are shared and noisy.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench import report  # noqa: E402
+from bench.harness import ROW, Run, Sample, Settings, Workload  # noqa: E402
+
+RATIO = re.compile(r"^(\d+\.\d+)x \((\d+\.\d+)-(\d+\.\d+)\)")
+# Cold (fresh machine: pip extras, apt packages, the C++ build) it takes about two minutes; warm well under one.
+TIMEOUT = 900
+
+
+def _rows(markdown: str, section: str) -> dict:
+    """First table under the heading that starts with ``section``: {row label: [cells]}."""
+    part = markdown.split("\n## " + section, 1)[1].split("\n## ", 1)[0]
+    rows, started = {}, False
+    for line in part.splitlines():
+        if line.startswith("| system"):
+            started = True
+        elif started and line.startswith("|---"):
+            continue
+        elif started and line.startswith("| "):
+            cells = [cell.strip() for cell in line.strip("|").split("|")]
+            rows[cells[0]] = cells[1:]
+        elif started:
+            break
+    return rows
+
+
+def _finite_ratio(cell: str) -> bool:
+    match = RATIO.match(cell)
+    return bool(match) and all(math.isfinite(float(x)) and float(x) > 0 for x in match.groups())
+
+
+def test_quick_run_reports_every_system(tmp_path: Path) -> None:
+    # A session of its own, so that a hung run takes its servers and clients down with it.
+    bench = subprocess.Popen([str(ROOT / "scripts" / "bench"), "--quick", "--out", str(tmp_path)], cwd=ROOT,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    try:
+        stdout, stderr = bench.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(bench.pid, signal.SIGKILL)
+        stdout, stderr = bench.communicate()
+        pytest.fail(f"scripts/bench --quick did not stop by itself within {TIMEOUT} s:\n{stderr[-5000:]}")
+    assert bench.returncode == 0, stderr[-5000:]
+    markdown = (tmp_path / "quick.md").read_text(encoding="utf-8")
+    assert stdout.strip() in markdown           # the printed table is the one written
+    assert (tmp_path / "quick.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    settings = json.loads((tmp_path / "quick.json").read_text())["settings"]
+    for kind, section in (("python", "Python clients"), ("native", "Native C++")):
+        rows = _rows(markdown, section)
+        for system in settings[f"{kind}_systems"]:
+            cells = rows[ROW[(kind, system)]]
+            assert cells and all(cell != "-" for cell in cells), (kind, system, cells)
+            if system == "b":
+                assert all(cell.endswith("/s") for cell in cells), cells
+            else:
+                assert all(_finite_ratio(cell) for cell in cells), (kind, system, cells)
+    assert "Issue 8 targets" in markdown
+    assert "failed calls" not in markdown, markdown
+
+
+def _sample(rate: float, p99: float = 100.0) -> Sample:
+    return Sample(rate=rate, p50=50.0, p99=p99, p999=200.0, cpu_us=20.0, rss_mib=20.0, threads=5, errors=0)
+
+
+def test_ratios_are_taken_round_by_round() -> None:
+    load = Workload("echo x1", "echo", 1)
+    cfg = Settings(rounds=3, seconds=0.1, python_systems=["b", "p"], native_systems=["b", "p"],
+                   python_workloads=[load], native_workloads=[load], idle_systems=["b", "p"], name="t")
+    run = Run(cfg)
+    # B swings with the machine from round to round; P is 0.9x of B in every round.
+    run.samples[("python", "echo x1", "b")] = [_sample(1000), _sample(2000), _sample(500)]
+    run.samples[("python", "echo x1", "p")] = [_sample(900), _sample(1800), _sample(450)]
+    median, low, high = report.ratio_cell(run, "python", "echo x1", "p", "rate")
+    assert median == pytest.approx(0.9) and low == pytest.approx(0.9) and high == pytest.approx(0.9)
+    assert report.fmt_ratio((0.9, 0.9, 0.9)) == "0.90x (0.90-0.90)"
+    assert report.ratio_cell(run, "native", "echo x1", "p", "rate") is None   # not measured: no figure
