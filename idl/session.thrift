@@ -44,7 +44,7 @@ struct ServerHello {
   5: i64 server_time_ms,
   /** The server closes a connection that stays silent this long. */
   6: i32 idle_timeout_ms,
-  /** No string or binary in one message may be longer than this many bytes. */
+  /** The largest message (header and framing included) the server reads, in bytes. */
   7: i32 max_message_bytes,
 }
 

@@ -39,7 +39,7 @@ from .transport import (
     SNIFF_BYTES,
     ConnectionSocket,
     Dialect,
-    HandshakeBudgetExceeded,
+    BudgetExceeded,
     header_protocol,
     is_timeout,
     protocol_factory,
@@ -104,7 +104,7 @@ class Connection:
     # -- session.SessionListener ----------------------------------------------------------------
 
     def session_started(self, session: Session) -> None:
-        self.socket.start_session(self._limits.idle_timeout, self._limits.request_timeout)
+        self.socket.start_session(self._limits)
 
     def session_rejected(self, session: Session, reason: str) -> None:
         pass
@@ -412,8 +412,7 @@ class HandshakeServer(TThreadedServer):
                     self._connections.pop(connection, None)
                 return
         if not self.config.handshake:  # no hello to wait for: the session's limits apply from the start
-            limits = self.config.limits
-            connection.socket.start_session(limits.idle_timeout, limits.request_timeout)
+            connection.socket.start_session(self.config.limits)
         stack = self._open_stack(connection)
         if stack is None:  # not a dialect served here: explained to the peer and in the log
             connection.socket.close()
@@ -451,6 +450,9 @@ class HandshakeServer(TThreadedServer):
                     break
         except TTransportException as error:
             event, reason = self._transport_outcome(connection, state, error)
+            if error.type == TTransportException.END_OF_FILE and state.in_flight and not connection.stopping:
+                # cut off mid-request (a peer that half-closed can still read why)
+                self._answer_bad_message(connection, state, protocol, "the request ended before it was complete")
         except _BadMessage as bad:  # undecodable input: answer if we can, then close
             problem = self._bad_input(bad.error)
             event, reason = "dropped", f"bad message: {problem}"
@@ -543,7 +545,7 @@ class HandshakeServer(TThreadedServer):
 
     def _bad_input(self, error: BaseException) -> str:
         """What was wrong with a message, worded the same whichever protocol implementation noticed."""
-        if isinstance(error, HandshakeBudgetExceeded):
+        if isinstance(error, BudgetExceeded):
             return str(error)
         too_big = (isinstance(error, TTransportException) and error.type in _BAD_INPUT) or (
             isinstance(error, OverflowError) and "exceeded specified limit" in str(error))  # the C extension

@@ -20,7 +20,7 @@ from thrift.protocol import TBinaryProtocol, TCompactProtocol, THeaderProtocol
 from thrift.protocol.TProtocol import TProtocolBase, TProtocolFactory
 from thrift.transport import THeaderTransport, TSocket, TTransport
 
-from .config import ClientTLS, ServerTLS, Wire
+from .config import ClientTLS, ServerLimits, ServerTLS, Wire
 
 __all__ = [
     "Dialect",
@@ -270,8 +270,12 @@ def _write_failed(error: OSError) -> TTransport.TTransportException:
     return TTransport.TTransportException(kind, f"write failed: {error}", inner=error)
 
 
-class HandshakeBudgetExceeded(TTransport.TTransportException):
-    """A peer sent more before its hello succeeded than the handshake may take."""
+class BudgetExceeded(TTransport.TTransportException):
+    """A peer sent more than a message (or, before hello, the whole handshake) may take."""
+
+
+#: Each socket read asks for at most this much, so a declared length never allocates more than arrives.
+_READ_CHUNK = 1024 * 1024
 
 
 class ConnectionSocket(DeadlineSocket):
@@ -288,6 +292,7 @@ class ConnectionSocket(DeadlineSocket):
     request_timeout: Optional[float] = None
     idle_timeout: Optional[float] = None
     handshake_budget: Optional[int] = None  # bytes the peer may send before its session starts
+    message_budget: int = 0  # bytes one message may take once the session has started
     _received = 0
     _pushback = b""
 
@@ -306,11 +311,12 @@ class ConnectionSocket(DeadlineSocket):
             dialect = sniff(data)
         self._pushback = data + self._pushback
         return data, dialect
-    def start_session(self, idle_timeout: float, request_timeout: float) -> None:
+    def start_session(self, limits: ServerLimits) -> None:
         self.deadline = None
-        self.idle_timeout = idle_timeout
-        self.request_timeout = request_timeout
-        self.handle.settimeout(idle_timeout)
+        self.idle_timeout = limits.idle_timeout
+        self.request_timeout = limits.request_timeout
+        self.message_budget = limits.max_message_bytes
+        self.handle.settimeout(limits.idle_timeout)
 
     def read(self, sz: int) -> bytes:
         if self._pushback:
@@ -320,18 +326,23 @@ class ConnectionSocket(DeadlineSocket):
             budget = self.handshake_budget
             if budget is None:
                 return super().read(sz)
-            data = super().read(min(sz, budget - self._received + 1))  # never allocate past the budget
+            if self._received >= budget:  # never read (or allocate) past the budget
+                raise BudgetExceeded(TTransport.TTransportException.SIZE_LIMIT,
+                                     f"more than {budget} bytes before hello() succeeded (handshake_max_bytes)")
+            data = super().read(min(sz, budget - self._received))
             self._received += len(data)
-            if self._received > budget:
-                raise HandshakeBudgetExceeded(
-                    TTransport.TTransportException.SIZE_LIMIT,
-                    f"more than {budget} bytes before hello() succeeded (handshake_max_bytes)")
             return data
         if self.deadline is not None:
             self._arm()
-        data = TSocket.TSocket.read(self, sz)
-        if self.deadline is None:  # the first bytes of a message: the rest must follow in time
+        else:  # the first bytes of a message: the rest must follow in time, and within its budget
+            self._received = 0
+        if self._received >= self.message_budget:
+            raise BudgetExceeded(TTransport.TTransportException.SIZE_LIMIT,
+                                 f"a message of more than {self.message_budget} bytes (max_message_bytes)")
+        data = TSocket.TSocket.read(self, min(sz, _READ_CHUNK, self.message_budget - self._received))
+        if self.deadline is None:
             self.deadline = time.monotonic() + self.request_timeout
+        self._received += len(data)
         return data
 
     def write(self, buff: bytes) -> None:

@@ -11,6 +11,8 @@ from typing import Callable, Iterator
 
 import pytest
 
+import thrift_handshake
+
 from thrift_handshake import (
     ArgumentError,
     CallTimeout,
@@ -316,10 +318,12 @@ def test_an_interrupted_call_never_hands_its_reply_to_the_next(server):
     client.close()
 
 
-def test_client_reads_the_largest_string_the_server_accepts(client):
-    largest = client.server_hello.max_message_bytes
-    text = "x" * largest
+def test_client_reads_the_largest_message_the_server_accepts(client):
+    largest = client.server_hello.max_message_bytes  # the whole message: its header and framing included
+    text = "x" * (largest - 64)
     assert client.echo(text) == text
+    with pytest.raises(thrift_handshake.RemoteApplicationError, match="max_message_bytes"):
+        client.echo("x" * largest)
 
 
 def test_a_corrupt_reply_breaks_the_client_instead_of_desynchronizing_it():

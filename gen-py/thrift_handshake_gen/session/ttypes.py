@@ -147,7 +147,7 @@ class ServerHello(object):
      - features: The features both sides support.
      - server_time_ms: Server wall clock, milliseconds since the Unix epoch.
      - idle_timeout_ms: The server closes a connection that stays silent this long.
-     - max_message_bytes: No string or binary in one message may be longer than this many bytes.
+     - max_message_bytes: The largest message (header and framing included) the server reads, in bytes.
 
     """
 
