@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import shutil
 import socket
 import subprocess
@@ -175,3 +176,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     for language, (value, outcome) in rows.items():
         result = "PASS" if outcome == "passed" else "FAIL"
         terminalreporter.write_line(f"{language:<9} {value['passed']:>5}/{value['checks']:<8} {result:<7} {value['version'].split(', server ')[0]}")
+
+
+def report_reliability(attack: str, tries: int, survived: bool, lost: int, rss_kib=(None, None, None),
+                       threads=(None, None, None)) -> None:
+    """One row of scripts/reliability's table (RSS in KiB and threads: before, peak, after), printed so
+    that ``pytest -s`` shows it and the script collects it."""
+    row = dict(attack=attack, tries=tries, survived=survived, lost=lost, rss_kib=list(rss_kib), threads=list(threads))
+    print("\nRELIABILITY " + json.dumps(row, ensure_ascii=False))

@@ -13,6 +13,7 @@ import threading
 import time
 
 import pytest
+from conftest import report_reliability
 
 from thrift_handshake import Client, ClientOptions, ConnectionBroken, RetryPolicy, Timeouts
 from thrift_handshake.demo import IDEMPOTENT
@@ -79,6 +80,8 @@ def test_a_server_killed_and_restarted_costs_idempotent_calls_nothing(tmp_path):
             client.process(Request(request_id="never twice"))
         failed_connects = [r for r in client.timeline if r.phase == "connect" and not r.ok]
         assert failed_connects, "every attempt is visible in the timeline"
+        report_reliability("server SIGKILLed under a call, restarted (idempotent echo retried)",
+                           2, True, 0)
     finally:
         client.close()
         for process in (server, restarted):
@@ -115,3 +118,4 @@ def test_a_client_killed_mid_call_leaves_no_session_behind(server):
         assert time.monotonic() < deadline, "the dead client's session is still counted"
         time.sleep(0.05)
     assert server.connection_count == 0
+    report_reliability("client SIGKILLed mid-call (its session ends on the server)", 1, True, 0)

@@ -12,6 +12,7 @@ import socket
 from typing import List, Tuple
 
 import pytest
+from conftest import report_reliability
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from thrift.protocol.TBinaryProtocol import TBinaryProtocol
@@ -128,3 +129,4 @@ def test_the_servers_are_still_serving_after_the_fuzzing(both_servers):
     for server in both_servers:
         with Client("127.0.0.1", server.port, service=HandshakeService) as client:
             assert client.echo("still here") == "still here"
+    report_reliability(f"fuzz: {EXAMPLES} mutated messages x 2 implementations", EXAMPLES * 2, True, 0)

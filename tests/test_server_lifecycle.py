@@ -12,6 +12,7 @@ import threading
 import time
 
 import pytest
+from conftest import report_reliability
 from thrift.transport.TTransport import TTransportException
 
 from thrift_handshake import HandshakeServer, ServerConfig, Wire
@@ -182,6 +183,7 @@ def test_connections_that_never_say_hello_cannot_lock_everyone_out(start_server)
             with Client("127.0.0.1", server.port, service=HandshakeService) as client:
                 assert client.echo(f"served {n}") == f"served {n}"
         assert silent[0].recv(1) == b""  # the oldest silent socket was closed to make room
+        report_reliability("4 silent sockets against max_connections 4 (no lock-out)", 3, True, 0)
     finally:
         for sock in silent:
             sock.close()
@@ -482,6 +484,7 @@ def test_a_request_dripped_byte_by_byte_is_bounded_by_the_request_timeout(start_
         time.sleep(0.1)
     assert _closed_by_peer(handle), "the server still holds a connection that drips its request"
     assert time.monotonic() - started < 2.5
+    report_reliability("a request dripped a byte at a time after hello (request_timeout)", 1, True, 0)
 
 
 def _closed_by_peer(handle: socket.socket) -> bool:
