@@ -166,6 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     _connection_flags(call_parser)
     call_parser.add_argument("--trace", action="store_true", help="print the phase timeline after the result")
     call_parser.add_argument("--timeout", type=float, default=Timeouts.call, help="call timeout, seconds")
+    call_parser.add_argument("--connect-timeout", type=float, default=Timeouts.connect,
+                      help=f"seconds to open the connection, TLS included (default {Timeouts.connect:g})")
+    call_parser.add_argument("--handshake-timeout", type=float, default=Timeouts.handshake,
+                      help=f"seconds for hello() (default {Timeouts.handshake:g})")
     call_parser.add_argument("--client-name", default=ClientOptions.client_name)
     call_parser.add_argument("--versions", default="1-2", help="version range to offer, e.g. 1-1")
     call_parser.add_argument("--tls", action="store_true", help="connect with TLS (system CAs unless --tls-ca)")
@@ -301,7 +305,9 @@ def _call_target(args: argparse.Namespace) -> "tuple[Optional[ModuleType], dict]
 def _client_options(args: argparse.Namespace) -> ClientOptions:
     return ClientOptions(client_name=args.client_name, versions=_versions(args.versions),
                          auth_token=_auth_token(args), wire=_wire(args), handshake=not args.no_hello,
-                         timeouts=Timeouts(call=args.timeout), tls=_client_tls(args))
+                         timeouts=Timeouts(connect=args.connect_timeout, handshake=args.handshake_timeout,
+                                           call=args.timeout),
+                         tls=_client_tls(args))
 
 
 def run_call(args: argparse.Namespace) -> int:

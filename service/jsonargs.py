@@ -58,7 +58,8 @@ def parse_arguments(
 ) -> List[Any]:
     """Converts one JSON text per parameter into the Thrift values ``Client.<method>(*values)`` takes.
 
-    Missing trailing arguments and JSON ``null`` become None (unset). ``unions`` names the generated
+    Every parameter needs an argument (JSON ``null`` leaves it unset on purpose); a missing one is an
+    ArgumentError, so nothing half-formed is sent. ``unions`` names the generated
     classes that are IDL unions. ``fields`` maps generated classes (structs and ``<method>_args``) to
     their IDL fields by name (objects with ``type`` and ``requiredness``, see ``idlcache.IdlField``).
     Raises ArgumentError, naming the parameter and the path inside it.
@@ -78,7 +79,13 @@ def parse_arguments(
         path = f"{method}: parameter {index + 1} '{name}'"
         idl_field = idl_params.get(name)
         value = None
-        if index < len(json_texts):
+        if index >= len(json_texts) and getattr(idl_field, "requiredness", None) == "required":
+            raise ArgumentError(f"{path}: required parameter is missing")
+        if index >= len(json_texts):
+            names = ", ".join(n for n, _, _ in parameters)
+            raise ArgumentError(f"{path} is missing: {method} takes {len(parameters)} argument(s) ({names}); "
+                                "pass null to leave one unset")
+        else:
             text = json_texts[index]
             try:
                 value = json.loads(text)

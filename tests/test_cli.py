@@ -127,3 +127,15 @@ def test_call_refuses_a_version_range_that_is_not_one_without_connecting():
 def test_version_flag():
     done = run_cli("--version")
     assert done.returncode == 0 and done.stdout.startswith("thrift-handshake ")
+
+
+def test_call_refuses_a_missing_argument_before_connecting():
+    done = run_cli("call", "echo", "--port", "1")  # nothing listens on port 1: nothing may be sent
+    assert done.returncode == 2 and "parameter 1 'message' is missing" in done.stderr
+
+
+def test_call_takes_connect_and_handshake_timeouts(server):
+    done = run_cli("call", "ping", "--port", str(server.port), "--connect-timeout", "2", "--handshake-timeout", "2")
+    assert done.returncode == 0, done.stderr
+    done = run_cli("call", "ping", "--port", "1", "--connect-timeout", "0")
+    assert done.returncode == 2 and "Timeouts.connect must be within" in done.stderr

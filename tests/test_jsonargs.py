@@ -103,10 +103,12 @@ def test_too_many_arguments():
     assert "ping: takes no parameters, got 1" in error_of("ping", "1")
 
 
-def test_missing_trailing_arguments_and_null_are_unset():
-    assert parse("get_result", '"t-1"') == ["t-1", None]
-    assert parse("get_result") == [None, None]
+def test_a_missing_argument_is_refused_and_null_leaves_it_unset():
+    assert "parameter 2 'wait_ms' is missing: get_result takes 2 argument(s) (ticket, wait_ms)" in error_of(
+        "get_result", '"t-1"')
+    assert "parameter 1 'message' is missing" in error_of("echo")
     assert parse("get_result", "null", "5") == [None, 5]
+    assert parse("get_result", '"t-1"', "null") == ["t-1", None]
 
 
 def test_bad_json_names_the_parameter():
@@ -475,7 +477,7 @@ def test_idl_enums_take_their_own_names_or_member_numbers(typed_idl):
     mode, box, speeds = typed_parse(typed_idl, '"FAST"', '{"speed": "Mode.SLOW", "table": {"FAST": ["FAST", 10]}}',
                                     '["SLOW", 1]')
     assert mode == 1 and box.speed == 2 and box.table == {1: [10, 10]} and speeds == {1, 2}
-    assert typed_parse(typed_idl, "2")[0] == 2
+    assert typed_parse(typed_idl, "2", "null", "null")[0] == 2
 
 
 def test_idl_enums_refuse_other_enums_names_and_unknown_numbers(typed_idl):
@@ -491,5 +493,5 @@ def test_idl_union_and_required_parameter(typed_idl):
     assert "parameter 1 'mode': required parameter is missing" in typed_error(typed_idl, "null", "null")
     assert "Pick is a union: set exactly one of mode, name (got mode, name)" in typed_error(
         typed_idl, "1", '{"speed": 1, "pick": {"mode": "SLOW", "name": "x"}}')
-    assert typed_parse(typed_idl, "1", '{"speed": 1, "pick": {"mode": "SLOW"}}')[1].pick.mode == 2
+    assert typed_parse(typed_idl, "1", '{"speed": 1, "pick": {"mode": "SLOW"}}', "null")[1].pick.mode == 2
     assert "Box: required field speed is unset" in typed_error(typed_idl, "1", "{}")
