@@ -158,7 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser.add_argument("--no-hello", action="store_true",
                               help="a plain service: clients know nothing of hello (no session gate)")
     _limit_flags(serve_parser, ServerLimits)
-    _limit_flags(serve_parser.add_argument_group("demo service (without --service)"), DemoLimits)
+    demo_group = serve_parser.add_argument_group("demo service (without --service)")
+    _limit_flags(demo_group, DemoLimits)
+    demo_group.add_argument("--ticket-store", metavar="FILE",
+                            help="SQLite file recording every submit ticket's fate, so a restarted server "
+                                 "still answers for them (default: memory only)")
 
     call_parser = commands.add_parser("call", parents=[common], help="connect, hello, call METHOD, goodbye")
     call_parser.add_argument("method", nargs="?", help="the method to call (not needed with --list)")
@@ -225,7 +229,8 @@ def _load_handler(spec: str, paths: Sequence[str]) -> Any:
 def _server(args: argparse.Namespace) -> HandshakeServer:
     config = _server_config(args)
     if args.service is None:
-        return demo_server(config, DemoLimits(**{f.name: getattr(args, f.name) for f in dataclasses.fields(DemoLimits)}))
+        limits = DemoLimits(**{f.name: getattr(args, f.name) for f in dataclasses.fields(DemoLimits)})
+        return demo_server(config, limits, ticket_store=args.ticket_store)
     handler = _load_handler(args.service, args.path)
     try:
         return HandshakeServer(handler, config)

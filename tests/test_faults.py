@@ -27,8 +27,8 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _serve(port: int) -> subprocess.Popen:
-    process = subprocess.Popen([sys.executable, "-m", "thrift_handshake", "serve", "--port", str(port)],
+def _serve(port: int, *flags: str) -> subprocess.Popen:
+    process = subprocess.Popen([sys.executable, "-m", "thrift_handshake", "serve", "--port", str(port), *flags],
                                stderr=subprocess.PIPE, text=True)
     line = process.stderr.readline()
     assert re.search(r"listening on \S+:%d" % port, line), line
@@ -119,3 +119,40 @@ def test_a_client_killed_mid_call_leaves_no_session_behind(server):
         time.sleep(0.05)
     assert server.connection_count == 0
     report_reliability("client SIGKILLed mid-call (its session ends on the server)", 1, True, 0)
+
+
+def test_acknowledged_tickets_survive_a_restart_or_are_reported_lost(tmp_path):
+    """With --ticket-store, a ticket is on disk before submit answers: after SIGKILL and a restart a
+    finished one still has its result, and an unfinished one is reported lost, never unknown."""
+    from thrift_handshake_gen.ttypes import NotReady
+
+    port, store = _free_port(), str(tmp_path / "tickets.db")
+    server = _serve(port, "--ticket-store", store, "--submit-workers", "1")
+    try:
+        with Client("127.0.0.1", port, service=HandshakeService) as client:
+            done = client.submit(Request(request_id="done", payload="kept")).ticket
+            assert client.get_result(done, 5000).request_id == "done"
+            running = client.submit(Request(request_id="running", work_ms=5000)).ticket
+        os.kill(server.pid, signal.SIGKILL)
+        server.wait(5)
+        server = _serve(port, "--ticket-store", store, "--grace", "0.5", "--submit-workers", "1")
+        with Client("127.0.0.1", port, service=HandshakeService) as client:
+            result = client.get_result(done, 0)
+            assert (result.request_id, result.digest) == ("done", __import__("hashlib").sha256(b"kept").hexdigest())
+            with pytest.raises(NotReady, match="lost: the server stopped without finishing it"):
+                client.get_result(running, 0)
+            busy = client.submit(Request(request_id="busy", work_ms=5000)).ticket
+            queued = client.submit(Request(request_id="queued", work_ms=5000)).ticket
+        server.send_signal(signal.SIGTERM)  # a graceful stop: running work aborted at the end of the grace
+        assert server.wait(15) == 0
+        server = _serve(port, "--ticket-store", store)
+        with Client("127.0.0.1", port, service=HandshakeService) as client:
+            with pytest.raises(NotReady, match="aborted by shutdown"):
+                client.get_result(queued, 0)
+            with pytest.raises(NotReady, match="no result: aborted"):
+                client.get_result(busy, 0)
+        report_reliability("SIGKILL and SIGTERM with acknowledged tickets (--ticket-store)", 4, True, 0)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(5)

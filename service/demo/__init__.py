@@ -21,9 +21,13 @@ __all__ = ["HandshakeHandler", "DemoLimits", "MAX_WORK_MS", "IDEMPOTENT", "demo_
 IDEMPOTENT = frozenset({"ping", "echo", "stats", "get_result", "echo_types"})
 
 
-def demo_server(config: Optional[ServerConfig] = None, limits: Optional[DemoLimits] = None) -> HandshakeServer:
-    """A HandshakeServer hosting the demo service; its submitted work drains when the server stops."""
-    handler = HandshakeHandler(limits)
+def demo_server(config: Optional[ServerConfig] = None, limits: Optional[DemoLimits] = None,
+                ticket_store: Optional[str] = None) -> HandshakeServer:
+    """A HandshakeServer hosting the demo service; its submitted work drains when the server stops.
+
+    ``ticket_store``: an SQLite file recording every ticket's fate, so that a restarted server still
+    answers for tickets acknowledged before (None: tickets live in memory only)."""
+    handler = HandshakeHandler(limits, ticket_store=ticket_store)
     server = HandshakeServer(handler, config)
     server.on_stop(handler.close)
     return server

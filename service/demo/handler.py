@@ -22,6 +22,7 @@ from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.ttypes import Ack, AllTypes, Event, InvalidRequest, Request, Response
 
 from ..session import SessionContext, current_session
+from .ledger import TicketLedger
 from .limits import DemoLimits
 from .tickets import TicketBoard
 
@@ -66,8 +67,11 @@ class HandshakeHandler(HandshakeService.Iface):
     ``close(timeout)`` drains its work; ``demo.serve_demo`` registers it with the server's ``on_stop``.
     """
 
-    def __init__(self, limits: Optional[DemoLimits] = None, recent_events: int = 100) -> None:
-        self.tickets = TicketBoard(limits or DemoLimits())
+    def __init__(self, limits: Optional[DemoLimits] = None, recent_events: int = 100,
+                 ticket_store: Optional[str] = None) -> None:
+        limits = limits or DemoLimits()
+        ledger = None if ticket_store is None else TicketLedger(ticket_store, limits.result_ttl)
+        self.tickets = TicketBoard(limits, ledger)
         self._events: Deque[Event] = collections.deque(maxlen=recent_events)
         self._events_lock = threading.Lock()
         self._aborted = threading.Event()  # set when the server's grace period is over

@@ -4,7 +4,8 @@ A bounded pool runs the work. At most ``submit_workers + submit_queue`` tickets 
 holding at most ``submit_queue_bytes`` of request data; more are refused with Overloaded. Finished
 results are kept for ``result_ttl`` seconds and at most ``max_results`` of them (the oldest go first).
 A ticket is valid from any connection and any session. Every operation is O(1) in the number of
-stored results.
+stored results. With a ``TicketLedger`` every ticket's fate is also on disk, so a restarted server still
+answers for tickets of the process before it (their results, or why there is none).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Callable, Dict, Optional, OrderedDict, Tuple
 
 from thrift_handshake_gen.ttypes import InvalidRequest, NotReady, Overloaded, Response, UnknownTicket
 
+from .ledger import CANCELLED, DONE, FAILED, LOST, TicketLedger
 from .limits import DemoLimits
 
 __all__ = ["TicketBoard"]
@@ -25,8 +27,9 @@ __all__ = ["TicketBoard"]
 class TicketBoard:
     """Tickets for submitted work and their results, with bounded time, count, bytes and concurrency."""
 
-    def __init__(self, limits: DemoLimits) -> None:
+    def __init__(self, limits: DemoLimits, ledger: Optional[TicketLedger] = None) -> None:
         self._limits = limits
+        self._ledger = ledger
         self._capacity = limits.submit_workers + limits.submit_queue
         self._pool = concurrent.futures.ThreadPoolExecutor(limits.submit_workers, thread_name_prefix="submit")
         self._lock = threading.Lock()
@@ -62,6 +65,8 @@ class TicketBoard:
                                          f"(submit_per_session); try again when some finish",
                                  queued=queued, capacity=self._capacity)
             ticket = uuid.uuid4().hex
+            if self._ledger is not None:
+                self._ledger.accepted(ticket)  # on disk before the acknowledgement leaves
             future = self._pool.submit(work)
             self._unfinished[ticket] = (future, size, owner)
             self._per_owner[owner] = mine + 1
@@ -78,7 +83,7 @@ class TicketBoard:
             self._expire()
             entry = self._unfinished.get(ticket) or self._finished.get(ticket)
         if entry is None:
-            raise UnknownTicket(ticket=ticket)
+            return self._from_ledger(ticket)
         wait = min(max(wait, 0.0), self._limits.max_wait)
         try:
             return entry[0].result(timeout=wait)
@@ -88,6 +93,18 @@ class TicketBoard:
             raise NotReady(ticket=ticket, message="cancelled: the server stopped before it ran") from None
         except Exception as error:  # the work itself failed (e.g. aborted when the server stopped)
             raise NotReady(ticket=ticket, message=f"no result: {error}") from None
+
+    def _from_ledger(self, ticket: str) -> Response:
+        """A ticket this process does not hold: what the ledger says became of it."""
+        outcome = None if self._ledger is None else self._ledger.outcome(ticket)
+        if outcome is None:
+            raise UnknownTicket(ticket=ticket)
+        state, result, message = outcome
+        if state == DONE:
+            return result
+        reason = {CANCELLED: "aborted by shutdown: the server stopped before it ran",
+                  LOST: f"lost: {message}"}.get(state, f"no result: {message}")
+        raise NotReady(ticket=ticket, message=reason)
 
     def stop(self) -> None:
         """Refuses new work and cancels work still queued (idempotent)."""
@@ -104,6 +121,16 @@ class TicketBoard:
                 self._per_owner[owner] = left
             self._finished[ticket] = (future, time.monotonic())
             self._expire()
+        if self._ledger is not None:
+            self._record(ticket, future)
+
+    def _record(self, ticket: str, future: "concurrent.futures.Future[Response]") -> None:
+        if future.cancelled():
+            self._ledger.finished(ticket, CANCELLED)
+        elif future.exception() is not None:
+            self._ledger.finished(ticket, FAILED, message=str(future.exception()))
+        else:
+            self._ledger.finished(ticket, DONE, future.result())
 
     def _expire(self, now: Optional[float] = None) -> None:
         """Drops the oldest finished results while they are too old or too many."""

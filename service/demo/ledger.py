@@ -1,0 +1,73 @@
+"""The fate of every acknowledged ticket, on disk (SQLite), so that a restart can still answer for it.
+
+A ticket is recorded as accepted before submit() answers, and its outcome (done with its result,
+failed, or cancelled by a stop) when it has one. A ticket still "accepted" when a new server opens
+the ledger belonged to a process that died without an outcome (SIGKILL, power loss of the process):
+it is reported lost, never silently forgotten. Rows older than the result TTL are dropped.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from typing import Optional, Tuple
+
+from thrift.TSerialization import deserialize, serialize
+
+from thrift_handshake_gen.ttypes import Response
+
+__all__ = ["TicketLedger", "Outcome"]
+
+ACCEPTED, DONE, FAILED, CANCELLED, LOST = "accepted", "done", "failed", "cancelled", "lost"
+
+#: (state, result or None, message)
+Outcome = Tuple[str, Optional[Response], str]
+
+
+class TicketLedger:
+    """Tickets and their outcomes in one SQLite file (WAL: a killed process loses nothing committed)."""
+
+    def __init__(self, path: str, ttl: float) -> None:
+        self._ttl = ttl
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.Error as error:
+            raise ValueError(f"ticket store {path!r}: {error}") from None
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS tickets (ticket TEXT PRIMARY KEY, state TEXT NOT NULL, "
+                         "result BLOB, message TEXT NOT NULL DEFAULT '', updated REAL NOT NULL)")
+        self._db.execute("CREATE INDEX IF NOT EXISTS tickets_updated ON tickets (updated)")
+        with self._lock:
+            self._db.execute("UPDATE tickets SET state = ?, message = ?, updated = ? WHERE state = ?",
+                             (LOST, "the server stopped without finishing it (killed?); submit it again",
+                              time.time(), ACCEPTED))
+
+    def accepted(self, ticket: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT INTO tickets (ticket, state, updated) VALUES (?, ?, ?)",
+                             (ticket, ACCEPTED, time.time()))
+
+    def finished(self, ticket: str, state: str, result: Optional[Response] = None, message: str = "") -> None:
+        now = time.time()
+        blob = None if result is None else serialize(result)
+        with self._lock:
+            self._db.execute("UPDATE tickets SET state = ?, result = ?, message = ?, updated = ? WHERE ticket = ?",
+                             (state, blob, message, now, ticket))
+            self._db.execute("DELETE FROM tickets WHERE updated < ? AND state != ?", (now - self._ttl, ACCEPTED))
+
+    def outcome(self, ticket: str) -> Optional[Outcome]:
+        """What became of ``ticket``, or None if this ledger never heard of it (or forgot it)."""
+        with self._lock:
+            row = self._db.execute("SELECT state, result, message FROM tickets WHERE ticket = ?",
+                                   (ticket,)).fetchone()
+        if row is None:
+            return None
+        state, blob, message = row
+        return state, None if blob is None else deserialize(Response(), blob), message
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
