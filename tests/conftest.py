@@ -118,12 +118,16 @@ def raw(request: pytest.FixtureRequest) -> Iterator[Callable[..., RawConnection]
         connection.close()
 
 
-def _send_raw(port: int, data: bytes) -> bytes:
-    """Sends raw bytes on a fresh connection, half-closes it, and returns whatever comes back."""
+def exchange(port: int, data: bytes) -> bytes:
+    """Sends raw bytes on a fresh connection, half-closes it, and returns whatever comes back (the
+    server may stop reading or reset early: what it answered before that is still returned)."""
     received = b""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(data)
-        sock.shutdown(socket.SHUT_WR)
+        try:
+            sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
         try:
             while True:
                 chunk = sock.recv(65536)
@@ -135,9 +139,22 @@ def _send_raw(port: int, data: bytes) -> bytes:
     return received
 
 
+def encode_call(method: str, args, seqid: int = 1, message_type: int = 1) -> bytes:
+    """One strict-binary message (a call by default), as a client would put it on the wire."""
+    from thrift.protocol.TBinaryProtocol import TBinaryProtocol
+    from thrift.transport.TTransport import TMemoryBuffer
+
+    buffer = TMemoryBuffer()
+    protocol = TBinaryProtocol(buffer)
+    protocol.writeMessageBegin(method, message_type, seqid)
+    args.write(protocol)
+    protocol.writeMessageEnd()
+    return buffer.getvalue()
+
+
 @pytest.fixture
 def send_raw() -> Callable[[int, bytes], bytes]:
-    return _send_raw
+    return exchange
 
 
 IDL_DIR = Path(__file__).resolve().parent.parent / "idl"

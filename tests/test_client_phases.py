@@ -239,7 +239,6 @@ def _reply(method: str, result) -> bytes:
 @contextlib.contextmanager
 def fake_peer(answer_call: Callable[[socket.socket], None]) -> Iterator[int]:
     """A loopback peer that accepts hello, then lets ``answer_call`` answer the next request; yields its port."""
-    from thrift_handshake_gen import HandshakeService
     from thrift_handshake_gen.session import SessionService
     from thrift_handshake_gen.session.ttypes import ServerHello
 

@@ -15,7 +15,13 @@ import time
 import pytest
 from conftest import report_reliability
 
-from thrift_handshake import Client, ClientOptions, ConnectionBroken, RetryPolicy, Timeouts
+from thrift_handshake import (
+    Client,
+    ClientOptions,
+    ConnectionBroken,
+    RetryPolicy,
+    Timeouts,
+)
 from thrift_handshake.demo import IDEMPOTENT
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.ttypes import Request

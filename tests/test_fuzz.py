@@ -8,11 +8,10 @@ THRIFT_HANDSHAKE_FUZZ_EXAMPLES=5000 scripts/test tests/test_fuzz.py.
 from __future__ import annotations
 
 import os
-import socket
 from typing import List, Tuple
 
 import pytest
-from conftest import report_reliability
+from conftest import encode_call, exchange, report_reliability
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from thrift.protocol.TBinaryProtocol import TBinaryProtocol
@@ -29,23 +28,14 @@ from thrift_handshake_gen.ttypes import AllTypes, Color, Point, Request, Shape
 EXAMPLES = int(os.environ.get("THRIFT_HANDSHAKE_FUZZ_EXAMPLES", "150"))
 
 
-def _call(method: str, args, seqid: int) -> bytes:
-    buffer = TMemoryBuffer()
-    protocol = TBinaryProtocol(buffer)
-    protocol.writeMessageBegin(method, TMessageType.CALL, seqid)
-    args.write(protocol)
-    protocol.writeMessageEnd()
-    return buffer.getvalue()
-
-
-HELLO = _call("hello", SessionService.hello_args(hello=ClientHello(client_name="fuzz", min_version=1, max_version=2)), 1)
+HELLO = encode_call("hello", SessionService.hello_args(hello=ClientHello(client_name="fuzz", min_version=1, max_version=2)), 1)
 SEEDS = [
-    _call("echo", HandshakeService.echo_args(message="请求数据"), 2),
-    _call("process", HandshakeService.process_args(request=Request(request_id="r", payload="p", headers={"a": "b"})), 2),
-    _call("echo_types", HandshakeService.echo_types_args(value=AllTypes(
+    encode_call("echo", HandshakeService.echo_args(message="请求数据"), 2),
+    encode_call("process", HandshakeService.process_args(request=Request(request_id="r", payload="p", headers={"a": "b"})), 2),
+    encode_call("echo_types", HandshakeService.echo_types_args(value=AllTypes(
         id="x", tags={"a"}, numbers=[1, -2], groups={"g": [Point(x=1, y=2, label="l")]}, shape=Shape(name="n"),
         color=Color.BLUE, data=bytes(range(256)), palette={-1: Color.UNKNOWN_COLOR})), 2),
-    _call("stats", SessionService.stats_args(), 2),
+    encode_call("stats", SessionService.stats_args(), 2),
 ]
 
 
@@ -62,24 +52,6 @@ def mutated(draw) -> bytes:
         else:
             message[position:position] = draw(st.binary(min_size=1, max_size=8))
     return bytes(message)
-
-
-def _exchange(port: int, data: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        try:
-            sock.sendall(data)
-            sock.shutdown(socket.SHUT_WR)  # the server sees the end of what we send at once
-        except OSError:
-            pass
-        received = b""
-        try:
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    return received
-                received += chunk
-        except OSError:
-            return received
 
 
 def _answers(data: bytes) -> List[Tuple[str, object, str]]:
@@ -114,7 +86,7 @@ def both_servers():
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(message=mutated())
 def test_both_implementations_answer_a_mutated_message_alike(both_servers, message):
-    accelerated, pure = (_answers(_exchange(server.port, HELLO + message)) for server in both_servers)
+    accelerated, pure = (_answers(exchange(server.port, HELLO + message)) for server in both_servers)
     kinds = ([(kind, code) for kind, code, _ in accelerated], [(kind, code) for kind, code, _ in pure])
     if kinds[0] != kinds[1]:
         # The two differences in Thrift's own decoders (docs/reliability.md): the C extension reads

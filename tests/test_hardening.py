@@ -13,10 +13,10 @@ import time
 from typing import Dict, Iterator, Tuple
 
 import pytest
-from conftest import report_reliability
+from conftest import encode_call, exchange, report_reliability
 from thrift.protocol.TBinaryProtocol import TBinaryProtocol
 from thrift.Thrift import TApplicationException, TMessageType
-from thrift.transport.TTransport import TMemoryBuffer, TTransportException
+from thrift.transport.TTransport import TMemoryBuffer
 
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.session import SessionService
@@ -52,34 +52,6 @@ def server_process() -> Iterator[Tuple[subprocess.Popen, int]]:
         process.stderr.close()
 
 
-def _message(method: str, args, seqid: int = 1) -> bytes:
-    buffer = TMemoryBuffer()
-    protocol = TBinaryProtocol(buffer)
-    protocol.writeMessageBegin(method, TMessageType.CALL, seqid)
-    args.write(protocol)
-    protocol.writeMessageEnd()
-    return buffer.getvalue()
-
-
-def _send_and_read_answer(port: int, data: bytes) -> bytes:
-    """Sends ``data`` (as much as the server takes) and returns what it answers before closing."""
-    received = b""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        try:
-            sock.sendall(data)
-        except OSError:  # the server stopped reading once the budget was spent: expected
-            pass
-        try:
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                received += chunk
-        except OSError:
-            pass
-    return received
-
-
 def _answer(data: bytes, result_class):
     protocol = TBinaryProtocol(TMemoryBuffer(data))
     _, message_type, _ = protocol.readMessageBegin()
@@ -92,7 +64,7 @@ def _answer(data: bytes, result_class):
     return result
 
 
-def _empty_structs_message(lists: int, per_list: int) -> bytes:
+def _empty_structsencode_call(lists: int, per_list: int) -> bytes:
     """echo_types(AllTypes{groups: map<string, list<Point>>}) with every Point empty: one byte each on
     the wire, one Python object each if decoded (written by hand: building it with objects is slow)."""
     out = [struct.pack("!iI", -2147418112 | TMessageType.CALL, 10) + b"echo_types" + struct.pack("!i", 1)]
@@ -107,7 +79,7 @@ def _empty_structs_message(lists: int, per_list: int) -> bytes:
 
 def _attack(process: subprocess.Popen, port: int, name: str, data: bytes):
     before = _status(process.pid)
-    answer = _send_and_read_answer(port, data)
+    answer = exchange(port, data)
     after = _status(process.pid)
     print(f"\n{name}: sent {len(data) / 2**20:.1f} MiB; server RSS before {before['VmRSS'] / 1024:.0f} MiB, "
           f"peak {after['VmHWM'] / 1024:.0f} MiB, after {after['VmRSS'] / 1024:.0f} MiB")
@@ -119,7 +91,7 @@ def _attack(process: subprocess.Popen, port: int, name: str, data: bytes):
 
 def test_a_huge_call_before_hello_is_refused_within_the_handshake_budget(server_process):
     process, port = server_process
-    data = _empty_structs_message(lists=8, per_list=1_000_000)
+    data = _empty_structsencode_call(lists=8, per_list=1_000_000)
     answer = _answer(_attack(process, port, "8 MB echo_types before hello", data), HandshakeService.echo_types_result)
     assert isinstance(answer, TApplicationException) and answer.type == TApplicationException.PROTOCOL_ERROR
     assert "before hello() succeeded" in answer.message
@@ -129,7 +101,7 @@ def test_a_hello_with_a_flood_of_features_is_refused_within_the_budget(server_pr
     process, port = server_process
     hello = ClientHello(client_name="flood", min_version=1, max_version=2, auth_token=TOKEN,
                         features={f"{i:06d}" + "f" * 10_000 for i in range(500)})
-    data = _message("hello", SessionService.hello_args(hello=hello))
+    data = encode_call("hello", SessionService.hello_args(hello=hello))
     answer = _answer(_attack(process, port, "hello with 500 features of 10 KB", data), SessionService.hello_result)
     assert isinstance(answer, TApplicationException) and "handshake_max_bytes" in answer.message
 
@@ -138,7 +110,7 @@ def test_a_wrong_token_closes_the_connection(server_process):
     _, port = server_process
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         wrong = ClientHello(client_name="guesser", min_version=1, max_version=2, auth_token="guess-1")
-        sock.sendall(_message("hello", SessionService.hello_args(hello=wrong)))
+        sock.sendall(encode_call("hello", SessionService.hello_args(hello=wrong)))
         received = b""
         while True:  # the refusal, then the end of the connection: one guess per connection
             chunk = sock.recv(65536)

@@ -7,24 +7,16 @@ import threading
 import time
 
 import pytest
-from thrift.protocol.TBinaryProtocol import TBinaryProtocol
-from thrift.transport.TTransport import TMemoryBuffer
+from conftest import encode_call
 
-from thrift_handshake import Wire
-from thrift_handshake import Client, ClientOptions
+from thrift_handshake import (
+    Client,
+    ClientOptions,
+    Wire,
+)
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.session import SessionService
 from thrift_handshake_gen.ttypes import AllTypes, Color, Point, Request, Shape
-
-
-def _encoded_call(method: str, args) -> bytes:
-    """A real request message as a client would send it."""
-    buffer = TMemoryBuffer()
-    protocol = TBinaryProtocol(buffer)
-    protocol.writeMessageBegin(method, 1, 0)
-    args.write(protocol)
-    protocol.writeMessageEnd()
-    return buffer.getvalue()
 
 
 def test_concurrent_clients_all_get_their_own_answers(server):
@@ -59,12 +51,12 @@ def test_mutated_messages_never_take_the_server_down(server, client, send_raw):
     rng = random.Random(20261125)
     hello = SessionService.hello_args(hello=None)
     seeds = [
-        _encoded_call("echo", HandshakeService.echo_args(message="请求数据")),
-        _encoded_call("process", HandshakeService.process_args(request=Request(request_id="r", payload="p",
+        encode_call("echo", HandshakeService.echo_args(message="请求数据")),
+        encode_call("process", HandshakeService.process_args(request=Request(request_id="r", payload="p",
                                                                                   headers={"a": "b"}))),
-        _encoded_call("echo_types", HandshakeService.echo_types_args(value=AllTypes(
+        encode_call("echo_types", HandshakeService.echo_types_args(value=AllTypes(
             id="x", tags={"a"}, groups={"g": [Point(x=1, y=2)]}, shape=Shape(name="n"), color=Color.BLUE))),
-        _encoded_call("hello", hello),
+        encode_call("hello", hello),
     ]
     for case in range(300):
         message = bytearray(rng.choice(seeds))

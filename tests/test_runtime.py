@@ -24,9 +24,6 @@ from thrift_handshake import (
     Client,
     ClientOptions,
     ClientPhase,
-    HandshakeServer,
-    RemoteApplicationError,
-    ServerConfig,
     current_session,
 )
 from thrift_handshake_gen import HandshakeService

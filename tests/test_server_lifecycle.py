@@ -12,12 +12,9 @@ import threading
 import time
 
 import pytest
-from conftest import report_reliability
+from conftest import encode_call, report_reliability
 from thrift.transport.TTransport import TTransportException
 
-from thrift_handshake import HandshakeServer, ServerConfig, Wire
-from thrift_handshake.demo import HandshakeHandler
-from thrift_handshake import ConnectError, ServerFull
 from thrift_handshake import (
     Client,
     ClientOptions,
@@ -25,9 +22,14 @@ from thrift_handshake import (
     ConnectError,
     ConnectionBroken,
     HandshakeFailed,
+    HandshakeServer,
     RemoteApplicationError,
+    ServerConfig,
+    ServerFull,
     ServerLimits,
+    Wire,
 )
+from thrift_handshake.demo import HandshakeHandler
 from thrift_handshake_gen.ttypes import AllTypes, Request
 from thrift_handshake_gen import HandshakeService
 
@@ -474,7 +476,7 @@ def test_a_request_dripped_byte_by_byte_is_bounded_by_the_request_timeout(start_
     server = start_server(limits=ServerLimits(request_timeout=0.5, idle_timeout=5))
     connection = raw(server.port)
     connection.hello()
-    message = _call_bytes("echo", HandshakeService.echo_args(message="slow"))
+    message = encode_call("echo", HandshakeService.echo_args(message="slow"))
     handle = connection.socket.handle
     started = time.monotonic()
     for byte in message * 10:  # each byte well within the idle timeout, the whole far beyond 0.5 s
@@ -498,13 +500,3 @@ def _closed_by_peer(handle: socket.socket) -> bool:
         return True
 
 
-def _call_bytes(method: str, args) -> bytes:
-    from thrift.protocol.TBinaryProtocol import TBinaryProtocol
-    from thrift.transport.TTransport import TMemoryBuffer
-
-    buffer = TMemoryBuffer()
-    protocol = TBinaryProtocol(buffer)
-    protocol.writeMessageBegin(method, 1, 0)
-    args.write(protocol)
-    protocol.writeMessageEnd()
-    return buffer.getvalue()

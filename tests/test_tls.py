@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from thrift_handshake import WireMismatch
 from thrift_handshake import (
     Client,
     ClientOptions,
     ClientTLS,
     ConnectError,
     ConnectionBroken,
-    ServerTLS,
     current_session,
+    ServerTLS,
+    WireMismatch,
 )
 from thrift_handshake.demo import HandshakeHandler
 from thrift_handshake_gen import HandshakeService

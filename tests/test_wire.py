@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import socket
-import ssl
 import threading
 from pathlib import Path
 
 import pytest
+from conftest import exchange
 from thrift.protocol.THeaderProtocol import THeaderProtocol
-from thrift.Thrift import TApplicationException
 from thrift.transport import TSocket
 from thrift.transport.THeaderTransport import THeaderClientType
 
@@ -19,7 +18,6 @@ from thrift_handshake import (
     ClientTLS,
     ConnectError,
     ConnectionBroken,
-    ServerTLS,
     Wire,
     WireMismatch,
 )
@@ -64,22 +62,8 @@ def test_a_server_of_one_dialect_tells_another_what_it_speaks(start_server, clie
     assert client.phase.value == "CLOSED"
 
 
-def _exchange(port: int, data: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(data)
-        received = b""
-        try:
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    return received
-                received += chunk
-        except OSError:
-            return received
-
-
 def test_an_http_request_gets_an_http_answer_that_explains(server, caplog):
-    answer = _exchange(server.port, b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    answer = exchange(server.port, b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400 Bad Request")
     assert b"not an HTTP server" in body and b"Thrift" in body
@@ -94,13 +78,13 @@ def test_a_tls_client_on_a_plain_port_learns_it_from_its_own_error(server):
 
 
 def test_an_unknown_binary_version_is_answered_in_binary(server):
-    answer = _exchange(server.port, b"\x80\x02\x00\x01\x00\x00\x00\x04ping\x00\x00\x00\x00\x00")
+    answer = exchange(server.port, b"\x80\x02\x00\x01\x00\x00\x00\x04ping\x00\x00\x00\x00\x00")
     assert answer[:4] == b"\x80\x01\x00\x03"  # strict binary, version 1, an EXCEPTION message
     assert b"binary protocol version 2" in answer
 
 
 def test_junk_is_logged_and_closed(server, caplog):
-    assert _exchange(server.port, b"hello there, server") == b""
+    assert exchange(server.port, b"hello there, server") == b""
     assert any("nothing it recognises" in r.getMessage() or "not Thrift" in r.getMessage()
                for r in caplog.records)
 
