@@ -27,7 +27,7 @@ from thrift_handshake_gen.session import SessionService
 from thrift_handshake_gen.session.ttypes import ClientHello, Farewell, HandshakeRejected, ServerHello
 
 from .config import DEFAULT_HOST, DEFAULT_PORT, ClientOptions
-from .contract import describe_service
+from .contract import describe_service, generated_class
 from .errors import (
     ArgumentError,
     CallTimeout,
@@ -45,6 +45,7 @@ from .errors import (
 from .states import CLIENT_TRANSITIONS, ClientEvent, ClientPhase, StateMachine
 from .timing import Record, Timeline
 from .transport import client_stack, explain_reply, explain_tls_error, is_timeout
+from .values import check_arguments
 
 __all__ = ["Client"]
 
@@ -53,7 +54,7 @@ logger = logging.getLogger(__name__)
 #: Methods the client drives itself as phases rather than as ordinary calls.
 _PHASE_METHODS = {"goodbye": "goodbye() or close()"}
 
-_Method = Tuple[Callable[..., None], Optional[Callable[[], Any]]]
+_Method = Tuple[Callable[..., None], Optional[Callable[[], Any]], type]
 _Iface = TypeVar("_Iface")
 
 
@@ -304,12 +305,14 @@ class Client:
             send = getattr(self._stub, "send_" + name, None)
             if send is None:
                 raise ArgumentError(f"unknown method {name!r} for service {self.service.__name__}")
-            method = self._methods[name] = (send, getattr(self._stub, "recv_" + name, None))
+            method = self._methods[name] = (send, getattr(self._stub, "recv_" + name, None),
+                                            generated_class(self.service, name, "args"))
         return method
 
     def _invoke(self, name: str, args: Tuple[Any, ...], phase: str, timeout: Optional[float]) -> Any:
         """Sends one request and reads its reply within ``timeout``, recording it; the heart of every phase."""
-        send, receive = self._method(name)
+        send, receive, args_class = self._method(name)
+        check_arguments(args_class, args, name)  # a wrong value is refused before anything is written
         sock = self._sock
         sock.begin_exchange(timeout)
         out_before, in_before = sock.bytes_out, sock.bytes_in

@@ -9,6 +9,8 @@ import threading
 import time
 from typing import Callable, Iterator
 
+import re
+
 import pytest
 
 import thrift_handshake
@@ -35,7 +37,7 @@ from thrift_handshake.states import (
     StateMachine,
     mermaid_diagram,
 )
-from thrift_handshake_gen.ttypes import AllTypes, Request
+from thrift_handshake_gen.ttypes import AllTypes, Point, Request
 from thrift_handshake_gen import HandshakeService
 
 
@@ -156,6 +158,24 @@ def test_server_closing_the_connection_breaks_the_client(server, client):
     assert client.phase is Phase.BROKEN
     client.close()
     assert client.phase is Phase.CLOSED
+
+
+@pytest.mark.parametrize("call, says", [
+    (lambda c: c.echo_types(AllTypes(id="x", small=1000)), "parameter 'value'.small: expected an i8 in -128..127"),
+    (lambda c: c.echo(12345), "parameter 'message': expected a string"),
+    (lambda c: c.echo(b"bytes"), "parameter 'message': expected a string (str; binary fields take bytes)"),
+    (lambda c: c.echo_types(AllTypes(id="x", data="text")), ".data: expected binary (bytes)"),
+    (lambda c: c.echo_types(AllTypes(small=1)), "Required field id is unset"),
+    (lambda c: c.echo_types(AllTypes(id="x", numbers=[1, "2"])), ".numbers[1]: expected an i32"),
+    (lambda c: c.echo_types(AllTypes(id="x", groups={"g": [Point(x=2**31)]})), ".groups['g'][0].x: expected an i32"),
+])
+def test_a_value_its_type_cannot_carry_is_refused_before_anything_is_sent(client, call, says):
+    sent = client._sock.bytes_out
+    with pytest.raises(RequestEncodingError, match=re.escape(says)):
+        call(client)
+    assert client._sock.bytes_out == sent, "part of the request went out"
+    assert client.phase is Phase.READY
+    assert client.echo("clean") == "clean"
 
 
 def test_an_encoding_error_sends_nothing_and_keeps_the_connection(client):
