@@ -286,3 +286,22 @@ def test_clients_fail_on_a_mismatch(language: str, request: pytest.FixtureReques
         result = run_client(command, *server.address)
     assert result.returncode != 0, f"the {language} client passed against a version-1-only server:\n{result.stdout}"
     assert "FAIL hello 1..2 -> version 2" in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("protocol, transport", [("compact", "framed"), ("compact", "buffered"), ("binary", "framed")])
+def test_one_port_serves_the_go_client_in_every_dialect(go_client: List[str], server: HandshakeServer,
+                                                        protocol: str, transport: str) -> None:
+    """The same server port runs the whole contract for a Go client speaking another protocol or transport."""
+    result = run_client(go_client + ["-protocol", protocol, "-transport", transport], *server.address)
+    assert result.returncode == 0 and "FAIL" not in result.stdout, result.stdout
+    assert SUMMARY.search(result.stdout), result.stdout
+
+
+def test_a_go_client_of_another_dialect_is_told_what_the_server_speaks(go_client: List[str]) -> None:
+    """From another language too: a server of one dialect answers a compact+framed client in its own
+    framing, naming both sides."""
+    config = ServerConfig(host="127.0.0.1", port=0, detect_wire=False, grace=2.0)
+    with demo_server(config) as server:
+        result = run_client(go_client + ["-protocol", "compact", "-transport", "framed"], *server.address)
+    assert result.returncode != 0
+    assert "the client speaks framed compact; this server speaks Thrift buffered binary" in result.stdout, result.stdout

@@ -37,9 +37,11 @@ import (
 )
 
 var (
-	host        = flag.String("host", envOr("HANDSHAKE_HOST", "127.0.0.1"), "server host")
-	port        = flag.Int("port", envInt("HANDSHAKE_PORT", 9090), "server port")
-	callTimeout = flag.Duration("timeout", 10*time.Second, "socket timeout of each call")
+	host         = flag.String("host", envOr("HANDSHAKE_HOST", "127.0.0.1"), "server host")
+	port         = flag.Int("port", envInt("HANDSHAKE_PORT", 9090), "server port")
+	callTimeout  = flag.Duration("timeout", 10*time.Second, "socket timeout of each call")
+	protocolArg  = flag.String("protocol", "binary", "binary or compact")
+	transportArg = flag.String("transport", "buffered", "buffered or framed")
 )
 
 func envOr(name, fallback string) string {
@@ -123,11 +125,17 @@ func connect() (*conn, error) {
 		TBinaryStrictWrite: thrift.BoolPtr(true),
 	}
 	socket := thrift.NewTSocketConf(net.JoinHostPort(*host, strconv.Itoa(*port)), conf)
-	transport := thrift.NewTBufferedTransport(socket, 8192)
+	var transport thrift.TTransport = thrift.NewTBufferedTransport(socket, 8192)
+	if *transportArg == "framed" {
+		transport = thrift.NewTFramedTransportConf(socket, conf)
+	}
 	if err := transport.Open(); err != nil {
 		return nil, fmt.Errorf("cannot connect to %s:%d: %w", *host, *port, err)
 	}
-	protocol := thrift.NewTBinaryProtocolConf(transport, conf)
+	var protocol thrift.TProtocol = thrift.NewTBinaryProtocolConf(transport, conf)
+	if *protocolArg == "compact" {
+		protocol = thrift.NewTCompactProtocolConf(transport, conf)
+	}
 	client := hs.NewHandshakeServiceClient(thrift.NewTStandardClient(protocol, protocol))
 	return &conn{transport: transport, client: client}, nil
 }
