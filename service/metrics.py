@@ -79,12 +79,6 @@ class ServerMetrics:
 
     # -------------------------------------------------------------------------------------------
 
-    @property
-    def connections_open(self) -> int:
-        """Connections open now, not counting those that said goodbye (they are closing)."""
-        with self._lock:
-            return sum(1 for counters in self._live if not counters.said_goodbye)
-
     def snapshot(self) -> ServerStats:
         """The counters now, as the session contract's ServerStats."""
         with self._lock:
