@@ -86,6 +86,43 @@ def _discard_input(handle: socket.socket) -> None:
         dropped += len(chunk)
 
 
+class WarningBudget:
+    """At most ``per_second`` warnings about peers a second; the rest are counted and summarised in one
+    line, so a flood of bad connections cannot flood the log."""
+
+    def __init__(self, log: logging.Logger, per_second: int = 20) -> None:
+        self._log = log
+        self._per_second = per_second
+        self._lock = threading.Lock()
+        self._window = time.monotonic()
+        self._emitted = self._suppressed = 0
+
+    def warning(self, message: str, *args: Any) -> None:
+        now = time.monotonic()
+        with self._lock:
+            suppressed = 0
+            if now - self._window >= 1.0:
+                suppressed, self._suppressed, self._emitted, self._window = self._suppressed, 0, 0, now
+            emit = self._emitted < self._per_second
+            if emit:
+                self._emitted += 1
+            else:
+                self._suppressed += 1
+        if suppressed:
+            self._log.warning("%d more warnings about peers were suppressed (at most %d a second)",
+                              suppressed, self._per_second)
+        if emit:
+            self._log.warning(message, *args)
+
+    def flush(self) -> None:
+        """Reports what is still suppressed (at stop)."""
+        with self._lock:
+            suppressed, self._suppressed = self._suppressed, 0
+        if suppressed:
+            self._log.warning("%d more warnings about peers were suppressed (at most %d a second)",
+                              suppressed, self._per_second)
+
+
 class Connection:
     """One accepted connection: its socket and, once serving, the processor's state for it.
 
@@ -193,6 +230,7 @@ class HandshakeServer(TThreadedServer):
         self._connections: Dict[Connection, threading.Thread] = {}
         self._stop_callbacks: List[Callable[[float], None]] = []
         self._refusers = threading.BoundedSemaphore(_MAX_REFUSERS)
+        self._warnings = WarningBudget(logger)
         self._stop_requested = False  # a plain flag: request_stop() runs in signal handlers
         self._stopped = threading.Event()
         self._grace = self.config.grace
@@ -359,7 +397,7 @@ class HandshakeServer(TThreadedServer):
         try:
             thread.start()
         except RuntimeError as error:  # the system refused another thread
-            logger.warning("dropped peer=%s: cannot start a thread: %s", peer, error)
+            self._warnings.warning("dropped peer=%s: cannot start a thread: %s", peer, error)
             with self._lock:
                 self._connections.pop(connection, None)
             client.close()
@@ -371,7 +409,7 @@ class HandshakeServer(TThreadedServer):
             waiting = [c for c in self._connections if c.awaiting_hello]
         for connection in waiting:
             if connection.evict():
-                logger.warning("evicted peer=%s: no hello yet and the server is full (max_connections %d)",
+                self._warnings.warning("evicted peer=%s: no hello yet and the server is full (max_connections %d)",
                                connection.peer, self.config.limits.max_connections)
                 return True
         return False
@@ -379,7 +417,7 @@ class HandshakeServer(TThreadedServer):
     def _refuse_full(self, client: ConnectionSocket, peer: str) -> None:
         """Tells a newcomer the server is full, in its own framing, on a short-lived thread (bounded)."""
         message = f"server full: {len(self._connections)} connections (max_connections); try again later"
-        logger.warning("refused peer=%s: %s", peer, message)
+        self._warnings.warning("refused peer=%s: %s", peer, message)
         if not self._refusers.acquire(blocking=False):  # too many refusals at once: just close
             client.close()
             return
@@ -462,7 +500,7 @@ class HandshakeServer(TThreadedServer):
             transport.close()
             with self._lock:
                 self._connections.pop(connection, None)
-            log = logger.info if event == "closed" else logger.warning
+            log = logger.info if event == "closed" else self._warnings.warning
             log("%s peer=%s session=%s: %s", event, connection.peer, state.context.session_id, reason)
 
     def _open_stack(self, connection: Connection) -> Optional[Tuple[Any, Any]]:
@@ -500,7 +538,7 @@ class HandshakeServer(TThreadedServer):
         """Answers a peer this server cannot serve, where it can read the answer, and logs why."""
         said = "nothing it recognises" if dialect is None else str(dialect)
         explanation = f"the client speaks {said}; {expected}"
-        logger.warning("refused peer=%s: %s (first bytes %s)", connection.peer, explanation, first.hex(" "))
+        self._warnings.warning("refused peer=%s: %s (first bytes %s)", connection.peer, explanation, first.hex(" "))
         handle = connection.socket.handle
         try:
             if dialect is not None and dialect.kind == "http":
@@ -535,7 +573,7 @@ class HandshakeServer(TThreadedServer):
         try:
             handle = self._tls.wrap_socket(connection.socket.handle, server_side=True)
         except (OSError, ValueError) as error:  # ssl.SSLError is an OSError
-            logger.warning("dropped peer=%s: TLS handshake failed: %s", connection.peer, error)
+            self._warnings.warning("dropped peer=%s: TLS handshake failed: %s", connection.peer, error)
             connection.socket.close()
             return False
         connection.socket.setHandle(handle)
@@ -646,6 +684,7 @@ class HandshakeServer(TThreadedServer):
             thread.join(_UNWIND_WAIT)
             if thread.is_alive():
                 logger.error("peer=%s: handler still running after the grace period; left behind", connection.peer)
+        self._warnings.flush()
         stats = self.metrics.snapshot()
         logger.info("stopped: %d connections served, calls %s", stats.connections_total, stats.calls)
 

@@ -500,3 +500,24 @@ def _closed_by_peer(handle: socket.socket) -> bool:
         return True
 
 
+
+
+def test_a_flood_of_bad_connections_cannot_flood_the_log(server, send_raw, caplog):
+    started = time.monotonic()
+    with caplog.at_level("WARNING", logger="thrift_handshake.server"):
+        for _ in range(150):
+            send_raw(server.port, b"junk that is not thrift")
+        deadline = time.monotonic() + 5
+        while server.connection_count:  # every junk connection handled
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(1.05)  # into the next second: the suppressed ones are summarised there
+        send_raw(server.port, b"one more junk")
+        deadline = time.monotonic() + 5
+        while not any("suppressed" in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < deadline, "the suppressed warnings were not summarised"
+            time.sleep(0.01)
+    warnings = [r for r in caplog.records if r.name == "thrift_handshake.server" and r.levelname == "WARNING"]
+    seconds = time.monotonic() - started
+    assert len(warnings) <= 21 * (int(seconds) + 2), f"{len(warnings)} warning lines in {seconds:.1f} s"
+    report_reliability("150 junk connections in a burst (log lines rate-limited)", 150, True, 0)
