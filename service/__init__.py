@@ -22,6 +22,7 @@ from .errors import (
     ServiceError,
     ThriftHandshakeError,
     WireMismatch,
+    WorkAborted,
 )
 from .gate import SessionProcessor
 from .server import HandshakeServer
@@ -58,6 +59,7 @@ __all__ = [
     "RequestEncodingError",
     "ServerFull",
     "WireMismatch",
+    "WorkAborted",
     "ArgumentError",
     "RemoteApplicationError",
     "ServiceError",

@@ -36,6 +36,7 @@ __all__ = [
     "ArgumentError",
     "RemoteApplicationError",
     "ServiceError",
+    "WorkAborted",
 ]
 
 
@@ -125,3 +126,8 @@ class ServiceError(ThriftHandshakeError):
     def __str__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
         return f"{type(self).__name__}({fields})"
+
+
+class WorkAborted(Exception):
+    """Raised by a handler whose work the server aborted at the end of its grace period (a planned
+    stop, not a failure): the caller gets INTERNAL_ERROR and the log one warning, without a traceback."""

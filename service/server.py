@@ -32,6 +32,7 @@ from thrift.transport.TTransport import TTransportException
 
 from .config import ServerConfig, Wire
 from .contract import service_of
+from .errors import WorkAborted
 from .gate import ConnectionState, SessionProcessor, format_peer
 from .metrics import ServerMetrics
 from .session import Session, SessionSettings
@@ -84,6 +85,24 @@ def _discard_input(handle: socket.socket) -> None:
         if not chunk:
             return
         dropped += len(chunk)
+
+
+class _PlannedAbortFilter(logging.Filter):
+    """Thrift's generated processors log every handler exception at ERROR with a traceback on the root
+    logger; a ``WorkAborted`` is a planned stop: one WARNING line, no traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, WorkAborted):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args, record.exc_info, record.exc_text = f"handler work aborted: {error}", (), None, None
+        return True
+
+
+def _install_planned_abort_filter() -> None:
+    root = logging.getLogger()
+    if not any(isinstance(f, _PlannedAbortFilter) for f in root.filters):
+        root.addFilter(_PlannedAbortFilter())
 
 
 class WarningBudget:
@@ -231,6 +250,7 @@ class HandshakeServer(TThreadedServer):
         self._stop_callbacks: List[Callable[[float], None]] = []
         self._refusers = threading.BoundedSemaphore(_MAX_REFUSERS)
         self._warnings = WarningBudget(logger)
+        _install_planned_abort_filter()
         self._stop_requested = False  # a plain flag: request_stop() runs in signal handlers
         self._stopped = threading.Event()
         self._grace = self.config.grace

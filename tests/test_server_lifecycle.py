@@ -521,3 +521,18 @@ def test_a_flood_of_bad_connections_cannot_flood_the_log(server, send_raw, caplo
     seconds = time.monotonic() - started
     assert len(warnings) <= 21 * (int(seconds) + 2), f"{len(warnings)} warning lines in {seconds:.1f} s"
     report_reliability("150 junk connections in a burst (log lines rate-limited)", 150, True, 0)
+
+
+def test_a_planned_abort_is_one_warning_not_an_error_with_a_traceback(start_server, caplog):
+    server = start_server()
+    busy = Client("127.0.0.1", server.port, service=HandshakeService)
+    busy.connect()
+    process = Background(busy.process, Request(request_id="r", work_ms=8000))
+    _wait_in_flight(server, "process")
+    with caplog.at_level("WARNING"):
+        server.stop(grace=0.3)
+        process.result()
+    aborted = [r for r in caplog.records if "aborted" in r.getMessage()]
+    assert aborted and all(r.levelname == "WARNING" and r.exc_info is None for r in aborted), aborted
+    assert not [r for r in caplog.records if r.levelname == "ERROR" and "handler" in r.getMessage()]
+    busy.close()

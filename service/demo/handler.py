@@ -21,6 +21,7 @@ from typing import Deque, Optional
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.ttypes import Ack, AllTypes, Event, InvalidRequest, Request, Response
 
+from ..errors import WorkAborted
 from ..session import SessionContext, current_session
 from .ledger import TicketLedger
 from .limits import DemoLimits
@@ -85,7 +86,7 @@ class HandshakeHandler(HandshakeService.Iface):
             self._running += 1
         try:
             if request.work_ms and self._aborted.wait(request.work_ms / 1000.0):
-                raise RuntimeError("aborted: the server stopped before the work was done")
+                raise WorkAborted("aborted: the server stopped before the work was done")
         finally:
             with self._idle:
                 self._running -= 1
