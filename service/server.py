@@ -156,6 +156,7 @@ class Connection:
         self._limits = config.limits
         self._lock = threading.Lock()  # orders shutdown() against the start of serving
         self.stopping = False
+        self.evicted = False  # closed to make room for a newcomer
 
     # -- session.SessionListener ----------------------------------------------------------------
 
@@ -186,13 +187,13 @@ class Connection:
         state = self.state
         if state is None:
             with self._lock:
-                self.stopping = True
+                self.evicted = True
                 self._shut_socket()
             return True
         with state.lock:
             if state.in_flight is not None:
                 return False
-            state.closing = True
+            state.closing = self.evicted = True
             self._shut_socket()
         return True
 
@@ -618,6 +619,8 @@ class HandshakeServer(TThreadedServer):
                            error: TTransportException) -> Tuple[str, str]:
         if connection.stopping:
             return "closed", "server stopping"
+        if connection.evicted:
+            return "dropped", "evicted: no hello yet and the server was full"
         established = state.session is None or state.session.established
         if is_timeout(error):
             if not established:
