@@ -381,3 +381,25 @@ def test_ctrl_c_while_connecting_leaves_a_clean_closed_client(server):
     client.port, client.options = server.port, ClientOptions()
     assert client.connect().version == 2
     client.close()
+
+
+def test_after_a_call_timeout_the_server_sees_the_connection_end_at_once():
+    """BROKEN means the socket is gone: the peer reads EOF right after the timeout, not at exit."""
+    seen = {}
+
+    def never_answer(connection: socket.socket) -> None:
+        connection.settimeout(5)
+        started = time.monotonic()
+        try:
+            seen["eof"] = connection.recv(1) == b""
+        except OSError:  # a reset is an end too
+            seen["eof"] = True
+        seen["after"] = time.monotonic() - started
+
+    with fake_peer(never_answer) as port:
+        client = Client("127.0.0.1", port, ClientOptions(timeouts=Timeouts(call=0.3)), service=HandshakeService)
+        client.connect()
+        with pytest.raises(CallTimeout):
+            client.echo("never answered")
+        assert client.phase is Phase.BROKEN
+    assert seen["eof"] and seen["after"] < 2.0, seen  # ended by the client's timeout (0.3 s), not the peer's 5 s
