@@ -495,7 +495,7 @@ class HandshakeServer(TThreadedServer):
                         raise
                     raise _BadMessage(error) from error
                 except Exception as error:
-                    if not transport.has_unflushed():  # the request, not the reply, failed
+                    if state.in_flight is None or not transport.has_unflushed():  # the request failed
                         raise _BadMessage(error) from error
                     self._answer_unencodable_reply(state, protocol, error)
                     state.end()
@@ -538,7 +538,8 @@ class HandshakeServer(TThreadedServer):
                 transport, protocol = self._stack_for(wire, connection.socket)
                 return transport, protocol
         if dialect is not None and dialect.kind == "header" and self.config.detect_wire:
-            protocol = header_protocol(connection.socket, self.config.limits.max_message_bytes)
+            limits = self.config.limits
+            protocol = header_protocol(connection.socket, limits.max_message_bytes, limits.max_container_items)
             return protocol.trans, protocol
         if not first:  # closed (or silent until the deadline) before saying anything
             return self._stack_for(served, connection.socket)

@@ -73,18 +73,41 @@ class FramedTransport(_Resettable, TTransport.TFramedTransport):
 
 
 class HeaderTransport(_Resettable, THeaderTransport.THeaderTransport):
+    """THeader without read transforms: a compressed frame would let a few bytes on the wire (all the
+    byte budgets see) decode to megabytes, so zlib frames are refused."""
+
     _wbuf_attribute = "_write_buffer"
 
+    def _apply_read_transform(self, transform_id: int, payload: bytes) -> bytes:
+        raise BudgetExceeded(TTransport.TTransportException.SIZE_LIMIT,
+                             "THeader transforms (compression) are not accepted by this server")
 
-def header_protocol(sock: TTransport.TTransportBase, max_frame_bytes: int) -> TProtocolBase:
+
+class _LimitedHeaderProtocol(THeaderProtocol.THeaderProtocol):
+    """THeaderProtocol whose inner binary or compact protocol has the server's read limits."""
+
+    def __init__(self, transport: HeaderTransport, client_types: tuple, limits: dict) -> None:
+        self._limits = limits
+        super().__init__(transport, client_types)
+
+    def _set_protocol(self) -> None:
+        super()._set_protocol()
+        for protocol in (self, self._protocol):  # the C decoder reads them from the outer protocol
+            protocol.string_length_limit = self._limits["string_length_limit"]
+            protocol.container_length_limit = self._limits["container_length_limit"]
+
+
+def header_protocol(sock: TTransport.TTransportBase, max_message_bytes: int,
+                    max_container_items: Optional[int]) -> TProtocolBase:
     """A THeader protocol over ``sock`` that serves THeader clients (and the headerless dialects it
-    detects itself), answering each in its own dialect."""
+    detects itself), answering each in its own dialect, with the same read limits as the others."""
     client_types = (THeaderTransport.THeaderClientType.HEADERS, THeaderTransport.THeaderClientType.FRAMED_BINARY,
                     THeaderTransport.THeaderClientType.UNFRAMED_BINARY, THeaderTransport.THeaderClientType.FRAMED_COMPACT,
                     THeaderTransport.THeaderClientType.UNFRAMED_COMPACT)
     transport = HeaderTransport(sock, client_types)
-    transport.set_max_frame_size(max_frame_bytes)
-    return THeaderProtocol.THeaderProtocol(transport, client_types)
+    transport.set_max_frame_size(max_message_bytes)
+    limits = dict(string_length_limit=max_message_bytes, container_length_limit=max_container_items)
+    return _LimitedHeaderProtocol(transport, client_types, limits)
 
 
 class _TransportFactory(TTransport.TTransportFactoryBase):

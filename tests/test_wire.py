@@ -135,3 +135,42 @@ def test_both_ends_decode_through_the_c_extension(start_server, wire):
         for end, protocol in (("server", server_side), ("client", client_side)):
             assert protocol._fast_decode is decoder, f"the {end} decodes {wire} in pure Python"
             assert isinstance(protocol.trans, CReadableTransport), f"the {end}'s transport hides the C path"
+
+
+def _header_stub(port: int, transform: bool = False):
+    from thrift.transport.THeaderTransport import THeaderTransformID
+
+    sock = TSocket.TSocket("127.0.0.1", port)
+    sock.setTimeout(5000)
+    protocol = THeaderProtocol(sock, (THeaderClientType.HEADERS,))
+    if transform:
+        protocol.trans.add_transform(THeaderTransformID.ZLIB)
+    sock.open()
+    return sock, HandshakeService.Client(protocol)
+
+
+def test_theader_compression_is_refused(server):
+    """A zlib frame lets a few bytes decode to megabytes past every byte budget: refused."""
+    sock, stub = _header_stub(server.port, transform=True)
+    try:
+        with pytest.raises(Exception):
+            stub.hello(ClientHello(client_name="zlib", min_version=1, max_version=2))
+    finally:
+        sock.close()
+    with Client("127.0.0.1", server.port, service=HandshakeService) as client:
+        assert client.echo("still serving") == "still serving"
+
+
+def test_theader_clients_meet_the_same_read_limits(start_server):
+    from thrift_handshake import ServerLimits
+    from thrift_handshake_gen.ttypes import AllTypes
+
+    server = start_server(limits=ServerLimits(max_container_items=100))
+    sock, stub = _header_stub(server.port)
+    try:
+        stub.hello(ClientHello(client_name="header", min_version=1, max_version=2))
+        assert len(stub.echo_types(AllTypes(id="ok", numbers=list(range(100)))).numbers) == 100
+        with pytest.raises(Exception):
+            stub.echo_types(AllTypes(id="big", numbers=list(range(101))))
+    finally:
+        sock.close()
