@@ -182,8 +182,8 @@ class Connection:
         state = self.state
         return state is None or (state.session is not None and not state.session.established)
 
-    def evict(self) -> bool:
-        """Closes this connection now unless a message is in flight; returns whether it did."""
+    def evict(self, force: bool = False) -> bool:
+        """Closes this connection now unless a message is in flight (or ``force``); returns whether it did."""
         state = self.state
         if state is None:
             with self._lock:
@@ -191,7 +191,7 @@ class Connection:
                 self._shut_socket()
             return True
         with state.lock:
-            if state.in_flight is not None:
+            if state.in_flight is not None and not force:
                 return False
             state.closing = self.evicted = True
             self._shut_socket()
@@ -424,15 +424,17 @@ class HandshakeServer(TThreadedServer):
             client.close()
 
     def _make_room(self) -> bool:
-        """Evicts the oldest connection that has no session and no message in flight, so connections
-        that never say hello cannot lock everyone out; False when every slot holds a session."""
+        """Evicts the oldest connection that has no session, so connections that never finish a hello
+        cannot lock everyone out (one idle between messages first, else one stuck mid-message); False
+        when every slot holds a session."""
         with self._lock:
             waiting = [c for c in self._connections if c.awaiting_hello]
-        for connection in waiting:
-            if connection.evict():
-                self._warnings.warning("evicted peer=%s: no hello yet and the server is full (max_connections %d)",
-                               connection.peer, self.config.limits.max_connections)
-                return True
+        for force in (False, True):
+            for connection in waiting:
+                if connection.evict(force):
+                    self._warnings.warning("evicted peer=%s: no hello yet and the server is full (max_connections %d)",
+                                           connection.peer, self.config.limits.max_connections)
+                    return True
         return False
 
     def _refuse_full(self, client: ConnectionSocket, peer: str) -> None:
@@ -446,8 +448,16 @@ class HandshakeServer(TThreadedServer):
         def answer() -> None:
             try:
                 client.setTimeout(_REFUSAL_SECONDS * 1000)
-                transport = self.inputTransportFactory.getTransport(client)
-                protocol = self.inputProtocolFactory.getProtocol(transport)
+                _, dialect = client.first_bytes()
+                if dialect is not None and dialect.kind == "thrift":  # answered in the newcomer's own dialect
+                    transport, protocol = self._stack_for(dataclasses.replace(
+                        self.config.wire, protocol=dialect.wire.protocol, transport=dialect.wire.transport), client)
+                elif dialect is not None and dialect.kind == "header":
+                    limits = self.config.limits
+                    protocol = header_protocol(client, limits.max_message_bytes, limits.max_container_items)
+                    transport = protocol.trans
+                else:
+                    return
                 name, _, seqid = protocol.readMessageBegin()
                 protocol.writeMessageBegin(name, TMessageType.EXCEPTION, seqid)
                 TApplicationException(TApplicationException.INTERNAL_ERROR, message).write(protocol)

@@ -32,6 +32,7 @@ from thrift_handshake import (
 from thrift_handshake.demo import HandshakeHandler
 from thrift_handshake_gen.ttypes import AllTypes, Request
 from thrift_handshake_gen import HandshakeService
+from thrift_handshake_gen.session import SessionService
 
 
 def _wait_in_flight(server, method: str, timeout: float = 5.0) -> None:
@@ -536,3 +537,33 @@ def test_a_planned_abort_is_one_warning_not_an_error_with_a_traceback(start_serv
     assert aborted and all(r.levelname == "WARNING" and r.exc_info is None for r in aborted), aborted
     assert not [r for r in caplog.records if r.levelname == "ERROR" and "handler" in r.getMessage()]
     busy.close()
+
+
+def test_connections_stuck_mid_hello_cannot_lock_everyone_out(start_server):
+    server = start_server(limits=ServerLimits(max_connections=4))
+    from thrift_handshake_gen.session.ttypes import ClientHello
+
+    hello = ClientHello(client_name="slow", min_version=1, max_version=2)
+    hello_start = encode_call("hello", SessionService.hello_args(hello=hello))[:20]  # its header and a byte
+    stuck = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(4)]
+    try:
+        for sock in stuck:
+            sock.sendall(hello_start)
+        deadline = time.monotonic() + 5
+        while sum(1 for c in list(server._connections) if c.in_flight) < 4:  # every slot mid-message
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        with Client("127.0.0.1", server.port, service=HandshakeService) as client:
+            assert client.echo("let in") == "let in"
+    finally:
+        for sock in stuck:
+            sock.close()
+
+
+@pytest.mark.parametrize("wire", [Wire("binary", "framed"), Wire("compact"), Wire("compact", "framed")], ids=str)
+def test_a_full_server_says_so_in_the_newcomers_own_dialect(start_server, wire):
+    server = start_server(limits=ServerLimits(max_connections=1))
+    with Client("127.0.0.1", server.port, service=HandshakeService):
+        extra = Client("127.0.0.1", server.port, ClientOptions(wire=wire), service=HandshakeService)
+        with pytest.raises(ServerFull, match="server full: 1 connections"):
+            extra.connect()
