@@ -20,6 +20,7 @@ import time
 from types import ModuleType
 from typing import Any, Callable, Dict, Optional, Tuple, Type, TypeVar, cast
 
+from thrift.protocol.TProtocol import TProtocolException
 from thrift.Thrift import TApplicationException, TException
 from thrift.transport.TTransport import TTransportException
 
@@ -95,6 +96,8 @@ class Client:
         self._lock = threading.RLock()
         self._epoch = self._last_activity = time.perf_counter()
         self._broken_by: Optional[BaseException] = None
+        self._seqid = 0
+        self._expected_reply: Tuple[str, int] = ("", 0)
         self._sock = self._transport = self._stub = None
         self._methods: Dict[str, _Method] = {}
 
@@ -263,8 +266,27 @@ class Client:
             raise ConnectError(f"cannot connect to {self.host}:{self.port}: {_with_inner_cause(failure)}"
                                + (f": {hint}" if hint else "")) from failure
         self._stub = self.service.Client(protocol)
+        self._guard_replies(protocol)
         self._methods = {}
         self._broken_by = None
+
+    def _guard_replies(self, protocol: Any) -> None:
+        """Makes every reply prove it answers the call in flight (same method, same seqid): Thrift's
+        generated Python client checks neither, so a stale or duplicated reply would be taken as the
+        answer. A reply that does not match breaks the connection instead."""
+        read_message_begin = protocol.readMessageBegin
+
+        def checked() -> Tuple[str, int, int]:
+            name, message_type, seqid = read_message_begin()
+            expected = self._expected_reply
+            if (name, seqid) != expected:
+                raise TProtocolException(
+                    TProtocolException.INVALID_DATA,
+                    f"the reply is for {name or '?'} (seqid {seqid}), the call was {expected[0]} (seqid "
+                    f"{expected[1]}): a stale or foreign reply")
+            return name, message_type, seqid
+
+        protocol.readMessageBegin = checked
 
     def _hello(self) -> ServerHello:
         options = self.options
@@ -315,6 +337,9 @@ class Client:
         check_arguments(args_class, args, name)  # a wrong value is refused before anything is written
         sock = self._sock
         sock.begin_exchange(timeout)
+        self._seqid = self._seqid % 0x7FFFFFFF + 1
+        self._stub._seqid = self._seqid  # the generated send_<name> writes it; the reply must echo it
+        self._expected_reply = (name, self._seqid)
         out_before, in_before = sock.bytes_out, sock.bytes_in
         start = time.perf_counter()
         try:

@@ -243,14 +243,15 @@ def test_a_hello_that_cannot_be_encoded_leaves_closed(server):
     client.close()
 
 
-def _reply(method: str, result) -> bytes:
+def _reply(method: str, result, seqid: int = 2) -> bytes:
+    """A reply as a server writes it; the client numbers its calls 1 (hello), 2, ... and checks."""
     from thrift.protocol.TBinaryProtocol import TBinaryProtocol
     from thrift.Thrift import TMessageType
     from thrift.transport.TTransport import TMemoryBuffer
 
     buffer = TMemoryBuffer()
     protocol = TBinaryProtocol(buffer)
-    protocol.writeMessageBegin(method, TMessageType.REPLY, 0)
+    protocol.writeMessageBegin(method, TMessageType.REPLY, seqid)
     result.write(protocol)
     protocol.writeMessageEnd()
     return buffer.getvalue()
@@ -262,7 +263,7 @@ def fake_peer(answer_call: Callable[[socket.socket], None]) -> Iterator[int]:
     from thrift_handshake_gen.session import SessionService
     from thrift_handshake_gen.session.ttypes import ServerHello
 
-    hello = _reply("hello", SessionService.hello_result(success=ServerHello(session_id="s", version=2)))
+    hello = _reply("hello", SessionService.hello_result(success=ServerHello(session_id="s", version=2)), seqid=1)
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)
@@ -350,7 +351,7 @@ def test_a_corrupt_reply_breaks_the_client_instead_of_desynchronizing_it():
     from thrift_handshake_gen import HandshakeService
 
     def corrupt(connection: socket.socket) -> None:
-        connection.sendall(b"\x80\x01\x00\x02\x00\x00\x00\x04echo\x00\x00\x00\x00\x0b\x00\x00"
+        connection.sendall(b"\x80\x01\x00\x02\x00\x00\x00\x04echo\x00\x00\x00\x02\x0b\x00\x00"
                            + _reply("echo", HandshakeService.echo_result(success="STALE")))
         connection.recv(65536)
 
@@ -403,3 +404,20 @@ def test_after_a_call_timeout_the_server_sees_the_connection_end_at_once():
             client.echo("never answered")
         assert client.phase is Phase.BROKEN
     assert seen["eof"] and seen["after"] < 2.0, seen  # ended by the client's timeout (0.3 s), not the peer's 5 s
+
+
+@pytest.mark.parametrize("name, seqid", [("echo", 1), ("ping", 2), ("echo", 7)])
+def test_a_reply_to_another_call_is_never_taken_as_the_answer(name, seqid):
+    """A duplicated, stale or misrouted reply (wrong method or seqid) breaks the connection."""
+    from thrift_handshake_gen import HandshakeService
+
+    def misrouted(connection: socket.socket) -> None:
+        connection.sendall(_reply(name, HandshakeService.echo_result(success="STALE"), seqid=seqid))
+        connection.recv(65536)
+
+    with fake_peer(misrouted) as port:
+        client = Client("127.0.0.1", port, service=HandshakeService)
+        client.connect()
+        with pytest.raises(ConnectionBroken, match="stale or foreign reply"):
+            client.echo("mine")
+        assert client.phase is Phase.BROKEN
