@@ -128,6 +128,9 @@ class ServiceError(ThriftHandshakeError):
         return f"{type(self).__name__}({fields})"
 
 
-class WorkAborted(Exception):
+class WorkAborted(TApplicationException):
     """Raised by a handler whose work the server aborted at the end of its grace period (a planned
-    stop, not a failure): the caller gets INTERNAL_ERROR and the log one warning, without a traceback."""
+    stop, not a failure): the caller gets INTERNAL_ERROR with this message, the log one warning."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(TApplicationException.INTERNAL_ERROR, message)

@@ -55,6 +55,9 @@ logger = logging.getLogger(__name__)
 
 #: How long the accept loop pauses after accept() fails for lack of resources (e.g. EMFILE).
 _ACCEPT_BACKOFF = 0.1
+#: Once the grace period is over and the service's work aborted, how long busy connections get to send
+#: the aborted calls' answers before their sockets are closed.
+_ABORT_REPLY_WAIT = 0.5
 #: How long a connection's thread gets to unwind once the grace period is over and its socket closed.
 _UNWIND_WAIT = 2.0
 #: After refusing a message, how long (and how many bytes of) the rest of it is read and dropped, so
@@ -703,17 +706,21 @@ class HandshakeServer(TThreadedServer):
         for thread in [*connections.values(), *closers]:
             while thread.is_alive() and self._remaining_grace() > 0:  # re-read: a 2nd signal ends it
                 thread.join(min(self._remaining_grace(), 0.05))
+        for callback, closer in zip(self._stop_callbacks, closers):
+            if closer.is_alive():
+                try:
+                    callback(0.0)  # abort what still runs, so busy handlers return (and answer why)
+                except Exception:
+                    logger.exception("an on_stop callback failed to abort its work")
+        deadline = time.monotonic() + _ABORT_REPLY_WAIT  # a short while for those answers to go out
+        for thread in connections.values():
+            thread.join(max(deadline - time.monotonic(), 0.0))
         busy = [(c, t) for c, t in connections.items() if t.is_alive()]
         for connection, _ in busy:
             logger.warning("grace period over: closing peer=%s in %s", connection.peer, connection.in_flight)
             connection.shutdown(force=True)
-        for callback, closer in zip(self._stop_callbacks, closers):
-            if closer.is_alive():
-                try:
-                    callback(0.0)  # abort what still runs, so busy handlers return
-                except Exception:
-                    logger.exception("an on_stop callback failed to abort its work")
-                closer.join(_UNWIND_WAIT)
+        for closer in closers:
+            closer.join(_UNWIND_WAIT)
         for connection, thread in busy:
             thread.join(_UNWIND_WAIT)
             if thread.is_alive():

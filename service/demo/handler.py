@@ -86,7 +86,7 @@ class HandshakeHandler(HandshakeService.Iface):
             self._running += 1
         try:
             if request.work_ms and self._aborted.wait(request.work_ms / 1000.0):
-                raise WorkAborted("aborted: the server stopped before the work was done")
+                raise WorkAborted("aborted: the server is stopping and its grace period is over")
         finally:
             with self._idle:
                 self._running -= 1
