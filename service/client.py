@@ -246,7 +246,8 @@ class Client:
         failure: Optional[Exception] = None
         try:
             self._sock, self._transport, protocol = client_stack(
-                self.host, self.port, self.options.wire, self.options.max_reply_bytes, self.options.tls)
+                self.host, self.port, self.options.wire, self.options.max_reply_bytes, self.options.max_reply_items,
+                self.options.tls)
             connect_timeout = self.options.timeouts.connect
             self._sock.setTimeout(None if connect_timeout is None else connect_timeout * 1000.0)
             self._transport.open()

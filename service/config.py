@@ -147,7 +147,8 @@ class ClientOptions:
     """What the client says in hello() and how it talks.
 
     versions: the inclusive range of protocol versions the client accepts.
-    max_reply_bytes: the largest string/binary (and container size) the client reads in a reply.
+    max_reply_bytes: the largest string, binary or frame the client reads in a reply.
+    max_reply_items: the most elements of one list, set or map the client reads in a reply.
     retry: retries of idempotent methods on a new connection (see RetryPolicy); None: no retry.
     handshake: False for servers whose clients know nothing of hello (a plain Thrift service):
     connecting goes straight to READY and closing sends no goodbye.
@@ -167,6 +168,7 @@ class ClientOptions:
     retry: Optional[RetryPolicy] = None
     tls: Optional[ClientTLS] = None
     max_reply_bytes: int = 256 * 1024 * 1024
+    max_reply_items: int = 1_000_000
     timeline_size: int = 1000
     server_timed_methods: FrozenSet[str] = frozenset({"process"})
 

@@ -639,6 +639,8 @@ class HandshakeServer(TThreadedServer):
         if is_timeout(error):
             if not established:
                 return "dropped", "handshake timeout"
+            if "did not read its reply" in str(error):
+                return "dropped", "the peer did not read its reply within the idle timeout"
             if connection.socket.deadline is not None:
                 return "dropped", "request timeout: the message did not arrive whole in time"
             return "dropped", "idle timeout"

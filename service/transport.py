@@ -375,6 +375,10 @@ class ConnectionSocket(DeadlineSocket):
         self.handle.settimeout(self.idle_timeout)
         try:
             self.handle.sendall(buff)
+        except (socket.timeout, TimeoutError) as error:
+            raise TTransport.TTransportException(
+                TTransport.TTransportException.TIMED_OUT,
+                "the peer did not read its reply within the idle timeout", inner=error) from error
         except OSError as error:
             raise _write_failed(error) from error
 
@@ -431,14 +435,14 @@ class CountingSocket(DeadlineSocket):
 
 
 def client_stack(
-    host: str, port: int, wire: Wire, max_reply_bytes: int, tls: Optional[ClientTLS] = None
+    host: str, port: int, wire: Wire, max_reply_bytes: int, max_reply_items: int, tls: Optional[ClientTLS] = None
 ) -> Tuple["CountingSocket", TTransport.TTransportBase, TProtocolBase]:
     """The client's socket, transport and protocol, unopened."""
     context = None if tls is None else _client_tls_context(tls)
     sock = CountingSocket(host, port, socket_family=_family_for(host), tls=context,
                           server_hostname=None if tls is None else tls.server_hostname)
     transport = transport_factory(wire, max_reply_bytes).getTransport(sock)
-    return sock, transport, protocol_factory(wire, max_reply_bytes, max_reply_bytes).getProtocol(transport)
+    return sock, transport, protocol_factory(wire, max_reply_bytes, max_reply_items).getProtocol(transport)
 
 
 def _family_for(host: str) -> int:

@@ -184,8 +184,14 @@ def test_submit_refuses_work_beyond_the_queue_limits(start_server):
         assert caught.value.capacity == 2
 
 
-def test_one_session_cannot_take_the_whole_submit_queue(start_server):
+def test_one_client_cannot_take_the_whole_submit_queue_even_with_many_sessions(start_server):
+    import socket
+
+    from thrift.protocol.TBinaryProtocol import TBinaryProtocolAccelerated
+    from thrift.transport import TSocket, TTransport
+
     from thrift_handshake import Client
+    from thrift_handshake_gen.session.ttypes import ClientHello
     from thrift_handshake_gen.ttypes import Overloaded
 
     server = start_server(demo=DemoLimits(submit_workers=1, submit_queue=10, submit_per_session=3))
@@ -194,8 +200,21 @@ def test_one_session_cannot_take_the_whole_submit_queue(start_server):
             greedy.submit(Request(request_id=f"g{n}", work_ms=1000))
         with pytest.raises(Overloaded, match="submit_per_session"):
             greedy.submit(Request(request_id="g3", work_ms=1000))
-        with Client("127.0.0.1", server.port, service=HandshakeService) as other:
-            assert other.submit(Request(request_id="o", payload="mine")).ticket  # its share is still there
+        with Client("127.0.0.1", server.port, service=HandshakeService) as same_host:  # a new session: same share
+            with pytest.raises(Overloaded, match="submit_per_session"):
+                same_host.submit(Request(request_id="g4", work_ms=1000))
+        handle = socket.socket()  # another host (127.0.0.2 is loopback too): its own share
+        handle.bind(("127.0.0.2", 0))
+        handle.connect(("127.0.0.1", server.port))
+        sock = TSocket.TSocket()
+        sock.setHandle(handle)
+        transport = TTransport.TBufferedTransport(sock)
+        other = HandshakeService.Client(TBinaryProtocolAccelerated(transport))
+        try:
+            other.hello(ClientHello(client_name="other", min_version=1, max_version=2))
+            assert other.submit(Request(request_id="o", payload="mine")).ticket
+        finally:
+            transport.close()
 
 
 def test_results_are_kept_for_a_bounded_count(start_server):
@@ -220,3 +239,22 @@ def test_results_are_kept_for_a_bounded_time(start_server):
         time.sleep(0.5)
         with pytest.raises(UnknownTicket):
             client.get_result(ticket, 0)
+
+
+def test_what_the_demo_keeps_after_a_call_is_bounded(start_server):
+    from thrift_handshake import Client
+    from thrift_handshake.demo import HandshakeHandler
+    from thrift_handshake.demo.handler import RECENT_EVENT_BYTES
+
+    handler = HandshakeHandler()
+    server = start_server(handler)
+    with Client("127.0.0.1", server.port, service=HandshakeService) as client:
+        with pytest.raises(InvalidRequest, match="request_id is limited to 256"):  # results keep it for 600 s
+            client.submit(Request(request_id="r" * 257, payload=""))
+        for n in range(5):
+            client.notify(Event(name=f"e{n}", payload="x" * 600_000))
+        client.notify(Event(name="huge", payload="x" * (2 * RECENT_EVENT_BYTES)))  # delivered, not kept
+        client.stats()  # one-way calls before it on this connection have been handled
+    kept = handler.recent_events
+    assert sum(len(e.payload) for e in kept) <= RECENT_EVENT_BYTES
+    assert [e.name for e in kept] == ["e4"]

@@ -16,7 +16,7 @@ import hashlib
 import logging
 import threading
 import time
-from typing import Deque, Optional
+from typing import Deque, Optional, Tuple
 
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.ttypes import Ack, AllTypes, Event, InvalidRequest, Request, Response
@@ -31,6 +31,10 @@ __all__ = ["HandshakeHandler", "MAX_WORK_MS"]
 
 logger = logging.getLogger(__name__)
 
+#: The longest request_id (results keep it for result_ttl, so it must stay small).
+MAX_REQUEST_ID = 256
+#: notify() keeps the latest events for inspection, at most this many bytes of them (oldest dropped).
+RECENT_EVENT_BYTES = 1024 * 1024
 #: The largest simulated processing time a Request may ask for.
 MAX_WORK_MS = 10_000
 #: How long close() waits for aborted work to unwind.
@@ -42,6 +46,8 @@ def _validate(request: Optional[Request]) -> Request:
         raise InvalidRequest(message="request is required", field="request")
     if not request.request_id:
         raise InvalidRequest(message="request_id must not be empty", field="request_id")
+    if len(request.request_id) > MAX_REQUEST_ID:  # it is kept with the result, for result_ttl
+        raise InvalidRequest(message=f"request_id is limited to {MAX_REQUEST_ID} characters", field="request_id")
     work_ms = request.work_ms or 0
     if not 0 <= work_ms <= MAX_WORK_MS:
         raise InvalidRequest(message=f"work_ms must be within 0..{MAX_WORK_MS}, not {work_ms}", field="work_ms")
@@ -52,6 +58,14 @@ def _next_sequence(context: SessionContext, counter: str) -> int:
     sequence = context.state.get(counter, 0) + 1
     context.state[counter] = sequence
     return sequence
+
+
+def _submitter(context: SessionContext) -> str:
+    """Whose share of the submit queue a request counts against: the client certificate's identity,
+    else the peer's host (one client opening many sessions is still one client)."""
+    if context.peer_identity:
+        return f"identity {context.peer_identity}"
+    return "host " + context.peer.rsplit(":", 1)[0]
 
 
 def _size(request: Request) -> int:
@@ -73,7 +87,9 @@ class HandshakeHandler(HandshakeService.Iface):
         limits = limits or DemoLimits()
         ledger = None if ticket_store is None else TicketLedger(ticket_store, limits.result_ttl)
         self.tickets = TicketBoard(limits, ledger)
-        self._events: Deque[Event] = collections.deque(maxlen=recent_events)
+        self._events: Deque[Tuple[Event, int]] = collections.deque()  # (event, its bytes), oldest first
+        self._max_events = recent_events
+        self._event_bytes = 0
         self._events_lock = threading.Lock()
         self._aborted = threading.Event()  # set when the server's grace period is over
         self._running = 0  # process() calls and submitted jobs at work
@@ -104,7 +120,7 @@ class HandshakeHandler(HandshakeService.Iface):
     def recent_events(self) -> "list[Event]":
         """The latest notify() events, oldest first (bounded)."""
         with self._events_lock:
-            return list(self._events)
+            return [event for event, _ in self._events]
 
     def echo(self, message: str) -> str:
         return message
@@ -120,15 +136,21 @@ class HandshakeHandler(HandshakeService.Iface):
         sequence = _next_sequence(context, "submit_sequence")
         session_id = context.session_id
         ticket = self.tickets.submit(lambda: self._run(request, session_id, sequence), _size(request),
-                                     session_id or context.peer)
+                                     _submitter(context))
         return Ack(ticket=ticket, request_id=request.request_id, accepted_at_ms=int(time.time() * 1000))
 
     def get_result(self, ticket: str, wait_ms: int) -> Response:
         return self.tickets.result(ticket or "", (wait_ms or 0) / 1000.0)
 
     def notify(self, event: Event) -> None:
+        size = len((event.name or "").encode()) + len((event.payload or "").encode())
+        if size > RECENT_EVENT_BYTES:  # delivered, but too big to keep around
+            return
         with self._events_lock:
-            self._events.append(event)
+            self._events.append((event, size))
+            self._event_bytes += size
+            while self._event_bytes > RECENT_EVENT_BYTES or len(self._events) > self._max_events:
+                self._event_bytes -= self._events.popleft()[1]
         logger.debug("notify %r from session %s", getattr(event, "name", None), current_session().session_id)
 
     def echo_types(self, value: AllTypes) -> AllTypes:

@@ -35,13 +35,13 @@ class TicketBoard:
         self._lock = threading.Lock()
         # ticket -> (future, bytes held, owner session)
         self._unfinished: Dict[str, Tuple["concurrent.futures.Future[Response]", int, str]] = {}
-        self._per_owner: Dict[str, int] = {}  # unfinished tickets by owner session
+        self._per_owner: Dict[str, int] = {}  # unfinished tickets by owner (client host or identity)
         self._finished: OrderedDict[str, Tuple["concurrent.futures.Future[Response]", float]] = collections.OrderedDict()  # finish order
         self._unfinished_bytes = 0
         self._stopped = False
 
     def submit(self, work: Callable[[], Response], size: int, owner: str) -> str:
-        """Queues ``work`` (holding ``size`` bytes until done) for session ``owner``; returns its ticket.
+        """Queues ``work`` (holding ``size`` bytes until done) for ``owner``; returns its ticket.
 
         Raises InvalidRequest for a request that can never fit, Overloaded when the queue (or the
         owner's share of it) is full by count or bytes, or the server is stopping.
@@ -61,7 +61,7 @@ class TicketBoard:
                                  capacity=self._capacity)
             mine = self._per_owner.get(owner, 0)
             if mine >= limits.submit_per_session:
-                raise Overloaded(message=f"this session has {mine} unfinished submissions, its share "
+                raise Overloaded(message=f"this client has {mine} unfinished submissions, its share "
                                          f"(submit_per_session); try again when some finish",
                                  queued=queued, capacity=self._capacity)
             ticket = uuid.uuid4().hex
