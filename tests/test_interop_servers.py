@@ -56,6 +56,9 @@ LANGUAGE_NAMES = {"go": "Go", "node": "Node.js", "cpp": "C++"}
 
 #: The TApplicationException type each runtime sends for an undeclared handler error (Python sends 6).
 FAIL_TYPE = {"go": 6, "node": 0, "cpp": 0}
+#: The field InvalidRequest names for process(None): a C++ handler gets `const Request&` and cannot tell a
+#: missing argument from an empty one (the Python server says "request").
+MISSING_REQUEST_FIELD = {"go": "request", "node": "request", "cpp": "request_id"}
 #: Whether the runtime writes every non-optional field (zero values when unset), as Go and C++ do.
 WRITES_UNSET_FIELDS = {"go": True, "node": False, "cpp": True}
 
@@ -300,8 +303,10 @@ def flow(language: str, port: int, overload_port: int, c: Checks) -> None:
     # -- negotiation ------------------------------------------------------------------------------
     with Client("127.0.0.1", port, options(versions=(1, 1)), service=HandshakeService) as v1:
         c.check("hello (1,1) -> version 1", v1.version == 1, v1.server_hello)
-    ok, hello = c.value("hello (1,2)", lambda: connect(port, features={"submit", "notify", "no-such"}).server_hello)
+    ok, v2 = c.value("hello (1,2)", lambda: connect(port, features={"submit", "notify", "no-such"}))
     if ok:
+        hello = v2.server_hello
+        v2.close()
         c.check("hello (1,2) -> version 2", hello.version == 2, hello.version)
         c.check("hello features = intersection with the server's", hello.features == {"submit", "notify"},
                 hello.features)
@@ -384,6 +389,10 @@ def flow(language: str, port: int, overload_port: int, c: Checks) -> None:
                 if error is not None:
                     c.check(f"{method} -> InvalidRequest(field={field})",
                             error.field == field and isinstance(error, ServiceError), error)
+
+        error = c.raises("process(None) -> InvalidRequest", InvalidRequest, lambda: call("process", None))
+        c.check(f"process(None) -> InvalidRequest(field={MISSING_REQUEST_FIELD[language]})",
+                error is not None and error.field == MISSING_REQUEST_FIELD[language], error)
 
         started = time.perf_counter()
         ok, ack = c.value("submit", lambda: call("submit", Request(request_id="s1", payload=payload, work_ms=1500)))
