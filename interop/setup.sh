@@ -7,19 +7,22 @@
 #   cpp:  Debian's libthrift-dev 0.17 with boost and OpenSSL headers, pkg-config, g++ and cmake (apt-get, as root,
 #         only what is missing)
 #   rust: `cargo fetch --locked` in interop/rust (the thrift crate 0.17.0 and sha2 from Cargo.lock)
-# Usage: interop/setup.sh [node] [go] [java] [cpp] [rust]   (default: all). Exits non-zero, saying what to
+#   node-server: `npm ci` in interop/servers/node (thrift 0.24.0 from its package-lock.json), skipped while unchanged
+#   go-server:   `go mod download` in interop/servers/go (github.com/apache/thrift v0.17.0 from go.mod/go.sum)
+#   cpp-server:  the same Debian packages as cpp (the C++ server builds against libthrift-dev 0.17 too)
+# Usage: interop/setup.sh [node] [go] [java] [cpp] [rust] [node-server] [go-server] [cpp-server]   (default: all). Exits non-zero, saying what to
 # install, if a step fails. The generated Thrift code is not installed here: the builds generate it.
 set -u
 HERE="$(cd "$(dirname "$0")" && pwd)"
 
 log() { printf '%s\n' "[interop/setup] $*" >&2; }
 
-setup_node() {
+setup_node() {  # setup_node [DIR]: npm ci in DIR (default: the client's folder)
   if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-    log "node and npm are required for the Node.js interop client: install Node.js >= 18 with npm (e.g. apt-get install nodejs npm)"
+    log "node and npm are required for the Node.js interop programs: install Node.js >= 18 with npm (e.g. apt-get install nodejs npm)"
     return 1
   fi
-  dir="$HERE/node"
+  dir="${1:-$HERE/node}"
   stamp="$dir/node_modules/.interop-setup"
   want="$(cat "$dir/package.json" "$dir/package-lock.json" | cksum | cut -d' ' -f1) $(node --version)"
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -f "$dir/node_modules/thrift/package.json" ]; then
@@ -33,12 +36,12 @@ setup_node() {
   printf '%s\n' "$want" >"$stamp"
 }
 
-setup_go() {
+setup_go() {  # setup_go [DIR]: go mod download in DIR (default: the client's module)
   if ! command -v go >/dev/null 2>&1; then
-    log "go is required for the Go interop client: install Go >= 1.21 (https://go.dev/dl/, or apt-get install golang-go)"
+    log "go is required for the Go interop programs: install Go >= 1.21 (https://go.dev/dl/, or apt-get install golang-go)"
     return 1
   fi
-  dir="$HERE/go"
+  dir="${1:-$HERE/go}"
   if ! (cd "$dir" && go mod download); then
     log "go mod download failed in $dir (is the Go module proxy reachable? see GOPROXY)"
     return 1
@@ -110,7 +113,7 @@ setup_rust() {
 }
 
 status=0
-[ $# -gt 0 ] || set -- node go java cpp rust
+[ $# -gt 0 ] || set -- node go java cpp rust node-server go-server cpp-server
 for part in "$@"; do
   case "$part" in
     node) setup_node || status=1 ;;
@@ -118,7 +121,10 @@ for part in "$@"; do
     java) setup_java || status=1 ;;
     cpp) setup_cpp || status=1 ;;
     rust) setup_rust || status=1 ;;
-    *) log "unknown part '$part' (expected: node, go, java, cpp, rust)"; status=2 ;;
+    node-server) setup_node "$HERE/servers/node" || status=1 ;;
+    go-server) setup_go "$HERE/servers/go" || status=1 ;;
+    cpp-server) setup_cpp || status=1 ;;
+    *) log "unknown part '$part' (expected: node, go, java, cpp, rust, node-server, go-server, cpp-server)"; status=2 ;;
   esac
 done
 exit "$status"
