@@ -287,6 +287,12 @@ class DeadlineSocket(TSocket.TSocket):
             raise _write_failed(error) from error
 
 
+def _use_timeout(handle: socket.socket, seconds: Optional[float]) -> None:
+    """settimeout costs a syscall each time (CPython re-sets O_NONBLOCK): skip it when unchanged."""
+    if handle.gettimeout() != seconds:
+        handle.settimeout(seconds)
+
+
 def _write_failed(error: OSError) -> TTransport.TTransportException:
     kind = (TTransport.TTransportException.TIMED_OUT if isinstance(error, (socket.timeout, TimeoutError))
             else TTransport.TTransportException.UNKNOWN)
@@ -372,7 +378,7 @@ class ConnectionSocket(DeadlineSocket):
         if self.request_timeout is None:
             super().write(buff)
             return
-        self.handle.settimeout(self.idle_timeout)
+        _use_timeout(self.handle, self.idle_timeout)
         try:
             self.handle.sendall(buff)
         except (socket.timeout, TimeoutError) as error:
@@ -388,7 +394,7 @@ class ConnectionSocket(DeadlineSocket):
             self.deadline = None
             handle = self.handle
             if handle is not None:
-                handle.settimeout(self.idle_timeout)
+                _use_timeout(handle, self.idle_timeout)
 
 
 class CountingSocket(DeadlineSocket):
