@@ -571,3 +571,17 @@ def test_a_full_server_says_so_in_the_newcomers_own_dialect(start_server, wire):
         extra = Client("127.0.0.1", server.port, ClientOptions(wire=wire), service=HandshakeService)
         with pytest.raises(ServerFull, match="server full: 1 connections"):
             extra.connect()
+
+
+def test_one_way_calls_before_hello_are_logged_once_per_connection(server, send_raw, caplog):
+    from thrift_handshake_gen.ttypes import Event
+
+    notify = encode_call("notify", HandshakeService.notify_args(event=Event(name="n", payload="p")), message_type=4)
+    with caplog.at_level("DEBUG", logger="thrift_handshake.gate"):
+        send_raw(server.port, notify * 300)  # 300 one-way calls before hello on one connection
+        deadline = time.monotonic() + 5
+        while server.metrics.snapshot().calls.get("notify", 0) < 300:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    lines = [r for r in caplog.records if r.name == "thrift_handshake.gate" and r.levelname == "WARNING"]
+    assert len(lines) == 1 and "further drops on this connection are not logged" in lines[0].getMessage()
