@@ -256,6 +256,11 @@ def is_timeout(error: BaseException) -> bool:
     return isinstance(getattr(error, "inner", None), (socket.timeout, TimeoutError))
 
 
+#: How far a socket timeout may differ from the time left before the deadline before it is re-set: a
+#: deadline may be overshot by this much, and a fast exchange re-sets nothing.
+_DEADLINE_SLACK = 0.05
+
+
 class DeadlineSocket(TSocket.TSocket):
     """A TSocket whose reads and writes can share one deadline (``time.monotonic()`` seconds).
 
@@ -269,7 +274,9 @@ class DeadlineSocket(TSocket.TSocket):
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             raise TTransport.TTransportException(TTransport.TTransportException.TIMED_OUT, "deadline passed")
-        self.handle.settimeout(remaining)
+        current = self.handle.gettimeout()
+        if current is None or abs(current - remaining) > _DEADLINE_SLACK:  # each settimeout is a syscall
+            self.handle.settimeout(remaining)
 
     def read(self, sz: int) -> bytes:
         if self.deadline is not None:
