@@ -233,6 +233,8 @@ _TLS_HINTS = (
     ("alert protocol version", "the server does not speak TLS on this port (a plain Thrift server?)"),
     ("certificate required", "the server requires a client certificate (ClientTLS cert_file and key_file)"),
     ("unknown ca", "the server does not trust this client certificate's CA"),
+    ("eof occurred in violation of protocol", "the server ended the TLS connection at once: does it require a "
+                                              "client certificate (ClientTLS cert_file and key_file)?"),
     ("certificate verify failed", "the server's certificate is not trusted by ClientTLS.ca_file (or does not "
                                   "name this host: ClientTLS.server_hostname)"),
 )

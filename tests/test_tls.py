@@ -112,5 +112,5 @@ def test_unloadable_tls_files_are_a_connect_error_naming_them(server, tmp_path):
 def test_a_client_without_the_certificate_mutual_tls_requires_is_told_so(start_server):
     server = start_server(tls=MUTUAL_TLS)
     client = tls_client(server.port)  # trusts the server, presents no certificate of its own
-    with pytest.raises((ConnectError, ConnectionBroken), match="requires a client certificate"):
+    with pytest.raises((ConnectError, ConnectionBroken), match="require.? a client certificate"):
         client.connect()
