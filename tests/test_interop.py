@@ -46,7 +46,7 @@ CLIENT_TIMEOUT = 60
 LANGUAGES = ["node", "go", "java", "cpp", "rust"]
 # The wires of the matrix besides the default binary+buffered, as (protocol, transport): every client takes
 # HANDSHAKE_PROTOCOL and HANDSHAKE_TRANSPORT and builds its stack from its runtime's own classes.
-OTHER_WIRES = [("compact", "framed")]
+OTHER_WIRES = [("compact", "framed"), ("compact", "buffered"), ("binary", "framed")]
 OVERLOAD_CLIENTS = {"java", "cpp", "rust"}  # read HANDSHAKE_OVERLOAD_PORT
 LANGUAGE_NAMES = {"node": "Node.js", "go": "Go", "java": "Java", "cpp": "C++", "rust": "Rust"}
 CPP_PACKAGES = "libthrift-dev libboost-dev libssl-dev pkg-config g++ cmake"
