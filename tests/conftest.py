@@ -185,14 +185,15 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
         for report in terminalreporter.stats.get(outcome, []):
             for name, value in getattr(report, "user_properties", ()):
                 if name == "interop" and getattr(report, "when", "call") == "call":
-                    rows[value["language"]] = (value, report.outcome)
+                    rows[(value["language"], value.get("wire", "binary+buffered"))] = (value, report.outcome)
     if not rows:
         return
-    terminalreporter.section("interop matrix: Python server, binary protocol, buffered transport")
-    terminalreporter.write_line(f"{'client':<9} {'checks passed':<14} {'result':<7} runtime")
-    for language, (value, outcome) in rows.items():
+    terminalreporter.section("interop matrix: Python server (one port), client per language x wire")
+    terminalreporter.write_line(f"{'client':<9} {'wire':<16} {'checks passed':<14} {'result':<7} runtime")
+    for (language, wire), (value, outcome) in rows.items():
         result = "PASS" if outcome == "passed" else "FAIL"
-        terminalreporter.write_line(f"{language:<9} {value['passed']:>5}/{value['checks']:<8} {result:<7} {value['version'].split(', server ')[0]}")
+        terminalreporter.write_line(f"{language:<9} {wire:<16} {value['passed']:>5}/{value['checks']:<8} {result:<7} "
+                                    f"{value['version'].split(', server ')[0]}")
 
 
 def report_reliability(attack: str, tries: int, survived: bool, lost: int, rss_kib=(None, None, None),

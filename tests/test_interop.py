@@ -25,7 +25,7 @@ from typing import Callable, Dict, Iterator, List, Optional
 
 import pytest
 
-from thrift_handshake import HandshakeServer, ServerConfig
+from thrift_handshake import HandshakeServer, ServerConfig, Wire
 from thrift_handshake.demo import DemoLimits, demo_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +44,9 @@ BUILD_TIMEOUT = 300  # mvn package, cmake --build, cargo build from cold caches 
 CLIENT_TIMEOUT = 60
 
 LANGUAGES = ["node", "go", "java", "cpp", "rust"]
+# The wires of the matrix besides the default binary+buffered, as (protocol, transport): every client takes
+# HANDSHAKE_PROTOCOL and HANDSHAKE_TRANSPORT and builds its stack from its runtime's own classes.
+OTHER_WIRES = [("compact", "framed"), ("compact", "buffered"), ("binary", "framed")]
 OVERLOAD_CLIENTS = {"java", "cpp", "rust"}  # read HANDSHAKE_OVERLOAD_PORT
 LANGUAGE_NAMES = {"node": "Node.js", "go": "Go", "java": "Java", "cpp": "C++", "rust": "Rust"}
 CPP_PACKAGES = "libthrift-dev libboost-dev libssl-dev pkg-config g++ cmake"
@@ -224,12 +227,16 @@ def small_queue_server() -> Iterator[HandshakeServer]:
         server.stop(grace=0.1)
 
 
-def run_client(command: List[str], host: str, port: int,
-               overload_port: Optional[int] = None) -> subprocess.CompletedProcess:
+def run_client(command: List[str], host: str, port: int, overload_port: Optional[int] = None,
+               wire: Optional[Wire] = None) -> subprocess.CompletedProcess:
+    """Runs a client; `wire` sets HANDSHAKE_PROTOCOL and HANDSHAKE_TRANSPORT (unset: the default binary+buffered)."""
     env = dict(os.environ, HANDSHAKE_HOST=host, HANDSHAKE_PORT=str(port))
-    env.pop("HANDSHAKE_OVERLOAD_PORT", None)
+    for name in ("HANDSHAKE_OVERLOAD_PORT", "HANDSHAKE_PROTOCOL", "HANDSHAKE_TRANSPORT"):
+        env.pop(name, None)
     if overload_port is not None:
         env["HANDSHAKE_OVERLOAD_PORT"] = str(overload_port)
+    if wire is not None:
+        env.update(HANDSHAKE_PROTOCOL=wire.protocol, HANDSHAKE_TRANSPORT=wire.transport)
     try:
         return subprocess.run(command, env=env, timeout=CLIENT_TIMEOUT, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace")
@@ -243,9 +250,9 @@ SUMMARY = re.compile(r"^(\d+)/(\d+) checks passed$", re.MULTILINE)
 
 def assert_flow_passes(command: List[str], server: HandshakeServer, language: str,
                        record_property: Callable[[str, object], None],
-                       small_queue_server: Optional[HandshakeServer] = None) -> None:
+                       small_queue_server: Optional[HandshakeServer] = None, wire: Wire = Wire()) -> None:
     host, port = server.address
-    result = run_client(command, host, port, small_queue_server.port if small_queue_server else None)
+    result = run_client(command, host, port, small_queue_server.port if small_queue_server else None, wire)
     sys.stdout.write(result.stdout)  # shown by pytest on failure (and with -s)
     lines = result.stdout.splitlines()
     passed = [line for line in lines if line.startswith("ok   ")]
@@ -253,13 +260,16 @@ def assert_flow_passes(command: List[str], server: HandshakeServer, language: st
     summary = SUMMARY.findall(result.stdout)
     declared = (int(summary[-1][0]), int(summary[-1][1])) if summary else None
     # For the table at the end of the session (tests/conftest.py).
-    record_property("interop", {"language": LANGUAGE_NAMES[language], "passed": len(passed),
+    record_property("interop", {"language": LANGUAGE_NAMES[language], "wire": f"{wire.protocol}+{wire.transport}",
+                                "passed": len(passed),
                                 "checks": len(passed) + len(failed), "exit": result.returncode,
                                 "version": lines[0] if lines else ""})
     assert result.returncode == 0 and not failed, (
         f"the {LANGUAGE_NAMES[language]} client found contract mismatches (exit {result.returncode}):\n"
         + "\n".join(failed or ["(no FAIL line)"]) + "\n(full output under 'Captured stdout call')")
     assert declared is not None, f"no 'N/M checks passed' line:\n{result.stdout}"
+    assert lines[0].endswith(f", wire {wire.protocol}+{wire.transport}"), (
+        f"the client does not say it speaks {wire.protocol}+{wire.transport}: {lines[0]!r}")
     assert declared == (len(passed), len(passed) + len(failed)), (
         f"the client declares {declared[0]}/{declared[1]} checks passed but printed {len(passed)} ok and "
         f"{len(failed)} FAIL lines")
@@ -276,6 +286,27 @@ def test_client_runs_the_whole_flow(language: str, server: HandshakeServer, requ
     command = request.getfixturevalue(f"{language}_client")
     small = request.getfixturevalue("small_queue_server") if language in OVERLOAD_CLIENTS else None
     assert_flow_passes(command, server, language, record_property, small)
+
+
+@pytest.mark.parametrize("protocol, transport", OTHER_WIRES)
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_client_runs_the_whole_flow_on_another_wire(language: str, protocol: str, transport: str,
+                                                    server: HandshakeServer, request: pytest.FixtureRequest,
+                                                    record_property: Callable[[str, object], None]) -> None:
+    """The matrix beyond binary+buffered: each client runs the whole contract in another protocol and
+    transport against the one-port server (Java, C++ and Rust also meet Overloaded there). Then, so that a
+    client ignoring HANDSHAKE_PROTOCOL/HANDSHAKE_TRANSPORT cannot pass, the whole flow again against a
+    server that serves only that wire (detect_wire=False)."""
+    command = request.getfixturevalue(f"{language}_client")
+    wire = Wire(protocol=protocol, transport=transport)
+    small = request.getfixturevalue("small_queue_server") if language in OVERLOAD_CLIENTS else None
+    assert_flow_passes(command, server, language, record_property, small, wire)
+    only = ServerConfig(host="127.0.0.1", port=0, wire=wire, detect_wire=False, grace=2.0)
+    with demo_server(only) as strict:
+        result = run_client(command, *strict.address, wire=wire)
+    assert result.returncode == 0 and "FAIL" not in result.stdout, (
+        f"the {LANGUAGE_NAMES[language]} client fails against a server serving only {protocol}+{transport}: "
+        f"does it speak it?\n{result.stdout}")
 
 
 @pytest.mark.parametrize("language", LANGUAGES)

@@ -6,7 +6,8 @@
 //
 // HOST and PORT may also come from HANDSHAKE_HOST and HANDSHAKE_PORT. The Thrift code is generated from
 // ../../idl at build time (CMakeLists.txt), never committed. Wire: TBufferedTransport + strict
-// TBinaryProtocol (libthrift 0.17 from Debian's libthrift-dev).
+// TBinaryProtocol by default (libthrift 0.17 from Debian's libthrift-dev); HANDSHAKE_PROTOCOL=compact
+// (TCompactProtocol) and HANDSHAKE_TRANSPORT=framed (TFramedTransport) choose the others.
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -25,6 +26,7 @@
 #include <thrift/TToString.h>
 #include <thrift/config.h>
 #include <thrift/protocol/TBinaryProtocol.h>
+#include <thrift/protocol/TCompactProtocol.h>
 #include <thrift/transport/TBufferTransports.h>
 #include <thrift/transport/TSocket.h>
 
@@ -35,13 +37,19 @@
 using apache::thrift::TApplicationException;
 using apache::thrift::TException;
 using apache::thrift::protocol::TBinaryProtocol;
+using apache::thrift::protocol::TCompactProtocol;
+using apache::thrift::protocol::TProtocol;
 using apache::thrift::transport::TBufferedTransport;
+using apache::thrift::transport::TFramedTransport;
+using apache::thrift::transport::TTransport;
 using apache::thrift::transport::TSocket;
 using apache::thrift::transport::TTransportException;
 using namespace thrift_handshake;
 
 static std::string host = "127.0.0.1";
 static int port = 9090;
+static std::string protocolName = "binary";
+static std::string transportName = "buffered";
 static const int CALL_TIMEOUT_MS = 10000;
 
 // ---------------------------------------------------------------------------------------------
@@ -106,7 +114,7 @@ static bool expectError(const std::string& name, const std::function<void()>& ca
 
 struct Conn {
   std::shared_ptr<TSocket> socket;
-  std::shared_ptr<TBufferedTransport> transport;
+  std::shared_ptr<TTransport> transport;
   std::unique_ptr<HandshakeServiceClient> client;
 
   explicit Conn(int toPort = port) {
@@ -114,9 +122,19 @@ struct Conn {
     socket->setConnTimeout(5000);
     socket->setRecvTimeout(CALL_TIMEOUT_MS);
     socket->setSendTimeout(CALL_TIMEOUT_MS);
-    transport = std::make_shared<TBufferedTransport>(socket);
-    auto protocol = std::make_shared<TBinaryProtocol>(transport);
-    protocol->setStrict(true, true);
+    if (transportName == "framed") {
+      transport = std::make_shared<TFramedTransport>(socket);
+    } else {
+      transport = std::make_shared<TBufferedTransport>(socket);
+    }
+    std::shared_ptr<TProtocol> protocol;
+    if (protocolName == "compact") {
+      protocol = std::make_shared<TCompactProtocol>(transport);
+    } else {
+      auto binary = std::make_shared<TBinaryProtocol>(transport);
+      binary->setStrict(true, true);
+      protocol = binary;
+    }
     client = std::make_unique<HandshakeServiceClient>(protocol);
     transport->open();
   }
@@ -631,8 +649,18 @@ int main(int argc, char** argv) {
   const char* envPort = std::getenv("HANDSHAKE_PORT");
   if (argc > 1) host = argv[1]; else if (envHost && *envHost) host = envHost;
   if (argc > 2) port = std::atoi(argv[2]); else if (envPort && *envPort) port = std::atoi(envPort);
+  const char* envProtocol = std::getenv("HANDSHAKE_PROTOCOL");
+  const char* envTransport = std::getenv("HANDSHAKE_TRANSPORT");
+  if (envProtocol && *envProtocol) protocolName = envProtocol;
+  if (envTransport && *envTransport) transportName = envTransport;
+  if ((protocolName != "binary" && protocolName != "compact") ||
+      (transportName != "buffered" && transportName != "framed")) {
+    std::cerr << "HANDSHAKE_PROTOCOL must be binary or compact and HANDSHAKE_TRANSPORT buffered or framed, not \""
+              << protocolName << "\" and \"" << transportName << "\"\n";
+    return 2;
+  }
   std::cout << "C++ " << __cplusplus << " (g++ " << __VERSION__ << "), libthrift " << PACKAGE_VERSION << ", server "
-            << host << ":" << port << "\n";
+            << host << ":" << port << ", wire " << protocolName << "+" << transportName << "\n";
   try {
     firstConnection();
     secondConnection();

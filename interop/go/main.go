@@ -1,14 +1,16 @@
 // Go interop client for thrift-handshake: runs the contract's whole flow against a running server and
 // prints one line per check ("ok   ..." or "FAIL ..."). Exits 0 only if every check passed.
 //
-//	go build -o client . && ./client [-host 127.0.0.1] [-port 9090]
+//	go build -o client . && ./client [-host 127.0.0.1] [-port 9090] [-protocol binary|compact] [-transport buffered|framed]
 //
 // The package gen/thrift_handshake is generated, never committed (the tests generate it):
 //
 //	thrift --gen go:package_prefix=thrift-handshake/interop/go/gen/ -out gen idl/handshake.thrift
 //	rm -rf gen/thrift_handshake/handshake_service-remote
 //
-// Wire: TBufferedTransport + strict TBinaryProtocol.
+// Wire: TBufferedTransport + strict TBinaryProtocol by default; -protocol compact (TCompactProtocol) and
+// -transport framed (TFramedTransport), or the environment variables HANDSHAKE_PROTOCOL and
+// HANDSHAKE_TRANSPORT (the flags win).
 package main
 
 import (
@@ -40,8 +42,8 @@ var (
 	host         = flag.String("host", envOr("HANDSHAKE_HOST", "127.0.0.1"), "server host")
 	port         = flag.Int("port", envInt("HANDSHAKE_PORT", 9090), "server port")
 	callTimeout  = flag.Duration("timeout", 10*time.Second, "socket timeout of each call")
-	protocolArg  = flag.String("protocol", "binary", "binary or compact")
-	transportArg = flag.String("transport", "buffered", "buffered or framed")
+	protocolArg  = flag.String("protocol", envOr("HANDSHAKE_PROTOCOL", "binary"), "binary or compact (env HANDSHAKE_PROTOCOL)")
+	transportArg = flag.String("transport", envOr("HANDSHAKE_TRANSPORT", "buffered"), "buffered or framed (env HANDSHAKE_TRANSPORT)")
 )
 
 func envOr(name, fallback string) string {
@@ -466,6 +468,10 @@ func secondConnection(ctx context.Context) error {
 
 func main() {
 	flag.Parse()
+	if (*protocolArg != "binary" && *protocolArg != "compact") || (*transportArg != "buffered" && *transportArg != "framed") {
+		fmt.Fprintf(os.Stderr, "protocol must be binary or compact and transport buffered or framed, not %q and %q\n", *protocolArg, *transportArg)
+		os.Exit(2)
+	}
 	thriftVersion := "?"
 	if info, ok := debug.ReadBuildInfo(); ok {
 		for _, dep := range info.Deps {
@@ -474,7 +480,8 @@ func main() {
 			}
 		}
 	}
-	fmt.Printf("%s, github.com/apache/thrift %s, server %s:%d\n", runtime.Version(), thriftVersion, *host, *port)
+	fmt.Printf("%s, github.com/apache/thrift %s, server %s:%d, wire %s+%s\n", runtime.Version(), thriftVersion, *host, *port,
+		*protocolArg, *transportArg)
 	ctx := context.Background()
 	for _, step := range []func(context.Context) error{firstConnection, secondConnection} {
 		if err := step(ctx); err != nil {

@@ -6,7 +6,8 @@
 //!
 //! HOST and PORT may also come from HANDSHAKE_HOST and HANDSHAKE_PORT. The Thrift code is generated from
 //! ../../idl at build time (build.rs), never committed. Wire: TBufferedTransport + strict TBinaryProtocol
-//! (the `thrift` crate 0.17.0).
+//! by default (the `thrift` crate 0.17.0); HANDSHAKE_PROTOCOL=compact (TCompactInput/OutputProtocol) and
+//! HANDSHAKE_TRANSPORT=framed (TFramedRead/WriteTransport) choose the others.
 use std::collections::{BTreeMap, BTreeSet};
 use std::error::Error as StdError;
 use std::fmt::Debug;
@@ -14,9 +15,13 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
-use thrift::protocol::{TBinaryInputProtocol, TBinaryOutputProtocol};
+use thrift::protocol::{
+    TBinaryInputProtocol, TBinaryOutputProtocol, TCompactInputProtocol, TCompactOutputProtocol, TInputProtocol,
+    TOutputProtocol,
+};
 use thrift::transport::{
-    ReadHalf, TBufferedReadTransport, TBufferedWriteTransport, TIoChannel, TTcpChannel, WriteHalf,
+    TBufferedReadTransport, TBufferedWriteTransport, TFramedReadTransport, TFramedWriteTransport, TIoChannel,
+    TReadTransport, TTcpChannel, TWriteTransport,
 };
 use thrift::{ApplicationErrorKind, OrderedFloat, TransportErrorKind};
 
@@ -119,10 +124,13 @@ fn hex(bytes: &[u8]) -> String {
 // Connections
 // ---------------------------------------------------------------------------------------------
 
-type Client = HandshakeServiceSyncClient<
-    TBinaryInputProtocol<TBufferedReadTransport<ReadHalf<TTcpChannel>>>,
-    TBinaryOutputProtocol<TBufferedWriteTransport<WriteHalf<TTcpChannel>>>,
->;
+type Client = HandshakeServiceSyncClient<Box<dyn TInputProtocol>, Box<dyn TOutputProtocol>>;
+
+/// HANDSHAKE_PROTOCOL (binary or compact) and HANDSHAKE_TRANSPORT (buffered or framed).
+fn wire() -> (String, String) {
+    let var = |name: &str, default: &str| std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or(s(default));
+    (var("HANDSHAKE_PROTOCOL", "binary"), var("HANDSHAKE_TRANSPORT", "buffered"))
+}
 
 fn connect(address: &str) -> thrift::Result<Client> {
     let addr = address
@@ -133,8 +141,18 @@ fn connect(address: &str) -> thrift::Result<Client> {
     stream.set_read_timeout(Some(CALL_TIMEOUT))?;
     stream.set_write_timeout(Some(CALL_TIMEOUT))?;
     let (read, write) = TTcpChannel::with_stream(stream).split()?;
-    let input = TBinaryInputProtocol::new(TBufferedReadTransport::new(read), true); // strict
-    let output = TBinaryOutputProtocol::new(TBufferedWriteTransport::new(write), true);
+    let (protocol, transport) = wire();
+    let (read, write): (Box<dyn TReadTransport>, Box<dyn TWriteTransport>) = if transport == "framed" {
+        (Box::new(TFramedReadTransport::new(read)), Box::new(TFramedWriteTransport::new(write)))
+    } else {
+        (Box::new(TBufferedReadTransport::new(read)), Box::new(TBufferedWriteTransport::new(write)))
+    };
+    let (input, output): (Box<dyn TInputProtocol>, Box<dyn TOutputProtocol>) = if protocol == "compact" {
+        (Box::new(TCompactInputProtocol::new(read)), Box::new(TCompactOutputProtocol::new(write)))
+    } else {
+        // strict read and write
+        (Box::new(TBinaryInputProtocol::new(read, true)), Box::new(TBinaryOutputProtocol::new(write, true)))
+    };
     Ok(HandshakeServiceSyncClient::new(input, output))
 }
 
@@ -545,8 +563,12 @@ fn second_connection(r: &mut Report, address: &str) -> thrift::Result<()> {
         Err(e) => describe(e),
     };
     r.check("a call after goodbye fails", after.is_err(), &detail);
+    // Framed, TFramedWriteTransport writes the length and the payload in two writes: the first one meets
+    // the closed socket's RST and the second fails with EPIPE, which the crate reports as kind Unknown
+    // (only its message says "Broken pipe"). That is the server closing too.
     let closed = matches!(&after, Err(thrift::Error::Transport(e))
-        if matches!(e.kind, TransportErrorKind::EndOfFile | TransportErrorKind::NotOpen));
+        if matches!(e.kind, TransportErrorKind::EndOfFile | TransportErrorKind::NotOpen)
+            || (e.kind == TransportErrorKind::Unknown && e.message.contains("Broken pipe")));
     r.check("the failure is the server closing the connection (a transport error, not a timeout)", closed, &detail);
     Ok(())
 }
@@ -573,7 +595,13 @@ fn main() {
     let host = args.get(1).cloned().or_else(|| std::env::var("HANDSHAKE_HOST").ok()).unwrap_or(s("127.0.0.1"));
     let port = args.get(2).cloned().or_else(|| std::env::var("HANDSHAKE_PORT").ok()).unwrap_or(s("9090"));
     let address = format!("{host}:{port}");
-    println!("Rust ({}), thrift crate {}, server {address}", env!("RUSTC_VERSION"), env!("THRIFT_CRATE_VERSION"));
+    let (protocol, transport) = wire();
+    if !matches!(protocol.as_str(), "binary" | "compact") || !matches!(transport.as_str(), "buffered" | "framed") {
+        eprintln!("HANDSHAKE_PROTOCOL must be binary or compact and HANDSHAKE_TRANSPORT buffered or framed, not {protocol:?} and {transport:?}");
+        std::process::exit(2);
+    }
+    println!("Rust ({}), thrift crate {}, server {address}, wire {protocol}+{transport}", env!("RUSTC_VERSION"),
+        env!("THRIFT_CRATE_VERSION"));
     let mut report = Report::default();
     let mut steps: Vec<(fn(&mut Report, &str) -> thrift::Result<()>, String)> =
         vec![(first_connection, address.clone()), (second_connection, address.clone())];

@@ -7,8 +7,9 @@
 // HOST and PORT may also come from HANDSHAKE_HOST and HANDSHAKE_PORT. The package org.thrift_handshake
 // is generated from ../../idl at build time (pom.xml), never committed.
 //
-// Wire: strict TBinaryProtocol over TSocket. Java has no TBufferedTransport class: its TSocket buffers
-// its streams itself, which is the same bytes on the wire.
+// Wire: strict TBinaryProtocol over TSocket by default. Java has no TBufferedTransport class: its TSocket
+// buffers its streams itself, which is the same bytes on the wire. HANDSHAKE_PROTOCOL=compact
+// (TCompactProtocol) and HANDSHAKE_TRANSPORT=framed (layered.TFramedTransport) choose the others.
 package org.thrift_handshake.interop;
 
 import java.nio.ByteBuffer;
@@ -34,6 +35,10 @@ import org.apache.thrift.TFieldIdEnum;
 import org.apache.thrift.TUnion;
 import org.apache.thrift.meta_data.FieldMetaData;
 import org.apache.thrift.protocol.TBinaryProtocol;
+import org.apache.thrift.protocol.TCompactProtocol;
+import org.apache.thrift.protocol.TProtocol;
+import org.apache.thrift.transport.TTransport;
+import org.apache.thrift.transport.layered.TFramedTransport;
 import org.apache.thrift.transport.TSocket;
 import org.apache.thrift.transport.TTransportException;
 
@@ -60,6 +65,8 @@ import org.thrift_handshake.Ack;
 public final class Client {
   static String host;
   static int port;
+  static String protocolName = "binary";
+  static String transportName = "buffered";
   static final int CALL_TIMEOUT_MS = 10_000;
 
   // -------------------------------------------------------------------------------------------
@@ -113,7 +120,7 @@ public final class Client {
   // -------------------------------------------------------------------------------------------
 
   static final class Conn implements AutoCloseable {
-    final TSocket socket;
+    final TTransport transport;
     final HandshakeService.Client client;
 
     Conn() throws TTransportException {
@@ -121,15 +128,18 @@ public final class Client {
     }
 
     Conn(int toPort) throws TTransportException {
-      socket = new TSocket(host, toPort, CALL_TIMEOUT_MS);
-      socket.open();
-      TBinaryProtocol protocol = new TBinaryProtocol(socket, true, true); // strict read, strict write
+      TSocket socket = new TSocket(host, toPort, CALL_TIMEOUT_MS);
+      transport = transportName.equals("framed") ? new TFramedTransport(socket) : socket;
+      transport.open();
+      TProtocol protocol = protocolName.equals("compact")
+          ? new TCompactProtocol(transport)
+          : new TBinaryProtocol(transport, true, true); // strict read, strict write
       client = new HandshakeService.Client(protocol);
     }
 
     @Override
     public void close() {
-      socket.close();
+      transport.close();
     }
   }
 
@@ -594,10 +604,19 @@ public final class Client {
     host = args.length > 0 ? args[0] : System.getenv().getOrDefault("HANDSHAKE_HOST", "127.0.0.1");
     String portText = args.length > 1 ? args[1] : System.getenv().getOrDefault("HANDSHAKE_PORT", "9090");
     port = Integer.parseInt(portText);
+    protocolName = System.getenv().getOrDefault("HANDSHAKE_PROTOCOL", "binary");
+    transportName = System.getenv().getOrDefault("HANDSHAKE_TRANSPORT", "buffered");
+    if (!(protocolName.equals("binary") || protocolName.equals("compact"))
+        || !(transportName.equals("buffered") || transportName.equals("framed"))) {
+      System.err.println("HANDSHAKE_PROTOCOL must be binary or compact and HANDSHAKE_TRANSPORT buffered or framed, not \""
+          + protocolName + "\" and \"" + transportName + "\"");
+      System.exit(2);
+    }
     Package thriftPackage = TBase.class.getPackage();
     String thriftVersion = thriftPackage == null ? null : thriftPackage.getImplementationVersion();
     System.out.println("Java " + System.getProperty("java.version") + ", libthrift "
-        + (thriftVersion == null ? "?" : thriftVersion) + ", server " + host + ":" + port);
+        + (thriftVersion == null ? "?" : thriftVersion) + ", server " + host + ":" + port
+        + ", wire " + protocolName + "+" + transportName);
     try {
       firstConnection();
       secondConnection();
