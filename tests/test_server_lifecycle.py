@@ -559,6 +559,7 @@ def test_connections_stuck_mid_hello_cannot_lock_everyone_out(start_server):
             time.sleep(0.01)
         with Client("127.0.0.1", server.port, service=HandshakeService) as client:
             assert client.echo("let in") == "let in"
+        report_reliability("4 hellos stuck mid-message against max_connections 4 (no lock-out)", 1, True, 0)
     finally:
         for sock in stuck:
             sock.close()

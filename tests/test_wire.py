@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import exchange
+from conftest import exchange, report_reliability
 from thrift.protocol.THeaderProtocol import THeaderProtocol
 from thrift.transport import TSocket
 from thrift.transport.THeaderTransport import THeaderClientType
@@ -159,6 +159,7 @@ def test_theader_compression_is_refused(server):
         sock.close()
     with Client("127.0.0.1", server.port, service=HandshakeService) as client:
         assert client.echo("still serving") == "still serving"
+    report_reliability("a THeader frame with zlib (compression bomb) refused", 1, True, 0)
 
 
 def test_theader_clients_meet_the_same_read_limits(start_server):
