@@ -202,3 +202,32 @@ def report_reliability(attack: str, tries: int, survived: bool, lost: int, rss_k
     that ``pytest -s`` shows it and the script collects it."""
     row = dict(attack=attack, tries=tries, survived=survived, lost=lost, rss_kib=list(rss_kib), threads=list(threads))
     print("\nRELIABILITY " + json.dumps(row, ensure_ascii=False))
+
+
+def every_type_at_its_edges():
+    """An AllTypes with every Thrift type at its edges (i64 limits and 2^53+1, -0.0, all 256 bytes,
+    Chinese and emoji, the negative and the largest enum, a union, nested and empty containers)."""
+    from thrift_handshake_gen.ttypes import AllTypes, Color, Point, Shape
+
+    return AllTypes(
+        id="全部-1",
+        flag=True,
+        small=-128,
+        short_number=-32768,
+        number=2**31 - 1,
+        big_number=-(2**63),
+        real=-0.0,
+        text="请求数据 🚀",
+        data=bytes(range(256)),
+        color=Color.UNKNOWN_COLOR,
+        shape=Shape(polygon=[Point(x=1, y=2, label="a"), Point(x=-3, y=4)]),
+        note=None,
+        maybe_number=2**53 + 1,
+        numbers=[0, -1, 2**31 - 1],
+        tags={"a", "b", "中"},
+        counts={"x": 2**63 - 1},
+        groups={"g": [Point(x=0, y=0)], "empty": []},
+        layers=[{"k": {1, 2, 3}}, {}],
+        palette={1: Color.RED, -5: Color.MAX_COLOR},
+        blobs=[b"", b"\x00\xff"],
+    )

@@ -8,10 +8,11 @@ import struct
 import time
 
 import pytest
+from conftest import every_type_at_its_edges
 
 from thrift_handshake.demo import DemoLimits
 from thrift_handshake import RemoteApplicationError, ServiceError
-from thrift_handshake_gen.ttypes import AllTypes, Color, Event, InvalidRequest, NotReady, Point, Request, Shape, UnknownTicket
+from thrift_handshake_gen.ttypes import AllTypes, Event, InvalidRequest, NotReady, Request, UnknownTicket
 from thrift_handshake_gen import HandshakeService
 
 
@@ -133,28 +134,7 @@ def _bits(value: float) -> bytes:
 
 
 def test_echo_types_round_trips_every_type(client):
-    value = AllTypes(
-        id="全部-1",
-        flag=True,
-        small=-128,
-        short_number=-32768,
-        number=2**31 - 1,
-        big_number=-(2**63),
-        real=-0.0,
-        text="请求数据 🚀",
-        data=bytes(range(256)),
-        color=Color.UNKNOWN_COLOR,
-        shape=Shape(polygon=[Point(x=1, y=2, label="a"), Point(x=-3, y=4)]),
-        note=None,
-        maybe_number=2**53 + 1,
-        numbers=[0, -1, 2**31 - 1],
-        tags={"a", "b", "中"},
-        counts={"x": 2**63 - 1},
-        groups={"g": [Point(x=0, y=0)], "empty": []},
-        layers=[{"k": {1, 2, 3}}, {}],
-        palette={1: Color.RED, -5: Color.MAX_COLOR},
-        blobs=[b"", b"\x00\xff"],
-    )
+    value = every_type_at_its_edges()
     echoed = client.echo_types(value)
     assert echoed == value
     assert _bits(echoed.real) == _bits(-0.0)

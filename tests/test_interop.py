@@ -125,26 +125,61 @@ def node_client(tmp_path_factory: pytest.TempPathFactory) -> List[str]:
     return [require_tool("node"), str(NODE_DIR / "client.js"), str(gen)]
 
 
-@pytest.fixture(scope="session")
-def go_client(tmp_path_factory: pytest.TempPathFactory) -> List[str]:
-    """The Go client, built from a temp copy of interop/go with its Go code generated into gen/."""
-    interop_setup("go", ["go"])
-    module = tmp_path_factory.mktemp("go-client")
+def build_go(source: Path, module: Path, binary_name: str, go_module: str = GO_MODULE) -> Path:
+    """Builds the Go program in ``source`` (module path ``go_module``) from a copy in ``module``, its
+    Thrift code generated into gen/."""
     for name in ("go.mod", "go.sum", "main.go"):
-        shutil.copy2(GO_DIR / name, module / name)
+        shutil.copy2(source / name, module / name)
     gen = module / "gen"
     gen.mkdir()
-    run(["thrift", "-r", "--gen", f"go:package_prefix={GO_MODULE}/gen/", "-out", str(gen), str(IDL)],
+    run(["thrift", "-r", "--gen", f"go:package_prefix={go_module}/gen/", "-out", str(gen), str(IDL)],
         "thrift --gen go", 60)
     # The 0.17 generator also writes a sample `-remote` command (package main): not ours to build.
     for remote in gen.glob("*/*-remote"):
         shutil.rmtree(remote)
-    binary = module / "interop-client"
+    binary = module / binary_name
     env = dict(os.environ, GOFLAGS=(os.environ.get("GOFLAGS", "") + " -mod=readonly").strip())
     # -trimpath keeps the build cache valid across temp dirs (no absolute paths in the objects).
-    run([require_tool("go"), "build", "-trimpath", "-o", str(binary), "."], "go build of interop/go",
+    run(["nice", require_tool("go"), "build", "-trimpath", "-o", str(binary), "."], f"go build of {source}",
         GO_BUILD_TIMEOUT, cwd=module, env=env)
-    return [str(binary)]
+    return binary
+
+
+def build_cmake(source: Path, main_file: str, cache_name: str, binary_name: str) -> Path:
+    """Builds the CMake project in ``source`` into ~/.cache/thrift-handshake/<cache_name>/<hash of its
+    inputs>: rebuilt only when the sources, the IDL or the toolchain change."""
+    inputs = inputs_hash([source / "CMakeLists.txt", source / main_file],
+                         [["thrift", "--version"], ["pkg-config", "--modversion", "thrift"], ["g++", "--version"],
+                          ["cmake", "--version"]])
+    builds = cache_dir() / cache_name
+    build = builds / inputs[:16]
+    binary = build / binary_name
+    if not binary.exists():
+        builds.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix="building-", dir=builds))  # concurrent runs never share one
+        try:
+            run(["cmake", "-S", str(source), "-B", str(work), "-DCMAKE_BUILD_TYPE=Release"],
+                f"cmake configure of {source}", BUILD_TIMEOUT)
+            run(["nice", "cmake", "--build", str(work), "--", f"-j{os.cpu_count() or 2}"],
+                f"cmake --build of {source}", BUILD_TIMEOUT)
+            try:
+                work.rename(build)  # only a finished build is ever reused
+            except OSError:  # another run finished the same build first
+                pass
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        finished = sorted((d for d in builds.iterdir() if d.is_dir() and not d.name.startswith("building-")),
+                          key=lambda d: d.stat().st_mtime, reverse=True)
+        for old in finished[3:]:  # keep the 3 most recent builds (other checkouts may use other sources)
+            shutil.rmtree(old, ignore_errors=True)
+    return binary
+
+
+@pytest.fixture(scope="session")
+def go_client(tmp_path_factory: pytest.TempPathFactory) -> List[str]:
+    """The Go client, built from a temp copy of interop/go with its Go code generated into gen/."""
+    interop_setup("go", ["go"])
+    return [str(build_go(GO_DIR, tmp_path_factory.mktemp("go-client"), "interop-client"))]
 
 
 @pytest.fixture(scope="session")
@@ -168,32 +203,7 @@ def cpp_client() -> List[str]:
     """The C++ client, built with CMake into ~/.cache/thrift-handshake/interop-cpp/<hash of its inputs>:
     rebuilt only when the sources, the IDL or the toolchain change."""
     interop_setup("cpp", ["cmake", "g++", "pkg-config"])
-    inputs = inputs_hash([CPP_DIR / "CMakeLists.txt", CPP_DIR / "client.cpp"],
-                         [["thrift", "--version"], ["pkg-config", "--modversion", "thrift"], ["g++", "--version"],
-                          ["cmake", "--version"]])
-    builds = cache_dir() / "interop-cpp"
-    build = builds / inputs[:16]
-    binary = build / "thrift-handshake-interop"
-    if not binary.exists():
-        builds.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix="building-", dir=builds))  # concurrent runs never share one
-        try:
-            run(["cmake", "-S", str(CPP_DIR), "-B", str(work), "-DCMAKE_BUILD_TYPE=Release"],
-                "cmake configure of interop/cpp", BUILD_TIMEOUT)
-            run(["cmake", "--build", str(work), "--", f"-j{os.cpu_count() or 2}"], "cmake --build of interop/cpp",
-                BUILD_TIMEOUT)
-            try:
-                work.rename(build)  # only a finished build is ever reused
-            except OSError:  # another run finished the same build first
-                pass
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        # Keep the 3 most recent builds (other checkouts may use other sources).
-        finished = sorted((d for d in builds.iterdir() if d.is_dir() and not d.name.startswith("building-")),
-                          key=lambda d: d.stat().st_mtime, reverse=True)
-        for old in finished[3:]:
-            shutil.rmtree(old, ignore_errors=True)
-    return [str(binary)]
+    return [str(build_cmake(CPP_DIR, "client.cpp", "interop-cpp", "thrift-handshake-interop"))]
 
 
 @pytest.fixture(scope="session")

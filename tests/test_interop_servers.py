@@ -19,16 +19,15 @@ from __future__ import annotations
 import math
 import os
 import selectors
-import shutil
 import struct
 import subprocess
 import tempfile
 import time
 import hashlib
-from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
+from conftest import every_type_at_its_edges
 from thrift.protocol.TBinaryProtocol import TBinaryProtocolAccelerated
 from thrift.transport import TSocket, TTransport
 from thrift.transport.TTransport import TTransportException
@@ -36,10 +35,10 @@ from thrift.transport.TTransport import TTransportException
 from thrift_handshake import Client, ClientOptions, HandshakeFailed, RemoteApplicationError, ServiceError
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.session.ttypes import ClientHello, HandshakeRejected, HandshakeRequired
-from thrift_handshake_gen.ttypes import (AllTypes, Color, Event, InvalidRequest, NotReady, Overloaded, Point,
-                                         Request, Shape, UnknownTicket)
+from thrift_handshake_gen.ttypes import (AllTypes, Color, Event, InvalidRequest, NotReady, Overloaded, Request,
+                                         UnknownTicket)
 
-from test_interop import IDL, INTEROP, cache_dir, inputs_hash, require_tool, run
+from test_interop import IDL, INTEROP, build_cmake, build_go, require_tool, run
 
 SERVERS = INTEROP / "servers"
 GO_DIR = SERVERS / "go"
@@ -78,21 +77,7 @@ def server_setup(part: str, tools: List[str]) -> None:
 def go_server(tmp_path_factory: pytest.TempPathFactory) -> List[str]:
     """The Go server, built from a temp copy of interop/servers/go with its Go code generated into gen/."""
     server_setup("go-server", ["go"])
-    module = tmp_path_factory.mktemp("go-server")
-    for name in ("go.mod", "go.sum", "main.go"):
-        shutil.copy2(GO_DIR / name, module / name)
-    gen = module / "gen"
-    gen.mkdir()
-    run(["thrift", "-r", "--gen", f"go:package_prefix={GO_MODULE}/gen/", "-out", str(gen), str(IDL)],
-        "thrift --gen go", 60)
-    for remote in gen.glob("*/*-remote"):  # sample `-remote` commands (package main): not ours to build
-        shutil.rmtree(remote)
-    binary = module / "server"
-    env = dict(os.environ, GOFLAGS=(os.environ.get("GOFLAGS", "") + " -mod=readonly").strip())
-    # -trimpath keeps the build cache valid across temp dirs (no absolute paths in the objects).
-    run(["nice", require_tool("go"), "build", "-trimpath", "-o", str(binary), "."],
-        "go build of interop/servers/go", BUILD_TIMEOUT, cwd=module, env=env)
-    return [str(binary)]
+    return [str(build_go(GO_DIR, tmp_path_factory.mktemp("go-server"), "server", GO_MODULE))]
 
 
 @pytest.fixture(scope="session")
@@ -108,31 +93,7 @@ def node_server(tmp_path_factory: pytest.TempPathFactory) -> List[str]:
 def cpp_server() -> List[str]:
     """The C++ server, built with CMake into ~/.cache/thrift-handshake/interop-cpp-server/<hash of its inputs>."""
     server_setup("cpp-server", ["cmake", "g++", "pkg-config"])
-    inputs = inputs_hash([CPP_DIR / "CMakeLists.txt", CPP_DIR / "server.cpp"],
-                         [["thrift", "--version"], ["pkg-config", "--modversion", "thrift"], ["g++", "--version"],
-                          ["cmake", "--version"]])
-    builds = cache_dir() / "interop-cpp-server"
-    build = builds / inputs[:16]
-    binary = build / "thrift-handshake-server"
-    if not binary.exists():
-        builds.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix="building-", dir=builds))  # concurrent runs never share one
-        try:
-            run(["cmake", "-S", str(CPP_DIR), "-B", str(work), "-DCMAKE_BUILD_TYPE=Release"],
-                "cmake configure of interop/servers/cpp", BUILD_TIMEOUT)
-            run(["nice", "cmake", "--build", str(work), "--", f"-j{os.cpu_count() or 2}"],
-                "cmake --build of interop/servers/cpp", BUILD_TIMEOUT)
-            try:
-                work.rename(build)  # only a finished build is ever reused
-            except OSError:  # another run finished the same build first
-                pass
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        finished = sorted((d for d in builds.iterdir() if d.is_dir() and not d.name.startswith("building-")),
-                          key=lambda d: d.stat().st_mtime, reverse=True)
-        for old in finished[3:]:  # keep the 3 most recent builds (other checkouts may use other sources)
-            shutil.rmtree(old, ignore_errors=True)
-    return [str(binary)]
+    return [str(build_cmake(CPP_DIR, "server.cpp", "interop-cpp-server", "thrift-handshake-server"))]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,28 +224,7 @@ def bits(value: float) -> bytes:
 
 def full_value() -> AllTypes:
     """tests/test_contract.py's value: every type at its edges."""
-    return AllTypes(
-        id="全部-1",
-        flag=True,
-        small=-128,
-        short_number=-32768,
-        number=2**31 - 1,
-        big_number=-(2**63),
-        real=-0.0,
-        text="请求数据 🚀",
-        data=bytes(range(256)),
-        color=Color.UNKNOWN_COLOR,
-        shape=Shape(polygon=[Point(x=1, y=2, label="a"), Point(x=-3, y=4)]),
-        note=None,
-        maybe_number=2**53 + 1,
-        numbers=[0, -1, 2**31 - 1],
-        tags={"a", "b", "中"},
-        counts={"x": 2**63 - 1},
-        groups={"g": [Point(x=0, y=0)], "empty": []},
-        layers=[{"k": {1, 2, 3}}, {}],
-        palette={1: Color.RED, -5: Color.MAX_COLOR},
-        blobs=[b"", b"\x00\xff"],
-    )
+    return every_type_at_its_edges()
 
 
 def options(**fields: Any) -> ClientOptions:
