@@ -78,20 +78,34 @@ def test_table_rows_for_calls_without_server_time_errors_or_reply():
                     wait=0.0005, receive=0.0003, error="RemoteApplicationError('x')")
     oneway = Record("call", "notify", start=0.003, duration=0.0001, bytes_out=40, send=0.0001)
     closed = Record("disconnect", "close", start=0.004, duration=0.00005, error="reset")
-    table = rows(format_table([failed, oneway, closed]))
+    timed_out = Record("call", "echo", start=0.005, duration=0.2, error="CallTimeout('echo')")  # nothing measured
+    table = rows(format_table([failed, oneway, closed, timed_out]))
     assert detail(table[2]) == {"wait": "0.500", "T_e": "0.300", "S": "0.10"}
     assert table[2][-1].endswith("RemoteApplicationError('x')")
     assert table[3][:6] == ["request", "notify", "3.000", "0.100", "40", ""]
     assert table[4][:6] == ["response", "notify", "3.100", "0.000", "", "0"] and table[4][-1] == ""
     assert table[5] == ["disconnect", "close", "4.000", "0.050", "0", "0", "reset"]
+    assert table[6][:6] == ["request", "echo", "5.000", "", "0", ""]
+    assert table[7] == ["response", "echo", "5.000", "0.000", "", "0", "CallTimeout('echo')"]
+
+
+def test_throughputs_are_printed_in_megabytes_per_second():
+    # exact binary values at a rounding edge: 2.125 and 2.375 MB/s print as 2.12 and 2.38 (half to even)
+    call = Record("call", "echo", start=0.0, duration=1.0, bytes_out=1_062_500, bytes_in=1_187_500, send=0.5,
+                  wait=0.0, receive=0.5)
+    table = rows(format_table([call]))
+    assert table[1][-1] == "R=2.12 MB/s"
+    assert detail(table[2])["S"] == "2.38"
 
 
 def test_summary_adds_up_the_calls_and_splits_each_server_timed_one():
     other = Record("call", "echo", start=0.05, duration=0.002, bytes_out=37, bytes_in=31, send=0.0005,
                    wait=0.001, receive=0.0005)
     failed = other._replace(name="fail", error="boom", bytes_out=1000)
-    summary = format_summary([CONNECT, CALL, other, failed]).splitlines()
-    assert summary[0] == "calls: 2, 100 bytes out, 200 bytes in"
+    instant = other._replace(name="ping", bytes_out=0, bytes_in=0, send=0.0, wait=0.0, receive=0.0)
+    hello = other._replace(phase="handshake", name="hello", bytes_out=5000)  # a phase, not a call
+    summary = format_summary([CONNECT, hello, other, instant, CALL, failed]).splitlines()
+    assert summary[0] == "calls: 3, 100 bytes out, 200 bytes in"
     assert summary[1].endswith("= 100 B / 1.000 ms = 0.10 MB/s")
     assert summary[2].endswith("= 200 B / 1.500 ms = 0.13 MB/s")
     assert summary[3] == "process: call time 25.000 ms = T_s 20.000 ms + network 4.000 ms + T_e 1.000 ms"
@@ -113,12 +127,20 @@ def test_a_real_call_prints_its_own_numbers(client):
 
 
 def test_timeline_keeps_order_filters_calls_and_drops_the_oldest():
-    timeline = Timeline(maxlen=3)
-    for record in [CONNECT, CALL, CALL._replace(name="echo"), CALL._replace(name="ping")]:
+    timeline = Timeline(maxlen=4)
+    hello = CALL._replace(phase="handshake", name="hello")
+    for record in [CONNECT, hello, CALL, CALL._replace(name="add"), CALL._replace(name="echo")]:
         timeline.add(record)
-    assert len(timeline) == 3 and timeline[0] is not CONNECT and timeline[0].name == "process"
-    assert [r.name for r in timeline.calls()] == ["process", "echo", "ping"]
+    assert len(timeline) == 4 and timeline[0] is hello
+    assert [r.name for r in timeline.calls()] == ["process", "add", "echo"]
     assert [r.name for r in timeline.calls("echo")] == ["echo"]
-    assert [r.name for r in timeline] == ["process", "echo", "ping"]
+    assert [r.name for r in timeline] == ["hello", "process", "add", "echo"]
     timeline.clear()
     assert len(timeline) == 0 and timeline.calls() == []
+
+
+def test_a_timeline_keeps_the_last_1000_records_by_default():
+    timeline = Timeline()
+    for n in range(1001):
+        timeline.add(CALL._replace(start=float(n)))
+    assert len(timeline) == 1000 and timeline[0].start == 1.0

@@ -1,0 +1,127 @@
+"""The ticket board behind submit()/get_result(), on its own: what a waiting, failed, cancelled or evicted
+ticket answers, and the bounds on waits, results and queued work (test_contract.py covers it through
+the server)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Iterator
+
+import pytest
+
+from thrift_handshake import ServerLimits
+from thrift_handshake.tickets import TicketBoard
+from thrift_handshake_gen.ttypes import NotReady, Overloaded, Response, UnknownTicket
+
+
+@pytest.fixture
+def release() -> Iterator[threading.Event]:
+    """Blocked work waits on this; set at the end so no worker outlives the test."""
+    event = threading.Event()
+    yield event
+    event.set()
+
+
+@pytest.fixture
+def make_board(release: threading.Event) -> Iterator:
+    """TicketBoard(ServerLimits(**limits)); stopped (its workers released) after the test."""
+    boards = []
+
+    def make(**limits) -> TicketBoard:
+        boards.append(TicketBoard(ServerLimits(**limits)))
+        return boards[-1]
+
+    yield make
+    release.set()
+    for board in boards:
+        board.stop()
+
+
+def response(name: str) -> Response:
+    return Response(request_id=name)
+
+
+def blocked(release: threading.Event, name: str = "blocked"):
+    def work() -> Response:
+        release.wait(10)
+        return response(name)
+    return work
+
+
+def test_a_wait_that_runs_out_says_how_long_it_waited(make_board, release):
+    board = make_board()
+    ticket = board.submit(blocked(release), 0)
+    with pytest.raises(NotReady) as caught:
+        board.result(ticket, 0.2)
+    assert caught.value.ticket == ticket and "after waiting 200 ms" in caught.value.message
+    release.set()
+    assert board.result(ticket, 5).request_id == "blocked"
+
+
+def test_waits_are_capped_at_max_wait_and_never_negative(make_board, release):
+    board = make_board(max_wait=0.1)
+    ticket = board.submit(blocked(release), 0)
+    with pytest.raises(NotReady) as caught:
+        board.result(ticket, 60)
+    assert "after waiting 100 ms" in caught.value.message
+    with pytest.raises(NotReady) as caught:
+        board.result(ticket, -5)
+    assert "after waiting 0 ms" in caught.value.message
+
+
+def test_work_that_fails_answers_not_ready_with_the_reason(make_board):
+    def failing() -> Response:
+        raise RuntimeError("the disk is gone")
+
+    board = make_board()
+    ticket = board.submit(failing, 0)
+    with pytest.raises(NotReady) as caught:
+        board.result(ticket, 5)
+    assert caught.value.message == "no result: the disk is gone"
+
+
+def test_stop_refuses_new_work_and_cancels_queued_work(make_board, release):
+    board = make_board(submit_workers=1)
+    running = board.submit(blocked(release, "running"), 0)
+    queued = board.submit(blocked(release, "queued"), 0)
+    board.stop()
+    with pytest.raises(Overloaded) as caught:
+        board.submit(blocked(release), 0)
+    assert "stopping" in caught.value.message
+    with pytest.raises(NotReady) as caught:
+        board.result(queued, 1)
+    assert "cancelled" in caught.value.message
+    release.set()
+    assert board.result(running, 5).request_id == "running", "work already running finishes"
+
+
+def test_the_newest_max_results_are_kept(make_board, release):
+    board = make_board(max_results=2, submit_workers=1)
+    tickets = [board.submit(lambda n=n: response(str(n)), 0) for n in range(3)]
+    for ticket in tickets:  # one worker: they finish in order
+        try:
+            board.result(ticket, 5)
+        except UnknownTicket:
+            pass
+    with pytest.raises(UnknownTicket):
+        board.result(tickets[0], 0)
+    assert [board.result(t, 0).request_id for t in tickets[1:]] == ["1", "2"]
+
+
+def test_unknown_tickets_are_refused(make_board):
+    board = make_board()
+    with pytest.raises(UnknownTicket) as caught:
+        board.result("never-issued", 0)
+    assert caught.value.ticket == "never-issued"
+
+
+def test_the_queue_is_bounded_by_count_and_by_bytes(make_board, release):
+    board = make_board(submit_workers=1, submit_queue=2, submit_queue_bytes=100)
+    board.submit(blocked(release), 40)
+    board.submit(blocked(release), 40)
+    with pytest.raises(Overloaded):
+        board.submit(blocked(release), 21)  # 101 bytes
+    board.submit(blocked(release), 20)  # exactly 100 bytes: still accepted
+    with pytest.raises(Overloaded) as caught:
+        board.submit(blocked(release), 0)  # 1 running + 2 queued = capacity 3
+    assert caught.value.queued == 3 and caught.value.capacity == 3
