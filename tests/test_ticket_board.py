@@ -84,7 +84,10 @@ def test_stop_refuses_new_work_and_cancels_queued_work(make_board, release):
     board = make_board(submit_workers=1)
     running = board.submit(blocked(release, "running"), 0)
     queued = board.submit(blocked(release, "queued"), 0)
-    board.stop()
+    stopper = threading.Thread(target=board.stop)
+    stopper.start()
+    stopper.join(5)
+    assert not stopper.is_alive(), "stop() must not wait for running work"
     with pytest.raises(Overloaded) as caught:
         board.submit(blocked(release), 0)
     assert "stopping" in caught.value.message
