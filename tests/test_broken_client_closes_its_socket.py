@@ -10,7 +10,9 @@ import time
 
 import pytest
 
-from thrift_handshake import CallTimeout, Client, ClientOptions, ClientPhase, HandshakeHandler, Timeouts
+from thrift_handshake import CallTimeout, Client, ClientOptions, ClientPhase, Timeouts
+from thrift_handshake.demo import HandshakeHandler
+from thrift_handshake_gen import HandshakeService
 
 SERVER_LOG = "thrift_handshake.server"
 HANDLER_SECONDS = 0.6  # the handler's work: well past the client's call timeout
@@ -51,7 +53,8 @@ def test_the_server_sees_eof_right_after_a_client_call_timeout(start_server, cap
     caplog.set_level(logging.INFO, logger=SERVER_LOG)
     handler = SlowEcho()
     server = start_server(handler)  # the default idle timeout (300 s) would keep an open socket served
-    client = Client("127.0.0.1", server.port, ClientOptions(timeouts=Timeouts(call=CALL_TIMEOUT)))
+    client = Client("127.0.0.1", server.port, ClientOptions(timeouts=Timeouts(call=CALL_TIMEOUT)),
+                    service=HandshakeService)
     client.connect()
     peer = wait_for_line(caplog, r"^accepted peer=(\S+)", 5).group(1)
     with pytest.raises(CallTimeout):

@@ -7,11 +7,12 @@ import time
 
 from thrift_handshake import Client
 from thrift_handshake.metrics import ServerMetrics
+from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.ttypes import Event
 
 
 def test_calls_and_notifications_of_closed_connections_still_count(server):
-    with Client("127.0.0.1", server.port) as gone:
+    with Client("127.0.0.1", server.port, service=HandshakeService) as gone:
         gone.echo("a")
         gone.notify(Event(name="n", payload=""))
     with Client("127.0.0.1", server.port) as observer:

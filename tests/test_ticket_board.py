@@ -9,9 +9,9 @@ from typing import Iterator
 
 import pytest
 
-from thrift_handshake import ServerLimits
-from thrift_handshake.tickets import TicketBoard
-from thrift_handshake_gen.ttypes import NotReady, Overloaded, Response, UnknownTicket
+from thrift_handshake.demo import DemoLimits
+from thrift_handshake.demo.tickets import TicketBoard
+from thrift_handshake_gen.ttypes import InvalidRequest, NotReady, Overloaded, Response, UnknownTicket
 
 
 @pytest.fixture
@@ -24,11 +24,11 @@ def release() -> Iterator[threading.Event]:
 
 @pytest.fixture
 def make_board(release: threading.Event) -> Iterator:
-    """TicketBoard(ServerLimits(**limits)); stopped (its workers released) after the test."""
+    """TicketBoard(DemoLimits(**limits)); stopped (its workers released) after the test."""
     boards = []
 
     def make(**limits) -> TicketBoard:
-        boards.append(TicketBoard(ServerLimits(**limits)))
+        boards.append(TicketBoard(DemoLimits(**limits)))
         return boards[-1]
 
     yield make
@@ -50,7 +50,7 @@ def blocked(release: threading.Event, name: str = "blocked"):
 
 def test_a_wait_that_runs_out_says_how_long_it_waited(make_board, release):
     board = make_board()
-    ticket = board.submit(blocked(release), 0)
+    ticket = board.submit(blocked(release), 0, "s1")
     with pytest.raises(NotReady) as caught:
         board.result(ticket, 0.2)
     assert caught.value.ticket == ticket and "after waiting 200 ms" in caught.value.message
@@ -60,7 +60,7 @@ def test_a_wait_that_runs_out_says_how_long_it_waited(make_board, release):
 
 def test_waits_are_capped_at_max_wait_and_never_negative(make_board, release):
     board = make_board(max_wait=0.1)
-    ticket = board.submit(blocked(release), 0)
+    ticket = board.submit(blocked(release), 0, "s1")
     with pytest.raises(NotReady) as caught:
         board.result(ticket, 60)
     assert "after waiting 100 ms" in caught.value.message
@@ -74,7 +74,7 @@ def test_work_that_fails_answers_not_ready_with_the_reason(make_board):
         raise RuntimeError("the disk is gone")
 
     board = make_board()
-    ticket = board.submit(failing, 0)
+    ticket = board.submit(failing, 0, "s1")
     with pytest.raises(NotReady) as caught:
         board.result(ticket, 5)
     assert caught.value.message == "no result: the disk is gone"
@@ -82,14 +82,14 @@ def test_work_that_fails_answers_not_ready_with_the_reason(make_board):
 
 def test_stop_refuses_new_work_and_cancels_queued_work(make_board, release):
     board = make_board(submit_workers=1)
-    running = board.submit(blocked(release, "running"), 0)
-    queued = board.submit(blocked(release, "queued"), 0)
+    running = board.submit(blocked(release, "running"), 0, "s1")
+    queued = board.submit(blocked(release, "queued"), 0, "s1")
     stopper = threading.Thread(target=board.stop)
     stopper.start()
     stopper.join(5)
     assert not stopper.is_alive(), "stop() must not wait for running work"
     with pytest.raises(Overloaded) as caught:
-        board.submit(blocked(release), 0)
+        board.submit(blocked(release), 0, "s1")
     assert "stopping" in caught.value.message
     with pytest.raises(NotReady) as caught:
         board.result(queued, 1)
@@ -100,7 +100,7 @@ def test_stop_refuses_new_work_and_cancels_queued_work(make_board, release):
 
 def test_the_newest_max_results_are_kept(make_board, release):
     board = make_board(max_results=2, submit_workers=1)
-    tickets = [board.submit(lambda n=n: response(str(n)), 0) for n in range(3)]
+    tickets = [board.submit(lambda n=n: response(str(n)), 0, "s1") for n in range(3)]
     for ticket in tickets:  # one worker: they finish in order
         try:
             board.result(ticket, 5)
@@ -120,11 +120,29 @@ def test_unknown_tickets_are_refused(make_board):
 
 def test_the_queue_is_bounded_by_count_and_by_bytes(make_board, release):
     board = make_board(submit_workers=1, submit_queue=2, submit_queue_bytes=100)
-    board.submit(blocked(release), 40)
-    board.submit(blocked(release), 40)
+    board.submit(blocked(release), 40, "s1")
+    board.submit(blocked(release), 40, "s1")
     with pytest.raises(Overloaded):
-        board.submit(blocked(release), 21)  # 101 bytes
-    board.submit(blocked(release), 20)  # exactly 100 bytes: still accepted
+        board.submit(blocked(release), 21, "s1")  # 101 bytes
+    board.submit(blocked(release), 20, "s1")  # exactly 100 bytes: still accepted
     with pytest.raises(Overloaded) as caught:
-        board.submit(blocked(release), 0)  # 1 running + 2 queued = capacity 3
+        board.submit(blocked(release), 0, "s1")  # 1 running + 2 queued = capacity 3
     assert caught.value.queued == 3 and caught.value.capacity == 3
+
+
+def test_each_session_gets_its_share_of_the_queue(make_board, release):
+    board = make_board(submit_workers=1, submit_per_session=2)
+    board.submit(blocked(release), 0, "s1")
+    board.submit(blocked(release), 0, "s1")
+    with pytest.raises(Overloaded) as caught:
+        board.submit(blocked(release), 0, "s1")
+    assert "its share" in caught.value.message
+    board.submit(blocked(release), 0, "s2")  # another session still has its own share
+
+
+def test_a_request_larger_than_the_whole_queue_is_invalid_not_overloaded(make_board):
+    board = make_board(submit_queue_bytes=100)
+    with pytest.raises(InvalidRequest) as caught:
+        board.submit(lambda: response("big"), 101, "s1")
+    assert caught.value.field == "payload" and "can never be accepted" in caught.value.message
+    assert board.result(board.submit(lambda: response("fits"), 100, "s1"), 5).request_id == "fits"
