@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from thrift_handshake import Client
-from thrift_handshake.metrics import ServerMetrics
+from thrift_handshake.metrics import ConnectionCounters, ServerMetrics
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.ttypes import Event
 
@@ -23,10 +23,28 @@ def test_calls_and_notifications_of_closed_connections_still_count(server):
     assert stats.connections_total == 2
 
 
-def test_uptime_moves_with_the_clock():
+def test_uptime_is_the_time_since_the_metrics_started_in_milliseconds():
+    before = time.monotonic()
     metrics = ServerMetrics()
-    first = metrics.snapshot().uptime_ms
-    time.sleep(0.2)
-    second = metrics.snapshot().uptime_ms
-    assert 0 <= first < second
-    assert second - first >= 199  # at least the time slept (whole milliseconds, truncated)
+    after = time.monotonic()
+    assert 0 <= metrics.snapshot().uptime_ms < 60_000
+    time.sleep(1.5)
+    earliest = time.monotonic()
+    uptime = metrics.snapshot().uptime_ms
+    latest = time.monotonic()
+    # bracketed by clock readings taken around the start and the snapshot: exact, whatever the load
+    assert int((earliest - after) * 1000) <= uptime <= int((latest - before) * 1000)
+
+
+def test_connections_that_said_goodbye_no_longer_count_as_open():
+    metrics = ServerMetrics()
+    leaving, staying = ConnectionCounters(), ConnectionCounters()
+    metrics.connection_opened(leaving)
+    metrics.connection_opened(staying)
+    assert metrics.connections_open == 2 == metrics.snapshot().connections_open
+    leaving.said_goodbye = True
+    assert metrics.connections_open == 1 == metrics.snapshot().connections_open
+    metrics.connection_closed(staying)
+    metrics.connection_closed(staying)  # twice: counted once
+    assert metrics.connections_open == 0 == metrics.snapshot().connections_open
+    assert metrics.snapshot().connections_total == 2

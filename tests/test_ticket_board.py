@@ -5,6 +5,7 @@ the server)."""
 from __future__ import annotations
 
 import threading
+import time
 from typing import Iterator
 
 import pytest
@@ -59,11 +60,11 @@ def test_a_wait_that_runs_out_says_how_long_it_waited(make_board, release):
 
 
 def test_waits_are_capped_at_max_wait_and_never_negative(make_board, release):
-    board = make_board(max_wait=0.1)
+    board = make_board(max_wait=0.75)
     ticket = board.submit(blocked(release), 0, "s1")
     with pytest.raises(NotReady) as caught:
         board.result(ticket, 60)
-    assert "after waiting 100 ms" in caught.value.message
+    assert "after waiting 750 ms" in caught.value.message  # 750, not 749 or 751: milliseconds exactly
     with pytest.raises(NotReady) as caught:
         board.result(ticket, -5)
     assert "after waiting 0 ms" in caught.value.message
@@ -146,3 +147,25 @@ def test_a_request_larger_than_the_whole_queue_is_invalid_not_overloaded(make_bo
         board.submit(lambda: response("big"), 101, "s1")
     assert caught.value.field == "payload" and "can never be accepted" in caught.value.message
     assert board.result(board.submit(lambda: response("fits"), 100, "s1"), 5).request_id == "fits"
+
+
+def test_a_finished_submission_gives_its_share_back(make_board):
+    board = make_board(submit_workers=2, submit_per_session=2)
+    releases = [threading.Event(), threading.Event()]
+    try:
+        first, _ = [board.submit(blocked(r, str(n)), 0, "s1") for n, r in enumerate(releases)]
+        releases[0].set()
+        assert board.result(first, 5).request_id == "0"
+        deadline = time.monotonic() + 5
+        while True:  # the share comes back when the board has recorded the finish
+            try:
+                board.submit(blocked(releases[1]), 0, "s1")
+                break
+            except Overloaded:
+                assert time.monotonic() < deadline, "a finished submission still counts against its session"
+                time.sleep(0.01)
+        with pytest.raises(Overloaded):  # one running + the new one: the share is full again
+            board.submit(blocked(releases[1]), 0, "s1")
+    finally:
+        for event in releases:
+            event.set()
