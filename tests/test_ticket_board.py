@@ -169,3 +169,45 @@ def test_a_finished_submission_gives_its_share_back(make_board):
     finally:
         for event in releases:
             event.set()
+
+
+def test_with_a_ledger_a_new_board_answers_for_tickets_of_the_old_one(make_board, release, tmp_path):
+    """A restart: the first board's tickets are known to a second board only through the ledger."""
+    from thrift_handshake.demo.ledger import TicketLedger
+
+    def failing() -> Response:
+        raise RuntimeError("the disk is gone")
+
+    ledger = TicketLedger(str(tmp_path / "tickets.sqlite"), ttl=600)
+    first = TicketBoard(DemoLimits(submit_workers=1), ledger)
+    try:
+        done = first.submit(lambda: response("kept"), 0, "s1")
+        assert first.result(done, 5).request_id == "kept"
+        failed = first.submit(failing, 0, "s1")
+        with pytest.raises(NotReady):
+            first.result(failed, 5)
+        running = first.submit(blocked(release, "running"), 0, "s1")
+        queued = first.submit(blocked(release, "queued"), 0, "s1")
+        first.stop()  # the queued one is cancelled
+        release.set()
+        assert first.result(running, 5).request_id == "running"
+        deadline = time.monotonic() + 5
+        while ledger.outcome(queued)[0] == "accepted" or ledger.outcome(failed)[0] == "accepted":
+            assert time.monotonic() < deadline, "the outcomes never reached the ledger"
+            time.sleep(0.01)
+        second = TicketBoard(DemoLimits(), ledger)
+        try:
+            assert second.result(done, 0).request_id == "kept"
+            with pytest.raises(NotReady) as caught:
+                second.result(failed, 0)
+            assert caught.value.message == "no result: the disk is gone"
+            with pytest.raises(NotReady) as caught:
+                second.result(queued, 0)
+            assert caught.value.message.startswith("aborted by shutdown")
+            with pytest.raises(UnknownTicket):
+                second.result("never-issued", 0)
+        finally:
+            second.stop()
+    finally:
+        first.stop()
+        ledger.close()
