@@ -36,13 +36,62 @@ setup_node() {  # setup_node [DIR]: npm ci in DIR (default: the client's folder)
   printf '%s\n' "$want" >"$stamp"
 }
 
+version_older() {
+  # version_older A B: whether Go version A (e.g. 1.19.8) is older than B (e.g. 1.21).
+  printf '%s\n%s\n' "$1" "$2" | awk -F. 'NR == 1 { a1 = $1; a2 = $2; a3 = $3 + 0 }
+    NR == 2 { exit !(a1 < $1 || (a1 == $1 && (a2 < $2 || (a2 == $2 && a3 < $3 + 0)))) }'
+}
+
+go_toolchain() {
+  # go_toolchain OLD_GO VERSION: Go's own toolchain download (the module golang.org/toolchain, the one
+  # GOTOOLCHAIN uses, from the module proxy), fetched with whatever go is installed, even one too old to
+  # know GOTOOLCHAIN (Debian 12's 1.19). Prints the toolchain's root.
+  goos="$("$1" env GOOS)" goarch="$("$1" env GOARCH)"
+  module="golang.org/toolchain@v0.0.1-go$2.$goos-$goarch"
+  log "fetching Go $2 ($module) through the module proxy"
+  # outside any module, so go.mod is neither read by the old go nor changed
+  json="$(cd "${TMPDIR:-/tmp}" && GO111MODULE=on GOFLAGS=-mod=mod "$1" mod download -json "$module")" || return 1
+  root="$(printf '%s\n' "$json" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",*$/\1/p')"
+  [ -n "$root" ] && [ -f "$root/bin/go" ] || return 1
+  # module files are stored without execute bits; go itself sets them the same way when it switches
+  chmod +x "$root"/bin/* "$root"/pkg/tool/*/* 2>/dev/null || true
+  printf '%s\n' "$root"
+}
+
 setup_go() {  # setup_go [DIR]: go mod download in DIR (default: the client's module)
+  # Needs Go >= the go.mod's version. An older go (Debian 12 has 1.19) fetches the newer toolchain through
+  # the module proxy; with INTEROP_BIN set (scripts/test sets it to a directory on its PATH) it is linked
+  # there as `go`, else the PATH to use is printed.
+  dir="${1:-$HERE/go}"
+  want="$(sed -n 's/^go \([0-9][0-9.]*\).*/\1/p' "$dir/go.mod")"
   if ! command -v go >/dev/null 2>&1; then
-    log "go is required for the Go interop programs: install Go >= 1.21 (https://go.dev/dl/, or apt-get install golang-go)"
+    log "go is required for the Go interop programs: install Go >= $want (apt-get install golang-go, then run this again; or https://go.dev/dl/)"
     return 1
   fi
-  dir="${1:-$HERE/go}"
-  if ! (cd "$dir" && go mod download); then
+  go="$(command -v go)"
+  have="$(go env GOVERSION 2>/dev/null | sed -n 's/^go\([0-9][0-9.]*\).*/\1/p')"
+  [ -n "$have" ] || have="$(go version | sed -n 's/.* go\([0-9][0-9.]*\).*/\1/p')"
+  if version_older "$have" "$want"; then
+    case "$want" in *.*.*) toolchain="$want" ;; *) toolchain="$want.0" ;; esac
+    toolchain="${GO_TOOLCHAIN_VERSION:-$toolchain}"
+    if ! root="$(go_toolchain "$go" "$toolchain")"; then
+      log "go $have is older than the $want that $dir/go.mod needs, and Go $toolchain could not be fetched"
+      log "through the module proxy (see GOPROXY): install Go >= $want (https://go.dev/dl/, or Debian's"
+      log "bookworm-backports golang-$want-go) and put it first on PATH"
+      return 1
+    fi
+    go="$root/bin/go"
+    if [ -n "${INTEROP_BIN:-}" ]; then
+      mkdir -p "$INTEROP_BIN"
+      ln -sf "$go" "$INTEROP_BIN/go"
+      ln -sf "$root/bin/gofmt" "$INTEROP_BIN/gofmt"
+      log "go $have on PATH is older than $want: using Go $toolchain ($INTEROP_BIN/go -> $go)"
+    else
+      log "go $have on PATH is older than $want: Go $toolchain is in $root/bin; put it first on PATH:"
+      log "  export PATH=\"$root/bin:\$PATH\""
+    fi
+  fi
+  if ! (cd "$dir" && "$go" mod download); then
     log "go mod download failed in $dir (is the Go module proxy reachable? see GOPROXY)"
     return 1
   fi

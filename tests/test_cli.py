@@ -89,7 +89,8 @@ def test_call_goodbye_prints_the_farewell(server):
     assert done.returncode == 0, done.stderr
     farewell = json.loads(done.stdout)
     assert farewell["calls"] == 0 and len(farewell["session_id"]) >= 16
-    assert done.stderr == ""
+    # nothing on stderr but, where thrift lacks its C extension, the pure-Python fallback's one warning
+    assert [line for line in done.stderr.splitlines() if "C extension is missing" not in line] == []
 
 
 @pytest.mark.parametrize("flags, says", [

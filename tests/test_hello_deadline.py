@@ -1,0 +1,90 @@
+"""handshake_timeout is a deadline for the whole hello, however its bytes arrive: a valid hello dripped one
+byte at a time, each byte well within the timeout but the whole slower than it, is cut off at the
+deadline (test_server_lifecycle.py covers silence and pings; a drip has no reply that could re-arm it)."""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+import time
+
+from thrift.protocol.TBinaryProtocol import TBinaryProtocol
+from thrift.transport.TTransport import TMemoryBuffer
+
+from thrift_handshake import ServerLimits
+from thrift_handshake_gen import HandshakeService
+from thrift_handshake_gen.session.ttypes import ClientHello
+
+HANDSHAKE_TIMEOUT = 0.3
+BYTE_INTERVAL = 0.03  # 10 bytes per handshake_timeout, each gap far below it; the ~70-byte hello takes ~2 s
+
+
+def encoded_hello() -> bytes:
+    buffer = TMemoryBuffer()
+    HandshakeService.Client(TBinaryProtocol(buffer)).send_hello(
+        ClientHello(client_name="dripping-client", language="python", min_version=1, max_version=2))
+    return buffer.getvalue()
+
+
+def read_reply(sock: socket.socket, timeout: float) -> bytes:
+    """What the server sends before closing (or within ``timeout``)."""
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+    except socket.timeout:
+        return data
+    except OSError:  # reset: also an end
+        return data
+
+
+def drip(sock: socket.socket, data: bytes, interval: float = BYTE_INTERVAL) -> "tuple[int, float]":
+    """Sends ``data`` a byte at a time; stops when the server ends the connection. Returns (bytes sent, when)."""
+    started = time.monotonic()
+    for sent in range(len(data)):
+        readable, _, _ = select.select([sock], [], [], interval)
+        if readable:  # EOF or a reset before the hello was complete
+            return sent, time.monotonic() - started
+        try:
+            sock.sendall(data[sent:sent + 1])
+        except OSError:
+            return sent, time.monotonic() - started
+    return len(data), time.monotonic() - started
+
+
+def test_a_hello_dripped_past_the_handshake_timeout_is_cut_off_at_the_deadline(start_server, caplog):
+    caplog.set_level(logging.INFO, logger="thrift_handshake.server")
+    server = start_server(limits=ServerLimits(handshake_timeout=HANDSHAKE_TIMEOUT))
+    hello = encoded_hello()
+    assert len(hello) * BYTE_INTERVAL > 3 * HANDSHAKE_TIMEOUT, "the drip must take well past the deadline"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sent, elapsed = drip(sock, hello)
+        reply = read_reply(sock, timeout=2 * HANDSHAKE_TIMEOUT)
+    assert sent < len(hello), f"the whole hello was accepted byte by byte over {elapsed:.2f} s"
+    assert reply == b"", "no ServerHello for a hello that missed the deadline"
+    assert elapsed >= 0.8 * HANDSHAKE_TIMEOUT, f"cut off after {elapsed:.2f} s, before the deadline"
+    deadline = time.monotonic() + 5  # the server logs once its thread has closed the connection
+    while True:
+        ended = [r.getMessage() for r in list(caplog.records) if r.getMessage().startswith(("dropped", "closed"))]
+        if ended or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    assert len(ended) == 1 and ended[0].startswith("dropped") and "handshake timeout" in ended[0], ended
+    assert server.metrics.snapshot().handshakes_ok == 0
+
+
+def test_the_same_hello_dripped_within_the_deadline_is_answered(start_server):
+    """The control: the drip itself is a valid hello, answered when it completes in time."""
+    server = start_server(limits=ServerLimits(handshake_timeout=10.0))
+    hello = encoded_hello()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sent, _ = drip(sock, hello, interval=0.005)
+        sock.settimeout(5)
+        reply = sock.recv(65536)
+    assert sent == len(hello)
+    assert b"hello" in reply and server.metrics.snapshot().handshakes_ok == 1

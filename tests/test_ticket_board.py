@@ -1,0 +1,213 @@
+"""The ticket board behind submit()/get_result(), on its own: what a waiting, failed, cancelled or evicted
+ticket answers, and the bounds on waits, results and queued work (test_contract.py covers it through
+the server)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Iterator
+
+import pytest
+
+from thrift_handshake.demo import DemoLimits
+from thrift_handshake.demo.tickets import TicketBoard
+from thrift_handshake_gen.ttypes import InvalidRequest, NotReady, Overloaded, Response, UnknownTicket
+
+
+@pytest.fixture
+def release() -> Iterator[threading.Event]:
+    """Blocked work waits on this; set at the end so no worker outlives the test."""
+    event = threading.Event()
+    yield event
+    event.set()
+
+
+@pytest.fixture
+def make_board(release: threading.Event) -> Iterator:
+    """TicketBoard(DemoLimits(**limits)); stopped (its workers released) after the test."""
+    boards = []
+
+    def make(**limits) -> TicketBoard:
+        boards.append(TicketBoard(DemoLimits(**limits)))
+        return boards[-1]
+
+    yield make
+    release.set()
+    for board in boards:
+        board.stop()
+
+
+def response(name: str) -> Response:
+    return Response(request_id=name)
+
+
+def blocked(release: threading.Event, name: str = "blocked"):
+    def work() -> Response:
+        release.wait(10)
+        return response(name)
+    return work
+
+
+def test_a_wait_that_runs_out_says_how_long_it_waited(make_board, release):
+    board = make_board()
+    ticket = board.submit(blocked(release), 0, "s1")
+    with pytest.raises(NotReady) as caught:
+        board.result(ticket, 0.2)
+    assert caught.value.ticket == ticket and "after waiting 200 ms" in caught.value.message
+    release.set()
+    assert board.result(ticket, 5).request_id == "blocked"
+
+
+def test_waits_are_capped_at_max_wait_and_never_negative(make_board, release):
+    board = make_board(max_wait=0.75)
+    ticket = board.submit(blocked(release), 0, "s1")
+    with pytest.raises(NotReady) as caught:
+        board.result(ticket, 60)
+    assert "after waiting 750 ms" in caught.value.message  # 750, not 749 or 751: milliseconds exactly
+    with pytest.raises(NotReady) as caught:
+        board.result(ticket, -5)
+    assert "after waiting 0 ms" in caught.value.message
+
+
+def test_work_that_fails_answers_not_ready_with_the_reason(make_board):
+    def failing() -> Response:
+        raise RuntimeError("the disk is gone")
+
+    board = make_board()
+    ticket = board.submit(failing, 0, "s1")
+    with pytest.raises(NotReady) as caught:
+        board.result(ticket, 5)
+    assert caught.value.message == "no result: the disk is gone"
+
+
+def test_stop_refuses_new_work_and_cancels_queued_work(make_board, release):
+    board = make_board(submit_workers=1)
+    running = board.submit(blocked(release, "running"), 0, "s1")
+    queued = board.submit(blocked(release, "queued"), 0, "s1")
+    stopper = threading.Thread(target=board.stop)
+    stopper.start()
+    stopper.join(5)
+    assert not stopper.is_alive(), "stop() must not wait for running work"
+    with pytest.raises(Overloaded) as caught:
+        board.submit(blocked(release), 0, "s1")
+    assert "stopping" in caught.value.message
+    with pytest.raises(NotReady) as caught:
+        board.result(queued, 1)
+    assert "cancelled" in caught.value.message
+    release.set()
+    assert board.result(running, 5).request_id == "running", "work already running finishes"
+
+
+def test_the_newest_max_results_are_kept(make_board, release):
+    board = make_board(max_results=2, submit_workers=1)
+    tickets = [board.submit(lambda n=n: response(str(n)), 0, "s1") for n in range(3)]
+    for ticket in tickets:  # one worker: they finish in order
+        try:
+            board.result(ticket, 5)
+        except UnknownTicket:
+            pass
+    with pytest.raises(UnknownTicket):
+        board.result(tickets[0], 0)
+    assert [board.result(t, 0).request_id for t in tickets[1:]] == ["1", "2"]
+
+
+def test_unknown_tickets_are_refused(make_board):
+    board = make_board()
+    with pytest.raises(UnknownTicket) as caught:
+        board.result("never-issued", 0)
+    assert caught.value.ticket == "never-issued"
+
+
+def test_the_queue_is_bounded_by_count_and_by_bytes(make_board, release):
+    board = make_board(submit_workers=1, submit_queue=2, submit_queue_bytes=100)
+    board.submit(blocked(release), 40, "s1")
+    board.submit(blocked(release), 40, "s1")
+    with pytest.raises(Overloaded):
+        board.submit(blocked(release), 21, "s1")  # 101 bytes
+    board.submit(blocked(release), 20, "s1")  # exactly 100 bytes: still accepted
+    with pytest.raises(Overloaded) as caught:
+        board.submit(blocked(release), 0, "s1")  # 1 running + 2 queued = capacity 3
+    assert caught.value.queued == 3 and caught.value.capacity == 3
+
+
+def test_each_session_gets_its_share_of_the_queue(make_board, release):
+    board = make_board(submit_workers=1, submit_per_session=2)
+    board.submit(blocked(release), 0, "s1")
+    board.submit(blocked(release), 0, "s1")
+    with pytest.raises(Overloaded) as caught:
+        board.submit(blocked(release), 0, "s1")
+    assert "its share" in caught.value.message
+    board.submit(blocked(release), 0, "s2")  # another session still has its own share
+
+
+def test_a_request_larger_than_the_whole_queue_is_invalid_not_overloaded(make_board):
+    board = make_board(submit_queue_bytes=100)
+    with pytest.raises(InvalidRequest) as caught:
+        board.submit(lambda: response("big"), 101, "s1")
+    assert caught.value.field == "payload" and "can never be accepted" in caught.value.message
+    assert board.result(board.submit(lambda: response("fits"), 100, "s1"), 5).request_id == "fits"
+
+
+def test_a_finished_submission_gives_its_share_back(make_board):
+    board = make_board(submit_workers=2, submit_per_session=2)
+    releases = [threading.Event(), threading.Event()]
+    try:
+        first, _ = [board.submit(blocked(r, str(n)), 0, "s1") for n, r in enumerate(releases)]
+        releases[0].set()
+        assert board.result(first, 5).request_id == "0"
+        deadline = time.monotonic() + 5
+        while True:  # the share comes back when the board has recorded the finish
+            try:
+                board.submit(blocked(releases[1]), 0, "s1")
+                break
+            except Overloaded:
+                assert time.monotonic() < deadline, "a finished submission still counts against its session"
+                time.sleep(0.01)
+        with pytest.raises(Overloaded):  # one running + the new one: the share is full again
+            board.submit(blocked(releases[1]), 0, "s1")
+    finally:
+        for event in releases:
+            event.set()
+
+
+def test_with_a_ledger_a_new_board_answers_for_tickets_of_the_old_one(make_board, release, tmp_path):
+    """A restart: the first board's tickets are known to a second board only through the ledger."""
+    from thrift_handshake.demo.ledger import TicketLedger
+
+    def failing() -> Response:
+        raise RuntimeError("the disk is gone")
+
+    ledger = TicketLedger(str(tmp_path / "tickets.sqlite"), ttl=600)
+    first = TicketBoard(DemoLimits(submit_workers=1), ledger)
+    try:
+        done = first.submit(lambda: response("kept"), 0, "s1")
+        assert first.result(done, 5).request_id == "kept"
+        failed = first.submit(failing, 0, "s1")
+        with pytest.raises(NotReady):
+            first.result(failed, 5)
+        running = first.submit(blocked(release, "running"), 0, "s1")
+        queued = first.submit(blocked(release, "queued"), 0, "s1")
+        first.stop()  # the queued one is cancelled
+        release.set()
+        assert first.result(running, 5).request_id == "running"
+        deadline = time.monotonic() + 5
+        while ledger.outcome(queued)[0] == "accepted" or ledger.outcome(failed)[0] == "accepted":
+            assert time.monotonic() < deadline, "the outcomes never reached the ledger"
+            time.sleep(0.01)
+        second = TicketBoard(DemoLimits(), ledger)
+        try:
+            assert second.result(done, 0).request_id == "kept"
+            with pytest.raises(NotReady) as caught:
+                second.result(failed, 0)
+            assert caught.value.message == "no result: the disk is gone"
+            with pytest.raises(NotReady) as caught:
+                second.result(queued, 0)
+            assert caught.value.message.startswith("aborted by shutdown")
+            with pytest.raises(UnknownTicket):
+                second.result("never-issued", 0)
+        finally:
+            second.stop()
+    finally:
+        first.stop()
+        ledger.close()
