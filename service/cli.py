@@ -344,11 +344,11 @@ def run_call(args: argparse.Namespace) -> int:
 def run_demo(wire: Wire) -> int:
     """Starts a server on a free loopback port, runs every phase against it and prints the timeline."""
     server = demo_server(ServerConfig(port=0, wire=wire)).start()
-    host, port = server.address
-    print(f"server listening on {host}:{port} (TThreadedServer, {wire})")
-    options = ClientOptions(client_name="demo", features=frozenset({"submit", "notify", "timing", "zstd"}),
-                            wire=wire)
-    try:
+    try:  # whatever happens from here (even a closed stdout), the server stops
+        host, port = server.address
+        print(f"server listening on {host}:{port} (TThreadedServer, {wire})")
+        options = ClientOptions(client_name="demo", features=frozenset({"submit", "notify", "timing", "zstd"}),
+                                wire=wire)
         client = Client(host, port, options, service=HandshakeService)
         with client:
             hello = client.server_hello

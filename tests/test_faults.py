@@ -39,7 +39,10 @@ def _serve(port: int, *flags: str) -> subprocess.Popen:
     line = process.stderr.readline()
     while "C extension is missing" in line:  # thrift without fastbinary warns first
         line = process.stderr.readline()
-    assert re.search(r"listening on \S+:%d" % port, line), line
+    if not re.search(r"listening on \S+:%d" % port, line):
+        process.kill()  # never leave a server behind
+        process.wait(5)
+        raise AssertionError(f"the server did not start: {line}")
     threading.Thread(target=process.stderr.read, daemon=True).start()  # keep the pipe from filling
     return process
 
