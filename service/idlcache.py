@@ -85,8 +85,7 @@ class IdlField:
     requiredness: str = "default"  # "required", "optional" or "default"
 
     def __str__(self) -> str:
-        qualifier = "" if self.requiredness == "default" else self.requiredness + " "
-        return f"{self.id}: {qualifier}{self.type} {self.name}"
+        return _field_text(self, lambda name: name)
 
 
 @dataclass(frozen=True)
@@ -109,13 +108,10 @@ class IdlMethod:
         def short(text: str) -> str:  # "kvstore.Entry" -> "Entry" inside kvstore.thrift
             return text[len(relative_to) + 1:] if relative_to and text.startswith(relative_to + ".") else text
 
-        def field_text(f: IdlField) -> str:
-            return _field_text(f, short)
-
         head = ("oneway " if self.oneway else "") + f"{_type_text(self.returns, short)} {self.name}"
-        text = f"{head}({', '.join(field_text(f) for f in self.args)})"
+        text = f"{head}({', '.join(_field_text(f, short) for f in self.args)})"
         if self.throws:
-            text += f" throws ({', '.join(field_text(f) for f in self.throws)})"
+            text += f" throws ({', '.join(_field_text(f, short) for f in self.throws)})"
         return text
 
 
