@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import selectors
 import socket
 import threading
 import time
@@ -35,12 +33,14 @@ from .contract import service_of
 from .errors import WorkAborted
 from .gate import ConnectionState, SessionProcessor, format_peer
 from .metrics import ServerMetrics
+from .pool import ReadinessWatch, WorkerPool
 from .session import Session, SessionSettings
 from .transport import (
     SNIFF_BYTES,
     ConnectionSocket,
     Dialect,
     BudgetExceeded,
+    NoMessageYet,
     header_protocol,
     is_timeout,
     protocol_factory,
@@ -53,6 +53,11 @@ __all__ = ["HandshakeServer"]
 
 logger = logging.getLogger(__name__)
 
+#: After a reply, how long a pool thread waits for the same peer's next message before the connection
+#: goes back to wait in the watch (a thread hand-off costs more than a short wait for a busy peer).
+_LINGER = 0.005
+#: The watch's loop wakes at least this often to close waiting connections whose time is up.
+_WATCH_TICK = 0.1
 #: How long the accept loop pauses after accept() fails for lack of resources (e.g. EMFILE).
 _ACCEPT_BACKOFF = 0.1
 #: Once the grace period is over and the service's work aborted, how long busy connections get to send
@@ -146,25 +151,32 @@ class WarningBudget:
 
 
 class Connection:
-    """One accepted connection: its socket and, once serving, the processor's state for it.
+    """One accepted connection: its socket, its stack once started, and the processor's state for it.
 
-    It is the session's listener too: when hello succeeds, the handshake deadline gives way to the
-    idle and request timeouts.
+    Between messages it either waits in the server's watch (``parked``, no thread) or is served by
+    one pool thread. It is the session's listener too: when hello succeeds, the handshake deadline
+    gives way to the idle and request timeouts.
     """
 
     def __init__(self, client: ConnectionSocket, peer: str, config: ServerConfig) -> None:
         self.socket = client
+        self.fd = client.handle.fileno()
         self.peer = peer
         self.state: Optional[ConnectionState] = None
+        self.transport: Any = None
+        self.protocol: Any = None
         self._limits = config.limits
-        self._lock = threading.Lock()  # orders shutdown() against the start of serving
+        self._lock = threading.Lock()  # orders shutdown(), parking and dispatch
         self.stopping = False
         self.evicted = False  # closed to make room for a newcomer
+        self.parked = False  # waiting in the server's watch for its next bytes
+        self.parked_until = 0.0  # when waiting, closed at this time.monotonic()
+        self.expiry_reason = ""  # and why
 
     # -- session.SessionListener ----------------------------------------------------------------
 
     def session_started(self, session: Session) -> None:
-        self.socket.start_session(self._limits)
+        self.socket.start_session(self._limits, _LINGER)
 
     def session_rejected(self, session: Session, reason: str) -> None:
         pass
@@ -184,6 +196,25 @@ class Connection:
         """No session yet (TLS or hello still to come)."""
         state = self.state
         return state is None or (state.session is not None and not state.session.established)
+
+    def park(self, until: float, reason: str, watch: Callable[["Connection"], None]) -> bool:
+        """Hands the connection to the watch until its next bytes (closed at ``until`` for
+        ``reason``); False when it must close instead (the server is stopping)."""
+        with self._lock:
+            if self.stopping or self.evicted:
+                return False
+            self.parked_until, self.expiry_reason = until, reason
+            self.parked = True
+            watch(self)
+        return True
+
+    def unpark(self) -> bool:
+        """Takes the connection out of the watch to be served or closed; False if it was not there."""
+        with self._lock:
+            if not self.parked:
+                return False
+            self.parked = False
+            return True
 
     def evict(self, force: bool = False) -> bool:
         """Closes this connection now unless a message is in flight (or ``force``); returns whether it did."""
@@ -217,7 +248,7 @@ class Connection:
         handle = self.socket.handle
         if handle is not None:
             try:
-                handle.shutdown(socket.SHUT_RDWR)  # wakes the connection's thread from recv()
+                handle.shutdown(socket.SHUT_RDWR)  # wakes a thread in recv(), or the watch
             except OSError:
                 pass
 
@@ -250,7 +281,8 @@ class HandshakeServer(TThreadedServer):
             daemon=True,  # a handler stuck past the grace period must not keep the process alive
         )
         self._lock = threading.Lock()
-        self._connections: Dict[Connection, threading.Thread] = {}
+        self._connections: Dict[Connection, None] = {}  # in accept order: the oldest is evicted first
+        self._all_closed = threading.Condition(self._lock)  # notified when the last connection closes
         self._stop_callbacks: List[Callable[[float], None]] = []
         self._refusers = threading.BoundedSemaphore(_MAX_REFUSERS)
         self._warnings = WarningBudget(logger)
@@ -260,7 +292,9 @@ class HandshakeServer(TThreadedServer):
         self._grace = self.config.grace
         self._deadline: Optional[float] = None  # when stopping: the end of the grace period
         self._tls = None if self.config.tls is None else server_tls_context(self.config.tls)
-        self._wake_writer: Optional[socket.socket] = None  # per serve(): see request_stop()
+        self._watch: Optional[ReadinessWatch] = None  # per serve(): idle connections wait here
+        self._pool: Optional[WorkerPool] = None  # per serve(): threads for connections with input
+        self._next_expiry = float("inf")  # no waiting connection's time is up before this
         self._serving = False
         self._drained = False
         self._thread: Optional[threading.Thread] = None
@@ -318,26 +352,31 @@ class HandshakeServer(TThreadedServer):
                 self.serverTransport.close()
                 return
             self._serving = True
-            wake_reader, self._wake_writer = socket.socketpair()
+            watch = self._watch = ReadinessWatch()
+        self._pool = WorkerPool(f"thrift-handshake:{self.config.port}", self.config.limits.max_threads)
+        listener = None
         try:
-            for end in (wake_reader, self._wake_writer):
-                end.setblocking(False)
             self.listen()
-            with selectors.DefaultSelector() as selector:
-                selector.register(self.serverTransport.handle, selectors.EVENT_READ)
-                selector.register(wake_reader, selectors.EVENT_READ)
-                while not self._stop_requested:
-                    for key, _ in selector.select():
-                        if key.fileobj is wake_reader:
-                            _drain_wakeups(wake_reader)
-                        elif not self._stop_requested:
-                            self._accept()
+            listener = self.serverTransport.handle
+            watch.add(listener.fileno(), listener, once=False)
+            while not self._stop_requested:
+                now = time.monotonic()
+                if now >= self._next_expiry:
+                    self._expire_waiting(now)
+                for ready in watch.wait(min(max(self._next_expiry - now, 0.0), _WATCH_TICK)):
+                    if ready is not listener:
+                        self._dispatch(ready)
+                    elif not self._stop_requested:
+                        self._accept()
         finally:
-            with self._lock:
-                wake_writer, self._wake_writer = self._wake_writer, None
-            wake_reader.close()
-            wake_writer.close()
-            self._drain()
+            if listener is not None:
+                watch.remove(listener.fileno())
+            try:
+                self._drain()
+            finally:
+                with self._lock:
+                    self._watch = None
+                watch.close()
 
     def request_stop(self, grace: Optional[float] = None) -> None:
         """Asks the server to stop and returns at once; safe in a signal handler (takes no lock).
@@ -348,12 +387,9 @@ class HandshakeServer(TThreadedServer):
             self._grace = grace
             self._deadline = time.monotonic() + grace
         self._stop_requested = True
-        writer = self._wake_writer
-        if writer is not None:
-            try:
-                os.write(writer.fileno(), b"\0")
-            except OSError:  # full (a wake-up is pending anyway) or closed (serve() has returned)
-                pass
+        watch = self._watch
+        if watch is not None:
+            watch.wake()
 
     @property
     def stopping(self) -> bool:
@@ -408,23 +444,56 @@ class HandshakeServer(TThreadedServer):
         if len(self._connections) >= self.config.limits.max_connections and not self._make_room():
             self._refuse_full(client, peer)
             return
-        client.setTimeout(self.config.limits.handshake_timeout * 1000)  # bounds the TLS handshake too
+        limits = self.config.limits
+        client.setTimeout(limits.handshake_timeout * 1000)  # bounds the TLS handshake too
+        now = time.monotonic()
         if self.config.handshake:
-            client.deadline = time.monotonic() + self.config.limits.handshake_timeout  # hello must be done by then
-            client.handshake_budget = self.config.limits.handshake_max_bytes
+            client.deadline = now + limits.handshake_timeout  # hello must be done by then
+            client.handshake_budget = limits.handshake_max_bytes
         connection = Connection(client, peer, self.config)
-        thread = threading.Thread(target=self._serve_connection, args=(connection,),
-                                  name=f"connection {peer}", daemon=self.daemon)
         with self._lock:
-            self._connections[connection] = thread
-        logger.info("accepted peer=%s", peer)
-        try:
-            thread.start()
-        except RuntimeError as error:  # the system refused another thread
-            self._warnings.warning("dropped peer=%s: cannot start a thread: %s", peer, error)
-            with self._lock:
-                self._connections.pop(connection, None)
-            client.close()
+            self._connections[connection] = None
+        logger.debug("accepted peer=%s", peer)
+        if self.config.handshake or self._tls is not None:
+            connection.park(now + limits.handshake_timeout, "handshake timeout", self._watch_first)
+        else:
+            connection.park(now + limits.idle_timeout, "idle timeout", self._watch_first)
+        self._next_expiry = min(self._next_expiry, connection.parked_until)
+
+    def _watch_first(self, connection: Connection) -> None:
+        self._watch.add(connection.fd, connection)
+
+    def _watch_again(self, connection: Connection) -> None:
+        self._watch.rearm(connection.fd)
+
+    def _dispatch(self, connection: Connection) -> None:
+        """Input (or a close) arrived on a waiting connection: a pool thread serves it."""
+        if connection.unpark():
+            self._pool.submit(self._serve_connection, connection)
+
+    def _expire_waiting(self, now: float) -> None:
+        """Closes the waiting connections whose time is up (handshake or idle timeout)."""
+        earliest = float("inf")
+        with self._lock:
+            waiting = [c for c in self._connections if c.parked]
+        for connection in waiting:
+            if connection.parked_until > now:
+                earliest = min(earliest, connection.parked_until)
+            elif connection.unpark():
+                self._finish(connection, "dropped", connection.expiry_reason)
+        self._next_expiry = earliest
+
+    def _park(self, connection: Connection) -> bool:
+        """Lets a connection with no input wait in the watch; False when it must close instead."""
+        if connection.awaiting_hello and connection.socket.deadline is not None:
+            until, reason = connection.socket.deadline, "handshake timeout"
+        else:
+            until, reason = time.monotonic() + self.config.limits.idle_timeout, "idle timeout"
+        if not connection.park(until, reason, self._watch_again):
+            return False
+        if until < self._next_expiry:  # read by the watch's loop within one tick
+            self._next_expiry = until
+        return True
 
     def _make_room(self) -> bool:
         """Evicts the oldest connection that has no session, so connections that never finish a hello
@@ -434,7 +503,13 @@ class HandshakeServer(TThreadedServer):
             waiting = [c for c in self._connections if c.awaiting_hello]
         for force in (False, True):
             for connection in waiting:
-                if connection.evict(force):
+                if connection.unpark():  # waiting in the watch: closed here and now
+                    connection.evicted = True
+                    self._finish(connection, "dropped", "evicted: no hello yet and the server was full")
+                    evicted = True
+                else:
+                    evicted = connection.evict(force)
+                if evicted:
                     self._warnings.warning("evicted peer=%s: no hello yet and the server is full (max_connections %d)",
                                            connection.peer, self.config.limits.max_connections)
                     return True
@@ -476,33 +551,48 @@ class HandshakeServer(TThreadedServer):
         threading.Thread(target=answer, name=f"refuse {peer}", daemon=True).start()
 
     def _serve_connection(self, connection: Connection) -> None:
+        """On a pool thread: serves the messages the connection has, then lets it wait or closes it."""
+        if connection.protocol is None and not self._begin(connection):
+            return
+        event, reason = self._serve_messages(connection)
+        if event is None:
+            if self._park(connection):
+                return
+            event, reason = "closed", "server stopping"
+        self._finish(connection, event, reason)
+
+    def _begin(self, connection: Connection) -> bool:
+        """TLS, then the stack for the dialect the peer speaks; False (closed, logged) when neither works."""
         identity = None
         if self._tls is not None:
             identity = self._start_tls(connection)
             if identity is False:
-                with self._lock:
-                    self._connections.pop(connection, None)
-                return
-        if not self.config.handshake:  # no hello to wait for: the session's limits apply from the start
-            connection.socket.start_session(self.config.limits)
+                self._release(connection)
+                return False
         stack = self._open_stack(connection)
         if stack is None:  # not a dialect served here: explained to the peer and in the log
-            connection.socket.close()
-            with self._lock:
-                self._connections.pop(connection, None)
-            return
-        transport, protocol = stack
-        state = self.processor.connection(protocol, connection.peer, identity or None, listener=connection)
+            self._release(connection)
+            return False
+        if not self.config.handshake:  # no hello to wait for: the session's limits apply from the start
+            connection.socket.start_session(self.config.limits, _LINGER)
+        connection.transport, connection.protocol = stack
+        state = self.processor.connection(connection.protocol, connection.peer, identity or None, listener=connection)
         with connection._lock:
             connection.state = state
-            stopping = connection.stopping
-        event, reason = "closed", "peer closed the connection"
+        return True
+
+    def _serve_messages(self, connection: Connection) -> Tuple[Optional[str], str]:
+        """Serves messages while the peer has some; (None, "") when it has none for now, else how the
+        connection ends: ("closed" or "dropped", why)."""
+        state, transport, protocol, sock = connection.state, connection.transport, connection.protocol, connection.socket
         try:
-            if stopping:
+            if connection.stopping:
                 raise TTransportException(TTransportException.END_OF_FILE, "server stopping")
             while True:
                 try:
                     keep_open = self.processor.process(protocol, protocol)
+                except NoMessageYet:
+                    return None, ""
                 except TTransportException as error:
                     if error.type not in _BAD_INPUT:
                         raise
@@ -513,29 +603,47 @@ class HandshakeServer(TThreadedServer):
                     self._answer_unencodable_reply(state, protocol, error)
                     state.end()
                     keep_open = True
-                connection.socket.message_done()
+                sock.message_done()
                 if not keep_open:
-                    reason = state.session.close_reason
-                    break
+                    return "closed", state.session.close_reason
                 if state.closing:
-                    reason = "server stopping"
-                    break
+                    return "closed", "server stopping"
+                if transport.has_buffered_input() or sock.pending_input():
+                    sock.message_started()  # part of the next message is here: its deadline runs
+                elif sock.request_timeout is None:
+                    return None, ""  # before the session: wait in the watch, within the handshake deadline
         except TTransportException as error:
             event, reason = self._transport_outcome(connection, state, error)
             if error.type == TTransportException.END_OF_FILE and state.in_flight and not connection.stopping:
                 # cut off mid-request (a peer that half-closed can still read why)
                 self._answer_bad_message(connection, state, protocol, "the request ended before it was complete")
+            return event, reason
         except _BadMessage as bad:  # undecodable input: answer if we can, then close
             problem = self._bad_input(bad.error)
-            event, reason = "dropped", f"bad message: {problem}"
             self._answer_bad_message(connection, state, protocol, problem)
-        finally:
+            return "dropped", f"bad message: {problem}"
+
+    def _finish(self, connection: Connection, event: str, reason: str) -> None:
+        """Closes a started connection and logs how it ended."""
+        state = connection.state
+        self._release(connection)
+        summary = ""
+        if state is not None:
             state.close()
-            transport.close()
-            with self._lock:
-                self._connections.pop(connection, None)
-            log = logger.info if event == "closed" else self._warnings.warning
-            log("%s peer=%s session=%s: %s", event, connection.peer, state.context.session_id, reason)
+            summary = _session_summary(state)
+        log = logger.info if event == "closed" else self._warnings.warning
+        log("%s peer=%s session=%s%s: %s", event, connection.peer, state and state.context.session_id, summary, reason)
+
+    def _release(self, connection: Connection) -> None:
+        """Stops watching the connection, closes its socket and forgets it."""
+        watch = self._watch
+        if watch is not None:
+            watch.remove(connection.fd)  # before the close: the number may be reused at once
+        (connection.transport or connection.socket).close()
+        with self._lock:
+            self._connections.pop(connection, None)
+            if not self._connections:
+                self._all_closed.notify_all()
 
     def _open_stack(self, connection: Connection) -> Optional[Tuple[Any, Any]]:
         """The transport and protocol for what the peer speaks, told from its first bytes; None (after
@@ -697,39 +805,64 @@ class HandshakeServer(TThreadedServer):
         self._deadline = time.monotonic() + self._grace
         self.serverTransport.close()
         with self._lock:
-            connections = dict(self._connections)
+            connections = list(self._connections)
         logger.info("stopping: %d connections open, grace %.1fs", len(connections), self._grace)
         for connection in connections:
             connection.shutdown()
+            if connection.unpark():  # waiting for input: no thread to wake, closed here
+                self._finish(connection, "closed", "server stopping")
         closers = [threading.Thread(target=callback, args=(self._grace + _UNWIND_WAIT,), name="on_stop",
                                     daemon=True) for callback in self._stop_callbacks]
         for closer in closers:  # the service's own work drains alongside; the grace period decides
             closer.start()
-        for thread in [*connections.values(), *closers]:
-            while thread.is_alive() and self._remaining_grace() > 0:  # re-read: a 2nd signal ends it
-                thread.join(min(self._remaining_grace(), 0.05))
+        self._wait_for_connections(self._remaining_grace)  # re-read: a 2nd signal ends it
+        for closer in closers:
+            while closer.is_alive() and self._remaining_grace() > 0:
+                closer.join(min(self._remaining_grace(), 0.05))
         for callback, closer in zip(self._stop_callbacks, closers):
             if closer.is_alive():
                 try:
                     callback(0.0)  # abort what still runs, so busy handlers return (and answer why)
                 except Exception:
                     logger.exception("an on_stop callback failed to abort its work")
-        deadline = time.monotonic() + _ABORT_REPLY_WAIT  # a short while for those answers to go out
-        for thread in connections.values():
-            thread.join(max(deadline - time.monotonic(), 0.0))
-        busy = [(c, t) for c, t in connections.items() if t.is_alive()]
-        for connection, _ in busy:
+        until = time.monotonic() + _ABORT_REPLY_WAIT  # a short while for those answers to go out
+        self._wait_for_connections(lambda: until - time.monotonic())
+        with self._lock:
+            busy = list(self._connections)
+        for connection in busy:
             logger.warning("grace period over: closing peer=%s in %s", connection.peer, connection.in_flight)
             connection.shutdown(force=True)
         for closer in closers:
             closer.join(_UNWIND_WAIT)
-        for connection, thread in busy:
-            thread.join(_UNWIND_WAIT)
-            if thread.is_alive():
-                logger.error("peer=%s: handler still running after the grace period; left behind", connection.peer)
+        until = time.monotonic() + _UNWIND_WAIT
+        self._wait_for_connections(lambda: until - time.monotonic())
+        with self._lock:
+            left = list(self._connections)
+        for connection in left:
+            logger.error("peer=%s: handler still running after the grace period; left behind", connection.peer)
+        if self._pool is not None:
+            self._pool.close()
         self._warnings.flush()
         stats = self.metrics.snapshot()
         logger.info("stopped: %d connections served, calls %s", stats.connections_total, stats.calls)
+
+    def _wait_for_connections(self, remaining: Callable[[], float]) -> None:
+        """Waits until every connection is closed or ``remaining()`` seconds are up."""
+        with self._all_closed:
+            while self._connections:
+                left = remaining()
+                if left <= 0:
+                    return
+                self._all_closed.wait(min(left, 0.05))
+
+
+def _session_summary(state: ConnectionState) -> str:
+    """What the one log line of a connection says of its session (who, how many calls, how long)."""
+    session, context = state.session, state.context
+    if session is None or context.established_at is None:
+        return ""
+    duration_ms = int((time.monotonic() - context.established_at) * 1000)
+    return f" client={context.client_name!r} version={context.version} calls={session.calls} duration_ms={duration_ms}"
 
 
 class _BadMessage(Exception):
@@ -755,11 +888,3 @@ def _peek(handle: socket.socket) -> Tuple[bytes, Optional[Dialect]]:
         if dialect is None:
             time.sleep(0.005)  # the rest of the first bytes is on its way
     return data, dialect
-
-
-def _drain_wakeups(reader: socket.socket) -> None:
-    try:
-        while reader.recv(4096):
-            pass
-    except OSError:  # BlockingIOError: nothing left
-        pass

@@ -188,7 +188,7 @@ class Session:
         context.established_at = time.monotonic()
         self._machine.apply(SessionEvent.HELLO_ACCEPTED)
         self._listener.session_started(self)
-        logger.info("handshake ok peer=%s session=%s client=%r language=%r version=%d", context.peer,
+        logger.debug("handshake ok peer=%s session=%s client=%r language=%r version=%d", context.peer,
                     context.session_id, context.client_name, context.language, version)
         return ServerHello(
             session_id=context.session_id,
@@ -239,7 +239,7 @@ class Session:
         self._machine.apply(SessionEvent.GOODBYE)
         self._listener.session_ended(self, True)
         duration_ms = int((time.monotonic() - context.established_at) * 1000)
-        logger.info("goodbye peer=%s session=%s calls=%d duration_ms=%d", context.peer,
+        logger.debug("goodbye peer=%s session=%s calls=%d duration_ms=%d", context.peer,
                     context.session_id, self.calls, duration_ms)
         return Farewell(session_id=context.session_id, calls=self.calls, duration_ms=duration_ms)
 

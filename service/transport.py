@@ -10,8 +10,10 @@ transport instead would silently fall back to pure Python).
 from __future__ import annotations
 
 import logging
+import select
 import socket
 import ssl
+import struct
 import time
 from io import BytesIO
 from typing import NamedTuple, Optional, Tuple
@@ -33,6 +35,7 @@ __all__ = [
     "is_timeout",
     "DeadlineSocket",
     "ConnectionSocket",
+    "NoMessageYet",
     "CountingSocket",
     "client_stack",
     "server_tls_context",
@@ -51,9 +54,19 @@ def accelerated_available() -> bool:
 
 
 class _Resettable:
-    """A write buffer that can drop a half-written message before it is ever flushed."""
+    """A write buffer that can drop a half-written message before it is ever flushed, and a read
+    buffer that can tell whether it holds bytes not yet read."""
 
-    _wbuf_attribute: str  # Thrift keeps the write buffer in a name-mangled attribute and offers no reset
+    _wbuf_attribute: str  # Thrift keeps the buffers in name-mangled attributes and offers no reset
+    _rbuf_attribute: str
+
+    def has_buffered_input(self) -> bool:
+        """Whether bytes already received wait in the read buffer (e.g. a pipelined next message)."""
+        buffer = getattr(self, self._rbuf_attribute)
+        position = buffer.tell()
+        end = buffer.seek(0, 2)
+        buffer.seek(position)
+        return end > position
 
     def discard_unflushed(self) -> None:
         """Forgets bytes written since the last flush (e.g. a message whose encoding failed)."""
@@ -66,10 +79,12 @@ class _Resettable:
 
 class BufferedTransport(_Resettable, TTransport.TBufferedTransport):
     _wbuf_attribute = "_TBufferedTransport__wbuf"
+    _rbuf_attribute = "_TBufferedTransport__rbuf"
 
 
 class FramedTransport(_Resettable, TTransport.TFramedTransport):
     _wbuf_attribute = "_TFramedTransport__wbuf"
+    _rbuf_attribute = "_TFramedTransport__rbuf"
 
 
 class HeaderTransport(_Resettable, THeaderTransport.THeaderTransport):
@@ -77,6 +92,7 @@ class HeaderTransport(_Resettable, THeaderTransport.THeaderTransport):
     byte budgets see) decode to megabytes, so zlib frames are refused."""
 
     _wbuf_attribute = "_write_buffer"
+    _rbuf_attribute = "_read_buffer"
 
     def _apply_read_transform(self, transform_id: int, payload: bytes) -> bytes:
         raise BudgetExceeded(TTransport.TTransportException.SIZE_LIMIT,
@@ -321,16 +337,19 @@ class ConnectionSocket(DeadlineSocket):
 
     Before hello, the handshake deadline bounds every read and write (set ``deadline``), and at most
     ``handshake_budget`` bytes are read (more is refused before it is allocated). Once the
-    session has started (``start_session``), silence between messages is bounded by the idle timeout,
-    a request must arrive whole within ``request_timeout`` of its first byte (so a peer dripping one
-    byte per idle period cannot hold the connection), and a reply must be written within the idle
-    timeout. The server calls ``message_done`` after each reply.
+    session has started (``start_session``), a message's first bytes are awaited for the linger only
+    (the server's selector then holds the silence, bounded by the idle timeout), a request must arrive
+    whole within ``request_timeout`` of its first byte (so a peer dripping one byte per idle period
+    cannot hold the connection), and a reply must be written within the idle timeout. The server calls
+    ``message_done`` after each reply.
     """
 
     request_timeout: Optional[float] = None
     idle_timeout: Optional[float] = None
     handshake_budget: Optional[int] = None  # bytes the peer may send before its session starts
     message_budget: int = 0  # bytes one message may take once the session has started
+    linger: float = 0.0
+    _kernel_timeouts = False
     _received = 0
     _pushback = b""
 
@@ -349,16 +368,35 @@ class ConnectionSocket(DeadlineSocket):
             dialect = sniff(data)
         self._pushback = data + self._pushback
         return data, dialect
-    def start_session(self, limits: ServerLimits) -> None:
+    def start_session(self, limits: ServerLimits, linger: float) -> None:
+        """The session's limits apply from now on; a message's first bytes are awaited ``linger``
+        seconds at most (then ``read`` raises NoMessageYet and the server lets the connection wait
+        in its selector, where the idle timeout bounds the silence)."""
         self.deadline = None
         self.idle_timeout = limits.idle_timeout
         self.request_timeout = limits.request_timeout
         self.message_budget = limits.max_message_bytes
-        self.handle.settimeout(limits.idle_timeout)
+        self.linger = linger
+        handle = self.handle
+        self._kernel_timeouts = not isinstance(handle, ssl.SSLSocket)
+        if self._kernel_timeouts:
+            # A socket in Python's timeout mode polls before every recv and send; a blocking socket
+            # with kernel timeouts makes one syscall each (their EAGAIN is mapped to a timeout).
+            handle.settimeout(None)
+            handle.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(linger))
+            handle.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(limits.idle_timeout))
+        else:
+            handle.settimeout(linger)
+
+    def pending_input(self) -> bool:
+        """Whether bytes already received wait below the transport (pushed back, or decrypted by TLS)."""
+        handle = self.handle
+        return bool(self._pushback) or (isinstance(handle, ssl.SSLSocket) and handle.pending() > 0)
 
     def read(self, sz: int) -> bytes:
         if self._pushback:
             data, self._pushback = self._pushback[:sz], self._pushback[sz:]
+            self.message_started()
             return data
         if self.request_timeout is None:  # handshake: one deadline and one byte budget for everything
             budget = self.handshake_budget
@@ -370,40 +408,94 @@ class ConnectionSocket(DeadlineSocket):
             data = super().read(min(sz, budget - self._received))
             self._received += len(data)
             return data
-        if self.deadline is not None:
-            self._arm()
-        else:  # the first bytes of a message: the rest must follow in time, and within its budget
+        if self.deadline is None:  # the first bytes of a message: the rest must follow in time, and within its budget
             self._received = 0
-        if self._received >= self.message_budget:
-            raise BudgetExceeded(TTransport.TTransportException.SIZE_LIMIT,
-                                 f"a message of more than {self.message_budget} bytes (max_message_bytes)")
-        data = TSocket.TSocket.read(self, min(sz, _READ_CHUNK, self.message_budget - self._received))
-        if self.deadline is None:
+            size = min(sz, _READ_CHUNK, self.message_budget)
+            data = self._first_read(size)
             self.deadline = time.monotonic() + self.request_timeout
+        else:
+            if self._received >= self.message_budget:
+                raise BudgetExceeded(TTransport.TTransportException.SIZE_LIMIT,
+                                     f"a message of more than {self.message_budget} bytes (max_message_bytes)")
+            size = min(sz, _READ_CHUNK, self.message_budget - self._received)
+            if self._kernel_timeouts:
+                data = self._read_more(size)
+            else:
+                self._arm()
+                data = TSocket.TSocket.read(self, size)
         self._received += len(data)
+        return data
+
+    def _first_read(self, size: int) -> bytes:
+        handle = self.handle
+        if not self._kernel_timeouts:
+            _use_timeout(handle, self.linger)
+        try:
+            data = handle.recv(size)
+        except (BlockingIOError, socket.timeout, TimeoutError):
+            raise NoMessageYet() from None
+        except OSError as error:
+            raise TTransport.TTransportException(message="unexpected exception", inner=error) from error
+        if not data:
+            raise TTransport.TTransportException(TTransport.TTransportException.END_OF_FILE, "TSocket read 0 bytes")
+        return data
+
+    def _read_more(self, size: int) -> bytes:
+        """The rest of a message on a blocking socket: waits in poll() past the linger, up to the deadline."""
+        handle = self.handle
+        while True:
+            try:
+                data = handle.recv(size)
+                break
+            except BlockingIOError:
+                remaining = self.deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TTransport.TTransportException(TTransport.TTransportException.TIMED_OUT,
+                                                         "deadline passed") from None
+                waiter = select.poll()
+                waiter.register(handle, select.POLLIN)
+                waiter.poll(remaining * 1000)
+            except OSError as error:
+                raise TTransport.TTransportException(message="unexpected exception", inner=error) from error
+        if not data:
+            raise TTransport.TTransportException(TTransport.TTransportException.END_OF_FILE, "TSocket read 0 bytes")
         return data
 
     def write(self, buff: bytes) -> None:
         if self.request_timeout is None:
             super().write(buff)
             return
-        _use_timeout(self.handle, self.idle_timeout)
+        handle = self.handle
+        if not self._kernel_timeouts:
+            _use_timeout(handle, self.idle_timeout)
         try:
-            self.handle.sendall(buff)
-        except (socket.timeout, TimeoutError) as error:
+            handle.sendall(buff)
+        except (BlockingIOError, socket.timeout, TimeoutError) as error:
             raise TTransport.TTransportException(
                 TTransport.TTransportException.TIMED_OUT,
                 "the peer did not read its reply within the idle timeout", inner=error) from error
         except OSError as error:
             raise _write_failed(error) from error
 
+    def message_started(self) -> None:
+        """A message began from bytes already buffered above the socket: its deadline and budget run."""
+        if self.request_timeout is not None and self.deadline is None:
+            self.deadline = time.monotonic() + self.request_timeout
+            self._received = 0
+
     def message_done(self) -> None:
-        """The reply is out: the next message's wait is bounded by the idle timeout again."""
-        if self.request_timeout is not None and self.deadline is not None:
+        """The reply is out: the next message starts a new deadline and budget."""
+        if self.request_timeout is not None:
             self.deadline = None
-            handle = self.handle
-            if handle is not None:
-                _use_timeout(handle, self.idle_timeout)
+
+
+def _timeval(seconds: float) -> bytes:
+    whole = int(seconds)
+    return struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
+
+
+class NoMessageYet(Exception):
+    """No byte of a next message arrived within the linger: the connection may wait elsewhere."""
 
 
 class CountingSocket(DeadlineSocket):

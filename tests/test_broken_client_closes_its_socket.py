@@ -50,7 +50,7 @@ def wait_for_line(caplog: pytest.LogCaptureFixture, pattern: str, timeout: float
 
 
 def test_the_server_sees_eof_right_after_a_client_call_timeout(start_server, caplog):
-    caplog.set_level(logging.INFO, logger=SERVER_LOG)
+    caplog.set_level(logging.DEBUG, logger=SERVER_LOG)
     handler = SlowEcho()
     server = start_server(handler)  # the default idle timeout (300 s) would keep an open socket served
     client = Client("127.0.0.1", server.port, ClientOptions(timeouts=Timeouts(call=CALL_TIMEOUT)),

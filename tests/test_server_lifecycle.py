@@ -307,8 +307,9 @@ def test_signals_stop_the_cli_server_gracefully(signum):
         process.stderr.close()
 
 
-def test_cli_server_logs_one_line_per_connection_event(raw):
-    process, port = _serve_subprocess(env=dict(os.environ, THRIFT_HANDSHAKE_AUTH_TOKEN="t0ken"))
+@pytest.mark.parametrize("level", ["INFO", "DEBUG"])
+def test_cli_server_logs_one_line_per_connection_and_each_event_at_debug(raw, level):
+    process, port = _serve_subprocess("--log-level", level, env=dict(os.environ, THRIFT_HANDSHAKE_AUTH_TOKEN="t0ken"))
     try:
         with pytest.raises(HandshakeFailed):
             Client("127.0.0.1", port, ClientOptions(auth_token="bad"), service=HandshakeService).connect()
@@ -325,9 +326,17 @@ def test_cli_server_logs_one_line_per_connection_event(raw):
         if process.poll() is None:
             process.kill()
         process.stderr.close()
-    for event in ["accepted", "handshake ok", "handshake rejected", "goodbye", "dropped", "closed"]:
-        assert event in log, f"no {event!r} line in:\n{log}"
-    assert "t0ken" not in log
+    closed = re.findall(r"INFO thrift_handshake.server: closed peer=\S+ session=\w+ client='thrift-handshake-python' "
+                        r"version=2 calls=1 duration_ms=\d+: after goodbye", log)
+    assert len(closed) == 1, log  # the connection's one line says who it was and what it did
+    assert re.search(r"WARNING thrift_handshake.server: dropped peer=\S+ session=\w+ client='raw-test' .*without goodbye", log)
+    assert "handshake rejected" in log and "t0ken" not in log
+    per_event = ["accepted", "handshake ok", "goodbye peer"]
+    if level == "DEBUG":
+        for event in per_event:
+            assert event in log, f"no {event!r} line in:\n{log}"
+    else:
+        assert not [event for event in per_event if event in log], log
 
 
 def test_oversized_container_is_refused(start_server):

@@ -1,0 +1,193 @@
+"""What lets a server hold many connections on few threads: a watch where idle connections wait for
+their next bytes, and a bounded pool of reused threads that serves the connections that have some.
+
+Both are plain mechanisms with no Thrift in them; ``server.HandshakeServer`` decides what a connection
+does when it is reported ready and when it goes back to wait.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import select
+import selectors
+import socket
+import threading
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+__all__ = ["ReadinessWatch", "WorkerPool"]
+
+logger = logging.getLogger(__name__)
+
+
+class WorkerPool:
+    """Runs submitted tasks on at most ``maximum`` threads, started when needed and reused after; a
+    thread without a task for ``idle_seconds`` ends.
+
+    A task waits in order when every thread is busy. Threads are daemons: a task stuck past a
+    server's grace period must not keep the process alive.
+    """
+
+    def __init__(self, name: str, maximum: int, idle_seconds: float = 5.0) -> None:
+        self._name = name
+        self._maximum = maximum
+        self._idle_seconds = idle_seconds
+        self._tasks: "queue.SimpleQueue[Optional[Tuple[Callable[[Any], None], Any]]]" = queue.SimpleQueue()
+        self._lock = threading.Lock()  # guards the two counts below
+        self._idle = 0  # threads waiting for a task
+        self._threads = 0
+        self._closed = False
+
+    @property
+    def threads(self) -> int:
+        """Threads started and not ended."""
+        return self._threads
+
+    def submit(self, task: Callable[[Any], None], argument: Any) -> None:
+        """Runs ``task(argument)`` on a pool thread, now or once one is free."""
+        if self._closed:
+            raise RuntimeError("the pool is closed")
+        self._tasks.put((task, argument))
+        with self._lock:  # after the put: a thread that ends re-checks the queue under this lock
+            if self._tasks.qsize() <= self._idle or self._threads >= self._maximum:
+                return  # a waiting thread takes it, or a busy one when done
+            self._threads += 1
+            number = self._threads
+        try:
+            threading.Thread(target=self._work, name=f"{self._name} {number}", daemon=True).start()
+        except RuntimeError as error:  # the system refused another thread: the others take the task
+            with self._lock:
+                self._threads -= 1
+                alone = self._threads == 0
+            if alone:
+                raise
+            logger.warning("cannot start another pool thread (%s); %d serve the queue", error, self._threads)
+
+    def close(self) -> None:
+        """Ends every thread once it is free; tasks still queued are dropped."""
+        self._closed = True
+        with self._lock:
+            threads = self._threads
+        for _ in range(threads):
+            self._tasks.put(None)
+
+    def _work(self) -> None:
+        tasks, lock = self._tasks, self._lock
+        while True:
+            with lock:
+                self._idle += 1
+            try:
+                item = tasks.get(timeout=self._idle_seconds)
+            except queue.Empty:
+                item = None
+            with lock:
+                self._idle -= 1
+                if item is None and (self._closed or tasks.empty()):
+                    self._threads -= 1
+                    return
+            if item is None:
+                continue  # a task arrived as the wait ended: take it
+            task, argument = item
+            if self._closed:
+                continue
+            try:
+                task(argument)
+            except BaseException:  # a task's own errors are its business; the thread must survive them
+                logger.exception("a pool task failed")
+
+
+class ReadinessWatch:
+    """File descriptors to watch for input. A descriptor added with ``once=True`` is reported once and
+    then ignored until ``rearm``; ``rearm`` may be called from any thread while ``wait`` runs."""
+
+    def __init__(self, use_epoll: bool = hasattr(select, "epoll")) -> None:
+        self._objects: Dict[int, Any] = {}
+        self._epoll = select.epoll() if use_epoll else None
+        self._selector = None if use_epoll else selectors.DefaultSelector()
+        self._once: Dict[int, bool] = {}
+        self._lock = threading.Lock()  # the selector fallback only: it is not safe across threads
+        self._wake_reader, self._wake_writer = socket.socketpair()
+        for end in (self._wake_reader, self._wake_writer):
+            end.setblocking(False)
+        self.add(self._wake_reader.fileno(), self._wake_reader, once=False)
+
+    def add(self, fd: int, obj: Any, once: bool = True) -> None:
+        """Starts watching ``fd``; ``wait`` reports ``obj`` when it has input (or is closed)."""
+        self._objects[fd] = obj
+        if self._epoll is not None:
+            self._epoll.register(fd, select.EPOLLIN | (select.EPOLLONESHOT if once else 0))
+        else:
+            with self._lock:
+                self._once[fd] = once
+                self._selector.register(fd, selectors.EVENT_READ)
+            self.wake()
+
+    def rearm(self, fd: int) -> None:
+        """Reports ``fd`` again the next time it has input (after it was reported once)."""
+        if self._epoll is not None:
+            self._epoll.modify(fd, select.EPOLLIN | select.EPOLLONESHOT)
+        else:
+            with self._lock:
+                self._selector.register(fd, selectors.EVENT_READ)
+            self.wake()
+
+    def remove(self, fd: int) -> None:
+        """Stops watching ``fd`` (call before closing it: its number may be reused at once)."""
+        self._objects.pop(fd, None)
+        try:
+            if self._epoll is not None:
+                self._epoll.unregister(fd)
+            else:
+                with self._lock:
+                    self._once.pop(fd, None)
+                    self._selector.unregister(fd)
+        except (KeyError, OSError, ValueError):  # reported once and not re-armed, or already gone
+            pass
+
+    def wake(self) -> None:
+        """Makes a running ``wait`` return (safe in a signal handler: takes no lock)."""
+        try:
+            self._wake_writer.send(b"\0")
+        except OSError:  # full (a wake-up is pending anyway) or closed
+            pass
+
+    def wait(self, timeout: Optional[float]) -> List[Any]:
+        """The objects whose descriptors have input, waiting at most ``timeout`` seconds for one."""
+        ready: List[Any] = []
+        if self._epoll is not None:
+            events = [fd for fd, _ in self._epoll.poll(-1 if timeout is None else timeout)]
+        else:
+            with self._lock:
+                selector = self._selector
+            events = [key.fd for key, _ in selector.select(timeout)]
+            with self._lock:
+                for fd in events:
+                    if self._once.get(fd):
+                        try:
+                            self._selector.unregister(fd)
+                        except KeyError:  # removed meanwhile
+                            pass
+        for fd in events:
+            obj = self._objects.get(fd)
+            if obj is self._wake_reader:
+                _drain(self._wake_reader)
+            elif obj is not None:
+                ready.append(obj)
+        return ready
+
+    def close(self) -> None:
+        self._objects.clear()
+        if self._epoll is not None:
+            self._epoll.close()
+        else:
+            self._selector.close()
+        self._wake_reader.close()
+        self._wake_writer.close()
+
+
+def _drain(reader: socket.socket) -> None:
+    try:
+        while reader.recv(4096):
+            pass
+    except OSError:  # BlockingIOError: nothing left
+        pass
