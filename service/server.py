@@ -353,10 +353,10 @@ class HandshakeServer(TThreadedServer):
                 return
             self._serving = True
             watch = self._watch = ReadinessWatch()
-        self._pool = WorkerPool(f"thrift-handshake:{self.config.port}", self.config.limits.max_threads)
         listener = None
         try:
             self.listen()
+            self._pool = WorkerPool(f"thrift-handshake:{self.port}", self.config.limits.max_threads)
             listener = self.serverTransport.handle
             watch.add(listener.fileno(), listener, once=False)
             while not self._stop_requested:
