@@ -501,12 +501,12 @@ func overloadedServer(ctx context.Context) error {
 	}
 	var tickets []string
 	for i := 1; i <= 2; i++ {
-		ack, err := c.client.Submit(ctx, &hs.Request{RequestID: fmt.Sprintf("q%d", i), Payload: "busy", WorkMs: 500})
+		ack, err := c.client.Submit(ctx, &hs.Request{RequestID: fmt.Sprintf("q%d", i), Payload: "busy", WorkMs: 200})
 		if expectOK(fmt.Sprintf("submit q%d (fills the queue)", i), err) {
 			tickets = append(tickets, ack.Ticket)
 		}
 	}
-	_, err = c.client.Submit(ctx, &hs.Request{RequestID: "q3", Payload: "busy", WorkMs: 500})
+	_, err = c.client.Submit(ctx, &hs.Request{RequestID: "q3", Payload: "busy", WorkMs: 200})
 	if overloaded, ok := expectErr[*hs.Overloaded]("submit beyond the queue", err); ok {
 		check("submit beyond the queue -> Overloaded", overloaded.Queued == 2 && overloaded.Capacity == 2,
 			"queued=%d capacity=%d message=%q", overloaded.Queued, overloaded.Capacity, overloaded.Message)

@@ -156,6 +156,13 @@ function HeaderProtocol(trans) {
 }
 HeaderProtocol.prototype = Object.create(thrift.THeaderProtocol.prototype);
 HeaderProtocol.prototype.constructor = HeaderProtocol;
+// THeaderProtocol writes its header in its own flush(), but 0.17-generated clients flush the transport
+// (`this.output.flush()`): without this the header is never written and the message goes out as plain
+// buffered binary, which the server then answers plainly, so nothing fails.
+HeaderProtocol.prototype.writeMessageEnd = function () {
+  thrift.THeaderProtocol.prototype.writeMessageEnd.call(this);
+  this.trans.writeHeaders();
+};
 
 function connect(label, port = PORT) {
   return new Promise((resolve, reject) => {
@@ -493,7 +500,7 @@ async function overloadedServer() {
   const { connection, client } = await connect("small-queue server", OVERLOAD_PORT);
   try {
     if (!(await expectValue("hello on the small-queue server", () => client.hello(clientHello(1, 2))))) return;
-    const request = (id) => new ttypes.Request({ request_id: id, payload: "busy", work_ms: 500 });
+    const request = (id) => new ttypes.Request({ request_id: id, payload: "busy", work_ms: 200 });
     const tickets = [];
     for (const id of ["q1", "q2"]) {
       const ack = await expectValue(`submit ${id} (fills the queue)`, () => client.submit(request(id)));
