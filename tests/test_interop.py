@@ -280,6 +280,7 @@ class DialectRelay:
     def __init__(self, upstream: tuple) -> None:
         self.upstream = upstream
         self.dialects: List[str] = []
+        self.sockets: List[socket.socket] = []
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
@@ -292,6 +293,7 @@ class DialectRelay:
                 return
             server = socket.create_connection(self.upstream, timeout=5)
             server.settimeout(None)
+            self.sockets += [client, server]
             first = bytearray()
             threading.Thread(target=self._pump, args=(client, server, first), daemon=True).start()
             threading.Thread(target=self._pump, args=(server, client, None), daemon=True).start()
@@ -322,6 +324,8 @@ class DialectRelay:
 
     def close(self) -> None:
         self.listener.close()
+        for sock in self.sockets:
+            sock.close()
 
 
 SUMMARY = re.compile(r"^(\d+)/(\d+) checks passed$", re.MULTILINE)
