@@ -117,7 +117,7 @@ setup_java() {
 }
 
 # The Debian packages of the C++ client, and a check that each is there.
-CPP_PACKAGES="libthrift-dev libboost-dev libssl-dev pkg-config g++ cmake"
+CPP_PACKAGES="libthrift-dev libboost-dev libssl-dev pkg-config g++ cmake"  # libthrift-dev has libthriftz (THeader) too
 
 cpp_missing() {
   missing=""
@@ -125,7 +125,7 @@ cpp_missing() {
   command -v cmake >/dev/null 2>&1 || missing="$missing cmake"
   command -v pkg-config >/dev/null 2>&1 || missing="$missing pkg-config"
   if command -v pkg-config >/dev/null 2>&1; then
-    pkg-config --atleast-version=0.17 thrift 2>/dev/null || missing="$missing libthrift-dev"
+    { pkg-config --atleast-version=0.17 thrift && pkg-config --exists thrift-z; } 2>/dev/null || missing="$missing libthrift-dev"
     pkg-config --exists libcrypto 2>/dev/null || missing="$missing libssl-dev"
   fi
   [ -f /usr/include/boost/version.hpp ] || missing="$missing libboost-dev"

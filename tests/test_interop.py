@@ -17,16 +17,19 @@ import hashlib
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List, NamedTuple, Optional
 
 import pytest
 
 from thrift_handshake import HandshakeServer, ServerConfig, Wire
 from thrift_handshake.demo import DemoLimits, demo_server
+from thrift_handshake.transport import sniff
 
 ROOT = Path(__file__).resolve().parent.parent
 IDL = ROOT / "idl" / "handshake.thrift"
@@ -47,7 +50,10 @@ LANGUAGES = ["node", "go", "java", "cpp", "rust"]
 # The wires of the matrix besides the default binary+buffered, as (protocol, transport): every client takes
 # HANDSHAKE_PROTOCOL and HANDSHAKE_TRANSPORT and builds its stack from its runtime's own classes.
 OTHER_WIRES = [("compact", "framed"), ("compact", "buffered"), ("binary", "framed")]
-OVERLOAD_CLIENTS = {"java", "cpp", "rust"}  # read HANDSHAKE_OVERLOAD_PORT
+# HANDSHAKE_TRANSPORT=header: THeader carrying the protocol HANDSHAKE_PROTOCOL names, in the clients whose
+# runtime has it. Java's libthrift 0.17 and Rust's thrift crate 0.17 have none: those clients refuse it (exit 2).
+HEADER_CLIENTS = ["go", "node", "cpp"]
+NO_HEADER_CLIENTS = ["java", "rust"]
 LANGUAGE_NAMES = {"node": "Node.js", "go": "Go", "java": "Java", "cpp": "C++", "rust": "Rust"}
 CPP_PACKAGES = "libthrift-dev libboost-dev libssl-dev pkg-config g++ cmake"
 
@@ -228,7 +234,7 @@ def server() -> Iterator[HandshakeServer]:
 
 @pytest.fixture
 def small_queue_server() -> Iterator[HandshakeServer]:
-    """Room for 2 unfinished submits (1 worker + 1 queued): the Java, C++ and Rust clients get Overloaded here."""
+    """Room for 2 unfinished submits (1 worker + 1 queued): every client gets Overloaded here."""
     server = demo_server(ServerConfig(host="127.0.0.1", port=0, grace=2.0),
                          DemoLimits(submit_workers=1, submit_queue=1)).start()
     try:
@@ -237,8 +243,16 @@ def small_queue_server() -> Iterator[HandshakeServer]:
         server.stop(grace=0.1)
 
 
+class ClientWire(NamedTuple):
+    """What a client is told to speak: HANDSHAKE_PROTOCOL and HANDSHAKE_TRANSPORT ("header" included, which
+    the Python client's Wire does not have)."""
+
+    protocol: str = "binary"
+    transport: str = "buffered"
+
+
 def run_client(command: List[str], host: str, port: int, overload_port: Optional[int] = None,
-               wire: Optional[Wire] = None) -> subprocess.CompletedProcess:
+               wire: Optional[ClientWire] = None) -> subprocess.CompletedProcess:
     """Runs a client; `wire` sets HANDSHAKE_PROTOCOL and HANDSHAKE_TRANSPORT (unset: the default binary+buffered)."""
     env = dict(os.environ, HANDSHAKE_HOST=host, HANDSHAKE_PORT=str(port))
     for name in ("HANDSHAKE_OVERLOAD_PORT", "HANDSHAKE_PROTOCOL", "HANDSHAKE_TRANSPORT"):
@@ -255,14 +269,75 @@ def run_client(command: List[str], host: str, port: int, overload_port: Optional
         pytest.fail(f"{command[0]} did not finish within {CLIENT_TIMEOUT} s\n{output}", pytrace=False)
 
 
+class DialectRelay:
+    """A TCP relay in front of a server that names what each connection's first bytes are written in
+    (``transport.sniff``; for THeader also the protocol it carries): what a client really puts on the wire."""
+
+    # THeader: length (4), magic (2), flags (2), seqid (4), header words (2), then the protocol id (0, 2)
+    HEADER_PROTOCOL_AT = 14
+    HEADER_PROTOCOLS = {0: "binary", 2: "compact"}
+
+    def __init__(self, upstream: tuple) -> None:
+        self.upstream = upstream
+        self.dialects: List[str] = []
+        self.sockets: List[socket.socket] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            server = socket.create_connection(self.upstream, timeout=5)
+            server.settimeout(None)
+            self.sockets += [client, server]
+            first = bytearray()
+            threading.Thread(target=self._pump, args=(client, server, first), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, None), daemon=True).start()
+
+    def _pump(self, source: socket.socket, target: socket.socket, first: Optional[bytearray]) -> None:
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                if first is not None and len(first) <= self.HEADER_PROTOCOL_AT:
+                    first += data
+                    if len(first) > self.HEADER_PROTOCOL_AT:
+                        self.dialects.append(self._name(bytes(first)))
+                target.sendall(data)
+        except OSError:
+            pass
+        try:
+            target.shutdown(socket.SHUT_WR)  # the other side sees end-of-file, as it would without the relay
+        except OSError:
+            pass
+
+    def _name(self, first: bytes) -> str:
+        dialect = sniff(first)
+        if dialect is not None and dialect.kind == "header":
+            return f"THeader {self.HEADER_PROTOCOLS.get(first[self.HEADER_PROTOCOL_AT], 'protocol?')}"
+        return str(dialect)
+
+    def close(self) -> None:
+        self.listener.close()
+        for sock in self.sockets:
+            sock.close()
+
+
 SUMMARY = re.compile(r"^(\d+)/(\d+) checks passed$", re.MULTILINE)
 
 
-def assert_flow_passes(command: List[str], server: HandshakeServer, language: str,
+def assert_flow_passes(command: List[str], address: tuple, language: str,
                        record_property: Callable[[str, object], None],
-                       small_queue_server: Optional[HandshakeServer] = None, wire: Wire = Wire()) -> None:
-    host, port = server.address
-    result = run_client(command, host, port, small_queue_server.port if small_queue_server else None, wire)
+                       small_queue_server: HandshakeServer, wire: Optional[ClientWire] = None) -> None:
+    """The client runs the whole contract against the server at ``address`` (in ``wire``; None: the
+    client's default) and meets Overloaded on ``small_queue_server``; one row of the matrix is recorded."""
+    result = run_client(command, *address, small_queue_server.port, wire)
+    wire = wire or ClientWire()
     sys.stdout.write(result.stdout)  # shown by pytest on failure (and with -s)
     lines = result.stdout.splitlines()
     passed = [line for line in lines if line.startswith("ok   ")]
@@ -284,39 +359,64 @@ def assert_flow_passes(command: List[str], server: HandshakeServer, language: st
         f"the client declares {declared[0]}/{declared[1]} checks passed but printed {len(passed)} ok and "
         f"{len(failed)} FAIL lines")
     assert len(passed) >= 60, f"only {len(passed)} checks ran: the flow stopped early?\n{result.stdout}"
-    if small_queue_server is not None:
-        assert "ok   submit beyond the queue -> Overloaded" in result.stdout, result.stdout
+    assert "ok   submit beyond the queue -> Overloaded" in result.stdout, result.stdout
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
-def test_client_runs_the_whole_flow(language: str, server: HandshakeServer, request: pytest.FixtureRequest,
+def test_client_runs_the_whole_flow(language: str, server: HandshakeServer, small_queue_server: HandshakeServer,
+                                    request: pytest.FixtureRequest,
                                     record_property: Callable[[str, object], None]) -> None:
-    """The client of each language runs the whole contract against a fresh Python server (Java, C++ and Rust
-    also meet Overloaded on a second server with a tiny submit queue)."""
+    """The client of each language runs the whole contract against a fresh Python server, and meets
+    Overloaded on a second server with a tiny submit queue."""
     command = request.getfixturevalue(f"{language}_client")
-    small = request.getfixturevalue("small_queue_server") if language in OVERLOAD_CLIENTS else None
-    assert_flow_passes(command, server, language, record_property, small)
+    assert_flow_passes(command, server.address, language, record_property, small_queue_server)
 
 
 @pytest.mark.parametrize("protocol, transport", OTHER_WIRES)
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_client_runs_the_whole_flow_on_another_wire(language: str, protocol: str, transport: str,
-                                                    server: HandshakeServer, request: pytest.FixtureRequest,
+                                                    server: HandshakeServer, small_queue_server: HandshakeServer,
+                                                    request: pytest.FixtureRequest,
                                                     record_property: Callable[[str, object], None]) -> None:
     """The matrix beyond binary+buffered: each client runs the whole contract in another protocol and
-    transport against the one-port server (Java, C++ and Rust also meet Overloaded there). Then, so that a
-    client ignoring HANDSHAKE_PROTOCOL/HANDSHAKE_TRANSPORT cannot pass, the whole flow again against a
-    server that serves only that wire (detect_wire=False)."""
+    transport against the one-port server. Then, so that a client ignoring HANDSHAKE_PROTOCOL/HANDSHAKE_TRANSPORT
+    cannot pass, the whole flow again against a server that serves only that wire (detect_wire=False)."""
     command = request.getfixturevalue(f"{language}_client")
-    wire = Wire(protocol=protocol, transport=transport)
-    small = request.getfixturevalue("small_queue_server") if language in OVERLOAD_CLIENTS else None
-    assert_flow_passes(command, server, language, record_property, small, wire)
-    only = ServerConfig(host="127.0.0.1", port=0, wire=wire, detect_wire=False, grace=2.0)
+    wire = ClientWire(protocol, transport)
+    assert_flow_passes(command, server.address, language, record_property, small_queue_server, wire)
+    only = ServerConfig(host="127.0.0.1", port=0, wire=Wire(protocol, transport), detect_wire=False, grace=2.0)
     with demo_server(only) as strict:
         result = run_client(command, *strict.address, wire=wire)
     assert result.returncode == 0 and "FAIL" not in result.stdout, (
         f"the {LANGUAGE_NAMES[language]} client fails against a server serving only {protocol}+{transport}: "
         f"does it speak it?\n{result.stdout}")
+
+
+@pytest.mark.parametrize("protocol", ["binary", "compact"])
+@pytest.mark.parametrize("language", HEADER_CLIENTS)
+def test_client_runs_the_whole_flow_over_theader(language: str, protocol: str, server: HandshakeServer,
+                                                 small_queue_server: HandshakeServer, request: pytest.FixtureRequest,
+                                                 record_property: Callable[[str, object], None]) -> None:
+    """HANDSHAKE_TRANSPORT=header: the client runs the whole contract in THeader (carrying binary or compact)
+    against the one-port server, through a relay that checks every connection really is THeader with that
+    protocol inside."""
+    command = request.getfixturevalue(f"{language}_client")
+    relay = DialectRelay(server.address)
+    try:
+        assert_flow_passes(command, ("127.0.0.1", relay.port), language, record_property, small_queue_server,
+                           ClientWire(protocol, "header"))
+    finally:
+        relay.close()
+    assert len(relay.dialects) >= 2 and set(relay.dialects) == {f"THeader {protocol}"}, relay.dialects
+
+
+@pytest.mark.parametrize("language", NO_HEADER_CLIENTS)
+def test_a_client_without_theader_says_so(language: str, request: pytest.FixtureRequest) -> None:
+    """Java's libthrift 0.17 and Rust's thrift crate 0.17 have no THeader: asked for it, the client says so and
+    exits 2 without connecting (the port is never opened)."""
+    command = request.getfixturevalue(f"{language}_client")
+    result = run_client(command, "127.0.0.1", 9, wire=ClientWire("binary", "header"))
+    assert result.returncode == 2 and re.search(r"has no THeader", result.stdout), result.stdout
 
 
 @pytest.mark.parametrize("language", LANGUAGES)

@@ -29,10 +29,11 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 import pytest
 from conftest import every_type_at_its_edges
 from thrift.protocol.TBinaryProtocol import TBinaryProtocolAccelerated
+from thrift.protocol.TCompactProtocol import TCompactProtocolAccelerated
 from thrift.transport import TSocket, TTransport
 from thrift.transport.TTransport import TTransportException
 
-from thrift_handshake import Client, ClientOptions, HandshakeFailed, RemoteApplicationError, ServiceError
+from thrift_handshake import Client, ClientOptions, HandshakeFailed, RemoteApplicationError, ServiceError, Wire
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.session.ttypes import ClientHello, HandshakeRejected, HandshakeRequired
 from thrift_handshake_gen.ttypes import (AllTypes, Color, Event, InvalidRequest, NotReady, Overloaded, Request,
@@ -52,6 +53,9 @@ START_TIMEOUT = 30  # from exec to "listening on" (a loaded machine starts node 
 
 LANGUAGES = ["go", "node", "cpp"]
 LANGUAGE_NAMES = {"go": "Go", "node": "Node.js", "cpp": "C++"}
+#: The wires each server is started in (HANDSHAKE_PROTOCOL, HANDSHAKE_TRANSPORT) and the Python client speaks.
+#: No THeader: the Python client has no THeader option (Wire: binary or compact, buffered or framed).
+WIRES = [Wire("binary", "buffered"), Wire("compact", "framed")]
 
 #: The TApplicationException type each runtime sends for an undeclared handler error (Python sends 6).
 FAIL_TYPE = {"go": 6, "node": 0, "cpp": 0}
@@ -102,12 +106,13 @@ def cpp_server() -> List[str]:
 
 
 class ServerProcess:
-    """A server program on 127.0.0.1: started on port 0, its port read from its first line."""
+    """A server program on 127.0.0.1 speaking ``wire``: started on port 0, its port read from its first line."""
 
-    def __init__(self, command: List[str], *extra: int) -> None:
+    def __init__(self, command: List[str], wire: Wire, *extra: int) -> None:
         self.stderr = tempfile.TemporaryFile()
+        env = dict(os.environ, HANDSHAKE_PROTOCOL=wire.protocol, HANDSHAKE_TRANSPORT=wire.transport)
         self.process = subprocess.Popen([*command, "0", *map(str, extra)], stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.PIPE, stderr=self.stderr)
+                                        stdout=subprocess.PIPE, stderr=self.stderr, env=env)
         self.port = self._read_port(command)
 
     def _read_port(self, command: List[str]) -> int:
@@ -144,11 +149,11 @@ class ServerProcess:
 
 @pytest.fixture
 def start() -> Iterator[Callable[..., ServerProcess]]:
-    """Starts server processes (``start(command, *extra_args)``) and kills them all afterwards."""
+    """Starts server processes (``start(command, wire, *extra_args)``) and kills them all afterwards."""
     servers: List[ServerProcess] = []
 
-    def make(command: List[str], *extra: int) -> ServerProcess:
-        server = ServerProcess(command, *extra)
+    def make(command: List[str], wire: Wire, *extra: int) -> ServerProcess:
+        server = ServerProcess(command, wire, *extra)
         servers.append(server)
         return server
 
@@ -161,11 +166,18 @@ def start() -> Iterator[Callable[..., ServerProcess]]:
 class Raw:
     """The bare generated client on its own socket: no wrapper, no hello unless asked."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, wire: Wire) -> None:
         self.socket = TSocket.TSocket("127.0.0.1", port)
         self.socket.setTimeout(10000)
-        self.transport = TTransport.TBufferedTransport(self.socket)
-        self.stub = HandshakeService.Client(TBinaryProtocolAccelerated(self.transport, strictRead=True))
+        if wire.transport == "framed":
+            self.transport = TTransport.TFramedTransport(self.socket)
+        else:
+            self.transport = TTransport.TBufferedTransport(self.socket)
+        if wire.protocol == "compact":
+            protocol = TCompactProtocolAccelerated(self.transport)
+        else:
+            protocol = TBinaryProtocolAccelerated(self.transport, strictRead=True)
+        self.stub = HandshakeService.Client(protocol)
         self.transport.open()
 
     def hello(self, min_version: int = 1, max_version: int = 2, client_name: str = "raw-test"):
@@ -180,8 +192,8 @@ class Raw:
 # Checks
 # ---------------------------------------------------------------------------------------------
 
-#: language -> (checks passed, checks run), for the table at the end of the module.
-RESULTS: Dict[str, Tuple[int, int]] = {}
+#: (language, "protocol+transport") -> (checks passed, checks run), for the table at the end of the module.
+RESULTS: Dict[Tuple[str, str], Tuple[int, int]] = {}
 
 
 class Checks:
@@ -227,23 +239,23 @@ def full_value() -> AllTypes:
     return every_type_at_its_edges()
 
 
-def options(**fields: Any) -> ClientOptions:
+def options(wire: Wire, **fields: Any) -> ClientOptions:
     fields.setdefault("client_name", "interop-servers-test")
-    return ClientOptions(**fields)
+    return ClientOptions(wire=wire, **fields)
 
 
-def connect(port: int, **fields: Any) -> Client:
-    client = Client("127.0.0.1", port, options(**fields), service=HandshakeService)
+def connect(port: int, wire: Wire, **fields: Any) -> Client:
+    client = Client("127.0.0.1", port, options(wire, **fields), service=HandshakeService)
     client.connect()
     return client
 
 
-def flow(language: str, port: int, overload_port: int, c: Checks) -> None:
-    """The whole contract against one server; each expectation is a check in ``c``."""
+def flow(language: str, port: int, overload_port: int, wire: Wire, c: Checks) -> None:
+    """The whole contract against one server speaking ``wire``; each expectation is a check in ``c``."""
     # -- negotiation ------------------------------------------------------------------------------
-    with Client("127.0.0.1", port, options(versions=(1, 1)), service=HandshakeService) as v1:
+    with Client("127.0.0.1", port, options(wire, versions=(1, 1)), service=HandshakeService) as v1:
         c.check("hello (1,1) -> version 1", v1.version == 1, v1.server_hello)
-    ok, v2 = c.value("hello (1,2)", lambda: connect(port, features={"submit", "notify", "no-such"}))
+    ok, v2 = c.value("hello (1,2)", lambda: connect(port, wire, features={"submit", "notify", "no-such"}))
     if ok:
         hello = v2.server_hello
         v2.close()
@@ -254,7 +266,7 @@ def flow(language: str, port: int, overload_port: int, c: Checks) -> None:
                 f"{hello.session_id} {hello.server_name}")
         c.check("hello server_time_ms is the server's clock", abs(hello.server_time_ms - time.time() * 1000) < 60000,
                 hello.server_time_ms)
-    error = c.raises("hello (3,4) -> HandshakeFailed", HandshakeFailed, lambda: connect(port, versions=(3, 4)))
+    error = c.raises("hello (3,4) -> HandshakeFailed", HandshakeFailed, lambda: connect(port, wire, versions=(3, 4)))
     if error is not None:
         rejected = error.rejected
         c.check("hello (3,4) -> HandshakeFailed with the server's 1..2",
@@ -262,7 +274,7 @@ def flow(language: str, port: int, overload_port: int, c: Checks) -> None:
                 rejected)
 
     # -- the gate and refused hellos, on bare connections ------------------------------------------
-    raw = Raw(port)
+    raw = Raw(port, wire)
     try:
         c.check("ping before hello", c.value("ping before hello", raw.stub.ping)[0])
         error = c.raises("echo before hello -> HandshakeRequired", HandshakeRequired, lambda: raw.stub.echo("early"))
@@ -294,7 +306,7 @@ def flow(language: str, port: int, overload_port: int, c: Checks) -> None:
         raw.close()
 
     # -- the calls, through the wrapper --------------------------------------------------------------
-    client = connect(port, features={"submit"})
+    client = connect(port, wire, features={"submit"})
     calls = 0  # calls after hello, not counting goodbye: what Farewell.calls must say
 
     def call(name: str, *args: Any) -> Any:
@@ -345,7 +357,7 @@ def flow(language: str, port: int, overload_port: int, c: Checks) -> None:
                     ack)
             error = c.raises("get_result(ticket, 0) -> NotReady", NotReady, lambda: call("get_result", ack.ticket, 0))
             c.check("NotReady names the ticket", error is not None and error.ticket == ack.ticket, error)
-            other = connect(port, client_name="other")
+            other = connect(port, wire, client_name="other")
             try:
                 ok, result = c.value("get_result from another session", lambda: other.get_result(ack.ticket, 5000))
             finally:
@@ -368,10 +380,10 @@ def flow(language: str, port: int, overload_port: int, c: Checks) -> None:
                     f"{before.notifications} -> {after.notifications}")
             c.check("stats: calls counts stats itself", after.calls.get("stats", 0) == before.calls.get("stats", 0) + 1,
                     after.calls)
-            other = connect(port, client_name="other")
+            other = connect(port, wire, client_name="other")
             other.echo("a")
             other.echo("b")
-            c.raises("rejected hello for stats", HandshakeFailed, lambda: connect(port, versions=(3, 4)))
+            c.raises("rejected hello for stats", HandshakeFailed, lambda: connect(port, wire, versions=(3, 4)))
             ok, during = c.value("stats", lambda: call("stats"))
             other.close()
             ok2, later = c.value("stats", lambda: call("stats"))
@@ -431,7 +443,7 @@ def flow(language: str, port: int, overload_port: int, c: Checks) -> None:
         client.close()
 
     # -- Overloaded, from a server with 1 worker and a queue of 1 ---------------------------------------
-    small = connect(overload_port)
+    small = connect(overload_port, wire)
     try:
         tickets = [small.submit(Request(request_id=f"o{i}", payload="x", work_ms=1000)).ticket for i in range(2)]
         error = c.raises("submit beyond the queue -> Overloaded", Overloaded,
@@ -454,29 +466,31 @@ def summary_table(request: pytest.FixtureRequest) -> Iterator[None]:
         return
     with capture.global_and_fixture_disabled():  # to the terminal, not into the last test's captured output
         reporter.write_line("")
-        reporter.write_sep("-", "interop servers: Python client, binary protocol, buffered transport")
-        reporter.write_line(f"{'server':<9} {'checks passed':<14} result")
-        for language, (passed, total) in RESULTS.items():
-            reporter.write_line(f"{LANGUAGE_NAMES[language]:<9} {passed:>5}/{total:<8} "
+        reporter.write_sep("-", "interop servers: Python client, server per language x wire")
+        reporter.write_line(f"{'server':<9} {'wire':<16} {'checks passed':<14} result")
+        for (language, wire), (passed, total) in RESULTS.items():
+            reporter.write_line(f"{LANGUAGE_NAMES[language]:<9} {wire:<16} {passed:>5}/{total:<8} "
                                 f"{'PASS' if passed == total else 'FAIL'}")
 
 
+@pytest.mark.parametrize("wire", WIRES, ids=lambda wire: f"{wire.protocol}-{wire.transport}")
 @pytest.mark.parametrize("language", LANGUAGES)
-def test_server_serves_the_whole_contract(language: str, request: pytest.FixtureRequest,
+def test_server_serves_the_whole_contract(language: str, wire: Wire, request: pytest.FixtureRequest,
                                           start: Callable[..., ServerProcess]) -> None:
-    """The Python client runs the contract against the server of each language (and meets Overloaded on a
-    second instance started with 1 submit worker and a queue of 1)."""
+    """The Python client runs the contract against the server of each language, both started in ``wire``
+    (and meets Overloaded on a second instance started with 1 submit worker and a queue of 1). None of these
+    servers detects the dialect, so the flow passes only if the server speaks the wire it was told."""
     command = request.getfixturevalue(f"{language}_server")
-    server = start(command)
-    small = start(command, 1, 1)
+    server = start(command, wire)
+    small = start(command, wire, 1, 1)
     checks = Checks()
     try:
-        flow(language, server.port, small.port, checks)
+        flow(language, server.port, small.port, wire, checks)
     except Exception as error:  # the flow itself broke: a failed check, with what was done so far
         checks.check("flow completed", False, repr(error))
     passed = len(checks.results) - len(checks.failed)
-    RESULTS[language] = (passed, len(checks.results))
-    print(f"{LANGUAGE_NAMES[language]} server:")
+    RESULTS[(language, f"{wire.protocol}+{wire.transport}")] = (passed, len(checks.results))
+    print(f"{LANGUAGE_NAMES[language]} server, {wire.protocol}+{wire.transport}:")
     for name, ok, detail in checks.results:
         print(f"{'ok  ' if ok else 'FAIL'} {name}: {detail[:200]}")
     assert server.process.poll() is None, f"the server died during the flow:\n{server.errors()}"

@@ -7,7 +7,8 @@
 // HOST and PORT may also come from HANDSHAKE_HOST and HANDSHAKE_PORT. The Thrift code is generated from
 // ../../idl at build time (CMakeLists.txt), never committed. Wire: TBufferedTransport + strict
 // TBinaryProtocol by default (libthrift 0.17 from Debian's libthrift-dev); HANDSHAKE_PROTOCOL=compact
-// (TCompactProtocol) and HANDSHAKE_TRANSPORT=framed (TFramedTransport) choose the others.
+// (TCompactProtocol), HANDSHAKE_TRANSPORT=framed (TFramedTransport) or HANDSHAKE_TRANSPORT=header
+// (THeaderProtocol, from libthriftz, carrying the protocol HANDSHAKE_PROTOCOL names) choose the others.
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -27,6 +28,7 @@
 #include <thrift/config.h>
 #include <thrift/protocol/TBinaryProtocol.h>
 #include <thrift/protocol/TCompactProtocol.h>
+#include <thrift/protocol/THeaderProtocol.h>
 #include <thrift/transport/TBufferTransports.h>
 #include <thrift/transport/TSocket.h>
 
@@ -38,6 +40,7 @@ using apache::thrift::TApplicationException;
 using apache::thrift::TException;
 using apache::thrift::protocol::TBinaryProtocol;
 using apache::thrift::protocol::TCompactProtocol;
+using apache::thrift::protocol::THeaderProtocol;
 using apache::thrift::protocol::TProtocol;
 using apache::thrift::transport::TBufferedTransport;
 using apache::thrift::transport::TFramedTransport;
@@ -122,18 +125,25 @@ struct Conn {
     socket->setConnTimeout(5000);
     socket->setRecvTimeout(CALL_TIMEOUT_MS);
     socket->setSendTimeout(CALL_TIMEOUT_MS);
-    if (transportName == "framed") {
-      transport = std::make_shared<TFramedTransport>(socket);
-    } else {
-      transport = std::make_shared<TBufferedTransport>(socket);
-    }
     std::shared_ptr<TProtocol> protocol;
-    if (protocolName == "compact") {
-      protocol = std::make_shared<TCompactProtocol>(transport);
+    if (transportName == "header") {  // THeaderProtocol frames each message itself, in its own THeaderTransport
+      protocol = std::make_shared<THeaderProtocol>(
+          socket, protocolName == "compact" ? apache::thrift::protocol::T_COMPACT_PROTOCOL
+                                            : apache::thrift::protocol::T_BINARY_PROTOCOL);
+      transport = protocol->getTransport();
     } else {
-      auto binary = std::make_shared<TBinaryProtocol>(transport);
-      binary->setStrict(true, true);
-      protocol = binary;
+      if (transportName == "framed") {
+        transport = std::make_shared<TFramedTransport>(socket);
+      } else {
+        transport = std::make_shared<TBufferedTransport>(socket);
+      }
+      if (protocolName == "compact") {
+        protocol = std::make_shared<TCompactProtocol>(transport);
+      } else {
+        auto binary = std::make_shared<TBinaryProtocol>(transport);
+        binary->setStrict(true, true);
+        protocol = binary;
+      }
     }
     client = std::make_unique<HandshakeServiceClient>(protocol);
     transport->open();
@@ -654,8 +664,8 @@ int main(int argc, char** argv) {
   if (envProtocol && *envProtocol) protocolName = envProtocol;
   if (envTransport && *envTransport) transportName = envTransport;
   if ((protocolName != "binary" && protocolName != "compact") ||
-      (transportName != "buffered" && transportName != "framed")) {
-    std::cerr << "HANDSHAKE_PROTOCOL must be binary or compact and HANDSHAKE_TRANSPORT buffered or framed, not \""
+      (transportName != "buffered" && transportName != "framed" && transportName != "header")) {
+    std::cerr << "HANDSHAKE_PROTOCOL must be binary or compact and HANDSHAKE_TRANSPORT buffered, framed or header, not \""
               << protocolName << "\" and \"" << transportName << "\"\n";
     return 2;
   }

@@ -1,16 +1,18 @@
 // Go interop client for thrift-handshake: runs the contract's whole flow against a running server and
 // prints one line per check ("ok   ..." or "FAIL ..."). Exits 0 only if every check passed.
 //
-//	go build -o client . && ./client [-host 127.0.0.1] [-port 9090] [-protocol binary|compact] [-transport buffered|framed]
+//	go build -o client . && ./client [-host 127.0.0.1] [-port 9090] [-protocol binary|compact] [-transport buffered|framed|header]
 //
 // The package gen/thrift_handshake is generated, never committed (the tests generate it):
 //
 //	thrift --gen go:package_prefix=thrift-handshake/interop/go/gen/ -out gen idl/handshake.thrift
 //	rm -rf gen/thrift_handshake/handshake_service-remote
 //
-// Wire: TBufferedTransport + strict TBinaryProtocol by default; -protocol compact (TCompactProtocol) and
-// -transport framed (TFramedTransport), or the environment variables HANDSHAKE_PROTOCOL and
-// HANDSHAKE_TRANSPORT (the flags win).
+// Wire: TBufferedTransport + strict TBinaryProtocol by default; -protocol compact (TCompactProtocol),
+// -transport framed (TFramedTransport) or -transport header (THeaderTransport + THeaderProtocol, carrying
+// the protocol that -protocol names), or the environment variables HANDSHAKE_PROTOCOL and
+// HANDSHAKE_TRANSPORT (the flags win). HANDSHAKE_OVERLOAD_PORT names a server with a submit queue of 2
+// (1 worker, 1 queued) on the same host, where a third submit must be refused with Overloaded.
 package main
 
 import (
@@ -43,7 +45,8 @@ var (
 	port         = flag.Int("port", envInt("HANDSHAKE_PORT", 9090), "server port")
 	callTimeout  = flag.Duration("timeout", 10*time.Second, "socket timeout of each call")
 	protocolArg  = flag.String("protocol", envOr("HANDSHAKE_PROTOCOL", "binary"), "binary or compact (env HANDSHAKE_PROTOCOL)")
-	transportArg = flag.String("transport", envOr("HANDSHAKE_TRANSPORT", "buffered"), "buffered or framed (env HANDSHAKE_TRANSPORT)")
+	transportArg = flag.String("transport", envOr("HANDSHAKE_TRANSPORT", "buffered"), "buffered, framed or header (env HANDSHAKE_TRANSPORT)")
+	overloadPort = flag.Int("overload-port", envInt("HANDSHAKE_OVERLOAD_PORT", 0), "port of a server with a submit queue of 2 (env HANDSHAKE_OVERLOAD_PORT; 0: not checked)")
 )
 
 func envOr(name, fallback string) string {
@@ -120,23 +123,42 @@ type conn struct {
 }
 
 func connect() (*conn, error) {
+	return connectTo(*port)
+}
+
+func connectTo(toPort int) (*conn, error) {
 	conf := &thrift.TConfiguration{
 		ConnectTimeout:     5 * time.Second,
 		SocketTimeout:      *callTimeout,
 		TBinaryStrictRead:  thrift.BoolPtr(true),
 		TBinaryStrictWrite: thrift.BoolPtr(true),
 	}
-	socket := thrift.NewTSocketConf(net.JoinHostPort(*host, strconv.Itoa(*port)), conf)
-	var transport thrift.TTransport = thrift.NewTBufferedTransport(socket, 8192)
-	if *transportArg == "framed" {
+	headerProtocol := thrift.THeaderProtocolBinary
+	if *protocolArg == "compact" {
+		headerProtocol = thrift.THeaderProtocolCompact
+	}
+	conf.THeaderProtocolID = &headerProtocol
+	socket := thrift.NewTSocketConf(net.JoinHostPort(*host, strconv.Itoa(toPort)), conf)
+	var transport thrift.TTransport
+	switch *transportArg {
+	case "framed":
 		transport = thrift.NewTFramedTransportConf(socket, conf)
+	case "header": // THeader frames the message itself: it goes straight on the socket
+		transport = thrift.NewTHeaderTransportConf(socket, conf)
+	default:
+		transport = thrift.NewTBufferedTransport(socket, 8192)
 	}
 	if err := transport.Open(); err != nil {
-		return nil, fmt.Errorf("cannot connect to %s:%d: %w", *host, *port, err)
+		return nil, fmt.Errorf("cannot connect to %s:%d: %w", *host, toPort, err)
 	}
-	var protocol thrift.TProtocol = thrift.NewTBinaryProtocolConf(transport, conf)
-	if *protocolArg == "compact" {
+	var protocol thrift.TProtocol
+	switch {
+	case *transportArg == "header":
+		protocol = thrift.NewTHeaderProtocolConf(transport, conf)
+	case *protocolArg == "compact":
 		protocol = thrift.NewTCompactProtocolConf(transport, conf)
+	default:
+		protocol = thrift.NewTBinaryProtocolConf(transport, conf)
 	}
 	client := hs.NewHandshakeServiceClient(thrift.NewTStandardClient(protocol, protocol))
 	return &conn{transport: transport, client: client}, nil
@@ -466,10 +488,44 @@ func secondConnection(ctx context.Context) error {
 	return nil
 }
 
+// overloadedServer fills the submit queue of a server with room for 2 unfinished requests (1 worker,
+// 1 queued): a third submit must be refused with Overloaded, and the accepted two still finish.
+func overloadedServer(ctx context.Context) error {
+	c, err := connectTo(*overloadPort)
+	if err != nil {
+		return err
+	}
+	defer c.transport.Close()
+	if _, err := c.client.Hello(ctx, clientHello(1, 2)); !expectOK("hello on the small-queue server", err) {
+		return nil
+	}
+	var tickets []string
+	for i := 1; i <= 2; i++ {
+		ack, err := c.client.Submit(ctx, &hs.Request{RequestID: fmt.Sprintf("q%d", i), Payload: "busy", WorkMs: 200})
+		if expectOK(fmt.Sprintf("submit q%d (fills the queue)", i), err) {
+			tickets = append(tickets, ack.Ticket)
+		}
+	}
+	_, err = c.client.Submit(ctx, &hs.Request{RequestID: "q3", Payload: "busy", WorkMs: 200})
+	if overloaded, ok := expectErr[*hs.Overloaded]("submit beyond the queue", err); ok {
+		check("submit beyond the queue -> Overloaded", overloaded.Queued == 2 && overloaded.Capacity == 2,
+			"queued=%d capacity=%d message=%q", overloaded.Queued, overloaded.Capacity, overloaded.Message)
+	}
+	for i, ticket := range tickets {
+		result, err := c.client.GetResult_(ctx, ticket, 5000)
+		if expectOK("get_result of an accepted submit", err) {
+			check(fmt.Sprintf("accepted submit q%d still finishes", i+1), result.RequestID == fmt.Sprintf("q%d", i+1),
+				"request_id=%s", result.RequestID)
+		}
+	}
+	return nil
+}
+
 func main() {
 	flag.Parse()
-	if (*protocolArg != "binary" && *protocolArg != "compact") || (*transportArg != "buffered" && *transportArg != "framed") {
-		fmt.Fprintf(os.Stderr, "protocol must be binary or compact and transport buffered or framed, not %q and %q\n", *protocolArg, *transportArg)
+	if (*protocolArg != "binary" && *protocolArg != "compact") ||
+		(*transportArg != "buffered" && *transportArg != "framed" && *transportArg != "header") {
+		fmt.Fprintf(os.Stderr, "protocol must be binary or compact and transport buffered, framed or header, not %q and %q\n", *protocolArg, *transportArg)
 		os.Exit(2)
 	}
 	thriftVersion := "?"
@@ -483,7 +539,11 @@ func main() {
 	fmt.Printf("%s, github.com/apache/thrift %s, server %s:%d, wire %s+%s\n", runtime.Version(), thriftVersion, *host, *port,
 		*protocolArg, *transportArg)
 	ctx := context.Background()
-	for _, step := range []func(context.Context) error{firstConnection, secondConnection} {
+	steps := []func(context.Context) error{firstConnection, secondConnection}
+	if *overloadPort != 0 {
+		steps = append(steps, overloadedServer)
+	}
+	for _, step := range steps {
 		if err := step(ctx); err != nil {
 			check("flow completed", false, "%v", err)
 			break

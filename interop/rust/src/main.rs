@@ -596,6 +596,10 @@ fn main() {
     let port = args.get(2).cloned().or_else(|| std::env::var("HANDSHAKE_PORT").ok()).unwrap_or(s("9090"));
     let address = format!("{host}:{port}");
     let (protocol, transport) = wire();
+    if transport == "header" {
+        eprintln!("HANDSHAKE_TRANSPORT=header: the thrift crate {} has no THeader transport or protocol", env!("THRIFT_CRATE_VERSION"));
+        std::process::exit(2);
+    }
     if !matches!(protocol.as_str(), "binary" | "compact") || !matches!(transport.as_str(), "buffered" | "framed") {
         eprintln!("HANDSHAKE_PROTOCOL must be binary or compact and HANDSHAKE_TRANSPORT buffered or framed, not {protocol:?} and {transport:?}");
         std::process::exit(2);

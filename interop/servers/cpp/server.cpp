@@ -6,13 +6,15 @@
 //
 // PORT 0 (the default) takes any free port; once the socket listens, the server prints
 // "listening on 127.0.0.1:PORT" on stdout. Wire: TBufferedTransport + strict TBinaryProtocol on
-// 127.0.0.1, served by TThreadedServer (a thread per connection). Per-connection state comes from a
+// 127.0.0.1 by default; HANDSHAKE_PROTOCOL=compact (TCompactProtocol) and HANDSHAKE_TRANSPORT=framed
+// (TFramedTransport) choose the others, as in the clients. Served by TThreadedServer (a thread per connection). Per-connection state comes from a
 // TProcessorFactory: the server asks it for a processor for each accepted connection, so each connection
 // gets its own handler (its session); the handler's destructor runs when the connection is gone.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
 #include <cstdio>
 #include <deque>
 #include <functional>
@@ -30,6 +32,7 @@
 #include <openssl/sha.h>
 #include <thrift/TProcessor.h>
 #include <thrift/protocol/TBinaryProtocol.h>
+#include <thrift/protocol/TCompactProtocol.h>
 #include <thrift/server/TThreadedServer.h>
 #include <thrift/transport/TBufferTransports.h>
 #include <thrift/transport/TServerSocket.h>
@@ -42,10 +45,14 @@ using apache::thrift::TConnectionInfo;
 using apache::thrift::TProcessor;
 using apache::thrift::TProcessorFactory;
 using apache::thrift::protocol::TBinaryProtocolFactory;
+using apache::thrift::protocol::TCompactProtocolFactory;
 using apache::thrift::protocol::TProtocol;
+using apache::thrift::protocol::TProtocolFactory;
 using apache::thrift::server::TServerEventHandler;
 using apache::thrift::server::TThreadedServer;
 using apache::thrift::transport::TBufferedTransportFactory;
+using apache::thrift::transport::TFramedTransportFactory;
+using apache::thrift::transport::TTransportFactory;
 using apache::thrift::transport::TServerSocket;
 using namespace thrift_handshake;
 using Clock = std::chrono::steady_clock;
@@ -476,7 +483,20 @@ static int argument(int argc, char** argv, int index, int fallback) {
   return static_cast<int>(value);
 }
 
+static std::string environment(const char* name, const char* fallback) {
+  const char* value = std::getenv(name);
+  return value && *value ? value : fallback;
+}
+
 int main(int argc, char** argv) {
+  const std::string protocolName = environment("HANDSHAKE_PROTOCOL", "binary");
+  const std::string transportName = environment("HANDSHAKE_TRANSPORT", "buffered");
+  if ((protocolName != "binary" && protocolName != "compact") ||
+      (transportName != "buffered" && transportName != "framed")) {
+    std::cerr << "HANDSHAKE_PROTOCOL must be binary or compact and HANDSHAKE_TRANSPORT buffered or framed, not \""
+              << protocolName << "\" and \"" << transportName << "\"\n";
+    return 2;
+  }
   int port = argument(argc, argv, 1, 0);
   int workers = std::max(1, argument(argc, argv, 2, 4));
   int queue = argument(argc, argv, 3, 1000);
@@ -484,9 +504,19 @@ int main(int argc, char** argv) {
   auto tickets = std::make_shared<TicketBoard>(workers, queue);
   auto socket = std::make_shared<TServerSocket>("127.0.0.1", port);
   socket->setRecvTimeout(IDLE_TIMEOUT_MS);
-  auto protocol = std::make_shared<TBinaryProtocolFactory>(MAX_MESSAGE_BYTES, 0, true, true);  // strict both ways
-  TThreadedServer server(std::make_shared<ConnectionProcessorFactory>(counters, tickets), socket,
-                         std::make_shared<TBufferedTransportFactory>(), protocol);
+  std::shared_ptr<TProtocolFactory> protocol;
+  if (protocolName == "compact") {
+    protocol = std::make_shared<TCompactProtocolFactory>(MAX_MESSAGE_BYTES, 0);
+  } else {
+    protocol = std::make_shared<TBinaryProtocolFactory>(MAX_MESSAGE_BYTES, 0, true, true);  // strict both ways
+  }
+  std::shared_ptr<TTransportFactory> transport;
+  if (transportName == "framed") {
+    transport = std::make_shared<TFramedTransportFactory>();
+  } else {
+    transport = std::make_shared<TBufferedTransportFactory>();
+  }
+  TThreadedServer server(std::make_shared<ConnectionProcessorFactory>(counters, tickets), socket, transport, protocol);
   server.setServerEventHandler(std::make_shared<AnnounceListening>(socket));
   try {
     server.serve();

@@ -9,7 +9,9 @@
 //	thrift -r --gen go:package_prefix=thrift-handshake/interop/servers/go/gen/ -out gen idl/handshake.thrift
 //	rm -rf gen/*/*-remote
 //
-// Wire: TBufferedTransport + strict TBinaryProtocol on 127.0.0.1. Per-connection state comes from a
+// Wire: TBufferedTransport + strict TBinaryProtocol on 127.0.0.1 by default; HANDSHAKE_PROTOCOL=compact
+// (TCompactProtocol) and HANDSHAKE_TRANSPORT=framed (TFramedTransport) choose the others, as in the
+// clients. Per-connection state comes from a
 // TProcessorFactory: TSimpleServer asks it for a processor for each accepted connection, so each
 // connection gets its own handler (its session) wrapped in a processor that ends the connection after
 // goodbye and notices when the connection goes away.
@@ -483,7 +485,20 @@ func argInt(i, fallback int) int {
 	return n
 }
 
+func envOr(name, fallback string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return fallback
+}
+
 func main() {
+	wireProtocol, wireTransport := envOr("HANDSHAKE_PROTOCOL", "binary"), envOr("HANDSHAKE_TRANSPORT", "buffered")
+	if (wireProtocol != "binary" && wireProtocol != "compact") || (wireTransport != "buffered" && wireTransport != "framed") {
+		fmt.Fprintf(os.Stderr, "HANDSHAKE_PROTOCOL must be binary or compact and HANDSHAKE_TRANSPORT buffered or framed, not %q and %q\n",
+			wireProtocol, wireTransport)
+		os.Exit(2)
+	}
 	port, workers, queue := argInt(1, 0), argInt(2, 4), argInt(3, 1000)
 	if workers < 1 {
 		workers = 1
@@ -499,13 +514,21 @@ func main() {
 		fmt.Fprintln(os.Stderr, "cannot listen:", err)
 		os.Exit(1)
 	}
-	server := thrift.NewTSimpleServerFactory4(processorFactory{srv}, socket,
-		thrift.NewTBufferedTransportFactory(8192), thrift.NewTBinaryProtocolFactoryConf(conf))
+	var transports thrift.TTransportFactory = thrift.NewTBufferedTransportFactory(8192)
+	if wireTransport == "framed" {
+		transports = thrift.NewTFramedTransportFactoryConf(thrift.NewTTransportFactory(), conf)
+	}
+	var protocols thrift.TProtocolFactory = thrift.NewTBinaryProtocolFactoryConf(conf)
+	if wireProtocol == "compact" {
+		protocols = thrift.NewTCompactProtocolFactoryConf(conf)
+	}
+	server := thrift.NewTSimpleServerFactory4(processorFactory{srv}, socket, transports, protocols)
 	if err := server.Listen(); err != nil {
 		fmt.Fprintln(os.Stderr, "cannot listen:", err)
 		os.Exit(1)
 	}
 	fmt.Printf("listening on %s\n", socket.Addr())
+	fmt.Fprintf(os.Stderr, "wire %s+%s\n", wireProtocol, wireTransport)
 	if err := server.AcceptLoop(); err != nil {
 		fmt.Fprintln(os.Stderr, "server stopped:", err)
 		os.Exit(1)

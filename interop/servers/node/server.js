@@ -8,10 +8,12 @@
 // (never committed; the tests generate it into a temp dir). PORT 0 (the default) takes any free port;
 // once the socket listens, the server prints "listening on 127.0.0.1:PORT" on stdout.
 //
-// Wire: TBufferedTransport + strict TBinaryProtocol on 127.0.0.1. thrift.createServer() serves every
+// Wire: TBufferedTransport + strict TBinaryProtocol on 127.0.0.1 by default; HANDSHAKE_PROTOCOL=compact
+// (TCompactProtocol) and HANDSHAKE_TRANSPORT=framed (TFramedTransport) choose the others, as in the
+// clients (THeader is not served: see docs/interop.md). thrift.createServer() serves every
 // connection with one processor (one handler), so it cannot hold a session per connection: this file
 // runs its own net.Server and gives each connection its own handler and processor, reading messages
-// with thrift.TBufferedTransport.receiver as createServer does.
+// with the transport's receiver as createServer does.
 "use strict";
 
 const path = require("path");
@@ -55,20 +57,35 @@ const MAX_RESULTS = 10000;
 const MAX_NAME_LENGTH = 256;
 const MAX_FEATURES = 64;
 
-/**
- * Strict binary protocol both ways (the runtime reads non-strict by default), and doubles written
- * bit-exact: the runtime's own writeDouble turns -0.0 into +0.0.
- */
-function StrictBinaryProtocol(trans) {
-  thrift.TBinaryProtocol.call(this, trans, true, true);
+const PROTOCOL = process.env.HANDSHAKE_PROTOCOL || "binary";
+const TRANSPORT = process.env.HANDSHAKE_TRANSPORT || "buffered";
+if (!["binary", "compact"].includes(PROTOCOL) || !["buffered", "framed"].includes(TRANSPORT)) {
+  console.error(`HANDSHAKE_PROTOCOL must be binary or compact and HANDSHAKE_TRANSPORT buffered or framed, not ${JSON.stringify(PROTOCOL)} and ${JSON.stringify(TRANSPORT)}`);
+  process.exit(2);
 }
-StrictBinaryProtocol.prototype = Object.create(thrift.TBinaryProtocol.prototype);
-StrictBinaryProtocol.prototype.constructor = StrictBinaryProtocol;
-StrictBinaryProtocol.prototype.writeDouble = function (value) {
-  const buffer = Buffer.alloc(8);
-  buffer.writeDoubleBE(value);
-  this.trans.write(buffer);
-};
+
+/**
+ * A subclass of the runtime's protocol whose doubles are written bit-exact: the runtime's own
+ * writeDouble, binary and compact alike, takes the sign from `v < 0` and turns -0.0 into +0.0.
+ */
+function exactDoubles(Base, littleEndian, ...options) {
+  function Protocol(trans) {
+    Base.call(this, trans, ...options);
+  }
+  Protocol.prototype = Object.create(Base.prototype);
+  Protocol.prototype.constructor = Protocol;
+  Protocol.prototype.writeDouble = function (value) {
+    const buffer = Buffer.alloc(8);
+    if (littleEndian) buffer.writeDoubleLE(value); else buffer.writeDoubleBE(value);
+    this.trans.write(buffer);
+  };
+  return Protocol;
+}
+
+const Transport = TRANSPORT === "framed" ? thrift.TFramedTransport : thrift.TBufferedTransport;
+const Protocol = PROTOCOL === "compact"
+  ? exactDoubles(thrift.TCompactProtocol, true)
+  : exactDoubles(thrift.TBinaryProtocol, false, true, true); // strict both ways (the runtime reads non-strict by default)
 
 // ---------------------------------------------------------------------------------------------
 // Server-wide state: counters and the submit pool
@@ -369,9 +386,9 @@ function serveConnection(stream) {
     stream.write(buffer);
     if (connection.closing) stream.end(); // the goodbye reply is out: close after it
   };
-  const receive = thrift.TBufferedTransport.receiver((transport) => {
-    const input = new StrictBinaryProtocol(transport);
-    const output = new StrictBinaryProtocol(new thrift.TBufferedTransport(undefined, send));
+  const receive = Transport.receiver((transport) => {
+    const input = new Protocol(transport);
+    const output = new Protocol(new Transport(undefined, send));
     try {
       while (!connection.closing) {
         processor.process(input, output);
@@ -405,4 +422,5 @@ server.on("error", (error) => {
 server.listen(Number(PORT), "127.0.0.1", () => {
   const { address, port } = server.address();
   process.stdout.write(`listening on ${address}:${port}\n`);
+  process.stderr.write(`wire ${PROTOCOL}+${TRANSPORT}\n`);
 });

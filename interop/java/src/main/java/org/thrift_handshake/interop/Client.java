@@ -606,6 +606,11 @@ public final class Client {
     port = Integer.parseInt(portText);
     protocolName = System.getenv().getOrDefault("HANDSHAKE_PROTOCOL", "binary");
     transportName = System.getenv().getOrDefault("HANDSHAKE_TRANSPORT", "buffered");
+    if (transportName.equals("header")) {
+      System.err.println("HANDSHAKE_TRANSPORT=header: libthrift " + TBase.class.getPackage().getImplementationVersion()
+          + " for Java has no THeaderTransport or THeaderProtocol");
+      System.exit(2);
+    }
     if (!(protocolName.equals("binary") || protocolName.equals("compact"))
         || !(transportName.equals("buffered") || transportName.equals("framed"))) {
       System.err.println("HANDSHAKE_PROTOCOL must be binary or compact and HANDSHAKE_TRANSPORT buffered or framed, not \""
