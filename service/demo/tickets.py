@@ -30,6 +30,7 @@ __all__ = ["TicketBoard"]
 # after 1 ms, then ever less often, at least every 10 ms.
 _FIRST_POLL, _LAST_POLL = 0.001, 0.01
 
+
 class TicketBoard:
     """Tickets for submitted work and their results, with bounded time, count, bytes and concurrency."""
 
