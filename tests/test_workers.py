@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Iterator, List, Optional
+from typing import Callable, Iterator, List
 
 import pytest
 
@@ -117,7 +117,7 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.fixture
-def serve() -> Iterator["callable"]:
+def serve() -> Iterator[Callable[..., Workers]]:
     started: List[Workers] = []
 
     def start(*flags: str) -> Workers:
@@ -281,3 +281,10 @@ def test_workers_stop_when_their_supervisor_is_killed(serve):
     while any(map(_alive, workers.pids)):
         assert time.monotonic() < deadline, "workers outlived their supervisor"
         time.sleep(0.05)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "257"])
+def test_workers_must_be_a_positive_number_or_auto(value):
+    process = subprocess.run([sys.executable, "-m", "thrift_handshake", "serve", "--workers", value],
+                             stderr=subprocess.PIPE, text=True, timeout=30)
+    assert process.returncode == 2 and "--workers" in process.stderr
