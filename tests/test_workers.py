@@ -1,7 +1,7 @@
 """``serve --workers N`` on real processes: a supervisor and pre-forked workers on one loopback port.
 
 Which worker served a connection is read from the workers' own log lines (each carries its pid):
-"handshake ok ... session=ID" names the session the client got in hello.
+"handshake ok ... session=ID" (at DEBUG) names the session the client got in hello.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ class Workers:
         self.lines: List[str] = []
         self._changed = threading.Condition()
         self.clients: List[Client] = []
-        self.process = subprocess.Popen([sys.executable, "-m", "thrift_handshake", "serve", "--port", "0", *flags],
+        self.process = subprocess.Popen([sys.executable, "-m", "thrift_handshake", "serve", "--port", "0",
+                                         "--log-level", "DEBUG", *flags],
                                         stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
                                         start_new_session=True)  # its own process group, as under a shell
         threading.Thread(target=self._read, daemon=True).start()
