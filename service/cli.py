@@ -2,6 +2,7 @@
 
     thrift-handshake serve [--host 127.0.0.1] [--port 9090] [--auth-token-file F] [limits ...]
     thrift-handshake serve --service MODULE:CLASS [--path DIR ...] [--no-hello]   any Thrift service
+    thrift-handshake serve --workers auto              pre-forked worker processes, one per core
     thrift-handshake call echo '"hi"' [--trace]        each ARG is a JSON value for the next parameter
     thrift-handshake call --idl kv.thrift [--service NAME] [--no-hello] [--list] METHOD [ARG ...]
     thrift-handshake demo                               the whole flow against a throwaway server
@@ -20,8 +21,10 @@ import importlib
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 from types import ModuleType
 from typing import Any, Optional, Sequence
@@ -48,6 +51,7 @@ from .demo import DemoLimits, demo_server
 from .errors import ArgumentError, ServiceError, ThriftHandshakeError
 from .server import HandshakeServer
 from .timing import format_summary, format_table
+from .workers import Supervisor, cpu_count
 
 __all__ = ["main"]
 
@@ -59,6 +63,10 @@ UNIONS = (Shape,)
 
 DEMO_TEXT = "请求数据"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: ``--workers`` at most (a worker's slot number travels as one byte).
+MAX_WORKERS = 256
+
+logger = logging.getLogger(__name__)
 
 
 def _version() -> str:
@@ -96,6 +104,18 @@ def _port(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"{port} is outside 0..65535")
     return port
+
+
+def _workers(text: str) -> int:
+    if text == "auto":
+        return cpu_count()
+    try:
+        workers = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of workers (or auto): {text!r}") from None
+    if not 1 <= workers <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"{workers} is outside 1..{MAX_WORKERS}")
+    return workers
 
 
 def _auth_token(args: argparse.Namespace) -> Optional[str]:
@@ -145,6 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser.add_argument("--grace", type=float, default=ServerConfig.grace,
                               help="seconds in-flight calls get to finish on stop")
     serve_parser.add_argument("--server-name", default=ServerConfig.server_name)
+    serve_parser.add_argument("--workers", type=_workers, default=1, metavar="N",
+                              help="serve from N pre-forked processes on one socket, or auto: one per core "
+                                   "(default 1: this process); the demo's tickets then go to a shared "
+                                   "--ticket-store (default: a temporary file)")
     serve_parser.add_argument("--tls-cert", help="serve TLS with this certificate chain (PEM)")
     serve_parser.add_argument("--tls-key", help="the certificate's private key (PEM)")
     serve_parser.add_argument("--tls-client-ca", help="require client certificates signed by this CA (mTLS)")
@@ -240,6 +264,8 @@ def _server(args: argparse.Namespace) -> HandshakeServer:
 
 def run_serve(args: argparse.Namespace) -> int:
     """Serves until SIGINT/SIGTERM: the first drains gracefully, a second ends the grace period."""
+    if args.workers > 1:
+        return _serve_workers(args)
     server = _server(args)
 
     def on_signal(*_: Any) -> None:
@@ -251,6 +277,21 @@ def run_serve(args: argparse.Namespace) -> int:
     server.listen()
     server.serve()
     return 0
+
+
+def _serve_workers(args: argparse.Namespace) -> int:
+    """``serve --workers N``: a supervisor and N workers; the demo's tickets in a store they all share."""
+    config = _server_config(args)  # bad flags fail here, before any fork
+    store_dir = None
+    if args.service is None and args.ticket_store is None:
+        store_dir = tempfile.mkdtemp(prefix="thrift-handshake-")
+        args.ticket_store = os.path.join(store_dir, "tickets.sqlite")
+        logger.info("tickets shared by the workers in %s", args.ticket_store)
+    try:
+        return Supervisor(lambda: _server(args), config, args.workers).run()
+    finally:
+        if store_dir is not None:
+            shutil.rmtree(store_dir, ignore_errors=True)
 
 
 def _client_tls(args: argparse.Namespace) -> Optional[ClientTLS]:
@@ -383,8 +424,9 @@ def run_demo(wire: Wire) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    process = "[%(process)d]" if getattr(args, "workers", 1) > 1 else ""  # which worker said it
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        format=f"%(asctime)s %(levelname)s %(name)s{process}: %(message)s")
     # Thrift's TSocket logs each failed connect with a traceback; our errors already say it in one line.
     logging.getLogger("thrift.transport.TSocket").setLevel(logging.CRITICAL)
     try:

@@ -3,22 +3,60 @@
 Per-call counts live on each connection's ``ConnectionCounters`` (only its own thread writes them), so
 the call path takes no lock; ``snapshot()`` adds the live connections' counts to those of connections
 already closed. ``ServerMetrics`` is also a ``session.SessionListener``: sessions report to it.
+
+With pre-forked workers, ``SharedStats`` (made by the supervisor before it forks) holds every worker's
+counts in shared memory; a worker's metrics joined to it (``ServerMetrics.share``) answer ``stats()``
+with the sum of all workers. The call path still only touches its own connection's counters.
 """
 
 from __future__ import annotations
 
+import logging
+import mmap
+import os
+import select
+import socket
+import struct
 import threading
 import time
-from typing import Dict, Set
+from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
+
+from thrift.protocol.TBinaryProtocol import TBinaryProtocolAcceleratedFactory
+from thrift.TSerialization import deserialize, serialize
 
 from thrift_handshake_gen.session.ttypes import ServerStats
 
-__all__ = ["ConnectionCounters", "ServerMetrics"]
+__all__ = ["ConnectionCounters", "ServerMetrics", "SharedStats"]
+
+logger = logging.getLogger(__name__)
+
+#: Bytes of one worker's slot: a header and its serialized ServerStats (method names are bounded by the IDL).
+SLOT_BYTES = 64 * 1024
+#: Every worker republishes this often even unasked, so a worker that dies loses at most this much counting.
+PUBLISH_EVERY = 1.0
+#: How long stats() waits for the other workers to publish fresh counts (then it uses their last ones).
+ANSWER_WAIT = 0.1
+_SLOT = struct.Struct("<QqI")  # sequence (odd while being written), worker pid (0: none), payload length
+_AREA = struct.Struct("<d")    # when the service started (time.time())
+_PROTOCOL = TBinaryProtocolAcceleratedFactory()
 
 
 def _add(total: Dict[str, int], counts: Dict[str, int]) -> None:
     for name, count in counts.items():
         total[name] = total.get(name, 0) + count
+
+
+def _sum(parts: Iterable[ServerStats]) -> ServerStats:
+    """Field by field sum of ``parts`` (uptime: the longest)."""
+    total = ServerStats(connections_open=0, connections_total=0, sessions_active=0, handshakes_ok=0,
+                        handshakes_rejected=0, calls={}, notifications=0, uptime_ms=0)
+    for part in parts:
+        for name in ("connections_open", "connections_total", "sessions_active", "handshakes_ok",
+                     "handshakes_rejected", "notifications"):
+            setattr(total, name, getattr(total, name) + (getattr(part, name) or 0))
+        _add(total.calls, part.calls or {})
+        total.uptime_ms = max(total.uptime_ms, part.uptime_ms or 0)
+    return total
 
 
 class ConnectionCounters:
@@ -48,6 +86,17 @@ class ServerMetrics:
         self.sessions_active = 0
         self.handshakes_ok = 0
         self.handshakes_rejected = 0
+        self._shared: Optional[SharedStats] = None
+        self._slot = 0
+        self._earlier: List[ServerStats] = []  # what earlier workers in the same slot counted
+
+    def share(self, shared: "SharedStats", slot: int) -> None:
+        """Joins ``shared`` as worker ``slot``: publishes there from now on, and ``snapshot()`` sums every
+        worker. Counts of the slot's earlier worker (one that died) carry over."""
+        earlier = shared.read(slot)
+        self._earlier = [] if earlier is None else [earlier]
+        self._shared, self._slot = shared, slot
+        shared.publish_from(slot, self.local_snapshot)
 
     def connection_opened(self, counters: ConnectionCounters) -> None:
         with self._lock:
@@ -80,14 +129,20 @@ class ServerMetrics:
     # -------------------------------------------------------------------------------------------
 
     def snapshot(self) -> ServerStats:
-        """The counters now, as the session contract's ServerStats."""
+        """The counters now, as the session contract's ServerStats (of every worker, when shared)."""
+        if self._shared is None:
+            return self.local_snapshot()
+        return self._shared.total(self._slot, self.local_snapshot())
+
+    def local_snapshot(self) -> ServerStats:
+        """This process's counters now (with those of the earlier workers in its slot)."""
         with self._lock:
             calls = dict(self._closed_calls)
             notifications = self._closed_notifications
             for counters in self._live:
                 _add(calls, dict(counters.calls))  # dict() copies atomically under the GIL
                 notifications += counters.notifications
-            return ServerStats(
+            own = ServerStats(
                 connections_open=sum(1 for counters in self._live if not counters.said_goodbye),
                 connections_total=self.connections_total,
                 sessions_active=self.sessions_active,
@@ -97,3 +152,104 @@ class ServerMetrics:
                 notifications=notifications,
                 uptime_ms=int((time.monotonic() - self._started) * 1000),
             )
+        return _sum([own, *self._earlier]) if self._earlier else own
+
+
+class SharedStats:
+    """Every worker's ServerStats in one shared memory area, so that any worker can answer for all.
+
+    The supervisor makes it before forking (anonymous shared memory, and a doorbell socket per slot, both
+    inherited). Worker ``slot`` alone writes its slot, from one thread: when another worker rings its
+    doorbell (that one answers ``stats()``) and every ``PUBLISH_EVERY`` seconds. Readers copy a slot
+    without a lock: a sequence number, odd while a write is under way, tells a torn copy.
+    """
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        self._area = mmap.mmap(-1, _AREA.size + slots * SLOT_BYTES)
+        _AREA.pack_into(self._area, 0, time.time())
+        self._bells = [socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM) for _ in range(slots)]
+        for _, ring in self._bells:
+            ring.setblocking(False)
+
+    def _offset(self, slot: int) -> int:
+        return _AREA.size + slot * SLOT_BYTES
+
+    def _header(self, slot: int) -> Tuple[int, int, int]:
+        return _SLOT.unpack_from(self._area, self._offset(slot))
+
+    def _write(self, slot: int, pid: int, stats: ServerStats) -> None:
+        blob = serialize(stats, _PROTOCOL)
+        if len(blob) > SLOT_BYTES - _SLOT.size:
+            logger.warning("stats of worker %d take %d bytes, more than its slot holds; not published", slot, len(blob))
+            return
+        offset = self._offset(slot)
+        sequence = self._header(slot)[0] | 1  # odd: being written (also after a writer died mid-write)
+        _SLOT.pack_into(self._area, offset, sequence, pid, len(blob))
+        self._area[offset + _SLOT.size:offset + _SLOT.size + len(blob)] = blob
+        _SLOT.pack_into(self._area, offset, sequence + 1, pid, len(blob))
+
+    def read(self, slot: int) -> Optional[ServerStats]:
+        """The latest counts published in ``slot`` (None: never written, or its writer died mid-write)."""
+        offset = self._offset(slot) + _SLOT.size
+        for _ in range(1000):
+            sequence, _, length = self._header(slot)
+            if sequence == 0:
+                return None
+            if sequence % 2 == 0:
+                blob = self._area[offset:offset + length]
+                if self._header(slot)[0] == sequence:
+                    return deserialize(ServerStats(), blob, _PROTOCOL)
+            time.sleep(0)
+        return None
+
+    def publish_from(self, slot: int, counts: Callable[[], ServerStats]) -> None:
+        """In worker ``slot``: publishes ``counts()`` now, then on every ring and every PUBLISH_EVERY seconds."""
+        pid = os.getpid()
+        self._write(slot, pid, counts())
+        bell = self._bells[slot][0]
+        bell.setblocking(False)
+
+        def publish() -> None:
+            while True:
+                select.select([bell], [], [], PUBLISH_EVERY)
+                try:
+                    while bell.recv(16):  # every ring pending: one answer for all
+                        pass
+                except BlockingIOError:
+                    pass
+                self._write(slot, pid, counts())
+
+        threading.Thread(target=publish, name=f"stats-slot-{slot}", daemon=True).start()
+
+    def retire(self, slot: int) -> None:
+        """Supervisor: the worker of ``slot`` is gone; keep its totals, drop its live connections and sessions."""
+        last = self.read(slot)
+        if last is None:
+            if self._header(slot)[0]:
+                logger.warning("worker %d died while publishing its stats; its counts are lost", slot)
+            last = ServerStats()
+        last.connections_open = last.sessions_active = 0
+        self._write(slot, 0, last)
+
+    def total(self, own_slot: int, own: ServerStats) -> ServerStats:
+        """``own`` plus every other slot's counts, asked fresh (waiting at most ANSWER_WAIT for them)."""
+        others = [slot for slot in range(self.slots) if slot != own_slot]
+        asked = {}
+        for slot in others:
+            sequence, pid, _ = self._header(slot)
+            if pid:
+                try:
+                    self._bells[slot][1].send(b"?")
+                except OSError:  # full: a ring is pending anyway
+                    pass
+                asked[slot] = sequence
+        deadline = time.monotonic() + ANSWER_WAIT
+        while asked and time.monotonic() < deadline:
+            asked = {slot: seq for slot, seq in asked.items() if self._header(slot)[0] < seq + 2}
+            if asked:
+                time.sleep(0.001)
+        parts = [own] + [stats for stats in map(self.read, others) if stats is not None]
+        total = _sum(parts)
+        total.uptime_ms = int((time.time() - _AREA.unpack_from(self._area, 0)[0]) * 1000)
+        return total

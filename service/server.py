@@ -322,10 +322,15 @@ class HandshakeServer(TThreadedServer):
         """Registers ``callback(timeout)`` to drain the service's own work when the server stops."""
         self._stop_callbacks.append(callback)
 
-    def listen(self) -> None:
-        """Binds and listens (idempotent); errors such as 'address in use' surface here."""
+    def listen(self, sock: Optional[socket.socket] = None) -> None:
+        """Binds and listens (idempotent); errors such as 'address in use' surface here.
+
+        ``sock``: serve this already-listening socket instead (e.g. one a pre-fork supervisor shares)."""
         if self.serverTransport.handle is None:
-            self.serverTransport.listen()
+            if sock is None:
+                self.serverTransport.listen()
+            else:
+                self.serverTransport.handle = sock
             self.serverTransport.handle.setblocking(False)
             logger.info("listening on %s service=%s wire=%s handshake=%s tls=%s", format_peer(self.address),
                         self.service.__name__.rsplit(".", 1)[-1], self.config.wire,

@@ -1,13 +1,15 @@
 """The fate of every acknowledged ticket, on disk (SQLite), so that a restart can still answer for it.
 
 A ticket is recorded as accepted before submit() answers, and its outcome (done with its result,
-failed, or cancelled by a stop) when it has one. A ticket still "accepted" when a new server opens
-the ledger belonged to a process that died without an outcome (SIGKILL, power loss of the process):
-it is reported lost, never silently forgotten. Rows older than the result TTL are dropped.
+failed, or cancelled by a stop) when it has one. Each ticket records the process that accepted it,
+so worker processes can share one ledger: when a ledger opens, a ticket still "accepted" by a process
+that no longer exists (SIGKILL, a crashed worker) is reported lost, never silently forgotten, while
+the tickets of live workers are left alone. Rows older than the result TTL are dropped.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -38,17 +40,25 @@ class TicketLedger:
             raise ValueError(f"ticket store {path!r}: {error}") from None
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS tickets (ticket TEXT PRIMARY KEY, state TEXT NOT NULL, "
-                         "result BLOB, message TEXT NOT NULL DEFAULT '', updated REAL NOT NULL)")
+                         "result BLOB, message TEXT NOT NULL DEFAULT '', updated REAL NOT NULL, "
+                         "owner INTEGER NOT NULL DEFAULT 0)")
+        if "owner" not in {row[1] for row in self._db.execute("PRAGMA table_info(tickets)")}:  # an older file
+            self._db.execute("ALTER TABLE tickets ADD COLUMN owner INTEGER NOT NULL DEFAULT 0")
         self._db.execute("CREATE INDEX IF NOT EXISTS tickets_updated ON tickets (updated)")
         with self._lock:
-            self._db.execute("UPDATE tickets SET state = ?, message = ?, updated = ? WHERE state = ?",
-                             (LOST, "the server stopped without finishing it (killed?); submit it again",
-                              time.time(), ACCEPTED))
+            owners = [row[0] for row in self._db.execute("SELECT DISTINCT owner FROM tickets WHERE state = ?",
+                                                         (ACCEPTED,))]
+            for owner in owners:
+                if not _alive(owner):
+                    self._db.execute("UPDATE tickets SET state = ?, message = ?, updated = ? "
+                                     "WHERE state = ? AND owner = ?",
+                                     (LOST, "the server stopped without finishing it (killed?); submit it again",
+                                      time.time(), ACCEPTED, owner))
 
     def accepted(self, ticket: str) -> None:
         with self._lock:
-            self._db.execute("INSERT INTO tickets (ticket, state, updated) VALUES (?, ?, ?)",
-                             (ticket, ACCEPTED, time.time()))
+            self._db.execute("INSERT INTO tickets (ticket, state, updated, owner) VALUES (?, ?, ?, ?)",
+                             (ticket, ACCEPTED, time.time(), os.getpid()))
 
     def finished(self, ticket: str, state: str, result: Optional[Response] = None, message: str = "") -> None:
         now = time.time()
@@ -71,3 +81,16 @@ class TicketLedger:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (this process, new, cannot own tickets yet: its pid was reused)."""
+    if pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True

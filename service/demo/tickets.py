@@ -5,7 +5,9 @@ holding at most ``submit_queue_bytes`` of request data; more are refused with Ov
 results are kept for ``result_ttl`` seconds and at most ``max_results`` of them (the oldest go first).
 A ticket is valid from any connection and any session. Every operation is O(1) in the number of
 stored results. With a ``TicketLedger`` every ticket's fate is also on disk, so a restarted server still
-answers for tickets of the process before it (their results, or why there is none).
+answers for tickets of the process before it (their results, or why there is none), and worker
+processes sharing the ledger answer for each other's tickets (waiting for them by polling the ledger).
+The limits are per process.
 """
 
 from __future__ import annotations
@@ -19,10 +21,15 @@ from typing import Callable, Dict, Optional, OrderedDict, Tuple
 
 from thrift_handshake_gen.ttypes import InvalidRequest, NotReady, Overloaded, Response, UnknownTicket
 
-from .ledger import CANCELLED, DONE, FAILED, LOST, TicketLedger
+from .ledger import ACCEPTED, CANCELLED, DONE, FAILED, LOST, TicketLedger
 from .limits import DemoLimits
 
 __all__ = ["TicketBoard"]
+
+# Another process's ticket is waited for by polling the shared ledger (SQLite cannot notify): first
+# after 1 ms, then ever less often, at least every 10 ms.
+_FIRST_POLL, _LAST_POLL = 0.001, 0.01
+
 
 class TicketBoard:
     """Tickets for submitted work and their results, with bounded time, count, bytes and concurrency."""
@@ -82,9 +89,9 @@ class TicketBoard:
         with self._lock:
             self._expire()
             entry = self._unfinished.get(ticket) or self._finished.get(ticket)
-        if entry is None:
-            return self._from_ledger(ticket)
         wait = min(max(wait, 0.0), self._limits.max_wait)
+        if entry is None:
+            return self._from_ledger(ticket, wait)
         try:
             return entry[0].result(timeout=wait)
         except concurrent.futures.TimeoutError:
@@ -94,15 +101,25 @@ class TicketBoard:
         except Exception as error:  # the work itself failed (e.g. aborted when the server stopped)
             raise NotReady(ticket=ticket, message=f"no result: {error}") from None
 
-    def _from_ledger(self, ticket: str) -> Response:
-        """A ticket this process does not hold: what the ledger says became of it."""
-        outcome = None if self._ledger is None else self._ledger.outcome(ticket)
-        if outcome is None:
-            raise UnknownTicket(ticket=ticket)
-        state, result, message = outcome
+    def _from_ledger(self, ticket: str, wait: float) -> Response:
+        """A ticket this process does not hold (an earlier process's, or another worker's): what the
+        ledger says became of it, waiting up to ``wait`` seconds while it is still being worked on."""
+        deadline = time.monotonic() + wait
+        pause = _FIRST_POLL
+        while True:
+            outcome = None if self._ledger is None else self._ledger.outcome(ticket)
+            if outcome is None:
+                raise UnknownTicket(ticket=ticket)
+            state, result, message = outcome
+            left = deadline - time.monotonic()
+            if state != ACCEPTED or left <= 0:
+                break
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, _LAST_POLL)
         if state == DONE:
             return result
-        reason = {CANCELLED: "aborted by shutdown: the server stopped before it ran",
+        reason = {ACCEPTED: f"still running after waiting {wait * 1000:.0f} ms",
+                  CANCELLED: "aborted by shutdown: the server stopped before it ran",
                   LOST: f"lost: {message}"}.get(state, f"no result: {message}")
         raise NotReady(ticket=ticket, message=reason)
 

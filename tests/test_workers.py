@@ -1,0 +1,291 @@
+"""``serve --workers N`` on real processes: a supervisor and pre-forked workers on one loopback port.
+
+Which worker served a connection is read from the workers' own log lines (each carries its pid):
+"handshake ok ... session=ID" (at DEBUG) names the session the client got in hello.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Callable, Iterator, List
+
+import pytest
+
+from thrift_handshake import Client, ClientOptions, Timeouts
+from thrift_handshake_gen import HandshakeService
+from thrift_handshake_gen.ttypes import NotReady, Request
+
+START_TIMEOUT = 30.0
+
+
+class Workers:
+    """A ``serve --workers`` process and the lines it logs."""
+
+    def __init__(self, *flags: str) -> None:
+        self.lines: List[str] = []
+        self._changed = threading.Condition()
+        self.clients: List[Client] = []
+        self.process = subprocess.Popen([sys.executable, "-m", "thrift_handshake", "serve", "--port", "0",
+                                         "--log-level", "DEBUG", *flags],
+                                        stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                                        start_new_session=True)  # its own process group, as under a shell
+        threading.Thread(target=self._read, daemon=True).start()
+        self.port = int(self.wait_for(r"listening on 127\.0\.0\.1:(\d+) with").group(1))
+        workers = int(flags[flags.index("--workers") + 1])
+        self.wait_for(r"thrift_handshake\.server\[\d+\]: listening on", count=workers)
+        self.pids = [int(m.group(1)) for m in self.matches(r"worker \d+ started: pid (\d+)")]
+
+    def _read(self) -> None:
+        for line in self.process.stderr:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self.lines.append("<EOF>")
+            self._changed.notify_all()
+
+    def matches(self, pattern: str) -> List["re.Match[str]"]:
+        with self._changed:
+            return [m for m in map(re.compile(pattern).search, self.lines) if m]
+
+    def wait_for(self, pattern: str, count: int = 1, timeout: float = START_TIMEOUT) -> "re.Match[str]":
+        """The ``count``-th line matching ``pattern``, waiting for it."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                found = [m for m in map(re.compile(pattern).search, self.lines) if m]
+                if len(found) >= count:
+                    return found[count - 1]
+                left = deadline - time.monotonic()
+                assert left > 0 and "<EOF>" not in self.lines, \
+                    f"no {count} lines like {pattern!r}; the log:\n" + "\n".join(self.lines[-30:])
+                self._changed.wait(left)
+
+    def connect(self, **options) -> Client:
+        options.setdefault("timeouts", Timeouts(connect=5, call=10))
+        client = Client("127.0.0.1", self.port, ClientOptions(**options), service=HandshakeService)
+        self.clients.append(client)
+        client.connect()
+        return client
+
+    def pid_of(self, client: Client) -> int:
+        """The worker that serves ``client``'s connection."""
+        return int(self.wait_for(r"\[(\d+)\]: handshake ok .* session=%s" % client.session_id).group(1))
+
+    def clients_on_each_worker(self) -> "dict[int, Client]":
+        """Opens connections (kept open) until every worker serves one; one client per worker pid."""
+        found: "dict[int, Client]" = {}
+        for _ in range(60):
+            client = self.connect()
+            found.setdefault(self.pid_of(client), client)
+            if len(found) == len(self.pids):
+                return found
+        raise AssertionError(f"60 connections, all served by {sorted(found)}; workers {self.pids}")
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        for client in self.clients:
+            client.close()
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        """Never leaves a process behind, whatever the test did."""
+        for client in self.clients:
+            client.close()
+        for pid in self.pids:
+            _kill(pid)
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _alive(pid: int) -> bool:
+    return os.path.exists(f"/proc/{pid}")
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., Workers]]:
+    started: List[Workers] = []
+
+    def start(*flags: str) -> Workers:
+        workers = Workers(*flags)
+        started.append(workers)
+        return workers
+
+    yield start
+    for workers in started:
+        workers.kill()
+
+
+def test_both_workers_serve_and_the_supervisor_stops_cleanly(serve):
+    workers = serve("--workers", "2")
+    assert len(set(workers.pids)) == 2 and workers.process.pid not in workers.pids
+    for pid, client in workers.clients_on_each_worker().items():
+        assert client.echo(f"from {pid}") == f"from {pid}"
+    assert workers.stop() == 0
+    for pid in workers.pids:
+        assert not _alive(pid), f"worker {pid} outlived its supervisor"
+    workers.wait_for(r"worker 0 \(pid \d+\) exited with code 0")
+    workers.wait_for(r"worker 1 \(pid \d+\) exited with code 0")
+
+
+def test_a_ticket_from_one_worker_is_answered_by_another(serve):
+    workers = serve("--workers", "2")
+    first, second = workers.clients_on_each_worker().values()
+    ack = first.submit(Request(request_id="across", payload="abc", work_ms=400))
+    with pytest.raises(NotReady, match="still running"):
+        second.get_result(ack.ticket, 0)
+    started = time.monotonic()
+    result = second.get_result(ack.ticket, 10_000)  # waits on the other worker's work
+    assert result.request_id == "across" and result.processing_us >= 400_000
+    assert time.monotonic() - started < 5
+    assert first.get_result(ack.ticket, 0).digest == result.digest
+    assert workers.stop() == 0
+
+
+def test_stats_sum_every_worker(serve):
+    workers = serve("--workers", "2")
+    clients = workers.clients_on_each_worker()
+    for count, client in enumerate(clients.values(), start=1):
+        for _ in range(count * 3):  # 3 on one worker, 6 on the other
+            client.echo("x")
+    for client in clients.values():
+        stats = client.stats()
+        assert stats.calls["echo"] == 9
+        assert stats.connections_total == stats.handshakes_ok == len(workers.clients)
+        assert stats.sessions_active == len(workers.clients)
+    assert workers.stop() == 0
+
+
+@pytest.mark.parametrize("stop", ["SIGTERM", "Ctrl-C"])
+def test_a_stop_drains_every_worker_and_answers_calls_in_flight(serve, stop):
+    """SIGTERM to the supervisor, or SIGINT to the whole process group (a terminal's Ctrl-C): one stop."""
+    workers = serve("--workers", "2", "--grace", "10")
+    answers: "dict[int, object]" = {}
+
+    def work(pid: int, client: Client) -> None:
+        try:
+            answers[pid] = client.process(Request(request_id=f"r{pid}", payload="abc", work_ms=1500))
+        except Exception as error:  # the assertion below names it
+            answers[pid] = error
+
+    threads = [threading.Thread(target=work, args=item) for item in workers.clients_on_each_worker().items()]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)  # both calls in flight
+    started = time.monotonic()
+    if stop == "SIGTERM":
+        workers.process.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(workers.process.pid, signal.SIGINT)
+    for thread in threads:
+        thread.join(10)
+    assert workers.process.wait(10) == 0
+    assert time.monotonic() - started < 5  # within the grace period, not at its end
+    assert sorted(answers) == sorted(workers.pids)
+    for pid, answer in answers.items():
+        assert getattr(answer, "request_id", answer) == f"r{pid}"
+    assert not any(map(_alive, workers.pids))
+
+
+def test_a_second_signal_ends_the_grace_period(serve):
+    workers = serve("--workers", "2", "--grace", "30")
+    client = workers.connect()
+    outcome: List[object] = []
+    thread = threading.Thread(target=lambda: outcome.append(_try(client.process, Request(request_id="long",
+                                                                                        work_ms=10_000))))
+    thread.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    workers.process.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    workers.process.send_signal(signal.SIGINT)
+    assert workers.process.wait(10) == 0  # the workers ended by themselves, not killed after the grace period
+    thread.join(10)
+    assert time.monotonic() - started < 5, "the grace period did not end at the second signal"
+    assert isinstance(outcome[0], Exception), f"the 10 s call was not aborted: {outcome}"
+    assert not any(map(_alive, workers.pids))
+
+
+def _try(call, *args):
+    try:
+        return call(*args)
+    except Exception as error:
+        return error
+
+
+def test_a_killed_worker_is_restarted_and_the_service_keeps_answering(serve):
+    workers = serve("--workers", "2")
+    victim = workers.pids[0]
+    os.kill(victim, signal.SIGKILL)
+    restarted = workers.wait_for(r"worker (\d) \(pid %d\) killed by SIGKILL .*restarting" % victim)
+    slot = restarted.group(1)
+    new_pid = int(workers.wait_for(r"worker %s started: pid (\d+)" % slot, count=2).group(1))
+    assert new_pid != victim and _alive(new_pid)
+    workers.pids.append(new_pid)
+    workers.pids.remove(victim)
+    workers.wait_for(r"\[%d\]: listening on" % new_pid)
+    for pid, client in workers.clients_on_each_worker().items():  # the new worker serves too
+        assert client.echo("still here") == "still here"
+    assert workers.stop() == 0
+    assert not any(map(_alive, workers.pids))
+
+
+def test_a_worker_that_cannot_start_stops_the_supervisor(serve, tmp_path):
+    (tmp_path / "broken_service.py").write_text("class Handler:\n    def __init__(self):\n"
+                                               "        raise RuntimeError('no database')\n")
+    process = subprocess.run([sys.executable, "-m", "thrift_handshake", "serve", "--port", "0", "--workers", "2",
+                              "--service", "broken_service:Handler", "--path", str(tmp_path)],
+                             stderr=subprocess.PIPE, text=True, timeout=30)
+    assert process.returncode == 1
+    assert "could not start: no database" in process.stderr
+    assert "restarting" not in process.stderr
+
+
+def test_a_crash_loop_is_restarted_ever_more_slowly(serve, tmp_path):
+    """Once a worker has served, its crashes are restarted, with a delay that doubles per quick death."""
+    flag = tmp_path / "crash"
+    (tmp_path / "flaky_service.py").write_text(
+        "import os\nfrom thrift_handshake.demo import HandshakeHandler\n"
+        "class Handler(HandshakeHandler):\n    def __init__(self):\n"
+        f"        if os.path.exists({str(flag)!r}):\n            raise RuntimeError('crashing')\n"
+        "        super().__init__()\n")
+    workers = serve("--workers", "2", "--service", "flaky_service:Handler", "--path", str(tmp_path))
+    flag.touch()
+    os.kill(workers.pids[0], signal.SIGKILL)
+    delays = [float(workers.wait_for(r"worker 0 .* restarting it in ([\d.]+)s", count=n, timeout=10).group(1))
+              for n in (1, 2, 3)]
+    assert delays == [0.5, 1.0, 2.0]
+    assert workers.connect().echo("the other worker") == "the other worker"
+    assert workers.stop() == 0
+
+
+def test_workers_stop_when_their_supervisor_is_killed(serve):
+    workers = serve("--workers", "2", "--grace", "1")
+    workers.process.kill()
+    workers.process.wait(10)
+    deadline = time.monotonic() + 10
+    while any(map(_alive, workers.pids)):
+        assert time.monotonic() < deadline, "workers outlived their supervisor"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "257"])
+def test_workers_must_be_a_positive_number_or_auto(value):
+    process = subprocess.run([sys.executable, "-m", "thrift_handshake", "serve", "--workers", value],
+                             stderr=subprocess.PIPE, text=True, timeout=30)
+    assert process.returncode == 2 and "--workers" in process.stderr
