@@ -162,6 +162,23 @@ def transport_factory(wire: Wire, max_frame_bytes: int) -> TTransport.TTransport
     return _TransportFactory(BufferedTransport)
 
 
+class _AnswersAfterAFailedRead:
+    """Pure-Python compact keeps reading and writing in one state machine: a request whose decoding
+    failed midway would leave it unable to start the answer (PROTOCOL_ERROR) that says why."""
+
+    def writeMessageBegin(self, name: str, message_type: int, seqid: int) -> None:
+        self.state = TCompactProtocol.CLEAR  # only ever CLEAR here, unless a read was abandoned
+        super().writeMessageBegin(name, message_type, seqid)
+
+
+class _CompactProtocol(_AnswersAfterAFailedRead, TCompactProtocol.TCompactProtocol):
+    pass
+
+
+class _CompactProtocolAccelerated(_AnswersAfterAFailedRead, TCompactProtocol.TCompactProtocolAccelerated):
+    pass
+
+
 class _ProtocolFactory(TProtocolFactory):
     def __init__(self, protocol_class: type, **options: object) -> None:
         self._class = protocol_class
@@ -184,8 +201,7 @@ def protocol_factory(wire: Wire, max_string_bytes: Optional[int], max_container_
         accelerated = False
     limits = dict(string_length_limit=max_string_bytes, container_length_limit=max_container_items)
     if wire.protocol == "compact":
-        return _ProtocolFactory(TCompactProtocol.TCompactProtocolAccelerated if accelerated
-                                else TCompactProtocol.TCompactProtocol, **limits)
+        return _ProtocolFactory(_CompactProtocolAccelerated if accelerated else _CompactProtocol, **limits)
     return _ProtocolFactory(TBinaryProtocol.TBinaryProtocolAccelerated if accelerated
                             else TBinaryProtocol.TBinaryProtocol, strictRead=True, strictWrite=True, **limits)
 
