@@ -419,18 +419,18 @@ def _read_struct(iprot: TProtocolBase, obj: Any, cls: type, spec: tuple) -> Any:
 
 class _StrictDecoder:
     """A protocol's ``_fast_decode`` (what generated structs call to read themselves): the C decoder
-    when given one, else pure Python, then strict UTF-8 for every string field."""
+    when given one (``c_decode``), else pure Python, then strict UTF-8 for every string field."""
 
     def __init__(self, c_decode: Optional[Callable[..., Any]]) -> None:
-        self._c_decode = c_decode
+        self.c_decode = c_decode
 
     def __call__(self, obj: Any, iprot: TProtocolBase, spec: list) -> Any:
         cls, thrift_spec = spec
-        if self._c_decode is None:
+        if self.c_decode is None:
             obj = _read_struct(iprot, obj, cls, thrift_spec)
         else:
             try:
-                decoded = self._c_decode(obj, iprot, _raw_struct(cls))
+                decoded = self.c_decode(obj, iprot, _raw_struct(cls))
             except TypeError as error:
                 if "got wrong ttype" not in str(error):
                     raise
