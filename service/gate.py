@@ -39,6 +39,7 @@ from .contract import MethodInfo, describe_service
 from .metrics import ConnectionCounters, ServerMetrics
 from .session import Session, SessionContext, SessionListener, SessionSettings, bind_session
 from .states import SESSION_METHODS
+from .transport import skip_value
 
 __all__ = ["SessionProcessor", "ConnectionState"]
 
@@ -137,36 +138,6 @@ def _peer_of(transport: Any) -> str:
         return format_peer(handle.getpeername()) if handle is not None else "unknown"
     except OSError:
         return "unknown"
-
-
-def _skip_binary_safe(protocol: TProtocolBase, ttype: int, depth: int = 64) -> None:
-    """Reads past one value without building it (strings stay bytes, so invalid UTF-8 is no error)."""
-    if depth <= 0:
-        raise TProtocolException(TProtocolException.DEPTH_LIMIT, "nesting too deep")
-    if ttype == TType.STRING:
-        protocol.readBinary()
-    elif ttype == TType.STRUCT:
-        protocol.readStructBegin()
-        while True:
-            _, field_type, _ = protocol.readFieldBegin()
-            if field_type == TType.STOP:
-                break
-            _skip_binary_safe(protocol, field_type, depth - 1)
-            protocol.readFieldEnd()
-        protocol.readStructEnd()
-    elif ttype == TType.MAP:
-        key_type, value_type, size = protocol.readMapBegin()
-        for _ in range(size):
-            _skip_binary_safe(protocol, key_type, depth - 1)
-            _skip_binary_safe(protocol, value_type, depth - 1)
-        protocol.readMapEnd()
-    elif ttype in (TType.LIST, TType.SET):
-        element_type, size = protocol.readListBegin() if ttype == TType.LIST else protocol.readSetBegin()
-        for _ in range(size):
-            _skip_binary_safe(protocol, element_type, depth - 1)
-        protocol.readListEnd() if ttype == TType.LIST else protocol.readSetEnd()
-    else:
-        protocol.skip(ttype)
 
 
 def _write_reply(protocol: TProtocolBase, name: str, message_type: int, seqid: int, body: Any) -> None:
@@ -275,7 +246,7 @@ class SessionProcessor(TProcessor):
     def _refuse(self, state: ConnectionState, name: str, seqid: int, iprot: TProtocolBase,
                 oprot: TProtocolBase) -> None:
         """Answers a call its session does not admit, without decoding its arguments."""
-        _skip_binary_safe(iprot, TType.STRUCT)
+        skip_value(iprot, TType.STRUCT)
         iprot.readMessageEnd()
         message = state.session.refusal(name)
         info = self.methods[name]
@@ -296,7 +267,7 @@ class SessionProcessor(TProcessor):
 
     @staticmethod
     def _unknown(name: str, seqid: int, iprot: TProtocolBase, oprot: TProtocolBase) -> None:
-        _skip_binary_safe(iprot, TType.STRUCT)
+        skip_value(iprot, TType.STRUCT)
         iprot.readMessageEnd()
         _write_reply(oprot, name, TMessageType.EXCEPTION, seqid,
                      TApplicationException(TApplicationException.UNKNOWN_METHOD, f"Unknown function {name}"))

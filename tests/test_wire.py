@@ -133,7 +133,7 @@ def test_both_ends_decode_through_the_c_extension(start_server, wire):
     with Client("127.0.0.1", server.port, ClientOptions(wire=wire), service=HandshakeService) as client:
         client_side = client._stub._iprot
         for end, protocol in (("server", server_side), ("client", client_side)):
-            assert protocol._fast_decode is decoder, f"the {end} decodes {wire} in pure Python"
+            assert protocol._fast_decode.c_decode is decoder, f"the {end} decodes {wire} in pure Python"
             assert isinstance(protocol.trans, CReadableTransport), f"the {end}'s transport hides the C path"
 
 

@@ -1,0 +1,210 @@
+"""Invalid UTF-8 and mistyped container elements get one clear answer, whichever decoder reads them.
+
+Thrift's C extension reads invalid UTF-8 as U+FFFD and pure Python raises UnicodeDecodeError; the C
+extension refuses list elements of another type and pure Python reads them as the IDL's type. Here a
+real server (both decoders) is sent such requests in every dialect it serves and must answer each with
+the same PROTOCOL_ERROR naming the problem, then close; a genuine U+FFFD still reaches the handler. A
+client (both decoders) reading such a reply fails with the same typed error.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Callable, List, Tuple
+
+import pytest
+from conftest import exchange
+from thrift.protocol.TBinaryProtocol import TBinaryProtocol
+from thrift.protocol.TCompactProtocol import TCompactProtocol
+from thrift.protocol.THeaderProtocol import THeaderProtocol
+from thrift.Thrift import TApplicationException, TMessageType, TType
+from thrift.transport.THeaderTransport import THeaderClientType, THeaderTransport
+from thrift.transport.TTransport import TMemoryBuffer
+
+from thrift_handshake import Client, ClientOptions, ConnectionBroken, HandshakeServer, ServerConfig, Wire
+from thrift_handshake.demo import HandshakeHandler, demo_server
+from thrift_handshake_gen import HandshakeService
+from thrift_handshake_gen.session import SessionService
+from thrift_handshake_gen.session.ttypes import ClientHello
+
+DIALECTS = [("binary", "buffered"), ("binary", "framed"), ("compact", "buffered"), ("compact", "framed"), ("header", "")]
+WRONG_ELEMENTS = "a list, set or map holds elements of another type than the IDL declares"
+
+Body = Callable[[object], None]  # writes a call's argument struct with the protocol it is given
+
+
+def _hello(protocol) -> None:
+    SessionService.hello_args(hello=ClientHello(client_name="utf8", min_version=1, max_version=2)).write(protocol)
+
+
+def _echo_raw(raw: bytes) -> Body:
+    """echo's arguments with ``raw`` as the message's bytes, valid UTF-8 or not."""
+    def write(protocol) -> None:
+        protocol.writeStructBegin("echo_args")
+        protocol.writeFieldBegin("message", TType.STRING, 1)
+        protocol.writeBinary(raw)
+        protocol.writeFieldEnd()
+        protocol.writeFieldStop()
+        protocol.writeStructEnd()
+    return write
+
+
+def _echo_types_numbers_as_i64(protocol) -> None:
+    """echo_types(AllTypes(numbers=...)) with list<i32> sent as list<i64>."""
+    protocol.writeStructBegin("echo_types_args")
+    protocol.writeFieldBegin("value", TType.STRUCT, 1)
+    protocol.writeStructBegin("AllTypes")
+    protocol.writeFieldBegin("numbers", TType.LIST, 16)
+    protocol.writeListBegin(TType.I64, 2)
+    protocol.writeI64(1)
+    protocol.writeI64(2)
+    protocol.writeListEnd()
+    protocol.writeFieldEnd()
+    protocol.writeFieldStop()
+    protocol.writeStructEnd()
+    protocol.writeFieldEnd()
+    protocol.writeFieldStop()
+    protocol.writeStructEnd()
+
+
+def _echo_types_bad_label(protocol) -> None:
+    """echo_types(AllTypes(text=valid, groups={"g": [Point(label=invalid UTF-8)]}))."""
+    protocol.writeStructBegin("echo_types_args")
+    protocol.writeFieldBegin("value", TType.STRUCT, 1)
+    protocol.writeStructBegin("AllTypes")
+    protocol.writeFieldBegin("text", TType.STRING, 8)
+    protocol.writeBinary("fine \ufffd".encode())
+    protocol.writeFieldEnd()
+    protocol.writeFieldBegin("groups", TType.MAP, 19)
+    protocol.writeMapBegin(TType.STRING, TType.LIST, 1)
+    protocol.writeBinary(b"g")
+    protocol.writeListBegin(TType.STRUCT, 1)
+    protocol.writeStructBegin("Point")
+    protocol.writeFieldBegin("label", TType.STRING, 3)
+    protocol.writeBinary(b"\xe8\xaf")  # the first two bytes of a three-byte character
+    protocol.writeFieldEnd()
+    protocol.writeFieldStop()
+    protocol.writeStructEnd()
+    protocol.writeListEnd()
+    protocol.writeMapEnd()
+    protocol.writeFieldEnd()
+    protocol.writeFieldStop()
+    protocol.writeStructEnd()
+    protocol.writeFieldEnd()
+    protocol.writeFieldStop()
+    protocol.writeStructEnd()
+
+
+def _encode(dialect: Tuple[str, str], calls: List[Tuple[str, Body]]) -> bytes:
+    """The calls (seqids 1, 2, ...) as a client of ``dialect`` puts them on the wire."""
+    protocol_name, transport = dialect
+    data = b""
+    for seqid, (method, body) in enumerate(calls, 1):
+        buffer = TMemoryBuffer()
+        if protocol_name == "header":
+            protocol = THeaderProtocol(THeaderTransport(buffer, [THeaderClientType.HEADERS]), [THeaderClientType.HEADERS])
+        else:
+            protocol = (TBinaryProtocol(buffer) if protocol_name == "binary" else TCompactProtocol(buffer))
+        protocol.writeMessageBegin(method, TMessageType.CALL, seqid)
+        body(protocol)
+        protocol.writeMessageEnd()
+        protocol.trans.flush()
+        message = buffer.getvalue()
+        data += struct.pack("!i", len(message)) + message if transport == "framed" else message
+    return data
+
+
+def _answers(dialect: Tuple[str, str], data: bytes) -> List[Tuple[str, object]]:
+    """("reply", the result struct) or ("exception", TApplicationException) for each answer."""
+    protocol_name, transport = dialect
+    buffer = TMemoryBuffer(data)
+    if protocol_name == "header":
+        protocol = THeaderProtocol(buffer, [THeaderClientType.HEADERS])
+    elif transport == "framed":
+        protocol = None
+    else:
+        protocol = TBinaryProtocol(buffer) if protocol_name == "binary" else TCompactProtocol(buffer)
+    answers = []
+    while data:
+        if transport == "framed":
+            size, = struct.unpack("!i", data[:4])
+            frame, data = data[4:4 + size], data[4 + size:]
+            protocol = (TBinaryProtocol if protocol_name == "binary" else TCompactProtocol)(TMemoryBuffer(frame))
+        try:
+            name, message_type, _ = protocol.readMessageBegin()
+        except Exception:  # the end of what came back
+            break
+        if message_type == TMessageType.EXCEPTION:
+            error = TApplicationException()
+            error.read(protocol)
+            answers.append(("exception", error))
+        else:
+            service = SessionService if name == "hello" else HandshakeService
+            result = getattr(service, f"{name}_result")()
+            result.read(protocol)
+            answers.append(("reply", result))
+        protocol.readMessageEnd()
+    return answers
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["C", "pure"])
+def server(request):
+    server = demo_server(ServerConfig(port=0, wire=Wire(accelerated=request.param))).start()
+    yield server
+    server.stop(grace=2)
+
+
+def _call(server: HandshakeServer, dialect: Tuple[str, str], method: str, body: Body) -> List[Tuple[str, object]]:
+    """hello, the call, then a valid echo: what the server answered before it closed."""
+    calls = [("hello", _hello), (method, body), ("echo", _echo_raw(b"after"))]
+    return _answers(dialect, exchange(server.port, _encode(dialect, calls)))
+
+
+def _refused(answers: List[Tuple[str, object]], message: str) -> None:
+    """hello answered, the call refused with PROTOCOL_ERROR ``message``, and nothing after it."""
+    assert [kind for kind, _ in answers] == ["reply", "exception"], answers
+    error = answers[1][1]
+    assert (error.type, error.message) == (TApplicationException.PROTOCOL_ERROR, message)
+
+
+@pytest.mark.parametrize("dialect", DIALECTS, ids="-".join)
+def test_invalid_utf8_in_a_request_is_refused_naming_the_field(server, dialect):
+    answers = _call(server, dialect, "echo", _echo_raw(b"a\xffb"))
+    _refused(answers, "cannot decode the echo request: UndecodableValue: field 'message' is not valid UTF-8 "
+                      "(invalid start byte at byte 1)")
+
+
+@pytest.mark.parametrize("dialect", DIALECTS, ids="-".join)
+def test_a_genuine_replacement_character_reaches_the_handler_intact(server, dialect):
+    answers = _call(server, dialect, "echo", _echo_raw("a\ufffdb".encode()))
+    assert [(kind, getattr(result, "success", None)) for kind, result in answers[1:]] == [
+        ("reply", "a\ufffdb"), ("reply", "after")]
+
+
+@pytest.mark.parametrize("dialect", DIALECTS, ids="-".join)
+def test_container_elements_of_another_type_are_refused(server, dialect):
+    answers = _call(server, dialect, "echo_types", _echo_types_numbers_as_i64)
+    _refused(answers, f"cannot decode the echo_types request: UndecodableValue: {WRONG_ELEMENTS}")
+
+
+def test_the_field_is_named_from_the_outermost_struct_down(server):
+    answers = _call(server, ("binary", "buffered"), "echo_types", _echo_types_bad_label)
+    _refused(answers, "cannot decode the echo_types request: UndecodableValue: field 'value.groups.label' is "
+                      "not valid UTF-8 (unexpected end of data at byte 0)")
+
+
+class _BytesEcho(HandshakeHandler):
+    """Echoes its message's UTF-8 bytes with one byte replaced by 0xff (the C encoder writes bytes as given)."""
+
+    def echo(self, message: str):
+        return b"\xff" + message.encode()[1:]
+
+
+@pytest.mark.parametrize("accelerated", [True, False], ids=["C", "pure"])
+def test_a_client_refuses_a_reply_with_invalid_utf8_naming_the_field(start_server, accelerated):
+    server = start_server(handler=_BytesEcho(), wire=Wire(accelerated=True))
+    with Client("127.0.0.1", server.port, ClientOptions(wire=Wire(accelerated=accelerated)),
+                service=HandshakeService) as client:
+        with pytest.raises(ConnectionBroken, match="field 'success' is not valid UTF-8"):
+            client.echo("abc")
+        assert client.phase.value == "BROKEN"
