@@ -249,6 +249,8 @@ class Client:
         """Goodbye without waiting: written (the server ends the session by it), its Farewell never read."""
         self._require(ClientEvent.GOODBYE, "say goodbye")
         self._check_idle("goodbye")
+        if self._pending_hello is not None:  # else hello's answer would reach a closed socket, then the Farewell a reset one
+            self._answer_hello()
         self._state.apply(ClientEvent.GOODBYE)
         self._record_sent(self._send("goodbye", (), "disconnect", self.options.timeouts.call))
 
@@ -507,13 +509,14 @@ class Client:
 
     def _check_idle(self, method: str) -> None:
         """Fails fast (BROKEN) when the session outlived the server's idle timeout from ServerHello."""
-        limit_ms = self.server_hello.idle_timeout_ms if self.server_hello else None
-        idle = time.perf_counter() - self._last_activity
-        if limit_ms and idle * 1000 >= limit_ms:
-            error = ConnectionBroken(f"{method}: the session was idle {idle:.1f} s and the server closes sessions "
-                                     f"idle for {limit_ms / 1000:g} s; call reconnect()")
-            self._break(error)
-            raise error
+        limit = self._idle_limit
+        if limit is not None:
+            idle = time.perf_counter() - self._last_activity
+            if idle >= limit:
+                error = ConnectionBroken(f"{method}: the session was idle {idle:.1f} s and the server closes "
+                                         f"sessions idle for {limit:g} s; call reconnect()")
+                self._break(error)
+                raise error
 
     def _break(self, error: BaseException) -> None:
         """Moves to BROKEN and closes the socket so nothing more is ever read from it."""
