@@ -30,7 +30,7 @@ from thrift_handshake_gen.session import SessionService
 from thrift_handshake_gen.session.ttypes import ClientHello, Farewell, HandshakeRejected, ServerHello
 
 from .config import DEFAULT_HOST, DEFAULT_PORT, ClientOptions
-from .contract import describe_service, generated_class
+from .contract import MethodInfo, describe_service, generated_class
 from .errors import (
     ArgumentError,
     CallTimeout,
@@ -75,6 +75,16 @@ class _Sent(NamedTuple):
     deadline: Optional[float]
 
 
+@functools.lru_cache(maxsize=None)  # per generated service: describing one walks its generated code
+def _methods_of(service: ModuleType) -> Dict[str, MethodInfo]:
+    return describe_service(service)
+
+
+@functools.lru_cache(maxsize=None)
+def _checker(service: ModuleType, name: str) -> Callable[[Tuple[Any, ...]], None]:
+    return argument_checker(generated_class(service, name, "args"), name)
+
+
 def _with_inner_cause(error: BaseException) -> str:
     """The error with the cause Thrift keeps in ``inner`` (e.g. the TLS verification failure)."""
     inner = getattr(error, "inner", None)
@@ -105,7 +115,7 @@ class Client:
         self.options = options or ClientOptions()
         self.service = service
         self.timeline = Timeline(self.options.timeline_size)
-        self._service_methods = describe_service(service)
+        self._service_methods = _methods_of(service)
         self._server_hello: Optional[ServerHello] = None
         self._pending_hello: Optional[_Sent] = None  # a pipelined hello, until its answer is read
         self._idle_limit: Optional[float] = None  # seconds, from ServerHello.idle_timeout_ms
@@ -283,7 +293,8 @@ class Client:
         return PhaseError(action, self.phase.value, hints.get(self.phase, ""))
 
     def _log_change(self, old: ClientPhase, event: ClientEvent, new: ClientPhase) -> None:
-        logger.debug("%s:%s %s --%s--> %s", self.host, self.port, old.value, event.value, new.value)
+        if logger.isEnabledFor(logging.DEBUG):  # six moves per connection: skip building the arguments
+            logger.debug("%s:%s %s --%s--> %s", self.host, self.port, old.value, event.value, new.value)
 
     def _open_transport(self) -> None:
         start = time.perf_counter()
@@ -398,7 +409,7 @@ class Client:
             if send is None:
                 raise ArgumentError(f"unknown method {name!r} for service {self.service.__name__}")
             method = self._methods[name] = (send, getattr(self._stub, "recv_" + name, None),
-                                            argument_checker(generated_class(self.service, name, "args"), name))
+                                            _checker(self.service, name))
         return method
 
     def _invoke(self, name: str, args: Tuple[Any, ...], phase: str, timeout: Optional[float]) -> Any:

@@ -10,7 +10,6 @@ is left to the server.)
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable, Sequence
 
 from thrift.protocol.TProtocol import TProtocolException
@@ -24,7 +23,6 @@ _INTEGERS = {TType.BYTE: ("i8", 8), TType.I16: ("i16", 16), TType.I32: ("i32", 3
 _SEQUENCES = (list, tuple, set, frozenset)
 
 
-@functools.lru_cache(maxsize=None)  # one per method of the generated code: built once per process
 def argument_checker(args_class: type, method: str) -> Callable[[Sequence[Any]], None]:
     """A function that raises RequestEncodingError unless every value it is given fits its parameter's
     IDL type (None: unset, allowed)."""
