@@ -175,7 +175,9 @@ def test_close_without_awaiting_the_farewell_still_ends_the_session_by_goodbye(s
         goodbye = client.timeline[-2]
         assert (goodbye.phase, goodbye.name, goodbye.bytes_in, goodbye.wait) == ("disconnect", "goodbye", 0, None)
         assert goodbye.bytes_out > 0
-    assert _until(lambda: len([r for r in caplog.records if r.getMessage().startswith("goodbye peer=")]) == 10)
+    ended = lambda: [r for r in caplog.records if r.getMessage().startswith("closed peer=")]
+    assert _until(lambda: len(ended()) == 10)
+    assert all(r.getMessage().endswith(": after goodbye") for r in ended()), [r.getMessage() for r in ended()]
     assert _until(lambda: server.metrics.snapshot().sessions_active == 0)
     assert _server_warnings(caplog) == []
 
