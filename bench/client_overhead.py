@@ -3,7 +3,8 @@
 Both talk to the same HandshakeServer, run in its own process on loopback (in-process, the server
 would fight the client for the GIL), alternating short rounds so machine noise hits both alike.
 Prints calls/s and the ratio wrapper/bare for: echo (32 bytes) on an open connection, process()
-with a struct, and the full lifecycle (open, hello, call, goodbye, close) vs bare open+call+close.
+with a struct, and the full lifecycle (open, hello, ping, goodbye, close) vs bare open+ping+close,
+with the default options and with hello pipelined and goodbye not awaited (one round trip, like bare).
 
     .venv/bin/python bench/client_overhead.py [--seconds 0.3] [--rounds 10]
 """
@@ -17,12 +18,12 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 from thrift.protocol.TBinaryProtocol import TBinaryProtocolAccelerated
 from thrift.transport import TSocket, TTransport
 
-from thrift_handshake import Client
+from thrift_handshake import Client, ClientOptions
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.ttypes import Request
 from thrift_handshake_gen.session.ttypes import ClientHello
@@ -54,12 +55,16 @@ def bare_lifecycle(port: int) -> None:
     transport = TTransport.TBufferedTransport(TSocket.TSocket("127.0.0.1", port))
     stub = HandshakeService.Client(TBinaryProtocolAccelerated(transport))
     transport.open()
-    stub.ping()
+    stub.ping()  # the one call served without hello
     transport.close()
 
 
-def wrapped_lifecycle(port: int) -> None:
-    with Client("127.0.0.1", port, service=HandshakeService) as client:
+#: One round trip, like the bare lifecycle: hello written with the call, goodbye written on close.
+FAST = ClientOptions(pipeline_hello=True, await_farewell=False)
+
+
+def wrapped_lifecycle(port: int, options: Optional[ClientOptions] = None) -> None:
+    with Client("127.0.0.1", port, options, service=HandshakeService) as client:
         client.ping()
 
 
@@ -88,8 +93,10 @@ def main() -> None:
         pairs = {
             "echo 32 B, open connection": (lambda: stub.echo(TEXT), lambda: client.echo(TEXT)),
             "process(struct), open connection": (lambda: stub.process(REQUEST), lambda: client.process(REQUEST)),
-            "lifecycle: wrapper open+hello+call+goodbye+close vs bare open+call+close":
+            "lifecycle: wrapper open+hello+ping+goodbye+close vs bare open+ping+close":
                 (lambda: bare_lifecycle(port), lambda: wrapped_lifecycle(port)),
+            "same, pipeline_hello=True, await_farewell=False":
+                (lambda: bare_lifecycle(port), lambda: wrapped_lifecycle(port, FAST)),
         }
         results: Dict[str, Dict[str, List[float]]] = {name: {"bare": [], "wrapper": []} for name in pairs}
         for _ in range(args.rounds):

@@ -5,7 +5,9 @@
         calculator = client.typed(Calculator.Iface)                 # the same calls, typed for an IDE
     # on exit: goodbye() then close (CLOSING -> CLOSED), also when the block raises
 
-The phases follow ``states.CLIENT_TRANSITIONS``. A timeout or transport error moves the client to
+The phases follow ``states.CLIENT_TRANSITIONS``. With ``ClientOptions.pipeline_hello`` connect()
+only writes hello (HELLO_PENDING) and the first exchange reads its answer before its own; with
+``await_farewell=False`` close() writes goodbye without waiting for the Farewell. A timeout or transport error moves the client to
 BROKEN and closes the socket at once, so neither a half-written request nor a late reply can reach a
 later call; only ``reconnect()`` (a new connection and a new session) leaves BROKEN.
 One client is one connection; calls from several threads are serialized.
@@ -18,7 +20,7 @@ import logging
 import threading
 import time
 from types import ModuleType
-from typing import Any, Callable, Dict, Optional, Tuple, Type, TypeVar, cast
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple, Type, TypeVar, cast
 
 from thrift.protocol.TProtocol import TProtocolException
 from thrift.Thrift import TApplicationException, TException
@@ -28,7 +30,7 @@ from thrift_handshake_gen.session import SessionService
 from thrift_handshake_gen.session.ttypes import ClientHello, Farewell, HandshakeRejected, ServerHello
 
 from .config import DEFAULT_HOST, DEFAULT_PORT, ClientOptions
-from .contract import describe_service, generated_class
+from .contract import MethodInfo, describe_service, generated_class
 from .errors import (
     ArgumentError,
     CallTimeout,
@@ -45,8 +47,8 @@ from .errors import (
 )
 from .states import CLIENT_TRANSITIONS, ClientEvent, ClientPhase, StateMachine
 from .timing import Record, Timeline
-from .transport import client_stack, explain_reply, explain_tls_error, is_timeout
-from .values import check_arguments
+from .transport import client_stack, explain_reply, explain_tls_error, is_timeout, unread_bytes
+from .values import argument_checker
 
 __all__ = ["Client"]
 
@@ -55,8 +57,32 @@ logger = logging.getLogger(__name__)
 #: Methods the client drives itself as phases rather than as ordinary calls.
 _PHASE_METHODS = {"goodbye": "goodbye() or close()"}
 
-_Method = Tuple[Callable[..., None], Optional[Callable[[], Any]], type]
+_Method = Tuple[Callable[..., None], Optional[Callable[[], Any]], Callable[[Tuple[Any, ...]], None]]
 _Iface = TypeVar("_Iface")
+
+
+class _Sent(NamedTuple):
+    """A request on the wire whose reply is still to be read."""
+
+    name: str
+    phase: str  # the timeline's phase: "handshake", "call" or "disconnect"
+    receive: Optional[Callable[[], Any]]  # None for a oneway call: no reply of any kind
+    seqid: int
+    start: float
+    sent: float
+    bytes_out: int
+    in_before: int  # the socket's bytes_in before this reply
+    deadline: Optional[float]
+
+
+@functools.lru_cache(maxsize=None)  # per generated service: describing one walks its generated code
+def _methods_of(service: ModuleType) -> Dict[str, MethodInfo]:
+    return describe_service(service)
+
+
+@functools.lru_cache(maxsize=None)
+def _checker(service: ModuleType, name: str) -> Callable[[Tuple[Any, ...]], None]:
+    return argument_checker(generated_class(service, name, "args"), name)
 
 
 def _with_inner_cause(error: BaseException) -> str:
@@ -89,8 +115,10 @@ class Client:
         self.options = options or ClientOptions()
         self.service = service
         self.timeline = Timeline(self.options.timeline_size)
-        self._service_methods = describe_service(service)
-        self.server_hello: Optional[ServerHello] = None
+        self._service_methods = _methods_of(service)
+        self._server_hello: Optional[ServerHello] = None
+        self._pending_hello: Optional[_Sent] = None  # a pipelined hello, until its answer is read
+        self._idle_limit: Optional[float] = None  # seconds, from ServerHello.idle_timeout_ms
         self.farewell: Optional[Farewell] = None
         self._state = StateMachine(CLIENT_TRANSITIONS, ClientPhase.NEW, self._log_change)
         self._lock = threading.RLock()
@@ -109,6 +137,16 @@ class Client:
         return self._state.phase
 
     @property
+    def server_hello(self) -> Optional[ServerHello]:
+        """The server's answer to hello (None before it or without a handshake). With a pipelined hello
+        still unanswered, reading it reads the answer (and raises HandshakeFailed if it was a refusal)."""
+        if self._pending_hello is not None:
+            with self._lock:
+                if self._pending_hello is not None:
+                    self._answer_hello()
+        return self._server_hello
+
+    @property
     def session_id(self) -> Optional[str]:
         return self.server_hello.session_id if self.server_hello else None
 
@@ -120,9 +158,11 @@ class Client:
     def connect(self) -> Optional[ServerHello]:
         """Opens the transport and says hello; returns the server's answer (READY afterwards).
 
-        With ``options.handshake`` False no hello is sent and None is returned. Raises ConnectError
-        (the client is CLOSED and may connect again), HandshakeFailed (refused; the transport is
-        closed) or ConnectionBroken/CallTimeout (BROKEN).
+        With ``options.handshake`` False no hello is sent and None is returned; with
+        ``options.pipeline_hello`` hello is written, None is returned (HELLO_PENDING) and the next
+        exchange reads the answer and raises what follows here otherwise. Raises ConnectError (the
+        client is CLOSED and may connect again), HandshakeFailed (refused; the transport is closed)
+        or ConnectionBroken/CallTimeout (BROKEN).
         """
         with self._lock:
             self._require(ClientEvent.CONNECT, "connect")
@@ -141,7 +181,7 @@ class Client:
             return self.connect()
 
     def goodbye(self) -> Farewell:
-        """Ends the session (READY -> CLOSING -> CLOSED); returns the server's Farewell."""
+        """Ends the session (READY -> CLOSING -> CLOSED); waits for the server's Farewell and returns it."""
         with self._lock:
             self._require(ClientEvent.GOODBYE, "say goodbye")
             self._check_idle("goodbye")
@@ -155,13 +195,17 @@ class Client:
     def close(self) -> Optional[Farewell]:
         """Says goodbye if a session is open, then closes; idempotent and never raises for I/O.
 
-        Returns the Farewell when goodbye() was answered, else None.
+        Returns the Farewell when goodbye() was answered, else None. With ``options.await_farewell``
+        False goodbye is written and the connection closed without waiting (returns None).
         """
         with self._lock:
-            if self.phase is ClientPhase.READY and self.options.handshake:
+            if self.phase in (ClientPhase.READY, ClientPhase.HELLO_PENDING) and self.options.handshake:
                 try:
-                    return self.goodbye()
-                except (ConnectionBroken, RemoteApplicationError, ServiceError) as error:
+                    if self.options.await_farewell:
+                        return self.goodbye()
+                    self._write_goodbye()
+                except (ConnectionBroken, RemoteApplicationError, ServiceError, HandshakeFailed,
+                        ConnectError) as error:
                     logger.info("goodbye failed while closing: %s", error)
             self._close_transport()
             return None
@@ -206,9 +250,19 @@ class Client:
 
     def _call_once(self, method: str, args: Tuple[Any, ...]) -> Any:
         with self._lock:
-            self._require(ClientEvent.CALL, f"call {method}")
+            if not self._state.allows(ClientEvent.CALL):
+                raise self._phase_error(f"call {method}")
             self._check_idle(method)
             return self._invoke(method, args, "call", self.options.timeouts.call)
+
+    def _write_goodbye(self) -> None:
+        """Goodbye without waiting: written (the server ends the session by it), its Farewell never read."""
+        self._require(ClientEvent.GOODBYE, "say goodbye")
+        self._check_idle("goodbye")
+        if self._pending_hello is not None:  # else hello's answer would reach a closed socket, then the Farewell a reset one
+            self._answer_hello()
+        self._state.apply(ClientEvent.GOODBYE)
+        self._record_sent(self._send("goodbye", (), "disconnect", self.options.timeouts.call))
 
     def typed(self, iface: Type[_Iface]) -> _Iface:
         """This client as the generated ``iface`` (e.g. ``Calculator.Iface``), so that an IDE and a
@@ -239,7 +293,8 @@ class Client:
         return PhaseError(action, self.phase.value, hints.get(self.phase, ""))
 
     def _log_change(self, old: ClientPhase, event: ClientEvent, new: ClientPhase) -> None:
-        logger.debug("%s:%s %s --%s--> %s", self.host, self.port, old.value, event.value, new.value)
+        if logger.isEnabledFor(logging.DEBUG):  # six moves per connection: skip building the arguments
+            logger.debug("%s:%s %s --%s--> %s", self.host, self.port, old.value, event.value, new.value)
 
     def _open_transport(self) -> None:
         start = time.perf_counter()
@@ -270,6 +325,7 @@ class Client:
         self._guard_replies(protocol)
         self._methods = {}
         self._broken_by = None
+        self._server_hello = self._pending_hello = self._idle_limit = None
 
     def _guard_replies(self, protocol: Any) -> None:
         """Makes every reply prove it answers the call in flight (same method, same seqid): Thrift's
@@ -289,7 +345,7 @@ class Client:
 
         protocol.readMessageBegin = checked
 
-    def _hello(self) -> ServerHello:
+    def _hello(self) -> Optional[ServerHello]:
         options = self.options
         hello = ClientHello(
             client_name=options.client_name,
@@ -300,22 +356,46 @@ class Client:
             features=set(options.features),
         )
         try:
-            self.server_hello = self._invoke("hello", (hello,), "handshake", options.timeouts.handshake)
+            sent = self._send("hello", (hello,), "handshake", options.timeouts.handshake)
         except ThriftHandshakeError as error:
-            if self.phase is ClientPhase.HANDSHAKING:  # refused, not broken: close and say why
-                self._close_transport(ClientEvent.HELLO_REJECTED)
-            if isinstance(error, HandshakeRejected):
-                raise HandshakeFailed(error) from None
-            if isinstance(error, RemoteApplicationError):
-                if self.phase is ClientPhase.BROKEN:
-                    self._close_transport()
-                if error.error.message.startswith("server full"):
-                    raise ServerFull(f"{self.host}:{self.port}: {error.error.message}") from None
-                if error.type == TApplicationException.INVALID_PROTOCOL:
-                    raise WireMismatch(f"{self.host}:{self.port}: {error.error.message}") from None
-            raise
-        self._state.apply(ClientEvent.HELLO_ACCEPTED)
-        return self.server_hello
+            raise self._hello_failed(error) from None
+        self._pending_hello = sent
+        if options.pipeline_hello:
+            self._state.apply(ClientEvent.HELLO_PIPELINED)
+            return None
+        return self._answer_hello()
+
+    def _answer_hello(self) -> ServerHello:
+        """Reads the answer to the hello on the wire: READY, or the typed refusal with the socket closed."""
+        sent, self._pending_hello = self._pending_hello, None
+        try:
+            self._server_hello = self._receive(sent)
+        except ThriftHandshakeError as error:
+            failure = self._hello_failed(error)
+            if failure is error:
+                raise
+            raise failure from None
+        limit_ms = self._server_hello.idle_timeout_ms
+        self._idle_limit = limit_ms / 1000 if limit_ms else None
+        if self._state.allows(ClientEvent.HELLO_ACCEPTED):  # a pipelined goodbye is already CLOSING
+            self._state.apply(ClientEvent.HELLO_ACCEPTED)
+        return self._server_hello
+
+    def _hello_failed(self, error: ThriftHandshakeError) -> ThriftHandshakeError:
+        """Closes the transport after a failed hello; returns the error to raise for ``error``."""
+        if self._transport is not None:  # refused, not broken: close and say why
+            refused = self._state.allows(ClientEvent.HELLO_REJECTED)
+            self._close_transport(ClientEvent.HELLO_REJECTED if refused else ClientEvent.CLOSED)
+        if isinstance(error, HandshakeRejected):
+            return HandshakeFailed(error)
+        if isinstance(error, RemoteApplicationError):
+            if self.phase is ClientPhase.BROKEN:
+                self._close_transport()
+            if error.error.message.startswith("server full"):
+                return ServerFull(f"{self.host}:{self.port}: {error.error.message}")
+            if error.type == TApplicationException.INVALID_PROTOCOL:
+                return WireMismatch(f"{self.host}:{self.port}: {error.error.message}")
+        return error
 
     def _declared(self, name: str) -> "tuple[type, ...]":
         """The exception classes ``name`` declares in the IDL (its answers, not failures)."""
@@ -329,19 +409,22 @@ class Client:
             if send is None:
                 raise ArgumentError(f"unknown method {name!r} for service {self.service.__name__}")
             method = self._methods[name] = (send, getattr(self._stub, "recv_" + name, None),
-                                            generated_class(self.service, name, "args"))
+                                            _checker(self.service, name))
         return method
 
     def _invoke(self, name: str, args: Tuple[Any, ...], phase: str, timeout: Optional[float]) -> Any:
         """Sends one request and reads its reply within ``timeout``, recording it; the heart of every phase."""
-        send, receive, args_class = self._method(name)
-        check_arguments(args_class, args, name)  # a wrong value is refused before anything is written
+        return self._receive(self._send(name, args, phase, timeout))
+
+    def _send(self, name: str, args: Tuple[Any, ...], phase: str, timeout: Optional[float]) -> _Sent:
+        """Checks the arguments and writes the request (within ``timeout``, which then bounds its reply)."""
+        send, receive, check = self._method(name)
+        check(args)  # a wrong value is refused before anything is written
         sock = self._sock
-        sock.begin_exchange(timeout)
-        self._seqid = self._seqid % 0x7FFFFFFF + 1
-        self._stub._seqid = self._seqid  # the generated send_<name> writes it; the reply must echo it
-        self._expected_reply = (name, self._seqid)
-        out_before, in_before = sock.bytes_out, sock.bytes_in
+        deadline = sock.begin_exchange(timeout)
+        self._seqid = seqid = self._seqid % 0x7FFFFFFF + 1
+        self._stub._seqid = seqid  # the generated send_<name> writes it; the reply must echo it
+        out_before = sock.bytes_out
         start = time.perf_counter()
         try:
             send(*args)
@@ -357,12 +440,37 @@ class Client:
             self._record_failure(phase, name, start, error)
             self._break(error)
             raise
-        sent = time.perf_counter()
-        bytes_out = sock.bytes_out - out_before
-        if receive is None:  # oneway: no reply of any kind
-            self.timeline.add(Record(phase, name, start - self._epoch, sent - start, bytes_out, 0, sent - start))
-            self._last_activity = sent
+        return _Sent(name, phase, receive, seqid, start, time.perf_counter(), sock.bytes_out - out_before,
+                     sock.bytes_in, deadline)
+
+    def _record_sent(self, sent: _Sent) -> None:
+        """The record of a request whose reply is not read (oneway, or goodbye without waiting)."""
+        duration = sent.sent - sent.start
+        self.timeline.add(Record(sent.phase, sent.name, sent.start - self._epoch, duration, sent.bytes_out, 0,
+                                 duration))
+        self._last_activity = sent.sent
+
+    def _receive(self, sent: _Sent) -> Any:
+        """Reads the reply to ``sent`` (after a pipelined hello's, if one is unanswered) and records the call."""
+        receive = sent.receive
+        if receive is None:
+            self._record_sent(sent)
             return None
+        sock = self._sock
+        if self._pending_hello is not None:
+            try:
+                self._answer_hello()
+            except BaseException as error:  # the request went out but is never answered on this connection
+                self._record_failure(sent.phase, sent.name, sent.start, error)
+                raise
+            sock = self._sock
+            sock.expect_reply(sent.deadline)
+            unread = unread_bytes(self._transport)  # read with hello's answer: this reply's own bytes
+            sent = sent._replace(in_before=sock.bytes_in - unread)
+            if unread:
+                sock.first_read_at = time.perf_counter()
+        name, phase, start = sent.name, sent.phase, sent.start
+        self._expected_reply = (name, sent.seqid)
         result = error_out = None
         try:
             result = receive()
@@ -382,11 +490,16 @@ class Client:
             raise
         end = time.perf_counter()
         arrived = sock.first_read_at or end
+        bytes_in = sock.bytes_in - sent.in_before
+        pipelined = phase == "handshake" and self.options.pipeline_hello
+        if pipelined and self._transport is not None:
+            bytes_in -= unread_bytes(self._transport)  # the next reply may have come in with hello's
+        sent_at = sent.sent
         server_us = getattr(result, "processing_us", None) if name in self.options.server_timed_methods else None
         self.timeline.add(Record(
-            phase, name, start - self._epoch, end - start, bytes_out, sock.bytes_in - in_before,
-            sent - start, max(arrived - sent, 0.0), end - arrived, server_us,
-            None if error_out is None else repr(error_out)))
+            phase, name, start - self._epoch, end - start, sent.bytes_out, bytes_in,
+            sent_at - start, max(arrived - sent_at, 0.0), end - arrived, server_us,
+            None if error_out is None else repr(error_out), pipelined))
         self._last_activity = end
         if error_out is not None:
             raise error_out
@@ -407,13 +520,14 @@ class Client:
 
     def _check_idle(self, method: str) -> None:
         """Fails fast (BROKEN) when the session outlived the server's idle timeout from ServerHello."""
-        limit_ms = self.server_hello.idle_timeout_ms if self.server_hello else None
-        idle = time.perf_counter() - self._last_activity
-        if limit_ms and idle * 1000 >= limit_ms:
-            error = ConnectionBroken(f"{method}: the session was idle {idle:.1f} s and the server closes sessions "
-                                     f"idle for {limit_ms / 1000:g} s; call reconnect()")
-            self._break(error)
-            raise error
+        limit = self._idle_limit
+        if limit is not None:
+            idle = time.perf_counter() - self._last_activity
+            if idle >= limit:
+                error = ConnectionBroken(f"{method}: the session was idle {idle:.1f} s and the server closes "
+                                         f"sessions idle for {limit:g} s; call reconnect()")
+                self._break(error)
+                raise error
 
     def _break(self, error: BaseException) -> None:
         """Moves to BROKEN and closes the socket so nothing more is ever read from it."""

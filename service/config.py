@@ -155,6 +155,14 @@ class ClientOptions:
     timeline_size: how many phase/call records the client keeps (oldest dropped first).
     server_timed_methods: methods whose reply's ``processing_us`` is the server's time on that very
     call (T_s); the timeline splits their round trip into T_s and network time.
+    pipeline_hello: ``connect()`` writes hello and returns None without waiting; the first exchange
+    (a call, goodbye, or reading ``server_hello``) writes its own request, then reads hello's answer,
+    then its own: one round trip less. A refused hello then surfaces there (HandshakeFailed, closed),
+    and the pipelined call is not served: a server keeping session.thrift's contract (this project's
+    gate does) refuses every call but ping before hello. Off by default: connect() reports a refusal.
+    await_farewell: ``close()`` waits for the Farewell (kept in ``Client.farewell``). False: close()
+    writes goodbye and closes at once (the server still ends the session by goodbye); ``goodbye()``
+    always waits and returns the Farewell.
     """
 
     client_name: str = "thrift-handshake-python"
@@ -171,6 +179,8 @@ class ClientOptions:
     max_reply_items: int = 1_000_000
     timeline_size: int = 1000
     server_timed_methods: FrozenSet[str] = frozenset({"process"})
+    pipeline_hello: bool = False
+    await_farewell: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "features", frozenset(self.features))

@@ -37,6 +37,7 @@ class ClientPhase(enum.Enum):
     NEW = "NEW"
     CONNECTING = "CONNECTING"  # transport opening, bounded by the connect timeout
     HANDSHAKING = "HANDSHAKING"  # hello(): version negotiation, auth, session
+    HELLO_PENDING = "HELLO_PENDING"  # hello written, unanswered: the next exchange reads its answer first
     READY = "READY"  # calls allowed
     CLOSING = "CLOSING"  # goodbye(), then close
     CLOSED = "CLOSED"
@@ -48,6 +49,7 @@ class ClientEvent(enum.Enum):
     TRANSPORT_OPEN = "transport_open"
     OPENED_WITHOUT_HELLO = "opened_without_hello"  # a plain service: no session to open
     CONNECT_FAILED = "connect_failed"
+    HELLO_PIPELINED = "hello_pipelined"  # ClientOptions.pipeline_hello: connect() does not wait for the answer
     HELLO_ACCEPTED = "hello_accepted"
     HELLO_REJECTED = "hello_rejected"
     CALL = "call"
@@ -66,9 +68,19 @@ CLIENT_TRANSITIONS: Mapping[ClientPhase, Mapping[ClientEvent, ClientPhase]] = {
         _E.CONNECT_FAILED: _C.CLOSED,
     },
     _C.HANDSHAKING: {
+        _E.HELLO_PIPELINED: _C.HELLO_PENDING,
         _E.HELLO_ACCEPTED: _C.READY,
         _E.HELLO_REJECTED: _C.CLOSED,
         _E.FAILURE: _C.BROKEN,
+    },
+    # A call or goodbye writes its request, then reads hello's answer (which moves the phase), then its own.
+    _C.HELLO_PENDING: {
+        _E.CALL: _C.HELLO_PENDING,
+        _E.HELLO_ACCEPTED: _C.READY,
+        _E.HELLO_REJECTED: _C.CLOSED,
+        _E.FAILURE: _C.BROKEN,
+        _E.GOODBYE: _C.CLOSING,
+        _E.CLOSED: _C.CLOSED,
     },
     _C.READY: {
         _E.CALL: _C.READY,
@@ -92,6 +104,7 @@ class SessionPhase(enum.Enum):
 
 
 class SessionEvent(enum.Enum):
+    HELLO_PIPELINED = "hello_pipelined"  # ClientOptions.pipeline_hello: connect() does not wait for the answer
     HELLO_ACCEPTED = "hello_accepted"
     HELLO_REJECTED = "hello_rejected"
     AUTH_FAILED = "auth_failed"  # a missing or wrong token: refused, and the connection closes

@@ -36,6 +36,7 @@ class Record(NamedTuple):
     receive: Optional[float] = None
     server_us: Optional[int] = None
     error: Optional[str] = None
+    pipelined: bool = False  # a hello whose answer was read with the next exchange (its times span both)
 
     @property
     def ok(self) -> bool:
@@ -110,7 +111,7 @@ def format_table(records: Iterable[Record]) -> str:
     for r in records:
         if r.phase != "call":
             rows.append((r.phase, r.name, _ms(r.start), _ms(r.duration), str(r.bytes_out),
-                         str(r.bytes_in), r.error or ""))
+                         str(r.bytes_in), " ".join(filter(None, ["pipelined" if r.pipelined else "", r.error]))))
             continue
         rows.append(("request", r.name, _ms(r.start), _ms(r.send), str(r.bytes_out), "",
                      f"R={_rate_text(r.request_throughput)}" if r.request_throughput else ""))

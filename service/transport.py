@@ -43,6 +43,7 @@ __all__ = [
     "NoMessageYet",
     "CountingSocket",
     "client_stack",
+    "unread_bytes",
     "server_tls_context",
 ]
 
@@ -803,11 +804,19 @@ class CountingSocket(DeadlineSocket):
 
     first_reply = b""  # the first bytes of the last reply (to explain one that cannot be read)
 
-    def begin_exchange(self, timeout: Optional[float]) -> None:
-        """Starts a call: its reads and writes must end within ``timeout`` seconds (None: no limit)."""
+    def begin_exchange(self, timeout: Optional[float]) -> Optional[float]:
+        """Starts a call: its reads and writes must end within ``timeout`` seconds (None: no limit);
+        returns that deadline."""
         self.first_read_at = None
         self.first_reply = b""
         self.deadline = None if timeout is None else time.monotonic() + timeout
+        return self.deadline
+
+    def expect_reply(self, deadline: Optional[float]) -> None:
+        """Reads from now on are one reply's, due by ``deadline`` (a pipelined request's own)."""
+        self.first_read_at = None
+        self.first_reply = b""
+        self.deadline = deadline
 
     def read(self, sz: int) -> bytes:
         data = super().read(sz)
@@ -831,6 +840,13 @@ def client_stack(
                           server_hostname=None if tls is None else tls.server_hostname)
     transport = transport_factory(wire, max_reply_bytes).getTransport(sock)
     return sock, transport, protocol_factory(wire, max_reply_bytes, max_reply_items).getProtocol(transport)
+
+
+def unread_bytes(transport: TTransport.CReadableTransport) -> int:
+    """Bytes the client's transport has read from the socket but not yet handed to the decoder
+    (after a pipelined hello's answer, the start of the next reply may already be there)."""
+    with transport.cstringio_buf.getbuffer() as view:
+        return view.nbytes - transport.cstringio_buf.tell()
 
 
 def _family_for(host: str) -> int:

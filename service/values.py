@@ -10,25 +10,31 @@ is left to the server.)
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from thrift.protocol.TProtocol import TProtocolException
 from thrift.Thrift import TType
 
 from .errors import RequestEncodingError
 
-__all__ = ["check_arguments"]
+__all__ = ["argument_checker"]
 
 _INTEGERS = {TType.BYTE: ("i8", 8), TType.I16: ("i16", 16), TType.I32: ("i32", 32), TType.I64: ("i64", 64)}
 _SEQUENCES = (list, tuple, set, frozenset)
 
 
-def check_arguments(args_class: type, values: Sequence[Any], method: str) -> None:
-    """RequestEncodingError unless every given value fits its parameter's IDL type (None: unset, allowed)."""
-    fields = [spec for spec in args_class.thrift_spec if spec is not None]
-    for spec, value in zip(fields, values):
-        if value is not None:
-            _check(value, spec[1], spec[3], f"{method}: parameter '{spec[2]}'")
+def argument_checker(args_class: type, method: str) -> Callable[[Sequence[Any]], None]:
+    """A function that raises RequestEncodingError unless every value it is given fits its parameter's
+    IDL type (None: unset, allowed)."""
+    parameters = tuple((spec[1], spec[3], f"{method}: parameter '{spec[2]}'")
+                       for spec in args_class.thrift_spec if spec is not None)
+
+    def check(values: Sequence[Any]) -> None:
+        for (ttype, type_args, path), value in zip(parameters, values):
+            if value is not None:
+                _check(value, ttype, type_args, path)
+
+    return check
 
 
 def _check(value: Any, ttype: int, type_args: Any, path: str) -> None:

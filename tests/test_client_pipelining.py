@@ -1,0 +1,204 @@
+"""A pipelined hello (ClientOptions.pipeline_hello) and goodbye without waiting (await_farewell=False),
+against real servers: one round trip less each, the same typed errors, nothing served without a session."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from typing import List
+
+import pytest
+
+from thrift_handshake import (
+    Client,
+    ClientOptions,
+    HandshakeFailed,
+    ServerFull,
+    ServerLimits,
+    Timeouts,
+)
+from thrift_handshake.demo import HandshakeHandler
+from thrift_handshake.states import ClientPhase as Phase
+from thrift_handshake.timing import format_table
+from thrift_handshake_gen import HandshakeService
+from thrift_handshake_gen.session import SessionService
+from thrift_handshake_gen.session.ttypes import ServerHello
+
+from test_client_phases import _reply
+
+PIPELINED = ClientOptions(pipeline_hello=True)
+
+
+class RecordingHandler(HandshakeHandler):
+    """The demo service, noting every echo it actually runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.echoed: List[str] = []
+
+    def echo(self, message: str) -> str:
+        self.echoed.append(message)
+        return message
+
+
+def _pipelined(port: int, **options) -> Client:
+    client = Client("127.0.0.1", port, ClientOptions(pipeline_hello=True, **options), service=HandshakeService)
+    assert client.connect() is None
+    assert client.phase is Phase.HELLO_PENDING
+    return client
+
+
+def test_hello_and_the_first_call_are_both_written_before_either_reply_is_read():
+    """A peer that answers nothing until it holds both requests: only a pipelining client gets answers."""
+    hello = _reply("hello", SessionService.hello_result(success=ServerHello(session_id="s", version=2)), seqid=1)
+    echo = _reply("echo", HandshakeService.echo_result(success="x"))
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+
+        def answer_when_both_arrived() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                connection.settimeout(5)
+                received = b""
+                while b"echo" not in received:  # the second request's name
+                    chunk = connection.recv(65536)
+                    if not chunk:
+                        return
+                    received += chunk
+                connection.sendall(hello + echo)  # one segment: the client reads both replies at once
+                connection.recv(65536)
+
+        peer = threading.Thread(target=answer_when_both_arrived)
+        peer.start()
+        try:
+            client = _pipelined(listener.getsockname()[1], timeouts=Timeouts(handshake=1, call=1))
+            assert client.echo("x") == "x"
+            assert client.phase is Phase.READY and client.session_id == "s"
+            handshake, call = client.timeline[1], client.timeline[2]
+            assert (handshake.phase, handshake.name, handshake.pipelined) == ("handshake", "hello", True)
+            assert (handshake.bytes_in, call.bytes_in) == (len(hello), len(echo)), "replies read together, counted apart"
+            assert "pipelined" in format_table(client.timeline).splitlines()[3]
+            client._close_transport()
+        finally:
+            peer.join(5)
+
+
+def test_pipelined_session_serves_calls_and_says_goodbye(server):
+    plain = Client("127.0.0.1", server.port, service=HandshakeService)
+    plain.connect()
+    client = _pipelined(server.port)
+    assert client.echo("one") == "one" and client.echo("two") == "two"
+    assert client.version == plain.version == 2
+    assert client.server_hello.idle_timeout_ms == plain.server_hello.idle_timeout_ms
+    plain.echo("one")
+    same = [(r.phase, r.name, r.bytes_out, r.bytes_in) for r in plain.timeline][1:3]
+    assert [(r.phase, r.name, r.bytes_out, r.bytes_in) for r in client.timeline][1:3] == same
+    assert client.goodbye().calls == 2
+    assert client.phase is Phase.CLOSED
+    plain.close()
+
+
+def test_reading_server_hello_reads_the_pending_answer(server):
+    client = _pipelined(server.port)
+    assert client.server_hello.version == 2
+    assert client.phase is Phase.READY
+    client.close()
+
+
+def test_goodbye_as_the_first_exchange_reads_hello_then_the_farewell(server):
+    client = _pipelined(server.port)
+    farewell = client.goodbye()
+    assert farewell.calls == 0 and farewell.session_id == client.session_id
+    assert client.phase is Phase.CLOSED
+    assert [r.name for r in client.timeline] == ["127.0.0.1:%d" % server.port, "hello", "goodbye", "close"]
+
+
+@pytest.mark.parametrize("refusal", ["versions", "auth"])
+def test_a_refused_pipelined_hello_raises_at_the_first_call_which_is_never_served(start_server, refusal):
+    """The gate refuses a call that arrives before hello succeeded (no common version: the session
+    waits for another hello; a wrong token: the server closes after answering). Repeated, because the
+    server may close while the pipelined call is still on its way."""
+    handler = RecordingHandler()
+    server = start_server(handler=handler, auth_token="secret" if refusal == "auth" else None)
+    options = dict(versions=(3, 4)) if refusal == "versions" else dict(auth_token="wrong")
+    for attempt in range(10):
+        client = _pipelined(server.port, **options)
+        with pytest.raises(HandshakeFailed) as caught:
+            client.echo(f"must not run {attempt}")
+        assert ("1..2" if refusal == "versions" else "wrong auth token") in str(caught.value)
+        assert client.phase is Phase.CLOSED and client._sock is None
+        records = list(client.timeline)
+        assert [(r.name, r.ok) for r in records[1:]] == [("hello", False), ("close", True), ("echo", False)]
+    stats = Client("127.0.0.1", server.port, ClientOptions(auth_token="secret"), service=HandshakeService)
+    with stats:
+        assert stats.stats().handshakes_rejected == 10
+        assert stats.echo("after") == "after"
+    assert handler.echoed == ["after"]
+
+
+def test_a_full_server_is_server_full_at_the_first_call(start_server):
+    server = start_server(limits=ServerLimits(max_connections=1))
+    with Client("127.0.0.1", server.port, service=HandshakeService) as holder:
+        client = _pipelined(server.port)
+        with pytest.raises(ServerFull, match="server full"):
+            client.echo("x")
+        assert client.phase is Phase.CLOSED
+        assert holder.echo("still served") == "still served"
+
+
+def _server_warnings(caplog) -> List[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("thrift_handshake")]
+
+
+def _until(predicate, seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+@pytest.mark.parametrize("pipeline", [False, True])
+def test_close_without_awaiting_the_farewell_still_ends_the_session_by_goodbye(server, caplog, pipeline):
+    caplog.set_level(logging.INFO)
+    options = ClientOptions(await_farewell=False, pipeline_hello=pipeline)
+    for _ in range(10):  # the Farewell may reach a closed socket: the server must take that quietly
+        client = Client("127.0.0.1", server.port, options, service=HandshakeService)
+        client.connect()
+        assert client.echo("x") == "x"
+        assert client.close() is None
+        assert client.phase is Phase.CLOSED and client.farewell is None
+        goodbye = client.timeline[-2]
+        assert (goodbye.phase, goodbye.name, goodbye.bytes_in, goodbye.wait) == ("disconnect", "goodbye", 0, None)
+        assert goodbye.bytes_out > 0
+    ended = lambda: [r for r in caplog.records if r.getMessage().startswith("closed peer=")]
+    assert _until(lambda: len(ended()) == 10)
+    assert all(r.getMessage().endswith(": after goodbye") for r in ended()), [r.getMessage() for r in ended()]
+    assert _until(lambda: server.metrics.snapshot().sessions_active == 0)
+    assert _server_warnings(caplog) == []
+
+
+def test_goodbye_waits_for_the_farewell_even_when_close_would_not(server):
+    client = Client("127.0.0.1", server.port, ClientOptions(await_farewell=False), service=HandshakeService)
+    client.connect()
+    client.echo("x")
+    assert client.goodbye().calls == 1
+    assert client.phase is Phase.CLOSED
+
+
+def test_pipelined_hello_then_close_without_any_call(server, caplog):
+    caplog.set_level(logging.INFO)
+    for await_farewell in (True, False):
+        client = Client("127.0.0.1", server.port, ClientOptions(pipeline_hello=True, await_farewell=await_farewell),
+                        service=HandshakeService)
+        client.connect()
+        farewell = client.close()
+        assert client.phase is Phase.CLOSED
+        assert (farewell is not None) is await_farewell
+    assert _until(lambda: server.metrics.snapshot().handshakes_ok == 2)
+    assert _until(lambda: server.metrics.snapshot().sessions_active == 0)
+    assert _server_warnings(caplog) == []
