@@ -748,6 +748,9 @@ class HandshakeServer(TThreadedServer):
             return "closed", "server stopping"
         if connection.evicted:
             return "dropped", "evicted: no hello yet and the server was full"
+        if state.session is not None and state.session.closing:
+            # goodbye (or a refused hello) was served: a peer that left without reading the answer is fine
+            return "closed", state.session.close_reason
         established = state.session is None or state.session.established
         if is_timeout(error):
             if not established:
@@ -848,7 +851,7 @@ class HandshakeServer(TThreadedServer):
         if self._pool is not None:
             self._pool.close()
         self._warnings.flush()
-        stats = self.metrics.snapshot()
+        stats = self.metrics.local_snapshot()  # this process's own (with workers: not the sum)
         logger.info("stopped: %d connections served, calls %s", stats.connections_total, stats.calls)
 
     def _wait_for_connections(self, remaining: Callable[[], float]) -> None:

@@ -170,3 +170,23 @@ def test_the_pool_reuses_threads_bounds_them_and_lets_idle_ones_end():
     assert done.acquire(timeout=5)
     pool.close()
     assert _wait_until(lambda: pool.threads == 0)
+
+
+def test_a_peer_that_leaves_right_after_goodbye_is_logged_as_closed(server, caplog):
+    """A client that sends goodbye and closes without reading the Farewell (await_farewell=False)
+    ended its session properly: one "closed ... after goodbye" line, never a "dropped" warning."""
+    import logging
+    import struct
+
+    caplog.set_level(logging.INFO, logger="thrift_handshake.server")
+    hello = SessionService.hello_args(ClientHello(client_name="leaver", min_version=1, max_version=2))
+    for _ in range(20):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.sendall(encode_call("hello", hello, seqid=1))
+            sock.recv(65536)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # reset at close
+            sock.sendall(encode_call("goodbye", SessionService.goodbye_args(), seqid=2))
+    assert _wait_until(lambda: server.connection_count == 0)
+    lines = [r.getMessage() for r in caplog.records if r.name == "thrift_handshake.server"]
+    assert not [line for line in lines if line.startswith("dropped")], lines
+    assert sum(1 for line in lines if line.startswith("closed") and line.endswith("after goodbye")) == 20, lines
