@@ -75,8 +75,9 @@ class ConnectionState:
             self.in_flight = (method, seqid)
 
     def end(self) -> None:
-        with self.lock:
-            self.in_flight = None
+        # No lock: a stop that still sees the message in flight closes the connection after this
+        # reply anyway (the server checks ``closing`` after each message).
+        self.in_flight = None
 
     def close(self) -> None:
         """The connection is gone: ends its session and folds its counters into the totals (idempotent)."""
@@ -173,6 +174,7 @@ class SessionProcessor(TProcessor):
         }
         if handshake:
             self.methods.update(describe_service(SessionService))
+        self._oneway = frozenset(name for name, info in self.methods.items() if info.oneway)
 
     # -- connections --------------------------------------------------------------------------
 
@@ -207,12 +209,21 @@ class SessionProcessor(TProcessor):
         state = getattr(iprot, _STATE, None) or self.connection(iprot)
         name, message_type, seqid = iprot.readMessageBegin()
         state.begin(name, seqid)
-        counted = name if name in self.methods else _UNKNOWN
-        state.counters.message(counted)
-        if message_type not in (TMessageType.CALL, TMessageType.ONEWAY):
+        state.counters.message(name if name in self.methods else _UNKNOWN)
+        if message_type != TMessageType.CALL and message_type != TMessageType.ONEWAY:
             raise TProtocolException(TProtocolException.INVALID_DATA,
                                      f"message type {message_type} is not a call (1) or one-way call (4)")
         session = state.session
+        serve = self._service_map.get(name)
+        if serve is not None and (session is None or session.serves_calls):  # the common case, kept short
+            bind_session(state.context)
+            serve(self.processor, seqid, iprot, oprot)
+            if session is not None:
+                session.calls += 1
+            if name in self._oneway:
+                state.counters.notifications += 1
+            state.in_flight = None
+            return True
         if session is not None and name in SESSION_METHODS:
             if session.admits(name):
                 processor = state.session_processor
