@@ -43,6 +43,11 @@ class WorkerPool:
         """Threads started and not ended."""
         return self._threads
 
+    @property
+    def backlog(self) -> int:
+        """Tasks waiting for a thread."""
+        return self._tasks.qsize()
+
     def submit(self, task: Callable[[Any], None], argument: Any) -> None:
         """Runs ``task(argument)`` on a pool thread, now or once one is free."""
         if self._closed:

@@ -615,8 +615,9 @@ class HandshakeServer(TThreadedServer):
                     return "closed", "server stopping"
                 if transport.has_buffered_input() or sock.pending_input():
                     sock.message_started()  # part of the next message is here: its deadline runs
-                elif sock.request_timeout is None:
-                    return None, ""  # before the session: wait in the watch, within the handshake deadline
+                elif sock.request_timeout is None or self._pool.backlog:
+                    # before the session, or others wait for a thread: no linger, wait in the watch
+                    return None, ""
         except TTransportException as error:
             event, reason = self._transport_outcome(connection, state, error)
             if error.type == TTransportException.END_OF_FILE and state.in_flight and not connection.stopping:
