@@ -37,6 +37,8 @@ class WorkerPool:
         self._idle = 0  # threads waiting for a task
         self._threads = 0
         self._closed = False
+        self._completed = 0  # tasks finished (a progress count, read by relieve())
+        self._completed_seen = 0
 
     @property
     def threads(self) -> int:
@@ -56,6 +58,25 @@ class WorkerPool:
         with self._lock:  # after the put: a thread that ends re-checks the queue under this lock
             if self._tasks.qsize() <= self._idle or self._threads >= self._maximum:
                 return  # a waiting thread takes it, or a busy one when done
+        self._start_thread()
+
+    def relieve(self, ceiling: int) -> None:
+        """Call periodically: when tasks wait and no task finished since the last call, every thread is
+        stuck (e.g. on peers that send or read too slowly), so threads are added, up to ``ceiling``,
+        for the waiting tasks. They end like the others once idle."""
+        completed, waiting = self._completed, self._tasks.qsize()
+        stuck = waiting and completed == self._completed_seen
+        self._completed_seen = completed
+        if not stuck:
+            return
+        for _ in range(waiting):
+            with self._lock:
+                if self._threads >= ceiling:
+                    return
+            self._start_thread()
+
+    def _start_thread(self) -> None:
+        with self._lock:
             self._threads += 1
             number = self._threads
         try:
@@ -99,6 +120,7 @@ class WorkerPool:
                 task(argument)
             except BaseException:  # a task's own errors are its business; the thread must survive them
                 logger.exception("a pool task failed")
+            self._completed += 1
 
 
 class ReadinessWatch:
@@ -110,7 +132,7 @@ class ReadinessWatch:
         self._epoll = select.epoll() if use_epoll else None
         self._selector = None if use_epoll else selectors.DefaultSelector()
         self._once: Dict[int, bool] = {}
-        self._lock = threading.Lock()  # the selector fallback only: it is not safe across threads
+        self._lock = threading.Lock()  # orders add and remove (and, for the selector, every change)
         self._wake_reader, self._wake_writer = socket.socketpair()
         for end in (self._wake_reader, self._wake_writer):
             end.setblocking(False)
@@ -118,14 +140,14 @@ class ReadinessWatch:
 
     def add(self, fd: int, obj: Any, once: bool = True) -> None:
         """Starts watching ``fd``; ``wait`` reports ``obj`` when it has input (or is closed)."""
-        self._objects[fd] = obj
-        if self._epoll is not None:
-            self._epoll.register(fd, select.EPOLLIN | (select.EPOLLONESHOT if once else 0))
-        else:
-            with self._lock:
-                self._once[fd] = once
-                self._selector.register(fd, selectors.EVENT_READ)
-            self.wake()
+        with self._lock:
+            self._objects[fd] = obj
+            if self._epoll is not None:
+                self._epoll.register(fd, select.EPOLLIN | (select.EPOLLONESHOT if once else 0))
+                return
+            self._once[fd] = once
+            self._selector.register(fd, selectors.EVENT_READ)
+        self.wake()
 
     def rearm(self, fd: int) -> None:
         """Reports ``fd`` again the next time it has input (after it was reported once)."""
@@ -136,18 +158,21 @@ class ReadinessWatch:
                 self._selector.register(fd, selectors.EVENT_READ)
             self.wake()
 
-    def remove(self, fd: int) -> None:
-        """Stops watching ``fd`` (call before closing it: its number may be reused at once)."""
-        self._objects.pop(fd, None)
-        try:
-            if self._epoll is not None:
-                self._epoll.unregister(fd)
-            else:
-                with self._lock:
+    def remove(self, fd: int, obj: Any) -> None:
+        """Stops watching ``fd`` for ``obj``. Nothing happens when ``fd`` now stands for another
+        object: the descriptor was closed behind our back and its number already reused."""
+        with self._lock:
+            if self._objects.get(fd) is not obj:
+                return
+            del self._objects[fd]
+            try:
+                if self._epoll is not None:
+                    self._epoll.unregister(fd)
+                else:
                     self._once.pop(fd, None)
                     self._selector.unregister(fd)
-        except (KeyError, OSError, ValueError):  # reported once and not re-armed, or already gone
-            pass
+            except (KeyError, OSError, ValueError):  # reported once and not re-armed, or already closed
+                pass
 
     def wake(self) -> None:
         """Makes a running ``wait`` return (safe in a signal handler: takes no lock)."""

@@ -295,6 +295,7 @@ class HandshakeServer(TThreadedServer):
         self._watch: Optional[ReadinessWatch] = None  # per serve(): idle connections wait here
         self._pool: Optional[WorkerPool] = None  # per serve(): threads for connections with input
         self._next_expiry = float("inf")  # no waiting connection's time is up before this
+        self._expiry_lock = threading.Lock()
         self._serving = False
         self._drained = False
         self._thread: Optional[threading.Thread] = None
@@ -364,10 +365,14 @@ class HandshakeServer(TThreadedServer):
             self._pool = WorkerPool(f"thrift-handshake:{self.port}", self.config.limits.max_threads)
             listener = self.serverTransport.handle
             watch.add(listener.fileno(), listener, once=False)
+            next_relief = 0.0
             while not self._stop_requested:
                 now = time.monotonic()
                 if now >= self._next_expiry:
                     self._expire_waiting(now)
+                if now >= next_relief:  # threads stuck on slow peers must not starve the others
+                    self._pool.relieve(self.config.limits.max_connections + self.config.limits.max_threads)
+                    next_relief = now + _WATCH_TICK
                 for ready in watch.wait(min(max(self._next_expiry - now, 0.0), _WATCH_TICK)):
                     if ready is not listener:
                         self._dispatch(ready)
@@ -375,7 +380,7 @@ class HandshakeServer(TThreadedServer):
                         self._accept()
         finally:
             if listener is not None:
-                watch.remove(listener.fileno())
+                watch.remove(listener.fileno(), listener)
             try:
                 self._drain()
             finally:
@@ -463,7 +468,7 @@ class HandshakeServer(TThreadedServer):
             connection.park(now + limits.handshake_timeout, "handshake timeout", self._watch_first)
         else:
             connection.park(now + limits.idle_timeout, "idle timeout", self._watch_first)
-        self._next_expiry = min(self._next_expiry, connection.parked_until)
+        self._expect_expiry(connection.parked_until)
 
     def _watch_first(self, connection: Connection) -> None:
         self._watch.add(connection.fd, connection)
@@ -478,6 +483,8 @@ class HandshakeServer(TThreadedServer):
 
     def _expire_waiting(self, now: float) -> None:
         """Closes the waiting connections whose time is up (handshake or idle timeout)."""
+        with self._expiry_lock:
+            self._next_expiry = float("inf")  # from here on, connections that park lower it themselves
         earliest = float("inf")
         with self._lock:
             waiting = [c for c in self._connections if c.parked]
@@ -486,7 +493,13 @@ class HandshakeServer(TThreadedServer):
                 earliest = min(earliest, connection.parked_until)
             elif connection.unpark():
                 self._finish(connection, "dropped", connection.expiry_reason)
-        self._next_expiry = earliest
+        self._expect_expiry(earliest)
+
+    def _expect_expiry(self, when: float) -> None:
+        """A waiting connection's time is up at ``when``: the watch's loop sweeps by then."""
+        with self._expiry_lock:
+            if when < self._next_expiry:
+                self._next_expiry = when
 
     def _park(self, connection: Connection) -> bool:
         """Lets a connection with no input wait in the watch; False when it must close instead."""
@@ -496,8 +509,7 @@ class HandshakeServer(TThreadedServer):
             until, reason = time.monotonic() + self.config.limits.idle_timeout, "idle timeout"
         if not connection.park(until, reason, self._watch_again):
             return False
-        if until < self._next_expiry:  # read by the watch's loop within one tick
-            self._next_expiry = until
+        self._expect_expiry(until)  # read by the watch's loop within one tick
         return True
 
     def _make_room(self) -> bool:
@@ -644,7 +656,7 @@ class HandshakeServer(TThreadedServer):
         """Stops watching the connection, closes its socket and forgets it."""
         watch = self._watch
         if watch is not None:
-            watch.remove(connection.fd)  # before the close: the number may be reused at once
+            watch.remove(connection.fd, connection)  # before the close: the number may be reused at once
         (connection.transport or connection.socket).close()
         with self._lock:
             self._connections.pop(connection, None)
@@ -717,15 +729,18 @@ class HandshakeServer(TThreadedServer):
         first, dialect = _peek(connection.socket.handle)
         if first and (dialect is None or dialect.kind != "tls"):  # a plain client on the TLS port
             self._explain_mismatch(connection, first, dialect, "this server requires TLS")
-            connection.socket.close()
             return False
         try:
-            handle = self._tls.wrap_socket(connection.socket.handle, server_side=True)
+            handle = self._tls.wrap_socket(connection.socket.handle, server_side=True, do_handshake_on_connect=False)
+            with connection._lock:  # from now on shutdown() and evict() reach this socket
+                connection.socket.setHandle(handle)
+                interrupted = connection.stopping or connection.evicted
+            if interrupted:
+                raise OSError("the connection was closed before its TLS handshake")
+            handle.do_handshake()
         except (OSError, ValueError) as error:  # ssl.SSLError is an OSError
             self._warnings.warning("dropped peer=%s: TLS handshake failed: %s", connection.peer, error)
-            connection.socket.close()
             return False
-        connection.socket.setHandle(handle)
         certificate = handle.getpeercert()
         subject = dict(item for rdn in (certificate or {}).get("subject", ()) for item in rdn)
         return subject.get("commonName", "")

@@ -1,7 +1,10 @@
 """Attacks on the pool server (epoll watch + bounded pool threads), from the outside, on loopback.
 
-Each test that shows a defect is marked ``xfail(strict=True)``: it fails today and will turn the suite
-red (XPASS) once fixed, so the mark is removed together with the fix.
+Each test here failed on the first version of the pool server (a fresh-eyed attack found them) and
+guards its fix: slow peers cannot starve the pool (it adds threads when every one is stuck), a
+descriptor closed behind the server's back cannot unwatch a newcomer that reused its number, the
+expiry sweep keeps connections parked while it runs, and a TLS handshake in progress is interrupted by
+stop() and by eviction.
 
 Tried and held up (no test kept): 25k connect/close/RST/half-close/partial storms against 6 clients
 echoing unique strings (pipelined hello and fast close mixed): no reply on a wrong connection; stop()
@@ -105,8 +108,6 @@ def slow_log():
 # -- 1. slowloris before hello: one byte per connection holds a pool thread for handshake_timeout --------
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: max_threads connections that each send 1 byte hold every pool "
-                   "thread in first_bytes() until handshake_timeout; a good client is not served at all")
 def test_one_byte_per_connection_starves_good_client_with_default_limits(start_server):
     server = start_server()  # default limits: max_threads 60, handshake_timeout 10 s
     attackers = []
@@ -122,8 +123,6 @@ def test_one_byte_per_connection_starves_good_client_with_default_limits(start_s
             sock.close()
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: a partial hello (slowloris) holds a pool thread until "
-                   "handshake_timeout; with max_threads=4, four such peers starve everyone")
 def test_partial_hello_slowloris_starves_good_client(start_server):
     server = start_server(limits=ServerLimits(max_threads=4, handshake_timeout=8.0))
     attackers = []
@@ -142,8 +141,6 @@ def test_partial_hello_slowloris_starves_good_client(start_server):
 # -- 2. after hello: a partial request, or a peer that never reads, holds a thread for minutes ---------
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: an established session that sends half a request holds a "
-                   "pool thread for request_timeout (default 30 s); max_threads of them starve everyone")
 def test_partial_request_after_hello_starves_good_client(start_server):
     server = start_server(limits=ServerLimits(max_threads=2))
     attackers = []
@@ -159,9 +156,6 @@ def test_partial_request_after_hello_starves_good_client(start_server):
             sock.close()
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: a session that pipelines calls and never reads its replies "
-                   "blocks a pool thread in sendall for idle_timeout (SO_SNDTIMEO, default 300 s); "
-                   "max_threads of them starve everyone")
 def test_peer_that_never_reads_starves_good_client(start_server):
     server = start_server(limits=ServerLimits(max_threads=2))
     attackers = []
@@ -200,9 +194,6 @@ def test_peer_that_never_reads_starves_good_client(start_server):
 # -- 3. fd reuse: a failed TLS handshake unregisters the NEXT connection that got its fd number -------
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: on a failed TLS handshake wrap_socket closes the fd, then "
-                   "_release() does watch.remove(old fd): a newcomer that reused the number is unregistered "
-                   "from epoll (later rearm: FileNotFoundError 'a pool task failed') and hangs")
 def test_failed_tls_handshake_does_not_unregister_next_connection(start_server, slow_log):
     server = start_server(tls=SERVER_TLS, limits=ServerLimits(handshake_timeout=5.0))
     # The window between the close (inside wrap_socket) and watch.remove() is the warning's logging;
@@ -237,9 +228,6 @@ def test_failed_tls_handshake_does_not_unregister_next_connection(start_server, 
 # -- 4. the expiry sweep loses a connection that parks while it runs ---------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: _expire_waiting() overwrites _next_expiry with the earliest "
-                   "deadline of its snapshot; a connection parked by a pool thread meanwhile is never "
-                   "swept: its idle timeout is not enforced")
 def test_idle_timeout_enforced_for_connection_parked_during_sweep(start_server, slow_log):
     server = start_server(limits=ServerLimits(handshake_timeout=0.5, idle_timeout=1.0))
     session = raw_session(server.port)
@@ -280,9 +268,6 @@ def pool_threads(server) -> List[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith(f"thrift-handshake:{server.port} ") and t.is_alive()]
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: wrap_socket() detaches the socket that Connection.shutdown() "
-                   "shuts, so stop() cannot wake a thread in a TLS handshake: 'handler still running after the "
-                   "grace period; left behind' and the pool thread lives on until handshake_timeout")
 def test_stop_interrupts_a_tls_handshake_in_progress(start_server):
     server = start_server(tls=SERVER_TLS, grace=0.5, limits=ServerLimits(handshake_timeout=8.0))
     attackers = []
@@ -301,9 +286,6 @@ def test_stop_interrupts_a_tls_handshake_in_progress(start_server):
             sock.close()  # ends the stuck handshakes, so the fixture's thread check passes either way
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: evicting a connection stuck in its TLS handshake shuts the "
-                   "detached socket (no effect): its thread stays busy, connection_count exceeds "
-                   "max_connections, and with max_threads such peers a good TLS client is not served")
 def test_eviction_frees_a_connection_stuck_in_its_tls_handshake(start_server):
     server = start_server(tls=SERVER_TLS, limits=ServerLimits(max_threads=4, max_connections=6, handshake_timeout=8.0))
     attackers = []

@@ -135,8 +135,13 @@ def test_the_watch_reports_each_descriptor_once_until_rearmed(use_epoll):
         assert watch.wait(1.0) == ["left"]  # the byte is still unread
         left.recv(1)
         watch.rearm(left.fileno())
-        watch.remove(left.fileno())
+        watch.remove(left.fileno(), "another")  # the number stands for "left": nothing happens
         right.send(b"y")
+        assert watch.wait(1.0) == ["left"]
+        left.recv(1)
+        watch.rearm(left.fileno())
+        watch.remove(left.fileno(), "left")
+        right.send(b"z")
         assert watch.wait(0.05) == []
         threading.Timer(0.05, watch.wake).start()
         started = time.monotonic()
@@ -190,3 +195,20 @@ def test_a_peer_that_leaves_right_after_goodbye_is_logged_as_closed(server, capl
     lines = [r.getMessage() for r in caplog.records if r.name == "thrift_handshake.server"]
     assert not [line for line in lines if line.startswith("dropped")], lines
     assert sum(1 for line in lines if line.startswith("closed") and line.endswith("after goodbye")) == 20, lines
+
+
+def test_the_pool_adds_threads_when_every_thread_is_stuck():
+    pool = WorkerPool("test-relief", maximum=1, idle_seconds=0.2)
+    release, quick_done = threading.Event(), threading.Event()
+    pool.submit(lambda _: release.wait(10), None)  # holds the only thread
+    pool.submit(lambda _: quick_done.set(), None)
+    try:
+        assert not quick_done.wait(0.2), "the task ran although the only thread was busy"
+        pool.relieve(ceiling=1)  # the ceiling is reached: nothing added
+        assert not quick_done.wait(0.2)
+        pool.relieve(ceiling=2)  # nothing finished since the last look while a task waits: one more thread
+        assert quick_done.wait(5)
+    finally:
+        release.set()
+        pool.close()
+    assert _wait_until(lambda: pool.threads == 0)
