@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -204,6 +205,28 @@ def markdown(run: Run, machine: str) -> str:
     if run.notes:
         lines += ["", "Notes:", ""] + [f"- {note}" for note in run.notes]
     return "\n".join(lines) + "\n"
+
+
+README_BEGIN = "<!-- bench: the latest targets table, written by scripts/bench -->"
+README_END = "<!-- /bench -->"
+
+
+def readme_block(run: Run, machine: str) -> str:
+    """What the README shows of a run: where and when it was measured, and the issue's targets."""
+    lines = [README_BEGIN, "", f"Latest run ({time.strftime('%Y-%m-%d')}, {machine}; {run.settings.rounds} rounds, "
+             "median ratio to B in the same round, min-max):", ""]
+    lines += _table(["target", "measured: median (min-max)", "wanted", "met"], [list(t) for t in targets(run)])
+    return "\n".join(lines + ["", README_END])
+
+
+def update_readme(readme: Path, block: str) -> bool:
+    """Replaces the README's bench block with ``block``; False when the README has no such block."""
+    text = readme.read_text(encoding="utf-8")
+    start, end = text.find(README_BEGIN), text.find(README_END)
+    if start < 0 or end < start:
+        return False
+    readme.write_text(text[:start] + block + text[end + len(README_END):], encoding="utf-8")
+    return True
 
 
 def chart(run: Run, path: Path) -> None:

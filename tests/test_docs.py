@@ -53,3 +53,16 @@ def test_the_host_your_own_service_snippets_run_as_written(tmp_path):
                 "print(client.add(2, 3), client.version)\nclient.close()\n")
     result = subprocess.run([sys.executable, "-c", program], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.split() == ["5", "2"], result.stderr
+
+
+def test_the_readme_shows_the_latest_benchmark_targets():
+    """scripts/bench writes its targets table into the README; the README and bench/results agree."""
+    import sys
+    root = Path(__file__).resolve().parent.parent
+    sys.path.insert(0, str(root))
+    from bench import report
+
+    latest = (root / "bench" / "results" / "latest.md").read_text(encoding="utf-8")
+    block = README[README.index(report.README_BEGIN):README.index(report.README_END)]
+    table = latest[latest.index("| target |"):latest.index("\n\n", latest.index("| target |"))]
+    assert table in block
