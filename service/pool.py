@@ -46,9 +46,9 @@ class WorkerPool:
         return self._threads
 
     @property
-    def backlog(self) -> int:
-        """Tasks waiting for a thread."""
-        return self._tasks.qsize()
+    def saturated(self) -> bool:
+        """Every thread the pool may start is running and tasks wait for one."""
+        return self._threads >= self._maximum and not self._tasks.empty()
 
     def submit(self, task: Callable[[Any], None], argument: Any) -> None:
         """Runs ``task(argument)`` on a pool thread, now or once one is free."""

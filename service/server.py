@@ -627,7 +627,7 @@ class HandshakeServer(TThreadedServer):
                     return "closed", "server stopping"
                 if transport.has_buffered_input() or sock.pending_input():
                     sock.message_started()  # part of the next message is here: its deadline runs
-                elif sock.request_timeout is None or self._pool.backlog:
+                elif sock.request_timeout is None or self._pool.saturated:
                     # before the session, or others wait for a thread: no linger, wait in the watch
                     return None, ""
         except TTransportException as error:
