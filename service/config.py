@@ -41,7 +41,7 @@ ONE_DAY = 86_400.0
 #: Thrift wire protocols (what the bytes look like).
 PROTOCOLS = ("binary", "compact")
 #: Thrift transports below the protocol (how messages are delimited).
-TRANSPORTS = ("buffered", "framed")
+TRANSPORTS = ("buffered", "framed", "header")
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,9 @@ class Wire:
     """What a connection speaks, the same on both ends: protocol, transport, and the implementation.
 
     protocol: "binary" (strict TBinaryProtocol, Thrift's default) or "compact".
-    transport: "buffered" (TBufferedTransport, messages back to back) or "framed" (TFramedTransport).
+    transport: "buffered" (TBufferedTransport, messages back to back), "framed" (TFramedTransport) or
+    "header" (THeaderTransport: frames whose header names the protocol inside; the C++, Go and Java
+    ecosystems' fbthrift-style clients speak it).
     accelerated: use Thrift's C extension (fastbinary) where it is installed; False forces the
     pure-Python implementation (same bytes on the wire, slower for structs).
     """

@@ -544,15 +544,9 @@ class HandshakeServer(TThreadedServer):
             try:
                 client.setTimeout(_REFUSAL_SECONDS * 1000)
                 _, dialect = client.first_bytes()
-                if dialect is not None and dialect.kind == "thrift":  # answered in the newcomer's own dialect
-                    transport, protocol = self._stack_for(dataclasses.replace(
-                        self.config.wire, protocol=dialect.wire.protocol, transport=dialect.wire.transport), client)
-                elif dialect is not None and dialect.kind == "header":
-                    limits = self.config.limits
-                    protocol = header_protocol(client, limits.max_message_bytes, limits.max_container_items)
-                    transport = protocol.trans
-                else:
+                if dialect is None or dialect.kind not in ("thrift", "header"):
                     return
+                transport, protocol = self._stack_for(_wire_of(dialect), client)  # the newcomer's own dialect
                 name, _, seqid = protocol.readMessageBegin()
                 protocol.writeMessageBegin(name, TMessageType.EXCEPTION, seqid)
                 TApplicationException(TApplicationException.INTERNAL_ERROR, message).write(protocol)
@@ -676,7 +670,7 @@ class HandshakeServer(TThreadedServer):
             if self.config.detect_wire:
                 transport, protocol = self._stack_for(wire, connection.socket)
                 return transport, protocol
-        if dialect is not None and dialect.kind == "header" and self.config.detect_wire:
+        if dialect is not None and dialect.kind == "header" and (self.config.detect_wire or served.transport == "header"):
             limits = self.config.limits
             protocol = header_protocol(connection.socket, limits.max_message_bytes, limits.max_container_items)
             return protocol.trans, protocol
@@ -709,11 +703,10 @@ class HandshakeServer(TThreadedServer):
                                b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
             elif dialect is not None and dialect.kind == "tls":
                 handle.sendall(_TLS_ALERT_PROTOCOL_VERSION)  # all a TLS client can read from a plain server
-            elif dialect is not None and dialect.kind in ("thrift", "bad-version"):
-                wire = dialect.wire or Wire()
-                transport, protocol = self._stack_for(wire, connection.socket)
+            elif dialect is not None and dialect.kind in ("thrift", "header", "bad-version"):
+                transport, protocol = self._stack_for(_wire_of(dialect), connection.socket)
                 name, seqid = "", 0
-                if dialect.kind == "thrift":  # answer the very call it made, in its own framing
+                if dialect.kind != "bad-version":  # answer the very call it made, in its own framing
                     name, _, seqid = protocol.readMessageBegin()
                 protocol.writeMessageBegin(name, TMessageType.EXCEPTION, seqid)
                 TApplicationException(TApplicationException.INVALID_PROTOCOL, explanation).write(protocol)
@@ -878,6 +871,13 @@ class HandshakeServer(TThreadedServer):
                 if left <= 0:
                     return
                 self._all_closed.wait(min(left, 0.05))
+
+
+def _wire_of(dialect: Dialect) -> Wire:
+    """The wire a Thrift dialect (plain or THeader) is answered in; a bad version gets strict binary."""
+    if dialect.kind == "header":
+        return Wire(transport="header")
+    return dialect.wire or Wire()
 
 
 def _session_summary(state: ConnectionState) -> str:

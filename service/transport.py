@@ -134,17 +134,46 @@ class _LimitedHeaderProtocol(THeaderProtocol.THeaderProtocol):
             protocol.container_length_limit = self._limits["container_length_limit"]
 
 
+#: What a THeader server accepts: THeader frames, and the headerless dialects THeader detects itself.
+_EVERY_HEADER_CLIENT = (THeaderTransport.THeaderClientType.HEADERS, THeaderTransport.THeaderClientType.FRAMED_BINARY,
+                        THeaderTransport.THeaderClientType.UNFRAMED_BINARY,
+                        THeaderTransport.THeaderClientType.FRAMED_COMPACT,
+                        THeaderTransport.THeaderClientType.UNFRAMED_COMPACT)
+#: THeader's id of the protocol inside its frames.
+_HEADER_PROTOCOL_IDS = {"binary": THeaderTransport.THeaderSubprotocolID.BINARY,
+                        "compact": THeaderTransport.THeaderSubprotocolID.COMPACT}
+
+
+class _HeaderTransportFactory(TTransport.TTransportFactoryBase):
+    """THeader transports writing ``protocol`` inside their frames, frames up to ``max_frame_bytes``."""
+
+    def __init__(self, client_types: tuple, protocol: str, max_frame_bytes: int) -> None:
+        self._client_types = client_types
+        self._protocol_id = _HEADER_PROTOCOL_IDS[protocol]
+        self._max_frame_bytes = max_frame_bytes
+
+    def getTransport(self, trans: TTransport.TTransportBase) -> TTransport.TTransportBase:
+        transport = HeaderTransport(trans, self._client_types, self._protocol_id)
+        transport.set_max_frame_size(self._max_frame_bytes)
+        return transport
+
+
+class _HeaderProtocolFactory(TProtocolFactory):
+    def __init__(self, client_types: tuple, limits: dict) -> None:
+        self._client_types = client_types
+        self._limits = limits
+
+    def getProtocol(self, trans: TTransport.TTransportBase) -> TProtocolBase:
+        return _LimitedHeaderProtocol(trans, self._client_types, self._limits)
+
+
 def header_protocol(sock: TTransport.TTransportBase, max_message_bytes: int,
                     max_container_items: Optional[int]) -> TProtocolBase:
     """A THeader protocol over ``sock`` that serves THeader clients (and the headerless dialects it
     detects itself), answering each in its own dialect, with the same read limits as the others."""
-    client_types = (THeaderTransport.THeaderClientType.HEADERS, THeaderTransport.THeaderClientType.FRAMED_BINARY,
-                    THeaderTransport.THeaderClientType.UNFRAMED_BINARY, THeaderTransport.THeaderClientType.FRAMED_COMPACT,
-                    THeaderTransport.THeaderClientType.UNFRAMED_COMPACT)
-    transport = HeaderTransport(sock, client_types)
-    transport.set_max_frame_size(max_message_bytes)
+    transport = _HeaderTransportFactory(_EVERY_HEADER_CLIENT, "binary", max_message_bytes).getTransport(sock)
     limits = dict(string_length_limit=max_message_bytes, container_length_limit=max_container_items)
-    return _LimitedHeaderProtocol(transport, client_types, limits)
+    return _HeaderProtocolFactory(_EVERY_HEADER_CLIENT, limits).getProtocol(transport)
 
 
 class _TransportFactory(TTransport.TTransportFactoryBase):
@@ -157,7 +186,9 @@ class _TransportFactory(TTransport.TTransportFactoryBase):
 
 
 def transport_factory(wire: Wire, max_frame_bytes: int) -> TTransport.TTransportFactoryBase:
-    """Buffered or framed (frames up to ``max_frame_bytes``), each able to drop an unflushed reply."""
+    """Buffered, framed or THeader (frames up to ``max_frame_bytes``), each able to drop an unflushed reply."""
+    if wire.transport == "header":  # a connection that chose THeader speaks only THeader
+        return _HeaderTransportFactory((THeaderTransport.THeaderClientType.HEADERS,), wire.protocol, max_frame_bytes)
     if wire.transport == "framed":
         return _TransportFactory(FramedTransport, max_frame_size=max_frame_bytes)
     return _TransportFactory(BufferedTransport)
@@ -201,6 +232,8 @@ def protocol_factory(wire: Wire, max_string_bytes: Optional[int], max_container_
         logger.warning("thrift's C extension is missing: the %s protocol runs in pure Python", wire.protocol)
         accelerated = False
     limits = dict(string_length_limit=max_string_bytes, container_length_limit=max_container_items)
+    if wire.transport == "header":  # the protocol inside is the transport's (THeader names it per frame)
+        return _HeaderProtocolFactory((THeaderTransport.THeaderClientType.HEADERS,), limits)
     if wire.protocol == "compact":
         return _ProtocolFactory(_CompactProtocolAccelerated if accelerated else _CompactProtocol, **limits)
     return _ProtocolFactory(TBinaryProtocol.TBinaryProtocolAccelerated if accelerated

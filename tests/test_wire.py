@@ -12,6 +12,7 @@ from thrift.protocol.THeaderProtocol import THeaderProtocol
 from thrift.transport import TSocket
 from thrift.transport.THeaderTransport import THeaderClientType
 
+from thrift_handshake.config import TRANSPORTS
 from thrift_handshake import (
     Client,
     ClientOptions,
@@ -26,7 +27,7 @@ from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.session.ttypes import ClientHello
 
 CERTS = Path(__file__).resolve().parent / "certs"
-WIRES = [Wire(p, t, accelerated) for p in ("binary", "compact") for t in ("buffered", "framed")
+WIRES = [Wire(p, t, accelerated) for p in ("binary", "compact") for t in TRANSPORTS
          for accelerated in (True, False)]
 
 
@@ -51,13 +52,14 @@ def test_one_port_serves_a_theader_client(server):
         sock.close()
 
 
-@pytest.mark.parametrize("client_wire", [Wire("compact", "framed"), Wire("binary", "framed"), Wire("compact")], ids=str)
+@pytest.mark.parametrize("client_wire", [Wire("compact", "framed"), Wire("binary", "framed"), Wire("compact"), Wire("binary", "header")], ids=str)
 def test_a_server_of_one_dialect_tells_another_what_it_speaks(start_server, client_wire):
     server = start_server(detect_wire=False)
     client = Client("127.0.0.1", server.port, ClientOptions(wire=client_wire), service=HandshakeService)
     with pytest.raises(WireMismatch) as caught:
         client.connect()
-    expected = f"the client speaks {client_wire.transport} {client_wire.protocol}; this server speaks Thrift buffered binary"
+    speaks = "THeader" if client_wire.transport == "header" else f"{client_wire.transport} {client_wire.protocol}"
+    expected = f"the client speaks {speaks}; this server speaks Thrift buffered binary"
     assert expected in str(caught.value)
     assert client.phase.value == "CLOSED"
 
