@@ -586,7 +586,8 @@ def is_timeout(error: BaseException) -> bool:
     """Whether a transport error was a timeout (older thrift and Python 3.9 report it only in ``inner``)."""
     if isinstance(error, TTransport.TTransportException) and error.type == TTransport.TTransportException.TIMED_OUT:
         return True
-    return isinstance(getattr(error, "inner", None), (socket.timeout, TimeoutError))
+    # BlockingIOError: EAGAIN on a blocking socket, which only a kernel timeout (SO_RCVTIMEO) causes
+    return isinstance(getattr(error, "inner", None), (socket.timeout, TimeoutError, BlockingIOError))
 
 
 #: How far a socket timeout may differ from the time left before the deadline before it is re-set: a
@@ -634,7 +635,7 @@ def _use_timeout(handle: socket.socket, seconds: Optional[float]) -> None:
 
 
 def _write_failed(error: OSError) -> TTransport.TTransportException:
-    kind = (TTransport.TTransportException.TIMED_OUT if isinstance(error, (socket.timeout, TimeoutError))
+    kind = (TTransport.TTransportException.TIMED_OUT if isinstance(error, (socket.timeout, TimeoutError, BlockingIOError))
             else TTransport.TTransportException.UNKNOWN)
     return TTransport.TTransportException(kind, f"write failed: {error}", inner=error)
 
@@ -836,6 +837,37 @@ class CountingSocket(DeadlineSocket):
         return self._tls.wrap_socket(handle, server_hostname=self._server_hostname)
 
     first_reply = b""  # the first bytes of the last reply (to explain one that cannot be read)
+    _kernel_timeout: Tuple[Optional[socket.socket], float] = (None, 0.0)  # (socket, SO_RCVTIMEO/SO_SNDTIMEO set)
+
+    def _arm(self) -> None:
+        """The exchange's deadline as kernel timeouts on a blocking socket: one system call per read and
+        write instead of Python's poll-then-call (TLS keeps Python's timeout mode)."""
+        handle = self.handle
+        if isinstance(handle, ssl.SSLSocket):
+            super()._arm()
+            return
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TTransport.TTransportException(TTransport.TTransportException.TIMED_OUT, "deadline passed")
+        armed, current = self._kernel_timeout
+        if armed is not handle or abs(current - remaining) > _DEADLINE_SLACK:  # each setsockopt is a syscall
+            if handle.gettimeout() is not None:
+                handle.settimeout(None)
+            timeout = _timeval(remaining)
+            handle.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeout)
+            handle.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeout)
+            self._kernel_timeout = (handle, remaining)
+
+    def _without_deadline(self) -> None:
+        """An exchange without a deadline waits as long as it takes: no timeout left from an earlier one."""
+        handle = self.handle
+        if self._kernel_timeout[0] is handle:
+            never = _timeval(0)
+            handle.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, never)
+            handle.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, never)
+            self._kernel_timeout = (None, 0.0)
+        elif handle is not None and handle.gettimeout() is not None:
+            handle.settimeout(None)
 
     def begin_exchange(self, timeout: Optional[float]) -> Optional[float]:
         """Starts a call: its reads and writes must end within ``timeout`` seconds (None: no limit);
@@ -852,6 +884,8 @@ class CountingSocket(DeadlineSocket):
         self.deadline = deadline
 
     def read(self, sz: int) -> bytes:
+        if self.deadline is None:
+            self._without_deadline()
         data = super().read(sz)
         if self.first_read_at is None:
             self.first_read_at = time.perf_counter()
@@ -860,6 +894,8 @@ class CountingSocket(DeadlineSocket):
         return data
 
     def write(self, buff: bytes) -> None:
+        if self.deadline is None:
+            self._without_deadline()
         super().write(buff)
         self.bytes_out += len(buff)
 

@@ -421,3 +421,15 @@ def test_a_reply_to_another_call_is_never_taken_as_the_answer(name, seqid):
         with pytest.raises(ConnectionBroken, match="stale or foreign reply"):
             client.echo("mine")
         assert client.phase is Phase.BROKEN
+
+
+def test_a_call_without_timeout_is_not_cut_by_the_handshake_timeout(server):
+    """hello runs within the handshake timeout; a call whose timeout is None may take longer than that
+    (no timeout of an earlier exchange may linger on the socket)."""
+    from thrift_handshake_gen.ttypes import Request
+
+    options = ClientOptions(timeouts=Timeouts(handshake=0.3, call=None))
+    with Client("127.0.0.1", server.port, options, service=HandshakeService) as client:
+        result = client.process(Request(request_id="slow", payload="p", work_ms=700))
+        assert result.request_id == "slow"
+        assert client.echo("after") == "after"
