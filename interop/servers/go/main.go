@@ -464,6 +464,32 @@ func (p *connProcessor) Process(ctx context.Context, in, out thrift.TProtocol) (
 	return ok, err
 }
 
+// endingSocket accepts connections that report their own end (endingTransport). With THeader,
+// TSimpleServer reads each frame before calling Process and returns on end-of-file without calling it,
+// so the processor never sees the end of the connection; the deferred Close of the connection's
+// transport (THeader, buffered and framed all close the socket below them) always runs.
+type endingSocket struct{ *thrift.TServerSocket }
+
+func (s endingSocket) Accept() (thrift.TTransport, error) {
+	client, err := s.TServerSocket.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &endingTransport{TTransport: client}, nil
+}
+
+type endingTransport struct {
+	thrift.TTransport
+	onClose func()
+}
+
+func (t *endingTransport) Close() error {
+	if t.onClose != nil {
+		t.onClose()
+	}
+	return t.TTransport.Close()
+}
+
 type processorFactory struct{ srv *server }
 
 func (f processorFactory) GetProcessor(trans thrift.TTransport) thrift.TProcessor {
@@ -472,6 +498,9 @@ func (f processorFactory) GetProcessor(trans thrift.TTransport) thrift.TProcesso
 	f.srv.connectionsTotal++
 	f.srv.mu.Unlock()
 	conn := &connection{srv: f.srv}
+	if ending, ok := trans.(*endingTransport); ok {
+		ending.onClose = conn.ended // on the connection's goroutine, like Process
+	}
 	return &connProcessor{hs.NewHandshakeServiceProcessor(conn), conn}
 }
 
@@ -528,7 +557,7 @@ func main() {
 	if wireProtocol == "compact" && wireTransport != "header" {
 		protocols = thrift.NewTCompactProtocolFactoryConf(conf)
 	}
-	server := thrift.NewTSimpleServerFactory4(processorFactory{srv}, socket, transports, protocols)
+	server := thrift.NewTSimpleServerFactory4(processorFactory{srv}, endingSocket{socket}, transports, protocols)
 	if err := server.Listen(); err != nil {
 		fmt.Fprintln(os.Stderr, "cannot listen:", err)
 		os.Exit(1)
