@@ -30,7 +30,8 @@ import pytest
 from conftest import every_type_at_its_edges
 from thrift.protocol.TBinaryProtocol import TBinaryProtocolAccelerated
 from thrift.protocol.TCompactProtocol import TCompactProtocolAccelerated
-from thrift.transport import TSocket, TTransport
+from thrift.protocol import THeaderProtocol
+from thrift.transport import THeaderTransport, TSocket, TTransport
 from thrift.transport.TTransport import TTransportException
 
 from thrift_handshake import Client, ClientOptions, HandshakeFailed, RemoteApplicationError, ServiceError, Wire
@@ -40,6 +41,10 @@ from thrift_handshake_gen.ttypes import (AllTypes, Color, Event, InvalidRequest,
                                          UnknownTicket)
 
 from test_interop import IDL, INTEROP, build_cmake, build_go, require_tool, run
+
+#: THeader's id of the protocol inside its frames.
+HEADER_PROTOCOL_IDS = {"binary": THeaderTransport.THeaderSubprotocolID.BINARY,
+                       "compact": THeaderTransport.THeaderSubprotocolID.COMPACT}
 
 SERVERS = INTEROP / "servers"
 GO_DIR = SERVERS / "go"
@@ -54,8 +59,9 @@ START_TIMEOUT = 30  # from exec to "listening on" (a loaded machine starts node 
 LANGUAGES = ["go", "node", "cpp"]
 LANGUAGE_NAMES = {"go": "Go", "node": "Node.js", "cpp": "C++"}
 #: The wires each server is started in (HANDSHAKE_PROTOCOL, HANDSHAKE_TRANSPORT) and the Python client speaks.
-#: No THeader: the Python client has no THeader option (Wire: binary or compact, buffered or framed).
-WIRES = [Wire("binary", "buffered"), Wire("compact", "framed")]
+#: THeader (transport "header", binary or compact inside) is served by all three runtimes; a server started
+#: in THeader answers in the protocol the client's frames name, so HANDSHAKE_PROTOCOL is passed but unused.
+WIRES = [Wire("binary", "buffered"), Wire("compact", "framed"), Wire("binary", "header"), Wire("compact", "header")]
 
 #: The TApplicationException type each runtime sends for an undeclared handler error (Python sends 6).
 FAIL_TYPE = {"go": 6, "node": 0, "cpp": 0}
@@ -169,14 +175,19 @@ class Raw:
     def __init__(self, port: int, wire: Wire) -> None:
         self.socket = TSocket.TSocket("127.0.0.1", port)
         self.socket.setTimeout(10000)
-        if wire.transport == "framed":
-            self.transport = TTransport.TFramedTransport(self.socket)
+        if wire.transport == "header":  # THeader frames only, with the wire's protocol inside
+            protocol = THeaderProtocol.THeaderProtocol(self.socket, (THeaderTransport.THeaderClientType.HEADERS,),
+                                                       HEADER_PROTOCOL_IDS[wire.protocol])
+            self.transport = protocol.trans
         else:
-            self.transport = TTransport.TBufferedTransport(self.socket)
-        if wire.protocol == "compact":
-            protocol = TCompactProtocolAccelerated(self.transport)
-        else:
-            protocol = TBinaryProtocolAccelerated(self.transport, strictRead=True)
+            if wire.transport == "framed":
+                self.transport = TTransport.TFramedTransport(self.socket)
+            else:
+                self.transport = TTransport.TBufferedTransport(self.socket)
+            if wire.protocol == "compact":
+                protocol = TCompactProtocolAccelerated(self.transport)
+            else:
+                protocol = TBinaryProtocolAccelerated(self.transport, strictRead=True)
         self.stub = HandshakeService.Client(protocol)
         self.transport.open()
 

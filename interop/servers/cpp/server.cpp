@@ -7,7 +7,10 @@
 // PORT 0 (the default) takes any free port; once the socket listens, the server prints
 // "listening on 127.0.0.1:PORT" on stdout. Wire: TBufferedTransport + strict TBinaryProtocol on
 // 127.0.0.1 by default; HANDSHAKE_PROTOCOL=compact (TCompactProtocol) and HANDSHAKE_TRANSPORT=framed
-// (TFramedTransport) choose the others, as in the clients. Served by TThreadedServer (a thread per connection). Per-connection state comes from a
+// (TFramedTransport) choose the others, as in the clients; HANDSHAKE_TRANSPORT=header serves THeader
+// (THeaderProtocolFactory over the bare socket, libthriftz): the protocol inside each frame is the
+// client's, and the reply is written on the request's own THeaderProtocol, in the same protocol.
+// Served by TThreadedServer (a thread per connection). Per-connection state comes from a
 // TProcessorFactory: the server asks it for a processor for each accepted connection, so each connection
 // gets its own handler (its session); the handler's destructor runs when the connection is gone.
 #include <algorithm>
@@ -33,6 +36,7 @@
 #include <thrift/TProcessor.h>
 #include <thrift/protocol/TBinaryProtocol.h>
 #include <thrift/protocol/TCompactProtocol.h>
+#include <thrift/protocol/THeaderProtocol.h>
 #include <thrift/server/TThreadedServer.h>
 #include <thrift/transport/TBufferTransports.h>
 #include <thrift/transport/TServerSocket.h>
@@ -46,6 +50,7 @@ using apache::thrift::TProcessor;
 using apache::thrift::TProcessorFactory;
 using apache::thrift::protocol::TBinaryProtocolFactory;
 using apache::thrift::protocol::TCompactProtocolFactory;
+using apache::thrift::protocol::THeaderProtocolFactory;
 using apache::thrift::protocol::TProtocol;
 using apache::thrift::protocol::TProtocolFactory;
 using apache::thrift::server::TServerEventHandler;
@@ -492,8 +497,8 @@ int main(int argc, char** argv) {
   const std::string protocolName = environment("HANDSHAKE_PROTOCOL", "binary");
   const std::string transportName = environment("HANDSHAKE_TRANSPORT", "buffered");
   if ((protocolName != "binary" && protocolName != "compact") ||
-      (transportName != "buffered" && transportName != "framed")) {
-    std::cerr << "HANDSHAKE_PROTOCOL must be binary or compact and HANDSHAKE_TRANSPORT buffered or framed, not \""
+      (transportName != "buffered" && transportName != "framed" && transportName != "header")) {
+    std::cerr << "HANDSHAKE_PROTOCOL must be binary or compact and HANDSHAKE_TRANSPORT buffered, framed or header, not \""
               << protocolName << "\" and \"" << transportName << "\"\n";
     return 2;
   }
@@ -511,12 +516,21 @@ int main(int argc, char** argv) {
     protocol = std::make_shared<TBinaryProtocolFactory>(MAX_MESSAGE_BYTES, 0, true, true);  // strict both ways
   }
   std::shared_ptr<TTransportFactory> transport;
-  if (transportName == "framed") {
+  if (transportName == "header") {
+    // THeaderProtocol wraps the transport it is given in its own THeaderTransport: give it the socket.
+    protocol = std::make_shared<THeaderProtocolFactory>();
+    transport = std::make_shared<TTransportFactory>();
+  } else if (transportName == "framed") {
     transport = std::make_shared<TFramedTransportFactory>();
   } else {
     transport = std::make_shared<TBufferedTransportFactory>();
   }
   TThreadedServer server(std::make_shared<ConnectionProcessorFactory>(counters, tickets), socket, transport, protocol);
+  if (transportName == "header") {
+    // Without an output protocol factory, TServerFramework makes one protocol for both directions
+    // (getProtocol(input, output)), so the reply goes out in the dialect the request came in.
+    server.setOutputProtocolFactory(nullptr);
+  }
   server.setServerEventHandler(std::make_shared<AnnounceListening>(socket));
   try {
     server.serve();

@@ -11,8 +11,10 @@
 //
 // Wire: TBufferedTransport + strict TBinaryProtocol on 127.0.0.1 by default; HANDSHAKE_PROTOCOL=compact
 // (TCompactProtocol) and HANDSHAKE_TRANSPORT=framed (TFramedTransport) choose the others, as in the
-// clients. Per-connection state comes from a
-// TProcessorFactory: TSimpleServer asks it for a processor for each accepted connection, so each
+// clients. HANDSHAKE_TRANSPORT=header serves THeader (THeaderTransport + THeaderProtocol): the protocol
+// inside each frame is the client's (binary or compact, named in the frame's header), and the reply uses
+// the same (TSimpleServer answers on the input THeaderProtocol itself), whatever HANDSHAKE_PROTOCOL says.
+// Per-connection state comes from a TProcessorFactory: TSimpleServer asks it for a processor for each accepted connection, so each
 // connection gets its own handler (its session) wrapped in a processor that ends the connection after
 // goodbye and notices when the connection goes away.
 package main
@@ -462,6 +464,32 @@ func (p *connProcessor) Process(ctx context.Context, in, out thrift.TProtocol) (
 	return ok, err
 }
 
+// endingSocket accepts connections that report their own end (endingTransport). With THeader,
+// TSimpleServer reads each frame before calling Process and returns on end-of-file without calling it,
+// so the processor never sees the end of the connection; the deferred Close of the connection's
+// transport (THeader, buffered and framed all close the socket below them) always runs.
+type endingSocket struct{ *thrift.TServerSocket }
+
+func (s endingSocket) Accept() (thrift.TTransport, error) {
+	client, err := s.TServerSocket.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &endingTransport{TTransport: client}, nil
+}
+
+type endingTransport struct {
+	thrift.TTransport
+	onClose func()
+}
+
+func (t *endingTransport) Close() error {
+	if t.onClose != nil {
+		t.onClose()
+	}
+	return t.TTransport.Close()
+}
+
 type processorFactory struct{ srv *server }
 
 func (f processorFactory) GetProcessor(trans thrift.TTransport) thrift.TProcessor {
@@ -470,6 +498,9 @@ func (f processorFactory) GetProcessor(trans thrift.TTransport) thrift.TProcesso
 	f.srv.connectionsTotal++
 	f.srv.mu.Unlock()
 	conn := &connection{srv: f.srv}
+	if ending, ok := trans.(*endingTransport); ok {
+		ending.onClose = conn.ended // on the connection's goroutine, like Process
+	}
 	return &connProcessor{hs.NewHandshakeServiceProcessor(conn), conn}
 }
 
@@ -494,8 +525,8 @@ func envOr(name, fallback string) string {
 
 func main() {
 	wireProtocol, wireTransport := envOr("HANDSHAKE_PROTOCOL", "binary"), envOr("HANDSHAKE_TRANSPORT", "buffered")
-	if (wireProtocol != "binary" && wireProtocol != "compact") || (wireTransport != "buffered" && wireTransport != "framed") {
-		fmt.Fprintf(os.Stderr, "HANDSHAKE_PROTOCOL must be binary or compact and HANDSHAKE_TRANSPORT buffered or framed, not %q and %q\n",
+	if (wireProtocol != "binary" && wireProtocol != "compact") || (wireTransport != "buffered" && wireTransport != "framed" && wireTransport != "header") {
+		fmt.Fprintf(os.Stderr, "HANDSHAKE_PROTOCOL must be binary or compact and HANDSHAKE_TRANSPORT buffered, framed or header, not %q and %q\n",
 			wireProtocol, wireTransport)
 		os.Exit(2)
 	}
@@ -515,14 +546,18 @@ func main() {
 		os.Exit(1)
 	}
 	var transports thrift.TTransportFactory = thrift.NewTBufferedTransportFactory(8192)
-	if wireTransport == "framed" {
+	var protocols thrift.TProtocolFactory = thrift.NewTBinaryProtocolFactoryConf(conf)
+	switch {
+	case wireTransport == "header":
+		transports = thrift.NewTHeaderTransportFactoryConf(thrift.NewTTransportFactory(), conf)
+		protocols = thrift.NewTHeaderProtocolFactoryConf(conf)
+	case wireTransport == "framed":
 		transports = thrift.NewTFramedTransportFactoryConf(thrift.NewTTransportFactory(), conf)
 	}
-	var protocols thrift.TProtocolFactory = thrift.NewTBinaryProtocolFactoryConf(conf)
-	if wireProtocol == "compact" {
+	if wireProtocol == "compact" && wireTransport != "header" {
 		protocols = thrift.NewTCompactProtocolFactoryConf(conf)
 	}
-	server := thrift.NewTSimpleServerFactory4(processorFactory{srv}, socket, transports, protocols)
+	server := thrift.NewTSimpleServerFactory4(processorFactory{srv}, endingSocket{socket}, transports, protocols)
 	if err := server.Listen(); err != nil {
 		fmt.Fprintln(os.Stderr, "cannot listen:", err)
 		os.Exit(1)

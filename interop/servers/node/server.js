@@ -10,7 +10,8 @@
 //
 // Wire: TBufferedTransport + strict TBinaryProtocol on 127.0.0.1 by default; HANDSHAKE_PROTOCOL=compact
 // (TCompactProtocol) and HANDSHAKE_TRANSPORT=framed (TFramedTransport) choose the others, as in the
-// clients (THeader is not served: see docs/interop.md). thrift.createServer() serves every
+// clients. HANDSHAKE_TRANSPORT=header serves THeader (the runtime's THeaderProtocol): the protocol inside
+// each frame is the client's, and the reply is written in it. thrift.createServer() serves every
 // connection with one processor (one handler), so it cannot hold a session per connection: this file
 // runs its own net.Server and gives each connection its own handler and processor, reading messages
 // with the transport's receiver as createServer does.
@@ -59,8 +60,8 @@ const MAX_FEATURES = 64;
 
 const PROTOCOL = process.env.HANDSHAKE_PROTOCOL || "binary";
 const TRANSPORT = process.env.HANDSHAKE_TRANSPORT || "buffered";
-if (!["binary", "compact"].includes(PROTOCOL) || !["buffered", "framed"].includes(TRANSPORT)) {
-  console.error(`HANDSHAKE_PROTOCOL must be binary or compact and HANDSHAKE_TRANSPORT buffered or framed, not ${JSON.stringify(PROTOCOL)} and ${JSON.stringify(TRANSPORT)}`);
+if (!["binary", "compact"].includes(PROTOCOL) || !["buffered", "framed", "header"].includes(TRANSPORT)) {
+  console.error(`HANDSHAKE_PROTOCOL must be binary or compact and HANDSHAKE_TRANSPORT buffered, framed or header, not ${JSON.stringify(PROTOCOL)} and ${JSON.stringify(TRANSPORT)}`);
   process.exit(2);
 }
 
@@ -82,10 +83,49 @@ function exactDoubles(Base, littleEndian, ...options) {
   return Protocol;
 }
 
+const BinaryProtocol = exactDoubles(thrift.TBinaryProtocol, false, true, true); // strict both ways (the runtime reads non-strict by default)
+const CompactProtocol = exactDoubles(thrift.TCompactProtocol, true);
+
+/**
+ * THeader: the runtime's THeaderProtocol with the bit-exact (and, for binary, strict) protocols inside.
+ * Its setProtocol picks the protocol a request's header names; the runtime's would pick its own
+ * TBinaryProtocol (non-strict, -0.0 written as +0.0) or TCompactProtocol.
+ */
+const HEADER_BINARY = 0; // THeaderTransport.SubprotocolId (header_transport.js, not exported)
+const HEADER_COMPACT = 2;
+function HeaderProtocol(trans) {
+  thrift.THeaderProtocol.call(this, trans);
+}
+HeaderProtocol.prototype = Object.create(thrift.THeaderProtocol.prototype);
+HeaderProtocol.prototype.constructor = HeaderProtocol;
+HeaderProtocol.prototype.setProtocol = function () {
+  const id = this.trans.getProtocolId();
+  if (id === HEADER_BINARY) this.protocol = new BinaryProtocol(this.trans);
+  else if (id === HEADER_COMPACT) this.protocol = new CompactProtocol(this.trans);
+  else throw new Error(`THeader protocol id ${id} is neither binary (0) nor compact (2)`);
+};
+// The handlers are async, so a reply is written after the loop below has already started reading the
+// next message, and THeaderTransport keeps one dialect (headers or not, protocol id, seqid) per transport,
+// which that read resets. Each request therefore gets its own reply protocol (`reply`), handed the
+// request's dialect as soon as the request's frame is read.
+HeaderProtocol.prototype.readMessageBegin = function () {
+  const begin = thrift.THeaderProtocol.prototype.readMessageBegin.call(this);
+  if (this.reply) {
+    const out = this.reply.trans;
+    out.setProtocolId(this.trans.getProtocolId());
+    out.setSeqId(this.trans.getSeqId());
+    out.shouldWriteHeaders = this.trans.shouldWriteHeaders;
+    this.reply.setProtocol();
+  }
+  return begin;
+};
+
+// THeader frames are read with TBufferedTransport's receiver (as createServer does with THeaderProtocol):
+// THeaderTransport.readHeaders parses the frame from the start of the transport's buffer, frame size
+// included, which TFramedTransport's receiver strips.
+const HEADER = TRANSPORT === "header";
 const Transport = TRANSPORT === "framed" ? thrift.TFramedTransport : thrift.TBufferedTransport;
-const Protocol = PROTOCOL === "compact"
-  ? exactDoubles(thrift.TCompactProtocol, true)
-  : exactDoubles(thrift.TBinaryProtocol, false, true, true); // strict both ways (the runtime reads non-strict by default)
+const Protocol = HEADER ? HeaderProtocol : PROTOCOL === "compact" ? CompactProtocol : BinaryProtocol;
 
 // ---------------------------------------------------------------------------------------------
 // Server-wide state: counters and the submit pool
@@ -398,7 +438,8 @@ function serveConnection(stream) {
     const output = new Protocol(new Transport(undefined, send));
     try {
       while (!connection.closing) {
-        processor.process(input, output);
+        if (HEADER) input.reply = new Protocol(new Transport(undefined, send)); // this request's reply
+        processor.process(input, HEADER ? input.reply : output);
         transport.commitPosition();
       }
     } catch (error) {
