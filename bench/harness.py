@@ -9,12 +9,10 @@ import argparse
 import json
 import math
 import os
-import platform
 import resource
 import select
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile

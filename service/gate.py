@@ -197,11 +197,6 @@ class SessionProcessor(TProcessor):
         weakref.finalize(iprot, state.close)
         return state
 
-    @staticmethod
-    def state_of(iprot: TProtocolBase) -> Optional[ConnectionState]:
-        """The state of the connection reading from ``iprot``, once it has one."""
-        return getattr(iprot, _STATE, None)
-
     # -- messages -----------------------------------------------------------------------------
 
     def process(self, iprot: TProtocolBase, oprot: TProtocolBase) -> bool:

@@ -698,9 +698,7 @@ class ConnectionSocket(DeadlineSocket):
         if self._kernel_timeouts:
             # A socket in Python's timeout mode polls before every recv and send; a blocking socket
             # with kernel timeouts makes one syscall each (their EAGAIN is mapped to a timeout).
-            handle.settimeout(None)
-            handle.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(linger))
-            handle.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(limits.idle_timeout))
+            _set_kernel_timeouts(handle, receive=linger, send=limits.idle_timeout)
         else:
             handle.settimeout(linger)
 
@@ -747,22 +745,16 @@ class ConnectionSocket(DeadlineSocket):
         if not self._kernel_timeouts:
             _use_timeout(handle, self.linger)
         try:
-            data = handle.recv(size)
+            return _recv(handle, size)
         except (BlockingIOError, socket.timeout, TimeoutError):
             raise NoMessageYet() from None
-        except OSError as error:
-            raise TTransport.TTransportException(message="unexpected exception", inner=error) from error
-        if not data:
-            raise TTransport.TTransportException(TTransport.TTransportException.END_OF_FILE, "TSocket read 0 bytes")
-        return data
 
     def _read_more(self, size: int) -> bytes:
         """The rest of a message on a blocking socket: waits in poll() past the linger, up to the deadline."""
         handle = self.handle
         while True:
             try:
-                data = handle.recv(size)
-                break
+                return _recv(handle, size)
             except BlockingIOError:
                 remaining = self.deadline - time.monotonic()
                 if remaining <= 0:
@@ -771,11 +763,6 @@ class ConnectionSocket(DeadlineSocket):
                 waiter = select.poll()
                 waiter.register(handle, select.POLLIN)
                 waiter.poll(remaining * 1000)
-            except OSError as error:
-                raise TTransport.TTransportException(message="unexpected exception", inner=error) from error
-        if not data:
-            raise TTransport.TTransportException(TTransport.TTransportException.END_OF_FILE, "TSocket read 0 bytes")
-        return data
 
     def write(self, buff: bytes) -> None:
         if self.request_timeout is None:
@@ -805,9 +792,27 @@ class ConnectionSocket(DeadlineSocket):
             self.deadline = None
 
 
-def _timeval(seconds: float) -> bytes:
-    whole = int(seconds)
-    return struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
+def _recv(handle: socket.socket, size: int) -> bytes:
+    """``handle.recv`` reporting EOF and socket errors as TSocket.read does; timeouts (Python's, or the
+    kernel's EAGAIN as BlockingIOError) are raised as they are, for the caller to map."""
+    try:
+        data = handle.recv(size)
+    except (BlockingIOError, socket.timeout, TimeoutError):
+        raise
+    except OSError as error:
+        raise TTransport.TTransportException(message="unexpected exception", inner=error) from error
+    if not data:
+        raise TTransport.TTransportException(TTransport.TTransportException.END_OF_FILE, "TSocket read 0 bytes")
+    return data
+
+
+def _set_kernel_timeouts(handle: socket.socket, receive: float, send: float) -> None:
+    """Makes ``handle`` blocking, each recv and send bounded by the kernel (0: no bound)."""
+    if handle.gettimeout() is not None:
+        handle.settimeout(None)
+    for option, seconds in ((socket.SO_RCVTIMEO, receive), (socket.SO_SNDTIMEO, send)):
+        whole = int(seconds)
+        handle.setsockopt(socket.SOL_SOCKET, option, struct.pack("ll", whole, int((seconds - whole) * 1_000_000)))
 
 
 class NoMessageYet(Exception):
@@ -851,20 +856,14 @@ class CountingSocket(DeadlineSocket):
             raise TTransport.TTransportException(TTransport.TTransportException.TIMED_OUT, "deadline passed")
         armed, current = self._kernel_timeout
         if armed is not handle or abs(current - remaining) > _DEADLINE_SLACK:  # each setsockopt is a syscall
-            if handle.gettimeout() is not None:
-                handle.settimeout(None)
-            timeout = _timeval(remaining)
-            handle.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeout)
-            handle.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeout)
+            _set_kernel_timeouts(handle, receive=remaining, send=remaining)
             self._kernel_timeout = (handle, remaining)
 
     def _without_deadline(self) -> None:
         """An exchange without a deadline waits as long as it takes: no timeout left from an earlier one."""
         handle = self.handle
         if self._kernel_timeout[0] is handle:
-            never = _timeval(0)
-            handle.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, never)
-            handle.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, never)
+            _set_kernel_timeouts(handle, receive=0, send=0)
             self._kernel_timeout = (None, 0.0)
         elif handle is not None and handle.gettimeout() is not None:
             handle.settimeout(None)

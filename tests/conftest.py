@@ -118,6 +118,16 @@ def raw(request: pytest.FixtureRequest) -> Iterator[Callable[..., RawConnection]
         connection.close()
 
 
+def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Whether ``predicate()`` becomes true within ``timeout`` seconds (polled every 10 ms)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def exchange(port: int, data: bytes) -> bytes:
     """Sends raw bytes on a fresh connection, half-closes it, and returns whatever comes back (the
     server may stop reading or reset early: what it answered before that is still returned)."""

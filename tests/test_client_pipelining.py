@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-import time
 from typing import List
 
 import pytest
@@ -27,6 +26,8 @@ from thrift_handshake_gen.session import SessionService
 from thrift_handshake_gen.session.ttypes import ServerHello
 
 from test_client_phases import _reply
+
+from conftest import eventually
 
 PIPELINED = ClientOptions(pipeline_hello=True)
 
@@ -153,15 +154,6 @@ def _server_warnings(caplog) -> List[str]:
     return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("thrift_handshake")]
 
 
-def _until(predicate, seconds: float = 5.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
 @pytest.mark.parametrize("pipeline", [False, True])
 def test_close_without_awaiting_the_farewell_still_ends_the_session_by_goodbye(server, caplog, pipeline):
     caplog.set_level(logging.INFO)
@@ -176,9 +168,9 @@ def test_close_without_awaiting_the_farewell_still_ends_the_session_by_goodbye(s
         assert (goodbye.phase, goodbye.name, goodbye.bytes_in, goodbye.wait) == ("disconnect", "goodbye", 0, None)
         assert goodbye.bytes_out > 0
     ended = lambda: [r for r in caplog.records if r.getMessage().startswith("closed peer=")]
-    assert _until(lambda: len(ended()) == 10)
+    assert eventually(lambda: len(ended()) == 10)
     assert all(r.getMessage().endswith(": after goodbye") for r in ended()), [r.getMessage() for r in ended()]
-    assert _until(lambda: server.metrics.snapshot().sessions_active == 0)
+    assert eventually(lambda: server.metrics.snapshot().sessions_active == 0)
     assert _server_warnings(caplog) == []
 
 
@@ -199,6 +191,6 @@ def test_pipelined_hello_then_close_without_any_call(server, caplog):
         farewell = client.close()
         assert client.phase is Phase.CLOSED
         assert (farewell is not None) is await_farewell
-    assert _until(lambda: server.metrics.snapshot().handshakes_ok == 2)
-    assert _until(lambda: server.metrics.snapshot().sessions_active == 0)
+    assert eventually(lambda: server.metrics.snapshot().handshakes_ok == 2)
+    assert eventually(lambda: server.metrics.snapshot().sessions_active == 0)
     assert _server_warnings(caplog) == []

@@ -17,21 +17,12 @@ from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.session import SessionService
 from thrift_handshake_gen.session.ttypes import ClientHello
 
-from conftest import encode_call
+from conftest import encode_call, eventually
 
 
 def _pool_threads(server) -> int:
     prefix = f"thrift-handshake:{server.port} "
     return sum(1 for thread in threading.enumerate() if thread.name.startswith(prefix))
-
-
-def _wait_until(condition, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def test_idle_sessions_hold_no_thread_and_still_answer(start_server, raw):
@@ -118,7 +109,7 @@ def test_an_idle_session_is_closed_at_its_idle_timeout(start_server, raw):
     connection = raw(server.port)
     connection.hello()
     assert connection.socket.handle.recv(1) == b""  # closed by the server, without a thread waiting
-    assert _wait_until(lambda: server.connection_count == 0)
+    assert eventually(lambda: server.connection_count == 0)
 
 
 @pytest.mark.parametrize("use_epoll", [True, False], ids=["epoll", "selector"])
@@ -170,11 +161,11 @@ def test_the_pool_reuses_threads_bounds_them_and_lets_idle_ones_end():
     for _ in range(10):
         assert done.acquire(timeout=5)
     assert len(seen) == 3
-    assert _wait_until(lambda: pool.threads == 0), "idle threads did not end"
+    assert eventually(lambda: pool.threads == 0), "idle threads did not end"
     pool.submit(task, 11)
     assert done.acquire(timeout=5)
     pool.close()
-    assert _wait_until(lambda: pool.threads == 0)
+    assert eventually(lambda: pool.threads == 0)
 
 
 def test_a_peer_that_leaves_right_after_goodbye_is_logged_as_closed(server, caplog):
@@ -191,7 +182,7 @@ def test_a_peer_that_leaves_right_after_goodbye_is_logged_as_closed(server, capl
             sock.recv(65536)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # reset at close
             sock.sendall(encode_call("goodbye", SessionService.goodbye_args(), seqid=2))
-    assert _wait_until(lambda: server.connection_count == 0)
+    assert eventually(lambda: server.connection_count == 0)
     lines = [r.getMessage() for r in caplog.records if r.name == "thrift_handshake.server"]
     assert not [line for line in lines if line.startswith("dropped")], lines
     assert sum(1 for line in lines if line.startswith("closed") and line.endswith("after goodbye")) == 20, lines
@@ -211,4 +202,4 @@ def test_the_pool_adds_threads_when_every_thread_is_stuck():
     finally:
         release.set()
         pool.close()
-    assert _wait_until(lambda: pool.threads == 0)
+    assert eventually(lambda: pool.threads == 0)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import generated
+from conftest import eventually, generated
 from thrift.protocol.TBinaryProtocol import TBinaryProtocolAccelerated
 from thrift.Thrift import TApplicationException
 from thrift.transport import TSocket, TTransport
@@ -297,15 +297,6 @@ def stock_server():
         process.wait(5)
 
 
-def _wait_for(predicate, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
 def test_stock_threaded_server_serves_the_handshake(stock_server):
     with Client("127.0.0.1", stock_server, service=HandshakeService) as client:
         assert client.version == 2 and client.session_id
@@ -322,7 +313,7 @@ def test_stock_threaded_server_serves_the_handshake(stock_server):
     dropped.connect()
     dropped._sock.close()  # gone without goodbye: the session must end on the server too
     with Client("127.0.0.1", stock_server, service=HandshakeService) as observer:
-        assert _wait_for(lambda: observer.stats().sessions_active == 1)  # only the observer's own
+        assert eventually(lambda: observer.stats().sessions_active == 1)  # only the observer's own
 
 
 # -- serve --service: the CLI hosts a plain service ----------------------------------------------
