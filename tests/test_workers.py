@@ -289,3 +289,31 @@ def test_workers_must_be_a_positive_number_or_auto(value):
     process = subprocess.run([sys.executable, "-m", "thrift_handshake", "serve", "--workers", value],
                              stderr=subprocess.PIPE, text=True, timeout=30)
     assert process.returncode == 2 and "--workers" in process.stderr
+
+
+def test_workers_opening_a_fresh_ledger_at_the_same_moment_all_start(tmp_path):
+    # Two processes making a new SQLite file WAL and creating its table at once: one of them used to get
+    # "database is locked" at once (SQLite does not wait on a lock upgrade that could deadlock), and a
+    # worker that fails before any served stops the whole supervisor.
+    from thrift_handshake.demo.ledger import TicketLedger
+
+    for attempt in range(20):
+        path = str(tmp_path / f"tickets-{attempt}.sqlite")
+        go_r, go_w = os.pipe()
+        children = []
+        for _ in range(4):
+            pid = os.fork()
+            if pid == 0:  # the child: wait for the common start, open, report by exit code
+                code = 1
+                try:
+                    os.close(go_w)
+                    os.read(go_r, 1)
+                    TicketLedger(path, ttl=60.0)
+                    code = 0
+                finally:
+                    os._exit(code)
+            children.append(pid)
+        os.close(go_r)
+        os.close(go_w)  # EOF: every child starts now
+        codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children]
+        assert codes == [0] * 4, f"attempt {attempt}: a ledger failed to open alongside the others"

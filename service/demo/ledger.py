@@ -26,6 +26,9 @@ ACCEPTED, DONE, FAILED, CANCELLED, LOST = "accepted", "done", "failed", "cancell
 #: (state, result or None, message)
 Outcome = Tuple[str, Optional[Response], str]
 
+#: How long opening a ledger waits for other processes opening the same file.
+OPEN_TIMEOUT = 10.0
+
 
 class TicketLedger:
     """Tickets and their outcomes in one SQLite file (WAL: a killed process loses nothing committed)."""
@@ -33,11 +36,25 @@ class TicketLedger:
     def __init__(self, path: str, ttl: float) -> None:
         self._ttl = ttl
         self._lock = threading.Lock()
-        try:
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-        except sqlite3.Error as error:
-            raise ValueError(f"ticket store {path!r}: {error}") from None
+        deadline = time.monotonic() + OPEN_TIMEOUT
+        while True:
+            try:
+                self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+                self._prepare()
+                break
+            except sqlite3.OperationalError as error:
+                # Processes opening one new file at once (``serve --workers``): switching it to WAL and
+                # creating the table take locks that SQLite refuses at once rather than wait for.
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise ValueError(f"ticket store {path!r}: {error}") from None
+                self._db.close()
+                time.sleep(0.01)
+            except sqlite3.Error as error:
+                raise ValueError(f"ticket store {path!r}: {error}") from None
+
+    def _prepare(self) -> None:
+        """WAL, the table, and the tickets of processes gone without finishing them marked lost."""
+        self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS tickets (ticket TEXT PRIMARY KEY, state TEXT NOT NULL, "
                          "result BLOB, message TEXT NOT NULL DEFAULT '', updated REAL NOT NULL, "
@@ -45,15 +62,14 @@ class TicketLedger:
         if "owner" not in {row[1] for row in self._db.execute("PRAGMA table_info(tickets)")}:  # an older file
             self._db.execute("ALTER TABLE tickets ADD COLUMN owner INTEGER NOT NULL DEFAULT 0")
         self._db.execute("CREATE INDEX IF NOT EXISTS tickets_updated ON tickets (updated)")
-        with self._lock:
-            owners = [row[0] for row in self._db.execute("SELECT DISTINCT owner FROM tickets WHERE state = ?",
-                                                         (ACCEPTED,))]
-            for owner in owners:
-                if not _alive(owner):
-                    self._db.execute("UPDATE tickets SET state = ?, message = ?, updated = ? "
-                                     "WHERE state = ? AND owner = ?",
-                                     (LOST, "the server stopped without finishing it (killed?); submit it again",
-                                      time.time(), ACCEPTED, owner))
+        owners = [row[0] for row in self._db.execute("SELECT DISTINCT owner FROM tickets WHERE state = ?",
+                                                     (ACCEPTED,))]
+        for owner in owners:
+            if not _alive(owner):
+                self._db.execute("UPDATE tickets SET state = ?, message = ?, updated = ? "
+                                 "WHERE state = ? AND owner = ?",
+                                 (LOST, "the server stopped without finishing it (killed?); submit it again",
+                                  time.time(), ACCEPTED, owner))
 
     def accepted(self, ticket: str) -> None:
         with self._lock:
