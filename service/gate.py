@@ -39,7 +39,7 @@ from .contract import MethodInfo, describe_service
 from .metrics import ConnectionCounters, ServerMetrics
 from .session import Session, SessionContext, SessionListener, SessionSettings, bind_session
 from .states import SESSION_METHODS
-from .transport import skip_value
+from .transport import UndecodableMethodName, skip_value
 
 __all__ = ["SessionProcessor", "ConnectionState"]
 
@@ -202,7 +202,11 @@ class SessionProcessor(TProcessor):
     def process(self, iprot: TProtocolBase, oprot: TProtocolBase) -> bool:
         """Serves one message; returns False once the connection should close (after goodbye)."""
         state = getattr(iprot, _STATE, None) or self.connection(iprot)
-        name, message_type, seqid = iprot.readMessageBegin()
+        try:
+            name, message_type, seqid = iprot.readMessageBegin()
+        except UndecodableMethodName as error:  # answerable: the server says why, then closes
+            state.begin(error.name, error.seqid)
+            raise
         state.begin(name, seqid)
         state.counters.message(name if name in self.methods else _UNKNOWN)
         if message_type != TMessageType.CALL and message_type != TMessageType.ONEWAY:

@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 from thrift.protocol import TBinaryProtocol, TCompactProtocol, THeaderProtocol
 from thrift.protocol.TProtocol import TProtocolBase, TProtocolException, TProtocolFactory
-from thrift.Thrift import TFrozenDict, TType
+from thrift.Thrift import TApplicationException, TFrozenDict, TType
 from thrift.transport import THeaderTransport, TSocket, TTransport
 
 from .config import ClientTLS, ServerLimits, ServerTLS, Wire
@@ -35,6 +35,7 @@ __all__ = [
     "accelerated_available",
     "protocol_factory",
     "UndecodableValue",
+    "UndecodableMethodName",
     "skip_value",
     "transport_factory",
     "is_timeout",
@@ -127,7 +128,11 @@ class _LimitedHeaderProtocol(THeaderProtocol.THeaderProtocol):
         super().__init__(transport, client_types)
 
     def _set_protocol(self) -> None:
-        super()._set_protocol()
+        protocol_class = _HEADER_INNER_PROTOCOLS.get(self.trans.protocol_id)
+        if protocol_class is None:
+            raise TApplicationException(TProtocolException.INVALID_PROTOCOL, "Unknown protocol requested.")
+        self._protocol = protocol_class(self.trans)
+        self._fast_encode = self._protocol._fast_encode
         self._fast_decode = _strict_decoder(self._protocol._fast_decode)
         for protocol in (self, self._protocol):  # the C decoder reads them from the outer protocol
             protocol.string_length_limit = self._limits["string_length_limit"]
@@ -194,6 +199,37 @@ def transport_factory(wire: Wire, max_frame_bytes: int) -> TTransport.TTransport
     return _TransportFactory(BufferedTransport)
 
 
+# Thrift's readMessageBegin raises UnicodeDecodeError for a method name that is not UTF-8, before (binary)
+# or after (compact) reading the seqid, so the message could not be answered. Here the name is decoded
+# last and its error carries the seqid; the rest is what Thrift reads, with Thrift's error messages.
+
+class _BinaryMessageBegin:
+    def readMessageBegin(self) -> Tuple[str, int, int]:
+        header = self.readI32()
+        if header < 0:
+            if header & TBinaryProtocol.TBinaryProtocol.VERSION_MASK != TBinaryProtocol.TBinaryProtocol.VERSION_1:
+                raise TProtocolException(TProtocolException.BAD_VERSION,
+                                         f"Bad version in readMessageBegin: {header}")
+            message_type = header & TBinaryProtocol.TBinaryProtocol.TYPE_MASK
+            raw = self.readBinary()
+        elif self.strictRead:
+            raise TProtocolException(TProtocolException.BAD_VERSION, "No protocol version header")
+        else:  # the old unversioned header (THeader frames may carry it)
+            self._check_string_length(header)
+            raw = self.trans.readAll(header)
+            message_type = self.readByte()
+        seqid = self.readI32()
+        return _method_name(raw, seqid), message_type, seqid
+
+
+class _BinaryProtocol(_BinaryMessageBegin, TBinaryProtocol.TBinaryProtocol):
+    pass
+
+
+class _BinaryProtocolAccelerated(_BinaryMessageBegin, TBinaryProtocol.TBinaryProtocolAccelerated):
+    pass
+
+
 class _AnswersAfterAFailedRead:
     """Pure-Python compact keeps reading and writing in one state machine: a request whose decoding
     failed midway would leave it unable to start the answer (PROTOCOL_ERROR) that says why."""
@@ -202,6 +238,26 @@ class _AnswersAfterAFailedRead:
         self.state = TCompactProtocol.CLEAR  # only ever CLEAR here, unless a read was abandoned
         super().writeMessageBegin(name, message_type, seqid)
 
+    def readMessageBegin(self) -> Tuple[str, int, int]:
+        protocol_id, version_and_type = self.trans.readAll(2)
+        if protocol_id != TCompactProtocol.TCompactProtocol.PROTOCOL_ID:
+            raise TProtocolException(TProtocolException.BAD_VERSION, f"Bad protocol id in the message: {protocol_id}")
+        version = version_and_type & TCompactProtocol.TCompactProtocol.VERSION_MASK
+        if version != TCompactProtocol.TCompactProtocol.VERSION:
+            raise TProtocolException(TProtocolException.BAD_VERSION,
+                                     f"Bad version: {version} (expect {TCompactProtocol.TCompactProtocol.VERSION})")
+        seqid = TCompactProtocol.readVarint(self.trans)
+        if seqid > 0x7FFFFFFF:  # sent as an unsigned varint, meant as an i32
+            seqid -= 1 << 32
+        size = TCompactProtocol.readVarint(self.trans)
+        if size < 0:
+            raise TProtocolException(TProtocolException.NEGATIVE_SIZE, "Length < 0")
+        self._check_string_length(size)
+        raw = self.trans.readAll(size)
+        message_type = (version_and_type >> TCompactProtocol.TCompactProtocol.TYPE_SHIFT_AMOUNT) \
+            & TCompactProtocol.TCompactProtocol.TYPE_BITS
+        return _method_name(raw, seqid), message_type, seqid
+
 
 class _CompactProtocol(_AnswersAfterAFailedRead, TCompactProtocol.TCompactProtocol):
     pass
@@ -209,6 +265,11 @@ class _CompactProtocol(_AnswersAfterAFailedRead, TCompactProtocol.TCompactProtoc
 
 class _CompactProtocolAccelerated(_AnswersAfterAFailedRead, TCompactProtocol.TCompactProtocolAccelerated):
     pass
+
+
+#: The protocols inside THeader frames, by THeader's id (Thrift's own map, with the classes above).
+_HEADER_INNER_PROTOCOLS = {THeaderTransport.THeaderSubprotocolID.BINARY: _BinaryProtocolAccelerated,
+                           THeaderTransport.THeaderSubprotocolID.COMPACT: _CompactProtocolAccelerated}
 
 
 class _ProtocolFactory(TProtocolFactory):
@@ -236,8 +297,8 @@ def protocol_factory(wire: Wire, max_string_bytes: Optional[int], max_container_
         return _HeaderProtocolFactory((THeaderTransport.THeaderClientType.HEADERS,), limits)
     if wire.protocol == "compact":
         return _ProtocolFactory(_CompactProtocolAccelerated if accelerated else _CompactProtocol, **limits)
-    return _ProtocolFactory(TBinaryProtocol.TBinaryProtocolAccelerated if accelerated
-                            else TBinaryProtocol.TBinaryProtocol, strictRead=True, strictWrite=True, **limits)
+    return _ProtocolFactory(_BinaryProtocolAccelerated if accelerated else _BinaryProtocol,
+                            strictRead=True, strictWrite=True, **limits)
 
 
 # -- strict decoding ---------------------------------------------------------------------------------
@@ -262,6 +323,23 @@ class UndecodableValue(TProtocolException):
     def within(self, name: str) -> "UndecodableValue":
         """The same problem, seen from the struct that holds field ``name``."""
         return UndecodableValue(self.problem, name if self.field is None else f"{name}.{self.field}")
+
+
+class UndecodableMethodName(UndecodableValue):
+    """A message whose method name is not valid UTF-8. It can still be answered: ``name`` is the name
+    with the bad bytes replaced (U+FFFD) and ``seqid`` the message's."""
+
+    def __init__(self, raw: bytes, seqid: int, error: UnicodeDecodeError) -> None:
+        super().__init__(f"the method name is not valid UTF-8 ({error.reason} at byte {error.start})")
+        self.name = raw.decode("utf-8", "replace")
+        self.seqid = seqid
+
+
+def _method_name(raw: bytes, seqid: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UndecodableMethodName(raw, seqid, error) from None
 
 
 _Convert = Callable[[Any], Any]

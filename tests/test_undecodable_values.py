@@ -13,7 +13,7 @@ import struct
 from typing import Callable, List, Tuple
 
 import pytest
-from conftest import exchange
+from conftest import encode_call, exchange
 from thrift.protocol.TBinaryProtocol import TBinaryProtocol
 from thrift.protocol.TCompactProtocol import TCompactProtocol
 from thrift.protocol.THeaderProtocol import THeaderProtocol
@@ -131,12 +131,13 @@ def _answers(dialect: Tuple[str, str], data: bytes) -> List[Tuple[str, object]]:
             frame, data = data[4:4 + size], data[4 + size:]
             protocol = (TBinaryProtocol if protocol_name == "binary" else TCompactProtocol)(TMemoryBuffer(frame))
         try:
-            name, message_type, _ = protocol.readMessageBegin()
+            name, message_type, seqid = protocol.readMessageBegin()
         except Exception:  # the end of what came back
             break
         if message_type == TMessageType.EXCEPTION:
             error = TApplicationException()
             error.read(protocol)
+            error.seqid = seqid
             answers.append(("exception", error))
         else:
             service = SessionService if name == "hello" else HandshakeService
@@ -182,6 +183,16 @@ def test_a_genuine_replacement_character_reaches_the_handler_intact(server, dial
 
 
 @pytest.mark.parametrize("dialect", DIALECTS, ids="-".join)
+def test_a_method_name_that_is_not_utf8_is_answered_naming_it(server, dialect):
+    calls = [("hello", _hello), ("echX", _echo_raw(b"x")), ("echo", _echo_raw(b"after"))]
+    data = _encode(dialect, calls).replace(b"echX", b"ech\xff")  # same length: frames stay whole
+    answers = _answers(dialect, exchange(server.port, data))
+    _refused(answers, "cannot decode the ech\ufffd request: UndecodableMethodName: the method name is not valid "
+                      "UTF-8 (invalid start byte at byte 3)")
+    assert answers[1][1].seqid == 2  # the answer matches the call it refuses
+
+
+@pytest.mark.parametrize("dialect", DIALECTS, ids="-".join)
 def test_container_elements_of_another_type_are_refused(server, dialect):
     answers = _call(server, dialect, "echo_types", _echo_types_numbers_as_i64)
     _refused(answers, f"cannot decode the echo_types request: UndecodableValue: {WRONG_ELEMENTS}")
@@ -208,3 +219,29 @@ def test_a_client_refuses_a_reply_with_invalid_utf8_naming_the_field(start_serve
         with pytest.raises(ConnectionBroken, match="field 'success' is not valid UTF-8"):
             client.echo("abc")
         assert client.phase.value == "BROKEN"
+
+
+@pytest.mark.parametrize("accelerated", [True, False], ids=["C", "pure"])
+def test_a_client_refuses_a_reply_whose_method_name_is_not_utf8(accelerated):
+    # A peer that answers any call with a reply named b"ech\xff": the client says so, typed, and breaks.
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def peer() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(encode_call("echX", HandshakeService.echo_result(success="x"), seqid=1,
+                                           message_type=TMessageType.REPLY).replace(b"echX", b"ech\xff"))
+            connection.recv(65536)
+
+    thread = threading.Thread(target=peer, daemon=True)
+    thread.start()
+    options = ClientOptions(wire=Wire(accelerated=accelerated), handshake=False)
+    with listener, Client("127.0.0.1", listener.getsockname()[1], options, service=HandshakeService) as client:
+        with pytest.raises(ConnectionBroken, match="the method name is not valid UTF-8"):
+            client.echo("x")
+        assert client.phase.value == "BROKEN"
+    thread.join(5)
