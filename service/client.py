@@ -355,6 +355,8 @@ class Client:
             auth_token=options.auth_token,
             features=set(options.features),
         )
+        if options.pipeline_hello:
+            self._sock.send_with_next()
         try:
             sent = self._send("hello", (hello,), "handshake", options.timeouts.handshake)
         except ThriftHandshakeError as error:

@@ -42,6 +42,7 @@ from .transport import (
     BudgetExceeded,
     NoMessageYet,
     header_protocol,
+    no_delay,
     is_timeout,
     protocol_factory,
     server_tls_context,
@@ -446,6 +447,7 @@ class HandshakeServer(TThreadedServer):
             return
         client = ConnectionSocket()
         client.setHandle(accepted.handle)
+        no_delay(accepted.handle)
         try:
             peer = format_peer(client.handle.getpeername())
         except OSError:  # reset before we looked

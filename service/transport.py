@@ -46,6 +46,7 @@ __all__ = [
     "client_stack",
     "unread_bytes",
     "server_tls_context",
+    "no_delay",
 ]
 
 logger = logging.getLogger(__name__)
@@ -699,11 +700,25 @@ class DeadlineSocket(TSocket.TSocket):
         if self.deadline is None:
             super().write(buff)
             return
-        self._arm()
+        self._send_all(buff)
+
+    def _send_all(self, buff: bytes, flags: int = 0) -> None:
+        if self.deadline is not None:
+            self._arm()
         try:
-            self.handle.sendall(buff)  # one timeout for the whole buffer, unlike a send() loop
+            self.handle.sendall(buff, flags)  # one timeout for the whole buffer, unlike a send() loop
         except OSError as error:
             raise _write_failed(error) from error
+
+
+def no_delay(handle: socket.socket) -> None:
+    """Sends each write at once (TCP_NODELAY): every write here is a whole message, and Nagle would hold
+    an answer back until the peer acknowledged the previous one (40 ms with delayed ACKs) whenever a
+    peer pipelines its calls."""
+    try:
+        handle.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:  # not TCP (e.g. a Unix socket), or already reset by the peer
+        pass
 
 
 def _use_timeout(handle: socket.socket, seconds: Optional[float]) -> None:
@@ -915,11 +930,13 @@ class CountingSocket(DeadlineSocket):
 
     def _do_open(self, family: int, socktype: int) -> socket.socket:
         handle = socket.socket(family, socktype)
+        no_delay(handle)
         if self._tls is None:
             return handle
         return self._tls.wrap_socket(handle, server_hostname=self._server_hostname)
 
     first_reply = b""  # the first bytes of the last reply (to explain one that cannot be read)
+    _send_flags = 0    # for the next write only (MSG_MORE: see send_with_next)
     _kernel_timeout: Tuple[Optional[socket.socket], float] = (None, 0.0)  # (socket, SO_RCVTIMEO/SO_SNDTIMEO set)
 
     def _arm(self) -> None:
@@ -970,10 +987,20 @@ class CountingSocket(DeadlineSocket):
         self.bytes_in += len(data)
         return data
 
+    def send_with_next(self) -> None:
+        """The next write waits for the one after it, so both leave in one segment (a pipelined hello
+        and the first call): MSG_MORE, which the kernel sends anyway after 200 ms. Linux, without TLS."""
+        if not isinstance(self.handle, ssl.SSLSocket):
+            self._send_flags = getattr(socket, "MSG_MORE", 0)
+
     def write(self, buff: bytes) -> None:
         if self.deadline is None:
             self._without_deadline()
-        super().write(buff)
+        if self._send_flags:
+            flags, self._send_flags = self._send_flags, 0
+            self._send_all(buff, flags)
+        else:
+            super().write(buff)
         self.bytes_out += len(buff)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from typing import List
 
 import pytest
@@ -85,6 +86,38 @@ def test_hello_and_the_first_call_are_both_written_before_either_reply_is_read()
             client._close_transport()
         finally:
             peer.join(5)
+
+
+def test_a_pipelined_hello_and_the_first_call_arrive_together():
+    """MSG_MORE holds hello until the call is written: the server wakes once for both."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        first_read: List[bytes] = []
+
+        def read_once() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                connection.settimeout(5)
+                first_read.append(connection.recv(65536))  # as soon as anything arrived
+
+        peer = threading.Thread(target=read_once)
+        peer.start()
+        client = _pipelined(listener.getsockname()[1], timeouts=Timeouts(handshake=1, call=1))
+        time.sleep(0.05)  # hello alone would have arrived and been read by now (the kernel holds it 200 ms)
+        client._send("echo", ("x",), "call", 1.0)
+        peer.join(5)
+        client._close_transport()
+    assert b"hello" in first_read[0] and b"echo" in first_read[0]
+
+
+def test_replies_to_pipelined_calls_are_not_held_back(server):
+    """Both ends set TCP_NODELAY: with Nagle, the answer to the second of two calls written at once
+    waited for the client to acknowledge the first one (44 ms per pair with delayed ACKs)."""
+    client = Client("127.0.0.1", server.port, service=HandshakeService)
+    client.connect()
+    served = [connection.socket.handle for connection in list(server._connections)]
+    assert [handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for handle in served] == [1]
+    assert client._sock.handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    client.close()
 
 
 def test_pipelined_session_serves_calls_and_says_goodbye(server):
