@@ -38,6 +38,7 @@ PUBLISH_EVERY = 1.0
 ANSWER_WAIT = 0.1
 _SLOT = struct.Struct("<QqI")  # sequence (odd while being written), worker pid (0: none), payload length
 _AREA = struct.Struct("<d")    # when the service started (time.time())
+_OPEN = struct.Struct("<q")    # one worker's open connections, in its own 8-byte cell
 _PROTOCOL = TBinaryProtocolAcceleratedFactory()
 
 
@@ -97,6 +98,15 @@ class ServerMetrics:
         self._earlier = [] if earlier is None else [earlier]
         self._shared, self._slot = shared, slot
         shared.publish_from(slot, self.local_snapshot)
+
+    def open_everywhere(self, here: int) -> int:
+        """Connections open in the whole service: ``here`` (this process), or with workers all of theirs."""
+        return here if self._shared is None else self._shared.open_total()
+
+    def opened_or_closed(self, here: int) -> None:
+        """This process now has ``here`` connections open (published at once to the other workers)."""
+        if self._shared is not None:
+            self._shared.set_open(self._slot, here)
 
     def connection_opened(self, counters: ConnectionCounters) -> None:
         with self._lock:
@@ -168,6 +178,8 @@ class SharedStats:
         self.slots = slots
         self._area = mmap.mmap(-1, _AREA.size + slots * SLOT_BYTES)
         _AREA.pack_into(self._area, 0, time.time())
+        self._open = mmap.mmap(-1, slots * _OPEN.size)  # written at once on every change, unlike the stats
+        self._open_all = struct.Struct(f"<{slots}q")
         self._bells = [socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM) for _ in range(slots)]
         for _, ring in self._bells:
             ring.setblocking(False)
@@ -222,8 +234,17 @@ class SharedStats:
 
         threading.Thread(target=publish, name=f"stats-slot-{slot}", daemon=True).start()
 
+    def set_open(self, slot: int, count: int) -> None:
+        """In worker ``slot``: it has ``count`` connections open now."""
+        _OPEN.pack_into(self._open, slot * _OPEN.size, count)
+
+    def open_total(self) -> int:
+        """Connections open in all workers together (for the service-wide max_connections)."""
+        return sum(self._open_all.unpack_from(self._open, 0))
+
     def retire(self, slot: int) -> None:
         """Supervisor: the worker of ``slot`` is gone; keep its totals, drop its live connections and sessions."""
+        self.set_open(slot, 0)
         last = self.read(slot)
         if last is None:
             if self._header(slot)[0]:

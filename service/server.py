@@ -453,8 +453,9 @@ class HandshakeServer(TThreadedServer):
         except OSError:  # reset before we looked
             client.close()
             return
-        if len(self._connections) >= self.config.limits.max_connections and not self._make_room():
-            self._refuse_full(client, peer)
+        open_now = self.metrics.open_everywhere(len(self._connections))
+        if open_now >= self.config.limits.max_connections and not self._make_room():
+            self._refuse_full(client, peer, open_now)
             return
         limits = self.config.limits
         client.setTimeout(limits.handshake_timeout * 1000)  # bounds the TLS handshake too
@@ -465,6 +466,7 @@ class HandshakeServer(TThreadedServer):
         connection = Connection(client, peer, self.config)
         with self._lock:
             self._connections[connection] = None
+            self.metrics.opened_or_closed(len(self._connections))
         logger.debug("accepted peer=%s", peer)
         if self.config.handshake or self._tls is not None:
             connection.park(now + limits.handshake_timeout, "handshake timeout", self._watch_first)
@@ -534,9 +536,9 @@ class HandshakeServer(TThreadedServer):
                     return True
         return False
 
-    def _refuse_full(self, client: ConnectionSocket, peer: str) -> None:
+    def _refuse_full(self, client: ConnectionSocket, peer: str, open_now: int) -> None:
         """Tells a newcomer the server is full, in its own framing, on a short-lived thread (bounded)."""
-        message = f"server full: {len(self._connections)} connections (max_connections); try again later"
+        message = f"server full: {open_now} connections (max_connections); try again later"
         self._warnings.warning("refused peer=%s: %s", peer, message)
         if not self._refusers.acquire(blocking=False):  # too many refusals at once: just close
             client.close()
@@ -656,6 +658,7 @@ class HandshakeServer(TThreadedServer):
         (connection.transport or connection.socket).close()
         with self._lock:
             self._connections.pop(connection, None)
+            self.metrics.opened_or_closed(len(self._connections))
             if not self._connections:
                 self._all_closed.notify_all()
 

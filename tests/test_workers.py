@@ -16,8 +16,9 @@ import time
 from typing import Callable, Iterator, List
 
 import pytest
+from conftest import eventually
 
-from thrift_handshake import Client, ClientOptions, Timeouts
+from thrift_handshake import Client, ClientOptions, ServerFull, Timeouts
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.ttypes import NotReady, Request
 
@@ -272,6 +273,31 @@ def test_a_crash_loop_is_restarted_ever_more_slowly(serve, tmp_path):
     assert delays == [0.5, 1.0, 2.0]
     assert workers.connect().echo("the other worker") == "the other worker"
     assert workers.stop() == 0
+
+
+def test_max_connections_holds_for_all_workers_together(serve):
+    # Each worker used to count only its own connections: 2 workers admitted up to twice the limit.
+    workers = serve("--workers", "2", "--max-connections", "3")
+    admitted, refused = [], []
+    for _ in range(6):
+        try:
+            admitted.append(workers.connect())
+        except ServerFull as error:
+            refused.append(str(error))
+    assert len(admitted) == 3 and len(refused) == 3, (len(admitted), refused)
+    assert all("server full: 3 connections" in message for message in refused)
+    admitted[0].close()  # room again, whichever worker takes the next one
+    workers.wait_for(r"closed peer=.* calls=0")
+    assert eventually(lambda: _admits(workers))
+    assert workers.stop() == 0
+
+
+def _admits(workers: Workers) -> bool:
+    try:
+        workers.connect()
+        return True
+    except ServerFull:
+        return False
 
 
 def test_workers_stop_when_their_supervisor_is_killed(serve):
