@@ -173,6 +173,7 @@ class Connection:
         self.parked = False  # waiting in the server's watch for its next bytes
         self.parked_until = 0.0  # when waiting, closed at this time.monotonic()
         self.expiry_reason = ""  # and why
+        self.accepted_at = time.monotonic()
 
     # -- session.SessionListener ----------------------------------------------------------------
 
@@ -227,6 +228,8 @@ class Connection:
             return True
         with state.lock:
             if state.in_flight is not None and not force:
+                return False
+            if state.session is not None and state.session.established:  # its hello succeeded meanwhile
                 return False
             state.closing = self.evicted = True
             self._shut_socket()
@@ -517,11 +520,13 @@ class HandshakeServer(TThreadedServer):
         return True
 
     def _make_room(self) -> bool:
-        """Evicts the oldest connection that has no session, so connections that never finish a hello
-        cannot lock everyone out (one idle between messages first, else one stuck mid-message); False
-        when every slot holds a session."""
+        """Evicts the oldest connection that has had no session for ``evict_after`` seconds, so
+        connections that never finish a hello cannot lock everyone out (one idle between messages first,
+        else one stuck mid-message), while a client whose hello is under way keeps its place; False when
+        there is none."""
+        old_enough = time.monotonic() - self.config.limits.evict_after
         with self._lock:
-            waiting = [c for c in self._connections if c.awaiting_hello]
+            waiting = [c for c in self._connections if c.accepted_at <= old_enough and c.awaiting_hello]
         for force in (False, True):
             for connection in waiting:
                 if connection.unpark():  # waiting in the watch: closed here and now

@@ -287,7 +287,8 @@ def test_stop_interrupts_a_tls_handshake_in_progress(start_server):
 
 
 def test_eviction_frees_a_connection_stuck_in_its_tls_handshake(start_server):
-    server = start_server(tls=SERVER_TLS, limits=ServerLimits(max_threads=4, max_connections=6, handshake_timeout=8.0))
+    server = start_server(tls=SERVER_TLS, limits=ServerLimits(max_threads=4, max_connections=6, handshake_timeout=8.0,
+                                                              evict_after=0.2))
     attackers = []
     try:
         for _ in range(4):

@@ -12,7 +12,7 @@ import threading
 import time
 
 import pytest
-from conftest import encode_call, report_reliability
+from conftest import encode_call, eventually, report_reliability
 from thrift.transport.TTransport import TTransportException
 
 from thrift_handshake import (
@@ -178,13 +178,11 @@ def test_a_full_server_says_so_and_the_client_raises_server_full(start_server):
 
 
 def test_connections_that_never_say_hello_cannot_lock_everyone_out(start_server):
-    server = start_server(limits=ServerLimits(max_connections=4))
+    server = start_server(limits=ServerLimits(max_connections=4, evict_after=0.2))
     silent = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(4)]
     try:
-        deadline = time.monotonic() + 5
-        while server.connection_count < 4:  # every slot taken by a silent socket
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        assert eventually(lambda: server.connection_count == 4)  # every slot taken by a silent socket
+        time.sleep(0.3)  # all of them older than evict_after
         for n in range(3):  # each newcomer evicts the oldest connection without a session
             with Client("127.0.0.1", server.port, service=HandshakeService) as client:
                 assert client.echo(f"served {n}") == f"served {n}"
@@ -193,6 +191,29 @@ def test_connections_that_never_say_hello_cannot_lock_everyone_out(start_server)
     finally:
         for sock in silent:
             sock.close()
+
+
+def test_a_connection_whose_hello_is_under_way_is_not_evicted_for_a_newcomer(start_server):
+    # A newcomer to a full server used to evict a connection accepted a moment before it, whose hello
+    # had not been read yet (or was being answered): a well-behaved client got ConnectionBroken.
+    server = start_server(limits=ServerLimits(max_connections=2, evict_after=1.0))
+    with Client("127.0.0.1", server.port, service=HandshakeService) as settled:
+        young = socket.create_connection(("127.0.0.1", server.port), timeout=5)  # its hello "on the way"
+        try:
+            assert eventually(lambda: server.connection_count == 2)
+            with pytest.raises(ServerFull):
+                Client("127.0.0.1", server.port, service=HandshakeService).connect()
+            young.setblocking(False)
+            with pytest.raises(BlockingIOError):  # still open: nothing, not even EOF, to read
+                young.recv(1)
+            time.sleep(1.0)  # now older than evict_after and still without hello: it makes room
+            with Client("127.0.0.1", server.port, service=HandshakeService) as newcomer:
+                assert newcomer.echo("admitted") == "admitted"
+            young.setblocking(True)
+            assert young.recv(1) == b""
+            assert settled.echo("still served") == "still served"
+        finally:
+            young.close()
 
 
 def test_handshake_timeout_closes_a_silent_connection(start_server, raw):
@@ -553,7 +574,7 @@ def test_a_planned_abort_is_one_warning_not_an_error_with_a_traceback(start_serv
 
 
 def test_connections_stuck_mid_hello_cannot_lock_everyone_out(start_server):
-    server = start_server(limits=ServerLimits(max_connections=4))
+    server = start_server(limits=ServerLimits(max_connections=4, evict_after=0.2))
     from thrift_handshake_gen.session.ttypes import ClientHello
 
     hello = ClientHello(client_name="slow", min_version=1, max_version=2)
@@ -566,6 +587,7 @@ def test_connections_stuck_mid_hello_cannot_lock_everyone_out(start_server):
         while sum(1 for c in list(server._connections) if c.in_flight) < 4:  # every slot mid-message
             assert time.monotonic() < deadline
             time.sleep(0.01)
+        time.sleep(0.3)  # stuck for longer than evict_after
         with Client("127.0.0.1", server.port, service=HandshakeService) as client:
             assert client.echo("let in") == "let in"
         report_reliability("4 hellos stuck mid-message against max_connections 4 (no lock-out)", 1, True, 0)
