@@ -761,6 +761,15 @@ class ConnectionSocket(DeadlineSocket):
     _kernel_timeouts = False
     _received = 0
     _pushback = b""
+    _reset_on_close = False
+
+    def close(self) -> None:
+        if self._reset_on_close and self.handle is not None:
+            try:
+                self.handle.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError:
+                pass
+        super().close()
 
     def first_bytes(self) -> Tuple[bytes, Optional["Dialect"]]:
         """Reads the connection's first bytes (up to SNIFF_BYTES, fewer if they already tell) and
@@ -864,14 +873,40 @@ class ConnectionSocket(DeadlineSocket):
         handle = self.handle
         if not self._kernel_timeouts:
             _use_timeout(handle, self.idle_timeout)
+        started = time.monotonic()
         try:
-            handle.sendall(buff)
+            sent = handle.send(buff)  # usually all of it; a kernel timeout bounds this one call as a whole
+            if sent < len(buff):
+                self._send_rest(memoryview(buff)[sent:], started + self.idle_timeout)
         except (BlockingIOError, socket.timeout, TimeoutError) as error:
+            self._reset_on_close = True  # what the kernel still holds of the reply is dropped, not sent on
             raise TTransport.TTransportException(
                 TTransport.TTransportException.TIMED_OUT,
                 "the peer did not read its reply within the idle timeout", inner=error) from error
         except OSError as error:
             raise _write_failed(error) from error
+
+    def _send_rest(self, rest: memoryview, deadline: float) -> None:
+        """The rest of a reply the peer is slow to read, by ``deadline`` (the idle timeout after the
+        reply's start). Each send's own timeout restarts whenever a few bytes move (and ``sendall``
+        sends again after each), so a peer reading a trickle at a time would hold the thread and the
+        reply indefinitely."""
+        handle = self.handle
+        try:
+            while rest:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise socket.timeout("the whole reply was not read in time")
+                self._bound_send(remaining)
+                rest = rest[handle.send(rest):]
+        finally:
+            self._bound_send(self.idle_timeout)
+
+    def _bound_send(self, seconds: float) -> None:
+        if self._kernel_timeouts:
+            _set_kernel_timeouts(self.handle, receive=self.linger, send=seconds)
+        else:
+            self.handle.settimeout(seconds)
 
     def message_started(self) -> None:
         """A message began from bytes already buffered above the socket: its deadline and budget run."""

@@ -29,7 +29,7 @@ from typing import List
 
 import pytest
 
-from conftest import encode_call
+from conftest import encode_call, eventually
 from thrift_handshake import Client, ClientOptions, ClientTLS, ServerLimits, ServerTLS, Timeouts
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.session import SessionService
@@ -302,3 +302,37 @@ def test_eviction_frees_a_connection_stuck_in_its_tls_handshake(start_server):
     finally:
         for sock in attackers:
             sock.close()
+
+
+# -- 7. a peer that reads its reply a trickle at a time ---------------------------------------------------
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_a_reply_must_be_read_whole_within_the_idle_timeout(start_server, tls, caplog):
+    # The kernel's send timeout (and Python's, per send on TLS) restarts whenever a few bytes move: a
+    # peer reading 16 KiB every 0.3 s held a pool thread and an 8 MiB reply for minutes.
+    server = start_server(tls=SERVER_TLS if tls else None, limits=ServerLimits(idle_timeout=1.0))
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    raw.connect(("127.0.0.1", server.port))
+    context = ssl.create_default_context(cafile=str(CERTS / "ca.pem"))
+    peer = context.wrap_socket(raw, server_hostname="localhost") if tls else raw
+    try:
+        peer.settimeout(5)
+        peer.sendall(encode_call("hello", SessionService.hello_args(
+            hello=ClientHello(client_name="trickle", min_version=1, max_version=2))))
+        peer.recv(65536)
+        peer.sendall(encode_call("echo", HandshakeService.echo_args(message="Z" * (8 << 20)), seqid=2))
+        started, ended = time.monotonic(), None
+        while time.monotonic() - started < 6:
+            time.sleep(0.3)
+            try:
+                if not peer.recv(16384):
+                    ended = "EOF"
+                    break
+            except OSError as error:  # reset: also the end
+                ended = repr(error)
+                break
+        assert ended is not None, "the server was still writing the reply after 6 s"
+        assert eventually(lambda: "did not read its reply" in caplog.text)
+    finally:
+        peer.close()
