@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import select
 import socket
 import threading
 import time
@@ -919,6 +920,23 @@ def _peek(handle: socket.socket) -> Tuple[bytes, Optional[Dialect]]:
         if not data:
             break
         dialect = sniff(data)
-        if dialect is None:
-            time.sleep(0.005)  # the rest of the first bytes is on its way
+        if dialect is None and not _wait_for_more(handle, len(data), deadline):
+            break
     return data, dialect
+
+
+_POLL_CLOSED = getattr(select, "POLLRDHUP", 0)  # the peer closed its end (Linux)
+
+
+def _wait_for_more(handle: socket.socket, have: int, deadline: float) -> bool:
+    """Waits until more than the ``have`` bytes already received (and peeked at) are readable; False
+    when the peer closed or the deadline passed first. Poll alone would wake at once for the bytes
+    already there; the low-water mark makes it wait for new ones (without spinning)."""
+    handle.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, have + 1)
+    try:
+        waiter = select.poll()
+        waiter.register(handle, select.POLLIN | _POLL_CLOSED)
+        events = waiter.poll(max(deadline - time.monotonic(), 0.0) * 1000)
+    finally:
+        handle.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
+    return bool(events) and not events[0][1] & (_POLL_CLOSED | select.POLLHUP | select.POLLERR)

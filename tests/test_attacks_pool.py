@@ -20,6 +20,7 @@ Noted, not a test: a method name that is invalid UTF-8 is closed without any ans
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import ssl
 import threading
@@ -336,3 +337,26 @@ def test_a_reply_must_be_read_whole_within_the_idle_timeout(start_server, tls, c
         assert eventually(lambda: "did not read its reply" in caplog.text)
     finally:
         peer.close()
+
+
+# -- 8. first bytes that trickle in on the TLS port -------------------------------------------------------
+
+def test_waiting_for_the_rest_of_the_first_bytes_on_the_tls_port_costs_no_cpu(start_server):
+    # Telling TLS from a plain client needs a few bytes; the server peeked every 5 ms until they came, so
+    # 400 one-byte connections (400 bytes in all) kept 1.65 cores busy and slowed good clients 30-fold.
+    server = start_server(tls=SERVER_TLS, limits=ServerLimits(handshake_timeout=8.0))
+    peers = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(100)]
+    try:
+        for peer in peers:
+            peer.sendall(b"\x16")  # the first byte of a TLS record, and nothing more
+        assert eventually(lambda: server.connection_count == 100)
+        time.sleep(0.3)
+        before = os.times()
+        time.sleep(1.0)
+        after = os.times()
+        busy = (after.user - before.user) + (after.system - before.system)
+        assert busy < 0.1, f"the server used {busy:.2f} s of CPU in 1 s waiting on 100 silent peers"
+        assert good_client_echo(server.port, tls=True) < 5
+    finally:
+        for peer in peers:
+            peer.close()
