@@ -552,6 +552,7 @@ class HandshakeServer(TThreadedServer):
 
         def answer() -> None:
             try:
+                client.deadline = time.monotonic() + _REFUSAL_SECONDS  # in all, however the bytes trickle
                 client.setTimeout(_REFUSAL_SECONDS * 1000)
                 _, dialect = client.first_bytes()
                 if dialect is None or dialect.kind not in ("thrift", "header"):

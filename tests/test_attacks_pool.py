@@ -31,7 +31,7 @@ from typing import List
 import pytest
 
 from conftest import encode_call, eventually
-from thrift_handshake import Client, ClientOptions, ClientTLS, ServerLimits, ServerTLS, Timeouts
+from thrift_handshake import Client, ClientOptions, ClientTLS, ServerFull, ServerLimits, ServerTLS, Timeouts
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.session import SessionService
 from thrift_handshake_gen.session.ttypes import ClientHello
@@ -360,3 +360,37 @@ def test_waiting_for_the_rest_of_the_first_bytes_on_the_tls_port_costs_no_cpu(st
     finally:
         for peer in peers:
             peer.close()
+
+
+# -- 9. newcomers to a full server that drip their first message ----------------------------------------
+
+def test_refusing_dripping_newcomers_takes_at_most_the_refusal_time(start_server):
+    # The "server full" answers (16 at once) waited up to 1 s per read, not 1 s in all: 16 newcomers
+    # sending a byte every 0.5 s held them all, and a real newcomer got a bare close instead of ServerFull.
+    server = start_server(limits=ServerLimits(max_connections=1))
+    stop = threading.Event()
+
+    def drip(sock: socket.socket) -> None:
+        for byte in HELLO:
+            if stop.wait(0.5):
+                return
+            try:
+                sock.send(bytes([byte]))
+            except OSError:
+                return
+
+    with Client("127.0.0.1", server.port, ClientOptions(timeouts=QUICK), service=HandshakeService):
+        drippers = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(16)]
+        threads = [threading.Thread(target=drip, args=(sock,)) for sock in drippers]
+        try:
+            for thread in threads:
+                thread.start()
+            time.sleep(2.5)  # every refusal has had more than its second
+            with pytest.raises(ServerFull):
+                Client("127.0.0.1", server.port, ClientOptions(timeouts=QUICK), service=HandshakeService).connect()
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(5)
+            for sock in drippers:
+                sock.close()
