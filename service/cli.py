@@ -287,11 +287,14 @@ def _serve_workers(args: argparse.Namespace) -> int:
         store_dir = tempfile.mkdtemp(prefix="thrift-handshake-")
         args.ticket_store = os.path.join(store_dir, "tickets.sqlite")
         logger.info("tickets shared by the workers in %s", args.ticket_store)
-    try:
-        return Supervisor(lambda: _server(args), config, args.workers).run()
-    finally:
+    def remove_store() -> None:
         if store_dir is not None:
             shutil.rmtree(store_dir, ignore_errors=True)
+
+    try:
+        return Supervisor(lambda: _server(args), config, args.workers, orphaned=remove_store).run()
+    finally:
+        remove_store()
 
 
 def _client_tls(args: argparse.Namespace) -> Optional[ClientTLS]:

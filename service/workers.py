@@ -67,13 +67,17 @@ class Supervisor:
 
     ``reuse_port``: each worker listens on its own SO_REUSEPORT socket instead (the kernel spreads
     new connections evenly, but a dying worker drops the connections still queued on its socket).
+    ``orphaned``: what a worker does last when it stopped because the supervisor disappeared (what
+    the supervisor would have cleaned up, e.g. a temporary directory).
     """
 
     def __init__(self, build: Callable[[], HandshakeServer], config: ServerConfig, workers: int,
-                 reuse_port: bool = False) -> None:
+                 reuse_port: bool = False, orphaned: Optional[Callable[[], None]] = None) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers}")
         self._build = build
+        self._orphaned = orphaned   # run by each worker that stopped because the supervisor was gone
+        self._supervisor_gone = False
         self._config = config
         self._count = workers
         self._reuse_port = reuse_port
@@ -274,9 +278,12 @@ class Supervisor:
         os.write(self._ready_w, bytes([slot]))
         threading.Thread(target=self._watch_supervisor, args=(server,), name="lifeline", daemon=True).start()
         server.serve()
+        if self._supervisor_gone and self._orphaned is not None:
+            self._orphaned()
         return 0
 
     def _watch_supervisor(self, server: HandshakeServer) -> None:
         os.read(self._lifeline_r, 1)  # returns (empty) only when the supervisor has gone
         logger.warning("the supervisor is gone; stopping")
+        self._supervisor_gone = True
         server.request_stop()

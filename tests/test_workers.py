@@ -302,12 +302,15 @@ def _admits(workers: Workers) -> bool:
 
 def test_workers_stop_when_their_supervisor_is_killed(serve):
     workers = serve("--workers", "2", "--grace", "1")
+    store = workers.wait_for(r"tickets shared by the workers in (\S+)").group(1)
+    assert os.path.exists(store)
     workers.process.kill()
     workers.process.wait(10)
     deadline = time.monotonic() + 10
     while any(map(_alive, workers.pids)):
         assert time.monotonic() < deadline, "workers outlived their supervisor"
         time.sleep(0.05)
+    assert not os.path.exists(os.path.dirname(store)), "the temporary ticket store outlived the service"
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "two", "257"])
