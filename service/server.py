@@ -79,6 +79,8 @@ _REFUSAL_SECONDS = 1.0
 _TLS_ALERT_PROTOCOL_VERSION = b"\x15\x03\x01\x00\x02\x02\x46"
 #: Transport errors that mean "this message is too big or malformed" rather than "the peer is gone".
 _BAD_INPUT = (TTransportException.SIZE_LIMIT, TTransportException.NEGATIVE_SIZE)
+#: How the C extension words the lengths pure Python refuses with one of _BAD_INPUT.
+_C_TOO_BIG = ("exceeded specified limit", "negative length", "varint exceeded")
 
 
 def _discard_input(handle: socket.socket) -> None:
@@ -755,7 +757,7 @@ class HandshakeServer(TThreadedServer):
         if isinstance(error, BudgetExceeded):
             return str(error)
         too_big = (isinstance(error, TTransportException) and error.type in _BAD_INPUT) or (
-            isinstance(error, OverflowError) and "exceeded specified limit" in str(error))  # the C extension
+            isinstance(error, OverflowError) and any(words in str(error) for words in _C_TOO_BIG))
         if too_big:
             limits = self.config.limits
             return (f"a string, binary or container exceeds this server's limits (max_message_bytes="

@@ -192,6 +192,29 @@ def test_a_method_name_that_is_not_utf8_is_answered_naming_it(server, dialect):
     assert answers[1][1].seqid == 2  # the answer matches the call it refuses
 
 
+def _echo_with_length(length: bytes) -> Body:
+    """echo's arguments whose string length is ``length`` as it goes on the wire, and no string."""
+    def write(protocol) -> None:
+        protocol.writeStructBegin("echo_args")
+        protocol.writeFieldBegin("message", TType.STRING, 1)
+        protocol.trans.write(length)
+    return write
+
+
+@pytest.mark.parametrize("dialect, length", [
+    (("binary", "buffered"), struct.pack("!i", -1)),
+    (("binary", "framed"), struct.pack("!i", -1)),
+    (("compact", "buffered"), b"\x80\x80\x80\x80\x80\x01"),  # 2**35: a varint of six bytes
+    (("compact", "framed"), b"\x80\x80\x80\x80\x80\x01"),
+], ids=["binary-buffered-negative", "binary-framed-negative", "compact-buffered-2**35", "compact-framed-2**35"])
+def test_impossible_lengths_are_refused_in_the_same_words_by_both_decoders(server, dialect, length):
+    # The C decoder said "OverflowError: negative length: 16777216" (the limit, not the length) and
+    # "OverflowError: varint exceeded 5 bytes" where pure Python names the limits.
+    answers = _call(server, dialect, "echo", _echo_with_length(length))
+    _refused(answers, "cannot decode the echo request: a string, binary or container exceeds this server's "
+                      "limits (max_message_bytes=16777216, max_container_items=1000000)")
+
+
 @pytest.mark.parametrize("dialect", DIALECTS, ids="-".join)
 def test_container_elements_of_another_type_are_refused(server, dialect):
     answers = _call(server, dialect, "echo_types", _echo_types_numbers_as_i64)
