@@ -972,6 +972,7 @@ class CountingSocket(DeadlineSocket):
 
     first_reply = b""  # the first bytes of the last reply (to explain one that cannot be read)
     _send_flags = 0    # for the next write only (MSG_MORE: see send_with_next)
+    _held = False      # a write sent with MSG_MORE may still wait in the kernel for the next one
     _kernel_timeout: Tuple[Optional[socket.socket], float] = (None, 0.0)  # (socket, SO_RCVTIMEO/SO_SNDTIMEO set)
 
     def _arm(self) -> None:
@@ -1015,6 +1016,9 @@ class CountingSocket(DeadlineSocket):
     def read(self, sz: int) -> bytes:
         if self.deadline is None:
             self._without_deadline()
+        if self._held:  # its answer is awaited before any other write: send it now
+            self._held = False
+            no_delay(self.handle)  # setting TCP_NODELAY pushes out what the kernel holds
         data = super().read(sz)
         if self.first_read_at is None:
             self.first_read_at = time.perf_counter()
@@ -1024,7 +1028,8 @@ class CountingSocket(DeadlineSocket):
 
     def send_with_next(self) -> None:
         """The next write waits for the one after it, so both leave in one segment (a pipelined hello
-        and the first call): MSG_MORE, which the kernel sends anyway after 200 ms. Linux, without TLS."""
+        and the first call): MSG_MORE. A read before that write sends it at once (the kernel would
+        after 200 ms). Linux, without TLS."""
         if not isinstance(self.handle, ssl.SSLSocket):
             self._send_flags = getattr(socket, "MSG_MORE", 0)
 
@@ -1034,8 +1039,10 @@ class CountingSocket(DeadlineSocket):
         if self._send_flags:
             flags, self._send_flags = self._send_flags, 0
             self._send_all(buff, flags)
+            self._held = True
         else:
             super().write(buff)
+            self._held = False
         self.bytes_out += len(buff)
 
 

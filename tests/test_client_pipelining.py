@@ -109,6 +109,14 @@ def test_a_pipelined_hello_and_the_first_call_arrive_together():
     assert b"hello" in first_read[0] and b"echo" in first_read[0]
 
 
+def test_reading_hellos_answer_before_any_call_does_not_wait_for_the_kernel(server):
+    """A pipelined hello waits (MSG_MORE) for the first call; reading its answer first must send it at
+    once, not after the kernel's 200 ms."""
+    client = _pipelined(server.port, timeouts=Timeouts(handshake=0.15))
+    assert client.server_hello.version == 2  # CallTimeout when hello sat in the kernel for 200 ms
+    client.close()
+
+
 def test_replies_to_pipelined_calls_are_not_held_back(server):
     """Both ends set TCP_NODELAY: with Nagle, the answer to the second of two calls written at once
     waited for the client to acknowledge the first one (44 ms per pair with delayed ACKs)."""
