@@ -22,7 +22,7 @@ from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.ttypes import Ack, AllTypes, Event, InvalidRequest, Request, Response
 
 from ..errors import WorkAborted
-from ..session import SessionContext, current_session
+from ..session import SessionContext, current_session, drop_oneway
 from .ledger import TicketLedger
 from .limits import DemoLimits
 from .tickets import TicketBoard
@@ -150,7 +150,10 @@ class HandshakeHandler(HandshakeService.Iface):
     def get_result(self, ticket: str, wait_ms: int) -> Response:
         return self.tickets.result(ticket or "", (wait_ms or 0) / 1000.0)
 
-    def notify(self, event: Event) -> None:
+    def notify(self, event: Optional[Event]) -> None:
+        if event is None:  # optional on the wire; a one-way call has no answer to say it is missing
+            drop_oneway("the event is required")
+            return
         size = len((event.name or "").encode()) + len((event.payload or "").encode())
         if size > RECENT_EVENT_BYTES:  # delivered, but too big to keep around
             return
@@ -159,7 +162,7 @@ class HandshakeHandler(HandshakeService.Iface):
             self._event_bytes += size
             while self._event_bytes > RECENT_EVENT_BYTES or len(self._events) > self._max_events:
                 self._event_bytes -= self._events.popleft()[1]
-        logger.debug("notify %r from session %s", getattr(event, "name", None), current_session().session_id)
+        logger.debug("notify %r from session %s", event.name, current_session().session_id)
 
     def echo_types(self, value: AllTypes) -> AllTypes:
         return value
