@@ -3,8 +3,9 @@
 Public API: connecting is ``Client`` (phased: connect, hello, calls, goodbye, close); serving is
 ``HandshakeServer`` (a TThreadedServer with sessions, limits and a graceful stop), around the
 ``SessionProcessor`` that any Thrift server can host; the settings in ``config``; the handler's view
-of its caller (``current_session``); the timeline records; the error hierarchy rooted in
-``ThriftHandshakeError``. The demo service lives in ``thrift_handshake.demo``.
+of its caller (``current_session``; ``drop_oneway`` for a one-way call it cannot use); the timeline
+records; the error hierarchy rooted in ``ThriftHandshakeError``. The demo service lives in
+``thrift_handshake.demo``.
 """
 
 from .client import Client
@@ -26,7 +27,7 @@ from .errors import (
 )
 from .gate import SessionProcessor
 from .server import HandshakeServer
-from .session import Session, SessionContext, SessionSettings, current_session
+from .session import Session, SessionContext, SessionSettings, current_session, drop_oneway
 from .states import ClientPhase, SessionPhase
 from .timing import Record, Timeline
 
@@ -46,6 +47,7 @@ __all__ = [
     "SessionSettings",
     "SessionContext",
     "current_session",
+    "drop_oneway",
     "ClientPhase",
     "SessionPhase",
     "Record",

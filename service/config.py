@@ -223,7 +223,10 @@ class ServerLimits:
     max_container_items: int = setting(1_000_000, "most elements in one list, set or map of a message", 2**31 - 1)
     handshake_max_bytes: int = setting(64 * 1024, "bytes a connection may send before its hello() succeeds", 16 * 1024 * 1024)
     evict_after: float = setting(1.0, "seconds a connection without a session is safe from eviction: only older ones make room for a newcomer to a full server", ONE_DAY)
-    max_threads: int = setting(60, "threads serving connections that have a message (idle connections wait without one)", 10_000)
+    max_threads: int = setting(60, "the pool's usual size: threads serving connections that have a message (idle "
+                               "connections wait without one; a call that waits, such as a long get_result, holds "
+                               "its thread). Only while every thread is stuck and connections wait for one does the "
+                               "pool add threads, up to max_connections + max_threads; they end once idle", 10_000)
     def __post_init__(self) -> None:
         check_limits(self)
 

@@ -37,7 +37,8 @@ from thrift_handshake_gen.session.ttypes import Farewell, HandshakeRequired, Ser
 
 from .contract import MethodInfo, describe_service
 from .metrics import ConnectionCounters, ServerMetrics
-from .session import Session, SessionContext, SessionListener, SessionSettings, bind_session
+from .peerlog import WarningBudget
+from .session import Session, SessionContext, SessionListener, SessionSettings, bind_session, take_dropped_oneway
 from .states import SESSION_METHODS
 from .transport import UndecodableMethodName, skip_value
 
@@ -154,6 +155,7 @@ class SessionProcessor(TProcessor):
     settings: what hello() negotiates (versions, features, auth token, ...).
     metrics: where connections, sessions and calls are counted (``stats()`` answers from it).
     handshake: False serves every method at once (no session; for plain services).
+    warnings: the rate limit its warnings about peers share (a server passes its own).
     """
 
     def __init__(
@@ -162,11 +164,13 @@ class SessionProcessor(TProcessor):
         settings: Optional[SessionSettings] = None,
         metrics: Optional[ServerMetrics] = None,
         handshake: bool = True,
+        warnings: Optional[WarningBudget] = None,
     ) -> None:
         self.processor = processor
         self.settings = settings or SessionSettings()
         self.metrics = metrics or ServerMetrics()
         self.handshake = handshake
+        self.warnings = warnings or WarningBudget(logger)
         self.methods: Dict[str, MethodInfo] = describe_service(sys.modules[type(processor).__module__])
         self._service_map: Dict[str, Callable[..., Any]] = {
             name: function for name, function in processor._processMap.items()
@@ -220,7 +224,7 @@ class SessionProcessor(TProcessor):
             if session is not None:
                 session.calls += 1
             if name in self._oneway:
-                state.counters.notifications += 1
+                self._served_oneway(state, name)
             state.in_flight = None
             return True
         if session is not None and name in SESSION_METHODS:
@@ -239,7 +243,7 @@ class SessionProcessor(TProcessor):
                 if session is not None:
                     session.call_served()
                 if self.methods[name].oneway:
-                    state.counters.notifications += 1
+                    self._served_oneway(state, name)
             else:
                 self._refuse(state, name, seqid, iprot, oprot)
         state.end()
@@ -261,10 +265,7 @@ class SessionProcessor(TProcessor):
         message = state.session.refusal(name)
         info = self.methods[name]
         if info.oneway:
-            state.dropped_oneway += 1
-            log = logger.warning if state.dropped_oneway == 1 else logger.debug  # one line, not a flood
-            log("dropped one-way %s peer=%s: %s (further drops on this connection are not logged)",
-                name, state.context.peer, message)
+            self._drop_oneway(state, name, message)
             return
         field = info.exception_field(HandshakeRequired)
         if field is not None:
@@ -274,6 +275,24 @@ class SessionProcessor(TProcessor):
         else:
             _write_reply(oprot, name, TMessageType.EXCEPTION, seqid,
                          TApplicationException(TApplicationException.UNKNOWN, message))
+
+    def _served_oneway(self, state: ConnectionState, name: str) -> None:
+        """Counts a one-way call its handler took, or dropped (``session.drop_oneway``)."""
+        reason = take_dropped_oneway()
+        if reason is None:
+            state.counters.notifications += 1
+        else:
+            self._drop_oneway(state, name, reason)
+
+    def _drop_oneway(self, state: ConnectionState, name: str, reason: str) -> None:
+        """Counts a one-way call that was not served; only a connection's first is a warning (within
+        the shared rate limit), so a flood of them is not a flood of log lines."""
+        state.dropped_oneway += 1
+        message = "dropped one-way %s peer=%s: %s (further drops on this connection are not logged)"
+        if state.dropped_oneway == 1:
+            self.warnings.warning(message, name, state.context.peer, reason, log=logger)
+        else:
+            logger.debug(message, name, state.context.peer, reason)
 
     @staticmethod
     def _unknown(name: str, seqid: int, iprot: TProtocolBase, oprot: TProtocolBase) -> None:

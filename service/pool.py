@@ -21,8 +21,9 @@ logger = logging.getLogger(__name__)
 
 
 class WorkerPool:
-    """Runs submitted tasks on at most ``maximum`` threads, started when needed and reused after; a
-    thread without a task for ``idle_seconds`` ends.
+    """Runs submitted tasks on up to ``maximum`` threads (more only through ``relieve``, when every
+    thread is stuck), started when needed and reused after; a thread without a task for
+    ``idle_seconds`` ends.
 
     A task waits in order when every thread is busy. Threads are daemons: a task stuck past a
     server's grace period must not keep the process alive.

@@ -21,6 +21,7 @@ import select
 import socket
 import threading
 import time
+import traceback
 from types import ModuleType
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -34,6 +35,7 @@ from .contract import service_of
 from .errors import WorkAborted
 from .gate import ConnectionState, SessionProcessor, format_peer
 from .metrics import ServerMetrics
+from .peerlog import WarningBudget, clip_for_log
 from .pool import ReadinessWatch, WorkerPool
 from .session import Session, SessionSettings
 from .transport import (
@@ -77,6 +79,8 @@ _MAX_REFUSERS = 16
 _REFUSAL_SECONDS = 1.0
 #: A fatal TLS alert (protocol_version): what a TLS client can read from a server without TLS.
 _TLS_ALERT_PROTOCOL_VERSION = b"\x15\x03\x01\x00\x02\x02\x46"
+#: How a traceback's frame lines begin (the rest, each exception's own text, may quote the peer).
+_TRACEBACK_FRAME = '  File "'
 #: Transport errors that mean "this message is too big or malformed" rather than "the peer is gone".
 _BAD_INPUT = (TTransportException.SIZE_LIMIT, TTransportException.NEGATIVE_SIZE)
 #: How the C extension words the lengths pure Python refuses with one of _BAD_INPUT.
@@ -99,59 +103,28 @@ def _discard_input(handle: socket.socket) -> None:
         dropped += len(chunk)
 
 
-class _PlannedAbortFilter(logging.Filter):
+class _HandlerErrorFilter(logging.Filter):
     """Thrift's generated processors log every handler exception at ERROR with a traceback on the root
-    logger; a ``WorkAborted`` is a planned stop: one WARNING line, no traceback."""
+    logger. A ``WorkAborted`` is a planned stop: one WARNING line, no traceback. Any other exception's
+    text may quote the peer (``fail(message)`` raises with the caller's whole message): it is clipped."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
         if isinstance(error, WorkAborted):
             record.levelno, record.levelname = logging.WARNING, "WARNING"
             record.msg, record.args, record.exc_info, record.exc_text = f"handler work aborted: {error}", (), None, None
+        elif error is not None:
+            lines = traceback.format_exception(*record.exc_info)
+            clipped = [line if line.startswith(_TRACEBACK_FRAME) else clip_for_log(line) for line in lines]
+            if clipped != lines:  # only then: handlers that read exc_info themselves would show it whole
+                record.exc_info, record.exc_text = None, "".join(clipped).rstrip("\n")
         return True
 
 
-def _install_planned_abort_filter() -> None:
+def _install_handler_error_filter() -> None:
     root = logging.getLogger()
-    if not any(isinstance(f, _PlannedAbortFilter) for f in root.filters):
-        root.addFilter(_PlannedAbortFilter())
-
-
-class WarningBudget:
-    """At most ``per_second`` warnings about peers a second; the rest are counted and summarised in one
-    line, so a flood of bad connections cannot flood the log."""
-
-    def __init__(self, log: logging.Logger, per_second: int = 20) -> None:
-        self._log = log
-        self._per_second = per_second
-        self._lock = threading.Lock()
-        self._window = time.monotonic()
-        self._emitted = self._suppressed = 0
-
-    def warning(self, message: str, *args: Any) -> None:
-        now = time.monotonic()
-        with self._lock:
-            suppressed = 0
-            if now - self._window >= 1.0:
-                suppressed, self._suppressed, self._emitted, self._window = self._suppressed, 0, 0, now
-            emit = self._emitted < self._per_second
-            if emit:
-                self._emitted += 1
-            else:
-                self._suppressed += 1
-        if suppressed:
-            self._log.warning("%d more warnings about peers were suppressed (at most %d a second)",
-                              suppressed, self._per_second)
-        if emit:
-            self._log.warning(message, *args)
-
-    def flush(self) -> None:
-        """Reports what is still suppressed (at stop)."""
-        with self._lock:
-            suppressed, self._suppressed = self._suppressed, 0
-        if suppressed:
-            self._log.warning("%d more warnings about peers were suppressed (at most %d a second)",
-                              suppressed, self._per_second)
+    if not any(isinstance(f, _HandlerErrorFilter) for f in root.filters):
+        root.addFilter(_HandlerErrorFilter())
 
 
 class Connection:
@@ -280,8 +253,10 @@ class HandshakeServer(TThreadedServer):
             auth_token=self.config.auth_token, idle_timeout_ms=int(limits.idle_timeout * 1000),
             max_message_bytes=limits.max_message_bytes)
         family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
+        self._warnings = WarningBudget(logger)  # the processor's warnings about peers count against it too
         super().__init__(
-            SessionProcessor(self.service.Processor(handler), settings, self.metrics, self.config.handshake),
+            SessionProcessor(self.service.Processor(handler), settings, self.metrics, self.config.handshake,
+                             self._warnings),
             TSocket.TServerSocket(host=self.config.host, port=self.config.port, socket_family=family),
             transport_factory(self.config.wire, limits.max_message_bytes),
             protocol_factory(self.config.wire, limits.max_message_bytes, limits.max_container_items),
@@ -292,8 +267,7 @@ class HandshakeServer(TThreadedServer):
         self._all_closed = threading.Condition(self._lock)  # notified when the last connection closes
         self._stop_callbacks: List[Callable[[float], None]] = []
         self._refusers = threading.BoundedSemaphore(_MAX_REFUSERS)
-        self._warnings = WarningBudget(logger)
-        _install_planned_abort_filter()
+        _install_handler_error_filter()
         self._stop_requested = False  # a plain flag: request_stop() runs in signal handlers
         self._stopped = threading.Event()
         self._grace = self.config.grace
@@ -762,7 +736,7 @@ class HandshakeServer(TThreadedServer):
             limits = self.config.limits
             return (f"a string, binary or container exceeds this server's limits (max_message_bytes="
                     f"{limits.max_message_bytes}, max_container_items={limits.max_container_items})")
-        return f"{type(error).__name__}: {error}"
+        return f"{type(error).__name__}: {clip_for_log(error)}"
 
     @staticmethod
     def _transport_outcome(connection: Connection, state: ConnectionState,
@@ -803,7 +777,7 @@ class HandshakeServer(TThreadedServer):
         """The handler returned something its IDL type cannot carry: INTERNAL_ERROR for this call only."""
         name = state.in_flight[0]
         logger.error("peer=%s: the %s reply cannot be encoded: %s: %s", state.context.peer, name,
-                     type(error).__name__, error)
+                     type(error).__name__, clip_for_log(error))
         self._send_exception(state, protocol, TApplicationException.INTERNAL_ERROR,
                              f"the server could not encode the {name} reply")
 
@@ -861,7 +835,8 @@ class HandshakeServer(TThreadedServer):
         with self._lock:
             busy = list(self._connections)
         for connection in busy:
-            logger.warning("grace period over: closing peer=%s in %s", connection.peer, connection.in_flight)
+            logger.warning("grace period over: closing peer=%s in %s", connection.peer,
+                           clip_for_log(connection.in_flight))
             connection.shutdown(force=True)
         for closer in closers:
             closer.join(_UNWIND_WAIT)

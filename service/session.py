@@ -25,6 +25,7 @@ from typing import Any, Dict, FrozenSet, Optional, Tuple
 
 from thrift_handshake_gen.session.ttypes import ClientHello, Farewell, HandshakeRejected, ServerHello
 
+from .peerlog import clip_for_log
 from .states import SERVICE_METHODS, SESSION_TRANSITIONS, SessionEvent, SessionPhase, StateMachine, admits
 
 try:
@@ -38,6 +39,7 @@ __all__ = [
     "SessionListener",
     "SessionContext",
     "current_session",
+    "drop_oneway",
     "negotiate_version",
 ]
 
@@ -105,6 +107,21 @@ def current_session() -> SessionContext:
 def bind_session(context: Optional[SessionContext]) -> None:
     """Makes ``context`` what current_session() returns on this thread (the processor calls this)."""
     _local.context = context
+    _local.dropped_oneway = None
+
+
+def drop_oneway(reason: str) -> None:
+    """Called by a one-way method's handler for input it cannot use, instead of raising (which would
+    log a traceback per message): a one-way call cannot be answered, so the processor counts and logs
+    it as dropped, like a one-way call its session refused. ``reason`` is the log's."""
+    _local.dropped_oneway = reason
+
+
+def take_dropped_oneway() -> Optional[str]:
+    """Why the handler just dropped its one-way call on this thread (``drop_oneway``), or None."""
+    reason = getattr(_local, "dropped_oneway", None)
+    _local.dropped_oneway = None
+    return reason
 
 
 def negotiate_version(client: Tuple[Optional[int], Optional[int]], server: Tuple[int, int]) -> int:
@@ -209,8 +226,8 @@ class Session:
         self._machine.apply(event)
         self._listener.session_rejected(self, str(error))
         name = getattr(hello, "client_name", None)
-        logger.info("handshake rejected peer=%s client=%r: %s", self.context.peer,
-                    name[:MAX_NAME_LENGTH] if isinstance(name, str) else name, error)
+        logger.info("handshake rejected peer=%s client=%s: %s", self.context.peer,
+                    clip_for_log(repr(name)), error)
         raise HandshakeRejected(reason=str(error), min_version=self.settings.versions[0],
                                 max_version=self.settings.versions[1]) from None
 

@@ -164,6 +164,43 @@ def test_submit_refuses_work_beyond_the_queue_limits(start_server):
         assert caught.value.capacity == 2
 
 
+def test_submit_counts_the_memory_many_small_headers_take(start_server):
+    from thrift_handshake import Client
+    from thrift_handshake_gen.ttypes import Overloaded
+
+    # A header of six characters and an empty value is 6 bytes as UTF-8 but about 100 bytes as Python
+    # strings and a dict entry: the queue's byte limit must count the latter.
+    headers = {f"{i:06x}": "" for i in range(20_000)}  # 120 kB of UTF-8, about 2 MB in memory
+    server = start_server(demo=DemoLimits(submit_workers=1, submit_queue=10, submit_queue_bytes=1 << 20))
+    with Client("127.0.0.1", server.port, service=HandshakeService) as client:
+        with pytest.raises(InvalidRequest, match="can never be accepted"):
+            client.submit(Request(request_id="many", headers=headers))
+        quarter = dict(list(headers.items())[:5_000])  # about half a MiB in memory
+        client.submit(Request(request_id="a", work_ms=3000, headers=quarter))
+        with pytest.raises(Overloaded):
+            client.submit(Request(request_id="b", work_ms=3000, headers=quarter))
+
+
+@pytest.mark.parametrize("key_length, value_length", [(6, 0), (6, 6), (100, 100)])
+def test_the_submit_queue_counts_no_less_than_a_decoded_request_holds(key_length, value_length):
+    import tracemalloc
+
+    from thrift.protocol.TCompactProtocol import TCompactProtocolAcceleratedFactory
+    from thrift.TSerialization import deserialize, serialize
+
+    from thrift_handshake.demo.handler import _memory_cost
+
+    headers = {f"{i:0{key_length}x}": "v" * value_length for i in range(20_000)}
+    wire = serialize(Request(request_id="r", payload="p" * 1000, headers=headers), TCompactProtocolAcceleratedFactory())
+    tracemalloc.start()
+    try:
+        decoded = deserialize(Request(), wire, TCompactProtocolAcceleratedFactory())
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert held <= _memory_cost(decoded) <= 3 * held
+
+
 def test_one_client_cannot_take_the_whole_submit_queue_even_with_many_sessions(start_server):
     import socket
 

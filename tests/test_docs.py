@@ -66,3 +66,21 @@ def test_the_readme_shows_the_latest_benchmark_targets():
     block = README[README.index(report.README_BEGIN):README.index(report.README_END)]
     table = latest[latest.index("| target |"):latest.index("\n\n", latest.index("| target |"))]
     assert table in block
+
+
+def test_max_threads_is_described_as_the_pools_usual_size_not_a_cap():
+    """The pool grows past max_threads when every thread is stuck and connections wait for one
+    (test_attacks_pool shows it): ``serve --help`` and the README say so, and up to what."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "thrift_handshake.cli", "serve", "--help"],
+                          capture_output=True, text=True, timeout=60)
+    help_text = " ".join(done.stdout.split())
+    flag = help_text[help_text.rindex("--max-threads INT"):]  # the option, not the usage line
+    described = [flag[:flag.index("(default")]]
+    described += [bullet for bullet in README.split("\n- ") if "`max_threads`" in bullet]
+    assert len(described) >= 3
+    for text in described:
+        text = " ".join(text.split())
+        assert "stuck" in text and "max_connections" in text, text

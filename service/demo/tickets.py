@@ -1,12 +1,13 @@
 """Work accepted now and finished later: the server side of submit() and get_result().
 
 A bounded pool runs the work. At most ``submit_workers + submit_queue`` tickets are unfinished at once,
-holding at most ``submit_queue_bytes`` of request data; more are refused with Overloaded. Finished
-results are kept for ``result_ttl`` seconds and at most ``max_results`` of them (the oldest go first).
-A ticket is valid from any connection and any session. Every operation is O(1) in the number of
-stored results. With a ``TicketLedger`` every ticket's fate is also on disk, so a restarted server still
-answers for tickets of the process before it (their results, or why there is none), and worker
-processes sharing the ledger answer for each other's tickets (waiting for them by polling the ledger).
+holding at most ``submit_queue_bytes`` of memory (as the caller estimates each request's); more are
+refused with Overloaded. Finished results are kept for ``result_ttl`` seconds and at most
+``max_results`` of them (the oldest go first). A ticket is valid from any connection and any session.
+Every operation is O(1) in the number of stored results. With a ``TicketLedger`` every ticket's fate
+is also on disk, so a restarted server still answers for tickets of the process before it (their
+results, or why there is none), and worker processes sharing the ledger answer for each other's
+tickets (waiting for them by polling the ledger).
 The limits are per process.
 """
 
@@ -48,15 +49,17 @@ class TicketBoard:
         self._stopped = False
 
     def submit(self, work: Callable[[], Response], size: int, owner: str) -> str:
-        """Queues ``work`` (holding ``size`` bytes until done) for ``owner``; returns its ticket.
+        """Queues ``work`` (holding about ``size`` bytes of memory until done) for ``owner``; returns its
+        ticket.
 
         Raises InvalidRequest for a request that can never fit, Overloaded when the queue (or the
         owner's share of it) is full by count or bytes, or the server is stopping.
         """
         limits = self._limits
         if size > limits.submit_queue_bytes:
-            raise InvalidRequest(message=f"the request holds {size} bytes; the submit queue holds at most "
-                                         f"{limits.submit_queue_bytes} (submit_queue_bytes): it can never be accepted",
+            raise InvalidRequest(message=f"the request takes about {size} bytes of memory; the submit queue holds "
+                                         f"at most {limits.submit_queue_bytes} (submit_queue_bytes): it can never "
+                                         f"be accepted",
                                  field="payload")
         with self._lock:
             self._expire()
