@@ -39,7 +39,7 @@ from .contract import MethodInfo, describe_service
 from .metrics import ConnectionCounters, ServerMetrics
 from .session import Session, SessionContext, SessionListener, SessionSettings, bind_session
 from .states import SESSION_METHODS
-from .transport import UndecodableMethodName, skip_value
+from .transport import AnswerableReadError, skip_value
 
 __all__ = ["SessionProcessor", "ConnectionState"]
 
@@ -204,7 +204,7 @@ class SessionProcessor(TProcessor):
         state = getattr(iprot, _STATE, None) or self.connection(iprot)
         try:
             name, message_type, seqid = iprot.readMessageBegin()
-        except UndecodableMethodName as error:  # answerable: the server says why, then closes
+        except AnswerableReadError as error:  # e.g. a name that is not UTF-8: the server says why, then closes
             state.begin(error.name, error.seqid)
             raise
         state.begin(name, seqid)

@@ -40,6 +40,9 @@ from .transport import (
     ConnectionSocket,
     Dialect,
     BudgetExceeded,
+    FrameRefused,
+    frame_limit,
+    FrameTooLarge,
     NoMessageYet,
     header_protocol,
     no_delay,
@@ -277,7 +280,7 @@ class HandshakeServer(TThreadedServer):
         super().__init__(
             SessionProcessor(self.service.Processor(handler), settings, self.metrics, self.config.handshake),
             TSocket.TServerSocket(host=self.config.host, port=self.config.port, socket_family=family),
-            transport_factory(self.config.wire, limits.max_message_bytes),
+            transport_factory(self.config.wire, frame_limit(limits.max_message_bytes)),
             protocol_factory(self.config.wire, limits.max_message_bytes, limits.max_container_items),
             daemon=True,  # a handler stuck past the grace period must not keep the process alive
         )
@@ -691,7 +694,7 @@ class HandshakeServer(TThreadedServer):
 
     def _stack_for(self, wire: Wire, sock: ConnectionSocket) -> Tuple[Any, Any]:
         limits = self.config.limits
-        transport = transport_factory(wire, limits.max_message_bytes).getTransport(sock)
+        transport = transport_factory(wire, frame_limit(limits.max_message_bytes)).getTransport(sock)
         return transport, protocol_factory(wire, limits.max_message_bytes, limits.max_container_items).getProtocol(transport)
 
     def _explain_mismatch(self, connection: Connection, first: bytes, dialect: Optional[Dialect], expected: str) -> None:
@@ -745,7 +748,10 @@ class HandshakeServer(TThreadedServer):
 
     def _bad_input(self, error: BaseException) -> str:
         """What was wrong with a message, worded the same whichever protocol implementation noticed."""
-        if isinstance(error, BudgetExceeded):
+        if isinstance(error, FrameTooLarge):
+            return (f"a frame of {error.size + 4} bytes (its length field included) exceeds this server's limits "
+                    f"(max_message_bytes={self.config.limits.max_message_bytes})")
+        if isinstance(error, (BudgetExceeded, FrameRefused)):
             return str(error)
         too_big = (isinstance(error, TTransportException) and error.type in _BAD_INPUT) or (
             isinstance(error, OverflowError) and "exceeded specified limit" in str(error))  # the C extension
@@ -805,8 +811,9 @@ class HandshakeServer(TThreadedServer):
         if state.in_flight is None:
             return
         try:
+            name = state.in_flight[0]
             cls._send_exception(state, protocol, TApplicationException.PROTOCOL_ERROR,
-                                f"cannot decode the {state.in_flight[0]} request: {problem}")
+                                f"cannot decode the {name + ' ' if name else ''}request: {problem}")
             _discard_input(connection.socket.handle)
         except Exception:  # the peer may be gone already
             pass
