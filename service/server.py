@@ -46,6 +46,7 @@ from .transport import (
     NoMessageYet,
     header_protocol,
     no_delay,
+    is_reset,
     is_timeout,
     protocol_factory,
     server_tls_context,
@@ -784,6 +785,10 @@ class HandshakeServer(TThreadedServer):
             if state.session is None or state.context.session_id is None:
                 return "closed", "peer closed the connection"
             return "dropped", "peer closed the connection without goodbye"
+        if is_reset(error):
+            if state.session is None or state.context.session_id is None:
+                return "dropped", "peer reset the connection"
+            return "dropped", "peer reset the connection without goodbye"
         return "dropped", f"transport error: {error}"
 
     @staticmethod

@@ -43,6 +43,7 @@ __all__ = [
     "transport_factory",
     "frame_limit",
     "is_timeout",
+    "is_reset",
     "DeadlineSocket",
     "ConnectionSocket",
     "NoMessageYet",
@@ -796,6 +797,12 @@ def is_timeout(error: BaseException) -> bool:
         return True
     # BlockingIOError: EAGAIN on a blocking socket, which only a kernel timeout (SO_RCVTIMEO) causes
     return isinstance(getattr(error, "inner", None), (socket.timeout, TimeoutError, BlockingIOError))
+
+
+def is_reset(error: BaseException) -> bool:
+    """Whether a transport error was the peer resetting the connection (ECONNRESET, or EPIPE on a
+    write): Thrift reports both only as an "unexpected exception" around the OSError."""
+    return isinstance(getattr(error, "inner", None), (ConnectionResetError, BrokenPipeError, ConnectionAbortedError))
 
 
 #: How far a socket timeout may differ from the time left before the deadline before it is re-set: a
