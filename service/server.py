@@ -177,6 +177,8 @@ class Connection:
         self.parked = False  # waiting in the server's watch for its next bytes
         self.parked_until = 0.0  # when waiting, closed at this time.monotonic()
         self.expiry_reason = ""  # and why
+        # Without hello there is no session to protect: a connection between calls may be evicted.
+        self.evictable_as = "no hello yet" if config.handshake else "idle"
 
     # -- session.SessionListener ----------------------------------------------------------------
 
@@ -522,21 +524,25 @@ class HandshakeServer(TThreadedServer):
 
     def _make_room(self) -> bool:
         """Evicts the oldest connection that has no session, so connections that never finish a hello
-        cannot lock everyone out (one idle between messages first, else one stuck mid-message); False
-        when every slot holds a session."""
+        cannot lock everyone out (one idle between messages first, else one stuck mid-message); without
+        hello, then the plain connection idle longest. False when every slot holds a session (without
+        hello: a call)."""
         with self._lock:
             waiting = [c for c in self._connections if c.awaiting_hello]
+            if not self.config.handshake:  # then the plain connection idle longest, never one in a call
+                waiting += sorted((c for c in self._connections if c.parked and not c.awaiting_hello),
+                                  key=lambda c: c.parked_until)
         for force in (False, True):
             for connection in waiting:
                 if connection.unpark():  # waiting in the watch: closed here and now
                     connection.evicted = True
-                    self._finish(connection, "dropped", "evicted: no hello yet and the server was full")
+                    self._finish(connection, "dropped", f"evicted: {connection.evictable_as} and the server was full")
                     evicted = True
                 else:
-                    evicted = connection.evict(force)
+                    evicted = connection.awaiting_hello and connection.evict(force)
                 if evicted:
-                    self._warnings.warning("evicted peer=%s: no hello yet and the server is full (max_connections %d)",
-                                           connection.peer, self.config.limits.max_connections)
+                    self._warnings.warning("evicted peer=%s: %s and the server is full (max_connections %d)",
+                                           connection.peer, connection.evictable_as, self.config.limits.max_connections)
                     return True
         return False
 
@@ -768,7 +774,7 @@ class HandshakeServer(TThreadedServer):
         if connection.stopping:
             return "closed", "server stopping"
         if connection.evicted:
-            return "dropped", "evicted: no hello yet and the server was full"
+            return "dropped", f"evicted: {connection.evictable_as} and the server was full"
         if state.session is not None and state.session.closing:
             # goodbye (or a refused hello) was served: a peer that left without reading the answer is fine
             return "closed", state.session.close_reason
