@@ -5,7 +5,9 @@ message's header, serves the session methods (hello, ping, stats, goodbye) itsel
 other method to the wrapped Processor, but only when the connection's session admits it
 (``states.SESSION_ADMITS``). A refused call is answered from its name alone, before its arguments are
 decoded: ``HandshakeRequired`` where the method declares it, a ``TApplicationException`` otherwise,
-nothing for a one-way call; the connection stays usable.
+nothing for a one-way call; the connection stays usable. So is a message of another type than its
+method's in the IDL: a CALL to a one-way method is answered INVALID_MESSAGE_TYPE, a ONEWAY to a two-way
+method is dropped unanswered.
 
 Any Thrift server can host it. With Apache Thrift's stock server, as in Thrift's tutorial:
 
@@ -154,6 +156,7 @@ class SessionProcessor(TProcessor):
     settings: what hello() negotiates (versions, features, auth token, ...).
     metrics: where connections, sessions and calls are counted (``stats()`` answers from it).
     handshake: False serves every method at once (no session; for plain services).
+    warn: logs a warning about a peer (a host may pass a rate-limited one).
     """
 
     def __init__(
@@ -162,19 +165,27 @@ class SessionProcessor(TProcessor):
         settings: Optional[SessionSettings] = None,
         metrics: Optional[ServerMetrics] = None,
         handshake: bool = True,
+        warn: Callable[..., None] = logger.warning,
     ) -> None:
         self.processor = processor
         self.settings = settings or SessionSettings()
         self.metrics = metrics or ServerMetrics()
         self.handshake = handshake
+        self._warn = warn
         self.methods: Dict[str, MethodInfo] = describe_service(sys.modules[type(processor).__module__])
-        self._service_map: Dict[str, Callable[..., Any]] = {
-            name: function for name, function in processor._processMap.items()
-            if not (handshake and name in SESSION_METHODS)
-        }
         if handshake:
             self.methods.update(describe_service(SessionService))
-        self._oneway = frozenset(name for name, info in self.methods.items() if info.oneway)
+        # The service's methods by the message type the IDL gives them (CALL or ONEWAY), so that the
+        # common case finds its method and checks its type in one look-up.
+        self._service_map: Dict[int, Dict[str, Callable[..., Any]]] = {TMessageType.CALL: {}, TMessageType.ONEWAY: {}}
+        for name, function in processor._processMap.items():
+            if not (handshake and name in SESSION_METHODS):
+                self._service_map[self._message_type(name)][name] = function
+
+    def _message_type(self, name: str) -> int:
+        """The message type the IDL gives ``name``: ONEWAY for a one-way method, else CALL."""
+        info = self.methods.get(name)
+        return TMessageType.ONEWAY if info is not None and info.oneway else TMessageType.CALL
 
     # -- connections --------------------------------------------------------------------------
 
@@ -209,39 +220,40 @@ class SessionProcessor(TProcessor):
             raise
         state.begin(name, seqid)
         state.counters.message(name if name in self.methods else _UNKNOWN)
-        if message_type != TMessageType.CALL and message_type != TMessageType.ONEWAY:
+        methods = self._service_map.get(message_type)
+        if methods is None:
             raise TProtocolException(TProtocolException.INVALID_DATA,
                                      f"message type {message_type} is not a call (1) or one-way call (4)")
         session = state.session
-        serve = self._service_map.get(name)
+        serve = methods.get(name)  # None too for a method sent with the other type than the IDL's
         if serve is not None and (session is None or session.serves_calls):  # the common case, kept short
             bind_session(state.context)
             serve(self.processor, seqid, iprot, oprot)
             if session is not None:
                 session.calls += 1
-            if name in self._oneway:
+            if message_type == TMessageType.ONEWAY:
                 state.counters.notifications += 1
             state.in_flight = None
             return True
-        if session is not None and name in SESSION_METHODS:
+        if name in self.methods and message_type != self._message_type(name):
+            self._wrong_type(state, name, message_type, seqid, iprot, oprot)
+        elif session is not None and name in SESSION_METHODS:
             if session.admits(name):
                 processor = state.session_processor
                 processor._processMap[name](processor, seqid, iprot, oprot)
             else:
                 self._refuse(state, name, seqid, iprot, oprot)
+        elif serve is None:
+            self._unknown(name, seqid, iprot, oprot)
+        elif session is None or session.admits(name):
+            bind_session(state.context)
+            serve(self.processor, seqid, iprot, oprot)
+            if session is not None:
+                session.call_served()
+            if message_type == TMessageType.ONEWAY:
+                state.counters.notifications += 1
         else:
-            serve = self._service_map.get(name)
-            if serve is None:
-                self._unknown(name, seqid, iprot, oprot)
-            elif session is None or session.admits(name):
-                bind_session(state.context)
-                serve(self.processor, seqid, iprot, oprot)
-                if session is not None:
-                    session.call_served()
-                if self.methods[name].oneway:
-                    state.counters.notifications += 1
-            else:
-                self._refuse(state, name, seqid, iprot, oprot)
+            self._refuse(state, name, seqid, iprot, oprot)
         state.end()
         if session is not None and session.closing:
             handle = _socket_of(oprot.trans)  # the reply is flushed: end the connection
@@ -274,6 +286,21 @@ class SessionProcessor(TProcessor):
         else:
             _write_reply(oprot, name, TMessageType.EXCEPTION, seqid,
                          TApplicationException(TApplicationException.UNKNOWN, message))
+
+    def _wrong_type(self, state: ConnectionState, name: str, message_type: int, seqid: int,
+                    iprot: TProtocolBase, oprot: TProtocolBase) -> None:
+        """A method sent with another message type than its IDL's is not run: a CALL to a one-way method
+        is answered (its caller waits for a reply), a ONEWAY to a two-way one is not (its sender
+        expects none, and an answer would be taken for the next call's)."""
+        skip_value(iprot, TType.STRUCT)
+        iprot.readMessageEnd()
+        if message_type == TMessageType.CALL:
+            _write_reply(oprot, name, TMessageType.EXCEPTION, seqid, TApplicationException(
+                TApplicationException.INVALID_MESSAGE_TYPE,
+                f"{name} is a one-way method: send it as ONEWAY (4), not CALL (1); it was not run"))
+        else:
+            self._warn("dropped one-way %s peer=%s: %s is a two-way method: not run, not answered",
+                       name, state.context.peer, name)
 
     @staticmethod
     def _unknown(name: str, seqid: int, iprot: TProtocolBase, oprot: TProtocolBase) -> None:

@@ -280,8 +280,10 @@ class HandshakeServer(TThreadedServer):
             auth_token=self.config.auth_token, idle_timeout_ms=int(limits.idle_timeout * 1000),
             max_message_bytes=limits.max_message_bytes)
         family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
+        self._warnings = WarningBudget(logger)
         super().__init__(
-            SessionProcessor(self.service.Processor(handler), settings, self.metrics, self.config.handshake),
+            SessionProcessor(self.service.Processor(handler), settings, self.metrics, self.config.handshake,
+                             warn=self._warnings.warning),
             TSocket.TServerSocket(host=self.config.host, port=self.config.port, socket_family=family),
             transport_factory(self.config.wire, frame_limit(limits.max_message_bytes)),
             protocol_factory(self.config.wire, limits.max_message_bytes, limits.max_container_items),
@@ -292,7 +294,6 @@ class HandshakeServer(TThreadedServer):
         self._all_closed = threading.Condition(self._lock)  # notified when the last connection closes
         self._stop_callbacks: List[Callable[[float], None]] = []
         self._refusers = threading.BoundedSemaphore(_MAX_REFUSERS)
-        self._warnings = WarningBudget(logger)
         _install_planned_abort_filter()
         self._stop_requested = False  # a plain flag: request_stop() runs in signal handlers
         self._stopped = threading.Event()
