@@ -5,9 +5,9 @@ message's header, serves the session methods (hello, ping, stats, goodbye) itsel
 other method to the wrapped Processor, but only when the connection's session admits it
 (``states.SESSION_ADMITS``). A refused call is answered from its name alone, before its arguments are
 decoded: ``HandshakeRequired`` where the method declares it, a ``TApplicationException`` otherwise,
-nothing for a one-way call; the connection stays usable. So is a message of another type than its
-method's in the IDL: a CALL to a one-way method is answered INVALID_MESSAGE_TYPE, a ONEWAY to a two-way
-method is dropped unanswered.
+nothing for a one-way call; the connection stays usable. A two-way method sent as a one-way call
+(ONEWAY) is dropped unanswered; a one-way method sent as CALL is served without an answer, as in every
+Thrift server.
 
 Any Thrift server can host it. With Apache Thrift's stock server, as in Thrift's tutorial:
 
@@ -175,17 +175,16 @@ class SessionProcessor(TProcessor):
         self.methods: Dict[str, MethodInfo] = describe_service(sys.modules[type(processor).__module__])
         if handshake:
             self.methods.update(describe_service(SessionService))
-        # The service's methods by the message type the IDL gives them (CALL or ONEWAY), so that the
-        # common case finds its method and checks its type in one look-up.
-        self._service_map: Dict[int, Dict[str, Callable[..., Any]]] = {TMessageType.CALL: {}, TMessageType.ONEWAY: {}}
-        for name, function in processor._processMap.items():
-            if not (handshake and name in SESSION_METHODS):
-                self._service_map[self._message_type(name)][name] = function
-
-    def _message_type(self, name: str) -> int:
-        """The message type the IDL gives ``name``: ONEWAY for a one-way method, else CALL."""
-        info = self.methods.get(name)
-        return TMessageType.ONEWAY if info is not None and info.oneway else TMessageType.CALL
+        self._oneway = frozenset(name for name, info in self.methods.items() if info.oneway)
+        # The service's methods by the message type that may carry them, so that the common case finds its
+        # method and checks its type in one look-up: ONEWAY only one-way methods; CALL every method, as in
+        # every Thrift server (Go's library up to 0.17 sends one-way calls as CALL and reads no reply).
+        served = {name: function for name, function in processor._processMap.items()
+                  if not (handshake and name in SESSION_METHODS)}
+        self._service_map: Dict[int, Dict[str, Callable[..., Any]]] = {
+            TMessageType.CALL: served,
+            TMessageType.ONEWAY: {name: function for name, function in served.items() if name in self._oneway},
+        }
 
     # -- connections --------------------------------------------------------------------------
 
@@ -231,12 +230,12 @@ class SessionProcessor(TProcessor):
             serve(self.processor, seqid, iprot, oprot)
             if session is not None:
                 session.calls += 1
-            if message_type == TMessageType.ONEWAY:
+            if name in self._oneway:
                 state.counters.notifications += 1
             state.in_flight = None
             return True
-        if name in self.methods and message_type != self._message_type(name):
-            self._wrong_type(state, name, message_type, seqid, iprot, oprot)
+        if message_type == TMessageType.ONEWAY and name in self.methods and name not in self._oneway:
+            self._drop_oneway_to_two_way(state, name, iprot)
         elif session is not None and name in SESSION_METHODS:
             if session.admits(name):
                 processor = state.session_processor
@@ -250,7 +249,7 @@ class SessionProcessor(TProcessor):
             serve(self.processor, seqid, iprot, oprot)
             if session is not None:
                 session.call_served()
-            if message_type == TMessageType.ONEWAY:
+            if name in self._oneway:
                 state.counters.notifications += 1
         else:
             self._refuse(state, name, seqid, iprot, oprot)
@@ -287,20 +286,13 @@ class SessionProcessor(TProcessor):
             _write_reply(oprot, name, TMessageType.EXCEPTION, seqid,
                          TApplicationException(TApplicationException.UNKNOWN, message))
 
-    def _wrong_type(self, state: ConnectionState, name: str, message_type: int, seqid: int,
-                    iprot: TProtocolBase, oprot: TProtocolBase) -> None:
-        """A method sent with another message type than its IDL's is not run: a CALL to a one-way method
-        is answered (its caller waits for a reply), a ONEWAY to a two-way one is not (its sender
-        expects none, and an answer would be taken for the next call's)."""
+    def _drop_oneway_to_two_way(self, state: ConnectionState, name: str, iprot: TProtocolBase) -> None:
+        """A two-way method sent as a one-way call is not run and not answered: its sender expects no
+        answer, and a pipelining one would take it for the answer to its next call."""
         skip_value(iprot, TType.STRUCT)
         iprot.readMessageEnd()
-        if message_type == TMessageType.CALL:
-            _write_reply(oprot, name, TMessageType.EXCEPTION, seqid, TApplicationException(
-                TApplicationException.INVALID_MESSAGE_TYPE,
-                f"{name} is a one-way method: send it as ONEWAY (4), not CALL (1); it was not run"))
-        else:
-            self._warn("dropped one-way %s peer=%s: %s is a two-way method: not run, not answered",
-                       name, state.context.peer, name)
+        self._warn("dropped one-way %s peer=%s: %s is a two-way method: not run, not answered",
+                   name, state.context.peer, name)
 
     @staticmethod
     def _unknown(name: str, seqid: int, iprot: TProtocolBase, oprot: TProtocolBase) -> None:
