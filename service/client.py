@@ -393,11 +393,17 @@ class Client:
         if isinstance(error, RemoteApplicationError):
             if self.phase is ClientPhase.BROKEN:
                 self._close_transport()
-            if error.error.message.startswith("server full"):
-                return ServerFull(f"{self.host}:{self.port}: {error.error.message}")
-            if error.type == TApplicationException.INVALID_PROTOCOL:
-                return WireMismatch(f"{self.host}:{self.port}: {error.error.message}")
+            return self._connection_refused(error.error) or error
         return error
+
+    def _connection_refused(self, error: TApplicationException) -> Optional[ConnectError]:
+        """The typed error for a server's first answer on a connection that refuses it (full, or
+        another wire), if it is one."""
+        if error.message.startswith("server full"):
+            return ServerFull(f"{self.host}:{self.port}: {error.message}")
+        if error.type == TApplicationException.INVALID_PROTOCOL:
+            return WireMismatch(f"{self.host}:{self.port}: {error.message}")
+        return None
 
     def _declared(self, name: str) -> "tuple[type, ...]":
         """The exception classes ``name`` declares in the IDL (its answers, not failures)."""
@@ -480,6 +486,8 @@ class Client:
             error_out = RemoteApplicationError(name, error)
             if error.type == TApplicationException.PROTOCOL_ERROR:  # the server closes after this answer
                 self._break(error)
+            elif not self.options.handshake and sent.in_before == 0:  # without hello, a refusal answers the first call
+                error_out = self._connection_refused(error) or error_out
         except TException as error:
             if not isinstance(error, self._declared(name)):  # e.g. TProtocolException: a corrupt reply
                 self._fail(error, phase, name, start)
@@ -503,6 +511,8 @@ class Client:
             sent_at - start, max(arrived - sent_at, 0.0), end - arrived, server_us,
             None if error_out is None else repr(error_out), pipelined))
         self._last_activity = end
+        if isinstance(error_out, ConnectError):  # refused: the server closes the connection
+            self._close_transport()
         if error_out is not None:
             raise error_out
         return result

@@ -59,7 +59,8 @@ class ConnectError(ThriftHandshakeError):
 
 
 class ServerFull(ConnectError):
-    """The server is at max_connections with every slot in a session; try again later."""
+    """The server is at max_connections with every slot in a session (without hello: in a call); try
+    again later. Raised by connect(), or without hello by the first call of a connection."""
 
 
 class WireMismatch(ConnectError):

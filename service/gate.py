@@ -5,7 +5,9 @@ message's header, serves the session methods (hello, ping, stats, goodbye) itsel
 other method to the wrapped Processor, but only when the connection's session admits it
 (``states.SESSION_ADMITS``). A refused call is answered from its name alone, before its arguments are
 decoded: ``HandshakeRequired`` where the method declares it, a ``TApplicationException`` otherwise,
-nothing for a one-way call; the connection stays usable.
+nothing for a one-way call; the connection stays usable. A two-way method sent as a one-way call
+(ONEWAY) is dropped unanswered; a one-way method sent as CALL is served without an answer, as in every
+Thrift server.
 
 Any Thrift server can host it. With Apache Thrift's stock server, as in Thrift's tutorial:
 
@@ -40,7 +42,7 @@ from .metrics import ConnectionCounters, ServerMetrics
 from .peerlog import WarningBudget
 from .session import Session, SessionContext, SessionListener, SessionSettings, bind_session, take_dropped_oneway
 from .states import SESSION_METHODS
-from .transport import UndecodableMethodName, skip_value
+from .transport import AnswerableReadError, skip_value
 
 __all__ = ["SessionProcessor", "ConnectionState"]
 
@@ -172,13 +174,18 @@ class SessionProcessor(TProcessor):
         self.handshake = handshake
         self.warnings = warnings or WarningBudget(logger)
         self.methods: Dict[str, MethodInfo] = describe_service(sys.modules[type(processor).__module__])
-        self._service_map: Dict[str, Callable[..., Any]] = {
-            name: function for name, function in processor._processMap.items()
-            if not (handshake and name in SESSION_METHODS)
-        }
         if handshake:
             self.methods.update(describe_service(SessionService))
         self._oneway = frozenset(name for name, info in self.methods.items() if info.oneway)
+        # The service's methods by the message type that may carry them, so that the common case finds its
+        # method and checks its type in one look-up: ONEWAY only one-way methods; CALL every method, as in
+        # every Thrift server (Go's library up to 0.17 sends one-way calls as CALL and reads no reply).
+        served = {name: function for name, function in processor._processMap.items()
+                  if not (handshake and name in SESSION_METHODS)}
+        self._service_map: Dict[int, Dict[str, Callable[..., Any]]] = {
+            TMessageType.CALL: served,
+            TMessageType.ONEWAY: {name: function for name, function in served.items() if name in self._oneway},
+        }
 
     # -- connections --------------------------------------------------------------------------
 
@@ -208,16 +215,17 @@ class SessionProcessor(TProcessor):
         state = getattr(iprot, _STATE, None) or self.connection(iprot)
         try:
             name, message_type, seqid = iprot.readMessageBegin()
-        except UndecodableMethodName as error:  # answerable: the server says why, then closes
+        except AnswerableReadError as error:  # e.g. a name that is not UTF-8: the server says why, then closes
             state.begin(error.name, error.seqid)
             raise
         state.begin(name, seqid)
         state.counters.message(name if name in self.methods else _UNKNOWN)
-        if message_type != TMessageType.CALL and message_type != TMessageType.ONEWAY:
+        methods = self._service_map.get(message_type)
+        if methods is None:
             raise TProtocolException(TProtocolException.INVALID_DATA,
                                      f"message type {message_type} is not a call (1) or one-way call (4)")
         session = state.session
-        serve = self._service_map.get(name)
+        serve = methods.get(name)  # None too for a method sent with the other type than the IDL's
         if serve is not None and (session is None or session.serves_calls):  # the common case, kept short
             bind_session(state.context)
             serve(self.processor, seqid, iprot, oprot)
@@ -227,25 +235,25 @@ class SessionProcessor(TProcessor):
                 self._served_oneway(state, name)
             state.in_flight = None
             return True
-        if session is not None and name in SESSION_METHODS:
+        if message_type == TMessageType.ONEWAY and name in self.methods and name not in self._oneway:
+            self._drop_oneway_to_two_way(state, name, iprot)
+        elif session is not None and name in SESSION_METHODS:
             if session.admits(name):
                 processor = state.session_processor
                 processor._processMap[name](processor, seqid, iprot, oprot)
             else:
                 self._refuse(state, name, seqid, iprot, oprot)
+        elif serve is None:
+            self._unknown(name, seqid, iprot, oprot)
+        elif session is None or session.admits(name):
+            bind_session(state.context)
+            serve(self.processor, seqid, iprot, oprot)
+            if session is not None:
+                session.call_served()
+            if name in self._oneway:
+                self._served_oneway(state, name)
         else:
-            serve = self._service_map.get(name)
-            if serve is None:
-                self._unknown(name, seqid, iprot, oprot)
-            elif session is None or session.admits(name):
-                bind_session(state.context)
-                serve(self.processor, seqid, iprot, oprot)
-                if session is not None:
-                    session.call_served()
-                if self.methods[name].oneway:
-                    self._served_oneway(state, name)
-            else:
-                self._refuse(state, name, seqid, iprot, oprot)
+            self._refuse(state, name, seqid, iprot, oprot)
         state.end()
         if session is not None and session.closing:
             handle = _socket_of(oprot.trans)  # the reply is flushed: end the connection
@@ -293,6 +301,13 @@ class SessionProcessor(TProcessor):
             self.warnings.warning(message, name, state.context.peer, reason, log=logger)
         else:
             logger.debug(message, name, state.context.peer, reason)
+
+    def _drop_oneway_to_two_way(self, state: ConnectionState, name: str, iprot: TProtocolBase) -> None:
+        """A two-way method sent as a one-way call is not run and not answered: its sender expects no
+        answer, and a pipelining one would take it for the answer to its next call."""
+        skip_value(iprot, TType.STRUCT)
+        iprot.readMessageEnd()
+        self._drop_oneway(state, name, f"{name} is a two-way method: not run, not answered")
 
     @staticmethod
     def _unknown(name: str, seqid: int, iprot: TProtocolBase, oprot: TProtocolBase) -> None:

@@ -43,9 +43,13 @@ from .transport import (
     ConnectionSocket,
     Dialect,
     BudgetExceeded,
+    FrameRefused,
+    frame_limit,
+    FrameTooLarge,
     NoMessageYet,
     header_protocol,
     no_delay,
+    is_reset,
     is_timeout,
     protocol_factory,
     server_tls_context,
@@ -150,6 +154,8 @@ class Connection:
         self.parked_until = 0.0  # when waiting, closed at this time.monotonic()
         self.expiry_reason = ""  # and why
         self.accepted_at = time.monotonic()
+        # Without hello there is no session to protect: a connection between calls may be evicted.
+        self.evictable_as = "no hello yet" if config.handshake else "idle"
 
     # -- session.SessionListener ----------------------------------------------------------------
 
@@ -258,7 +264,7 @@ class HandshakeServer(TThreadedServer):
             SessionProcessor(self.service.Processor(handler), settings, self.metrics, self.config.handshake,
                              self._warnings),
             TSocket.TServerSocket(host=self.config.host, port=self.config.port, socket_family=family),
-            transport_factory(self.config.wire, limits.max_message_bytes),
+            transport_factory(self.config.wire, frame_limit(limits.max_message_bytes)),
             protocol_factory(self.config.wire, limits.max_message_bytes, limits.max_container_items),
             daemon=True,  # a handler stuck past the grace period must not keep the process alive
         )
@@ -499,22 +505,29 @@ class HandshakeServer(TThreadedServer):
     def _make_room(self) -> bool:
         """Evicts the oldest connection that has had no session for ``evict_after`` seconds, so
         connections that never finish a hello cannot lock everyone out (one idle between messages first,
-        else one stuck mid-message), while a client whose hello is under way keeps its place; False when
-        there is none."""
-        old_enough = time.monotonic() - self.config.limits.evict_after
+        else one stuck mid-message), while a client whose hello is under way keeps its place; without
+        hello, then the plain connection idle longest (for ``evict_after`` at least). False when there is
+        none."""
+        now = time.monotonic()
+        old_enough = now - self.config.limits.evict_after
         with self._lock:
             waiting = [c for c in self._connections if c.accepted_at <= old_enough and c.awaiting_hello]
+            if not self.config.handshake:  # then the plain connection idle longest, never one in a call
+                parked_by = old_enough + self.config.limits.idle_timeout  # parked_until of one parked then
+                waiting += sorted((c for c in self._connections
+                                   if c.parked and not c.awaiting_hello and c.parked_until <= parked_by),
+                                  key=lambda c: c.parked_until)
         for force in (False, True):
             for connection in waiting:
                 if connection.unpark():  # waiting in the watch: closed here and now
                     connection.evicted = True
-                    self._finish(connection, "dropped", "evicted: no hello yet and the server was full")
+                    self._finish(connection, "dropped", f"evicted: {connection.evictable_as} and the server was full")
                     evicted = True
                 else:
-                    evicted = connection.evict(force)
+                    evicted = connection.awaiting_hello and connection.evict(force)
                 if evicted:
-                    self._warnings.warning("evicted peer=%s: no hello yet and the server is full (max_connections %d)",
-                                           connection.peer, self.config.limits.max_connections)
+                    self._warnings.warning("evicted peer=%s: %s and the server is full (max_connections %d)",
+                                           connection.peer, connection.evictable_as, self.config.limits.max_connections)
                     return True
         return False
 
@@ -674,7 +687,7 @@ class HandshakeServer(TThreadedServer):
 
     def _stack_for(self, wire: Wire, sock: ConnectionSocket) -> Tuple[Any, Any]:
         limits = self.config.limits
-        transport = transport_factory(wire, limits.max_message_bytes).getTransport(sock)
+        transport = transport_factory(wire, frame_limit(limits.max_message_bytes)).getTransport(sock)
         return transport, protocol_factory(wire, limits.max_message_bytes, limits.max_container_items).getProtocol(transport)
 
     def _explain_mismatch(self, connection: Connection, first: bytes, dialect: Optional[Dialect], expected: str) -> None:
@@ -728,7 +741,10 @@ class HandshakeServer(TThreadedServer):
 
     def _bad_input(self, error: BaseException) -> str:
         """What was wrong with a message, worded the same whichever protocol implementation noticed."""
-        if isinstance(error, BudgetExceeded):
+        if isinstance(error, FrameTooLarge):
+            return (f"a frame of {error.size + 4} bytes (its length field included) exceeds this server's limits "
+                    f"(max_message_bytes={self.config.limits.max_message_bytes})")
+        if isinstance(error, (BudgetExceeded, FrameRefused)):
             return str(error)
         too_big = (isinstance(error, TTransportException) and error.type in _BAD_INPUT) or (
             isinstance(error, OverflowError) and any(words in str(error) for words in _C_TOO_BIG))
@@ -744,7 +760,7 @@ class HandshakeServer(TThreadedServer):
         if connection.stopping:
             return "closed", "server stopping"
         if connection.evicted:
-            return "dropped", "evicted: no hello yet and the server was full"
+            return "dropped", f"evicted: {connection.evictable_as} and the server was full"
         if state.session is not None and state.session.closing:
             # goodbye (or a refused hello) was served: a peer that left without reading the answer is fine
             return "closed", state.session.close_reason
@@ -761,6 +777,10 @@ class HandshakeServer(TThreadedServer):
             if state.session is None or state.context.session_id is None:
                 return "closed", "peer closed the connection"
             return "dropped", "peer closed the connection without goodbye"
+        if is_reset(error):
+            if state.session is None or state.context.session_id is None:
+                return "dropped", "peer reset the connection"
+            return "dropped", "peer reset the connection without goodbye"
         return "dropped", f"transport error: {error}"
 
     @staticmethod
@@ -788,8 +808,9 @@ class HandshakeServer(TThreadedServer):
         if state.in_flight is None:
             return
         try:
+            name = state.in_flight[0]
             cls._send_exception(state, protocol, TApplicationException.PROTOCOL_ERROR,
-                                f"cannot decode the {state.in_flight[0]} request: {problem}")
+                                f"cannot decode the {name + ' ' if name else ''}request: {problem}")
             _discard_input(connection.socket.handle)
         except Exception:  # the peer may be gone already
             pass

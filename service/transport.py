@@ -36,9 +36,14 @@ __all__ = [
     "protocol_factory",
     "UndecodableValue",
     "UndecodableMethodName",
+    "AnswerableReadError",
+    "FrameTooLarge",
+    "FrameRefused",
     "skip_value",
     "transport_factory",
+    "frame_limit",
     "is_timeout",
+    "is_reset",
     "DeadlineSocket",
     "ConnectionSocket",
     "NoMessageYet",
@@ -104,29 +109,140 @@ class BufferedTransport(_Resettable, _RemembersEnd, TTransport.TBufferedTranspor
     _rbuf_attribute = "_TBufferedTransport__rbuf"
 
 
+#: Of a frame refused by its length, at most this much is read: enough for any message header.
+_FRAME_START_BYTES = 64 * 1024
+
+
+def _frame_start(trans: TTransport.TTransportBase, size: int,
+                 header_of: Callable[[bytes], Optional[Tuple[str, int]]]) -> Optional[Tuple[str, int]]:
+    """(name, seqid) of the message a frame of ``size`` bytes starts, read from its first bytes (as
+    far as the peer sends them, its byte budget allows and ``header_of`` needs); None if unreadable."""
+    want = min(size, _FRAME_START_BYTES)
+    data = b""
+    header = None
+    while len(data) < want and header is None:
+        try:
+            data += trans.read(want - len(data))
+        except TTransport.TTransportException:  # the peer stopped, its time or its budget is up
+            break
+        header = header_of(data)
+    return header
+
+
+def _message_header(data: bytes) -> Optional[Tuple[str, int]]:
+    """(name, seqid) of the binary or compact message ``data`` starts, if it holds the whole header."""
+    protocol_class = {"binary": _BinaryProtocol, "compact": _CompactProtocol}.get(_thrift_start(data))
+    if protocol_class is None:
+        return None
+    try:
+        name, _, seqid = protocol_class(TTransport.TMemoryBuffer(data)).readMessageBegin()
+    except UndecodableMethodName as error:
+        return error.name, error.seqid
+    except Exception:  # cut short, or not a message header after all
+        return None
+    return name, seqid
+
+
 class FramedTransport(_Resettable, _RemembersEnd, TTransport.TFramedTransport):
     _wbuf_attribute = "_TFramedTransport__wbuf"
     _rbuf_attribute = "_TFramedTransport__rbuf"
 
+    def readFrame(self) -> None:
+        """Thrift's, except that a frame over the limit is refused with the message it starts
+        (``FrameTooLarge``) so that it can be answered."""
+        trans, limit = self._TFramedTransport__trans, self._TFramedTransport__max_frame_size
+        size, = struct.unpack("!i", trans.readAll(4))
+        if size < 0:
+            raise TTransport.TTransportException(TTransport.TTransportException.NEGATIVE_SIZE,
+                                                 f"Read a negative frame size ({size})")
+        if size > limit:
+            raise FrameTooLarge(size, limit, _frame_start(trans, size, _message_header))
+        setattr(self, self._rbuf_attribute, BytesIO(trans.readAll(size)))
+
 
 class HeaderTransport(_Resettable, _RemembersEnd, THeaderTransport.THeaderTransport):
     """THeader without read transforms: a compressed frame would let a few bytes on the wire (all the
-    byte budgets see) decode to megabytes, so zlib frames are refused."""
+    byte budgets see) decode to megabytes, so a frame with any transform is refused (``FrameRefused``),
+    as is one whose protocol is neither binary nor compact; so is a frame over the limit (``FrameTooLarge``).
+    Each refusal leaves the transport set to answer in the frame's own dialect."""
 
     _wbuf_attribute = "_write_buffer"
     _rbuf_attribute = "_read_buffer"
 
-    def _apply_read_transform(self, transform_id: int, payload: bytes) -> bytes:
-        raise BudgetExceeded(TTransport.TTransportException.SIZE_LIMIT,
-                             "THeader transforms (compression) are not accepted by this server")
+    def readFrame(self, req_sz: int) -> None:
+        first_word = self._transport.readAll(4)
+        size, = struct.unpack("!i", first_word)
+        if size > self._max_frame_size and _thrift_start(first_word) is None:  # framed, not a bare message
+            raise FrameTooLarge(size, self._max_frame_size, _frame_start(self._transport, size, self._message_header))
+        self._transport = _Unread(first_word, self._transport)
+        try:
+            super().readFrame(req_sz)
+        finally:
+            self._transport = self._transport.transport
+
+    def _message_header(self, data: bytes) -> Optional[Tuple[str, int]]:
+        """(name, seqid) of the message a frame starting with ``data`` holds; takes the frame's dialect."""
+        if data[:2] == b"\x0f\xff":  # THeader's magic: the message follows the frame's header
+            self._client_type = THeaderTransport.THeaderClientType.HEADERS
+            try:
+                data = self._parse_header_format(BytesIO(data)).getvalue()
+            except Exception:  # cut short, or a frame refused for its header anyway
+                return None
+        else:
+            dialect = _thrift_start(data)
+            client_type = {"binary": THeaderTransport.THeaderClientType.FRAMED_BINARY,
+                           "compact": THeaderTransport.THeaderClientType.FRAMED_COMPACT}.get(dialect)
+            if client_type in self._allowed_client_types:
+                self._client_type = client_type
+        return _message_header(data)
+
+    def _parse_header_format(self, buffer: BytesIO) -> BytesIO:
+        start = buffer.tell()
+        header = TTransport.TMemoryBuffer(buffer.read(_FRAME_START_BYTES))
+        header.read(10)  # magic, flags, sequence id, header length
+        protocol_id = TCompactProtocol.readVarint(header)
+        transforms = [TCompactProtocol.readVarint(header) for _ in range(TCompactProtocol.readVarint(header))]
+        if transforms:
+            compression = " (compression)" if transforms == [THeaderTransport.THeaderTransformID.ZLIB] else ""
+            raise FrameRefused(f"THeader transform {', '.join(map(str, transforms))} is not accepted by this "
+                               f"server{compression}")
+        if protocol_id not in _HEADER_INNER_PROTOCOLS:
+            raise FrameRefused(f"THeader protocol id {protocol_id} is not binary (0) or compact (2)")
+        buffer.seek(start)
+        return super()._parse_header_format(buffer)
+
+
+class _Unread(TTransport.TTransportBase):
+    """``transport`` with ``data`` put back in front of what it reads next."""
+
+    def __init__(self, data: bytes, transport: TTransport.TTransportBase) -> None:
+        self.data = data
+        self.transport = transport
+
+    def read(self, sz: int) -> bytes:
+        if not self.data:
+            return self.transport.read(sz)
+        data, self.data = self.data[:sz], self.data[sz:]
+        return data
 
 
 class _LimitedHeaderProtocol(THeaderProtocol.THeaderProtocol):
-    """THeaderProtocol whose inner binary or compact protocol has the server's read limits."""
+    """THeaderProtocol whose inner binary or compact protocol has the server's read limits.
+
+    A frame refused before its message is read is raised (``FrameRefused``, ``FrameTooLarge``) with
+    the protocol set to answer in the frame's dialect; Thrift's own writes its answer with a bytes
+    name (a TypeError) and reads on."""
 
     def __init__(self, transport: HeaderTransport, client_types: tuple, limits: dict) -> None:
         self._limits = limits
         super().__init__(transport, client_types)
+
+    def readMessageBegin(self) -> Tuple[str, int, int]:
+        try:
+            self.trans.readFrame(0)
+        finally:
+            self._set_protocol()
+        return self._protocol.readMessageBegin()
 
     def _set_protocol(self) -> None:
         protocol_class = _HEADER_INNER_PROTOCOLS.get(self.trans.protocol_id)
@@ -173,11 +289,17 @@ class _HeaderProtocolFactory(TProtocolFactory):
         return _LimitedHeaderProtocol(trans, self._client_types, self._limits)
 
 
+def frame_limit(max_message_bytes: int) -> int:
+    """The largest frame (as its length field counts it) of a message of at most ``max_message_bytes``
+    with that 4-byte length field included."""
+    return max(max_message_bytes - 4, 1)
+
+
 def header_protocol(sock: TTransport.TTransportBase, max_message_bytes: int,
                     max_container_items: Optional[int]) -> TProtocolBase:
     """A THeader protocol over ``sock`` that serves THeader clients (and the headerless dialects it
     detects itself), answering each in its own dialect, with the same read limits as the others."""
-    transport = _HeaderTransportFactory(_EVERY_HEADER_CLIENT, "binary", max_message_bytes).getTransport(sock)
+    transport = _HeaderTransportFactory(_EVERY_HEADER_CLIENT, "binary", frame_limit(max_message_bytes)).getTransport(sock)
     limits = dict(string_length_limit=max_message_bytes, container_length_limit=max_container_items)
     return _HeaderProtocolFactory(_EVERY_HEADER_CLIENT, limits).getProtocol(transport)
 
@@ -326,7 +448,15 @@ class UndecodableValue(TProtocolException):
         return UndecodableValue(self.problem, name if self.field is None else f"{name}.{self.field}")
 
 
-class UndecodableMethodName(UndecodableValue):
+class AnswerableReadError(Exception):
+    """A request refused before it was read whole that can still be answered: ``name`` and ``seqid``
+    are its message's ("" and 0 when they could not be read)."""
+
+    name = ""
+    seqid = 0
+
+
+class UndecodableMethodName(AnswerableReadError, UndecodableValue):
     """A message whose method name is not valid UTF-8. It can still be answered: ``name`` is the name
     with the bad bytes replaced (U+FFFD) and ``seqid`` the message's."""
 
@@ -669,6 +799,12 @@ def is_timeout(error: BaseException) -> bool:
     return isinstance(getattr(error, "inner", None), (socket.timeout, TimeoutError, BlockingIOError))
 
 
+def is_reset(error: BaseException) -> bool:
+    """Whether a transport error was the peer resetting the connection (ECONNRESET, or EPIPE on a
+    write): Thrift reports both only as an "unexpected exception" around the OSError."""
+    return isinstance(getattr(error, "inner", None), (ConnectionResetError, BrokenPipeError, ConnectionAbortedError))
+
+
 #: How far a socket timeout may differ from the time left before the deadline before it is re-set: a
 #: deadline may be overshot by this much, and a fast exchange re-sets nothing.
 _DEADLINE_SLACK = 0.05
@@ -735,6 +871,26 @@ def _write_failed(error: OSError) -> TTransport.TTransportException:
 
 class BudgetExceeded(TTransport.TTransportException):
     """A peer sent more than a message (or, before hello, the whole handshake) may take."""
+
+
+class FrameTooLarge(AnswerableReadError, BudgetExceeded):
+    """A frame longer than ``limit``, refused by its length before it is read; its message's name and
+    seqid are taken from its first bytes where they hold them."""
+
+    def __init__(self, size: int, limit: int, message_header: Optional[Tuple[str, int]]) -> None:
+        super().__init__(TTransport.TTransportException.SIZE_LIMIT, f"Frame size ({size}) larger than the maximum ({limit})")
+        self.size = size
+        self.limit = limit
+        if message_header is not None:
+            self.name, self.seqid = message_header
+
+
+class FrameRefused(AnswerableReadError, TProtocolException):
+    """A THeader frame whose payload this end does not read (a transform, or a protocol other than
+    binary and compact); answerable only to seqid 0, its message unread."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(TProtocolException.INVALID_PROTOCOL, message)
 
 
 #: Each socket read asks for at most this much, so a declared length never allocates more than arrives.

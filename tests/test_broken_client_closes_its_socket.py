@@ -63,7 +63,7 @@ def test_the_server_sees_eof_right_after_a_client_call_timeout(start_server, cap
     assert handler.done.wait(5), "the handler never finished"
     # the reply goes nowhere: the server finds the socket closed and ends the connection
     line = wait_for_line(caplog, rf"^(closed|dropped) peer={re.escape(peer)} ", 5).string
-    assert line.startswith("dropped") and ("peer closed" in line or "transport error" in line), line
+    assert line.startswith("dropped") and ("peer closed" in line or "peer reset" in line), line
     with Client("127.0.0.1", server.port) as observer:
         stats = observer.stats()
     assert stats.connections_open == 1, "only the observer's connection is left"

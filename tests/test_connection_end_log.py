@@ -1,0 +1,58 @@
+"""How a connection ended, in the server's one log line about it: a peer that resets its connection is
+said to have reset it (Thrift reports ECONNRESET only as "unexpected exception")."""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import struct
+
+import pytest
+from conftest import encode_call, eventually
+
+from thrift_handshake_gen import HandshakeService
+from thrift_handshake_gen.session import SessionService
+from thrift_handshake_gen.session.ttypes import ClientHello
+
+SERVER_LOG = "thrift_handshake.server"
+
+
+def _ended(caplog: pytest.LogCaptureFixture, peer: str) -> str:
+    """The server's line about how the connection from ``peer`` ended ("" until there is one)."""
+    pattern = re.compile(rf"^(closed|dropped) peer={re.escape(peer)} ")
+    return next((r.getMessage() for r in list(caplog.records) if r.name == SERVER_LOG and pattern.match(r.getMessage())), "")
+
+
+def _reset(sock: socket.socket) -> None:
+    """Closes with a TCP reset (SO_LINGER 0) instead of a FIN."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def _call_and_reset(port: int, message: bytes) -> str:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    peer = "%s:%d" % sock.getsockname()
+    sock.sendall(message)
+    assert sock.recv(65536), "the call was answered"
+    _reset(sock)
+    return peer
+
+
+def test_a_reset_after_hello_is_logged_as_a_reset_without_goodbye(start_server, caplog):
+    caplog.set_level(logging.INFO, logger=SERVER_LOG)
+    server = start_server()
+    hello = encode_call("hello", SessionService.hello_args(ClientHello(client_name="rst", min_version=1, max_version=2)))
+    peer = _call_and_reset(server.port, hello)
+    assert eventually(lambda: _ended(caplog, peer))
+    line = _ended(caplog, peer)
+    assert line.startswith("dropped") and line.endswith(": peer reset the connection without goodbye"), line
+
+
+def test_a_reset_on_a_server_without_hello_is_logged_as_a_reset(start_server, caplog):
+    caplog.set_level(logging.INFO, logger=SERVER_LOG)
+    server = start_server(handshake=False)
+    peer = _call_and_reset(server.port, encode_call("echo", HandshakeService.echo_args(message="x")))
+    assert eventually(lambda: _ended(caplog, peer))
+    line = _ended(caplog, peer)
+    assert line.startswith("dropped") and line.endswith(": peer reset the connection"), line
