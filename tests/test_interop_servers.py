@@ -61,7 +61,8 @@ LANGUAGE_NAMES = {"go": "Go", "node": "Node.js", "cpp": "C++"}
 #: The wires each server is started in (HANDSHAKE_PROTOCOL, HANDSHAKE_TRANSPORT) and the Python client speaks.
 #: THeader (transport "header", binary or compact inside) is served by all three runtimes; a server started
 #: in THeader answers in the protocol the client's frames name, so HANDSHAKE_PROTOCOL is passed but unused.
-WIRES = [Wire("binary", "buffered"), Wire("compact", "framed"), Wire("binary", "header"), Wire("compact", "header")]
+WIRES = [Wire("binary", "buffered"), Wire("compact", "framed"), Wire("compact", "buffered"), Wire("binary", "framed"),
+         Wire("binary", "header"), Wire("compact", "header")]
 
 #: The TApplicationException type each runtime sends for an undeclared handler error (Python sends 6).
 FAIL_TYPE = {"go": 6, "node": 0, "cpp": 0}
