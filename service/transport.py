@@ -741,10 +741,11 @@ def sniff(data: bytes) -> Optional[Dialect]:
         return Dialect("http")
     if len(data) < SNIFF_BYTES:
         return None
-    if data[0] == 0 and data[4:6] == b"\x0f\xff":
+    # A frame's length comes first: any positive one (a frame over the limit is answered, not ignored).
+    if data[0] < 0x80 and data[4:6] == b"\x0f\xff":
         return Dialect("header")
     framed = _thrift_start(data[4:])
-    if data[0] == 0 and framed is not None:
+    if data[0] < 0x80 and framed is not None:
         return Dialect("thrift", Wire(protocol=framed, transport="framed"))
     return Dialect("unknown")
 

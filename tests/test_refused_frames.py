@@ -108,6 +108,18 @@ def test_a_frame_declaring_a_gigabyte_is_answered_without_being_read(start_serve
                              f"included) exceeds this server's limits (max_message_bytes={LIMIT})")
 
 
+@pytest.mark.parametrize("size", [1 << 24, (1 << 31) - 1], ids=["16MiB", "2GiB"])
+def test_a_first_frame_of_16_mib_or_more_is_recognised_and_answered(start_server, size):
+    """A first frame whose length's top byte is not 0 used to be taken for something that is not Thrift
+    and closed unanswered."""
+    server = start_server(limits=ServerLimits(max_message_bytes=LIMIT))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(struct.pack("!i", size) + _hello())
+        answers = _framed_answers(_read_until_closed(sock))
+    assert [(name, kind, seqid) for name, kind, seqid, _ in answers] == [("hello", TMessageType.EXCEPTION, 1)]
+    assert answers[0][3].message.startswith(f"cannot decode the hello request: a frame of {size + 4} bytes")
+
+
 @pytest.mark.parametrize("size", [LIMIT - 1, LIMIT, LIMIT + 1])
 def test_max_message_bytes_counts_the_frame_length_field(start_server, size):
     """ServerHello's max_message_bytes is the whole message, framing included: one byte over is answered."""
