@@ -39,7 +39,7 @@ from thrift_handshake_gen.session.ttypes import Farewell, HandshakeRequired, Ser
 
 from .contract import MethodInfo, describe_service
 from .metrics import ConnectionCounters, ServerMetrics
-from .peerlog import WarningBudget
+from .peerlog import WarningBudget, clip_for_log
 from .session import Session, SessionContext, SessionListener, SessionSettings, bind_session, take_dropped_oneway
 from .states import SESSION_METHODS
 from .transport import AnswerableReadError, skip_value
@@ -235,8 +235,8 @@ class SessionProcessor(TProcessor):
                 self._served_oneway(state, name)
             state.in_flight = None
             return True
-        if message_type == TMessageType.ONEWAY and name in self.methods and name not in self._oneway:
-            self._drop_oneway_to_two_way(state, name, iprot)
+        if message_type == TMessageType.ONEWAY and name not in self._oneway:
+            self._drop_misdirected_oneway(state, name, iprot)
         elif session is not None and name in SESSION_METHODS:
             if session.admits(name):
                 processor = state.session_processor
@@ -297,17 +297,19 @@ class SessionProcessor(TProcessor):
         the shared rate limit), so a flood of them is not a flood of log lines."""
         state.dropped_oneway += 1
         message = "dropped one-way %s peer=%s: %s (further drops on this connection are not logged)"
+        name = clip_for_log(name)  # the peer's: any length
         if state.dropped_oneway == 1:
             self.warnings.warning(message, name, state.context.peer, reason, log=logger)
         else:
             logger.debug(message, name, state.context.peer, reason)
 
-    def _drop_oneway_to_two_way(self, state: ConnectionState, name: str, iprot: TProtocolBase) -> None:
-        """A two-way method sent as a one-way call is not run and not answered: its sender expects no
-        answer, and a pipelining one would take it for the answer to its next call."""
+    def _drop_misdirected_oneway(self, state: ConnectionState, name: str, iprot: TProtocolBase) -> None:
+        """A one-way call to a two-way method or to no method at all is not run and not answered: its
+        sender expects no answer, and a pipelining one would take it for the answer to its next call."""
         skip_value(iprot, TType.STRUCT)
         iprot.readMessageEnd()
-        self._drop_oneway(state, name, f"{name} is a two-way method: not run, not answered")
+        what = f"{name} is a two-way method" if name in self.methods else "no such method"
+        self._drop_oneway(state, name, f"{what}: not run, not answered")
 
     @staticmethod
     def _unknown(name: str, seqid: int, iprot: TProtocolBase, oprot: TProtocolBase) -> None:

@@ -93,6 +93,20 @@ def test_a_one_way_message_to_a_two_way_method_is_dropped_unanswered(start_serve
     assert f"{method} is a two-way method: not run, not answered" in caplog.text
 
 
+@pytest.mark.parametrize("handshake", [True, False], ids=["hello", "no hello"])
+def test_a_one_way_message_to_an_unknown_method_is_dropped_unanswered(start_server, caplog, handshake):
+    # It used to be answered "Unknown function": a pipelining peer takes that for its next call's answer.
+    server = start_server(Recording(), handshake=handshake)
+    caplog.set_level(logging.WARNING)
+    oneway = encode_call("nosuch", SessionService.ping_args(), seqid=2, message_type=TMessageType.ONEWAY)
+    echo = encode_call("echo", HandshakeService.echo_args(message="after"), seqid=3)
+    answers = _answers(exchange(server.port, (_hello() if handshake else b"") + oneway + echo))
+    assert [(name, kind, seqid) for name, kind, seqid, _ in answers][-1:] == [("echo", TMessageType.REPLY, 3)]
+    assert all(seqid != 2 for _, _, seqid, _ in answers), "the one-way message was answered"
+    assert eventually(lambda: "dropped one-way nosuch peer=" in caplog.text)
+    assert "no such method: not run, not answered" in caplog.text
+
+
 def test_dropped_one_way_messages_are_logged_within_the_servers_warning_budget(start_server, caplog):
     server = start_server(handshake=False)
     caplog.set_level(logging.WARNING)
