@@ -40,6 +40,7 @@ from .pool import ReadinessWatch, WorkerPool
 from .session import Session, SessionSettings
 from .transport import (
     SNIFF_BYTES,
+    AnswerableReadError,
     ConnectionSocket,
     Dialect,
     BudgetExceeded,
@@ -542,12 +543,16 @@ class HandshakeServer(TThreadedServer):
         def answer() -> None:
             try:
                 client.deadline = time.monotonic() + _REFUSAL_SECONDS  # in all, however the bytes trickle
+                client.handshake_budget = budget = self.config.limits.handshake_max_bytes  # as before any hello
                 client.setTimeout(_REFUSAL_SECONDS * 1000)
                 _, dialect = client.first_bytes()
                 if dialect is None or dialect.kind not in ("thrift", "header"):
                     return
-                transport, protocol = self._stack_for(_wire_of(dialect), client)  # the newcomer's own dialect
-                name, _, seqid = protocol.readMessageBegin()
+                transport, protocol = self._stack_for(_wire_of(dialect), client, budget)  # its own dialect
+                try:
+                    name, _, seqid = protocol.readMessageBegin()
+                except AnswerableReadError as error:  # a frame over the budget: answered from its header
+                    name, seqid = error.name, error.seqid
                 protocol.writeMessageBegin(name, TMessageType.EXCEPTION, seqid)
                 TApplicationException(TApplicationException.INTERNAL_ERROR, message).write(protocol)
                 protocol.writeMessageEnd()
@@ -685,10 +690,12 @@ class HandshakeServer(TThreadedServer):
             return "Thrift binary or compact, buffered or framed, or THeader"
         return f"Thrift {self.config.wire.transport} {self.config.wire.protocol}"
 
-    def _stack_for(self, wire: Wire, sock: ConnectionSocket) -> Tuple[Any, Any]:
+    def _stack_for(self, wire: Wire, sock: ConnectionSocket, max_bytes: Optional[int] = None) -> Tuple[Any, Any]:
+        """The stack for ``wire`` on ``sock``, reading messages of at most ``max_bytes`` (max_message_bytes)."""
         limits = self.config.limits
-        transport = transport_factory(wire, frame_limit(limits.max_message_bytes)).getTransport(sock)
-        return transport, protocol_factory(wire, limits.max_message_bytes, limits.max_container_items).getProtocol(transport)
+        max_bytes = max_bytes or limits.max_message_bytes
+        transport = transport_factory(wire, frame_limit(max_bytes)).getTransport(sock)
+        return transport, protocol_factory(wire, max_bytes, limits.max_container_items).getProtocol(transport)
 
     def _explain_mismatch(self, connection: Connection, first: bytes, dialect: Optional[Dialect], expected: str) -> None:
         """Answers a peer this server cannot serve, where it can read the answer, and logs why."""

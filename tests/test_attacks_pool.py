@@ -23,6 +23,7 @@ import logging
 import os
 import socket
 import ssl
+import struct
 import threading
 import time
 from pathlib import Path
@@ -394,3 +395,16 @@ def test_refusing_dripping_newcomers_takes_at_most_the_refusal_time(start_server
                 thread.join(5)
             for sock in drippers:
                 sock.close()
+
+
+def test_a_newcomer_to_a_full_server_is_refused_from_its_first_bytes_only(start_server):
+    # The "server full" answer read the newcomer's whole frame first, up to max_message_bytes: 16
+    # newcomers sending 15 MiB frames took 170 MiB. Now at most handshake_max_bytes are read, as before
+    # any hello: a frame declaring 2 MiB is answered from its header without waiting for the rest.
+    server = start_server(limits=ServerLimits(max_connections=1))
+    echo = encode_call("echo", HandshakeService.echo_args(message="x" * 100), seqid=9)
+    with Client("127.0.0.1", server.port, ClientOptions(timeouts=QUICK), service=HandshakeService):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as newcomer:
+            newcomer.sendall(struct.pack("!i", 2 << 20) + echo)  # the rest of the 2 MiB never comes
+            answer = newcomer.recv(65536)
+    assert b"server full" in answer and answer[4:6] == b"\x80\x01", answer[:80]
