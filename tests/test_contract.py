@@ -201,6 +201,28 @@ def test_the_submit_queue_counts_no_less_than_a_decoded_request_holds(key_length
     assert held <= _memory_cost(decoded) <= 3 * held
 
 
+@pytest.mark.parametrize("payload", ["p" * 100_000, "\u00e9" + "p" * 100_000, "\U0001f600" + "p" * 100_000],
+                         ids=["ascii", "latin-1", "emoji"])
+def test_the_submit_queue_counts_what_a_string_takes_in_memory_whatever_its_characters(payload):
+    # CPython stores a string with one character beyond U+FFFF at 4 bytes per character: counted as
+    # UTF-8, such a payload took 4 times its count (a 256 MiB budget held about 1 GiB).
+    import tracemalloc
+
+    from thrift.protocol.TCompactProtocol import TCompactProtocolAcceleratedFactory
+    from thrift.TSerialization import deserialize, serialize
+
+    from thrift_handshake.demo.handler import _memory_cost
+
+    wire = serialize(Request(request_id="r", payload=payload), TCompactProtocolAcceleratedFactory())
+    tracemalloc.start()
+    try:
+        decoded = deserialize(Request(), wire, TCompactProtocolAcceleratedFactory())
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert held <= _memory_cost(decoded) <= 3 * held
+
+
 def test_one_client_cannot_take_the_whole_submit_queue_even_with_many_sessions(start_server):
     import socket
 

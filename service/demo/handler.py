@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import logging
+import sys
 import threading
 import time
 from typing import Deque, Optional, Tuple
@@ -39,12 +40,10 @@ RECENT_EVENT_BYTES = 1024 * 1024
 MAX_WORK_MS = 10_000
 #: How long close() waits for aborted work to unwind.
 _ABORT_WAIT = 1.0
-#: Memory a decoded string takes beyond its characters (CPython's 49-byte header, rounded up by the
-#: allocator), and a header's slot in its dict. Measured with tracemalloc on CPython 3.11: a decoded
-#: header of two 6-character strings holds 148 bytes, 136 of them overhead. Empty and one-character
-#: strings are shared objects, so these over-count them a little, on the budget's safe side.
-_STRING_COST = 56
-_HEADER_ENTRY_COST = 24
+#: What the allocator adds to each object beyond sys.getsizeof (its rounding, and tracemalloc's count of
+#: a decoded request on CPython 3.11). Empty and one-character strings are shared objects, counted
+#: anyway: on the budget's safe side.
+_ALLOCATOR_COST = 16
 
 
 def _validate(request: Optional[Request]) -> Request:
@@ -75,13 +74,17 @@ def _submitter(context: SessionContext) -> str:
 
 
 def _memory_cost(request: Request) -> int:
-    """About the bytes of memory a queued request holds, for the submit queue's byte limit: its strings
-    as UTF-8 plus Python's own cost of each string and each header entry (which dominates for many
-    small headers: 1 000 000 six-character keys are 6 MB as UTF-8 but about 90 MB in memory)."""
+    """The bytes a queued request takes, for the submit queue's byte limit: the memory Python reports
+    for the request and its headers' dict, and for each string the larger of what CPython stores (1, 2
+    or 4 bytes a character: one emoji makes it 4) and its UTF-8 bytes; plus the allocator's share of
+    each object. Many small headers cost far more than their UTF-8 (1 000 000 six-character keys: 6 MB,
+    about 90 MB held)."""
     headers = request.headers or {}
-    strings = [request.payload or "", request.request_id, *headers.keys(), *headers.values()]
-    characters = sum(len(text.encode("utf-8")) for text in strings if text)
-    return characters + _STRING_COST * len(strings) + _HEADER_ENTRY_COST * len(headers)
+    strings = [request.payload, request.request_id, *headers.keys(), *headers.values()]
+    objects = [request, getattr(request, "__dict__", None), request.headers]
+    return (sum(max(sys.getsizeof(text), len(text.encode())) for text in strings if text is not None)
+            + sum(sys.getsizeof(part) for part in objects if part is not None)
+            + _ALLOCATOR_COST * (len(strings) + len(objects)))
 
 
 class HandshakeHandler(HandshakeService.Iface):
