@@ -222,7 +222,7 @@ class ServerLimits:
     max_message_bytes: int = setting(16 * 1024 * 1024, "largest message in bytes (counted as it arrives; any string, binary or frame in it too)", 0x3FFFFFFF)
     max_container_items: int = setting(1_000_000, "most elements in one list, set or map of a message", 2**31 - 1)
     handshake_max_bytes: int = setting(64 * 1024, "bytes a connection may send before its hello() succeeds", 16 * 1024 * 1024)
-    evict_after: float = setting(1.0, "seconds a connection without a session is safe from eviction: only older ones make room for a newcomer to a full server", ONE_DAY)
+    evict_after: float = setting(1.0, "seconds a connection without a session is safe from eviction (one that has sent nothing, 0.1 s): only older ones make room for a newcomer to a full server", ONE_DAY)
     max_threads: int = setting(60, "the pool's usual size: threads serving connections that have a message (idle "
                                "connections wait without one; a call that waits, such as a long get_result, holds "
                                "its thread). Only while every thread is stuck and connections wait for one does the "

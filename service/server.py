@@ -65,6 +65,10 @@ logger = logging.getLogger(__name__)
 #: After a reply, how long a pool thread waits for the same peer's next message before the connection
 #: goes back to wait in the watch (a thread hand-off costs more than a short wait for a busy peer).
 _LINGER = 0.005
+#: A connection that has sent nothing this long after it was accepted has no hello under way: it may
+#: make room for a newcomer to a full server before ``evict_after`` (a client's hello follows its connect
+#: within a round trip).
+_SILENT_GRACE = 0.1
 #: The watch's loop wakes at least this often to close waiting connections whose time is up.
 _WATCH_TICK = 0.1
 #: How long the accept loop pauses after accept() fails for lack of resources (e.g. EMFILE).
@@ -175,6 +179,20 @@ class Connection:
     def in_flight(self) -> Optional[Tuple[str, int]]:
         """(method, seqid) of the message being served, if any."""
         return None if self.state is None else self.state.in_flight
+
+    def silent(self) -> bool:
+        """Not started and waiting, with nothing received: no hello under way."""
+        if self.state is not None or not self.parked:
+            return False
+        handle = self.socket.handle
+        waiter = select.poll()  # not recv(MSG_DONTWAIT): in Python's timeout mode it waits for input first
+        waiter.register(handle, select.POLLIN)
+        if not waiter.poll(0):
+            return True
+        try:
+            return not handle.recv(1, socket.MSG_PEEK)  # input waits: b"" if the peer left
+        except OSError:  # reset: gone anyway
+            return True
 
     @property
     def awaiting_hello(self) -> bool:
@@ -504,15 +522,16 @@ class HandshakeServer(TThreadedServer):
         return True
 
     def _make_room(self) -> bool:
-        """Evicts the oldest connection that has had no session for ``evict_after`` seconds, so
-        connections that never finish a hello cannot lock everyone out (one idle between messages first,
-        else one stuck mid-message), while a client whose hello is under way keeps its place; without
-        hello, then the plain connection idle longest (for ``evict_after`` at least). False when there is
-        none."""
+        """Evicts the oldest connection that has had no session for ``evict_after`` seconds, or that has
+        sent nothing at all for a moment (``_SILENT_GRACE``), so connections that never finish a hello
+        cannot lock everyone out (one idle between messages first, else one stuck mid-message), while a
+        client whose hello is under way keeps its place; without hello, then the plain connection idle
+        longest (for ``evict_after`` at least). False when there is none."""
         now = time.monotonic()
         old_enough = now - self.config.limits.evict_after
         with self._lock:
-            waiting = [c for c in self._connections if c.accepted_at <= old_enough and c.awaiting_hello]
+            waiting = [c for c in self._connections if c.awaiting_hello and (
+                c.accepted_at <= old_enough or (c.accepted_at <= now - _SILENT_GRACE and c.silent()))]
             if not self.config.handshake:  # then the plain connection idle longest, never one in a call
                 parked_by = old_enough + self.config.limits.idle_timeout  # parked_until of one parked then
                 waiting += sorted((c for c in self._connections

@@ -34,6 +34,7 @@ from thrift_handshake.demo import HandshakeHandler
 from thrift_handshake_gen.ttypes import AllTypes, Request
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.session import SessionService
+from thrift_handshake_gen.session.ttypes import ClientHello
 
 
 def _wait_in_flight(server, method: str, timeout: float = 5.0) -> None:
@@ -198,8 +199,10 @@ def test_a_connection_whose_hello_is_under_way_is_not_evicted_for_a_newcomer(sta
     # had not been read yet (or was being answered): a well-behaved client got ConnectionBroken.
     server = start_server(limits=ServerLimits(max_connections=2, evict_after=1.0))
     with Client("127.0.0.1", server.port, service=HandshakeService) as settled:
-        young = socket.create_connection(("127.0.0.1", server.port), timeout=5)  # its hello "on the way"
+        young = socket.create_connection(("127.0.0.1", server.port), timeout=5)
         try:
+            young.sendall(encode_call("hello", SessionService.hello_args(
+                hello=ClientHello(client_name="slow", min_version=1, max_version=2)))[:20])  # under way
             assert eventually(lambda: server.connection_count == 2)
             with pytest.raises(ServerFull):
                 Client("127.0.0.1", server.port, service=HandshakeService).connect()
@@ -214,6 +217,22 @@ def test_a_connection_whose_hello_is_under_way_is_not_evicted_for_a_newcomer(sta
             assert settled.echo("still served") == "still served"
         finally:
             young.close()
+
+
+def test_a_flood_of_silent_connections_cannot_keep_good_clients_out(start_server):
+    # Connections that have sent nothing are not a hello under way: once a moment old (well under
+    # evict_after) they make room. A flood of them, each younger than evict_after, locked good clients out.
+    server = start_server(limits=ServerLimits(max_connections=3, evict_after=5.0))
+    silent = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(3)]
+    try:
+        assert eventually(lambda: server.connection_count == 3)
+        time.sleep(0.3)
+        with Client("127.0.0.1", server.port, service=HandshakeService) as client:
+            assert client.echo("let in") == "let in"
+        assert silent[0].recv(1) == b""  # the oldest silent one made room
+    finally:
+        for sock in silent:
+            sock.close()
 
 
 def test_handshake_timeout_closes_a_silent_connection(start_server, raw):
@@ -575,8 +594,6 @@ def test_a_planned_abort_is_one_warning_not_an_error_with_a_traceback(start_serv
 
 def test_connections_stuck_mid_hello_cannot_lock_everyone_out(start_server):
     server = start_server(limits=ServerLimits(max_connections=4, evict_after=0.2))
-    from thrift_handshake_gen.session.ttypes import ClientHello
-
     hello = ClientHello(client_name="slow", min_version=1, max_version=2)
     hello_start = encode_call("hello", SessionService.hello_args(hello=hello))[:20]  # its header and a byte
     stuck = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(4)]
