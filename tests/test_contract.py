@@ -181,8 +181,8 @@ def test_submit_counts_the_memory_many_small_headers_take(start_server):
             client.submit(Request(request_id="b", work_ms=3000, headers=quarter))
 
 
-@pytest.mark.parametrize("key_length, value_length", [(6, 0), (6, 6), (100, 100)])
-def test_the_submit_queue_counts_no_less_than_a_decoded_request_holds(key_length, value_length):
+def _held_and_counted(request: Request) -> "tuple[int, int]":
+    """The memory ``request`` holds once decoded from the wire (tracemalloc), and what the submit queue counts."""
     import tracemalloc
 
     from thrift.protocol.TCompactProtocol import TCompactProtocolAcceleratedFactory
@@ -190,15 +190,21 @@ def test_the_submit_queue_counts_no_less_than_a_decoded_request_holds(key_length
 
     from thrift_handshake.demo.handler import _memory_cost
 
-    headers = {f"{i:0{key_length}x}": "v" * value_length for i in range(20_000)}
-    wire = serialize(Request(request_id="r", payload="p" * 1000, headers=headers), TCompactProtocolAcceleratedFactory())
+    wire = serialize(request, TCompactProtocolAcceleratedFactory())
     tracemalloc.start()
     try:
         decoded = deserialize(Request(), wire, TCompactProtocolAcceleratedFactory())
         held = tracemalloc.get_traced_memory()[0]
     finally:
         tracemalloc.stop()
-    assert held <= _memory_cost(decoded) <= 3 * held
+    return held, _memory_cost(decoded)
+
+
+@pytest.mark.parametrize("key_length, value_length", [(6, 0), (6, 6), (100, 100)])
+def test_the_submit_queue_counts_no_less_than_a_decoded_request_holds(key_length, value_length):
+    headers = {f"{i:0{key_length}x}": "v" * value_length for i in range(20_000)}
+    held, counted = _held_and_counted(Request(request_id="r", payload="p" * 1000, headers=headers))
+    assert held <= counted <= 3 * held
 
 
 @pytest.mark.parametrize("payload", ["p" * 100_000, "\u00e9" + "p" * 100_000, "\U0001f600" + "p" * 100_000],
@@ -206,21 +212,8 @@ def test_the_submit_queue_counts_no_less_than_a_decoded_request_holds(key_length
 def test_the_submit_queue_counts_what_a_string_takes_in_memory_whatever_its_characters(payload):
     # CPython stores a string with one character beyond U+FFFF at 4 bytes per character: counted as
     # UTF-8, such a payload took 4 times its count (a 256 MiB budget held about 1 GiB).
-    import tracemalloc
-
-    from thrift.protocol.TCompactProtocol import TCompactProtocolAcceleratedFactory
-    from thrift.TSerialization import deserialize, serialize
-
-    from thrift_handshake.demo.handler import _memory_cost
-
-    wire = serialize(Request(request_id="r", payload=payload), TCompactProtocolAcceleratedFactory())
-    tracemalloc.start()
-    try:
-        decoded = deserialize(Request(), wire, TCompactProtocolAcceleratedFactory())
-        held = tracemalloc.get_traced_memory()[0]
-    finally:
-        tracemalloc.stop()
-    assert held <= _memory_cost(decoded) <= 3 * held
+    held, counted = _held_and_counted(Request(request_id="r", payload=payload))
+    assert held <= counted <= 3 * held
 
 
 def test_one_client_cannot_take_the_whole_submit_queue_even_with_many_sessions(start_server):
