@@ -840,10 +840,14 @@ class DeadlineSocket(TSocket.TSocket):
         self._send_all(buff)
 
     def _send_all(self, buff: bytes, flags: int = 0) -> None:
-        if self.deadline is not None:
-            self._arm()
+        # Not sendall: its sends each get the socket's whole timeout again (a kernel one restarts whenever
+        # a few bytes move), so a peer reading slowly could stretch the write past the deadline.
+        rest = memoryview(buff)
         try:
-            self.handle.sendall(buff, flags)  # one timeout for the whole buffer, unlike a send() loop
+            while rest:
+                if self.deadline is not None:
+                    self._arm()  # the time left, or TIMED_OUT once it is gone
+                rest = rest[self.handle.send(rest, flags):]
         except OSError as error:
             raise _write_failed(error) from error
 

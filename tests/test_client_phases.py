@@ -346,6 +346,46 @@ def test_client_reads_the_largest_message_the_server_accepts(client):
         client.echo("x" * largest)
 
 
+def test_call_timeout_bounds_writing_a_request_the_peer_reads_slowly():
+    """Each send's kernel timeout restarts whenever a few bytes move: a peer reading 64 KiB every 0.2 s
+    held an 8 MiB call with a 1 s timeout for 18 s."""
+    from thrift_handshake_gen import HandshakeService
+    from thrift_handshake_gen.session import SessionService
+    from thrift_handshake_gen.session.ttypes import ServerHello
+
+    hello = _reply("hello", SessionService.hello_result(success=ServerHello(session_id="s", version=2)), seqid=1)
+    stop = threading.Event()
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+
+        def read_slowly() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(65536)
+                connection.sendall(hello)
+                while not stop.wait(0.2):
+                    if not connection.recv(65536):
+                        return
+
+        peer = threading.Thread(target=read_slowly)
+        peer.start()
+        try:
+            client = Client("127.0.0.1", listener.getsockname()[1], ClientOptions(timeouts=Timeouts(call=1.0)),
+                            service=HandshakeService)
+            client.connect()
+            started = time.monotonic()
+            with pytest.raises(CallTimeout):
+                client.echo("x" * (8 << 20))
+            assert time.monotonic() - started < 3.0
+            assert client.phase is Phase.BROKEN
+            client.close()
+        finally:
+            stop.set()
+            peer.join(5)
+
+
 def test_a_corrupt_reply_breaks_the_client_instead_of_desynchronizing_it():
     """A reply that is not valid Thrift is a broken connection, not a service error; nothing stale is read."""
     from thrift_handshake_gen import HandshakeService
