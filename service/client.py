@@ -23,7 +23,7 @@ from types import ModuleType
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple, Type, TypeVar, cast
 
 from thrift.protocol.TProtocol import TProtocolException
-from thrift.Thrift import TApplicationException, TException
+from thrift.Thrift import TApplicationException, TException, TMessageType
 from thrift.transport.TTransport import TTransportException
 
 from thrift_handshake_gen.session import SessionService
@@ -336,6 +336,11 @@ class Client:
         def checked() -> Tuple[str, int, int]:
             name, message_type, seqid = read_message_begin()
             expected = self._expected_reply
+            if message_type != TMessageType.REPLY and message_type != TMessageType.EXCEPTION:
+                raise TProtocolException(
+                    TProtocolException.INVALID_DATA,
+                    f"the answer to {expected[0]} has message type {message_type}, not a reply (2) or an "
+                    f"exception (3): is the peer a Thrift server?")
             if (name, seqid) != expected:
                 raise TProtocolException(
                     TProtocolException.INVALID_DATA,
@@ -377,11 +382,26 @@ class Client:
             if failure is error:
                 raise
             raise failure from None
+        broken = self._negotiation_broken(self._server_hello)
+        if broken:
+            error = ConnectionBroken(f"hello: the server broke the negotiation: {broken}")
+            self._break(error)
+            raise error
         limit_ms = self._server_hello.idle_timeout_ms
-        self._idle_limit = limit_ms / 1000 if limit_ms else None
+        self._idle_limit = limit_ms / 1000 if limit_ms and limit_ms > 0 else None  # 0 or less: none
         if self._state.allows(ClientEvent.HELLO_ACCEPTED):  # a pipelined goodbye is already CLOSING
             self._state.apply(ClientEvent.HELLO_ACCEPTED)
         return self._server_hello
+
+    def _negotiation_broken(self, answer: ServerHello) -> str:
+        """What ``answer`` chose that this client never offered ("" when it keeps to the offer)."""
+        low, high = self.options.versions
+        if answer.version is None or not low <= answer.version <= high:
+            return f"it chose version {answer.version}, outside the {low}..{high} this client offered"
+        unoffered = set(answer.features or ()) - set(self.options.features)
+        if unoffered:
+            return f"it chose features it was not offered: {', '.join(sorted(unoffered))}"
+        return ""
 
     def _hello_failed(self, error: ThriftHandshakeError) -> ThriftHandshakeError:
         """Closes the transport after a failed hello; returns the error to raise for ``error``."""

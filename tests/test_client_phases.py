@@ -386,6 +386,101 @@ def test_call_timeout_bounds_writing_a_request_the_peer_reads_slowly():
             peer.join(5)
 
 
+def test_a_peer_that_echoes_the_request_back_is_not_taken_for_a_server():
+    """Only REPLY and EXCEPTION answer a call: a reflected CALL (same name, same seqid) was read as the
+    reply, so hello "refused" the client with its own name and ping "succeeded"."""
+    from thrift_handshake_gen import HandshakeService
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+
+        def reflect() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                connection.settimeout(5)
+                try:
+                    while True:
+                        data = connection.recv(65536)
+                        if not data:
+                            return
+                        connection.sendall(data)
+                except OSError:
+                    return
+
+        peer = threading.Thread(target=reflect)
+        peer.start()
+        try:
+            client = Client("127.0.0.1", listener.getsockname()[1], service=HandshakeService)
+            with pytest.raises(ConnectionBroken, match="not a reply"):
+                client.connect()
+            assert client.phase is Phase.BROKEN
+            client.close()
+        finally:
+            peer.join(5)
+
+
+@contextlib.contextmanager
+def peer_saying(server_hello) -> Iterator[int]:
+    """A loopback peer that answers hello with ``server_hello``, then one echo; yields its port."""
+    from thrift_handshake_gen import HandshakeService
+    from thrift_handshake_gen.session import SessionService
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+
+        def serve_one() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                connection.settimeout(5)
+                try:
+                    connection.recv(65536)
+                    connection.sendall(_reply("hello", SessionService.hello_result(success=server_hello), seqid=1))
+                    if connection.recv(65536):
+                        connection.sendall(_reply("echo", HandshakeService.echo_result(success="x")))
+                    connection.recv(65536)
+                except OSError:
+                    pass
+
+        peer = threading.Thread(target=serve_one)
+        peer.start()
+        try:
+            yield listener.getsockname()[1]
+        finally:
+            peer.join(5)
+
+
+@pytest.mark.parametrize("answer, says", [
+    (dict(version=99), "version 99, outside the 1..2 this client offered"),
+    (dict(version=0), "version 0, outside the 1..2 this client offered"),
+    (dict(version=2, features={"never-offered"}), "features it was not offered: never-offered"),
+], ids=["version 99", "version 0", "unoffered feature"])
+def test_a_server_hello_outside_what_the_client_offered_breaks_the_connection(answer, says):
+    """The client went READY with a version (or features) it never offered, and code branching on them
+    took a path it does not have."""
+    from thrift_handshake_gen import HandshakeService
+    from thrift_handshake_gen.session.ttypes import ServerHello
+
+    with peer_saying(ServerHello(session_id="s", **answer)) as port:
+        client = Client("127.0.0.1", port, ClientOptions(versions=(1, 2)), service=HandshakeService)
+        with pytest.raises(ConnectionBroken, match=says):
+            client.connect()
+        assert client.phase is Phase.BROKEN
+        client.close()
+
+
+@pytest.mark.parametrize("idle_timeout_ms", [0, -1])
+def test_an_idle_timeout_of_zero_or_less_means_none(idle_timeout_ms):
+    """-1 used to be taken literally: every call then failed, "idle 0.0 s ... closes sessions idle for -0.001 s"."""
+    from thrift_handshake_gen import HandshakeService
+    from thrift_handshake_gen.session.ttypes import ServerHello
+
+    with peer_saying(ServerHello(session_id="s", version=2, idle_timeout_ms=idle_timeout_ms)) as port:
+        with Client("127.0.0.1", port, ClientOptions(await_farewell=False), service=HandshakeService) as client:
+            assert client.echo("x") == "x"
+
+
 def test_a_corrupt_reply_breaks_the_client_instead_of_desynchronizing_it():
     """A reply that is not valid Thrift is a broken connection, not a service error; nothing stale is read."""
     from thrift_handshake_gen import HandshakeService
