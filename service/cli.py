@@ -49,6 +49,7 @@ from .config import (
 )
 from .demo import DemoLimits, demo_server
 from .errors import ArgumentError, ServiceError, ThriftHandshakeError
+from .peerlog import clip_for_log
 from .server import HandshakeServer
 from .timing import format_summary, format_table
 from .workers import Supervisor, cpu_count
@@ -57,6 +58,8 @@ __all__ = ["main"]
 
 AUTH_TOKEN_ENV = "THRIFT_HANDSHAKE_AUTH_TOKEN"
 DEFAULT_SERVICE = "thrift_handshake_gen.HandshakeService"
+#: The most characters of what a server said that ``call`` prints (then an ellipsis and the length).
+_SERVER_TEXT_LIMIT = 2000
 #: The installed HandshakeService's unions, for ``call`` without ``--idl`` (the generated code cannot
 #: tell unions from structs; with ``--idl`` they come from the compiler's description of the IDL).
 UNIONS = (Shape,)
@@ -298,7 +301,11 @@ def _serve_workers(args: argparse.Namespace) -> int:
 
 
 def _client_tls(args: argparse.Namespace) -> Optional[ClientTLS]:
+    if args.tls_key and not args.tls_cert:
+        raise ArgumentError("--tls-key needs --tls-cert (the client certificate it belongs to)")
     if not (args.tls or args.tls_ca or args.tls_cert):
+        if args.tls_server_name:
+            raise ArgumentError("--tls-server-name needs --tls (or --tls-ca / --tls-cert)")
         return None
     return ClientTLS(ca_file=args.tls_ca, cert_file=args.tls_cert, key_file=args.tls_key,
                      server_hostname=args.tls_server_name)
@@ -335,7 +342,7 @@ def _call_target(args: argparse.Namespace) -> "tuple[Optional[ModuleType], dict]
     if not args.idl:
         if args.list or args.include_dir:
             raise ArgumentError("--list and -I need --idl")
-        return importlib.import_module(args.service or DEFAULT_SERVICE), {"unions": UNIONS}
+        return _generated_service(args.service or DEFAULT_SERVICE), {"unions": UNIONS}
     idl = idlcache.load_idl(args.idl, args.include_dir)
     service = idl.service(args.service)
     if args.list:
@@ -359,6 +366,17 @@ def _client_options(args: argparse.Namespace) -> ClientOptions:
                          tls=_client_tls(args))
 
 
+def _generated_service(name: str) -> ModuleType:
+    """The generated service module ``name`` (e.g. thrift_handshake_gen.HandshakeService)."""
+    try:
+        module = importlib.import_module(name)
+    except ImportError as error:
+        raise ArgumentError(f"--service {name}: {error}") from None
+    if not all(hasattr(module, part) for part in ("Client", "Iface", "Processor")):
+        raise ArgumentError(f"--service {name}: not a generated Thrift service module (no Client, Iface, Processor)")
+    return module
+
+
 def run_call(args: argparse.Namespace) -> int:
     service, checks = _call_target(args)
     if service is None:  # --list
@@ -376,8 +394,8 @@ def run_call(args: argparse.Namespace) -> int:
                 result = client.call(args.method, *values)
         _print_json(result)
     except ServiceError as error:
-        print(f"{type(error).__name__}: {json.dumps(jsonargs.to_jsonable(error), ensure_ascii=False)}",
-              file=sys.stderr)
+        said = json.dumps(jsonargs.to_jsonable(error), ensure_ascii=False)
+        print(f"{type(error).__name__}: {clip_for_log(said, _SERVER_TEXT_LIMIT)}", file=sys.stderr)
         return 1
     finally:
         if args.trace:
@@ -442,8 +460,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ArgumentError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except ThriftHandshakeError as error:
-        print(f"error: {error}", file=sys.stderr)
+    except ThriftHandshakeError as error:  # it may quote the server, whose text has any length
+        print(f"error: {clip_for_log(error, _SERVER_TEXT_LIMIT)}", file=sys.stderr)
         return 1
     except (OSError, ValueError) as error:  # e.g. address in use, a bad flag value
         print(f"error: {error}", file=sys.stderr)

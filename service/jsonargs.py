@@ -92,9 +92,14 @@ def parse_arguments(
             except ValueError as exc:
                 hint = f"; to pass it as a string, quote it: {shlex.quote(json.dumps(text, ensure_ascii=False))}"
                 raise ArgumentError(f"{path}: not valid JSON: {exc}{hint if ttype == TType.STRING else ''}") from None
+            except RecursionError:
+                raise ArgumentError(f"{path}: nested too deeply") from None
         if value is not None:
-            values[index] = converter.convert(value, ttype, type_args, path, args_class,
-                                              getattr(idl_field, "type", None))
+            try:
+                values[index] = converter.convert(value, ttype, type_args, path, args_class,
+                                                  getattr(idl_field, "type", None))
+            except RecursionError:
+                raise ArgumentError(f"{path}: nested too deeply") from None
         elif getattr(idl_field, "requiredness", None) == "required":
             raise ArgumentError(f"{path}: required parameter is missing")
     return values

@@ -140,3 +140,61 @@ def test_call_takes_connect_and_handshake_timeouts(server):
     assert done.returncode == 0, done.stderr
     done = run_cli("call", "ping", "--port", "1", "--connect-timeout", "0")
     assert done.returncode == 2 and "Timeouts.connect must be within" in done.stderr
+
+
+@pytest.mark.parametrize("args, says", [
+    (["echo", "[" * 5000 + "]" * 5000], "nested too deeply"),
+    (["--service", "nosuch_module_here", "echo", '"x"'], "--service nosuch_module_here"),
+    (["--service", "os", "echo", '"x"'], "--service os: not a generated Thrift service"),
+    (["--tls-key", "client.key", "echo", '"x"'], "--tls-key needs --tls-cert"),
+    (["--tls-server-name", "localhost", "echo", '"x"'], "--tls-server-name needs --tls"),
+], ids=["deep JSON", "no such module", "not a service", "key alone", "server name alone"])
+def test_call_refuses_bad_input_in_one_line_without_a_traceback(args, says):
+    # Each of these printed a Python traceback and exited 1, or (TLS flags alone) called in plaintext.
+    result = run_cli("call", "--port", "1", *args)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and says in result.stderr, result.stderr[-2000:]
+
+
+def test_call_clips_what_the_server_says():
+    # A peer's 1 MB exception message went to stderr whole.
+    import socket
+    import threading
+
+    from thrift.protocol.TBinaryProtocol import TBinaryProtocol
+    from thrift.Thrift import TApplicationException, TMessageType
+    from thrift.transport.TTransport import TMemoryBuffer
+
+    from thrift_handshake_gen.session import SessionService
+    from thrift_handshake_gen.session.ttypes import ServerHello
+
+    def message(name, kind, seqid, body) -> bytes:
+        buffer = TMemoryBuffer()
+        protocol = TBinaryProtocol(buffer)
+        protocol.writeMessageBegin(name, kind, seqid)
+        body.write(protocol)
+        protocol.writeMessageEnd()
+        return buffer.getvalue()
+
+    hello = message("hello", TMessageType.REPLY, 1, SessionService.hello_result(success=ServerHello(session_id="s", version=2)))
+    loud = message("echo", TMessageType.EXCEPTION, 2, TApplicationException(6, "x" * 1_000_000))
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        def answer() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(65536)
+                connection.sendall(hello)
+                connection.recv(65536)
+                connection.sendall(loud)
+                connection.settimeout(2)
+                try:
+                    connection.recv(65536)
+                except OSError:
+                    pass
+
+        peer = threading.Thread(target=answer)
+        peer.start()
+        result = run_cli("call", "--port", str(listener.getsockname()[1]), "echo", '"hi"')
+        peer.join(5)
+    assert result.returncode == 1 and len(result.stderr) < 5000, len(result.stderr)
+    assert "characters)" in result.stderr
