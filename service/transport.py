@@ -733,7 +733,7 @@ def sniff(data: bytes) -> Optional[Dialect]:
         return Dialect("thrift", Wire(protocol=protocol, transport="buffered"))
     if data[0] == 0x80:
         return Dialect("bad-version", detail=f"binary protocol version {data[1]} (strict binary is version 1)")
-    if data[0] == 0x16 and data[1] == 0x03:
+    if data[0] in (0x15, 0x16) and data[1] == 0x03:  # a TLS handshake or alert record
         return Dialect("tls")
     if len(data) < 4:
         return None

@@ -119,6 +119,7 @@ def test_sniff_tells_the_dialects_apart():
     assert str(sniff(b"\x00\x00\x00\x20\x0f\xff")) == "THeader"
     assert str(sniff(b"POST /x HTTP/1.1")) == "HTTP"
     assert str(sniff(b"\x16\x03\x01\x00\xa5")) == "TLS"
+    assert str(sniff(b"\x15\x03\x03\x00\x02")) == "TLS"  # an alert record: a TLS server refusing a plain client
     assert sniff(b"\x80") is None and sniff(b"\x00\x00\x00") is None  # not enough yet
 
 
