@@ -131,21 +131,27 @@ def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
 def exchange(port: int, data: bytes) -> bytes:
     """Sends raw bytes on a fresh connection, half-closes it, and returns whatever comes back (the
     server may stop reading or reset early: what it answered before that is still returned)."""
-    received = b""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         try:
             sock.sendall(data)
             sock.shutdown(socket.SHUT_WR)
         except OSError:
             pass
-        try:
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                received += chunk
-        except OSError:  # reset by the server: also an answer
-            pass
+        return read_until_closed(sock)
+
+
+def read_until_closed(sock: socket.socket, seconds: float = 5.0) -> bytes:
+    """What the peer sends before it closes or resets the connection (or within ``seconds``)."""
+    sock.settimeout(seconds)
+    received = b""
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+    except OSError:  # reset, or nothing more in time: what came is the answer
+        pass
     return received
 
 

@@ -161,23 +161,15 @@ def test_call_clips_what_the_server_says():
     import socket
     import threading
 
-    from thrift.protocol.TBinaryProtocol import TBinaryProtocol
+    from conftest import encode_call
     from thrift.Thrift import TApplicationException, TMessageType
-    from thrift.transport.TTransport import TMemoryBuffer
 
     from thrift_handshake_gen.session import SessionService
     from thrift_handshake_gen.session.ttypes import ServerHello
 
-    def message(name, kind, seqid, body) -> bytes:
-        buffer = TMemoryBuffer()
-        protocol = TBinaryProtocol(buffer)
-        protocol.writeMessageBegin(name, kind, seqid)
-        body.write(protocol)
-        protocol.writeMessageEnd()
-        return buffer.getvalue()
-
-    hello = message("hello", TMessageType.REPLY, 1, SessionService.hello_result(success=ServerHello(session_id="s", version=2)))
-    loud = message("echo", TMessageType.EXCEPTION, 2, TApplicationException(6, "x" * 1_000_000))
+    hello = encode_call("hello", SessionService.hello_result(success=ServerHello(session_id="s", version=2)), 1,
+                        TMessageType.REPLY)
+    loud = encode_call("echo", TApplicationException(6, "x" * 1_000_000), 2, TMessageType.EXCEPTION)
     with socket.create_server(("127.0.0.1", 0)) as listener:
         def answer() -> None:
             connection, _ = listener.accept()

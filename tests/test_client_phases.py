@@ -258,30 +258,51 @@ def _reply(method: str, result, seqid: int = 2) -> bytes:
 
 
 @contextlib.contextmanager
-def fake_peer(answer_call: Callable[[socket.socket], None]) -> Iterator[int]:
-    """A loopback peer that accepts hello, then lets ``answer_call`` answer the next request; yields its port."""
-    from thrift_handshake_gen.session import SessionService
-    from thrift_handshake_gen.session.ttypes import ServerHello
-
-    hello = _reply("hello", SessionService.hello_result(success=ServerHello(session_id="s", version=2)), seqid=1)
+def loopback_peer(serve: Callable[[socket.socket], None], receive_buffer: int = 0) -> Iterator[int]:
+    """A loopback peer that accepts one connection and lets ``serve`` handle it (OSError ends it
+    quietly); yields its port. ``receive_buffer``: a small SO_RCVBUF makes it a slow reader."""
     with socket.socket() as listener:
+        if receive_buffer:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)
 
-        def serve_one() -> None:
+        def accept_one() -> None:
             connection, _ = listener.accept()
             with connection:
-                connection.recv(65536)
-                connection.sendall(hello)
-                connection.recv(65536)
-                answer_call(connection)
+                connection.settimeout(5)
+                try:
+                    serve(connection)
+                except OSError:
+                    pass
 
-        peer = threading.Thread(target=serve_one)
+        peer = threading.Thread(target=accept_one)
         peer.start()
         try:
             yield listener.getsockname()[1]
         finally:
             peer.join(5)
+
+
+def _hello_reply(server_hello=None) -> bytes:
+    from thrift_handshake_gen.session import SessionService
+    from thrift_handshake_gen.session.ttypes import ServerHello
+
+    server_hello = server_hello or ServerHello(session_id="s", version=2)
+    return _reply("hello", SessionService.hello_result(success=server_hello), seqid=1)
+
+
+@contextlib.contextmanager
+def fake_peer(answer_call: Callable[[socket.socket], None]) -> Iterator[int]:
+    """A loopback peer that accepts hello, then lets ``answer_call`` answer the next request; yields its port."""
+    def serve(connection: socket.socket) -> None:
+        connection.recv(65536)
+        connection.sendall(_hello_reply())
+        connection.recv(65536)
+        answer_call(connection)
+
+    with loopback_peer(serve) as port:
+        yield port
 
 
 @contextlib.contextmanager
@@ -350,30 +371,18 @@ def test_call_timeout_bounds_writing_a_request_the_peer_reads_slowly():
     """Each send's kernel timeout restarts whenever a few bytes move: a peer reading 64 KiB every 0.2 s
     held an 8 MiB call with a 1 s timeout for 18 s."""
     from thrift_handshake_gen import HandshakeService
-    from thrift_handshake_gen.session import SessionService
-    from thrift_handshake_gen.session.ttypes import ServerHello
 
-    hello = _reply("hello", SessionService.hello_result(success=ServerHello(session_id="s", version=2)), seqid=1)
     stop = threading.Event()
-    with socket.socket() as listener:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
 
-        def read_slowly() -> None:
-            connection, _ = listener.accept()
-            with connection:
-                connection.recv(65536)
-                connection.sendall(hello)
-                while not stop.wait(0.2):
-                    if not connection.recv(65536):
-                        return
+    def read_slowly(connection: socket.socket) -> None:
+        connection.recv(65536)
+        connection.sendall(_hello_reply())
+        while not stop.wait(0.2) and connection.recv(65536):
+            pass
 
-        peer = threading.Thread(target=read_slowly)
-        peer.start()
-        try:
-            client = Client("127.0.0.1", listener.getsockname()[1], ClientOptions(timeouts=Timeouts(call=1.0)),
-                            service=HandshakeService)
+    try:
+        with loopback_peer(read_slowly, receive_buffer=8192) as port:
+            client = Client("127.0.0.1", port, ClientOptions(timeouts=Timeouts(call=1.0)), service=HandshakeService)
             client.connect()
             started = time.monotonic()
             with pytest.raises(CallTimeout):
@@ -381,9 +390,9 @@ def test_call_timeout_bounds_writing_a_request_the_peer_reads_slowly():
             assert time.monotonic() - started < 3.0
             assert client.phase is Phase.BROKEN
             client.close()
-        finally:
             stop.set()
-            peer.join(5)
+    finally:
+        stop.set()
 
 
 def test_a_peer_that_echoes_the_request_back_is_not_taken_for_a_server():
@@ -391,64 +400,34 @@ def test_a_peer_that_echoes_the_request_back_is_not_taken_for_a_server():
     reply, so hello "refused" the client with its own name and ping "succeeded"."""
     from thrift_handshake_gen import HandshakeService
 
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
+    def reflect(connection: socket.socket) -> None:
+        data = connection.recv(65536)
+        while data:
+            connection.sendall(data)
+            data = connection.recv(65536)
 
-        def reflect() -> None:
-            connection, _ = listener.accept()
-            with connection:
-                connection.settimeout(5)
-                try:
-                    while True:
-                        data = connection.recv(65536)
-                        if not data:
-                            return
-                        connection.sendall(data)
-                except OSError:
-                    return
-
-        peer = threading.Thread(target=reflect)
-        peer.start()
-        try:
-            client = Client("127.0.0.1", listener.getsockname()[1], service=HandshakeService)
-            with pytest.raises(ConnectionBroken, match="not a reply"):
-                client.connect()
-            assert client.phase is Phase.BROKEN
-            client.close()
-        finally:
-            peer.join(5)
+    with loopback_peer(reflect) as port:
+        client = Client("127.0.0.1", port, service=HandshakeService)
+        with pytest.raises(ConnectionBroken, match="not a reply"):
+            client.connect()
+        assert client.phase is Phase.BROKEN
+        client.close()
 
 
 @contextlib.contextmanager
 def peer_saying(server_hello) -> Iterator[int]:
     """A loopback peer that answers hello with ``server_hello``, then one echo; yields its port."""
     from thrift_handshake_gen import HandshakeService
-    from thrift_handshake_gen.session import SessionService
 
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
+    def serve(connection: socket.socket) -> None:
+        connection.recv(65536)
+        connection.sendall(_hello_reply(server_hello))
+        if connection.recv(65536):
+            connection.sendall(_reply("echo", HandshakeService.echo_result(success="x")))
+        connection.recv(65536)
 
-        def serve_one() -> None:
-            connection, _ = listener.accept()
-            with connection:
-                connection.settimeout(5)
-                try:
-                    connection.recv(65536)
-                    connection.sendall(_reply("hello", SessionService.hello_result(success=server_hello), seqid=1))
-                    if connection.recv(65536):
-                        connection.sendall(_reply("echo", HandshakeService.echo_result(success="x")))
-                    connection.recv(65536)
-                except OSError:
-                    pass
-
-        peer = threading.Thread(target=serve_one)
-        peer.start()
-        try:
-            yield listener.getsockname()[1]
-        finally:
-            peer.join(5)
+    with loopback_peer(serve) as port:
+        yield port
 
 
 @pytest.mark.parametrize("answer, says", [

@@ -9,6 +9,7 @@ import select
 import socket
 import time
 
+from conftest import read_until_closed
 from thrift.protocol.TBinaryProtocol import TBinaryProtocol
 from thrift.transport.TTransport import TMemoryBuffer
 
@@ -25,22 +26,6 @@ def encoded_hello() -> bytes:
     HandshakeService.Client(TBinaryProtocol(buffer)).send_hello(
         ClientHello(client_name="dripping-client", language="python", min_version=1, max_version=2))
     return buffer.getvalue()
-
-
-def read_reply(sock: socket.socket, timeout: float) -> bytes:
-    """What the server sends before closing (or within ``timeout``)."""
-    sock.settimeout(timeout)
-    data = b""
-    try:
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return data
-            data += chunk
-    except socket.timeout:
-        return data
-    except OSError:  # reset: also an end
-        return data
 
 
 def drip(sock: socket.socket, data: bytes, interval: float = BYTE_INTERVAL) -> "tuple[int, float]":
@@ -64,7 +49,7 @@ def test_a_hello_dripped_past_the_handshake_timeout_is_cut_off_at_the_deadline(s
     assert len(hello) * BYTE_INTERVAL > 3 * HANDSHAKE_TIMEOUT, "the drip must take well past the deadline"
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sent, elapsed = drip(sock, hello)
-        reply = read_reply(sock, timeout=2 * HANDSHAKE_TIMEOUT)
+        reply = read_until_closed(sock, 2 * HANDSHAKE_TIMEOUT)
     assert sent < len(hello), f"the whole hello was accepted byte by byte over {elapsed:.2f} s"
     assert reply == b"", "no ServerHello for a hello that missed the deadline"
     assert elapsed >= 0.8 * HANDSHAKE_TIMEOUT, f"cut off after {elapsed:.2f} s, before the deadline"

@@ -14,7 +14,7 @@ import struct
 from typing import List, Tuple
 
 import pytest
-from conftest import encode_call, eventually
+from conftest import encode_call, eventually, read_until_closed
 from thrift.protocol.TBinaryProtocol import TBinaryProtocol
 from thrift.protocol.THeaderProtocol import THeaderProtocol
 from thrift.Thrift import TApplicationException, TMessageType
@@ -42,20 +42,6 @@ def _header_frame(payload: bytes, protocol_id: int = 0, transforms: Tuple[int, .
     header = bytes([protocol_id, len(transforms), *transforms])
     header += b"\0" * (-len(header) % 4)
     return _framed(struct.pack("!HHiH", 0x0FFF, 0, 0, len(header) // 4) + header + payload)
-
-
-def _read_until_closed(sock: socket.socket, seconds: float = 5.0) -> bytes:
-    sock.settimeout(seconds)
-    received = b""
-    try:
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            received += chunk
-    except OSError:  # reset, or nothing more within the time
-        pass
-    return received
 
 
 def _framed_answers(data: bytes) -> List[Tuple[str, int, int, object]]:
@@ -99,7 +85,7 @@ def test_a_frame_declaring_a_gigabyte_is_answered_without_being_read(start_serve
     echo = encode_call("echo", HandshakeService.echo_args(message="x" * 100), seqid=7)
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(_framed(_hello()) + struct.pack("!i", 1 << 30) + echo)
-        answers = _framed_answers(_read_until_closed(sock))
+        answers = _framed_answers(read_until_closed(sock))
     assert [(name, kind, seqid) for name, kind, seqid, _ in answers] == [
         ("hello", TMessageType.REPLY, 1), ("echo", TMessageType.EXCEPTION, 7)]
     error = answers[1][3]
@@ -115,7 +101,7 @@ def test_a_first_frame_of_16_mib_or_more_is_recognised_and_answered(start_server
     server = start_server(limits=ServerLimits(max_message_bytes=LIMIT))
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(struct.pack("!i", size) + _hello())
-        answers = _framed_answers(_read_until_closed(sock))
+        answers = _framed_answers(read_until_closed(sock))
     assert [(name, kind, seqid) for name, kind, seqid, _ in answers] == [("hello", TMessageType.EXCEPTION, 1)]
     assert answers[0][3].message.startswith(f"cannot decode the hello request: a frame of {size + 4} bytes")
 
@@ -129,7 +115,7 @@ def test_max_message_bytes_counts_the_frame_length_field(start_server, size):
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(_framed(_hello()) + _framed(echo))
         sock.shutdown(socket.SHUT_WR)
-        answers = _framed_answers(_read_until_closed(sock))
+        answers = _framed_answers(read_until_closed(sock))
     kind = TMessageType.REPLY if size <= LIMIT else TMessageType.EXCEPTION
     assert [(name, kind, seqid) for name, kind, seqid, _ in answers] == [("hello", TMessageType.REPLY, 1), ("echo", kind, 2)]
 
@@ -138,7 +124,7 @@ def test_an_oversized_frame_that_is_not_a_message_is_answered_to_seqid_0(start_s
     server = start_server(limits=ServerLimits(max_message_bytes=LIMIT))
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(_framed(_hello()) + struct.pack("!i", 5000) + b"\x01" * 5000)
-        answers = _framed_answers(_read_until_closed(sock))
+        answers = _framed_answers(read_until_closed(sock))
     assert [(name, kind, seqid) for name, kind, seqid, _ in answers] == [
         ("hello", TMessageType.REPLY, 1), ("", TMessageType.EXCEPTION, 0)]
     assert answers[1][3].message == ("cannot decode the request: a frame of 5004 bytes (its length field included) "
@@ -166,7 +152,7 @@ def test_a_theader_frame_it_cannot_read_is_answered_in_theader(start_server, cap
     ping = encode_call("ping", SessionService.ping_args(), seqid=7)
     with caplog.at_level(logging.WARNING), socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(_header_frame(ping, **frame))
-        name, _, seqid, error = _header_answer(_read_until_closed(sock))
+        name, _, seqid, error = _header_answer(read_until_closed(sock))
     assert (name, seqid, error.type) == ("", 0, TApplicationException.PROTOCOL_ERROR)
     assert error.message == f"cannot decode the request: {problem}"
     assert eventually(lambda: f"bad message: {problem}" in caplog.text)  # the log line follows the close
