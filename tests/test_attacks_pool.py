@@ -19,6 +19,7 @@ Noted, not a test: a method name that is invalid UTF-8 is closed without any ans
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -27,7 +28,7 @@ import struct
 import threading
 import time
 from pathlib import Path
-from typing import List
+from typing import Iterator, List
 
 import pytest
 
@@ -52,6 +53,17 @@ def good_client_echo(port: int, tls: bool = False) -> float:
     with Client("127.0.0.1", port, options, service=HandshakeService) as client:
         assert client.call("echo", "still served") == "still served"
     return time.monotonic() - started
+
+
+@contextlib.contextmanager
+def held_connections() -> Iterator[List[socket.socket]]:
+    """A list for an attack's connections, every one closed at the end whatever happened."""
+    held: List[socket.socket] = []
+    try:
+        yield held
+    finally:
+        for sock in held:
+            sock.close()
 
 
 def raw_session(port: int) -> socket.socket:
@@ -112,32 +124,24 @@ def slow_log():
 
 def test_one_byte_per_connection_starves_good_client_with_default_limits(start_server):
     server = start_server()  # default limits: max_threads 60, handshake_timeout 10 s
-    attackers = []
-    try:
+    with held_connections() as attackers:
         for _ in range(server.config.limits.max_threads):
             sock = socket.create_connection(("127.0.0.1", server.port))
             sock.sendall(b"\x80")  # the start of a strict-binary header: the sniffer waits for more
             attackers.append(sock)
         time.sleep(0.3)
         good_client_echo(server.port)  # CallTimeout after 2 s: no thread is free for 10 s
-    finally:
-        for sock in attackers:
-            sock.close()
 
 
 def test_partial_hello_slowloris_starves_good_client(start_server):
     server = start_server(limits=ServerLimits(max_threads=4, handshake_timeout=8.0))
-    attackers = []
-    try:
+    with held_connections() as attackers:
         for _ in range(4):
             sock = socket.create_connection(("127.0.0.1", server.port))
             sock.sendall(HELLO[:len(HELLO) // 2])
             attackers.append(sock)
         time.sleep(0.3)
         good_client_echo(server.port)
-    finally:
-        for sock in attackers:
-            sock.close()
 
 
 # -- 2. after hello: a partial request, or a peer that never reads, holds a thread for minutes ---------
@@ -145,17 +149,13 @@ def test_partial_hello_slowloris_starves_good_client(start_server):
 
 def test_partial_request_after_hello_starves_good_client(start_server):
     server = start_server(limits=ServerLimits(max_threads=2))
-    attackers = []
-    try:
+    with held_connections() as attackers:
         for _ in range(2):
             sock = raw_session(server.port)
             sock.sendall(encode_call("echo", HandshakeService.echo_args(message="x" * 100))[:20])
             attackers.append(sock)
         time.sleep(0.3)
         good_client_echo(server.port)
-    finally:
-        for sock in attackers:
-            sock.close()
 
 
 def test_peer_that_never_reads_starves_good_client(start_server):
@@ -266,44 +266,41 @@ def half_client_hello() -> bytes:
     return hello[:len(hello) // 2]
 
 
+def stuck_in_tls_handshakes(port: int, count: int) -> List[socket.socket]:
+    """``count`` connections that sent half a ClientHello: each server thread waits for the rest."""
+    stuck = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port))
+        stuck.append(sock)
+        sock.sendall(half_client_hello())
+    return stuck
+
+
 def pool_threads(server) -> List[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith(f"thrift-handshake:{server.port} ") and t.is_alive()]
 
 
 def test_stop_interrupts_a_tls_handshake_in_progress(start_server):
     server = start_server(tls=SERVER_TLS, grace=0.5, limits=ServerLimits(handshake_timeout=8.0))
-    attackers = []
-    try:
-        for _ in range(2):
-            sock = socket.create_connection(("127.0.0.1", server.port))
-            sock.sendall(half_client_hello())
-            attackers.append(sock)
+    # Closing the attackers at the end ends the stuck handshakes, so the fixture's thread check passes either way.
+    with held_connections() as attackers:
+        attackers += stuck_in_tls_handshakes(server.port, 2)
         time.sleep(0.3)
         server.stop()
         time.sleep(1.0)
         assert server.connection_count == 0
         assert not pool_threads(server), "pool threads still in a TLS handshake after stop()"
-    finally:
-        for sock in attackers:
-            sock.close()  # ends the stuck handshakes, so the fixture's thread check passes either way
 
 
 def test_eviction_frees_a_connection_stuck_in_its_tls_handshake(start_server):
     server = start_server(tls=SERVER_TLS, limits=ServerLimits(max_threads=4, max_connections=6, handshake_timeout=8.0,
                                                               evict_after=0.2))
-    attackers = []
-    try:
-        for _ in range(4):
-            sock = socket.create_connection(("127.0.0.1", server.port))
-            sock.sendall(half_client_hello())
-            attackers.append(sock)
+    with held_connections() as attackers:
+        attackers += stuck_in_tls_handshakes(server.port, 4)
         time.sleep(0.3)
         for _ in range(3):  # each newcomer evicts one stuck attacker (plain TCP: this works)
             good_client_echo(server.port, tls=True)
             assert server.connection_count <= 6
-    finally:
-        for sock in attackers:
-            sock.close()
 
 
 # -- 7. a peer that reads its reply a trickle at a time ---------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
 import time
 from typing import List
 
@@ -26,7 +25,7 @@ from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.session import SessionService
 from thrift_handshake_gen.session.ttypes import ServerHello
 
-from test_client_phases import _reply
+from test_client_phases import _reply, loopback_peer
 
 from conftest import eventually
 
@@ -56,56 +55,40 @@ def test_hello_and_the_first_call_are_both_written_before_either_reply_is_read()
     """A peer that answers nothing until it holds both requests: only a pipelining client gets answers."""
     hello = _reply("hello", SessionService.hello_result(success=ServerHello(session_id="s", version=2)), seqid=1)
     echo = _reply("echo", HandshakeService.echo_result(success="x"))
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
 
-        def answer_when_both_arrived() -> None:
-            connection, _ = listener.accept()
-            with connection:
-                connection.settimeout(5)
-                received = b""
-                while b"echo" not in received:  # the second request's name
-                    chunk = connection.recv(65536)
-                    if not chunk:
-                        return
-                    received += chunk
-                connection.sendall(hello + echo)  # one segment: the client reads both replies at once
-                connection.recv(65536)
+    def answer_when_both_arrived(connection: socket.socket) -> None:
+        received = b""
+        while b"echo" not in received:  # the second request's name
+            chunk = connection.recv(65536)
+            if not chunk:
+                return
+            received += chunk
+        connection.sendall(hello + echo)  # one segment: the client reads both replies at once
+        connection.recv(65536)
 
-        peer = threading.Thread(target=answer_when_both_arrived)
-        peer.start()
-        try:
-            client = _pipelined(listener.getsockname()[1], timeouts=Timeouts(handshake=1, call=1))
-            assert client.echo("x") == "x"
-            assert client.phase is Phase.READY and client.session_id == "s"
-            handshake, call = client.timeline[1], client.timeline[2]
-            assert (handshake.phase, handshake.name, handshake.pipelined) == ("handshake", "hello", True)
-            assert (handshake.bytes_in, call.bytes_in) == (len(hello), len(echo)), "replies read together, counted apart"
-            assert "pipelined" in format_table(client.timeline).splitlines()[3]
-            client._close_transport()
-        finally:
-            peer.join(5)
+    with loopback_peer(answer_when_both_arrived) as port:
+        client = _pipelined(port, timeouts=Timeouts(handshake=1, call=1))
+        assert client.echo("x") == "x"
+        assert client.phase is Phase.READY and client.session_id == "s"
+        handshake, call = client.timeline[1], client.timeline[2]
+        assert (handshake.phase, handshake.name, handshake.pipelined) == ("handshake", "hello", True)
+        assert (handshake.bytes_in, call.bytes_in) == (len(hello), len(echo)), "replies read together, counted apart"
+        assert "pipelined" in format_table(client.timeline).splitlines()[3]
+        client._close_transport()
 
 
 def test_a_pipelined_hello_and_the_first_call_arrive_together():
     """MSG_MORE holds hello until the call is written: the server wakes once for both."""
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        first_read: List[bytes] = []
+    first_read: List[bytes] = []
 
-        def read_once() -> None:
-            connection, _ = listener.accept()
-            with connection:
-                connection.settimeout(5)
-                first_read.append(connection.recv(65536))  # as soon as anything arrived
+    def read_once(connection: socket.socket) -> None:
+        first_read.append(connection.recv(65536))  # as soon as anything arrived
 
-        peer = threading.Thread(target=read_once)
-        peer.start()
-        client = _pipelined(listener.getsockname()[1], timeouts=Timeouts(handshake=1, call=1))
+    with loopback_peer(read_once) as port:
+        client = _pipelined(port, timeouts=Timeouts(handshake=1, call=1))
         time.sleep(0.05)  # hello alone would have arrived and been read by now (the kernel holds it 200 ms)
         client._send("echo", ("x",), "call", 1.0)
-        peer.join(5)
-        client._close_transport()
+    client._close_transport()
     assert b"hello" in first_read[0] and b"echo" in first_read[0]
 
 

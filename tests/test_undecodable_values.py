@@ -37,15 +37,21 @@ def _hello(protocol) -> None:
     SessionService.hello_args(hello=ClientHello(client_name="utf8", min_version=1, max_version=2)).write(protocol)
 
 
+def _end_structs(protocol, levels: int) -> None:
+    """Ends the field being written and the ``levels`` structs around it, innermost first."""
+    for _ in range(levels):
+        protocol.writeFieldEnd()
+        protocol.writeFieldStop()
+        protocol.writeStructEnd()
+
+
 def _echo_raw(raw: bytes) -> Body:
     """echo's arguments with ``raw`` as the message's bytes, valid UTF-8 or not."""
     def write(protocol) -> None:
         protocol.writeStructBegin("echo_args")
         protocol.writeFieldBegin("message", TType.STRING, 1)
         protocol.writeBinary(raw)
-        protocol.writeFieldEnd()
-        protocol.writeFieldStop()
-        protocol.writeStructEnd()
+        _end_structs(protocol, 1)
     return write
 
 
@@ -59,12 +65,7 @@ def _echo_types_numbers_as_i64(protocol) -> None:
     protocol.writeI64(1)
     protocol.writeI64(2)
     protocol.writeListEnd()
-    protocol.writeFieldEnd()
-    protocol.writeFieldStop()
-    protocol.writeStructEnd()
-    protocol.writeFieldEnd()
-    protocol.writeFieldStop()
-    protocol.writeStructEnd()
+    _end_structs(protocol, 2)
 
 
 def _echo_types_bad_label(protocol) -> None:
@@ -82,17 +83,10 @@ def _echo_types_bad_label(protocol) -> None:
     protocol.writeStructBegin("Point")
     protocol.writeFieldBegin("label", TType.STRING, 3)
     protocol.writeBinary(b"\xe8\xaf")  # the first two bytes of a three-byte character
-    protocol.writeFieldEnd()
-    protocol.writeFieldStop()
-    protocol.writeStructEnd()
+    _end_structs(protocol, 1)
     protocol.writeListEnd()
     protocol.writeMapEnd()
-    protocol.writeFieldEnd()
-    protocol.writeFieldStop()
-    protocol.writeStructEnd()
-    protocol.writeFieldEnd()
-    protocol.writeFieldStop()
-    protocol.writeStructEnd()
+    _end_structs(protocol, 2)
 
 
 def _encode(dialect: Tuple[str, str], calls: List[Tuple[str, Body]]) -> bytes:
