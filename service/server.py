@@ -26,7 +26,7 @@ from types import ModuleType
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from thrift.server.TServer import TThreadedServer
-from thrift.Thrift import TApplicationException, TMessageType
+from thrift.Thrift import TApplicationException
 from thrift.transport import TSocket
 from thrift.transport.TTransport import TTransportException
 
@@ -38,25 +38,27 @@ from .metrics import ServerMetrics
 from .peerlog import WarningBudget, clip_for_log
 from .pool import ReadinessWatch, WorkerPool
 from .session import Session, SessionSettings
-from .transport import (
-    SNIFF_BYTES,
-    AnswerableReadError,
+from .wire import (
+    BudgetExceeded,
     ConnectionSocket,
     Dialect,
-    BudgetExceeded,
+    DialectKind,
     FrameRefused,
-    frame_limit,
     FrameTooLarge,
     NoMessageYet,
+    answer_refusal,
+    frame_limit,
     header_protocol,
-    no_delay,
     is_reset,
     is_timeout,
+    no_delay,
     protocol_factory,
     server_tls_context,
-    sniff,
     transport_factory,
+    write_application_exception,
 )
+from .wire import discard_input as _discard_input
+from .wire import peek_first_bytes as _peek
 
 __all__ = ["HandshakeServer"]
 
@@ -78,38 +80,16 @@ _ACCEPT_BACKOFF = 0.1
 _ABORT_REPLY_WAIT = 0.5
 #: How long a connection's thread gets to unwind once the grace period is over and its socket closed.
 _UNWIND_WAIT = 2.0
-#: After refusing a message, how long (and how many bytes of) the rest of it is read and dropped, so
-#: the peer is not reset mid-write and gets to read the refusal.
-_DISCARD_SECONDS = 1.0
-_DISCARD_BYTES = 64 * 1024 * 1024
 #: At most this many "server full" answers are written at once (each on its own short-lived thread),
 #: each waiting at most this long for the newcomer's first message.
 _MAX_REFUSERS = 16
 _REFUSAL_SECONDS = 1.0
-#: A fatal TLS alert (protocol_version): what a TLS client can read from a server without TLS.
-_TLS_ALERT_PROTOCOL_VERSION = b"\x15\x03\x01\x00\x02\x02\x46"
 #: How a traceback's frame lines begin (the rest, each exception's own text, may quote the peer).
 _TRACEBACK_FRAME = '  File "'
 #: Transport errors that mean "this message is too big or malformed" rather than "the peer is gone".
 _BAD_INPUT = (TTransportException.SIZE_LIMIT, TTransportException.NEGATIVE_SIZE)
 #: How the C extension words the lengths pure Python refuses with one of _BAD_INPUT.
 _C_TOO_BIG = ("exceeded specified limit", "negative length", "varint exceeded")
-
-
-def _discard_input(handle: socket.socket) -> None:
-    """Reads and drops what the peer still sends (bounded), so closing does not reset it mid-write."""
-    handle.shutdown(socket.SHUT_WR)
-    deadline = time.monotonic() + _DISCARD_SECONDS
-    dropped = 0
-    while dropped < _DISCARD_BYTES:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return
-        handle.settimeout(remaining)
-        chunk = handle.recv(65536)
-        if not chunk:
-            return
-        dropped += len(chunk)
 
 
 class _HandlerErrorFilter(logging.Filter):
@@ -565,18 +545,10 @@ class HandshakeServer(TThreadedServer):
                 client.handshake_budget = budget = self.config.limits.handshake_max_bytes  # as before any hello
                 client.setTimeout(_REFUSAL_SECONDS * 1000)
                 _, dialect = client.first_bytes()
-                if dialect is None or dialect.kind not in ("thrift", "header"):
+                if dialect is None or dialect.kind not in (DialectKind.THRIFT, DialectKind.HEADER):
                     return
-                transport, protocol = self._stack_for(_wire_of(dialect), client, budget)  # its own dialect
-                try:
-                    name, _, seqid = protocol.readMessageBegin()
-                except AnswerableReadError as error:  # a frame over the budget: answered from its header
-                    name, seqid = error.name, error.seqid
-                protocol.writeMessageBegin(name, TMessageType.EXCEPTION, seqid)
-                TApplicationException(TApplicationException.INTERNAL_ERROR, message).write(protocol)
-                protocol.writeMessageEnd()
-                transport.flush()
-                _discard_input(client.handle)
+                answer_refusal(client, dialect, TApplicationException.INTERNAL_ERROR, message, budget,
+                               self.config.limits.max_container_items)  # in its own dialect
             except Exception:  # silent, gone or not Thrift: nothing more to say
                 pass
             finally:
@@ -687,7 +659,7 @@ class HandshakeServer(TThreadedServer):
         explaining, in the peer's own framing where it can read it) for what this server does not serve."""
         first, dialect = connection.socket.first_bytes()
         served = self.config.wire
-        if dialect is not None and dialect.kind == "thrift":
+        if dialect is not None and dialect.kind is DialectKind.THRIFT:
             wire = dataclasses.replace(served, protocol=dialect.wire.protocol, transport=dialect.wire.transport)
             if wire == served:
                 transport = self.inputTransportFactory.getTransport(connection.socket)
@@ -695,7 +667,7 @@ class HandshakeServer(TThreadedServer):
             if self.config.detect_wire:
                 transport, protocol = self._stack_for(wire, connection.socket)
                 return transport, protocol
-        if dialect is not None and dialect.kind == "header" and (self.config.detect_wire or served.transport == "header"):
+        if dialect is not None and dialect.kind is DialectKind.HEADER and (self.config.detect_wire or served.transport == "header"):
             limits = self.config.limits
             protocol = header_protocol(connection.socket, limits.max_message_bytes, limits.max_container_items)
             return protocol.trans, protocol
@@ -721,25 +693,10 @@ class HandshakeServer(TThreadedServer):
         said = "nothing it recognises" if dialect is None else str(dialect)
         explanation = f"the client speaks {said}; {expected}"
         self._warnings.warning("refused peer=%s: %s (first bytes %s)", connection.peer, explanation, first.hex(" "))
-        handle = connection.socket.handle
+        limits = self.config.limits
         try:
-            if dialect is not None and dialect.kind == "http":
-                body = (f"This is a Thrift server (thrift-handshake), not an HTTP server: {explanation}.\n"
-                        "Connect with a Thrift client.\n").encode()
-                handle.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                               b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
-            elif dialect is not None and dialect.kind == "tls":
-                handle.sendall(_TLS_ALERT_PROTOCOL_VERSION)  # all a TLS client can read from a plain server
-            elif dialect is not None and dialect.kind in ("thrift", "header", "bad-version"):
-                transport, protocol = self._stack_for(_wire_of(dialect), connection.socket)
-                name, seqid = "", 0
-                if dialect.kind != "bad-version":  # answer the very call it made, in its own framing
-                    name, _, seqid = protocol.readMessageBegin()
-                protocol.writeMessageBegin(name, TMessageType.EXCEPTION, seqid)
-                TApplicationException(TApplicationException.INVALID_PROTOCOL, explanation).write(protocol)
-                protocol.writeMessageEnd()
-                transport.flush()
-            _discard_input(handle)
+            answer_refusal(connection.socket, dialect, TApplicationException.INVALID_PROTOCOL, explanation,
+                           limits.max_message_bytes, limits.max_container_items)
         except Exception:  # the peer is gone, or its message was not even a header
             pass
 
@@ -747,7 +704,7 @@ class HandshakeServer(TThreadedServer):
         """The TLS handshake, on the connection's own thread within the handshake timeout; returns the
         client certificate's common name ("" without one), or False when the handshake failed."""
         first, dialect = _peek(connection.socket.handle)
-        if first and (dialect is None or dialect.kind != "tls"):  # a plain client on the TLS port
+        if first and (dialect is None or dialect.kind is not DialectKind.TLS):  # a plain client on the TLS port
             self._explain_mismatch(connection, first, dialect, "this server requires TLS")
             return False
         try:
@@ -814,10 +771,7 @@ class HandshakeServer(TThreadedServer):
         """Answers the message in flight with a TApplicationException, dropping any half-written reply."""
         name, seqid = state.in_flight
         protocol.trans.discard_unflushed()
-        protocol.writeMessageBegin(name, TMessageType.EXCEPTION, seqid)
-        TApplicationException(kind, message).write(protocol)
-        protocol.writeMessageEnd()
-        protocol.trans.flush()
+        write_application_exception(protocol, name, seqid, kind, message)
 
     def _answer_unencodable_reply(self, state: ConnectionState, protocol: Any, error: Exception) -> None:
         """The handler returned something its IDL type cannot carry: INTERNAL_ERROR for this call only."""
@@ -909,13 +863,6 @@ class HandshakeServer(TThreadedServer):
                 self._all_closed.wait(min(left, 0.05))
 
 
-def _wire_of(dialect: Dialect) -> Wire:
-    """The wire a Thrift dialect (plain or THeader) is answered in; a bad version gets strict binary."""
-    if dialect.kind == "header":
-        return Wire(transport="header")
-    return dialect.wire or Wire()
-
-
 def _session_summary(state: ConnectionState) -> str:
     """What the one log line of a connection says of its session (who, how many calls, how long)."""
     session, context = state.session, state.context
@@ -931,37 +878,3 @@ class _BadMessage(Exception):
     def __init__(self, error: BaseException) -> None:
         super().__init__(str(error))
         self.error = error
-
-
-def _peek(handle: socket.socket) -> Tuple[bytes, Optional[Dialect]]:
-    """A plain socket's first bytes and their dialect, left unread (for the TLS port: before wrapping)."""
-    deadline = time.monotonic() + (handle.gettimeout() or 10.0)
-    data, dialect = b"", None
-    while dialect is None and len(data) < SNIFF_BYTES and time.monotonic() < deadline:
-        try:
-            data = handle.recv(SNIFF_BYTES, socket.MSG_PEEK)
-        except OSError:
-            break
-        if not data:
-            break
-        dialect = sniff(data)
-        if dialect is None and not _wait_for_more(handle, len(data), deadline):
-            break
-    return data, dialect
-
-
-_POLL_CLOSED = getattr(select, "POLLRDHUP", 0)  # the peer closed its end (Linux)
-
-
-def _wait_for_more(handle: socket.socket, have: int, deadline: float) -> bool:
-    """Waits until more than the ``have`` bytes already received (and peeked at) are readable; False
-    when the peer closed or the deadline passed first. Poll alone would wake at once for the bytes
-    already there; the low-water mark makes it wait for new ones (without spinning)."""
-    handle.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, have + 1)
-    try:
-        waiter = select.poll()
-        waiter.register(handle, select.POLLIN | _POLL_CLOSED)
-        events = waiter.poll(max(deadline - time.monotonic(), 0.0) * 1000)
-    finally:
-        handle.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
-    return bool(events) and not events[0][1] & (_POLL_CLOSED | select.POLLHUP | select.POLLERR)

@@ -29,7 +29,7 @@ import pytest
 
 from thrift_handshake import HandshakeServer, ServerConfig, Wire
 from thrift_handshake.demo import DemoLimits, demo_server
-from thrift_handshake.transport import sniff
+from thrift_handshake.wire import sniff
 
 ROOT = Path(__file__).resolve().parent.parent
 IDL = ROOT / "idl" / "handshake.thrift"

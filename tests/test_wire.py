@@ -22,7 +22,7 @@ from thrift_handshake import (
     Wire,
     WireMismatch,
 )
-from thrift_handshake.transport import sniff
+from thrift_handshake.wire import sniff
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.session.ttypes import ClientHello
 
