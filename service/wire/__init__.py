@@ -4,6 +4,7 @@
 - ``protocols``: binary and compact with strict message headers and read limits.
 - ``strict``: strict decoding (UTF-8, typed container elements) with or without the C extension.
 - ``sniff``: the dialect from a connection's first bytes (bytes only, no socket).
+- ``framer``: whether bytes hold a whole message, and its length, under the server's limits (no socket).
 - ``sockets`` / ``connection_socket``: deadline sockets of both ends; the server's end with its budgets.
 - ``tls``: TLS contexts and what a TLS failure means.
 - ``answers``: a refusal in the peer's own dialect.
@@ -21,6 +22,7 @@ from .errors import (
     UndecodableMethodName,
     UndecodableValue,
 )
+from .framer import FramerLimits, MessageFramer
 from .protocols import accelerated_available, protocol_factory
 from .sniff import SNIFF_BYTES, Dialect, DialectKind, explain_reply, sniff
 from .sockets import CountingSocket, DeadlineSocket, is_reset, is_timeout, no_delay
@@ -62,4 +64,6 @@ __all__ = [
     "answer_refusal",
     "write_application_exception",
     "discard_input",
+    "MessageFramer",
+    "FramerLimits",
 ]
