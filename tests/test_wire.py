@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 from pathlib import Path
 
 import pytest
 from conftest import exchange, report_reliability
 from thrift.protocol.THeaderProtocol import THeaderProtocol
+from thrift.Thrift import TApplicationException
 from thrift.transport import TSocket
 from thrift.transport.THeaderTransport import THeaderClientType
 
@@ -62,6 +64,24 @@ def test_a_server_of_one_dialect_tells_another_what_it_speaks(start_server, clie
     expected = f"the client speaks {speaks}; this server speaks Thrift buffered binary"
     assert expected in str(caught.value)
     assert client.phase.value == "CLOSED"
+
+
+def test_a_peer_of_another_dialect_with_a_frame_over_the_limit_is_told_to_its_call(start_server):
+    """Refused by its frame's length before the frame is read, it still gets the mismatch answer, to the
+    call its frame starts (as a full server answers), instead of a silent close."""
+    from thrift.protocol.TCompactProtocol import TCompactProtocol
+    from thrift.Thrift import TMessageType
+    from thrift.transport.TTransport import TFramedTransport, TMemoryBuffer
+
+    server = start_server(detect_wire=False)
+    too_large = server.config.limits.max_message_bytes + 1
+    answer = exchange(server.port, struct.pack("!i", too_large) + b"\x82\x21\x09\x04echo\x00")
+    protocol = TCompactProtocol(TFramedTransport(TMemoryBuffer(answer)))
+    assert protocol.readMessageBegin() == ("echo", TMessageType.EXCEPTION, 9)
+    error = TApplicationException()
+    error.read(protocol)
+    assert (error.type, error.message) == (TApplicationException.INVALID_PROTOCOL,
+                                           "the client speaks framed compact; this server speaks Thrift buffered binary")
 
 
 def test_an_http_request_gets_an_http_answer_that_explains(server, caplog):
@@ -156,8 +176,11 @@ def test_theader_compression_is_refused(server):
     """A zlib frame lets a few bytes decode to megabytes past every byte budget: refused."""
     sock, stub = _header_stub(server.port, transform=True)
     try:
-        with pytest.raises(Exception):
+        with pytest.raises(TApplicationException) as refused:
             stub.hello(ClientHello(client_name="zlib", min_version=1, max_version=2))
+        assert refused.value.type == TApplicationException.PROTOCOL_ERROR
+        assert refused.value.message == ("cannot decode the request: THeader transform 1 is not accepted by this "
+                                         "server (compression)")
     finally:
         sock.close()
     with Client("127.0.0.1", server.port, service=HandshakeService) as client:
@@ -174,7 +197,11 @@ def test_theader_clients_meet_the_same_read_limits(start_server):
     try:
         stub.hello(ClientHello(client_name="header", min_version=1, max_version=2))
         assert len(stub.echo_types(AllTypes(id="ok", numbers=list(range(100)))).numbers) == 100
-        with pytest.raises(Exception):
+        with pytest.raises(TApplicationException) as refused:
             stub.echo_types(AllTypes(id="big", numbers=list(range(101))))
+        assert refused.value.type == TApplicationException.PROTOCOL_ERROR
+        assert refused.value.message == ("cannot decode the echo_types request: a string, binary or container "
+                                         "exceeds this server's limits (max_message_bytes=16777216, "
+                                         "max_container_items=100)")
     finally:
         sock.close()
