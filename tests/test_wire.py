@@ -80,8 +80,8 @@ def test_a_peer_of_another_dialect_with_a_frame_over_the_limit_is_told_to_its_ca
     assert protocol.readMessageBegin() == ("echo", TMessageType.EXCEPTION, 9)
     error = TApplicationException()
     error.read(protocol)
-    assert (error.type, error.message) == (TApplicationException.INVALID_PROTOCOL,
-                                           "the client speaks framed compact; this server speaks Thrift buffered binary")
+    assert error.type == TApplicationException.INVALID_PROTOCOL
+    assert error.message == "the client speaks framed compact; this server speaks Thrift buffered binary"
 
 
 def test_an_http_request_gets_an_http_answer_that_explains(server, caplog):

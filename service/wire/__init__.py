@@ -22,11 +22,11 @@ from .errors import (
     UndecodableMethodName,
     UndecodableValue,
 )
-from .framer import FramerLimits, MessageFramer
+from .framer import FramerLimits, MessageFramer, frame_limit
 from .protocols import accelerated_available, protocol_factory
 from .sniff import SNIFF_BYTES, Dialect, DialectKind, explain_reply, sniff
 from .sockets import CountingSocket, DeadlineSocket, is_reset, is_timeout, no_delay
-from .stack import client_stack, frame_limit, header_protocol, server_stack, transport_factory, unread_bytes
+from .stack import client_stack, header_protocol, server_stack, transport_factory, unread_bytes
 from .strict import skip_value
 from .tls import explain_tls_error, server_tls_context
 

@@ -52,15 +52,16 @@ def answer_refusal(sock: ConnectionSocket, dialect: Optional[Dialect], kind: int
     gets ``TApplicationException(kind, message)`` to its first message (read with these limits; a bad
     binary version, to seqid 0). Errors (the peer gone, its message not even a header) propagate."""
     handle = sock.handle
+    family = None if dialect is None else dialect.kind
     answer_wire = None if dialect is None else dialect.answer_wire
-    if dialect is not None and dialect.kind is DialectKind.HTTP:
+    if family is DialectKind.HTTP:
         handle.sendall(http_refusal(message))
-    elif dialect is not None and dialect.kind is DialectKind.TLS:
+    elif family is DialectKind.TLS:
         handle.sendall(TLS_ALERT_PROTOCOL_VERSION)  # all a TLS client can read from a plain server
     elif answer_wire is not None:
         _, protocol = server_stack(answer_wire, sock, max_message_bytes, max_container_items)
         name, seqid = "", 0
-        if dialect.kind is not DialectKind.BAD_VERSION:  # answer the very call it made, in its own framing
+        if family is not DialectKind.BAD_VERSION:  # answer the very call it made, in its own framing
             try:
                 name, _, seqid = protocol.readMessageBegin()
             except AnswerableReadError as error:  # e.g. a frame over the limit: answered from its header

@@ -36,16 +36,15 @@ from thrift.transport.TTransport import TTransportException
 from ..config import ServerLimits, Wire
 from .errors import BudgetExceeded, FrameTooLarge
 from .protocols import message_header
-from .stack import frame_limit
 
-__all__ = ["FramerLimits", "MessageFramer"]
+__all__ = ["FramerLimits", "MessageFramer", "frame_limit"]
 
 #: A walk over a message: yields how many bytes its next step needs and is sent where they start.
 _Walk = Generator[int, int, None]
 
 _I32 = struct.Struct("!i")
-#: Of a frame refused by its length, at most this much of its start is looked at for the message header.
-_FRAME_START_BYTES = 64 * 1024
+#: Of a frame refused by its length, at most this much is read (or looked at): enough for any message header.
+FRAME_START_BYTES = 64 * 1024
 _BINARY_VERSION_MASK = -65536  # 0xffff0000 as an i32
 _BINARY_VERSION_1 = -2147418112  # 0x80010000 as an i32
 _COMPACT_PROTOCOL_ID = 0x82
@@ -59,6 +58,12 @@ _BINARY_TYPES = frozenset(_BINARY_WIDTHS) | {TType.STRING, TType.STRUCT, TType.M
 _C_TRUE, _C_FALSE, _C_BYTE, _C_I16, _C_I32, _C_I64, _C_DOUBLE, _C_BINARY, _C_LIST, _C_SET, _C_MAP, _C_STRUCT, \
     _C_UUID = range(1, 14)
 _COMPACT_WIDTHS = {_C_TRUE: 1, _C_FALSE: 1, _C_BYTE: 1, _C_DOUBLE: 8, _C_UUID: 16}
+
+
+def frame_limit(max_message_bytes: int) -> int:
+    """The largest frame (as its length field counts it) of a message of at most ``max_message_bytes``
+    with that 4-byte length field included."""
+    return max(max_message_bytes - 4, 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,24 +126,26 @@ class MessageFramer:
     def _advance(self) -> Optional[int]:
         """Walks on as far as the bytes go: the end of the message when it is whole, else None."""
         buffer = self._buffer
-        if self._walk is None:
+        walk = self._walk
+        if walk is None:
             if len(buffer) == self._start:
                 return None
             self._position = self._start
-            self._walk = self._message()
-            self._need = self._next(None)
+            walk = self._walk = self._message()
+            self._need = self._step(walk, None)
         while len(buffer) - self._position >= self._need:
             at = self._position
             self._position += self._need
             try:
-                self._need = self._next(at)
+                self._need = self._step(walk, at)
             except StopIteration:
                 self._walk = None
                 return self._position
         return None
 
-    def _next(self, at: Optional[int]) -> int:
-        need = self._walk.send(at)
+    def _step(self, walk: _Walk, at: Optional[int]) -> int:
+        """Hands the walk where its bytes start (None to begin); what it needs next, within the budget."""
+        need = next(walk) if at is None else walk.send(at)
         if self._position + need - self._start > self.limits.max_message_bytes:
             raise BudgetExceeded(TTransportException.SIZE_LIMIT,
                                  f"a message of more than {self.limits.max_message_bytes} bytes (max_message_bytes)")
@@ -166,7 +173,7 @@ class MessageFramer:
 
     def _header_of_frame(self) -> Optional[Tuple[str, int]]:
         """(name, seqid) of a plain binary or compact frame's message, if the bytes here hold it."""
-        data = bytes(self._buffer[self._start + 4:self._start + 4 + _FRAME_START_BYTES])
+        data = bytes(self._buffer[self._start + 4:self._start + 4 + FRAME_START_BYTES])
         return None if data[:2] == b"\x0f\xff" else message_header(data)  # THeader's own header: not read here
 
     def _string(self, size: int) -> _Walk:

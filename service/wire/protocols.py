@@ -7,7 +7,7 @@ the binary or compact one per frame with the same limits.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Optional, Tuple
+from typing import Optional, Tuple
 
 from thrift.protocol import TBinaryProtocol, TCompactProtocol, THeaderProtocol
 from thrift.protocol.TProtocol import TProtocolBase, TProtocolException, TProtocolFactory
@@ -19,13 +19,10 @@ from .errors import UndecodableMethodName
 from .sniff import thrift_start
 from .strict import method_name, strict_decoder
 
-if TYPE_CHECKING:
-    from .stack import HeaderTransport
-
-__all__ = ["accelerated_available", "protocol_factory", "message_header", "HEADER_INNER_PROTOCOLS"]
+__all__ = ["accelerated_available", "protocol_factory", "message_header", "HEADER_INNER_PROTOCOLS",
+           "HeaderProtocolFactory"]
 
 logger = logging.getLogger(__name__)
-
 
 
 def accelerated_available() -> bool:
@@ -131,7 +128,8 @@ class _LimitedHeaderProtocol(THeaderProtocol.THeaderProtocol):
     the protocol set to answer in the frame's dialect; Thrift's own writes its answer with a bytes
     name (a TypeError) and reads on."""
 
-    def __init__(self, transport: HeaderTransport, client_types: tuple, limits: dict) -> None:
+    def __init__(self, transport: THeaderTransport.THeaderTransport, client_types: tuple,
+                 limits: dict) -> None:
         self._limits = limits
         super().__init__(transport, client_types)
 
@@ -155,6 +153,9 @@ class _LimitedHeaderProtocol(THeaderProtocol.THeaderProtocol):
 
 
 class HeaderProtocolFactory(TProtocolFactory):
+    """THeader protocols for ``client_types`` whose inner protocol has ``limits`` (Thrift's
+    string_length_limit and container_length_limit)."""
+
     def __init__(self, client_types: tuple, limits: dict) -> None:
         self._client_types = client_types
         self._limits = limits

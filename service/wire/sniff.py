@@ -10,7 +10,6 @@ from ..config import Wire
 __all__ = ["DialectKind", "Dialect", "SNIFF_BYTES", "sniff", "sniff_stream", "thrift_start", "explain_reply"]
 
 
-
 class DialectKind(Enum):
     """The families of peers ``sniff`` tells apart."""
 
@@ -72,7 +71,8 @@ def sniff(data: bytes) -> Optional[Dialect]:
     if protocol is not None:
         return Dialect(DialectKind.THRIFT, Wire(protocol=protocol, transport="buffered"))
     if data[0] == 0x80:
-        return Dialect(DialectKind.BAD_VERSION, detail=f"binary protocol version {data[1]} (strict binary is version 1)")
+        return Dialect(DialectKind.BAD_VERSION,
+                       detail=f"binary protocol version {data[1]} (strict binary is version 1)")
     if data[0] in (0x15, 0x16) and data[1] == 0x03:  # a TLS handshake or alert record
         return Dialect(DialectKind.TLS)
     if len(data) < 4:

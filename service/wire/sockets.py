@@ -20,7 +20,6 @@ from .sniff import SNIFF_BYTES
 __all__ = ["DeadlineSocket", "CountingSocket", "no_delay", "is_timeout", "is_reset", "time_left"]
 
 
-
 def is_timeout(error: BaseException) -> bool:
     """Whether a transport error was a timeout (older thrift and Python 3.9 report it only in ``inner``)."""
     if isinstance(error, TTransport.TTransportException) and error.type == TTransport.TTransportException.TIMED_OUT:

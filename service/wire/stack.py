@@ -20,14 +20,14 @@ from thrift.transport import THeaderTransport, TTransport
 
 from ..config import ClientTLS, Wire
 from .errors import FrameRefused, FrameTooLarge
+from .framer import FRAME_START_BYTES, frame_limit
 from .protocols import HEADER_INNER_PROTOCOLS, HeaderProtocolFactory, message_header, protocol_factory
 from .sniff import thrift_start
 from .sockets import CountingSocket
 from .tls import client_tls_context
 
-__all__ = ["BufferedTransport", "FramedTransport", "HeaderTransport", "transport_factory", "frame_limit",
-           "header_protocol", "server_stack", "client_stack", "unread_bytes"]
-
+__all__ = ["BufferedTransport", "FramedTransport", "HeaderTransport", "transport_factory", "header_protocol",
+           "server_stack", "client_stack", "unread_bytes"]
 
 
 class _Resettable:
@@ -73,15 +73,11 @@ class BufferedTransport(_Resettable, _RemembersEnd, TTransport.TBufferedTranspor
     _rbuf_attribute = "_TBufferedTransport__rbuf"
 
 
-#: Of a frame refused by its length, at most this much is read: enough for any message header.
-_FRAME_START_BYTES = 64 * 1024
-
-
 def _frame_start(trans: TTransport.TTransportBase, size: int,
                  header_of: Callable[[bytes], Optional[Tuple[str, int]]]) -> Optional[Tuple[str, int]]:
     """(name, seqid) of the message a frame of ``size`` bytes starts, read from its first bytes (as
     far as the peer sends them, its byte budget allows and ``header_of`` needs); None if unreadable."""
-    want = min(size, _FRAME_START_BYTES)
+    want = min(size, FRAME_START_BYTES)
     data = b""
     header = None
     while len(data) < want and header is None:
@@ -148,7 +144,7 @@ class HeaderTransport(_Resettable, _RemembersEnd, THeaderTransport.THeaderTransp
 
     def _parse_header_format(self, buffer: BytesIO) -> BytesIO:
         start = buffer.tell()
-        header = TTransport.TMemoryBuffer(buffer.read(_FRAME_START_BYTES))
+        header = TTransport.TMemoryBuffer(buffer.read(FRAME_START_BYTES))
         header.read(10)  # magic, flags, sequence id, header length
         protocol_id = TCompactProtocol.readVarint(header)
         transforms = [TCompactProtocol.readVarint(header) for _ in range(TCompactProtocol.readVarint(header))]
@@ -198,12 +194,6 @@ class _HeaderTransportFactory(TTransport.TTransportFactoryBase):
         transport = HeaderTransport(trans, self._client_types, self._protocol_id)
         transport.set_max_frame_size(self._max_frame_bytes)
         return transport
-
-
-def frame_limit(max_message_bytes: int) -> int:
-    """The largest frame (as its length field counts it) of a message of at most ``max_message_bytes``
-    with that 4-byte length field included."""
-    return max(max_message_bytes - 4, 1)
 
 
 def header_protocol(sock: TTransport.TTransportBase, max_message_bytes: int,

@@ -195,7 +195,6 @@ def skip_value(protocol: TProtocolBase, ttype: int, depth: int = 64) -> None:
         protocol.skip(ttype)
 
 
-
 def _read_struct(iprot: TProtocolBase, obj: Any, cls: type, spec: tuple) -> Any:
     """Fills ``obj`` (or, when None, builds a ``cls``) from the fields ``spec`` knows; skips the rest."""
     fields = {}

@@ -13,7 +13,6 @@ __all__ = ["client_tls_context", "server_tls_context", "explain_tls_error", "TLS
 TLS_ALERT_PROTOCOL_VERSION = b"\x15\x03\x01\x00\x02\x02\x46"
 
 
-
 _TLS_HINTS = (
     ("wrong version number", "the server does not speak TLS on this port (a plain Thrift server?)"),
     ("alert protocol version", "the server does not speak TLS on this port (a plain Thrift server?)"),
