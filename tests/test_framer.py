@@ -15,7 +15,7 @@ from thrift.Thrift import TApplicationException, TMessageType, TType
 from thrift.transport import THeaderTransport, TTransport
 from thrift.transport.TTransport import TTransportException
 
-from thrift_handshake import Wire
+from thrift_handshake import ServerLimits, Wire
 from thrift_handshake.wire import BudgetExceeded, FramerLimits, FrameTooLarge, MessageFramer
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.session import SessionService
@@ -176,6 +176,11 @@ def test_a_message_of_max_message_bytes_passes_and_one_byte_more_is_refused(wire
         with pytest.raises(FrameTooLarge) as refused:
             framer.feed(message[:8])  # refused from the length field: the frame's bytes are never awaited
         assert (refused.value.size, refused.value.limit) == (len(message) - 4, len(message) - 5)
+
+
+def test_a_servers_limits_make_the_framers():
+    limits = ServerLimits(max_message_bytes=5000, max_container_items=7)
+    assert FramerLimits.of(limits) == FramerLimits(max_message_bytes=5000, max_container_items=7, max_depth=64)
 
 
 @pytest.mark.parametrize("wire", [Wire(protocol, "framed") for protocol in ("binary", "compact")], ids=str)

@@ -8,7 +8,10 @@ headers and lengths, skipping values over the bytes without building them.
 
 The walk resumes where the last call stopped (a pending step is at most one length field or varint
 long), so dripped input costs O(total bytes), not O(bytes squared). A declared length is judged when
-it arrives, before its bytes do: nothing is awaited, or buffered, past the limits.
+it arrives, before its bytes do: nothing is awaited, or buffered, past the limits. Cost (CPython, one
+core here): a frame about 2 us whatever its size; an unframed message about 0.5 us per field, element
+or length walked (75 us for the 509-byte ``AllTypes`` of the tests, binary), so a fixed-width list or
+set is skipped in one step. Inside a frame nothing is walked: there the decoder's limits apply, as now.
 
 Refusals, as the server's own stack raises them:
 - a frame longer than its limit: ``FrameTooLarge`` (with the message's name and seqid when the bytes
