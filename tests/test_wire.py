@@ -188,14 +188,36 @@ def test_theader_compression_is_refused(server):
     report_reliability("a THeader frame with zlib (compression bomb) refused", 1, True, 0)
 
 
-def test_theader_clients_meet_the_same_read_limits(start_server):
+def _stub(port: int, wire: Wire):
+    """A generated client over Thrift's own stack for ``wire`` (no thrift_handshake client)."""
+    from thrift.protocol import TBinaryProtocol, TCompactProtocol
+    from thrift.transport import TTransport
+    from thrift.transport.THeaderTransport import THeaderSubprotocolID
+
+    sock = TSocket.TSocket("127.0.0.1", port)
+    sock.setTimeout(5000)
+    if wire.transport == "header":
+        protocol_id = THeaderSubprotocolID.COMPACT if wire.protocol == "compact" else THeaderSubprotocolID.BINARY
+        protocol = THeaderProtocol(sock, (THeaderClientType.HEADERS,), protocol_id)
+    else:
+        transport = (TTransport.TFramedTransport if wire.transport == "framed" else TTransport.TBufferedTransport)(sock)
+        module = TCompactProtocol if wire.protocol == "compact" else TBinaryProtocol
+        protocol = getattr(module, f"T{wire.protocol.title()}Protocol{'Accelerated' if wire.accelerated else ''}")(
+            transport)
+    sock.open()
+    return sock, HandshakeService.Client(protocol)
+
+
+@pytest.mark.parametrize("wire", WIRES, ids=str)
+def test_every_dialect_meets_the_same_read_limits(start_server, wire):
+    """max_container_items holds for every protocol and transport a client may pick on one port."""
     from thrift_handshake import ServerLimits
     from thrift_handshake_gen.ttypes import AllTypes
 
     server = start_server(limits=ServerLimits(max_container_items=100))
-    sock, stub = _header_stub(server.port)
+    sock, stub = _stub(server.port, wire)
     try:
-        stub.hello(ClientHello(client_name="header", min_version=1, max_version=2))
+        stub.hello(ClientHello(client_name=str(wire), min_version=1, max_version=2))
         assert len(stub.echo_types(AllTypes(id="ok", numbers=list(range(100)))).numbers) == 100
         with pytest.raises(TApplicationException) as refused:
             stub.echo_types(AllTypes(id="big", numbers=list(range(101))))
