@@ -227,3 +227,17 @@ def test_every_dialect_meets_the_same_read_limits(start_server, wire):
                                          "max_container_items=100)")
     finally:
         sock.close()
+
+
+def test_both_tls_contexts_refuse_versions_before_tls_1_2():
+    """Checked on the contexts: this machine's OpenSSL refuses TLS 1.0 and 1.1 at its default security
+    level anyway, so a handshake would not notice a server context that allowed them."""
+    import ssl
+
+    from thrift_handshake import ServerTLS
+    from thrift_handshake.wire import server_tls_context
+    from thrift_handshake.wire.tls import client_tls_context
+
+    server_tls = ServerTLS(str(CERTS / "server.pem"), str(CERTS / "server.key"))
+    assert server_tls_context(server_tls).minimum_version is ssl.TLSVersion.TLSv1_2
+    assert client_tls_context(ClientTLS(ca_file=str(CERTS / "ca.pem"))).minimum_version is ssl.TLSVersion.TLSv1_2
