@@ -18,6 +18,7 @@ from thrift_handshake.config import TRANSPORTS
 from thrift_handshake import (
     Client,
     ClientOptions,
+    ClientPhase,
     ClientTLS,
     ConnectError,
     ConnectionBroken,
@@ -241,3 +242,21 @@ def test_both_tls_contexts_refuse_versions_before_tls_1_2():
     server_tls = ServerTLS(str(CERTS / "server.pem"), str(CERTS / "server.key"))
     assert server_tls_context(server_tls).minimum_version is ssl.TLSVersion.TLSv1_2
     assert client_tls_context(ClientTLS(ca_file=str(CERTS / "ca.pem"))).minimum_version is ssl.TLSVersion.TLSv1_2
+
+
+@pytest.mark.parametrize("wire", [w for w in WIRES if w.transport != "header"], ids=str)
+def test_the_client_reads_no_reply_over_max_reply_bytes(server, wire):
+    """The reply's string (buffered) or frame (framed) over the limit is refused before it is read."""
+    client = Client("127.0.0.1", server.port, ClientOptions(wire=wire, max_reply_bytes=1000), service=HandshakeService)
+    client.connect()
+    assert client.echo("x" * 900) == "x" * 900
+    with pytest.raises(ConnectionBroken) as refused:
+        client.echo("x" * 1001)
+    if wire.transport == "framed":
+        frame = 1001 + (13 if wire.protocol == "compact" else 24)  # the reply's header, string and stop
+        assert f"Frame size ({frame}) larger than the maximum (1000)" in str(refused.value)
+    elif wire.accelerated:
+        assert "size exceeded specified limit: 1000" in str(refused.value)
+    else:
+        assert "Length exceeded max allowed: 1000" in str(refused.value)
+    assert client.phase is ClientPhase.BROKEN
