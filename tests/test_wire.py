@@ -55,7 +55,8 @@ def test_one_port_serves_a_theader_client(server):
         sock.close()
 
 
-@pytest.mark.parametrize("client_wire", [Wire("compact", "framed"), Wire("binary", "framed"), Wire("compact"), Wire("binary", "header")], ids=str)
+@pytest.mark.parametrize("client_wire", [Wire("compact", "framed"), Wire("binary", "framed"), Wire("compact"),
+                                         Wire("binary", "header")], ids=str)
 def test_a_server_of_one_dialect_tells_another_what_it_speaks(start_server, client_wire):
     server = start_server(detect_wire=False)
     client = Client("127.0.0.1", server.port, ClientOptions(wire=client_wire), service=HandshakeService)
