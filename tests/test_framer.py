@@ -349,6 +349,30 @@ def test_an_unknown_type_is_refused(wire, data):
     assert _refusal(wire, data).type == TProtocolException.INVALID_DATA
 
 
+@pytest.mark.parametrize("wire", WIRES, ids=str)
+def test_messages_before_a_refusal_are_handed_out_first(wire):
+    messages = _messages(wire)[:2]
+    garbage = b"\xff\xff\xff\xff" if wire.transport != "buffered" else b"\x80\x02\x00\x01"
+    framer = MessageFramer(wire, LIMITS)
+    assert framer.feed(b"".join(messages) + garbage) == messages
+    with pytest.raises((TProtocolException, TTransportException)) as refused:
+        framer.feed(b"")
+    with pytest.raises(type(refused.value)):
+        framer.next_message()
+
+
+def test_messages_one_at_a_time():
+    first, second = _messages(COMPACT)[:2]
+    framer = MessageFramer(COMPACT, LIMITS)
+    framer.receive(first + second[:-1])
+    assert framer.next_message() == first
+    assert framer.next_message() is None
+    assert framer.pending == len(second) - 1
+    framer.receive(second[-1:] + first)
+    assert [framer.next_message(), framer.next_message(), framer.next_message()] == [second, first, None]
+    assert framer.pending == 0
+
+
 def test_a_refused_stream_stays_refused():
     framer = MessageFramer(BINARY, LIMITS)
     with pytest.raises(TProtocolException):

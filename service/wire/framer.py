@@ -2,7 +2,8 @@
 
 ``MessageFramer(wire, limits).feed(data)`` returns the messages that ``data`` completes, each whole
 (a frame with its length field, or an unframed message from its first header byte to its STOP), and
-keeps the rest for the next call. Framed and THeader messages are told by their length field;
+keeps the rest for the next call (or, one at a time: ``receive(data)``, then ``next_message()`` until
+None). Framed and THeader messages are told by their length field;
 unframed (buffered) binary and compact ones by walking the message header and the struct's field
 headers and lengths, skipping values over the bytes without building them.
 
@@ -22,8 +23,8 @@ Refusals, as the server's own stack raises them:
 - structs and containers nested deeper than ``max_depth``: ``TProtocolException(DEPTH_LIMIT)``;
 - a bad version, an unknown type id, a compact varint longer than its type allows (5 bytes, 10 for
   i64): ``TProtocolException`` (BAD_VERSION, INVALID_DATA).
-After a refusal the framer stays refused (each ``feed`` raises the same error): the stream cannot be
-trusted from there on.
+After a refusal the framer stays refused (every later call raises the same error): the stream cannot
+be trusted from there on. Messages whole before it are handed out first.
 """
 
 from __future__ import annotations
@@ -104,27 +105,48 @@ class MessageFramer:
         """Bytes received that are not yet part of a whole message."""
         return len(self._buffer) - self._start
 
-    def feed(self, data: bytes) -> List[bytes]:
-        """The whole messages that ``data`` (the connection's next bytes) completes, in order."""
+    def receive(self, data: bytes) -> None:
+        """Adds the connection's next bytes (ignored once the stream is refused)."""
         if self._error is not None:
-            raise self._error
-        self._buffer += data
-        messages = []
-        try:
-            while True:
-                end = self._advance()
-                if end is None:
-                    break
-                messages.append(bytes(self._buffer[self._start:end]))
-                self._start = end
-        except Exception as error:
-            self._error = error
-            raise
-        if self._start:  # drop what was handed out, once per call (the walk's offsets move with it)
+            return
+        if self._start:  # drop the messages handed out (the walk's offsets move with them)
             del self._buffer[:self._start]
             self._position -= self._start
             self._start = 0
-        return messages
+        self._buffer += data
+
+    def next_message(self) -> Optional[bytes]:
+        """The next whole message, or None until more bytes arrive. Raises the refusal when the walk
+        reaches one, and again on every later call: the stream cannot be trusted from there on."""
+        if self._error is not None:
+            raise self._error
+        try:
+            end = self._advance()
+        except Exception as error:
+            self._error = error
+            raise
+        if end is None:
+            return None
+        message = bytes(self._buffer[self._start:end])
+        self._start = end
+        return message
+
+    def feed(self, data: bytes) -> List[bytes]:
+        """``receive(data)``, then the whole messages there are, in order. A refusal reached after
+        whole messages is raised by the next call (``feed(b"")`` will do), so that those messages are
+        served first, as the threaded server serves a peer's messages in order."""
+        self.receive(data)
+        messages: List[bytes] = []
+        while True:
+            try:
+                message = self.next_message()
+            except (TProtocolException, TTransportException):
+                if messages:
+                    return messages
+                raise
+            if message is None:
+                return messages
+            messages.append(message)
 
     def _advance(self) -> Optional[int]:
         """Walks on as far as the bytes go: the end of the message when it is whole, else None."""
