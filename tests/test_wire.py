@@ -25,6 +25,7 @@ from thrift_handshake import (
     Wire,
     WireMismatch,
 )
+from thrift_handshake.demo import HandshakeHandler
 from thrift_handshake.wire import sniff
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.session.ttypes import ClientHello
@@ -245,19 +246,42 @@ def test_both_tls_contexts_refuse_versions_before_tls_1_2():
     assert client_tls_context(ClientTLS(ca_file=str(CERTS / "ca.pem"))).minimum_version is ssl.TLSVersion.TLSv1_2
 
 
-@pytest.mark.parametrize("wire", [w for w in WIRES if w.transport != "header"], ids=str)
+@pytest.mark.parametrize("wire", WIRES, ids=str)
 def test_the_client_reads_no_reply_over_max_reply_bytes(server, wire):
-    """The reply's string (buffered) or frame (framed) over the limit is refused before it is read."""
+    """The reply's string (buffered) or frame (framed, THeader) over the limit is refused before it is
+    read; the request, as large, is sent (the limit is the reply's)."""
     client = Client("127.0.0.1", server.port, ClientOptions(wire=wire, max_reply_bytes=1000), service=HandshakeService)
     client.connect()
     assert client.echo("x" * 900) == "x" * 900
     with pytest.raises(ConnectionBroken) as refused:
         client.echo("x" * 1001)
-    if wire.transport == "framed":
-        frame = 1001 + (13 if wire.protocol == "compact" else 24)  # the reply's header, string and stop
+    if wire.transport != "buffered":
+        frame = 1001 + {("framed", "compact"): 13, ("framed", "binary"): 24, ("header", "compact"): 27,
+                        ("header", "binary"): 38}[wire.transport, wire.protocol]  # the reply's header and stop
         assert f"Frame size ({frame}) larger than the maximum (1000)" in str(refused.value)
     elif wire.accelerated:
         assert "size exceeded specified limit: 1000" in str(refused.value)
     else:
         assert "Length exceeded max allowed: 1000" in str(refused.value)
     assert client.phase is ClientPhase.BROKEN
+
+
+class _Tenfold(HandshakeHandler):
+    def echo(self, message):
+        return message * 10
+
+
+@pytest.mark.parametrize("wire", [w for w in WIRES if w.accelerated], ids=str)
+def test_a_reply_larger_than_max_message_bytes_is_sent_in_every_dialect(start_server, wire):
+    """max_message_bytes bounds what a peer sends; the server's replies are the handler's to size, in
+    THeader as in the other dialects (Thrift's THeader transport applies its frame limit to writes)."""
+    from thrift_handshake import ServerLimits
+
+    server = start_server(_Tenfold(), limits=ServerLimits(max_message_bytes=1024))
+    sock, stub = _stub(server.port, wire)
+    try:
+        stub.hello(ClientHello(client_name=str(wire), min_version=1, max_version=2))
+        assert stub.echo("y" * 200) == "y" * 2000
+        assert stub.echo("z") == "z" * 10  # and the connection goes on
+    finally:
+        sock.close()

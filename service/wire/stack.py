@@ -106,14 +106,26 @@ class FramedTransport(_Resettable, _RemembersEnd, TTransport.TFramedTransport):
         setattr(self, self._rbuf_attribute, BytesIO(trans.readAll(size)))
 
 
+#: The largest frame a 4-byte signed length can announce.
+_LARGEST_FRAME = 0x7FFFFFFF
+
+
 class HeaderTransport(_Resettable, _RemembersEnd, THeaderTransport.THeaderTransport):
     """THeader without read transforms: a compressed frame would let a few bytes on the wire (all the
     byte budgets see) decode to megabytes, so a frame with any transform is refused (``FrameRefused``),
     as is one whose protocol is neither binary nor compact; so is a frame over the limit (``FrameTooLarge``).
-    Each refusal leaves the transport set to answer in the frame's own dialect."""
+    Each refusal leaves the transport set to answer in the frame's own dialect. The frame limit bounds
+    what is read only: what this end writes is sized by its own code, as in the other dialects."""
 
     _wbuf_attribute = "_write_buffer"
     _rbuf_attribute = "_read_buffer"
+
+    def flush(self) -> None:
+        read_limit, self._max_frame_size = self._max_frame_size, _LARGEST_FRAME  # Thrift checks writes too
+        try:
+            super().flush()
+        finally:
+            self._max_frame_size = read_limit
 
     def readFrame(self, req_sz: int) -> None:
         first_word = self._transport.readAll(4)
