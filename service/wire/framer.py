@@ -3,16 +3,17 @@
 ``MessageFramer(wire, limits).feed(data)`` returns the messages that ``data`` completes, each whole
 (a frame with its length field, or an unframed message from its first header byte to its STOP), and
 keeps the rest for the next call (or, one at a time: ``receive(data)``, then ``next_message()`` until
-None). Framed and THeader messages are told by their length field;
-unframed (buffered) binary and compact ones by walking the message header and the struct's field
-headers and lengths, skipping values over the bytes without building them.
+None). Framed and THeader messages are told by their length field (a THeader connection sends
+frames; the headerless messages THeader also detects are not framed here); unframed (buffered)
+binary and compact ones by walking the message header and the struct's field headers and lengths,
+skipping values over the bytes without building them.
 
 The walk resumes where the last call stopped (a pending step is at most one length field or varint
 long), so dripped input costs O(total bytes), not O(bytes squared). A declared length is judged when
 it arrives, before its bytes do: nothing is awaited, or buffered, past the limits. Cost (CPython, one
 core here): a frame about 2 us whatever its size; an unframed message about 0.5 us per field, element
-or length walked (75 us for the 509-byte ``AllTypes`` of the tests, binary), so a fixed-width list or
-set is skipped in one step. Inside a frame nothing is walked: there the decoder's limits apply, as now.
+or length walked (a list, set or map of fixed-width values is one step): 75 us for the 509-byte
+``AllTypes`` of the tests in binary. Inside a frame nothing is walked: the decoder's limits apply there.
 
 Refusals, as the server's own stack raises them:
 - a frame longer than its limit: ``FrameTooLarge`` (with the message's name and seqid when the bytes
