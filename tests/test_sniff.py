@@ -11,7 +11,7 @@ from thrift.transport import THeaderTransport, TTransport
 
 from thrift_handshake import Wire
 from thrift_handshake.wire import SNIFF_BYTES, Dialect, DialectKind, explain_reply, sniff
-from thrift_handshake.wire.sniff import sniff_stream
+from thrift_handshake.wire.sniff import sniff_stream, thrift_start
 
 MESSAGE_TYPES = {"call": TMessageType.CALL, "reply": TMessageType.REPLY, "exception": TMessageType.EXCEPTION,
                  "oneway": TMessageType.ONEWAY}
@@ -53,6 +53,7 @@ def _shortest_telling(data: bytes) -> int:
 def test_every_thrift_message_type_is_told_in_every_framing(transport, protocol, message_type):
     data = _message_start(protocol, transport, message_type)
     assert sniff(data) == Dialect(DialectKind.THRIFT, Wire(protocol=protocol, transport=transport))
+    assert sniff(data[:SNIFF_BYTES]) == sniff(data)
     assert _shortest_telling(data) == (2 if transport == "buffered" else SNIFF_BYTES)
 
 
@@ -61,6 +62,7 @@ def test_every_thrift_message_type_is_told_in_every_framing(transport, protocol,
 def test_theader_is_told_whatever_it_carries(protocol, message_type):
     data = _message_start(protocol, "header", message_type)
     assert sniff(data) == Dialect(DialectKind.HEADER)
+    assert sniff(data[:SNIFF_BYTES]) == Dialect(DialectKind.HEADER)
     assert _shortest_telling(data) == SNIFF_BYTES
 
 
@@ -72,6 +74,24 @@ def test_compact_is_told_by_its_version_whatever_the_message_type(second):
         assert dialect == Dialect(DialectKind.THRIFT, Wire(protocol="compact", transport="buffered"))
     else:
         assert dialect == Dialect(DialectKind.UNKNOWN)
+
+
+@pytest.mark.parametrize("first", range(256))
+def test_only_0x82_starts_compact_and_only_0x80_binary(first):
+    dialect = sniff(bytes([first, 0x21, 0, 0, 0, 0]))
+    expected = {0x82: DialectKind.THRIFT, 0x80: DialectKind.BAD_VERSION}.get(first, DialectKind.UNKNOWN)
+    assert dialect.kind is expected
+
+
+def test_thrift_start_needs_two_bytes():
+    assert [thrift_start(b""), thrift_start(b"\x82"), thrift_start(b"\x80")] == [None, None, None]
+    assert [thrift_start(b"\x82\x21"), thrift_start(b"\x80\x01")] == ["compact", "binary"]
+
+
+@pytest.mark.parametrize("length", [b"\x00\x00\x00\x01", b"\x7f\xff\xff\xff"], ids=["1", "2**31-1"])
+def test_any_positive_frame_length_starts_a_frame(length):
+    assert sniff(length + b"\x0f\xff") == Dialect(DialectKind.HEADER)
+    assert sniff(length + b"\x80\x01") == Dialect(DialectKind.THRIFT, Wire(transport="framed"))
 
 
 @pytest.mark.parametrize("version", [0, 2, 0x7F, 0xFF])
@@ -100,7 +120,8 @@ def test_tls_records_and_alerts_are_told_from_two_bytes(record):
 
 
 @pytest.mark.parametrize("data", [b"\x00\x00\x00\x10\x00\x00", b"hello!", b"\x7f\xff\xff\xff\x80\x02",
-                                  b"\x16\x02\x00\x00\x00\x00", b"\x00\x00\x00\x10\x0f\xfe"])
+                                  b"\x16\x02\x00\x00\x00\x00", b"\x16\x04\x00\x00\x00\x00",
+                                  b"\x15\x04\x00\x00\x00\x00", b"\x00\x00\x00\x10\x0f\xfe"])
 def test_six_bytes_of_nothing_known_are_unknown(data):
     assert sniff(data) == Dialect(DialectKind.UNKNOWN)
     assert str(sniff(data)) == "something that is not Thrift"
@@ -141,6 +162,17 @@ def test_sniff_stream_asks_for_bytes_until_they_tell():
     assert asked == [b"", b"\x00", b"\x00\x00\x00", b"\x00\x00\x00\x2a"]
 
 
+def test_sniff_stream_asks_no_more_once_two_bytes_tell():
+    asked: List[bytes] = []
+
+    def more(data: bytes) -> Optional[bytes]:
+        asked.append(data)
+        return data + b"\x80\x01"
+
+    assert sniff_stream(more) == (b"\x80\x01", Dialect(DialectKind.THRIFT, Wire()))
+    assert asked == [b""]
+
+
 def test_sniff_stream_stops_when_the_peer_does():
     data, dialect = sniff_stream(lambda data: None if data else b"GE")
     assert (data, dialect) == (b"GE", None)
@@ -150,10 +182,16 @@ def test_sniff_stream_stops_when_the_peer_does():
     (b"", "the server closed the connection without answering"),
     (b"\x80", "the server's answer (80) ended before it could be read"),
     (b"\x82\x41\x00\x00\x00\x00", "the server speaks buffered compact; this client speaks buffered binary"),
+    (b"\x00\x00\x00\x10\x80\x01", "the server speaks framed binary; this client speaks buffered binary"),
     (b"\x80\x01\x00\x02\x00\x00", "the server's answer is not a reply this client can decode"),
     (b"HTTP/1.1 400", "the server answered with HTTP"),
     (b"\x15\x03\x01\x00\x02\x02", "the server answered with TLS"),
     (b"\x80\x02\x00\x02\x00\x00", "the server answered with binary protocol version 2"),
-], ids=["nothing", "cut", "other-protocol", "same-protocol", "http", "tls", "bad-version"])
+], ids=["nothing", "cut", "other-protocol", "other-transport", "same-protocol", "http", "tls", "bad-version"])
 def test_a_client_is_told_why_a_reply_cannot_be_read(reply, expected):
     assert explain_reply(reply, Wire()).startswith(expected)
+
+
+def test_a_compact_client_is_told_the_server_speaks_binary():
+    assert explain_reply(b"\x80\x01\x00\x02\x00\x00", Wire(protocol="compact")).startswith(
+        "the server speaks buffered binary; this client speaks buffered compact")
