@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from pathlib import Path
 from typing import Callable, List
@@ -16,7 +17,7 @@ from thrift.transport import THeaderTransport, TTransport
 from thrift.transport.TTransport import TTransportException
 
 from thrift_handshake import ServerLimits, Wire
-from thrift_handshake.wire import BudgetExceeded, FramerLimits, FrameTooLarge, MessageFramer
+from thrift_handshake.wire import BudgetExceeded, FramerLimits, FrameTooLarge, MessageFramer, frame_limit
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.session import SessionService
 from thrift_handshake_gen.session.ttypes import ClientHello
@@ -330,23 +331,111 @@ def test_compact_varints_longer_than_their_type_are_refused(data, long):
         assert MessageFramer(COMPACT, LIMITS).feed(data) == [data]
 
 
-@pytest.mark.parametrize("wire, data", [
-    (BINARY, struct.pack("!i", -2147352575) + b"\x00" * 8),  # version 2
-    (BINARY, struct.pack("!iI", 4, 1) + b"echo"),  # no version header (non-strict binary)
-    (COMPACT, b"\x82\x22\x01\x00\x00"),  # compact version 2
-    (COMPACT, b"\x83\x21\x01\x00\x00"),
-], ids=["binary-2", "binary-unversioned", "compact-2", "compact-id"])
-def test_a_version_this_end_does_not_speak_is_refused(wire, data):
-    assert _refusal(wire, data).type == TProtocolException.BAD_VERSION
+@pytest.mark.parametrize("wire, data, message", [
+    (BINARY, struct.pack("!i", -2147352575) + b"\x00" * 8, "Bad version in readMessageBegin: -2147352575"),
+    (BINARY, struct.pack("!i", -2147483647) + b"\x00" * 8, "Bad version in readMessageBegin: -2147483647"),
+    (BINARY, struct.pack("!i", -1) + b"\x00" * 8, "Bad version in readMessageBegin: -1"),
+    (BINARY, struct.pack("!iI", 4, 1) + b"echo", "No protocol version header"),  # non-strict binary
+    (BINARY, struct.pack("!i", 0) + b"\x00" * 8, "No protocol version header"),
+    (COMPACT, b"\x82\x22\x01\x00\x00", "Bad version: 2 (expect 1)"),
+    (COMPACT, b"\x82\x40\x01\x00\x00", "Bad version: 0 (expect 1)"),
+    (COMPACT, b"\x83\x21\x01\x00\x00", "Bad protocol id in the message: 131"),
+    (COMPACT, b"\x81\x21\x01\x00\x00", "Bad protocol id in the message: 129"),
+], ids=["binary-2", "binary-0", "binary-minus-1", "binary-unversioned", "binary-zero", "compact-2", "compact-0",
+        "compact-id-131", "compact-id-129"])
+def test_a_version_this_end_does_not_speak_is_refused(wire, data, message):
+    refused = _refusal(wire, data)
+    assert (refused.type, refused.message) == (TProtocolException.BAD_VERSION, message)
 
 
-@pytest.mark.parametrize("wire, data", [
-    (BINARY, _binary_call(b"\x01\x00\x01")),  # VOID
-    (BINARY, _binary_call(b"\x0f\x00\x01\x14\x00\x00\x00\x01")),  # a list of type 20
-    (COMPACT, _compact_call(b"\x1e")),  # compact type 14
-], ids=["binary-void", "binary-element", "compact"])
-def test_an_unknown_type_is_refused(wire, data):
-    assert _refusal(wire, data).type == TProtocolException.INVALID_DATA
+def _uuid_list(element_type: int, count: int) -> bytes:
+    return bytes([count << 4 | element_type]) + bytes(range(16)) * count
+
+
+@pytest.mark.parametrize("wire, body", [
+    (BINARY, b"\x10\x00\x01" + bytes(range(16)) + b"\x00"),  # a uuid field
+    (BINARY, b"\x0f\x00\x01\x10\x00\x00\x00\x02" + bytes(range(16)) * 2 + b"\x00"),  # list<uuid>
+    (COMPACT, b"\x1d" + bytes(range(16)) + b"\x00"),  # a uuid field
+    (COMPACT, b"\x19" + _uuid_list(13, 2) + b"\x00"),  # list<uuid>
+    (COMPACT, b"\x19\x22\x01\x02\x00"),  # a list of two bools typed FALSE (as some writers type them)
+    (COMPACT, b"\x1b\x00\x15\x02\x00"),  # an empty map, then an i32 field
+    (COMPACT, b"\x15\x7f\x00"),  # an i32 of one varint byte, 0x7f
+], ids=["binary-uuid", "binary-uuids", "compact-uuid", "compact-uuids", "compact-false-bools",
+        "compact-empty-map", "compact-0x7f"])
+def test_values_the_idl_of_the_tests_lacks_are_walked_to_their_end(wire, body):
+    call = _binary_call(body) if wire.protocol == "binary" else _compact_call(body, seqid=b"\x7f")
+    assert MessageFramer(wire, LIMITS).feed(call + call) == [call, call]
+
+
+@pytest.mark.parametrize("size, kind, message", [
+    (b"\xff\xff\xff\xff\x07", TProtocolException.SIZE_LIMIT, "Length 2147483647 exceeded max_message_bytes (1000)"),
+    (b"\x80\x80\x80\x80\x08", TProtocolException.NEGATIVE_SIZE, "Negative length: -2147483648"),
+    (b"\xff\xff\xff\xff\x0f", TProtocolException.NEGATIVE_SIZE, "Negative length: -1"),
+], ids=["2**31-1", "2**31", "2**32-1"])
+def test_compact_lengths_are_i32(size, kind, message):
+    refused = _refusal(COMPACT, _compact_call(b"\x18" + size), FramerLimits(1000))
+    assert (refused.type, refused.message) == (kind, message)
+
+
+def test_a_string_of_max_message_bytes_cannot_fit_a_message_of_them():
+    with pytest.raises(BudgetExceeded):
+        MessageFramer(BINARY, FramerLimits(1000)).feed(_binary_call(b"\x0b\x00\x01" + struct.pack("!i", 1000)))
+
+
+def test_a_frame_too_large_names_a_call_whose_name_fills_the_frames_first_64_kib():
+    header = b"\x82\x21\x05\xe8\xfb\x03" + b"n" * 65_000  # seqid 5, a name of 65000 bytes (a 3-byte varint)
+    frame = struct.pack("!i", 100_000) + header
+    with pytest.raises(FrameTooLarge) as refused:
+        MessageFramer(Wire("compact", "framed"), FramerLimits(1000)).feed(frame)
+    assert (refused.value.name, refused.value.seqid) == ("n" * 65_000, 5)
+
+
+def test_an_empty_frame_is_a_message_of_four_bytes():
+    """Thrift's framed reader skips it; the framer hands it out as it is, the next frame after it."""
+    frame = _messages(Wire("binary", "framed"))[3]
+    assert MessageFramer(Wire("binary", "framed"), LIMITS).feed(b"\x00" * 4 + frame) == [b"\x00" * 4, frame]
+
+
+def test_a_fresh_framer_holds_nothing_and_hands_out_nothing():
+    framer = MessageFramer(BINARY, LIMITS)
+    assert (framer.pending, framer.next_message(), framer.feed(b"")) == (0, None, [])
+
+
+def test_bytes_handed_out_are_let_go():
+    message = _messages(BINARY)[3]
+    framer = MessageFramer(BINARY, LIMITS)
+    for _ in range(100):
+        assert framer.feed(message) == [message]
+    framer.receive(message[:5])
+    assert len(framer._buffer) == 5  # what is buffered is the pending bytes only
+
+
+@pytest.mark.parametrize("wire, data, message", [
+    (BINARY, _binary_call(b"\x01\x00\x01"), "Unknown type id 1"),  # VOID
+    (BINARY, _binary_call(b"\x0f\x00\x01\x14\x00\x00\x00\x01"), "Unknown type id 20"),  # list<20>
+    (BINARY, _binary_call(b"\x0d\x00\x01\x0b\x00\x00\x00\x00\x01\x00\x00\x00\x00"), "Unknown type id 0"),
+    (COMPACT, _compact_call(b"\x1e"), "Unknown compact type id 14"),
+    (COMPACT, _compact_call(b"\x10"), "Unknown compact type id 0"),  # field 1 of type 0 (not a STOP)
+    (COMPACT, _compact_call(b"\x19\x1e"), "Unknown compact type id 14"),  # list<14>
+], ids=["binary-void", "binary-element", "binary-map-value", "compact", "compact-0", "compact-element"])
+def test_an_unknown_type_is_refused(wire, data, message):
+    refused = _refusal(wire, data)
+    assert (refused.type, refused.message) == (TProtocolException.INVALID_DATA, message)
+
+
+def test_frame_limit_leaves_room_for_the_length_field():
+    assert [frame_limit(1000), frame_limit(5), frame_limit(4), frame_limit(1)] == [996, 1, 1, 1]
+
+
+def test_framer_limits_are_a_value():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        LIMITS.max_depth = 3
+
+
+@pytest.mark.parametrize("wire", WIRES, ids=str)
+def test_each_message_of_a_feed_gets_the_whole_budget(wire):
+    message = _messages(wire)[1]
+    assert MessageFramer(wire, FramerLimits(len(message))).feed(message * 3) == [message] * 3
 
 
 @pytest.mark.parametrize("wire", WIRES, ids=str)

@@ -59,7 +59,6 @@ _COMPACT_VERSION = 1
 #: element: a compact bool there is a byte).
 _BINARY_WIDTHS = {TType.BOOL: 1, TType.BYTE: 1, TType.I16: 2, TType.I32: 4, TType.I64: 8, TType.DOUBLE: 8,
                   TType.UUID: 16}
-_BINARY_TYPES = frozenset(_BINARY_WIDTHS) | {TType.STRING, TType.STRUCT, TType.MAP, TType.SET, TType.LIST}
 _C_TRUE, _C_FALSE, _C_BYTE, _C_I16, _C_I32, _C_I64, _C_DOUBLE, _C_BINARY, _C_LIST, _C_SET, _C_MAP, _C_STRUCT, \
     _C_UUID = range(1, 14)
 _COMPACT_WIDTHS = {_C_TRUE: 1, _C_FALSE: 1, _C_BYTE: 1, _C_DOUBLE: 8, _C_UUID: 16}
@@ -198,9 +197,9 @@ class MessageFramer:
             yield size
 
     def _header_of_frame(self) -> Optional[Tuple[str, int]]:
-        """(name, seqid) of a plain binary or compact frame's message, if the bytes here hold it."""
-        data = bytes(self._buffer[self._start + 4:self._start + 4 + FRAME_START_BYTES])
-        return None if data[:2] == b"\x0f\xff" else message_header(data)  # THeader's own header: not read here
+        """(name, seqid) of a plain binary or compact frame's message, if the bytes here hold it (a
+        THeader frame's message follows THeader's own header, which is not read here: None)."""
+        return message_header(bytes(self._buffer[self._start + 4:self._start + 4 + FRAME_START_BYTES]))
 
     def _string(self, size: int) -> _Walk:
         if size < 0:
@@ -264,27 +263,22 @@ class MessageFramer:
         elif ttype == TType.MAP:
             at = yield 6
             key_type, value_type, size = self._buffer[at], self._buffer[at + 1], self._i32(at + 2)
-            yield from self._elements(size, (key_type, value_type), depth, _BINARY_TYPES, _BINARY_WIDTHS,
-                                      self._binary_value)
+            yield from self._elements(size, (key_type, value_type), depth, _BINARY_WIDTHS, self._binary_value)
         elif ttype in (TType.LIST, TType.SET):
             at = yield 5
-            yield from self._elements(self._i32(at + 1), (self._buffer[at],), depth, _BINARY_TYPES, _BINARY_WIDTHS,
+            yield from self._elements(self._i32(at + 1), (self._buffer[at],), depth, _BINARY_WIDTHS,
                                       self._binary_value)
         else:
             raise TProtocolException(TProtocolException.INVALID_DATA, f"Unknown type id {ttype}")
 
-    def _elements(self, size: int, types: tuple, depth: int, known: frozenset, widths: dict,
+    def _elements(self, size: int, types: tuple, depth: int, widths: dict,
                   value: Callable[[int, int], _Walk]) -> _Walk:
         """``size`` elements (or entries) of ``types``; fixed-width ones are skipped in one step."""
         self._container(size, depth + 1)
         if not size:
             return
-        for ttype in types:
-            if ttype not in known:
-                raise TProtocolException(TProtocolException.INVALID_DATA, f"Unknown element type id {ttype}")
-        entry = sum(widths.get(ttype, 0) for ttype in types)
         if all(ttype in widths for ttype in types):
-            yield size * entry
+            yield size * sum(widths[ttype] for ttype in types)
             return
         for _ in range(size):
             for ttype in types:
@@ -351,17 +345,14 @@ class MessageFramer:
             size, element_type = self._buffer[at] >> 4, self._buffer[at] & 0x0F
             if size == 15:
                 size = yield from self._compact_size()
-            yield from self._elements(size, (element_type,), depth, _COMPACT_TYPES, _COMPACT_WIDTHS,
-                                      self._compact_value)
+            yield from self._elements(size, (element_type,), depth, _COMPACT_WIDTHS, self._compact_value)
         elif ctype == _C_MAP:
             size = yield from self._compact_size()
             types: tuple = ()
             if size > 0:
                 at = yield 1
                 types = (self._buffer[at] >> 4, self._buffer[at] & 0x0F)
-            yield from self._elements(size, types, depth, _COMPACT_TYPES, _COMPACT_WIDTHS, self._compact_value)
+            yield from self._elements(size, types, depth, _COMPACT_WIDTHS, self._compact_value)
         else:
             raise TProtocolException(TProtocolException.INVALID_DATA, f"Unknown compact type id {ctype}")
 
-
-_COMPACT_TYPES = frozenset(range(_C_TRUE, _C_UUID + 1))
