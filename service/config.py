@@ -182,7 +182,7 @@ class ClientOptions:
     max_reply_bytes: int = 256 * 1024 * 1024
     max_reply_items: int = 1_000_000
     timeline_size: int = 1000
-    server_timed_methods: FrozenSet[str] = frozenset({"process"})
+    server_timed_methods: FrozenSet[str] = frozenset()
     pipeline_hello: bool = False
     await_farewell: bool = True
     interceptors: Tuple[Any, ...] = ()
@@ -246,6 +246,7 @@ class ServerConfig:
     THeader), told from each connection's first bytes; False serves only ``wire``. Either way a peer
     speaking something else (HTTP, TLS on a plain port, an unknown version) is told so.
     auth_token: when set, hello() must carry exactly this token.
+    features: what hello() may grant (the intersection with the client's offer); none by default.
     tls: when set, every connection starts with a TLS handshake (plain TCP otherwise).
     grace: seconds that in-flight calls get to finish when the server stops.
     interceptors: objects that see every call (``interceptors.Interceptor``), after the runtime's own.
@@ -259,7 +260,7 @@ class ServerConfig:
     handshake: bool = True
     auth_token: Optional[str] = None
     tls: Optional[ServerTLS] = None
-    features: FrozenSet[str] = frozenset({"submit", "notify", "echo_types", "stats", "timing"})
+    features: FrozenSet[str] = frozenset()
     versions: Tuple[int, int] = SUPPORTED_VERSIONS
     grace: float = 10.0
     limits: ServerLimits = field(default_factory=ServerLimits)
