@@ -191,6 +191,7 @@ class SessionProcessor(TProcessor):
             self.methods.update(describe_service(SessionService))
         self.chain = InterceptorChain((CallCounter(), CallLog(self.warnings), *interceptors))
         self.processor = _intercepted(processor, self.methods, self.chain)
+        self._session_methods = _intercepted_class(_SessionMethods, self.methods, self.chain, ("hello",))
         self._oneway = frozenset(name for name, info in self.methods.items() if info.oneway)
         # The service's methods by the message type that may carry them, so that the common case finds its
         # method and checks its type in one look-up: ONEWAY only one-way methods; CALL every method, as in
@@ -217,9 +218,8 @@ class SessionProcessor(TProcessor):
             session = Session(self.settings, context, _Listeners(self.metrics, listener))
         state = ConnectionState(context, session, self.metrics)
         if session is not None:
-            methods = _SessionMethods(session, state.counters, self.metrics.snapshot)
-            state.session_processor = _intercepted(SessionService.Processor(methods), self.methods, self.chain,
-                                                   hidden_args=("hello",))
+            state.session_processor = SessionService.Processor(
+                self._session_methods(session, state.counters, self.metrics.snapshot))
         setattr(iprot, _STATE, state)
         weakref.finalize(iprot, state.close)
         return state
@@ -326,17 +326,24 @@ _UNCOUNTED = frozenset({"hello", "goodbye"})
 _current = threading.local()
 
 
-def _intercepted(processor: TProcessor, methods: Dict[str, MethodInfo], chain: InterceptorChain,
-                 hidden_args: Tuple[str, ...] = ()) -> TProcessor:
-    """A copy of ``processor`` whose handler runs inside ``chain``: every method of the handler is
-    wrapped to announce the call with its arguments, time it and record its result or error.
-    ``hidden_args``: methods whose arguments interceptors do not see (hello's carry the auth token)."""
+def _intercepted(processor: TProcessor, methods: Dict[str, MethodInfo], chain: InterceptorChain) -> TProcessor:
+    """A copy of ``processor`` whose handler runs inside ``chain``: each service method of the handler is
+    wrapped to announce the call with its arguments, time it and record its result or error."""
     handler = processor._handler  # every generated Processor keeps its handler here
     wrapped = copy.copy(processor)
     wrapped._handler = _InterceptedHandler(handler, {
-        name: _wrap(getattr(handler, name), info.declared_exceptions, chain, name in hidden_args)
+        name: _wrap(getattr(handler, name), name, info.declared_exceptions, chain)
         for name, info in methods.items() if callable(getattr(handler, name, None))})
     return wrapped
+
+
+def _intercepted_class(cls: type, methods: Dict[str, MethodInfo], chain: InterceptorChain,
+                       hidden_args: Tuple[str, ...]) -> type:
+    """A subclass of ``cls`` (made once per gate) whose service methods run inside ``chain``;
+    ``hidden_args``: methods whose arguments interceptors do not see (hello's carry the auth token)."""
+    return type(f"Intercepted{cls.__name__}", (cls,), {
+        name: _wrap(vars(cls)[name], name, methods[name].declared_exceptions, chain, name in hidden_args)
+        for name in vars(cls) if name in methods})
 
 
 class _InterceptedHandler:
@@ -350,12 +357,16 @@ class _InterceptedHandler:
         return getattr(self._handler, name)
 
 
-def _wrap(method: Callable[..., Any], declared: Tuple[type, ...], chain: InterceptorChain,
-          hide_args: bool) -> Callable[..., Any]:
+def _wrap(method: Callable[..., Any], name: str, declared: Tuple[type, ...], chain: InterceptorChain,
+          hide_args: bool = False) -> Callable[..., Any]:
+    """``method`` (bound, or a function whose first argument is its object) filling in the thread's
+    current ``ServerCall`` around the call: the arguments (those after ``skip``), timing, the outcome."""
+    skip = 0 if hasattr(method, "__self__") else 1
+
     def intercepted(*args: Any) -> Any:
         call = _current.call
         if not hide_args:
-            call.args = args
+            call.args = args[skip:] if skip else args
         call.announced = True
         chain.started(call)
         begun = perf_counter()
@@ -370,6 +381,7 @@ def _wrap(method: Callable[..., Any], declared: Tuple[type, ...], chain: Interce
         call.outcome, call.result = Outcome.OK, result
         return result
 
+    intercepted.__name__ = name
     return intercepted
 
 
