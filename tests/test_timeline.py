@@ -7,7 +7,7 @@ import pytest
 from thrift.protocol.TBinaryProtocol import TBinaryProtocolAccelerated
 from thrift.transport.TTransport import CReadableTransport
 
-from thrift_handshake import Client, ClientOptions
+from thrift_handshake import Client, ClientOptions, RemoteApplicationError
 from thrift_handshake.demo import SERVER_TIMED
 from thrift_handshake.timing import format_summary, format_table
 from thrift_handshake.transport import accelerated_available
@@ -80,10 +80,8 @@ def test_oneway_records_no_reply(client):
 
 
 def test_errors_are_recorded(client):
-    try:
+    with pytest.raises(RemoteApplicationError):
         client.fail("x")
-    except Exception:
-        pass
     record = client.timeline.calls("fail")[-1]
     assert not record.ok and "RemoteApplicationError" in record.error
 
