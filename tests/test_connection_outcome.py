@@ -47,6 +47,7 @@ def test_a_connection_the_server_closed_itself_says_why():
     assert closing_outcome(ConnectionEvent.EXPIRED, True, "handshake timeout") == ("dropped", "handshake timeout")
     assert closing_outcome(ConnectionEvent.EVICTED, True, "") == (
         "dropped", "evicted: no hello yet and the server was full")
+    assert closing_outcome(ConnectionEvent.EVICTED, True, "", "host h holds 8") == ("dropped", "evicted: host h holds 8")
 
 
 def test_a_too_big_message_is_worded_the_same_by_either_decoder():

@@ -11,11 +11,12 @@ import pytest
 from thrift_handshake import ServerConfig, ServerLimits
 from thrift_handshake.gate import ConnectionState
 from thrift_handshake.metrics import ServerMetrics
-from thrift_handshake.server.admission import SILENT_GRACE, eviction_candidates
+from thrift_handshake.server.admission import SILENT_GRACE, eviction_candidates, host_over_its_share
 from thrift_handshake.server.connection import Connection
-from thrift_handshake.session import SessionContext
+from thrift_handshake.session import Session, SessionContext, SessionSettings
 from thrift_handshake.states import ConnectionEvent, ConnectionPhase, SocketMode
 from thrift_handshake.transport import ConnectionSocket
+from thrift_handshake_gen.session.ttypes import ClientHello
 
 NOW = 1000.0
 
@@ -140,3 +141,27 @@ def test_without_hello_the_plain_connection_idle_longest_is_chosen_after_those_w
     never_started = pairs.connection(config, accepted_at=NOW - 2.0)
     chosen = eviction_candidates([recent, longest, busy, never_started], NOW, config)
     assert chosen == [never_started, longest]
+
+
+def test_the_silent_of_the_host_holding_the_most_go_before_another_hosts(pairs):
+    config = ServerConfig(limits=ServerLimits(evict_after=1.0))
+    pausing = pairs.connection(config, accepted_at=NOW - 0.5, host="127.0.0.2")  # silent, older
+    flood = [pairs.connection(config, accepted_at=NOW - 0.2, host="127.0.0.3") for _ in range(2)]
+    assert eviction_candidates([pausing] + flood, NOW, config) == flood + [pausing]
+
+
+def test_only_a_host_over_its_share_gives_up_idle_sessions_and_only_to_another_host(pairs):
+    config = ServerConfig(limits=ServerLimits(max_connections=4, host_share=0.5))
+    hog = [_serving(pairs.connection(config, host="127.0.0.3")) for _ in range(3)]
+    for n, connection in enumerate(hog[:2]):
+        connection.session_started()
+        assert connection.park(NOW + 10 - n, "idle timeout", lambda c: None)
+    other = pairs.connection(config, host="127.0.0.2")
+    for connection in hog[:2]:  # their hello succeeded
+        session = Session(SessionSettings(), connection.state.context, connection)
+        session.hello(ClientHello(client_name="hog", min_version=1, max_version=2))
+        connection.state.session = session
+    assert host_over_its_share(hog + [other], config, "127.0.0.3") is None, "not to make room for itself"
+    assert host_over_its_share(hog[:2] + [other], config, "127.0.0.2") is None, "2 of 4 is its share"
+    assert host_over_its_share(hog + [other], config, "127.0.0.2") == ("127.0.0.3", 3, [hog[1], hog[0]])
+

@@ -5,11 +5,16 @@ is full, in its own dialect."""
 from __future__ import annotations
 
 import logging
+import socket
+import ssl
+import struct
 import threading
 import time
-from typing import Callable, Dict, Iterable, List
+from collections import Counter
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from thrift.Thrift import TApplicationException, TMessageType
+from thrift.transport.TTransport import TTransportException
 
 from ..config import ServerConfig
 from ..metrics import ServerMetrics
@@ -20,7 +25,7 @@ from .connection import Connection
 from .outcome import evicted_as
 from .stacks import stack_for, wire_of
 
-__all__ = ["Admission", "eviction_candidates"]
+__all__ = ["Admission", "eviction_candidates", "host_over_its_share", "tell_evicted"]
 
 logger = logging.getLogger(__package__)  # the server's one logger: operators filter on its name
 
@@ -32,30 +37,54 @@ SILENT_GRACE = 0.1
 #: each waiting at most this long for the newcomer's first message.
 _MAX_REFUSERS = 16
 _REFUSAL_SECONDS = 1.0
+#: How long an evicted session's thread may take to write why it was evicted (_TELL_SECONDS below 1 s
+#: would need the kernel timeout below re-computed).
+_TELL_SECONDS = 1.0
 
 
 def eviction_candidates(connections: Iterable[Connection], now: float, config: ServerConfig) -> List[Connection]:
     """Whom to evict for a newcomer, first choice first: connections that have had no session for
-    ``evict_after`` seconds, or that have sent nothing at all for a moment (``SILENT_GRACE``), in accept
-    order, so connections that never finish a hello cannot lock everyone out while a client whose hello
-    is under way keeps its place; without hello, then the plain connections idle longest (for
-    ``evict_after`` at least), never one in a call."""
+    ``evict_after`` seconds, or that have sent nothing at all for a moment (``SILENT_GRACE``), so
+    connections that never finish a hello cannot lock everyone out while a client whose hello is under
+    way keeps its place; without hello, then the plain connections idle longest (for ``evict_after`` at
+    least), never one in a call. Those of the host holding the most go first (else in accept order):
+    a flood from one host makes room before another host's client that pauses before its hello."""
     limits = config.limits
     old_enough = now - limits.evict_after
     connections = list(connections)
+    held = Counter(c.host for c in connections)
     chosen = [c for c in connections if c.awaiting_hello and (
         c.accepted_at <= old_enough or (c.accepted_at <= now - SILENT_GRACE and c.silent()))]
+    chosen.sort(key=lambda c: -held[c.host])
     if not config.handshake:
         waiting_since = old_enough + limits.idle_timeout  # the expiry of one that went to wait then
         chosen += sorted((c for c in connections
                           if c.in_the_watch and not c.awaiting_hello and c.expires_at <= waiting_since),
-                         key=lambda c: c.expires_at)
+                         key=lambda c: (-held[c.host], c.expires_at))
     return chosen
 
 
+def host_over_its_share(connections: Iterable[Connection], config: ServerConfig,
+                        newcomer_host: str) -> Optional[Tuple[str, int, List[Connection]]]:
+    """The host holding the most connections, how many, and its idle sessions (idle longest first),
+    when it holds more than its share (``host_share`` of max_connections) and the newcomer comes from
+    another host; None otherwise (one host alone may fill the server)."""
+    connections = list(connections)
+    held = Counter(c.host for c in connections)
+    if not held:
+        return None
+    host, count = held.most_common(1)[0]
+    share = max(1, int(config.limits.max_connections * config.limits.host_share))
+    if host == newcomer_host or count <= share:
+        return None
+    idle = sorted((c for c in connections if c.host == host and c.in_the_watch and c.established),
+                  key=lambda c: c.expires_at)
+    return host, count, idle
+
+
 class Admission:
-    """The open connections and the limit on them. ``finish(connection)`` is not needed here: an
-    evicted connection is closed through its own closer."""
+    """The open connections and the limit on them; an evicted connection is closed (and logged)
+    through its own closer, or by its own thread."""
 
     def __init__(self, config: ServerConfig, metrics: ServerMetrics, warnings: WarningBudget) -> None:
         self._config = config
@@ -78,7 +107,7 @@ class Admission:
         """Whether a newcomer may be served: below the limit, or once another made room. When not, it
         is told the server is full (and the caller forgets it)."""
         open_now = self._metrics.open_everywhere(len(self._connections))
-        if open_now >= self._config.limits.max_connections and not self.make_room():
+        if open_now >= self._config.limits.max_connections and not self.make_room(peer.rsplit(":", 1)[0]):
             self._refuse_full(client, peer, open_now)
             return False
         return True
@@ -104,17 +133,30 @@ class Admission:
                     return
                 self._all_closed.wait(min(left, 0.05))
 
-    def make_room(self) -> bool:
+    def make_room(self, newcomer_host: str) -> bool:
         """Evicts the first of ``eviction_candidates`` that can go (one waiting in the watch or between
-        messages first, else one stuck mid-message); False when there is none."""
-        candidates = eviction_candidates(self.connections(), time.monotonic(), self._config)
+        messages first, else one stuck mid-message), else an idle session of a host over its share when
+        the newcomer comes from another host; False when there is none."""
+        connections = self.connections()
+        limits = self._config.limits
+        candidates = eviction_candidates(connections, time.monotonic(), self._config)
         for force in (False, True):
             for connection in candidates:
                 if connection.evict(force):
                     self._warnings.warning("evicted peer=%s: %s and the server is full (max_connections %d)",
                                            connection.peer, evicted_as(self._config.handshake),
-                                           self._config.limits.max_connections)
+                                           limits.max_connections)
                     return True
+        hog = host_over_its_share(connections, self._config, newcomer_host)
+        if hog is None:
+            return False
+        host, count, idle = hog
+        reason = (f"host {host} holds {count} of max_connections {limits.max_connections} (its share: "
+                  f"{limits.host_share:g}) and another host needed room")
+        for connection in idle:
+            if connection.evict(session=True, reason=reason):
+                self._warnings.warning("evicted peer=%s: an idle session; %s", connection.peer, reason)
+                return True
         return False
 
     def _refuse_full(self, client: ConnectionSocket, peer: str, open_now: int) -> None:
@@ -151,3 +193,21 @@ class Admission:
                 self._refusers.release()
 
         threading.Thread(target=answer, name=f"refuse {peer}", daemon=True).start()
+
+
+def tell_evicted(connection: Connection, message: str) -> None:
+    """Tells an idle session why it is closed: an unsolicited exception (no method, seqid 0) in its own
+    dialect, which a generated Thrift client raises from its next call. Bounded by ``_TELL_SECONDS``:
+    a peer that does not read cannot hold the thread."""
+    sock, protocol = connection.socket, connection.protocol
+    try:
+        sock.idle_timeout = _TELL_SECONDS  # bounds this write: the session is over anyway
+        handle = sock.handle
+        if not isinstance(handle, ssl.SSLSocket):  # kernel send timeouts (see transport.ConnectionSocket)
+            handle.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 1, 0))
+        protocol.writeMessageBegin("", TMessageType.EXCEPTION, 0)
+        TApplicationException(TApplicationException.INTERNAL_ERROR, message).write(protocol)
+        protocol.writeMessageEnd()
+        protocol.trans.flush()
+    except (OSError, TTransportException):  # gone, or not reading: closed without the word
+        pass

@@ -54,6 +54,7 @@ class Connection:
         self.accepted_at = time.monotonic() if accepted_at is None else accepted_at
         self.expires_at = float("inf")  # while in the watch: closed at this time.monotonic()
         self.expiry_reason = ""  # and why
+        self.eviction_reason = ""  # when evicted: why, for the log ("" : the usual wording)
         self.closed_by: Optional[ConnectionEvent] = None  # the event that made it CLOSING
         self._limits = config.limits
         self._closer = closer  # closes (and logs) a connection taken out of the watch to be closed
@@ -160,15 +161,20 @@ class Connection:
             self.socket.setHandle(handle)
             return not self.closing
 
-    def evict(self, force: bool = False) -> bool:
+    def evict(self, force: bool = False, session: bool = False, reason: str = "") -> bool:
         """Closes the connection to make room; returns whether it did. One in the watch is closed here
-        and now; one on a thread only while it awaits hello, and with no message in flight unless ``force``."""
+        and now (one whose hello succeeded only if ``session``); one on a thread only while it awaits
+        hello, and with no message in flight unless ``force``. ``reason`` words it for the log."""
         with self._lock:
             phase = self._machine.phase
-            if phase not in _IN_THE_WATCH and phase not in _ON_A_THREAD:
+            if phase in _IN_THE_WATCH:
+                if self.established and not session:
+                    return False
+            elif phase not in _ON_A_THREAD:
                 return False
             state = self.state
             if phase in _IN_THE_WATCH or state is None:
+                self.eviction_reason = reason
                 self._move(_Event.EVICTED)
                 if phase in _ON_A_THREAD:
                     self._shut_socket()
@@ -183,6 +189,7 @@ class Connection:
             with self._lock:
                 if self._machine.phase not in _ON_A_THREAD:  # parked meanwhile: the next try takes it there
                     return False
+                self.eviction_reason = reason
                 self._move(_Event.EVICTED)
             state.closing = True
             self._shut_socket()

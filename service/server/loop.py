@@ -63,7 +63,8 @@ class MessageLoop:
         self._finish(connection, event, reason)
 
     def _closing(self, connection: Connection) -> Outcome:
-        return closing_outcome(connection.closed_by, self._config.handshake, connection.expiry_reason)
+        return closing_outcome(connection.closed_by, self._config.handshake, connection.expiry_reason,
+                               connection.eviction_reason)
 
     def _serve_messages(self, connection: Connection) -> Tuple[Optional[str], str]:
         """Serves messages while the peer has some; (None, "") when it has none for now, else how the

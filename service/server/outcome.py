@@ -55,12 +55,13 @@ def evicted_as(handshake: bool) -> str:
     return "no hello yet" if handshake else "idle"
 
 
-def closing_outcome(closed_by: ConnectionEvent, handshake: bool, expiry_reason: str) -> Outcome:
+def closing_outcome(closed_by: ConnectionEvent, handshake: bool, expiry_reason: str,
+                    eviction_reason: str = "") -> Outcome:
     """The end of a connection the server closed itself (stop, eviction, expiry)."""
     if closed_by is ConnectionEvent.STOPPING:
         return "closed", "server stopping"
     if closed_by is ConnectionEvent.EVICTED:
-        return "dropped", f"evicted: {evicted_as(handshake)} and the server was full"
+        return "dropped", f"evicted: {eviction_reason or evicted_as(handshake) + ' and the server was full'}"
     return "dropped", expiry_reason
 
 

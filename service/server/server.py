@@ -34,9 +34,9 @@ from ..metrics import ServerMetrics
 from ..peerlog import WarningBudget
 from ..pool import ReadinessWatch, WorkerPool
 from ..session import SessionSettings
-from ..states import SocketMode
+from ..states import ConnectionEvent, SocketMode
 from ..transport import ConnectionSocket, frame_limit, no_delay, protocol_factory, server_tls_context, transport_factory
-from .admission import Admission
+from .admission import Admission, tell_evicted
 from .answers import Answers
 from .connection import Connection
 from .drain import Drain
@@ -325,9 +325,20 @@ class HandshakeServer(TThreadedServer):
         self._watch.rearm(connection.fd)
 
     def _close_taken(self, connection: Connection) -> None:
-        """Closes a connection taken out of the watch to close it (expired, evicted, stopping)."""
-        event, reason = closing_outcome(connection.closed_by, self.config.handshake, connection.expiry_reason)
-        self._finish(connection, event, reason)
+        """Closes a connection taken out of the watch to close it (expired, evicted, stopping); a
+        session evicted for another host is told why first, on a pool thread."""
+        if connection.closed_by is ConnectionEvent.EVICTED and connection.established and self._pool is not None:
+            self._pool.submit(self._tell_and_close, connection)
+            return
+        self._finish(connection, *self._closing_outcome(connection))
+
+    def _tell_and_close(self, connection: Connection) -> None:
+        tell_evicted(connection, f"evicted: {connection.eviction_reason}; connect again later")
+        self._finish(connection, *self._closing_outcome(connection))
+
+    def _closing_outcome(self, connection: Connection) -> Tuple[str, str]:
+        return closing_outcome(connection.closed_by, self.config.handshake, connection.expiry_reason,
+                               connection.eviction_reason)
 
     def _finish(self, connection: Connection, event: str, reason: str) -> None:
         """Closes a started connection and logs how it ended."""
