@@ -357,5 +357,5 @@ class HandshakeServer(TThreadedServer):
         if watch is not None:
             watch.remove(connection.fd, connection)  # before the close: the number may be reused at once
         (connection.transport or connection.socket).close()
-        connection.closed()
         self._admission.forget(connection)
+        connection.closed()  # last: a move the table refuses (closed twice) must not keep it counted
