@@ -4,7 +4,6 @@ is full, in its own dialect."""
 
 from __future__ import annotations
 
-import logging
 import socket
 import ssl
 import struct
@@ -26,8 +25,6 @@ from .outcome import evicted_as
 from .stacks import stack_for, wire_of
 
 __all__ = ["Admission", "eviction_candidates", "host_over_its_share", "tell_evicted"]
-
-logger = logging.getLogger(__package__)  # the server's one logger: operators filter on its name
 
 #: A connection that has sent nothing this long after it was accepted has no hello under way: it may
 #: make room for a newcomer to a full server before ``evict_after`` (a client's hello follows its connect

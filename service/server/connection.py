@@ -7,7 +7,6 @@ the watch (input, expiry, eviction, stop) is the one that serves or closes it, s
 
 from __future__ import annotations
 
-import logging
 import select
 import socket
 import threading
@@ -22,8 +21,6 @@ from ..transport import ConnectionSocket
 
 __all__ = ["Connection", "LINGER"]
 
-logger = logging.getLogger(__package__)
-
 #: After a reply, how long a pool thread waits for the same peer's next message before the connection
 #: goes back to wait in the watch (a thread hand-off costs more than a short wait for a busy peer).
 LINGER = 0.005
@@ -37,8 +34,11 @@ class Connection:
     """One accepted connection: its socket, its stack once started, and the processor's state for it.
 
     ``closer(connection)`` closes one taken out of the watch to close it (expired, evicted, stopping);
-    its ``closed_by`` says which. It is the session's listener too: when hello succeeds, the socket leaves ``SocketMode.HANDSHAKE``
-    (one deadline) for ``SocketMode.SESSION`` (idle and request timeouts).
+    its ``closed_by`` says which. It is the session's listener too: when hello succeeds, the socket
+    leaves ``SocketMode.HANDSHAKE`` (one deadline) for ``SocketMode.SESSION`` (idle and request timeouts).
+
+    The gate's ``ConnectionState.lock`` is taken (before this one's, never after) only to order a stop
+    or an eviction against a message starting: the gate has no call for that yet.
     """
 
     def __init__(self, client: ConnectionSocket, peer: str, config: ServerConfig,
