@@ -150,7 +150,7 @@ def test_the_silent_of_the_host_holding_the_most_go_before_another_hosts(pairs):
     assert eviction_candidates([pausing] + flood, NOW, config) == flood + [pausing]
 
 
-def test_only_a_host_over_its_share_gives_up_idle_sessions_and_only_to_another_host(pairs):
+def test_only_a_host_over_its_share_gives_up_connections_and_only_to_another_host(pairs):
     config = ServerConfig(limits=ServerLimits(max_connections=4, host_share=0.5))
     hog = [_serving(pairs.connection(config, host="127.0.0.3")) for _ in range(3)]
     for n, connection in enumerate(hog[:2]):
@@ -164,4 +164,7 @@ def test_only_a_host_over_its_share_gives_up_idle_sessions_and_only_to_another_h
     assert host_over_its_share(hog + [other], config, "127.0.0.3") is None, "not to make room for itself"
     assert host_over_its_share(hog[:2] + [other], config, "127.0.0.2") is None, "2 of 4 is its share"
     assert host_over_its_share(hog + [other], config, "127.0.0.2") == ("127.0.0.3", 3, [hog[1], hog[0]])
+    hello_under_way = pairs.connection(config, host="127.0.0.3")
+    assert host_over_its_share(hog + [hello_under_way, other], config, "127.0.0.2") == (
+        "127.0.0.3", 4, [hello_under_way, hog[1], hog[0]])
 

@@ -131,3 +131,39 @@ def test_a_client_pausing_before_hello_is_not_evicted_by_a_flood_of_silent_socke
     report_reliability("30 silent sockets/s vs clients pausing 500 ms before hello, max_connections 10", 6,
                        served == 6, 6 - served)
     assert served == 6
+
+
+def test_a_flood_of_one_byte_then_silence_cannot_keep_another_hosts_clients_out(start_server):
+    # One byte is not silence, so these are safe from eviction for evict_after (1 s) like a hello under
+    # way: at 30 a second they kept most good clients out. A host over its share gives them up first.
+    server = start_server(limits=ServerLimits(max_connections=10))
+    stop = threading.Event()
+    flood: List[socket.socket] = []
+
+    def one_byte_flood() -> None:
+        while not stop.wait(1 / 30):
+            try:
+                sock = _connect(HOG, server.port)
+                sock.sendall(b"\x80")
+                flood.append(sock)
+            except OSError:
+                pass
+
+    flooder = threading.Thread(target=one_byte_flood)
+    flooder.start()
+    try:
+        assert eventually(lambda: server.connection_count == 10)
+        served = 0
+        for _ in range(10):
+            served += _served(GOOD, server.port)
+            stop.wait(0.1)
+    finally:
+        stop.set()
+        flooder.join(5)
+        for sock in flood:
+            sock.close()
+    print(f"\none byte then silence, 30 a second, at max_connections 10: {served} of 10 clients of another host "
+          f"served ({len(flood)} flood connections opened)")
+    report_reliability("one byte then silence 30/s vs another host's clients, max_connections 10", 10,
+                       served == 10, 10 - served)
+    assert served == 10

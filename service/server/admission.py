@@ -63,9 +63,10 @@ def eviction_candidates(connections: Iterable[Connection], now: float, config: S
 
 def host_over_its_share(connections: Iterable[Connection], config: ServerConfig,
                         newcomer_host: str) -> Optional[Tuple[str, int, List[Connection]]]:
-    """The host holding the most connections, how many, and its idle sessions (idle longest first),
-    when it holds more than its share (``host_share`` of max_connections) and the newcomer comes from
-    another host; None otherwise (one host alone may fill the server)."""
+    """The host holding the most connections, how many, and what it gives up for a newcomer from
+    another host when it holds more than its share (``host_share`` of max_connections): its
+    connections still without a session (accept order), then its idle sessions (idle longest first).
+    None otherwise: one host alone may fill the server."""
     connections = list(connections)
     held = Counter(c.host for c in connections)
     if not held:
@@ -74,9 +75,9 @@ def host_over_its_share(connections: Iterable[Connection], config: ServerConfig,
     share = max(1, int(config.limits.max_connections * config.limits.host_share))
     if host == newcomer_host or count <= share:
         return None
-    idle = sorted((c for c in connections if c.host == host and c.in_the_watch and c.established),
-                  key=lambda c: c.expires_at)
-    return host, count, idle
+    theirs = [c for c in connections if c.host == host]
+    idle = sorted((c for c in theirs if c.in_the_watch and c.established), key=lambda c: c.expires_at)
+    return host, count, [c for c in theirs if c.awaiting_hello] + idle
 
 
 class Admission:
@@ -132,8 +133,8 @@ class Admission:
 
     def make_room(self, newcomer_host: str) -> bool:
         """Evicts the first of ``eviction_candidates`` that can go (one waiting in the watch or between
-        messages first, else one stuck mid-message), else an idle session of a host over its share when
-        the newcomer comes from another host; False when there is none."""
+        messages first, else one stuck mid-message), else, for a newcomer from another host, what a
+        host over its share gives up (``host_over_its_share``); False when there is none."""
         connections = self.connections()
         limits = self._config.limits
         candidates = eviction_candidates(connections, time.monotonic(), self._config)
@@ -147,12 +148,12 @@ class Admission:
         hog = host_over_its_share(connections, self._config, newcomer_host)
         if hog is None:
             return False
-        host, count, idle = hog
+        host, count, theirs = hog
         reason = (f"host {host} holds {count} of max_connections {limits.max_connections} (its share: "
                   f"{limits.host_share:g}) and another host needed room")
-        for connection in idle:
-            if connection.evict(session=True, reason=reason):
-                self._warnings.warning("evicted peer=%s: an idle session; %s", connection.peer, reason)
+        for connection in theirs:
+            if connection.evict(force=True, session=True, reason=reason):
+                self._warnings.warning("evicted peer=%s: %s", connection.peer, reason)
                 return True
         return False
 
