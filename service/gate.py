@@ -86,6 +86,25 @@ class ConnectionState:
                 raise TTransportException(TTransportException.END_OF_FILE, "the server is stopping")
             self.in_flight = (method, seqid)
 
+    def stop(self, shut: Callable[[], None], force: bool = False) -> None:
+        """No message may start from now on; ``shut()`` (which ends the connection) runs now if none is
+        in flight, or anyway with ``force``; else the host ends it after the current reply."""
+        with self.lock:
+            self.closing = True
+            if self.in_flight is None or force:
+                shut()
+
+    def close_if_idle(self, shut: Callable[[], bool], force: bool = False) -> bool:
+        """Runs ``shut()`` unless a message is in flight (with ``force``, anyway); if it returns True no
+        message may start from now on. Returns whether it ran and agreed."""
+        with self.lock:  # no message can start between the check and ``shut``
+            if self.in_flight is not None and not force:
+                return False
+            if not shut():
+                return False
+            self.closing = True
+            return True
+
     def end(self) -> None:
         # No lock: a stop that still sees the message in flight closes the connection after this
         # reply anyway (the server checks ``closing`` after each message).

@@ -1,6 +1,6 @@
 """handshake_timeout is a deadline for the whole hello, however its bytes arrive: a valid hello dripped one
 byte at a time, each byte well within the timeout but the whole slower than it, is cut off at the
-deadline (test_server_lifecycle.py covers silence and pings; a drip has no reply that could re-arm it)."""
+deadline (test_server_timeouts.py covers silence and pings; a drip has no reply that could re-arm it)."""
 
 from __future__ import annotations
 
