@@ -357,14 +357,19 @@ def _uuid_list(element_type: int, count: int) -> bytes:
     (BINARY, b"\x0f\x00\x01\x10\x00\x00\x00\x02" + bytes(range(16)) * 2 + b"\x00"),  # list<uuid>
     (COMPACT, b"\x1d" + bytes(range(16)) + b"\x00"),  # a uuid field
     (COMPACT, b"\x19" + _uuid_list(13, 2) + b"\x00"),  # list<uuid>
-    (COMPACT, b"\x19\x22\x01\x02\x00"),  # a list of two bools typed FALSE (as some writers type them)
+    (COMPACT, b"\x19\x31\x01\x01\x02\x00"),  # list<bool> as Thrift writes it (typed TRUE)
+    (COMPACT, b"\x19\x32\x01\x01\x02\x00"),  # typed FALSE, as some writers type it
     (COMPACT, b"\x1b\x00\x15\x02\x00"),  # an empty map, then an i32 field
     (COMPACT, b"\x15\x7f\x00"),  # an i32 of one varint byte, 0x7f
-], ids=["binary-uuid", "binary-uuids", "compact-uuid", "compact-uuids", "compact-false-bools",
+], ids=["binary-uuid", "binary-uuids", "compact-uuid", "compact-uuids", "compact-bools", "compact-false-bools",
         "compact-empty-map", "compact-0x7f"])
 def test_values_the_idl_of_the_tests_lacks_are_walked_to_their_end(wire, body):
     call = _binary_call(body) if wire.protocol == "binary" else _compact_call(body, seqid=b"\x7f")
     assert MessageFramer(wire, LIMITS).feed(call + call) == [call, call]
+
+
+def test_a_negative_compact_map_is_refused_from_its_size():
+    assert _refusal(COMPACT, _compact_call(b"\x1b\xff\xff\xff\xff\x0f")).type == TProtocolException.NEGATIVE_SIZE
 
 
 @pytest.mark.parametrize("size, kind, message", [
@@ -382,12 +387,14 @@ def test_a_string_of_max_message_bytes_cannot_fit_a_message_of_them():
         MessageFramer(BINARY, FramerLimits(1000)).feed(_binary_call(b"\x0b\x00\x01" + struct.pack("!i", 1000)))
 
 
-def test_a_frame_too_large_names_a_call_whose_name_fills_the_frames_first_64_kib():
-    header = b"\x82\x21\x05\xe8\xfb\x03" + b"n" * 65_000  # seqid 5, a name of 65000 bytes (a 3-byte varint)
-    frame = struct.pack("!i", 100_000) + header
+@pytest.mark.parametrize("name_bytes, named", [(65_530, True), (65_531, False)], ids=["64KiB", "64KiB+1"])
+def test_a_frame_too_large_is_named_from_its_first_64_kib(name_bytes, named):
+    name = b"n" * name_bytes
+    header = b"\x82\x21\x05" + bytes([name_bytes & 0x7F | 0x80, name_bytes >> 7 & 0x7F | 0x80, name_bytes >> 14])
+    frame = struct.pack("!i", 100_000) + header + name + b"\x00"  # seqid 5, then the name: 6 + name bytes
     with pytest.raises(FrameTooLarge) as refused:
         MessageFramer(Wire("compact", "framed"), FramerLimits(1000)).feed(frame)
-    assert (refused.value.name, refused.value.seqid) == ("n" * 65_000, 5)
+    assert (refused.value.name, refused.value.seqid) == (("n" * name_bytes, 5) if named else ("", 0))
 
 
 def test_an_empty_frame_is_a_message_of_four_bytes():
