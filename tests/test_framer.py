@@ -339,10 +339,11 @@ def test_compact_varints_longer_than_their_type_are_refused(data, long):
     (BINARY, struct.pack("!i", 0) + b"\x00" * 8, "No protocol version header"),
     (COMPACT, b"\x82\x22\x01\x00\x00", "Bad version: 2 (expect 1)"),
     (COMPACT, b"\x82\x40\x01\x00\x00", "Bad version: 0 (expect 1)"),
+    (COMPACT, b"\x82\x25\x01\x00\x00", "Bad version: 5 (expect 1)"),
     (COMPACT, b"\x83\x21\x01\x00\x00", "Bad protocol id in the message: 131"),
     (COMPACT, b"\x81\x21\x01\x00\x00", "Bad protocol id in the message: 129"),
 ], ids=["binary-2", "binary-0", "binary-minus-1", "binary-unversioned", "binary-zero", "compact-2", "compact-0",
-        "compact-id-131", "compact-id-129"])
+        "compact-5", "compact-id-131", "compact-id-129"])
 def test_a_version_this_end_does_not_speak_is_refused(wire, data, message):
     refused = _refusal(wire, data)
     assert (refused.type, refused.message) == (TProtocolException.BAD_VERSION, message)
