@@ -15,7 +15,10 @@ Two runs of ``thrift -r``:
   ``$THRIFT_HANDSHAKE_CACHE``), where key is a hash of the compiler's version and the merged
   description of the IDL and all its includes, so editing an included file makes a new entry.
 
-The compiler is ``thrift`` on PATH (or ``$THRIFT``). Errors are ``IdlError`` (an ``ArgumentError``).
+The compiler is ``thrift`` on PATH (or ``$THRIFT``, a path or a name). Includes are looked up in the
+``-I`` folders given, then in the runtime's own IDL folder (``thrift-handshake idl-path``), so
+``include "session.thrift"`` needs no ``-I``. Errors are ``IdlError`` (an ``ArgumentError``); a
+compiler failure carries all the compiler said, warnings included.
 """
 
 from __future__ import annotations
@@ -264,7 +267,13 @@ def _run_compiler(compiler: str, args: Sequence[str], idl: Path, what: str) -> N
     except subprocess.TimeoutExpired:
         raise IdlError(f"the Thrift compiler took more than {_COMPILE_TIMEOUT} s on {idl}") from None
     if done.returncode != 0:
-        message = (done.stderr.strip() or done.stdout.strip() or f"exit status {done.returncode}")
+        # the compiler's warnings (such as "Could not find include file") go to stdout, its errors to
+        # stderr: the cause is often the warning
+        said = [line for line in done.stdout.splitlines() + done.stderr.splitlines() if line.strip()]
+        message = "\n".join(dict.fromkeys(said)) or f"exit status {done.returncode}"
+        if "Could not find include file" in message:
+            message += ("\n(give the folder of that file with -I DIR; the runtime's session.thrift is found "
+                        "without it)")
         raise IdlError(f"the Thrift compiler rejected {idl} ({what}):\n{message}")
 
 
@@ -276,9 +285,13 @@ def _compiler_version(compiler: str) -> str:
 
 
 def _include_args(include_dirs: Iterable[str]) -> List[str]:
+    """``-I`` for each folder given, then the runtime's own IDL folder: ``include "session.thrift"``
+    always finds the session contract this runtime speaks."""
+    from .idl import directory
+
     args: List[str] = []
-    for directory in include_dirs:
-        args += ["-I", str(directory)]
+    for folder in [*include_dirs, str(directory())]:
+        args += ["-I", str(folder)]
     return args
 
 
