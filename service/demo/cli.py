@@ -43,6 +43,7 @@ def run_demo(args: argparse.Namespace) -> int:
         client = Client(host, port, options, service=HandshakeService)
         with client:
             hello = client.server_hello
+            assert hello is not None  # connected with the handshake on
             print(f"hello: session {hello.session_id}, version {hello.version}, "
                   f"features {sorted(hello.features)}, idle timeout {hello.idle_timeout_ms} ms")
             print(f"echo({DEMO_TEXT!r}) -> {client.echo(DEMO_TEXT)!r}")
@@ -60,6 +61,7 @@ def run_demo(args: argparse.Namespace) -> int:
             print(f"stats -> connections {stats.connections_open}/{stats.connections_total}, "
                   f"handshakes ok {stats.handshakes_ok}, notifications {stats.notifications}, calls {stats.calls}")
         farewell = client.farewell
+        assert farewell is not None  # the with block said goodbye
         print(f"goodbye -> session {farewell.session_id}: {farewell.calls} calls in {farewell.duration_ms} ms; "
               f"client {client.phase.value}")
         print()
