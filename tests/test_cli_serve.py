@@ -118,6 +118,9 @@ def test_a_method_the_handler_lacks_is_named_at_start_and_answered_not_implement
         calc = ("--idl", str(project / "calc.thrift"), "--port", str(port))
         added = cli("call", *calc, "add", "2", "3")
         assert added.returncode == 0 and added.stdout.strip() == "5", added.stderr
+        module = cli("call", "--module", "cli_serve_calc.Calculator", "--path", str(project / "gen-py"),
+                     "--port", str(port), "add", "4", "5")  # `call` had no --path for generated code
+        assert module.returncode == 0 and module.stdout.strip() == "9", module.stderr
         missing = cli("call", *calc, "sub", "2", "3")
         assert missing.returncode == 1
         assert "sub() is not implemented by this server" in missing.stderr, missing.stderr
@@ -142,10 +145,11 @@ def test_handler_import_and_constructor_errors_are_one_line_exit_2(project, hand
     assert len(lines) == 1 and lines[0].startswith(says), done.stderr
 
 
-def test_a_busy_port_is_named():
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_busy_port_is_named(workers):
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
-        done = cli("serve", "--port", str(port))
+        done = cli("serve", "--port", str(port), "--workers", workers)
     assert done.returncode == 2
     assert f"error: cannot listen on 127.0.0.1:{port}: Address already in use" in done.stderr, done.stderr
 

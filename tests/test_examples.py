@@ -117,7 +117,8 @@ def test_call_idl(served):
     wrong = call(served, "put", "1", '"v"', "0")
     assert wrong.returncode == 2 and "parameter 1 'key': expected string, got 1" in wrong.stderr
     traced = call(served, "get", '"cli:b"', "--trace")
-    assert traced.returncode == 0 and "handshake" in traced.stdout and "goodbye" in traced.stdout
+    assert traced.returncode == 0 and json.loads(traced.stdout)["key"] == "cli:b"  # stdout: the result alone
+    assert "handshake" in traced.stderr and "goodbye" in traced.stderr
 
 
 def test_node_client(served):
@@ -193,3 +194,19 @@ def test_generated_code_is_not_committed():
     assert ignored.returncode == 0, "examples/kvstore/gen-py must be gitignored"
     ignored = run(["git", "check-ignore", "-q", "examples/kvstore/node/gen-js/KeyValue.js"])
     assert ignored.returncode == 0, "examples/kvstore/node/gen-js must be gitignored"
+
+
+def test_the_readme_shows_every_method_of_the_idl():
+    """The README's copy of kvstore.thrift omitted remove()."""
+    readme = (EXAMPLE / "README.md").read_text(encoding="utf-8")
+    shown = readme[readme.index("```thrift\n"):readme.index("```\n", readme.index("```thrift\n"))]
+    declared = re.findall(r"^\s+(?:oneway\s+)?[\w<>, ]+?\s(\w+)\(", IDL.read_text(encoding="utf-8"), re.M)
+    assert len(declared) >= 6, declared
+    missing = [name for name in declared if f" {name}(" not in shown]
+    assert missing == [], f"examples/kvstore/README.md does not show {missing}"
+
+
+def test_the_docs_do_not_say_one_thread_per_connection():
+    """The server parks idle connections and serves the others from a pool (200 sessions: 25 threads)."""
+    for path in (EXAMPLE / "README.md", EXAMPLE / "kvstore_handler.py"):
+        assert "one thread per connection" not in " ".join(path.read_text(encoding="utf-8").split()), path
