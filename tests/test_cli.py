@@ -287,3 +287,21 @@ def test_call_format_json_is_one_document(server):
     assert failed.returncode == 1
     assert json.loads(failed.stdout)["exception"] == "UnknownTicket"
     assert json.loads(failed.stdout)["value"] == {"ticket": "nope"}
+
+
+def test_new_writes_a_service_whose_own_test_passes(tmp_path):
+    done = run_cli("new", "calc", "--dir", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    folder = tmp_path / "calc"
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "calc.thrift", "calc_handler.py", "gen.sh",
+                                                        "test_calc.py"]
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
+    generated = subprocess.run(["./gen.sh"], cwd=folder, env=env, capture_output=True, text=True, timeout=60)
+    assert generated.returncode == 0, generated.stderr
+    tested = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_calc.py"],
+                            cwd=folder, capture_output=True, text=True, timeout=120)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    again = run_cli("new", "calc", "--dir", str(tmp_path))
+    assert again.returncode == 2 and "already exists and is not an empty folder; nothing written" in again.stderr
+    keyword = run_cli("new", "class", "--dir", str(tmp_path))
+    assert keyword.returncode == 2 and "not a Python keyword" in keyword.stderr

@@ -215,3 +215,15 @@ def test_host_your_own_service_in_five_steps_as_written(installed, serve, tmp_pa
                 printed.append((done.stdout.strip(), line.split("# prints ")[1].strip()))
     assert (project / "gen-py" / "calc" / "Calculator.py").is_file()
     assert printed == [("3", "3"), ("3", "3")], printed
+
+
+def test_new_scaffolds_a_service_that_serves_and_answers(installed, serve, tmp_path):
+    done = installed.run("thrift-handshake", "new", "calc", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    folder = tmp_path / "calc"
+    generated = installed.run("./gen.sh", cwd=folder)
+    assert generated.returncode == 0, generated.stderr
+    port = serve("--handler", "calc_handler:CalcHandler", "--path", "gen-py", "--path", ".", cwd=folder)
+    called = installed.run("thrift-handshake", "call", "--idl", "calc.thrift", "--port", str(port), "echo", '"hi"',
+                           cwd=folder)
+    assert called.returncode == 0 and json.loads(called.stdout).startswith("hi (session "), called.stderr

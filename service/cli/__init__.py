@@ -1,10 +1,11 @@
-"""The ``thrift-handshake`` command: serve, call, demo, idl-path, completion.
+"""The ``thrift-handshake`` command: serve, call, demo, new, idl-path, completion.
 
     thrift-handshake serve [--host 127.0.0.1] [--port 9090] [--auth-token-file F] [limits ...]
     thrift-handshake serve --handler MODULE:CLASS [--path DIR ...] [--no-hello]   your own service
     thrift-handshake call echo '"hi"' [--trace] [--format json]
     thrift-handshake call --idl calc.thrift [--service NAME] [--list | --describe NAME | METHOD ARG ...]
     thrift-handshake demo                                the whole flow against a throwaway server
+    thrift-handshake new calc                            a service to start from, in calc/
     thrift-handshake idl-path                            where session.thrift is, for `thrift -I`
 
 The grammar is in ``parser``, each command in its own module (the demo's in ``thrift_handshake.demo.cli``).
@@ -54,6 +55,15 @@ def _run(args) -> int:  # type: ignore[no-untyped-def]
         from ..idl import directory
 
         print(directory())
+        return 0
+    if args.command == "new":
+        from pathlib import Path
+
+        from .new import scaffold
+
+        folder = scaffold(args.name, Path(args.dir))
+        print(f"wrote {folder}: {args.name}.thrift, gen.sh, {args.name}_handler.py, test_{args.name}.py, README.md")
+        print(f"next: cd {folder} && ./gen.sh, then see README.md")
         return 0
     from .completion import bash_script
 

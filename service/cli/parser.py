@@ -61,6 +61,9 @@ the output is {"result": ..., "timeline": [...]}.""",
     "idl-path": """\
 example:
   thrift -I "$(thrift-handshake idl-path)" --gen py calc.thrift      a service that includes session.thrift""",
+    "new": """\
+example:
+  thrift-handshake new calc && cd calc && ./gen.sh          calc.thrift, calc_handler.py, gen.sh, a test""",
     "completion": """\
 example:
   eval "$(thrift-handshake completion bash)"                   in ~/.bashrc""",
@@ -308,6 +311,10 @@ def build_parser(version: str = "unknown") -> Parser:
     add_demo_command(commands, common)
     commands.add_parser("idl-path", parents=[common], epilog=EXAMPLES["idl-path"],
                         help="print the folder of the runtime's IDL files (session.thrift) for `thrift -I`")
+    new = commands.add_parser("new", parents=[common], epilog=EXAMPLES["new"],
+                              help="write a service to start from into a new folder NAME/")
+    new.add_argument("name", metavar="NAME", help="the service's module and IDL name, e.g. calc")
+    new.add_argument("--dir", default=".", metavar="DIR", help="where to make NAME/ (default: here)")
     completion = commands.add_parser("completion", parents=[common], epilog=EXAMPLES["completion"],
                                      help="print a shell completion script")
     completion.add_argument("shell", choices=("bash",), help="the shell (bash; zsh reads it with bashcompinit)")
