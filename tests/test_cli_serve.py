@@ -7,20 +7,18 @@ generates; servers are ``serve`` subprocesses on port 0 (the port read from the 
 from __future__ import annotations
 
 import json
-import re
 import signal
 import socket
 import subprocess
 import sys
-import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, List, Tuple
 
 import pytest
+from serving import listening_port
 
 ROOT = Path(__file__).resolve().parent.parent
-LISTENING = re.compile(r"listening on \[?[^\s\]]*\]?:(\d+)")
 
 CALC_IDL = """include "session.thrift"
 namespace py cli_serve_calc
@@ -68,27 +66,12 @@ def serving(*args: str, cwd: Path = ROOT) -> Iterator[Tuple[int, List[str]]]:
     process = subprocess.Popen([sys.executable, "-m", "thrift_handshake.cli", "serve", "--port", "0", *args],
                                cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     log: List[str] = []
-    timer = threading.Timer(30, process.kill)
-    timer.start()
-    port = None
-    for line in process.stderr:
-        log.append(line)
-        match = LISTENING.search(line)
-        if match:
-            port = int(match.group(1))
-            break
-    timer.cancel()
-    if port is None:
-        process.kill()
-        pytest.fail("the server did not start:\n" + "".join(log))
-    reader = threading.Thread(target=lambda: log.extend(process.stderr), daemon=True)
-    reader.start()
+    port = listening_port(process, log)
     try:
         yield port, log
     finally:
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=20)
-        reader.join(5)
     assert code == 0, "".join(log)
 
 

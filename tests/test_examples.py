@@ -16,17 +16,16 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Iterator, List
 
 import pytest
+from serving import listening_port
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "kvstore"
 NODE = EXAMPLE / "node"
 IDL = EXAMPLE / "kvstore.thrift"
-LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
 NPM_TIMEOUT = 300  # npm ci from a cold cache
 
 
@@ -56,21 +55,7 @@ def served(generated: Path) -> Iterator[ServedExample]:
          "--handler", "kvstore_handler:KeyValueHandler", "--path", str(EXAMPLE), "--path", str(generated)],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     log: List[str] = []
-    port = None
-    timer = threading.Timer(30, process.kill)  # a server that never says where it listens
-    timer.start()
-    for line in process.stderr:
-        log.append(line)
-        match = LISTENING.search(line)
-        if match:
-            port = int(match.group(1))
-            break
-    timer.cancel()
-    if port is None:
-        process.kill()
-        pytest.fail("the example server did not start:\n" + "".join(log) + process.stderr.read())
-    reader = threading.Thread(target=lambda: log.extend(process.stderr), daemon=True)
-    reader.start()
+    port = listening_port(process, log)
     served = ServedExample(process, port, log)
     yield served
     process.send_signal(signal.SIGTERM)
@@ -79,7 +64,6 @@ def served(generated: Path) -> Iterator[ServedExample]:
     except subprocess.TimeoutExpired:
         process.kill()
         pytest.fail("the example server ignored SIGTERM")
-    reader.join(5)
     assert code == 0, "".join(log)
 
 

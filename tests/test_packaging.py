@@ -11,13 +11,11 @@ from __future__ import annotations
 import email
 import json
 import os
-import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import venv
 import zipfile
 from importlib.metadata import version as installed_version
@@ -27,9 +25,9 @@ from typing import Dict, Iterator, List, Optional
 import pytest
 
 import readme
+from serving import listening_port
 
 ROOT = Path(__file__).resolve().parent.parent
-LISTENING = re.compile(r"listening on \S+:(\d+)")
 
 
 class Installed:
@@ -121,18 +119,7 @@ def serve(installed) -> Iterator:
                                    cwd=cwd or installed.outside, env=installed.env, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.PIPE, text=True)
         started.append(process)
-        timer = threading.Timer(30, process.kill)
-        timer.start()
-        log = []
-        for line in process.stderr:
-            log.append(line)
-            match = LISTENING.search(line)
-            if match:
-                timer.cancel()
-                threading.Thread(target=lambda: [None for _ in process.stderr], daemon=True).start()
-                return int(match.group(1))
-        timer.cancel()
-        pytest.fail("the server did not start:\n" + "".join(log))
+        return listening_port(process, [])
 
     yield start
     for process in started:

@@ -15,7 +15,6 @@ import sys
 from types import ModuleType
 from typing import Any, Dict, List, Optional, Tuple
 
-from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.ttypes import Shape
 
 from .. import idlcache, jsonargs
