@@ -84,24 +84,29 @@ def test_the_plain_service_example_takes_the_readmes_argument(tmp_path):
 
 
 def _documented_commands() -> "list[tuple[str, str]]":
-    """Every `thrift-handshake ...` line in a shell block of the README, docs/ and examples/."""
+    """Every `thrift-handshake ...` line in a shell block of the README, docs/ and examples/, and in the
+    examples of the CLI's own --help."""
     import readme
 
+    from thrift_handshake.cli.parser import EXAMPLES
+
     root = Path(__file__).resolve().parent.parent
+    sources = [(path.relative_to(root).as_posix(), path.read_text(encoding="utf-8")) for path in
+               [root / "README.md", *sorted((root / "docs").glob("*.md")), *sorted((root / "examples").rglob("README.md"))]]
+    sources += [(f"{command} --help", f"```sh\n{text}\n```\n") for command, text in EXAMPLES.items()]
     found = []
-    for path in [root / "README.md", *sorted((root / "docs").glob("*.md")), *sorted((root / "examples").rglob("README.md"))]:
-        text = path.read_text(encoding="utf-8").replace("\\\n", " ")
-        for language, content in readme.blocks(text):
+    for where, text in sources:
+        for language, content in readme.blocks(text.replace("\\\n", " ")):
             if language not in ("sh", "bash", "shell", ""):
                 continue
             for line in content.splitlines():
                 for inner in re.findall(r"\$\((thrift-handshake [^)]*)\)", line):  # "$(thrift-handshake idl-path)"
-                    found.append((path.relative_to(root).as_posix(), inner))
+                    found.append((where, inner))
                 line = re.sub(r"\$\(thrift-handshake [^)]*\)", "DIR", line)
                 for part in line.split("&&"):
                     command = re.match(r"\s*(?:\w+=\S*\s+)*(thrift-handshake\s.*)", part)
                     if command:
-                        found.append((path.relative_to(root).as_posix(), command.group(1)))
+                        found.append((where, command.group(1)))
     return found
 
 

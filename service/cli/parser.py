@@ -41,32 +41,33 @@ or watch the whole flow in a demo. Every command has --help with examples."""
 EXAMPLES = {
     "serve": """\
 examples:
-  thrift-handshake serve                                        the demo service on 127.0.0.1:9090
+  thrift-handshake serve                                        # the demo service on 127.0.0.1:9090
   thrift-handshake serve --host '[::1]' --port 9191 --idle-timeout 60
   thrift-handshake serve --handler calc_handler:CalculatorHandler --path gen-py --path .
-  thrift-handshake serve --handler store:StoreHandler --path gen-py --no-hello   a plain service
+  thrift-handshake serve --handler store:StoreHandler --path gen-py --no-hello   # a plain service
   thrift-handshake serve --workers auto --tls-cert s.pem --tls-key s.key""",
     "call": """\
 examples:
-  thrift-handshake call echo '"hi"'                             the demo service on 127.0.0.1:9090
+  thrift-handshake call echo '"hi"'                             # the demo service on 127.0.0.1:9090
   thrift-handshake call process '{"request_id": "r1", "payload": "abc"}' --trace
-  thrift-handshake call --idl calc.thrift add 1 2               your own service, from its IDL
-  thrift-handshake call --idl calc.thrift --list --format json  its methods, as data
-  thrift-handshake call --idl calc.thrift --describe add        one method or type
+  thrift-handshake call --idl calc.thrift add 1 2               # your own service, from its IDL
+  thrift-handshake call --idl calc.thrift --list --format json  # its methods, as data
+  thrift-handshake call --idl calc.thrift --describe add        # one method or type
   thrift-handshake call --idl plain.thrift --service Store --no-hello find '{"id": 1}'
   thrift-handshake call --module calc.Calculator --path gen-py add 1 2
 
-stdout carries the result only (JSON); --trace writes the timeline to stderr, or with --format json
-the output is {"result": ..., "timeline": [...]}.""",
+stdout carries the result only (JSON); --trace writes the timeline to stderr. With --format json
+stdout is one document: {"method", "result", "timeline"}, or "exception" and "value" instead of
+"result" for a declared exception (exit 1).""",
     "idl-path": """\
 example:
-  thrift -I "$(thrift-handshake idl-path)" --gen py calc.thrift      a service that includes session.thrift""",
+  thrift -I "$(thrift-handshake idl-path)" --gen py calc.thrift      # calc.thrift includes session.thrift""",
     "new": """\
 example:
-  thrift-handshake new calc && cd calc && ./gen.sh          calc.thrift, calc_handler.py, gen.sh, a test""",
+  thrift-handshake new calc && cd calc && ./gen.sh          # calc.thrift, calc_handler.py, gen.sh, a test""",
     "completion": """\
 example:
-  eval "$(thrift-handshake completion bash)"                   in ~/.bashrc""",
+  eval "$(thrift-handshake completion bash)"                   # in ~/.bashrc""",
 }
 
 #: Names in the settings' error messages, and the flag each one is.
