@@ -71,8 +71,9 @@ def load_handler(spec: str, paths: Sequence[str]) -> Any:
     try:
         return handler_class()
     except Exception as error:  # e.g. a constructor that needs arguments
-        raise ArgumentError(f"--handler {spec}: {class_name}() failed: {type(error).__name__}: {error} "
-                            "(the CLI makes the handler with no arguments)") from None
+        # the error's own words first: under --workers the supervisor reports "could not start: <them>"
+        raise ArgumentError(f"{error} (--handler {spec}: {class_name}() raised {type(error).__name__}; "
+                            "the CLI makes the handler with no arguments)") from None
 
 
 def service_module(handler: Any, spec: str) -> ModuleType:

@@ -118,8 +118,6 @@ def run_serve(args: argparse.Namespace) -> int:
 def _serve_workers(args: argparse.Namespace) -> int:
     """``serve --workers N``: a supervisor and N workers; the demo's tickets in a store they all share."""
     config = _server_config(args)  # bad flags fail here, before any fork
-    if args.handler is not None:
-        _server(args)  # the handler's mistakes are found here, once, not by a worker restarted forever
     store_dir = None
     if args.handler is None and args.ticket_store is None:
         store_dir = tempfile.mkdtemp(prefix="thrift-handshake-")
