@@ -214,3 +214,18 @@ def test_new_scaffolds_a_service_that_serves_and_answers(installed, serve, tmp_p
     called = installed.run("thrift-handshake", "call", "--idl", "calc.thrift", "--port", str(port), "echo", '"hi"',
                            cwd=folder)
     assert called.returncode == 0 and json.loads(called.stdout).startswith("hi (session "), called.stderr
+
+
+def test_the_sdist_builds_the_same_wheel(installed, tmp_path):
+    """Everything the wheel needs is in the sdist (the IDL and the generated code live outside service/)."""
+    done = subprocess.run([sys.executable, "setup.py", "-q", "egg_info", "--egg-base", str(tmp_path), "sdist",
+                           "--dist-dir", str(tmp_path / "sdist")], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    (sdist,) = (tmp_path / "sdist").glob("thrift-handshake-*.tar.gz")
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "wheel"),
+                            str(sdist)], capture_output=True, text=True, timeout=120)
+    assert built.returncode == 0, built.stderr
+    (wheel,) = (tmp_path / "wheel").glob("*.whl")
+    files = lambda path: sorted(n for n in zipfile.ZipFile(path).namelist() if ".dist-info/" not in n)  # noqa: E731
+    assert files(wheel) == files(installed.wheel)

@@ -95,8 +95,10 @@ def _describe(idl: LoadedIdl, service: idlcache.IdlService, name: str, as_json: 
     methods = {m.name: m for m, _ in idl.methods(service)}
     if name in methods:
         method = methods[name]
-        _print({"kind": "method", "service": service.qualified, **_method_json(method)}) if as_json \
-            else print(method.signature(idl.program))
+        if as_json:
+            _print({"kind": "method", "service": service.qualified, **_method_json(method)})
+        else:
+            print(method.signature(idl.program))
         return
     struct = idl.model.structs.get(qualified)
     if struct is not None:
@@ -232,9 +234,9 @@ def run_call(args: argparse.Namespace) -> int:
                 result = client.goodbye()
             else:
                 result = client.call(args.method, *values)
-        returns = target.method.returns if target.method else None
-        document["result"] = named_enums(jsonargs.to_jsonable(result), returns, target.idl) if target.idl \
-            else jsonargs.to_jsonable(result)
+        document["result"] = jsonargs.to_jsonable(result)
+        if target.idl is not None and target.method is not None:
+            document["result"] = named_enums(document["result"], target.method.returns, target.idl)
         if not as_json:
             _print(document["result"])
     except ServiceError as error:
