@@ -40,7 +40,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from .errors import ArgumentError
 
 __all__ = ["IdlError", "IdlType", "IdlField", "IdlStruct", "IdlMethod", "IdlService", "LoadedIdl", "load_idl",
-           "cache_root"]
+           "described", "cache_root"]
 
 INSTALL_HINT = "install the Thrift compiler: apt-get install thrift-compiler (or set $THRIFT to its path)"
 _NS = "{http://thrift.apache.org/xml/idl}"
@@ -471,6 +471,13 @@ class LoadedIdl:
             if args_class is not None:
                 fields[args_class] = {f.name: f for f in method.args}
         return fields, frozenset(unions)
+
+
+def described(xml_path: Path, program: str) -> LoadedIdl:
+    """An IDL already described by the compiler (``thrift -r --gen xml:merge``), whose Python code is
+    installed: its model without running the compiler (``service_module`` and ``type_hints`` need
+    ``load_idl``)."""
+    return LoadedIdl(xml_path, xml_path.parent, program, _Model(xml_path.read_text(encoding="utf-8"), program))
 
 
 def load_idl(idl_path: "str | os.PathLike[str]", include_dirs: Sequence[str] = ()) -> LoadedIdl:

@@ -305,3 +305,15 @@ def test_new_writes_a_service_whose_own_test_passes(tmp_path):
     assert again.returncode == 2 and "already exists and is not an empty folder; nothing written" in again.stderr
     keyword = run_cli("new", "class", "--dir", str(tmp_path))
     assert keyword.returncode == 2 and "not a Python keyword" in keyword.stderr
+
+
+def test_enums_come_back_by_name_without_idl_and_without_a_compiler(server, tmp_path):
+    """Names were accepted and numbers came back; the demo's model ships with the package, so no
+    compiler is needed (THRIFT points at none here)."""
+    env = dict(os.environ, THRIFT=str(tmp_path / "no-compiler"))
+    done = subprocess.run([sys.executable, "-m", "thrift_handshake.cli", "call", "--port", str(server.port),
+                           "echo_types", '{"id": "e", "color": "BLUE", "palette": {"1": 2, "2": "MAX_COLOR"}}'],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    echoed = json.loads(done.stdout)
+    assert echoed["color"] == "BLUE" and echoed["palette"] == {"1": "GREEN", "2": "MAX_COLOR"}

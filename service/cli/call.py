@@ -2,8 +2,9 @@
 
 stdout carries data only: the result (``--format text``), or one JSON document (``--format json``:
 ``{"method", "result", "timeline"}``, or ``{"method", "exception", "value", "timeline"}`` for a declared
-exception). The timeline of ``--trace`` goes to stderr in text mode. With ``--idl`` enums come back by
-name (the compiler's model says which i32 is which enum); without it, as numbers.
+exception). The timeline of ``--trace`` goes to stderr in text mode. Enums come back by name: the
+compiler's model of the IDL says which i32 is which enum (``--idl``, or the demo's model installed with
+the package); with ``--module``, as numbers.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import importlib
 import json
 import sys
+from pathlib import Path
 from types import ModuleType
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -123,6 +125,13 @@ def _describe(idl: LoadedIdl, service: idlcache.IdlService, name: str, as_json: 
                         f"methods: {', '.join(sorted(methods))}; types: {', '.join(types)}")
 
 
+def _demo_model() -> LoadedIdl:
+    """The compiler's description of the demo's IDL, installed beside its generated code (scripts/gen)."""
+    import thrift_handshake_gen
+
+    return idlcache.described(Path(thrift_handshake_gen.__file__).parent / "handshake.xml", "handshake")
+
+
 def _target(args: argparse.Namespace) -> Optional[_Target]:
     """The service to call, or None when --list/--describe already answered."""
     if not args.idl:
@@ -136,6 +145,9 @@ def _target(args: argparse.Namespace) -> Optional[_Target]:
             raise ArgumentError(f"unknown method {args.method!r}: without --idl, call speaks the demo's "
                                 f"HandshakeService ({', '.join(sorted(describe_service(module)))}); for your "
                                 "own service give --idl YOUR.thrift (or --module with --path)")
+        if args.module is None and args.method is not None:  # the demo: its model ships with the package
+            demo = _demo_model()
+            return _Target(module, {"unions": UNIONS}, demo, demo.method(demo.service(), args.method))
         return _Target(module, {"unions": UNIONS})
     if args.module or args.path:
         raise ArgumentError("--module and --path are for generated code; --idl compiles the IDL itself")
