@@ -215,7 +215,7 @@ def _connection_flags(parser: argparse.ArgumentParser) -> None:
 def _serve_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     serve = commands.add_parser("serve", parents=[common], help="run a server until SIGINT/SIGTERM",
                                 description="Serve the demo service, or your handler (--handler), until "
-                                            "SIGINT/SIGTERM: the first stops gracefully, a second at once.",
+                                            "SIGINT/SIGTERM:\nthe first stops gracefully, a second at once.",
                                 epilog=EXAMPLES["serve"])
     _connection_flags(serve)
     serve.add_argument("--grace", type=float, default=ServerConfig.grace, metavar="SECONDS",
@@ -250,7 +250,7 @@ def _serve_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 def _call_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     call = commands.add_parser("call", parents=[common], help="connect, hello, call METHOD, goodbye",
                                description="Call one method and print its result as JSON. Each ARG is a "
-                                           "JSON value for the next parameter.",
+                                           "JSON value\nfor the next parameter.",
                                epilog=EXAMPLES["call"])
     call.add_argument("method", nargs="?", help="the method to call (not needed with --list or --describe)")
     call.add_argument("args", nargs="*", metavar="ARG", help="JSON value for the next parameter")
