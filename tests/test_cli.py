@@ -317,3 +317,13 @@ def test_enums_come_back_by_name_without_idl_and_without_a_compiler(server, tmp_
     assert done.returncode == 0, done.stderr
     echoed = json.loads(done.stdout)
     assert echoed["color"] == "BLUE" and echoed["palette"] == {"1": "GREEN", "2": "MAX_COLOR"}
+
+
+def test_list_and_describe_the_demo_without_idl_or_server():
+    listed = run_cli("call", "--list", "--port", "1")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.startswith("service HandshakeService extends session.SessionService   (default)\n")
+    assert "  oneway void notify(1: Event event)" in listed.stdout
+    described = run_cli("call", "--describe", "Color", "--format", "json")
+    assert json.loads(described.stdout) == {"kind": "enum", "name": "handshake.Color", "members": {
+        "UNKNOWN_COLOR": -1, "RED": 1, "GREEN": 2, "BLUE": 3, "MAX_COLOR": 2147483647}}

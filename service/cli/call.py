@@ -132,8 +132,19 @@ def _demo_model() -> LoadedIdl:
     return idlcache.described(Path(thrift_handshake_gen.__file__).parent / "handshake.xml", "handshake")
 
 
+def _list_or_describe(args: argparse.Namespace, idl: LoadedIdl) -> None:
+    service = idl.service(args.service)
+    if args.list:
+        _list(idl, service, args.format == "json")
+    else:
+        _describe(idl, service, args.describe, args.format == "json")
+
+
 def _target(args: argparse.Namespace) -> Optional[_Target]:
     """The service to call, or None when --list/--describe already answered."""
+    if not args.idl and args.module is None and (args.list or args.describe):
+        _list_or_describe(args, _demo_model())  # the demo's model ships with the package
+        return None
     if not args.idl:
         for flag, given in (("--list", args.list), ("--describe", args.describe), ("-I", args.include_dir),
                             ("--service", args.service)):
@@ -154,10 +165,7 @@ def _target(args: argparse.Namespace) -> Optional[_Target]:
     idl = idlcache.load_idl(args.idl, args.include_dir)
     service = idl.service(args.service)
     if args.list or args.describe:
-        if args.list:
-            _list(idl, service, args.format == "json")
-        else:
-            _describe(idl, service, args.describe, args.format == "json")
+        _list_or_describe(args, idl)
         return None
     if args.method is None:
         raise ArgumentError("which method? (call --idl FILE --list shows them)")

@@ -288,9 +288,11 @@ def _call_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     call.add_argument("--no-hello", action="store_true",
                       help="the server's clients say no hello/goodbye: connect and call straight away")
     call.add_argument("--list", action="store_true",
-                      help="with --idl: the services and methods with their signatures; connects to nothing")
+                      help="the services and methods with their signatures (of --idl, else the demo's); "
+                           "connects to nothing")
     call.add_argument("--describe", metavar="NAME",
-                      help="with --idl: one method's signature, or a type's fields or members; connects to nothing")
+                      help="one method's signature, or a type's fields or members (of --idl, else the "
+                           "demo's); connects to nothing")
 
 
 def build_parser(version: str = "unknown") -> Parser:
