@@ -14,6 +14,7 @@ Exit status: ``parser.EXIT_CODES`` (0 success, 1 the call failed, 2 bad usage, 1
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from typing import Optional, Sequence
@@ -38,7 +39,7 @@ def version() -> str:
         return "unknown"
 
 
-def _run(args) -> int:  # type: ignore[no-untyped-def]
+def _run(args: argparse.Namespace) -> int:
     if args.command == "serve":
         from .serve import run_serve
 
