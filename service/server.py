@@ -281,7 +281,7 @@ class HandshakeServer(TThreadedServer):
         self._warnings = WarningBudget(logger)  # the processor's warnings about peers count against it too
         super().__init__(
             SessionProcessor(self.service.Processor(handler), settings, self.metrics, self.config.handshake,
-                             self._warnings),
+                             self._warnings, self.config.interceptors),
             TSocket.TServerSocket(host=self.config.host, port=self.config.port, socket_family=family),
             transport_factory(self.config.wire, frame_limit(limits.max_message_bytes)),
             protocol_factory(self.config.wire, limits.max_message_bytes, limits.max_container_items),

@@ -88,7 +88,13 @@ CLIENT_TRANSITIONS: Mapping[ClientPhase, Mapping[ClientEvent, ClientPhase]] = {
         _E.GOODBYE: _C.CLOSING,
         _E.CLOSED: _C.CLOSED,
     },
-    _C.CLOSING: {_E.CLOSED: _C.CLOSED},
+    # A pipelined goodbye is written before hello's answer is read: that answer still arrives here.
+    _C.CLOSING: {
+        _E.HELLO_ACCEPTED: _C.CLOSING,
+        _E.HELLO_REJECTED: _C.CLOSED,
+        _E.FAILURE: _C.BROKEN,
+        _E.CLOSED: _C.CLOSED,
+    },
     _C.CLOSED: {_E.CONNECT: _C.CONNECTING, _E.CLOSED: _C.CLOSED},
     _C.BROKEN: {_E.CLOSED: _C.CLOSED},
 }
@@ -104,7 +110,6 @@ class SessionPhase(enum.Enum):
 
 
 class SessionEvent(enum.Enum):
-    HELLO_PIPELINED = "hello_pipelined"  # ClientOptions.pipeline_hello: connect() does not wait for the answer
     HELLO_ACCEPTED = "hello_accepted"
     HELLO_REJECTED = "hello_rejected"
     AUTH_FAILED = "auth_failed"  # a missing or wrong token: refused, and the connection closes

@@ -169,3 +169,20 @@ def test_no_import_circle_among_the_package_modules():
 
     for name in graph:
         visit(name, ())
+
+
+@pytest.mark.parametrize("offered", ["s3cret!", "s3cre", "S3CRET", "s3cret\x00", " s3cret"])
+def test_only_the_exact_auth_token_opens_a_session(offered):
+    session, recorder = make_session(auth_token="s3cret")
+    with pytest.raises(HandshakeRejected, match="wrong auth token"):
+        session.hello(hello(auth_token=offered))
+    assert session.closing and recorder.events == [("rejected", "wrong auth token")]
+    accepted, _ = make_session(auth_token="s3cret")
+    accepted.hello(hello(auth_token="s3cret"))
+    assert accepted.established
+
+
+def test_a_server_with_no_features_grants_none_whatever_is_offered():
+    session, _ = make_session()  # SessionSettings' default, as ServerConfig's: no features
+    answer = session.hello(hello(features={"submit", "notify", "timing"}))
+    assert answer.features == set() and session.context.features == frozenset()

@@ -10,6 +10,7 @@ the package); with ``--module``, as numbers.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import sys
@@ -17,12 +18,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Dict, List, Optional, Tuple
 
+from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.ttypes import Shape
 
 from .. import idlcache, jsonargs
 from ..client import Client
 from ..config import ClientOptions, ClientTLS, Timeouts
 from ..contract import describe_service
+from ..demo import SERVER_TIMED
 from ..errors import ArgumentError, ServiceError
 from ..idlcache import IdlField, IdlMethod, IdlType, LoadedIdl
 from ..peerlog import clip_for_log
@@ -244,7 +247,10 @@ def run_call(args: argparse.Namespace) -> int:
     if args.method is None:
         raise ArgumentError("which method? (give METHOD, or --idl FILE --list to see them)")
     values = jsonargs.parse_arguments(target.module, args.method, args.args, **target.checks)
-    client = Client(args.host, args.port, _client_options(args), service=target.module)
+    options = _client_options(args)
+    if target.module is HandshakeService:  # the demo declares which of its replies time themselves
+        options = dataclasses.replace(options, server_timed_methods=SERVER_TIMED)
+    client = Client(args.host, args.port, options, service=target.module)
     as_json = args.format == "json"
     document: Dict[str, Any] = {"method": args.method}
     status = 0

@@ -14,7 +14,7 @@ from thrift_handshake_gen.ttypes import Event, Request
 from ..client import Client
 from ..config import ClientOptions, ServerConfig, Wire
 from ..timing import format_summary, format_table
-from . import demo_server
+from . import SERVER_TIMED, demo_server
 
 __all__ = ["add_demo_command", "run_demo"]
 
@@ -39,7 +39,7 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"server listening on {host}:{port} (HandshakeServer: a thread pool for connections with a "
               f"message, idle ones parked; {wire})")
         options = ClientOptions(client_name="demo", features=frozenset({"submit", "notify", "timing", "zstd"}),
-                                wire=wire)
+                                server_timed_methods=SERVER_TIMED, wire=wire)
         client = Client(host, port, options, service=HandshakeService)
         with client:
             hello = client.server_hello
