@@ -667,7 +667,8 @@ class HandshakeServer(TThreadedServer):
         if state is not None:
             state.close()
             summary = _session_summary(state)
-        log = logger.info if event == "closed" else self._warnings.warning
+        guess = reason.startswith("hello refused")  # a wrong token: inside the budget too
+        log = self._warnings.warning if event != "closed" else self._warnings.info if guess else logger.info
         log("%s peer=%s session=%s%s: %s", event, connection.peer, state and state.context.session_id, summary, reason)
 
     def _release(self, connection: Connection) -> None:
@@ -771,7 +772,7 @@ class HandshakeServer(TThreadedServer):
             return (f"a frame of {error.size + 4} bytes (its length field included) exceeds this server's limits "
                     f"(max_message_bytes={self.config.limits.max_message_bytes})")
         if isinstance(error, (BudgetExceeded, FrameRefused)):
-            return str(error)
+            return clip_for_log(error)
         too_big = (isinstance(error, TTransportException) and error.type in _BAD_INPUT) or (
             isinstance(error, OverflowError) and any(words in str(error) for words in _C_TOO_BIG))
         if too_big:
