@@ -33,7 +33,7 @@ from .config import ServerConfig
 from .metrics import SharedStats
 from .server import HandshakeServer
 
-__all__ = ["Supervisor", "cpu_count"]
+__all__ = ["Supervisor", "cpu_count", "joining_a_running_service"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,15 @@ UNWIND = 3.0
 END_GRACE = signal.SIGUSR1
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _MASKED = {signal.SIGINT, signal.SIGTERM, END_GRACE, signal.SIGCHLD}
+
+
+_joining = False  # set in a worker forked after another one served
+
+
+def joining_a_running_service() -> bool:
+    """Whether this process is a worker started after another worker served: what the service made
+    when it started (e.g. a shared ticket store) must exist, and a missing one is an error."""
+    return _joining
 
 
 def cpu_count() -> int:
@@ -228,7 +237,7 @@ class Supervisor:
             if pid == 0:
                 code = 1
                 try:
-                    code = self._work(slot, sock)
+                    code = self._work(slot, sock, self._ever_served)
                 finally:
                     sys.stdout.flush()
                     sys.stderr.flush()
@@ -240,8 +249,10 @@ class Supervisor:
 
     # -- worker -------------------------------------------------------------------------------
 
-    def _work(self, slot: int, sock: socket.socket) -> int:
+    def _work(self, slot: int, sock: socket.socket, joining: bool) -> int:
         """The worker's life, in the forked child: returns its exit code."""
+        global _joining
+        _joining = joining
         signal.set_wakeup_fd(-1)
         os.close(self._lifeline_w)
         os.close(self._ready_r)

@@ -1,0 +1,166 @@
+"""Acknowledged tickets are never silently lost or unknown: across graceful stops of ``serve --workers``,
+a store deleted while serving, a restarted worker, two servers on one store, and a killed worker.
+Each test prints its figure."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterator, List
+
+import pytest
+from conftest import report_reliability
+from test_workers import Workers
+
+from thrift_handshake import Client, ClientOptions, ConnectionBroken, ServerConfig, Timeouts
+from thrift_handshake.demo import demo_server
+from thrift_handshake.demo.ledger import DONE, TicketLedger
+from thrift_handshake_gen import HandshakeService
+from thrift_handshake_gen.ttypes import NotReady, Overloaded, Request, UnknownTicket
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., Workers]]:
+    started: List[Workers] = []
+
+    def start(*flags: str) -> Workers:
+        started.append(Workers(*flags))
+        return started[-1]
+
+    yield start
+    for workers in started:
+        workers.kill()
+
+
+def _remove_store(store: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{store}{suffix}").unlink(missing_ok=True)
+
+
+def test_tickets_finished_inside_the_grace_period_read_done_after_a_stop(serve, tmp_path):
+    # A worker could exit between its work's end and the outcome's write: 2 of 8 graceful stops left a
+    # ticket that had finished inside the grace period reading "lost" after the restart.
+    store = tmp_path / "tickets.sqlite"
+    rounds, per_worker, lost = 10, 8, []
+    started = time.monotonic()
+    for _ in range(rounds):
+        workers = serve("--workers", "2", "--ticket-store", str(store), "--grace", "10", "--submit-workers",
+                        str(per_worker))
+        tickets = []
+        for client in workers.clients_on_each_worker().values():
+            for n in range(per_worker):  # all finishing at once, right before their worker may exit
+                tickets.append(client.submit(Request(request_id=f"t{n}", payload="x", work_ms=300)).ticket)
+        assert workers.stop() == 0
+        ledger = TicketLedger(str(store), ttl=600.0)
+        lost += [ticket for ticket in tickets if ledger.outcome(ticket)[0] != DONE]
+        ledger.close()
+    total = rounds * per_worker * 2
+    print(f"\n{rounds} graceful stops of 2 workers, {total} tickets finishing inside the grace period: "
+          f"{len(lost)} not done after the stop ({time.monotonic() - started:.1f} s)")
+    report_reliability("graceful stops of --workers 2 with tickets finishing in the grace period", total, True,
+                       len(lost))
+    assert lost == []
+
+
+def test_a_store_deleted_while_serving_is_an_error_not_a_fresh_file(tmp_path, caplog):
+    store = tmp_path / "tickets.sqlite"
+    server = demo_server(ServerConfig(port=0), ticket_store=str(store)).start()
+    try:
+        with Client("127.0.0.1", server.port, service=HandshakeService) as client:
+            ack = client.submit(Request(request_id="before", payload="x"))
+            assert client.get_result(ack.ticket, 5000).request_id == "before"
+            _remove_store(store)
+            with pytest.raises(Overloaded, match="ticket store cannot record"):
+                client.submit(Request(request_id="after", payload="x"))
+            assert client.get_result(ack.ticket, 0).request_id == "before"  # still answered from memory
+    finally:
+        server.stop()
+    assert not store.exists(), "the deleted store was made again"
+    assert [r for r in caplog.records if "was deleted or replaced while serving" in r.getMessage()]
+    # A server started on the path afterwards starts afresh (it cannot tell); the error above said why.
+
+
+def test_a_restarted_worker_never_opens_a_new_empty_store(serve, tmp_path):
+    # A worker restarted after the store was deleted made a new, empty one: about half of all
+    # look-ups (those it served) answered UnknownTicket for tickets acknowledged before.
+    store = tmp_path / "tickets.sqlite"
+    workers = serve("--workers", "2", "--ticket-store", str(store))
+    clients = workers.clients_on_each_worker()
+    tickets = [client.submit(Request(request_id=f"r{n}", payload="x")).ticket
+               for client in clients.values() for n in range(10)]
+    for ticket in tickets:
+        next(iter(clients.values())).get_result(ticket, 5000)
+    _remove_store(store)
+    victim = workers.pids[0]
+    os.kill(victim, signal.SIGKILL)
+    workers.wait_for(r"could not start: ticket store .* is gone")
+    assert not store.exists(), "a restarted worker made a new, empty store"
+    unknown = answered = 0
+    for ticket in tickets * 2:  # new connections: they land on whichever worker serves
+        with Client("127.0.0.1", workers.port, service=HandshakeService) as client:
+            try:
+                client.get_result(ticket, 0)
+                answered += 1
+            except UnknownTicket:
+                unknown += 1
+            except NotReady as error:  # the killed worker's tickets: the store that knew them is gone
+                assert "ticket store cannot be read" in error.message, error.message
+    print(f"\nafter the store was deleted and a worker restarted: {unknown} of {len(tickets) * 2} look-ups "
+          f"UnknownTicket, {answered} answered")
+    report_reliability("store deleted, then a worker restarted: look-ups answered UnknownTicket",
+                       len(tickets) * 2, True, unknown)
+    assert unknown == 0
+
+
+def test_a_killed_servers_tickets_read_lost_on_the_server_sharing_its_store(tmp_path):
+    # The other server answered "still running" forever: only a ledger's opening marked tickets lost.
+    store = tmp_path / "tickets.sqlite"
+    other = demo_server(ServerConfig(port=0), ticket_store=str(store)).start()
+    process = subprocess.Popen([sys.executable, "-m", "thrift_handshake", "serve", "--port", "0", "--ticket-store",
+                                str(store)], stderr=subprocess.PIPE, text=True)
+    try:
+        port = int(re.search(r"listening on \S+:(\d+)", _first_line(process)).group(1))
+        with Client("127.0.0.1", port, service=HandshakeService) as doomed:
+            tickets = [doomed.submit(Request(request_id=f"long{n}", work_ms=10_000)).ticket for n in range(3)]
+        process.kill()
+        process.wait(10)
+        answers = []
+        with Client("127.0.0.1", other.port, service=HandshakeService) as client:
+            for ticket in tickets:
+                with pytest.raises(NotReady) as caught:
+                    client.get_result(ticket, 0)
+                answers.append(caught.value.message)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        process.stderr.close()
+        other.stop()
+    print(f"\n{len(tickets)} tickets of a SIGKILLed server, looked up on the server sharing its store: {answers}")
+    assert all(answer.startswith("lost: ") for answer in answers), answers
+
+
+def _first_line(process: subprocess.Popen) -> str:
+    line = process.stderr.readline()
+    while "listening on" not in line and line:
+        line = process.stderr.readline()
+    return line
+
+
+def test_clients_of_a_killed_worker_are_told_the_server_went_away(serve):
+    # They were told "does it expect TLS, another Thrift protocol or transport, or is it at its
+    # connection limit?", as if the connection had never worked.
+    workers = serve("--workers", "2")
+    pid, client = next(iter(workers.clients_on_each_worker().items()))
+    os.kill(pid, signal.SIGKILL)
+    workers.wait_for(r"\(pid %d\) killed by SIGKILL" % pid)
+    with pytest.raises(ConnectionBroken) as caught:
+        client.echo("anyone there?")
+    message = str(caught.value)
+    print(f"\na client of a SIGKILLed worker is told: {message}")
+    assert "went away" in message and "TLS" not in message and "connection limit" not in message, message
