@@ -10,7 +10,7 @@ import struct
 import time
 
 import pytest
-from conftest import encode_call, eventually
+from conftest import encode_call, eventually, report_reliability
 
 from thrift_handshake import Client, RemoteApplicationError
 from thrift_handshake_gen import HandshakeService
@@ -90,9 +90,12 @@ def test_wrong_token_guesses_log_within_the_budget(start_server, send_raw, caplo
     records = [r for r in list(caplog.records) if r.name.startswith("thrift_handshake")
                and ("refused" in r.getMessage() or "rejected" in r.getMessage() or "suppressed" in r.getMessage())]
     size = _log_bytes(records)
-    print(f"\n{guesses} wrong-token guesses in {seconds:.2f} s: {len(records)} log lines, {size} bytes "
-          f"({size / guesses:.0f} bytes a guess, {size / seconds / 1024:.1f} KiB/s)")
+    figure = (f"{guesses} guesses in {seconds:.2f} s: {len(records)} log lines, {size} bytes "
+              f"({size / guesses:.0f} bytes a guess)")
     allowed = 2 * 20 * (math.ceil(seconds) + 1) + 4  # the session's and the server's budget, and their summaries
+    print("\n" + figure)
+    report_reliability("wrong auth tokens: log volume (within the warning budget)", guesses, True,
+                       max(0, len(records) - allowed), figure=figure)
     assert len(records) <= allowed, f"{len(records)} lines for {guesses} guesses in {seconds:.2f} s"
     assert any("handshake rejected" in r.getMessage() for r in records)
     assert any("suppressed" in r.getMessage() for r in records), "what was left out is not summarised"
@@ -128,7 +131,9 @@ def test_a_theader_frame_listing_thousands_of_transforms_is_logged_clipped(serve
     send_raw(server.port, frame)
     assert eventually(lambda: any("transform" in r.getMessage() for r in list(caplog.records)))
     longest = max(len(r.getMessage()) for r in list(caplog.records) if "transform" in r.getMessage())
-    print(f"\na THeader frame of {len(frame)} bytes listing 60 000 transforms: longest log line {longest} characters")
+    figure = f"a frame of {len(frame)} bytes listing 60 000 transform ids: longest log line {longest} characters"
+    print("\n" + figure)
+    report_reliability("THeader frame listing thousands of transforms: log line clipped", 1, True, 0, figure=figure)
     assert longest < 1000, f"a log line of {longest} characters"
     with Client("127.0.0.1", server.port, service=HandshakeService) as client:
         assert client.echo("still serving") == "still serving"
@@ -158,10 +163,30 @@ def test_a_failing_ticket_store_is_logged_once_per_kind_with_a_count(start_serve
         server.stop()
     assert not store.exists(), "the deleted store was silently made again"
     errors = [r for r in list(caplog.records) if r.levelno >= logging.ERROR]
-    print(f"\n{refused} submits to a deleted ticket store: {len(errors)} error lines, "
-          f"{sum(bool(r.exc_info) for r in errors)} tracebacks")
+    figure = (f"{refused} submits to a deleted store: {len(errors)} error lines, "
+              f"{sum(bool(r.exc_info) for r in errors)} tracebacks")
+    print("\n" + figure)
+    report_reliability("a failing ticket store: errors logged once per kind with a count", refused, True, 0,
+                       figure=figure)
     assert not [r for r in errors if r.exc_info], "a traceback per submit"
     first = [r.getMessage() for r in errors if "deleted or replaced" in r.getMessage()]
     assert len(first) == 2, first  # the error once, then (at stop) how often it happened since
     repeats = int(re.search(r"(\d+) more times", first[1]).group(1))
     assert repeats in (49, 50), first  # the 50 refused submits (and the first ticket's outcome, if it came late)
+
+
+def test_repeated_errors_are_logged_once_per_kind_then_counted(caplog):
+    from thrift_handshake.peerlog import RepeatedErrors
+
+    caplog.set_level(logging.ERROR)
+    errors = RepeatedErrors(logging.getLogger("test.repeated"), "the store failed", interval=3600)
+    for _ in range(1000):
+        errors.report(OSError("read-only file system"))
+    errors.report(ValueError("disk full"))
+    assert [r.getMessage() for r in caplog.records] == [
+        "the store failed: OSError: read-only file system (repeats are counted, reported at most every 3600 s)",
+        "the store failed: ValueError: disk full (repeats are counted, reported at most every 3600 s)"]
+    errors.flush()
+    assert caplog.records[-1].getMessage() == "the store failed: OSError: read-only file system: 999 more times"
+    errors.flush()  # nothing new: nothing more
+    assert len(caplog.records) == 3

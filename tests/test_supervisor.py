@@ -46,9 +46,9 @@ def test_when_no_worker_can_serve_the_supervisor_stops_listening_and_exits_1(ser
     took = time.monotonic() - killed
     workers.wait_for("<EOF>")
     why = workers.wait_for(r"no worker can serve: (\d+) starts failed in a row")
-    print(f"\nno worker can serve: the supervisor exited {code} {took:.1f} s after the last worker died "
-          f"({why.group(1)} failed starts)")
-    report_reliability("no worker can serve (store path became a directory): supervisor exits", 1, code == 1, 0)
+    figure = f"exit {code} {took:.1f} s after the last worker died ({why.group(1)} failed starts), then refused"
+    print("\nno worker can serve: " + figure)
+    report_reliability("no worker can serve (store path became a directory)", 1, code == 1, 0, figure=figure)
     assert code == 1 and took < 15
     assert workers.matches(r"could not start: ticket store .*")  # each failed start said why
     with pytest.raises(ConnectionRefusedError):  # the port is closed: clients learn it at once
@@ -98,8 +98,9 @@ def test_two_sigterms_100_us_apart_always_end_the_grace_period(serve):
         merged_by_kernel += merged
         missed += not merged and not seen
         assert code == 0
-    print(f"\ntwo SIGTERMs 100 us apart, {tries} tries: {merged_by_kernel} merged by the kernel (the first was "
-          f"still pending), {missed} of the others counted as one; slowest exit {slowest:.2f} s")
-    report_reliability("two SIGTERMs 100 us apart to the supervisor: delivered seconds missed", tries - merged_by_kernel,
-                       missed == 0, missed)
+    figure = (f"{tries} tries: {merged_by_kernel} merged by the kernel (first still pending), {missed} of the "
+              f"other {tries - merged_by_kernel} missed; slowest exit {slowest:.2f} s")
+    print("\ntwo SIGTERMs 100 us apart: " + figure)
+    report_reliability("two SIGTERMs 100 us apart to the supervisor", tries - merged_by_kernel, missed == 0, missed,
+                       figure=figure)
     assert missed == 0

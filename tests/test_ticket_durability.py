@@ -17,9 +17,10 @@ import pytest
 from conftest import report_reliability
 from test_workers import Workers
 
-from thrift_handshake import Client, ClientOptions, ConnectionBroken, ServerConfig, Timeouts
+from thrift_handshake import Client, ConnectionBroken, ServerConfig
 from thrift_handshake.demo import demo_server
 from thrift_handshake.demo.ledger import DONE, TicketLedger
+from thrift_handshake.peerlog import clip_for_log
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.ttypes import NotReady, Overloaded, Request, UnknownTicket
 
@@ -60,10 +61,11 @@ def test_tickets_finished_inside_the_grace_period_read_done_after_a_stop(serve, 
         lost += [ticket for ticket in tickets if ledger.outcome(ticket)[0] != DONE]
         ledger.close()
     total = rounds * per_worker * 2
-    print(f"\n{rounds} graceful stops of 2 workers, {total} tickets finishing inside the grace period: "
-          f"{len(lost)} not done after the stop ({time.monotonic() - started:.1f} s)")
-    report_reliability("graceful stops of --workers 2 with tickets finishing in the grace period", total, True,
-                       len(lost))
+    figure = (f"{rounds} stops, {total} tickets finishing in the grace period: {len(lost)} not done after the "
+              f"stop ({time.monotonic() - started:.1f} s)")
+    print("\n" + figure)
+    report_reliability("graceful stops of --workers 2: tickets finished in the grace period", total, True,
+                       len(lost), figure=figure)
     assert lost == []
 
 
@@ -110,10 +112,10 @@ def test_a_restarted_worker_never_opens_a_new_empty_store(serve, tmp_path):
                 unknown += 1
             except NotReady as error:  # the killed worker's tickets: the store that knew them is gone
                 assert "ticket store cannot be read" in error.message, error.message
-    print(f"\nafter the store was deleted and a worker restarted: {unknown} of {len(tickets) * 2} look-ups "
-          f"UnknownTicket, {answered} answered")
-    report_reliability("store deleted, then a worker restarted: look-ups answered UnknownTicket",
-                       len(tickets) * 2, True, unknown)
+    figure = f"{unknown} of {len(tickets) * 2} look-ups UnknownTicket, {answered} answered"
+    print("\nafter the store was deleted and a worker restarted: " + figure)
+    report_reliability("store deleted, then a worker restarted (no new empty store)", len(tickets) * 2, True,
+                       unknown, figure=figure)
     assert unknown == 0
 
 
@@ -141,7 +143,10 @@ def test_a_killed_servers_tickets_read_lost_on_the_server_sharing_its_store(tmp_
             process.wait(10)
         process.stderr.close()
         other.stop()
-    print(f"\n{len(tickets)} tickets of a SIGKILLed server, looked up on the server sharing its store: {answers}")
+    figure = f"{len(tickets)} tickets of the killed server read: {sorted(set(a.split(':')[0] for a in answers))}"
+    print("\n" + figure)
+    report_reliability("two servers on one store, one SIGKILLed: its running tickets", len(tickets), True,
+                       sum(not answer.startswith("lost: ") for answer in answers), figure=figure)
     assert all(answer.startswith("lost: ") for answer in answers), answers
 
 
@@ -163,4 +168,6 @@ def test_clients_of_a_killed_worker_are_told_the_server_went_away(serve):
         client.echo("anyone there?")
     message = str(caught.value)
     print(f"\na client of a SIGKILLed worker is told: {message}")
+    report_reliability("a worker SIGKILLed: its client is told the server went away", 1, True,
+                       int("went away" not in message), figure=clip_for_log(message.split(": ", 3)[-1], 45))
     assert "went away" in message and "TLS" not in message and "connection limit" not in message, message
