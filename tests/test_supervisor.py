@@ -8,36 +8,21 @@ import os
 import signal
 import socket
 import time
-from pathlib import Path
-from typing import Callable, Iterator, List
 
 import pytest
 from conftest import report_reliability
-from test_workers import Workers
+from test_ticket_durability import remove_store
+from test_workers import serve  # noqa: F401 (the fixture: a `serve --workers` process)
 
 from thrift_handshake import Client, ClientOptions, Timeouts
 from thrift_handshake_gen import HandshakeService
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[..., Workers]]:
-    started: List[Workers] = []
-
-    def start(*flags: str) -> Workers:
-        started.append(Workers(*flags))
-        return started[-1]
-
-    yield start
-    for workers in started:
-        workers.kill()
 
 
 def test_when_no_worker_can_serve_the_supervisor_stops_listening_and_exits_1(serve, tmp_path):
     # It retried forever with back-off and kept the port open: every client connected and timed out on hello.
     store = tmp_path / "tickets.sqlite"
     workers = serve("--workers", "2", "--ticket-store", str(store))
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{store}{suffix}").unlink(missing_ok=True)
+    remove_store(store)
     store.mkdir()  # the store's path became a directory: no worker can open it
     killed = time.monotonic()
     for pid in workers.pids:
@@ -58,8 +43,7 @@ def test_when_no_worker_can_serve_the_supervisor_stops_listening_and_exits_1(ser
 def test_a_worker_that_cannot_restart_while_another_serves_keeps_the_service_up(serve, tmp_path):
     store = tmp_path / "tickets.sqlite"
     workers = serve("--workers", "2", "--ticket-store", str(store))
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{store}{suffix}").unlink(missing_ok=True)
+    remove_store(store)
     store.mkdir()
     os.kill(workers.pids[0], signal.SIGKILL)
     workers.wait_for(r"worker 0 .* restarting it in 4\.0s", timeout=15)  # three failed starts: still going

@@ -11,11 +11,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterator, List
 
 import pytest
 from conftest import report_reliability
-from test_workers import Workers
+from test_workers import serve  # noqa: F401 (the fixture: a `serve --workers` process)
 
 from thrift_handshake import Client, ConnectionBroken, ServerConfig
 from thrift_handshake.demo import demo_server
@@ -25,20 +24,7 @@ from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.ttypes import NotReady, Overloaded, Request, UnknownTicket
 
 
-@pytest.fixture
-def serve() -> Iterator[Callable[..., Workers]]:
-    started: List[Workers] = []
-
-    def start(*flags: str) -> Workers:
-        started.append(Workers(*flags))
-        return started[-1]
-
-    yield start
-    for workers in started:
-        workers.kill()
-
-
-def _remove_store(store: Path) -> None:
+def remove_store(store: Path) -> None:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{store}{suffix}").unlink(missing_ok=True)
 
@@ -76,7 +62,7 @@ def test_a_store_deleted_while_serving_is_an_error_not_a_fresh_file(tmp_path, ca
         with Client("127.0.0.1", server.port, service=HandshakeService) as client:
             ack = client.submit(Request(request_id="before", payload="x"))
             assert client.get_result(ack.ticket, 5000).request_id == "before"
-            _remove_store(store)
+            remove_store(store)
             with pytest.raises(Overloaded, match="ticket store cannot record"):
                 client.submit(Request(request_id="after", payload="x"))
             assert client.get_result(ack.ticket, 0).request_id == "before"  # still answered from memory
@@ -97,7 +83,7 @@ def test_a_restarted_worker_never_opens_a_new_empty_store(serve, tmp_path):
                for client in clients.values() for n in range(10)]
     for ticket in tickets:
         next(iter(clients.values())).get_result(ticket, 5000)
-    _remove_store(store)
+    remove_store(store)
     victim = workers.pids[0]
     os.kill(victim, signal.SIGKILL)
     workers.wait_for(r"could not start: ticket store .* is gone")
