@@ -191,10 +191,7 @@ def test_with_a_ledger_a_new_board_answers_for_tickets_of_the_old_one(make_board
         first.stop()  # the queued one is cancelled
         release.set()
         assert first.result(running, 5).request_id == "running"
-        deadline = time.monotonic() + 5
-        while ledger.outcome(queued)[0] == "accepted" or ledger.outcome(failed)[0] == "accepted":
-            assert time.monotonic() < deadline, "the outcomes never reached the ledger"
-            time.sleep(0.01)
+        assert first.drain(5), "the outcomes never reached the ledger"
         second = TicketBoard(DemoLimits(), ledger)
         try:
             assert second.result(done, 0).request_id == "kept"
@@ -211,3 +208,44 @@ def test_with_a_ledger_a_new_board_answers_for_tickets_of_the_old_one(make_board
     finally:
         first.stop()
         ledger.close()
+
+
+def test_drain_returns_once_every_outcome_is_on_disk(release, tmp_path):
+    # A worker process exits right after its stop: outcomes written after the work's end were lost.
+    from thrift_handshake.demo.ledger import DONE, TicketLedger
+
+    ledger = TicketLedger(str(tmp_path / "tickets.sqlite"), ttl=600)
+    board = TicketBoard(DemoLimits(submit_workers=8), ledger)
+    try:
+        tickets = [board.submit(blocked(release, f"t{n}"), 0, "s1") for n in range(8)]
+        board.stop()
+        assert not board.drain(0.05)  # still running: not drained
+        release.set()
+        assert board.drain(5)
+        assert [ledger.outcome(ticket)[0] for ticket in tickets] == [DONE] * 8  # no wait: already there
+    finally:
+        board.stop()
+        ledger.close()
+
+
+def test_a_store_that_cannot_write_refuses_tickets_and_is_logged_once_with_a_count(tmp_path, caplog):
+    # A read-only store raised sqlite3's error out of submit: a traceback per call, the ticket half made.
+    import logging
+
+    from thrift_handshake.demo.ledger import TicketLedger
+
+    ledger = TicketLedger(str(tmp_path / "tickets.sqlite"), ttl=600)
+    ledger._db.execute("PRAGMA query_only = ON")  # as a read-only file does (chmod does not stop root)
+    board = TicketBoard(DemoLimits(), ledger)
+    caplog.set_level(logging.ERROR)
+    try:
+        for _ in range(20):
+            with pytest.raises(Overloaded, match="ticket store cannot record"):
+                board.submit(lambda: response("never"), 0, "s1")
+        board.stop()
+        board.drain(1)
+    finally:
+        ledger.close()
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2 and not [r for r in caplog.records if r.exc_info], messages
+    assert "readonly database" in messages[0] and messages[1].endswith("19 more times"), messages
