@@ -186,7 +186,14 @@ def test_with_a_ledger_a_new_board_answers_for_tickets_of_the_old_one(make_board
         failed = first.submit(failing, 0, "s1")
         with pytest.raises(NotReady):
             first.result(failed, 5)
-        running = first.submit(blocked(release, "running"), 0, "s1")
+        started = threading.Event()
+
+        def running_work() -> Response:
+            started.set()
+            return blocked(release, "running")()
+
+        running = first.submit(running_work, 0, "s1")
+        assert started.wait(5)  # running (the one worker may still be recording the failed ticket)
         queued = first.submit(blocked(release, "queued"), 0, "s1")
         first.stop()  # the queued one is cancelled
         release.set()
@@ -249,3 +256,29 @@ def test_a_store_that_cannot_write_refuses_tickets_and_is_logged_once_with_a_cou
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 2 and not [r for r in caplog.records if r.exc_info], messages
     assert "readonly database" in messages[0] and messages[1].endswith("19 more times"), messages
+
+
+def test_a_reused_pid_is_not_the_owner_and_another_namespace_is_never_called_lost(tmp_path):
+    # Owners were pids alone: a server restarted under its old pid (pid 1 in a container) counted as the
+    # owner only by a special case, and a live server in another pid namespace sharing the store had its
+    # running tickets marked lost (its pid is not in ours).
+    import os
+    import sqlite3
+
+    from thrift_handshake.demo.ledger import ACCEPTED, LOST, TicketLedger, _owner_id
+
+    path = str(tmp_path / "tickets.sqlite")
+    TicketLedger(path, ttl=600).close()
+    namespace, _, start = _owner_id(os.getpid()).rpartition(":")
+    rows = [("mine", os.getpid(), f"{namespace}:{start}"),        # this very process: alive
+            ("reused", os.getpid(), f"{namespace}:{int(start) - 1}"),  # an earlier process with this pid
+            ("elsewhere", 2**22 + 7, f"another-host/4026531836:{start}")]  # cannot be checked from here
+    with sqlite3.connect(path) as db:
+        db.executemany("INSERT INTO tickets (ticket, state, updated, owner, owner_id) VALUES (?, 'accepted', 0, ?, ?)",
+                       rows)
+    ledger = TicketLedger(path, ttl=10**10)
+    try:
+        assert {ticket: ledger.outcome(ticket)[0] for ticket, _, _ in rows} == {
+            "mine": ACCEPTED, "reused": LOST, "elsewhere": ACCEPTED}
+    finally:
+        ledger.close()

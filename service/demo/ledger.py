@@ -4,8 +4,10 @@ A ticket is recorded as accepted before submit() answers, and its outcome (done 
 failed, or cancelled by a stop) when it has one. Each ticket records the process that accepted it,
 so worker processes (and servers) can share one ledger: a ticket still "accepted" by a process that no
 longer exists (SIGKILL, a crashed worker) is reported lost, never silently forgotten, by whoever opens
-the ledger or looks the ticket up next, while the tickets of live processes are left alone. Rows older
-than the result TTL are dropped.
+the ledger or looks the ticket up next, while the tickets of live processes are left alone. A process
+is its pid, start time and pid namespace: a reused pid is not the owner, and one in another namespace
+(or on another host) cannot be checked, so its tickets are never called lost. Rows older than the
+result TTL are dropped.
 
 The file is the one it was when opened: one deleted or replaced while serving is an error
 (``LedgerError``) on every later use, never a fresh empty store; ``create=False`` (a worker joining a
@@ -15,6 +17,7 @@ running service) refuses to make a new one.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sqlite3
 import threading
@@ -79,24 +82,26 @@ class TicketLedger:
         self._db.execute("CREATE TABLE IF NOT EXISTS tickets (ticket TEXT PRIMARY KEY, state TEXT NOT NULL, "
                          "result BLOB, message TEXT NOT NULL DEFAULT '', updated REAL NOT NULL, "
                          "owner INTEGER NOT NULL DEFAULT 0)")
-        if "owner" not in {row[1] for row in self._db.execute("PRAGMA table_info(tickets)")}:  # an older file
-            self._db.execute("ALTER TABLE tickets ADD COLUMN owner INTEGER NOT NULL DEFAULT 0")
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(tickets)")}
+        for column, kind in (("owner", "INTEGER NOT NULL DEFAULT 0"), ("owner_id", "TEXT NOT NULL DEFAULT ''")):
+            if column not in columns:  # an older file
+                self._db.execute(f"ALTER TABLE tickets ADD COLUMN {column} {kind}")
         self._db.execute("CREATE INDEX IF NOT EXISTS tickets_updated ON tickets (updated)")
-        owners = [row[0] for row in self._db.execute("SELECT DISTINCT owner FROM tickets WHERE state = ?",
-                                                     (ACCEPTED,))]
-        for owner in owners:
-            if not _alive(owner):
-                self._mark_lost(owner)
+        owners = list(self._db.execute("SELECT DISTINCT owner, owner_id FROM tickets WHERE state = ?", (ACCEPTED,)))
+        for owner, owner_id in owners:
+            if not _alive(owner, owner_id):
+                self._mark_lost(owner, owner_id)
 
-    def _mark_lost(self, owner: int) -> None:
-        self._db.execute("UPDATE tickets SET state = ?, message = ?, updated = ? WHERE state = ? AND owner = ?",
-                         (LOST, _LOST_MESSAGE, time.time(), ACCEPTED, owner))
+    def _mark_lost(self, owner: int, owner_id: str) -> None:
+        self._db.execute("UPDATE tickets SET state = ?, message = ?, updated = ? "
+                         "WHERE state = ? AND owner = ? AND owner_id = ?",
+                         (LOST, _LOST_MESSAGE, time.time(), ACCEPTED, owner, owner_id))
 
     def accepted(self, ticket: str) -> None:
         """Records ``ticket`` as accepted by this process; LedgerError if it cannot."""
         with self._using():
-            self._db.execute("INSERT INTO tickets (ticket, state, updated, owner) VALUES (?, ?, ?, ?)",
-                             (ticket, ACCEPTED, time.time(), os.getpid()))
+            self._db.execute("INSERT INTO tickets (ticket, state, updated, owner, owner_id) VALUES (?, ?, ?, ?, ?)",
+                             (ticket, ACCEPTED, time.time(), os.getpid(), _owner_id(os.getpid())))
 
     def finished(self, ticket: str, state: str, result: Optional[Response] = None, message: str = "") -> None:
         """Records ``ticket``'s outcome; LedgerError if it cannot."""
@@ -111,14 +116,14 @@ class TicketLedger:
         """What became of ``ticket``, or None if this ledger never heard of it (or forgot it); a ticket
         whose process is gone without finishing it is marked lost here. LedgerError if it cannot read."""
         with self._using():
-            row = self._db.execute("SELECT state, result, message, owner FROM tickets WHERE ticket = ?",
+            row = self._db.execute("SELECT state, result, message, owner, owner_id FROM tickets WHERE ticket = ?",
                                    (ticket,)).fetchone()
-            if row is not None and row[0] == ACCEPTED and row[3] != os.getpid() and not _alive(row[3]):
-                self._mark_lost(row[3])  # its server was killed: whoever looks first says so
-                row = (LOST, None, _LOST_MESSAGE, row[3])
+            if row is not None and row[0] == ACCEPTED and not _alive(row[3], row[4]):
+                self._mark_lost(row[3], row[4])  # its server was killed: whoever looks first says so
+                row = (LOST, None, _LOST_MESSAGE)
         if row is None:
             return None
-        state, blob, message, _ = row
+        state, blob, message = row[:3]
         return state, None if blob is None else deserialize(Response(), blob), message
 
     @contextlib.contextmanager
@@ -148,8 +153,42 @@ def _identity(path: str) -> Tuple[int, int]:
     return status.st_dev, status.st_ino
 
 
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` still runs (this process, new, cannot own tickets yet: its pid was reused)."""
+def _start_time(pid: int) -> Optional[str]:
+    """When process ``pid`` started (clock ticks since boot, from /proc), or None if there is none."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def _namespace() -> str:
+    """This boot of this host and this pid namespace: where a pid names one process ("" without /proc)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as boot:
+            return f"{boot.read().strip()}/{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return ""
+
+
+@functools.lru_cache(maxsize=4)  # by pid: a forked worker has its own
+def _owner_id(pid: int) -> str:
+    """Which process ``pid`` is, beyond its number: its pid namespace and its start time ("" if unknown)."""
+    namespace, start = _namespace(), _start_time(pid)
+    return f"{namespace}:{start}" if namespace and start else ""
+
+
+def _alive(pid: int, owner_id: str = "") -> bool:
+    """Whether the process that owns tickets as (``pid``, ``owner_id``) still runs. One in another pid
+    namespace or on another host cannot be checked: alive, never reported lost by mistake. A pid reused
+    by a newer process (a restart in a container) is not the owner."""
+    if owner_id:
+        namespace, _, start = owner_id.rpartition(":")
+        if namespace != _namespace():
+            return True
+        return _start_time(pid) == start
+    # a row from before owners had an id: by pid alone (this process, new, cannot own tickets yet)
     if pid <= 0 or pid == os.getpid():
         return False
     try:
