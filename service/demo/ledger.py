@@ -81,11 +81,15 @@ class TicketLedger:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS tickets (ticket TEXT PRIMARY KEY, state TEXT NOT NULL, "
                          "result BLOB, message TEXT NOT NULL DEFAULT '', updated REAL NOT NULL, "
-                         "owner INTEGER NOT NULL DEFAULT 0)")
+                         "owner INTEGER NOT NULL DEFAULT 0, owner_id TEXT NOT NULL DEFAULT '')")
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(tickets)")}
         for column, kind in (("owner", "INTEGER NOT NULL DEFAULT 0"), ("owner_id", "TEXT NOT NULL DEFAULT ''")):
             if column not in columns:  # an older file
-                self._db.execute(f"ALTER TABLE tickets ADD COLUMN {column} {kind}")
+                try:
+                    self._db.execute(f"ALTER TABLE tickets ADD COLUMN {column} {kind}")
+                except sqlite3.OperationalError as error:  # another process added it meanwhile
+                    if "duplicate column" not in str(error):
+                        raise
         self._db.execute("CREATE INDEX IF NOT EXISTS tickets_updated ON tickets (updated)")
         owners = list(self._db.execute("SELECT DISTINCT owner, owner_id FROM tickets WHERE state = ?", (ACCEPTED,)))
         for owner, owner_id in owners:
