@@ -258,10 +258,10 @@ def test_a_store_that_cannot_write_refuses_tickets_and_is_logged_once_with_a_cou
     assert "readonly database" in messages[0] and messages[1].endswith("19 more times"), messages
 
 
-def test_a_reused_pid_is_not_the_owner_and_another_namespace_is_never_called_lost(tmp_path):
+def test_a_reused_pid_or_an_earlier_boot_is_not_the_owner(tmp_path):
     # Owners were pids alone: a server restarted under its old pid (pid 1 in a container) counted as the
-    # owner only by a special case, and a live server in another pid namespace sharing the store had its
-    # running tickets marked lost (its pid is not in ours).
+    # owner of its predecessor's tickets but for a special case that a second process could not see,
+    # and any process that got a dead owner's pid kept its tickets "still running".
     import os
     import sqlite3
 
@@ -269,16 +269,18 @@ def test_a_reused_pid_is_not_the_owner_and_another_namespace_is_never_called_los
 
     path = str(tmp_path / "tickets.sqlite")
     TicketLedger(path, ttl=600).close()
-    namespace, _, start = _owner_id(os.getpid()).rpartition(":")
-    rows = [("mine", os.getpid(), f"{namespace}:{start}"),        # this very process: alive
-            ("reused", os.getpid(), f"{namespace}:{int(start) - 1}"),  # an earlier process with this pid
-            ("elsewhere", 2**22 + 7, f"another-host/4026531836:{start}")]  # cannot be checked from here
+    boot, _, start = _owner_id(os.getpid()).rpartition(":")
+    parent = os.getppid()
+    rows = [("mine", os.getpid(), f"{boot}:{start}"),                  # this very process: alive
+            ("reused", os.getpid(), f"{boot}:{int(start) - 1}"),       # an earlier process with this pid
+            ("parent", parent, _owner_id(parent)),                     # another live process
+            ("rebooted", parent, f"an-earlier-boot:{_owner_id(parent).rpartition(':')[2]}")]
     with sqlite3.connect(path) as db:
         db.executemany("INSERT INTO tickets (ticket, state, updated, owner, owner_id) VALUES (?, 'accepted', 0, ?, ?)",
                        rows)
     ledger = TicketLedger(path, ttl=10**10)
     try:
         assert {ticket: ledger.outcome(ticket)[0] for ticket, _, _ in rows} == {
-            "mine": ACCEPTED, "reused": LOST, "elsewhere": ACCEPTED}
+            "mine": ACCEPTED, "reused": LOST, "parent": ACCEPTED, "rebooted": LOST}
     finally:
         ledger.close()

@@ -5,9 +5,9 @@ failed, or cancelled by a stop) when it has one. Each ticket records the process
 so worker processes (and servers) can share one ledger: a ticket still "accepted" by a process that no
 longer exists (SIGKILL, a crashed worker) is reported lost, never silently forgotten, by whoever opens
 the ledger or looks the ticket up next, while the tickets of live processes are left alone. A process
-is its pid, start time and pid namespace: a reused pid is not the owner, and one in another namespace
-(or on another host) cannot be checked, so its tickets are never called lost. Rows older than the
-result TTL are dropped.
+is its pid and its start time (and the boot): a reused pid is not the owner. Processes sharing a
+ledger must see each other's pids (one host, one pid namespace). Rows older than the result TTL are
+dropped.
 
 The file is the one it was when opened: one deleted or replaced while serving is an error
 (``LedgerError``) on every later use, never a fresh empty store; ``create=False`` (a worker joining a
@@ -167,31 +167,29 @@ def _start_time(pid: int) -> Optional[str]:
 
 
 @functools.lru_cache(maxsize=1)
-def _namespace() -> str:
-    """This boot of this host and this pid namespace: where a pid names one process ("" without /proc)."""
+def _boot() -> str:
+    """This boot of this host ("" without /proc): a process of an earlier boot is gone."""
     try:
         with open("/proc/sys/kernel/random/boot_id") as boot:
-            return f"{boot.read().strip()}/{os.stat('/proc/self/ns/pid').st_ino}"
+            return boot.read().strip()
     except OSError:
         return ""
 
 
 @functools.lru_cache(maxsize=4)  # by pid: a forked worker has its own
 def _owner_id(pid: int) -> str:
-    """Which process ``pid`` is, beyond its number: its pid namespace and its start time ("" if unknown)."""
-    namespace, start = _namespace(), _start_time(pid)
-    return f"{namespace}:{start}" if namespace and start else ""
+    """Which process ``pid`` is, beyond its number: the boot and its start time ("" if unknown)."""
+    boot, start = _boot(), _start_time(pid)
+    return f"{boot}:{start}" if boot and start else ""
 
 
 def _alive(pid: int, owner_id: str = "") -> bool:
-    """Whether the process that owns tickets as (``pid``, ``owner_id``) still runs. One in another pid
-    namespace or on another host cannot be checked: alive, never reported lost by mistake. A pid reused
-    by a newer process (a restart in a container) is not the owner."""
+    """Whether the process that owns tickets as (``pid``, ``owner_id``) still runs: not if the host
+    rebooted since, nor if its pid now names a process started at another time (a restart that got the
+    same pid, as pid 1 in a container does)."""
     if owner_id:
-        namespace, _, start = owner_id.rpartition(":")
-        if namespace != _namespace():
-            return True
-        return _start_time(pid) == start
+        boot, _, start = owner_id.rpartition(":")
+        return boot == _boot() and _start_time(pid) == start
     # a row from before owners had an id: by pid alone (this process, new, cannot own tickets yet)
     if pid <= 0 or pid == os.getpid():
         return False
