@@ -10,12 +10,13 @@ import socket
 import time
 
 import pytest
-from conftest import report_reliability
+from conftest import eventually, report_reliability
 from test_ticket_durability import remove_store
 from test_workers import serve  # noqa: F401 (the fixture: a `serve --workers` process)
 
 from thrift_handshake import Client, ClientOptions, Timeouts
 from thrift_handshake_gen import HandshakeService
+from thrift_handshake_gen.ttypes import Request
 
 
 def test_when_no_worker_can_serve_the_supervisor_stops_listening_and_exits_1(serve, tmp_path):
@@ -61,30 +62,43 @@ def _two_signals(pid: int, gap: float) -> bool:
     until = time.perf_counter() + gap
     while time.perf_counter() < until:
         pass
+    pending = _sigterm_pending(pid)
+    os.kill(pid, signal.SIGTERM)
+    return pending
+
+
+def _sigterm_pending(pid: int) -> bool:
+    """Whether a SIGTERM sent to ``pid`` is still waiting to be delivered."""
     with open(f"/proc/{pid}/status") as status:
         pending = next(int(line.split()[1], 16) for line in status if line.startswith("ShdPnd:"))
-    os.kill(pid, signal.SIGTERM)
     return bool(pending & (1 << (signal.SIGTERM - 1)))
 
 
 def test_two_sigterms_100_us_apart_always_end_the_grace_period(serve):
     # Counted as one in 7 of 8 runs: Python runs a handler once for however many deliveries came since it
     # last ran, and the supervisor acted once on however many it had counted.
-    tries, merged_by_kernel, missed, slowest = 24, 0, 0, 0.0
+    tries, merged_by_kernel, missed, slowest = 36, 0, 0, 0.0
     for _ in range(tries):
         workers = serve("--workers", "2", "--grace", "30")
+        client = workers.connect()  # 3 s of work: the grace period lasts until the second signal
+        client.submit(Request(request_id="holds the grace period", work_ms=3000))
+        client.close()
         started = time.monotonic()
         merged = _two_signals(workers.process.pid, 100e-6)
-        code = workers.process.wait(20)
-        slowest = max(slowest, time.monotonic() - started)
+        if merged:  # one signal for the supervisor: the real second one follows once it is delivered
+            assert eventually(lambda: not _sigterm_pending(workers.process.pid))
+            os.kill(workers.process.pid, signal.SIGTERM)
+        assert workers.process.wait(20) == 0
+        took = time.monotonic() - started
         workers.wait_for("<EOF>")
         seen = bool(workers.matches(r"second signal: the workers' grace period ends now"))
         merged_by_kernel += merged
-        missed += not merged and not seen
-        assert code == 0
+        if not merged:
+            missed += not seen
+            slowest = max(slowest, took)
     figure = (f"{tries} tries: {merged_by_kernel} merged by the kernel (first still pending), {missed} of the "
-              f"other {tries - merged_by_kernel} missed; slowest exit {slowest:.2f} s")
+              f"other {tries - merged_by_kernel} missed; their slowest stop {slowest:.2f} s (3 s of work left)")
     print("\ntwo SIGTERMs 100 us apart: " + figure)
     report_reliability("two SIGTERMs 100 us apart to the supervisor", tries - merged_by_kernel, missed == 0, missed,
                        figure=figure)
-    assert missed == 0
+    assert missed == 0 and slowest < 2.5
