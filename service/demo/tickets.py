@@ -162,7 +162,7 @@ class TicketBoard:
 
     def _finish(self, ticket: str, future: "concurrent.futures.Future[Response]") -> None:
         if self._ledger is not None:
-            self._record(ticket, future)  # before the ticket counts as finished: drain() waits for it
+            self._record(self._ledger, ticket, future)  # before the ticket counts as finished: drain() waits
         with self._settled:
             _, size, owner = self._unfinished.pop(ticket)
             self._unfinished_bytes -= size
@@ -173,14 +173,14 @@ class TicketBoard:
             self._expire()
             self._settled.notify_all()
 
-    def _record(self, ticket: str, future: "concurrent.futures.Future[Response]") -> None:
+    def _record(self, ledger: TicketLedger, ticket: str, future: "concurrent.futures.Future[Response]") -> None:
         try:
             if future.cancelled():
-                self._ledger.finished(ticket, CANCELLED)
+                ledger.finished(ticket, CANCELLED)
             elif future.exception() is not None:
-                self._ledger.finished(ticket, FAILED, message=str(future.exception()))
+                ledger.finished(ticket, FAILED, message=str(future.exception()))
             else:
-                self._ledger.finished(ticket, DONE, future.result())
+                ledger.finished(ticket, DONE, future.result())
         except LedgerError as error:
             self._store_errors.report(error)
 
