@@ -8,7 +8,7 @@ connection crosses it), serves the inherited socket and publishes its counts int
 
 Signals belong to the supervisor. SIGINT/SIGTERM: every worker is told to drain (SIGTERM) within the
 grace period; a second one ends the grace period (SIGUSR1 to the workers), however soon after the
-first it comes (each signal the handler saw is acted on); workers still there
+first it comes (each delivery is counted, from the wake-up fd); workers still there
 ``UNWIND`` seconds after the grace period are killed. Workers ignore SIGINT, so a terminal's Ctrl-C
 (sent to the whole process group) counts once. A worker that dies is logged and restarted, at once
 if it had run ``STABLE`` seconds, else after a delay that doubles per quick death up to ``MAX_DELAY``
