@@ -12,7 +12,10 @@
 #   cpp-server:  the same Debian packages as cpp (the C++ server builds against libthrift-dev 0.17 too)
 #   crosstest-cpp: Debian's packages of Apache's C++ TestClient (tests/test_crosstest.py): those of cpp and boost's
 #         program_options, filesystem and random, libevent, zlib (apt-get, as root, only what is missing)
-# Usage: interop/setup.sh [node] [go] [java] [cpp] [rust] [node-server] [go-server] [cpp-server] [crosstest-cpp]   (default: all). Exits non-zero, saying what to
+#   perl:   Debian's libthrift-perl 0.17 with Bit::Vector and Class::Accessor, which it needs and does not pull in
+#   ruby:   Debian's ruby and ruby-thrift (0.14 runtime; 0.17-generated code works with it)
+#   c_glib: Debian's libthrift-c-glib-dev 0.17 with GLib's headers, gcc and pkg-config
+# Usage: interop/setup.sh [node] [go] [java] [cpp] [rust] [node-server] [go-server] [cpp-server] [crosstest-cpp] [perl] [ruby] [c_glib]   (default: all). Exits non-zero, saying what to
 # install, if a step fails. The generated Thrift code is not installed here: the builds generate it.
 set -u
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -191,6 +194,23 @@ setup_crosstest_cpp() {
   return 1
 }
 
+# setup_debian WHAT "PACKAGES" CHECK: installs PACKAGES (as root) unless the shell command CHECK succeeds.
+setup_debian() {
+  sh -c "$3" >/dev/null 2>&1 && return 0
+  apt_packages "$1" "$2" " (check failed: $3)"
+  case $? in 0) return 0 ;; 1) return 1 ;; esac
+  sh -c "$3" >/dev/null 2>&1 && return 0
+  log "the $1 still fails its check after installing $2: $3"
+  return 1
+}
+
+PERL_PACKAGES="perl libthrift-perl libbit-vector-perl libclass-accessor-perl"
+PERL_CHECK="perl -MThrift -MThrift::BinaryProtocol -MBit::Vector -MClass::Accessor -e 1"
+RUBY_PACKAGES="ruby ruby-thrift"
+RUBY_CHECK="ruby -e 'require \"thrift\"'"
+C_GLIB_PACKAGES="libthrift-c-glib-dev libglib2.0-dev gcc pkg-config"
+C_GLIB_CHECK="command -v gcc && pkg-config --atleast-version=0.17 thrift_c_glib && pkg-config --exists glib-2.0 gobject-2.0"
+
 setup_rust() {
   if ! command -v cargo >/dev/null 2>&1; then
     log "cargo is required for the Rust interop client: install Rust >= 1.78 (https://rustup.rs)"
@@ -204,7 +224,7 @@ setup_rust() {
 }
 
 status=0
-[ $# -gt 0 ] || set -- node go java cpp rust node-server go-server cpp-server
+[ $# -gt 0 ] || set -- node go java cpp rust node-server go-server cpp-server crosstest-cpp perl ruby c_glib
 for part in "$@"; do
   case "$part" in
     node) setup_node || status=1 ;;
@@ -216,7 +236,10 @@ for part in "$@"; do
     go-server) setup_go "$HERE/servers/go" || status=1 ;;
     cpp-server) setup_cpp || status=1 ;;
     crosstest-cpp) setup_crosstest_cpp || status=1 ;;
-    *) log "unknown part '$part' (expected: node, go, java, cpp, rust, node-server, go-server, cpp-server, crosstest-cpp)"; status=2 ;;
+    perl) setup_debian "Perl client" "$PERL_PACKAGES" "$PERL_CHECK" || status=1 ;;
+    ruby) setup_debian "Ruby client" "$RUBY_PACKAGES" "$RUBY_CHECK" || status=1 ;;
+    c_glib) setup_debian "C (c_glib) client" "$C_GLIB_PACKAGES" "$C_GLIB_CHECK" || status=1 ;;
+    *) log "unknown part '$part' (expected: node, go, java, cpp, rust, node-server, go-server, cpp-server, crosstest-cpp, perl, ruby, c_glib)"; status=2 ;;
   esac
 done
 exit "$status"
