@@ -1,4 +1,4 @@
-"""Apache Thrift's own cross test: its unmodified TestClients (Python, Go, C++, Node.js at 0.17.0, the
+"""Apache Thrift's own cross test: its unmodified TestClients (Python, Go, C++, Node.js, Java at 0.17.0, the
 compiler's version) against Apache's ``ThriftTest`` service served by thrift-handshake, every cell on one port.
 
 The server is ``thrift-handshake serve --service handler:ThriftTestHandler --no-hello`` (interop/crosstest/handler.py),
@@ -61,8 +61,10 @@ PROTOCOLS = {
     "go": ["binary", "compact", "header"],
     "cpp": ["binary", "compact", "header"],
     "node": ["binary", "compact", "header"],
+    "java": ["binary", "compact"],
 }
 TRANSPORTS = ["buffered", "framed"]
+EXTRA_TRANSPORTS = {"java": ["fastframed"]}  # tests.json's "framed:fastframed": TFastFramedTransport
 SOCKETS = ["ip", "ip-ssl"]
 
 
@@ -70,7 +72,7 @@ def _cells() -> List[Cell]:
     cells = []
     for language, protocols in PROTOCOLS.items():
         for protocol in protocols:
-            for transport in TRANSPORTS:
+            for transport in TRANSPORTS + EXTRA_TRANSPORTS.get(language, []):
                 # THeader frames inside a framed transport: needs server work. Node's "header" puts plain
                 # binary on the wire (docs/interop.md), so its framed cell is plain framed binary and passes.
                 if protocol == "header" and transport == "framed" and language != "node":
@@ -81,8 +83,9 @@ def _cells() -> List[Cell]:
 
 
 CELLS = _cells()
-NAMES = {"py": "Python", "go": "Go", "cpp": "C++", "node": "Node.js"}
-TOOLS = {"py": [], "go": ["go"], "cpp": ["g++", "pkg-config"], "node": ["node", "npm"]}
+NAMES = {"py": "Python", "go": "Go", "cpp": "C++", "node": "Node.js", "java": "Java"}
+TOOLS = {"py": [], "go": ["go"], "cpp": ["g++", "pkg-config"], "node": ["node", "npm"],
+         "java": ["java", "javac", "keytool", "mvn"]}
 
 
 def run(cmd: List[str], what: str, timeout: float, cwd: Optional[Path] = None,
@@ -186,6 +189,13 @@ def client_command(cell: Cell, port: int) -> "tuple[List[str], Path, Dict[str, s
     if cell.language == "cpp":
         return ([str(TREE / "test" / "cpp" / "build" / "TestClient"), *common, f"--protocol={cell.protocol}",
                  f"--transport={cell.transport}", *ssl], TREE / "test" / "cpp", env)
+    if cell.language == "java":  # as the tag's gradle runclient script runs it; the truststore: build.sh java
+        java_dir = TREE / "lib" / "java"
+        classpath = os.pathsep.join([str(java_dir / "crosstest-classes"), str(java_dir / "crosstest-lib" / "*")])
+        return ([shutil.which("java") or "java", "-cp", classpath,
+                 f"-Djavax.net.ssl.trustStore={java_dir / 'crosstest-truststore'}",
+                 "-Djavax.net.ssl.trustStorePassword=thrift", "org.apache.thrift.test.TestClient", *common,
+                 f"--protocol={cell.protocol}", f"--transport={cell.transport}", *ssl], java_dir, env)
     # Node: `thrift` is the tree's own lib/nodejs (NODE_PATH=../lib, as tests.json sets it); the rest from npm
     env["NODE_PATH"] = os.pathsep.join([str(TREE / "lib" / "nodejs" / "lib"),
                                         str(CROSSTEST / "node" / "node_modules")])
@@ -249,6 +259,7 @@ def test_apache_test_client_passes(cell: Cell, servers: Dict[str, Server]) -> No
     sys.stdout.write(outcome.output)  # shown by pytest on failure
     assert server.process.poll() is None, f"the server exited:\n{server.log.read_text(errors='replace')}"
     assert outcome.exit == 0, f"{cell.id}: exit {outcome.exit}\n{outcome.output[-4000:]}"
+    assert "*** FAILURE ***" not in outcome.output, outcome.output[-4000:]  # C++ and Java mark each failed check
     if cell.language == "py":
         assert (outcome.passed, outcome.total) == (PY_TESTS, PY_TESTS), outcome.output[-4000:]
         assert re.search(r"^OK$", outcome.output, re.MULTILINE), outcome.output[-4000:]

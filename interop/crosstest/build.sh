@@ -10,6 +10,9 @@
 #         interop/setup.sh crosstest-cpp)
 #   node: ThriftTest's JS code into lib/nodejs/test/gen-nodejs; the client's npm packages from
 #         interop/crosstest/node/package-lock.json (`npm ci`); the thrift library is the tree's own lib/nodejs
+#   java: lib/java/crosstest-classes: the TestClient and ThriftTest's Java code compiled with javac against the
+#         jars of interop/crosstest/java/pom.xml (libthrift 0.17.0 and what it needs, from Maven Central), which
+#         `mvn dependency:copy-dependencies` puts in lib/java/crosstest-lib
 # Each part is skipped while its stamp (the compiler's and toolchain's versions) is unchanged.
 # Usage: interop/crosstest/build.sh PART...   prints nothing; exits non-zero, saying why, when a step fails
 set -eu
@@ -88,13 +91,35 @@ build_node() {
   printf '%s\n' "$want" >"$dir/.built"
 }
 
-[ $# -gt 0 ] || set -- py go cpp node
+build_java() {
+  want="$(thrift --version) $(javac -version 2>&1) $(cksum <"$HERE/java/pom.xml")"
+  dir="$TREE/lib/java"
+  fresh "$dir/.built" "$want" && return 0
+  rm -rf "$dir/crosstest-lib" "$dir/crosstest-gen" "$dir/crosstest-classes" "$dir/crosstest-truststore"
+  (cd "$HERE/java" && mvn -q -B -Dstyle.color=never dependency:copy-dependencies \
+     -DoutputDirectory="$dir/crosstest-lib" >&2) || { log "mvn dependency:copy-dependencies failed"; exit 1; }
+  gen java "$dir/crosstest-gen"
+  mkdir -p "$dir/crosstest-classes"
+  find "$dir/crosstest-gen" "$dir/src/crossTest/java" -name '*.java' ! -name 'TestTServletServer.java' \
+    ! -name 'TestServer.java' ! -name 'TestNonblockingServer.java' >"$dir/crosstest-sources"
+  nice javac -nowarn -encoding UTF-8 -d "$dir/crosstest-classes" -cp "$dir/crosstest-lib/*" @"$dir/crosstest-sources" >&2 ||
+    { log "javac of Apache's Java TestClient failed"; exit 1; }
+  # The tree's src/crossTest/resources/.truststore holds the 2014 localhost certificate that test/keys/server.crt
+  # (2022) replaced, so the ssl cells trust test/keys/server.crt (self-signed) from a truststore made here.
+  keytool -importcert -noprompt -alias thrift-test -file "$TREE/test/keys/server.crt" \
+    -keystore "$dir/crosstest-truststore" -storetype PKCS12 -storepass thrift >/dev/null 2>&1 ||
+    { log "keytool could not make a truststore of test/keys/server.crt"; exit 1; }
+  printf '%s\n' "$want" >"$dir/.built"
+}
+
+[ $# -gt 0 ] || set -- py go cpp node java
 for part in "$@"; do
   case "$part" in
     py) build_py ;;
     go) build_go ;;
     cpp) build_cpp ;;
     node) build_node ;;
-    *) log "unknown part '$part' (expected: py, go, cpp, node)"; exit 2 ;;
+    java) build_java ;;
+    *) log "unknown part '$part' (expected: py, go, cpp, node, java)"; exit 2 ;;
   esac
 done
