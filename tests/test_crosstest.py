@@ -29,6 +29,7 @@ from typing import Dict, Iterator, List, NamedTuple, Optional
 import pytest
 
 from conftest import eventually
+from test_interop import run, run_to_end
 
 ROOT = Path(__file__).resolve().parent.parent
 CROSSTEST = ROOT / "interop" / "crosstest"
@@ -86,20 +87,6 @@ CELLS = _cells()
 NAMES = {"py": "Python", "go": "Go", "cpp": "C++", "node": "Node.js", "java": "Java"}
 TOOLS = {"py": [], "go": ["go"], "cpp": ["g++", "pkg-config"], "node": ["node", "npm"],
          "java": ["java", "javac", "keytool", "mvn"]}
-
-
-def run(cmd: List[str], what: str, timeout: float, cwd: Optional[Path] = None,
-        env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
-    """Runs a command; a non-zero exit or a timeout fails the test with the command's output."""
-    try:
-        result = subprocess.run(cmd, cwd=cwd, env=env, timeout=timeout, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace")
-    except subprocess.TimeoutExpired as error:
-        output = error.stdout.decode("utf-8", "replace") if isinstance(error.stdout, bytes) else (error.stdout or "")
-        pytest.fail(f"{what} timed out after {timeout:.0f} s: {' '.join(cmd)}\n{output}", pytrace=False)
-    if result.returncode != 0:
-        pytest.fail(f"{what} failed (exit {result.returncode}): {' '.join(cmd)}\n{result.stdout}", pytrace=False)
-    return result
 
 
 _built: Dict[str, bool] = {}
@@ -206,12 +193,7 @@ def client_command(cell: Cell, port: int) -> "tuple[List[str], Path, Dict[str, s
 def run_cell(cell: Cell, port: int) -> Outcome:
     command, cwd, env = client_command(cell, port)
     started = time.monotonic()
-    try:
-        result = subprocess.run(command, cwd=cwd, env=env, timeout=CELL_TIMEOUT, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace")
-    except subprocess.TimeoutExpired as error:
-        output = error.stdout.decode("utf-8", "replace") if isinstance(error.stdout, bytes) else (error.stdout or "")
-        pytest.fail(f"{cell.id}: the client did not finish within {CELL_TIMEOUT} s\n{output}", pytrace=False)
+    result = run_to_end(command, f"{cell.id}: the client", CELL_TIMEOUT, cwd, env)
     seconds = time.monotonic() - started
     out = result.stdout
     passed = total = None

@@ -96,15 +96,21 @@ def require_tool(name: str) -> str:
     return path
 
 
-def run(cmd: List[str], what: str, timeout: float, cwd: Optional[Path] = None,
-        env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
-    """Runs a command; a non-zero exit or a timeout fails the test with the command's output."""
+def run_to_end(cmd: List[str], what: str, timeout: float, cwd: Optional[Path] = None,
+               env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
+    """Runs a command to its end (stderr into stdout); a timeout fails the test with the command's output."""
     try:
-        result = subprocess.run(cmd, cwd=cwd, env=env, timeout=timeout, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace")
+        return subprocess.run(cmd, cwd=cwd, env=env, timeout=timeout, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace")
     except subprocess.TimeoutExpired as error:
         output = error.stdout.decode("utf-8", "replace") if isinstance(error.stdout, bytes) else (error.stdout or "")
         pytest.fail(f"{what} timed out after {timeout:.0f} s: {' '.join(cmd)}\n{output}", pytrace=False)
+
+
+def run(cmd: List[str], what: str, timeout: float, cwd: Optional[Path] = None,
+        env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
+    """Runs a command; a non-zero exit or a timeout fails the test with the command's output."""
+    result = run_to_end(cmd, what, timeout, cwd, env)
     if result.returncode != 0:
         pytest.fail(f"{what} failed (exit {result.returncode}): {' '.join(cmd)}\n{result.stdout}", pytrace=False)
     return result
@@ -328,12 +334,7 @@ def run_client(command: List[str], host: str, port: int, overload_port: Optional
         env["HANDSHAKE_OVERLOAD_PORT"] = str(overload_port)
     if wire is not None:
         env.update(HANDSHAKE_PROTOCOL=wire.protocol, HANDSHAKE_TRANSPORT=wire.transport)
-    try:
-        return subprocess.run(command, env=env, timeout=CLIENT_TIMEOUT, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace")
-    except subprocess.TimeoutExpired as error:
-        output = error.stdout.decode("utf-8", "replace") if isinstance(error.stdout, bytes) else (error.stdout or "")
-        pytest.fail(f"{command[0]} did not finish within {CLIENT_TIMEOUT} s\n{output}", pytrace=False)
+    return run_to_end(command, command[0], CLIENT_TIMEOUT, env=env)
 
 
 class DialectRelay:
