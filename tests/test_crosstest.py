@@ -93,18 +93,17 @@ _built: Dict[str, bool] = {}
 
 
 def built(language: str) -> None:
-    """interop/setup.sh crosstest[-cpp] (packages), then interop/crosstest/build.sh LANGUAGE, once a session."""
+    """interop/setup.sh crosstest-cpp (C++: Debian's packages, as root), then interop/crosstest/build.sh
+    LANGUAGE, once a session. A missing tool fails the test with what to install."""
     if _built.get(language):
         return
+    if language == "cpp":  # installs the C++ toolchain too, so it goes before the tools are looked for
+        run(["sh", str(ROOT / "interop" / "setup.sh"), "crosstest-cpp"], "interop/setup.sh crosstest-cpp",
+            BUILD_TIMEOUT)
     for tool in ["thrift", "apt-get", *TOOLS[language]]:
-        if language == "cpp" and tool != "thrift":
-            break  # setup.sh installs the C++ toolchain (as root)
         if shutil.which(tool) is None:
             pytest.fail(f"`{tool}` is not on PATH: the cross test's {NAMES[language]} client needs it "
                         "(scripts/test installs it as root)", pytrace=False)
-    if language == "cpp":
-        run(["sh", str(ROOT / "interop" / "setup.sh"), "crosstest-cpp"], "interop/setup.sh crosstest-cpp",
-            BUILD_TIMEOUT)
     run(["sh", str(CROSSTEST / "build.sh"), language], f"interop/crosstest/build.sh {language}", BUILD_TIMEOUT,
         env=dict(os.environ, PYTHON=sys.executable))
     _built[language] = True
