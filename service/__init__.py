@@ -26,6 +26,7 @@ from .errors import (
     WorkAborted,
 )
 from .gate import SessionProcessor
+from .interceptors import Call, ClientCall, Interceptor, Outcome, ServerCall
 from .server import HandshakeServer
 from .session import Session, SessionContext, SessionSettings, current_session, drop_oneway
 from .states import ClientPhase, SessionPhase
@@ -43,6 +44,11 @@ __all__ = [
     "ServerLimits",
     "HandshakeServer",
     "SessionProcessor",
+    "Interceptor",
+    "Call",
+    "ServerCall",
+    "ClientCall",
+    "Outcome",
     "Session",
     "SessionSettings",
     "SessionContext",

@@ -47,7 +47,7 @@ from .config import (
     Timeouts,
     Wire,
 )
-from .demo import DemoLimits, demo_server
+from .demo import SERVER_TIMED, DemoLimits, demo_server
 from .errors import ArgumentError, ServiceError, ThriftHandshakeError
 from .peerlog import clip_for_log
 from .server import HandshakeServer
@@ -385,6 +385,8 @@ def run_call(args: argparse.Namespace) -> int:
         raise ArgumentError("which method? (give METHOD, or --idl FILE --list to see them)")
     values = jsonargs.parse_arguments(service, args.method, args.args, **checks)
     options = _client_options(args)
+    if service is HandshakeService:  # the demo declares which of its replies time themselves
+        options = dataclasses.replace(options, server_timed_methods=SERVER_TIMED)
     client = Client(args.host, args.port, options, service=service)
     try:
         with client:
@@ -410,6 +412,7 @@ def run_demo(wire: Wire) -> int:
         host, port = server.address
         print(f"server listening on {host}:{port} (TThreadedServer, {wire})")
         options = ClientOptions(client_name="demo", features=frozenset({"submit", "notify", "timing", "zstd"}),
+                                server_timed_methods=SERVER_TIMED,
                                 wire=wire)
         client = Client(host, port, options, service=HandshakeService)
         with client:

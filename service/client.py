@@ -31,6 +31,7 @@ from thrift_handshake_gen.session.ttypes import ClientHello, Farewell, Handshake
 
 from .config import DEFAULT_HOST, DEFAULT_PORT, ClientOptions
 from .contract import MethodInfo, describe_service, generated_class
+from .interceptors import ClientCall, InterceptorChain, Outcome
 from .errors import (
     ArgumentError,
     CallTimeout,
@@ -73,6 +74,7 @@ class _Sent(NamedTuple):
     bytes_out: int
     in_before: int  # the socket's bytes_in before this reply
     deadline: Optional[float]
+    call: ClientCall  # what the interceptors see of it
 
 
 @functools.lru_cache(maxsize=None)  # per generated service: describing one walks its generated code
@@ -115,6 +117,8 @@ class Client:
         self.options = options or ClientOptions()
         self.service = service
         self.timeline = Timeline(self.options.timeline_size)
+        self._chain = InterceptorChain((self.timeline, *self.options.interceptors))
+        self._peer = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self._service_methods = _methods_of(service)
         self._server_hello: Optional[ServerHello] = None
         self._pending_hello: Optional[_Sent] = None  # a pipelined hello, until its answer is read
@@ -389,8 +393,7 @@ class Client:
             raise error
         limit_ms = self._server_hello.idle_timeout_ms
         self._idle_limit = limit_ms / 1000 if limit_ms and limit_ms > 0 else None  # 0 or less: none
-        if self._state.allows(ClientEvent.HELLO_ACCEPTED):  # a pipelined goodbye is already CLOSING
-            self._state.apply(ClientEvent.HELLO_ACCEPTED)
+        self._state.apply(ClientEvent.HELLO_ACCEPTED)
         return self._server_hello
 
     def _negotiation_broken(self, answer: ServerHello) -> str:
@@ -406,8 +409,8 @@ class Client:
     def _hello_failed(self, error: ThriftHandshakeError) -> ThriftHandshakeError:
         """Closes the transport after a failed hello; returns the error to raise for ``error``."""
         if self._transport is not None:  # refused, not broken: close and say why
-            refused = self._state.allows(ClientEvent.HELLO_REJECTED)
-            self._close_transport(ClientEvent.HELLO_REJECTED if refused else ClientEvent.CLOSED)
+            broken = self.phase is ClientPhase.BROKEN  # the answer could not be read: no refusal
+            self._close_transport(ClientEvent.CLOSED if broken else ClientEvent.HELLO_REJECTED)
         if isinstance(error, HandshakeRejected):
             return HandshakeFailed(error)
         if isinstance(error, RemoteApplicationError):
@@ -453,29 +456,34 @@ class Client:
         self._seqid = seqid = self._seqid % 0x7FFFFFFF + 1
         self._stub._seqid = seqid  # the generated send_<name> writes it; the reply must echo it
         out_before = sock.bytes_out
+        hello = self._server_hello
         start = time.perf_counter()
+        call = ClientCall(name, seqid, receive is None, self._peer, start, phase, hello and hello.session_id)
+        if name != "hello":  # hello's argument carries the auth token
+            call.args = args
+        self._chain.started(call)
         try:
             send(*args)
         except TTransportException as error:
-            self._fail(error, phase, name, start)
+            self._fail(error, call)
         except Exception as error:
             if sock.bytes_out != out_before:
-                self._fail(error, phase, name, start)
+                self._fail(error, call)
             self._transport.discard_unflushed()
-            self._record_failure(phase, name, start, error)
+            self._record_failure(call, error)
             raise RequestEncodingError(f"{name}: cannot encode the arguments: {error}") from error
         except BaseException as error:  # e.g. KeyboardInterrupt: part of the request may be out
-            self._record_failure(phase, name, start, error)
+            self._record_failure(call, error)
             self._break(error)
             raise
         return _Sent(name, phase, receive, seqid, start, time.perf_counter(), sock.bytes_out - out_before,
-                     sock.bytes_in, deadline)
+                     sock.bytes_in, deadline, call)
 
     def _record_sent(self, sent: _Sent) -> None:
         """The record of a request whose reply is not read (oneway, or goodbye without waiting)."""
         duration = sent.sent - sent.start
-        self.timeline.add(Record(sent.phase, sent.name, sent.start - self._epoch, duration, sent.bytes_out, 0,
-                                 duration))
+        self._end_call(sent.call, Record(sent.phase, sent.name, sent.start - self._epoch, duration, sent.bytes_out,
+                                         0, duration), Outcome.OK)
         self._last_activity = sent.sent
 
     def _receive(self, sent: _Sent) -> Any:
@@ -489,7 +497,7 @@ class Client:
             try:
                 self._answer_hello()
             except BaseException as error:  # the request went out but is never answered on this connection
-                self._record_failure(sent.phase, sent.name, sent.start, error)
+                self._record_failure(sent.call, error)
                 raise
             sock = self._sock
             sock.expect_reply(sent.deadline)
@@ -510,12 +518,12 @@ class Client:
                 error_out = self._connection_refused(error) or error_out
         except TException as error:
             if not isinstance(error, self._declared(name)):  # e.g. TProtocolException: a corrupt reply
-                self._fail(error, phase, name, start)
+                self._fail(error, sent.call)
             error_out = ServiceError.wrap(error)
         except Exception as error:  # a reply that cannot be decoded: the stream is no longer trusted
-            self._fail(error, phase, name, start)
+            self._fail(error, sent.call)
         except BaseException as error:  # e.g. KeyboardInterrupt: the reply may still arrive; never read it
-            self._record_failure(phase, name, start, error)
+            self._record_failure(sent.call, error)
             self._break(error)
             raise
         end = time.perf_counter()
@@ -526,10 +534,14 @@ class Client:
             bytes_in -= unread_bytes(self._transport)  # the next reply may have come in with hello's
         sent_at = sent.sent
         server_us = getattr(result, "processing_us", None) if name in self.options.server_timed_methods else None
-        self.timeline.add(Record(
+        if error_out is None:
+            outcome = Outcome.OK
+        else:
+            outcome = Outcome.DECLARED_ERROR if isinstance(error_out, ServiceError) else Outcome.FAILED
+        self._end_call(sent.call, Record(
             phase, name, start - self._epoch, end - start, sent.bytes_out, bytes_in,
             sent_at - start, max(arrived - sent_at, 0.0), end - arrived, server_us,
-            None if error_out is None else repr(error_out), pipelined))
+            None if error_out is None else repr(error_out), pipelined), outcome, result, error_out)
         self._last_activity = end
         if isinstance(error_out, ConnectError):  # refused: the server closes the connection
             self._close_transport()
@@ -537,12 +549,22 @@ class Client:
             raise error_out
         return result
 
-    def _record_failure(self, phase: str, name: str, start: float, error: BaseException) -> None:
-        self.timeline.add(Record(phase, name, start - self._epoch, time.perf_counter() - start, error=repr(error)))
+    def _end_call(self, call: ClientCall, record: Record, outcome: Outcome, result: Any = None,
+                  error: Optional[BaseException] = None) -> None:
+        """The call is over: its record and outcome go to the interceptors (the timeline first)."""
+        call.ended = time.perf_counter()
+        call.record, call.outcome, call.result, call.error = record, outcome, result, error
+        self._chain.ended(call)
 
-    def _fail(self, error: BaseException, phase: str, name: str, start: float) -> None:
+    def _record_failure(self, call: ClientCall, error: BaseException) -> None:
+        start = call.started
+        record = Record(call.phase, call.method, start - self._epoch, time.perf_counter() - start, error=repr(error))
+        self._end_call(call, record, Outcome.FAILED, error=error)
+
+    def _fail(self, error: BaseException, call: ClientCall) -> None:
         """Records the failure, moves to BROKEN (socket closed) and raises the matching error."""
-        self._record_failure(phase, name, start, error)
+        name = call.method
+        self._record_failure(call, error)
         reply = self._sock.first_reply if self._sock is not None else b""
         self._break(error)
         if is_timeout(error):
@@ -564,8 +586,7 @@ class Client:
     def _break(self, error: BaseException) -> None:
         """Moves to BROKEN and closes the socket so nothing more is ever read from it."""
         self._broken_by = error
-        if self._state.allows(ClientEvent.FAILURE):  # CLOSING has nothing left to break
-            self._state.apply(ClientEvent.FAILURE)
+        self._state.apply(ClientEvent.FAILURE)
         self._drop_socket()
 
     def _drop_socket(self) -> None:
@@ -583,6 +604,5 @@ class Client:
         self._drop_socket()
         if had_socket:
             self.timeline.add(Record("disconnect", "close", start - self._epoch, time.perf_counter() - start))
-        if self._state.allows(event):
-            self._state.apply(event)
+        self._state.apply(event)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import FrozenSet, Optional, Tuple
+from typing import Any, FrozenSet, Optional, Tuple
 
 __all__ = [
     "DEFAULT_HOST",
@@ -165,6 +165,8 @@ class ClientOptions:
     await_farewell: ``close()`` waits for the Farewell (kept in ``Client.farewell``). False: close()
     writes goodbye and closes at once (the server still ends the session by goodbye); ``goodbye()``
     always waits and returns the Farewell.
+    interceptors: objects that see every call this client makes (``interceptors.Interceptor``), after
+    its timeline.
     """
 
     client_name: str = "thrift-handshake-python"
@@ -180,12 +182,14 @@ class ClientOptions:
     max_reply_bytes: int = 256 * 1024 * 1024
     max_reply_items: int = 1_000_000
     timeline_size: int = 1000
-    server_timed_methods: FrozenSet[str] = frozenset({"process"})
+    server_timed_methods: FrozenSet[str] = frozenset()
     pipeline_hello: bool = False
     await_farewell: bool = True
+    interceptors: Tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "features", frozenset(self.features))
+        object.__setattr__(self, "interceptors", tuple(self.interceptors))
         _check_versions(self.versions, lowest=0)
         if self.timeline_size < 1:
             raise ValueError("timeline_size must be at least 1")
@@ -223,6 +227,7 @@ class ServerLimits:
     max_container_items: int = setting(1_000_000, "most elements in one list, set or map of a message", 2**31 - 1)
     handshake_max_bytes: int = setting(64 * 1024, "bytes a connection may send before its hello() succeeds", 16 * 1024 * 1024)
     evict_after: float = setting(1.0, "seconds a connection without a session is safe from eviction (one that has sent nothing, 0.1 s): only older ones make room for a newcomer to a full server", ONE_DAY)
+    host_share: float = setting(0.5, "share of max_connections that one client host keeps when another host needs room: at max_connections, the host holding the most beyond this share gives up a connection without a session, else an idle session, to a newcomer from another host", 1.0)
     max_threads: int = setting(60, "the pool's usual size: threads serving connections that have a message (idle "
                                "connections wait without one; a call that waits, such as a long get_result, holds "
                                "its thread). Only while every thread is stuck and connections wait for one does the "
@@ -242,8 +247,10 @@ class ServerConfig:
     THeader), told from each connection's first bytes; False serves only ``wire``. Either way a peer
     speaking something else (HTTP, TLS on a plain port, an unknown version) is told so.
     auth_token: when set, hello() must carry exactly this token.
+    features: what hello() may grant (the intersection with the client's offer); none by default.
     tls: when set, every connection starts with a TLS handshake (plain TCP otherwise).
     grace: seconds that in-flight calls get to finish when the server stops.
+    interceptors: objects that see every call (``interceptors.Interceptor``), after the runtime's own.
     """
 
     host: str = DEFAULT_HOST
@@ -254,13 +261,15 @@ class ServerConfig:
     handshake: bool = True
     auth_token: Optional[str] = None
     tls: Optional[ServerTLS] = None
-    features: FrozenSet[str] = frozenset({"submit", "notify", "echo_types", "stats", "timing"})
+    features: FrozenSet[str] = frozenset()
     versions: Tuple[int, int] = SUPPORTED_VERSIONS
     grace: float = 10.0
     limits: ServerLimits = field(default_factory=ServerLimits)
+    interceptors: Tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "features", frozenset(self.features))
+        object.__setattr__(self, "interceptors", tuple(self.interceptors))
         _check_versions(self.versions)
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be within 0..65535, not {self.port}")

@@ -26,9 +26,6 @@ class MethodInfo:
     declared_exceptions: "tuple[type, ...]"
     result: Optional[type] = None
 
-    def declares(self, exception_type: type) -> bool:
-        return exception_type in self.declared_exceptions
-
     def exception_field(self, exception_type: type) -> Optional[str]:
         """The result field that carries ``exception_type``, if the method declares it."""
         for spec in getattr(self.result, "thrift_spec", None) or ():

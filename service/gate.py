@@ -23,12 +23,14 @@ counts calls for ``metrics``.
 
 from __future__ import annotations
 
+import copy
 import logging
 import socket
 import sys
 import threading
 import weakref
-from typing import Any, Callable, Dict, Optional, Tuple
+from time import perf_counter
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from thrift.protocol.TProtocol import TProtocolBase, TProtocolException
 from thrift.Thrift import TApplicationException, TMessageType, TProcessor, TType
@@ -37,14 +39,16 @@ from thrift.transport.TTransport import TTransportException
 from thrift_handshake_gen.session import SessionService
 from thrift_handshake_gen.session.ttypes import Farewell, HandshakeRequired, ServerHello, ServerStats
 
+from .calllog import CallLog
 from .contract import MethodInfo, describe_service
-from .metrics import ConnectionCounters, ServerMetrics
+from .interceptors import InterceptorChain, Outcome, ServerCall
+from .metrics import CallCounter, ConnectionCounters, ServerMetrics
 from .peerlog import WarningBudget, clip_for_log
 from .session import Session, SessionContext, SessionListener, SessionSettings, bind_session, take_dropped_oneway
 from .states import SESSION_METHODS
 from .transport import AnswerableReadError, skip_value
 
-__all__ = ["SessionProcessor", "ConnectionState"]
+__all__ = ["SessionProcessor", "ConnectionState", "SessionClosed"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +57,11 @@ logger = logging.getLogger(__name__)
 _STATE = "_thrift_handshake_connection"
 #: Method names counted under their own name; any other name (junk, typos) is counted as this.
 _UNKNOWN = "<unknown>"
+
+
+class SessionClosed(TTransportException):
+    """Raised by ``SessionProcessor.process`` once the answer that ends a session (goodbye, or a refused
+    auth token) is flushed: every Thrift server closes a connection on a TTransportException."""
 
 
 class ConnectionState:
@@ -76,6 +85,25 @@ class ConnectionState:
             if self.closing:
                 raise TTransportException(TTransportException.END_OF_FILE, "the server is stopping")
             self.in_flight = (method, seqid)
+
+    def stop(self, shut: Callable[[], None], force: bool = False) -> None:
+        """No message may start from now on; ``shut()`` (which ends the connection) runs now if none is
+        in flight, or anyway with ``force``; else the host ends it after the current reply."""
+        with self.lock:
+            self.closing = True
+            if self.in_flight is None or force:
+                shut()
+
+    def close_if_idle(self, shut: Callable[[], bool], force: bool = False) -> bool:
+        """Runs ``shut()`` unless a message is in flight (with ``force``, anyway); if it returns True no
+        message may start from now on. Returns whether it ran and agreed."""
+        with self.lock:  # no message can start between the check and ``shut``
+            if self.in_flight is not None and not force:
+                return False
+            if not shut():
+                return False
+            self.closing = True
+            return True
 
     def end(self) -> None:
         # No lock: a stop that still sees the message in flight closes the connection after this
@@ -116,7 +144,8 @@ class _SessionMethods:
 
 
 def _socket_of(transport: Any) -> Optional[socket.socket]:
-    """The socket under a (buffered or framed) transport, as far as it can be found."""
+    """The socket under a (buffered or framed) transport, as far as it can be found (for the peer's
+    address when a stock Thrift server hosts the gate)."""
     for _ in range(4):
         handle = getattr(transport, "handle", None)
         if handle is not None:
@@ -158,6 +187,9 @@ class SessionProcessor(TProcessor):
     metrics: where connections, sessions and calls are counted (``stats()`` answers from it).
     handshake: False serves every method at once (no session; for plain services).
     warnings: the rate limit its warnings about peers share (a server passes its own).
+    interceptors: the user's, run after the runtime's own (counting and the call log) on every message
+    (see ``interceptors``). The handler is reached through a copy of ``processor`` whose handler is
+    wrapped, so that interceptors see the arguments and the result; ``processor`` itself is unchanged.
     """
 
     def __init__(
@@ -167,8 +199,8 @@ class SessionProcessor(TProcessor):
         metrics: Optional[ServerMetrics] = None,
         handshake: bool = True,
         warnings: Optional[WarningBudget] = None,
+        interceptors: Sequence[Any] = (),
     ) -> None:
-        self.processor = processor
         self.settings = settings or SessionSettings()
         self.metrics = metrics or ServerMetrics()
         self.handshake = handshake
@@ -176,6 +208,9 @@ class SessionProcessor(TProcessor):
         self.methods: Dict[str, MethodInfo] = describe_service(sys.modules[type(processor).__module__])
         if handshake:
             self.methods.update(describe_service(SessionService))
+        self.chain = InterceptorChain((CallCounter(), CallLog(self.warnings), *interceptors))
+        self.processor = _intercepted(processor, self.methods, self.chain)
+        self._session_methods = _intercepted_class(_SessionMethods, self.methods, self.chain, ("hello",))
         self._oneway = frozenset(name for name, info in self.methods.items() if info.oneway)
         # The service's methods by the message type that may carry them, so that the common case finds its
         # method and checks its type in one look-up: ONEWAY only one-way methods; CALL every method, as in
@@ -203,7 +238,7 @@ class SessionProcessor(TProcessor):
         state = ConnectionState(context, session, self.metrics)
         if session is not None:
             state.session_processor = SessionService.Processor(
-                _SessionMethods(session, state.counters, self.metrics.snapshot))
+                self._session_methods(session, state.counters, self.metrics.snapshot))
         setattr(iprot, _STATE, state)
         weakref.finalize(iprot, state.close)
         return state
@@ -211,7 +246,8 @@ class SessionProcessor(TProcessor):
     # -- messages -----------------------------------------------------------------------------
 
     def process(self, iprot: TProtocolBase, oprot: TProtocolBase) -> bool:
-        """Serves one message; returns False once the connection should close (after goodbye)."""
+        """Serves one message. After the answer to goodbye (or to a refused token) is flushed it raises
+        ``SessionClosed``, a TTransportException: any Thrift server then closes the connection."""
         state = getattr(iprot, _STATE, None) or self.connection(iprot)
         try:
             name, message_type, seqid = iprot.readMessageBegin()
@@ -219,104 +255,153 @@ class SessionProcessor(TProcessor):
             state.begin(error.name, error.seqid)
             raise
         state.begin(name, seqid)
-        state.counters.message(name if name in self.methods else _UNKNOWN)
         methods = self._service_map.get(message_type)
         if methods is None:
             raise TProtocolException(TProtocolException.INVALID_DATA,
                                      f"message type {message_type} is not a call (1) or one-way call (4)")
-        session = state.session
-        serve = methods.get(name)  # None too for a method sent with the other type than the IDL's
-        if serve is not None and (session is None or session.serves_calls):  # the common case, kept short
-            bind_session(state.context)
-            serve(self.processor, seqid, iprot, oprot)
-            if session is not None:
-                session.calls += 1
-            if name in self._oneway:
-                self._served_oneway(state, name)
-            state.in_flight = None
-            return True
-        if message_type == TMessageType.ONEWAY and name not in self._oneway:
-            self._drop_misdirected_oneway(state, name, iprot)
-        elif session is not None and name in SESSION_METHODS:
-            if session.admits(name):
-                processor = state.session_processor
-                processor._processMap[name](processor, seqid, iprot, oprot)
-            else:
-                self._refuse(state, name, seqid, iprot, oprot)
-        elif serve is None:
-            self._unknown(name, seqid, iprot, oprot)
-        elif session is None or session.admits(name):
-            bind_session(state.context)
-            serve(self.processor, seqid, iprot, oprot)
-            if session is not None:
-                session.call_served()
-            if name in self._oneway:
-                self._served_oneway(state, name)
-        else:
-            self._refuse(state, name, seqid, iprot, oprot)
+        oneway = message_type == TMessageType.ONEWAY or name in self._oneway  # no answer is written
+        call = ServerCall(name, seqid, oneway, perf_counter(), state)
+        _current.call = call
+        try:
+            self._dispatch(state, call, methods.get(name), iprot, oprot)
+        except BaseException as error:
+            if not call.announced:  # e.g. arguments that could not be decoded
+                self._announce(call)
+            call.outcome, call.error = Outcome.FAILED, error
+            raise
+        finally:
+            call.ended = perf_counter()
+            self.chain.ended(call)
         state.end()
+        session = state.session
         if session is not None and session.closing:
-            handle = _socket_of(oprot.trans)  # the reply is flushed: end the connection
-            if handle is not None:
-                try:
-                    handle.shutdown(socket.SHUT_RDWR)  # a stock server's next read sees EOF and ends
-                except OSError:
-                    pass
-            return False
+            raise SessionClosed(TTransportException.END_OF_FILE, f"the session ended ({session.close_reason})")
         return True
 
-    def _refuse(self, state: ConnectionState, name: str, seqid: int, iprot: TProtocolBase,
-                oprot: TProtocolBase) -> None:
-        """Answers a call its session does not admit, without decoding its arguments."""
-        skip_value(iprot, TType.STRUCT)
-        iprot.readMessageEnd()
-        message = state.session.refusal(name)
-        info = self.methods[name]
-        if info.oneway:
-            self._drop_oneway(state, name, message)
+    def _dispatch(self, state: ConnectionState, call: ServerCall, serve: Optional[Callable[..., Any]],
+                  iprot: TProtocolBase, oprot: TProtocolBase) -> None:
+        """Runs ``call`` (``serve``: the service's function for it, if its message type may carry it) or
+        answers why not, without decoding what is not served."""
+        name, session = call.method, state.session
+        processor = self.processor
+        if serve is None and session is not None and name in SESSION_METHODS and not call.oneway:
+            processor = state.session_processor
+            serve = processor._processMap[name]
+        if serve is not None and (session is None or session.admits(name)):
+            bind_session(state.context)
+            serve(processor, call.seqid, iprot, oprot)
+            if session is not None and processor is self.processor:
+                session.call_served()
+            if call.oneway:
+                self._served_oneway(call)
             return
-        field = info.exception_field(HandshakeRequired)
-        if field is not None:
-            result = info.result()
-            setattr(result, field, HandshakeRequired(message=message))
-            _write_reply(oprot, name, TMessageType.REPLY, seqid, result)
+        info = self.methods.get(name)
+        if info is None:
+            call.outcome = Outcome.UNKNOWN_METHOD
+            call.reason = "no such method: not run, not answered" if call.oneway else f"Unknown function {name}"
+        elif call.oneway and not info.oneway:
+            call.outcome, call.reason = Outcome.DROPPED, f"{name} is a two-way method: not run, not answered"
         else:
-            _write_reply(oprot, name, TMessageType.EXCEPTION, seqid,
-                         TApplicationException(TApplicationException.UNKNOWN, message))
-
-    def _served_oneway(self, state: ConnectionState, name: str) -> None:
-        """Counts a one-way call its handler took, or dropped (``session.drop_oneway``)."""
-        reason = take_dropped_oneway()
-        if reason is None:
-            state.counters.notifications += 1
-        else:
-            self._drop_oneway(state, name, reason)
-
-    def _drop_oneway(self, state: ConnectionState, name: str, reason: str) -> None:
-        """Counts a one-way call that was not served; only a connection's first is a warning (within
-        the shared rate limit), so a flood of them is not a flood of log lines."""
-        state.dropped_oneway += 1
-        message = "dropped one-way %s peer=%s: %s (further drops on this connection are not logged)"
-        name = clip_for_log(name)  # the peer's: any length
-        if state.dropped_oneway == 1:
-            self.warnings.warning(message, name, state.context.peer, reason, log=logger)
-        else:
-            logger.debug(message, name, state.context.peer, reason)
-
-    def _drop_misdirected_oneway(self, state: ConnectionState, name: str, iprot: TProtocolBase) -> None:
-        """A one-way call to a two-way method or to no method at all is not run and not answered: its
-        sender expects no answer, and a pipelining one would take it for the answer to its next call."""
-        skip_value(iprot, TType.STRUCT)
+            call.reason = session.refusal(name)
+            call.outcome = Outcome.DROPPED if info.oneway else Outcome.REFUSED
+        skip_value(iprot, TType.STRUCT)  # refused from its name alone: the arguments are never built
         iprot.readMessageEnd()
-        what = f"{name} is a two-way method" if name in self.methods else "no such method"
-        self._drop_oneway(state, name, f"{what}: not run, not answered")
+        self._announce(call)
+        if call.oneway:
+            return
+        if call.outcome is Outcome.UNKNOWN_METHOD:
+            answer = TApplicationException(TApplicationException.UNKNOWN_METHOD, call.reason)
+        else:
+            answer = self._refusal(info, call.reason)
+        _write_reply(oprot, name, TMessageType.EXCEPTION if isinstance(answer, TApplicationException) else TMessageType.REPLY,
+                     call.seqid, answer)
+
+    def _announce(self, call: ServerCall) -> None:
+        call.announced = True
+        self.chain.started(call)
 
     @staticmethod
-    def _unknown(name: str, seqid: int, iprot: TProtocolBase, oprot: TProtocolBase) -> None:
-        skip_value(iprot, TType.STRUCT)
-        iprot.readMessageEnd()
-        _write_reply(oprot, name, TMessageType.EXCEPTION, seqid,
-                     TApplicationException(TApplicationException.UNKNOWN_METHOD, f"Unknown function {name}"))
+    def _refusal(info: MethodInfo, reason: str) -> Any:
+        """The answer to a call its session does not admit: its declared HandshakeRequired, if any."""
+        field = info.exception_field(HandshakeRequired)
+        if field is None:
+            return TApplicationException(TApplicationException.UNKNOWN, reason)
+        result = info.result()
+        setattr(result, field, HandshakeRequired(message=reason))
+        return result
+
+    @staticmethod
+    def _served_oneway(call: ServerCall) -> None:
+        """A one-way call its handler dropped (``session.drop_oneway``) ends DROPPED, not OK."""
+        reason = take_dropped_oneway()
+        if reason is not None and call.outcome is Outcome.OK:
+            call.outcome, call.reason = Outcome.DROPPED, reason
+
+
+#: Session methods that are phases, not calls: Farewell's count leaves them out.
+_UNCOUNTED = frozenset({"hello", "goodbye"})
+
+#: The call being served on this thread, for the wrapped handler to fill in.
+_current = threading.local()
+
+
+def _intercepted(processor: TProcessor, methods: Dict[str, MethodInfo], chain: InterceptorChain) -> TProcessor:
+    """A copy of ``processor`` whose handler runs inside ``chain``: each service method of the handler is
+    wrapped to announce the call with its arguments, time it and record its result or error."""
+    handler = processor._handler  # every generated Processor keeps its handler here
+    wrapped = copy.copy(processor)
+    wrapped._handler = _InterceptedHandler(handler, {
+        name: _wrap(getattr(handler, name), name, info.declared_exceptions, chain)
+        for name, info in methods.items() if callable(getattr(handler, name, None))})
+    return wrapped
+
+
+def _intercepted_class(cls: type, methods: Dict[str, MethodInfo], chain: InterceptorChain,
+                       hidden_args: Tuple[str, ...]) -> type:
+    """A subclass of ``cls`` (made once per gate) whose service methods run inside ``chain``;
+    ``hidden_args``: methods whose arguments interceptors do not see (hello's carry the auth token)."""
+    return type(f"Intercepted{cls.__name__}", (cls,), {
+        name: _wrap(vars(cls)[name], name, methods[name].declared_exceptions, chain, name in hidden_args)
+        for name in vars(cls) if name in methods})
+
+
+class _InterceptedHandler:
+    """Stands in for a handler: its service methods wrapped, anything else the handler's own."""
+
+    def __init__(self, handler: Any, methods: Dict[str, Callable[..., Any]]) -> None:
+        self.__dict__.update(methods)
+        self._handler = handler
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._handler, name)
+
+
+def _wrap(method: Callable[..., Any], name: str, declared: Tuple[type, ...], chain: InterceptorChain,
+          hide_args: bool = False) -> Callable[..., Any]:
+    """``method`` (bound, or a function whose first argument is its object) filling in the thread's
+    current ``ServerCall`` around the call: the arguments (those after ``skip``), timing, the outcome."""
+    skip = 0 if hasattr(method, "__self__") else 1
+
+    def intercepted(*args: Any) -> Any:
+        call = _current.call
+        if not hide_args:
+            call.args = args[skip:] if skip else args
+        call.announced = True
+        chain.started(call)
+        begun = perf_counter()
+        try:
+            result = method(*args)
+        except BaseException as error:
+            call.handler_seconds = perf_counter() - begun
+            call.outcome = Outcome.DECLARED_ERROR if isinstance(error, declared) else Outcome.FAILED
+            call.error = error
+            raise
+        call.handler_seconds = perf_counter() - begun
+        call.outcome, call.result = Outcome.OK, result
+        return result
+
+    intercepted.__name__ = name
+    return intercepted
 
 
 class _Listeners:

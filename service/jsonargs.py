@@ -36,10 +36,10 @@ from thrift.Thrift import TType
 
 from .contract import describe_service, generated_class
 from .errors import ArgumentError
+from .thriftspec import IntegerType, SpecWalker, fields as _fields
 
 __all__ = ["method_parameters", "parse_arguments", "to_jsonable"]
 
-_INTEGER_BITS = {TType.BYTE: ("i8", 8), TType.I16: ("i16", 16), TType.I32: ("i32", 32), TType.I64: ("i64", 64)}
 _SPECIAL_FLOATS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
@@ -138,11 +138,6 @@ def to_jsonable(value: Any) -> Any:
     raise TypeError(f"cannot convert {type(value).__name__} to JSON")
 
 
-def _fields(struct_class: type) -> List[tuple]:
-    """The non-empty ``thrift_spec`` entries ``(id, ttype, name, type_args, default)`` of a class."""
-    return [entry for entry in (struct_class.thrift_spec or ()) if entry]
-
-
 def _args_class(service_module: Any, method: str) -> type:
     """The ``<method>_args`` class of ``method``; ArgumentError listing the known methods if there is none."""
     args_class = generated_class(service_module, method, "args")
@@ -225,8 +220,12 @@ def _float_to_json(value: float) -> Any:
     return value
 
 
-class _JsonToThrift:
-    """Converts parsed JSON into Thrift values of a given ttype, raising ArgumentError with the path."""
+class _JsonToThrift(SpecWalker[Any]):
+    """Converts parsed JSON into Thrift values of a given ttype, raising ArgumentError with the path.
+
+    ``convert`` walks the spec with two things of context: ``owner``, the innermost struct (or args)
+    class, whose module is searched for enum names unless ``idl`` (the IDL's type of this value, see
+    ``idlcache.IdlType``) says which enum it is."""
 
     def __init__(self, unions: Collection[type], fields: Optional[Mapping[type, Mapping[str, Any]]] = None) -> None:
         self.unions = frozenset(unions)
@@ -236,40 +235,25 @@ class _JsonToThrift:
         return self.fields.get(cls, {})
 
     def convert(self, value: Any, ttype: int, type_args: Any, path: str, owner: type, idl: Any = None) -> Any:
-        """``owner`` is the innermost struct (or args) class; its module is searched for enum names unless
-        ``idl`` (the IDL's type of this value, see ``idlcache.IdlType``) says which enum it is."""
-        if ttype == TType.BOOL:
-            if not isinstance(value, bool):
-                raise _mismatch(path, "bool", value)
-            return value
-        if ttype == TType.I32 and getattr(idl, "kind", None) == "enum":
-            return _idl_enum_value(value, idl, path)
-        if ttype in _INTEGER_BITS:
-            return self._integer(value, ttype, path, owner)
-        if ttype == TType.DOUBLE:
-            return self._double(value, path)
-        if ttype == TType.STRING:
-            return self._binary(value, path) if type_args == "BINARY" else self._string(value, path)
-        if ttype == TType.STRUCT:
-            return self._struct(value, type_args[0], path)
-        if ttype in (TType.LIST, TType.SET):
-            return self._sequence(value, ttype, type_args, path, owner, getattr(idl, "elem", None))
-        if ttype == TType.MAP:
-            return self._map(value, type_args, path, owner, idl)
-        raise ArgumentError(f"{path}: unsupported Thrift type {ttype}")
+        return self.walk(value, ttype, type_args, path, owner, idl)
 
-    def _integer(self, value: Any, ttype: int, path: str, owner: type) -> int:
-        kind, bits = _INTEGER_BITS[ttype]
-        if ttype == TType.I32 and isinstance(value, str):
-            return _enum_value(value, path, owner)
-        low, high = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _mismatch(path, kind, value)
-        if not low <= value <= high:
-            raise _mismatch(path, f"{kind} ({low}..{high})", value)
+    def boolean(self, value: Any, path: str, owner: type, idl: Any) -> bool:
+        if not isinstance(value, bool):
+            raise _mismatch(path, "bool", value)
         return value
 
-    def _double(self, value: Any, path: str) -> float:
+    def integer(self, value: Any, kind: IntegerType, path: str, owner: type, idl: Any) -> int:
+        if kind.name == "i32" and getattr(idl, "kind", None) == "enum":
+            return _idl_enum_value(value, idl, path)
+        if kind.name == "i32" and isinstance(value, str):
+            return _enum_value(value, path, owner)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _mismatch(path, kind.name, value)
+        if not kind.low <= value <= kind.high:
+            raise _mismatch(path, f"{kind.name} ({kind.low}..{kind.high})", value)
+        return value
+
+    def double(self, value: Any, path: str, owner: type, idl: Any) -> float:
         if isinstance(value, str) and value in _SPECIAL_FLOATS:
             return _SPECIAL_FLOATS[value]
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -279,7 +263,7 @@ class _JsonToThrift:
         except OverflowError:
             raise _mismatch(path, "double (too large)", value) from None
 
-    def _string(self, value: Any, path: str) -> str:
+    def string(self, value: Any, path: str, owner: type, idl: Any) -> str:
         if not isinstance(value, str):
             raise _mismatch(path, "string", value)
         try:
@@ -288,7 +272,7 @@ class _JsonToThrift:
             raise ArgumentError(f"{path}: string is not valid Unicode: {exc.reason}") from None
         return value
 
-    def _binary(self, value: Any, path: str) -> bytes:
+    def binary(self, value: Any, path: str, owner: type, idl: Any) -> bytes:
         if not isinstance(value, str):
             raise _mismatch(path, "binary (a base64 string)", value)
         try:
@@ -296,7 +280,10 @@ class _JsonToThrift:
         except (binascii.Error, ValueError) as exc:
             raise ArgumentError(f"{path}: not valid base64: {exc}") from None
 
-    def _struct(self, value: Any, struct_class: type, path: str) -> Any:
+    def unsupported(self, value: Any, ttype: int, path: str, owner: type, idl: Any) -> Any:
+        raise ArgumentError(f"{path}: unsupported Thrift type {ttype}")
+
+    def struct(self, value: Any, struct_class: type, path: str, owner: type, idl: Any) -> Any:
         type_name = struct_class.__name__
         if not isinstance(value, dict):
             raise _mismatch(path, f"{type_name} (a JSON object)", value)
@@ -325,26 +312,28 @@ class _JsonToThrift:
             raise ArgumentError(f"{path}: {type_name}: {message[:1].lower()}{message[1:]}") from None
         return instance
 
-    def _sequence(self, value: Any, ttype: int, type_args: Any, path: str, owner: type, idl_elem: Any) -> Any:
-        kind = "set" if ttype == TType.SET else "list"
+    def sequence(self, value: Any, is_set: bool, element: Tuple[int, Any], path: str, owner: type,
+                 idl: Any) -> Any:
+        kind = "set" if is_set else "list"
         if not isinstance(value, list):
             raise _mismatch(path, f"{kind} (a JSON array)", value)
-        element_type, element_args = type_args[0], type_args[1]
+        idl_elem = getattr(idl, "elem", None)
         items: List[Any] = []
         for index, item in enumerate(value):
-            converted = self.convert(item, element_type, element_args, f"{path}[{index}]", owner, idl_elem)
-            if ttype == TType.SET and converted in items:
+            converted = self.convert(item, *element, f"{path}[{index}]", owner, idl_elem)
+            if is_set and converted in items:
                 raise ArgumentError(f"{path}[{index}]: duplicate set element {_describe(item)}")
             items.append(converted)
-        if ttype == TType.LIST:
+        if not is_set:
             return items
         try:
             return set(items)
         except TypeError:  # unhashable elements (structs, containers): the generated writer takes any iterable
             return items
 
-    def _map(self, value: Any, type_args: Any, path: str, owner: type, idl: Any) -> Dict[Any, Any]:
-        key_type, key_args, value_type, value_args = type_args[:4]
+    def map(self, value: Any, key: Tuple[int, Any], item: Tuple[int, Any], path: str, owner: type,
+            idl: Any) -> Dict[Any, Any]:
+        (key_type, key_args), (value_type, value_args) = key, item
         if isinstance(value, dict):
             entries = [(self._key_from_text(key, key_type), item, f"{path}[{_describe(key)}]", None)
                        for key, item in value.items()]

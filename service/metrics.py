@@ -1,7 +1,7 @@
 """Server counters behind stats(): connections, sessions, handshakes, calls by method, notifications.
 
 Per-call counts live on each connection's ``ConnectionCounters`` (only its own thread writes them), so
-the call path takes no lock; ``snapshot()`` adds the live connections' counts to those of connections
+the call path takes no lock; ``CallCounter``, an interceptor in every gate's chain, keeps them; ``snapshot()`` adds the live connections' counts to those of connections
 already closed. ``ServerMetrics`` is also a ``session.SessionListener``: sessions report to it.
 
 With pre-forked workers, ``SharedStats`` (made by the supervisor before it forks) holds every worker's
@@ -19,14 +19,16 @@ import socket
 import struct
 import threading
 import time
-from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 from thrift.protocol.TBinaryProtocol import TBinaryProtocolAcceleratedFactory
 from thrift.TSerialization import deserialize, serialize
 
 from thrift_handshake_gen.session.ttypes import ServerStats
 
-__all__ = ["ConnectionCounters", "ServerMetrics", "SharedStats"]
+from .interceptors import Interceptor, Outcome
+
+__all__ = ["CallCounter", "ConnectionCounters", "ServerMetrics", "SharedStats", "UNKNOWN_METHOD"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +60,22 @@ def _sum(parts: Iterable[ServerStats]) -> ServerStats:
         _add(total.calls, part.calls or {})
         total.uptime_ms = max(total.uptime_ms, part.uptime_ms or 0)
     return total
+
+
+#: Method names counted under their own name; any other name (junk, typos) is counted as this.
+UNKNOWN_METHOD = "<unknown>"
+
+
+class CallCounter(Interceptor):
+    """The runtime's counting of calls (``stats()``): every message by method name when it starts,
+    one-way calls delivered to their handler when they end. Per connection, so it takes no lock."""
+
+    def call_started(self, call: Any) -> None:
+        call.connection.counters.message(UNKNOWN_METHOD if call.outcome is Outcome.UNKNOWN_METHOD else call.method)
+
+    def call_ended(self, call: Any) -> None:
+        if call.oneway and call.outcome is Outcome.OK:
+            call.connection.counters.notifications += 1
 
 
 class ConnectionCounters:

@@ -28,11 +28,6 @@ from thrift_handshake_gen.session.ttypes import ClientHello, Farewell, Handshake
 from .peerlog import clip_for_log
 from .states import SERVICE_METHODS, SESSION_TRANSITIONS, SessionEvent, SessionPhase, StateMachine, admits
 
-try:
-    from typing import Protocol
-except ImportError:  # pragma: no cover - Python < 3.8 is not supported anyway
-    Protocol = object  # type: ignore[assignment]
-
 __all__ = [
     "Session",
     "SessionSettings",
@@ -64,8 +59,9 @@ class SessionSettings:
     max_message_bytes: int = 0
 
 
-class SessionListener(Protocol):
-    """What a session tells the layer that hosts it (metrics, deadlines, logging)."""
+class SessionListener:
+    """What a session tells the layer that hosts it (metrics, deadlines, logging): subclass it and
+    override what you need (every method does nothing here)."""
 
     def session_started(self, session: "Session") -> None:
         """hello() was accepted."""
@@ -142,17 +138,6 @@ class _AuthFailed(ValueError):
     guesser pays a new connection per guess."""
 
 
-class _NoListener:
-    def session_started(self, session: "Session") -> None:
-        pass
-
-    def session_rejected(self, session: "Session", reason: str) -> None:
-        pass
-
-    def session_ended(self, session: "Session", goodbye: bool) -> None:
-        pass
-
-
 class Session:
     """The session of one connection, from AWAITING_HELLO to CLOSED (``states.SESSION_TRANSITIONS``).
 
@@ -165,7 +150,7 @@ class Session:
         self.context = context
         self.calls = 0
         self.close_reason = "after goodbye"  # why the session is CLOSING, once it is
-        self._listener = listener or _NoListener()
+        self._listener = listener or SessionListener()
         self._machine = StateMachine(SESSION_TRANSITIONS, SessionPhase.AWAITING_HELLO)
 
     @property

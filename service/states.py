@@ -1,11 +1,12 @@
 """The phases of a connection, as tables for both ends.
 
-The tables say which phase follows which (``CLIENT_TRANSITIONS``, ``SESSION_TRANSITIONS``) and which
-methods a server-side session admits in each phase (``SESSION_ADMITS``); code elsewhere raises the
-events and looks the tables up (``StateMachine.apply``, ``admits``). An event the table does not allow
-raises ``PhaseError`` naming the event and the phase. The client's table covers its whole life; the
-server's covers one connection's session. The README's diagrams are generated from the transition
-tables (``mermaid_diagram``).
+The tables say which phase follows which (``CLIENT_TRANSITIONS``, ``SESSION_TRANSITIONS``,
+``CONNECTION_TRANSITIONS``) and which methods a server-side session admits in each phase
+(``SESSION_ADMITS``); code elsewhere raises the events and looks the tables up (``StateMachine.apply``,
+``admits``). An event the table does not allow raises ``PhaseError`` naming the event and the phase.
+The client's table covers its whole life; on the server, one table covers a connection's session and
+another where the connection itself is (waiting in the watch, served by a thread, closing). The
+README's diagrams are generated from the transition tables (``mermaid_diagram``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ __all__ = [
     "SERVICE_METHODS",
     "SESSION_ADMITS",
     "admits",
+    "ConnectionPhase",
+    "ConnectionEvent",
+    "CONNECTION_TRANSITIONS",
+    "SocketMode",
     "StateMachine",
     "mermaid_diagram",
 ]
@@ -88,7 +93,13 @@ CLIENT_TRANSITIONS: Mapping[ClientPhase, Mapping[ClientEvent, ClientPhase]] = {
         _E.GOODBYE: _C.CLOSING,
         _E.CLOSED: _C.CLOSED,
     },
-    _C.CLOSING: {_E.CLOSED: _C.CLOSED},
+    # A pipelined goodbye is written before hello's answer is read: that answer still arrives here.
+    _C.CLOSING: {
+        _E.HELLO_ACCEPTED: _C.CLOSING,
+        _E.HELLO_REJECTED: _C.CLOSED,
+        _E.FAILURE: _C.BROKEN,
+        _E.CLOSED: _C.CLOSED,
+    },
     _C.CLOSED: {_E.CONNECT: _C.CONNECTING, _E.CLOSED: _C.CLOSED},
     _C.BROKEN: {_E.CLOSED: _C.CLOSED},
 }
@@ -104,7 +115,6 @@ class SessionPhase(enum.Enum):
 
 
 class SessionEvent(enum.Enum):
-    HELLO_PIPELINED = "hello_pipelined"  # ClientOptions.pipeline_hello: connect() does not wait for the answer
     HELLO_ACCEPTED = "hello_accepted"
     HELLO_REJECTED = "hello_rejected"
     AUTH_FAILED = "auth_failed"  # a missing or wrong token: refused, and the connection closes
@@ -149,6 +159,72 @@ SESSION_ADMITS: Mapping[SessionPhase, FrozenSet[str]] = {
 def admits(phase: SessionPhase, method: str) -> bool:
     """Whether a session in ``phase`` serves ``method`` (a session method's name, or any other)."""
     return (method if method in SESSION_METHODS else SERVICE_METHODS) in SESSION_ADMITS[phase]
+
+
+class ConnectionPhase(enum.Enum):
+    """Where one accepted connection is on the server: waiting without a thread, or held by one."""
+
+    ACCEPTED = "ACCEPTED"  # in the watch until its first bytes (no thread, no stack yet)
+    STARTING = "STARTING"  # a pool thread runs TLS and reads the first bytes to pick the stack
+    SERVING = "SERVING"  # a pool thread serves its messages
+    WAITING = "WAITING"  # between messages, parked in the watch (no thread)
+    CLOSING = "CLOSING"  # no new message starts: closed once its thread (or the closer) is done
+    CLOSED = "CLOSED"
+
+
+class ConnectionEvent(enum.Enum):
+    INPUT = "input"  # the watch saw bytes (or a close) on a waiting connection
+    STARTED = "started"  # the stack for the peer's dialect is built
+    PARKED = "parked"  # no more input for now: back to the watch
+    EXPIRED = "expired"  # its handshake or idle time ran out while waiting
+    EVICTED = "evicted"  # closed to make room for a newcomer to a full server
+    STOPPING = "stopping"  # the server is stopping
+    CLOSE = "close"  # the socket is closed and the connection forgotten
+
+
+_N, _X = ConnectionPhase, ConnectionEvent
+
+CONNECTION_TRANSITIONS: Mapping[ConnectionPhase, Mapping[ConnectionEvent, ConnectionPhase]] = {
+    _N.ACCEPTED: {
+        _X.INPUT: _N.STARTING,
+        _X.EXPIRED: _N.CLOSING,
+        _X.EVICTED: _N.CLOSING,
+        _X.STOPPING: _N.CLOSING,
+    },
+    # TLS failed or the peer speaks no dialect served here: closed by its thread at once.
+    _N.STARTING: {
+        _X.STARTED: _N.SERVING,
+        _X.EVICTED: _N.CLOSING,
+        _X.STOPPING: _N.CLOSING,
+        _X.CLOSE: _N.CLOSED,
+    },
+    _N.SERVING: {
+        _X.PARKED: _N.WAITING,
+        _X.EVICTED: _N.CLOSING,
+        _X.STOPPING: _N.CLOSING,
+        _X.CLOSE: _N.CLOSED,
+    },
+    _N.WAITING: {
+        _X.INPUT: _N.SERVING,
+        _X.EXPIRED: _N.CLOSING,
+        _X.EVICTED: _N.CLOSING,
+        _X.STOPPING: _N.CLOSING,
+    },
+    # A stack finished while closing is not served; a stop that finds it closing changes nothing.
+    _N.CLOSING: {
+        _X.STARTED: _N.CLOSING,
+        _X.STOPPING: _N.CLOSING,
+        _X.CLOSE: _N.CLOSED,
+    },
+    _N.CLOSED: {_X.STOPPING: _N.CLOSED},
+}
+
+
+class SocketMode(enum.Enum):
+    """What bounds a server connection's reads and writes."""
+
+    HANDSHAKE = "handshake"  # before the session: one deadline and one byte budget for everything
+    SESSION = "session"  # after it: idle timeout between messages, request timeout within one
 
 
 P = TypeVar("P", bound=enum.Enum)

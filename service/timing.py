@@ -13,7 +13,9 @@ response throughput S = bytes in / receive time.
 from __future__ import annotations
 
 import collections
-from typing import Deque, Iterable, Iterator, List, NamedTuple, Optional
+from typing import Any, Deque, Iterable, Iterator, List, NamedTuple, Optional
+
+from .interceptors import Interceptor
 
 __all__ = ["Record", "Timeline", "format_table", "format_summary"]
 
@@ -73,14 +75,20 @@ def _rate(count: int, seconds: Optional[float]) -> Optional[float]:
     return count / seconds
 
 
-class Timeline:
-    """A bounded, ordered list of records (the oldest are dropped past ``maxlen``)."""
+class Timeline(Interceptor):
+    """A bounded, ordered list of records (the oldest are dropped past ``maxlen``).
+
+    It is the first interceptor of every client's chain: each call's record arrives with the call's end.
+    """
 
     def __init__(self, maxlen: int = 1000) -> None:
         self._records: Deque[Record] = collections.deque(maxlen=maxlen)
 
     def add(self, record: Record) -> None:
         self._records.append(record)
+
+    def call_ended(self, call: Any) -> None:
+        self._records.append(call.record)
 
     def __iter__(self) -> Iterator[Record]:
         return iter(list(self._records))

@@ -10,16 +10,15 @@ is left to the server.)
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, Tuple
 
 from thrift.protocol.TProtocol import TProtocolException
-from thrift.Thrift import TType
 
 from .errors import RequestEncodingError
+from .thriftspec import IntegerType, SpecWalker, fields
 
 __all__ = ["argument_checker"]
 
-_INTEGERS = {TType.BYTE: ("i8", 8), TType.I16: ("i16", 16), TType.I32: ("i32", 32), TType.I64: ("i64", 64)}
 _SEQUENCES = (list, tuple, set, frozenset)
 
 
@@ -32,58 +31,64 @@ def argument_checker(args_class: type, method: str) -> Callable[[Sequence[Any]],
     def check(values: Sequence[Any]) -> None:
         for (ttype, type_args, path), value in zip(parameters, values):
             if value is not None:
-                _check(value, ttype, type_args, path)
+                _CHECKER.walk(value, ttype, type_args, path)
 
     return check
 
 
-def _check(value: Any, ttype: int, type_args: Any, path: str) -> None:
-    if ttype in _INTEGERS:
-        name, bits = _INTEGERS[ttype]
-        low, high = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            _refuse(path, f"an {name} in {low}..{high}", value)
-    elif ttype == TType.STRING:
-        if type_args == "BINARY":
-            if not isinstance(value, (bytes, bytearray)):
-                _refuse(path, "binary (bytes)", value)
-        elif not isinstance(value, str):
+class _Checker(SpecWalker[None]):
+    """Raises RequestEncodingError at the first value its IDL type cannot carry."""
+
+    def integer(self, value: Any, kind: IntegerType, path: str) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or not kind.low <= value <= kind.high:
+            _refuse(path, f"an {kind.name} in {kind.low}..{kind.high}", value)
+
+    def binary(self, value: Any, path: str) -> None:
+        if not isinstance(value, (bytes, bytearray)):
+            _refuse(path, "binary (bytes)", value)
+
+    def string(self, value: Any, path: str) -> None:
+        if not isinstance(value, str):
             _refuse(path, "a string (str; binary fields take bytes)", value)
-    elif ttype == TType.BOOL:
+
+    def boolean(self, value: Any, path: str) -> None:
         if not isinstance(value, bool):
             _refuse(path, "a bool", value)
-    elif ttype == TType.DOUBLE:
+
+    def double(self, value: Any, path: str) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             _refuse(path, "a double", value)
-    elif ttype == TType.STRUCT:
-        _check_struct(value, type_args[0], path)
-    elif ttype in (TType.LIST, TType.SET):
+
+    def struct(self, value: Any, struct_class: type, path: str) -> None:
+        if not isinstance(value, struct_class):
+            _refuse(path, f"a {struct_class.__name__}", value)
+        for _, ttype, name, type_args, _ in fields(struct_class):
+            field_value = getattr(value, name, None)
+            if field_value is not None:
+                self.walk(field_value, ttype, type_args, f"{path}.{name}")
+        try:
+            value.validate()  # the generated check of required fields
+        except TProtocolException as error:
+            raise RequestEncodingError(f"{path}: {error.message}") from None
+
+    def sequence(self, value: Any, is_set: bool, element: Tuple[int, Any], path: str) -> None:
         if not isinstance(value, _SEQUENCES):
             _refuse(path, "a list or set", value)
-        element_type, element_args = type_args[0], type_args[1]
-        for index, element in enumerate(value):
-            _check(element, element_type, element_args, f"{path}[{index}]")
-    elif ttype == TType.MAP:
+        for index, item in enumerate(value):
+            self.walk(item, *element, f"{path}[{index}]")
+
+    def map(self, value: Any, key: Tuple[int, Any], item: Tuple[int, Any], path: str) -> None:
         if not isinstance(value, dict):
             _refuse(path, "a dict", value)
-        key_type, key_args, value_type, value_args = type_args[:4]
-        for key, element in value.items():
-            _check(key, key_type, key_args, f"{path} key {key!r}")
-            _check(element, value_type, value_args, f"{path}[{key!r}]")
+        for key_value, item_value in value.items():
+            self.walk(key_value, *key, f"{path} key {key_value!r}")
+            self.walk(item_value, *item, f"{path}[{key_value!r}]")
+
+    def unsupported(self, value: Any, ttype: int, path: str) -> None:
+        pass  # nothing to check: the generated writer decides
 
 
-def _check_struct(value: Any, struct_class: type, path: str) -> None:
-    if not isinstance(value, struct_class):
-        _refuse(path, f"a {struct_class.__name__}", value)
-    for spec in struct_class.thrift_spec or ():
-        if spec is not None:
-            field_value = getattr(value, spec[2], None)
-            if field_value is not None:
-                _check(field_value, spec[1], spec[3], f"{path}.{spec[2]}")
-    try:
-        value.validate()  # the generated check of required fields
-    except TProtocolException as error:
-        raise RequestEncodingError(f"{path}: {error.message}") from None
+_CHECKER = _Checker()
 
 
 def _refuse(path: str, expected: str, value: Any) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from thrift_handshake.states import CLIENT_TRANSITIONS, SESSION_TRANSITIONS, mermaid_diagram
+from thrift_handshake.states import CLIENT_TRANSITIONS, CONNECTION_TRANSITIONS, SESSION_TRANSITIONS, mermaid_diagram
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
 
@@ -17,6 +17,7 @@ def test_first_screen_has_demo_and_test_commands():
 def test_diagrams_match_the_transition_tables():
     assert mermaid_diagram(CLIENT_TRANSITIONS) in README
     assert mermaid_diagram(SESSION_TRANSITIONS) in README
+    assert mermaid_diagram(CONNECTION_TRANSITIONS) in README
 
 
 def _block(language: str, after: str) -> str:

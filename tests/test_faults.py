@@ -13,7 +13,7 @@ import threading
 import time
 
 import pytest
-from conftest import report_reliability
+from conftest import eventually, report_reliability
 
 from thrift_handshake import (
     Client,
@@ -117,17 +117,12 @@ def test_a_client_killed_mid_call_leaves_no_session_behind(server):
     dying = subprocess.Popen([sys.executable, "-c", CLIENT_THAT_DIES, str(server.port)], stdout=subprocess.PIPE,
                              text=True)
     assert dying.stdout.readline().strip() == "in session"
-    deadline = time.monotonic() + 10
-    while server.metrics.snapshot().calls.get("process", 0) < 1:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    assert eventually(lambda: server.metrics.snapshot().calls.get("process", 0) == 1, timeout=10)
     os.kill(dying.pid, signal.SIGKILL)
     dying.wait(5)
     dying.stdout.close()
-    deadline = time.monotonic() + 10
-    while server.metrics.snapshot().sessions_active != 0:
-        assert time.monotonic() < deadline, "the dead client's session is still counted"
-        time.sleep(0.05)
+    assert eventually(lambda: server.metrics.snapshot().sessions_active == 0, timeout=10), \
+        "the dead client's session is still counted"
     assert server.connection_count == 0
     report_reliability("client SIGKILLed mid-call (its session ends on the server)", 1, True, 0)
 

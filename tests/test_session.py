@@ -124,11 +124,15 @@ def test_the_gate_table_is_the_only_source_of_admission():
 # -- layering: the session below the server, the runtime below the demo, no import circle --------
 
 def _imports(path: Path) -> List[str]:
-    """The package-relative modules a module imports (``.server`` -> "server")."""
+    """The package-relative modules a module (or every module of a subpackage) imports (``.server`` ->
+    "server"); inside a subpackage, only what it imports from outside itself (``..config``)."""
+    if path.suffix != ".py" and path.with_suffix("").is_dir():
+        return [name for inner in sorted(path.with_suffix("").glob("*.py")) for name in _imports(inner)]
+    depth = 2 if path.parent != PACKAGE else 1
     names = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
-            if node.level >= 1:
+            if node.level >= depth:
                 base = (node.module or "").split(".")[0]
                 if base:
                     names.append(base)
@@ -151,7 +155,7 @@ def test_the_session_layer_imports_nothing_of_the_server():
 
 def test_the_runtime_imports_nothing_of_the_demo_service():
     for module in RUNTIME:
-        imported = _imports(PACKAGE / f"{module}.py")
+        imported = _imports(PACKAGE / module) if (PACKAGE / module).is_dir() else _imports(PACKAGE / f"{module}.py")
         assert "demo" not in imported, module
         demo_contract = [name for name in imported if name.startswith("thrift_handshake_gen")
                          and not name.startswith("thrift_handshake_gen.session")]
@@ -160,6 +164,7 @@ def test_the_runtime_imports_nothing_of_the_demo_service():
 
 def test_no_import_circle_among_the_package_modules():
     modules = {path.stem: path for path in PACKAGE.glob("*.py") if path.stem not in ("__init__", "__main__")}
+    modules.update({path.name: path for path in PACKAGE.iterdir() if (path / "__init__.py").is_file()})
     graph = {name: [m for m in _imports(path) if m in modules] for name, path in modules.items()}
 
     def visit(name: str, trail: Tuple[str, ...]) -> None:
@@ -169,3 +174,20 @@ def test_no_import_circle_among_the_package_modules():
 
     for name in graph:
         visit(name, ())
+
+
+@pytest.mark.parametrize("offered", ["s3cret!", "s3cre", "S3CRET", "s3cret\x00", " s3cret"])
+def test_only_the_exact_auth_token_opens_a_session(offered):
+    session, recorder = make_session(auth_token="s3cret")
+    with pytest.raises(HandshakeRejected, match="wrong auth token"):
+        session.hello(hello(auth_token=offered))
+    assert session.closing and recorder.events == [("rejected", "wrong auth token")]
+    accepted, _ = make_session(auth_token="s3cret")
+    accepted.hello(hello(auth_token="s3cret"))
+    assert accepted.established
+
+
+def test_a_server_with_no_features_grants_none_whatever_is_offered():
+    session, _ = make_session()  # SessionSettings' default, as ServerConfig's: no features
+    answer = session.hello(hello(features={"submit", "notify", "timing"}))
+    assert answer.features == set() and session.context.features == frozenset()

@@ -7,7 +7,8 @@ import pytest
 from thrift.protocol.TBinaryProtocol import TBinaryProtocolAccelerated
 from thrift.transport.TTransport import CReadableTransport
 
-from thrift_handshake import Client, ClientOptions
+from thrift_handshake import Client, ClientOptions, RemoteApplicationError
+from thrift_handshake.demo import SERVER_TIMED
 from thrift_handshake.timing import format_summary, format_table
 from thrift_handshake.transport import accelerated_available
 from thrift_handshake_gen.ttypes import Event, Request
@@ -52,7 +53,8 @@ def test_bytes_are_counted_exactly(client):
     assert record.request_throughput and record.response_throughput
 
 
-def test_process_splits_call_time_into_server_network_and_decode(client):
+def test_process_splits_call_time_into_server_network_and_decode(connect):
+    client = connect(server_timed_methods=SERVER_TIMED)  # the demo declares which replies time themselves
     client.process(Request(request_id="t", payload="x" * 1000, work_ms=30))
     record = client.timeline.calls("process")[-1]
     assert record.server_us >= 30_000
@@ -64,7 +66,8 @@ def test_process_splits_call_time_into_server_network_and_decode(client):
     assert record.send + record.wait + record.receive <= record.duration + 1e-6
 
 
-def test_get_result_does_not_claim_the_work_time_as_its_own(client):
+def test_get_result_does_not_claim_the_work_time_as_its_own(connect):
+    client = connect(server_timed_methods=SERVER_TIMED)
     ack = client.submit(Request(request_id="s", payload="", work_ms=50))
     client.get_result(ack.ticket, 2000)
     assert client.timeline.calls("get_result")[-1].server_us is None
@@ -77,10 +80,8 @@ def test_oneway_records_no_reply(client):
 
 
 def test_errors_are_recorded(client):
-    try:
+    with pytest.raises(RemoteApplicationError):
         client.fail("x")
-    except Exception:
-        pass
     record = client.timeline.calls("fail")[-1]
     assert not record.ok and "RemoteApplicationError" in record.error
 
@@ -93,7 +94,8 @@ def test_timeline_is_bounded(server):
     assert len(client.timeline) == 5
 
 
-def test_table_and_summary_render_every_phase(client):
+def test_table_and_summary_render_every_phase(connect):
+    client = connect(server_timed_methods=SERVER_TIMED)
     client.process(Request(request_id="t", payload="abc", work_ms=5))
     table = format_table(client.timeline)
     for word in ["connect", "handshake", "request", "response", "T_s=", "network=", "T_e="]:

@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from thrift_handshake.demo import SERVER_TIMED
 from thrift_handshake.timing import Record, Timeline, format_summary, format_table
 from thrift_handshake_gen.ttypes import Request
 
@@ -113,7 +114,8 @@ def test_summary_adds_up_the_calls_and_splits_each_server_timed_one():
     assert format_summary([CONNECT]) == "no calls recorded"
 
 
-def test_a_real_call_prints_its_own_numbers(client):
+def test_a_real_call_prints_its_own_numbers(connect):
+    client = connect(server_timed_methods=SERVER_TIMED)
     client.process(Request(request_id="v", payload="x" * 500, work_ms=20))
     record = client.timeline.calls("process")[-1]
     response = [row for row in rows(format_table(client.timeline)) if row[:2] == ["response", "process"]][0]

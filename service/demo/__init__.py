@@ -7,6 +7,7 @@ from here; this package uses the runtime as any service would.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional
 
 from ..config import ServerConfig
@@ -14,11 +15,16 @@ from ..server import HandshakeServer
 from .handler import MAX_WORK_MS, HandshakeHandler
 from .limits import DemoLimits
 
-__all__ = ["HandshakeHandler", "DemoLimits", "MAX_WORK_MS", "IDEMPOTENT", "demo_server"]
+__all__ = ["HandshakeHandler", "DemoLimits", "MAX_WORK_MS", "IDEMPOTENT", "FEATURES", "SERVER_TIMED", "demo_server"]
 
 #: The demo's methods that are safe to send twice (for ``RetryPolicy(idempotent=IDEMPOTENT)``); never
 #: process or submit, whose work would run again.
 IDEMPOTENT = frozenset({"ping", "echo", "stats", "get_result", "echo_types"})
+#: What the demo's hello grants (of what a client offers).
+FEATURES = frozenset({"submit", "notify", "echo_types", "stats", "timing"})
+#: The demo's methods whose reply reports the server's time on that very call (``processing_us``), for
+#: ``ClientOptions(server_timed_methods=SERVER_TIMED)``; get_result's is the earlier work's time.
+SERVER_TIMED = frozenset({"process"})
 
 
 def demo_server(config: Optional[ServerConfig] = None, limits: Optional[DemoLimits] = None,
@@ -26,7 +32,11 @@ def demo_server(config: Optional[ServerConfig] = None, limits: Optional[DemoLimi
     """A HandshakeServer hosting the demo service; its submitted work drains when the server stops.
 
     ``ticket_store``: an SQLite file recording every ticket's fate, so that a restarted server still
-    answers for tickets acknowledged before (None: tickets live in memory only)."""
+    answers for tickets acknowledged before (None: tickets live in memory only). Its hello grants the
+    demo's ``FEATURES`` unless ``config`` names features of its own."""
+    config = config or ServerConfig()
+    if not config.features:
+        config = dataclasses.replace(config, features=FEATURES)
     handler = HandshakeHandler(limits, ticket_store=ticket_store)
     server = HandshakeServer(handler, config)
     server.on_stop(handler.close)

@@ -1,0 +1,131 @@
+"""The message loop of one connection, on a pool thread: serve the messages the peer has sent, then
+hand the connection back to the watch or close it, saying why."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Optional, Tuple
+
+from thrift.Thrift import TApplicationException
+from thrift.transport.TTransport import TTransportException
+
+from ..config import ServerConfig
+from ..gate import ConnectionState, SessionClosed, SessionProcessor
+from ..peerlog import clip_for_log
+from ..pool import WorkerPool
+from ..states import SocketMode
+from ..transport import NoMessageYet
+from .answers import Answers, _discard_input
+from .connection import Connection
+from .opening import Opening
+from .outcome import BAD_INPUT, Ending, Outcome, bad_input, closing_outcome, transport_outcome
+
+__all__ = ["MessageLoop"]
+
+logger = logging.getLogger(__package__)  # the server's one logger: operators filter on its name
+
+
+class _BadMessage(Exception):
+    """A message that could not be decoded (or was too big); the connection closes after answering."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class MessageLoop:
+    """Serves connections that have input. ``park(connection)`` hands one back to the watch (False when
+    it must close instead); ``finish(connection, event, reason)`` closes one and logs how it ended;
+    ``release(connection)`` closes one whose start failed (already explained and logged)."""
+
+    def __init__(self, config: ServerConfig, processor: SessionProcessor, opening: Opening, answers: Answers,
+                 pool: Callable[[], Optional[WorkerPool]], park: Callable[[Connection], bool],
+                 finish: Callable[[Connection, str, str], None], release: Callable[[Connection], None]) -> None:
+        self._config = config
+        self._processor = processor
+        self._opening = opening
+        self._answers = answers
+        self._pool = pool
+        self._park = park
+        self._finish = finish
+        self._release = release
+
+    def serve(self, connection: Connection) -> None:
+        """Serves the messages the connection has, then lets it wait or closes it."""
+        if connection.protocol is None and not self._opening.begin(connection):
+            self._release(connection)
+            return
+        event, reason = self._serve_messages(connection)
+        if event is None:
+            if self._park(connection):
+                return
+            event, reason = self._closing(connection)
+        self._finish(connection, event, reason)
+
+    def _closing(self, connection: Connection) -> Outcome:
+        return closing_outcome(connection.closed_by, self._config.handshake, connection.expiry_reason,
+                               connection.eviction_reason)
+
+    def _serve_messages(self, connection: Connection) -> Tuple[Optional[str], str]:
+        """Serves messages while the peer has some; (None, "") when it has none for now, else how the
+        connection ends: ("closed" or "dropped", why)."""
+        state, transport, protocol, sock = connection.state, connection.transport, connection.protocol, connection.socket
+        try:
+            if connection.closing:
+                raise TTransportException(TTransportException.END_OF_FILE, "server stopping")
+            while True:
+                try:
+                    self._processor.process(protocol, protocol)
+                except NoMessageYet:
+                    return None, ""
+                except SessionClosed:  # goodbye (or a refused token) answered
+                    return "closed", state.session.close_reason
+                except TTransportException as error:
+                    if error.type not in BAD_INPUT:
+                        raise
+                    raise _BadMessage(error) from error
+                except Exception as error:
+                    if state.in_flight is None or not transport.has_unflushed():  # the request failed
+                        raise _BadMessage(error) from error
+                    self._answer_unencodable_reply(state, protocol, error)
+                    state.end()
+                sock.message_done()
+                if connection.closing:
+                    return self._closing(connection)
+                if transport.has_buffered_input() or sock.pending_input():
+                    sock.message_started()  # part of the next message is here: its deadline runs
+                elif connection.mode is SocketMode.HANDSHAKE or self._pool().saturated:
+                    # before the session, or others wait for a thread: no linger, wait in the watch
+                    return None, ""
+        except TTransportException as error:
+            ending = Ending.of(connection.closed_by, self._config.handshake, state, sock.deadline is not None)
+            if (error.type == TTransportException.END_OF_FILE and ending.in_flight and not ending.session_closing
+                    and connection.closed_by is None):
+                # cut off mid-request (a peer that half-closed can still read why)
+                self._answer_bad_message(connection, state, protocol, "the request ended before it was complete")
+            return transport_outcome(ending, error)
+        except _BadMessage as bad:  # undecodable input: answer if we can, then close
+            problem = bad_input(bad.error, self._config.limits)
+            self._answer_bad_message(connection, state, protocol, problem)
+            return "dropped", f"bad message: {problem}"
+
+    def _answer_unencodable_reply(self, state: ConnectionState, protocol: Any, error: Exception) -> None:
+        """The handler returned something its IDL type cannot carry: INTERNAL_ERROR for this call only."""
+        name = state.in_flight[0]
+        logger.error("peer=%s: the %s reply cannot be encoded: %s: %s", state.context.peer, name,
+                     type(error).__name__, clip_for_log(error))
+        self._answers._send_exception(state, protocol, TApplicationException.INTERNAL_ERROR,
+                                      f"the server could not encode the {name} reply")
+
+    def _answer_bad_message(self, connection: Connection, state: ConnectionState, protocol: Any,
+                            problem: str) -> None:
+        """Tells the caller why its message was refused before the connection closes."""
+        if state.in_flight is None:
+            return
+        try:
+            name = state.in_flight[0]
+            self._answers._send_exception(state, protocol, TApplicationException.PROTOCOL_ERROR,
+                                          f"cannot decode the {name + ' ' if name else ''}request: {problem}")
+            _discard_input(connection.socket.handle)
+        except Exception:  # the peer may be gone already
+            pass

@@ -1,0 +1,361 @@
+"""The production host of a ``SessionProcessor``: Apache Thrift's TThreadedServer with limits and a stop.
+
+The wiring stays the tutorial's (a processor, a TServerSocket, a transport factory and a protocol
+factory, all held by TThreadedServer); the parts come from ``gate`` (the processor) and ``transport``
+(the stack). This module composes the rest: it listens, accepts, and runs the watch where idle
+connections wait; ``admission`` decides who may hold a connection, ``loop`` serves a connection's
+messages on a pool thread, ``outcome`` words how each ended, ``drain`` stops gracefully (stop accepting,
+let in-flight calls finish within the grace period, close idle connections) from any thread or a signal
+handler.
+
+    server = HandshakeServer(CalculatorHandler(), ServerConfig(port=0)).start()  # a background thread
+    ... server.port ...
+    server.stop()
+
+The service is found from the generated ``Iface`` the handler implements (or pass ``service=``).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from types import ModuleType
+from typing import Any, Callable, List, Optional, Tuple
+
+from thrift.server.TServer import TThreadedServer
+from thrift.transport import TSocket
+
+from ..config import ServerConfig
+from ..contract import service_of
+from ..gate import SessionProcessor, format_peer
+from ..metrics import ServerMetrics
+from ..peerlog import WarningBudget
+from ..pool import ReadinessWatch, WorkerPool
+from ..session import SessionSettings
+from ..states import ConnectionEvent, SocketMode
+from ..transport import ConnectionSocket, frame_limit, no_delay, protocol_factory, server_tls_context, transport_factory
+from .admission import Admission, tell_evicted
+from .answers import Answers
+from .connection import Connection
+from .drain import Drain
+from .handler_errors import install_handler_error_filter
+from .loop import MessageLoop
+from .opening import Opening
+from .outcome import closing_outcome, session_summary
+
+__all__ = ["HandshakeServer"]
+
+logger = logging.getLogger(__package__)  # the server's one logger: operators filter on its name
+
+#: The watch's loop wakes at least this often to close waiting connections whose time is up.
+_WATCH_TICK = 0.1
+#: How long the accept loop pauses after accept() fails for lack of resources (e.g. EMFILE).
+_ACCEPT_BACKOFF = 0.1
+
+
+class HandshakeServer(TThreadedServer):
+    """A TThreadedServer hosting ``handler``'s service behind a SessionProcessor, with limits and a stop.
+
+    ``service`` is the generated service module (found from the handler's Iface when omitted).
+    ``on_stop(callback)`` registers work to drain at stop: ``callback(timeout)`` is called with the
+    grace period when the server stops, and with 0 when the grace period is over.
+
+    Connections are served by a pool of daemon threads: a handler stuck past the grace period does not
+    keep the process alive. The thread ``start()`` serves on is not a daemon (``stop()`` ends it).
+    """
+
+    def __init__(self, handler: Any, config: Optional[ServerConfig] = None,
+                 service: Optional[ModuleType] = None) -> None:
+        self.config = config or ServerConfig()
+        self.handler = handler
+        self.service = service or service_of(handler)
+        limits = self.config.limits
+        self.metrics = ServerMetrics()
+        settings = SessionSettings(
+            server_name=self.config.server_name, versions=self.config.versions, features=self.config.features,
+            auth_token=self.config.auth_token, idle_timeout_ms=int(limits.idle_timeout * 1000),
+            max_message_bytes=limits.max_message_bytes)
+        family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
+        self._warnings = WarningBudget(logger)  # the processor's warnings about peers count against it too
+        super().__init__(
+            SessionProcessor(self.service.Processor(handler), settings, self.metrics, self.config.handshake,
+                             self._warnings, self.config.interceptors),
+            TSocket.TServerSocket(host=self.config.host, port=self.config.port, socket_family=family),
+            transport_factory(self.config.wire, frame_limit(limits.max_message_bytes)),
+            protocol_factory(self.config.wire, limits.max_message_bytes, limits.max_container_items),
+        )
+        install_handler_error_filter()
+        self._lock = threading.Lock()  # orders start, serve and stop
+        self._admission = Admission(self.config, self.metrics, self._warnings)
+        self._drain = Drain(self.config.grace, self._admission, self.metrics, self._warnings)
+        tls = None if self.config.tls is None else server_tls_context(self.config.tls)
+        self._tls = tls
+        answers = Answers(self.config, self._warnings)
+        opening = Opening(self.config, self.processor, (self.inputTransportFactory, self.inputProtocolFactory),
+                          tls, answers, self._warnings)
+        self._loop = MessageLoop(self.config, self.processor, opening, answers, lambda: self._pool,
+                                 self._park, self._finish, self._release)
+        self._stop_requested = False  # a plain flag: request_stop() runs in signal handlers
+        self._stopped = threading.Event()
+        self._watch: Optional[ReadinessWatch] = None  # per serve(): idle connections wait here
+        self._pool: Optional[WorkerPool] = None  # per serve(): threads for connections with input
+        self._next_expiry = float("inf")  # no waiting connection's time is up before this
+        self._expiry_lock = threading.Lock()
+        self._serving = False
+        self._drained = False
+        self._thread: Optional[threading.Thread] = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    @property
+    def address(self) -> Tuple[str, int]:
+        """(host, port) the server listens on; the port is real once listening (port 0 resolved)."""
+        handle = self.serverTransport.handle
+        if handle is None:
+            return self.config.host, self.config.port
+        return self.config.host, handle.getsockname()[1]
+
+    @property
+    def port(self) -> int:
+        return self.address[1]
+
+    @property
+    def connection_count(self) -> int:
+        """Connections accepted and not yet closed (with a session or not)."""
+        return len(self._admission)
+
+    @property
+    def _connections(self) -> List[Connection]:
+        """The open connections, oldest first (for tests that look inside)."""
+        return self._admission.connections()
+
+    def on_stop(self, callback: Callable[[float], None]) -> None:
+        """Registers ``callback(timeout)`` to drain the service's own work when the server stops."""
+        self._drain.callbacks.append(callback)
+
+    def listen(self, sock: Optional[socket.socket] = None) -> None:
+        """Binds and listens (idempotent); errors such as 'address in use' surface here.
+
+        ``sock``: serve this already-listening socket instead (e.g. one a pre-fork supervisor shares)."""
+        if self.serverTransport.handle is None:
+            if sock is None:
+                self.serverTransport.listen()
+            else:
+                self.serverTransport.handle = sock
+            self.serverTransport.handle.setblocking(False)
+            logger.info("listening on %s service=%s wire=%s handshake=%s tls=%s", format_peer(self.address),
+                        self.service.__name__.rsplit(".", 1)[-1], self.config.wire,
+                        "on" if self.config.handshake else "off",
+                        "mutual" if self.config.tls and self.config.tls.client_ca_file else bool(self._tls))
+
+    def start(self) -> "HandshakeServer":
+        """Listens, then serves on a background thread; returns self."""
+        self.listen()
+        with self._lock:
+            if self._serving or self._thread is not None:
+                raise RuntimeError("this server was already started; a stopped server cannot be restarted")
+            self._thread = threading.Thread(target=self.serve, name=f"thrift-handshake:{self.port}")
+        self._thread.start()
+        return self
+
+    def serve(self) -> None:
+        """Serves until a stop is requested, then drains; returns once every connection is closed."""
+        with self._lock:
+            if self._serving or self._drained:
+                raise RuntimeError("this server is serving or has served; a stopped server cannot be restarted")
+            if self._stopped.is_set():  # stop() came first: nothing to serve
+                self._drained = True
+                self.serverTransport.close()
+                return
+            self._serving = True
+            watch = self._watch = ReadinessWatch()
+        listener = None
+        try:
+            self.listen()
+            self._pool = WorkerPool(f"thrift-handshake:{self.port}", self.config.limits.max_threads)
+            listener = self.serverTransport.handle
+            watch.add(listener.fileno(), listener, once=False)
+            next_relief = 0.0
+            while not self._stop_requested:
+                now = time.monotonic()
+                if now >= self._next_expiry:
+                    self._expire_waiting(now)
+                if now >= next_relief:  # threads stuck on slow peers must not starve the others
+                    self._pool.relieve(self.config.limits.max_connections + self.config.limits.max_threads)
+                    next_relief = now + _WATCH_TICK
+                for ready in watch.wait(min(max(self._next_expiry - now, 0.0), _WATCH_TICK)):
+                    if ready is not listener:
+                        self._dispatch(ready)
+                    elif not self._stop_requested:
+                        self._accept()
+        finally:
+            if listener is not None:
+                watch.remove(listener.fileno(), listener)
+            try:
+                self._drain.run(self.serverTransport.close, self._close_pool)
+            finally:
+                self._drained = True
+                self._stopped.set()
+                with self._lock:
+                    self._watch = None
+                watch.close()
+
+    def _close_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+
+    def request_stop(self, grace: Optional[float] = None) -> None:
+        """Asks the server to stop and returns at once; safe in a signal handler (takes no lock).
+
+        ``grace`` replaces the configured grace period; 0 while stopping ends it now.
+        """
+        if grace is not None:
+            self._drain.shorten(grace)
+        self._stop_requested = True
+        watch = self._watch
+        if watch is not None:
+            watch.wake()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether a stop was requested (the server drains, then ``serve()`` returns)."""
+        return self._stop_requested
+
+    def stop(self, grace: Optional[float] = None) -> None:
+        """Stops gracefully and waits until every connection is closed.
+
+        ``grace`` (default: the config's) bounds how long in-flight calls may take to finish;
+        connections still busy after it are closed.
+        """
+        self.request_stop(grace)
+        with self._lock:
+            serving = self._serving
+            if not serving:
+                self._stopped.set()  # a serve() that has not begun yet will refuse to begin
+        if not serving:
+            self.serverTransport.close()
+            if self._thread is not None and self._thread is not threading.current_thread():
+                self._thread.join()  # started, but stopped before it began serving
+            return
+        if self._thread is not threading.current_thread():
+            self._stopped.wait()
+            if self._thread is not None and self._thread is not threading.current_thread():
+                self._thread.join()
+
+    def __enter__(self) -> "HandshakeServer":
+        return self.start()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+    # -- connections --------------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        try:
+            accepted = self.serverTransport.accept()
+        except BlockingIOError:  # the connection went away between select() and accept()
+            return
+        except OSError as error:  # e.g. too many open files: back off instead of spinning
+            logger.warning("accept failed: %s; pausing accepts for %.1fs", error, _ACCEPT_BACKOFF)
+            time.sleep(_ACCEPT_BACKOFF)
+            return
+        client = ConnectionSocket()
+        client.setHandle(accepted.handle)
+        no_delay(accepted.handle)
+        try:
+            peer = format_peer(client.handle.getpeername())
+        except OSError:  # reset before we looked
+            client.close()
+            return
+        if not self._admission.admit(client, peer):
+            return
+        limits = self.config.limits
+        client.setTimeout(limits.handshake_timeout * 1000)  # bounds the TLS handshake too
+        now = time.monotonic()
+        if self.config.handshake:
+            client.deadline = now + limits.handshake_timeout  # hello must be done by then
+            client.handshake_budget = limits.handshake_max_bytes
+        connection = Connection(client, peer, self.config, self._close_taken, accepted_at=now)
+        self._admission.add(connection)
+        logger.debug("accepted peer=%s", peer)
+        if self.config.handshake or self._tls is not None:
+            connection.expires_at, connection.expiry_reason = now + limits.handshake_timeout, "handshake timeout"
+        else:
+            connection.expires_at, connection.expiry_reason = now + limits.idle_timeout, "idle timeout"
+        self._watch.add(connection.fd, connection)
+        self._expect_expiry(connection.expires_at)
+
+    def _dispatch(self, connection: Connection) -> None:
+        """Input (or a close) arrived on a waiting connection: a pool thread serves it."""
+        if connection.take_input():
+            self._pool.submit(self._loop.serve, connection)
+
+    def _expire_waiting(self, now: float) -> None:
+        """Closes the waiting connections whose time is up (handshake or idle timeout)."""
+        with self._expiry_lock:
+            self._next_expiry = float("inf")  # from here on, connections that park lower it themselves
+        earliest = float("inf")
+        for connection in self._admission.connections():
+            if connection.in_the_watch and connection.expires_at > now:
+                earliest = min(earliest, connection.expires_at)
+            else:
+                connection.expire(now)
+        self._expect_expiry(earliest)
+
+    def _expect_expiry(self, when: float) -> None:
+        """A waiting connection's time is up at ``when``: the watch's loop sweeps by then."""
+        with self._expiry_lock:
+            if when < self._next_expiry:
+                self._next_expiry = when
+
+    def _park(self, connection: Connection) -> bool:
+        """Lets a connection with no input wait in the watch; False when it must close instead."""
+        if connection.mode is SocketMode.HANDSHAKE and connection.socket.deadline is not None:
+            until, reason = connection.socket.deadline, "handshake timeout"
+        else:
+            until, reason = time.monotonic() + self.config.limits.idle_timeout, "idle timeout"
+        if not connection.park(until, reason, self._watch_again):
+            return False
+        self._expect_expiry(until)  # read by the watch's loop within one tick
+        return True
+
+    def _watch_again(self, connection: Connection) -> None:
+        self._watch.rearm(connection.fd)
+
+    def _close_taken(self, connection: Connection) -> None:
+        """Closes a connection taken out of the watch to close it (expired, evicted, stopping); a
+        session evicted for another host is told why first, on a pool thread."""
+        if connection.closed_by is ConnectionEvent.EVICTED and connection.established and self._pool is not None:
+            self._pool.submit(self._tell_and_close, connection)
+            return
+        self._finish(connection, *self._closing_outcome(connection))
+
+    def _tell_and_close(self, connection: Connection) -> None:
+        tell_evicted(connection, f"evicted: {connection.eviction_reason}; connect again later")
+        self._finish(connection, *self._closing_outcome(connection))
+
+    def _closing_outcome(self, connection: Connection) -> Tuple[str, str]:
+        return closing_outcome(connection.closed_by, self.config.handshake, connection.expiry_reason,
+                               connection.eviction_reason)
+
+    def _finish(self, connection: Connection, event: str, reason: str) -> None:
+        """Closes a started connection and logs how it ended."""
+        state = connection.state
+        self._release(connection)
+        summary = ""
+        if state is not None:
+            state.close()
+            summary = session_summary(state)
+        log = logger.info if event == "closed" else self._warnings.warning
+        log("%s peer=%s session=%s%s: %s", event, connection.peer, state and state.context.session_id, summary, reason)
+
+    def _release(self, connection: Connection) -> None:
+        """Stops watching the connection, closes its socket and forgets it."""
+        watch = self._watch
+        if watch is not None:
+            watch.remove(connection.fd, connection)  # before the close: the number may be reused at once
+        (connection.transport or connection.socket).close()
+        self._admission.forget(connection)
+        connection.closed()  # last: a move the table refuses (closed twice) must not keep it counted

@@ -1,0 +1,170 @@
+"""A server connection's phases and who closes it, and admission's choice of whom to evict, on plain
+``Connection`` objects over socket pairs: no server, no threads."""
+
+from __future__ import annotations
+
+import socket
+from typing import Iterator, List
+
+import pytest
+
+from thrift_handshake import ServerConfig, ServerLimits
+from thrift_handshake.gate import ConnectionState
+from thrift_handshake.metrics import ServerMetrics
+from thrift_handshake.server.admission import SILENT_GRACE, eviction_candidates, host_over_its_share
+from thrift_handshake.server.connection import Connection
+from thrift_handshake.session import Session, SessionContext, SessionSettings
+from thrift_handshake.states import ConnectionEvent, ConnectionPhase, SocketMode
+from thrift_handshake.transport import ConnectionSocket
+from thrift_handshake_gen.session.ttypes import ClientHello
+
+NOW = 1000.0
+
+
+class Pairs:
+    """Connections over socket pairs; ``closed`` lists those their closer was called for."""
+
+    def __init__(self) -> None:
+        self.closed: List[Connection] = []
+        self.peers: List[socket.socket] = []
+        self._ours: List[socket.socket] = []
+
+    def connection(self, config: ServerConfig = ServerConfig(), accepted_at: float = NOW,
+                   host: str = "127.0.0.1") -> Connection:
+        ours, theirs = socket.socketpair()
+        self._ours.append(ours)
+        self.peers.append(theirs)
+        sock = ConnectionSocket()
+        sock.setHandle(ours)
+        return Connection(sock, f"{host}:{len(self.peers)}", config, self.closed.append, accepted_at)
+
+    def close(self) -> None:
+        for sock in self._ours + self.peers:
+            sock.close()
+
+
+@pytest.fixture
+def pairs() -> Iterator[Pairs]:
+    made = Pairs()
+    yield made
+    made.close()
+
+
+def _serving(connection: Connection) -> Connection:
+    """Moves a new connection to SERVING, with a plain connection's state (no session)."""
+    assert connection.take_input()
+    connection.started(None, None, ConnectionState(SessionContext(peer=connection.peer), None, ServerMetrics()))
+    return connection
+
+
+def test_only_one_of_two_takers_gets_a_waiting_connection(pairs):
+    connection = pairs.connection()
+    assert connection.phase is ConnectionPhase.ACCEPTED and connection.in_the_watch
+    assert connection.take_input() and connection.phase is ConnectionPhase.STARTING
+    assert not connection.take_input()
+    assert not connection.expire(float("inf")), "a connection on a thread does not expire in the watch"
+    assert pairs.closed == []
+
+
+def test_a_stop_closes_a_waiting_connection_through_its_closer_once(pairs):
+    connection = pairs.connection()
+    connection.shutdown()
+    connection.shutdown()
+    assert pairs.closed == [connection] and connection.closed_by is ConnectionEvent.STOPPING
+    assert connection.phase is ConnectionPhase.CLOSING
+    connection.closed()
+    assert connection.phase is ConnectionPhase.CLOSED
+
+
+def test_a_stop_shuts_the_socket_of_a_connection_on_a_thread_and_it_may_not_wait_again(pairs):
+    connection = pairs.connection()
+    assert connection.take_input()
+    connection.shutdown()
+    assert pairs.closed == [], "its thread closes it"
+    assert pairs.peers[0].recv(1) == b"", "the thread's read ends"
+    assert not connection.park(NOW + 1, "idle timeout", lambda c: pytest.fail("parked while closing"))
+    assert connection.closed_by is ConnectionEvent.STOPPING
+
+
+def test_a_waiting_connection_expires_at_its_time_and_not_before(pairs):
+    connection = _serving(pairs.connection())
+    watched = []
+    assert connection.park(NOW + 5, "idle timeout", watched.append) and watched == [connection]
+    assert connection.phase is ConnectionPhase.WAITING
+    assert not connection.expire(NOW + 4.9)
+    assert connection.expire(NOW + 5)
+    assert pairs.closed == [connection] and connection.closed_by is ConnectionEvent.EXPIRED
+    assert connection.expiry_reason == "idle timeout"
+
+
+def test_the_socket_mode_follows_the_session(pairs):
+    connection = pairs.connection()
+    assert connection.mode is SocketMode.HANDSHAKE
+    connection.session_started()
+    assert connection.mode is SocketMode.SESSION
+
+
+def test_a_connection_on_a_thread_without_a_stack_yet_is_evicted_by_shutting_its_socket(pairs):
+    connection = pairs.connection()
+    assert connection.take_input()
+    assert connection.evict()
+    assert connection.closed_by is ConnectionEvent.EVICTED and pairs.closed == []
+    assert pairs.peers[0].recv(1) == b""
+
+
+def test_a_plain_connection_on_a_thread_is_never_evicted(pairs):
+    connection = _serving(pairs.connection(ServerConfig(handshake=False)))
+    assert not connection.evict(force=True)
+    assert connection.phase is ConnectionPhase.SERVING
+
+
+# -- whom a full server evicts ------------------------------------------------------------------
+
+def test_the_silent_and_the_old_without_hello_are_chosen_in_accept_order(pairs):
+    config = ServerConfig(limits=ServerLimits(evict_after=1.0))
+    old_talking = pairs.connection(config, accepted_at=NOW - 2.0)
+    young_silent = pairs.connection(config, accepted_at=NOW - SILENT_GRACE - 0.01)
+    young_talking = pairs.connection(config, accepted_at=NOW - 0.5)
+    brand_new_silent = pairs.connection(config, accepted_at=NOW - 0.01)
+    pairs.peers[0].sendall(b"\x80")
+    pairs.peers[2].sendall(b"\x80\x01")  # a hello under way: keeps its place until evict_after
+    chosen = eviction_candidates([old_talking, young_silent, young_talking, brand_new_silent], NOW, config)
+    assert chosen == [old_talking, young_silent]
+
+
+def test_without_hello_the_plain_connection_idle_longest_is_chosen_after_those_without_a_stack(pairs):
+    config = ServerConfig(handshake=False, limits=ServerLimits(evict_after=1.0, idle_timeout=10.0))
+    recent, longest = _serving(pairs.connection(config)), _serving(pairs.connection(config))
+    busy = _serving(pairs.connection(config))
+    assert recent.park(NOW + 9.5, "idle timeout", lambda c: None)  # parked 0.5 s ago: not yet
+    assert longest.park(NOW + 8.0, "idle timeout", lambda c: None)  # parked 2 s ago
+    never_started = pairs.connection(config, accepted_at=NOW - 2.0)
+    chosen = eviction_candidates([recent, longest, busy, never_started], NOW, config)
+    assert chosen == [never_started, longest]
+
+
+def test_the_silent_of_the_host_holding_the_most_go_before_another_hosts(pairs):
+    config = ServerConfig(limits=ServerLimits(evict_after=1.0))
+    pausing = pairs.connection(config, accepted_at=NOW - 0.5, host="127.0.0.2")  # silent, older
+    flood = [pairs.connection(config, accepted_at=NOW - 0.2, host="127.0.0.3") for _ in range(2)]
+    assert eviction_candidates([pausing] + flood, NOW, config) == flood + [pausing]
+
+
+def test_only_a_host_over_its_share_gives_up_connections_and_only_to_another_host(pairs):
+    config = ServerConfig(limits=ServerLimits(max_connections=4, host_share=0.5))
+    hog = [_serving(pairs.connection(config, host="127.0.0.3")) for _ in range(3)]
+    for n, connection in enumerate(hog[:2]):
+        connection.session_started()
+        assert connection.park(NOW + 10 - n, "idle timeout", lambda c: None)
+    other = pairs.connection(config, host="127.0.0.2")
+    for connection in hog[:2]:  # their hello succeeded
+        session = Session(SessionSettings(), connection.state.context, connection)
+        session.hello(ClientHello(client_name="hog", min_version=1, max_version=2))
+        connection.state.session = session
+    assert host_over_its_share(hog + [other], config, "127.0.0.3") is None, "not to make room for itself"
+    assert host_over_its_share(hog[:2] + [other], config, "127.0.0.2") is None, "2 of 4 is its share"
+    assert host_over_its_share(hog + [other], config, "127.0.0.2") == ("127.0.0.3", 3, [hog[1], hog[0]])
+    hello_under_way = pairs.connection(config, host="127.0.0.3")
+    assert host_over_its_share(hog + [hello_under_way, other], config, "127.0.0.2") == (
+        "127.0.0.3", 4, [hello_under_way, hog[1], hog[0]])
+

@@ -1,0 +1,81 @@
+"""The server's clocks: the handshake deadline, the idle timeout, the request timeout."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from conftest import eventually, encode_call, report_reliability
+from server_process import closed_by_peer
+from thrift.transport.TTransport import TTransportException
+
+from thrift_handshake import (
+    Client,
+    ClientPhase,
+    ConnectionBroken,
+    ServerLimits,
+)
+from thrift_handshake_gen import HandshakeService
+
+
+def test_handshake_timeout_closes_a_silent_connection(start_server, raw):
+    server = start_server(limits=ServerLimits(handshake_timeout=0.3))
+    connection = raw(server.port)
+    connection.stub.ping()
+    assert eventually(lambda: server.connection_count == 0, timeout=3)  # closed by the server
+    with pytest.raises(TTransportException):
+        connection.stub.ping()
+
+
+def test_handshake_timeout_is_a_deadline_not_an_idle_timer(start_server, raw):
+    server = start_server(limits=ServerLimits(handshake_timeout=0.5))
+    connection = raw(server.port)
+    started = time.monotonic()
+    with pytest.raises(TTransportException):
+        while time.monotonic() - started < 3.0:
+            connection.stub.ping()  # activity without hello does not extend the deadline
+            time.sleep(0.1)
+    assert time.monotonic() - started < 1.5
+
+
+def test_idle_timeout_closes_a_silent_session(start_server, raw):
+    server = start_server(limits=ServerLimits(idle_timeout=0.3))
+    connection = raw(server.port)
+    assert connection.hello().idle_timeout_ms == 300
+    connection.stub.echo("active")
+    assert eventually(lambda: server.connection_count == 0, timeout=3)  # closed by the server
+    with pytest.raises(TTransportException):
+        connection.stub.echo("too late")
+
+
+def test_the_client_knows_the_idle_timeout_and_says_so(start_server):
+    server = start_server(limits=ServerLimits(idle_timeout=0.3))
+    client = Client("127.0.0.1", server.port, service=HandshakeService)
+    client.connect()
+    client.echo("active")
+    assert eventually(lambda: server.connection_count == 0, timeout=3)  # closed by the server
+    with pytest.raises(ConnectionBroken) as caught:
+        client.echo("too late")
+    assert "idle" in str(caught.value) and "reconnect()" in str(caught.value)
+    assert client.phase is ClientPhase.BROKEN
+    client.reconnect()
+    assert client.echo("again") == "again"
+    client.close()
+
+
+def test_a_request_dripped_byte_by_byte_is_bounded_by_the_request_timeout(start_server, raw):
+    server = start_server(limits=ServerLimits(request_timeout=0.5, idle_timeout=5))
+    connection = raw(server.port)
+    connection.hello()
+    message = encode_call("echo", HandshakeService.echo_args(message="slow"))
+    handle = connection.socket.handle
+    started = time.monotonic()
+    for byte in message * 10:  # each byte well within the idle timeout, the whole far beyond 0.5 s
+        if closed_by_peer(handle) or time.monotonic() - started > 5:
+            break
+        handle.sendall(bytes([byte]))
+        time.sleep(0.1)
+    assert closed_by_peer(handle), "the server still holds a connection that drips its request"
+    assert time.monotonic() - started < 2.5
+    report_reliability("a request dripped a byte at a time after hello (request_timeout)", 1, True, 0)
+
