@@ -159,6 +159,56 @@ static void first_connection(int port) {
   disconnect(&c);
 }
 
+/* NaN, the infinities and -0.0 come back bit for bit (C's == says -0.0 == 0.0 and NaN != NaN). */
+static void special_doubles(Connection *c) {
+  const char *names[] = {"NaN", "+inf", "-inf", "-0.0"};
+  const guint64 patterns[] = {0x7ff8000000000000ULL, 0x7ff0000000000000ULL, 0xfff0000000000000ULL,
+                              0x8000000000000000ULL};
+  for (int i = 0; i < 4; i++) {
+    GError *error = NULL;
+    ThriftHandshakeHandshakeRequired *required = NULL;
+    gchar id[32], name[64];
+    snprintf(id, sizeof id, "d-%s", names[i]);
+    snprintf(name, sizeof name, "echo_types real=%s bit for bit", names[i]);
+    ThriftHandshakeAllTypes *value = g_object_new(THRIFT_HANDSHAKE_TYPE_ALL_TYPES, "id", id, NULL);
+    memcpy(&value->real, &patterns[i], 8);
+    value->__isset_real = TRUE;
+    ThriftHandshakeAllTypes *back = g_object_new(THRIFT_HANDSHAKE_TYPE_ALL_TYPES, NULL);
+    gboolean ok = thrift_handshake_handshake_service_if_echo_types(c->client, &back, value, &required, &error);
+    guint64 bits = 0;
+    memcpy(&bits, &back->real, 8);
+    check(name, ok && bits == patterns[i], "%016" PRIx64 "%s%s", bits, ok ? "" : " ", ok ? "" : message_of(error));
+    g_clear_error(&error);
+    g_clear_object(&required);
+    g_object_unref(back);
+    g_object_unref(value);
+  }
+}
+
+/* Only the required id: the optional fields come back unset and the IDL defaults come back. */
+static void minimal_value(Connection *c) {
+  GError *error = NULL;
+  ThriftHandshakeHandshakeRequired *required = NULL;
+  ThriftHandshakeAllTypes *value = g_object_new(THRIFT_HANDSHAKE_TYPE_ALL_TYPES, "id", "min", NULL);
+  ThriftHandshakeAllTypes *back = g_object_new(THRIFT_HANDSHAKE_TYPE_ALL_TYPES, NULL);
+  gboolean ok = thrift_handshake_handshake_service_if_echo_types(c->client, &back, value, &required, &error);
+  if (check("echo_types minimal", ok, "%s", ok ? "answered" : message_of(error))) {
+    check("echo_types minimal: optional fields unset", !back->__isset_shape && !back->__isset_note &&
+          !back->__isset_maybe_number, "shape %d note %d maybe_number %d", back->__isset_shape, back->__isset_note,
+          back->__isset_maybe_number);
+    check("echo_types minimal: IDL defaults", g_strcmp0(back->greeting, "hello") == 0 && back->answer == 42,
+          "%s %d", back->greeting, back->answer);
+    /* The generated instance_init sets greeting and answer to their defaults but not the enum color (= RED), and
+     * the writer writes every non-optional field: a new AllTypes goes out, and comes back, with color 0. */
+    check("caveat: c_glib leaves the enum default unset: color 0 (not RED) goes out and comes back",
+          value->color == 0 && back->color == 0, "sent %d, got %d", value->color, back->color);
+  }
+  g_clear_error(&error);
+  g_clear_object(&required);
+  g_object_unref(back);
+  g_object_unref(value);
+}
+
 static void echo_types(Connection *c) {
   GError *error = NULL;
   ThriftHandshakeHandshakeRequired *required = NULL;
@@ -221,6 +271,8 @@ static void echo_types(Connection *c) {
   g_clear_object(&required);
   g_object_unref(back);
   g_object_unref(value);
+  special_doubles(c);
+  minimal_value(c);
 }
 
 static void second_connection(int port) {
@@ -345,7 +397,7 @@ static void second_connection(int port) {
   g_clear_error(&error);
   g_object_unref(event);
 
-  calls++;
+  calls += 6; /* echo_types: one full value, four special doubles, one minimal value */
   echo_types(&c);
 
   calls++;

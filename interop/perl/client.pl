@@ -215,7 +215,7 @@ sub second_connection {
   my $sent = eval { $client->notify(ThriftHandshake::Event->new({name => 'perl', payload => 'hi'})); 1 };
   check('notify (oneway) sent', $sent, $sent ? 'sent' : describe($@));
 
-  $calls++;
+  $calls += 6;  # echo_types: one full value, four special doubles, one minimal value
   echo_types($client);
 
   $calls++;
@@ -282,6 +282,35 @@ sub echo_types {
         join('|', map { unpack('H*', $_) } @{$back->{blobs}}));
   check('echo_types IDL defaults come back', $back->{greeting} eq 'hello' && $back->{answer} == 42,
         "$back->{greeting} $back->{answer}");
+  special_doubles($client);
+  minimal_value($client);
+}
+
+# NaN, the infinities and -0.0 come back bit for bit (Perl's == says -0.0 == 0.0 and NaN != NaN).
+sub special_doubles {
+  my ($client) = @_;
+  my @cases = map { [$_->[0], unpack('d>', pack('H*', $_->[1]))] }
+    (['NaN', '7ff8000000000000'], ['+inf', '7ff0000000000000'], ['-inf', 'fff0000000000000'],
+     ['-0.0', '8000000000000000']);
+  for my $case (@cases) {
+    my ($name, $real) = @$case;
+    my $back = call("echo_types real=$name",
+                    sub { $client->echo_types(ThriftHandshake::AllTypes->new({id => "d-$name", real => $real})) });
+    next unless $back;
+    my $bits = unpack('H*', pack('d>', $back->{real}));
+    check("echo_types real=$name bit for bit", $bits eq unpack('H*', pack('d>', $real)), $bits);
+  }
+}
+
+# Only the required id: the optional fields come back unset and the IDL defaults come back.
+sub minimal_value {
+  my ($client) = @_;
+  my $back = call('echo_types minimal', sub { $client->echo_types(ThriftHandshake::AllTypes->new({id => 'min'})) });
+  return unless $back;
+  check('echo_types minimal: optional fields unset', !defined($back->{shape}) && !defined($back->{note})
+        && !defined($back->{maybe_number}), join(' ', map { $_ // 'undef' } @$back{qw(shape note maybe_number)}));
+  check('echo_types minimal: IDL defaults', $back->{color} == ThriftHandshake::Color::RED
+        && $back->{greeting} eq 'hello' && $back->{answer} == 42, "$back->{color} $back->{greeting} $back->{answer}");
 }
 
 # Overloaded needs a full submit queue: a server with room for 2 unfinished requests refuses a third.

@@ -178,7 +178,7 @@ def second_connection
   sent = call('notify') { client.notify(ThriftHandshake::Event.new(name: 'ruby', payload: 'hi')); true }
   check('notify (oneway) sent', sent, 'sent') if sent
 
-  calls += 1
+  calls += 6 # echo_types: one full value, four special doubles, one minimal value
   echo_types(client)
 
   calls += 1
@@ -249,6 +249,30 @@ def echo_types(client)
   check('echo_types list<binary>', back.blobs.map { |b| b.unpack1('H*') } == ['00ff', ''], back.blobs.inspect)
   check('echo_types IDL defaults come back', back.greeting == 'hello' && back.answer == 42,
         "#{back.greeting} #{back.answer}")
+  special_doubles(client)
+  minimal_value(client)
+end
+
+# NaN, the infinities and -0.0 come back bit for bit (Ruby's == says -0.0 == 0.0 and NaN != NaN).
+def special_doubles(client)
+  { 'NaN' => Float::NAN, '+inf' => Float::INFINITY, '-inf' => -Float::INFINITY, '-0.0' => -0.0 }.each do |name, real|
+    back = call("echo_types real=#{name}") { client.echo_types(ThriftHandshake::AllTypes.new(id: "d-#{name}", real: real)) }
+    next unless back
+
+    bits = [back.real].pack('G').unpack1('H*')
+    check("echo_types real=#{name} bit for bit", bits == [real].pack('G').unpack1('H*'), bits)
+  end
+end
+
+# Only the required id: the optional fields come back unset and the IDL defaults come back.
+def minimal_value(client)
+  back = call('echo_types minimal') { client.echo_types(ThriftHandshake::AllTypes.new(id: 'min')) }
+  return unless back
+
+  check('echo_types minimal: optional fields unset', back.shape.nil? && back.note.nil? && back.maybe_number.nil?,
+        [back.shape, back.note, back.maybe_number].inspect)
+  check('echo_types minimal: IDL defaults', back.color == ThriftHandshake::Color::RED && back.greeting == 'hello' &&
+        back.answer == 42, "#{back.color} #{back.greeting} #{back.answer}")
 end
 
 # Overloaded needs a full submit queue: a server with room for 2 unfinished requests refuses a third.
