@@ -1,5 +1,6 @@
 """Apache Thrift's own cross test: its unmodified TestClients (Python, Go, C++, Node.js, Java at 0.17.0, the
-compiler's version) against Apache's ``ThriftTest`` service served by thrift-handshake, every cell on one port.
+compiler's version) against Apache's ``ThriftTest`` service served by thrift-handshake: every plain cell on one
+port, every ssl cell on one TLS port, each port detecting the cell's protocol and transport by itself.
 
 The server is ``thrift-handshake serve --service handler:ThriftTestHandler --no-hello`` (interop/crosstest/handler.py),
 started once for plain TCP and once with TLS (Apache's test certificate, test/keys). Apache's sources come from
@@ -9,7 +10,7 @@ one protocol, transport and socket, as Apache's test/tests.json names them; each
 
 Cells the server does not serve yet are not in this list (they need server work, see docs/interop.md
 "Apache's cross test"): THeader inside a framed transport, the JSON protocol, HTTP, zlib, the multiplexed
-protocols, Unix domain sockets. These tests never skip: a missing toolchain fails them with what to install.
+protocols, Unix domain sockets, and every cell with the optional handshake. These tests never skip: a missing toolchain fails them with what to install.
 
 The session's matrix is written to interop/crosstest/apache/matrix.md (pass counts per cell, seconds).
 """
@@ -110,6 +111,8 @@ def built(language: str) -> None:
 
 
 class Server(NamedTuple):
+    """A ``thrift-handshake serve`` process, its port and its log."""
+
     process: subprocess.Popen
     port: int
     log: Path
@@ -154,7 +157,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dict[str, Serv
 
 
 class Outcome(NamedTuple):
-    passed: Optional[int]  # None: the client prints no count (Go, C++: exit status only)
+    """What a cell's client did."""
+
+    passed: Optional[int]  # None: the client prints no count (Go, C++, Java: exit status only)
     total: Optional[int]
     exit: int
     output: str
@@ -190,6 +195,7 @@ def client_command(cell: Cell, port: int) -> "tuple[List[str], Path, Dict[str, s
 
 
 def run_cell(cell: Cell, port: int) -> Outcome:
+    """Runs the cell's client against ``port``; the checks it counted, where it prints a count."""
     command, cwd, env = client_command(cell, port)
     started = time.monotonic()
     result = run_to_end(command, f"{cell.id}: the client", CELL_TIMEOUT, cwd, env)
