@@ -2,7 +2,7 @@
 compiler's version) against Apache's ``ThriftTest`` service served by thrift-handshake: every plain cell on one
 port, every ssl cell on one TLS port, each port detecting the cell's protocol and transport by itself.
 
-The server is ``thrift-handshake serve --service handler:ThriftTestHandler --no-hello`` (interop/crosstest/handler.py),
+The server is ``thrift-handshake serve --handler handler:ThriftTestHandler --no-hello`` (interop/crosstest/handler.py),
 started once for plain TCP and once with TLS (Apache's test certificate, test/keys). Apache's sources come from
 Debian's source package ``thrift`` 0.17.0 (interop/crosstest/fetch.sh, pinned SHA-256), and the clients are built
 by interop/crosstest/build.sh; both cache under interop/crosstest/apache (gitignored). A cell is one client in
@@ -29,7 +29,7 @@ from typing import Dict, Iterator, List, NamedTuple, Optional
 
 import pytest
 
-from conftest import eventually
+from serving import listening_port
 from test_interop import DialectRelay, run, run_to_end
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,40 +111,31 @@ def built(language: str) -> None:
 
 
 class Server(NamedTuple):
-    """A ``thrift-handshake serve`` process, its port and its log."""
+    """A ``thrift-handshake serve`` process, its port and what it has logged so far."""
 
     process: subprocess.Popen
     port: int
-    log: Path
+    log: List[str]
 
 
-def _start(log: Path, *flags: str) -> Server:
+def _start(*flags: str) -> Server:
     """``thrift-handshake serve`` with the ThriftTest handler on an ephemeral port."""
-    command = [sys.executable, "-m", "thrift_handshake", "serve", "--service", "handler:ThriftTestHandler",
+    command = [sys.executable, "-m", "thrift_handshake", "serve", "--handler", "handler:ThriftTestHandler",
                "--path", str(CROSSTEST), "--path", str(TREE / "test" / "py" / "gen-py"), "--no-hello",
                "--host", "127.0.0.1", "--port", "0", *flags]
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    listening = re.compile(rb"listening on 127\.0\.0\.1:(\d+)")
-    eventually(lambda: process.poll() is not None or listening.search(log.read_bytes()) is not None, 30)
-    found = listening.search(log.read_bytes())
-    if found is None:
-        process.kill()
-        process.wait()
-        pytest.fail(f"the server did not listen: {' '.join(command)}\n{log.read_text(errors='replace')}",
-                    pytrace=False)
-    return Server(process, int(found.group(1)), log)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               encoding="utf-8", errors="replace")
+    log: List[str] = []
+    return Server(process, listening_port(process, log), log)
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dict[str, Server]]:
+def servers() -> Iterator[Dict[str, Server]]:
     """One plain and one TLS server (Apache's test/keys/server.crt), each on its own single port."""
     built("py")  # the handler imports the Python code generated from Apache's ThriftTest.thrift
-    logs = tmp_path_factory.mktemp("crosstest-servers")
     keys = TREE / "test" / "keys"
-    started = {"ip": _start(logs / "ip.log")}
-    started["ip-ssl"] = _start(logs / "ip-ssl.log", "--tls-cert", str(keys / "server.crt"),
-                               "--tls-key", str(keys / "server.key"))
+    started = {"ip": _start()}
+    started["ip-ssl"] = _start("--tls-cert", str(keys / "server.crt"), "--tls-key", str(keys / "server.key"))
     yield started
     for server in started.values():
         server.process.send_signal(signal.SIGTERM)
@@ -250,7 +241,7 @@ def test_apache_test_client_passes(cell: Cell, servers: Dict[str, Server]) -> No
             relay.close()
     _results[cell] = outcome
     sys.stdout.write(outcome.output)  # shown by pytest on failure
-    assert server.process.poll() is None, f"the server exited:\n{server.log.read_text(errors='replace')}"
+    assert server.process.poll() is None, "the server exited:\n" + "".join(server.log)
     assert outcome.exit == 0, f"{cell.id}: exit {outcome.exit}\n{outcome.output[-4000:]}"
     assert "*** FAILURE ***" not in outcome.output, outcome.output[-4000:]  # C++ and Java mark each failed check
     if cell.language == "py":
