@@ -13,7 +13,7 @@ namespace cpp thrift_handshake
 namespace java org.thrift_handshake
 namespace go thrift_handshake_session
 namespace rb ThriftHandshake
-namespace perl ThriftHandshake
+namespace perl ThriftHandshake.Session
 namespace c_glib ThriftHandshake
 namespace netstd ThriftHandshake
 namespace rs thrift_handshake

@@ -10,7 +10,12 @@
 #   node-server: `npm ci` in interop/servers/node (thrift 0.24.0 from its package-lock.json), skipped while unchanged
 #   go-server:   `go mod download` in interop/servers/go (github.com/apache/thrift v0.17.0 from go.mod/go.sum)
 #   cpp-server:  the same Debian packages as cpp (the C++ server builds against libthrift-dev 0.17 too)
-# Usage: interop/setup.sh [node] [go] [java] [cpp] [rust] [node-server] [go-server] [cpp-server]   (default: all). Exits non-zero, saying what to
+#   crosstest-cpp: Debian's packages of Apache's C++ TestClient (tests/test_crosstest.py): those of cpp and boost's
+#         program_options, filesystem and random, libevent, zlib (apt-get, as root, only what is missing)
+#   perl:   Debian's libthrift-perl 0.17 with Bit::Vector and Class::Accessor, which it needs and does not pull in
+#   ruby:   Debian's ruby and ruby-thrift (0.14 runtime; 0.17-generated code works with it)
+#   c_glib: Debian's libthrift-c-glib-dev 0.17 with GLib's headers, gcc and pkg-config
+# Usage: interop/setup.sh [node] [go] [java] [cpp] [rust] [node-server] [go-server] [cpp-server] [crosstest-cpp] [perl] [ruby] [c_glib]   (default: all). Exits non-zero, saying what to
 # install, if a step fails. The generated Thrift code is not installed here: the builds generate it.
 set -u
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -149,6 +154,63 @@ setup_cpp() {
   return 1
 }
 
+# apt_packages WHAT "PACKAGES" MISSING: installs PACKAGES (as root) when MISSING, the output of a check, is not empty.
+apt_packages() {
+  [ -z "$3" ] && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing the $1's packages:$3"
+    export DEBIAN_FRONTEND=noninteractive
+    # shellcheck disable=SC2086
+    apt-get install -y --no-install-recommends $2 >/dev/null 2>&1 || {
+      apt-get update -qq >/dev/null 2>&1
+      apt-get install -y --no-install-recommends $2 >/dev/null
+    } || true
+    return 2  # installed: the caller checks again
+  fi
+  log "the $1 needs:$3 (as root: apt-get install -y --no-install-recommends $2)"
+  return 1
+}
+
+# Apache's C++ TestClient (test/cpp/src/TestClient.cpp) links thriftnb (libevent), thriftz and boost's libraries.
+CROSSTEST_CPP_PACKAGES="$CPP_PACKAGES libboost-program-options-dev libboost-filesystem-dev libboost-random-dev libevent-dev zlib1g-dev"
+
+crosstest_cpp_missing() {
+  missing="$(cpp_missing)"
+  for header in boost/program_options.hpp boost/filesystem.hpp boost/random/random_device.hpp event.h zlib.h; do
+    [ -f "/usr/include/$header" ] || missing="$missing $header"
+  done
+  for lib in boost_program_options boost_filesystem event; do
+    [ -e "/usr/lib/$(uname -m)-linux-gnu/lib$lib.so" ] || missing="$missing lib$lib.so"
+  done
+  printf '%s' "$missing"
+}
+
+setup_crosstest_cpp() {
+  apt_packages "cross test's C++ client" "$CROSSTEST_CPP_PACKAGES" "$(crosstest_cpp_missing)"
+  case $? in 0) return 0 ;; 1) return 1 ;; esac
+  missing="$(crosstest_cpp_missing)"
+  [ -z "$missing" ] && return 0
+  log "still missing for the cross test's C++ client:$missing"
+  return 1
+}
+
+# setup_debian WHAT "PACKAGES" CHECK: installs PACKAGES (as root) unless the shell command CHECK succeeds.
+setup_debian() {
+  sh -c "$3" >/dev/null 2>&1 && return 0
+  apt_packages "$1" "$2" " (check failed: $3)"
+  case $? in 0) return 0 ;; 1) return 1 ;; esac
+  sh -c "$3" >/dev/null 2>&1 && return 0
+  log "the $1 still fails its check after installing $2: $3"
+  return 1
+}
+
+PERL_PACKAGES="perl libthrift-perl libbit-vector-perl libclass-accessor-perl"
+PERL_CHECK="perl -MThrift -MThrift::BinaryProtocol -MBit::Vector -MClass::Accessor -e 1"
+RUBY_PACKAGES="ruby ruby-thrift"
+RUBY_CHECK="ruby -e 'require \"thrift\"'"
+C_GLIB_PACKAGES="libthrift-c-glib-dev libglib2.0-dev gcc pkg-config"
+C_GLIB_CHECK="command -v gcc && pkg-config --atleast-version=0.17 thrift_c_glib && pkg-config --exists glib-2.0 gobject-2.0"
+
 setup_rust() {
   if ! command -v cargo >/dev/null 2>&1; then
     log "cargo is required for the Rust interop client: install Rust >= 1.78 (https://rustup.rs)"
@@ -162,7 +224,7 @@ setup_rust() {
 }
 
 status=0
-[ $# -gt 0 ] || set -- node go java cpp rust node-server go-server cpp-server
+[ $# -gt 0 ] || set -- node go java cpp rust node-server go-server cpp-server crosstest-cpp perl ruby c_glib
 for part in "$@"; do
   case "$part" in
     node) setup_node || status=1 ;;
@@ -173,7 +235,11 @@ for part in "$@"; do
     node-server) setup_node "$HERE/servers/node" || status=1 ;;
     go-server) setup_go "$HERE/servers/go" || status=1 ;;
     cpp-server) setup_cpp || status=1 ;;
-    *) log "unknown part '$part' (expected: node, go, java, cpp, rust, node-server, go-server, cpp-server)"; status=2 ;;
+    crosstest-cpp) setup_crosstest_cpp || status=1 ;;
+    perl) setup_debian "Perl client" "$PERL_PACKAGES" "$PERL_CHECK" || status=1 ;;
+    ruby) setup_debian "Ruby client" "$RUBY_PACKAGES" "$RUBY_CHECK" || status=1 ;;
+    c_glib) setup_debian "C (c_glib) client" "$C_GLIB_PACKAGES" "$C_GLIB_CHECK" || status=1 ;;
+    *) log "unknown part '$part' (expected: node, go, java, cpp, rust, node-server, go-server, cpp-server, crosstest-cpp, perl, ruby, c_glib)"; status=2 ;;
   esac
 done
 exit "$status"

@@ -57,6 +57,9 @@ logger = logging.getLogger(__name__)
 
 #: Methods the client drives itself as phases rather than as ordinary calls.
 _PHASE_METHODS = {"goodbye": "goodbye() or close()"}
+#: A connection that was answered before ends without an answer: not a mismatch, the server is gone.
+_WENT_AWAY = ("the server went away without answering (it stopped, crashed or was killed, or closed the "
+              "connection); reconnect() to try again")
 
 _Method = Tuple[Callable[..., None], Optional[Callable[[], Any]], Callable[[Tuple[Any, ...]], None]]
 _Iface = TypeVar("_Iface")
@@ -566,10 +569,12 @@ class Client:
         name = call.method
         self._record_failure(call, error)
         reply = self._sock.first_reply if self._sock is not None else b""
+        answered_before = self._sock is not None and self._sock.bytes_in > 0  # so TLS and wire were right
         self._break(error)
         if is_timeout(error):
             raise CallTimeout(f"{name}: no reply within the timeout; the connection is closed") from error
-        explanation = explain_tls_error(error) or explain_reply(reply, self.options.wire)
+        explanation = explain_tls_error(error) or (_WENT_AWAY if answered_before and not reply
+                                                   else explain_reply(reply, self.options.wire))
         raise ConnectionBroken(f"{name}: connection failed: {_with_inner_cause(error)}: {explanation}") from error
 
     def _check_idle(self, method: str) -> None:

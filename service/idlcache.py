@@ -15,7 +15,10 @@ Two runs of ``thrift -r``:
   ``$THRIFT_HANDSHAKE_CACHE``), where key is a hash of the compiler's version and the merged
   description of the IDL and all its includes, so editing an included file makes a new entry.
 
-The compiler is ``thrift`` on PATH (or ``$THRIFT``). Errors are ``IdlError`` (an ``ArgumentError``).
+The compiler is ``thrift`` on PATH (or ``$THRIFT``, a path or a name). Includes are looked up in the
+``-I`` folders given, then in the runtime's own IDL folder (``thrift-handshake idl-path``), so
+``include "session.thrift"`` needs no ``-I``. Errors are ``IdlError`` (an ``ArgumentError``); a
+compiler failure carries all the compiler said, warnings included.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from .errors import ArgumentError
 
 __all__ = ["IdlError", "IdlType", "IdlField", "IdlStruct", "IdlMethod", "IdlService", "LoadedIdl", "load_idl",
-           "cache_root"]
+           "described", "cache_root"]
 
 INSTALL_HINT = "install the Thrift compiler: apt-get install thrift-compiler (or set $THRIFT to its path)"
 _NS = "{http://thrift.apache.org/xml/idl}"
@@ -264,7 +267,13 @@ def _run_compiler(compiler: str, args: Sequence[str], idl: Path, what: str) -> N
     except subprocess.TimeoutExpired:
         raise IdlError(f"the Thrift compiler took more than {_COMPILE_TIMEOUT} s on {idl}") from None
     if done.returncode != 0:
-        message = (done.stderr.strip() or done.stdout.strip() or f"exit status {done.returncode}")
+        # the compiler's warnings (such as "Could not find include file") go to stdout, its errors to
+        # stderr: the cause is often the warning
+        said = [line for line in done.stdout.splitlines() + done.stderr.splitlines() if line.strip()]
+        message = "\n".join(dict.fromkeys(said)) or f"exit status {done.returncode}"
+        if "Could not find include file" in message:
+            message += ("\n(give the folder of that file with -I DIR; the runtime's session.thrift is found "
+                        "without it)")
         raise IdlError(f"the Thrift compiler rejected {idl} ({what}):\n{message}")
 
 
@@ -276,9 +285,13 @@ def _compiler_version(compiler: str) -> str:
 
 
 def _include_args(include_dirs: Iterable[str]) -> List[str]:
+    """``-I`` for each folder given, then the runtime's own IDL folder: ``include "session.thrift"``
+    always finds the session contract this runtime speaks."""
+    from .idl import directory
+
     args: List[str] = []
-    for directory in include_dirs:
-        args += ["-I", str(directory)]
+    for folder in [*include_dirs, str(directory())]:
+        args += ["-I", str(folder)]
     return args
 
 
@@ -458,6 +471,13 @@ class LoadedIdl:
             if args_class is not None:
                 fields[args_class] = {f.name: f for f in method.args}
         return fields, frozenset(unions)
+
+
+def described(xml_path: Path, program: str) -> LoadedIdl:
+    """An IDL already described by the compiler (``thrift -r --gen xml:merge``), whose Python code is
+    installed: its model without running the compiler (``service_module`` and ``type_hints`` need
+    ``load_idl``)."""
+    return LoadedIdl(xml_path, xml_path.parent, program, _Model(xml_path.read_text(encoding="utf-8"), program))
 
 
 def load_idl(idl_path: "str | os.PathLike[str]", include_dirs: Sequence[str] = ()) -> LoadedIdl:

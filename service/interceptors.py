@@ -155,12 +155,6 @@ class InterceptorChain:
         self._lock = threading.Lock()
         self._failures: Dict[Tuple[int, str], Tuple[float, int]] = {}  # per hook: last report, failures since
 
-    def __bool__(self) -> bool:
-        return bool(self._starters or self._enders)
-
-    def __add__(self, more: Sequence[Any]) -> "InterceptorChain":
-        return InterceptorChain(self.interceptors + tuple(more))
-
     def started(self, call: Call) -> None:
         for hook in self._starters:
             try:

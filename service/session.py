@@ -25,7 +25,7 @@ from typing import Any, Dict, FrozenSet, Optional, Tuple
 
 from thrift_handshake_gen.session.ttypes import ClientHello, Farewell, HandshakeRejected, ServerHello
 
-from .peerlog import clip_for_log
+from .peerlog import WarningBudget, clip_for_log
 from .states import SERVICE_METHODS, SESSION_TRANSITIONS, SessionEvent, SessionPhase, StateMachine, admits
 
 __all__ = [
@@ -39,6 +39,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+#: Refused hellos (wrong tokens among them) are logged at most 20 a second in this process, the rest summarised.
+_REFUSALS = WarningBudget(logger, what="refused hellos")
 
 _local = threading.local()
 
@@ -211,8 +213,8 @@ class Session:
         self._machine.apply(event)
         self._listener.session_rejected(self, str(error))
         name = getattr(hello, "client_name", None)
-        logger.info("handshake rejected peer=%s client=%s: %s", self.context.peer,
-                    clip_for_log(repr(name)), error)
+        _REFUSALS.info("handshake rejected peer=%s client=%s: %s", self.context.peer,
+                       clip_for_log(repr(name)), error)
         raise HandshakeRejected(reason=str(error), min_version=self.settings.versions[0],
                                 max_version=self.settings.versions[1]) from None
 

@@ -7,13 +7,16 @@ workers; each builds its own server with ``build()`` (after the fork: no thread,
 connection crosses it), serves the inherited socket and publishes its counts into its slot.
 
 Signals belong to the supervisor. SIGINT/SIGTERM: every worker is told to drain (SIGTERM) within the
-grace period; a second one ends the grace period (SIGUSR1 to the workers); workers still there
+grace period; a second one ends the grace period (SIGUSR1 to the workers), however soon after the
+first it comes (each delivery is counted, from the wake-up fd); workers still there
 ``UNWIND`` seconds after the grace period are killed. Workers ignore SIGINT, so a terminal's Ctrl-C
 (sent to the whole process group) counts once. A worker that dies is logged and restarted, at once
 if it had run ``STABLE`` seconds, else after a delay that doubles per quick death up to ``MAX_DELAY``
 (a crash loop does not spin). A worker that fails before it serves, while none ever served, stops
-the supervisor (a bad configuration). Each worker stops if the supervisor disappears (a pipe whose
-write end only the supervisor holds).
+the supervisor (a bad configuration); so do ``MAX_START_FAILURES`` failed starts in a row while no
+worker serves (nothing can serve: the port is closed and the supervisor exits 1 instead of keeping a
+port that answers nobody). Each worker stops if the supervisor disappears (a pipe whose write end
+only the supervisor holds).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from .config import ServerConfig
 from .metrics import SharedStats
 from .server import HandshakeServer
 
-__all__ = ["Supervisor", "cpu_count"]
+__all__ = ["Supervisor", "cpu_count", "joining_a_running_service"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +46,21 @@ STABLE = 10.0
 FIRST_DELAY, MAX_DELAY = 0.5, 30.0
 #: After the grace period, workers get this long to unwind before they are killed.
 UNWIND = 3.0
+#: Failed starts in a row (workers that died before serving) while no worker serves: the supervisor gives up.
+MAX_START_FAILURES = 3
 #: Workers are told to end their grace period with this signal (SIGTERM: drain).
 END_GRACE = signal.SIGUSR1
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _MASKED = {signal.SIGINT, signal.SIGTERM, END_GRACE, signal.SIGCHLD}
+
+
+_joining = False  # set in a worker forked after another one served
+
+
+def joining_a_running_service() -> bool:
+    """Whether this process is a worker started after another worker served: what the service made
+    when it started (e.g. a shared ticket store) must exist, and a missing one is an error."""
+    return _joining
 
 
 def cpu_count() -> int:
@@ -84,7 +98,9 @@ class Supervisor:
         self._workers: Dict[int, _Worker] = {}       # pid -> worker
         self._quick_deaths = [0] * workers           # per slot, consecutive deaths before STABLE
         self._restart_at: Dict[int, float] = {}      # slot -> when to start it again
-        self._signals = 0                            # stop signals received (set in the handler)
+        self._signals = 0                            # stop signals received (bytes on the wake-up fd)
+        self._giving_up = False                      # stopping because no worker can serve
+        self._start_failures = 0                     # workers in a row that died before serving
         self._ever_served = False
         self._unclean = False                        # a worker failed to start, or did not stop by itself
 
@@ -131,9 +147,10 @@ class Supervisor:
                     "SO_REUSEPORT" if self._reuse_port else "one shared socket")
         return sock
 
-    def _on_signal(self, signum: int, _frame: object) -> None:
-        if signum in _STOP_SIGNALS:
-            self._signals += 1  # acted on in _supervise (woken by the wake-up fd)
+    @staticmethod
+    def _on_signal(signum: int, _frame: object) -> None:
+        """Nothing: signals are counted from the wake-up fd, which gets a byte per delivery, whereas
+        Python runs this handler once for however many deliveries came since it last ran."""
 
     def _supervise(self, sock: socket.socket, wake_r: socket.socket) -> int:
         acted_on = 0
@@ -143,17 +160,17 @@ class Supervisor:
             selector.register(self._ready_r, selectors.EVENT_READ)
             while True:
                 self._reap()
-                if self._signals > acted_on:
-                    if acted_on == 0:
+                while acted_on < self._signals + self._giving_up:  # each one: two at once are two
+                    acted_on += 1
+                    if acted_on == 1:
                         logger.info("stopping %d workers, grace %.1fs", len(self._workers), self._config.grace)
                         self._restart_at.clear()
                         self._tell_workers(signal.SIGTERM)
                         kill_at = time.monotonic() + self._config.grace + UNWIND
-                    else:
+                    elif acted_on == 2:
                         logger.info("second signal: the workers' grace period ends now")
                         self._tell_workers(END_GRACE)
                         kill_at = min(kill_at or 0, time.monotonic() + UNWIND)
-                    acted_on = self._signals
                 if acted_on and not self._workers:
                     return 1 if self._unclean else 0
                 now = time.monotonic()
@@ -171,17 +188,26 @@ class Supervisor:
                 for key, _ in selector.select(max(0.0, min(due) - time.monotonic()) if due else None):
                     if key.fileobj is wake_r:
                         try:
-                            while wake_r.recv(64):
-                                pass
+                            while True:
+                                received = wake_r.recv(64)
+                                if not received:
+                                    break
+                                self._signals += sum(signum in _STOP_SIGNALS for signum in received)
                         except BlockingIOError:
                             pass
                     else:
                         self._note_serving(os.read(self._ready_r, 64))
 
+    def _give_up(self, why: str) -> None:
+        """Stops the service because nothing can serve: the port closes, the supervisor exits 1."""
+        logger.error("%s: stopping", why)
+        self._unclean = self._giving_up = True
+
     def _note_serving(self, slots: bytes) -> None:
         for worker in self._workers.values():
             if worker.slot in slots:
                 worker.serving = self._ever_served = True
+                self._start_failures = 0
 
     def _tell_workers(self, signum: int) -> None:
         for pid in self._workers:
@@ -203,17 +229,20 @@ class Supervisor:
             lived = time.monotonic() - worker.started
             how = (f"exited with code {os.WEXITSTATUS(status)}" if os.WIFEXITED(status)
                    else f"killed by {signal.Signals(os.WTERMSIG(status)).name}")
-            if self._signals:
+            if self._signals or self._giving_up:
                 clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
                 self._unclean = self._unclean or not clean
                 (logger.info if clean else logger.warning)("worker %d (pid %d) %s", worker.slot, pid, how)
                 continue
             if not worker.serving and not self._ever_served:
-                logger.error("worker %d (pid %d) %s before serving, and no worker ever served: stopping",
-                             worker.slot, pid, how)
-                self._unclean = True
-                self._signals += 1
+                self._give_up(f"worker {worker.slot} (pid {pid}) {how} before serving, and no worker ever served")
                 continue
+            if not worker.serving:
+                self._start_failures += 1
+                if self._start_failures >= MAX_START_FAILURES and not any(w.serving for w in self._workers.values()):
+                    self._give_up(f"no worker can serve: {self._start_failures} starts failed in a row (the "
+                                  f"workers' errors above say why; the last: worker {worker.slot} {how})")
+                    continue
             quick = self._quick_deaths[worker.slot] = self._quick_deaths[worker.slot] + 1 if lived < STABLE else 0
             delay = 0.0 if quick == 0 else min(FIRST_DELAY * 2 ** (quick - 1), MAX_DELAY)
             logger.warning("worker %d (pid %d) %s after %.1fs; restarting it in %.1fs", worker.slot, pid, how,
@@ -228,7 +257,7 @@ class Supervisor:
             if pid == 0:
                 code = 1
                 try:
-                    code = self._work(slot, sock)
+                    code = self._work(slot, sock, self._ever_served)
                 finally:
                     sys.stdout.flush()
                     sys.stderr.flush()
@@ -240,8 +269,10 @@ class Supervisor:
 
     # -- worker -------------------------------------------------------------------------------
 
-    def _work(self, slot: int, sock: socket.socket) -> int:
+    def _work(self, slot: int, sock: socket.socket, joining: bool) -> int:
         """The worker's life, in the forked child: returns its exit code."""
+        global _joining
+        _joining = joining
         signal.set_wakeup_fd(-1)
         os.close(self._lifeline_w)
         os.close(self._ready_r)

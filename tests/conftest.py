@@ -213,10 +213,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
 
 
 def report_reliability(attack: str, tries: int, survived: bool, lost: int, rss_kib=(None, None, None),
-                       threads=(None, None, None)) -> None:
-    """One row of scripts/reliability's table (RSS in KiB and threads: before, peak, after), printed so
-    that ``pytest -s`` shows it and the script collects it."""
-    row = dict(attack=attack, tries=tries, survived=survived, lost=lost, rss_kib=list(rss_kib), threads=list(threads))
+                       threads=(None, None, None), figure: str = "") -> None:
+    """One row of scripts/reliability's table (RSS in KiB and threads: before, peak, after; ``figure``:
+    what the attack measured), printed so that ``pytest -s`` shows it and the script collects it."""
+    row = dict(attack=attack, tries=tries, survived=survived, lost=lost, rss_kib=list(rss_kib), threads=list(threads),
+               figure=figure)
     print("\nRELIABILITY " + json.dumps(row, ensure_ascii=False))
 
 

@@ -1,8 +1,11 @@
-"""Interop: real Node.js, Go, Java, C++ and Rust clients run the contract's whole flow against our Python server.
+"""Interop: real Node.js, Go, Java, C++, Rust, Perl, Ruby and C (c_glib) clients run the contract's whole flow
+against our Python server.
 
-Each client (interop/node/client.js, interop/go/main.go, interop/java, interop/cpp, interop/rust) prints one
-line per check, then "N/M checks passed", and exits non-zero on any mismatch. Each is built the way a user of
-its language builds (npm, go build, Maven, CMake with pkg-config, Cargo), with the Thrift code generated from
+Each client (interop/node/client.js, interop/go/main.go, interop/java, interop/cpp, interop/rust,
+interop/perl/client.pl, interop/ruby/client.rb, interop/c_glib/client.c) prints one line per check, then
+"N/M checks passed", and exits non-zero on any mismatch. Each is built the way a user of its language builds
+(npm, go build, Maven, CMake with pkg-config, Cargo, gcc with pkg-config; Perl and Ruby load the generated code
+from a directory), with the Thrift code generated from
 idl/ by the `thrift` compiler at build time (never committed); interop/setup.sh installs the packages.
 Builds are cached: ~/.m2 and interop/java/target, interop/rust/target, the C++ build under
 ~/.cache/thrift-handshake keyed by a hash of its sources. The session ends with a table of checks passed
@@ -40,21 +43,33 @@ GO_MODULE = "thrift-handshake/interop/go"  # interop/go/go.mod
 JAVA_DIR = INTEROP / "java"
 CPP_DIR = INTEROP / "cpp"
 RUST_DIR = INTEROP / "rust"
+PERL_DIR = INTEROP / "perl"
+RUBY_DIR = INTEROP / "ruby"
+C_GLIB_DIR = INTEROP / "c_glib"
 
 SETUP_TIMEOUT = 300  # npm ci / go mod download / mvn dependency:go-offline / apt-get from a cold cache
 GO_BUILD_TIMEOUT = 120  # a cold Go build cache compiles the standard library too
 BUILD_TIMEOUT = 300  # mvn package, cmake --build, cargo build from cold caches (about 10 s each when warm)
 CLIENT_TIMEOUT = 60
 
-LANGUAGES = ["node", "go", "java", "cpp", "rust"]
+LANGUAGES = ["node", "go", "java", "cpp", "rust", "perl", "ruby", "c_glib"]
 # The wires of the matrix besides the default binary+buffered, as (protocol, transport): every client takes
 # HANDSHAKE_PROTOCOL and HANDSHAKE_TRANSPORT and builds its stack from its runtime's own classes.
 OTHER_WIRES = [("compact", "framed"), ("compact", "buffered"), ("binary", "framed")]
+# Perl's Thrift runtime (libthrift-perl 0.17) has no compact protocol: that client refuses it (exit 2).
+NO_COMPACT_CLIENTS = ["perl"]
+LANGUAGE_WIRES = [(language, protocol, transport) for language in LANGUAGES for protocol, transport in OTHER_WIRES
+                  if not (protocol == "compact" and language in NO_COMPACT_CLIENTS)]
 # HANDSHAKE_TRANSPORT=header: THeader carrying the protocol HANDSHAKE_PROTOCOL names, in the clients whose
-# runtime has it. Java's libthrift 0.17 and Rust's thrift crate 0.17 have none: those clients refuse it (exit 2).
+# runtime has it. Java's libthrift 0.17, Rust's thrift crate 0.17, Perl's, Ruby's and c_glib's runtimes have none:
+# those clients refuse it (exit 2).
 HEADER_CLIENTS = ["go", "node", "cpp"]
-NO_HEADER_CLIENTS = ["java", "rust"]
-LANGUAGE_NAMES = {"node": "Node.js", "go": "Go", "java": "Java", "cpp": "C++", "rust": "Rust"}
+NO_HEADER_CLIENTS = ["java", "rust", "perl", "ruby", "c_glib"]
+LANGUAGE_NAMES = {"node": "Node.js", "go": "Go", "java": "Java", "cpp": "C++", "rust": "Rust", "perl": "Perl",
+                  "ruby": "Ruby", "c_glib": "C/c_glib"}
+# The least number of checks a whole run prints: the clients of the first five languages check every echo_types
+# field on its own (64-82 checks); the Perl, Ruby and c_glib ones check fewer fields (59, 59 and 66 checks).
+MIN_CHECKS = {"perl": 59, "ruby": 59, "c_glib": 66}
 CPP_PACKAGES = "libthrift-dev libboost-dev libssl-dev pkg-config g++ cmake"
 
 INSTALL_HINTS = {
@@ -68,6 +83,9 @@ INSTALL_HINTS = {
     "g++": f"g++, for the C++ client (as root: apt-get install {CPP_PACKAGES})",
     "pkg-config": f"pkg-config, for the C++ client (as root: apt-get install {CPP_PACKAGES})",
     "cargo": "Rust >= 1.78 with cargo (https://rustup.rs)",
+    "perl": "Perl with Debian's libthrift-perl (as root: interop/setup.sh perl)",
+    "ruby": "Ruby with Debian's ruby-thrift (as root: interop/setup.sh ruby)",
+    "gcc": "gcc with Debian's libthrift-c-glib-dev (as root: interop/setup.sh c_glib)",
 }
 
 
@@ -78,15 +96,21 @@ def require_tool(name: str) -> str:
     return path
 
 
-def run(cmd: List[str], what: str, timeout: float, cwd: Optional[Path] = None,
-        env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
-    """Runs a command; a non-zero exit or a timeout fails the test with the command's output."""
+def run_to_end(cmd: List[str], what: str, timeout: float, cwd: Optional[Path] = None,
+               env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
+    """Runs a command to its end (stderr into stdout); a timeout fails the test with the command's output."""
     try:
-        result = subprocess.run(cmd, cwd=cwd, env=env, timeout=timeout, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace")
+        return subprocess.run(cmd, cwd=cwd, env=env, timeout=timeout, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace")
     except subprocess.TimeoutExpired as error:
         output = error.stdout.decode("utf-8", "replace") if isinstance(error.stdout, bytes) else (error.stdout or "")
         pytest.fail(f"{what} timed out after {timeout:.0f} s: {' '.join(cmd)}\n{output}", pytrace=False)
+
+
+def run(cmd: List[str], what: str, timeout: float, cwd: Optional[Path] = None,
+        env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
+    """Runs a command; a non-zero exit or a timeout fails the test with the command's output."""
+    result = run_to_end(cmd, what, timeout, cwd, env)
     if result.returncode != 0:
         pytest.fail(f"{what} failed (exit {result.returncode}): {' '.join(cmd)}\n{result.stdout}", pytrace=False)
     return result
@@ -96,11 +120,12 @@ def interop_setup(part: str, tools: List[str]) -> None:
     """interop/setup.sh PART (npm ci, go mod download, mvn dependency:go-offline, the C++ packages as root,
     cargo fetch); fast when already done. A missing tool fails with what to install."""
     require_tool("thrift")
-    if part == "cpp":  # setup.sh installs the C++ toolchain itself (as root), so it goes first
+    installs = part in ("cpp", "perl", "ruby", "c_glib")  # setup.sh installs these toolchains (as root) itself
+    if installs:
         run(["sh", str(INTEROP / "setup.sh"), part], f"interop/setup.sh {part}", SETUP_TIMEOUT)
     for tool in tools:
         require_tool(tool)
-    if part != "cpp":
+    if not installs:
         run(["sh", str(INTEROP / "setup.sh"), part], f"interop/setup.sh {part}", SETUP_TIMEOUT)
 
 
@@ -223,6 +248,54 @@ def rust_client() -> List[str]:
     return [str(target / "debug" / "thrift-handshake-interop")]
 
 
+@pytest.fixture(scope="session")
+def perl_client(tmp_path_factory: pytest.TempPathFactory) -> List[str]:
+    """The Perl client, with the Perl code generated into a temp dir (Debian's libthrift-perl)."""
+    interop_setup("perl", ["perl"])
+    gen = tmp_path_factory.mktemp("gen-perl")
+    run(["thrift", "-r", "--gen", "perl", "-out", str(gen), str(IDL)], "thrift --gen perl", 60)
+    return [require_tool("perl"), "-I", str(gen), str(PERL_DIR / "client.pl")]
+
+
+@pytest.fixture(scope="session")
+def ruby_client(tmp_path_factory: pytest.TempPathFactory) -> List[str]:
+    """The Ruby client, with the Ruby code generated into a temp dir (Debian's ruby-thrift)."""
+    interop_setup("ruby", ["ruby"])
+    gen = tmp_path_factory.mktemp("gen-rb")
+    run(["thrift", "-r", "--gen", "rb", "-out", str(gen), str(IDL)], "thrift --gen rb", 60)
+    return [require_tool("ruby"), str(RUBY_DIR / "client.rb"), str(gen)]
+
+
+@pytest.fixture(scope="session")
+def c_glib_client() -> List[str]:
+    """The C client, built with gcc and pkg-config (Debian's libthrift-c-glib-dev) into
+    ~/.cache/thrift-handshake/interop-c_glib/<hash of its inputs>: rebuilt only when they change."""
+    interop_setup("c_glib", ["gcc", "pkg-config"])
+    source = C_GLIB_DIR / "client.c"
+    inputs = inputs_hash([source], [["thrift", "--version"], ["gcc", "--version"],
+                                    ["pkg-config", "--modversion", "thrift_c_glib", "glib-2.0"]])
+    builds = cache_dir() / "interop-c_glib"
+    binary = builds / inputs[:16] / "thrift-handshake-interop"
+    if not binary.exists():
+        builds.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix="building-", dir=builds))  # concurrent runs never share one
+        try:
+            run(["thrift", "-r", "--gen", "c_glib", "-out", str(work), str(IDL)], "thrift --gen c_glib", 60)
+            version = run(["pkg-config", "--modversion", "thrift_c_glib"], "pkg-config", 60).stdout.strip()
+            flags = run(["pkg-config", "--cflags", "--libs", "thrift_c_glib", "glib-2.0", "gobject-2.0"],
+                        "pkg-config", 60).stdout.split()
+            run(["nice", "gcc", "-O1", "-Wall", f'-DTHRIFT_C_GLIB_VERSION="{version}"', "-I", str(work), "-o",
+                 str(work / binary.name), str(source), *sorted(str(c) for c in work.glob("*.c")), *flags],
+                "gcc of interop/c_glib/client.c", BUILD_TIMEOUT)
+            try:
+                work.rename(binary.parent)  # only a finished build is ever reused
+            except OSError:  # another run finished the same build first
+                pass
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return [str(binary)]
+
+
 @pytest.fixture
 def server() -> Iterator[HandshakeServer]:
     server = demo_server(ServerConfig(host="127.0.0.1", port=0, grace=2.0)).start()
@@ -261,12 +334,7 @@ def run_client(command: List[str], host: str, port: int, overload_port: Optional
         env["HANDSHAKE_OVERLOAD_PORT"] = str(overload_port)
     if wire is not None:
         env.update(HANDSHAKE_PROTOCOL=wire.protocol, HANDSHAKE_TRANSPORT=wire.transport)
-    try:
-        return subprocess.run(command, env=env, timeout=CLIENT_TIMEOUT, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace")
-    except subprocess.TimeoutExpired as error:
-        output = error.stdout.decode("utf-8", "replace") if isinstance(error.stdout, bytes) else (error.stdout or "")
-        pytest.fail(f"{command[0]} did not finish within {CLIENT_TIMEOUT} s\n{output}", pytrace=False)
+    return run_to_end(command, command[0], CLIENT_TIMEOUT, env=env)
 
 
 class DialectRelay:
@@ -358,7 +426,8 @@ def assert_flow_passes(command: List[str], address: tuple, language: str,
     assert declared == (len(passed), len(passed) + len(failed)), (
         f"the client declares {declared[0]}/{declared[1]} checks passed but printed {len(passed)} ok and "
         f"{len(failed)} FAIL lines")
-    assert len(passed) >= 60, f"only {len(passed)} checks ran: the flow stopped early?\n{result.stdout}"
+    least = MIN_CHECKS.get(language, 60)
+    assert len(passed) >= least, f"only {len(passed)} checks ran: the flow stopped early?\n{result.stdout}"
     assert "ok   submit beyond the queue -> Overloaded" in result.stdout, result.stdout
 
 
@@ -372,8 +441,7 @@ def test_client_runs_the_whole_flow(language: str, server: HandshakeServer, smal
     assert_flow_passes(command, server.address, language, record_property, small_queue_server)
 
 
-@pytest.mark.parametrize("protocol, transport", OTHER_WIRES)
-@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("language, protocol, transport", LANGUAGE_WIRES)
 def test_client_runs_the_whole_flow_on_another_wire(language: str, protocol: str, transport: str,
                                                     server: HandshakeServer, small_queue_server: HandshakeServer,
                                                     request: pytest.FixtureRequest,
@@ -412,11 +480,32 @@ def test_client_runs_the_whole_flow_over_theader(language: str, protocol: str, s
 
 @pytest.mark.parametrize("language", NO_HEADER_CLIENTS)
 def test_a_client_without_theader_says_so(language: str, request: pytest.FixtureRequest) -> None:
-    """Java's libthrift 0.17 and Rust's thrift crate 0.17 have no THeader: asked for it, the client says so and
-    exits 2 without connecting (the port is never opened)."""
+    """Java's libthrift 0.17, Rust's thrift crate 0.17, and the Perl, Ruby and c_glib runtimes have no THeader:
+    asked for it, the client says so and exits 2 without connecting (the port is never opened)."""
     command = request.getfixturevalue(f"{language}_client")
     result = run_client(command, "127.0.0.1", 9, wire=ClientWire("binary", "header"))
     assert result.returncode == 2 and re.search(r"has no THeader", result.stdout), result.stdout
+
+
+@pytest.mark.parametrize("language", NO_COMPACT_CLIENTS)
+def test_a_client_without_compact_says_so(language: str, request: pytest.FixtureRequest) -> None:
+    """Perl's Thrift runtime (0.17) has no compact protocol: asked for it, the client says so and exits 2."""
+    command = request.getfixturevalue(f"{language}_client")
+    result = run_client(command, "127.0.0.1", 9, wire=ClientWire("compact", "buffered"))
+    assert result.returncode == 2 and "has no compact protocol" in result.stdout, result.stdout
+
+
+def test_perl_code_of_both_idl_files_loads(tmp_path: Path) -> None:
+    """`thrift -r --gen perl idl/handshake.thrift` writes each IDL file's types into its own Perl namespace
+    (both once shared ThriftHandshake, and session.thrift's Types.pm overwrote handshake.thrift's)."""
+    interop_setup("perl", ["perl"])
+    run(["thrift", "-r", "--gen", "perl", "-out", str(tmp_path), str(IDL)], "thrift --gen perl", 60)
+    written = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*.pm"))
+    assert len(written) == len(set(written)) and "ThriftHandshake/Session/Types.pm" in written, written
+    probe = ("use ThriftHandshake::HandshakeService; "
+             "print ref(ThriftHandshake::Request->new()), ' ', ref(ThriftHandshake::Session::ClientHello->new())")
+    result = run([require_tool("perl"), "-I", str(tmp_path), "-e", probe], "perl loading the generated code", 60)
+    assert result.stdout.endswith("ThriftHandshake::Request ThriftHandshake::Session::ClientHello"), result.stdout
 
 
 @pytest.mark.parametrize("language", LANGUAGES)

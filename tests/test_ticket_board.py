@@ -186,15 +186,19 @@ def test_with_a_ledger_a_new_board_answers_for_tickets_of_the_old_one(make_board
         failed = first.submit(failing, 0, "s1")
         with pytest.raises(NotReady):
             first.result(failed, 5)
-        running = first.submit(blocked(release, "running"), 0, "s1")
+        started = threading.Event()
+
+        def running_work() -> Response:
+            started.set()
+            return blocked(release, "running")()
+
+        running = first.submit(running_work, 0, "s1")
+        assert started.wait(5)  # running (the one worker may still be recording the failed ticket)
         queued = first.submit(blocked(release, "queued"), 0, "s1")
         first.stop()  # the queued one is cancelled
         release.set()
         assert first.result(running, 5).request_id == "running"
-        deadline = time.monotonic() + 5
-        while ledger.outcome(queued)[0] == "accepted" or ledger.outcome(failed)[0] == "accepted":
-            assert time.monotonic() < deadline, "the outcomes never reached the ledger"
-            time.sleep(0.01)
+        assert first.drain(5), "the outcomes never reached the ledger"
         second = TicketBoard(DemoLimits(), ledger)
         try:
             assert second.result(done, 0).request_id == "kept"
@@ -210,4 +214,73 @@ def test_with_a_ledger_a_new_board_answers_for_tickets_of_the_old_one(make_board
             second.stop()
     finally:
         first.stop()
+        ledger.close()
+
+
+def test_drain_returns_once_every_outcome_is_on_disk(release, tmp_path):
+    # A worker process exits right after its stop: outcomes written after the work's end were lost.
+    from thrift_handshake.demo.ledger import DONE, TicketLedger
+
+    ledger = TicketLedger(str(tmp_path / "tickets.sqlite"), ttl=600)
+    board = TicketBoard(DemoLimits(submit_workers=8), ledger)
+    try:
+        tickets = [board.submit(blocked(release, f"t{n}"), 0, "s1") for n in range(8)]
+        board.stop()
+        assert not board.drain(0.05)  # still running: not drained
+        release.set()
+        assert board.drain(5)
+        assert [ledger.outcome(ticket)[0] for ticket in tickets] == [DONE] * 8  # no wait: already there
+    finally:
+        board.stop()
+        ledger.close()
+
+
+def test_a_store_that_cannot_write_refuses_tickets_and_is_logged_once_with_a_count(tmp_path, caplog):
+    # A read-only store raised sqlite3's error out of submit: a traceback per call, the ticket half made.
+    import logging
+
+    from thrift_handshake.demo.ledger import TicketLedger
+
+    ledger = TicketLedger(str(tmp_path / "tickets.sqlite"), ttl=600)
+    ledger._db.execute("PRAGMA query_only = ON")  # as a read-only file does (chmod does not stop root)
+    board = TicketBoard(DemoLimits(), ledger)
+    caplog.set_level(logging.ERROR)
+    try:
+        for _ in range(20):
+            with pytest.raises(Overloaded, match="ticket store cannot record"):
+                board.submit(lambda: response("never"), 0, "s1")
+        board.stop()
+        board.drain(1)
+    finally:
+        ledger.close()
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2 and not [r for r in caplog.records if r.exc_info], messages
+    assert "readonly database" in messages[0] and messages[1].endswith("19 more times"), messages
+
+
+def test_a_reused_pid_or_an_earlier_boot_is_not_the_owner(tmp_path):
+    # Owners were pids alone: a server restarted under its old pid (pid 1 in a container) counted as the
+    # owner of its predecessor's tickets but for a special case that a second process could not see,
+    # and any process that got a dead owner's pid kept its tickets "still running".
+    import os
+    import sqlite3
+
+    from thrift_handshake.demo.ledger import ACCEPTED, LOST, TicketLedger, _owner_id
+
+    path = str(tmp_path / "tickets.sqlite")
+    TicketLedger(path, ttl=600).close()
+    boot, _, start = _owner_id(os.getpid()).rpartition(":")
+    parent = os.getppid()
+    rows = [("mine", os.getpid(), f"{boot}:{start}"),                  # this very process: alive
+            ("reused", os.getpid(), f"{boot}:{int(start) - 1}"),       # an earlier process with this pid
+            ("parent", parent, _owner_id(parent)),                     # another live process
+            ("rebooted", parent, f"an-earlier-boot:{_owner_id(parent).rpartition(':')[2]}")]
+    with sqlite3.connect(path) as db:
+        db.executemany("INSERT INTO tickets (ticket, state, updated, owner, owner_id) VALUES (?, 'accepted', 0, ?, ?)",
+                       rows)
+    ledger = TicketLedger(path, ttl=10**10)
+    try:
+        assert {ticket: ledger.outcome(ticket)[0] for ticket, _, _ in rows} == {
+            "mine": ACCEPTED, "reused": LOST, "parent": ACCEPTED, "rebooted": LOST}
+    finally:
         ledger.close()

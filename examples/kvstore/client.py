@@ -2,7 +2,7 @@
 """A Python client of the KeyValue example: hello, the store's methods, goodbye, and the phase timeline.
 
     ./gen.sh                                          # once: generates gen-py/
-    python client.py [HOST] [PORT]                    # against: thrift-handshake serve --service ...
+    python client.py [HOST] [PORT]                    # against: thrift-handshake serve --handler ...
 
 ``Client(..., service=KeyValue)`` says hello on connect and goodbye on exit; ``client.typed(KeyValue.Iface)``
 is the same client typed as the generated Iface, so an IDE (and mypy) knows ``kv.put(...)``.

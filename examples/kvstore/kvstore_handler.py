@@ -2,12 +2,13 @@
 
 Served by the project's CLI (after ``./gen.sh``):
 
-    thrift-handshake serve --service kvstore_handler:KeyValueHandler --path examples/kvstore \
+    thrift-handshake serve --handler kvstore_handler:KeyValueHandler --path examples/kvstore \
         --path examples/kvstore/gen-py
 
 The runtime answers hello, ping, stats and goodbye (KeyValue extends session.SessionService) and refuses
-every other method before hello; this class only implements the store's own methods. The server runs
-one thread per connection, so every method takes the lock.
+every other method before hello; this class only implements the store's own methods. The server calls
+it from a pool of threads (connections with a message are served concurrently, whichever thread takes
+them), so every method takes the lock.
 """
 
 from __future__ import annotations

@@ -7,7 +7,10 @@ refused with Overloaded. Finished results are kept for ``result_ttl`` seconds an
 Every operation is O(1) in the number of stored results. With a ``TicketLedger`` every ticket's fate
 is also on disk, so a restarted server still answers for tickets of the process before it (their
 results, or why there is none), and worker processes sharing the ledger answer for each other's
-tickets (waiting for them by polling the ledger).
+tickets (waiting for them by polling the ledger). A ticket's outcome is on disk before it counts as
+finished, so ``drain()`` at a stop returns only once every outcome is written. A ledger that fails
+(read-only, deleted while serving) refuses new tickets with Overloaded and is logged once per kind
+of error, with a count.
 The limits are per process.
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import logging
 import threading
 import time
 import uuid
@@ -22,10 +26,13 @@ from typing import Callable, Dict, Optional, OrderedDict, Tuple
 
 from thrift_handshake_gen.ttypes import InvalidRequest, NotReady, Overloaded, Response, UnknownTicket
 
-from .ledger import ACCEPTED, CANCELLED, DONE, FAILED, LOST, TicketLedger
+from ..peerlog import RepeatedErrors
+from .ledger import ACCEPTED, CANCELLED, DONE, FAILED, LOST, LedgerError, TicketLedger
 from .limits import DemoLimits
 
 __all__ = ["TicketBoard"]
+
+logger = logging.getLogger(__name__)
 
 # Another process's ticket is waited for by polling the shared ledger (SQLite cannot notify): first
 # after 1 ms, then ever less often, at least every 10 ms.
@@ -41,6 +48,8 @@ class TicketBoard:
         self._capacity = limits.submit_workers + limits.submit_queue
         self._pool = concurrent.futures.ThreadPoolExecutor(limits.submit_workers, thread_name_prefix="submit")
         self._lock = threading.Lock()
+        self._settled = threading.Condition(self._lock)  # notified when a ticket's outcome is recorded
+        self._store_errors = RepeatedErrors(logger, "the ticket store failed")
         # ticket -> (future, bytes held, owner session)
         self._unfinished: Dict[str, Tuple["concurrent.futures.Future[Response]", int, str]] = {}
         self._per_owner: Dict[str, int] = {}  # unfinished tickets by owner (client host or identity)
@@ -76,12 +85,18 @@ class TicketBoard:
                                  queued=queued, capacity=self._capacity)
             ticket = uuid.uuid4().hex
             if self._ledger is not None:
-                self._ledger.accepted(ticket)  # on disk before the acknowledgement leaves
+                try:
+                    self._ledger.accepted(ticket)  # on disk before the acknowledgement leaves
+                except LedgerError as error:
+                    self._store_errors.report(error)
+                    raise Overloaded(message="the ticket store cannot record this ticket now (the server's log "
+                                             "says why); try again later", queued=queued,
+                                     capacity=self._capacity) from None
             future = self._pool.submit(work)
             self._unfinished[ticket] = (future, size, owner)
             self._per_owner[owner] = mine + 1
             self._unfinished_bytes += size
-        future.add_done_callback(lambda _: self._finish(ticket))
+        future.add_done_callback(lambda done: self._finish(ticket, done))
         return ticket
 
     def result(self, ticket: str, wait: float) -> Response:
@@ -110,7 +125,12 @@ class TicketBoard:
         deadline = time.monotonic() + wait
         pause = _FIRST_POLL
         while True:
-            outcome = None if self._ledger is None else self._ledger.outcome(ticket)
+            try:
+                outcome = None if self._ledger is None else self._ledger.outcome(ticket)
+            except LedgerError as error:
+                self._store_errors.report(error)
+                raise NotReady(ticket=ticket, message="the ticket store cannot be read now (the server's log "
+                                                      "says why)") from None
             if outcome is None:
                 raise UnknownTicket(ticket=ticket)
             state, result, message = outcome
@@ -132,25 +152,37 @@ class TicketBoard:
             self._stopped = True
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _finish(self, ticket: str) -> None:
-        with self._lock:
-            future, size, owner = self._unfinished.pop(ticket)
+    def drain(self, timeout: float) -> bool:
+        """Waits up to ``timeout`` seconds until every ticket's outcome is recorded (after ``stop()``:
+        the process may then exit without losing one); whether they all are. Reports pending store errors."""
+        with self._settled:
+            settled = self._settled.wait_for(lambda: not self._unfinished, timeout)
+        self._store_errors.flush()
+        return settled
+
+    def _finish(self, ticket: str, future: "concurrent.futures.Future[Response]") -> None:
+        if self._ledger is not None:
+            self._record(self._ledger, ticket, future)  # before the ticket counts as finished: drain() waits
+        with self._settled:
+            _, size, owner = self._unfinished.pop(ticket)
             self._unfinished_bytes -= size
             left = self._per_owner.pop(owner) - 1
             if left:
                 self._per_owner[owner] = left
             self._finished[ticket] = (future, time.monotonic())
             self._expire()
-        if self._ledger is not None:
-            self._record(ticket, future)
+            self._settled.notify_all()
 
-    def _record(self, ticket: str, future: "concurrent.futures.Future[Response]") -> None:
-        if future.cancelled():
-            self._ledger.finished(ticket, CANCELLED)
-        elif future.exception() is not None:
-            self._ledger.finished(ticket, FAILED, message=str(future.exception()))
-        else:
-            self._ledger.finished(ticket, DONE, future.result())
+    def _record(self, ledger: TicketLedger, ticket: str, future: "concurrent.futures.Future[Response]") -> None:
+        try:
+            if future.cancelled():
+                ledger.finished(ticket, CANCELLED)
+            elif future.exception() is not None:
+                ledger.finished(ticket, FAILED, message=str(future.exception()))
+            else:
+                ledger.finished(ticket, DONE, future.result())
+        except LedgerError as error:
+            self._store_errors.report(error)
 
     def _expire(self, now: Optional[float] = None) -> None:
         """Drops the oldest finished results while they are too old or too many."""

@@ -97,7 +97,7 @@ def bad_input(error: BaseException, limits: ServerLimits) -> str:
         return (f"a frame of {error.size + 4} bytes (its length field included) exceeds this server's limits "
                 f"(max_message_bytes={limits.max_message_bytes})")
     if isinstance(error, (BudgetExceeded, FrameRefused)):
-        return str(error)
+        return clip_for_log(error)
     too_big = (isinstance(error, TTransportException) and error.type in BAD_INPUT) or (
         isinstance(error, OverflowError) and any(words in str(error) for words in _C_TOO_BIG))
     if too_big:

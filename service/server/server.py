@@ -348,7 +348,8 @@ class HandshakeServer(TThreadedServer):
         if state is not None:
             state.close()
             summary = session_summary(state)
-        log = logger.info if event == "closed" else self._warnings.warning
+        guess = reason.startswith("hello refused")  # a wrong token: inside the budget too
+        log = self._warnings.warning if event != "closed" else self._warnings.info if guess else logger.info
         log("%s peer=%s session=%s%s: %s", event, connection.peer, state and state.context.session_id, summary, reason)
 
     def _release(self, connection: Connection) -> None:

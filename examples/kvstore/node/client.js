@@ -2,7 +2,7 @@
 // Node.js client of the KeyValue example: hello first, the store's methods, goodbye last.
 //
 //   npm ci && npm run build          # installs thrift 0.24.0; generates gen-js/ from ../kvstore.thrift
-//   node client.js [HOST] [PORT]     # against: thrift-handshake serve --service kvstore_handler:KeyValueHandler ...
+//   node client.js [HOST] [PORT]     # against: thrift-handshake serve --handler kvstore_handler:KeyValueHandler ...
 //
 // Wire: TBufferedTransport + strict TBinaryProtocol, as the server speaks. The code in gen-js/ is made by
 // `thrift -r --gen js:node,es6` (native Promises: the 0.17 compiler's plain js:node code needs thrift.Q,

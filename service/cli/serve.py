@@ -1,0 +1,138 @@
+"""``thrift-handshake serve``: the demo service or the user's handler, until SIGINT/SIGTERM.
+
+The CLI owns the process: it installs the signal handlers (the first stops gracefully, a second ends
+the grace period). Settings are checked before anything listens; a port that cannot be bound is named.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import errno
+import logging
+import os
+import shutil
+import signal
+import tempfile
+import threading
+from typing import Any, Optional
+
+from ..config import ServerConfig, ServerLimits, ServerTLS, Wire
+from ..demo import DemoLimits, demo_server
+from ..errors import ArgumentError
+from ..server import HandshakeServer
+from ..workers import Supervisor
+from .handlers import answer_unimplemented, check_contract, load_handler, service_module, unimplemented_methods
+from .parser import AUTH_TOKEN_ENV
+
+__all__ = ["run_serve", "auth_token", "wire", "ListenError"]
+
+logger = logging.getLogger(__name__)
+
+#: Errors of bind()/listen() that are about the address asked for.
+_ADDRESS_ERRORS = {errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES, errno.EAFNOSUPPORT}
+
+
+class ListenError(ArgumentError):
+    """The address cannot be listened on (in use, not local, a privileged port)."""
+
+
+def wire(args: argparse.Namespace) -> Wire:
+    return Wire(protocol=args.protocol, transport=args.transport, accelerated=not args.pure_python)
+
+
+def auth_token(args: argparse.Namespace) -> Optional[str]:
+    """The token from --auth-token-file, else from the environment; an empty one is an error."""
+    if args.auth_token_file:
+        try:
+            with open(args.auth_token_file, encoding="utf-8") as file:
+                token = file.read().strip()
+        except OSError as error:
+            raise ArgumentError(f"--auth-token-file {args.auth_token_file}: {error.strerror}") from None
+        source = f"--auth-token-file {args.auth_token_file}"
+    elif AUTH_TOKEN_ENV in os.environ:
+        token, source = os.environ[AUTH_TOKEN_ENV].strip(), f"${AUTH_TOKEN_ENV}"
+    else:
+        return None
+    if not token:
+        raise ArgumentError(f"the auth token from {source} is empty")
+    return token
+
+
+def _server_config(args: argparse.Namespace) -> ServerConfig:
+    limits = ServerLimits(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ServerLimits)})
+    tls = None
+    if args.tls_cert or args.tls_key or args.tls_client_ca:
+        if not (args.tls_cert and args.tls_key):
+            raise ArgumentError("TLS needs both --tls-cert and --tls-key")
+        tls = ServerTLS(args.tls_cert, args.tls_key, args.tls_client_ca)
+    return ServerConfig(host=args.host, port=args.port, wire=wire(args), detect_wire=not args.only_wire,
+                        handshake=not args.no_hello, auth_token=auth_token(args), tls=tls, grace=args.grace,
+                        server_name=args.server_name, limits=limits)
+
+
+def _server(args: argparse.Namespace) -> HandshakeServer:
+    config = _server_config(args)
+    if args.handler is None:
+        limits = DemoLimits(**{f.name: getattr(args, f.name) for f in dataclasses.fields(DemoLimits)})
+        return demo_server(config, limits, ticket_store=args.ticket_store)
+    handler = load_handler(args.handler, args.path)
+    service = service_module(handler, args.handler)
+    check_contract(service, config.handshake)
+    answer_unimplemented(handler, unimplemented_methods(handler, service, config.handshake), args.handler)
+    return HandshakeServer(handler, config, service=service)
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _listen_error(error: OSError, args: argparse.Namespace) -> ListenError:
+    return ListenError(f"cannot listen on {_address(args.host, args.port)}: {error.strerror or error}"
+                       + (" (another server has it: stop it, or choose --port)" if error.errno == errno.EADDRINUSE
+                          else ""))
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Serves until SIGINT/SIGTERM: the first drains gracefully, a second ends the grace period."""
+    if args.workers > 1:
+        return _serve_workers(args)
+    server = _server(args)
+
+    def on_signal(*_: Any) -> None:
+        server.request_stop(0.0 if server.stopping else None)
+
+    if threading.current_thread() is threading.main_thread():  # before listening: no signal is missed
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, on_signal)
+    try:
+        server.listen()
+    except OSError as error:
+        if error.errno in _ADDRESS_ERRORS or error.errno is None:
+            raise _listen_error(error, args) from None
+        raise
+    server.serve()
+    return 0
+
+
+def _serve_workers(args: argparse.Namespace) -> int:
+    """``serve --workers N``: a supervisor and N workers; the demo's tickets in a store they all share."""
+    config = _server_config(args)  # bad flags fail here, before any fork
+    store_dir = None
+    if args.handler is None and args.ticket_store is None:
+        store_dir = tempfile.mkdtemp(prefix="thrift-handshake-")
+        args.ticket_store = os.path.join(store_dir, "tickets.sqlite")
+        logger.info("tickets shared by the workers in %s", args.ticket_store)
+
+    def remove_store() -> None:
+        if store_dir is not None:
+            shutil.rmtree(store_dir, ignore_errors=True)
+
+    try:
+        return Supervisor(lambda: _server(args), config, args.workers, orphaned=remove_store).run()
+    except OSError as error:
+        if error.errno in _ADDRESS_ERRORS:
+            raise _listen_error(error, args) from None
+        raise
+    finally:
+        remove_store()

@@ -1,0 +1,257 @@
+"""Apache Thrift's own cross test: its unmodified TestClients (Python, Go, C++, Node.js, Java at 0.17.0, the
+compiler's version) against Apache's ``ThriftTest`` service served by thrift-handshake: every plain cell on one
+port, every ssl cell on one TLS port, each port detecting the cell's protocol and transport by itself.
+
+The server is ``thrift-handshake serve --handler handler:ThriftTestHandler --no-hello`` (interop/crosstest/handler.py),
+started once for plain TCP and once with TLS (Apache's test certificate, test/keys). Apache's sources come from
+Debian's source package ``thrift`` 0.17.0 (interop/crosstest/fetch.sh, pinned SHA-256), and the clients are built
+by interop/crosstest/build.sh; both cache under interop/crosstest/apache (gitignored). A cell is one client in
+one protocol, transport and socket, as Apache's test/tests.json names them; each is its own test id.
+
+Cells the server does not serve yet are not in this list (they need server work, see docs/interop.md
+"Apache's cross test"): THeader inside a framed transport, the JSON protocol, HTTP, zlib, the multiplexed
+protocols, Unix domain sockets, and every cell with the optional handshake. These tests never skip: a missing toolchain fails them with what to install.
+
+The session's matrix is written to interop/crosstest/apache/matrix.md (pass counts per cell, seconds).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, Iterator, List, NamedTuple, Optional
+
+import pytest
+
+from serving import listening_port
+from test_interop import DialectRelay, run, run_to_end
+
+ROOT = Path(__file__).resolve().parent.parent
+CROSSTEST = ROOT / "interop" / "crosstest"
+CACHE = CROSSTEST / "apache"
+TREE = CACHE / "thrift-0.17.0"
+MATRIX = CACHE / "matrix.md"
+
+BUILD_TIMEOUT = 300  # a cold Go build cache compiles the standard library; the C++ client compiles ~10 s
+CELL_TIMEOUT = 60  # a cell takes 1-2 s (testOneway sleeps 1 s)
+PY_TESTS = 22  # TestClient.py's test methods, all run in every non-multiplexed cell
+NODE_CHECKS = 37  # tape assertions of client.js over TCP
+
+
+class Cell(NamedTuple):
+    """One client, protocol, transport and socket, spelled as Apache's test/tests.json spells them."""
+
+    language: str
+    protocol: str
+    transport: str
+    socket: str  # "ip" or "ip-ssl"
+
+    @property
+    def id(self) -> str:
+        return f"{self.language}-{self.protocol}-{self.transport}-{self.socket}"
+
+
+# What each client offers that the server serves today (tests.json's lists, less what needs server work).
+PROTOCOLS = {
+    "py": ["binary", "accel", "compact", "accelc", "header"],
+    "go": ["binary", "compact", "header"],
+    "cpp": ["binary", "compact", "header"],
+    "node": ["binary", "compact", "header"],
+    "java": ["binary", "compact"],
+}
+TRANSPORTS = ["buffered", "framed"]
+EXTRA_TRANSPORTS = {"java": ["fastframed"]}  # tests.json's "framed:fastframed": TFastFramedTransport
+SOCKETS = ["ip", "ip-ssl"]
+
+
+def _cells() -> List[Cell]:
+    cells = []
+    for language, protocols in PROTOCOLS.items():
+        for protocol in protocols:
+            for transport in TRANSPORTS + EXTRA_TRANSPORTS.get(language, []):
+                # THeader frames inside a framed transport: needs server work. Node's "header" puts plain
+                # binary on the wire (docs/interop.md), so its framed cell is plain framed binary and passes.
+                if protocol == "header" and transport == "framed" and language != "node":
+                    continue
+                for sock in SOCKETS:
+                    cells.append(Cell(language, protocol, transport, sock))
+    return cells
+
+
+CELLS = _cells()
+NAMES = {"py": "Python", "go": "Go", "cpp": "C++", "node": "Node.js", "java": "Java"}
+TOOLS = {"py": [], "go": ["go"], "cpp": ["g++", "pkg-config"], "node": ["node", "npm"],
+         "java": ["java", "javac", "keytool", "mvn"]}
+
+
+_built: Dict[str, bool] = {}
+
+
+def built(language: str) -> None:
+    """interop/setup.sh crosstest-cpp (C++: Debian's packages, as root), then interop/crosstest/build.sh
+    LANGUAGE, once a session. A missing tool fails the test with what to install."""
+    if _built.get(language):
+        return
+    if language == "cpp":  # installs the C++ toolchain too, so it goes before the tools are looked for
+        run(["sh", str(ROOT / "interop" / "setup.sh"), "crosstest-cpp"], "interop/setup.sh crosstest-cpp",
+            BUILD_TIMEOUT)
+    for tool in ["thrift", "apt-get", *TOOLS[language]]:
+        if shutil.which(tool) is None:
+            pytest.fail(f"`{tool}` is not on PATH: the cross test's {NAMES[language]} client needs it "
+                        "(scripts/test installs it as root)", pytrace=False)
+    run(["sh", str(CROSSTEST / "build.sh"), language], f"interop/crosstest/build.sh {language}", BUILD_TIMEOUT,
+        env=dict(os.environ, PYTHON=sys.executable))
+    _built[language] = True
+
+
+class Server(NamedTuple):
+    """A ``thrift-handshake serve`` process, its port and what it has logged so far."""
+
+    process: subprocess.Popen
+    port: int
+    log: List[str]
+
+
+def _start(*flags: str) -> Server:
+    """``thrift-handshake serve`` with the ThriftTest handler on an ephemeral port."""
+    command = [sys.executable, "-m", "thrift_handshake", "serve", "--handler", "handler:ThriftTestHandler",
+               "--path", str(CROSSTEST), "--path", str(TREE / "test" / "py" / "gen-py"), "--no-hello",
+               "--host", "127.0.0.1", "--port", "0", *flags]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               encoding="utf-8", errors="replace")
+    log: List[str] = []
+    return Server(process, listening_port(process, log), log)
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[Dict[str, Server]]:
+    """One plain and one TLS server (Apache's test/keys/server.crt), each on its own single port."""
+    built("py")  # the handler imports the Python code generated from Apache's ThriftTest.thrift
+    keys = TREE / "test" / "keys"
+    started = {"ip": _start()}
+    started["ip-ssl"] = _start("--tls-cert", str(keys / "server.crt"), "--tls-key", str(keys / "server.key"))
+    yield started
+    for server in started.values():
+        server.process.send_signal(signal.SIGTERM)
+    for server in started.values():
+        try:
+            server.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait()
+
+
+class Outcome(NamedTuple):
+    """What a cell's client did."""
+
+    passed: Optional[int]  # None: the client prints no count (Go, C++, Java: exit status only)
+    total: Optional[int]
+    exit: int
+    output: str
+    seconds: float
+
+
+def client_command(cell: Cell, port: int) -> "tuple[List[str], Path, Dict[str, str]]":
+    """Apache's TestClient for ``cell``, as test/tests.json runs it: (argv, working directory, environment)."""
+    env = dict(os.environ)
+    ssl = ["--ssl"] if cell.socket == "ip-ssl" else []
+    common = ["--host=127.0.0.1", f"--port={port}"]
+    if cell.language == "py":
+        return ([str(CACHE / "py-venv" / "bin" / "python"), "TestClient.py", "--genpydir=gen-py", *common,
+                 f"--protocol={cell.protocol}", f"--transport={cell.transport}", *ssl], TREE / "test" / "py", env)
+    if cell.language == "go":
+        return ([str(TREE / "test" / "go" / "bin" / "testclient"), *common, f"--protocol={cell.protocol}",
+                 f"--transport={cell.transport}", *ssl], TREE / "test" / "go", env)
+    if cell.language == "cpp":
+        return ([str(TREE / "test" / "cpp" / "build" / "TestClient"), *common, f"--protocol={cell.protocol}",
+                 f"--transport={cell.transport}", *ssl], TREE / "test" / "cpp", env)
+    if cell.language == "java":  # as the tag's gradle runclient script runs it; the truststore: build.sh java
+        java_dir = TREE / "lib" / "java"
+        classpath = os.pathsep.join([str(java_dir / "crosstest-classes"), str(java_dir / "crosstest-lib" / "*")])
+        return ([shutil.which("java") or "java", "-cp", classpath,
+                 f"-Djavax.net.ssl.trustStore={java_dir / 'crosstest-truststore'}",
+                 "-Djavax.net.ssl.trustStorePassword=thrift", "org.apache.thrift.test.TestClient", *common,
+                 f"--protocol={cell.protocol}", f"--transport={cell.transport}", *ssl], java_dir, env)
+    # Node: `thrift` is the tree's own lib/nodejs (NODE_PATH=../lib, as tests.json sets it); the rest from npm
+    env["NODE_PATH"] = os.pathsep.join([str(TREE / "lib" / "nodejs" / "lib"),
+                                        str(CROSSTEST / "node" / "node_modules")])
+    return ([shutil.which("node") or "node", "client.js", "--type=tcp", *common, "-p", cell.protocol,
+             "-t", cell.transport, *ssl], TREE / "lib" / "nodejs" / "test", env)
+
+
+def run_cell(cell: Cell, port: int) -> Outcome:
+    """Runs the cell's client against ``port``; the checks it counted, where it prints a count."""
+    command, cwd, env = client_command(cell, port)
+    started = time.monotonic()
+    result = run_to_end(command, f"{cell.id}: the client", CELL_TIMEOUT, cwd, env)
+    seconds = time.monotonic() - started
+    out = result.stdout
+    passed = total = None
+    if cell.language == "py":  # unittest: "Ran N tests", then "OK" or "FAILED (errors=E, failures=F)"
+        ran = re.search(r"^Ran (\d+) tests? in", out, re.MULTILINE)
+        if ran:
+            total = int(ran.group(1))
+            bad = sum(int(n) for n in re.findall(r"(?:errors|failures)=(\d+)", out))
+            passed = total - bad
+    elif cell.language == "node":  # tape: "# pass N", "# fail F"
+        ok = re.search(r"^# pass\s+(\d+)", out, re.MULTILINE)
+        failed = re.search(r"^# fail\s+(\d+)", out, re.MULTILINE)
+        if ok:
+            passed = int(ok.group(1))
+            total = passed + (int(failed.group(1)) if failed else 0)
+    return Outcome(passed, total, result.returncode, out, seconds)
+
+
+_results: Dict[Cell, Outcome] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def matrix() -> Iterator[None]:
+    """Writes the session's cross-test matrix (interop/crosstest/apache/matrix.md) once the cells have run."""
+    yield
+    if not _results:
+        return
+    lines = ["| client | protocol | transport | socket | checks passed | exit | seconds |",
+             "|---|---|---|---|---|---|---|"]
+    for cell, outcome in _results.items():
+        count = f"{outcome.passed}/{outcome.total}" if outcome.total is not None else "(exit status only)"
+        lines.append(f"| {NAMES[cell.language]} | {cell.protocol} | {cell.transport} | {cell.socket} | {count} | "
+                     f"{outcome.exit} | {outcome.seconds:.1f} |")
+    MATRIX.parent.mkdir(parents=True, exist_ok=True)
+    MATRIX.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+@pytest.mark.parametrize("cell", CELLS, ids=[cell.id for cell in CELLS])
+def test_apache_test_client_passes(cell: Cell, servers: Dict[str, Server]) -> None:
+    """Apache's unmodified TestClient of the cell's language runs all its checks against our one port."""
+    built(cell.language)
+    server = servers[cell.socket]
+    # plain header cells go through a relay that names each connection's dialect (ssl ones cannot be read)
+    relay = DialectRelay(("127.0.0.1", server.port)) if cell.protocol == "header" and cell.socket == "ip" else None
+    try:
+        outcome = run_cell(cell, relay.port if relay else server.port)
+    finally:
+        if relay:
+            relay.close()
+    _results[cell] = outcome
+    sys.stdout.write(outcome.output)  # shown by pytest on failure
+    assert server.process.poll() is None, "the server exited:\n" + "".join(server.log)
+    assert outcome.exit == 0, f"{cell.id}: exit {outcome.exit}\n{outcome.output[-4000:]}"
+    assert "*** FAILURE ***" not in outcome.output, outcome.output[-4000:]  # C++ and Java mark each failed check
+    if cell.language == "py":
+        assert (outcome.passed, outcome.total) == (PY_TESTS, PY_TESTS), outcome.output[-4000:]
+        assert re.search(r"^OK$", outcome.output, re.MULTILINE), outcome.output[-4000:]
+    if cell.language == "node":
+        assert (outcome.passed, outcome.total) == (NODE_CHECKS, NODE_CHECKS), outcome.output[-4000:]
+    if relay:
+        dialects = set(relay.dialects)
+        if cell.language == "node":  # caveat: Node's 0.17 client never writes THeader's header (docs/interop.md)
+            assert dialects == {f"{cell.transport} binary"}, relay.dialects
+        else:
+            assert dialects and all(d.startswith("THeader ") for d in dialects), relay.dialects
