@@ -48,7 +48,7 @@ from .errors import (
 )
 from .states import CLIENT_TRANSITIONS, ClientEvent, ClientPhase, StateMachine
 from .timing import Record, Timeline
-from .transport import client_stack, explain_reply, explain_tls_error, is_timeout, unread_bytes
+from .wire import client_stack, explain_reply, explain_tls_error, is_timeout, unread_bytes
 from .values import argument_checker
 
 __all__ = ["Client"]

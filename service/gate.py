@@ -46,7 +46,7 @@ from .metrics import CallCounter, ConnectionCounters, ServerMetrics
 from .peerlog import WarningBudget, clip_for_log
 from .session import Session, SessionContext, SessionListener, SessionSettings, bind_session, take_dropped_oneway
 from .states import SESSION_METHODS
-from .transport import AnswerableReadError, skip_value
+from .wire import AnswerableReadError, skip_value
 
 __all__ = ["SessionProcessor", "ConnectionState", "SessionClosed"]
 

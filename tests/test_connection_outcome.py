@@ -8,7 +8,7 @@ from thrift.transport.TTransport import TTransportException
 from thrift_handshake import ServerLimits
 from thrift_handshake.server.outcome import Ending, bad_input, closing_outcome, transport_outcome
 from thrift_handshake.states import ConnectionEvent
-from thrift_handshake.transport import FrameTooLarge
+from thrift_handshake.wire import FrameTooLarge
 
 EOF_ERROR = TTransportException(TTransportException.END_OF_FILE, "TSocket read 0 bytes")
 TIMEOUT = TTransportException(TTransportException.TIMED_OUT, "timed out")

@@ -15,7 +15,7 @@ from thrift_handshake.server.admission import SILENT_GRACE, eviction_candidates,
 from thrift_handshake.server.connection import Connection
 from thrift_handshake.session import Session, SessionContext, SessionSettings
 from thrift_handshake.states import ConnectionEvent, ConnectionPhase, SocketMode
-from thrift_handshake.transport import ConnectionSocket
+from thrift_handshake.wire import ConnectionSocket
 from thrift_handshake_gen.session.ttypes import ClientHello
 
 NOW = 1000.0

@@ -20,7 +20,7 @@ from thrift.transport.TTransport import TMemoryBuffer
 
 from thrift_handshake import Client, ServerConfig, Wire
 from thrift_handshake.demo import demo_server
-from thrift_handshake.transport import UndecodableValue
+from thrift_handshake.wire import UndecodableValue
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.session import SessionService
 from thrift_handshake_gen.session.ttypes import ClientHello

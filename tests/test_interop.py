@@ -32,7 +32,7 @@ import pytest
 
 from thrift_handshake import HandshakeServer, ServerConfig, Wire
 from thrift_handshake.demo import DemoLimits, demo_server
-from thrift_handshake.transport import sniff
+from thrift_handshake.wire import DialectKind, sniff
 
 ROOT = Path(__file__).resolve().parent.parent
 IDL = ROOT / "idl" / "handshake.thrift"
@@ -339,7 +339,7 @@ def run_client(command: List[str], host: str, port: int, overload_port: Optional
 
 class DialectRelay:
     """A TCP relay in front of a server that names what each connection's first bytes are written in
-    (``transport.sniff``; for THeader also the protocol it carries): what a client really puts on the wire."""
+    (``wire.sniff``; for THeader also the protocol it carries): what a client really puts on the wire."""
 
     # THeader: length (4), magic (2), flags (2), seqid (4), header words (2), then the protocol id (0, 2)
     HEADER_PROTOCOL_AT = 14
@@ -386,7 +386,7 @@ class DialectRelay:
 
     def _name(self, first: bytes) -> str:
         dialect = sniff(first)
-        if dialect is not None and dialect.kind == "header":
+        if dialect is not None and dialect.kind is DialectKind.HEADER:
             return f"THeader {self.HEADER_PROTOCOLS.get(first[self.HEADER_PROTOCOL_AT], 'protocol?')}"
         return str(dialect)
 

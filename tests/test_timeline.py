@@ -10,7 +10,7 @@ from thrift.transport.TTransport import CReadableTransport
 from thrift_handshake import Client, ClientOptions, RemoteApplicationError
 from thrift_handshake.demo import SERVER_TIMED
 from thrift_handshake.timing import format_summary, format_table
-from thrift_handshake.transport import accelerated_available
+from thrift_handshake.wire import accelerated_available
 from thrift_handshake_gen.ttypes import Event, Request
 from thrift_handshake_gen import HandshakeService
 

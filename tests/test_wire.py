@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 from pathlib import Path
 
 import pytest
 from conftest import exchange, report_reliability
 from thrift.protocol.THeaderProtocol import THeaderProtocol
+from thrift.Thrift import TApplicationException
 from thrift.transport import TSocket
 from thrift.transport.THeaderTransport import THeaderClientType
 
@@ -16,13 +18,15 @@ from thrift_handshake.config import TRANSPORTS
 from thrift_handshake import (
     Client,
     ClientOptions,
+    ClientPhase,
     ClientTLS,
     ConnectError,
     ConnectionBroken,
     Wire,
     WireMismatch,
 )
-from thrift_handshake.transport import sniff
+from thrift_handshake.demo import HandshakeHandler
+from thrift_handshake.wire import sniff
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.session.ttypes import ClientHello
 
@@ -52,7 +56,8 @@ def test_one_port_serves_a_theader_client(server):
         sock.close()
 
 
-@pytest.mark.parametrize("client_wire", [Wire("compact", "framed"), Wire("binary", "framed"), Wire("compact"), Wire("binary", "header")], ids=str)
+@pytest.mark.parametrize("client_wire", [Wire("compact", "framed"), Wire("binary", "framed"), Wire("compact"),
+                                         Wire("binary", "header")], ids=str)
 def test_a_server_of_one_dialect_tells_another_what_it_speaks(start_server, client_wire):
     server = start_server(detect_wire=False)
     client = Client("127.0.0.1", server.port, ClientOptions(wire=client_wire), service=HandshakeService)
@@ -62,6 +67,24 @@ def test_a_server_of_one_dialect_tells_another_what_it_speaks(start_server, clie
     expected = f"the client speaks {speaks}; this server speaks Thrift buffered binary"
     assert expected in str(caught.value)
     assert client.phase.value == "CLOSED"
+
+
+def test_a_peer_of_another_dialect_with_a_frame_over_the_limit_is_told_to_its_call(start_server):
+    """Refused by its frame's length before the frame is read, it still gets the mismatch answer, to the
+    call its frame starts (as a full server answers), instead of a silent close."""
+    from thrift.protocol.TCompactProtocol import TCompactProtocol
+    from thrift.Thrift import TMessageType
+    from thrift.transport.TTransport import TFramedTransport, TMemoryBuffer
+
+    server = start_server(detect_wire=False)
+    too_large = server.config.limits.max_message_bytes + 1
+    answer = exchange(server.port, struct.pack("!i", too_large) + b"\x82\x21\x09\x04echo\x00")
+    protocol = TCompactProtocol(TFramedTransport(TMemoryBuffer(answer)))
+    assert protocol.readMessageBegin() == ("echo", TMessageType.EXCEPTION, 9)
+    error = TApplicationException()
+    error.read(protocol)
+    assert error.type == TApplicationException.INVALID_PROTOCOL
+    assert error.message == "the client speaks framed compact; this server speaks Thrift buffered binary"
 
 
 def test_an_http_request_gets_an_http_answer_that_explains(server, caplog):
@@ -156,8 +179,11 @@ def test_theader_compression_is_refused(server):
     """A zlib frame lets a few bytes decode to megabytes past every byte budget: refused."""
     sock, stub = _header_stub(server.port, transform=True)
     try:
-        with pytest.raises(Exception):
+        with pytest.raises(TApplicationException) as refused:
             stub.hello(ClientHello(client_name="zlib", min_version=1, max_version=2))
+        assert refused.value.type == TApplicationException.PROTOCOL_ERROR
+        assert refused.value.message == ("cannot decode the request: THeader transform 1 is not accepted by this "
+                                         "server (compression)")
     finally:
         sock.close()
     with Client("127.0.0.1", server.port, service=HandshakeService) as client:
@@ -165,16 +191,97 @@ def test_theader_compression_is_refused(server):
     report_reliability("a THeader frame with zlib (compression bomb) refused", 1, True, 0)
 
 
-def test_theader_clients_meet_the_same_read_limits(start_server):
+def _stub(port: int, wire: Wire):
+    """A generated client over Thrift's own stack for ``wire`` (no thrift_handshake client)."""
+    from thrift.protocol import TBinaryProtocol, TCompactProtocol
+    from thrift.transport import TTransport
+    from thrift.transport.THeaderTransport import THeaderSubprotocolID
+
+    sock = TSocket.TSocket("127.0.0.1", port)
+    sock.setTimeout(5000)
+    if wire.transport == "header":
+        protocol_id = THeaderSubprotocolID.COMPACT if wire.protocol == "compact" else THeaderSubprotocolID.BINARY
+        protocol = THeaderProtocol(sock, (THeaderClientType.HEADERS,), protocol_id)
+    else:
+        transport = (TTransport.TFramedTransport if wire.transport == "framed" else TTransport.TBufferedTransport)(sock)
+        module = TCompactProtocol if wire.protocol == "compact" else TBinaryProtocol
+        protocol = getattr(module, f"T{wire.protocol.title()}Protocol{'Accelerated' if wire.accelerated else ''}")(
+            transport)
+    sock.open()
+    return sock, HandshakeService.Client(protocol)
+
+
+@pytest.mark.parametrize("wire", WIRES, ids=str)
+def test_every_dialect_meets_the_same_read_limits(start_server, wire):
+    """max_container_items holds for every protocol and transport a client may pick on one port."""
     from thrift_handshake import ServerLimits
     from thrift_handshake_gen.ttypes import AllTypes
 
     server = start_server(limits=ServerLimits(max_container_items=100))
-    sock, stub = _header_stub(server.port)
+    sock, stub = _stub(server.port, wire)
     try:
-        stub.hello(ClientHello(client_name="header", min_version=1, max_version=2))
+        stub.hello(ClientHello(client_name=str(wire), min_version=1, max_version=2))
         assert len(stub.echo_types(AllTypes(id="ok", numbers=list(range(100)))).numbers) == 100
-        with pytest.raises(Exception):
+        with pytest.raises(TApplicationException) as refused:
             stub.echo_types(AllTypes(id="big", numbers=list(range(101))))
+        assert refused.value.type == TApplicationException.PROTOCOL_ERROR
+        assert refused.value.message == ("cannot decode the echo_types request: a string, binary or container "
+                                         "exceeds this server's limits (max_message_bytes=16777216, "
+                                         "max_container_items=100)")
+    finally:
+        sock.close()
+
+
+def test_both_tls_contexts_refuse_versions_before_tls_1_2():
+    """Checked on the contexts: this machine's OpenSSL refuses TLS 1.0 and 1.1 at its default security
+    level anyway, so a handshake would not notice a server context that allowed them."""
+    import ssl
+
+    from thrift_handshake import ServerTLS
+    from thrift_handshake.wire import server_tls_context
+    from thrift_handshake.wire.tls import client_tls_context
+
+    server_tls = ServerTLS(str(CERTS / "server.pem"), str(CERTS / "server.key"))
+    assert server_tls_context(server_tls).minimum_version is ssl.TLSVersion.TLSv1_2
+    assert client_tls_context(ClientTLS(ca_file=str(CERTS / "ca.pem"))).minimum_version is ssl.TLSVersion.TLSv1_2
+
+
+@pytest.mark.parametrize("wire", WIRES, ids=str)
+def test_the_client_reads_no_reply_over_max_reply_bytes(server, wire):
+    """The reply's string (buffered) or frame (framed, THeader) over the limit is refused before it is
+    read; the request, as large, is sent (the limit is the reply's)."""
+    client = Client("127.0.0.1", server.port, ClientOptions(wire=wire, max_reply_bytes=1000), service=HandshakeService)
+    client.connect()
+    assert client.echo("x" * 900) == "x" * 900
+    with pytest.raises(ConnectionBroken) as refused:
+        client.echo("x" * 1001)
+    if wire.transport != "buffered":
+        frame = 1001 + {("framed", "compact"): 13, ("framed", "binary"): 24, ("header", "compact"): 27,
+                        ("header", "binary"): 38}[wire.transport, wire.protocol]  # the reply's header and stop
+        assert f"Frame size ({frame}) larger than the maximum (1000)" in str(refused.value)
+    elif wire.accelerated:
+        assert "size exceeded specified limit: 1000" in str(refused.value)
+    else:
+        assert "Length exceeded max allowed: 1000" in str(refused.value)
+    assert client.phase is ClientPhase.BROKEN
+
+
+class _Tenfold(HandshakeHandler):
+    def echo(self, message):
+        return message * 10
+
+
+@pytest.mark.parametrize("wire", [w for w in WIRES if w.accelerated], ids=str)
+def test_a_reply_larger_than_max_message_bytes_is_sent_in_every_dialect(start_server, wire):
+    """max_message_bytes bounds what a peer sends; the server's replies are the handler's to size, in
+    THeader as in the other dialects (Thrift's THeader transport applies its frame limit to writes)."""
+    from thrift_handshake import ServerLimits
+
+    server = start_server(_Tenfold(), limits=ServerLimits(max_message_bytes=1024))
+    sock, stub = _stub(server.port, wire)
+    try:
+        stub.hello(ClientHello(client_name=str(wire), min_version=1, max_version=2))
+        assert stub.echo("y" * 200) == "y" * 2000
+        assert stub.echo("z") == "z" * 10  # and the connection goes on
     finally:
         sock.close()

@@ -17,7 +17,7 @@ FALLBACK_WARNING = "thrift's C extension is missing"
 WITHOUT_EXTENSION = """
 import sys
 sys.modules["thrift.protocol.fastbinary"] = None  # import fails as if the .so were not installed
-from thrift_handshake.transport import accelerated_available
+from thrift_handshake.wire import accelerated_available
 assert not accelerated_available()
 from thrift_handshake.cli import main
 sys.exit(main(sys.argv[1:]))

@@ -12,17 +12,15 @@ import time
 from collections import Counter
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
-from thrift.Thrift import TApplicationException, TMessageType
+from thrift.Thrift import TApplicationException
 from thrift.transport.TTransport import TTransportException
 
 from ..config import ServerConfig
 from ..metrics import ServerMetrics
 from ..peerlog import WarningBudget
-from ..transport import AnswerableReadError, ConnectionSocket
-from .answers import _discard_input
+from ..wire import ConnectionSocket, DialectKind, answer_refusal, write_application_exception
 from .connection import Connection
 from .outcome import evicted_as
-from .stacks import stack_for, wire_of
 
 __all__ = ["Admission", "eviction_candidates", "host_over_its_share", "tell_evicted"]
 
@@ -172,18 +170,10 @@ class Admission:
                 client.handshake_budget = budget = config.limits.handshake_max_bytes  # as before any hello
                 client.setTimeout(_REFUSAL_SECONDS * 1000)
                 _, dialect = client.first_bytes()
-                if dialect is None or dialect.kind not in ("thrift", "header"):
+                if dialect is None or dialect.kind not in (DialectKind.THRIFT, DialectKind.HEADER):
                     return
-                transport, protocol = stack_for(config, wire_of(dialect), client, budget)  # its own dialect
-                try:
-                    name, _, seqid = protocol.readMessageBegin()
-                except AnswerableReadError as error:  # a frame over the budget: answered from its header
-                    name, seqid = error.name, error.seqid
-                protocol.writeMessageBegin(name, TMessageType.EXCEPTION, seqid)
-                TApplicationException(TApplicationException.INTERNAL_ERROR, message).write(protocol)
-                protocol.writeMessageEnd()
-                transport.flush()
-                _discard_input(client.handle)
+                answer_refusal(client, dialect, TApplicationException.INTERNAL_ERROR, message, budget,
+                               config.limits.max_container_items)  # in its own dialect
             except Exception:  # silent, gone or not Thrift: nothing more to say
                 pass
             finally:
@@ -201,11 +191,8 @@ def tell_evicted(connection: Connection, message: str) -> None:
     try:
         sock.idle_timeout = _TELL_SECONDS  # bounds this write: the session is over anyway
         handle = sock.handle
-        if not isinstance(handle, ssl.SSLSocket):  # kernel send timeouts (see transport.ConnectionSocket)
+        if not isinstance(handle, ssl.SSLSocket):  # kernel send timeouts (see wire.ConnectionSocket)
             handle.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 1, 0))
-        protocol.writeMessageBegin("", TMessageType.EXCEPTION, 0)
-        TApplicationException(TApplicationException.INTERNAL_ERROR, message).write(protocol)
-        protocol.writeMessageEnd()
-        protocol.trans.flush()
+        write_application_exception(protocol, "", 0, TApplicationException.INTERNAL_ERROR, message)
     except (OSError, TTransportException):  # gone, or not reading: closed without the word
         pass

@@ -17,7 +17,7 @@ from ..config import ServerConfig
 from ..gate import ConnectionState
 from ..session import Session
 from ..states import CONNECTION_TRANSITIONS, ConnectionEvent, ConnectionPhase, SocketMode, StateMachine
-from ..transport import ConnectionSocket
+from ..wire import ConnectionSocket
 
 __all__ = ["Connection", "LINGER"]
 

@@ -14,8 +14,8 @@ from ..gate import ConnectionState, SessionClosed, SessionProcessor
 from ..peerlog import clip_for_log
 from ..pool import WorkerPool
 from ..states import SocketMode
-from ..transport import NoMessageYet
-from .answers import Answers, _discard_input
+from ..wire import NoMessageYet, discard_input
+from .answers import Answers
 from .connection import Connection
 from .opening import Opening
 from .outcome import BAD_INPUT, Ending, Outcome, bad_input, closing_outcome, transport_outcome
@@ -114,8 +114,8 @@ class MessageLoop:
         name = state.in_flight[0]
         logger.error("peer=%s: the %s reply cannot be encoded: %s: %s", state.context.peer, name,
                      type(error).__name__, clip_for_log(error))
-        self._answers._send_exception(state, protocol, TApplicationException.INTERNAL_ERROR,
-                                      f"the server could not encode the {name} reply")
+        self._answers.send_exception(state, protocol, TApplicationException.INTERNAL_ERROR,
+                                     f"the server could not encode the {name} reply")
 
     def _answer_bad_message(self, connection: Connection, state: ConnectionState, protocol: Any,
                             problem: str) -> None:
@@ -124,8 +124,8 @@ class MessageLoop:
             return
         try:
             name = state.in_flight[0]
-            self._answers._send_exception(state, protocol, TApplicationException.PROTOCOL_ERROR,
-                                          f"cannot decode the {name + ' ' if name else ''}request: {problem}")
-            _discard_input(connection.socket.handle)
+            self._answers.send_exception(state, protocol, TApplicationException.PROTOCOL_ERROR,
+                                         f"cannot decode the {name + ' ' if name else ''}request: {problem}")
+            discard_input(connection.socket.handle)
         except Exception:  # the peer may be gone already
             pass

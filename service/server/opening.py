@@ -10,8 +10,8 @@ from typing import Any, Optional, Tuple
 from ..config import ServerConfig
 from ..gate import SessionProcessor
 from ..peerlog import WarningBudget
-from ..transport import header_protocol
-from .answers import Answers, _peek
+from ..wire import DialectKind, header_protocol, peek_first_bytes
+from .answers import Answers
 from .connection import Connection
 from .stacks import stack_for
 
@@ -52,9 +52,9 @@ class Opening:
     def _start_tls(self, connection: Connection) -> Any:
         """The TLS handshake, on the connection's own thread within the handshake timeout; returns the
         client certificate's common name ("" without one), or False when the handshake failed."""
-        first, dialect = _peek(connection.socket.handle)
-        if first and (dialect is None or dialect.kind != "tls"):  # a plain client on the TLS port
-            self._answers._explain_mismatch(connection, first, dialect, "this server requires TLS")
+        first, dialect = peek_first_bytes(connection.socket.handle)
+        if first and (dialect is None or dialect.kind is not DialectKind.TLS):  # a plain client on the TLS port
+            self._answers.explain_mismatch(connection, first, dialect, "this server requires TLS")
             return False
         try:
             handle = self._tls.wrap_socket(connection.socket.handle, server_side=True, do_handshake_on_connect=False)
@@ -74,7 +74,7 @@ class Opening:
         first, dialect = connection.socket.first_bytes()
         config = self._config
         served = config.wire
-        if dialect is not None and dialect.kind == "thrift":
+        if dialect is not None and dialect.kind is DialectKind.THRIFT:
             wire = dataclasses.replace(served, protocol=dialect.wire.protocol, transport=dialect.wire.transport)
             if wire == served:
                 transport_factory, protocol_factory = self._factories
@@ -82,13 +82,14 @@ class Opening:
                 return transport, protocol_factory.getProtocol(transport)
             if config.detect_wire:
                 return stack_for(config, wire, connection.socket)
-        if dialect is not None and dialect.kind == "header" and (config.detect_wire or served.transport == "header"):
+        if dialect is not None and dialect.kind is DialectKind.HEADER and (
+                config.detect_wire or served.transport == "header"):
             limits = config.limits
             protocol = header_protocol(connection.socket, limits.max_message_bytes, limits.max_container_items)
             return protocol.trans, protocol
         if not first:  # closed (or silent until the deadline) before saying anything
             return stack_for(config, served, connection.socket)
-        self._answers._explain_mismatch(connection, first, dialect, f"this server speaks {self._speaks()}")
+        self._answers.explain_mismatch(connection, first, dialect, f"this server speaks {self._speaks()}")
         return None
 
     def _speaks(self) -> str:

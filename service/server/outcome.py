@@ -13,7 +13,7 @@ from ..config import ServerLimits
 from ..gate import ConnectionState
 from ..peerlog import clip_for_log
 from ..states import ConnectionEvent
-from ..transport import BudgetExceeded, FrameRefused, FrameTooLarge, is_reset, is_timeout
+from ..wire import BudgetExceeded, FrameRefused, FrameTooLarge, is_reset, is_timeout
 
 __all__ = ["Ending", "Outcome", "bad_input", "BAD_INPUT", "closing_outcome", "session_summary", "transport_outcome"]
 

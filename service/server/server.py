@@ -1,7 +1,7 @@
 """The production host of a ``SessionProcessor``: Apache Thrift's TThreadedServer with limits and a stop.
 
 The wiring stays the tutorial's (a processor, a TServerSocket, a transport factory and a protocol
-factory, all held by TThreadedServer); the parts come from ``gate`` (the processor) and ``transport``
+factory, all held by TThreadedServer); the parts come from ``gate`` (the processor) and ``wire``
 (the stack). This module composes the rest: it listens, accepts, and runs the watch where idle
 connections wait; ``admission`` decides who may hold a connection, ``loop`` serves a connection's
 messages on a pool thread, ``outcome`` words how each ended, ``drain`` stops gracefully (stop accepting,
@@ -35,7 +35,7 @@ from ..peerlog import WarningBudget
 from ..pool import ReadinessWatch, WorkerPool
 from ..session import SessionSettings
 from ..states import ConnectionEvent, SocketMode
-from ..transport import ConnectionSocket, frame_limit, no_delay, protocol_factory, server_tls_context, transport_factory
+from ..wire import ConnectionSocket, frame_limit, no_delay, protocol_factory, server_tls_context, transport_factory
 from .admission import Admission, tell_evicted
 from .answers import Answers
 from .connection import Connection

@@ -1,0 +1,69 @@
+"""The wire: everything between a socket and a Thrift message, one concern per module.
+
+- ``stack``: transports and factories, the one place a connection's stack is chosen (both ends).
+- ``protocols``: binary and compact with strict message headers and read limits.
+- ``strict``: strict decoding (UTF-8, typed container elements) with or without the C extension.
+- ``sniff``: the dialect from a connection's first bytes (bytes only, no socket).
+- ``framer``: whether bytes hold a whole message, and its length, under the server's limits (no socket).
+- ``sockets`` / ``connection_socket``: deadline sockets of both ends; the server's end with its budgets.
+- ``tls``: TLS contexts and what a TLS failure means.
+- ``answers``: a refusal in the peer's own dialect.
+- ``errors``: the wire's exceptions.
+"""
+
+from .answers import answer_refusal, discard_input, write_application_exception
+from .connection_socket import ConnectionSocket, peek_first_bytes
+from .errors import (
+    AnswerableReadError,
+    BudgetExceeded,
+    FrameRefused,
+    FrameTooLarge,
+    NoMessageYet,
+    UndecodableMethodName,
+    UndecodableValue,
+)
+from .framer import FramerLimits, MessageFramer, frame_limit
+from .protocols import accelerated_available, protocol_factory
+from .sniff import SNIFF_BYTES, Dialect, DialectKind, explain_reply, sniff
+from .sockets import CountingSocket, DeadlineSocket, is_reset, is_timeout, no_delay
+from .stack import client_stack, header_protocol, server_stack, transport_factory, unread_bytes
+from .strict import skip_value
+from .tls import explain_tls_error, server_tls_context
+
+__all__ = [
+    "Dialect",
+    "DialectKind",
+    "SNIFF_BYTES",
+    "sniff",
+    "explain_reply",
+    "explain_tls_error",
+    "accelerated_available",
+    "protocol_factory",
+    "UndecodableValue",
+    "UndecodableMethodName",
+    "AnswerableReadError",
+    "BudgetExceeded",
+    "FrameTooLarge",
+    "FrameRefused",
+    "NoMessageYet",
+    "skip_value",
+    "transport_factory",
+    "frame_limit",
+    "header_protocol",
+    "server_stack",
+    "is_timeout",
+    "is_reset",
+    "DeadlineSocket",
+    "ConnectionSocket",
+    "CountingSocket",
+    "peek_first_bytes",
+    "client_stack",
+    "unread_bytes",
+    "server_tls_context",
+    "no_delay",
+    "answer_refusal",
+    "write_application_exception",
+    "discard_input",
+    "MessageFramer",
+    "FramerLimits",
+]

@@ -1,0 +1,251 @@
+"""The server's end of one connection: its first bytes, byte budgets, linger, request and idle timeouts.
+
+Also the first bytes of a socket not yet wrapped (the TLS port peeks before its handshake, so that
+a plain client is told it needs TLS): ``peek_first_bytes``. Both tell the dialect with ``sniff_stream``.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import ssl
+import struct
+import time
+from typing import Optional, Tuple
+
+from thrift.transport import TSocket, TTransport
+
+from ..config import ServerLimits
+from .errors import BudgetExceeded, NoMessageYet
+from .sniff import SNIFF_BYTES, Dialect, sniff_stream
+from .sockets import DeadlineSocket, set_kernel_timeouts, use_timeout, write_failed, time_left
+
+__all__ = ["ConnectionSocket", "peek_first_bytes"]
+
+#: Each socket read asks for at most this much, so a declared length never allocates more than arrives.
+_READ_CHUNK = 1024 * 1024
+
+
+class ConnectionSocket(DeadlineSocket):
+    """The server's end of one connection.
+
+    Before hello, the handshake deadline bounds every read and write (set ``deadline``), and at most
+    ``handshake_budget`` bytes are read (more is refused before it is allocated). Once the
+    session has started (``start_session``), a message's first bytes are awaited for the linger only
+    (the server's selector then holds the silence, bounded by the idle timeout), a request must arrive
+    whole within ``request_timeout`` of its first byte (so a peer dripping one byte per idle period
+    cannot hold the connection), and a reply must be written within the idle timeout. The server calls
+    ``message_done`` after each reply.
+    """
+
+    request_timeout: Optional[float] = None
+    idle_timeout: Optional[float] = None
+    handshake_budget: Optional[int] = None  # bytes the peer may send before its session starts
+    message_budget: int = 0  # bytes one message may take once the session has started
+    linger: float = 0.0
+    _kernel_timeouts = False
+    _received = 0
+    _pushback = b""
+    _reset_on_close = False
+
+    def close(self) -> None:
+        if self._reset_on_close and self.handle is not None:
+            try:
+                self.handle.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError:
+                pass
+        super().close()
+
+    def first_bytes(self) -> Tuple[bytes, Optional[Dialect]]:
+        """Reads the connection's first bytes (up to SNIFF_BYTES, fewer if they already tell) and
+        what they say; the bytes are read again by the transport (nothing is lost). Waits within the
+        socket's deadline and timeout; the dialect is None if the peer stopped before it was clear."""
+
+        def more(data: bytes) -> Optional[bytes]:
+            try:
+                return data + self.read(SNIFF_BYTES - len(data))
+            except TTransport.TTransportException:
+                return None
+
+        data, dialect = sniff_stream(more)
+        self._pushback = data + self._pushback
+        return data, dialect
+
+    def start_session(self, limits: ServerLimits, linger: float) -> None:
+        """The session's limits apply from now on; a message's first bytes are awaited ``linger``
+        seconds at most (then ``read`` raises NoMessageYet and the server lets the connection wait
+        in its selector, where the idle timeout bounds the silence)."""
+        self.deadline = None
+        self.idle_timeout = limits.idle_timeout
+        self.request_timeout = limits.request_timeout
+        self.message_budget = limits.max_message_bytes
+        self.linger = linger
+        handle = self.handle
+        self._kernel_timeouts = not isinstance(handle, ssl.SSLSocket)
+        if self._kernel_timeouts:
+            # A socket in Python's timeout mode polls before every recv and send; a blocking socket
+            # with kernel timeouts makes one syscall each (their EAGAIN is mapped to a timeout).
+            set_kernel_timeouts(handle, receive=linger, send=limits.idle_timeout)
+        else:
+            handle.settimeout(linger)
+
+    def pending_input(self) -> bool:
+        """Whether bytes already received wait below the transport (pushed back, or decrypted by TLS)."""
+        handle = self.handle
+        return bool(self._pushback) or (isinstance(handle, ssl.SSLSocket) and handle.pending() > 0)
+
+    def read(self, sz: int) -> bytes:
+        if self._pushback:
+            data, self._pushback = self._pushback[:sz], self._pushback[sz:]
+            self.message_started()
+            return data
+        if self.request_timeout is None:  # handshake: one deadline and one byte budget for everything
+            budget = self.handshake_budget
+            if budget is None:
+                return super().read(sz)
+            if self._received >= budget:  # never read (or allocate) past the budget
+                raise BudgetExceeded(TTransport.TTransportException.SIZE_LIMIT,
+                                     f"more than {budget} bytes before hello() succeeded (handshake_max_bytes)")
+            data = super().read(min(sz, budget - self._received))
+            self._received += len(data)
+            return data
+        if self.deadline is None:  # the first bytes of a message: the rest must follow in time, and within its budget
+            self._received = 0
+            size = min(sz, _READ_CHUNK, self.message_budget)
+            data = self._first_read(size)
+            self.deadline = time.monotonic() + self.request_timeout
+        else:
+            if self._received >= self.message_budget:
+                raise BudgetExceeded(TTransport.TTransportException.SIZE_LIMIT,
+                                     f"a message of more than {self.message_budget} bytes (max_message_bytes)")
+            size = min(sz, _READ_CHUNK, self.message_budget - self._received)
+            if self._kernel_timeouts:
+                data = self._read_more(size)
+            else:
+                self._arm()
+                data = TSocket.TSocket.read(self, size)
+        self._received += len(data)
+        return data
+
+    def _first_read(self, size: int) -> bytes:
+        handle = self.handle
+        if not self._kernel_timeouts:
+            use_timeout(handle, self.linger)
+        try:
+            return _recv(handle, size)
+        except (BlockingIOError, socket.timeout, TimeoutError):
+            raise NoMessageYet() from None
+
+    def _read_more(self, size: int) -> bytes:
+        """The rest of a message on a blocking socket: waits in poll() past the linger, up to the deadline."""
+        handle = self.handle
+        while True:
+            try:
+                return _recv(handle, size)
+            except BlockingIOError:  # nothing yet: wait for more, as long as the deadline allows
+                pass
+            waiter = select.poll()
+            waiter.register(handle, select.POLLIN)
+            waiter.poll(time_left(self.deadline) * 1000)
+
+    def write(self, buff: bytes) -> None:
+        if self.request_timeout is None:
+            super().write(buff)
+            return
+        handle = self.handle
+        if not self._kernel_timeouts:
+            use_timeout(handle, self.idle_timeout)
+        started = time.monotonic()
+        try:
+            sent = handle.send(buff)  # usually all of it; a kernel timeout bounds this one call as a whole
+            if sent < len(buff):
+                self._send_rest(memoryview(buff)[sent:], started + self.idle_timeout)
+        except (BlockingIOError, socket.timeout, TimeoutError) as error:
+            self._reset_on_close = True  # what the kernel still holds of the reply is dropped, not sent on
+            raise TTransport.TTransportException(
+                TTransport.TTransportException.TIMED_OUT,
+                "the peer did not read its reply within the idle timeout", inner=error) from error
+        except OSError as error:
+            raise write_failed(error) from error
+
+    def _send_rest(self, rest: memoryview, deadline: float) -> None:
+        """The rest of a reply the peer is slow to read, by ``deadline`` (the idle timeout after the
+        reply's start). Each send's own timeout restarts whenever a few bytes move (and ``sendall``
+        sends again after each), so a peer reading a trickle at a time would hold the thread and the
+        reply indefinitely."""
+        handle = self.handle
+        try:
+            while rest:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise socket.timeout("the whole reply was not read in time")
+                self._bound_send(remaining)
+                rest = rest[handle.send(rest):]
+        finally:
+            self._bound_send(self.idle_timeout)
+
+    def _bound_send(self, seconds: float) -> None:
+        if self._kernel_timeouts:
+            set_kernel_timeouts(self.handle, receive=self.linger, send=seconds)
+        else:
+            self.handle.settimeout(seconds)
+
+    def message_started(self) -> None:
+        """A message began from bytes already buffered above the socket: its deadline and budget run."""
+        if self.request_timeout is not None and self.deadline is None:
+            self.deadline = time.monotonic() + self.request_timeout
+            self._received = 0
+
+    def message_done(self) -> None:
+        """The reply is out: the next message starts a new deadline and budget."""
+        if self.request_timeout is not None:
+            self.deadline = None
+
+
+def _recv(handle: socket.socket, size: int) -> bytes:
+    """``handle.recv`` reporting EOF and socket errors as TSocket.read does; timeouts (Python's, or the
+    kernel's EAGAIN as BlockingIOError) are raised as they are, for the caller to map."""
+    try:
+        data = handle.recv(size)
+    except (BlockingIOError, socket.timeout, TimeoutError):
+        raise
+    except OSError as error:
+        raise TTransport.TTransportException(message="unexpected exception", inner=error) from error
+    if not data:
+        raise TTransport.TTransportException(TTransport.TTransportException.END_OF_FILE, "TSocket read 0 bytes")
+    return data
+
+
+def peek_first_bytes(handle: socket.socket) -> Tuple[bytes, Optional[Dialect]]:
+    """A plain socket's first bytes and their dialect, left unread (for the TLS port: before wrapping);
+    waits for them within the socket's timeout (10 s without one)."""
+    deadline = time.monotonic() + (handle.gettimeout() or 10.0)
+
+    def more(data: bytes) -> Optional[bytes]:
+        if data and not _wait_for_more(handle, len(data), deadline):
+            return None
+        if time.monotonic() >= deadline:
+            return None
+        try:
+            return handle.recv(SNIFF_BYTES, socket.MSG_PEEK) or None
+        except OSError:
+            return None
+
+    return sniff_stream(more)
+
+
+_POLL_CLOSED = getattr(select, "POLLRDHUP", 0)  # the peer closed its end (Linux)
+
+
+def _wait_for_more(handle: socket.socket, have: int, deadline: float) -> bool:
+    """Waits until more than the ``have`` bytes already received (and peeked at) are readable; False
+    when the peer closed or the deadline passed first. Poll alone would wake at once for the bytes
+    already there; the low-water mark makes it wait for new ones (without spinning)."""
+    handle.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, have + 1)
+    try:
+        waiter = select.poll()
+        waiter.register(handle, select.POLLIN | _POLL_CLOSED)
+        events = waiter.poll(max(deadline - time.monotonic(), 0.0) * 1000)
+    finally:
+        handle.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
+    return bool(events) and not events[0][1] & (_POLL_CLOSED | select.POLLHUP | select.POLLERR)

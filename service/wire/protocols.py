@@ -1,0 +1,193 @@
+"""Thrift's binary and compact protocols with strict message headers, read limits and strict decoding.
+
+``protocol_factory`` turns a ``config.Wire`` into the protocol both ends use; THeader's protocol picks
+the binary or compact one per frame with the same limits.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional, Tuple
+
+from thrift.protocol import TBinaryProtocol, TCompactProtocol, THeaderProtocol
+from thrift.protocol.TProtocol import TProtocolBase, TProtocolException, TProtocolFactory
+from thrift.Thrift import TApplicationException
+from thrift.transport import THeaderTransport, TTransport
+
+from ..config import Wire
+from .errors import UndecodableMethodName
+from .sniff import thrift_start
+from .strict import method_name, strict_decoder
+
+__all__ = ["accelerated_available", "protocol_factory", "message_header", "HEADER_INNER_PROTOCOLS",
+           "HeaderProtocolFactory"]
+
+logger = logging.getLogger(__name__)
+
+
+def accelerated_available() -> bool:
+    """Whether Thrift's C extension (fastbinary) is importable."""
+    try:
+        from thrift.protocol import fastbinary  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# Thrift's readMessageBegin raises UnicodeDecodeError for a method name that is not UTF-8, before (binary)
+# or after (compact) reading the seqid, so the message could not be answered. Here the name is decoded
+# last and its error carries the seqid; the rest is what Thrift reads, with Thrift's error messages.
+
+class _BinaryMessageBegin:
+    def readMessageBegin(self) -> Tuple[str, int, int]:
+        header = self.readI32()
+        if header < 0:
+            if header & TBinaryProtocol.TBinaryProtocol.VERSION_MASK != TBinaryProtocol.TBinaryProtocol.VERSION_1:
+                raise TProtocolException(TProtocolException.BAD_VERSION,
+                                         f"Bad version in readMessageBegin: {header}")
+            message_type = header & TBinaryProtocol.TBinaryProtocol.TYPE_MASK
+            raw = self.readBinary()
+        elif self.strictRead:
+            raise TProtocolException(TProtocolException.BAD_VERSION, "No protocol version header")
+        else:  # the old unversioned header (THeader frames may carry it)
+            self._check_string_length(header)
+            raw = self.trans.readAll(header)
+            message_type = self.readByte()
+        seqid = self.readI32()
+        return method_name(raw, seqid), message_type, seqid
+
+
+class _BinaryProtocol(_BinaryMessageBegin, TBinaryProtocol.TBinaryProtocol):
+    pass
+
+
+class _BinaryProtocolAccelerated(_BinaryMessageBegin, TBinaryProtocol.TBinaryProtocolAccelerated):
+    pass
+
+
+class _AnswersAfterAFailedRead:
+    """Pure-Python compact keeps reading and writing in one state machine: a request whose decoding
+    failed midway would leave it unable to start the answer (PROTOCOL_ERROR) that says why."""
+
+    def writeMessageBegin(self, name: str, message_type: int, seqid: int) -> None:
+        self.state = TCompactProtocol.CLEAR  # only ever CLEAR here, unless a read was abandoned
+        super().writeMessageBegin(name, message_type, seqid)
+
+    def readMessageBegin(self) -> Tuple[str, int, int]:
+        protocol_id, version_and_type = self.trans.readAll(2)
+        if protocol_id != TCompactProtocol.TCompactProtocol.PROTOCOL_ID:
+            raise TProtocolException(TProtocolException.BAD_VERSION, f"Bad protocol id in the message: {protocol_id}")
+        version = version_and_type & TCompactProtocol.TCompactProtocol.VERSION_MASK
+        if version != TCompactProtocol.TCompactProtocol.VERSION:
+            raise TProtocolException(TProtocolException.BAD_VERSION,
+                                     f"Bad version: {version} (expect {TCompactProtocol.TCompactProtocol.VERSION})")
+        seqid = TCompactProtocol.readVarint(self.trans)
+        if seqid > 0x7FFFFFFF:  # sent as an unsigned varint, meant as an i32
+            seqid -= 1 << 32
+        size = TCompactProtocol.readVarint(self.trans)
+        if size < 0:
+            raise TProtocolException(TProtocolException.NEGATIVE_SIZE, "Length < 0")
+        self._check_string_length(size)
+        raw = self.trans.readAll(size)
+        message_type = (version_and_type >> TCompactProtocol.TCompactProtocol.TYPE_SHIFT_AMOUNT) \
+            & TCompactProtocol.TCompactProtocol.TYPE_BITS
+        return method_name(raw, seqid), message_type, seqid
+
+
+class _CompactProtocol(_AnswersAfterAFailedRead, TCompactProtocol.TCompactProtocol):
+    pass
+
+
+class _CompactProtocolAccelerated(_AnswersAfterAFailedRead, TCompactProtocol.TCompactProtocolAccelerated):
+    pass
+
+
+#: The protocols inside THeader frames, by THeader's id (Thrift's own map, with the classes above).
+HEADER_INNER_PROTOCOLS = {THeaderTransport.THeaderSubprotocolID.BINARY: _BinaryProtocolAccelerated,
+                           THeaderTransport.THeaderSubprotocolID.COMPACT: _CompactProtocolAccelerated}
+
+
+def message_header(data: bytes) -> Optional[Tuple[str, int]]:
+    """(name, seqid) of the binary or compact message ``data`` starts, if it holds the whole header."""
+    protocol_class = {"binary": _BinaryProtocol, "compact": _CompactProtocol}.get(thrift_start(data))
+    if protocol_class is None:
+        return None
+    try:
+        name, _, seqid = protocol_class(TTransport.TMemoryBuffer(data)).readMessageBegin()
+    except UndecodableMethodName as error:
+        return error.name, error.seqid
+    except Exception:  # cut short, or not a message header after all
+        return None
+    return name, seqid
+
+
+class _LimitedHeaderProtocol(THeaderProtocol.THeaderProtocol):
+    """THeaderProtocol whose inner binary or compact protocol has the server's read limits.
+
+    A frame refused before its message is read is raised (``FrameRefused``, ``FrameTooLarge``) with
+    the protocol set to answer in the frame's dialect; Thrift's own writes its answer with a bytes
+    name (a TypeError) and reads on."""
+
+    def __init__(self, transport: THeaderTransport.THeaderTransport, client_types: tuple,
+                 limits: dict) -> None:
+        self._limits = limits
+        super().__init__(transport, client_types)
+
+    def readMessageBegin(self) -> Tuple[str, int, int]:
+        try:
+            self.trans.readFrame(0)
+        finally:
+            self._set_protocol()
+        return self._protocol.readMessageBegin()
+
+    def _set_protocol(self) -> None:
+        protocol_class = HEADER_INNER_PROTOCOLS.get(self.trans.protocol_id)
+        if protocol_class is None:
+            raise TApplicationException(TProtocolException.INVALID_PROTOCOL, "Unknown protocol requested.")
+        self._protocol = protocol_class(self.trans)
+        self._fast_encode = self._protocol._fast_encode
+        self._fast_decode = strict_decoder(self._protocol._fast_decode)
+        for protocol in (self, self._protocol):  # the C decoder reads them from the outer protocol
+            protocol.string_length_limit = self._limits["string_length_limit"]
+            protocol.container_length_limit = self._limits["container_length_limit"]
+
+
+class HeaderProtocolFactory(TProtocolFactory):
+    """THeader protocols for ``client_types`` whose inner protocol has ``limits`` (Thrift's
+    string_length_limit and container_length_limit)."""
+
+    def __init__(self, client_types: tuple, limits: dict) -> None:
+        self._client_types = client_types
+        self._limits = limits
+
+    def getProtocol(self, trans: TTransport.TTransportBase) -> TProtocolBase:
+        return _LimitedHeaderProtocol(trans, self._client_types, self._limits)
+
+
+class _ProtocolFactory(TProtocolFactory):
+    def __init__(self, protocol_class: type, **options: object) -> None:
+        self._class = protocol_class
+        self._options = options
+
+    def getProtocol(self, trans: TTransport.TTransportBase) -> TProtocolBase:
+        protocol = self._class(trans, **self._options)
+        protocol._fast_decode = strict_decoder(protocol._fast_decode)
+        return protocol
+
+
+def protocol_factory(wire: Wire, max_string_bytes: Optional[int], max_container_items: Optional[int]) -> TProtocolFactory:
+    """The wire's protocol with read limits: every string/binary length is capped at
+    ``max_string_bytes`` and every list, set and map size at ``max_container_items`` (None: no cap).
+    Binary is strict both ways (messages without a version header are refused). Structs decode
+    strictly with or without the C extension (see ``UndecodableValue``)."""
+    accelerated = wire.accelerated
+    if accelerated and not accelerated_available():
+        logger.warning("thrift's C extension is missing: the %s protocol runs in pure Python", wire.protocol)
+        accelerated = False
+    limits = dict(string_length_limit=max_string_bytes, container_length_limit=max_container_items)
+    if wire.transport == "header":  # the protocol inside is the transport's (THeader names it per frame)
+        return HeaderProtocolFactory((THeaderTransport.THeaderClientType.HEADERS,), limits)
+    if wire.protocol == "compact":
+        return _ProtocolFactory(_CompactProtocolAccelerated if accelerated else _CompactProtocol, **limits)
+    return _ProtocolFactory(_BinaryProtocolAccelerated if accelerated else _BinaryProtocol,
+                            strictRead=True, strictWrite=True, **limits)

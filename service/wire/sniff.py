@@ -1,0 +1,123 @@
+"""What a connection's first bytes say its peer speaks, over bytes alone (no socket)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Callable, NamedTuple, Optional, Tuple
+
+from ..config import Wire
+
+__all__ = ["DialectKind", "Dialect", "SNIFF_BYTES", "sniff", "sniff_stream", "thrift_start", "explain_reply"]
+
+
+class DialectKind(Enum):
+    """The families of peers ``sniff`` tells apart."""
+
+    THRIFT = "thrift"  # strict binary or compact, buffered or framed (``Dialect.wire`` says which)
+    HEADER = "header"  # THeader
+    HTTP = "http"
+    TLS = "tls"  # a TLS record (handshake or alert) on a plain connection
+    BAD_VERSION = "bad-version"  # binary with a version this library does not know
+    UNKNOWN = "unknown"
+
+
+class Dialect(NamedTuple):
+    """What the first bytes of a connection say its peer speaks: ``kind``, and for THRIFT its ``wire``."""
+
+    kind: DialectKind
+    wire: Optional[Wire] = None
+    detail: str = ""
+
+    def __str__(self) -> str:
+        if self.kind is DialectKind.THRIFT:
+            return f"{self.wire.transport} {self.wire.protocol}"
+        return {DialectKind.HEADER: "THeader", DialectKind.HTTP: "HTTP", DialectKind.TLS: "TLS",
+                DialectKind.BAD_VERSION: self.detail,
+                DialectKind.UNKNOWN: "something that is not Thrift"}[self.kind]
+
+    @property
+    def answer_wire(self) -> Optional[Wire]:
+        """The wire a Thrift peer (plain or THeader) is answered in (a bad binary version gets strict
+        binary); None for a peer that is not Thrift."""
+        if self.kind is DialectKind.HEADER:
+            return Wire(transport="header")
+        if self.kind is DialectKind.THRIFT:
+            return self.wire
+        if self.kind is DialectKind.BAD_VERSION:
+            return Wire()
+        return None
+
+
+#: Enough of a connection's first bytes to tell every dialect ``sniff`` knows apart.
+SNIFF_BYTES = 6
+_HTTP_METHODS = (b"HTTP", b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"OPTI", b"PATC", b"PRI ", b"CONN", b"TRAC")
+
+
+def thrift_start(data: bytes) -> Optional[str]:
+    """"binary" or "compact" if ``data`` starts a strict binary or compact message header."""
+    if data[:2] == b"\x80\x01":
+        return "binary"
+    if len(data) >= 2 and data[0] == 0x82 and data[1] & 0x1F == 1:
+        return "compact"
+    return None
+
+
+def sniff(data: bytes) -> Optional[Dialect]:
+    """The dialect that ``data`` (a connection's first bytes) is written in; None until more bytes
+    are needed to tell (at most SNIFF_BYTES)."""
+    if len(data) < 2:
+        return None
+    protocol = thrift_start(data)
+    if protocol is not None:
+        return Dialect(DialectKind.THRIFT, Wire(protocol=protocol, transport="buffered"))
+    if data[0] == 0x80:
+        return Dialect(DialectKind.BAD_VERSION,
+                       detail=f"binary protocol version {data[1]} (strict binary is version 1)")
+    if data[0] in (0x15, 0x16) and data[1] == 0x03:  # a TLS handshake or alert record
+        return Dialect(DialectKind.TLS)
+    if len(data) < 4:
+        return None
+    if data[:4] in _HTTP_METHODS:
+        return Dialect(DialectKind.HTTP)
+    if len(data) < SNIFF_BYTES:
+        return None
+    # A frame's length comes first: any positive one (a frame over the limit is answered, not ignored).
+    if data[0] < 0x80 and data[4:6] == b"\x0f\xff":
+        return Dialect(DialectKind.HEADER)
+    framed = thrift_start(data[4:])
+    if data[0] < 0x80 and framed is not None:
+        return Dialect(DialectKind.THRIFT, Wire(protocol=framed, transport="framed"))
+    return Dialect(DialectKind.UNKNOWN)
+
+
+def sniff_stream(more: Callable[[bytes], Optional[bytes]]) -> Tuple[bytes, Optional[Dialect]]:
+    """A connection's first bytes and their dialect, however they are read: ``more(data)`` returns
+    the bytes so far with more after them, or None once no more will come (the dialect is then None if
+    they did not tell)."""
+    data, dialect = b"", None
+    while dialect is None and len(data) < SNIFF_BYTES:
+        longer = more(data)
+        if longer is None:
+            break
+        data = longer
+        dialect = sniff(data)
+    return data, dialect
+
+
+def explain_reply(first_reply: bytes, wire: Wire) -> str:
+    """Why a reply that starts with ``first_reply`` could not be read by a client speaking ``wire``."""
+    if not first_reply:
+        return ("the server closed the connection without answering (does it expect TLS, another Thrift "
+                "protocol or transport, or is it at its connection limit? its log says which)")
+    dialect = sniff(first_reply)
+    if dialect is None:
+        return f"the server's answer ({first_reply.hex(' ')}) ended before it could be read"
+    if dialect.kind is DialectKind.THRIFT:
+        if (dialect.wire.protocol, dialect.wire.transport) != (wire.protocol, wire.transport):
+            return f"the server speaks {dialect}; this client speaks {wire.transport} {wire.protocol} (ClientOptions.wire)"
+        return "the server's answer is not a reply this client can decode"
+    if dialect.kind is DialectKind.HTTP:
+        return "the server answered with HTTP: it is not a Thrift server (wrong port?)"
+    if dialect.kind is DialectKind.TLS:
+        return "the server answered with TLS: connect with TLS (ClientOptions.tls, call --tls)"
+    return f"the server answered with {dialect} ({first_reply.hex(' ')})"

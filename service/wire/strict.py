@@ -1,0 +1,252 @@
+"""Strict decoding, alike with or without Thrift's C extension: UTF-8 checked, container elements typed.
+
+Also reading past a value without building it (``skip_value``) and the method name of a message
+header decoded last, so that its error still carries the seqid (``method_name``).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from typing import Any, Callable, Dict, Optional, Tuple
+
+from thrift.protocol.TProtocol import TProtocolBase, TProtocolException
+from thrift.Thrift import TFrozenDict, TType
+
+from .errors import UndecodableMethodName, UndecodableValue
+
+__all__ = ["skip_value", "strict_decoder", "method_name"]
+
+
+# -- strict decoding ---------------------------------------------------------------------------------
+# Thrift's two decoders differ at two edges: the C extension reads invalid UTF-8 as U+FFFD (pure Python
+# raises UnicodeDecodeError) and refuses container elements of another type than the IDL's (pure Python
+# reads them as the IDL's type). Every generated ``read`` calls the protocol's ``_fast_decode``, so both
+# ends install ``_StrictDecoder`` there: either decoder reads strings as bytes, refuses wrongly typed
+# elements, and one walk decodes the strings strictly, so both answer the same bytes with the same error.
+
+_WRONG_ELEMENTS = "a list, set or map holds elements of another type than the IDL declares"
+
+
+def method_name(raw: bytes, seqid: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UndecodableMethodName(raw, seqid, error) from None
+
+
+_Convert = Callable[[Any], Any]
+_raw_specs: Dict[type, list] = {}
+_raw_specs_lock = threading.Lock()
+_text_fields: Dict[type, Tuple[Tuple[str, _Convert], ...]] = {}
+
+
+def _raw_struct(cls: type) -> list:
+    """``[cls, spec]`` for the C decoder, with every string read as bytes."""
+    args = _raw_specs.get(cls)
+    if args is None:
+        with _raw_specs_lock:
+            building: Dict[type, list] = {}
+            args = _raw_struct_args(cls, building)
+            _raw_specs.update(building)  # published whole: the C decoder must never see a half-built spec
+    return args
+
+
+def _raw_struct_args(cls: type, building: Dict[type, list]) -> list:
+    args = _raw_specs.get(cls) or building.get(cls)
+    if args is None:
+        args = building[cls] = [cls, None]  # filled below; a recursive type refers to this same list
+        args[1] = tuple(None if field is None else (*field[:3], _raw_args(field[1], field[3], building), *field[4:])
+                        for field in cls.thrift_spec)
+    return args
+
+
+def _raw_args(ttype: int, args: Any, building: Dict[type, list]) -> Any:
+    if ttype == TType.STRING:
+        return "BINARY"
+    if ttype == TType.STRUCT:
+        return _raw_struct_args(args[0], building)
+    if ttype in (TType.LIST, TType.SET):
+        return (args[0], _raw_args(args[0], args[1], building), args[2])
+    if ttype == TType.MAP:
+        return (args[0], _raw_args(args[0], args[1], building), args[2], _raw_args(args[2], args[3], building), args[4])
+    return args
+
+
+def _text(raw: Any) -> str:
+    if raw.__class__ is str:  # the IDL's default value of a field that was not sent
+        return raw
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UndecodableValue(f"is not valid UTF-8 ({error.reason} at byte {error.start})") from None
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _fields_with_text(cls: type, seen: Tuple[type, ...] = ()) -> Tuple[Tuple[str, _Convert], ...]:
+    """(name, convert) for each field of ``cls`` that holds UTF-8 strings, read as bytes."""
+    fields = _text_fields.get(cls)
+    if fields is None:
+        converters = ((field[2], _converter(field[1], field[3], (*seen, cls)))
+                      for field in cls.thrift_spec if field is not None)
+        fields = _text_fields[cls] = tuple((name, convert) for name, convert in converters if convert is not None)
+    return fields
+
+
+def _converter(ttype: int, args: Any, seen: Tuple[type, ...]) -> Optional[_Convert]:
+    """What turns a value of this type, read with raw strings, into text; None if it holds no text."""
+    if ttype == TType.STRING:
+        return None if args == "BINARY" else _text
+    if ttype == TType.STRUCT:
+        cls = args[0]
+        if cls in seen:  # a recursive type: its fields are known by the time a value arrives
+            return lambda value: _struct_text(value, _text_fields[cls])
+        fields = _fields_with_text(cls, seen)
+        return (lambda value: _struct_text(value, fields)) if fields else None
+    if ttype in (TType.LIST, TType.SET):
+        element = _converter(args[0], args[1], seen)
+        if element is None:
+            return None
+        build = (tuple if args[2] else list) if ttype == TType.LIST else (frozenset if args[2] else set)
+        return lambda values: build(map(element, values))
+    if ttype == TType.MAP:
+        key, value = _converter(args[0], args[1], seen), _converter(args[2], args[3], seen)
+        if key is None and value is None:
+            return None
+        key, value, build = key or _same, value or _same, TFrozenDict if args[4] else dict
+        return lambda items: build((key(k), value(v)) for k, v in items.items())
+    return None
+
+
+def _struct_text(obj: Any, fields: Tuple[Tuple[str, _Convert], ...]) -> Any:
+    for name, convert in fields:
+        value = getattr(obj, name)
+        if value is not None:
+            try:
+                value = convert(value)
+            except UndecodableValue as error:
+                raise error.within(name) from None
+            object.__setattr__(obj, name, value)  # as generated __init__s do, so immutable structs too
+    return obj
+
+
+_READERS = {TType.BOOL: "readBool", TType.BYTE: "readByte", TType.I16: "readI16", TType.I32: "readI32",
+            TType.I64: "readI64", TType.DOUBLE: "readDouble", TType.STRING: "readBinary", TType.UUID: "readUuid"}
+
+
+def _read_value(iprot: TProtocolBase, ttype: int, args: Any) -> Any:
+    """One value, read in pure Python the way the C extension reads it (strings as bytes)."""
+    if ttype == TType.STRUCT:
+        return _read_struct(iprot, None, args[0], args[1])
+    if ttype in (TType.LIST, TType.SET):
+        element_type, element_args, immutable = args
+        is_list = ttype == TType.LIST
+        got, size = iprot.readListBegin() if is_list else iprot.readSetBegin()
+        if size and got != element_type:
+            raise UndecodableValue(_WRONG_ELEMENTS)
+        values = [_read_value(iprot, element_type, element_args) for _ in range(size)]
+        iprot.readListEnd() if is_list else iprot.readSetEnd()
+        return ((tuple if immutable else list) if is_list else (frozenset if immutable else set))(values)
+    if ttype == TType.MAP:
+        key_type, key_args, value_type, value_args, immutable = args
+        got_key, got_value, size = iprot.readMapBegin()
+        if size and (got_key, got_value) != (key_type, value_type):
+            raise UndecodableValue(_WRONG_ELEMENTS)
+        items = {}
+        for _ in range(size):
+            key = _read_value(iprot, key_type, key_args)
+            items[key] = _read_value(iprot, value_type, value_args)
+        iprot.readMapEnd()
+        return TFrozenDict(items) if immutable else items
+    return getattr(iprot, _READERS[ttype])()
+
+
+def skip_value(protocol: TProtocolBase, ttype: int, depth: int = 64) -> None:
+    """Reads past one value without building it: strings stay bytes (invalid UTF-8 is no error, as in
+    the C extension's skip)."""
+    if depth <= 0:
+        raise TProtocolException(TProtocolException.DEPTH_LIMIT, "nesting too deep")
+    if ttype == TType.STRING:
+        protocol.readBinary()
+    elif ttype == TType.STRUCT:
+        protocol.readStructBegin()
+        while True:
+            _, field_type, _ = protocol.readFieldBegin()
+            if field_type == TType.STOP:
+                break
+            skip_value(protocol, field_type, depth - 1)
+            protocol.readFieldEnd()
+        protocol.readStructEnd()
+    elif ttype == TType.MAP:
+        key_type, value_type, size = protocol.readMapBegin()
+        for _ in range(size):
+            skip_value(protocol, key_type, depth - 1)
+            skip_value(protocol, value_type, depth - 1)
+        protocol.readMapEnd()
+    elif ttype in (TType.LIST, TType.SET):
+        element_type, size = protocol.readListBegin() if ttype == TType.LIST else protocol.readSetBegin()
+        for _ in range(size):
+            skip_value(protocol, element_type, depth - 1)
+        protocol.readListEnd() if ttype == TType.LIST else protocol.readSetEnd()
+    else:
+        protocol.skip(ttype)
+
+
+def _read_struct(iprot: TProtocolBase, obj: Any, cls: type, spec: tuple) -> Any:
+    """Fills ``obj`` (or, when None, builds a ``cls``) from the fields ``spec`` knows; skips the rest."""
+    fields = {}
+    iprot.increment_recursion_depth()
+    try:
+        iprot.readStructBegin()
+        while True:
+            _, field_type, field_id = iprot.readFieldBegin()
+            if field_type == TType.STOP:
+                break
+            field = spec[field_id] if 0 <= field_id < len(spec) else None
+            if field is not None and field[1] == field_type:
+                fields[field[2]] = _read_value(iprot, field_type, field[3])
+            else:
+                skip_value(iprot, field_type)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+    finally:
+        iprot.decrement_recursion_depth()
+    if obj is None:
+        return cls(**fields)
+    for name, value in fields.items():
+        setattr(obj, name, value)
+    return obj
+
+
+class _StrictDecoder:
+    """A protocol's ``_fast_decode`` (what generated structs call to read themselves): the C decoder
+    when given one (``c_decode``), else pure Python, then strict UTF-8 for every string field."""
+
+    def __init__(self, c_decode: Optional[Callable[..., Any]]) -> None:
+        self.c_decode = c_decode
+
+    def __call__(self, obj: Any, iprot: TProtocolBase, spec: list) -> Any:
+        cls, thrift_spec = spec
+        if self.c_decode is None:
+            obj = _read_struct(iprot, obj, cls, thrift_spec)
+        else:
+            try:
+                decoded = self.c_decode(obj, iprot, _raw_struct(cls))
+            except TypeError as error:
+                if "got wrong ttype" not in str(error):
+                    raise
+                cut_short = getattr(iprot.trans, "refill_error", None)
+                if cut_short is not None:
+                    raise cut_short from None
+                raise UndecodableValue(_WRONG_ELEMENTS) from None
+            obj = decoded if obj is None else obj
+        fields = _text_fields.get(cls)
+        return _struct_text(obj, _fields_with_text(cls) if fields is None else fields)
+
+
+@functools.lru_cache(maxsize=None)
+def strict_decoder(c_decode: Optional[Callable[..., Any]]) -> _StrictDecoder:
+    return _StrictDecoder(c_decode)
