@@ -150,7 +150,7 @@ ensure_fastbinary() {
 
 ensure_venv() {
   prepare_venv
-  stamp="$VENV/.installed-$(cat "$ROOT/setup.cfg" "$ROOT/pyproject.toml" | cksum | cut -d' ' -f1)"
+  stamp="$VENV/.installed-$(cat "$ROOT/setup.cfg" "$ROOT/pyproject.toml" "$ROOT/setup.py" | cksum | cut -d' ' -f1)"
   if [ ! -f "$stamp" ]; then
     log "installing thrift-handshake and its dependencies into $VENV"
     "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true

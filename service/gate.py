@@ -43,7 +43,7 @@ from .calllog import CallLog
 from .contract import MethodInfo, describe_service
 from .interceptors import InterceptorChain, Outcome, ServerCall
 from .metrics import CallCounter, ConnectionCounters, ServerMetrics
-from .peerlog import WarningBudget, clip_for_log
+from .peerlog import WarningBudget
 from .session import Session, SessionContext, SessionListener, SessionSettings, bind_session, take_dropped_oneway
 from .states import SESSION_METHODS
 from .wire import AnswerableReadError, skip_value
