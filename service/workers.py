@@ -124,10 +124,7 @@ class Supervisor:
         finally:
             signal.set_wakeup_fd(old_wakeup)
             for signum, handler in previous.items():
-                # After a stop, a late SIGINT/SIGTERM (a second one the kernel delivered late) must not
-                # kill the process on its way out: the stop signals keep the do-nothing handler.
-                if not (self._signals and signum in _STOP_SIGNALS):
-                    signal.signal(signum, handler)
+                signal.signal(signum, handler)
             for fd in (self._ready_r, self._ready_w, self._lifeline_r, self._lifeline_w):
                 os.close(fd)
             wake_r.close()

@@ -88,10 +88,13 @@ def test_two_sigterms_100_us_apart_always_end_the_grace_period(serve):
         if merged:  # one signal for the supervisor: the real second one follows once it is delivered
             assert eventually(lambda: not _sigterm_pending(workers.process.pid))
             os.kill(workers.process.pid, signal.SIGTERM)
-        assert workers.process.wait(20) == 0
+        code = workers.process.wait(20)
         took = time.monotonic() - started
         workers.wait_for("<EOF>")
         seen = bool(workers.matches(r"second signal: the workers' grace period ends now"))
+        # Read as pending, the first may still have been delivered on its own: the supervisor then acted
+        # on both and our third reached it on its way out, after Python restored the default handler.
+        assert code == 0 or (merged and seen and code == -signal.SIGTERM), code
         merged_by_kernel += merged
         if not merged:
             missed += not seen
