@@ -307,3 +307,31 @@ def test_telling_a_gone_session_why_fails_quietly(pairs):
     pairs.peers[1].close()
     not_reading.socket.handle.shutdown(socket.SHUT_WR)
     tell_evicted(not_reading, "evicted: idle")  # the write fails: a TTransportException
+
+
+def test_a_host_may_always_hold_one_connection_and_a_share_of_two_is_a_share_of_two(pairs):
+    tiny = ServerConfig(limits=ServerLimits(max_connections=4, host_share=0.1))  # 0.4 connections: one
+    lone, other = pairs.connection(tiny, host="127.0.0.1"), pairs.connection(tiny, host="127.0.0.2")
+    assert host_over_its_share([lone, other], tiny, "127.0.0.3") is None
+    half = ServerConfig(limits=ServerLimits(max_connections=2, host_share=0.5))
+    both = [pairs.connection(half, host="127.0.0.1") for _ in range(2)]
+    assert host_over_its_share(both, half, "127.0.0.2") == ("127.0.0.1", 2, both)
+
+
+def test_the_silent_grace_and_the_idle_wait_hold_at_their_exact_ends(pairs):
+    config = ServerConfig(limits=ServerLimits(evict_after=1.0))
+    silent = pairs.connection(config, accepted_at=NOW - SILENT_GRACE)
+    assert eviction_candidates([silent], NOW, config) == [silent]
+    plain = ServerConfig(handshake=False, limits=ServerLimits(evict_after=1.0, idle_timeout=10.0))
+    idle = _serving(pairs.connection(plain))
+    assert idle.park(NOW - 1.0 + 10.0, "idle timeout", lambda c: None)  # parked exactly evict_after ago
+    assert eviction_candidates([idle], NOW, plain) == [idle]
+
+
+def test_an_ipv6_newcomer_is_of_the_same_host_as_the_connections_it_holds(pairs):
+    config = ServerConfig(limits=ServerLimits(max_connections=2, host_share=0.5))
+    held = [_idle_session(pairs.connection(config, host="[::1]")) for _ in range(2)]
+    newcomer = pairs.connection(config, host="[::1]")
+    pairs.peers[-1].close()  # its "server full" answer finds it gone
+    assert not _admission(config, held).admit(newcomer.socket, newcomer.peer), "a host does not evict itself"
+    assert pairs.closed == []
