@@ -335,3 +335,36 @@ def test_an_ipv6_newcomer_is_of_the_same_host_as_the_connections_it_holds(pairs)
     pairs.peers[-1].close()  # its "server full" answer finds it gone
     assert not _admission(config, held).admit(newcomer.socket, newcomer.peer), "a host does not evict itself"
     assert pairs.closed == []
+
+
+def test_the_message_in_flight_is_the_states(pairs):
+    connection = pairs.connection()
+    assert connection.in_flight is None
+    _mid_hello(connection)
+    assert connection.in_flight == ("hello", 1)
+
+
+def test_a_stop_waits_for_the_reply_in_flight_unless_forced(pairs):
+    busy = _mid_hello(pairs.connection())
+    busy.shutdown()
+    pairs.peers[0].setblocking(False)
+    with pytest.raises(BlockingIOError):  # not shut: the reply in flight may still go out
+        pairs.peers[0].recv(1)
+    assert busy.state.closing and busy.closed_by is ConnectionEvent.STOPPING
+    busy.shutdown(force=True)
+    assert pairs.peers[0].recv(1) == b""
+
+
+def test_an_eviction_gives_up_on_a_connection_parked_meanwhile(pairs):
+    connection = _mid_hello(pairs.connection())
+    connection.state.in_flight = None
+    state = connection.state
+
+    class ParkedFirst(ConnectionState):
+        def close_if_idle(self, shut, force=False):
+            assert connection.park(NOW + 10, "idle timeout", lambda c: None)  # the reply went out meanwhile
+            return super().close_if_idle(shut, force)
+
+    state.__class__ = ParkedFirst
+    assert not connection.evict()
+    assert connection.phase is ConnectionPhase.WAITING and connection.closed_by is None
