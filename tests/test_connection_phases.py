@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import logging
+import select
 import socket
+import struct
 import time
 from typing import Iterator, List
 
@@ -368,3 +370,42 @@ def test_an_eviction_gives_up_on_a_connection_parked_meanwhile(pairs):
     state.__class__ = ParkedFirst
     assert not connection.evict()
     assert connection.phase is ConnectionPhase.WAITING and connection.closed_by is None
+
+
+def test_by_default_an_eviction_spares_sessions_and_messages_in_flight(pairs):
+    session = _idle_session(pairs.connection())
+    assert not session.evict() and session.phase is ConnectionPhase.WAITING
+    busy = _mid_hello(pairs.connection())
+    assert not busy.evict() and busy.phase is ConnectionPhase.SERVING
+    assert busy.closed_by is None, "only the move to CLOSING names who closed it"
+
+
+def test_a_connection_on_a_thread_is_not_silent_and_a_closed_socket_is_shut_quietly(pairs):
+    connection = pairs.connection()
+    assert connection.silent()
+    assert connection.take_input() and not connection.silent()
+    connection.socket.handle.close()
+    assert connection.evict()  # shutting the closed socket raises OSError: it is gone anyway
+    assert connection.closed_by is ConnectionEvent.EVICTED
+
+
+def test_a_peer_that_reset_the_connection_counts_as_silent():
+    listener = socket.create_server(("127.0.0.1", 0))
+    with listener, socket.create_connection(listener.getsockname()) as peer:
+        ours, _ = listener.accept()
+        with ours:
+            peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            peer.close()  # a reset: recv() on our end raises ECONNRESET
+            assert select.select([ours], [], [], 5)[0] == [ours]  # the reset arrived
+            sock = ConnectionSocket()
+            sock.setHandle(ours)
+            assert Connection(sock, "127.0.0.1:1", ServerConfig(), lambda c: None, NOW).silent()
+
+
+def test_a_host_over_its_share_gives_up_only_sessions_waiting_in_the_watch(pairs):
+    config = ServerConfig(limits=ServerLimits(max_connections=4, host_share=0.5))
+    idle = _idle_session(pairs.connection(config, host="127.0.0.1"))
+    working = [_idle_session(pairs.connection(config, host="127.0.0.1")) for _ in range(2)]
+    for connection in working:
+        assert connection.take_input()  # its next call arrived: on a thread again
+    assert host_over_its_share([idle] + working, config, "127.0.0.2") == ("127.0.0.1", 3, [idle])
