@@ -43,6 +43,7 @@ SESSION = dict(established=True, identified=True)
     (Ending(closed_by=ConnectionEvent.EVICTED, handshake=False, established=True), EOF_ERROR,
      ("dropped", "evicted: idle and the server was full")),
     (Ending(**SESSION, in_flight=True), EOF_ERROR, ("dropped", "transport error: TSocket read 0 bytes")),
+    (Ending(), TTransportException(TTransportException.SIZE_LIMIT, "too big"), ("dropped", "transport error: too big")),
 ], ids=lambda value: value if isinstance(value, str) else None)
 def test_a_transport_failure_is_worded_by_what_the_connection_was_doing(ending, error, expected):
     assert transport_outcome(ending, error) == expected

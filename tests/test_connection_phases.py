@@ -409,3 +409,13 @@ def test_a_host_over_its_share_gives_up_only_sessions_waiting_in_the_watch(pairs
     for connection in working:
         assert connection.take_input()  # its next call arrived: on a thread again
     assert host_over_its_share([idle] + working, config, "127.0.0.2") == ("127.0.0.1", 3, [idle])
+
+
+def test_the_tls_socket_goes_under_the_connection_unless_it_is_closing(pairs):
+    connection = pairs.connection()
+    assert connection.take_input()
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        assert connection.replace_handle(ours) and connection.socket.handle is ours
+        connection.shutdown(force=True)
+        assert not connection.replace_handle(ours)
