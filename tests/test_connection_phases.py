@@ -281,7 +281,8 @@ def test_waiting_until_empty_gives_up_when_the_time_is_up(pairs):
 
     def remaining() -> float:
         asked.append(len(asked))
-        return [0.02, 0.01, 0.0, -1.0][min(len(asked) - 1, 3)]
+        assert len(asked) <= 3, "asked again after the time was up"
+        return [0.02, 0.01, -0.001][len(asked) - 1]
 
     admission.wait_until_empty(remaining)
     assert asked == [0, 1, 2]
@@ -419,3 +420,12 @@ def test_the_tls_socket_goes_under_the_connection_unless_it_is_closing(pairs):
         assert connection.replace_handle(ours) and connection.socket.handle is ours
         connection.shutdown(force=True)
         assert not connection.replace_handle(ours)
+
+
+
+def test_a_server_over_its_limit_makes_room_before_admitting(pairs):
+    config = ServerConfig(limits=ServerLimits(max_connections=2, host_share=1.0))
+    held = [_idle_session(pairs.connection(config)) for _ in range(3)]  # e.g. the limit counted over workers
+    newcomer = pairs.connection(config)
+    pairs.peers[-1].close()
+    assert not _admission(config, held).admit(newcomer.socket, newcomer.peer)
