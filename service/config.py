@@ -223,6 +223,7 @@ class ServerLimits:
     handshake_timeout: float = setting(10.0, "seconds a new connection may take to complete hello()", ONE_DAY)
     idle_timeout: float = setting(300.0, "seconds a session may stay silent before the server closes it", ONE_DAY)
     request_timeout: float = setting(30.0, "seconds a request may take to arrive whole once its first byte has", ONE_DAY)
+    reply_timeout: float = setting(5.0, "seconds a peer has to read one reply whole; one that has not is dropped (reset) and the request, result and reply are freed", ONE_DAY)
     max_message_bytes: int = setting(16 * 1024 * 1024, "largest message in bytes (counted as it arrives; any string, binary or frame in it too)", 0x3FFFFFFF)
     max_container_items: int = setting(1_000_000, "most elements in one list, set or map of a message", 2**31 - 1)
     handshake_max_bytes: int = setting(64 * 1024, "bytes a connection may send before its hello() succeeds", 16 * 1024 * 1024)

