@@ -270,6 +270,7 @@ class SessionProcessor(TProcessor):
             call.outcome, call.error = Outcome.FAILED, error
             raise
         finally:
+            _current.call = None  # a pool thread must not keep the last call's arguments and result alive
             call.ended = perf_counter()
             self.chain.ended(call)
         state.end()

@@ -7,32 +7,20 @@ from __future__ import annotations
 
 import select
 import socket
-import subprocess
 import threading
 import time
 from typing import Dict, Iterator, List, Tuple
 
 import pytest
 from conftest import encode_call, eventually, report_reliability
-from server_process import serve_subprocess
+from server_process import memory_kib, serve_subprocess
 
-from thrift_handshake import Client
+from thrift_handshake import Client, ClientOptions, Wire
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.session import SessionService
 from thrift_handshake_gen.session.ttypes import ClientHello
 
 MIB = 1024 * 1024
-
-
-def _status(pid: int) -> Dict[str, int]:
-    """VmRSS and VmHWM (peak RSS) of a process, in KiB."""
-    fields = {}
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            name, _, value = line.partition(":")
-            if name in ("VmRSS", "VmHWM"):
-                fields[name] = int(value.split()[0])
-    return fields
 
 
 class _Server:
@@ -52,7 +40,7 @@ class _Server:
         return sum(text in line for line in list(self.lines))
 
     def status(self) -> Dict[str, int]:
-        return _status(self.process.pid)
+        return memory_kib(self.process.pid)
 
     def close(self) -> None:
         self.process.kill()
@@ -122,3 +110,47 @@ def test_a_reply_the_peer_does_not_read_is_released_at_the_reply_timeout(start_p
     report_reliability("4 unread 15 MiB echo replies (reply_timeout 1 s)", 4, server.process.poll() is None, 0,
                        (before["VmRSS"], peak["VmHWM"], after["VmRSS"]), figure=f"dropped after {held:.1f} s")
     assert held < 8, "held far longer than reply_timeout"  # the idle timeout is 300 s
+
+
+def test_the_memory_of_dropped_replies_is_given_back(start_process):
+    # Issue 18: twenty unread 15 MiB echo calls held 1.0 GB, 729 MB of it after the connections closed.
+    server = start_process("--reply-timeout", "1")
+    before = server.status()
+    peers, _ = _unread_echoes(server, sessions=20, size=15 * MIB)
+    try:
+        assert eventually(lambda: all(_reset(peer) for peer in peers), timeout=30)
+        assert eventually(lambda: server.logged("did not read its reply") + server.logged("more warnings") >= 1)
+        peak = server.status()
+        with Client("127.0.0.1", server.port, service=HandshakeService) as good:
+            assert good.echo("after") == "after"
+        assert eventually(lambda: server.status()["VmRSS"] < before["VmRSS"] + 64 * 1024, timeout=5)
+        after = server.status()
+    finally:
+        for peer in peers:
+            peer.close()
+    print(f"\n20 sessions x unread 15 MiB echo: server RSS before {before['VmRSS'] // 1024} MiB, peak "
+          f"{peak['VmHWM'] // 1024} MiB, after the drops {after['VmRSS'] // 1024} MiB (was 729 MB held)")
+    report_reliability("20 unread 15 MiB echo replies, memory given back", 20, server.process.poll() is None, 0,
+                       (before["VmRSS"], peak["VmHWM"], after["VmRSS"]))
+
+
+@pytest.mark.parametrize("transport", ["buffered", "framed", "header"])
+def test_idle_sessions_do_not_hold_their_last_big_message(start_process, transport):
+    # A framed transport kept a message's bytes in its read buffer until the next message: an idle
+    # session that had sent 15 MiB held 15 MiB for as long as it stayed.
+    server = start_process()
+    before = server.status()
+    options = ClientOptions(wire=Wire(transport=transport))
+    clients = [Client("127.0.0.1", server.port, options, service=HandshakeService) for _ in range(16)]
+    try:
+        for client in clients:
+            client.connect()
+            assert len(client.echo("Z" * (15 * MIB))) == 15 * MIB
+        peak = server.status()
+        assert eventually(lambda: server.status()["VmRSS"] < before["VmRSS"] + 64 * 1024, timeout=5)
+        after = server.status()
+    finally:
+        for client in clients:
+            client.close()
+    print(f"\n16 idle {transport} sessions after a 15 MiB echo each: server RSS before {before['VmRSS'] // 1024} MiB, peak "
+          f"{peak['VmHWM'] // 1024} MiB, while they stay {after['VmRSS'] // 1024} MiB")

@@ -184,6 +184,7 @@ class HandshakeServer(TThreadedServer):
                     self._expire_waiting(now)
                 if now >= next_relief:  # threads stuck on slow peers must not starve the others
                     self._pool.relieve(self.config.limits.max_connections + self.config.limits.max_threads)
+                    self._loop.memory.settle()  # large messages freed: their memory back to the system
                     next_relief = now + _WATCH_TICK
                 for ready in watch.wait(min(max(self._next_expiry - now, 0.0), _WATCH_TICK)):
                     if ready is not listener:

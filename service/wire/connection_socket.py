@@ -45,6 +45,7 @@ class ConnectionSocket(DeadlineSocket):
     handshake_budget: Optional[int] = None  # bytes the peer may send before its session starts
     message_budget: int = 0  # bytes one message may take once the session has started
     linger: float = 0.0
+    moved = 0  # bytes of messages read and replies written since the session started
     _kernel_timeouts = False
     _received = 0
     _pushback = b""
@@ -128,6 +129,7 @@ class ConnectionSocket(DeadlineSocket):
                 self._arm()
                 data = TSocket.TSocket.read(self, size)
         self._received += len(data)
+        self.moved += len(data)
         return data
 
     def _first_read(self, size: int) -> bytes:
@@ -156,6 +158,7 @@ class ConnectionSocket(DeadlineSocket):
             super().write(buff)
             return
         handle = self.handle
+        self.moved += len(buff)
         if not self._kernel_timeouts:
             use_timeout(handle, self.reply_timeout)
         started = time.monotonic()

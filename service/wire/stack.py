@@ -30,6 +30,10 @@ __all__ = ["BufferedTransport", "FramedTransport", "HeaderTransport", "transport
            "server_stack", "client_stack", "unread_bytes"]
 
 
+#: A spent read buffer larger than this is dropped after its message (see keep_unread_input).
+_KEEP_READ_BUFFER = 64 * 1024
+
+
 class _Resettable:
     """A write buffer that can drop a half-written message before it is ever flushed, and a read
     buffer that can tell whether it holds bytes not yet read."""
@@ -37,13 +41,18 @@ class _Resettable:
     _wbuf_attribute: str  # Thrift keeps the buffers in name-mangled attributes and offers no reset
     _rbuf_attribute: str
 
-    def has_buffered_input(self) -> bool:
-        """Whether bytes already received wait in the read buffer (e.g. a pipelined next message)."""
+    def keep_unread_input(self) -> bool:
+        """Whether bytes already received wait in the read buffer (e.g. a pipelined next message); a
+        buffer read to its end is dropped (it may hold a whole message of megabytes until the next)."""
         buffer = getattr(self, self._rbuf_attribute)
         position = buffer.tell()
         end = buffer.seek(0, 2)
-        buffer.seek(position)
-        return end > position
+        if end > position:
+            buffer.seek(position)
+            return True
+        if end > _KEEP_READ_BUFFER:
+            setattr(self, self._rbuf_attribute, BytesIO())
+        return False
 
     def discard_unflushed(self) -> None:
         """Forgets bytes written since the last flush (e.g. a message whose encoding failed)."""
