@@ -32,6 +32,7 @@ import weakref
 from time import perf_counter
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
+from thrift.protocol.TBinaryProtocol import TBinaryProtocol
 from thrift.protocol.TProtocol import TProtocolBase, TProtocolException
 from thrift.Thrift import TApplicationException, TMessageType, TProcessor, TType
 from thrift.transport.TTransport import TTransportException
@@ -41,12 +42,14 @@ from thrift_handshake_gen.session.ttypes import Farewell, HandshakeRequired, Ser
 
 from .calllog import CallLog
 from .contract import MethodInfo, describe_service
+from .decoded_budget import DecodedBudget
 from .interceptors import InterceptorChain, Outcome, ServerCall
 from .metrics import CallCounter, ConnectionCounters, ServerMetrics
 from .peerlog import WarningBudget
 from .session import Session, SessionContext, SessionListener, SessionSettings, bind_session, take_dropped_oneway
 from .states import SESSION_METHODS
 from .wire import AnswerableReadError, skip_value
+from .wire.price import WORST_FACTOR, decoded_price
 
 __all__ = ["SessionProcessor", "ConnectionState", "SessionClosed"]
 
@@ -76,6 +79,8 @@ class ConnectionState:
         self.closing = False  # no new message may start (the server is stopping)
         self.dropped_oneway = 0
         self.session_processor: Optional[TProcessor] = None  # serves hello/ping/stats/goodbye
+        self.host = context.peer.rsplit(":", 1)[0]
+        self.reserved = 0  # decoded bytes the message in flight holds of the server's budget
         self._metrics = metrics
         self._closed = False
         metrics.connection_opened(self.counters)
@@ -188,7 +193,9 @@ class SessionProcessor(TProcessor):
     handshake: False serves every method at once (no session; for plain services).
     warnings: the rate limit its warnings about peers share (a server passes its own).
     interceptors: the user's, run after the runtime's own (counting and the call log) on every message
-    (see ``interceptors``). The handler is reached through a copy of ``processor`` whose handler is
+    (see ``interceptors``).
+    decoded_budget: when set, a framed (or THeader) strict-binary request is priced before it is decoded
+    and refused (PROTOCOL_ERROR, the connection kept) when its decoded size does not fit. The handler is reached through a copy of ``processor`` whose handler is
     wrapped, so that interceptors see the arguments and the result; ``processor`` itself is unchanged.
     """
 
@@ -200,8 +207,10 @@ class SessionProcessor(TProcessor):
         handshake: bool = True,
         warnings: Optional[WarningBudget] = None,
         interceptors: Sequence[Any] = (),
+        decoded_budget: Optional[DecodedBudget] = None,
     ) -> None:
         self.settings = settings or SessionSettings()
+        self.decoded_budget = decoded_budget
         self.metrics = metrics or ServerMetrics()
         self.handshake = handshake
         self.warnings = warnings or WarningBudget(logger)
@@ -270,6 +279,9 @@ class SessionProcessor(TProcessor):
             call.outcome, call.error = Outcome.FAILED, error
             raise
         finally:
+            if state.reserved:
+                self.decoded_budget.release(state.host, state.reserved)
+                state.reserved = 0
             _current.call = None  # a pool thread must not keep the last call's arguments and result alive
             call.ended = perf_counter()
             self.chain.ended(call)
@@ -289,6 +301,8 @@ class SessionProcessor(TProcessor):
             processor = state.session_processor
             serve = processor._processMap[name]
         if serve is not None and (session is None or session.admits(name)):
+            if self.decoded_budget is not None and not self._reserve(state, call, iprot, oprot):
+                return
             bind_session(state.context)
             serve(processor, call.seqid, iprot, oprot)
             if session is not None and processor is self.processor:
@@ -316,6 +330,33 @@ class SessionProcessor(TProcessor):
             answer = self._refusal(info, call.reason)
         _write_reply(oprot, name, TMessageType.EXCEPTION if isinstance(answer, TApplicationException) else TMessageType.REPLY,
                      call.seqid, answer)
+
+    def _reserve(self, state: ConnectionState, call: ServerCall, iprot: TProtocolBase, oprot: TProtocolBase) -> bool:
+        """Prices a whole-framed request before it is decoded and reserves its price; False when it was
+        refused instead (answered PROTOCOL_ERROR; the rest of its frame read past, the stream intact)."""
+        transport = iprot.trans
+        frame = transport.rest_of_frame() if hasattr(transport, "rest_of_frame") else None
+        if frame is None or not isinstance(getattr(iprot, "_protocol", iprot), TBinaryProtocol):
+            return True  # unframed or compact: not priced (docs/reliability.md)
+        budget, host = self.decoded_budget, state.host
+        allowance = budget.allowance(host)
+        if len(frame) * WORST_FACTOR <= allowance:
+            price = len(frame)  # cannot pass the allowance: no walk, the wire size reserved
+        else:
+            price = decoded_price(frame, allowance)  # the walk stops once past what the request may take
+        frame.release()
+        refusal = budget.reserve(host, price)
+        if refusal is None:
+            state.reserved = price
+            return True
+        transport.discard_rest_of_frame()
+        iprot.readMessageEnd()
+        call.outcome, call.reason = Outcome.REFUSED, refusal
+        self._announce(call)
+        if not call.oneway:
+            _write_reply(oprot, call.method, TMessageType.EXCEPTION, call.seqid,
+                         TApplicationException(TApplicationException.PROTOCOL_ERROR, refusal))
+        return False
 
     def _announce(self, call: ServerCall) -> None:
         call.announced = True

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import select
 import socket
+import struct
 import threading
 import time
 from typing import Dict, Iterator, List, Tuple
 
 import pytest
-from conftest import encode_call, eventually, report_reliability
+from conftest import encode_call, eventually, every_type_at_its_edges, report_reliability
 from server_process import memory_kib, serve_subprocess
+from test_hardening import _answer, _empty_structsencode_call as _empty_structs_call
+from thrift.Thrift import TApplicationException
 
 from thrift_handshake import Client, ClientOptions, Wire
 from thrift_handshake_gen import HandshakeService
@@ -154,3 +157,52 @@ def test_idle_sessions_do_not_hold_their_last_big_message(start_process, transpo
             client.close()
     print(f"\n16 idle {transport} sessions after a 15 MiB echo each: server RSS before {before['VmRSS'] // 1024} MiB, peak "
           f"{peak['VmHWM'] // 1024} MiB, while they stay {after['VmRSS'] // 1024} MiB")
+
+
+def _framed(message: bytes) -> bytes:
+    return struct.pack("!i", len(message)) + message
+
+
+def _read_frame(peer: socket.socket) -> bytes:
+    def exactly(size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            chunk = peer.recv(size - len(data))
+            assert chunk, "the server closed the connection"
+            data += chunk
+        return data
+
+    size, = struct.unpack("!i", exactly(4))
+    return exactly(size)
+
+
+def test_a_request_too_big_decoded_is_refused_before_it_is_decoded(start_process):
+    # Issue 18: one echo_types of 14.3 MiB (a list of empty structs) held about 1.78 GB decoded.
+    server = start_process()
+    before = server.status()
+    peer = socket.create_connection(("127.0.0.1", server.port), timeout=20)
+    try:
+        peer.sendall(_framed(encode_call("hello", SessionService.hello_args(
+            hello=ClientHello(client_name="priced", min_version=1, max_version=2)))))
+        _read_frame(peer)
+        attack = _empty_structs_call(lists=15, per_list=1_000_000)
+        started = time.monotonic()
+        peer.sendall(_framed(attack))
+        answer = _answer(_read_frame(peer), HandshakeService.echo_types_result)
+        seconds = time.monotonic() - started
+        peak = server.status()
+        honest = every_type_at_its_edges()
+        peer.sendall(_framed(encode_call("echo_types", HandshakeService.echo_types_args(value=honest), seqid=3)))
+        assert _answer(_read_frame(peer), HandshakeService.echo_types_result).success == honest  # connection kept
+        big = "Z" * (15 * MIB)  # large on the wire, priced by a walk, and within the budget
+        peer.sendall(_framed(encode_call("echo", HandshakeService.echo_args(message=big), seqid=4)))
+        assert _answer(_read_frame(peer), HandshakeService.echo_result).success == big
+    finally:
+        peer.close()
+    print(f"\n{len(attack) / MIB:.1f} MiB echo_types of empty structs (framed): refused in {seconds:.2f} s: "
+          f"{answer.message}; server RSS before {before['VmRSS'] // 1024} MiB, peak {peak['VmHWM'] // 1024} MiB")
+    report_reliability("14.3 MiB of empty structs after hello (framed)", 1, server.process.poll() is None, 0,
+                       (before["VmRSS"], peak["VmHWM"], peak["VmRSS"]), figure=f"refused in {seconds:.2f} s")
+    assert isinstance(answer, TApplicationException) and answer.type == TApplicationException.PROTOCOL_ERROR
+    assert "MB decoded" in answer.message and "max_decoded_bytes=268435456" in answer.message
+    assert peak["VmHWM"] - before["VmRSS"] < 128 * 1024, "the refused request was decoded"

@@ -29,6 +29,7 @@ from thrift.transport import TSocket
 
 from ..config import ServerConfig
 from ..contract import service_of
+from ..decoded_budget import DecodedBudget
 from ..gate import SessionProcessor, format_peer
 from ..metrics import ServerMetrics
 from ..peerlog import WarningBudget
@@ -81,7 +82,8 @@ class HandshakeServer(TThreadedServer):
         self._warnings = WarningBudget(logger)  # the processor's warnings about peers count against it too
         super().__init__(
             SessionProcessor(self.service.Processor(handler), settings, self.metrics, self.config.handshake,
-                             self._warnings, self.config.interceptors),
+                             self._warnings, self.config.interceptors,
+                             DecodedBudget(limits.max_decoded_bytes, limits.decoded_host_share)),
             TSocket.TServerSocket(host=self.config.host, port=self.config.port, socket_family=family),
             transport_factory(self.config.wire, frame_limit(limits.max_message_bytes)),
             protocol_factory(self.config.wire, limits.max_message_bytes, limits.max_container_items),

@@ -40,6 +40,7 @@ class _Resettable:
 
     _wbuf_attribute: str  # Thrift keeps the buffers in name-mangled attributes and offers no reset
     _rbuf_attribute: str
+    framed = True  # a message is read whole into the read buffer before it is decoded
 
     def keep_unread_input(self) -> bool:
         """Whether bytes already received wait in the read buffer (e.g. a pipelined next message); a
@@ -53,6 +54,18 @@ class _Resettable:
         if end > _KEEP_READ_BUFFER:
             setattr(self, self._rbuf_attribute, BytesIO())
         return False
+
+    def rest_of_frame(self) -> Optional[memoryview]:
+        """The unread rest of the frame being read, without a copy (framed and THeader: the whole
+        message is in memory before it is decoded); None for an unframed stream."""
+        if not self.framed:
+            return None
+        buffer = getattr(self, self._rbuf_attribute)
+        return memoryview(buffer.getvalue())[buffer.tell():]
+
+    def discard_rest_of_frame(self) -> None:
+        """Reads past what is left of the frame (a message refused before it was decoded)."""
+        getattr(self, self._rbuf_attribute).seek(0, 2)
 
     def discard_unflushed(self) -> None:
         """Forgets bytes written since the last flush (e.g. a message whose encoding failed)."""
@@ -78,6 +91,7 @@ class _RemembersEnd:
 
 
 class BufferedTransport(_Resettable, _RemembersEnd, TTransport.TBufferedTransport):
+    framed = False
     _wbuf_attribute = "_TBufferedTransport__wbuf"
     _rbuf_attribute = "_TBufferedTransport__rbuf"
 
@@ -128,6 +142,11 @@ class HeaderTransport(_Resettable, _RemembersEnd, THeaderTransport.THeaderTransp
 
     _wbuf_attribute = "_write_buffer"
     _rbuf_attribute = "_read_buffer"
+
+    @property
+    def framed(self) -> bool:  # type: ignore[override]
+        return self._client_type not in (THeaderTransport.THeaderClientType.UNFRAMED_BINARY,
+                                         THeaderTransport.THeaderClientType.UNFRAMED_COMPACT)
 
     def flush(self) -> None:
         read_limit, self._max_frame_size = self._max_frame_size, _LARGEST_FRAME  # Thrift checks writes too
