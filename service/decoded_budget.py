@@ -5,7 +5,11 @@ is served (decoded, run, answered) and releases it after its reply is written or
 from __future__ import annotations
 
 import threading
-from typing import Dict, Optional
+from typing import Any, Dict, Optional, Tuple
+
+from thrift.protocol.TBinaryProtocol import TBinaryProtocol
+
+from .wire.price import WORST_FACTOR, decoded_price
 
 __all__ = ["DecodedBudget"]
 
@@ -49,6 +53,26 @@ class DecodedBudget:
             self._used += price
             self._by_host[host] = held + price
             return None
+
+    def reserve_request(self, host: str, protocol: Any) -> Tuple[int, Optional[str]]:
+        """Prices the arguments the input ``protocol`` is about to decode and reserves the price:
+        (price, None), or (0, why not) with the rest of the frame read past. Only a whole frame
+        (framed or THeader) with strict binary inside is priced; anything else is (0, None)."""
+        transport = protocol.trans
+        frame = transport.rest_of_frame() if hasattr(transport, "rest_of_frame") else None
+        if frame is None or not isinstance(getattr(protocol, "_protocol", protocol), TBinaryProtocol):
+            return 0, None  # unframed or compact: not priced (docs/reliability.md)
+        allowance = self.allowance(host)
+        if len(frame) * WORST_FACTOR <= allowance:
+            price = len(frame)  # cannot pass the allowance: no walk, the wire size reserved
+        else:
+            price = decoded_price(frame, allowance)  # the walk stops once past what the request may take
+        frame.release()
+        refusal = self.reserve(host, price)
+        if refusal is not None:
+            transport.discard_rest_of_frame()
+            return 0, refusal
+        return price, None
 
     def release(self, host: str, price: int) -> None:
         """Gives back what ``reserve`` took."""

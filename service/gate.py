@@ -32,7 +32,6 @@ import weakref
 from time import perf_counter
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
-from thrift.protocol.TBinaryProtocol import TBinaryProtocol
 from thrift.protocol.TProtocol import TProtocolBase, TProtocolException
 from thrift.Thrift import TApplicationException, TMessageType, TProcessor, TType
 from thrift.transport.TTransport import TTransportException
@@ -49,7 +48,6 @@ from .peerlog import WarningBudget
 from .session import Session, SessionContext, SessionListener, SessionSettings, bind_session, take_dropped_oneway
 from .states import SESSION_METHODS
 from .wire import AnswerableReadError, skip_value
-from .wire.price import WORST_FACTOR, decoded_price
 
 __all__ = ["SessionProcessor", "ConnectionState", "SessionClosed"]
 
@@ -332,24 +330,11 @@ class SessionProcessor(TProcessor):
                      call.seqid, answer)
 
     def _reserve(self, state: ConnectionState, call: ServerCall, iprot: TProtocolBase, oprot: TProtocolBase) -> bool:
-        """Prices a whole-framed request before it is decoded and reserves its price; False when it was
-        refused instead (answered PROTOCOL_ERROR; the rest of its frame read past, the stream intact)."""
-        transport = iprot.trans
-        frame = transport.rest_of_frame() if hasattr(transport, "rest_of_frame") else None
-        if frame is None or not isinstance(getattr(iprot, "_protocol", iprot), TBinaryProtocol):
-            return True  # unframed or compact: not priced (docs/reliability.md)
-        budget, host = self.decoded_budget, state.host
-        allowance = budget.allowance(host)
-        if len(frame) * WORST_FACTOR <= allowance:
-            price = len(frame)  # cannot pass the allowance: no walk, the wire size reserved
-        else:
-            price = decoded_price(frame, allowance)  # the walk stops once past what the request may take
-        frame.release()
-        refusal = budget.reserve(host, price)
+        """Reserves a request's decoded size before it is decoded; False when it was refused instead
+        (answered PROTOCOL_ERROR; the rest of its frame read past, the stream intact)."""
+        state.reserved, refusal = self.decoded_budget.reserve_request(state.host, iprot)
         if refusal is None:
-            state.reserved = price
             return True
-        transport.discard_rest_of_frame()
         iprot.readMessageEnd()
         call.outcome, call.reason = Outcome.REFUSED, refusal
         self._announce(call)
