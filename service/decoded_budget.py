@@ -15,6 +15,9 @@ __all__ = ["DecodedBudget"]
 
 _MB = 1_000_000
 
+#: Requests this small are not counted: each decodes to 10 MB at most, one in flight per connection.
+UNPRICED_BYTES = 64 * 1024
+
 
 class DecodedBudget:
     """``total`` bytes for every request in flight, at most ``host_share`` of it for one client host.
@@ -57,11 +60,15 @@ class DecodedBudget:
     def reserve_request(self, host: str, protocol: Any) -> Tuple[int, Optional[str]]:
         """Prices the arguments the input ``protocol`` is about to decode and reserves the price:
         (price, None), or (0, why not) with the rest of the frame read past. Only a whole frame
-        (framed or THeader) with strict binary inside is priced; anything else is (0, None)."""
+        (framed or THeader) with strict binary inside, larger than ``UNPRICED_BYTES``, is priced;
+        anything else is (0, None)."""
         transport = protocol.trans
-        frame = transport.rest_of_frame() if hasattr(transport, "rest_of_frame") else None
-        if frame is None or not isinstance(getattr(protocol, "_protocol", protocol), TBinaryProtocol):
-            return 0, None  # unframed or compact: not priced (docs/reliability.md)
+        frame = transport.rest_of_frame(UNPRICED_BYTES) if hasattr(transport, "rest_of_frame") else None
+        if frame is None:  # unframed (docs/reliability.md), or the usual small call: neither priced nor reserved
+            return 0, None
+        if not isinstance(getattr(protocol, "_protocol", protocol), TBinaryProtocol):
+            frame.release()
+            return 0, None  # compact: not priced (docs/reliability.md)
         allowance = self.allowance(host)
         if len(frame) * WORST_FACTOR <= allowance:
             price = len(frame)  # cannot pass the allowance: no walk, the wire size reserved

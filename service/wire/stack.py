@@ -55,13 +55,17 @@ class _Resettable:
             setattr(self, self._rbuf_attribute, BytesIO())
         return False
 
-    def rest_of_frame(self) -> Optional[memoryview]:
+    def rest_of_frame(self, more_than: int = 0) -> Optional[memoryview]:
         """The unread rest of the frame being read, without a copy (framed and THeader: the whole
-        message is in memory before it is decoded); None for an unframed stream."""
+        message is in memory before it is decoded); None for an unframed stream, or when the rest
+        is not more than ``more_than`` bytes."""
         if not self.framed:
             return None
         buffer = getattr(self, self._rbuf_attribute)
-        return memoryview(buffer.getvalue())[buffer.tell():]
+        data, position = buffer.getvalue(), buffer.tell()
+        if len(data) - position <= more_than:
+            return None
+        return memoryview(data)[position:]
 
     def discard_rest_of_frame(self) -> None:
         """Reads past what is left of the frame (a message refused before it was decoded)."""
