@@ -6,6 +6,7 @@ prints the server's RSS before, at peak and after (issue 18's figures, re-measur
 from __future__ import annotations
 
 import select
+import functools
 import socket
 import struct
 import threading
@@ -17,6 +18,8 @@ from conftest import encode_call, eventually, every_type_at_its_edges, report_re
 from server_process import memory_kib, serve_subprocess
 from test_hardening import _answer, _empty_structsencode_call as _empty_structs_call
 from thrift.Thrift import TApplicationException
+from thrift.transport import TTransport
+from thrift.transport.THeaderTransport import THeaderClientType, THeaderSubprotocolID, THeaderTransport
 
 from thrift_handshake import Client, ClientOptions, Wire
 from thrift_handshake_gen import HandshakeService
@@ -159,8 +162,15 @@ def test_idle_sessions_do_not_hold_their_last_big_message(start_process, transpo
           f"{peak['VmHWM'] // 1024} MiB, while they stay {after['VmRSS'] // 1024} MiB")
 
 
-def _framed(message: bytes) -> bytes:
-    return struct.pack("!i", len(message)) + message
+def _framed(message: bytes, transport: str = "framed") -> bytes:
+    """``message`` (strict binary) in a frame: a plain frame, or a THeader frame with binary inside."""
+    if transport == "framed":
+        return struct.pack("!i", len(message)) + message
+    memory = TTransport.TMemoryBuffer()
+    header = THeaderTransport(memory, [THeaderClientType.HEADERS], THeaderSubprotocolID.BINARY)
+    header.write(message)
+    header.flush()
+    return memory.getvalue()
 
 
 def _read_frame(peer: socket.socket) -> bytes:
@@ -173,35 +183,41 @@ def _read_frame(peer: socket.socket) -> bytes:
         return data
 
     size, = struct.unpack("!i", exactly(4))
-    return exactly(size)
+    frame = exactly(size)
+    if frame[:2] != b"\x0f\xff":  # not THeader: the message itself
+        return frame
+    header = THeaderTransport(TTransport.TMemoryBuffer(struct.pack("!i", size) + frame), [THeaderClientType.HEADERS])
+    return header.read(size)
 
 
-def test_a_request_too_big_decoded_is_refused_before_it_is_decoded(start_process):
+@pytest.mark.parametrize("transport", ["framed", "header"])
+def test_a_request_too_big_decoded_is_refused_before_it_is_decoded(start_process, transport):
     # Issue 18: one echo_types of 14.3 MiB (a list of empty structs) held about 1.78 GB decoded.
+    framed = functools.partial(_framed, transport=transport)
     server = start_process()
     before = server.status()
     peer = socket.create_connection(("127.0.0.1", server.port), timeout=20)
     try:
-        peer.sendall(_framed(encode_call("hello", SessionService.hello_args(
+        peer.sendall(framed(encode_call("hello", SessionService.hello_args(
             hello=ClientHello(client_name="priced", min_version=1, max_version=2)))))
         _read_frame(peer)
         attack = _empty_structs_call(lists=15, per_list=1_000_000)
         started = time.monotonic()
-        peer.sendall(_framed(attack))
+        peer.sendall(framed(attack))
         answer = _answer(_read_frame(peer), HandshakeService.echo_types_result)
         seconds = time.monotonic() - started
         peak = server.status()
         honest = every_type_at_its_edges()
-        peer.sendall(_framed(encode_call("echo_types", HandshakeService.echo_types_args(value=honest), seqid=3)))
+        peer.sendall(framed(encode_call("echo_types", HandshakeService.echo_types_args(value=honest), seqid=3)))
         assert _answer(_read_frame(peer), HandshakeService.echo_types_result).success == honest  # connection kept
         big = "Z" * (15 * MIB)  # large on the wire, priced by a walk, and within the budget
-        peer.sendall(_framed(encode_call("echo", HandshakeService.echo_args(message=big), seqid=4)))
+        peer.sendall(framed(encode_call("echo", HandshakeService.echo_args(message=big), seqid=4)))
         assert _answer(_read_frame(peer), HandshakeService.echo_result).success == big
     finally:
         peer.close()
-    print(f"\n{len(attack) / MIB:.1f} MiB echo_types of empty structs (framed): refused in {seconds:.2f} s: "
+    print(f"\n{len(attack) / MIB:.1f} MiB echo_types of empty structs ({transport}): refused in {seconds:.2f} s: "
           f"{answer.message}; server RSS before {before['VmRSS'] // 1024} MiB, peak {peak['VmHWM'] // 1024} MiB")
-    report_reliability("14.3 MiB of empty structs after hello (framed)", 1, server.process.poll() is None, 0,
+    report_reliability(f"14.3 MiB of empty structs after hello ({transport})", 1, server.process.poll() is None, 0,
                        (before["VmRSS"], peak["VmHWM"], peak["VmRSS"]), figure=f"refused in {seconds:.2f} s")
     assert isinstance(answer, TApplicationException) and answer.type == TApplicationException.PROTOCOL_ERROR
     assert "MB decoded" in answer.message and "max_decoded_bytes=268435456" in answer.message
