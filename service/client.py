@@ -373,6 +373,9 @@ class Client:
             sent = self._send("hello", (hello,), "handshake", options.timeouts.handshake)
         except ThriftHandshakeError as error:
             raise self._hello_failed(error) from None
+        except BaseException as error:
+            self._hello_interrupted(error)
+            raise
         self._pending_hello = sent
         if options.pipeline_hello:
             self._state.apply(ClientEvent.HELLO_PIPELINED)
@@ -389,6 +392,9 @@ class Client:
             if failure is error:
                 raise
             raise failure from None
+        except BaseException as error:
+            self._hello_interrupted(error)
+            raise
         broken = self._negotiation_broken(self._server_hello)
         if broken:
             error = ConnectionBroken(f"hello: the server broke the negotiation: {broken}")
@@ -398,6 +404,12 @@ class Client:
         self._idle_limit = limit_ms / 1000 if limit_ms and limit_ms > 0 else None  # 0 or less: none
         self._state.apply(ClientEvent.HELLO_ACCEPTED)
         return self._server_hello
+
+    def _hello_interrupted(self, error: BaseException) -> None:
+        """Hello stopped half-way by something other than its answer (e.g. Ctrl-C in an interceptor):
+        whether the server opened a session is unknown, so the connection is given up (BROKEN)."""
+        if self._state.allows(ClientEvent.FAILURE) and self._transport is not None:
+            self._break(error)
 
     def _negotiation_broken(self, answer: ServerHello) -> str:
         """What ``answer`` chose that this client never offered ("" when it keeps to the offer)."""

@@ -1,0 +1,52 @@
+"""The Python client under attack from its own user: interceptors that are interrupted or block,
+retries after close(). Each case pins what a caller relies on: the client can always be closed and
+reconnected, and it never opens a connection nobody asked for."""
+
+from __future__ import annotations
+
+import pytest
+
+from thrift_handshake import Client, ClientOptions
+from thrift_handshake.interceptors import Call, Interceptor
+from thrift_handshake.states import ClientPhase
+from thrift_handshake_gen import HandshakeService
+
+from conftest import eventually
+
+
+class Interrupts(Interceptor):
+    """Raises KeyboardInterrupt (as Ctrl-C would, in a hook that blocks) once, in one hook of one method."""
+
+    def __init__(self, method: str, hook: str) -> None:
+        self.method, self.hook, self.armed = method, hook, True
+
+    def _maybe(self, call: Call, hook: str) -> None:
+        if self.armed and call.method == self.method and hook == self.hook:
+            self.armed = False
+            raise KeyboardInterrupt
+
+    def call_started(self, call: Call) -> None:
+        self._maybe(call, "call_started")
+
+    def call_ended(self, call: Call) -> None:
+        self._maybe(call, "call_ended")
+
+
+@pytest.mark.parametrize("pipeline_hello", [False, True])
+@pytest.mark.parametrize("hook", ["call_started", "call_ended"])
+def test_a_hello_interrupted_in_an_interceptor_leaves_a_client_that_closes_and_reconnects(
+        server, hook, pipeline_hello):
+    options = ClientOptions(interceptors=(Interrupts("hello", hook),), pipeline_hello=pipeline_hello)
+    client = Client("127.0.0.1", server.port, options, service=HandshakeService)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            client.connect()
+            client.echo("the pipelined hello is answered here")
+        assert client.phase is ClientPhase.BROKEN  # hello's fate is unknown: nothing more is read
+        client.close()
+        assert client.phase is ClientPhase.CLOSED
+        assert eventually(lambda: server.metrics.snapshot().connections_open == 0)  # the socket is gone
+        client.reconnect()
+        assert client.echo("again") == "again"
+    finally:
+        client.close()
