@@ -467,16 +467,17 @@ class Client:
         send, receive, check = self._method(name)
         check(args)  # a wrong value is refused before anything is written
         sock = self._sock
-        deadline = sock.begin_exchange(timeout)
         self._seqid = seqid = self._seqid % 0x7FFFFFFF + 1
         self._stub._seqid = seqid  # the generated send_<name> writes it; the reply must echo it
         out_before = sock.bytes_out
         hello = self._server_hello
-        start = time.perf_counter()
-        call = ClientCall(name, seqid, receive is None, self._peer, start, phase, hello and hello.session_id)
+        call = ClientCall(name, seqid, receive is None, self._peer, time.perf_counter(), phase,
+                          hello and hello.session_id)
         if name != "hello":  # hello's argument carries the auth token
             call.args = args
         self._chain.started(call)
+        deadline = sock.begin_exchange(timeout)  # the timeout bounds the exchange, not the hooks before it
+        start = time.perf_counter()
         try:
             send(*args)
         except TTransportException as error:

@@ -4,9 +4,11 @@ reconnected, and it never opens a connection nobody asked for."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from thrift_handshake import Client, ClientOptions
+from thrift_handshake import Client, ClientOptions, Timeouts
 from thrift_handshake.interceptors import Call, Interceptor
 from thrift_handshake.states import ClientPhase
 from thrift_handshake_gen import HandshakeService
@@ -50,3 +52,19 @@ def test_a_hello_interrupted_in_an_interceptor_leaves_a_client_that_closes_and_r
         assert client.echo("again") == "again"
     finally:
         client.close()
+
+
+class Blocks(Interceptor):
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def call_started(self, call: Call) -> None:
+        if call.method == "echo":
+            time.sleep(self.seconds)  # a slow hook (a lock, a remote audit log): longer than the timeout
+
+
+def test_an_interceptor_slower_than_the_call_timeout_does_not_break_the_call(server):
+    options = ClientOptions(interceptors=(Blocks(0.5),), timeouts=Timeouts(call=0.3))
+    with Client("127.0.0.1", server.port, options, service=HandshakeService) as client:
+        assert client.echo("sent after the hook") == "sent after the hook"
+        assert client.phase is ClientPhase.READY
