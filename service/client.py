@@ -131,6 +131,7 @@ class Client:
         self._lock = threading.RLock()
         self._epoch = self._last_activity = time.perf_counter()
         self._broken_by: Optional[BaseException] = None
+        self._connect_failed = False  # CLOSED by a failed connect (retries reopen it), not by close()
         self._seqid = 0
         self._expected_reply: Tuple[str, int] = ("", 0)
         self._sock = self._transport = self._stub = None
@@ -215,6 +216,7 @@ class Client:
                         ConnectError) as error:
                     logger.info("goodbye failed while closing: %s", error)
             self._close_transport()
+            self._connect_failed = False
             return None
 
     def __enter__(self) -> "Client":
@@ -242,7 +244,7 @@ class Client:
         for attempt in range(1, policy.attempts + 1):
             try:
                 with self._lock:
-                    if attempt > 1 or self.phase in (ClientPhase.BROKEN, ClientPhase.CLOSED):
+                    if attempt > 1 or self.phase is ClientPhase.BROKEN or self._connect_failed:
                         self.close()
                         self.connect()
                 return self._call_once(method, args)
@@ -322,6 +324,7 @@ class Client:
             raise
         self.timeline.add(Record("connect", f"{self.host}:{self.port}", start - self._epoch,
                                  time.perf_counter() - start, error=failure and _with_inner_cause(failure)))
+        self._connect_failed = failure is not None
         if failure is not None:
             self._sock = self._transport = self._stub = None
             self._state.apply(ClientEvent.CONNECT_FAILED)

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from thrift_handshake import Client, ClientOptions, Timeouts
+from thrift_handshake import Client, ClientOptions, RetryPolicy, Timeouts
+from thrift_handshake.errors import PhaseError
 from thrift_handshake.interceptors import Call, Interceptor
 from thrift_handshake.states import ClientPhase
 from thrift_handshake_gen import HandshakeService
@@ -68,3 +69,13 @@ def test_an_interceptor_slower_than_the_call_timeout_does_not_break_the_call(ser
     with Client("127.0.0.1", server.port, options, service=HandshakeService) as client:
         assert client.echo("sent after the hook") == "sent after the hook"
         assert client.phase is ClientPhase.READY
+
+
+def test_retries_never_reopen_a_client_its_user_closed(server):
+    options = ClientOptions(retry=RetryPolicy(idempotent={"ping", "echo"}))
+    with Client("127.0.0.1", server.port, options, service=HandshakeService) as client:
+        assert client.echo("in the block") == "in the block"
+    with pytest.raises(PhaseError, match="cannot call echo in phase CLOSED"):
+        client.echo("after the block")
+    assert client.phase is ClientPhase.CLOSED
+    assert eventually(lambda: server.metrics.snapshot().connections_open == 0)
