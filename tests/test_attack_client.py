@@ -5,6 +5,7 @@ reconnected, and it never opens a connection nobody asked for."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +16,7 @@ from thrift_handshake.states import ClientPhase
 from thrift_handshake_gen import HandshakeService
 
 from conftest import eventually
+from test_examples import mypy
 
 
 class Interrupts(Interceptor):
@@ -79,3 +81,32 @@ def test_retries_never_reopen_a_client_its_user_closed(server):
         client.echo("after the block")
     assert client.phase is ClientPhase.CLOSED
     assert eventually(lambda: server.metrics.snapshot().connections_open == 0)
+
+
+@pytest.mark.parametrize("options", [lambda: RetryPolicy(idempotent="stats"), lambda: ClientOptions(features="zstd"),
+                                     lambda: ClientOptions(server_timed_methods="process")],
+                         ids=["idempotent", "features", "server_timed_methods"])
+def test_a_bare_string_where_names_go_is_refused(options):
+    """RetryPolicy(idempotent="stats") meant {'s', 't', 'a'}: stats was silently never retried, and
+    features="zstd" offered four one-letter features."""
+    with pytest.raises(TypeError, match=r"takes a collection of names, e\.g\. \{'\w+'\}, not the string '\w+'"):
+        options()
+
+
+NATURAL_OPTIONS = """
+from thrift_handshake import ClientOptions, Interceptor, RetryPolicy
+
+options = ClientOptions(features={"zstd"}, interceptors=[Interceptor()], server_timed_methods=["process"],
+                        retry=RetryPolicy(idempotent=["ping", "echo"]))
+"""
+
+
+def test_sets_and_lists_of_names_type_check(tmp_path: Path):
+    """mypy refused `RetryPolicy(idempotent={"add"})` and `interceptors=[...]` (frozenset and tuple only),
+    although the runtime takes any collection."""
+    user = tmp_path / "user.py"
+    user.write_text(NATURAL_OPTIONS, encoding="utf-8")
+    checked = mypy(tmp_path, str(user))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    options = ClientOptions(features={"zstd"}, retry=RetryPolicy(idempotent=["ping"]))
+    assert options.features == frozenset({"zstd"}) and options.retry.idempotent == frozenset({"ping"})
