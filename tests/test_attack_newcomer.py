@@ -4,6 +4,7 @@ before writing anything."""
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -51,3 +52,15 @@ def test_call_format_json_prints_a_document_when_the_call_fails(server):
     assert document["error"] == "ConnectError" and "Connection refused" in document["message"]
     assert [record["phase"] for record in document["timeline"]] == ["connect"]
     assert "error: cannot connect to 127.0.0.1:%d" % port in refused.stderr
+
+
+def test_bash_completion_finds_the_command_after_a_global_option_with_a_value():
+    """`thrift-handshake --log-level DEBUG call --tr<TAB>` completed nothing: DEBUG was taken for the command."""
+    if shutil.which("bash") is None:
+        pytest.skip("bash is not installed")
+    script = run_cli("completion", "bash").stdout
+    probe = script + ('COMP_WORDS=(thrift-handshake --log-level DEBUG call --tr); COMP_CWORD=4; _thrift_handshake; '
+                      'echo "${COMPREPLY[@]}"; COMP_WORDS=(thrift-handshake --log-level WARNING se); COMP_CWORD=3; '
+                      '_thrift_handshake; echo "${COMPREPLY[@]}"\n')
+    done = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, timeout=30)
+    assert done.stdout.splitlines() == ["--trace --transport", "serve"], done.stderr
