@@ -61,6 +61,7 @@ _PHASE_METHODS = {"goodbye": "goodbye() or close()"}
 _WENT_AWAY = ("the server went away without answering (it stopped, crashed or was killed, or closed the "
               "connection); reconnect() to try again")
 
+_UNSET = object()  # a parameter no argument was given for
 _Method = Tuple[Callable[..., None], Optional[Callable[[], Any]], Callable[[Tuple[Any, ...]], None]]
 _Iface = TypeVar("_Iface")
 
@@ -88,6 +89,32 @@ def _methods_of(service: ModuleType) -> Dict[str, MethodInfo]:
 @functools.lru_cache(maxsize=None)
 def _checker(service: ModuleType, name: str) -> Callable[[Tuple[Any, ...]], None]:
     return argument_checker(generated_class(service, name, "args"), name)
+
+
+@functools.lru_cache(maxsize=None)
+def _parameters(service: ModuleType, name: str) -> Optional[Tuple[str, ...]]:
+    args_class = generated_class(service, name, "args")
+    return None if args_class is None else tuple(spec[2] for spec in args_class.thrift_spec if spec is not None)
+
+
+def _positional(service: ModuleType, method: str, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Tuple[Any, ...]:
+    """``args`` and ``kwargs`` as positional arguments in IDL order, bound as Python binds them to the
+    ``Iface``'s method; ArgumentError for a name it does not have, or a parameter given twice or not at all."""
+    names = _parameters(service, method)
+    if names is None:
+        raise ArgumentError(f"unknown method {method!r} for service {service.__name__}")
+    values: list = [*args, *[_UNSET] * (len(names) - len(args))]
+    for key, value in kwargs.items():
+        if key not in names:
+            raise ArgumentError(f"{method}() has no parameter {key!r}; its parameters: {', '.join(names) or 'none'}")
+        index = names.index(key)
+        if values[index] is not _UNSET:
+            raise ArgumentError(f"{method}() got two values for parameter {key!r}")
+        values[index] = value
+    missing = [name for name, value in zip(names, values) if value is _UNSET]
+    if missing:
+        raise ArgumentError(f"{method}() is missing parameter(s) {', '.join(missing)} (None leaves one unset)")
+    return tuple(values)
 
 
 def _with_inner_cause(error: BaseException) -> str:
@@ -228,8 +255,9 @@ class Client:
 
     # -- calls --------------------------------------------------------------------------------
 
-    def call(self, method: str, *args: Any) -> Any:
-        """Calls ``method`` with positional ``args``; returns its result (None for oneway/void).
+    def call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
+        """Calls ``method`` with ``args`` (and ``kwargs`` by parameter name, as the generated ``Iface``
+        allows); returns its result (None for oneway/void).
 
         With ``options.retry`` and a method it marks idempotent, a broken connection (or a server that
         is down or full) is retried on a new connection and session, with backoff; any other method
@@ -237,6 +265,8 @@ class Client:
         """
         if method in _PHASE_METHODS and self.options.handshake:
             raise ArgumentError(f"{method} is a phase: use {_PHASE_METHODS[method]}")
+        if kwargs:
+            args = _positional(self.service, method, args, kwargs)
         policy = self.options.retry
         if policy is None or method not in policy.idempotent:
             return self._call_once(method, args)

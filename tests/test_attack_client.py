@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from thrift_handshake import Client, ClientOptions, RetryPolicy, Timeouts
-from thrift_handshake.errors import PhaseError
+from thrift_handshake.errors import ArgumentError, PhaseError
 from thrift_handshake.interceptors import Call, Interceptor
 from thrift_handshake.states import ClientPhase
 from thrift_handshake_gen import HandshakeService
+from thrift_handshake_gen.ttypes import Request
 
 from conftest import eventually
 from test_examples import mypy
@@ -110,3 +111,18 @@ def test_sets_and_lists_of_names_type_check(tmp_path: Path):
     assert checked.returncode == 0, checked.stdout + checked.stderr
     options = ClientOptions(features={"zstd"}, retry=RetryPolicy(idempotent=["ping"]))
     assert options.features == frozenset({"zstd"}) and options.retry.idempotent == frozenset({"ping"})
+
+
+def test_typed_calls_take_arguments_by_name_as_the_iface_declares(connect):
+    """`client.typed(HandshakeService.Iface).echo(message="hi")` type-checks against the generated Iface,
+    but raised a bare TypeError (outside the documented hierarchy): call() took no keyword arguments."""
+    service = connect().typed(HandshakeService.Iface)
+    assert service.echo(message="by name") == "by name"
+    response = service.process(request=Request(request_id="kw", payload="abc"))
+    assert response.request_id == "kw"
+    with pytest.raises(ArgumentError, match=r"^echo\(\) has no parameter 'msg'; its parameters: message$"):
+        service.echo(msg="x")
+    with pytest.raises(ArgumentError, match=r"^echo\(\) got two values for parameter 'message'$"):
+        service.echo("x", message="y")  # type: ignore[misc]
+    with pytest.raises(ArgumentError, match=r"^get_result\(\) is missing parameter\(s\) wait_ms"):
+        service.get_result(ticket="t")  # type: ignore[call-arg]
