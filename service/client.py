@@ -142,13 +142,13 @@ class Client:
         options: Optional[ClientOptions] = None,
         service: ModuleType = SessionService,
     ) -> None:
-        self.host = host
+        self.host = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [::1] as in URLs
         self.port = port
         self.options = options or ClientOptions()
         self.service = service
         self.timeline = Timeline(self.options.timeline_size)
         self._chain = InterceptorChain((self.timeline, *self.options.interceptors))
-        self._peer = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self._peer = f"[{self.host}]:{port}" if ":" in self.host else f"{self.host}:{port}"
         self._service_methods = _methods_of(service)
         self._server_hello: Optional[ServerHello] = None
         self._pending_hello: Optional[_Sent] = None  # a pipelined hello, until its answer is read
@@ -352,14 +352,14 @@ class Client:
             self._drop_socket()
             self._state.apply(ClientEvent.CONNECT_FAILED)
             raise
-        self.timeline.add(Record("connect", f"{self.host}:{self.port}", start - self._epoch,
+        self.timeline.add(Record("connect", self._peer, start - self._epoch,
                                  time.perf_counter() - start, error=failure and _with_inner_cause(failure)))
         self._connect_failed = failure is not None
         if failure is not None:
             self._sock = self._transport = self._stub = None
             self._state.apply(ClientEvent.CONNECT_FAILED)
             hint = explain_tls_error(failure)
-            raise ConnectError(f"cannot connect to {self.host}:{self.port}: {_with_inner_cause(failure)}"
+            raise ConnectError(f"cannot connect to {self._peer}: {_with_inner_cause(failure)}"
                                + (f": {hint}" if hint else "")) from failure
         self._stub = self.service.Client(protocol)
         self._guard_replies(protocol)
@@ -471,9 +471,9 @@ class Client:
         """The typed error for a server's first answer on a connection that refuses it (full, or
         another wire), if it is one."""
         if error.message.startswith("server full"):
-            return ServerFull(f"{self.host}:{self.port}: {error.message}")
+            return ServerFull(f"{self._peer}: {error.message}")
         if error.type == TApplicationException.INVALID_PROTOCOL:
-            return WireMismatch(f"{self.host}:{self.port}: {error.message}")
+            return WireMismatch(f"{self._peer}: {error.message}")
         return None
 
     def _declared(self, name: str) -> "tuple[type, ...]":

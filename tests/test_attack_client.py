@@ -4,6 +4,7 @@ reconnected, and it never opens a connection nobody asked for."""
 
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 
@@ -126,3 +127,23 @@ def test_typed_calls_take_arguments_by_name_as_the_iface_declares(connect):
         service.echo("x", message="y")  # type: ignore[misc]
     with pytest.raises(ArgumentError, match=r"^get_result\(\) is missing parameter\(s\) wait_ms"):
         service.get_result(ticket="t")  # type: ignore[call-arg]
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback here")
+@pytest.mark.parametrize("host", ["::1", "[::1]"])
+def test_an_ipv6_client_accepts_the_url_form_and_names_its_peer_unambiguously(start_server, host):
+    """Client("[::1]", port) failed to resolve (the CLI takes that form), and the timeline's connect record
+    was named "::1:PORT" while the interceptors' peer was "[::1]:PORT"."""
+    server = start_server(host="::1")
+    with Client(host, server.port, service=HandshakeService) as client:
+        assert client.echo("v6") == "v6"
+    assert next(iter(client.timeline)).name == f"[::1]:{server.port}"
