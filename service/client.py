@@ -304,11 +304,12 @@ class Client:
         self._record_sent(self._send("goodbye", (), "disconnect", self.options.timeouts.call))
 
     def typed(self, iface: Type[_Iface]) -> _Iface:
-        """This client as the generated ``iface`` (e.g. ``Calculator.Iface``), so that an IDE and a
-        type checker know its methods: ``client.typed(Calculator.Iface).add(1, 2)``."""
+        """This client's calls as the generated ``iface`` (e.g. ``Calculator.Iface``), so that an IDE and
+        a type checker know its methods: ``client.typed(Calculator.Iface).add(1, 2)``. Every attribute
+        of the view is a service method, even one named like the client's own (``close``)."""
         if not (isinstance(iface, type) and issubclass(self.service.Iface, iface)):
             raise TypeError(f"{iface!r} is not the Iface of {self.service.__name__} or of a service it extends")
-        return cast(_Iface, self)
+        return cast(_Iface, _TypedView(self))
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         if name.startswith("_") or not hasattr(self.service.Iface, name):
@@ -657,3 +658,24 @@ class Client:
             self.timeline.add(Record("disconnect", "close", start - self._epoch, time.perf_counter() - start))
         self._state.apply(event)
 
+
+class _TypedView:
+    """A client seen as its service's ``Iface`` (``Client.typed``): every attribute is a service method,
+    also one named like the client's own (``close``, ``phase``, ``call``...); ``goodbye`` stays the phase."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        client = self._client
+        if name.startswith("_") or not hasattr(client.service.Iface, name):
+            raise AttributeError(f"{client.service.__name__}.Iface has no method {name!r}")
+        if name in _PHASE_METHODS and client.options.handshake:
+            method: Callable[..., Any] = getattr(client, name)
+        else:
+            method = functools.partial(client.call, name)
+        self.__dict__[name] = method
+        return method
+
+    def __repr__(self) -> str:
+        return f"<{self._client.service.__name__}.Iface of {self._client!r}>"

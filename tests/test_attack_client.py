@@ -17,7 +17,7 @@ from thrift_handshake.states import ClientPhase
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.ttypes import Request
 
-from conftest import eventually
+from conftest import eventually, generated
 from test_examples import mypy
 
 
@@ -147,3 +147,42 @@ def test_an_ipv6_client_accepts_the_url_form_and_names_its_peer_unambiguously(st
     with Client(host, server.port, service=HandshakeService) as client:
         assert client.echo("v6") == "v6"
     assert next(iter(client.timeline)).name == f"[::1]:{server.port}"
+
+
+FILES_IDL = """include "session.thrift"
+namespace py files_gen
+service Files extends session.SessionService {
+  string close(1: i32 fd),
+  string phase(),
+  string call(1: string what),
+  string timeline(),
+}
+"""
+
+
+def test_the_typed_view_calls_service_methods_named_like_the_clients_own(start_server, tmp_path):
+    """`client.typed(Files.Iface).close(3)` type-checks as the service's close(fd), but ran Client.close()
+    (TypeError: takes 1 positional argument); `.phase()` called a ClientPhase."""
+    with generated(tmp_path, "files.thrift", FILES_IDL, "files_gen.Files") as files:
+
+        class Handler(files.Iface):
+            def close(self, fd: int) -> str:
+                return f"closed {fd}"
+
+            def phase(self) -> str:
+                return "moon"
+
+            def call(self, what: str) -> str:
+                return f"called {what}"
+
+            def timeline(self) -> str:
+                return "history"
+
+        server = start_server(Handler())
+        with Client("127.0.0.1", server.port, service=files) as client:
+            remote = client.typed(files.Iface)
+            assert remote.close(3) == "closed 3"
+            assert remote.phase() == "moon" and remote.call("x") == "called x" and remote.timeline() == "history"
+            assert client.phase is ClientPhase.READY  # the client itself is untouched
+            farewell = remote.goodbye()  # the session's own goodbye is still the phase
+        assert farewell.calls == 4 and client.phase is ClientPhase.CLOSED
