@@ -117,6 +117,16 @@ def _positional(service: ModuleType, method: str, args: Tuple[Any, ...], kwargs:
     return tuple(values)
 
 
+def _over_size_limit(error: BaseException) -> bool:
+    """Whether decoding stopped at a size limit: a SIZE_LIMIT TProtocolException or TTransportException
+    in pure Python, an OverflowError from Thrift's C extension."""
+    if isinstance(error, TProtocolException):
+        return error.type == TProtocolException.SIZE_LIMIT
+    if isinstance(error, TTransportException):
+        return error.type == TTransportException.SIZE_LIMIT
+    return isinstance(error, OverflowError) and str(error).startswith("size exceeded")
+
+
 def _with_inner_cause(error: BaseException) -> str:
     """The error with the cause Thrift keeps in ``inner`` (e.g. the TLS verification failure)."""
     inner = getattr(error, "inner", None)
@@ -620,8 +630,14 @@ class Client:
         self._break(error)
         if is_timeout(error):
             raise CallTimeout(f"{name}: no reply within the timeout; the connection is closed") from error
-        explanation = explain_tls_error(error) or (_WENT_AWAY if answered_before and not reply
-                                                   else explain_reply(reply, self.options.wire))
+        if _over_size_limit(error):
+            options = self.options
+            explanation = (f"the reply is over this client's limits (ClientOptions.max_reply_bytes="
+                           f"{options.max_reply_bytes} per string, binary or frame, max_reply_items="
+                           f"{options.max_reply_items} per container)")
+        else:
+            explanation = explain_tls_error(error) or (_WENT_AWAY if answered_before and not reply
+                                                       else explain_reply(reply, self.options.wire))
         raise ConnectionBroken(f"{name}: connection failed: {_with_inner_cause(error)}: {explanation}") from error
 
     def _check_idle(self, method: str) -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from thrift_handshake import Client, ClientOptions, RetryPolicy, Timeouts
-from thrift_handshake.errors import ArgumentError, PhaseError
+from thrift_handshake import Client, ClientOptions, RetryPolicy, Timeouts, Wire
+from thrift_handshake.errors import ArgumentError, ConnectionBroken, PhaseError
 from thrift_handshake.interceptors import Call, Interceptor
 from thrift_handshake.states import ClientPhase
 from thrift_handshake_gen import HandshakeService
@@ -186,3 +186,19 @@ def test_the_typed_view_calls_service_methods_named_like_the_clients_own(start_s
             assert client.phase is ClientPhase.READY  # the client itself is untouched
             farewell = remote.goodbye()  # the session's own goodbye is still the phase
         assert farewell.calls == 4 and client.phase is ClientPhase.CLOSED
+
+
+@pytest.mark.parametrize("accelerated", [True, False], ids=["C extension", "pure Python"])
+def test_a_reply_over_the_clients_own_limits_names_the_option_to_raise(connect, accelerated):
+    """A 2 MiB echo with max_reply_bytes=1 MiB said "the server's answer is not a reply this client can
+    decode": a newcomer would look for a wire mismatch, not at ClientOptions."""
+    client = connect(max_reply_bytes=1024 * 1024, wire=Wire(accelerated=accelerated))
+    # Thrift's own words (they differ between C and Python), then what to change
+    with pytest.raises(ConnectionBroken, match=r"^echo: connection failed: [\w ]+: 1048576: "
+                                               r"the reply is over this client's limits \(ClientOptions\."
+                                               r"max_reply_bytes=1048576 per string, binary or frame, "
+                                               r"max_reply_items=1000000 per container\)"):
+        client.echo("x" * (2 * 1024 * 1024))
+    assert client.phase is ClientPhase.BROKEN
+    client.reconnect()
+    assert client.echo("small") == "small"
