@@ -188,7 +188,7 @@ class Client:
         if self._pending_hello is not None:
             with self._lock:
                 if self._pending_hello is not None:
-                    self._answer_hello()
+                    self._answer_pending_hello()
         return self._server_hello
 
     @property
@@ -309,7 +309,7 @@ class Client:
         self._require(ClientEvent.GOODBYE, "say goodbye")
         self._check_idle("goodbye")
         if self._pending_hello is not None:  # else hello's answer would reach a closed socket, then the Farewell a reset one
-            self._answer_hello()
+            self._answer_pending_hello()
         self._state.apply(ClientEvent.GOODBYE)
         self._record_sent(self._send("goodbye", (), "disconnect", self.options.timeouts.call))
 
@@ -448,6 +448,12 @@ class Client:
         self._idle_limit = limit_ms / 1000 if limit_ms and limit_ms > 0 else None  # 0 or less: none
         self._state.apply(ClientEvent.HELLO_ACCEPTED)
         return self._server_hello
+
+    def _answer_pending_hello(self) -> None:
+        """Reads a pipelined hello's answer outside any call, within a handshake timeout from now: the
+        answer may have waited in the socket since connect(), past hello's own deadline."""
+        self._sock.begin_exchange(self.options.timeouts.handshake)
+        self._answer_hello()
 
     def _hello_interrupted(self, error: BaseException) -> None:
         """Hello stopped half-way by something other than its answer (e.g. Ctrl-C in an interceptor):

@@ -202,3 +202,23 @@ def test_a_reply_over_the_clients_own_limits_names_the_option_to_raise(connect, 
     assert client.phase is ClientPhase.BROKEN
     client.reconnect()
     assert client.echo("small") == "small"
+
+
+@pytest.mark.parametrize("after_the_pause", ["session_id", "close without waiting"])
+def test_a_pipelined_hello_answered_in_time_is_read_later_without_a_timeout(server, after_the_pause):
+    """With pipeline_hello, reading client.session_id (or close() with await_farewell=False) a while after
+    connect() read hello's answer under hello's own, long-passed deadline: CallTimeout "hello: no reply
+    within the timeout" although the answer had arrived, and close() then never said goodbye."""
+    options = ClientOptions(pipeline_hello=True, await_farewell=False, timeouts=Timeouts(handshake=0.2))
+    client = Client("127.0.0.1", server.port, options, service=HandshakeService)
+    try:
+        client.connect()
+        assert eventually(lambda: server.metrics.snapshot().handshakes_ok == 1)  # answered in time
+        time.sleep(0.3)  # the caller does other work; hello's deadline passes meanwhile
+        if after_the_pause == "session_id":
+            assert client.session_id is not None and client.phase is ClientPhase.READY
+        client.close()
+        assert client.phase is ClientPhase.CLOSED
+        assert eventually(lambda: server.metrics.snapshot().calls.get("goodbye") == 1)
+    finally:
+        client.close()
