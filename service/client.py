@@ -516,16 +516,20 @@ class Client:
         """Checks the arguments and writes the request (within ``timeout``, which then bounds its reply)."""
         send, receive, check = self._method(name)
         check(args)  # a wrong value is refused before anything is written
-        sock = self._sock
         self._seqid = seqid = self._seqid % 0x7FFFFFFF + 1
-        self._stub._seqid = seqid  # the generated send_<name> writes it; the reply must echo it
-        out_before = sock.bytes_out
         hello = self._server_hello
         call = ClientCall(name, seqid, receive is None, self._peer, time.perf_counter(), phase,
                           hello and hello.session_id)
         if name != "hello":  # hello's argument carries the auth token
             call.args = args
-        self._chain.started(call)
+        self._chain.started(call)  # a hook may make calls of its own on this client: set up for ours after it
+        sock = self._sock
+        if sock is None:  # a hook closed the connection, or its own call broke it
+            refused = self._phase_error(f"call {name}")
+            self._record_failure(call, refused)
+            raise refused
+        self._stub._seqid = seqid  # the generated send_<name> writes it; the reply must echo it
+        out_before = sock.bytes_out
         deadline = sock.begin_exchange(timeout)  # the timeout bounds the exchange, not the hooks before it
         start = time.perf_counter()
         try:

@@ -222,3 +222,53 @@ def test_a_pipelined_hello_answered_in_time_is_read_later_without_a_timeout(serv
         assert eventually(lambda: server.metrics.snapshot().calls.get("goodbye") == 1)
     finally:
         client.close()
+
+
+class PingsAround(Interceptor):
+    """Calls the same client from its hooks (as a keep-alive or a token refresh would)."""
+
+    def __init__(self) -> None:
+        self.client: "Client | None" = None
+
+    def call_started(self, call: Call) -> None:
+        if call.method == "echo":
+            self.client.ping()
+
+    def call_ended(self, call: Call) -> None:
+        if call.method == "echo":
+            self.client.ping()
+
+
+def test_an_interceptor_may_call_its_own_client(server):
+    """A ping from echo's call_started went out with echo's seqid; echo then went out with the ping's, and
+    its reply was taken for a stale one: ConnectionBroken."""
+    hooks = PingsAround()
+    with Client("127.0.0.1", server.port, ClientOptions(interceptors=(hooks,)), service=HandshakeService) as client:
+        hooks.client = client
+        assert client.echo("between two pings") == "between two pings"
+        assert client.phase is ClientPhase.READY
+        assert [(r.name, r.ok) for r in client.timeline][1:] == [("hello", True), ("ping", True), ("ping", True),
+                                                                 ("echo", True)]
+        echo = [r for r in client.timeline if r.name == "echo"][0]
+        ping = [r for r in client.timeline if r.name == "ping"][0]
+        assert (echo.bytes_out, ping.bytes_out) == (16 + 3 + 4 + 17 + 1, 17)  # its own bytes, not the ping's
+
+
+class ClosesIt(Interceptor):
+    def __init__(self) -> None:
+        self.client: "Client | None" = None
+
+    def call_started(self, call: Call) -> None:
+        if call.method == "echo":
+            self.client.close()
+
+
+def test_a_hook_that_closes_its_client_makes_the_call_a_phase_error(server):
+    hooks = ClosesIt()
+    client = Client("127.0.0.1", server.port, ClientOptions(interceptors=(hooks,)), service=HandshakeService)
+    hooks.client = client
+    client.connect()
+    with pytest.raises(PhaseError, match="^cannot call echo in phase CLOSED"):
+        client.echo("never sent")
+    assert [(r.name, r.ok) for r in client.timeline][-2:] == [("close", True), ("echo", False)]
+    assert server.metrics.snapshot().calls.get("echo") is None
