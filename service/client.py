@@ -168,7 +168,7 @@ class Client:
         self._lock = threading.RLock()
         self._epoch = self._last_activity = time.perf_counter()
         self._broken_by: Optional[BaseException] = None
-        self._connect_failed = False  # CLOSED by a failed connect (retries reopen it), not by close()
+        self._refused = False  # CLOSED because connecting failed or the server refused us (retries reopen it)
         self._seqid = 0
         self._expected_reply: Tuple[str, int] = ("", 0)
         self._sock = self._transport = self._stub = None
@@ -253,7 +253,7 @@ class Client:
                         ConnectError) as error:
                     logger.info("goodbye failed while closing: %s", error)
             self._close_transport()
-            self._connect_failed = False
+            self._refused = False
             return None
 
     def __enter__(self) -> "Client":
@@ -284,7 +284,7 @@ class Client:
         for attempt in range(1, policy.attempts + 1):
             try:
                 with self._lock:
-                    if attempt > 1 or self.phase is ClientPhase.BROKEN or self._connect_failed:
+                    if attempt > 1 or self.phase is ClientPhase.BROKEN or self._refused:
                         self.close()
                         self.connect()
                 return self._call_once(method, args)
@@ -365,7 +365,7 @@ class Client:
             raise
         self.timeline.add(Record("connect", self._peer, start - self._epoch,
                                  time.perf_counter() - start, error=failure and _with_inner_cause(failure)))
-        self._connect_failed = failure is not None
+        self._refused = failure is not None
         if failure is not None:
             self._sock = self._transport = self._stub = None
             self._state.apply(ClientEvent.CONNECT_FAILED)
@@ -481,7 +481,9 @@ class Client:
         if isinstance(error, RemoteApplicationError):
             if self.phase is ClientPhase.BROKEN:
                 self._close_transport()
-            return self._connection_refused(error.error) or error
+            refused = self._connection_refused(error.error)
+            self._refused = refused is not None
+            return refused or error
         return error
 
     def _connection_refused(self, error: TApplicationException) -> Optional[ConnectError]:
@@ -615,6 +617,7 @@ class Client:
         self._last_activity = end
         if isinstance(error_out, ConnectError):  # refused: the server closes the connection
             self._close_transport()
+            self._refused = True
         if error_out is not None:
             raise error_out
         return result

@@ -5,12 +5,13 @@ reconnected, and it never opens a connection nobody asked for."""
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from thrift_handshake import Client, ClientOptions, RetryPolicy, Timeouts, Wire
+from thrift_handshake import Client, ClientOptions, RetryPolicy, ServerFull, ServerLimits, Timeouts, Wire
 from thrift_handshake.errors import ArgumentError, ConnectionBroken, PhaseError
 from thrift_handshake.interceptors import Call, Interceptor
 from thrift_handshake.states import ClientPhase
@@ -19,6 +20,7 @@ from thrift_handshake_gen.ttypes import Request
 
 from conftest import eventually, generated
 from test_examples import mypy
+from test_full_server_without_hello import BlockingEcho
 
 
 class Interrupts(Interceptor):
@@ -272,3 +274,31 @@ def test_a_hook_that_closes_its_client_makes_the_call_a_phase_error(server):
         client.echo("never sent")
     assert [(r.name, r.ok) for r in client.timeline][-2:] == [("close", True), ("echo", False)]
     assert server.metrics.snapshot().calls.get("echo") is None
+
+
+def test_retries_reopen_a_client_the_server_refused_as_full(start_server):
+    """The other side of never reopening a closed client: a client CLOSED because the server was full (here
+    without hello, at its first call) is not one its user closed, and the next idempotent call tries again."""
+    handler = BlockingEcho()
+    server = start_server(handler, handshake=False, limits=ServerLimits(max_connections=1))
+    busy = Client("127.0.0.1", server.port, ClientOptions(handshake=False), service=HandshakeService)
+    busy.connect()
+    caller = threading.Thread(target=busy.echo, args=("block",))
+    caller.start()
+    retry = RetryPolicy(idempotent={"echo"}, attempts=2, backoff=0.01)
+    newcomer = Client("127.0.0.1", server.port, ClientOptions(handshake=False, retry=retry), service=HandshakeService)
+    try:
+        assert handler.entered.wait(5)
+        newcomer.connect()
+        with pytest.raises(ServerFull, match="server full: 1 connections"):
+            newcomer.echo("let me in")
+        assert newcomer.phase is ClientPhase.CLOSED
+        handler.release.set()
+        caller.join(10)
+        busy.close()
+        assert newcomer.echo("now there is room") == "now there is room"
+    finally:
+        handler.release.set()
+        caller.join(10)
+        busy.close()
+        newcomer.close()
