@@ -226,25 +226,28 @@ def test_a_pipelined_hello_answered_in_time_is_read_later_without_a_timeout(serv
         client.close()
 
 
-class PingsAround(Interceptor):
-    """Calls the same client from its hooks (as a keep-alive or a token refresh would)."""
+class UsesItsClient(Interceptor):
+    """Around echo, does something with the client it watches (as a keep-alive or a token refresh would)."""
 
-    def __init__(self) -> None:
+    def __init__(self, started: str = "", ended: str = "") -> None:
         self.client: "Client | None" = None
+        self.actions = {"call_started": started, "call_ended": ended}
+
+    def _act(self, call: Call, hook: str) -> None:
+        if call.method == "echo" and self.actions[hook]:
+            getattr(self.client, self.actions[hook])()
 
     def call_started(self, call: Call) -> None:
-        if call.method == "echo":
-            self.client.ping()
+        self._act(call, "call_started")
 
     def call_ended(self, call: Call) -> None:
-        if call.method == "echo":
-            self.client.ping()
+        self._act(call, "call_ended")
 
 
 def test_an_interceptor_may_call_its_own_client(server):
     """A ping from echo's call_started went out with echo's seqid; echo then went out with the ping's, and
     its reply was taken for a stale one: ConnectionBroken."""
-    hooks = PingsAround()
+    hooks = UsesItsClient(started="ping", ended="ping")
     with Client("127.0.0.1", server.port, ClientOptions(interceptors=(hooks,)), service=HandshakeService) as client:
         hooks.client = client
         assert client.echo("between two pings") == "between two pings"
@@ -256,17 +259,8 @@ def test_an_interceptor_may_call_its_own_client(server):
         assert (echo.bytes_out, ping.bytes_out) == (16 + 3 + 4 + 17 + 1, 17)  # its own bytes, not the ping's
 
 
-class ClosesIt(Interceptor):
-    def __init__(self) -> None:
-        self.client: "Client | None" = None
-
-    def call_started(self, call: Call) -> None:
-        if call.method == "echo":
-            self.client.close()
-
-
 def test_a_hook_that_closes_its_client_makes_the_call_a_phase_error(server):
-    hooks = ClosesIt()
+    hooks = UsesItsClient(started="close")
     client = Client("127.0.0.1", server.port, ClientOptions(interceptors=(hooks,)), service=HandshakeService)
     hooks.client = client
     client.connect()
