@@ -244,16 +244,18 @@ class Client:
         False goodbye is written and the connection closed without waiting (returns None).
         """
         with self._lock:
-            if self.phase in (ClientPhase.READY, ClientPhase.HELLO_PENDING) and self.options.handshake:
-                try:
-                    if self.options.await_farewell:
-                        return self.goodbye()
-                    self._write_goodbye()
-                except (ConnectionBroken, RemoteApplicationError, ServiceError, HandshakeFailed,
-                        ConnectError) as error:
-                    logger.info("goodbye failed while closing: %s", error)
-            self._close_transport()
-            self._refused = False
+            try:
+                if self.phase in (ClientPhase.READY, ClientPhase.HELLO_PENDING) and self.options.handshake:
+                    try:
+                        if self.options.await_farewell:
+                            return self.goodbye()
+                        self._write_goodbye()
+                    except (ConnectionBroken, RemoteApplicationError, ServiceError, HandshakeFailed,
+                            ConnectError) as error:
+                        logger.info("goodbye failed while closing: %s", error)
+            finally:  # also when interrupted (Ctrl-C) while saying goodbye
+                self._close_transport()
+                self._refused = False
             return None
 
     def __enter__(self) -> "Client":

@@ -296,3 +296,16 @@ def test_retries_reopen_a_client_the_server_refused_as_full(start_server):
         caller.join(10)
         busy.close()
         newcomer.close()
+
+
+@pytest.mark.parametrize("await_farewell", [True, False])
+def test_close_interrupted_in_goodbye_still_closes(server, await_farewell):
+    """close() with await_farewell=False, interrupted (Ctrl-C in a hook) while writing goodbye, left the client
+    CLOSING with its socket open."""
+    options = ClientOptions(interceptors=(Interrupts("goodbye", "call_started"),), await_farewell=await_farewell)
+    client = Client("127.0.0.1", server.port, options, service=HandshakeService)
+    client.connect()
+    with pytest.raises(KeyboardInterrupt):
+        client.close()
+    assert client.phase is ClientPhase.CLOSED
+    assert eventually(lambda: server.metrics.snapshot().connections_open == 0)
