@@ -127,6 +127,17 @@ def _over_size_limit(error: BaseException) -> bool:
     return isinstance(error, OverflowError) and str(error).startswith("size exceeded")
 
 
+def _check_arguments(port: Any, options: Any, service: Any) -> None:
+    """Refuses what would fail later in a confusing way (or, for a port past 65535, reach another port)."""
+    if isinstance(port, int) and not isinstance(port, bool) and not 0 < port <= 65535:
+        raise ValueError(f"port must be 1..65535, not {port}")
+    if options is not None and not isinstance(options, ClientOptions):
+        raise TypeError(f"options must be a ClientOptions, not {options!r}")
+    if not (isinstance(service, ModuleType) and hasattr(service, "Iface") and hasattr(service, "Client")):
+        raise TypeError(f"service must be a generated service module (e.g. calc.Calculator, as imported by "
+                        f"`from calc import Calculator`), not {service!r}")
+
+
 def _with_inner_cause(error: BaseException) -> str:
     """The error with the cause Thrift keeps in ``inner`` (e.g. the TLS verification failure)."""
     inner = getattr(error, "inner", None)
@@ -152,6 +163,7 @@ class Client:
         options: Optional[ClientOptions] = None,
         service: ModuleType = SessionService,
     ) -> None:
+        _check_arguments(port, options, service)
         self.host = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [::1] as in URLs
         self.port = port
         self.options = options or ClientOptions()

@@ -309,3 +309,20 @@ def test_close_interrupted_in_goodbye_still_closes(server, await_farewell):
         client.close()
     assert client.phase is ClientPhase.CLOSED
     assert eventually(lambda: server.metrics.snapshot().connections_open == 0)
+
+
+@pytest.mark.parametrize("port", [70000, -1, 65536])
+def test_a_port_out_of_range_is_refused_not_wrapped(port):
+    """Client(host, 70000) connected to port 4464 (70000 mod 65536): a typo reached another service."""
+    with pytest.raises(ValueError, match=rf"^port must be 1\.\.65535, not {port}$"):
+        Client("127.0.0.1", port, service=HandshakeService)
+
+
+def test_a_service_that_is_not_a_generated_module_is_named():
+    """service=Calculator.Iface (the class instead of its module) said "type object 'Iface' has no attribute
+    'Iface'"; options as a dict said "'dict' object has no attribute 'timeline_size'"."""
+    with pytest.raises(TypeError, match=r"^service must be a generated service module \(e\.g\. calc\.Calculator, "
+                                        r"as imported by `from calc import Calculator`\), not <class "):
+        Client("127.0.0.1", 9090, service=HandshakeService.Iface)
+    with pytest.raises(TypeError, match=r"^options must be a ClientOptions, not \{'client_name': 'me'\}$"):
+        Client("127.0.0.1", 9090, {"client_name": "me"}, service=HandshakeService)  # type: ignore[arg-type]
