@@ -3,7 +3,6 @@ before writing anything."""
 
 from __future__ import annotations
 
-import ast
 import json
 import shutil
 import socket
@@ -66,17 +65,3 @@ def test_bash_completion_finds_the_command_after_a_global_option_with_a_value():
     done = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, timeout=30)
     assert done.stdout.splitlines() == ["--trace --transport", "serve"], done.stderr
 
-
-def test_the_readmes_interceptor_snippet_runs_as_written(tmp_path):
-    """The README said nothing of interceptors (ClientOptions/ServerConfig(interceptors=...)) though
-    issue 17 asks that a user add one in a line; its snippet runs as written."""
-    import readme
-
-    section = readme.section("### Interceptors", "\n## ")
-    snippet = next(content for language, content in readme.blocks(section) if language == "python")
-    done = subprocess.run([sys.executable, "-c", snippet], cwd=tmp_path, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    said = dict(line.split(": ", 1) for line in done.stdout.splitlines())
-    for side in ("server", "client"):
-        calls = [entry.rsplit(" ", 2)[0] for entry in ast.literal_eval(said[side])]
-        assert calls == ["hello ok", "echo ok", "goodbye ok"], done.stdout
