@@ -585,6 +585,7 @@ class Client:
             except BaseException as error:  # the request went out but is never answered on this connection
                 self._record_failure(sent.call, error)
                 raise
+            sent.call.session_id = self._server_hello.session_id  # written before hello's answer, run in its session
             sock = self._sock
             sock.expect_reply(sent.deadline)
             unread = unread_bytes(self._transport)  # read with hello's answer: this reply's own bytes

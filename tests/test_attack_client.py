@@ -326,3 +326,24 @@ def test_a_service_that_is_not_a_generated_module_is_named():
         Client("127.0.0.1", 9090, service=HandshakeService.Iface)
     with pytest.raises(TypeError, match=r"^options must be a ClientOptions, not \{'client_name': 'me'\}$"):
         Client("127.0.0.1", 9090, {"client_name": "me"}, service=HandshakeService)  # type: ignore[arg-type]
+
+
+class SessionIds(Interceptor):
+    def __init__(self) -> None:
+        self.seen: "list[tuple[str, object]]" = []
+
+    def call_ended(self, call: Call) -> None:
+        self.seen.append((call.method, call.session_id))
+
+
+def test_the_first_call_after_a_pipelined_hello_knows_its_session(server):
+    """ClientCall.session_id ("the session it ran in") was None for the call written before hello's answer
+    was read, although it ran in that session."""
+    hooks = SessionIds()
+    options = ClientOptions(pipeline_hello=True, interceptors=(hooks,))
+    with Client("127.0.0.1", server.port, options, service=HandshakeService) as client:
+        client.echo("first")
+        client.echo("second")
+        session = client.session_id
+    assert session is not None
+    assert hooks.seen == [("hello", None), ("echo", session), ("echo", session), ("goodbye", session)]
