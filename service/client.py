@@ -94,7 +94,7 @@ def _checker(service: ModuleType, name: str) -> Callable[[Tuple[Any, ...]], None
 @functools.lru_cache(maxsize=None)
 def _parameters(service: ModuleType, name: str) -> Optional[Tuple[str, ...]]:
     args_class = generated_class(service, name, "args")
-    return None if args_class is None else tuple(spec[2] for spec in args_class.thrift_spec if spec is not None)
+    return None if args_class is None else tuple(spec[2] for spec in getattr(args_class, "thrift_spec") if spec)
 
 
 def _positional(service: ModuleType, method: str, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Tuple[Any, ...]:
@@ -585,7 +585,7 @@ class Client:
             except BaseException as error:  # the request went out but is never answered on this connection
                 self._record_failure(sent.call, error)
                 raise
-            sent.call.session_id = self._server_hello.session_id  # written before hello's answer, run in its session
+            sent.call.session_id = self.session_id  # written before hello's answer, run in its session
             sock = self._sock
             sock.expect_reply(sent.deadline)
             unread = unread_bytes(self._transport)  # read with hello's answer: this reply's own bytes
