@@ -30,7 +30,7 @@ from thrift_handshake_gen.session import SessionService
 from thrift_handshake_gen.session.ttypes import ClientHello, Farewell, HandshakeRejected, ServerHello
 
 from .config import DEFAULT_HOST, DEFAULT_PORT, ClientOptions
-from .contract import MethodInfo, describe_service, generated_class
+from .client_methods import PHASE_METHODS, TypedView, bind_arguments, checker_of, methods_of
 from .interceptors import ClientCall, InterceptorChain, Outcome
 from .errors import (
     ArgumentError,
@@ -49,19 +49,15 @@ from .errors import (
 from .states import CLIENT_TRANSITIONS, ClientEvent, ClientPhase, StateMachine
 from .timing import Record, Timeline
 from .wire import client_stack, explain_reply, explain_tls_error, is_timeout, unread_bytes
-from .values import argument_checker
 
 __all__ = ["Client"]
 
 logger = logging.getLogger(__name__)
 
-#: Methods the client drives itself as phases rather than as ordinary calls.
-_PHASE_METHODS = {"goodbye": "goodbye() or close()"}
 #: A connection that was answered before ends without an answer: not a mismatch, the server is gone.
 _WENT_AWAY = ("the server went away without answering (it stopped, crashed or was killed, or closed the "
               "connection); reconnect() to try again")
 
-_UNSET = object()  # a parameter no argument was given for
 _Method = Tuple[Callable[..., None], Optional[Callable[[], Any]], Callable[[Tuple[Any, ...]], None]]
 _Iface = TypeVar("_Iface")
 
@@ -79,42 +75,6 @@ class _Sent(NamedTuple):
     in_before: int  # the socket's bytes_in before this reply
     deadline: Optional[float]
     call: ClientCall  # what the interceptors see of it
-
-
-@functools.lru_cache(maxsize=None)  # per generated service: describing one walks its generated code
-def _methods_of(service: ModuleType) -> Dict[str, MethodInfo]:
-    return describe_service(service)
-
-
-@functools.lru_cache(maxsize=None)
-def _checker(service: ModuleType, name: str) -> Callable[[Tuple[Any, ...]], None]:
-    return argument_checker(generated_class(service, name, "args"), name)
-
-
-@functools.lru_cache(maxsize=None)
-def _parameters(service: ModuleType, name: str) -> Optional[Tuple[str, ...]]:
-    args_class = generated_class(service, name, "args")
-    return None if args_class is None else tuple(spec[2] for spec in getattr(args_class, "thrift_spec") if spec)
-
-
-def _positional(service: ModuleType, method: str, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Tuple[Any, ...]:
-    """``args`` and ``kwargs`` as positional arguments in IDL order, bound as Python binds them to the
-    ``Iface``'s method; ArgumentError for a name it does not have, or a parameter given twice or not at all."""
-    names = _parameters(service, method)
-    if names is None:
-        raise ArgumentError(f"unknown method {method!r} for service {service.__name__}")
-    values: list = [*args, *[_UNSET] * (len(names) - len(args))]
-    for key, value in kwargs.items():
-        if key not in names:
-            raise ArgumentError(f"{method}() has no parameter {key!r}; its parameters: {', '.join(names) or 'none'}")
-        index = names.index(key)
-        if values[index] is not _UNSET:
-            raise ArgumentError(f"{method}() got two values for parameter {key!r}")
-        values[index] = value
-    missing = [name for name, value in zip(names, values) if value is _UNSET]
-    if missing:
-        raise ArgumentError(f"{method}() is missing parameter(s) {', '.join(missing)} (None leaves one unset)")
-    return tuple(values)
 
 
 def _over_size_limit(error: BaseException) -> bool:
@@ -171,7 +131,7 @@ class Client:
         self.timeline = Timeline(self.options.timeline_size)
         self._chain = InterceptorChain((self.timeline, *self.options.interceptors))
         self._peer = f"[{self.host}]:{port}" if ":" in self.host else f"{self.host}:{port}"
-        self._service_methods = _methods_of(service)
+        self._service_methods = methods_of(service)
         self._server_hello: Optional[ServerHello] = None
         self._pending_hello: Optional[_Sent] = None  # a pipelined hello, until its answer is read
         self._idle_limit: Optional[float] = None  # seconds, from ServerHello.idle_timeout_ms
@@ -287,10 +247,10 @@ class Client:
         is down or full) is retried on a new connection and session, with backoff; any other method
         fails at once, so it never runs twice.
         """
-        if method in _PHASE_METHODS and self.options.handshake:
-            raise ArgumentError(f"{method} is a phase: use {_PHASE_METHODS[method]}")
+        if method in PHASE_METHODS and self.options.handshake:
+            raise ArgumentError(f"{method} is a phase: use {PHASE_METHODS[method]}")
         if kwargs:
-            args = _positional(self.service, method, args, kwargs)
+            args = bind_arguments(self.service, method, args, kwargs)
         policy = self.options.retry
         if policy is None or method not in policy.idempotent:
             return self._call_once(method, args)
@@ -333,7 +293,7 @@ class Client:
         of the view is a service method, even one named like the client's own (``close``)."""
         if not (isinstance(iface, type) and issubclass(self.service.Iface, iface)):
             raise TypeError(f"{iface!r} is not the Iface of {self.service.__name__} or of a service it extends")
-        return cast(_Iface, _TypedView(self))
+        return cast(_Iface, TypedView(self))
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         if name.startswith("_") or not hasattr(self.service.Iface, name):
@@ -521,7 +481,7 @@ class Client:
             if send is None:
                 raise ArgumentError(f"unknown method {name!r} for service {self.service.__name__}")
             method = self._methods[name] = (send, getattr(self._stub, "recv_" + name, None),
-                                            _checker(self.service, name))
+                                            checker_of(self.service, name))
         return method
 
     def _invoke(self, name: str, args: Tuple[Any, ...], phase: str, timeout: Optional[float]) -> Any:
@@ -701,25 +661,3 @@ class Client:
         if had_socket:
             self.timeline.add(Record("disconnect", "close", start - self._epoch, time.perf_counter() - start))
         self._state.apply(event)
-
-
-class _TypedView:
-    """A client seen as its service's ``Iface`` (``Client.typed``): every attribute is a service method,
-    also one named like the client's own (``close``, ``phase``, ``call``...); ``goodbye`` stays the phase."""
-
-    def __init__(self, client: Client) -> None:
-        self._client = client
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        client = self._client
-        if name.startswith("_") or not hasattr(client.service.Iface, name):
-            raise AttributeError(f"{client.service.__name__}.Iface has no method {name!r}")
-        if name in _PHASE_METHODS and client.options.handshake:
-            method: Callable[..., Any] = getattr(client, name)
-        else:
-            method = functools.partial(client.call, name)
-        self.__dict__[name] = method
-        return method
-
-    def __repr__(self) -> str:
-        return f"<{self._client.service.__name__}.Iface of {self._client!r}>"
