@@ -9,7 +9,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from thrift.protocol.TBinaryProtocol import TBinaryProtocol
 
-from .wire.price import WORST_FACTOR, decoded_price
+from .wire.price import WORST_FACTOR, decoded_price, decoded_price_compact
 
 __all__ = ["DecodedBudget"]
 
@@ -60,20 +60,19 @@ class DecodedBudget:
     def reserve_request(self, host: str, protocol: Any) -> Tuple[int, Optional[str]]:
         """Prices the arguments the input ``protocol`` is about to decode and reserves the price:
         (price, None), or (0, why not) with the rest of the frame read past. Only a whole frame
-        (framed or THeader) with strict binary inside, larger than ``UNPRICED_BYTES``, is priced;
+        (framed or THeader; binary or compact inside) larger than ``UNPRICED_BYTES`` is priced;
         anything else is (0, None)."""
         transport = protocol.trans
         frame = transport.rest_of_frame(UNPRICED_BYTES) if hasattr(transport, "rest_of_frame") else None
         if frame is None:  # unframed (docs/reliability.md), or the usual small call: neither priced nor reserved
             return 0, None
-        if not isinstance(getattr(protocol, "_protocol", protocol), TBinaryProtocol):
-            frame.release()
-            return 0, None  # compact: not priced (docs/reliability.md)
+        inner = getattr(protocol, "_protocol", protocol)  # THeader's protocol inside its frames
         allowance = self.allowance(host)
         if len(frame) * WORST_FACTOR <= allowance:
             price = len(frame)  # cannot pass the allowance: no walk, the wire size reserved
-        else:
-            price = decoded_price(frame, allowance)  # the walk stops once past what the request may take
+        else:  # the walk stops once past what the request may take
+            walk = decoded_price if isinstance(inner, TBinaryProtocol) else decoded_price_compact
+            price = walk(frame, allowance)
         frame.release()
         refusal = self.reserve(host, price)
         if refusal is not None:

@@ -51,3 +51,24 @@ def test_the_budget_keeps_each_host_to_its_share_and_the_server_to_its_total():
     budget.release("a", 400)
     budget.release("b", 500)
     assert budget.used == 0 and budget.allowance("a") == 500
+
+
+def test_compact_and_binary_price_a_message_alike():
+    from thrift.protocol.TBinaryProtocol import TBinaryProtocol
+    from thrift.protocol.TCompactProtocol import TCompactProtocol
+    from thrift.transport.TTransport import TMemoryBuffer
+
+    from thrift_handshake.wire.price import decoded_price_compact
+    from thrift_handshake_gen.ttypes import Point
+
+    def encoded(value, protocol_class) -> bytes:
+        buffer = TMemoryBuffer()
+        HandshakeService.echo_types_args(value=value).write(protocol_class(buffer))
+        return buffer.getvalue()
+
+    value = every_type_at_its_edges()
+    value.numbers = [-(2**31), 0, 1, 2**31 - 1] * 50_000  # varints of 1 to 5 bytes, skipped without a walk
+    value.groups = {"a": [Point() for _ in range(1000)], "b": [Point(x=1, label="q")] * 5}
+    binary, compact = encoded(value, TBinaryProtocol), encoded(value, TCompactProtocol)
+    assert decoded_price_compact(compact, 10**12) == decoded_price(binary, 10**12) > 200_000 * 36
+    assert decoded_price_compact(compact, 10**6) > 10**6  # the list of ints passes it from its header

@@ -16,8 +16,10 @@ from typing import Dict, Iterator, List, Tuple
 import pytest
 from conftest import encode_call, eventually, every_type_at_its_edges, report_reliability
 from server_process import memory_kib, serve_subprocess
-from test_hardening import _answer, _empty_structsencode_call as _empty_structs_call
-from thrift.Thrift import TApplicationException
+from test_hardening import _empty_structsencode_call as _empty_structs_call
+from thrift.protocol.TBinaryProtocol import TBinaryProtocol
+from thrift.protocol.TCompactProtocol import TCompactProtocol
+from thrift.Thrift import TApplicationException, TMessageType
 from thrift.transport import TTransport
 from thrift.transport.THeaderTransport import THeaderClientType, THeaderSubprotocolID, THeaderTransport
 
@@ -162,6 +164,27 @@ def test_idle_sessions_do_not_hold_their_last_big_message(start_process, transpo
           f"{peak['VmHWM'] // 1024} MiB, while they stay {after['VmRSS'] // 1024} MiB")
 
 
+def _compact_encode(method: str, args, seqid: int = 1, compact: bool = False) -> bytes:
+    """A call in strict binary (``encode_call``) or in compact."""
+    if not compact:
+        return encode_call(method, args, seqid)
+    buffer = TTransport.TMemoryBuffer()
+    protocol = TCompactProtocol(buffer)
+    protocol.writeMessageBegin(method, 1, seqid)
+    args.write(protocol)
+    protocol.writeMessageEnd()
+    return buffer.getvalue()
+
+
+def _answer(data: bytes, result_class, compact: bool = False):
+    """The result (or TApplicationException) a reply carries."""
+    protocol = (TCompactProtocol if compact else TBinaryProtocol)(TTransport.TMemoryBuffer(data))
+    _, message_type, _ = protocol.readMessageBegin()
+    answer = TApplicationException() if message_type == TMessageType.EXCEPTION else result_class()
+    answer.read(protocol)
+    return answer
+
+
 def _framed(message: bytes, transport: str = "framed") -> bytes:
     """``message`` (strict binary) in a frame: a plain frame, or a THeader frame with binary inside."""
     if transport == "framed":
@@ -190,29 +213,50 @@ def _read_frame(peer: socket.socket) -> bytes:
     return header.read(size)
 
 
-@pytest.mark.parametrize("transport", ["framed", "header"])
+def _compact_empty_structs_call(lists: int, per_list: int) -> bytes:
+    """The same attack as ``_empty_structs_call`` in compact: echo_types(AllTypes{groups: map<string,
+    list<Point>>}) with every Point empty."""
+    def varint(value: int) -> bytes:
+        out = b""
+        while value > 0x7F:
+            out += bytes([value & 0x7F | 0x80])
+            value >>= 7
+        return out + bytes([value])
+
+    out = [b"\x82\x21" + varint(1) + varint(10) + b"echo_types", b"\x1c"]  # args field 1: the struct
+    out.append(b"\x0b" + varint(19 * 2) + varint(lists) + b"\x89")  # field 19: map<binary, list>
+    for index in range(lists):
+        key = f"g{index}".encode()
+        out.append(varint(len(key)) + key + b"\xfc" + varint(per_list) + b"\0" * per_list)
+    out.append(b"\0\0")
+    return b"".join(out)
+
+
+@pytest.mark.parametrize("transport", ["framed", "header", "framed compact"])
 def test_a_request_too_big_decoded_is_refused_before_it_is_decoded(start_process, transport):
     # Issue 18: one echo_types of 14.3 MiB (a list of empty structs) held about 1.78 GB decoded.
-    framed = functools.partial(_framed, transport=transport)
+    framed = functools.partial(_framed, transport=transport.split()[0])
+    compact = transport.endswith("compact")
+    encode = functools.partial(_compact_encode, compact=compact)
     server = start_process()
     before = server.status()
     peer = socket.create_connection(("127.0.0.1", server.port), timeout=20)
     try:
-        peer.sendall(framed(encode_call("hello", SessionService.hello_args(
+        peer.sendall(framed(encode("hello", SessionService.hello_args(
             hello=ClientHello(client_name="priced", min_version=1, max_version=2)))))
         _read_frame(peer)
-        attack = _empty_structs_call(lists=15, per_list=1_000_000)
+        attack = (_compact_empty_structs_call if compact else _empty_structs_call)(lists=15, per_list=1_000_000)
         started = time.monotonic()
         peer.sendall(framed(attack))
-        answer = _answer(_read_frame(peer), HandshakeService.echo_types_result)
+        answer = _answer(_read_frame(peer), HandshakeService.echo_types_result, compact)
         seconds = time.monotonic() - started
         peak = server.status()
         honest = every_type_at_its_edges()
-        peer.sendall(framed(encode_call("echo_types", HandshakeService.echo_types_args(value=honest), seqid=3)))
-        assert _answer(_read_frame(peer), HandshakeService.echo_types_result).success == honest  # connection kept
+        peer.sendall(framed(encode("echo_types", HandshakeService.echo_types_args(value=honest), seqid=3)))
+        assert _answer(_read_frame(peer), HandshakeService.echo_types_result, compact).success == honest  # kept
         big = "Z" * (15 * MIB)  # large on the wire, priced by a walk, and within the budget
-        peer.sendall(framed(encode_call("echo", HandshakeService.echo_args(message=big), seqid=4)))
-        assert _answer(_read_frame(peer), HandshakeService.echo_result).success == big
+        peer.sendall(framed(encode("echo", HandshakeService.echo_args(message=big), seqid=4)))
+        assert _answer(_read_frame(peer), HandshakeService.echo_result, compact).success == big
     finally:
         peer.close()
     print(f"\n{len(attack) / MIB:.1f} MiB echo_types of empty structs ({transport}): refused in {seconds:.2f} s: "
