@@ -55,7 +55,14 @@ class MessageLoop:
         if connection.protocol is None and not self._opening.begin(connection):
             self._release(connection)
             return
-        event, reason = self._serve_messages(connection)
+        try:
+            event, reason = self._serve_messages(connection)
+        except BaseException as error:  # not an Exception (a handler's or interceptor's SystemExit...): the
+            # connection must not stay open, counted and "in flight" for ever; the pool logs the traceback
+            call = connection.in_flight
+            self._finish(connection, "dropped", f"the server failed serving {call[0] if call else 'a message'}: "
+                                                f"{type(error).__name__}: {clip_for_log(error)}")
+            raise
         if event is None:
             if self._park(connection):
                 return

@@ -1,0 +1,61 @@
+"""Attacks on the per-call path: handlers and interceptors that raise what is not an ``Exception``
+(SystemExit, KeyboardInterrupt, GeneratorExit). The connection must never be left behind: open, counted,
+its session active and its client waiting for a reply that never comes."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+
+from thrift_handshake import Client, ClientOptions, Timeouts
+from thrift_handshake.demo import HandshakeHandler
+from thrift_handshake.errors import ConnectionBroken
+from thrift_handshake.interceptors import Call, Interceptor
+from thrift_handshake_gen import HandshakeService
+
+from conftest import eventually
+
+SERVER_LOG = "thrift_handshake.server"
+NOT_EXCEPTIONS = [SystemExit, KeyboardInterrupt, GeneratorExit]
+
+
+class ExitingHandler(HandshakeHandler):
+    """``echo("exit:NAME")`` raises the BaseException NAME, as a handler calling sys.exit() would."""
+
+    def echo(self, message: str) -> str:
+        if message.startswith("exit:"):
+            raise {error.__name__: error for error in NOT_EXCEPTIONS}[message[5:]]("from the handler")
+        return message
+
+
+def _client(port: int) -> Client:
+    return Client("127.0.0.1", port, ClientOptions(timeouts=Timeouts(connect=2, call=3)), service=HandshakeService)
+
+
+@pytest.mark.parametrize("error", NOT_EXCEPTIONS, ids=lambda e: e.__name__)
+def test_a_handler_raising_a_base_exception_closes_its_connection_instead_of_leaving_it_open(
+        start_server, caplog, error):
+    caplog.set_level(logging.INFO, logger=SERVER_LOG)
+    server = start_server(handler=ExitingHandler())
+    client = _client(server.port)
+    client.connect()
+    began = time.monotonic()
+    with pytest.raises(ConnectionBroken):  # not CallTimeout: the server closed the connection
+        client.echo(f"exit:{error.__name__}")
+    waited = time.monotonic() - began
+    client.close()
+    # Before the fix the connection stayed open and counted, its session active, the call "in flight"
+    # for ever (a stop waited out its grace period for a handler that had long returned).
+    assert eventually(lambda: server.connection_count == 0), [c.phase for c in server._connections]
+    assert server.metrics.snapshot().sessions_active == 0
+    assert waited < 2.5, f"the client waited {waited:.2f} s for an answer"
+    def dropped():
+        return [r.getMessage() for r in caplog.records if r.name == SERVER_LOG and r.getMessage().startswith("dropped")]
+
+    assert eventually(dropped)  # logged just after the connection is forgotten
+    lines = dropped()
+    assert len(lines) == 1 and f"the server failed serving echo: {error.__name__}" in lines[0], lines
+    with _client(server.port) as again:  # the server serves on
+        assert again.echo("after") == "after"
