@@ -208,7 +208,7 @@ class SessionProcessor(TProcessor):
         self.methods: Dict[str, MethodInfo] = describe_service(sys.modules[type(processor).__module__])
         if handshake:
             self.methods.update(describe_service(SessionService))
-        self.chain = InterceptorChain((CallCounter(), CallLog(self.warnings), *interceptors))
+        self.chain = InterceptorChain((CallCounter(), CallLog(self.warnings), *interceptors), contained=BaseException)
         self.processor = _intercepted(processor, self.methods, self.chain)
         self._session_methods = _intercepted_class(_SessionMethods, self.methods, self.chain, ("hello",))
         self._oneway = frozenset(name for name, info in self.methods.items() if info.oneway)

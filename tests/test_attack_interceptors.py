@@ -59,3 +59,35 @@ def test_a_handler_raising_a_base_exception_closes_its_connection_instead_of_lea
     assert len(lines) == 1 and f"the server failed serving echo: {error.__name__}" in lines[0], lines
     with _client(server.port) as again:  # the server serves on
         assert again.echo("after") == "after"
+
+
+class RaisingInterceptor(Interceptor):
+    """Raises ``error`` from ``hook`` for every echo."""
+
+    def __init__(self, error: type, hook: str) -> None:
+        self.error, self.hook = error, hook
+
+    def call_started(self, call: Call) -> None:
+        if self.hook == "call_started" and call.method == "echo":
+            raise self.error("from an interceptor")
+
+    def call_ended(self, call: Call) -> None:
+        if self.hook == "call_ended" and call.method == "echo":
+            raise self.error("from an interceptor")
+
+
+@pytest.mark.parametrize("hook", ["call_started", "call_ended"])
+@pytest.mark.parametrize("error", NOT_EXCEPTIONS, ids=lambda e: e.__name__)
+def test_a_server_interceptor_raising_a_base_exception_breaks_neither_the_call_nor_the_connection(
+        start_server, caplog, error, hook):
+    # A server interceptor runs on a pool thread, where no signal is ever delivered: whatever it raises
+    # is its own bug, reported like any other (docs: "the call and the connection go on").
+    caplog.set_level(logging.WARNING, logger="thrift_handshake.interceptors")
+    server = start_server(interceptors=[RaisingInterceptor(error, hook)])
+    with _client(server.port) as client:
+        assert client.echo("one") == "one"  # the handler still ran and its answer came back
+        assert client.echo("two") == "two"  # on the same connection
+        assert client.stats().calls["echo"] == 2
+    reports = [r.getMessage() for r in caplog.records if r.name == "thrift_handshake.interceptors"]
+    assert reports and reports[0].startswith(f"interceptor RaisingInterceptor failed in {hook} for echo"), reports
+    assert f"{error.__name__}: from an interceptor" in reports[0]
