@@ -63,9 +63,11 @@ def host_over_its_share(connections: Iterable[Connection], config: ServerConfig,
                         newcomer_host: str) -> Optional[Tuple[str, int, List[Connection]]]:
     """The host holding the most connections, how many, and what it gives up for a newcomer from
     another host when it holds more than its share (``host_share`` of max_connections): its
-    connections still without a session (accept order), then its idle sessions (idle longest first).
+    connections still without a session (accept order), then its idle sessions (idle longest first),
+    then its sessions stalled mid-message for ``evict_after`` (a byte of a request, then silence, would
+    otherwise hold a slot for ever: neither idle nor awaiting hello, renewed each request_timeout).
     None otherwise: one host alone may fill the server."""
-    connections = list(connections)
+    connections = [c for c in connections if not c.closing]  # one evicted a moment ago is no longer held
     held = Counter(c.host for c in connections)
     if not held:
         return None
@@ -75,7 +77,9 @@ def host_over_its_share(connections: Iterable[Connection], config: ServerConfig,
         return None
     theirs = [c for c in connections if c.host == host]
     idle = sorted((c for c in theirs if c.in_the_watch and c.established), key=lambda c: c.expires_at)
-    return host, count, [c for c in theirs if c.awaiting_hello] + idle
+    now = time.monotonic()
+    stalled = [c for c in theirs if not c.in_the_watch and c.stalled(now, config.limits.evict_after)]
+    return host, count, [c for c in theirs if c.awaiting_hello] + idle + stalled
 
 
 class Admission:
@@ -150,7 +154,7 @@ class Admission:
         reason = (f"host {host} holds {count} of max_connections {limits.max_connections} (its share: "
                   f"{limits.host_share:g}) and another host needed room")
         for connection in theirs:
-            if connection.evict(force=True, session=True, reason=reason):
+            if connection.evict(force=True, session=True, reason=reason, stalled=limits.evict_after):
                 self._warnings.warning("evicted peer=%s: %s", connection.peer, reason)
                 return True
         return False

@@ -13,7 +13,7 @@ from ..config import ServerConfig
 from ..gate import ConnectionState, SessionClosed, SessionProcessor
 from ..peerlog import clip_for_log
 from ..pool import WorkerPool
-from ..states import SocketMode
+from ..states import ConnectionEvent, SocketMode
 from ..wire import NoMessageYet, discard_input
 from .answers import Answers
 from .connection import Connection
@@ -105,6 +105,8 @@ class MessageLoop:
                     # before the session, or others wait for a thread: no linger, wait in the watch
                     return None, ""
         except TTransportException as error:
+            if connection.closed_by is ConnectionEvent.EVICTED:  # its socket was shut to make room
+                return self._closing(connection)
             ending = Ending.of(connection.closed_by, self._config.handshake, state, sock.deadline is not None)
             if (error.type == TTransportException.END_OF_FILE and ending.in_flight and not ending.session_closing
                     and connection.closed_by is None):
