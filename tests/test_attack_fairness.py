@@ -11,8 +11,11 @@ from typing import List, Optional
 
 from conftest import encode_call, eventually
 
-from thrift_handshake import ServerLimits
+from thrift_handshake import ServerConfig, ServerLimits
+from thrift_handshake.server.admission import host_over_its_share
+from thrift_handshake.server.connection import Connection
 from thrift_handshake.states import ConnectionPhase
+from thrift_handshake.wire import ConnectionSocket
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.session import SessionService
 from thrift_handshake_gen.session.ttypes import ClientHello
@@ -87,3 +90,27 @@ def test_sessions_of_one_host_stalled_mid_request_cannot_lock_out_another_host(s
     finally:
         for sock in hog + [sock for sock in good if sock is not None]:
             sock.close()
+
+
+def test_with_workers_a_host_over_its_share_of_the_service_gives_way_in_each_worker():
+    # A worker sees only its own connections, but the share was of the whole service: one host holding 8 of
+    # max_connections 8 over two workers (say 5 and 3) held at most 5 in either, so it was never over its
+    # share of 4 there, and another host got 0-1 of 8 sessions (serve --workers 2); now 2-4 of 8.
+    config = ServerConfig(limits=ServerLimits(max_connections=8, host_share=0.5))
+    pairs = [socket.socketpair() for _ in range(4)]
+    try:
+        def connection(n: int, host: str) -> Connection:
+            sock = ConnectionSocket()
+            sock.setHandle(pairs[n][0])
+            return Connection(sock, f"{host}:{n}", config, lambda c: None)
+
+        hog = [connection(n, HOG) for n in range(3)]  # no hello yet: the first a hog gives up
+        here = hog + [connection(3, GOOD)]
+        assert host_over_its_share(here, config, "127.0.0.4") is None, "alone, 3 of 8 is within the share"
+        assert host_over_its_share(here, config, "127.0.0.4", open_everywhere=4) is None, "one worker: the same"
+        # this worker holds 4 of the service's 8: its part of the host's share is 2
+        assert host_over_its_share(here, config, "127.0.0.4", open_everywhere=8) == (HOG, 3, hog)
+    finally:
+        for ours, theirs in pairs:
+            ours.close()
+            theirs.close()
