@@ -114,3 +114,26 @@ def test_with_workers_a_host_over_its_share_of_the_service_gives_way_in_each_wor
         for ours, theirs in pairs:
             ours.close()
             theirs.close()
+
+
+def test_without_hello_plain_connections_of_one_host_stalled_mid_request_make_room_too(start_server):
+    # The same attack on a plain service (serve --no-hello): a first call answered, then a byte of the next.
+    server = start_server(handshake=False, limits=ServerLimits(max_connections=4, evict_after=0.5))
+    first = encode_call("echo", HandshakeService.echo_args(message="first"), seqid=1)
+    hog: List[socket.socket] = []
+    try:
+        for _ in range(4):
+            sock = _connect(HOG, server.port)
+            sock.sendall(first + b"\x80")
+            assert b"first" in sock.recv(65536)
+            hog.append(sock)
+        assert eventually(lambda: server.connection_count == 4 and all(
+            c.phase is ConnectionPhase.SERVING for c in server._connections))
+        time.sleep(0.6)  # the stall must last evict_after before it counts against the hog
+        with _connect(GOOD, server.port) as sock:
+            sock.sendall(encode_call("echo", HandshakeService.echo_args(message="fairly served"), seqid=1))
+            answer = sock.recv(65536)
+        assert b"fairly served" in answer, answer  # was: "server full"
+    finally:
+        for sock in hog:
+            sock.close()

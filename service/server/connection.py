@@ -108,10 +108,10 @@ class Connection:
         return state is not None and state.session is not None and state.session.established
 
     def stalled(self, now: float, at_least: float) -> bool:
-        """A session whose thread has waited ``at_least`` seconds for the rest of a message from the peer
-        (no handler runs for it: only the peer's slowness holds it)."""
+        """A session (or, without hello, a started connection) whose thread has waited ``at_least``
+        seconds for the rest of a message from the peer (no handler runs for it: only the peer holds it)."""
         since = self.socket.stalled_since
-        return since is not None and now - since >= at_least and self.established
+        return since is not None and now - since >= at_least and not self.awaiting_hello
 
     def silent(self) -> bool:
         """Accepted and waiting, with nothing received: no hello under way."""
