@@ -394,7 +394,7 @@ def _wrap(method: Callable[..., Any], name: str, declared: Tuple[type, ...], cha
         except BaseException as error:
             call.handler_seconds = perf_counter() - begun
             call.outcome = Outcome.DECLARED_ERROR if isinstance(error, declared) else Outcome.FAILED
-            call.error = error
+            call.error = _without_traceback(error) if hide_args else error
             raise
         call.handler_seconds = perf_counter() - begun
         call.outcome, call.result = Outcome.OK, result
@@ -402,6 +402,20 @@ def _wrap(method: Callable[..., Any], name: str, declared: Tuple[type, ...], cha
 
     intercepted.__name__ = name
     return intercepted
+
+
+def _without_traceback(error: BaseException) -> BaseException:
+    """A copy of ``error`` without its traceback: the frames of a method whose arguments are hidden hold
+    them (hello's ClientHello and its auth token), and error trackers record frames' variables."""
+    spec = getattr(type(error), "thrift_spec", None)
+    try:
+        if spec is not None:  # a generated exception: immutable, made again from its fields
+            clone = type(error)(**{field[2]: getattr(error, field[2], None) for field in spec if field})
+        else:
+            clone = copy.copy(error)
+    except Exception:  # an exception that cannot be copied: its type and text still say what happened
+        return RuntimeError(f"{type(error).__name__}: {error}")
+    return clone.with_traceback(None)
 
 
 class _Listeners:

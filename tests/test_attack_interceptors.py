@@ -11,9 +11,10 @@ import pytest
 
 from thrift_handshake import Client, ClientOptions, Timeouts
 from thrift_handshake.demo import HandshakeHandler
-from thrift_handshake.errors import ConnectionBroken
+from thrift_handshake.errors import ConnectionBroken, HandshakeFailed
 from thrift_handshake.interceptors import Call, Interceptor
 from thrift_handshake_gen import HandshakeService
+from thrift_handshake_gen.session.ttypes import HandshakeRejected
 
 from conftest import eventually
 
@@ -91,3 +92,38 @@ def test_a_server_interceptor_raising_a_base_exception_breaks_neither_the_call_n
     reports = [r.getMessage() for r in caplog.records if r.name == "thrift_handshake.interceptors"]
     assert reports and reports[0].startswith(f"interceptor RaisingInterceptor failed in {hook} for echo"), reports
     assert f"{error.__name__}: from an interceptor" in reports[0]
+
+
+class TokenHunter(Interceptor):
+    """Looks for an auth token in everything a refused hello's call holds, its error's frames included
+    (as error trackers that record local variables do)."""
+
+    def __init__(self) -> None:
+        self.errors: list = []
+        self.found: list = []
+
+    def call_ended(self, call: Call) -> None:
+        if call.method != "hello" or call.error is None:
+            return
+        self.errors.append(call.error)
+        traceback = call.error.__traceback__
+        while traceback is not None:
+            for value in traceback.tb_frame.f_locals.values():
+                if isinstance(getattr(value, "auth_token", None), str):
+                    self.found.append(value.auth_token)
+            traceback = traceback.tb_next
+
+
+def test_a_refused_hello_shows_interceptors_no_auth_token_through_its_error(start_server):
+    # hello's arguments are hidden from interceptors (they carry the token), but the refusal's traceback
+    # led to Session.hello's frame and its ClientHello: "my-other-password" was there for the taking.
+    hunter = TokenHunter()
+    server = start_server(auth_token="right", interceptors=[hunter])
+    client = Client("127.0.0.1", server.port, ClientOptions(auth_token="my-other-password"), service=HandshakeService)
+    with pytest.raises(HandshakeFailed):
+        client.connect()
+    client.close()
+    assert eventually(lambda: hunter.errors)
+    [error] = hunter.errors
+    assert isinstance(error, HandshakeRejected) and error.reason == "wrong auth token"
+    assert hunter.found == []
