@@ -107,9 +107,9 @@ def test_with_workers_a_host_over_its_share_of_the_service_gives_way_in_each_wor
         hog = [connection(n, HOG) for n in range(3)]  # no hello yet: the first a hog gives up
         here = hog + [connection(3, GOOD)]
         assert host_over_its_share(here, config, "127.0.0.4") is None, "alone, 3 of 8 is within the share"
-        assert host_over_its_share(here, config, "127.0.0.4", open_everywhere=4) is None, "one worker: the same"
+        assert host_over_its_share(here, config, "127.0.0.4", part=1.0) is None, "one worker: the same"
         # this worker holds 4 of the service's 8: its part of the host's share is 2
-        assert host_over_its_share(here, config, "127.0.0.4", open_everywhere=8) == (HOG, 3, hog)
+        assert host_over_its_share(here, config, "127.0.0.4", part=0.5) == (HOG, 3, hog)
     finally:
         for ours, theirs in pairs:
             ours.close()
