@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Any, FrozenSet, Optional, Tuple
+from typing import Any, Collection, FrozenSet, Iterable, Optional, Sequence, Tuple
 
 __all__ = [
     "DEFAULT_HOST",
@@ -92,6 +92,13 @@ class Timeouts:
                 raise ValueError(f"Timeouts.{name} must be within (0, {ONE_DAY:g}] seconds or None, not {value!r}")
 
 
+def _names(owner: str, value: Iterable[str]) -> FrozenSet[str]:
+    """``value`` as a set of names; a bare string is refused (it would become a set of its letters)."""
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{owner} takes a collection of names, e.g. {{{value!r}}}, not the string {value!r}")
+    return frozenset(value)
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Retries of a failed call on a new connection (reconnect and hello again), for idempotent
@@ -101,13 +108,13 @@ class RetryPolicy:
     each one up to ``max_backoff``.
     """
 
-    idempotent: FrozenSet[str] = frozenset({"ping", "stats"})
+    idempotent: Collection[str] = frozenset({"ping", "stats"})
     attempts: int = 4
     backoff: float = 0.1
     max_backoff: float = 2.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "idempotent", frozenset(self.idempotent))
+        object.__setattr__(self, "idempotent", _names("RetryPolicy.idempotent", self.idempotent))
         if self.attempts < 1 or not 0 <= self.backoff <= self.max_backoff <= ONE_DAY:
             raise ValueError("RetryPolicy needs attempts >= 1 and 0 <= backoff <= max_backoff <= one day")
 
@@ -173,7 +180,7 @@ class ClientOptions:
     language: str = "python"
     versions: Tuple[int, int] = SUPPORTED_VERSIONS
     auth_token: Optional[str] = None
-    features: FrozenSet[str] = frozenset()
+    features: Collection[str] = frozenset()
     wire: Wire = field(default_factory=Wire)
     handshake: bool = True
     timeouts: Timeouts = field(default_factory=Timeouts)
@@ -182,13 +189,15 @@ class ClientOptions:
     max_reply_bytes: int = 256 * 1024 * 1024
     max_reply_items: int = 1_000_000
     timeline_size: int = 1000
-    server_timed_methods: FrozenSet[str] = frozenset()
+    server_timed_methods: Collection[str] = frozenset()
     pipeline_hello: bool = False
     await_farewell: bool = True
-    interceptors: Tuple[Any, ...] = ()
+    interceptors: Sequence[Any] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "features", frozenset(self.features))
+        object.__setattr__(self, "features", _names("ClientOptions.features", self.features))
+        object.__setattr__(self, "server_timed_methods",
+                           _names("ClientOptions.server_timed_methods", self.server_timed_methods))
         object.__setattr__(self, "interceptors", tuple(self.interceptors))
         _check_versions(self.versions, lowest=0)
         if self.timeline_size < 1:
