@@ -147,7 +147,7 @@ class HandshakeServer(TThreadedServer):
             else:
                 self.serverTransport.handle = sock
             self.serverTransport.handle.setblocking(False)
-            self._bound_port = self.serverTransport.handle.getsockname()[1]
+            self._bound_port = self.port  # kept after the stop, when the handle is gone
             logger.info("listening on %s service=%s wire=%s handshake=%s tls=%s", format_peer(self.address),
                         self.service.__name__.rsplit(".", 1)[-1], self.config.wire,
                         "on" if self.config.handshake else "off",
