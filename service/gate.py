@@ -215,7 +215,7 @@ class SessionProcessor(TProcessor):
         self.methods: Dict[str, MethodInfo] = describe_service(sys.modules[type(processor).__module__])
         if handshake:
             self.methods.update(describe_service(SessionService))
-        self.chain = InterceptorChain((CallCounter(), CallLog(self.warnings), *interceptors))
+        self.chain = InterceptorChain((CallCounter(), CallLog(self.warnings), *interceptors), contained=BaseException)
         self.processor = _intercepted(processor, self.methods, self.chain)
         self._session_methods = _intercepted_class(_SessionMethods, self.methods, self.chain, ("hello",))
         self._oneway = frozenset(name for name, info in self.methods.items() if info.oneway)
@@ -421,7 +421,7 @@ def _wrap(method: Callable[..., Any], name: str, declared: Tuple[type, ...], cha
         except BaseException as error:
             call.handler_seconds = perf_counter() - begun
             call.outcome = Outcome.DECLARED_ERROR if isinstance(error, declared) else Outcome.FAILED
-            call.error = error
+            call.error = _without_traceback(error) if hide_args else error
             raise
         call.handler_seconds = perf_counter() - begun
         call.outcome, call.result = Outcome.OK, result
@@ -429,6 +429,20 @@ def _wrap(method: Callable[..., Any], name: str, declared: Tuple[type, ...], cha
 
     intercepted.__name__ = name
     return intercepted
+
+
+def _without_traceback(error: BaseException) -> BaseException:
+    """A copy of ``error`` without its traceback: the frames of a method whose arguments are hidden hold
+    them (hello's ClientHello and its auth token), and error trackers record frames' variables."""
+    spec = getattr(type(error), "thrift_spec", None)
+    try:
+        if spec is not None:  # a generated exception: immutable, made again from its fields
+            clone = type(error)(**{field[2]: getattr(error, field[2], None) for field in spec if field})
+        else:
+            clone = copy.copy(error)
+    except Exception:  # an exception that cannot be copied: its type and text still say what happened
+        return RuntimeError(f"{type(error).__name__}: {error}")
+    return clone.with_traceback(None)
 
 
 class _Listeners:

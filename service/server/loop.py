@@ -15,7 +15,7 @@ from ..memory import MemoryReturn
 from ..gate import ConnectionState, SessionClosed, SessionProcessor
 from ..peerlog import clip_for_log
 from ..pool import WorkerPool
-from ..states import SocketMode
+from ..states import ConnectionEvent, SocketMode
 from ..wire import NoMessageYet, discard_input
 from .answers import Answers
 from .connection import Connection
@@ -62,7 +62,14 @@ class MessageLoop:
             self._release(connection)
             return
         moved = connection.socket.moved
-        event, reason = self._serve_messages(connection)
+        try:
+            event, reason = self._serve_messages(connection)
+        except BaseException as error:  # not an Exception (a handler's or interceptor's SystemExit...): the
+            # connection must not stay open, counted and "in flight" for ever; the pool logs the traceback
+            call = connection.in_flight
+            self._finish(connection, "dropped", f"the server failed serving {call[0] if call else 'a message'}: "
+                                                f"{type(error).__name__}: {clip_for_log(error)}")
+            raise
         moved = connection.socket.moved - moved
         if event is not None and connection.transport is not None:
             connection.transport.keep_unread_input()  # a closed connection's last message is freed now
@@ -116,6 +123,8 @@ class MessageLoop:
                     # before the session, or others wait for a thread: no linger, wait in the watch
                     return None, ""
         except TTransportException as error:
+            if connection.closed_by is ConnectionEvent.EVICTED:  # its socket was shut to make room
+                return self._closing(connection)
             ending = Ending.of(connection.closed_by, self._config.handshake, state, sock.deadline is not None)
             if (error.type == TTransportException.END_OF_FILE and ending.in_flight and not ending.session_closing
                     and connection.closed_by is None):

@@ -108,15 +108,17 @@ class HandshakeServer(TThreadedServer):
         self._serving = False
         self._drained = False
         self._thread: Optional[threading.Thread] = None
+        self._bound_port = 0  # the port it listened on, once it did (kept after the stop)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     @property
     def address(self) -> Tuple[str, int]:
-        """(host, port) the server listens on; the port is real once listening (port 0 resolved)."""
+        """(host, port) the server listens on; the port is real once listening (port 0 resolved), and
+        stays the one it listened on after a stop."""
         handle = self.serverTransport.handle
-        if handle is None:
-            return self.config.host, self.config.port
+        if handle is None:  # not yet listening, or stopped
+            return self.config.host, self._bound_port or self.config.port
         return self.config.host, handle.getsockname()[1]
 
     @property
@@ -147,6 +149,7 @@ class HandshakeServer(TThreadedServer):
             else:
                 self.serverTransport.handle = sock
             self.serverTransport.handle.setblocking(False)
+            self._bound_port = self.port  # kept after the stop, when the handle is gone
             logger.info("listening on %s service=%s wire=%s handshake=%s tls=%s", format_peer(self.address),
                         self.service.__name__.rsplit(".", 1)[-1], self.config.wire,
                         "on" if self.config.handshake else "off",

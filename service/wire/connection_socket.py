@@ -46,6 +46,9 @@ class ConnectionSocket(DeadlineSocket):
     message_budget: int = 0  # bytes one message may take once the session has started
     linger: float = 0.0
     moved = 0  # bytes of messages read and replies written since the session started
+    #: Since when (``time.monotonic()``) a session's thread has waited for the rest of a message from the
+    #: peer; None while it is not waiting for the peer.
+    stalled_since: Optional[float] = None
     _kernel_timeouts = False
     _received = 0
     _pushback = b""
@@ -123,11 +126,15 @@ class ConnectionSocket(DeadlineSocket):
                 raise BudgetExceeded(TTransport.TTransportException.SIZE_LIMIT,
                                      f"a message of more than {self.message_budget} bytes (max_message_bytes)")
             size = min(sz, _READ_CHUNK, self.message_budget - self._received)
-            if self._kernel_timeouts:
-                data = self._read_more(size)
-            else:
-                self._arm()
-                data = TSocket.TSocket.read(self, size)
+            self.stalled_since = time.monotonic()
+            try:
+                if self._kernel_timeouts:
+                    data = self._read_more(size)
+                else:
+                    self._arm()
+                    data = TSocket.TSocket.read(self, size)
+            finally:
+                self.stalled_since = None
         self._received += len(data)
         self.moved += len(data)
         return data
