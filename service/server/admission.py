@@ -201,7 +201,7 @@ def tell_evicted(connection: Connection, message: str) -> None:
     a peer that does not read cannot hold the thread."""
     sock, protocol = connection.socket, connection.protocol
     try:
-        sock.idle_timeout = _TELL_SECONDS  # bounds this write: the session is over anyway
+        sock.reply_timeout = _TELL_SECONDS  # bounds this write: the session is over anyway
         handle = sock.handle
         if not isinstance(handle, ssl.SSLSocket):  # kernel send timeouts (see wire.ConnectionSocket)
             handle.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 1, 0))

@@ -29,6 +29,7 @@ from thrift.transport import TSocket
 
 from ..config import ServerConfig
 from ..contract import service_of
+from ..decoded_budget import DecodedBudget
 from ..gate import SessionProcessor, format_peer
 from ..metrics import ServerMetrics
 from ..peerlog import WarningBudget
@@ -81,7 +82,8 @@ class HandshakeServer(TThreadedServer):
         self._warnings = WarningBudget(logger)  # the processor's warnings about peers count against it too
         super().__init__(
             SessionProcessor(self.service.Processor(handler), settings, self.metrics, self.config.handshake,
-                             self._warnings, self.config.interceptors),
+                             self._warnings, self.config.interceptors,
+                             DecodedBudget(limits.max_decoded_bytes, limits.decoded_host_share)),
             TSocket.TServerSocket(host=self.config.host, port=self.config.port, socket_family=family),
             transport_factory(self.config.wire, frame_limit(limits.max_message_bytes)),
             protocol_factory(self.config.wire, limits.max_message_bytes, limits.max_container_items),
@@ -187,6 +189,7 @@ class HandshakeServer(TThreadedServer):
                     self._expire_waiting(now)
                 if now >= next_relief:  # threads stuck on slow peers must not starve the others
                     self._pool.relieve(self.config.limits.max_connections + self.config.limits.max_threads)
+                    self._loop.memory.settle()  # large messages freed: their memory back to the system
                     next_relief = now + _WATCH_TICK
                 for ready in watch.wait(min(max(self._next_expiry - now, 0.0), _WATCH_TICK)):
                     if ready is not listener:
