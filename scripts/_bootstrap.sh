@@ -154,7 +154,10 @@ ensure_venv() {
   if [ ! -f "$stamp" ]; then
     log "installing thrift-handshake and its dependencies into $VENV"
     "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-    "$VENV/bin/python" -m pip install -q -e "${ROOT}[test]"
+    # pip's and setuptools' chatter (e.g. the "Editable installation" warning) only when it fails
+    pip_log="$VENV/.pip-install.log"
+    "$VENV/bin/python" -m pip install -q -e "${ROOT}[test]" >"$pip_log" 2>&1 || {
+      cat "$pip_log" >&2; die "installing the project into $VENV failed (above; also in $pip_log)"; }
     ensure_fastbinary
     rm -f "$VENV"/.installed-*
     touch "$stamp"

@@ -30,7 +30,7 @@ from thrift_handshake_gen.session import SessionService
 from thrift_handshake_gen.session.ttypes import ClientHello, Farewell, HandshakeRejected, ServerHello
 
 from .config import DEFAULT_HOST, DEFAULT_PORT, ClientOptions
-from .contract import MethodInfo, describe_service, generated_class
+from .client_methods import PHASE_METHODS, TypedView, bind_arguments, checker_of, methods_of
 from .interceptors import ClientCall, InterceptorChain, Outcome
 from .errors import (
     ArgumentError,
@@ -49,14 +49,11 @@ from .errors import (
 from .states import CLIENT_TRANSITIONS, ClientEvent, ClientPhase, StateMachine
 from .timing import Record, Timeline
 from .wire import client_stack, explain_reply, explain_tls_error, is_timeout, unread_bytes
-from .values import argument_checker
 
 __all__ = ["Client"]
 
 logger = logging.getLogger(__name__)
 
-#: Methods the client drives itself as phases rather than as ordinary calls.
-_PHASE_METHODS = {"goodbye": "goodbye() or close()"}
 #: A connection that was answered before ends without an answer: not a mismatch, the server is gone.
 _WENT_AWAY = ("the server went away without answering (it stopped, crashed or was killed, or closed the "
               "connection); reconnect() to try again")
@@ -80,14 +77,25 @@ class _Sent(NamedTuple):
     call: ClientCall  # what the interceptors see of it
 
 
-@functools.lru_cache(maxsize=None)  # per generated service: describing one walks its generated code
-def _methods_of(service: ModuleType) -> Dict[str, MethodInfo]:
-    return describe_service(service)
+def _over_size_limit(error: BaseException) -> bool:
+    """Whether decoding stopped at a size limit: a SIZE_LIMIT TProtocolException or TTransportException
+    in pure Python, an OverflowError from Thrift's C extension."""
+    if isinstance(error, TProtocolException):
+        return error.type == TProtocolException.SIZE_LIMIT
+    if isinstance(error, TTransportException):
+        return error.type == TTransportException.SIZE_LIMIT
+    return isinstance(error, OverflowError) and str(error).startswith("size exceeded")
 
 
-@functools.lru_cache(maxsize=None)
-def _checker(service: ModuleType, name: str) -> Callable[[Tuple[Any, ...]], None]:
-    return argument_checker(generated_class(service, name, "args"), name)
+def _check_arguments(port: Any, options: Any, service: Any) -> None:
+    """Refuses what would fail later in a confusing way (or, for a port past 65535, reach another port)."""
+    if isinstance(port, int) and not isinstance(port, bool) and not 0 < port <= 65535:
+        raise ValueError(f"port must be 1..65535, not {port}")
+    if options is not None and not isinstance(options, ClientOptions):
+        raise TypeError(f"options must be a ClientOptions, not {options!r}")
+    if not (isinstance(service, ModuleType) and hasattr(service, "Iface") and hasattr(service, "Client")):
+        raise TypeError(f"service must be a generated service module (e.g. calc.Calculator, as imported by "
+                        f"`from calc import Calculator`), not {service!r}")
 
 
 def _with_inner_cause(error: BaseException) -> str:
@@ -115,14 +123,15 @@ class Client:
         options: Optional[ClientOptions] = None,
         service: ModuleType = SessionService,
     ) -> None:
-        self.host = host
+        _check_arguments(port, options, service)
+        self.host = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [::1] as in URLs
         self.port = port
         self.options = options or ClientOptions()
         self.service = service
         self.timeline = Timeline(self.options.timeline_size)
         self._chain = InterceptorChain((self.timeline, *self.options.interceptors))
-        self._peer = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        self._service_methods = _methods_of(service)
+        self._peer = f"[{self.host}]:{port}" if ":" in self.host else f"{self.host}:{port}"
+        self._service_methods = methods_of(service)
         self._server_hello: Optional[ServerHello] = None
         self._pending_hello: Optional[_Sent] = None  # a pipelined hello, until its answer is read
         self._idle_limit: Optional[float] = None  # seconds, from ServerHello.idle_timeout_ms
@@ -131,6 +140,7 @@ class Client:
         self._lock = threading.RLock()
         self._epoch = self._last_activity = time.perf_counter()
         self._broken_by: Optional[BaseException] = None
+        self._refused = False  # CLOSED because connecting failed or the server refused us (retries reopen it)
         self._seqid = 0
         self._expected_reply: Tuple[str, int] = ("", 0)
         self._sock = self._transport = self._stub = None
@@ -150,7 +160,7 @@ class Client:
         if self._pending_hello is not None:
             with self._lock:
                 if self._pending_hello is not None:
-                    self._answer_hello()
+                    self._answer_pending_hello()
         return self._server_hello
 
     @property
@@ -206,15 +216,18 @@ class Client:
         False goodbye is written and the connection closed without waiting (returns None).
         """
         with self._lock:
-            if self.phase in (ClientPhase.READY, ClientPhase.HELLO_PENDING) and self.options.handshake:
-                try:
-                    if self.options.await_farewell:
-                        return self.goodbye()
-                    self._write_goodbye()
-                except (ConnectionBroken, RemoteApplicationError, ServiceError, HandshakeFailed,
-                        ConnectError) as error:
-                    logger.info("goodbye failed while closing: %s", error)
-            self._close_transport()
+            try:
+                if self.phase in (ClientPhase.READY, ClientPhase.HELLO_PENDING) and self.options.handshake:
+                    try:
+                        if self.options.await_farewell:
+                            return self.goodbye()
+                        self._write_goodbye()
+                    except (ConnectionBroken, RemoteApplicationError, ServiceError, HandshakeFailed,
+                            ConnectError) as error:
+                        logger.info("goodbye failed while closing: %s", error)
+            finally:  # also when interrupted (Ctrl-C) while saying goodbye
+                self._close_transport()
+                self._refused = False
             return None
 
     def __enter__(self) -> "Client":
@@ -226,15 +239,18 @@ class Client:
 
     # -- calls --------------------------------------------------------------------------------
 
-    def call(self, method: str, *args: Any) -> Any:
-        """Calls ``method`` with positional ``args``; returns its result (None for oneway/void).
+    def call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
+        """Calls ``method`` with ``args`` (and ``kwargs`` by parameter name, as the generated ``Iface``
+        allows); returns its result (None for oneway/void).
 
         With ``options.retry`` and a method it marks idempotent, a broken connection (or a server that
         is down or full) is retried on a new connection and session, with backoff; any other method
         fails at once, so it never runs twice.
         """
-        if method in _PHASE_METHODS and self.options.handshake:
-            raise ArgumentError(f"{method} is a phase: use {_PHASE_METHODS[method]}")
+        if method in PHASE_METHODS and self.options.handshake:
+            raise ArgumentError(f"{method} is a phase: use {PHASE_METHODS[method]}")
+        if kwargs:
+            args = bind_arguments(self.service, method, args, kwargs)
         policy = self.options.retry
         if policy is None or method not in policy.idempotent:
             return self._call_once(method, args)
@@ -242,7 +258,7 @@ class Client:
         for attempt in range(1, policy.attempts + 1):
             try:
                 with self._lock:
-                    if attempt > 1 or self.phase in (ClientPhase.BROKEN, ClientPhase.CLOSED):
+                    if attempt > 1 or self.phase is ClientPhase.BROKEN or self._refused:
                         self.close()
                         self.connect()
                 return self._call_once(method, args)
@@ -267,16 +283,17 @@ class Client:
         self._require(ClientEvent.GOODBYE, "say goodbye")
         self._check_idle("goodbye")
         if self._pending_hello is not None:  # else hello's answer would reach a closed socket, then the Farewell a reset one
-            self._answer_hello()
+            self._answer_pending_hello()
         self._state.apply(ClientEvent.GOODBYE)
         self._record_sent(self._send("goodbye", (), "disconnect", self.options.timeouts.call))
 
     def typed(self, iface: Type[_Iface]) -> _Iface:
-        """This client as the generated ``iface`` (e.g. ``Calculator.Iface``), so that an IDE and a
-        type checker know its methods: ``client.typed(Calculator.Iface).add(1, 2)``."""
+        """This client's calls as the generated ``iface`` (e.g. ``Calculator.Iface``), so that an IDE and
+        a type checker know its methods: ``client.typed(Calculator.Iface).add(1, 2)``. Every attribute
+        of the view is a service method, even one named like the client's own (``close``)."""
         if not (isinstance(iface, type) and issubclass(self.service.Iface, iface)):
             raise TypeError(f"{iface!r} is not the Iface of {self.service.__name__} or of a service it extends")
-        return cast(_Iface, self)
+        return cast(_Iface, TypedView(self))
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         if name.startswith("_") or not hasattr(self.service.Iface, name):
@@ -320,13 +337,14 @@ class Client:
             self._drop_socket()
             self._state.apply(ClientEvent.CONNECT_FAILED)
             raise
-        self.timeline.add(Record("connect", f"{self.host}:{self.port}", start - self._epoch,
+        self.timeline.add(Record("connect", self._peer, start - self._epoch,
                                  time.perf_counter() - start, error=failure and _with_inner_cause(failure)))
+        self._refused = failure is not None
         if failure is not None:
             self._sock = self._transport = self._stub = None
             self._state.apply(ClientEvent.CONNECT_FAILED)
             hint = explain_tls_error(failure)
-            raise ConnectError(f"cannot connect to {self.host}:{self.port}: {_with_inner_cause(failure)}"
+            raise ConnectError(f"cannot connect to {self._peer}: {_with_inner_cause(failure)}"
                                + (f": {hint}" if hint else "")) from failure
         self._stub = self.service.Client(protocol)
         self._guard_replies(protocol)
@@ -373,6 +391,9 @@ class Client:
             sent = self._send("hello", (hello,), "handshake", options.timeouts.handshake)
         except ThriftHandshakeError as error:
             raise self._hello_failed(error) from None
+        except BaseException as error:
+            self._hello_interrupted(error)
+            raise
         self._pending_hello = sent
         if options.pipeline_hello:
             self._state.apply(ClientEvent.HELLO_PIPELINED)
@@ -389,6 +410,9 @@ class Client:
             if failure is error:
                 raise
             raise failure from None
+        except BaseException as error:
+            self._hello_interrupted(error)
+            raise
         broken = self._negotiation_broken(self._server_hello)
         if broken:
             error = ConnectionBroken(f"hello: the server broke the negotiation: {broken}")
@@ -398,6 +422,18 @@ class Client:
         self._idle_limit = limit_ms / 1000 if limit_ms and limit_ms > 0 else None  # 0 or less: none
         self._state.apply(ClientEvent.HELLO_ACCEPTED)
         return self._server_hello
+
+    def _answer_pending_hello(self) -> None:
+        """Reads a pipelined hello's answer outside any call, within a handshake timeout from now: the
+        answer may have waited in the socket since connect(), past hello's own deadline."""
+        self._sock.begin_exchange(self.options.timeouts.handshake)
+        self._answer_hello()
+
+    def _hello_interrupted(self, error: BaseException) -> None:
+        """Hello stopped half-way by something other than its answer (e.g. Ctrl-C in an interceptor):
+        whether the server opened a session is unknown, so the connection is given up (BROKEN)."""
+        if self._state.allows(ClientEvent.FAILURE) and self._transport is not None:
+            self._break(error)
 
     def _negotiation_broken(self, answer: ServerHello) -> str:
         """What ``answer`` chose that this client never offered ("" when it keeps to the offer)."""
@@ -419,16 +455,18 @@ class Client:
         if isinstance(error, RemoteApplicationError):
             if self.phase is ClientPhase.BROKEN:
                 self._close_transport()
-            return self._connection_refused(error.error) or error
+            refused = self._connection_refused(error.error)
+            self._refused = refused is not None
+            return refused or error
         return error
 
     def _connection_refused(self, error: TApplicationException) -> Optional[ConnectError]:
         """The typed error for a server's first answer on a connection that refuses it (full, or
         another wire), if it is one."""
         if error.message.startswith("server full"):
-            return ServerFull(f"{self.host}:{self.port}: {error.message}")
+            return ServerFull(f"{self._peer}: {error.message}")
         if error.type == TApplicationException.INVALID_PROTOCOL:
-            return WireMismatch(f"{self.host}:{self.port}: {error.message}")
+            return WireMismatch(f"{self._peer}: {error.message}")
         return None
 
     def _declared(self, name: str) -> "tuple[type, ...]":
@@ -443,7 +481,7 @@ class Client:
             if send is None:
                 raise ArgumentError(f"unknown method {name!r} for service {self.service.__name__}")
             method = self._methods[name] = (send, getattr(self._stub, "recv_" + name, None),
-                                            _checker(self.service, name))
+                                            checker_of(self.service, name))
         return method
 
     def _invoke(self, name: str, args: Tuple[Any, ...], phase: str, timeout: Optional[float]) -> Any:
@@ -454,17 +492,22 @@ class Client:
         """Checks the arguments and writes the request (within ``timeout``, which then bounds its reply)."""
         send, receive, check = self._method(name)
         check(args)  # a wrong value is refused before anything is written
-        sock = self._sock
-        deadline = sock.begin_exchange(timeout)
         self._seqid = seqid = self._seqid % 0x7FFFFFFF + 1
-        self._stub._seqid = seqid  # the generated send_<name> writes it; the reply must echo it
-        out_before = sock.bytes_out
         hello = self._server_hello
-        start = time.perf_counter()
-        call = ClientCall(name, seqid, receive is None, self._peer, start, phase, hello and hello.session_id)
+        call = ClientCall(name, seqid, receive is None, self._peer, time.perf_counter(), phase,
+                          hello and hello.session_id)
         if name != "hello":  # hello's argument carries the auth token
             call.args = args
-        self._chain.started(call)
+        self._chain.started(call)  # a hook may make calls of its own on this client: set up for ours after it
+        sock = self._sock
+        if sock is None:  # a hook closed the connection, or its own call broke it
+            refused = self._phase_error(f"call {name}")
+            self._record_failure(call, refused)
+            raise refused
+        self._stub._seqid = seqid  # the generated send_<name> writes it; the reply must echo it
+        out_before = sock.bytes_out
+        deadline = sock.begin_exchange(timeout)  # the timeout bounds the exchange, not the hooks before it
+        start = time.perf_counter()
         try:
             send(*args)
         except TTransportException as error:
@@ -502,6 +545,7 @@ class Client:
             except BaseException as error:  # the request went out but is never answered on this connection
                 self._record_failure(sent.call, error)
                 raise
+            sent.call.session_id = self.session_id  # written before hello's answer, run in its session
             sock = self._sock
             sock.expect_reply(sent.deadline)
             unread = unread_bytes(self._transport)  # read with hello's answer: this reply's own bytes
@@ -548,6 +592,7 @@ class Client:
         self._last_activity = end
         if isinstance(error_out, ConnectError):  # refused: the server closes the connection
             self._close_transport()
+            self._refused = True
         if error_out is not None:
             raise error_out
         return result
@@ -573,8 +618,14 @@ class Client:
         self._break(error)
         if is_timeout(error):
             raise CallTimeout(f"{name}: no reply within the timeout; the connection is closed") from error
-        explanation = explain_tls_error(error) or (_WENT_AWAY if answered_before and not reply
-                                                   else explain_reply(reply, self.options.wire))
+        if _over_size_limit(error):
+            options = self.options
+            explanation = (f"the reply is over this client's limits (ClientOptions.max_reply_bytes="
+                           f"{options.max_reply_bytes} per string, binary or frame, max_reply_items="
+                           f"{options.max_reply_items} per container)")
+        else:
+            explanation = explain_tls_error(error) or (_WENT_AWAY if answered_before and not reply
+                                                       else explain_reply(reply, self.options.wire))
         raise ConnectionBroken(f"{name}: connection failed: {_with_inner_cause(error)}: {explanation}") from error
 
     def _check_idle(self, method: str) -> None:
@@ -610,4 +661,3 @@ class Client:
         if had_socket:
             self.timeline.add(Record("disconnect", "close", start - self._epoch, time.perf_counter() - start))
         self._state.apply(event)
-

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Any, FrozenSet, Optional, Tuple
+from typing import Any, Collection, FrozenSet, Iterable, Optional, Sequence, Tuple
 
 __all__ = [
     "DEFAULT_HOST",
@@ -92,6 +92,13 @@ class Timeouts:
                 raise ValueError(f"Timeouts.{name} must be within (0, {ONE_DAY:g}] seconds or None, not {value!r}")
 
 
+def _names(owner: str, value: Iterable[str]) -> FrozenSet[str]:
+    """``value`` as a set of names; a bare string is refused (it would become a set of its letters)."""
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{owner} takes a collection of names, e.g. {{{value!r}}}, not the string {value!r}")
+    return frozenset(value)
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Retries of a failed call on a new connection (reconnect and hello again), for idempotent
@@ -101,13 +108,13 @@ class RetryPolicy:
     each one up to ``max_backoff``.
     """
 
-    idempotent: FrozenSet[str] = frozenset({"ping", "stats"})
+    idempotent: Collection[str] = frozenset({"ping", "stats"})
     attempts: int = 4
     backoff: float = 0.1
     max_backoff: float = 2.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "idempotent", frozenset(self.idempotent))
+        object.__setattr__(self, "idempotent", _names("RetryPolicy.idempotent", self.idempotent))
         if self.attempts < 1 or not 0 <= self.backoff <= self.max_backoff <= ONE_DAY:
             raise ValueError("RetryPolicy needs attempts >= 1 and 0 <= backoff <= max_backoff <= one day")
 
@@ -173,7 +180,7 @@ class ClientOptions:
     language: str = "python"
     versions: Tuple[int, int] = SUPPORTED_VERSIONS
     auth_token: Optional[str] = None
-    features: FrozenSet[str] = frozenset()
+    features: Collection[str] = frozenset()
     wire: Wire = field(default_factory=Wire)
     handshake: bool = True
     timeouts: Timeouts = field(default_factory=Timeouts)
@@ -182,13 +189,15 @@ class ClientOptions:
     max_reply_bytes: int = 256 * 1024 * 1024
     max_reply_items: int = 1_000_000
     timeline_size: int = 1000
-    server_timed_methods: FrozenSet[str] = frozenset()
+    server_timed_methods: Collection[str] = frozenset()
     pipeline_hello: bool = False
     await_farewell: bool = True
-    interceptors: Tuple[Any, ...] = ()
+    interceptors: Sequence[Any] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "features", frozenset(self.features))
+        object.__setattr__(self, "features", _names("ClientOptions.features", self.features))
+        object.__setattr__(self, "server_timed_methods",
+                           _names("ClientOptions.server_timed_methods", self.server_timed_methods))
         object.__setattr__(self, "interceptors", tuple(self.interceptors))
         _check_versions(self.versions, lowest=0)
         if self.timeline_size < 1:
@@ -223,7 +232,10 @@ class ServerLimits:
     handshake_timeout: float = setting(10.0, "seconds a new connection may take to complete hello()", ONE_DAY)
     idle_timeout: float = setting(300.0, "seconds a session may stay silent before the server closes it", ONE_DAY)
     request_timeout: float = setting(30.0, "seconds a request may take to arrive whole once its first byte has", ONE_DAY)
+    reply_timeout: float = setting(5.0, "seconds a peer has to read one reply whole; one that has not is dropped (reset) and the request, result and reply are freed", ONE_DAY)
     max_message_bytes: int = setting(16 * 1024 * 1024, "largest message in bytes (counted as it arrives; any string, binary or frame in it too)", 0x3FFFFFFF)
+    max_decoded_bytes: int = setting(256 * 1024 * 1024, "memory that the requests in flight may take decoded (framed and THeader requests are priced before decoding; unframed ones are not; one that does not fit is refused with PROTOCOL_ERROR, the connection kept)", 2**40)
+    decoded_host_share: float = setting(0.25, "share of max_decoded_bytes that the requests of one client host may hold", 1.0)
     max_container_items: int = setting(1_000_000, "most elements in one list, set or map of a message", 2**31 - 1)
     handshake_max_bytes: int = setting(64 * 1024, "bytes a connection may send before its hello() succeeds", 16 * 1024 * 1024)
     evict_after: float = setting(1.0, "seconds a connection without a session is safe from eviction (one that has sent nothing, 0.1 s): only older ones make room for a newcomer to a full server", ONE_DAY)

@@ -41,6 +41,7 @@ from thrift_handshake_gen.session.ttypes import Farewell, HandshakeRequired, Ser
 
 from .calllog import CallLog
 from .contract import MethodInfo, describe_service
+from .decoded_budget import DecodedBudget
 from .interceptors import InterceptorChain, Outcome, ServerCall
 from .metrics import CallCounter, ConnectionCounters, ServerMetrics
 from .peerlog import WarningBudget
@@ -76,6 +77,8 @@ class ConnectionState:
         self.closing = False  # no new message may start (the server is stopping)
         self.dropped_oneway = 0
         self.session_processor: Optional[TProcessor] = None  # serves hello/ping/stats/goodbye
+        self.host = context.peer.rsplit(":", 1)[0]
+        self.reserved = 0  # decoded bytes the message in flight holds of the server's budget
         self._metrics = metrics
         self._closed = False
         metrics.connection_opened(self.counters)
@@ -188,7 +191,9 @@ class SessionProcessor(TProcessor):
     handshake: False serves every method at once (no session; for plain services).
     warnings: the rate limit its warnings about peers share (a server passes its own).
     interceptors: the user's, run after the runtime's own (counting and the call log) on every message
-    (see ``interceptors``). The handler is reached through a copy of ``processor`` whose handler is
+    (see ``interceptors``).
+    decoded_budget: when set, a framed (or THeader) request is priced before it is decoded
+    and refused (PROTOCOL_ERROR, the connection kept) when its decoded size does not fit. The handler is reached through a copy of ``processor`` whose handler is
     wrapped, so that interceptors see the arguments and the result; ``processor`` itself is unchanged.
     """
 
@@ -200,15 +205,17 @@ class SessionProcessor(TProcessor):
         handshake: bool = True,
         warnings: Optional[WarningBudget] = None,
         interceptors: Sequence[Any] = (),
+        decoded_budget: Optional[DecodedBudget] = None,
     ) -> None:
         self.settings = settings or SessionSettings()
+        self.decoded_budget = decoded_budget
         self.metrics = metrics or ServerMetrics()
         self.handshake = handshake
         self.warnings = warnings or WarningBudget(logger)
         self.methods: Dict[str, MethodInfo] = describe_service(sys.modules[type(processor).__module__])
         if handshake:
             self.methods.update(describe_service(SessionService))
-        self.chain = InterceptorChain((CallCounter(), CallLog(self.warnings), *interceptors))
+        self.chain = InterceptorChain((CallCounter(), CallLog(self.warnings), *interceptors), contained=BaseException)
         self.processor = _intercepted(processor, self.methods, self.chain)
         self._session_methods = _intercepted_class(_SessionMethods, self.methods, self.chain, ("hello",))
         self._oneway = frozenset(name for name, info in self.methods.items() if info.oneway)
@@ -270,6 +277,10 @@ class SessionProcessor(TProcessor):
             call.outcome, call.error = Outcome.FAILED, error
             raise
         finally:
+            if state.reserved:
+                self.decoded_budget.release(state.host, state.reserved)
+                state.reserved = 0
+            _current.call = None  # a pool thread must not keep the last call's arguments and result alive
             call.ended = perf_counter()
             self.chain.ended(call)
         state.end()
@@ -288,6 +299,8 @@ class SessionProcessor(TProcessor):
             processor = state.session_processor
             serve = processor._processMap[name]
         if serve is not None and (session is None or session.admits(name)):
+            if self.decoded_budget is not None and not self._reserve(state, call, iprot, oprot):
+                return
             bind_session(state.context)
             serve(processor, call.seqid, iprot, oprot)
             if session is not None and processor is self.processor:
@@ -315,6 +328,20 @@ class SessionProcessor(TProcessor):
             answer = self._refusal(info, call.reason)
         _write_reply(oprot, name, TMessageType.EXCEPTION if isinstance(answer, TApplicationException) else TMessageType.REPLY,
                      call.seqid, answer)
+
+    def _reserve(self, state: ConnectionState, call: ServerCall, iprot: TProtocolBase, oprot: TProtocolBase) -> bool:
+        """Reserves a request's decoded size before it is decoded; False when it was refused instead
+        (answered PROTOCOL_ERROR; the rest of its frame read past, the stream intact)."""
+        state.reserved, refusal = self.decoded_budget.reserve_request(state.host, iprot)
+        if refusal is None:
+            return True
+        iprot.readMessageEnd()
+        call.outcome, call.reason = Outcome.REFUSED, refusal
+        self._announce(call)
+        if not call.oneway:
+            _write_reply(oprot, call.method, TMessageType.EXCEPTION, call.seqid,
+                         TApplicationException(TApplicationException.PROTOCOL_ERROR, refusal))
+        return False
 
     def _announce(self, call: ServerCall) -> None:
         call.announced = True
@@ -394,7 +421,7 @@ def _wrap(method: Callable[..., Any], name: str, declared: Tuple[type, ...], cha
         except BaseException as error:
             call.handler_seconds = perf_counter() - begun
             call.outcome = Outcome.DECLARED_ERROR if isinstance(error, declared) else Outcome.FAILED
-            call.error = error
+            call.error = _without_traceback(error) if hide_args else error
             raise
         call.handler_seconds = perf_counter() - begun
         call.outcome, call.result = Outcome.OK, result
@@ -402,6 +429,20 @@ def _wrap(method: Callable[..., Any], name: str, declared: Tuple[type, ...], cha
 
     intercepted.__name__ = name
     return intercepted
+
+
+def _without_traceback(error: BaseException) -> BaseException:
+    """A copy of ``error`` without its traceback: the frames of a method whose arguments are hidden hold
+    them (hello's ClientHello and its auth token), and error trackers record frames' variables."""
+    spec = getattr(type(error), "thrift_spec", None)
+    try:
+        if spec is not None:  # a generated exception: immutable, made again from its fields
+            clone = type(error)(**{field[2]: getattr(error, field[2], None) for field in spec if field})
+        else:
+            clone = copy.copy(error)
+    except Exception:  # an exception that cannot be copied: its type and text still say what happened
+        return RuntimeError(f"{type(error).__name__}: {error}")
+    return clone.with_traceback(None)
 
 
 class _Listeners:

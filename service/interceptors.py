@@ -25,7 +25,7 @@ import enum
 import logging
 import threading
 import time
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Type
 
 from .peerlog import clip_for_log
 
@@ -141,10 +141,15 @@ class Interceptor:
 
 class InterceptorChain:
     """Runs interceptors in order (``call_ended`` in reverse, so the first one wraps the rest), and
-    reports one that raises instead of letting it break the call."""
+    reports one that raises instead of letting it break the call.
 
-    def __init__(self, interceptors: Sequence[Any] = ()) -> None:
+    ``contained``: what an interceptor may raise and still be only reported. The client's chain runs on
+    the caller's thread, so Ctrl-C (KeyboardInterrupt) passes through it; the server's runs on pool
+    threads, which get no signals, so it contains every BaseException (SystemExit, GeneratorExit...)."""
+
+    def __init__(self, interceptors: Sequence[Any] = (), contained: Type[BaseException] = Exception) -> None:
         self.interceptors: Tuple[Any, ...] = tuple(interceptors)
+        self._contained = contained
         for interceptor in self.interceptors:
             if not (callable(getattr(interceptor, "call_started", None))
                     and callable(getattr(interceptor, "call_ended", None))):
@@ -159,17 +164,17 @@ class InterceptorChain:
         for hook in self._starters:
             try:
                 hook(call)
-            except Exception as error:
+            except self._contained as error:
                 self._report(hook, call, error)
 
     def ended(self, call: Call) -> None:
         for hook in self._enders:
             try:
                 hook(call)
-            except Exception as error:
+            except self._contained as error:
                 self._report(hook, call, error)
 
-    def _report(self, hook: Callable[[Call], None], call: Call, error: Exception) -> None:
+    def _report(self, hook: Callable[[Call], None], call: Call, error: BaseException) -> None:
         """Logs a failing interceptor: the first failure with its traceback, then at most one line per
         ``_REPORT_EVERY`` seconds per hook, counting the ones in between."""
         owner = getattr(hook, "__self__", hook)

@@ -312,7 +312,7 @@ class _JsonToThrift(SpecWalker[Any]):
             raise ArgumentError(f"{path}: {type_name}: {message[:1].lower()}{message[1:]}") from None
         return instance
 
-    def sequence(self, value: Any, is_set: bool, element: Tuple[int, Any], path: str, owner: type,
+    def sequence(self, value: Any, is_set: bool, element: Tuple[int, Any], frozen: bool, path: str, owner: type,
                  idl: Any) -> Any:
         kind = "set" if is_set else "list"
         if not isinstance(value, list):
@@ -331,7 +331,7 @@ class _JsonToThrift(SpecWalker[Any]):
         except TypeError:  # unhashable elements (structs, containers): the generated writer takes any iterable
             return items
 
-    def map(self, value: Any, key: Tuple[int, Any], item: Tuple[int, Any], path: str, owner: type,
+    def map(self, value: Any, key: Tuple[int, Any], item: Tuple[int, Any], frozen: bool, path: str, owner: type,
             idl: Any) -> Dict[Any, Any]:
         (key_type, key_args), (value_type, value_args) = key, item
         if isinstance(value, dict):

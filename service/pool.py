@@ -121,6 +121,7 @@ class WorkerPool:
                 task(argument)
             except BaseException:  # a task's own errors are its business; the thread must survive them
                 logger.exception("a pool task failed")
+            item = task = argument = None  # an idle thread must not keep the last task's objects alive
             self._completed += 1
 
 

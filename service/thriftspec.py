@@ -4,8 +4,8 @@
 ``(id, ttype, name, type_args, default)``; ``type_args`` says what a container holds or which struct a
 field is. ``SpecWalker`` dispatches a value on its ttype to one method per kind of type (integer,
 boolean, double, string, binary, struct, sequence, map), so every module that checks or converts
-values by their IDL type (``values``, ``jsonargs``) walks the spec the same way and only says what it
-does at each kind.
+values by their IDL type (``values``, ``jsonargs``) or reads and rewrites specs (``wire.strict``)
+walks the spec the same way and only says what it does at each kind.
 """
 
 from __future__ import annotations
@@ -67,9 +67,11 @@ class SpecWalker(Generic[T]):
         if ttype == TType.STRUCT:
             return self.struct(value, type_args[0], path, *context)
         if ttype in (TType.LIST, TType.SET):
-            return self.sequence(value, ttype == TType.SET, (type_args[0], type_args[1]), path, *context)
+            return self.sequence(value, ttype == TType.SET, (type_args[0], type_args[1]), type_args[2], path,
+                                 *context)
         if ttype == TType.MAP:
-            return self.map(value, (type_args[0], type_args[1]), (type_args[2], type_args[3]), path, *context)
+            return self.map(value, (type_args[0], type_args[1]), (type_args[2], type_args[3]), type_args[4], path,
+                            *context)
         return self.unsupported(value, ttype, path, *context)
 
     def integer(self, value: Any, kind: IntegerType, path: str, *context: Any) -> T:
@@ -90,12 +92,15 @@ class SpecWalker(Generic[T]):
     def struct(self, value: Any, struct_class: type, path: str, *context: Any) -> T:
         raise NotImplementedError
 
-    def sequence(self, value: Any, is_set: bool, element: Tuple[int, Any], path: str, *context: Any) -> T:
-        """A list or set; ``element`` is the elements' ``(ttype, type_args)``."""
+    def sequence(self, value: Any, is_set: bool, element: Tuple[int, Any], frozen: bool, path: str,
+                 *context: Any) -> T:
+        """A list or set; ``element`` is the elements' ``(ttype, type_args)``; ``frozen``: the generated
+        code builds it immutable (tuple, frozenset)."""
         raise NotImplementedError
 
-    def map(self, value: Any, key: Tuple[int, Any], item: Tuple[int, Any], path: str, *context: Any) -> T:
-        """``key`` and ``item`` are the keys' and values' ``(ttype, type_args)``."""
+    def map(self, value: Any, key: Tuple[int, Any], item: Tuple[int, Any], frozen: bool, path: str,
+            *context: Any) -> T:
+        """``key`` and ``item`` are the keys' and values' ``(ttype, type_args)``; ``frozen``: immutable."""
         raise NotImplementedError
 
     def unsupported(self, value: Any, ttype: int, path: str, *context: Any) -> T:

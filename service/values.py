@@ -71,13 +71,13 @@ class _Checker(SpecWalker[None]):
         except TProtocolException as error:
             raise RequestEncodingError(f"{path}: {error.message}") from None
 
-    def sequence(self, value: Any, is_set: bool, element: Tuple[int, Any], path: str) -> None:
+    def sequence(self, value: Any, is_set: bool, element: Tuple[int, Any], frozen: bool, path: str) -> None:
         if not isinstance(value, _SEQUENCES):
             _refuse(path, "a list or set", value)
         for index, item in enumerate(value):
             self.walk(item, *element, f"{path}[{index}]")
 
-    def map(self, value: Any, key: Tuple[int, Any], item: Tuple[int, Any], path: str) -> None:
+    def map(self, value: Any, key: Tuple[int, Any], item: Tuple[int, Any], frozen: bool, path: str) -> None:
         if not isinstance(value, dict):
             _refuse(path, "a dict", value)
         for key_value, item_value in value.items():

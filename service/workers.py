@@ -12,8 +12,9 @@ first it comes (each delivery is counted, from the wake-up fd); workers still th
 ``UNWIND`` seconds after the grace period are killed. Workers ignore SIGINT, so a terminal's Ctrl-C
 (sent to the whole process group) counts once. A worker that dies is logged and restarted, at once
 if it had run ``STABLE`` seconds, else after a delay that doubles per quick death up to ``MAX_DELAY``
-(a crash loop does not spin). A worker that fails before it serves, while none ever served, stops
-the supervisor (a bad configuration); so do ``MAX_START_FAILURES`` failed starts in a row while no
+(a crash loop does not spin). When every worker has failed before serving, and none ever served,
+the supervisor stops (a bad configuration; a worker that fails while a sibling is still starting waits
+for it, and restarts once one serves); so do ``MAX_START_FAILURES`` failed starts in a row while no
 worker serves (nothing can serve: the port is closed and the supervisor exits 1 instead of keeping a
 port that answers nobody). Each worker stops if the supervisor disappears (a pipe whose write end
 only the supervisor holds).
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import selectors
 import signal
 import socket
@@ -30,7 +32,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Set
 
 from .config import ServerConfig
 from .metrics import SharedStats
@@ -102,6 +104,7 @@ class Supervisor:
         self._giving_up = False                      # stopping because no worker can serve
         self._start_failures = 0                     # workers in a row that died before serving
         self._ever_served = False
+        self._unstarted: Set[int] = set()            # slots whose worker died before any worker served
         self._unclean = False                        # a worker failed to start, or did not stop by itself
 
     # -- supervisor ---------------------------------------------------------------------------
@@ -203,11 +206,23 @@ class Supervisor:
         logger.error("%s: stopping", why)
         self._unclean = self._giving_up = True
 
+    def _note_ready(self) -> None:
+        """Notes what workers have written to the ready pipe and not yet been read (without waiting)."""
+        while select.select([self._ready_r], [], [], 0)[0]:
+            slots = os.read(self._ready_r, 64)
+            if not slots:
+                return
+            self._note_serving(slots)
+
     def _note_serving(self, slots: bytes) -> None:
         for worker in self._workers.values():
             if worker.slot in slots:
                 worker.serving = self._ever_served = True
                 self._start_failures = 0
+        if self._ever_served and self._unstarted:  # slots whose worker died before any served
+            for slot in self._unstarted:
+                self._restart_at[slot] = time.monotonic()
+            self._unstarted.clear()
 
     def _tell_workers(self, signum: int) -> None:
         for pid in self._workers:
@@ -235,6 +250,13 @@ class Supervisor:
                 (logger.info if clean else logger.warning)("worker %d (pid %d) %s", worker.slot, pid, how)
                 continue
             if not worker.serving and not self._ever_served:
+                self._note_ready()  # a sibling may have said it serves since the last look
+            if not worker.serving and not self._ever_served:
+                if self._workers:  # a sibling may still serve: this slot restarts once one does
+                    logger.warning("worker %d (pid %d) %s before serving; waiting for the other workers to start",
+                                   worker.slot, pid, how)
+                    self._unstarted.add(worker.slot)
+                    continue
                 self._give_up(f"worker {worker.slot} (pid {pid}) {how} before serving, and no worker ever served")
                 continue
             if not worker.serving:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Tuple
+from typing import Dict, Tuple
 
 from conftest import eventually
 
@@ -88,3 +88,14 @@ def closed_by_peer(handle: socket.socket) -> bool:
         return handle.recv(1, socket.MSG_PEEK) == b""
     except OSError:  # reset
         return True
+
+
+def memory_kib(pid: int) -> Dict[str, int]:
+    """VmRSS and VmHWM (peak RSS) of a process, in KiB."""
+    fields = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "VmHWM"):
+                fields[name] = int(value.split()[0])
+    return fields

@@ -306,10 +306,10 @@ def test_eviction_frees_a_connection_stuck_in_its_tls_handshake(start_server):
 # -- 7. a peer that reads its reply a trickle at a time ---------------------------------------------------
 
 @pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
-def test_a_reply_must_be_read_whole_within_the_idle_timeout(start_server, tls, caplog):
+def test_a_reply_must_be_read_whole_within_the_reply_timeout(start_server, tls, caplog):
     # The kernel's send timeout (and Python's, per send on TLS) restarts whenever a few bytes move: a
     # peer reading 16 KiB every 0.3 s held a pool thread and an 8 MiB reply for minutes.
-    server = start_server(tls=SERVER_TLS if tls else None, limits=ServerLimits(idle_timeout=1.0))
+    server = start_server(tls=SERVER_TLS if tls else None, limits=ServerLimits(reply_timeout=1.0))
     raw = socket.socket()
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
     raw.connect(("127.0.0.1", server.port))

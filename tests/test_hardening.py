@@ -10,10 +10,11 @@ import struct
 import subprocess
 import sys
 import time
-from typing import Dict, Iterator, Tuple
+from typing import Iterator, Tuple
 
 import pytest
 from conftest import encode_call, exchange, report_reliability
+from server_process import memory_kib
 from thrift.protocol.TBinaryProtocol import TBinaryProtocol
 from thrift.Thrift import TApplicationException, TMessageType
 from thrift.transport.TTransport import TMemoryBuffer
@@ -23,17 +24,6 @@ from thrift_handshake_gen.session import SessionService
 from thrift_handshake_gen.session.ttypes import ClientHello, HandshakeRejected
 
 TOKEN = "s3cret-token"
-
-
-def _status(pid: int) -> Dict[str, int]:
-    """VmRSS and VmHWM (peak RSS) of a process, in KiB."""
-    fields = {}
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            name, _, value = line.partition(":")
-            if name in ("VmRSS", "VmHWM"):
-                fields[name] = int(value.split()[0])
-    return fields
 
 
 @pytest.fixture
@@ -80,9 +70,9 @@ def _empty_structsencode_call(lists: int, per_list: int) -> bytes:
 
 
 def _attack(process: subprocess.Popen, port: int, name: str, data: bytes):
-    before = _status(process.pid)
+    before = memory_kib(process.pid)
     answer = exchange(port, data)
-    after = _status(process.pid)
+    after = memory_kib(process.pid)
     print(f"\n{name}: sent {len(data) / 2**20:.1f} MiB; server RSS before {before['VmRSS'] / 1024:.0f} MiB, "
           f"peak {after['VmHWM'] / 1024:.0f} MiB, after {after['VmRSS'] / 1024:.0f} MiB")
     report_reliability(name, 1, process.poll() is None, 0, (before["VmRSS"], after["VmHWM"], after["VmRSS"]),
@@ -148,7 +138,7 @@ def test_64_concurrent_clients_lose_and_mix_up_nothing(server_process):
     deadline = time.monotonic() + 10
     while _threads(process.pid) > 6 and time.monotonic() < deadline:
         time.sleep(0.05)
-    baseline = _status(process.pid)["VmRSS"], _threads(process.pid)
+    baseline = memory_kib(process.pid)["VmRSS"], _threads(process.pid)
     clients, rounds = 64, 25
     problems = []
 
@@ -180,7 +170,7 @@ def test_64_concurrent_clients_lose_and_mix_up_nothing(server_process):
     deadline = time.monotonic() + 10
     while _threads(process.pid) > baseline[1] and time.monotonic() < deadline:
         time.sleep(0.05)
-    after = _status(process.pid)
+    after = memory_kib(process.pid)
     print(f"\n64 clients x {rounds} process + {rounds} submit/get_result: lost or mismatched {len(problems)}; "
           f"server RSS before {baseline[0] / 1024:.0f} MiB, peak {after['VmHWM'] / 1024:.0f} MiB, "
           f"after {after['VmRSS'] / 1024:.0f} MiB; threads before {baseline[1]}, peak {peak_threads}, "

@@ -263,3 +263,18 @@ def test_a_failing_hook_is_reported_at_most_every_ten_seconds_with_the_count_bet
     assert [r.getMessage() for r in reports] == [line, line + " (2 more failures since the last report)",
                                                  line + " (1 more failures since the last report)"]
     assert [bool(r.exc_info) for r in reports] == [True, False, False]  # the traceback once
+
+
+def test_the_readme_interceptor_example_runs_as_written(start_server, caplog):
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Interceptors: see every call, on both ends", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    names: dict = {}
+    exec(compile(code, "README.md", "exec"), names)
+    server = start_server(interceptors=names["server_config"].interceptors)
+    with caplog.at_level(logging.WARNING):
+        with Client("127.0.0.1", server.port, names["client_options"], service=HandshakeService) as client:
+            client.process(Request(request_id="slow", work_ms=150))
+    slow = [r.getMessage() for r in caplog.records if r.getMessage().startswith("process from ")]
+    assert len(slow) == 2 and all("(ok)" in line for line in slow), slow  # seen by the server and the client

@@ -26,7 +26,7 @@ from ..client import Client
 from ..config import ClientOptions, ClientTLS, Timeouts
 from ..contract import describe_service
 from ..demo import SERVER_TIMED
-from ..errors import ArgumentError, ServiceError
+from ..errors import ArgumentError, ServiceError, ThriftHandshakeError
 from ..idlcache import IdlField, IdlMethod, IdlType, LoadedIdl
 from ..peerlog import clip_for_log
 from ..timing import Record, format_table
@@ -254,6 +254,7 @@ def run_call(args: argparse.Namespace) -> int:
     as_json = args.format == "json"
     document: Dict[str, Any] = {"method": args.method}
     status = 0
+    failure: Optional[ThriftHandshakeError] = None
     try:
         with client:
             if args.method == "goodbye" and not args.no_hello:
@@ -274,10 +275,17 @@ def run_call(args: argparse.Namespace) -> int:
         if not as_json:
             said = json.dumps(value, ensure_ascii=False)
             print(f"{type(error).__name__}: {clip_for_log(said, SERVER_TEXT_LIMIT)}", file=sys.stderr)
+    except ThriftHandshakeError as error:  # no answer of the IDL's: the document says why, then main() does
+        if not as_json or isinstance(error, ArgumentError):
+            raise
+        document.update(error=type(error).__name__, message=clip_for_log(str(error), SERVER_TEXT_LIMIT))
+        failure = error
     finally:
         if args.trace and not as_json:
             print(format_table(client.timeline), file=sys.stderr)
     if as_json:
         document["timeline"] = _timeline_json(list(client.timeline))
         _print(document)
+    if failure is not None:
+        raise failure
     return status

@@ -13,7 +13,7 @@ _TEMPLATE = """\
 _thrift_handshake() {{
   local cur="${{COMP_WORDS[COMP_CWORD]}}" command="" word
   for word in "${{COMP_WORDS[@]:1:COMP_CWORD-1}}"; do
-    case "$word" in -*) ;; *) command="$word"; break ;; esac
+    case "$word" in {pattern}) command="$word"; break ;; esac  # an option's value is not a command
   done
   case "$command" in
 {cases}
@@ -30,4 +30,4 @@ def bash_script(parser: argparse.ArgumentParser) -> str:
     top = " ".join(table.pop(""))
     cases = "\n".join(f'    {name}) COMPREPLY=($(compgen -W "{" ".join(flags)}" -- "$cur")) ;;'
                       for name, flags in table.items())
-    return _TEMPLATE.format(cases=cases, commands=" ".join(table), top=top)
+    return _TEMPLATE.format(cases=cases, commands=" ".join(table), pattern="|".join(table), top=top)

@@ -7,6 +7,7 @@ a README with the commands. Nothing is overwritten: the folder must not exist or
 
 from __future__ import annotations
 
+import importlib.util
 import keyword
 import re
 from pathlib import Path
@@ -95,12 +96,22 @@ def _files(name: str) -> Dict[str, str]:
             "README.md": _README.format(**values)}
 
 
+def _module_named(name: str) -> str:
+    """Where an importable module ``name`` lives ("" if none: a bare folder of that name does not count)."""
+    spec = importlib.util.find_spec(name)
+    return "" if spec is None or spec.origin in (None, "namespace") else spec.origin
+
+
 def scaffold(name: str, parent: Path) -> Path:
     """Writes the service ``name`` into ``parent/name`` and returns that folder."""
     if not _NAME.match(name) or keyword.iskeyword(name) or name in _TAKEN:
         raise ArgumentError(f"new {name!r}: the name becomes a Python module and an IDL file: lowercase "
                             "letters, digits and _, starting with a letter, not a Python keyword nor "
                             f"one of {', '.join(sorted(_TAKEN))}")
+    existing = _module_named(name)
+    if existing:
+        raise ArgumentError(f"new {name!r}: {name!r} is already a Python module ({existing}), which the "
+                            "generated package of that name could not replace on import; choose another name")
     folder = parent / name
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise ArgumentError(f"new {name}: {folder} already exists and is not an empty folder; nothing written")

@@ -58,7 +58,8 @@ examples:
 
 stdout carries the result only (JSON); --trace writes the timeline to stderr. With --format json
 stdout is one document: {"method", "result", "timeline"}, or "exception" and "value" instead of
-"result" for a declared exception (exit 1).""",
+"result" for a declared exception, or "error" (its class) and "message" for any other failed call
+(both exit 1).""",
     "idl-path": """\
 example:
   thrift -I "$(thrift-handshake idl-path)" --gen py calc.thrift      # calc.thrift includes session.thrift""",

@@ -4,6 +4,7 @@ is full, in its own dialect."""
 
 from __future__ import annotations
 
+import math
 import socket
 import ssl
 import struct
@@ -59,23 +60,32 @@ def eviction_candidates(connections: Iterable[Connection], now: float, config: S
     return chosen
 
 
-def host_over_its_share(connections: Iterable[Connection], config: ServerConfig,
-                        newcomer_host: str) -> Optional[Tuple[str, int, List[Connection]]]:
+def host_over_its_share(connections: Iterable[Connection], config: ServerConfig, newcomer_host: str,
+                        part: float = 1.0) -> Optional[Tuple[str, int, List[Connection]]]:
     """The host holding the most connections, how many, and what it gives up for a newcomer from
     another host when it holds more than its share (``host_share`` of max_connections): its
-    connections still without a session (accept order), then its idle sessions (idle longest first).
-    None otherwise: one host alone may fill the server."""
-    connections = list(connections)
+    connections still without a session (accept order), then its idle sessions (idle longest first),
+    then its sessions stalled mid-message for ``evict_after`` (a byte of a request, then silence, would
+    otherwise hold a slot for ever: neither idle nor awaiting hello, renewed each request_timeout).
+    None otherwise: one host alone may fill the server. With workers a worker sees only its own
+    connections (``part`` of the service's open ones), so the share is that part of it (rounded up: the
+    host keeps at least its share in all)."""
+    connections = [c for c in connections if not c.closing]  # one evicted a moment ago is no longer held
     held = Counter(c.host for c in connections)
     if not held:
         return None
     host, count = held.most_common(1)[0]
-    share = max(1, int(config.limits.max_connections * config.limits.host_share))
+    share = config.limits.max_connections * config.limits.host_share
+    if part < 1.0:
+        share = math.ceil(share * part)
+    share = max(1, int(share))
     if host == newcomer_host or count <= share:
         return None
     theirs = [c for c in connections if c.host == host]
     idle = sorted((c for c in theirs if c.in_the_watch and c.established), key=lambda c: c.expires_at)
-    return host, count, [c for c in theirs if c.awaiting_hello] + idle
+    now = time.monotonic()
+    stalled = [c for c in theirs if not c.in_the_watch and c.stalled(now, config.limits.evict_after)]
+    return host, count, [c for c in theirs if c.awaiting_hello] + idle + stalled
 
 
 class Admission:
@@ -102,8 +112,10 @@ class Admission:
     def admit(self, client: ConnectionSocket, peer: str) -> bool:
         """Whether a newcomer may be served: below the limit, or once another made room. When not, it
         is told the server is full (and the caller forgets it)."""
-        open_now = self._metrics.open_everywhere(len(self._connections))
-        if open_now >= self._config.limits.max_connections and not self.make_room(peer.rsplit(":", 1)[0]):
+        here = len(self._connections)
+        open_now = self._metrics.open_everywhere(here)  # here, unless workers share the limit
+        part = here / open_now if open_now > here else 1.0
+        if open_now >= self._config.limits.max_connections and not self.make_room(peer.rsplit(":", 1)[0], part):
             self._refuse_full(client, peer, open_now)
             return False
         return True
@@ -129,7 +141,7 @@ class Admission:
                     return
                 self._all_closed.wait(min(left, 0.05))
 
-    def make_room(self, newcomer_host: str) -> bool:
+    def make_room(self, newcomer_host: str, part: float = 1.0) -> bool:
         """Evicts the first of ``eviction_candidates`` that can go (one waiting in the watch or between
         messages first, else one stuck mid-message), else, for a newcomer from another host, what a
         host over its share gives up (``host_over_its_share``); False when there is none."""
@@ -143,14 +155,14 @@ class Admission:
                                            connection.peer, evicted_as(self._config.handshake),
                                            limits.max_connections)
                     return True
-        hog = host_over_its_share(connections, self._config, newcomer_host)
+        hog = host_over_its_share(connections, self._config, newcomer_host, part)
         if hog is None:
             return False
         host, count, theirs = hog
         reason = (f"host {host} holds {count} of max_connections {limits.max_connections} (its share: "
                   f"{limits.host_share:g}) and another host needed room")
         for connection in theirs:
-            if connection.evict(force=True, session=True, reason=reason):
+            if connection.evict(force=True, session=True, reason=reason, stalled=limits.evict_after):
                 self._warnings.warning("evicted peer=%s: %s", connection.peer, reason)
                 return True
         return False
@@ -188,7 +200,7 @@ def tell_evicted(connection: Connection, message: str) -> None:
     a peer that does not read cannot hold the thread."""
     sock, protocol = connection.socket, connection.protocol
     try:
-        sock.idle_timeout = _TELL_SECONDS  # bounds this write: the session is over anyway
+        sock.reply_timeout = _TELL_SECONDS  # bounds this write: the session is over anyway
         handle = sock.handle
         if not isinstance(handle, ssl.SSLSocket):  # kernel send timeouts (see wire.ConnectionSocket)
             handle.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 1, 0))

@@ -107,6 +107,12 @@ class Connection:
         state = self.state
         return state is not None and state.session is not None and state.session.established
 
+    def stalled(self, now: float, at_least: float) -> bool:
+        """A session (or, without hello, a started connection) whose thread has waited ``at_least``
+        seconds for the rest of a message from the peer (no handler runs for it: only the peer holds it)."""
+        since = self.socket.stalled_since
+        return since is not None and now - since >= at_least and not self.awaiting_hello
+
     def silent(self) -> bool:
         """Accepted and waiting, with nothing received: no hello under way."""
         if self._machine.phase is not _Phase.ACCEPTED:
@@ -161,10 +167,11 @@ class Connection:
             self.socket.setHandle(handle)
             return not self.closing
 
-    def evict(self, force: bool = False, session: bool = False, reason: str = "") -> bool:
+    def evict(self, force: bool = False, session: bool = False, reason: str = "", stalled: float = 0.0) -> bool:
         """Closes the connection to make room; returns whether it did. One in the watch is closed here
         and now (one whose hello succeeded only if ``session``); one on a thread only while it awaits
-        hello, and with no message in flight unless ``force``. ``reason`` words it for the log."""
+        hello, or (with ``stalled``) while its session has waited that long for the rest of a message,
+        and with no message in flight unless ``force``. ``reason`` words it for the log."""
         with self._lock:
             phase = self._machine.phase
             if phase in _IN_THE_WATCH:
@@ -184,7 +191,8 @@ class Connection:
         if state is None:
             return True
         def evict_now() -> bool:
-            if not self.awaiting_hello:  # its hello succeeded meanwhile
+            if not (self.awaiting_hello or (stalled and self.stalled(time.monotonic(), stalled))):
+                # its hello succeeded meanwhile, or its message arrived
                 return False
             with self._lock:
                 if self._machine.phase not in _ON_A_THREAD:  # parked meanwhile: the next try takes it there

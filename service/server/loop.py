@@ -4,16 +4,18 @@ hand the connection back to the watch or close it, saying why."""
 from __future__ import annotations
 
 import logging
+import traceback
 from typing import Any, Callable, Optional, Tuple
 
 from thrift.Thrift import TApplicationException
 from thrift.transport.TTransport import TTransportException
 
 from ..config import ServerConfig
+from ..memory import MemoryReturn
 from ..gate import ConnectionState, SessionClosed, SessionProcessor
 from ..peerlog import clip_for_log
 from ..pool import WorkerPool
-from ..states import SocketMode
+from ..states import ConnectionEvent, SocketMode
 from ..wire import NoMessageYet, discard_input
 from .answers import Answers
 from .connection import Connection
@@ -23,6 +25,9 @@ from .outcome import BAD_INPUT, Ending, Outcome, bad_input, closing_outcome, tra
 __all__ = ["MessageLoop"]
 
 logger = logging.getLogger(__package__)  # the server's one logger: operators filter on its name
+
+#: Bytes read and written in one turn on a pool thread above which their memory is given back once freed.
+_LARGE_TURN = 1024 * 1024
 
 
 class _BadMessage(Exception):
@@ -49,18 +54,37 @@ class MessageLoop:
         self._park = park
         self._finish = finish
         self._release = release
+        self.memory = MemoryReturn()  # given back on the server's watch tick too (settle)
 
     def serve(self, connection: Connection) -> None:
         """Serves the messages the connection has, then lets it wait or closes it."""
         if connection.protocol is None and not self._opening.begin(connection):
             self._release(connection)
             return
-        event, reason = self._serve_messages(connection)
+        moved = connection.socket.moved
+        try:
+            event, reason = self._serve_messages(connection)
+        except BaseException as error:  # not an Exception (a handler's or interceptor's SystemExit...): the
+            # connection must not stay open, counted and "in flight" for ever; the pool logs the traceback
+            call = connection.in_flight
+            self._finish(connection, "dropped", f"the server failed serving {call[0] if call else 'a message'}: "
+                                                f"{type(error).__name__}: {clip_for_log(error)}")
+            raise
+        moved = connection.socket.moved - moved
+        if event is not None and connection.transport is not None:
+            connection.transport.keep_unread_input()  # a closed connection's last message is freed now
         if event is None:
             if self._park(connection):
+                self._released(moved)
                 return
             event, reason = self._closing(connection)
         self._finish(connection, event, reason)
+        self._released(moved)
+
+    def _released(self, moved: int) -> None:
+        """The messages of one turn on a pool thread are freed: large ones give their memory back."""
+        if moved >= _LARGE_TURN:
+            self.memory.released(moved)
 
     def _closing(self, connection: Connection) -> Outcome:
         return closing_outcome(connection.closed_by, self._config.handshake, connection.expiry_reason,
@@ -89,24 +113,29 @@ class MessageLoop:
                         raise _BadMessage(error) from error
                     self._answer_unencodable_reply(state, protocol, error)
                     state.end()
+                    _free_frames(error)
                 sock.message_done()
                 if connection.closing:
                     return self._closing(connection)
-                if transport.has_buffered_input() or sock.pending_input():
+                if transport.keep_unread_input() or sock.pending_input():
                     sock.message_started()  # part of the next message is here: its deadline runs
                 elif connection.mode is SocketMode.HANDSHAKE or self._pool().saturated:
                     # before the session, or others wait for a thread: no linger, wait in the watch
                     return None, ""
         except TTransportException as error:
+            if connection.closed_by is ConnectionEvent.EVICTED:  # its socket was shut to make room
+                return self._closing(connection)
             ending = Ending.of(connection.closed_by, self._config.handshake, state, sock.deadline is not None)
             if (error.type == TTransportException.END_OF_FILE and ending.in_flight and not ending.session_closing
                     and connection.closed_by is None):
                 # cut off mid-request (a peer that half-closed can still read why)
                 self._answer_bad_message(connection, state, protocol, "the request ended before it was complete")
+            _free_frames(error)
             return transport_outcome(ending, error)
         except _BadMessage as bad:  # undecodable input: answer if we can, then close
             problem = bad_input(bad.error, self._config.limits)
             self._answer_bad_message(connection, state, protocol, problem)
+            _free_frames(bad)
             return "dropped", f"bad message: {problem}"
 
     def _answer_unencodable_reply(self, state: ConnectionState, protocol: Any, error: Exception) -> None:
@@ -129,3 +158,14 @@ class MessageLoop:
             discard_input(connection.socket.handle)
         except Exception:  # the peer may be gone already
             pass
+
+
+def _free_frames(error: BaseException) -> None:
+    """Frees the locals of the frames an exception passed through (the call's arguments, result and
+    encoded reply): the call refers to its error, whose traceback refers back to the call's frames, a
+    cycle that only the garbage collector would break, seconds later and after the memory was counted."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        traceback.clear_frames(error.__traceback__)
+        error = error.__cause__ or error.__context__

@@ -76,7 +76,7 @@ def transport_outcome(ending: Ending, error: TTransportException) -> Outcome:
         if not ending.established:
             return "dropped", "handshake timeout"
         if "did not read its reply" in str(error):
-            return "dropped", "the peer did not read its reply within the idle timeout"
+            return "dropped", "the peer did not read its reply within reply_timeout"
         if ending.mid_request:
             return "dropped", "request timeout: the message did not arrive whole in time"
         return "dropped", "idle timeout"

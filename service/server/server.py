@@ -29,6 +29,7 @@ from thrift.transport import TSocket
 
 from ..config import ServerConfig
 from ..contract import service_of
+from ..decoded_budget import DecodedBudget
 from ..gate import SessionProcessor, format_peer
 from ..metrics import ServerMetrics
 from ..peerlog import WarningBudget
@@ -81,7 +82,8 @@ class HandshakeServer(TThreadedServer):
         self._warnings = WarningBudget(logger)  # the processor's warnings about peers count against it too
         super().__init__(
             SessionProcessor(self.service.Processor(handler), settings, self.metrics, self.config.handshake,
-                             self._warnings, self.config.interceptors),
+                             self._warnings, self.config.interceptors,
+                             DecodedBudget(limits.max_decoded_bytes, limits.decoded_host_share)),
             TSocket.TServerSocket(host=self.config.host, port=self.config.port, socket_family=family),
             transport_factory(self.config.wire, frame_limit(limits.max_message_bytes)),
             protocol_factory(self.config.wire, limits.max_message_bytes, limits.max_container_items),
@@ -106,15 +108,17 @@ class HandshakeServer(TThreadedServer):
         self._serving = False
         self._drained = False
         self._thread: Optional[threading.Thread] = None
+        self._bound_port = 0  # the port it listened on, once it did (kept after the stop)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     @property
     def address(self) -> Tuple[str, int]:
-        """(host, port) the server listens on; the port is real once listening (port 0 resolved)."""
+        """(host, port) the server listens on; the port is real once listening (port 0 resolved), and
+        stays the one it listened on after a stop."""
         handle = self.serverTransport.handle
-        if handle is None:
-            return self.config.host, self.config.port
+        if handle is None:  # not yet listening, or stopped
+            return self.config.host, self._bound_port or self.config.port
         return self.config.host, handle.getsockname()[1]
 
     @property
@@ -145,6 +149,7 @@ class HandshakeServer(TThreadedServer):
             else:
                 self.serverTransport.handle = sock
             self.serverTransport.handle.setblocking(False)
+            self._bound_port = self.port  # kept after the stop, when the handle is gone
             logger.info("listening on %s service=%s wire=%s handshake=%s tls=%s", format_peer(self.address),
                         self.service.__name__.rsplit(".", 1)[-1], self.config.wire,
                         "on" if self.config.handshake else "off",
@@ -184,6 +189,7 @@ class HandshakeServer(TThreadedServer):
                     self._expire_waiting(now)
                 if now >= next_relief:  # threads stuck on slow peers must not starve the others
                     self._pool.relieve(self.config.limits.max_connections + self.config.limits.max_threads)
+                    self._loop.memory.settle()  # large messages freed: their memory back to the system
                     next_relief = now + _WATCH_TICK
                 for ready in watch.wait(min(max(self._next_expiry - now, 0.0), _WATCH_TICK)):
                     if ready is not listener:

@@ -34,15 +34,21 @@ class ConnectionSocket(DeadlineSocket):
     session has started (``start_session``), a message's first bytes are awaited for the linger only
     (the server's selector then holds the silence, bounded by the idle timeout), a request must arrive
     whole within ``request_timeout`` of its first byte (so a peer dripping one byte per idle period
-    cannot hold the connection), and a reply must be written within the idle timeout. The server calls
+    cannot hold the connection), and a reply must be read whole within ``reply_timeout`` (else the
+    connection is reset when it closes, so the kernel drops what it still holds of the reply). The server calls
     ``message_done`` after each reply.
     """
 
     request_timeout: Optional[float] = None
     idle_timeout: Optional[float] = None
+    reply_timeout: Optional[float] = None
     handshake_budget: Optional[int] = None  # bytes the peer may send before its session starts
     message_budget: int = 0  # bytes one message may take once the session has started
     linger: float = 0.0
+    moved = 0  # bytes of messages read and replies written since the session started
+    #: Since when (``time.monotonic()``) a session's thread has waited for the rest of a message from the
+    #: peer; None while it is not waiting for the peer.
+    stalled_since: Optional[float] = None
     _kernel_timeouts = False
     _received = 0
     _pushback = b""
@@ -78,6 +84,7 @@ class ConnectionSocket(DeadlineSocket):
         self.deadline = None
         self.idle_timeout = limits.idle_timeout
         self.request_timeout = limits.request_timeout
+        self.reply_timeout = limits.reply_timeout
         self.message_budget = limits.max_message_bytes
         self.linger = linger
         handle = self.handle
@@ -85,7 +92,7 @@ class ConnectionSocket(DeadlineSocket):
         if self._kernel_timeouts:
             # A socket in Python's timeout mode polls before every recv and send; a blocking socket
             # with kernel timeouts makes one syscall each (their EAGAIN is mapped to a timeout).
-            set_kernel_timeouts(handle, receive=linger, send=limits.idle_timeout)
+            set_kernel_timeouts(handle, receive=linger, send=limits.reply_timeout)
         else:
             handle.settimeout(linger)
 
@@ -119,12 +126,17 @@ class ConnectionSocket(DeadlineSocket):
                 raise BudgetExceeded(TTransport.TTransportException.SIZE_LIMIT,
                                      f"a message of more than {self.message_budget} bytes (max_message_bytes)")
             size = min(sz, _READ_CHUNK, self.message_budget - self._received)
-            if self._kernel_timeouts:
-                data = self._read_more(size)
-            else:
-                self._arm()
-                data = TSocket.TSocket.read(self, size)
+            self.stalled_since = time.monotonic()
+            try:
+                if self._kernel_timeouts:
+                    data = self._read_more(size)
+                else:
+                    self._arm()
+                    data = TSocket.TSocket.read(self, size)
+            finally:
+                self.stalled_since = None
         self._received += len(data)
+        self.moved += len(data)
         return data
 
     def _first_read(self, size: int) -> bytes:
@@ -153,23 +165,24 @@ class ConnectionSocket(DeadlineSocket):
             super().write(buff)
             return
         handle = self.handle
+        self.moved += len(buff)
         if not self._kernel_timeouts:
-            use_timeout(handle, self.idle_timeout)
+            use_timeout(handle, self.reply_timeout)
         started = time.monotonic()
         try:
             sent = handle.send(buff)  # usually all of it; a kernel timeout bounds this one call as a whole
             if sent < len(buff):
-                self._send_rest(memoryview(buff)[sent:], started + self.idle_timeout)
+                self._send_rest(memoryview(buff)[sent:], started + self.reply_timeout)
         except (BlockingIOError, socket.timeout, TimeoutError) as error:
             self._reset_on_close = True  # what the kernel still holds of the reply is dropped, not sent on
             raise TTransport.TTransportException(
                 TTransport.TTransportException.TIMED_OUT,
-                "the peer did not read its reply within the idle timeout", inner=error) from error
+                "the peer did not read its reply within reply_timeout", inner=error) from error
         except OSError as error:
             raise write_failed(error) from error
 
     def _send_rest(self, rest: memoryview, deadline: float) -> None:
-        """The rest of a reply the peer is slow to read, by ``deadline`` (the idle timeout after the
+        """The rest of a reply the peer is slow to read, by ``deadline`` (``reply_timeout`` after the
         reply's start). Each send's own timeout restarts whenever a few bytes move (and ``sendall``
         sends again after each), so a peer reading a trickle at a time would hold the thread and the
         reply indefinitely."""
@@ -182,7 +195,7 @@ class ConnectionSocket(DeadlineSocket):
                 self._bound_send(remaining)
                 rest = rest[handle.send(rest):]
         finally:
-            self._bound_send(self.idle_timeout)
+            self._bound_send(self.reply_timeout)
 
     def _bound_send(self, seconds: float) -> None:
         if self._kernel_timeouts:

@@ -30,20 +30,46 @@ __all__ = ["BufferedTransport", "FramedTransport", "HeaderTransport", "transport
            "server_stack", "client_stack", "unread_bytes"]
 
 
+#: A spent read buffer larger than this is dropped after its message (see keep_unread_input).
+_KEEP_READ_BUFFER = 64 * 1024
+
+
 class _Resettable:
     """A write buffer that can drop a half-written message before it is ever flushed, and a read
     buffer that can tell whether it holds bytes not yet read."""
 
     _wbuf_attribute: str  # Thrift keeps the buffers in name-mangled attributes and offers no reset
     _rbuf_attribute: str
+    framed = True  # a message is read whole into the read buffer before it is decoded
 
-    def has_buffered_input(self) -> bool:
-        """Whether bytes already received wait in the read buffer (e.g. a pipelined next message)."""
+    def keep_unread_input(self) -> bool:
+        """Whether bytes already received wait in the read buffer (e.g. a pipelined next message); a
+        buffer read to its end is dropped (it may hold a whole message of megabytes until the next)."""
         buffer = getattr(self, self._rbuf_attribute)
         position = buffer.tell()
         end = buffer.seek(0, 2)
-        buffer.seek(position)
-        return end > position
+        if end > position:
+            buffer.seek(position)
+            return True
+        if end > _KEEP_READ_BUFFER:
+            setattr(self, self._rbuf_attribute, BytesIO())
+        return False
+
+    def rest_of_frame(self, more_than: int = 0) -> Optional[memoryview]:
+        """The unread rest of the frame being read, without a copy (framed and THeader: the whole
+        message is in memory before it is decoded); None for an unframed stream, or when the rest
+        is not more than ``more_than`` bytes."""
+        if not self.framed:
+            return None
+        buffer = getattr(self, self._rbuf_attribute)
+        data, position = buffer.getvalue(), buffer.tell()
+        if len(data) - position <= more_than:
+            return None
+        return memoryview(data)[position:]
+
+    def discard_rest_of_frame(self) -> None:
+        """Reads past what is left of the frame (a message refused before it was decoded)."""
+        getattr(self, self._rbuf_attribute).seek(0, 2)
 
     def discard_unflushed(self) -> None:
         """Forgets bytes written since the last flush (e.g. a message whose encoding failed)."""
@@ -69,6 +95,7 @@ class _RemembersEnd:
 
 
 class BufferedTransport(_Resettable, _RemembersEnd, TTransport.TBufferedTransport):
+    framed = False
     _wbuf_attribute = "_TBufferedTransport__wbuf"
     _rbuf_attribute = "_TBufferedTransport__rbuf"
 
@@ -119,6 +146,11 @@ class HeaderTransport(_Resettable, _RemembersEnd, THeaderTransport.THeaderTransp
 
     _wbuf_attribute = "_write_buffer"
     _rbuf_attribute = "_read_buffer"
+
+    @property
+    def framed(self) -> bool:  # type: ignore[override]
+        return self._client_type not in (THeaderTransport.THeaderClientType.UNFRAMED_BINARY,
+                                         THeaderTransport.THeaderClientType.UNFRAMED_COMPACT)
 
     def flush(self) -> None:
         read_limit, self._max_frame_size = self._max_frame_size, _LARGEST_FRAME  # Thrift checks writes too

@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 from thrift.protocol.TProtocol import TProtocolBase, TProtocolException
 from thrift.Thrift import TFrozenDict, TType
 
+from ..thriftspec import IntegerType, SpecWalker
 from .errors import UndecodableMethodName, UndecodableValue
 
 __all__ = ["skip_value", "strict_decoder", "method_name"]
@@ -47,30 +48,46 @@ def _raw_struct(cls: type) -> list:
     if args is None:
         with _raw_specs_lock:
             building: Dict[type, list] = {}
-            args = _raw_struct_args(cls, building)
+            args = _RAW_SPEC.struct(None, cls, "", building)
             _raw_specs.update(building)  # published whole: the C decoder must never see a half-built spec
     return args
 
 
-def _raw_struct_args(cls: type, building: Dict[type, list]) -> list:
-    args = _raw_specs.get(cls) or building.get(cls)
-    if args is None:
-        args = building[cls] = [cls, None]  # filled below; a recursive type refers to this same list
-        args[1] = tuple(None if field is None else (*field[:3], _raw_args(field[1], field[3], building), *field[4:])
-                        for field in cls.thrift_spec)
-    return args
+class _RawSpec(SpecWalker[Any]):
+    """A type's ``type_args`` with every string read as bytes (what the C decoder is given)."""
 
+    def integer(self, value: Any, kind: IntegerType, *_: Any) -> None:
+        return None  # scalars carry no type_args
 
-def _raw_args(ttype: int, args: Any, building: Dict[type, list]) -> Any:
-    if ttype == TType.STRING:
+    def boolean(self, *_: Any) -> None:
+        return None
+
+    double = unsupported = boolean
+
+    def string(self, value: Any, path: str, building: Dict[type, list]) -> Any:
         return "BINARY"
-    if ttype == TType.STRUCT:
-        return _raw_struct_args(args[0], building)
-    if ttype in (TType.LIST, TType.SET):
-        return (args[0], _raw_args(args[0], args[1], building), args[2])
-    if ttype == TType.MAP:
-        return (args[0], _raw_args(args[0], args[1], building), args[2], _raw_args(args[2], args[3], building), args[4])
-    return args
+
+    binary = string
+
+    def struct(self, value: Any, cls: type, path: str, building: Dict[type, list]) -> list:
+        args = _raw_specs.get(cls) or building.get(cls)
+        if args is None:
+            args = building[cls] = [cls, None]  # filled below; a recursive type refers to this same list
+            args[1] = tuple(None if field is None else (*field[:3], self.walk(None, field[1], field[3], "", building),
+                                                        *field[4:])
+                            for field in cls.thrift_spec)
+        return args
+
+    def sequence(self, value: Any, is_set: bool, element: Tuple[int, Any], frozen: bool, path: str,
+                 building: Dict[type, list]) -> Any:
+        return (element[0], self.walk(None, *element, path, building), frozen)
+
+    def map(self, value: Any, key: Tuple[int, Any], item: Tuple[int, Any], frozen: bool, path: str,
+            building: Dict[type, list]) -> Any:
+        return (key[0], self.walk(None, *key, path, building), item[0], self.walk(None, *item, path, building), frozen)
+
+
+_RAW_SPEC = _RawSpec()
 
 
 def _text(raw: Any) -> str:
@@ -90,35 +107,50 @@ def _fields_with_text(cls: type, seen: Tuple[type, ...] = ()) -> Tuple[Tuple[str
     """(name, convert) for each field of ``cls`` that holds UTF-8 strings, read as bytes."""
     fields = _text_fields.get(cls)
     if fields is None:
-        converters = ((field[2], _converter(field[1], field[3], (*seen, cls)))
+        converters = ((field[2], _TEXT.walk(None, field[1], field[3], "", (*seen, cls)))
                       for field in cls.thrift_spec if field is not None)
         fields = _text_fields[cls] = tuple((name, convert) for name, convert in converters if convert is not None)
     return fields
 
 
-def _converter(ttype: int, args: Any, seen: Tuple[type, ...]) -> Optional[_Convert]:
-    """What turns a value of this type, read with raw strings, into text; None if it holds no text."""
-    if ttype == TType.STRING:
-        return None if args == "BINARY" else _text
-    if ttype == TType.STRUCT:
-        cls = args[0]
+class _TextConverter(SpecWalker[Optional[_Convert]]):
+    """What turns a value of a type, read with raw strings, into text; None if it holds no text."""
+
+    def integer(self, value: Any, kind: IntegerType, *_: Any) -> None:
+        return None  # no text inside
+
+    def boolean(self, *_: Any) -> None:
+        return None
+
+    double = binary = unsupported = boolean
+
+    def string(self, value: Any, path: str, seen: Tuple[type, ...]) -> _Convert:
+        return _text
+
+    def struct(self, value: Any, cls: type, path: str, seen: Tuple[type, ...]) -> Optional[_Convert]:
         if cls in seen:  # a recursive type: its fields are known by the time a value arrives
             return lambda value: _struct_text(value, _text_fields[cls])
         fields = _fields_with_text(cls, seen)
         return (lambda value: _struct_text(value, fields)) if fields else None
-    if ttype in (TType.LIST, TType.SET):
-        element = _converter(args[0], args[1], seen)
-        if element is None:
+
+    def sequence(self, value: Any, is_set: bool, element: Tuple[int, Any], frozen: bool, path: str,
+                 seen: Tuple[type, ...]) -> Optional[_Convert]:
+        convert = self.walk(None, *element, path, seen)
+        if convert is None:
             return None
-        build = (tuple if args[2] else list) if ttype == TType.LIST else (frozenset if args[2] else set)
-        return lambda values: build(map(element, values))
-    if ttype == TType.MAP:
-        key, value = _converter(args[0], args[1], seen), _converter(args[2], args[3], seen)
-        if key is None and value is None:
+        build = (frozenset if frozen else set) if is_set else (tuple if frozen else list)
+        return lambda values: build(map(convert, values))
+
+    def map(self, value: Any, key: Tuple[int, Any], item: Tuple[int, Any], frozen: bool, path: str,
+            seen: Tuple[type, ...]) -> Optional[_Convert]:
+        convert_key, convert_value = self.walk(None, *key, path, seen), self.walk(None, *item, path, seen)
+        if convert_key is None and convert_value is None:
             return None
-        key, value, build = key or _same, value or _same, TFrozenDict if args[4] else dict
-        return lambda items: build((key(k), value(v)) for k, v in items.items())
-    return None
+        convert_key, convert_value, build = convert_key or _same, convert_value or _same, TFrozenDict if frozen else dict
+        return lambda items: build((convert_key(k), convert_value(v)) for k, v in items.items())
+
+
+_TEXT = _TextConverter()
 
 
 def _struct_text(obj: Any, fields: Tuple[Tuple[str, _Convert], ...]) -> Any:
@@ -133,35 +165,56 @@ def _struct_text(obj: Any, fields: Tuple[Tuple[str, _Convert], ...]) -> Any:
     return obj
 
 
-_READERS = {TType.BOOL: "readBool", TType.BYTE: "readByte", TType.I16: "readI16", TType.I32: "readI32",
-            TType.I64: "readI64", TType.DOUBLE: "readDouble", TType.STRING: "readBinary", TType.UUID: "readUuid"}
+_INTEGER_READERS = {"i8": "readByte", "i16": "readI16", "i32": "readI32", "i64": "readI64"}
 
 
-def _read_value(iprot: TProtocolBase, ttype: int, args: Any) -> Any:
-    """One value, read in pure Python the way the C extension reads it (strings as bytes)."""
-    if ttype == TType.STRUCT:
-        return _read_struct(iprot, None, args[0], args[1])
-    if ttype in (TType.LIST, TType.SET):
-        element_type, element_args, immutable = args
-        is_list = ttype == TType.LIST
-        got, size = iprot.readListBegin() if is_list else iprot.readSetBegin()
-        if size and got != element_type:
+class _PureReader(SpecWalker[Any]):
+    """One value read in pure Python the way the C extension reads it (strings as bytes); the walked
+    "value" is the input protocol."""
+
+    def integer(self, iprot: TProtocolBase, kind: IntegerType, path: str) -> int:
+        return getattr(iprot, _INTEGER_READERS[kind.name])()
+
+    def boolean(self, iprot: TProtocolBase, path: str) -> bool:
+        return iprot.readBool()
+
+    def double(self, iprot: TProtocolBase, path: str) -> float:
+        return iprot.readDouble()
+
+    def string(self, iprot: TProtocolBase, path: str) -> bytes:
+        return iprot.readBinary()
+
+    binary = string
+
+    def struct(self, iprot: TProtocolBase, cls: type, path: str) -> Any:
+        return _read_struct(iprot, None, cls, cls.thrift_spec)
+
+    def sequence(self, iprot: TProtocolBase, is_set: bool, element: Tuple[int, Any], frozen: bool, path: str) -> Any:
+        got, size = iprot.readSetBegin() if is_set else iprot.readListBegin()
+        if size and got != element[0]:
             raise UndecodableValue(_WRONG_ELEMENTS)
-        values = [_read_value(iprot, element_type, element_args) for _ in range(size)]
-        iprot.readListEnd() if is_list else iprot.readSetEnd()
-        return ((tuple if immutable else list) if is_list else (frozenset if immutable else set))(values)
-    if ttype == TType.MAP:
-        key_type, key_args, value_type, value_args, immutable = args
+        values = [self.walk(iprot, *element, path) for _ in range(size)]
+        iprot.readSetEnd() if is_set else iprot.readListEnd()
+        return ((frozenset if frozen else set) if is_set else (tuple if frozen else list))(values)
+
+    def map(self, iprot: TProtocolBase, key: Tuple[int, Any], item: Tuple[int, Any], frozen: bool, path: str) -> Any:
         got_key, got_value, size = iprot.readMapBegin()
-        if size and (got_key, got_value) != (key_type, value_type):
+        if size and (got_key, got_value) != (key[0], item[0]):
             raise UndecodableValue(_WRONG_ELEMENTS)
         items = {}
         for _ in range(size):
-            key = _read_value(iprot, key_type, key_args)
-            items[key] = _read_value(iprot, value_type, value_args)
+            read_key = self.walk(iprot, *key, path)
+            items[read_key] = self.walk(iprot, *item, path)
         iprot.readMapEnd()
-        return TFrozenDict(items) if immutable else items
-    return getattr(iprot, _READERS[ttype])()
+        return TFrozenDict(items) if frozen else items
+
+    def unsupported(self, iprot: TProtocolBase, ttype: int, path: str) -> Any:
+        if ttype == TType.UUID:
+            return iprot.readUuid()
+        raise UndecodableValue(f"holds a value of Thrift type {ttype}, which this reader does not know")
+
+
+_PURE = _PureReader()
 
 
 def skip_value(protocol: TProtocolBase, ttype: int, depth: int = 64) -> None:
@@ -207,7 +260,7 @@ def _read_struct(iprot: TProtocolBase, obj: Any, cls: type, spec: tuple) -> Any:
                 break
             field = spec[field_id] if 0 <= field_id < len(spec) else None
             if field is not None and field[1] == field_type:
-                fields[field[2]] = _read_value(iprot, field_type, field[3])
+                fields[field[2]] = _PURE.walk(iprot, field_type, field[3], "")
             else:
                 skip_value(iprot, field_type)
             iprot.readFieldEnd()
