@@ -26,7 +26,7 @@ from typing import Any, Dict, FrozenSet, Optional, Tuple
 from thrift_handshake_gen.session.ttypes import ClientHello, Farewell, HandshakeRejected, ServerHello
 
 from .peerlog import WarningBudget, clip_for_log
-from .states import SERVICE_METHODS, SESSION_TRANSITIONS, SessionEvent, SessionPhase, StateMachine, admits
+from .states import SESSION_TRANSITIONS, SessionEvent, SessionPhase, StateMachine, admits
 
 __all__ = [
     "Session",
@@ -162,11 +162,6 @@ class Session:
     @property
     def established(self) -> bool:
         return self._machine.phase is SessionPhase.ESTABLISHED
-
-    @property
-    def serves_calls(self) -> bool:
-        """Whether this phase serves the hosted service's methods (see ``states.SESSION_ADMITS``)."""
-        return admits(self._machine.phase, SERVICE_METHODS)
 
     def admits(self, method: str) -> bool:
         """Whether this phase serves ``method`` (see ``states.SESSION_ADMITS``)."""

@@ -3,15 +3,25 @@
 
 from __future__ import annotations
 
+import logging
+import select
 import socket
+import struct
+import time
 from typing import Iterator, List
 
 import pytest
 
+from thrift.protocol.TBinaryProtocol import TBinaryProtocol
+from thrift.Thrift import TApplicationException, TMessageType
+from thrift.transport.TTransport import TBufferedTransport, TMemoryBuffer
+
 from thrift_handshake import ServerConfig, ServerLimits
 from thrift_handshake.gate import ConnectionState
 from thrift_handshake.metrics import ServerMetrics
-from thrift_handshake.server.admission import SILENT_GRACE, eviction_candidates, host_over_its_share
+from thrift_handshake.peerlog import WarningBudget
+from thrift_handshake.server.admission import (SILENT_GRACE, Admission, eviction_candidates, host_over_its_share,
+                                               tell_evicted)
 from thrift_handshake.server.connection import Connection
 from thrift_handshake.session import Session, SessionContext, SessionSettings
 from thrift_handshake.states import ConnectionEvent, ConnectionPhase, SocketMode
@@ -168,3 +178,254 @@ def test_only_a_host_over_its_share_gives_up_connections_and_only_to_another_hos
     assert host_over_its_share(hog + [hello_under_way, other], config, "127.0.0.2") == (
         "127.0.0.3", 4, [hello_under_way, hog[1], hog[0]])
 
+
+
+
+def test_the_host_share_holds_whichever_way_the_host_names_sort(pairs):
+    config = ServerConfig(limits=ServerLimits(max_connections=4, host_share=0.5))
+    hog = [pairs.connection(config, host="127.0.0.1") for _ in range(3)]
+    other = pairs.connection(config, host="127.0.0.2")
+    assert host_over_its_share(hog + [other], config, "127.0.0.2") == ("127.0.0.1", 3, hog)
+    assert host_over_its_share(hog[:1] + [other], config, "127.0.0.2") is None, "1 of 4 is under its share"
+
+
+def test_a_connection_without_hello_is_evictable_at_exactly_evict_after(pairs):
+    config = ServerConfig(limits=ServerLimits(evict_after=1.0))
+    talking = pairs.connection(config, accepted_at=NOW - 1.0)
+    pairs.peers[0].sendall(b"\x80")
+    assert eviction_candidates([talking], NOW, config) == [talking]
+
+
+def test_without_hello_the_idle_of_the_host_holding_the_most_go_first(pairs):
+    config = ServerConfig(handshake=False, limits=ServerLimits(evict_after=1.0, idle_timeout=10.0))
+    lone = _serving(pairs.connection(config, host="127.0.0.2"))
+    pair = [_serving(pairs.connection(config, host="127.0.0.3")) for _ in range(2)]
+    assert lone.park(NOW + 5.0, "idle timeout", lambda c: None)  # idle longest, but its host holds one
+    for connection in pair:
+        assert connection.park(NOW + 8.0, "idle timeout", lambda c: None)
+    assert eviction_candidates([lone] + pair, NOW, config) == pair + [lone]
+
+
+# -- Admission: making room ---------------------------------------------------------------------
+
+def _admission(config: ServerConfig, connections: List[Connection]) -> Admission:
+    admission = Admission(config, ServerMetrics(), WarningBudget(logging.getLogger("test.admission")))
+    for connection in connections:
+        admission.add(connection)
+    return admission
+
+
+def _mid_hello(connection: Connection) -> Connection:
+    """On a thread, its hello not yet answered (a message in flight)."""
+    assert connection.take_input()
+    context = SessionContext(peer=connection.peer)
+    connection.started(None, None, ConnectionState(context, Session(SessionSettings(), context), ServerMetrics()))
+    connection.state.in_flight = ("hello", 1)
+    return connection
+
+
+def _idle_session(connection: Connection) -> Connection:
+    """Its hello succeeded and it waits in the watch for its next call."""
+    _serving(connection)
+    session = Session(SessionSettings(), connection.state.context, connection)
+    session.hello(ClientHello(client_name="idle", min_version=1, max_version=2))
+    connection.state.session = session
+    assert connection.park(NOW + 10, "idle timeout", lambda c: None)
+    return connection
+
+
+def test_room_is_made_from_a_waiting_connection_before_one_mid_message(pairs):
+    config = ServerConfig(limits=ServerLimits(evict_after=1.0))
+    old = time.monotonic() - 5.0
+    busy = _mid_hello(pairs.connection(config, accepted_at=old))
+    waiting = pairs.connection(config, accepted_at=old)
+    admission = _admission(config, [busy, waiting])
+    assert admission.make_room("127.0.0.9")
+    assert (busy.phase, waiting.closed_by) == (ConnectionPhase.SERVING, ConnectionEvent.EVICTED)
+
+
+def test_no_room_is_made_when_no_connection_can_go(pairs):
+    config = ServerConfig(limits=ServerLimits(max_connections=4, host_share=0.5))
+    sessions = [_idle_session(pairs.connection(config, host="127.0.0.1")) for _ in range(2)]
+    assert not _admission(config, sessions).make_room("127.0.0.2")
+    assert pairs.closed == []
+
+
+def test_a_host_over_its_share_gives_up_one_idle_session_for_another_host(pairs):
+    config = ServerConfig(limits=ServerLimits(max_connections=4, host_share=0.5))
+    sessions = [_idle_session(pairs.connection(config, host="127.0.0.1")) for _ in range(3)]
+    assert _admission(config, sessions).make_room("127.0.0.2")
+    assert len(pairs.closed) == 1 and pairs.closed[0].eviction_reason == (
+        "host 127.0.0.1 holds 3 of max_connections 4 (its share: 0.5) and another host needed room")
+
+
+def test_a_host_over_its_share_gives_up_a_hello_in_flight_if_it_must(pairs):
+    config = ServerConfig(limits=ServerLimits(max_connections=4, host_share=0.5))
+    now = time.monotonic()  # young: not eviction candidates, only the host's share makes them go
+    hellos = [_mid_hello(pairs.connection(config, accepted_at=now, host="127.0.0.1")) for _ in range(3)]
+    assert _admission(config, hellos).make_room("127.0.0.2")
+    assert [c.closed_by for c in hellos] == [ConnectionEvent.EVICTED, None, None]
+
+
+def test_no_room_is_made_from_a_host_whose_connections_are_all_closing_already(pairs):
+    config = ServerConfig(limits=ServerLimits(max_connections=4, host_share=0.5))
+    closing = [pairs.connection(config, accepted_at=time.monotonic(), host="127.0.0.1") for _ in range(3)]
+    for connection in closing:
+        connection.shutdown()
+    assert not _admission(config, closing).make_room("127.0.0.2")
+
+
+def test_waiting_until_empty_gives_up_when_the_time_is_up(pairs):
+    admission = _admission(ServerConfig(), [pairs.connection()])
+    asked = []
+
+    def remaining() -> float:
+        asked.append(len(asked))
+        assert len(asked) <= 3, "asked again after the time was up"
+        return [0.02, 0.01, -0.001][len(asked) - 1]
+
+    admission.wait_until_empty(remaining)
+    assert asked == [0, 1, 2]
+
+
+def test_an_evicted_session_is_told_why_as_an_exception_without_a_method(pairs):
+    connection = pairs.connection()
+    connection.protocol = TBinaryProtocol(TBufferedTransport(connection.socket))
+    tell_evicted(connection, "evicted: idle")
+    pairs.peers[0].settimeout(5)
+    reply = TBinaryProtocol(TMemoryBuffer(pairs.peers[0].recv(4096)))
+    assert reply.readMessageBegin() == ("", TMessageType.EXCEPTION, 0)
+    error = TApplicationException()
+    error.read(reply)
+    assert (error.type, error.message) == (TApplicationException.INTERNAL_ERROR, "evicted: idle")
+
+
+def test_telling_a_gone_session_why_fails_quietly(pairs):
+    gone = pairs.connection()
+    gone.protocol = TBinaryProtocol(TBufferedTransport(gone.socket))
+    gone.socket.handle.close()
+    tell_evicted(gone, "evicted: idle")  # OSError on the closed socket
+    not_reading = pairs.connection()
+    not_reading.protocol = TBinaryProtocol(TBufferedTransport(not_reading.socket))
+    pairs.peers[1].close()
+    not_reading.socket.handle.shutdown(socket.SHUT_WR)
+    tell_evicted(not_reading, "evicted: idle")  # the write fails: a TTransportException
+
+
+def test_a_host_may_always_hold_one_connection_and_a_share_of_two_is_a_share_of_two(pairs):
+    tiny = ServerConfig(limits=ServerLimits(max_connections=4, host_share=0.1))  # 0.4 connections: one
+    lone, other = pairs.connection(tiny, host="127.0.0.1"), pairs.connection(tiny, host="127.0.0.2")
+    assert host_over_its_share([lone, other], tiny, "127.0.0.3") is None
+    half = ServerConfig(limits=ServerLimits(max_connections=2, host_share=0.5))
+    both = [pairs.connection(half, host="127.0.0.1") for _ in range(2)]
+    assert host_over_its_share(both, half, "127.0.0.2") == ("127.0.0.1", 2, both)
+
+
+def test_the_silent_grace_and_the_idle_wait_hold_at_their_exact_ends(pairs):
+    config = ServerConfig(limits=ServerLimits(evict_after=1.0))
+    silent = pairs.connection(config, accepted_at=NOW - SILENT_GRACE)
+    assert eviction_candidates([silent], NOW, config) == [silent]
+    plain = ServerConfig(handshake=False, limits=ServerLimits(evict_after=1.0, idle_timeout=10.0))
+    idle = _serving(pairs.connection(plain))
+    assert idle.park(NOW - 1.0 + 10.0, "idle timeout", lambda c: None)  # parked exactly evict_after ago
+    assert eviction_candidates([idle], NOW, plain) == [idle]
+
+
+def test_an_ipv6_newcomer_is_of_the_same_host_as_the_connections_it_holds(pairs):
+    config = ServerConfig(limits=ServerLimits(max_connections=2, host_share=0.5))
+    held = [_idle_session(pairs.connection(config, host="[::1]")) for _ in range(2)]
+    newcomer = pairs.connection(config, host="[::1]")
+    pairs.peers[-1].close()  # its "server full" answer finds it gone
+    assert not _admission(config, held).admit(newcomer.socket, newcomer.peer), "a host does not evict itself"
+    assert pairs.closed == []
+
+
+def test_the_message_in_flight_is_the_states(pairs):
+    connection = pairs.connection()
+    assert connection.in_flight is None
+    _mid_hello(connection)
+    assert connection.in_flight == ("hello", 1)
+
+
+def test_a_stop_waits_for_the_reply_in_flight_unless_forced(pairs):
+    busy = _mid_hello(pairs.connection())
+    busy.shutdown()
+    pairs.peers[0].setblocking(False)
+    with pytest.raises(BlockingIOError):  # not shut: the reply in flight may still go out
+        pairs.peers[0].recv(1)
+    assert busy.state.closing and busy.closed_by is ConnectionEvent.STOPPING
+    busy.shutdown(force=True)
+    assert pairs.peers[0].recv(1) == b""
+
+
+def test_an_eviction_gives_up_on_a_connection_parked_meanwhile(pairs):
+    connection = _mid_hello(pairs.connection())
+    connection.state.in_flight = None
+    state = connection.state
+
+    class ParkedFirst(ConnectionState):
+        def close_if_idle(self, shut, force=False):
+            assert connection.park(NOW + 10, "idle timeout", lambda c: None)  # the reply went out meanwhile
+            return super().close_if_idle(shut, force)
+
+    state.__class__ = ParkedFirst
+    assert not connection.evict()
+    assert connection.phase is ConnectionPhase.WAITING and connection.closed_by is None
+
+
+def test_by_default_an_eviction_spares_sessions_and_messages_in_flight(pairs):
+    session = _idle_session(pairs.connection())
+    assert not session.evict() and session.phase is ConnectionPhase.WAITING
+    busy = _mid_hello(pairs.connection())
+    assert not busy.evict() and busy.phase is ConnectionPhase.SERVING
+    assert busy.closed_by is None, "only the move to CLOSING names who closed it"
+
+
+def test_a_connection_on_a_thread_is_not_silent_and_a_closed_socket_is_shut_quietly(pairs):
+    connection = pairs.connection()
+    assert connection.silent()
+    assert connection.take_input() and not connection.silent()
+    connection.socket.handle.close()
+    assert connection.evict()  # shutting the closed socket raises OSError: it is gone anyway
+    assert connection.closed_by is ConnectionEvent.EVICTED
+
+
+def test_a_peer_that_reset_the_connection_counts_as_silent():
+    listener = socket.create_server(("127.0.0.1", 0))
+    with listener, socket.create_connection(listener.getsockname()) as peer:
+        ours, _ = listener.accept()
+        with ours:
+            peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            peer.close()  # a reset: recv() on our end raises ECONNRESET
+            assert select.select([ours], [], [], 5)[0] == [ours]  # the reset arrived
+            sock = ConnectionSocket()
+            sock.setHandle(ours)
+            assert Connection(sock, "127.0.0.1:1", ServerConfig(), lambda c: None, NOW).silent()
+
+
+def test_a_host_over_its_share_gives_up_only_sessions_waiting_in_the_watch(pairs):
+    config = ServerConfig(limits=ServerLimits(max_connections=4, host_share=0.5))
+    idle = _idle_session(pairs.connection(config, host="127.0.0.1"))
+    working = [_idle_session(pairs.connection(config, host="127.0.0.1")) for _ in range(2)]
+    for connection in working:
+        assert connection.take_input()  # its next call arrived: on a thread again
+    assert host_over_its_share([idle] + working, config, "127.0.0.2") == ("127.0.0.1", 3, [idle])
+
+
+def test_the_tls_socket_goes_under_the_connection_unless_it_is_closing(pairs):
+    connection = pairs.connection()
+    assert connection.take_input()
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        assert connection.replace_handle(ours) and connection.socket.handle is ours
+        connection.shutdown(force=True)
+        assert not connection.replace_handle(ours)
+
+
+
+def test_a_server_over_its_limit_makes_room_before_admitting(pairs):
+    config = ServerConfig(limits=ServerLimits(max_connections=2, host_share=1.0))
+    held = [_idle_session(pairs.connection(config)) for _ in range(3)]  # e.g. the limit counted over workers
+    newcomer = pairs.connection(config)
+    pairs.peers[-1].close()
+    assert not _admission(config, held).admit(newcomer.socket, newcomer.peer)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import List, Tuple
 
 import pytest
@@ -245,6 +246,23 @@ def test_an_object_with_only_one_hook_is_not_an_interceptor():
 
     with pytest.raises(TypeError, match="needs call_started"):
         InterceptorChain([OnlyStarted()])
+
+
+def test_a_failing_hook_is_reported_at_most_every_ten_seconds_with_the_count_between(monkeypatch, caplog):
+    now = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    chain = InterceptorChain([Exploding()])
+    call = Call("m", 1, False, "peer", 0.0)
+    with caplog.at_level(logging.WARNING, logger="thrift_handshake.interceptors"):
+        for at in (1000.0, 1005.0, 1009.99, 1010.0, 1019.0, 1021.0):
+            now[0] = at
+            chain.started(call)
+    reports = [r for r in caplog.records if r.name == "thrift_handshake.interceptors"]
+    line = ("interceptor Exploding failed in call_started for m; the call goes on without it: "
+            "RuntimeError: interceptor bug")
+    assert [r.getMessage() for r in reports] == [line, line + " (2 more failures since the last report)",
+                                                 line + " (1 more failures since the last report)"]
+    assert [bool(r.exc_info) for r in reports] == [True, False, False]  # the traceback once
 
 
 def test_the_readme_interceptor_example_runs_as_written(start_server, caplog):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 
 import pytest
@@ -115,3 +116,39 @@ def test_a_connection_whose_hello_is_under_way_is_not_evicted_for_a_newcomer(sta
         finally:
             young.close()
 
+
+
+HELLO = encode_call("hello", SessionService.hello_args(hello=ClientHello(min_version=1, max_version=2,
+                                                                         client_name="late")))
+
+
+def test_a_newcomer_that_pauses_before_its_hello_is_still_told_the_server_is_full(start_server):
+    server = start_server(limits=ServerLimits(max_connections=1))
+    with Client("127.0.0.1", server.port, service=HandshakeService):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as newcomer:
+            time.sleep(0.3)  # well within the refusal's second
+            newcomer.sendall(HELLO)
+            answer = newcomer.recv(65536)
+    assert b"server full: 1 connections" in answer
+
+
+def test_a_newcomer_speaking_http_to_a_full_server_is_closed_without_a_word(start_server):
+    server = start_server(limits=ServerLimits(max_connections=1))
+    with Client("127.0.0.1", server.port, service=HandshakeService):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as newcomer:
+            newcomer.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            with pytest.raises(ConnectionResetError):  # closed with its request unread: no answer
+                newcomer.recv(65536)
+
+
+def test_a_newcomer_to_a_full_server_whose_message_cannot_be_read_is_closed_quietly(start_server, monkeypatch):
+    uncaught = []
+    monkeypatch.setattr(threading, "excepthook", uncaught.append)
+    server = start_server(limits=ServerLimits(max_connections=1))
+    with Client("127.0.0.1", server.port, service=HandshakeService):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as newcomer:
+            newcomer.sendall(b"\x80\x01\x00\x01\xff\xff\xff\xff")  # binary call header, negative name length
+            newcomer.shutdown(socket.SHUT_WR)
+            assert newcomer.recv(65536) == b""  # no answer: the refusal could not read the call it answers
+    assert eventually(lambda: not any(t.name.startswith("refuse ") for t in threading.enumerate()))
+    assert uncaught == []

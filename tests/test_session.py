@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
+import time
 from pathlib import Path
 from typing import List, Tuple
 
@@ -191,3 +193,51 @@ def test_a_server_with_no_features_grants_none_whatever_is_offered():
     session, _ = make_session()  # SessionSettings' default, as ServerConfig's: no features
     answer = session.hello(hello(features={"submit", "notify", "timing"}))
     assert answer.features == set() and session.context.features == frozenset()
+
+
+def test_settings_are_frozen_and_default_to_no_idle_timeout_and_no_message_limit():
+    settings = SessionSettings()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.auth_token = "changed"  # type: ignore[misc]
+    answer = Session(settings, SessionContext(peer="test")).hello(hello())
+    assert (answer.idle_timeout_ms, answer.max_message_bytes) == (0, 0)
+
+
+def test_no_common_version_names_both_ranges():
+    session, _ = make_session(versions=(1, 2))
+    with pytest.raises(HandshakeRejected) as caught:
+        session.hello(hello(3, 4))
+    assert caught.value.reason == "no common version: client speaks 3..4, server speaks 1..2"
+
+
+def test_a_refused_method_is_told_why_in_each_phase():
+    session, _ = make_session()
+    assert session.refusal("echo") == "echo() needs a completed hello() on this connection"
+    session.hello(hello())
+    session.goodbye()
+    assert session.refusal("echo") == "echo() is not served: the session is closing"
+
+
+def test_names_and_features_at_their_limits_are_accepted():
+    session, _ = make_session(features=frozenset({"f" * 256}))
+    offered = {"f" * 256} | {str(i) for i in range(63)}
+    answer = session.hello(hello(client_name="n" * 256, language="l" * 256, features=offered))
+    assert answer.features == {"f" * 256}
+
+
+def test_a_language_over_the_limit_is_refused():
+    session, _ = make_session()
+    with pytest.raises(HandshakeRejected) as caught:
+        session.hello(hello(language="l" * 257))
+    assert caught.value.reason == "client_name and language are limited to 256 characters"
+
+
+def test_server_time_and_session_duration_are_in_milliseconds(monkeypatch):
+    session, _ = make_session()
+    before = time.time()
+    answer = session.hello(hello())
+    after = time.time()
+    assert int(before * 1000) <= answer.server_time_ms <= int(after * 1000)
+    opened = session.context.established_at
+    monkeypatch.setattr(time, "monotonic", lambda: opened + 2.5)
+    assert session.goodbye().duration_ms == 2500

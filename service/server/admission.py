@@ -180,7 +180,6 @@ class Admission:
             try:
                 client.deadline = time.monotonic() + _REFUSAL_SECONDS  # in all, however the bytes trickle
                 client.handshake_budget = budget = config.limits.handshake_max_bytes  # as before any hello
-                client.setTimeout(_REFUSAL_SECONDS * 1000)
                 _, dialect = client.first_bytes()
                 if dialect is None or dialect.kind not in (DialectKind.THRIFT, DialectKind.HEADER):
                     return

@@ -1,0 +1,71 @@
+"""Refusals on the wire (wire/answers.py) over socket pairs: what the peer reads, and how long the rest
+of its input is read and dropped."""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Iterator, Tuple
+
+import pytest
+from thrift.protocol.TBinaryProtocol import TBinaryProtocol
+from thrift.Thrift import TApplicationException, TMessageType
+from thrift.transport.TTransport import TMemoryBuffer
+
+from thrift_handshake.wire import ConnectionSocket, answers, sniff
+from thrift_handshake.wire.answers import answer_refusal, discard_input, http_refusal
+
+
+@pytest.fixture
+def pair() -> Iterator[Tuple[socket.socket, socket.socket]]:
+    ours, theirs = socket.socketpair()
+    theirs.settimeout(5)
+    yield ours, theirs
+    ours.close()
+    theirs.close()
+
+
+def test_the_http_refusal_says_why_with_its_exact_length():
+    body = b"This is a Thrift server (thrift-handshake), not an HTTP server: no.\nConnect with a Thrift client.\n"
+    assert http_refusal("no") == (b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                                  b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    assert http_refusal("no").count(b"HTTP/1.1") == 1
+
+
+def test_a_binary_peer_of_an_unknown_version_is_answered_to_seqid_0(pair):
+    ours, theirs = pair
+    first = b"\x80\x07\x00\x01" + b"\x00" * 12  # binary, version 7
+    theirs.sendall(first)
+    theirs.shutdown(socket.SHUT_WR)
+    sock = ConnectionSocket()
+    sock.setHandle(ours)
+    answer_refusal(sock, sniff(first), TApplicationException.PROTOCOL_ERROR, "bad version", 1 << 20, None)
+    reply = TBinaryProtocol(TMemoryBuffer(theirs.recv(4096)))
+    assert reply.readMessageBegin() == ("", TMessageType.EXCEPTION, 0)
+
+
+def test_discarding_stops_at_the_peers_end_of_input(pair):
+    ours, theirs = pair
+    theirs.sendall(b"rest of a message")
+    theirs.shutdown(socket.SHUT_WR)
+    discard_input(ours)
+    assert theirs.recv(1) == b""  # our end is shut for writing
+
+
+@pytest.mark.parametrize("sent", [4, 5])
+def test_discarding_stops_once_the_byte_bound_is_reached(pair, monkeypatch, sent):
+    monkeypatch.setattr(answers, "_DISCARD_BYTES", 4)
+    ours, theirs = pair
+    theirs.sendall(b"x" * sent)  # and the peer stays: only the bound ends the discarding at once
+    started = time.monotonic()
+    discard_input(ours)
+    assert time.monotonic() - started < 0.5
+
+
+def test_a_peer_that_sends_nothing_more_times_the_discarding_out_after_its_second(pair):
+    ours, _ = pair
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        discard_input(ours)
+    assert 0.9 <= time.monotonic() - started < 3.0
+
