@@ -132,6 +132,11 @@ class Client:
         self._chain = InterceptorChain((self.timeline, *self.options.interceptors))
         self._peer = f"[{self.host}]:{port}" if ":" in self.host else f"{self.host}:{port}"
         self._service_methods = methods_of(service)
+        if self.options.handshake and "hello" not in self._service_methods:
+            raise ArgumentError(
+                f"service {service.__name__} has no hello(): it does not extend session.SessionService, so "
+                "its server cannot hold a session; pass ClientOptions(handshake=False) to call it as a plain "
+                "Thrift service")
         self._server_hello: Optional[ServerHello] = None
         self._pending_hello: Optional[_Sent] = None  # a pipelined hello, until its answer is read
         self._idle_limit: Optional[float] = None  # seconds, from ServerHello.idle_timeout_ms

@@ -347,3 +347,16 @@ def test_the_first_call_after_a_pipelined_hello_knows_its_session(server):
         session = client.session_id
     assert session is not None
     assert hooks.seen == [("hello", None), ("echo", session), ("echo", session), ("goodbye", session)]
+
+
+def test_a_plain_service_with_the_handshake_on_is_one_clear_error_before_connecting(tmp_path):
+    """Issue 13: the client raised `unknown method 'hello' for service plain.Store` from connect()."""
+    from thrift_handshake import ArgumentError, Client, ClientOptions
+
+    idl = "namespace py plainstore\nservice Store {\n  string get(1: string key),\n}\n"
+    with generated(tmp_path, "plainstore.thrift", idl, "plainstore.Store") as store:
+        with pytest.raises(ArgumentError, match=r"service plainstore\.Store has no hello\(\): it does not extend "
+                                                r"session\.SessionService.*ClientOptions\(handshake=False\)"):
+            Client("127.0.0.1", 9, service=store)
+        plain = Client("127.0.0.1", 9, ClientOptions(handshake=False), service=store)  # no error: nothing to say
+        assert plain.phase.value == "NEW"

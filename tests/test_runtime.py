@@ -200,7 +200,7 @@ def test_the_client_wrapper_calls_a_plain_service_without_hello(start_server, se
 def test_typed_refuses_an_iface_of_another_service(services):
     plain, gated, _ = services
     with pytest.raises(TypeError):
-        Client("127.0.0.1", 1, service=plain).typed(gated.Iface)
+        Client("127.0.0.1", 1, ClientOptions(handshake=False), service=plain).typed(gated.Iface)
 
 
 @pytest.mark.parametrize("method, args, expected", [
