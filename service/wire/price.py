@@ -11,7 +11,7 @@ a message alike. No socket: the bytes are a whole frame already read.
 from __future__ import annotations
 
 import struct
-from typing import Union
+from typing import Tuple, Union
 
 from thrift.Thrift import TType
 
@@ -86,6 +86,10 @@ class _Walk:
             self.charge(count * sum(_SCALAR[ttype] for ttype in types))
             self.pos += count * sum(widths)
             return
+        self.each(count, types)
+
+    def each(self, count: int, types: Tuple[int, ...]) -> None:
+        """Prices ``count`` elements (or key-value pairs) of ``types`` one by one."""
         end = len(self.data)
         for _ in range(count):
             if self.pos >= end:
@@ -195,12 +199,7 @@ class _CompactWalk(_Walk):
             self.charge(count * price)
             self.pos += count * width
             return
-        end = len(self.data)
-        for _ in range(count):
-            if self.pos >= end:
-                raise ValueError("cut short")
-            for ctype in ctypes:
-                self.value(ctype)
+        self.each(count, ctypes)
 
     def struct(self) -> None:
         self.charge(_STRUCT)
