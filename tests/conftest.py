@@ -248,3 +248,18 @@ def every_type_at_its_edges():
         palette={1: Color.RED, -5: Color.MAX_COLOR},
         blobs=[b"", b"\x00\xff"],
     )
+
+
+def told_within(socks, seconds: float = 0.5) -> list:
+    """What each socket's server said within ``seconds``: its bytes, b"" when it closed (or reset) the
+    connection, None when it said nothing."""
+    told = []
+    for sock in socks:
+        sock.settimeout(seconds)
+        try:
+            told.append(sock.recv(65536))
+        except socket.timeout:
+            told.append(None)
+        except OSError:
+            told.append(b"")
+    return told

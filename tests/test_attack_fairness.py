@@ -9,7 +9,7 @@ import socket
 import time
 from typing import List, Optional
 
-from conftest import encode_call, eventually
+from conftest import encode_call, eventually, told_within
 
 from thrift_handshake import ServerConfig, ServerLimits
 from thrift_handshake.server.admission import host_over_its_share
@@ -71,15 +71,7 @@ def test_sessions_of_one_host_stalled_mid_request_cannot_lock_out_another_host(s
         print(f"\n8 sessions of one host stalled mid-request at max_connections 8: {served} of 4 clients of "
               f"another host served; a 5th served: {fifth is not None}")
         assert served == 4 and fifth is None
-        told = []
-        for sock in hog:
-            sock.settimeout(0.5)
-            try:
-                told.append(sock.recv(65536))
-            except socket.timeout:
-                told.append(None)
-            except OSError:
-                told.append(b"")
+        told = told_within(hog)
         assert sum(data == b"" for data in told) == 4, told  # four closed, four keep their place
 
         def evicted():

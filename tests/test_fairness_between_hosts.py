@@ -10,7 +10,7 @@ import threading
 import time
 from typing import List
 
-from conftest import encode_call, eventually, report_reliability
+from conftest import encode_call, eventually, report_reliability, told_within
 
 from thrift_handshake import ServerLimits
 from thrift_handshake_gen import HandshakeService
@@ -66,13 +66,7 @@ def test_idle_sessions_of_one_host_cannot_lock_out_another_host(start_server, ca
         assert eventually(lambda: all(c.in_the_watch for c in server._connections))  # idle: no thread holds one
         for _ in range(4):
             good.append(_session(GOOD, server.port))  # each takes the place of one of the hog's idle sessions
-        told = []
-        for sock in hog:
-            sock.settimeout(0.5)
-            try:
-                told.append(sock.recv(65536))
-            except socket.timeout:
-                told.append(None)
+        told = told_within(hog)
         evicted = [data for data in told if data is not None]
         fifth = _served(GOOD, server.port)  # now each host holds its share: no one else makes room
         print(f"\nidle sessions of one host at max_connections 8: 4 of 4 newcomers from another host served, "
