@@ -181,7 +181,7 @@ class Admission:
                 client.deadline = time.monotonic() + _REFUSAL_SECONDS  # in all, however the bytes trickle
                 client.handshake_budget = budget = config.limits.handshake_max_bytes  # as before any hello
                 _, dialect = client.first_bytes()
-                if dialect is None or dialect.kind not in (DialectKind.THRIFT, DialectKind.HEADER):
+                if dialect is None or dialect.answer_wire is None:
                     return
                 answer_refusal(client, dialect, TApplicationException.INTERNAL_ERROR, message, budget,
                                config.limits.max_container_items)  # in its own dialect

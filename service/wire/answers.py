@@ -18,7 +18,7 @@ from thrift.Thrift import TApplicationException, TMessageType
 from .connection_socket import ConnectionSocket
 from .errors import AnswerableReadError
 from .sniff import Dialect, DialectKind
-from .stack import server_stack
+from .stack import header_protocol, server_stack
 from .tls import TLS_ALERT_PROTOCOL_VERSION
 
 __all__ = ["answer_refusal", "write_application_exception", "discard_input", "http_refusal"]
@@ -53,13 +53,15 @@ def answer_refusal(sock: ConnectionSocket, dialect: Optional[Dialect], kind: int
     binary version, to seqid 0). Errors (the peer gone, its message not even a header) propagate."""
     handle = sock.handle
     family = None if dialect is None else dialect.kind
-    answer_wire = None if dialect is None else dialect.answer_wire
     if family is DialectKind.HTTP:
         handle.sendall(http_refusal(message))
     elif family is DialectKind.TLS:
         handle.sendall(TLS_ALERT_PROTOCOL_VERSION)  # all a TLS client can read from a plain server
-    elif answer_wire is not None:
-        _, protocol = server_stack(answer_wire, sock, max_message_bytes, max_container_items)
+    elif dialect is not None and dialect.answer_wire is not None:
+        if family is DialectKind.FRAMED_HEADER:
+            protocol = header_protocol(sock, max_message_bytes, max_container_items, framed=True)
+        else:
+            _, protocol = server_stack(dialect.answer_wire, sock, max_message_bytes, max_container_items)
         name, seqid = "", 0
         if family is not DialectKind.BAD_VERSION:  # answer the very call it made, in its own framing
             try:

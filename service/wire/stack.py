@@ -241,10 +241,15 @@ class _HeaderTransportFactory(TTransport.TTransportFactoryBase):
 
 
 def header_protocol(sock: TTransport.TTransportBase, max_message_bytes: int,
-                    max_container_items: Optional[int]) -> TProtocolBase:
+                    max_container_items: Optional[int], framed: bool = False) -> TProtocolBase:
     """A THeader protocol over ``sock`` that serves THeader clients (and the headerless dialects it
-    detects itself), answering each in its own dialect, with the same read limits as the others."""
-    transport = _HeaderTransportFactory(_EVERY_HEADER_CLIENT, "binary", frame_limit(max_message_bytes)).getTransport(sock)
+    detects itself), answering each in its own dialect, with the same read limits as the others.
+    ``framed``: each THeader frame comes (and is answered) inside a framed transport's frame, as
+    Apache's clients write THeader over TFramedTransport."""
+    limit = frame_limit(max_message_bytes)
+    if framed:
+        sock = FramedTransport(sock, max_frame_size=limit)
+    transport = _HeaderTransportFactory(_EVERY_HEADER_CLIENT, "binary", limit).getTransport(sock)
     limits = dict(string_length_limit=max_message_bytes, container_length_limit=max_container_items)
     return HeaderProtocolFactory(_EVERY_HEADER_CLIENT, limits).getProtocol(transport)
 
