@@ -131,6 +131,8 @@ class Client:
         self.timeline = Timeline(self.options.timeline_size)
         self._chain = InterceptorChain((self.timeline, *self.options.interceptors))
         self._peer = f"[{self.host}]:{port}" if ":" in self.host else f"{self.host}:{port}"
+        if self.options.unix_socket is not None:
+            self._peer = f"unix:{self.options.unix_socket}"
         self._service_methods = methods_of(service)
         if self.options.handshake and "hello" not in self._service_methods:
             raise ArgumentError(
@@ -331,7 +333,7 @@ class Client:
         try:
             self._sock, self._transport, protocol = client_stack(
                 self.host, self.port, self.options.wire, self.options.max_reply_bytes, self.options.max_reply_items,
-                self.options.tls)
+                self.options.tls, self.options.unix_socket)
             connect_timeout = self.options.timeouts.connect
             self._sock.setTimeout(None if connect_timeout is None else connect_timeout * 1000.0)
             self._transport.open()

@@ -219,6 +219,9 @@ def _serve_parser(commands: Any, common: argparse.ArgumentParser) -> None:
                                             "SIGINT/SIGTERM:\nthe first stops gracefully, a second at once.",
                                 epilog=EXAMPLES["serve"])
     _connection_flags(serve)
+    serve.add_argument("--unix", metavar="PATH",
+                       help="listen on this Unix domain socket instead of --host/--port (mode 0660; a stale "
+                            "socket file is replaced, any other file is an error; removed at the stop)")
     serve.add_argument("--grace", type=float, default=ServerConfig.grace, metavar="SECONDS",
                        help=f"seconds in-flight calls get to finish on stop (default {ServerConfig.grace:g})")
     serve.add_argument("--server-name", default=ServerConfig.server_name, metavar="NAME",

@@ -30,7 +30,8 @@ __all__ = ["run_serve", "auth_token", "wire", "ListenError"]
 logger = logging.getLogger(__name__)
 
 #: Errors of bind()/listen() that are about the address asked for.
-_ADDRESS_ERRORS = {errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES, errno.EAFNOSUPPORT}
+_ADDRESS_ERRORS = {errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES, errno.EAFNOSUPPORT, errno.EEXIST,
+                   errno.ENOENT, errno.ENOTDIR}
 
 
 class ListenError(ArgumentError):
@@ -66,7 +67,7 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
         if not (args.tls_cert and args.tls_key):
             raise ArgumentError("TLS needs both --tls-cert and --tls-key")
         tls = ServerTLS(args.tls_cert, args.tls_key, args.tls_client_ca)
-    return ServerConfig(host=args.host, port=args.port, wire=wire(args), detect_wire=not args.only_wire,
+    return ServerConfig(host=args.host, port=args.port, unix_socket=args.unix, wire=wire(args), detect_wire=not args.only_wire,
                         handshake=not args.no_hello, auth_token=auth_token(args), tls=tls, grace=args.grace,
                         server_name=args.server_name, limits=limits)
 
@@ -88,6 +89,8 @@ def _address(host: str, port: int) -> str:
 
 
 def _listen_error(error: OSError, args: argparse.Namespace) -> ListenError:
+    if args.unix:
+        return ListenError(f"cannot listen on unix:{args.unix}: {error.strerror or error}")
     return ListenError(f"cannot listen on {_address(args.host, args.port)}: {error.strerror or error}"
                        + (" (another server has it: stop it, or choose --port)" if error.errno == errno.EADDRINUSE
                           else ""))
@@ -96,6 +99,8 @@ def _listen_error(error: OSError, args: argparse.Namespace) -> ListenError:
 def run_serve(args: argparse.Namespace) -> int:
     """Serves until SIGINT/SIGTERM: the first drains gracefully, a second ends the grace period."""
     if args.workers > 1:
+        if args.unix:
+            raise ArgumentError("--unix serves from this process only: it cannot be combined with --workers")
         return _serve_workers(args)
     server = _server(args)
 

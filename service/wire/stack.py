@@ -281,12 +281,14 @@ def server_stack(wire: Wire, sock: TTransport.TTransportBase, max_message_bytes:
 
 
 def client_stack(
-    host: str, port: int, wire: Wire, max_reply_bytes: int, max_reply_items: int, tls: Optional[ClientTLS] = None
+    host: str, port: int, wire: Wire, max_reply_bytes: int, max_reply_items: int, tls: Optional[ClientTLS] = None,
+    unix_socket: Optional[str] = None
 ) -> Tuple["CountingSocket", TTransport.TTransportBase, TProtocolBase]:
-    """The client's socket, transport and protocol, unopened."""
+    """The client's socket (to ``unix_socket`` when given, else to host and port), transport and
+    protocol, unopened."""
     context = None if tls is None else client_tls_context(tls)
     sock = CountingSocket(host, port, socket_family=_family_for(host), tls=context,
-                          server_hostname=None if tls is None else tls.server_hostname)
+                          server_hostname=None if tls is None else tls.server_hostname, unix_socket=unix_socket)
     transport = transport_factory(wire, max_reply_bytes).getTransport(sock)
     return sock, transport, protocol_factory(wire, max_reply_bytes, max_reply_items).getProtocol(transport)
 

@@ -1,0 +1,104 @@
+"""Serving on a Unix domain socket (``ServerConfig.unix_socket``, ``serve --unix PATH``, Apache's ``domain``
+cells): every dialect, the Python client, the socket file's mode, and what happens to files already there."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import stat
+import subprocess
+import sys
+
+import pytest
+from conftest import eventually
+from thrift.protocol import TCompactProtocol
+from thrift.transport import TSocket, TTransport
+from thrift.transport.TZlibTransport import TZlibTransport
+
+from thrift_handshake import Client, ClientOptions, ServerConfig, Wire
+from thrift_handshake.demo import HandshakeHandler
+from thrift_handshake.server import HandshakeServer
+from thrift_handshake_gen import HandshakeService
+from thrift_handshake_gen.session.ttypes import ClientHello
+
+
+@pytest.fixture
+def path(tmp_path) -> str:
+    return str(tmp_path / "handshake.sock")
+
+
+def _client(path: str, **options) -> Client:
+    return Client(options=ClientOptions(unix_socket=path, **options), service=HandshakeService)
+
+
+@pytest.mark.parametrize("wire", [Wire(), Wire("compact", "framed"), Wire("binary", "header")], ids=str)
+def test_the_python_client_gets_a_session_over_a_unix_socket(start_server, path, wire, caplog):
+    caplog.set_level(logging.INFO, logger="thrift_handshake.server")
+    server = start_server(unix_socket=path)
+    assert server.endpoint == f"unix:{path}"
+    with _client(path, wire=wire) as client:
+        assert client.echo("over a path") == "over a path"
+        assert client.timeline[0][:2] == ("connect", f"unix:{path}")
+    assert f"listening on unix:{path} " in caplog.text
+    assert eventually(lambda: f"closed peer=unix:{path} session=" in caplog.text)  # the peer is the path
+
+
+def test_an_apache_zlib_client_is_served_over_a_unix_socket(start_server, path):
+    start_server(unix_socket=path)
+    sock = TSocket.TSocket(unix_socket=path)
+    transport = TZlibTransport(TTransport.TBufferedTransport(sock))
+    stub = HandshakeService.Client(TCompactProtocol.TCompactProtocol(transport))
+    transport.open()
+    try:
+        assert stub.hello(ClientHello(client_name="apache", min_version=1, max_version=2)).session_id
+        assert stub.echo("zlib") == "zlib"
+    finally:
+        transport.close()
+
+
+def test_the_socket_file_is_for_owner_and_group_and_goes_at_the_stop(path):
+    server = HandshakeServer(HandshakeHandler(), ServerConfig(unix_socket=path)).start()
+    try:
+        mode = os.lstat(path).st_mode
+        assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o660
+    finally:
+        server.stop()
+    assert not os.path.exists(path)
+
+
+def test_a_stale_socket_file_is_replaced(start_server, path):
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(path)  # bound, never listening, then closed: what a killed server leaves behind
+    stale.close()
+    start_server(unix_socket=path)
+    with _client(path) as client:
+        assert client.ping() is None
+
+
+def test_a_file_that_is_not_a_socket_is_left_alone(path):
+    with open(path, "w") as file:
+        file.write("precious")
+    server = HandshakeServer(HandshakeHandler(), ServerConfig(unix_socket=path))
+    with pytest.raises(FileExistsError, match="exists and is not a socket: not removed"):
+        server.listen()
+    with open(path) as file:
+        assert file.read() == "precious"
+
+
+def test_a_socket_another_server_accepts_on_is_not_taken(start_server, path):
+    start_server(unix_socket=path)
+    second = HandshakeServer(HandshakeHandler(), ServerConfig(unix_socket=path))
+    with pytest.raises(OSError, match="another server accepts on") as busy:
+        second.listen()
+    assert busy.value.errno == 98  # EADDRINUSE
+    with _client(path) as client:  # the first still serves
+        assert client.ping() is None
+
+
+def test_serve_unix_says_why_it_cannot_listen(path):
+    os.mkdir(path)
+    result = subprocess.run([sys.executable, "-m", "thrift_handshake", "serve", "--unix", path],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0
+    assert f"cannot listen on unix:{path}: {path} exists and is not a socket: not removed" in result.stderr
