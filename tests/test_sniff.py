@@ -22,13 +22,15 @@ HTTP_STARTS = [b"GET / HTTP/1.1\r\n", b"POST /rpc HTTP/1.1\r\n", b"PUT /x HTTP/1
 
 
 def _message_start(protocol: str, transport: str, message_type: int) -> bytes:
-    """The first bytes of a message of ``message_type``, written by Thrift's own protocol."""
+    """The first bytes of a message of ``message_type``, written by Thrift's own protocol ("framed-header":
+    THeader over TFramedTransport, as Apache's clients write ``-p header -t framed``)."""
     memory = TTransport.TMemoryBuffer()
-    if transport == "header":
+    if transport in ("header", "framed-header"):
         ids = {"binary": THeaderTransport.THeaderSubprotocolID.BINARY,
                "compact": THeaderTransport.THeaderSubprotocolID.COMPACT}
         client_types = (THeaderTransport.THeaderClientType.HEADERS,)
-        writer = THeaderProtocol.THeaderProtocol(memory, client_types, ids[protocol])
+        inner = TTransport.TFramedTransport(memory) if transport == "framed-header" else memory
+        writer = THeaderProtocol.THeaderProtocol(inner, client_types, ids[protocol])
     else:
         trans = TTransport.TFramedTransport(memory) if transport == "framed" else memory
         writer = (TCompactProtocol.TCompactProtocol(trans) if protocol == "compact"
@@ -201,26 +203,10 @@ def test_a_compact_client_is_told_the_server_speaks_binary():
         "the server speaks buffered binary; this client speaks buffered compact")
 
 
-def _framed_theader(protocol: str) -> bytes:
-    """A THeader message as Apache's clients write THeader over TFramedTransport (``-p header -t framed``)."""
-    memory = TTransport.TMemoryBuffer()
-    ids = {"binary": THeaderTransport.THeaderSubprotocolID.BINARY,
-           "compact": THeaderTransport.THeaderSubprotocolID.COMPACT}
-    writer = THeaderProtocol.THeaderProtocol(TTransport.TFramedTransport(memory),
-                                             (THeaderTransport.THeaderClientType.HEADERS,), ids[protocol])
-    writer.writeMessageBegin("testVoid", TMessageType.CALL, 0)
-    writer.writeStructBegin("args")
-    writer.writeFieldStop()
-    writer.writeStructEnd()
-    writer.writeMessageEnd()
-    writer.trans.flush()
-    return memory.getvalue()
-
-
 @pytest.mark.parametrize("protocol", ["binary", "compact"])
 def test_theader_inside_a_framed_transport_is_told_from_ten_bytes(protocol):
     """Two lengths, the inner 4 less than the outer, then THeader's magic: Apache's header x framed cells."""
-    data = _framed_theader(protocol)
+    data = _message_start(protocol, "framed-header", TMessageType.CALL)
     assert int.from_bytes(data[:4], "big") == int.from_bytes(data[4:8], "big") + 4
     assert sniff(data) == Dialect(DialectKind.FRAMED_HEADER)
     assert _shortest_telling(data) == SNIFF_BYTES == 10
