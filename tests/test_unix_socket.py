@@ -102,3 +102,15 @@ def test_serve_unix_says_why_it_cannot_listen(path):
                             capture_output=True, text=True, timeout=30)
     assert result.returncode != 0
     assert f"cannot listen on unix:{path}: {path} exists and is not a socket: not removed" in result.stderr
+
+
+def test_workers_refuse_a_unix_socket(path):
+    from thrift_handshake.workers import Supervisor
+
+    with pytest.raises(ValueError, match="a unix_socket is served by one HandshakeServer"):
+        Supervisor(lambda: None, ServerConfig(unix_socket=path), 2)
+    result = subprocess.run([sys.executable, "-m", "thrift_handshake", "serve", "--unix", path, "--workers", "2"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0
+    assert "--unix serves from this process only: it cannot be combined with --workers" in result.stderr
+    assert not os.path.exists(path)

@@ -10,7 +10,7 @@ import struct
 import zlib
 
 import pytest
-from conftest import report_reliability
+from conftest import eventually, report_reliability
 from server_process import memory_kib, read_log_until, serve_subprocess
 from thrift.protocol import TBinaryProtocol, TCompactProtocol
 from thrift.protocol.THeaderProtocol import THeaderProtocol
@@ -123,6 +123,25 @@ def _send_until_answered(port: int, chunks, most: int) -> tuple:
     return sent, answer
 
 
+def _refusal(answer: bytes, name: str) -> TApplicationException:
+    """The TApplicationException the server answered call ``name`` (seqid 1) with, in a zlib stream."""
+    reply = TBinaryProtocol.TBinaryProtocol(TTransport.TMemoryBuffer(zlib.decompressobj().decompress(answer)))
+    assert reply.readMessageBegin() == (name, TMessageType.EXCEPTION, 1)
+    error = TApplicationException()
+    error.read(reply)
+    return error
+
+
+def test_a_zlib_bomb_before_hello_is_refused_at_handshake_max_bytes(server, caplog):
+    sent, answer = _send_until_answered(server.port, _bomb(b"hello", 1 << 30), 256 * 1024)
+    error = _refusal(answer, "hello")
+    expected = "more than 65536 bytes once inflated from zlib (handshake_max_bytes)"
+    assert (error.type, error.message) == (TApplicationException.PROTOCOL_ERROR,
+                                           f"cannot decode the hello request: {expected}")
+    assert sent < 64 * 1024
+    assert eventually(lambda: f"bad message: {expected}" in caplog.text)  # logged once the connection closes
+
+
 def test_a_zlib_bomb_is_refused_at_max_message_bytes_and_the_server_stays_small():
     """About 1 MB of zlib that inflates to 1 GiB: the server inflates no more than max_message_bytes (1 MiB
     here) of it, answers PROTOCOL_ERROR in the client's own zlib stream, logs why, and serves on."""
@@ -132,10 +151,7 @@ def test_a_zlib_bomb_is_refused_at_max_message_bytes_and_the_server_stays_small(
         sent, answer = _send_until_answered(port, _bomb(b"echo", 1 << 30), 256 * 1024)
         after = memory_kib(process.pid)
         log = read_log_until(process, "dropped peer=")
-        reply = TBinaryProtocol.TBinaryProtocol(TTransport.TMemoryBuffer(zlib.decompressobj().decompress(answer)))
-        assert reply.readMessageBegin() == ("echo", TMessageType.EXCEPTION, 1)
-        error = TApplicationException()
-        error.read(reply)
+        error = _refusal(answer, "echo")
         expected = "more than 1048576 bytes once inflated from zlib (max_message_bytes)"
         assert (error.type, error.message) == (TApplicationException.PROTOCOL_ERROR,
                                                f"cannot decode the echo request: {expected}")
