@@ -83,7 +83,8 @@ class HandshakeServer(TThreadedServer):
         super().__init__(
             SessionProcessor(self.service.Processor(handler), settings, self.metrics, self.config.handshake,
                              self._warnings, self.config.interceptors,
-                             DecodedBudget(limits.max_decoded_bytes, limits.decoded_host_share)),
+                             DecodedBudget(limits.max_decoded_bytes, limits.decoded_host_share),
+                             logging.getLevelName(self.config.call_log_level)),
             TSocket.TServerSocket(host=self.config.host, port=self.config.port, socket_family=family),
             transport_factory(self.config.wire, frame_limit(limits.max_message_bytes)),
             protocol_factory(self.config.wire, limits.max_message_bytes, limits.max_container_items),
