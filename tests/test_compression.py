@@ -58,3 +58,13 @@ def test_a_corrupt_stream_is_invalid_data_and_an_ended_one_is_the_end_of_file():
 def test_each_write_is_whole_for_the_peer_as_soon_as_it_arrives():
     deflater, peer = Deflater(), zlib.decompressobj()
     assert [peer.decompress(deflater.compress(message)) for message in (b"a" * 100, b"b")] == [b"a" * 100, b"b"]
+
+
+def test_a_corrupt_stream_is_pending_and_then_raised_on_every_read():
+    """The message loop asks ``pending`` outside any decoding: the error waits for the read that answers it."""
+    inflater = Inflater(b"\x78\xda\xff\xff\xff\xff")
+    assert inflater.pending
+    for _ in range(2):
+        with pytest.raises(TProtocolException) as corrupt:
+            inflater.read(10, bytes)
+        assert corrupt.value.type == TProtocolException.INVALID_DATA

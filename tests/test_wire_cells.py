@@ -19,6 +19,7 @@ from thrift.transport import TSocket, TTransport
 from thrift.transport.THeaderTransport import THeaderClientType, THeaderSubprotocolID
 from thrift.transport.TZlibTransport import TZlibTransport
 
+from thrift_handshake import Client, ServerLimits
 from thrift_handshake.wire import sniff
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.session.ttypes import ClientHello
@@ -188,3 +189,16 @@ def test_a_server_of_one_dialect_tells_these_clients_what_it_speaks(start_server
               "zlib": "buffered binary inside zlib (TZlibTransport)"}[transport]
     assert refused.value.type == TApplicationException.INVALID_PROTOCOL
     assert refused.value.message == f"the client speaks {speaks}; this server speaks Thrift buffered binary"
+
+
+def test_a_full_server_tells_a_framed_theader_client_in_its_own_framing(start_server):
+    server = start_server(limits=ServerLimits(max_connections=1))
+    with Client("127.0.0.1", server.port, service=HandshakeService):  # a session: not evicted for a newcomer
+        _, trans, stub = _stub(server.port, "header", "framed")
+        try:
+            with pytest.raises(TApplicationException) as full:
+                stub.hello(ClientHello(client_name="newcomer", min_version=1, max_version=2))
+        finally:
+            trans.close()
+    assert full.value.type == TApplicationException.INTERNAL_ERROR
+    assert full.value.message.startswith("server full: 1 connections")

@@ -11,7 +11,7 @@ inflates more than ``size`` bytes at a time (``zlib``'s ``max_length``), so its 
 from __future__ import annotations
 
 import zlib
-from typing import Callable
+from typing import Callable, Optional
 
 from thrift.protocol.TProtocol import TProtocolException
 from thrift.transport.TTransport import TTransportException
@@ -27,11 +27,14 @@ class Inflater:
         self._zlib = zlib.decompressobj()
         self._input = start  # compressed bytes received and not yet handed to zlib
         self._out = b""  # inflated bytes not yet handed out (only the byte ``pending`` inflated)
+        self._failed: Optional[TProtocolException] = None  # the stream is corrupt: every read says so
 
     def read(self, size: int, more: Callable[[], bytes]) -> bytes:
         """Up to ``size`` (> 0) inflated bytes, at least one; ``more()`` returns the next compressed bytes
         from the peer (and raises what the socket raises: no message yet, end of file, a timeout)."""
         while not self._out:
+            if self._failed is not None:
+                raise self._failed
             self._out = self._inflate(size, more)
         data, self._out = self._out[:size], self._out[size:]
         return data
@@ -39,10 +42,14 @@ class Inflater:
     @property
     def pending(self) -> bool:
         """Whether inflated bytes are ready without reading from the peer (e.g. a pipelined message);
-        inflates at most one byte to tell (a flush marker alone inflates to nothing)."""
+        inflates at most one byte to tell (a flush marker alone inflates to nothing). A corrupt stream is
+        pending too: the next read raises its error, where the message loop answers it."""
         while not self._out and not self._zlib.eof and (self._input or self._zlib.unconsumed_tail):
-            self._out = self._inflate(1, bytes)
-        return bool(self._out)
+            try:
+                self._out = self._inflate(1, bytes)
+            except TProtocolException:
+                return True
+        return bool(self._out) or self._failed is not None
 
     def _inflate(self, size: int, more: Callable[[], bytes]) -> bytes:
         decompressor = self._zlib
@@ -55,7 +62,8 @@ class Inflater:
         try:
             return decompressor.decompress(source, size)
         except zlib.error as error:
-            raise TProtocolException(TProtocolException.INVALID_DATA, f"not a zlib stream: {error}") from error
+            self._failed = TProtocolException(TProtocolException.INVALID_DATA, f"not a zlib stream: {error}")
+            raise self._failed from error
 
 
 class Deflater:
