@@ -114,3 +114,20 @@ def test_workers_refuse_a_unix_socket(path):
     assert result.returncode != 0
     assert "--unix serves from this process only: it cannot be combined with --workers" in result.stderr
     assert not os.path.exists(path)
+
+
+def test_serve_unix_and_call_unix(path):
+    """The command line end to end: serve on a path, call through it, SIGTERM removes the file."""
+    from serving import listening_endpoint
+
+    server = subprocess.Popen([sys.executable, "-m", "thrift_handshake", "serve", "--unix", path],
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        assert listening_endpoint(server, []) == f"unix:{path}"
+        result = subprocess.run([sys.executable, "-m", "thrift_handshake", "call", "--unix", path, "echo", '"hi"'],
+                                capture_output=True, text=True, timeout=30)
+        assert (result.returncode, result.stdout.strip()) == (0, '"hi"'), result.stderr
+    finally:
+        server.terminate()
+        server.wait(10)
+    assert not os.path.exists(path)

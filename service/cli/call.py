@@ -206,7 +206,7 @@ def _client_options(args: argparse.Namespace) -> ClientOptions:
                          auth_token=auth_token(args), wire=wire(args), handshake=not args.no_hello,
                          timeouts=Timeouts(connect=args.connect_timeout, handshake=args.handshake_timeout,
                                            call=args.timeout),
-                         tls=_client_tls(args))
+                         tls=_client_tls(args), unix_socket=args.unix)
 
 
 def named_enums(value: Any, idl_type: Optional[IdlType], idl: LoadedIdl) -> Any:

@@ -287,6 +287,8 @@ def _call_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     call.add_argument("--tls-cert", metavar="PEM", help="client certificate for mutual TLS; needs --tls-key")
     call.add_argument("--tls-key", metavar="PEM", help="the client certificate's key")
     call.add_argument("--tls-server-name", metavar="NAME", help="name expected in the server's certificate")
+    call.add_argument("--unix", metavar="PATH", help="connect to this Unix domain socket (serve --unix) instead of "
+                                                     "--host/--port")
     call.add_argument("--idl", action=Once, metavar="FILE",
                       help="call the service of this Thrift IDL (compiled with `thrift`, cached); "
                            "`include \"session.thrift\"` finds the runtime's own")
