@@ -4,16 +4,17 @@ port, every ssl cell on one TLS port, each port detecting the cell's protocol an
 
 The server is ``thrift-handshake serve --handler handler:ThriftTestHandler --no-hello`` (interop/crosstest/handler.py),
 started once for plain TCP, once with TLS (Apache's test certificate, test/keys) and once on a Unix domain socket
-(``--unix``, the ``domain`` cells). Apache's sources come from
-Debian's source package ``thrift`` 0.17.0 (interop/crosstest/fetch.sh, pinned SHA-256), and the clients are built
-by interop/crosstest/build.sh; both cache under interop/crosstest/apache (gitignored). A cell is one client in
-one protocol, transport and socket, as Apache's test/tests.json names them; each is its own test id.
+(``--unix``, the ``domain`` cells). Apache's sources come from Debian's source package ``thrift`` 0.17.0
+(interop/crosstest/fetch.sh, pinned SHA-256), and the clients are built by interop/crosstest/build.sh; both cache
+under interop/crosstest/apache (gitignored). A cell is one client in one protocol, transport and socket, as
+Apache's test/tests.json names them; each is its own test id. The cells run CONCURRENCY at a time (each test
+awaits its own): a cell's client mostly waits.
 
 Cells the server does not serve yet are not in this list (they need server work, see docs/interop.md
 "Apache's cross test"): the JSON protocol, HTTP, the multiplexed protocols, and every cell with the optional
 handshake. These tests never skip: a missing toolchain fails them with what to install.
 
-The session's matrix is written to interop/crosstest/apache/matrix.md (pass counts per cell, seconds).
+The session's matrix is written to interop/crosstest/apache/matrix.md (the table of docs/interop.md).
 """
 
 from __future__ import annotations
