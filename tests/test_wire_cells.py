@@ -14,7 +14,7 @@ from conftest import eventually, report_reliability
 from server_process import memory_kib, read_log_until, serve_subprocess
 from thrift.protocol import TBinaryProtocol, TCompactProtocol
 from thrift.protocol.THeaderProtocol import THeaderProtocol
-from thrift.Thrift import TApplicationException, TMessageType
+from thrift.Thrift import TApplicationException, TMessageType, TType
 from thrift.transport import TSocket, TTransport
 from thrift.transport.THeaderTransport import THeaderClientType, THeaderSubprotocolID
 from thrift.transport.TZlibTransport import TZlibTransport
@@ -22,7 +22,8 @@ from thrift.transport.TZlibTransport import TZlibTransport
 from thrift_handshake import Client, ServerLimits
 from thrift_handshake.wire import sniff
 from thrift_handshake_gen import HandshakeService
-from thrift_handshake_gen.session.ttypes import ClientHello
+from thrift_handshake_gen.session import SessionService
+from thrift_handshake_gen.session.ttypes import ClientHello, HandshakeRequired
 
 #: (protocol, transport) as Apache's TestClients stack them: "header" is THeaderProtocol over the transport,
 #: "zlib" TZlibTransport over TBufferedTransport (the zlib cells: TZlibTransport over a stream, never framed).
@@ -202,3 +203,43 @@ def test_a_full_server_tells_a_framed_theader_client_in_its_own_framing(start_se
             trans.close()
     assert full.value.type == TApplicationException.INTERNAL_ERROR
     assert full.value.message.startswith("server full: 1 connections")
+
+
+def test_a_call_pipelined_in_one_zlib_flush_is_answered_before_hello(server):
+    """Framed messages inside a zlib stream, ping and hello in one flush: after ping's answer hello waits in
+    the inflater, not on the socket, and the server must see it there rather than wait in the watch for bytes
+    that never come (with the inflater left out of ``pending_input``, hello went unanswered)."""
+    memory = TTransport.TMemoryBuffer()
+    framed = TTransport.TFramedTransport(memory)
+    protocol = TBinaryProtocol.TBinaryProtocol(framed)
+    hello = ClientHello(client_name="pipelining", min_version=1, max_version=2)
+    for seqid, (name, args) in enumerate((("ping", SessionService.ping_args()),
+                                          ("hello", SessionService.hello_args(hello=hello)))):
+        protocol.writeMessageBegin(name, TMessageType.CALL, seqid)
+        args.write(protocol)
+        protocol.writeMessageEnd()
+        framed.flush()
+    stream = zlib.compressobj()
+    inflater, replies = zlib.decompressobj(), b""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=3) as sock:
+        sock.sendall(stream.compress(memory.getvalue()) + stream.flush(zlib.Z_SYNC_FLUSH))
+        while _frames(replies) < 2:
+            chunk = sock.recv(65536)  # a timeout here: hello was never answered
+            assert chunk, f"closed after {_frames(replies)} replies"
+            replies += inflater.decompress(chunk)
+    answers = TBinaryProtocol.TBinaryProtocol(TTransport.TFramedTransport(TTransport.TMemoryBuffer(replies)))
+    assert answers.readMessageBegin() == ("ping", TMessageType.REPLY, 0)
+    answers.skip(TType.STRUCT)
+    answers.readMessageEnd()
+    assert answers.readMessageBegin() == ("hello", TMessageType.REPLY, 1)
+    result = SessionService.hello_result()
+    result.read(answers)
+    assert result.success.session_id
+
+
+def _frames(data: bytes) -> int:
+    """How many whole frames ``data`` starts with."""
+    count = 0
+    while len(data) >= 4 and len(data) >= 4 + int.from_bytes(data[:4], "big"):
+        data, count = data[4 + int.from_bytes(data[:4], "big"):], count + 1
+    return count
