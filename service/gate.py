@@ -332,7 +332,7 @@ class SessionProcessor(TProcessor):
     def _reserve(self, state: ConnectionState, call: ServerCall, iprot: TProtocolBase, oprot: TProtocolBase) -> bool:
         """Reserves a request's decoded size before it is decoded; False when it was refused instead
         (answered PROTOCOL_ERROR; the rest of its frame read past, the stream intact)."""
-        state.reserved, refusal = self.decoded_budget.reserve_request(state.host, iprot)
+        state.reserved, refusal = self.decoded_budget.reserve_request(state, iprot)
         if refusal is None:
             return True
         iprot.readMessageEnd()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import struct
 
+import pytest
+
 from conftest import encode_call, every_type_at_its_edges
 
 from thrift_handshake.decoded_budget import DecodedBudget
@@ -72,3 +74,35 @@ def test_compact_and_binary_price_a_message_alike():
     binary, compact = encoded(value, TBinaryProtocol), encoded(value, TCompactProtocol)
     assert decoded_price_compact(compact, 10**12) == decoded_price(binary, 10**12) > 200_000 * 36
     assert decoded_price_compact(compact, 10**6) > 10**6  # the list of ints passes it from its header
+
+
+def test_the_framer_prices_arguments_as_the_walks_do_and_refuses_past_its_limit():
+    # An unframed request is priced by the framer that finds its end (wire.whole_arguments), a frame by
+    # decoded_price: the same request must cost the same either way, in both protocols.
+    from thrift.protocol.TBinaryProtocol import TBinaryProtocol
+    from thrift.protocol.TCompactProtocol import TCompactProtocol
+    from thrift.transport.TTransport import TMemoryBuffer
+
+    from thrift_handshake import Wire
+    from thrift_handshake.wire import DecodedSizeRefused
+    from thrift_handshake.wire.framer import ArgumentsFramer, FramerLimits
+    from thrift_handshake.wire.price import decoded_price_compact
+    from thrift_handshake_gen.ttypes import Point
+
+    value = every_type_at_its_edges()
+    value.numbers = [-(2**31), 0, 1, 2**31 - 1] * 5_000
+    value.groups = {"a": [Point() for _ in range(1000)], "b": [Point(x=1, label="q")] * 5}
+    for protocol_class, name, walk in ((TBinaryProtocol, "binary", decoded_price),
+                                       (TCompactProtocol, "compact", decoded_price_compact)):
+        buffer = TMemoryBuffer()
+        HandshakeService.echo_types_args(value=value).write(protocol_class(buffer))
+        arguments = buffer.getvalue()
+        framer = ArgumentsFramer(Wire(protocol=name), FramerLimits(2**30, max_decoded_bytes=10**9))
+        framer.receive(arguments + b"next")
+        assert framer.whole() == len(arguments)
+        assert framer.price == walk(arguments, 10**12) > 20_000 * 28
+        limited = ArgumentsFramer(Wire(protocol=name), FramerLimits(2**30, max_decoded_bytes=100_000))
+        limited.receive(arguments)
+        with pytest.raises(DecodedSizeRefused) as refused:
+            limited.whole()
+        assert 100_000 < refused.value.price < 300_000 and not refused.value.stream_intact
