@@ -6,7 +6,7 @@ outgrows ``UNPRICED_BYTES``, ``wire.whole_arguments``), reserves its price while
 from __future__ import annotations
 
 import threading
-from typing import Any, Dict, Optional, Protocol, Tuple
+from typing import Any, ContextManager, Dict, Optional, Protocol, Tuple
 
 from thrift.protocol.TBinaryProtocol import TBinaryProtocol
 
@@ -28,7 +28,7 @@ class Holder(Protocol):
 
 class DecodedBudget:
     """``total`` bytes for every request in flight, at most ``host_share`` of it for one client host.
-    Safe from any thread."""
+    Safe from any thread; ``shared_budget.SharedDecodedBudget`` holds it for every worker process."""
 
     def __init__(self, total: int, host_share: float) -> None:
         self.total = total
@@ -37,14 +37,33 @@ class DecodedBudget:
         self._by_host: Dict[str, int] = {}
         self._lock = threading.Lock()
 
+    def _locked(self) -> ContextManager[Any]:
+        """Held while the holdings are read and changed."""
+        return self._lock
+
+    def _holdings(self, host: str) -> Tuple[int, int]:
+        """(what every request in flight holds, what ``host``'s hold), under ``_locked``."""
+        return self._used, self._by_host.get(host, 0)
+
+    def _add(self, host: str, amount: int) -> None:
+        """``host``'s requests hold ``amount`` more (less, when negative), under ``_locked``."""
+        self._used += amount
+        left = self._by_host.get(host, 0) + amount
+        if left > 0:
+            self._by_host[host] = left
+        else:
+            self._by_host.pop(host, None)
+
     @property
     def used(self) -> int:
-        return self._used
+        with self._locked():
+            return self._holdings("")[0]
 
     def allowance(self, host: str) -> int:
         """What one more request of ``host`` may take now."""
-        with self._lock:
-            return max(0, min(self.total - self._used, self.per_host - self._by_host.get(host, 0)))
+        with self._locked():
+            used, held = self._holdings(host)
+        return max(0, min(self.total - used, self.per_host - held))
 
     def refusal(self, price: int) -> str:
         """Why a request of ``price`` bytes, more than ``per_host``, can never be served."""
@@ -53,19 +72,18 @@ class DecodedBudget:
 
     def reserve(self, host: str, price: int) -> Optional[str]:
         """Reserves ``price`` bytes for a request of ``host``; None when done, else why not."""
-        with self._lock:
-            held = self._by_host.get(host, 0)
-            if price > self.per_host:
-                return self.refusal(price)
+        if price > self.per_host:
+            return self.refusal(price)
+        with self._locked():
+            used, held = self._holdings(host)
             if held + price > self.per_host:
                 return (f"the request would take over {price / _MB:.0f} MB decoded; this client host's requests in "
                         f"flight hold {held / _MB:.0f} MB of its {self.per_host / _MB:.0f} MB "
                         f"(decoded_host_share of max_decoded_bytes={self.total})")
-            if self._used + price > self.total:
+            if used + price > self.total:
                 return (f"the request would take over {price / _MB:.0f} MB decoded; the server's requests in flight "
-                        f"hold {self._used / _MB:.0f} MB of {self.total / _MB:.0f} MB (max_decoded_bytes={self.total})")
-            self._used += price
-            self._by_host[host] = held + price
+                        f"hold {used / _MB:.0f} MB of {self.total / _MB:.0f} MB (max_decoded_bytes={self.total})")
+            self._add(host, price)
             return None
 
     def take(self, holder: Holder, price: int) -> Optional[str]:
@@ -105,10 +123,5 @@ class DecodedBudget:
 
     def release(self, host: str, price: int) -> None:
         """Gives back what ``reserve`` took."""
-        with self._lock:
-            self._used -= price
-            left = self._by_host.get(host, 0) - price
-            if left > 0:
-                self._by_host[host] = left
-            else:
-                self._by_host.pop(host, None)
+        with self._locked():
+            self._add(host, -price)

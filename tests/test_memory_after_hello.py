@@ -353,3 +353,38 @@ def test_an_unframed_request_that_does_not_fit_now_is_refused_and_the_connection
     print(f"\nrefused while another call held the host's share: {refused.value.message}")
     assert refused.value.type == TApplicationException.PROTOCOL_ERROR
     assert "this client host's requests in flight hold 10 MB of its 17 MB" in refused.value.message
+
+
+def test_workers_hold_one_decoded_budget(start_process):
+    # With --workers each worker had its own budget: a host's second large call landing on the other
+    # worker was served while the first held the host's share. Now every worker counts what all hold.
+    from thrift.transport import TSocket
+
+    server = start_process("--workers", "2", "--max-decoded-bytes", str(64 * MIB))
+    with Client("127.0.0.1", server.port, service=HandshakeService) as holder, \
+            Client("127.0.0.1", server.port, service=HandshakeService) as watcher:
+        held = threading.Thread(target=holder.process, args=(_headers_request(100_000, work_ms=4000),))
+        held.start()
+        refused = []
+        try:
+            assert eventually(lambda: watcher.stats().calls.get("process") == 1, timeout=10)  # decoded, running
+            for _ in range(6):  # connections land on either worker
+                transport = TTransport.TBufferedTransport(TSocket.TSocket("127.0.0.1", server.port))
+                second = HandshakeService.Client(TBinaryProtocol(transport))
+                transport.open()
+                try:
+                    second.hello(ClientHello(client_name="second", min_version=1, max_version=2))
+                    try:
+                        second.process(_headers_request(70_000, work_ms=0))
+                    except TApplicationException as error:
+                        refused.append(error.message)
+                finally:
+                    transport.close()
+        finally:
+            held.join(10)
+    print(f"\n--workers 2: {len(refused)} of 6 second calls of the host refused while its first held 10 MB of "
+          f"its 17 MB; {refused[:1]}")
+    report_reliability("a host's large calls spread over --workers 2 (one decoded budget)", 6,
+                       server.process.poll() is None, 0,
+                       figure=f"{len(refused)} of 6 refused while the host's share was held (per worker before)")
+    assert len(refused) == 6 and all("this client host's requests in flight hold 10 MB" in text for text in refused)
