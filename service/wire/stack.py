@@ -12,7 +12,7 @@ from __future__ import annotations
 import socket
 import struct
 from io import BytesIO
-from typing import Callable, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 from thrift.protocol import TCompactProtocol
 from thrift.protocol.TProtocol import TProtocolBase
@@ -42,6 +42,7 @@ class _Resettable:
     _wbuf_attribute: str  # Thrift keeps the buffers in name-mangled attributes and offers no reset
     _rbuf_attribute: str
     framed = True  # a message is read whole into the read buffer before it is decoded
+    _pricing: Any = None  # armed while a call's arguments decode (PricesLargeArguments, unframed only)
 
     def keep_unread_input(self) -> bool:
         """Whether bytes already received wait in the read buffer (e.g. a pipelined next message); a

@@ -56,6 +56,9 @@ class PricesLargeArguments:
     prices a call's arguments once they outgrow ``UNPRICED_BYTES``, before decoding them further."""
 
     _pricing: Optional[_Armed] = None
+    _TBufferedTransport__rbuf: BytesIO  # TBufferedTransport's own (name-mangled) attributes
+    _TBufferedTransport__trans: Any
+    _TBufferedTransport__rbuf_size: int
 
     def arm(self, budget: ArgumentsBudget, owner: Any, protocol: Any) -> None:
         """The call whose header ``protocol`` just read is about to decode its arguments; disarmed by
