@@ -240,6 +240,11 @@ def _serve_parser(commands: Any, common: argparse.ArgumentParser) -> None:
                             "framed, and THeader, told apart per connection)")
     serve.add_argument("--no-hello", action="store_true",
                        help="a plain service: clients know nothing of hello (no session gate)")
+    serve.add_argument("--metrics-port", type=int, metavar="PORT",
+                       help="serve Prometheus metrics at http://HOST:PORT/metrics (0: a free port, named in "
+                            "the log); behind the auth token as a bearer token when one is set")
+    serve.add_argument("--metrics-host", default=DEFAULT_HOST, metavar="HOST",
+                       help=f"the address the metrics port listens on (default {DEFAULT_HOST})")
     limit_flags(serve, ServerLimits)
     demo = serve.add_argument_group("demo service (without --handler)")
     limit_flags(demo, DemoLimits)
