@@ -52,7 +52,7 @@ def test_an_unframed_request_too_big_decoded_is_refused_by_either_decoder(start_
     refused.read(protocol)
     assert refused.type == TApplicationException.PROTOCOL_ERROR
     assert refused.message == (
-        "cannot decode the echo_types request: the request would take over 67 MB decoded; one client host may "
+        "cannot decode the echo_types request: the request would take over 158 MB decoded; one client host may "
         "hold 67 MB (decoded_host_share of max_decoded_bytes=268435456)")
 
 

@@ -69,6 +69,12 @@ _COMPACT_WIDTHS = {_C_TRUE: 1, _C_FALSE: 1, _C_BYTE: 1, _C_DOUBLE: 8, _C_UUID: 1
 #: What a scalar costs decoded (``wire.price``), by compact type id.
 _COMPACT_PRICES = {_C_BYTE: SCALAR_PRICES[TType.BYTE], _C_DOUBLE: SCALAR_PRICES[TType.DOUBLE],
                    _C_I16: COMPACT_VARINT_PRICES[4], _C_I32: COMPACT_VARINT_PRICES[5], _C_I64: COMPACT_VARINT_PRICES[6]}
+#: The least a container element costs decoded, by type id: a scalar's price, an empty string, struct,
+#: list, set or map's (so a container whose elements cannot fit is refused from its header).
+_BINARY_FLOORS = {**SCALAR_PRICES, TType.STRING: STRING_PRICE, TType.STRUCT: STRUCT_PRICE, TType.LIST: LIST_PRICE,
+                  TType.SET: LIST_PRICE, TType.MAP: MAP_PRICE}
+_COMPACT_FLOORS = {**_COMPACT_PRICES, _C_BINARY: STRING_PRICE, _C_STRUCT: STRUCT_PRICE, _C_LIST: LIST_PRICE,
+                   _C_SET: LIST_PRICE, _C_MAP: MAP_PRICE}
 
 
 def frame_limit(max_message_bytes: int) -> int:
@@ -291,26 +297,30 @@ class MessageFramer:
         elif ttype == TType.MAP:
             at = yield 6
             key_type, value_type, size = self._buffer[at], self._buffer[at + 1], self._i32(at + 2)
-            yield from self._elements(size, (key_type, value_type), depth, _BINARY_WIDTHS, SCALAR_PRICES,
+            yield from self._elements(size, (key_type, value_type), depth, _BINARY_WIDTHS, _BINARY_FLOORS,
                                       self._binary_value)
         elif ttype in (TType.LIST, TType.SET):
             at = yield 5
-            yield from self._elements(self._i32(at + 1), (self._buffer[at],), depth, _BINARY_WIDTHS, SCALAR_PRICES,
+            yield from self._elements(self._i32(at + 1), (self._buffer[at],), depth, _BINARY_WIDTHS, _BINARY_FLOORS,
                                       self._binary_value)
         else:
             raise TProtocolException(TProtocolException.INVALID_DATA, f"Unknown type id {ttype}")
 
-    def _elements(self, size: int, types: tuple, depth: int, widths: dict, prices: dict,
+    def _elements(self, size: int, types: tuple, depth: int, widths: dict, floors: dict,
                   value: Callable[[int, int], _Walk]) -> _Walk:
-        """``size`` elements (or entries) of ``types``; fixed-width ones are priced and skipped in one step."""
+        """``size`` elements (or entries) of ``types``; fixed-width ones are priced and skipped in one step,
+        others refused from the header when even their least price cannot fit (``floors``)."""
         self._container(size, depth + 1, (LIST_PRICE + LIST_SLOT_PRICE * size) if len(types) == 1
                         else (MAP_PRICE + MAP_ENTRY_PRICE * size))
         if not size:
             return
+        least = size * sum(floors.get(ttype, 0) for ttype in types)
         if all(ttype in widths for ttype in types):
-            self._charge(size * sum(prices.get(ttype, 0) for ttype in types))
+            self._charge(least)
             yield size * sum(widths[ttype] for ttype in types)
             return
+        if self.price + least > self._price_limit:  # charged element by element below, refused here
+            self._charge(least)
         for _ in range(size):
             for ttype in types:
                 yield from value(ttype, depth + 1)
@@ -381,7 +391,7 @@ class MessageFramer:
             size, element_type = self._buffer[at] >> 4, self._buffer[at] & 0x0F
             if size == 15:
                 size = yield from self._compact_size()
-            yield from self._elements(size, (element_type,), depth, _COMPACT_WIDTHS, _COMPACT_PRICES,
+            yield from self._elements(size, (element_type,), depth, _COMPACT_WIDTHS, _COMPACT_FLOORS,
                                       self._compact_value)
         elif ctype == _C_MAP:
             size = yield from self._compact_size()
@@ -389,7 +399,7 @@ class MessageFramer:
             if size > 0:
                 at = yield 1
                 types = (self._buffer[at] >> 4, self._buffer[at] & 0x0F)
-            yield from self._elements(size, types, depth, _COMPACT_WIDTHS, _COMPACT_PRICES, self._compact_value)
+            yield from self._elements(size, types, depth, _COMPACT_WIDTHS, _COMPACT_FLOORS, self._compact_value)
         else:
             raise TProtocolException(TProtocolException.INVALID_DATA, f"Unknown compact type id {ctype}")
 
