@@ -106,3 +106,38 @@ def test_the_framer_prices_arguments_as_the_walks_do_and_refuses_past_its_limit(
         with pytest.raises(DecodedSizeRefused) as refused:
             limited.whole()
         assert 100_000 < refused.value.price < 300_000 and not refused.value.stream_intact
+
+
+def test_the_arguments_framer_finds_the_same_end_and_price_dripped_or_whole_and_keeps_the_depth_limit():
+    # ArgumentsFramer walks container elements already received with wire.price's faster walk: it must
+    # end where the slow walk ends, price alike however the bytes arrive, and refuse what nests too deep.
+    from thrift.protocol.TProtocol import TProtocolException
+    from thrift.Thrift import TType
+    from test_framer import _nested
+
+    from thrift_handshake import Wire
+    from thrift_handshake.wire.framer import ArgumentsFramer, FramerLimits
+    from thrift_handshake_gen.ttypes import Point
+
+    value = every_type_at_its_edges()
+    value.groups = {f"g{index}": [Point(x=index, label="p" * index)] * 40 for index in range(40)}
+    arguments = bytes(_args(encode_call("echo_types", HandshakeService.echo_types_args(value=value))))
+    limits = FramerLimits(1 << 24, max_decoded_bytes=10**9)
+    whole = ArgumentsFramer(Wire(), limits)
+    whole.receive(arguments + b"\x80next")
+    dripped = ArgumentsFramer(Wire(), limits)
+    ends = []
+    for index in range(len(arguments)):
+        dripped.receive(arguments[index:index + 1])
+        ends.append(dripped.whole())
+    assert whole.whole() == len(arguments) and ends == [None] * (len(arguments) - 1) + [len(arguments)]
+    assert dripped.price == whole.price == decoded_price(arguments, 10**12)
+    for kind in (TType.LIST, TType.STRUCT):
+        deepest = ArgumentsFramer(Wire(), limits)
+        deepest.receive(bytes(_args(_nested(Wire(), 63, kind))))
+        assert deepest.whole() is not None
+        too_deep = ArgumentsFramer(Wire(), limits)
+        too_deep.receive(bytes(_args(_nested(Wire(), 64, kind))))
+        with pytest.raises(TProtocolException) as refused:
+            too_deep.whole()
+        assert refused.value.type == TProtocolException.DEPTH_LIMIT

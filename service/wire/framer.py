@@ -43,7 +43,7 @@ from thrift.transport.TTransport import TTransportException
 from ..config import ServerLimits, Wire
 from .errors import BudgetExceeded, DecodedSizeRefused, FrameTooLarge
 from .price import (COMPACT_VARINT_PRICES, LIST_PRICE, LIST_SLOT_PRICE, MAP_ENTRY_PRICE, MAP_PRICE, SCALAR_PRICES,
-                    STRING_PRICE, STRUCT_PRICE)
+                    STRING_PRICE, STRUCT_PRICE, whole_values)
 from .protocols import message_header
 
 __all__ = ["ArgumentsFramer", "FramerLimits", "MessageFramer", "frame_limit"]
@@ -103,6 +103,8 @@ class FramerLimits:
 class MessageFramer:
     """Splits one connection's bytes into whole messages of ``wire`` (its transport: buffered, framed
     or header; its protocol: binary or compact, for the unframed walk), refusing what breaks ``limits``."""
+
+    _whole_values_at_once = False  # see ArgumentsFramer
 
     def __init__(self, wire: Wire, limits: FramerLimits) -> None:
         self.wire = wire
@@ -321,9 +323,31 @@ class MessageFramer:
             return
         if self.price + least > self._price_limit:  # charged element by element below, refused here
             self._charge(least)
+        if self._whole_values_at_once:
+            yield from self._elements_at_once(size, types, depth, widths is _COMPACT_WIDTHS, value)
+            return
         for _ in range(size):
             for ttype in types:
                 yield from value(ttype, depth + 1)
+
+    def _elements_at_once(self, size: int, types: tuple, depth: int, compact: bool,
+                          value: Callable[[int, int], _Walk]) -> _Walk:
+        """``_elements`` with the elements already received walked and priced by ``wire.price``'s
+        faster walk, in one step; the first that is not whole yet (or that it stops at: malformed,
+        too deep, over the price) by this walk, as its bytes arrive."""
+        walked = 0
+        while walked < size:
+            at = yield 0
+            end, done, price = whole_values(self._buffer, at, size - walked, types, compact,
+                                            self._price_limit - self.price, self.limits.max_depth - depth - 1)
+            if done:
+                self._charge(price)
+                walked += done
+                yield end - at
+                continue
+            for ttype in types:
+                yield from value(ttype, depth + 1)
+            walked += 1
 
     # compact
 
@@ -406,7 +430,11 @@ class MessageFramer:
 
 class ArgumentsFramer(MessageFramer):
     """The arguments struct of a call whose message header was read already, whole out of bytes (an
-    unframed request read on from where its decoding started), priced under ``max_decoded_bytes``."""
+    unframed request read on from where its decoding started), priced under ``max_decoded_bytes``.
+    Container elements already received are walked by ``wire.price``'s walk, several times faster
+    (a step then covers many elements: dripped input costs more steps than one feed, still linear)."""
+
+    _whole_values_at_once = True
 
     def whole(self) -> Optional[int]:
         """Where the arguments end among the bytes received, once they are whole (else None);

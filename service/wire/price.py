@@ -15,7 +15,7 @@ from typing import Tuple, Union
 
 from thrift.Thrift import TType
 
-__all__ = ["decoded_price", "decoded_price_compact", "WORST_FACTOR", "UNPRICED_BYTES"]
+__all__ = ["decoded_price", "decoded_price_compact", "whole_values", "WORST_FACTOR", "UNPRICED_BYTES"]
 
 #: Requests this small are not priced: each decodes to 10 MB at most, one in flight per connection.
 UNPRICED_BYTES = 64 * 1024
@@ -230,3 +230,59 @@ def decoded_price_compact(data: Union[bytes, memoryview], limit: int) -> int:
     except (IndexError, ValueError, struct.error, RecursionError):
         pass
     return walk.price
+
+
+class _Nesting:
+    """A walk that refuses (ValueError) structs and containers nested more than ``levels`` deep."""
+
+    levels = 0
+
+    def struct(self) -> None:
+        self.levels -= 1
+        if self.levels < 0:
+            raise ValueError("nested too deep")
+        try:
+            super().struct()  # type: ignore[misc]
+        finally:
+            self.levels += 1
+
+    def items(self, count: int, *types: int) -> None:
+        self.levels -= 1
+        if self.levels < 0:
+            raise ValueError("nested too deep")
+        try:
+            super().items(count, *types)  # type: ignore[misc]
+        finally:
+            self.levels += 1
+
+
+class _NestingWalk(_Nesting, _Walk):
+    __slots__ = ("levels",)
+
+
+class _NestingCompactWalk(_Nesting, _CompactWalk):
+    __slots__ = ("levels",)
+
+
+def whole_values(data: Union[bytes, bytearray, memoryview], position: int, count: int, types: Tuple[int, ...],
+                 compact: bool, limit: int, levels: int) -> Tuple[int, int, int]:
+    """Of ``count`` values (or map entries) of ``types`` (binary, or compact, type ids) from
+    ``position`` on: how many end within ``data``, walked in order and stopping at the first that does
+    not, that is malformed, nests structs and containers more than ``levels`` deep or whose price would
+    pass ``limit``; (where they end, how many, their price). A resumable walker (``framer``) hands the
+    values already received to this faster one."""
+    walk = (_NestingCompactWalk if compact else _NestingWalk)(data, limit)
+    walk.levels = levels
+    walk.pos = position
+    end, done, price, size = position, 0, 0, len(data)
+    try:
+        while done < count:
+            for ttype in types:
+                walk.value(ttype)
+            if walk.pos > size:  # a length pointed past what has arrived
+                break
+            done += 1
+            end, price = walk.pos, walk.price
+    except (_Over, IndexError, ValueError, struct.error, RecursionError):
+        pass
+    return end, done, price
