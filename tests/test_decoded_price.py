@@ -85,7 +85,8 @@ def test_the_framer_prices_arguments_as_the_walks_do_and_refuses_past_its_limit(
 
     from thrift_handshake import Wire
     from thrift_handshake.wire import DecodedSizeRefused
-    from thrift_handshake.wire.framer import ArgumentsFramer, FramerLimits
+    from thrift_handshake.wire.framer import FramerLimits
+    from thrift_handshake.wire.whole_arguments import ArgumentsFramer
     from thrift_handshake.wire.price import decoded_price_compact
     from thrift_handshake_gen.ttypes import Point
 
@@ -116,7 +117,8 @@ def test_the_arguments_framer_finds_the_same_end_and_price_dripped_or_whole_and_
     from test_framer import _nested
 
     from thrift_handshake import Wire
-    from thrift_handshake.wire.framer import ArgumentsFramer, FramerLimits
+    from thrift_handshake.wire.framer import FramerLimits
+    from thrift_handshake.wire.whole_arguments import ArgumentsFramer
     from thrift_handshake_gen.ttypes import Point
 
     value = every_type_at_its_edges()

@@ -43,10 +43,10 @@ from thrift.transport.TTransport import TTransportException
 from ..config import ServerLimits, Wire
 from .errors import BudgetExceeded, DecodedSizeRefused, FrameTooLarge
 from .price import (COMPACT_VARINT_PRICES, LIST_PRICE, LIST_SLOT_PRICE, MAP_ENTRY_PRICE, MAP_PRICE, SCALAR_PRICES,
-                    STRING_PRICE, STRUCT_PRICE, whole_values)
+                    STRING_PRICE, STRUCT_PRICE)
 from .protocols import message_header
 
-__all__ = ["ArgumentsFramer", "FramerLimits", "MessageFramer", "frame_limit"]
+__all__ = ["FramerLimits", "MessageFramer", "frame_limit"]
 
 #: A walk over a message: yields how many bytes its next step needs and is sent where they start.
 _Walk = Generator[int, int, None]
@@ -103,8 +103,6 @@ class FramerLimits:
 class MessageFramer:
     """Splits one connection's bytes into whole messages of ``wire`` (its transport: buffered, framed
     or header; its protocol: binary or compact, for the unframed walk), refusing what breaks ``limits``."""
-
-    _whole_values_at_once = False  # see ArgumentsFramer
 
     def __init__(self, wire: Wire, limits: FramerLimits) -> None:
         self.wire = wire
@@ -323,31 +321,14 @@ class MessageFramer:
             return
         if self.price + least > self._price_limit:  # charged element by element below, refused here
             self._charge(least)
-        if self._whole_values_at_once:
-            yield from self._elements_at_once(size, types, depth, widths is _COMPACT_WIDTHS, value)
-            return
+        yield from self._each_element(size, types, depth, widths is _COMPACT_WIDTHS, value)
+
+    def _each_element(self, size: int, types: tuple, depth: int, compact: bool,
+                      value: Callable[[int, int], _Walk]) -> _Walk:
+        """Walks ``size`` elements (or entries) of ``types``, one value at a time."""
         for _ in range(size):
             for ttype in types:
                 yield from value(ttype, depth + 1)
-
-    def _elements_at_once(self, size: int, types: tuple, depth: int, compact: bool,
-                          value: Callable[[int, int], _Walk]) -> _Walk:
-        """``_elements`` with the elements already received walked and priced by ``wire.price``'s
-        faster walk, in one step; the first that is not whole yet (or that it stops at: malformed,
-        too deep, over the price) by this walk, as its bytes arrive."""
-        walked = 0
-        while walked < size:
-            at = yield 0
-            end, done, price = whole_values(self._buffer, at, size - walked, types, compact,
-                                            self._price_limit - self.price, self.limits.max_depth - depth - 1)
-            if done:
-                self._charge(price)
-                walked += done
-                yield end - at
-                continue
-            for ttype in types:
-                yield from value(ttype, depth + 1)
-            walked += 1
 
     # compact
 
@@ -426,25 +407,3 @@ class MessageFramer:
             yield from self._elements(size, types, depth, _COMPACT_WIDTHS, _COMPACT_FLOORS, self._compact_value)
         else:
             raise TProtocolException(TProtocolException.INVALID_DATA, f"Unknown compact type id {ctype}")
-
-
-class ArgumentsFramer(MessageFramer):
-    """The arguments struct of a call whose message header was read already, whole out of bytes (an
-    unframed request read on from where its decoding started), priced under ``max_decoded_bytes``.
-    Container elements already received are walked by ``wire.price``'s walk, several times faster
-    (a step then covers many elements: dripped input costs more steps than one feed, still linear)."""
-
-    _whole_values_at_once = True
-
-    def whole(self) -> Optional[int]:
-        """Where the arguments end among the bytes received, once they are whole (else None);
-        refusals as ``next_message``."""
-        return self._next_end()
-
-    def received_from(self, offset: int) -> bytes:
-        """A copy of the bytes received from ``offset`` on."""
-        with memoryview(self._buffer) as view:
-            return bytes(view[offset:])
-
-    def _message(self) -> _Walk:
-        return self._compact_struct(1) if self.wire.protocol == "compact" else self._binary_struct(1)

@@ -41,7 +41,7 @@ class _Over(Exception):
 class _Walk:
     __slots__ = ("data", "pos", "price", "limit")
 
-    def __init__(self, data: Union[bytes, memoryview], limit: int) -> None:
+    def __init__(self, data: Union[bytes, bytearray, memoryview], limit: int) -> None:
         self.data, self.pos, self.price, self.limit = data, 0, 0, limit
 
     def length(self) -> int:

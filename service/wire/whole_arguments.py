@@ -19,19 +19,58 @@ requests in flight hold the rest) are read past, and the connection reads on.
 from __future__ import annotations
 
 from io import BytesIO
-from typing import Any, Optional, Protocol, Tuple
+from typing import Any, Callable, Generator, Optional, Protocol, Tuple
 
 from thrift.protocol.TCompactProtocol import TCompactProtocol
 
 from ..config import Wire
 from .errors import DecodedSizeRefused
-from .framer import ArgumentsFramer, FramerLimits
-from .price import UNPRICED_BYTES
+from .framer import FramerLimits, MessageFramer
+from .price import UNPRICED_BYTES, whole_values
 
-__all__ = ["ArgumentsBudget", "PricesLargeArguments"]
+__all__ = ["ArgumentsBudget", "ArgumentsFramer", "PricesLargeArguments"]
 
+#: A walk over bytes (as ``framer``'s): yields how many bytes its next step needs and is sent where they start.
+_Walk = Generator[int, int, None]
 #: Each read of the rest of a large request asks for this much (the socket caps it by its budget).
 _READ_AHEAD = 1024 * 1024
+
+
+class ArgumentsFramer(MessageFramer):
+    """The arguments struct of a call whose message header was read already, whole out of bytes (an
+    unframed request read on from where its decoding started), priced under ``max_decoded_bytes``.
+    Container elements already received are walked and priced by ``wire.price``'s walk, 3-4 times
+    faster, in one step (so dripped input takes more steps than one feed: still linear); the element
+    still arriving (or one that walk stops at: malformed, too deep, over the price) by the framer's."""
+
+    def whole(self) -> Optional[int]:
+        """Where the arguments end among the bytes received, once they are whole (else None);
+        refusals as ``next_message``."""
+        return self._next_end()
+
+    def received_from(self, offset: int) -> bytes:
+        """A copy of the bytes received from ``offset`` on."""
+        with memoryview(self._buffer) as view:
+            return bytes(view[offset:])
+
+    def _message(self) -> _Walk:
+        return self._compact_struct(1) if self.wire.protocol == "compact" else self._binary_struct(1)
+
+    def _each_element(self, size: int, types: tuple, depth: int, compact: bool,
+                      value: Callable[[int, int], _Walk]) -> _Walk:
+        walked = 0
+        while walked < size:
+            at = yield 0
+            end, done, price = whole_values(self._buffer, at, size - walked, types, compact,
+                                            self._price_limit - self.price, self.limits.max_depth - depth - 1)
+            if done:
+                self._charge(price)
+                walked += done
+                yield end - at
+                continue
+            for ttype in types:
+                yield from value(ttype, depth + 1)
+            walked += 1
 
 
 class ArgumentsBudget(Protocol):
