@@ -17,6 +17,7 @@ import pytest
 from conftest import encode_call, eventually, every_type_at_its_edges, read_until_closed, report_reliability
 from server_process import memory_kib, serve_subprocess
 from test_hardening import _empty_structsencode_call as _empty_structs_call
+from test_unframed_pricing import _stock_client
 from thrift.protocol.TBinaryProtocol import TBinaryProtocol
 from thrift.protocol.TCompactProtocol import TCompactProtocol
 from thrift.Thrift import TApplicationException, TMessageType
@@ -341,16 +342,11 @@ def test_an_unframed_request_that_does_not_fit_now_is_refused_and_the_connection
     # The per-host share (17 MB of 64 MiB here) is half held by a call in flight: a second large call of
     # the same host is refused once read whole, before it is decoded, and its connection serves on (a
     # stock Thrift client: it keeps its connection after an exception answer).
-    from thrift.transport import TSocket
-
     server = start_process("--max-decoded-bytes", str(64 * MIB))
-    transport = TTransport.TBufferedTransport(TSocket.TSocket("127.0.0.1", server.port))
-    second = HandshakeService.Client(TBinaryProtocol(transport))
-    transport.open()
+    transport, second = _stock_client(server.port)
     with Client("127.0.0.1", server.port, service=HandshakeService) as holder, \
             Client("127.0.0.1", server.port, service=HandshakeService) as watcher:
-        second.hello(ClientHello(client_name="second", min_version=1, max_version=2))
-        held = threading.Thread(target=holder.process, args=(_headers_request(100_000, work_ms=3000),))
+        held = threading.Thread(target=holder.process, args=(_headers_request(100_000, work_ms=8000),))
         held.start()
         try:
             assert eventually(lambda: watcher.stats().calls.get("process") == 1, timeout=10)  # decoded, running
@@ -358,7 +354,7 @@ def test_an_unframed_request_that_does_not_fit_now_is_refused_and_the_connection
                 second.process(_headers_request(70_000, work_ms=0))
             assert second.echo("kept") == "kept"
         finally:
-            held.join(10)
+            held.join(15)
             transport.close()
     print(f"\nrefused while another call held the host's share: {refused.value.message}")
     assert refused.value.type == TApplicationException.PROTOCOL_ERROR
@@ -368,22 +364,17 @@ def test_an_unframed_request_that_does_not_fit_now_is_refused_and_the_connection
 def test_workers_hold_one_decoded_budget(start_process):
     # With --workers each worker had its own budget: a host's second large call landing on the other
     # worker was served while the first held the host's share. Now every worker counts what all hold.
-    from thrift.transport import TSocket
-
     server = start_process("--workers", "2", "--max-decoded-bytes", str(64 * MIB))
     with Client("127.0.0.1", server.port, service=HandshakeService) as holder, \
             Client("127.0.0.1", server.port, service=HandshakeService) as watcher:
-        held = threading.Thread(target=holder.process, args=(_headers_request(100_000, work_ms=4000),))
+        held = threading.Thread(target=holder.process, args=(_headers_request(100_000, work_ms=8000),))
         held.start()
         refused = []
         try:
             assert eventually(lambda: watcher.stats().calls.get("process") == 1, timeout=10)  # decoded, running
             for _ in range(6):  # connections land on either worker
-                transport = TTransport.TBufferedTransport(TSocket.TSocket("127.0.0.1", server.port))
-                second = HandshakeService.Client(TBinaryProtocol(transport))
-                transport.open()
+                transport, second = _stock_client(server.port)
                 try:
-                    second.hello(ClientHello(client_name="second", min_version=1, max_version=2))
                     try:
                         second.process(_headers_request(70_000, work_ms=0))
                     except TApplicationException as error:
