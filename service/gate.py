@@ -193,7 +193,8 @@ class SessionProcessor(TProcessor):
     interceptors: the user's, run after the runtime's own (counting and the call log) on every message
     (see ``interceptors``).
     decoded_budget: when set, a request over 64 KiB is priced before it is decoded (an unframed one
-    as it is read, ``wire.whole_arguments``) and refused (PROTOCOL_ERROR) when its decoded size does not fit. The handler is reached through a copy of ``processor`` whose handler is
+    as it is read, ``wire.whole_arguments``) and refused (PROTOCOL_ERROR) when its decoded size does
+    not fit. The handler is reached through a copy of ``processor`` whose handler is
     wrapped, so that interceptors see the arguments and the result; ``processor`` itself is unchanged.
     """
 

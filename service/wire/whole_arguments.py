@@ -112,7 +112,8 @@ class PricesLargeArguments:
             return data
         if self._pricing is not None:
             return self.cstringio_refill(b"", sz).read(sz)
-        self._TBufferedTransport__rbuf = BytesIO(self._TBufferedTransport__trans.read(max(sz, self._TBufferedTransport__rbuf_size)))
+        fresh = self._TBufferedTransport__trans.read(max(sz, self._TBufferedTransport__rbuf_size))
+        self._TBufferedTransport__rbuf = BytesIO(fresh)
         return self._TBufferedTransport__rbuf.read(sz)
 
     def cstringio_refill(self, partialread: bytes, reqlen: int) -> BytesIO:
