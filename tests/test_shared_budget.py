@@ -24,10 +24,15 @@ def test_workers_share_one_total_and_one_share_per_host():
     area = DecodedArea(slots=2)
     first = SharedDecodedBudget(1000, 0.5, area, slot=0)
     assert first.reserve("10.0.0.1", 400) is None
-    # another worker sees what the first holds: the same host is held to its share, everyone to the total
-    assert _in_child(lambda: 0 if (
-        "this client host's requests in flight hold 0 MB" in SharedDecodedBudget(1000, 0.5, area, 1).reserve("10.0.0.1", 200)
-        and SharedDecodedBudget(1000, 0.5, area, 1).reserve("10.0.0.2", 500) is None) else 3) == 0
+
+    def other_worker() -> int:  # sees what the first holds: the host is held to its share, all to the total
+        budget = SharedDecodedBudget(1000, 0.5, area, slot=1)
+        refused = budget.reserve("10.0.0.1", 200)
+        if refused is None or "this client host's requests in flight hold" not in refused:
+            return 3
+        return 0 if budget.reserve("10.0.0.2", 500) is None else 4
+
+    assert _in_child(other_worker) == 0
     assert first.used == 900 and first.allowance("10.0.0.1") == 100 and first.allowance("10.0.0.3") == 100
     first.release("10.0.0.1", 400)
     assert first.used == 500 and first.allowance("10.0.0.2") == 0
