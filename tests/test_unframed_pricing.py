@@ -56,17 +56,30 @@ def test_an_unframed_request_too_big_decoded_is_refused_by_either_decoder(start_
         "hold 67 MB (decoded_host_share of max_decoded_bytes=268435456)")
 
 
+def _large_values():
+    """Honest requests over the 64 KiB left unpriced, one per shape of what the walk meets."""
+    points = AllTypes(id="points", groups={"g": [Point(x=index, y=-index) for index in range(20_000)]})
+    text = AllTypes(id="text", text="語" * 40_000, data=bytes(range(256)) * 400)  # one long string, one binary
+    many = AllTypes(id="many", tags={f"t{index}" for index in range(5_000)}, numbers=list(range(-30_000, 30_000)),
+                    counts={f"c{index}": index * 2**40 for index in range(3_000)},
+                    layers=[{f"k{index}": {index, -index}} for index in range(2_000)], blobs=[b"\0\xff"] * 9_000)
+    return [points, text, many]
+
+
+@pytest.mark.parametrize("accelerated", [True, False], ids=["C decoder", "pure Python"])
 @pytest.mark.parametrize("protocol", [TBinaryProtocol, TCompactProtocol], ids=["binary", "compact"])
-def test_a_large_honest_unframed_call_is_served_and_the_next_one_pipelined_behind_it_too(start_server, protocol):
-    wire = Wire(protocol="compact" if protocol is TCompactProtocol else "binary")
+def test_large_honest_unframed_calls_are_served_whole_and_the_next_one_pipelined_behind_them(start_server, protocol,
+                                                                                              accelerated):
+    wire = Wire(protocol="compact" if protocol is TCompactProtocol else "binary", accelerated=accelerated)
     server = start_server(wire=wire, detect_wire=False)
-    value = AllTypes(groups={"g": [Point(x=index, y=-index) for index in range(20_000)]})  # ~300 KB on the wire
     transport, client = _stock_client(server.port, protocol)
     try:
-        client.send_echo_types(value)  # written to the buffer, not flushed: both go out in one write
-        client.send_echo("behind")
-        transport.flush()
-        assert client.recv_echo_types() == value
-        assert client.recv_echo() == "behind"
+        for value in _large_values():
+            client.send_echo_types(value)  # written to the buffer, not flushed: both go out in one write
+            client.send_echo("behind")
+            transport.flush()
+            assert client.recv_echo_types() == value
+            assert client.recv_echo() == "behind"
+        assert server.processor.decoded_budget.used == 0  # every price given back with its reply
     finally:
         transport.close()
