@@ -4,12 +4,13 @@ A bounded pool runs the work. At most ``submit_workers + submit_queue`` tickets 
 holding at most ``submit_queue_bytes`` of memory (as the caller estimates each request's); more are
 refused with Overloaded. Finished results are kept for ``result_ttl`` seconds and at most
 ``max_results`` of them (the oldest go first). A ticket is valid from any connection and any session.
-Every operation is O(1) in the number of stored results. With a ``TicketLedger`` every ticket's fate
-is also on disk, so a restarted server still answers for tickets of the process before it (their
-results, or why there is none), and worker processes sharing the ledger answer for each other's
-tickets (waiting for them by polling the ledger). A ticket's outcome is on disk before it counts as
-finished, so ``drain()`` at a stop returns only once every outcome is written. A ledger that fails
-(read-only, deleted while serving) refuses new tickets with Overloaded and is logged once per kind
+Every operation is O(1) in the number of stored results. With a ticket store (``store.TicketStore``:
+an SQLite ``TicketLedger``, or Redis shared by several hosts) every ticket's fate is also kept there, so
+a restarted server still answers for tickets of the process before it (their results, or why there is
+none), and worker processes or servers sharing the store answer for each other's tickets (waiting for
+them by polling the store). A ticket's outcome is in the store before it counts as
+finished, so ``drain()`` at a stop returns only once every outcome is written. A store that fails
+(read-only, deleted while serving, unreachable) refuses new tickets with Overloaded and is logged once per kind
 of error, with a count.
 The limits are per process.
 """
@@ -27,7 +28,7 @@ from typing import Callable, Dict, Optional, OrderedDict, Tuple
 from thrift_handshake_gen.ttypes import InvalidRequest, NotReady, Overloaded, Response, UnknownTicket
 
 from ..peerlog import RepeatedErrors
-from .ledger import ACCEPTED, CANCELLED, DONE, FAILED, LOST, LedgerError, TicketLedger
+from .store import ACCEPTED, CANCELLED, DONE, FAILED, LOST, LedgerError, TicketStore
 from .limits import DemoLimits
 
 __all__ = ["TicketBoard"]
@@ -42,7 +43,7 @@ _FIRST_POLL, _LAST_POLL = 0.001, 0.01
 class TicketBoard:
     """Tickets for submitted work and their results, with bounded time, count, bytes and concurrency."""
 
-    def __init__(self, limits: DemoLimits, ledger: Optional[TicketLedger] = None) -> None:
+    def __init__(self, limits: DemoLimits, ledger: Optional[TicketStore] = None) -> None:
         self._limits = limits
         self._ledger = ledger
         self._capacity = limits.submit_workers + limits.submit_queue
@@ -160,6 +161,12 @@ class TicketBoard:
         self._store_errors.flush()
         return settled
 
+    def close_store(self) -> None:
+        """Closes the ticket store, once ``drain()`` said every outcome is recorded (a shared store then
+        reads this process's tickets as theirs no more)."""
+        if self._ledger is not None:
+            self._ledger.close()
+
     def _finish(self, ticket: str, future: "concurrent.futures.Future[Response]") -> None:
         if self._ledger is not None:
             self._record(self._ledger, ticket, future)  # before the ticket counts as finished: drain() waits
@@ -173,7 +180,7 @@ class TicketBoard:
             self._expire()
             self._settled.notify_all()
 
-    def _record(self, ledger: TicketLedger, ticket: str, future: "concurrent.futures.Future[Response]") -> None:
+    def _record(self, ledger: TicketStore, ticket: str, future: "concurrent.futures.Future[Response]") -> None:
         try:
             if future.cancelled():
                 ledger.finished(ticket, CANCELLED)

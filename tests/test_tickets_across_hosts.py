@@ -1,0 +1,254 @@
+"""Tickets across hosts: demo servers sharing one Redis server (``--ticket-store redis://...``) answer for
+each other's tickets, report a killed server's running tickets lost once its lease expires, and turn a
+Redis server that is down, or restarted empty, into clear typed answers while they stay up.
+
+Each test starts a real ``redis-server`` on loopback (scripts/test installs Debian's ``redis-server``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Iterator, List
+
+import pytest
+import redis  # the test extras install it; never skipped
+from conftest import eventually, report_reliability
+from server_process import serve_subprocess
+
+from thrift_handshake import Client, HandshakeServer, ServerConfig
+from thrift_handshake.demo import demo_server
+from thrift_handshake.demo.store import open_store
+from thrift_handshake_gen import HandshakeService
+from thrift_handshake_gen.ttypes import NotReady, Overloaded, Request, UnknownTicket
+
+
+#: The owners' lease in these tests: a killed server's tickets read lost this soon.
+LEASE = 1.0
+
+
+class RedisServer:
+    """A throwaway ``redis-server`` on a free loopback port, without persistence (a restart empties it)."""
+
+    def __init__(self, directory: Path) -> None:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is missing: scripts/test installs it (Debian: apt-get install redis-server)"
+        self._binary = binary
+        self._directory = directory
+        self.port = _free_port()
+        self._process: "subprocess.Popen[bytes] | None" = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self._process = subprocess.Popen(
+            [self._binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self._directory), "--logfile", str(self._directory / "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port, socket_connect_timeout=1)
+        try:
+            assert eventually(lambda: self._answers(client), 10), "redis-server did not start"
+        finally:
+            client.close()
+
+    @staticmethod
+    def _answers(client: "redis.Redis") -> bool:
+        try:
+            return bool(client.ping())
+        except redis.ConnectionError:
+            return False
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait(10)
+        self._process = None
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def demo_on() -> Iterator:
+    """``demo_on(store_url)``: a demo server in this process on that store; all stopped afterwards, and
+    the test fails if a lease's thread outlives its server."""
+    servers: List[HandshakeServer] = []
+
+    def start(url: str) -> HandshakeServer:
+        servers.append(demo_server(ServerConfig(port=0), ticket_store=url).start())
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop(grace=5.0)
+    assert eventually(lambda: not [t for t in threading.enumerate() if t.name == "ticket-lease"]), \
+        "a ticket store's lease is still renewed after its server stopped"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:  # redis-server has no --port 0: a port free now, taken at once
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def connect(server: HandshakeServer) -> Client:
+    return Client("127.0.0.1", server.port, service=HandshakeService)
+
+
+def test_a_ticket_submitted_on_one_server_is_answered_by_another(redis_server, demo_on):
+    # Each server knew only its own tickets (or those of its host's SQLite file): B answered UnknownTicket.
+    a, b = demo_on(redis_server.url), demo_on(redis_server.url)
+    with connect(a) as on_a, connect(b) as on_b:
+        ack = on_a.submit(Request(request_id="across", payload="x", work_ms=300))
+        with pytest.raises(NotReady) as caught:
+            on_b.get_result(ack.ticket, 0)
+        assert caught.value.message == "still running after waiting 0 ms"
+        result = on_b.get_result(ack.ticket, 10_000)  # waits on A's work, through the store
+        assert result.request_id == "across"
+        assert result == on_a.get_result(ack.ticket, 0)
+        with pytest.raises(UnknownTicket) as unknown:
+            on_b.get_result("never-issued", 0)
+        assert unknown.value.ticket == "never-issued"
+
+
+def test_a_killed_servers_running_ticket_reads_lost_on_another_host_after_its_lease(redis_server, demo_on):
+    # No pid to check across hosts: without a lease the ticket would read "still running" for ever.
+    url = f"{redis_server.url}?lease={LEASE:g}"
+    process, port = serve_subprocess("--ticket-store", url)
+    try:
+        b = demo_on(url)
+        with Client("127.0.0.1", port, service=HandshakeService) as on_a, connect(b) as on_b:
+            ticket = on_a.submit(Request(request_id="doomed", payload="x", work_ms=10_000)).ticket
+            renewals = _lease_renewals(redis_server, process.pid, count=4)  # more than a lease went by
+            assert renewals >= 4
+            with pytest.raises(NotReady) as caught:
+                on_b.get_result(ticket, 0)
+            assert caught.value.message == "still running after waiting 0 ms", "a live owner's ticket"
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(10)
+            killed = time.monotonic()
+            answers = []
+
+            def lost() -> bool:
+                try:
+                    on_b.get_result(ticket, 0)
+                except NotReady as error:
+                    answers.append(error.message)
+                return answers[-1].startswith("lost: ")
+
+            assert eventually(lost, LEASE + 5), answers[-1]
+            after = time.monotonic() - killed
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        process.stderr.close()
+    figure = f"read lost {after:.2f} s after the SIGKILL (lease {LEASE:g} s); 'still running' for ever before"
+    print("\n" + figure)
+    report_reliability("two hosts on one Redis store, one SIGKILLed: its running ticket", 1, True, 0, figure=figure)
+    assert answers[-1] == "lost: the server stopped without finishing it (killed?); submit it again"
+    assert after <= LEASE + 1.0
+
+
+def _lease_renewals(redis_server: RedisServer, pid: int, count: int) -> int:
+    """Waits until the lease of the server process ``pid`` has been renewed ``count`` times; how many."""
+    client = redis.Redis(port=redis_server.port)
+    seen = {"renewals": 0, "ttl": None}
+
+    def renewed() -> bool:
+        keys = [key for key in client.keys("thrift-handshake:tickets:owner:*") if f":{pid}:".encode() in key]
+        ttl = client.pttl(keys[0]) if keys else None
+        if ttl is not None and seen["ttl"] is not None and ttl > seen["ttl"]:
+            seen["renewals"] += 1
+        seen["ttl"] = ttl
+        return seen["renewals"] >= count
+
+    try:
+        assert eventually(renewed, LEASE * count), f"the lease was renewed {seen['renewals']} times"
+        return seen["renewals"]
+    finally:
+        client.close()
+
+
+def test_a_stopped_redis_is_a_typed_error_logged_once_and_the_server_stays_up(redis_server, demo_on, caplog):
+    # What the SQLite store does for a vanished file, the Redis store does for a server that is down.
+    server = demo_on(redis_server.url)
+    caplog.set_level(logging.INFO)
+    with connect(server) as client:
+        ack = client.submit(Request(request_id="before", payload="x"))
+        assert client.get_result(ack.ticket, 5000).request_id == "before"
+        redis_server.stop()
+        for n in range(20):
+            with pytest.raises(Overloaded) as caught:
+                client.submit(Request(request_id=f"during-{n}", payload="x"))
+            assert caught.value.message.startswith("the ticket store cannot record this ticket now")
+        with pytest.raises(NotReady) as caught:
+            client.get_result("a-ticket-only-the-store-knows", 0)
+        assert caught.value.message == "the ticket store cannot be read now (the server's log says why)"
+        assert client.get_result(ack.ticket, 0).request_id == "before"  # this server's own, from memory
+        assert client.echo("still up") == "still up"
+        redis_server.start()  # back (empty): the next submit reconnects
+        again = client.submit(Request(request_id="after", payload="x"))
+        assert client.get_result(again.ticket, 5000).request_id == "after"
+    server.stop()
+    failures = [r.getMessage() for r in caplog.records if r.name == "thrift_handshake.demo.tickets"]
+    # one line for the kind of error, one counting its repeats (19 submits and the look-up) at the stop
+    assert len(failures) == 2, failures
+    assert failures[0].startswith(f"the ticket store failed: LedgerError: ticket store {redis_server.url}: ")
+    assert "Connection refused" in failures[0], failures[0]
+    assert failures[1].endswith("Connection refused.: 20 more times"), failures
+    assert not [r for r in caplog.records if r.exc_info], "a traceback"
+
+
+def test_a_redis_restarted_empty_answers_unknown_ticket_and_says_why_in_the_log(redis_server, demo_on, caplog):
+    # Nothing survived the restart: a look-up must not claim the ticket runs, nor fail for ever.
+    url = f"{redis_server.url}?lease={LEASE:g}"
+    a, b = demo_on(url), demo_on(url)
+    caplog.set_level(logging.WARNING)
+    with connect(a) as on_a, connect(b) as on_b:
+        ack = on_a.submit(Request(request_id="before", payload="x"))
+        assert on_b.get_result(ack.ticket, 5000).request_id == "before"
+        redis_server.stop()
+        redis_server.start()
+        with pytest.raises(UnknownTicket) as caught:
+            on_b.get_result(ack.ticket, 0)
+        assert caught.value.ticket == ack.ticket
+        assert on_a.get_result(ack.ticket, 0).request_id == "before"  # its own server still holds it
+        fresh = on_a.submit(Request(request_id="after", payload="x"))
+        assert on_b.get_result(fresh.ticket, 5000).request_id == "after"
+        assert eventually(lambda: len(_data_lost(caplog)) == 2, LEASE * 3), _data_lost(caplog)
+    assert _data_lost(caplog)[0] == (f"ticket store {redis_server.url} lost its data (the Redis server restarted "
+                                     f"without persistence, or was flushed): the tickets acknowledged before are "
+                                     f"unknown now")
+
+
+def _data_lost(caplog) -> List[str]:
+    return [r.getMessage() for r in caplog.records if "lost its data" in r.getMessage()]
+
+
+def test_an_unreachable_or_unknown_store_is_refused_at_start(redis_server):
+    port = redis_server.port
+    redis_server.stop()
+    with pytest.raises(ValueError) as caught:
+        open_store(f"redis://:secret@127.0.0.1:{port}/0", ttl=600)
+    assert str(caught.value).startswith(f"ticket store redis://127.0.0.1:{port}/0: ")
+    assert "secret" not in str(caught.value)
+    with pytest.raises(ValueError) as caught:
+        open_store("postgres://127.0.0.1/tickets", ttl=600)
+    assert "unknown kind of store" in str(caught.value)
+    with pytest.raises(ValueError) as caught:
+        open_store(f"redis://127.0.0.1:{port}/0?lease=soon", ttl=600)
+    assert str(caught.value) == "ticket store: lease='soon' is not a number of seconds"
