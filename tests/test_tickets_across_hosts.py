@@ -20,13 +20,15 @@ from typing import Iterator, List
 import pytest
 import redis  # the test extras install it; never skipped
 from conftest import eventually, report_reliability
-from server_process import serve_subprocess
+from server_process import Background, serve_subprocess
 
 from thrift_handshake import Client, HandshakeServer, ServerConfig
-from thrift_handshake.demo import demo_server
-from thrift_handshake.demo.store import open_store
+from thrift_handshake.demo import DemoLimits, demo_server
+from thrift_handshake.demo.redis_store import ANSWER_TIMEOUT
+from thrift_handshake.demo.store import CANCELLED, open_store
+from thrift_handshake.demo.tickets import TicketBoard
 from thrift_handshake_gen import HandshakeService
-from thrift_handshake_gen.ttypes import NotReady, Overloaded, Request, UnknownTicket
+from thrift_handshake_gen.ttypes import NotReady, Overloaded, Request, Response, UnknownTicket
 
 
 #: The owners' lease in these tests: a killed server's tickets read lost this soon.
@@ -66,6 +68,11 @@ class RedisServer:
             return bool(client.ping())
         except redis.ConnectionError:
             return False
+
+    def pause(self, paused: bool = True) -> None:
+        """Stops (SIGSTOP) or resumes (SIGCONT) the server: connections are accepted, nothing answered."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP if paused else signal.SIGCONT)
 
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:
@@ -211,6 +218,58 @@ def test_a_stopped_redis_is_a_typed_error_logged_once_and_the_server_stays_up(re
     assert "Connection refused" in failures[0], failures[0]
     assert failures[1].endswith("Connection refused.: 20 more times"), failures
     assert not [r for r in caplog.records if r.exc_info], "a traceback"
+
+
+def test_a_redis_that_hangs_holds_only_the_calls_that_need_it(redis_server, demo_on):
+    # The store was written under the board's lock: one submit waiting on a hung Redis held every other
+    # submit and every get_result of the server, even of tickets it held in memory.
+    server = demo_on(redis_server.url)
+    with connect(server) as client, connect(server) as other:
+        ack = client.submit(Request(request_id="before", payload="x"))
+        assert client.get_result(ack.ticket, 5000).request_id == "before"
+        redis_server.pause()
+        try:
+            started = time.monotonic()
+            waiting = Background(client.submit, Request(request_id="during", payload="x"))
+            assert eventually(lambda: server.metrics.snapshot().calls.get("submit", 0) == 2)  # in the handler
+            answered = time.monotonic()
+            assert other.get_result(ack.ticket, 0).request_id == "before"
+            answered = time.monotonic() - answered
+            refused = waiting.result(ANSWER_TIMEOUT + 10)
+            waited = time.monotonic() - started
+        finally:
+            redis_server.pause(False)
+    print(f"\nwhile a submit waited {waited:.2f} s on a hung Redis, get_result answered in {answered * 1e3:.1f} ms")
+    assert isinstance(refused, Overloaded), refused
+    assert refused.message.startswith("the ticket store cannot record this ticket now")
+    assert ANSWER_TIMEOUT <= waited < ANSWER_TIMEOUT + 3
+    assert answered < ANSWER_TIMEOUT / 2, answered
+
+
+def test_a_ticket_being_recorded_when_the_board_stops_is_recorded_cancelled(redis_server):
+    # The store is written outside the board's lock: a stop may come in between; the ticket must not be
+    # left "accepted" by a live process that will never run it.
+    board = TicketBoard(DemoLimits(), open_store(redis_server.url, ttl=600))
+    try:
+        redis_server.pause()
+        try:
+            waiting = Background(board.submit, lambda: Response(request_id="never"), 0, "s1")
+            assert eventually(lambda: len(board._unfinished) == 1)  # its place taken, its record on the way
+            board.stop()
+        finally:
+            redis_server.pause(False)
+        refused = waiting.result(ANSWER_TIMEOUT + 10)
+        assert isinstance(refused, Overloaded) and refused.message == "the server is stopping", refused
+        assert board.drain(5)
+        client = redis.Redis(port=redis_server.port)
+        keys = client.keys("thrift-handshake:tickets:ticket:*")
+        client.close()
+        assert len(keys) == 1, keys
+        reader = open_store(redis_server.url, ttl=600)
+        assert reader.outcome(keys[0].rsplit(b":", 1)[1].decode()) == (CANCELLED, None, "")
+        reader.close()
+    finally:
+        board.close_store()
 
 
 def test_a_redis_restarted_empty_answers_unknown_ticket_and_says_why_in_the_log(redis_server, demo_on, caplog):

@@ -85,19 +85,26 @@ class TicketBoard:
                                          f"(submit_per_session); try again when some finish",
                                  queued=queued, capacity=self._capacity)
             ticket = uuid.uuid4().hex
-            if self._ledger is not None:
-                try:
-                    self._ledger.accepted(ticket)  # on disk before the acknowledgement leaves
-                except LedgerError as error:
-                    self._store_errors.report(error)
-                    raise Overloaded(message="the ticket store cannot record this ticket now (the server's log "
-                                             "says why); try again later", queued=queued,
-                                     capacity=self._capacity) from None
-            future = self._pool.submit(work)
+            future: "concurrent.futures.Future[Response]" = concurrent.futures.Future()  # its place, held now
             self._unfinished[ticket] = (future, size, owner)
             self._per_owner[owner] = mine + 1
             self._unfinished_bytes += size
+        if self._ledger is not None:
+            try:  # in the store before the acknowledgement leaves; outside the lock, as a network store is slow
+                self._ledger.accepted(ticket)
+            except LedgerError as error:
+                self._store_errors.report(error)
+                with self._settled:
+                    self._release(ticket)
+                raise Overloaded(message="the ticket store cannot record this ticket now (the server's log "
+                                         "says why); try again later", queued=queued,
+                                 capacity=self._capacity) from None
         future.add_done_callback(lambda done: self._finish(ticket, done))
+        try:
+            self._pool.submit(_run, future, work)
+        except RuntimeError:  # stop() shut the pool meanwhile: the ticket is recorded as cancelled
+            future.cancel()
+            raise Overloaded(message="the server is stopping", queued=queued, capacity=self._capacity) from None
         return ticket
 
     def result(self, ticket: str, wait: float) -> Response:
@@ -151,7 +158,10 @@ class TicketBoard:
         """Refuses new work and cancels work still queued (idempotent)."""
         with self._lock:
             self._stopped = True
+            futures = [future for future, _, _ in self._unfinished.values()]
         self._pool.shutdown(wait=False, cancel_futures=True)
+        for future in futures:
+            future.cancel()  # the queued ones (a running one cannot be)
 
     def drain(self, timeout: float) -> bool:
         """Waits up to ``timeout`` seconds until every ticket's outcome is recorded (after ``stop()``:
@@ -171,14 +181,18 @@ class TicketBoard:
         if self._ledger is not None:
             self._record(self._ledger, ticket, future)  # before the ticket counts as finished: drain() waits
         with self._settled:
-            _, size, owner = self._unfinished.pop(ticket)
-            self._unfinished_bytes -= size
-            left = self._per_owner.pop(owner) - 1
-            if left:
-                self._per_owner[owner] = left
+            self._release(ticket)
             self._finished[ticket] = (future, time.monotonic())
             self._expire()
-            self._settled.notify_all()
+
+    def _release(self, ticket: str) -> None:
+        """Gives an unfinished ticket's place in the queue back (holding the lock)."""
+        _, size, owner = self._unfinished.pop(ticket)
+        self._unfinished_bytes -= size
+        left = self._per_owner.pop(owner) - 1
+        if left:
+            self._per_owner[owner] = left
+        self._settled.notify_all()
 
     def _record(self, ledger: TicketStore, ticket: str, future: "concurrent.futures.Future[Response]") -> None:
         try:
@@ -199,3 +213,15 @@ class TicketBoard:
             if now - finished_at <= self._limits.result_ttl and len(self._finished) <= self._limits.max_results:
                 break
             self._finished.popitem(last=False)
+
+
+def _run(future: "concurrent.futures.Future[Response]", work: Callable[[], Response]) -> None:
+    """Runs a ticket's work on a pool thread, unless the ticket was cancelled while queued."""
+    if not future.set_running_or_notify_cancel():
+        return
+    try:
+        result = work()
+    except BaseException as error:  # the ticket's outcome, as the pool's own futures keep it
+        future.set_exception(error)
+    else:
+        future.set_result(result)
