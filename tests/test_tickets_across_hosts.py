@@ -25,7 +25,7 @@ from server_process import Background, serve_subprocess
 from thrift_handshake import Client, HandshakeServer, ServerConfig
 from thrift_handshake.demo import DemoLimits, demo_server
 from thrift_handshake.demo.redis_store import ANSWER_TIMEOUT
-from thrift_handshake.demo.store import CANCELLED, open_store
+from thrift_handshake.demo.store import CANCELLED, DONE, open_store
 from thrift_handshake.demo.tickets import TicketBoard
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.ttypes import NotReady, Overloaded, Request, Response, UnknownTicket
@@ -311,3 +311,15 @@ def test_an_unreachable_or_unknown_store_is_refused_at_start(redis_server):
     with pytest.raises(ValueError) as caught:
         open_store(f"redis://127.0.0.1:{port}/0?lease=soon", ttl=600)
     assert str(caught.value) == "ticket store: lease='soon' is not a number of seconds"
+
+
+def test_stores_with_another_prefix_share_nothing(redis_server):
+    ours, theirs = (open_store(f"{redis_server.url}?prefix={name}:", ttl=600) for name in ("ours", "theirs"))
+    try:
+        ours.accepted("t1")
+        ours.finished("t1", DONE, Response(request_id="r1"))
+        assert ours.outcome("t1") == (DONE, Response(request_id="r1"), "")
+        assert theirs.outcome("t1") is None
+    finally:
+        ours.close()
+        theirs.close()

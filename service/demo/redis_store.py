@@ -6,11 +6,11 @@ it every third of that, from a thread; a stop deletes it. A ticket still "accept
 lease has expired (the server was killed, its host died or lost the network for a whole lease) reads
 ``lost`` to whoever looks next, marked in the same atomic step (a Lua script) that reads it.
 
-The store's own health is watched, never guessed: a server that cannot be reached, or does not
-answer within ``ANSWER_TIMEOUT``, is a ``LedgerError`` on every use (the client reconnects at the next
-use once it is back), and a Redis server restarted empty
-(no persistence) is noticed by a marker key that the lease's renewal finds gone: logged once, after
-which tickets acknowledged before it are unknown, as they are.
+The store's own health is watched, never guessed: a server that cannot be reached, or does not answer
+within ``ANSWER_TIMEOUT``, is a ``LedgerError`` on every use (the client reconnects at the next use once
+it is back), and a Redis server restarted empty (no persistence) is noticed by a marker key that the
+lease's renewal finds changed: logged once, after which the tickets acknowledged before are unknown,
+as they are.
 
 Finished tickets expire after the result TTL, accepted ones after it plus ``ACCEPTED_FOR``; durability
 is the Redis server's (its ``appendonly``/``save`` settings): an outcome counts as recorded once the
@@ -98,7 +98,7 @@ class RedisTicketStore:
         self._heartbeat = threading.Thread(target=self._renew_until_closed, name="ticket-lease", daemon=True)
         self._heartbeat.start()
 
-    def _renew(self) -> str:
+    def _renew(self) -> Optional[bytes]:
         """Renews this process's lease; the store's marker (made if missing), which changes only when the
         store lost its data."""
         pipe = self._redis.pipeline(transaction=True)
