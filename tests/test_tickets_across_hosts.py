@@ -21,6 +21,7 @@ import pytest
 import redis  # the test extras install it; never skipped
 from conftest import eventually, report_reliability
 from server_process import Background, serve_subprocess
+from test_workers import serve  # noqa: F401 (the fixture: a `serve --workers` process)
 
 from thrift_handshake import Client, HandshakeServer, ServerConfig
 from thrift_handshake.demo import DemoLimits, demo_server
@@ -129,6 +130,20 @@ def test_a_ticket_submitted_on_one_server_is_answered_by_another(redis_server, d
         with pytest.raises(UnknownTicket) as unknown:
             on_b.get_result("never-issued", 0)
         assert unknown.value.ticket == "never-issued"
+
+
+def test_workers_open_the_redis_store_each_and_give_their_leases_up_at_a_stop(redis_server, serve):
+    workers = serve("--workers", "2", "--ticket-store", redis_server.url)
+    first, second = workers.clients_on_each_worker().values()
+    ack = first.submit(Request(request_id="w", payload="x", work_ms=100))
+    assert second.get_result(ack.ticket, 5000).request_id == "w"
+    client = redis.Redis(port=redis_server.port)
+    try:
+        assert len(client.keys("thrift-handshake:tickets:owner:*")) == 2  # one lease a worker
+        assert workers.stop() == 0
+        assert client.keys("thrift-handshake:tickets:owner:*") == []
+    finally:
+        client.close()
 
 
 def test_a_killed_servers_running_ticket_reads_lost_on_another_host_after_its_lease(redis_server, demo_on):
