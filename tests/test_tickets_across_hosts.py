@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -80,6 +81,52 @@ class RedisServer:
             self._process.kill()
             self._process.wait(10)
         self._process = None
+
+
+class BreakingRelay:
+    """A TCP relay to a Redis server that can make the next command vanish with a reset, as a Redis
+    that dies (or fails over) mid-command does."""
+
+    def __init__(self, target_port: int) -> None:
+        self._target = target_port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.break_next = threading.Event()
+        self.broken = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:  # closed
+                return
+            upstream = socket.create_connection(("127.0.0.1", self._target))
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, from_client: bool) -> None:
+        while True:
+            try:
+                data = source.recv(65536)
+            except OSError:
+                break
+            if not data:
+                break
+            if from_client and self.break_next.is_set():
+                self.break_next.clear()
+                self.broken += 1
+                source.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                break
+            try:
+                sink.sendall(data)
+            except OSError:
+                break
+        source.close()
+        sink.close()
+
+    def close(self) -> None:
+        self._listener.close()
 
 
 @pytest.fixture
@@ -261,6 +308,23 @@ def test_a_redis_that_hangs_holds_only_the_calls_that_need_it(redis_server, demo
     assert answered < ANSWER_TIMEOUT / 2, answered
 
 
+def test_a_result_is_answered_only_once_its_outcome_is_recorded(redis_server, demo_on, caplog):
+    # The submitting server answered get_result from memory as soon as the work ended, before the outcome
+    # was in the store: killed then, its ticket read "done" to one client and "lost" to the next.
+    server = demo_on(redis_server.url)
+    caplog.set_level(logging.ERROR)
+    with connect(server) as client:
+        ack = client.submit(Request(request_id="slow-to-record", payload="x", work_ms=300))
+        redis_server.pause()  # the outcome cannot be written until the store's answer timeout
+        try:
+            result = client.get_result(ack.ticket, 10_000)
+            recorded = [r.getMessage() for r in caplog.records if r.name == "thrift_handshake.demo.tickets"]
+        finally:
+            redis_server.pause(False)
+    assert result.request_id == "slow-to-record"
+    assert len(recorded) == 1 and "Timeout" in recorded[0], recorded  # tried, and said so, first
+
+
 def test_a_ticket_being_recorded_when_the_board_stops_is_recorded_cancelled(redis_server):
     # The store is written outside the board's lock: a stop may come in between; the ticket must not be
     # left "accepted" by a live process that will never run it.
@@ -338,3 +402,19 @@ def test_stores_with_another_prefix_share_nothing(redis_server):
     finally:
         ours.close()
         theirs.close()
+
+
+def test_a_connection_that_breaks_mid_command_is_retried_once_on_a_new_one(redis_server):
+    # A Redis restart or failover reset the connection under a command: the call failed (a submit
+    # refused) although the store was there again.
+    relay = BreakingRelay(redis_server.port)
+    store = open_store(f"redis://127.0.0.1:{relay.port}/0?lease=60", ttl=600)  # renewals out of the way
+    try:
+        store.accepted("t1")
+        relay.break_next.set()
+        store.finished("t1", DONE, Response(request_id="r1"))
+        assert relay.broken == 1
+        assert store.outcome("t1") == (DONE, Response(request_id="r1"), "")
+    finally:
+        store.close()
+        relay.close()

@@ -7,10 +7,10 @@ lease has expired (the server was killed, its host died or lost the network for 
 ``lost`` to whoever looks next, marked in the same atomic step (a Lua script) that reads it.
 
 The store's own health is watched, never guessed: a server that cannot be reached, or does not answer
-within ``ANSWER_TIMEOUT``, is a ``LedgerError`` on every use (the client reconnects at the next use once
-it is back), and a Redis server restarted empty (no persistence) is noticed by a marker key that the
-lease's renewal finds changed: logged once, after which the tickets acknowledged before are unknown,
-as they are.
+within ``ANSWER_TIMEOUT``, is a ``LedgerError`` on every use (a connection that breaks is retried once
+on a new one, so a Redis restart costs no call), and a Redis server restarted empty (no persistence)
+is noticed by a marker key that the lease's renewal finds changed: logged once, after which the
+tickets acknowledged before are unknown, as they are.
 
 Finished tickets expire after the result TTL, accepted ones after it plus ``ACCEPTED_FOR``; durability
 is the Redis server's (its ``appendonly``/``save`` settings): an outcome counts as recorded once the
@@ -72,6 +72,8 @@ class RedisTicketStore:
     def __init__(self, url: str, ttl: float) -> None:
         try:
             import redis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
         except ImportError:
             raise ValueError("a redis:// ticket store needs the redis package: pip install "
                              "'thrift-handshake[redis]'") from None
@@ -85,9 +87,13 @@ class RedisTicketStore:
         self._lease_key = f"{self._prefix}owner:{self._owner}"
         self._marker = f"{self._prefix}store"
         try:
-            # Without timeouts a store that hangs (stopped, not gone) would hold its callers for ever.
+            # Without timeouts a store that hangs (stopped, not gone) would hold its callers for ever. A
+            # connection that breaks (Redis restarted, a failover) is retried once on a new one, at once;
+            # a timeout is not retried (the call has waited long enough).
+            retry = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
             self._redis = redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT,
-                                               socket_timeout=ANSWER_TIMEOUT)
+                                               socket_timeout=ANSWER_TIMEOUT, retry=retry,
+                                               retry_on_error=[redis.ConnectionError])
             self._outcome_script = self._redis.register_script(_OUTCOME)
             self._store_marker = self._renew()
         except (redis.RedisError, ValueError) as error:

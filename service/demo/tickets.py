@@ -8,10 +8,10 @@ Every operation is O(1) in the number of stored results. With a ticket store (``
 an SQLite ``TicketLedger``, or Redis shared by several hosts) every ticket's fate is also kept there, so
 a restarted server still answers for tickets of the process before it (their results, or why there is
 none), and worker processes or servers sharing the store answer for each other's tickets (waiting for
-them by polling the store). A ticket's outcome is in the store before it counts as
-finished, so ``drain()`` at a stop returns only once every outcome is written. A store that fails
-(read-only, deleted while serving, unreachable) refuses new tickets with Overloaded and is logged once per kind
-of error, with a count.
+them by polling the store). A ticket's outcome is in the store before it counts as finished: its
+result is answered, even by the server that ran it, and ``drain()`` at a stop returns, only once the
+outcome is written (or its write failed). A store that fails (read-only, deleted while serving,
+unreachable) refuses new tickets with Overloaded and is logged once per kind of error, with a count.
 The limits are per process.
 """
 
@@ -112,16 +112,17 @@ class TicketBoard:
 
         Raises UnknownTicket (never issued, or expired) or NotReady (still running after the wait).
         """
-        with self._lock:
-            self._expire()
-            entry = self._unfinished.get(ticket) or self._finished.get(ticket)
         wait = min(max(wait, 0.0), self._limits.max_wait)
+        with self._settled:  # a ticket counts as finished once its outcome is recorded, not before
+            self._expire()
+            recorded = self._settled.wait_for(lambda: ticket not in self._unfinished, wait)
+            entry = self._finished.get(ticket) if recorded else self._unfinished[ticket]
         if entry is None:
             return self._from_ledger(ticket, wait)
+        if not recorded:
+            raise NotReady(ticket=ticket, message=f"still running after waiting {wait * 1000:.0f} ms")
         try:
-            return entry[0].result(timeout=wait)
-        except concurrent.futures.TimeoutError:
-            raise NotReady(ticket=ticket, message=f"still running after waiting {wait * 1000:.0f} ms") from None
+            return entry[0].result(timeout=0)
         except concurrent.futures.CancelledError:
             raise NotReady(ticket=ticket, message="cancelled: the server stopped before it ran") from None
         except Exception as error:  # the work itself failed (e.g. aborted when the server stopped)
