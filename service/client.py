@@ -27,7 +27,7 @@ from thrift.Thrift import TApplicationException, TException, TMessageType
 from thrift.transport.TTransport import TTransportException
 
 from thrift_handshake_gen.session import SessionService
-from thrift_handshake_gen.session.ttypes import ClientHello, Farewell, HandshakeRejected, ServerHello
+from thrift_handshake_gen.session.ttypes import ClientHello, Draining, Farewell, HandshakeRejected, ServerHello
 
 from .config import DEFAULT_HOST, DEFAULT_PORT, ClientOptions
 from .client_methods import PHASE_METHODS, TypedView, bind_arguments, checker_of, methods_of
@@ -42,6 +42,7 @@ from .errors import (
     RemoteApplicationError,
     RequestEncodingError,
     ServerFull,
+    ServerDraining,
     ServiceError,
     ThriftHandshakeError,
     WireMismatch,
@@ -102,6 +103,17 @@ def _with_inner_cause(error: BaseException) -> str:
     """The error with the cause Thrift keeps in ``inner`` (e.g. the TLS verification failure)."""
     inner = getattr(error, "inner", None)
     return f"{error} ({inner})" if inner is not None else str(error)
+
+
+class _ServerNotice(TProtocolException):
+    """What the server said, unasked, before it closed the connection (an exception answering no call:
+    it drains, or evicted this idle session)."""
+
+
+def _server_notice(protocol: Any) -> _ServerNotice:
+    notice = TApplicationException()
+    notice.read(protocol)
+    return _ServerNotice(TProtocolException.INVALID_DATA, f"the server closed the session: {notice.message}")
 
 
 class Client:
@@ -372,6 +384,8 @@ class Client:
                     f"the answer to {expected[0]} has message type {message_type}, not a reply (2) or an "
                     f"exception (3): is the peer a Thrift server?")
             if (name, seqid) != expected:
+                if (name, seqid) == ("", 0) and message_type == TMessageType.EXCEPTION:
+                    raise _server_notice(protocol)
                 raise TProtocolException(
                     TProtocolException.INVALID_DATA,
                     f"the reply is for {name or '?'} (seqid {seqid}), the call was {expected[0]} (seqid "
@@ -457,6 +471,9 @@ class Client:
             self._close_transport(ClientEvent.CLOSED if broken else ClientEvent.HELLO_REJECTED)
         if isinstance(error, HandshakeRejected):
             return HandshakeFailed(error)
+        if isinstance(error, Draining):  # a retry (or a balancer) finds another server
+            self._refused = True
+            return ServerDraining(self._peer, error)
         if isinstance(error, RemoteApplicationError):
             if self.phase is ClientPhase.BROKEN:
                 self._close_transport()
@@ -621,6 +638,8 @@ class Client:
         reply = self._sock.first_reply if self._sock is not None else b""
         answered_before = self._sock is not None and self._sock.bytes_in > 0  # so TLS and wire were right
         self._break(error)
+        if isinstance(error, _ServerNotice):
+            raise ConnectionBroken(f"{name}: {error}; reconnect() to try again") from error
         if is_timeout(error):
             raise CallTimeout(f"{name}: no reply within the timeout; the connection is closed") from error
         if _over_size_limit(error):

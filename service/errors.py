@@ -4,6 +4,7 @@
     ├── PhaseError            a call or step that the client's current phase does not allow
     ├── ConnectError          the transport could not be opened (refused, unreachable, connect timeout)
     │   ├── ServerFull        the server answered that every connection slot is taken
+    │   ├── ServerDraining    the server is stopping and opens no new session (hello answered Draining)
     │   └── WireMismatch      client and server speak different wires (TLS or not, protocol, transport)
     ├── HandshakeFailed       hello() was refused by the server (carries the HandshakeRejected answer)
     ├── ConnectionBroken      the connection can no longer be trusted; the client is BROKEN until reconnect()
@@ -28,6 +29,7 @@ __all__ = [
     "PhaseError",
     "ConnectError",
     "ServerFull",
+    "ServerDraining",
     "WireMismatch",
     "HandshakeFailed",
     "ConnectionBroken",
@@ -61,6 +63,15 @@ class ConnectError(ThriftHandshakeError):
 class ServerFull(ConnectError):
     """The server is at max_connections with every slot in a session (without hello: in a call); try
     again later. Raised by connect(), or without hello by the first call of a connection."""
+
+
+class ServerDraining(ConnectError):
+    """The server is draining (stopping): hello() was answered ``Draining`` and the connection closed;
+    connect to another server (a retry through a load balancer does). ``draining`` holds the answer."""
+
+    def __init__(self, peer: str, draining: TException) -> None:
+        self.draining = draining
+        super().__init__(f"{peer}: {getattr(draining, 'message', draining)}")
 
 
 class WireMismatch(ConnectError):

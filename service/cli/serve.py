@@ -70,6 +70,7 @@ def _server_config(args: argparse.Namespace, interceptors: Tuple[Any, ...] = ())
         tls = ServerTLS(args.tls_cert, args.tls_key, args.tls_client_ca)
     return ServerConfig(host=args.host, port=args.port, wire=wire(args), detect_wire=not args.only_wire,
                         handshake=not args.no_hello, auth_token=auth_token(args), tls=tls, grace=args.grace,
+                        drain_notice=args.drain_notice,
                         server_name=args.server_name, limits=limits, interceptors=interceptors)
 
 
