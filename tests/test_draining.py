@@ -5,8 +5,11 @@ server is gone within the grace period."""
 from __future__ import annotations
 
 import os
+import re
 import signal
+import socket
 import time
+from pathlib import Path
 
 import pytest
 from server_process import Background, read_log_until, serve_subprocess, wait_in_flight, wait_remote_in_flight
@@ -83,11 +86,12 @@ def test_without_a_notice_the_port_closes_at_once(start_server):
             client.echo("told")
 
 
-def test_an_idempotent_call_on_a_drained_session_is_retried_on_a_new_one(start_server):
+def test_an_idempotent_call_on_a_drained_session_is_retried_and_meets_the_drain(start_server):
     draining = start_server(drain_notice=5.0, grace=10.0)
     policy = RetryPolicy(idempotent={"echo"}, attempts=3, backoff=0.01)
     with Client("127.0.0.1", draining.port, ClientOptions(retry=policy), service=HandshakeService) as client:
         draining.request_stop()
+        assert eventually(lambda: draining._draining)  # the drain began (request_stop only asks)
         with pytest.raises(ServerDraining):  # a server on its own: every retry meets the drain
             client.echo("once told, then refused")
 
@@ -112,3 +116,44 @@ def test_sigterm_drains_the_cli_server_visibly():
         if process.poll() is None:
             process.kill()
         process.stderr.close()
+
+
+def _check_bytes() -> tuple:
+    """The request and the healthy reply of deploy/haproxy.cfg's health check."""
+    recipe = (Path(__file__).resolve().parent.parent / "deploy" / "haproxy.cfg").read_text()
+    send = re.search(r"^\s*tcp-check send-binary ([0-9a-f]+)", recipe, re.M).group(1)
+    expect = re.search(r"^\s*tcp-check expect min-recv (\d+) binary ([0-9a-f]+)", recipe, re.M)
+    assert int(expect.group(1)) == len(expect.group(2)) // 2
+    return bytes.fromhex(send), bytes.fromhex(expect.group(2))
+
+
+def _reply(sock: socket.socket, at_least: int, until: bytes = b"") -> bytes:
+    reply = b""
+    while len(reply) < at_least or until not in reply:
+        chunk = sock.recv(4096)
+        assert chunk, f"closed after {reply!r}"
+        reply += chunk
+    return reply
+
+
+def test_the_balancer_check_bytes_tell_healthy_from_draining(start_server):
+    """The bytes HAProxy sends and expects (deploy/haproxy.cfg): the healthy reply exactly; while the
+    server drains, a reply of the same length at least that is not it, carrying Draining. A connection
+    opened before the stop, still without hello, is answered the same way, not dropped."""
+    request, healthy = _check_bytes()
+    server = start_server(drain_notice=5.0, grace=10.0)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as check:
+        check.sendall(request)
+        assert _reply(check, len(healthy)) == healthy
+    early = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    with early:
+        assert eventually(lambda: server.connection_count == 1)
+        server.request_stop()
+        assert eventually(lambda: server._draining)
+        for sock in (early, socket.create_connection(("127.0.0.1", server.port), timeout=5)):
+            sock.sendall(request)
+            reply = _reply(sock, len(healthy), until=b"draining")
+            assert reply[:len(healthy)] != healthy
+            assert reply.startswith(healthy[:-1] + bytes.fromhex("0c0001"))  # field 1 of ping's result
+            if sock is not early:
+                sock.close()

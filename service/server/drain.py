@@ -46,14 +46,16 @@ class Drain:
 
     def begin(self, notice: float) -> None:
         """Starts draining while the server still listens (for ``notice`` seconds at most, and within
-        the grace period): every open connection closes, idle ones now, busy ones after their reply."""
+        the grace period): every session closes, idle ones now, busy ones after their reply; a connection
+        still before its hello is answered Draining like a newcomer, and closed when the notice ends."""
         self.announce()
         self._notice_until = time.monotonic() + notice
         connections = self._admission.connections()
         logger.info("draining: %d connections open, notice %.1fs, grace %.1fs", len(connections), notice,
                     self._remaining_grace())
         for connection in connections:
-            connection.shutdown()  # one waiting for input has no thread to wake: closed here
+            if not connection.awaiting_hello:
+                connection.shutdown()  # one waiting for input has no thread to wake: closed here
 
     def notice_over(self) -> bool:
         """Whether the listener should close now (the notice, or the grace period, is over)."""
