@@ -9,6 +9,7 @@ records; the error hierarchy rooted in ``ThriftHandshakeError``. The demo servic
 """
 
 from .client import Client
+from .endpoints import Endpoints
 from .config import ClientOptions, ClientTLS, RetryPolicy, ServerConfig, ServerLimits, ServerTLS, Timeouts, Wire
 from .errors import (
     ArgumentError,
@@ -35,6 +36,7 @@ from .timing import Record, Timeline
 
 __all__ = [
     "Client",
+    "Endpoints",
     "ClientOptions",
     "Timeouts",
     "RetryPolicy",

@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from types import ModuleType
-from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple, Type, TypeVar, cast
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple, Type, TypeVar, Union, cast
 
 from thrift.protocol.TProtocol import TProtocolException
 from thrift.Thrift import TApplicationException, TException, TMessageType
@@ -30,6 +30,7 @@ from thrift_handshake_gen.session import SessionService
 from thrift_handshake_gen.session.ttypes import ClientHello, Draining, Farewell, HandshakeRejected, ServerHello
 
 from .config import DEFAULT_HOST, DEFAULT_PORT, ClientOptions
+from .endpoints import Endpoints, connect_any, format_address
 from .client_methods import PHASE_METHODS, TypedView, bind_arguments, checker_of, methods_of
 from .interceptors import ClientCall, InterceptorChain, Outcome
 from .errors import (
@@ -130,19 +131,24 @@ class Client:
 
     def __init__(
         self,
-        host: str = DEFAULT_HOST,
+        host: Union[str, Endpoints] = DEFAULT_HOST,
         port: int = DEFAULT_PORT,
         options: Optional[ClientOptions] = None,
         service: ModuleType = SessionService,
     ) -> None:
         _check_arguments(port, options, service)
+        #: With ``Endpoints`` for ``host``: where connect() goes (several addresses, failover between them);
+        #: ``host`` and ``port`` are then the current connection's.
+        self.endpoints = host if isinstance(host, Endpoints) else None
+        if self.endpoints is not None:
+            host, port = self.endpoints.addresses[0]
         self.host = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [::1] as in URLs
         self.port = port
         self.options = options or ClientOptions()
         self.service = service
         self.timeline = Timeline(self.options.timeline_size)
         self._chain = InterceptorChain((self.timeline, *self.options.interceptors))
-        self._peer = f"[{self.host}]:{port}" if ":" in self.host else f"{self.host}:{port}"
+        self._peer = format_address(self.host, self.port)
         self._service_methods = methods_of(service)
         if self.options.handshake and "hello" not in self._service_methods:
             raise ArgumentError(
@@ -199,6 +205,13 @@ class Client:
         or ConnectionBroken/CallTimeout (BROKEN).
         """
         with self._lock:
+            if self.endpoints is None:
+                return self._connect_to(self.host, self.port)
+            return connect_any(self.endpoints, self._connect_to)
+
+    def _connect_to(self, host: str, port: int) -> Optional[ServerHello]:
+        with self._lock:
+            self.host, self.port, self._peer = host, port, format_address(host, port)
             self._require(ClientEvent.CONNECT, "connect")
             self._state.apply(ClientEvent.CONNECT)
             self._open_transport()

@@ -17,7 +17,7 @@ from typing import Dict, Iterator, List, Tuple
 import pytest
 from server_process import serve_subprocess
 
-from conftest import eventually
+from conftest import eventually, free_port
 from thrift_handshake import Client, ClientOptions, RetryPolicy, ThriftHandshakeError
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.ttypes import Request
@@ -26,12 +26,6 @@ RECIPE = Path(__file__).resolve().parent.parent / "deploy" / "haproxy.cfg"
 #: Servers keep answering Draining this long, well above what the checks below need to mark one down.
 DRAIN_NOTICE = "1.5"
 RETRY = RetryPolicy(idempotent={"echo"}, attempts=12, backoff=0.05, max_backoff=0.5)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class CliServer:
@@ -60,7 +54,7 @@ class Balancer:
     """HAProxy running deploy/haproxy.cfg, its addresses given through the environment."""
 
     def __init__(self, tmp_path: Path, servers: List[CliServer]) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.stats_socket = str(tmp_path / "haproxy.sock")
         env = dict(os.environ, THRIFT_LISTEN=f"127.0.0.1:{self.port}", THRIFT_STATS=self.stats_socket,
                    THRIFT_CHECK_INTER="100ms", THRIFT_CHECK_FALL="2", THRIFT_CHECK_RISE="2",
