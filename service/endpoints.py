@@ -88,7 +88,7 @@ class Endpoints:
             found = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)
         except socket.gaierror as error:
             raise ConnectError(f"cannot resolve {name}: {error}") from error
-        return cls([(info[4][0], port) for info in found], policy)
+        return cls([(str(info[4][0]), port) for info in found], policy)
 
     def __repr__(self) -> str:
         return f"Endpoints({', '.join(format_address(*a) for a in self.addresses)}; {self.policy})"
