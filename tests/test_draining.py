@@ -91,13 +91,14 @@ def test_an_idempotent_call_on_a_drained_session_is_retried_and_meets_the_drain(
     policy = RetryPolicy(idempotent={"echo"}, attempts=3, backoff=0.01)
     with Client("127.0.0.1", draining.port, ClientOptions(retry=policy), service=HandshakeService) as client:
         draining.request_stop()
-        assert eventually(lambda: draining._draining)  # the drain began (request_stop only asks)
+        assert eventually(lambda: draining.draining)  # the drain began (request_stop only asks)
         with pytest.raises(ServerDraining):  # a server on its own: every retry meets the drain
             client.echo("once told, then refused")
 
 
-def test_sigterm_drains_the_cli_server_visibly():
-    process, port = serve_subprocess("--grace", "10", "--drain-notice", "1")
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_drains_the_cli_server_visibly(workers):
+    process, port = serve_subprocess("--grace", "10", "--drain-notice", "1", "--workers", workers)
     try:
         client = Client("127.0.0.1", port, service=HandshakeService)
         client.connect()
@@ -149,7 +150,7 @@ def test_the_balancer_check_bytes_tell_healthy_from_draining(start_server):
     with early:
         assert eventually(lambda: server.connection_count == 1)
         server.request_stop()
-        assert eventually(lambda: server._draining)
+        assert eventually(lambda: server.draining)
         for sock in (early, socket.create_connection(("127.0.0.1", server.port), timeout=5)):
             sock.sendall(request)
             reply = _reply(sock, len(healthy), until=b"draining")

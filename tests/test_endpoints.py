@@ -59,7 +59,7 @@ def test_first_available_skips_a_dead_a_full_and_a_draining_server(start_server)
     holder.connect()  # a session: not evicted for a newcomer, which is told the server is full
     draining = start_server(server_name="draining", drain_notice=30.0, grace=30.0)
     draining.request_stop()
-    assert eventually(lambda: draining._draining)
+    assert eventually(lambda: draining.draining)
     healthy = start_server(server_name="healthy")
     endpoints = Endpoints([("127.0.0.1", free_port()), ("127.0.0.1", full.port), ("127.0.0.1", draining.port),
                            ("127.0.0.1", healthy.port)], policy="first_available")
@@ -80,7 +80,7 @@ def test_when_every_endpoint_refuses_the_error_says_why(start_server):
     draining = [start_server(drain_notice=30.0, grace=30.0) for _ in range(2)]
     for server in draining:
         server.request_stop()
-    assert eventually(lambda: all(s._draining for s in draining))
+    assert eventually(lambda: all(s.draining for s in draining))
     with pytest.raises(ServerDraining):  # all refused the same way: that way's own error
         _client(Endpoints([("127.0.0.1", s.port) for s in draining])).connect()
     mixed = Endpoints([("127.0.0.1", free_port()), ("127.0.0.1", draining[0].port)])

@@ -244,6 +244,12 @@ class HandshakeServer(TThreadedServer):
             watch.wake()
 
     @property
+    def draining(self) -> bool:
+        """Whether the drain began: ping and hello answer Draining, sessions are being closed (a
+        ``request_stop()`` only asks: the serving thread begins the drain a moment later)."""
+        return self._draining
+
+    @property
     def stopping(self) -> bool:
         """Whether a stop was requested (the server drains, then ``serve()`` returns)."""
         return self._stop_requested
