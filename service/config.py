@@ -264,7 +264,8 @@ class ServerConfig:
     grace: seconds that in-flight calls get to finish when the server stops.
     drain_notice: seconds (within the grace period) that a stopping server keeps listening to say it
     drains: ``ping`` and ``hello`` answer ``Draining``, so a load balancer's health check marks it down
-    before its port closes (behind one: at least the check's interval times its fall count).
+    before its port closes (behind one: at least the check's interval times its fall count). Without
+    ``handshake`` nothing answers Draining, and the port closes at once.
     interceptors: objects that see every call (``interceptors.Interceptor``), after the runtime's own.
     """
 

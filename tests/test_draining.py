@@ -77,6 +77,23 @@ def test_the_notice_ends_with_the_grace_period(start_server):
     assert time.monotonic() - started < 2.0
 
 
+def test_a_second_stop_request_ends_the_notice(start_server):
+    server = start_server(drain_notice=30.0, grace=30.0)
+    server.request_stop()
+    assert eventually(lambda: server.draining)
+    started = time.monotonic()
+    server.request_stop(grace=0)  # as a second SIGTERM does
+    assert eventually(lambda: server._stopped.is_set(), 2.0)
+    assert time.monotonic() - started < 2.0
+
+
+def test_a_plain_service_has_no_notice(start_server):
+    server = start_server(drain_notice=30.0, grace=30.0, handshake=False)
+    started = time.monotonic()
+    server.stop()  # nothing could answer Draining: the port closes at once
+    assert time.monotonic() - started < 2.0
+
+
 def test_without_a_notice_the_port_closes_at_once(start_server):
     server = start_server(grace=10.0)
     with Client("127.0.0.1", server.port, service=HandshakeService) as client:

@@ -197,7 +197,8 @@ class HandshakeServer(TThreadedServer):
                 if self._stop_requested:  # listens on through the drain notice, answering Draining
                     if not self._draining:
                         self._draining = True
-                        self._drain.begin(self.config.drain_notice)
+                        # without hello nothing can answer Draining: no notice, the port closes now
+                        self._drain.begin(self.config.drain_notice if self.config.handshake else 0.0)
                     if self._drain.notice_over():
                         break
                 now = time.monotonic()
