@@ -39,7 +39,7 @@ from ..states import ConnectionEvent, ConnectionPhase, SocketMode
 from ..wire import ConnectionSocket, frame_limit, no_delay, protocol_factory, server_tls_context, transport_factory
 from .admission import Admission, tell_evicted
 from .answers import Answers
-from .connection import Connection
+from .connection import Connection, ConnectionInfo
 from .drain import Drain
 from .handler_errors import install_handler_error_filter
 from .loop import MessageLoop
@@ -85,7 +85,8 @@ class HandshakeServer(TThreadedServer):
         super().__init__(
             SessionProcessor(self.service.Processor(handler), settings, self.metrics, self.config.handshake,
                              self._warnings, self.config.interceptors,
-                             DecodedBudget(limits.max_decoded_bytes, limits.decoded_host_share)),
+                             DecodedBudget(limits.max_decoded_bytes, limits.decoded_host_share),
+                             logging.getLevelName(self.config.call_log_level)),
             TSocket.TServerSocket(host=self.config.host, port=self.config.port, socket_family=family),
             transport_factory(self.config.wire, frame_limit(limits.max_message_bytes)),
             protocol_factory(self.config.wire, limits.max_message_bytes, limits.max_container_items),
@@ -139,6 +140,11 @@ class HandshakeServer(TThreadedServer):
         for connection in self._admission.connections():
             counts[connection.phase.value] += 1
         return counts
+
+    def connections_now(self) -> List[ConnectionInfo]:
+        """The open connections as an observer sees them now, oldest first."""
+        now = time.monotonic()
+        return [connection.info(now) for connection in self._admission.connections()]
 
     @property
     def _connections(self) -> List[Connection]:
