@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import os
+import random
 import shutil
 import signal
 import socket
@@ -28,12 +29,25 @@ DRAIN_NOTICE = "1.5"
 RETRY = RetryPolicy(idempotent={"echo"}, attempts=12, backoff=0.05, max_backoff=0.5)
 
 
+def _port_outside_the_ephemeral_range() -> int:
+    """A free loopback port below Linux's ephemeral range (32768 and up), so that no outgoing connection
+    takes it while its server restarts."""
+    while True:
+        port = random.randrange(20000, 32000)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+
+
 class CliServer:
     """``thrift-handshake serve`` in its own process; its log read on a thread (never blocks it)."""
 
     def __init__(self, port: int = 0) -> None:
         flags = ["--grace", "10", "--drain-notice", DRAIN_NOTICE]
-        self.process, self.port = serve_subprocess(*flags, *(["--port", str(port)] if port else []))
+        self.process, self.port = serve_subprocess(*flags, "--port", str(port or _port_outside_the_ephemeral_range()))
         self.log: List[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
