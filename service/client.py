@@ -651,8 +651,10 @@ class Client:
         reply = self._sock.first_reply if self._sock is not None else b""
         answered_before = self._sock is not None and self._sock.bytes_in > 0  # so TLS and wire were right
         self._break(error)
-        if isinstance(error, _ServerNotice):
-            raise ConnectionBroken(f"{name}: {error}; reconnect() to try again") from error
+        if isinstance(error, _ServerNotice):  # said before the server read the call: it did not run
+            broken = ConnectionBroken(f"{name}: {error}; the call did not run; reconnect() to try again")
+            broken.may_have_run = False
+            raise broken from error
         if is_timeout(error):
             raise CallTimeout(f"{name}: no reply within the timeout; the connection is closed") from error
         if _over_size_limit(error):

@@ -91,7 +91,13 @@ class HandshakeFailed(ThriftHandshakeError):
 
 
 class ConnectionBroken(ThriftHandshakeError):
-    """The connection failed mid-call; the client refuses calls until reconnect()."""
+    """The connection failed mid-call; the client refuses calls until reconnect().
+
+    ``may_have_run`` is False when the server said, before it closed the session, that it would serve
+    nothing more on it (it drains, or evicted the idle session): the call was not run, and even a method
+    that is not idempotent may be sent again on a new connection. Otherwise it may have run."""
+
+    may_have_run = True
 
 
 class CallTimeout(ConnectionBroken):

@@ -56,11 +56,14 @@ def test_ping_and_hello_answer_draining_while_in_flight_calls_finish(start_serve
     with pytest.raises(ServerDraining, match="draining") as refused:  # no new session
         newcomer.connect()
     assert isinstance(refused.value, ConnectError) and isinstance(refused.value.draining, Draining)
-    with pytest.raises(ConnectionBroken, match="the server closed the session: draining"):
-        idle.echo("idle sessions are told")
+    with pytest.raises(ConnectionBroken, match="the server closed the session: draining") as told:
+        idle.process(Request(request_id="never run"))
+    assert told.value.may_have_run is False  # told before the server read it: safe to send again
     assert call.result().request_id == "in-flight"  # in-flight work is served to the end
-    with pytest.raises(ConnectionBroken, match="draining"):
+    with pytest.raises(ConnectionBroken, match="draining") as told:
         busy.echo("closed after its reply, and told")
+    assert told.value.may_have_run is False
+    assert server.metrics.snapshot().calls.get("process") == 1  # the in-flight one alone
 
     assert eventually(lambda: server._stopped.is_set(), 5.0)
     assert 0.9 < time.monotonic() - started < 3.0  # the notice, then the (empty) rest of the drain
