@@ -29,7 +29,7 @@ import socket
 import sys
 import threading
 import weakref
-from time import perf_counter
+from time import monotonic, perf_counter
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from thrift.protocol.TProtocol import TProtocolBase, TProtocolException
@@ -37,7 +37,7 @@ from thrift.Thrift import TApplicationException, TMessageType, TProcessor, TType
 from thrift.transport.TTransport import TTransportException
 
 from thrift_handshake_gen.session import SessionService
-from thrift_handshake_gen.session.ttypes import Farewell, HandshakeRequired, ServerHello, ServerStats
+from thrift_handshake_gen.session.ttypes import Draining, Farewell, HandshakeRequired, ServerHello, ServerStats
 
 from .calllog import CallLog
 from .contract import MethodInfo, describe_service
@@ -124,18 +124,29 @@ class ConnectionState:
 
 
 class _SessionMethods:
-    """SessionService.Iface for one connection: the session methods, answered by its Session."""
+    """SessionService.Iface for one connection: the session methods, answered by its Session (or, while
+    the server drains, ``Draining`` from hello and ping)."""
 
-    def __init__(self, session: Session, counters: ConnectionCounters, stats: Callable[[], ServerStats]) -> None:
+    def __init__(self, session: Session, counters: ConnectionCounters, stats: Callable[[], ServerStats],
+                 draining: Callable[[], Optional[Draining]]) -> None:
         self._session = session
         self._counters = counters
         self._stats = stats
+        self._draining = draining
 
     def hello(self, hello: Any) -> ServerHello:
+        if not self._session.established:  # a second hello keeps its own refusal
+            self._refuse_if_draining()
         return self._session.hello(hello)
 
     def ping(self) -> None:
+        self._refuse_if_draining()
         self._session.call_served()
+
+    def _refuse_if_draining(self) -> None:
+        draining = self._draining()
+        if draining is not None:
+            raise draining
 
     def stats(self) -> ServerStats:
         self._session.call_served()
@@ -192,8 +203,9 @@ class SessionProcessor(TProcessor):
     warnings: the rate limit its warnings about peers share (a server passes its own).
     interceptors: the user's, run after the runtime's own (counting and the call log) on every message
     (see ``interceptors``). call_log_level: the level of the call log's line for every call.
-    decoded_budget: when set, a framed (or THeader) request is priced before it is decoded
-    and refused (PROTOCOL_ERROR, the connection kept) when its decoded size does not fit. The handler is reached through a copy of ``processor`` whose handler is
+    decoded_budget: when set, a request over 64 KiB is priced before it is decoded (an unframed one
+    as it is read, ``wire.whole_arguments``) and refused (PROTOCOL_ERROR) when its decoded size does
+    not fit. The handler is reached through a copy of ``processor`` whose handler is
     wrapped, so that interceptors see the arguments and the result; ``processor`` itself is unchanged.
     """
 
@@ -221,6 +233,7 @@ class SessionProcessor(TProcessor):
         self._watched = _intercepted(processor, self.methods, self.chain)  # the same, handler watched
         self._session_methods = _intercepted_class(_SessionMethods, self.methods, self.chain, ("hello",))
         self._oneway = frozenset(name for name, info in self.methods.items() if info.oneway)
+        self._drain_until: Optional[float] = None  # while draining: when the server stops at the latest
         # The service's methods by the message type that may carry them, so that the common case finds its
         # method and checks its type in one look-up: ONEWAY only one-way methods; CALL every method, as in
         # every Thrift server (Go's library up to 0.17 sends one-way calls as CALL and reads no reply).
@@ -230,6 +243,25 @@ class SessionProcessor(TProcessor):
             TMessageType.CALL: served,
             TMessageType.ONEWAY: {name: function for name, function in served.items() if name in self._oneway},
         }
+
+    # -- draining -----------------------------------------------------------------------------
+
+    def drain(self, until: float) -> None:
+        """From now on hello and ping answer ``Draining`` (the server stops by ``until``, a
+        ``time.monotonic()``); takes no lock, so a signal handler may call it."""
+        self._drain_until = until
+
+    @property
+    def draining(self) -> bool:
+        return self._drain_until is not None
+
+    def _draining_answer(self) -> Optional[Draining]:
+        until = self._drain_until
+        if until is None:
+            return None
+        remaining_ms = max(int((until - monotonic()) * 1000), 0)
+        return Draining(message=f"the server is draining (stopping within {remaining_ms} ms): it opens no new "
+                                "session; connect to another server", remaining_ms=remaining_ms)
 
     # -- connections --------------------------------------------------------------------------
 
@@ -247,7 +279,7 @@ class SessionProcessor(TProcessor):
         state = ConnectionState(context, session, self.metrics)
         if session is not None:
             state.session_processor = SessionService.Processor(
-                self._session_methods(session, state.counters, self.metrics.snapshot))
+                self._session_methods(session, state.counters, self.metrics.snapshot, self._draining_answer))
         setattr(iprot, _STATE, state)
         weakref.finalize(iprot, state.close)
         return state
@@ -351,7 +383,7 @@ class SessionProcessor(TProcessor):
     def _reserve(self, state: ConnectionState, call: ServerCall, iprot: TProtocolBase, oprot: TProtocolBase) -> bool:
         """Reserves a request's decoded size before it is decoded; False when it was refused instead
         (answered PROTOCOL_ERROR; the rest of its frame read past, the stream intact)."""
-        state.reserved, refusal = self.decoded_budget.reserve_request(state.host, iprot)
+        state.reserved, refusal = self.decoded_budget.reserve_request(state, iprot)
         if refusal is None:
             return True
         iprot.readMessageEnd()
