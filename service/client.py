@@ -100,6 +100,11 @@ def _check_arguments(port: Any, options: Any, service: Any) -> None:
                         f"`from calc import Calculator`), not {service!r}")
 
 
+def _peer_name(options: ClientOptions, host: str, port: int) -> str:
+    """How the timeline, logs and errors name the server: unix:PATH, or host:port."""
+    return format_address(host, port) if options.unix_socket is None else f"unix:{options.unix_socket}"
+
+
 def _with_inner_cause(error: BaseException) -> str:
     """The error with the cause Thrift keeps in ``inner`` (e.g. the TLS verification failure)."""
     inner = getattr(error, "inner", None)
@@ -148,9 +153,7 @@ class Client:
         self.service = service
         self.timeline = Timeline(self.options.timeline_size)
         self._chain = InterceptorChain((self.timeline, *self.options.interceptors))
-        self._peer = format_address(self.host, self.port)
-        if self.options.unix_socket is not None:
-            self._peer = f"unix:{self.options.unix_socket}"
+        self._peer = _peer_name(self.options, self.host, self.port)
         self._service_methods = methods_of(service)
         if self.options.handshake and "hello" not in self._service_methods:
             raise ArgumentError(
@@ -213,7 +216,7 @@ class Client:
 
     def _connect_to(self, host: str, port: int) -> Optional[ServerHello]:
         with self._lock:
-            self.host, self.port, self._peer = host, port, format_address(host, port)
+            self.host, self.port, self._peer = host, port, _peer_name(self.options, host, port)
             self._require(ClientEvent.CONNECT, "connect")
             self._state.apply(ClientEvent.CONNECT)
             self._open_transport()
