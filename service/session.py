@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 import uuid
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Dict, FrozenSet, Optional, Tuple
 
@@ -45,6 +46,9 @@ _REFUSALS = WarningBudget(logger, what="refused hellos")
 _ESTABLISHED, _CLOSING = SessionPhase.ESTABLISHED, SessionPhase.CLOSING
 
 _local = threading.local()
+#: The session of the call being served: a context variable, so that each thread and each asyncio task
+#: (an asyncio server's coroutine handlers interleave on one thread) sees its own.
+_bound: ContextVar[Optional["SessionContext"]] = ContextVar("thrift_handshake_session", default=None)
 
 #: Bounds on what a hello may carry (names end up in logs and in every handler's context).
 MAX_NAME_LENGTH = 256
@@ -105,13 +109,13 @@ def current_session() -> SessionContext:
 
 
 def bound_session() -> Optional[SessionContext]:
-    """The session of the call being served on this thread; None outside a call."""
-    return getattr(_local, "context", None)
+    """The session of the call being served (on this thread, or in this asyncio task); None outside a call."""
+    return _bound.get()
 
 
 def bind_session(context: Optional[SessionContext]) -> None:
-    """Makes ``context`` what current_session() returns on this thread (the processor calls this)."""
-    _local.context = context
+    """Makes ``context`` what current_session() returns in this call's context (the processor calls this)."""
+    _bound.set(context)
     _local.dropped_oneway = None
 
 
