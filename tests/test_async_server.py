@@ -12,14 +12,21 @@ from typing import Any, Callable, Iterator, List
 
 import pytest
 
-from thrift_handshake import Client, ClientOptions, Interceptor, ServerConfig, ServerLimits, Wire
+from thrift.Thrift import TApplicationException
+
+from thrift_handshake import (Client, ClientOptions, ClientPhase, ClientTLS, ConnectError, ConnectionBroken, Interceptor,
+                              RemoteApplicationError, ServerConfig, ServerFull, ServerLimits, Wire, WireMismatch)
 from thrift_handshake.aio import AsyncHandshakeServer
 from thrift_handshake.demo import FEATURES, HandshakeHandler
 from thrift_handshake.session import current_session
 from thrift_handshake_gen import HandshakeService
+from thrift_handshake_gen.session import SessionService
+from thrift_handshake_gen.session.ttypes import ClientHello
 from thrift_handshake_gen.ttypes import Event, Request, Response
 
 from conftest import encode_call, eventually, exchange, read_until_closed
+from server_process import Background, wait_in_flight
+from test_tls import CERTS, MUTUAL_TLS, SERVER_TLS, WhoAmI
 
 
 class EventLoopThread:
@@ -107,3 +114,220 @@ def test_the_whole_contract_in_every_wire_cell(aserver, wire):
     assert farewell.calls == 6  # process, echo, submit, get_result, notify, stats
     assert eventually(lambda: aserver.stats().sessions_active == 0)
     assert aserver.stats().connections_total == 1
+
+
+class SlowAsync(HandshakeService.Iface):
+    """process is a coroutine that sleeps; echo is a plain method (served on the pool)."""
+
+    SLEEP = 0.5
+
+    def __init__(self) -> None:
+        self.sessions: List[str] = []
+
+    async def process(self, request: Request) -> Response:
+        session = current_session().session_id
+        await asyncio.sleep(self.SLEEP)
+        assert current_session().session_id == session  # other connections' calls ran meanwhile
+        self.sessions.append(session)
+        return Response(request_id=request.request_id, session_id=session)
+
+    def echo(self, message: str) -> str:
+        return f"{threading.current_thread().name}|{current_session().session_id}|{message}"
+
+
+def pool_threads(server: AsyncHandshakeServer) -> List[str]:
+    return [thread.name for thread in threading.enumerate() if thread.name.startswith(f"thrift-handshake-aio:{server.port}")]
+
+
+def test_coroutine_handlers_wait_without_holding_a_thread(start_async):
+    """50 calls that each await a 0.5 s sleep, on 50 connections, with a pool of 4 threads: together in
+    about one sleep (on 4 threads they would take 13 sleeps), and no pool thread is started."""
+    handler = SlowAsync()
+    server = start_async(handler, limits=ServerLimits(max_threads=4))
+    clients = [connect(server) for _ in range(50)]
+    replies: List[Response] = []
+    start = threading.Barrier(51)
+
+    def call(client: Client, number: int) -> None:
+        start.wait()
+        replies.append(client.process(Request(request_id=str(number))))
+
+    threads = [threading.Thread(target=call, args=(client, n)) for n, client in enumerate(clients)]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    began = time.monotonic()
+    for thread in threads:
+        thread.join(30)
+    elapsed = time.monotonic() - began
+    assert len(replies) == 50
+    assert elapsed < 4 * SlowAsync.SLEEP, f"50 slow coroutine calls took {elapsed:.2f}s"
+    assert pool_threads(server) == []
+    # every reply went to the session that asked, although all interleaved on one thread
+    assert sorted(reply.session_id for reply in replies) == sorted(client.session_id for client in clients)
+    for client in clients:
+        client.close()
+
+
+def test_plain_handlers_run_on_the_pool_with_their_session(start_async):
+    server = start_async(SlowAsync(), limits=ServerLimits(max_threads=4))
+    client = connect(server)
+    try:
+        thread, session, message = client.echo("hi").split("|")
+        assert thread.startswith(f"thrift-handshake-aio:{server.port}")
+        assert (session, message) == (client.session_id, "hi")
+    finally:
+        client.close()
+
+
+class Watch(Interceptor):
+    """Observes the handler: the gate serves through the watched copy of the processor."""
+
+    observes_handler = True
+
+    def __init__(self) -> None:
+        self.ended: List[Any] = []
+
+    def call_ended(self, call: Any) -> None:
+        self.ended.append((call.method, call.outcome.value, call.args, call.result, call.handler_seconds))
+
+
+def test_interceptors_see_coroutine_handlers_run(start_async):
+    watch = Watch()
+    server = start_async(SlowAsync(), interceptors=(watch,))
+    client = connect(server)
+    try:
+        response = client.process(Request(request_id="w"))
+        assert client.echo("x").endswith("|x")
+    finally:
+        client.close()
+    assert eventually(lambda: len(watch.ended) == 4)  # hello, process, echo, goodbye
+    method, outcome, args, result, seconds = watch.ended[1]
+    assert (method, outcome, args[0].request_id, result) == ("process", "ok", "w", response)
+    assert seconds >= SlowAsync.SLEEP * 0.9
+    assert watch.ended[2][:3] == ("echo", "ok", ("x",))
+
+
+# -- limits, mismatches, TLS, a full server ------------------------------------------------------
+
+@pytest.mark.parametrize("wire", [Wire(transport="framed"), Wire(), Wire(protocol="compact")], ids=str)
+def test_an_oversized_message_is_refused_naming_the_limit(start_async, wire):
+    server = start_async(limits=ServerLimits(max_message_bytes=1000))
+    client = connect(server, wire=wire)
+    assert client.echo("a" * 500) == "a" * 500
+    with pytest.raises(RemoteApplicationError) as caught:
+        client.echo("a" * 2000)
+    assert caught.value.type == TApplicationException.PROTOCOL_ERROR
+    assert "cannot decode the echo request: " in str(caught.value)
+    assert "max_message_bytes" in str(caught.value)
+    assert client.phase is ClientPhase.BROKEN  # the server closes after a refused message
+    client.close()
+    fresh = connect(server, wire=wire)
+    assert fresh.echo("still serving") == "still serving"
+    fresh.close()
+
+
+def test_a_silent_connection_is_closed_at_the_handshake_deadline(start_async, caplog):
+    server = start_async(limits=ServerLimits(handshake_timeout=0.3))
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        began = time.monotonic()
+        assert read_until_closed(sock, 5.0) == b""
+        assert 0.25 < time.monotonic() - began < 3.0
+    assert eventually(lambda: "handshake timeout" in caplog.text)
+
+
+def test_a_hello_that_does_not_finish_in_time_is_cut_off(start_async, caplog):
+    server = start_async(limits=ServerLimits(handshake_timeout=0.3))
+    hello = encode_call("hello", SessionService.hello_args(ClientHello(client_name="slow", min_version=1, max_version=2)))
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(hello[:10])  # a dialect, then nothing more
+        assert read_until_closed(sock, 5.0) == b""
+    assert eventually(lambda: "handshake timeout" in caplog.text)
+
+
+def test_more_than_the_handshake_budget_before_hello_is_refused(start_async):
+    server = start_async(limits=ServerLimits(handshake_max_bytes=1024))
+    answer = exchange(server.port, encode_call("echo", HandshakeService.echo_args("x" * 5000)))
+    assert b"cannot decode the echo request: more than 1024 bytes before hello() succeeded" in answer
+
+
+def test_an_http_client_is_answered_in_http(aserver, caplog):
+    answer = exchange(aserver.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b"This is a Thrift server (thrift-handshake), not an HTTP server: the client speaks HTTP" in answer
+    assert eventually(lambda: "refused peer=127.0.0.1:" in caplog.text)
+
+
+def test_a_wire_it_does_not_serve_is_answered_in_the_peers_framing(start_async):
+    server = start_async(detect_wire=False)
+    client = Client("127.0.0.1", server.port, ClientOptions(wire=Wire(transport="framed")), service=HandshakeService)
+    with pytest.raises(WireMismatch, match="this server speaks Thrift buffered binary"):
+        client.connect()
+
+
+def test_tls_round_trip_and_a_plain_client_told_it_needs_tls(start_async):
+    server = start_async(handler=WhoAmI(), tls=SERVER_TLS)
+    client = Client("127.0.0.1", server.port, ClientOptions(tls=ClientTLS(ca_file=str(CERTS / "ca.pem"))),
+                    service=HandshakeService)
+    with client:
+        assert client.echo("secret") == "secret from None"  # no client certificate
+    plain = Client("127.0.0.1", server.port, service=HandshakeService)
+    with pytest.raises(WireMismatch, match="requires TLS"):
+        plain.connect()
+
+
+def test_mutual_tls_names_the_client(start_async):
+    server = start_async(handler=WhoAmI(), tls=MUTUAL_TLS)
+    tls = ClientTLS(ca_file=str(CERTS / "ca.pem"), cert_file=str(CERTS / "client.pem"),
+                    key_file=str(CERTS / "client.key"))
+    with Client("127.0.0.1", server.port, ClientOptions(tls=tls), service=HandshakeService) as client:
+        assert client.echo("hi") == "hi from thrift-handshake test client"
+
+
+def test_a_full_server_says_so(start_async):
+    server = start_async(limits=ServerLimits(max_connections=1))
+    first = connect(server)
+    with pytest.raises(ServerFull, match="server full: 1 connections"):
+        connect(server)
+    assert first.echo("still served") == "still served"
+    first.close()
+    assert eventually(lambda: server.connection_count == 0)
+    connect(server).close()
+
+
+# -- the stop -----------------------------------------------------------------------------------
+
+def test_graceful_stop_lets_the_in_flight_call_finish(start_async, event_loop_thread):
+    server = start_async()
+    busy, idle = connect(server), connect(server)
+    call = Background(busy.process, Request(request_id="in-flight", payload="p", work_ms=500))
+    wait_in_flight(server, "process")
+    began = time.monotonic()
+    event_loop_thread.run(server.stop(grace=5.0))
+    stopped_in = time.monotonic() - began
+    assert call.result().request_id == "in-flight"
+    assert 0.2 < stopped_in < 4.0
+    with pytest.raises(ConnectionBroken):
+        idle.echo("idle connections are closed")
+    with pytest.raises(ConnectionBroken):
+        busy.echo("closed after its reply")
+    with pytest.raises(ConnectError):
+        connect(server)
+    busy.close()
+    idle.close()
+
+
+def test_the_grace_period_bounds_the_stop_of_a_coroutine_call(start_async, event_loop_thread):
+    SlowAsync.SLEEP = 30.0
+    try:
+        server = start_async(SlowAsync())
+        client = connect(server)
+        call = Background(client.process, Request(request_id="too slow"))
+        wait_in_flight(server, "process")
+        began = time.monotonic()
+        event_loop_thread.run(server.stop(grace=0.3))
+        assert time.monotonic() - began < 3.0
+        assert isinstance(call.result(), ConnectionBroken)
+        client.close()
+    finally:
+        SlowAsync.SLEEP = 0.5

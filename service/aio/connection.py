@@ -161,8 +161,8 @@ class AsyncConnection(SessionListener):
         while True:
             try:
                 if data:
-                    self._count(data)
                     framer.receive(data)
+                    self._count(data)
                 message = framer.next_message()
                 data = b""
                 if message is None:

@@ -15,7 +15,7 @@ import copy
 import inspect
 import logging
 from types import ModuleType
-from typing import Any, Awaitable, Callable, Collection, Dict, Optional
+from typing import Any, Awaitable, Callable, Collection, Dict, Optional, Tuple
 
 from thrift.Thrift import TApplicationException, TMessageType, TProcessor, TType
 from thrift.transport.TTransport import TTransportException
@@ -59,10 +59,13 @@ def pool_offload(pool: Callable[[], Optional[WorkerPool]]) -> Offload:
     """An ``Offload`` onto ``pool()``: the call runs in a copy of the caller's context (its session, the
     call interceptors fill in), and a one-way call its handler dropped on the thread is dropped here."""
 
-    async def offload(serve: Callable[..., None], *arguments: Any) -> None:
+    def offload(serve: Callable[..., None], *arguments: Any) -> Awaitable[None]:
+        # the context is taken now, while the gate has the call and its session set
+        return run(contextvars.copy_context(), serve, arguments)
+
+    async def run(context: contextvars.Context, serve: Callable[..., None], arguments: Tuple[Any, ...]) -> None:
         loop = asyncio.get_running_loop()
         done = loop.create_future()
-        context = contextvars.copy_context()
 
         def settle(reason: Optional[str], error: Optional[BaseException]) -> None:
             if done.cancelled():
