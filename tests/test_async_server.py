@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from typing import Any, Callable, Iterator, List
@@ -25,7 +29,7 @@ from thrift_handshake_gen.session.ttypes import ClientHello
 from thrift_handshake_gen.ttypes import Event, Request, Response
 
 from conftest import encode_call, eventually, exchange, read_until_closed
-from server_process import Background, wait_in_flight
+from server_process import Background, serve_subprocess, wait_in_flight, wait_remote_in_flight
 from test_tls import CERTS, MUTUAL_TLS, SERVER_TLS, WhoAmI
 
 
@@ -331,3 +335,31 @@ def test_the_grace_period_bounds_the_stop_of_a_coroutine_call(start_async, event
         client.close()
     finally:
         SlowAsync.SLEEP = 0.5
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_serve_asyncio_stops_gracefully_on_a_signal(signum):
+    process, port = serve_subprocess("--asyncio", "--grace", "5")
+    try:
+        client = Client("127.0.0.1", port, service=HandshakeService)
+        client.connect()
+        call = Background(client.process, Request(request_id="sig", payload="", work_ms=500))
+        wait_remote_in_flight(port, "process")
+        os.kill(process.pid, signum)
+        assert process.wait(timeout=10) == 0
+        assert call.result().request_id == "sig"
+        assert "stopped" in process.stderr.read()
+        client.close()
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.stderr.close()
+
+
+def test_serve_asyncio_with_workers_is_refused_before_listening():
+    done = subprocess.run([sys.executable, "-m", "thrift_handshake.cli", "serve", "--asyncio", "--workers", "2"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert "--workers: not yet with --asyncio" in done.stderr
