@@ -194,6 +194,8 @@ class SessionProcessor(TProcessor):
     warnings: the rate limit its warnings about peers share (a server passes its own).
     interceptors: the user's, run after the runtime's own (counting and the call log) on every message
     (see ``interceptors``). call_log_level: the level of the call log's line for every call.
+    binds_session: False for a host that serves many sessions on one thread and binds each connection's
+    session itself (``session.bind_task_session``), as the asyncio server does.
     decoded_budget: when set, a framed (or THeader) request is priced before it is decoded
     and refused (PROTOCOL_ERROR, the connection kept) when its decoded size does not fit. The handler is reached through a copy of ``processor`` whose handler is
     wrapped, so that interceptors see the arguments and the result; ``processor`` itself is unchanged.
@@ -209,7 +211,11 @@ class SessionProcessor(TProcessor):
         interceptors: Sequence[Any] = (),
         decoded_budget: Optional[DecodedBudget] = None,
         call_log_level: int = logging.DEBUG,
+        binds_session: bool = True,
     ) -> None:
+        # what current_session() returns is bound per call, on the serving thread; a host serving many
+        # sessions on one thread (asyncio) binds it per connection task instead (session.bind_task_session)
+        self._bind = bind_session if binds_session else _no_binding
         self.settings = settings or SessionSettings()
         self.decoded_budget = decoded_budget
         self.metrics = metrics or ServerMetrics()
@@ -323,7 +329,7 @@ class SessionProcessor(TProcessor):
             state.reserved = 0
         call.ended = perf_counter()
         self.chain.ended(call)
-        bind_session(None)  # lines logged between calls belong to no session (and the context is freed)
+        self._bind(None)  # lines logged between calls belong to no session (and the context is freed)
 
     def _dispatch(self, state: ConnectionState, call: ServerCall, serve: Optional[Callable[..., Any]],
                   iprot: TProtocolBase, oprot: TProtocolBase) -> Optional[Awaitable[None]]:
@@ -340,7 +346,7 @@ class SessionProcessor(TProcessor):
                 return
             if not watched and self.chain.observes_handler():
                 processor, watched = self._watched, True
-            bind_session(state.context)
+            self._bind(state.context)
             if watched:
                 pending = self._serve_watched(call, serve, processor, iprot, oprot)
             else:  # the handler called directly: call_started runs before the arguments are decoded
@@ -431,6 +437,10 @@ class SessionProcessor(TProcessor):
         reason = take_dropped_oneway()
         if reason is not None and call.outcome is Outcome.OK:
             call.outcome, call.reason = Outcome.DROPPED, reason
+
+
+def _no_binding(context: Optional[SessionContext]) -> None:
+    """The host binds sessions itself (``binds_session=False``)."""
 
 
 #: Session methods that are phases, not calls: Farewell's count leaves them out.

@@ -23,7 +23,7 @@ from ..gate import ConnectionState, SessionClosed, SessionProcessor
 from ..peerlog import WarningBudget, clip_for_log
 from ..server.answers import Answers
 from ..server.outcome import Ending, Outcome, bad_input, transport_outcome
-from ..session import Session, SessionListener
+from ..session import Session, SessionListener, bind_task_session
 from ..wire import (AnswerableReadError, BudgetExceeded, DialectKind, FramerLimits, MessageFramer, header_protocol,
                     server_stack, sniff, write_application_exception)
 from ..wire.protocols import message_header
@@ -99,6 +99,7 @@ class AsyncConnection(SessionListener):
                 return None
             transport, protocol, pipe = stack
             self.state = self._processor.connection(protocol, self.peer, identity or None, listener=self)
+            bind_task_session(self.state.context)  # this task's calls, and the pool threads that run them
             if self._stopping:
                 return _STOPPING
             framer = MessageFramer(framer_wire, FramerLimits.of(self._limits))

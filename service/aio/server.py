@@ -75,7 +75,7 @@ class AsyncHandshakeServer:
             awaiting_processor(generated, self.service, _methods(generated), skip, pool_offload(lambda: self._pool)),
             settings, self.metrics, self.config.handshake, self._warnings, self.config.interceptors,
             DecodedBudget(limits.max_decoded_bytes, limits.decoded_host_share),
-            logging.getLevelName(self.config.call_log_level))
+            logging.getLevelName(self.config.call_log_level), binds_session=False)
         install_handler_error_filter()
         self._tls: Optional[ssl.SSLContext] = None if self.config.tls is None else server_tls_context(self.config.tls)
         self._socket: Optional[socket.socket] = None
