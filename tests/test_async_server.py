@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, List
+from typing import Any, Callable, Iterator, List, Optional
 
 import pytest
 
@@ -22,7 +22,7 @@ from thrift.Thrift import TApplicationException
 from thrift_handshake import (Client, ClientOptions, ClientPhase, ClientTLS, ConnectError, ConnectionBroken, Interceptor,
                               RemoteApplicationError, ServerConfig, ServerFull, ServerLimits, Wire, WireMismatch)
 from thrift_handshake.aio import AsyncHandshakeServer
-from thrift_handshake.demo import FEATURES, HandshakeHandler
+from thrift_handshake.demo import FEATURES, DemoLimits, HandshakeHandler
 from thrift_handshake.session import current_session
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.session import SessionService
@@ -60,16 +60,16 @@ def event_loop_thread() -> Iterator[EventLoopThread]:
 
 @pytest.fixture
 def start_async(event_loop_thread: EventLoopThread) -> Iterator[Callable[..., AsyncHandshakeServer]]:
-    """Starts asyncio servers (``start_async(handler=None, **ServerConfig fields)``; the demo service by
-    default) on the test's event loop thread; stops them afterwards."""
+    """Starts asyncio servers (``start_async(handler=None, demo=None, **ServerConfig fields)``; the demo
+    service, with ``demo`` limits, by default) on the test's event loop thread; stops them afterwards."""
     servers: List[AsyncHandshakeServer] = []
 
-    def start(handler: Any = None, **config: Any) -> AsyncHandshakeServer:
+    def start(handler: Any = None, demo: Optional[DemoLimits] = None, **config: Any) -> AsyncHandshakeServer:
         config.setdefault("port", 0)
         config.setdefault("host", "127.0.0.1")
         settings = ServerConfig(**config)
         if handler is None:
-            handler = HandshakeHandler()
+            handler = HandshakeHandler(demo)
             settings = dataclasses.replace(settings, features=settings.features or FEATURES)
             server = AsyncHandshakeServer(handler, settings)
             server.on_stop(handler.close)
