@@ -26,10 +26,10 @@ from thrift_handshake.demo import FEATURES, DemoLimits, HandshakeHandler
 from thrift_handshake.session import current_session
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.session import SessionService
-from thrift_handshake_gen.session.ttypes import ClientHello
-from thrift_handshake_gen.ttypes import Event, Request, Response
+from thrift_handshake_gen.session.ttypes import ClientHello, HandshakeRequired
+from thrift_handshake_gen.ttypes import Event, InvalidRequest, Request, Response
 
-from conftest import encode_call, eventually, exchange, read_until_closed
+from conftest import RawConnection, encode_call, eventually, exchange, read_until_closed
 from server_process import Background, serve_subprocess, wait_in_flight, wait_remote_in_flight
 from test_tls import CERTS, MUTUAL_TLS, SERVER_TLS, WhoAmI
 
@@ -387,3 +387,98 @@ def test_the_readme_asyncio_snippet_serves_a_coroutine_handler(tmp_path):
     done = subprocess.run([sys.executable, "-c", program], cwd=tmp_path, capture_output=True, text=True,
                           timeout=60, env=env)
     assert done.returncode == 0 and done.stdout.strip() == "3", done.stderr
+
+
+# -- the gate's answers, with coroutine handlers --------------------------------------------------
+
+class AsyncAnswers(HandshakeService.Iface):
+    """Coroutine handlers that fail, mis-return, and take one-way calls."""
+
+    def __init__(self) -> None:
+        self.events: List[str] = []
+
+    async def process(self, request: Request) -> Response:
+        await asyncio.sleep(0)
+        if request.payload == "invalid":
+            raise InvalidRequest(message="bad payload", field="payload")
+        if request.payload == "crash":
+            raise RuntimeError("boom")
+        if request.payload == "unencodable":
+            return "not a Response"
+        return Response(request_id=request.request_id)
+
+    async def notify(self, event: Event) -> None:
+        await asyncio.sleep(0)
+        self.events.append(event.name)
+
+    def echo(self, message: str) -> Any:
+        return 42 if message == "unencodable" else message
+
+
+def test_coroutine_handlers_answer_like_generated_code(start_async, caplog):
+    handler = AsyncAnswers()
+    server = start_async(handler)
+    client = connect(server)
+    try:
+        with pytest.raises(InvalidRequest) as caught:
+            client.process(Request(request_id="1", payload="invalid"))
+        assert (caught.value.message, caught.value.field) == ("bad payload", "payload")
+        with pytest.raises(RemoteApplicationError) as crashed:
+            client.process(Request(request_id="2", payload="crash"))
+        assert crashed.value.type == TApplicationException.INTERNAL_ERROR
+        assert "Unexpected exception in handler" in caplog.text and "boom" in caplog.text
+        for method, argument in (("process", Request(request_id="3", payload="unencodable")),
+                                 ("echo", "unencodable")):
+            with pytest.raises(RemoteApplicationError, match=f"could not encode the {method} reply") as failed:
+                client.call(method, argument)
+            assert failed.value.type == TApplicationException.INTERNAL_ERROR
+        client.notify(Event(name="one-way", payload=""))
+        assert client.process(Request(request_id="4")).request_id == "4"  # the connection stayed usable
+        assert eventually(lambda: handler.events == ["one-way"])
+    finally:
+        client.close()
+
+
+def test_calls_before_hello_are_refused_and_the_connection_stays(aserver):
+    raw = RawConnection(aserver.port)
+    try:
+        with pytest.raises(HandshakeRequired, match="process"):
+            raw.stub.process(Request(request_id="early"))
+        raw.stub.notify(Event(name="early", payload=""))  # dropped, unanswered
+        assert raw.stub.ping() is None
+        assert raw.hello().version == 2
+        assert raw.stub.echo("now") == "now"
+    finally:
+        raw.close()
+    assert eventually(lambda: aserver.stats().notifications == 0 and aserver.stats().connections_open == 0)
+
+
+def test_hello_pipelined_with_the_first_call(aserver):
+    client = connect(aserver, pipeline_hello=True, await_farewell=False)
+    assert client.echo("together") == "together"
+    assert client.version == 2
+    client.close()
+
+
+def test_an_idle_session_is_closed_after_idle_timeout(start_async, caplog):
+    server = start_async(limits=ServerLimits(idle_timeout=0.3))
+    client = connect(server)
+    assert eventually(lambda: server.connection_count == 0, 5.0)
+    assert "idle timeout" in caplog.text
+    with pytest.raises(ConnectionBroken):
+        client.echo("too late")
+    client.close()
+
+
+def test_a_request_that_stops_halfway_is_dropped_at_request_timeout(start_async, caplog):
+    server = start_async(limits=ServerLimits(request_timeout=0.3, idle_timeout=30))
+    raw = RawConnection(server.port)
+    try:
+        raw.hello()
+        began = time.monotonic()
+        raw.socket.handle.sendall(encode_call("echo", HandshakeService.echo_args("x" * 100))[:20])
+        assert read_until_closed(raw.socket.handle, 5.0) == b""
+        assert time.monotonic() - began < 3.0
+    finally:
+        raw.close()
+    assert eventually(lambda: "request timeout: the message did not arrive whole in time" in caplog.text)
