@@ -35,6 +35,7 @@ __all__ = ["AsyncConnection"]
 logger = logging.getLogger(__name__)
 
 _STOPPING: Outcome = ("closed", "server stopping")
+_NEVER = float("inf")
 #: Of a refused message, this much is looked at for its name and seqid.
 _HEAD_BYTES = 64 * 1024
 
@@ -58,6 +59,8 @@ class AsyncConnection(SessionListener):
         self._in_session = not config.handshake
         self._received_before_hello = 0
         self._message_started: Optional[float] = None  # loop time of the first byte of the message being read
+        self.expires_at = _NEVER  # while a read or a drain waits: when it gives up (loop time)
+        self._expired = False
 
     # -- the session's listener -----------------------------------------------------------------
 
@@ -77,6 +80,32 @@ class AsyncConnection(SessionListener):
             task.cancel()
         else:
             self.state.stop(task.cancel, force)
+
+    # -- deadlines: kept by the server's sweep, not a timer per read ---------------------------
+
+    def expire(self, now: float) -> None:
+        """Called by the server's sweep: a read (or a reply's drain) whose deadline has passed ends."""
+        if self.expires_at <= now and self._task is not None and not self._task.done():
+            self._expired = True
+            self.expires_at = _NEVER
+            self._task.cancel()
+
+    async def _read_by(self, reader: asyncio.StreamReader, deadline: float) -> bytes:
+        """The next bytes, or TimeoutError once ``deadline`` (loop time) passes."""
+        return await self._by(reader.read(READ_CHUNK), deadline)
+
+    async def _by(self, awaitable: Any, deadline: float) -> Any:
+        self.expires_at = deadline
+        try:
+            return await awaitable
+        except asyncio.CancelledError:
+            if not self._expired or self._stopping:
+                raise
+            asyncio.current_task().uncancel()
+            self._expired = False
+            raise TimeoutError from None
+        finally:
+            self.expires_at = _NEVER
 
     # -- serving ------------------------------------------------------------------------------
 
@@ -117,8 +146,7 @@ class AsyncConnection(SessionListener):
         data, dialect = b"", None
         while dialect is None and len(data) < 6:
             try:
-                async with asyncio.timeout_at(deadline):
-                    chunk = await reader.read(READ_CHUNK)
+                chunk = await self._read_by(reader, deadline)
             except TimeoutError:
                 return data, None, ("dropped", "handshake timeout" if handshake else "idle timeout")
             except OSError:
@@ -211,8 +239,7 @@ class AsyncConnection(SessionListener):
         else:
             deadline = loop.time() + limits.idle_timeout
         try:
-            async with asyncio.timeout_at(deadline):
-                data = await reader.read(READ_CHUNK)
+            data = await self._read_by(reader, deadline)
         except TimeoutError:
             error = TTransportException(TTransportException.TIMED_OUT, "timed out")
             return b"", transport_outcome(self._ending(mid_request), error)
@@ -280,9 +307,10 @@ class AsyncConnection(SessionListener):
         if not data:
             return None
         writer.write(data)
+        if not writer.transport.get_write_buffer_size():  # all sent: no wait (the common case)
+            return None
         try:
-            async with asyncio.timeout(self._limits.reply_timeout):
-                await writer.drain()
+            await self._by(writer.drain(), asyncio.get_running_loop().time() + self._limits.reply_timeout)
         except TimeoutError:
             writer.transport.abort()  # what the kernel still holds of the reply is dropped
             return "dropped", "the peer did not read its reply within reply_timeout"

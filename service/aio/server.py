@@ -45,6 +45,8 @@ logger = logging.getLogger(__package__)
 
 #: How long the accept loop pauses after accept() fails for lack of resources (e.g. EMFILE).
 _ACCEPT_BACKOFF = 0.1
+#: How often the deadlines of reads and drains are checked (they end at most this late).
+_SWEEP_EVERY = 0.1
 #: At most this many "server full" answers are written at once; beyond, newcomers are just closed.
 _MAX_REFUSALS = 64
 
@@ -82,6 +84,7 @@ class AsyncHandshakeServer:
         self._bound_port = 0
         self._pool: Optional[WorkerPool] = None
         self._accepting: Optional[asyncio.Task] = None
+        self._sweeping: Optional[asyncio.Task] = None
         self._connections: Dict[AsyncConnection, asyncio.Task] = {}
         self._refusals: Set[asyncio.Task] = set()
         self._callbacks: List[Callable[[float], None]] = []
@@ -135,6 +138,7 @@ class AsyncHandshakeServer:
         self._stopped = asyncio.Event()
         self._pool = WorkerPool(f"thrift-handshake-aio:{self._bound_port}", self.config.limits.max_threads)
         self._accepting = asyncio.get_running_loop().create_task(self._accept_loop())
+        self._sweeping = asyncio.get_running_loop().create_task(self._sweep())
         logger.info("listening on %s service=%s wire=%s handshake=%s tls=%s asyncio=%s", format_peer(self.address),
                     self.service.__name__.rsplit(".", 1)[-1], self.config.wire,
                     "on" if self.config.handshake else "off",
@@ -180,7 +184,7 @@ class AsyncHandshakeServer:
         grace = self.config.grace if self._grace is None else self._grace
         started = loop.time()
         self._accepting.cancel()
-        self._socket.close()
+        self._socket.close()  # the sweep goes on: connections still keep their deadlines while draining
         for connection in list(self._connections):
             connection.stop()
         callbacks = [loop.run_in_executor(None, callback, grace) for callback in self._callbacks]
@@ -196,10 +200,21 @@ class AsyncHandshakeServer:
                     task.cancel()
                 await asyncio.wait(list(self._connections.values()) + list(self._refusals), timeout=2.0)
         self._pool.close()
+        self._sweeping.cancel()
         logger.info("stopped after %.1fs", loop.time() - started)
         self._stopped.set()
 
     # -- connections --------------------------------------------------------------------------
+
+    async def _sweep(self) -> None:
+        """Ends the reads and drains whose deadline has passed, every ``_SWEEP_EVERY`` seconds: one
+        pass over the connections instead of a timer armed and cancelled per message."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(_SWEEP_EVERY)
+            now = loop.time()
+            for connection in [c for c in self._connections if c.expires_at <= now]:
+                connection.expire(now)
 
     async def _accept_loop(self) -> None:
         loop = asyncio.get_running_loop()
