@@ -32,7 +32,7 @@ from ..peerlog import WarningBudget
 from ..pool import WorkerPool
 from ..server.handler_errors import install_handler_error_filter
 from ..server.outcome import session_summary
-from ..session import SessionSettings
+from ..server.server import session_settings
 from ..states import SESSION_METHODS
 from ..wire import DialectKind, no_delay, server_tls_context, sniff
 from .connection import AsyncConnection
@@ -66,10 +66,7 @@ class AsyncHandshakeServer:
         self.service = service or service_of(handler)
         limits = self.config.limits
         self.metrics = ServerMetrics()
-        settings = SessionSettings(
-            server_name=self.config.server_name, versions=self.config.versions, features=self.config.features,
-            auth_token=self.config.auth_token, idle_timeout_ms=int(limits.idle_timeout * 1000),
-            max_message_bytes=limits.max_message_bytes)
+        settings = session_settings(self.config)
         self._warnings = WarningBudget(logger)
         generated = self.service.Processor(handler)
         skip = SESSION_METHODS if self.config.handshake else ()

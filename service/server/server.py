@@ -56,6 +56,14 @@ _WATCH_TICK = 0.1
 _ACCEPT_BACKOFF = 0.1
 
 
+def session_settings(config: ServerConfig) -> SessionSettings:
+    """What a server with ``config`` tells each session (hello's negotiation, its limits)."""
+    return SessionSettings(
+        server_name=config.server_name, versions=config.versions, features=config.features,
+        auth_token=config.auth_token, idle_timeout_ms=int(config.limits.idle_timeout * 1000),
+        max_message_bytes=config.limits.max_message_bytes)
+
+
 class HandshakeServer(TThreadedServer):
     """A TThreadedServer hosting ``handler``'s service behind a SessionProcessor, with limits and a stop.
 
@@ -74,10 +82,7 @@ class HandshakeServer(TThreadedServer):
         self.service = service or service_of(handler)
         limits = self.config.limits
         self.metrics = ServerMetrics()
-        settings = SessionSettings(
-            server_name=self.config.server_name, versions=self.config.versions, features=self.config.features,
-            auth_token=self.config.auth_token, idle_timeout_ms=int(limits.idle_timeout * 1000),
-            max_message_bytes=limits.max_message_bytes)
+        settings = session_settings(self.config)
         family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
         self._warnings = WarningBudget(logger)  # the processor's warnings about peers count against it too
         super().__init__(
