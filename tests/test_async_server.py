@@ -30,7 +30,7 @@ from thrift_handshake_gen.session.ttypes import ClientHello, HandshakeRequired
 from thrift_handshake_gen.ttypes import Event, InvalidRequest, Request, Response
 
 from conftest import RawConnection, encode_call, eventually, exchange, read_until_closed
-from server_process import Background, serve_subprocess, wait_in_flight, wait_remote_in_flight
+from server_process import Background, read_log_until, serve_subprocess, wait_in_flight, wait_remote_in_flight
 from test_tls import CERTS, MUTUAL_TLS, SERVER_TLS, WhoAmI
 
 
@@ -482,3 +482,24 @@ def test_a_request_that_stops_halfway_is_dropped_at_request_timeout(start_async,
     finally:
         raw.close()
     assert eventually(lambda: "request timeout: the message did not arrive whole in time" in caplog.text)
+
+
+def test_a_second_signal_ends_the_grace_period():
+    process, port = serve_subprocess("--asyncio", "--grace", "30")
+    try:
+        client = Client("127.0.0.1", port, service=HandshakeService)
+        client.connect()
+        call = Background(client.process, Request(request_id="long", payload="", work_ms=8000))
+        wait_remote_in_flight(port, "process")
+        os.kill(process.pid, signal.SIGTERM)
+        read_log_until(process, "stopping: 1 connections open")
+        began = time.monotonic()
+        os.kill(process.pid, signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+        assert time.monotonic() - began < 5.0
+        assert isinstance(call.result(), ConnectionBroken)
+        client.close()
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.stderr.close()

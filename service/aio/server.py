@@ -133,6 +133,7 @@ class AsyncHandshakeServer:
         self._socket = sock
         self._bound_port = sock.getsockname()[1]
         self._stopped = asyncio.Event()
+        self._grace_over = asyncio.Event()
         self._pool = WorkerPool(f"thrift-handshake-aio:{self._bound_port}", self.config.limits.max_threads)
         self._accepting = asyncio.get_running_loop().create_task(self._accept_loop())
         self._sweeping = asyncio.get_running_loop().create_task(self._sweep())
@@ -155,8 +156,7 @@ class AsyncHandshakeServer:
         if grace is not None:
             self._grace = grace
             if self._stopping is not None and grace == 0:
-                for connection in list(self._connections):
-                    connection.stop(force=True)
+                self._grace_over.set()
         if self._stop_requested or self._stopped is None:
             self._stop_requested = True
             return
@@ -180,6 +180,7 @@ class AsyncHandshakeServer:
         loop = asyncio.get_running_loop()
         grace = self.config.grace if self._grace is None else self._grace
         started = loop.time()
+        logger.info("stopping: %d connections open, grace %.1fs", len(self._connections), grace)
         self._accepting.cancel()
         self._socket.close()  # the sweep goes on: connections still keep their deadlines while draining
         for connection in list(self._connections):
@@ -187,8 +188,13 @@ class AsyncHandshakeServer:
         callbacks = [loop.run_in_executor(None, callback, grace) for callback in self._callbacks]
         waiting = list(self._connections.values()) + list(self._refusals) + callbacks
         if waiting:
-            done, pending = await asyncio.wait(waiting, timeout=grace)
-            if pending:
+            everything = loop.create_task(asyncio.wait(waiting))
+            over = loop.create_task(self._grace_over.wait())  # a second signal: request_stop(0)
+            await asyncio.wait([everything, over], timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+            over.cancel()
+            if not everything.done():
+                everything.cancel()
+                logger.warning("grace period over: closing %d connections", len(self._connections))
                 for callback in self._callbacks:
                     await loop.run_in_executor(None, callback, 0.0)
                 for connection in list(self._connections):
@@ -198,7 +204,9 @@ class AsyncHandshakeServer:
                 await asyncio.wait(list(self._connections.values()) + list(self._refusals), timeout=2.0)
         self._pool.close()
         self._sweeping.cancel()
-        logger.info("stopped after %.1fs", loop.time() - started)
+        stats = self.metrics.snapshot()
+        logger.info("stopped after %.1fs: %d connections served, calls %s", loop.time() - started,
+                    stats.connections_total, stats.calls)
         self._stopped.set()
 
     # -- connections --------------------------------------------------------------------------
