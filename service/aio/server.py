@@ -45,6 +45,8 @@ logger = logging.getLogger(__package__)
 
 #: How long the accept loop pauses after accept() fails for lack of resources (e.g. EMFILE).
 _ACCEPT_BACKOFF = 0.1
+#: After the grace period: how long aborted work and the last answers get before connections are cut.
+_ABORT_WAIT = 2.0
 #: How often the deadlines of reads and drains are checked (they end at most this late).
 _SWEEP_EVERY = 0.1
 #: At most this many "server full" answers are written at once; beyond, newcomers are just closed.
@@ -183,31 +185,32 @@ class AsyncHandshakeServer:
         logger.info("stopping: %d connections open, grace %.1fs", len(self._connections), grace)
         self._accepting.cancel()
         self._socket.close()  # the sweep goes on: connections still keep their deadlines while draining
-        for connection in list(self._connections):
-            connection.stop()
-        callbacks = [loop.run_in_executor(None, callback, grace) for callback in self._callbacks]
-        waiting = list(self._connections.values()) + list(self._refusals) + callbacks
-        if waiting:
-            everything = loop.create_task(asyncio.wait(waiting))
-            over = loop.create_task(self._grace_over.wait())  # a second signal: request_stop(0)
-            await asyncio.wait([everything, over], timeout=grace, return_when=asyncio.FIRST_COMPLETED)
-            over.cancel()
-            if not everything.done():
-                everything.cancel()
-                logger.warning("grace period over: closing %d connections", len(self._connections))
-                for callback in self._callbacks:
-                    await loop.run_in_executor(None, callback, 0.0)
-                for connection in list(self._connections):
-                    connection.stop(force=True)
-                for task in self._refusals:
-                    task.cancel()
-                await asyncio.wait(list(self._connections.values()) + list(self._refusals), timeout=2.0)
-        self._pool.close()
-        self._sweeping.cancel()
-        stats = self.metrics.snapshot()
-        logger.info("stopped after %.1fs: %d connections served, calls %s", loop.time() - started,
-                    stats.connections_total, stats.calls)
-        self._stopped.set()
+        # daemon threads (none keeps the process up): one per callback, and one for its abort
+        closers = WorkerPool("on_stop", max(2 * len(self._callbacks), 1))
+        on_stop = pool_offload(lambda: closers)
+        try:
+            for connection in list(self._connections):
+                connection.stop()
+            callbacks = [loop.create_task(on_stop(callback, grace)) for callback in self._callbacks]
+            if await _all_done(list(self._connections.values()) + list(self._refusals) + callbacks, grace,
+                               self._grace_over):
+                return
+            logger.warning("grace period over: closing %d connections", len(self._connections))
+            aborts = [loop.create_task(on_stop(callback, 0.0)) for callback in self._callbacks]
+            await _all_done(aborts, _ABORT_WAIT)  # busy handlers return, and answer why
+            for connection in list(self._connections):
+                connection.stop(force=True)
+            for task in self._refusals:
+                task.cancel()
+            await _all_done(list(self._connections.values()) + list(self._refusals), _ABORT_WAIT)
+        finally:
+            closers.close()
+            self._pool.close()
+            self._sweeping.cancel()
+            stats = self.metrics.snapshot()
+            logger.info("stopped after %.1fs: %d connections served, calls %s", loop.time() - started,
+                        stats.connections_total, stats.calls)
+            self._stopped.set()
 
     # -- connections --------------------------------------------------------------------------
 
@@ -294,6 +297,20 @@ class AsyncHandshakeServer:
             pass
         finally:
             stream[1].close()
+
+
+async def _all_done(tasks: List[Any], timeout: float, cut_short: Optional[asyncio.Event] = None) -> bool:
+    """Whether every one of ``tasks`` is done within ``timeout`` (and before ``cut_short`` is set)."""
+    if not tasks:
+        return True
+    everything = asyncio.ensure_future(asyncio.wait(tasks))
+    waiting = [everything]
+    if cut_short is not None:
+        waiting.append(asyncio.ensure_future(cut_short.wait()))
+    await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    for task in waiting:
+        task.cancel()
+    return all(task.done() for task in tasks)
 
 
 def _methods(processor: Any) -> Dict[str, MethodInfo]:
