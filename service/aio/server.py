@@ -47,6 +47,8 @@ logger = logging.getLogger(__package__)
 _ACCEPT_BACKOFF = 0.1
 #: After the grace period: how long aborted work and the last answers get before connections are cut.
 _ABORT_WAIT = 2.0
+#: After the service's work is aborted: how long the connections get to send the answers that say so.
+_ABORT_REPLY_WAIT = 0.5
 #: How often the deadlines of reads and drains are checked (they end at most this late).
 _SWEEP_EVERY = 0.1
 #: At most this many "server full" answers are written at once; beyond, newcomers are just closed.
@@ -198,6 +200,7 @@ class AsyncHandshakeServer:
             logger.warning("grace period over: closing %d connections", len(self._connections))
             aborts = [loop.create_task(on_stop(callback, 0.0)) for callback in self._callbacks]
             await _all_done(aborts, _ABORT_WAIT)  # busy handlers return, and answer why
+            await _all_done(list(self._connections.values()), _ABORT_REPLY_WAIT)  # those answers go out
             for connection in list(self._connections):
                 connection.stop(force=True)
             for task in self._refusals:
