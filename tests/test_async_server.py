@@ -37,8 +37,8 @@ from test_tls import CERTS, MUTUAL_TLS, SERVER_TLS, WhoAmI
 class EventLoopThread:
     """An event loop on its own thread, for servers the synchronous tests talk to."""
 
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
+    def __init__(self, factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop) -> None:
+        self.loop = factory()
         self.thread = threading.Thread(target=self.loop.run_forever, name="test-event-loop", daemon=True)
         self.thread.start()
 
@@ -51,9 +51,28 @@ class EventLoopThread:
         self.loop.close()
 
 
+def _uvloop() -> Any:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+#: The event loops a test may run its servers on (``loop_factory`` parametrized indirectly).
+LOOPS = [pytest.param(asyncio.new_event_loop, id="asyncio"),
+         pytest.param(_uvloop(), id="uvloop",
+                      marks=pytest.mark.skipif(_uvloop() is None, reason="uvloop is not installed (optional)"))]
+
+
 @pytest.fixture
-def event_loop_thread() -> Iterator[EventLoopThread]:
-    loop = EventLoopThread()
+def loop_factory(request: pytest.FixtureRequest) -> Callable[[], asyncio.AbstractEventLoop]:
+    return getattr(request, "param", asyncio.new_event_loop)
+
+
+@pytest.fixture
+def event_loop_thread(loop_factory) -> Iterator[EventLoopThread]:
+    loop = EventLoopThread(loop_factory)
     yield loop
     loop.close()
 
@@ -99,6 +118,7 @@ WIRES = [Wire(protocol=protocol, transport=transport) for protocol in ("binary",
          for transport in ("buffered", "framed")] + [Wire(transport="header")]
 
 
+@pytest.mark.parametrize("loop_factory", LOOPS, indirect=True)
 @pytest.mark.parametrize("wire", WIRES, ids=str)
 def test_the_whole_contract_in_every_wire_cell(aserver, wire):
     client = connect(aserver, wire=wire)
@@ -144,6 +164,7 @@ def pool_threads(server: AsyncHandshakeServer) -> List[str]:
     return [thread.name for thread in threading.enumerate() if thread.name.startswith(f"thrift-handshake-aio:{server.port}")]
 
 
+@pytest.mark.parametrize("loop_factory", LOOPS, indirect=True)
 def test_coroutine_handlers_wait_without_holding_a_thread(start_async):
     """50 calls that each await a 0.5 s sleep, on 50 connections, with a pool of 4 threads: together in
     about one sleep (on 4 threads they would take 13 sleeps), and no pool thread is started."""
@@ -215,7 +236,8 @@ def test_interceptors_see_coroutine_handlers_run(start_async):
 
 # -- limits, mismatches, TLS, a full server ------------------------------------------------------
 
-@pytest.mark.parametrize("wire", [Wire(transport="framed"), Wire(), Wire(protocol="compact")], ids=str)
+@pytest.mark.parametrize("wire", [Wire(transport="framed"), Wire(), Wire(protocol="compact"), Wire(transport="header")],
+                         ids=str)
 def test_an_oversized_message_is_refused_naming_the_limit(start_async, wire):
     server = start_async(limits=ServerLimits(max_message_bytes=1000))
     client = connect(server, wire=wire)
@@ -270,6 +292,7 @@ def test_a_wire_it_does_not_serve_is_answered_in_the_peers_framing(start_async):
         client.connect()
 
 
+@pytest.mark.parametrize("loop_factory", LOOPS, indirect=True)
 def test_tls_round_trip_and_a_plain_client_told_it_needs_tls(start_async):
     server = start_async(handler=WhoAmI(), tls=SERVER_TLS)
     client = Client("127.0.0.1", server.port, ClientOptions(tls=ClientTLS(ca_file=str(CERTS / "ca.pem"))),

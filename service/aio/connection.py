@@ -26,7 +26,6 @@ from ..server.outcome import Ending, Outcome, bad_input, transport_outcome
 from ..session import Session, SessionListener, bind_task_session
 from ..wire import (AnswerableReadError, BudgetExceeded, DialectKind, FramerLimits, MessageFramer, header_protocol,
                     server_stack, sniff, write_application_exception)
-from ..wire.protocols import message_header
 from .pipe import MemoryPipe
 from .opening import READ_CHUNK, Stream, refuse, send_last
 
@@ -270,11 +269,15 @@ class AsyncConnection(SessionListener):
         name, seqid = "", 0
         if isinstance(error, AnswerableReadError):
             name, seqid = error.name, error.seqid
-        else:
-            head = framer.head(_HEAD_BYTES)
-            header = message_header(head) or message_header(head[4:])
-            if header is not None:
-                name, seqid = header
+        if not name:  # read the message's start with the connection's own stack (THeader's header too),
+            # which also sets it to answer in the dialect of that very frame
+            pipe.feed(framer.head(_HEAD_BYTES))
+            try:
+                name, _, seqid = protocol.readMessageBegin()
+            except AnswerableReadError as refused:
+                name, seqid = refused.name or name, refused.seqid or seqid
+            except Exception:  # not even a header: answered to seqid 0
+                pass
         problem = bad_input(error, self._limits)
         try:
             write_application_exception(protocol, name, seqid, TApplicationException.PROTOCOL_ERROR,
