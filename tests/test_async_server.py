@@ -4,6 +4,7 @@ cell, the whole demo contract, coroutine handlers that hold no thread, limits, m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import signal
@@ -527,3 +528,19 @@ def test_a_second_signal_ends_the_grace_period():
         if process.poll() is None:
             process.kill()
         process.stderr.close()
+
+
+def test_a_peer_that_does_not_read_its_replies_is_dropped_at_reply_timeout(start_async, caplog):
+    server = start_async(limits=ServerLimits(reply_timeout=0.3, handshake_max_bytes=1024))
+    raw = RawConnection(server.port)
+    try:
+        raw.hello()
+        raw.socket.handle.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        request = encode_call("echo", HandshakeService.echo_args("x" * 8_000_000), seqid=2)
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):  # the server resets it meanwhile
+            for _ in range(3):  # 24 MB of replies: more than the kernel holds for a peer that reads nothing
+                raw.socket.handle.sendall(request)
+        assert eventually(lambda: "the peer did not read its reply within reply_timeout" in caplog.text, 10.0)
+        assert eventually(lambda: server.connection_count == 0)
+    finally:
+        raw.close()
