@@ -544,3 +544,14 @@ def test_a_peer_that_does_not_read_its_replies_is_dropped_at_reply_timeout(start
         assert eventually(lambda: server.connection_count == 0)
     finally:
         raw.close()
+
+
+def test_the_stop_does_not_wait_for_a_silent_peer_on_the_tls_port(start_async, event_loop_thread):
+    server = start_async(tls=SERVER_TLS)
+    with socket.create_connection(("127.0.0.1", server.port)) as silent:
+        assert eventually(lambda: server.connection_count == 1)
+        began = time.monotonic()
+        event_loop_thread.run(server.stop(grace=5.0))
+        assert time.monotonic() - began < 1.0
+        assert read_until_closed(silent, 2.0) == b""
+    assert server.connection_count == 0

@@ -53,7 +53,8 @@ class AsyncConnection(SessionListener):
         self._processor = processor
         self._warnings = warnings
         self._limits = config.limits
-        self._task: Optional[asyncio.Task] = None
+        self.task: Optional[asyncio.Task] = None  # the one serving it (set by the server)
+        self.begun = False  # whether that task has begun
         self._stopping = False
         self._in_session = not config.handshake
         self._received_before_hello = 0
@@ -72,7 +73,7 @@ class AsyncConnection(SessionListener):
         """No message may start from now on; the connection closes now if none is in flight (or with
         ``force``), else after its reply."""
         self._stopping = True
-        task = self._task
+        task = self.task
         if task is None or task.done():
             return
         if self.state is None:
@@ -84,10 +85,10 @@ class AsyncConnection(SessionListener):
 
     def expire(self, now: float) -> None:
         """Called by the server's sweep: a read (or a reply's drain) whose deadline has passed ends."""
-        if self.expires_at <= now and self._task is not None and not self._task.done():
+        if self.expires_at <= now and self.task is not None and not self.task.done():
             self._expired = True
             self.expires_at = _NEVER
-            self._task.cancel()
+            self.task.cancel()
 
     async def _read_by(self, reader: asyncio.StreamReader, deadline: float) -> bytes:
         """The next bytes, or TimeoutError once ``deadline`` (loop time) passes."""
@@ -110,7 +111,6 @@ class AsyncConnection(SessionListener):
 
     async def run(self, stream: Stream, identity: Optional[str], mismatch: Optional[str] = None) -> Optional[Outcome]:
         """Serves the connection; how it ended, or None when it was refused (already told and logged)."""
-        self._task = asyncio.current_task()
         reader, writer = stream
         try:
             received, dialect, ending = await self._first_bytes(reader)

@@ -243,10 +243,18 @@ class AsyncHandshakeServer:
                 self._refuse_full(sock, peer)
                 continue
             connection = AsyncConnection(self.config, self.processor, self._warnings, peer, loop.time())
-            self._connections[connection] = loop.create_task(self._serve(connection, sock))
+            connection.task = self._connections[connection] = loop.create_task(self._serve(connection, sock))
+            connection.task.add_done_callback(lambda _, c=connection, s=sock: self._never_served(c, s))
             logger.debug("accepted peer=%s", peer)
 
+    def _never_served(self, connection: AsyncConnection, sock: socket.socket) -> None:
+        """A task cancelled (by the stop) before it began: its socket is closed here."""
+        if connection in self._connections and not connection.begun:
+            del self._connections[connection]
+            sock.close()
+
     async def _serve(self, connection: AsyncConnection, sock: socket.socket) -> None:
+        connection.begun = True
         writer = None
         try:
             try:
