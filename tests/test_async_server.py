@@ -555,3 +555,14 @@ def test_the_stop_does_not_wait_for_a_silent_peer_on_the_tls_port(start_async, e
         assert time.monotonic() - began < 1.0
         assert read_until_closed(silent, 2.0) == b""
     assert server.connection_count == 0
+
+
+def test_a_plain_service_without_hello(start_async):
+    server = start_async(SlowAsync(), handshake=False)
+    client = connect(server, handshake=False)
+    try:
+        assert client.process(Request(request_id="plain")).request_id == "plain"
+        assert client.echo("x").endswith("|None|x")  # no session: nothing bound
+    finally:
+        client.close()
+    assert eventually(lambda: server.stats().calls.get("process") == 1)
