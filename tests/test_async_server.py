@@ -566,3 +566,16 @@ def test_a_plain_service_without_hello(start_async):
     finally:
         client.close()
     assert eventually(lambda: server.stats().calls.get("process") == 1)
+
+
+def test_a_full_server_evicts_a_silent_connection_for_a_newcomer(start_async, caplog):
+    server = start_async(limits=ServerLimits(max_connections=2))
+    with socket.create_connection(("127.0.0.1", server.port)) as first, \
+            socket.create_connection(("127.0.0.1", server.port)) as second:
+        assert eventually(lambda: server.connection_count == 2)
+        time.sleep(0.2)  # older than the moment a silent connection is safe from eviction (0.1 s)
+        client = connect(server)
+        assert client.echo("room made") == "room made"
+        assert read_until_closed(first, 2.0) == b""  # the oldest silent one made room
+        client.close()
+    assert "evicted: no hello yet and the server was full" in caplog.text

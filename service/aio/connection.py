@@ -22,8 +22,9 @@ from ..config import ServerConfig, Wire
 from ..gate import ConnectionState, SessionClosed, SessionProcessor
 from ..peerlog import WarningBudget, clip_for_log
 from ..server.answers import Answers
-from ..server.outcome import Ending, Outcome, bad_input, transport_outcome
+from ..server.outcome import Ending, Outcome, bad_input, closing_outcome, transport_outcome
 from ..session import Session, SessionListener, bind_task_session
+from ..states import ConnectionEvent
 from ..wire import (AnswerableReadError, BudgetExceeded, DialectKind, FramerLimits, MessageFramer, header_protocol,
                     server_stack, sniff, write_application_exception)
 from .pipe import MemoryPipe
@@ -61,6 +62,8 @@ class AsyncConnection(SessionListener):
         self._message_started: Optional[float] = None  # loop time of the first byte of the message being read
         self.expires_at = _NEVER  # while a read or a drain waits: when it gives up (loop time)
         self._expired = False
+        self._evicted = False
+        self._heard = False  # the peer has sent something
 
     # -- the session's listener -----------------------------------------------------------------
 
@@ -81,6 +84,34 @@ class AsyncConnection(SessionListener):
         else:
             self.state.stop(task.cancel, force)
 
+    # -- making room (as ``server.admission.eviction_candidates`` sees a connection) -------------
+
+    @property
+    def host(self) -> str:
+        return self.peer.rsplit(":", 1)[0]
+
+    @property
+    def awaiting_hello(self) -> bool:
+        return self.config.handshake and not self._in_session
+
+    def silent(self) -> bool:
+        """Whether the peer has sent nothing yet."""
+        return not self._heard
+
+    @property
+    def in_the_watch(self) -> bool:
+        """Waiting for the peer's next message (none in flight)."""
+        return self.expires_at != _NEVER and (self.state is None or self.state.in_flight is None)
+
+    def evict(self) -> bool:
+        """Ends the connection to make room for a newcomer, unless a message is in flight; whether it will end."""
+        task = self.task
+        if task is None or task.done() or (self.state is not None and self.state.in_flight is not None):
+            return False
+        self._evicted = True
+        task.cancel()
+        return True
+
     # -- deadlines: kept by the server's sweep, not a timer per read ---------------------------
 
     def expire(self, now: float) -> None:
@@ -99,7 +130,7 @@ class AsyncConnection(SessionListener):
         try:
             return await awaitable
         except asyncio.CancelledError:
-            if not self._expired or self._stopping:
+            if not self._expired or self._stopping or self._evicted:
                 raise
             asyncio.current_task().uncancel()
             self._expired = False
@@ -133,10 +164,12 @@ class AsyncConnection(SessionListener):
             framer = MessageFramer(framer_wire, FramerLimits.of(self._limits))
             return await self._serve(reader, writer, framer, received, transport, protocol, pipe)
         except asyncio.CancelledError:
-            if not self._stopping:
+            if not (self._stopping or self._evicted):
                 raise
             asyncio.current_task().uncancel()
-            return _STOPPING
+            if self._stopping:
+                return _STOPPING
+            return closing_outcome(ConnectionEvent.EVICTED, self.config.handshake, "")
 
     async def _first_bytes(self, reader: asyncio.StreamReader) -> Tuple[bytes, Any, Optional[Outcome]]:
         """The first bytes, their dialect, and how the connection ended if it did before they told."""
@@ -152,6 +185,7 @@ class AsyncConnection(SessionListener):
                 return data, None, ("dropped", "peer reset the connection")
             if not chunk:
                 break
+            self._heard = True
             data += chunk
             dialect = sniff(data)
         if not data:

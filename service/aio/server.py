@@ -30,6 +30,7 @@ from ..gate import SessionProcessor, format_peer
 from ..metrics import ServerMetrics
 from ..peerlog import WarningBudget
 from ..pool import WorkerPool
+from ..server.admission import eviction_candidates
 from ..server.handler_errors import install_handler_error_filter
 from ..server.outcome import session_summary
 from ..server.server import session_settings
@@ -239,13 +240,19 @@ class AsyncHandshakeServer:
             no_delay(sock)
             sock.setblocking(False)
             peer = format_peer(address)
-            if len(self._connections) >= self.config.limits.max_connections:
+            if len(self._connections) >= self.config.limits.max_connections and not self._make_room(loop.time()):
                 self._refuse_full(sock, peer)
                 continue
             connection = AsyncConnection(self.config, self.processor, self._warnings, peer, loop.time())
             connection.task = self._connections[connection] = loop.create_task(self._serve(connection, sock))
             connection.task.add_done_callback(lambda _, c=connection, s=sock: self._never_served(c, s))
             logger.debug("accepted peer=%s", peer)
+
+    def _make_room(self, now: float) -> bool:
+        """Evicts a connection for a newcomer to a full server, as the threaded server chooses (the
+        oldest without a session, or silent; without hello, the idle longest); whether one made room.
+        (Not yet here: the shares between client hosts.)"""
+        return any(connection.evict() for connection in eviction_candidates(self._connections, now, self.config))
 
     def _never_served(self, connection: AsyncConnection, sock: socket.socket) -> None:
         """A task cancelled (by the stop) before it began: its socket is closed here."""
