@@ -579,3 +579,11 @@ def test_a_full_server_evicts_a_silent_connection_for_a_newcomer(start_async, ca
         assert read_until_closed(first, 2.0) == b""  # the oldest silent one made room
         client.close()
     assert "evicted: no hello yet and the server was full" in caplog.text
+
+
+def test_a_first_request_that_stops_halfway_on_a_plain_service_is_dropped_at_request_timeout(start_async, caplog):
+    server = start_async(handshake=False, limits=ServerLimits(request_timeout=0.3))
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(encode_call("echo", HandshakeService.echo_args("x" * 100))[:20])
+        assert read_until_closed(sock, 5.0) == b""
+    assert eventually(lambda: "request timeout: the message did not arrive whole in time" in caplog.text)

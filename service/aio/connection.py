@@ -223,6 +223,8 @@ class AsyncConnection(SessionListener):
         while True:
             try:
                 if data:
+                    if not framer.pending:  # a message's first bytes: its request_timeout runs from now
+                        self._message_started = loop.time()
                     framer.receive(data)
                     self._count(data)
                 message = framer.next_message()
@@ -282,8 +284,6 @@ class AsyncConnection(SessionListener):
         if not data:
             error = TTransportException(TTransportException.END_OF_FILE, "the peer closed the connection")
             return b"", transport_outcome(self._ending(mid_request), error)
-        if not mid_request:
-            self._message_started = loop.time()
         return data, None
 
     def _count(self, data: bytes) -> None:

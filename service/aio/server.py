@@ -28,7 +28,7 @@ from ..contract import MethodInfo, describe_service, service_of
 from ..decoded_budget import DecodedBudget
 from ..gate import SessionProcessor, format_peer
 from ..metrics import ServerMetrics
-from ..peerlog import WarningBudget
+from ..peerlog import WarningBudget, clip_for_log
 from ..pool import WorkerPool
 from ..server.admission import eviction_candidates
 from ..server.handler_errors import install_handler_error_filter
@@ -271,7 +271,12 @@ class AsyncHandshakeServer:
                 self._warnings.warning("dropped peer=%s: %s", connection.peer, error)
                 return
             writer = stream[1]
-            outcome = await connection.run(stream, identity, mismatch)
+            try:
+                outcome = await connection.run(stream, identity, mismatch)
+            except Exception as error:  # a defect here, not the peer's: said with its traceback, then closed
+                logger.exception("dropped peer=%s: the server failed serving it: %s", connection.peer,
+                                 clip_for_log(error))
+                return
             if outcome is not None:
                 self._log_end(connection, *outcome)
         finally:
