@@ -308,7 +308,10 @@ class AsyncHandshakeServer:
 
     async def _answer_full(self, sock: socket.socket, message: str) -> None:
         loop = asyncio.get_running_loop()
-        stream, _, _ = await open_stream(sock, None, loop.time() + 1.0)
+        try:
+            stream, _, _ = await open_stream(sock, None, loop.time() + 1.0)
+        except ConnectionError:  # gone already (open_stream closed the socket)
+            return
         try:
             async with asyncio.timeout(1.0):
                 first = await stream[0].read(READ_CHUNK)
