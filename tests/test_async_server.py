@@ -587,3 +587,22 @@ def test_a_first_request_that_stops_halfway_on_a_plain_service_is_dropped_at_req
         sock.sendall(encode_call("echo", HandshakeService.echo_args("x" * 100))[:20])
         assert read_until_closed(sock, 5.0) == b""
     assert eventually(lambda: "request timeout: the message did not arrive whole in time" in caplog.text)
+
+
+def test_a_request_too_big_decoded_is_refused_before_it_is_decoded(start_async):
+    """The decoded-size budget (max_decoded_bytes) prices unframed requests on this server too."""
+    from test_memory_after_hello import _answer, _empty_structs_call
+
+    server = start_async(limits=ServerLimits(max_decoded_bytes=8 * 1024 * 1024))
+    raw = RawConnection(server.port)
+    try:
+        raw.hello()
+        raw.socket.handle.sendall(_empty_structs_call(lists=1, per_list=200_000))  # 1.2 MB on the wire
+        answer = _answer(read_until_closed(raw.socket.handle, 10.0), HandshakeService.echo_types_result)
+    finally:
+        raw.close()
+    assert isinstance(answer, TApplicationException) and answer.type == TApplicationException.PROTOCOL_ERROR
+    assert "decoded" in answer.message and "max_decoded_bytes=8388608" in answer.message
+    fresh = connect(server)
+    assert fresh.echo("still serving") == "still serving"
+    fresh.close()
