@@ -7,7 +7,7 @@ from typing import Callable, List
 
 import pytest
 
-from test_async_server import event_loop_thread, start_async  # noqa: F401 (fixtures)
+from test_async_server import event_loop_thread, loop_factory, start_async  # noqa: F401 (fixtures)
 from test_interop import ClientWire, assert_flow_passes, go_client, node_client  # noqa: F401 (fixtures)
 from thrift_handshake.demo import DemoLimits
 
