@@ -21,13 +21,14 @@ import pytest
 from thrift.Thrift import TApplicationException
 
 from thrift_handshake import (Client, ClientOptions, ClientPhase, ClientTLS, ConnectError, ConnectionBroken, Interceptor,
-                              RemoteApplicationError, ServerConfig, ServerFull, ServerLimits, Wire, WireMismatch)
+                              RemoteApplicationError, ServerConfig, ServerDraining, ServerFull, ServerLimits, Wire,
+                              WireMismatch)
 from thrift_handshake.aio import AsyncHandshakeServer
 from thrift_handshake.demo import FEATURES, DemoLimits, HandshakeHandler
 from thrift_handshake.session import current_session
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.session import SessionService
-from thrift_handshake_gen.session.ttypes import ClientHello, HandshakeRequired
+from thrift_handshake_gen.session.ttypes import ClientHello, Draining, HandshakeRequired
 from thrift_handshake_gen.ttypes import Event, InvalidRequest, Request, Response
 
 from conftest import RawConnection, encode_call, eventually, exchange, read_until_closed
@@ -606,3 +607,48 @@ def test_a_request_too_big_decoded_is_refused_before_it_is_decoded(start_async):
     fresh = connect(server)
     assert fresh.echo("still serving") == "still serving"
     fresh.close()
+
+
+# -- draining that a load balancer can see ---------------------------------------------------------
+
+def test_ping_and_hello_answer_draining_during_the_notice(start_async, event_loop_thread):
+    from test_draining import _health_check
+
+    server = start_async(drain_notice=1.0, grace=10.0)
+    busy, idle = connect(server), connect(server)
+    _health_check(server.port)  # healthy: no answer but the reply
+    call = Background(busy.process, Request(request_id="in-flight", work_ms=600))
+    wait_in_flight(server, "process")
+    started = time.monotonic()
+    stopping = asyncio.run_coroutine_threadsafe(server.stop(), event_loop_thread.loop)
+    with pytest.raises(Draining) as pinged:  # the health check can tell, before the port closes
+        _health_check(server.port)
+    assert 0 < pinged.value.remaining_ms <= 10_000
+    newcomer = Client("127.0.0.1", server.port, service=HandshakeService)
+    with pytest.raises(ServerDraining, match="draining"):  # no new session
+        newcomer.connect()
+    with pytest.raises(ConnectionBroken, match="the server closed the session: draining") as told:
+        idle.process(Request(request_id="never run"))
+    assert told.value.may_have_run is False  # told before the server read it: safe to send again
+    assert call.result().request_id == "in-flight"  # in-flight work is served to the end
+    with pytest.raises(ConnectionBroken, match="draining"):
+        busy.echo("closed after its reply, and told")
+    stopping.result(10)
+    assert 0.9 < time.monotonic() - started < 3.0  # the notice, then the (empty) rest of the drain
+    assert server.stats().calls.get("process") == 1  # the in-flight one alone
+    for client in (busy, idle, newcomer):
+        client.close()
+
+
+def test_a_plain_service_has_no_notice_and_a_second_request_ends_one(start_async, event_loop_thread):
+    plain = start_async(drain_notice=30.0, grace=30.0, handshake=False)
+    started = time.monotonic()
+    event_loop_thread.run(plain.stop())  # nothing could answer Draining: the port closes at once
+    assert time.monotonic() - started < 2.0
+    server = start_async(drain_notice=30.0, grace=30.0)
+    stopping = asyncio.run_coroutine_threadsafe(server.stop(), event_loop_thread.loop)
+    assert eventually(lambda: server.stopping)
+    started = time.monotonic()
+    event_loop_thread.run(server.stop(grace=0))  # as a second SIGTERM does
+    stopping.result(5)
+    assert time.monotonic() - started < 2.0

@@ -22,6 +22,7 @@ from ..config import ServerConfig, Wire
 from ..gate import ConnectionState, SessionClosed, SessionProcessor
 from ..peerlog import WarningBudget, clip_for_log
 from ..server.answers import Answers
+from ..server.server import DRAINING_TOLD
 from ..server.outcome import Ending, Outcome, bad_input, closing_outcome, transport_outcome
 from ..session import Session, SessionListener, bind_task_session
 from ..states import ConnectionEvent
@@ -64,6 +65,7 @@ class AsyncConnection(SessionListener):
         self._expired = False
         self._evicted = False
         self._heard = False  # the peer has sent something
+        self._stack: Optional[Tuple[Any, Any, Any]] = None  # transport, protocol, pipe once the dialect is known
 
     # -- the session's listener -----------------------------------------------------------------
 
@@ -156,20 +158,37 @@ class AsyncConnection(SessionListener):
                 await refuse(stream, received, dialect, TApplicationException.INVALID_PROTOCOL, explanation,
                              self._limits)
                 return None
-            transport, protocol, pipe = stack
+            transport, protocol, pipe = self._stack = stack
             self.state = self._processor.connection(protocol, self.peer, identity or None, listener=self)
             bind_task_session(self.state.context)  # this task's calls, and the pool threads that run them
             if self._stopping:
                 return _STOPPING
             framer = MessageFramer(framer_wire, FramerLimits.of(self._limits))
-            return await self._serve(reader, writer, framer, received, transport, protocol, pipe)
+            ending = await self._serve(reader, writer, framer, received, transport, protocol, pipe)
         except asyncio.CancelledError:
             if not (self._stopping or self._evicted):
                 raise
             asyncio.current_task().uncancel()
-            if self._stopping:
-                return _STOPPING
-            return closing_outcome(ConnectionEvent.EVICTED, self.config.handshake, "")
+            if not self._stopping:
+                return closing_outcome(ConnectionEvent.EVICTED, self.config.handshake, "")
+            ending = _STOPPING
+        if ending is _STOPPING:
+            await self._tell_stopping(writer)
+        return ending
+
+    async def _tell_stopping(self, writer: asyncio.StreamWriter) -> None:
+        """A session the stopping server closes (not one in a call, nor one that said goodbye) is told
+        why first, as the threaded server tells it: an exception to seqid 0 that its next call reads."""
+        state = self.state
+        session = None if state is None else state.session
+        if self._stack is None or session is None or not session.established or session.closing or state.in_flight:
+            return
+        _, protocol, pipe = self._stack
+        try:
+            write_application_exception(protocol, "", 0, TApplicationException.INTERNAL_ERROR, DRAINING_TOLD)
+            await self._write(writer, pipe)
+        except (OSError, TTransportException):  # gone already
+            pass
 
     async def _first_bytes(self, reader: asyncio.StreamReader) -> Tuple[bytes, Any, Optional[Outcome]]:
         """The first bytes, their dialect, and how the connection ended if it did before they told."""

@@ -14,10 +14,12 @@ loop. Messages of one connection are served in order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import ssl
 import sys
+import time
 from types import ModuleType
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
@@ -166,7 +168,10 @@ class AsyncHandshakeServer:
             self._stop_requested = True
             return
         self._stop_requested = True
-        self._stopping = asyncio.get_running_loop().create_task(self._drain())
+        until = time.monotonic() + (self.config.grace if self._grace is None else self._grace)
+        if self.config.handshake:
+            self.processor.drain(until)  # ping and hello answer Draining from now on
+        self._stopping = asyncio.get_running_loop().create_task(self._drain(until))
 
     async def stop(self, grace: Optional[float] = None) -> None:
         """Stops gracefully: no new connection or message; in-flight calls get ``grace`` seconds (default:
@@ -181,10 +186,24 @@ class AsyncHandshakeServer:
     async def __aexit__(self, *exc_info: Any) -> None:
         await self.stop()
 
-    async def _drain(self) -> None:
+    async def _drain(self, until: float) -> None:
+        """The graceful stop, done by ``until`` (``time.monotonic()``): first the notice (``drain_notice``,
+        with hello; ended by a second request): the port stays open, every session closes (idle ones now,
+        busy ones after their reply, each told why), ping and hello answer Draining; then the port
+        closes and what is left gets the rest of the grace period."""
         loop = asyncio.get_running_loop()
-        grace = self.config.grace if self._grace is None else self._grace
         started = loop.time()
+        notice = min(self.config.drain_notice if self.config.handshake else 0.0, until - time.monotonic())
+        if notice > 0:
+            logger.info("draining: %d connections open, notice %.1fs, grace %.1fs", len(self._connections), notice,
+                        until - time.monotonic())
+            for connection in list(self._connections):
+                if not connection.awaiting_hello:
+                    connection.stop()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(notice):
+                    await self._grace_over.wait()
+        grace = max(until - time.monotonic(), 0.0)
         logger.info("stopping: %d connections open, grace %.1fs", len(self._connections), grace)
         self._accepting.cancel()
         self._socket.close()  # the sweep goes on: connections still keep their deadlines while draining

@@ -53,7 +53,7 @@ logger = logging.getLogger(__package__)  # the server's one logger: operators fi
 #: The watch's loop wakes at least this often to close waiting connections whose time is up.
 _WATCH_TICK = 0.1
 #: What a session closed by the drain is told (its client raises it from its next call).
-_DRAINING = "draining: the server is stopping and closed this session; connect again (to another server)"
+DRAINING_TOLD = "draining: the server is stopping and closed this session; connect again (to another server)"
 #: How long the accept loop pauses after accept() fails for lack of resources (e.g. EMFILE).
 _ACCEPT_BACKOFF = 0.1
 
@@ -395,7 +395,7 @@ class HandshakeServer(TThreadedServer):
         state = connection.state
         if (connection.closed_by is ConnectionEvent.STOPPING and connection.established
                 and not state.session.closing):  # a session that said goodbye knows
-            tell_evicted(connection, _DRAINING)
+            tell_evicted(connection, DRAINING_TOLD)
         self._release(connection)
         summary = ""
         if state is not None:
