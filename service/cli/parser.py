@@ -260,9 +260,10 @@ def _serve_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     limit_flags(serve, ServerLimits)
     demo = serve.add_argument_group("demo service (without --handler)")
     limit_flags(demo, DemoLimits)
-    demo.add_argument("--ticket-store", metavar="FILE",
-                      help="SQLite file recording every submit ticket's fate, so a restarted server "
-                           "still answers for them (default: memory only)")
+    demo.add_argument("--ticket-store", metavar="FILE|URL",
+                      help="where every submit ticket's fate is recorded, so a restarted server still "
+                           "answers for them: an SQLite file (one host), or redis://HOST:PORT/DB shared by "
+                           "servers on several hosts (default: memory only)")
 
 
 def _call_parser(commands: Any, common: argparse.ArgumentParser) -> None:
