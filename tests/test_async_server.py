@@ -20,7 +20,8 @@ import pytest
 
 from thrift.Thrift import TApplicationException
 
-from thrift_handshake import (Client, ClientOptions, ClientPhase, ClientTLS, ConnectError, ConnectionBroken, Interceptor,
+from thrift_handshake import (Client, ClientOptions, ClientPhase, ClientTLS, ConnectError, ConnectionBroken, HandshakeServer,
+                              Interceptor,
                               RemoteApplicationError, ServerConfig, ServerDraining, ServerFull, ServerLimits, Wire,
                               WireMismatch)
 from thrift_handshake.aio import AsyncHandshakeServer
@@ -652,3 +653,30 @@ def test_a_plain_service_has_no_notice_and_a_second_request_ends_one(start_async
     event_loop_thread.run(server.stop(grace=0))  # as a second SIGTERM does
     stopping.result(5)
     assert time.monotonic() - started < 2.0
+
+
+# -- coroutine handlers need the asyncio server ------------------------------------------------------
+
+def test_the_threaded_server_refuses_a_coroutine_handler():
+    with pytest.raises(TypeError, match=r"SlowAsync\.process is a coroutine function .*\(serve --asyncio\)"):
+        HandshakeServer(SlowAsync())
+
+
+def test_serve_names_a_coroutine_handler_that_needs_asyncio(tmp_path):
+    (tmp_path / "coro_handler.py").write_text(
+        "from thrift_handshake_gen import HandshakeService\n\n\n"
+        "class Echo(HandshakeService.Iface):\n"
+        "    async def echo(self, message):\n"
+        "        return message\n", encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "thrift_handshake.cli", "serve", "--handler", "coro_handler:Echo",
+                           "--path", str(tmp_path), "--port", "0"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "coro_handler:Echo: echo is a coroutine function (async def): serve it with --asyncio" in done.stderr
+    process, port = serve_subprocess("--asyncio", "--handler", "coro_handler:Echo", "--path", str(tmp_path))
+    try:
+        with Client("127.0.0.1", port, service=HandshakeService) as client:
+            assert client.echo("awaited") == "awaited"
+    finally:
+        process.terminate()
+        assert process.wait(timeout=10) == 0
+        process.stderr.close()

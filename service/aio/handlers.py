@@ -20,19 +20,14 @@ from typing import Any, Awaitable, Callable, Collection, Dict, Optional, Tuple
 from thrift.Thrift import TApplicationException, TMessageType, TProcessor, TType
 from thrift.transport.TTransport import TTransportException
 
-from ..contract import MethodInfo, generated_class
+from ..contract import MethodInfo, coroutine_methods, generated_class
 from ..pool import WorkerPool
 from ..session import drop_oneway, take_dropped_oneway
 
-__all__ = ["awaiting_processor", "coroutine_methods", "Offload"]
+__all__ = ["awaiting_processor", "pool_offload", "Offload"]
 
 #: Runs ``serve(*arguments)`` off the loop; the awaitable ends when it has.
 Offload = Callable[..., Awaitable[None]]
-
-
-def coroutine_methods(handler: Any, methods: Collection[str]) -> frozenset:
-    """The names among ``methods`` that ``handler`` implements as coroutine functions."""
-    return frozenset(name for name in methods if inspect.iscoroutinefunction(getattr(handler, name, None)))
 
 
 def awaiting_processor(processor: TProcessor, service: ModuleType, methods: Dict[str, MethodInfo],

@@ -23,6 +23,7 @@ from ..aio import AsyncHandshakeServer, event_loop_factory
 from ..admin.prometheus import PrometheusMetrics, missing_client_library
 from ..admin.recent import RecentCalls
 from ..config import ServerConfig, ServerLimits, ServerTLS, Wire
+from ..contract import coroutine_methods, describe_service
 from ..demo import DemoLimits, demo_server
 from ..errors import ArgumentError
 from ..server import HandshakeServer
@@ -86,6 +87,9 @@ def _server(args: argparse.Namespace, interceptors: Tuple[Any, ...] = (), server
     service = service_module(handler, args.handler)
     check_contract(service, config.handshake)
     answer_unimplemented(handler, unimplemented_methods(handler, service, config.handshake), args.handler)
+    awaited = sorted(coroutine_methods(handler, describe_service(service)))
+    if awaited and server_class is HandshakeServer:
+        raise ArgumentError(f"{args.handler}: {awaited[0]} is a coroutine function (async def): serve it with --asyncio")
     return server_class(handler, config, service=service)
 
 

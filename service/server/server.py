@@ -28,7 +28,7 @@ from thrift.server.TServer import TThreadedServer
 from thrift.transport import TSocket
 
 from ..config import ServerConfig
-from ..contract import service_of
+from ..contract import coroutine_methods, describe_service, service_of
 from ..decoded_budget import DecodedBudget
 from ..gate import SessionProcessor, format_peer
 from ..metrics import ServerMetrics
@@ -82,6 +82,10 @@ class HandshakeServer(TThreadedServer):
         self.config = config or ServerConfig()
         self.handler = handler
         self.service = service or service_of(handler)
+        awaited = sorted(coroutine_methods(handler, describe_service(self.service)))
+        if awaited:
+            raise TypeError(f"{type(handler).__name__}.{awaited[0]} is a coroutine function (async def): serve it "
+                            f"with thrift_handshake.aio.AsyncHandshakeServer (serve --asyncio)")
         limits = self.config.limits
         self.metrics = ServerMetrics()
         settings = session_settings(self.config)
