@@ -15,12 +15,11 @@ One client is one connection; calls from several threads are serialized.
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
 from types import ModuleType
-from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple, Type, TypeVar, cast
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 from thrift.protocol.TProtocol import TProtocolException
 from thrift.Thrift import TApplicationException, TException, TMessageType
@@ -32,7 +31,7 @@ from thrift_handshake_gen.session.ttypes import Farewell, HandshakeRejected, Ser
 from .config import DEFAULT_HOST, DEFAULT_PORT, ClientOptions
 from .client_core import (broken_error, check_client_arguments, check_service, client_hello, idle_error, idle_limit,
                           negotiation_broken, outcome_of, phase_error, refusal_error, with_inner_cause)
-from .client_methods import PHASE_METHODS, TypedView, bind_arguments, checker_of, methods_of
+from .client_methods import PHASE_METHODS, ServiceMethods, bind_arguments, checker_of, methods_of
 from .interceptors import ClientCall, InterceptorChain, Outcome
 from .errors import (
     ArgumentError,
@@ -54,7 +53,6 @@ __all__ = ["Client"]
 logger = logging.getLogger(__name__)
 
 _Method = Tuple[Callable[..., None], Optional[Callable[[], Any]], Callable[[Tuple[Any, ...]], None]]
-_Iface = TypeVar("_Iface")
 
 
 class _Sent(NamedTuple):
@@ -72,7 +70,7 @@ class _Sent(NamedTuple):
     call: ClientCall  # what the interceptors see of it
 
 
-class Client:
+class Client(ServiceMethods):
     """A connection to a Thrift service, phase by phase.
 
     ``service`` is the generated service module (default: the session methods alone). With
@@ -255,21 +253,6 @@ class Client:
             self._answer_pending_hello()
         self._state.apply(ClientEvent.GOODBYE)
         self._record_sent(self._send("goodbye", (), "disconnect", self.options.timeouts.call))
-
-    def typed(self, iface: Type[_Iface]) -> _Iface:
-        """This client's calls as the generated ``iface`` (e.g. ``Calculator.Iface``), so that an IDE and
-        a type checker know its methods: ``client.typed(Calculator.Iface).add(1, 2)``. Every attribute
-        of the view is a service method, even one named like the client's own (``close``)."""
-        if not (isinstance(iface, type) and issubclass(self.service.Iface, iface)):
-            raise TypeError(f"{iface!r} is not the Iface of {self.service.__name__} or of a service it extends")
-        return cast(_Iface, TypedView(self))
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        if name.startswith("_") or not hasattr(self.service.Iface, name):
-            raise AttributeError(f"{type(self).__name__} has no attribute or service method {name!r}")
-        method = functools.partial(self.call, name)
-        self.__dict__[name] = method  # found directly from now on
-        return method
 
     # -- internals ----------------------------------------------------------------------------
 

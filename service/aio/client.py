@@ -1,0 +1,397 @@
+"""The phased client on asyncio: many calls in flight on one connection, replies matched by seqid.
+
+    async with AsyncClient("127.0.0.1", 9090, service=HandshakeService) as client:  # CONNECTING -> READY
+        reply = await client.process(request)
+        replies = await asyncio.gather(*(client.echo(str(i)) for i in range(100)))  # about one round trip
+        service = client.typed(HandshakeService.Iface)                             # await service.echo("x")
+
+The same phases (``states.CLIENT_TRANSITIONS``), timeline, interceptors, options and errors as the
+threaded ``Client``, and the same rules (``client_core``). Requests are written as they are made, without
+waiting for earlier replies; each reply goes to the call with its seqid, in whatever order the server
+answers. Cancelling a call ends only that call: its reply is read and dropped when it comes. A timeout
+(``Timeouts.call``, from the call's start) or a transport error fails every call in flight with the same
+error type and leaves the client BROKEN, the socket closed; only ``reconnect()`` leaves BROKEN.
+Not supported here (yet): ``pipeline_hello`` and ``retry`` (refused at construction).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from types import ModuleType
+from typing import Any, Optional, Tuple
+
+from thrift.protocol.TProtocol import TProtocolException
+from thrift.Thrift import TApplicationException, TException, TMessageType
+from thrift.transport.TTransport import TTransportException
+
+from thrift_handshake_gen.session import SessionService
+from thrift_handshake_gen.session.ttypes import Farewell, HandshakeRejected, ServerHello
+
+from ..client_core import (broken_error, check_client_arguments, check_service, client_hello, idle_error, idle_limit,
+                           negotiation_broken, outcome_of, phase_error, refusal_error, with_inner_cause)
+from ..client_methods import PHASE_METHODS, ServiceMethods, bind_arguments, methods_of
+from ..config import DEFAULT_HOST, DEFAULT_PORT, ClientOptions
+from ..errors import (ArgumentError, ConnectError, ConnectionBroken, HandshakeFailed, RemoteApplicationError,
+                      RequestEncodingError, ServiceError, ThriftHandshakeError)
+from ..interceptors import ClientCall, InterceptorChain, Outcome
+from ..states import CLIENT_TRANSITIONS, ClientEvent, ClientPhase, StateMachine
+from ..timing import Record, Timeline
+from ..wire import explain_tls_error
+from ..wire.tls import client_tls_context
+from .codec import MessageCodec
+from .connection import ReplyStream
+from .inflight import InFlight
+
+__all__ = ["AsyncClient"]
+
+logger = logging.getLogger(__name__)
+
+
+class AsyncClient(ServiceMethods):
+    """A connection to a Thrift service on asyncio, phase by phase, with calls pipelined.
+
+    ``service``, ``options`` and the ways to call are those of ``Client``: ``await client.call("echo",
+    "hi")``, ``await client.echo("hi")``, or typed through ``client.typed(Service.Iface)``.
+    """
+
+    def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, options: Optional[ClientOptions] = None,
+                 service: ModuleType = SessionService) -> None:
+        check_client_arguments(port, options, service)
+        self.host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        self.port = port
+        self.options = options or ClientOptions()
+        self.service = service
+        self.timeline = Timeline(self.options.timeline_size)
+        self._chain = InterceptorChain((self.timeline, *self.options.interceptors))
+        self._peer = f"[{self.host}]:{port}" if ":" in self.host else f"{self.host}:{port}"
+        self._service_methods = methods_of(service)
+        check_service(service, self._service_methods, self.options)
+        if self.options.pipeline_hello or self.options.retry is not None:
+            raise ArgumentError("AsyncClient does not support ClientOptions.pipeline_hello or retry yet")
+        self._state = StateMachine(CLIENT_TRANSITIONS, ClientPhase.NEW, self._log_change)
+        self._steps = asyncio.Lock()  # connect, goodbye and close one at a time; calls run alongside
+        self._epoch = self._last_activity = time.perf_counter()
+        self._broken_by: Optional[BaseException] = None
+        self._server_hello: Optional[ServerHello] = None
+        self._idle_limit: Optional[float] = None
+        self.farewell: Optional[Farewell] = None
+        self._stream: Optional[ReplyStream] = None
+        self._codec = MessageCodec(service, self.options.wire, self.options.max_reply_bytes,
+                                   self.options.max_reply_items)
+        self._inflight = InFlight(self._epoch, self._chain)
+        self._replies = 0  # replies read on this connection (a refusal answers the first)
+
+    # -- phases -------------------------------------------------------------------------------
+
+    @property
+    def phase(self) -> ClientPhase:
+        return self._state.phase
+
+    @property
+    def server_hello(self) -> Optional[ServerHello]:
+        return self._server_hello
+
+    @property
+    def session_id(self) -> Optional[str]:
+        return self._server_hello.session_id if self._server_hello else None
+
+    @property
+    def version(self) -> Optional[int]:
+        return self._server_hello.version if self._server_hello else None
+
+    @property
+    def in_flight(self) -> int:
+        """Calls written whose reply has not been handed out yet (cancelled ones included until it comes)."""
+        return len(self._inflight)
+
+    async def connect(self) -> Optional[ServerHello]:
+        """Opens the connection and says hello, as ``Client.connect`` (same errors, same phases)."""
+        async with self._steps:
+            self._require(ClientEvent.CONNECT, "connect")
+            self._state.apply(ClientEvent.CONNECT)
+            await self._open()
+            if not self.options.handshake:
+                self._state.apply(ClientEvent.OPENED_WITHOUT_HELLO)
+                return None
+            self._state.apply(ClientEvent.TRANSPORT_OPEN)
+            return await self._hello()
+
+    async def reconnect(self) -> Optional[ServerHello]:
+        """Closes whatever is left of the connection, then connects again with a new session."""
+        await self.close()
+        return await self.connect()
+
+    async def goodbye(self) -> Farewell:
+        """Ends the session (READY -> CLOSING -> CLOSED) and returns the server's Farewell. Calls still
+        in flight are answered first (the server answers in order)."""
+        async with self._steps:
+            return await self._goodbye()
+
+    async def close(self) -> Optional[Farewell]:
+        """Says goodbye if a session is open, then closes; idempotent and never raises for I/O. Calls
+        still in flight when the connection closes fail with ConnectionBroken."""
+        async with self._steps:
+            try:
+                if self.phase is ClientPhase.READY and self.options.handshake:
+                    try:
+                        if self.options.await_farewell:
+                            return await self._goodbye()
+                        self._write_goodbye()
+                    except (ConnectionBroken, RemoteApplicationError, ServiceError, ConnectError) as error:
+                        logger.info("goodbye failed while closing: %s", error)
+            finally:
+                self._close_stream()
+            return None
+
+    async def __aenter__(self) -> "AsyncClient":
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.close()
+
+    # -- calls --------------------------------------------------------------------------------
+
+    async def call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
+        """Calls ``method`` and returns its result (None for oneway/void), as ``Client.call``; any number
+        of calls may be awaited at once (``asyncio.gather``)."""
+        if method in PHASE_METHODS and self.options.handshake:
+            raise ArgumentError(f"{method} is a phase: use {PHASE_METHODS[method]}")
+        if kwargs:
+            args = bind_arguments(self.service, method, args, kwargs)
+        self._require(ClientEvent.CALL, f"call {method}")
+        self._check_idle(method)
+        self._state.apply(ClientEvent.CALL)
+        return await self._exchange(method, args, "call", self.options.timeouts.call)
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _require(self, event: ClientEvent, action: str) -> None:
+        if not self._state.allows(event):
+            raise phase_error(self.phase, action, self._broken_by)
+
+    def _log_change(self, old: ClientPhase, event: ClientEvent, new: ClientPhase) -> None:
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s %s --%s--> %s", self._peer, old.value, event.value, new.value)
+
+    def _check_idle(self, method: str) -> None:
+        if self._idle_limit is not None:
+            error = idle_error(method, time.perf_counter() - self._last_activity, self._idle_limit)
+            if error is not None:
+                self._break(error)
+                raise error
+
+    async def _open(self) -> None:
+        options = self.options
+        start = time.perf_counter()
+        tls = options.tls
+        failure: Optional[BaseException] = None
+        stream = ReplyStream(options.wire, options.max_reply_bytes, options.max_reply_items, self._on_reply,
+                             self._on_end)
+        try:
+            context = None if tls is None else client_tls_context(tls)
+            hostname = None if tls is None else (tls.server_hostname or self.host)
+            loop = asyncio.get_running_loop()
+            opening = loop.create_connection(lambda: stream, self.host, self.port, ssl=context,
+                                             server_hostname=hostname)
+            await asyncio.wait_for(opening, options.timeouts.connect)
+        except (OSError, ValueError, asyncio.TimeoutError) as error:  # refused, unreachable, TLS, no time
+            failure = error
+        except BaseException:  # cancelled while connecting: a clean CLOSED behind
+            stream.end(None)
+            self._state.apply(ClientEvent.CONNECT_FAILED)
+            raise
+        self.timeline.add(Record("connect", self._peer, start - self._epoch, time.perf_counter() - start,
+                                 error=None if failure is None else (with_inner_cause(failure) or repr(failure))))
+        if failure is not None:
+            self._state.apply(ClientEvent.CONNECT_FAILED)
+            hint = explain_tls_error(failure)
+            reason = with_inner_cause(failure) or "no connection within the connect timeout"
+            raise ConnectError(f"cannot connect to {self._peer}: {reason}" + (f": {hint}" if hint else "")) \
+                from failure
+        self._stream = stream
+        self._broken_by = None
+        self._server_hello = self._idle_limit = None
+        self._replies = 0
+
+    async def _hello(self) -> Optional[ServerHello]:
+        try:
+            answer = await self._exchange("hello", (client_hello(self.options),), "handshake",
+                                          self.options.timeouts.handshake)
+        except ServiceError as error:
+            self._close_stream(self._refused_event())
+            if isinstance(error, HandshakeRejected):
+                raise HandshakeFailed(error) from None
+            raise
+        except RemoteApplicationError as error:
+            self._close_stream(self._refused_event())
+            raise refusal_error(self._peer, error.error) or error from None
+        except BaseException as error:  # cancelled: whether the server opened a session is unknown
+            if not isinstance(error, ThriftHandshakeError) and self._state.allows(ClientEvent.FAILURE):
+                self._break(error)
+            raise
+        broken = negotiation_broken(self.options, answer)
+        if broken:
+            failure = ConnectionBroken(f"hello: the server broke the negotiation: {broken}")
+            self._break(failure)
+            raise failure
+        self._server_hello = answer
+        self._idle_limit = idle_limit(answer)
+        self._state.apply(ClientEvent.HELLO_ACCEPTED)
+        return answer
+
+    def _refused_event(self) -> ClientEvent:
+        """How a refused hello ends: HELLO_REJECTED, or CLOSED if the connection broke meanwhile."""
+        return ClientEvent.HELLO_REJECTED if self.phase is ClientPhase.HANDSHAKING else ClientEvent.CLOSED
+
+    async def _goodbye(self) -> Farewell:
+        self._require(ClientEvent.GOODBYE, "say goodbye")
+        self._check_idle("goodbye")
+        self._state.apply(ClientEvent.GOODBYE)
+        try:
+            self.farewell = await self._exchange("goodbye", (), "disconnect", self.options.timeouts.call)
+        finally:
+            self._close_stream()
+        return self.farewell
+
+    def _write_goodbye(self) -> None:
+        """Goodbye without waiting for the Farewell: written (the server ends the session by it), not read."""
+        self._require(ClientEvent.GOODBYE, "say goodbye")
+        self._check_idle("goodbye")
+        self._state.apply(ClientEvent.GOODBYE)
+        call = self._start_call("goodbye", (), "disconnect")
+        self._write(call, (), oneway=True)
+
+    def _start_call(self, name: str, args: Tuple[Any, ...], phase: str) -> ClientCall:
+        """Checks the arguments (nothing is written for a wrong one) and starts the call for the interceptors."""
+        oneway = self._codec.is_oneway(name)
+        self._codec.check(name, args)
+        seqid = self._inflight.next_seqid()
+        hello = self._server_hello
+        call = ClientCall(name, seqid, oneway, self._peer, time.perf_counter(), phase, hello and hello.session_id)
+        if name != "hello":  # hello's argument carries the auth token
+            call.args = args
+        self._chain.started(call)
+        return call
+
+    def _write(self, call: ClientCall, args: Tuple[Any, ...], oneway: bool,
+               timeout: Optional[float] = None) -> Optional["asyncio.Future[Any]"]:
+        """Encodes and writes the request; for a two-way call returns the future of its reply."""
+        stream = self._stream
+        if stream is None or stream.ended:  # a hook closed the connection, or a failure broke it
+            refused = phase_error(self.phase, f"call {call.method}", self._broken_by)
+            self._inflight.failed(call, refused)
+            raise refused
+        try:
+            data = self._codec.encode(call.method, args, call.seqid)
+        except Exception as error:  # nothing was written: the connection stays usable
+            self._inflight.failed(call, error)
+            raise RequestEncodingError(f"{call.method}: cannot encode the arguments: {error}") from error
+        future = None if oneway else self._inflight.add(call, len(data), timeout, self._timed_out)
+        stream.write(data)
+        self._inflight.written(call, future is not None, len(data))
+        self._last_activity = time.perf_counter()
+        return future
+
+    async def _exchange(self, name: str, args: Tuple[Any, ...], phase: str, timeout: Optional[float]) -> Any:
+        """Writes one request and awaits its reply (the heart of every phase); cancelling it drops the reply."""
+        call = self._start_call(name, args, phase)
+        future = self._write(call, args, call.oneway, timeout)
+        stream = self._stream
+        try:
+            if stream is not None:
+                await stream.drain()
+            return None if future is None else await future
+        except asyncio.CancelledError:
+            self._inflight.abandon(call.seqid)
+            raise
+
+    def _on_reply(self, message: bytes, arrived: float) -> None:
+        """A whole reply arrived: handed to its call, or dropped if that call was cancelled."""
+        try:
+            name, message_type, seqid = self._codec.header(message)
+        except Exception as error:
+            self._break(error)
+            return
+        waiting = self._inflight.get(seqid)
+        if waiting is None or name != waiting.call.method or message_type not in (TMessageType.REPLY,
+                                                                                    TMessageType.EXCEPTION):
+            expected = "no call" if waiting is None else f"the call {waiting.call.method}"
+            self._break(TProtocolException(TProtocolException.INVALID_DATA,
+                                           f"a reply for {name or '?'} (seqid {seqid}, message type {message_type}) "
+                                           f"came for {expected} in flight: a stale or foreign reply"))
+            return
+        self._replies += 1
+        self._last_activity = time.perf_counter()
+        if waiting.abandoned or waiting.future.cancelled():
+            self._inflight.take(seqid)
+            logger.debug("%s: the reply to cancelled %s (seqid %d) dropped", self._peer, name, seqid)
+            return
+        result: Any = None
+        error_out: Optional[ThriftHandshakeError] = None
+        try:
+            result = self._codec.decode(name)
+        except TApplicationException as error:
+            error_out = RemoteApplicationError(name, error)
+            if not self.options.handshake and self._replies == 1:  # a refusal answers the first call
+                error_out = refusal_error(self._peer, error) or error_out
+        except TException as error:
+            if not isinstance(error, self._service_methods[name].declared_exceptions):
+                self._break(error, waiting.call)  # e.g. a corrupt reply: the stream is no longer trusted
+                return
+            error_out = ServiceError.wrap(error)
+        except Exception as error:  # a reply that cannot be decoded
+            self._break(error, waiting.call)
+            return
+        server_us = getattr(result, "processing_us", None) if name in self.options.server_timed_methods else None
+        self._inflight.answered(self._inflight.take(seqid), arrived, len(message), result, error_out, server_us)
+        if isinstance(error_out, RemoteApplicationError) and error_out.type == TApplicationException.PROTOCOL_ERROR:
+            self._break(error_out.error)  # the server closes after this answer
+        elif isinstance(error_out, ConnectError):  # refused: the server closes the connection
+            self._close_stream()
+
+    def _on_end(self, error: Optional[BaseException]) -> None:
+        """The stream ended. Closed by the client (its stream already dropped), or by the server after
+        the answer that ends a session (hello refused, goodbye: the step awaiting it closes), nothing
+        is to be done; else the connection broke."""
+        if self._stream is None:
+            return
+        if error is None and not self._inflight and self.phase in (ClientPhase.HANDSHAKING, ClientPhase.CLOSING):
+            return
+        self._break(error or TTransportException(TTransportException.END_OF_FILE, "the server closed the connection"))
+
+    def _timed_out(self, seqid: int) -> None:
+        waiting = self._inflight.get(seqid)
+        timeout = TTransportException(TTransportException.TIMED_OUT, "no reply within the timeout")
+        self._break(timeout, waiting.call if waiting is not None else None)
+
+    def _break(self, error: BaseException, culprit: Optional[ClientCall] = None) -> None:
+        """Moves to BROKEN, closes the socket and fails every call in flight with the same error type."""
+        stream, self._stream = self._stream, None
+        first_reply = stream.first_reply if stream is not None else b""
+        answered_before = self._replies > 0
+        self._broken_by = error
+        if self._state.allows(ClientEvent.FAILURE):
+            self._state.apply(ClientEvent.FAILURE)
+        if stream is not None:
+            stream.end(None)
+
+        def error_for(name: str) -> BaseException:
+            failure = broken_error(name, error, self.options, first_reply, answered_before)
+            failure.__cause__ = error
+            return failure
+
+        self._inflight.fail_all(error_for, culprit)
+
+    def _close_stream(self, event: ClientEvent = ClientEvent.CLOSED) -> None:
+        """Closes the connection (calls still in flight fail) and applies ``event``."""
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            start = time.perf_counter()
+            stream.end(None)
+            self.timeline.add(Record("disconnect", "close", start - self._epoch, time.perf_counter() - start))
+        self._inflight.fail_all(lambda name: ConnectionBroken(f"{name}: the client closed the connection while "
+                                                              "the call was in flight"))
+        self._state.apply(event)

@@ -1,0 +1,124 @@
+"""One client connection on asyncio: requests out as they come, whole replies in, as they arrive.
+
+``ReplyStream`` is the asyncio protocol under ``AsyncClient``: it writes requests back to back
+(pipelined), cuts what arrives into whole messages with ``wire.MessageFramer`` (every wire the client
+speaks: unframed binary and compact by their walk, framed and THeader by their length) and hands each
+one, with the time its first byte arrived, to the client. It counts bytes, keeps the first bytes of a
+reply it could not read (to explain it), and lets writers wait while the kernel's buffer is full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Callable, Optional
+
+from ..config import Wire
+from ..wire import SNIFF_BYTES, FramerLimits, MessageFramer
+
+__all__ = ["ReplyStream"]
+
+logger = logging.getLogger(__name__)
+
+#: Called with each whole reply and when its first byte arrived (``time.perf_counter()``).
+OnReply = Callable[[bytes, float], None]
+#: Called once when the stream ends: with the error that ended it (None: the peer closed).
+OnEnd = Callable[[Optional[BaseException]], None]
+
+
+class ReplyStream(asyncio.Protocol):
+    """The bytes of one connection for one client; ``on_reply``/``on_end`` are the client's."""
+
+    def __init__(self, wire: Wire, max_reply_bytes: int, max_reply_items: int, on_reply: OnReply,
+                 on_end: OnEnd) -> None:
+        # a frame of max_reply_bytes is accepted, as the threaded client's transports accept it
+        self._framer = MessageFramer(wire, FramerLimits(max_reply_bytes + 4, max_reply_items))
+        self._on_reply = on_reply
+        self._on_end = on_end
+        self.transport: Optional[asyncio.Transport] = None
+        self.bytes_in = self.bytes_out = 0
+        self.first_reply = b""  # the first bytes of the reply not yet whole (to explain one that cannot be read)
+        self._partial_since = 0.0  # when the first byte of that reply arrived
+        self._resumed: Optional[asyncio.Future] = None  # set while the kernel's send buffer is full
+        self._ended = False
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        now = time.perf_counter()
+        arrived = self._partial_since if self._framer.pending else now
+        self.bytes_in += len(data)
+        try:
+            messages = self._framer.feed(data)
+            for message in messages:
+                self._on_reply(message, arrived)
+                arrived = now
+                if self._ended:  # the client gave the connection up on this reply
+                    return
+            self._keep_start(data, arrived if not messages else now)
+            if messages and self._framer.pending:
+                self._framer.feed(b"")  # a refusal reached after whole messages is raised now
+        except Exception as error:  # refused by the framer: over the limits, or not this wire at all
+            self._keep_start(data, arrived)
+            self.end(error)
+
+    def eof_received(self) -> bool:
+        return False  # close our end too
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        self._wake_writers()
+        if not self._ended:
+            self._ended = True
+            self._on_end(exc)
+
+    def pause_writing(self) -> None:
+        if self._resumed is None:
+            self._resumed = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        self._wake_writers()
+
+    # -- the client's side --------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        """Queues a whole request (asyncio writes it as the socket takes it; nothing is half-queued)."""
+        assert self.transport is not None
+        self.bytes_out += len(data)
+        self.transport.write(data)
+
+    async def drain(self) -> None:
+        """Returns once the kernel takes more bytes (at once unless its buffer is full), or the stream ended."""
+        while self._resumed is not None and not self._ended:
+            await asyncio.shield(self._resumed)
+
+    def end(self, error: Optional[BaseException]) -> None:
+        """Closes the connection at once (unsent bytes dropped); ``on_end`` hears ``error`` (None: a
+        close asked for by the client)."""
+        if self.transport is not None:
+            self.transport.abort()
+        self._wake_writers()
+        if not self._ended:
+            self._ended = True
+            self._on_end(error)
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    def _keep_start(self, data: bytes, since: float) -> None:
+        """Remembers where the reply still being received starts: its first bytes and their time."""
+        pending = self._framer.pending
+        self._partial_since = since if pending else 0.0
+        if not pending:
+            self.first_reply = b""
+        elif pending <= len(data):  # it starts in this chunk (else it started earlier: kept from then)
+            self.first_reply = data[len(data) - pending:][:SNIFF_BYTES]
+
+    def _wake_writers(self) -> None:
+        resumed, self._resumed = self._resumed, None
+        if resumed is not None and not resumed.done():
+            resumed.set_result(None)
