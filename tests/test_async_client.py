@@ -1,0 +1,365 @@
+"""The AsyncClient against real servers on 127.0.0.1: the contract, pipelining, cancellation, timeouts.
+
+The threaded HandshakeServer (the ``start_server`` fixture) answers in order; ``async_peer.Peer`` is an
+asyncio Thrift peer that answers out of order (or with a foreign seqid) to prove replies go by seqid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Awaitable, Callable, List
+
+import pytest
+
+from thrift.Thrift import TApplicationException
+
+from async_peer import Peer, echo_reply, reversed_after
+from thrift_handshake import (
+    ArgumentError,
+    AsyncClient,
+    CallTimeout,
+    ClientOptions,
+    ClientPhase,
+    ClientTLS,
+    ConnectError,
+    ConnectionBroken,
+    HandshakeFailed,
+    Interceptor,
+    Outcome,
+    PhaseError,
+    RemoteApplicationError,
+    RequestEncodingError,
+    ServerTLS,
+    ServiceError,
+    Timeouts,
+    Wire,
+)
+from thrift_handshake_gen import HandshakeService
+from thrift_handshake_gen.ttypes import AllTypes, Event, InvalidRequest, Request
+
+CERTS = Path(__file__).resolve().parent / "certs"
+
+
+def run(coroutine: Awaitable[Any], timeout: float = 30.0) -> Any:
+    """Runs a test's coroutine on a fresh event loop, bounded so a hang fails instead of stalling the suite."""
+    return asyncio.run(asyncio.wait_for(coroutine, timeout))
+
+
+def client_for(port: int, **options: Any) -> AsyncClient:
+    return AsyncClient("127.0.0.1", port, ClientOptions(**options), service=HandshakeService)
+
+
+def request(request_id: str, work_ms: int = 0) -> Request:
+    return Request(request_id=request_id, payload="数据", work_ms=work_ms, headers={"k": "v"})
+
+
+class Recorder(Interceptor):
+    """What the interceptors see: every start and end, in order."""
+
+    def __init__(self) -> None:
+        self.events: List[tuple] = []
+
+    def call_started(self, call) -> None:
+        self.events.append(("started", call.method, call.seqid))
+
+    def call_ended(self, call) -> None:
+        self.events.append(("ended", call.method, call.seqid, call.outcome))
+
+
+# -- the contract ---------------------------------------------------------------------------------
+
+def test_the_whole_contract_hello_calls_submit_oneway_errors_goodbye(server):
+    async def scenario() -> None:
+        client = client_for(server.port)
+        assert client.phase is ClientPhase.NEW
+        async with client:
+            assert client.phase is ClientPhase.READY
+            assert client.version == 2 and client.session_id == client.server_hello.session_id
+            assert await client.echo("hé") == "hé"
+            response = await client.process(request("p1"))
+            assert response.request_id == "p1" and response.session_id == client.session_id and response.sequence == 1
+            ack = await client.submit(request("s1"))
+            result = await client.get_result(ack.ticket, 5000)
+            assert result.request_id == "s1" and result.digest == response.digest  # same payload
+            assert await client.notify(Event(name="e", payload="p")) is None  # oneway: nothing to await but the write
+            value = AllTypes(id="a", flag=True, number=7, big_number=2**40, text="t", data=b"\x00\xff", numbers=[1, 2])
+            assert await client.echo_types(value) == value
+            with pytest.raises(ServiceError) as declared:
+                await client.process(request(""))
+            assert isinstance(declared.value, InvalidRequest) and declared.value.field == "request_id"
+            with pytest.raises(RemoteApplicationError) as crashed:
+                await client.fail("boom")
+            assert crashed.value.type == TApplicationException.INTERNAL_ERROR
+            assert client.phase is ClientPhase.READY  # answers, not failures of the connection
+        assert client.phase is ClientPhase.CLOSED
+        assert client.farewell is not None and client.farewell.calls == 8  # echo ... fail (hello is not counted)
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("wire", [
+    Wire(), Wire(transport="framed"), Wire(protocol="compact"), Wire(protocol="compact", transport="framed"),
+    Wire(transport="header"), Wire(protocol="compact", transport="header"), Wire(accelerated=False),
+    Wire(protocol="compact", accelerated=False),
+], ids=str)
+def test_every_wire_pipelines(start_server, wire):
+    server = start_server()  # detects the wire from the first bytes
+
+    async def scenario() -> None:
+        async with client_for(server.port, wire=wire) as client:
+            texts = [f"m{i}" * (i + 1) for i in range(20)]
+            assert await asyncio.gather(*(client.echo(text) for text in texts)) == texts
+            assert (await client.process(request("w"))).request_id == "w"
+
+    run(scenario())
+
+
+def test_goodbye_returns_the_farewell_and_closes(server):
+    async def scenario() -> None:
+        client = client_for(server.port)
+        await client.connect()
+        await client.echo("x")
+        farewell = await client.goodbye()
+        assert farewell.calls == 1 and client.phase is ClientPhase.CLOSED
+        assert await client.close() is None  # idempotent
+        with pytest.raises(PhaseError, match="in phase CLOSED"):
+            await client.echo("after")
+
+    run(scenario())
+
+
+def test_close_without_awaiting_the_farewell(server):
+    async def scenario() -> None:
+        client = client_for(server.port, await_farewell=False)
+        await client.connect()
+        assert await client.close() is None and client.phase is ClientPhase.CLOSED
+        assert [r.name for r in client.timeline][-2:] == ["goodbye", "close"]
+
+    run(scenario())
+
+
+def test_refusals_are_the_threaded_clients_errors(start_server):
+    server = start_server(auth_token="secret")
+
+    async def scenario() -> None:
+        with pytest.raises(ConnectError, match="cannot connect"):
+            await client_for(1).connect()
+        client = client_for(server.port, auth_token="wrong")
+        with pytest.raises(HandshakeFailed):
+            await client.connect()
+        assert client.phase is ClientPhase.CLOSED
+        client = client_for(server.port, auth_token="secret", versions=(5, 6))
+        with pytest.raises(HandshakeFailed, match="server supports versions 1..2"):
+            await client.connect()
+        async with client_for(server.port, auth_token="secret") as client:
+            with pytest.raises(RequestEncodingError, match="nothing was sent"):
+                await client.notify("not an Event")
+            with pytest.raises(ArgumentError, match="unknown method"):
+                await client.call("nope")
+            with pytest.raises(ArgumentError, match="goodbye is a phase"):
+                await client.call("goodbye")
+            assert await client.echo("still") == "still" and client.phase is ClientPhase.READY
+        with pytest.raises(PhaseError, match="cannot call echo in phase NEW"):
+            await client_for(server.port).echo("x")
+
+    run(scenario())
+
+
+def test_tls(start_server):
+    server = start_server(tls=ServerTLS(str(CERTS / "server.pem"), str(CERTS / "server.key")))
+
+    async def scenario() -> None:
+        async with client_for(server.port, tls=ClientTLS(ca_file=str(CERTS / "ca.pem"))) as client:
+            assert await asyncio.gather(*(client.echo(str(i)) for i in range(10))) == [str(i) for i in range(10)]
+        with pytest.raises(ConnectError, match="not trusted"):
+            await client_for(server.port, tls=ClientTLS(ca_file=str(CERTS / "other-ca.pem"))).connect()
+
+    run(scenario())
+
+
+# -- many calls in flight -------------------------------------------------------------------------
+
+def test_a_hundred_calls_are_written_before_the_first_reply_is_read(server):
+    """Pipelined: every request is on the wire before any reply arrives, so 100 calls cost one round
+    trip, not 100 (the timeline says when each request left and when its reply's first byte came)."""
+    async def scenario() -> None:
+        async with client_for(server.port) as client:
+            texts = [str(i) for i in range(100)]
+            assert await asyncio.gather(*(client.echo(text) for text in texts)) == texts
+            calls = client.timeline.calls("echo")
+            assert len(calls) == 100
+            last_written = max(r.start + r.send for r in calls)
+            first_answered = min(r.start + r.send + r.wait for r in calls)
+            assert last_written <= first_answered
+            assert client.in_flight == 0
+
+    run(scenario())
+
+
+def test_replies_out_of_order_go_to_their_own_calls():
+    async def scenario() -> None:
+        async with Peer(reversed_after(50)) as peer:
+            async with client_for(peer.port) as client:
+                texts = [f"t{i}" for i in range(50)]
+                assert await asyncio.gather(*(client.echo(text) for text in texts)) == texts
+                assert client.phase is ClientPhase.READY
+
+    run(scenario())
+
+
+def test_a_reply_with_a_seqid_no_call_has_breaks_every_call_in_flight():
+    def foreign(held):
+        return [echo_reply(9999, "stale")] if len(held) == 3 else None
+
+    async def scenario() -> None:
+        async with Peer(foreign) as peer:
+            client = client_for(peer.port)
+            await client.connect()
+            results = await asyncio.gather(*(client.echo(str(i)) for i in range(3)), return_exceptions=True)
+            assert [type(r) for r in results] == [ConnectionBroken] * 3
+            assert "seqid 9999" in str(results[0]) and "stale or foreign reply" in str(results[0])
+            assert client.phase is ClientPhase.BROKEN and client.in_flight == 0
+            await client.close()
+
+    run(scenario())
+
+
+# -- cancellation ---------------------------------------------------------------------------------
+
+def test_a_cancelled_call_drops_its_reply_and_breaks_nothing_else(server):
+    """The slow call's reply comes first (the server answers in order): it is read and dropped, and
+    the next call gets its own reply."""
+    async def scenario() -> None:
+        recorder = Recorder()
+        async with client_for(server.port, interceptors=(recorder,)) as client:
+            slow = asyncio.ensure_future(client.process(request("slow", work_ms=300)))
+            quick = asyncio.ensure_future(client.echo("quick"))
+            await asyncio.sleep(0)  # both written
+            assert client.in_flight == 2
+            slow.cancel()
+            assert await quick == "quick"
+            with pytest.raises(asyncio.CancelledError):
+                await slow
+            assert client.phase is ClientPhase.READY and client.in_flight == 0
+            assert await client.echo("after") == "after"
+            ended = [e for e in recorder.events if e[0] == "ended" and e[1] == "process"]
+            assert ended == [("ended", "process", 2, Outcome.FAILED)]
+            assert "cancelled by its caller" in client.timeline.calls("process")[0].error
+
+    run(scenario())
+
+
+def test_cancelling_one_of_many_out_of_order_calls():
+    async def scenario() -> None:
+        async with Peer(reversed_after(5)) as peer:
+            async with client_for(peer.port) as client:
+                tasks = [asyncio.ensure_future(client.echo(f"c{i}")) for i in range(5)]
+                await asyncio.sleep(0)
+                tasks[4].cancel()  # its reply comes first
+                done = await asyncio.gather(*tasks, return_exceptions=True)
+                assert done[:4] == ["c0", "c1", "c2", "c3"] and isinstance(done[4], asyncio.CancelledError)
+                assert client.phase is ClientPhase.READY and client.in_flight == 0
+
+    run(scenario())
+
+
+# -- timeouts and transport errors ----------------------------------------------------------------
+
+def test_a_timeout_fails_every_call_in_flight_and_breaks_the_client(server):
+    async def scenario() -> None:
+        client = client_for(server.port, timeouts=Timeouts(call=0.3))
+        await client.connect()
+        calls = [client.process(request("slow", work_ms=1500))] + [client.echo(str(i)) for i in range(5)]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        assert [type(r) for r in results] == [CallTimeout] * 6
+        assert "no reply within the timeout" in str(results[0])
+        assert "the connection broke on process" in str(results[1])
+        assert client.phase is ClientPhase.BROKEN and client.in_flight == 0
+        with pytest.raises(PhaseError, match="in phase BROKEN.*call reconnect"):
+            await client.echo("late")
+        await client.reconnect()
+        assert await client.echo("again") == "again"
+        await client.close()
+        assert [r.error for r in client.timeline.calls("echo")[:5]] == [repr(r) for r in results[1:]]
+
+    run(scenario())
+
+
+def test_the_server_closing_the_connection_fails_every_call_in_flight():
+    async def scenario() -> None:
+        async with Peer(reversed_after(3), closes_after_hello=True) as peer:
+            client = client_for(peer.port)
+            await client.connect()
+            results = await asyncio.gather(*(client.echo(str(i)) for i in range(3)), return_exceptions=True)
+            assert [type(r) for r in results] == [ConnectionBroken] * 3
+            assert "went away" in str(results[0])
+            assert client.phase is ClientPhase.BROKEN
+            await client.close()
+            assert client.phase is ClientPhase.CLOSED
+
+    run(scenario())
+
+
+# -- interceptors and the timeline ----------------------------------------------------------------
+
+def test_interceptors_see_each_pipelined_call_start_and_end_once(server):
+    async def scenario() -> None:
+        recorder = Recorder()
+        async with client_for(server.port, interceptors=(recorder,), server_timed_methods={"process"}) as client:
+            await asyncio.gather(*(client.process(request(f"r{i}")) for i in range(10)))
+        started = [e for e in recorder.events if e[0] == "started"]
+        ended = [e for e in recorder.events if e[0] == "ended"]
+        assert [e[1] for e in started] == ["hello"] + ["process"] * 10 + ["goodbye"]
+        assert sorted(e[2] for e in ended) == sorted(e[2] for e in started)
+        assert all(e[3] is Outcome.OK for e in ended)
+        for record in client.timeline.calls("process"):
+            assert record.ok and record.bytes_out > 0 and record.bytes_in > 0 and record.server_us is not None
+            assert abs(record.send + record.wait + record.receive - record.duration) < 1e-6
+        assert [r.phase for r in client.timeline][:2] == ["connect", "handshake"]
+
+    run(scenario())
+
+
+def test_typed_view_awaits_and_mypy_checks_it(server, tmp_path):
+    async def scenario() -> None:
+        async with client_for(server.port) as client:
+            service = client.typed(HandshakeService.Iface)
+            assert await service.echo("typed") == "typed"
+            with pytest.raises(TypeError):
+                client.typed(int)
+
+    run(scenario())
+    mypy = shutil.which("mypy", path=str(Path(sys.executable).parent))
+    if mypy is None:
+        pytest.skip("mypy is not installed")
+    user = tmp_path / "user.py"
+    user.write_text(TYPED_USER, encoding="utf-8")
+    root = Path(__file__).resolve().parent.parent
+    packages = tmp_path / "packages"  # the package as installed: thrift_handshake is service/ in the tree
+    packages.mkdir()
+    (packages / "thrift_handshake").symlink_to(root / "service")
+    done = subprocess.run([mypy, "--no-incremental", "--cache-dir", str(tmp_path / "cache"), "--no-error-summary",
+                           "--follow-imports=silent", str(user)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "MYPYPATH": f"{packages}{os.pathsep}{root / 'gen-py'}"})
+    out = "".join(line for line in done.stdout.splitlines(keepends=True) if line.startswith(str(user)))
+    assert 'Revealed type is "thrift_handshake_gen.HandshakeService.Iface"' in out, out
+    assert '"Iface" has no attribute "echoo"' in out, out
+    assert out.count("error") == 1, out  # awaiting the typed calls is fine
+
+
+TYPED_USER = """
+from thrift_handshake import AsyncClient
+from thrift_handshake_gen import HandshakeService
+
+async def main() -> None:
+    async with AsyncClient("127.0.0.1", 9090, service=HandshakeService) as client:
+        service = client.typed(HandshakeService.Iface)
+        reveal_type(service)
+        print(await service.echo("x"))
+        await service.echoo("x")
+"""
