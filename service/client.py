@@ -29,23 +29,22 @@ from thrift_handshake_gen.session import SessionService
 from thrift_handshake_gen.session.ttypes import Farewell, HandshakeRejected, ServerHello
 
 from .config import DEFAULT_HOST, DEFAULT_PORT, ClientOptions
-from .client_core import (broken_error, check_client_arguments, check_service, client_hello, idle_error, idle_limit,
-                          negotiation_broken, outcome_of, phase_error, refusal_error, with_inner_cause)
-from .client_methods import PHASE_METHODS, ServiceMethods, bind_arguments, checker_of, methods_of
-from .interceptors import ClientCall, InterceptorChain, Outcome
+from .client_core import (ClientBase, broken_error, client_hello, idle_limit, negotiation_broken, outcome_of,
+                          refusal_error, with_inner_cause)
+from .client_methods import PHASE_METHODS, ServiceMethods, bind_arguments, checker_of
+from .interceptors import ClientCall, Outcome
 from .errors import (
     ArgumentError,
     ConnectError,
     ConnectionBroken,
     HandshakeFailed,
-    PhaseError,
     RemoteApplicationError,
     RequestEncodingError,
     ServiceError,
     ThriftHandshakeError,
 )
 from .states import CLIENT_TRANSITIONS, ClientEvent, ClientPhase, StateMachine
-from .timing import Record, Timeline
+from .timing import Record
 from .wire import client_stack, explain_tls_error, unread_bytes
 
 __all__ = ["Client"]
@@ -70,7 +69,7 @@ class _Sent(NamedTuple):
     call: ClientCall  # what the interceptors see of it
 
 
-class Client(ServiceMethods):
+class Client(ClientBase, ServiceMethods):
     """A connection to a Thrift service, phase by phase.
 
     ``service`` is the generated service module (default: the session methods alone). With
@@ -89,16 +88,7 @@ class Client(ServiceMethods):
         options: Optional[ClientOptions] = None,
         service: ModuleType = SessionService,
     ) -> None:
-        check_client_arguments(port, options, service)
-        self.host = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [::1] as in URLs
-        self.port = port
-        self.options = options or ClientOptions()
-        self.service = service
-        self.timeline = Timeline(self.options.timeline_size)
-        self._chain = InterceptorChain((self.timeline, *self.options.interceptors))
-        self._peer = f"[{self.host}]:{port}" if ":" in self.host else f"{self.host}:{port}"
-        self._service_methods = methods_of(service)
-        check_service(service, self._service_methods, self.options)
+        super().__init__(host, port, options, service)
         self._server_hello: Optional[ServerHello] = None
         self._pending_hello: Optional[_Sent] = None  # a pipelined hello, until its answer is read
         self._idle_limit: Optional[float] = None  # seconds, from ServerHello.idle_timeout_ms
@@ -116,11 +106,6 @@ class Client(ServiceMethods):
     # -- phases -------------------------------------------------------------------------------
 
     @property
-    def phase(self) -> ClientPhase:
-        """The current phase (see ``states.ClientPhase``)."""
-        return self._state.phase
-
-    @property
     def server_hello(self) -> Optional[ServerHello]:
         """The server's answer to hello (None before it or without a handshake). With a pipelined hello
         still unanswered, reading it reads the answer (and raises HandshakeFailed if it was a refusal)."""
@@ -129,15 +114,6 @@ class Client(ServiceMethods):
                 if self._pending_hello is not None:
                     self._answer_pending_hello()
         return self._server_hello
-
-    @property
-    def session_id(self) -> Optional[str]:
-        return self.server_hello.session_id if self.server_hello else None
-
-    @property
-    def version(self) -> Optional[int]:
-        """The protocol version negotiated in hello()."""
-        return self.server_hello.version if self.server_hello else None
 
     def connect(self) -> Optional[ServerHello]:
         """Opens the transport and says hello; returns the server's answer (READY afterwards).
@@ -255,13 +231,6 @@ class Client(ServiceMethods):
         self._record_sent(self._send("goodbye", (), "disconnect", self.options.timeouts.call))
 
     # -- internals ----------------------------------------------------------------------------
-
-    def _require(self, event: ClientEvent, action: str) -> None:
-        if not self._state.allows(event):
-            raise self._phase_error(action)
-
-    def _phase_error(self, action: str) -> PhaseError:
-        return phase_error(self.phase, action, self._broken_by)
 
     def _log_change(self, old: ClientPhase, event: ClientEvent, new: ClientPhase) -> None:
         if logger.isEnabledFor(logging.DEBUG):  # six moves per connection: skip building the arguments
@@ -534,14 +503,6 @@ class Client(ServiceMethods):
         answered_before = self._sock is not None and self._sock.bytes_in > 0  # so TLS and wire were right
         self._break(error)
         raise broken_error(name, error, self.options, reply, answered_before) from error
-
-    def _check_idle(self, method: str) -> None:
-        """Fails fast (BROKEN) when the session outlived the server's idle timeout from ServerHello."""
-        if self._idle_limit is not None:
-            error = idle_error(method, time.perf_counter() - self._last_activity, self._idle_limit)
-            if error is not None:
-                self._break(error)
-                raise error
 
     def _break(self, error: BaseException) -> None:
         """Moves to BROKEN and closes the socket so nothing more is ever read from it."""

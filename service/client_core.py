@@ -8,6 +8,7 @@ call's outcome is, and the idle check against the server's ``idle_timeout_ms``.
 
 from __future__ import annotations
 
+import time
 from types import ModuleType
 from typing import Any, Dict, Optional
 
@@ -28,11 +29,13 @@ from .errors import (
     ServiceError,
     WireMismatch,
 )
-from .interceptors import Outcome
-from .states import ClientPhase
+from .client_methods import methods_of
+from .interceptors import InterceptorChain, Outcome
+from .states import ClientEvent, ClientPhase, StateMachine
+from .timing import Timeline
 from .wire import explain_reply, explain_tls_error, is_timeout
 
-__all__ = ["WENT_AWAY", "check_client_arguments", "check_service", "client_hello", "negotiation_broken",
+__all__ = ["WENT_AWAY", "ClientBase", "check_client_arguments", "check_service", "client_hello", "negotiation_broken",
            "idle_limit", "idle_error", "refusal_error", "phase_error", "broken_error", "outcome_of",
            "over_size_limit", "with_inner_cause"]
 
@@ -158,3 +161,64 @@ def outcome_of(error: Optional[BaseException]) -> Outcome:
     if error is None:
         return Outcome.OK
     return Outcome.DECLARED_ERROR if isinstance(error, ServiceError) else Outcome.FAILED
+
+
+class ClientBase:
+    """What both clients hold and check alike: where they connect, their options and service, the
+    timeline first in the interceptor chain, the phase, the session, the idle check; each client adds
+    its I/O and its own ``server_hello`` and ``_break``."""
+
+    _state: StateMachine
+    _broken_by: Optional[BaseException]
+    _idle_limit: Optional[float]
+    _last_activity: float
+
+    def __init__(self, host: str, port: int, options: Optional[ClientOptions], service: ModuleType) -> None:
+        check_client_arguments(port, options, service)
+        self.host = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [::1] as in URLs
+        self.port = port
+        self.options = options or ClientOptions()
+        self.service = service
+        self.timeline = Timeline(self.options.timeline_size)
+        self._chain = InterceptorChain((self.timeline, *self.options.interceptors))
+        self._peer = f"[{self.host}]:{port}" if ":" in self.host else f"{self.host}:{port}"
+        self._service_methods = methods_of(service)
+        check_service(service, self._service_methods, self.options)
+
+    @property
+    def phase(self) -> ClientPhase:
+        """The current phase (see ``states.ClientPhase``)."""
+        return self._state.phase
+
+    @property
+    def server_hello(self) -> Optional[ServerHello]:
+        raise NotImplementedError
+
+    @property
+    def session_id(self) -> Optional[str]:
+        hello = self.server_hello
+        return hello.session_id if hello else None
+
+    @property
+    def version(self) -> Optional[int]:
+        """The protocol version negotiated in hello()."""
+        hello = self.server_hello
+        return hello.version if hello else None
+
+    def _require(self, event: ClientEvent, action: str) -> None:
+        if not self._state.allows(event):
+            raise self._phase_error(action)
+
+    def _phase_error(self, action: str) -> PhaseError:
+        return phase_error(self.phase, action, self._broken_by)
+
+    def _check_idle(self, method: str) -> None:
+        """Fails fast (BROKEN) when the session outlived the server's idle timeout from ServerHello."""
+        if self._idle_limit is not None:
+            error = idle_error(method, time.perf_counter() - self._last_activity, self._idle_limit)
+            if error is not None:
+                self._break(error)
+                raise error
+
+    def _break(self, error: BaseException) -> None:
+        raise NotImplementedError

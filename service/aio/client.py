@@ -29,15 +29,15 @@ from thrift.transport.TTransport import TTransportException
 from thrift_handshake_gen.session import SessionService
 from thrift_handshake_gen.session.ttypes import Farewell, HandshakeRejected, ServerHello
 
-from ..client_core import (broken_error, check_client_arguments, check_service, client_hello, idle_error, idle_limit,
-                           negotiation_broken, outcome_of, phase_error, refusal_error, with_inner_cause)
-from ..client_methods import PHASE_METHODS, ServiceMethods, bind_arguments, methods_of
+from ..client_core import (ClientBase, broken_error, client_hello, idle_limit, negotiation_broken, refusal_error,
+                           with_inner_cause)
+from ..client_methods import PHASE_METHODS, ServiceMethods, bind_arguments
 from ..config import DEFAULT_HOST, DEFAULT_PORT, ClientOptions
 from ..errors import (ArgumentError, ConnectError, ConnectionBroken, HandshakeFailed, RemoteApplicationError,
                       RequestEncodingError, ServiceError, ThriftHandshakeError)
-from ..interceptors import ClientCall, InterceptorChain, Outcome
+from ..interceptors import ClientCall
 from ..states import CLIENT_TRANSITIONS, ClientEvent, ClientPhase, StateMachine
-from ..timing import Record, Timeline
+from ..timing import Record
 from ..wire import explain_tls_error
 from ..wire.tls import client_tls_context
 from .codec import MessageCodec
@@ -49,7 +49,7 @@ __all__ = ["AsyncClient"]
 logger = logging.getLogger(__name__)
 
 
-class AsyncClient(ServiceMethods):
+class AsyncClient(ClientBase, ServiceMethods):
     """A connection to a Thrift service on asyncio, phase by phase, with calls pipelined.
 
     ``service``, ``options`` and the ways to call are those of ``Client``: ``await client.call("echo",
@@ -58,16 +58,7 @@ class AsyncClient(ServiceMethods):
 
     def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, options: Optional[ClientOptions] = None,
                  service: ModuleType = SessionService) -> None:
-        check_client_arguments(port, options, service)
-        self.host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-        self.port = port
-        self.options = options or ClientOptions()
-        self.service = service
-        self.timeline = Timeline(self.options.timeline_size)
-        self._chain = InterceptorChain((self.timeline, *self.options.interceptors))
-        self._peer = f"[{self.host}]:{port}" if ":" in self.host else f"{self.host}:{port}"
-        self._service_methods = methods_of(service)
-        check_service(service, self._service_methods, self.options)
+        super().__init__(host, port, options, service)
         if self.options.pipeline_hello or self.options.retry is not None:
             raise ArgumentError("AsyncClient does not support ClientOptions.pipeline_hello or retry yet")
         self._state = StateMachine(CLIENT_TRANSITIONS, ClientPhase.NEW, self._log_change)
@@ -86,20 +77,8 @@ class AsyncClient(ServiceMethods):
     # -- phases -------------------------------------------------------------------------------
 
     @property
-    def phase(self) -> ClientPhase:
-        return self._state.phase
-
-    @property
     def server_hello(self) -> Optional[ServerHello]:
         return self._server_hello
-
-    @property
-    def session_id(self) -> Optional[str]:
-        return self._server_hello.session_id if self._server_hello else None
-
-    @property
-    def version(self) -> Optional[int]:
-        return self._server_hello.version if self._server_hello else None
 
     @property
     def in_flight(self) -> int:
@@ -168,20 +147,9 @@ class AsyncClient(ServiceMethods):
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _require(self, event: ClientEvent, action: str) -> None:
-        if not self._state.allows(event):
-            raise phase_error(self.phase, action, self._broken_by)
-
     def _log_change(self, old: ClientPhase, event: ClientEvent, new: ClientPhase) -> None:
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("%s %s --%s--> %s", self._peer, old.value, event.value, new.value)
-
-    def _check_idle(self, method: str) -> None:
-        if self._idle_limit is not None:
-            error = idle_error(method, time.perf_counter() - self._last_activity, self._idle_limit)
-            if error is not None:
-                self._break(error)
-                raise error
 
     async def _open(self) -> None:
         options = self.options
@@ -281,7 +249,7 @@ class AsyncClient(ServiceMethods):
         """Encodes and writes the request; for a two-way call returns the future of its reply."""
         stream = self._stream
         if stream is None or stream.ended:  # a hook closed the connection, or a failure broke it
-            refused = phase_error(self.phase, f"call {call.method}", self._broken_by)
+            refused = self._phase_error(f"call {call.method}")
             self._inflight.failed(call, refused)
             raise refused
         try:
