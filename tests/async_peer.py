@@ -44,11 +44,13 @@ def reversed_after(count: int) -> Answer:
 
 class Peer:
     """Serves one connection at a time on 127.0.0.1 (``port`` once started); ``closes_after_hello``
-    makes it drop the connection once calls arrive."""
+    makes it drop the connection once calls arrive, ``stops_reading_after_hello`` a peer that reads
+    nothing more (its buffers fill, then the client's)."""
 
-    def __init__(self, answer: Answer, closes_after_hello: bool = False) -> None:
+    def __init__(self, answer: Answer, closes_after_hello: bool = False, stops_reading_after_hello: bool = False) -> None:
         self.answer = answer
         self.closes_after_hello = closes_after_hello
+        self.stops_reading_after_hello = stops_reading_after_hello
         self.port = 0
         self.received: List[str] = []
         self._server: Optional[asyncio.base_events.Server] = None
@@ -81,6 +83,9 @@ class Peer:
                     if name == "hello":
                         result = SessionService.hello_result(success=ServerHello(session_id="peer", version=2))
                         writer.write(encode_reply(name, seqid, result))
+                        if self.stops_reading_after_hello:
+                            await writer.drain()
+                            await asyncio.sleep(3600)  # cancelled when the peer stops
                     elif name == "goodbye":
                         writer.write(encode_reply(name, seqid, SessionService.goodbye_result(
                             success=Farewell(session_id="peer", calls=len(self.received)))))

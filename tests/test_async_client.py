@@ -305,6 +305,23 @@ def test_the_server_closing_the_connection_fails_every_call_in_flight():
     run(scenario())
 
 
+def test_the_call_timeout_bounds_writing_to_a_peer_that_does_not_read():
+    """The deadline runs from the call's start: a request stuck behind a full send buffer fails on time."""
+    async def scenario() -> None:
+        async with Peer(reversed_after(1), stops_reading_after_hello=True) as peer:
+            client = client_for(peer.port, timeouts=Timeouts(call=0.5))
+            await client.connect()
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            with pytest.raises(CallTimeout):
+                await client.echo("x" * (32 << 20))
+            assert loop.time() - started < 3.0
+            assert client.phase is ClientPhase.BROKEN
+            await client.close()
+
+    run(scenario())
+
+
 # -- interceptors and the timeline ----------------------------------------------------------------
 
 def test_interceptors_see_each_pipelined_call_start_and_end_once(server):
