@@ -342,6 +342,16 @@ def test_interceptors_see_each_pipelined_call_start_and_end_once(server):
     run(scenario())
 
 
+def test_the_readme_snippet_runs():
+    import readme
+
+    snippet = next(content for language, content in readme.blocks(readme.section("On asyncio, `AsyncClient`", "\n## "))
+                   if language == "python")
+    done = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[1:] == ["99", "typed"], done.stdout
+
+
 def test_typed_view_awaits_and_mypy_checks_it(server, tmp_path):
     async def scenario() -> None:
         async with client_for(server.port) as client:
