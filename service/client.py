@@ -31,7 +31,7 @@ from thrift_handshake_gen.session.ttypes import Farewell, HandshakeRejected, Ser
 from .config import DEFAULT_HOST, DEFAULT_PORT, ClientOptions
 from .client_core import (ClientBase, broken_error, client_hello, idle_limit, negotiation_broken, outcome_of,
                           refusal_error, with_inner_cause)
-from .client_methods import PHASE_METHODS, ServiceMethods, bind_arguments, checker_of
+from .client_methods import ServiceMethods, checker_of
 from .interceptors import ClientCall, Outcome
 from .errors import (
     ArgumentError,
@@ -190,12 +190,9 @@ class Client(ClientBase, ServiceMethods):
         is down or full) is retried on a new connection and session, with backoff; any other method
         fails at once, so it never runs twice.
         """
-        if method in PHASE_METHODS and self.options.handshake:
-            raise ArgumentError(f"{method} is a phase: use {PHASE_METHODS[method]}")
-        if kwargs:
-            args = bind_arguments(self.service, method, args, kwargs)
-        policy = self.options.retry
-        if policy is None or method not in policy.idempotent:
+        args = self._arguments(method, args, kwargs)
+        policy = self._retry_policy(method)
+        if policy is None:
             return self._call_once(method, args)
         delay = policy.backoff
         for attempt in range(1, policy.attempts + 1):

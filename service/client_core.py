@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from types import ModuleType
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from thrift.protocol.TProtocol import TProtocolException
 from thrift.Thrift import TApplicationException
@@ -18,7 +18,7 @@ from thrift.transport.TTransport import TTransportException
 
 from thrift_handshake_gen.session.ttypes import ClientHello, ServerHello
 
-from .config import ClientOptions
+from .config import ClientOptions, RetryPolicy
 from .errors import (
     ArgumentError,
     CallTimeout,
@@ -29,7 +29,7 @@ from .errors import (
     ServiceError,
     WireMismatch,
 )
-from .client_methods import methods_of
+from .client_methods import PHASE_METHODS, bind_arguments, methods_of
 from .interceptors import InterceptorChain, Outcome
 from .states import ClientEvent, ClientPhase, StateMachine
 from .timing import Timeline
@@ -204,6 +204,17 @@ class ClientBase:
         """The protocol version negotiated in hello()."""
         hello = self.server_hello
         return hello.version if hello else None
+
+    def _arguments(self, method: str, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Tuple[Any, ...]:
+        """A call's arguments in IDL order; ArgumentError for a phase method or arguments that do not bind."""
+        if method in PHASE_METHODS and self.options.handshake:
+            raise ArgumentError(f"{method} is a phase: use {PHASE_METHODS[method]}")
+        return bind_arguments(self.service, method, args, kwargs) if kwargs else args
+
+    def _retry_policy(self, method: str) -> Optional[RetryPolicy]:
+        """The retry policy if it covers ``method`` (an idempotent one), else None: never sent twice."""
+        policy = self.options.retry
+        return policy if policy is not None and method in policy.idempotent else None
 
     def _require(self, event: ClientEvent, action: str) -> None:
         if not self._state.allows(event):

@@ -34,6 +34,7 @@ from thrift_handshake import (
     PhaseError,
     RemoteApplicationError,
     RequestEncodingError,
+    RetryPolicy,
     ServerTLS,
     ServiceError,
     Timeouts,
@@ -318,6 +319,43 @@ def test_the_call_timeout_bounds_writing_to_a_peer_that_does_not_read():
             assert loop.time() - started < 3.0
             assert client.phase is ClientPhase.BROKEN
             await client.close()
+
+    run(scenario())
+
+
+# -- retries ------------------------------------------------------------------------------------
+
+def test_idempotent_calls_reopen_a_broken_client_once_for_all_of_them(server):
+    async def scenario() -> None:
+        retry = RetryPolicy(idempotent={"echo"}, attempts=2, backoff=0.01)
+        client = client_for(server.port, timeouts=Timeouts(call=0.3), retry=retry)
+        await client.connect()
+        first_session = client.session_id
+        with pytest.raises(CallTimeout):
+            await client.process(request("slow", work_ms=800))
+        assert client.phase is ClientPhase.BROKEN
+        with pytest.raises(PhaseError, match="in phase BROKEN"):  # not idempotent: never reopened for it
+            await client.process(request("again"))
+        texts = [str(i) for i in range(5)]
+        assert await asyncio.gather(*(client.echo(text) for text in texts)) == texts
+        assert client.phase is ClientPhase.READY and client.session_id != first_session
+        assert [r.phase for r in client.timeline].count("connect") == 2  # one reopening for the five
+        await client.close()
+        with pytest.raises(PhaseError, match="cannot call echo in phase CLOSED"):  # its user closed it
+            await client.echo("after close")
+
+    run(scenario())
+
+
+def test_a_refused_connect_is_retried_until_attempts_run_out():
+    async def scenario() -> None:
+        retry = RetryPolicy(idempotent={"echo"}, attempts=3, backoff=0.01)
+        client = client_for(1, retry=retry)
+        with pytest.raises(ConnectError):
+            await client.connect()
+        with pytest.raises(ConnectError):
+            await client.echo("nobody there")
+        assert [r.phase for r in client.timeline].count("connect") == 4  # connect(), then 3 attempts
 
     run(scenario())
 

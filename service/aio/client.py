@@ -11,7 +11,7 @@ waiting for earlier replies; each reply goes to the call with its seqid, in what
 answers. Cancelling a call ends only that call: its reply is read and dropped when it comes. A timeout
 (``Timeouts.call``, from the call's start) or a transport error fails every call in flight with the same
 error type and leaves the client BROKEN, the socket closed; only ``reconnect()`` leaves BROKEN.
-Not supported here (yet): ``pipeline_hello`` and ``retry`` (refused at construction).
+Not supported here (yet): ``pipeline_hello`` (refused at construction).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from thrift_handshake_gen.session.ttypes import Farewell, HandshakeRejected, Ser
 
 from ..client_core import (ClientBase, broken_error, client_hello, idle_limit, negotiation_broken, refusal_error,
                            with_inner_cause)
-from ..client_methods import PHASE_METHODS, ServiceMethods, bind_arguments
+from ..client_methods import ServiceMethods
 from ..config import DEFAULT_HOST, DEFAULT_PORT, ClientOptions
 from ..errors import (ArgumentError, ConnectError, ConnectionBroken, HandshakeFailed, RemoteApplicationError,
                       RequestEncodingError, ServiceError, ThriftHandshakeError)
@@ -59,12 +59,13 @@ class AsyncClient(ClientBase, ServiceMethods):
     def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, options: Optional[ClientOptions] = None,
                  service: ModuleType = SessionService) -> None:
         super().__init__(host, port, options, service)
-        if self.options.pipeline_hello or self.options.retry is not None:
-            raise ArgumentError("AsyncClient does not support ClientOptions.pipeline_hello or retry yet")
+        if self.options.pipeline_hello:
+            raise ArgumentError("AsyncClient does not support ClientOptions.pipeline_hello yet")
         self._state = StateMachine(CLIENT_TRANSITIONS, ClientPhase.NEW, self._log_change)
         self._steps = asyncio.Lock()  # connect, goodbye and close one at a time; calls run alongside
         self._epoch = self._last_activity = time.perf_counter()
         self._broken_by: Optional[BaseException] = None
+        self._refused = False  # CLOSED because connecting failed or the server refused us (retries reopen it)
         self._server_hello: Optional[ServerHello] = None
         self._idle_limit: Optional[float] = None
         self.farewell: Optional[Farewell] = None
@@ -88,14 +89,17 @@ class AsyncClient(ClientBase, ServiceMethods):
     async def connect(self) -> Optional[ServerHello]:
         """Opens the connection and says hello, as ``Client.connect`` (same errors, same phases)."""
         async with self._steps:
-            self._require(ClientEvent.CONNECT, "connect")
-            self._state.apply(ClientEvent.CONNECT)
-            await self._open()
-            if not self.options.handshake:
-                self._state.apply(ClientEvent.OPENED_WITHOUT_HELLO)
-                return None
-            self._state.apply(ClientEvent.TRANSPORT_OPEN)
-            return await self._hello()
+            return await self._connect()
+
+    async def _connect(self) -> Optional[ServerHello]:
+        self._require(ClientEvent.CONNECT, "connect")
+        self._state.apply(ClientEvent.CONNECT)
+        await self._open()
+        if not self.options.handshake:
+            self._state.apply(ClientEvent.OPENED_WITHOUT_HELLO)
+            return None
+        self._state.apply(ClientEvent.TRANSPORT_OPEN)
+        return await self._hello()
 
     async def reconnect(self) -> Optional[ServerHello]:
         """Closes whatever is left of the connection, then connects again with a new session."""
@@ -122,6 +126,7 @@ class AsyncClient(ClientBase, ServiceMethods):
                         logger.info("goodbye failed while closing: %s", error)
             finally:
                 self._close_stream()
+                self._refused = False
             return None
 
     async def __aenter__(self) -> "AsyncClient":
@@ -135,11 +140,37 @@ class AsyncClient(ClientBase, ServiceMethods):
 
     async def call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
         """Calls ``method`` and returns its result (None for oneway/void), as ``Client.call``; any number
-        of calls may be awaited at once (``asyncio.gather``)."""
-        if method in PHASE_METHODS and self.options.handshake:
-            raise ArgumentError(f"{method} is a phase: use {PHASE_METHODS[method]}")
-        if kwargs:
-            args = bind_arguments(self.service, method, args, kwargs)
+        of calls may be awaited at once (``asyncio.gather``). With ``options.retry``, a method it marks
+        idempotent is retried as by ``Client``: a broken connection (or a server down or full) is reopened
+        once for every call that found it so, with a new session."""
+        args = self._arguments(method, args, kwargs)
+        policy = self._retry_policy(method)
+        if policy is None:
+            return await self._call_once(method, args)
+        delay = policy.backoff
+        for attempt in range(1, policy.attempts + 1):
+            try:
+                await self._reopen_if_broken()
+                return await self._call_once(method, args)
+            except (ConnectionBroken, ConnectError) as error:
+                if attempt == policy.attempts:
+                    raise
+                logger.info("%s failed (%s); retry %d of %d in %.2fs", method, error, attempt, policy.attempts - 1,
+                            delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, policy.max_backoff)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _reopen_if_broken(self) -> None:
+        """A new connection and session if the client broke or was refused (never if its user closed it)."""
+        if self.phase is ClientPhase.BROKEN or self._refused or self._steps.locked():  # locked: another call reopens
+            async with self._steps:
+                if self.phase is ClientPhase.BROKEN or self._refused:  # not already reopened by another call
+                    self._close_stream()
+                    self._refused = False
+                    await self._connect()
+
+    async def _call_once(self, method: str, args: Tuple[Any, ...]) -> Any:
         self._require(ClientEvent.CALL, f"call {method}")
         self._check_idle(method)
         self._state.apply(ClientEvent.CALL)
@@ -173,6 +204,7 @@ class AsyncClient(ClientBase, ServiceMethods):
             raise
         self.timeline.add(Record("connect", self._peer, start - self._epoch, time.perf_counter() - start,
                                  error=None if failure is None else (with_inner_cause(failure) or repr(failure))))
+        self._refused = failure is not None
         if failure is not None:
             self._state.apply(ClientEvent.CONNECT_FAILED)
             hint = explain_tls_error(failure)
@@ -195,7 +227,9 @@ class AsyncClient(ClientBase, ServiceMethods):
             raise
         except RemoteApplicationError as error:
             self._close_stream(self._refused_event())
-            raise refusal_error(self._peer, error.error) or error from None
+            refused = refusal_error(self._peer, error.error)
+            self._refused = refused is not None
+            raise refused or error from None
         except BaseException as error:  # cancelled: whether the server opened a session is unknown
             if not isinstance(error, ThriftHandshakeError) and self._state.allows(ClientEvent.FAILURE):
                 self._break(error)
@@ -319,6 +353,7 @@ class AsyncClient(ClientBase, ServiceMethods):
             self._break(error_out.error)  # the server closes after this answer
         elif isinstance(error_out, ConnectError):  # refused: the server closes the connection
             self._close_stream()
+            self._refused = True
 
     def _on_end(self, error: Optional[BaseException]) -> None:
         """The stream ended. Closed by the client (its stream already dropped), or by the server after
