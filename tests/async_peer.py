@@ -45,15 +45,18 @@ def reversed_after(count: int) -> Answer:
 class Peer:
     """Serves one connection at a time on 127.0.0.1 (``port`` once started); ``closes_after_hello``
     makes it drop the connection once calls arrive, ``stops_reading_after_hello`` a peer that reads
-    nothing more (its buffers fill, then the client's)."""
+    nothing more (its buffers fill, then the client's); ``after_hello``: bytes sent with hello's answer."""
 
-    def __init__(self, answer: Answer, closes_after_hello: bool = False, stops_reading_after_hello: bool = False) -> None:
+    def __init__(self, answer: Answer, closes_after_hello: bool = False, stops_reading_after_hello: bool = False,
+                 after_hello: bytes = b"") -> None:
         self.answer = answer
+        self.after_hello = after_hello
         self.closes_after_hello = closes_after_hello
         self.stops_reading_after_hello = stops_reading_after_hello
         self.port = 0
         self.received: List[str] = []
         self._server: Optional[asyncio.base_events.Server] = None
+        self._handlers: List[asyncio.Task] = []
 
     async def __aenter__(self) -> "Peer":
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -63,9 +66,13 @@ class Peer:
     async def __aexit__(self, *exc_info: object) -> None:
         assert self._server is not None
         self._server.close()
+        for handler in self._handlers:
+            handler.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
         await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._handlers.append(asyncio.current_task())  # type: ignore[arg-type]
         framer = MessageFramer(Wire(), FramerLimits(1 << 20))
         held: List[Held] = []
         try:
@@ -82,7 +89,7 @@ class Peer:
                     self.received.append(name)
                     if name == "hello":
                         result = SessionService.hello_result(success=ServerHello(session_id="peer", version=2))
-                        writer.write(encode_reply(name, seqid, result))
+                        writer.write(encode_reply(name, seqid, result) + self.after_hello)
                         if self.stops_reading_after_hello:
                             await writer.drain()
                             await asyncio.sleep(3600)  # cancelled when the peer stops
@@ -101,5 +108,7 @@ class Peer:
                                 writer.write(encode_reply(method, reply_seqid, result))
                             held.clear()
                 await writer.drain()
+        except asyncio.CancelledError:  # the peer stops: end quietly (asyncio 3.11 logs a cancelled handler)
+            return
         finally:
             writer.close()

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Awaitable, Callable, List
+from typing import Any, Awaitable, List, Optional
 
 import pytest
 
@@ -64,12 +64,14 @@ class Recorder(Interceptor):
 
     def __init__(self) -> None:
         self.events: List[tuple] = []
+        self.sessions: List[Optional[str]] = []
 
     def call_started(self, call) -> None:
         self.events.append(("started", call.method, call.seqid))
 
     def call_ended(self, call) -> None:
         self.events.append(("ended", call.method, call.seqid, call.outcome))
+        self.sessions.append(call.session_id)
 
 
 # -- the contract ---------------------------------------------------------------------------------
@@ -171,6 +173,33 @@ def test_refusals_are_the_threaded_clients_errors(start_server):
     run(scenario())
 
 
+def test_a_hello_that_cannot_be_encoded_leaves_closed(server):
+    async def scenario() -> None:
+        client = client_for(server.port, client_name=255)  # not a str
+        with pytest.raises(RequestEncodingError):
+            await client.connect()
+        assert client.phase is ClientPhase.CLOSED
+        client.options = ClientOptions()
+        assert (await client.connect()).version == 2
+        await client.close()
+
+    run(scenario())
+
+
+def test_garbage_after_hellos_answer_breaks_connect():
+    """The answer was taken, then the bytes after it broke the connection before connect() resumed: it
+    applied hello_accepted in phase BROKEN (a PhaseError) instead of saying the connection broke."""
+    async def scenario() -> None:
+        async with Peer(reversed_after(1), after_hello=b"GET / HTTP/1.1\r\n\r\n") as peer:
+            client = client_for(peer.port)
+            with pytest.raises(ConnectionBroken, match="answered with HTTP"):
+                await client.connect()
+            assert client.phase is ClientPhase.BROKEN
+            await client.close()
+
+    run(scenario())
+
+
 def test_tls(start_server):
     server = start_server(tls=ServerTLS(str(CERTS / "server.pem"), str(CERTS / "server.key")))
 
@@ -179,6 +208,51 @@ def test_tls(start_server):
             assert await asyncio.gather(*(client.echo(str(i)) for i in range(10))) == [str(i) for i in range(10)]
         with pytest.raises(ConnectError, match="not trusted"):
             await client_for(server.port, tls=ClientTLS(ca_file=str(CERTS / "other-ca.pem"))).connect()
+
+    run(scenario())
+
+
+# -- hello pipelined with the first calls ---------------------------------------------------------
+
+def test_a_pipelined_hello_is_answered_before_the_calls_written_behind_it(server):
+    async def scenario() -> None:
+        recorder = Recorder()
+        client = client_for(server.port, pipeline_hello=True, interceptors=(recorder,))
+        assert await client.connect() is None and client.phase is ClientPhase.HELLO_PENDING
+        texts = [str(i) for i in range(10)]
+        assert await asyncio.gather(*(client.echo(text) for text in texts)) == texts
+        assert client.phase is ClientPhase.READY and client.version == 2
+        handshake = next(r for r in client.timeline if r.phase == "handshake")
+        assert handshake.ok and handshake.pipelined
+        assert recorder.sessions == [None] + [client.session_id] * 10  # hello, then echo calls in its session
+        farewell = await client.goodbye()
+        assert farewell.calls == 10 and farewell.session_id == client.session_id
+
+    run(scenario())
+
+
+def test_a_refused_pipelined_hello_is_raised_by_the_first_call(start_server):
+    server = start_server(auth_token="secret")
+
+    async def scenario() -> None:
+        client = client_for(server.port, pipeline_hello=True, auth_token="wrong")
+        assert await client.connect() is None
+        results = await asyncio.gather(client.echo("a"), client.echo("b"), return_exceptions=True)
+        assert [type(r) for r in results] == [HandshakeFailed, HandshakeFailed], results
+        assert client.phase is ClientPhase.CLOSED
+        await client.close()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("await_farewell", [True, False])
+def test_closing_with_a_pipelined_hello_unanswered(server, await_farewell):
+    async def scenario() -> None:
+        client = client_for(server.port, pipeline_hello=True, await_farewell=await_farewell)
+        await client.connect()
+        farewell = await client.close()
+        assert client.phase is ClientPhase.CLOSED and client.session_id is not None
+        assert (farewell is not None) is await_farewell
 
     run(scenario())
 

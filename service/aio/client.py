@@ -11,7 +11,6 @@ waiting for earlier replies; each reply goes to the call with its seqid, in what
 answers. Cancelling a call ends only that call: its reply is read and dropped when it comes. A timeout
 (``Timeouts.call``, from the call's start) or a transport error fails every call in flight with the same
 error type and leaves the client BROKEN, the socket closed; only ``reconnect()`` leaves BROKEN.
-Not supported here (yet): ``pipeline_hello`` (refused at construction).
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ import asyncio
 import logging
 import time
 from types import ModuleType
-from typing import Any, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 from thrift.protocol.TProtocol import TProtocolException
 from thrift.Thrift import TApplicationException, TException, TMessageType
@@ -59,14 +58,15 @@ class AsyncClient(ClientBase, ServiceMethods):
     def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, options: Optional[ClientOptions] = None,
                  service: ModuleType = SessionService) -> None:
         super().__init__(host, port, options, service)
-        if self.options.pipeline_hello:
-            raise ArgumentError("AsyncClient does not support ClientOptions.pipeline_hello yet")
         self._state = StateMachine(CLIENT_TRANSITIONS, ClientPhase.NEW, self._log_change)
         self._steps = asyncio.Lock()  # connect, goodbye and close one at a time; calls run alongside
         self._epoch = self._last_activity = time.perf_counter()
         self._broken_by: Optional[BaseException] = None
+        self._broken_as: Callable[[str], ConnectionBroken] = ConnectionBroken  # the error a call gets once BROKEN
         self._refused = False  # CLOSED because connecting failed or the server refused us (retries reopen it)
         self._server_hello: Optional[ServerHello] = None
+        self._hello_answer: Optional["asyncio.Task[Optional[ServerHello]]"] = None  # a pipelined hello's
+        self._pipelined_session: Optional[str] = None  # its session, as its reply says (for the calls behind it)
         self._idle_limit: Optional[float] = None
         self.farewell: Optional[Farewell] = None
         self._stream: Optional[ReplyStream] = None
@@ -99,7 +99,17 @@ class AsyncClient(ClientBase, ServiceMethods):
             self._state.apply(ClientEvent.OPENED_WITHOUT_HELLO)
             return None
         self._state.apply(ClientEvent.TRANSPORT_OPEN)
-        return await self._hello()
+        try:
+            call, future = self._send("hello", (client_hello(self.options),), "handshake",
+                                      self.options.timeouts.handshake)
+        except RequestEncodingError:  # nothing was sent: no session to wait for
+            self._close_stream(ClientEvent.HELLO_REJECTED)
+            raise
+        if not self.options.pipeline_hello:
+            return await self._answer_hello(call, future)
+        self._state.apply(ClientEvent.HELLO_PIPELINED)
+        self._hello_answer = asyncio.ensure_future(self._answer_hello(call, future))
+        return None
 
     async def reconnect(self) -> Optional[ServerHello]:
         """Closes whatever is left of the connection, then connects again with a new session."""
@@ -117,12 +127,13 @@ class AsyncClient(ClientBase, ServiceMethods):
         still in flight when the connection closes fail with ConnectionBroken."""
         async with self._steps:
             try:
-                if self.phase is ClientPhase.READY and self.options.handshake:
+                if self.phase in (ClientPhase.READY, ClientPhase.HELLO_PENDING) and self.options.handshake:
                     try:
                         if self.options.await_farewell:
                             return await self._goodbye()
-                        self._write_goodbye()
-                    except (ConnectionBroken, RemoteApplicationError, ServiceError, ConnectError) as error:
+                        await self._write_goodbye()
+                    except (ConnectionBroken, RemoteApplicationError, ServiceError, HandshakeFailed,
+                            ConnectError) as error:
                         logger.info("goodbye failed while closing: %s", error)
             finally:
                 self._close_stream()
@@ -213,13 +224,13 @@ class AsyncClient(ClientBase, ServiceMethods):
                 from failure
         self._stream = stream
         self._broken_by = None
-        self._server_hello = self._idle_limit = None
+        self._server_hello = self._idle_limit = self._hello_answer = self._pipelined_session = None
         self._replies = 0
 
-    async def _hello(self) -> Optional[ServerHello]:
+    async def _answer_hello(self, call: ClientCall, future: "Optional[asyncio.Future[Any]]") -> ServerHello:
+        """Awaits hello's answer: READY (CLOSING for a pipelined goodbye), or the typed refusal, closed."""
         try:
-            answer = await self._exchange("hello", (client_hello(self.options),), "handshake",
-                                          self.options.timeouts.handshake)
+            answer = await self._reply(call, future)
         except ServiceError as error:
             self._close_stream(self._refused_event())
             if isinstance(error, HandshakeRejected):
@@ -234,19 +245,22 @@ class AsyncClient(ClientBase, ServiceMethods):
             if not isinstance(error, ThriftHandshakeError) and self._state.allows(ClientEvent.FAILURE):
                 self._break(error)
             raise
+        if self.phase is ClientPhase.BROKEN:  # by what came after the answer
+            raise self._broken_as("hello") from self._broken_by
         broken = negotiation_broken(self.options, answer)
         if broken:
             failure = ConnectionBroken(f"hello: the server broke the negotiation: {broken}")
             self._break(failure)
             raise failure
         self._server_hello = answer
+        self._hello_answer = None
         self._idle_limit = idle_limit(answer)
         self._state.apply(ClientEvent.HELLO_ACCEPTED)
         return answer
 
     def _refused_event(self) -> ClientEvent:
         """How a refused hello ends: HELLO_REJECTED, or CLOSED if the connection broke meanwhile."""
-        return ClientEvent.HELLO_REJECTED if self.phase is ClientPhase.HANDSHAKING else ClientEvent.CLOSED
+        return ClientEvent.HELLO_REJECTED if self._state.allows(ClientEvent.HELLO_REJECTED) else ClientEvent.CLOSED
 
     async def _goodbye(self) -> Farewell:
         self._require(ClientEvent.GOODBYE, "say goodbye")
@@ -258,10 +272,13 @@ class AsyncClient(ClientBase, ServiceMethods):
             self._close_stream()
         return self.farewell
 
-    def _write_goodbye(self) -> None:
-        """Goodbye without waiting for the Farewell: written (the server ends the session by it), not read."""
+    async def _write_goodbye(self) -> None:
+        """Goodbye without waiting for the Farewell: written (the server ends the session by it), not read.
+        A pipelined hello's answer is read first (else it would meet a closed socket)."""
         self._require(ClientEvent.GOODBYE, "say goodbye")
         self._check_idle("goodbye")
+        if self._hello_answer is not None:
+            await self._hello_answer
         self._state.apply(ClientEvent.GOODBYE)
         call = self._start_call("goodbye", (), "disconnect")
         self._write(call, (), oneway=True)
@@ -298,13 +315,28 @@ class AsyncClient(ClientBase, ServiceMethods):
         return future
 
     async def _exchange(self, name: str, args: Tuple[Any, ...], phase: str, timeout: Optional[float]) -> Any:
-        """Writes one request and awaits its reply (the heart of every phase); cancelling it drops the reply."""
+        """Writes one request and awaits its reply (the heart of every phase)."""
+        return await self._reply(*self._send(name, args, phase, timeout))
+
+    def _send(self, name: str, args: Tuple[Any, ...], phase: str,
+              timeout: Optional[float]) -> Tuple[ClientCall, "Optional[asyncio.Future[Any]]"]:
         call = self._start_call(name, args, phase)
-        future = self._write(call, args, call.oneway, timeout)
-        stream = self._stream
+        return call, self._write(call, args, call.oneway, timeout)
+
+    async def _reply(self, call: ClientCall, future: "Optional[asyncio.Future[Any]]") -> Any:
+        """The reply to a written request (None for oneway), after a pipelined hello's answer (whose
+        refusal it raises); cancelling it drops the reply."""
+        stream, hello = self._stream, self._hello_answer
         try:
             if stream is not None:
                 await stream.drain()
+            if hello is not None and call.method != "hello":
+                try:
+                    await asyncio.shield(hello)
+                except Exception:
+                    if future is not None and future.done() and not future.cancelled():
+                        future.exception()  # failed with the connection: hello's refusal is what is raised
+                    raise
             return None if future is None else await future
         except asyncio.CancelledError:
             self._inflight.abandon(call.seqid)
@@ -348,7 +380,13 @@ class AsyncClient(ClientBase, ServiceMethods):
             self._break(error, waiting.call)
             return
         server_us = getattr(result, "processing_us", None) if name in self.options.server_timed_methods else None
-        self._inflight.answered(self._inflight.take(seqid), arrived, len(message), result, error_out, server_us)
+        pipelined = name == "hello" and self.options.pipeline_hello
+        if pipelined and result is not None:  # the calls written behind it run in its session
+            self._pipelined_session = result.session_id
+        elif waiting.call.session_id is None and name != "hello":
+            waiting.call.session_id = self._pipelined_session
+        self._inflight.answered(self._inflight.take(seqid), arrived, len(message), result, error_out, server_us,
+                                pipelined)
         if isinstance(error_out, RemoteApplicationError) and error_out.type == TApplicationException.PROTOCOL_ERROR:
             self._break(error_out.error)  # the server closes after this answer
         elif isinstance(error_out, ConnectError):  # refused: the server closes the connection
@@ -381,12 +419,13 @@ class AsyncClient(ClientBase, ServiceMethods):
         if stream is not None:
             stream.end(None)
 
-        def error_for(name: str) -> BaseException:
+        def broken_as(name: str) -> ConnectionBroken:
             failure = broken_error(name, error, self.options, first_reply, answered_before)
             failure.__cause__ = error
             return failure
 
-        self._inflight.fail_all(error_for, culprit)
+        self._broken_as = broken_as
+        self._inflight.fail_all(broken_as, culprit)
 
     def _close_stream(self, event: ClientEvent = ClientEvent.CLOSED) -> None:
         """Closes the connection (calls still in flight fail) and applies ``event``."""

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 from typing import Callable, Optional
 
@@ -20,6 +22,9 @@ from ..wire import SNIFF_BYTES, FramerLimits, MessageFramer
 __all__ = ["ReplyStream"]
 
 logger = logging.getLogger(__name__)
+
+#: At most this many 64 KiB reads of what is left in the kernel once the connection failed.
+_MAX_LEFT_CHUNKS = 64
 
 #: Called with each whole reply and when its first byte arrived (``time.perf_counter()``).
 OnReply = Callable[[bytes, float], None]
@@ -71,6 +76,10 @@ class ReplyStream(asyncio.Protocol):
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
         self._wake_writers()
+        if exc is not None and not self._ended:
+            left = _left_in_kernel(self.transport)
+            if left:
+                self.data_received(left)
         if not self._ended:
             self._ended = True
             self._on_end(exc)
@@ -122,3 +131,24 @@ class ReplyStream(asyncio.Protocol):
         resumed, self._resumed = self._resumed, None
         if resumed is not None and not resumed.done():
             resumed.set_result(None)
+
+
+def _left_in_kernel(transport: Optional[asyncio.BaseTransport]) -> bytes:
+    """What the peer sent that asyncio did not read before a write failed (a peer that answers, then
+    closes with our next requests unread, resets the connection: the answer still waits in the kernel).
+    Plain TCP only: TLS records would need the TLS layer asyncio drops with the transport."""
+    raw = None if transport is None or transport.get_extra_info("sslcontext") else transport.get_extra_info("socket")
+    if raw is None:
+        return b""
+    chunks = []
+    try:
+        with socket.socket(fileno=os.dup(raw.fileno())) as sock:
+            sock.setblocking(False)
+            while len(chunks) < _MAX_LEFT_CHUNKS:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                chunks.append(data)
+    except OSError:  # nothing more (EAGAIN), or the reset itself once the data is read
+        pass
+    return b"".join(chunks)

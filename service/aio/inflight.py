@@ -90,13 +90,15 @@ class InFlight:
         return waiting
 
     def answered(self, waiting: Waiting, arrived: float, bytes_in: int, result: Any, error: Optional[BaseException],
-                 server_us: Optional[int]) -> None:
-        """The call's reply is decoded: recorded, and handed to its caller."""
+                 server_us: Optional[int], pipelined: bool = False) -> None:
+        """The call's reply is decoded: recorded (``pipelined``: a hello answered after the calls written
+        behind it), and handed to its caller."""
         call, end = waiting.call, time.perf_counter()
         sent, start = waiting.sent, call.started
         arrived = max(arrived, sent)
         record = Record(call.phase, call.method, start - self._epoch, end - start, waiting.bytes_out, bytes_in,
-                        sent - start, arrived - sent, end - arrived, server_us, None if error is None else repr(error))
+                        sent - start, arrived - sent, end - arrived, server_us, None if error is None else repr(error),
+                        pipelined)
         self._end(call, record, outcome_of(error), result, error)
         if waiting.future.done():
             return
