@@ -32,13 +32,12 @@ from ..client_core import (ClientBase, broken_error, client_hello, idle_limit, n
                            with_inner_cause)
 from ..client_methods import ServiceMethods
 from ..config import DEFAULT_HOST, DEFAULT_PORT, ClientOptions
-from ..errors import (ArgumentError, ConnectError, ConnectionBroken, HandshakeFailed, RemoteApplicationError,
+from ..errors import (ConnectError, ConnectionBroken, HandshakeFailed, RemoteApplicationError,
                       RequestEncodingError, ServiceError, ThriftHandshakeError)
 from ..interceptors import ClientCall
 from ..states import CLIENT_TRANSITIONS, ClientEvent, ClientPhase, StateMachine
 from ..timing import Record
 from ..wire import explain_tls_error
-from ..wire.tls import client_tls_context
 from .codec import MessageCodec
 from .connection import ReplyStream
 from .inflight import InFlight
@@ -194,19 +193,11 @@ class AsyncClient(ClientBase, ServiceMethods):
             logger.debug("%s %s --%s--> %s", self._peer, old.value, event.value, new.value)
 
     async def _open(self) -> None:
-        options = self.options
         start = time.perf_counter()
-        tls = options.tls
         failure: Optional[BaseException] = None
-        stream = ReplyStream(options.wire, options.max_reply_bytes, options.max_reply_items, self._on_reply,
-                             self._on_end)
+        stream = ReplyStream(self.options, self._on_reply, self._on_end)
         try:
-            context = None if tls is None else client_tls_context(tls)
-            hostname = None if tls is None else (tls.server_hostname or self.host)
-            loop = asyncio.get_running_loop()
-            opening = loop.create_connection(lambda: stream, self.host, self.port, ssl=context,
-                                             server_hostname=hostname)
-            await asyncio.wait_for(opening, options.timeouts.connect)
+            await stream.open(self.host, self.port)
         except (OSError, ValueError, asyncio.TimeoutError) as error:  # refused, unreachable, TLS, no time
             failure = error
         except BaseException:  # cancelled while connecting: a clean CLOSED behind

@@ -16,8 +16,9 @@ import socket
 import time
 from typing import Callable, Optional
 
-from ..config import Wire
+from ..config import ClientOptions
 from ..wire import SNIFF_BYTES, FramerLimits, MessageFramer
+from ..wire.tls import client_tls_context
 
 __all__ = ["ReplyStream"]
 
@@ -35,10 +36,10 @@ OnEnd = Callable[[Optional[BaseException]], None]
 class ReplyStream(asyncio.Protocol):
     """The bytes of one connection for one client; ``on_reply``/``on_end`` are the client's."""
 
-    def __init__(self, wire: Wire, max_reply_bytes: int, max_reply_items: int, on_reply: OnReply,
-                 on_end: OnEnd) -> None:
+    def __init__(self, options: ClientOptions, on_reply: OnReply, on_end: OnEnd) -> None:
+        self._options = options
         # a frame of max_reply_bytes is accepted, as the threaded client's transports accept it
-        self._framer = MessageFramer(wire, FramerLimits(max_reply_bytes + 4, max_reply_items))
+        self._framer = MessageFramer(options.wire, FramerLimits(options.max_reply_bytes + 4, options.max_reply_items))
         self._on_reply = on_reply
         self._on_end = on_end
         self.transport: Optional[asyncio.Transport] = None
@@ -92,6 +93,16 @@ class ReplyStream(asyncio.Protocol):
         self._wake_writers()
 
     # -- the client's side --------------------------------------------------------------------
+
+    async def open(self, host: str, port: int) -> None:
+        """Connects (TLS included) within the connect timeout; raises OSError (ssl.SSLError among them),
+        ValueError (TLS files) or asyncio.TimeoutError."""
+        tls = self._options.tls
+        context = None if tls is None else client_tls_context(tls)
+        hostname = None if tls is None else (tls.server_hostname or host)
+        opening = asyncio.get_running_loop().create_connection(lambda: self, host, port, ssl=context,
+                                                               server_hostname=hostname)
+        await asyncio.wait_for(opening, self._options.timeouts.connect)
 
     def write(self, data: bytes) -> None:
         """Queues a whole request (asyncio writes it as the socket takes it; nothing is half-queued)."""
