@@ -7,6 +7,7 @@ asyncio Thrift peer that answers out of order (or with a foreign seqid) to prove
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import subprocess
@@ -19,6 +20,7 @@ import pytest
 from thrift.Thrift import TApplicationException
 
 from async_peer import Peer, echo_reply, reversed_after
+from conftest import eventually
 from thrift_handshake import (
     ArgumentError,
     AsyncClient,
@@ -136,14 +138,24 @@ def test_goodbye_returns_the_farewell_and_closes(server):
     run(scenario())
 
 
-def test_close_without_awaiting_the_farewell(server):
+@pytest.mark.parametrize("pipeline", [False, True])
+def test_close_without_awaiting_the_farewell_still_ends_the_session_by_goodbye(server, caplog, pipeline):
+    """goodbye was queued, then the socket aborted: the server never read it ("after goodbye" missing)."""
+    caplog.set_level(logging.INFO)
+
     async def scenario() -> None:
-        client = client_for(server.port, await_farewell=False)
-        await client.connect()
-        assert await client.close() is None and client.phase is ClientPhase.CLOSED
-        assert [r.name for r in client.timeline][-2:] == ["goodbye", "close"]
+        for _ in range(10):
+            client = client_for(server.port, await_farewell=False, pipeline_hello=pipeline)
+            await client.connect()
+            assert await client.echo("x") == "x"
+            assert await client.close() is None and client.phase is ClientPhase.CLOSED
+            assert [r.name for r in client.timeline][-2:] == ["goodbye", "close"]
 
     run(scenario())
+    ended = lambda: [r.getMessage() for r in caplog.records if r.getMessage().startswith("closed peer=")]
+    assert eventually(lambda: len(ended()) == 10)
+    assert all(message.endswith(": after goodbye") for message in ended()), ended()
+    assert eventually(lambda: server.metrics.snapshot().sessions_active == 0)
 
 
 def test_refusals_are_the_threaded_clients_errors(start_server):

@@ -423,7 +423,7 @@ class AsyncClient(ClientBase, ServiceMethods):
         stream, self._stream = self._stream, None
         if stream is not None:
             start = time.perf_counter()
-            stream.end(None)
+            stream.end(None, graceful=True)
             self.timeline.add(Record("disconnect", "close", start - self._epoch, time.perf_counter() - start))
         self._inflight.fail_all(lambda name: ConnectionBroken(f"{name}: the client closed the connection while "
                                                               "the call was in flight"))

@@ -14,7 +14,7 @@ import logging
 import os
 import socket
 import time
-from typing import Callable, Optional
+from typing import Callable, List, Optional
 
 from ..config import ClientOptions
 from ..wire import SNIFF_BYTES, FramerLimits, MessageFramer
@@ -24,6 +24,8 @@ __all__ = ["ReplyStream"]
 
 logger = logging.getLogger(__name__)
 
+#: Seconds a graceful close waits for the peer to take what is still queued (e.g. a goodbye).
+_CLOSE_GRACE = 5.0
 #: At most this many 64 KiB reads of what is left in the kernel once the connection failed.
 _MAX_LEFT_CHUNKS = 64
 
@@ -48,6 +50,7 @@ class ReplyStream(asyncio.Protocol):
         self._partial_since = 0.0  # when the first byte of that reply arrived
         self._resumed: Optional[asyncio.Future] = None  # set while the kernel's send buffer is full
         self._ended = False
+        self._unsent: List[bytes] = []  # requests queued in this turn of the event loop
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -105,21 +108,34 @@ class ReplyStream(asyncio.Protocol):
         await asyncio.wait_for(opening, self._options.timeouts.connect)
 
     def write(self, data: bytes) -> None:
-        """Queues a whole request (asyncio writes it as the socket takes it; nothing is half-queued)."""
-        assert self.transport is not None
+        """Queues a whole request; the requests queued while the event loop runs its ready tasks leave
+        together, in one system call, when they are done (asyncio then writes as the socket takes it)."""
         self.bytes_out += len(data)
-        self.transport.write(data)
+        if not self._unsent:
+            asyncio.get_running_loop().call_soon(self._send)
+        self._unsent.append(data)
+
+    def _send(self) -> None:
+        unsent, self._unsent = self._unsent, []
+        if unsent and self.transport is not None and not self._ended:
+            self.transport.write(unsent[0] if len(unsent) == 1 else b"".join(unsent))
 
     async def drain(self) -> None:
         """Returns once the kernel takes more bytes (at once unless its buffer is full), or the stream ended."""
         while self._resumed is not None and not self._ended:
             await asyncio.shield(self._resumed)
 
-    def end(self, error: Optional[BaseException]) -> None:
-        """Closes the connection at once (unsent bytes dropped); ``on_end`` hears ``error`` (None: a
-        close asked for by the client)."""
+    def end(self, error: Optional[BaseException], graceful: bool = False) -> None:
+        """Closes the connection: ``graceful``, once what is queued is written (a goodbye); else at once,
+        unsent bytes dropped (a broken connection). ``on_end`` hears ``error`` (None: asked for by the client)."""
         if self.transport is not None:
-            self.transport.abort()
+            if graceful and not self._ended:
+                self._send()
+                self.transport.close()
+                if self.transport.get_write_buffer_size():  # a peer that does not read gets a bounded wait
+                    asyncio.get_running_loop().call_later(_CLOSE_GRACE, self.transport.abort)
+            else:
+                self.transport.abort()
         self._wake_writers()
         if not self._ended:
             self._ended = True
