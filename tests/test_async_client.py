@@ -316,6 +316,22 @@ def test_a_reply_with_a_seqid_no_call_has_breaks_every_call_in_flight():
     run(scenario())
 
 
+@pytest.mark.parametrize("wire", [Wire(), Wire(transport="framed"), Wire(protocol="compact")], ids=str)
+def test_a_reply_over_the_clients_limits_breaks_every_call_and_says_so(start_server, wire):
+    server = start_server()
+
+    async def scenario() -> None:
+        client = client_for(server.port, wire=wire, max_reply_bytes=1000)
+        await client.connect()
+        results = await asyncio.gather(client.echo("x" * 2000), client.echo("small"), return_exceptions=True)
+        assert [type(r) for r in results] == [ConnectionBroken, ConnectionBroken]
+        assert "over this client's limits (ClientOptions.max_reply_bytes=1000" in str(results[0])
+        assert client.phase is ClientPhase.BROKEN
+        await client.close()
+
+    run(scenario())
+
+
 # -- cancellation ---------------------------------------------------------------------------------
 
 def test_a_cancelled_call_drops_its_reply_and_breaks_nothing_else(server):
@@ -373,6 +389,23 @@ def test_a_timeout_fails_every_call_in_flight_and_breaks_the_client(server):
         assert await client.echo("again") == "again"
         await client.close()
         assert [r.error for r in client.timeline.calls("echo")[:5]] == [repr(r) for r in results[1:]]
+
+    run(scenario())
+
+
+def test_a_hello_without_answer_times_out_and_breaks_the_client():
+    async def scenario() -> None:
+        held = []
+        silent = await asyncio.start_server(lambda reader, writer: held.append(writer), "127.0.0.1", 0)
+        async with silent:
+            client = client_for(silent.sockets[0].getsockname()[1], timeouts=Timeouts(handshake=0.2))
+            with pytest.raises(CallTimeout, match="hello: no reply within the timeout"):
+                await client.connect()
+            assert client.phase is ClientPhase.BROKEN
+            await client.close()
+            assert client.phase is ClientPhase.CLOSED
+            for writer in held:
+                writer.close()
 
     run(scenario())
 
