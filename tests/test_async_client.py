@@ -124,6 +124,19 @@ def test_every_wire_pipelines(start_server, wire):
     run(scenario())
 
 
+def test_a_client_made_before_the_event_loop_runs_works_in_it(server):
+    """Python 3.9 binds an asyncio.Lock to the loop current when it is made: two closes at once then
+    failed ("attached to a different loop") for a client made outside asyncio.run."""
+    client = client_for(server.port)
+
+    async def scenario() -> None:
+        await client.connect()
+        farewells = await asyncio.gather(client.close(), client.close())
+        assert farewells[0] is not None and farewells[1] is None and client.phase is ClientPhase.CLOSED
+
+    run(scenario())
+
+
 def test_goodbye_returns_the_farewell_and_closes(server):
     async def scenario() -> None:
         client = client_for(server.port)

@@ -58,7 +58,7 @@ class AsyncClient(ClientBase, ServiceMethods):
                  service: ModuleType = SessionService) -> None:
         super().__init__(host, port, options, service)
         self._state = StateMachine(CLIENT_TRANSITIONS, ClientPhase.NEW, self._log_change)
-        self._steps = asyncio.Lock()  # connect, goodbye and close one at a time; calls run alongside
+        self._steps_lock: Optional[asyncio.Lock] = None  # made in the running loop (Python 3.9 binds it at creation)
         self._epoch = self._last_activity = time.perf_counter()
         self._broken_by: Optional[BaseException] = None
         self._broken_as: Callable[[str], ConnectionBroken] = ConnectionBroken  # the error a call gets once BROKEN
@@ -79,6 +79,13 @@ class AsyncClient(ClientBase, ServiceMethods):
     @property
     def server_hello(self) -> Optional[ServerHello]:
         return self._server_hello
+
+    @property
+    def _steps(self) -> asyncio.Lock:
+        """Connect, goodbye and close one at a time; calls run alongside."""
+        if self._steps_lock is None:
+            self._steps_lock = asyncio.Lock()
+        return self._steps_lock
 
     @property
     def in_flight(self) -> int:
