@@ -191,7 +191,7 @@ class SessionProcessor(TProcessor):
     handshake: False serves every method at once (no session; for plain services).
     warnings: the rate limit its warnings about peers share (a server passes its own).
     interceptors: the user's, run after the runtime's own (counting and the call log) on every message
-    (see ``interceptors``).
+    (see ``interceptors``). call_log_level: the level of the call log's line for every call.
     decoded_budget: when set, a framed (or THeader) request is priced before it is decoded
     and refused (PROTOCOL_ERROR, the connection kept) when its decoded size does not fit. The handler is reached through a copy of ``processor`` whose handler is
     wrapped, so that interceptors see the arguments and the result; ``processor`` itself is unchanged.
@@ -206,6 +206,7 @@ class SessionProcessor(TProcessor):
         warnings: Optional[WarningBudget] = None,
         interceptors: Sequence[Any] = (),
         decoded_budget: Optional[DecodedBudget] = None,
+        call_log_level: int = logging.DEBUG,
     ) -> None:
         self.settings = settings or SessionSettings()
         self.decoded_budget = decoded_budget
@@ -215,8 +216,9 @@ class SessionProcessor(TProcessor):
         self.methods: Dict[str, MethodInfo] = describe_service(sys.modules[type(processor).__module__])
         if handshake:
             self.methods.update(describe_service(SessionService))
-        self.chain = InterceptorChain((CallCounter(), CallLog(self.warnings), *interceptors), contained=BaseException)
-        self.processor = _intercepted(processor, self.methods, self.chain)
+        self.chain = InterceptorChain((CallCounter(), CallLog(self.warnings, call_log_level), *interceptors), contained=BaseException)
+        self.processor = processor  # what serves the service's methods, handler called directly
+        self._watched = _intercepted(processor, self.methods, self.chain)  # the same, handler watched
         self._session_methods = _intercepted_class(_SessionMethods, self.methods, self.chain, ("hello",))
         self._oneway = frozenset(name for name, info in self.methods.items() if info.oneway)
         # The service's methods by the message type that may carry them, so that the common case finds its
@@ -268,7 +270,6 @@ class SessionProcessor(TProcessor):
                                      f"message type {message_type} is not a call (1) or one-way call (4)")
         oneway = message_type == TMessageType.ONEWAY or name in self._oneway  # no answer is written
         call = ServerCall(name, seqid, oneway, perf_counter(), state)
-        _current.call = call
         try:
             self._dispatch(state, call, methods.get(name), iprot, oprot)
         except BaseException as error:
@@ -280,9 +281,9 @@ class SessionProcessor(TProcessor):
             if state.reserved:
                 self.decoded_budget.release(state.host, state.reserved)
                 state.reserved = 0
-            _current.call = None  # a pool thread must not keep the last call's arguments and result alive
             call.ended = perf_counter()
             self.chain.ended(call)
+            bind_session(None)  # lines logged between calls belong to no session (and the context is freed)
         state.end()
         session = state.session
         if session is not None and session.closing:
@@ -294,16 +295,24 @@ class SessionProcessor(TProcessor):
         """Runs ``call`` (``serve``: the service's function for it, if its message type may carry it) or
         answers why not, without decoding what is not served."""
         name, session = call.method, state.session
-        processor = self.processor
+        processor, watched = self.processor, False
         if serve is None and session is not None and name in SESSION_METHODS and not call.oneway:
-            processor = state.session_processor
+            processor, watched = state.session_processor, True
             serve = processor._processMap[name]
         if serve is not None and (session is None or session.admits(name)):
             if self.decoded_budget is not None and not self._reserve(state, call, iprot, oprot):
                 return
+            if not watched and self.chain.observes_handler():
+                processor, watched = self._watched, True
             bind_session(state.context)
-            serve(processor, call.seqid, iprot, oprot)
-            if session is not None and processor is self.processor:
+            if watched:
+                self._serve_watched(call, serve, processor, iprot, oprot)
+            else:  # the handler called directly: call_started runs before the arguments are decoded
+                call.announced = True
+                self.chain.started(call)
+                serve(processor, call.seqid, iprot, oprot)
+                call.outcome = _OK
+            if session is not None and processor is not state.session_processor:
                 session.call_served()
             if call.oneway:
                 self._served_oneway(call)
@@ -328,6 +337,16 @@ class SessionProcessor(TProcessor):
             answer = self._refusal(info, call.reason)
         _write_reply(oprot, name, TMessageType.EXCEPTION if isinstance(answer, TApplicationException) else TMessageType.REPLY,
                      call.seqid, answer)
+
+    @staticmethod
+    def _serve_watched(call: ServerCall, serve: Callable[..., Any], processor: TProcessor, iprot: TProtocolBase,
+                       oprot: TProtocolBase) -> None:
+        """Serves ``call`` through a processor whose handler fills it in (arguments, result, timing)."""
+        _current.call = call
+        try:
+            serve(processor, call.seqid, iprot, oprot)
+        finally:
+            _current.call = None  # a pool thread must not keep the last call's arguments and result alive
 
     def _reserve(self, state: ConnectionState, call: ServerCall, iprot: TProtocolBase, oprot: TProtocolBase) -> bool:
         """Reserves a request's decoded size before it is decoded; False when it was refused instead
@@ -367,6 +386,9 @@ class SessionProcessor(TProcessor):
 
 #: Session methods that are phases, not calls: Farewell's count leaves them out.
 _UNCOUNTED = frozenset({"hello", "goodbye"})
+
+#: Outcome.OK, read for every call: a module name is found faster than an enum member (Python 3.11).
+_OK = Outcome.OK
 
 #: The call being served on this thread, for the wrapped handler to fill in.
 _current = threading.local()
@@ -424,7 +446,7 @@ def _wrap(method: Callable[..., Any], name: str, declared: Tuple[type, ...], cha
             call.error = _without_traceback(error) if hide_args else error
             raise
         call.handler_seconds = perf_counter() - begun
-        call.outcome, call.result = Outcome.OK, result
+        call.outcome, call.result = _OK, result
         return result
 
     intercepted.__name__ = name

@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 from types import ModuleType
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from thrift.server.TServer import TThreadedServer
 from thrift.transport import TSocket
@@ -35,7 +35,7 @@ from ..metrics import ServerMetrics
 from ..peerlog import WarningBudget
 from ..pool import ReadinessWatch, WorkerPool
 from ..session import SessionSettings
-from ..states import ConnectionEvent, SocketMode
+from ..states import ConnectionEvent, ConnectionPhase, SocketMode
 from ..wire import ConnectionSocket, frame_limit, no_delay, protocol_factory, server_tls_context, transport_factory
 from .admission import Admission, tell_evicted
 from .answers import Answers
@@ -83,7 +83,8 @@ class HandshakeServer(TThreadedServer):
         super().__init__(
             SessionProcessor(self.service.Processor(handler), settings, self.metrics, self.config.handshake,
                              self._warnings, self.config.interceptors,
-                             DecodedBudget(limits.max_decoded_bytes, limits.decoded_host_share)),
+                             DecodedBudget(limits.max_decoded_bytes, limits.decoded_host_share),
+                             logging.getLevelName(self.config.call_log_level)),
             TSocket.TServerSocket(host=self.config.host, port=self.config.port, socket_family=family),
             transport_factory(self.config.wire, frame_limit(limits.max_message_bytes)),
             protocol_factory(self.config.wire, limits.max_message_bytes, limits.max_container_items),
@@ -129,6 +130,13 @@ class HandshakeServer(TThreadedServer):
     def connection_count(self) -> int:
         """Connections accepted and not yet closed (with a session or not)."""
         return len(self._admission)
+
+    def connection_phases(self) -> Dict[str, int]:
+        """How many open connections are in each phase (``states.ConnectionPhase``; every phase named)."""
+        counts = {phase.value: 0 for phase in ConnectionPhase}
+        for connection in self._admission.connections():
+            counts[connection.phase.value] += 1
+        return counts
 
     @property
     def _connections(self) -> List[Connection]:
