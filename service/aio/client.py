@@ -306,8 +306,9 @@ class AsyncClient(ClientBase, ServiceMethods):
         except Exception as error:  # nothing was written: the connection stays usable
             self._inflight.failed(call, error)
             raise RequestEncodingError(f"{call.method}: cannot encode the arguments: {error}") from error
+        alone = not self._inflight
         future = None if oneway else self._inflight.add(call, len(data), timeout, self._timed_out)
-        stream.write(data)
+        stream.write(data, alone)
         self._inflight.written(call, future is not None, len(data))
         self._last_activity = time.perf_counter()
         return future
