@@ -10,7 +10,6 @@ reply it could not read (to explain it), and lets writers wait while the kernel'
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import socket
 import time
@@ -21,8 +20,6 @@ from ..wire import SNIFF_BYTES, FramerLimits, MessageFramer
 from ..wire.tls import client_tls_context
 
 __all__ = ["ReplyStream"]
-
-logger = logging.getLogger(__name__)
 
 #: Seconds a graceful close waits for the peer to take what is still queued (e.g. a goodbye).
 _CLOSE_GRACE = 5.0
@@ -172,7 +169,7 @@ def _left_in_kernel(transport: Optional[asyncio.BaseTransport]) -> bytes:
     raw = None if transport is None or transport.get_extra_info("sslcontext") else transport.get_extra_info("socket")
     if raw is None:
         return b""
-    chunks = []
+    chunks: List[bytes] = []
     try:
         with socket.socket(fileno=os.dup(raw.fileno())) as sock:
             sock.setblocking(False)
