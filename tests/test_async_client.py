@@ -423,6 +423,29 @@ def test_a_hello_without_answer_times_out_and_breaks_the_client():
     run(scenario())
 
 
+def test_cancelling_connect_while_hello_waits_leaves_a_broken_client():
+    """Whether the server opened a session is unknown: the connection is given up, as an interrupted hello
+    of the threaded client."""
+    async def scenario() -> None:
+        held = []
+        silent = await asyncio.start_server(lambda reader, writer: held.append(writer), "127.0.0.1", 0)
+        async with silent:
+            client = client_for(silent.sockets[0].getsockname()[1])
+            connecting = asyncio.ensure_future(client.connect())
+            while not client.in_flight:  # hello written
+                await asyncio.sleep(0.01)
+            connecting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await connecting
+            assert client.phase is ClientPhase.BROKEN and client.in_flight == 0
+            await client.close()
+            assert client.phase is ClientPhase.CLOSED
+            for writer in held:
+                writer.close()
+
+    run(scenario())
+
+
 def test_the_server_closing_the_connection_fails_every_call_in_flight():
     async def scenario() -> None:
         async with Peer(reversed_after(3), closes_after_hello=True) as peer:
