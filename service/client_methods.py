@@ -11,12 +11,14 @@ from .contract import MethodInfo, describe_service, generated_class
 from .errors import ArgumentError
 from .values import argument_checker
 
-__all__ = ["PHASE_METHODS", "ServiceMethods", "TypedView", "bind_arguments", "checker_of", "methods_of"]
+__all__ = ["PHASE_METHODS", "THRIFT_SERVICE", "ServiceMethods", "TypedView", "bind_arguments", "checker_of", "methods_of"]
 
 #: Methods the client drives itself as phases rather than as ordinary calls.
 PHASE_METHODS = {"goodbye": "goodbye() or close()"}
 
 _UNSET = object()  # a parameter no argument was given for
+#: The attribute of a written async interface (``aio.stubs``) that names its service module.
+THRIFT_SERVICE = "__thrift_service__"
 _Iface = TypeVar("_Iface")
 
 

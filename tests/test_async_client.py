@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from thrift_handshake import (
     ArgumentError,
     AsyncClient,
     CallTimeout,
+    Client,
     ClientOptions,
     ClientPhase,
     ClientTLS,
@@ -545,6 +547,24 @@ def test_the_readme_snippet_runs():
     assert done.stdout.split()[1:] == ["99", "typed"], done.stdout
 
 
+def _mypy(tmp_path: Path, user_code: str) -> str:
+    """mypy's lines about ``user_code`` (run with the package as installed: thrift_handshake is service/)."""
+    mypy = shutil.which("mypy", path=str(Path(sys.executable).parent))
+    if mypy is None:
+        pytest.skip("mypy is not installed")
+    user = tmp_path / "user.py"
+    user.write_text(user_code, encoding="utf-8")
+    root = Path(__file__).resolve().parent.parent
+    packages = tmp_path / "packages"
+    packages.mkdir()
+    (packages / "thrift_handshake").symlink_to(root / "service")
+    done = subprocess.run([mypy, "--no-incremental", "--cache-dir", str(tmp_path / "cache"), "--no-error-summary",
+                           "--follow-imports=silent", str(user)], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path, env={**os.environ, "MYPYPATH": os.pathsep.join(
+                              [str(packages), str(root / "gen-py"), str(tmp_path)])})
+    return "".join(line for line in done.stdout.splitlines(keepends=True) if line.startswith((str(user), user.name)))
+
+
 def test_typed_view_awaits_and_mypy_checks_it(server, tmp_path):
     async def scenario() -> None:
         async with client_for(server.port) as client:
@@ -554,19 +574,7 @@ def test_typed_view_awaits_and_mypy_checks_it(server, tmp_path):
                 client.typed(int)
 
     run(scenario())
-    mypy = shutil.which("mypy", path=str(Path(sys.executable).parent))
-    if mypy is None:
-        pytest.skip("mypy is not installed")
-    user = tmp_path / "user.py"
-    user.write_text(TYPED_USER, encoding="utf-8")
-    root = Path(__file__).resolve().parent.parent
-    packages = tmp_path / "packages"  # the package as installed: thrift_handshake is service/ in the tree
-    packages.mkdir()
-    (packages / "thrift_handshake").symlink_to(root / "service")
-    done = subprocess.run([mypy, "--no-incremental", "--cache-dir", str(tmp_path / "cache"), "--no-error-summary",
-                           "--follow-imports=silent", str(user)], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "MYPYPATH": f"{packages}{os.pathsep}{root / 'gen-py'}"})
-    out = "".join(line for line in done.stdout.splitlines(keepends=True) if line.startswith(str(user)))
+    out = _mypy(tmp_path, TYPED_USER)
     assert 'Revealed type is "thrift_handshake_gen.HandshakeService.Iface"' in out, out
     assert '"Iface" has no attribute "echoo"' in out, out
     assert out.count("error") == 1, out  # awaiting the typed calls is fine
@@ -582,4 +590,50 @@ async def main() -> None:
         reveal_type(service)
         print(await service.echo("x"))
         await service.echoo("x")
+"""
+
+
+def test_the_written_async_interface_types_every_call(server, tmp_path):
+    """``python -m thrift_handshake.aio.stubs``: coroutines with the IDL's types, so mypy sees a wrong
+    argument, a missing await and the result's type."""
+    done = subprocess.run([sys.executable, "-m", "thrift_handshake.aio.stubs", "thrift_handshake_gen.HandshakeService"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    (tmp_path / "handshake_async.py").write_text(done.stdout, encoding="utf-8")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        from handshake_async import HandshakeServiceAsync
+    finally:
+        sys.path.remove(str(tmp_path))
+
+    async def scenario() -> None:
+        async with client_for(server.port) as client:
+            service = client.typed(HandshakeServiceAsync)
+            assert await service.echo("typed") == "typed"
+            assert (await service.process(request("t"))).request_id == "t"
+            with pytest.raises(TypeError):  # the threaded client's calls are not coroutines
+                Client("127.0.0.1", server.port, service=HandshakeService).typed(HandshakeServiceAsync)
+
+    run(scenario())
+    out = _mypy(tmp_path, WRITTEN_USER)
+    assert re.search(r'Revealed type is "(builtins\.)?str"', out), out
+    assert 'Revealed type is "thrift_handshake_gen.ttypes.Response"' in out, out
+    assert 'Argument 1 to "echo" of "HandshakeServiceAsync" has incompatible type "int"' in out, out
+    assert "must be used" in out and "unused-coroutine" in out, out
+    assert out.count("error") == 2, out
+
+
+WRITTEN_USER = """
+from thrift_handshake import AsyncClient
+from thrift_handshake_gen import HandshakeService
+from thrift_handshake_gen.ttypes import Request
+from handshake_async import HandshakeServiceAsync
+
+async def main() -> None:
+    async with AsyncClient("127.0.0.1", 9090, service=HandshakeService) as client:
+        service = client.typed(HandshakeServiceAsync)
+        reveal_type(await service.echo("x"))
+        reveal_type(await service.process(Request(request_id="r")))
+        await service.echo(1)
+        service.echo("no await")
 """

@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 from types import ModuleType
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple, Type, TypeVar, cast
 
 from thrift.protocol.TProtocol import TProtocolException
 from thrift.Thrift import TApplicationException, TException, TMessageType
@@ -30,7 +30,7 @@ from thrift_handshake_gen.session.ttypes import Farewell, HandshakeRejected, Ser
 
 from ..client_core import (ClientBase, broken_error, client_hello, idle_limit, negotiation_broken, refusal_error,
                            with_inner_cause)
-from ..client_methods import ServiceMethods
+from ..client_methods import THRIFT_SERVICE, ServiceMethods, TypedView
 from ..config import DEFAULT_HOST, DEFAULT_PORT, ClientOptions
 from ..errors import (ConnectError, ConnectionBroken, HandshakeFailed, RemoteApplicationError,
                       RequestEncodingError, ServiceError, ThriftHandshakeError)
@@ -45,6 +45,8 @@ from .inflight import InFlight
 __all__ = ["AsyncClient"]
 
 logger = logging.getLogger(__name__)
+
+_Iface = TypeVar("_Iface")
 
 
 class AsyncClient(ClientBase, ServiceMethods):
@@ -192,6 +194,13 @@ class AsyncClient(ClientBase, ServiceMethods):
         self._check_idle(method)
         self._state.apply(ClientEvent.CALL)
         return await self._exchange(method, args, "call", self.options.timeouts.call)
+
+    def typed(self, iface: Type[_Iface]) -> _Iface:
+        """As ``Client.typed``, each method awaited; ``iface`` may also be the service's async interface
+        written by ``python -m thrift_handshake.aio.stubs`` (the IDL's types, coroutines for mypy)."""
+        if getattr(iface, THRIFT_SERVICE, None) in {cls.__module__ for cls in self.service.Client.__mro__}:
+            return cast(_Iface, TypedView(self))
+        return super().typed(iface)
 
     # -- internals ----------------------------------------------------------------------------
 
