@@ -6,7 +6,8 @@ goodbye at once and holding echo calls until ``answer(held)`` says what to write
 from __future__ import annotations
 
 import asyncio
-from typing import Callable, List, Optional, Tuple
+import contextlib
+from typing import AsyncIterator, Callable, List, Optional, Tuple
 
 from thrift.protocol.TBinaryProtocol import TBinaryProtocol
 from thrift.Thrift import TMessageType
@@ -40,6 +41,19 @@ def echo_reply(seqid: int, message: str) -> Tuple[str, int, object]:
 def reversed_after(count: int) -> Answer:
     """Holds ``count`` echo calls, then answers them last first."""
     return lambda held: [echo_reply(seqid, message) for seqid, message in reversed(held)] if len(held) >= count else None
+
+
+@contextlib.asynccontextmanager
+async def silent_peer() -> AsyncIterator[int]:
+    """A peer on 127.0.0.1 that accepts and never answers (nor closes); yields its port."""
+    held: List[asyncio.StreamWriter] = []
+    server = await asyncio.start_server(lambda reader, writer: held.append(writer), "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        for writer in held:
+            writer.close()
 
 
 class Peer:

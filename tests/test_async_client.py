@@ -20,7 +20,7 @@ import pytest
 
 from thrift.Thrift import TApplicationException
 
-from async_peer import Peer, echo_reply, reversed_after
+from async_peer import Peer, echo_reply, reversed_after, silent_peer
 from conftest import eventually
 from thrift_handshake import (
     ArgumentError,
@@ -410,17 +410,13 @@ def test_a_timeout_fails_every_call_in_flight_and_breaks_the_client(server):
 
 def test_a_hello_without_answer_times_out_and_breaks_the_client():
     async def scenario() -> None:
-        held = []
-        silent = await asyncio.start_server(lambda reader, writer: held.append(writer), "127.0.0.1", 0)
-        async with silent:
-            client = client_for(silent.sockets[0].getsockname()[1], timeouts=Timeouts(handshake=0.2))
+        async with silent_peer() as port:
+            client = client_for(port, timeouts=Timeouts(handshake=0.2))
             with pytest.raises(CallTimeout, match="hello: no reply within the timeout"):
                 await client.connect()
             assert client.phase is ClientPhase.BROKEN
             await client.close()
             assert client.phase is ClientPhase.CLOSED
-            for writer in held:
-                writer.close()
 
     run(scenario())
 
@@ -429,10 +425,8 @@ def test_cancelling_connect_while_hello_waits_leaves_a_broken_client():
     """Whether the server opened a session is unknown: the connection is given up, as an interrupted hello
     of the threaded client."""
     async def scenario() -> None:
-        held = []
-        silent = await asyncio.start_server(lambda reader, writer: held.append(writer), "127.0.0.1", 0)
-        async with silent:
-            client = client_for(silent.sockets[0].getsockname()[1])
+        async with silent_peer() as port:
+            client = client_for(port)
             connecting = asyncio.ensure_future(client.connect())
             while not client.in_flight:  # hello written
                 await asyncio.sleep(0.01)
@@ -442,8 +436,6 @@ def test_cancelling_connect_while_hello_waits_leaves_a_broken_client():
             assert client.phase is ClientPhase.BROKEN and client.in_flight == 0
             await client.close()
             assert client.phase is ClientPhase.CLOSED
-            for writer in held:
-                writer.close()
 
     run(scenario())
 
