@@ -242,8 +242,9 @@ def _serve_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     serve.add_argument("--no-hello", action="store_true",
                        help="a plain service: clients know nothing of hello (no session gate)")
     serve.add_argument("--metrics-port", type=int, metavar="PORT",
-                       help="serve Prometheus metrics at http://HOST:PORT/metrics (0: a free port, named in "
-                            "the log); behind the auth token as a bearer token when one is set")
+                       help="serve Prometheus metrics at http://HOST:PORT/metrics and the admin page at "
+                            "http://HOST:PORT/ (0: a free port, named in the log); behind the auth token "
+                            "(bearer, or a browser's password) when one is set")
     serve.add_argument("--call-log-level", default=ServerConfig.call_log_level, type=str.upper,
                        choices=LOG_LEVELS, help="the level of the line every call gets, an access log "
                                                 f"(default {ServerConfig.call_log_level}: shown with --log-level DEBUG)")

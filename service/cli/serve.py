@@ -19,6 +19,7 @@ from typing import Any, Optional, Tuple
 
 from ..admin.endpoint import AdminEndpoint
 from ..admin.prometheus import PrometheusMetrics, missing_client_library
+from ..admin.recent import RecentCalls
 from ..config import ServerConfig, ServerLimits, ServerTLS, Wire
 from ..demo import DemoLimits, demo_server
 from ..errors import ArgumentError
@@ -105,11 +106,13 @@ def run_serve(args: argparse.Namespace) -> int:
             raise ArgumentError("--metrics-port serves one process's metrics: not yet with --workers")
         return _serve_workers(args)
     metrics = _metrics(args)
-    server = _server(args, () if metrics is None else (metrics,))
+    recent = None if metrics is None else RecentCalls()
+    server = _server(args, () if metrics is None else (metrics, recent))
     endpoint = None
     if metrics is not None:
         metrics.watch(server)
-        endpoint = AdminEndpoint(metrics, args.metrics_host, args.metrics_port, token=server.config.auth_token)
+        endpoint = AdminEndpoint(metrics, args.metrics_host, args.metrics_port, token=server.config.auth_token,
+                                 recent=recent)
 
     def on_signal(*_: Any) -> None:
         server.request_stop(0.0 if server.stopping else None)

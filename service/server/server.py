@@ -39,7 +39,7 @@ from ..states import ConnectionEvent, ConnectionPhase, SocketMode
 from ..wire import ConnectionSocket, frame_limit, no_delay, protocol_factory, server_tls_context, transport_factory
 from .admission import Admission, tell_evicted
 from .answers import Answers
-from .connection import Connection
+from .connection import Connection, ConnectionInfo
 from .drain import Drain
 from .handler_errors import install_handler_error_filter
 from .loop import MessageLoop
@@ -137,6 +137,11 @@ class HandshakeServer(TThreadedServer):
         for connection in self._admission.connections():
             counts[connection.phase.value] += 1
         return counts
+
+    def connections_now(self) -> List[ConnectionInfo]:
+        """The open connections as an observer sees them now, oldest first."""
+        now = time.monotonic()
+        return [connection.info(now) for connection in self._admission.connections()]
 
     @property
     def _connections(self) -> List[Connection]:
