@@ -132,7 +132,9 @@ class InFlight:
             call = waiting.call
             error = error_for(call.method)
             if culprit is not None and call is not culprit:
+                cause = error.__cause__
                 error = type(error)(f"{error} (the connection broke on {culprit.method}, seqid {culprit.seqid})")
+                error.__cause__ = cause
             if waiting.future.cancelled():
                 self._abandon(waiting)
                 continue
