@@ -59,11 +59,13 @@ async def silent_peer() -> AsyncIterator[int]:
 class Peer:
     """Serves one connection at a time on 127.0.0.1 (``port`` once started); ``closes_after_hello``
     makes it drop the connection once calls arrive, ``stops_reading_after_hello`` a peer that reads
-    nothing more (its buffers fill, then the client's); ``after_hello``: bytes sent with hello's answer."""
+    nothing more (its buffers fill, then the client's); ``after_hello``: bytes sent with hello's answer;
+    ``drip``: the calls' replies are written a byte at a time, ``drip`` seconds apart."""
 
     def __init__(self, answer: Answer, closes_after_hello: bool = False, stops_reading_after_hello: bool = False,
-                 after_hello: bytes = b"") -> None:
+                 after_hello: bytes = b"", drip: float = 0.0) -> None:
         self.answer = answer
+        self.drip = drip
         self.after_hello = after_hello
         self.closes_after_hello = closes_after_hello
         self.stops_reading_after_hello = stops_reading_after_hello
@@ -119,10 +121,19 @@ class Peer:
                         replies = self.answer(held)
                         if replies is not None:
                             for method, reply_seqid, result in replies:
-                                writer.write(encode_reply(method, reply_seqid, result))
+                                await self._write(writer, encode_reply(method, reply_seqid, result))
                             held.clear()
                 await writer.drain()
-        except asyncio.CancelledError:  # the peer stops: end quietly (asyncio 3.11 logs a cancelled handler)
+        except (asyncio.CancelledError, ConnectionError):  # the peer stops, or the client went away: end quietly (asyncio 3.11 logs a cancelled handler)
             return
         finally:
             writer.close()
+
+    async def _write(self, writer: asyncio.StreamWriter, data: bytes) -> None:
+        if not self.drip:
+            writer.write(data)
+            return
+        for index in range(len(data)):
+            writer.write(data[index:index + 1])
+            await writer.drain()
+            await asyncio.sleep(self.drip)

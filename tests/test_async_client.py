@@ -455,6 +455,34 @@ def test_the_server_closing_the_connection_fails_every_call_in_flight():
     run(scenario())
 
 
+def test_a_reply_that_trickles_in_is_read_whole_and_timed_from_its_first_byte():
+    async def scenario() -> None:
+        async with Peer(reversed_after(2), drip=0.002) as peer:
+            async with client_for(peer.port) as client:
+                assert await asyncio.gather(client.echo("a"), client.echo("b")) == ["a", "b"]
+                for record in client.timeline.calls("echo"):
+                    assert record.receive > 0.02  # from the first byte to the last, a byte every 2 ms
+                    assert abs(record.send + record.wait + record.receive - record.duration) < 1e-6
+
+    run(scenario())
+
+
+def test_the_call_timeout_bounds_a_reply_that_trickles():
+    """A peer dripping its reply a byte at a time cannot stretch a call past its timeout."""
+    async def scenario() -> None:
+        async with Peer(reversed_after(1), drip=0.05) as peer:
+            client = client_for(peer.port, timeouts=Timeouts(call=0.5))
+            await client.connect()
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            with pytest.raises(CallTimeout):
+                await client.echo("x" * 100)
+            assert loop.time() - started < 3.0 and client.phase is ClientPhase.BROKEN
+            await client.close()
+
+    run(scenario())
+
+
 def test_the_call_timeout_bounds_writing_to_a_peer_that_does_not_read():
     """The deadline runs from the call's start: a request stuck behind a full send buffer fails on time."""
     async def scenario() -> None:
