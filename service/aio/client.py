@@ -10,7 +10,10 @@ threaded ``Client``, and the same rules (``client_core``). Requests are written 
 waiting for earlier replies; each reply goes to the call with its seqid, in whatever order the server
 answers. Cancelling a call ends only that call: its reply is read and dropped when it comes. A timeout
 (``Timeouts.call``, from the call's start) or a transport error fails every call in flight with the same
-error type and leaves the client BROKEN, the socket closed; only ``reconnect()`` leaves BROKEN.
+error type and leaves the client BROKEN, the socket closed; only ``reconnect()`` (or a retry of an
+idempotent method, ``RetryPolicy``) leaves BROKEN. With ``pipeline_hello`` the calls written behind hello
+await its answer first. ``aio.stubs`` writes a service's interface with the IDL's types for ``typed``.
+One client belongs to one event loop.
 """
 
 from __future__ import annotations
