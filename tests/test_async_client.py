@@ -173,6 +173,19 @@ def test_close_without_awaiting_the_farewell_still_ends_the_session_by_goodbye(s
     assert eventually(lambda: server.metrics.snapshot().sessions_active == 0)
 
 
+def test_a_plain_service_without_hello(start_server):
+    server = start_server(handshake=False)
+
+    async def scenario() -> None:
+        client = client_for(server.port, handshake=False)
+        assert await client.connect() is None and client.phase is ClientPhase.READY
+        assert await asyncio.gather(*(client.echo(str(i)) for i in range(10))) == [str(i) for i in range(10)]
+        assert await client.close() is None and client.phase is ClientPhase.CLOSED
+        assert [r.name for r in client.timeline if r.phase != "call"] == [f"127.0.0.1:{server.port}", "close"]
+
+    run(scenario())
+
+
 def test_refusals_are_the_threaded_clients_errors(start_server):
     server = start_server(auth_token="secret")
 
