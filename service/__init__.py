@@ -11,6 +11,7 @@ records; the error hierarchy rooted in ``ThriftHandshakeError``. The demo servic
 
 from .aio import AsyncClient
 from .client import Client
+from .endpoints import Endpoints
 from .config import ClientOptions, ClientTLS, RetryPolicy, ServerConfig, ServerLimits, ServerTLS, Timeouts, Wire
 from .errors import (
     ArgumentError,
@@ -22,6 +23,7 @@ from .errors import (
     RemoteApplicationError,
     RequestEncodingError,
     ServerFull,
+    ServerDraining,
     ServiceError,
     ThriftHandshakeError,
     WireMismatch,
@@ -37,6 +39,7 @@ from .timing import Record, Timeline
 __all__ = [
     "Client",
     "AsyncClient",
+    "Endpoints",
     "ClientOptions",
     "Timeouts",
     "RetryPolicy",
@@ -69,6 +72,7 @@ __all__ = [
     "CallTimeout",
     "RequestEncodingError",
     "ServerFull",
+    "ServerDraining",
     "WireMismatch",
     "WorkAborted",
     "ArgumentError",

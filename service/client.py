@@ -19,18 +19,19 @@ import logging
 import threading
 import time
 from types import ModuleType
-from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple, Union
 
 from thrift.protocol.TProtocol import TProtocolException
 from thrift.Thrift import TApplicationException, TException, TMessageType
 from thrift.transport.TTransport import TTransportException
 
 from thrift_handshake_gen.session import SessionService
-from thrift_handshake_gen.session.ttypes import Farewell, HandshakeRejected, ServerHello
+from thrift_handshake_gen.session.ttypes import Draining, Farewell, HandshakeRejected, ServerHello
 
 from .config import DEFAULT_HOST, DEFAULT_PORT, ClientOptions
+from .endpoints import Endpoints, connect_any, format_address
 from .client_core import (ClientBase, broken_error, client_hello, idle_limit, negotiation_broken, outcome_of,
-                          refusal_error, with_inner_cause)
+                          refusal_error, server_notice, with_inner_cause)
 from .client_methods import ServiceMethods, checker_of
 from .interceptors import ClientCall, Outcome
 from .errors import (
@@ -40,6 +41,7 @@ from .errors import (
     HandshakeFailed,
     RemoteApplicationError,
     RequestEncodingError,
+    ServerDraining,
     ServiceError,
     ThriftHandshakeError,
 )
@@ -83,7 +85,7 @@ class Client(ClientBase, ServiceMethods):
 
     def __init__(
         self,
-        host: str = DEFAULT_HOST,
+        host: Union[str, Endpoints] = DEFAULT_HOST,
         port: int = DEFAULT_PORT,
         options: Optional[ClientOptions] = None,
         service: ModuleType = SessionService,
@@ -125,6 +127,13 @@ class Client(ClientBase, ServiceMethods):
         or ConnectionBroken/CallTimeout (BROKEN).
         """
         with self._lock:
+            if self.endpoints is None:
+                return self._connect_to(self.host, self.port)
+            return connect_any(self.endpoints, self._connect_to)
+
+    def _connect_to(self, host: str, port: int) -> Optional[ServerHello]:
+        with self._lock:
+            self.host, self.port, self._peer = host, port, format_address(host, port)
             self._require(ClientEvent.CONNECT, "connect")
             self._state.apply(ClientEvent.CONNECT)
             self._open_transport()
@@ -280,6 +289,8 @@ class Client(ClientBase, ServiceMethods):
                     f"the answer to {expected[0]} has message type {message_type}, not a reply (2) or an "
                     f"exception (3): is the peer a Thrift server?")
             if (name, seqid) != expected:
+                if (name, seqid) == ("", 0) and message_type == TMessageType.EXCEPTION:
+                    raise server_notice(protocol)
                 raise TProtocolException(
                     TProtocolException.INVALID_DATA,
                     f"the reply is for {name or '?'} (seqid {seqid}), the call was {expected[0]} (seqid "
@@ -347,6 +358,9 @@ class Client(ClientBase, ServiceMethods):
             self._close_transport(ClientEvent.CLOSED if broken else ClientEvent.HELLO_REJECTED)
         if isinstance(error, HandshakeRejected):
             return HandshakeFailed(error)
+        if isinstance(error, Draining):  # a retry (or a balancer) finds another server
+            self._refused = True
+            return ServerDraining(self._peer, error)
         if isinstance(error, RemoteApplicationError):
             if self.phase is ClientPhase.BROKEN:
                 self._close_transport()

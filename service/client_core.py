@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from types import ModuleType
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple, Union
 
 from thrift.protocol.TProtocol import TProtocolException
 from thrift.Thrift import TApplicationException
@@ -19,6 +19,7 @@ from thrift.transport.TTransport import TTransportException
 from thrift_handshake_gen.session.ttypes import ClientHello, ServerHello
 
 from .config import ClientOptions, RetryPolicy
+from .endpoints import Endpoints, format_address
 from .errors import (
     ArgumentError,
     CallTimeout,
@@ -35,7 +36,7 @@ from .states import ClientEvent, ClientPhase, StateMachine
 from .timing import Timeline
 from .wire import explain_reply, explain_tls_error, is_timeout
 
-__all__ = ["WENT_AWAY", "ClientBase", "check_client_arguments", "check_service", "client_hello", "negotiation_broken",
+__all__ = ["WENT_AWAY", "ClientBase", "ServerNotice", "server_notice", "check_client_arguments", "check_service", "client_hello", "negotiation_broken",
            "idle_limit", "idle_error", "refusal_error", "phase_error", "broken_error", "outcome_of",
            "over_size_limit", "with_inner_cause"]
 
@@ -47,6 +48,18 @@ _PHASE_HINTS: Dict[ClientPhase, str] = {
     ClientPhase.NEW: "call connect() or use 'with Client(...)'",
     ClientPhase.CLOSED: "the connection is closed; call connect()",
 }
+
+
+class ServerNotice(TProtocolException):
+    """What the server said, unasked, before it closed the connection (an exception answering no call:
+    it drains, or evicted this idle session)."""
+
+
+def server_notice(protocol: Any) -> ServerNotice:
+    """The notice whose header (an EXCEPTION named "", seqid 0) ``protocol`` has just read."""
+    notice = TApplicationException()
+    notice.read(protocol)
+    return ServerNotice(TProtocolException.INVALID_DATA, f"the server closed the session: {notice.message}")
 
 
 def check_client_arguments(port: Any, options: Any, service: Any) -> None:
@@ -143,7 +156,12 @@ def broken_error(name: str, error: BaseException, options: ClientOptions, first_
                  answered_before: bool) -> ConnectionBroken:
     """The error a call gets when its exchange failed with ``error`` (the connection is then BROKEN):
     CallTimeout, or ConnectionBroken saying why (over the reply limits, TLS, the server went away,
-    a wire it does not speak), judged from the first bytes the server ever answered."""
+    a wire it does not speak), judged from the first bytes the server ever answered. After a server's
+    notice the call did not run (``may_have_run`` False)."""
+    if isinstance(error, ServerNotice):  # said before the server read the call
+        broken = ConnectionBroken(f"{name}: {error}; the call did not run; reconnect() to try again")
+        broken.may_have_run = False
+        return broken
     if is_timeout(error):
         return CallTimeout(f"{name}: no reply within the timeout; the connection is closed")
     if over_size_limit(error):
@@ -173,15 +191,21 @@ class ClientBase:
     _idle_limit: Optional[float]
     _last_activity: float
 
-    def __init__(self, host: str, port: int, options: Optional[ClientOptions], service: ModuleType) -> None:
+    def __init__(self, host: Union[str, Endpoints], port: int, options: Optional[ClientOptions],
+                 service: ModuleType) -> None:
         check_client_arguments(port, options, service)
+        #: With ``Endpoints`` for ``host``: where connect() goes (several addresses, failover between them);
+        #: ``host`` and ``port`` are then the current connection's.
+        self.endpoints = host if isinstance(host, Endpoints) else None
+        if self.endpoints is not None:
+            host, port = self.endpoints.addresses[0]
         self.host = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [::1] as in URLs
         self.port = port
         self.options = options or ClientOptions()
         self.service = service
         self.timeline = Timeline(self.options.timeline_size)
         self._chain = InterceptorChain((self.timeline, *self.options.interceptors))
-        self._peer = f"[{self.host}]:{port}" if ":" in self.host else f"{self.host}:{port}"
+        self._peer = format_address(self.host, self.port)
         self._service_methods = methods_of(service)
         check_service(service, self._service_methods, self.options)
 

@@ -29,7 +29,7 @@ import socket
 import sys
 import threading
 import weakref
-from time import perf_counter
+from time import monotonic, perf_counter
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from thrift.protocol.TProtocol import TProtocolBase, TProtocolException
@@ -37,7 +37,7 @@ from thrift.Thrift import TApplicationException, TMessageType, TProcessor, TType
 from thrift.transport.TTransport import TTransportException
 
 from thrift_handshake_gen.session import SessionService
-from thrift_handshake_gen.session.ttypes import Farewell, HandshakeRequired, ServerHello, ServerStats
+from thrift_handshake_gen.session.ttypes import Draining, Farewell, HandshakeRequired, ServerHello, ServerStats
 
 from .calllog import CallLog
 from .contract import MethodInfo, describe_service
@@ -124,18 +124,29 @@ class ConnectionState:
 
 
 class _SessionMethods:
-    """SessionService.Iface for one connection: the session methods, answered by its Session."""
+    """SessionService.Iface for one connection: the session methods, answered by its Session (or, while
+    the server drains, ``Draining`` from hello and ping)."""
 
-    def __init__(self, session: Session, counters: ConnectionCounters, stats: Callable[[], ServerStats]) -> None:
+    def __init__(self, session: Session, counters: ConnectionCounters, stats: Callable[[], ServerStats],
+                 draining: Callable[[], Optional[Draining]]) -> None:
         self._session = session
         self._counters = counters
         self._stats = stats
+        self._draining = draining
 
     def hello(self, hello: Any) -> ServerHello:
+        if not self._session.established:  # a second hello keeps its own refusal
+            self._refuse_if_draining()
         return self._session.hello(hello)
 
     def ping(self) -> None:
+        self._refuse_if_draining()
         self._session.call_served()
+
+    def _refuse_if_draining(self) -> None:
+        draining = self._draining()
+        if draining is not None:
+            raise draining
 
     def stats(self) -> ServerStats:
         self._session.call_served()
@@ -222,6 +233,7 @@ class SessionProcessor(TProcessor):
         self._watched = _intercepted(processor, self.methods, self.chain)  # the same, handler watched
         self._session_methods = _intercepted_class(_SessionMethods, self.methods, self.chain, ("hello",))
         self._oneway = frozenset(name for name, info in self.methods.items() if info.oneway)
+        self._drain_until: Optional[float] = None  # while draining: when the server stops at the latest
         # The service's methods by the message type that may carry them, so that the common case finds its
         # method and checks its type in one look-up: ONEWAY only one-way methods; CALL every method, as in
         # every Thrift server (Go's library up to 0.17 sends one-way calls as CALL and reads no reply).
@@ -231,6 +243,25 @@ class SessionProcessor(TProcessor):
             TMessageType.CALL: served,
             TMessageType.ONEWAY: {name: function for name, function in served.items() if name in self._oneway},
         }
+
+    # -- draining -----------------------------------------------------------------------------
+
+    def drain(self, until: float) -> None:
+        """From now on hello and ping answer ``Draining`` (the server stops by ``until``, a
+        ``time.monotonic()``); takes no lock, so a signal handler may call it."""
+        self._drain_until = until
+
+    @property
+    def draining(self) -> bool:
+        return self._drain_until is not None
+
+    def _draining_answer(self) -> Optional[Draining]:
+        until = self._drain_until
+        if until is None:
+            return None
+        remaining_ms = max(int((until - monotonic()) * 1000), 0)
+        return Draining(message=f"the server is draining (stopping within {remaining_ms} ms): it opens no new "
+                                "session; connect to another server", remaining_ms=remaining_ms)
 
     # -- connections --------------------------------------------------------------------------
 
@@ -248,7 +279,7 @@ class SessionProcessor(TProcessor):
         state = ConnectionState(context, session, self.metrics)
         if session is not None:
             state.session_processor = SessionService.Processor(
-                self._session_methods(session, state.counters, self.metrics.snapshot))
+                self._session_methods(session, state.counters, self.metrics.snapshot, self._draining_answer))
         setattr(iprot, _STATE, state)
         weakref.finalize(iprot, state.close)
         return state

@@ -39,6 +39,7 @@ from thrift_handshake import (
     RemoteApplicationError,
     RequestEncodingError,
     RetryPolicy,
+    ServerDraining,
     ServerTLS,
     ServiceError,
     Timeouts,
@@ -171,6 +172,29 @@ def test_close_without_awaiting_the_farewell_still_ends_the_session_by_goodbye(s
     assert eventually(lambda: len(ended()) == 10)
     assert all(message.endswith(": after goodbye") for message in ended()), ended()
     assert eventually(lambda: server.metrics.snapshot().sessions_active == 0)
+
+
+def test_a_draining_server_refuses_new_sessions_and_tells_idle_ones(start_server):
+    """As the threaded client: hello answered Draining is ServerDraining; an idle session told it is
+    closed fails its next call with ConnectionBroken, may_have_run False (safe to send again)."""
+    server = start_server(drain_notice=1.0, grace=10.0)
+
+    async def scenario() -> None:
+        idle = client_for(server.port)
+        await idle.connect()
+        server.request_stop()
+        with pytest.raises(ServerDraining, match="draining"):
+            await client_for(server.port).connect()
+        while idle.phase is not ClientPhase.BROKEN:  # the notice comes unasked
+            await asyncio.sleep(0.01)
+        with pytest.raises(ConnectionBroken, match="the server closed the session: draining") as told:
+            await idle.process(request("never run"))
+        assert told.value.may_have_run is False
+        with pytest.raises(PhaseError, match="in phase BROKEN"):  # told once, as the threaded client
+            await idle.echo("again")
+        await idle.close()
+
+    run(scenario())
 
 
 def test_a_plain_service_without_hello(start_server):

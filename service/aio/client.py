@@ -29,14 +29,14 @@ from thrift.Thrift import TApplicationException, TException, TMessageType
 from thrift.transport.TTransport import TTransportException
 
 from thrift_handshake_gen.session import SessionService
-from thrift_handshake_gen.session.ttypes import Farewell, HandshakeRejected, ServerHello
+from thrift_handshake_gen.session.ttypes import Draining, Farewell, HandshakeRejected, ServerHello
 
 from ..client_core import (ClientBase, broken_error, client_hello, idle_limit, negotiation_broken, refusal_error,
                            with_inner_cause)
 from ..client_methods import THRIFT_SERVICE, ServiceMethods, TypedView
 from ..config import DEFAULT_HOST, DEFAULT_PORT, ClientOptions
-from ..errors import (ConnectError, ConnectionBroken, HandshakeFailed, RemoteApplicationError,
-                      RequestEncodingError, ServiceError, ThriftHandshakeError)
+from ..errors import (ArgumentError, ConnectError, ConnectionBroken, HandshakeFailed, RemoteApplicationError,
+                      RequestEncodingError, ServerDraining, ServiceError, ThriftHandshakeError)
 from ..interceptors import ClientCall
 from ..states import CLIENT_TRANSITIONS, ClientEvent, ClientPhase, StateMachine
 from ..timing import Record
@@ -62,12 +62,15 @@ class AsyncClient(ClientBase, ServiceMethods):
     def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, options: Optional[ClientOptions] = None,
                  service: ModuleType = SessionService) -> None:
         super().__init__(host, port, options, service)
+        if self.endpoints is not None:
+            raise ArgumentError("AsyncClient connects to one host and port: Endpoints are not supported yet")
         self._state = StateMachine(CLIENT_TRANSITIONS, ClientPhase.NEW, self._log_change)
         self._steps_lock: Optional[asyncio.Lock] = None  # made in the running loop (Python 3.9 binds it at creation)
         self._epoch = self._last_activity = time.perf_counter()
         self._broken_by: Optional[BaseException] = None
         self._broken_as: Callable[[str], ConnectionBroken] = ConnectionBroken  # the error a call gets once BROKEN
         self._refused = False  # CLOSED because connecting failed or the server refused us (retries reopen it)
+        self._notice_unheard = False  # the server's notice (draining, evicted) came while no call was in flight
         self._server_hello: Optional[ServerHello] = None
         self._hello_answer: Optional["asyncio.Task[Optional[ServerHello]]"] = None  # a pipelined hello's
         self._pipelined_session: Optional[str] = None  # its session, as its reply says (for the calls behind it)
@@ -193,6 +196,9 @@ class AsyncClient(ClientBase, ServiceMethods):
                     await self._connect()
 
     async def _call_once(self, method: str, args: Tuple[Any, ...]) -> Any:
+        if self._notice_unheard and self.phase is ClientPhase.BROKEN:  # as the threaded client reads it
+            self._notice_unheard = False
+            raise self._broken_as(method)
         self._require(ClientEvent.CALL, f"call {method}")
         self._check_idle(method)
         self._state.apply(ClientEvent.CALL)
@@ -236,6 +242,7 @@ class AsyncClient(ClientBase, ServiceMethods):
         self._broken_by = None
         self._server_hello = self._idle_limit = self._hello_answer = self._pipelined_session = None
         self._replies = 0
+        self._notice_unheard = False
 
     async def _answer_hello(self, call: ClientCall, future: "Optional[asyncio.Future[Any]]") -> ServerHello:
         """Awaits hello's answer: READY (CLOSING for a pipelined goodbye), or the typed refusal, closed."""
@@ -245,6 +252,9 @@ class AsyncClient(ClientBase, ServiceMethods):
             self._close_stream(self._refused_event())
             if isinstance(error, HandshakeRejected):
                 raise HandshakeFailed(error) from None
+            if isinstance(error, Draining):  # a retry (or a balancer) finds another server
+                self._refused = True
+                raise ServerDraining(self._peer, error) from None
             raise
         except RemoteApplicationError as error:
             self._close_stream(self._refused_event())
@@ -359,6 +369,10 @@ class AsyncClient(ClientBase, ServiceMethods):
             name, message_type, seqid = self._codec.header(message)
         except Exception as error:
             self._break(error)
+            return
+        if (name, seqid) == ("", 0) and message_type == TMessageType.EXCEPTION:  # the server closes the session
+            self._notice_unheard = not self._inflight  # no call hears it: the next one does
+            self._break(self._codec.notice())
             return
         waiting = self._inflight.get(seqid)
         if waiting is None or name != waiting.call.method or message_type not in (TMessageType.REPLY,

@@ -15,6 +15,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from thrift.transport.TTransport import TTransportBase
 
+from ..client_core import ServerNotice, server_notice
 from ..client_methods import checker_of
 from ..config import Wire
 from ..errors import ArgumentError
@@ -63,7 +64,7 @@ class MessageCodec:
         protocols = protocol_factory(wire, max_reply_bytes, max_reply_items)
         self._out_transport = transports.getTransport(self._memory)
         self._in_transport = transports.getTransport(self._memory)
-        reader = protocols.getProtocol(self._in_transport)
+        self._reader = reader = protocols.getProtocol(self._in_transport)
         self._read_header = reader.readMessageBegin
         self._header: Optional[Tuple[str, int, int]] = None
         reader.readMessageBegin = self._header_read  # recv_<method> gets the header read by header()
@@ -105,6 +106,10 @@ class MessageCodec:
         """The result of the reply whose header was just read: the generated ``recv_<name>``, which
         raises its TApplicationException or declared exception."""
         return getattr(self._stub, "recv_" + name)()
+
+    def notice(self) -> ServerNotice:
+        """The server's unasked notice whose header was just read (an EXCEPTION named "", seqid 0)."""
+        return server_notice(self._reader)
 
     def _header_read(self) -> Tuple[str, int, int]:
         header, self._header = self._header, None

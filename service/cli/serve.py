@@ -71,8 +71,8 @@ def _server_config(args: argparse.Namespace, interceptors: Tuple[Any, ...] = ())
         tls = ServerTLS(args.tls_cert, args.tls_key, args.tls_client_ca)
     return ServerConfig(host=args.host, port=args.port, wire=wire(args), detect_wire=not args.only_wire,
                         handshake=not args.no_hello, auth_token=auth_token(args), tls=tls, grace=args.grace,
-                        server_name=args.server_name, limits=limits, interceptors=interceptors,
-                        call_log_level=args.call_log_level)
+                        drain_notice=args.drain_notice, server_name=args.server_name, limits=limits,
+                        interceptors=interceptors, call_log_level=args.call_log_level)
 
 
 def _server(args: argparse.Namespace, interceptors: Tuple[Any, ...] = ()) -> HandshakeServer:
