@@ -42,7 +42,7 @@ from ..states import CLIENT_TRANSITIONS, ClientEvent, ClientPhase, StateMachine
 from ..timing import Record
 from ..wire import explain_tls_error
 from .codec import MessageCodec
-from .connection import ReplyStream
+from .reply_stream import ReplyStream
 from .inflight import InFlight
 
 __all__ = ["AsyncClient"]
