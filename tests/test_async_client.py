@@ -340,6 +340,30 @@ def test_a_hundred_calls_are_written_before_the_first_reply_is_read(server):
     run(scenario())
 
 
+def test_on_uvloop_too(server):
+    """uvloop (in the test extras) is what ``serve --asyncio`` runs on; the client keeps its contract there."""
+    import uvloop
+
+    async def scenario() -> None:
+        async with client_for(server.port, timeouts=Timeouts(call=0.3)) as client:
+            texts = [str(i) for i in range(100)]
+            assert await asyncio.gather(*(client.echo(text) for text in texts)) == texts
+            slow = asyncio.ensure_future(client.process(request("slow", work_ms=100)))
+            await asyncio.sleep(0)
+            slow.cancel()
+            assert await client.echo("after") == "after"
+            results = await asyncio.gather(client.process(request("late", work_ms=800)), client.echo("x"),
+                                           return_exceptions=True)
+            assert [type(r) for r in results] == [CallTimeout, CallTimeout]
+            assert client.phase is ClientPhase.BROKEN
+
+    loop = uvloop.new_event_loop()
+    try:
+        loop.run_until_complete(asyncio.wait_for(scenario(), 30))
+    finally:
+        loop.close()
+
+
 def test_replies_out_of_order_go_to_their_own_calls():
     async def scenario() -> None:
         async with Peer(reversed_after(50)) as peer:
