@@ -22,6 +22,7 @@ from thrift.Thrift import TApplicationException
 
 from async_peer import Peer, echo_reply, reversed_after, silent_peer
 from conftest import eventually
+from test_async_server import aserver, event_loop_thread, loop_factory, start_async
 from thrift_handshake import (
     ArgumentError,
     AsyncClient,
@@ -49,6 +50,7 @@ from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.ttypes import AllTypes, Event, InvalidRequest, Request
 
 CERTS = Path(__file__).resolve().parent / "certs"
+__all__ = ["aserver", "event_loop_thread", "loop_factory", "start_async"]  # the asyncio server's fixtures, used here
 
 
 def run(coroutine: Awaitable[Any], timeout: float = 30.0) -> Any:
@@ -718,3 +720,26 @@ async def main() -> None:
         await service.echo(1)
         service.echo("no await")
 """
+
+
+# -- both ends on asyncio -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("wire", [Wire(), Wire(protocol="compact", transport="framed"), Wire(transport="header")],
+                         ids=str)
+def test_against_the_asyncio_server(aserver, wire):
+    """The asyncio server answers each connection's messages in order; the client pipelines into it."""
+    async def scenario() -> None:
+        async with client_for(aserver.port, wire=wire, features={"submit"}) as client:
+            texts = [f"t{i}" for i in range(100)]
+            assert await asyncio.gather(*(client.echo(text) for text in texts)) == texts
+            ack = await client.submit(request("s"))
+            assert (await client.get_result(ack.ticket, 5000)).request_id == "s"
+            slow = asyncio.ensure_future(client.process(request("slow", work_ms=200)))
+            await asyncio.sleep(0)
+            slow.cancel()
+            assert await client.echo("after") == "after" and client.in_flight == 0
+            with pytest.raises(ServiceError):
+                await client.process(request(""))
+        assert client.farewell is not None and client.farewell.calls == 100 + 5
+
+    run(scenario())
