@@ -9,6 +9,7 @@ import hmac
 import json
 import logging
 import socket
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Optional
@@ -29,12 +30,15 @@ class AdminEndpoint:
 
     ``port`` 0 picks a free one (``port`` tells it once started). With ``token`` set, every request must
     carry it: ``Authorization: Bearer <token>`` (Prometheus' ``authorization`` setting), or HTTP Basic
-    with the token as the password (what a browser asks for); others get 401.
+    with the token as the password (what a browser asks for); others get 401. A connection that sends
+    nothing for ``idle_timeout`` seconds is closed, so idle clients cannot pile up threads.
     """
 
     def __init__(self, metrics: PrometheusMetrics, host: str = DEFAULT_HOST, port: int = 0,
-                 token: Optional[str] = None, recent: Optional[RecentCalls] = None) -> None:
+                 token: Optional[str] = None, recent: Optional[RecentCalls] = None,
+                 idle_timeout: float = 10.0) -> None:
         self.metrics = metrics
+        self.idle_timeout = idle_timeout
         self.recent = recent
         self.host = host
         self._requested_port = port
@@ -59,9 +63,9 @@ class AdminEndpoint:
 
     def start(self) -> "AdminEndpoint":
         """Binds (errors such as 'address in use' surface here) and serves on a daemon thread."""
-        handler = type("Handler", (_Handler,), {"endpoint": self})
+        handler = type("Handler", (_Handler,), {"endpoint": self, "timeout": self.idle_timeout})
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        server_class = type("Server", (ThreadingHTTPServer,), {"daemon_threads": True, "address_family": family})
+        server_class = type("Server", (_Server,), {"address_family": family})
         self._http = server_class((self.host, self._requested_port), handler)
         self._thread = threading.Thread(target=self._http.serve_forever, name=f"admin:{self.port}", daemon=True)
         self._thread.start()
@@ -96,6 +100,18 @@ class AdminEndpoint:
         elif scheme.lower() != "bearer":
             return False
         return hmac.compare_digest(value.encode("utf-8", "surrogateescape"), self._token.encode())
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that resets or times out is one DEBUG line, not a traceback on stderr (and in no JSON log)."""
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            logger.debug("admin %s: %s", client_address[0], error)
+        else:
+            logger.error("admin %s: the request failed", client_address[0], exc_info=True)
 
 
 class _Handler(BaseHTTPRequestHandler):
