@@ -12,7 +12,9 @@ import pytest
 
 from thrift_handshake.admin import AdminEndpoint, PrometheusMetrics
 
-from conftest import eventually
+from thrift_handshake.logs import JsonFormatter
+
+from conftest import encode_call, eventually, exchange
 
 
 @pytest.fixture
@@ -36,3 +38,52 @@ def test_a_reset_connection_is_one_debug_line_not_a_traceback_on_stderr(endpoint
         sock.close()  # a reset, not a FIN
         assert eventually(lambda: any("reset" in r.getMessage().lower() for r in caplog.records))
     assert capsys.readouterr().err == ""
+
+
+FORGED = ("x session=FAKE peer=6.6.6.6:1\n2026-12-07 12:00:00,000 WARNING thrift_handshake.server: "
+          "admin logged in\u2028\x85")
+
+
+@pytest.fixture
+def access_lines(start_server):
+    handler = _Kept()
+    logger = logging.getLogger("thrift_handshake.calllog")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    server = start_server(call_log_level="INFO")
+    yield server, handler.records
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+class _Kept(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def _send_forged_call(port: int) -> None:
+    from thrift_handshake_gen import HandshakeService
+
+    exchange(port, encode_call(FORGED, HandshakeService.echo_args(message="hi")))
+
+
+def test_a_method_name_cannot_break_a_text_log_line(access_lines):
+    server, records = access_lines
+    _send_forged_call(server.port)
+    assert eventually(lambda: records)
+    message = records[0].getMessage()
+    assert message.splitlines() == [message], message
+    assert message.startswith("call x session=FAKE peer=6.6.6.6:1\\n2026-12-07")
+
+
+def test_a_method_name_cannot_forge_the_peer_or_session_of_a_json_line(access_lines):
+    server, records = access_lines
+    _send_forged_call(server.port)
+    assert eventually(lambda: records)
+    line = json.loads(JsonFormatter().format(records[0]))
+    assert line["peer"].startswith("127.0.0.1:") and "session" not in line, line
