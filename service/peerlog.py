@@ -46,7 +46,7 @@ class WarningBudget:
         self._emitted = self._suppressed = 0
 
     def warning(self, message: str, *args: Any, log: Optional[logging.Logger] = None,
-                level: int = logging.WARNING) -> None:
+                level: int = logging.WARNING, extra: Optional[Dict[str, Any]] = None) -> None:
         """Logs the line on ``log`` (default: the budget's own logger) at ``level`` if the budget allows it."""
         now = time.monotonic()
         with self._lock:
@@ -61,7 +61,7 @@ class WarningBudget:
         if suppressed:
             self._summarise(suppressed)
         if emit:
-            (log or self._log).log(level, message, *args)
+            (log or self._log).log(level, message, *args, extra=extra)
 
     def info(self, message: str, *args: Any, log: Optional[logging.Logger] = None) -> None:
         """An INFO line about a peer, within the same budget."""

@@ -87,3 +87,13 @@ def test_a_method_name_cannot_forge_the_peer_or_session_of_a_json_line(access_li
     assert eventually(lambda: records)
     line = json.loads(JsonFormatter().format(records[0]))
     assert line["peer"].startswith("127.0.0.1:") and "session" not in line, line
+
+
+def test_a_dropped_one_way_call_s_name_cannot_forge_the_peer_of_its_warning(access_lines):
+    from thrift_handshake_gen import HandshakeService
+
+    server, records = access_lines
+    exchange(server.port, encode_call(FORGED, HandshakeService.echo_args(message="hi"), message_type=4))
+    assert eventually(lambda: [r for r in records if r.getMessage().startswith("dropped")])
+    [dropped] = [r for r in records if r.getMessage().startswith("dropped")]
+    assert json.loads(JsonFormatter().format(dropped))["peer"].startswith("127.0.0.1:")
