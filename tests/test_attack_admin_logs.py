@@ -136,3 +136,51 @@ def test_a_set_is_priced_near_what_the_decoder_holds(kind):
         held = tracemalloc.get_traced_memory()[0]
         tracemalloc.stop()
         assert held <= 1.5 * price, (name, held, price, round(held / price, 2))
+
+
+@pytest.fixture
+def silent_listener():
+    """A port that takes TCP connections (the kernel's backlog) and never answers: a wedged server."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield listener.getsockname()[1]
+
+
+@pytest.fixture
+def closing_listener():
+    """A port whose server closes every connection unanswered, as one at its connection limit may."""
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+
+    def refuse() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            connection.close()
+
+    thread = threading.Thread(target=refuse)
+    thread.start()
+    yield listener.getsockname()[1]
+    listener.shutdown(socket.SHUT_RDWR)
+    listener.close()
+    thread.join()
+
+
+@pytest.mark.parametrize("bad", ["silent_listener", "closing_listener"])
+def test_first_available_fails_over_past_a_server_that_never_answers_hello(start_server, request, bad):
+    from thrift_handshake import Client, ClientOptions, Endpoints, Timeouts
+    from thrift_handshake_gen import HandshakeService
+
+    good = start_server()
+    endpoints = Endpoints([("127.0.0.1", request.getfixturevalue(bad)), ("127.0.0.1", good.port)],
+                          policy="first_available")
+    options = ClientOptions(timeouts=Timeouts(handshake=0.5))
+    with Client(endpoints, options=options, service=HandshakeService) as client:
+        assert client.echo("served") == "served"
+        assert client.port == good.port
