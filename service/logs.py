@@ -46,9 +46,10 @@ class JsonFormatter(logging.Formatter):
             line["pid"] = record.process
         extra = {name: value for name, value in vars(record).items() if name not in _STANDARD and name not in line}
         if "peer" not in extra:  # a line that names its peer itself is not read: its words may quote the peer
+            words: Dict[str, str] = {}
             for word, value in _WORDS.findall(message):
-                if value not in ("None", "-"):
-                    line.setdefault(word, value)
+                words.setdefault(word, value)  # the runtime's word comes first; later ones may be the peer's
+            line.update((word, value) for word, value in words.items() if value not in ("None", "-"))
         context = bound_session()
         if context is not None:  # a line written while a call is served (the handler's own lines too)
             line.setdefault("peer", context.peer)

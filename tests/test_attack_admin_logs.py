@@ -184,3 +184,11 @@ def test_first_available_fails_over_past_a_server_that_never_answers_hello(start
     with Client(endpoints, options=options, service=HandshakeService) as client:
         assert client.echo("served") == "served"
         assert client.port == good.port
+
+
+def test_a_runtime_word_without_a_value_still_names_the_field_in_a_json_line():
+    # "session=None" is the runtime's own word (no session yet): peer text quoted after it must not fill it.
+    record = logging.LogRecord("thrift_handshake.server", logging.INFO, __file__, 1, "closed peer=%s session=%s: %s",
+                               ("127.0.0.1:5", None, "bad message: 'x session=FAKE peer=6.6.6.6:1'"), None)
+    line = json.loads(JsonFormatter().format(record))
+    assert line["peer"] == "127.0.0.1:5" and "session" not in line, line
