@@ -1,5 +1,6 @@
-"""Attacks on the admin endpoint and the logs by a peer that chooses what it sends: idle or reset HTTP
-connections, and names that try to forge log lines or fields."""
+"""Attacks by a fresh-eyed outsider, each a defect found and fixed: idle or reset connections to the
+admin endpoint, peer-chosen names that forged log lines or JSON fields, sets priced below what they hold
+decoded, and Endpoints that stopped at a server that took the connection but never answered hello."""
 
 from __future__ import annotations
 
