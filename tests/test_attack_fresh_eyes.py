@@ -193,3 +193,25 @@ def test_a_runtime_word_without_a_value_still_names_the_field_in_a_json_line():
                                ("127.0.0.1:5", None, "bad message: 'x session=FAKE peer=6.6.6.6:1'"), None)
     line = json.loads(JsonFormatter().format(record))
     assert line["peer"] == "127.0.0.1:5" and "session" not in line, line
+
+
+def test_connections_past_max_clients_are_closed_at_once_and_the_endpoint_recovers():
+    import urllib.error
+    import urllib.request
+
+    with AdminEndpoint(PrometheusMetrics(), idle_timeout=30.0, max_clients=2) as endpoint:
+        held = [socket.create_connection(("127.0.0.1", endpoint.port)) for _ in range(2)]
+        with socket.create_connection(("127.0.0.1", endpoint.port)) as third:
+            third.settimeout(5.0)
+            assert third.recv(1024) == b""  # not a thread held for 30 s
+        for sock in held:
+            sock.close()
+
+        def scraped() -> bool:
+            try:
+                with urllib.request.urlopen(endpoint.url, timeout=2) as answer:
+                    return answer.status == 200
+            except (urllib.error.URLError, ConnectionError):
+                return False
+
+        assert eventually(scraped)
