@@ -215,3 +215,15 @@ def test_connections_past_max_clients_are_closed_at_once_and_the_endpoint_recove
                 return False
 
         assert eventually(scraped)
+
+
+def test_the_request_line_an_admin_client_sends_is_logged_escaped(endpoint, caplog):
+    with caplog.at_level(logging.DEBUG, logger="thrift_handshake.admin.endpoint"):
+        with socket.create_connection(("127.0.0.1", endpoint.port)) as sock:
+            sock.sendall(b"GET /a\rforged line\x1b[2J HTTP/1.0\r\n\r\n")
+            sock.settimeout(5.0)
+            while sock.recv(65536):
+                pass
+        assert eventually(lambda: any("forged" in r.getMessage() for r in caplog.records))
+    lines = [r.getMessage() for r in caplog.records if "forged" in r.getMessage()]
+    assert all(line.isprintable() and "/a\\rforged line\\x1b[2J" in line for line in lines), lines

@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Optional
 
 from ..config import DEFAULT_HOST
+from ..peerlog import clip_for_log
 from .page import PAGE, admin_state
 from .prometheus import PrometheusMetrics
 from .recent import RecentCalls
@@ -170,4 +171,5 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's name)
-        logger.debug("admin %s: " + format, self.address_string(), *args)
+        # the request line is the client's: escaped and clipped, as any peer text in a log line
+        logger.debug("admin %s: %s", self.address_string(), clip_for_log(format % args))
