@@ -129,7 +129,17 @@ class Client(ClientBase, ServiceMethods):
         with self._lock:
             if self.endpoints is None:
                 return self._connect_to(self.host, self.port)
-            return connect_any(self.endpoints, self._connect_to)
+            return connect_any(self.endpoints, self._connect_to_endpoint)
+
+    def _connect_to_endpoint(self, host: str, port: int) -> Optional[ServerHello]:
+        """``_connect_to`` one of several addresses: a hello that broke leaves the client CLOSED, so the
+        next address can be tried."""
+        try:
+            return self._connect_to(host, port)
+        except ConnectionBroken:
+            if self.phase is ClientPhase.BROKEN:
+                self._close_transport(ClientEvent.CLOSED)
+            raise
 
     def _connect_to(self, host: str, port: int) -> Optional[ServerHello]:
         with self._lock:
