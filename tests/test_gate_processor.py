@@ -1,0 +1,227 @@
+"""The gate as a plain Thrift processor, driven the way a stock Thrift server drives it: ``process`` over
+a transport, with no HandshakeServer around it (loopback sockets or memory buffers)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import struct
+from typing import Iterator, List, Tuple
+
+import pytest
+from conftest import encode_call
+from thrift.protocol.TBinaryProtocol import TBinaryProtocol
+from thrift.Thrift import TMessageType
+from thrift.transport import TSocket, TTransport
+from thrift.transport.TTransport import TMemoryBuffer, TTransportException
+
+from thrift_handshake import Interceptor, SessionProcessor, Wire
+from thrift_handshake.decoded_budget import DecodedBudget
+from thrift_handshake.demo import HandshakeHandler
+from thrift_handshake.gate import ConnectionState, SessionClosed
+from thrift_handshake.metrics import ServerMetrics
+from thrift_handshake.peerlog import WarningBudget
+from thrift_handshake.session import SessionContext
+from thrift_handshake.wire import server_stack
+from thrift_handshake_gen import HandshakeService
+from thrift_handshake_gen.session import SessionService
+from thrift_handshake_gen.session.ttypes import ClientHello
+from thrift_handshake_gen.ttypes import Event
+
+
+class Seen(Interceptor):
+    """What each hook was told: (hook, method, peer)."""
+
+    def __init__(self) -> None:
+        self.hooks: List[Tuple[str, str, str]] = []
+
+    def call_started(self, call) -> None:
+        self.hooks.append(("started", call.method, call.peer))
+
+    def call_ended(self, call) -> None:
+        self.hooks.append(("ended", call.method, call.peer))
+
+
+def _gate(**options) -> SessionProcessor:
+    return SessionProcessor(HandshakeService.Processor(HandshakeHandler()), **options)
+
+
+@pytest.fixture
+def loopback() -> Iterator[Tuple[socket.socket, socket.socket]]:
+    """(client, server side) of one TCP connection on 127.0.0.1."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname(), timeout=5)
+        accepted, _ = listener.accept()
+    accepted.settimeout(5)
+    with client, accepted:
+        yield client, accepted
+
+
+def _stock_protocol(sock: socket.socket) -> TBinaryProtocol:
+    """The protocol a stock TThreadedServer serves a connection with (buffered transport over TSocket)."""
+    handle = TSocket.TSocket()
+    handle.setHandle(sock)
+    return TBinaryProtocol(TTransport.TBufferedTransport(handle))
+
+
+def test_under_a_stock_server_interceptors_see_the_peers_address(loopback):
+    client, accepted = loopback
+    seen = Seen()
+    gate = _gate(interceptors=[seen])
+    client.sendall(encode_call("echo", HandshakeService.echo_args(message="early"), seqid=1))
+    protocol = _stock_protocol(accepted)
+    assert gate.process(protocol, protocol) is True  # refused before hello, answered, the connection kept
+    peer = "127.0.0.1:%d" % client.getsockname()[1]
+    assert seen.hooks == [("started", "echo", peer), ("ended", "echo", peer)]
+
+
+def test_a_refused_call_whose_answer_cannot_be_written_is_announced_once(loopback):
+    client, accepted = loopback
+    seen = Seen()
+    gate = _gate(interceptors=[seen])
+    client.sendall(encode_call("echo", HandshakeService.echo_args(message="early"), seqid=1))
+    accepted.shutdown(socket.SHUT_WR)  # the answer's write fails (EPIPE)
+    protocol = _stock_protocol(accepted)
+    with pytest.raises(TTransportException):
+        gate.process(protocol, protocol)
+    assert [hook for hook, _, _ in seen.hooks] == ["started", "ended"]
+
+
+def _serve_from_memory(gate: SessionProcessor, data: bytes) -> None:
+    inbound = TMemoryBuffer(data)
+    gate.process(TBinaryProtocol(inbound), TBinaryProtocol(TMemoryBuffer()))
+    assert inbound._buffer.tell() == len(data)  # the whole message was read
+
+
+_ONEWAY_ECHO = encode_call("echo", HandshakeService.echo_args(message="x"), message_type=TMessageType.ONEWAY)
+
+
+def test_a_gate_without_a_warning_budget_of_its_own_still_warns_of_dropped_one_way_calls(caplog):
+    caplog.set_level(logging.WARNING)
+    _serve_from_memory(_gate(), _ONEWAY_ECHO)
+    assert [r.getMessage() for r in caplog.records] == [
+        "dropped one-way echo peer=unknown: echo is a two-way method: not run, not answered "
+        "(further drops on this connection are not logged)"]
+
+
+def test_a_gate_warns_of_peers_within_the_budget_it_is_given(caplog):
+    caplog.set_level(logging.WARNING)
+    spent = WarningBudget(logging.getLogger("test"), per_second=0)  # e.g. spent by the server's own warnings
+    _serve_from_memory(_gate(warnings=spent), _ONEWAY_ECHO)
+    assert caplog.records == []
+
+
+# -- ConnectionState: what a host's stop and eviction rely on ----------------------------------------
+
+def _state() -> ConnectionState:
+    return ConnectionState(SessionContext(peer="10.0.0.1:4000"), None, ServerMetrics())
+
+
+def _assert_no_message_starts(state: ConnectionState) -> None:
+    with pytest.raises(TTransportException) as refused:
+        state.begin("echo", 2)
+    assert (refused.value.type, str(refused.value)) == (TTransportException.END_OF_FILE, "the server is stopping")
+
+
+def test_a_stop_shuts_an_idle_connection_at_once_and_no_message_starts_after_it():
+    state, shut = _state(), []
+    state.stop(lambda: shut.append("shut"))
+    assert shut == ["shut"]
+    _assert_no_message_starts(state)
+
+
+def test_a_stop_lets_the_message_in_flight_finish_unless_forced():
+    state, shut = _state(), []
+    state.begin("echo", 1)
+    state.stop(lambda: shut.append("shut"))
+    assert shut == []  # the host ends it after the reply
+    state.stop(lambda: shut.append("forced"), force=True)
+    assert shut == ["forced"]
+
+
+def test_an_idle_connection_closed_by_agreement_starts_no_more_messages():
+    state = _state()
+    assert state.close_if_idle(lambda: False) is False  # shut() declined: nothing changes
+    state.begin("echo", 1)
+    state.end()
+    assert state.close_if_idle(lambda: True) is True
+    _assert_no_message_starts(state)
+
+
+def test_a_connection_with_a_message_in_flight_is_closed_only_by_force():
+    state, asked = _state(), []
+    state.begin("echo", 1)
+    assert state.close_if_idle(lambda: asked.append("asked") or True) is False
+    assert asked == []
+    assert state.close_if_idle(lambda: asked.append("forced") or True, force=True) is True
+    assert asked == ["forced"]
+
+
+# -- the decoded budget: a framed request priced before it is decoded, under its client host's name ----
+
+def _framed_protocol(sock: socket.socket) -> TBinaryProtocol:
+    """The server's own framed stack over ``sock``, as HandshakeServer builds it."""
+    handle = TSocket.TSocket()
+    handle.setHandle(sock)
+    return server_stack(Wire(transport="framed"), handle, 16 * 1024 * 1024, None)[1]
+
+
+def _frame(message: bytes) -> bytes:
+    return struct.pack("!i", len(message)) + message
+
+
+class BudgetWatching(HandshakeHandler):
+    """Remembers what its client host may still reserve while each echo runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.budget: DecodedBudget = None
+        self.allowances: List[int] = []
+
+    def echo(self, message):
+        self.allowances.append(self.budget.allowance("127.0.0.1"))
+        return super().echo(message)
+
+
+def test_a_request_in_flight_holds_its_decoded_price_under_its_client_hosts_name(loopback):
+    client, accepted = loopback
+    handler = BudgetWatching()
+    handler.budget = budget = DecodedBudget(total=1_000_000, host_share=0.5)
+    gate = SessionProcessor(HandshakeService.Processor(handler), handshake=False, decoded_budget=budget)
+    client.sendall(_frame(encode_call("echo", HandshakeService.echo_args(message="Z" * 100_000))))
+    protocol = _framed_protocol(accepted)
+    gate.process(protocol, protocol)
+    [allowance] = handler.allowances
+    assert 100_000 < budget.per_host - allowance < 101_000
+    assert budget.allowance("127.0.0.1") == budget.per_host == 500_000  # given back once answered
+
+
+def test_a_one_way_call_refused_by_the_decoded_budget_is_not_answered(loopback, caplog):
+    client, accepted = loopback
+    caplog.set_level(logging.WARNING)
+    budget = DecodedBudget(total=200_000, host_share=0.5)
+    gate = SessionProcessor(HandshakeService.Processor(HandshakeHandler()), handshake=False, decoded_budget=budget)
+    notify = encode_call("notify", HandshakeService.notify_args(event=Event(name="big", payload="P" * 150_000)),
+                         seqid=2, message_type=TMessageType.ONEWAY)
+    echo = encode_call("echo", HandshakeService.echo_args(message="after"), seqid=3)
+    client.sendall(_frame(notify) + _frame(echo))
+    protocol = _framed_protocol(accepted)
+    gate.process(protocol, protocol)
+    gate.process(protocol, protocol)
+    size, = struct.unpack("!i", client.recv(4, socket.MSG_WAITALL))
+    reply = TBinaryProtocol(TMemoryBuffer(client.recv(size, socket.MSG_WAITALL)))
+    assert reply.readMessageBegin() == ("echo", TMessageType.REPLY, 3)  # the first answer is the echo's
+    assert "dropped one-way notify peer=127.0.0.1:" in caplog.text and budget.used == 0
+
+
+def test_a_connection_whose_client_said_goodbye_is_no_longer_counted_open_even_before_it_closes():
+    gate = _gate()
+    hello = encode_call("hello", SessionService.hello_args(ClientHello(client_name="leaving", min_version=1,
+                                                                       max_version=2)), seqid=1)
+    iprot = TBinaryProtocol(TMemoryBuffer(hello + encode_call("goodbye", SessionService.goodbye_args(), seqid=2)))
+    oprot = TBinaryProtocol(TMemoryBuffer())
+    gate.process(iprot, oprot)
+    assert gate.metrics.snapshot().connections_open == 1
+    with pytest.raises(SessionClosed):
+        gate.process(iprot, oprot)
+    assert gate.metrics.snapshot().connections_open == 0  # the host has yet to close it (iprot is alive)
