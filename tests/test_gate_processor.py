@@ -15,10 +15,10 @@ from thrift.Thrift import TMessageType
 from thrift.transport import TSocket, TTransport
 from thrift.transport.TTransport import TMemoryBuffer, TTransportException
 
-from thrift_handshake import Interceptor, SessionProcessor, Wire
+from thrift_handshake import Call, Interceptor, Outcome, SessionProcessor, Wire
 from thrift_handshake.decoded_budget import DecodedBudget
 from thrift_handshake.demo import HandshakeHandler
-from thrift_handshake.gate import ConnectionState, SessionClosed
+from thrift_handshake.gate import ConnectionState, SessionClosed, format_peer
 from thrift_handshake.metrics import ServerMetrics
 from thrift_handshake.peerlog import WarningBudget
 from thrift_handshake.session import SessionContext
@@ -30,31 +30,41 @@ from thrift_handshake_gen.ttypes import Event
 
 
 class Seen(Interceptor):
-    """What each hook was told: (hook, method, peer)."""
+    """What each hook was told: (hook, method, peer); and every call that ended."""
 
-    def __init__(self) -> None:
+    def __init__(self, observes_handler: bool = True) -> None:
+        self.observes_handler = observes_handler
         self.hooks: List[Tuple[str, str, str]] = []
+        self.ended: List[Call] = []
 
     def call_started(self, call) -> None:
         self.hooks.append(("started", call.method, call.peer))
 
     def call_ended(self, call) -> None:
         self.hooks.append(("ended", call.method, call.peer))
+        self.ended.append(call)
 
 
 def _gate(**options) -> SessionProcessor:
     return SessionProcessor(HandshakeService.Processor(HandshakeHandler()), **options)
 
 
-@pytest.fixture
-def loopback() -> Iterator[Tuple[socket.socket, socket.socket]]:
-    """(client, server side) of one TCP connection on 127.0.0.1."""
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        client = socket.create_connection(listener.getsockname(), timeout=5)
+@pytest.fixture(params=["127.0.0.1", "::1"], ids=["IPv4", "IPv6"])
+def loopback(request) -> Iterator[Tuple[socket.socket, socket.socket]]:
+    """(client, server side) of one TCP connection on the loopback (IPv4, then IPv6)."""
+    family = socket.AF_INET6 if ":" in request.param else socket.AF_INET
+    with socket.create_server((request.param, 0), family=family) as listener:
+        client = socket.create_connection(listener.getsockname()[:2], timeout=5)
         accepted, _ = listener.accept()
     accepted.settimeout(5)
     with client, accepted:
         yield client, accepted
+
+
+def _host_of(sock: socket.socket) -> str:
+    """The client host as the server names it (IPv6 in brackets)."""
+    host = sock.getsockname()[0]
+    return f"[{host}]" if ":" in host else host
 
 
 def _stock_protocol(sock: socket.socket) -> TBinaryProtocol:
@@ -71,7 +81,7 @@ def test_under_a_stock_server_interceptors_see_the_peers_address(loopback):
     client.sendall(encode_call("echo", HandshakeService.echo_args(message="early"), seqid=1))
     protocol = _stock_protocol(accepted)
     assert gate.process(protocol, protocol) is True  # refused before hello, answered, the connection kept
-    peer = "127.0.0.1:%d" % client.getsockname()[1]
+    peer = f"{_host_of(client)}:{client.getsockname()[1]}"
     assert seen.hooks == [("started", "echo", peer), ("ended", "echo", peer)]
 
 
@@ -173,27 +183,27 @@ def _frame(message: bytes) -> bytes:
 class BudgetWatching(HandshakeHandler):
     """Remembers what its client host may still reserve while each echo runs."""
 
-    def __init__(self) -> None:
+    def __init__(self, budget: DecodedBudget, host: str) -> None:
         super().__init__()
-        self.budget: DecodedBudget = None
+        self.budget, self.host = budget, host
         self.allowances: List[int] = []
 
     def echo(self, message):
-        self.allowances.append(self.budget.allowance("127.0.0.1"))
+        self.allowances.append(self.budget.allowance(self.host))
         return super().echo(message)
 
 
 def test_a_request_in_flight_holds_its_decoded_price_under_its_client_hosts_name(loopback):
     client, accepted = loopback
-    handler = BudgetWatching()
-    handler.budget = budget = DecodedBudget(total=1_000_000, host_share=0.5)
+    budget = DecodedBudget(total=1_000_000, host_share=0.5)
+    handler = BudgetWatching(budget, _host_of(client))
     gate = SessionProcessor(HandshakeService.Processor(handler), handshake=False, decoded_budget=budget)
     client.sendall(_frame(encode_call("echo", HandshakeService.echo_args(message="Z" * 100_000))))
     protocol = _framed_protocol(accepted)
     gate.process(protocol, protocol)
     [allowance] = handler.allowances
     assert 100_000 < budget.per_host - allowance < 101_000
-    assert budget.allowance("127.0.0.1") == budget.per_host == 500_000  # given back once answered
+    assert budget.allowance(_host_of(client)) == budget.per_host == 500_000  # given back once answered
 
 
 def test_a_one_way_call_refused_by_the_decoded_budget_is_not_answered(loopback, caplog):
@@ -211,7 +221,7 @@ def test_a_one_way_call_refused_by_the_decoded_budget_is_not_answered(loopback, 
     size, = struct.unpack("!i", client.recv(4, socket.MSG_WAITALL))
     reply = TBinaryProtocol(TMemoryBuffer(client.recv(size, socket.MSG_WAITALL)))
     assert reply.readMessageBegin() == ("echo", TMessageType.REPLY, 3)  # the first answer is the echo's
-    assert "dropped one-way notify peer=127.0.0.1:" in caplog.text and budget.used == 0
+    assert f"dropped one-way notify peer={_host_of(client)}:" in caplog.text and budget.used == 0
 
 
 def test_a_connection_whose_client_said_goodbye_is_no_longer_counted_open_even_before_it_closes():
@@ -225,3 +235,36 @@ def test_a_connection_whose_client_said_goodbye_is_no_longer_counted_open_even_b
     with pytest.raises(SessionClosed):
         gate.process(iprot, oprot)
     assert gate.metrics.snapshot().connections_open == 0  # the host has yet to close it (iprot is alive)
+
+
+@pytest.mark.parametrize("watched", [True, False], ids=["handler watched", "handler called directly"])
+def test_a_call_whose_arguments_cannot_be_decoded_is_announced_once(watched):
+    seen = Seen(observes_handler=watched)
+    gate = _gate(interceptors=[seen], handshake=False)
+    cut_short = encode_call("echo", HandshakeService.echo_args(message="sixteen bytes..."))[:-10]
+    with pytest.raises(EOFError):  # what a memory transport raises at its end
+        gate.process(TBinaryProtocol(TMemoryBuffer(cut_short)), TBinaryProtocol(TMemoryBuffer()))
+    assert [hook for hook, _, _ in seen.hooks] == ["started", "ended"]
+    assert seen.ended[0].outcome is Outcome.FAILED
+
+
+def test_an_interceptor_sees_every_argument_of_a_call_in_idl_order():
+    seen = Seen()
+    _serve_from_memory(_gate(interceptors=[seen], handshake=False),
+                       encode_call("get_result", HandshakeService.get_result_args(ticket="t-1", wait_ms=0)))
+    assert seen.ended[0].args == ("t-1", 0)
+
+
+def test_the_time_in_a_handler_that_raised_is_within_the_calls_time():
+    seen = Seen()
+    _serve_from_memory(_gate(interceptors=[seen], handshake=False),
+                       encode_call("fail", HandshakeService.fail_args(message="on purpose")))
+    [call] = seen.ended
+    assert call.outcome is Outcome.FAILED and str(call.error) == "on purpose"
+    assert 0 < call.handler_seconds <= call.duration
+
+
+def test_peers_are_named_host_colon_port_with_ipv6_hosts_in_brackets_and_other_addresses_as_they_are():
+    assert format_peer(("10.0.0.1", 4000)) == "10.0.0.1:4000"
+    assert format_peer(("::1", 4000, 0, 0)) == "[::1]:4000"
+    assert format_peer("/run/service.sock") == "/run/service.sock"  # a Unix socket's peer
