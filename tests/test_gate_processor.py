@@ -85,10 +85,12 @@ def test_under_a_stock_server_interceptors_see_the_peers_address(loopback):
     assert seen.hooks == [("started", "echo", peer), ("ended", "echo", peer)]
 
 
-def test_a_refused_call_whose_answer_cannot_be_written_is_announced_once(loopback):
+@pytest.mark.parametrize("handshake, watched", [(True, True), (False, True), (False, False)],
+                         ids=["refused", "served, handler watched", "served, handler called directly"])
+def test_a_call_whose_answer_cannot_be_written_is_announced_once(loopback, handshake, watched):
     client, accepted = loopback
-    seen = Seen()
-    gate = _gate(interceptors=[seen])
+    seen = Seen(observes_handler=watched)
+    gate = _gate(interceptors=[seen], handshake=handshake)
     client.sendall(encode_call("echo", HandshakeService.echo_args(message="early"), seqid=1))
     accepted.shutdown(socket.SHUT_WR)  # the answer's write fails (EPIPE)
     protocol = _stock_protocol(accepted)
@@ -198,12 +200,15 @@ def test_a_request_in_flight_holds_its_decoded_price_under_its_client_hosts_name
     budget = DecodedBudget(total=1_000_000, host_share=0.5)
     handler = BudgetWatching(budget, _host_of(client))
     gate = SessionProcessor(HandshakeService.Processor(handler), handshake=False, decoded_budget=budget)
-    client.sendall(_frame(encode_call("echo", HandshakeService.echo_args(message="Z" * 100_000))))
+    client.sendall(_frame(encode_call("echo", HandshakeService.echo_args(message="Z" * 100_000)))
+                   + _frame(encode_call("nosuch", HandshakeService.echo_args(message="?"), seqid=2)))
     protocol = _framed_protocol(accepted)
     gate.process(protocol, protocol)
+    gate.process(protocol, protocol)  # not served: nothing reserved
     [allowance] = handler.allowances
     assert 100_000 < budget.per_host - allowance < 101_000
     assert budget.allowance(_host_of(client)) == budget.per_host == 500_000  # given back once answered
+    assert budget.used == 0
 
 
 def test_a_one_way_call_refused_by_the_decoded_budget_is_not_answered(loopback, caplog):
@@ -260,6 +265,7 @@ def test_the_time_in_a_handler_that_raised_is_within_the_calls_time():
     _serve_from_memory(_gate(interceptors=[seen], handshake=False),
                        encode_call("fail", HandshakeService.fail_args(message="on purpose")))
     [call] = seen.ended
+    assert [hook for hook, _, _ in seen.hooks] == ["started", "ended"]
     assert call.outcome is Outcome.FAILED and str(call.error) == "on purpose"
     assert 0 < call.handler_seconds <= call.duration
 
@@ -268,3 +274,47 @@ def test_peers_are_named_host_colon_port_with_ipv6_hosts_in_brackets_and_other_a
     assert format_peer(("10.0.0.1", 4000)) == "10.0.0.1:4000"
     assert format_peer(("::1", 4000, 0, 0)) == "[::1]:4000"
     assert format_peer("/run/service.sock") == "/run/service.sock"  # a Unix socket's peer
+
+
+def test_session_methods_are_seen_without_arguments_and_hellos_are_hidden():
+    seen = Seen()
+    hello = encode_call("hello", SessionService.hello_args(ClientHello(client_name="args", min_version=1,
+                                                                       max_version=2)), seqid=1)
+    iprot = TBinaryProtocol(TMemoryBuffer(hello + encode_call("ping", SessionService.ping_args(), seqid=2)))
+    gate = _gate(interceptors=[seen])
+    gate.process(iprot, TBinaryProtocol(TMemoryBuffer()))
+    gate.process(iprot, TBinaryProtocol(TMemoryBuffer()))
+    assert [(call.method, call.args) for call in seen.ended] == [("hello", None), ("ping", ())]
+
+
+def test_a_connection_reset_before_its_first_message_is_served_as_from_an_unknown_peer():
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname(), timeout=5)
+        accepted, _ = listener.accept()
+    with accepted:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()  # a reset
+        accepted.settimeout(5)
+        with pytest.raises(ConnectionResetError):
+            accepted.recv(1)  # the reset has arrived: the socket has no peer any more
+        assert _gate().connection(_stock_protocol(accepted)).context.peer == "unknown"
+
+
+class _Uncopyable(Exception):
+    def __reduce_ex__(self, protocol):
+        raise TypeError("no copies")
+
+
+def test_an_error_of_a_call_with_hidden_arguments_is_kept_without_its_traceback():
+    from thrift_handshake.gate import _without_traceback
+
+    def raised(error: BaseException) -> BaseException:
+        try:
+            raise error
+        except BaseException as caught:
+            return caught
+
+    plain = _without_traceback(raised(ValueError("bad hello")))
+    assert (type(plain), str(plain), plain.__traceback__) == (ValueError, "bad hello", None)
+    uncopyable = _without_traceback(raised(_Uncopyable("odd")))
+    assert (type(uncopyable), str(uncopyable), uncopyable.__traceback__) == (RuntimeError, "_Uncopyable: odd", None)
