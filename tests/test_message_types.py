@@ -141,3 +141,19 @@ def test_a_one_way_call_its_handler_drops_ends_dropped_and_is_logged(start_serve
     assert eventually(lambda: "dropped one-way notify peer=" in caplog.text)
     assert ": the event is required (further drops on this connection are not logged)" in caplog.text
     assert ("notify", Outcome.DROPPED, "the event is required") in outcomes.seen
+
+
+def test_messages_pipelined_before_hello_are_served_without_waiting_for_more_input(start_server):
+    from conftest import read_until_closed
+    import socket
+
+    from thrift_handshake import ServerLimits
+
+    server = start_server(limits=ServerLimits(handshake_timeout=3.0))
+    early = encode_call("echo", HandshakeService.echo_args(message="early"), seqid=7)
+    goodbye = encode_call("goodbye", SessionService.goodbye_args(), seqid=9)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(early + _hello() + goodbye)  # one write: all three arrive in one read
+        answers = _answers(read_until_closed(sock))  # the server closes after goodbye
+    assert [(name, kind, seqid) for name, kind, seqid, _ in answers] == [
+        ("echo", TMessageType.REPLY, 7), ("hello", TMessageType.REPLY, 1), ("goodbye", TMessageType.REPLY, 9)]
