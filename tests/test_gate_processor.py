@@ -318,3 +318,23 @@ def test_an_error_of_a_call_with_hidden_arguments_is_kept_without_its_traceback(
     assert (type(plain), str(plain), plain.__traceback__) == (ValueError, "bad hello", None)
     uncopyable = _without_traceback(raised(_Uncopyable("odd")))
     assert (type(uncopyable), str(uncopyable), uncopyable.__traceback__) == (RuntimeError, "_Uncopyable: odd", None)
+
+
+class _DuckTyped:
+    """An interceptor that does not subclass Interceptor (nor say whether it observes the handler)."""
+
+    def __init__(self) -> None:
+        self.args: List[object] = []
+
+    def call_started(self, call) -> None:
+        pass
+
+    def call_ended(self, call) -> None:
+        self.args.append(call.args)
+
+
+def test_an_interceptor_that_does_not_say_whether_it_observes_the_handler_is_shown_the_arguments():
+    duck = _DuckTyped()
+    _serve_from_memory(_gate(interceptors=[duck], handshake=False),
+                       encode_call("echo", HandshakeService.echo_args(message="quack")))
+    assert duck.args == [("quack",)]
