@@ -94,3 +94,15 @@ def test_a_message_begun_among_pipelined_bytes_may_finish_arriving_within_the_re
     handle.sendall(second[10:])
     assert connection.stub.recv_echo() == "second"
 
+
+
+def test_a_call_whose_rest_arrives_after_a_pause_is_served_within_the_request_timeout(start_server, raw):
+    server = start_server(limits=ServerLimits(request_timeout=10))
+    connection = raw(server.port)
+    connection.hello()
+    call = encode_call("echo", HandshakeService.echo_args(message="paused"), seqid=2)
+    handle = connection.socket.handle
+    handle.sendall(call[:10])
+    assert eventually(lambda: any(c.socket.stalled_since is not None for c in server._connections))  # waits for the rest
+    handle.sendall(call[10:])
+    assert connection.stub.recv_echo() == "paused"
