@@ -38,6 +38,9 @@ SUPPORTED_VERSIONS: Tuple[int, int] = (1, 2)
 ONE_DAY = 86_400.0
 
 
+#: Logging levels by name, as settings and flags take them.
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
 #: Thrift wire protocols (what the bytes look like).
 PROTOCOLS = ("binary", "compact")
 #: Thrift transports below the protocol (how messages are delimited).
@@ -234,12 +237,12 @@ class ServerLimits:
     request_timeout: float = setting(30.0, "seconds a request may take to arrive whole once its first byte has", ONE_DAY)
     reply_timeout: float = setting(5.0, "seconds a peer has to read one reply whole; one that has not is dropped (reset) and the request, result and reply are freed", ONE_DAY)
     max_message_bytes: int = setting(16 * 1024 * 1024, "largest message in bytes (counted as it arrives; any string, binary or frame in it too)", 0x3FFFFFFF)
-    max_decoded_bytes: int = setting(256 * 1024 * 1024, "memory that the requests in flight may take decoded (framed and THeader requests are priced before decoding; unframed ones are not; one that does not fit is refused with PROTOCOL_ERROR, the connection kept)", 2**40)
+    max_decoded_bytes: int = setting(256 * 1024 * 1024, "memory that the requests in flight of all workers may take decoded (a request over 64 KiB is priced before it is decoded; one that does not fit is refused with PROTOCOL_ERROR, the connection kept, except an unframed one that could never fit: that connection closes)", 2**40)
     decoded_host_share: float = setting(0.25, "share of max_decoded_bytes that the requests of one client host may hold", 1.0)
     max_container_items: int = setting(1_000_000, "most elements in one list, set or map of a message", 2**31 - 1)
     handshake_max_bytes: int = setting(64 * 1024, "bytes a connection may send before its hello() succeeds", 16 * 1024 * 1024)
     evict_after: float = setting(1.0, "seconds a connection without a session is safe from eviction (one that has sent nothing, 0.1 s): only older ones make room for a newcomer to a full server", ONE_DAY)
-    host_share: float = setting(0.5, "share of max_connections that one client host keeps when another host needs room: at max_connections, the host holding the most beyond this share gives up a connection without a session, else an idle session, to a newcomer from another host", 1.0)
+    host_share: float = setting(0.5, "share of max_connections that one client host keeps when another host needs room: at max_connections, the host holding the most beyond this share (or more than the newcomer's host would hold with it) gives up a connection without a session, else an idle session, to a newcomer from another host", 1.0)
     max_threads: int = setting(60, "the pool's usual size: threads serving connections that have a message (idle "
                                "connections wait without one; a call that waits, such as a long get_result, holds "
                                "its thread). Only while every thread is stuck and connections wait for one does the "
@@ -262,7 +265,13 @@ class ServerConfig:
     features: what hello() may grant (the intersection with the client's offer); none by default.
     tls: when set, every connection starts with a TLS handshake (plain TCP otherwise).
     grace: seconds that in-flight calls get to finish when the server stops.
+    drain_notice: seconds (within the grace period) that a stopping server keeps listening to say it
+    drains: ``ping`` and ``hello`` answer ``Draining``, so a load balancer's health check marks it down
+    before its port closes (behind one: at least the check's interval times its fall count). Without
+    ``handshake`` nothing answers Draining, and the port closes at once.
     interceptors: objects that see every call (``interceptors.Interceptor``), after the runtime's own.
+    call_log_level: the level of the one log line every call gets (an access log); DEBUG by default, so
+    INFO logging shows connections and sessions, not calls.
     """
 
     host: str = DEFAULT_HOST
@@ -276,11 +285,15 @@ class ServerConfig:
     features: FrozenSet[str] = frozenset()
     versions: Tuple[int, int] = SUPPORTED_VERSIONS
     grace: float = 10.0
+    drain_notice: float = 0.0
     limits: ServerLimits = field(default_factory=ServerLimits)
     interceptors: Tuple[Any, ...] = ()
+    call_log_level: str = "DEBUG"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "features", frozenset(self.features))
+        if self.call_log_level not in LOG_LEVELS:
+            raise ValueError(f"call_log_level must be one of {', '.join(LOG_LEVELS)}, not {self.call_log_level!r}")
         object.__setattr__(self, "interceptors", tuple(self.interceptors))
         _check_versions(self.versions)
         if not 0 <= self.port <= 65535:
@@ -289,6 +302,8 @@ class ServerConfig:
             raise ValueError("auth_token is empty: give a real token, or none for a server without auth")
         if not 0 <= self.grace <= ONE_DAY:
             raise ValueError(f"grace must be within 0..{ONE_DAY:g} seconds, not {self.grace}")
+        if not 0 <= self.drain_notice <= ONE_DAY:
+            raise ValueError(f"drain_notice must be within 0..{ONE_DAY:g} seconds, not {self.drain_notice}")
 
 
 def _check_versions(versions: Tuple[int, int], lowest: int = 1) -> None:

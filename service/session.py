@@ -20,13 +20,14 @@ import logging
 import threading
 import time
 import uuid
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Dict, FrozenSet, Optional, Tuple
 
 from thrift_handshake_gen.session.ttypes import ClientHello, Farewell, HandshakeRejected, ServerHello
 
 from .peerlog import WarningBudget, clip_for_log
-from .states import SESSION_TRANSITIONS, SessionEvent, SessionPhase, StateMachine, admits
+from .states import SESSION_ADMITS, SESSION_TRANSITIONS, SessionEvent, SessionPhase, StateMachine, admitted
 
 __all__ = [
     "Session",
@@ -41,8 +42,13 @@ __all__ = [
 logger = logging.getLogger(__name__)
 #: Refused hellos (wrong tokens among them) are logged at most 20 a second in this process, the rest summarised.
 _REFUSALS = WarningBudget(logger, what="refused hellos")
+# Read for every call: a module name is found faster than an enum member (Python 3.11).
+_ESTABLISHED, _CLOSING = SessionPhase.ESTABLISHED, SessionPhase.CLOSING
 
 _local = threading.local()
+#: The session of an asyncio task's connection (an asyncio server's coroutine handlers interleave on one
+#: thread, so a thread-local cannot tell them apart), and of the pool threads its calls run on.
+_task_session: ContextVar[Optional["SessionContext"]] = ContextVar("thrift_handshake_session", default=None)
 
 #: Bounds on what a hello may carry (names end up in logs and in every handler's context).
 MAX_NAME_LENGTH = 256
@@ -96,16 +102,28 @@ class SessionContext:
 
 def current_session() -> SessionContext:
     """The session of the connection whose call is running on this thread."""
-    context = getattr(_local, "context", None)
+    context = bound_session()
     if context is None:
         raise RuntimeError("current_session() is only available inside a call served through a SessionProcessor")
     return context
+
+
+def bound_session() -> Optional[SessionContext]:
+    """The session of the call being served on this thread (or in this asyncio task); None outside a call."""
+    return getattr(_local, "context", None) or _task_session.get()
 
 
 def bind_session(context: Optional[SessionContext]) -> None:
     """Makes ``context`` what current_session() returns on this thread (the processor calls this)."""
     _local.context = context
     _local.dropped_oneway = None
+
+
+def bind_task_session(context: Optional[SessionContext]) -> None:
+    """Makes ``context`` what current_session() returns in the current asyncio task, and on the threads
+    that run its calls in a copy of its context: for a host serving many sessions on one thread (the
+    asyncio server binds each connection's task once; its gate does not bind per call)."""
+    _task_session.set(context)
 
 
 def drop_oneway(reason: str) -> None:
@@ -153,7 +171,11 @@ class Session:
         self.calls = 0
         self.close_reason = "after goodbye"  # why the session is CLOSING, once it is
         self._listener = listener or SessionListener()
-        self._machine = StateMachine(SESSION_TRANSITIONS, SessionPhase.AWAITING_HELLO)
+        self._admitted = SESSION_ADMITS[SessionPhase.AWAITING_HELLO]
+        self._machine = StateMachine(SESSION_TRANSITIONS, SessionPhase.AWAITING_HELLO, self._moved)
+
+    def _moved(self, old: SessionPhase, event: SessionEvent, new: SessionPhase) -> None:
+        self._admitted = SESSION_ADMITS[new]  # looked up once per move, not per call
 
     @property
     def phase(self) -> SessionPhase:
@@ -161,11 +183,11 @@ class Session:
 
     @property
     def established(self) -> bool:
-        return self._machine.phase is SessionPhase.ESTABLISHED
+        return self._machine.phase is _ESTABLISHED
 
     def admits(self, method: str) -> bool:
         """Whether this phase serves ``method`` (see ``states.SESSION_ADMITS``)."""
-        return admits(self._machine.phase, method)
+        return admitted(self._admitted, method)
 
     def refusal(self, method: str) -> str:
         """Why ``method`` is refused in this phase, for the caller."""
@@ -234,7 +256,7 @@ class Session:
 
     def call_served(self) -> None:
         """A call other than hello/goodbye was served in this session (ping counts once established)."""
-        if self.established:
+        if self._machine.phase is _ESTABLISHED:
             self.calls += 1
 
     def goodbye(self) -> Farewell:
@@ -250,7 +272,7 @@ class Session:
     @property
     def closing(self) -> bool:
         """goodbye() was answered, or auth failed: the connection closes after this reply."""
-        return self._machine.phase is SessionPhase.CLOSING
+        return self._machine.phase is _CLOSING
 
     def disconnected(self) -> None:
         """The connection is gone; ends the session if one was open (idempotent)."""

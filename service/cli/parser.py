@@ -14,14 +14,15 @@ import difflib
 import re
 from typing import Any, Dict, Iterator, List, NoReturn, Optional, Sequence
 
-from ..config import DEFAULT_HOST, DEFAULT_PORT, PROTOCOLS, TRANSPORTS, ClientOptions, ServerConfig, ServerLimits
+from ..config import DEFAULT_HOST, DEFAULT_PORT, LOG_LEVELS, PROTOCOLS, TRANSPORTS, ClientOptions, ServerConfig
+from ..config import ServerLimits
+from ..logs import LOG_FORMATS
 from ..config import Timeouts, Wire
 from ..demo.limits import DemoLimits
 
 __all__ = ["Parser", "build_parser", "in_flag_terms", "AUTH_TOKEN_ENV", "EXIT_CODES", "FORMATS"]
 
 AUTH_TOKEN_ENV = "THRIFT_HANDSHAKE_AUTH_TOKEN"
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 FORMATS = ("text", "json")
 #: ``--workers`` at most (a worker's slot number travels as one byte).
 MAX_WORKERS = 256
@@ -86,13 +87,13 @@ _FLAG_NAMES = {
     "TLS client CA": "--tls-client-ca",
 }
 _LIMITS_NAME = re.compile(r"\b(?:ServerLimits|DemoLimits)\.(\w+)")
-_BARE_SETTING = re.compile(r"^(port|grace|versions) must\b")
+_BARE_SETTING = re.compile(r"^(port|grace|drain_notice|versions) must\b")
 
 
 def in_flag_terms(message: str) -> str:
     """A settings error worded with the CLI's flags: ``ServerLimits.idle_timeout`` is ``--idle-timeout``."""
     message = _LIMITS_NAME.sub(lambda m: "--" + m.group(1).replace("_", "-"), message)
-    message = _BARE_SETTING.sub(lambda m: f"--{m.group(1)} must", message)
+    message = _BARE_SETTING.sub(lambda m: f"--{m.group(1).replace('_', '-')} must", message)
     for name, flag in _FLAG_NAMES.items():
         message = re.sub(rf"(?<![\w-]){re.escape(name)}\b", flag, message)
     return message.replace(" seconds or None,", " seconds,") if message.startswith("--") else message
@@ -221,12 +222,19 @@ def _serve_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     _connection_flags(serve)
     serve.add_argument("--grace", type=float, default=ServerConfig.grace, metavar="SECONDS",
                        help=f"seconds in-flight calls get to finish on stop (default {ServerConfig.grace:g})")
+    serve.add_argument("--drain-notice", type=float, default=ServerConfig.drain_notice, metavar="SECONDS",
+                       help="on stop, keep the port open this long (within --grace) answering ping and hello "
+                            "with Draining, so a load balancer's health check sees the drain (default "
+                            f"{ServerConfig.drain_notice:g})")
     serve.add_argument("--server-name", default=ServerConfig.server_name, metavar="NAME",
                        help=f"the name hello() answers with (default {ServerConfig.server_name})")
     serve.add_argument("--workers", type=workers, default=1, metavar="N",
                        help="serve from N pre-forked processes on one socket, or auto: one per core "
                             "(default 1: this process); the demo's tickets then go to a shared "
                             "--ticket-store (default: a temporary file)")
+    serve.add_argument("--asyncio", action="store_true",
+                       help="serve on an asyncio event loop (uvloop's when installed): coroutine handlers "
+                            "(async def) wait without a thread, plain ones run on --max-threads threads")
     serve.add_argument("--tls-cert", metavar="PEM", help="serve TLS with this certificate chain")
     serve.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
     serve.add_argument("--tls-client-ca", metavar="PEM", help="require client certificates signed by this CA (mTLS)")
@@ -240,12 +248,22 @@ def _serve_parser(commands: Any, common: argparse.ArgumentParser) -> None:
                             "framed, and THeader, told apart per connection)")
     serve.add_argument("--no-hello", action="store_true",
                        help="a plain service: clients know nothing of hello (no session gate)")
+    serve.add_argument("--metrics-port", type=int, metavar="PORT",
+                       help="serve Prometheus metrics at http://HOST:PORT/metrics and the admin page at "
+                            "http://HOST:PORT/ (0: a free port, named in the log); behind the auth token "
+                            "(bearer, or a browser's password) when one is set")
+    serve.add_argument("--call-log-level", default=ServerConfig.call_log_level, type=str.upper,
+                       choices=LOG_LEVELS, help="the level of the line every call gets, an access log "
+                                                f"(default {ServerConfig.call_log_level}: shown with --log-level DEBUG)")
+    serve.add_argument("--metrics-host", default=DEFAULT_HOST, metavar="HOST",
+                       help=f"the address the metrics port listens on (default {DEFAULT_HOST})")
     limit_flags(serve, ServerLimits)
     demo = serve.add_argument_group("demo service (without --handler)")
     limit_flags(demo, DemoLimits)
-    demo.add_argument("--ticket-store", metavar="FILE",
-                      help="SQLite file recording every submit ticket's fate, so a restarted server "
-                           "still answers for them (default: memory only)")
+    demo.add_argument("--ticket-store", metavar="FILE|URL",
+                      help="where every submit ticket's fate is recorded, so a restarted server still "
+                           "answers for them: an SQLite file (one host), or redis://HOST:PORT/DB shared by "
+                           "servers on several hosts (default: memory only)")
 
 
 def _call_parser(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -305,10 +323,14 @@ def build_parser(version: str = "unknown") -> Parser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {version}")
     parser.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS,
                         help="logging level, on stderr (default INFO)")
+    parser.add_argument("--log-format", default="text", choices=LOG_FORMATS,
+                        help="text lines, or one JSON object per line with the session id (default text)")
     # also accepted after the command; SUPPRESS keeps a value given before it
     common = Parser(add_help=False)
     common.add_argument("--log-level", default=argparse.SUPPRESS, type=str.upper, choices=LOG_LEVELS,
                         help="logging level, on stderr (default INFO)")
+    common.add_argument("--log-format", default=argparse.SUPPRESS, choices=LOG_FORMATS,
+                        help="text lines, or one JSON object per line with the session id (default text)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _serve_parser(commands, common)
     _call_parser(commands, common)

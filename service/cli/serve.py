@@ -7,6 +7,7 @@ the grace period). Settings are checked before anything listens; a port that can
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import errno
 import logging
@@ -15,9 +16,14 @@ import shutil
 import signal
 import tempfile
 import threading
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
+from ..admin.endpoint import AdminEndpoint
+from ..aio import AsyncHandshakeServer, event_loop_factory
+from ..admin.prometheus import PrometheusMetrics, missing_client_library
+from ..admin.recent import RecentCalls
 from ..config import ServerConfig, ServerLimits, ServerTLS, Wire
+from ..contract import coroutine_methods, describe_service
 from ..demo import DemoLimits, demo_server
 from ..errors import ArgumentError
 from ..server import HandshakeServer
@@ -59,7 +65,7 @@ def auth_token(args: argparse.Namespace) -> Optional[str]:
     return token
 
 
-def _server_config(args: argparse.Namespace) -> ServerConfig:
+def _server_config(args: argparse.Namespace, interceptors: Tuple[Any, ...] = ()) -> ServerConfig:
     limits = ServerLimits(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ServerLimits)})
     tls = None
     if args.tls_cert or args.tls_key or args.tls_client_ca:
@@ -68,36 +74,53 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
         tls = ServerTLS(args.tls_cert, args.tls_key, args.tls_client_ca)
     return ServerConfig(host=args.host, port=args.port, wire=wire(args), detect_wire=not args.only_wire,
                         handshake=not args.no_hello, auth_token=auth_token(args), tls=tls, grace=args.grace,
-                        server_name=args.server_name, limits=limits)
+                        drain_notice=args.drain_notice, server_name=args.server_name, limits=limits,
+                        interceptors=interceptors, call_log_level=args.call_log_level)
 
 
-def _server(args: argparse.Namespace) -> HandshakeServer:
-    config = _server_config(args)
+def _server(args: argparse.Namespace, interceptors: Tuple[Any, ...] = (), server_class: Any = HandshakeServer) -> Any:
+    config = _server_config(args, interceptors)
     if args.handler is None:
         limits = DemoLimits(**{f.name: getattr(args, f.name) for f in dataclasses.fields(DemoLimits)})
-        return demo_server(config, limits, ticket_store=args.ticket_store)
+        return demo_server(config, limits, ticket_store=args.ticket_store, server_class=server_class)
     handler = load_handler(args.handler, args.path)
     service = service_module(handler, args.handler)
     check_contract(service, config.handshake)
     answer_unimplemented(handler, unimplemented_methods(handler, service, config.handshake), args.handler)
-    return HandshakeServer(handler, config, service=service)
+    awaited = sorted(coroutine_methods(handler, describe_service(service)))
+    if awaited and server_class is HandshakeServer:
+        raise ArgumentError(f"{args.handler}: {awaited[0]} is a coroutine function (async def): serve it with --asyncio")
+    return server_class(handler, config, service=service)
 
 
 def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _listen_error(error: OSError, args: argparse.Namespace) -> ListenError:
-    return ListenError(f"cannot listen on {_address(args.host, args.port)}: {error.strerror or error}"
-                       + (" (another server has it: stop it, or choose --port)" if error.errno == errno.EADDRINUSE
+def _listen_error(error: OSError, args: argparse.Namespace, host: Optional[str] = None,
+                  port: Optional[int] = None, flag: str = "--port") -> ListenError:
+    address = _address(args.host if host is None else host, args.port if port is None else port)
+    return ListenError(f"cannot listen on {address}: {error.strerror or error}"
+                       + (f" (another server has it: stop it, or choose {flag})" if error.errno == errno.EADDRINUSE
                           else ""))
 
 
 def run_serve(args: argparse.Namespace) -> int:
     """Serves until SIGINT/SIGTERM: the first drains gracefully, a second ends the grace period."""
+    if args.asyncio:
+        return _serve_asyncio(args)
     if args.workers > 1:
+        if args.metrics_port is not None:
+            raise ArgumentError("--metrics-port serves one process's metrics: not yet with --workers")
         return _serve_workers(args)
-    server = _server(args)
+    metrics = _metrics(args)
+    recent = None if metrics is None else RecentCalls()
+    server = _server(args, () if metrics is None else (metrics, recent))
+    endpoint = None
+    if metrics is not None:
+        metrics.watch(server)
+        endpoint = AdminEndpoint(metrics, args.metrics_host, args.metrics_port, token=server.config.auth_token,
+                                 recent=recent)
 
     def on_signal(*_: Any) -> None:
         server.request_stop(0.0 if server.stopping else None)
@@ -107,12 +130,33 @@ def run_serve(args: argparse.Namespace) -> int:
             signal.signal(signum, on_signal)
     try:
         server.listen()
+        if endpoint is not None:
+            try:
+                endpoint.start()
+            except OSError as error:
+                server.serverTransport.close()
+                raise _listen_error(error, args, args.metrics_host, args.metrics_port, "--metrics-port") from None
     except OSError as error:
         if error.errno in _ADDRESS_ERRORS or error.errno is None:
             raise _listen_error(error, args) from None
         raise
-    server.serve()
+    try:
+        server.serve()
+    finally:
+        if endpoint is not None:
+            endpoint.stop()
     return 0
+
+
+def _metrics(args: argparse.Namespace) -> Optional[PrometheusMetrics]:
+    if args.metrics_port is None:
+        return None
+    if not 0 <= args.metrics_port <= 65535:
+        raise ArgumentError(f"--metrics-port must be within 0..65535, not {args.metrics_port}")
+    problem = missing_client_library()
+    if problem is not None:
+        raise ArgumentError(f"--metrics-port: {problem}")
+    return PrometheusMetrics()
 
 
 def _serve_workers(args: argparse.Namespace) -> int:
@@ -136,3 +180,28 @@ def _serve_workers(args: argparse.Namespace) -> int:
         raise
     finally:
         remove_store()
+
+
+def _serve_asyncio(args: argparse.Namespace) -> int:
+    """``serve --asyncio``: the asyncio server on uvloop's event loop when installed, else asyncio's."""
+    for flag, given in (("--workers", args.workers > 1), ("--metrics-port", args.metrics_port is not None)):
+        if given:
+            raise ArgumentError(f"{flag}: not yet with --asyncio")
+    server = _server(args, server_class=AsyncHandshakeServer)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        if threading.current_thread() is threading.main_thread():  # before listening: no signal is missed
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, lambda: server.request_stop(0.0 if server.stopping else None))
+        try:
+            await server.start()
+        except OSError as error:
+            if error.errno in _ADDRESS_ERRORS or error.errno is None:
+                raise _listen_error(error, args) from None
+            raise
+        await server.serve()
+
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        runner.run(main())
+    return 0

@@ -11,6 +11,7 @@ import select
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Optional, Tuple
 
 from ..config import ServerConfig
@@ -19,7 +20,7 @@ from ..session import Session
 from ..states import CONNECTION_TRANSITIONS, ConnectionEvent, ConnectionPhase, SocketMode, StateMachine
 from ..wire import ConnectionSocket
 
-__all__ = ["Connection", "LINGER"]
+__all__ = ["Connection", "ConnectionInfo", "LINGER"]
 
 #: After a reply, how long a pool thread waits for the same peer's next message before the connection
 #: goes back to wait in the watch (a thread hand-off costs more than a short wait for a busy peer).
@@ -28,6 +29,21 @@ LINGER = 0.005
 _Phase, _Event = ConnectionPhase, ConnectionEvent
 _IN_THE_WATCH = (_Phase.ACCEPTED, _Phase.WAITING)
 _ON_A_THREAD = (_Phase.STARTING, _Phase.SERVING)
+_ENDING = (_Phase.CLOSING, _Phase.CLOSED)  # a tuple of names: no enum member looked up per message
+
+
+@dataclass(frozen=True)
+class ConnectionInfo:
+    """What an observer may see of one open connection, at the time it was asked."""
+
+    peer: str
+    phase: str  # a ``states.ConnectionPhase`` value
+    age_seconds: float
+    session_id: Optional[str]
+    client_name: Optional[str]
+    language: Optional[str]
+    version: Optional[int]
+    calls: int  # messages received so far
 
 
 class Connection:
@@ -65,10 +81,18 @@ class Connection:
     def phase(self) -> ConnectionPhase:
         return self._machine.phase
 
+    def info(self, now: float) -> ConnectionInfo:
+        """The connection as an observer sees it at ``now`` (``time.monotonic()``)."""
+        context = None if self.state is None else self.state.context
+        calls = 0 if self.state is None else sum(dict(self.state.counters.calls).values())
+        return ConnectionInfo(self.peer, self.phase.value, now - self.accepted_at,
+                              context and context.session_id, context and context.client_name,
+                              context and context.language, context and context.version, calls)
+
     @property
     def closing(self) -> bool:
         """No new message may start: the connection closes once its current one is answered."""
-        return self._machine.phase in (_Phase.CLOSING, _Phase.CLOSED)
+        return self._machine.phase in _ENDING
 
     @property
     def in_the_watch(self) -> bool:
@@ -217,7 +241,9 @@ class Connection:
         if in_the_watch:
             self._closer(self)
             return
-        state.stop(self._shut_socket, force)
+        # Not forced, only the reading side: the thread waiting for the next message wakes, and the
+        # session can still be told why it is closed.
+        state.stop(self._shut_socket if force else self._shut_reading, force)
 
     def closed(self) -> None:
         """The socket is closed and the connection forgotten."""
@@ -240,5 +266,13 @@ class Connection:
         if handle is not None:
             try:
                 handle.shutdown(socket.SHUT_RDWR)  # wakes a thread in recv(), or the watch
+            except OSError:
+                pass
+
+    def _shut_reading(self) -> None:
+        handle = self.socket.handle
+        if handle is not None:
+            try:  # socket.socket's own: ssl.SSLSocket.shutdown would drop the TLS state the notice needs
+                socket.socket.shutdown(handle, socket.SHUT_RD)
             except OSError:
                 pass

@@ -22,24 +22,24 @@ import socket
 import threading
 import time
 from types import ModuleType
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from thrift.server.TServer import TThreadedServer
 from thrift.transport import TSocket
 
 from ..config import ServerConfig
-from ..contract import service_of
+from ..contract import coroutine_methods, describe_service, service_of
 from ..decoded_budget import DecodedBudget
 from ..gate import SessionProcessor, format_peer
 from ..metrics import ServerMetrics
 from ..peerlog import WarningBudget
 from ..pool import ReadinessWatch, WorkerPool
 from ..session import SessionSettings
-from ..states import ConnectionEvent, SocketMode
+from ..states import ConnectionEvent, ConnectionPhase, SocketMode
 from ..wire import ConnectionSocket, frame_limit, no_delay, protocol_factory, server_tls_context, transport_factory
 from .admission import Admission, tell_evicted
 from .answers import Answers
-from .connection import Connection
+from .connection import Connection, ConnectionInfo
 from .drain import Drain
 from .handler_errors import install_handler_error_filter
 from .loop import MessageLoop
@@ -52,8 +52,18 @@ logger = logging.getLogger(__package__)  # the server's one logger: operators fi
 
 #: The watch's loop wakes at least this often to close waiting connections whose time is up.
 _WATCH_TICK = 0.1
+#: What a session closed by the drain is told (its client raises it from its next call).
+DRAINING_TOLD = "draining: the server is stopping and closed this session; connect again (to another server)"
 #: How long the accept loop pauses after accept() fails for lack of resources (e.g. EMFILE).
 _ACCEPT_BACKOFF = 0.1
+
+
+def session_settings(config: ServerConfig) -> SessionSettings:
+    """What a server with ``config`` tells each session (hello's negotiation, its limits)."""
+    return SessionSettings(
+        server_name=config.server_name, versions=config.versions, features=config.features,
+        auth_token=config.auth_token, idle_timeout_ms=int(config.limits.idle_timeout * 1000),
+        max_message_bytes=config.limits.max_message_bytes)
 
 
 class HandshakeServer(TThreadedServer):
@@ -72,18 +82,20 @@ class HandshakeServer(TThreadedServer):
         self.config = config or ServerConfig()
         self.handler = handler
         self.service = service or service_of(handler)
+        awaited = sorted(coroutine_methods(handler, describe_service(self.service)))
+        if awaited:
+            raise TypeError(f"{type(handler).__name__}.{awaited[0]} is a coroutine function (async def): serve it "
+                            f"with thrift_handshake.aio.AsyncHandshakeServer (serve --asyncio)")
         limits = self.config.limits
         self.metrics = ServerMetrics()
-        settings = SessionSettings(
-            server_name=self.config.server_name, versions=self.config.versions, features=self.config.features,
-            auth_token=self.config.auth_token, idle_timeout_ms=int(limits.idle_timeout * 1000),
-            max_message_bytes=limits.max_message_bytes)
+        settings = session_settings(self.config)
         family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
         self._warnings = WarningBudget(logger)  # the processor's warnings about peers count against it too
         super().__init__(
             SessionProcessor(self.service.Processor(handler), settings, self.metrics, self.config.handshake,
                              self._warnings, self.config.interceptors,
-                             DecodedBudget(limits.max_decoded_bytes, limits.decoded_host_share)),
+                             DecodedBudget(limits.max_decoded_bytes, limits.decoded_host_share),
+                             logging.getLevelName(self.config.call_log_level)),
             TSocket.TServerSocket(host=self.config.host, port=self.config.port, socket_family=family),
             transport_factory(self.config.wire, frame_limit(limits.max_message_bytes)),
             protocol_factory(self.config.wire, limits.max_message_bytes, limits.max_container_items),
@@ -106,6 +118,7 @@ class HandshakeServer(TThreadedServer):
         self._next_expiry = float("inf")  # no waiting connection's time is up before this
         self._expiry_lock = threading.Lock()
         self._serving = False
+        self._draining = False  # the drain began (serve()'s thread only)
         self._drained = False
         self._thread: Optional[threading.Thread] = None
         self._bound_port = 0  # the port it listened on, once it did (kept after the stop)
@@ -129,6 +142,18 @@ class HandshakeServer(TThreadedServer):
     def connection_count(self) -> int:
         """Connections accepted and not yet closed (with a session or not)."""
         return len(self._admission)
+
+    def connection_phases(self) -> Dict[str, int]:
+        """How many open connections are in each phase (``states.ConnectionPhase``; every phase named)."""
+        counts = {phase.value: 0 for phase in ConnectionPhase}
+        for connection in self._admission.connections():
+            counts[connection.phase.value] += 1
+        return counts
+
+    def connections_now(self) -> List[ConnectionInfo]:
+        """The open connections as an observer sees them now, oldest first."""
+        now = time.monotonic()
+        return [connection.info(now) for connection in self._admission.connections()]
 
     @property
     def _connections(self) -> List[Connection]:
@@ -183,7 +208,14 @@ class HandshakeServer(TThreadedServer):
             listener = self.serverTransport.handle
             watch.add(listener.fileno(), listener, once=False)
             next_relief = 0.0
-            while not self._stop_requested:
+            while True:
+                if self._stop_requested:  # listens on through the drain notice, answering Draining
+                    if not self._draining:
+                        self._draining = True
+                        # without hello nothing can answer Draining: no notice, the port closes now
+                        self._drain.begin(self.config.drain_notice if self.config.handshake else 0.0)
+                    if self._drain.notice_over():
+                        break
                 now = time.monotonic()
                 if now >= self._next_expiry:
                     self._expire_waiting(now)
@@ -194,7 +226,7 @@ class HandshakeServer(TThreadedServer):
                 for ready in watch.wait(min(max(self._next_expiry - now, 0.0), _WATCH_TICK)):
                     if ready is not listener:
                         self._dispatch(ready)
-                    elif not self._stop_requested:
+                    else:
                         self._accept()
         finally:
             if listener is not None:
@@ -219,10 +251,19 @@ class HandshakeServer(TThreadedServer):
         """
         if grace is not None:
             self._drain.shorten(grace)
+        until = self._drain.announce()
+        if self.config.handshake:
+            self.processor.drain(until)  # ping and hello answer Draining from now on
         self._stop_requested = True
         watch = self._watch
         if watch is not None:
             watch.wake()
+
+    @property
+    def draining(self) -> bool:
+        """Whether the drain began: ping and hello answer Draining, sessions are being closed (a
+        ``request_stop()`` only asks: the serving thread begins the drain a moment later)."""
+        return self._draining
 
     @property
     def stopping(self) -> bool:
@@ -333,9 +374,16 @@ class HandshakeServer(TThreadedServer):
     def _close_taken(self, connection: Connection) -> None:
         """Closes a connection taken out of the watch to close it (expired, evicted, stopping); a
         session evicted for another host is told why first, on a pool thread."""
-        if connection.closed_by is ConnectionEvent.EVICTED and connection.established and self._pool is not None:
-            self._pool.submit(self._tell_and_close, connection)
-            return
+        if connection.established and self._pool is not None:
+            if connection.closed_by is ConnectionEvent.EVICTED:
+                self._pool.submit(self._tell_and_close, connection)
+                return
+            if connection.closed_by is ConnectionEvent.STOPPING:  # told in _finish, off the drain's thread
+                self._pool.submit(self._close_drained, connection)
+                return
+        self._finish(connection, *self._closing_outcome(connection))
+
+    def _close_drained(self, connection: Connection) -> None:
         self._finish(connection, *self._closing_outcome(connection))
 
     def _tell_and_close(self, connection: Connection) -> None:
@@ -347,8 +395,11 @@ class HandshakeServer(TThreadedServer):
                                connection.eviction_reason)
 
     def _finish(self, connection: Connection, event: str, reason: str) -> None:
-        """Closes a started connection and logs how it ended."""
+        """Closes a started connection and logs how it ended; a session closed by the drain is told why."""
         state = connection.state
+        if (connection.closed_by is ConnectionEvent.STOPPING and connection.established
+                and not state.session.closing):  # a session that said goodbye knows
+            tell_evicted(connection, DRAINING_TOLD)
         self._release(connection)
         summary = ""
         if state is not None:

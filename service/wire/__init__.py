@@ -11,11 +11,12 @@
 - ``errors``: the wire's exceptions.
 """
 
-from .answers import answer_refusal, discard_input, write_application_exception
+from .answers import answer_refusal, discard_input, write_application_exception, write_refusal
 from .connection_socket import ConnectionSocket, peek_first_bytes
 from .errors import (
     AnswerableReadError,
     BudgetExceeded,
+    DecodedSizeRefused,
     FrameRefused,
     FrameTooLarge,
     NoMessageYet,
@@ -43,6 +44,7 @@ __all__ = [
     "UndecodableMethodName",
     "AnswerableReadError",
     "BudgetExceeded",
+    "DecodedSizeRefused",
     "FrameTooLarge",
     "FrameRefused",
     "NoMessageYet",
@@ -62,6 +64,7 @@ __all__ = [
     "server_tls_context",
     "no_delay",
     "answer_refusal",
+    "write_refusal",
     "write_application_exception",
     "discard_input",
     "MessageFramer",
