@@ -32,14 +32,14 @@ class CallLog(Interceptor):
         if call.oneway and call.outcome in _NOT_RUN:
             self._dropped(call)
         if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("call %s peer=%s seqid=%d: %s in %.3f ms%s", clip_for_log(call.method), call.peer,
+            logger.debug("call %s peer=%s seqid=%d: %s in %.3f ms%s", clip_for_log(call.name), call.peer,
                          call.seqid, call.outcome.value, call.duration * 1e3,
                          f" ({clip_for_log(call.reason)})" if call.reason else "")
 
     def _dropped(self, call: Any) -> None:
         connection = call.connection
         connection.dropped_oneway += 1
-        name = clip_for_log(call.method)  # the peer's: any length
+        name = clip_for_log(call.name)  # the peer's: any length
         if connection.dropped_oneway == 1:
             self._warnings.warning(_DROPPED, name, call.peer, call.reason, log=logger)
         else:

@@ -48,6 +48,7 @@ from .errors import (
 )
 from .states import CLIENT_TRANSITIONS, ClientEvent, ClientPhase, StateMachine
 from .timing import Record, Timeline
+from .multiplex import SEPARATOR
 from .wire import client_stack, explain_reply, explain_tls_error, is_timeout, unread_bytes
 
 __all__ = ["Client"]
@@ -102,6 +103,20 @@ def _with_inner_cause(error: BaseException) -> str:
     """The error with the cause Thrift keeps in ``inner`` (e.g. the TLS verification failure)."""
     inner = getattr(error, "inner", None)
     return f"{error} ({inner})" if inner is not None else str(error)
+
+
+def _name_requests(protocol: Any, service: str) -> None:
+    """Makes ``protocol`` write every request as ``service:method``, as TMultiplexedProtocol does (replies,
+    which the client never writes, would keep their name)."""
+    write_message_begin = protocol.writeMessageBegin
+    prefix = service + SEPARATOR
+
+    def named(name: str, message_type: int, seqid: int) -> None:
+        if message_type == TMessageType.CALL or message_type == TMessageType.ONEWAY:
+            name = prefix + name
+        write_message_begin(name, message_type, seqid)
+
+    protocol.writeMessageBegin = named
 
 
 class Client:
@@ -353,6 +368,8 @@ class Client:
                                + (f": {hint}" if hint else "")) from failure
         self._stub = self.service.Client(protocol)
         self._guard_replies(protocol)
+        if self.options.multiplexed is not None:
+            _name_requests(protocol, self.options.multiplexed)
         self._methods = {}
         self._broken_by = None
         self._server_hello = self._pending_hello = self._idle_limit = None

@@ -174,6 +174,9 @@ class ClientOptions:
     always waits and returns the Farewell.
     interceptors: objects that see every call this client makes (``interceptors.Interceptor``), after
     its timeline.
+    multiplexed: the service's name on a port that hosts several (Apache's TMultiplexedProtocol): every
+    request goes out as ``NAME:method``, hello and the session's other methods included (the session is
+    the connection's, shared by all its services). None: bare method names.
     """
 
     client_name: str = "thrift-handshake-python"
@@ -193,8 +196,11 @@ class ClientOptions:
     pipeline_hello: bool = False
     await_farewell: bool = True
     interceptors: Sequence[Any] = ()
+    multiplexed: Optional[str] = None
 
     def __post_init__(self) -> None:
+        if self.multiplexed is not None and (not self.multiplexed or ":" in self.multiplexed):
+            raise ValueError(f"ClientOptions.multiplexed must be a service name without ':', not {self.multiplexed!r}")
         object.__setattr__(self, "features", _names("ClientOptions.features", self.features))
         object.__setattr__(self, "server_timed_methods",
                            _names("ClientOptions.server_timed_methods", self.server_timed_methods))

@@ -30,7 +30,7 @@ import sys
 import threading
 import weakref
 from time import perf_counter
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from thrift.protocol.TProtocol import TProtocolBase, TProtocolException
 from thrift.Thrift import TApplicationException, TMessageType, TProcessor, TType
@@ -43,6 +43,7 @@ from .calllog import CallLog
 from .contract import MethodInfo, describe_service
 from .decoded_budget import DecodedBudget
 from .interceptors import InterceptorChain, Outcome, ServerCall
+from .multiplex import Routes, ServiceTable
 from .metrics import CallCounter, ConnectionCounters, ServerMetrics
 from .peerlog import WarningBudget
 from .session import Session, SessionContext, SessionListener, SessionSettings, bind_session, take_dropped_oneway
@@ -186,6 +187,10 @@ def _write_reply(protocol: TProtocolBase, name: str, message_type: int, seqid: i
 class SessionProcessor(TProcessor):
     """A TProcessor around ``processor`` (any generated Processor) that holds one session per connection.
 
+    processor: one generated Processor, or several by service name, served on one port behind
+    TMultiplexedProtocol's names (``Service:method``; see ``multiplex``), one session per connection
+    shared by all; ``default_service`` names the one that bare method names reach (none by default).
+
     settings: what hello() negotiates (versions, features, auth token, ...).
     metrics: where connections, sessions and calls are counted (``stats()`` answers from it).
     handshake: False serves every method at once (no session; for plain services).
@@ -199,35 +204,48 @@ class SessionProcessor(TProcessor):
 
     def __init__(
         self,
-        processor: TProcessor,
+        processor: Union[TProcessor, Mapping[str, TProcessor]],
         settings: Optional[SessionSettings] = None,
         metrics: Optional[ServerMetrics] = None,
         handshake: bool = True,
         warnings: Optional[WarningBudget] = None,
         interceptors: Sequence[Any] = (),
         decoded_budget: Optional[DecodedBudget] = None,
+        default_service: Optional[str] = None,
     ) -> None:
         self.settings = settings or SessionSettings()
         self.decoded_budget = decoded_budget
         self.metrics = metrics or ServerMetrics()
         self.handshake = handshake
         self.warnings = warnings or WarningBudget(logger)
-        self.methods: Dict[str, MethodInfo] = describe_service(sys.modules[type(processor).__module__])
-        if handshake:
-            self.methods.update(describe_service(SessionService))
         self.chain = InterceptorChain((CallCounter(), CallLog(self.warnings), *interceptors), contained=BaseException)
-        self.processor = _intercepted(processor, self.methods, self.chain)
-        self._session_methods = _intercepted_class(_SessionMethods, self.methods, self.chain, ("hello",))
-        self._oneway = frozenset(name for name, info in self.methods.items() if info.oneway)
+        session_methods = describe_service(SessionService) if handshake else {}
+        self._session_methods = _intercepted_class(_SessionMethods, session_methods, self.chain, ("hello",))
+        self._routes: Optional[Routes] = None
+        if isinstance(processor, Mapping):  # several services on one port (see ``multiplex``)
+            self._routes = Routes({name: self._table(name, each) for name, each in processor.items()},
+                                  default_service, session_methods)
+            self._table_ = self._routes.default
+        else:
+            self._table_ = self._table(None, processor)
+        self.processor = self._table_.processor
+        self.methods: Mapping[str, MethodInfo] = self._table_.methods
+
+    def _table(self, name: Optional[str], processor: TProcessor) -> ServiceTable:
+        """How the gate serves ``processor``'s service (hosted as ``name`` on a multiplexed port)."""
+        methods = describe_service(sys.modules[type(processor).__module__])
+        if self.handshake:
+            methods.update(describe_service(SessionService))
+        oneway = frozenset(method for method, info in methods.items() if info.oneway)
         # The service's methods by the message type that may carry them, so that the common case finds its
         # method and checks its type in one look-up: ONEWAY only one-way methods; CALL every method, as in
         # every Thrift server (Go's library up to 0.17 sends one-way calls as CALL and reads no reply).
-        served = {name: function for name, function in processor._processMap.items()
-                  if not (handshake and name in SESSION_METHODS)}
-        self._service_map: Dict[int, Dict[str, Callable[..., Any]]] = {
-            TMessageType.CALL: served,
-            TMessageType.ONEWAY: {name: function for name, function in served.items() if name in self._oneway},
-        }
+        served = {method: function for method, function in processor._processMap.items()
+                  if not (self.handshake and method in SESSION_METHODS)}
+        by_type = {TMessageType.CALL: served,
+                   TMessageType.ONEWAY: {method: function for method, function in served.items() if method in oneway}}
+        return ServiceTable(name, _intercepted(processor, methods, self.chain), methods, by_type, oneway,
+                            session=self.handshake)
 
     # -- connections --------------------------------------------------------------------------
 
@@ -261,16 +279,19 @@ class SessionProcessor(TProcessor):
         except AnswerableReadError as error:  # e.g. a name that is not UTF-8: the server says why, then closes
             state.begin(error.name, error.seqid)
             raise
+        table, service = self._table_, None
+        if self._routes is not None:  # ``Service:method``: the service's table and the bare name
+            table, name, service = self._routes.route(name)
         state.begin(name, seqid)
-        methods = self._service_map.get(message_type)
+        methods = table.by_type.get(message_type)
         if methods is None:
             raise TProtocolException(TProtocolException.INVALID_DATA,
                                      f"message type {message_type} is not a call (1) or one-way call (4)")
-        oneway = message_type == TMessageType.ONEWAY or name in self._oneway  # no answer is written
-        call = ServerCall(name, seqid, oneway, perf_counter(), state)
+        oneway = message_type == TMessageType.ONEWAY or name in table.oneway  # no answer is written
+        call = ServerCall(name, seqid, oneway, perf_counter(), state, service)
         _current.call = call
         try:
-            self._dispatch(state, call, methods.get(name), iprot, oprot)
+            self._dispatch(state, call, methods.get(name), iprot, oprot, table)
         except BaseException as error:
             if not call.announced:  # e.g. arguments that could not be decoded
                 self._announce(call)
@@ -290,12 +311,12 @@ class SessionProcessor(TProcessor):
         return True
 
     def _dispatch(self, state: ConnectionState, call: ServerCall, serve: Optional[Callable[..., Any]],
-                  iprot: TProtocolBase, oprot: TProtocolBase) -> None:
+                  iprot: TProtocolBase, oprot: TProtocolBase, table: ServiceTable) -> None:
         """Runs ``call`` (``serve``: the service's function for it, if its message type may carry it) or
         answers why not, without decoding what is not served."""
         name, session = call.method, state.session
-        processor = self.processor
-        if serve is None and session is not None and name in SESSION_METHODS and not call.oneway:
+        processor = table.processor
+        if serve is None and session is not None and name in SESSION_METHODS and not call.oneway and table.session:
             processor = state.session_processor
             serve = processor._processMap[name]
         if serve is not None and (session is None or session.admits(name)):
@@ -303,15 +324,15 @@ class SessionProcessor(TProcessor):
                 return
             bind_session(state.context)
             serve(processor, call.seqid, iprot, oprot)
-            if session is not None and processor is self.processor:
+            if session is not None and processor is table.processor:
                 session.call_served()
             if call.oneway:
                 self._served_oneway(call)
             return
-        info = self.methods.get(name)
+        info = table.methods.get(name)
         if info is None:
             call.outcome = Outcome.UNKNOWN_METHOD
-            call.reason = "no such method: not run, not answered" if call.oneway else f"Unknown function {name}"
+            call.reason = table.missing(name, call.oneway)
         elif call.oneway and not info.oneway:
             call.outcome, call.reason = Outcome.DROPPED, f"{name} is a two-way method: not run, not answered"
         else:

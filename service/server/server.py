@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 from types import ModuleType
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from thrift.server.TServer import TThreadedServer
 from thrift.transport import TSocket
@@ -60,6 +60,9 @@ class HandshakeServer(TThreadedServer):
     """A TThreadedServer hosting ``handler``'s service behind a SessionProcessor, with limits and a stop.
 
     ``service`` is the generated service module (found from the handler's Iface when omitted).
+    ``services={name: handler, ...}`` instead hosts several services on one port, each called as
+    ``name:method`` (Apache's TMultiplexedProtocol), one session per connection shared by them all;
+    ``default_service`` names the one that bare method names reach (none by default; see ``multiplex``).
     ``on_stop(callback)`` registers work to drain at stop: ``callback(timeout)`` is called with the
     grace period when the server stops, and with 0 when the grace period is over.
 
@@ -67,11 +70,24 @@ class HandshakeServer(TThreadedServer):
     keep the process alive. The thread ``start()`` serves on is not a daemon (``stop()`` ends it).
     """
 
-    def __init__(self, handler: Any, config: Optional[ServerConfig] = None,
-                 service: Optional[ModuleType] = None) -> None:
+    def __init__(self, handler: Any = None, config: Optional[ServerConfig] = None,
+                 service: Optional[ModuleType] = None, *, services: Optional[Mapping[str, Any]] = None,
+                 default_service: Optional[str] = None) -> None:
         self.config = config or ServerConfig()
+        if (handler is None) == (services is None):
+            raise TypeError("HandshakeServer hosts a handler, or several by name (services=...), not both")
+        if services is not None:  # several services on one port, by TMultiplexedProtocol's names
+            self.services: Dict[str, Tuple[Any, ModuleType]] = {
+                name: (each, service_of(each)) for name, each in services.items()}
+            if default_service is not None and default_service not in self.services:
+                raise ValueError(f"default_service {default_service!r} is not one of {sorted(self.services)}")
+            handler, self.service = self.services[default_service or next(iter(self.services))]  # for the log
+            processor: Any = {name: module.Processor(each) for name, (each, module) in self.services.items()}
+        else:
+            self.service = service or service_of(handler)
+            self.services = {}
+            processor = self.service.Processor(handler)
         self.handler = handler
-        self.service = service or service_of(handler)
         limits = self.config.limits
         self.metrics = ServerMetrics()
         settings = SessionSettings(
@@ -81,9 +97,10 @@ class HandshakeServer(TThreadedServer):
         family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
         self._warnings = WarningBudget(logger)  # the processor's warnings about peers count against it too
         super().__init__(
-            SessionProcessor(self.service.Processor(handler), settings, self.metrics, self.config.handshake,
+            SessionProcessor(processor, settings, self.metrics, self.config.handshake,
                              self._warnings, self.config.interceptors,
-                             DecodedBudget(limits.max_decoded_bytes, limits.decoded_host_share)),
+                             DecodedBudget(limits.max_decoded_bytes, limits.decoded_host_share),
+                             default_service=default_service),
             TSocket.TServerSocket(host=self.config.host, port=self.config.port, socket_family=family),
             transport_factory(self.config.wire, frame_limit(limits.max_message_bytes)),
             protocol_factory(self.config.wire, limits.max_message_bytes, limits.max_container_items),
@@ -151,7 +168,7 @@ class HandshakeServer(TThreadedServer):
             self.serverTransport.handle.setblocking(False)
             self._bound_port = self.port  # kept after the stop, when the handle is gone
             logger.info("listening on %s service=%s wire=%s handshake=%s tls=%s", format_peer(self.address),
-                        self.service.__name__.rsplit(".", 1)[-1], self.config.wire,
+                        ",".join(self.services) or self.service.__name__.rsplit(".", 1)[-1], self.config.wire,
                         "on" if self.config.handshake else "off",
                         "mutual" if self.config.tls and self.config.tls.client_ca_file else bool(self._tls))
 
