@@ -261,6 +261,10 @@ class ServerConfig:
     port 0 picks a free port (read it back from ``HandshakeServer.port``).
     handshake: False hosts a plain service whose clients know nothing of hello (no session gate;
     limits, logging, stats and the graceful stop still apply).
+    optional_hello: with the handshake on, a connection whose first call is not hello (nor ping) is
+    served as an anonymous session (no features, the same limits and counts), while clients that say
+    hello get their session as usual, on the same port. hello must then be the first call: a late one is
+    refused (HandshakeRejected). Not with ``auth_token``: a token means every caller authenticates.
     detect_wire: serve every Thrift dialect on one port (binary or compact, buffered or framed, and
     THeader), told from each connection's first bytes; False serves only ``wire``. Either way a peer
     speaking something else (HTTP, TLS on a plain port, an unknown version) is told so.
@@ -277,6 +281,7 @@ class ServerConfig:
     wire: Wire = field(default_factory=Wire)
     detect_wire: bool = True
     handshake: bool = True
+    optional_hello: bool = False
     auth_token: Optional[str] = None
     tls: Optional[ServerTLS] = None
     features: FrozenSet[str] = frozenset()
@@ -293,6 +298,11 @@ class ServerConfig:
             raise ValueError(f"port must be within 0..65535, not {self.port}")
         if self.auth_token is not None and not self.auth_token.strip():
             raise ValueError("auth_token is empty: give a real token, or none for a server without auth")
+        if self.optional_hello and not self.handshake:
+            raise ValueError("optional_hello needs the handshake on: without it there is no hello to make optional")
+        if self.optional_hello and self.auth_token is not None:
+            raise ValueError("optional_hello with an auth_token: a token means every caller must authenticate in "
+                             "hello(), so anonymous sessions cannot be served; drop one of them")
         if not 0 <= self.grace <= ONE_DAY:
             raise ValueError(f"grace must be within 0..{ONE_DAY:g} seconds, not {self.grace}")
 

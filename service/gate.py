@@ -319,7 +319,7 @@ class SessionProcessor(TProcessor):
         if serve is None and session is not None and name in SESSION_METHODS and not call.oneway and table.session:
             processor = state.session_processor
             serve = processor._processMap[name]
-        if serve is not None and (session is None or session.admits(name)):
+        if serve is not None and (session is None or session.admit(name)):
             if self.decoded_budget is not None and not self._reserve(state, call, iprot, oprot):
                 return
             bind_session(state.context)

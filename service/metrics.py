@@ -143,7 +143,8 @@ class ServerMetrics:
 
     def session_started(self, session: object) -> None:
         with self._lock:
-            self.handshakes_ok += 1
+            if not getattr(session, "anonymous", False):  # an anonymous session said no hello
+                self.handshakes_ok += 1
             self.sessions_active += 1
 
     def session_rejected(self, session: object, reason: str) -> None:

@@ -59,6 +59,7 @@ class SessionSettings:
     auth_token: Optional[str] = None
     idle_timeout_ms: int = 0
     max_message_bytes: int = 0
+    optional_hello: bool = False  # a first call other than hello (or ping) opens an anonymous session
 
 
 class SessionListener:
@@ -140,6 +141,9 @@ class _AuthFailed(ValueError):
     guesser pays a new connection per guess."""
 
 
+_HELD = (SessionPhase.ESTABLISHED, SessionPhase.ANONYMOUS)
+
+
 class Session:
     """The session of one connection, from AWAITING_HELLO to CLOSED (``states.SESSION_TRANSITIONS``).
 
@@ -161,11 +165,31 @@ class Session:
 
     @property
     def established(self) -> bool:
-        return self._machine.phase is SessionPhase.ESTABLISHED
+        """A session holds the connection: hello succeeded, or (optional hello) it is anonymous."""
+        return self._machine.phase in _HELD
+
+    @property
+    def anonymous(self) -> bool:
+        """Served without hello (``SessionSettings.optional_hello``): no id, no features."""
+        return self._machine.phase is SessionPhase.ANONYMOUS
 
     def admits(self, method: str) -> bool:
         """Whether this phase serves ``method`` (see ``states.SESSION_ADMITS``)."""
         return admits(self._machine.phase, method)
+
+    def admit(self, method: str) -> bool:
+        """Whether a call to ``method`` is served now. With optional hello, the first call that is neither
+        hello nor ping opens an anonymous session (and is served)."""
+        phase = self._machine.phase
+        if admits(phase, method):
+            return True
+        if phase is SessionPhase.AWAITING_HELLO and self.settings.optional_hello:
+            self._machine.apply(SessionEvent.ANONYMOUS_CALL)
+            self.context.established_at = time.monotonic()
+            self._listener.session_started(self)
+            logger.debug("anonymous session peer=%s: first call %s", self.context.peer, clip_for_log(method))
+            return True
+        return False
 
     def refusal(self, method: str) -> str:
         """Why ``method`` is refused in this phase, for the caller."""
@@ -215,6 +239,9 @@ class Session:
 
     def _check_hello(self, hello: Optional[ClientHello]) -> int:
         """The negotiated version; ValueError with the reason to refuse."""
+        if self.anonymous:
+            raise ValueError("hello must be the first call on a connection: this one is already served as an "
+                             "anonymous session (open a new connection to say hello)")
         if self.established:
             raise ValueError(f"this connection already has session {self.context.session_id}")
         if hello is None or not hello.client_name:

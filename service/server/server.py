@@ -93,7 +93,7 @@ class HandshakeServer(TThreadedServer):
         settings = SessionSettings(
             server_name=self.config.server_name, versions=self.config.versions, features=self.config.features,
             auth_token=self.config.auth_token, idle_timeout_ms=int(limits.idle_timeout * 1000),
-            max_message_bytes=limits.max_message_bytes)
+            max_message_bytes=limits.max_message_bytes, optional_hello=self.config.optional_hello)
         family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
         self._warnings = WarningBudget(logger)  # the processor's warnings about peers count against it too
         super().__init__(
@@ -169,7 +169,7 @@ class HandshakeServer(TThreadedServer):
             self._bound_port = self.port  # kept after the stop, when the handle is gone
             logger.info("listening on %s service=%s wire=%s handshake=%s tls=%s", format_peer(self.address),
                         ",".join(self.services) or self.service.__name__.rsplit(".", 1)[-1], self.config.wire,
-                        "on" if self.config.handshake else "off",
+                        ("optional" if self.config.optional_hello else "on") if self.config.handshake else "off",
                         "mutual" if self.config.tls and self.config.tls.client_ca_file else bool(self._tls))
 
     def start(self) -> "HandshakeServer":
