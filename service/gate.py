@@ -225,11 +225,11 @@ class SessionProcessor(TProcessor):
         if isinstance(processor, Mapping):  # several services on one port (see ``multiplex``)
             self._routes = Routes({name: self._table(name, each) for name, each in processor.items()},
                                   default_service, session_methods)
-            self._table_ = self._routes.default
+            self._bare_table = self._routes.default
         else:
-            self._table_ = self._table(None, processor)
-        self.processor = self._table_.processor
-        self.methods: Mapping[str, MethodInfo] = self._table_.methods
+            self._bare_table = self._table(None, processor)
+        self.processor = self._bare_table.processor
+        self.methods: Mapping[str, MethodInfo] = self._bare_table.methods
 
     def _table(self, name: Optional[str], processor: TProcessor) -> ServiceTable:
         """How the gate serves ``processor``'s service (hosted as ``name`` on a multiplexed port)."""
@@ -279,7 +279,7 @@ class SessionProcessor(TProcessor):
         except AnswerableReadError as error:  # e.g. a name that is not UTF-8: the server says why, then closes
             state.begin(error.name, error.seqid)
             raise
-        table, service = self._table_, None
+        table, service = self._bare_table, None
         if self._routes is not None:  # ``Service:method``: the service's table and the bare name
             table, name, service = self._routes.route(name)
         state.begin(name, seqid)

@@ -71,7 +71,8 @@ class CallCounter(Interceptor):
     one-way calls delivered to their handler when they end. Per connection, so it takes no lock."""
 
     def call_started(self, call: Any) -> None:
-        call.connection.counters.message(UNKNOWN_METHOD if call.outcome is Outcome.UNKNOWN_METHOD else call.name)
+        call.connection.counters.message(UNKNOWN_METHOD if call.outcome is Outcome.UNKNOWN_METHOD
+                                         else call.method if call.service is None else call.name)
 
     def call_ended(self, call: Any) -> None:
         if call.oneway and call.outcome is Outcome.OK:
