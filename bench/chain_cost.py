@@ -6,7 +6,7 @@ echo (32 bytes) on one open session. Rounds alternate between the servers so mac
 alike; each round reads the server's CPU time (user + system, /proc) before and after. Prints the
 median ratio default/empty with min and max, and the difference in microseconds per call.
 
-    .venv/bin/python bench/chain_cost.py [--rounds 7] [--calls 3000]
+    .venv/bin/python -m bench.chain_cost [--rounds 7] [--calls 3000]
 """
 
 from __future__ import annotations

@@ -28,6 +28,11 @@ class CallLog(Interceptor):
     def __init__(self, warnings: WarningBudget) -> None:
         self._warnings = warnings
 
+    @property
+    def observes_handler(self) -> bool:  # type: ignore[override]
+        """Only the DEBUG line of each call tells a declared error from OK."""
+        return logger.isEnabledFor(logging.DEBUG)
+
     def call_ended(self, call: Any) -> None:
         if call.oneway and call.outcome in _NOT_RUN:
             self._dropped(call)

@@ -228,7 +228,7 @@ class SessionProcessor(TProcessor):
             self._bare_table = self._routes.default
         else:
             self._bare_table = self._table(None, processor)
-        self.processor = self._bare_table.processor
+        self.processor = self._bare_table.processor  # what serves the service's methods, handler called directly
         self.methods: Mapping[str, MethodInfo] = self._bare_table.methods
 
     def _table(self, name: Optional[str], processor: TProcessor) -> ServiceTable:
@@ -244,7 +244,7 @@ class SessionProcessor(TProcessor):
                   if not (self.handshake and method in SESSION_METHODS)}
         by_type = {TMessageType.CALL: served,
                    TMessageType.ONEWAY: {method: function for method, function in served.items() if method in oneway}}
-        return ServiceTable(name, _intercepted(processor, methods, self.chain), methods, by_type, oneway,
+        return ServiceTable(name, processor, _intercepted(processor, methods, self.chain), methods, by_type, oneway,
                             session=self.handshake)
 
     # -- connections --------------------------------------------------------------------------
@@ -289,7 +289,6 @@ class SessionProcessor(TProcessor):
                                      f"message type {message_type} is not a call (1) or one-way call (4)")
         oneway = message_type == TMessageType.ONEWAY or name in table.oneway  # no answer is written
         call = ServerCall(name, seqid, oneway, perf_counter(), state, service)
-        _current.call = call
         try:
             self._dispatch(state, call, methods.get(name), iprot, oprot, table)
         except BaseException as error:
@@ -301,7 +300,6 @@ class SessionProcessor(TProcessor):
             if state.reserved:
                 self.decoded_budget.release(state.host, state.reserved)
                 state.reserved = 0
-            _current.call = None  # a pool thread must not keep the last call's arguments and result alive
             call.ended = perf_counter()
             self.chain.ended(call)
         state.end()
@@ -315,16 +313,24 @@ class SessionProcessor(TProcessor):
         """Runs ``call`` (``serve``: the service's function for it, if its message type may carry it) or
         answers why not, without decoding what is not served."""
         name, session = call.method, state.session
-        processor = table.processor
+        processor, watched = table.processor, False
         if serve is None and session is not None and name in SESSION_METHODS and not call.oneway and table.session:
-            processor = state.session_processor
+            processor, watched = state.session_processor, True
             serve = processor._processMap[name]
         if serve is not None and (session is None or session.admit(name)):
             if self.decoded_budget is not None and not self._reserve(state, call, iprot, oprot):
                 return
+            if not watched and self.chain.observes_handler():
+                processor, watched = table.watched, True
             bind_session(state.context)
-            serve(processor, call.seqid, iprot, oprot)
-            if session is not None and processor is table.processor:
+            if watched:
+                self._serve_watched(call, serve, processor, iprot, oprot)
+            else:  # the handler called directly: call_started runs before the arguments are decoded
+                call.announced = True
+                self.chain.started(call)
+                serve(processor, call.seqid, iprot, oprot)
+                call.outcome = Outcome.OK
+            if session is not None and processor is not state.session_processor:
                 session.call_served()
             if call.oneway:
                 self._served_oneway(call)
@@ -349,6 +355,16 @@ class SessionProcessor(TProcessor):
             answer = self._refusal(info, call.reason)
         _write_reply(oprot, name, TMessageType.EXCEPTION if isinstance(answer, TApplicationException) else TMessageType.REPLY,
                      call.seqid, answer)
+
+    @staticmethod
+    def _serve_watched(call: ServerCall, serve: Callable[..., Any], processor: TProcessor, iprot: TProtocolBase,
+                       oprot: TProtocolBase) -> None:
+        """Serves ``call`` through a processor whose handler fills it in (arguments, result, timing)."""
+        _current.call = call
+        try:
+            serve(processor, call.seqid, iprot, oprot)
+        finally:
+            _current.call = None  # a pool thread must not keep the last call's arguments and result alive
 
     def _reserve(self, state: ConnectionState, call: ServerCall, iprot: TProtocolBase, oprot: TProtocolBase) -> bool:
         """Reserves a request's decoded size before it is decoded; False when it was refused instead

@@ -70,9 +70,13 @@ class CallCounter(Interceptor):
     """The runtime's counting of calls (``stats()``): every message by method name when it starts,
     one-way calls delivered to their handler when they end. Per connection, so it takes no lock."""
 
+    observes_handler = False
+
     def call_started(self, call: Any) -> None:
-        call.connection.counters.message(UNKNOWN_METHOD if call.outcome is Outcome.UNKNOWN_METHOD
-                                         else call.method if call.service is None else call.name)
+        method = (UNKNOWN_METHOD if call.outcome is Outcome.UNKNOWN_METHOD
+                  else call.method if call.service is None else call.name)  # Service:method when multiplexed
+        calls = call.connection.counters.calls
+        calls[method] = calls.get(method, 0) + 1
 
     def call_ended(self, call: Any) -> None:
         if call.oneway and call.outcome is Outcome.OK:
@@ -88,9 +92,6 @@ class ConnectionCounters:
         self.calls: Dict[str, int] = {}
         self.notifications = 0
         self.said_goodbye = False  # its client already considers it closed
-
-    def message(self, method: str) -> None:
-        self.calls[method] = self.calls.get(method, 0) + 1
 
 
 class ServerMetrics:

@@ -37,7 +37,8 @@ class ServiceTable:
     """One hosted service as the gate serves it.
 
     name: its name on a multiplexed port (None for the one service of a plain port).
-    processor: what serves its methods (the gate's intercepted copy of the generated Processor).
+    processor: what serves its methods, the handler called directly (the generated Processor).
+    watched: the same with the handler watched by the interceptors (the gate's intercepted copy).
     methods: its methods (the session's too when the gate holds sessions), by name.
     by_type: its served functions by the message type that may carry them.
     oneway: its one-way methods.
@@ -48,6 +49,7 @@ class ServiceTable:
 
     name: Optional[str]
     processor: Optional[TProcessor]
+    watched: Optional[TProcessor]
     methods: Mapping[str, MethodInfo]
     by_type: Mapping[int, Mapping[str, Callable[..., object]]]
     oneway: FrozenSet[str]
@@ -58,7 +60,7 @@ class ServiceTable:
 
 def _absent(service: str, hosted: str) -> ServiceTable:
     """What a name that no hosted service has resolves to: nothing is served, and the answer says why."""
-    return ServiceTable(service, None, {}, _NOTHING, frozenset(), session=False,
+    return ServiceTable(service, None, None, {}, _NOTHING, frozenset(), session=False,
                         missing=lambda method, oneway: f"no service {service!r} on this port (it hosts {hosted}): "
                                                        f"{service}{SEPARATOR}{method} not run"
                                                        + (", not answered" if oneway else ""))
@@ -82,7 +84,7 @@ class Routes:
             self.default = self.tables[default]
         else:  # bare names reach the session's methods only
             self.default = ServiceTable(
-                None, None, dict(session_methods), _NOTHING, frozenset(), session=bool(session_methods),
+                None, None, None, dict(session_methods), _NOTHING, frozenset(), session=bool(session_methods),
                 missing=lambda method, oneway: f"Unknown function {method}: this port hosts several services "
                                                f"({hosted}); call SERVICE{SEPARATOR}{method} (TMultiplexedProtocol)"
                                                + (": not run, not answered" if oneway else ""))

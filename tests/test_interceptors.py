@@ -110,6 +110,46 @@ def test_declared_errors_undeclared_failures_and_refusals_are_told_apart(start_s
     assert unknown.outcome is Outcome.UNKNOWN_METHOD and unknown.reason == "Unknown function nosuch"
 
 
+class Counting(Recorder):
+    """Reads only what is known without watching the handler (method, outcome, timing)."""
+
+    observes_handler = False
+
+
+def test_an_interceptor_that_does_not_observe_the_handler_sees_calls_without_their_details(start_server):
+    counting = Counting()
+    server = start_server(interceptors=[counting])
+    with _client(server.port) as client:
+        assert client.echo("hi") == "hi"
+        with pytest.raises(InvalidRequest):
+            client.process(Request(request_id=""))
+    assert eventually(lambda: counting.calls("goodbye"))
+    [echo], [process] = counting.calls("echo"), counting.calls("process")
+    assert (echo.args, echo.result, echo.handler_seconds, echo.outcome) == (None, None, None, Outcome.OK)
+    assert process.outcome is Outcome.OK and process.error is None  # a declared error is the handler's business
+    assert echo.duration > 0
+    assert counting.calls("hello")[0].outcome is Outcome.OK  # session methods are always watched
+
+
+def test_one_interceptor_that_observes_the_handler_is_enough_to_watch_it(start_server):
+    counting, recorder = Counting(), Recorder()
+    server = start_server(interceptors=[counting, recorder])
+    with _client(server.port) as client:
+        client.echo("both")
+    assert eventually(lambda: recorder.calls("goodbye"))
+    assert counting.calls("echo")[0].args == recorder.calls("echo")[0].args == ("both",)
+
+
+def test_the_call_log_watches_handlers_only_while_debug_is_on(start_server, caplog):
+    server = start_server()
+    with _client(server.port) as client, caplog.at_level(logging.DEBUG, logger="thrift_handshake.calllog"):
+        with pytest.raises(InvalidRequest):
+            client.process(Request(request_id=""))
+        assert eventually(lambda: "call process" in caplog.text)
+    [line] = [record.getMessage() for record in caplog.records if record.getMessage().startswith("call process")]
+    assert ": declared_error in " in line
+
+
 def test_one_way_calls_are_seen_as_one_way(start_server):
     recorder = Recorder()
     server = start_server(interceptors=[recorder])
