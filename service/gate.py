@@ -16,6 +16,9 @@ Any Thrift server can host it. With Apache Thrift's stock server, as in Thrift's
                                      TTransport.TBufferedTransportFactory(),
                                      TBinaryProtocol.TBinaryProtocolAcceleratedFactory())
 
+Several generated Processors by name share one port and one session per connection: a message called
+``Service:method`` (Apache's TMultiplexedProtocol) is served by that service (see ``multiplex``).
+
 ``HandshakeServer`` hosts the same processor and adds limits, drain, TLS and logging. With
 ``handshake=False`` it gates nothing (a plain service whose clients know nothing of hello) but still
 counts calls for ``metrics``.

@@ -265,18 +265,20 @@ def _count(outcome: Optional[Outcome]) -> str:
 
 
 @pytest.fixture(scope="module")
-def cells_running(servers: Dict[Tuple[str, str], Server]) -> Iterator[Dict[Cell, Future]]:
-    """Every cell, ``JOBS`` at a time, started at once in the order of the test ids; each test waits for its own.
-    A client that cannot be built fails its language's cells with why."""
+def cells_running(servers: Dict[Tuple[str, str], Server], request: pytest.FixtureRequest) -> Iterator[Dict[Cell, Future]]:
+    """The session's selected cells (all of them unless ``-k`` chose some), ``JOBS`` at a time, in the order of
+    the test ids; each test waits for its own. A client that cannot be built fails its language's cells with why."""
+    selected = [item.callspec.params["cell"] for item in request.session.items
+                if item.module is sys.modules[__name__] and hasattr(item, "callspec")]
     unbuilt: Dict[str, BaseException] = {}
-    for language in PROTOCOLS:
+    for language in sorted({cell.language for cell in selected}, key=list(PROTOCOLS).index):
         try:
             built(language)
         except pytest.fail.Exception as error:
             unbuilt[language] = error
     with ThreadPoolExecutor(JOBS, thread_name_prefix="crosstest-cell") as pool:
         running: Dict[Cell, Future] = {}
-        for cell in CELLS:
+        for cell in selected:
             if cell.language in unbuilt:
                 failed: Future = Future()
                 failed.set_exception(unbuilt[cell.language])
