@@ -95,3 +95,22 @@ def _limits(**fields):
     from thrift_handshake import ServerLimits
 
     return ServerLimits(**fields)
+
+
+@pytest.mark.parametrize("transport", ["buffered", "framed"])
+def test_a_first_call_larger_than_the_handshake_budget_is_served(start_server, transport) -> None:
+    """It was dropped when framed ("more than 4096 bytes before hello() succeeded"): the whole frame is read
+    before the gate knows the call is not hello, while --no-hello served it."""
+    from thrift.protocol.TBinaryProtocol import TBinaryProtocolAccelerated
+    from thrift.transport import TSocket, TTransport
+
+    server = start_server(optional_hello=True, limits=_limits(handshake_max_bytes=4096))
+    sock = TSocket.TSocket("127.0.0.1", server.port)
+    sock.setTimeout(5000)
+    wire = TTransport.TFramedTransport(sock) if transport == "framed" else TTransport.TBufferedTransport(sock)
+    client = HandshakeService.Client(TBinaryProtocolAccelerated(wire))
+    wire.open()
+    try:
+        assert client.echo("x" * 100_000) == "x" * 100_000
+    finally:
+        wire.close()
