@@ -197,8 +197,10 @@ def test_interceptors_see_the_bare_method_and_its_service(serve: Any, apache: An
     client = apache(serve(interceptors=(Seen(),)).port)
     client.calc.hello(hello())
     client.store.add(1, 2)
-    assert eventually(lambda: len(seen) == 2)
-    assert seen == [("hello", "Calc", "Calc:hello"), ("add", "Store", "Store:add")]
+    with pytest.raises(TApplicationException):
+        client.service("Nope").add(1, 2)
+    assert eventually(lambda: len(seen) == 3)
+    assert seen == [("hello", "Calc", "Calc:hello"), ("add", "Store", "Store:add"), ("add", "Nope", "Nope:add")]
 
 
 def test_our_client_calls_one_service_of_a_multiplexed_port(serve: Any) -> None:
@@ -211,6 +213,9 @@ def test_our_client_calls_one_service_of_a_multiplexed_port(serve: Any) -> None:
     with Client(port=server.port, service=Calc, options=ClientOptions(multiplexed="Calc")) as calc:
         assert calc.add(1, 2) == 3
     assert server.metrics.snapshot().calls["Store:hello"] == 1
+    pipelined = ClientOptions(multiplexed="Store", pipeline_hello=True, await_farewell=False)
+    with Client(port=server.port, service=Store, options=pipelined) as store:  # hello and get in one round trip
+        assert store.get("y") == "value of y" and store.session_id
 
 
 def test_without_the_gate_plain_services_share_a_port(gen: Any, apache: Any) -> None:
