@@ -67,10 +67,11 @@ def _absent(service: str, hosted: str) -> ServiceTable:
 
 
 class Routes:
-    """The tables of a multiplexed port by service name, and the default for bare names (or None)."""
+    """The tables of a multiplexed port by service name, and the table bare names reach: the default
+    service's, or (without one) the session's methods alone (``session_methods``, when the gate holds sessions)."""
 
     def __init__(self, tables: Mapping[str, ServiceTable], default: Optional[str] = None,
-                 session_methods: Mapping[str, MethodInfo] = {}) -> None:
+                 session_methods: Optional[Mapping[str, MethodInfo]] = None) -> None:
         if not tables:
             raise ValueError("a multiplexed port hosts at least one service")
         for name in tables:
@@ -84,7 +85,7 @@ class Routes:
             self.default = self.tables[default]
         else:  # bare names reach the session's methods only
             self.default = ServiceTable(
-                None, None, None, dict(session_methods), _NOTHING, frozenset(), session=bool(session_methods),
+                None, None, None, dict(session_methods or {}), _NOTHING, frozenset(), session=bool(session_methods),
                 missing=lambda method, oneway: f"Unknown function {method}: this port hosts several services "
                                                f"({hosted}); call SERVICE{SEPARATOR}{method} (TMultiplexedProtocol)"
                                                + (": not run, not answered" if oneway else ""))
