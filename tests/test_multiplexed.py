@@ -246,3 +246,19 @@ def test_a_default_that_is_not_hosted_is_refused(gen: Any) -> None:
         HandshakeServer(services={"Calc": calc, "Store": store}, default_service="Nope")
     with pytest.raises(ValueError, match="without ':'"):
         HandshakeServer(services={"Ca:lc": calc})
+
+
+def test_routes_without_sockets() -> None:
+    from thrift_handshake.multiplex import Routes, ServiceTable
+
+    calc = ServiceTable("Calc", None, None, {}, {1: {}, 4: {}}, frozenset())
+    routes = Routes({"Calc": calc})
+    assert routes.route("Calc:add") == (calc, "add", "Calc")
+    assert routes.route("Calc:a:b") == (calc, "a:b", "Calc")  # split at the first ':', as Apache's processor
+    bare, method, service = routes.route("add")
+    assert (method, service, bare.session) == ("add", None, False)
+    assert "this port hosts several services (Calc); call SERVICE:add" in bare.missing("add", False)
+    absent, method, service = routes.route("Nope:add")
+    assert (method, service, absent.session, absent.by_type[1]) == ("add", "Nope", False, {})
+    assert absent.missing("add", True).endswith("Nope:add not run, not answered")
+    assert Routes({"Calc": calc}, default="Calc").route("add") == (calc, "add", None)
