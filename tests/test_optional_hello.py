@@ -114,3 +114,18 @@ def test_a_first_call_larger_than_the_handshake_budget_is_served(start_server, t
         assert client.echo("x" * 100_000) == "x" * 100_000
     finally:
         wire.close()
+
+
+def test_an_anonymous_session_holds_its_place_in_a_full_server(start_server, raw) -> None:
+    """Like a session opened by hello, it is not evicted for a newcomer from its own host: the newcomer is
+    told the server is full."""
+    from thrift_handshake import ServerFull
+
+    server = start_server(optional_hello=True, limits=_limits(max_connections=1, evict_after=0.1))
+    anonymous = raw(server.port)
+    assert anonymous.stub.echo("held") == "held"
+    time.sleep(0.2)  # older than evict_after: only its session protects it
+    newcomer = Client(port=server.port, service=HandshakeService)
+    with pytest.raises(ServerFull, match="server full: 1 connections"):
+        newcomer.connect()
+    assert anonymous.stub.echo("still held") == "still held"
