@@ -64,6 +64,8 @@ def _sum(parts: Iterable[ServerStats]) -> ServerStats:
 
 #: Method names counted under their own name; any other name (junk, typos) is counted as this.
 UNKNOWN_METHOD = "<unknown>"
+#: Read for every call: a module name is found faster than an enum member (Python 3.11).
+_UNKNOWN_OUTCOME = Outcome.UNKNOWN_METHOD
 
 
 class CallCounter(Interceptor):
@@ -73,7 +75,7 @@ class CallCounter(Interceptor):
     observes_handler = False
 
     def call_started(self, call: Any) -> None:
-        method = (UNKNOWN_METHOD if call.outcome is Outcome.UNKNOWN_METHOD
+        method = (UNKNOWN_METHOD if call.outcome is _UNKNOWN_OUTCOME
                   else call.method if call.service is None else call.name)  # Service:method when multiplexed
         calls = call.connection.counters.calls
         calls[method] = calls.get(method, 0) + 1

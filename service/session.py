@@ -26,7 +26,7 @@ from typing import Any, Dict, FrozenSet, Optional, Tuple
 from thrift_handshake_gen.session.ttypes import ClientHello, Farewell, HandshakeRejected, ServerHello
 
 from .peerlog import WarningBudget, clip_for_log
-from .states import SESSION_TRANSITIONS, SessionEvent, SessionPhase, StateMachine, admits
+from .states import SESSION_ADMITS, SESSION_TRANSITIONS, SessionEvent, SessionPhase, StateMachine, admitted
 
 __all__ = [
     "Session",
@@ -41,6 +41,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 #: Refused hellos (wrong tokens among them) are logged at most 20 a second in this process, the rest summarised.
 _REFUSALS = WarningBudget(logger, what="refused hellos")
+# Read for every call: a module name is found faster than an enum member (Python 3.11).
+_ESTABLISHED, _CLOSING = SessionPhase.ESTABLISHED, SessionPhase.CLOSING
+_HELD = (_ESTABLISHED, SessionPhase.ANONYMOUS)  # a session holds the connection (by hello, or anonymous)
 
 _local = threading.local()
 
@@ -141,9 +144,6 @@ class _AuthFailed(ValueError):
     guesser pays a new connection per guess."""
 
 
-_HELD = (SessionPhase.ESTABLISHED, SessionPhase.ANONYMOUS)
-
-
 class Session:
     """The session of one connection, from AWAITING_HELLO to CLOSED (``states.SESSION_TRANSITIONS``).
 
@@ -157,7 +157,11 @@ class Session:
         self.calls = 0
         self.close_reason = "after goodbye"  # why the session is CLOSING, once it is
         self._listener = listener or SessionListener()
-        self._machine = StateMachine(SESSION_TRANSITIONS, SessionPhase.AWAITING_HELLO)
+        self._admitted = SESSION_ADMITS[SessionPhase.AWAITING_HELLO]
+        self._machine = StateMachine(SESSION_TRANSITIONS, SessionPhase.AWAITING_HELLO, self._moved)
+
+    def _moved(self, old: SessionPhase, event: SessionEvent, new: SessionPhase) -> None:
+        self._admitted = SESSION_ADMITS[new]  # looked up once per move, not per call
 
     @property
     def phase(self) -> SessionPhase:
@@ -175,15 +179,14 @@ class Session:
 
     def admits(self, method: str) -> bool:
         """Whether this phase serves ``method`` (see ``states.SESSION_ADMITS``)."""
-        return admits(self._machine.phase, method)
+        return admitted(self._admitted, method)
 
     def admit(self, method: str) -> bool:
         """Whether a call to ``method`` is served now. With optional hello, the first call that is neither
         hello nor ping opens an anonymous session (and is served)."""
-        phase = self._machine.phase
-        if admits(phase, method):
+        if admitted(self._admitted, method):
             return True
-        if phase is SessionPhase.AWAITING_HELLO and self.settings.optional_hello:
+        if self._machine.phase is SessionPhase.AWAITING_HELLO and self.settings.optional_hello:
             self._machine.apply(SessionEvent.ANONYMOUS_CALL)
             self.context.established_at = time.monotonic()
             self._listener.session_started(self)
@@ -261,7 +264,7 @@ class Session:
 
     def call_served(self) -> None:
         """A call other than hello/goodbye was served in this session (ping counts once established)."""
-        if self.established:
+        if self._machine.phase in _HELD:
             self.calls += 1
 
     def goodbye(self) -> Farewell:
@@ -277,7 +280,7 @@ class Session:
     @property
     def closing(self) -> bool:
         """goodbye() was answered, or auth failed: the connection closes after this reply."""
-        return self._machine.phase is SessionPhase.CLOSING
+        return self._machine.phase is _CLOSING
 
     def disconnected(self) -> None:
         """The connection is gone; ends the session if one was open (idempotent)."""

@@ -27,6 +27,7 @@ __all__ = [
     "SERVICE_METHODS",
     "SESSION_ADMITS",
     "admits",
+    "admitted",
     "ConnectionPhase",
     "ConnectionEvent",
     "CONNECTION_TRANSITIONS",
@@ -170,7 +171,12 @@ SESSION_ADMITS: Mapping[SessionPhase, FrozenSet[str]] = {
 
 def admits(phase: SessionPhase, method: str) -> bool:
     """Whether a session in ``phase`` serves ``method`` (a session method's name, or any other)."""
-    return (method if method in SESSION_METHODS else SERVICE_METHODS) in SESSION_ADMITS[phase]
+    return admitted(SESSION_ADMITS[phase], method)
+
+
+def admitted(methods: FrozenSet[str], method: str) -> bool:
+    """Whether ``method`` is among ``methods`` (one phase's entry in ``SESSION_ADMITS``)."""
+    return (method if method in SESSION_METHODS else SERVICE_METHODS) in methods
 
 
 class ConnectionPhase(enum.Enum):

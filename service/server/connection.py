@@ -28,6 +28,7 @@ LINGER = 0.005
 _Phase, _Event = ConnectionPhase, ConnectionEvent
 _IN_THE_WATCH = (_Phase.ACCEPTED, _Phase.WAITING)
 _ON_A_THREAD = (_Phase.STARTING, _Phase.SERVING)
+_ENDING = (_Phase.CLOSING, _Phase.CLOSED)  # a tuple of names: no enum member looked up per message
 
 
 class Connection:
@@ -68,7 +69,7 @@ class Connection:
     @property
     def closing(self) -> bool:
         """No new message may start: the connection closes once its current one is answered."""
-        return self._machine.phase in (_Phase.CLOSING, _Phase.CLOSED)
+        return self._machine.phase in _ENDING
 
     @property
     def in_the_watch(self) -> bool:
