@@ -246,6 +246,10 @@ def test_a_default_that_is_not_hosted_is_refused(gen: Any) -> None:
         HandshakeServer(services={"Calc": calc, "Store": store}, default_service="Nope")
     with pytest.raises(ValueError, match="without ':'"):
         HandshakeServer(services={"Ca:lc": calc})
+    with pytest.raises(ValueError, match="services is empty"):
+        HandshakeServer(services={})
+    with pytest.raises(TypeError, match="a handler, or several by name"):
+        HandshakeServer(calc, services={"Calc": calc})
 
 
 def test_routes_without_sockets() -> None:

@@ -75,8 +75,10 @@ class HandshakeServer(TThreadedServer):
                  default_service: Optional[str] = None) -> None:
         self.config = config or ServerConfig()
         if (handler is None) == (services is None):
-            raise TypeError("HandshakeServer hosts a handler, or several by name (services=...), not both")
+            raise TypeError("HandshakeServer takes a handler, or several by name (services=...): one of the two")
         if services is not None:  # several services on one port, by TMultiplexedProtocol's names
+            if not services:
+                raise ValueError("services is empty: name at least one handler")
             self.services: Dict[str, Tuple[Any, ModuleType]] = {
                 name: (each, service_of(each)) for name, each in services.items()}
             if default_service is not None and default_service not in self.services:
