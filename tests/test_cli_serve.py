@@ -82,8 +82,9 @@ def test_a_service_without_the_session_contract_needs_no_hello(project):
     assert done.returncode == 2, done.stderr
     assert done.stderr.splitlines() == [
         "error: service Store (cli_serve_plain.Store) does not extend session.SessionService, so its clients "
-        "cannot say hello and every call would be refused: serve it with --no-hello (a plain service), or "
-        "declare `service Store extends session.SessionService` in its IDL"]
+        "cannot say hello and every call would be refused: serve it with --no-hello (a plain service) or "
+        "--hello optional (its clients served without hello), or declare `service Store extends "
+        "session.SessionService` in its IDL"]
     with serving("--handler", "plain:Handler", "--path", str(project / "gen-py"), "--path", str(project),
                  "--no-hello") as (port, _):
         got = cli("call", "--idl", str(project / "plain.thrift"), "--no-hello", "--port", str(port), "get", '"k"')
