@@ -23,23 +23,29 @@ _DROPPED = "dropped one-way %s peer=%s: %s (further drops on this connection are
 
 
 class CallLog(Interceptor):
-    """Logs dropped one-way calls (see the module) and, at DEBUG, every call with its outcome and time."""
+    """Logs dropped one-way calls (see the module) and, at ``level`` (DEBUG unless the server's
+    ``call_log_level`` says otherwise), every call with its outcome and time: an access log."""
 
-    def __init__(self, warnings: WarningBudget) -> None:
+    def __init__(self, warnings: WarningBudget, level: int = logging.DEBUG) -> None:
         self._warnings = warnings
+        self._level = level
 
     @property
     def observes_handler(self) -> bool:  # type: ignore[override]
-        """Only the DEBUG line of each call tells a declared error from OK."""
-        return logger.isEnabledFor(logging.DEBUG)
+        """Only the line of each call tells a declared error from OK."""
+        return logger.isEnabledFor(self._level)
 
     def call_ended(self, call: Any) -> None:
         if call.oneway and call.outcome in _NOT_RUN:
             self._dropped(call)
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("call %s peer=%s seqid=%d: %s in %.3f ms%s", clip_for_log(call.name), call.peer,
-                         call.seqid, call.outcome.value, call.duration * 1e3,
-                         f" ({clip_for_log(call.reason)})" if call.reason else "")
+        if logger.isEnabledFor(self._level):
+            session = call.session.session_id
+            duration_ms = round(call.duration * 1e3, 3)
+            logger.log(self._level, "call %s peer=%s session=%s seqid=%d: %s in %.3f ms%s", clip_for_log(call.name),
+                       call.peer, session or "-", call.seqid, call.outcome.value, duration_ms,
+                       f" ({clip_for_log(call.reason)})" if call.reason else "",
+                       extra={"method": clip_for_log(call.name), "outcome": call.outcome.value,
+                              "duration_ms": duration_ms})
 
     def _dropped(self, call: Any) -> None:
         connection = call.connection

@@ -38,6 +38,9 @@ SUPPORTED_VERSIONS: Tuple[int, int] = (1, 2)
 ONE_DAY = 86_400.0
 
 
+#: Logging levels by name, as settings and flags take them.
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
 #: Thrift wire protocols (what the bytes look like).
 PROTOCOLS = ("binary", "compact")
 #: Thrift transports below the protocol (how messages are delimited).
@@ -273,6 +276,8 @@ class ServerConfig:
     tls: when set, every connection starts with a TLS handshake (plain TCP otherwise).
     grace: seconds that in-flight calls get to finish when the server stops.
     interceptors: objects that see every call (``interceptors.Interceptor``), after the runtime's own.
+    call_log_level: the level of the one log line every call gets (an access log); DEBUG by default, so
+    INFO logging shows connections and sessions, not calls.
     """
 
     host: str = DEFAULT_HOST
@@ -289,9 +294,12 @@ class ServerConfig:
     grace: float = 10.0
     limits: ServerLimits = field(default_factory=ServerLimits)
     interceptors: Tuple[Any, ...] = ()
+    call_log_level: str = "DEBUG"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "features", frozenset(self.features))
+        if self.call_log_level not in LOG_LEVELS:
+            raise ValueError(f"call_log_level must be one of {', '.join(LOG_LEVELS)}, not {self.call_log_level!r}")
         object.__setattr__(self, "interceptors", tuple(self.interceptors))
         _check_versions(self.versions)
         if not 0 <= self.port <= 65535:

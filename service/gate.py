@@ -199,7 +199,7 @@ class SessionProcessor(TProcessor):
     handshake: False serves every method at once (no session; for plain services).
     warnings: the rate limit its warnings about peers share (a server passes its own).
     interceptors: the user's, run after the runtime's own (counting and the call log) on every message
-    (see ``interceptors``).
+    (see ``interceptors``). call_log_level: the level of the call log's line for every call.
     decoded_budget: when set, a framed (or THeader) request is priced before it is decoded
     and refused (PROTOCOL_ERROR, the connection kept) when its decoded size does not fit. The handler is reached through a copy of ``processor`` whose handler is
     wrapped, so that interceptors see the arguments and the result; ``processor`` itself is unchanged.
@@ -214,6 +214,7 @@ class SessionProcessor(TProcessor):
         warnings: Optional[WarningBudget] = None,
         interceptors: Sequence[Any] = (),
         decoded_budget: Optional[DecodedBudget] = None,
+        call_log_level: int = logging.DEBUG,
         default_service: Optional[str] = None,
     ) -> None:
         self.settings = settings or SessionSettings()
@@ -221,7 +222,7 @@ class SessionProcessor(TProcessor):
         self.metrics = metrics or ServerMetrics()
         self.handshake = handshake
         self.warnings = warnings or WarningBudget(logger)
-        self.chain = InterceptorChain((CallCounter(), CallLog(self.warnings), *interceptors), contained=BaseException)
+        self.chain = InterceptorChain((CallCounter(), CallLog(self.warnings, call_log_level), *interceptors), contained=BaseException)
         session_methods = describe_service(SessionService) if handshake else {}
         self._session_methods = _intercepted_class(_SessionMethods, session_methods, self.chain, ("hello",))
         self._routes: Optional[Routes] = None
@@ -305,6 +306,7 @@ class SessionProcessor(TProcessor):
                 state.reserved = 0
             call.ended = perf_counter()
             self.chain.ended(call)
+            bind_session(None)  # lines logged between calls belong to no session (and the context is freed)
         state.end()
         session = state.session
         if session is not None and session.closing:

@@ -100,10 +100,15 @@ class SessionContext:
 
 def current_session() -> SessionContext:
     """The session of the connection whose call is running on this thread."""
-    context = getattr(_local, "context", None)
+    context = bound_session()
     if context is None:
         raise RuntimeError("current_session() is only available inside a call served through a SessionProcessor")
     return context
+
+
+def bound_session() -> Optional[SessionContext]:
+    """The session of the call being served on this thread; None outside a call."""
+    return getattr(_local, "context", None)
 
 
 def bind_session(context: Optional[SessionContext]) -> None:

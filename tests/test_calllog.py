@@ -46,8 +46,20 @@ def test_every_call_gets_one_debug_line_with_its_outcome_and_time_in_ms(call_log
         call_log.call_ended(_ended(connection, False, Outcome.OK))
         call_log.call_ended(_ended(connection, False, Outcome.REFUSED, "before hello", seconds=0.5))
     assert [r.getMessage() for r in caplog.records if r.name == LOGGER] == [
-        "call notify peer=10.0.0.1:4000 seqid=7: ok in 2.500 ms",
-        "call notify peer=10.0.0.1:4000 seqid=7: refused in 500.000 ms (before hello)"]
+        "call notify peer=10.0.0.1:4000 session=- seqid=7: ok in 2.500 ms",
+        "call notify peer=10.0.0.1:4000 session=- seqid=7: refused in 500.000 ms (before hello)"]
+
+
+def test_the_line_of_every_call_can_be_an_access_log_at_info(connection, caplog):
+    access = CallLog(WarningBudget(logging.getLogger("test.calllog")), level=logging.INFO)
+    connection.context.session_id = "ab12"
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        assert access.observes_handler
+        access.call_ended(_ended(connection, False, Outcome.DECLARED_ERROR))
+    [record] = [r for r in caplog.records if r.name == LOGGER]
+    assert (record.levelno, record.getMessage()) == (
+        logging.INFO, "call notify peer=10.0.0.1:4000 session=ab12 seqid=7: declared_error in 2.500 ms")
+    assert (record.method, record.outcome, record.duration_ms) == ("notify", "declared_error", 2.5)
 
 
 def test_without_debug_calls_are_not_logged(call_log, connection, caplog):

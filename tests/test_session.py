@@ -164,6 +164,12 @@ def test_the_runtime_imports_nothing_of_the_demo_service():
         assert not demo_contract, f"{module} imports the demo's contract: {demo_contract}"
 
 
+def test_the_runtime_imports_nothing_of_the_admin_endpoint():
+    for module in RUNTIME:
+        imported = _imports(PACKAGE / module) if (PACKAGE / module).is_dir() else _imports(PACKAGE / f"{module}.py")
+        assert "admin" not in imported, module
+
+
 def test_no_import_circle_among_the_package_modules():
     modules = {path.stem: path for path in PACKAGE.glob("*.py") if path.stem not in ("__init__", "__main__")}
     modules.update({path.name: path for path in PACKAGE.iterdir() if (path / "__init__.py").is_file()})

@@ -15,10 +15,10 @@ Exit status: ``parser.EXIT_CODES`` (0 success, 1 the call failed, 2 bad usage, 1
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from typing import Optional, Sequence
 
+from .. import logs
 from ..errors import ArgumentError, ThriftHandshakeError
 from ..peerlog import clip_for_log
 from .parser import build_parser, in_flag_terms
@@ -75,11 +75,7 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs the command line ``argv`` (default: sys.argv); returns the exit status."""
     args = build_parser(version()).parse_args(argv)
-    process = "[%(process)d]" if getattr(args, "workers", 1) > 1 else ""  # which worker said it
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format=f"%(asctime)s %(levelname)s %(name)s{process}: %(message)s")
-    # Thrift's TSocket logs each failed connect with a traceback; our errors already say it in one line.
-    logging.getLogger("thrift.transport.TSocket").setLevel(logging.CRITICAL)
+    logs.configure(args.log_level, args.log_format, with_pid=getattr(args, "workers", 1) > 1)
     try:
         return _run(args)
     except ArgumentError as error:

@@ -14,14 +14,15 @@ import difflib
 import re
 from typing import Any, Dict, Iterator, List, NoReturn, Optional, Sequence
 
-from ..config import DEFAULT_HOST, DEFAULT_PORT, PROTOCOLS, TRANSPORTS, ClientOptions, ServerConfig, ServerLimits
+from ..config import DEFAULT_HOST, DEFAULT_PORT, LOG_LEVELS, PROTOCOLS, TRANSPORTS, ClientOptions, ServerConfig
+from ..config import ServerLimits
+from ..logs import LOG_FORMATS
 from ..config import Timeouts, Wire
 from ..demo.limits import DemoLimits
 
 __all__ = ["Parser", "build_parser", "in_flag_terms", "AUTH_TOKEN_ENV", "EXIT_CODES", "FORMATS"]
 
 AUTH_TOKEN_ENV = "THRIFT_HANDSHAKE_AUTH_TOKEN"
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 FORMATS = ("text", "json")
 #: ``serve --hello``: the session gate's modes.
 HELLO_MODES = ("required", "optional", "off")
@@ -255,6 +256,15 @@ def _serve_parser(commands: Any, common: argparse.ArgumentParser) -> None:
                             "whose first call is not hello() is served as an anonymous session; off: a "
                             "plain service, clients know nothing of hello (no session gate)")
     serve.add_argument("--no-hello", action="store_true", help="the same as --hello off")
+    serve.add_argument("--metrics-port", type=int, metavar="PORT",
+                       help="serve Prometheus metrics at http://HOST:PORT/metrics and the admin page at "
+                            "http://HOST:PORT/ (0: a free port, named in the log); behind the auth token "
+                            "(bearer, or a browser's password) when one is set")
+    serve.add_argument("--call-log-level", default=ServerConfig.call_log_level, type=str.upper,
+                       choices=LOG_LEVELS, help="the level of the line every call gets, an access log "
+                                                f"(default {ServerConfig.call_log_level}: shown with --log-level DEBUG)")
+    serve.add_argument("--metrics-host", default=DEFAULT_HOST, metavar="HOST",
+                       help=f"the address the metrics port listens on (default {DEFAULT_HOST})")
     limit_flags(serve, ServerLimits)
     demo = serve.add_argument_group("demo service (without --handler)")
     limit_flags(demo, DemoLimits)
@@ -323,10 +333,14 @@ def build_parser(version: str = "unknown") -> Parser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {version}")
     parser.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS,
                         help="logging level, on stderr (default INFO)")
+    parser.add_argument("--log-format", default="text", choices=LOG_FORMATS,
+                        help="text lines, or one JSON object per line with the session id (default text)")
     # also accepted after the command; SUPPRESS keeps a value given before it
     common = Parser(add_help=False)
     common.add_argument("--log-level", default=argparse.SUPPRESS, type=str.upper, choices=LOG_LEVELS,
                         help="logging level, on stderr (default INFO)")
+    common.add_argument("--log-format", default=argparse.SUPPRESS, choices=LOG_FORMATS,
+                        help="text lines, or one JSON object per line with the session id (default text)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _serve_parser(commands, common)
     _call_parser(commands, common)

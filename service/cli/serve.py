@@ -15,8 +15,11 @@ import shutil
 import signal
 import tempfile
 import threading
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
+from ..admin.endpoint import AdminEndpoint
+from ..admin.prometheus import PrometheusMetrics, missing_client_library
+from ..admin.recent import RecentCalls
 from ..config import ServerConfig, ServerLimits, ServerTLS, Wire
 from ..demo import DemoLimits, demo_server
 from ..errors import ArgumentError
@@ -59,7 +62,7 @@ def auth_token(args: argparse.Namespace) -> Optional[str]:
     return token
 
 
-def _server_config(args: argparse.Namespace) -> ServerConfig:
+def _server_config(args: argparse.Namespace, interceptors: Tuple[Any, ...] = ()) -> ServerConfig:
     limits = ServerLimits(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ServerLimits)})
     tls = None
     if args.tls_cert or args.tls_key or args.tls_client_ca:
@@ -69,7 +72,8 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
     mode = hello_mode(args)
     return ServerConfig(host=args.host, port=args.port, wire=wire(args), detect_wire=not args.only_wire,
                         handshake=mode != "off", optional_hello=mode == "optional", auth_token=auth_token(args),
-                        tls=tls, grace=args.grace, server_name=args.server_name, limits=limits)
+                        tls=tls, grace=args.grace, server_name=args.server_name, limits=limits,
+                        interceptors=interceptors, call_log_level=args.call_log_level)
 
 
 def hello_mode(args: argparse.Namespace) -> str:
@@ -81,8 +85,8 @@ def hello_mode(args: argparse.Namespace) -> str:
     return args.hello or "required"
 
 
-def _server(args: argparse.Namespace) -> HandshakeServer:
-    config = _server_config(args)
+def _server(args: argparse.Namespace, interceptors: Tuple[Any, ...] = ()) -> HandshakeServer:
+    config = _server_config(args, interceptors)
     specs = args.handler or []
     if not specs:
         if args.default_service is not None:
@@ -118,17 +122,28 @@ def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _listen_error(error: OSError, args: argparse.Namespace) -> ListenError:
-    return ListenError(f"cannot listen on {_address(args.host, args.port)}: {error.strerror or error}"
-                       + (" (another server has it: stop it, or choose --port)" if error.errno == errno.EADDRINUSE
+def _listen_error(error: OSError, args: argparse.Namespace, host: Optional[str] = None,
+                  port: Optional[int] = None, flag: str = "--port") -> ListenError:
+    address = _address(args.host if host is None else host, args.port if port is None else port)
+    return ListenError(f"cannot listen on {address}: {error.strerror or error}"
+                       + (f" (another server has it: stop it, or choose {flag})" if error.errno == errno.EADDRINUSE
                           else ""))
 
 
 def run_serve(args: argparse.Namespace) -> int:
     """Serves until SIGINT/SIGTERM: the first drains gracefully, a second ends the grace period."""
     if args.workers > 1:
+        if args.metrics_port is not None:
+            raise ArgumentError("--metrics-port serves one process's metrics: not yet with --workers")
         return _serve_workers(args)
-    server = _server(args)
+    metrics = _metrics(args)
+    recent = None if metrics is None else RecentCalls()
+    server = _server(args, () if metrics is None else (metrics, recent))
+    endpoint = None
+    if metrics is not None:
+        metrics.watch(server)
+        endpoint = AdminEndpoint(metrics, args.metrics_host, args.metrics_port, token=server.config.auth_token,
+                                 recent=recent)
 
     def on_signal(*_: Any) -> None:
         server.request_stop(0.0 if server.stopping else None)
@@ -138,12 +153,33 @@ def run_serve(args: argparse.Namespace) -> int:
             signal.signal(signum, on_signal)
     try:
         server.listen()
+        if endpoint is not None:
+            try:
+                endpoint.start()
+            except OSError as error:
+                server.serverTransport.close()
+                raise _listen_error(error, args, args.metrics_host, args.metrics_port, "--metrics-port") from None
     except OSError as error:
         if error.errno in _ADDRESS_ERRORS or error.errno is None:
             raise _listen_error(error, args) from None
         raise
-    server.serve()
+    try:
+        server.serve()
+    finally:
+        if endpoint is not None:
+            endpoint.stop()
     return 0
+
+
+def _metrics(args: argparse.Namespace) -> Optional[PrometheusMetrics]:
+    if args.metrics_port is None:
+        return None
+    if not 0 <= args.metrics_port <= 65535:
+        raise ArgumentError(f"--metrics-port must be within 0..65535, not {args.metrics_port}")
+    problem = missing_client_library()
+    if problem is not None:
+        raise ArgumentError(f"--metrics-port: {problem}")
+    return PrometheusMetrics()
 
 
 def _serve_workers(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ import select
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Optional, Tuple
 
 from ..config import ServerConfig
@@ -19,7 +20,7 @@ from ..session import Session
 from ..states import CONNECTION_TRANSITIONS, ConnectionEvent, ConnectionPhase, SocketMode, StateMachine
 from ..wire import ConnectionSocket
 
-__all__ = ["Connection", "LINGER"]
+__all__ = ["Connection", "ConnectionInfo", "LINGER"]
 
 #: After a reply, how long a pool thread waits for the same peer's next message before the connection
 #: goes back to wait in the watch (a thread hand-off costs more than a short wait for a busy peer).
@@ -29,6 +30,20 @@ _Phase, _Event = ConnectionPhase, ConnectionEvent
 _IN_THE_WATCH = (_Phase.ACCEPTED, _Phase.WAITING)
 _ON_A_THREAD = (_Phase.STARTING, _Phase.SERVING)
 _ENDING = (_Phase.CLOSING, _Phase.CLOSED)  # a tuple of names: no enum member looked up per message
+
+
+@dataclass(frozen=True)
+class ConnectionInfo:
+    """What an observer may see of one open connection, at the time it was asked."""
+
+    peer: str
+    phase: str  # a ``states.ConnectionPhase`` value
+    age_seconds: float
+    session_id: Optional[str]
+    client_name: Optional[str]
+    language: Optional[str]
+    version: Optional[int]
+    calls: int  # messages received so far
 
 
 class Connection:
@@ -65,6 +80,14 @@ class Connection:
     @property
     def phase(self) -> ConnectionPhase:
         return self._machine.phase
+
+    def info(self, now: float) -> ConnectionInfo:
+        """The connection as an observer sees it at ``now`` (``time.monotonic()``)."""
+        context = None if self.state is None else self.state.context
+        calls = 0 if self.state is None else sum(dict(self.state.counters.calls).values())
+        return ConnectionInfo(self.peer, self.phase.value, now - self.accepted_at,
+                              context and context.session_id, context and context.client_name,
+                              context and context.language, context and context.version, calls)
 
     @property
     def closing(self) -> bool:

@@ -35,11 +35,11 @@ from ..metrics import ServerMetrics
 from ..peerlog import WarningBudget
 from ..pool import ReadinessWatch, WorkerPool
 from ..session import SessionSettings
-from ..states import ConnectionEvent, SocketMode
+from ..states import ConnectionEvent, ConnectionPhase, SocketMode
 from ..wire import ConnectionSocket, frame_limit, no_delay, protocol_factory, server_tls_context, transport_factory
 from .admission import Admission, tell_evicted
 from .answers import Answers
-from .connection import Connection
+from .connection import Connection, ConnectionInfo
 from .drain import Drain
 from .handler_errors import install_handler_error_filter
 from .loop import MessageLoop
@@ -102,6 +102,7 @@ class HandshakeServer(TThreadedServer):
             SessionProcessor(processor, settings, self.metrics, self.config.handshake,
                              self._warnings, self.config.interceptors,
                              DecodedBudget(limits.max_decoded_bytes, limits.decoded_host_share),
+                             call_log_level=logging.getLevelName(self.config.call_log_level),
                              default_service=default_service),
             TSocket.TServerSocket(host=self.config.host, port=self.config.port, socket_family=family),
             transport_factory(self.config.wire, frame_limit(limits.max_message_bytes)),
@@ -141,6 +142,11 @@ class HandshakeServer(TThreadedServer):
         return self.config.host, handle.getsockname()[1]
 
     @property
+    def service_name(self) -> str:
+        """The IDL name of the service it hosts, or the names of several (comma-separated)."""
+        return ",".join(self.services) or self.service.__name__.rsplit(".", 1)[-1]
+
+    @property
     def port(self) -> int:
         return self.address[1]
 
@@ -148,6 +154,18 @@ class HandshakeServer(TThreadedServer):
     def connection_count(self) -> int:
         """Connections accepted and not yet closed (with a session or not)."""
         return len(self._admission)
+
+    def connection_phases(self) -> Dict[str, int]:
+        """How many open connections are in each phase (``states.ConnectionPhase``; every phase named)."""
+        counts = {phase.value: 0 for phase in ConnectionPhase}
+        for connection in self._admission.connections():
+            counts[connection.phase.value] += 1
+        return counts
+
+    def connections_now(self) -> List[ConnectionInfo]:
+        """The open connections as an observer sees them now, oldest first."""
+        now = time.monotonic()
+        return [connection.info(now) for connection in self._admission.connections()]
 
     @property
     def _connections(self) -> List[Connection]:
@@ -170,7 +188,7 @@ class HandshakeServer(TThreadedServer):
             self.serverTransport.handle.setblocking(False)
             self._bound_port = self.port  # kept after the stop, when the handle is gone
             logger.info("listening on %s service=%s wire=%s handshake=%s tls=%s", format_peer(self.address),
-                        ",".join(self.services) or self.service.__name__.rsplit(".", 1)[-1], self.config.wire,
+                        self.service_name, self.config.wire,
                         ("optional" if self.config.optional_hello else "on") if self.config.handshake else "off",
                         "mutual" if self.config.tls and self.config.tls.client_ca_file else bool(self._tls))
 

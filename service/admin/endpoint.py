@@ -1,0 +1,135 @@
+"""The admin HTTP endpoint, on its own port (loopback by default): ``/metrics`` in Prometheus' text format,
+``/`` the admin page, ``/admin/state.json`` what the page shows. Read-only: GET only."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import logging
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Optional
+
+from ..config import DEFAULT_HOST
+from .page import PAGE, admin_state
+from .prometheus import PrometheusMetrics
+from .recent import RecentCalls
+
+__all__ = ["AdminEndpoint"]
+
+logger = logging.getLogger(__name__)
+
+
+class AdminEndpoint:
+    """Serves ``metrics`` (and, with ``recent``, the latest calls' timelines on the page) over HTTP on a
+    daemon thread from ``start()`` (or ``with``) to ``stop()``.
+
+    ``port`` 0 picks a free one (``port`` tells it once started). With ``token`` set, every request must
+    carry it: ``Authorization: Bearer <token>`` (Prometheus' ``authorization`` setting), or HTTP Basic
+    with the token as the password (what a browser asks for); others get 401.
+    """
+
+    def __init__(self, metrics: PrometheusMetrics, host: str = DEFAULT_HOST, port: int = 0,
+                 token: Optional[str] = None, recent: Optional[RecentCalls] = None) -> None:
+        self.metrics = metrics
+        self.recent = recent
+        self.host = host
+        self._requested_port = port
+        self._token = token
+        self._http: Optional[ThreadingHTTPServer] = None
+        self._thread: Optional[threading.Thread] = None
+
+    @property
+    def port(self) -> int:
+        return self._http.server_address[1] if self._http is not None else self._requested_port
+
+    @property
+    def base_url(self) -> str:
+        """The admin page's address."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
+
+    @property
+    def url(self) -> str:
+        """The metrics' address."""
+        return self.base_url + "metrics"
+
+    def start(self) -> "AdminEndpoint":
+        """Binds (errors such as 'address in use' surface here) and serves on a daemon thread."""
+        handler = type("Handler", (_Handler,), {"endpoint": self})
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        server_class = type("Server", (ThreadingHTTPServer,), {"daemon_threads": True, "address_family": family})
+        self._http = server_class((self.host, self._requested_port), handler)
+        self._thread = threading.Thread(target=self._http.serve_forever, name=f"admin:{self.port}", daemon=True)
+        self._thread.start()
+        logger.info("metrics on %s, the admin page on %s", self.url, self.base_url)
+        return self
+
+    def stop(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+        if self._thread is not None:
+            self._thread.join()
+
+    def __enter__(self) -> "AdminEndpoint":
+        return self.start()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+    def authorized(self, header: Optional[str]) -> bool:
+        """Whether a request with this Authorization header may read (always, without a token)."""
+        if self._token is None:
+            return True
+        if header is None:
+            return False
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "basic":
+            try:
+                value = base64.b64decode(value, validate=True).decode("utf-8").partition(":")[2]
+            except (binascii.Error, UnicodeDecodeError):
+                return False
+        elif scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(value.encode("utf-8", "surrogateescape"), self._token.encode())
+
+
+class _Handler(BaseHTTPRequestHandler):
+    endpoint: AdminEndpoint
+    server_version = "thrift-handshake-admin"
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+        endpoint = self.endpoint
+        path = self.path.split("?", 1)[0]
+        if not endpoint.authorized(self.headers.get("Authorization")):
+            self._answer(401, b"the server's auth token is required\n", "text/plain; charset=utf-8",
+                         {"WWW-Authenticate": 'Basic realm="thrift-handshake admin", charset="UTF-8"'})
+        elif path == "/metrics":
+            self._answer(200, generate_latest(endpoint.metrics.registry), CONTENT_TYPE_LATEST)
+        elif path == "/":
+            self._answer(200, PAGE.encode(), "text/html; charset=utf-8")
+        elif path == "/admin/state.json":
+            state = admin_state(endpoint.metrics, endpoint.recent)
+            self._answer(200, json.dumps(state).encode(), "application/json")
+        else:
+            self._answer(404, b"not found: the page is at /, the metrics at /metrics\n", "text/plain; charset=utf-8")
+
+    def _answer(self, status: int, body: bytes, content_type: str, headers: Optional[dict] = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's name)
+        logger.debug("admin %s: " + format, self.address_string(), *args)

@@ -1,0 +1,74 @@
+"""How a thrift-handshake process logs: plain text lines or one JSON object per line (``--log-format``).
+
+In JSON each line carries ``ts``, ``level``, ``logger`` and ``msg``; ``session`` and ``peer`` when the line
+is about one (from the call being served on the thread, or the runtime's ``peer=`` and ``session=``
+words); ``pid`` with workers; ``error`` with a traceback; and any ``extra=`` fields of the call.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+from typing import Any, Dict
+
+from .session import bound_session
+
+__all__ = ["LOG_FORMATS", "JsonFormatter", "configure"]
+
+LOG_FORMATS = ("text", "json")
+
+#: The runtime's own lines name their connection this way (``peer=127.0.0.1:5 session=ab12...``).
+_WORDS = re.compile(r"\b(peer|session)=(\S+?)(?=[\s,;)]|:\s|:?$)")
+#: What every LogRecord has: anything else on a record came from ``extra=`` and is written out.
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record (see the module)."""
+
+    def __init__(self, with_pid: bool = False) -> None:
+        super().__init__()
+        self._with_pid = with_pid
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        line: Dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": message,
+        }
+        if self._with_pid:
+            line["pid"] = record.process
+        for word, value in _WORDS.findall(message):
+            if value not in ("None", "-"):
+                line.setdefault(word, value)
+        context = bound_session()
+        if context is not None:  # a line written while a call is served (the handler's own lines too)
+            line.setdefault("peer", context.peer)
+            if context.session_id:
+                line.setdefault("session", context.session_id)
+        for name, value in vars(record).items():
+            if name not in _STANDARD and name not in line:
+                line[name] = value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+        if record.exc_info:
+            line["error"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False)
+
+
+def configure(level: str, log_format: str = "text", with_pid: bool = False) -> None:
+    """Sets up the process's logging on stderr, as the CLI does."""
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter(with_pid))
+    else:
+        process = "[%(process)d]" if with_pid else ""  # which worker said it
+        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s %(name)s{process}: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
+    # Thrift's TSocket logs each failed connect with a traceback; our errors already say it in one line.
+    logging.getLogger("thrift.transport.TSocket").setLevel(logging.CRITICAL)
+
+
