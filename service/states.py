@@ -37,7 +37,14 @@ __all__ = [
 ]
 
 
-class ClientPhase(enum.Enum):
+class TableEnum(enum.Enum):
+    """An enum whose members are hashed by identity, in C: the tables below look members up on every
+    move, and Enum's own ``__hash__`` is Python code (Python 3.11). Members compare by identity anyway."""
+
+    __hash__ = object.__hash__
+
+
+class ClientPhase(TableEnum):
     """Where a client is in the life of its connection."""
 
     NEW = "NEW"
@@ -50,7 +57,7 @@ class ClientPhase(enum.Enum):
     BROKEN = "BROKEN"  # a timeout or transport error: nothing is read from this connection again
 
 
-class ClientEvent(enum.Enum):
+class ClientEvent(TableEnum):
     CONNECT = "connect"
     TRANSPORT_OPEN = "transport_open"
     OPENED_WITHOUT_HELLO = "opened_without_hello"  # a plain service: no session to open
@@ -106,7 +113,7 @@ CLIENT_TRANSITIONS: Mapping[ClientPhase, Mapping[ClientEvent, ClientPhase]] = {
 }
 
 
-class SessionPhase(enum.Enum):
+class SessionPhase(TableEnum):
     """Where one server-side connection is in its session."""
 
     AWAITING_HELLO = "AWAITING_HELLO"  # only hello() and ping() are served
@@ -116,7 +123,7 @@ class SessionPhase(enum.Enum):
     CLOSED = "CLOSED"
 
 
-class SessionEvent(enum.Enum):
+class SessionEvent(TableEnum):
     HELLO_ACCEPTED = "hello_accepted"
     HELLO_REJECTED = "hello_rejected"
     AUTH_FAILED = "auth_failed"  # a missing or wrong token: refused, and the connection closes
@@ -179,7 +186,7 @@ def admitted(methods: FrozenSet[str], method: str) -> bool:
     return (method if method in SESSION_METHODS else SERVICE_METHODS) in methods
 
 
-class ConnectionPhase(enum.Enum):
+class ConnectionPhase(TableEnum):
     """Where one accepted connection is on the server: waiting without a thread, or held by one."""
 
     ACCEPTED = "ACCEPTED"  # in the watch until its first bytes (no thread, no stack yet)
@@ -190,7 +197,7 @@ class ConnectionPhase(enum.Enum):
     CLOSED = "CLOSED"
 
 
-class ConnectionEvent(enum.Enum):
+class ConnectionEvent(TableEnum):
     INPUT = "input"  # the watch saw bytes (or a close) on a waiting connection
     STARTED = "started"  # the stack for the peer's dialect is built
     PARKED = "parked"  # no more input for now: back to the watch
@@ -238,7 +245,7 @@ CONNECTION_TRANSITIONS: Mapping[ConnectionPhase, Mapping[ConnectionEvent, Connec
 }
 
 
-class SocketMode(enum.Enum):
+class SocketMode(TableEnum):
     """What bounds a server connection's reads and writes."""
 
     HANDSHAKE = "handshake"  # before the session: one deadline and one byte budget for everything
