@@ -129,3 +129,34 @@ def test_an_anonymous_session_holds_its_place_in_a_full_server(start_server, raw
     with pytest.raises(ServerFull, match="server full: 1 connections"):
         newcomer.connect()
     assert anonymous.stub.echo("still held") == "still held"
+
+
+def test_over_tls_an_anonymous_session_leaves_the_handshake_deadline_too(start_server) -> None:
+    """A TLS socket takes its own way out of the handshake's deadline (``settimeout``, not kernel timeouts); the
+    cross test's optional column runs on plain TCP only, so this checks the TLS way."""
+    import socket
+    import ssl
+    from pathlib import Path
+
+    from thrift.protocol.TBinaryProtocol import TBinaryProtocolAccelerated
+    from thrift.transport import TSocket, TTransport
+
+    from thrift_handshake import ServerTLS
+
+    certs = Path(__file__).resolve().parent / "certs"
+    server = start_server(optional_hello=True, tls=ServerTLS(str(certs / "server.pem"), str(certs / "server.key")),
+                          limits=_limits(handshake_timeout=0.3))
+    context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    raw = context.wrap_socket(socket.create_connection(("127.0.0.1", server.port), timeout=5),
+                              server_hostname="localhost")
+    sock = TSocket.TSocket()
+    sock.setHandle(raw)
+    transport = TTransport.TFramedTransport(sock)
+    client = HandshakeService.Client(TBinaryProtocolAccelerated(transport))
+    try:
+        assert client.echo("first") == "first"
+        assert eventually(lambda: server._connections[0].mode is SocketMode.SESSION)
+        time.sleep(0.6)  # past the handshake deadline: the answer below proves the connection lived through it
+        assert client.echo("later") == "later"
+    finally:
+        transport.close()
