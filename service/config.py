@@ -243,12 +243,12 @@ class ServerLimits:
     request_timeout: float = setting(30.0, "seconds a request may take to arrive whole once its first byte has", ONE_DAY)
     reply_timeout: float = setting(5.0, "seconds a peer has to read one reply whole; one that has not is dropped (reset) and the request, result and reply are freed", ONE_DAY)
     max_message_bytes: int = setting(16 * 1024 * 1024, "largest message in bytes (counted as it arrives; any string, binary or frame in it too)", 0x3FFFFFFF)
-    max_decoded_bytes: int = setting(256 * 1024 * 1024, "memory that the requests in flight may take decoded (framed and THeader requests are priced before decoding; unframed ones are not; one that does not fit is refused with PROTOCOL_ERROR, the connection kept)", 2**40)
+    max_decoded_bytes: int = setting(256 * 1024 * 1024, "memory that the requests in flight of all workers may take decoded (a request over 64 KiB is priced before it is decoded; one that does not fit is refused with PROTOCOL_ERROR, the connection kept, except an unframed one that could never fit: that connection closes)", 2**40)
     decoded_host_share: float = setting(0.25, "share of max_decoded_bytes that the requests of one client host may hold", 1.0)
     max_container_items: int = setting(1_000_000, "most elements in one list, set or map of a message", 2**31 - 1)
     handshake_max_bytes: int = setting(64 * 1024, "bytes a connection may send before its hello() succeeds", 16 * 1024 * 1024)
     evict_after: float = setting(1.0, "seconds a connection without a session is safe from eviction (one that has sent nothing, 0.1 s): only older ones make room for a newcomer to a full server", ONE_DAY)
-    host_share: float = setting(0.5, "share of max_connections that one client host keeps when another host needs room: at max_connections, the host holding the most beyond this share gives up a connection without a session, else an idle session, to a newcomer from another host", 1.0)
+    host_share: float = setting(0.5, "share of max_connections that one client host keeps when another host needs room: at max_connections, the host holding the most beyond this share (or more than the newcomer's host would hold with it) gives up a connection without a session, else an idle session, to a newcomer from another host", 1.0)
     max_threads: int = setting(60, "the pool's usual size: threads serving connections that have a message (idle "
                                "connections wait without one; a call that waits, such as a long get_result, holds "
                                "its thread). Only while every thread is stuck and connections wait for one does the "

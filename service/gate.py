@@ -200,8 +200,9 @@ class SessionProcessor(TProcessor):
     warnings: the rate limit its warnings about peers share (a server passes its own).
     interceptors: the user's, run after the runtime's own (counting and the call log) on every message
     (see ``interceptors``). call_log_level: the level of the call log's line for every call.
-    decoded_budget: when set, a framed (or THeader) request is priced before it is decoded
-    and refused (PROTOCOL_ERROR, the connection kept) when its decoded size does not fit. The handler is reached through a copy of ``processor`` whose handler is
+    decoded_budget: when set, a request over 64 KiB is priced before it is decoded (an unframed one
+    as it is read, ``wire.whole_arguments``) and refused (PROTOCOL_ERROR) when its decoded size does
+    not fit. The handler is reached through a copy of ``processor`` whose handler is
     wrapped, so that interceptors see the arguments and the result; ``processor`` itself is unchanged.
     """
 
@@ -374,7 +375,7 @@ class SessionProcessor(TProcessor):
     def _reserve(self, state: ConnectionState, call: ServerCall, iprot: TProtocolBase, oprot: TProtocolBase) -> bool:
         """Reserves a request's decoded size before it is decoded; False when it was refused instead
         (answered PROTOCOL_ERROR; the rest of its frame read past, the stream intact)."""
-        state.reserved, refusal = self.decoded_budget.reserve_request(state.host, iprot)
+        state.reserved, refusal = self.decoded_budget.reserve_request(state, iprot)
         if refusal is None:
             return True
         iprot.readMessageEnd()

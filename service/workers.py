@@ -2,7 +2,8 @@
 
     Supervisor(build, config, workers=2).run()      # what ``serve --workers 2`` does
 
-The supervisor listens once, makes the shared stats area (``metrics.SharedStats``), then forks the
+The supervisor listens once, makes the shared stats area (``metrics.SharedStats``) and that of the
+decoded-size budget (``shared_budget.DecodedArea``: one ``max_decoded_bytes`` for all), then forks the
 workers; each builds its own server with ``build()`` (after the fork: no thread, pool or SQLite
 connection crosses it), serves the inherited socket and publishes its counts into its slot.
 
@@ -36,6 +37,7 @@ from typing import Callable, Dict, List, Optional, Set
 
 from .config import ServerConfig
 from .metrics import SharedStats
+from .shared_budget import DecodedArea, SharedDecodedBudget
 from .server import HandshakeServer
 
 __all__ = ["Supervisor", "cpu_count", "joining_a_running_service"]
@@ -113,6 +115,7 @@ class Supervisor:
         """Serves until SIGINT/SIGTERM; returns 0 once every worker stopped by itself, else 1."""
         sock = self._listen()
         self._stats = SharedStats(self._count)
+        self._decoded = DecodedArea(self._count)  # one max_decoded_bytes for all workers
         self._ready_r, self._ready_w = os.pipe()         # workers write their slot once serving
         self._lifeline_r, self._lifeline_w = os.pipe()   # EOF in a worker: the supervisor is gone
         wake_r, wake_w = socket.socketpair()
@@ -241,6 +244,7 @@ class Supervisor:
             if worker is None:
                 continue
             self._stats.retire(worker.slot)
+            self._decoded.retire(worker.slot)
             lived = time.monotonic() - worker.started
             how = (f"exited with code {os.WEXITSTATUS(status)}" if os.WIFEXITED(status)
                    else f"killed by {signal.Signals(os.WTERMSIG(status)).name}")
@@ -315,6 +319,9 @@ class Supervisor:
         try:
             built = self._build()
             built.metrics.share(self._stats, slot)
+            limits = built.config.limits
+            built.processor.decoded_budget = SharedDecodedBudget(limits.max_decoded_bytes, limits.decoded_host_share,
+                                                                 self._decoded, slot)
             if self._reuse_port:
                 own = socket.create_server(sock.getsockname()[:2], family=sock.family, backlog=socket.SOMAXCONN,
                                            reuse_port=True)

@@ -89,7 +89,7 @@ def test_with_workers_a_host_over_its_share_of_the_service_gives_way_in_each_wor
     # max_connections 8 over two workers (say 5 and 3) held at most 5 in either, so it was never over its
     # share of 4 there, and another host got 0-1 of 8 sessions (serve --workers 2); now 2-4 of 8.
     config = ServerConfig(limits=ServerLimits(max_connections=8, host_share=0.5))
-    pairs = [socket.socketpair() for _ in range(4)]
+    pairs = [socket.socketpair() for _ in range(5)]
     try:
         def connection(n: int, host: str) -> Connection:
             sock = ConnectionSocket()
@@ -97,11 +97,13 @@ def test_with_workers_a_host_over_its_share_of_the_service_gives_way_in_each_wor
             return Connection(sock, f"{host}:{n}", config, lambda c: None)
 
         hog = [connection(n, HOG) for n in range(3)]  # no hello yet: the first a hog gives up
-        here = hog + [connection(3, GOOD)]
-        assert host_over_its_share(here, config, "127.0.0.4") is None, "alone, 3 of 8 is within the share"
-        assert host_over_its_share(here, config, "127.0.0.4", part=1.0) is None, "one worker: the same"
-        # this worker holds 4 of the service's 8: its part of the host's share is 2
-        assert host_over_its_share(here, config, "127.0.0.4", part=0.5) == (HOG, 3, hog)
+        here = hog + [connection(3, GOOD), connection(4, GOOD)]  # the newcomer's host would hold 3 too
+        assert host_over_its_share(here, config, GOOD) is None, "alone, 3 of 8 is within the share"
+        assert host_over_its_share(here, config, GOOD, part=1.0) is None, "one worker: the same"
+        # this worker holds half the service's connections: its part of the host's share is 2
+        assert host_over_its_share(here, config, GOOD, part=0.5) == (HOG, 3, hog)
+        # max-min: a host holding none gets room from one holding more than it would, share or not
+        assert host_over_its_share(here, config, "127.0.0.4") == (HOG, 3, hog)
     finally:
         for ours, theirs in pairs:
             ours.close()

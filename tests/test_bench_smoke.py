@@ -96,3 +96,11 @@ def test_ratios_are_taken_round_by_round() -> None:
     assert median == pytest.approx(0.9) and low == pytest.approx(0.9) and high == pytest.approx(0.9)
     assert report.fmt_ratio((0.9, 0.9, 0.9)) == "0.90x (0.90-0.90)"
     assert report.ratio_cell(run, "native", "echo x1", "p", "rate") is None   # not measured: no figure
+
+
+def test_the_gate_call_cost_bench_runs_and_prints_both_figures() -> None:
+    done = subprocess.run([sys.executable, "-m", "bench.gate_call_cost", "--rounds", "1", "--calls", "200"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert re.match(r"gate CPU per 32-byte unframed echo, in-process: budget on \d+\.\d+ us, off \d+\.\d+ us",
+                    done.stdout), done.stdout

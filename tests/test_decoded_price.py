@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import struct
 
+import pytest
+
 from conftest import encode_call, every_type_at_its_edges
 
 from thrift_handshake.decoded_budget import DecodedBudget
@@ -72,3 +74,72 @@ def test_compact_and_binary_price_a_message_alike():
     binary, compact = encoded(value, TBinaryProtocol), encoded(value, TCompactProtocol)
     assert decoded_price_compact(compact, 10**12) == decoded_price(binary, 10**12) > 200_000 * 36
     assert decoded_price_compact(compact, 10**6) > 10**6  # the list of ints passes it from its header
+
+
+def test_the_framer_prices_arguments_as_the_walks_do_and_refuses_past_its_limit():
+    # An unframed request is priced by the framer that finds its end (wire.whole_arguments), a frame by
+    # decoded_price: the same request must cost the same either way, in both protocols.
+    from thrift.protocol.TBinaryProtocol import TBinaryProtocol
+    from thrift.protocol.TCompactProtocol import TCompactProtocol
+    from thrift.transport.TTransport import TMemoryBuffer
+
+    from thrift_handshake import Wire
+    from thrift_handshake.wire import DecodedSizeRefused
+    from thrift_handshake.wire.framer import FramerLimits
+    from thrift_handshake.wire.whole_arguments import ArgumentsFramer
+    from thrift_handshake.wire.price import decoded_price_compact
+    from thrift_handshake_gen.ttypes import Point
+
+    value = every_type_at_its_edges()
+    value.numbers = [-(2**31), 0, 1, 2**31 - 1] * 5_000
+    value.groups = {"a": [Point() for _ in range(1000)], "b": [Point(x=1, label="q")] * 5}
+    for protocol_class, name, walk in ((TBinaryProtocol, "binary", decoded_price),
+                                       (TCompactProtocol, "compact", decoded_price_compact)):
+        buffer = TMemoryBuffer()
+        HandshakeService.echo_types_args(value=value).write(protocol_class(buffer))
+        arguments = buffer.getvalue()
+        framer = ArgumentsFramer(Wire(protocol=name), FramerLimits(2**30, max_decoded_bytes=10**9))
+        framer.receive(arguments + b"next")
+        assert framer.whole() == len(arguments)
+        assert framer.price == walk(arguments, 10**12) > 20_000 * 28
+        limited = ArgumentsFramer(Wire(protocol=name), FramerLimits(2**30, max_decoded_bytes=100_000))
+        limited.receive(arguments)
+        with pytest.raises(DecodedSizeRefused) as refused:
+            limited.whole()
+        assert 100_000 < refused.value.price < 300_000 and not refused.value.stream_intact
+
+
+def test_the_arguments_framer_finds_the_same_end_and_price_dripped_or_whole_and_keeps_the_depth_limit():
+    # ArgumentsFramer walks container elements already received with wire.price's faster walk: it must
+    # end where the slow walk ends, price alike however the bytes arrive, and refuse what nests too deep.
+    from thrift.protocol.TProtocol import TProtocolException
+    from thrift.Thrift import TType
+    from test_framer import _nested
+
+    from thrift_handshake import Wire
+    from thrift_handshake.wire.framer import FramerLimits
+    from thrift_handshake.wire.whole_arguments import ArgumentsFramer
+    from thrift_handshake_gen.ttypes import Point
+
+    value = every_type_at_its_edges()
+    value.groups = {f"g{index}": [Point(x=index, label="p" * index)] * 40 for index in range(40)}
+    arguments = bytes(_args(encode_call("echo_types", HandshakeService.echo_types_args(value=value))))
+    limits = FramerLimits(1 << 24, max_decoded_bytes=10**9)
+    whole = ArgumentsFramer(Wire(), limits)
+    whole.receive(arguments + b"\x80next")
+    dripped = ArgumentsFramer(Wire(), limits)
+    ends = []
+    for index in range(len(arguments)):
+        dripped.receive(arguments[index:index + 1])
+        ends.append(dripped.whole())
+    assert whole.whole() == len(arguments) and ends == [None] * (len(arguments) - 1) + [len(arguments)]
+    assert dripped.price == whole.price == decoded_price(arguments, 10**12)
+    for kind in (TType.LIST, TType.STRUCT):
+        deepest = ArgumentsFramer(Wire(), limits)
+        deepest.receive(bytes(_args(_nested(Wire(), 63, kind))))
+        assert deepest.whole() is not None
+        too_deep = ArgumentsFramer(Wire(), limits)
+        too_deep.receive(bytes(_args(_nested(Wire(), 64, kind))))
+        with pytest.raises(TProtocolException) as refused:
+            too_deep.whole()
+        assert refused.value.type == TProtocolException.DEPTH_LIMIT

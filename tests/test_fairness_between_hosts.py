@@ -161,3 +161,39 @@ def test_a_flood_of_one_byte_then_silence_cannot_keep_another_hosts_clients_out(
     report_reliability("one byte then silence 30/s vs another host's clients, max_connections 10", 10,
                        served == 10, 10 - served)
     assert served == 10
+
+
+def test_two_hosts_holding_their_shares_still_make_room_for_a_third(start_server, caplog):
+    # Two hosts each at host_share 0.5 of max_connections 8 were neither over their share, so every third
+    # host was told "server full" (0 of 60 served in 6 s). Now the host holding the most gives up an idle
+    # session while it holds more than the newcomer's host would after admission (max-min).
+    caplog.set_level(logging.INFO, logger=SERVER_LOG)
+    first_host, second_host = "127.0.0.3", "127.0.0.4"
+    server = start_server(limits=ServerLimits(max_connections=8))
+    held: List[socket.socket] = []
+    third: List[socket.socket] = []
+    try:
+        for host in (first_host, second_host) * 4:
+            held.append(_session(host, server.port))
+        assert eventually(lambda: server.connection_count == 8 and all(c.in_the_watch for c in server._connections))
+        tries = 3
+        for _ in range(tries):
+            try:
+                third.append(_session(GOOD, server.port))
+            except AssertionError:  # told "server full"
+                pass
+        told = told_within(held)
+        evicted = {host: sum(data is not None for data, sock in zip(told, held)
+                             if sock.getsockname()[0] == host) for host in (first_host, second_host)}
+        print(f"\ntwo hosts holding 4 idle sessions each at max_connections 8: {len(third)} of {tries} clients of a "
+              f"third host served; sessions given up: {evicted}")
+        report_reliability("two hosts at their host_share, a third host's clients, max_connections 8", tries,
+                           len(third) == 2, 0, figure=f"{len(third)} of {tries} served, given up {evicted} "
+                                                      "(0 of 60 before)")
+        assert len(third) == 2 and evicted == {first_host: 1, second_host: 1}, told
+        for sock in third:  # the third host's sessions work
+            sock.sendall(encode_call("echo", HandshakeService.echo_args(message="third host"), seqid=2))
+            assert b"third host" in sock.recv(65536)
+    finally:
+        for sock in held + third:
+            sock.close()

@@ -14,9 +14,10 @@ import time
 from typing import Dict, Iterator, List, Tuple
 
 import pytest
-from conftest import encode_call, eventually, every_type_at_its_edges, report_reliability
+from conftest import encode_call, eventually, every_type_at_its_edges, read_until_closed, report_reliability
 from server_process import memory_kib, serve_subprocess
 from test_hardening import _empty_structsencode_call as _empty_structs_call
+from test_unframed_pricing import _stock_client
 from thrift.protocol.TBinaryProtocol import TBinaryProtocol
 from thrift.protocol.TCompactProtocol import TCompactProtocol
 from thrift.Thrift import TApplicationException, TMessageType
@@ -122,7 +123,8 @@ def test_a_reply_the_peer_does_not_read_is_released_at_the_reply_timeout(start_p
 
 def test_the_memory_of_dropped_replies_is_given_back(start_process):
     # Issue 18: twenty unread 15 MiB echo calls held 1.0 GB, 729 MB of it after the connections closed.
-    server = start_process("--reply-timeout", "1")
+    # The decoded budget would refuse all but four of them (one host, 67 MB): raised, so that all are served.
+    server = start_process("--reply-timeout", "1", "--max-decoded-bytes", str(2**31), "--decoded-host-share", "1")
     before = server.status()
     peers, _ = _unread_echoes(server, sessions=20, size=15 * MIB)
     try:
@@ -266,3 +268,124 @@ def test_a_request_too_big_decoded_is_refused_before_it_is_decoded(start_process
     assert isinstance(answer, TApplicationException) and answer.type == TApplicationException.PROTOCOL_ERROR
     assert "MB decoded" in answer.message and "max_decoded_bytes=268435456" in answer.message
     assert peak["VmHWM"] - before["VmRSS"] < 128 * 1024, "the refused request was decoded"
+
+
+def _send_in_background(peer: socket.socket, data: bytes) -> threading.Thread:
+    """Sends ``data`` on its own thread (the server may stop reading it: the send then fails there)."""
+    def send() -> None:
+        try:
+            peer.sendall(data)
+        except OSError:  # refused midway: the server closed the connection
+            return
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    return sender
+
+
+@pytest.mark.parametrize("protocol", ["binary", "compact"])
+def test_an_unframed_request_too_big_decoded_is_refused_before_it_is_decoded(start_process, protocol):
+    # Issue 18, on the default wire: unframed (buffered) requests were decoded as they arrived, so the
+    # 14.3 MiB echo_types of empty structs held about 1.8 GB before anything could refuse it.
+    compact = protocol == "compact"
+    encode = functools.partial(_compact_encode, compact=compact)
+    server = start_process()
+    before = server.status()
+    peer = socket.create_connection(("127.0.0.1", server.port), timeout=20)
+    try:
+        peer.sendall(encode("hello", SessionService.hello_args(
+            hello=ClientHello(client_name="unframed", min_version=1, max_version=2))))
+        assert peer.recv(65536)
+        attack = (_compact_empty_structs_call if compact else _empty_structs_call)(lists=15, per_list=1_000_000)
+        started = time.monotonic()
+        sender = _send_in_background(peer, attack)
+        meanwhile: List[str] = []
+
+        def good_client() -> None:
+            with Client("127.0.0.1", server.port, service=HandshakeService) as good:
+                meanwhile.append(good.echo("meanwhile"))
+
+        good = threading.Thread(target=good_client)
+        good.start()
+        received = peer.recv(65536)  # the answer's first bytes (on main: the echo, after 30 s)
+        seconds = time.monotonic() - started
+        received += read_until_closed(peer, seconds=30)  # the rest, then the end of the connection
+        sender.join(10)
+        good.join(10)
+        assert meanwhile == ["meanwhile"]
+        peak = server.status()
+        with Client("127.0.0.1", server.port, service=HandshakeService) as good:
+            assert good.echo("after") == "after"
+    finally:
+        peer.close()
+    answer = _answer(received, HandshakeService.echo_types_result, compact)
+    print(f"\n{len(attack) / MIB:.1f} MiB unframed {protocol} echo_types of empty structs: answered in {seconds:.2f} s: "
+          f"{getattr(answer, 'message', answer)!r:.200}; server RSS before {before['VmRSS'] // 1024} MiB, "
+          f"peak {peak['VmHWM'] // 1024} MiB")
+    report_reliability(f"14.3 MiB of empty structs after hello (unframed {protocol})", 1, server.process.poll() is None,
+                       0, (before["VmRSS"], peak["VmHWM"], peak["VmRSS"]),
+                       figure=f"refused in {seconds:.2f} s, connection closed (peak 1867 MiB, answered after 30 s before)")
+    assert isinstance(answer, TApplicationException) and answer.type == TApplicationException.PROTOCOL_ERROR
+    assert "MB decoded" in answer.message and "max_decoded_bytes=268435456" in answer.message
+    assert peak["VmHWM"] - before["VmRSS"] < 128 * 1024, "the refused request was decoded"
+
+
+def _headers_request(entries: int, work_ms: int):
+    """A process() request whose headers map takes about ``entries`` x 110 bytes decoded (15 on the wire)."""
+    from thrift_handshake_gen.ttypes import Request
+
+    return Request(request_id="held", payload="", work_ms=work_ms,
+                   headers={f"k{index:06d}": "" for index in range(entries)})
+
+
+def test_an_unframed_request_that_does_not_fit_now_is_refused_and_the_connection_kept(start_process):
+    # The per-host share (17 MB of 64 MiB here) is half held by a call in flight: a second large call of
+    # the same host is refused once read whole, before it is decoded, and its connection serves on (a
+    # stock Thrift client: it keeps its connection after an exception answer).
+    server = start_process("--max-decoded-bytes", str(64 * MIB))
+    transport, second = _stock_client(server.port)
+    with Client("127.0.0.1", server.port, service=HandshakeService) as holder, \
+            Client("127.0.0.1", server.port, service=HandshakeService) as watcher:
+        held = threading.Thread(target=holder.process, args=(_headers_request(100_000, work_ms=8000),))
+        held.start()
+        try:
+            assert eventually(lambda: watcher.stats().calls.get("process") == 1, timeout=10)  # decoded, running
+            with pytest.raises(TApplicationException) as refused:
+                second.process(_headers_request(70_000, work_ms=0))
+            assert second.echo("kept") == "kept"
+        finally:
+            held.join(15)
+            transport.close()
+    print(f"\nrefused while another call held the host's share: {refused.value.message}")
+    assert refused.value.type == TApplicationException.PROTOCOL_ERROR
+    assert "this client host's requests in flight hold 10 MB of its 17 MB" in refused.value.message
+
+
+def test_workers_hold_one_decoded_budget(start_process):
+    # With --workers each worker had its own budget: a host's second large call landing on the other
+    # worker was served while the first held the host's share. Now every worker counts what all hold.
+    server = start_process("--workers", "2", "--max-decoded-bytes", str(64 * MIB))
+    with Client("127.0.0.1", server.port, service=HandshakeService) as holder, \
+            Client("127.0.0.1", server.port, service=HandshakeService) as watcher:
+        held = threading.Thread(target=holder.process, args=(_headers_request(100_000, work_ms=8000),))
+        held.start()
+        refused = []
+        try:
+            assert eventually(lambda: watcher.stats().calls.get("process") == 1, timeout=10)  # decoded, running
+            for _ in range(6):  # connections land on either worker
+                transport, second = _stock_client(server.port)
+                try:
+                    try:
+                        second.process(_headers_request(70_000, work_ms=0))
+                    except TApplicationException as error:
+                        refused.append(error.message)
+                finally:
+                    transport.close()
+        finally:
+            held.join(10)
+    print(f"\n--workers 2: {len(refused)} of 6 second calls of the host refused while its first held 10 MB of "
+          f"its 17 MB; {refused[:1]}")
+    report_reliability("a host's large calls spread over --workers 2 (one decoded budget)", 6,
+                       server.process.poll() is None, 0,
+                       figure=f"{len(refused)} of 6 refused while the host's share was held (per worker before)")
+    assert len(refused) == 6 and all("this client host's requests in flight hold 10 MB" in text for text in refused)

@@ -63,13 +63,15 @@ def eviction_candidates(connections: Iterable[Connection], now: float, config: S
 def host_over_its_share(connections: Iterable[Connection], config: ServerConfig, newcomer_host: str,
                         part: float = 1.0) -> Optional[Tuple[str, int, List[Connection]]]:
     """The host holding the most connections, how many, and what it gives up for a newcomer from
-    another host when it holds more than its share (``host_share`` of max_connections): its
-    connections still without a session (accept order), then its idle sessions (idle longest first),
-    then its sessions stalled mid-message for ``evict_after`` (a byte of a request, then silence, would
-    otherwise hold a slot for ever: neither idle nor awaiting hello, renewed each request_timeout).
-    None otherwise: one host alone may fill the server. With workers a worker sees only its own
-    connections (``part`` of the service's open ones), so the share is that part of it (rounded up: the
-    host keeps at least its share in all)."""
+    another host when it holds more than its share (``host_share`` of max_connections), or more than
+    the newcomer's host would hold with the newcomer (max-min: two hosts at their share of 0.5 each
+    used to lock every third host out): its connections still without a session (accept order), then
+    its idle sessions (idle longest first), then its sessions stalled mid-message for ``evict_after``
+    (a byte of a request, then silence, would otherwise hold a slot for ever: neither idle nor awaiting
+    hello, renewed each request_timeout). None otherwise: one host alone may fill the server, and hosts
+    end up holding about as many as each other. With workers a worker sees only its own connections
+    (``part`` of the service's open ones), so the share is that part of it (rounded up: the host keeps
+    at least its share in all), and the counts compared are this worker's."""
     connections = [c for c in connections if not c.closing]  # one evicted a moment ago is no longer held
     held = Counter(c.host for c in connections)
     if not held:
@@ -79,7 +81,7 @@ def host_over_its_share(connections: Iterable[Connection], config: ServerConfig,
     if part < 1.0:
         share = math.ceil(share * part)
     share = max(1, int(share))
-    if host == newcomer_host or count <= share:
+    if host == newcomer_host or (count <= share and count <= held[newcomer_host] + 1):
         return None
     theirs = [c for c in connections if c.host == host]
     idle = sorted((c for c in theirs if c.in_the_watch and c.established), key=lambda c: c.expires_at)
@@ -160,7 +162,7 @@ class Admission:
             return False
         host, count, theirs = hog
         reason = (f"host {host} holds {count} of max_connections {limits.max_connections} (its share: "
-                  f"{limits.host_share:g}) and another host needed room")
+                  f"{limits.host_share:g}) and another host, holding fewer, needed room")
         for connection in theirs:
             if connection.evict(force=True, session=True, reason=reason, stalled=limits.evict_after):
                 self._warnings.warning("evicted peer=%s: %s", connection.peer, reason)

@@ -16,7 +16,7 @@ from ..gate import ConnectionState, SessionClosed, SessionProcessor
 from ..peerlog import clip_for_log
 from ..pool import WorkerPool
 from ..states import ConnectionEvent, SocketMode
-from ..wire import NoMessageYet, discard_input
+from ..wire import DecodedSizeRefused, NoMessageYet, discard_input
 from .answers import Answers
 from .connection import Connection
 from .opening import Opening
@@ -106,6 +106,13 @@ class MessageLoop:
                     return None, ""
                 except SessionClosed:  # goodbye (or a refused token) answered
                     return "closed", state.session.close_reason
+                except DecodedSizeRefused as refused:  # an unframed request too big decoded (wire.whole_arguments)
+                    if not refused.stream_intact:  # refused midway: where it ends is unknown
+                        raise _BadMessage(refused) from refused
+                    self._answers.send_exception(state, protocol, TApplicationException.PROTOCOL_ERROR, refused.message)
+                    transport.refill_error = None  # read past: the connection reads on
+                    state.end()
+                    _free_frames(refused)
                 except TTransportException as error:
                     if error.type not in BAD_INPUT:
                         raise

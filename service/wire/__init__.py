@@ -16,6 +16,7 @@ from .connection_socket import ConnectionSocket, peek_first_bytes
 from .errors import (
     AnswerableReadError,
     BudgetExceeded,
+    DecodedSizeRefused,
     FrameRefused,
     FrameTooLarge,
     NoMessageYet,
@@ -43,6 +44,7 @@ __all__ = [
     "UndecodableMethodName",
     "AnswerableReadError",
     "BudgetExceeded",
+    "DecodedSizeRefused",
     "FrameTooLarge",
     "FrameRefused",
     "NoMessageYet",

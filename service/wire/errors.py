@@ -12,7 +12,7 @@ from thrift.protocol.TProtocol import TProtocolException
 from thrift.transport import TTransport
 
 __all__ = ["UndecodableValue", "AnswerableReadError", "UndecodableMethodName", "BudgetExceeded", "FrameTooLarge",
-           "FrameRefused", "NoMessageYet"]
+           "FrameRefused", "NoMessageYet", "DecodedSizeRefused"]
 
 
 class UndecodableValue(TProtocolException):
@@ -49,6 +49,17 @@ class UndecodableMethodName(AnswerableReadError, UndecodableValue):
 
 class BudgetExceeded(TTransport.TTransportException):
     """A peer sent more than a message (or, before hello, the whole handshake) may take."""
+
+
+class DecodedSizeRefused(BudgetExceeded):
+    """A request refused before it was decoded for the memory it would take decoded (``price`` bytes
+    at least, ``wire.price``). ``stream_intact``: its end was found and read past, so the connection
+    can read on; else the rest of it was not read (an unframed message refused midway)."""
+
+    def __init__(self, message: str, price: int, stream_intact: bool = False) -> None:
+        super().__init__(TTransport.TTransportException.SIZE_LIMIT, message)
+        self.price = price
+        self.stream_intact = stream_intact
 
 
 class FrameTooLarge(AnswerableReadError, BudgetExceeded):

@@ -22,6 +22,8 @@ Refusals, as the server's own stack raises them:
 - a string longer than ``max_message_bytes`` or a container of more than ``max_container_items``:
   ``TProtocolException(SIZE_LIMIT)``; a negative one: ``TProtocolException(NEGATIVE_SIZE)``;
 - structs and containers nested deeper than ``max_depth``: ``TProtocolException(DEPTH_LIMIT)``;
+- with ``max_decoded_bytes``: a message whose decoded price (``wire.price``'s rules: what CPython holds
+  for it at least) passes it, as soon as the walk reaches that value: ``DecodedSizeRefused``;
 - a bad version, an unknown type id, a compact varint longer than its type allows (5 bytes, 10 for
   i64): ``TProtocolException`` (BAD_VERSION, INVALID_DATA).
 After a refusal the framer stays refused (every later call raises the same error): the stream cannot
@@ -39,7 +41,9 @@ from thrift.Thrift import TType
 from thrift.transport.TTransport import TTransportException
 
 from ..config import ServerLimits, Wire
-from .errors import BudgetExceeded, FrameTooLarge
+from .errors import BudgetExceeded, DecodedSizeRefused, FrameTooLarge
+from .price import (COMPACT_VARINT_PRICES, LIST_PRICE, LIST_SLOT_PRICE, MAP_ENTRY_PRICE, MAP_PRICE, SCALAR_PRICES,
+                    STRING_PRICE, STRUCT_PRICE)
 from .protocols import message_header
 
 __all__ = ["FramerLimits", "MessageFramer", "frame_limit"]
@@ -62,6 +66,15 @@ _BINARY_WIDTHS = {TType.BOOL: 1, TType.BYTE: 1, TType.I16: 2, TType.I32: 4, TTyp
 _C_TRUE, _C_FALSE, _C_BYTE, _C_I16, _C_I32, _C_I64, _C_DOUBLE, _C_BINARY, _C_LIST, _C_SET, _C_MAP, _C_STRUCT, \
     _C_UUID = range(1, 14)
 _COMPACT_WIDTHS = {_C_TRUE: 1, _C_FALSE: 1, _C_BYTE: 1, _C_DOUBLE: 8, _C_UUID: 16}
+#: What a scalar costs decoded (``wire.price``), by compact type id.
+_COMPACT_PRICES = {_C_BYTE: SCALAR_PRICES[TType.BYTE], _C_DOUBLE: SCALAR_PRICES[TType.DOUBLE],
+                   _C_I16: COMPACT_VARINT_PRICES[4], _C_I32: COMPACT_VARINT_PRICES[5], _C_I64: COMPACT_VARINT_PRICES[6]}
+#: The least a container element costs decoded, by type id: a scalar's price, an empty string, struct,
+#: list, set or map's (so a container whose elements cannot fit is refused from its header).
+_BINARY_FLOORS = {**SCALAR_PRICES, TType.STRING: STRING_PRICE, TType.STRUCT: STRUCT_PRICE, TType.LIST: LIST_PRICE,
+                  TType.SET: LIST_PRICE, TType.MAP: MAP_PRICE}
+_COMPACT_FLOORS = {**_COMPACT_PRICES, _C_BINARY: STRING_PRICE, _C_STRUCT: STRUCT_PRICE, _C_LIST: LIST_PRICE,
+                   _C_SET: LIST_PRICE, _C_MAP: MAP_PRICE}
 
 
 def frame_limit(max_message_bytes: int) -> int:
@@ -74,11 +87,12 @@ def frame_limit(max_message_bytes: int) -> int:
 class FramerLimits:
     """What one message may take: ``max_message_bytes`` in all (a frame's length field included),
     ``max_container_items`` per list, set or map (None: no cap), ``max_depth`` levels of structs and
-    containers (the arguments struct is level 1)."""
+    containers (the arguments struct is level 1), ``max_decoded_bytes`` of decoded price (None: no cap)."""
 
     max_message_bytes: int
     max_container_items: Optional[int] = None
     max_depth: int = 64
+    max_decoded_bytes: Optional[int] = None
 
     @classmethod
     def of(cls, limits: ServerLimits) -> "FramerLimits":
@@ -99,6 +113,9 @@ class MessageFramer:
         self._walk: Optional[_Walk] = None
         self._need = 0  # bytes the walk's next step needs from _position
         self._error: Optional[Exception] = None
+        self._price_limit = (1 << 62) if limits.max_decoded_bytes is None else limits.max_decoded_bytes
+        #: What the message being walked (or the last one handed out) takes decoded, at least (``wire.price``).
+        self.price = 0
 
     @property
     def pending(self) -> int:
@@ -118,18 +135,22 @@ class MessageFramer:
     def next_message(self) -> Optional[bytes]:
         """The next whole message, or None until more bytes arrive. Raises the refusal when the walk
         reaches one, and again on every later call: the stream cannot be trusted from there on."""
-        if self._error is not None:
-            raise self._error
-        try:
-            end = self._advance()
-        except Exception as error:
-            self._error = error
-            raise
+        end = self._next_end()
         if end is None:
             return None
         message = bytes(self._buffer[self._start:end])
         self._start = end
         return message
+
+    def _next_end(self) -> Optional[int]:
+        """Where the next whole message ends in the buffer, or None; refusals as ``next_message``."""
+        if self._error is not None:
+            raise self._error
+        try:
+            return self._advance()
+        except Exception as error:
+            self._error = error
+            raise
 
     def feed(self, data: bytes) -> List[bytes]:
         """``receive(data)``, then the whole messages there are, in order. A refusal reached after
@@ -156,6 +177,7 @@ class MessageFramer:
             if len(buffer) == self._start:
                 return None
             self._position = self._start
+            self.price = 0
             walk = self._walk = self._message()
             self._need = self._step(walk, None)
         while len(buffer) - self._position >= self._need:
@@ -175,6 +197,13 @@ class MessageFramer:
             raise BudgetExceeded(TTransportException.SIZE_LIMIT,
                                  f"a message of more than {self.limits.max_message_bytes} bytes (max_message_bytes)")
         return need
+
+    def _charge(self, amount: int) -> None:
+        """Adds ``amount`` to the message's decoded price, refused past ``max_decoded_bytes``."""
+        self.price += amount
+        if self.price > self._price_limit:
+            raise DecodedSizeRefused(f"decoded, the message would take over {self.price} bytes "
+                                     f"(max_decoded_bytes={self._price_limit})", self.price)
 
     # -- the walks ----------------------------------------------------------------------------
 
@@ -207,10 +236,11 @@ class MessageFramer:
         if size > self.limits.max_message_bytes:
             raise TProtocolException(TProtocolException.SIZE_LIMIT,
                                      f"Length {size} exceeded max_message_bytes ({self.limits.max_message_bytes})")
+        self._charge(STRING_PRICE + size)
         if size:
             yield size
 
-    def _container(self, size: int, depth: int) -> None:
+    def _container(self, size: int, depth: int, price: int) -> None:
         if size < 0:
             raise TProtocolException(TProtocolException.NEGATIVE_SIZE, f"Negative container size: {size}")
         cap = self.limits.max_container_items
@@ -218,6 +248,7 @@ class MessageFramer:
             raise TProtocolException(TProtocolException.SIZE_LIMIT,
                                      f"Container of {size} items exceeded max_container_items ({cap})")
         self._nested(depth)
+        self._charge(price)
 
     def _nested(self, depth: int) -> None:
         if depth > self.limits.max_depth:
@@ -239,10 +270,12 @@ class MessageFramer:
         at = yield 4
         yield from self._string(self._i32(at))  # the method name
         yield 4  # seqid
+        self.price = 0  # the name is not decoded into the arguments
         yield from self._binary_struct(1)
 
     def _binary_struct(self, depth: int) -> _Walk:
         self._nested(depth)
+        self._charge(STRUCT_PRICE)
         while True:
             at = yield 1
             field_type = self._buffer[at]
@@ -254,6 +287,7 @@ class MessageFramer:
     def _binary_value(self, ttype: int, depth: int) -> _Walk:
         width = _BINARY_WIDTHS.get(ttype)
         if width is not None:
+            self._charge(SCALAR_PRICES.get(ttype, 0))
             yield width
         elif ttype == TType.STRING:
             at = yield 4
@@ -263,23 +297,35 @@ class MessageFramer:
         elif ttype == TType.MAP:
             at = yield 6
             key_type, value_type, size = self._buffer[at], self._buffer[at + 1], self._i32(at + 2)
-            yield from self._elements(size, (key_type, value_type), depth, _BINARY_WIDTHS, self._binary_value)
+            yield from self._elements(size, (key_type, value_type), depth, _BINARY_WIDTHS, _BINARY_FLOORS,
+                                      self._binary_value)
         elif ttype in (TType.LIST, TType.SET):
             at = yield 5
-            yield from self._elements(self._i32(at + 1), (self._buffer[at],), depth, _BINARY_WIDTHS,
+            yield from self._elements(self._i32(at + 1), (self._buffer[at],), depth, _BINARY_WIDTHS, _BINARY_FLOORS,
                                       self._binary_value)
         else:
             raise TProtocolException(TProtocolException.INVALID_DATA, f"Unknown type id {ttype}")
 
-    def _elements(self, size: int, types: tuple, depth: int, widths: dict,
+    def _elements(self, size: int, types: tuple, depth: int, widths: dict, floors: dict,
                   value: Callable[[int, int], _Walk]) -> _Walk:
-        """``size`` elements (or entries) of ``types``; fixed-width ones are skipped in one step."""
-        self._container(size, depth + 1)
+        """``size`` elements (or entries) of ``types``; fixed-width ones are priced and skipped in one step,
+        others refused from the header when even their least price cannot fit (``floors``)."""
+        self._container(size, depth + 1, (LIST_PRICE + LIST_SLOT_PRICE * size) if len(types) == 1
+                        else (MAP_PRICE + MAP_ENTRY_PRICE * size))
         if not size:
             return
+        least = size * sum(floors.get(ttype, 0) for ttype in types)
         if all(ttype in widths for ttype in types):
+            self._charge(least)
             yield size * sum(widths[ttype] for ttype in types)
             return
+        if self.price + least > self._price_limit:  # charged element by element below, refused here
+            self._charge(least)
+        yield from self._each_element(size, types, depth, widths is _COMPACT_WIDTHS, value)
+
+    def _each_element(self, size: int, types: tuple, depth: int, compact: bool,
+                      value: Callable[[int, int], _Walk]) -> _Walk:
+        """Walks ``size`` elements (or entries) of ``types``, one value at a time."""
         for _ in range(size):
             for ttype in types:
                 yield from value(ttype, depth + 1)
@@ -312,10 +358,12 @@ class MessageFramer:
         yield from self._varint()  # seqid
         size = yield from self._compact_size()
         yield from self._string(size)  # the method name
+        self.price = 0  # the name is not decoded into the arguments
         yield from self._compact_struct(1)
 
     def _compact_struct(self, depth: int) -> _Walk:
         self._nested(depth)
+        self._charge(STRUCT_PRICE)
         while True:
             at = yield 1
             header = self._buffer[at]
@@ -330,10 +378,13 @@ class MessageFramer:
     def _compact_value(self, ctype: int, depth: int) -> _Walk:
         width = _COMPACT_WIDTHS.get(ctype)
         if width is not None:
+            self._charge(_COMPACT_PRICES.get(ctype, 0))
             yield width
         elif ctype in (_C_I16, _C_I32):
+            self._charge(_COMPACT_PRICES[ctype])
             yield from self._varint()
         elif ctype == _C_I64:
+            self._charge(_COMPACT_PRICES[ctype])
             yield from self._varint(10)
         elif ctype == _C_BINARY:
             size = yield from self._compact_size()
@@ -345,14 +396,14 @@ class MessageFramer:
             size, element_type = self._buffer[at] >> 4, self._buffer[at] & 0x0F
             if size == 15:
                 size = yield from self._compact_size()
-            yield from self._elements(size, (element_type,), depth, _COMPACT_WIDTHS, self._compact_value)
+            yield from self._elements(size, (element_type,), depth, _COMPACT_WIDTHS, _COMPACT_FLOORS,
+                                      self._compact_value)
         elif ctype == _C_MAP:
             size = yield from self._compact_size()
             types: tuple = ()
             if size > 0:
                 at = yield 1
                 types = (self._buffer[at] >> 4, self._buffer[at] & 0x0F)
-            yield from self._elements(size, types, depth, _COMPACT_WIDTHS, self._compact_value)
+            yield from self._elements(size, types, depth, _COMPACT_WIDTHS, _COMPACT_FLOORS, self._compact_value)
         else:
             raise TProtocolException(TProtocolException.INVALID_DATA, f"Unknown compact type id {ctype}")
-

@@ -15,20 +15,22 @@ from typing import Tuple, Union
 
 from thrift.Thrift import TType
 
-__all__ = ["decoded_price", "decoded_price_compact", "WORST_FACTOR"]
+__all__ = ["decoded_price", "decoded_price_compact", "whole_values", "WORST_FACTOR", "UNPRICED_BYTES"]
 
+#: Requests this small are not priced: each decodes to 10 MB at most, one in flight per connection.
+UNPRICED_BYTES = 64 * 1024
 #: Decoded bytes per wire byte at worst (an empty struct in a list): messages smaller than
 #: ``limit / WORST_FACTOR`` cannot pass ``limit`` and need no walk.
 WORST_FACTOR = 160
 
-_STRUCT = 150  # a generated object and its __dict__
-_LIST_SLOT = 8
-_LIST = 56
-_MAP = 232
-_MAP_ENTRY = 30
-_STRING = 33  # bytes header; a str is larger
+STRUCT_PRICE = 150  # a generated object and its __dict__
+LIST_SLOT_PRICE = 8
+LIST_PRICE = 56
+MAP_PRICE = 232
+MAP_ENTRY_PRICE = 30
+STRING_PRICE = 33  # bytes header; a str is larger
 _WIDTH = {TType.BOOL: 1, TType.BYTE: 1, TType.DOUBLE: 8, TType.I16: 2, TType.I32: 4, TType.I64: 8}
-_SCALAR = {TType.BOOL: 0, TType.BYTE: 28, TType.DOUBLE: 24, TType.I16: 28, TType.I32: 28, TType.I64: 32}
+SCALAR_PRICES = {TType.BOOL: 0, TType.BYTE: 28, TType.DOUBLE: 24, TType.I16: 28, TType.I32: 28, TType.I64: 32}
 _I32 = struct.Struct("!i")
 
 
@@ -39,7 +41,7 @@ class _Over(Exception):
 class _Walk:
     __slots__ = ("data", "pos", "price", "limit")
 
-    def __init__(self, data: Union[bytes, memoryview], limit: int) -> None:
+    def __init__(self, data: Union[bytes, bytearray, memoryview], limit: int) -> None:
         self.data, self.pos, self.price, self.limit = data, 0, 0, limit
 
     def length(self) -> int:
@@ -58,24 +60,24 @@ class _Walk:
         width = _WIDTH.get(ttype)
         if width is not None:
             self.pos += width
-            self.charge(_SCALAR[ttype])
+            self.charge(SCALAR_PRICES[ttype])
         elif ttype == TType.STRING:
             size = self.length()
             self.pos += size
-            self.charge(_STRING + size)
+            self.charge(STRING_PRICE + size)
         elif ttype == TType.STRUCT:
             self.struct()
         elif ttype in (TType.LIST, TType.SET):
             element = self.data[self.pos]
             self.pos += 1
             count = self.length()
-            self.charge(_LIST + _LIST_SLOT * count)
+            self.charge(LIST_PRICE + LIST_SLOT_PRICE * count)
             self.items(count, element)
         elif ttype == TType.MAP:
             key, value = self.data[self.pos], self.data[self.pos + 1]
             self.pos += 2
             count = self.length()
-            self.charge(_MAP + _MAP_ENTRY * count)
+            self.charge(MAP_PRICE + MAP_ENTRY_PRICE * count)
             self.items(count, key, value)
         else:
             raise ValueError(f"type {ttype}")
@@ -83,7 +85,7 @@ class _Walk:
     def items(self, count: int, *types: int) -> None:
         widths = [_WIDTH.get(ttype) for ttype in types]
         if None not in widths:  # fixed-width scalars: priced from the header alone
-            self.charge(count * sum(_SCALAR[ttype] for ttype in types))
+            self.charge(count * sum(SCALAR_PRICES[ttype] for ttype in types))
             self.pos += count * sum(widths)
             return
         self.each(count, types)
@@ -98,7 +100,7 @@ class _Walk:
                 self.value(ttype)
 
     def struct(self) -> None:
-        self.charge(_STRUCT)
+        self.charge(STRUCT_PRICE)
         data = self.data
         while True:
             ttype = data[self.pos]
@@ -126,7 +128,7 @@ def decoded_price(data: Union[bytes, memoryview], limit: int) -> int:
 
 _C_BOOL_TRUE, _C_BOOL_FALSE, _C_BYTE, _C_I16, _C_I32, _C_I64, _C_DOUBLE, _C_BINARY = 1, 2, 3, 4, 5, 6, 7, 8
 _C_LIST, _C_SET, _C_MAP, _C_STRUCT = 9, 10, 11, 12
-_C_VARINTS = {_C_I16: 28, _C_I32: 28, _C_I64: 32}
+COMPACT_VARINT_PRICES = {_C_I16: 28, _C_I32: 28, _C_I64: 32}
 _C_FIXED = {_C_BOOL_TRUE: (1, 0), _C_BOOL_FALSE: (1, 0), _C_BYTE: (1, 28), _C_DOUBLE: (8, 24)}
 _HIGH_BYTES = bytes(range(0x80, 0x100))
 
@@ -162,13 +164,13 @@ class _CompactWalk(_Walk):
         if fixed is not None:
             self.pos += fixed[0]
             self.charge(fixed[1])
-        elif ctype in _C_VARINTS:
+        elif ctype in COMPACT_VARINT_PRICES:
             self.varint()
-            self.charge(_C_VARINTS[ctype])
+            self.charge(COMPACT_VARINT_PRICES[ctype])
         elif ctype == _C_BINARY:
             size = self.varint()
             self.pos += size
-            self.charge(_STRING + size)
+            self.charge(STRING_PRICE + size)
         elif ctype == _C_STRUCT:
             self.struct()
         elif ctype in (_C_LIST, _C_SET):
@@ -177,11 +179,11 @@ class _CompactWalk(_Walk):
             count = header >> 4
             if count == 15:
                 count = self.varint()
-            self.charge(_LIST + _LIST_SLOT * count)
+            self.charge(LIST_PRICE + LIST_SLOT_PRICE * count)
             self.items(count, header & 0x0F)
         elif ctype == _C_MAP:
             count = self.varint()
-            self.charge(_MAP + _MAP_ENTRY * count)
+            self.charge(MAP_PRICE + MAP_ENTRY_PRICE * count)
             if count:
                 types = self.data[self.pos]
                 self.pos += 1
@@ -190,8 +192,8 @@ class _CompactWalk(_Walk):
             raise ValueError(f"compact type {ctype}")
 
     def items(self, count: int, *ctypes: int) -> None:
-        if len(ctypes) == 1 and ctypes[0] in _C_VARINTS:  # priced from the header, then skipped fast
-            self.charge(count * _C_VARINTS[ctypes[0]])
+        if len(ctypes) == 1 and ctypes[0] in COMPACT_VARINT_PRICES:  # priced from the header, then skipped fast
+            self.charge(count * COMPACT_VARINT_PRICES[ctypes[0]])
             self.skip_varints(count)
             return
         if len(ctypes) == 1 and ctypes[0] in _C_FIXED:
@@ -202,7 +204,7 @@ class _CompactWalk(_Walk):
         self.each(count, ctypes)
 
     def struct(self) -> None:
-        self.charge(_STRUCT)
+        self.charge(STRUCT_PRICE)
         data = self.data
         while True:
             header = data[self.pos]
@@ -228,3 +230,59 @@ def decoded_price_compact(data: Union[bytes, memoryview], limit: int) -> int:
     except (IndexError, ValueError, struct.error, RecursionError):
         pass
     return walk.price
+
+
+class _Nesting:
+    """A walk that refuses (ValueError) structs and containers nested more than ``levels`` deep."""
+
+    levels = 0
+
+    def struct(self) -> None:
+        self.levels -= 1
+        if self.levels < 0:
+            raise ValueError("nested too deep")
+        try:
+            super().struct()  # type: ignore[misc]
+        finally:
+            self.levels += 1
+
+    def items(self, count: int, *types: int) -> None:
+        self.levels -= 1
+        if self.levels < 0:
+            raise ValueError("nested too deep")
+        try:
+            super().items(count, *types)  # type: ignore[misc]
+        finally:
+            self.levels += 1
+
+
+class _NestingWalk(_Nesting, _Walk):
+    __slots__ = ("levels",)
+
+
+class _NestingCompactWalk(_Nesting, _CompactWalk):
+    __slots__ = ("levels",)
+
+
+def whole_values(data: Union[bytes, bytearray, memoryview], position: int, count: int, types: Tuple[int, ...],
+                 compact: bool, limit: int, levels: int) -> Tuple[int, int, int]:
+    """Of ``count`` values (or map entries) of ``types`` (binary, or compact, type ids) from
+    ``position`` on: how many end within ``data``, walked in order and stopping at the first that does
+    not, that is malformed, nests structs and containers more than ``levels`` deep or whose price would
+    pass ``limit``; (where they end, how many, their price). A resumable walker (``framer``) hands the
+    values already received to this faster one."""
+    walk = (_NestingCompactWalk if compact else _NestingWalk)(data, limit)
+    walk.levels = levels
+    walk.pos = position
+    end, done, price, size = position, 0, 0, len(data)
+    try:
+        while done < count:
+            for ttype in types:
+                walk.value(ttype)
+            if walk.pos > size:  # a length pointed past what has arrived
+                break
+            done += 1
+            end, price = walk.pos, walk.price
+    except (_Over, IndexError, ValueError, struct.error, RecursionError):
+        pass
+    return end, done, price

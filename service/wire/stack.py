@@ -12,7 +12,7 @@ from __future__ import annotations
 import socket
 import struct
 from io import BytesIO
-from typing import Callable, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 from thrift.protocol import TCompactProtocol
 from thrift.protocol.TProtocol import TProtocolBase
@@ -25,6 +25,7 @@ from .protocols import HEADER_INNER_PROTOCOLS, HeaderProtocolFactory, message_he
 from .sniff import thrift_start
 from .sockets import CountingSocket
 from .tls import client_tls_context
+from .whole_arguments import PricesLargeArguments
 
 __all__ = ["BufferedTransport", "FramedTransport", "HeaderTransport", "transport_factory", "header_protocol",
            "server_stack", "client_stack", "unread_bytes"]
@@ -41,10 +42,12 @@ class _Resettable:
     _wbuf_attribute: str  # Thrift keeps the buffers in name-mangled attributes and offers no reset
     _rbuf_attribute: str
     framed = True  # a message is read whole into the read buffer before it is decoded
+    _pricing: Any = None  # armed while a call's arguments decode (PricesLargeArguments, unframed only)
 
     def keep_unread_input(self) -> bool:
         """Whether bytes already received wait in the read buffer (e.g. a pipelined next message); a
         buffer read to its end is dropped (it may hold a whole message of megabytes until the next)."""
+        self._pricing = None  # the message's arguments are read (PricesLargeArguments)
         buffer = getattr(self, self._rbuf_attribute)
         position = buffer.tell()
         end = buffer.seek(0, 2)
@@ -57,8 +60,8 @@ class _Resettable:
 
     def rest_of_frame(self, more_than: int = 0) -> Optional[memoryview]:
         """The unread rest of the frame being read, without a copy (framed and THeader: the whole
-        message is in memory before it is decoded); None for an unframed stream, or when the rest
-        is not more than ``more_than`` bytes."""
+        message is in memory before it is decoded); None for an unframed stream (see
+        ``PricesLargeArguments``), or when the rest is not more than ``more_than`` bytes."""
         if not self.framed:
             return None
         buffer = getattr(self, self._rbuf_attribute)
@@ -94,7 +97,7 @@ class _RemembersEnd:
             raise
 
 
-class BufferedTransport(_Resettable, _RemembersEnd, TTransport.TBufferedTransport):
+class BufferedTransport(_Resettable, _RemembersEnd, PricesLargeArguments, TTransport.TBufferedTransport):
     framed = False
     _wbuf_attribute = "_TBufferedTransport__wbuf"
     _rbuf_attribute = "_TBufferedTransport__rbuf"
