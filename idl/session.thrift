@@ -64,6 +64,16 @@ exception HandshakeRequired {
   1: string message,
 }
 
+/**
+ * The server is draining (it is stopping): it finishes the calls in flight but opens no new session.
+ * ping() answers it, so a health check can tell; hello() answers it, and the client connects to
+ * another server. remaining_ms: at most this long until the server stops.
+ */
+exception Draining {
+  1: string message,
+  2: i64 remaining_ms,
+}
+
 /** What goodbye() returns before the server closes the connection. */
 struct Farewell {
   1: string session_id,
@@ -93,10 +103,10 @@ struct ServerStats {
 
 service SessionService {
   /** Opens the session: negotiates the version and features, checks the auth token. */
-  ServerHello hello(1: ClientHello hello) throws (1: HandshakeRejected rejected),
+  ServerHello hello(1: ClientHello hello) throws (1: HandshakeRejected rejected, 2: Draining draining),
 
-  /** Health check; allowed before hello(). */
-  void ping(),
+  /** Health check; allowed before hello(). Draining while the server stops. */
+  void ping() throws (1: Draining draining),
 
   ServerStats stats() throws (1: HandshakeRequired handshake_required),
 

@@ -9,6 +9,7 @@ records; the error hierarchy rooted in ``ThriftHandshakeError``. The demo servic
 """
 
 from .client import Client
+from .endpoints import Endpoints
 from .config import ClientOptions, ClientTLS, RetryPolicy, ServerConfig, ServerLimits, ServerTLS, Timeouts, Wire
 from .errors import (
     ArgumentError,
@@ -20,6 +21,7 @@ from .errors import (
     RemoteApplicationError,
     RequestEncodingError,
     ServerFull,
+    ServerDraining,
     ServiceError,
     ThriftHandshakeError,
     WireMismatch,
@@ -34,6 +36,7 @@ from .timing import Record, Timeline
 
 __all__ = [
     "Client",
+    "Endpoints",
     "ClientOptions",
     "Timeouts",
     "RetryPolicy",
@@ -66,6 +69,7 @@ __all__ = [
     "CallTimeout",
     "RequestEncodingError",
     "ServerFull",
+    "ServerDraining",
     "WireMismatch",
     "WorkAborted",
     "ArgumentError",

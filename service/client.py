@@ -20,16 +20,17 @@ import logging
 import threading
 import time
 from types import ModuleType
-from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple, Type, TypeVar, cast
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple, Type, TypeVar, Union, cast
 
 from thrift.protocol.TProtocol import TProtocolException
 from thrift.Thrift import TApplicationException, TException, TMessageType
 from thrift.transport.TTransport import TTransportException
 
 from thrift_handshake_gen.session import SessionService
-from thrift_handshake_gen.session.ttypes import ClientHello, Farewell, HandshakeRejected, ServerHello
+from thrift_handshake_gen.session.ttypes import ClientHello, Draining, Farewell, HandshakeRejected, ServerHello
 
 from .config import DEFAULT_HOST, DEFAULT_PORT, ClientOptions
+from .endpoints import Endpoints, connect_any, format_address
 from .client_methods import PHASE_METHODS, TypedView, bind_arguments, checker_of, methods_of
 from .interceptors import ClientCall, InterceptorChain, Outcome
 from .errors import (
@@ -42,6 +43,7 @@ from .errors import (
     RemoteApplicationError,
     RequestEncodingError,
     ServerFull,
+    ServerDraining,
     ServiceError,
     ThriftHandshakeError,
     WireMismatch,
@@ -119,6 +121,17 @@ def _name_requests(protocol: Any, service: str) -> None:
     protocol.writeMessageBegin = named
 
 
+class _ServerNotice(TProtocolException):
+    """What the server said, unasked, before it closed the connection (an exception answering no call:
+    it drains, or evicted this idle session)."""
+
+
+def _server_notice(protocol: Any) -> _ServerNotice:
+    notice = TApplicationException()
+    notice.read(protocol)
+    return _ServerNotice(TProtocolException.INVALID_DATA, f"the server closed the session: {notice.message}")
+
+
 class Client:
     """A connection to a Thrift service, phase by phase.
 
@@ -133,19 +146,24 @@ class Client:
 
     def __init__(
         self,
-        host: str = DEFAULT_HOST,
+        host: Union[str, Endpoints] = DEFAULT_HOST,
         port: int = DEFAULT_PORT,
         options: Optional[ClientOptions] = None,
         service: ModuleType = SessionService,
     ) -> None:
         _check_arguments(port, options, service)
+        #: With ``Endpoints`` for ``host``: where connect() goes (several addresses, failover between them);
+        #: ``host`` and ``port`` are then the current connection's.
+        self.endpoints = host if isinstance(host, Endpoints) else None
+        if self.endpoints is not None:
+            host, port = self.endpoints.addresses[0]
         self.host = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [::1] as in URLs
         self.port = port
         self.options = options or ClientOptions()
         self.service = service
         self.timeline = Timeline(self.options.timeline_size)
         self._chain = InterceptorChain((self.timeline, *self.options.interceptors))
-        self._peer = f"[{self.host}]:{port}" if ":" in self.host else f"{self.host}:{port}"
+        self._peer = format_address(self.host, self.port)
         self._service_methods = methods_of(service)
         if self.options.handshake and "hello" not in self._service_methods:
             raise ArgumentError(
@@ -202,6 +220,13 @@ class Client:
         or ConnectionBroken/CallTimeout (BROKEN).
         """
         with self._lock:
+            if self.endpoints is None:
+                return self._connect_to(self.host, self.port)
+            return connect_any(self.endpoints, self._connect_to)
+
+    def _connect_to(self, host: str, port: int) -> Optional[ServerHello]:
+        with self._lock:
+            self.host, self.port, self._peer = host, port, format_address(host, port)
             self._require(ClientEvent.CONNECT, "connect")
             self._state.apply(ClientEvent.CONNECT)
             self._open_transport()
@@ -389,6 +414,8 @@ class Client:
                     f"the answer to {expected[0]} has message type {message_type}, not a reply (2) or an "
                     f"exception (3): is the peer a Thrift server?")
             if (name, seqid) != expected:
+                if (name, seqid) == ("", 0) and message_type == TMessageType.EXCEPTION:
+                    raise _server_notice(protocol)
                 raise TProtocolException(
                     TProtocolException.INVALID_DATA,
                     f"the reply is for {name or '?'} (seqid {seqid}), the call was {expected[0]} (seqid "
@@ -474,6 +501,9 @@ class Client:
             self._close_transport(ClientEvent.CLOSED if broken else ClientEvent.HELLO_REJECTED)
         if isinstance(error, HandshakeRejected):
             return HandshakeFailed(error)
+        if isinstance(error, Draining):  # a retry (or a balancer) finds another server
+            self._refused = True
+            return ServerDraining(self._peer, error)
         if isinstance(error, RemoteApplicationError):
             if self.phase is ClientPhase.BROKEN:
                 self._close_transport()
@@ -638,6 +668,10 @@ class Client:
         reply = self._sock.first_reply if self._sock is not None else b""
         answered_before = self._sock is not None and self._sock.bytes_in > 0  # so TLS and wire were right
         self._break(error)
+        if isinstance(error, _ServerNotice):  # said before the server read the call: it did not run
+            broken = ConnectionBroken(f"{name}: {error}; the call did not run; reconnect() to try again")
+            broken.may_have_run = False
+            raise broken from error
         if is_timeout(error):
             raise CallTimeout(f"{name}: no reply within the timeout; the connection is closed") from error
         if _over_size_limit(error):

@@ -275,6 +275,10 @@ class ServerConfig:
     features: what hello() may grant (the intersection with the client's offer); none by default.
     tls: when set, every connection starts with a TLS handshake (plain TCP otherwise).
     grace: seconds that in-flight calls get to finish when the server stops.
+    drain_notice: seconds (within the grace period) that a stopping server keeps listening to say it
+    drains: ``ping`` and ``hello`` answer ``Draining``, so a load balancer's health check marks it down
+    before its port closes (behind one: at least the check's interval times its fall count). Without
+    ``handshake`` nothing answers Draining, and the port closes at once.
     interceptors: objects that see every call (``interceptors.Interceptor``), after the runtime's own.
     call_log_level: the level of the one log line every call gets (an access log); DEBUG by default, so
     INFO logging shows connections and sessions, not calls.
@@ -292,6 +296,7 @@ class ServerConfig:
     features: FrozenSet[str] = frozenset()
     versions: Tuple[int, int] = SUPPORTED_VERSIONS
     grace: float = 10.0
+    drain_notice: float = 0.0
     limits: ServerLimits = field(default_factory=ServerLimits)
     interceptors: Tuple[Any, ...] = ()
     call_log_level: str = "DEBUG"
@@ -313,6 +318,8 @@ class ServerConfig:
                              "hello(), so anonymous sessions cannot be served; drop one of them")
         if not 0 <= self.grace <= ONE_DAY:
             raise ValueError(f"grace must be within 0..{ONE_DAY:g} seconds, not {self.grace}")
+        if not 0 <= self.drain_notice <= ONE_DAY:
+            raise ValueError(f"drain_notice must be within 0..{ONE_DAY:g} seconds, not {self.drain_notice}")
 
 
 def _check_versions(versions: Tuple[int, int], lowest: int = 1) -> None:

@@ -4,6 +4,7 @@
     ├── PhaseError            a call or step that the client's current phase does not allow
     ├── ConnectError          the transport could not be opened (refused, unreachable, connect timeout)
     │   ├── ServerFull        the server answered that every connection slot is taken
+    │   ├── ServerDraining    the server is stopping and opens no new session (hello answered Draining)
     │   └── WireMismatch      client and server speak different wires (TLS or not, protocol, transport)
     ├── HandshakeFailed       hello() was refused by the server (carries the HandshakeRejected answer)
     ├── ConnectionBroken      the connection can no longer be trusted; the client is BROKEN until reconnect()
@@ -28,6 +29,7 @@ __all__ = [
     "PhaseError",
     "ConnectError",
     "ServerFull",
+    "ServerDraining",
     "WireMismatch",
     "HandshakeFailed",
     "ConnectionBroken",
@@ -63,6 +65,15 @@ class ServerFull(ConnectError):
     again later. Raised by connect(), or without hello by the first call of a connection."""
 
 
+class ServerDraining(ConnectError):
+    """The server is draining (stopping): hello() was answered ``Draining`` and the connection closed;
+    connect to another server (a retry through a load balancer does). ``draining`` holds the answer."""
+
+    def __init__(self, peer: str, draining: TException) -> None:
+        self.draining = draining
+        super().__init__(f"{peer}: {getattr(draining, 'message', draining)}")
+
+
 class WireMismatch(ConnectError):
     """Client and server speak different wires; the message says what each speaks."""
 
@@ -80,7 +91,13 @@ class HandshakeFailed(ThriftHandshakeError):
 
 
 class ConnectionBroken(ThriftHandshakeError):
-    """The connection failed mid-call; the client refuses calls until reconnect()."""
+    """The connection failed mid-call; the client refuses calls until reconnect().
+
+    ``may_have_run`` is False when the server said, before it closed the session, that it would serve
+    nothing more on it (it drains, or evicted the idle session): the call was not run, and even a method
+    that is not idempotent may be sent again on a new connection. Otherwise it may have run."""
+
+    may_have_run = True
 
 
 class CallTimeout(ConnectionBroken):

@@ -32,7 +32,7 @@ import socket
 import sys
 import threading
 import weakref
-from time import perf_counter
+from time import monotonic, perf_counter
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from thrift.protocol.TProtocol import TProtocolBase, TProtocolException
@@ -40,7 +40,7 @@ from thrift.Thrift import TApplicationException, TMessageType, TProcessor, TType
 from thrift.transport.TTransport import TTransportException
 
 from thrift_handshake_gen.session import SessionService
-from thrift_handshake_gen.session.ttypes import Farewell, HandshakeRequired, ServerHello, ServerStats
+from thrift_handshake_gen.session.ttypes import Draining, Farewell, HandshakeRequired, ServerHello, ServerStats
 
 from .calllog import CallLog
 from .contract import MethodInfo, describe_service
@@ -128,18 +128,29 @@ class ConnectionState:
 
 
 class _SessionMethods:
-    """SessionService.Iface for one connection: the session methods, answered by its Session."""
+    """SessionService.Iface for one connection: the session methods, answered by its Session (or, while
+    the server drains, ``Draining`` from hello and ping)."""
 
-    def __init__(self, session: Session, counters: ConnectionCounters, stats: Callable[[], ServerStats]) -> None:
+    def __init__(self, session: Session, counters: ConnectionCounters, stats: Callable[[], ServerStats],
+                 draining: Callable[[], Optional[Draining]]) -> None:
         self._session = session
         self._counters = counters
         self._stats = stats
+        self._draining = draining
 
     def hello(self, hello: Any) -> ServerHello:
+        if not self._session.established:  # a second hello keeps its own refusal
+            self._refuse_if_draining()
         return self._session.hello(hello)
 
     def ping(self) -> None:
+        self._refuse_if_draining()
         self._session.call_served()
+
+    def _refuse_if_draining(self) -> None:
+        draining = self._draining()
+        if draining is not None:
+            raise draining
 
     def stats(self) -> ServerStats:
         self._session.call_served()
@@ -235,6 +246,7 @@ class SessionProcessor(TProcessor):
             self._bare_table = self._table(None, processor)
         self.processor = self._bare_table.processor  # what serves the service's methods, handler called directly
         self.methods: Mapping[str, MethodInfo] = self._bare_table.methods
+        self._drain_until: Optional[float] = None  # while draining: when the server stops at the latest
 
     def _table(self, name: Optional[str], processor: TProcessor) -> ServiceTable:
         """How the gate serves ``processor``'s service (hosted as ``name`` on a multiplexed port)."""
@@ -252,6 +264,25 @@ class SessionProcessor(TProcessor):
         return ServiceTable(name, processor, _intercepted(processor, methods, self.chain), methods, by_type, oneway,
                             session=self.handshake)
 
+    # -- draining -----------------------------------------------------------------------------
+
+    def drain(self, until: float) -> None:
+        """From now on hello and ping answer ``Draining`` (the server stops by ``until``, a
+        ``time.monotonic()``); takes no lock, so a signal handler may call it."""
+        self._drain_until = until
+
+    @property
+    def draining(self) -> bool:
+        return self._drain_until is not None
+
+    def _draining_answer(self) -> Optional[Draining]:
+        until = self._drain_until
+        if until is None:
+            return None
+        remaining_ms = max(int((until - monotonic()) * 1000), 0)
+        return Draining(message=f"the server is draining (stopping within {remaining_ms} ms): it opens no new "
+                                "session; connect to another server", remaining_ms=remaining_ms)
+
     # -- connections --------------------------------------------------------------------------
 
     def connection(self, iprot: TProtocolBase, peer: Optional[str] = None, peer_identity: Optional[str] = None,
@@ -268,7 +299,7 @@ class SessionProcessor(TProcessor):
         state = ConnectionState(context, session, self.metrics)
         if session is not None:
             state.session_processor = SessionService.Processor(
-                self._session_methods(session, state.counters, self.metrics.snapshot))
+                self._session_methods(session, state.counters, self.metrics.snapshot, self._draining_answer))
         setattr(iprot, _STATE, state)
         weakref.finalize(iprot, state.close)
         return state

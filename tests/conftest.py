@@ -263,3 +263,10 @@ def told_within(socks, seconds: float = 0.5) -> list:
         except OSError:
             told.append(b"")
     return told
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now (connections to it are refused)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -212,7 +212,8 @@ def test_list_prints_signatures_with_inherited_methods(cache_home):
     assert "  AllTypes echo_types(1: AllTypes value) throws (1: session.HandshakeRequired handshake_required)" in out
     assert "  oneway void notify(1: Event event)" in out
     assert "# from session.SessionService" in out
-    assert "session.ServerHello hello(1: session.ClientHello hello) throws (1: session.HandshakeRejected rejected)" in out
+    assert ("session.ServerHello hello(1: session.ClientHello hello) throws (1: session.HandshakeRejected rejected, "
+            "2: session.Draining draining)") in out
 
 
 def test_list_shows_every_service_and_the_default_is_the_last(plain_idl, cache_home):

@@ -244,11 +244,18 @@ def test_room_is_made_from_a_waiting_connection_before_one_mid_message(pairs):
     assert (busy.phase, waiting.closed_by) == (ConnectionPhase.SERVING, ConnectionEvent.EVICTED)
 
 
-def test_no_room_is_made_when_no_connection_can_go(pairs):
+def test_no_room_is_made_when_no_host_holds_more_than_the_newcomer_s_would(pairs):
+    config = ServerConfig(limits=ServerLimits(max_connections=2, host_share=0.5))
+    sessions = [_idle_session(pairs.connection(config, host=host)) for host in ("127.0.0.1", "127.0.0.2")]
+    assert not _admission(config, sessions).make_room("127.0.0.2")  # 1 each: no trading places
+    assert pairs.closed == []
+
+
+def test_a_host_at_its_share_gives_way_to_a_host_holding_none(pairs):
     config = ServerConfig(limits=ServerLimits(max_connections=4, host_share=0.5))
     sessions = [_idle_session(pairs.connection(config, host="127.0.0.1")) for _ in range(2)]
-    assert not _admission(config, sessions).make_room("127.0.0.2")
-    assert pairs.closed == []
+    assert _admission(config, sessions).make_room("127.0.0.2")  # max-min: 2 against 0 + 1
+    assert len(pairs.closed) == 1
 
 
 def test_a_host_over_its_share_gives_up_one_idle_session_for_another_host(pairs):
@@ -256,7 +263,7 @@ def test_a_host_over_its_share_gives_up_one_idle_session_for_another_host(pairs)
     sessions = [_idle_session(pairs.connection(config, host="127.0.0.1")) for _ in range(3)]
     assert _admission(config, sessions).make_room("127.0.0.2")
     assert len(pairs.closed) == 1 and pairs.closed[0].eviction_reason == (
-        "host 127.0.0.1 holds 3 of max_connections 4 (its share: 0.5) and another host needed room")
+        "host 127.0.0.1 holds 3 of max_connections 4 (its share: 0.5) and another host, holding fewer, needed room")
 
 
 def test_a_host_over_its_share_gives_up_a_hello_in_flight_if_it_must(pairs):

@@ -284,3 +284,25 @@ def test_a_reused_pid_or_an_earlier_boot_is_not_the_owner(tmp_path):
             "mine": ACCEPTED, "reused": LOST, "parent": ACCEPTED, "rebooted": LOST}
     finally:
         ledger.close()
+
+
+def test_a_ticket_the_store_refused_gives_its_place_back(tmp_path, release):
+    # The store is written outside the board's lock, after the ticket took its place in the queue: a
+    # refusal that kept the place would lock the client out once its share was used up by failures.
+    from thrift_handshake.demo.ledger import TicketLedger
+
+    ledger = TicketLedger(str(tmp_path / "tickets.sqlite"), ttl=600)
+    board = TicketBoard(DemoLimits(submit_workers=1, submit_queue=1, submit_per_session=2), ledger)
+    try:
+        ledger._db.execute("PRAGMA query_only = ON")
+        for _ in range(3):
+            with pytest.raises(Overloaded) as caught:
+                board.submit(blocked(release), 0, "s1")
+            assert caught.value.message.startswith("the ticket store cannot record") and caught.value.queued == 0
+        ledger._db.execute("PRAGMA query_only = OFF")
+        tickets = [board.submit(blocked(release, f"t{n}"), 0, "s1") for n in range(2)]
+        release.set()
+        assert [board.result(ticket, 5).request_id for ticket in tickets] == ["t0", "t1"]
+    finally:
+        board.stop()
+        ledger.close()

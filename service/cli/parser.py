@@ -94,13 +94,13 @@ _FLAG_NAMES = {
     "an auth_token": "an auth token",
 }
 _LIMITS_NAME = re.compile(r"\b(?:ServerLimits|DemoLimits)\.(\w+)")
-_BARE_SETTING = re.compile(r"^(port|grace|versions) must\b")
+_BARE_SETTING = re.compile(r"^(port|grace|drain_notice|versions) must\b")
 
 
 def in_flag_terms(message: str) -> str:
     """A settings error worded with the CLI's flags: ``ServerLimits.idle_timeout`` is ``--idle-timeout``."""
     message = _LIMITS_NAME.sub(lambda m: "--" + m.group(1).replace("_", "-"), message)
-    message = _BARE_SETTING.sub(lambda m: f"--{m.group(1)} must", message)
+    message = _BARE_SETTING.sub(lambda m: f"--{m.group(1).replace('_', '-')} must", message)
     for name, flag in _FLAG_NAMES.items():
         message = re.sub(rf"(?<![\w-]){re.escape(name)}\b", flag, message)
     return message.replace(" seconds or None,", " seconds,") if message.startswith("--") else message
@@ -229,6 +229,10 @@ def _serve_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     _connection_flags(serve)
     serve.add_argument("--grace", type=float, default=ServerConfig.grace, metavar="SECONDS",
                        help=f"seconds in-flight calls get to finish on stop (default {ServerConfig.grace:g})")
+    serve.add_argument("--drain-notice", type=float, default=ServerConfig.drain_notice, metavar="SECONDS",
+                       help="on stop, keep the port open this long (within --grace) answering ping and hello "
+                            "with Draining, so a load balancer's health check sees the drain (default "
+                            f"{ServerConfig.drain_notice:g})")
     serve.add_argument("--server-name", default=ServerConfig.server_name, metavar="NAME",
                        help=f"the name hello() answers with (default {ServerConfig.server_name})")
     serve.add_argument("--workers", type=workers, default=1, metavar="N",
@@ -268,9 +272,10 @@ def _serve_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     limit_flags(serve, ServerLimits)
     demo = serve.add_argument_group("demo service (without --handler)")
     limit_flags(demo, DemoLimits)
-    demo.add_argument("--ticket-store", metavar="FILE",
-                      help="SQLite file recording every submit ticket's fate, so a restarted server "
-                           "still answers for them (default: memory only)")
+    demo.add_argument("--ticket-store", metavar="FILE|URL",
+                      help="where every submit ticket's fate is recorded, so a restarted server still "
+                           "answers for them: an SQLite file (one host), or redis://HOST:PORT/DB shared by "
+                           "servers on several hosts (default: memory only)")
 
 
 def _call_parser(commands: Any, common: argparse.ArgumentParser) -> None:

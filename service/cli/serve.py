@@ -72,7 +72,8 @@ def _server_config(args: argparse.Namespace, interceptors: Tuple[Any, ...] = ())
     mode = hello_mode(args)
     return ServerConfig(host=args.host, port=args.port, wire=wire(args), detect_wire=not args.only_wire,
                         handshake=mode != "off", optional_hello=mode == "optional", auth_token=auth_token(args),
-                        tls=tls, grace=args.grace, server_name=args.server_name, limits=limits,
+                        tls=tls, grace=args.grace, drain_notice=args.drain_notice, server_name=args.server_name,
+                        limits=limits,
                         interceptors=interceptors, call_log_level=args.call_log_level)
 
 

@@ -31,8 +31,9 @@ def demo_server(config: Optional[ServerConfig] = None, limits: Optional[DemoLimi
                 ticket_store: Optional[str] = None) -> HandshakeServer:
     """A HandshakeServer hosting the demo service; its submitted work drains when the server stops.
 
-    ``ticket_store``: an SQLite file recording every ticket's fate, so that a restarted server still
-    answers for tickets acknowledged before (None: tickets live in memory only). Its hello grants the
+    ``ticket_store``: where every ticket's fate is recorded, so that a restarted server (or another
+    server sharing it) answers for tickets acknowledged before: an SQLite file path, or a
+    ``redis://`` URL for servers on several hosts (``store.open_store``; None: in memory only). Its hello grants the
     demo's ``FEATURES`` unless ``config`` names features of its own."""
     config = config or ServerConfig()
     if not config.features:

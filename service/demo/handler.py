@@ -25,8 +25,8 @@ from thrift_handshake_gen.ttypes import Ack, AllTypes, Event, InvalidRequest, Re
 from ..errors import WorkAborted
 from ..session import SessionContext, current_session, drop_oneway
 from ..workers import joining_a_running_service
-from .ledger import TicketLedger
 from .limits import DemoLimits
+from .store import open_store
 from .tickets import TicketBoard
 
 __all__ = ["HandshakeHandler", "MAX_WORK_MS"]
@@ -98,8 +98,8 @@ class HandshakeHandler(HandshakeService.Iface):
                  ticket_store: Optional[str] = None) -> None:
         limits = limits or DemoLimits()
         # A worker that joins a running service must find the store its siblings use, not start an empty one.
-        ledger = None if ticket_store is None else TicketLedger(ticket_store, limits.result_ttl,
-                                                                create=not joining_a_running_service())
+        ledger = None if ticket_store is None else open_store(ticket_store, limits.result_ttl,
+                                                              create=not joining_a_running_service())
         self.tickets = TicketBoard(limits, ledger)
         self._events: Deque[Tuple[Event, int]] = collections.deque()  # (event, its bytes), oldest first
         self._max_events = recent_events
@@ -179,11 +179,13 @@ class HandshakeHandler(HandshakeService.Iface):
     def close(self, timeout: float) -> None:
         """Stops: queued submit work is cancelled, running work (process() and submit()) gets
         ``timeout`` seconds, then is aborted. Called again with 0, it aborts at once. Returns once
-        every ticket's outcome is recorded (or after ``_ABORT_WAIT`` more), so the process may exit."""
+        every ticket's outcome is recorded (and then closes the ticket store), or after ``_ABORT_WAIT`` more,
+        so the process may exit."""
         self.tickets.stop()
         with self._idle:
             self._idle.wait_for(lambda: self._running == 0, timeout)
         self._aborted.set()
         with self._idle:
             self._idle.wait_for(lambda: self._running == 0, _ABORT_WAIT)
-        self.tickets.drain(_ABORT_WAIT)
+        if self.tickets.drain(_ABORT_WAIT):
+            self.tickets.close_store()

@@ -1,4 +1,5 @@
-"""The fate of every acknowledged ticket, on disk (SQLite), so that a restart can still answer for it.
+"""The fate of every acknowledged ticket, on disk (SQLite), so that a restart can still answer for it:
+the default ``store.TicketStore``, for the processes of one host.
 
 A ticket is recorded as accepted before submit() answers, and its outcome (done with its result,
 failed, or cancelled by a stop) when it has one. Each ticket records the process that accepted it,
@@ -28,22 +29,12 @@ from thrift.TSerialization import deserialize, serialize
 
 from thrift_handshake_gen.ttypes import Response
 
-__all__ = ["TicketLedger", "LedgerError", "Outcome"]
+from .store import ACCEPTED, CANCELLED, DONE, FAILED, LOST, LOST_MESSAGE, LedgerError, Outcome
 
-ACCEPTED, DONE, FAILED, CANCELLED, LOST = "accepted", "done", "failed", "cancelled", "lost"
-
-#: (state, result or None, message)
-Outcome = Tuple[str, Optional[Response], str]
-
-_LOST_MESSAGE = "the server stopped without finishing it (killed?); submit it again"
+__all__ = ["TicketLedger", "LedgerError", "Outcome", "ACCEPTED", "DONE", "FAILED", "CANCELLED", "LOST"]
 
 #: How long opening a ledger waits for other processes opening the same file.
 OPEN_TIMEOUT = 10.0
-
-
-class LedgerError(Exception):
-    """The ledger cannot record or read: its file vanished or was replaced, or SQLite failed (read-only,
-    disk full...)."""
 
 
 class TicketLedger:
@@ -99,7 +90,7 @@ class TicketLedger:
     def _mark_lost(self, owner: int, owner_id: str) -> None:
         self._db.execute("UPDATE tickets SET state = ?, message = ?, updated = ? "
                          "WHERE state = ? AND owner = ? AND owner_id = ?",
-                         (LOST, _LOST_MESSAGE, time.time(), ACCEPTED, owner, owner_id))
+                         (LOST, LOST_MESSAGE, time.time(), ACCEPTED, owner, owner_id))
 
     def accepted(self, ticket: str) -> None:
         """Records ``ticket`` as accepted by this process; LedgerError if it cannot."""
@@ -124,7 +115,7 @@ class TicketLedger:
                                    (ticket,)).fetchone()
             if row is not None and row[0] == ACCEPTED and not _alive(row[3], row[4]):
                 self._mark_lost(row[3], row[4])  # its server was killed: whoever looks first says so
-                row = (LOST, None, _LOST_MESSAGE)
+                row = (LOST, None, LOST_MESSAGE)
         if row is None:
             return None
         state, blob, message = row[:3]

@@ -4,13 +4,14 @@ A bounded pool runs the work. At most ``submit_workers + submit_queue`` tickets 
 holding at most ``submit_queue_bytes`` of memory (as the caller estimates each request's); more are
 refused with Overloaded. Finished results are kept for ``result_ttl`` seconds and at most
 ``max_results`` of them (the oldest go first). A ticket is valid from any connection and any session.
-Every operation is O(1) in the number of stored results. With a ``TicketLedger`` every ticket's fate
-is also on disk, so a restarted server still answers for tickets of the process before it (their
-results, or why there is none), and worker processes sharing the ledger answer for each other's
-tickets (waiting for them by polling the ledger). A ticket's outcome is on disk before it counts as
-finished, so ``drain()`` at a stop returns only once every outcome is written. A ledger that fails
-(read-only, deleted while serving) refuses new tickets with Overloaded and is logged once per kind
-of error, with a count.
+Every operation is O(1) in the number of stored results. With a ticket store (``store.TicketStore``:
+an SQLite ``TicketLedger``, or Redis shared by several hosts) every ticket's fate is also kept there, so
+a restarted server still answers for tickets of the process before it (their results, or why there is
+none), and worker processes or servers sharing the store answer for each other's tickets (waiting for
+them by polling the store). A ticket's outcome is in the store before it counts as finished: its
+result is answered, even by the server that ran it, and ``drain()`` at a stop returns, only once the
+outcome is written (or its write failed). A store that fails (read-only, deleted while serving,
+unreachable) refuses new tickets with Overloaded and is logged once per kind of error, with a count.
 The limits are per process.
 """
 
@@ -27,7 +28,7 @@ from typing import Callable, Dict, Optional, OrderedDict, Tuple
 from thrift_handshake_gen.ttypes import InvalidRequest, NotReady, Overloaded, Response, UnknownTicket
 
 from ..peerlog import RepeatedErrors
-from .ledger import ACCEPTED, CANCELLED, DONE, FAILED, LOST, LedgerError, TicketLedger
+from .store import ACCEPTED, CANCELLED, DONE, FAILED, LOST, LedgerError, TicketStore
 from .limits import DemoLimits
 
 __all__ = ["TicketBoard"]
@@ -42,7 +43,7 @@ _FIRST_POLL, _LAST_POLL = 0.001, 0.01
 class TicketBoard:
     """Tickets for submitted work and their results, with bounded time, count, bytes and concurrency."""
 
-    def __init__(self, limits: DemoLimits, ledger: Optional[TicketLedger] = None) -> None:
+    def __init__(self, limits: DemoLimits, ledger: Optional[TicketStore] = None) -> None:
         self._limits = limits
         self._ledger = ledger
         self._capacity = limits.submit_workers + limits.submit_queue
@@ -84,19 +85,26 @@ class TicketBoard:
                                          f"(submit_per_session); try again when some finish",
                                  queued=queued, capacity=self._capacity)
             ticket = uuid.uuid4().hex
-            if self._ledger is not None:
-                try:
-                    self._ledger.accepted(ticket)  # on disk before the acknowledgement leaves
-                except LedgerError as error:
-                    self._store_errors.report(error)
-                    raise Overloaded(message="the ticket store cannot record this ticket now (the server's log "
-                                             "says why); try again later", queued=queued,
-                                     capacity=self._capacity) from None
-            future = self._pool.submit(work)
+            future: "concurrent.futures.Future[Response]" = concurrent.futures.Future()  # its place, held now
             self._unfinished[ticket] = (future, size, owner)
             self._per_owner[owner] = mine + 1
             self._unfinished_bytes += size
+        if self._ledger is not None:
+            try:  # in the store before the acknowledgement leaves; outside the lock, as a network store is slow
+                self._ledger.accepted(ticket)
+            except LedgerError as error:
+                self._store_errors.report(error)
+                with self._settled:
+                    self._release(ticket)
+                raise Overloaded(message="the ticket store cannot record this ticket now (the server's log "
+                                         "says why); try again later", queued=queued,
+                                 capacity=self._capacity) from None
         future.add_done_callback(lambda done: self._finish(ticket, done))
+        try:
+            self._pool.submit(_run, future, work)
+        except RuntimeError:  # stop() shut the pool meanwhile: the ticket is recorded as cancelled
+            future.cancel()
+            raise Overloaded(message="the server is stopping", queued=queued, capacity=self._capacity) from None
         return ticket
 
     def result(self, ticket: str, wait: float) -> Response:
@@ -104,16 +112,17 @@ class TicketBoard:
 
         Raises UnknownTicket (never issued, or expired) or NotReady (still running after the wait).
         """
-        with self._lock:
-            self._expire()
-            entry = self._unfinished.get(ticket) or self._finished.get(ticket)
         wait = min(max(wait, 0.0), self._limits.max_wait)
+        with self._settled:  # a ticket counts as finished once its outcome is recorded, not before
+            self._expire()
+            recorded = self._settled.wait_for(lambda: ticket not in self._unfinished, wait)
+            entry = self._finished.get(ticket) if recorded else self._unfinished[ticket]
         if entry is None:
             return self._from_ledger(ticket, wait)
+        if not recorded:
+            raise NotReady(ticket=ticket, message=f"still running after waiting {wait * 1000:.0f} ms")
         try:
-            return entry[0].result(timeout=wait)
-        except concurrent.futures.TimeoutError:
-            raise NotReady(ticket=ticket, message=f"still running after waiting {wait * 1000:.0f} ms") from None
+            return entry[0].result(timeout=0)
         except concurrent.futures.CancelledError:
             raise NotReady(ticket=ticket, message="cancelled: the server stopped before it ran") from None
         except Exception as error:  # the work itself failed (e.g. aborted when the server stopped)
@@ -150,7 +159,10 @@ class TicketBoard:
         """Refuses new work and cancels work still queued (idempotent)."""
         with self._lock:
             self._stopped = True
+            futures = [future for future, _, _ in self._unfinished.values()]
         self._pool.shutdown(wait=False, cancel_futures=True)
+        for future in futures:
+            future.cancel()  # the queued ones (a running one cannot be)
 
     def drain(self, timeout: float) -> bool:
         """Waits up to ``timeout`` seconds until every ticket's outcome is recorded (after ``stop()``:
@@ -160,20 +172,30 @@ class TicketBoard:
         self._store_errors.flush()
         return settled
 
+    def close_store(self) -> None:
+        """Closes the ticket store, once ``drain()`` said every outcome is recorded (a shared store then
+        reads this process's tickets as theirs no more)."""
+        if self._ledger is not None:
+            self._ledger.close()
+
     def _finish(self, ticket: str, future: "concurrent.futures.Future[Response]") -> None:
         if self._ledger is not None:
             self._record(self._ledger, ticket, future)  # before the ticket counts as finished: drain() waits
         with self._settled:
-            _, size, owner = self._unfinished.pop(ticket)
-            self._unfinished_bytes -= size
-            left = self._per_owner.pop(owner) - 1
-            if left:
-                self._per_owner[owner] = left
+            self._release(ticket)
             self._finished[ticket] = (future, time.monotonic())
             self._expire()
-            self._settled.notify_all()
 
-    def _record(self, ledger: TicketLedger, ticket: str, future: "concurrent.futures.Future[Response]") -> None:
+    def _release(self, ticket: str) -> None:
+        """Gives an unfinished ticket's place in the queue back (holding the lock)."""
+        _, size, owner = self._unfinished.pop(ticket)
+        self._unfinished_bytes -= size
+        left = self._per_owner.pop(owner) - 1
+        if left:
+            self._per_owner[owner] = left
+        self._settled.notify_all()
+
+    def _record(self, ledger: TicketStore, ticket: str, future: "concurrent.futures.Future[Response]") -> None:
         try:
             if future.cancelled():
                 ledger.finished(ticket, CANCELLED)
@@ -192,3 +214,15 @@ class TicketBoard:
             if now - finished_at <= self._limits.result_ttl and len(self._finished) <= self._limits.max_results:
                 break
             self._finished.popitem(last=False)
+
+
+def _run(future: "concurrent.futures.Future[Response]", work: Callable[[], Response]) -> None:
+    """Runs a ticket's work on a pool thread, unless the ticket was cancelled while queued."""
+    if not future.set_running_or_notify_cancel():
+        return
+    try:
+        result = work()
+    except BaseException as error:  # the ticket's outcome, as the pool's own futures keep it
+        future.set_exception(error)
+    else:
+        future.set_result(result)

@@ -241,7 +241,9 @@ class Connection:
         if in_the_watch:
             self._closer(self)
             return
-        state.stop(self._shut_socket, force)
+        # Not forced, only the reading side: the thread waiting for the next message wakes, and the
+        # session can still be told why it is closed.
+        state.stop(self._shut_socket if force else self._shut_reading, force)
 
     def closed(self) -> None:
         """The socket is closed and the connection forgotten."""
@@ -264,5 +266,13 @@ class Connection:
         if handle is not None:
             try:
                 handle.shutdown(socket.SHUT_RDWR)  # wakes a thread in recv(), or the watch
+            except OSError:
+                pass
+
+    def _shut_reading(self) -> None:
+        handle = self.socket.handle
+        if handle is not None:
+            try:  # socket.socket's own: ssl.SSLSocket.shutdown would drop the TLS state the notice needs
+                socket.socket.shutdown(handle, socket.SHUT_RD)
             except OSError:
                 pass

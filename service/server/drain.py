@@ -1,5 +1,7 @@
-"""The graceful stop: no new connections, idle ones closed now, busy ones after their reply or at the
-end of the grace period, when the service's own remaining work (``on_stop`` callbacks) is aborted too."""
+"""The graceful stop: first a notice (``drain_notice``) while the port stays open and ping and hello
+answer ``Draining``, so a load balancer sees it; then no new connections. Idle sessions are told and
+closed at once, busy ones after their reply or at the end of the grace period, when the service's own
+remaining work (``on_stop`` callbacks) is aborted too."""
 
 from __future__ import annotations
 
@@ -34,6 +36,30 @@ class Drain:
         self._metrics = metrics
         self._warnings = warnings
         self._deadline: Optional[float] = None  # when draining: the end of the grace period
+        self._notice_until: Optional[float] = None  # once begun: when the listener closes
+
+    def announce(self) -> float:
+        """The stop is requested: starts the grace period (once); returns its end. Takes no lock."""
+        if self._deadline is None:
+            self._deadline = time.monotonic() + self.grace
+        return self._deadline
+
+    def begin(self, notice: float) -> None:
+        """Starts draining while the server still listens (for ``notice`` seconds at most, and within
+        the grace period): every session closes, idle ones now, busy ones after their reply; a connection
+        still before its hello is answered Draining like a newcomer, and closed when the notice ends."""
+        self.announce()
+        self._notice_until = time.monotonic() + notice
+        connections = self._admission.connections()
+        logger.info("draining: %d connections open, notice %.1fs, grace %.1fs", len(connections), notice,
+                    self._remaining_grace())
+        for connection in connections:
+            if not connection.awaiting_hello:
+                connection.shutdown()  # one waiting for input has no thread to wake: closed here
+
+    def notice_over(self) -> bool:
+        """Whether the listener should close now (the notice, or the grace period, is over)."""
+        return self._notice_until is not None and time.monotonic() >= min(self._notice_until, self._deadline)
 
     def shorten(self, grace: float) -> None:
         """Replaces the grace period (0 while draining ends it now); takes no lock."""
@@ -46,13 +72,16 @@ class Drain:
     def run(self, close_listener: Callable[[], None], close_pool: Callable[[], None]) -> None:
         """The whole stop; returns once every connection is closed (or left behind, logged)."""
         admission = self._admission
-        self._deadline = time.monotonic() + self.grace
+        if self._notice_until is None:
+            self.begin(0.0)
         close_listener()
         connections = admission.connections()
-        logger.info("stopping: %d connections open, grace %.1fs", len(connections), self.grace)
+        logger.info("stopping: %d connections open, grace %.1fs", len(connections), self._remaining_grace())
         for connection in connections:
-            connection.shutdown()  # one waiting for input has no thread to wake: closed here
-        closers = [threading.Thread(target=callback, args=(self.grace + _UNWIND_WAIT,), name="on_stop",
+            if not connection.closing:  # those accepted during the notice; the others are on their way
+                connection.shutdown()
+        remaining = self._remaining_grace()
+        closers = [threading.Thread(target=callback, args=(remaining + _UNWIND_WAIT,), name="on_stop",
                                     daemon=True) for callback in self.callbacks]
         for closer in closers:  # the service's own work drains alongside; the grace period decides
             closer.start()

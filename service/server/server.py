@@ -52,6 +52,8 @@ logger = logging.getLogger(__package__)  # the server's one logger: operators fi
 
 #: The watch's loop wakes at least this often to close waiting connections whose time is up.
 _WATCH_TICK = 0.1
+#: What a session closed by the drain is told (its client raises it from its next call).
+_DRAINING = "draining: the server is stopping and closed this session; connect again (to another server)"
 #: How long the accept loop pauses after accept() fails for lack of resources (e.g. EMFILE).
 _ACCEPT_BACKOFF = 0.1
 
@@ -126,6 +128,7 @@ class HandshakeServer(TThreadedServer):
         self._next_expiry = float("inf")  # no waiting connection's time is up before this
         self._expiry_lock = threading.Lock()
         self._serving = False
+        self._draining = False  # the drain began (serve()'s thread only)
         self._drained = False
         self._thread: Optional[threading.Thread] = None
         self._bound_port = 0  # the port it listened on, once it did (kept after the stop)
@@ -220,7 +223,14 @@ class HandshakeServer(TThreadedServer):
             listener = self.serverTransport.handle
             watch.add(listener.fileno(), listener, once=False)
             next_relief = 0.0
-            while not self._stop_requested:
+            while True:
+                if self._stop_requested:  # listens on through the drain notice, answering Draining
+                    if not self._draining:
+                        self._draining = True
+                        # without hello nothing can answer Draining: no notice, the port closes now
+                        self._drain.begin(self.config.drain_notice if self.config.handshake else 0.0)
+                    if self._drain.notice_over():
+                        break
                 now = time.monotonic()
                 if now >= self._next_expiry:
                     self._expire_waiting(now)
@@ -231,7 +241,7 @@ class HandshakeServer(TThreadedServer):
                 for ready in watch.wait(min(max(self._next_expiry - now, 0.0), _WATCH_TICK)):
                     if ready is not listener:
                         self._dispatch(ready)
-                    elif not self._stop_requested:
+                    else:
                         self._accept()
         finally:
             if listener is not None:
@@ -256,10 +266,19 @@ class HandshakeServer(TThreadedServer):
         """
         if grace is not None:
             self._drain.shorten(grace)
+        until = self._drain.announce()
+        if self.config.handshake:
+            self.processor.drain(until)  # ping and hello answer Draining from now on
         self._stop_requested = True
         watch = self._watch
         if watch is not None:
             watch.wake()
+
+    @property
+    def draining(self) -> bool:
+        """Whether the drain began: ping and hello answer Draining, sessions are being closed (a
+        ``request_stop()`` only asks: the serving thread begins the drain a moment later)."""
+        return self._draining
 
     @property
     def stopping(self) -> bool:
@@ -372,9 +391,16 @@ class HandshakeServer(TThreadedServer):
     def _close_taken(self, connection: Connection) -> None:
         """Closes a connection taken out of the watch to close it (expired, evicted, stopping); a
         session evicted for another host is told why first, on a pool thread."""
-        if connection.closed_by is ConnectionEvent.EVICTED and connection.established and self._pool is not None:
-            self._pool.submit(self._tell_and_close, connection)
-            return
+        if connection.established and self._pool is not None:
+            if connection.closed_by is ConnectionEvent.EVICTED:
+                self._pool.submit(self._tell_and_close, connection)
+                return
+            if connection.closed_by is ConnectionEvent.STOPPING:  # told in _finish, off the drain's thread
+                self._pool.submit(self._close_drained, connection)
+                return
+        self._finish(connection, *self._closing_outcome(connection))
+
+    def _close_drained(self, connection: Connection) -> None:
         self._finish(connection, *self._closing_outcome(connection))
 
     def _tell_and_close(self, connection: Connection) -> None:
@@ -386,8 +412,11 @@ class HandshakeServer(TThreadedServer):
                                connection.eviction_reason)
 
     def _finish(self, connection: Connection, event: str, reason: str) -> None:
-        """Closes a started connection and logs how it ended."""
+        """Closes a started connection and logs how it ended; a session closed by the drain is told why."""
         state = connection.state
+        if (connection.closed_by is ConnectionEvent.STOPPING and connection.established
+                and not state.session.closing):  # a session that said goodbye knows
+            tell_evicted(connection, _DRAINING)
         self._release(connection)
         summary = ""
         if state is not None:

@@ -31,7 +31,7 @@ class Iface(object):
 
     def ping(self):
         """
-        Health check; allowed before hello().
+        Health check; allowed before hello(). Draining while the server stops.
 
         """
         pass
@@ -88,11 +88,13 @@ class Client(Iface):
             return result.success
         if result.rejected is not None:
             raise result.rejected
+        if result.draining is not None:
+            raise result.draining
         raise TApplicationException(TApplicationException.MISSING_RESULT, "hello failed: unknown result")
 
     def ping(self):
         """
-        Health check; allowed before hello().
+        Health check; allowed before hello(). Draining while the server stops.
 
         """
         self.send_ping()
@@ -116,6 +118,8 @@ class Client(Iface):
         result = ping_result()
         result.read(iprot)
         iprot.readMessageEnd()
+        if result.draining is not None:
+            raise result.draining
         return
 
     def stats(self):
@@ -222,6 +226,9 @@ class Processor(Iface, TProcessor):
         except HandshakeRejected as rejected:
             msg_type = TMessageType.REPLY
             result.rejected = rejected
+        except Draining as draining:
+            msg_type = TMessageType.REPLY
+            result.draining = draining
         except TApplicationException as ex:
             logging.exception('TApplication exception in handler')
             msg_type = TMessageType.EXCEPTION
@@ -245,6 +252,9 @@ class Processor(Iface, TProcessor):
             msg_type = TMessageType.REPLY
         except TTransport.TTransportException:
             raise
+        except Draining as draining:
+            msg_type = TMessageType.REPLY
+            result.draining = draining
         except TApplicationException as ex:
             logging.exception('TApplication exception in handler')
             msg_type = TMessageType.EXCEPTION
@@ -381,13 +391,15 @@ class hello_result(object):
     Attributes:
      - success
      - rejected
+     - draining
 
     """
 
 
-    def __init__(self, success=None, rejected=None,):
+    def __init__(self, success=None, rejected=None, draining=None,):
         self.success = success
         self.rejected = rejected
+        self.draining = draining
 
     def read(self, iprot):
         if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
@@ -409,6 +421,11 @@ class hello_result(object):
                     self.rejected = HandshakeRejected.read(iprot)
                 else:
                     iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.STRUCT:
+                    self.draining = Draining.read(iprot)
+                else:
+                    iprot.skip(ftype)
             else:
                 iprot.skip(ftype)
             iprot.readFieldEnd()
@@ -426,6 +443,10 @@ class hello_result(object):
         if self.rejected is not None:
             oprot.writeFieldBegin('rejected', TType.STRUCT, 1)
             self.rejected.write(oprot)
+            oprot.writeFieldEnd()
+        if self.draining is not None:
+            oprot.writeFieldBegin('draining', TType.STRUCT, 2)
+            self.draining.write(oprot)
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
         oprot.writeStructEnd()
@@ -447,6 +468,7 @@ all_structs.append(hello_result)
 hello_result.thrift_spec = (
     (0, TType.STRUCT, 'success', [ServerHello, None], None, ),  # 0
     (1, TType.STRUCT, 'rejected', [HandshakeRejected, None], None, ),  # 1
+    (2, TType.STRUCT, 'draining', [Draining, None], None, ),  # 2
 )
 
 
@@ -494,7 +516,15 @@ ping_args.thrift_spec = (
 
 
 class ping_result(object):
+    """
+    Attributes:
+     - draining
 
+    """
+
+
+    def __init__(self, draining=None,):
+        self.draining = draining
 
     def read(self, iprot):
         if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
@@ -505,6 +535,11 @@ class ping_result(object):
             (fname, ftype, fid) = iprot.readFieldBegin()
             if ftype == TType.STOP:
                 break
+            if fid == 1:
+                if ftype == TType.STRUCT:
+                    self.draining = Draining.read(iprot)
+                else:
+                    iprot.skip(ftype)
             else:
                 iprot.skip(ftype)
             iprot.readFieldEnd()
@@ -515,6 +550,10 @@ class ping_result(object):
             oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
             return
         oprot.writeStructBegin('ping_result')
+        if self.draining is not None:
+            oprot.writeFieldBegin('draining', TType.STRUCT, 1)
+            self.draining.write(oprot)
+            oprot.writeFieldEnd()
         oprot.writeFieldStop()
         oprot.writeStructEnd()
 
@@ -533,6 +572,8 @@ class ping_result(object):
         return not (self == other)
 all_structs.append(ping_result)
 ping_result.thrift_spec = (
+    None,  # 0
+    (1, TType.STRUCT, 'draining', [Draining, None], None, ),  # 1
 )
 
 

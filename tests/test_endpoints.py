@@ -1,0 +1,133 @@
+"""A client given several endpoints: round-robin or first available, failover past a server that is
+down, full or draining (hello said again there), and retries only for idempotent methods."""
+
+from __future__ import annotations
+
+
+import pytest
+
+from conftest import eventually, free_port
+from thrift_handshake import (
+    Client,
+    ClientOptions,
+    ConnectError,
+    ConnectionBroken,
+    Endpoints,
+    RetryPolicy,
+    ServerDraining,
+    ServerLimits,
+)
+from thrift_handshake_gen import HandshakeService
+from thrift_handshake_gen.ttypes import Request
+
+
+def _client(endpoints: Endpoints, **options) -> Client:
+    return Client(endpoints, options=ClientOptions(**options), service=HandshakeService)
+
+
+def _server_name(client: Client) -> str:
+    return client.server_hello.server_name
+
+
+def test_parse_and_its_refusals():
+    endpoints = Endpoints.parse("127.0.0.1:9091, [::1]:9092,host.example:9093")
+    assert endpoints.addresses == (("127.0.0.1", 9091), ("::1", 9092), ("host.example", 9093))
+    assert Endpoints.parse(["a:1", "a:1", "b:2"]).addresses == (("a", 1), ("b", 2))  # duplicates once
+    for bad in ("", "nohost", "::1:9090", "a:port", ":9090"):
+        with pytest.raises(ValueError):
+            Endpoints.parse(bad)
+    with pytest.raises(ValueError, match="port must be 1..65535"):
+        Endpoints([("a", 70000)])
+    with pytest.raises(ValueError, match="policy must be one of"):
+        Endpoints([("a", 1)], policy="random")
+
+
+def test_round_robin_spreads_connections(start_server):
+    servers = [start_server(server_name=name) for name in ("a", "b", "c")]
+    endpoints = Endpoints([("127.0.0.1", s.port) for s in servers], policy="round_robin")
+    seen = []
+    for _ in range(6):
+        with _client(endpoints) as client:
+            seen.append(_server_name(client))
+    assert sorted(seen) == ["a", "a", "b", "b", "c", "c"]
+    assert seen[:3] in (["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"])
+
+
+def test_first_available_skips_a_dead_a_full_and_a_draining_server(start_server):
+    full = start_server(server_name="full", limits=ServerLimits(max_connections=1))
+    holder = _client(Endpoints([("127.0.0.1", full.port)]))
+    holder.connect()  # a session: not evicted for a newcomer, which is told the server is full
+    draining = start_server(server_name="draining", drain_notice=30.0, grace=30.0)
+    draining.request_stop()
+    assert eventually(lambda: draining.draining)
+    healthy = start_server(server_name="healthy")
+    endpoints = Endpoints([("127.0.0.1", free_port()), ("127.0.0.1", full.port), ("127.0.0.1", draining.port),
+                           ("127.0.0.1", healthy.port)], policy="first_available")
+    with _client(endpoints) as client:
+        assert _server_name(client) == "healthy"
+        assert client.echo("hello again, elsewhere") == "hello again, elsewhere"
+        assert (client.host, client.port) == ("127.0.0.1", healthy.port)
+        tried = [(r.phase, r.name, r.error or "") for r in client.timeline if r.phase in ("connect", "handshake")]
+    assert [name for phase, name, _ in tried if phase == "connect"] == [
+        f"127.0.0.1:{port}" for port in (endpoints.addresses[0][1], full.port, draining.port, healthy.port)]
+    refusals = [error for phase, _, error in tried if phase == "handshake" and error]
+    assert "server full" in refusals[0] and "Draining" in refusals[1], refusals
+    holder.close()
+    draining.stop(grace=0)
+
+
+def test_when_every_endpoint_refuses_the_error_says_why(start_server):
+    draining = [start_server(drain_notice=30.0, grace=30.0) for _ in range(2)]
+    for server in draining:
+        server.request_stop()
+    assert eventually(lambda: all(s.draining for s in draining))
+    with pytest.raises(ServerDraining):  # all refused the same way: that way's own error
+        _client(Endpoints([("127.0.0.1", s.port) for s in draining])).connect()
+    mixed = Endpoints([("127.0.0.1", free_port()), ("127.0.0.1", draining[0].port)])
+    with pytest.raises(ConnectError, match="no endpoint took the connection: cannot connect to .*draining"):
+        _client(mixed).connect()
+    for server in draining:
+        server.stop(grace=0)
+
+
+def test_an_idempotent_call_fails_over_when_its_server_stops(start_server):
+    first, second = start_server(server_name="first"), start_server(server_name="second")
+    endpoints = Endpoints([("127.0.0.1", first.port), ("127.0.0.1", second.port)], policy="first_available")
+    with _client(endpoints, retry=RetryPolicy(idempotent={"echo"}, backoff=0.01)) as client:
+        assert _server_name(client) == "first"
+        first.stop()  # the idle session is told and closed; the port closes
+        assert client.echo("once more") == "once more"
+        assert _server_name(client) == "second"  # a new session: hello said again
+
+
+def test_a_non_idempotent_call_is_not_retried_and_reconnect_fails_over(start_server):
+    first, second = start_server(server_name="first"), start_server(server_name="second")
+    endpoints = Endpoints([("127.0.0.1", first.port), ("127.0.0.1", second.port)], policy="first_available")
+    with _client(endpoints, retry=RetryPolicy(idempotent={"echo"}, backoff=0.01)) as client:
+        first.stop()
+        with pytest.raises(ConnectionBroken, match="draining"):  # may not run twice: the caller decides
+            client.process(Request(request_id="once"))
+        client.reconnect()
+        assert _server_name(client) == "second"
+        assert client.process(Request(request_id="once")).request_id == "once"
+
+
+def test_a_name_resolving_to_several_addresses(start_server):
+    server = start_server()
+    endpoints = Endpoints.resolve("localhost", server.port)
+    assert ("127.0.0.1", server.port) in endpoints.addresses
+    for _ in range(len(endpoints.addresses)):  # whichever comes first (::1 refuses here): it connects
+        with _client(endpoints) as client:
+            assert client.echo("x") == "x"
+    with pytest.raises(ConnectError, match="cannot resolve"):
+        Endpoints.resolve("no-such-host.invalid", 9090)
+
+
+def test_a_failed_address_is_tried_last_for_a_while(start_server):
+    server = start_server()
+    dead = ("127.0.0.1", free_port())
+    endpoints = Endpoints([dead, ("127.0.0.1", server.port)], policy="first_available")
+    with _client(endpoints) as client:
+        assert client.port == server.port
+    assert endpoints.order() == [("127.0.0.1", server.port), dead]
+    assert Endpoints([dead, ("127.0.0.1", server.port)], avoid_failed=0).order()[0] == dead
