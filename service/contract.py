@@ -6,14 +6,15 @@ Nothing here names HandshakeService's own methods: any service module generated 
 
 from __future__ import annotations
 
+import inspect
 import sys
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Dict, Iterator, Optional
+from typing import Collection, Dict, FrozenSet, Iterator, Optional
 
 from thrift.Thrift import TType
 
-__all__ = ["MethodInfo", "describe_service", "generated_class", "service_of"]
+__all__ = ["MethodInfo", "describe_service", "generated_class", "service_of", "coroutine_methods"]
 
 
 @dataclass(frozen=True)
@@ -79,3 +80,9 @@ def service_of(handler: object) -> ModuleType:
             return module
     raise TypeError(f"{type(handler).__name__} implements no generated Iface: subclass your service's "
                     f"Iface (e.g. class Handler(Calculator.Iface)) or pass service=")
+
+
+def coroutine_methods(handler: object, methods: Collection[str]) -> FrozenSet[str]:
+    """The names among ``methods`` that ``handler`` implements as coroutine functions (``async def``):
+    only the asyncio server (``aio.AsyncHandshakeServer``) can await them."""
+    return frozenset(name for name in methods if inspect.iscoroutinefunction(getattr(handler, name, None)))

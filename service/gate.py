@@ -27,13 +27,15 @@ counts calls for ``metrics``.
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import socket
 import sys
 import threading
 import weakref
+from contextvars import ContextVar
 from time import monotonic, perf_counter
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Awaitable, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from thrift.protocol.TProtocol import TProtocolBase, TProtocolException
 from thrift.Thrift import TApplicationException, TMessageType, TProcessor, TType
@@ -211,6 +213,8 @@ class SessionProcessor(TProcessor):
     warnings: the rate limit its warnings about peers share (a server passes its own).
     interceptors: the user's, run after the runtime's own (counting and the call log) on every message
     (see ``interceptors``). call_log_level: the level of the call log's line for every call.
+    binds_session: False for a host that serves many sessions on one thread and binds each connection's
+    session itself (``session.bind_task_session``), as the asyncio server does.
     decoded_budget: when set, a request over 64 KiB is priced before it is decoded (an unframed one
     as it is read, ``wire.whole_arguments``) and refused (PROTOCOL_ERROR) when its decoded size does
     not fit. The handler is reached through a copy of ``processor`` whose handler is
@@ -227,8 +231,12 @@ class SessionProcessor(TProcessor):
         interceptors: Sequence[Any] = (),
         decoded_budget: Optional[DecodedBudget] = None,
         call_log_level: int = logging.DEBUG,
+        binds_session: bool = True,
         default_service: Optional[str] = None,
     ) -> None:
+        # what current_session() returns is bound per call, on the serving thread; a host serving many
+        # sessions on one thread (asyncio) binds it per connection task instead (session.bind_task_session)
+        self._bind = bind_session if binds_session else _no_binding
         self.settings = settings or SessionSettings()
         self.decoded_budget = decoded_budget
         self.metrics = metrics or ServerMetrics()
@@ -309,6 +317,36 @@ class SessionProcessor(TProcessor):
     def process(self, iprot: TProtocolBase, oprot: TProtocolBase) -> bool:
         """Serves one message. After the answer to goodbye (or to a refused token) is flushed it raises
         ``SessionClosed``, a TTransportException: any Thrift server then closes the connection."""
+        state, call, serve, table = self._begin(iprot)
+        try:
+            self._dispatch(state, call, serve, iprot, oprot, table)
+        except BaseException as error:
+            self._failed(call, error)
+            raise
+        finally:
+            self._ended(state, call)
+        return self._after(state)
+
+    async def process_async(self, iprot: TProtocolBase, oprot: TProtocolBase) -> bool:
+        """``process`` for an asyncio host, on its event loop: a method whose serving function returns an
+        awaitable (a coroutine handler, or a call handed to a thread pool) is awaited; the rest (the
+        session methods, refusals) is served at once. Same answers, chain and ``SessionClosed``."""
+        state, call, serve, table = self._begin(iprot)
+        try:
+            pending = self._dispatch(state, call, serve, iprot, oprot, table)
+            if pending is not None:
+                await pending
+        except BaseException as error:
+            self._failed(call, error)
+            raise
+        finally:
+            self._ended(state, call)
+        return self._after(state)
+
+    def _begin(self, iprot: TProtocolBase) -> Tuple[ConnectionState, ServerCall, Optional[Callable[..., Any]],
+                                                    ServiceTable]:
+        """Reads a message's header: its connection's state, the call, the function that serves it (None
+        when its message type may not carry that method) and its service's table."""
         state = getattr(iprot, _STATE, None) or self.connection(iprot)
         try:
             name, message_type, seqid = iprot.readMessageBegin()
@@ -324,31 +362,36 @@ class SessionProcessor(TProcessor):
             raise TProtocolException(TProtocolException.INVALID_DATA,
                                      f"message type {message_type} is not a call (1) or one-way call (4)")
         oneway = message_type == TMessageType.ONEWAY or name in table.oneway  # no answer is written
-        call = ServerCall(name, seqid, oneway, perf_counter(), state, service)
-        try:
-            self._dispatch(state, call, methods.get(name), iprot, oprot, table)
-        except BaseException as error:
-            if not call.announced:  # e.g. arguments that could not be decoded
-                self._announce(call)
-            call.outcome, call.error = Outcome.FAILED, error
-            raise
-        finally:
-            if state.reserved:
-                self.decoded_budget.release(state.host, state.reserved)
-                state.reserved = 0
-            call.ended = perf_counter()
-            self.chain.ended(call)
-            bind_session(None)  # lines logged between calls belong to no session (and the context is freed)
+        return state, ServerCall(name, seqid, oneway, perf_counter(), state, service), methods.get(name), table
+
+    def _failed(self, call: ServerCall, error: BaseException) -> None:
+        if not call.announced:  # e.g. arguments that could not be decoded
+            self._announce(call)
+        call.outcome, call.error = Outcome.FAILED, error
+
+    @staticmethod
+    def _after(state: ConnectionState) -> bool:
+        """The message is done; raises ``SessionClosed`` when its answer ended the session."""
         state.end()
         session = state.session
         if session is not None and session.closing:
             raise SessionClosed(TTransportException.END_OF_FILE, f"the session ended ({session.close_reason})")
         return True
 
+    def _ended(self, state: ConnectionState, call: ServerCall) -> None:
+        """A message is done with (served, refused or failed): its budget back, the chain told."""
+        if state.reserved:
+            self.decoded_budget.release(state.host, state.reserved)
+            state.reserved = 0
+        call.ended = perf_counter()
+        self.chain.ended(call)
+        self._bind(None)  # lines logged between calls belong to no session (and the context is freed)
+
     def _dispatch(self, state: ConnectionState, call: ServerCall, serve: Optional[Callable[..., Any]],
-                  iprot: TProtocolBase, oprot: TProtocolBase, table: ServiceTable) -> None:
+                  iprot: TProtocolBase, oprot: TProtocolBase, table: ServiceTable) -> Optional[Awaitable[None]]:
         """Runs ``call`` (``serve``: the service's function for it, if its message type may carry it) or
-        answers why not, without decoding what is not served."""
+        answers why not, without decoding what is not served. When ``serve`` returns an awaitable (an
+        asyncio host's), returns what finishes the call once awaited."""
         name, session = call.method, state.session
         processor, watched = table.processor, False
         if serve is None and session is not None and name in SESSION_METHODS and not call.oneway and table.session:
@@ -359,19 +402,17 @@ class SessionProcessor(TProcessor):
                 return
             if not watched and self.chain.observes_handler():
                 processor, watched = table.watched, True
-            bind_session(state.context)
+            self._bind(state.context)
             if watched:
-                self._serve_watched(call, serve, processor, iprot, oprot)
+                pending = self._serve_watched(call, serve, processor, iprot, oprot)
             else:  # the handler called directly: call_started runs before the arguments are decoded
                 call.announced = True
                 self.chain.started(call)
-                serve(processor, call.seqid, iprot, oprot)
-                call.outcome = _OK
-            if session is not None and processor is not state.session_processor:
-                session.call_served()
-            if call.oneway:
-                self._served_oneway(call)
-            return
+                pending = serve(processor, call.seqid, iprot, oprot)
+            if pending is not None:
+                return self._complete(pending, state, call, processor, watched)
+            self._served(state, call, processor, watched)
+            return None
         info = table.methods.get(name)
         if info is None:
             call.outcome = Outcome.UNKNOWN_METHOD
@@ -392,16 +433,31 @@ class SessionProcessor(TProcessor):
             answer = self._refusal(info, call.reason)
         _write_reply(oprot, name, TMessageType.EXCEPTION if isinstance(answer, TApplicationException) else TMessageType.REPLY,
                      call.seqid, answer)
+        return None
+
+    def _served(self, state: ConnectionState, call: ServerCall, processor: TProcessor, watched: bool) -> None:
+        """``call`` was served: counted for its session, OK unless its handler's run said otherwise."""
+        if not watched:
+            call.outcome = _OK
+        if state.session is not None and processor is not state.session_processor:
+            state.session.call_served()
+        if call.oneway:
+            self._served_oneway(call)
+
+    async def _complete(self, pending: Awaitable[None], state: ConnectionState, call: ServerCall,
+                        processor: TProcessor, watched: bool) -> None:
+        await pending
+        self._served(state, call, processor, watched)
 
     @staticmethod
     def _serve_watched(call: ServerCall, serve: Callable[..., Any], processor: TProcessor, iprot: TProtocolBase,
-                       oprot: TProtocolBase) -> None:
+                       oprot: TProtocolBase) -> Optional[Awaitable[None]]:
         """Serves ``call`` through a processor whose handler fills it in (arguments, result, timing)."""
-        _current.call = call
+        token = _current.set(call)
         try:
-            serve(processor, call.seqid, iprot, oprot)
+            return serve(processor, call.seqid, iprot, oprot)
         finally:
-            _current.call = None  # a pool thread must not keep the last call's arguments and result alive
+            _current.reset(token)  # a pool thread must not keep the last call's arguments and result alive
 
     def _reserve(self, state: ConnectionState, call: ServerCall, iprot: TProtocolBase, oprot: TProtocolBase) -> bool:
         """Reserves a request's decoded size before it is decoded; False when it was refused instead
@@ -439,14 +495,19 @@ class SessionProcessor(TProcessor):
             call.outcome, call.reason = Outcome.DROPPED, reason
 
 
+def _no_binding(context: Optional[SessionContext]) -> None:
+    """The host binds sessions itself (``binds_session=False``)."""
+
+
 #: Session methods that are phases, not calls: Farewell's count leaves them out.
 _UNCOUNTED = frozenset({"hello", "goodbye"})
 
 #: Outcome.OK, read for every call: a module name is found faster than an enum member (Python 3.11).
 _OK = Outcome.OK
 
-#: The call being served on this thread, for the wrapped handler to fill in.
-_current = threading.local()
+#: The call being served, for the wrapped handler to fill in (a context variable: an asyncio host's
+#: pool threads get it with the call's context, and its coroutines each have their own).
+_current: ContextVar[Optional[ServerCall]] = ContextVar("thrift_handshake_call", default=None)
 
 
 def _intercepted(processor: TProcessor, methods: Dict[str, MethodInfo], chain: InterceptorChain) -> TProcessor:
@@ -482,27 +543,51 @@ class _InterceptedHandler:
 
 def _wrap(method: Callable[..., Any], name: str, declared: Tuple[type, ...], chain: InterceptorChain,
           hide_args: bool = False) -> Callable[..., Any]:
-    """``method`` (bound, or a function whose first argument is its object) filling in the thread's
-    current ``ServerCall`` around the call: the arguments (those after ``skip``), timing, the outcome."""
+    """``method`` (bound, or a function whose first argument is its object) filling in the current
+    ``ServerCall`` around the call: the arguments (those after ``skip``), timing, the outcome. A
+    coroutine function's call returns an awaitable that fills the call in once it is done."""
     skip = 0 if hasattr(method, "__self__") else 1
 
-    def intercepted(*args: Any) -> Any:
-        call = _current.call
+    def begin(args: Tuple[Any, ...]) -> ServerCall:
+        call = _current.get()
         if not hide_args:
             call.args = args[skip:] if skip else args
         call.announced = True
         chain.started(call)
-        begun = perf_counter()
-        try:
-            result = method(*args)
-        except BaseException as error:
-            call.handler_seconds = perf_counter() - begun
-            call.outcome = Outcome.DECLARED_ERROR if isinstance(error, declared) else Outcome.FAILED
-            call.error = _without_traceback(error) if hide_args else error
-            raise
+        return call
+
+    def failed(call: ServerCall, begun: float, error: BaseException) -> None:
+        call.handler_seconds = perf_counter() - begun
+        call.outcome = Outcome.DECLARED_ERROR if isinstance(error, declared) else Outcome.FAILED
+        call.error = _without_traceback(error) if hide_args else error
+
+    def returned(call: ServerCall, begun: float, result: Any) -> Any:
         call.handler_seconds = perf_counter() - begun
         call.outcome, call.result = _OK, result
         return result
+
+    if inspect.iscoroutinefunction(method):
+        async def finish(call: ServerCall, begun: float, awaitable: Awaitable[Any]) -> Any:
+            try:
+                result = await awaitable
+            except BaseException as error:
+                failed(call, begun, error)
+                raise
+            return returned(call, begun, result)
+
+        def intercepted(*args: Any) -> Any:
+            call = begin(args)
+            return finish(call, perf_counter(), method(*args))
+    else:
+        def intercepted(*args: Any) -> Any:
+            call = begin(args)
+            begun = perf_counter()
+            try:
+                result = method(*args)
+            except BaseException as error:
+                failed(call, begun, error)
+                raise
+            return returned(call, begun, result)
 
     intercepted.__name__ = name
     return intercepted

@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 import uuid
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Dict, FrozenSet, Optional, Tuple
 
@@ -46,6 +47,9 @@ _ESTABLISHED, _CLOSING = SessionPhase.ESTABLISHED, SessionPhase.CLOSING
 _HELD = (_ESTABLISHED, SessionPhase.ANONYMOUS)  # a session holds the connection (by hello, or anonymous)
 
 _local = threading.local()
+#: The session of an asyncio task's connection (an asyncio server's coroutine handlers interleave on one
+#: thread, so a thread-local cannot tell them apart), and of the pool threads its calls run on.
+_task_session: ContextVar[Optional["SessionContext"]] = ContextVar("thrift_handshake_session", default=None)
 
 #: Bounds on what a hello may carry (names end up in logs and in every handler's context).
 MAX_NAME_LENGTH = 256
@@ -107,14 +111,21 @@ def current_session() -> SessionContext:
 
 
 def bound_session() -> Optional[SessionContext]:
-    """The session of the call being served on this thread; None outside a call."""
-    return getattr(_local, "context", None)
+    """The session of the call being served on this thread (or in this asyncio task); None outside a call."""
+    return getattr(_local, "context", None) or _task_session.get()
 
 
 def bind_session(context: Optional[SessionContext]) -> None:
     """Makes ``context`` what current_session() returns on this thread (the processor calls this)."""
     _local.context = context
     _local.dropped_oneway = None
+
+
+def bind_task_session(context: Optional[SessionContext]) -> None:
+    """Makes ``context`` what current_session() returns in the current asyncio task, and on the threads
+    that run its calls in a copy of its context: for a host serving many sessions on one thread (the
+    asyncio server binds each connection's task once; its gate does not bind per call)."""
+    _task_session.set(context)
 
 
 def drop_oneway(reason: str) -> None:

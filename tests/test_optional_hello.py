@@ -160,3 +160,27 @@ def test_over_tls_an_anonymous_session_leaves_the_handshake_deadline_too(start_s
         assert client.echo("later") == "later"
     finally:
         transport.close()
+
+
+def test_the_asyncio_server_serves_optional_hello_the_same_way(raw) -> None:
+    """The same gate and session behind ``AsyncHandshakeServer``: an anonymous first call, the session's
+    limits after it (past the handshake deadline), a late hello refused."""
+    from test_async_server import EventLoopThread
+
+    from thrift_handshake.aio import AsyncHandshakeServer
+    from thrift_handshake.demo import HandshakeHandler
+
+    loop = EventLoopThread()
+    server = AsyncHandshakeServer(HandshakeHandler(), ServerConfig(port=0, optional_hello=True,
+                                                                   limits=_limits(handshake_timeout=0.3)))
+    loop.run(server.start())
+    try:
+        anonymous = raw(server.port)
+        assert anonymous.stub.echo("anonymous") == "anonymous"
+        time.sleep(0.6)  # past the handshake deadline: the answer below proves the connection lived through it
+        assert anonymous.stub.echo("later") == "later"
+        with pytest.raises(HandshakeRejected, match="hello must be the first call on a connection"):
+            anonymous.hello()
+    finally:
+        loop.run(server.stop(grace=5.0))
+        loop.close()

@@ -239,6 +239,9 @@ def _serve_parser(commands: Any, common: argparse.ArgumentParser) -> None:
                        help="serve from N pre-forked processes on one socket, or auto: one per core "
                             "(default 1: this process); the demo's tickets then go to a shared "
                             "--ticket-store (default: a temporary file)")
+    serve.add_argument("--asyncio", action="store_true",
+                       help="serve on an asyncio event loop (uvloop's when installed): coroutine handlers "
+                            "(async def) wait without a thread, plain ones run on --max-threads threads")
     serve.add_argument("--tls-cert", metavar="PEM", help="serve TLS with this certificate chain")
     serve.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
     serve.add_argument("--tls-client-ca", metavar="PEM", help="require client certificates signed by this CA (mTLS)")

@@ -7,6 +7,7 @@ the grace period). Settings are checked before anything listens; a port that can
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import errno
 import logging
@@ -18,9 +19,11 @@ import threading
 from typing import Any, Dict, Optional, Tuple
 
 from ..admin.endpoint import AdminEndpoint
+from ..aio import AsyncHandshakeServer, event_loop_factory
 from ..admin.prometheus import PrometheusMetrics, missing_client_library
 from ..admin.recent import RecentCalls
 from ..config import ServerConfig, ServerLimits, ServerTLS, Wire
+from ..contract import coroutine_methods, describe_service
 from ..demo import DemoLimits, demo_server
 from ..errors import ArgumentError
 from ..server import HandshakeServer
@@ -73,8 +76,7 @@ def _server_config(args: argparse.Namespace, interceptors: Tuple[Any, ...] = ())
     return ServerConfig(host=args.host, port=args.port, wire=wire(args), detect_wire=not args.only_wire,
                         handshake=mode != "off", optional_hello=mode == "optional", auth_token=auth_token(args),
                         tls=tls, grace=args.grace, drain_notice=args.drain_notice, server_name=args.server_name,
-                        limits=limits,
-                        interceptors=interceptors, call_log_level=args.call_log_level)
+                        limits=limits, interceptors=interceptors, call_log_level=args.call_log_level)
 
 
 def hello_mode(args: argparse.Namespace) -> str:
@@ -86,14 +88,14 @@ def hello_mode(args: argparse.Namespace) -> str:
     return args.hello or "required"
 
 
-def _server(args: argparse.Namespace, interceptors: Tuple[Any, ...] = ()) -> HandshakeServer:
+def _server(args: argparse.Namespace, interceptors: Tuple[Any, ...] = (), server_class: Any = HandshakeServer) -> Any:
     config = _server_config(args, interceptors)
     specs = args.handler or []
     if not specs:
         if args.default_service is not None:
             raise ArgumentError("--default-service names one of several --handler services")
         limits = DemoLimits(**{f.name: getattr(args, f.name) for f in dataclasses.fields(DemoLimits)})
-        return demo_server(config, limits, ticket_store=args.ticket_store)
+        return demo_server(config, limits, ticket_store=args.ticket_store, server_class=server_class)
     hosted: Dict[str, Any] = {}
     for spec in specs:
         name, _, target = spec.rpartition("=")
@@ -112,9 +114,14 @@ def _server(args: argparse.Namespace, interceptors: Tuple[Any, ...] = ()) -> Han
     for handler, service, target in hosted.values():
         check_contract(service, config.handshake and not config.optional_hello)
         answer_unimplemented(handler, unimplemented_methods(handler, service, config.handshake), target)
+        awaited = sorted(coroutine_methods(handler, describe_service(service)))
+        if awaited and server_class is HandshakeServer:
+            raise ArgumentError(f"{target}: {awaited[0]} is a coroutine function (async def): serve it with --asyncio")
     if plain:
         handler, service, _ = hosted.popitem()[1]
-        return HandshakeServer(handler, config, service=service)
+        return server_class(handler, config, service=service)
+    if server_class is not HandshakeServer:
+        raise ArgumentError("several --handler (one port, several services): not yet with --asyncio")
     return HandshakeServer(services={name: handler for name, (handler, _, _) in hosted.items()},
                            default_service=args.default_service, config=config)
 
@@ -133,6 +140,8 @@ def _listen_error(error: OSError, args: argparse.Namespace, host: Optional[str] 
 
 def run_serve(args: argparse.Namespace) -> int:
     """Serves until SIGINT/SIGTERM: the first drains gracefully, a second ends the grace period."""
+    if args.asyncio:
+        return _serve_asyncio(args)
     if args.workers > 1:
         if args.metrics_port is not None:
             raise ArgumentError("--metrics-port serves one process's metrics: not yet with --workers")
@@ -204,3 +213,28 @@ def _serve_workers(args: argparse.Namespace) -> int:
         raise
     finally:
         remove_store()
+
+
+def _serve_asyncio(args: argparse.Namespace) -> int:
+    """``serve --asyncio``: the asyncio server on uvloop's event loop when installed, else asyncio's."""
+    for flag, given in (("--workers", args.workers > 1), ("--metrics-port", args.metrics_port is not None)):
+        if given:
+            raise ArgumentError(f"{flag}: not yet with --asyncio")
+    server = _server(args, server_class=AsyncHandshakeServer)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        if threading.current_thread() is threading.main_thread():  # before listening: no signal is missed
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, lambda: server.request_stop(0.0 if server.stopping else None))
+        try:
+            await server.start()
+        except OSError as error:
+            if error.errno in _ADDRESS_ERRORS or error.errno is None:
+                raise _listen_error(error, args) from None
+            raise
+        await server.serve()
+
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        runner.run(main())
+    return 0

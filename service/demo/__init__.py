@@ -8,7 +8,7 @@ from here; this package uses the runtime as any service would.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import Any, Callable, Optional
 
 from ..config import ServerConfig
 from ..server import HandshakeServer
@@ -28,8 +28,9 @@ SERVER_TIMED = frozenset({"process"})
 
 
 def demo_server(config: Optional[ServerConfig] = None, limits: Optional[DemoLimits] = None,
-                ticket_store: Optional[str] = None) -> HandshakeServer:
-    """A HandshakeServer hosting the demo service; its submitted work drains when the server stops.
+                ticket_store: Optional[str] = None, server_class: Callable[..., Any] = HandshakeServer) -> Any:
+    """A HandshakeServer (or ``server_class``: ``aio.AsyncHandshakeServer``) hosting the demo service;
+    its submitted work drains when the server stops.
 
     ``ticket_store``: where every ticket's fate is recorded, so that a restarted server (or another
     server sharing it) answers for tickets acknowledged before: an SQLite file path, or a
@@ -39,6 +40,6 @@ def demo_server(config: Optional[ServerConfig] = None, limits: Optional[DemoLimi
     if not config.features:
         config = dataclasses.replace(config, features=FEATURES)
     handler = HandshakeHandler(limits, ticket_store=ticket_store)
-    server = HandshakeServer(handler, config)
+    server = server_class(handler, config)
     server.on_stop(handler.close)
     return server

@@ -28,7 +28,7 @@ from thrift.server.TServer import TThreadedServer
 from thrift.transport import TSocket
 
 from ..config import ServerConfig
-from ..contract import service_of
+from ..contract import coroutine_methods, describe_service, service_of
 from ..decoded_budget import DecodedBudget
 from ..gate import SessionProcessor, format_peer
 from ..metrics import ServerMetrics
@@ -53,9 +53,17 @@ logger = logging.getLogger(__package__)  # the server's one logger: operators fi
 #: The watch's loop wakes at least this often to close waiting connections whose time is up.
 _WATCH_TICK = 0.1
 #: What a session closed by the drain is told (its client raises it from its next call).
-_DRAINING = "draining: the server is stopping and closed this session; connect again (to another server)"
+DRAINING_TOLD = "draining: the server is stopping and closed this session; connect again (to another server)"
 #: How long the accept loop pauses after accept() fails for lack of resources (e.g. EMFILE).
 _ACCEPT_BACKOFF = 0.1
+
+
+def session_settings(config: ServerConfig) -> SessionSettings:
+    """What a server with ``config`` tells each session (hello's negotiation, its limits)."""
+    return SessionSettings(
+        server_name=config.server_name, versions=config.versions, features=config.features,
+        auth_token=config.auth_token, idle_timeout_ms=int(config.limits.idle_timeout * 1000),
+        max_message_bytes=config.limits.max_message_bytes, optional_hello=config.optional_hello)
 
 
 class HandshakeServer(TThreadedServer):
@@ -92,12 +100,14 @@ class HandshakeServer(TThreadedServer):
             self.services = {}
             processor = self.service.Processor(handler)
         self.handler = handler
+        for each, module in self.services.values() if self.services else [(handler, self.service)]:
+            awaited = sorted(coroutine_methods(each, describe_service(module)))
+            if awaited:
+                raise TypeError(f"{type(each).__name__}.{awaited[0]} is a coroutine function (async def): serve it "
+                                f"with thrift_handshake.aio.AsyncHandshakeServer (serve --asyncio)")
         limits = self.config.limits
         self.metrics = ServerMetrics()
-        settings = SessionSettings(
-            server_name=self.config.server_name, versions=self.config.versions, features=self.config.features,
-            auth_token=self.config.auth_token, idle_timeout_ms=int(limits.idle_timeout * 1000),
-            max_message_bytes=limits.max_message_bytes, optional_hello=self.config.optional_hello)
+        settings = session_settings(self.config)
         family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
         self._warnings = WarningBudget(logger)  # the processor's warnings about peers count against it too
         super().__init__(
@@ -416,7 +426,7 @@ class HandshakeServer(TThreadedServer):
         state = connection.state
         if (connection.closed_by is ConnectionEvent.STOPPING and connection.established
                 and not state.session.closing):  # a session that said goodbye knows
-            tell_evicted(connection, _DRAINING)
+            tell_evicted(connection, DRAINING_TOLD)
         self._release(connection)
         summary = ""
         if state is not None:

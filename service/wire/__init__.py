@@ -11,7 +11,7 @@
 - ``errors``: the wire's exceptions.
 """
 
-from .answers import answer_refusal, discard_input, write_application_exception
+from .answers import answer_refusal, discard_input, write_application_exception, write_refusal
 from .connection_socket import ConnectionSocket, peek_first_bytes
 from .errors import (
     AnswerableReadError,
@@ -64,6 +64,7 @@ __all__ = [
     "server_tls_context",
     "no_delay",
     "answer_refusal",
+    "write_refusal",
     "write_application_exception",
     "discard_input",
     "MessageFramer",

@@ -14,6 +14,7 @@ from typing import Optional
 
 from thrift.protocol.TProtocol import TProtocolBase
 from thrift.Thrift import TApplicationException, TMessageType
+from thrift.transport.TTransport import TTransportBase
 
 from .connection_socket import ConnectionSocket
 from .errors import AnswerableReadError
@@ -21,7 +22,7 @@ from .sniff import Dialect, DialectKind
 from .stack import server_stack
 from .tls import TLS_ALERT_PROTOCOL_VERSION
 
-__all__ = ["answer_refusal", "write_application_exception", "discard_input", "http_refusal"]
+__all__ = ["answer_refusal", "write_refusal", "write_application_exception", "discard_input", "http_refusal"]
 
 #: After refusing a message, how long (and how many bytes of) the rest of it is read and dropped, so
 #: the peer is not reset mid-write and gets to read the refusal.
@@ -48,18 +49,28 @@ def http_refusal(message: str) -> bytes:
 def answer_refusal(sock: ConnectionSocket, dialect: Optional[Dialect], kind: int, message: str,
                    max_message_bytes: int, max_container_items: Optional[int]) -> None:
     """Tells the peer on ``sock`` (speaking ``dialect``, None if it said too little to tell) why it is
-    refused, where it can read the answer, then drops the rest of its input (bounded). A Thrift peer
-    gets ``TApplicationException(kind, message)`` to its first message (read with these limits; a bad
-    binary version, to seqid 0). Errors (the peer gone, its message not even a header) propagate."""
-    handle = sock.handle
+    refused, where it can read the answer (``write_refusal``), then drops the rest of its input
+    (bounded). Errors (the peer gone, its message not even a header) propagate."""
+    write_refusal(sock, dialect, kind, message, max_message_bytes, max_container_items)
+    discard_input(sock.handle)
+
+
+def write_refusal(trans: TTransportBase, dialect: Optional[Dialect], kind: int, message: str,
+                  max_message_bytes: int, max_container_items: Optional[int]) -> None:
+    """Writes to ``trans`` (a socket, or memory for an asyncio server) why a peer speaking ``dialect`` is
+    refused: an HTTP 400, a TLS alert, or ``TApplicationException(kind, message)`` to a Thrift peer's
+    first message, read from ``trans`` with these limits (a bad binary version: to seqid 0); nothing
+    to a peer that said too little to tell. Errors (its message not even a header) propagate."""
     family = None if dialect is None else dialect.kind
     answer_wire = None if dialect is None else dialect.answer_wire
     if family is DialectKind.HTTP:
-        handle.sendall(http_refusal(message))
+        trans.write(http_refusal(message))
+        trans.flush()
     elif family is DialectKind.TLS:
-        handle.sendall(TLS_ALERT_PROTOCOL_VERSION)  # all a TLS client can read from a plain server
+        trans.write(TLS_ALERT_PROTOCOL_VERSION)  # all a TLS client can read from a plain server
+        trans.flush()
     elif answer_wire is not None:
-        _, protocol = server_stack(answer_wire, sock, max_message_bytes, max_container_items)
+        _, protocol = server_stack(answer_wire, trans, max_message_bytes, max_container_items)
         name, seqid = "", 0
         if family is not DialectKind.BAD_VERSION:  # answer the very call it made, in its own framing
             try:
@@ -67,7 +78,6 @@ def answer_refusal(sock: ConnectionSocket, dialect: Optional[Dialect], kind: int
             except AnswerableReadError as error:  # e.g. a frame over the limit: answered from its header
                 name, seqid = error.name, error.seqid
         write_application_exception(protocol, name, seqid, kind, message)
-    discard_input(handle)
 
 
 def discard_input(handle: socket.socket) -> None:

@@ -122,6 +122,10 @@ class MessageFramer:
         """Bytes received that are not yet part of a whole message."""
         return len(self._buffer) - self._start
 
+    def head(self, size: int) -> bytes:
+        """The first ``size`` bytes (or fewer) of the message not yet whole (to answer one it refused)."""
+        return bytes(self._buffer[self._start:self._start + size])
+
     def receive(self, data: bytes) -> None:
         """Adds the connection's next bytes (ignored once the stream is refused)."""
         if self._error is not None:

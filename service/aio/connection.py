@@ -1,0 +1,376 @@
+"""One connection of the asyncio server, on its own task: the dialect from its first bytes, whole
+messages cut by ``wire.MessageFramer`` under the server's limits and deadlines, each served in order
+through the gate (``SessionProcessor.process_async``) over a stack in memory, the reply written back.
+
+Deadlines, as on the threaded server: before hello, one for the whole handshake (and at most
+``handshake_max_bytes``); after it, ``idle_timeout`` between messages, ``request_timeout`` from a
+message's first byte until it is whole, ``reply_timeout`` for the peer to take a reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from typing import Any, Optional, Tuple
+
+from thrift.protocol.TProtocol import TProtocolException
+from thrift.Thrift import TApplicationException
+from thrift.transport.TTransport import TTransportException
+
+from ..config import ServerConfig, Wire
+from ..gate import ConnectionState, SessionClosed, SessionProcessor
+from ..peerlog import WarningBudget, clip_for_log
+from ..server.answers import Answers
+from ..server.server import DRAINING_TOLD
+from ..server.outcome import Ending, Outcome, bad_input, closing_outcome, transport_outcome
+from ..session import Session, SessionListener, bind_task_session
+from ..states import ConnectionEvent
+from ..wire import (AnswerableReadError, BudgetExceeded, DialectKind, FramerLimits, MessageFramer, header_protocol,
+                    server_stack, sniff, write_application_exception)
+from .pipe import MemoryPipe
+from .opening import READ_CHUNK, Stream, refuse, send_last
+
+__all__ = ["AsyncConnection"]
+
+logger = logging.getLogger(__name__)
+
+_STOPPING: Outcome = ("closed", "server stopping")
+_NEVER = float("inf")
+#: Of a refused message, this much is looked at for its name and seqid.
+_HEAD_BYTES = 64 * 1024
+
+
+class AsyncConnection(SessionListener):
+    """One accepted connection: ``run(stream, identity)`` serves it until it ends and returns how
+    ("closed" or "dropped", why). ``stop(force)`` ends it once no message is in flight (with ``force``,
+    at once). It is its session's listener: hello's success switches it to the session's deadlines."""
+
+    def __init__(self, config: ServerConfig, processor: SessionProcessor, warnings: WarningBudget, peer: str,
+                 accepted_at: float) -> None:
+        self.config = config
+        self.peer = peer
+        self.state: Optional[ConnectionState] = None
+        self.accepted_at = accepted_at
+        self._processor = processor
+        self._warnings = warnings
+        self._limits = config.limits
+        self.task: Optional[asyncio.Task] = None  # the one serving it (set by the server)
+        self.begun = False  # whether that task has begun
+        self._stopping = False
+        self._in_session = not config.handshake
+        self._received_before_hello = 0
+        self._message_started: Optional[float] = None  # loop time of the first byte of the message being read
+        self.expires_at = _NEVER  # while a read or a drain waits: when it gives up (loop time)
+        self._expired = False
+        self._evicted = False
+        self._heard = False  # the peer has sent something
+        self._stack: Optional[Tuple[Any, Any, Any]] = None  # transport, protocol, pipe once the dialect is known
+
+    # -- the session's listener -----------------------------------------------------------------
+
+    def session_started(self, session: Optional[Session] = None) -> None:
+        self._in_session = True
+
+    # -- stop ---------------------------------------------------------------------------------
+
+    def stop(self, force: bool = False) -> None:
+        """No message may start from now on; the connection closes now if none is in flight (or with
+        ``force``), else after its reply."""
+        self._stopping = True
+        task = self.task
+        if task is None or task.done():
+            return
+        if self.state is None:
+            task.cancel()
+        else:
+            self.state.stop(task.cancel, force)
+
+    # -- making room (as ``server.admission.eviction_candidates`` sees a connection) -------------
+
+    @property
+    def host(self) -> str:
+        return self.peer.rsplit(":", 1)[0]
+
+    @property
+    def awaiting_hello(self) -> bool:
+        return self.config.handshake and not self._in_session
+
+    def silent(self) -> bool:
+        """Whether the peer has sent nothing yet."""
+        return not self._heard
+
+    @property
+    def in_the_watch(self) -> bool:
+        """Waiting for the peer's next message (none in flight)."""
+        return self.expires_at != _NEVER and (self.state is None or self.state.in_flight is None)
+
+    def evict(self) -> bool:
+        """Ends the connection to make room for a newcomer, unless a message is in flight; whether it will end."""
+        task = self.task
+        if task is None or task.done() or (self.state is not None and self.state.in_flight is not None):
+            return False
+        self._evicted = True
+        task.cancel()
+        return True
+
+    # -- deadlines: kept by the server's sweep, not a timer per read ---------------------------
+
+    def expire(self, now: float) -> None:
+        """Called by the server's sweep: a read (or a reply's drain) whose deadline has passed ends."""
+        if self.expires_at <= now and self.task is not None and not self.task.done():
+            self._expired = True
+            self.expires_at = _NEVER
+            self.task.cancel()
+
+    async def _read_by(self, reader: asyncio.StreamReader, deadline: float) -> bytes:
+        """The next bytes, or TimeoutError once ``deadline`` (loop time) passes."""
+        return await self._by(reader.read(READ_CHUNK), deadline)
+
+    async def _by(self, awaitable: Any, deadline: float) -> Any:
+        self.expires_at = deadline
+        try:
+            return await awaitable
+        except asyncio.CancelledError:
+            if not self._expired or self._stopping or self._evicted:
+                raise
+            asyncio.current_task().uncancel()
+            self._expired = False
+            raise TimeoutError from None
+        finally:
+            self.expires_at = _NEVER
+
+    # -- serving ------------------------------------------------------------------------------
+
+    async def run(self, stream: Stream, identity: Optional[str], mismatch: Optional[str] = None) -> Optional[Outcome]:
+        """Serves the connection; how it ended, or None when it was refused (already told and logged)."""
+        reader, writer = stream
+        try:
+            received, dialect, ending = await self._first_bytes(reader)
+            if ending is not None:
+                return ending
+            stack, framer_wire = self._stack_for(dialect) if mismatch is None else (None, None)
+            if stack is None:
+                said = "nothing it recognises" if dialect is None else str(dialect)
+                explanation = f"the client speaks {said}; {mismatch or 'this server speaks ' + self._speaks()}"
+                self._warnings.warning("refused peer=%s: %s (first bytes %s)", self.peer, explanation,
+                                       received[:6].hex(" "))
+                await refuse(stream, received, dialect, TApplicationException.INVALID_PROTOCOL, explanation,
+                             self._limits)
+                return None
+            transport, protocol, pipe = self._stack = stack
+            self.state = self._processor.connection(protocol, self.peer, identity or None, listener=self)
+            bind_task_session(self.state.context)  # this task's calls, and the pool threads that run them
+            if self._stopping:
+                return _STOPPING
+            framer = MessageFramer(framer_wire, FramerLimits.of(self._limits))
+            ending = await self._serve(reader, writer, framer, received, transport, protocol, pipe)
+        except asyncio.CancelledError:
+            if not (self._stopping or self._evicted):
+                raise
+            asyncio.current_task().uncancel()
+            if not self._stopping:
+                return closing_outcome(ConnectionEvent.EVICTED, self.config.handshake, "")
+            ending = _STOPPING
+        if ending is _STOPPING:
+            await self._tell_stopping(writer)
+        return ending
+
+    async def _tell_stopping(self, writer: asyncio.StreamWriter) -> None:
+        """A session the stopping server closes (not one in a call, nor one that said goodbye) is told
+        why first, as the threaded server tells it: an exception to seqid 0 that its next call reads."""
+        state = self.state
+        session = None if state is None else state.session
+        if self._stack is None or session is None or not session.established or session.closing or state.in_flight:
+            return
+        _, protocol, pipe = self._stack
+        try:
+            write_application_exception(protocol, "", 0, TApplicationException.INTERNAL_ERROR, DRAINING_TOLD)
+            await self._write(writer, pipe)
+        except (OSError, TTransportException):  # gone already
+            pass
+
+    async def _first_bytes(self, reader: asyncio.StreamReader) -> Tuple[bytes, Any, Optional[Outcome]]:
+        """The first bytes, their dialect, and how the connection ended if it did before they told."""
+        handshake = self.config.handshake or self.config.tls is not None
+        deadline = self.accepted_at + (self._limits.handshake_timeout if handshake else self._limits.idle_timeout)
+        data, dialect = b"", None
+        while dialect is None and len(data) < 6:
+            try:
+                chunk = await self._read_by(reader, deadline)
+            except TimeoutError:
+                return data, None, ("dropped", "handshake timeout" if handshake else "idle timeout")
+            except OSError:
+                return data, None, ("dropped", "peer reset the connection")
+            if not chunk:
+                break
+            self._heard = True
+            data += chunk
+            dialect = sniff(data)
+        if not data:
+            return data, None, ("closed", "peer closed the connection")
+        return data, dialect, None
+
+    def _stack_for(self, dialect: Any) -> Tuple[Optional[Tuple[Any, Any, Any]], Optional[Wire]]:
+        """The stack (transport, protocol, pipe) for what the peer speaks and the wire its messages are
+        cut by; (None, None) for what this server does not serve (as ``server.Opening`` decides)."""
+        config, limits = self.config, self._limits
+        served = config.wire
+        pipe = MemoryPipe()
+        if dialect is not None and dialect.kind is DialectKind.THRIFT:
+            wire = dataclasses.replace(served, protocol=dialect.wire.protocol, transport=dialect.wire.transport)
+            if wire == served or config.detect_wire:
+                transport, protocol = server_stack(wire, pipe, limits.max_message_bytes, limits.max_container_items)
+                return (transport, protocol, pipe), wire
+        if dialect is not None and dialect.kind is DialectKind.HEADER and (
+                config.detect_wire or served.transport == "header"):
+            protocol = header_protocol(pipe, limits.max_message_bytes, limits.max_container_items)
+            return (protocol.trans, protocol, pipe), Wire(transport="header")
+        return None, None
+
+    def _speaks(self) -> str:
+        if self.config.detect_wire:
+            return "Thrift binary or compact, buffered or framed, or THeader"
+        return f"Thrift {self.config.wire.transport} {self.config.wire.protocol}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, framer: MessageFramer,
+                     received: bytes, transport: Any, protocol: Any, pipe: Any) -> Outcome:
+        """Serves whole messages in order until the connection ends; how it ended."""
+        loop = asyncio.get_running_loop()
+        state = self.state
+        data = received
+        while True:
+            try:
+                if data:
+                    if not framer.pending:  # a message's first bytes: its request_timeout runs from now
+                        self._message_started = loop.time()
+                    framer.receive(data)
+                    self._count(data)
+                message = framer.next_message()
+                data = b""
+                if message is None:
+                    data, ending = await self._more(reader, framer, loop)
+                    if ending is not None:
+                        return ending
+                    continue
+            except (TProtocolException, TTransportException) as error:  # refused before it was decoded
+                return await self._refuse_message((reader, writer), protocol, pipe, framer, error)
+            self._message_started = loop.time() if framer.pending else None
+            pipe.feed(message)
+            try:
+                await self._processor.process_async(protocol, protocol)
+            except SessionClosed:
+                await self._write(writer, pipe)
+                return "closed", state.session.close_reason
+            except TTransportException as error:
+                if state.closing and error.type == TTransportException.END_OF_FILE:
+                    return _STOPPING
+                return await self._bad_message((reader, writer), protocol, pipe, error)
+            except Exception as error:
+                if state.in_flight is None or not transport.has_unflushed():  # the request failed
+                    return await self._bad_message((reader, writer), protocol, pipe, error)
+                name = state.in_flight[0]
+                logger.error("peer=%s: the %s reply cannot be encoded: %s: %s", self.peer, name,
+                             type(error).__name__, clip_for_log(error))
+                Answers.send_exception(state, protocol, TApplicationException.INTERNAL_ERROR,
+                                       f"the server could not encode the {name} reply")
+                state.end()
+            ending = await self._write(writer, pipe)
+            if ending is not None:
+                return ending
+            if state.closing:
+                return _STOPPING
+
+    async def _more(self, reader: asyncio.StreamReader, framer: MessageFramer,
+                    loop: asyncio.AbstractEventLoop) -> Tuple[bytes, Optional[Outcome]]:
+        """The next bytes, read within the deadline that applies; or how the connection ended instead."""
+        limits = self._limits
+        mid_request = framer.pending > 0
+        if not self._in_session:
+            deadline = self.accepted_at + limits.handshake_timeout
+        elif mid_request:
+            deadline = self._message_started + limits.request_timeout
+        else:
+            deadline = loop.time() + limits.idle_timeout
+        try:
+            data = await self._read_by(reader, deadline)
+        except TimeoutError:
+            error = TTransportException(TTransportException.TIMED_OUT, "timed out")
+            return b"", transport_outcome(self._ending(mid_request), error)
+        except OSError as reset:
+            error = TTransportException(TTransportException.UNKNOWN, str(reset), inner=reset)
+            return b"", transport_outcome(self._ending(mid_request), error)
+        if not data:
+            error = TTransportException(TTransportException.END_OF_FILE, "the peer closed the connection")
+            return b"", transport_outcome(self._ending(mid_request), error)
+        return data, None
+
+    def _count(self, data: bytes) -> None:
+        """Counts bytes against the handshake's budget until the session starts."""
+        if self._in_session:
+            return
+        self._received_before_hello += len(data)
+        budget = self._limits.handshake_max_bytes
+        if self._received_before_hello > budget:
+            raise BudgetExceeded(TTransportException.SIZE_LIMIT,
+                                 f"more than {budget} bytes before hello() succeeded (handshake_max_bytes)")
+
+    async def _refuse_message(self, stream: Stream, protocol: Any, pipe: Any, framer: MessageFramer,
+                              error: Exception) -> Outcome:
+        """A message the framer (or the handshake's budget) refused before it was whole: answered
+        PROTOCOL_ERROR to the call it starts (as far as its bytes tell), then the connection closes."""
+        name, seqid = "", 0
+        if isinstance(error, AnswerableReadError):
+            name, seqid = error.name, error.seqid
+        if not name:  # read the message's start with the connection's own stack (THeader's header too),
+            # which also sets it to answer in the dialect of that very frame
+            pipe.feed(framer.head(_HEAD_BYTES))
+            try:
+                name, _, seqid = protocol.readMessageBegin()
+            except AnswerableReadError as refused:
+                name, seqid = refused.name or name, refused.seqid or seqid
+            except Exception:  # not even a header: answered to seqid 0
+                pass
+        problem = bad_input(error, self._limits)
+        try:
+            write_application_exception(protocol, name, seqid, TApplicationException.PROTOCOL_ERROR,
+                                        f"cannot decode the {name + ' ' if name else ''}request: {problem}")
+        except Exception:  # e.g. a THeader stream that never framed a message: nothing it could read
+            pipe.take_output()
+        await send_last(stream, pipe.take_output())
+        return "dropped", f"bad message: {problem}"
+
+    async def _bad_message(self, stream: Stream, protocol: Any, pipe: Any, error: Exception) -> Outcome:
+        """A whole message that could not be decoded: answered PROTOCOL_ERROR, then the connection closes."""
+        state = self.state
+        problem = bad_input(error, self._limits)
+        if state.in_flight is not None:
+            name = state.in_flight[0]
+            try:
+                Answers.send_exception(state, protocol, TApplicationException.PROTOCOL_ERROR,
+                                       f"cannot decode the {name + ' ' if name else ''}request: {problem}")
+            except Exception:  # the protocol's own state is beyond answering
+                pipe.take_output()
+        await send_last(stream, pipe.take_output())
+        return "dropped", f"bad message: {problem}"
+
+    def _ending(self, mid_request: bool) -> Ending:
+        return Ending.of(None, self.config.handshake, self.state, mid_request)
+
+    async def _write(self, writer: asyncio.StreamWriter, pipe: Any) -> Optional[Outcome]:
+        """Writes what the gate answered; the peer has ``reply_timeout`` to take it."""
+        data = pipe.take_output()
+        if not data:
+            return None
+        writer.write(data)
+        if not writer.transport.get_write_buffer_size():  # all sent: no wait (the common case)
+            return None
+        try:
+            await self._by(writer.drain(), asyncio.get_running_loop().time() + self._limits.reply_timeout)
+        except TimeoutError:
+            writer.transport.abort()  # what the kernel still holds of the reply is dropped
+            return "dropped", "the peer did not read its reply within reply_timeout"
+        except OSError as reset:
+            error = TTransportException(TTransportException.UNKNOWN, str(reset), inner=reset)
+            return transport_outcome(self._ending(False), error)
+        return None

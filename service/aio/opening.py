@@ -1,0 +1,147 @@
+"""A connection's start on the asyncio server: the TLS handshake (on the TLS port, after a peek that
+tells a plain client it needs TLS), the stream, and the refusals written in the peer's own dialect
+(``wire.write_refusal`` over memory: the same words as the threaded server's)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from typing import Optional, Tuple
+
+from thrift.protocol.TProtocol import TProtocolException
+from thrift.transport.TTransport import TTransportException
+
+from ..config import ServerLimits
+from ..wire import SNIFF_BYTES, Dialect, DialectKind, FramerLimits, MessageFramer, sniff, write_refusal
+from .pipe import MemoryPipe
+
+__all__ = ["Stream", "open_stream", "refuse", "send_last", "READ_CHUNK"]
+
+#: Each read asks for at most this much.
+READ_CHUNK = 64 * 1024
+#: How long a refused peer's first message is awaited, and its input read and dropped after the answer.
+_REFUSAL_SECONDS = 1.0
+_DISCARD_BYTES = 64 * 1024 * 1024
+#: While a peer has sent too few bytes to tell TLS from plain, its socket is peeked again this often.
+_PEEK_AGAIN = 0.01
+
+Stream = Tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def open_stream(sock: socket.socket, tls: Optional[ssl.SSLContext],
+                      deadline: float) -> Tuple[Stream, Optional[str], Optional[str]]:
+    """The stream of an accepted socket; on the TLS port after the TLS handshake, done by ``deadline``
+    (``loop.time()``). Returns the stream, the client certificate's common name ("" without one,
+    None without TLS) and, for a peer that failed TLS or sent plain bytes to the TLS port, why."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=READ_CHUNK)
+    protocol = asyncio.StreamReaderProtocol(reader)
+    wrap = tls
+    if tls is not None:
+        first = await _peek(sock, deadline)
+        dialect = sniff(first) if first else None
+        if first and (dialect is None or dialect.kind is not DialectKind.TLS):
+            wrap = None  # a plain client on the TLS port: told so in plain
+    try:
+        transport, _ = await loop.connect_accepted_socket(
+            lambda: protocol, sock, ssl=wrap, ssl_handshake_timeout=max(deadline - loop.time(), 0.001) if wrap else None)
+    except (OSError, ValueError, asyncio.TimeoutError) as error:  # ssl.SSLError is an OSError
+        sock.close()
+        raise ConnectionError(f"TLS handshake failed: {error}") from error
+    writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+    if tls is None:
+        return (reader, writer), None, None
+    if wrap is None:
+        return (reader, writer), None, "this server requires TLS"
+    certificate = transport.get_extra_info("peercert")
+    subject = dict(item for rdn in (certificate or {}).get("subject", ()) for item in rdn)
+    return (reader, writer), subject.get("commonName", ""), None
+
+
+async def _peek(sock: socket.socket, deadline: float) -> bytes:
+    """The socket's first bytes, left for the TLS handshake to read (b"" if none came by ``deadline``)."""
+    loop = asyncio.get_running_loop()
+    while loop.time() < deadline:
+        readable = loop.create_future()
+        loop.add_reader(sock.fileno(), lambda: readable.done() or readable.set_result(None))
+        try:
+            async with asyncio.timeout_at(deadline):
+                await readable
+        except TimeoutError:
+            return b""
+        finally:
+            loop.remove_reader(sock.fileno())
+        try:
+            data = sock.recv(SNIFF_BYTES, socket.MSG_PEEK)
+        except BlockingIOError:
+            continue
+        except OSError:
+            return b""
+        if not data or sniff(data) is not None or len(data) >= SNIFF_BYTES:
+            return data
+        await asyncio.sleep(_PEEK_AGAIN)  # too few bytes to tell yet: still readable, so wait a little
+    return b""
+
+
+async def refuse(stream: Stream, received: bytes, dialect: Optional[Dialect], kind: int, message: str,
+                 limits: ServerLimits) -> None:
+    """Tells the peer why it is refused, where it can read it: a Thrift peer's first message is awaited
+    (briefly, within ``handshake_max_bytes``) and answered in its own framing; then its input is read
+    and dropped (bounded), so closing does not reset a peer still writing."""
+    reader, _ = stream
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _REFUSAL_SECONDS
+    answer_wire = None if dialect is None else dialect.answer_wire
+    budget = limits.handshake_max_bytes
+    try:
+        if answer_wire is not None and dialect.kind is not DialectKind.BAD_VERSION:
+            received = await _first_message(reader, received, MessageFramer(answer_wire, FramerLimits(budget)),
+                                            deadline)
+        pipe = MemoryPipe(received)
+        try:
+            write_refusal(pipe, dialect, kind, message, budget, limits.max_container_items)
+        except Exception:  # its message was not even a header: nothing it could read
+            pass
+    except (OSError, TimeoutError):  # gone, or silent: closed now
+        return
+    await send_last(stream, pipe.take_output(), deadline)
+
+
+async def send_last(stream: Stream, data: bytes, deadline: Optional[float] = None) -> None:
+    """Writes a connection's last ``data``, then reads and drops the peer's input until it closes (by
+    ``deadline``, else for a second, and at most 64 MiB), so that closing does not reset a peer still
+    writing before it reads the answer."""
+    reader, writer = stream
+    if deadline is None:
+        deadline = asyncio.get_running_loop().time() + _REFUSAL_SECONDS
+    try:
+        writer.write(data)
+        async with asyncio.timeout_at(deadline):
+            await writer.drain()
+            if writer.can_write_eof():
+                writer.write_eof()
+            dropped = 0
+            while dropped < _DISCARD_BYTES:
+                chunk = await reader.read(READ_CHUNK)
+                if not chunk:
+                    break
+                dropped += len(chunk)
+    except (OSError, TimeoutError):  # gone, or still writing: closed now
+        pass
+
+
+async def _first_message(reader: asyncio.StreamReader, received: bytes, framer: MessageFramer,
+                         deadline: float) -> bytes:
+    """``received`` and what follows until the first message is whole (or refused, or time is up)."""
+    collected, chunk = bytearray(received), received
+    try:
+        async with asyncio.timeout_at(deadline):
+            while not framer.feed(chunk):
+                chunk = await reader.read(READ_CHUNK)
+                if not chunk:
+                    break
+                collected += chunk
+    except (TimeoutError, OSError, TProtocolException, TTransportException):  # answered from what came
+        pass
+    return bytes(collected)

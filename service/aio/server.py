@@ -1,0 +1,363 @@
+"""The asyncio host of a ``SessionProcessor``: the same gate, session, limits and answers as
+``HandshakeServer``, with a task per connection instead of a pool thread per busy one.
+
+    server = AsyncHandshakeServer(Handler(), ServerConfig(port=0))
+    await server.start()
+    ... server.port ...
+    await server.stop()
+
+Handlers may be coroutines (``async def process``): they are awaited on the loop, holding no thread.
+Plain handlers run on a bounded pool of threads (``ServerLimits.max_threads``), so they never block the
+loop. Messages of one connection are served in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+import sys
+import time
+from types import ModuleType
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+
+from thrift.Thrift import TApplicationException
+
+from ..config import ServerConfig
+from ..contract import MethodInfo, describe_service, service_of
+from ..decoded_budget import DecodedBudget
+from ..gate import SessionProcessor, format_peer
+from ..metrics import ServerMetrics
+from ..peerlog import WarningBudget, clip_for_log
+from ..pool import WorkerPool
+from ..server.admission import eviction_candidates
+from ..server.handler_errors import install_handler_error_filter
+from ..server.outcome import session_summary
+from ..server.server import session_settings
+from ..states import SESSION_METHODS
+from ..wire import DialectKind, no_delay, server_tls_context, sniff
+from .connection import AsyncConnection
+from .handlers import awaiting_processor, pool_offload
+from .opening import open_stream, refuse, READ_CHUNK
+
+__all__ = ["AsyncHandshakeServer"]
+
+logger = logging.getLogger(__package__)
+
+#: How long the accept loop pauses after accept() fails for lack of resources (e.g. EMFILE).
+_ACCEPT_BACKOFF = 0.1
+#: After the grace period: how long aborted work and the last answers get before connections are cut.
+_ABORT_WAIT = 2.0
+#: After the service's work is aborted: how long the connections get to send the answers that say so.
+_ABORT_REPLY_WAIT = 0.5
+#: How often the deadlines of reads and drains are checked (they end at most this late).
+_SWEEP_EVERY = 0.1
+#: At most this many "server full" answers are written at once; beyond, newcomers are just closed.
+_MAX_REFUSALS = 64
+
+
+class AsyncHandshakeServer:
+    """Hosts ``handler``'s service behind a SessionProcessor on an asyncio event loop.
+
+    ``service`` is the generated service module (found from the handler's Iface when omitted).
+    ``on_stop(callback)`` registers work to drain at stop: ``callback(timeout)`` is called (on a
+    thread) with the grace period when the server stops, and with 0 when the grace period is over.
+    """
+
+    def __init__(self, handler: Any, config: Optional[ServerConfig] = None,
+                 service: Optional[ModuleType] = None) -> None:
+        self.config = config or ServerConfig()
+        self.handler = handler
+        self.service = service or service_of(handler)
+        limits = self.config.limits
+        self.metrics = ServerMetrics()
+        settings = session_settings(self.config)
+        self._warnings = WarningBudget(logger)
+        generated = self.service.Processor(handler)
+        skip = SESSION_METHODS if self.config.handshake else ()
+        self.processor = SessionProcessor(
+            awaiting_processor(generated, self.service, _methods(generated), skip, pool_offload(lambda: self._pool)),
+            settings, self.metrics, self.config.handshake, self._warnings, self.config.interceptors,
+            DecodedBudget(limits.max_decoded_bytes, limits.decoded_host_share),
+            logging.getLevelName(self.config.call_log_level), binds_session=False)
+        install_handler_error_filter()
+        self._tls: Optional[ssl.SSLContext] = None if self.config.tls is None else server_tls_context(self.config.tls)
+        self._socket: Optional[socket.socket] = None
+        self._bound_port = 0
+        self._pool: Optional[WorkerPool] = None
+        self._accepting: Optional[asyncio.Task] = None
+        self._sweeping: Optional[asyncio.Task] = None
+        self._connections: Dict[AsyncConnection, asyncio.Task] = {}
+        self._refusals: Set[asyncio.Task] = set()
+        self._callbacks: List[Callable[[float], None]] = []
+        self._grace: Optional[float] = None
+        self._stop_requested = False
+        self._stopped: Optional[asyncio.Event] = None
+        self._stopping: Optional[asyncio.Task] = None
+
+    # -- what it is -------------------------------------------------------------------------------
+
+    @property
+    def address(self) -> Tuple[str, int]:
+        """(host, port) the server listens on (port 0 resolved once listening, kept after the stop)."""
+        return self.config.host, self._bound_port or self.config.port
+
+    @property
+    def port(self) -> int:
+        return self.address[1]
+
+    @property
+    def connection_count(self) -> int:
+        """Connections accepted and not yet closed (with a session or not)."""
+        return len(self._connections)
+
+    @property
+    def stopping(self) -> bool:
+        """Whether a stop was requested."""
+        return self._stop_requested
+
+    def stats(self) -> Any:
+        """The counts hello's ``stats()`` answers with (a ``ServerStats``)."""
+        return self.metrics.snapshot()
+
+    def on_stop(self, callback: Callable[[float], None]) -> None:
+        """Registers ``callback(timeout)`` to drain the service's own work when the server stops."""
+        self._callbacks.append(callback)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self, sock: Optional[socket.socket] = None) -> "AsyncHandshakeServer":
+        """Listens (on ``sock`` when given, already listening) and starts accepting; returns self."""
+        if self._socket is not None or self._stopped is not None:
+            raise RuntimeError("this server was already started; a stopped server cannot be restarted")
+        if sock is None:
+            family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
+            sock = socket.create_server((self.config.host.strip("[]"), self.config.port), family=family,
+                                        backlog=1024)
+        sock.setblocking(False)
+        self._socket = sock
+        self._bound_port = sock.getsockname()[1]
+        self._stopped = asyncio.Event()
+        self._grace_over = asyncio.Event()
+        self._pool = WorkerPool(f"thrift-handshake-aio:{self._bound_port}", self.config.limits.max_threads)
+        self._accepting = asyncio.get_running_loop().create_task(self._accept_loop())
+        self._sweeping = asyncio.get_running_loop().create_task(self._sweep())
+        logger.info("listening on %s service=%s wire=%s handshake=%s tls=%s asyncio=%s", format_peer(self.address),
+                    self.service.__name__.rsplit(".", 1)[-1], self.config.wire,
+                    "on" if self.config.handshake else "off",
+                    "mutual" if self.config.tls and self.config.tls.client_ca_file else bool(self._tls),
+                    type(asyncio.get_running_loop()).__module__.split(".")[0])
+        return self
+
+    async def serve(self) -> None:
+        """Starts (unless started) and serves until a stop is requested and done."""
+        if self._socket is None:
+            await self.start()
+        await self._stopped.wait()
+
+    def request_stop(self, grace: Optional[float] = None) -> None:
+        """Asks the server to stop (on the loop's thread, e.g. from ``loop.add_signal_handler``) and
+        returns at once; ``grace`` replaces the configured grace period, 0 while stopping ends it now."""
+        if grace is not None:
+            self._grace = grace
+            if self._stopping is not None and grace == 0:
+                self._grace_over.set()
+        if self._stop_requested or self._stopped is None:
+            self._stop_requested = True
+            return
+        self._stop_requested = True
+        until = time.monotonic() + (self.config.grace if self._grace is None else self._grace)
+        if self.config.handshake:
+            self.processor.drain(until)  # ping and hello answer Draining from now on
+        self._stopping = asyncio.get_running_loop().create_task(self._drain(until))
+
+    async def stop(self, grace: Optional[float] = None) -> None:
+        """Stops gracefully: no new connection or message; in-flight calls get ``grace`` seconds (default:
+        the config's) to finish, then their connections close; returns once every connection is closed."""
+        self.request_stop(grace)
+        if self._stopping is not None:
+            await asyncio.shield(self._stopping)
+
+    async def __aenter__(self) -> "AsyncHandshakeServer":
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.stop()
+
+    async def _drain(self, until: float) -> None:
+        """The graceful stop, done by ``until`` (``time.monotonic()``): first the notice (``drain_notice``,
+        with hello; ended by a second request): the port stays open, every session closes (idle ones now,
+        busy ones after their reply, each told why), ping and hello answer Draining; then the port
+        closes and what is left gets the rest of the grace period."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        notice = min(self.config.drain_notice if self.config.handshake else 0.0, until - time.monotonic())
+        if notice > 0:
+            logger.info("draining: %d connections open, notice %.1fs, grace %.1fs", len(self._connections), notice,
+                        until - time.monotonic())
+            for connection in list(self._connections):
+                if not connection.awaiting_hello:
+                    connection.stop()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(notice):
+                    await self._grace_over.wait()
+        grace = max(until - time.monotonic(), 0.0)
+        logger.info("stopping: %d connections open, grace %.1fs", len(self._connections), grace)
+        self._accepting.cancel()
+        self._socket.close()  # the sweep goes on: connections still keep their deadlines while draining
+        # daemon threads (none keeps the process up): one per callback, and one for its abort
+        closers = WorkerPool("on_stop", max(2 * len(self._callbacks), 1))
+        on_stop = pool_offload(lambda: closers)
+        try:
+            for connection in list(self._connections):
+                connection.stop()
+            callbacks = [loop.create_task(on_stop(callback, grace)) for callback in self._callbacks]
+            if await _all_done(list(self._connections.values()) + list(self._refusals) + callbacks, grace,
+                               self._grace_over):
+                return
+            logger.warning("grace period over: closing %d connections", len(self._connections))
+            aborts = [loop.create_task(on_stop(callback, 0.0)) for callback in self._callbacks]
+            await _all_done(aborts, _ABORT_WAIT)  # busy handlers return, and answer why
+            await _all_done(list(self._connections.values()), _ABORT_REPLY_WAIT)  # those answers go out
+            for connection in list(self._connections):
+                connection.stop(force=True)
+            for task in self._refusals:
+                task.cancel()
+            await _all_done(list(self._connections.values()) + list(self._refusals), _ABORT_WAIT)
+        finally:
+            closers.close()
+            self._pool.close()
+            self._sweeping.cancel()
+            stats = self.metrics.snapshot()
+            logger.info("stopped after %.1fs: %d connections served, calls %s", loop.time() - started,
+                        stats.connections_total, stats.calls)
+            self._stopped.set()
+
+    # -- connections --------------------------------------------------------------------------
+
+    async def _sweep(self) -> None:
+        """Ends the reads and drains whose deadline has passed, every ``_SWEEP_EVERY`` seconds: one
+        pass over the connections instead of a timer armed and cancelled per message."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(_SWEEP_EVERY)
+            now = loop.time()
+            for connection in [c for c in self._connections if c.expires_at <= now]:
+                connection.expire(now)
+
+    async def _accept_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, address = await loop.sock_accept(self._socket)
+            except OSError as error:  # e.g. too many open files: back off instead of spinning
+                logger.warning("accept failed: %s; pausing accepts for %.1fs", error, _ACCEPT_BACKOFF)
+                await asyncio.sleep(_ACCEPT_BACKOFF)
+                continue
+            no_delay(sock)
+            sock.setblocking(False)
+            peer = format_peer(address)
+            if len(self._connections) >= self.config.limits.max_connections and not self._make_room(loop.time()):
+                self._refuse_full(sock, peer)
+                continue
+            connection = AsyncConnection(self.config, self.processor, self._warnings, peer, loop.time())
+            connection.task = self._connections[connection] = loop.create_task(self._serve(connection, sock))
+            connection.task.add_done_callback(lambda _, c=connection, s=sock: self._never_served(c, s))
+            logger.debug("accepted peer=%s", peer)
+
+    def _make_room(self, now: float) -> bool:
+        """Evicts a connection for a newcomer to a full server, as the threaded server chooses (the
+        oldest without a session, or silent; without hello, the idle longest); whether one made room.
+        (Not yet here: the shares between client hosts.)"""
+        return any(connection.evict() for connection in eviction_candidates(self._connections, now, self.config))
+
+    def _never_served(self, connection: AsyncConnection, sock: socket.socket) -> None:
+        """A task cancelled (by the stop) before it began: its socket is closed here."""
+        if connection in self._connections and not connection.begun:
+            del self._connections[connection]
+            sock.close()
+
+    async def _serve(self, connection: AsyncConnection, sock: socket.socket) -> None:
+        connection.begun = True
+        writer = None
+        try:
+            try:
+                stream, identity, mismatch = await open_stream(
+                    sock, self._tls, connection.accepted_at + self.config.limits.handshake_timeout)
+            except ConnectionError as error:
+                self._warnings.warning("dropped peer=%s: %s", connection.peer, error)
+                return
+            writer = stream[1]
+            try:
+                outcome = await connection.run(stream, identity, mismatch)
+            except Exception as error:  # a defect here, not the peer's: said with its traceback, then closed
+                logger.exception("dropped peer=%s: the server failed serving it: %s", connection.peer,
+                                 clip_for_log(error))
+                return
+            if outcome is not None:
+                self._log_end(connection, *outcome)
+        finally:
+            if writer is not None:
+                writer.close()
+            else:
+                sock.close()
+            if connection.state is not None:
+                connection.state.close()
+            del self._connections[connection]
+
+    def _log_end(self, connection: AsyncConnection, event: str, reason: str) -> None:
+        state = connection.state
+        summary = "" if state is None else session_summary(state)
+        guess = reason.startswith("hello refused")  # a wrong token: inside the budget too
+        log = self._warnings.warning if event != "closed" else self._warnings.info if guess else logger.info
+        log("%s peer=%s session=%s%s: %s", event, connection.peer, state and state.context.session_id, summary, reason)
+
+    def _refuse_full(self, sock: socket.socket, peer: str) -> None:
+        """Tells a newcomer the server is full, in its own framing (bounded: beyond, just closed)."""
+        message = f"server full: {len(self._connections)} connections (max_connections); try again later"
+        self._warnings.warning("refused peer=%s: %s", peer, message)
+        if len(self._refusals) >= _MAX_REFUSALS or self._tls is not None:
+            sock.close()
+            return
+        task = asyncio.get_running_loop().create_task(self._answer_full(sock, message))
+        self._refusals.add(task)
+        task.add_done_callback(self._refusals.discard)
+
+    async def _answer_full(self, sock: socket.socket, message: str) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            stream, _, _ = await open_stream(sock, None, loop.time() + 1.0)
+        except ConnectionError:  # gone already (open_stream closed the socket)
+            return
+        try:
+            async with asyncio.timeout(1.0):
+                first = await stream[0].read(READ_CHUNK)
+            dialect = sniff(first) if first else None
+            if dialect is not None and dialect.kind in (DialectKind.THRIFT, DialectKind.HEADER):
+                await refuse(stream, first, dialect, TApplicationException.INTERNAL_ERROR, message,
+                             self.config.limits)
+        except (OSError, TimeoutError):
+            pass
+        finally:
+            stream[1].close()
+
+
+async def _all_done(tasks: List[Any], timeout: float, cut_short: Optional[asyncio.Event] = None) -> bool:
+    """Whether every one of ``tasks`` is done within ``timeout`` (and before ``cut_short`` is set)."""
+    if not tasks:
+        return True
+    everything = asyncio.ensure_future(asyncio.wait(tasks))
+    waiting = [everything]
+    if cut_short is not None:
+        waiting.append(asyncio.ensure_future(cut_short.wait()))
+    await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    for task in waiting:
+        task.cancel()
+    return all(task.done() for task in tasks)
+
+
+def _methods(processor: Any) -> Dict[str, MethodInfo]:
+    """The methods of the service ``processor`` (a generated Processor) serves."""
+    return describe_service(sys.modules[type(processor).__module__])
