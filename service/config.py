@@ -301,6 +301,15 @@ class ServerConfig:
     interceptors: Tuple[Any, ...] = ()
     call_log_level: str = "DEBUG"
 
+    @property
+    def pre_session_bytes(self) -> int:
+        """What a connection may send before its session starts: ``handshake_max_bytes``, but with optional
+        hello any call may come first, so as much as one message may be (``max_message_bytes``)."""
+        limits = self.limits
+        if self.optional_hello:
+            return max(limits.handshake_max_bytes, limits.max_message_bytes)
+        return limits.handshake_max_bytes
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "features", frozenset(self.features))
         if self.call_log_level not in LOG_LEVELS:

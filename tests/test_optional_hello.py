@@ -163,7 +163,8 @@ def test_over_tls_an_anonymous_session_leaves_the_handshake_deadline_too(start_s
 
 
 def test_the_asyncio_server_serves_optional_hello_the_same_way(raw) -> None:
-    """The same gate and session behind ``AsyncHandshakeServer``: an anonymous first call, the session's
+    """The same gate and session behind ``AsyncHandshakeServer``: an anonymous first call larger than the
+    handshake's byte budget (it was refused: "more than 4096 bytes before hello() succeeded"), the session's
     limits after it (past the handshake deadline), a late hello refused."""
     from test_async_server import EventLoopThread
 
@@ -171,12 +172,12 @@ def test_the_asyncio_server_serves_optional_hello_the_same_way(raw) -> None:
     from thrift_handshake.demo import HandshakeHandler
 
     loop = EventLoopThread()
-    server = AsyncHandshakeServer(HandshakeHandler(), ServerConfig(port=0, optional_hello=True,
-                                                                   limits=_limits(handshake_timeout=0.3)))
+    limits = _limits(handshake_timeout=0.3, handshake_max_bytes=4096)
+    server = AsyncHandshakeServer(HandshakeHandler(), ServerConfig(port=0, optional_hello=True, limits=limits))
     loop.run(server.start())
     try:
         anonymous = raw(server.port)
-        assert anonymous.stub.echo("anonymous") == "anonymous"
+        assert anonymous.stub.echo("x" * 100_000) == "x" * 100_000
         time.sleep(0.6)  # past the handshake deadline: the answer below proves the connection lived through it
         assert anonymous.stub.echo("later") == "later"
         with pytest.raises(HandshakeRejected, match="hello must be the first call on a connection"):

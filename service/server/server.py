@@ -348,9 +348,7 @@ class HandshakeServer(TThreadedServer):
         now = time.monotonic()
         if self.config.handshake:
             client.deadline = now + limits.handshake_timeout  # hello must be done by then
-            client.handshake_budget = limits.handshake_max_bytes
-            if self.config.optional_hello:  # the first message may be a call of any size: known only once read
-                client.handshake_budget = max(limits.handshake_max_bytes, limits.max_message_bytes)
+            client.handshake_budget = self.config.pre_session_bytes
         connection = Connection(client, peer, self.config, self._close_taken, accepted_at=now)
         self._admission.add(connection)
         logger.debug("accepted peer=%s", peer)
