@@ -1,6 +1,7 @@
 """thrift-handshake: a runtime for Thrift services whose client/server handshake is explicit and observable.
 
-Public API: connecting is ``Client`` (phased: connect, hello, calls, goodbye, close); serving is
+Public API: connecting is ``Client`` (phased: connect, hello, calls, goodbye, close) or, on asyncio,
+``AsyncClient`` (the same phases, many calls in flight on one connection); serving is
 ``HandshakeServer`` (a TThreadedServer with sessions, limits and a graceful stop), around the
 ``SessionProcessor`` that any Thrift server can host; the settings in ``config``; the handler's view
 of its caller (``current_session``; ``drop_oneway`` for a one-way call it cannot use); the timeline
@@ -8,6 +9,7 @@ records; the error hierarchy rooted in ``ThriftHandshakeError``. The demo servic
 ``thrift_handshake.demo``.
 """
 
+from .aio import AsyncClient
 from .client import Client
 from .endpoints import Endpoints
 from .config import ClientOptions, ClientTLS, RetryPolicy, ServerConfig, ServerLimits, ServerTLS, Timeouts, Wire
@@ -36,6 +38,7 @@ from .timing import Record, Timeline
 
 __all__ = [
     "Client",
+    "AsyncClient",
     "Endpoints",
     "ClientOptions",
     "Timeouts",

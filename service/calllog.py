@@ -45,13 +45,13 @@ class CallLog(Interceptor):
                        call.peer, session or "-", call.seqid, call.outcome.value, duration_ms,
                        f" ({clip_for_log(call.reason)})" if call.reason else "",
                        extra={"method": clip_for_log(call.name), "outcome": call.outcome.value,
-                              "duration_ms": duration_ms})
+                              "duration_ms": duration_ms, "peer": call.peer, "session": session})
 
     def _dropped(self, call: Any) -> None:
         connection = call.connection
         connection.dropped_oneway += 1
         name = clip_for_log(call.name)  # the peer's: any length
         if connection.dropped_oneway == 1:
-            self._warnings.warning(_DROPPED, name, call.peer, call.reason, log=logger)
+            self._warnings.warning(_DROPPED, name, call.peer, call.reason, log=logger, extra={"peer": call.peer})
         else:
-            logger.debug(_DROPPED, name, call.peer, call.reason)
+            logger.debug(_DROPPED, name, call.peer, call.reason, extra={"peer": call.peer})

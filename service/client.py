@@ -15,54 +15,46 @@ One client is one connection; calls from several threads are serialized.
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
 from types import ModuleType
-from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple, Type, TypeVar, Union, cast
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple, Union
 
 from thrift.protocol.TProtocol import TProtocolException
 from thrift.Thrift import TApplicationException, TException, TMessageType
 from thrift.transport.TTransport import TTransportException
 
 from thrift_handshake_gen.session import SessionService
-from thrift_handshake_gen.session.ttypes import ClientHello, Draining, Farewell, HandshakeRejected, ServerHello
+from thrift_handshake_gen.session.ttypes import Draining, Farewell, HandshakeRejected, ServerHello
 
 from .config import DEFAULT_HOST, DEFAULT_PORT, ClientOptions
 from .endpoints import Endpoints, connect_any, format_address
-from .client_methods import PHASE_METHODS, TypedView, bind_arguments, checker_of, methods_of
-from .interceptors import ClientCall, InterceptorChain, Outcome
+from .client_core import (ClientBase, broken_error, client_hello, idle_limit, negotiation_broken, outcome_of,
+                          refusal_error, server_notice, with_inner_cause)
+from .client_methods import ServiceMethods, checker_of
+from .interceptors import ClientCall, Outcome
 from .errors import (
     ArgumentError,
-    CallTimeout,
     ConnectError,
     ConnectionBroken,
     HandshakeFailed,
-    PhaseError,
     RemoteApplicationError,
     RequestEncodingError,
-    ServerFull,
     ServerDraining,
     ServiceError,
     ThriftHandshakeError,
-    WireMismatch,
 )
 from .states import CLIENT_TRANSITIONS, ClientEvent, ClientPhase, StateMachine
-from .timing import Record, Timeline
+from .timing import Record
 from .multiplex import SEPARATOR
-from .wire import client_stack, explain_reply, explain_tls_error, is_timeout, unread_bytes
+from .wire import client_stack, explain_tls_error, unread_bytes
 
 __all__ = ["Client"]
 
 logger = logging.getLogger(__name__)
 
-#: A connection that was answered before ends without an answer: not a mismatch, the server is gone.
-_WENT_AWAY = ("the server went away without answering (it stopped, crashed or was killed, or closed the "
-              "connection); reconnect() to try again")
-
 _Method = Tuple[Callable[..., None], Optional[Callable[[], Any]], Callable[[Tuple[Any, ...]], None]]
-_Iface = TypeVar("_Iface")
 
 
 class _Sent(NamedTuple):
@@ -80,33 +72,6 @@ class _Sent(NamedTuple):
     call: ClientCall  # what the interceptors see of it
 
 
-def _over_size_limit(error: BaseException) -> bool:
-    """Whether decoding stopped at a size limit: a SIZE_LIMIT TProtocolException or TTransportException
-    in pure Python, an OverflowError from Thrift's C extension."""
-    if isinstance(error, TProtocolException):
-        return error.type == TProtocolException.SIZE_LIMIT
-    if isinstance(error, TTransportException):
-        return error.type == TTransportException.SIZE_LIMIT
-    return isinstance(error, OverflowError) and str(error).startswith("size exceeded")
-
-
-def _check_arguments(port: Any, options: Any, service: Any) -> None:
-    """Refuses what would fail later in a confusing way (or, for a port past 65535, reach another port)."""
-    if isinstance(port, int) and not isinstance(port, bool) and not 0 < port <= 65535:
-        raise ValueError(f"port must be 1..65535, not {port}")
-    if options is not None and not isinstance(options, ClientOptions):
-        raise TypeError(f"options must be a ClientOptions, not {options!r}")
-    if not (isinstance(service, ModuleType) and hasattr(service, "Iface") and hasattr(service, "Client")):
-        raise TypeError(f"service must be a generated service module (e.g. calc.Calculator, as imported by "
-                        f"`from calc import Calculator`), not {service!r}")
-
-
-def _with_inner_cause(error: BaseException) -> str:
-    """The error with the cause Thrift keeps in ``inner`` (e.g. the TLS verification failure)."""
-    inner = getattr(error, "inner", None)
-    return f"{error} ({inner})" if inner is not None else str(error)
-
-
 def _name_requests(protocol: Any, service: str) -> None:
     """Makes ``protocol`` write every request as ``service:method``, as TMultiplexedProtocol does (replies,
     which the client never writes, would keep their name)."""
@@ -121,18 +86,7 @@ def _name_requests(protocol: Any, service: str) -> None:
     protocol.writeMessageBegin = named
 
 
-class _ServerNotice(TProtocolException):
-    """What the server said, unasked, before it closed the connection (an exception answering no call:
-    it drains, or evicted this idle session)."""
-
-
-def _server_notice(protocol: Any) -> _ServerNotice:
-    notice = TApplicationException()
-    notice.read(protocol)
-    return _ServerNotice(TProtocolException.INVALID_DATA, f"the server closed the session: {notice.message}")
-
-
-class Client:
+class Client(ClientBase, ServiceMethods):
     """A connection to a Thrift service, phase by phase.
 
     ``service`` is the generated service module (default: the session methods alone). With
@@ -151,25 +105,7 @@ class Client:
         options: Optional[ClientOptions] = None,
         service: ModuleType = SessionService,
     ) -> None:
-        _check_arguments(port, options, service)
-        #: With ``Endpoints`` for ``host``: where connect() goes (several addresses, failover between them);
-        #: ``host`` and ``port`` are then the current connection's.
-        self.endpoints = host if isinstance(host, Endpoints) else None
-        if self.endpoints is not None:
-            host, port = self.endpoints.addresses[0]
-        self.host = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [::1] as in URLs
-        self.port = port
-        self.options = options or ClientOptions()
-        self.service = service
-        self.timeline = Timeline(self.options.timeline_size)
-        self._chain = InterceptorChain((self.timeline, *self.options.interceptors))
-        self._peer = format_address(self.host, self.port)
-        self._service_methods = methods_of(service)
-        if self.options.handshake and "hello" not in self._service_methods:
-            raise ArgumentError(
-                f"service {service.__name__} has no hello(): it does not extend session.SessionService, so "
-                "its server cannot hold a session; pass ClientOptions(handshake=False) to call it as a plain "
-                "Thrift service")
+        super().__init__(host, port, options, service)
         self._server_hello: Optional[ServerHello] = None
         self._pending_hello: Optional[_Sent] = None  # a pipelined hello, until its answer is read
         self._idle_limit: Optional[float] = None  # seconds, from ServerHello.idle_timeout_ms
@@ -187,11 +123,6 @@ class Client:
     # -- phases -------------------------------------------------------------------------------
 
     @property
-    def phase(self) -> ClientPhase:
-        """The current phase (see ``states.ClientPhase``)."""
-        return self._state.phase
-
-    @property
     def server_hello(self) -> Optional[ServerHello]:
         """The server's answer to hello (None before it or without a handshake). With a pipelined hello
         still unanswered, reading it reads the answer (and raises HandshakeFailed if it was a refusal)."""
@@ -200,15 +131,6 @@ class Client:
                 if self._pending_hello is not None:
                     self._answer_pending_hello()
         return self._server_hello
-
-    @property
-    def session_id(self) -> Optional[str]:
-        return self.server_hello.session_id if self.server_hello else None
-
-    @property
-    def version(self) -> Optional[int]:
-        """The protocol version negotiated in hello()."""
-        return self.server_hello.version if self.server_hello else None
 
     def connect(self) -> Optional[ServerHello]:
         """Opens the transport and says hello; returns the server's answer (READY afterwards).
@@ -222,7 +144,17 @@ class Client:
         with self._lock:
             if self.endpoints is None:
                 return self._connect_to(self.host, self.port)
-            return connect_any(self.endpoints, self._connect_to)
+            return connect_any(self.endpoints, self._connect_to_endpoint)
+
+    def _connect_to_endpoint(self, host: str, port: int) -> Optional[ServerHello]:
+        """``_connect_to`` one of several addresses: a hello that broke leaves the client CLOSED, so the
+        next address can be tried."""
+        try:
+            return self._connect_to(host, port)
+        except ConnectionBroken:
+            if self.phase is ClientPhase.BROKEN:
+                self._close_transport(ClientEvent.CLOSED)
+            raise
 
     def _connect_to(self, host: str, port: int) -> Optional[ServerHello]:
         with self._lock:
@@ -292,12 +224,9 @@ class Client:
         is down or full) is retried on a new connection and session, with backoff; any other method
         fails at once, so it never runs twice.
         """
-        if method in PHASE_METHODS and self.options.handshake:
-            raise ArgumentError(f"{method} is a phase: use {PHASE_METHODS[method]}")
-        if kwargs:
-            args = bind_arguments(self.service, method, args, kwargs)
-        policy = self.options.retry
-        if policy is None or method not in policy.idempotent:
+        args = self._arguments(method, args, kwargs)
+        policy = self._retry_policy(method)
+        if policy is None:
             return self._call_once(method, args)
         delay = policy.backoff
         for attempt in range(1, policy.attempts + 1):
@@ -332,34 +261,7 @@ class Client:
         self._state.apply(ClientEvent.GOODBYE)
         self._record_sent(self._send("goodbye", (), "disconnect", self.options.timeouts.call))
 
-    def typed(self, iface: Type[_Iface]) -> _Iface:
-        """This client's calls as the generated ``iface`` (e.g. ``Calculator.Iface``), so that an IDE and
-        a type checker know its methods: ``client.typed(Calculator.Iface).add(1, 2)``. Every attribute
-        of the view is a service method, even one named like the client's own (``close``)."""
-        if not (isinstance(iface, type) and issubclass(self.service.Iface, iface)):
-            raise TypeError(f"{iface!r} is not the Iface of {self.service.__name__} or of a service it extends")
-        return cast(_Iface, TypedView(self))
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        if name.startswith("_") or not hasattr(self.service.Iface, name):
-            raise AttributeError(f"{type(self).__name__} has no attribute or service method {name!r}")
-        method = functools.partial(self.call, name)
-        self.__dict__[name] = method  # found directly from now on
-        return method
-
     # -- internals ----------------------------------------------------------------------------
-
-    def _require(self, event: ClientEvent, action: str) -> None:
-        if not self._state.allows(event):
-            raise self._phase_error(action)
-
-    def _phase_error(self, action: str) -> PhaseError:
-        hints = {
-            ClientPhase.NEW: "call connect() or use 'with Client(...)'",
-            ClientPhase.CLOSED: "the connection is closed; call connect()",
-            ClientPhase.BROKEN: f"the connection broke ({self._broken_by!r}); call reconnect()",
-        }
-        return PhaseError(action, self.phase.value, hints.get(self.phase, ""))
 
     def _log_change(self, old: ClientPhase, event: ClientEvent, new: ClientPhase) -> None:
         if logger.isEnabledFor(logging.DEBUG):  # six moves per connection: skip building the arguments
@@ -383,13 +285,13 @@ class Client:
             self._state.apply(ClientEvent.CONNECT_FAILED)
             raise
         self.timeline.add(Record("connect", self._peer, start - self._epoch,
-                                 time.perf_counter() - start, error=failure and _with_inner_cause(failure)))
+                                 time.perf_counter() - start, error=failure and with_inner_cause(failure)))
         self._refused = failure is not None
         if failure is not None:
             self._sock = self._transport = self._stub = None
             self._state.apply(ClientEvent.CONNECT_FAILED)
             hint = explain_tls_error(failure)
-            raise ConnectError(f"cannot connect to {self._peer}: {_with_inner_cause(failure)}"
+            raise ConnectError(f"cannot connect to {self._peer}: {with_inner_cause(failure)}"
                                + (f": {hint}" if hint else "")) from failure
         self._stub = self.service.Client(protocol)
         self._guard_replies(protocol)
@@ -415,7 +317,7 @@ class Client:
                     f"exception (3): is the peer a Thrift server?")
             if (name, seqid) != expected:
                 if (name, seqid) == ("", 0) and message_type == TMessageType.EXCEPTION:
-                    raise _server_notice(protocol)
+                    raise server_notice(protocol)
                 raise TProtocolException(
                     TProtocolException.INVALID_DATA,
                     f"the reply is for {name or '?'} (seqid {seqid}), the call was {expected[0]} (seqid "
@@ -426,14 +328,7 @@ class Client:
 
     def _hello(self) -> Optional[ServerHello]:
         options = self.options
-        hello = ClientHello(
-            client_name=options.client_name,
-            language=options.language,
-            min_version=options.versions[0],
-            max_version=options.versions[1],
-            auth_token=options.auth_token,
-            features=set(options.features),
-        )
+        hello = client_hello(options)
         if options.pipeline_hello:
             self._sock.send_with_next()
         try:
@@ -462,13 +357,12 @@ class Client:
         except BaseException as error:
             self._hello_interrupted(error)
             raise
-        broken = self._negotiation_broken(self._server_hello)
+        broken = negotiation_broken(self.options, self._server_hello)
         if broken:
             error = ConnectionBroken(f"hello: the server broke the negotiation: {broken}")
             self._break(error)
             raise error
-        limit_ms = self._server_hello.idle_timeout_ms
-        self._idle_limit = limit_ms / 1000 if limit_ms and limit_ms > 0 else None  # 0 or less: none
+        self._idle_limit = idle_limit(self._server_hello)
         self._state.apply(ClientEvent.HELLO_ACCEPTED)
         return self._server_hello
 
@@ -484,16 +378,6 @@ class Client:
         if self._state.allows(ClientEvent.FAILURE) and self._transport is not None:
             self._break(error)
 
-    def _negotiation_broken(self, answer: ServerHello) -> str:
-        """What ``answer`` chose that this client never offered ("" when it keeps to the offer)."""
-        low, high = self.options.versions
-        if answer.version is None or not low <= answer.version <= high:
-            return f"it chose version {answer.version}, outside the {low}..{high} this client offered"
-        unoffered = set(answer.features or ()) - set(self.options.features)
-        if unoffered:
-            return f"it chose features it was not offered: {', '.join(sorted(unoffered))}"
-        return ""
-
     def _hello_failed(self, error: ThriftHandshakeError) -> ThriftHandshakeError:
         """Closes the transport after a failed hello; returns the error to raise for ``error``."""
         if self._transport is not None:  # refused, not broken: close and say why
@@ -507,19 +391,10 @@ class Client:
         if isinstance(error, RemoteApplicationError):
             if self.phase is ClientPhase.BROKEN:
                 self._close_transport()
-            refused = self._connection_refused(error.error)
+            refused = refusal_error(self._peer, error.error)
             self._refused = refused is not None
             return refused or error
         return error
-
-    def _connection_refused(self, error: TApplicationException) -> Optional[ConnectError]:
-        """The typed error for a server's first answer on a connection that refuses it (full, or
-        another wire), if it is one."""
-        if error.message.startswith("server full"):
-            return ServerFull(f"{self._peer}: {error.message}")
-        if error.type == TApplicationException.INVALID_PROTOCOL:
-            return WireMismatch(f"{self._peer}: {error.message}")
-        return None
 
     def _declared(self, name: str) -> "tuple[type, ...]":
         """The exception classes ``name`` declares in the IDL (its answers, not failures)."""
@@ -614,7 +489,7 @@ class Client:
             if error.type == TApplicationException.PROTOCOL_ERROR:  # the server closes after this answer
                 self._break(error)
             elif not self.options.handshake and sent.in_before == 0:  # without hello, a refusal answers the first call
-                error_out = self._connection_refused(error) or error_out
+                error_out = refusal_error(self._peer, error) or error_out
         except TException as error:
             if not isinstance(error, self._declared(name)):  # e.g. TProtocolException: a corrupt reply
                 self._fail(error, sent.call)
@@ -633,10 +508,7 @@ class Client:
             bytes_in -= unread_bytes(self._transport)  # the next reply may have come in with hello's
         sent_at = sent.sent
         server_us = getattr(result, "processing_us", None) if name in self.options.server_timed_methods else None
-        if error_out is None:
-            outcome = Outcome.OK
-        else:
-            outcome = Outcome.DECLARED_ERROR if isinstance(error_out, ServiceError) else Outcome.FAILED
+        outcome = outcome_of(error_out)
         self._end_call(sent.call, Record(
             phase, name, start - self._epoch, end - start, sent.bytes_out, bytes_in,
             sent_at - start, max(arrived - sent_at, 0.0), end - arrived, server_us,
@@ -668,32 +540,7 @@ class Client:
         reply = self._sock.first_reply if self._sock is not None else b""
         answered_before = self._sock is not None and self._sock.bytes_in > 0  # so TLS and wire were right
         self._break(error)
-        if isinstance(error, _ServerNotice):  # said before the server read the call: it did not run
-            broken = ConnectionBroken(f"{name}: {error}; the call did not run; reconnect() to try again")
-            broken.may_have_run = False
-            raise broken from error
-        if is_timeout(error):
-            raise CallTimeout(f"{name}: no reply within the timeout; the connection is closed") from error
-        if _over_size_limit(error):
-            options = self.options
-            explanation = (f"the reply is over this client's limits (ClientOptions.max_reply_bytes="
-                           f"{options.max_reply_bytes} per string, binary or frame, max_reply_items="
-                           f"{options.max_reply_items} per container)")
-        else:
-            explanation = explain_tls_error(error) or (_WENT_AWAY if answered_before and not reply
-                                                       else explain_reply(reply, self.options.wire))
-        raise ConnectionBroken(f"{name}: connection failed: {_with_inner_cause(error)}: {explanation}") from error
-
-    def _check_idle(self, method: str) -> None:
-        """Fails fast (BROKEN) when the session outlived the server's idle timeout from ServerHello."""
-        limit = self._idle_limit
-        if limit is not None:
-            idle = time.perf_counter() - self._last_activity
-            if idle >= limit:
-                error = ConnectionBroken(f"{method}: the session was idle {idle:.1f} s and the server closes "
-                                         f"sessions idle for {limit:g} s; call reconnect()")
-                self._break(error)
-                raise error
+        raise broken_error(name, error, self.options, reply, answered_before) from error
 
     def _break(self, error: BaseException) -> None:
         """Moves to BROKEN and closes the socket so nothing more is ever read from it."""

@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import functools
 from types import ModuleType
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple, Type, TypeVar, cast
 
 from .contract import MethodInfo, describe_service, generated_class
 from .errors import ArgumentError
 from .values import argument_checker
 
-__all__ = ["PHASE_METHODS", "TypedView", "bind_arguments", "checker_of", "methods_of"]
+__all__ = ["PHASE_METHODS", "THRIFT_SERVICE", "ServiceMethods", "TypedView", "bind_arguments", "checker_of", "methods_of"]
 
 #: Methods the client drives itself as phases rather than as ordinary calls.
 PHASE_METHODS = {"goodbye": "goodbye() or close()"}
 
 _UNSET = object()  # a parameter no argument was given for
+#: The attribute of a written async interface (``aio.stubs``) that names its service module.
+THRIFT_SERVICE = "__thrift_service__"
+_Iface = TypeVar("_Iface")
 
 
 @functools.lru_cache(maxsize=None)  # per generated service: describing one walks its generated code
@@ -77,3 +80,26 @@ class TypedView:
 
     def __repr__(self) -> str:
         return f"<{self._client.service.__name__}.Iface of {self._client!r}>"
+
+
+class ServiceMethods:
+    """A client's service methods as attributes (``client.echo("hi")``, i.e. ``client.call("echo", "hi")``)
+    and as the generated ``Iface`` (``typed``); the client class provides ``service`` and ``call``."""
+
+    service: ModuleType
+
+    def typed(self, iface: Type[_Iface]) -> _Iface:
+        """This client's calls as the generated ``iface`` (e.g. ``Calculator.Iface``), so that an IDE and
+        a type checker know its methods: ``client.typed(Calculator.Iface).add(1, 2)`` (awaited with the
+        AsyncClient). Every attribute of the view is a service method, even one named like the client's
+        own (``close``)."""
+        if not (isinstance(iface, type) and issubclass(self.service.Iface, iface)):
+            raise TypeError(f"{iface!r} is not the Iface of {self.service.__name__} or of a service it extends")
+        return cast(_Iface, TypedView(self))
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name.startswith("_") or not hasattr(self.service.Iface, name):
+            raise AttributeError(f"{type(self).__name__} has no attribute or service method {name!r}")
+        method = functools.partial(getattr(self, "call"), name)
+        self.__dict__[name] = method  # found directly from now on
+        return method

@@ -1,8 +1,9 @@
 """Where a client connects: one address, several, or every address a name resolves to, and the order
 it tries them in for each connection (``round_robin`` or ``first_available``).
 
-A connect that finds a server down, full (``ServerFull``) or draining (``ServerDraining``) goes on to
-the next address and says hello there; an address that failed is tried last for a while. With a
+A connect that finds a server down, full (``ServerFull``), draining (``ServerDraining``) or not
+answering hello (closed unanswered, or silent past the handshake timeout: ``ConnectionBroken``) goes on
+to the next address and says hello there; an address that failed is tried last for a while. With a
 ``RetryPolicy``, an idempotent call whose session broke reconnects the same way; other calls are never
 sent twice.
 
@@ -20,7 +21,7 @@ import threading
 import time
 from typing import Callable, Dict, Iterable, List, Sequence, Tuple, TypeVar, Union
 
-from .errors import ConnectError
+from .errors import ConnectError, ConnectionBroken
 
 __all__ = ["Endpoints", "POLICIES", "connect_any", "format_address"]
 
@@ -117,14 +118,15 @@ class Endpoints:
 
 def connect_any(endpoints: Endpoints, connect_to: Callable[[str, int], T]) -> T:
     """``connect_to(host, port)`` for each address in ``endpoints.order()`` until one connects; a
-    ConnectError (refused, ServerFull, ServerDraining...) moves on to the next. When none connects:
+    ConnectError (refused, ServerFull, ServerDraining...) or a hello that broke (no call was sent yet:
+    trying elsewhere is safe) moves on to the next. When none connects:
     the one error if every address failed the same way (e.g. all ServerDraining), else a ConnectError
     naming each."""
-    failures: List[ConnectError] = []
+    failures: List[Union[ConnectError, ConnectionBroken]] = []
     for host, port in endpoints.order():
         try:
             connected = connect_to(host, port)
-        except ConnectError as error:
+        except (ConnectError, ConnectionBroken) as error:
             endpoints.failed((host, port))
             failures.append(error)
             if len(endpoints.addresses) > 1:

@@ -2,7 +2,8 @@
 
 In JSON each line carries ``ts``, ``level``, ``logger`` and ``msg``; ``session`` and ``peer`` when the line
 is about one (from the call being served on the thread, or the runtime's ``peer=`` and ``session=``
-words); ``pid`` with workers; ``error`` with a traceback; and any ``extra=`` fields of the call.
+words, unless the call passes ``peer`` in ``extra=``); ``pid`` with workers; ``error`` with a traceback;
+and any ``extra=`` fields of the call.
 """
 
 from __future__ import annotations
@@ -43,16 +44,19 @@ class JsonFormatter(logging.Formatter):
         }
         if self._with_pid:
             line["pid"] = record.process
-        for word, value in _WORDS.findall(message):
-            if value not in ("None", "-"):
-                line.setdefault(word, value)
+        extra = {name: value for name, value in vars(record).items() if name not in _STANDARD and name not in line}
+        if "peer" not in extra:  # a line that names its peer itself is not read: its words may quote the peer
+            words: Dict[str, str] = {}
+            for word, value in _WORDS.findall(message):
+                words.setdefault(word, value)  # the runtime's word comes first; later ones may be the peer's
+            line.update((word, value) for word, value in words.items() if value not in ("None", "-"))
         context = bound_session()
         if context is not None:  # a line written while a call is served (the handler's own lines too)
             line.setdefault("peer", context.peer)
             if context.session_id:
                 line.setdefault("session", context.session_id)
-        for name, value in vars(record).items():
-            if name not in _STANDARD and name not in line:
+        for name, value in extra.items():
+            if name not in line and not (name in ("peer", "session") and value is None):
                 line[name] = value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
         if record.exc_info:
             line["error"] = self.formatException(record.exc_info)

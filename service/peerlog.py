@@ -15,13 +15,22 @@ __all__ = ["WarningBudget", "RepeatedErrors", "clip_for_log", "PEER_TEXT_LIMIT"]
 PEER_TEXT_LIMIT = 200
 
 
-def clip_for_log(text: object, limit: int = PEER_TEXT_LIMIT) -> str:
+def clip_for_log(text: object, limit: int = PEER_TEXT_LIMIT, keep_newlines: bool = False) -> str:
     """``text`` as a log line may quote it: whole if it has at most ``limit`` characters, else its start,
-    an ellipsis and how long it was."""
+    an ellipsis and how long it was; characters that are not printable (line breaks above all: a peer
+    could forge log lines with them) are shown as escapes, ``\\n`` included unless ``keep_newlines``."""
     text = str(text)
+    shown = _printable(text[:limit], keep_newlines)
     if len(text) <= limit:
+        return shown
+    return f"{shown}… ({len(text)} characters)"
+
+
+def _printable(text: str, keep_newlines: bool) -> str:
+    if text.isprintable():
         return text
-    return f"{text[:limit]}… ({len(text)} characters)"
+    return "".join(char if char.isprintable() or (keep_newlines and char == "\n")
+                   else char.encode("unicode_escape").decode("ascii") for char in text)
 
 
 class WarningBudget:
@@ -37,7 +46,7 @@ class WarningBudget:
         self._emitted = self._suppressed = 0
 
     def warning(self, message: str, *args: Any, log: Optional[logging.Logger] = None,
-                level: int = logging.WARNING) -> None:
+                level: int = logging.WARNING, extra: Optional[Dict[str, Any]] = None) -> None:
         """Logs the line on ``log`` (default: the budget's own logger) at ``level`` if the budget allows it."""
         now = time.monotonic()
         with self._lock:
@@ -52,7 +61,7 @@ class WarningBudget:
         if suppressed:
             self._summarise(suppressed)
         if emit:
-            (log or self._log).log(level, message, *args)
+            (log or self._log).log(level, message, *args, extra=extra)
 
     def info(self, message: str, *args: Any, log: Optional[logging.Logger] = None) -> None:
         """An INFO line about a peer, within the same budget."""

@@ -9,11 +9,13 @@ import hmac
 import json
 import logging
 import socket
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Optional
 
 from ..config import DEFAULT_HOST
+from ..peerlog import clip_for_log
 from .page import PAGE, admin_state
 from .prometheus import PrometheusMetrics
 from .recent import RecentCalls
@@ -29,12 +31,17 @@ class AdminEndpoint:
 
     ``port`` 0 picks a free one (``port`` tells it once started). With ``token`` set, every request must
     carry it: ``Authorization: Bearer <token>`` (Prometheus' ``authorization`` setting), or HTTP Basic
-    with the token as the password (what a browser asks for); others get 401.
+    with the token as the password (what a browser asks for); others get 401. A connection that sends
+    nothing for ``idle_timeout`` seconds is closed, and past ``max_clients`` at once a connection is closed
+    unanswered, so clients cannot pile up threads.
     """
 
     def __init__(self, metrics: PrometheusMetrics, host: str = DEFAULT_HOST, port: int = 0,
-                 token: Optional[str] = None, recent: Optional[RecentCalls] = None) -> None:
+                 token: Optional[str] = None, recent: Optional[RecentCalls] = None,
+                 idle_timeout: float = 10.0, max_clients: int = 32) -> None:
         self.metrics = metrics
+        self.idle_timeout = idle_timeout
+        self.max_clients = max_clients
         self.recent = recent
         self.host = host
         self._requested_port = port
@@ -59,9 +66,10 @@ class AdminEndpoint:
 
     def start(self) -> "AdminEndpoint":
         """Binds (errors such as 'address in use' surface here) and serves on a daemon thread."""
-        handler = type("Handler", (_Handler,), {"endpoint": self})
+        handler = type("Handler", (_Handler,), {"endpoint": self, "timeout": self.idle_timeout})
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        server_class = type("Server", (ThreadingHTTPServer,), {"daemon_threads": True, "address_family": family})
+        server_class = type("Server", (_Server,), {"address_family": family,
+                                                    "slots": threading.BoundedSemaphore(self.max_clients)})
         self._http = server_class((self.host, self._requested_port), handler)
         self._thread = threading.Thread(target=self._http.serve_forever, name=f"admin:{self.port}", daemon=True)
         self._thread.start()
@@ -98,6 +106,37 @@ class AdminEndpoint:
         return hmac.compare_digest(value.encode("utf-8", "surrogateescape"), self._token.encode())
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    slots: threading.BoundedSemaphore
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """A thread for the connection if a slot is free, else it is closed at once."""
+        if not self.slots.acquire(blocking=False):
+            logger.debug("admin %s: closed, %s", client_address[0], "max_clients connections open")
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that resets or times out is one DEBUG line, not a traceback on stderr (and in no JSON log)."""
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            logger.debug("admin %s: %s", client_address[0], error)
+        else:
+            logger.error("admin %s: the request failed", client_address[0], exc_info=True)
+
+
 class _Handler(BaseHTTPRequestHandler):
     endpoint: AdminEndpoint
     server_version = "thrift-handshake-admin"
@@ -132,4 +171,5 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's name)
-        logger.debug("admin %s: " + format, self.address_string(), *args)
+        # the request line is the client's: escaped and clipped, as any peer text in a log line
+        logger.debug("admin %s: %s", self.address_string(), clip_for_log(format % args))

@@ -1,12 +1,19 @@
-"""The asyncio server: ``AsyncHandshakeServer``, the same gate, session, limits and answers as
-``HandshakeServer`` on an event loop; coroutine handlers are awaited without a thread."""
+"""asyncio on both ends, on the same core as the threaded runtime.
+
+``AsyncClient``: the phased client with many calls in flight on one connection (the same phase table,
+client rules, timeline and interceptors as ``Client``). ``AsyncHandshakeServer``: the same gate,
+session, limits and answers as ``HandshakeServer`` on an event loop; coroutine handlers are awaited
+without a thread. Both reuse the sans-IO pieces unchanged (``states``, ``wire.MessageFramer``, the wire's
+factories, ``interceptors``).
+"""
 
 import asyncio
 from typing import Callable
 
+from .client import AsyncClient
 from .server import AsyncHandshakeServer
 
-__all__ = ["AsyncHandshakeServer", "event_loop_factory"]
+__all__ = ["AsyncClient", "AsyncHandshakeServer", "event_loop_factory"]
 
 
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:

@@ -28,7 +28,8 @@ class _HandlerErrorFilter(logging.Filter):
             record.msg, record.args, record.exc_info, record.exc_text = f"handler work aborted: {error}", (), None, None
         elif error is not None:
             lines = traceback.format_exception(*record.exc_info)
-            clipped = [line if line.startswith(_TRACEBACK_FRAME) else clip_for_log(line) for line in lines]
+            clipped = [line if line.startswith(_TRACEBACK_FRAME) else clip_for_log(line, keep_newlines=True)
+                       for line in lines]
             if clipped != lines:  # only then: handlers that read exc_info themselves would show it whole
                 record.exc_info, record.exc_text = None, "".join(clipped).rstrip("\n")
         return True

@@ -42,8 +42,8 @@ from thrift.transport.TTransport import TTransportException
 
 from ..config import ServerLimits, Wire
 from .errors import BudgetExceeded, DecodedSizeRefused, FrameTooLarge
-from .price import (COMPACT_VARINT_PRICES, LIST_PRICE, LIST_SLOT_PRICE, MAP_ENTRY_PRICE, MAP_PRICE, SCALAR_PRICES,
-                    STRING_PRICE, STRUCT_PRICE)
+from .price import (COMPACT_VARINT_PRICES, LIST_PRICE, MAP_ENTRY_PRICE, MAP_PRICE, SCALAR_PRICES, STRING_PRICE,
+                    STRUCT_PRICE, slot_price)
 from .protocols import message_header
 
 __all__ = ["FramerLimits", "MessageFramer", "frame_limit"]
@@ -306,15 +306,16 @@ class MessageFramer:
         elif ttype in (TType.LIST, TType.SET):
             at = yield 5
             yield from self._elements(self._i32(at + 1), (self._buffer[at],), depth, _BINARY_WIDTHS, _BINARY_FLOORS,
-                                      self._binary_value)
+                                      self._binary_value, slot_price(ttype == TType.SET))
         else:
             raise TProtocolException(TProtocolException.INVALID_DATA, f"Unknown type id {ttype}")
 
     def _elements(self, size: int, types: tuple, depth: int, widths: dict, floors: dict,
-                  value: Callable[[int, int], _Walk]) -> _Walk:
+                  value: Callable[[int, int], _Walk], slot: int = 0) -> _Walk:
         """``size`` elements (or entries) of ``types``; fixed-width ones are priced and skipped in one step,
-        others refused from the header when even their least price cannot fit (``floors``)."""
-        self._container(size, depth + 1, (LIST_PRICE + LIST_SLOT_PRICE * size) if len(types) == 1
+        others refused from the header when even their least price cannot fit (``floors``); ``slot``: what
+        each element of a list or set costs besides itself."""
+        self._container(size, depth + 1, (LIST_PRICE + slot * size) if len(types) == 1
                         else (MAP_PRICE + MAP_ENTRY_PRICE * size))
         if not size:
             return
@@ -401,7 +402,7 @@ class MessageFramer:
             if size == 15:
                 size = yield from self._compact_size()
             yield from self._elements(size, (element_type,), depth, _COMPACT_WIDTHS, _COMPACT_FLOORS,
-                                      self._compact_value)
+                                      self._compact_value, slot_price(ctype == _C_SET))
         elif ctype == _C_MAP:
             size = yield from self._compact_size()
             types: tuple = ()

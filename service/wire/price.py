@@ -15,7 +15,8 @@ from typing import Tuple, Union
 
 from thrift.Thrift import TType
 
-__all__ = ["decoded_price", "decoded_price_compact", "whole_values", "WORST_FACTOR", "UNPRICED_BYTES"]
+__all__ = ["decoded_price", "decoded_price_compact", "whole_values", "WORST_FACTOR", "UNPRICED_BYTES",
+           "slot_price"]
 
 #: Requests this small are not priced: each decodes to 10 MB at most, one in flight per connection.
 UNPRICED_BYTES = 64 * 1024
@@ -25,6 +26,7 @@ WORST_FACTOR = 160
 
 STRUCT_PRICE = 150  # a generated object and its __dict__
 LIST_SLOT_PRICE = 8
+SET_SLOT_PRICE = 32  # a 16-byte hash-table entry; the table is kept at most 3/5 full, and doubles
 LIST_PRICE = 56
 MAP_PRICE = 232
 MAP_ENTRY_PRICE = 30
@@ -32,6 +34,11 @@ STRING_PRICE = 33  # bytes header; a str is larger
 _WIDTH = {TType.BOOL: 1, TType.BYTE: 1, TType.DOUBLE: 8, TType.I16: 2, TType.I32: 4, TType.I64: 8}
 SCALAR_PRICES = {TType.BOOL: 0, TType.BYTE: 28, TType.DOUBLE: 24, TType.I16: 28, TType.I32: 28, TType.I64: 32}
 _I32 = struct.Struct("!i")
+
+
+def slot_price(is_set: bool) -> int:
+    """What one element of a list, or of a set, costs besides the element itself."""
+    return SET_SLOT_PRICE if is_set else LIST_SLOT_PRICE
 
 
 class _Over(Exception):
@@ -71,7 +78,7 @@ class _Walk:
             element = self.data[self.pos]
             self.pos += 1
             count = self.length()
-            self.charge(LIST_PRICE + LIST_SLOT_PRICE * count)
+            self.charge(LIST_PRICE + slot_price(ttype == TType.SET) * count)
             self.items(count, element)
         elif ttype == TType.MAP:
             key, value = self.data[self.pos], self.data[self.pos + 1]
@@ -179,7 +186,7 @@ class _CompactWalk(_Walk):
             count = header >> 4
             if count == 15:
                 count = self.varint()
-            self.charge(LIST_PRICE + LIST_SLOT_PRICE * count)
+            self.charge(LIST_PRICE + slot_price(ctype == _C_SET) * count)
             self.items(count, header & 0x0F)
         elif ctype == _C_MAP:
             count = self.varint()

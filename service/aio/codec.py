@@ -1,0 +1,118 @@
+"""A service's requests to bytes and its replies from whole messages, on any wire, in memory (no socket).
+
+The generated ``Client`` of the service does the encoding and decoding, over the same transports and
+protocols as the threaded client (``wire.transport_factory`` and ``wire.protocol_factory``, with the
+reply limits), so every wire cell and the C fast path are kept; only the bytes come from and go to
+memory. The reply's header is read first (``header``), so that the caller can match it to its call by
+seqid before the generated ``recv_<method>`` decodes the rest (``decode``).
+"""
+
+from __future__ import annotations
+
+from io import BytesIO
+from types import ModuleType
+from typing import Any, Dict, Optional, Tuple
+
+from thrift.transport.TTransport import TTransportBase
+
+from ..client_core import ServerNotice, server_notice
+from ..client_methods import checker_of
+from ..config import Wire
+from ..errors import ArgumentError
+from ..wire import protocol_factory, transport_factory
+
+__all__ = ["MessageCodec"]
+
+
+class _Memory(TTransportBase):
+    """The bytes under the wire's transport: one message to read, or the message being written."""
+
+    def __init__(self) -> None:
+        self._in = BytesIO()
+        self._out = BytesIO()
+
+    def load(self, message: bytes) -> None:
+        self._in = BytesIO(message)
+
+    def read(self, sz: int) -> bytes:
+        return self._in.read(sz)
+
+    def write(self, buf: bytes) -> None:
+        self._out.write(buf)
+
+    def take(self) -> bytes:
+        """What was written since the last take."""
+        data = self._out.getvalue()
+        self._out = BytesIO()
+        return data
+
+    def isOpen(self) -> bool:
+        return True
+
+    def flush(self) -> None:
+        pass
+
+
+class MessageCodec:
+    """Encodes ``service``'s requests and decodes its replies on ``wire``, replies held to
+    ``max_reply_bytes`` per string, binary or frame and ``max_reply_items`` per container."""
+
+    def __init__(self, service: ModuleType, wire: Wire, max_reply_bytes: int, max_reply_items: int) -> None:
+        self.service = service
+        self._memory = _Memory()
+        transports = transport_factory(wire, max_reply_bytes)
+        protocols = protocol_factory(wire, max_reply_bytes, max_reply_items)
+        self._out_transport = transports.getTransport(self._memory)
+        self._in_transport = transports.getTransport(self._memory)
+        self._reader = reader = protocols.getProtocol(self._in_transport)
+        self._read_header = reader.readMessageBegin
+        self._header: Optional[Tuple[str, int, int]] = None
+        reader.readMessageBegin = self._header_read  # recv_<method> gets the header read by header()
+        self._stub = service.Client(reader, protocols.getProtocol(self._out_transport))
+        self._oneway: Dict[str, bool] = {}
+
+    def is_oneway(self, name: str) -> bool:
+        """Whether ``name`` is a oneway method (no reply of any kind); ArgumentError if unknown."""
+        oneway = self._oneway.get(name)
+        if oneway is None:
+            if getattr(self._stub, "send_" + name, None) is None:
+                raise ArgumentError(f"unknown method {name!r} for service {self.service.__name__}")
+            oneway = self._oneway[name] = getattr(self._stub, "recv_" + name, None) is None
+        return oneway
+
+    def check(self, name: str, args: Tuple[Any, ...]) -> None:
+        """Raises RequestEncodingError for arguments that do not fit the IDL (nothing is encoded)."""
+        checker_of(self.service, name)(args)
+
+    def encode(self, name: str, args: Tuple[Any, ...], seqid: int) -> bytes:
+        """The request as it goes on the wire (a frame for framed and THeader)."""
+        self._stub._seqid = seqid  # the generated send_<name> writes it
+        try:
+            getattr(self._stub, "send_" + name)(*args)
+        except BaseException:
+            self._out_transport.discard_unflushed()
+            self._memory.take()
+            raise
+        return self._memory.take()
+
+    def header(self, message: bytes) -> Tuple[str, int, int]:
+        """(name, message type, seqid) of a whole reply; ``decode`` then reads the rest of it."""
+        self._in_transport.discard_rest_of_frame()  # nothing of an earlier message is read on
+        self._memory.load(message)
+        self._header = header = self._read_header()
+        return header
+
+    def decode(self, name: str) -> Any:
+        """The result of the reply whose header was just read: the generated ``recv_<name>``, which
+        raises its TApplicationException or declared exception."""
+        return getattr(self._stub, "recv_" + name)()
+
+    def notice(self) -> ServerNotice:
+        """The server's unasked notice whose header was just read (an EXCEPTION named "", seqid 0)."""
+        return server_notice(self._reader)
+
+    def _header_read(self) -> Tuple[str, int, int]:
+        header, self._header = self._header, None
+        if header is None:
+            raise AssertionError("decode() before header()")
+        return header

@@ -1,0 +1,154 @@
+"""The calls in flight on one pipelined connection, by seqid: their futures, deadlines and records.
+
+Every call ends here exactly once, for the interceptors (the timeline first): answered, failed before
+or while being written, failed with the connection, or cancelled by its caller. A cancelled call stays
+in the table (``abandoned``) until its reply comes, so that the reply is recognised and dropped rather
+than taken for another call's or for a foreign one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Callable, Dict, Optional
+
+from ..client_core import outcome_of
+from ..interceptors import ClientCall, InterceptorChain, Outcome
+from ..timing import Record
+
+__all__ = ["InFlight", "Waiting"]
+
+
+class Waiting:
+    """A call whose request is written and whose reply is awaited."""
+
+    __slots__ = ("call", "future", "bytes_out", "sent", "timer", "abandoned")
+
+    def __init__(self, call: ClientCall, future: "asyncio.Future[Any]", bytes_out: int) -> None:
+        self.call = call
+        self.future = future
+        self.bytes_out = bytes_out
+        self.sent = call.started
+        self.timer: Optional[asyncio.TimerHandle] = None
+        self.abandoned = False
+
+
+class InFlight:
+    """The table of calls awaiting replies, and the one place their ends are recorded."""
+
+    def __init__(self, epoch: float, chain: InterceptorChain) -> None:
+        self._epoch = epoch
+        self._chain = chain
+        self._waiting: Dict[int, Waiting] = {}
+        self._seqid = 0
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def next_seqid(self) -> int:
+        """A seqid no call in flight holds (1..2**31-1, wrapping)."""
+        seqid = self._seqid
+        while True:
+            seqid = seqid % 0x7FFFFFFF + 1
+            if seqid not in self._waiting:
+                self._seqid = seqid
+                return seqid
+
+    def add(self, call: ClientCall, bytes_out: int, timeout: Optional[float],
+            on_timeout: Callable[[int], None]) -> "asyncio.Future[Any]":
+        """Registers a call about to be written; ``on_timeout(seqid)`` runs ``timeout`` seconds after
+        the call started unless its reply came first."""
+        loop = asyncio.get_running_loop()
+        waiting = Waiting(call, loop.create_future(), bytes_out)
+        if timeout is not None:
+            left = timeout - (time.perf_counter() - call.started)
+            waiting.timer = loop.call_at(loop.time() + left, on_timeout, call.seqid)
+        self._waiting[call.seqid] = waiting
+        return waiting.future
+
+    def written(self, call: ClientCall, two_way: bool, bytes_out: int) -> None:
+        """The request is queued whole: a two-way call now waits; a oneway call (or a goodbye whose
+        Farewell is not read) is over."""
+        now = time.perf_counter()
+        if two_way:
+            self._waiting[call.seqid].sent = now
+            return
+        duration = now - call.started
+        self._end(call, Record(call.phase, call.method, call.started - self._epoch, duration, bytes_out, 0, duration),
+                  Outcome.OK)
+
+    def get(self, seqid: int) -> Optional[Waiting]:
+        return self._waiting.get(seqid)
+
+    def take(self, seqid: int) -> Waiting:
+        """Removes a call whose reply is here; a call cancelled meanwhile is recorded as such."""
+        waiting = self._waiting.pop(seqid)
+        if waiting.timer is not None:
+            waiting.timer.cancel()
+        if waiting.future.cancelled() and not waiting.abandoned:
+            self._abandon(waiting)
+        return waiting
+
+    def answered(self, waiting: Waiting, arrived: float, bytes_in: int, result: Any, error: Optional[BaseException],
+                 server_us: Optional[int], pipelined: bool = False) -> None:
+        """The call's reply is decoded: recorded (``pipelined``: a hello answered after the calls written
+        behind it), and handed to its caller."""
+        call, end = waiting.call, time.perf_counter()
+        sent, start = waiting.sent, call.started
+        arrived = max(arrived, sent)
+        record = Record(call.phase, call.method, start - self._epoch, end - start, waiting.bytes_out, bytes_in,
+                        sent - start, arrived - sent, end - arrived, server_us, None if error is None else repr(error),
+                        pipelined)
+        self._end(call, record, outcome_of(error), result, error)
+        if waiting.future.done():
+            return
+        if error is None:
+            waiting.future.set_result(result)
+        else:
+            waiting.future.set_exception(error)
+
+    def abandon(self, seqid: int) -> None:
+        """The caller cancelled the call: its reply, when it comes, is dropped."""
+        waiting = self._waiting.get(seqid)
+        if waiting is not None and not waiting.abandoned:
+            self._abandon(waiting)
+
+    def failed(self, call: ClientCall, error: BaseException) -> None:
+        """A call that ended without a reply (refused before writing, or failed with the connection)."""
+        start = call.started
+        self._end(call, Record(call.phase, call.method, start - self._epoch, time.perf_counter() - start,
+                               error=repr(error)), Outcome.FAILED, error=error)
+
+    def fail_all(self, error_for: Callable[[str], BaseException], culprit: Optional[ClientCall] = None) -> None:
+        """Every call in flight fails with ``error_for(method)`` (the others than ``culprit`` are told
+        which call broke the connection); the table is emptied."""
+        waiting_calls = list(self._waiting.values())
+        self._waiting.clear()
+        for waiting in waiting_calls:
+            if waiting.timer is not None:
+                waiting.timer.cancel()
+            if waiting.abandoned:
+                continue
+            call = waiting.call
+            error = error_for(call.method)
+            if culprit is not None and call is not culprit:
+                cause = error.__cause__
+                error = type(error)(f"{error} (the connection broke on {culprit.method}, seqid {culprit.seqid})")
+                error.__cause__ = cause
+            if waiting.future.cancelled():
+                self._abandon(waiting)
+                continue
+            self.failed(call, error)
+            waiting.future.set_exception(error)
+
+    def _abandon(self, waiting: Waiting) -> None:
+        waiting.abandoned = True
+        if waiting.timer is not None:
+            waiting.timer.cancel()
+        self.failed(waiting.call, asyncio.CancelledError(f"{waiting.call.method}: cancelled by its caller"))
+
+    def _end(self, call: ClientCall, record: Record, outcome: Outcome, result: Any = None,
+             error: Optional[BaseException] = None) -> None:
+        call.ended = time.perf_counter()
+        call.record, call.outcome, call.result, call.error = record, outcome, result, error
+        self._chain.ended(call)
