@@ -56,3 +56,50 @@ def test_a_reset_on_a_server_without_hello_is_logged_as_a_reset(start_server, ca
     assert eventually(lambda: _ended(caplog, peer))
     line = _ended(caplog, peer)
     assert line.startswith("dropped") and line.endswith(": peer reset the connection"), line
+
+
+def _hello_and_half_a_call(port: int):
+    """A connection with a session that has sent the first half of an echo call; (socket, peer)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(encode_call("hello", SessionService.hello_args(ClientHello(client_name="cut", min_version=1,
+                                                                             max_version=2))))
+    assert sock.recv(65536), "hello was answered"
+    echo = encode_call("echo", HandshakeService.echo_args(message="never whole"), seqid=2)
+    sock.sendall(echo[:len(echo) // 2])
+    return sock, "%s:%d" % sock.getsockname()
+
+
+def test_a_request_cut_off_by_a_half_close_is_answered_why_before_the_connection_closes(start_server, caplog):
+    from conftest import read_until_closed
+    from thrift.protocol.TBinaryProtocol import TBinaryProtocol
+    from thrift.Thrift import TApplicationException, TMessageType
+    from thrift.transport.TTransport import TMemoryBuffer
+
+    caplog.set_level(logging.INFO, logger=SERVER_LOG)
+    server = start_server()
+    sock, peer = _hello_and_half_a_call(server.port)
+    with sock:
+        sock.shutdown(socket.SHUT_WR)
+        answer = TBinaryProtocol(TMemoryBuffer(read_until_closed(sock)))
+    assert answer.readMessageBegin() == ("echo", TMessageType.EXCEPTION, 2)
+    refusal = TApplicationException()
+    refusal.read(answer)
+    assert (refusal.type, refusal.message) == (
+        TApplicationException.PROTOCOL_ERROR, "cannot decode the echo request: the request ended before it was complete")
+    assert eventually(lambda: _ended(caplog, peer))
+    assert _ended(caplog, peer).startswith("dropped")
+
+
+def test_a_request_that_stops_arriving_is_dropped_at_the_request_timeout_unanswered(start_server, caplog):
+    from conftest import read_until_closed
+
+    from thrift_handshake import ServerLimits
+
+    caplog.set_level(logging.INFO, logger=SERVER_LOG)
+    server = start_server(limits=ServerLimits(request_timeout=0.3))
+    sock, peer = _hello_and_half_a_call(server.port)
+    with sock:
+        assert read_until_closed(sock) == b""  # closed by the server, nothing said: the peer may still be sending
+    assert eventually(lambda: _ended(caplog, peer))
+    line = _ended(caplog, peer)
+    assert line.startswith("dropped") and line.endswith(": request timeout: the message did not arrive whole in time"), line

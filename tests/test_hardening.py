@@ -56,7 +56,7 @@ def _answer(data: bytes, result_class):
     return result
 
 
-def _empty_structsencode_call(lists: int, per_list: int) -> bytes:
+def empty_structs_call(lists: int, per_list: int) -> bytes:
     """echo_types(AllTypes{groups: map<string, list<Point>>}) with every Point empty: one byte each on
     the wire, one Python object each if decoded (written by hand: building it with objects is slow)."""
     out = [struct.pack("!iI", -2147418112 | TMessageType.CALL, 10) + b"echo_types" + struct.pack("!i", 1)]
@@ -83,7 +83,7 @@ def _attack(process: subprocess.Popen, port: int, name: str, data: bytes):
 
 def test_a_huge_call_before_hello_is_refused_within_the_handshake_budget(server_process):
     process, port = server_process
-    data = _empty_structsencode_call(lists=8, per_list=1_000_000)
+    data = empty_structs_call(lists=8, per_list=1_000_000)
     answer = _answer(_attack(process, port, "8 MB echo_types before hello", data), HandshakeService.echo_types_result)
     assert isinstance(answer, TApplicationException) and answer.type == TApplicationException.PROTOCOL_ERROR
     assert "before hello() succeeded" in answer.message

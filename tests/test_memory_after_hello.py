@@ -16,7 +16,7 @@ from typing import Dict, Iterator, List, Tuple
 import pytest
 from conftest import encode_call, eventually, every_type_at_its_edges, read_until_closed, report_reliability
 from server_process import memory_kib, serve_subprocess
-from test_hardening import _empty_structsencode_call as _empty_structs_call
+from test_hardening import empty_structs_call as _empty_structs_call
 from test_unframed_pricing import _stock_client
 from thrift.protocol.TBinaryProtocol import TBinaryProtocol
 from thrift.protocol.TCompactProtocol import TCompactProtocol

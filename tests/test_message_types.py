@@ -14,6 +14,7 @@ from thrift.protocol.TBinaryProtocol import TBinaryProtocol
 from thrift.Thrift import TApplicationException, TMessageType
 from thrift.transport.TTransport import TMemoryBuffer
 
+from thrift_handshake import Interceptor, Outcome
 from thrift_handshake.demo import HandshakeHandler
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.session import SessionService
@@ -114,3 +115,45 @@ def test_dropped_one_way_messages_are_logged_within_the_servers_warning_budget(s
     exchange(server.port, oneway * 200 + encode_call("echo", HandshakeService.echo_args(message="end")))
     drops = [r for r in caplog.records if "dropped one-way echo" in r.getMessage()]
     assert 1 <= len(drops) <= 20  # the server's budget: 20 warnings about peers a second
+
+
+class _Outcomes(Interceptor):
+    """Records each call's (method, outcome, reason)."""
+
+    def __init__(self, observes_handler: bool) -> None:
+        self.observes_handler = observes_handler
+        self.seen: List[Tuple[str, Outcome, object]] = []
+
+    def call_ended(self, call) -> None:
+        self.seen.append((call.method, call.outcome, call.reason))
+
+
+@pytest.mark.parametrize("watched", [True, False], ids=["handler watched", "handler called directly"])
+def test_a_one_way_call_its_handler_drops_ends_dropped_and_is_logged(start_server, caplog, watched):
+    outcomes = _Outcomes(observes_handler=watched)
+    server = start_server(Recording(), interceptors=[outcomes])
+    caplog.set_level(logging.WARNING)
+    unusable = encode_call("notify", HandshakeService.notify_args(event=None), seqid=2, message_type=TMessageType.ONEWAY)
+    echo = encode_call("echo", HandshakeService.echo_args(message="after"), seqid=3)
+    answers = _answers(exchange(server.port, _hello() + unusable + echo))
+    assert [(name, kind, seqid) for name, kind, seqid, _ in answers] == [("hello", TMessageType.REPLY, 1),
+                                                                         ("echo", TMessageType.REPLY, 3)]
+    assert eventually(lambda: "dropped one-way notify peer=" in caplog.text)
+    assert ": the event is required (further drops on this connection are not logged)" in caplog.text
+    assert ("notify", Outcome.DROPPED, "the event is required") in outcomes.seen
+
+
+def test_messages_pipelined_before_hello_are_served_without_waiting_for_more_input(start_server):
+    from conftest import read_until_closed
+    import socket
+
+    from thrift_handshake import ServerLimits
+
+    server = start_server(limits=ServerLimits(handshake_timeout=3.0))
+    early = encode_call("echo", HandshakeService.echo_args(message="early"), seqid=7)
+    goodbye = encode_call("goodbye", SessionService.goodbye_args(), seqid=9)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(early + _hello() + goodbye)  # one write: all three arrive in one read
+        answers = _answers(read_until_closed(sock))  # the server closes after goodbye
+    assert [(name, kind, seqid) for name, kind, seqid, _ in answers] == [
+        ("echo", TMessageType.REPLY, 7), ("hello", TMessageType.REPLY, 1), ("goodbye", TMessageType.REPLY, 9)]

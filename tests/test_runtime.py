@@ -350,3 +350,24 @@ def test_serve_service_explains_a_class_that_implements_no_service(tmp_path):
                              "--path", str(tmp_path), "--port", "0"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert "implements no generated Iface" in result.stderr
+
+
+def test_a_plain_service_answers_hello_as_an_unknown_method_and_keeps_the_connection(start_server, services):
+    from conftest import encode_call, exchange
+    from thrift.protocol.TBinaryProtocol import TBinaryProtocol
+    from thrift.Thrift import TMessageType
+    from thrift.transport.TTransport import TMemoryBuffer
+
+    from thrift_handshake_gen.session import SessionService
+    from thrift_handshake_gen.session.ttypes import ClientHello
+
+    plain, _, _ = services
+    server = start_server(_handler(plain), handshake=False)
+    hello = encode_call("hello", SessionService.hello_args(ClientHello(client_name="lost", min_version=1, max_version=2)))
+    answers = TBinaryProtocol(TMemoryBuffer(exchange(server.port, hello + encode_call("calls", plain.calls_args(), 2))))
+    assert answers.readMessageBegin() == ("hello", TMessageType.EXCEPTION, 1)
+    refusal = TApplicationException()
+    refusal.read(answers)
+    answers.readMessageEnd()
+    assert (refusal.type, refusal.message) == (TApplicationException.UNKNOWN_METHOD, "Unknown function hello")
+    assert answers.readMessageBegin() == ("calls", TMessageType.REPLY, 2)

@@ -79,3 +79,30 @@ def test_a_request_dripped_byte_by_byte_is_bounded_by_the_request_timeout(start_
     assert time.monotonic() - started < 2.5
     report_reliability("a request dripped a byte at a time after hello (request_timeout)", 1, True, 0)
 
+
+
+def test_a_message_begun_among_pipelined_bytes_may_finish_arriving_within_the_request_timeout(start_server, raw):
+    server = start_server(limits=ServerLimits(request_timeout=10))
+    connection = raw(server.port)
+    connection.hello()
+    first = encode_call("echo", HandshakeService.echo_args(message="first"), seqid=2)
+    second = encode_call("echo", HandshakeService.echo_args(message="second"), seqid=3)
+    handle = connection.socket.handle
+    handle.sendall(first + second[:10])  # the second call's start arrives with the first call
+    assert connection.stub.recv_echo() == "first"
+    time.sleep(0.05)  # past the server's linger (5 ms): it waits for the rest under the call's deadline
+    handle.sendall(second[10:])
+    assert connection.stub.recv_echo() == "second"
+
+
+
+def test_a_call_whose_rest_arrives_after_a_pause_is_served_within_the_request_timeout(start_server, raw):
+    server = start_server(limits=ServerLimits(request_timeout=10))
+    connection = raw(server.port)
+    connection.hello()
+    call = encode_call("echo", HandshakeService.echo_args(message="paused"), seqid=2)
+    handle = connection.socket.handle
+    handle.sendall(call[:10])
+    assert eventually(lambda: any(c.socket.stalled_since is not None for c in server._connections))  # waits for the rest
+    handle.sendall(call[10:])
+    assert connection.stub.recv_echo() == "paused"
