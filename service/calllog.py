@@ -41,16 +41,16 @@ class CallLog(Interceptor):
         if logger.isEnabledFor(self._level):
             session = call.session.session_id
             duration_ms = round(call.duration * 1e3, 3)
-            logger.log(self._level, "call %s peer=%s session=%s seqid=%d: %s in %.3f ms%s", clip_for_log(call.method),
+            logger.log(self._level, "call %s peer=%s session=%s seqid=%d: %s in %.3f ms%s", clip_for_log(call.name),
                        call.peer, session or "-", call.seqid, call.outcome.value, duration_ms,
                        f" ({clip_for_log(call.reason)})" if call.reason else "",
-                       extra={"method": clip_for_log(call.method), "outcome": call.outcome.value,
+                       extra={"method": clip_for_log(call.name), "outcome": call.outcome.value,
                               "duration_ms": duration_ms, "peer": call.peer, "session": session})
 
     def _dropped(self, call: Any) -> None:
         connection = call.connection
         connection.dropped_oneway += 1
-        name = clip_for_log(call.method)  # the peer's: any length
+        name = clip_for_log(call.name)  # the peer's: any length
         if connection.dropped_oneway == 1:
             self._warnings.warning(_DROPPED, name, call.peer, call.reason, log=logger, extra={"peer": call.peer})
         else:

@@ -178,6 +178,9 @@ class ClientOptions:
     interceptors: objects that see every call this client makes (``interceptors.Interceptor``), after
     its timeline.
     unix_socket: connect to this Unix domain socket path (``serve --unix``) instead of host and port.
+    multiplexed: the service's name on a port that hosts several (Apache's TMultiplexedProtocol): every
+    request goes out as ``NAME:method``, hello and the session's other methods included (the session is
+    the connection's, shared by all its services). None: bare method names.
     """
 
     client_name: str = "thrift-handshake-python"
@@ -198,8 +201,11 @@ class ClientOptions:
     await_farewell: bool = True
     interceptors: Sequence[Any] = ()
     unix_socket: Optional[str] = None
+    multiplexed: Optional[str] = None
 
     def __post_init__(self) -> None:
+        if self.multiplexed is not None and (not self.multiplexed or ":" in self.multiplexed):
+            raise ValueError(f"ClientOptions.multiplexed must be a service name without ':', not {self.multiplexed!r}")
         object.__setattr__(self, "features", _names("ClientOptions.features", self.features))
         object.__setattr__(self, "server_timed_methods",
                            _names("ClientOptions.server_timed_methods", self.server_timed_methods))
@@ -262,6 +268,10 @@ class ServerConfig:
     socket file there is replaced, any other file is an error; the file is removed at the stop).
     handshake: False hosts a plain service whose clients know nothing of hello (no session gate;
     limits, logging, stats and the graceful stop still apply).
+    optional_hello: with the handshake on, a connection whose first call is not hello (nor ping) is
+    served as an anonymous session (no features, the same limits and counts), while clients that say
+    hello get their session as usual, on the same port. hello must then be the first call: a late one is
+    refused (HandshakeRejected). Not with ``auth_token``: a token means every caller authenticates.
     detect_wire: serve every Thrift dialect on one port (binary or compact, buffered or framed, and
     THeader), told from each connection's first bytes; False serves only ``wire``. Either way a peer
     speaking something else (HTTP, TLS on a plain port, an unknown version) is told so.
@@ -285,6 +295,7 @@ class ServerConfig:
     wire: Wire = field(default_factory=Wire)
     detect_wire: bool = True
     handshake: bool = True
+    optional_hello: bool = False
     auth_token: Optional[str] = None
     tls: Optional[ServerTLS] = None
     features: FrozenSet[str] = frozenset()
@@ -294,6 +305,15 @@ class ServerConfig:
     limits: ServerLimits = field(default_factory=ServerLimits)
     interceptors: Tuple[Any, ...] = ()
     call_log_level: str = "DEBUG"
+
+    @property
+    def pre_session_bytes(self) -> int:
+        """What a connection may send before its session starts: ``handshake_max_bytes``, but with optional
+        hello any call may come first, so as much as one message may be (``max_message_bytes``)."""
+        limits = self.limits
+        if self.optional_hello:
+            return max(limits.handshake_max_bytes, limits.max_message_bytes)
+        return limits.handshake_max_bytes
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "features", frozenset(self.features))
@@ -307,6 +327,11 @@ class ServerConfig:
             raise ValueError("unix_socket is empty: give a path, or None to listen on host and port")
         if self.auth_token is not None and not self.auth_token.strip():
             raise ValueError("auth_token is empty: give a real token, or none for a server without auth")
+        if self.optional_hello and not self.handshake:
+            raise ValueError("optional_hello needs the handshake on: without it there is no hello to make optional")
+        if self.optional_hello and self.auth_token is not None:
+            raise ValueError("optional_hello with an auth_token: a token means every caller must authenticate in "
+                             "hello(), so anonymous sessions cannot be served; drop one of them")
         if not 0 <= self.grace <= ONE_DAY:
             raise ValueError(f"grace must be within 0..{ONE_DAY:g} seconds, not {self.grace}")
         if not 0 <= self.drain_notice <= ONE_DAY:

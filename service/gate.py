@@ -16,6 +16,9 @@ Any Thrift server can host it. With Apache Thrift's stock server, as in Thrift's
                                      TTransport.TBufferedTransportFactory(),
                                      TBinaryProtocol.TBinaryProtocolAcceleratedFactory())
 
+Several generated Processors by name share one port and one session per connection: a message called
+``Service:method`` (Apache's TMultiplexedProtocol) is served by that service (see ``multiplex``).
+
 ``HandshakeServer`` hosts the same processor and adds limits, drain, TLS and logging. With
 ``handshake=False`` it gates nothing (a plain service whose clients know nothing of hello) but still
 counts calls for ``metrics``.
@@ -32,7 +35,7 @@ import threading
 import weakref
 from contextvars import ContextVar
 from time import monotonic, perf_counter
-from typing import Any, Awaitable, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Awaitable, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from thrift.protocol.TProtocol import TProtocolBase, TProtocolException
 from thrift.Thrift import TApplicationException, TMessageType, TProcessor, TType
@@ -45,6 +48,7 @@ from .calllog import CallLog
 from .contract import MethodInfo, describe_service
 from .decoded_budget import DecodedBudget
 from .interceptors import InterceptorChain, Outcome, ServerCall
+from .multiplex import Routes, ServiceTable
 from .metrics import CallCounter, ConnectionCounters, ServerMetrics
 from .peerlog import WarningBudget
 from .session import Session, SessionContext, SessionListener, SessionSettings, bind_session, take_dropped_oneway
@@ -199,6 +203,10 @@ def _write_reply(protocol: TProtocolBase, name: str, message_type: int, seqid: i
 class SessionProcessor(TProcessor):
     """A TProcessor around ``processor`` (any generated Processor) that holds one session per connection.
 
+    processor: one generated Processor, or several by service name, served on one port behind
+    TMultiplexedProtocol's names (``Service:method``; see ``multiplex``), one session per connection
+    shared by all; ``default_service`` names the one that bare method names reach (none by default).
+
     settings: what hello() negotiates (versions, features, auth token, ...).
     metrics: where connections, sessions and calls are counted (``stats()`` answers from it).
     handshake: False serves every method at once (no session; for plain services).
@@ -215,7 +223,7 @@ class SessionProcessor(TProcessor):
 
     def __init__(
         self,
-        processor: TProcessor,
+        processor: Union[TProcessor, Mapping[str, TProcessor]],
         settings: Optional[SessionSettings] = None,
         metrics: Optional[ServerMetrics] = None,
         handshake: bool = True,
@@ -224,6 +232,7 @@ class SessionProcessor(TProcessor):
         decoded_budget: Optional[DecodedBudget] = None,
         call_log_level: int = logging.DEBUG,
         binds_session: bool = True,
+        default_service: Optional[str] = None,
     ) -> None:
         # what current_session() returns is bound per call, on the serving thread; a host serving many
         # sessions on one thread (asyncio) binds it per connection task instead (session.bind_task_session)
@@ -233,24 +242,35 @@ class SessionProcessor(TProcessor):
         self.metrics = metrics or ServerMetrics()
         self.handshake = handshake
         self.warnings = warnings or WarningBudget(logger)
-        self.methods: Dict[str, MethodInfo] = describe_service(sys.modules[type(processor).__module__])
-        if handshake:
-            self.methods.update(describe_service(SessionService))
         self.chain = InterceptorChain((CallCounter(), CallLog(self.warnings, call_log_level), *interceptors), contained=BaseException)
-        self.processor = processor  # what serves the service's methods, handler called directly
-        self._watched = _intercepted(processor, self.methods, self.chain)  # the same, handler watched
-        self._session_methods = _intercepted_class(_SessionMethods, self.methods, self.chain, ("hello",))
-        self._oneway = frozenset(name for name, info in self.methods.items() if info.oneway)
+        session_methods = describe_service(SessionService) if handshake else {}
+        self._session_methods = _intercepted_class(_SessionMethods, session_methods, self.chain, ("hello",))
+        self._routes: Optional[Routes] = None
+        if isinstance(processor, Mapping):  # several services on one port (see ``multiplex``)
+            self._routes = Routes({name: self._table(name, each) for name, each in processor.items()},
+                                  default_service, session_methods)
+            self._bare_table = self._routes.default
+        else:
+            self._bare_table = self._table(None, processor)
+        self.processor = self._bare_table.processor  # what serves the service's methods, handler called directly
+        self.methods: Mapping[str, MethodInfo] = self._bare_table.methods
         self._drain_until: Optional[float] = None  # while draining: when the server stops at the latest
+
+    def _table(self, name: Optional[str], processor: TProcessor) -> ServiceTable:
+        """How the gate serves ``processor``'s service (hosted as ``name`` on a multiplexed port)."""
+        methods = describe_service(sys.modules[type(processor).__module__])
+        if self.handshake:
+            methods.update(describe_service(SessionService))
+        oneway = frozenset(method for method, info in methods.items() if info.oneway)
         # The service's methods by the message type that may carry them, so that the common case finds its
         # method and checks its type in one look-up: ONEWAY only one-way methods; CALL every method, as in
         # every Thrift server (Go's library up to 0.17 sends one-way calls as CALL and reads no reply).
-        served = {name: function for name, function in processor._processMap.items()
-                  if not (handshake and name in SESSION_METHODS)}
-        self._service_map: Dict[int, Dict[str, Callable[..., Any]]] = {
-            TMessageType.CALL: served,
-            TMessageType.ONEWAY: {name: function for name, function in served.items() if name in self._oneway},
-        }
+        served = {method: function for method, function in processor._processMap.items()
+                  if not (self.handshake and method in SESSION_METHODS)}
+        by_type = {TMessageType.CALL: served,
+                   TMessageType.ONEWAY: {method: function for method, function in served.items() if method in oneway}}
+        return ServiceTable(name, processor, _intercepted(processor, methods, self.chain), methods, by_type, oneway,
+                            session=self.handshake)
 
     # -- draining -----------------------------------------------------------------------------
 
@@ -297,9 +317,9 @@ class SessionProcessor(TProcessor):
     def process(self, iprot: TProtocolBase, oprot: TProtocolBase) -> bool:
         """Serves one message. After the answer to goodbye (or to a refused token) is flushed it raises
         ``SessionClosed``, a TTransportException: any Thrift server then closes the connection."""
-        state, call, serve = self._begin(iprot)
+        state, call, serve, table = self._begin(iprot)
         try:
-            self._dispatch(state, call, serve, iprot, oprot)
+            self._dispatch(state, call, serve, iprot, oprot, table)
         except BaseException as error:
             self._failed(call, error)
             raise
@@ -311,9 +331,9 @@ class SessionProcessor(TProcessor):
         """``process`` for an asyncio host, on its event loop: a method whose serving function returns an
         awaitable (a coroutine handler, or a call handed to a thread pool) is awaited; the rest (the
         session methods, refusals) is served at once. Same answers, chain and ``SessionClosed``."""
-        state, call, serve = self._begin(iprot)
+        state, call, serve, table = self._begin(iprot)
         try:
-            pending = self._dispatch(state, call, serve, iprot, oprot)
+            pending = self._dispatch(state, call, serve, iprot, oprot, table)
             if pending is not None:
                 await pending
         except BaseException as error:
@@ -323,22 +343,26 @@ class SessionProcessor(TProcessor):
             self._ended(state, call)
         return self._after(state)
 
-    def _begin(self, iprot: TProtocolBase) -> Tuple[ConnectionState, ServerCall, Optional[Callable[..., Any]]]:
-        """Reads a message's header: its connection's state, the call, and the function that serves it
-        (None when its message type may not carry that method)."""
+    def _begin(self, iprot: TProtocolBase) -> Tuple[ConnectionState, ServerCall, Optional[Callable[..., Any]],
+                                                    ServiceTable]:
+        """Reads a message's header: its connection's state, the call, the function that serves it (None
+        when its message type may not carry that method) and its service's table."""
         state = getattr(iprot, _STATE, None) or self.connection(iprot)
         try:
             name, message_type, seqid = iprot.readMessageBegin()
         except AnswerableReadError as error:  # e.g. a name that is not UTF-8: the server says why, then closes
             state.begin(error.name, error.seqid)
             raise
+        table, service = self._bare_table, None
+        if self._routes is not None:  # ``Service:method``: the service's table and the bare name
+            table, name, service = self._routes.route(name)
         state.begin(name, seqid)
-        methods = self._service_map.get(message_type)
+        methods = table.by_type.get(message_type)
         if methods is None:
             raise TProtocolException(TProtocolException.INVALID_DATA,
                                      f"message type {message_type} is not a call (1) or one-way call (4)")
-        oneway = message_type == TMessageType.ONEWAY or name in self._oneway  # no answer is written
-        return state, ServerCall(name, seqid, oneway, perf_counter(), state), methods.get(name)
+        oneway = message_type == TMessageType.ONEWAY or name in table.oneway  # no answer is written
+        return state, ServerCall(name, seqid, oneway, perf_counter(), state, service), methods.get(name), table
 
     def _failed(self, call: ServerCall, error: BaseException) -> None:
         if not call.announced:  # e.g. arguments that could not be decoded
@@ -364,20 +388,20 @@ class SessionProcessor(TProcessor):
         self._bind(None)  # lines logged between calls belong to no session (and the context is freed)
 
     def _dispatch(self, state: ConnectionState, call: ServerCall, serve: Optional[Callable[..., Any]],
-                  iprot: TProtocolBase, oprot: TProtocolBase) -> Optional[Awaitable[None]]:
+                  iprot: TProtocolBase, oprot: TProtocolBase, table: ServiceTable) -> Optional[Awaitable[None]]:
         """Runs ``call`` (``serve``: the service's function for it, if its message type may carry it) or
         answers why not, without decoding what is not served. When ``serve`` returns an awaitable (an
         asyncio host's), returns what finishes the call once awaited."""
         name, session = call.method, state.session
-        processor, watched = self.processor, False
-        if serve is None and session is not None and name in SESSION_METHODS and not call.oneway:
+        processor, watched = table.processor, False
+        if serve is None and session is not None and name in SESSION_METHODS and not call.oneway and table.session:
             processor, watched = state.session_processor, True
             serve = processor._processMap[name]
-        if serve is not None and (session is None or session.admits(name)):
+        if serve is not None and (session is None or session.admit(name)):
             if self.decoded_budget is not None and not self._reserve(state, call, iprot, oprot):
                 return
             if not watched and self.chain.observes_handler():
-                processor, watched = self._watched, True
+                processor, watched = table.watched, True
             self._bind(state.context)
             if watched:
                 pending = self._serve_watched(call, serve, processor, iprot, oprot)
@@ -389,10 +413,10 @@ class SessionProcessor(TProcessor):
                 return self._complete(pending, state, call, processor, watched)
             self._served(state, call, processor, watched)
             return None
-        info = self.methods.get(name)
+        info = table.methods.get(name)
         if info is None:
             call.outcome = Outcome.UNKNOWN_METHOD
-            call.reason = "no such method: not run, not answered" if call.oneway else f"Unknown function {name}"
+            call.reason = table.missing(name, call.oneway)
         elif call.oneway and not info.oneway:
             call.outcome, call.reason = Outcome.DROPPED, f"{name} is a two-way method: not run, not answered"
         else:

@@ -97,12 +97,15 @@ class ServerCall(Call):
     A call refused from its name alone already has its ``outcome`` and ``reason`` in ``call_started``
     (REFUSED, UNKNOWN_METHOD or DROPPED) and no ``args``. ``session`` is the caller's ``SessionContext`` (peer, session id, version, features...);
     ``handler_seconds`` the time inside the handler (None when no handler ran). ``connection`` is the
-    gate's per-connection state, for the runtime's own interceptors.
+    gate's per-connection state, for the runtime's own interceptors. On a port hosting several services
+    (``multiplex``), ``method`` is the bare method name and ``service`` the name before ``:`` (None for
+    a bare name); ``name`` is the message's name as the caller wrote it.
     """
 
-    __slots__ = ("session", "connection", "handler_seconds", "reason", "announced")
+    __slots__ = ("session", "connection", "handler_seconds", "reason", "announced", "service")
 
-    def __init__(self, method: str, seqid: int, oneway: bool, started: float, connection: Any) -> None:
+    def __init__(self, method: str, seqid: int, oneway: bool, started: float, connection: Any,
+                 service: Optional[str] = None) -> None:
         # Call.__init__ written out: this runs for every message the server handles.
         context = connection.context
         self.method = method
@@ -116,11 +119,18 @@ class ServerCall(Call):
         self.started = started
         self.ended = None
         self._attributes = None
+        self.service = service
         self.session = context
         self.connection = connection
         self.handler_seconds: Optional[float] = None
         self.reason: Optional[str] = None  # why it was refused or dropped
         self.announced = False  # call_started has run
+
+
+    @property
+    def name(self) -> str:
+        """The message's name as the caller wrote it: ``Service:method`` on a multiplexed port."""
+        return self.method if self.service is None else f"{self.service}:{self.method}"
 
 
 class ClientCall(Call):

@@ -75,7 +75,8 @@ class CallCounter(Interceptor):
     observes_handler = False
 
     def call_started(self, call: Any) -> None:
-        method = UNKNOWN_METHOD if call.outcome is _UNKNOWN_OUTCOME else call.method
+        method = (UNKNOWN_METHOD if call.outcome is _UNKNOWN_OUTCOME
+                  else call.method if call.service is None else call.name)  # Service:method when multiplexed
         calls = call.connection.counters.calls
         calls[method] = calls.get(method, 0) + 1
 
@@ -146,7 +147,8 @@ class ServerMetrics:
 
     def session_started(self, session: object) -> None:
         with self._lock:
-            self.handshakes_ok += 1
+            if not getattr(session, "anonymous", False):  # an anonymous session said no hello
+                self.handshakes_ok += 1
             self.sessions_active += 1
 
     def session_rejected(self, session: object, reason: str) -> None:

@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 _REFUSALS = WarningBudget(logger, what="refused hellos")
 # Read for every call: a module name is found faster than an enum member (Python 3.11).
 _ESTABLISHED, _CLOSING = SessionPhase.ESTABLISHED, SessionPhase.CLOSING
+_HELD = (_ESTABLISHED, SessionPhase.ANONYMOUS)  # a session holds the connection (by hello, or anonymous)
 
 _local = threading.local()
 #: The session of an asyncio task's connection (an asyncio server's coroutine handlers interleave on one
@@ -65,6 +66,7 @@ class SessionSettings:
     auth_token: Optional[str] = None
     idle_timeout_ms: int = 0
     max_message_bytes: int = 0
+    optional_hello: bool = False  # a first call other than hello (or ping) opens an anonymous session
 
 
 class SessionListener:
@@ -183,11 +185,30 @@ class Session:
 
     @property
     def established(self) -> bool:
-        return self._machine.phase is _ESTABLISHED
+        """A session holds the connection: hello succeeded, or (optional hello) it is anonymous."""
+        return self._machine.phase in _HELD
+
+    @property
+    def anonymous(self) -> bool:
+        """Served without hello (``SessionSettings.optional_hello``): no id, no features."""
+        return self._machine.phase is SessionPhase.ANONYMOUS
 
     def admits(self, method: str) -> bool:
         """Whether this phase serves ``method`` (see ``states.SESSION_ADMITS``)."""
         return admitted(self._admitted, method)
+
+    def admit(self, method: str) -> bool:
+        """Whether a call to ``method`` is served now. With optional hello, the first call that is neither
+        hello nor ping opens an anonymous session (and is served)."""
+        if admitted(self._admitted, method):
+            return True
+        if self._machine.phase is SessionPhase.AWAITING_HELLO and self.settings.optional_hello:
+            self._machine.apply(SessionEvent.ANONYMOUS_CALL)
+            self.context.established_at = time.monotonic()
+            self._listener.session_started(self)
+            logger.debug("anonymous session peer=%s: first call %s", self.context.peer, clip_for_log(method))
+            return True
+        return False
 
     def refusal(self, method: str) -> str:
         """Why ``method`` is refused in this phase, for the caller."""
@@ -237,6 +258,9 @@ class Session:
 
     def _check_hello(self, hello: Optional[ClientHello]) -> int:
         """The negotiated version; ValueError with the reason to refuse."""
+        if self.anonymous:
+            raise ValueError("hello must be the first call on a connection: this one is already served as an "
+                             "anonymous session (open a new connection to say hello)")
         if self.established:
             raise ValueError(f"this connection already has session {self.context.session_id}")
         if hello is None or not hello.client_name:
@@ -256,7 +280,7 @@ class Session:
 
     def call_served(self) -> None:
         """A call other than hello/goodbye was served in this session (ping counts once established)."""
-        if self._machine.phase is _ESTABLISHED:
+        if self._machine.phase in _HELD:
             self.calls += 1
 
     def goodbye(self) -> Farewell:

@@ -118,6 +118,7 @@ class SessionPhase(TableEnum):
 
     AWAITING_HELLO = "AWAITING_HELLO"  # only hello() and ping() are served
     ESTABLISHED = "ESTABLISHED"  # every method is served
+    ANONYMOUS = "ANONYMOUS"  # hello is optional and the first call was not hello: served without features
     CLOSING = "CLOSING"  # goodbye() or a failed auth answered; the connection closes after the reply
     CLOSED = "CLOSED"
 
@@ -126,6 +127,7 @@ class SessionEvent(TableEnum):
     HELLO_ACCEPTED = "hello_accepted"
     HELLO_REJECTED = "hello_rejected"
     AUTH_FAILED = "auth_failed"  # a missing or wrong token: refused, and the connection closes
+    ANONYMOUS_CALL = "anonymous_call"  # hello is optional and the first call (other than ping) is not hello
     GOODBYE = "goodbye"
     DISCONNECT = "disconnect"
 
@@ -137,6 +139,13 @@ SESSION_TRANSITIONS: Mapping[SessionPhase, Mapping[SessionEvent, SessionPhase]] 
         _V.HELLO_ACCEPTED: _S.ESTABLISHED,
         _V.HELLO_REJECTED: _S.AWAITING_HELLO,
         _V.AUTH_FAILED: _S.CLOSING,
+        _V.ANONYMOUS_CALL: _S.ANONYMOUS,
+        _V.DISCONNECT: _S.CLOSED,
+    },
+    # hello must come first: a late one is refused and the session stays anonymous.
+    _S.ANONYMOUS: {
+        _V.HELLO_REJECTED: _S.ANONYMOUS,
+        _V.GOODBYE: _S.CLOSING,
         _V.DISCONNECT: _S.CLOSED,
     },
     # A second hello is refused and the session stays as it was.
@@ -155,10 +164,13 @@ SESSION_METHODS: FrozenSet[str] = frozenset({"hello", "ping", "stats", "goodbye"
 SERVICE_METHODS = "<service methods>"
 
 #: Which methods a session admits in each phase; anything else is refused without being decoded.
-#: hello is admitted again once established so that a second hello gets its named refusal.
+#: hello is admitted again once established (or anonymous) so that a second (or late) hello gets its
+#: named refusal. With optional hello, a call AWAITING_HELLO does not admit (other than ping) first moves
+#: the session to ANONYMOUS (``ANONYMOUS_CALL``).
 SESSION_ADMITS: Mapping[SessionPhase, FrozenSet[str]] = {
     _S.AWAITING_HELLO: frozenset({"hello", "ping"}),
     _S.ESTABLISHED: frozenset({"hello", "ping", "stats", "goodbye", SERVICE_METHODS}),
+    _S.ANONYMOUS: frozenset({"hello", "ping", "stats", "goodbye", SERVICE_METHODS}),
     _S.CLOSING: frozenset(),
     _S.CLOSED: frozenset(),
 }

@@ -226,8 +226,8 @@ def test_options_are_never_matched_by_prefix():
 
 
 @pytest.mark.parametrize("argv, says", [
-    (["serve", "--service", "a:One", "--service", "b:Two"], "--service given twice (a:One and b:Two)"),
-    (["serve", "--handler", "a:One", "--service", "b:Two"], "--service given twice (a:One and b:Two)"),
+    (["serve", "--handler", "a:One", "--handler", "b:Two", "--default-service", "A", "--default-service", "B"],
+     "--default-service given twice (A and B)"),
     (["call", "--idl", "a.thrift", "--idl", "b.thrift", "ping"], "--idl given twice (a.thrift and b.thrift)"),
     (["call", "--idl", "a.thrift", "--service", "A", "--service", "B", "ping"], "--service given twice (A and B)"),
 ])

@@ -82,8 +82,9 @@ def test_a_service_without_the_session_contract_needs_no_hello(project):
     assert done.returncode == 2, done.stderr
     assert done.stderr.splitlines() == [
         "error: service Store (cli_serve_plain.Store) does not extend session.SessionService, so its clients "
-        "cannot say hello and every call would be refused: serve it with --no-hello (a plain service), or "
-        "declare `service Store extends session.SessionService` in its IDL"]
+        "cannot say hello and every call would be refused: serve it with --no-hello (a plain service) or "
+        "--hello optional (its clients served without hello), or declare `service Store extends "
+        "session.SessionService` in its IDL"]
     with serving("--handler", "plain:Handler", "--path", str(project / "gen-py"), "--path", str(project),
                  "--no-hello") as (port, _):
         got = cli("call", "--idl", str(project / "plain.thrift"), "--no-hello", "--port", str(port), "get", '"k"')
@@ -156,3 +157,39 @@ def test_an_untrusted_certificate_is_explained_in_flags():
         done = cli("call", "--port", str(port), "--tls-ca", str(certs / "other-ca.pem"), "ping")
     assert done.returncode == 1
     assert "not trusted by --tls-ca" in done.stderr and "ClientTLS" not in done.stderr, done.stderr
+
+
+def test_several_handlers_share_one_port_by_service_name(project):
+    """``serve --handler A --handler B``: each called as NAME:method (``call --multiplexed NAME``); with
+    ``--hello optional`` the plain service's clients call without hello while Calculator's say it."""
+    gen = ("--path", str(project / "gen-py"), "--path", str(project))
+    with serving("--handler", "partial:Handler", "--handler", "plain:Handler", *gen, "--hello", "optional") \
+            as (port, log):
+        assert "service=Calculator,Store" in "".join(log) and "handshake=optional" in "".join(log)
+        added = cli("call", "--idl", str(project / "calc.thrift"), "--multiplexed", "Calculator", "--port",
+                    str(port), "add", "2", "3")
+        assert added.returncode == 0 and added.stdout.strip() == "5", added.stderr
+        got = cli("call", "--idl", str(project / "plain.thrift"), "--multiplexed", "Store", "--no-hello",
+                  "--port", str(port), "get", '"k"')
+        assert got.returncode == 0 and json.loads(got.stdout) == "K", got.stderr
+        bare = cli("call", "--idl", str(project / "calc.thrift"), "--port", str(port), "add", "2", "3")
+        assert bare.returncode == 1 and "call SERVICE:add (TMultiplexedProtocol)" in bare.stderr, bare.stderr
+    with serving("--handler", "calc=partial:Handler", "--handler", "plain:Handler", *gen, "--hello", "optional",
+                 "--default-service", "calc") as (port, _):
+        bare = cli("call", "--idl", str(project / "calc.thrift"), "--port", str(port), "add", "2", "3")
+        assert bare.returncode == 0 and bare.stdout.strip() == "5", bare.stderr
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--handler", "partial:Handler", "--handler", "partial:Handler"],
+     "error: two --handler for service Calculator: name them apart with NAME=MODULE:CLASS"),
+    (["--handler", "partial:Handler", "--handler", "plain:Handler", "--no-hello", "--default-service", "Nope"],
+     "error: --default-service Nope: not one of the services (Calculator, Store)"),
+    (["--handler", "partial:Handler", "--default-service", "Calculator"],
+     "error: --default-service names one of several --handler services"),
+    (["--handler", "partial:Handler", "--no-hello", "--hello", "optional"],
+     "error: --no-hello and --hello optional contradict each other: give one"),
+])
+def test_several_handlers_mistakes_are_one_line_exit_2(project, flags, says):
+    done = cli("serve", "--port", "0", *flags, "--path", str(project / "gen-py"), "--path", str(project))
+    assert done.returncode == 2 and done.stderr.splitlines() == [says], done.stderr

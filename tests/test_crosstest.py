@@ -1,18 +1,28 @@
 """Apache Thrift's own cross test: its unmodified TestClients (Python, Go, C++, Node.js, Java at 0.17.0, the
-compiler's version) against Apache's ``ThriftTest`` service served by thrift-handshake: every plain cell on one
-port, every ssl cell on one TLS port, each port detecting the cell's protocol and transport by itself.
+compiler's version) against Apache's ``ThriftTest`` and ``SecondService`` served by thrift-handshake: every plain
+cell on one port, every ssl cell on one TLS port, every domain cell on one Unix domain socket, each detecting the
+cell's protocol and transport by itself.
 
-The server is ``thrift-handshake serve --handler handler:ThriftTestHandler --no-hello`` (interop/crosstest/handler.py),
-started once for plain TCP, once with TLS (Apache's test certificate, test/keys) and once on a Unix domain socket
-(``--unix``, the ``domain`` cells). Apache's sources come from Debian's source package ``thrift`` 0.17.0
-(interop/crosstest/fetch.sh, pinned SHA-256), and the clients are built by interop/crosstest/build.sh; both cache
-under interop/crosstest/apache (gitignored). A cell is one client in one protocol, transport and socket, as
-Apache's test/tests.json names them; each is its own test id. The cells run CONCURRENCY at a time (each test
-awaits its own): a cell's client mostly waits.
+The server is ``thrift-handshake serve --handler handler:ThriftTestHandler --handler handler:SecondServiceHandler
+--default-service ThriftTest`` (interop/crosstest/handler.py): both services behind TMultiplexedProtocol's names
+for the ``multi*`` cells, ThriftTest also under bare names for the others, as Apache's own TestServer registers
+them. It runs in two columns: the gate off (``--no-hello``), once for plain TCP, once with TLS (Apache's test
+certificate, test/keys) and once on a Unix domain socket (``--unix``); and the optional handshake (``--hello optional``: the gate on, and Apache's clients,
+which never say hello, served as anonymous sessions), on plain TCP. The hello mode acts above the byte stream,
+once a message's header is read, and a socket changes only what is below it: every client, protocol and
+transport runs in both columns, the ssl and domain cells with the gate off only (how a TLS socket leaves the handshake's
+deadline for an anonymous session is tests/test_optional_hello.py's), so the second column costs half as much. Apache's sources come from Debian's source package
+``thrift`` 0.17.0 (interop/crosstest/fetch.sh, pinned SHA-256), and the clients are built by
+interop/crosstest/build.sh; both cache under interop/crosstest/apache (gitignored). A cell is one client in one
+protocol, transport and socket, as Apache's test/tests.json names them, in one column; each is its own test id.
+
+The cells run ``JOBS`` at a time (``CROSSTEST_JOBS``, default 3): every client is its own process with its own
+connections, most of a cell's time is a client starting up or sleeping through ``testOneway``, and serving
+several clients at once is what the server is for. Each test waits for its own cell's result.
 
 Cells the server does not serve yet are not in this list (they need server work, see docs/interop.md
-"Apache's cross test"): the JSON protocol, HTTP, the multiplexed protocols, and every cell with the optional
-handshake. These tests never skip: a missing toolchain fails them with what to install.
+"Apache's cross test"): the JSON protocol and HTTP. These tests never skip: a missing toolchain fails them with
+what to install.
 
 The session's matrix is written to interop/crosstest/apache/matrix.md (the table of docs/interop.md).
 """
@@ -29,7 +39,7 @@ import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Dict, Iterator, List, NamedTuple, Optional
+from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 import pytest
 
@@ -44,31 +54,33 @@ MATRIX = CACHE / "matrix.md"
 
 BUILD_TIMEOUT = 300  # a cold Go build cache compiles the standard library; the C++ client compiles ~10 s
 CELL_TIMEOUT = 60  # a cell takes 1-2 s (testOneway sleeps 1 s)
-CONCURRENCY = 4  # cells run at once: a cell's client mostly waits (testOneway's sleep, a JVM's start)
-PY_TESTS = 22  # TestClient.py's test methods, all run in every non-multiplexed cell
+PY_TESTS = 22  # TestClient.py's test methods, all run in every cell (testMultiplexed checks only in multi* cells)
 NODE_CHECKS = 37  # tape assertions of client.js over TCP
 
 
 class Cell(NamedTuple):
-    """One client, protocol, transport and socket, spelled as Apache's test/tests.json spells them."""
+    """One client, protocol, transport and socket, spelled as Apache's test/tests.json spells them, against
+    the server with the gate off (hello "off") or with the optional handshake (hello "optional")."""
 
     language: str
     protocol: str
     transport: str
-    socket: str  # "ip" or "ip-ssl"
+    socket: str  # "ip", "ip-ssl" or "domain"
+    hello: str = "off"
 
     @property
     def id(self) -> str:
-        return f"{self.language}-{self.protocol}-{self.transport}-{self.socket}"
+        return f"{self.language}-{self.protocol}-{self.transport}-{self.socket}" + (
+            "" if self.hello == "off" else f"-hello-{self.hello}")
 
 
 # What each client offers that the server serves today (tests.json's lists, less what needs server work).
 PROTOCOLS = {
-    "py": ["binary", "accel", "compact", "accelc", "header"],
+    "py": ["binary", "accel", "compact", "accelc", "header", "multi", "multia", "multiac", "multic", "multih"],
     "go": ["binary", "compact", "header"],
-    "cpp": ["binary", "compact", "header"],
+    "cpp": ["binary", "compact", "header", "multi", "multic", "multih"],
     "node": ["binary", "compact", "header"],
-    "java": ["binary", "compact"],
+    "java": ["binary", "compact", "multi", "multic"],
 }
 # "zlib": TZlibTransport around the socket's byte stream (Java, Go) or a TBufferedTransport (Python, C++);
 # "fastframed": tests.json's "framed:fastframed", Java's TFastFramedTransport.
@@ -86,11 +98,17 @@ SOCKETS = {  # "domain": a Unix domain socket (--domain-socket)
     "node": ["ip", "ip-ssl", "domain"],
     "java": ["ip", "ip-ssl"],
 }
+#: The server's columns: the gate off, and the gate on with the optional handshake (its sockets: see the top).
+HELLO = {"off": ["--no-hello"], "optional": ["--hello", "optional"]}
+HELLO_SOCKETS = {"off": ("ip", "ip-ssl", "domain"), "optional": ("ip",)}
+HEADER = ("header", "multih")  # THeader on the wire
+JOBS = max(1, int(os.environ.get("CROSSTEST_JOBS", "3")))
 
 
 def _cells() -> List[Cell]:
-    return [Cell(language, protocol, transport, sock) for language, protocols in PROTOCOLS.items()
-            for protocol in protocols for transport in TRANSPORTS[language] for sock in SOCKETS[language]]
+    return [Cell(language, protocol, transport, sock, hello) for hello in HELLO
+            for language, protocols in PROTOCOLS.items() for protocol in protocols
+            for transport in TRANSPORTS[language] for sock in SOCKETS[language] if sock in HELLO_SOCKETS[hello]]
 
 
 #: Cells that fail in Apache's client whatever the server, and how: exactly as against Apache's own Python
@@ -103,7 +121,8 @@ PY_ZLIB_REFILL = {"testByte": "SystemError: PY_SSIZE_T_CLEAN macro must be defin
                   "testI64": "SystemError: PY_SSIZE_T_CLEAN macro must be defined for '#' formats",
                   "testMapMap": "TypeError: got wrong ttype while reading field",
                   "testString": "SystemError: PY_SSIZE_T_CLEAN macro must be defined for '#' formats"}
-CLIENT_DEFECTS = {Cell("py", "accelc", "zlib", sock): PY_ZLIB_REFILL for sock in SOCKETS["py"]}
+CLIENT_DEFECTS = {("py", "accelc", "zlib"): PY_ZLIB_REFILL,  # by (client, protocol, transport)
+                  ("py", "multiac", "zlib"): PY_ZLIB_REFILL}
 
 
 CELLS = _cells()
@@ -149,9 +168,10 @@ class Server(NamedTuple):
 
 
 def _start(*flags: str) -> Server:
-    """``thrift-handshake serve`` with the ThriftTest handler on an ephemeral port (or ``--unix PATH``)."""
+    """``thrift-handshake serve`` with ThriftTest and SecondService on one ephemeral port (or ``--unix PATH``)."""
     command = [sys.executable, "-m", "thrift_handshake", "serve", "--handler", "handler:ThriftTestHandler",
-               "--path", str(CROSSTEST), "--path", str(TREE / "test" / "py" / "gen-py"), "--no-hello",
+               "--handler", "handler:SecondServiceHandler", "--default-service", "ThriftTest",
+               "--path", str(CROSSTEST), "--path", str(TREE / "test" / "py" / "gen-py"),
                "--host", "127.0.0.1", "--port", "0", *flags]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                encoding="utf-8", errors="replace")
@@ -160,15 +180,16 @@ def _start(*flags: str) -> Server:
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory) -> Iterator[Dict[str, Server]]:
-    """One plain, one TLS (Apache's test/keys/server.crt) and one Unix domain socket server, each on its
-    own single port (or path)."""
+def servers() -> Iterator[Dict[Tuple[str, str], Server]]:
+    """Per column (the gate off, the optional handshake) one plain, one TLS (Apache's test/keys/server.crt) and
+    one Unix domain socket server, each on its own single port (or path); by (hello, socket)."""
     built("py")  # the handler imports the Python code generated from Apache's ThriftTest.thrift
     keys = TREE / "test" / "keys"
-    started = {"ip": _start()}
-    started["ip-ssl"] = _start("--tls-cert", str(keys / "server.crt"), "--tls-key", str(keys / "server.key"))
     socket_dir = tempfile.mkdtemp(prefix="crosstest-")  # short: a socket's path holds 107 bytes at most
-    started["domain"] = _start("--unix", os.path.join(socket_dir, "ThriftTest.sock"))
+    where = {"ip": (), "ip-ssl": ("--tls-cert", str(keys / "server.crt"), "--tls-key", str(keys / "server.key")),
+             "domain": ("--unix", os.path.join(socket_dir, "ThriftTest.sock"))}
+    started = {(hello, sock): _start(*flags, *where[sock]) for hello, flags in HELLO.items()
+               for sock in HELLO_SOCKETS[hello]}
     yield started
     for server in started.values():
         server.process.send_signal(signal.SIGTERM)
@@ -249,82 +270,87 @@ def run_cell(cell: Cell, server: Server, port: int) -> Outcome:
 _results: Dict[Cell, Outcome] = {}
 
 
-def _shown(cell: Cell, outcome: Optional[Outcome]) -> str:
-    if outcome is None:
-        return "-"  # a socket this client does not offer (tests.json)
-    if outcome.total is None:
-        return f"exit {outcome.exit}"
-    count = f"{outcome.passed}/{outcome.total}"
-    return f"{count} (client defect)" if cell in CLIENT_DEFECTS else count
-
-
 @pytest.fixture(scope="module", autouse=True)
 def matrix() -> Iterator[None]:
-    """Writes the session's cross-test matrix (interop/crosstest/apache/matrix.md, the table of docs/interop.md)
-    once the cells have run: a row per client, protocol and transport, a column per socket."""
+    """Writes the session's cross-test matrix (interop/crosstest/apache/matrix.md) once the cells have run: the
+    table of docs/interop.md, a row per client, protocol and transport, a column per socket and server column."""
     yield
     if not _results:
         return
-    sockets = ["ip", "ip-ssl", "domain"]
-    rows: Dict[tuple, Dict[str, Outcome]] = {}
-    for cell, outcome in sorted(_results.items(), key=lambda item: CELLS.index(item[0])):
-        rows.setdefault(cell[:3], {})[cell.socket] = outcome
-    lines = [f"| client | protocol | transport | {' | '.join(sockets)} | seconds ({' / '.join(sockets)}) |",
-             "|---|---|---|" + "---|" * (len(sockets) + 1)]
-    for (language, protocol, transport), by_socket in rows.items():
-        shown = [_shown(Cell(language, protocol, transport, sock), by_socket.get(sock)) for sock in sockets]
-        seconds = " / ".join(f"{by_socket[sock].seconds:.1f}" if sock in by_socket else "-" for sock in sockets)
-        lines.append(f"| {NAMES[language]} | {protocol} | {transport} | {' | '.join(shown)} | {seconds} |")
+    columns = [(hello, sock) for hello in HELLO for sock in HELLO_SOCKETS[hello]]
+    names = [sock if hello == "off" else f"{sock}, optional hello" for hello, sock in columns]
+    lines = ["| client | protocol | transport | " + " | ".join(names) + " | seconds (each column) |",
+             "|---|---|---|" + "---|" * len(columns) + "---|"]
+    rows: Dict[Tuple[str, str, str], Dict[Tuple[str, str], Outcome]] = {}
+    for cell, outcome in _results.items():
+        rows.setdefault((cell.language, cell.protocol, cell.transport), {})[cell.hello, cell.socket] = outcome
+    for (language, protocol, transport), outcomes in rows.items():
+        counts = [_count(Cell(language, protocol, transport, sock, hello), outcomes.get((hello, sock)))
+                  for hello, sock in columns]
+        seconds = " / ".join(f"{outcomes[c].seconds:.1f}" if c in outcomes else "-" for c in columns)
+        lines.append(f"| {NAMES[language]} | {protocol} | {transport} | {' | '.join(counts)} | {seconds} |")
     MATRIX.parent.mkdir(parents=True, exist_ok=True)
     MATRIX.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-class Run(NamedTuple):
-    """A cell's outcome, and for a plain header cell the dialect of each connection its client opened."""
+def _count(cell: Cell, outcome: Optional[Outcome]) -> str:
+    if outcome is None:
+        return "-"  # a socket this client does not offer (tests.json), or a cell not run
+    if outcome.total is None:
+        return f"exit {outcome.exit}"
+    count = f"{outcome.passed}/{outcome.total}"
+    return f"{count} (client defect)" if cell[:3] in CLIENT_DEFECTS else count
 
-    outcome: Outcome
-    dialects: Optional[List[str]]
+
+@pytest.fixture(scope="module")
+def cells_running(servers: Dict[Tuple[str, str], Server], request: pytest.FixtureRequest) -> Iterator[Dict[Cell, Future]]:
+    """The session's selected cells (all of them unless ``-k`` chose some), ``JOBS`` at a time, in the order of
+    the test ids; each test waits for its own. A client that cannot be built fails its language's cells with why."""
+    selected = [item.callspec.params["cell"] for item in request.session.items
+                if item.module is sys.modules[__name__] and hasattr(item, "callspec")]
+    unbuilt: Dict[str, BaseException] = {}
+    for language in sorted({cell.language for cell in selected}, key=list(PROTOCOLS).index):
+        try:
+            built(language)
+        except pytest.fail.Exception as error:
+            unbuilt[language] = error
+    with ThreadPoolExecutor(JOBS, thread_name_prefix="crosstest-cell") as pool:
+        running: Dict[Cell, Future] = {}
+        for cell in selected:
+            if cell.language in unbuilt:
+                failed: Future = Future()
+                failed.set_exception(unbuilt[cell.language])
+                running[cell] = failed
+            else:
+                running[cell] = pool.submit(_run_relayed, cell, servers[cell.hello, cell.socket])
+        yield running
+        for future in running.values():
+            future.cancel()
 
 
-def run_relayed(cell: Cell, server: Server) -> Run:
-    """Runs the cell; plain header cells through a relay that names each connection's dialect (ssl ones
-    cannot be read, domain ones are not TCP)."""
-    relay = DialectRelay(("127.0.0.1", server.port)) if cell.protocol == "header" and cell.socket == "ip" else None
+def _run_relayed(cell: Cell, server: Server) -> Tuple[Outcome, Optional[List[str]]]:
+    """Runs the cell; plain THeader cells through a relay that names each connection's dialect (ssl ones cannot
+    be read, domain ones are not TCP): the outcome, and the dialects the relay saw (None without one)."""
+    relay = DialectRelay(("127.0.0.1", server.port)) if cell.protocol in HEADER and cell.socket == "ip" else None
     try:
         outcome = run_cell(cell, server, relay.port if relay else server.port)
     finally:
         if relay:
             relay.close()
-    return Run(outcome, relay.dialects if relay else None)
-
-
-@pytest.fixture(scope="module")
-def runs(request: pytest.FixtureRequest, servers: Dict[str, Server]) -> Iterator[Dict[Cell, Future]]:
-    """The selected cells' clients, CONCURRENCY at a time, started once their clients are built (a client
-    that cannot be built fails its cells in the test, with what to install); each test awaits its own."""
-    selected = [item.callspec.params["cell"] for item in request.session.items
-                if item.module is request.module and "cell" in getattr(getattr(item, "callspec", None), "params", {})]
-    for language in dict.fromkeys(cell.language for cell in selected):
-        try:
-            built(language)
-        except pytest.fail.Exception:  # said again by the language's first test
-            pass
-    with ThreadPoolExecutor(CONCURRENCY, thread_name_prefix="crosstest") as pool:
-        yield {cell: pool.submit(run_relayed, cell, servers[cell.socket]) for cell in selected
-               if _built.get(cell.language)}
+    return outcome, None if relay is None else list(relay.dialects)
 
 
 @pytest.mark.parametrize("cell", CELLS, ids=[cell.id for cell in CELLS])
-def test_apache_test_client_passes(cell: Cell, servers: Dict[str, Server], runs: Dict[Cell, Future]) -> None:
+def test_apache_test_client_passes(cell: Cell, servers: Dict[Tuple[str, str], Server],
+                                   cells_running: Dict[Cell, Future]) -> None:
     """Apache's unmodified TestClient of the cell's language runs all its checks against our one port."""
-    built(cell.language)
-    server = servers[cell.socket]
-    outcome, dialects = runs[cell].result()
+    server = servers[cell.hello, cell.socket]
+    outcome, dialects = cells_running[cell].result()
     _results[cell] = outcome
     sys.stdout.write(outcome.output)  # shown by pytest on failure
     assert server.process.poll() is None, "the server exited:\n" + "".join(server.log)
-    if cell in CLIENT_DEFECTS:  # fails in the client, and only as it fails against Apache's own server
-        expected = CLIENT_DEFECTS[cell]
+    if cell[:3] in CLIENT_DEFECTS:  # fails in the client, and only as it fails against Apache's own server
+        expected = CLIENT_DEFECTS[cell[:3]]
         errors = re.findall(r"^ERROR: (\w+) \(", outcome.output, re.MULTILINE)
         assert sorted(errors) == sorted(expected), outcome.output[-4000:]
         for line in set(expected.values()):

@@ -247,3 +247,48 @@ def test_server_time_and_session_duration_are_in_milliseconds(monkeypatch):
     opened = session.context.established_at
     monkeypatch.setattr(time, "monotonic", lambda: opened + 2.5)
     assert session.goodbye().duration_ms == 2500
+
+
+# -- optional hello (SessionSettings.optional_hello): sans-IO ------------------------------------------------
+
+
+def test_optional_hello_a_first_call_opens_an_anonymous_session():
+    session, recorder = make_session(optional_hello=True)
+    assert session.admit("ping") and session.phase is SessionPhase.AWAITING_HELLO  # ping changes nothing
+    assert session.admit("echo")
+    assert session.phase is SessionPhase.ANONYMOUS and session.anonymous and session.established
+    assert recorder.events == [("started", None)]
+    assert session.context.session_id is None and session.context.features == frozenset()
+    session.call_served()
+    farewell = session.goodbye()
+    assert (farewell.session_id, farewell.calls) == (None, 1)
+    assert session.closing and recorder.events[-1] == ("ended", True)
+
+
+def test_optional_hello_a_late_hello_is_refused_and_the_session_stays_anonymous():
+    session, recorder = make_session(optional_hello=True)
+    session.admit("stats")
+    with pytest.raises(HandshakeRejected) as late:
+        session.hello(hello())
+    assert "hello must be the first call on a connection" in late.value.reason
+    assert session.phase is SessionPhase.ANONYMOUS and session.admit("echo")
+    assert recorder.events[-1][0] == "rejected"
+
+
+def test_optional_hello_hello_first_is_a_session_as_usual():
+    session, _ = make_session(optional_hello=True, features=frozenset({"a"}))
+    answer = session.hello(hello(features={"a"}))
+    assert session.phase is SessionPhase.ESTABLISHED and answer.features == {"a"} and not session.anonymous
+
+
+def test_without_optional_hello_a_first_call_is_refused_as_before():
+    session, recorder = make_session()
+    assert not session.admit("echo") and not session.admit("stats")
+    assert session.phase is SessionPhase.AWAITING_HELLO and recorder.events == []
+
+
+def test_an_anonymous_session_that_disconnects_ends():
+    session, recorder = make_session(optional_hello=True)
+    session.admit("echo")
+    session.disconnected()
+    assert session.phase is SessionPhase.CLOSED and recorder.events == [("started", None), ("ended", False)]

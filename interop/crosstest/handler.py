@@ -1,7 +1,8 @@
 """Apache Thrift's ``ThriftTest`` service (test/ThriftTest.thrift), served by thrift-handshake for the cross test.
 
-A guest of the runtime, like the demo service: ``serve --handler handler:ThriftTestHandler --path
-interop/crosstest --path GEN --no-hello``, where GEN holds the Python code generated from Apache's
+A guest of the runtime, like the demo service: ``serve --handler handler:ThriftTestHandler --handler
+handler:SecondServiceHandler --default-service ThriftTest --path interop/crosstest --path GEN --no-hello`` (or
+``--hello optional``), where GEN holds the Python code generated from Apache's
 ThriftTest.thrift (``interop/crosstest/build.sh py`` makes it; Apache's IDL and code are never committed).
 Each method does what the IDL's comments ask of it, which is what Apache's TestClients check.
 """

@@ -22,7 +22,7 @@ def admin_state(metrics: PrometheusMetrics, recent: Optional[RecentCalls]) -> Di
     for server in metrics.servers():
         stats = server.metrics.snapshot()
         host, port = server.address
-        servers.append({"address": f"{host}:{port}", "service": server.service.__name__.rsplit(".", 1)[-1],
+        servers.append({"address": f"{host}:{port}", "service": server.service_name,
                         "sessions_active": stats.sessions_active, "connections_total": stats.connections_total,
                         "handshakes_ok": stats.handshakes_ok, "handshakes_rejected": stats.handshakes_rejected,
                         "uptime_s": round((stats.uptime_ms or 0) / 1000, 1)})

@@ -64,6 +64,9 @@ class AsyncClient(ClientBase, ServiceMethods):
         super().__init__(host, port, options, service)
         if self.endpoints is not None:
             raise ArgumentError("AsyncClient connects to one host and port: Endpoints are not supported yet")
+        if self.options.multiplexed is not None:
+            raise ArgumentError("AsyncClient calls bare method names: ClientOptions.multiplexed (a service of a "
+                                "port hosting several) is not supported yet; use Client")
         if self.options.unix_socket is not None:
             raise ArgumentError("AsyncClient connects to a host and port: ClientOptions.unix_socket is Client's")
         self._state = StateMachine(CLIENT_TRANSITIONS, ClientPhase.NEW, self._log_change)

@@ -310,7 +310,7 @@ class AsyncConnection(SessionListener):
         if self._in_session:
             return
         self._received_before_hello += len(data)
-        budget = self._limits.handshake_max_bytes
+        budget = self.config.pre_session_bytes
         if self._received_before_hello > budget:
             raise BudgetExceeded(TTransportException.SIZE_LIMIT,
                                  f"more than {budget} bytes before hello() succeeded (handshake_max_bytes)")

@@ -206,7 +206,13 @@ def _client_options(args: argparse.Namespace) -> ClientOptions:
                          auth_token=auth_token(args), wire=wire(args), handshake=not args.no_hello,
                          timeouts=Timeouts(connect=args.connect_timeout, handshake=args.handshake_timeout,
                                            call=args.timeout),
-                         tls=_client_tls(args), unix_socket=args.unix)
+                         tls=_client_tls(args), unix_socket=args.unix, multiplexed=_service_name(args.multiplexed))
+
+
+def _service_name(name: Optional[str]) -> Optional[str]:
+    if name is not None and (not name or ":" in name):
+        raise ArgumentError(f"--multiplexed takes a service name without ':', not {name!r}")
+    return name
 
 
 def named_enums(value: Any, idl_type: Optional[IdlType], idl: LoadedIdl) -> Any:

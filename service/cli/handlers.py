@@ -89,8 +89,8 @@ def check_contract(service: ModuleType, handshake: bool) -> None:
         name = f"{service.__name__.rsplit('.', 1)[-1]}"
         raise ArgumentError(f"service {name} ({service.__name__}) does not extend session.SessionService, so its "
                             "clients cannot say hello and every call would be refused: serve it with "
-                            f"--no-hello (a plain service), or declare `service {name} extends "
-                            "session.SessionService` in its IDL")
+                            "--no-hello (a plain service) or --hello optional (its clients served without "
+                            f"hello), or declare `service {name} extends session.SessionService` in its IDL")
 
 
 def _defined_by_iface(handler: Any, method: str) -> bool:

@@ -24,6 +24,8 @@ __all__ = ["Parser", "build_parser", "in_flag_terms", "AUTH_TOKEN_ENV", "EXIT_CO
 
 AUTH_TOKEN_ENV = "THRIFT_HANDSHAKE_AUTH_TOKEN"
 FORMATS = ("text", "json")
+#: ``serve --hello``: the session gate's modes.
+HELLO_MODES = ("required", "optional", "off")
 #: ``--workers`` at most (a worker's slot number travels as one byte).
 MAX_WORKERS = 256
 
@@ -46,6 +48,8 @@ examples:
   thrift-handshake serve --host '[::1]' --port 9191 --idle-timeout 60
   thrift-handshake serve --handler calc_handler:CalculatorHandler --path gen-py --path .
   thrift-handshake serve --handler store:StoreHandler --path gen-py --no-hello   # a plain service
+  thrift-handshake serve --handler calc:CalcHandler --handler store:StoreHandler --path gen-py   # Calc:add, Store:get
+  thrift-handshake serve --handler store:StoreHandler --path gen-py --hello optional  # hello or not
   thrift-handshake serve --workers auto --tls-cert s.pem --tls-key s.key""",
     "call": """\
 examples:
@@ -55,6 +59,7 @@ examples:
   thrift-handshake call --idl calc.thrift --list --format json  # its methods, as data
   thrift-handshake call --idl calc.thrift --describe add        # one method or type
   thrift-handshake call --idl plain.thrift --service Store --no-hello find '{"id": 1}'
+  thrift-handshake call --idl calc.thrift --multiplexed Calc add 1 2   # Calc on a port of several
   thrift-handshake call --module calc.Calculator --path gen-py add 1 2
 
 stdout carries the result only (JSON); --trace writes the timeline to stderr. With --format json
@@ -85,6 +90,8 @@ _FLAG_NAMES = {
     "TLS certificate": "--tls-cert",
     "TLS key": "--tls-key",
     "TLS client CA": "--tls-client-ca",
+    "optional_hello": "--hello optional",
+    "an auth_token": "an auth token",
 }
 _LIMITS_NAME = re.compile(r"\b(?:ServerLimits|DemoLimits)\.(\w+)")
 _BARE_SETTING = re.compile(r"^(port|grace|drain_notice|versions) must\b")
@@ -241,16 +248,24 @@ def _serve_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     serve.add_argument("--tls-cert", metavar="PEM", help="serve TLS with this certificate chain")
     serve.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
     serve.add_argument("--tls-client-ca", metavar="PEM", help="require client certificates signed by this CA (mTLS)")
-    serve.add_argument("--handler", "--service", dest="handler", action=Once, metavar="MODULE:CLASS",
+    serve.add_argument("--handler", "--service", dest="handler", action="append", metavar="[NAME=]MODULE:CLASS",
                        help="host this handler class, a subclass of your generated Iface, made with no "
-                            "arguments (default: the demo service); --service is the same flag")
+                            "arguments (default: the demo service); --service is the same flag. Repeat it to "
+                            "host several services on one port, each called as NAME:method (Apache's "
+                            "TMultiplexedProtocol); NAME defaults to the IDL service's name")
+    serve.add_argument("--default-service", action=Once, metavar="NAME",
+                       help="with several --handler: the service that bare method names reach "
+                            "(default: none, every call names its service)")
     serve.add_argument("--path", action="append", default=[], metavar="DIR",
                        help="add DIR to the import path (generated code, the handler); repeatable")
     serve.add_argument("--only-wire", action="store_true",
                        help="serve only --protocol/--transport (default: binary and compact, buffered and "
                             "framed, and THeader, told apart per connection)")
-    serve.add_argument("--no-hello", action="store_true",
-                       help="a plain service: clients know nothing of hello (no session gate)")
+    serve.add_argument("--hello", choices=HELLO_MODES, default=None,
+                       help="required (default): every call needs hello() first; optional: a connection "
+                            "whose first call is not hello() is served as an anonymous session; off: a "
+                            "plain service, clients know nothing of hello (no session gate)")
+    serve.add_argument("--no-hello", action="store_true", help="the same as --hello off")
     serve.add_argument("--metrics-port", type=int, metavar="PORT",
                        help="serve Prometheus metrics at http://HOST:PORT/metrics and the admin page at "
                             "http://HOST:PORT/ (0: a free port, named in the log); behind the auth token "
@@ -311,6 +326,9 @@ def _call_parser(commands: Any, common: argparse.ArgumentParser) -> None:
                       help="with --module: add DIR to the import path (your gen-py); repeatable")
     call.add_argument("--no-hello", action="store_true",
                       help="the server's clients say no hello/goodbye: connect and call straight away")
+    call.add_argument("--multiplexed", action=Once, metavar="NAME",
+                      help="the server hosts several services on one port: call service NAME "
+                           "(every request, hello included, goes out as NAME:method)")
     call.add_argument("--list", action="store_true",
                       help="the services and methods with their signatures (of --idl, else the demo's); "
                            "connects to nothing")

@@ -16,7 +16,7 @@ import shutil
 import signal
 import tempfile
 import threading
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from ..admin.endpoint import AdminEndpoint
 from ..aio import AsyncHandshakeServer, event_loop_factory
@@ -73,25 +73,59 @@ def _server_config(args: argparse.Namespace, interceptors: Tuple[Any, ...] = ())
         if not (args.tls_cert and args.tls_key):
             raise ArgumentError("TLS needs both --tls-cert and --tls-key")
         tls = ServerTLS(args.tls_cert, args.tls_key, args.tls_client_ca)
+    mode = hello_mode(args)
     return ServerConfig(host=args.host, port=args.port, unix_socket=args.unix, wire=wire(args),
-                        detect_wire=not args.only_wire, handshake=not args.no_hello, auth_token=auth_token(args),
+                        detect_wire=not args.only_wire,
+                        handshake=mode != "off", optional_hello=mode == "optional", auth_token=auth_token(args),
                         tls=tls, grace=args.grace, drain_notice=args.drain_notice, server_name=args.server_name,
                         limits=limits, interceptors=interceptors, call_log_level=args.call_log_level)
 
 
+def hello_mode(args: argparse.Namespace) -> str:
+    """``--hello MODE``, with ``--no-hello`` as ``--hello off``."""
+    if args.no_hello:
+        if args.hello not in (None, "off"):
+            raise ArgumentError(f"--no-hello and --hello {args.hello} contradict each other: give one")
+        return "off"
+    return args.hello or "required"
+
+
 def _server(args: argparse.Namespace, interceptors: Tuple[Any, ...] = (), server_class: Any = HandshakeServer) -> Any:
     config = _server_config(args, interceptors)
-    if args.handler is None:
+    specs = args.handler or []
+    if not specs:
+        if args.default_service is not None:
+            raise ArgumentError("--default-service names one of several --handler services")
         limits = DemoLimits(**{f.name: getattr(args, f.name) for f in dataclasses.fields(DemoLimits)})
         return demo_server(config, limits, ticket_store=args.ticket_store, server_class=server_class)
-    handler = load_handler(args.handler, args.path)
-    service = service_module(handler, args.handler)
-    check_contract(service, config.handshake)
-    answer_unimplemented(handler, unimplemented_methods(handler, service, config.handshake), args.handler)
-    awaited = sorted(coroutine_methods(handler, describe_service(service)))
-    if awaited and server_class is HandshakeServer:
-        raise ArgumentError(f"{args.handler}: {awaited[0]} is a coroutine function (async def): serve it with --asyncio")
-    return server_class(handler, config, service=service)
+    hosted: Dict[str, Any] = {}
+    for spec in specs:
+        name, _, target = spec.rpartition("=")
+        handler = load_handler(target, args.path)
+        service = service_module(handler, target)
+        name = name or service.__name__.rsplit(".", 1)[-1]
+        if name in hosted:
+            raise ArgumentError(f"two --handler for service {name}: name them apart with NAME=MODULE:CLASS")
+        hosted[name] = (handler, service, target)
+    plain = len(hosted) == 1 and "=" not in specs[0]  # one service, bare names: a plain port
+    if args.default_service is not None and plain:
+        raise ArgumentError("--default-service names one of several --handler services")
+    if args.default_service is not None and args.default_service not in hosted:
+        raise ArgumentError(f"--default-service {args.default_service}: not one of the services "
+                            f"({', '.join(hosted)})")
+    for handler, service, target in hosted.values():
+        check_contract(service, config.handshake and not config.optional_hello)
+        answer_unimplemented(handler, unimplemented_methods(handler, service, config.handshake), target)
+        awaited = sorted(coroutine_methods(handler, describe_service(service)))
+        if awaited and server_class is HandshakeServer:
+            raise ArgumentError(f"{target}: {awaited[0]} is a coroutine function (async def): serve it with --asyncio")
+    if plain:
+        handler, service, _ = hosted.popitem()[1]
+        return server_class(handler, config, service=service)
+    if server_class is not HandshakeServer:
+        raise ArgumentError("several --handler (one port, several services): not yet with --asyncio")
+    return HandshakeServer(services={name: handler for name, (handler, _, _) in hosted.items()},
+                           default_service=args.default_service, config=config)
 
 
 def _address(host: str, port: int) -> str:

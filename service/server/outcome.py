@@ -112,4 +112,6 @@ def session_summary(state: ConnectionState) -> str:
     if session is None or context.established_at is None:
         return ""
     duration_ms = int((time.monotonic() - context.established_at) * 1000)
+    if session.anonymous:
+        return f" anonymous calls={session.calls} duration_ms={duration_ms}"
     return f" client={context.client_name!r} version={context.version} calls={session.calls} duration_ms={duration_ms}"

@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 from types import ModuleType
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from thrift.server.TServer import TThreadedServer
 from thrift.transport import TSocket
@@ -64,13 +64,16 @@ def session_settings(config: ServerConfig) -> SessionSettings:
     return SessionSettings(
         server_name=config.server_name, versions=config.versions, features=config.features,
         auth_token=config.auth_token, idle_timeout_ms=int(config.limits.idle_timeout * 1000),
-        max_message_bytes=config.limits.max_message_bytes)
+        max_message_bytes=config.limits.max_message_bytes, optional_hello=config.optional_hello)
 
 
 class HandshakeServer(TThreadedServer):
     """A TThreadedServer hosting ``handler``'s service behind a SessionProcessor, with limits and a stop.
 
     ``service`` is the generated service module (found from the handler's Iface when omitted).
+    ``services={name: handler, ...}`` instead hosts several services on one port, each called as
+    ``name:method`` (Apache's TMultiplexedProtocol), one session per connection shared by them all;
+    ``default_service`` names the one that bare method names reach (none by default; see ``multiplex``).
     ``on_stop(callback)`` registers work to drain at stop: ``callback(timeout)`` is called with the
     grace period when the server stops, and with 0 when the grace period is over.
 
@@ -78,25 +81,42 @@ class HandshakeServer(TThreadedServer):
     keep the process alive. The thread ``start()`` serves on is not a daemon (``stop()`` ends it).
     """
 
-    def __init__(self, handler: Any, config: Optional[ServerConfig] = None,
-                 service: Optional[ModuleType] = None) -> None:
+    def __init__(self, handler: Any = None, config: Optional[ServerConfig] = None,
+                 service: Optional[ModuleType] = None, *, services: Optional[Mapping[str, Any]] = None,
+                 default_service: Optional[str] = None) -> None:
         self.config = config or ServerConfig()
+        if (handler is None) == (services is None):
+            raise TypeError("HandshakeServer takes a handler, or several by name (services=...): one of the two")
+        if services is not None:  # several services on one port, by TMultiplexedProtocol's names
+            if not services:
+                raise ValueError("services is empty: name at least one handler")
+            self.services: Dict[str, Tuple[Any, ModuleType]] = {
+                name: (each, service_of(each)) for name, each in services.items()}
+            if default_service is not None and default_service not in self.services:
+                raise ValueError(f"default_service {default_service!r} is not one of {sorted(self.services)}")
+            handler, self.service = self.services[default_service or next(iter(self.services))]  # for the log
+            processor: Any = {name: module.Processor(each) for name, (each, module) in self.services.items()}
+        else:
+            self.service = service or service_of(handler)
+            self.services = {}
+            processor = self.service.Processor(handler)
         self.handler = handler
-        self.service = service or service_of(handler)
-        awaited = sorted(coroutine_methods(handler, describe_service(self.service)))
-        if awaited:
-            raise TypeError(f"{type(handler).__name__}.{awaited[0]} is a coroutine function (async def): serve it "
-                            f"with thrift_handshake.aio.AsyncHandshakeServer (serve --asyncio)")
+        for each, module in self.services.values() if self.services else [(handler, self.service)]:
+            awaited = sorted(coroutine_methods(each, describe_service(module)))
+            if awaited:
+                raise TypeError(f"{type(each).__name__}.{awaited[0]} is a coroutine function (async def): serve it "
+                                f"with thrift_handshake.aio.AsyncHandshakeServer (serve --asyncio)")
         limits = self.config.limits
         self.metrics = ServerMetrics()
         settings = session_settings(self.config)
         family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
         self._warnings = WarningBudget(logger)  # the processor's warnings about peers count against it too
         super().__init__(
-            SessionProcessor(self.service.Processor(handler), settings, self.metrics, self.config.handshake,
+            SessionProcessor(processor, settings, self.metrics, self.config.handshake,
                              self._warnings, self.config.interceptors,
                              DecodedBudget(limits.max_decoded_bytes, limits.decoded_host_share),
-                             logging.getLevelName(self.config.call_log_level)),
+                             call_log_level=logging.getLevelName(self.config.call_log_level),
+                             default_service=default_service),
             TSocket.TServerSocket(host=self.config.host, port=self.config.port, socket_family=family),
             transport_factory(self.config.wire, frame_limit(limits.max_message_bytes)),
             protocol_factory(self.config.wire, limits.max_message_bytes, limits.max_container_items),
@@ -146,6 +166,11 @@ class HandshakeServer(TThreadedServer):
         return format_peer(self.address)
 
     @property
+    def service_name(self) -> str:
+        """The IDL name of the service it hosts, or the names of several (comma-separated)."""
+        return ",".join(self.services) or self.service.__name__.rsplit(".", 1)[-1]
+
+    @property
     def port(self) -> int:
         return self.address[1]
 
@@ -189,8 +214,8 @@ class HandshakeServer(TThreadedServer):
             self.serverTransport.handle.setblocking(False)
             self._bound_port = self.port  # kept after the stop, when the handle is gone
             logger.info("listening on %s service=%s wire=%s handshake=%s tls=%s", self.endpoint,
-                        self.service.__name__.rsplit(".", 1)[-1], self.config.wire,
-                        "on" if self.config.handshake else "off",
+                        self.service_name, self.config.wire,
+                        ("optional" if self.config.optional_hello else "on") if self.config.handshake else "off",
                         "mutual" if self.config.tls and self.config.tls.client_ca_file else bool(self._tls))
 
     def start(self) -> "HandshakeServer":
@@ -342,7 +367,7 @@ class HandshakeServer(TThreadedServer):
         now = time.monotonic()
         if self.config.handshake:
             client.deadline = now + limits.handshake_timeout  # hello must be done by then
-            client.handshake_budget = limits.handshake_max_bytes
+            client.handshake_budget = self.config.pre_session_bytes
         connection = Connection(client, peer, self.config, self._close_taken, accepted_at=now)
         self._admission.add(connection)
         logger.debug("accepted peer=%s", peer)
