@@ -29,9 +29,9 @@ from thrift_handshake_gen.session import SessionService
 from thrift_handshake_gen.session.ttypes import Draining, Farewell, HandshakeRejected, ServerHello
 
 from .config import DEFAULT_HOST, DEFAULT_PORT, ClientOptions
-from .endpoints import Endpoints, connect_any, format_address
+from .endpoints import Endpoints, connect_any
 from .client_core import (ClientBase, broken_error, client_hello, idle_limit, negotiation_broken, outcome_of,
-                          refusal_error, server_notice, with_inner_cause)
+                          peer_name, refusal_error, server_notice, with_inner_cause)
 from .client_methods import ServiceMethods, checker_of
 from .interceptors import ClientCall, Outcome
 from .errors import (
@@ -158,7 +158,7 @@ class Client(ClientBase, ServiceMethods):
 
     def _connect_to(self, host: str, port: int) -> Optional[ServerHello]:
         with self._lock:
-            self.host, self.port, self._peer = host, port, format_address(host, port)
+            self.host, self.port, self._peer = host, port, peer_name(self.options, host, port)
             self._require(ClientEvent.CONNECT, "connect")
             self._state.apply(ClientEvent.CONNECT)
             self._open_transport()
@@ -273,7 +273,7 @@ class Client(ClientBase, ServiceMethods):
         try:
             self._sock, self._transport, protocol = client_stack(
                 self.host, self.port, self.options.wire, self.options.max_reply_bytes, self.options.max_reply_items,
-                self.options.tls)
+                self.options.tls, self.options.unix_socket)
             connect_timeout = self.options.timeouts.connect
             self._sock.setTimeout(None if connect_timeout is None else connect_timeout * 1000.0)
             self._transport.open()

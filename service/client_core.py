@@ -55,6 +55,11 @@ class ServerNotice(TProtocolException):
     it drains, or evicted this idle session)."""
 
 
+def peer_name(options: ClientOptions, host: str, port: int) -> str:
+    """How the timeline, logs and errors name the server: unix:PATH, or host:port."""
+    return format_address(host, port) if options.unix_socket is None else f"unix:{options.unix_socket}"
+
+
 def server_notice(protocol: Any) -> ServerNotice:
     """The notice whose header (an EXCEPTION named "", seqid 0) ``protocol`` has just read."""
     notice = TApplicationException()
@@ -205,7 +210,7 @@ class ClientBase:
         self.service = service
         self.timeline = Timeline(self.options.timeline_size)
         self._chain = InterceptorChain((self.timeline, *self.options.interceptors))
-        self._peer = format_address(self.host, self.port)
+        self._peer = peer_name(self.options, self.host, self.port)
         self._service_methods = methods_of(service)
         check_service(service, self._service_methods, self.options)
 

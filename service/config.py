@@ -177,6 +177,7 @@ class ClientOptions:
     always waits and returns the Farewell.
     interceptors: objects that see every call this client makes (``interceptors.Interceptor``), after
     its timeline.
+    unix_socket: connect to this Unix domain socket path (``serve --unix``) instead of host and port.
     multiplexed: the service's name on a port that hosts several (Apache's TMultiplexedProtocol): every
     request goes out as ``NAME:method``, hello and the session's other methods included (the session is
     the connection's, shared by all its services). None: bare method names.
@@ -199,6 +200,7 @@ class ClientOptions:
     pipeline_hello: bool = False
     await_farewell: bool = True
     interceptors: Sequence[Any] = ()
+    unix_socket: Optional[str] = None
     multiplexed: Optional[str] = None
 
     def __post_init__(self) -> None:
@@ -262,6 +264,8 @@ class ServerConfig:
     """Where and how the server listens.
 
     port 0 picks a free port (read it back from ``HandshakeServer.port``).
+    unix_socket: listen on this Unix domain socket path instead of host and port (mode 0660; a stale
+    socket file there is replaced, any other file is an error; the file is removed at the stop).
     handshake: False hosts a plain service whose clients know nothing of hello (no session gate;
     limits, logging, stats and the graceful stop still apply).
     optional_hello: with the handshake on, a connection whose first call is not hello (nor ping) is
@@ -286,6 +290,7 @@ class ServerConfig:
 
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
+    unix_socket: Optional[str] = None
     server_name: str = "thrift-handshake"
     wire: Wire = field(default_factory=Wire)
     detect_wire: bool = True
@@ -318,6 +323,8 @@ class ServerConfig:
         _check_versions(self.versions)
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be within 0..65535, not {self.port}")
+        if self.unix_socket is not None and not self.unix_socket:
+            raise ValueError("unix_socket is empty: give a path, or None to listen on host and port")
         if self.auth_token is not None and not self.auth_token.strip():
             raise ValueError("auth_token is empty: give a real token, or none for a server without auth")
         if self.optional_hello and not self.handshake:

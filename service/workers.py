@@ -93,6 +93,8 @@ class Supervisor:
                  reuse_port: bool = False, orphaned: Optional[Callable[[], None]] = None) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers}")
+        if config.unix_socket is not None:
+            raise ValueError("workers share a TCP port: a unix_socket is served by one HandshakeServer")
         self._build = build
         self._orphaned = orphaned   # run by each worker that stopped because the supervisor was gone
         self._supervisor_gone = False

@@ -9,13 +9,13 @@ from typing import List
 
 import pytest
 
-LISTENING = re.compile(r"listening on \[?[^\s\]]*\]?:(\d+)")
+LISTENING = re.compile(r"listening on (\[?[^\s\]]*\]?:\d+|unix:\S+)")
 
 
-def listening_port(process: subprocess.Popen, log: List[str], timeout: float = 30) -> int:
-    """Reads the server's stderr (into ``log``) until its ``listening on HOST:PORT`` line and returns PORT;
-    the rest of its stderr keeps flowing into ``log``. A server that does not say so in ``timeout`` is
-    killed and the test fails with what it said."""
+def listening_endpoint(process: subprocess.Popen, log: List[str], timeout: float = 30) -> str:
+    """Reads the server's stderr (into ``log``) until its ``listening on HOST:PORT`` (or ``unix:PATH``) line
+    and returns that endpoint; the rest of its stderr keeps flowing into ``log``. A server that does not say
+    so in ``timeout`` is killed and the test fails with what it said."""
     timer = threading.Timer(timeout, process.kill)
     timer.start()
     try:
@@ -24,8 +24,13 @@ def listening_port(process: subprocess.Popen, log: List[str], timeout: float = 3
             match = LISTENING.search(line)
             if match:
                 threading.Thread(target=lambda: log.extend(process.stderr), daemon=True).start()
-                return int(match.group(1))
+                return match.group(1)
     finally:
         timer.cancel()
     process.kill()
     pytest.fail("the server did not start:\n" + "".join(log))
+
+
+def listening_port(process: subprocess.Popen, log: List[str], timeout: float = 30) -> int:
+    """The PORT of a server listening on HOST:PORT (see ``listening_endpoint``)."""
+    return int(listening_endpoint(process, log, timeout).rsplit(":", 1)[1])

@@ -1,15 +1,16 @@
 """Apache Thrift's own cross test: its unmodified TestClients (Python, Go, C++, Node.js, Java at 0.17.0, the
 compiler's version) against Apache's ``ThriftTest`` and ``SecondService`` served by thrift-handshake: every plain
-cell on one port, every ssl cell on one TLS port, each port detecting the cell's protocol and transport by itself.
+cell on one port, every ssl cell on one TLS port, every domain cell on one Unix domain socket, each detecting the
+cell's protocol and transport by itself.
 
 The server is ``thrift-handshake serve --handler handler:ThriftTestHandler --handler handler:SecondServiceHandler
 --default-service ThriftTest`` (interop/crosstest/handler.py): both services behind TMultiplexedProtocol's names
 for the ``multi*`` cells, ThriftTest also under bare names for the others, as Apache's own TestServer registers
-them. It runs in two columns: the gate off (``--no-hello``), once for plain TCP and once with TLS (Apache's test
-certificate, test/keys); and the optional handshake (``--hello optional``: the gate on, and Apache's clients,
+them. It runs in two columns: the gate off (``--no-hello``), once for plain TCP, once with TLS (Apache's test
+certificate, test/keys) and once on a Unix domain socket (``--unix``); and the optional handshake (``--hello optional``: the gate on, and Apache's clients,
 which never say hello, served as anonymous sessions), on plain TCP. The hello mode acts above the byte stream,
 once a message's header is read, and a socket changes only what is below it: every client, protocol and
-transport runs in both columns, the ssl cells with the gate off only (how a TLS socket leaves the handshake's
+transport runs in both columns, the ssl and domain cells with the gate off only (how a TLS socket leaves the handshake's
 deadline for an anonymous session is tests/test_optional_hello.py's), so the second column costs half as much. Apache's sources come from Debian's source package
 ``thrift`` 0.17.0 (interop/crosstest/fetch.sh, pinned SHA-256), and the clients are built by
 interop/crosstest/build.sh; both cache under interop/crosstest/apache (gitignored). A cell is one client in one
@@ -20,8 +21,8 @@ connections, most of a cell's time is a client starting up or sleeping through `
 several clients at once is what the server is for. Each test waits for its own cell's result.
 
 Cells the server does not serve yet are not in this list (they need server work, see docs/interop.md
-"Apache's cross test"): THeader inside a framed transport, the JSON protocol, HTTP, zlib and Unix domain
-sockets. These tests never skip: a missing toolchain fails them with what to install.
+"Apache's cross test"): the JSON protocol and HTTP. These tests never skip: a missing toolchain fails them with
+what to install.
 
 The session's matrix is written to interop/crosstest/apache/matrix.md (the table of docs/interop.md).
 """
@@ -34,6 +35,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -41,7 +43,7 @@ from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 import pytest
 
-from serving import listening_port
+from serving import listening_endpoint
 from test_interop import DialectRelay, run, run_to_end
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,7 +65,7 @@ class Cell(NamedTuple):
     language: str
     protocol: str
     transport: str
-    socket: str  # "ip" or "ip-ssl"
+    socket: str  # "ip", "ip-ssl" or "domain"
     hello: str = "off"
 
     @property
@@ -80,28 +82,47 @@ PROTOCOLS = {
     "node": ["binary", "compact", "header"],
     "java": ["binary", "compact", "multi", "multic"],
 }
-TRANSPORTS = ["buffered", "framed"]
-EXTRA_TRANSPORTS = {"java": ["fastframed"]}  # tests.json's "framed:fastframed": TFastFramedTransport
+# "zlib": TZlibTransport around the socket's byte stream (Java, Go) or a TBufferedTransport (Python, C++);
+# "fastframed": tests.json's "framed:fastframed", Java's TFastFramedTransport.
+TRANSPORTS = {
+    "py": ["buffered", "framed", "zlib"],
+    "go": ["buffered", "framed", "zlib"],
+    "cpp": ["buffered", "framed", "zlib"],
+    "node": ["buffered", "framed"],
+    "java": ["buffered", "framed", "fastframed", "zlib"],
+}
+SOCKETS = {  # "domain": a Unix domain socket (--domain-socket)
+    "py": ["ip", "ip-ssl", "domain"],
+    "go": ["ip", "ip-ssl"],
+    "cpp": ["ip", "ip-ssl", "domain"],
+    "node": ["ip", "ip-ssl", "domain"],
+    "java": ["ip", "ip-ssl"],
+}
 #: The server's columns: the gate off, and the gate on with the optional handshake (its sockets: see the top).
 HELLO = {"off": ["--no-hello"], "optional": ["--hello", "optional"]}
-HELLO_SOCKETS = {"off": ("ip", "ip-ssl"), "optional": ("ip",)}
+HELLO_SOCKETS = {"off": ("ip", "ip-ssl", "domain"), "optional": ("ip",)}
 HEADER = ("header", "multih")  # THeader on the wire
 JOBS = max(1, int(os.environ.get("CROSSTEST_JOBS", "3")))
 
 
 def _cells() -> List[Cell]:
-    cells = []
-    for hello in HELLO:
-        for language, protocols in PROTOCOLS.items():
-            for protocol in protocols:
-                for transport in TRANSPORTS + EXTRA_TRANSPORTS.get(language, []):
-                    # THeader frames inside a framed transport: needs server work. Node's "header" puts plain
-                    # binary on the wire (docs/interop.md), so its framed cell is plain framed binary and passes.
-                    if protocol in HEADER and transport == "framed" and language != "node":
-                        continue
-                    for sock in HELLO_SOCKETS[hello]:
-                        cells.append(Cell(language, protocol, transport, sock, hello))
-    return cells
+    return [Cell(language, protocol, transport, sock, hello) for hello in HELLO
+            for language, protocols in PROTOCOLS.items() for protocol in protocols
+            for transport in TRANSPORTS[language] for sock in SOCKETS[language] if sock in HELLO_SOCKETS[hello]]
+
+
+#: Cells that fail in Apache's client whatever the server, and how: exactly as against Apache's own Python
+#: TestServer (``TestServer.py --protocol=compact --zlib``, measured 2026-12-07). lib/py 0.17's C extension
+#: calls the transport's refill with a "y#" format without PY_SSIZE_T_CLEAN (ext/types.cpp), which Python
+#: 3.10+ refuses; only TZlibTransport's short reads make the compact decoder refill mid-reply. Four checks
+#: fail with that SystemError, testMapMap with the decoder's own words for the failed refill.
+PY_ZLIB_REFILL = {"testByte": "SystemError: PY_SSIZE_T_CLEAN macro must be defined for '#' formats",
+                  "testI32": "SystemError: PY_SSIZE_T_CLEAN macro must be defined for '#' formats",
+                  "testI64": "SystemError: PY_SSIZE_T_CLEAN macro must be defined for '#' formats",
+                  "testMapMap": "TypeError: got wrong ttype while reading field",
+                  "testString": "SystemError: PY_SSIZE_T_CLEAN macro must be defined for '#' formats"}
+CLIENT_DEFECTS = {("py", "accelc", "zlib"): PY_ZLIB_REFILL,  # by (client, protocol, transport)
+                  ("py", "multiac", "zlib"): PY_ZLIB_REFILL}
 
 
 CELLS = _cells()
@@ -131,15 +152,23 @@ def built(language: str) -> None:
 
 
 class Server(NamedTuple):
-    """A ``thrift-handshake serve`` process, its port and what it has logged so far."""
+    """A ``thrift-handshake serve`` process, where it listens (port, or ``unix:PATH``) and what it has logged."""
 
     process: subprocess.Popen
-    port: int
+    endpoint: str
     log: List[str]
+
+    @property
+    def port(self) -> int:
+        return int(self.endpoint.rsplit(":", 1)[1]) if not self.endpoint.startswith("unix:") else 0
+
+    @property
+    def path(self) -> str:
+        return self.endpoint[len("unix:"):]
 
 
 def _start(*flags: str) -> Server:
-    """``thrift-handshake serve`` with ThriftTest and SecondService on one ephemeral port."""
+    """``thrift-handshake serve`` with ThriftTest and SecondService on one ephemeral port (or ``--unix PATH``)."""
     command = [sys.executable, "-m", "thrift_handshake", "serve", "--handler", "handler:ThriftTestHandler",
                "--handler", "handler:SecondServiceHandler", "--default-service", "ThriftTest",
                "--path", str(CROSSTEST), "--path", str(TREE / "test" / "py" / "gen-py"),
@@ -147,17 +176,18 @@ def _start(*flags: str) -> Server:
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                encoding="utf-8", errors="replace")
     log: List[str] = []
-    return Server(process, listening_port(process, log), log)
+    return Server(process, listening_endpoint(process, log), log)
 
 
 @pytest.fixture(scope="module")
 def servers() -> Iterator[Dict[Tuple[str, str], Server]]:
-    """Per column (the gate off, the optional handshake) one plain and one TLS server (Apache's
-    test/keys/server.crt), each on its own single port; by (hello, socket)."""
+    """Per column (the gate off, the optional handshake) one plain, one TLS (Apache's test/keys/server.crt) and
+    one Unix domain socket server, each on its own single port (or path); by (hello, socket)."""
     built("py")  # the handler imports the Python code generated from Apache's ThriftTest.thrift
     keys = TREE / "test" / "keys"
-    tls = ("--tls-cert", str(keys / "server.crt"), "--tls-key", str(keys / "server.key"))
-    where = {"ip": (), "ip-ssl": tls}
+    socket_dir = tempfile.mkdtemp(prefix="crosstest-")  # short: a socket's path holds 107 bytes at most
+    where = {"ip": (), "ip-ssl": ("--tls-cert", str(keys / "server.crt"), "--tls-key", str(keys / "server.key")),
+             "domain": ("--unix", os.path.join(socket_dir, "ThriftTest.sock"))}
     started = {(hello, sock): _start(*flags, *where[sock]) for hello, flags in HELLO.items()
                for sock in HELLO_SOCKETS[hello]}
     yield started
@@ -169,6 +199,8 @@ def servers() -> Iterator[Dict[Tuple[str, str], Server]]:
         except subprocess.TimeoutExpired:
             server.process.kill()
             server.process.wait()
+    assert not os.listdir(socket_dir), "the domain server left its socket file behind"
+    os.rmdir(socket_dir)
 
 
 class Outcome(NamedTuple):
@@ -181,10 +213,12 @@ class Outcome(NamedTuple):
     seconds: float
 
 
-def client_command(cell: Cell, port: int) -> "tuple[List[str], Path, Dict[str, str]]":
-    """Apache's TestClient for ``cell``, as test/tests.json runs it: (argv, working directory, environment)."""
+def client_command(cell: Cell, server: Server, port: int) -> "tuple[List[str], Path, Dict[str, str]]":
+    """Apache's TestClient for ``cell``, as test/tests.json runs it (crossrunner's flags: ``--ssl``,
+    ``--domain-socket=PATH``, ``--zlib`` with ``--transport=zlib``): (argv, working directory, environment)."""
     env = dict(os.environ)
-    ssl = ["--ssl"] if cell.socket == "ip-ssl" else []
+    ssl = {"ip-ssl": ["--ssl"], "domain": [f"--domain-socket={server.path}"]}.get(cell.socket, [])
+    ssl += ["--zlib"] if cell.transport == "zlib" else []
     common = ["--host=127.0.0.1", f"--port={port}"]
     if cell.language == "py":
         return ([str(CACHE / "py-venv" / "bin" / "python"), "TestClient.py", "--genpydir=gen-py", *common,
@@ -209,9 +243,10 @@ def client_command(cell: Cell, port: int) -> "tuple[List[str], Path, Dict[str, s
              "-t", cell.transport, *ssl], TREE / "lib" / "nodejs" / "test", env)
 
 
-def run_cell(cell: Cell, port: int) -> Outcome:
-    """Runs the cell's client against ``port``; the checks it counted, where it prints a count."""
-    command, cwd, env = client_command(cell, port)
+def run_cell(cell: Cell, server: Server, port: int) -> Outcome:
+    """Runs the cell's client against ``server`` (its ``port``, or a relay's); the checks it counted,
+    where it prints a count."""
+    command, cwd, env = client_command(cell, server, port)
     started = time.monotonic()
     result = run_to_end(command, f"{cell.id}: the client", CELL_TIMEOUT, cwd, env)
     seconds = time.monotonic() - started
@@ -250,19 +285,21 @@ def matrix() -> Iterator[None]:
     for cell, outcome in _results.items():
         rows.setdefault((cell.language, cell.protocol, cell.transport), {})[cell.hello, cell.socket] = outcome
     for (language, protocol, transport), outcomes in rows.items():
-        counts = [_count(outcomes.get(column)) for column in columns]
+        counts = [_count(Cell(language, protocol, transport, sock, hello), outcomes.get((hello, sock)))
+                  for hello, sock in columns]
         seconds = " / ".join(f"{outcomes[c].seconds:.1f}" if c in outcomes else "-" for c in columns)
         lines.append(f"| {NAMES[language]} | {protocol} | {transport} | {' | '.join(counts)} | {seconds} |")
     MATRIX.parent.mkdir(parents=True, exist_ok=True)
     MATRIX.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def _count(outcome: Optional[Outcome]) -> str:
+def _count(cell: Cell, outcome: Optional[Outcome]) -> str:
     if outcome is None:
-        return "not run"
-    if outcome.total is not None:
-        return f"{outcome.passed}/{outcome.total}"
-    return f"exit {outcome.exit}"
+        return "-"  # a socket this client does not offer (tests.json), or a cell not run
+    if outcome.total is None:
+        return f"exit {outcome.exit}"
+    count = f"{outcome.passed}/{outcome.total}"
+    return f"{count} (client defect)" if cell[:3] in CLIENT_DEFECTS else count
 
 
 @pytest.fixture(scope="module")
@@ -293,10 +330,10 @@ def cells_running(servers: Dict[Tuple[str, str], Server], request: pytest.Fixtur
 
 def _run_relayed(cell: Cell, server: Server) -> Tuple[Outcome, Optional[List[str]]]:
     """Runs the cell; plain THeader cells through a relay that names each connection's dialect (ssl ones cannot
-    be read): the outcome, and the dialects the relay saw (None without one)."""
+    be read, domain ones are not TCP): the outcome, and the dialects the relay saw (None without one)."""
     relay = DialectRelay(("127.0.0.1", server.port)) if cell.protocol in HEADER and cell.socket == "ip" else None
     try:
-        outcome = run_cell(cell, relay.port if relay else server.port)
+        outcome = run_cell(cell, server, relay.port if relay else server.port)
     finally:
         if relay:
             relay.close()
@@ -312,6 +349,14 @@ def test_apache_test_client_passes(cell: Cell, servers: Dict[Tuple[str, str], Se
     _results[cell] = outcome
     sys.stdout.write(outcome.output)  # shown by pytest on failure
     assert server.process.poll() is None, "the server exited:\n" + "".join(server.log)
+    if cell[:3] in CLIENT_DEFECTS:  # fails in the client, and only as it fails against Apache's own server
+        expected = CLIENT_DEFECTS[cell[:3]]
+        errors = re.findall(r"^ERROR: (\w+) \(", outcome.output, re.MULTILINE)
+        assert sorted(errors) == sorted(expected), outcome.output[-4000:]
+        for line in set(expected.values()):
+            assert outcome.output.count(line) == list(expected.values()).count(line), outcome.output[-4000:]
+        assert (outcome.passed, outcome.total) == (PY_TESTS - len(expected), PY_TESTS), outcome.output[-4000:]
+        return
     assert outcome.exit == 0, f"{cell.id}: exit {outcome.exit}\n{outcome.output[-4000:]}"
     assert "*** FAILURE ***" not in outcome.output, outcome.output[-4000:]  # C++ and Java mark each failed check
     if cell.language == "py":
@@ -323,4 +368,5 @@ def test_apache_test_client_passes(cell: Cell, servers: Dict[Tuple[str, str], Se
         if cell.language == "node":  # caveat: Node's 0.17 client never writes THeader's header (docs/interop.md)
             assert set(dialects) == {f"{cell.transport} binary"}, dialects
         else:
-            assert dialects and all(d.startswith("THeader ") for d in dialects), dialects
+            header = {"buffered": "THeader ", "framed": "framed THeader ", "zlib": "zlib: THeader "}[cell.transport]
+            assert dialects and all(d.startswith(header) for d in dialects), dialects

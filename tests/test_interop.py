@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import zlib
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, NamedTuple, Optional
 
@@ -339,19 +340,26 @@ def run_client(command: List[str], host: str, port: int, overload_port: Optional
 
 class DialectRelay:
     """A TCP relay in front of a server that names what each connection's first bytes are written in
-    (``wire.sniff``; for THeader also the protocol it carries): what a client really puts on the wire."""
+    (``wire.sniff``; for THeader also the protocol it carries; for zlib what it inflates to): what a
+    client really puts on the wire."""
 
     # THeader: length (4), magic (2), flags (2), seqid (4), header words (2), then the protocol id (0, 2)
     HEADER_PROTOCOL_AT = 14
     HEADER_PROTOCOLS = {0: "binary", 2: "compact"}
+    KEEP = 256  # of each connection's first bytes (enough for what zlib inflates to the above)
 
     def __init__(self, upstream: tuple) -> None:
         self.upstream = upstream
-        self.dialects: List[str] = []
+        self.firsts: List[bytearray] = []
         self.sockets: List[socket.socket] = []
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def dialects(self) -> List[str]:
+        """The dialect of each connection that sent enough to tell it, in the order they connected."""
+        return [self._name(bytes(first)) for first in self.firsts if len(first) > self.HEADER_PROTOCOL_AT]
 
     def _accept(self) -> None:
         while True:
@@ -363,6 +371,7 @@ class DialectRelay:
             server.settimeout(None)
             self.sockets += [client, server]
             first = bytearray()
+            self.firsts.append(first)
             threading.Thread(target=self._pump, args=(client, server, first), daemon=True).start()
             threading.Thread(target=self._pump, args=(server, client, None), daemon=True).start()
 
@@ -372,10 +381,8 @@ class DialectRelay:
                 data = source.recv(65536)
                 if not data:
                     break
-                if first is not None and len(first) <= self.HEADER_PROTOCOL_AT:
-                    first += data
-                    if len(first) > self.HEADER_PROTOCOL_AT:
-                        self.dialects.append(self._name(bytes(first)))
+                if first is not None and len(first) < self.KEEP:
+                    first += data[:self.KEEP - len(first)]
                 target.sendall(data)
         except OSError:
             pass
@@ -386,8 +393,13 @@ class DialectRelay:
 
     def _name(self, first: bytes) -> str:
         dialect = sniff(first)
-        if dialect is not None and dialect.kind is DialectKind.HEADER:
+        kind = dialect and dialect.kind
+        if kind is DialectKind.HEADER:
             return f"THeader {self.HEADER_PROTOCOLS.get(first[self.HEADER_PROTOCOL_AT], 'protocol?')}"
+        if kind is DialectKind.FRAMED_HEADER:  # the same, 4 bytes on: after the framed transport's length
+            return f"framed THeader {self.HEADER_PROTOCOLS.get(first[self.HEADER_PROTOCOL_AT + 4], 'protocol?')}"
+        if kind is DialectKind.ZLIB:
+            return f"zlib: {self._name(zlib.decompressobj().decompress(first))}"
         return str(dialect)
 
     def close(self) -> None:

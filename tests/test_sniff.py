@@ -22,13 +22,15 @@ HTTP_STARTS = [b"GET / HTTP/1.1\r\n", b"POST /rpc HTTP/1.1\r\n", b"PUT /x HTTP/1
 
 
 def _message_start(protocol: str, transport: str, message_type: int) -> bytes:
-    """The first bytes of a message of ``message_type``, written by Thrift's own protocol."""
+    """The first bytes of a message of ``message_type``, written by Thrift's own protocol ("framed-header":
+    THeader over TFramedTransport, as Apache's clients write ``-p header -t framed``)."""
     memory = TTransport.TMemoryBuffer()
-    if transport == "header":
+    if transport in ("header", "framed-header"):
         ids = {"binary": THeaderTransport.THeaderSubprotocolID.BINARY,
                "compact": THeaderTransport.THeaderSubprotocolID.COMPACT}
         client_types = (THeaderTransport.THeaderClientType.HEADERS,)
-        writer = THeaderProtocol.THeaderProtocol(memory, client_types, ids[protocol])
+        inner = TTransport.TFramedTransport(memory) if transport == "framed-header" else memory
+        writer = THeaderProtocol.THeaderProtocol(inner, client_types, ids[protocol])
     else:
         trans = TTransport.TFramedTransport(memory) if transport == "framed" else memory
         writer = (TCompactProtocol.TCompactProtocol(trans) if protocol == "compact"
@@ -40,6 +42,10 @@ def _message_start(protocol: str, transport: str, message_type: int) -> bytes:
     writer.writeMessageEnd()
     writer.trans.flush()
     return memory.getvalue()
+
+
+#: A frame is told from its length and its first two bytes.
+FRAME_TELLS = 6
 
 
 def _shortest_telling(data: bytes) -> int:
@@ -54,7 +60,7 @@ def test_every_thrift_message_type_is_told_in_every_framing(transport, protocol,
     data = _message_start(protocol, transport, message_type)
     assert sniff(data) == Dialect(DialectKind.THRIFT, Wire(protocol=protocol, transport=transport))
     assert sniff(data[:SNIFF_BYTES]) == sniff(data)
-    assert _shortest_telling(data) == (2 if transport == "buffered" else SNIFF_BYTES)
+    assert _shortest_telling(data) == (2 if transport == "buffered" else FRAME_TELLS)
 
 
 @pytest.mark.parametrize("message_type", MESSAGE_TYPES.values(), ids=MESSAGE_TYPES)
@@ -62,8 +68,8 @@ def test_every_thrift_message_type_is_told_in_every_framing(transport, protocol,
 def test_theader_is_told_whatever_it_carries(protocol, message_type):
     data = _message_start(protocol, "header", message_type)
     assert sniff(data) == Dialect(DialectKind.HEADER)
-    assert sniff(data[:SNIFF_BYTES]) == Dialect(DialectKind.HEADER)
-    assert _shortest_telling(data) == SNIFF_BYTES
+    assert sniff(data[:FRAME_TELLS]) == Dialect(DialectKind.HEADER)
+    assert _shortest_telling(data) == FRAME_TELLS
 
 
 @pytest.mark.parametrize("second", range(256))
@@ -119,7 +125,7 @@ def test_tls_records_and_alerts_are_told_from_two_bytes(record):
     assert _shortest_telling(record) == 2
 
 
-@pytest.mark.parametrize("data", [b"\x00\x00\x00\x10\x00\x00", b"hello!", b"\x7f\xff\xff\xff\x80\x02",
+@pytest.mark.parametrize("data", [b"\x00\x00\x00\x10\x00\x01", b"hello!", b"\x7f\xff\xff\xff\x80\x02",
                                   b"\x16\x02\x00\x00\x00\x00", b"\x16\x04\x00\x00\x00\x00",
                                   b"\x15\x04\x00\x00\x00\x00", b"\x00\x00\x00\x10\x0f\xfe"])
 def test_six_bytes_of_nothing_known_are_unknown(data):
@@ -195,3 +201,46 @@ def test_a_client_is_told_why_a_reply_cannot_be_read(reply, expected):
 def test_a_compact_client_is_told_the_server_speaks_binary():
     assert explain_reply(b"\x80\x01\x00\x02\x00\x00", Wire(protocol="compact")).startswith(
         "the server speaks buffered binary; this client speaks buffered compact")
+
+
+@pytest.mark.parametrize("protocol", ["binary", "compact"])
+def test_theader_inside_a_framed_transport_is_told_from_ten_bytes(protocol):
+    """Two lengths, the inner 4 less than the outer, then THeader's magic: Apache's header x framed cells."""
+    data = _message_start(protocol, "framed-header", TMessageType.CALL)
+    assert int.from_bytes(data[:4], "big") == int.from_bytes(data[4:8], "big") + 4
+    assert sniff(data) == Dialect(DialectKind.FRAMED_HEADER)
+    assert _shortest_telling(data) == SNIFF_BYTES == 10
+    assert str(sniff(data)) == "THeader inside a framed transport"
+    assert sniff(data).answer_wire == Wire(transport="header")
+
+
+@pytest.mark.parametrize("data", [b"\x00\x00\x00\x10\x00\x00\x00\x0c\x0f\xfe",  # the lengths, not the magic
+                                  b"\x00\x00\x00\x10\x00\x00\x00\x0b\x0f\xff"],  # the magic, lengths that disagree
+                         ids=["no-magic", "lengths-disagree"])
+def test_a_frame_in_a_frame_needs_both_lengths_and_the_magic(data):
+    assert sniff(data[:6]) is None  # could still be THeader inside a frame
+    assert sniff(data) == Dialect(DialectKind.UNKNOWN)
+
+
+def test_six_bytes_that_cannot_start_a_frame_in_a_frame_are_unknown_at_once():
+    assert sniff(b"\x00\x00\x00\x10\x00\x01") == Dialect(DialectKind.UNKNOWN)  # the inner length would be 0x0c
+    assert sniff(b"\x00\x00\x00\x10\x00\x00") is None
+
+
+@pytest.mark.parametrize("level", [1, 2, 6, 9])
+def test_a_zlib_stream_is_told_from_two_bytes_at_every_level(level):
+    """TZlibTransport: Python and Go write level 9 (78 da), C++ the default (78 9c), others 78 01 or 78 5e."""
+    import zlib
+
+    stream = zlib.compressobj(level)
+    data = stream.compress(_message_start("binary", "buffered", TMessageType.CALL)) + stream.flush(zlib.Z_SYNC_FLUSH)
+    assert sniff(data) == Dialect(DialectKind.ZLIB)
+    assert _shortest_telling(data) == 2
+    assert str(sniff(data)) == "zlib (TZlibTransport)"
+    assert sniff(data).answer_wire is None
+
+
+@pytest.mark.parametrize("second", range(256))
+def test_only_a_zlib_header_with_its_check_bits_is_zlib(second):
+    expected = second in (0x01, 0x5E, 0x9C, 0xDA)  # the four levels' headers; with FDICT (0x20) not served
+    assert (sniff(bytes([0x78, second]) + b"\x00" * 8) == Dialect(DialectKind.ZLIB)) is expected

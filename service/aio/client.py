@@ -67,6 +67,8 @@ class AsyncClient(ClientBase, ServiceMethods):
         if self.options.multiplexed is not None:
             raise ArgumentError("AsyncClient calls bare method names: ClientOptions.multiplexed (a service of a "
                                 "port hosting several) is not supported yet; use Client")
+        if self.options.unix_socket is not None:
+            raise ArgumentError("AsyncClient connects to a host and port: ClientOptions.unix_socket is Client's")
         self._state = StateMachine(CLIENT_TRANSITIONS, ClientPhase.NEW, self._log_change)
         self._steps_lock: Optional[asyncio.Lock] = None  # made in the running loop (Python 3.9 binds it at creation)
         self._epoch = self._last_activity = time.perf_counter()

@@ -206,7 +206,7 @@ def _client_options(args: argparse.Namespace) -> ClientOptions:
                          auth_token=auth_token(args), wire=wire(args), handshake=not args.no_hello,
                          timeouts=Timeouts(connect=args.connect_timeout, handshake=args.handshake_timeout,
                                            call=args.timeout),
-                         tls=_client_tls(args), multiplexed=_service_name(args.multiplexed))
+                         tls=_client_tls(args), unix_socket=args.unix, multiplexed=_service_name(args.multiplexed))
 
 
 def _service_name(name: Optional[str]) -> Optional[str]:

@@ -227,6 +227,9 @@ def _serve_parser(commands: Any, common: argparse.ArgumentParser) -> None:
                                             "SIGINT/SIGTERM:\nthe first stops gracefully, a second at once.",
                                 epilog=EXAMPLES["serve"])
     _connection_flags(serve)
+    serve.add_argument("--unix", metavar="PATH",
+                       help="listen on this Unix domain socket instead of --host/--port (mode 0660; a stale "
+                            "socket file is replaced, any other file is an error; removed at the stop)")
     serve.add_argument("--grace", type=float, default=ServerConfig.grace, metavar="SECONDS",
                        help=f"seconds in-flight calls get to finish on stop (default {ServerConfig.grace:g})")
     serve.add_argument("--drain-notice", type=float, default=ServerConfig.drain_notice, metavar="SECONDS",
@@ -307,6 +310,8 @@ def _call_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     call.add_argument("--tls-cert", metavar="PEM", help="client certificate for mutual TLS; needs --tls-key")
     call.add_argument("--tls-key", metavar="PEM", help="the client certificate's key")
     call.add_argument("--tls-server-name", metavar="NAME", help="name expected in the server's certificate")
+    call.add_argument("--unix", metavar="PATH", help="connect to this Unix domain socket (serve --unix) instead of "
+                                                     "--host/--port")
     call.add_argument("--idl", action=Once, metavar="FILE",
                       help="call the service of this Thrift IDL (compiled with `thrift`, cached); "
                            "`include \"session.thrift\"` finds the runtime's own")

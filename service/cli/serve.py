@@ -36,7 +36,8 @@ __all__ = ["run_serve", "auth_token", "wire", "ListenError"]
 logger = logging.getLogger(__name__)
 
 #: Errors of bind()/listen() that are about the address asked for.
-_ADDRESS_ERRORS = {errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES, errno.EAFNOSUPPORT}
+_ADDRESS_ERRORS = {errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES, errno.EAFNOSUPPORT, errno.EEXIST,
+                   errno.ENOENT, errno.ENOTDIR}
 
 
 class ListenError(ArgumentError):
@@ -73,7 +74,8 @@ def _server_config(args: argparse.Namespace, interceptors: Tuple[Any, ...] = ())
             raise ArgumentError("TLS needs both --tls-cert and --tls-key")
         tls = ServerTLS(args.tls_cert, args.tls_key, args.tls_client_ca)
     mode = hello_mode(args)
-    return ServerConfig(host=args.host, port=args.port, wire=wire(args), detect_wire=not args.only_wire,
+    return ServerConfig(host=args.host, port=args.port, unix_socket=args.unix, wire=wire(args),
+                        detect_wire=not args.only_wire,
                         handshake=mode != "off", optional_hello=mode == "optional", auth_token=auth_token(args),
                         tls=tls, grace=args.grace, drain_notice=args.drain_notice, server_name=args.server_name,
                         limits=limits, interceptors=interceptors, call_log_level=args.call_log_level)
@@ -132,6 +134,8 @@ def _address(host: str, port: int) -> str:
 
 def _listen_error(error: OSError, args: argparse.Namespace, host: Optional[str] = None,
                   port: Optional[int] = None, flag: str = "--port") -> ListenError:
+    if args.unix and host is None:
+        return ListenError(f"cannot listen on unix:{args.unix}: {error.strerror or error}")
     address = _address(args.host if host is None else host, args.port if port is None else port)
     return ListenError(f"cannot listen on {address}: {error.strerror or error}"
                        + (f" (another server has it: stop it, or choose {flag})" if error.errno == errno.EADDRINUSE
@@ -143,6 +147,8 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.asyncio:
         return _serve_asyncio(args)
     if args.workers > 1:
+        if args.unix:
+            raise ArgumentError("--unix serves from this process only: it cannot be combined with --workers")
         if args.metrics_port is not None:
             raise ArgumentError("--metrics-port serves one process's metrics: not yet with --workers")
         return _serve_workers(args)

@@ -183,7 +183,7 @@ class Admission:
                 client.deadline = time.monotonic() + _REFUSAL_SECONDS  # in all, however the bytes trickle
                 client.handshake_budget = budget = config.limits.handshake_max_bytes  # as before any hello
                 _, dialect = client.first_bytes()
-                if dialect is None or dialect.kind not in (DialectKind.THRIFT, DialectKind.HEADER):
+                if dialect is None or dialect.kind not in _ANSWERED_WHEN_FULL:
                     return
                 answer_refusal(client, dialect, TApplicationException.INTERNAL_ERROR, message, budget,
                                config.limits.max_container_items)  # in its own dialect
@@ -194,6 +194,10 @@ class Admission:
                 self._refusers.release()
 
         threading.Thread(target=answer, name=f"refuse {peer}", daemon=True).start()
+
+
+#: Dialects told "server full" in their own framing (the others are closed without a word).
+_ANSWERED_WHEN_FULL = (DialectKind.THRIFT, DialectKind.HEADER, DialectKind.FRAMED_HEADER)
 
 
 def tell_evicted(connection: Connection, message: str) -> None:

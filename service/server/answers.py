@@ -24,9 +24,12 @@ class Answers:
         self.config = config
         self._warnings = warnings
 
-    def explain_mismatch(self, connection: Connection, first: bytes, dialect: Optional[Dialect], expected: str) -> None:
-        """Answers a peer this server cannot serve, where it can read the answer, and logs why."""
+    def explain_mismatch(self, connection: Connection, first: bytes, dialect: Optional[Dialect], expected: str,
+                         inside: str = "") -> None:
+        """Answers a peer this server cannot serve, where it can read the answer, and logs why; ``inside``
+        names what the dialect came wrapped in (the answer is wrapped the same)."""
         said = "nothing it recognises" if dialect is None else str(dialect)
+        said += f" inside {inside}" if inside else ""
         explanation = f"the client speaks {said}; {expected}"
         self._warnings.warning("refused peer=%s: %s (first bytes %s)", connection.peer, explanation, first.hex(" "))
         limits = self.config.limits

@@ -10,7 +10,7 @@ from typing import Any, Optional, Tuple
 from ..config import ServerConfig
 from ..gate import SessionProcessor
 from ..peerlog import WarningBudget
-from ..wire import DialectKind, header_protocol, peek_first_bytes
+from ..wire import Dialect, DialectKind, header_protocol, peek_first_bytes
 from .answers import Answers
 from .connection import Connection
 from .stacks import stack_for
@@ -70,10 +70,18 @@ class Opening:
 
     def _open_stack(self, connection: Connection) -> Optional[Tuple[Any, Any]]:
         """The transport and protocol for what the peer speaks, told from its first bytes; None (after
-        explaining, in the peer's own framing where it can read it) for what this server does not serve."""
+        explaining, in the peer's own framing where it can read it) for what this server does not serve.
+        A zlib stream (TZlibTransport) is inflated, and the dialect inside it told from its first bytes."""
         first, dialect = connection.socket.first_bytes()
         config = self._config
         served = config.wire
+        if dialect is not None and dialect.kind is DialectKind.ZLIB:  # its answers are compressed too
+            connection.socket.inflate()
+            first, dialect = connection.socket.first_bytes()  # zlib in zlib is refused below
+            if not config.detect_wire:
+                self._answers.explain_mismatch(connection, first, dialect, f"this server speaks {self._speaks()}",
+                                               inside=str(Dialect(DialectKind.ZLIB)))
+                return None
         if dialect is not None and dialect.kind is DialectKind.THRIFT:
             wire = dataclasses.replace(served, protocol=dialect.wire.protocol, transport=dialect.wire.transport)
             if wire == served:
@@ -82,10 +90,11 @@ class Opening:
                 return transport, protocol_factory.getProtocol(transport)
             if config.detect_wire:
                 return stack_for(config, wire, connection.socket)
-        if dialect is not None and dialect.kind is DialectKind.HEADER and (
+        if dialect is not None and dialect.kind in (DialectKind.HEADER, DialectKind.FRAMED_HEADER) and (
                 config.detect_wire or served.transport == "header"):
             limits = config.limits
-            protocol = header_protocol(connection.socket, limits.max_message_bytes, limits.max_container_items)
+            protocol = header_protocol(connection.socket, limits.max_message_bytes, limits.max_container_items,
+                                       framed=dialect.kind is DialectKind.FRAMED_HEADER)
             return protocol.trans, protocol
         if not first:  # closed (or silent until the deadline) before saying anything
             return stack_for(config, served, connection.socket)
@@ -94,5 +103,6 @@ class Opening:
 
     def _speaks(self) -> str:
         if self._config.detect_wire:
-            return "Thrift binary or compact, buffered or framed, or THeader"
+            return ("Thrift binary or compact, buffered or framed, or THeader (framed or not), each also inside "
+                    "TZlibTransport")
         return f"Thrift {self._config.wire.transport} {self._config.wire.protocol}"

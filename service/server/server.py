@@ -45,6 +45,7 @@ from .handler_errors import install_handler_error_filter
 from .loop import MessageLoop
 from .opening import Opening
 from .outcome import closing_outcome, session_summary
+from .unix import listen_unix, remove_unix
 
 __all__ = ["HandshakeServer"]
 
@@ -142,6 +143,7 @@ class HandshakeServer(TThreadedServer):
         self._drained = False
         self._thread: Optional[threading.Thread] = None
         self._bound_port = 0  # the port it listened on, once it did (kept after the stop)
+        self._unix_file: Optional[Tuple[int, int]] = None  # (device, inode) of our socket file, once listening
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -150,9 +152,18 @@ class HandshakeServer(TThreadedServer):
         """(host, port) the server listens on; the port is real once listening (port 0 resolved), and
         stays the one it listened on after a stop."""
         handle = self.serverTransport.handle
+        if self.config.unix_socket is not None:
+            return self.config.unix_socket, 0
         if handle is None:  # not yet listening, or stopped
             return self.config.host, self._bound_port or self.config.port
         return self.config.host, handle.getsockname()[1]
+
+    @property
+    def endpoint(self) -> str:
+        """Where clients connect, as the log says it: host:port, or unix:PATH."""
+        if self.config.unix_socket is not None:
+            return f"unix:{self.config.unix_socket}"
+        return format_peer(self.address)
 
     @property
     def service_name(self) -> str:
@@ -194,13 +205,15 @@ class HandshakeServer(TThreadedServer):
 
         ``sock``: serve this already-listening socket instead (e.g. one a pre-fork supervisor shares)."""
         if self.serverTransport.handle is None:
+            if sock is None and self.config.unix_socket is not None:
+                sock, self._unix_file = listen_unix(self.config.unix_socket)
             if sock is None:
                 self.serverTransport.listen()
             else:
                 self.serverTransport.handle = sock
             self.serverTransport.handle.setblocking(False)
             self._bound_port = self.port  # kept after the stop, when the handle is gone
-            logger.info("listening on %s service=%s wire=%s handshake=%s tls=%s", format_peer(self.address),
+            logger.info("listening on %s service=%s wire=%s handshake=%s tls=%s", self.endpoint,
                         self.service_name, self.config.wire,
                         ("optional" if self.config.optional_hello else "on") if self.config.handshake else "off",
                         "mutual" if self.config.tls and self.config.tls.client_ca_file else bool(self._tls))
@@ -222,7 +235,7 @@ class HandshakeServer(TThreadedServer):
                 raise RuntimeError("this server is serving or has served; a stopped server cannot be restarted")
             if self._stopped.is_set():  # stop() came first: nothing to serve
                 self._drained = True
-                self.serverTransport.close()
+                self._close_listener()
                 return
             self._serving = True
             watch = self._watch = ReadinessWatch()
@@ -257,13 +270,19 @@ class HandshakeServer(TThreadedServer):
             if listener is not None:
                 watch.remove(listener.fileno(), listener)
             try:
-                self._drain.run(self.serverTransport.close, self._close_pool)
+                self._drain.run(self._close_listener, self._close_pool)
             finally:
                 self._drained = True
                 self._stopped.set()
                 with self._lock:
                     self._watch = None
                 watch.close()
+
+    def _close_listener(self) -> None:
+        """Stops listening; a Unix socket's file goes too (if it is still ours)."""
+        self.serverTransport.close()
+        if self._unix_file is not None:
+            remove_unix(self.config.unix_socket, self._unix_file)
 
     def _close_pool(self) -> None:
         if self._pool is not None:
@@ -307,7 +326,7 @@ class HandshakeServer(TThreadedServer):
             if not serving:
                 self._stopped.set()  # a serve() that has not begun yet will refuse to begin
         if not serving:
-            self.serverTransport.close()
+            self._close_listener()
             if self._thread is not None and self._thread is not threading.current_thread():
                 self._thread.join()  # started, but stopped before it began serving
             return
@@ -337,7 +356,7 @@ class HandshakeServer(TThreadedServer):
         client.setHandle(accepted.handle)
         no_delay(accepted.handle)
         try:
-            peer = format_peer(client.handle.getpeername())
+            peer = self.endpoint if self._unix_file else format_peer(client.handle.getpeername())
         except OSError:  # reset before we looked
             client.close()
             return

@@ -19,7 +19,7 @@ from thrift.transport.TTransport import TTransportBase
 from .connection_socket import ConnectionSocket
 from .errors import AnswerableReadError
 from .sniff import Dialect, DialectKind
-from .stack import server_stack
+from .stack import header_protocol, server_stack
 from .tls import TLS_ALERT_PROTOCOL_VERSION
 
 __all__ = ["answer_refusal", "write_refusal", "write_application_exception", "discard_input", "http_refusal"]
@@ -62,15 +62,17 @@ def write_refusal(trans: TTransportBase, dialect: Optional[Dialect], kind: int, 
     first message, read from ``trans`` with these limits (a bad binary version: to seqid 0); nothing
     to a peer that said too little to tell. Errors (its message not even a header) propagate."""
     family = None if dialect is None else dialect.kind
-    answer_wire = None if dialect is None else dialect.answer_wire
     if family is DialectKind.HTTP:
         trans.write(http_refusal(message))
         trans.flush()
     elif family is DialectKind.TLS:
         trans.write(TLS_ALERT_PROTOCOL_VERSION)  # all a TLS client can read from a plain server
         trans.flush()
-    elif answer_wire is not None:
-        _, protocol = server_stack(answer_wire, trans, max_message_bytes, max_container_items)
+    elif dialect is not None and dialect.answer_wire is not None:
+        if family is DialectKind.FRAMED_HEADER:
+            protocol = header_protocol(trans, max_message_bytes, max_container_items, framed=True)
+        else:
+            _, protocol = server_stack(dialect.answer_wire, trans, max_message_bytes, max_container_items)
         name, seqid = "", 0
         if family is not DialectKind.BAD_VERSION:  # answer the very call it made, in its own framing
             try:

@@ -16,6 +16,7 @@ from typing import Optional, Tuple
 from thrift.transport import TSocket, TTransport
 
 from ..config import ServerLimits
+from .compression import Deflater, Inflater
 from .errors import BudgetExceeded, NoMessageYet
 from .sniff import SNIFF_BYTES, Dialect, sniff_stream
 from .sockets import DeadlineSocket, set_kernel_timeouts, use_timeout, write_failed, time_left
@@ -53,6 +54,9 @@ class ConnectionSocket(DeadlineSocket):
     _received = 0
     _pushback = b""
     _reset_on_close = False
+    _inflater: Optional[Inflater] = None  # the peer speaks TZlibTransport (see ``inflate``)
+    _deflater: Optional[Deflater] = None
+    _inflated = 0  # bytes inflated against the budget (the handshake's, or the message's)
 
     def close(self) -> None:
         if self._reset_on_close and self.handle is not None:
@@ -77,6 +81,14 @@ class ConnectionSocket(DeadlineSocket):
         self._pushback = data + self._pushback
         return data, dialect
 
+    def inflate(self) -> None:
+        """From now on the peer's bytes are a zlib stream (TZlibTransport) and what is written to it is
+        compressed; the bytes read so far (pushed back) are the stream's start. Inflated bytes count
+        against the same budgets as wire bytes (before hello ``handshake_budget``, then ``message_budget``
+        per message), so a small compressed message cannot inflate past them."""
+        self._inflater, self._pushback = Inflater(self._pushback), b""
+        self._deflater = Deflater()
+
     def start_session(self, limits: ServerLimits, linger: float) -> None:
         """The session's limits apply from now on; a message's first bytes are awaited ``linger``
         seconds at most (then ``read`` raises NoMessageYet and the server lets the connection wait
@@ -87,6 +99,7 @@ class ConnectionSocket(DeadlineSocket):
         self.reply_timeout = limits.reply_timeout
         self.message_budget = limits.max_message_bytes
         self.linger = linger
+        self._inflated = 0
         handle = self.handle
         self._kernel_timeouts = not isinstance(handle, ssl.SSLSocket)
         if self._kernel_timeouts:
@@ -99,13 +112,34 @@ class ConnectionSocket(DeadlineSocket):
     def pending_input(self) -> bool:
         """Whether bytes already received wait below the transport (pushed back, or decrypted by TLS)."""
         handle = self.handle
-        return bool(self._pushback) or (isinstance(handle, ssl.SSLSocket) and handle.pending() > 0)
+        return (bool(self._pushback) or (isinstance(handle, ssl.SSLSocket) and handle.pending() > 0)
+                or (self._inflater is not None and self._inflater.pending))
 
     def read(self, sz: int) -> bytes:
         if self._pushback:
             data, self._pushback = self._pushback[:sz], self._pushback[sz:]
             self.message_started()
             return data
+        if self._inflater is not None:
+            return self._read_inflated(sz)
+        return self._read_wire(sz)
+
+    def _read_inflated(self, sz: int) -> bytes:
+        """Bytes inflated from the peer's zlib stream, held to the budget wire bytes are held to."""
+        handshake = self.request_timeout is None
+        budget = self.handshake_budget if handshake else self.message_budget
+        if budget is not None:
+            if self._inflated >= budget:
+                limit = "handshake_max_bytes" if handshake else "max_message_bytes"
+                raise BudgetExceeded(TTransport.TTransportException.SIZE_LIMIT,
+                                     f"more than {budget} bytes once inflated from zlib ({limit})")
+            sz = min(sz, budget - self._inflated)
+        data = self._inflater.read(min(sz, _READ_CHUNK), lambda: self._read_wire(_READ_CHUNK))
+        self._inflated += len(data)
+        return data
+
+    def _read_wire(self, sz: int) -> bytes:
+        """Bytes as the peer sent them, within the deadlines and byte budgets."""
         if self.request_timeout is None:  # handshake: one deadline and one byte budget for everything
             budget = self.handshake_budget
             if budget is None:
@@ -161,6 +195,8 @@ class ConnectionSocket(DeadlineSocket):
             waiter.poll(time_left(self.deadline) * 1000)
 
     def write(self, buff: bytes) -> None:
+        if self._deflater is not None:
+            buff = self._deflater.compress(buff)
         if self.request_timeout is None:
             super().write(buff)
             return
@@ -213,6 +249,7 @@ class ConnectionSocket(DeadlineSocket):
         """The reply is out: the next message starts a new deadline and budget."""
         if self.request_timeout is not None:
             self.deadline = None
+            self._inflated = 0
 
 
 def _recv(handle: socket.socket, size: int) -> bytes:

@@ -15,6 +15,8 @@ class DialectKind(Enum):
 
     THRIFT = "thrift"  # strict binary or compact, buffered or framed (``Dialect.wire`` says which)
     HEADER = "header"  # THeader
+    FRAMED_HEADER = "framed-header"  # THeader frames inside a framed transport's frames
+    ZLIB = "zlib"  # a zlib stream (TZlibTransport): the dialect inside is told from its inflated bytes
     HTTP = "http"
     TLS = "tls"  # a TLS record (handshake or alert) on a plain connection
     BAD_VERSION = "bad-version"  # binary with a version this library does not know
@@ -31,7 +33,8 @@ class Dialect(NamedTuple):
     def __str__(self) -> str:
         if self.kind is DialectKind.THRIFT:
             return f"{self.wire.transport} {self.wire.protocol}"
-        return {DialectKind.HEADER: "THeader", DialectKind.HTTP: "HTTP", DialectKind.TLS: "TLS",
+        return {DialectKind.HEADER: "THeader", DialectKind.FRAMED_HEADER: "THeader inside a framed transport",
+                DialectKind.ZLIB: "zlib (TZlibTransport)", DialectKind.HTTP: "HTTP", DialectKind.TLS: "TLS",
                 DialectKind.BAD_VERSION: self.detail,
                 DialectKind.UNKNOWN: "something that is not Thrift"}[self.kind]
 
@@ -39,7 +42,7 @@ class Dialect(NamedTuple):
     def answer_wire(self) -> Optional[Wire]:
         """The wire a Thrift peer (plain or THeader) is answered in (a bad binary version gets strict
         binary); None for a peer that is not Thrift."""
-        if self.kind is DialectKind.HEADER:
+        if self.kind in (DialectKind.HEADER, DialectKind.FRAMED_HEADER):
             return Wire(transport="header")
         if self.kind is DialectKind.THRIFT:
             return self.wire
@@ -48,8 +51,11 @@ class Dialect(NamedTuple):
         return None
 
 
-#: Enough of a connection's first bytes to tell every dialect ``sniff`` knows apart.
-SNIFF_BYTES = 6
+#: Enough of a connection's first bytes to tell every dialect ``sniff`` knows apart (six do, but for
+#: THeader inside a framed transport: two lengths, then THeader's magic).
+SNIFF_BYTES = 10
+_HEADER_MAGIC = b"\x0f\xff"
+_FRAME_TELLS = 6  # a frame's length, then its first two bytes
 _HTTP_METHODS = (b"HTTP", b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"OPTI", b"PATC", b"PRI ", b"CONN", b"TRAC")
 
 
@@ -75,19 +81,35 @@ def sniff(data: bytes) -> Optional[Dialect]:
                        detail=f"binary protocol version {data[1]} (strict binary is version 1)")
     if data[0] in (0x15, 0x16) and data[1] == 0x03:  # a TLS handshake or alert record
         return Dialect(DialectKind.TLS)
+    if _zlib_header(data):  # as a frame length: 2 GB, over any limit, so nothing served is mistaken
+        return Dialect(DialectKind.ZLIB)
     if len(data) < 4:
         return None
     if data[:4] in _HTTP_METHODS:
         return Dialect(DialectKind.HTTP)
-    if len(data) < SNIFF_BYTES:
+    if len(data) < _FRAME_TELLS:
         return None
     # A frame's length comes first: any positive one (a frame over the limit is answered, not ignored).
-    if data[0] < 0x80 and data[4:6] == b"\x0f\xff":
+    if data[0] >= 0x80:
+        return Dialect(DialectKind.UNKNOWN)
+    if data[4:6] == _HEADER_MAGIC:
         return Dialect(DialectKind.HEADER)
     framed = thrift_start(data[4:])
-    if data[0] < 0x80 and framed is not None:
+    if framed is not None:
         return Dialect(DialectKind.THRIFT, Wire(protocol=framed, transport="framed"))
-    return Dialect(DialectKind.UNKNOWN)
+    # A THeader frame in a framed transport's frame: its own length is 4 less than the outer one.
+    inner = (int.from_bytes(data[:4], "big") - 4).to_bytes(4, "big", signed=True)
+    if not inner.startswith(data[4:8]):
+        return Dialect(DialectKind.UNKNOWN)
+    if len(data) < SNIFF_BYTES:
+        return None
+    return Dialect(DialectKind.FRAMED_HEADER if data[8:10] == _HEADER_MAGIC else DialectKind.UNKNOWN)
+
+
+def _zlib_header(data: bytes) -> bool:
+    """Whether ``data`` starts a zlib stream as every TZlibTransport writes it: deflate with a 32 KiB
+    window (``78``), no preset dictionary, the header's check bits right (``78 01/5e/9c/da``)."""
+    return data[0] == 0x78 and not data[1] & 0x20 and (data[0] << 8 | data[1]) % 31 == 0
 
 
 def sniff_stream(more: Callable[[bytes], Optional[bytes]]) -> Tuple[bytes, Optional[Dialect]]:

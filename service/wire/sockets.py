@@ -125,8 +125,9 @@ class CountingSocket(DeadlineSocket):
     """
 
     def __init__(self, host: str, port: int, socket_family: int = socket.AF_UNSPEC,
-                 tls: Optional[ssl.SSLContext] = None, server_hostname: Optional[str] = None) -> None:
-        super().__init__(host, port, socket_family=socket_family)
+                 tls: Optional[ssl.SSLContext] = None, server_hostname: Optional[str] = None,
+                 unix_socket: Optional[str] = None) -> None:
+        super().__init__(host, port, unix_socket=unix_socket, socket_family=socket_family)
         self.bytes_out = 0
         self.bytes_in = 0
         self.first_read_at: Optional[float] = None

@@ -244,10 +244,15 @@ class _HeaderTransportFactory(TTransport.TTransportFactoryBase):
 
 
 def header_protocol(sock: TTransport.TTransportBase, max_message_bytes: int,
-                    max_container_items: Optional[int]) -> TProtocolBase:
+                    max_container_items: Optional[int], framed: bool = False) -> TProtocolBase:
     """A THeader protocol over ``sock`` that serves THeader clients (and the headerless dialects it
-    detects itself), answering each in its own dialect, with the same read limits as the others."""
-    transport = _HeaderTransportFactory(_EVERY_HEADER_CLIENT, "binary", frame_limit(max_message_bytes)).getTransport(sock)
+    detects itself), answering each in its own dialect, with the same read limits as the others.
+    ``framed``: each THeader frame comes (and is answered) inside a framed transport's frame, as
+    Apache's clients write THeader over TFramedTransport."""
+    limit = frame_limit(max_message_bytes)
+    if framed:
+        sock = FramedTransport(sock, max_frame_size=limit)
+    transport = _HeaderTransportFactory(_EVERY_HEADER_CLIENT, "binary", limit).getTransport(sock)
     limits = dict(string_length_limit=max_message_bytes, container_length_limit=max_container_items)
     return HeaderProtocolFactory(_EVERY_HEADER_CLIENT, limits).getProtocol(transport)
 
@@ -279,12 +284,14 @@ def server_stack(wire: Wire, sock: TTransport.TTransportBase, max_message_bytes:
 
 
 def client_stack(
-    host: str, port: int, wire: Wire, max_reply_bytes: int, max_reply_items: int, tls: Optional[ClientTLS] = None
+    host: str, port: int, wire: Wire, max_reply_bytes: int, max_reply_items: int, tls: Optional[ClientTLS] = None,
+    unix_socket: Optional[str] = None
 ) -> Tuple["CountingSocket", TTransport.TTransportBase, TProtocolBase]:
-    """The client's socket, transport and protocol, unopened."""
+    """The client's socket (to ``unix_socket`` when given, else to host and port), transport and
+    protocol, unopened."""
     context = None if tls is None else client_tls_context(tls)
     sock = CountingSocket(host, port, socket_family=_family_for(host), tls=context,
-                          server_hostname=None if tls is None else tls.server_hostname)
+                          server_hostname=None if tls is None else tls.server_hostname, unix_socket=unix_socket)
     transport = transport_factory(wire, max_reply_bytes).getTransport(sock)
     return sock, transport, protocol_factory(wire, max_reply_bytes, max_reply_items).getProtocol(transport)
 
