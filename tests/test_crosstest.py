@@ -8,10 +8,8 @@ The server is ``thrift-handshake serve --handler handler:ThriftTestHandler --han
 for the ``multi*`` cells, ThriftTest also under bare names for the others, as Apache's own TestServer registers
 them. It runs in two columns: the gate off (``--no-hello``), once for plain TCP, once with TLS (Apache's test
 certificate, test/keys) and once on a Unix domain socket (``--unix``); and the optional handshake (``--hello optional``: the gate on, and Apache's clients,
-which never say hello, served as anonymous sessions), on plain TCP. The hello mode acts above the byte stream,
-once a message's header is read, and a socket changes only what is below it: every client, protocol and
-transport runs in both columns, the ssl and domain cells with the gate off only (how a TLS socket leaves the handshake's
-deadline for an anonymous session is tests/test_optional_hello.py's), so the second column costs half as much. Apache's sources come from Debian's source package
+which never say hello, served as anonymous sessions), on the same three sockets: every client, protocol, transport
+and socket runs in both columns. Apache's sources come from Debian's source package
 ``thrift`` 0.17.0 (interop/crosstest/fetch.sh, pinned SHA-256), and the clients are built by
 interop/crosstest/build.sh; both cache under interop/crosstest/apache (gitignored). A cell is one client in one
 protocol, transport and socket, as Apache's test/tests.json names them, in one column; each is its own test id.
@@ -100,7 +98,7 @@ SOCKETS = {  # "domain": a Unix domain socket (--domain-socket)
 }
 #: The server's columns: the gate off, and the gate on with the optional handshake (its sockets: see the top).
 HELLO = {"off": ["--no-hello"], "optional": ["--hello", "optional"]}
-HELLO_SOCKETS = {"off": ("ip", "ip-ssl", "domain"), "optional": ("ip",)}
+HELLO_SOCKETS = {"off": ("ip", "ip-ssl", "domain"), "optional": ("ip", "ip-ssl", "domain")}
 HEADER = ("header", "multih")  # THeader on the wire
 JOBS = max(1, int(os.environ.get("CROSSTEST_JOBS", "3")))
 
@@ -186,9 +184,12 @@ def servers() -> Iterator[Dict[Tuple[str, str], Server]]:
     built("py")  # the handler imports the Python code generated from Apache's ThriftTest.thrift
     keys = TREE / "test" / "keys"
     socket_dir = tempfile.mkdtemp(prefix="crosstest-")  # short: a socket's path holds 107 bytes at most
-    where = {"ip": (), "ip-ssl": ("--tls-cert", str(keys / "server.crt"), "--tls-key", str(keys / "server.key")),
-             "domain": ("--unix", os.path.join(socket_dir, "ThriftTest.sock"))}
-    started = {(hello, sock): _start(*flags, *where[sock]) for hello, flags in HELLO.items()
+    tls = ("--tls-cert", str(keys / "server.crt"), "--tls-key", str(keys / "server.key"))
+
+    def where(hello: str, sock: str) -> Tuple[str, ...]:
+        return {"ip": (), "ip-ssl": tls, "domain": ("--unix", os.path.join(socket_dir, f"{hello}.sock"))}[sock]
+
+    started = {(hello, sock): _start(*flags, *where(hello, sock)) for hello, flags in HELLO.items()
                for sock in HELLO_SOCKETS[hello]}
     yield started
     for server in started.values():
