@@ -121,12 +121,15 @@ def decoded_price(data: Union[bytes, memoryview], limit: int) -> int:
     """About the least memory (bytes) that the strict-binary struct at the start of ``data`` takes
     decoded; more than ``limit`` as soon as it passes it (the walk stops there). Malformed bytes are
     priced as far as they go: the decoder refuses them anyway."""
-    walk = _Walk(data, limit)
+    return _priced(_Walk(data, limit))
+
+
+def _priced(walk: "_Walk") -> int:
+    """What ``walk`` priced of its struct: as far as it went, when it passed its limit or met bytes it
+    cannot read."""
     try:
         walk.struct()
-    except _Over:
-        pass
-    except (IndexError, ValueError, struct.error, RecursionError):
+    except (_Over, IndexError, ValueError, struct.error, RecursionError):
         pass
     return walk.price
 
@@ -229,14 +232,7 @@ class _CompactWalk(_Walk):
 
 def decoded_price_compact(data: Union[bytes, memoryview], limit: int) -> int:
     """``decoded_price`` for a compact struct."""
-    walk = _CompactWalk(data, limit)
-    try:
-        walk.struct()
-    except _Over:
-        pass
-    except (IndexError, ValueError, struct.error, RecursionError):
-        pass
-    return walk.price
+    return _priced(_CompactWalk(data, limit))
 
 
 class _Nesting:
