@@ -26,16 +26,13 @@ counts calls for ``metrics``.
 
 from __future__ import annotations
 
-import copy
-import inspect
 import logging
 import socket
 import sys
 import threading
 import weakref
-from contextvars import ContextVar
 from time import monotonic, perf_counter
-from typing import Any, Awaitable, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Awaitable, Callable, Mapping, Optional, Sequence, Tuple, Union
 
 from thrift.protocol.TProtocol import TProtocolBase, TProtocolException
 from thrift.Thrift import TApplicationException, TMessageType, TProcessor, TType
@@ -53,6 +50,7 @@ from .metrics import CallCounter, ConnectionCounters, ServerMetrics
 from .peerlog import WarningBudget
 from .session import Session, SessionContext, SessionListener, SessionSettings, bind_session, take_dropped_oneway
 from .states import SESSION_METHODS
+from .watched import serve_watched, watched_class, watched_processor
 from .wire import AnswerableReadError, skip_value
 
 __all__ = ["SessionProcessor", "ConnectionState", "SessionClosed"]
@@ -244,7 +242,7 @@ class SessionProcessor(TProcessor):
         self.warnings = warnings or WarningBudget(logger)
         self.chain = InterceptorChain((CallCounter(), CallLog(self.warnings, call_log_level), *interceptors), contained=BaseException)
         session_methods = describe_service(SessionService) if handshake else {}
-        self._session_methods = _intercepted_class(_SessionMethods, session_methods, self.chain, ("hello",))
+        self._session_methods = watched_class(_SessionMethods, session_methods, self.chain, ("hello",))
         self._routes: Optional[Routes] = None
         if isinstance(processor, Mapping):  # several services on one port (see ``multiplex``)
             self._routes = Routes({name: self._table(name, each) for name, each in processor.items()},
@@ -269,7 +267,7 @@ class SessionProcessor(TProcessor):
                   if not (self.handshake and method in SESSION_METHODS)}
         by_type = {TMessageType.CALL: served,
                    TMessageType.ONEWAY: {method: function for method, function in served.items() if method in oneway}}
-        return ServiceTable(name, processor, _intercepted(processor, methods, self.chain), methods, by_type, oneway,
+        return ServiceTable(name, processor, watched_processor(processor, methods, self.chain), methods, by_type, oneway,
                             session=self.handshake)
 
     # -- draining -----------------------------------------------------------------------------
@@ -404,7 +402,7 @@ class SessionProcessor(TProcessor):
                 processor, watched = table.watched, True
             self._bind(state.context)
             if watched:
-                pending = self._serve_watched(call, serve, processor, iprot, oprot)
+                pending = serve_watched(call, serve, processor, iprot, oprot)
             else:  # the handler called directly: call_started runs before the arguments are decoded
                 call.announced = True
                 self.chain.started(call)
@@ -448,16 +446,6 @@ class SessionProcessor(TProcessor):
                         processor: TProcessor, watched: bool) -> None:
         await pending
         self._served(state, call, processor, watched)
-
-    @staticmethod
-    def _serve_watched(call: ServerCall, serve: Callable[..., Any], processor: TProcessor, iprot: TProtocolBase,
-                       oprot: TProtocolBase) -> Optional[Awaitable[None]]:
-        """Serves ``call`` through a processor whose handler fills it in (arguments, result, timing)."""
-        token = _current.set(call)
-        try:
-            return serve(processor, call.seqid, iprot, oprot)
-        finally:
-            _current.reset(token)  # a pool thread must not keep the last call's arguments and result alive
 
     def _reserve(self, state: ConnectionState, call: ServerCall, iprot: TProtocolBase, oprot: TProtocolBase) -> bool:
         """Reserves a request's decoded size before it is decoded; False when it was refused instead
@@ -504,108 +492,6 @@ _UNCOUNTED = frozenset({"hello", "goodbye"})
 
 #: Outcome.OK, read for every call: a module name is found faster than an enum member (Python 3.11).
 _OK = Outcome.OK
-
-#: The call being served, for the wrapped handler to fill in (a context variable: an asyncio host's
-#: pool threads get it with the call's context, and its coroutines each have their own).
-_current: ContextVar[Optional[ServerCall]] = ContextVar("thrift_handshake_call", default=None)
-
-
-def _intercepted(processor: TProcessor, methods: Dict[str, MethodInfo], chain: InterceptorChain) -> TProcessor:
-    """A copy of ``processor`` whose handler runs inside ``chain``: each service method of the handler is
-    wrapped to announce the call with its arguments, time it and record its result or error."""
-    handler = processor._handler  # every generated Processor keeps its handler here
-    wrapped = copy.copy(processor)
-    wrapped._handler = _InterceptedHandler(handler, {
-        name: _wrap(getattr(handler, name), name, info.declared_exceptions, chain)
-        for name, info in methods.items() if callable(getattr(handler, name, None))})
-    return wrapped
-
-
-def _intercepted_class(cls: type, methods: Dict[str, MethodInfo], chain: InterceptorChain,
-                       hidden_args: Tuple[str, ...]) -> type:
-    """A subclass of ``cls`` (made once per gate) whose service methods run inside ``chain``;
-    ``hidden_args``: methods whose arguments interceptors do not see (hello's carry the auth token)."""
-    return type(f"Intercepted{cls.__name__}", (cls,), {
-        name: _wrap(vars(cls)[name], name, methods[name].declared_exceptions, chain, name in hidden_args)
-        for name in vars(cls) if name in methods})
-
-
-class _InterceptedHandler:
-    """Stands in for a handler: its service methods wrapped, anything else the handler's own."""
-
-    def __init__(self, handler: Any, methods: Dict[str, Callable[..., Any]]) -> None:
-        self.__dict__.update(methods)
-        self._handler = handler
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._handler, name)
-
-
-def _wrap(method: Callable[..., Any], name: str, declared: Tuple[type, ...], chain: InterceptorChain,
-          hide_args: bool = False) -> Callable[..., Any]:
-    """``method`` (bound, or a function whose first argument is its object) filling in the current
-    ``ServerCall`` around the call: the arguments (those after ``skip``), timing, the outcome. A
-    coroutine function's call returns an awaitable that fills the call in once it is done."""
-    skip = 0 if hasattr(method, "__self__") else 1
-
-    def begin(args: Tuple[Any, ...]) -> ServerCall:
-        call = _current.get()
-        if not hide_args:
-            call.args = args[skip:] if skip else args
-        call.announced = True
-        chain.started(call)
-        return call
-
-    def failed(call: ServerCall, begun: float, error: BaseException) -> None:
-        call.handler_seconds = perf_counter() - begun
-        call.outcome = Outcome.DECLARED_ERROR if isinstance(error, declared) else Outcome.FAILED
-        call.error = _without_traceback(error) if hide_args else error
-
-    def returned(call: ServerCall, begun: float, result: Any) -> Any:
-        call.handler_seconds = perf_counter() - begun
-        call.outcome, call.result = _OK, result
-        return result
-
-    if inspect.iscoroutinefunction(method):
-        async def finish(call: ServerCall, begun: float, awaitable: Awaitable[Any]) -> Any:
-            try:
-                result = await awaitable
-            except BaseException as error:
-                failed(call, begun, error)
-                raise
-            return returned(call, begun, result)
-
-        def intercepted(*args: Any) -> Any:
-            call = begin(args)
-            return finish(call, perf_counter(), method(*args))
-    else:
-        def intercepted(*args: Any) -> Any:
-            call = begin(args)
-            begun = perf_counter()
-            try:
-                result = method(*args)
-            except BaseException as error:
-                failed(call, begun, error)
-                raise
-            return returned(call, begun, result)
-
-    intercepted.__name__ = name
-    return intercepted
-
-
-def _without_traceback(error: BaseException) -> BaseException:
-    """A copy of ``error`` without its traceback: the frames of a method whose arguments are hidden hold
-    them (hello's ClientHello and its auth token), and error trackers record frames' variables."""
-    spec = getattr(type(error), "thrift_spec", None)
-    try:
-        if spec is not None:  # a generated exception: immutable, made again from its fields
-            clone = type(error)(**{field[2]: getattr(error, field[2], None) for field in spec if field})
-        else:
-            clone = copy.copy(error)
-    except Exception:  # an exception that cannot be copied: its type and text still say what happened
-        return RuntimeError(f"{type(error).__name__}: {error}")
-    return clone.with_traceback(None)
-
 
 class _Listeners:
     """Tells the metrics and, if any, the host's own listener."""

@@ -306,7 +306,7 @@ class _Uncopyable(Exception):
 
 
 def test_an_error_of_a_call_with_hidden_arguments_is_kept_without_its_traceback():
-    from thrift_handshake.gate import _without_traceback
+    from thrift_handshake.watched import _without_traceback
 
     def raised(error: BaseException) -> BaseException:
         try:
