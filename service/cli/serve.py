@@ -20,6 +20,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from ..admin.endpoint import AdminEndpoint
 from ..aio import AsyncHandshakeServer, event_loop_factory
+from ..aio.blocking import BlockingAsyncServer
 from ..admin.prometheus import PrometheusMetrics, missing_client_library
 from ..admin.recent import RecentCalls
 from ..config import ServerConfig, ServerLimits, ServerTLS, Wire
@@ -122,10 +123,8 @@ def _server(args: argparse.Namespace, interceptors: Tuple[Any, ...] = (), server
     if plain:
         handler, service, _ = hosted.popitem()[1]
         return server_class(handler, config, service=service)
-    if server_class is not HandshakeServer:
-        raise ArgumentError("several --handler (one port, several services): not yet with --asyncio")
-    return HandshakeServer(services={name: handler for name, (handler, _, _) in hosted.items()},
-                           default_service=args.default_service, config=config)
+    return server_class(services={name: handler for name, (handler, _, _) in hosted.items()},
+                        default_service=args.default_service, config=config)
 
 
 def _address(host: str, port: int) -> str:
@@ -144,14 +143,14 @@ def _listen_error(error: OSError, args: argparse.Namespace, host: Optional[str] 
 
 def run_serve(args: argparse.Namespace) -> int:
     """Serves until SIGINT/SIGTERM: the first drains gracefully, a second ends the grace period."""
-    if args.asyncio:
-        return _serve_asyncio(args)
     if args.workers > 1:
         if args.unix:
             raise ArgumentError("--unix serves from this process only: it cannot be combined with --workers")
         if args.metrics_port is not None:
             raise ArgumentError("--metrics-port serves one process's metrics: not yet with --workers")
         return _serve_workers(args)
+    if args.asyncio:
+        return _serve_asyncio(args)
     metrics = _metrics(args)
     recent = None if metrics is None else RecentCalls()
     server = _server(args, () if metrics is None else (metrics, recent))
@@ -211,8 +210,13 @@ def _serve_workers(args: argparse.Namespace) -> int:
         if store_dir is not None:
             shutil.rmtree(store_dir, ignore_errors=True)
 
+    def build() -> Any:
+        if args.asyncio:  # each worker runs the asyncio server on an event loop of its own
+            return BlockingAsyncServer(_server(args, server_class=AsyncHandshakeServer), event_loop_factory())
+        return _server(args)
+
     try:
-        return Supervisor(lambda: _server(args), config, args.workers, orphaned=remove_store).run()
+        return Supervisor(build, config, args.workers, orphaned=remove_store).run()
     except OSError as error:
         if error.errno in _ADDRESS_ERRORS:
             raise _listen_error(error, args) from None
@@ -223,9 +227,9 @@ def _serve_workers(args: argparse.Namespace) -> int:
 
 def _serve_asyncio(args: argparse.Namespace) -> int:
     """``serve --asyncio``: the asyncio server on uvloop's event loop when installed, else asyncio's."""
-    for flag, given in (("--workers", args.workers > 1), ("--metrics-port", args.metrics_port is not None)):
-        if given:
-            raise ArgumentError(f"{flag}: not yet with --asyncio")
+    if args.metrics_port is not None:
+        raise ArgumentError("--metrics-port: not yet with --asyncio (the admin endpoint reads the threaded "
+                            "server's connections)")
     server = _server(args, server_class=AsyncHandshakeServer)
 
     async def main() -> None:
