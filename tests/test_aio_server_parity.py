@@ -17,10 +17,14 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 from typing import Any, Callable, Iterator, List
 
 import pytest
+from thrift.protocol.THeaderProtocol import THeaderProtocol
 from thrift.Thrift import TApplicationException
+from thrift.transport import TTransport
+from thrift.transport.THeaderTransport import THeaderClientType, THeaderSubprotocolID
 
 import test_fairness_between_hosts
 from conftest import eventually
@@ -50,6 +54,7 @@ from test_workers import Workers
 from thrift_handshake import Client, ClientOptions, ServerConfig
 from thrift_handshake.aio import AsyncHandshakeServer
 from thrift_handshake_gen import HandshakeService
+from thrift_handshake_gen.session.ttypes import ClientHello
 
 ASYNC_LOG = "thrift_handshake.aio"
 
@@ -128,6 +133,27 @@ def test_serve_asyncio_hosts_several_handlers(tmp_path) -> None:
         process.kill()
         process.wait(5)
         process.stderr.close()
+
+
+# -- THeader inside a framed transport, its first bytes split --------------------------------------
+
+def test_framed_theader_is_told_from_first_bytes_that_arrive_split(server) -> None:
+    """Framed THeader needs 10 bytes to be told apart (two lengths, then THeader's magic): 7 bytes in the
+    first read are not enough, and the server must read on (it stopped at 6, then refused the peer as
+    speaking nothing it recognises)."""
+    written = TTransport.TMemoryBuffer()
+    protocol = THeaderProtocol(TTransport.TFramedTransport(written), (THeaderClientType.HEADERS,),
+                               THeaderSubprotocolID.BINARY)
+    HandshakeService.Client(protocol).send_hello(ClientHello(client_name="split", min_version=1, max_version=2))
+    request = written.getvalue()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(request[:7])
+        time.sleep(0.2)  # the server reads those 7 bytes alone (what is under test is that it then reads on)
+        sock.sendall(request[7:])
+        reply = sock.recv(65536)
+    answer = THeaderProtocol(TTransport.TFramedTransport(TTransport.TMemoryBuffer(reply)),
+                             (THeaderClientType.HEADERS,), THeaderSubprotocolID.BINARY)
+    assert HandshakeService.Client(answer).recv_hello().session_id
 
 
 # -- TZlibTransport: a bomb after hello ---------------------------------------------------------

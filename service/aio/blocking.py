@@ -63,7 +63,10 @@ class BlockingAsyncServer:
         if loop is None:
             self._early.append(grace)
             return
-        loop.call_soon_threadsafe(self.server.request_stop, grace)
+        try:
+            loop.call_soon_threadsafe(self.server.request_stop, grace)
+        except RuntimeError:  # the loop is closed: the server has stopped already
+            pass
 
     async def _main(self) -> None:
         await self.server.start(self._socket)
