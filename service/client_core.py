@@ -165,6 +165,8 @@ def broken_error(name: str, error: BaseException, options: ClientOptions, first_
     CallTimeout, or ConnectionBroken saying why (over the reply limits, TLS, the server went away,
     a wire it does not speak), judged from the first bytes the server ever answered. After a server's
     notice the call did not run (``may_have_run`` False)."""
+    if isinstance(error, ReconnectAsked):  # written behind a call answered "reconnect": never read
+        return ReconnectAsked(f"{name}: written behind a call the server answered 'reconnect': not run ({error})")
     if isinstance(error, ServerNotice):  # said before the server read the call
         broken = ConnectionBroken(f"{name}: {error}; the call did not run; reconnect() to try again")
         broken.may_have_run = False

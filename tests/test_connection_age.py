@@ -4,6 +4,7 @@ more, so no call fails and none runs twice, and load moves to servers started si
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import socket
 import threading
@@ -13,7 +14,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 import pytest
 from thrift.transport.TTransport import TTransportException
 
-from thrift_handshake import (Client, ClientOptions, Endpoints, HandshakeServer, ReconnectAsked, ServerConfig,
+from thrift_handshake import (AsyncClient, Client, ClientOptions, Endpoints, HandshakeServer, ReconnectAsked, ServerConfig,
                               ServerLimits)
 from thrift_handshake.cli import build_parser
 from thrift_handshake.connection_age import JITTER, age_deadline, asks_to_reconnect
@@ -284,3 +285,35 @@ def test_every_worker_asks_and_the_client_follows(serve):
     assert client.stats().handshakes_ok >= len(reconnects(client)) + 1  # summed over the workers
     workers.wait_for(r"closed peer=.*max connection age", count=2)
     assert workers.stop() == 0
+
+
+# -- AsyncClient: calls pipelined across the age --------------------------------------------------------
+
+def test_the_async_client_resends_what_was_written_behind_the_asked_call(counting):
+    server = counting(limits=aged())
+    handler = server.handler
+
+    async def load() -> AsyncClient:
+        client = AsyncClient("127.0.0.1", server.port, ClientOptions(timeline_size=100_000), service=HandshakeService)
+        await client.connect()
+        deadline = time.monotonic() + 4 * AGE
+        batch = 0
+        while time.monotonic() < deadline:
+            batch += 1
+            calls = []
+            for number in range(8):  # two-way and one-way calls interleaved, all in flight at once
+                key = f"{batch}.{number}"
+                calls.append(client.echo(key))
+                calls.append(client.notify(Event(name=key)))
+                calls.append(client.submit(Request(request_id=key)))
+            results = await asyncio.gather(*calls)
+            assert results[0::3] == [f"{batch}.{number}" for number in range(8)]
+            assert [ack.request_id for ack in results[2::3]] == [f"{batch}.{number}" for number in range(8)]
+        await client.close()
+        return client, batch
+
+    client, batches = asyncio.run(asyncio.wait_for(load(), 60))
+    keys = [f"{batch}.{number}" for batch in range(1, batches + 1) for number in range(8)]
+    assert dict(handler.runs) == {**{f"echo:{k}": 1 for k in keys}, **{f"submit:{k}": 1 for k in keys}}
+    assert len(reconnects(client)) >= 2
+    assert server.metrics.snapshot().notifications == len(keys)  # every one-way call delivered, none twice
