@@ -267,7 +267,7 @@ class Client(ClientBase, ServiceMethods):
 
         def record(error: Optional[BaseException] = None) -> None:
             self.timeline.add(Record("reconnect", f"{old_peer} -> {self._peer}", start - self._epoch,
-                                     time.perf_counter() - start, error=error and repr(error)))
+                                     time.perf_counter() - start, error=None if error is None else repr(error)))
 
         try:
             self.close()

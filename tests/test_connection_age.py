@@ -76,6 +76,17 @@ def open_client(target: Any, port: int = 9090, **options: Any) -> Client:
     return client
 
 
+def submit_for(client: Client, seconds: float) -> int:
+    """Submits requests one after another for ``seconds``, each acknowledged; returns how many."""
+    deadline = time.monotonic() + seconds
+    number = 0
+    while time.monotonic() < deadline:
+        number += 1
+        assert client.submit(Request(request_id=f"r{number}")).request_id == f"r{number}"
+        time.sleep(0.01)
+    return number
+
+
 def reconnects(client: Client) -> List[Any]:
     return [record for record in client.timeline if record.phase == "reconnect"]
 
@@ -259,12 +270,7 @@ def test_after_the_age_calls_move_to_a_server_started_later(counting):
 def test_the_asyncio_server_asks_the_same_and_the_client_follows(start_async):
     server = start_async(limits=aged())
     client = open_client("127.0.0.1", server.port)
-    deadline = time.monotonic() + 3 * AGE
-    number = 0
-    while time.monotonic() < deadline:
-        number += 1
-        assert client.submit(Request(request_id=f"r{number}")).request_id == f"r{number}"
-        time.sleep(0.01)
+    submit_for(client, 3 * AGE)
     assert len(reconnects(client)) >= 2
     assert server.metrics.snapshot().handshakes_ok == len(reconnects(client)) + 1
     client.close()
@@ -275,12 +281,7 @@ def test_the_asyncio_server_asks_the_same_and_the_client_follows(start_async):
 def test_every_worker_asks_and_the_client_follows(serve):
     workers = serve("--workers", "2", "--max-connection-age", str(AGE))
     client = workers.connect(timeline_size=100_000)
-    deadline = time.monotonic() + 4 * AGE
-    number = 0
-    while time.monotonic() < deadline:
-        number += 1
-        assert client.submit(Request(request_id=f"r{number}")).request_id == f"r{number}"
-        time.sleep(0.01)
+    submit_for(client, 4 * AGE)
     assert len(reconnects(client)) >= 2
     assert client.stats().handshakes_ok >= len(reconnects(client)) + 1  # summed over the workers
     workers.wait_for(r"closed peer=.*max connection age", count=2)
