@@ -349,3 +349,27 @@ def test_the_async_client_resends_what_was_written_behind_the_asked_call(countin
     assert dict(handler.runs) == {**{f"echo:{k}": 1 for k in keys}, **{f"submit:{k}": 1 for k in keys}}
     assert len(reconnects(client)) >= 2
     assert server.metrics.snapshot().notifications == len(keys)  # every one-way call delivered, none twice
+
+
+def test_a_cancelled_call_answered_reconnect_still_moves_the_calls_behind_it(counting):
+    server = counting(limits=aged())
+    handler = server.handler
+
+    async def cancel_the_asked_call() -> AsyncClient:
+        client = AsyncClient("127.0.0.1", server.port, service=HandshakeService)
+        await client.connect()
+        await asyncio.sleep(AGE * (1 + JITTER) + 0.05)  # the next call is answered "reconnect"
+        cancelled = asyncio.ensure_future(client.echo("cancelled"))
+        await asyncio.sleep(0)  # written
+        await client.notify(Event(name="behind"))
+        behind = asyncio.ensure_future(client.echo("behind"))
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        assert await behind == "behind"
+        await client.close()
+        return client
+
+    client = asyncio.run(asyncio.wait_for(cancel_the_asked_call(), 30))
+    assert len(reconnects(client)) == 1
+    assert handler.runs == {"echo:behind": 1}
+    assert [event.name for event in handler.recent_events] == ["behind"]

@@ -423,8 +423,12 @@ class AsyncClient(ClientBase, ServiceMethods):
         self._replies += 1
         self._last_activity = time.perf_counter()
         if waiting.abandoned or waiting.future.cancelled():
-            self._behind.answered(seqid)
             self._inflight.take(seqid)
+            asked = self._asked_to_reconnect(name)  # still says what becomes of the calls behind it
+            if asked is not None:
+                self._reconnect_asked(seqid, asked)
+                return
+            self._behind.answered(seqid)
             logger.debug("%s: the reply to cancelled %s (seqid %d) dropped", self._peer, name, seqid)
             return
         result: Any = None
@@ -456,11 +460,26 @@ class AsyncClient(ClientBase, ServiceMethods):
         elif isinstance(error_out, ConnectError):  # refused: the server closes the connection
             self._close_stream()
             self._refused = True
-        elif isinstance(error_out, ReconnectAsked):  # the server closes; what was written behind never ran
-            self._resend = self._behind.unread(seqid) if self.options.reconnect_when_asked else []
-            self._break(error_out)
+        elif isinstance(error_out, ReconnectAsked):
+            self._reconnect_asked(seqid, error_out)
             return
         self._behind.answered(seqid)
+
+    def _asked_to_reconnect(self, name: str) -> Optional[ReconnectAsked]:
+        """Whether the reply to a cancelled call, whose header was just read, is "reconnect"."""
+        try:
+            self._codec.decode(name)
+        except TException as error:
+            return reconnect_asked(name, error)
+        except Exception:  # undecodable: dropped with the call, as any reply to a cancelled one
+            pass
+        return None
+
+    def _reconnect_asked(self, seqid: int, asked: ReconnectAsked) -> None:
+        """The server closes after this answer: the calls and one-way calls written behind ``seqid`` never
+        ran; the calls learn it from the broken connection, the one-way calls are kept to send again."""
+        self._resend = self._behind.unread(seqid) if self.options.reconnect_when_asked else []
+        self._break(asked)
 
     def _on_end(self, error: Optional[BaseException]) -> None:
         """The stream ended. Closed by the client (its stream already dropped), or by the server after
