@@ -11,6 +11,7 @@ records; the error hierarchy rooted in ``ThriftHandshakeError``. The demo servic
 
 from .aio import AsyncClient
 from .client import Client
+from .client_pool import ClientPool, PoolOptions, PoolStats
 from .endpoints import Endpoints
 from .config import ClientOptions, ClientTLS, RetryPolicy, ServerConfig, ServerLimits, ServerTLS, Timeouts, Wire
 from .errors import (
@@ -20,6 +21,7 @@ from .errors import (
     ConnectionBroken,
     HandshakeFailed,
     PhaseError,
+    PoolTimeout,
     RemoteApplicationError,
     RequestEncodingError,
     ServerFull,
@@ -39,6 +41,9 @@ from .timing import Record, Timeline
 __all__ = [
     "Client",
     "AsyncClient",
+    "ClientPool",
+    "PoolOptions",
+    "PoolStats",
     "Endpoints",
     "ClientOptions",
     "Timeouts",
@@ -76,6 +81,7 @@ __all__ = [
     "WireMismatch",
     "WorkAborted",
     "ArgumentError",
+    "PoolTimeout",
     "RemoteApplicationError",
     "ServiceError",
 ]
