@@ -221,6 +221,11 @@ class ClientBase:
         return self._state.phase
 
     @property
+    def idle_seconds(self) -> float:
+        """Seconds since the connection's last exchange (since the client was made, before any)."""
+        return time.perf_counter() - self._last_activity
+
+    @property
     def epoch(self) -> float:
         """The ``time.perf_counter()`` instant the timeline's record starts count from."""
         return self._epoch

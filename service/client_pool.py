@@ -31,6 +31,7 @@ from typing import Any, Deque, Dict, Iterator, Optional, Tuple, Union
 from thrift_handshake_gen.session import SessionService
 
 from .client import Client
+from .client_core import idle_limit
 from .config import DEFAULT_HOST, DEFAULT_PORT, ONE_DAY, ClientOptions
 from .endpoints import Endpoints, format_address
 from .errors import PhaseError, PoolTimeout, ThriftHandshakeError
@@ -52,7 +53,8 @@ class PoolOptions:
 
     max_size: connections at most, borrowed and idle together (the server sees no more than this).
     borrow_timeout: how long a borrower waits when all are borrowed, before PoolTimeout (0: not at all).
-    check_after_idle: a connection idle longer than this is pinged before it is lent (0: always).
+    check_after_idle: a connection idle longer than this is pinged before it is lent (0: always); one
+    idle for half the server's idle timeout (told in hello) is pinged in any case, keeping its session.
     max_lifetime: a connection older than this is closed and replaced when it is next borrowed, so
     that load spreads to servers added since.
     close_grace: how long ``close()`` waits for borrowed connections to come back.
@@ -104,13 +106,13 @@ class PoolStats:
 
 
 class _Pooled:
-    """A pooled client and when it was opened and last given back (``time.monotonic()``)."""
+    """A pooled client and when it was opened (``time.monotonic()``)."""
 
-    __slots__ = ("client", "opened", "returned")
+    __slots__ = ("client", "opened")
 
     def __init__(self, client: Client) -> None:
         self.client = client
-        self.opened = self.returned = time.monotonic()
+        self.opened = time.monotonic()
 
 
 class ClientPool:
@@ -185,7 +187,6 @@ class ClientPool:
             if pooled is None or pooled.client is not client:
                 raise ValueError(f"{client!r} is not borrowed from this pool (or was given back already)")
             if not self._closed and client.phase in _REUSABLE:
-                pooled.returned = time.monotonic()
                 self._idle.append(pooled)
                 self._cond.notify()
                 return
@@ -278,9 +279,9 @@ class ClientPool:
                     if remaining is not None and remaining <= 0:
                         self._timeouts += 1
                         waited = time.perf_counter() - started
+                        others = self._waiting - blocked
                         raise PoolTimeout(f"no pooled connection came free within {timeout:g} s (all "
-                                          f"{self.limits.max_size} borrowed, {self._waiting - blocked} other(s) waiting)",
-                                          waited)
+                                          f"{self.limits.max_size} borrowed, {others} other(s) waiting)", waited)
                     if not blocked:
                         blocked = True
                         self._waiting += 1
@@ -305,15 +306,19 @@ class ClientPool:
         return None
 
     def _check(self, pooled: _Pooled) -> Optional[str]:
-        """Pings a connection idle past ``check_after_idle``; why it failed, or None when it answered."""
-        limit = self.limits.check_after_idle
-        idle = time.monotonic() - pooled.returned
-        if limit is None or idle <= limit:
+        """Pings a connection idle past ``check_after_idle`` or half the server's idle timeout (the ping
+        keeps its session); why it failed, or None when it answered or needed no check."""
+        client = pooled.client
+        idle = client.idle_seconds
+        hello = client.server_hello if client.phase is ClientPhase.READY else None  # pipelined: not read yet
+        server_limit = idle_limit(hello) if hello is not None else None
+        limits = [x for x in (self.limits.check_after_idle, server_limit and server_limit / 2) if x is not None]
+        if not limits or idle <= min(limits):
             return None
         if not self._can_ping:
             return f"it was idle {idle:.1f} s and its service has no ping to check it"
         try:
-            pooled.client.call("ping")
+            client.call("ping")
         except ThriftHandshakeError as error:
             return f"it was idle {idle:.1f} s and ping failed: {error}"
         return None
