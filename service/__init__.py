@@ -1,7 +1,8 @@
 """thrift-handshake: a runtime for Thrift services whose client/server handshake is explicit and observable.
 
 Public API: connecting is ``Client`` (phased: connect, hello, calls, goodbye, close) or, on asyncio,
-``AsyncClient`` (the same phases, many calls in flight on one connection); serving is
+``AsyncClient`` (the same phases, many calls in flight on one connection), shared by threads through a
+``ClientPool``; serving is
 ``HandshakeServer`` (a TThreadedServer with sessions, limits and a graceful stop), around the
 ``SessionProcessor`` that any Thrift server can host; the settings in ``config``; the handler's view
 of its caller (``current_session``; ``drop_oneway`` for a one-way call it cannot use); the timeline
