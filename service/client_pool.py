@@ -115,6 +115,26 @@ class _Pooled:
         self.opened = time.monotonic()
 
 
+class _Waiter:
+    """A borrower in the queue; ``grant`` hands it a connection, or a free place (None) to open one in."""
+
+    __slots__ = ("wake", "granted", "pooled")
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self.wake = threading.Condition(lock)
+        self.granted = False
+        self.pooled: Optional[_Pooled] = None
+
+    def grant(self, pooled: Optional[_Pooled]) -> None:
+        """With the pool's lock held."""
+        self.granted, self.pooled = True, pooled
+        self.wake.notify()
+
+
+def _closed_error() -> PhaseError:
+    return PhaseError("borrow a connection", "CLOSED", "the pool is closed")
+
+
 class ClientPool:
     """Up to ``limits.max_size`` connected clients to ``host``/``port`` (or ``Endpoints``), lent to one
     thread at a time; the arguments other than ``limits`` are ``Client``'s. Thread-safe."""
@@ -133,11 +153,12 @@ class ClientPool:
         self._client_args: Tuple[Any, ...] = (host, port, options, service)
         Client(*self._client_args)  # refuses bad arguments now rather than at the first borrow
         self._can_ping = hasattr(service.Iface, "ping")
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._emptied = threading.Condition(self._lock)  # notified as places are freed (close() waits)
         self._idle: Deque[_Pooled] = collections.deque()  # the most recently given back last (lent first)
         self._lent: Dict[int, _Pooled] = {}  # id(client) -> its entry
         self._size = 0  # idle + lent + being checked or opened
-        self._waiting = 0
+        self._waiters: Deque[_Waiter] = collections.deque()  # served first come, first served
         self._closed = False
         self._created = self._replaced = self._discarded = 0
         self._borrows = self._waited = self._timeouts = 0
@@ -176,19 +197,22 @@ class ClientPool:
                 pooled.client.close()
             self._release_slot()
             raise
-        with self._cond:
+        with self._lock:
             self._lent[id(pooled.client)] = pooled
         return pooled.client
 
     def give_back(self, client: Client) -> None:
         """Returns a borrowed client: lent again if it is still usable, else closed and its place freed."""
-        with self._cond:
+        with self._lock:
             pooled = self._lent.pop(id(client), None)
             if pooled is None or pooled.client is not client:
                 raise ValueError(f"{client!r} is not borrowed from this pool (or was given back already)")
             if not self._closed and client.phase in _REUSABLE:
-                self._idle.append(pooled)
-                self._cond.notify()
+                waiter = self._next_waiter()
+                if waiter is None:
+                    self._idle.append(pooled)
+                else:
+                    waiter.grant(pooled)
                 return
             if not self._closed:
                 self._discarded += 1
@@ -217,9 +241,9 @@ class ClientPool:
 
     def stats(self) -> PoolStats:
         """The pool's sizes now and its counters since it was made."""
-        with self._cond:
+        with self._lock:
             return PoolStats(self.limits.max_size, self._size, len(self._idle), self._size - len(self._idle),
-                             self._waiting, self._created, self._replaced, self._discarded, self._borrows,
+                             len(self._waiters), self._created, self._replaced, self._discarded, self._borrows,
                              self._waited, self._wait_seconds, self._wait_max, self._timeouts)
 
     @property
@@ -230,19 +254,20 @@ class ClientPool:
         """Stops lending (waiting borrowers get PhaseError), says goodbye on every idle connection, then
         waits up to ``grace`` (default ``limits.close_grace``) for the borrowed ones, each closed as it
         comes back. Returns how many are still borrowed after it; idempotent."""
-        with self._cond:
+        with self._lock:
             self._closed = True
             idle = list(self._idle)
             self._idle.clear()
-            self._cond.notify_all()
+            for waiter in self._waiters:
+                waiter.wake.notify()
         for pooled in idle:
             try:
                 pooled.client.close()
             finally:
                 self._release_slot()
         deadline = time.monotonic() + (self.limits.close_grace if grace is None else grace)
-        with self._cond:
-            while self._size and self._cond.wait(max(deadline - time.monotonic(), 0.0)):
+        with self._lock:
+            while self._size and self._emptied.wait(max(deadline - time.monotonic(), 0.0)):
                 pass
             left = self._size
         if left:
@@ -258,41 +283,49 @@ class ClientPool:
     # -- internals ----------------------------------------------------------------------------
 
     def _take(self, timeout: Optional[float], started: float) -> Tuple[Optional[_Pooled], float]:
-        """An idle connection, or None with a free place reserved for a new one (waits for either), and
-        the seconds it waited."""
-        deadline = None if timeout is None else started + timeout
-        waited = 0.0
-        with self._cond:
-            blocked = False
+        """An idle connection, or None with a place reserved for a new one, and the seconds it waited.
+        Borrowers who find none wait in a queue and are served in turn: a thread that gives a connection
+        back and borrows again at once does not pass the ones already waiting."""
+        with self._lock:
+            if self._closed:
+                raise _closed_error()
+            if not self._waiters:
+                if self._idle:
+                    self._borrows += 1
+                    return self._idle.pop(), 0.0
+                if self._size < self.limits.max_size:
+                    self._size += 1
+                    self._borrows += 1
+                    return None, 0.0
+            if timeout is not None and timeout <= 0:
+                self._timeouts += 1
+                raise self._timeout_error(timeout, 0.0, len(self._waiters))
+            waiter = _Waiter(self._lock)
+            self._waiters.append(waiter)
+            self._waited += 1
+            deadline = None if timeout is None else started + timeout
+            waited = 0.0
             try:
-                while True:
+                while not waiter.granted:
                     if self._closed:
-                        raise PhaseError("borrow a connection", "CLOSED", "the pool is closed")
-                    if self._idle:
-                        self._borrows += 1
-                        return self._idle.pop(), waited
-                    if self._size < self.limits.max_size:
-                        self._size += 1
-                        self._borrows += 1
-                        return None, waited
+                        raise _closed_error()
                     remaining = None if deadline is None else deadline - time.perf_counter()
                     if remaining is not None and remaining <= 0:
                         self._timeouts += 1
-                        waited = time.perf_counter() - started
-                        others = self._waiting - blocked
-                        raise PoolTimeout(f"no pooled connection came free within {timeout:g} s (all "
-                                          f"{self.limits.max_size} borrowed, {others} other(s) waiting)", waited)
-                    if not blocked:
-                        blocked = True
-                        self._waiting += 1
-                        self._waited += 1
-                    self._cond.wait(remaining)
-                    waited = time.perf_counter() - started
+                        raise self._timeout_error(timeout, time.perf_counter() - started, len(self._waiters) - 1)
+                    waiter.wake.wait(remaining)
             finally:
-                if blocked:
-                    self._waiting -= 1
-                    self._wait_seconds += waited
-                    self._wait_max = max(self._wait_max, waited)
+                waited = time.perf_counter() - started
+                self._wait_seconds += waited
+                self._wait_max = max(self._wait_max, waited)
+                if not waiter.granted:
+                    self._waiters.remove(waiter)
+            self._borrows += 1
+            return waiter.pooled, waited
+
+    def _timeout_error(self, timeout: Optional[float], waited: float, others: int) -> PoolTimeout:
+        return PoolTimeout(f"no pooled connection came free within {timeout:g} s (all {self.limits.max_size} "
+                           f"borrowed, {others} other(s) waiting)", waited)
 
     def _why_replace(self, pooled: _Pooled) -> Optional[str]:
         """Why an idle connection must not be lent as it is (None: it may, after ``_check``)."""
@@ -327,7 +360,7 @@ class ClientPool:
         """Closes ``pooled`` for a new connection that takes its place."""
         client = pooled.client
         logger.info("replacing a pooled connection to %s: %s", format_address(client.host, client.port), reason)
-        with self._cond:
+        with self._lock:
             self._replaced += 1
         client.close()
 
@@ -340,11 +373,20 @@ class ClientPool:
         except BaseException:
             client.close()
             raise
-        with self._cond:
+        with self._lock:
             self._created += 1
         return _Pooled(client)
 
     def _release_slot(self) -> None:
-        with self._cond:
-            self._size -= 1
-            self._cond.notify_all()
+        """Frees a place: the first waiter takes it (to open a connection there), else it stays free."""
+        with self._lock:
+            waiter = None if self._closed else self._next_waiter()
+            if waiter is None:
+                self._size -= 1
+                self._emptied.notify_all()
+            else:
+                waiter.grant(None)
+
+    def _next_waiter(self) -> Optional["_Waiter"]:
+        """The borrower that has waited longest, taken off the queue (None: nobody waits); lock held."""
+        return self._waiters.popleft() if self._waiters else None

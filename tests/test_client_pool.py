@@ -78,12 +78,15 @@ def test_a_borrower_waits_for_a_connection_then_times_out(server):
     assert eventually(lambda: pool.stats().waiting == 1)
     time.sleep(0.2)  # keeps the borrower waiting a measurable while
     pool.give_back(held)
+    with pytest.raises(PoolTimeout, match="within 0 s"):  # the waiter is served first: no barging past it
+        pool.borrow(timeout=0)
     waiter.join(10)
     assert got == [held]  # the same connection and session, lent again
     waits = _waits(held)
     assert len(waits) == 2 and waits[0] < 0.1 and waits[1] >= 0.2  # the first borrow did not wait, the second did
     stats = pool.stats()
     assert (stats.created, stats.borrows, stats.waited, stats.waiting, stats.in_use) == (1, 2, 2, 0, 1)
+    assert stats.timeouts == 2
     assert stats.wait_max >= waits[1]
     pool.give_back(held)
     with pytest.raises(ValueError, match="not borrowed from this pool"):
