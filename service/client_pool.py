@@ -359,7 +359,7 @@ class ClientPool:
     def _replace(self, pooled: _Pooled, reason: str) -> None:
         """Closes ``pooled`` for a new connection that takes its place."""
         client = pooled.client
-        logger.info("replacing a pooled connection to %s: %s", format_address(client.host, client.port), reason)
+        logger.info("replacing a pooled connection to %s: %s", format_address(str(client.host), client.port), reason)
         with self._lock:
             self._replaced += 1
         client.close()

@@ -124,14 +124,14 @@ def test_an_idle_connection_that_answers_ping_is_kept(server):
 
 
 def test_an_idle_session_is_pinged_before_the_server_would_close_it(start_server):
-    server = start_server(limits=ServerLimits(idle_timeout=1.0))
+    server = start_server(limits=ServerLimits(idle_timeout=1.5))
     pool = _pool(server.port, max_size=1, check_after_idle=None)  # the server's limit still applies
     with pool.client() as client:
         session = client.session_id
-    time.sleep(0.6)  # past half the server's idle timeout
+    time.sleep(0.9)  # past half the server's idle timeout
     with pool.client() as again:
         assert again is client and again.session_id == session
-        time.sleep(0.6)  # 1.2 s since hello, 0.6 s since the ping: the session is still open
+        time.sleep(0.9)  # 1.8 s since hello, 0.9 s since the ping: the session is still open
         assert again.echo("still here") == "still here"
     assert [r.name for r in client.timeline.calls()] == ["ping", "echo"]
     assert pool.stats().replaced == 0
