@@ -138,6 +138,18 @@ def test_an_idle_session_is_pinged_before_the_server_would_close_it(start_server
     pool.close()
 
 
+def test_a_pipelined_hello_is_lent_and_checked_like_any_other(server):
+    pool = _pool(server.port, ClientOptions(pipeline_hello=True), max_size=1, check_after_idle=0.0)
+    with pool.client() as client:
+        assert client.phase is ClientPhase.HELLO_PENDING  # hello written, its answer read by the first call
+    with pool.client() as again:  # lent again; its ping reads hello's answer first
+        assert again is client and again.phase is ClientPhase.READY
+        assert again.echo("hi") == "hi"
+    assert [r.name for r in client.timeline.calls()] == ["ping", "echo"]
+    assert (pool.stats().created, pool.stats().replaced) == (1, 0)
+    pool.close()
+
+
 def test_a_connection_past_max_lifetime_says_goodbye_and_is_replaced(server):
     pool = _pool(server.port, max_size=1, max_lifetime=0.2, check_after_idle=None)
     with pool.client() as old:
