@@ -23,6 +23,7 @@ from thrift_handshake import (
     PhaseError,
     PoolOptions,
     PoolTimeout,
+    RetryPolicy,
     ServerLimits,
     Timeouts,
 )
@@ -198,6 +199,40 @@ def test_replacements_fail_over_when_a_server_stops(start_server):
     stats = pool.stats()
     assert (stats.replaced, stats.created, stats.size) == (2, 4, 2)
     assert b.metrics.snapshot().connections_total == 2
+    pool.close()
+
+
+def test_no_idempotent_call_is_lost_when_a_server_stops_under_load(start_server):
+    a = start_server(server_name="a")
+    b = start_server(server_name="b")
+    endpoints = Endpoints([("127.0.0.1", a.port), ("127.0.0.1", b.port)], policy="round_robin")
+    options = ClientOptions(retry=RetryPolicy(idempotent={"echo", "ping"}))
+    pool = _pool(endpoints, options, max_size=4, borrow_timeout=30.0)
+    stop = threading.Event()
+    answered = []
+    served_by = set()
+
+    def work(n: int) -> None:
+        count = 0
+        while not stop.is_set():
+            with pool.client() as client:
+                assert client.echo(f"{n}-{count}") == f"{n}-{count}"
+                served_by.add(client.server_hello.server_name)
+            count += 1
+        answered.append(count)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    assert eventually(lambda: served_by == {"a", "b"})
+    a.stop(grace=2.0)
+    before = b.metrics.snapshot().calls.get("echo", 0)
+    assert eventually(lambda: b.metrics.snapshot().calls.get("echo", 0) > before + 50)  # load goes on, at b
+    stop.set()
+    for thread in threads:
+        thread.join(30)
+    assert len(answered) == 8  # no thread died of an error (without the RetryPolicy some do)
+    assert pool.stats().size <= 4 and b.connection_count <= 4
     pool.close()
 
 
