@@ -12,6 +12,7 @@
     │   └── ReconnectAsked    the server ended the session before running the call (its max connection age)
     ├── RequestEncodingError  the arguments could not be serialized; nothing was sent
     ├── ArgumentError         JSON arguments that do not fit the method's parameters (CLI, call())
+    ├── PoolTimeout           every connection of a ClientPool stayed borrowed past the borrow timeout
     ├── RemoteApplicationError the server answered with a TApplicationException (handler crash, unknown method)
     └── ServiceError          a declared exception of the IDL (InvalidRequest, NotReady, ...)
 
@@ -38,6 +39,7 @@ __all__ = [
     "ReconnectAsked",
     "RequestEncodingError",
     "ArgumentError",
+    "PoolTimeout",
     "RemoteApplicationError",
     "ServiceError",
     "WorkAborted",
@@ -121,6 +123,15 @@ class RequestEncodingError(ThriftHandshakeError, ValueError):
 
 class ArgumentError(ThriftHandshakeError, ValueError):
     """Arguments (usually JSON from the command line) do not fit the method's parameters."""
+
+
+class PoolTimeout(ThriftHandshakeError):
+    """No pooled connection came free within the borrow timeout (every one of ``max_size`` was in
+    use); nothing was sent. ``waited`` is the seconds the borrower waited."""
+
+    def __init__(self, message: str, waited: float) -> None:
+        self.waited = waited
+        super().__init__(message)
 
 
 class RemoteApplicationError(ThriftHandshakeError):
