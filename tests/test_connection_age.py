@@ -17,6 +17,7 @@ from thrift.transport.TTransport import TTransportException
 from thrift_handshake import (AsyncClient, Client, ClientOptions, Endpoints, HandshakeServer, Interceptor,
                               ReconnectAsked, ServerConfig, ServerLimits)
 from thrift_handshake.cli import build_parser
+from thrift_handshake.client_pool import ClientPool, PoolOptions
 from thrift_handshake.connection_age import JITTER, age_deadline, asks_to_reconnect
 from thrift_handshake.demo.handler import HandshakeHandler
 from thrift_handshake.states import ClientPhase
@@ -373,3 +374,35 @@ def test_a_cancelled_call_answered_reconnect_still_moves_the_calls_behind_it(cou
     assert len(reconnects(client)) == 1
     assert handler.runs == {"echo:behind": 1}
     assert [event.name for event in handler.recent_events] == ["behind"]
+
+
+# -- a pool of clients: each pooled Client follows on its own -----------------------------------------
+
+def test_threads_sharing_a_pool_see_no_failed_call_across_the_age(counting):
+    server = counting(limits=aged())
+    handler = server.handler
+    failures: List[BaseException] = []
+    done: Dict[str, int] = collections.Counter()
+
+    def work(thread: int) -> None:
+        deadline = time.monotonic() + 4 * AGE
+        number = 0
+        while time.monotonic() < deadline:
+            number += 1
+            key = f"{thread}.{number}"
+            try:
+                assert pool.call("submit", Request(request_id=key)).request_id == key
+                done[key] += 1
+            except BaseException as error:  # collected: the test asserts there is none
+                failures.append(error)
+            time.sleep(0.005)
+
+    with ClientPool("127.0.0.1", server.port, service=HandshakeService, limits=PoolOptions(max_size=2)) as pool:
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert failures == []
+    assert dict(handler.runs) == {f"submit:{key}": 1 for key in done}
+    assert server.metrics.snapshot().handshakes_ok >= 4  # each pooled connection reconnected at least once
