@@ -343,8 +343,8 @@ class ServerConfig:
         if self.auth_token is not None and not self.auth_token.strip():
             raise ValueError("auth_token is empty: give a real token, or none for a server without auth")
         if self.limits.max_connection_age and not self.handshake:
-            raise ValueError("max_connection_age needs the handshake on: without hello a client cannot be told to "
-                             "reconnect (nor start a new session), so its calls would fail")
+            raise ValueError("ServerLimits.max_connection_age needs the handshake on: without hello a client cannot be "
+                             "told to reconnect (nor start a new session), so its calls would fail")
         if self.optional_hello and not self.handshake:
             raise ValueError("optional_hello needs the handshake on: without it there is no hello to make optional")
         if self.optional_hello and self.auth_token is not None:
