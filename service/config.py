@@ -265,11 +265,11 @@ class ServerLimits:
                                "its thread). Only while every thread is stuck and connections wait for one does the "
                                "pool add threads, up to max_connections + max_threads; they end once idle", 10_000)
     max_connection_age: float = setting(0.0, "seconds a session's connection may live (each one drawn within "
-                                        "10 percent either way, so that clients do not all reconnect at once); past it the next "
-                                        "call that declares HandshakeRequired is answered with it (reconnect set, "
-                                        "the call not run) and the connection closes, so that clients reconnect "
-                                        "and load spreads over servers added since; calls in flight finish. 0: "
-                                        "no limit", ONE_DAY, zero_is_off=True)
+                                        "10 percent either way, so that clients do not all reconnect at once); "
+                                        "past it the next call that declares HandshakeRequired is answered with it "
+                                        "(reconnect set, the call not run) and the connection closes, so that "
+                                        "clients reconnect and load spreads over servers added since; calls in "
+                                        "flight finish. 0: no limit", ONE_DAY, zero_is_off=True)
     def __post_init__(self) -> None:
         check_limits(self)
 

@@ -455,14 +455,14 @@ class SessionProcessor(TProcessor):
         field = None if info is None or name == "goodbye" else info.exception_field(HandshakeRequired)
         if field is None or not session.established:
             return False
-        answer = reconnect_answer(name, monotonic() - state.opened_at)
+        age = monotonic() - state.opened_at
         skip_value(iprot, TType.STRUCT)  # never run: its arguments are not built
         iprot.readMessageEnd()
         call.outcome, call.reason = Outcome.REFUSED, "max connection age: asked to reconnect, not run"
         self._announce(call)
-        session.reconnect_asked(f"max connection age ({monotonic() - state.opened_at:.1f} s): asked to reconnect")
+        session.reconnect_asked(f"max connection age ({age:.1f} s): asked to reconnect")
         result = info.result()
-        setattr(result, field, answer)
+        setattr(result, field, reconnect_answer(name, age))
         _write_reply(oprot, name, TMessageType.REPLY, call.seqid, result)
         return True
 

@@ -88,7 +88,7 @@ class AsyncClient(ClientBase, ServiceMethods):
         self._inflight = InFlight(self._epoch, self._chain)
         self._replies = 0  # replies read on this connection (a refusal answers the first)
         self._behind = WrittenBehind()  # one-way calls the server may not have read (see ``behind``)
-        self._resend: List[Tuple[str, Tuple[Any, ...]]] = []  # one-way calls written behind a call answered "reconnect": sent again
+        self._resend: List[Tuple[str, Tuple[Any, ...]]] = []  # one-way calls the server never read: sent again
 
     # -- phases -------------------------------------------------------------------------------
 
@@ -222,11 +222,15 @@ class AsyncClient(ClientBase, ServiceMethods):
                 start, asked = time.perf_counter(), self._broken_by
                 logger.info("%s; reconnecting", asked)
                 self._close_stream()
+                failure: Optional[BaseException] = None
                 try:
                     await self._connect()
+                except BaseException as error:  # the calls did not run; each learns why they cannot be sent
+                    failure = error
+                    raise
                 finally:
-                    self.timeline.add(Record("reconnect", self._peer, start - self._epoch,
-                                             time.perf_counter() - start))
+                    self.timeline.add(Record("reconnect", self._peer, start - self._epoch, time.perf_counter() - start,
+                                             error=None if failure is None else repr(failure)))
             resend, self._resend = self._resend, []
             for name, args in resend:
                 self._write(self._start_call(name, args, "call"), args, oneway=True)
