@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 #: How long a full worker waits for one sibling's answer (the sibling's eviction is a local look-up).
 ANSWER_WAIT = 0.2
-_REQUEST = struct.Struct("<HI")  # the asking slot, the request id; the newcomer's host follows
+_REQUEST = struct.Struct("<HId")  # the asking slot, the request id, when asked; the newcomer's host follows
 _REPLY = struct.Struct("<I?")    # the request id, whether a connection was closed for it
 _PID = struct.Struct("<q")       # per slot: the pid answering requests (0: none)
 _MAX_HOST = 256
@@ -48,6 +48,7 @@ class RoomExchange:
     def join(self, slot: int, make_room: Callable[[str], bool]) -> Callable[[str], bool]:
         """In worker ``slot``: answers the siblings' requests with ``make_room(host)`` (on a thread),
         and returns the function that asks the siblings for room for a newcomer from ``host``."""
+        self._next_id = (os.getpid() << 16) % 2 ** 32  # unlike a dead predecessor's, whose replies may linger
         threading.Thread(target=self._answer, args=(slot, make_room), name=f"room-slot-{slot}",
                          daemon=True).start()
         _PID.pack_into(self._answering, slot * _PID.size, os.getpid())
@@ -69,8 +70,8 @@ class RoomExchange:
                 self._next_id = (self._next_id + 1) % 2 ** 32
                 asked = self._next_id
                 try:  # MSG_DONTWAIT: the ends are shared by every process, their blocking mode too
-                    self._requests[sibling][1].send(_REQUEST.pack(slot, asked) + host.encode()[:_MAX_HOST],
-                                                    socket.MSG_DONTWAIT)
+                    request = _REQUEST.pack(slot, asked, time.monotonic()) + host.encode()[:_MAX_HOST]
+                    self._requests[sibling][1].send(request, socket.MSG_DONTWAIT)
                 except OSError as error:  # its inbox is full: it is busy answering others
                     logger.debug("could not ask worker %d for room: %s", sibling, error)
                     continue
@@ -98,8 +99,10 @@ class RoomExchange:
         while True:
             request = inbox.recv(_REQUEST.size + _MAX_HOST)
             try:
-                asker, asked = _REQUEST.unpack_from(request)
+                asker, asked, when = _REQUEST.unpack_from(request)
             except struct.error:
+                continue
+            if time.monotonic() - when > ANSWER_WAIT:  # its asker stopped waiting (e.g. queued for a dead worker)
                 continue
             host = request[_REQUEST.size:].decode(errors="replace")
             try:
