@@ -1,6 +1,7 @@
 """The recipes in deploy/ (docs/deploy.md): every YAML parses; the Kubernetes manifest's flags,
 ports, probes and termination grace period agree with each other and with the server; the probe
-commands it names are run against a real server (serving 0, draining 1, down 1); both Envoy configs pass
+commands it names are run against a real server (serving 0, draining 1, down 1); its objects match the
+Kubernetes API's models (the official Python client's); both Envoy configs pass
 ``envoy --mode validate`` and carry the fields of Envoy's documented schema, with the wire the server
 speaks. A live Envoy run is in tests/test_deploy_envoy.py. No Kubernetes cluster runs here.
 """
@@ -59,6 +60,21 @@ def _run_here(argv: List[str], port: int) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("name", ["kubernetes.yaml", *ENVOY_CONFIGS])
 def test_every_recipe_parses(name):
     assert _documents(name)
+
+
+def test_the_manifest_matches_the_kubernetes_api_models():
+    """Each object read into the Kubernetes Python client's models (typed, with required fields) and
+    written back is unchanged: a misspelt or misplaced field would be dropped, a wrong type refused."""
+    import json
+
+    from kubernetes.client import ApiClient
+
+    api = ApiClient()
+    documents = _documents("kubernetes.yaml")
+    assert [doc["apiVersion"] for doc in documents] == ["apps/v1", "v1", "v1", "policy/v1"]
+    for doc in documents:
+        model = api.deserialize(json.dumps(doc), f"V1{doc['kind']}", "application/json")
+        assert api.sanitize_for_serialization(model) == doc, doc["kind"]
 
 
 def test_the_manifest_agrees_with_the_server_flags():
