@@ -1,6 +1,6 @@
 """The asyncio server catching up with the threaded one (issue 14): several services on one port, THeader
 inside a framed transport, TZlibTransport, the shares of client hosts at max_connections, a Unix domain
-socket and ``serve --asyncio --workers N``.
+socket (``serve --asyncio --workers N``: tests/test_aio_workers.py).
 
 Where the threaded server's tests say what a user relies on, they run here unchanged against
 ``AsyncHandshakeServer``: they are imported below, and this module's ``server``, ``start_server`` and
@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import stat
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Iterator, List
+from typing import Any, Callable
 
 import pytest
 from thrift.protocol.THeaderProtocol import THeaderProtocol
@@ -49,7 +48,6 @@ from test_wire_cells import (  # noqa: F401 (run here against the asyncio server
     test_a_server_of_one_dialect_tells_these_clients_what_it_speaks, test_a_zlib_bomb_before_hello_is_refused_at_handshake_max_bytes,
     test_a_zlib_stream_inside_a_zlib_stream_is_refused, test_apache_stacks_are_served_on_one_port)
 from test_unix_socket import path, test_an_apache_zlib_client_is_served_over_a_unix_socket  # noqa: F401
-from test_workers import Workers
 
 from thrift_handshake import Client, ClientOptions, ServerConfig
 from thrift_handshake.aio import AsyncHandshakeServer
@@ -224,30 +222,6 @@ def test_serve_asyncio_unix_and_call_unix(tmp_path) -> None:
         server.wait(10)
         server.stderr.close()
     assert not os.path.exists(path)
-
-
-# -- serve --asyncio --workers N ----------------------------------------------------------------
-
-@pytest.fixture
-def workers() -> Iterator[List[Workers]]:
-    started: List[Workers] = []
-    yield started
-    for each in started:
-        each.kill()
-
-
-def test_serve_asyncio_with_workers_serves_from_each_and_stops_on_sigterm(workers: List[Workers]) -> None:
-    started = Workers("--asyncio", "--workers", "2", "--grace", "5")
-    workers.append(started)
-    assert len(started.matches(r"thrift_handshake\.aio\[\d+\]: listening on .* asyncio=")) == 2
-    clients = started.clients_on_each_worker()
-    for pid, client in clients.items():
-        assert client.echo(f"from {pid}") == f"from {pid}"
-    stats = next(iter(clients.values())).stats()
-    assert stats.sessions_active == len(started.clients)  # summed across the workers
-    assert started.stop(signal.SIGTERM) == 0
-    started.wait_for(r"worker 0 \(pid \d+\) exited with code 0")
-    started.wait_for(r"worker 1 \(pid \d+\) exited with code 0")
 
 
 def test_what_asyncio_does_not_serve_yet_is_refused_at_startup() -> None:

@@ -44,6 +44,12 @@ class BlockingAsyncServer:
         return self.server.processor
 
     @property
+    def admission(self) -> AsyncHandshakeServer:
+        """What ``workers.Supervisor`` joins to the siblings' exchange of room (``ask_siblings``,
+        ``make_room_for_sibling``): the server itself."""
+        return self.server
+
+    @property
     def stopping(self) -> bool:
         return self.server.stopping or bool(self._early)
 

@@ -14,6 +14,7 @@ loop. Messages of one connection are served in order.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import socket
@@ -57,6 +58,8 @@ _ABORT_REPLY_WAIT = 0.5
 _SWEEP_EVERY = 0.1
 #: At most this many "server full" answers are written at once; beyond, newcomers are just closed.
 _MAX_REFUSALS = 64
+#: How long a sibling worker's request for room waits for this loop (the sibling waits 0.1 s in all).
+_SIBLING_WAIT = 0.08
 
 
 class AsyncHandshakeServer:
@@ -120,6 +123,10 @@ class AsyncHandshakeServer:
         self._stop_requested = False
         self._stopped: Optional[asyncio.Event] = None
         self._stopping: Optional[asyncio.Task] = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        #: With workers (``workers.Supervisor`` sets it): asks the sibling workers to close a connection of
+        #: theirs for a newcomer from a host, when this one has nothing to evict; blocks (run off the loop).
+        self.ask_siblings: Optional[Callable[[str], bool]] = None
 
     # -- what it is -------------------------------------------------------------------------------
 
@@ -182,6 +189,7 @@ class AsyncHandshakeServer:
         self._bound_port = 0 if self.config.unix_socket is not None else sock.getsockname()[1]
         self._stopped = asyncio.Event()
         self._grace_over = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
         self._pool = WorkerPool(f"thrift-handshake-aio:{self._bound_port}", self.config.limits.max_threads)
         self._accepting = asyncio.get_running_loop().create_task(self._accept_loop())
         self._sweeping = asyncio.get_running_loop().create_task(self._sweep())
@@ -304,8 +312,7 @@ class AsyncHandshakeServer:
             peer = self.endpoint if self._unix_file is not None else format_peer(address)
             here = len(self._connections)
             open_now = self.metrics.open_everywhere(here)  # here, unless workers share the limit
-            if open_now >= self.config.limits.max_connections and not self._make_room(
-                    loop.time(), peer.rsplit(":", 1)[0], here / open_now if open_now > here else 1.0):
+            if open_now >= self.config.limits.max_connections and not await self._room_for(peer.rsplit(":", 1)[0]):
                 self._refuse_full(sock, peer, open_now)
                 continue
             connection = AsyncConnection(self.config, self.processor, self._warnings, peer, loop.time())
@@ -313,6 +320,34 @@ class AsyncHandshakeServer:
             self.metrics.opened_or_closed(len(self._connections))
             connection.task.add_done_callback(lambda _, c=connection, s=sock: self._never_served(c, s))
             logger.debug("accepted peer=%s", peer)
+
+    async def _room_for(self, newcomer_host: str) -> bool:
+        """Whether room was made for a newcomer to the full service: here, else by a sibling worker."""
+        if self._make_room_here(newcomer_host):
+            return True
+        ask = self.ask_siblings
+        return ask is not None and await asyncio.get_running_loop().run_in_executor(None, ask, newcomer_host)
+
+    def make_room_for_sibling(self, newcomer_host: str) -> bool:
+        """A sibling worker's newcomer from ``newcomer_host`` found the service full: makes room here as
+        for a newcomer of this worker's own (called from another thread; waits for the loop briefly)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return False
+
+        async def make_room() -> bool:
+            return self._make_room_here(newcomer_host)
+
+        try:
+            return asyncio.run_coroutine_threadsafe(make_room(), loop).result(_SIBLING_WAIT)
+        except (concurrent.futures.TimeoutError, RuntimeError):  # a busy loop, or one that stopped
+            return False
+
+    def _make_room_here(self, newcomer_host: str) -> bool:
+        here = len(self._connections)
+        open_now = self.metrics.open_everywhere(here)
+        return self._make_room(asyncio.get_running_loop().time(), newcomer_host,
+                               here / open_now if open_now > here else 1.0)
 
     def _make_room(self, now: float, newcomer_host: str, part: float) -> bool:
         """Evicts a connection for a newcomer to a full server, as the threaded server chooses (the
