@@ -193,6 +193,16 @@ def test_a_corrupt_zlib_stream_is_dropped_and_logged(server, caplog) -> None:
     assert eventually(lambda: "dropped peer=" in caplog.text and "not a zlib stream" in caplog.text), caplog.text
 
 
+def test_a_peer_that_says_too_little_to_tell_is_refused_not_a_server_failure(server, caplog) -> None:
+    caplog.set_level(logging.WARNING, logger=ASYNC_LOG)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"\x00\x00\x01")  # three bytes, then the end: no dialect to tell
+        sock.shutdown(socket.SHUT_WR)
+        assert sock.recv(100) == b""
+    assert eventually(lambda: "the client speaks nothing it recognises" in caplog.text), caplog.text
+    assert "failed serving it" not in caplog.text
+
+
 # -- a Unix domain socket ---------------------------------------------------------------------
 
 def test_a_unix_socket_serves_our_client_and_its_file_goes_at_the_stop(start_async, event_loop_thread,  # noqa: F811

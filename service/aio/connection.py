@@ -182,7 +182,7 @@ class AsyncConnection(SessionListener):
             if ending is not None:
                 return ending
             inside = ""
-            if mismatch is None and dialect.kind is DialectKind.ZLIB:  # inflated from here on, answers deflated
+            if mismatch is None and dialect is not None and dialect.kind is DialectKind.ZLIB:  # inflated from here on
                 reader, writer = stream = InflatingReader(reader, received), DeflatingWriter(writer)
                 self._zlib = True
                 received, dialect, ending = await self._first_bytes(reader)
