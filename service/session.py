@@ -104,6 +104,8 @@ class SessionContext:
     language: Optional[str] = None
     established_at: Optional[float] = None
     state: Dict[str, Any] = field(default_factory=dict)
+    #: The W3C traceparent of the call being served, as its caller sent it (``tracing``), or None.
+    traceparent: Optional[str] = None
 
 
 def current_session() -> SessionContext:

@@ -28,6 +28,7 @@ from ..contract import coroutine_methods, describe_service
 from ..demo import DemoLimits, demo_server
 from ..errors import ArgumentError
 from ..server import HandshakeServer
+from ..tracing import server_tracing_if_configured
 from ..workers import Supervisor
 from .handlers import answer_unimplemented, check_contract, load_handler, service_module, unimplemented_methods
 from .parser import AUTH_TOKEN_ENV
@@ -75,6 +76,9 @@ def _server_config(args: argparse.Namespace, interceptors: Tuple[Any, ...] = ())
             raise ArgumentError("TLS needs both --tls-cert and --tls-key")
         tls = ServerTLS(args.tls_cert, args.tls_key, args.tls_client_ca)
     mode = hello_mode(args)
+    tracing = server_tracing_if_configured()  # OpenTelemetry set up (e.g. opentelemetry-instrument): spans
+    if tracing is not None:
+        interceptors = (*interceptors, tracing)
     return ServerConfig(host=args.host, port=args.port, unix_socket=args.unix, wire=wire(args),
                         detect_wire=not args.only_wire,
                         handshake=mode != "off", optional_hello=mode == "optional", auth_token=auth_token(args),
