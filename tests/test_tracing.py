@@ -21,7 +21,7 @@ from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.session.ttypes import HandshakeRequired
 
 from conftest import eventually
-from server_process import read_log_until
+from server_process import json_log_of_one_session, read_log_until
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{TRACE}-00f067aa0ba902b7-01"
@@ -74,23 +74,16 @@ def test_without_headers_hello_carries_the_trace_and_later_calls_have_none(start
 
 
 def test_one_call_is_followed_from_the_client_through_the_servers_json_lines():
-    process = subprocess.Popen([sys.executable, "-m", "thrift_handshake.cli", "--log-format", "json",
-                                "--log-level", "DEBUG", "serve", "--port", "0", "--call-log-level", "INFO"],
-                               stderr=subprocess.PIPE, text=True)
-    try:
-        first = json.loads(process.stderr.readline())
-        port = int(first["msg"].split()[2].rsplit(":", 1)[1])
+    sessions = []
+
+    def use(port: int) -> None:
         options = ClientOptions(wire=HEADER, interceptors=(ClientTracing(TRACEPARENT),))
         with Client("127.0.0.1", port, options, service=HandshakeService) as client:
             client.echo("followed")
-            session = client.session_id
-        lines = []
-        while not any(line["msg"].startswith("closed") for line in lines):
-            lines.append(json.loads(process.stderr.readline()))
-    finally:
-        process.terminate()
-        process.wait(20)
-        process.stderr.close()
+            sessions.append(client.session_id)
+
+    lines = json_log_of_one_session(use, "--call-log-level", "INFO")
+    [session] = sessions
     traced = [line for line in lines if line.get("trace_id") == TRACE]
     assert [line["method"] for line in traced if "method" in line] == ["hello", "echo", "goodbye"]
     assert all(line["session"] == session for line in traced if line.get("method") != "hello")
