@@ -4,8 +4,10 @@ read with prometheus_client's own text-format parser."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import urllib.request
 
 from conftest import eventually
 from test_prometheus import calls, scrape
@@ -41,7 +43,13 @@ def test_one_scrape_sums_the_calls_and_sessions_of_every_worker(serve):  # noqa:
     assert sum(phases.values()) == opened
     assert samples[("thrift_handshake_received_bytes_total", ())] > 0
     assert samples[("thrift_handshake_submit_queue_tickets", ())] == 0  # the demo's gauge, from every worker
+    with urllib.request.urlopen(url.replace("/metrics", "/admin/state.json"), timeout=5) as answer:
+        state = json.load(answer)
+    assert {row["method"]: row["calls"] for row in state["methods"]}["echo"] == 8  # the page's table, summed
+    directory = workers.wait_for(r"metrics of every worker summed from (\S+)").group(1)
+    assert os.listdir(directory)
     assert workers.stop() == 0
+    assert not os.path.exists(directory)
 
 
 def test_a_dead_workers_live_figures_leave_the_sum_and_its_counts_stay(serve):  # noqa: F811
@@ -61,3 +69,12 @@ def test_a_dead_workers_live_figures_leave_the_sum_and_its_counts_stay(serve):  
     assert calls(samples, "echo", "ok") == 1  # what the dead worker counted stays in the sum
     assert calls(samples, "hello", "ok") == opened
     workers.stop()
+
+
+def test_the_metrics_directory_goes_with_a_killed_supervisor(serve):  # noqa: F811
+    workers: Workers = serve("--workers", "2", "--metrics-port", "0", "--grace", "1")
+    directory = workers.wait_for(r"metrics of every worker summed from (\S+)").group(1)
+    workers.process.kill()
+    workers.process.wait(10)
+    assert eventually(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in workers.pids), 10)
+    assert not os.path.exists(directory), "the metrics directory outlived the service"

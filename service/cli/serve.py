@@ -219,9 +219,15 @@ def _serve_workers(args: argparse.Namespace) -> int:
             shutil.rmtree(store_dir, ignore_errors=True)
 
     summed = _SummedEndpoint(args, config) if args.metrics_port is not None else None
+
+    def orphaned() -> None:  # in a worker whose supervisor is gone: what the supervisor would remove
+        remove_store()
+        if summed is not None:
+            shutil.rmtree(summed.directory, ignore_errors=True)
+
     try:
         build = (lambda: _server(args)) if summed is None else summed.build_worker
-        return Supervisor(build, config, args.workers, orphaned=remove_store,
+        return Supervisor(build, config, args.workers, orphaned=orphaned,
                           worker_gone=None if summed is None else summed.worker_gone).run()
     except OSError as error:
         if error.errno in _ADDRESS_ERRORS:
@@ -242,6 +248,7 @@ class _SummedEndpoint:
         self._args = args
         self.directory = tempfile.mkdtemp(prefix="thrift-handshake-metrics-")
         use_directory(self.directory)  # before any metric exists, and before the workers fork
+        logger.info("metrics of every worker summed from %s", self.directory)
         self._endpoint = AdminEndpoint(SummedMetrics(self.directory), args.metrics_host, args.metrics_port,
                                        token=config.auth_token)
         try:
