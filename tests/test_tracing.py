@@ -173,3 +173,16 @@ def test_serve_makes_server_spans_once_opentelemetry_is_set_up():
     [echo] = [span for span in spans if span["name"] == "echo"]
     assert (echo["kind"], echo["context"]["trace_id"]) == ("SpanKind.SERVER", f"0x{TRACE}")
     assert echo["parent_id"] is not None  # the client's span (a new span id under the given trace)
+
+
+def test_without_headers_the_hello_span_still_has_the_clients_as_parent(start_server, spans):
+    tracer, exporter = spans
+    server = start_server(handler=TraceEcho(), interceptors=[ServerTracing(tracer)])
+    with Client("127.0.0.1", server.port, ClientOptions(interceptors=(ClientTracing(tracer=tracer),)),
+                service=HandshakeService) as client:
+        client.echo("buffered")
+    finished = {(span.name, span.kind): span for span in exporter.get_finished_spans()}
+    hello_client, hello_server = finished[("hello", SpanKind.CLIENT)], finished[("hello", SpanKind.SERVER)]
+    assert hello_server.parent.span_id == hello_client.context.span_id  # from ClientHello.traceparent
+    echo_server = finished[("echo", SpanKind.SERVER)]
+    assert echo_server.parent is None  # nothing carried it: a trace of its own
