@@ -186,3 +186,22 @@ def test_without_headers_the_hello_span_still_has_the_clients_as_parent(start_se
     assert hello_server.parent.span_id == hello_client.context.span_id  # from ClientHello.traceparent
     echo_server = finished[("echo", SpanKind.SERVER)]
     assert echo_server.parent is None  # nothing carried it: a trace of its own
+
+
+def test_call_traceparent_is_followed_into_the_servers_log():
+    def use(port: int) -> None:
+        done = subprocess.run([sys.executable, "-m", "thrift_handshake.cli", "call", "--port", str(port),
+                               "--transport", "header", "--traceparent", TRACEPARENT, "echo", '"from the cli"'],
+                              capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+
+    lines = json_log_of_one_session(use, "--call-log-level", "INFO")
+    assert [line["method"] for line in lines if line.get("trace_id") == TRACE and "method" in line] == [
+        "hello", "echo", "goodbye"]
+
+
+def test_call_refuses_a_traceparent_that_is_not_one():
+    done = subprocess.run([sys.executable, "-m", "thrift_handshake.cli", "call", "--traceparent", "00-abc", "echo",
+                           '"x"'], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert "--traceparent: '00-abc' is not a W3C traceparent" in done.stderr
