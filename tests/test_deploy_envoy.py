@@ -96,7 +96,7 @@ def processes() -> Iterator[List[Any]]:
 
 
 def _serve(processes: List[Any], *flags: str) -> tuple:
-    process, port = serve_subprocess("--grace", "10", "--drain-notice", "5", *flags)
+    process, port = serve_subprocess("--grace", "10", "--drain-notice", "8", *flags)
     processes.append(process)
     return process, port
 
@@ -110,7 +110,7 @@ def test_the_tcp_proxy_carries_sessions_and_takes_a_draining_server_out(processe
         assert client.echo("through envoy") == "through envoy" and client.session_id
     os.kill(first.pid, signal.SIGTERM)
     read_log_until(first, "draining:")
-    assert eventually(lambda: not envoy.healthy(first_port), 4.8), "not marked down within the drain notice"
+    assert eventually(lambda: not envoy.healthy(first_port), 7.8), "not marked down within the drain notice"
     assert envoy.healthy(second_port)
     for _ in range(6):  # new sessions all go to the server that serves
         with Client("127.0.0.1", envoy.port, service=HandshakeService) as client:
@@ -140,6 +140,6 @@ def test_the_thrift_proxy_routes_by_method_and_takes_a_draining_server_out(proce
     assert work_calls.get("process") == 1 and "echo" not in work_calls
     os.kill(work.pid, signal.SIGTERM)
     read_log_until(work, "draining:")
-    assert eventually(lambda: not envoy.healthy(work_port), 4.8), "not marked down within the drain notice"
+    assert eventually(lambda: not envoy.healthy(work_port), 7.8), "not marked down within the drain notice"
     assert envoy.healthy(servers_port)
     assert work.wait(15) == 0
