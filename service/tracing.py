@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from .interceptors import Call, Interceptor, Outcome
+from .metrics import UNKNOWN_METHOD
 from .session import bound_session
 
 __all__ = ["ClientTracing", "ServerTracing", "TraceParent", "current_trace", "opentelemetry_available",
@@ -181,8 +182,9 @@ class ServerTracing(Interceptor):
 
         traceparent = call.session.traceparent
         parent = None if traceparent is None else self._propagator.extract({"traceparent": traceparent})
-        span = self._tracer.start_span(call.name, context=parent, kind=SpanKind.SERVER,
-                                       attributes={"rpc.system": "thrift", "rpc.method": call.method,
+        name = UNKNOWN_METHOD if call.outcome is Outcome.UNKNOWN_METHOD else call.name  # not the peer's any name
+        span = self._tracer.start_span(name, context=parent, kind=SpanKind.SERVER,
+                                       attributes={"rpc.system": "thrift", "rpc.method": name,
                                                    "net.peer.name": call.peer})
         session_id = call.session.session_id
         if session_id:

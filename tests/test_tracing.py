@@ -20,7 +20,7 @@ from thrift_handshake.tracing import ClientTracing, ServerTracing, TraceParent, 
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.session.ttypes import HandshakeRequired
 
-from conftest import eventually
+from conftest import encode_call, eventually, exchange
 from server_process import json_log_of_one_session, read_log_until
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -205,3 +205,13 @@ def test_call_refuses_a_traceparent_that_is_not_one():
                            '"x"'], capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert "--traceparent: '00-abc' is not a W3C traceparent" in done.stderr
+
+
+def test_a_name_the_service_does_not_have_is_not_a_span_name(start_server, spans):
+    tracer, exporter = spans
+    server = start_server(handler=TraceEcho(), interceptors=[ServerTracing(tracer)])
+    exchange(server.port, encode_call("made_up_by_the_peer", HandshakeService.echo_args(message="?")))
+    assert eventually(lambda: exporter.get_finished_spans())
+    [span] = exporter.get_finished_spans()
+    assert (span.name, span.attributes["rpc.method"], span.attributes["rpc.thrift_handshake.outcome"]) == (
+        "<unknown>", "<unknown>", "unknown_method")
