@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from thrift_handshake import Client, ClientOptions, Interceptor, Wire
+from thrift_handshake.admin import RecentCalls
 from thrift_handshake.tracing import ClientTracing, ServerTracing, TraceParent, current_trace, parse_traceparent
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.session.ttypes import HandshakeRequired
@@ -215,3 +216,16 @@ def test_a_name_the_service_does_not_have_is_not_a_span_name(start_server, spans
     [span] = exporter.get_finished_spans()
     assert (span.name, span.attributes["rpc.method"], span.attributes["rpc.thrift_handshake.outcome"]) == (
         "<unknown>", "<unknown>", "unknown_method")
+
+
+def test_the_admin_pages_recent_calls_carry_the_trace_id(start_server):
+    recent = RecentCalls()
+    server = start_server(handler=TraceEcho(), interceptors=[recent])
+    options = ClientOptions(wire=HEADER, interceptors=(ClientTracing(TRACEPARENT),))
+    with Client("127.0.0.1", server.port, options, service=HandshakeService) as client:
+        client.echo("listed")
+    with Client("127.0.0.1", server.port, ClientOptions(wire=HEADER), service=HandshakeService) as client:
+        client.echo("untraced")
+    assert eventually(lambda: len(recent.calls()) == 6)
+    assert [(entry["method"], entry["trace_id"]) for entry in recent.calls()] == [
+        ("hello", TRACE), ("echo", TRACE), ("goodbye", TRACE), ("hello", None), ("echo", None), ("goodbye", None)]
