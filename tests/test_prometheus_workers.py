@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import socket
+import subprocess
+import sys
 import urllib.request
 
 from conftest import eventually
@@ -78,3 +82,16 @@ def test_the_metrics_directory_goes_with_a_killed_supervisor(serve):  # noqa: F8
     workers.process.wait(10)
     assert eventually(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in workers.pids), 10)
     assert not os.path.exists(directory), "the metrics directory outlived the service"
+
+
+def test_a_metrics_port_in_use_is_named_and_nothing_is_left_behind():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "thrift_handshake.cli", "serve", "--port", "0", "--workers", "2",
+                               "--metrics-port", str(port)], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in done.stderr
+    made = re.findall(r"(?:summed from|shared by the workers in) (\S+?)(?:/tickets\.sqlite)?$", done.stderr, re.M)
+    assert made and not any(map(os.path.exists, made)), done.stderr

@@ -208,6 +208,7 @@ def _metrics_port_checked(args: argparse.Namespace) -> None:
 def _serve_workers(args: argparse.Namespace) -> int:
     """``serve --workers N``: a supervisor and N workers; the demo's tickets in a store they all share."""
     config = _server_config(args)  # bad flags fail here, before any fork
+    summed = _SummedEndpoint(args, config) if args.metrics_port is not None else None  # binds: may fail
     store_dir = None
     if args.handler is None and args.ticket_store is None:
         store_dir = tempfile.mkdtemp(prefix="thrift-handshake-")
@@ -217,8 +218,6 @@ def _serve_workers(args: argparse.Namespace) -> int:
     def remove_store() -> None:
         if store_dir is not None:
             shutil.rmtree(store_dir, ignore_errors=True)
-
-    summed = _SummedEndpoint(args, config) if args.metrics_port is not None else None
 
     def orphaned() -> None:  # in a worker whose supervisor is gone: what the supervisor would remove
         remove_store()
