@@ -229,3 +229,36 @@ def test_the_admin_pages_recent_calls_carry_the_trace_id(start_server):
     assert eventually(lambda: len(recent.calls()) == 6)
     assert [(entry["method"], entry["trace_id"]) for entry in recent.calls()] == [
         ("hello", TRACE), ("echo", TRACE), ("goodbye", TRACE), ("hello", None), ("echo", None), ("goodbye", None)]
+
+
+WITHOUT_OPENTELEMETRY = """
+import sys
+sys.modules["opentelemetry"] = None  # as if opentelemetry-api were not installed
+from thrift_handshake import Client, ClientOptions, ServerConfig, Wire
+from thrift_handshake.demo import demo_server
+from thrift_handshake.tracing import ClientTracing, ServerTracing, opentelemetry_available
+from thrift_handshake_gen import HandshakeService
+assert not opentelemetry_available()
+try:
+    ServerTracing()
+except RuntimeError as error:
+    print(error)
+server = demo_server(ServerConfig(port=0)).start()
+seen = []
+class Seen(ClientTracing):
+    def call_started(self, call):
+        super().call_started(call)
+        seen.append(call.traceparent[3:35])
+options = ClientOptions(wire=Wire(transport="header"), interceptors=(Seen(),))
+with Client("127.0.0.1", server.port, options, service=HandshakeService) as client:
+    client.echo("no opentelemetry")
+server.stop()
+print(len(seen), len(set(seen)))
+"""
+
+
+def test_without_opentelemetry_the_client_still_sends_a_new_trace_per_call():
+    done = subprocess.run([sys.executable, "-c", WITHOUT_OPENTELEMETRY], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["ServerTracing needs opentelemetry-api: pip install opentelemetry-api",
+                                        "3 3"]  # hello, echo, goodbye: a trace each
