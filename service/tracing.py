@@ -126,9 +126,10 @@ def _end_span(span: Any, call: Call) -> None:
 class ClientTracing(Interceptor):
     """Client interceptor: each call carries a ``traceparent`` (see the module).
 
-    ``traceparent``: the trace to put the calls in when no OpenTelemetry span records (each call a new
-    span id under its trace id); None starts a new trace per call. ``tracer``: an OpenTelemetry tracer
-    (default: the global provider's, when opentelemetry-api is installed).
+    ``traceparent``: the trace to put the calls in (the parent of their spans; without a recording
+    tracer each call gets a new span id under its trace id); None: the current OpenTelemetry context's
+    trace, else a new trace per call. ``tracer``: an OpenTelemetry tracer (default: the global
+    provider's, when opentelemetry-api is installed).
     """
 
     observes_handler = False
@@ -145,8 +146,11 @@ class ClientTracing(Interceptor):
         traceparent = None
         if self._tracer is not None:
             from opentelemetry.trace import SpanKind
+            from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-            span = self._tracer.start_span(f"{call.method}", kind=SpanKind.CLIENT,
+            parent = (None if self._given is None  # the current context
+                      else TraceContextTextMapPropagator().extract({"traceparent": str(self._given)}))
+            span = self._tracer.start_span(call.method, context=parent, kind=SpanKind.CLIENT,
                                            attributes={"rpc.system": "thrift", "rpc.method": call.method})
             call.attributes["span"] = span
             traceparent = _span_traceparent(span)

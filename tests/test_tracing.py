@@ -262,3 +262,13 @@ def test_without_opentelemetry_the_client_still_sends_a_new_trace_per_call():
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["ServerTracing needs opentelemetry-api: pip install opentelemetry-api",
                                         "3 3"]  # hello, echo, goodbye: a trace each
+
+
+def test_a_given_traceparent_is_the_parent_of_the_client_spans(start_server, spans):
+    tracer, exporter = spans
+    server = start_server(handler=TraceEcho())
+    options = ClientOptions(wire=HEADER, interceptors=(ClientTracing(TRACEPARENT, tracer=tracer),))
+    with Client("127.0.0.1", server.port, options, service=HandshakeService) as client:
+        assert client.echo("given") == TRACE
+    [echo] = [span for span in exporter.get_finished_spans() if span.name == "echo"]
+    assert (f"{echo.context.trace_id:032x}", f"{echo.parent.span_id:016x}") == (TRACE, "00f067aa0ba902b7")
