@@ -232,10 +232,3 @@ def test_serve_asyncio_unix_and_call_unix(tmp_path) -> None:
         server.wait(10)
         server.stderr.close()
     assert not os.path.exists(path)
-
-
-def test_what_asyncio_does_not_serve_yet_is_refused_at_startup() -> None:
-    done = subprocess.run([sys.executable, "-m", "thrift_handshake.cli", "serve", "--asyncio", "--metrics-port", "0"],
-                          capture_output=True, text=True, timeout=30)
-    assert done.returncode == 2
-    assert "--metrics-port: not yet with --asyncio" in done.stderr

@@ -1,6 +1,7 @@
 """``serve --asyncio --workers N``: each worker runs the asyncio server on the supervisor's socket
 (``aio.blocking.BlockingAsyncServer``), and the workers make room for each other as one service. The
-threaded workers' eviction tests (tests/test_workers_eviction.py) run here unchanged: this module's
+threaded workers' eviction tests (tests/test_workers_eviction.py) and the summed metrics' scrape
+(tests/test_prometheus_workers.py) run here unchanged: this module's
 ``serve`` fixture starts the workers with ``--asyncio``."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Callable, Iterator, List
 
 import pytest
 
+from test_prometheus_workers import test_one_scrape_sums_the_calls_and_sessions_of_every_worker  # noqa: F401
 from test_workers import Workers
 from test_workers_eviction import (  # noqa: F401 (run here against asyncio workers)
     test_a_newcomer_is_not_refused_while_a_sibling_holds_a_silent_connection,
