@@ -339,8 +339,13 @@ class AsyncHandshakeServer:
             return self._make_room_here(newcomer_host)
 
         try:
-            return asyncio.run_coroutine_threadsafe(make_room(), loop).result(_SIBLING_WAIT)
-        except (concurrent.futures.TimeoutError, RuntimeError):  # a busy loop, or one that stopped
+            asked = asyncio.run_coroutine_threadsafe(make_room(), loop)
+        except RuntimeError:  # the loop stopped
+            return False
+        try:
+            return asked.result(_SIBLING_WAIT)
+        except concurrent.futures.TimeoutError:  # a busy loop: not later either (the sibling stopped waiting)
+            asked.cancel()
             return False
 
     def _make_room_here(self, newcomer_host: str) -> bool:
