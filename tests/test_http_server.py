@@ -12,7 +12,7 @@ from typing import Dict, Optional, Tuple
 import pytest
 from thrift.protocol import TBinaryProtocol, TCompactProtocol, TJSONProtocol
 from thrift.Thrift import TApplicationException
-from thrift.transport import THttpClient, TTransport
+from thrift.transport import THttpClient, TSocket, TTransport
 
 from conftest import eventually, read_until_closed
 from thrift_handshake import Client, ClientOptions, ServerLimits
@@ -258,3 +258,26 @@ def test_a_slow_request_is_cut_at_request_timeout(start_server) -> None:
     assert read_until_closed(conn.sock, 5.0) == b""
     assert eventually(lambda: not server.connections_now())
     conn.close()
+
+
+@pytest.mark.parametrize("framed", [False, True], ids=["buffered", "framed"])
+def test_apache_json_over_plain_tcp_is_served_on_the_same_port(server, framed: bool) -> None:
+    """Apache's TSocket with TJSONProtocol, buffered or framed (its cross test's json cells), with hello."""
+    sock = TSocket.TSocket("127.0.0.1", server.port)
+    transport = (TTransport.TFramedTransport if framed else TTransport.TBufferedTransport)(sock)
+    stub = HandshakeService.Client(TJSONProtocol.TJSONProtocol(transport))
+    transport.open()
+    try:
+        assert stub.hello(hello_args().hello).session_id
+        assert stub.echo("ünïcode") == "ünïcode"
+        stub.notify(None)  # dropped (the event is required): no answer, the connection goes on
+        assert stub.stats().handshakes_ok == 1
+    finally:
+        transport.close()
+
+
+@pytest.mark.parametrize("transport", ["buffered", "framed"])
+def test_this_clients_json_over_plain_tcp(server, transport: str) -> None:
+    options = ClientOptions(wire=Wire(transport=transport, protocol="json"))
+    with Client("127.0.0.1", server.port, options, service=HandshakeService) as client:
+        assert client.call("echo", "z" * 200_000) == "z" * 200_000
