@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import exchange, report_reliability
+from conftest import eventually, exchange, report_reliability
 from thrift.protocol.THeaderProtocol import THeaderProtocol
 from thrift.Thrift import TApplicationException
 from thrift.transport import TSocket
@@ -92,7 +92,7 @@ def test_an_http_get_gets_an_http_answer_that_explains(server, caplog):
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 405 Method Not Allowed")  # Thrift over HTTP is POST (test_http_server)
     assert b"This is a Thrift server" in body and b"application/vnd.apache.thrift.json" in body
-    assert any("GET / is not a Thrift call" in record.getMessage() for record in caplog.records)
+    assert eventually(lambda: any("GET / is not a Thrift call" in record.getMessage() for record in caplog.records))
 
 
 def test_http_on_a_port_serving_one_wire_only_is_refused_with_400(start_server, caplog):
