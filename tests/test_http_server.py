@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import socket
+import threading
 from typing import Dict, Optional, Tuple
 
 import pytest
@@ -16,10 +17,12 @@ from thrift.transport import THttpClient, TSocket, TTransport
 
 from conftest import eventually, read_until_closed
 from thrift_handshake import Client, ClientOptions, ServerLimits
+from thrift_handshake.demo import HandshakeHandler
 from thrift_handshake.config import Wire
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.session import SessionService
 from thrift_handshake_gen.session.ttypes import ClientHello
+from thrift_handshake_gen.ttypes import Event
 
 JSON = "application/vnd.apache.thrift.json; charset=utf-8"
 PAGE = "http://127.0.0.1:8000"
@@ -77,6 +80,29 @@ def test_apache_thttpclient_calls_the_one_port(start_server, protocol_class) -> 
         assert transport.code == 200
         assert stub.echo("after") == "after"
     finally:
+        transport.close()
+
+
+def test_a_one_way_call_is_answered_before_it_runs(start_server) -> None:
+    """Apache's HTTP clients wait for the response of a one-way call (and its cross test times it)."""
+    release, ran = threading.Event(), threading.Event()
+
+    class Slow(HandshakeHandler):
+        def notify(self, event: Event) -> None:
+            release.wait(10)
+            ran.set()
+
+    server = start_server(handler=Slow(), optional_hello=True)
+    transport = THttpClient.THttpClient(f"http://127.0.0.1:{server.port}/")
+    stub = HandshakeService.Client(TBinaryProtocol.TBinaryProtocolAccelerated(transport))
+    transport.open()
+    try:
+        stub.notify(Event(name="n", payload="p"))
+        assert transport.code == 200 and not ran.is_set()
+        release.set()
+        assert ran.wait(5)
+    finally:
+        release.set()
         transport.close()
 
 
