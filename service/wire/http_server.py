@@ -68,8 +68,8 @@ class HttpServerTransport(WholeBody):
         """Sends what was written as the response to the request being answered."""
         body, self._wbuf = self._wbuf.getvalue(), BytesIO()
         request = self.request
-        if request is None or self._answered:  # nothing to answer (a reply with no request: a server bug)
-            logger.error("an HTTP reply of %d bytes with no request to answer: dropped", len(body))
+        if request is None or self._answered:  # an unasked notice (eviction, drain): HTTP cannot push one
+            logger.debug("a message of %d bytes with no HTTP request to answer: not sent", len(body))
             return
         self._answered = True
         media = request.media_type if CONTENT_TYPES.get(request.media_type, "") is not None else ""
