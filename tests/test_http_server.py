@@ -329,3 +329,14 @@ def test_a_client_speaking_http_to_a_port_serving_one_wire_learns_why(start_serv
         client.connect()
     assert "the server answered HTTP 400 Bad Request" in str(caught.value)
     assert "this server speaks Thrift buffered binary" in str(caught.value)
+
+
+def test_a_client_uploading_a_body_over_the_limit_reads_its_413(start_server) -> None:
+    server = start_server(optional_hello=True, limits=ServerLimits(max_message_bytes=10_000))
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    try:
+        response, text = post(conn, b"[" + b"1" * 3_000_000, xhr_headers())
+        assert response.status == 413
+        assert b"a body of 3000001 bytes; this server takes at most 10000 (max_message_bytes)" in text
+    finally:
+        conn.close()

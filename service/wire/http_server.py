@@ -17,6 +17,7 @@ from thrift.protocol.TProtocol import TProtocolBase
 from thrift.Thrift import TMessageType
 from thrift.transport import TTransport
 
+from .answers import discard_input
 from .errors import BudgetExceeded
 from .http import MEDIA_TYPES, CONTENT_TYPES, HttpError, HttpLimits, HttpRequest, RequestParser, protocol_of, response_bytes
 from .stack import WholeBody
@@ -180,7 +181,8 @@ class HttpServerTransport(WholeBody):
         text = f"{error.status} {error.message}\n\n{_NOT_THRIFT}".encode()
         try:
             self._send(response_bytes(error.status, text, "text/plain; charset=utf-8", False, [*headers, *cors]))
-        except TTransport.TTransportException:  # the peer is gone: the refusal is still what ends it
+            discard_input(self._sock.handle)  # so that a peer still sending its body is not reset before it reads
+        except (TTransport.TTransportException, OSError):  # the peer is gone: the refusal is still what ends it
             pass
         raise HttpRefused(TTransport.TTransportException.SIZE_LIMIT, f"HTTP {error}") from None
 
