@@ -64,7 +64,8 @@ def session_settings(config: ServerConfig) -> SessionSettings:
     return SessionSettings(
         server_name=config.server_name, versions=config.versions, features=config.features,
         auth_token=config.auth_token, idle_timeout_ms=int(config.limits.idle_timeout * 1000),
-        max_message_bytes=config.limits.max_message_bytes, optional_hello=config.optional_hello)
+        max_message_bytes=config.limits.max_message_bytes, optional_hello=config.optional_hello,
+        max_connection_age=config.limits.max_connection_age)
 
 
 class HandshakeServer(TThreadedServer):
@@ -191,6 +192,11 @@ class HandshakeServer(TThreadedServer):
         """The open connections as an observer sees them now, oldest first."""
         now = time.monotonic()
         return [connection.info(now) for connection in self._admission.connections()]
+
+    @property
+    def admission(self) -> Admission:
+        """Who may hold a connection here (a supervisor links its workers' through it)."""
+        return self._admission
 
     @property
     def _connections(self) -> List[Connection]:
