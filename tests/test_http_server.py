@@ -354,3 +354,27 @@ def test_the_async_client_refuses_json_and_http_before_connecting(wire: Wire) ->
 
     with pytest.raises(ValueError, match="JSON and HTTP are served and spoken by the threaded server and Client"):
         asyncio.run(connect())
+
+
+def test_https_on_the_tls_port(start_server) -> None:
+    """TLS first, then Thrift over HTTP inside it (https), from this client and from Apache's THttpClient."""
+    import ssl
+    from pathlib import Path
+
+    from thrift_handshake import ClientTLS, ServerTLS
+
+    certs = Path(__file__).resolve().parent / "certs"
+    server = start_server(tls=ServerTLS(str(certs / "server.pem"), str(certs / "server.key")), optional_hello=True)
+    options = ClientOptions(wire=Wire(transport="http", protocol="json"),
+                            tls=ClientTLS(ca_file=str(certs / "ca.pem"), server_hostname="localhost"))
+    with Client("127.0.0.1", server.port, options, service=HandshakeService) as client:
+        assert client.call("echo", "over https") == "over https"
+    context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    context.check_hostname = False
+    transport = THttpClient.THttpClient(f"https://127.0.0.1:{server.port}/", ssl_context=context)
+    stub = HandshakeService.Client(TJSONProtocol.TJSONProtocol(transport))
+    transport.open()
+    try:
+        assert stub.echo("apache https") == "apache https"
+    finally:
+        transport.close()
