@@ -378,3 +378,16 @@ def test_https_on_the_tls_port(start_server) -> None:
         assert stub.echo("apache https") == "apache https"
     finally:
         transport.close()
+
+
+def test_expect_100_continue_is_answered_before_the_body(start_server) -> None:
+    server = start_server(optional_hello=True)
+    body = json_message("echo", HandshakeService.echo_args("continued"))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(f"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nConnection: close\r\n"
+                     f"Content-Type: {JSON}\r\nContent-Length: {len(body)}\r\n\r\n".encode())
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        answer = read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert json_reply(answer.split(b"\r\n\r\n", 1)[1], HandshakeService.echo_result)[1].success == "continued"
