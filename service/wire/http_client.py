@@ -7,7 +7,7 @@ from io import BytesIO
 
 from thrift.transport import TTransport
 
-from .http import MEDIA_TYPES, HttpError, ResponseParser, request_bytes
+from .http import MEDIA_TYPES, HttpError, HttpResponse, ResponseParser, request_bytes
 from .stack import WholeBody
 
 __all__ = ["HttpClientTransport", "HttpStatusError"]
@@ -86,15 +86,16 @@ class HttpClientTransport(WholeBody):
                 return True
         return False
 
-    def _receive(self):
+    def _receive(self) -> HttpResponse:
         parser = self._parser
         while True:
             try:
                 response = parser.next_response()
             except HttpError as error:
-                raise TTransport.TTransportException(TTransport.TTransportException.SIZE_LIMIT
-                                                     if error.status == 413 else TTransport.TTransportException.UNKNOWN,
-                                                     f"an HTTP response this client cannot read: {error.message}") from None
+                kind = TTransport.TTransportException.SIZE_LIMIT if error.status == 413 else \
+                    TTransport.TTransportException.UNKNOWN
+                raise TTransport.TTransportException(kind, f"an HTTP response this client cannot read: "
+                                                           f"{error.message}") from None
             if response is not None:
                 return response
             parser.feed(self._sock.read(parser.wanted()))

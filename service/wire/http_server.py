@@ -19,7 +19,8 @@ from thrift.transport import TTransport
 
 from .answers import discard_input
 from .errors import BudgetExceeded
-from .http import MEDIA_TYPES, CONTENT_TYPES, HttpError, HttpLimits, HttpRequest, RequestParser, protocol_of, response_bytes
+from .http import (CONTENT_TYPES, MEDIA_TYPES, HttpError, HttpLimits, HttpRequest, RequestParser, protocol_of,
+                   response_bytes)
 from .stack import WholeBody
 
 __all__ = ["HttpRefused", "HttpServerTransport", "HttpProtocol", "ANY_ORIGIN"]
