@@ -329,6 +329,7 @@ def test_a_client_speaking_http_to_a_port_serving_one_wire_learns_why(start_serv
         client.connect()
     assert "the server answered HTTP 400 Bad Request" in str(caught.value)
     assert "this server speaks Thrift buffered binary" in str(caught.value)
+    assert str(caught.value).endswith("the server's HTTP answer holds no Thrift reply")
 
 
 def test_a_client_uploading_a_body_over_the_limit_reads_its_413(start_server) -> None:
