@@ -392,3 +392,28 @@ def test_expect_100_continue_is_answered_before_the_body(start_server) -> None:
         answer = read_until_closed(sock)
     assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
     assert json_reply(answer.split(b"\r\n\r\n", 1)[1], HandshakeService.echo_result)[1].success == "continued"
+
+
+def test_a_traceparent_header_gives_each_call_its_trace(start_server) -> None:
+    from thrift_handshake.interceptors import Interceptor
+
+    seen = []
+
+    class Seen(Interceptor):
+        def call_started(self, call) -> None:
+            seen.append((call.method, call.session.traceparent))
+
+    trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    server = start_server(optional_hello=True, interceptors=[Seen()], http_origins={PAGE})
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    try:
+        post(conn, json_message("echo", HandshakeService.echo_args("a")), {**xhr_headers(PAGE), "traceparent": trace})
+        post(conn, json_message("echo", HandshakeService.echo_args("b"), 2), xhr_headers(PAGE))
+        conn.request("OPTIONS", "/", headers={"Origin": PAGE, "Access-Control-Request-Method": "POST",
+                                              "Access-Control-Request-Headers": "content-type,traceparent"})
+        response = conn.getresponse()
+        response.read()
+        assert "traceparent" in response.getheader("Access-Control-Allow-Headers")
+    finally:
+        conn.close()
+    assert seen == [("echo", trace), ("echo", None)]

@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 #: In ``ServerConfig.http_origins``: every origin may call (browsers' CORS then protects nothing).
 ANY_ORIGIN = "*"
-_ALLOWED_HEADERS = "Content-Type, Accept"
+_ALLOWED_HEADERS = "Content-Type, Accept, traceparent"
 #: In the User-Agent of Apache's C++ THttpClient ("Thrift/0.17.0 (C++/THttpClient)").
 _READS_NO_ONE_WAY_ANSWER = "(C++/THttpClient)"
 _NOT_THRIFT = ("This is a Thrift server (thrift-handshake). Thrift over HTTP: POST one Thrift message per "
@@ -77,6 +77,13 @@ class HttpServerTransport(WholeBody):
         media = request.media_type if CONTENT_TYPES.get(request.media_type, "") is not None else ""
         self._send(response_bytes(200, body, media or MEDIA_TYPES[self.protocol], request.keep_alive,
                                   self._cors(request)))
+
+    def get_headers(self) -> Dict[bytes, bytes]:
+        """The headers of the request being answered, by lower-case name (as THeader's: a trace context)."""
+        request = self.request
+        if request is None:
+            return {}
+        return {name.encode("latin-1"): value.encode("latin-1") for name, value in request.headers.items()}
 
     def rest_of_frame(self, more_than: int = 0) -> Optional[memoryview]:
         if self.protocol == "json":  # priced by the binary and compact walks only: JSON is bounded by its bytes
