@@ -417,3 +417,23 @@ def test_a_traceparent_header_gives_each_call_its_trace(start_server) -> None:
     finally:
         conn.close()
     assert seen == [("echo", trace), ("echo", None)]
+
+
+def test_this_clients_trace_context_rides_each_http_request(start_server) -> None:
+    from thrift_handshake.interceptors import Interceptor
+    from thrift_handshake.tracing import ClientTracing, parse_traceparent
+
+    seen = []
+
+    class Seen(Interceptor):
+        def call_started(self, call) -> None:
+            seen.append((call.method, call.session.traceparent))
+
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    server = start_server(interceptors=[Seen()])
+    options = ClientOptions(wire=Wire(transport="http", protocol="json"),
+                            interceptors=(ClientTracing(f"00-{trace}-00f067aa0ba902b7-01"),))
+    with Client("127.0.0.1", server.port, options, service=HandshakeService) as client:
+        assert client.call("echo", "traced") == "traced"
+    assert [method for method, _ in seen] == ["hello", "echo", "goodbye"]
+    assert all(parse_traceparent(traceparent).trace_id == trace for _, traceparent in seen)

@@ -4,6 +4,7 @@ response's body is the reply (as Thrift's THttpClient does, but the connection, 
 from __future__ import annotations
 
 from io import BytesIO
+from typing import Dict
 
 from thrift.transport import TTransport
 
@@ -39,6 +40,7 @@ class HttpClientTransport(WholeBody):
         self._rbuf = BytesIO()
         self._wbuf = BytesIO()
         self._pending = 0  # requests sent whose responses are not read yet
+        self._headers: Dict[str, str] = {}  # for the next request only (a trace context)
 
     def isOpen(self) -> bool:
         return self._sock.isOpen()
@@ -49,10 +51,15 @@ class HttpClientTransport(WholeBody):
     def close(self) -> None:
         self._sock.close()
 
+    def set_header(self, name: bytes, value: bytes) -> None:
+        """A header of the next request only (as THeader's ``set_header``: the client's trace context)."""
+        self._headers[name.decode("latin-1")] = value.decode("latin-1")
+
     def flush(self) -> None:
         """POSTs what was written; its response is read when the reply is (a one-way call's is skipped then)."""
         body, self._wbuf = self._wbuf.getvalue(), BytesIO()
-        self._sock.write(request_bytes(self._host, self._path, body, self._media))
+        headers, self._headers = self._headers, {}
+        self._sock.write(request_bytes(self._host, self._path, body, self._media, headers.items()))
         self._pending += 1
 
     def read(self, sz: int) -> bytes:
