@@ -2,9 +2,11 @@
 
 Both talk to the same HandshakeServer, run in its own process on loopback (in-process, the server
 would fight the client for the GIL), alternating short rounds so machine noise hits both alike.
-Prints calls/s and the ratio wrapper/bare for: echo (32 bytes) on an open connection, process()
-with a struct, echo_types(AllTypes) (the benchmark's struct-heavy call), and the full lifecycle (open, hello, ping, goodbye, close) vs bare open+ping+close,
-with the default options and with hello pipelined and goodbye not awaited (one round trip, like bare).
+Prints calls/s, the ratio wrapper/bare (median of the rounds' ratios, min-max) and the ratio of this
+process's CPU per call for: echo (32 bytes) on an open connection, process() with a struct,
+echo_types(AllTypes) (the benchmark's struct-heavy call), and the full lifecycle (open, hello, ping,
+goodbye, close) vs bare open+ping+close, with the default options and with hello pipelined and
+goodbye not awaited (one round trip, like bare).
 
     .venv/bin/python -m bench.client_overhead [--seconds 0.3] [--rounds 10] [--only echo_types]
 """
