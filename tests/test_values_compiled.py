@@ -8,6 +8,7 @@ import re
 import pytest
 from thrift.Thrift import TType
 
+from thrift_handshake import Client, ClientOptions, Wire
 from thrift_handshake.errors import RequestEncodingError
 from thrift_handshake.values import argument_checker, fits
 from thrift_handshake_gen import HandshakeService
@@ -117,3 +118,28 @@ def test_a_recursive_struct_is_compiled_once_and_checked_at_every_depth(tmp_path
             check([Node(value=1, next=Node(value=2, children=[Node(value=3), Node(value=2**31)]))])
         with pytest.raises(RequestEncodingError, match=re.escape("'node'.next.next: Required field value is unset")):
             check([Node(value=1, next=Node(value=2, next=Node()))])
+
+
+WIRES = [Wire(protocol=protocol, transport=transport, accelerated=accelerated)
+         for protocol in ("binary", "compact") for transport in ("buffered", "framed", "header", "http")
+         for accelerated in (True, False)] + [Wire(protocol="json", transport=transport)
+                                             for transport in ("buffered", "framed", "http")]
+
+
+@pytest.mark.parametrize("wire", WIRES, ids=str)
+def test_on_every_wire_a_bad_value_is_named_and_nothing_is_written(start_server, wire):
+    server = start_server()
+    with Client("127.0.0.1", server.port, ClientOptions(wire=wire), service=HandshakeService) as client:
+        sent = client._sock.bytes_out
+        for bad, names in [(AllTypes(id="x", text=b"t"), ".text: expected a string"),
+                           (AllTypes(id="x", numbers=[1, True]), ".numbers[1]: expected an i32"),
+                           (AllTypes(id="x", groups={"g": [Point(label=None), Point()]}), None),
+                           (AllTypes(), "Required field id is unset")]:
+            if names is None:  # fits: a control that the wire carries what the check lets through
+                assert client.echo_types(bad).groups == {"g": [Point(), Point()]}
+                sent = client._sock.bytes_out
+                continue
+            with pytest.raises(RequestEncodingError, match=re.escape(names)):
+                client.echo_types(bad)
+            assert client._sock.bytes_out == sent, "part of the request went out"
+        assert client.echo_types(AllTypes(id="ok", small=-128)).small == -128
