@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import socket
 import time
 from typing import Any, Optional, Tuple
 
@@ -23,10 +24,11 @@ from ..config import ServerConfig, Wire
 from ..gate import ConnectionState, SessionClosed, SessionProcessor
 from ..peerlog import WarningBudget, clip_for_log
 from ..server.answers import Answers
+from ..server.connection import ConnectionInfo
 from ..server.server import DRAINING_TOLD
 from ..server.outcome import Ending, Outcome, bad_input, closing_outcome, transport_outcome
 from ..session import Session, SessionListener, bind_task_session
-from ..states import ConnectionEvent
+from ..states import ConnectionEvent, ConnectionPhase
 from ..wire import (SNIFF_BYTES, AnswerableReadError, BudgetExceeded, Dialect, DialectKind, FramerLimits,
                     MessageFramer, header_protocol, server_stack, sniff, write_application_exception)
 from .compressed import DeflatingWriter, InflatingReader
@@ -72,6 +74,32 @@ class AsyncConnection(SessionListener):
         self._stalled_since: Optional[float] = None  # time.monotonic() since a read waits for a message's rest
         self._heard = False  # the peer has sent something
         self._stack: Optional[Tuple[Any, Any, Any]] = None  # transport, protocol, pipe once the dialect is known
+        self.sock: Optional[socket.socket] = None  # the accepted socket (the kernel counts its bytes)
+
+    # -- what an observer sees (read from other threads: the admin endpoint's) --------------------
+
+    @property
+    def phase(self) -> ConnectionPhase:
+        """Where the connection is, in the threaded server's words (``states.ConnectionPhase``)."""
+        if self.closing:
+            return ConnectionPhase.CLOSING
+        if not self._heard:
+            return ConnectionPhase.ACCEPTED
+        state = self.state
+        if state is None:
+            return ConnectionPhase.STARTING
+        if self._between_messages and state.in_flight is None:
+            return ConnectionPhase.WAITING
+        return ConnectionPhase.SERVING
+
+    def info(self, now: float) -> ConnectionInfo:
+        """The connection as an observer sees it at ``now`` (the loop's time)."""
+        state = self.state
+        context = None if state is None else state.context
+        calls = 0 if state is None else sum(dict(state.counters.calls).values())
+        return ConnectionInfo(self.peer, self.phase.value, max(now - self.accepted_at, 0.0),
+                              context and context.session_id, context and context.client_name,
+                              context and context.language, context and context.version, calls)
 
     # -- the session's listener -----------------------------------------------------------------
 
