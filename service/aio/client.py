@@ -378,7 +378,7 @@ class AsyncClient(ClientBase, ServiceMethods):
             self._inflight.failed(call, refused)
             raise refused
         try:
-            data = self._codec.encode(call.method, args, call.seqid)
+            data = self._codec.encode(call.method, args, call.seqid, call.traceparent)  # (tracing.ClientTracing's)
         except Exception as error:  # nothing was written: the connection stays usable
             self._inflight.failed(call, error)
             raise RequestEncodingError(f"{call.method}: cannot encode the arguments: {error}") from error

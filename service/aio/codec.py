@@ -20,6 +20,7 @@ from ..client_methods import checker_of
 from ..config import Wire
 from ..errors import ArgumentError
 from ..multiplex import name_requests
+from ..tracing import carry_trace
 from ..wire import protocol_factory, transport_factory
 
 __all__ = ["MessageCodec"]
@@ -90,10 +91,13 @@ class MessageCodec:
         """Raises RequestEncodingError for arguments that do not fit the IDL (nothing is encoded)."""
         checker_of(self.service, name)(args)
 
-    def encode(self, name: str, args: Tuple[Any, ...], seqid: int) -> bytes:
-        """The request as it goes on the wire (a frame for framed and THeader)."""
+    def encode(self, name: str, args: Tuple[Any, ...], seqid: int, traceparent: Optional[str] = None) -> bytes:
+        """The request as it goes on the wire (a frame for framed and THeader), carrying ``traceparent``
+        where the wire can (``tracing.carry_trace``)."""
         self._stub._seqid = seqid  # the generated send_<name> writes it
         try:
+            if traceparent is not None:
+                carry_trace(self._out_transport, name, args, traceparent)
             getattr(self._stub, "send_" + name)(*args)
         except BaseException:
             self._out_transport.discard_unflushed()
