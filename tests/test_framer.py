@@ -10,7 +10,7 @@ from typing import Callable, List
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from thrift.protocol import TBinaryProtocol, TCompactProtocol, THeaderProtocol
+from thrift.protocol import TBinaryProtocol, TCompactProtocol, THeaderProtocol, TJSONProtocol
 from thrift.protocol.TProtocol import TProtocolBase, TProtocolException
 from thrift.Thrift import TApplicationException, TMessageType, TType
 from thrift.transport import THeaderTransport, TTransport
@@ -61,6 +61,8 @@ def _protocol(wire: Wire, trans: TTransport.TTransportBase) -> TProtocolBase:
         transport = THeaderTransport.THeaderTransport(trans, _HEADERS_ONLY, _HEADER_IDS[wire.protocol])
         return THeaderProtocol.THeaderProtocol(transport, _HEADERS_ONLY, _HEADER_IDS[wire.protocol])
     transport = TTransport.TFramedTransport(trans) if wire.transport == "framed" else trans
+    if wire.protocol == "json":  # (test_json_framer.py)
+        return TJSONProtocol.TJSONProtocol(transport)
     if wire.protocol == "compact":
         return TCompactProtocol.TCompactProtocol(transport)
     return TBinaryProtocol.TBinaryProtocol(transport)
