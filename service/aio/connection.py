@@ -291,8 +291,7 @@ class AsyncConnection(SessionListener):
         config, limits = self.config, self._limits
         served = config.wire
         pipe = MemoryPipe()
-        if dialect is not None and dialect.kind is DialectKind.THRIFT and dialect.wire.protocol != "json":
-            # JSON is served by the threaded server only (MessageFramer does not walk it yet)
+        if dialect is not None and dialect.kind is DialectKind.THRIFT:
             wire = dataclasses.replace(served, protocol=dialect.wire.protocol, transport=dialect.wire.transport)
             if wire == served or config.detect_wire:
                 transport, protocol = server_stack(wire, pipe, limits.max_message_bytes, limits.max_container_items)
@@ -306,8 +305,8 @@ class AsyncConnection(SessionListener):
 
     def _speaks(self) -> str:
         if self.config.detect_wire:
-            return ("Thrift binary or compact, buffered or framed, or THeader (framed or not), each also inside "
-                    "TZlibTransport")
+            return ("Thrift binary, compact or JSON, buffered or framed, or THeader (framed or not), each also "
+                    "inside TZlibTransport")
         return f"Thrift {self.config.wire.transport} {self.config.wire.protocol}"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, framer: MessageFramer,
