@@ -1,7 +1,7 @@
 """JSON (TJSONProtocol) over buffered and framed TCP on the asyncio server and from AsyncClient, now that
 ``wire.MessageFramer`` cuts JSON messages. The threaded server's tests of the same cells run here
 unchanged against the asyncio server (this module's ``server`` and ``start_server`` fixtures start it, as
-in test_aio_server_parity.py); HTTP stays the threaded server's and Client's, refused with its reason."""
+in test_aio_server_parity.py). HTTP: test_aio_http.py."""
 
 from __future__ import annotations
 
@@ -93,12 +93,3 @@ def test_a_server_of_one_wire_tells_a_json_client_in_json(start_async) -> None: 
         transport.close()
     assert refused.value.type == TApplicationException.INVALID_PROTOCOL
     assert refused.value.message == "the client speaks buffered json; this server speaks Thrift buffered binary"
-
-
-def test_http_is_still_refused_by_the_asyncio_server_with_its_reason(server) -> None:
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
-        body = json_message("echo", HandshakeService.echo_args("hi"))
-        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
-        answer = read_until_closed(sock, 5.0)
-    assert answer.startswith(b"HTTP/1.1 400 ")
-    assert b"the client speaks HTTP; this server speaks Thrift binary, compact or JSON" in answer

@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import socket
 import time
-from typing import Any, Optional, Tuple
+from typing import Any, Collection, Optional, Tuple
 
 from thrift.protocol.TProtocol import TProtocolException
 from thrift.Thrift import TApplicationException
@@ -30,8 +30,10 @@ from ..server.outcome import Ending, Outcome, bad_input, closing_outcome, transp
 from ..session import Session, SessionListener, bind_task_session
 from ..states import ConnectionEvent, ConnectionPhase
 from ..wire import (SNIFF_BYTES, AnswerableReadError, BudgetExceeded, Dialect, DialectKind, FramerLimits,
-                    MessageFramer, header_protocol, server_stack, sniff, write_application_exception)
+                    MessageFramer, NoMessageYet, header_protocol, server_stack, sniff, write_application_exception)
+from ..wire.http import HttpLimits
 from .compressed import DeflatingWriter, InflatingReader
+from .http import HttpPipe, HttpRequestFramer, http_memory_stack
 from .pipe import MemoryPipe
 from .opening import READ_CHUNK, Stream, refuse, send_last
 
@@ -75,6 +77,8 @@ class AsyncConnection(SessionListener):
         self._heard = False  # the peer has sent something
         self._stack: Optional[Tuple[Any, Any, Any]] = None  # transport, protocol, pipe once the dialect is known
         self.sock: Optional[socket.socket] = None  # the accepted socket (the kernel counts its bytes)
+        #: Browser origins allowed to call over HTTP (CORS): the server's set, read at each request.
+        self.http_origins: Collection[str] = config.http_origins
 
     # -- what an observer sees (read from other threads: the admin endpoint's) --------------------
 
@@ -229,11 +233,14 @@ class AsyncConnection(SessionListener):
                              self._limits)
                 return None
             transport, protocol, pipe = self._stack = stack
+            if isinstance(pipe, HttpPipe):
+                pipe.sink = stream[1].write
             self.state = self._processor.connection(protocol, self.peer, identity or None, listener=self)
             bind_task_session(self.state.context)  # this task's calls, and the pool threads that run them
             if self._stopping:
                 return _STOPPING
-            framer = MessageFramer(framer_wire, FramerLimits.of(self._limits))
+            framer: Any = (HttpRequestFramer(HttpLimits(max_body_bytes=self._limits.max_message_bytes))
+                           if framer_wire.transport == "http" else MessageFramer(framer_wire, FramerLimits.of(self._limits)))
             ending = await self._serve(reader, writer, framer, received, transport, protocol, pipe)
         except asyncio.CancelledError:
             if not (self._stopping or self._evicted):
@@ -296,6 +303,8 @@ class AsyncConnection(SessionListener):
             if wire == served or config.detect_wire:
                 transport, protocol = server_stack(wire, pipe, limits.max_message_bytes, limits.max_container_items)
                 return (transport, protocol, pipe), wire
+        if dialect is not None and dialect.kind is DialectKind.HTTP and config.detect_wire and not self._zlib:
+            return http_memory_stack(config, self.http_origins), Wire(transport="http")
         if dialect is not None and dialect.kind in (DialectKind.HEADER, DialectKind.FRAMED_HEADER) and (
                 config.detect_wire or served.transport == "header"):
             protocol = header_protocol(pipe, limits.max_message_bytes, limits.max_container_items,
@@ -306,7 +315,7 @@ class AsyncConnection(SessionListener):
     def _speaks(self) -> str:
         if self.config.detect_wire:
             return ("Thrift binary, compact or JSON, buffered or framed, or THeader (framed or not), each also "
-                    "inside TZlibTransport")
+                    "inside TZlibTransport, or Thrift over HTTP (POST, JSON, binary or compact)")
         return f"Thrift {self.config.wire.transport} {self.config.wire.protocol}"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, framer: MessageFramer,
@@ -325,6 +334,9 @@ class AsyncConnection(SessionListener):
                 message = framer.next_message()
                 data = b""
                 if message is None:
+                    if isinstance(framer, HttpRequestFramer) and framer.interim:  # 100 Continue
+                        writer.write(framer.interim)
+                        framer.interim = b""
                     data, ending = await self._more(reader, framer, loop)
                     if ending is not None:
                         return ending
@@ -335,6 +347,11 @@ class AsyncConnection(SessionListener):
             pipe.feed(message)
             try:
                 await self._processor.process_async(protocol, protocol)
+            except NoMessageYet:  # over HTTP: a request that carried no Thrift message (a CORS preflight), answered
+                ending = await self._write(writer, pipe)
+                if ending is not None:
+                    return ending
+                continue
             except SessionClosed:
                 await self._write(writer, pipe)
                 return "closed", state.session.close_reason
@@ -351,6 +368,8 @@ class AsyncConnection(SessionListener):
                 Answers.send_exception(state, protocol, TApplicationException.INTERNAL_ERROR,
                                        f"the server could not encode the {name} reply")
                 state.end()
+            if isinstance(framer, HttpRequestFramer):
+                transport.keep_unread_input()  # a request its message left unanswered (one-way) gets its 200 now
             ending = await self._write(writer, pipe)
             if ending is not None:
                 return ending
@@ -441,10 +460,9 @@ class AsyncConnection(SessionListener):
     async def _write(self, writer: asyncio.StreamWriter, pipe: Any) -> Optional[Outcome]:
         """Writes what the gate answered; the peer has ``reply_timeout`` to take it."""
         data = pipe.take_output()
-        if not data:
-            return None
-        writer.write(data)
-        if not writer.transport.get_write_buffer_size():  # all sent: no wait (the common case)
+        if data:
+            writer.write(data)
+        if not writer.transport.get_write_buffer_size():  # (HTTP's responses were written as flushed)  # all sent: no wait (the common case)
             return None
         try:
             await self._by(writer.drain(), asyncio.get_running_loop().time() + self._limits.reply_timeout)

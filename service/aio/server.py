@@ -125,6 +125,7 @@ class AsyncHandshakeServer:
         self._stopped: Optional[asyncio.Event] = None
         self._stopping: Optional[asyncio.Task] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._http_origins: Set[str] = set(self.config.http_origins)
         #: With workers (``workers.Supervisor`` sets it): asks the sibling workers to close a connection of
         #: theirs for a newcomer from a host, when this one has nothing to evict; blocks (run off the loop).
         self.ask_siblings: Optional[Callable[[str], bool]] = None
@@ -189,6 +190,11 @@ class AsyncHandshakeServer:
     def on_stop(self, callback: Callable[[float], None]) -> None:
         """Registers ``callback(timeout)`` to drain the service's own work when the server stops."""
         self._callbacks.append(callback)
+
+    def allow_http_origin(self, origin: str) -> None:
+        """Lets pages from ``origin`` (``scheme://host:port``) call this server with Thrift over HTTP (CORS),
+        beside ``ServerConfig.http_origins`` (as ``HandshakeServer.allow_http_origin``)."""
+        self._http_origins.add(origin)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -335,6 +341,7 @@ class AsyncHandshakeServer:
                 continue
             connection = AsyncConnection(self.config, self.processor, self._warnings, peer, loop.time())
             connection.sock = sock
+            connection.http_origins = self._http_origins
             connection.task = self._connections[connection] = loop.create_task(self._serve(connection, sock))
             self.metrics.opened_or_closed(len(self._connections))
             connection.task.add_done_callback(lambda _, c=connection, s=sock: self._never_served(c, s))

@@ -315,6 +315,8 @@ def _serve_asyncio(args: argparse.Namespace) -> int:
                 endpoint.start()
             except OSError as error:
                 raise _listen_error(error, args, args.metrics_host, args.metrics_port, "--metrics-port") from None
+            for origin in admin_origins(endpoint.base_url):  # its page may call this port (the run-it panel)
+                server.allow_http_origin(origin)
         await server.serve()
 
     try:
