@@ -1,11 +1,10 @@
-"""Thrift over HTTP on the asyncio server: the threaded server's tests of it run here unchanged (this
-module's ``server`` and ``start_server`` fixtures start the asyncio server, as in
-test_aio_server_parity.py), served by the same sans-IO request parser and HTTP transport over memory."""
+"""Thrift over HTTP on the asyncio server: the threaded server's tests of it run here unchanged (the
+``server`` and ``start_server`` fixtures of tests/on_asyncio.py start the asyncio server), served by the
+same sans-IO request parser and HTTP transport over memory."""
 
 from __future__ import annotations
 
-import pytest
-
+from on_asyncio import server, start_server  # noqa: F401 (fixtures: the threaded tests on the asyncio server)
 from test_async_server import event_loop_thread, loop_factory, start_async  # noqa: F401 (fixtures)
 from test_http_server import (  # noqa: F401 (run here against the asyncio server)
     test_a_browser_page_does_hello_then_calls_on_one_keep_alive_connection,
@@ -19,16 +18,3 @@ from test_http_server import (  # noqa: F401 (run here against the asyncio serve
     test_malformed_requests_get_their_status_and_others_are_served, test_pipelined_requests_are_answered_in_order,
     test_the_cors_preflight_of_an_allowed_origin, test_this_clients_http_keeps_its_session_on_one_connection,
     test_this_clients_trace_context_rides_each_http_request, test_without_hello_the_next_post_is_refused_as_on_any_dialect)
-
-from thrift_handshake.aio import AsyncHandshakeServer
-
-
-@pytest.fixture
-def start_server(start_async):  # noqa: F811
-    """The threaded tests' ``start_server(handler=None, demo=None, **config)``, on the asyncio server."""
-    return start_async
-
-
-@pytest.fixture
-def server(start_async) -> AsyncHandshakeServer:  # noqa: F811
-    return start_async()

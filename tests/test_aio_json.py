@@ -1,7 +1,7 @@
 """JSON (TJSONProtocol) over buffered and framed TCP on the asyncio server and from AsyncClient, now that
 ``wire.MessageFramer`` cuts JSON messages. The threaded server's tests of the same cells run here
-unchanged against the asyncio server (this module's ``server`` and ``start_server`` fixtures start it, as
-in test_aio_server_parity.py). HTTP: test_aio_http.py."""
+unchanged against the asyncio server (the ``server`` and ``start_server`` fixtures of tests/on_asyncio.py
+start it). HTTP: test_aio_http.py."""
 
 from __future__ import annotations
 
@@ -14,12 +14,13 @@ from thrift.Thrift import TApplicationException
 from thrift.transport import TSocket, TTransport
 
 from conftest import read_until_closed
+from on_asyncio import server, start_server  # noqa: F401 (fixtures: the threaded tests on the asyncio server)
 from test_async_server import event_loop_thread, loop_factory, start_async  # noqa: F401 (fixtures)
 from test_http_server import (  # noqa: F401 (run here against the asyncio server)
     json_message, test_apache_json_over_plain_tcp_is_served_on_the_same_port, test_this_clients_json_over_plain_tcp)
 
 from thrift_handshake import ClientOptions, ServerConfig, ServerLimits, Wire
-from thrift_handshake.aio import AsyncClient, AsyncHandshakeServer
+from thrift_handshake.aio import AsyncClient
 from thrift_handshake.demo import demo_server
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.ttypes import AllTypes, Color, Point, Shape
@@ -29,17 +30,6 @@ RICH = AllTypes(id="ä-id", flag=True, text='a]"}\\[{ 文字', data=b"\x00\xff",
                 shape=Shape(polygon=[Point(1, 2, "a"), Point(-3, 4)]), numbers=list(range(-10, 10)),
                 tags={"x", "y"}, counts={"k": -1}, groups={"g": [Point(1, 2)], "empty": []}, layers=[{"s": {1, 2}}, {}],
                 palette={1: Color.RED}, blobs=[b"", b"\x80" * 20])
-
-
-@pytest.fixture
-def start_server(start_async):  # noqa: F811
-    """The threaded tests' ``start_server(handler=None, demo=None, **config)``, on the asyncio server."""
-    return start_async
-
-
-@pytest.fixture
-def server(start_async) -> AsyncHandshakeServer:  # noqa: F811
-    return start_async()
 
 
 @pytest.mark.parametrize("wire", JSON_WIRES, ids=str)

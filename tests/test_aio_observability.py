@@ -2,34 +2,27 @@
 /metrics, the connections now on the admin page's state.json.
 
 The threaded server's tests for the same figures run here unchanged: they are imported below, and this
-module's ``start_server`` fixture starts the asyncio server instead (as in test_aio_server_parity.py).
+``start_server`` fixture (tests/on_asyncio.py) starts the asyncio server instead.
 """
 
 from __future__ import annotations
 
 import json
-import socket
 import re
+import socket
 import urllib.request
-
-import pytest
 
 from conftest import eventually
 from server_process import read_log_until, serve_subprocess
 from test_admin_page import (  # noqa: F401 (run here against the asyncio server)
     admin, test_the_state_shows_connections_methods_and_the_latest_calls)
+from on_asyncio import server, start_server  # noqa: F401 (fixtures: the threaded tests on the asyncio server)
 from test_async_server import event_loop_thread, loop_factory, start_async  # noqa: F401 (fixtures)
 from test_prometheus import scrape, test_live_connections_by_phase_and_sessions, watched  # noqa: F401
 from test_prometheus_figures import test_bytes_in_and_out_are_what_the_client_wrote_and_read, watch  # noqa: F401
 
 from thrift_handshake import Client, ClientOptions
 from thrift_handshake_gen import HandshakeService
-
-
-@pytest.fixture
-def start_server(start_async):  # noqa: F811
-    """The threaded tests' ``start_server(handler=None, demo=None, **config)``, on the asyncio server."""
-    return start_async
 
 
 def _phases(samples) -> dict:

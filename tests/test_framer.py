@@ -141,7 +141,11 @@ def test_the_framer_cuts_a_stream_where_thrifts_decoder_does(wire):
 
 @pytest.mark.parametrize("wire", WIRES, ids=str)
 def test_a_stream_split_at_any_byte_gives_the_same_messages(wire):
-    messages = _messages(wire)
+    assert_split_anywhere(wire, _messages(wire))
+
+
+def assert_split_anywhere(wire: Wire, messages: List[bytes]) -> None:
+    """The stream of ``messages`` fed in two parts, cut at every byte, gives ``messages``."""
     stream = b"".join(messages)
     for offset in range(len(stream) + 1):
         framer = MessageFramer(wire, LIMITS)

@@ -16,7 +16,7 @@ from thrift_handshake.wire import BudgetExceeded, FramerLimits, MessageFramer
 from thrift_handshake.wire.json_framing import JsonMessageEnd
 from thrift_handshake_gen import HandshakeService
 
-from test_framer import LIMITS, _decoded_lengths, _encode, _messages, _nested
+from test_framer import LIMITS, _decoded_lengths, _encode, _messages, _nested, assert_split_anywhere
 
 JSON = Wire(protocol="json", transport="buffered")
 TRICKY = 'a]"}\\[{ \\"\\\\u00e9 文字 \\'  # closers, quotes and backslashes inside a string
@@ -47,14 +47,7 @@ def test_the_framer_cuts_a_json_stream_where_thrifts_decoder_does(wire):
 
 
 def test_a_json_stream_split_at_any_byte_gives_the_same_messages():
-    messages = _stream()
-    stream = b"".join(messages)
-    for offset in range(len(stream) + 1):
-        framer = MessageFramer(JSON, LIMITS)
-        first = framer.feed(stream[:offset])
-        assert first == messages[:len(first)]
-        assert framer.pending == offset - sum(map(len, first))
-        assert first + framer.feed(stream[offset:]) == messages, offset
+    assert_split_anywhere(JSON, _stream())
 
 
 class _ScanCounter(JsonMessageEnd):
