@@ -1,8 +1,13 @@
 """Thrift over HTTP on the asyncio server: the threaded server's tests of it run here unchanged (the
 ``server`` and ``start_server`` fixtures of tests/on_asyncio.py start the asyncio server), served by the
-same sans-IO request parser and HTTP transport over memory."""
+same sans-IO request parser and HTTP transport over memory; and AsyncClient over HTTP (one keep-alive
+connection, calls pipelined, responses in order)."""
 
 from __future__ import annotations
+
+import asyncio
+
+import pytest
 
 from on_asyncio import server, start_server  # noqa: F401 (fixtures: the threaded tests on the asyncio server)
 from test_async_server import event_loop_thread, loop_factory, start_async  # noqa: F401 (fixtures)
@@ -18,3 +23,54 @@ from test_http_server import (  # noqa: F401 (run here against the asyncio serve
     test_malformed_requests_get_their_status_and_others_are_served, test_pipelined_requests_are_answered_in_order,
     test_the_cors_preflight_of_an_allowed_origin, test_this_clients_http_keeps_its_session_on_one_connection,
     test_this_clients_trace_context_rides_each_http_request, test_without_hello_the_next_post_is_refused_as_on_any_dialect)
+from test_tracing import TRACE, TRACEPARENT, TraceEcho
+
+from thrift_handshake import ClientOptions, HandshakeServer, ServerConfig, Wire
+from thrift_handshake.aio import AsyncClient
+from thrift_handshake.errors import ConnectionBroken
+from thrift_handshake.tracing import ClientTracing
+from thrift_handshake_gen import HandshakeService
+from thrift_handshake_gen.ttypes import Event
+
+
+HTTP_WIRES = [Wire(transport="http", protocol=protocol) for protocol in ("json", "binary", "compact")]
+
+
+@pytest.mark.parametrize("wire", HTTP_WIRES, ids=str)
+def test_the_async_client_pipelines_calls_over_http_on_one_connection(server, wire: Wire) -> None:
+    async def calls() -> list:
+        async with AsyncClient("127.0.0.1", server.port, ClientOptions(wire=wire), service=HandshakeService) as client:
+            echoed = await asyncio.gather(*(client.echo(f"{index}]\"") for index in range(20)))
+            await client.notify(Event("e", "one-way: its empty 200 is skipped"))
+            echoed.append(await client.echo("after one-way"))
+            echoed.append(server.connection_count)
+            return echoed
+
+    assert asyncio.run(calls()) == [f"{index}]\"" for index in range(20)] + ["after one-way", 1]
+
+
+@pytest.mark.parametrize("wire", HTTP_WIRES[:1], ids=str)
+def test_the_async_client_over_http_to_the_threaded_server_with_trace_context(wire: Wire) -> None:
+    threaded = HandshakeServer(TraceEcho(), ServerConfig(host="127.0.0.1", port=0)).start()
+
+    async def call() -> str:
+        options = ClientOptions(wire=wire, interceptors=(ClientTracing(TRACEPARENT),))
+        async with AsyncClient("127.0.0.1", threaded.port, options, service=HandshakeService) as client:
+            return await client.echo("traced")
+
+    try:
+        assert asyncio.run(call()) == TRACE  # the request's traceparent header, as the handler sees it
+    finally:
+        threaded.stop()
+
+
+def test_the_async_client_reads_an_http_status_as_why_it_broke(start_async) -> None:  # noqa: F811
+    server = start_async(detect_wire=False)
+
+    async def connect() -> None:
+        await AsyncClient("127.0.0.1", server.port, ClientOptions(wire=HTTP_WIRES[0]), service=HandshakeService).connect()
+
+    with pytest.raises(ConnectionBroken) as caught:
+        asyncio.run(connect())
+    assert "the server answered HTTP 400 Bad Request" in str(caught.value)
+    assert "this server speaks Thrift buffered binary" in str(caught.value)

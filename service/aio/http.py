@@ -1,4 +1,4 @@
-"""Thrift over HTTP on the asyncio server, with the threaded server's own pieces: whole requests cut by
+"""Thrift over HTTP on asyncio, with the threaded server's and client's own pieces. The server's: whole requests cut by
 ``wire.http.RequestParser`` (the sans-IO parser), each served by ``wire.http_server``'s transport and
 protocol over memory, so the answers (CORS, 405, 413, 415, one-way 200s) are the threaded server's.
 
@@ -7,19 +7,24 @@ whole request's bytes out. A request the parser refuses (a head too large, a bod
 ``max_message_bytes``, a malformed line) is handed out as it came: the transport parses it again, answers
 its status and ends the connection, as on the threaded server. ``HttpPipe`` is the memory the
 transport reads each request from: past it, the next request has not come yet (``NoMessageYet``).
+
+``HttpResponseFramer`` is ``AsyncClient``'s side: the bodies of whole responses (``wire.http.ResponseParser``),
+each a reply; the empty 200s that answer one-way calls are skipped, another status ends the connection
+with ``HttpStatusError`` (as the threaded client's ``HttpClientTransport`` reads them).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Collection, Optional, Tuple
+from typing import Callable, Collection, List, Optional, Tuple
 
 from ..config import ServerConfig
 from ..server.stacks import http_stack
 from ..wire import NoMessageYet
-from ..wire.http import HttpError, HttpLimits, RequestParser
+from ..wire.http import HttpError, HttpLimits, RequestParser, ResponseParser
+from ..wire.http_client import next_response, reply_of
 from .pipe import MemoryPipe
 
-__all__ = ["HttpPipe", "HttpRequestFramer", "http_memory_stack"]
+__all__ = ["HttpPipe", "HttpRequestFramer", "HttpResponseFramer", "http_memory_stack"]
 
 
 class HttpRequestFramer:
@@ -95,3 +100,28 @@ def http_memory_stack(config: ServerConfig, origins: Collection[str]) -> Tuple[o
     pipe = HttpPipe()
     transport, protocol = http_stack(config, pipe, origins)
     return transport, protocol, pipe
+
+
+class HttpResponseFramer:
+    """A client connection's bytes cut into the bodies of whole HTTP responses (bodies up to ``max_body_bytes``)."""
+
+    def __init__(self, max_body_bytes: int) -> None:
+        self._parser = ResponseParser(max_body_bytes)
+
+    @property
+    def pending(self) -> int:
+        """Bytes received that are not yet part of a whole response."""
+        return self._parser.buffered
+
+    def feed(self, data: bytes) -> List[bytes]:
+        """The replies that ``data`` completes, in order. Raises HttpStatusError for a status other than
+        200, TTransportException for a response this end cannot read."""
+        self._parser.feed(data)
+        replies: List[bytes] = []
+        while True:
+            response = next_response(self._parser)
+            if response is None:
+                return replies
+            body = reply_of(response)
+            if body:  # (an empty 200 answers a one-way call)
+                replies.append(body)

@@ -109,7 +109,7 @@ class MessageFramer:
     def __init__(self, wire: Wire, limits: FramerLimits) -> None:
         if wire.transport == "http":
             raise ValueError(f"{wire}: messages are cut from buffered, framed or THeader streams only "
-                             "(HTTP is served and spoken by the threaded server and Client)")
+                             "(HTTP's requests and responses are cut by wire.http's parsers)")
         self.wire = wire
         #: Unframed JSON: where each message ends (``json_framing``), instead of a walk.
         self._json = (JsonMessageEnd(limits.max_depth, limits.max_container_items)
