@@ -23,6 +23,7 @@ from test_http_server import (  # noqa: F401 (run here against the asyncio serve
     test_malformed_requests_get_their_status_and_others_are_served, test_pipelined_requests_are_answered_in_order,
     test_the_cors_preflight_of_an_allowed_origin, test_this_clients_http_keeps_its_session_on_one_connection,
     test_this_clients_trace_context_rides_each_http_request, test_without_hello_the_next_post_is_refused_as_on_any_dialect)
+from test_server_eviction import test_a_newcomer_speaking_http_to_a_full_server_gets_a_503  # noqa: F401
 from test_tracing import TRACE, TRACEPARENT, TraceEcho
 
 from thrift_handshake import ClientOptions, HandshakeServer, ServerConfig, Wire

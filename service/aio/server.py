@@ -41,9 +41,10 @@ from ..server.unix import listen_unix, remove_unix
 from ..server.server import session_settings
 from ..states import SESSION_METHODS, ConnectionPhase
 from ..wire import DialectKind, no_delay, server_tls_context, sniff
+from ..wire.http import response_bytes
 from .connection import AsyncConnection
 from .handlers import awaiting_processor, pool_offload
-from .opening import open_stream, refuse, READ_CHUNK
+from .opening import open_stream, refuse, send_last, READ_CHUNK
 
 __all__ = ["AsyncHandshakeServer"]
 
@@ -460,8 +461,11 @@ class AsyncHandshakeServer:
             async with asyncio.timeout(1.0):
                 first = await stream[0].read(READ_CHUNK)
             dialect = sniff(first) if first else None
-            if dialect is not None and dialect.kind in (DialectKind.THRIFT, DialectKind.HEADER,
-                                                       DialectKind.FRAMED_HEADER):
+            if dialect is not None and dialect.kind is DialectKind.HTTP:  # Thrift over HTTP: a 503
+                await send_last(stream, response_bytes(503, f"{message}\n".encode(), "text/plain; charset=utf-8",
+                                                       keep_alive=False, headers=[("Retry-After", "1")]))
+            elif dialect is not None and dialect.kind in (DialectKind.THRIFT, DialectKind.HEADER,
+                                                         DialectKind.FRAMED_HEADER):
                 await refuse(stream, first, dialect, TApplicationException.INTERNAL_ERROR, message,
                              self.config.limits)
         except (OSError, TimeoutError):
