@@ -184,7 +184,7 @@ class MessageFramer:
     def _advance(self) -> Optional[int]:
         """Walks on as far as the bytes go: the end of the message when it is whole, else None."""
         if self._json is not None:
-            return self._json_end()
+            return self._json_end(self._json)
         buffer = self._buffer
         walk = self._walk
         if walk is None:
@@ -204,7 +204,7 @@ class MessageFramer:
                 return self._position
         return None
 
-    def _json_end(self) -> Optional[int]:
+    def _json_end(self, scanner: JsonMessageEnd) -> Optional[int]:
         """``_advance`` for unframed JSON: scans on to the message's closing bracket (the walk in progress
         is marked by ``_need``: 1 while a message is open)."""
         buffer = self._buffer
@@ -212,8 +212,8 @@ class MessageFramer:
             if len(buffer) == self._start:
                 return None
             self._position, self._need = self._start, 1
-            self._json.begin()
-        self._position, whole = self._json.scan(buffer, self._position)
+            scanner.begin()
+        self._position, whole = scanner.scan(buffer, self._position)
         if (self._position if whole else len(buffer)) - self._start > self.limits.max_message_bytes:
             raise BudgetExceeded(TTransportException.SIZE_LIMIT,
                                  f"a message of more than {self.limits.max_message_bytes} bytes (max_message_bytes)")
