@@ -20,6 +20,7 @@ from on_asyncio import server, start_server  # noqa: F401 (fixtures: the threade
 from test_async_server import event_loop_thread, loop_factory, start_async  # noqa: F401 (fixtures)
 from test_prometheus import scrape, test_live_connections_by_phase_and_sessions, watched  # noqa: F401
 from test_prometheus_figures import test_bytes_in_and_out_are_what_the_client_wrote_and_read, watch  # noqa: F401
+from test_workers import Workers, serve  # noqa: F401 (a fixture)
 
 from thrift_handshake import Client, ClientOptions
 from thrift_handshake_gen import HandshakeService
@@ -71,3 +72,16 @@ def test_serve_asyncio_metrics_port_shows_bytes_phases_and_the_connection() -> N
         process.terminate()
         process.wait(20)
         process.stderr.close()
+
+
+def test_serve_asyncio_workers_sum_every_workers_phases_and_bytes(serve) -> None:  # noqa: F811
+    workers: Workers = serve("--asyncio", "--workers", "2", "--metrics-port", "0")
+    url = workers.wait_for(r"metrics on (http://127\.0\.0\.1:\d+/metrics)").group(1)
+    assert len(workers.clients_on_each_worker()) == 2
+    opened = len(workers.clients)
+    assert eventually(lambda: sum(_phases(scrape(url)).values()) == opened, 10), scrape(url)
+    samples = scrape(url)
+    assert samples[("thrift_handshake_sessions_active", ())] == opened
+    assert samples[("thrift_handshake_received_bytes_total", ())] > 0
+    assert samples[("thrift_handshake_sent_bytes_total", ())] > 0
+    assert workers.stop() == 0
