@@ -6,14 +6,16 @@ connection, calls pipelined, responses in order)."""
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import pytest
 
+from conftest import eventually, read_until_closed
 from on_asyncio import server, start_server  # noqa: F401 (fixtures: the threaded tests on the asyncio server)
 from test_async_server import event_loop_thread, loop_factory, start_async  # noqa: F401 (fixtures)
 from test_http_server import (  # noqa: F401 (run here against the asyncio server)
     test_a_browser_page_does_hello_then_calls_on_one_keep_alive_connection,
-    test_a_client_speaking_http_to_a_port_serving_one_wire_learns_why,
+    json_message, test_a_client_speaking_http_to_a_port_serving_one_wire_learns_why,
     test_a_client_uploading_a_body_over_the_limit_reads_its_413, test_a_get_is_told_what_the_port_serves,
     test_a_json_request_cut_short_is_answered_with_protocol_error, test_a_json_string_over_max_message_bytes_is_refused,
     test_a_one_way_call_is_answered_before_it_runs, test_a_pipelined_hello_over_http_reads_both_replies_in_order,
@@ -75,3 +77,16 @@ def test_the_async_client_reads_an_http_status_as_why_it_broke(start_async) -> N
         asyncio.run(connect())
     assert "the server answered HTTP 400 Bad Request" in str(caught.value)
     assert "this server speaks Thrift buffered binary" in str(caught.value)
+
+
+@pytest.mark.parametrize("start", [b"POST / HTTP/1.1\r\nConnection: close\r\n", b"POST / HTTP/1.0\r\n"],
+                         ids=["close", "http-1.0"])
+def test_a_request_that_asks_to_close_is_answered_and_the_connection_closed(start_async, start: bytes) -> None:  # noqa: F811
+    server = start_async(optional_hello=True)
+    body = json_message("echo", HandshakeService.echo_args("last"))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(start + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        assert eventually(lambda: server.connection_count == 0)  # closed by the server, the peer still open
+        answer = read_until_closed(sock, 5.0)
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and b"Connection: close\r\n" in answer
+    assert answer.endswith(b'{"0":{"str":"last"}}]')

@@ -375,6 +375,9 @@ class AsyncConnection(SessionListener):
                 return ending
             if state.closing:
                 return _STOPPING
+            if isinstance(framer, HttpRequestFramer) and not transport.request.keep_alive:  # answered, then closed
+                error = TTransportException(TTransportException.END_OF_FILE, "the HTTP client asked to close")
+                return transport_outcome(self._ending(False), error)
 
     async def _more(self, reader: asyncio.StreamReader, framer: MessageFramer,
                     loop: asyncio.AbstractEventLoop) -> Tuple[bytes, Optional[Outcome]]:
