@@ -147,3 +147,20 @@ def test_a_refused_json_stream_stays_refused_and_messages_before_it_come_first()
 def test_http_is_still_not_cut_by_the_framer():
     with pytest.raises(ValueError, match="HTTP"):
         MessageFramer(Wire(protocol="json", transport="http"), LIMITS)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.lists(st.sampled_from([bytes([c]) for c in b'[]{}",\\:-01a \xc3']), max_size=120).map(b"".join),
+       cut=st.integers(min_value=0, max_value=200))
+def test_json_like_garbage_is_refused_with_the_wires_errors_or_awaited(data, cut):
+    """Any bytes of JSON's alphabet after a message: whole messages that are prefixes of the input, more
+    awaited, or a wire error (never another exception)."""
+    framer = MessageFramer(JSON, FramerLimits(4096, max_container_items=50, max_depth=8))
+    stream = _tricky_echo() + b"[" + data
+    try:
+        messages = framer.feed(stream[:cut]) + framer.feed(stream[cut:])
+    except (TProtocolException, BudgetExceeded):
+        return
+    joined = b"".join(messages)
+    assert stream.startswith(joined)
+    assert framer.pending == len(stream) - len(joined)
