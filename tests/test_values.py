@@ -83,3 +83,14 @@ def test_long_values_are_clipped_in_the_message():
     with pytest.raises(RequestEncodingError) as caught:
         CHECK_ECHO([b"b" * 1000])
     assert "..." in str(caught.value) and len(str(caught.value)) < 200
+
+
+@pytest.mark.parametrize("length", [60, 61])
+def test_a_value_is_shown_whole_up_to_60_characters_then_cut_with_an_ellipsis(length):
+    value = b"b" * (length - 3)  # its repr, b'...', is `length` characters
+    assert len(repr(value)) == length
+    with pytest.raises(RequestEncodingError) as caught:
+        CHECK_ECHO([value])
+    shown = repr(value) if length <= 60 else repr(value)[:60] + "..."
+    assert str(caught.value) == (f"echo: parameter 'message': expected a string (str; binary fields take bytes), "
+                                 f"got {shown} (bytes); nothing was sent")
