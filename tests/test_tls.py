@@ -15,11 +15,14 @@ from thrift_handshake import (
     ConnectError,
     ConnectionBroken,
     current_session,
+    ServerLimits,
     ServerTLS,
     WireMismatch,
 )
 from thrift_handshake.demo import HandshakeHandler
 from thrift_handshake_gen import HandshakeService
+
+from conftest import eventually
 
 CERTS = Path(__file__).resolve().parent / "certs"
 SERVER_TLS = ServerTLS(str(CERTS / "server.pem"), str(CERTS / "server.key"))
@@ -115,3 +118,15 @@ def test_a_client_without_the_certificate_mutual_tls_requires_is_told_so(start_s
     client = tls_client(server.port)  # trusts the server, presents no certificate of its own
     with pytest.raises((ConnectError, ConnectionBroken), match="require.? a client certificate"):
         client.connect()
+
+
+def test_an_idle_tls_session_waits_in_the_watch_and_outlives_the_request_timeout(start_server):
+    server = start_server(tls=SERVER_TLS, limits=ServerLimits(request_timeout=0.3, idle_timeout=30))
+    with tls_client(server.port) as client:
+        assert client.echo("first") == "first"
+        (connection,) = server._connections
+        # nothing decrypted waits: the session goes back to the watch, no thread waits for a request
+        assert eventually(lambda: connection.in_the_watch)
+        assert connection.socket.stalled_since is None
+        assert client.echo("second") == "second"
+        assert eventually(lambda: connection.in_the_watch)
