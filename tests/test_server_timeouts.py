@@ -106,3 +106,17 @@ def test_a_call_whose_rest_arrives_after_a_pause_is_served_within_the_request_ti
     assert eventually(lambda: any(c.socket.stalled_since is not None for c in server._connections))  # waits for the rest
     handle.sendall(call[10:])
     assert connection.stub.recv_echo() == "paused"
+
+
+def test_a_message_begun_among_pipelined_bytes_that_never_ends_is_dropped_at_the_request_timeout(start_server, raw):
+    server = start_server(limits=ServerLimits(request_timeout=1.5, idle_timeout=30))
+    connection = raw(server.port)
+    connection.hello()
+    first = encode_call("echo", HandshakeService.echo_args(message="first"), seqid=2)
+    second = encode_call("echo", HandshakeService.echo_args(message="second"), seqid=3)
+    handle = connection.socket.handle
+    handle.sendall(first + second[:10])  # the second call's start arrives with the first call, its rest never
+    assert connection.stub.recv_echo() == "first"
+    started = time.monotonic()
+    assert eventually(lambda: closed_by_peer(handle), timeout=10)
+    assert 1.5 - 0.2 <= time.monotonic() - started < 4.5  # its deadline ran from the bytes that came with the first

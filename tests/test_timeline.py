@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from thrift.protocol.TBinaryProtocol import TBinaryProtocolAccelerated
@@ -74,9 +76,12 @@ def test_get_result_does_not_claim_the_work_time_as_its_own(connect):
 
 
 def test_oneway_records_no_reply(client):
+    started = time.perf_counter()
     client.notify(Event(name="n", payload=""))
+    took = time.perf_counter() - started
     record = client.timeline.calls("notify")[-1]
     assert record.bytes_out > 0 and record.bytes_in == 0 and record.wait is None
+    assert 0 <= record.duration <= took and record.send == record.duration  # the time to send it, all of it
 
 
 def test_errors_are_recorded(client):

@@ -30,19 +30,26 @@ def release() -> Iterator[threading.Event]:
     event.set()
 
 
-def test_a_task_is_taken_by_the_idle_thread_instead_of_a_new_one():
-    pool = WorkerPool("test-idle-taker", maximum=4, idle_seconds=5.0)
-    done = threading.Semaphore(0)
+@pytest.mark.parametrize("idle", [1, 2])
+def test_a_task_is_taken_by_an_idle_thread_instead_of_a_new_one(idle, release):
+    name = f"test-idle-taker-{idle}"
+    pool = WorkerPool(name, maximum=4, idle_seconds=5.0)
+    started, done = threading.Semaphore(0), threading.Semaphore(0)
     try:
-        pool.submit(lambda _: done.release(), None)
-        assert done.acquire(timeout=5)
-        assert eventually(lambda: pool._idle == 1)  # the thread waits for the next task (no public count)
+        for _ in range(idle):  # at once: each on its own thread
+            pool.submit(lambda _: (started.release(), release.wait(10), done.release()), None)
+        for _ in range(idle):
+            assert started.acquire(timeout=5)
+        release.set()
+        for _ in range(idle):
+            assert done.acquire(timeout=5)
+        assert eventually(lambda: pool._idle == idle)  # they wait for the next task (no public count)
         for _ in range(3):
             pool.submit(lambda _: done.release(), None)
             assert done.acquire(timeout=5)
-            assert eventually(lambda: pool._idle == 1)
-        assert pool.threads == 1
-        assert [thread.name for thread in _pool_threads("test-idle-taker")] == ["test-idle-taker 1"]
+            assert eventually(lambda: pool._idle == idle)
+        assert pool.threads == idle
+        assert sorted(thread.name for thread in _pool_threads(name)) == [f"{name} {n}" for n in range(1, idle + 1)]
     finally:
         pool.close()
     assert eventually(lambda: pool.threads == 0)
