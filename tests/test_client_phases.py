@@ -547,3 +547,37 @@ def test_a_call_without_timeout_is_not_cut_by_the_handshake_timeout(server):
         result = client.process(Request(request_id="slow", payload="p", work_ms=700))
         assert result.request_id == "slow"
         assert client.echo("after") == "after"
+
+
+class _Unwritable(AllTypes):
+    """Passes the argument check, then fails in the (pure Python) encoder, before any byte is sent."""
+
+    def write(self, oprot):
+        raise ValueError("no encoding for this one")
+
+
+def test_a_request_the_encoder_fails_on_before_sending_anything_keeps_the_connection(server):
+    from thrift_handshake import Wire
+
+    with Client("127.0.0.1", server.port, ClientOptions(wire=Wire(accelerated=False)),
+                service=HandshakeService) as client:
+        sent = client._sock.bytes_out
+        with pytest.raises(RequestEncodingError) as caught:
+            client.echo_types(_Unwritable(id="x"))
+        assert str(caught.value) == "echo_types: cannot encode the arguments: no encoding for this one"
+        assert client._sock.bytes_out == sent
+        assert client.phase is Phase.READY
+        assert client.echo("clean") == "clean"
+
+
+def test_the_client_logs_each_phase_change_at_debug_level(server, caplog):
+    import logging
+
+    with caplog.at_level(logging.DEBUG, logger="thrift_handshake.client"):
+        with Client("127.0.0.1", server.port, service=HandshakeService):
+            pass
+    moves = [r.getMessage() for r in caplog.records if r.name == "thrift_handshake.client" and "--" in r.getMessage()]
+    where = f"127.0.0.1:{server.port}"
+    assert moves == [f"{where} NEW --connect--> CONNECTING", f"{where} CONNECTING --transport_open--> HANDSHAKING",
+                     f"{where} HANDSHAKING --hello_accepted--> READY", f"{where} READY --goodbye--> CLOSING",
+                     f"{where} CLOSING --closed--> CLOSED"]
