@@ -120,3 +120,17 @@ def test_a_message_begun_among_pipelined_bytes_that_never_ends_is_dropped_at_the
     started = time.monotonic()
     assert eventually(lambda: closed_by_peer(handle), timeout=10)
     assert 1.5 - 0.2 <= time.monotonic() - started < 4.5  # its deadline ran from the bytes that came with the first
+
+
+def test_after_a_call_whose_rest_came_after_a_pause_the_session_waits_in_the_watch_again(start_server, raw):
+    server = start_server(limits=ServerLimits(request_timeout=10, idle_timeout=30))
+    connection = raw(server.port)
+    connection.hello()
+    call = encode_call("echo", HandshakeService.echo_args(message="paused"), seqid=2)
+    handle = connection.socket.handle
+    handle.sendall(call[:10])
+    (served,) = server._connections
+    assert eventually(lambda: served.socket.stalled_since is not None)  # waits for the rest
+    handle.sendall(call[10:])
+    assert connection.stub.recv_echo() == "paused"
+    assert eventually(lambda: served.in_the_watch, timeout=3), "a thread still waits on the idle session"

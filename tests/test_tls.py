@@ -130,3 +130,27 @@ def test_an_idle_tls_session_waits_in_the_watch_and_outlives_the_request_timeout
         assert connection.socket.stalled_since is None
         assert client.echo("second") == "second"
         assert eventually(lambda: connection.in_the_watch)
+
+
+def test_a_tls_call_whose_rest_arrives_after_a_pause_is_served(start_server):
+    from thrift.protocol.TBinaryProtocol import TBinaryProtocol
+    from thrift.transport import TSSLSocket, TTransport
+
+    from conftest import encode_call
+    from thrift_handshake_gen.session.ttypes import ClientHello
+
+    server = start_server(tls=SERVER_TLS, limits=ServerLimits(request_timeout=10, idle_timeout=30))
+    sock = TSSLSocket.TSSLSocket("127.0.0.1", server.port, ca_certs=str(CERTS / "ca.pem"), server_hostname="localhost")
+    transport = TTransport.TBufferedTransport(sock)
+    stub = HandshakeService.Client(TBinaryProtocol(transport))
+    transport.open()
+    try:
+        stub.hello(ClientHello(client_name="paused", min_version=1, max_version=2))
+        call = encode_call("echo", HandshakeService.echo_args(message="paused"), seqid=2)
+        sock.handle.sendall(call[:10])
+        (served,) = server._connections
+        assert eventually(lambda: served.socket.stalled_since is not None)  # waits for the rest
+        sock.handle.sendall(call[10:])
+        assert stub.recv_echo() == "paused"
+    finally:
+        transport.close()
