@@ -581,3 +581,19 @@ def test_the_client_logs_each_phase_change_at_debug_level(server, caplog):
     assert moves == [f"{where} NEW --connect--> CONNECTING", f"{where} CONNECTING --transport_open--> HANDSHAKING",
                      f"{where} HANDSHAKING --hello_accepted--> READY", f"{where} READY --goodbye--> CLOSING",
                      f"{where} CLOSING --closed--> CLOSED"]
+
+
+def test_a_hello_the_server_cannot_decode_leaves_the_client_closed_and_able_to_connect_again(start_server):
+    from thrift_handshake import RemoteApplicationError, ServerLimits
+
+    server = start_server(limits=ServerLimits(handshake_max_bytes=1024))
+    options = ClientOptions(features={letter * 250 for letter in "abcde"})  # a hello over 1024 bytes
+    client = Client("127.0.0.1", server.port, options, service=HandshakeService)
+    with pytest.raises(RemoteApplicationError) as caught:
+        client.connect()
+    assert str(caught.value) == ("hello: server error 7: cannot decode the hello request: more than 1024 bytes "
+                                 "before hello() succeeded (handshake_max_bytes)")
+    assert client.phase is Phase.CLOSED
+    client.options = ClientOptions()
+    assert client.connect().session_id
+    client.close()
