@@ -8,6 +8,7 @@ import gc
 import logging
 import socket
 import threading
+import time
 import weakref
 from typing import Iterator, List
 
@@ -99,18 +100,29 @@ def test_pool_threads_are_daemons_named_after_the_pool(release):
 
 def test_relief_adds_threads_only_when_no_task_finished_since_the_last_look(release):
     pool = WorkerPool("test-relief-look", maximum=1, idle_seconds=5.0)
-    first_started, quick = threading.Event(), threading.Semaphore(0)
-    pool.submit(lambda _: (first_started.set(), release.wait(10)), None)
+    started, finished = threading.Semaphore(0), threading.Semaphore(0)
+
+    def hold(_: object) -> None:
+        started.release()
+        release.wait(10)
+        finished.release()
+
+    pool.submit(hold, None)
     try:
-        assert first_started.wait(5)
+        assert started.acquire(timeout=5)
         pool.relieve(ceiling=5)  # nothing waits: nothing added
         assert pool.threads == 1
         for _ in range(3):
-            pool.submit(lambda _: quick.release(), None)
+            pool.submit(hold, None)
+        assert pool.saturated is True
         pool.relieve(ceiling=5)  # three wait, none finished since the last look: one thread each
         assert pool.threads == 4
         for _ in range(3):
-            assert quick.acquire(timeout=5)
+            assert started.acquire(timeout=5)
+        pool.submit(hold, None)  # every thread holds a task: this one waits
+        assert pool.saturated is True, "more threads than the maximum, all busy, and a task waits"
+        pool.relieve(ceiling=2)  # a ceiling below the threads running: nothing added
+        assert pool.threads == 4
     finally:
         release.set()
         pool.close()
@@ -275,3 +287,18 @@ def test_many_wake_ups_end_one_wait_and_leave_no_input_behind(use_epoll):
         watch.close()
         left.close()
         right.close()
+
+
+@pytest.mark.parametrize("use_epoll", [True, False], ids=["epoll", "selector"])
+def test_every_wake_up_ends_the_wait_it_finds(use_epoll):
+    watch = ReadinessWatch(use_epoll=use_epoll)
+    try:
+        for _ in range(3):
+            waking = threading.Timer(0.1, watch.wake)
+            waking.start()
+            started = time.monotonic()
+            assert watch.wait(10.0) == []
+            assert time.monotonic() - started < 5.0, "a wake-up did not end the wait"
+            waking.join()
+    finally:
+        watch.close()
