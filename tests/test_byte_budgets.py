@@ -130,3 +130,40 @@ def test_a_message_over_max_message_bytes_is_refused_when_it_came_in_one_read_wi
     assert (refused.value.type, refused.value.message) == (
         TApplicationException.PROTOCOL_ERROR,
         f"cannot decode the echo_types request: a message of more than {BUDGET} bytes (max_message_bytes)")
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["wire bytes", "inflated from zlib"])
+@pytest.mark.parametrize("over", [0, 1], ids=["exactly max_message_bytes", "one byte over"])
+def test_a_message_after_hello_may_take_exactly_max_message_bytes(start_server, compressed, over):
+    server = start_server(limits=ServerLimits(max_message_bytes=BUDGET))
+    hello = _hello_of(200)
+    call = _echo_of(BUDGET + over)
+    data = hello + call
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        deflate = zlib.compressobj(9)
+        inflate = zlib.decompressobj()
+        sock.sendall(deflate.compress(hello) + deflate.flush(zlib.Z_SYNC_FLUSH) if compressed else hello)
+        received = b""
+        while not _whole(received, SessionService.hello_result):  # hello's answer: the session has started
+            received += _read(sock, inflate if compressed else None)
+        sock.sendall(deflate.compress(call) + deflate.flush(zlib.Z_SYNC_FLUSH) if compressed else call)
+        received = b""
+        while not _whole(received, HandshakeService.echo_result):
+            more = _read(sock, inflate if compressed else None)
+            assert more, "closed without an answer"
+            received += more
+    reply = TBinaryProtocol(TMemoryBuffer(received))
+    _, kind, _ = reply.readMessageBegin()
+    assert len(data) == 200 + BUDGET + over
+    if over:
+        assert kind == TMessageType.EXCEPTION
+        refused = TApplicationException()
+        refused.read(reply)
+        assert refused.message.startswith("cannot decode the echo request: ")
+    else:
+        assert kind == TMessageType.REPLY
+
+
+def _read(sock: socket.socket, inflate) -> bytes:
+    more = sock.recv(65536)
+    return inflate.decompress(more) if inflate is not None and more else more

@@ -102,3 +102,14 @@ def test_a_peer_that_stops_before_its_bytes_tell_is_given_up_at_the_sockets_time
     assert 0.6 <= took < 3.0, took
     assert ours.recv(64) == b"\x00\x00\x00", "nothing was consumed"
     assert ours.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT) == 1
+
+
+def test_a_peer_whose_last_telling_byte_comes_alone_is_told_at_once(pair):
+    ours, client = pair
+    ours.settimeout(5)
+    client.sendall(b"\x16")
+    dripping = _later(0.2, lambda: client.sendall(b"\x03"))  # then it waits for the server's answer
+    started = time.monotonic()
+    assert peek_first_bytes(ours) == (b"\x16\x03", Dialect(DialectKind.TLS))
+    dripping.join()
+    assert time.monotonic() - started < 4, "told when the byte came, not at the timeout"
