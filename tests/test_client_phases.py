@@ -597,3 +597,17 @@ def test_a_hello_the_server_cannot_decode_leaves_the_client_closed_and_able_to_c
     client.options = ClientOptions()
     assert client.connect().session_id
     client.close()
+
+
+def test_close_after_the_server_went_away_never_raises_and_leaves_the_client_closed(start_server, caplog):
+    import logging
+
+    server = start_server()
+    client = Client("127.0.0.1", server.port, service=HandshakeService)
+    client.connect()
+    server.stop()
+    with caplog.at_level(logging.INFO, logger="thrift_handshake.client"):
+        assert client.close() is None
+    assert client.phase is Phase.CLOSED
+    assert [r.getMessage().split(":")[0] for r in caplog.records if r.name == "thrift_handshake.client"] == [
+        "goodbye failed while closing"]

@@ -154,3 +154,14 @@ def test_a_tls_call_whose_rest_arrives_after_a_pause_is_served(start_server):
         assert stub.recv_echo() == "paused"
     finally:
         transport.close()
+
+
+def test_a_tls_call_without_timeout_is_not_cut_by_the_handshake_timeout(start_server):
+    from thrift_handshake import Timeouts
+    from thrift_handshake_gen.ttypes import Request
+
+    server = start_server(tls=SERVER_TLS)
+    options = ClientOptions(tls=ClientTLS(ca_file=str(CERTS / "ca.pem")), timeouts=Timeouts(handshake=0.3, call=None))
+    with Client("127.0.0.1", server.port, options, service=HandshakeService) as client:
+        assert client.process(Request(request_id="slow", payload="p", work_ms=700)).request_id == "slow"
+        assert client.echo("after") == "after"
