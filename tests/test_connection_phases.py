@@ -181,6 +181,25 @@ def test_only_a_host_over_its_share_gives_up_connections_and_only_to_another_hos
 
 
 
+def test_with_workers_a_hosts_share_is_this_workers_part_of_it_rounded_up(pairs):
+    config = ServerConfig(limits=ServerLimits(max_connections=8, host_share=0.5))  # a share of 4 in all
+    hog = [pairs.connection(config, host="127.0.0.1") for _ in range(3)]
+    others = [pairs.connection(config, host="127.0.0.2") for _ in range(2)]
+    assert host_over_its_share(hog + others, config, "127.0.0.2") is None, "3 of a share of 4"
+    assert host_over_its_share(hog + others, config, "127.0.0.2", part=1.0) is None
+    assert host_over_its_share(hog + others, config, "127.0.0.2", part=0.5) == ("127.0.0.1", 3, hog), (
+        "this worker holds half the service's connections: its part of the share is 2")
+    assert host_over_its_share(hog + others, config, "127.0.0.2", part=0.3) == ("127.0.0.1", 3, hog)  # 1.2 -> 2
+
+
+def test_a_share_that_is_not_a_whole_number_of_connections_rounds_down_in_one_process(pairs):
+    config = ServerConfig(limits=ServerLimits(max_connections=5, host_share=0.5))  # 2.5 connections
+    hog = [pairs.connection(config, host="127.0.0.1") for _ in range(3)]
+    others = [pairs.connection(config, host="127.0.0.2") for _ in range(2)]
+    assert host_over_its_share(hog + others, config, "127.0.0.2") == ("127.0.0.1", 3, hog)
+    assert host_over_its_share(hog[:2] + others, config, "127.0.0.2") is None
+
+
 def test_the_host_share_holds_whichever_way_the_host_names_sort(pairs):
     config = ServerConfig(limits=ServerLimits(max_connections=4, host_share=0.5))
     hog = [pairs.connection(config, host="127.0.0.1") for _ in range(3)]
