@@ -200,6 +200,20 @@ def test_a_share_that_is_not_a_whole_number_of_connections_rounds_down_in_one_pr
     assert host_over_its_share(hog[:2] + others, config, "127.0.0.2") is None
 
 
+def test_a_host_over_its_share_gives_up_a_session_stuck_mid_message_but_not_one_being_served(pairs):
+    import time
+
+    config = ServerConfig(limits=ServerLimits(max_connections=4, host_share=0.5, evict_after=1.0))
+    hog = [_serving(pairs.connection(config, host="127.0.0.1")) for _ in range(3)]  # each on a thread
+    for connection in hog:
+        connection.session_started()
+    stuck, served = hog[0], hog[1]
+    stuck.socket.stalled_since = time.monotonic() - 5.0  # has waited 5 s for the rest of a message
+    served.socket.stalled_since = time.monotonic()  # has just begun to wait
+    other = pairs.connection(config, host="127.0.0.2")
+    assert host_over_its_share(hog + [other], config, "127.0.0.2") == ("127.0.0.1", 3, [stuck])
+
+
 def test_the_host_share_holds_whichever_way_the_host_names_sort(pairs):
     config = ServerConfig(limits=ServerLimits(max_connections=4, host_share=0.5))
     hog = [pairs.connection(config, host="127.0.0.1") for _ in range(3)]
