@@ -160,3 +160,24 @@ def test_a_retried_call_that_never_succeeds_raises_its_last_error_after_every_at
     assert [line.split("; ")[-1] for line in retries] == ["retry 1 of 2 in 0.01s", "retry 2 of 2 in 0.02s"]
     assert all(line.startswith("echo failed (") for line in retries)
     client.close()
+
+
+def test_first_available_skips_a_server_that_closes_during_hello(start_server):
+    import socket
+    import threading
+
+    healthy = start_server(server_name="healthy")
+    with socket.create_server(("127.0.0.1", 0)) as closer:
+        def close_each() -> None:
+            connection, _ = closer.accept()
+            connection.recv(1)  # hello has begun to arrive: then the connection ends
+            connection.close()
+
+        thread = threading.Thread(target=close_each)
+        thread.start()
+        endpoints = Endpoints([("127.0.0.1", closer.getsockname()[1]), ("127.0.0.1", healthy.port)],
+                              policy="first_available")
+        with _client(endpoints) as client:
+            assert _server_name(client) == "healthy"
+            assert client.echo("here") == "here"
+        thread.join(5)
