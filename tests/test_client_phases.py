@@ -544,7 +544,7 @@ def test_a_call_without_timeout_is_not_cut_by_the_handshake_timeout(server):
 
     options = ClientOptions(timeouts=Timeouts(handshake=0.3, call=None))
     with Client("127.0.0.1", server.port, options, service=HandshakeService) as client:
-        result = client.process(Request(request_id="slow", payload="p", work_ms=700))
+        result = client.process(Request(request_id="slow", payload="p", work_ms=1300))  # past any 1 s timeout too
         assert result.request_id == "slow"
         assert client.echo("after") == "after"
 
