@@ -134,3 +134,24 @@ def test_after_a_call_whose_rest_came_after_a_pause_the_session_waits_in_the_wat
     handle.sendall(call[10:])
     assert connection.stub.recv_echo() == "paused"
     assert eventually(lambda: served.in_the_watch, timeout=3), "a thread still waits on the idle session"
+
+
+def test_a_session_that_says_goodbye_is_closed_in_order_not_reset(start_server):
+    import socket
+
+    from thrift_handshake_gen.session import SessionService
+    from thrift_handshake_gen.session.ttypes import ClientHello
+
+    server = start_server()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(encode_call("hello", SessionService.hello_args(
+            hello=ClientHello(client_name="orderly", min_version=1, max_version=2))))
+        assert sock.recv(65536)
+        sock.sendall(encode_call("goodbye", SessionService.goodbye_args(), seqid=2))
+        received = b""
+        while True:
+            more = sock.recv(65536)  # a reset (only for a reply not read in time) would raise here
+            if not more:
+                break
+            received += more
+    assert b"goodbye" in received
