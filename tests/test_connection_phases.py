@@ -469,3 +469,20 @@ def test_a_server_over_its_limit_makes_room_before_admitting(pairs):
     newcomer = pairs.connection(config)
     pairs.peers[-1].close()
     assert not _admission(config, held).admit(newcomer.socket, newcomer.peer)
+
+
+def test_an_observer_sees_a_new_connection_and_a_session_with_its_client_and_calls(pairs):
+    from thrift_handshake.server.connection import ConnectionInfo
+
+    config = ServerConfig()
+    fresh = pairs.connection(config, host="127.0.0.1")
+    assert fresh.info(NOW + 2.5) == ConnectionInfo(fresh.peer, "ACCEPTED", 2.5, None, None, None, None, 0)
+    serving = _serving(pairs.connection(config, host="127.0.0.1"))
+    session = Session(SessionSettings(), serving.state.context, serving)
+    session.hello(ClientHello(client_name="observed", language="python", min_version=1, max_version=2))
+    serving.state.session = session
+    serving.state.counters.calls.update(hello=1, echo=2)
+    info = serving.info(NOW + 1.0)
+    assert (info.session_id, info.client_name, info.language, info.version, info.calls) == (
+        session.context.session_id, "observed", "python", 2, 3)
+    assert info.session_id
