@@ -31,14 +31,16 @@ from thrift_handshake_gen.session.ttypes import Draining, Farewell, HandshakeRej
 from .config import DEFAULT_HOST, DEFAULT_PORT, ClientOptions
 from .endpoints import Endpoints, connect_any
 from .client_core import (ClientBase, broken_error, client_hello, idle_limit, negotiation_broken, outcome_of,
-                          peer_name, refusal_error, server_notice, with_inner_cause)
+                          peer_name, reconnect_asked, refusal_error, server_notice, with_inner_cause)
 from .client_methods import ServiceMethods, checker_of
 from .interceptors import ClientCall, Outcome
+from .tracing import TRACEPARENT_HEADER
 from .errors import (
     ArgumentError,
     ConnectError,
     ConnectionBroken,
     HandshakeFailed,
+    ReconnectAsked,
     RemoteApplicationError,
     RequestEncodingError,
     ServerDraining,
@@ -47,7 +49,7 @@ from .errors import (
 )
 from .states import CLIENT_TRANSITIONS, ClientEvent, ClientPhase, StateMachine
 from .timing import Record
-from .multiplex import SEPARATOR
+from .multiplex import name_requests
 from .wire import client_stack, explain_tls_error, unread_bytes
 
 __all__ = ["Client"]
@@ -70,20 +72,6 @@ class _Sent(NamedTuple):
     in_before: int  # the socket's bytes_in before this reply
     deadline: Optional[float]
     call: ClientCall  # what the interceptors see of it
-
-
-def _name_requests(protocol: Any, service: str) -> None:
-    """Makes ``protocol`` write every request as ``service:method``, as TMultiplexedProtocol does (replies,
-    which the client never writes, would keep their name)."""
-    write_message_begin = protocol.writeMessageBegin
-    prefix = service + SEPARATOR
-
-    def named(name: str, message_type: int, seqid: int) -> None:
-        if message_type == TMessageType.CALL or message_type == TMessageType.ONEWAY:
-            name = prefix + name
-        write_message_begin(name, message_type, seqid)
-
-    protocol.writeMessageBegin = named
 
 
 class Client(ClientBase, ServiceMethods):
@@ -250,7 +238,31 @@ class Client(ClientBase, ServiceMethods):
             if not self._state.allows(ClientEvent.CALL):
                 raise self._phase_error(f"call {method}")
             self._check_idle(method)
+            try:
+                return self._invoke(method, args, "call", self.options.timeouts.call)
+            except ReconnectAsked as asked:  # not run: any method may be sent again, once
+                if not self.options.reconnect_when_asked:
+                    raise
+                self._reconnect_asked(asked)
             return self._invoke(method, args, "call", self.options.timeouts.call)
+
+    def _reconnect_asked(self, asked: ReconnectAsked) -> None:
+        """Connects again (through the Endpoints, if any) and says hello, as the server asked; the
+        timeline gets a "reconnect" record naming where the new connection went."""
+        start, old_peer = time.perf_counter(), self._peer
+        logger.info("%s; reconnecting", asked)
+
+        def record(error: Optional[BaseException] = None) -> None:
+            self.timeline.add(Record("reconnect", f"{old_peer} -> {self._peer}", start - self._epoch,
+                                     time.perf_counter() - start, error=None if error is None else repr(error)))
+
+        try:
+            self.close()
+            self.connect()
+        except BaseException as error:  # the call did not run; the caller learns why it cannot be sent
+            record(error)
+            raise
+        record()
 
     def _write_goodbye(self) -> None:
         """Goodbye without waiting: written (the server ends the session by it), its Farewell never read."""
@@ -296,7 +308,7 @@ class Client(ClientBase, ServiceMethods):
         self._stub = self.service.Client(protocol)
         self._guard_replies(protocol)
         if self.options.multiplexed is not None:
-            _name_requests(protocol, self.options.multiplexed)
+            name_requests(protocol, self.options.multiplexed)
         self._methods = {}
         self._broken_by = None
         self._server_hello = self._pending_hello = self._idle_limit = None
@@ -431,6 +443,8 @@ class Client(ClientBase, ServiceMethods):
             refused = self._phase_error(f"call {name}")
             self._record_failure(call, refused)
             raise refused
+        if call.traceparent is not None:  # an interceptor's (tracing.ClientTracing)
+            self._carry_trace(name, args, call.traceparent)
         self._stub._seqid = seqid  # the generated send_<name> writes it; the reply must echo it
         out_before = sock.bytes_out
         deadline = sock.begin_exchange(timeout)  # the timeout bounds the exchange, not the hooks before it
@@ -451,6 +465,14 @@ class Client(ClientBase, ServiceMethods):
             raise
         return _Sent(name, phase, receive, seqid, start, time.perf_counter(), sock.bytes_out - out_before,
                      sock.bytes_in, deadline, call)
+
+    def _carry_trace(self, name: str, args: Tuple[Any, ...], traceparent: str) -> None:
+        """Puts the call's trace context on the request: a THeader header, and hello's own field."""
+        set_header = getattr(self._transport, "set_header", None)  # THeader: per message
+        if set_header is not None:
+            set_header(TRACEPARENT_HEADER, traceparent.encode("ascii"))
+        if name == "hello" and args and hasattr(args[0], "traceparent"):
+            args[0].traceparent = traceparent
 
     def _record_sent(self, sent: _Sent) -> None:
         """The record of a request whose reply is not read (oneway, or goodbye without waiting)."""
@@ -493,7 +515,7 @@ class Client(ClientBase, ServiceMethods):
         except TException as error:
             if not isinstance(error, self._declared(name)):  # e.g. TProtocolException: a corrupt reply
                 self._fail(error, sent.call)
-            error_out = ServiceError.wrap(error)
+            error_out = reconnect_asked(name, error) or ServiceError.wrap(error)
         except Exception as error:  # a reply that cannot be decoded: the stream is no longer trusted
             self._fail(error, sent.call)
         except BaseException as error:  # e.g. KeyboardInterrupt: the reply may still arrive; never read it
@@ -517,6 +539,8 @@ class Client(ClientBase, ServiceMethods):
         if isinstance(error_out, ConnectError):  # refused: the server closes the connection
             self._close_transport()
             self._refused = True
+        elif isinstance(error_out, ReconnectAsked):  # the server closes the connection after this answer
+            self._break(error_out)
         if error_out is not None:
             raise error_out
         return result

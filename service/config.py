@@ -17,6 +17,8 @@ __all__ = [
     "SUPPORTED_VERSIONS",
     "PROTOCOLS",
     "TRANSPORTS",
+    "CLIENT_PROTOCOLS",
+    "CLIENT_TRANSPORTS",
     "Wire",
     "Timeouts",
     "RetryPolicy",
@@ -45,16 +47,23 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 PROTOCOLS = ("binary", "compact")
 #: Thrift transports below the protocol (how messages are delimited).
 TRANSPORTS = ("buffered", "framed", "header")
+#: What a client may also speak: Thrift over HTTP (one POST per message, as THttpClient and the JavaScript
+#: library's XHRConnection), with the JSON protocol (TJSONProtocol) or binary or compact. A server detects
+#: HTTP and its protocol by itself, on the same port (``ServerConfig.detect_wire``).
+CLIENT_PROTOCOLS = PROTOCOLS + ("json",)
+CLIENT_TRANSPORTS = TRANSPORTS + ("http",)
 
 
 @dataclass(frozen=True)
 class Wire:
     """What a connection speaks, the same on both ends: protocol, transport, and the implementation.
 
-    protocol: "binary" (strict TBinaryProtocol, Thrift's default) or "compact".
-    transport: "buffered" (TBufferedTransport, messages back to back), "framed" (TFramedTransport) or
+    protocol: "binary" (strict TBinaryProtocol, Thrift's default), "compact", or (clients only) "json"
+    (TJSONProtocol, what Thrift's JavaScript library speaks; over http, buffered or framed).
+    transport: "buffered" (TBufferedTransport, messages back to back), "framed" (TFramedTransport),
     "header" (THeaderTransport: frames whose header names the protocol inside; the C++, Go and Java
-    ecosystems' fbthrift-style clients speak it).
+    ecosystems' fbthrift-style clients speak it) or, for clients, "http" (one POST per message on a
+    keep-alive connection, so the session follows it; servers detect HTTP themselves).
     accelerated: use Thrift's C extension (fastbinary) where it is installed; False forces the
     pure-Python implementation (same bytes on the wire, slower for structs).
     """
@@ -64,10 +73,12 @@ class Wire:
     accelerated: bool = True
 
     def __post_init__(self) -> None:
-        if self.protocol not in PROTOCOLS:
-            raise ValueError(f"protocol must be one of {PROTOCOLS}, not {self.protocol!r}")
-        if self.transport not in TRANSPORTS:
-            raise ValueError(f"transport must be one of {TRANSPORTS}, not {self.transport!r}")
+        if self.protocol not in CLIENT_PROTOCOLS:
+            raise ValueError(f"protocol must be one of {CLIENT_PROTOCOLS}, not {self.protocol!r}")
+        if self.transport not in CLIENT_TRANSPORTS:
+            raise ValueError(f"transport must be one of {CLIENT_TRANSPORTS}, not {self.transport!r}")
+        if self.protocol == "json" and self.transport == "header":
+            raise ValueError("THeader carries binary or compact only, not json")
 
     def __str__(self) -> str:
         implementation = "C" if self.accelerated else "pure Python"
@@ -178,6 +189,10 @@ class ClientOptions:
     interceptors: objects that see every call this client makes (``interceptors.Interceptor``), after
     its timeline.
     unix_socket: connect to this Unix domain socket path (``serve --unix``) instead of host and port.
+    reconnect_when_asked: when the server answers a call "reconnect" before running it (its max connection
+    age: ``HandshakeRequired`` with ``reconnect`` set), connect again (through the client's Endpoints, if
+    any), say hello and send the call once more, whatever the method (it never ran). False: raise
+    ``ReconnectAsked`` instead (the client is BROKEN; ``reconnect()`` to go on).
     multiplexed: the service's name on a port that hosts several (Apache's TMultiplexedProtocol): every
     request goes out as ``NAME:method``, hello and the session's other methods included (the session is
     the connection's, shared by all its services). None: bare method names.
@@ -202,6 +217,7 @@ class ClientOptions:
     interceptors: Sequence[Any] = ()
     unix_socket: Optional[str] = None
     multiplexed: Optional[str] = None
+    reconnect_when_asked: bool = True
 
     def __post_init__(self) -> None:
         if self.multiplexed is not None and (not self.multiplexed or ":" in self.multiplexed):
@@ -215,18 +231,22 @@ class ClientOptions:
             raise ValueError("timeline_size must be at least 1")
 
 
-def setting(default, help_text: str, maximum):
-    """A field of a limits dataclass, valid in (0, maximum]; its help text is also the CLI flag's help
-    (``serve --<name>``)."""
-    return field(default=default, metadata={"help": help_text, "maximum": maximum})
+def setting(default, help_text: str, maximum, zero_is_off: bool = False):
+    """A field of a limits dataclass, valid in (0, maximum] (and 0, meaning off, with ``zero_is_off``);
+    its help text is also the CLI flag's help (``serve --<name>``)."""
+    return field(default=default, metadata={"help": help_text, "maximum": maximum, "zero_is_off": zero_is_off})
 
 
 def check_limits(limits: object) -> None:
-    """ValueError naming the first field of the dataclass ``limits`` outside (0, its maximum]."""
+    """ValueError naming the first field of the dataclass ``limits`` outside (0, its maximum] (or
+    [0, its maximum] where 0 means off)."""
     for f in dataclasses.fields(limits):
         value, maximum = getattr(limits, f.name), f.metadata["maximum"]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= maximum:
-            raise ValueError(f"{type(limits).__name__}.{f.name} must be a number in (0, {maximum:g}], not {value!r}")
+        lowest = "[0" if f.metadata.get("zero_is_off") else "(0"
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                0 < value <= maximum or (value == 0 and lowest == "[0")):
+            raise ValueError(f"{type(limits).__name__}.{f.name} must be a number in {lowest}, {maximum:g}], "
+                             f"not {value!r}")
 
 
 def _check_readable(**files: Optional[str]) -> None:
@@ -255,6 +275,12 @@ class ServerLimits:
                                "connections wait without one; a call that waits, such as a long get_result, holds "
                                "its thread). Only while every thread is stuck and connections wait for one does the "
                                "pool add threads, up to max_connections + max_threads; they end once idle", 10_000)
+    max_connection_age: float = setting(0.0, "seconds a session's connection may live (each one drawn within "
+                                        "10 percent either way, so that clients do not all reconnect at once); "
+                                        "past it the next call that declares HandshakeRequired is answered with it "
+                                        "(reconnect set, the call not run) and the connection closes, so that "
+                                        "clients reconnect and load spreads over servers added since; calls in "
+                                        "flight finish. 0: no limit", ONE_DAY, zero_is_off=True)
     def __post_init__(self) -> None:
         check_limits(self)
 
@@ -286,6 +312,11 @@ class ServerConfig:
     interceptors: objects that see every call (``interceptors.Interceptor``), after the runtime's own.
     call_log_level: the level of the one log line every call gets (an access log); DEBUG by default, so
     INFO logging shows connections and sessions, not calls.
+    http_origins: the browser origins (``scheme://host:port``, as a browser's ``Origin`` header names them)
+    whose pages may call this port with Thrift over HTTP (CORS); "*" allows any. A request from any other
+    origin is refused (403), so a page from elsewhere cannot make a visitor's browser call this server;
+    clients that are not browsers send no origin and are served. ``serve --metrics-port`` adds the admin
+    page's own origin.
     """
 
     host: str = DEFAULT_HOST
@@ -305,6 +336,7 @@ class ServerConfig:
     limits: ServerLimits = field(default_factory=ServerLimits)
     interceptors: Tuple[Any, ...] = ()
     call_log_level: str = "DEBUG"
+    http_origins: FrozenSet[str] = frozenset()
 
     @property
     def pre_session_bytes(self) -> int:
@@ -317,6 +349,10 @@ class ServerConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "features", frozenset(self.features))
+        object.__setattr__(self, "http_origins", _names("ServerConfig.http_origins", self.http_origins))
+        if self.wire.transport not in TRANSPORTS or self.wire.protocol not in PROTOCOLS:
+            raise ValueError(f"a server's wire is one of {TRANSPORTS} with one of {PROTOCOLS}, not {self.wire}: "
+                             "HTTP, and JSON over it, are detected on the same port (detect_wire)")
         if self.call_log_level not in LOG_LEVELS:
             raise ValueError(f"call_log_level must be one of {', '.join(LOG_LEVELS)}, not {self.call_log_level!r}")
         object.__setattr__(self, "interceptors", tuple(self.interceptors))
@@ -327,6 +363,9 @@ class ServerConfig:
             raise ValueError("unix_socket is empty: give a path, or None to listen on host and port")
         if self.auth_token is not None and not self.auth_token.strip():
             raise ValueError("auth_token is empty: give a real token, or none for a server without auth")
+        if self.limits.max_connection_age and not self.handshake:
+            raise ValueError("ServerLimits.max_connection_age needs the handshake on: without hello a client cannot be "
+                             "told to reconnect (nor start a new session), so its calls would fail")
         if self.optional_hello and not self.handshake:
             raise ValueError("optional_hello needs the handshake on: without it there is no hello to make optional")
         if self.optional_hello and self.auth_token is not None:

@@ -8,9 +8,11 @@
     │   └── WireMismatch      client and server speak different wires (TLS or not, protocol, transport)
     ├── HandshakeFailed       hello() was refused by the server (carries the HandshakeRejected answer)
     ├── ConnectionBroken      the connection can no longer be trusted; the client is BROKEN until reconnect()
-    │   └── CallTimeout       no complete reply within the call timeout
+    │   ├── CallTimeout       no complete reply within the call timeout
+    │   └── ReconnectAsked    the server ended the session before running the call (its max connection age)
     ├── RequestEncodingError  the arguments could not be serialized; nothing was sent
     ├── ArgumentError         JSON arguments that do not fit the method's parameters (CLI, call())
+    ├── PoolTimeout           every connection of a ClientPool stayed borrowed past the borrow timeout
     ├── RemoteApplicationError the server answered with a TApplicationException (handler crash, unknown method)
     └── ServiceError          a declared exception of the IDL (InvalidRequest, NotReady, ...)
 
@@ -34,8 +36,10 @@ __all__ = [
     "HandshakeFailed",
     "ConnectionBroken",
     "CallTimeout",
+    "ReconnectAsked",
     "RequestEncodingError",
     "ArgumentError",
+    "PoolTimeout",
     "RemoteApplicationError",
     "ServiceError",
     "WorkAborted",
@@ -104,12 +108,30 @@ class CallTimeout(ConnectionBroken):
     """No complete reply arrived within the call timeout; the late reply will never be read."""
 
 
+class ReconnectAsked(ConnectionBroken):
+    """The server answered the call, before running it, that this connection reached its max age and
+    closes (``HandshakeRequired`` with ``reconnect`` set): the call did not run, and may be sent again on a
+    new connection whatever the method. ``Client`` does that once by itself unless
+    ``ClientOptions.reconnect_when_asked`` is False; then this is raised and the client is BROKEN."""
+
+    may_have_run = False
+
+
 class RequestEncodingError(ThriftHandshakeError, ValueError):
     """The arguments could not be serialized; nothing was sent and the connection stays usable."""
 
 
 class ArgumentError(ThriftHandshakeError, ValueError):
     """Arguments (usually JSON from the command line) do not fit the method's parameters."""
+
+
+class PoolTimeout(ThriftHandshakeError):
+    """No pooled connection came free within the borrow timeout (every one of ``max_size`` was in
+    use); nothing was sent. ``waited`` is the seconds the borrower waited."""
+
+    def __init__(self, message: str, waited: float) -> None:
+        self.waited = waited
+        super().__init__(message)
 
 
 class RemoteApplicationError(ThriftHandshakeError):

@@ -36,12 +36,14 @@ from typing import Any, Awaitable, Callable, Mapping, Optional, Sequence, Tuple,
 
 from thrift.protocol.TProtocol import TProtocolBase, TProtocolException
 from thrift.Thrift import TApplicationException, TMessageType, TProcessor, TType
+from thrift.transport.THeaderTransport import THeaderTransport
 from thrift.transport.TTransport import TTransportException
 
 from thrift_handshake_gen.session import SessionService
 from thrift_handshake_gen.session.ttypes import Draining, Farewell, HandshakeRequired, ServerHello, ServerStats
 
 from .calllog import CallLog
+from .connection_age import age_deadline, reconnect_answer
 from .contract import MethodInfo, describe_service
 from .decoded_budget import DecodedBudget
 from .interceptors import InterceptorChain, Outcome, ServerCall
@@ -50,6 +52,7 @@ from .metrics import CallCounter, ConnectionCounters, ServerMetrics
 from .peerlog import WarningBudget
 from .session import Session, SessionContext, SessionListener, SessionSettings, bind_session, take_dropped_oneway
 from .states import SESSION_METHODS
+from .tracing import TRACEPARENT_HEADER, parse_traceparent
 from .watched import serve_watched, watched_class, watched_processor
 from .wire import AnswerableReadError, skip_value
 
@@ -83,6 +86,9 @@ class ConnectionState:
         self.session_processor: Optional[TProcessor] = None  # serves hello/ping/stats/goodbye
         self.host = context.peer.rsplit(":", 1)[0]
         self.reserved = 0  # decoded bytes the message in flight holds of the server's budget
+        self.read_headers: Optional[Callable[[], Mapping[bytes, bytes]]] = None  # THeader: each message's headers
+        self.opened_at = monotonic()  # when the connection was accepted (time.monotonic())
+        self.reconnect_at: Optional[float] = None  # with a max connection age: when it is reached
         self._metrics = metrics
         self._closed = False
         metrics.connection_opened(self.counters)
@@ -242,7 +248,7 @@ class SessionProcessor(TProcessor):
         self.warnings = warnings or WarningBudget(logger)
         self.chain = InterceptorChain((CallCounter(), CallLog(self.warnings, call_log_level), *interceptors), contained=BaseException)
         session_methods = describe_service(SessionService) if handshake else {}
-        self._session_methods = watched_class(_SessionMethods, session_methods, self.chain, ("hello",))
+        self._session_methods = watched_class(_SessionMethods, session_methods, self.chain, ("hello",), _hello_trace)
         self._routes: Optional[Routes] = None
         if isinstance(processor, Mapping):  # several services on one port (see ``multiplex``)
             self._routes = Routes({name: self._table(name, each) for name, each in processor.items()},
@@ -292,20 +298,28 @@ class SessionProcessor(TProcessor):
     # -- connections --------------------------------------------------------------------------
 
     def connection(self, iprot: TProtocolBase, peer: Optional[str] = None, peer_identity: Optional[str] = None,
-                   listener: Optional[SessionListener] = None) -> ConnectionState:
+                   listener: Optional[SessionListener] = None, opened_at: Optional[float] = None) -> ConnectionState:
         """Starts serving a connection whose messages arrive on ``iprot``; returns its state.
 
-        ``listener`` is told about the session besides ``metrics``. A stock server never calls this:
-        the first message of a connection does, and the state closes when ``iprot`` is collected.
+        ``listener`` is told about the session besides ``metrics``. ``opened_at``: when it was accepted
+        (``time.monotonic()``; default now), from which its max connection age counts. A stock server
+        never calls this: the first message of a connection does, and the state closes when ``iprot`` is
+        collected.
         """
         context = SessionContext(peer=peer or _peer_of(iprot.trans), peer_identity=peer_identity)
         session = None
         if self.handshake:
             session = Session(self.settings, context, _Listeners(self.metrics, listener))
         state = ConnectionState(context, session, self.metrics)
+        if opened_at is not None:
+            state.opened_at = opened_at
+        if session is not None and self.settings.max_connection_age:
+            state.reconnect_at = age_deadline(state.opened_at, self.settings.max_connection_age)
         if session is not None:
             state.session_processor = SessionService.Processor(
                 self._session_methods(session, state.counters, self.metrics.snapshot, self._draining_answer))
+        if isinstance(iprot.trans, THeaderTransport) or hasattr(iprot.trans, "get_headers"):
+            state.read_headers = iprot.trans.get_headers  # THeader's or an HTTP request's (a trace context)
         setattr(iprot, _STATE, state)
         weakref.finalize(iprot, state.close)
         return state
@@ -351,6 +365,11 @@ class SessionProcessor(TProcessor):
         except AnswerableReadError as error:  # e.g. a name that is not UTF-8: the server says why, then closes
             state.begin(error.name, error.seqid)
             raise
+        read_headers = state.read_headers
+        if read_headers is not None:  # THeader: the call's own trace context, if it sent one
+            state.context.traceparent = _header_trace(read_headers())
+        elif state.context.traceparent is not None:  # hello's (ClientHello.traceparent) was hello's alone
+            state.context.traceparent = None
         table, service = self._bare_table, None
         if self._routes is not None:  # ``Service:method``: the service's table and the bare name
             table, name, service = self._routes.route(name)
@@ -392,6 +411,9 @@ class SessionProcessor(TProcessor):
         asyncio host's), returns what finishes the call once awaited."""
         name, session = call.method, state.session
         processor, watched = table.processor, False
+        if state.reconnect_at is not None and not call.oneway and monotonic() >= state.reconnect_at:
+            if self._ask_to_reconnect(state, call, table, iprot, oprot):
+                return None
         if serve is None and session is not None and name in SESSION_METHODS and not call.oneway and table.session:
             processor, watched = state.session_processor, True
             serve = processor._processMap[name]
@@ -432,6 +454,27 @@ class SessionProcessor(TProcessor):
         _write_reply(oprot, name, TMessageType.EXCEPTION if isinstance(answer, TApplicationException) else TMessageType.REPLY,
                      call.seqid, answer)
         return None
+
+    def _ask_to_reconnect(self, state: ConnectionState, call: ServerCall, table: ServiceTable,
+                          iprot: TProtocolBase, oprot: TProtocolBase) -> bool:
+        """Past its max age, a session's call that declares HandshakeRequired (goodbye aside) is answered
+        with it, ``reconnect`` set, instead of being run, and the session ends (the connection closes after
+        this reply); False for any other call, served as usual (ping, hello, one-way calls: nothing is lost)."""
+        session, name = state.session, call.method
+        info = table.methods.get(name)
+        field = None if info is None or name == "goodbye" else info.exception_field(HandshakeRequired)
+        if field is None or not session.established:
+            return False
+        age = monotonic() - state.opened_at
+        skip_value(iprot, TType.STRUCT)  # never run: its arguments are not built
+        iprot.readMessageEnd()
+        call.outcome, call.reason = Outcome.REFUSED, "max connection age: asked to reconnect, not run"
+        self._announce(call)
+        session.reconnect_asked(f"max connection age ({age:.1f} s): asked to reconnect")
+        result = info.result()
+        setattr(result, field, reconnect_answer(name, age))
+        _write_reply(oprot, name, TMessageType.REPLY, call.seqid, result)
+        return True
 
     def _served(self, state: ConnectionState, call: ServerCall, processor: TProcessor, watched: bool) -> None:
         """``call`` was served: counted for its session, OK unless its handler's run said otherwise."""
@@ -481,6 +524,24 @@ class SessionProcessor(TProcessor):
         reason = take_dropped_oneway()
         if reason is not None and call.outcome is Outcome.OK:
             call.outcome, call.reason = Outcome.DROPPED, reason
+
+
+def _header_trace(headers: Mapping[bytes, bytes]) -> Optional[str]:
+    """The traceparent a THeader message carries, if it is one."""
+    value = headers.get(TRACEPARENT_HEADER)
+    if value is None:
+        return None
+    trace = parse_traceparent(value)
+    return None if trace is None else str(trace)
+
+
+def _hello_trace(call: ServerCall, args: Tuple[Any, ...]) -> None:
+    """hello's trace context from ClientHello.traceparent, unless a THeader header gave one."""
+    hello = args[0] if args else None
+    value = getattr(hello, "traceparent", None)
+    if value is not None and call.session.traceparent is None:
+        trace = parse_traceparent(value)
+        call.session.traceparent = None if trace is None else str(trace)
 
 
 def _no_binding(context: Optional[SessionContext]) -> None:

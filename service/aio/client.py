@@ -22,7 +22,7 @@ import asyncio
 import logging
 import time
 from types import ModuleType
-from typing import Any, Callable, Optional, Tuple, Type, TypeVar, cast
+from typing import Any, Callable, List, Optional, Tuple, Type, TypeVar, Union, cast
 
 from thrift.protocol.TProtocol import TProtocolException
 from thrift.Thrift import TApplicationException, TException, TMessageType
@@ -31,16 +31,18 @@ from thrift.transport.TTransport import TTransportException
 from thrift_handshake_gen.session import SessionService
 from thrift_handshake_gen.session.ttypes import Draining, Farewell, HandshakeRejected, ServerHello
 
-from ..client_core import (ClientBase, broken_error, client_hello, idle_limit, negotiation_broken, refusal_error,
-                           with_inner_cause)
+from ..client_core import (ClientBase, broken_error, client_hello, idle_limit, negotiation_broken, peer_name,
+                           reconnect_asked, refusal_error, with_inner_cause)
 from ..client_methods import THRIFT_SERVICE, ServiceMethods, TypedView
 from ..config import DEFAULT_HOST, DEFAULT_PORT, ClientOptions
-from ..errors import (ArgumentError, ConnectError, ConnectionBroken, HandshakeFailed, RemoteApplicationError,
-                      RequestEncodingError, ServerDraining, ServiceError, ThriftHandshakeError)
+from ..endpoints import Endpoints, connect_any_async
+from ..errors import (ConnectError, ConnectionBroken, HandshakeFailed, ReconnectAsked,
+                      RemoteApplicationError, RequestEncodingError, ServerDraining, ServiceError, ThriftHandshakeError)
 from ..interceptors import ClientCall
 from ..states import CLIENT_TRANSITIONS, ClientEvent, ClientPhase, StateMachine
 from ..timing import Record
 from ..wire import explain_tls_error
+from .behind import WrittenBehind
 from .codec import MessageCodec
 from .reply_stream import ReplyStream
 from .inflight import InFlight
@@ -56,19 +58,14 @@ class AsyncClient(ClientBase, ServiceMethods):
     """A connection to a Thrift service on asyncio, phase by phase, with calls pipelined.
 
     ``service``, ``options`` and the ways to call are those of ``Client``: ``await client.call("echo",
-    "hi")``, ``await client.echo("hi")``, or typed through ``client.typed(Service.Iface)``.
+    "hi")``, ``await client.echo("hi")``, or typed through ``client.typed(Service.Iface)``. As there,
+    ``host`` may be ``Endpoints`` (failover between addresses), ``options.multiplexed`` names the service
+    on a port hosting several and ``options.unix_socket`` connects to a path.
     """
 
-    def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, options: Optional[ClientOptions] = None,
-                 service: ModuleType = SessionService) -> None:
+    def __init__(self, host: Union[str, Endpoints] = DEFAULT_HOST, port: int = DEFAULT_PORT,
+                 options: Optional[ClientOptions] = None, service: ModuleType = SessionService) -> None:
         super().__init__(host, port, options, service)
-        if self.endpoints is not None:
-            raise ArgumentError("AsyncClient connects to one host and port: Endpoints are not supported yet")
-        if self.options.multiplexed is not None:
-            raise ArgumentError("AsyncClient calls bare method names: ClientOptions.multiplexed (a service of a "
-                                "port hosting several) is not supported yet; use Client")
-        if self.options.unix_socket is not None:
-            raise ArgumentError("AsyncClient connects to a host and port: ClientOptions.unix_socket is Client's")
         self._state = StateMachine(CLIENT_TRANSITIONS, ClientPhase.NEW, self._log_change)
         self._steps_lock: Optional[asyncio.Lock] = None  # made in the running loop (Python 3.9 binds it at creation)
         self._epoch = self._last_activity = time.perf_counter()
@@ -83,9 +80,11 @@ class AsyncClient(ClientBase, ServiceMethods):
         self.farewell: Optional[Farewell] = None
         self._stream: Optional[ReplyStream] = None
         self._codec = MessageCodec(service, self.options.wire, self.options.max_reply_bytes,
-                                   self.options.max_reply_items)
+                                   self.options.max_reply_items, self.options.multiplexed)
         self._inflight = InFlight(self._epoch, self._chain)
         self._replies = 0  # replies read on this connection (a refusal answers the first)
+        self._behind = WrittenBehind()  # one-way calls the server may not have read (see ``behind``)
+        self._resend: List[Tuple[str, Tuple[Any, ...]]] = []  # one-way calls the server never read: sent again
 
     # -- phases -------------------------------------------------------------------------------
 
@@ -106,11 +105,28 @@ class AsyncClient(ClientBase, ServiceMethods):
         return len(self._inflight)
 
     async def connect(self) -> Optional[ServerHello]:
-        """Opens the connection and says hello, as ``Client.connect`` (same errors, same phases)."""
+        """Opens the connection and says hello, as ``Client.connect`` (same errors, same phases; with
+        ``Endpoints``, the same failover to the next address)."""
         async with self._steps:
             return await self._connect()
 
     async def _connect(self) -> Optional[ServerHello]:
+        if self.endpoints is None:
+            return await self._connect_to(self.host, self.port)
+        return await connect_any_async(self.endpoints, self._connect_to_endpoint)
+
+    async def _connect_to_endpoint(self, host: str, port: int) -> Optional[ServerHello]:
+        """``_connect_to`` one of several addresses: a hello that broke leaves the client CLOSED, so the
+        next address can be tried."""
+        try:
+            return await self._connect_to(host, port)
+        except ConnectionBroken:
+            if self.phase is ClientPhase.BROKEN:
+                self._close_stream()
+            raise
+
+    async def _connect_to(self, host: str, port: int) -> Optional[ServerHello]:
+        self.host, self.port, self._peer = host, port, peer_name(self.options, host, port)
         self._require(ClientEvent.CONNECT, "connect")
         self._state.apply(ClientEvent.CONNECT)
         await self._open()
@@ -201,6 +217,38 @@ class AsyncClient(ClientBase, ServiceMethods):
                     await self._connect()
 
     async def _call_once(self, method: str, args: Tuple[Any, ...]) -> Any:
+        if self.options.reconnect_when_asked and (isinstance(self._broken_by, ReconnectAsked) or self._resend):
+            await self._follow_reconnect()  # another call was answered "reconnect": one new connection for all
+        try:
+            return await self._call_on_this_connection(method, args)
+        except ReconnectAsked:  # not run (nor was anything written behind it): any method may be sent again
+            if not self.options.reconnect_when_asked:
+                raise
+            await self._follow_reconnect()
+        return await self._call_on_this_connection(method, args)
+
+    async def _follow_reconnect(self) -> None:
+        """Connects again and says hello, once for every call that found the connection asked to
+        reconnect, then sends again the one-way calls the server never read."""
+        async with self._steps:
+            if isinstance(self._broken_by, ReconnectAsked) and self.phase is ClientPhase.BROKEN:
+                start, asked = time.perf_counter(), self._broken_by
+                logger.info("%s; reconnecting", asked)
+                self._close_stream()
+                failure: Optional[BaseException] = None
+                try:
+                    await self._connect()
+                except BaseException as error:  # the calls did not run; each learns why they cannot be sent
+                    failure = error
+                    raise
+                finally:
+                    self.timeline.add(Record("reconnect", self._peer, start - self._epoch, time.perf_counter() - start,
+                                             error=None if failure is None else repr(failure)))
+            resend, self._resend = self._resend, []
+            for name, args in resend:
+                self._write(self._start_call(name, args, "call"), args, oneway=True)
+
+    async def _call_on_this_connection(self, method: str, args: Tuple[Any, ...]) -> Any:
         if self._notice_unheard and self.phase is ClientPhase.BROKEN:  # as the threaded client reads it
             self._notice_unheard = False
             raise self._broken_as(method)
@@ -248,6 +296,7 @@ class AsyncClient(ClientBase, ServiceMethods):
         self._server_hello = self._idle_limit = self._hello_answer = self._pipelined_session = None
         self._replies = 0
         self._notice_unheard = False
+        self._behind.reset()
 
     async def _answer_hello(self, call: ClientCall, future: "Optional[asyncio.Future[Any]]") -> ServerHello:
         """Awaits hello's answer: READY (CLOSING for a pipelined goodbye), or the typed refusal, closed."""
@@ -336,6 +385,7 @@ class AsyncClient(ClientBase, ServiceMethods):
         alone = not self._inflight
         future = None if oneway else self._inflight.add(call, len(data), timeout, self._timed_out)
         stream.write(data, alone)
+        self._behind.written(call.seqid, call.method, args, future is not None)
         self._inflight.written(call, future is not None, len(data))
         self._last_activity = time.perf_counter()
         return future
@@ -391,6 +441,11 @@ class AsyncClient(ClientBase, ServiceMethods):
         self._last_activity = time.perf_counter()
         if waiting.abandoned or waiting.future.cancelled():
             self._inflight.take(seqid)
+            asked = self._asked_to_reconnect(name)  # still says what becomes of the calls behind it
+            if asked is not None:
+                self._reconnect_asked(seqid, asked)
+                return
+            self._behind.answered(seqid)
             logger.debug("%s: the reply to cancelled %s (seqid %d) dropped", self._peer, name, seqid)
             return
         result: Any = None
@@ -405,7 +460,7 @@ class AsyncClient(ClientBase, ServiceMethods):
             if not isinstance(error, self._service_methods[name].declared_exceptions):
                 self._break(error, waiting.call)  # e.g. a corrupt reply: the stream is no longer trusted
                 return
-            error_out = ServiceError.wrap(error)
+            error_out = reconnect_asked(name, error) or ServiceError.wrap(error)
         except Exception as error:  # a reply that cannot be decoded
             self._break(error, waiting.call)
             return
@@ -422,6 +477,26 @@ class AsyncClient(ClientBase, ServiceMethods):
         elif isinstance(error_out, ConnectError):  # refused: the server closes the connection
             self._close_stream()
             self._refused = True
+        elif isinstance(error_out, ReconnectAsked):
+            self._reconnect_asked(seqid, error_out)
+            return
+        self._behind.answered(seqid)
+
+    def _asked_to_reconnect(self, name: str) -> Optional[ReconnectAsked]:
+        """Whether the reply to a cancelled call, whose header was just read, is "reconnect"."""
+        try:
+            self._codec.decode(name)
+        except TException as error:
+            return reconnect_asked(name, error)
+        except Exception:  # undecodable: dropped with the call, as any reply to a cancelled one
+            pass
+        return None
+
+    def _reconnect_asked(self, seqid: int, asked: ReconnectAsked) -> None:
+        """The server closes after this answer: the calls and one-way calls written behind ``seqid`` never
+        ran; the calls learn it from the broken connection, the one-way calls are kept to send again."""
+        self._resend = self._behind.unread(seqid) if self.options.reconnect_when_asked else []
+        self._break(asked)
 
     def _on_end(self, error: Optional[BaseException]) -> None:
         """The stream ended. Closed by the client (its stream already dropped), or by the server after

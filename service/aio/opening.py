@@ -95,7 +95,8 @@ async def refuse(stream: Stream, received: bytes, dialect: Optional[Dialect], ki
     answer_wire = None if dialect is None else dialect.answer_wire
     budget = limits.handshake_max_bytes
     try:
-        if answer_wire is not None and dialect.kind is not DialectKind.BAD_VERSION:
+        # JSON (not served here) is answered from what came with its first bytes: MessageFramer walks no JSON
+        if answer_wire is not None and dialect.kind is not DialectKind.BAD_VERSION and answer_wire.protocol != "json":
             received = await _first_message(reader, received, MessageFramer(answer_wire, FramerLimits(budget)),
                                             deadline)
         pipe = MemoryPipe(received)
@@ -113,6 +114,7 @@ async def send_last(stream: Stream, data: bytes, deadline: Optional[float] = Non
     ``deadline``, else for a second, and at most 64 MiB), so that closing does not reset a peer still
     writing before it reads the answer."""
     reader, writer = stream
+    reader = getattr(reader, "raw", reader)  # a zlib stream's input is dropped as it came, not inflated
     if deadline is None:
         deadline = asyncio.get_running_loop().time() + _REFUSAL_SECONDS
     try:

@@ -14,7 +14,8 @@ import difflib
 import re
 from typing import Any, Dict, Iterator, List, NoReturn, Optional, Sequence
 
-from ..config import DEFAULT_HOST, DEFAULT_PORT, LOG_LEVELS, PROTOCOLS, TRANSPORTS, ClientOptions, ServerConfig
+from ..config import (CLIENT_PROTOCOLS, CLIENT_TRANSPORTS, DEFAULT_HOST, DEFAULT_PORT, LOG_LEVELS, PROTOCOLS, TRANSPORTS,
+                      ClientOptions, ServerConfig)
 from ..config import ServerLimits
 from ..logs import LOG_FORMATS
 from ..config import Timeouts, Wire
@@ -66,6 +67,11 @@ stdout carries the result only (JSON); --trace writes the timeline to stderr. Wi
 stdout is one document: {"method", "result", "timeline"}, or "exception" and "value" instead of
 "result" for a declared exception, or "error" (its class) and "message" for any other failed call
 (both exit 1).""",
+    "probe": """\
+examples:
+  thrift-handshake probe --port 9090 && echo serving           # exit 0 serving, 1 draining or down
+  thrift-handshake probe --host 10.0.0.7 --port 9090 --timeout 1   # a Kubernetes readiness probe
+  thrift-handshake probe --port 9090 --alive                    # liveness: draining is alive (exit 0)""",
     "idl-path": """\
 example:
   thrift -I "$(thrift-handshake idl-path)" --gen py calc.thrift      # calc.thrift includes session.thrift""",
@@ -202,20 +208,23 @@ def limit_flags(parser: Any, limits_class: type) -> None:
                             help=f"{field.metadata['help']} (default {default})")
 
 
-def wire_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--protocol", choices=PROTOCOLS, default=Wire.protocol,
-                        help=f"Thrift protocol (default {Wire.protocol})")
-    parser.add_argument("--transport", choices=TRANSPORTS, default=Wire.transport,
-                        help=f"Thrift transport (default {Wire.transport})")
+def wire_flags(parser: argparse.ArgumentParser, client: bool = False) -> None:
+    """--protocol, --transport, --pure-python; a client's (``client``) also json and http (a server detects HTTP)."""
+    protocols, transports = (CLIENT_PROTOCOLS, CLIENT_TRANSPORTS) if client else (PROTOCOLS, TRANSPORTS)
+    parser.add_argument("--protocol", choices=protocols, default=Wire.protocol,
+                        help=f"Thrift protocol (default {Wire.protocol})" + ("; json over --transport http" if client else ""))
+    parser.add_argument("--transport", choices=transports, default=Wire.transport,
+                        help=f"Thrift transport (default {Wire.transport})" + (
+                            "; http: one POST per message on one keep-alive connection" if client else ""))
     parser.add_argument("--pure-python", action="store_true",
                         help="do not use Thrift's C extension (same bytes on the wire, slower)")
 
 
-def _connection_flags(parser: argparse.ArgumentParser) -> None:
+def _connection_flags(parser: argparse.ArgumentParser, client: bool = False) -> None:
     parser.add_argument("--host", type=host, default=DEFAULT_HOST,
                         help=f"name or address (default {DEFAULT_HOST}); IPv6 as ::1 or [::1]")
     parser.add_argument("--port", type=port, default=DEFAULT_PORT, help=f"0..65535 (default {DEFAULT_PORT})")
-    wire_flags(parser)
+    wire_flags(parser, client)
     parser.add_argument("--auth-token-file", metavar="FILE",
                         help=f"read the shared hello() token from FILE (or set ${AUTH_TOKEN_ENV}; "
                              "never on the command line, where ps shows it)")
@@ -273,6 +282,10 @@ def _serve_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     serve.add_argument("--call-log-level", default=ServerConfig.call_log_level, type=str.upper,
                        choices=LOG_LEVELS, help="the level of the line every call gets, an access log "
                                                 f"(default {ServerConfig.call_log_level}: shown with --log-level DEBUG)")
+    serve.add_argument("--http-origin", action="append", default=[], metavar="ORIGIN",
+                       help="let web pages from ORIGIN (scheme://host:port; * for any) call this port with Thrift "
+                            "over HTTP from a browser (CORS); repeatable. Other origins are refused; --metrics-port "
+                            "adds the admin page's own")
     serve.add_argument("--metrics-host", default=DEFAULT_HOST, metavar="HOST",
                        help=f"the address the metrics port listens on (default {DEFAULT_HOST})")
     limit_flags(serve, ServerLimits)
@@ -291,7 +304,7 @@ def _call_parser(commands: Any, common: argparse.ArgumentParser) -> None:
                                epilog=EXAMPLES["call"])
     call.add_argument("method", nargs="?", help="the method to call (not needed with --list or --describe)")
     call.add_argument("args", nargs="*", metavar="ARG", help="JSON value for the next parameter")
-    _connection_flags(call)
+    _connection_flags(call, client=True)
     call.add_argument("--format", choices=FORMATS, default="text",
                       help="text: the result as JSON, the timeline (--trace) on stderr; json: one JSON "
                            "document on stdout, with the timeline inside (default text)")
@@ -329,12 +342,29 @@ def _call_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     call.add_argument("--multiplexed", action=Once, metavar="NAME",
                       help="the server hosts several services on one port: call service NAME "
                            "(every request, hello included, goes out as NAME:method)")
+    call.add_argument("--traceparent", metavar="TRACEPARENT",
+                      help="W3C trace context to send (00-<32 hex>-<16 hex>-<2 hex>): in hello, and with "
+                           "--transport header on every call (the server logs its trace id)")
     call.add_argument("--list", action="store_true",
                       help="the services and methods with their signatures (of --idl, else the demo's); "
                            "connects to nothing")
     call.add_argument("--describe", metavar="NAME",
                       help="one method's signature, or a type's fields or members (of --idl, else the "
                            "demo's); connects to nothing")
+
+
+def _probe_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    probe = commands.add_parser("probe", parents=[common], epilog=EXAMPLES["probe"],
+                                help="ping the server before any hello: exit 0 serving, 1 draining or down",
+                                description="A health check that speaks the protocol (for Kubernetes exec "
+                                            "probes):\none ping() before hello; prints serving, draining or down.")
+    probe.add_argument("--host", type=host, default=DEFAULT_HOST,
+                       help=f"name or address (default {DEFAULT_HOST}); IPv6 as ::1 or [::1]")
+    probe.add_argument("--port", type=port, default=DEFAULT_PORT, help=f"0..65535 (default {DEFAULT_PORT})")
+    probe.add_argument("--timeout", type=float, default=2.0, metavar="SECONDS",
+                       help="seconds to connect, and again for the reply (default 2)")
+    probe.add_argument("--alive", action="store_true",
+                       help="a liveness probe: a draining server answers, so exit 0 too (1 only when down)")
 
 
 def build_parser(version: str = "unknown") -> Parser:
@@ -358,6 +388,7 @@ def build_parser(version: str = "unknown") -> Parser:
     _serve_parser(commands, common)
     _call_parser(commands, common)
     add_demo_command(commands, common, wire_flags)
+    _probe_parser(commands, common)
     commands.add_parser("idl-path", parents=[common], epilog=EXAMPLES["idl-path"],
                         help="print the folder of the runtime's IDL files (session.thrift) for `thrift -I`")
     new = commands.add_parser("new", parents=[common], epilog=EXAMPLES["new"],

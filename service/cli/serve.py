@@ -20,13 +20,16 @@ from typing import Any, Dict, Optional, Tuple
 
 from ..admin.endpoint import AdminEndpoint
 from ..aio import AsyncHandshakeServer, event_loop_factory
+from ..aio.blocking import BlockingAsyncServer
 from ..admin.prometheus import PrometheusMetrics, missing_client_library
+from ..admin.multiprocess import SummedMetrics, WorkerPublisher, use_directory, worker_gone
 from ..admin.recent import RecentCalls
 from ..config import ServerConfig, ServerLimits, ServerTLS, Wire
 from ..contract import coroutine_methods, describe_service
 from ..demo import DemoLimits, demo_server
 from ..errors import ArgumentError
 from ..server import HandshakeServer
+from ..tracing import server_tracing_if_configured
 from ..workers import Supervisor
 from .handlers import answer_unimplemented, check_contract, load_handler, service_module, unimplemented_methods
 from .parser import AUTH_TOKEN_ENV
@@ -74,11 +77,15 @@ def _server_config(args: argparse.Namespace, interceptors: Tuple[Any, ...] = ())
             raise ArgumentError("TLS needs both --tls-cert and --tls-key")
         tls = ServerTLS(args.tls_cert, args.tls_key, args.tls_client_ca)
     mode = hello_mode(args)
+    tracing = server_tracing_if_configured()  # OpenTelemetry set up (e.g. opentelemetry-instrument): spans
+    if tracing is not None:
+        interceptors = (*interceptors, tracing)
     return ServerConfig(host=args.host, port=args.port, unix_socket=args.unix, wire=wire(args),
                         detect_wire=not args.only_wire,
                         handshake=mode != "off", optional_hello=mode == "optional", auth_token=auth_token(args),
                         tls=tls, grace=args.grace, drain_notice=args.drain_notice, server_name=args.server_name,
-                        limits=limits, interceptors=interceptors, call_log_level=args.call_log_level)
+                        limits=limits, interceptors=interceptors, call_log_level=args.call_log_level,
+                        http_origins=args.http_origin)
 
 
 def hello_mode(args: argparse.Namespace) -> str:
@@ -122,10 +129,8 @@ def _server(args: argparse.Namespace, interceptors: Tuple[Any, ...] = (), server
     if plain:
         handler, service, _ = hosted.popitem()[1]
         return server_class(handler, config, service=service)
-    if server_class is not HandshakeServer:
-        raise ArgumentError("several --handler (one port, several services): not yet with --asyncio")
-    return HandshakeServer(services={name: handler for name, (handler, _, _) in hosted.items()},
-                           default_service=args.default_service, config=config)
+    return server_class(services={name: handler for name, (handler, _, _) in hosted.items()},
+                        default_service=args.default_service, config=config)
 
 
 def _address(host: str, port: int) -> str:
@@ -144,14 +149,12 @@ def _listen_error(error: OSError, args: argparse.Namespace, host: Optional[str] 
 
 def run_serve(args: argparse.Namespace) -> int:
     """Serves until SIGINT/SIGTERM: the first drains gracefully, a second ends the grace period."""
-    if args.asyncio:
-        return _serve_asyncio(args)
     if args.workers > 1:
         if args.unix:
             raise ArgumentError("--unix serves from this process only: it cannot be combined with --workers")
-        if args.metrics_port is not None:
-            raise ArgumentError("--metrics-port serves one process's metrics: not yet with --workers")
         return _serve_workers(args)
+    if args.asyncio:
+        return _serve_asyncio(args)
     metrics = _metrics(args)
     recent = None if metrics is None else RecentCalls()
     server = _server(args, () if metrics is None else (metrics, recent))
@@ -175,6 +178,8 @@ def run_serve(args: argparse.Namespace) -> int:
             except OSError as error:
                 server.serverTransport.close()
                 raise _listen_error(error, args, args.metrics_host, args.metrics_port, "--metrics-port") from None
+            for origin in admin_origins(endpoint.base_url):  # its page may call this port (the run-it panel)
+                server.allow_http_origin(origin)
     except OSError as error:
         if error.errno in _ADDRESS_ERRORS or error.errno is None:
             raise _listen_error(error, args) from None
@@ -187,20 +192,33 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def admin_origins(base_url: str) -> Tuple[str, ...]:
+    """The origins a browser names the admin page at ``base_url`` by (loopback's also as localhost)."""
+    origin = base_url.rstrip("/")
+    if origin.startswith("http://127.0.0.1:"):
+        return origin, origin.replace("127.0.0.1", "localhost", 1)
+    return (origin,)
+
+
 def _metrics(args: argparse.Namespace) -> Optional[PrometheusMetrics]:
     if args.metrics_port is None:
         return None
+    _metrics_port_checked(args)
+    return PrometheusMetrics()
+
+
+def _metrics_port_checked(args: argparse.Namespace) -> None:
     if not 0 <= args.metrics_port <= 65535:
         raise ArgumentError(f"--metrics-port must be within 0..65535, not {args.metrics_port}")
     problem = missing_client_library()
     if problem is not None:
         raise ArgumentError(f"--metrics-port: {problem}")
-    return PrometheusMetrics()
 
 
 def _serve_workers(args: argparse.Namespace) -> int:
     """``serve --workers N``: a supervisor and N workers; the demo's tickets in a store they all share."""
     config = _server_config(args)  # bad flags fail here, before any fork
+    summed = _SummedEndpoint(args, config) if args.metrics_port is not None else None  # binds: may fail
     store_dir = None
     if args.handler is None and args.ticket_store is None:
         store_dir = tempfile.mkdtemp(prefix="thrift-handshake-")
@@ -211,22 +229,73 @@ def _serve_workers(args: argparse.Namespace) -> int:
         if store_dir is not None:
             shutil.rmtree(store_dir, ignore_errors=True)
 
+    def orphaned() -> None:  # in a worker whose supervisor is gone: what the supervisor would remove
+        remove_store()
+        if summed is not None:
+            shutil.rmtree(summed.directory, ignore_errors=True)
+
+    def build() -> Any:
+        server_class = AsyncHandshakeServer if args.asyncio else HandshakeServer
+        server = _server(args, server_class=server_class) if summed is None else summed.build_worker(server_class)
+        if args.asyncio:  # each worker runs the asyncio server on an event loop of its own
+            return BlockingAsyncServer(server, event_loop_factory())
+        return server
+
     try:
-        return Supervisor(lambda: _server(args), config, args.workers, orphaned=remove_store).run()
+        return Supervisor(build, config, args.workers, orphaned=orphaned,
+                          worker_gone=None if summed is None else summed.worker_gone).run()
     except OSError as error:
         if error.errno in _ADDRESS_ERRORS:
             raise _listen_error(error, args) from None
         raise
     finally:
         remove_store()
+        if summed is not None:
+            summed.stop()
+
+
+class _SummedEndpoint:
+    """``--metrics-port`` with ``--workers``: the supervisor serves every worker's metrics summed
+    (prometheus_client's multiprocess mode, in a directory of its own for this run)."""
+
+    def __init__(self, args: argparse.Namespace, config: ServerConfig) -> None:
+        _metrics_port_checked(args)
+        self._args = args
+        self.directory = tempfile.mkdtemp(prefix="thrift-handshake-metrics-")
+        use_directory(self.directory)  # before any metric exists, and before the workers fork
+        logger.info("metrics of every worker summed from %s", self.directory)
+        self._endpoint = AdminEndpoint(SummedMetrics(self.directory), args.metrics_host, args.metrics_port,
+                                       token=config.auth_token)
+        try:
+            self._endpoint.start()
+        except OSError as error:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            raise _listen_error(error, args, args.metrics_host, args.metrics_port, "--metrics-port") from None
+
+    def build_worker(self, server_class: Any = HandshakeServer) -> Any:
+        """In a worker: its server (a ``server_class``), counted into its own files and publishing what is live."""
+        metrics = PrometheusMetrics()
+        server = _server(self._args, (metrics,), server_class=server_class)
+        metrics.watch(server)
+        WorkerPublisher(metrics).start()
+        return server
+
+    def worker_gone(self, pid: int) -> None:
+        worker_gone(pid, self.directory)
+
+    def stop(self) -> None:
+        self._endpoint.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def _serve_asyncio(args: argparse.Namespace) -> int:
     """``serve --asyncio``: the asyncio server on uvloop's event loop when installed, else asyncio's."""
-    for flag, given in (("--workers", args.workers > 1), ("--metrics-port", args.metrics_port is not None)):
-        if given:
-            raise ArgumentError(f"{flag}: not yet with --asyncio")
-    server = _server(args, server_class=AsyncHandshakeServer)
+    metrics = _metrics(args)  # /metrics only: the admin page's connection list needs the threaded server's
+    server = _server(args, () if metrics is None else (metrics,), server_class=AsyncHandshakeServer)
+    endpoint = None
+    if metrics is not None:
+        metrics.watch(server)
+        endpoint = AdminEndpoint(metrics, args.metrics_host, args.metrics_port, token=server.config.auth_token)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -239,8 +308,17 @@ def _serve_asyncio(args: argparse.Namespace) -> int:
             if error.errno in _ADDRESS_ERRORS or error.errno is None:
                 raise _listen_error(error, args) from None
             raise
+        if endpoint is not None:
+            try:
+                endpoint.start()
+            except OSError as error:
+                raise _listen_error(error, args, args.metrics_host, args.metrics_port, "--metrics-port") from None
         await server.serve()
 
-    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-        runner.run(main())
+    try:
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            runner.run(main())
+    finally:
+        if endpoint is not None:
+            endpoint.stop()
     return 0

@@ -19,11 +19,12 @@ from thrift.transport.TTransport import TTransportException
 from ..config import ServerConfig
 from ..metrics import ServerMetrics
 from ..peerlog import WarningBudget
-from ..wire import ConnectionSocket, DialectKind, answer_refusal, write_application_exception
+from ..wire import ConnectionSocket, DialectKind, answer_refusal, discard_input, write_application_exception
+from ..wire.http import response_bytes
 from .connection import Connection
 from .outcome import evicted_as
 
-__all__ = ["Admission", "eviction_candidates", "host_over_its_share", "tell_evicted"]
+__all__ = ["Admission", "eviction_candidates", "evict_for_another_host", "host_over_its_share", "tell_evicted"]
 
 #: A connection that has sent nothing this long after it was accepted has no hello under way: it may
 #: make room for a newcomer to a full server before ``evict_after`` (a client's hello follows its connect
@@ -90,6 +91,24 @@ def host_over_its_share(connections: Iterable[Connection], config: ServerConfig,
     return host, count, [c for c in theirs if c.awaiting_hello] + idle + stalled
 
 
+def evict_for_another_host(connections: Iterable[Connection], config: ServerConfig, newcomer_host: str,
+                           warnings: WarningBudget, part: float = 1.0) -> bool:
+    """Evicts the first connection that can go of those a host over its share gives up for a newcomer
+    from another host (``host_over_its_share``), and says so; whether one was."""
+    hog = host_over_its_share(connections, config, newcomer_host, part)
+    if hog is None:
+        return False
+    host, count, theirs = hog
+    limits = config.limits
+    reason = (f"host {host} holds {count} of max_connections {limits.max_connections} (its share: "
+              f"{limits.host_share:g}) and another host, holding fewer, needed room")
+    for connection in theirs:
+        if connection.evict(force=True, session=True, reason=reason, stalled=limits.evict_after):
+            warnings.warning("evicted peer=%s: %s", connection.peer, reason)
+            return True
+    return False
+
+
 class Admission:
     """The open connections and the limit on them; an evicted connection is closed (and logged)
     through its own closer, or by its own thread."""
@@ -102,6 +121,8 @@ class Admission:
         self._connections: Dict[Connection, None] = {}  # in accept order: the oldest is evicted first
         self._all_closed = threading.Condition(self._lock)  # notified when the last connection closes
         self._refusers = threading.BoundedSemaphore(_MAX_REFUSERS)
+        #: With workers: asks the sibling workers to close one of theirs for a newcomer from a host.
+        self.ask_siblings: Optional[Callable[[str], bool]] = None
 
     def __len__(self) -> int:
         return len(self._connections)
@@ -116,11 +137,26 @@ class Admission:
         is told the server is full (and the caller forgets it)."""
         here = len(self._connections)
         open_now = self._metrics.open_everywhere(here)  # here, unless workers share the limit
-        part = here / open_now if open_now > here else 1.0
-        if open_now >= self._config.limits.max_connections and not self.make_room(peer.rsplit(":", 1)[0], part):
-            self._refuse_full(client, peer, open_now)
-            return False
-        return True
+        if open_now < self._config.limits.max_connections:
+            return True
+        host = peer.rsplit(":", 1)[0]
+        if self.make_room(host, self._part(here, open_now)):
+            return True
+        if self.ask_siblings is not None and self.ask_siblings(host):  # a sibling holds what can go
+            return True
+        self._refuse_full(client, peer, open_now)
+        return False
+
+    def make_room_for_sibling(self, newcomer_host: str) -> bool:
+        """A sibling worker's newcomer from ``newcomer_host`` found the service full: ``make_room``
+        here, judged as for a newcomer of this worker's own."""
+        here = len(self._connections)
+        return self.make_room(newcomer_host, self._part(here, self._metrics.open_everywhere(here)))
+
+    @staticmethod
+    def _part(here: int, open_now: int) -> float:
+        """This worker's part of the service's open connections."""
+        return here / open_now if open_now > here else 1.0
 
     def add(self, connection: Connection) -> None:
         with self._lock:
@@ -157,17 +193,7 @@ class Admission:
                                            connection.peer, evicted_as(self._config.handshake),
                                            limits.max_connections)
                     return True
-        hog = host_over_its_share(connections, self._config, newcomer_host, part)
-        if hog is None:
-            return False
-        host, count, theirs = hog
-        reason = (f"host {host} holds {count} of max_connections {limits.max_connections} (its share: "
-                  f"{limits.host_share:g}) and another host, holding fewer, needed room")
-        for connection in theirs:
-            if connection.evict(force=True, session=True, reason=reason, stalled=limits.evict_after):
-                self._warnings.warning("evicted peer=%s: %s", connection.peer, reason)
-                return True
-        return False
+        return evict_for_another_host(connections, self._config, newcomer_host, self._warnings, part)
 
     def _refuse_full(self, client: ConnectionSocket, peer: str, open_now: int) -> None:
         """Tells a newcomer the server is full, in its own framing, on a short-lived thread (bounded)."""
@@ -183,6 +209,12 @@ class Admission:
                 client.deadline = time.monotonic() + _REFUSAL_SECONDS  # in all, however the bytes trickle
                 client.handshake_budget = budget = config.limits.handshake_max_bytes  # as before any hello
                 _, dialect = client.first_bytes()
+                if dialect is not None and dialect.kind is DialectKind.HTTP:  # Thrift over HTTP: a 503
+                    client.write(response_bytes(503, f"{message}\n".encode(), "text/plain; charset=utf-8",
+                                                keep_alive=False, headers=[("Retry-After", "1")]))
+                    client.flush()
+                    discard_input(client.handle)
+                    return
                 if dialect is None or dialect.kind not in _ANSWERED_WHEN_FULL:
                     return
                 answer_refusal(client, dialect, TApplicationException.INTERNAL_ERROR, message, budget,

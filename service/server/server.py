@@ -64,7 +64,8 @@ def session_settings(config: ServerConfig) -> SessionSettings:
     return SessionSettings(
         server_name=config.server_name, versions=config.versions, features=config.features,
         auth_token=config.auth_token, idle_timeout_ms=int(config.limits.idle_timeout * 1000),
-        max_message_bytes=config.limits.max_message_bytes, optional_hello=config.optional_hello)
+        max_message_bytes=config.limits.max_message_bytes, optional_hello=config.optional_hello,
+        max_connection_age=config.limits.max_connection_age)
 
 
 class HandshakeServer(TThreadedServer):
@@ -130,6 +131,7 @@ class HandshakeServer(TThreadedServer):
         answers = Answers(self.config, self._warnings)
         opening = Opening(self.config, self.processor, (self.inputTransportFactory, self.inputProtocolFactory),
                           tls, answers, self._warnings)
+        self._opening = opening
         self._loop = MessageLoop(self.config, self.processor, opening, answers, lambda: self._pool,
                                  self._park, self._finish, self._release)
         self._stop_requested = False  # a plain flag: request_stop() runs in signal handlers
@@ -191,10 +193,24 @@ class HandshakeServer(TThreadedServer):
         now = time.monotonic()
         return [connection.info(now) for connection in self._admission.connections()]
 
+    def bytes_now(self) -> Tuple[int, int]:
+        """Bytes received and sent on every connection so far, open or closed (TCP: the kernel's count)."""
+        return self.metrics.bytes_now(connection.socket.handle for connection in self._admission.connections())
+
+    @property
+    def admission(self) -> Admission:
+        """Who may hold a connection here (a supervisor links its workers' through it)."""
+        return self._admission
+
     @property
     def _connections(self) -> List[Connection]:
         """The open connections, oldest first (for tests that look inside)."""
         return self._admission.connections()
+
+    def allow_http_origin(self, origin: str) -> None:
+        """Lets pages from ``origin`` (``scheme://host:port``) call this server with Thrift over HTTP (CORS),
+        beside ``ServerConfig.http_origins``: ``serve --metrics-port`` allows its admin page's once it is known."""
+        self._opening.http_origins.add(origin)
 
     def on_stop(self, callback: Callable[[float], None]) -> None:
         """Registers ``callback(timeout)`` to drain the service's own work when the server stops."""
@@ -458,6 +474,8 @@ class HandshakeServer(TThreadedServer):
         watch = self._watch
         if watch is not None:
             watch.remove(connection.fd, connection)  # before the close: the number may be reused at once
+        moved = self.metrics.socket_closing(connection.socket.handle)
         (connection.transport or connection.socket).close()
         self._admission.forget(connection)
+        self.metrics.bytes_closed(moved)  # once it no longer counts among the open ones
         connection.closed()  # last: a move the table refuses (closed twice) must not keep it counted

@@ -25,17 +25,21 @@ class ClientHello(object):
      - max_version
      - auth_token: Needed when the server is started with an auth token.
      - features
+     - traceparent: W3C trace context (https://www.w3.org/TR/trace-context/#traceparent-header) of the hello call,
+    e.g. "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", for dialects without per-message
+    headers; over THeader every call (hello included) may carry a "traceparent" header instead.
 
     """
 
 
-    def __init__(self, client_name=None, language=None, min_version=None, max_version=None, auth_token=None, features=None,):
+    def __init__(self, client_name=None, language=None, min_version=None, max_version=None, auth_token=None, features=None, traceparent=None,):
         self.client_name = client_name
         self.language = language
         self.min_version = min_version
         self.max_version = max_version
         self.auth_token = auth_token
         self.features = features
+        self.traceparent = traceparent
 
     def read(self, iprot):
         if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
@@ -81,6 +85,11 @@ class ClientHello(object):
                     iprot.readSetEnd()
                 else:
                     iprot.skip(ftype)
+            elif fid == 7:
+                if ftype == TType.STRING:
+                    self.traceparent = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
             else:
                 iprot.skip(ftype)
             iprot.readFieldEnd()
@@ -117,6 +126,10 @@ class ClientHello(object):
             for iter6 in self.features:
                 oprot.writeString(iter6.encode('utf-8') if sys.version_info[0] == 2 else iter6)
             oprot.writeSetEnd()
+            oprot.writeFieldEnd()
+        if self.traceparent is not None:
+            oprot.writeFieldBegin('traceparent', TType.STRING, 7)
+            oprot.writeString(self.traceparent.encode('utf-8') if sys.version_info[0] == 2 else self.traceparent)
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
         oprot.writeStructEnd()
@@ -376,14 +389,20 @@ class HandshakeRequired(TException):
     """
     The method needs a completed hello() on this connection; the connection stays usable.
 
+    With reconnect set, the call was not run for another reason: the session on this connection has
+    ended (it reached the server's max connection age) and the server closes the connection after this
+    answer. Connect again, say hello, and send the call again, whatever the method: it never ran.
+
     Attributes:
      - message
+     - reconnect
 
     """
 
 
-    def __init__(self, message=None,):
+    def __init__(self, message=None, reconnect=None,):
         super(HandshakeRequired, self).__setattr__('message', message)
+        super(HandshakeRequired, self).__setattr__('reconnect', reconnect)
 
     def __setattr__(self, *args):
         raise TypeError("can't modify immutable instance")
@@ -392,7 +411,7 @@ class HandshakeRequired(TException):
         raise TypeError("can't modify immutable instance")
 
     def __hash__(self):
-        return hash(self.__class__) ^ hash((self.message, ))
+        return hash(self.__class__) ^ hash((self.message, self.reconnect, ))
 
     @classmethod
     def read(cls, iprot):
@@ -400,6 +419,7 @@ class HandshakeRequired(TException):
             return iprot._fast_decode(None, iprot, [cls, cls.thrift_spec])
         iprot.readStructBegin()
         message = None
+        reconnect = None
         while True:
             (fname, ftype, fid) = iprot.readFieldBegin()
             if ftype == TType.STOP:
@@ -409,12 +429,18 @@ class HandshakeRequired(TException):
                     message = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
                 else:
                     iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.BOOL:
+                    reconnect = iprot.readBool()
+                else:
+                    iprot.skip(ftype)
             else:
                 iprot.skip(ftype)
             iprot.readFieldEnd()
         iprot.readStructEnd()
         return cls(
             message=message,
+            reconnect=reconnect,
         )
 
     def write(self, oprot):
@@ -425,6 +451,10 @@ class HandshakeRequired(TException):
         if self.message is not None:
             oprot.writeFieldBegin('message', TType.STRING, 1)
             oprot.writeString(self.message.encode('utf-8') if sys.version_info[0] == 2 else self.message)
+            oprot.writeFieldEnd()
+        if self.reconnect is not None:
+            oprot.writeFieldBegin('reconnect', TType.BOOL, 2)
+            oprot.writeBool(self.reconnect)
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
         oprot.writeStructEnd()
@@ -771,6 +801,7 @@ ClientHello.thrift_spec = (
     (4, TType.I32, 'max_version', None, None, ),  # 4
     (5, TType.STRING, 'auth_token', 'UTF8', None, ),  # 5
     (6, TType.SET, 'features', (TType.STRING, 'UTF8', False), None, ),  # 6
+    (7, TType.STRING, 'traceparent', 'UTF8', None, ),  # 7
 )
 all_structs.append(ServerHello)
 ServerHello.thrift_spec = (
@@ -794,6 +825,7 @@ all_structs.append(HandshakeRequired)
 HandshakeRequired.thrift_spec = (
     None,  # 0
     (1, TType.STRING, 'message', 'UTF8', None, ),  # 1
+    (2, TType.BOOL, 'reconnect', None, None, ),  # 2
 )
 all_structs.append(Draining)
 Draining.thrift_spec = (
