@@ -488,8 +488,13 @@ def test_a_refused_stream_stays_refused():
 @given(wire=st.sampled_from(WIRES), data=st.binary(max_size=200), cut=st.integers(min_value=0, max_value=200))
 def test_garbage_is_refused_with_the_wires_errors_or_awaited(wire, data, cut):
     """Any bytes: whole messages that are prefixes of the input, more awaited, or a wire error."""
-    framer = MessageFramer(wire, FramerLimits(4096, max_container_items=50))
-    stream = _messages(wire)[3] + data  # a real message, then garbage
+    assert_prefixes_or_refused(MessageFramer(wire, FramerLimits(4096, max_container_items=50)),
+                               _messages(wire)[3] + data, cut)  # a real message, then garbage
+
+
+def assert_prefixes_or_refused(framer: MessageFramer, stream: bytes, cut: int) -> None:
+    """``stream`` fed in two parts cut at ``cut``: whole messages that are its prefixes, the rest pending,
+    or a wire error (never another exception)."""
     try:
         messages = framer.feed(stream[:cut]) + framer.feed(stream[cut:])
     except (TProtocolException, TTransportException):

@@ -16,7 +16,8 @@ from thrift_handshake.wire import BudgetExceeded, FramerLimits, MessageFramer
 from thrift_handshake.wire.json_framing import JsonMessageEnd
 from thrift_handshake_gen import HandshakeService
 
-from test_framer import LIMITS, _decoded_lengths, _encode, _messages, _nested, assert_split_anywhere
+from test_framer import (LIMITS, _decoded_lengths, _encode, _messages, _nested, assert_prefixes_or_refused,
+                         assert_split_anywhere)
 
 JSON = Wire(protocol="json", transport="buffered")
 TRICKY = 'a]"}\\[{ \\"\\\\u00e9 文字 \\'  # closers, quotes and backslashes inside a string
@@ -155,12 +156,5 @@ def test_http_is_still_not_cut_by_the_framer():
 def test_json_like_garbage_is_refused_with_the_wires_errors_or_awaited(data, cut):
     """Any bytes of JSON's alphabet after a message: whole messages that are prefixes of the input, more
     awaited, or a wire error (never another exception)."""
-    framer = MessageFramer(JSON, FramerLimits(4096, max_container_items=50, max_depth=8))
-    stream = _tricky_echo() + b"[" + data
-    try:
-        messages = framer.feed(stream[:cut]) + framer.feed(stream[cut:])
-    except (TProtocolException, BudgetExceeded):
-        return
-    joined = b"".join(messages)
-    assert stream.startswith(joined)
-    assert framer.pending == len(stream) - len(joined)
+    assert_prefixes_or_refused(MessageFramer(JSON, FramerLimits(4096, max_container_items=50, max_depth=8)),
+                               _tricky_echo() + b"[" + data, cut)
