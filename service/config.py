@@ -17,6 +17,8 @@ __all__ = [
     "SUPPORTED_VERSIONS",
     "PROTOCOLS",
     "TRANSPORTS",
+    "CLIENT_PROTOCOLS",
+    "CLIENT_TRANSPORTS",
     "Wire",
     "Timeouts",
     "RetryPolicy",
@@ -45,16 +47,23 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 PROTOCOLS = ("binary", "compact")
 #: Thrift transports below the protocol (how messages are delimited).
 TRANSPORTS = ("buffered", "framed", "header")
+#: What a client may also speak: Thrift over HTTP (one POST per message, as THttpClient and the JavaScript
+#: library's XHRConnection), with the JSON protocol (TJSONProtocol) or binary or compact. A server detects
+#: HTTP and its protocol by itself, on the same port (``ServerConfig.detect_wire``).
+CLIENT_PROTOCOLS = PROTOCOLS + ("json",)
+CLIENT_TRANSPORTS = TRANSPORTS + ("http",)
 
 
 @dataclass(frozen=True)
 class Wire:
     """What a connection speaks, the same on both ends: protocol, transport, and the implementation.
 
-    protocol: "binary" (strict TBinaryProtocol, Thrift's default) or "compact".
-    transport: "buffered" (TBufferedTransport, messages back to back), "framed" (TFramedTransport) or
+    protocol: "binary" (strict TBinaryProtocol, Thrift's default), "compact", or (clients over HTTP only)
+    "json" (TJSONProtocol, what Thrift's JavaScript library speaks).
+    transport: "buffered" (TBufferedTransport, messages back to back), "framed" (TFramedTransport),
     "header" (THeaderTransport: frames whose header names the protocol inside; the C++, Go and Java
-    ecosystems' fbthrift-style clients speak it).
+    ecosystems' fbthrift-style clients speak it) or, for clients, "http" (one POST per message on a
+    keep-alive connection, so the session follows it; servers detect HTTP themselves).
     accelerated: use Thrift's C extension (fastbinary) where it is installed; False forces the
     pure-Python implementation (same bytes on the wire, slower for structs).
     """
@@ -64,10 +73,13 @@ class Wire:
     accelerated: bool = True
 
     def __post_init__(self) -> None:
-        if self.protocol not in PROTOCOLS:
-            raise ValueError(f"protocol must be one of {PROTOCOLS}, not {self.protocol!r}")
-        if self.transport not in TRANSPORTS:
-            raise ValueError(f"transport must be one of {TRANSPORTS}, not {self.transport!r}")
+        if self.protocol not in CLIENT_PROTOCOLS:
+            raise ValueError(f"protocol must be one of {CLIENT_PROTOCOLS}, not {self.protocol!r}")
+        if self.transport not in CLIENT_TRANSPORTS:
+            raise ValueError(f"transport must be one of {CLIENT_TRANSPORTS}, not {self.transport!r}")
+        if self.protocol == "json" and self.transport != "http":
+            raise ValueError("the json protocol is spoken over the http transport only (Wire(transport='http', "
+                             "protocol='json'))")
 
     def __str__(self) -> str:
         implementation = "C" if self.accelerated else "pure Python"
@@ -286,6 +298,11 @@ class ServerConfig:
     interceptors: objects that see every call (``interceptors.Interceptor``), after the runtime's own.
     call_log_level: the level of the one log line every call gets (an access log); DEBUG by default, so
     INFO logging shows connections and sessions, not calls.
+    http_origins: the browser origins (``scheme://host:port``, as a browser's ``Origin`` header names them)
+    whose pages may call this port with Thrift over HTTP (CORS); "*" allows any. A request from any other
+    origin is refused (403), so a page from elsewhere cannot make a visitor's browser call this server;
+    clients that are not browsers send no origin and are served. ``serve --metrics-port`` adds the admin
+    page's own origin.
     """
 
     host: str = DEFAULT_HOST
@@ -305,6 +322,7 @@ class ServerConfig:
     limits: ServerLimits = field(default_factory=ServerLimits)
     interceptors: Tuple[Any, ...] = ()
     call_log_level: str = "DEBUG"
+    http_origins: FrozenSet[str] = frozenset()
 
     @property
     def pre_session_bytes(self) -> int:
@@ -317,6 +335,10 @@ class ServerConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "features", frozenset(self.features))
+        object.__setattr__(self, "http_origins", _names("ServerConfig.http_origins", self.http_origins))
+        if self.wire.transport not in TRANSPORTS or self.wire.protocol not in PROTOCOLS:
+            raise ValueError(f"a server's wire is one of {TRANSPORTS} with one of {PROTOCOLS}, not {self.wire}: "
+                             "HTTP, and JSON over it, are detected on the same port (detect_wire)")
         if self.call_log_level not in LOG_LEVELS:
             raise ValueError(f"call_log_level must be one of {', '.join(LOG_LEVELS)}, not {self.call_log_level!r}")
         object.__setattr__(self, "interceptors", tuple(self.interceptors))

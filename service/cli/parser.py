@@ -14,7 +14,8 @@ import difflib
 import re
 from typing import Any, Dict, Iterator, List, NoReturn, Optional, Sequence
 
-from ..config import DEFAULT_HOST, DEFAULT_PORT, LOG_LEVELS, PROTOCOLS, TRANSPORTS, ClientOptions, ServerConfig
+from ..config import (CLIENT_PROTOCOLS, CLIENT_TRANSPORTS, DEFAULT_HOST, DEFAULT_PORT, LOG_LEVELS, PROTOCOLS, TRANSPORTS,
+                      ClientOptions, ServerConfig)
 from ..config import ServerLimits
 from ..logs import LOG_FORMATS
 from ..config import Timeouts, Wire
@@ -202,20 +203,23 @@ def limit_flags(parser: Any, limits_class: type) -> None:
                             help=f"{field.metadata['help']} (default {default})")
 
 
-def wire_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--protocol", choices=PROTOCOLS, default=Wire.protocol,
-                        help=f"Thrift protocol (default {Wire.protocol})")
-    parser.add_argument("--transport", choices=TRANSPORTS, default=Wire.transport,
-                        help=f"Thrift transport (default {Wire.transport})")
+def wire_flags(parser: argparse.ArgumentParser, client: bool = False) -> None:
+    """--protocol, --transport, --pure-python; a client's (``client``) also json and http (a server detects HTTP)."""
+    protocols, transports = (CLIENT_PROTOCOLS, CLIENT_TRANSPORTS) if client else (PROTOCOLS, TRANSPORTS)
+    parser.add_argument("--protocol", choices=protocols, default=Wire.protocol,
+                        help=f"Thrift protocol (default {Wire.protocol})" + ("; json over --transport http" if client else ""))
+    parser.add_argument("--transport", choices=transports, default=Wire.transport,
+                        help=f"Thrift transport (default {Wire.transport})" + (
+                            "; http: one POST per message on one keep-alive connection" if client else ""))
     parser.add_argument("--pure-python", action="store_true",
                         help="do not use Thrift's C extension (same bytes on the wire, slower)")
 
 
-def _connection_flags(parser: argparse.ArgumentParser) -> None:
+def _connection_flags(parser: argparse.ArgumentParser, client: bool = False) -> None:
     parser.add_argument("--host", type=host, default=DEFAULT_HOST,
                         help=f"name or address (default {DEFAULT_HOST}); IPv6 as ::1 or [::1]")
     parser.add_argument("--port", type=port, default=DEFAULT_PORT, help=f"0..65535 (default {DEFAULT_PORT})")
-    wire_flags(parser)
+    wire_flags(parser, client)
     parser.add_argument("--auth-token-file", metavar="FILE",
                         help=f"read the shared hello() token from FILE (or set ${AUTH_TOKEN_ENV}; "
                              "never on the command line, where ps shows it)")
@@ -273,6 +277,10 @@ def _serve_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     serve.add_argument("--call-log-level", default=ServerConfig.call_log_level, type=str.upper,
                        choices=LOG_LEVELS, help="the level of the line every call gets, an access log "
                                                 f"(default {ServerConfig.call_log_level}: shown with --log-level DEBUG)")
+    serve.add_argument("--http-origin", action="append", default=[], metavar="ORIGIN",
+                       help="let web pages from ORIGIN (scheme://host:port; * for any) call this port with Thrift "
+                            "over HTTP from a browser (CORS); repeatable. Other origins are refused; --metrics-port "
+                            "adds the admin page's own")
     serve.add_argument("--metrics-host", default=DEFAULT_HOST, metavar="HOST",
                        help=f"the address the metrics port listens on (default {DEFAULT_HOST})")
     limit_flags(serve, ServerLimits)
@@ -291,7 +299,7 @@ def _call_parser(commands: Any, common: argparse.ArgumentParser) -> None:
                                epilog=EXAMPLES["call"])
     call.add_argument("method", nargs="?", help="the method to call (not needed with --list or --describe)")
     call.add_argument("args", nargs="*", metavar="ARG", help="JSON value for the next parameter")
-    _connection_flags(call)
+    _connection_flags(call, client=True)
     call.add_argument("--format", choices=FORMATS, default="text",
                       help="text: the result as JSON, the timeline (--trace) on stderr; json: one JSON "
                            "document on stdout, with the timeline inside (default text)")

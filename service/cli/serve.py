@@ -78,7 +78,8 @@ def _server_config(args: argparse.Namespace, interceptors: Tuple[Any, ...] = ())
                         detect_wire=not args.only_wire,
                         handshake=mode != "off", optional_hello=mode == "optional", auth_token=auth_token(args),
                         tls=tls, grace=args.grace, drain_notice=args.drain_notice, server_name=args.server_name,
-                        limits=limits, interceptors=interceptors, call_log_level=args.call_log_level)
+                        limits=limits, interceptors=interceptors, call_log_level=args.call_log_level,
+                        http_origins=args.http_origin)
 
 
 def hello_mode(args: argparse.Namespace) -> str:
@@ -175,6 +176,8 @@ def run_serve(args: argparse.Namespace) -> int:
             except OSError as error:
                 server.serverTransport.close()
                 raise _listen_error(error, args, args.metrics_host, args.metrics_port, "--metrics-port") from None
+            for origin in admin_origins(endpoint.base_url):  # its page may call this port (the run-it panel)
+                server.allow_http_origin(origin)
     except OSError as error:
         if error.errno in _ADDRESS_ERRORS or error.errno is None:
             raise _listen_error(error, args) from None
@@ -185,6 +188,14 @@ def run_serve(args: argparse.Namespace) -> int:
         if endpoint is not None:
             endpoint.stop()
     return 0
+
+
+def admin_origins(base_url: str) -> Tuple[str, ...]:
+    """The origins a browser names the admin page at ``base_url`` by (loopback's also as localhost)."""
+    origin = base_url.rstrip("/")
+    if origin.startswith("http://127.0.0.1:"):
+        return origin, origin.replace("127.0.0.1", "localhost", 1)
+    return (origin,)
 
 
 def _metrics(args: argparse.Namespace) -> Optional[PrometheusMetrics]:

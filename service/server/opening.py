@@ -13,7 +13,7 @@ from ..peerlog import WarningBudget
 from ..wire import Dialect, DialectKind, header_protocol, peek_first_bytes
 from .answers import Answers
 from .connection import Connection
-from .stacks import stack_for
+from .stacks import http_stack, stack_for
 
 __all__ = ["Opening"]
 
@@ -30,6 +30,8 @@ class Opening:
         self._tls = tls
         self._answers = answers
         self._warnings = warnings
+        #: Browser origins allowed to call over HTTP (CORS): the config's, and any added while serving.
+        self.http_origins = set(config.http_origins)
 
     def begin(self, connection: Connection) -> bool:
         """TLS, then the stack for the dialect the peer speaks; False when neither works (the peer was
@@ -75,8 +77,10 @@ class Opening:
         first, dialect = connection.socket.first_bytes()
         config = self._config
         served = config.wire
+        inflated = False
         if dialect is not None and dialect.kind is DialectKind.ZLIB:  # its answers are compressed too
             connection.socket.inflate()
+            inflated = True
             first, dialect = connection.socket.first_bytes()  # zlib in zlib is refused below
             if not config.detect_wire:
                 self._answers.explain_mismatch(connection, first, dialect, f"this server speaks {self._speaks()}",
@@ -96,6 +100,8 @@ class Opening:
             protocol = header_protocol(connection.socket, limits.max_message_bytes, limits.max_container_items,
                                        framed=dialect.kind is DialectKind.FRAMED_HEADER)
             return protocol.trans, protocol
+        if dialect is not None and dialect.kind is DialectKind.HTTP and config.detect_wire and not inflated:
+            return http_stack(config, connection.socket, self.http_origins)
         if not first:  # closed (or silent until the deadline) before saying anything
             return stack_for(config, served, connection.socket)
         self._answers.explain_mismatch(connection, first, dialect, f"this server speaks {self._speaks()}")
@@ -104,5 +110,5 @@ class Opening:
     def _speaks(self) -> str:
         if self._config.detect_wire:
             return ("Thrift binary or compact, buffered or framed, or THeader (framed or not), each also inside "
-                    "TZlibTransport")
+                    "TZlibTransport, or Thrift over HTTP (POST, JSON, binary or compact)")
         return f"Thrift {self._config.wire.transport} {self._config.wire.protocol}"

@@ -130,6 +130,7 @@ class HandshakeServer(TThreadedServer):
         answers = Answers(self.config, self._warnings)
         opening = Opening(self.config, self.processor, (self.inputTransportFactory, self.inputProtocolFactory),
                           tls, answers, self._warnings)
+        self._opening = opening
         self._loop = MessageLoop(self.config, self.processor, opening, answers, lambda: self._pool,
                                  self._park, self._finish, self._release)
         self._stop_requested = False  # a plain flag: request_stop() runs in signal handlers
@@ -195,6 +196,11 @@ class HandshakeServer(TThreadedServer):
     def _connections(self) -> List[Connection]:
         """The open connections, oldest first (for tests that look inside)."""
         return self._admission.connections()
+
+    def allow_http_origin(self, origin: str) -> None:
+        """Lets pages from ``origin`` (``scheme://host:port``) call this server with Thrift over HTTP (CORS),
+        beside ``ServerConfig.http_origins``: ``serve --metrics-port`` allows its admin page's once it is known."""
+        self._opening.http_origins.add(origin)
 
     def on_stop(self, callback: Callable[[float], None]) -> None:
         """Registers ``callback(timeout)`` to drain the service's own work when the server stops."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Optional, Tuple
 
-from thrift.protocol import TBinaryProtocol, TCompactProtocol, THeaderProtocol
+from thrift.protocol import TBinaryProtocol, TCompactProtocol, THeaderProtocol, TJSONProtocol
 from thrift.protocol.TProtocol import TProtocolBase, TProtocolException, TProtocolFactory
 from thrift.Thrift import TApplicationException
 from thrift.transport import THeaderTransport, TTransport
@@ -20,7 +20,7 @@ from .sniff import thrift_start
 from .strict import method_name, strict_decoder
 
 __all__ = ["accelerated_available", "protocol_factory", "message_header", "HEADER_INNER_PROTOCOLS",
-           "HeaderProtocolFactory"]
+           "HeaderProtocolFactory", "JsonProtocol"]
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +152,39 @@ class _LimitedHeaderProtocol(THeaderProtocol.THeaderProtocol):
             protocol.container_length_limit = self._limits["container_length_limit"]
 
 
+class JsonProtocol(TJSONProtocol.TJSONProtocol):
+    """Thrift's JSON protocol with the read limits of the others: strings by ``string_length_limit``
+    (Thrift's own), lists, sets and maps by ``container_length_limit`` (which Thrift's JSON protocol has not)."""
+
+    def __init__(self, trans: TTransport.TTransportBase, string_length_limit: Optional[int] = None,
+                 container_length_limit: Optional[int] = None) -> None:
+        super().__init__(trans, string_length_limit=string_length_limit)
+        self._container_limit = container_length_limit
+
+    @property
+    def container_length_limit(self) -> Optional[int]:
+        return self._container_limit
+
+    def _checked(self, size: int) -> int:
+        if size < 0:
+            raise TProtocolException(TProtocolException.NEGATIVE_SIZE, "Negative container size")
+        if self._container_limit is not None and size > self._container_limit:
+            raise TProtocolException(TProtocolException.SIZE_LIMIT, f"a container of {size} elements exceeds "
+                                                                    f"the limit of {self._container_limit}")
+        return size
+
+    def readMapBegin(self) -> Tuple[int, int, int]:
+        key_type, value_type, size = super().readMapBegin()
+        return key_type, value_type, self._checked(size)
+
+    def readCollectionBegin(self) -> Tuple[int, int]:
+        element_type, size = super().readCollectionBegin()
+        return element_type, self._checked(size)
+
+    readListBegin = readCollectionBegin
+    readSetBegin = readCollectionBegin
+
+
 class HeaderProtocolFactory(TProtocolFactory):
     """THeader protocols for ``client_types`` whose inner protocol has ``limits`` (Thrift's
     string_length_limit and container_length_limit)."""
@@ -165,13 +198,15 @@ class HeaderProtocolFactory(TProtocolFactory):
 
 
 class _ProtocolFactory(TProtocolFactory):
-    def __init__(self, protocol_class: type, **options: object) -> None:
+    def __init__(self, protocol_class: type, strict: bool = True, **options: object) -> None:
         self._class = protocol_class
+        self._strict = strict  # the strict decoder walks binary and compact: JSON's strings are its own
         self._options = options
 
     def getProtocol(self, trans: TTransport.TTransportBase) -> TProtocolBase:
         protocol = self._class(trans, **self._options)
-        protocol._fast_decode = strict_decoder(protocol._fast_decode)
+        if self._strict:
+            protocol._fast_decode = strict_decoder(protocol._fast_decode)
         return protocol
 
 
@@ -187,6 +222,8 @@ def protocol_factory(wire: Wire, max_string_bytes: Optional[int], max_container_
     limits = dict(string_length_limit=max_string_bytes, container_length_limit=max_container_items)
     if wire.transport == "header":  # the protocol inside is the transport's (THeader names it per frame)
         return HeaderProtocolFactory((THeaderTransport.THeaderClientType.HEADERS,), limits)
+    if wire.protocol == "json":
+        return _ProtocolFactory(JsonProtocol, strict=False, **limits)
     if wire.protocol == "compact":
         return _ProtocolFactory(_CompactProtocolAccelerated if accelerated else _CompactProtocol, **limits)
     return _ProtocolFactory(_BinaryProtocolAccelerated if accelerated else _BinaryProtocol,

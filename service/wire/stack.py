@@ -27,7 +27,7 @@ from .sockets import CountingSocket
 from .tls import client_tls_context
 from .whole_arguments import PricesLargeArguments
 
-__all__ = ["BufferedTransport", "FramedTransport", "HeaderTransport", "transport_factory", "header_protocol",
+__all__ = ["WholeBody", "BufferedTransport", "FramedTransport", "HeaderTransport", "transport_factory", "header_protocol",
            "server_stack", "client_stack", "unread_bytes"]
 
 
@@ -95,6 +95,36 @@ class _RemembersEnd:
         except Exception as error:
             self.refill_error = error
             raise
+
+
+class WholeBody(_Resettable, TTransport.TTransportBase, TTransport.CReadableTransport):
+    """Reads from one whole body in memory (HTTP's, either end): the end of the body is the end of
+    the message, so a read past it fails (END_OF_FILE, ``ended``) instead of waiting for more."""
+
+    _rbuf_attribute = "_rbuf"
+    _wbuf_attribute = "_wbuf"
+    ended = "the HTTP body ended before its Thrift message did"
+    refill_error: Optional[Exception] = None
+
+    def read(self, sz: int) -> bytes:
+        data = self._rbuf.read(sz)
+        if not data and sz:
+            self._end()
+        return data
+
+    def _end(self) -> None:
+        self.refill_error = TTransport.TTransportException(TTransport.TTransportException.END_OF_FILE, self.ended)
+        raise self.refill_error
+
+    def write(self, buf: bytes) -> None:
+        self._wbuf.write(buf)
+
+    @property
+    def cstringio_buf(self) -> BytesIO:
+        return self._rbuf
+
+    def cstringio_refill(self, partialread: bytes, reqlen: int) -> BytesIO:
+        self._end()  # the body has no more
 
 
 class BufferedTransport(_Resettable, _RemembersEnd, PricesLargeArguments, TTransport.TBufferedTransport):
@@ -292,6 +322,11 @@ def client_stack(
     context = None if tls is None else client_tls_context(tls)
     sock = CountingSocket(host, port, socket_family=_family_for(host), tls=context,
                           server_hostname=None if tls is None else tls.server_hostname, unix_socket=unix_socket)
+    if wire.transport == "http":
+        from .http_client import HttpClientTransport  # imports this module's transports
+
+        transport = HttpClientTransport(sock, f"{host}:{port}", wire.protocol, max_reply_bytes)
+        return sock, transport, protocol_factory(wire, max_reply_bytes, max_reply_items).getProtocol(transport)
     transport = transport_factory(wire, max_reply_bytes).getTransport(sock)
     return sock, transport, protocol_factory(wire, max_reply_bytes, max_reply_items).getProtocol(transport)
 

@@ -1,0 +1,71 @@
+"""Thrift over HTTP, the client's end: each flushed message is POSTed on one keep-alive connection and its
+response's body is the reply (as Thrift's THttpClient does, but the connection, and so the session, is kept)."""
+
+from __future__ import annotations
+
+from io import BytesIO
+
+from thrift.transport import TTransport
+
+from .http import MEDIA_TYPES, HttpError, ResponseParser, request_bytes
+from .stack import WholeBody
+
+__all__ = ["HttpClientTransport", "HttpStatusError"]
+
+
+class HttpStatusError(TTransport.TTransportException):
+    """The server answered a request with an HTTP status other than 200 (``status``)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(TTransport.TTransportException.UNKNOWN, message)
+        self.status = status
+
+
+class HttpClientTransport(WholeBody):
+    """POSTs what is written to ``path`` on ``sock`` at each flush (as ``protocol``'s media type) and reads the
+    response at once; reads return the bodies of the responses, in order. Response bodies up to ``max_reply_bytes``."""
+
+    ended = "the HTTP response's body ended before its Thrift reply did"
+
+    def __init__(self, sock: TTransport.TTransportBase, host: str, protocol: str, max_reply_bytes: int,
+                 path: str = "/") -> None:
+        self._sock = sock
+        self._host = host
+        self._path = path
+        self._media = "application/vnd.apache.thrift.json" if protocol == "json" else MEDIA_TYPES[protocol]
+        self._max_reply = max_reply_bytes
+        self._parser = ResponseParser(max_reply_bytes)
+        self._rbuf = BytesIO()
+        self._wbuf = BytesIO()
+
+    def isOpen(self) -> bool:
+        return self._sock.isOpen()
+
+    def open(self) -> None:
+        self._sock.open()
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def flush(self) -> None:
+        body, self._wbuf = self._wbuf.getvalue(), BytesIO()
+        self._sock.write(request_bytes(self._host, self._path, body, self._media))
+        response = self._receive()
+        if response.status != 200:
+            text = response.body[:300].decode("utf-8", "replace").strip()
+            raise HttpStatusError(response.status, f"the server answered HTTP {response.status} {response.reason}: {text}")
+        rest = self._rbuf.read()  # an earlier reply not read yet (a pipelined hello's) comes first
+        self._rbuf = BytesIO(rest + response.body)
+
+    def _receive(self):
+        parser = self._parser
+        while True:
+            try:
+                response = parser.next_response()
+            except HttpError as error:
+                raise TTransport.TTransportException(TTransport.TTransportException.SIZE_LIMIT
+                                                     if error.status == 413 else TTransport.TTransportException.UNKNOWN,
+                                                     f"an HTTP response this client cannot read: {error.message}") from None
+            if response is not None:
+                return response
+            parser.feed(self._sock.read(parser.wanted()))
