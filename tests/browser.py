@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import os
+import select
 import shutil
 import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict
 
-__all__ = ["chromium", "browse"]
+__all__ = ["chromium", "browse", "Page"]
 
 
 def chromium() -> str:
@@ -22,3 +30,98 @@ def browse(url: str, *flags: str, budget_ms: int = 3000) -> str:
                           capture_output=True, text=True, timeout=90)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
+
+
+class Page:
+    """One tab of a headless Chromium driven over the DevTools protocol (``--remote-debugging-pipe``: no
+    driver, no package): real time, unlike ``--virtual-time-budget``, so the page's own clock measures real
+    calls. ``with Page(url) as page: page.wait_for("js expression"); page.evaluate("...")``."""
+
+    def __init__(self, url: str, width: int = 1100, height: int = 1000) -> None:
+        self.url = url
+        self._size = (width, height)
+        self._buffer = b""
+        self._last_id = 0
+
+    def __enter__(self) -> "Page":
+        self._profile = tempfile.TemporaryDirectory(prefix="chromium-")
+        commands, self._to_chrome = os.pipe()
+        self._from_chrome, answers = os.pipe()
+        # Chromium reads commands on fd 3 and writes answers on fd 4 (NUL-separated JSON)
+        self._process = subprocess.Popen(
+            [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
+             "--remote-debugging-pipe", f"--user-data-dir={self._profile.name}",
+             f"--window-size={self._size[0]},{self._size[1]}", "about:blank"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(3, 4),
+            preexec_fn=lambda: _onto(commands, 3, answers, 4))
+        os.close(commands)
+        os.close(answers)
+        try:
+            target = self._command("Target.createTarget", url="about:blank")["targetId"]
+            self._session = self._command("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+            self._command("Page.navigate", url=self.url)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        try:
+            if self._process.poll() is None:
+                os.write(self._to_chrome, json.dumps({"id": 0, "method": "Browser.close"}).encode() + b"\0")
+                self._process.wait(10)
+        except (OSError, subprocess.TimeoutExpired):
+            self._process.kill()
+            self._process.wait(10)
+        finally:
+            os.close(self._to_chrome)
+            os.close(self._from_chrome)
+            self._profile.cleanup()
+
+    def evaluate(self, expression: str) -> Any:
+        """The value of a JavaScript expression in the page (awaited when it is a promise)."""
+        answer = self._command("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        assert "exceptionDetails" not in answer, answer["exceptionDetails"]
+        return answer["result"].get("value")
+
+    def wait_for(self, expression: str, timeout: float = 20.0) -> Any:
+        """The expression's first truthy value, read every 50 ms; fails after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = self.evaluate(expression)
+            if value:
+                return value
+            assert time.monotonic() < deadline, f"{expression!r} still false after {timeout} s on {self.url}"
+            time.sleep(0.05)
+
+    def screenshot(self, path: Path) -> None:
+        data = self._command("Page.captureScreenshot", format="png")["data"]
+        path.write_bytes(base64.b64decode(data))
+
+    def _command(self, method: str, **params: Any) -> Dict[str, Any]:
+        self._last_id += 1
+        message: Dict[str, Any] = {"id": self._last_id, "method": method, "params": params}
+        if method.split(".")[0] not in ("Target", "Browser"):
+            message["sessionId"] = self._session
+        os.write(self._to_chrome, json.dumps(message).encode() + b"\0")
+        deadline = time.monotonic() + 30
+        while True:  # events arrive between the answers: skipped
+            while b"\0" not in self._buffer:
+                ready, _, _ = select.select([self._from_chrome], [], [], max(0.0, deadline - time.monotonic()))
+                assert ready, f"Chromium did not answer {method} within 30 s"
+                chunk = os.read(self._from_chrome, 1 << 16)
+                assert chunk, f"Chromium closed its pipe (exit status {self._process.poll()})"
+                self._buffer += chunk
+            line, self._buffer = self._buffer.split(b"\0", 1)
+            answer = json.loads(line)
+            if answer.get("id") == self._last_id:
+                assert "error" not in answer, f"{method}: {answer['error']}"
+                return answer["result"]
+
+
+def _onto(first: int, first_to: int, second: int, second_to: int) -> None:
+    """In the child: ``first`` becomes fd ``first_to`` and ``second`` fd ``second_to`` (copied away first, so
+    neither overwrites the other)."""
+    first, second = os.dup(first), os.dup(second)
+    os.dup2(first, first_to)
+    os.dup2(second, second_to)

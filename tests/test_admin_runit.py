@@ -1,5 +1,7 @@
 """The admin page's "run it" panel: its files, where it tells the page to call, and the handshake run from
-headless Chromium with Apache Thrift's JavaScript library (JSON over HTTP POST) against a real server."""
+headless Chromium with Apache Thrift's JavaScript library (JSON over HTTP POST) against a real server.
+
+THRIFT_HANDSHAKE_SCREENSHOT=docs/admin-page.png keeps the first browser test's screenshot for the README."""
 
 from __future__ import annotations
 
@@ -9,13 +11,15 @@ import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Dict, Tuple
+import os
+from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 
 from thrift_handshake.admin import AdminEndpoint, PrometheusMetrics, RecentCalls
 from thrift_handshake.admin import runit
 
+from browser import Page
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -88,3 +92,96 @@ def test_the_state_tells_the_page_where_to_call(start_server, tmp_path):
         assert "Unix socket" in _state(endpoint)["runit"]["unavailable"]
     with AdminEndpoint(PrometheusMetrics()) as endpoint:
         assert _state(endpoint)["runit"] == {"unavailable": "no Thrift server is watched by this endpoint"}
+
+
+# --- the panel in a real browser ------------------------------------------------------------------------------
+
+_STATE = "document.getElementById('runit-status') && document.getElementById('runit-status').dataset.state"
+#: The panel's rows as the page shows them.
+_ROWS = """[...document.querySelectorAll('#runit-steps tbody tr')].map((row) => ({
+  phase: row.cells[0].textContent, call: row.cells[1].textContent, ms: row.cells[2].textContent,
+  bars: [...row.querySelectorAll('.seg')].map((bar) => bar.classList[1]).join(' '),
+  result: row.cells[4].textContent, failed: row.cells[4].className === 'failed'}))"""
+
+
+@pytest.fixture
+def panel(start_server, built_client) -> Iterator:
+    """An admin endpoint, then a server (``start(**ServerConfig fields)``) whose port lets the page's origin
+    call it over HTTP (CORS), and ``run(page, token="")``: clicks Run it and returns the rows and status."""
+    metrics, recent = PrometheusMetrics(), RecentCalls()
+    with AdminEndpoint(metrics, recent=recent) as endpoint:
+        def start(**config: Any):
+            config.setdefault("http_origins", frozenset([endpoint.base_url.rstrip("/")]))
+            server = start_server(interceptors=[metrics, recent], **config)
+            metrics.watch(server)
+            return server
+
+        def run(page: Page, token: str = "") -> Tuple[List[Dict[str, Any]], str, str]:
+            page.wait_for(f"{_STATE} === 'ready' || {_STATE} === 'done' || {_STATE} === 'failed'")
+            page.evaluate(f"document.querySelector('#runit-form [name=auth_token]').value = {json.dumps(token)}")
+            page.evaluate("document.getElementById('runit-run').click()")
+            state = page.wait_for(f"{_STATE} !== 'running' && {_STATE}")
+            return page.evaluate(_ROWS), state, page.evaluate("document.getElementById('runit-status').textContent")
+
+        yield endpoint, start, run, recent
+
+
+def test_chromium_runs_the_handshake_and_draws_each_phase(panel, tmp_path):
+    endpoint, start, run, recent = panel
+    start()
+    with Page(endpoint.base_url, height=1000) as page:
+        rows, state, text = run(page)
+        assert state == "done", text
+        assert [(row["phase"], row["call"]) for row in rows] == [
+            ("connect", "TCP"), ("hello", "hello"), ("request", "process"), ("request", "submit"),
+            ("request", "get_result"), ("goodbye", "goodbye")]
+        assert [row["bars"] for row in rows] == ["", "hello", "request response", "request response",
+                                                 "request response", "goodbye"]
+        assert not any(row["failed"] for row in rows)
+        session = re.fullmatch(r"session (\S+), version 2, server \S+", rows[1]["result"]).group(1)
+        found = re.fullmatch(r"digest [0-9a-f]{12}\.\.\., sequence 1, the server's own time (\d+) us", rows[2]["result"])
+        # process asked for 25 ms of work: the browser's round trip holds the server's own time
+        assert 25_000 <= int(found.group(1)) <= float(rows[2]["ms"]) * 1000
+        assert re.fullmatch(r"ticket \S+", rows[3]["result"])
+        assert rows[4]["result"].endswith("... for browser-2")
+        assert re.fullmatch(r"3 calls in \d+ ms", rows[5]["result"])
+        assert re.fullmatch(r"done in [\d.]+ ms: 5 calls", text)
+        # the page's live part shows the browser's session once it re-reads the state
+        page.wait_for(f"document.getElementById('timelines').textContent.includes({json.dumps(session)})")
+        page.screenshot(tmp_path / "admin.png")
+    assert (tmp_path / "admin.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if os.environ.get("THRIFT_HANDSHAKE_SCREENSHOT"):
+        Path(os.environ["THRIFT_HANDSHAKE_SCREENSHOT"]).write_bytes((tmp_path / "admin.png").read_bytes())
+    # the server saw the same session, call by call
+    calls = [(call["method"], call["outcome"]) for call in recent.calls() if call["session"] == session]
+    assert calls == [("hello", "ok"), ("process", "ok"), ("submit", "ok"), ("get_result", "ok"), ("goodbye", "ok")]
+
+
+def test_hello_carries_the_token_the_user_types_and_a_refusal_shows_typed(panel):
+    endpoint, start, run, recent = panel
+    server = start(auth_token="s3cret")
+    with Page(endpoint.base_url) as page:
+        page.wait_for(f"{_STATE} === 'ready'")
+        assert page.evaluate("document.querySelector('#runit-form [name=auth_token]').placeholder") == "required"
+        rows, state, text = run(page)
+        assert state == "failed"
+        assert [(row["phase"], row["call"], row["bars"], row["failed"]) for row in rows] == [
+            ("hello", "hello", "error", True)]
+        assert re.fullmatch(r'HandshakeRejected: reason="[^"]*token[^"]*", min_version=1, max_version=2',
+                            rows[0]["result"]), rows[0]["result"]
+        assert text.startswith("failed after ") and text.endswith(rows[0]["result"])
+        rows, state, text = run(page, token="s3cret")
+        assert state == "done", text
+        assert [row["call"] for row in rows] == ["TCP", "hello", "process", "submit", "get_result", "goodbye"]
+    assert server.metrics.snapshot().handshakes_rejected == 1
+
+
+def test_a_server_that_does_not_allow_the_page_s_origin_is_refused_by_the_browser(panel):
+    endpoint, start, run, _ = panel
+    server = start(http_origins=frozenset())
+    with Page(endpoint.base_url) as page:
+        rows, state, text = run(page)
+    assert state == "failed"
+    assert [(row["call"], row["bars"]) for row in rows] == [("hello", "error")]
+    assert rows[0]["result"] == f"NetworkError: no answer from http://127.0.0.1:{server.port}/ (refused, " \
+                                "unreachable, or blocked by CORS)"

@@ -2,8 +2,7 @@
 // server's own port with Apache Thrift's JavaScript library (XHRConnection: HTTP POST, TJSONProtocol; the
 // bundle scripts/gen-js builds, global ThriftHandshake), and draws each phase as it happens.
 // Per call, "request" runs from the call until the reply's first bytes arrive (sending, the network and the
-// server's work), "response" from there until the reply is read and decoded. Open the page at /#run to run
-// it once on load.
+// server's work), "response" from there until the reply is read and decoded.
 "use strict";
 (function () {
   const CALL_TIMEOUT_MS = 15000;
@@ -37,7 +36,6 @@
     $("runit-form").addEventListener("submit", (event) => { event.preventDefault(); run(); });
     $("runit-run").disabled = false;
     status("ready", "ready: the Thrift client is loaded");
-    if (location.hash === "#run") run();
   }
 
   function url() {
@@ -143,7 +141,7 @@
       row.insertCell().textContent = step.call;
       const ms = row.insertCell();
       ms.className = "num";
-      ms.textContent = step.end ? (step.end - step.start).toFixed(1) : "...";
+      ms.textContent = step.start === undefined ? "-" : step.end ? (step.end - step.start).toFixed(1) : "...";
       const lane = document.createElement("div");
       lane.className = "lane";
       const bar = (kind, from, to) => {
