@@ -75,7 +75,9 @@
     const host = target.host || location.hostname;
     const connection = thrift.createXHRConnection(host.includes(":") ? "[" + host + "]" : host, target.port,
       {path: target.path, https: target.https, useCORS: true, timeout: CALL_TIMEOUT_MS,
-        protocol: thrift.TJSONProtocol, transport: thrift.TBufferedTransport});
+        protocol: thrift.TJSONProtocol, transport: thrift.TBufferedTransport,
+        // the body's protocol by name (XHRConnection sends none); the browser asks the port first (CORS preflight)
+        headers: {"Content-Type": "application/vnd.apache.thrift.json"}});
     let pending = null;
     const settle = (error, value) => {
       const call = pending;
