@@ -20,6 +20,7 @@ from thrift_handshake.admin import AdminEndpoint, PrometheusMetrics, RecentCalls
 from thrift_handshake.admin import runit
 
 from browser import Page
+from server_process import read_log_until, serve_subprocess
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -185,3 +186,21 @@ def test_a_server_that_does_not_allow_the_page_s_origin_is_refused_by_the_browse
     assert [(row["call"], row["bars"]) for row in rows] == [("hello", "error")]
     assert rows[0]["result"] == f"NetworkError: no answer from http://127.0.0.1:{server.port}/ (refused, " \
                                 "unreachable, or blocked by CORS)"
+
+
+def test_serve_metrics_port_lets_its_page_run_it_by_localhost_too(built_client):
+    """What a user does: ``serve --metrics-port``, then the page, by 127.0.0.1 or by localhost."""
+    process, port = serve_subprocess("--metrics-port", "0")
+    try:
+        page_url = re.search(r"the admin page on (http://127\.0\.0\.1:\d+/)", read_log_until(process, "admin page")).group(1)
+        for url in (page_url, page_url.replace("127.0.0.1", "localhost")):
+            with Page(url) as page:
+                page.wait_for(f"{_STATE} === 'ready'")
+                assert page.evaluate("document.getElementById('runit-target').textContent") == f"http://127.0.0.1:{port}/"
+                page.evaluate("document.getElementById('runit-run').click()")
+                assert page.wait_for(f"{_STATE} !== 'running' && {_STATE}") == "done", \
+                    page.evaluate("document.getElementById('runit-status').textContent")
+    finally:
+        process.terminate()
+        process.wait(20)
+        process.stderr.close()

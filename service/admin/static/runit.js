@@ -84,6 +84,7 @@
       if (call === null) return;
       pending = null;
       call.end = performance.now();
+      if (error && typeof error !== "object") error = new Error(String(error));  // the generated code's strings
       if (error) { error.times = call; call.reject(error); } else { call.value = value; call.resolve(call); }
     };
     connection.getXmlHttpRequestObject = function () {
