@@ -204,3 +204,25 @@ def test_serve_metrics_port_lets_its_page_run_it_by_localhost_too(built_client):
         process.terminate()
         process.wait(20)
         process.stderr.close()
+
+
+def test_with_an_auth_token_the_page_opens_with_it_and_hello_carries_it(built_client, tmp_path):
+    """The page behind the token (the browser sends it as the Basic password), and the token typed into the
+    panel for hello: the server's one token guards both."""
+    (tmp_path / "token").write_text("s3cret\n")
+    process, port = serve_subprocess("--metrics-port", "0", "--auth-token-file", str(tmp_path / "token"))
+    try:
+        page_url = re.search(r"the admin page on http://(127\.0\.0\.1:\d+/)", read_log_until(process, "admin page")).group(1)
+        with Page(f"http://admin:s3cret@{page_url}") as page:
+            page.wait_for(f"{_STATE} === 'ready'")
+            page.evaluate("document.querySelector('#runit-form [name=auth_token]').value = 's3cret'")
+            page.evaluate("document.getElementById('runit-run').click()")
+            assert page.wait_for(f"{_STATE} !== 'running' && {_STATE}") == "done", \
+                page.evaluate("document.getElementById('runit-status').textContent")
+            # the page's live part too: it read the state (it failed to, opened with user:token@)
+            page.wait_for("Number(document.getElementById('updated').dataset.refreshes) >= 1", timeout=5)
+            assert page.evaluate("document.getElementById('summary').textContent").startswith("sessions ")
+    finally:
+        process.terminate()
+        process.wait(20)
+        process.stderr.close()

@@ -113,7 +113,9 @@ function timelines(recent) {
 }
 async function refresh() {
   try {
-    const state = await (await fetch("admin/state.json", {cache: "no-store"})).json();
+    // by absolute URL: a relative one inherits user:token@ from the page's, and fetch refuses those
+    const state = await (await fetch(new URL("admin/state.json", location.origin + location.pathname),
+                                     {cache: "no-store"})).json();
     const server = state.servers[0] || {};
     document.getElementById("service").textContent = (server.service || "") + " on " + (server.address || "");
     document.getElementById("summary").textContent = "sessions " + server.sessions_active + ", connections " +

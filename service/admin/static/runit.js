@@ -10,6 +10,9 @@
   let running = false;
 
   const $ = (id) => document.getElementById(id);
+  // The endpoint's own files by absolute URL without the page's user:password@ (fetch refuses URLs with
+  // credentials, and a relative one inherits them from a page opened as http://user:token@host/).
+  const here = (path) => new URL(path, location.origin + location.pathname).href;
 
   function status(state, text) {
     const line = $("runit-status");
@@ -19,8 +22,8 @@
 
   async function load() {
     const panel = $("runit");
-    panel.innerHTML = await (await fetch("admin/static/runit.html", {cache: "no-store"})).text();
-    target = (await (await fetch("admin/state.json", {cache: "no-store"})).json()).runit;
+    panel.innerHTML = await (await fetch(here("admin/static/runit.html"), {cache: "no-store"})).text();
+    target = (await (await fetch(here("admin/state.json"), {cache: "no-store"})).json()).runit;
     if (target.unavailable) {
       status("unavailable", "cannot run from a browser: " + target.unavailable);
       return;
@@ -28,7 +31,7 @@
     $("runit-target").textContent = url();
     if (target.token_required) $("runit-form").elements.auth_token.placeholder = "required";
     try {
-      await script(target.client);
+      await script(here(target.client));
     } catch (error) {
       status("unavailable", String(error));
       return;
