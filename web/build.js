@@ -41,8 +41,10 @@ const header = [
   " */",
   "",
 ].join("\n");
+// written beside, then renamed: a server reading the old file meanwhile never serves half of the new one
+const write = (file, text) => { fs.writeFileSync(file + ".part", text); fs.renameSync(file + ".part", file); };
 fs.mkdirSync(path.dirname(output), { recursive: true });
-fs.writeFileSync(output, header + result.outputFiles[0].text);
+write(output, header + result.outputFiles[0].text);
 
 const licences = names.map((name) => {
   const info = packages.get(name);
@@ -50,5 +52,5 @@ const licences = names.map((name) => {
   const text = file ? fs.readFileSync(path.join(info.folder, file), "utf8").trim() : `${info.license} (no licence file in the package)`;
   return `${name} ${info.version} (${info.license})\n${"=".repeat(72)}\n${text}\n`;
 });
-fs.writeFileSync(output + ".LICENSES.txt", licences.join("\n"));
+write(output + ".LICENSES.txt", licences.join("\n"));
 console.error(`[web/build.js] ${output}: ${names.length} packages, ${fs.statSync(output).size} bytes`);
