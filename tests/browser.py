@@ -8,6 +8,7 @@ import os
 import select
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -47,13 +48,15 @@ class Page:
         self._profile = tempfile.TemporaryDirectory(prefix="chromium-")
         commands, self._to_chrome = os.pipe()
         self._from_chrome, answers = os.pipe()
-        # Chromium reads commands on fd 3 and writes answers on fd 4 (NUL-separated JSON)
+        # Chromium reads commands on fd 3 and writes answers on fd 4 (NUL-separated JSON): a Python trampoline
+        # puts the pipes there (no preexec_fn, which is unsafe with the servers' threads in this process)
         self._process = subprocess.Popen(
-            [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
-             "--remote-debugging-pipe", f"--user-data-dir={self._profile.name}",
-             f"--window-size={self._size[0]},{self._size[1]}", "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(3, 4),
-            preexec_fn=lambda: _onto(commands, 3, answers, 4))
+            [sys.executable, "-c", _ONTO_3_AND_4, str(commands), str(answers), chromium(), "--headless",
+             "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run", "--remote-debugging-pipe",
+             f"--user-data-dir={self._profile.name}", f"--window-size={self._size[0]},{self._size[1]}",
+             "about:blank"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            pass_fds=(commands, answers))
         os.close(commands)
         os.close(answers)
         try:
@@ -119,9 +122,8 @@ class Page:
                 return answer["result"]
 
 
-def _onto(first: int, first_to: int, second: int, second_to: int) -> None:
-    """In the child: ``first`` becomes fd ``first_to`` and ``second`` fd ``second_to`` (copied away first, so
-    neither overwrites the other)."""
-    first, second = os.dup(first), os.dup(second)
-    os.dup2(first, first_to)
-    os.dup2(second, second_to)
+#: Moves the fds named by argv[1] and argv[2] to 3 and 4 (copied away first: neither overwrites the other;
+#: a copy that landed on 3 or 4 already is made inheritable all the same), then runs argv[3:].
+_ONTO_3_AND_4 = ("import os, sys; a, b = os.dup(int(sys.argv[1])), os.dup(int(sys.argv[2])); "
+                 "os.dup2(a, 3); os.dup2(b, 4); os.set_inheritable(3, True); os.set_inheritable(4, True); "
+                 "os.execvp(sys.argv[3], sys.argv[3:])")
