@@ -1,7 +1,8 @@
 """thrift-handshake: a runtime for Thrift services whose client/server handshake is explicit and observable.
 
 Public API: connecting is ``Client`` (phased: connect, hello, calls, goodbye, close) or, on asyncio,
-``AsyncClient`` (the same phases, many calls in flight on one connection); serving is
+``AsyncClient`` (the same phases, many calls in flight on one connection), shared by threads through a
+``ClientPool``; serving is
 ``HandshakeServer`` (a TThreadedServer with sessions, limits and a graceful stop), around the
 ``SessionProcessor`` that any Thrift server can host; the settings in ``config``; the handler's view
 of its caller (``current_session``; ``drop_oneway`` for a one-way call it cannot use); the timeline
@@ -11,6 +12,7 @@ records; the error hierarchy rooted in ``ThriftHandshakeError``. The demo servic
 
 from .aio import AsyncClient
 from .client import Client
+from .client_pool import ClientPool, PoolOptions, PoolStats
 from .endpoints import Endpoints
 from .config import ClientOptions, ClientTLS, RetryPolicy, ServerConfig, ServerLimits, ServerTLS, Timeouts, Wire
 from .errors import (
@@ -20,6 +22,7 @@ from .errors import (
     ConnectionBroken,
     HandshakeFailed,
     PhaseError,
+    PoolTimeout,
     RemoteApplicationError,
     RequestEncodingError,
     ServerFull,
@@ -39,6 +42,9 @@ from .timing import Record, Timeline
 __all__ = [
     "Client",
     "AsyncClient",
+    "ClientPool",
+    "PoolOptions",
+    "PoolStats",
     "Endpoints",
     "ClientOptions",
     "Timeouts",
@@ -76,6 +82,7 @@ __all__ = [
     "WireMismatch",
     "WorkAborted",
     "ArgumentError",
+    "PoolTimeout",
     "RemoteApplicationError",
     "ServiceError",
 ]

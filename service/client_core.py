@@ -195,6 +195,7 @@ class ClientBase:
     _broken_by: Optional[BaseException]
     _idle_limit: Optional[float]
     _last_activity: float
+    _epoch: float
 
     def __init__(self, host: Union[str, Endpoints], port: int, options: Optional[ClientOptions],
                  service: ModuleType) -> None:
@@ -218,6 +219,16 @@ class ClientBase:
     def phase(self) -> ClientPhase:
         """The current phase (see ``states.ClientPhase``)."""
         return self._state.phase
+
+    @property
+    def idle_seconds(self) -> float:
+        """Seconds since the connection's last exchange (since the client was made, before any)."""
+        return time.perf_counter() - self._last_activity
+
+    @property
+    def epoch(self) -> float:
+        """The ``time.perf_counter()`` instant the timeline's record starts count from."""
+        return self._epoch
 
     @property
     def server_hello(self) -> Optional[ServerHello]:

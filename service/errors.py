@@ -11,6 +11,7 @@
     │   └── CallTimeout       no complete reply within the call timeout
     ├── RequestEncodingError  the arguments could not be serialized; nothing was sent
     ├── ArgumentError         JSON arguments that do not fit the method's parameters (CLI, call())
+    ├── PoolTimeout           every connection of a ClientPool stayed borrowed past the borrow timeout
     ├── RemoteApplicationError the server answered with a TApplicationException (handler crash, unknown method)
     └── ServiceError          a declared exception of the IDL (InvalidRequest, NotReady, ...)
 
@@ -36,6 +37,7 @@ __all__ = [
     "CallTimeout",
     "RequestEncodingError",
     "ArgumentError",
+    "PoolTimeout",
     "RemoteApplicationError",
     "ServiceError",
     "WorkAborted",
@@ -110,6 +112,15 @@ class RequestEncodingError(ThriftHandshakeError, ValueError):
 
 class ArgumentError(ThriftHandshakeError, ValueError):
     """Arguments (usually JSON from the command line) do not fit the method's parameters."""
+
+
+class PoolTimeout(ThriftHandshakeError):
+    """No pooled connection came free within the borrow timeout (every one of ``max_size`` was in
+    use); nothing was sent. ``waited`` is the seconds the borrower waited."""
+
+    def __init__(self, message: str, waited: float) -> None:
+        self.waited = waited
+        super().__init__(message)
 
 
 class RemoteApplicationError(ThriftHandshakeError):

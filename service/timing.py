@@ -23,6 +23,9 @@ __all__ = ["Record", "Timeline", "format_table", "format_summary"]
 class Record(NamedTuple):
     """One phase (connect, handshake, goodbye, close) or one call, relative to the timeline's start.
 
+    Phase "pool" (name "wait") is the time a ``ClientPool`` borrower waited for this connection; for a
+    connection the pool opened for that borrower it starts before the client existed (a negative start).
+
     A NamedTuple because one is made per call: cheap to build, immutable. Times are seconds. ``send``/``wait``/``receive`` are set for calls; ``server_us`` only when the
     reply carries the server's processing time (``processing_us``, as process() does).
     """
