@@ -58,8 +58,8 @@ CLIENT_TRANSPORTS = TRANSPORTS + ("http",)
 class Wire:
     """What a connection speaks, the same on both ends: protocol, transport, and the implementation.
 
-    protocol: "binary" (strict TBinaryProtocol, Thrift's default), "compact", or (clients over HTTP only)
-    "json" (TJSONProtocol, what Thrift's JavaScript library speaks).
+    protocol: "binary" (strict TBinaryProtocol, Thrift's default), "compact", or (clients only) "json"
+    (TJSONProtocol, what Thrift's JavaScript library speaks; over http, buffered or framed).
     transport: "buffered" (TBufferedTransport, messages back to back), "framed" (TFramedTransport),
     "header" (THeaderTransport: frames whose header names the protocol inside; the C++, Go and Java
     ecosystems' fbthrift-style clients speak it) or, for clients, "http" (one POST per message on a
@@ -77,9 +77,8 @@ class Wire:
             raise ValueError(f"protocol must be one of {CLIENT_PROTOCOLS}, not {self.protocol!r}")
         if self.transport not in CLIENT_TRANSPORTS:
             raise ValueError(f"transport must be one of {CLIENT_TRANSPORTS}, not {self.transport!r}")
-        if self.protocol == "json" and self.transport != "http":
-            raise ValueError("the json protocol is spoken over the http transport only (Wire(transport='http', "
-                             "protocol='json'))")
+        if self.protocol == "json" and self.transport == "header":
+            raise ValueError("THeader carries binary or compact only, not json")
 
     def __str__(self) -> str:
         implementation = "C" if self.accelerated else "pure Python"

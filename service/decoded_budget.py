@@ -9,6 +9,7 @@ import threading
 from typing import Any, ContextManager, Dict, Optional, Protocol, Tuple
 
 from thrift.protocol.TBinaryProtocol import TBinaryProtocol
+from thrift.protocol.TJSONProtocol import TJSONProtocolBase
 
 from .wire.whole_arguments import PricesLargeArguments
 from .wire.price import UNPRICED_BYTES, WORST_FACTOR, decoded_price, decoded_price_compact
@@ -99,8 +100,10 @@ class DecodedBudget:
         (price, None), or (0, why not) with the rest of the frame read past. A whole frame (framed or
         THeader; binary or compact inside) larger than ``UNPRICED_BYTES`` is priced now; an unframed
         request once its arguments outgrow it (``take``, or ``DecodedSizeRefused`` from the decoder);
-        anything else is (0, None)."""
+        anything else is (0, None). JSON is not priced (the walks read binary and compact): (0, None)."""
         transport = protocol.trans
+        if isinstance(getattr(protocol, "_protocol", protocol), TJSONProtocolBase):
+            return 0, None
         if isinstance(transport, PricesLargeArguments):  # unframed: priced by its refills, if it grows
             transport.arm(self, holder, protocol)
             return 0, None

@@ -18,9 +18,9 @@ The cells run ``JOBS`` at a time (``CROSSTEST_JOBS``, default 3): every client i
 connections, most of a cell's time is a client starting up or sleeping through ``testOneway``, and serving
 several clients at once is what the server is for. Each test waits for its own cell's result.
 
-Cells the server does not serve yet are not in this list (they need server work, see docs/interop.md
-"Apache's cross test"): the JSON protocol and HTTP. These tests never skip: a missing toolchain fails them with
-what to install.
+The JSON protocol (buffered, framed, zlib) and HTTP (JSON, binary, compact) are served on the same port; cells
+the server does not serve are left out (``_unserved``: THeader inside HTTP, and two client limitations). These
+tests never skip: a missing toolchain fails them with what to install.
 
 The session's matrix is written to interop/crosstest/apache/matrix.md (the table of docs/interop.md).
 """
@@ -74,20 +74,21 @@ class Cell(NamedTuple):
 
 # What each client offers that the server serves today (tests.json's lists, less what needs server work).
 PROTOCOLS = {
-    "py": ["binary", "accel", "compact", "accelc", "header", "multi", "multia", "multiac", "multic", "multih"],
-    "go": ["binary", "compact", "header"],
-    "cpp": ["binary", "compact", "header", "multi", "multic", "multih"],
-    "node": ["binary", "compact", "header"],
-    "java": ["binary", "compact", "multi", "multic"],
+    "py": ["binary", "accel", "compact", "accelc", "header", "multi", "multia", "multiac", "multic", "multih", "json",
+           "multij"],
+    "go": ["binary", "compact", "header", "json"],
+    "cpp": ["binary", "compact", "header", "multi", "multic", "multih", "json", "multij"],
+    "node": ["binary", "compact", "header", "json"],
+    "java": ["binary", "compact", "multi", "multic", "json", "multij"],
 }
 # "zlib": TZlibTransport around the socket's byte stream (Java, Go) or a TBufferedTransport (Python, C++);
 # "fastframed": tests.json's "framed:fastframed", Java's TFastFramedTransport.
 TRANSPORTS = {
-    "py": ["buffered", "framed", "zlib"],
-    "go": ["buffered", "framed", "zlib"],
-    "cpp": ["buffered", "framed", "zlib"],
-    "node": ["buffered", "framed"],
-    "java": ["buffered", "framed", "fastframed", "zlib"],
+    "py": ["buffered", "framed", "zlib", "http"],
+    "go": ["buffered", "framed", "zlib", "http"],
+    "cpp": ["buffered", "framed", "zlib", "http"],
+    "node": ["buffered", "framed", "http"],
+    "java": ["buffered", "framed", "fastframed", "zlib", "http"],
 }
 SOCKETS = {  # "domain": a Unix domain socket (--domain-socket)
     "py": ["ip", "ip-ssl", "domain"],
@@ -103,10 +104,20 @@ HEADER = ("header", "multih")  # THeader on the wire
 JOBS = max(1, int(os.environ.get("CROSSTEST_JOBS", "3")))
 
 
+#: Cells left out though the client offers them, and why (docs/interop.md): THeader inside an HTTP body is not
+#: served (HTTP carries JSON, binary or compact); Python's THttpClient takes no Unix socket (it would call
+#: host:port); Java's TestClient refuses ssl with http ("SSL is not supported over http").
+def _unserved(language: str, protocol: str, transport: str, sock: str) -> bool:
+    if transport != "http":
+        return False
+    return protocol in HEADER or (language == "py" and sock == "domain") or (language == "java" and sock == "ip-ssl")
+
+
 def _cells() -> List[Cell]:
     return [Cell(language, protocol, transport, sock, hello) for hello in HELLO
             for language, protocols in PROTOCOLS.items() for protocol in protocols
-            for transport in TRANSPORTS[language] for sock in SOCKETS[language] if sock in HELLO_SOCKETS[hello]]
+            for transport in TRANSPORTS[language] for sock in SOCKETS[language] if sock in HELLO_SOCKETS[hello]
+            and not _unserved(language, protocol, transport, sock)]
 
 
 #: Cells that fail in Apache's client whatever the server, and how: exactly as against Apache's own Python

@@ -114,6 +114,21 @@ def test_http_is_told_from_four_bytes(start):
     assert _shortest_telling(start) == 4
 
 
+def test_json_buffered_and_framed_are_told_from_its_message_start():
+    message = b'[1,"echo",1,0,{}]'
+    assert sniff(message) == Dialect(DialectKind.THRIFT, Wire(protocol="json", transport="buffered"))
+    assert _shortest_telling(message) == 4
+    framed = len(message).to_bytes(4, "big") + message
+    assert sniff(framed) == Dialect(DialectKind.THRIFT, Wire(protocol="json", transport="framed"))
+    assert _shortest_telling(framed) == 8
+    assert str(sniff(framed)) == "framed json"
+
+
+@pytest.mark.parametrize("start", [b"[2,\"echo\"", b"[ 1, \"echo\"", b"[{}]......"])
+def test_other_json_is_not_a_thrift_message(start):
+    assert sniff(start) is not None and sniff(start).kind is DialectKind.UNKNOWN
+
+
 @pytest.mark.parametrize("record", [
     b"\x16\x03\x01\x02\x00\x01",  # a ClientHello record (TLS 1.0 record version, as clients send)
     b"\x16\x03\x03\x00\x7a\x02",  # a ServerHello record

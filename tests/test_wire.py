@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import exchange, report_reliability
+from conftest import eventually, exchange, report_reliability
 from thrift.protocol.THeaderProtocol import THeaderProtocol
 from thrift.Thrift import TApplicationException
 from thrift.transport import TSocket
@@ -87,8 +87,17 @@ def test_a_peer_of_another_dialect_with_a_frame_over_the_limit_is_told_to_its_ca
     assert error.message == "the client speaks framed compact; this server speaks Thrift buffered binary"
 
 
-def test_an_http_request_gets_an_http_answer_that_explains(server, caplog):
+def test_an_http_get_gets_an_http_answer_that_explains(server, caplog):
     answer = exchange(server.port, b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 405 Method Not Allowed")  # Thrift over HTTP is POST (test_http_server)
+    assert b"This is a Thrift server" in body and b"application/vnd.apache.thrift.json" in body
+    assert eventually(lambda: any("GET / is not a Thrift call" in record.getMessage() for record in caplog.records))
+
+
+def test_http_on_a_port_serving_one_wire_only_is_refused_with_400(start_server, caplog):
+    server = start_server(detect_wire=False)
+    answer = exchange(server.port, b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n[]")
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400 Bad Request")
     assert b"not an HTTP server" in body and b"Thrift" in body

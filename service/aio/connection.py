@@ -217,7 +217,8 @@ class AsyncConnection(SessionListener):
         config, limits = self.config, self._limits
         served = config.wire
         pipe = MemoryPipe()
-        if dialect is not None and dialect.kind is DialectKind.THRIFT:
+        if dialect is not None and dialect.kind is DialectKind.THRIFT and dialect.wire.protocol != "json":
+            # JSON is served by the threaded server only (MessageFramer does not walk it yet)
             wire = dataclasses.replace(served, protocol=dialect.wire.protocol, transport=dialect.wire.transport)
             if wire == served or config.detect_wire:
                 transport, protocol = server_stack(wire, pipe, limits.max_message_bytes, limits.max_container_items)

@@ -109,6 +109,6 @@ class Opening:
 
     def _speaks(self) -> str:
         if self._config.detect_wire:
-            return ("Thrift binary or compact, buffered or framed, or THeader (framed or not), each also inside "
-                    "TZlibTransport, or Thrift over HTTP (POST, JSON, binary or compact)")
+            return ("Thrift binary, compact or JSON, buffered or framed, or THeader (framed or not), each also "
+                    "inside TZlibTransport, or Thrift over HTTP (POST, JSON, binary or compact)")
         return f"Thrift {self._config.wire.transport} {self._config.wire.protocol}"

@@ -56,6 +56,7 @@ class Dialect(NamedTuple):
 SNIFF_BYTES = 10
 _HEADER_MAGIC = b"\x0f\xff"
 _FRAME_TELLS = 6  # a frame's length, then its first two bytes
+_JSON_START = b'[1,"'  # TJSONProtocol's message: version 1, then the method's name
 _HTTP_METHODS = (b"HTTP", b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"OPTI", b"PATC", b"PRI ", b"CONN", b"TRAC")
 
 
@@ -76,6 +77,11 @@ def sniff(data: bytes) -> Optional[Dialect]:
     protocol = thrift_start(data)
     if protocol is not None:
         return Dialect(DialectKind.THRIFT, Wire(protocol=protocol, transport="buffered"))
+    if data[:1] == b"[":  # as a frame length: over 1.5 GB, over any limit, so nothing served is mistaken
+        if len(data) < len(_JSON_START):
+            return None
+        if data.startswith(_JSON_START):
+            return Dialect(DialectKind.THRIFT, Wire(protocol="json", transport="buffered"))
     if data[0] == 0x80:
         return Dialect(DialectKind.BAD_VERSION,
                        detail=f"binary protocol version {data[1]} (strict binary is version 1)")
@@ -97,6 +103,11 @@ def sniff(data: bytes) -> Optional[Dialect]:
     framed = thrift_start(data[4:])
     if framed is not None:
         return Dialect(DialectKind.THRIFT, Wire(protocol=framed, transport="framed"))
+    if data[4:5] == b"[":
+        if len(data) < 4 + len(_JSON_START):
+            return None
+        if data[4:].startswith(_JSON_START):
+            return Dialect(DialectKind.THRIFT, Wire(protocol="json", transport="framed"))
     # A THeader frame in a framed transport's frame: its own length is 4 less than the outer one.
     inner = (int.from_bytes(data[:4], "big") - 4).to_bytes(4, "big", signed=True)
     if not inner.startswith(data[4:8]):
