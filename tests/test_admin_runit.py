@@ -6,18 +6,17 @@ THRIFT_HANDSHAKE_SCREENSHOT=docs/admin-page.png keeps the first browser test's s
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
-import os
 from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 
-from thrift_handshake.admin import AdminEndpoint, PrometheusMetrics, RecentCalls
-from thrift_handshake.admin import runit
+from thrift_handshake.admin import AdminEndpoint, PrometheusMetrics, RecentCalls, runit
 from thrift_handshake_gen.session import SessionService
 
 from browser import Page
