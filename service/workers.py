@@ -38,6 +38,7 @@ from typing import Callable, Dict, List, Optional, Set
 from .config import ServerConfig
 from .metrics import SharedStats
 from .shared_budget import DecodedArea, SharedDecodedBudget
+from .shared_room import RoomExchange
 from .server import HandshakeServer
 
 __all__ = ["Supervisor", "cpu_count", "joining_a_running_service"]
@@ -118,6 +119,7 @@ class Supervisor:
         sock = self._listen()
         self._stats = SharedStats(self._count)
         self._decoded = DecodedArea(self._count)  # one max_decoded_bytes for all workers
+        self._room = RoomExchange(self._count)  # a full worker asks its siblings to evict
         self._ready_r, self._ready_w = os.pipe()         # workers write their slot once serving
         self._lifeline_r, self._lifeline_w = os.pipe()   # EOF in a worker: the supervisor is gone
         wake_r, wake_w = socket.socketpair()
@@ -174,6 +176,7 @@ class Supervisor:
                         logger.info("stopping %d workers, grace %.1fs", len(self._workers), self._config.grace)
                         self._restart_at.clear()
                         self._tell_workers(signal.SIGTERM)
+                        sock.close()  # the workers hold the port now: it closes when the last stops listening
                         kill_at = time.monotonic() + self._config.grace + UNWIND
                     elif acted_on == 2:
                         logger.info("second signal: the workers' grace period ends now")
@@ -224,7 +227,8 @@ class Supervisor:
             if worker.slot in slots:
                 worker.serving = self._ever_served = True
                 self._start_failures = 0
-        if self._ever_served and self._unstarted:  # slots whose worker died before any served
+        if self._ever_served and self._unstarted and not (self._signals or self._giving_up):
+            # slots whose worker died before any served (not once stopping: the port is closed)
             for slot in self._unstarted:
                 self._restart_at[slot] = time.monotonic()
             self._unstarted.clear()
@@ -247,6 +251,7 @@ class Supervisor:
                 continue
             self._stats.retire(worker.slot)
             self._decoded.retire(worker.slot)
+            self._room.retire(worker.slot)
             lived = time.monotonic() - worker.started
             how = (f"exited with code {os.WEXITSTATUS(status)}" if os.WIFEXITED(status)
                    else f"killed by {signal.Signals(os.WTERMSIG(status)).name}")
@@ -331,6 +336,8 @@ class Supervisor:
                 own.setblocking(False)
                 sock = own
             built.listen(sock)
+            admission = built.admission
+            admission.ask_siblings = self._room.join(slot, admission.make_room_for_sibling)
         except Exception as error:
             logger.error("worker %d could not start: %s", slot, error)
             return 1

@@ -1,4 +1,4 @@
-"""The ``thrift-handshake`` command: serve, call, demo, new, idl-path, completion.
+"""The ``thrift-handshake`` command: serve, call, demo, new, idl-path, probe, completion.
 
     thrift-handshake serve [--host 127.0.0.1] [--port 9090] [--auth-token-file F] [limits ...]
     thrift-handshake serve --handler MODULE:CLASS [--path DIR ...] [--no-hello]   your own service
@@ -7,6 +7,7 @@
     thrift-handshake demo                                the whole flow against a throwaway server
     thrift-handshake new calc                            a service to start from, in calc/
     thrift-handshake idl-path                            where session.thrift is, for `thrift -I`
+    thrift-handshake probe --port 9090                   exit 0 serving, 1 draining or down (health checks)
 
 The grammar is in ``parser``, each command in its own module (the demo's in ``thrift_handshake.demo.cli``).
 Exit status: ``parser.EXIT_CODES`` (0 success, 1 the call failed, 2 bad usage, 130 interrupted).
@@ -52,6 +53,10 @@ def _run(args: argparse.Namespace) -> int:
         from ..demo.cli import run_demo
 
         return run_demo(args)
+    if args.command == "probe":
+        from .probe import run_probe
+
+        return run_probe(args)
     if args.command == "idl-path":
         from ..idl import directory
 

@@ -67,6 +67,11 @@ stdout carries the result only (JSON); --trace writes the timeline to stderr. Wi
 stdout is one document: {"method", "result", "timeline"}, or "exception" and "value" instead of
 "result" for a declared exception, or "error" (its class) and "message" for any other failed call
 (both exit 1).""",
+    "probe": """\
+examples:
+  thrift-handshake probe --port 9090 && echo serving           # exit 0 serving, 1 draining or down
+  thrift-handshake probe --host 10.0.0.7 --port 9090 --timeout 1   # a Kubernetes readiness probe
+  thrift-handshake probe --port 9090 --alive                    # liveness: draining is alive (exit 0)""",
     "idl-path": """\
 example:
   thrift -I "$(thrift-handshake idl-path)" --gen py calc.thrift      # calc.thrift includes session.thrift""",
@@ -345,6 +350,20 @@ def _call_parser(commands: Any, common: argparse.ArgumentParser) -> None:
                            "demo's); connects to nothing")
 
 
+def _probe_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    probe = commands.add_parser("probe", parents=[common], epilog=EXAMPLES["probe"],
+                                help="ping the server before any hello: exit 0 serving, 1 draining or down",
+                                description="A health check that speaks the protocol (for Kubernetes exec "
+                                            "probes):\none ping() before hello; prints serving, draining or down.")
+    probe.add_argument("--host", type=host, default=DEFAULT_HOST,
+                       help=f"name or address (default {DEFAULT_HOST}); IPv6 as ::1 or [::1]")
+    probe.add_argument("--port", type=port, default=DEFAULT_PORT, help=f"0..65535 (default {DEFAULT_PORT})")
+    probe.add_argument("--timeout", type=float, default=2.0, metavar="SECONDS",
+                       help="seconds to connect, and again for the reply (default 2)")
+    probe.add_argument("--alive", action="store_true",
+                       help="a liveness probe: a draining server answers, so exit 0 too (1 only when down)")
+
+
 def build_parser(version: str = "unknown") -> Parser:
     """The ``thrift-handshake`` parser with every command."""
     from ..demo.cli import add_demo_command
@@ -366,6 +385,7 @@ def build_parser(version: str = "unknown") -> Parser:
     _serve_parser(commands, common)
     _call_parser(commands, common)
     add_demo_command(commands, common, wire_flags)
+    _probe_parser(commands, common)
     commands.add_parser("idl-path", parents=[common], epilog=EXAMPLES["idl-path"],
                         help="print the folder of the runtime's IDL files (session.thrift) for `thrift -I`")
     new = commands.add_parser("new", parents=[common], epilog=EXAMPLES["new"],

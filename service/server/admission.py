@@ -102,6 +102,8 @@ class Admission:
         self._connections: Dict[Connection, None] = {}  # in accept order: the oldest is evicted first
         self._all_closed = threading.Condition(self._lock)  # notified when the last connection closes
         self._refusers = threading.BoundedSemaphore(_MAX_REFUSERS)
+        #: With workers: asks the sibling workers to close one of theirs for a newcomer from a host.
+        self.ask_siblings: Optional[Callable[[str], bool]] = None
 
     def __len__(self) -> int:
         return len(self._connections)
@@ -116,11 +118,26 @@ class Admission:
         is told the server is full (and the caller forgets it)."""
         here = len(self._connections)
         open_now = self._metrics.open_everywhere(here)  # here, unless workers share the limit
-        part = here / open_now if open_now > here else 1.0
-        if open_now >= self._config.limits.max_connections and not self.make_room(peer.rsplit(":", 1)[0], part):
-            self._refuse_full(client, peer, open_now)
-            return False
-        return True
+        if open_now < self._config.limits.max_connections:
+            return True
+        host = peer.rsplit(":", 1)[0]
+        if self.make_room(host, self._part(here, open_now)):
+            return True
+        if self.ask_siblings is not None and self.ask_siblings(host):  # a sibling holds what can go
+            return True
+        self._refuse_full(client, peer, open_now)
+        return False
+
+    def make_room_for_sibling(self, newcomer_host: str) -> bool:
+        """A sibling worker's newcomer from ``newcomer_host`` found the service full: ``make_room``
+        here, judged as for a newcomer of this worker's own."""
+        here = len(self._connections)
+        return self.make_room(newcomer_host, self._part(here, self._metrics.open_everywhere(here)))
+
+    @staticmethod
+    def _part(here: int, open_now: int) -> float:
+        """This worker's part of the service's open connections."""
+        return here / open_now if open_now > here else 1.0
 
     def add(self, connection: Connection) -> None:
         with self._lock:

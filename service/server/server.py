@@ -193,6 +193,11 @@ class HandshakeServer(TThreadedServer):
         return [connection.info(now) for connection in self._admission.connections()]
 
     @property
+    def admission(self) -> Admission:
+        """Who may hold a connection here (a supervisor links its workers' through it)."""
+        return self._admission
+
+    @property
     def _connections(self) -> List[Connection]:
         """The open connections, oldest first (for tests that look inside)."""
         return self._admission.connections()
