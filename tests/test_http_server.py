@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import socket
+import threading
 from typing import Dict, Optional, Tuple
 
 import pytest
@@ -16,10 +17,13 @@ from thrift.transport import THttpClient, TSocket, TTransport
 
 from conftest import eventually, read_until_closed
 from thrift_handshake import Client, ClientOptions, ServerLimits
+from thrift_handshake.errors import ConnectionBroken
+from thrift_handshake.demo import HandshakeHandler
 from thrift_handshake.config import Wire
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.session import SessionService
 from thrift_handshake_gen.session.ttypes import ClientHello
+from thrift_handshake_gen.ttypes import Event
 
 JSON = "application/vnd.apache.thrift.json; charset=utf-8"
 PAGE = "http://127.0.0.1:8000"
@@ -77,6 +81,29 @@ def test_apache_thttpclient_calls_the_one_port(start_server, protocol_class) -> 
         assert transport.code == 200
         assert stub.echo("after") == "after"
     finally:
+        transport.close()
+
+
+def test_a_one_way_call_is_answered_before_it_runs(start_server) -> None:
+    """Apache's HTTP clients wait for the response of a one-way call (and its cross test times it)."""
+    release, ran = threading.Event(), threading.Event()
+
+    class Slow(HandshakeHandler):
+        def notify(self, event: Event) -> None:
+            release.wait(10)
+            ran.set()
+
+    server = start_server(handler=Slow(), optional_hello=True)
+    transport = THttpClient.THttpClient(f"http://127.0.0.1:{server.port}/")
+    stub = HandshakeService.Client(TBinaryProtocol.TBinaryProtocolAccelerated(transport))
+    transport.open()
+    try:
+        stub.notify(Event(name="n", payload="p"))
+        assert transport.code == 200 and not ran.is_set()
+        release.set()
+        assert ran.wait(5)
+    finally:
+        release.set()
         transport.close()
 
 
@@ -178,6 +205,8 @@ def test_this_clients_http_keeps_its_session_on_one_connection(server, protocol:
         assert client.call("stats").handshakes_ok == 1
         info, = server.connections_now()
         assert info.session_id == session
+        echo, = client.timeline.calls("echo")  # the response is read as the reply is: its bytes are the reply's
+        assert echo.bytes_in > 2000 and echo.bytes_out > 2000 and echo.wait is not None
 
 
 def test_pipelined_requests_are_answered_in_order(start_server) -> None:
@@ -281,3 +310,22 @@ def test_this_clients_json_over_plain_tcp(server, transport: str) -> None:
     options = ClientOptions(wire=Wire(transport=transport, protocol="json"))
     with Client("127.0.0.1", server.port, options, service=HandshakeService) as client:
         assert client.call("echo", "z" * 200_000) == "z" * 200_000
+
+
+def test_a_pipelined_hello_over_http_reads_both_replies_in_order(server) -> None:
+    options = ClientOptions(wire=Wire(transport="http", protocol="json"), pipeline_hello=True, await_farewell=False)
+    with Client("127.0.0.1", server.port, options, service=HandshakeService) as client:
+        assert client.call("echo", "first") == "first"  # hello's answer is read first, then this call's
+        assert client.server_hello.session_id
+        client.call("notify", None)
+        assert client.call("echo", "after one-way") == "after one-way"
+
+
+def test_a_client_speaking_http_to_a_port_serving_one_wire_learns_why(start_server) -> None:
+    server = start_server(detect_wire=False)
+    client = Client("127.0.0.1", server.port, ClientOptions(wire=Wire(transport="http", protocol="json")),
+                    service=HandshakeService)
+    with pytest.raises(ConnectionBroken) as caught:
+        client.connect()
+    assert "the server answered HTTP 400 Bad Request" in str(caught.value)
+    assert "this server speaks Thrift buffered binary" in str(caught.value)

@@ -22,8 +22,9 @@ class HttpStatusError(TTransport.TTransportException):
 
 
 class HttpClientTransport(WholeBody):
-    """POSTs what is written to ``path`` on ``sock`` at each flush (as ``protocol``'s media type) and reads the
-    response at once; reads return the bodies of the responses, in order. Response bodies up to ``max_reply_bytes``."""
+    """POSTs what is written to ``path`` on ``sock`` at each flush (as ``protocol``'s media type); reads return
+    the bodies of the responses, in order, each read from the socket when the one before is used up (so
+    requests may be pipelined, as a pipelined hello is). Response bodies up to ``max_reply_bytes``."""
 
     ended = "the HTTP response's body ended before its Thrift reply did"
 
@@ -37,6 +38,7 @@ class HttpClientTransport(WholeBody):
         self._parser = ResponseParser(max_reply_bytes)
         self._rbuf = BytesIO()
         self._wbuf = BytesIO()
+        self._pending = 0  # requests sent whose responses are not read yet
 
     def isOpen(self) -> bool:
         return self._sock.isOpen()
@@ -48,14 +50,41 @@ class HttpClientTransport(WholeBody):
         self._sock.close()
 
     def flush(self) -> None:
+        """POSTs what was written; its response is read when the reply is (a one-way call's is skipped then)."""
         body, self._wbuf = self._wbuf.getvalue(), BytesIO()
         self._sock.write(request_bytes(self._host, self._path, body, self._media))
-        response = self._receive()
-        if response.status != 200:
-            text = response.body[:300].decode("utf-8", "replace").strip()
-            raise HttpStatusError(response.status, f"the server answered HTTP {response.status} {response.reason}: {text}")
-        rest = self._rbuf.read()  # an earlier reply not read yet (a pipelined hello's) comes first
-        self._rbuf = BytesIO(rest + response.body)
+        self._pending += 1
+
+    def read(self, sz: int) -> bytes:
+        data = self._rbuf.read(sz)
+        if not data and sz and self._next_body():
+            data = self._rbuf.read(sz)
+        if not data and sz:
+            self._end()
+        return data
+
+    def cstringio_refill(self, partialread: bytes, reqlen: int) -> BytesIO:
+        if not self._next_body():
+            self._end()
+        self._rbuf = BytesIO(partialread + self._rbuf.read())
+        if len(self._rbuf.getbuffer()) < reqlen:
+            self._end()
+        return self._rbuf
+
+    def _next_body(self) -> bool:
+        """Reads the responses still owed, up to one with a body (the empty 200s of one-way calls are skipped);
+        False when none is owed or left."""
+        while self._pending:
+            self._pending -= 1
+            response = self._receive()
+            if response.status != 200:
+                text = response.body[:300].decode("utf-8", "replace").strip()
+                raise HttpStatusError(response.status,
+                                      f"the server answered HTTP {response.status} {response.reason}: {text}")
+            if response.body:
+                self._rbuf = BytesIO(response.body)
+                return True
+        return False
 
     def _receive(self):
         parser = self._parser

@@ -14,6 +14,7 @@ from io import BytesIO
 from typing import Callable, Collection, Dict, List, Optional, Tuple
 
 from thrift.protocol.TProtocol import TProtocolBase
+from thrift.Thrift import TMessageType
 from thrift.transport import TTransport
 
 from .errors import BudgetExceeded
@@ -27,6 +28,8 @@ logger = logging.getLogger(__name__)
 #: In ``ServerConfig.http_origins``: every origin may call (browsers' CORS then protects nothing).
 ANY_ORIGIN = "*"
 _ALLOWED_HEADERS = "Content-Type, Accept"
+#: In the User-Agent of Apache's C++ THttpClient ("Thrift/0.17.0 (C++/THttpClient)").
+_READS_NO_ONE_WAY_ANSWER = "(C++/THttpClient)"
 _NOT_THRIFT = ("This is a Thrift server (thrift-handshake). Thrift over HTTP: POST one Thrift message per "
                "request to any path, with Content-Type application/vnd.apache.thrift.json (TJSONProtocol, as "
                "Thrift's JavaScript library sends), application/x-thrift or application/vnd.apache.thrift.binary "
@@ -65,8 +68,8 @@ class HttpServerTransport(WholeBody):
         """Sends what was written as the response to the request being answered."""
         body, self._wbuf = self._wbuf.getvalue(), BytesIO()
         request = self.request
-        if request is None or self._answered:  # nothing to answer (a reply with no request: a server bug)
-            logger.error("an HTTP reply of %d bytes with no request to answer: dropped", len(body))
+        if request is None or self._answered:  # an unasked notice (eviction, drain): HTTP cannot push one
+            logger.debug("a message of %d bytes with no HTTP request to answer: not sent", len(body))
             return
         self._answered = True
         media = request.media_type if CONTENT_TYPES.get(request.media_type, "") is not None else ""
@@ -78,16 +81,26 @@ class HttpServerTransport(WholeBody):
             return None
         return super().rest_of_frame(more_than)
 
+    def one_way(self) -> None:
+        """The request carries a one-way call: answered now, with an empty 200, before the call runs (as
+        Apache's THttpServer does: its clients wait for the response, and time the call by it). Apache's C++
+        THttpClient reads no response to a one-way call (its THttpServer writes none), so it gets none."""
+        if self._answered:
+            return
+        self._answered = True
+        if _READS_NO_ONE_WAY_ANSWER in self.request.headers.get("user-agent", ""):
+            return
+        try:
+            self._send(response_bytes(200, b"", MEDIA_TYPES[self.protocol], self.request.keep_alive,
+                                      self._cors(self.request)))
+        except TTransport.TTransportException:  # the peer is gone: the next read tells
+            pass
+
     def keep_unread_input(self) -> bool:
-        """A message is done: a request it did not answer (a one-way call) gets its empty 200 now. True when
-        the next request has begun arriving (or this connection must close: the next read says so)."""
-        if not self._answered:
-            self._answered = True
-            try:
-                self._send(response_bytes(200, b"", MEDIA_TYPES[self.protocol], self.request.keep_alive,
-                                          self._cors(self.request)))
-            except TTransport.TTransportException:  # the peer is gone: the next read tells
-                pass
+        """A message is done: a request it did not answer (a one-way method sent as a call, a dropped
+        message) gets its empty 200 now. True when the next request has begun arriving (or this connection
+        must close: the next read says so)."""
+        self.one_way()
         self._rbuf = BytesIO()
         return self._parser.buffered > 0 or (self.request is not None and not self.request.keep_alive)
 
@@ -212,7 +225,10 @@ class HttpProtocol(TProtocolBase):
 
     def readMessageBegin(self) -> Tuple[str, int, int]:
         self._use(self.trans.next_request())
-        return self._protocol.readMessageBegin()
+        name, message_type, seqid = self._protocol.readMessageBegin()
+        if message_type == TMessageType.ONEWAY:
+            self.trans.one_way()
+        return name, message_type, seqid
 
 
 def _delegate(name: str) -> Callable[..., object]:
