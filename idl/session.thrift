@@ -59,9 +59,16 @@ exception HandshakeRejected {
   3: i32 max_version,
 }
 
-/** The method needs a completed hello() on this connection; the connection stays usable. */
+/**
+ * The method needs a completed hello() on this connection; the connection stays usable.
+ *
+ * With reconnect set, the call was not run for another reason: the session on this connection has
+ * ended (it reached the server's max connection age) and the server closes the connection after this
+ * answer. Connect again, say hello, and send the call again, whatever the method: it never ran.
+ */
 exception HandshakeRequired {
   1: string message,
+  2: optional bool reconnect,
 }
 
 /**

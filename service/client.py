@@ -31,7 +31,7 @@ from thrift_handshake_gen.session.ttypes import Draining, Farewell, HandshakeRej
 from .config import DEFAULT_HOST, DEFAULT_PORT, ClientOptions
 from .endpoints import Endpoints, connect_any
 from .client_core import (ClientBase, broken_error, client_hello, idle_limit, negotiation_broken, outcome_of,
-                          peer_name, refusal_error, server_notice, with_inner_cause)
+                          peer_name, reconnect_asked, refusal_error, server_notice, with_inner_cause)
 from .client_methods import ServiceMethods, checker_of
 from .interceptors import ClientCall, Outcome
 from .errors import (
@@ -39,6 +39,7 @@ from .errors import (
     ConnectError,
     ConnectionBroken,
     HandshakeFailed,
+    ReconnectAsked,
     RemoteApplicationError,
     RequestEncodingError,
     ServerDraining,
@@ -250,7 +251,31 @@ class Client(ClientBase, ServiceMethods):
             if not self._state.allows(ClientEvent.CALL):
                 raise self._phase_error(f"call {method}")
             self._check_idle(method)
+            try:
+                return self._invoke(method, args, "call", self.options.timeouts.call)
+            except ReconnectAsked as asked:  # not run: any method may be sent again, once
+                if not self.options.reconnect_when_asked:
+                    raise
+                self._reconnect_asked(asked)
             return self._invoke(method, args, "call", self.options.timeouts.call)
+
+    def _reconnect_asked(self, asked: ReconnectAsked) -> None:
+        """Connects again (through the Endpoints, if any) and says hello, as the server asked; the
+        timeline gets a "reconnect" record naming where the new connection went."""
+        start, old_peer = time.perf_counter(), self._peer
+        logger.info("%s; reconnecting", asked)
+
+        def record(error: Optional[BaseException] = None) -> None:
+            self.timeline.add(Record("reconnect", f"{old_peer} -> {self._peer}", start - self._epoch,
+                                     time.perf_counter() - start, error=None if error is None else repr(error)))
+
+        try:
+            self.close()
+            self.connect()
+        except BaseException as error:  # the call did not run; the caller learns why it cannot be sent
+            record(error)
+            raise
+        record()
 
     def _write_goodbye(self) -> None:
         """Goodbye without waiting: written (the server ends the session by it), its Farewell never read."""
@@ -493,7 +518,7 @@ class Client(ClientBase, ServiceMethods):
         except TException as error:
             if not isinstance(error, self._declared(name)):  # e.g. TProtocolException: a corrupt reply
                 self._fail(error, sent.call)
-            error_out = ServiceError.wrap(error)
+            error_out = reconnect_asked(name, error) or ServiceError.wrap(error)
         except Exception as error:  # a reply that cannot be decoded: the stream is no longer trusted
             self._fail(error, sent.call)
         except BaseException as error:  # e.g. KeyboardInterrupt: the reply may still arrive; never read it
@@ -517,6 +542,8 @@ class Client(ClientBase, ServiceMethods):
         if isinstance(error_out, ConnectError):  # refused: the server closes the connection
             self._close_transport()
             self._refused = True
+        elif isinstance(error_out, ReconnectAsked):  # the server closes the connection after this answer
+            self._break(error_out)
         if error_out is not None:
             raise error_out
         return result

@@ -19,6 +19,7 @@ from thrift.transport.TTransport import TTransportException
 from thrift_handshake_gen.session.ttypes import ClientHello, ServerHello
 
 from .config import ClientOptions, RetryPolicy
+from .connection_age import asks_to_reconnect
 from .endpoints import Endpoints, format_address
 from .errors import (
     ArgumentError,
@@ -26,6 +27,7 @@ from .errors import (
     ConnectError,
     ConnectionBroken,
     PhaseError,
+    ReconnectAsked,
     ServerFull,
     ServiceError,
     WireMismatch,
@@ -38,7 +40,7 @@ from .wire import explain_reply, explain_tls_error, is_timeout
 
 __all__ = ["WENT_AWAY", "ClientBase", "ServerNotice", "server_notice", "check_client_arguments", "check_service", "client_hello", "negotiation_broken",
            "idle_limit", "idle_error", "refusal_error", "phase_error", "broken_error", "outcome_of",
-           "over_size_limit", "with_inner_cause"]
+           "over_size_limit", "with_inner_cause", "reconnect_asked"]
 
 #: A connection that was answered before ends without an answer: not a mismatch, the server is gone.
 WENT_AWAY = ("the server went away without answering (it stopped, crashed or was killed, or closed the "
@@ -163,6 +165,8 @@ def broken_error(name: str, error: BaseException, options: ClientOptions, first_
     CallTimeout, or ConnectionBroken saying why (over the reply limits, TLS, the server went away,
     a wire it does not speak), judged from the first bytes the server ever answered. After a server's
     notice the call did not run (``may_have_run`` False)."""
+    if isinstance(error, ReconnectAsked):  # written behind a call answered "reconnect": never read
+        return ReconnectAsked(f"{name}: written behind a call the server answered 'reconnect': not run ({error})")
     if isinstance(error, ServerNotice):  # said before the server read the call
         broken = ConnectionBroken(f"{name}: {error}; the call did not run; reconnect() to try again")
         broken.may_have_run = False
@@ -177,6 +181,14 @@ def broken_error(name: str, error: BaseException, options: ClientOptions, first_
         explanation = explain_tls_error(error) or (WENT_AWAY if answered_before and not first_reply
                                                    else explain_reply(first_reply, options.wire))
     return ConnectionBroken(f"{name}: connection failed: {with_inner_cause(error)}: {explanation}")
+
+
+def reconnect_asked(name: str, answer: BaseException) -> Optional[ReconnectAsked]:
+    """The error for a declared answer that says the call did not run and the connection closes
+    (``HandshakeRequired`` with ``reconnect`` set, at the server's max connection age), else None."""
+    if not asks_to_reconnect(answer):
+        return None
+    return ReconnectAsked(f"{name}: the server asked this client to reconnect: {answer.message}")
 
 
 def outcome_of(error: Optional[BaseException]) -> Outcome:

@@ -189,6 +189,10 @@ class ClientOptions:
     interceptors: objects that see every call this client makes (``interceptors.Interceptor``), after
     its timeline.
     unix_socket: connect to this Unix domain socket path (``serve --unix``) instead of host and port.
+    reconnect_when_asked: when the server answers a call "reconnect" before running it (its max connection
+    age: ``HandshakeRequired`` with ``reconnect`` set), connect again (through the client's Endpoints, if
+    any), say hello and send the call once more, whatever the method (it never ran). False: raise
+    ``ReconnectAsked`` instead (the client is BROKEN; ``reconnect()`` to go on).
     multiplexed: the service's name on a port that hosts several (Apache's TMultiplexedProtocol): every
     request goes out as ``NAME:method``, hello and the session's other methods included (the session is
     the connection's, shared by all its services). None: bare method names.
@@ -213,6 +217,7 @@ class ClientOptions:
     interceptors: Sequence[Any] = ()
     unix_socket: Optional[str] = None
     multiplexed: Optional[str] = None
+    reconnect_when_asked: bool = True
 
     def __post_init__(self) -> None:
         if self.multiplexed is not None and (not self.multiplexed or ":" in self.multiplexed):
@@ -226,18 +231,22 @@ class ClientOptions:
             raise ValueError("timeline_size must be at least 1")
 
 
-def setting(default, help_text: str, maximum):
-    """A field of a limits dataclass, valid in (0, maximum]; its help text is also the CLI flag's help
-    (``serve --<name>``)."""
-    return field(default=default, metadata={"help": help_text, "maximum": maximum})
+def setting(default, help_text: str, maximum, zero_is_off: bool = False):
+    """A field of a limits dataclass, valid in (0, maximum] (and 0, meaning off, with ``zero_is_off``);
+    its help text is also the CLI flag's help (``serve --<name>``)."""
+    return field(default=default, metadata={"help": help_text, "maximum": maximum, "zero_is_off": zero_is_off})
 
 
 def check_limits(limits: object) -> None:
-    """ValueError naming the first field of the dataclass ``limits`` outside (0, its maximum]."""
+    """ValueError naming the first field of the dataclass ``limits`` outside (0, its maximum] (or
+    [0, its maximum] where 0 means off)."""
     for f in dataclasses.fields(limits):
         value, maximum = getattr(limits, f.name), f.metadata["maximum"]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= maximum:
-            raise ValueError(f"{type(limits).__name__}.{f.name} must be a number in (0, {maximum:g}], not {value!r}")
+        lowest = "[0" if f.metadata.get("zero_is_off") else "(0"
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                0 < value <= maximum or (value == 0 and lowest == "[0")):
+            raise ValueError(f"{type(limits).__name__}.{f.name} must be a number in {lowest}, {maximum:g}], "
+                             f"not {value!r}")
 
 
 def _check_readable(**files: Optional[str]) -> None:
@@ -266,6 +275,12 @@ class ServerLimits:
                                "connections wait without one; a call that waits, such as a long get_result, holds "
                                "its thread). Only while every thread is stuck and connections wait for one does the "
                                "pool add threads, up to max_connections + max_threads; they end once idle", 10_000)
+    max_connection_age: float = setting(0.0, "seconds a session's connection may live (each one drawn within "
+                                        "10 percent either way, so that clients do not all reconnect at once); "
+                                        "past it the next call that declares HandshakeRequired is answered with it "
+                                        "(reconnect set, the call not run) and the connection closes, so that "
+                                        "clients reconnect and load spreads over servers added since; calls in "
+                                        "flight finish. 0: no limit", ONE_DAY, zero_is_off=True)
     def __post_init__(self) -> None:
         check_limits(self)
 
@@ -348,6 +363,9 @@ class ServerConfig:
             raise ValueError("unix_socket is empty: give a path, or None to listen on host and port")
         if self.auth_token is not None and not self.auth_token.strip():
             raise ValueError("auth_token is empty: give a real token, or none for a server without auth")
+        if self.limits.max_connection_age and not self.handshake:
+            raise ValueError("ServerLimits.max_connection_age needs the handshake on: without hello a client cannot be "
+                             "told to reconnect (nor start a new session), so its calls would fail")
         if self.optional_hello and not self.handshake:
             raise ValueError("optional_hello needs the handshake on: without it there is no hello to make optional")
         if self.optional_hello and self.auth_token is not None:

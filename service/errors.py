@@ -8,7 +8,8 @@
     │   └── WireMismatch      client and server speak different wires (TLS or not, protocol, transport)
     ├── HandshakeFailed       hello() was refused by the server (carries the HandshakeRejected answer)
     ├── ConnectionBroken      the connection can no longer be trusted; the client is BROKEN until reconnect()
-    │   └── CallTimeout       no complete reply within the call timeout
+    │   ├── CallTimeout       no complete reply within the call timeout
+    │   └── ReconnectAsked    the server ended the session before running the call (its max connection age)
     ├── RequestEncodingError  the arguments could not be serialized; nothing was sent
     ├── ArgumentError         JSON arguments that do not fit the method's parameters (CLI, call())
     ├── PoolTimeout           every connection of a ClientPool stayed borrowed past the borrow timeout
@@ -35,6 +36,7 @@ __all__ = [
     "HandshakeFailed",
     "ConnectionBroken",
     "CallTimeout",
+    "ReconnectAsked",
     "RequestEncodingError",
     "ArgumentError",
     "PoolTimeout",
@@ -104,6 +106,15 @@ class ConnectionBroken(ThriftHandshakeError):
 
 class CallTimeout(ConnectionBroken):
     """No complete reply arrived within the call timeout; the late reply will never be read."""
+
+
+class ReconnectAsked(ConnectionBroken):
+    """The server answered the call, before running it, that this connection reached its max age and
+    closes (``HandshakeRequired`` with ``reconnect`` set): the call did not run, and may be sent again on a
+    new connection whatever the method. ``Client`` does that once by itself unless
+    ``ClientOptions.reconnect_when_asked`` is False; then this is raised and the client is BROKEN."""
+
+    may_have_run = False
 
 
 class RequestEncodingError(ThriftHandshakeError, ValueError):

@@ -42,6 +42,7 @@ from thrift_handshake_gen.session import SessionService
 from thrift_handshake_gen.session.ttypes import Draining, Farewell, HandshakeRequired, ServerHello, ServerStats
 
 from .calllog import CallLog
+from .connection_age import age_deadline, reconnect_answer
 from .contract import MethodInfo, describe_service
 from .decoded_budget import DecodedBudget
 from .interceptors import InterceptorChain, Outcome, ServerCall
@@ -83,6 +84,8 @@ class ConnectionState:
         self.session_processor: Optional[TProcessor] = None  # serves hello/ping/stats/goodbye
         self.host = context.peer.rsplit(":", 1)[0]
         self.reserved = 0  # decoded bytes the message in flight holds of the server's budget
+        self.opened_at = monotonic()  # when the connection was accepted (time.monotonic())
+        self.reconnect_at: Optional[float] = None  # with a max connection age: when it is reached
         self._metrics = metrics
         self._closed = False
         metrics.connection_opened(self.counters)
@@ -292,17 +295,23 @@ class SessionProcessor(TProcessor):
     # -- connections --------------------------------------------------------------------------
 
     def connection(self, iprot: TProtocolBase, peer: Optional[str] = None, peer_identity: Optional[str] = None,
-                   listener: Optional[SessionListener] = None) -> ConnectionState:
+                   listener: Optional[SessionListener] = None, opened_at: Optional[float] = None) -> ConnectionState:
         """Starts serving a connection whose messages arrive on ``iprot``; returns its state.
 
-        ``listener`` is told about the session besides ``metrics``. A stock server never calls this:
-        the first message of a connection does, and the state closes when ``iprot`` is collected.
+        ``listener`` is told about the session besides ``metrics``. ``opened_at``: when it was accepted
+        (``time.monotonic()``; default now), from which its max connection age counts. A stock server
+        never calls this: the first message of a connection does, and the state closes when ``iprot`` is
+        collected.
         """
         context = SessionContext(peer=peer or _peer_of(iprot.trans), peer_identity=peer_identity)
         session = None
         if self.handshake:
             session = Session(self.settings, context, _Listeners(self.metrics, listener))
         state = ConnectionState(context, session, self.metrics)
+        if opened_at is not None:
+            state.opened_at = opened_at
+        if session is not None and self.settings.max_connection_age:
+            state.reconnect_at = age_deadline(state.opened_at, self.settings.max_connection_age)
         if session is not None:
             state.session_processor = SessionService.Processor(
                 self._session_methods(session, state.counters, self.metrics.snapshot, self._draining_answer))
@@ -392,6 +401,9 @@ class SessionProcessor(TProcessor):
         asyncio host's), returns what finishes the call once awaited."""
         name, session = call.method, state.session
         processor, watched = table.processor, False
+        if state.reconnect_at is not None and not call.oneway and monotonic() >= state.reconnect_at:
+            if self._ask_to_reconnect(state, call, table, iprot, oprot):
+                return None
         if serve is None and session is not None and name in SESSION_METHODS and not call.oneway and table.session:
             processor, watched = state.session_processor, True
             serve = processor._processMap[name]
@@ -432,6 +444,27 @@ class SessionProcessor(TProcessor):
         _write_reply(oprot, name, TMessageType.EXCEPTION if isinstance(answer, TApplicationException) else TMessageType.REPLY,
                      call.seqid, answer)
         return None
+
+    def _ask_to_reconnect(self, state: ConnectionState, call: ServerCall, table: ServiceTable,
+                          iprot: TProtocolBase, oprot: TProtocolBase) -> bool:
+        """Past its max age, a session's call that declares HandshakeRequired (goodbye aside) is answered
+        with it, ``reconnect`` set, instead of being run, and the session ends (the connection closes after
+        this reply); False for any other call, served as usual (ping, hello, one-way calls: nothing is lost)."""
+        session, name = state.session, call.method
+        info = table.methods.get(name)
+        field = None if info is None or name == "goodbye" else info.exception_field(HandshakeRequired)
+        if field is None or not session.established:
+            return False
+        age = monotonic() - state.opened_at
+        skip_value(iprot, TType.STRUCT)  # never run: its arguments are not built
+        iprot.readMessageEnd()
+        call.outcome, call.reason = Outcome.REFUSED, "max connection age: asked to reconnect, not run"
+        self._announce(call)
+        session.reconnect_asked(f"max connection age ({age:.1f} s): asked to reconnect")
+        result = info.result()
+        setattr(result, field, reconnect_answer(name, age))
+        _write_reply(oprot, name, TMessageType.REPLY, call.seqid, result)
+        return True
 
     def _served(self, state: ConnectionState, call: ServerCall, processor: TProcessor, watched: bool) -> None:
         """``call`` was served: counted for its session, OK unless its handler's run said otherwise."""

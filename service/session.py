@@ -67,6 +67,7 @@ class SessionSettings:
     idle_timeout_ms: int = 0
     max_message_bytes: int = 0
     optional_hello: bool = False  # a first call other than hello (or ping) opens an anonymous session
+    max_connection_age: float = 0.0  # seconds (+-connection_age.JITTER) a session's connection lives; 0: no limit
 
 
 class SessionListener:
@@ -293,9 +294,19 @@ class Session:
                     context.session_id, self.calls, duration_ms)
         return Farewell(session_id=context.session_id, calls=self.calls, duration_ms=duration_ms)
 
+    def reconnect_asked(self, reason: str) -> None:
+        """A call was answered "reconnect" instead of being run (the connection reached its max age):
+        the session ends (ESTABLISHED or ANONYMOUS -> CLOSING) and the connection closes after this reply."""
+        self._machine.apply(SessionEvent.RECONNECT_ASKED)
+        self.close_reason = reason
+        self._listener.session_ended(self, False)
+        logger.debug("reconnect asked peer=%s session=%s calls=%d: %s", self.context.peer,
+                     self.context.session_id, self.calls, reason)
+
     @property
     def closing(self) -> bool:
-        """goodbye() was answered, or auth failed: the connection closes after this reply."""
+        """goodbye() was answered, auth failed, or the client was asked to reconnect: the connection
+        closes after this reply."""
         return self._machine.phase is _CLOSING
 
     def disconnected(self) -> None:

@@ -119,7 +119,7 @@ class SessionPhase(TableEnum):
     AWAITING_HELLO = "AWAITING_HELLO"  # only hello() and ping() are served
     ESTABLISHED = "ESTABLISHED"  # every method is served
     ANONYMOUS = "ANONYMOUS"  # hello is optional and the first call was not hello: served without features
-    CLOSING = "CLOSING"  # goodbye() or a failed auth answered; the connection closes after the reply
+    CLOSING = "CLOSING"  # goodbye(), a failed auth or "reconnect" answered; the connection closes after the reply
     CLOSED = "CLOSED"
 
 
@@ -129,6 +129,7 @@ class SessionEvent(TableEnum):
     AUTH_FAILED = "auth_failed"  # a missing or wrong token: refused, and the connection closes
     ANONYMOUS_CALL = "anonymous_call"  # hello is optional and the first call (other than ping) is not hello
     GOODBYE = "goodbye"
+    RECONNECT_ASKED = "reconnect_asked"  # past the max connection age, a call answered "reconnect", not run
     DISCONNECT = "disconnect"
 
 
@@ -146,12 +147,14 @@ SESSION_TRANSITIONS: Mapping[SessionPhase, Mapping[SessionEvent, SessionPhase]] 
     _S.ANONYMOUS: {
         _V.HELLO_REJECTED: _S.ANONYMOUS,
         _V.GOODBYE: _S.CLOSING,
+        _V.RECONNECT_ASKED: _S.CLOSING,
         _V.DISCONNECT: _S.CLOSED,
     },
     # A second hello is refused and the session stays as it was.
     _S.ESTABLISHED: {
         _V.HELLO_REJECTED: _S.ESTABLISHED,
         _V.GOODBYE: _S.CLOSING,
+        _V.RECONNECT_ASKED: _S.CLOSING,
         _V.DISCONNECT: _S.CLOSED,
     },
     _S.CLOSING: {_V.DISCONNECT: _S.CLOSED},

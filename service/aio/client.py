@@ -22,7 +22,7 @@ import asyncio
 import logging
 import time
 from types import ModuleType
-from typing import Any, Callable, Optional, Tuple, Type, TypeVar, cast
+from typing import Any, Callable, List, Optional, Tuple, Type, TypeVar, cast
 
 from thrift.protocol.TProtocol import TProtocolException
 from thrift.Thrift import TApplicationException, TException, TMessageType
@@ -31,16 +31,17 @@ from thrift.transport.TTransport import TTransportException
 from thrift_handshake_gen.session import SessionService
 from thrift_handshake_gen.session.ttypes import Draining, Farewell, HandshakeRejected, ServerHello
 
-from ..client_core import (ClientBase, broken_error, client_hello, idle_limit, negotiation_broken, refusal_error,
-                           with_inner_cause)
+from ..client_core import (ClientBase, broken_error, client_hello, idle_limit, negotiation_broken, reconnect_asked,
+                           refusal_error, with_inner_cause)
 from ..client_methods import THRIFT_SERVICE, ServiceMethods, TypedView
 from ..config import DEFAULT_HOST, DEFAULT_PORT, ClientOptions
-from ..errors import (ArgumentError, ConnectError, ConnectionBroken, HandshakeFailed, RemoteApplicationError,
-                      RequestEncodingError, ServerDraining, ServiceError, ThriftHandshakeError)
+from ..errors import (ArgumentError, ConnectError, ConnectionBroken, HandshakeFailed, ReconnectAsked,
+                      RemoteApplicationError, RequestEncodingError, ServerDraining, ServiceError, ThriftHandshakeError)
 from ..interceptors import ClientCall
 from ..states import CLIENT_TRANSITIONS, ClientEvent, ClientPhase, StateMachine
 from ..timing import Record
 from ..wire import explain_tls_error
+from .behind import WrittenBehind
 from .codec import MessageCodec
 from .reply_stream import ReplyStream
 from .inflight import InFlight
@@ -86,6 +87,8 @@ class AsyncClient(ClientBase, ServiceMethods):
                                    self.options.max_reply_items)
         self._inflight = InFlight(self._epoch, self._chain)
         self._replies = 0  # replies read on this connection (a refusal answers the first)
+        self._behind = WrittenBehind()  # one-way calls the server may not have read (see ``behind``)
+        self._resend: List[Tuple[str, Tuple[Any, ...]]] = []  # one-way calls the server never read: sent again
 
     # -- phases -------------------------------------------------------------------------------
 
@@ -201,6 +204,38 @@ class AsyncClient(ClientBase, ServiceMethods):
                     await self._connect()
 
     async def _call_once(self, method: str, args: Tuple[Any, ...]) -> Any:
+        if self.options.reconnect_when_asked and (isinstance(self._broken_by, ReconnectAsked) or self._resend):
+            await self._follow_reconnect()  # another call was answered "reconnect": one new connection for all
+        try:
+            return await self._call_on_this_connection(method, args)
+        except ReconnectAsked:  # not run (nor was anything written behind it): any method may be sent again
+            if not self.options.reconnect_when_asked:
+                raise
+            await self._follow_reconnect()
+        return await self._call_on_this_connection(method, args)
+
+    async def _follow_reconnect(self) -> None:
+        """Connects again and says hello, once for every call that found the connection asked to
+        reconnect, then sends again the one-way calls the server never read."""
+        async with self._steps:
+            if isinstance(self._broken_by, ReconnectAsked) and self.phase is ClientPhase.BROKEN:
+                start, asked = time.perf_counter(), self._broken_by
+                logger.info("%s; reconnecting", asked)
+                self._close_stream()
+                failure: Optional[BaseException] = None
+                try:
+                    await self._connect()
+                except BaseException as error:  # the calls did not run; each learns why they cannot be sent
+                    failure = error
+                    raise
+                finally:
+                    self.timeline.add(Record("reconnect", self._peer, start - self._epoch, time.perf_counter() - start,
+                                             error=None if failure is None else repr(failure)))
+            resend, self._resend = self._resend, []
+            for name, args in resend:
+                self._write(self._start_call(name, args, "call"), args, oneway=True)
+
+    async def _call_on_this_connection(self, method: str, args: Tuple[Any, ...]) -> Any:
         if self._notice_unheard and self.phase is ClientPhase.BROKEN:  # as the threaded client reads it
             self._notice_unheard = False
             raise self._broken_as(method)
@@ -248,6 +283,7 @@ class AsyncClient(ClientBase, ServiceMethods):
         self._server_hello = self._idle_limit = self._hello_answer = self._pipelined_session = None
         self._replies = 0
         self._notice_unheard = False
+        self._behind.reset()
 
     async def _answer_hello(self, call: ClientCall, future: "Optional[asyncio.Future[Any]]") -> ServerHello:
         """Awaits hello's answer: READY (CLOSING for a pipelined goodbye), or the typed refusal, closed."""
@@ -336,6 +372,7 @@ class AsyncClient(ClientBase, ServiceMethods):
         alone = not self._inflight
         future = None if oneway else self._inflight.add(call, len(data), timeout, self._timed_out)
         stream.write(data, alone)
+        self._behind.written(call.seqid, call.method, args, future is not None)
         self._inflight.written(call, future is not None, len(data))
         self._last_activity = time.perf_counter()
         return future
@@ -391,6 +428,11 @@ class AsyncClient(ClientBase, ServiceMethods):
         self._last_activity = time.perf_counter()
         if waiting.abandoned or waiting.future.cancelled():
             self._inflight.take(seqid)
+            asked = self._asked_to_reconnect(name)  # still says what becomes of the calls behind it
+            if asked is not None:
+                self._reconnect_asked(seqid, asked)
+                return
+            self._behind.answered(seqid)
             logger.debug("%s: the reply to cancelled %s (seqid %d) dropped", self._peer, name, seqid)
             return
         result: Any = None
@@ -405,7 +447,7 @@ class AsyncClient(ClientBase, ServiceMethods):
             if not isinstance(error, self._service_methods[name].declared_exceptions):
                 self._break(error, waiting.call)  # e.g. a corrupt reply: the stream is no longer trusted
                 return
-            error_out = ServiceError.wrap(error)
+            error_out = reconnect_asked(name, error) or ServiceError.wrap(error)
         except Exception as error:  # a reply that cannot be decoded
             self._break(error, waiting.call)
             return
@@ -422,6 +464,26 @@ class AsyncClient(ClientBase, ServiceMethods):
         elif isinstance(error_out, ConnectError):  # refused: the server closes the connection
             self._close_stream()
             self._refused = True
+        elif isinstance(error_out, ReconnectAsked):
+            self._reconnect_asked(seqid, error_out)
+            return
+        self._behind.answered(seqid)
+
+    def _asked_to_reconnect(self, name: str) -> Optional[ReconnectAsked]:
+        """Whether the reply to a cancelled call, whose header was just read, is "reconnect"."""
+        try:
+            self._codec.decode(name)
+        except TException as error:
+            return reconnect_asked(name, error)
+        except Exception:  # undecodable: dropped with the call, as any reply to a cancelled one
+            pass
+        return None
+
+    def _reconnect_asked(self, seqid: int, asked: ReconnectAsked) -> None:
+        """The server closes after this answer: the calls and one-way calls written behind ``seqid`` never
+        ran; the calls learn it from the broken connection, the one-way calls are kept to send again."""
+        self._resend = self._behind.unread(seqid) if self.options.reconnect_when_asked else []
+        self._break(asked)
 
     def _on_end(self, error: Optional[BaseException]) -> None:
         """The stream ended. Closed by the client (its stream already dropped), or by the server after

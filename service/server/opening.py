@@ -47,7 +47,8 @@ class Opening:
         if not self._config.handshake:  # no hello to wait for: the session's limits apply from the start
             connection.session_started()
         transport, protocol = stack
-        state = self._processor.connection(protocol, connection.peer, identity or None, listener=connection)
+        state = self._processor.connection(protocol, connection.peer, identity or None, listener=connection,
+                                           opened_at=connection.accepted_at)
         connection.started(transport, protocol, state)
         return True
 

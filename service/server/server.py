@@ -64,7 +64,8 @@ def session_settings(config: ServerConfig) -> SessionSettings:
     return SessionSettings(
         server_name=config.server_name, versions=config.versions, features=config.features,
         auth_token=config.auth_token, idle_timeout_ms=int(config.limits.idle_timeout * 1000),
-        max_message_bytes=config.limits.max_message_bytes, optional_hello=config.optional_hello)
+        max_message_bytes=config.limits.max_message_bytes, optional_hello=config.optional_hello,
+        max_connection_age=config.limits.max_connection_age)
 
 
 class HandshakeServer(TThreadedServer):

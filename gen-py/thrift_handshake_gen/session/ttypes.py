@@ -376,14 +376,20 @@ class HandshakeRequired(TException):
     """
     The method needs a completed hello() on this connection; the connection stays usable.
 
+    With reconnect set, the call was not run for another reason: the session on this connection has
+    ended (it reached the server's max connection age) and the server closes the connection after this
+    answer. Connect again, say hello, and send the call again, whatever the method: it never ran.
+
     Attributes:
      - message
+     - reconnect
 
     """
 
 
-    def __init__(self, message=None,):
+    def __init__(self, message=None, reconnect=None,):
         super(HandshakeRequired, self).__setattr__('message', message)
+        super(HandshakeRequired, self).__setattr__('reconnect', reconnect)
 
     def __setattr__(self, *args):
         raise TypeError("can't modify immutable instance")
@@ -392,7 +398,7 @@ class HandshakeRequired(TException):
         raise TypeError("can't modify immutable instance")
 
     def __hash__(self):
-        return hash(self.__class__) ^ hash((self.message, ))
+        return hash(self.__class__) ^ hash((self.message, self.reconnect, ))
 
     @classmethod
     def read(cls, iprot):
@@ -400,6 +406,7 @@ class HandshakeRequired(TException):
             return iprot._fast_decode(None, iprot, [cls, cls.thrift_spec])
         iprot.readStructBegin()
         message = None
+        reconnect = None
         while True:
             (fname, ftype, fid) = iprot.readFieldBegin()
             if ftype == TType.STOP:
@@ -409,12 +416,18 @@ class HandshakeRequired(TException):
                     message = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
                 else:
                     iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.BOOL:
+                    reconnect = iprot.readBool()
+                else:
+                    iprot.skip(ftype)
             else:
                 iprot.skip(ftype)
             iprot.readFieldEnd()
         iprot.readStructEnd()
         return cls(
             message=message,
+            reconnect=reconnect,
         )
 
     def write(self, oprot):
@@ -425,6 +438,10 @@ class HandshakeRequired(TException):
         if self.message is not None:
             oprot.writeFieldBegin('message', TType.STRING, 1)
             oprot.writeString(self.message.encode('utf-8') if sys.version_info[0] == 2 else self.message)
+            oprot.writeFieldEnd()
+        if self.reconnect is not None:
+            oprot.writeFieldBegin('reconnect', TType.BOOL, 2)
+            oprot.writeBool(self.reconnect)
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
         oprot.writeStructEnd()
@@ -794,6 +811,7 @@ all_structs.append(HandshakeRequired)
 HandshakeRequired.thrift_spec = (
     None,  # 0
     (1, TType.STRING, 'message', 'UTF8', None, ),  # 1
+    (2, TType.BOOL, 'reconnect', None, None, ),  # 2
 )
 all_structs.append(Draining)
 Draining.thrift_spec = (
