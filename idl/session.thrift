@@ -31,6 +31,12 @@ struct ClientHello {
   /** Needed when the server is started with an auth token. */
   5: optional string auth_token,
   6: set<string> features,
+  /**
+   * W3C trace context (https://www.w3.org/TR/trace-context/#traceparent-header) of the hello call,
+   * e.g. "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", for dialects without per-message
+   * headers; over THeader every call (hello included) may carry a "traceparent" header instead.
+   */
+  7: optional string traceparent,
 }
 
 struct ServerHello {

@@ -3,7 +3,8 @@
 A one-way call that is not run (refused before hello, to no such method, sent as ONEWAY to a two-way
 method, or dropped by its handler with ``session.drop_oneway``) cannot be answered, so the log is the only place that says
 so: the first one of a connection is a warning (within the server's warning budget), the rest are
-DEBUG lines, so a flood of them is not a flood of log lines. With DEBUG on, every call gets one line.
+DEBUG lines, so a flood of them is not a flood of log lines. With DEBUG on, every call gets one line,
+with the trace id of the caller's trace context when it sent one (``tracing``).
 """
 
 from __future__ import annotations
@@ -39,13 +40,16 @@ class CallLog(Interceptor):
         if call.oneway and call.outcome in _NOT_RUN:
             self._dropped(call)
         if logger.isEnabledFor(self._level):
-            session = call.session.session_id
+            context = call.session
+            session, traceparent = context.session_id, context.traceparent
+            trace_id = None if traceparent is None else traceparent[3:35]  # checked when it was read
             duration_ms = round(call.duration * 1e3, 3)
-            logger.log(self._level, "call %s peer=%s session=%s seqid=%d: %s in %.3f ms%s", clip_for_log(call.name),
-                       call.peer, session or "-", call.seqid, call.outcome.value, duration_ms,
-                       f" ({clip_for_log(call.reason)})" if call.reason else "",
+            logger.log(self._level, "call %s peer=%s session=%s%s seqid=%d: %s in %.3f ms%s", clip_for_log(call.name),
+                       call.peer, session or "-", "" if trace_id is None else f" trace={trace_id}", call.seqid,
+                       call.outcome.value, duration_ms, f" ({clip_for_log(call.reason)})" if call.reason else "",
                        extra={"method": clip_for_log(call.name), "outcome": call.outcome.value,
-                              "duration_ms": duration_ms, "peer": call.peer, "session": session})
+                              "duration_ms": duration_ms, "peer": call.peer, "session": session,
+                              "trace_id": trace_id})
 
     def _dropped(self, call: Any) -> None:
         connection = call.connection

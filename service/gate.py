@@ -36,6 +36,7 @@ from typing import Any, Awaitable, Callable, Mapping, Optional, Sequence, Tuple,
 
 from thrift.protocol.TProtocol import TProtocolBase, TProtocolException
 from thrift.Thrift import TApplicationException, TMessageType, TProcessor, TType
+from thrift.transport.THeaderTransport import THeaderTransport
 from thrift.transport.TTransport import TTransportException
 
 from thrift_handshake_gen.session import SessionService
@@ -51,6 +52,7 @@ from .metrics import CallCounter, ConnectionCounters, ServerMetrics
 from .peerlog import WarningBudget
 from .session import Session, SessionContext, SessionListener, SessionSettings, bind_session, take_dropped_oneway
 from .states import SESSION_METHODS
+from .tracing import TRACEPARENT_HEADER, parse_traceparent
 from .watched import serve_watched, watched_class, watched_processor
 from .wire import AnswerableReadError, skip_value
 
@@ -84,6 +86,7 @@ class ConnectionState:
         self.session_processor: Optional[TProcessor] = None  # serves hello/ping/stats/goodbye
         self.host = context.peer.rsplit(":", 1)[0]
         self.reserved = 0  # decoded bytes the message in flight holds of the server's budget
+        self.read_headers: Optional[Callable[[], Mapping[bytes, bytes]]] = None  # THeader: each message's headers
         self.opened_at = monotonic()  # when the connection was accepted (time.monotonic())
         self.reconnect_at: Optional[float] = None  # with a max connection age: when it is reached
         self._metrics = metrics
@@ -245,7 +248,7 @@ class SessionProcessor(TProcessor):
         self.warnings = warnings or WarningBudget(logger)
         self.chain = InterceptorChain((CallCounter(), CallLog(self.warnings, call_log_level), *interceptors), contained=BaseException)
         session_methods = describe_service(SessionService) if handshake else {}
-        self._session_methods = watched_class(_SessionMethods, session_methods, self.chain, ("hello",))
+        self._session_methods = watched_class(_SessionMethods, session_methods, self.chain, ("hello",), _hello_trace)
         self._routes: Optional[Routes] = None
         if isinstance(processor, Mapping):  # several services on one port (see ``multiplex``)
             self._routes = Routes({name: self._table(name, each) for name, each in processor.items()},
@@ -315,6 +318,8 @@ class SessionProcessor(TProcessor):
         if session is not None:
             state.session_processor = SessionService.Processor(
                 self._session_methods(session, state.counters, self.metrics.snapshot, self._draining_answer))
+        if isinstance(iprot.trans, THeaderTransport):  # its messages may carry headers (a trace context)
+            state.read_headers = iprot.trans.get_headers
         setattr(iprot, _STATE, state)
         weakref.finalize(iprot, state.close)
         return state
@@ -360,6 +365,11 @@ class SessionProcessor(TProcessor):
         except AnswerableReadError as error:  # e.g. a name that is not UTF-8: the server says why, then closes
             state.begin(error.name, error.seqid)
             raise
+        read_headers = state.read_headers
+        if read_headers is not None:  # THeader: the call's own trace context, if it sent one
+            state.context.traceparent = _header_trace(read_headers())
+        elif state.context.traceparent is not None:  # hello's (ClientHello.traceparent) was hello's alone
+            state.context.traceparent = None
         table, service = self._bare_table, None
         if self._routes is not None:  # ``Service:method``: the service's table and the bare name
             table, name, service = self._routes.route(name)
@@ -514,6 +524,24 @@ class SessionProcessor(TProcessor):
         reason = take_dropped_oneway()
         if reason is not None and call.outcome is Outcome.OK:
             call.outcome, call.reason = Outcome.DROPPED, reason
+
+
+def _header_trace(headers: Mapping[bytes, bytes]) -> Optional[str]:
+    """The traceparent a THeader message carries, if it is one."""
+    value = headers.get(TRACEPARENT_HEADER)
+    if value is None:
+        return None
+    trace = parse_traceparent(value)
+    return None if trace is None else str(trace)
+
+
+def _hello_trace(call: ServerCall, args: Tuple[Any, ...]) -> None:
+    """hello's trace context from ClientHello.traceparent, unless a THeader header gave one."""
+    hello = args[0] if args else None
+    value = getattr(hello, "traceparent", None)
+    if value is not None and call.session.traceparent is None:
+        trace = parse_traceparent(value)
+        call.session.traceparent = None if trace is None else str(trace)
 
 
 def _no_binding(context: Optional[SessionContext]) -> None:

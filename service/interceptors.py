@@ -138,9 +138,11 @@ class ClientCall(Call):
 
     ``record`` is the timeline's record of it once it ended (bytes, send/wait/receive, the server's
     own time where the reply reports it); ``session_id`` the session it ran in (None before hello).
+    ``traceparent``: a W3C trace context an interceptor sets in ``call_started`` (``tracing.ClientTracing``);
+    the request carries it (a THeader header; hello's ``ClientHello.traceparent`` on any wire).
     """
 
-    __slots__ = ("phase", "session_id", "record")
+    __slots__ = ("phase", "session_id", "record", "traceparent")
 
     def __init__(self, method: str, seqid: int, oneway: bool, peer: str, started: float, phase: str,
                  session_id: Optional[str]) -> None:
@@ -148,6 +150,7 @@ class ClientCall(Call):
         self.phase = phase
         self.session_id = session_id
         self.record: Any = None
+        self.traceparent: Optional[str] = None
 
 
 class Interceptor:

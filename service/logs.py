@@ -2,7 +2,8 @@
 
 In JSON each line carries ``ts``, ``level``, ``logger`` and ``msg``; ``session`` and ``peer`` when the line
 is about one (from the call being served on the thread, or the runtime's ``peer=`` and ``session=``
-words, unless the call passes ``peer`` in ``extra=``); ``pid`` with workers; ``error`` with a traceback;
+words, unless the call passes ``peer`` in ``extra=``); ``trace_id`` while a call whose caller sent a
+trace context is served (``tracing``); ``pid`` with workers; ``error`` with a traceback;
 and any ``extra=`` fields of the call.
 """
 
@@ -55,8 +56,10 @@ class JsonFormatter(logging.Formatter):
             line.setdefault("peer", context.peer)
             if context.session_id:
                 line.setdefault("session", context.session_id)
+            if context.traceparent is not None:  # checked when it was read
+                line.setdefault("trace_id", context.traceparent[3:35])
         for name, value in extra.items():
-            if name not in line and not (name in ("peer", "session") and value is None):
+            if name not in line and not (name in ("peer", "session", "trace_id") and value is None):
                 line[name] = value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
         if record.exc_info:
             line["error"] = self.formatException(record.exc_info)

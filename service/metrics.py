@@ -4,6 +4,10 @@ Per-call counts live on each connection's ``ConnectionCounters`` (only its own t
 the call path takes no lock; ``CallCounter``, an interceptor in every gate's chain, keeps them; ``snapshot()`` adds the live connections' counts to those of connections
 already closed. ``ServerMetrics`` is also a ``session.SessionListener``: sessions report to it.
 
+Bytes in and out are the kernel's counts of each TCP connection (``TCP_INFO``), read when it closes
+(``socket_closing``) and, for the open ones, when asked (``bytes_now``): nothing is counted per read
+or write. The hosted service may add figures of its own, read when asked (``add_gauge``).
+
 With pre-forked workers, ``SharedStats`` (made by the supervisor before it forks) holds every worker's
 counts in shared memory; a worker's metrics joined to it (``ServerMetrics.share``) answer ``stats()``
 with the sum of all workers. The call path still only touches its own connection's counters.
@@ -28,7 +32,7 @@ from thrift_handshake_gen.session.ttypes import ServerStats
 
 from .interceptors import Interceptor, Outcome
 
-__all__ = ["CallCounter", "ConnectionCounters", "ServerMetrics", "SharedStats", "UNKNOWN_METHOD"]
+__all__ = ["CallCounter", "ConnectionCounters", "ServerMetrics", "SharedStats", "UNKNOWN_METHOD", "socket_bytes"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +46,30 @@ _SLOT = struct.Struct("<QqI")  # sequence (odd while being written), worker pid 
 _AREA = struct.Struct("<d")    # when the service started (time.time())
 _OPEN = struct.Struct("<q")    # one worker's open connections, in its own 8-byte cell
 _PROTOCOL = TBinaryProtocolAcceleratedFactory()
+#: Linux's struct tcp_info: tcpi_bytes_acked and tcpi_bytes_received (since 4.2), tcpi_bytes_sent and
+#: tcpi_bytes_retrans (since 4.19).
+_TCP_INFO_BYTES = 216
+_ACKED_RECEIVED = struct.Struct("<QQ")
+_SENT_RETRANS = struct.Struct("<QQ")
+
+
+def socket_bytes(handle: Optional[socket.socket]) -> Tuple[int, int]:
+    """(received, sent) on a TCP connection so far, as the kernel counts them (TLS records and
+    compressed bytes as they travelled; retransmissions once); (0, 0) where the kernel does not say
+    (a Unix socket, a closed one, another system)."""
+    if handle is None or not hasattr(socket, "TCP_INFO"):
+        return 0, 0
+    try:
+        info = handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_BYTES)
+    except OSError:
+        return 0, 0
+    if len(info) < 136:
+        return 0, 0
+    acked, received = _ACKED_RECEIVED.unpack_from(info, 120)
+    if len(info) >= _TCP_INFO_BYTES:
+        sent, retransmitted = _SENT_RETRANS.unpack_from(info, 200)
+        return received, sent - retransmitted
+    return received, acked
 
 
 def _add(total: Dict[str, int], counts: Dict[str, int]) -> None:
@@ -109,6 +137,10 @@ class ServerMetrics:
         self.sessions_active = 0
         self.handshakes_ok = 0
         self.handshakes_rejected = 0
+        self.rejected_by: Dict[str, int] = {}  # refused hellos by ``Session.refusal_kind``
+        self.bytes_received = 0  # by connections already closed
+        self.bytes_sent = 0
+        self._gauges: Dict[str, Tuple[str, Callable[[], float]]] = {}
         self._shared: Optional[SharedStats] = None
         self._slot = 0
         self._earlier: List[ServerStats] = []  # what earlier workers in the same slot counted
@@ -152,8 +184,10 @@ class ServerMetrics:
             self.sessions_active += 1
 
     def session_rejected(self, session: object, reason: str) -> None:
+        kind = getattr(session, "refusal_kind", None) or "invalid"
         with self._lock:
             self.handshakes_rejected += 1
+            self.rejected_by[kind] = self.rejected_by.get(kind, 0) + 1
 
     def session_ended(self, session: object, goodbye: bool) -> None:
         with self._lock:
@@ -161,14 +195,47 @@ class ServerMetrics:
 
     # -------------------------------------------------------------------------------------------
 
+    def socket_closing(self, handle: Optional[socket.socket]) -> Tuple[int, int]:
+        """A connection's socket is about to close: returns its bytes (received, sent), to be added
+        with ``bytes_closed`` once it no longer counts as open."""
+        return socket_bytes(handle)
+
+    def bytes_closed(self, moved: Tuple[int, int]) -> None:
+        with self._lock:
+            self.bytes_received += moved[0]
+            self.bytes_sent += moved[1]
+
+    def bytes_now(self, open_sockets: Iterable[Optional[socket.socket]]) -> Tuple[int, int]:
+        """(received, sent) by the connections closed so far and by ``open_sockets``."""
+        with self._lock:
+            received, sent = self.bytes_received, self.bytes_sent
+        for handle in open_sockets:
+            more = socket_bytes(handle)
+            received += more[0]
+            sent += more[1]
+        return received, sent
+
+    def add_gauge(self, name: str, documentation: str, read: Callable[[], float]) -> None:
+        """A figure of the hosted service (e.g. its queue's depth), read by ``read()`` whenever the
+        metrics are asked for; ``name`` in Prometheus' form, without the namespace."""
+        if not name.replace("_", "").isalnum() or not name[0].isalpha():
+            raise ValueError(f"{name!r} is not a metric name (letters, digits and _)")
+        with self._lock:
+            self._gauges[name] = (documentation, read)
+
+    def gauges(self) -> Dict[str, Tuple[str, Callable[[], float]]]:
+        """The hosted service's figures: name -> (documentation, read)."""
+        with self._lock:
+            return dict(self._gauges)
+
     def snapshot(self) -> ServerStats:
         """The counters now, as the session contract's ServerStats (of every worker, when shared)."""
         if self._shared is None:
             return self.local_snapshot()
         return self._shared.total(self._slot, self.local_snapshot())
 
-    def local_snapshot(self) -> ServerStats:
-        """This process's counters now (with those of the earlier workers in its slot)."""
+    def local_snapshot(self, earlier: bool = True) -> ServerStats:
+        """This process's counters now (``earlier``: with those of the earlier workers in its slot)."""
         with self._lock:
             calls = dict(self._closed_calls)
             notifications = self._closed_notifications
@@ -185,7 +252,7 @@ class ServerMetrics:
                 notifications=notifications,
                 uptime_ms=int((time.monotonic() - self._started) * 1000),
             )
-        return _sum([own, *self._earlier]) if self._earlier else own
+        return _sum([own, *self._earlier]) if self._earlier and earlier else own
 
 
 class SharedStats:

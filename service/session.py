@@ -51,6 +51,10 @@ _local = threading.local()
 #: thread, so a thread-local cannot tell them apart), and of the pool threads its calls run on.
 _task_session: ContextVar[Optional["SessionContext"]] = ContextVar("thrift_handshake_session", default=None)
 
+#: The words ``Session.refusal_kind`` takes: a token missing or wrong, no common version, a second hello,
+#: a hello that breaks the contract's bounds (no client name, names or features too long).
+REFUSAL_KINDS = ("auth", "version", "already_open", "invalid")
+
 #: Bounds on what a hello may carry (names end up in logs and in every handler's context).
 MAX_NAME_LENGTH = 256
 MAX_FEATURES = 64
@@ -101,6 +105,8 @@ class SessionContext:
     language: Optional[str] = None
     established_at: Optional[float] = None
     state: Dict[str, Any] = field(default_factory=dict)
+    #: The W3C traceparent of the call being served, as its caller sent it (``tracing``), or None.
+    traceparent: Optional[str] = None
 
 
 def current_session() -> SessionContext:
@@ -160,6 +166,16 @@ class _AuthFailed(ValueError):
     """A missing or wrong auth token: refused like any hello, and the connection is closed too, so a
     guesser pays a new connection per guess."""
 
+    kind = "auth"
+
+
+class _NoCommonVersion(ValueError):
+    kind = "version"
+
+
+class _AlreadyOpen(ValueError):
+    kind = "already_open"
+
 
 class Session:
     """The session of one connection, from AWAITING_HELLO to CLOSED (``states.SESSION_TRANSITIONS``).
@@ -173,6 +189,8 @@ class Session:
         self.context = context
         self.calls = 0
         self.close_reason = "after goodbye"  # why the session is CLOSING, once it is
+        #: Why the last hello was refused, in one word (REFUSAL_KINDS), for the metrics.
+        self.refusal_kind: Optional[str] = None
         self._listener = listener or SessionListener()
         self._admitted = SESSION_ADMITS[SessionPhase.AWAITING_HELLO]
         self._machine = StateMachine(SESSION_TRANSITIONS, SessionPhase.AWAITING_HELLO, self._moved)
@@ -249,6 +267,7 @@ class Session:
         )
 
     def _refuse(self, hello: Optional[ClientHello], event: SessionEvent, error: ValueError) -> None:
+        self.refusal_kind = getattr(error, "kind", "invalid")
         self._machine.apply(event)
         self._listener.session_rejected(self, str(error))
         name = getattr(hello, "client_name", None)
@@ -260,10 +279,10 @@ class Session:
     def _check_hello(self, hello: Optional[ClientHello]) -> int:
         """The negotiated version; ValueError with the reason to refuse."""
         if self.anonymous:
-            raise ValueError("hello must be the first call on a connection: this one is already served as an "
-                             "anonymous session (open a new connection to say hello)")
+            raise _AlreadyOpen("hello must be the first call on a connection: this one is already served as an "
+                               "anonymous session (open a new connection to say hello)")
         if self.established:
-            raise ValueError(f"this connection already has session {self.context.session_id}")
+            raise _AlreadyOpen(f"this connection already has session {self.context.session_id}")
         if hello is None or not hello.client_name:
             raise ValueError("client_name is required")
         if len(hello.client_name) > MAX_NAME_LENGTH or len(hello.language or "") > MAX_NAME_LENGTH:
@@ -277,7 +296,10 @@ class Session:
                 raise _AuthFailed("this server requires an auth token")
             if not hmac.compare_digest(hello.auth_token.encode(), token.encode()):
                 raise _AuthFailed("wrong auth token")
-        return negotiate_version((hello.min_version, hello.max_version), self.settings.versions)
+        try:
+            return negotiate_version((hello.min_version, hello.max_version), self.settings.versions)
+        except ValueError as error:
+            raise _NoCommonVersion(str(error)) from None
 
     def call_served(self) -> None:
         """A call other than hello/goodbye was served in this session (ping counts once established)."""

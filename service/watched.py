@@ -36,11 +36,14 @@ def watched_processor(processor: TProcessor, methods: Dict[str, MethodInfo], cha
 
 
 def watched_class(cls: type, methods: Dict[str, MethodInfo], chain: InterceptorChain,
-                       hidden_args: Tuple[str, ...]) -> type:
+                  hidden_args: Tuple[str, ...], prepare: Optional[Callable[[ServerCall, Tuple[Any, ...]], None]] = None
+                  ) -> type:
     """A subclass of ``cls`` (made once per gate) whose service methods run inside ``chain``;
-    ``hidden_args``: methods whose arguments interceptors do not see (hello's carry the auth token)."""
+    ``hidden_args``: methods whose arguments interceptors do not see (hello's carry the auth token);
+    ``prepare(call, args)`` runs before the chain hears of those (to take what the call may show)."""
     return type(f"Intercepted{cls.__name__}", (cls,), {
-        name: _wrap(vars(cls)[name], name, methods[name].declared_exceptions, chain, name in hidden_args)
+        name: _wrap(vars(cls)[name], name, methods[name].declared_exceptions, chain, name in hidden_args,
+                    prepare if name in hidden_args else None)
         for name in vars(cls) if name in methods})
 
 
@@ -56,7 +59,8 @@ class _InterceptedHandler:
 
 
 def _wrap(method: Callable[..., Any], name: str, declared: Tuple[type, ...], chain: InterceptorChain,
-          hide_args: bool = False) -> Callable[..., Any]:
+          hide_args: bool = False, prepare: Optional[Callable[[ServerCall, Tuple[Any, ...]], None]] = None
+          ) -> Callable[..., Any]:
     """``method`` (bound, or a function whose first argument is its object) filling in the current
     ``ServerCall`` around the call: the arguments (those after ``skip``), timing, the outcome. A
     coroutine function's call returns an awaitable that fills the call in once it is done."""
@@ -66,6 +70,8 @@ def _wrap(method: Callable[..., Any], name: str, declared: Tuple[type, ...], cha
         call = _current.get()
         if not hide_args:
             call.args = args[skip:] if skip else args
+        elif prepare is not None:
+            prepare(call, args[skip:] if skip else args)
         call.announced = True
         chain.started(call)
         return call

@@ -87,17 +87,20 @@ class Supervisor:
     ``reuse_port``: each worker listens on its own SO_REUSEPORT socket instead (the kernel spreads
     new connections evenly, but a dying worker drops the connections still queued on its socket).
     ``orphaned``: what a worker does last when it stopped because the supervisor disappeared (what
-    the supervisor would have cleaned up, e.g. a temporary directory).
+    the supervisor would have cleaned up, e.g. a temporary directory). ``worker_gone(pid)``: told in
+    the supervisor of each worker that ended (e.g. to drop its live metrics, ``admin.multiprocess``).
     """
 
     def __init__(self, build: Callable[[], HandshakeServer], config: ServerConfig, workers: int,
-                 reuse_port: bool = False, orphaned: Optional[Callable[[], None]] = None) -> None:
+                 reuse_port: bool = False, orphaned: Optional[Callable[[], None]] = None,
+                 worker_gone: Optional[Callable[[int], None]] = None) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers}")
         if config.unix_socket is not None:
             raise ValueError("workers share a TCP port: a unix_socket is served by one HandshakeServer")
         self._build = build
         self._orphaned = orphaned   # run by each worker that stopped because the supervisor was gone
+        self._worker_gone = worker_gone
         self._supervisor_gone = False
         self._config = config
         self._count = workers
@@ -252,6 +255,8 @@ class Supervisor:
             self._stats.retire(worker.slot)
             self._decoded.retire(worker.slot)
             self._room.retire(worker.slot)
+            if self._worker_gone is not None:
+                self._worker_gone(pid)
             lived = time.monotonic() - worker.started
             how = (f"exited with code {os.WEXITSTATUS(status)}" if os.WIFEXITED(status)
                    else f"killed by {signal.Signals(os.WTERMSIG(status)).name}")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import select
 import socket
@@ -10,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Dict, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 from conftest import eventually
 
@@ -99,3 +100,21 @@ def memory_kib(pid: int) -> Dict[str, int]:
             if name in ("VmRSS", "VmHWM"):
                 fields[name] = int(value.split()[0])
     return fields
+
+
+def json_log_of_one_session(use: Callable[[int], Any], *flags: str) -> List[Dict[str, Any]]:
+    """Runs ``serve --log-format json`` with ``flags``, calls ``use(port)`` (one session), and returns the
+    server's JSON lines up to the one that says that connection closed."""
+    process = subprocess.Popen([sys.executable, "-m", "thrift_handshake.cli", "--log-format", "json", "serve",
+                                "--port", "0", *flags], stderr=subprocess.PIPE, text=True)
+    try:
+        first = json.loads(process.stderr.readline())
+        use(int(first["msg"].split()[2].rsplit(":", 1)[1]))
+        lines: List[Dict[str, Any]] = []
+        while not any(line["msg"].startswith("closed") for line in lines):
+            lines.append(json.loads(process.stderr.readline()))
+        return lines
+    finally:
+        process.terminate()
+        process.wait(20)
+        process.stderr.close()

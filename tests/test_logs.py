@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 import sys
 from typing import Dict, List
 
@@ -17,6 +16,7 @@ from thrift_handshake.logs import JsonFormatter
 from thrift_handshake_gen import HandshakeService
 
 from conftest import encode_call, eventually, exchange
+from server_process import json_log_of_one_session
 
 
 def _record(message: str, *args, **extra) -> logging.LogRecord:
@@ -114,21 +114,15 @@ def test_a_call_log_level_that_is_not_a_level_is_refused():
 
 
 def test_serve_log_format_json_writes_only_json_lines():
-    process = subprocess.Popen([sys.executable, "-m", "thrift_handshake.cli", "--log-format", "json", "serve",
-                                "--port", "0", "--call-log-level", "INFO"], stderr=subprocess.PIPE, text=True)
-    try:
-        first = json.loads(process.stderr.readline())
-        port = int(first["msg"].split()[2].rsplit(":", 1)[1])
+    sessions = []
+
+    def use(port: int) -> None:
         with Client("127.0.0.1", port, service=HandshakeService) as client:
             client.echo("json")
-            session = client.session_id
-        lines = []
-        while not any(line["msg"].startswith("closed") for line in lines):
-            lines.append(json.loads(process.stderr.readline()))
-    finally:
-        process.terminate()
-        process.wait(20)
-        process.stderr.close()
+            sessions.append(client.session_id)
+
+    lines = json_log_of_one_session(use, "--call-log-level", "INFO")
+    [session] = sessions
     [closed] = [line for line in lines if line["msg"].startswith("closed")]
     assert closed["session"] == session and closed["peer"].startswith("127.0.0.1:")
     assert [line["method"] for line in lines if "method" in line] == ["hello", "echo", "goodbye"]

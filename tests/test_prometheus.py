@@ -4,8 +4,6 @@ read with prometheus_client's own text-format parser."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from typing import Dict, Tuple
@@ -119,10 +117,3 @@ def test_serve_metrics_port_serves_them_from_the_cli(tmp_path):
         process.terminate()
         process.wait(20)
         process.stderr.close()
-
-
-def test_metrics_with_workers_are_refused_clearly():
-    result = subprocess.run([sys.executable, "-m", "thrift_handshake.cli", "serve", "--port", "0", "--workers", "2",
-                             "--metrics-port", "0"], capture_output=True, text=True, timeout=30)
-    assert result.returncode == 2
-    assert "--metrics-port serves one process's metrics: not yet with --workers" in result.stderr

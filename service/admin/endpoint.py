@@ -13,11 +13,12 @@ import socket
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from ..config import DEFAULT_HOST
 from ..peerlog import clip_for_log
 from .page import PAGE, admin_state
+from .multiprocess import SummedMetrics
 from .prometheus import PrometheusMetrics
 from .recent import RecentCalls
 from .runit import runit_target, static_file
@@ -28,8 +29,9 @@ logger = logging.getLogger(__name__)
 
 
 class AdminEndpoint:
-    """Serves ``metrics`` (and, with ``recent``, the latest calls' timelines on the page) over HTTP on a
-    daemon thread from ``start()`` (or ``with``) to ``stop()``.
+    """Serves ``metrics`` (one process's, or every worker's summed: ``multiprocess.SummedMetrics``) and,
+    with ``recent``, the latest calls' timelines on the page, over HTTP on a daemon thread from
+    ``start()`` (or ``with``) to ``stop()``.
 
     ``port`` 0 picks a free one (``port`` tells it once started). With ``token`` set, every request must
     carry it: ``Authorization: Bearer <token>`` (Prometheus' ``authorization`` setting), or HTTP Basic
@@ -38,7 +40,7 @@ class AdminEndpoint:
     unanswered, so clients cannot pile up threads.
     """
 
-    def __init__(self, metrics: PrometheusMetrics, host: str = DEFAULT_HOST, port: int = 0,
+    def __init__(self, metrics: Union[PrometheusMetrics, SummedMetrics], host: str = DEFAULT_HOST, port: int = 0,
                  token: Optional[str] = None, recent: Optional[RecentCalls] = None,
                  idle_timeout: float = 10.0, max_clients: int = 32) -> None:
         self.metrics = metrics

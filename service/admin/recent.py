@@ -14,8 +14,8 @@ __all__ = ["RecentCalls"]
 
 
 class RecentCalls(Interceptor):
-    """Keeps the last ``size`` calls: method, peer, session, outcome, wall-clock start, duration and
-    the handler's share of it (put it in ``ServerConfig.interceptors``)."""
+    """Keeps the last ``size`` calls: method, peer, session, outcome, wall-clock start, duration, the
+    handler's share of it and the caller's trace id (put it in ``ServerConfig.interceptors``)."""
 
     def __init__(self, size: int = 300) -> None:
         self._calls: Deque[Dict[str, Any]] = collections.deque(maxlen=size)
@@ -25,6 +25,7 @@ class RecentCalls(Interceptor):
 
     def call_ended(self, call: Any) -> None:
         handler = getattr(call, "handler_seconds", None)
+        traceparent = getattr(getattr(call, "session", None), "traceparent", None)
         entry = {
             "method": clip_for_log(call.method, 80),
             "peer": call.peer,
@@ -33,6 +34,7 @@ class RecentCalls(Interceptor):
             "started": call.started + self._wall_offset,
             "duration_ms": round((call.duration or 0.0) * 1e3, 3),
             "handler_ms": None if handler is None else round(handler * 1e3, 3),
+            "trace_id": None if traceparent is None else traceparent[3:35],  # the caller's trace, if it sent one
         }
         with self._lock:
             self._calls.append(entry)

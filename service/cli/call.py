@@ -30,6 +30,7 @@ from ..errors import ArgumentError, ServiceError, ThriftHandshakeError
 from ..idlcache import IdlField, IdlMethod, IdlType, LoadedIdl
 from ..peerlog import clip_for_log
 from ..timing import Record, format_table
+from ..tracing import ClientTracing
 from .handlers import add_import_paths
 from .serve import auth_token, wire
 
@@ -206,7 +207,18 @@ def _client_options(args: argparse.Namespace) -> ClientOptions:
                          auth_token=auth_token(args), wire=wire(args), handshake=not args.no_hello,
                          timeouts=Timeouts(connect=args.connect_timeout, handshake=args.handshake_timeout,
                                            call=args.timeout),
-                         tls=_client_tls(args), unix_socket=args.unix, multiplexed=_service_name(args.multiplexed))
+                         tls=_client_tls(args), unix_socket=args.unix, multiplexed=_service_name(args.multiplexed),
+                         interceptors=_tracing(args.traceparent))
+
+
+def _tracing(traceparent: Optional[str]) -> Tuple[ClientTracing, ...]:
+    """``--traceparent``: the calls go out in that trace."""
+    if traceparent is None:
+        return ()
+    try:
+        return (ClientTracing(traceparent),)
+    except ValueError as error:
+        raise ArgumentError(f"--traceparent: {error}") from None
 
 
 def _service_name(name: Optional[str]) -> Optional[str]:

@@ -342,6 +342,9 @@ def _call_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     call.add_argument("--multiplexed", action=Once, metavar="NAME",
                       help="the server hosts several services on one port: call service NAME "
                            "(every request, hello included, goes out as NAME:method)")
+    call.add_argument("--traceparent", metavar="TRACEPARENT",
+                      help="W3C trace context to send (00-<32 hex>-<16 hex>-<2 hex>): in hello, and with "
+                           "--transport header on every call (the server logs its trace id)")
     call.add_argument("--list", action="store_true",
                       help="the services and methods with their signatures (of --idl, else the demo's); "
                            "connects to nothing")

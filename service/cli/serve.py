@@ -21,12 +21,14 @@ from typing import Any, Dict, Optional, Tuple
 from ..admin.endpoint import AdminEndpoint
 from ..aio import AsyncHandshakeServer, event_loop_factory
 from ..admin.prometheus import PrometheusMetrics, missing_client_library
+from ..admin.multiprocess import SummedMetrics, WorkerPublisher, use_directory, worker_gone
 from ..admin.recent import RecentCalls
 from ..config import ServerConfig, ServerLimits, ServerTLS, Wire
 from ..contract import coroutine_methods, describe_service
 from ..demo import DemoLimits, demo_server
 from ..errors import ArgumentError
 from ..server import HandshakeServer
+from ..tracing import server_tracing_if_configured
 from ..workers import Supervisor
 from .handlers import answer_unimplemented, check_contract, load_handler, service_module, unimplemented_methods
 from .parser import AUTH_TOKEN_ENV
@@ -74,6 +76,9 @@ def _server_config(args: argparse.Namespace, interceptors: Tuple[Any, ...] = ())
             raise ArgumentError("TLS needs both --tls-cert and --tls-key")
         tls = ServerTLS(args.tls_cert, args.tls_key, args.tls_client_ca)
     mode = hello_mode(args)
+    tracing = server_tracing_if_configured()  # OpenTelemetry set up (e.g. opentelemetry-instrument): spans
+    if tracing is not None:
+        interceptors = (*interceptors, tracing)
     return ServerConfig(host=args.host, port=args.port, unix_socket=args.unix, wire=wire(args),
                         detect_wire=not args.only_wire,
                         handshake=mode != "off", optional_hello=mode == "optional", auth_token=auth_token(args),
@@ -150,8 +155,6 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.workers > 1:
         if args.unix:
             raise ArgumentError("--unix serves from this process only: it cannot be combined with --workers")
-        if args.metrics_port is not None:
-            raise ArgumentError("--metrics-port serves one process's metrics: not yet with --workers")
         return _serve_workers(args)
     metrics = _metrics(args)
     recent = None if metrics is None else RecentCalls()
@@ -201,17 +204,22 @@ def admin_origins(base_url: str) -> Tuple[str, ...]:
 def _metrics(args: argparse.Namespace) -> Optional[PrometheusMetrics]:
     if args.metrics_port is None:
         return None
+    _metrics_port_checked(args)
+    return PrometheusMetrics()
+
+
+def _metrics_port_checked(args: argparse.Namespace) -> None:
     if not 0 <= args.metrics_port <= 65535:
         raise ArgumentError(f"--metrics-port must be within 0..65535, not {args.metrics_port}")
     problem = missing_client_library()
     if problem is not None:
         raise ArgumentError(f"--metrics-port: {problem}")
-    return PrometheusMetrics()
 
 
 def _serve_workers(args: argparse.Namespace) -> int:
     """``serve --workers N``: a supervisor and N workers; the demo's tickets in a store they all share."""
     config = _server_config(args)  # bad flags fail here, before any fork
+    summed = _SummedEndpoint(args, config) if args.metrics_port is not None else None  # binds: may fail
     store_dir = None
     if args.handler is None and args.ticket_store is None:
         store_dir = tempfile.mkdtemp(prefix="thrift-handshake-")
@@ -222,22 +230,69 @@ def _serve_workers(args: argparse.Namespace) -> int:
         if store_dir is not None:
             shutil.rmtree(store_dir, ignore_errors=True)
 
+    def orphaned() -> None:  # in a worker whose supervisor is gone: what the supervisor would remove
+        remove_store()
+        if summed is not None:
+            shutil.rmtree(summed.directory, ignore_errors=True)
+
     try:
-        return Supervisor(lambda: _server(args), config, args.workers, orphaned=remove_store).run()
+        build = (lambda: _server(args)) if summed is None else summed.build_worker
+        return Supervisor(build, config, args.workers, orphaned=orphaned,
+                          worker_gone=None if summed is None else summed.worker_gone).run()
     except OSError as error:
         if error.errno in _ADDRESS_ERRORS:
             raise _listen_error(error, args) from None
         raise
     finally:
         remove_store()
+        if summed is not None:
+            summed.stop()
+
+
+class _SummedEndpoint:
+    """``--metrics-port`` with ``--workers``: the supervisor serves every worker's metrics summed
+    (prometheus_client's multiprocess mode, in a directory of its own for this run)."""
+
+    def __init__(self, args: argparse.Namespace, config: ServerConfig) -> None:
+        _metrics_port_checked(args)
+        self._args = args
+        self.directory = tempfile.mkdtemp(prefix="thrift-handshake-metrics-")
+        use_directory(self.directory)  # before any metric exists, and before the workers fork
+        logger.info("metrics of every worker summed from %s", self.directory)
+        self._endpoint = AdminEndpoint(SummedMetrics(self.directory), args.metrics_host, args.metrics_port,
+                                       token=config.auth_token)
+        try:
+            self._endpoint.start()
+        except OSError as error:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            raise _listen_error(error, args, args.metrics_host, args.metrics_port, "--metrics-port") from None
+
+    def build_worker(self) -> HandshakeServer:
+        """In a worker: its server, counted into its own files and publishing what is live."""
+        metrics = PrometheusMetrics()
+        server = _server(self._args, (metrics,))
+        metrics.watch(server)
+        WorkerPublisher(metrics).start()
+        return server
+
+    def worker_gone(self, pid: int) -> None:
+        worker_gone(pid, self.directory)
+
+    def stop(self) -> None:
+        self._endpoint.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def _serve_asyncio(args: argparse.Namespace) -> int:
     """``serve --asyncio``: the asyncio server on uvloop's event loop when installed, else asyncio's."""
-    for flag, given in (("--workers", args.workers > 1), ("--metrics-port", args.metrics_port is not None)):
-        if given:
-            raise ArgumentError(f"{flag}: not yet with --asyncio")
-    server = _server(args, server_class=AsyncHandshakeServer)
+    if args.workers > 1:
+        raise ArgumentError("--workers: not yet with --asyncio")
+    metrics = _metrics(args)  # /metrics only: the admin page's connection list needs the threaded server's
+    server = _server(args, () if metrics is None else (metrics,), server_class=AsyncHandshakeServer)
+    endpoint = None
+    if metrics is not None:
+        metrics.watch(server)
+        endpoint = AdminEndpoint(metrics, args.metrics_host, args.metrics_port, token=server.config.auth_token)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -250,8 +305,17 @@ def _serve_asyncio(args: argparse.Namespace) -> int:
             if error.errno in _ADDRESS_ERRORS or error.errno is None:
                 raise _listen_error(error, args) from None
             raise
+        if endpoint is not None:
+            try:
+                endpoint.start()
+            except OSError as error:
+                raise _listen_error(error, args, args.metrics_host, args.metrics_port, "--metrics-port") from None
         await server.serve()
 
-    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-        runner.run(main())
+    try:
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            runner.run(main())
+    finally:
+        if endpoint is not None:
+            endpoint.stop()
     return 0

@@ -42,4 +42,9 @@ def demo_server(config: Optional[ServerConfig] = None, limits: Optional[DemoLimi
     handler = HandshakeHandler(limits, ticket_store=ticket_store)
     server = server_class(handler, config)
     server.on_stop(handler.close)
+    tickets = handler.tickets
+    server.metrics.add_gauge("submit_queue_tickets", "Submitted tickets not finished (waiting or running)",
+                             tickets.unfinished)
+    server.metrics.add_gauge("submit_queue_bytes", "Memory the unfinished tickets hold (submit_queue_bytes "
+                             "bounds it)", tickets.unfinished_bytes)
     return server

@@ -107,6 +107,14 @@ class TicketBoard:
             raise Overloaded(message="the server is stopping", queued=queued, capacity=self._capacity) from None
         return ticket
 
+    def unfinished(self) -> int:
+        """Tickets submitted and not finished: waiting for a worker or running."""
+        return len(self._unfinished)
+
+    def unfinished_bytes(self) -> int:
+        """The memory those tickets hold, as their callers estimated it (against ``submit_queue_bytes``)."""
+        return self._unfinished_bytes
+
     def result(self, ticket: str, wait: float) -> Response:
         """The ticket's result, waiting up to ``wait`` seconds (capped by ``max_wait``).
 

@@ -193,6 +193,10 @@ class HandshakeServer(TThreadedServer):
         now = time.monotonic()
         return [connection.info(now) for connection in self._admission.connections()]
 
+    def bytes_now(self) -> Tuple[int, int]:
+        """Bytes received and sent on every connection so far, open or closed (TCP: the kernel's count)."""
+        return self.metrics.bytes_now(connection.socket.handle for connection in self._admission.connections())
+
     @property
     def admission(self) -> Admission:
         """Who may hold a connection here (a supervisor links its workers' through it)."""
@@ -470,6 +474,8 @@ class HandshakeServer(TThreadedServer):
         watch = self._watch
         if watch is not None:
             watch.remove(connection.fd, connection)  # before the close: the number may be reused at once
+        moved = self.metrics.socket_closing(connection.socket.handle)
         (connection.transport or connection.socket).close()
         self._admission.forget(connection)
+        self.metrics.bytes_closed(moved)  # once it no longer counts among the open ones
         connection.closed()  # last: a move the table refuses (closed twice) must not keep it counted

@@ -25,17 +25,21 @@ class ClientHello(object):
      - max_version
      - auth_token: Needed when the server is started with an auth token.
      - features
+     - traceparent: W3C trace context (https://www.w3.org/TR/trace-context/#traceparent-header) of the hello call,
+    e.g. "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", for dialects without per-message
+    headers; over THeader every call (hello included) may carry a "traceparent" header instead.
 
     """
 
 
-    def __init__(self, client_name=None, language=None, min_version=None, max_version=None, auth_token=None, features=None,):
+    def __init__(self, client_name=None, language=None, min_version=None, max_version=None, auth_token=None, features=None, traceparent=None,):
         self.client_name = client_name
         self.language = language
         self.min_version = min_version
         self.max_version = max_version
         self.auth_token = auth_token
         self.features = features
+        self.traceparent = traceparent
 
     def read(self, iprot):
         if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
@@ -81,6 +85,11 @@ class ClientHello(object):
                     iprot.readSetEnd()
                 else:
                     iprot.skip(ftype)
+            elif fid == 7:
+                if ftype == TType.STRING:
+                    self.traceparent = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
             else:
                 iprot.skip(ftype)
             iprot.readFieldEnd()
@@ -117,6 +126,10 @@ class ClientHello(object):
             for iter6 in self.features:
                 oprot.writeString(iter6.encode('utf-8') if sys.version_info[0] == 2 else iter6)
             oprot.writeSetEnd()
+            oprot.writeFieldEnd()
+        if self.traceparent is not None:
+            oprot.writeFieldBegin('traceparent', TType.STRING, 7)
+            oprot.writeString(self.traceparent.encode('utf-8') if sys.version_info[0] == 2 else self.traceparent)
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
         oprot.writeStructEnd()
@@ -788,6 +801,7 @@ ClientHello.thrift_spec = (
     (4, TType.I32, 'max_version', None, None, ),  # 4
     (5, TType.STRING, 'auth_token', 'UTF8', None, ),  # 5
     (6, TType.SET, 'features', (TType.STRING, 'UTF8', False), None, ),  # 6
+    (7, TType.STRING, 'traceparent', 'UTF8', None, ),  # 7
 )
 all_structs.append(ServerHello)
 ServerHello.thrift_spec = (
