@@ -92,7 +92,7 @@ def test_the_state_tells_the_page_where_to_call(start_server, tmp_path):
     with AdminEndpoint(alone) as endpoint:
         assert "Unix socket" in _state(endpoint)["runit"]["unavailable"]
     with AdminEndpoint(PrometheusMetrics()) as endpoint:
-        assert _state(endpoint)["runit"] == {"unavailable": "no Thrift server is watched by this endpoint"}
+        assert _state(endpoint)["runit"] == {"unavailable": "no Thrift server runs in this process (with --workers, not yet)"}
 
 
 # --- the panel in a real browser ------------------------------------------------------------------------------
