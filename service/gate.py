@@ -318,8 +318,8 @@ class SessionProcessor(TProcessor):
         if session is not None:
             state.session_processor = SessionService.Processor(
                 self._session_methods(session, state.counters, self.metrics.snapshot, self._draining_answer))
-        if isinstance(iprot.trans, THeaderTransport):  # its messages may carry headers (a trace context)
-            state.read_headers = iprot.trans.get_headers
+        if isinstance(iprot.trans, THeaderTransport) or hasattr(iprot.trans, "get_headers"):
+            state.read_headers = iprot.trans.get_headers  # THeader's or an HTTP request's (a trace context)
         setattr(iprot, _STATE, state)
         weakref.finalize(iprot, state.close)
         return state

@@ -2,10 +2,11 @@
 ends when ``opentelemetry-api`` is installed (it is not required).
 
 The carrier: over THeader every message may carry a ``traceparent`` header (the client writes it per
-call); on every dialect hello carries one in ``ClientHello.traceparent``. The server reads it for the
+call), and so may every HTTP request (Thrift over HTTP); on every dialect hello carries one in
+``ClientHello.traceparent``. The server reads it for the
 call being served: handlers get it from ``current_trace()``, the access log and ``--log-format json``
 put its trace id on every line about the call (``trace=`` and ``trace_id``). Calls without one cost
-nothing extra: a connection that is not THeader is never asked for headers.
+nothing extra: a connection that is neither THeader nor HTTP is never asked for headers.
 
     client = Client(port=9090, options=ClientOptions(interceptors=(ClientTracing(),)), service=MyService)
     server = HandshakeServer(handler, ServerConfig(interceptors=(ServerTracing(),)))

@@ -329,3 +329,111 @@ def test_a_client_speaking_http_to_a_port_serving_one_wire_learns_why(start_serv
         client.connect()
     assert "the server answered HTTP 400 Bad Request" in str(caught.value)
     assert "this server speaks Thrift buffered binary" in str(caught.value)
+    assert str(caught.value).endswith("the server's HTTP answer holds no Thrift reply")
+
+
+def test_a_client_uploading_a_body_over_the_limit_reads_its_413(start_server) -> None:
+    server = start_server(optional_hello=True, limits=ServerLimits(max_message_bytes=10_000))
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    try:
+        response, text = post(conn, b"[" + b"1" * 3_000_000, xhr_headers())
+        assert response.status == 413
+        assert b"a body of 3000001 bytes; this server takes at most 10000 (max_message_bytes)" in text
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("wire", [Wire(transport="http", protocol="json"), Wire(transport="http"),
+                                  Wire(protocol="json")], ids=str)
+def test_the_async_client_refuses_json_and_http_before_connecting(wire: Wire) -> None:
+    import asyncio
+
+    from thrift_handshake.aio import AsyncClient
+
+    async def connect() -> None:
+        await AsyncClient("127.0.0.1", 9, ClientOptions(wire=wire), service=HandshakeService).connect()
+
+    with pytest.raises(ValueError, match="JSON and HTTP are served and spoken by the threaded server and Client"):
+        asyncio.run(connect())
+
+
+def test_https_on_the_tls_port(start_server) -> None:
+    """TLS first, then Thrift over HTTP inside it (https), from this client and from Apache's THttpClient."""
+    import ssl
+    from pathlib import Path
+
+    from thrift_handshake import ClientTLS, ServerTLS
+
+    certs = Path(__file__).resolve().parent / "certs"
+    server = start_server(tls=ServerTLS(str(certs / "server.pem"), str(certs / "server.key")), optional_hello=True)
+    options = ClientOptions(wire=Wire(transport="http", protocol="json"),
+                            tls=ClientTLS(ca_file=str(certs / "ca.pem"), server_hostname="localhost"))
+    with Client("127.0.0.1", server.port, options, service=HandshakeService) as client:
+        assert client.call("echo", "over https") == "over https"
+    context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    context.check_hostname = False
+    transport = THttpClient.THttpClient(f"https://127.0.0.1:{server.port}/", ssl_context=context)
+    stub = HandshakeService.Client(TJSONProtocol.TJSONProtocol(transport))
+    transport.open()
+    try:
+        assert stub.echo("apache https") == "apache https"
+    finally:
+        transport.close()
+
+
+def test_expect_100_continue_is_answered_before_the_body(start_server) -> None:
+    server = start_server(optional_hello=True)
+    body = json_message("echo", HandshakeService.echo_args("continued"))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(f"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nConnection: close\r\n"
+                     f"Content-Type: {JSON}\r\nContent-Length: {len(body)}\r\n\r\n".encode())
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        answer = read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert json_reply(answer.split(b"\r\n\r\n", 1)[1], HandshakeService.echo_result)[1].success == "continued"
+
+
+def test_a_traceparent_header_gives_each_call_its_trace(start_server) -> None:
+    from thrift_handshake.interceptors import Interceptor
+
+    seen = []
+
+    class Seen(Interceptor):
+        def call_started(self, call) -> None:
+            seen.append((call.method, call.session.traceparent))
+
+    trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    server = start_server(optional_hello=True, interceptors=[Seen()], http_origins={PAGE})
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    try:
+        post(conn, json_message("echo", HandshakeService.echo_args("a")), {**xhr_headers(PAGE), "traceparent": trace})
+        post(conn, json_message("echo", HandshakeService.echo_args("b"), 2), xhr_headers(PAGE))
+        conn.request("OPTIONS", "/", headers={"Origin": PAGE, "Access-Control-Request-Method": "POST",
+                                              "Access-Control-Request-Headers": "content-type,traceparent"})
+        response = conn.getresponse()
+        response.read()
+        assert "traceparent" in response.getheader("Access-Control-Allow-Headers")
+    finally:
+        conn.close()
+    assert seen == [("echo", trace), ("echo", None)]
+
+
+def test_this_clients_trace_context_rides_each_http_request(start_server) -> None:
+    from thrift_handshake.interceptors import Interceptor
+    from thrift_handshake.tracing import ClientTracing, parse_traceparent
+
+    seen = []
+
+    class Seen(Interceptor):
+        def call_started(self, call) -> None:
+            seen.append((call.method, call.session.traceparent))
+
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    server = start_server(interceptors=[Seen()])
+    options = ClientOptions(wire=Wire(transport="http", protocol="json"),
+                            interceptors=(ClientTracing(f"00-{trace}-00f067aa0ba902b7-01"),))
+    with Client("127.0.0.1", server.port, options, service=HandshakeService) as client:
+        assert client.call("echo", "traced") == "traced"
+    assert [method for method, _ in seen] == ["hello", "echo", "goodbye"]
+    assert all(parse_traceparent(traceparent).trace_id == trace for _, traceparent in seen)

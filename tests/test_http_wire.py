@@ -183,3 +183,23 @@ def test_a_response_over_the_client_limit_is_refused() -> None:
 def test_a_request_written_is_parsed_back() -> None:
     request, = parse(request_bytes("h:1", "/", b"[1]", "application/vnd.apache.thrift.json"))
     assert (request.headers["host"], request.media_type, request.body) == ("h:1", "application/vnd.apache.thrift.json", b"[1]")
+
+
+def test_mangled_requests_raise_only_http_errors() -> None:
+    """Every byte of a pipelined pair replaced, or the pair cut there, in turn: whole requests or an HttpError."""
+    import random
+
+    data = post() + post(b"\x80\x01", "application/x-thrift", "Connection: close\r\n")
+    chooser = random.Random(15)
+    statuses = set()
+    for at in range(len(data)):
+        for mangled in (data[:at] + bytes([chooser.randrange(256)]) + data[at + 1:], data[:at]):
+            parser = RequestParser()
+            try:
+                for start in range(0, len(mangled), 7):
+                    parser.feed(mangled[start:start + 7])
+                    while parser.next_request() is not None:
+                        pass
+            except HttpError as error:
+                statuses.add(error.status)
+    assert statuses <= {400, 411, 413, 431, 505}

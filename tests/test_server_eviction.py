@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from conftest import encode_call, eventually, report_reliability
+from conftest import encode_call, eventually, read_until_closed, report_reliability
 
 from thrift_handshake import (
     Client,
@@ -132,13 +132,14 @@ def test_a_newcomer_that_pauses_before_its_hello_is_still_told_the_server_is_ful
     assert b"server full: 1 connections" in answer
 
 
-def test_a_newcomer_speaking_http_to_a_full_server_is_closed_without_a_word(start_server):
+def test_a_newcomer_speaking_http_to_a_full_server_gets_a_503(start_server):
     server = start_server(limits=ServerLimits(max_connections=1))
     with Client("127.0.0.1", server.port, service=HandshakeService):
         with socket.create_connection(("127.0.0.1", server.port), timeout=5) as newcomer:
-            newcomer.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            with pytest.raises(ConnectionResetError):  # closed with its request unread: no answer
-                newcomer.recv(65536)
+            newcomer.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n[]")
+            answer = read_until_closed(newcomer)
+    assert answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")  # Thrift over HTTP is served here
+    assert b"Retry-After: 1\r\n" in answer and b"server full: 1 connections" in answer
 
 
 def test_a_newcomer_to_a_full_server_whose_message_cannot_be_read_is_closed_quietly(start_server, monkeypatch):

@@ -19,7 +19,8 @@ from thrift.transport.TTransport import TTransportException
 from ..config import ServerConfig
 from ..metrics import ServerMetrics
 from ..peerlog import WarningBudget
-from ..wire import ConnectionSocket, DialectKind, answer_refusal, write_application_exception
+from ..wire import ConnectionSocket, DialectKind, answer_refusal, discard_input, write_application_exception
+from ..wire.http import response_bytes
 from .connection import Connection
 from .outcome import evicted_as
 
@@ -200,6 +201,12 @@ class Admission:
                 client.deadline = time.monotonic() + _REFUSAL_SECONDS  # in all, however the bytes trickle
                 client.handshake_budget = budget = config.limits.handshake_max_bytes  # as before any hello
                 _, dialect = client.first_bytes()
+                if dialect is not None and dialect.kind is DialectKind.HTTP:  # Thrift over HTTP: a 503
+                    client.write(response_bytes(503, f"{message}\n".encode(), "text/plain; charset=utf-8",
+                                                keep_alive=False, headers=[("Retry-After", "1")]))
+                    client.flush()
+                    discard_input(client.handle)
+                    return
                 if dialect is None or dialect.kind not in _ANSWERED_WHEN_FULL:
                     return
                 answer_refusal(client, dialect, TApplicationException.INTERNAL_ERROR, message, budget,

@@ -105,6 +105,9 @@ class MessageFramer:
     or header; its protocol: binary or compact, for the unframed walk), refusing what breaks ``limits``."""
 
     def __init__(self, wire: Wire, limits: FramerLimits) -> None:
+        if wire.protocol == "json" or wire.transport == "http":
+            raise ValueError(f"{wire}: messages are cut from binary or compact, buffered, framed or THeader only "
+                             "(JSON and HTTP are served and spoken by the threaded server and Client)")
         self.wire = wire
         self.limits = limits
         self._buffer = bytearray()

@@ -29,7 +29,7 @@ MEDIA_TYPES = {"json": "application/vnd.apache.thrift.json", "binary": "applicat
 REASONS = {100: "Continue", 200: "OK", 204: "No Content", 400: "Bad Request", 403: "Forbidden",
            404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout", 411: "Length Required",
            413: "Content Too Large", 415: "Unsupported Media Type", 431: "Request Header Fields Too Large",
-           500: "Internal Server Error", 505: "HTTP Version Not Supported"}
+           500: "Internal Server Error", 503: "Service Unavailable", 505: "HTTP Version Not Supported"}
 
 _DIGITS = re.compile(rb"[0-9]{1,19}")
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")

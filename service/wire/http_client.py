@@ -4,10 +4,11 @@ response's body is the reply (as Thrift's THttpClient does, but the connection, 
 from __future__ import annotations
 
 from io import BytesIO
+from typing import Dict
 
 from thrift.transport import TTransport
 
-from .http import MEDIA_TYPES, HttpError, ResponseParser, request_bytes
+from .http import MEDIA_TYPES, HttpError, HttpResponse, ResponseParser, request_bytes
 from .stack import WholeBody
 
 __all__ = ["HttpClientTransport", "HttpStatusError"]
@@ -39,6 +40,7 @@ class HttpClientTransport(WholeBody):
         self._rbuf = BytesIO()
         self._wbuf = BytesIO()
         self._pending = 0  # requests sent whose responses are not read yet
+        self._headers: Dict[str, str] = {}  # for the next request only (a trace context)
 
     def isOpen(self) -> bool:
         return self._sock.isOpen()
@@ -49,10 +51,15 @@ class HttpClientTransport(WholeBody):
     def close(self) -> None:
         self._sock.close()
 
+    def set_header(self, name: bytes, value: bytes) -> None:
+        """A header of the next request only (as THeader's ``set_header``: the client's trace context)."""
+        self._headers[name.decode("latin-1")] = value.decode("latin-1")
+
     def flush(self) -> None:
         """POSTs what was written; its response is read when the reply is (a one-way call's is skipped then)."""
         body, self._wbuf = self._wbuf.getvalue(), BytesIO()
-        self._sock.write(request_bytes(self._host, self._path, body, self._media))
+        headers, self._headers = self._headers, {}
+        self._sock.write(request_bytes(self._host, self._path, body, self._media, headers.items()))
         self._pending += 1
 
     def read(self, sz: int) -> bytes:
@@ -86,15 +93,16 @@ class HttpClientTransport(WholeBody):
                 return True
         return False
 
-    def _receive(self):
+    def _receive(self) -> HttpResponse:
         parser = self._parser
         while True:
             try:
                 response = parser.next_response()
             except HttpError as error:
-                raise TTransport.TTransportException(TTransport.TTransportException.SIZE_LIMIT
-                                                     if error.status == 413 else TTransport.TTransportException.UNKNOWN,
-                                                     f"an HTTP response this client cannot read: {error.message}") from None
+                kind = TTransport.TTransportException.SIZE_LIMIT if error.status == 413 else \
+                    TTransport.TTransportException.UNKNOWN
+                raise TTransport.TTransportException(kind, f"an HTTP response this client cannot read: "
+                                                           f"{error.message}") from None
             if response is not None:
                 return response
             parser.feed(self._sock.read(parser.wanted()))

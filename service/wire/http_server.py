@@ -17,8 +17,10 @@ from thrift.protocol.TProtocol import TProtocolBase
 from thrift.Thrift import TMessageType
 from thrift.transport import TTransport
 
+from .answers import discard_input
 from .errors import BudgetExceeded
-from .http import MEDIA_TYPES, CONTENT_TYPES, HttpError, HttpLimits, HttpRequest, RequestParser, protocol_of, response_bytes
+from .http import (CONTENT_TYPES, MEDIA_TYPES, HttpError, HttpLimits, HttpRequest, RequestParser, protocol_of,
+                   response_bytes)
 from .stack import WholeBody
 
 __all__ = ["HttpRefused", "HttpServerTransport", "HttpProtocol", "ANY_ORIGIN"]
@@ -27,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 #: In ``ServerConfig.http_origins``: every origin may call (browsers' CORS then protects nothing).
 ANY_ORIGIN = "*"
-_ALLOWED_HEADERS = "Content-Type, Accept"
+_ALLOWED_HEADERS = "Content-Type, Accept, traceparent"
 #: In the User-Agent of Apache's C++ THttpClient ("Thrift/0.17.0 (C++/THttpClient)").
 _READS_NO_ONE_WAY_ANSWER = "(C++/THttpClient)"
 _NOT_THRIFT = ("This is a Thrift server (thrift-handshake). Thrift over HTTP: POST one Thrift message per "
@@ -75,6 +77,13 @@ class HttpServerTransport(WholeBody):
         media = request.media_type if CONTENT_TYPES.get(request.media_type, "") is not None else ""
         self._send(response_bytes(200, body, media or MEDIA_TYPES[self.protocol], request.keep_alive,
                                   self._cors(request)))
+
+    def get_headers(self) -> Dict[bytes, bytes]:
+        """The headers of the request being answered, by lower-case name (as THeader's: a trace context)."""
+        request = self.request
+        if request is None:
+            return {}
+        return {name.encode("latin-1"): value.encode("latin-1") for name, value in request.headers.items()}
 
     def rest_of_frame(self, more_than: int = 0) -> Optional[memoryview]:
         if self.protocol == "json":  # priced by the binary and compact walks only: JSON is bounded by its bytes
@@ -180,7 +189,8 @@ class HttpServerTransport(WholeBody):
         text = f"{error.status} {error.message}\n\n{_NOT_THRIFT}".encode()
         try:
             self._send(response_bytes(error.status, text, "text/plain; charset=utf-8", False, [*headers, *cors]))
-        except TTransport.TTransportException:  # the peer is gone: the refusal is still what ends it
+            discard_input(self._sock.handle)  # so that a peer still sending its body is not reset before it reads
+        except (TTransport.TTransportException, OSError):  # the peer is gone: the refusal is still what ends it
             pass
         raise HttpRefused(TTransport.TTransportException.SIZE_LIMIT, f"HTTP {error}") from None
 

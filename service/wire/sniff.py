@@ -150,6 +150,8 @@ def explain_reply(first_reply: bytes, wire: Wire) -> str:
             return f"the server speaks {dialect}; this client speaks {wire.transport} {wire.protocol} (ClientOptions.wire)"
         return "the server's answer is not a reply this client can decode"
     if dialect.kind is DialectKind.HTTP:
+        if wire.transport == "http":  # its status and text are in the error already
+            return "the server's HTTP answer holds no Thrift reply"
         return "the server answered with HTTP: it is not a Thrift server (wrong port?)"
     if dialect.kind is DialectKind.TLS:
         return "the server answered with TLS: connect with TLS (ClientOptions.tls, call --tls)"
