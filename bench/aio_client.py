@@ -9,6 +9,10 @@ N coroutines call in a loop on one AsyncClient, so N requests are always written
 Prints calls/s (median of the rounds, min..max) and the ratios to the threaded client and to the AsyncClient's
 own sequential rate (issue 14's target: 16 in flight >= 5x its own sequential rate).
 
+Peers, in the same rounds and table (``pip install -e '.[bench]'``): thriftpy2's aio client against the same
+server (it cannot overlap calls on one connection, so N in flight are N connections), and grpc.aio with N in
+flight on one channel to a grpc.aio server in its own process (``bench.servers grpc-aio``; echo only).
+
     .venv/bin/python bench/aio_client.py [--seconds 0.5] [--rounds 5] [--op echo|process] [--delay 0.001]
 """
 
@@ -16,12 +20,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import socket
 import statistics
 import subprocess
 import sys
 import time
-from typing import Any, Awaitable, Callable, Deque, Dict, List, Tuple
 from collections import deque
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Deque, Dict, List, Tuple
 
 from client_overhead import REQUEST, TEXT, rate, start_server
 
@@ -100,15 +106,89 @@ def start_relay(target: int, delay: float) -> "Tuple[subprocess.Popen, int]":
     return process, int(process.stdout.readline())
 
 
-def measure(port: int, args: argparse.Namespace) -> Dict[str, List[float]]:
+async def thriftpy2_round(port: int, op: str, seconds: float) -> Dict[int, float]:
+    """thriftpy2's aio client (``make_aio_client``) has no seqids of its own to match replies by, so
+    calls on one client must not overlap: N in flight are N clients, each its own connection (with
+    hello, as the server asks)."""
+    from thriftpy2.contrib.aio.rpc import make_client
+
+    from payloads import load_thriftpy2
+
+    module = load_thriftpy2()
+    request = module.Request(request_id="bench", payload="p" * 64, work_ms=0, headers=dict(REQUEST.headers))
+    clients = [await make_client(module.HandshakeService, "127.0.0.1", port, timeout=None)
+               for _ in range(max(IN_FLIGHT))]
+    try:
+        for client in clients:
+            await client.hello(module.session.ClientHello(client_name="thriftpy2-aio", min_version=1, max_version=2))
+        rates = {}
+        for n in IN_FLIGHT:
+            calls = [(lambda c=client: c.echo(TEXT)) if op == "echo" else (lambda c=client: c.process(request))
+                     for client in clients[:n]]  # each coroutine calls on a client of its own
+            rates[n] = await _each_its_own(calls, seconds)
+        return rates
+    finally:
+        for client in clients:
+            client.close()
+
+
+async def _each_its_own(calls: List[Callable[[], Awaitable[Any]]], seconds: float) -> float:
+    """Calls per second with one coroutine per ``calls`` entry, each calling its own in a loop."""
+    count = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker(call: Callable[[], Awaitable[Any]]) -> None:
+        nonlocal count
+        while time.perf_counter() < deadline:
+            await call()
+            count += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(call) for call in calls))
+    return count / (time.perf_counter() - started)
+
+
+async def grpc_round(port: int, seconds: float) -> Dict[int, float]:
+    """grpc.aio: N in flight on one channel (HTTP/2 streams on one connection) to a grpc.aio server."""
+    import grpc
+
+    from payloads import load_grpc
+
+    pb, pb_grpc = load_grpc()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.BenchStub(channel)
+        message = pb.Text(message=TEXT)
+        call = lambda: stub.Echo(message)  # noqa: E731
+        await async_rate(call, 16, seconds / 4)  # warm-up
+        return {n: await async_rate(call, n, seconds) for n in IN_FLIGHT}
+
+
+def start_grpc_aio() -> "Tuple[subprocess.Popen, int]":
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-m", "bench.servers", "grpc-aio", str(port)], stdout=subprocess.PIPE,
+                               text=True, cwd=Path(__file__).resolve().parent.parent)
+    assert process.stdout is not None and process.stdout.readline().startswith("listening")
+    return process, port
+
+
+def measure(port: int, grpc_port: int, args: argparse.Namespace) -> Dict[str, List[float]]:
     results: Dict[str, List[float]] = {"threaded, sequential": []}
     results.update({f"async, {n} in flight": [] for n in IN_FLIGHT})
+    results.update({f"thriftpy2 aio, {n} conns": [] for n in IN_FLIGHT})
+    results.update({f"grpc.aio, {n} in flight": [] for n in IN_FLIGHT if args.op == "echo"})
     with Client("127.0.0.1", port, service=HandshakeService) as client:
         call = (lambda: client.echo(TEXT)) if args.op == "echo" else (lambda: client.process(REQUEST))
         for _ in range(args.rounds):
             results["threaded, sequential"].append(rate(call, args.seconds))
             for n, measured in asyncio.run(async_round(port, args.op, args.seconds)).items():
                 results[f"async, {n} in flight"].append(measured)
+            for n, measured in asyncio.run(thriftpy2_round(port, args.op, args.seconds)).items():
+                results[f"thriftpy2 aio, {n} conns"].append(measured)
+            if args.op == "echo":  # bench.proto has no process
+                for n, measured in asyncio.run(grpc_round(grpc_port, args.seconds)).items():
+                    results[f"grpc.aio, {n} in flight"].append(measured)
     return results
 
 
@@ -135,15 +215,18 @@ def main() -> None:
         asyncio.run(relay(args.relay_to, args.delay))
         return
     server, port = start_server()
+    grpc_server, grpc_port = start_grpc_aio()
     relay_process, relayed = start_relay(port, args.delay)
+    grpc_relay, grpc_relayed = start_relay(grpc_port, args.delay)
     try:
-        loopback = measure(port, args)
-        delayed = measure(relayed, args)
+        loopback = measure(port, grpc_port, args)
+        delayed = measure(relayed, grpc_relayed, args)
     finally:
-        relay_process.terminate()
-        server.terminate()
-        server.wait()
-    print(f"{args.op}, one connection, {args.rounds} rounds of {args.seconds:g} s")
+        for process in (relay_process, grpc_relay, grpc_server, server):
+            process.terminate()
+            process.wait()
+    print(f"{args.op}, one connection (thriftpy2 aio: one per call in flight), {args.rounds} rounds of "
+          f"{args.seconds:g} s")
     report("loopback", loopback)
     report(f"loopback through a relay holding each chunk {args.delay * 1e3:g} ms each way", delayed)
 

@@ -1,7 +1,9 @@
 """The asyncio server against the threaded one: the native load generator calling echo (32 bytes) with
 hello on 1, 16 and 64 connections; each server in its own process (the threaded ``HandshakeServer``,
-``AsyncHandshakeServer`` on asyncio's loop, and on uvloop's when installed). Rounds alternate between
-the servers so machine noise hits all alike; prints the median calls/s and server CPU per call.
+``AsyncHandshakeServer`` on asyncio's loop, and on uvloop's when installed; thriftpy2's aio server as a
+peer when the bench extra is installed: coroutine methods, no gate, hello a plain method). Rounds
+alternate between the servers so machine noise hits all alike; prints the median calls/s and server CPU
+per call. (grpc.aio speaks no Thrift for this load generator: its row is in ``bench/aio_client.py``.)
 
     .venv/bin/python -m bench.aio_server [--rounds 3] [--seconds 2] [--connections 1 16 64]
 """
@@ -28,6 +30,28 @@ if sys.argv[1] == "threaded":
     print(server.port, flush=True)
     sys.stdin.read()
     server.stop()
+elif sys.argv[1] == "thriftpy2-aio":  # a peer: thriftpy2's asyncio server, coroutine methods, no gate
+    from thriftpy2.contrib.aio.rpc import make_server
+    from bench.payloads import load_thriftpy2
+    module = load_thriftpy2()
+    class Echo:
+        async def hello(self, hello):
+            return module.session.ServerHello(session_id="tp2", version=2)
+        async def echo(self, message):
+            return message
+        async def goodbye(self):
+            return module.session.Farewell(session_id="tp2")
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    import socket
+    with socket.socket() as probe:  # thriftpy2 takes port 0 for "no port"
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = make_server(module.HandshakeService, Echo(), host="127.0.0.1", port=port, loop=loop, client_timeout=None)
+    server.init_server()
+    print(server.server.sockets[0].getsockname()[1], flush=True)
+    loop.run_until_complete(loop.run_in_executor(None, sys.stdin.read))
+    loop.run_until_complete(server.close())
 else:
     from thrift_handshake.aio import AsyncHandshakeServer
     from thrift_handshake.demo import HandshakeHandler
@@ -53,13 +77,20 @@ else:
 
 def _servers() -> List[str]:
     """The threaded server; the asyncio one with the demo's plain echo (on its pool) and with a coroutine
-    echo (on the loop); the same on uvloop when installed."""
+    echo (on the loop); the same on uvloop when installed; thriftpy2's aio server when installed (the
+    bench extra), a peer."""
     kinds = ["threaded", "asyncio", "asyncio+async-echo"]
     try:
         import uvloop  # noqa: F401
+        kinds += ["uvloop", "uvloop+async-echo"]
     except ImportError:
-        return kinds
-    return kinds + ["uvloop", "uvloop+async-echo"]
+        pass
+    try:
+        import thriftpy2  # noqa: F401
+        kinds.append("thriftpy2-aio")
+    except ImportError:
+        pass
+    return kinds
 
 
 def _round(loadgen: str, server: subprocess.Popen, port: str, connections: int, seconds: float) -> Tuple[float, float]:

@@ -4,6 +4,7 @@
                                          the project's generated code, a handler that just returns
     python -m bench.servers tp2 PORT     thriftpy2's threaded server, cybin protocol, the same IDL loaded at run time
     python -m bench.servers grpc PORT    grpcio's sync server, the same message shapes (bench.proto)
+    python -m bench.servers grpc-aio PORT  grpcio's asyncio server (grpc.aio), the same messages
 
 Each prints "listening PORT" once it accepts and runs until SIGTERM.
 """
@@ -107,10 +108,41 @@ def serve_grpc(port: int) -> None:
     server.stop(0)
 
 
+def serve_grpc_aio(port: int) -> None:
+    import asyncio
+
+    import grpc
+
+    from bench.payloads import load_grpc
+
+    pb, pb_grpc = load_grpc()
+
+    class Servicer(pb_grpc.BenchServicer):
+        async def Echo(self, request, context):
+            return request
+
+        async def EchoTypes(self, request, context):
+            return request
+
+    async def main() -> None:
+        server = grpc.aio.server()
+        pb_grpc.add_BenchServicer_to_server(Servicer(), server)
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        stopped = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):  # stopped on the loop, not by sys.exit inside it
+            asyncio.get_running_loop().add_signal_handler(signum, stopped.set)
+        _announce(port)
+        await stopped.wait()
+        await server.stop(0)
+
+    asyncio.run(main())
+
+
 def main() -> None:
     kind, port = sys.argv[1], int(sys.argv[2])
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    {"b": serve_b, "tp2": serve_thriftpy2, "grpc": serve_grpc}[kind](port)
+    {"b": serve_b, "tp2": serve_thriftpy2, "grpc": serve_grpc, "grpc-aio": serve_grpc_aio}[kind](port)
 
 
 if __name__ == "__main__":

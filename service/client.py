@@ -49,7 +49,7 @@ from .errors import (
 )
 from .states import CLIENT_TRANSITIONS, ClientEvent, ClientPhase, StateMachine
 from .timing import Record
-from .multiplex import SEPARATOR
+from .multiplex import name_requests
 from .wire import client_stack, explain_tls_error, unread_bytes
 
 __all__ = ["Client"]
@@ -72,20 +72,6 @@ class _Sent(NamedTuple):
     in_before: int  # the socket's bytes_in before this reply
     deadline: Optional[float]
     call: ClientCall  # what the interceptors see of it
-
-
-def _name_requests(protocol: Any, service: str) -> None:
-    """Makes ``protocol`` write every request as ``service:method``, as TMultiplexedProtocol does (replies,
-    which the client never writes, would keep their name)."""
-    write_message_begin = protocol.writeMessageBegin
-    prefix = service + SEPARATOR
-
-    def named(name: str, message_type: int, seqid: int) -> None:
-        if message_type == TMessageType.CALL or message_type == TMessageType.ONEWAY:
-            name = prefix + name
-        write_message_begin(name, message_type, seqid)
-
-    protocol.writeMessageBegin = named
 
 
 class Client(ClientBase, ServiceMethods):
@@ -322,7 +308,7 @@ class Client(ClientBase, ServiceMethods):
         self._stub = self.service.Client(protocol)
         self._guard_replies(protocol)
         if self.options.multiplexed is not None:
-            _name_requests(protocol, self.options.multiplexed)
+            name_requests(protocol, self.options.multiplexed)
         self._methods = {}
         self._broken_by = None
         self._server_hello = self._pending_hello = self._idle_limit = None

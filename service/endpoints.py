@@ -14,16 +14,17 @@ sent twice.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import socket
 import threading
 import time
-from typing import Callable, Dict, Iterable, List, Sequence, Tuple, TypeVar, Union
+from typing import Awaitable, Callable, Dict, Iterable, Iterator, List, Sequence, Tuple, TypeVar, Union
 
 from .errors import ConnectError, ConnectionBroken
 
-__all__ = ["Endpoints", "POLICIES", "connect_any", "format_address"]
+__all__ = ["Endpoints", "POLICIES", "connect_any", "connect_any_async", "format_address"]
 
 logger = logging.getLogger(__name__)
 
@@ -122,19 +123,48 @@ def connect_any(endpoints: Endpoints, connect_to: Callable[[str, int], T]) -> T:
     trying elsewhere is safe) moves on to the next. When none connects:
     the one error if every address failed the same way (e.g. all ServerDraining), else a ConnectError
     naming each."""
-    failures: List[Union[ConnectError, ConnectionBroken]] = []
-    for host, port in endpoints.order():
+    failover = _Failover(endpoints)
+    for address in endpoints.order():
+        with failover.attempt(address):
+            return connect_to(*address)
+    raise failover.error()
+
+
+async def connect_any_async(endpoints: Endpoints, connect_to: Callable[[str, int], Awaitable[T]]) -> T:
+    """``connect_any`` for an asyncio client: ``await connect_to(host, port)``, the same failover."""
+    failover = _Failover(endpoints)
+    for address in endpoints.order():
+        with failover.attempt(address):
+            return await connect_to(*address)
+    raise failover.error()
+
+
+class _Failover:
+    """One connect's way through the addresses: what failed where, and what to raise when none took it."""
+
+    def __init__(self, endpoints: Endpoints) -> None:
+        self._endpoints = endpoints
+        self._failures: List[Union[ConnectError, ConnectionBroken]] = []
+
+    @contextlib.contextmanager
+    def attempt(self, address: Address) -> Iterator[None]:
+        """Around one connect to ``address``: a ConnectError or a broken hello is noted (and goes no
+        further: the next address is tried), a success tells ``Endpoints``."""
         try:
-            connected = connect_to(host, port)
+            yield
         except (ConnectError, ConnectionBroken) as error:
-            endpoints.failed((host, port))
-            failures.append(error)
-            if len(endpoints.addresses) > 1:
+            self._endpoints.failed(address)
+            self._failures.append(error)
+            if len(self._endpoints.addresses) > 1:
                 logger.info("%s; trying the next endpoint", error)
-            continue
-        endpoints.worked((host, port))
-        return connected
-    last = failures[-1]
-    if len(failures) == 1 or len({type(f) for f in failures}) == 1:
-        raise last
-    raise ConnectError(f"no endpoint took the connection: {'; '.join(str(f) for f in failures)}") from last
+        else:
+            self._endpoints.worked(address)
+
+    def error(self) -> Exception:
+        failures = self._failures
+        last = failures[-1]
+        if len(failures) == 1 or len({type(f) for f in failures}) == 1:
+            return last
+        error = ConnectError(f"no endpoint took the connection: {'; '.join(str(f) for f in failures)}")
+        error.__cause__ = last
+        return error

@@ -51,6 +51,9 @@ _PROTOCOL = TBinaryProtocolAcceleratedFactory()
 _TCP_INFO_BYTES = 216
 _ACKED_RECEIVED = struct.Struct("<QQ")
 _SENT_RETRANS = struct.Struct("<QQ")
+#: tcpi_state values after the peer's FIN arrived (CLOSE_WAIT, LAST_ACK, CLOSING): the FIN advanced the
+#: received sequence number, which tcpi_bytes_received follows, by one byte that carried no data.
+_PEER_FIN_SEEN = frozenset({8, 9, 11})
 
 
 def socket_bytes(handle: Optional[socket.socket]) -> Tuple[int, int]:
@@ -66,6 +69,8 @@ def socket_bytes(handle: Optional[socket.socket]) -> Tuple[int, int]:
     if len(info) < 136:
         return 0, 0
     acked, received = _ACKED_RECEIVED.unpack_from(info, 120)
+    if info[0] in _PEER_FIN_SEEN and received:
+        received -= 1
     if len(info) >= _TCP_INFO_BYTES:
         sent, retransmitted = _SENT_RETRANS.unpack_from(info, 200)
         return received, sent - retransmitted

@@ -18,13 +18,13 @@ methods, which message types may carry them); ``Routes`` picks the table for a m
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, FrozenSet, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Mapping, Optional, Tuple
 
 from thrift.Thrift import TMessageType, TProcessor
 
 from .contract import MethodInfo
 
-__all__ = ["SEPARATOR", "ServiceTable", "Routes"]
+__all__ = ["SEPARATOR", "ServiceTable", "Routes", "name_requests"]
 
 #: Between the service's name and the method's, as TMultiplexedProtocol writes it.
 SEPARATOR = ":"
@@ -99,3 +99,17 @@ class Routes:
         if table is None:
             table = _absent(service, self.hosted)
         return table, method, service
+
+
+def name_requests(protocol: Any, service: str) -> None:
+    """Makes a client's ``protocol`` write every request as ``service:method``, as TMultiplexedProtocol
+    does (replies, which a client never writes, would keep their name)."""
+    write_message_begin = protocol.writeMessageBegin
+    prefix = service + SEPARATOR
+
+    def named(name: str, message_type: int, seqid: int) -> None:
+        if message_type == TMessageType.CALL or message_type == TMessageType.ONEWAY:
+            name = prefix + name
+        write_message_begin(name, message_type, seqid)
+
+    protocol.writeMessageBegin = named

@@ -80,15 +80,19 @@ def event_loop_thread(loop_factory) -> Iterator[EventLoopThread]:
 
 @pytest.fixture
 def start_async(event_loop_thread: EventLoopThread) -> Iterator[Callable[..., AsyncHandshakeServer]]:
-    """Starts asyncio servers (``start_async(handler=None, demo=None, **ServerConfig fields)``; the demo
-    service, with ``demo`` limits, by default) on the test's event loop thread; stops them afterwards."""
+    """Starts asyncio servers (``start_async(handler=None, demo=None, services=None, default_service=None,
+    **ServerConfig fields)``; the demo service, with ``demo`` limits, by default) on the test's event loop
+    thread; stops them afterwards."""
     servers: List[AsyncHandshakeServer] = []
 
-    def start(handler: Any = None, demo: Optional[DemoLimits] = None, **config: Any) -> AsyncHandshakeServer:
+    def start(handler: Any = None, demo: Optional[DemoLimits] = None, services: Any = None,
+              default_service: Optional[str] = None, **config: Any) -> AsyncHandshakeServer:
         config.setdefault("port", 0)
         config.setdefault("host", "127.0.0.1")
         settings = ServerConfig(**config)
-        if handler is None:
+        if services is not None:  # several services on one port
+            server = AsyncHandshakeServer(services=services, default_service=default_service, config=settings)
+        elif handler is None:
             handler = HandshakeHandler(demo)
             settings = dataclasses.replace(settings, features=settings.features or FEATURES)
             server = AsyncHandshakeServer(handler, settings)
@@ -381,13 +385,6 @@ def test_serve_asyncio_stops_gracefully_on_a_signal(signum):
         if process.poll() is None:
             process.kill()
         process.stderr.close()
-
-
-def test_serve_asyncio_with_workers_is_refused_before_listening():
-    done = subprocess.run([sys.executable, "-m", "thrift_handshake.cli", "serve", "--asyncio", "--workers", "2"],
-                          capture_output=True, text=True, timeout=30)
-    assert done.returncode == 2
-    assert "--workers: not yet with --asyncio" in done.stderr
 
 
 def test_the_readme_asyncio_snippet_serves_a_coroutine_handler(tmp_path):

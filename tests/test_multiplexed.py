@@ -266,11 +266,3 @@ def test_routes_without_sockets() -> None:
     assert (method, service, absent.session, absent.by_type[1]) == ("add", "Nope", False, {})
     assert absent.missing("add", True).endswith("Nope:add not run, not answered")
     assert Routes({"Calc": calc}, default="Calc").route("add") == (calc, "add", None)
-
-
-def test_the_async_client_refuses_multiplexed_rather_than_calling_bare_names() -> None:
-    from thrift_handshake.aio import AsyncClient
-    from thrift_handshake.errors import ArgumentError
-
-    with pytest.raises(ArgumentError, match="ClientOptions.multiplexed .* is not supported yet"):
-        AsyncClient(port=9, options=ClientOptions(multiplexed="Calc"))

@@ -5,12 +5,14 @@ scraped over real HTTP after real calls."""
 from __future__ import annotations
 
 import re
+import socket
 
 import pytest
 
 from thrift_handshake import Client, ClientOptions, HandshakeFailed
 from thrift_handshake.admin import AdminEndpoint, PrometheusMetrics
 from thrift_handshake.demo import DemoLimits
+from thrift_handshake.metrics import socket_bytes
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.session.ttypes import ClientHello, HandshakeRejected
 from thrift_handshake_gen.ttypes import Request
@@ -108,3 +110,22 @@ def test_serve_asyncio_metrics_port_serves_the_calls():
         process.terminate()
         process.wait(20)
         process.stderr.close()
+
+
+def test_a_peers_close_is_not_counted_as_a_byte_in():
+    # The kernel's count of bytes received moves with the sequence number, which a FIN advances by one:
+    # a connection whose peer had closed before the server read its counts showed one byte too many.
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        peer = socket.create_connection(listener.getsockname())
+        served, _ = listener.accept()
+        with peer, served:
+            peer.sendall(b"x" * 1000)
+            peer.shutdown(socket.SHUT_WR)
+            got = b""
+            while True:
+                chunk = served.recv(4096)
+                if not chunk:
+                    break
+                got += chunk
+            assert len(got) == 1000
+            assert socket_bytes(served)[0] == 1000

@@ -131,11 +131,3 @@ def test_serve_unix_and_call_unix(path):
         server.terminate()
         server.wait(10)
     assert not os.path.exists(path)
-
-
-def test_the_async_client_says_it_has_no_unix_socket(path):
-    from thrift_handshake.aio import AsyncClient
-    from thrift_handshake.errors import ArgumentError
-
-    with pytest.raises(ArgumentError, match="ClientOptions.unix_socket is Client's"):
-        AsyncClient(options=ClientOptions(unix_socket=path), service=HandshakeService)

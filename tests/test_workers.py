@@ -39,7 +39,7 @@ class Workers:
         threading.Thread(target=self._read, daemon=True).start()
         self.port = int(self.wait_for(r"listening on 127\.0\.0\.1:(\d+) with").group(1))
         workers = int(flags[flags.index("--workers") + 1])
-        self.wait_for(r"thrift_handshake\.server\[\d+\]: listening on", count=workers)
+        self.wait_for(r"thrift_handshake\.(server|aio)\[\d+\]: listening on", count=workers)
         self.pids = [int(m.group(1)) for m in self.matches(r"worker \d+ started: pid (\d+)")]
 
     def _read(self) -> None:

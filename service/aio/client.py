@@ -22,7 +22,7 @@ import asyncio
 import logging
 import time
 from types import ModuleType
-from typing import Any, Callable, List, Optional, Tuple, Type, TypeVar, cast
+from typing import Any, Callable, List, Optional, Tuple, Type, TypeVar, Union, cast
 
 from thrift.protocol.TProtocol import TProtocolException
 from thrift.Thrift import TApplicationException, TException, TMessageType
@@ -31,11 +31,12 @@ from thrift.transport.TTransport import TTransportException
 from thrift_handshake_gen.session import SessionService
 from thrift_handshake_gen.session.ttypes import Draining, Farewell, HandshakeRejected, ServerHello
 
-from ..client_core import (ClientBase, broken_error, client_hello, idle_limit, negotiation_broken, reconnect_asked,
-                           refusal_error, with_inner_cause)
+from ..client_core import (ClientBase, broken_error, client_hello, idle_limit, negotiation_broken, peer_name,
+                           reconnect_asked, refusal_error, with_inner_cause)
 from ..client_methods import THRIFT_SERVICE, ServiceMethods, TypedView
 from ..config import DEFAULT_HOST, DEFAULT_PORT, ClientOptions
-from ..errors import (ArgumentError, ConnectError, ConnectionBroken, HandshakeFailed, ReconnectAsked,
+from ..endpoints import Endpoints, connect_any_async
+from ..errors import (ConnectError, ConnectionBroken, HandshakeFailed, ReconnectAsked,
                       RemoteApplicationError, RequestEncodingError, ServerDraining, ServiceError, ThriftHandshakeError)
 from ..interceptors import ClientCall
 from ..states import CLIENT_TRANSITIONS, ClientEvent, ClientPhase, StateMachine
@@ -57,19 +58,14 @@ class AsyncClient(ClientBase, ServiceMethods):
     """A connection to a Thrift service on asyncio, phase by phase, with calls pipelined.
 
     ``service``, ``options`` and the ways to call are those of ``Client``: ``await client.call("echo",
-    "hi")``, ``await client.echo("hi")``, or typed through ``client.typed(Service.Iface)``.
+    "hi")``, ``await client.echo("hi")``, or typed through ``client.typed(Service.Iface)``. As there,
+    ``host`` may be ``Endpoints`` (failover between addresses), ``options.multiplexed`` names the service
+    on a port hosting several and ``options.unix_socket`` connects to a path.
     """
 
-    def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, options: Optional[ClientOptions] = None,
-                 service: ModuleType = SessionService) -> None:
+    def __init__(self, host: Union[str, Endpoints] = DEFAULT_HOST, port: int = DEFAULT_PORT,
+                 options: Optional[ClientOptions] = None, service: ModuleType = SessionService) -> None:
         super().__init__(host, port, options, service)
-        if self.endpoints is not None:
-            raise ArgumentError("AsyncClient connects to one host and port: Endpoints are not supported yet")
-        if self.options.multiplexed is not None:
-            raise ArgumentError("AsyncClient calls bare method names: ClientOptions.multiplexed (a service of a "
-                                "port hosting several) is not supported yet; use Client")
-        if self.options.unix_socket is not None:
-            raise ArgumentError("AsyncClient connects to a host and port: ClientOptions.unix_socket is Client's")
         self._state = StateMachine(CLIENT_TRANSITIONS, ClientPhase.NEW, self._log_change)
         self._steps_lock: Optional[asyncio.Lock] = None  # made in the running loop (Python 3.9 binds it at creation)
         self._epoch = self._last_activity = time.perf_counter()
@@ -84,7 +80,7 @@ class AsyncClient(ClientBase, ServiceMethods):
         self.farewell: Optional[Farewell] = None
         self._stream: Optional[ReplyStream] = None
         self._codec = MessageCodec(service, self.options.wire, self.options.max_reply_bytes,
-                                   self.options.max_reply_items)
+                                   self.options.max_reply_items, self.options.multiplexed)
         self._inflight = InFlight(self._epoch, self._chain)
         self._replies = 0  # replies read on this connection (a refusal answers the first)
         self._behind = WrittenBehind()  # one-way calls the server may not have read (see ``behind``)
@@ -109,11 +105,28 @@ class AsyncClient(ClientBase, ServiceMethods):
         return len(self._inflight)
 
     async def connect(self) -> Optional[ServerHello]:
-        """Opens the connection and says hello, as ``Client.connect`` (same errors, same phases)."""
+        """Opens the connection and says hello, as ``Client.connect`` (same errors, same phases; with
+        ``Endpoints``, the same failover to the next address)."""
         async with self._steps:
             return await self._connect()
 
     async def _connect(self) -> Optional[ServerHello]:
+        if self.endpoints is None:
+            return await self._connect_to(self.host, self.port)
+        return await connect_any_async(self.endpoints, self._connect_to_endpoint)
+
+    async def _connect_to_endpoint(self, host: str, port: int) -> Optional[ServerHello]:
+        """``_connect_to`` one of several addresses: a hello that broke leaves the client CLOSED, so the
+        next address can be tried."""
+        try:
+            return await self._connect_to(host, port)
+        except ConnectionBroken:
+            if self.phase is ClientPhase.BROKEN:
+                self._close_stream()
+            raise
+
+    async def _connect_to(self, host: str, port: int) -> Optional[ServerHello]:
+        self.host, self.port, self._peer = host, port, peer_name(self.options, host, port)
         self._require(ClientEvent.CONNECT, "connect")
         self._state.apply(ClientEvent.CONNECT)
         await self._open()

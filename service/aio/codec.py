@@ -19,6 +19,7 @@ from ..client_core import ServerNotice, server_notice
 from ..client_methods import checker_of
 from ..config import Wire
 from ..errors import ArgumentError
+from ..multiplex import name_requests
 from ..wire import protocol_factory, transport_factory
 
 __all__ = ["MessageCodec"]
@@ -55,20 +56,25 @@ class _Memory(TTransportBase):
 
 class MessageCodec:
     """Encodes ``service``'s requests and decodes its replies on ``wire``, replies held to
-    ``max_reply_bytes`` per string, binary or frame and ``max_reply_items`` per container."""
+    ``max_reply_bytes`` per string, binary or frame and ``max_reply_items`` per container; requests
+    named ``multiplexed:method`` when ``multiplexed`` names the service on a port hosting several."""
 
-    def __init__(self, service: ModuleType, wire: Wire, max_reply_bytes: int, max_reply_items: int) -> None:
+    def __init__(self, service: ModuleType, wire: Wire, max_reply_bytes: int, max_reply_items: int,
+                 multiplexed: Optional[str] = None) -> None:
         self.service = service
         self._memory = _Memory()
         transports = transport_factory(wire, max_reply_bytes)
         protocols = protocol_factory(wire, max_reply_bytes, max_reply_items)
         self._out_transport = transports.getTransport(self._memory)
+        writer = protocols.getProtocol(self._out_transport)
+        if multiplexed is not None:  # requests go out as NAME:method (TMultiplexedProtocol's names)
+            name_requests(writer, multiplexed)
         self._in_transport = transports.getTransport(self._memory)
         self._reader = reader = protocols.getProtocol(self._in_transport)
         self._read_header = reader.readMessageBegin
         self._header: Optional[Tuple[str, int, int]] = None
         reader.readMessageBegin = self._header_read  # recv_<method> gets the header read by header()
-        self._stub = service.Client(reader, protocols.getProtocol(self._out_transport))
+        self._stub = service.Client(reader, writer)
         self._oneway: Dict[str, bool] = {}
 
     def is_oneway(self, name: str) -> bool:

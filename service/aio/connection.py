@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from typing import Any, Optional, Tuple
 
 from thrift.protocol.TProtocol import TProtocolException
@@ -26,8 +27,9 @@ from ..server.server import DRAINING_TOLD
 from ..server.outcome import Ending, Outcome, bad_input, closing_outcome, transport_outcome
 from ..session import Session, SessionListener, bind_task_session
 from ..states import ConnectionEvent
-from ..wire import (AnswerableReadError, BudgetExceeded, DialectKind, FramerLimits, MessageFramer, header_protocol,
-                    server_stack, sniff, write_application_exception)
+from ..wire import (SNIFF_BYTES, AnswerableReadError, BudgetExceeded, Dialect, DialectKind, FramerLimits,
+                    MessageFramer, header_protocol, server_stack, sniff, write_application_exception)
+from .compressed import DeflatingWriter, InflatingReader
 from .pipe import MemoryPipe
 from .opening import READ_CHUNK, Stream, refuse, send_last
 
@@ -64,6 +66,10 @@ class AsyncConnection(SessionListener):
         self.expires_at = _NEVER  # while a read or a drain waits: when it gives up (loop time)
         self._expired = False
         self._evicted = False
+        self._eviction_reason = ""  # why a session was given up for another host ("": the usual eviction)
+        self._zlib = False  # the peer speaks TZlibTransport
+        self._between_messages = False  # waiting for the peer's next message (none begun, none in flight)
+        self._stalled_since: Optional[float] = None  # time.monotonic() since a read waits for a message's rest
         self._heard = False  # the peer has sent something
         self._stack: Optional[Tuple[Any, Any, Any]] = None  # transport, protocol, pipe once the dialect is known
 
@@ -102,15 +108,41 @@ class AsyncConnection(SessionListener):
 
     @property
     def in_the_watch(self) -> bool:
-        """Waiting for the peer's next message (none in flight)."""
-        return self.expires_at != _NEVER and (self.state is None or self.state.in_flight is None)
+        """Waiting for the peer's next message (none begun, none in flight)."""
+        return self.expires_at != _NEVER and (self.state is None or (self._between_messages and
+                                                                     self.state.in_flight is None))
 
-    def evict(self) -> bool:
-        """Ends the connection to make room for a newcomer, unless a message is in flight; whether it will end."""
+    @property
+    def closing(self) -> bool:
+        """Stopping or evicted: it no longer holds its place."""
+        return self._stopping or self._evicted
+
+    @property
+    def established(self) -> bool:
+        """Its hello succeeded (a session holds it)."""
+        state = self.state
+        return state is not None and state.session is not None and state.session.established
+
+    def stalled(self, now: float, at_least: float) -> bool:
+        """A session (or, without hello, a started connection) that has waited ``at_least`` seconds for
+        the rest of a message from the peer (``now``: ``time.monotonic()``)."""
+        since = self._stalled_since
+        return since is not None and now - since >= at_least and not self.awaiting_hello
+
+    def evict(self, force: bool = False, session: bool = False, reason: str = "", stalled: float = 0.0) -> bool:
+        """Ends the connection to make room for a newcomer, unless a message is in flight (whatever
+        ``force``, the threaded connection's word for that): one waiting for hello, one without hello idle
+        between messages, and with ``session`` also a session idle between messages or (``stalled``)
+        waiting that long for the rest of one; whether it will end. ``reason`` words it for the log and
+        for the session, which is told."""
         task = self.task
-        if task is None or task.done() or (self.state is not None and self.state.in_flight is not None):
+        if task is None or task.done() or self.closing or (self.state is not None and self.state.in_flight is not None):
+            return False
+        if self.established and not (session and (self.in_the_watch or (
+                stalled and self.stalled(time.monotonic(), stalled)))):
             return False
         self._evicted = True
+        self._eviction_reason = reason
         task.cancel()
         return True
 
@@ -149,9 +181,19 @@ class AsyncConnection(SessionListener):
             received, dialect, ending = await self._first_bytes(reader)
             if ending is not None:
                 return ending
+            inside = ""
+            if mismatch is None and dialect is not None and dialect.kind is DialectKind.ZLIB:  # inflated from here on
+                reader, writer = stream = InflatingReader(reader, received), DeflatingWriter(writer)
+                self._zlib = True
+                received, dialect, ending = await self._first_bytes(reader)
+                if ending is not None:
+                    return ending
+                inside = f" inside {Dialect(DialectKind.ZLIB)}"
+                if not self.config.detect_wire:
+                    mismatch = "this server speaks " + self._speaks()
             stack, framer_wire = self._stack_for(dialect) if mismatch is None else (None, None)
             if stack is None:
-                said = "nothing it recognises" if dialect is None else str(dialect)
+                said = ("nothing it recognises" if dialect is None else str(dialect)) + inside
                 explanation = f"the client speaks {said}; {mismatch or 'this server speaks ' + self._speaks()}"
                 self._warnings.warning("refused peer=%s: %s (first bytes %s)", self.peer, explanation,
                                        received[:6].hex(" "))
@@ -170,22 +212,24 @@ class AsyncConnection(SessionListener):
                 raise
             asyncio.current_task().uncancel()
             if not self._stopping:
-                return closing_outcome(ConnectionEvent.EVICTED, self.config.handshake, "")
+                if self._eviction_reason:  # a session given up for another host is told why
+                    await self._tell(writer, f"evicted: {self._eviction_reason}; connect again later")
+                return closing_outcome(ConnectionEvent.EVICTED, self.config.handshake, "", self._eviction_reason)
             ending = _STOPPING
         if ending is _STOPPING:
-            await self._tell_stopping(writer)
+            await self._tell(writer, DRAINING_TOLD)
         return ending
 
-    async def _tell_stopping(self, writer: asyncio.StreamWriter) -> None:
-        """A session the stopping server closes (not one in a call, nor one that said goodbye) is told
-        why first, as the threaded server tells it: an exception to seqid 0 that its next call reads."""
+    async def _tell(self, writer: asyncio.StreamWriter, message: str) -> None:
+        """A session the server closes (not one in a call, nor one that said goodbye) is told why first,
+        as the threaded server tells it: an exception to seqid 0 that its next call reads."""
         state = self.state
         session = None if state is None else state.session
         if self._stack is None or session is None or not session.established or session.closing or state.in_flight:
             return
         _, protocol, pipe = self._stack
         try:
-            write_application_exception(protocol, "", 0, TApplicationException.INTERNAL_ERROR, DRAINING_TOLD)
+            write_application_exception(protocol, "", 0, TApplicationException.INTERNAL_ERROR, message)
             await self._write(writer, pipe)
         except (OSError, TTransportException):  # gone already
             pass
@@ -195,13 +239,15 @@ class AsyncConnection(SessionListener):
         handshake = self.config.handshake or self.config.tls is not None
         deadline = self.accepted_at + (self._limits.handshake_timeout if handshake else self._limits.idle_timeout)
         data, dialect = b"", None
-        while dialect is None and len(data) < 6:
+        while dialect is None and len(data) < SNIFF_BYTES:
             try:
                 chunk = await self._read_by(reader, deadline)
             except TimeoutError:
                 return data, None, ("dropped", "handshake timeout" if handshake else "idle timeout")
             except OSError:
                 return data, None, ("dropped", "peer reset the connection")
+            except (TProtocolException, TTransportException) as error:  # a corrupt (or ended) zlib stream
+                return data, None, ("dropped", f"bad message: {error}")
             if not chunk:
                 break
             self._heard = True
@@ -223,15 +269,17 @@ class AsyncConnection(SessionListener):
             if wire == served or config.detect_wire:
                 transport, protocol = server_stack(wire, pipe, limits.max_message_bytes, limits.max_container_items)
                 return (transport, protocol, pipe), wire
-        if dialect is not None and dialect.kind is DialectKind.HEADER and (
+        if dialect is not None and dialect.kind in (DialectKind.HEADER, DialectKind.FRAMED_HEADER) and (
                 config.detect_wire or served.transport == "header"):
-            protocol = header_protocol(pipe, limits.max_message_bytes, limits.max_container_items)
-            return (protocol.trans, protocol, pipe), Wire(transport="header")
+            protocol = header_protocol(pipe, limits.max_message_bytes, limits.max_container_items,
+                                       framed=dialect.kind is DialectKind.FRAMED_HEADER)
+            return (protocol.trans, protocol, pipe), Wire(transport="header")  # either way: cut by the outer length
         return None, None
 
     def _speaks(self) -> str:
         if self.config.detect_wire:
-            return "Thrift binary or compact, buffered or framed, or THeader"
+            return ("Thrift binary or compact, buffered or framed, or THeader (framed or not), each also inside "
+                    "TZlibTransport")
         return f"Thrift {self.config.wire.transport} {self.config.wire.protocol}"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, framer: MessageFramer,
@@ -293,6 +341,8 @@ class AsyncConnection(SessionListener):
             deadline = self._message_started + limits.request_timeout
         else:
             deadline = loop.time() + limits.idle_timeout
+        self._between_messages = not mid_request
+        self._stalled_since = time.monotonic() if mid_request else None
         try:
             data = await self._read_by(reader, deadline)
         except TimeoutError:
@@ -301,6 +351,9 @@ class AsyncConnection(SessionListener):
         except OSError as reset:
             error = TTransportException(TTransportException.UNKNOWN, str(reset), inner=reset)
             return b"", transport_outcome(self._ending(mid_request), error)
+        finally:
+            self._between_messages = False
+            self._stalled_since = None
         if not data:
             error = TTransportException(TTransportException.END_OF_FILE, "the peer closed the connection")
             return b"", transport_outcome(self._ending(mid_request), error)
@@ -313,8 +366,8 @@ class AsyncConnection(SessionListener):
         self._received_before_hello += len(data)
         budget = self.config.pre_session_bytes
         if self._received_before_hello > budget:
-            raise BudgetExceeded(TTransportException.SIZE_LIMIT,
-                                 f"more than {budget} bytes before hello() succeeded (handshake_max_bytes)")
+            said = "once inflated from zlib" if self._zlib else "before hello() succeeded"
+            raise BudgetExceeded(TTransportException.SIZE_LIMIT, f"more than {budget} bytes {said} (handshake_max_bytes)")
 
     async def _refuse_message(self, stream: Stream, protocol: Any, pipe: Any, framer: MessageFramer,
                               error: Exception) -> Outcome:

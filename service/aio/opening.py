@@ -114,6 +114,7 @@ async def send_last(stream: Stream, data: bytes, deadline: Optional[float] = Non
     ``deadline``, else for a second, and at most 64 MiB), so that closing does not reset a peer still
     writing before it reads the answer."""
     reader, writer = stream
+    reader = getattr(reader, "raw", reader)  # a zlib stream's input is dropped as it came, not inflated
     if deadline is None:
         deadline = asyncio.get_running_loop().time() + _REFUSAL_SECONDS
     try:

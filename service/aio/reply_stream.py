@@ -95,13 +95,17 @@ class ReplyStream(asyncio.Protocol):
     # -- the client's side --------------------------------------------------------------------
 
     async def open(self, host: str, port: int) -> None:
-        """Connects (TLS included) within the connect timeout; raises OSError (ssl.SSLError among them),
-        ValueError (TLS files) or asyncio.TimeoutError."""
+        """Connects (TLS included; to ``ClientOptions.unix_socket`` when set) within the connect timeout;
+        raises OSError (ssl.SSLError among them), ValueError (TLS files) or asyncio.TimeoutError."""
         tls = self._options.tls
         context = None if tls is None else client_tls_context(tls)
         hostname = None if tls is None else (tls.server_hostname or host)
-        opening = asyncio.get_running_loop().create_connection(lambda: self, host, port, ssl=context,
-                                                               server_hostname=hostname)
+        loop = asyncio.get_running_loop()
+        if self._options.unix_socket is not None:  # serve --unix: the path instead of host and port
+            opening = loop.create_unix_connection(lambda: self, self._options.unix_socket, ssl=context,
+                                                  server_hostname=hostname)
+        else:
+            opening = loop.create_connection(lambda: self, host, port, ssl=context, server_hostname=hostname)
         await asyncio.wait_for(opening, self._options.timeouts.connect)
 
     def write(self, data: bytes, alone: bool = False) -> None:

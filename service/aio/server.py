@@ -14,6 +14,7 @@ loop. Messages of one connection are served in order.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import socket
@@ -21,7 +22,7 @@ import ssl
 import sys
 import time
 from types import ModuleType
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
 
 from thrift.Thrift import TApplicationException
 
@@ -32,9 +33,10 @@ from ..gate import SessionProcessor, format_peer
 from ..metrics import ServerMetrics
 from ..peerlog import WarningBudget, clip_for_log
 from ..pool import WorkerPool
-from ..server.admission import eviction_candidates
+from ..server.admission import evict_for_another_host, eviction_candidates
 from ..server.handler_errors import install_handler_error_filter
-from ..server.outcome import session_summary
+from ..server.outcome import evicted_as, session_summary
+from ..server.unix import listen_unix, remove_unix
 from ..server.server import session_settings
 from ..states import SESSION_METHODS
 from ..wire import DialectKind, no_delay, server_tls_context, sniff
@@ -56,35 +58,60 @@ _ABORT_REPLY_WAIT = 0.5
 _SWEEP_EVERY = 0.1
 #: At most this many "server full" answers are written at once; beyond, newcomers are just closed.
 _MAX_REFUSALS = 64
+#: How long a sibling worker's request for room waits for this loop (the sibling waits 0.1 s in all).
+_SIBLING_WAIT = 0.08
 
 
 class AsyncHandshakeServer:
     """Hosts ``handler``'s service behind a SessionProcessor on an asyncio event loop.
 
     ``service`` is the generated service module (found from the handler's Iface when omitted).
+    ``services={name: handler, ...}`` instead hosts several services on one port, each called as
+    ``name:method`` (Apache's TMultiplexedProtocol), one session per connection shared by them all;
+    ``default_service`` names the one that bare method names reach (see ``multiplex``).
     ``on_stop(callback)`` registers work to drain at stop: ``callback(timeout)`` is called (on a
     thread) with the grace period when the server stops, and with 0 when the grace period is over.
     """
 
-    def __init__(self, handler: Any, config: Optional[ServerConfig] = None,
-                 service: Optional[ModuleType] = None) -> None:
+    def __init__(self, handler: Any = None, config: Optional[ServerConfig] = None,
+                 service: Optional[ModuleType] = None, *, services: Optional[Mapping[str, Any]] = None,
+                 default_service: Optional[str] = None) -> None:
         self.config = config or ServerConfig()
+        if (handler is None) == (services is None):
+            raise TypeError("AsyncHandshakeServer takes a handler, or several by name (services=...): one of the two")
+        if services is not None:  # several services on one port, by TMultiplexedProtocol's names
+            if not services:
+                raise ValueError("services is empty: name at least one handler")
+            self.services: Dict[str, Tuple[Any, ModuleType]] = {
+                name: (each, service_of(each)) for name, each in services.items()}
+            if default_service is not None and default_service not in self.services:
+                raise ValueError(f"default_service {default_service!r} is not one of {sorted(self.services)}")
+            handler, self.service = self.services[default_service or next(iter(self.services))]  # for the log
+        else:
+            self.service = service or service_of(handler)
+            self.services = {}
         self.handler = handler
-        self.service = service or service_of(handler)
         limits = self.config.limits
         self.metrics = ServerMetrics()
         settings = session_settings(self.config)
         self._warnings = WarningBudget(logger)
-        generated = self.service.Processor(handler)
         skip = SESSION_METHODS if self.config.handshake else ()
+        offload = pool_offload(lambda: self._pool)
+
+        def awaiting(each: Any, module: ModuleType) -> Any:
+            generated = module.Processor(each)
+            return awaiting_processor(generated, module, _methods(generated), skip, offload)
+
+        processor: Any = ({name: awaiting(each, module) for name, (each, module) in self.services.items()}
+                          if self.services else awaiting(handler, self.service))
         self.processor = SessionProcessor(
-            awaiting_processor(generated, self.service, _methods(generated), skip, pool_offload(lambda: self._pool)),
-            settings, self.metrics, self.config.handshake, self._warnings, self.config.interceptors,
+            processor, settings, self.metrics, self.config.handshake, self._warnings, self.config.interceptors,
             DecodedBudget(limits.max_decoded_bytes, limits.decoded_host_share),
-            logging.getLevelName(self.config.call_log_level), binds_session=False)
+            logging.getLevelName(self.config.call_log_level), binds_session=False, default_service=default_service)
         install_handler_error_filter()
         self._tls: Optional[ssl.SSLContext] = None if self.config.tls is None else server_tls_context(self.config.tls)
         self._socket: Optional[socket.socket] = None
+        self._unix_file: Optional[Tuple[int, int]] = None  # (device, inode) of our socket file, once listening
         self._bound_port = 0
         self._pool: Optional[WorkerPool] = None
         self._accepting: Optional[asyncio.Task] = None
@@ -96,13 +123,32 @@ class AsyncHandshakeServer:
         self._stop_requested = False
         self._stopped: Optional[asyncio.Event] = None
         self._stopping: Optional[asyncio.Task] = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        #: With workers (``workers.Supervisor`` sets it): asks the sibling workers to close a connection of
+        #: theirs for a newcomer from a host, when this one has nothing to evict; blocks (run off the loop).
+        self.ask_siblings: Optional[Callable[[str], bool]] = None
 
     # -- what it is -------------------------------------------------------------------------------
 
     @property
     def address(self) -> Tuple[str, int]:
-        """(host, port) the server listens on (port 0 resolved once listening, kept after the stop)."""
+        """(host, port) the server listens on (port 0 resolved once listening, kept after the stop);
+        (path, 0) on a Unix domain socket."""
+        if self.config.unix_socket is not None:
+            return self.config.unix_socket, 0
         return self.config.host, self._bound_port or self.config.port
+
+    @property
+    def endpoint(self) -> str:
+        """Where clients connect, as the log says it: host:port, or unix:PATH."""
+        if self.config.unix_socket is not None:
+            return f"unix:{self.config.unix_socket}"
+        return format_peer(self.address)
+
+    @property
+    def service_name(self) -> str:
+        """The IDL name of the service it hosts, or the names of several (comma-separated)."""
+        return ",".join(self.services) or self.service.__name__.rsplit(".", 1)[-1]
 
     @property
     def port(self) -> int:
@@ -132,21 +178,24 @@ class AsyncHandshakeServer:
         """Listens (on ``sock`` when given, already listening) and starts accepting; returns self."""
         if self._socket is not None or self._stopped is not None:
             raise RuntimeError("this server was already started; a stopped server cannot be restarted")
+        if sock is None and self.config.unix_socket is not None:
+            sock, self._unix_file = listen_unix(self.config.unix_socket, backlog=1024)
         if sock is None:
             family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
             sock = socket.create_server((self.config.host.strip("[]"), self.config.port), family=family,
                                         backlog=1024)
         sock.setblocking(False)
         self._socket = sock
-        self._bound_port = sock.getsockname()[1]
+        self._bound_port = 0 if self.config.unix_socket is not None else sock.getsockname()[1]
         self._stopped = asyncio.Event()
         self._grace_over = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
         self._pool = WorkerPool(f"thrift-handshake-aio:{self._bound_port}", self.config.limits.max_threads)
         self._accepting = asyncio.get_running_loop().create_task(self._accept_loop())
         self._sweeping = asyncio.get_running_loop().create_task(self._sweep())
-        logger.info("listening on %s service=%s wire=%s handshake=%s tls=%s asyncio=%s", format_peer(self.address),
-                    self.service.__name__.rsplit(".", 1)[-1], self.config.wire,
-                    "on" if self.config.handshake else "off",
+        logger.info("listening on %s service=%s wire=%s handshake=%s tls=%s asyncio=%s", self.endpoint,
+                    self.service_name, self.config.wire,
+                    ("optional" if self.config.optional_hello else "on") if self.config.handshake else "off",
                     "mutual" if self.config.tls and self.config.tls.client_ca_file else bool(self._tls),
                     type(asyncio.get_running_loop()).__module__.split(".")[0])
         return self
@@ -207,6 +256,8 @@ class AsyncHandshakeServer:
         logger.info("stopping: %d connections open, grace %.1fs", len(self._connections), grace)
         self._accepting.cancel()
         self._socket.close()  # the sweep goes on: connections still keep their deadlines while draining
+        if self._unix_file is not None:
+            remove_unix(self.config.unix_socket, self._unix_file)
         # daemon threads (none keeps the process up): one per callback, and one for its abort
         closers = WorkerPool("on_stop", max(2 * len(self._callbacks), 1))
         on_stop = pool_offload(lambda: closers)
@@ -258,25 +309,68 @@ class AsyncHandshakeServer:
                 continue
             no_delay(sock)
             sock.setblocking(False)
-            peer = format_peer(address)
-            if len(self._connections) >= self.config.limits.max_connections and not self._make_room(loop.time()):
-                self._refuse_full(sock, peer)
+            peer = self.endpoint if self._unix_file is not None else format_peer(address)
+            here = len(self._connections)
+            open_now = self.metrics.open_everywhere(here)  # here, unless workers share the limit
+            if open_now >= self.config.limits.max_connections and not await self._room_for(peer.rsplit(":", 1)[0]):
+                self._refuse_full(sock, peer, open_now)
                 continue
             connection = AsyncConnection(self.config, self.processor, self._warnings, peer, loop.time())
             connection.task = self._connections[connection] = loop.create_task(self._serve(connection, sock))
+            self.metrics.opened_or_closed(len(self._connections))
             connection.task.add_done_callback(lambda _, c=connection, s=sock: self._never_served(c, s))
             logger.debug("accepted peer=%s", peer)
 
-    def _make_room(self, now: float) -> bool:
+    async def _room_for(self, newcomer_host: str) -> bool:
+        """Whether room was made for a newcomer to the full service: here, else by a sibling worker."""
+        if self._make_room_here(newcomer_host):
+            return True
+        ask = self.ask_siblings
+        return ask is not None and await asyncio.get_running_loop().run_in_executor(None, ask, newcomer_host)
+
+    def make_room_for_sibling(self, newcomer_host: str) -> bool:
+        """A sibling worker's newcomer from ``newcomer_host`` found the service full: makes room here as
+        for a newcomer of this worker's own (called from another thread; waits for the loop briefly)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return False
+
+        async def make_room() -> bool:
+            return self._make_room_here(newcomer_host)
+
+        try:
+            asked = asyncio.run_coroutine_threadsafe(make_room(), loop)
+        except RuntimeError:  # the loop stopped
+            return False
+        try:
+            return asked.result(_SIBLING_WAIT)
+        except concurrent.futures.TimeoutError:  # a busy loop: not later either (the sibling stopped waiting)
+            asked.cancel()
+            return False
+
+    def _make_room_here(self, newcomer_host: str) -> bool:
+        here = len(self._connections)
+        open_now = self.metrics.open_everywhere(here)
+        return self._make_room(asyncio.get_running_loop().time(), newcomer_host,
+                               here / open_now if open_now > here else 1.0)
+
+    def _make_room(self, now: float, newcomer_host: str, part: float) -> bool:
         """Evicts a connection for a newcomer to a full server, as the threaded server chooses (the
-        oldest without a session, or silent; without hello, the idle longest); whether one made room.
-        (Not yet here: the shares between client hosts.)"""
-        return any(connection.evict() for connection in eviction_candidates(self._connections, now, self.config))
+        oldest without a session, or silent; without hello, the idle longest; else what a host over its
+        share gives up for a newcomer from another host); whether one made room."""
+        limits = self.config.limits
+        for connection in eviction_candidates(self._connections, now, self.config):
+            if connection.evict():
+                self._warnings.warning("evicted peer=%s: %s and the server is full (max_connections %d)",
+                                       connection.peer, evicted_as(self.config.handshake), limits.max_connections)
+                return True
+        return evict_for_another_host(self._connections, self.config, newcomer_host, self._warnings, part)
 
     def _never_served(self, connection: AsyncConnection, sock: socket.socket) -> None:
         """A task cancelled (by the stop) before it began: its socket is closed here."""
         if connection in self._connections and not connection.begun:
             del self._connections[connection]
+            self.metrics.opened_or_closed(len(self._connections))
             sock.close()
 
     async def _serve(self, connection: AsyncConnection, sock: socket.socket) -> None:
@@ -306,6 +400,7 @@ class AsyncHandshakeServer:
             if connection.state is not None:
                 connection.state.close()
             del self._connections[connection]
+            self.metrics.opened_or_closed(len(self._connections))
 
     def _log_end(self, connection: AsyncConnection, event: str, reason: str) -> None:
         state = connection.state
@@ -314,9 +409,9 @@ class AsyncHandshakeServer:
         log = self._warnings.warning if event != "closed" else self._warnings.info if guess else logger.info
         log("%s peer=%s session=%s%s: %s", event, connection.peer, state and state.context.session_id, summary, reason)
 
-    def _refuse_full(self, sock: socket.socket, peer: str) -> None:
+    def _refuse_full(self, sock: socket.socket, peer: str, open_now: int) -> None:
         """Tells a newcomer the server is full, in its own framing (bounded: beyond, just closed)."""
-        message = f"server full: {len(self._connections)} connections (max_connections); try again later"
+        message = f"server full: {open_now} connections (max_connections); try again later"
         self._warnings.warning("refused peer=%s: %s", peer, message)
         if len(self._refusals) >= _MAX_REFUSALS or self._tls is not None:
             sock.close()
@@ -335,7 +430,8 @@ class AsyncHandshakeServer:
             async with asyncio.timeout(1.0):
                 first = await stream[0].read(READ_CHUNK)
             dialect = sniff(first) if first else None
-            if dialect is not None and dialect.kind in (DialectKind.THRIFT, DialectKind.HEADER):
+            if dialect is not None and dialect.kind in (DialectKind.THRIFT, DialectKind.HEADER,
+                                                       DialectKind.FRAMED_HEADER):
                 await refuse(stream, first, dialect, TApplicationException.INTERNAL_ERROR, message,
                              self.config.limits)
         except (OSError, TimeoutError):

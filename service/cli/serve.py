@@ -20,6 +20,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from ..admin.endpoint import AdminEndpoint
 from ..aio import AsyncHandshakeServer, event_loop_factory
+from ..aio.blocking import BlockingAsyncServer
 from ..admin.prometheus import PrometheusMetrics, missing_client_library
 from ..admin.multiprocess import SummedMetrics, WorkerPublisher, use_directory, worker_gone
 from ..admin.recent import RecentCalls
@@ -128,10 +129,8 @@ def _server(args: argparse.Namespace, interceptors: Tuple[Any, ...] = (), server
     if plain:
         handler, service, _ = hosted.popitem()[1]
         return server_class(handler, config, service=service)
-    if server_class is not HandshakeServer:
-        raise ArgumentError("several --handler (one port, several services): not yet with --asyncio")
-    return HandshakeServer(services={name: handler for name, (handler, _, _) in hosted.items()},
-                           default_service=args.default_service, config=config)
+    return server_class(services={name: handler for name, (handler, _, _) in hosted.items()},
+                        default_service=args.default_service, config=config)
 
 
 def _address(host: str, port: int) -> str:
@@ -150,12 +149,12 @@ def _listen_error(error: OSError, args: argparse.Namespace, host: Optional[str] 
 
 def run_serve(args: argparse.Namespace) -> int:
     """Serves until SIGINT/SIGTERM: the first drains gracefully, a second ends the grace period."""
-    if args.asyncio:
-        return _serve_asyncio(args)
     if args.workers > 1:
         if args.unix:
             raise ArgumentError("--unix serves from this process only: it cannot be combined with --workers")
         return _serve_workers(args)
+    if args.asyncio:
+        return _serve_asyncio(args)
     metrics = _metrics(args)
     recent = None if metrics is None else RecentCalls()
     server = _server(args, () if metrics is None else (metrics, recent))
@@ -235,8 +234,14 @@ def _serve_workers(args: argparse.Namespace) -> int:
         if summed is not None:
             shutil.rmtree(summed.directory, ignore_errors=True)
 
+    def build() -> Any:
+        server_class = AsyncHandshakeServer if args.asyncio else HandshakeServer
+        server = _server(args, server_class=server_class) if summed is None else summed.build_worker(server_class)
+        if args.asyncio:  # each worker runs the asyncio server on an event loop of its own
+            return BlockingAsyncServer(server, event_loop_factory())
+        return server
+
     try:
-        build = (lambda: _server(args)) if summed is None else summed.build_worker
         return Supervisor(build, config, args.workers, orphaned=orphaned,
                           worker_gone=None if summed is None else summed.worker_gone).run()
     except OSError as error:
@@ -267,10 +272,10 @@ class _SummedEndpoint:
             shutil.rmtree(self.directory, ignore_errors=True)
             raise _listen_error(error, args, args.metrics_host, args.metrics_port, "--metrics-port") from None
 
-    def build_worker(self) -> HandshakeServer:
-        """In a worker: its server, counted into its own files and publishing what is live."""
+    def build_worker(self, server_class: Any = HandshakeServer) -> Any:
+        """In a worker: its server (a ``server_class``), counted into its own files and publishing what is live."""
         metrics = PrometheusMetrics()
-        server = _server(self._args, (metrics,))
+        server = _server(self._args, (metrics,), server_class=server_class)
         metrics.watch(server)
         WorkerPublisher(metrics).start()
         return server
@@ -285,8 +290,6 @@ class _SummedEndpoint:
 
 def _serve_asyncio(args: argparse.Namespace) -> int:
     """``serve --asyncio``: the asyncio server on uvloop's event loop when installed, else asyncio's."""
-    if args.workers > 1:
-        raise ArgumentError("--workers: not yet with --asyncio")
     metrics = _metrics(args)  # /metrics only: the admin page's connection list needs the threaded server's
     server = _server(args, () if metrics is None else (metrics,), server_class=AsyncHandshakeServer)
     endpoint = None

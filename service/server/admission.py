@@ -24,7 +24,7 @@ from ..wire.http import response_bytes
 from .connection import Connection
 from .outcome import evicted_as
 
-__all__ = ["Admission", "eviction_candidates", "host_over_its_share", "tell_evicted"]
+__all__ = ["Admission", "eviction_candidates", "evict_for_another_host", "host_over_its_share", "tell_evicted"]
 
 #: A connection that has sent nothing this long after it was accepted has no hello under way: it may
 #: make room for a newcomer to a full server before ``evict_after`` (a client's hello follows its connect
@@ -89,6 +89,24 @@ def host_over_its_share(connections: Iterable[Connection], config: ServerConfig,
     now = time.monotonic()
     stalled = [c for c in theirs if not c.in_the_watch and c.stalled(now, config.limits.evict_after)]
     return host, count, [c for c in theirs if c.awaiting_hello] + idle + stalled
+
+
+def evict_for_another_host(connections: Iterable[Connection], config: ServerConfig, newcomer_host: str,
+                           warnings: WarningBudget, part: float = 1.0) -> bool:
+    """Evicts the first connection that can go of those a host over its share gives up for a newcomer
+    from another host (``host_over_its_share``), and says so; whether one was."""
+    hog = host_over_its_share(connections, config, newcomer_host, part)
+    if hog is None:
+        return False
+    host, count, theirs = hog
+    limits = config.limits
+    reason = (f"host {host} holds {count} of max_connections {limits.max_connections} (its share: "
+              f"{limits.host_share:g}) and another host, holding fewer, needed room")
+    for connection in theirs:
+        if connection.evict(force=True, session=True, reason=reason, stalled=limits.evict_after):
+            warnings.warning("evicted peer=%s: %s", connection.peer, reason)
+            return True
+    return False
 
 
 class Admission:
@@ -175,17 +193,7 @@ class Admission:
                                            connection.peer, evicted_as(self._config.handshake),
                                            limits.max_connections)
                     return True
-        hog = host_over_its_share(connections, self._config, newcomer_host, part)
-        if hog is None:
-            return False
-        host, count, theirs = hog
-        reason = (f"host {host} holds {count} of max_connections {limits.max_connections} (its share: "
-                  f"{limits.host_share:g}) and another host, holding fewer, needed room")
-        for connection in theirs:
-            if connection.evict(force=True, session=True, reason=reason, stalled=limits.evict_after):
-                self._warnings.warning("evicted peer=%s: %s", connection.peer, reason)
-                return True
-        return False
+        return evict_for_another_host(connections, self._config, newcomer_host, self._warnings, part)
 
     def _refuse_full(self, client: ConnectionSocket, peer: str, open_now: int) -> None:
         """Tells a newcomer the server is full, in its own framing, on a short-lived thread (bounded)."""

@@ -164,6 +164,7 @@ fn client_hello(min: i32, max: i32, features: &[&str]) -> ClientHello {
         max_version: Some(max),
         auth_token: None,
         features: Some(features.iter().map(|f| f.to_string()).collect()),
+        traceparent: None,
     }
 }
 
