@@ -26,8 +26,9 @@ __all__ = ["RoomExchange", "ANSWER_WAIT"]
 
 logger = logging.getLogger(__name__)
 
-#: How long a full worker waits for one sibling's answer (the sibling's eviction is a local look-up).
-ANSWER_WAIT = 0.1
+#: How long a full worker waits for one sibling's answer (the sibling's eviction is a local look-up, but
+#: a busy sibling, or an asyncio one whose loop hands it over, may take longer than 0.1 s to get to it).
+ANSWER_WAIT = 0.3
 _REQUEST = struct.Struct("<HId")  # the asking slot, the request id, when asked; the newcomer's host follows
 _REPLY = struct.Struct("<I?")    # the request id, whether a connection was closed for it
 _PID = struct.Struct("<q")       # per slot: the pid answering requests (0: none)

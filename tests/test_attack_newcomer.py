@@ -63,5 +63,5 @@ def test_bash_completion_finds_the_command_after_a_global_option_with_a_value():
                       'echo "${COMPREPLY[@]}"; COMP_WORDS=(thrift-handshake --log-level WARNING se); COMP_CWORD=3; '
                       '_thrift_handshake; echo "${COMPREPLY[@]}"\n')
     done = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, timeout=30)
-    assert done.stdout.splitlines() == ["--trace --transport", "serve"], done.stderr
+    assert done.stdout.splitlines() == ["--trace --traceparent --transport", "serve"], done.stderr
 

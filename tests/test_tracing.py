@@ -224,6 +224,8 @@ def test_the_admin_pages_recent_calls_carry_the_trace_id(start_server):
     options = ClientOptions(wire=HEADER, interceptors=(ClientTracing(TRACEPARENT),))
     with Client("127.0.0.1", server.port, options, service=HandshakeService) as client:
         client.echo("listed")
+    # goodbye is recorded when its call ends, after its reply is written: wait for it before the next hello
+    assert eventually(lambda: len(recent.calls()) == 3)
     with Client("127.0.0.1", server.port, ClientOptions(wire=HEADER), service=HandshakeService) as client:
         client.echo("untraced")
     assert eventually(lambda: len(recent.calls()) == 6)
