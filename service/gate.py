@@ -463,7 +463,9 @@ class SessionProcessor(TProcessor):
             processor, watched = state.session_processor, True
             serve = processor._processMap[name]
         if serve is not None and (session is None or session.admit(name)):
-            if self.decoded_budget is not None and not self._reserve(state, call, iprot, oprot):
+            if state.arm is not None:  # the budget's pricing of unframed arguments, decided per connection
+                state.arm()
+            elif self.decoded_budget is not None and not self._reserve(state, call, iprot, oprot):
                 return
             if not watched and self.chain.observes_handler():
                 processor, watched = table.watched, True

@@ -282,10 +282,11 @@ class Session:
 
     def _check_hello(self, hello: Optional[ClientHello]) -> int:
         """The negotiated version; ValueError with the reason to refuse."""
-        if self.anonymous:
+        phase = self._machine.phase
+        if phase is SessionPhase.ANONYMOUS:
             raise _AlreadyOpen("hello must be the first call on a connection: this one is already served as an "
                                "anonymous session (open a new connection to say hello)")
-        if self.established:
+        if phase in _HELD:
             raise _AlreadyOpen(f"this connection already has session {self.context.session_id}")
         if hello is None or not hello.client_name:
             raise ValueError("client_name is required")
