@@ -14,7 +14,7 @@ from typing import Any, Dict, Generic, List, NamedTuple, Tuple, TypeVar
 
 from thrift.Thrift import TType
 
-__all__ = ["INTEGERS", "IntegerType", "SpecWalker", "fields", "is_binary"]
+__all__ = ["INTEGERS", "IntegerType", "SpecWalker", "fields"]
 
 
 class IntegerType(NamedTuple):
@@ -36,11 +36,6 @@ INTEGERS: Dict[int, IntegerType] = {TType.BYTE: _integer("i8", 8), TType.I16: _i
 def fields(struct_class: type) -> List[tuple]:
     """The non-empty ``thrift_spec`` entries ``(id, ttype, name, type_args, default)`` of a generated class."""
     return [entry for entry in (getattr(struct_class, "thrift_spec", None) or ()) if entry]
-
-
-def is_binary(ttype: int, type_args: Any) -> bool:
-    """Whether a ``TType.STRING`` is the IDL's ``binary`` (bytes) rather than ``string`` (text)."""
-    return ttype == TType.STRING and type_args == "BINARY"
 
 
 T = TypeVar("T")

@@ -283,8 +283,9 @@ def test_more_than_the_handshake_budget_before_hello_is_refused(start_async):
     assert b"cannot decode the echo request: more than 1024 bytes before hello() succeeded" in answer
 
 
-def test_an_http_client_is_answered_in_http(aserver, caplog):
-    answer = exchange(aserver.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+def test_an_http_client_of_a_one_wire_server_is_answered_in_http(start_async, caplog):  # (served: test_aio_http.py)
+    server = start_async(detect_wire=False)
+    answer = exchange(server.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n")
     assert b"This is a Thrift server (thrift-handshake), not an HTTP server: the client speaks HTTP" in answer
     assert eventually(lambda: "refused peer=127.0.0.1:" in caplog.text)
@@ -675,3 +676,32 @@ def test_serve_names_a_coroutine_handler_that_needs_asyncio(tmp_path):
         process.terminate()
         assert process.wait(timeout=10) == 0
         process.stderr.close()
+
+
+class FailingAsync(HandshakeService.Iface):
+    """Coroutine methods that fail: with an exception the IDL declares, and with one it does not."""
+
+    async def echo(self, message: str) -> str:
+        await asyncio.sleep(0)
+        raise HandshakeRequired(message=f"declared: {message}")
+
+    async def process(self, request: Request) -> Response:
+        await asyncio.sleep(0)
+        raise ValueError(f"undeclared: {request.request_id}")
+
+
+def test_interceptors_see_coroutine_handlers_fail(start_async):
+    watch = Watch()
+    server = start_async(FailingAsync(), interceptors=(watch,))
+    client = connect(server)
+    try:
+        with pytest.raises(HandshakeRequired):
+            client.echo("e")
+        with pytest.raises(RemoteApplicationError):
+            client.process(Request(request_id="p"))
+    finally:
+        client.close()
+    assert eventually(lambda: len(watch.ended) == 4)  # hello, echo, process, goodbye
+    assert [ended[:3] for ended in watch.ended[1:3]] == [("echo", "declared_error", ("e",)),
+                                                         ("process", "failed", (Request(request_id="p"),))]
+    assert all(ended[4] is not None and ended[4] >= 0 for ended in watch.ended[1:3]), "the handler's time"

@@ -544,6 +544,70 @@ def test_a_call_without_timeout_is_not_cut_by_the_handshake_timeout(server):
 
     options = ClientOptions(timeouts=Timeouts(handshake=0.3, call=None))
     with Client("127.0.0.1", server.port, options, service=HandshakeService) as client:
-        result = client.process(Request(request_id="slow", payload="p", work_ms=700))
+        result = client.process(Request(request_id="slow", payload="p", work_ms=1300))  # past any 1 s timeout too
         assert result.request_id == "slow"
         assert client.echo("after") == "after"
+
+
+class _Unwritable(AllTypes):
+    """Passes the argument check, then fails in the (pure Python) encoder, before any byte is sent."""
+
+    def write(self, oprot):
+        raise ValueError("no encoding for this one")
+
+
+def test_a_request_the_encoder_fails_on_before_sending_anything_keeps_the_connection(server):
+    from thrift_handshake import Wire
+
+    with Client("127.0.0.1", server.port, ClientOptions(wire=Wire(accelerated=False)),
+                service=HandshakeService) as client:
+        sent = client._sock.bytes_out
+        with pytest.raises(RequestEncodingError) as caught:
+            client.echo_types(_Unwritable(id="x"))
+        assert str(caught.value) == "echo_types: cannot encode the arguments: no encoding for this one"
+        assert client._sock.bytes_out == sent
+        assert client.phase is Phase.READY
+        assert client.echo("clean") == "clean"
+
+
+def test_the_client_logs_each_phase_change_at_debug_level(server, caplog):
+    import logging
+
+    with caplog.at_level(logging.DEBUG, logger="thrift_handshake.client"):
+        with Client("127.0.0.1", server.port, service=HandshakeService):
+            pass
+    moves = [r.getMessage() for r in caplog.records if r.name == "thrift_handshake.client" and "--" in r.getMessage()]
+    where = f"127.0.0.1:{server.port}"
+    assert moves == [f"{where} NEW --connect--> CONNECTING", f"{where} CONNECTING --transport_open--> HANDSHAKING",
+                     f"{where} HANDSHAKING --hello_accepted--> READY", f"{where} READY --goodbye--> CLOSING",
+                     f"{where} CLOSING --closed--> CLOSED"]
+
+
+def test_a_hello_the_server_cannot_decode_leaves_the_client_closed_and_able_to_connect_again(start_server):
+    from thrift_handshake import RemoteApplicationError, ServerLimits
+
+    server = start_server(limits=ServerLimits(handshake_max_bytes=1024))
+    options = ClientOptions(features={letter * 250 for letter in "abcde"})  # a hello over 1024 bytes
+    client = Client("127.0.0.1", server.port, options, service=HandshakeService)
+    with pytest.raises(RemoteApplicationError) as caught:
+        client.connect()
+    assert str(caught.value) == ("hello: server error 7: cannot decode the hello request: more than 1024 bytes "
+                                 "before hello() succeeded (handshake_max_bytes)")
+    assert client.phase is Phase.CLOSED
+    client.options = ClientOptions()
+    assert client.connect().session_id
+    client.close()
+
+
+def test_close_after_the_server_went_away_never_raises_and_leaves_the_client_closed(start_server, caplog):
+    import logging
+
+    server = start_server()
+    client = Client("127.0.0.1", server.port, service=HandshakeService)
+    client.connect()
+    server.stop()
+    with caplog.at_level(logging.INFO, logger="thrift_handshake.client"):
+        assert client.close() is None
+    assert client.phase is Phase.CLOSED
+    assert [r.getMessage().split(":")[0] for r in caplog.records if r.name == "thrift_handshake.client"] == [
+        "goodbye failed while closing"]

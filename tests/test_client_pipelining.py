@@ -218,3 +218,15 @@ def test_pipelined_hello_then_close_without_any_call(server, caplog):
     assert eventually(lambda: server.metrics.snapshot().handshakes_ok == 2)
     assert eventually(lambda: server.metrics.snapshot().sessions_active == 0)
     assert _server_warnings(caplog) == []
+
+
+def test_closing_a_pipelined_client_a_full_server_refused_never_raises(start_server, caplog):
+    server = start_server(limits=ServerLimits(max_connections=1))
+    with Client("127.0.0.1", server.port, service=HandshakeService) as holder:
+        client = _pipelined(server.port)
+        with caplog.at_level(logging.INFO, logger="thrift_handshake.client"):
+            assert client.close() is None  # goodbye reads hello's answer first: server full
+        assert client.phase is Phase.CLOSED
+        said = [r.getMessage() for r in caplog.records if r.name == "thrift_handshake.client"]
+        assert len(said) == 1 and said[0].startswith("goodbye failed while closing: ") and "server full" in said[0]
+        assert holder.echo("still served") == "still served"

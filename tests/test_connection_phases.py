@@ -181,6 +181,39 @@ def test_only_a_host_over_its_share_gives_up_connections_and_only_to_another_hos
 
 
 
+def test_with_workers_a_hosts_share_is_this_workers_part_of_it_rounded_up(pairs):
+    config = ServerConfig(limits=ServerLimits(max_connections=8, host_share=0.5))  # a share of 4 in all
+    hog = [pairs.connection(config, host="127.0.0.1") for _ in range(3)]
+    others = [pairs.connection(config, host="127.0.0.2") for _ in range(2)]
+    assert host_over_its_share(hog + others, config, "127.0.0.2") is None, "3 of a share of 4"
+    assert host_over_its_share(hog + others, config, "127.0.0.2", part=1.0) is None
+    assert host_over_its_share(hog + others, config, "127.0.0.2", part=0.5) == ("127.0.0.1", 3, hog), (
+        "this worker holds half the service's connections: its part of the share is 2")
+    assert host_over_its_share(hog + others, config, "127.0.0.2", part=0.3) == ("127.0.0.1", 3, hog)  # 1.2 -> 2
+
+
+def test_a_share_that_is_not_a_whole_number_of_connections_rounds_down_in_one_process(pairs):
+    config = ServerConfig(limits=ServerLimits(max_connections=5, host_share=0.5))  # 2.5 connections
+    hog = [pairs.connection(config, host="127.0.0.1") for _ in range(3)]
+    others = [pairs.connection(config, host="127.0.0.2") for _ in range(2)]
+    assert host_over_its_share(hog + others, config, "127.0.0.2") == ("127.0.0.1", 3, hog)
+    assert host_over_its_share(hog[:2] + others, config, "127.0.0.2") is None
+
+
+def test_a_host_over_its_share_gives_up_a_session_stuck_mid_message_but_not_one_being_served(pairs):
+    import time
+
+    config = ServerConfig(limits=ServerLimits(max_connections=4, host_share=0.5, evict_after=1.0))
+    hog = [_serving(pairs.connection(config, host="127.0.0.1")) for _ in range(3)]  # each on a thread
+    for connection in hog:
+        connection.session_started()
+    stuck, served = hog[0], hog[1]
+    stuck.socket.stalled_since = time.monotonic() - 5.0  # has waited 5 s for the rest of a message
+    served.socket.stalled_since = time.monotonic()  # has just begun to wait
+    other = pairs.connection(config, host="127.0.0.2")
+    assert host_over_its_share(hog + [other], config, "127.0.0.2") == ("127.0.0.1", 3, [stuck])
+
+
 def test_the_host_share_holds_whichever_way_the_host_names_sort(pairs):
     config = ServerConfig(limits=ServerLimits(max_connections=4, host_share=0.5))
     hog = [pairs.connection(config, host="127.0.0.1") for _ in range(3)]
@@ -436,3 +469,20 @@ def test_a_server_over_its_limit_makes_room_before_admitting(pairs):
     newcomer = pairs.connection(config)
     pairs.peers[-1].close()
     assert not _admission(config, held).admit(newcomer.socket, newcomer.peer)
+
+
+def test_an_observer_sees_a_new_connection_and_a_session_with_its_client_and_calls(pairs):
+    from thrift_handshake.server.connection import ConnectionInfo
+
+    config = ServerConfig()
+    fresh = pairs.connection(config, host="127.0.0.1")
+    assert fresh.info(NOW + 2.5) == ConnectionInfo(fresh.peer, "ACCEPTED", 2.5, None, None, None, None, 0)
+    serving = _serving(pairs.connection(config, host="127.0.0.1"))
+    session = Session(SessionSettings(), serving.state.context, serving)
+    session.hello(ClientHello(client_name="observed", language="python", min_version=1, max_version=2))
+    serving.state.session = session
+    serving.state.counters.calls.update(hello=1, echo=2)
+    info = serving.info(NOW + 1.0)
+    assert (info.session_id, info.client_name, info.language, info.version, info.calls) == (
+        session.context.session_id, "observed", "python", 2, 3)
+    assert info.session_id

@@ -131,3 +131,53 @@ def test_a_failed_address_is_tried_last_for_a_while(start_server):
         assert client.port == server.port
     assert endpoints.order() == [("127.0.0.1", server.port), dead]
     assert Endpoints([dead, ("127.0.0.1", server.port)], avoid_failed=0).order()[0] == dead
+
+
+def test_a_retried_method_keeps_its_session_while_calls_succeed(start_server):
+    server = start_server()
+    with Client("127.0.0.1", server.port, ClientOptions(retry=RetryPolicy(idempotent={"echo"}, backoff=0.01)),
+                service=HandshakeService) as client:
+        session = client.server_hello.session_id
+        assert [client.echo("a"), client.echo("b")] == ["a", "b"]
+        assert client.server_hello.session_id == session, "a call that did not fail reconnected"
+    assert server.metrics.snapshot().connections_total == 1
+
+
+def test_a_retried_call_that_never_succeeds_raises_its_last_error_after_every_attempt(start_server, caplog):
+    import logging
+
+    server = start_server()
+    client = Client("127.0.0.1", server.port,
+                    ClientOptions(retry=RetryPolicy(idempotent={"echo"}, attempts=3, backoff=0.01)),
+                    service=HandshakeService)
+    client.connect()
+    server.stop()
+    with caplog.at_level(logging.INFO, logger="thrift_handshake.client"):
+        with pytest.raises(ConnectError):
+            client.echo("nobody there")
+    retries = [r.getMessage() for r in caplog.records if r.name == "thrift_handshake.client"
+               and "; retry " in r.getMessage()]
+    assert [line.split("; ")[-1] for line in retries] == ["retry 1 of 2 in 0.01s", "retry 2 of 2 in 0.02s"]
+    assert all(line.startswith("echo failed (") for line in retries)
+    client.close()
+
+
+def test_first_available_skips_a_server_that_closes_during_hello(start_server):
+    import socket
+    import threading
+
+    healthy = start_server(server_name="healthy")
+    with socket.create_server(("127.0.0.1", 0)) as closer:
+        def close_each() -> None:
+            connection, _ = closer.accept()
+            connection.recv(1)  # hello has begun to arrive: then the connection ends
+            connection.close()
+
+        thread = threading.Thread(target=close_each)
+        thread.start()
+        endpoints = Endpoints([("127.0.0.1", closer.getsockname()[1]), ("127.0.0.1", healthy.port)],
+                              policy="first_available")
+        with _client(endpoints) as client:
+            assert _server_name(client) == "healthy"
+            assert client.echo("here") == "here"
+        thread.join(5)

@@ -72,3 +72,16 @@ def test_the_same_hello_dripped_within_the_deadline_is_answered(start_server):
         reply = sock.recv(65536)
     assert sent == len(hello)
     assert b"hello" in reply and server.metrics.snapshot().handshakes_ok == 1
+
+
+def test_a_hello_that_stops_half_way_is_cut_off_at_the_deadline_not_a_timeout_after_its_last_byte(start_server):
+    server = start_server(limits=ServerLimits(handshake_timeout=2.0))
+    hello = encoded_hello()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        started = time.monotonic()
+        sock.sendall(hello[:10])
+        time.sleep(1.2)  # pacing: the next bytes come late in the handshake's two seconds
+        sock.sendall(hello[10:20])  # and then nothing more
+        assert read_until_closed(sock, 8.0) == b""
+        closed = time.monotonic() - started
+    assert 1.8 <= closed < 2.8, f"closed {closed:.2f} s after connecting (the deadline is at 2 s)"

@@ -195,6 +195,7 @@ def test_a_client_interceptor_sees_each_request_with_its_timeline_record(start_s
     assert echo.record.bytes_out > 0 and echo.duration >= echo.record.duration
     [process] = recorder.calls("process")
     assert process.outcome is Outcome.DECLARED_ERROR and isinstance(process.error, InvalidRequest)
+    assert process.args == (Request(request_id=""),)
     assert [call.method for call in recorder.ended] == ["hello", "echo", "process", "goodbye"]
 
 

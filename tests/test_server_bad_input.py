@@ -129,3 +129,23 @@ def test_one_way_calls_before_hello_are_logged_once_per_connection(server, send_
     lines = [r for r in caplog.records if r.name == "thrift_handshake.calllog" and r.levelname == "WARNING"]
     assert len(lines) == 1 and "further drops on this connection are not logged" in lines[0].getMessage()
 
+
+
+def test_a_message_over_max_message_bytes_is_refused_when_it_arrives_in_pieces(start_server, raw):
+    """The budget counts the whole message, not each read: the rest of a message that arrives after a
+    pause may only make it up to the limit."""
+    from thrift.Thrift import TApplicationException
+
+    server = start_server(limits=ServerLimits(max_message_bytes=1024, request_timeout=10))
+    connection = raw(server.port)
+    connection.hello()
+    call = encode_call("echo", HandshakeService.echo_args(message="x" * 1010), seqid=2)
+    assert len(call) == 1034  # no string over the limit, the whole message 10 bytes over
+    handle = connection.socket.handle
+    handle.sendall(call[:600])
+    assert eventually(lambda: any(c.socket.stalled_since is not None for c in server._connections))
+    handle.sendall(call[600:])
+    with pytest.raises(TApplicationException) as refused:
+        connection.stub.recv_echo()
+    assert refused.value.type == TApplicationException.PROTOCOL_ERROR
+    assert refused.value.message == "cannot decode the echo request: a message of more than 1024 bytes (max_message_bytes)"

@@ -106,3 +106,52 @@ def test_a_call_whose_rest_arrives_after_a_pause_is_served_within_the_request_ti
     assert eventually(lambda: any(c.socket.stalled_since is not None for c in server._connections))  # waits for the rest
     handle.sendall(call[10:])
     assert connection.stub.recv_echo() == "paused"
+
+
+def test_a_message_begun_among_pipelined_bytes_that_never_ends_is_dropped_at_the_request_timeout(start_server, raw):
+    server = start_server(limits=ServerLimits(request_timeout=1.5, idle_timeout=30))
+    connection = raw(server.port)
+    connection.hello()
+    first = encode_call("echo", HandshakeService.echo_args(message="first"), seqid=2)
+    second = encode_call("echo", HandshakeService.echo_args(message="second"), seqid=3)
+    handle = connection.socket.handle
+    handle.sendall(first + second[:10])  # the second call's start arrives with the first call, its rest never
+    assert connection.stub.recv_echo() == "first"
+    started = time.monotonic()
+    assert eventually(lambda: closed_by_peer(handle), timeout=10)
+    assert 1.5 - 0.2 <= time.monotonic() - started < 4.5  # its deadline ran from the bytes that came with the first
+
+
+def test_after_a_call_whose_rest_came_after_a_pause_the_session_waits_in_the_watch_again(start_server, raw):
+    server = start_server(limits=ServerLimits(request_timeout=10, idle_timeout=30))
+    connection = raw(server.port)
+    connection.hello()
+    call = encode_call("echo", HandshakeService.echo_args(message="paused"), seqid=2)
+    handle = connection.socket.handle
+    handle.sendall(call[:10])
+    (served,) = server._connections
+    assert eventually(lambda: served.socket.stalled_since is not None)  # waits for the rest
+    handle.sendall(call[10:])
+    assert connection.stub.recv_echo() == "paused"
+    assert eventually(lambda: served.in_the_watch, timeout=3), "a thread still waits on the idle session"
+
+
+def test_a_session_that_says_goodbye_is_closed_in_order_not_reset(start_server):
+    import socket
+
+    from thrift_handshake_gen.session import SessionService
+    from thrift_handshake_gen.session.ttypes import ClientHello
+
+    server = start_server()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(encode_call("hello", SessionService.hello_args(
+            hello=ClientHello(client_name="orderly", min_version=1, max_version=2))))
+        assert sock.recv(65536)
+        sock.sendall(encode_call("goodbye", SessionService.goodbye_args(), seqid=2))
+        received = b""
+        while True:
+            more = sock.recv(65536)  # a reset (only for a reply not read in time) would raise here
+            if not more:
+                break
+            received += more
+    assert b"goodbye" in received

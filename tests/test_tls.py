@@ -15,11 +15,14 @@ from thrift_handshake import (
     ConnectError,
     ConnectionBroken,
     current_session,
+    ServerLimits,
     ServerTLS,
     WireMismatch,
 )
 from thrift_handshake.demo import HandshakeHandler
 from thrift_handshake_gen import HandshakeService
+
+from conftest import eventually
 
 CERTS = Path(__file__).resolve().parent / "certs"
 SERVER_TLS = ServerTLS(str(CERTS / "server.pem"), str(CERTS / "server.key"))
@@ -115,3 +118,50 @@ def test_a_client_without_the_certificate_mutual_tls_requires_is_told_so(start_s
     client = tls_client(server.port)  # trusts the server, presents no certificate of its own
     with pytest.raises((ConnectError, ConnectionBroken), match="require.? a client certificate"):
         client.connect()
+
+
+def test_an_idle_tls_session_waits_in_the_watch_and_outlives_the_request_timeout(start_server):
+    server = start_server(tls=SERVER_TLS, limits=ServerLimits(request_timeout=0.3, idle_timeout=30))
+    with tls_client(server.port) as client:
+        assert client.echo("first") == "first"
+        (connection,) = server._connections
+        # nothing decrypted waits: the session goes back to the watch, no thread waits for a request
+        assert eventually(lambda: connection.in_the_watch)
+        assert connection.socket.stalled_since is None
+        assert client.echo("second") == "second"
+        assert eventually(lambda: connection.in_the_watch)
+
+
+def test_a_tls_call_whose_rest_arrives_after_a_pause_is_served(start_server):
+    from thrift.protocol.TBinaryProtocol import TBinaryProtocol
+    from thrift.transport import TSSLSocket, TTransport
+
+    from conftest import encode_call
+    from thrift_handshake_gen.session.ttypes import ClientHello
+
+    server = start_server(tls=SERVER_TLS, limits=ServerLimits(request_timeout=10, idle_timeout=30))
+    sock = TSSLSocket.TSSLSocket("127.0.0.1", server.port, ca_certs=str(CERTS / "ca.pem"), server_hostname="localhost")
+    transport = TTransport.TBufferedTransport(sock)
+    stub = HandshakeService.Client(TBinaryProtocol(transport))
+    transport.open()
+    try:
+        stub.hello(ClientHello(client_name="paused", min_version=1, max_version=2))
+        call = encode_call("echo", HandshakeService.echo_args(message="paused"), seqid=2)
+        sock.handle.sendall(call[:10])
+        (served,) = server._connections
+        assert eventually(lambda: served.socket.stalled_since is not None)  # waits for the rest
+        sock.handle.sendall(call[10:])
+        assert stub.recv_echo() == "paused"
+    finally:
+        transport.close()
+
+
+def test_a_tls_call_without_timeout_is_not_cut_by_the_handshake_timeout(start_server):
+    from thrift_handshake import Timeouts
+    from thrift_handshake_gen.ttypes import Request
+
+    server = start_server(tls=SERVER_TLS)
+    options = ClientOptions(tls=ClientTLS(ca_file=str(CERTS / "ca.pem")), timeouts=Timeouts(handshake=0.3, call=None))
+    with Client("127.0.0.1", server.port, options, service=HandshakeService) as client:
+        assert client.process(Request(request_id="slow", payload="p", work_ms=700)).request_id == "slow"
+        assert client.echo("after") == "after"

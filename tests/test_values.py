@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from conftest import generated
 from thrift_handshake.errors import RequestEncodingError
 from thrift_handshake.values import argument_checker
 from thrift_handshake_gen import HandshakeService
@@ -83,3 +84,25 @@ def test_long_values_are_clipped_in_the_message():
     with pytest.raises(RequestEncodingError) as caught:
         CHECK_ECHO([b"b" * 1000])
     assert "..." in str(caught.value) and len(str(caught.value)) < 200
+
+
+@pytest.mark.parametrize("length", [60, 61])
+def test_a_value_is_shown_whole_up_to_60_characters_then_cut_with_an_ellipsis(length):
+    value = b"b" * (length - 3)  # its repr, b'...', is `length` characters
+    assert len(repr(value)) == length
+    with pytest.raises(RequestEncodingError) as caught:
+        CHECK_ECHO([value])
+    shown = repr(value) if length <= 60 else repr(value)[:60] + "..."
+    assert str(caught.value) == (f"echo: parameter 'message': expected a string (str; binary fields take bytes), "
+                                 f"got {shown} (bytes); nothing was sent")
+
+
+def test_the_keys_of_a_binary_keyed_map_must_be_bytes(tmp_path):
+    idl = "service Blobs { void put(1: map<binary, string> by_digest) }\n"
+    with generated(tmp_path, "blobs.thrift", idl, "blobs.Blobs") as blobs:
+        check = argument_checker(blobs.put_args, "put")
+        check([{b"\x00\xff": "ok"}])
+        with pytest.raises(RequestEncodingError) as caught:
+            check([{"text": "no"}])
+    assert str(caught.value) == ("put: parameter 'by_digest' key 'text': expected binary (bytes), got 'text' (str);"
+                                 " nothing was sent")

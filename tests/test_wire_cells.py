@@ -243,3 +243,35 @@ def _frames(data: bytes) -> int:
     while len(data) >= 4 and len(data) >= 4 + int.from_bytes(data[:4], "big"):
         data, count = data[4 + int.from_bytes(data[:4], "big"):], count + 1
     return count
+
+
+def test_calls_pipelined_in_one_zlib_write_are_all_answered(server):
+    """The calls after the first are already inflated when the first is answered: they are served
+    without waiting for more bytes from the peer."""
+    from conftest import encode_call
+
+    hello = encode_call("hello", SessionService.hello_args(
+        hello=ClientHello(client_name="zlib", min_version=1, max_version=2)), seqid=1)
+    calls = b"".join(encode_call("echo", HandshakeService.echo_args(message=f"m{n}"), seqid=n) for n in (2, 3, 4))
+    stream, inflate = zlib.compressobj(9), zlib.decompressobj()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(stream.compress(hello + calls) + stream.flush(zlib.Z_SYNC_FLUSH))
+        received = b""
+        echoes = []
+        while len(echoes) < 3:
+            more = sock.recv(65536)  # times out (5 s) if a call waits for bytes that never come
+            assert more, "closed before every call was answered"
+            received += inflate.decompress(more)
+            reply = TBinaryProtocol.TBinaryProtocol(TTransport.TMemoryBuffer(received))
+            echoes = []
+            try:
+                reply.readMessageBegin()
+                SessionService.hello_result().read(reply)
+                for _ in range(3):
+                    reply.readMessageBegin()
+                    result = HandshakeService.echo_result()
+                    result.read(reply)
+                    echoes.append(result.success)
+            except (EOFError, TTransport.TTransportException):  # not all of them yet
+                pass
+    assert echoes == ["m2", "m3", "m4"]

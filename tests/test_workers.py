@@ -346,3 +346,15 @@ def test_workers_opening_a_fresh_ledger_at_the_same_moment_all_start(tmp_path):
         os.close(go_w)  # EOF: every child starts now
         codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children]
         assert codes == [0] * 4, f"attempt {attempt}: a ledger failed to open alongside the others"
+
+
+def test_a_worker_killed_after_running_long_is_restarted_at_once(serve):
+    from thrift_handshake.workers import STABLE
+
+    workers = serve("--workers", "2")
+    victim = workers.pids[0]
+    workers.wait_for(r"\[%d\]: listening on" % victim)
+    time.sleep(STABLE + 0.5)  # pacing: the worker has now run long enough to count as stable
+    os.kill(victim, signal.SIGKILL)
+    workers.wait_for(r"worker \d \(pid %d\) killed by SIGKILL after [\d.]+s; restarting it in 0\.0s" % victim)
+    assert workers.stop() == 0

@@ -127,8 +127,9 @@ class MessageLoop:
                 sock.message_done()
                 if connection.closing:
                     return self._closing(connection)
-                if transport.keep_unread_input() or sock.pending_input():
-                    sock.message_started()  # part of the next message is here: its deadline runs
+                unread = transport.keep_unread_input()
+                if unread or sock.pending_input():
+                    sock.message_started(unread)  # part of the next message is here: its deadline runs
                 elif connection.mode is _HANDSHAKE or pool.saturated:
                     # before the session, or others wait for a thread: no linger, wait in the watch
                     return None, ""

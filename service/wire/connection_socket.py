@@ -118,7 +118,9 @@ class ConnectionSocket(DeadlineSocket):
     def read(self, sz: int) -> bytes:
         if self._pushback:
             data, self._pushback = self._pushback[:sz], self._pushback[sz:]
-            self.message_started()
+            if self.request_timeout is not None:  # a session's message: these bytes count against its budget
+                self.message_started()
+                self._count(len(data))
             return data
         if self._inflater is not None:
             return self._read_inflated(sz)
@@ -239,11 +241,20 @@ class ConnectionSocket(DeadlineSocket):
         else:
             self.handle.settimeout(seconds)
 
-    def message_started(self) -> None:
-        """A message began from bytes already buffered above the socket: its deadline and budget run."""
+    def message_started(self, buffered: int = 0) -> None:
+        """A message began from bytes already buffered above the socket (``buffered`` of them, which
+        count against its budget): its deadline and budget run."""
         if self.request_timeout is not None and self.deadline is None:
             self.deadline = time.monotonic() + self.request_timeout
             self._received = 0
+            self._count(buffered)
+
+    def _count(self, size: int) -> None:
+        """Counts bytes of the message that came without a read here (inflated ones, if zlib)."""
+        if self._inflater is not None:
+            self._inflated += size
+        else:
+            self._received += size
 
     def message_done(self) -> None:
         """The reply is out: the next message starts a new deadline and budget."""

@@ -44,8 +44,8 @@ class _Resettable:
     framed = True  # a message is read whole into the read buffer before it is decoded
     _pricing: Any = None  # armed while a call's arguments decode (PricesLargeArguments, unframed only)
 
-    def keep_unread_input(self) -> bool:
-        """Whether bytes already received wait in the read buffer (e.g. a pipelined next message); a
+    def keep_unread_input(self) -> int:
+        """How many bytes already received wait in the read buffer (e.g. a pipelined next message); a
         buffer read to its end is dropped (it may hold a whole message of megabytes until the next)."""
         self._pricing = None  # the message's arguments are read (PricesLargeArguments)
         buffer = getattr(self, self._rbuf_attribute)
@@ -53,10 +53,10 @@ class _Resettable:
         end = buffer.seek(0, 2)
         if end > position:
             buffer.seek(position)
-            return True
+            return end - position
         if end > _KEEP_READ_BUFFER:
             setattr(self, self._rbuf_attribute, BytesIO())
-        return False
+        return 0
 
     def rest_of_frame(self, more_than: int = 0) -> Optional[memoryview]:
         """The unread rest of the frame being read, without a copy (framed and THeader: the whole
