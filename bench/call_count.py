@@ -157,12 +157,17 @@ def probe(calls: int, lifecycles: int) -> Dict[str, float]:
             "lifecycle_c": (end["c"] - start["c"]) / lifecycles}
 
 
-def _in_tree(tree: str, calls: int, lifecycles: int) -> Dict[str, float]:
-    """The probe run in a child process against ``tree``'s service/ and gen-py/."""
-    links = tempfile.mkdtemp(prefix="call_count_tree")
+def tree_path(tree: str) -> str:
+    """A PYTHONPATH under which ``thrift_handshake`` and its generated code are ``tree``'s (a checkout)."""
+    links = tempfile.mkdtemp(prefix="thrift_handshake_tree")
     os.symlink(os.path.join(tree, "service"), os.path.join(links, "thrift_handshake"))
     os.symlink(os.path.join(tree, "gen-py", "thrift_handshake_gen"), os.path.join(links, "thrift_handshake_gen"))
-    env = dict(os.environ, PYTHONPATH=links)
+    return links
+
+
+def _in_tree(tree: str, calls: int, lifecycles: int) -> Dict[str, float]:
+    """The probe run in a child process against ``tree``'s service/ and gen-py/."""
+    env = dict(os.environ, PYTHONPATH=tree_path(tree))
     out = subprocess.run([sys.executable, "-m", "bench.call_count", "--json", "--calls", str(calls),
                           "--lifecycles", str(lifecycles)], env=env, check=True, capture_output=True, text=True,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

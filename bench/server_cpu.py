@@ -17,10 +17,9 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 from typing import Dict, List
 
-from bench.call_count import _exchange, _messages
+from bench.call_count import _exchange, _messages, tree_path
 from bench.harness import cpu_seconds
 
 SERVER = """
@@ -37,11 +36,8 @@ server.stop()
 
 
 def _start(tree: str) -> subprocess.Popen:
-    links = tempfile.mkdtemp(prefix="server_cpu_tree")
-    os.symlink(os.path.join(tree, "service"), os.path.join(links, "thrift_handshake"))
-    os.symlink(os.path.join(tree, "gen-py", "thrift_handshake_gen"), os.path.join(links, "thrift_handshake_gen"))
     return subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                            env=dict(os.environ, PYTHONPATH=links))
+                            env=dict(os.environ, PYTHONPATH=tree_path(tree)))
 
 
 def main() -> None:
