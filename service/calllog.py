@@ -10,7 +10,8 @@ with the trace id of the caller's trace context when it sent one (``tracing``).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from functools import partial
+from typing import Any, Callable
 
 from .interceptors import Interceptor, Outcome
 from .peerlog import WarningBudget, clip_for_log
@@ -30,11 +31,13 @@ class CallLog(Interceptor):
     def __init__(self, warnings: WarningBudget, level: int = logging.DEBUG) -> None:
         self._warnings = warnings
         self._level = level
+        #: Whether every call gets its line now (the logger's level, read per call).
+        self.logs_every_call: Callable[[], bool] = partial(logger.isEnabledFor, level)
 
     @property
     def observes_handler(self) -> bool:  # type: ignore[override]
         """Only the line of each call tells a declared error from OK."""
-        return logger.isEnabledFor(self._level)
+        return self.logs_every_call()
 
     def call_ended(self, call: Any) -> None:
         if call.oneway and call.outcome in _NOT_RUN:

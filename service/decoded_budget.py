@@ -6,7 +6,8 @@ outgrows ``UNPRICED_BYTES``, ``wire.whole_arguments``), reserves its price while
 from __future__ import annotations
 
 import threading
-from typing import Any, ContextManager, Dict, Optional, Protocol, Tuple
+from functools import partial
+from typing import Any, Callable, ContextManager, Dict, Optional, Protocol, Tuple
 
 from thrift.protocol.TBinaryProtocol import TBinaryProtocol
 from thrift.protocol.TJSONProtocol import TJSONProtocolBase
@@ -123,6 +124,16 @@ class DecodedBudget:
             transport.discard_rest_of_frame()
             return 0, refusal
         return price, None
+
+    def arming(self, holder: Holder, protocol: Any) -> Optional[Callable[[], None]]:
+        """What ``reserve_request`` comes to for every request of a connection whose requests its input
+        transport prices as it refills (unframed binary or compact), decided once per connection: the
+        arming of the next request's pricing; None where each request must go through ``reserve_request``."""
+        transport = protocol.trans
+        if isinstance(transport, PricesLargeArguments) and not isinstance(getattr(protocol, "_protocol", protocol),
+                                                                          TJSONProtocolBase):
+            return partial(transport.arm, self, holder, protocol)
+        return None
 
     def release(self, host: str, price: int) -> None:
         """Gives back what ``reserve`` took."""

@@ -89,6 +89,10 @@ class ConnectionState:
         self.read_headers: Optional[Callable[[], Mapping[bytes, bytes]]] = None  # THeader: each message's headers
         self.opened_at = monotonic()  # when the connection was accepted (time.monotonic())
         self.reconnect_at: Optional[float] = None  # with a max connection age: when it is reached
+        # Whether a call may be served quietly as far as the decoded-size budget goes (none, or one that
+        # ``arm`` sets up), decided once per connection (see ``SessionProcessor._begin``).
+        self.priced_by_refill = True
+        self.arm: Optional[Callable[[], None]] = None
         self._metrics = metrics
         self._closed = False
         metrics.connection_opened(self.counters)
@@ -246,7 +250,12 @@ class SessionProcessor(TProcessor):
         self.metrics = metrics or ServerMetrics()
         self.handshake = handshake
         self.warnings = warnings or WarningBudget(logger)
-        self.chain = InterceptorChain((CallCounter(), CallLog(self.warnings, call_log_level), *interceptors), contained=BaseException)
+        call_log = CallLog(self.warnings, call_log_level)
+        self.chain = InterceptorChain((CallCounter(), call_log, *interceptors), contained=BaseException)
+        # With the runtime's own chain only, a served two-way call that the call log does not log is served
+        # quietly: counted in place, no ServerCall, no hooks (what they would do for it is nothing).
+        self._counts_only = not interceptors
+        self._logs_every_call = call_log.logs_every_call
         session_methods = describe_service(SessionService) if handshake else {}
         self._session_methods = watched_class(_SessionMethods, session_methods, self.chain, ("hello",), _hello_trace)
         self._routes: Optional[Routes] = None
@@ -318,6 +327,9 @@ class SessionProcessor(TProcessor):
         if session is not None:
             state.session_processor = SessionService.Processor(
                 self._session_methods(session, state.counters, self.metrics.snapshot, self._draining_answer))
+        if self.decoded_budget is not None:
+            state.arm = self.decoded_budget.arming(state, iprot)
+            state.priced_by_refill = state.arm is not None
         if isinstance(iprot.trans, THeaderTransport) or hasattr(iprot.trans, "get_headers"):
             state.read_headers = iprot.trans.get_headers  # THeader's or an HTTP request's (a trace context)
         setattr(iprot, _STATE, state)
@@ -329,7 +341,10 @@ class SessionProcessor(TProcessor):
     def process(self, iprot: TProtocolBase, oprot: TProtocolBase) -> bool:
         """Serves one message. After the answer to goodbye (or to a refused token) is flushed it raises
         ``SessionClosed``, a TTransportException: any Thrift server then closes the connection."""
-        state, call, serve, table = self._begin(iprot)
+        state, call, serve, table = self._begin(iprot, quiet=True)
+        if call is None:
+            self._serve_quietly(state, serve, table, iprot, oprot)
+            return True
         try:
             self._dispatch(state, call, serve, iprot, oprot, table)
         except BaseException as error:
@@ -355,10 +370,12 @@ class SessionProcessor(TProcessor):
             self._ended(state, call)
         return self._after(state)
 
-    def _begin(self, iprot: TProtocolBase) -> Tuple[ConnectionState, ServerCall, Optional[Callable[..., Any]],
-                                                    ServiceTable]:
+    def _begin(self, iprot: TProtocolBase, quiet: bool = False
+               ) -> Tuple[ConnectionState, Optional[ServerCall], Optional[Callable[..., Any]], ServiceTable]:
         """Reads a message's header: its connection's state, the call, the function that serves it (None
-        when its message type may not carry that method) and its service's table."""
+        when its message type may not carry that method) and its service's table. With ``quiet``, a call
+        that nothing but the counting observes is counted here and comes without a ServerCall (None): the
+        caller serves it with ``_serve_quietly``."""
         state = getattr(iprot, _STATE, None) or self.connection(iprot)
         try:
             name, message_type, seqid = iprot.readMessageBegin()
@@ -370,7 +387,7 @@ class SessionProcessor(TProcessor):
             state.context.traceparent = _header_trace(read_headers())
         elif state.context.traceparent is not None:  # hello's (ClientHello.traceparent) was hello's alone
             state.context.traceparent = None
-        table, service = self._bare_table, None
+        table, service, written = self._bare_table, None, name
         if self._routes is not None:  # ``Service:method``: the service's table and the bare name
             table, name, service = self._routes.route(name)
         state.begin(name, seqid)
@@ -379,7 +396,35 @@ class SessionProcessor(TProcessor):
             raise TProtocolException(TProtocolException.INVALID_DATA,
                                      f"message type {message_type} is not a call (1) or one-way call (4)")
         oneway = message_type == TMessageType.ONEWAY or name in table.oneway  # no answer is written
-        return state, ServerCall(name, seqid, oneway, perf_counter(), state, service), methods.get(name), table
+        serve = methods.get(name)
+        if (quiet and serve is not None and not oneway and self._counts_only and state.priced_by_refill
+                and (state.reconnect_at is None or monotonic() < state.reconnect_at)
+                and (state.session is None or state.session.serves_calls) and not self._logs_every_call()):
+            calls = state.counters.calls  # as CallCounter counts: Service:method when multiplexed
+            calls[written] = calls.get(written, 0) + 1
+            return state, None, serve, table
+        return state, ServerCall(name, seqid, oneway, perf_counter(), state, service), serve, table
+
+    def _serve_quietly(self, state: ConnectionState, serve: Callable[..., Any], table: ServiceTable,
+                       iprot: TProtocolBase, oprot: TProtocolBase) -> None:
+        """Serves a two-way service call (already counted; its session serves calls) that no hook observes:
+        what the chain's hooks would do for it is nothing, whether it is served or fails (the host handles
+        that). Such a call cannot end its session, so it is done when its handler has answered."""
+        arm = state.arm
+        if arm is not None:  # the decoded-size budget prices its arguments if they grow large
+            arm()
+        bind = self._bind
+        bind(state.context)
+        try:
+            serve(table.processor, state.in_flight[1], iprot, oprot)
+        finally:
+            if state.reserved:
+                self.decoded_budget.release(state.host, state.reserved)
+                state.reserved = 0
+            bind(None)
+        if state.session is not None:
+            state.session.call_served()
+        state.in_flight = None  # state.end(), written out
 
     def _failed(self, call: ServerCall, error: BaseException) -> None:
         if not call.announced:  # e.g. arguments that could not be decoded
@@ -418,7 +463,9 @@ class SessionProcessor(TProcessor):
             processor, watched = state.session_processor, True
             serve = processor._processMap[name]
         if serve is not None and (session is None or session.admit(name)):
-            if self.decoded_budget is not None and not self._reserve(state, call, iprot, oprot):
+            if state.arm is not None:  # the budget's pricing of unframed arguments, decided per connection
+                state.arm()
+            elif self.decoded_budget is not None and not self._reserve(state, call, iprot, oprot):
                 return
             if not watched and self.chain.observes_handler():
                 processor, watched = table.watched, True

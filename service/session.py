@@ -27,7 +27,8 @@ from typing import Any, Dict, FrozenSet, Optional, Tuple
 from thrift_handshake_gen.session.ttypes import ClientHello, Farewell, HandshakeRejected, ServerHello
 
 from .peerlog import WarningBudget, clip_for_log
-from .states import SESSION_ADMITS, SESSION_TRANSITIONS, SessionEvent, SessionPhase, StateMachine, admitted
+from .states import (SERVICE_METHODS, SESSION_ADMITS, SESSION_TRANSITIONS, SessionEvent, SessionPhase, StateMachine,
+                     admitted)
 
 __all__ = [
     "Session",
@@ -193,10 +194,13 @@ class Session:
         self.refusal_kind: Optional[str] = None
         self._listener = listener or SessionListener()
         self._admitted = SESSION_ADMITS[SessionPhase.AWAITING_HELLO]
+        #: Whether this phase serves the service's own methods (read by the gate for every call).
+        self.serves_calls = SERVICE_METHODS in self._admitted
         self._machine = StateMachine(SESSION_TRANSITIONS, SessionPhase.AWAITING_HELLO, self._moved)
 
     def _moved(self, old: SessionPhase, event: SessionEvent, new: SessionPhase) -> None:
         self._admitted = SESSION_ADMITS[new]  # looked up once per move, not per call
+        self.serves_calls = SERVICE_METHODS in self._admitted
 
     @property
     def phase(self) -> SessionPhase:
@@ -278,10 +282,11 @@ class Session:
 
     def _check_hello(self, hello: Optional[ClientHello]) -> int:
         """The negotiated version; ValueError with the reason to refuse."""
-        if self.anonymous:
+        phase = self._machine.phase
+        if phase is SessionPhase.ANONYMOUS:
             raise _AlreadyOpen("hello must be the first call on a connection: this one is already served as an "
                                "anonymous session (open a new connection to say hello)")
-        if self.established:
+        if phase in _HELD:
             raise _AlreadyOpen(f"this connection already has session {self.context.session_id}")
         if hello is None or not hello.client_name:
             raise ValueError("client_name is required")

@@ -96,6 +96,7 @@ class MessageLoop:
         """Serves messages while the peer has some; (None, "") when it has none for now, else how the
         connection ends: ("closed" or "dropped", why)."""
         state, transport, protocol, sock = connection.state, connection.transport, connection.protocol, connection.socket
+        pool = self._pool()  # the same for the whole turn
         try:
             if connection.closing:
                 raise TTransportException(TTransportException.END_OF_FILE, "server stopping")
@@ -129,7 +130,7 @@ class MessageLoop:
                 unread = transport.keep_unread_input()
                 if unread or sock.pending_input():
                     sock.message_started(unread)  # part of the next message is here: its deadline runs
-                elif connection.mode is _HANDSHAKE or self._pool().saturated:
+                elif connection.mode is _HANDSHAKE or pool.saturated:
                     # before the session, or others wait for a thread: no linger, wait in the watch
                     return None, ""
         except TTransportException as error:

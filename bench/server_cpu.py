@@ -1,0 +1,98 @@
+"""Server CPU per echo and per lifecycle of this tree's threaded server against another checkout's, side by
+side in one run: the CPU figure that goes with ``bench.call_count``'s call counts.
+
+Each tree's demo server runs in its own process (INFO log lines to a file, as ``serve`` logs); this
+process drives both from raw sockets with pre-encoded strict binary messages, alternating the servers
+round by round so that the shared machine's noise hits both alike, and reads each server's own CPU time
+(user + system, /proc) around each round. Prints the medians with min-max and the median ratio.
+
+    .venv/bin/python -m bench.server_cpu --tree /tmp/old [--rounds 9] [--calls 3000] [--lifecycles 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+from typing import Dict, List
+
+from bench.call_count import _exchange, _messages, tree_path
+from bench.harness import cpu_seconds
+
+SERVER = """
+import logging, sys, tempfile
+logging.basicConfig(level=logging.INFO, filename=tempfile.mktemp(suffix=".log"))
+from thrift_handshake import ServerConfig
+from thrift_handshake.demo import demo_server
+server = demo_server(ServerConfig(port=0, host="127.0.0.1"))
+server.start()
+print(server.port, flush=True)
+sys.stdin.read()
+server.stop()
+"""
+
+
+def _start(tree: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONPATH=tree_path(tree)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tree", required=True, help="the other checkout (its service/ and gen-py/)")
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--calls", type=int, default=3000, help="echo calls per server per round")
+    parser.add_argument("--lifecycles", type=int, default=300, help="lifecycles per server per round")
+    args = parser.parse_args()
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    trees = {"this": here, "other": os.path.abspath(args.tree)}
+    servers = {name: _start(tree) for name, tree in trees.items()}
+    hello, echo, goodbye = _messages()
+    sizes: Dict[bytes, int] = {}
+    echo_us: Dict[str, List[float]] = {name: [] for name in trees}
+    life_us: Dict[str, List[float]] = {name: [] for name in trees}
+    try:
+        ports = {name: int(server.stdout.readline()) for name, server in servers.items()}
+        held = {}
+        for name, port in ports.items():
+            held[name] = socket.create_connection(("127.0.0.1", port))
+            held[name].setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            _exchange(held[name], hello, sizes)
+        for round_number in range(args.rounds + 1):  # the first round warms up and is not counted
+            order = list(trees) if round_number % 2 else list(reversed(trees))
+            for name in order:
+                pid = servers[name].pid
+                before = cpu_seconds(pid)
+                for _ in range(args.calls):
+                    _exchange(held[name], echo, sizes)
+                middle = cpu_seconds(pid)
+                for _ in range(args.lifecycles):
+                    with socket.create_connection(("127.0.0.1", ports[name])) as sock:
+                        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                        for request in (hello, echo, goodbye):
+                            _exchange(sock, request, sizes)
+                end = cpu_seconds(pid)
+                if round_number:
+                    echo_us[name].append((middle - before) * 1e6 / args.calls)
+                    life_us[name].append((end - middle) * 1e6 / args.lifecycles)
+        for sock in held.values():
+            sock.close()
+    finally:
+        for server in servers.values():
+            server.stdin.close()
+            server.wait(10)
+    print(f"server CPU, {args.rounds} alternating rounds (CPU time has 10 ms ticks); this = {here}, "
+          f"other = {trees['other']}:")
+    for label, figures, unit in (("echo 32 B", echo_us, "us/call"), ("lifecycle", life_us, "us/lifecycle")):
+        ratios = [a / b for a, b in zip(figures["this"], figures["other"])]
+        print(f"  {label:10} this {statistics.median(figures['this']):7.1f} ({min(figures['this']):.1f}-"
+              f"{max(figures['this']):.1f})  other {statistics.median(figures['other']):7.1f} "
+              f"({min(figures['other']):.1f}-{max(figures['other']):.1f}) {unit};  this/other "
+              f"{statistics.median(ratios):.3f}x ({min(ratios):.3f}-{max(ratios):.3f})")
+
+
+if __name__ == "__main__":
+    main()
