@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 import threading
 
 import pytest
@@ -52,3 +53,14 @@ def test_a_port_outside_1_to_65535_is_refused_when_the_client_is_made(port):
 @pytest.mark.parametrize("port", [1, 65535])
 def test_the_first_and_last_ports_are_taken(port):
     assert Client("127.0.0.1", port, service=HandshakeService).port == port
+
+
+def test_timeline_starts_count_from_the_clients_epoch(start_server):
+    server = start_server()
+    made = time.perf_counter()
+    client = Client("127.0.0.1", server.port, service=HandshakeService)
+    assert made <= client.epoch <= time.perf_counter()
+    with client:
+        client.echo("x")
+    for record in client.timeline:
+        assert made <= client.epoch + record.start <= time.perf_counter()
