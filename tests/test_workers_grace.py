@@ -27,3 +27,5 @@ def test_a_call_longer_than_a_third_of_the_grace_period_still_gets_its_answer(se
     assert getattr(outcome[0], "request_id", outcome[0]) == "slow"
     assert not any(map(_alive, workers.pids))
     assert not workers.matches("still running after its grace period")
+    clean_exits = r" INFO thrift_handshake\.workers\[\d+\]: worker \d+ \(pid \d+\) exited with code 0$"
+    assert len(workers.matches(clean_exits)) == 2, workers.lines[-10:]

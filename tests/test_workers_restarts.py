@@ -1,0 +1,40 @@
+"""``serve --workers``: which dead workers are restarted, and for how long (real processes on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from test_workers import Workers, _kill, serve  # noqa: F401 (serve: the fixture)
+
+
+def test_every_worker_killed_at_once_is_restarted(serve):
+    workers = serve("--workers", "2")
+    for pid in workers.pids:
+        _kill(pid)
+    restarted = [int(workers.wait_for(r"worker \d+ started: pid (\d+)", count=n).group(1)) for n in (3, 4)]
+    assert not set(restarted) & set(workers.pids)
+    assert workers.process.poll() is None
+    assert workers.connect().echo("after all died") == "after all died"
+    assert workers.stop() == 0
+
+
+def test_a_worker_failing_to_start_beside_one_that_serves_is_restarted_for_as_long_as_the_other_serves(
+        serve, tmp_path):
+    """Three failed starts in a row stop the service only when no worker serves."""
+    flag = tmp_path / "crash"
+    (tmp_path / "flaky_service.py").write_text(
+        "import os\nfrom thrift_handshake.demo import HandshakeHandler\n"
+        "class Handler(HandshakeHandler):\n    def __init__(self):\n"
+        f"        if os.path.exists({str(flag)!r}):\n            raise RuntimeError('crashing')\n"
+        "        super().__init__()\n")
+    workers = serve("--workers", "2", "--service", "flaky_service:Handler", "--path", str(tmp_path))
+    flag.touch()
+    os.kill(workers.pids[0], signal.SIGKILL)
+    # the kill, then three failed starts: each restarted
+    delays = [float(workers.wait_for(r"worker 0 .* restarting it in ([\d.]+)s", count=n, timeout=15).group(1))
+              for n in (1, 2, 3, 4)]
+    assert delays == [0.5, 1.0, 2.0, 4.0]
+    assert not workers.matches("no worker can serve")
+    assert workers.connect().echo("the other worker") == "the other worker"
+    assert workers.stop() == 0
