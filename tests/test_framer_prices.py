@@ -46,8 +46,9 @@ def _rich_arguments(out: TProtocolBase) -> None:
 
 
 def _bools_in_a_map(out: TProtocolBase) -> None:
-    """Arguments {1: map<string, bool>, 2: list<binary>, 3: map<i32, i32> (empty)}: a compact bool walked
-    as a container element, a list of values of no fixed width, an empty map."""
+    """Arguments {1: map<string, bool>, 2: list<binary>, 3: map<i32, i32> (empty), 4: list<bool>}: a
+    compact bool walked as a container element and skipped as one, a list of values of no fixed width, an
+    empty map."""
     out.writeStructBegin("args")
     out.writeFieldBegin("flags", TType.MAP, 1)
     out.writeMapBegin(TType.STRING, TType.BOOL, 2)
@@ -65,6 +66,12 @@ def _bools_in_a_map(out: TProtocolBase) -> None:
     out.writeFieldBegin("empty", TType.MAP, 3)
     out.writeMapBegin(TType.I32, TType.I32, 0)
     out.writeMapEnd()
+    out.writeFieldEnd()
+    out.writeFieldBegin("votes", TType.LIST, 4)
+    out.writeListBegin(TType.BOOL, 3)
+    for vote in (True, False, True):
+        out.writeBool(vote)
+    out.writeListEnd()
     out.writeFieldEnd()
     out.writeFieldStop()
     out.writeStructEnd()
