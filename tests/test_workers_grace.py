@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -29,3 +30,17 @@ def test_a_call_longer_than_a_third_of_the_grace_period_still_gets_its_answer(se
     assert not workers.matches("still running after its grace period")
     clean_exits = r" INFO thrift_handshake\.workers\[\d+\]: worker \d+ \(pid \d+\) exited with code 0$"
     assert len(workers.matches(clean_exits)) == 2, workers.lines[-10:]
+
+
+def test_a_worker_killed_during_the_grace_period_makes_the_stop_unclean(serve):
+    workers = serve("--workers", "2", "--grace", "30")
+    client = workers.connect()
+    pid = workers.pid_of(client)
+    thread = threading.Thread(target=_try, args=(client.process, Request(request_id="long", work_ms=10_000)))
+    thread.start()
+    workers.process.send_signal(signal.SIGTERM)
+    workers.wait_for("stopping 2 workers")
+    os.kill(pid, signal.SIGKILL)
+    assert workers.process.wait(15) == 1
+    thread.join(15)
+    assert workers.matches(r" WARNING thrift_handshake\.workers\[\d+\]: worker \d+ \(pid %d\) killed by SIGKILL" % pid)

@@ -10,6 +10,7 @@ from test_workers import Workers, _kill, serve  # noqa: F401 (serve: the fixture
 
 def test_every_worker_killed_at_once_is_restarted(serve):
     workers = serve("--workers", "2")
+    workers.clients_on_each_worker()  # each serves, so the supervisor has its "serving" note
     for pid in workers.pids:
         _kill(pid)
     restarted = [int(workers.wait_for(r"worker \d+ started: pid (\d+)", count=n).group(1)) for n in (3, 4)]
@@ -29,6 +30,7 @@ def test_a_worker_failing_to_start_beside_one_that_serves_is_restarted_for_as_lo
         f"        if os.path.exists({str(flag)!r}):\n            raise RuntimeError('crashing')\n"
         "        super().__init__()\n")
     workers = serve("--workers", "2", "--service", "flaky_service:Handler", "--path", str(tmp_path))
+    workers.clients_on_each_worker()  # each serves, so the supervisor has its "serving" note
     flag.touch()
     os.kill(workers.pids[0], signal.SIGKILL)
     # the kill, then three failed starts: each restarted
@@ -38,3 +40,19 @@ def test_a_worker_failing_to_start_beside_one_that_serves_is_restarted_for_as_lo
     assert not workers.matches("no worker can serve")
     assert workers.connect().echo("the other worker") == "the other worker"
     assert workers.stop() == 0
+
+
+def test_a_service_whose_workers_can_no_longer_start_gives_up_after_three_failed_starts(serve, tmp_path):
+    flag = tmp_path / "crash"
+    (tmp_path / "flaky_service.py").write_text(
+        "import os\nfrom thrift_handshake.demo import HandshakeHandler\n"
+        "class Handler(HandshakeHandler):\n    def __init__(self):\n"
+        f"        if os.path.exists({str(flag)!r}):\n            raise RuntimeError('crashing')\n"
+        "        super().__init__()\n")
+    workers = serve("--workers", "2", "--service", "flaky_service:Handler", "--path", str(tmp_path))
+    workers.clients_on_each_worker()  # each serves, so the supervisor has its "serving" note
+    flag.touch()
+    for pid in workers.pids:
+        _kill(pid)
+    assert workers.process.wait(30) == 1
+    assert workers.matches(r"no worker can serve: 3 starts failed in a row")
