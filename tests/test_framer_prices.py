@@ -111,3 +111,22 @@ def test_head_shows_the_first_bytes_of_the_message_not_yet_whole():
     assert framer.feed(first + second[:10]) == [first]
     assert framer.head(6) == second[:6]
     assert framer.head(100) == second[:10]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_container_whose_elements_cannot_fit_is_refused_from_its_header_before_they_arrive(protocol):
+    def many_strings(out: TProtocolBase) -> None:
+        out.writeStructBegin("args")
+        out.writeFieldBegin("blobs", TType.LIST, 1)
+        out.writeListBegin(TType.STRING, 10_000)  # at least 33 bytes each decoded: over 100 000
+        for _ in range(10_000):
+            out.writeBinary(b"")
+        out.writeListEnd()
+        out.writeFieldEnd()
+        out.writeFieldStop()
+        out.writeStructEnd()
+    message, body = _call(protocol, many_strings)
+    header_end = len(message) - len(body) + 3 + (4 if protocol == "binary" else 2)  # the list's header
+    framer = MessageFramer(Wire(protocol), FramerLimits(1 << 20, max_decoded_bytes=100_000))
+    with pytest.raises(DecodedSizeRefused):
+        framer.feed(message[:header_end + 1])
