@@ -53,3 +53,14 @@ def test_a_reply_of_an_unknown_type_is_not_blamed_on_the_reply_limits():
 def test_a_client_of_several_endpoints_starts_at_the_first():
     client = Client(Endpoints([("127.0.0.1", 9101), ("127.0.0.2", 9102)]), service=HandshakeService)
     assert (client.host, client.port) == ("127.0.0.1", 9101)
+
+
+@pytest.mark.parametrize("message_type", [1, 4], ids=["CALL", "ONEWAY"])
+def test_an_answer_that_is_a_call_or_one_way_is_not_taken_as_the_reply(message_type):
+    def calls_back(connection: socket.socket) -> None:
+        name = b"hello"
+        connection.sendall(struct.pack("!iI", -2147418112 | message_type, len(name)) + name
+                           + struct.pack("!ib", 1, 0))
+        connection.recv(16)
+    message = _hello_failure(calls_back)
+    assert f"the answer to hello has message type {message_type}, not a reply (2) or an exception (3)" in message
