@@ -13,7 +13,7 @@ Peers, in the same rounds and table (``pip install -e '.[bench]'``): thriftpy2's
 server (it cannot overlap calls on one connection, so N in flight are N connections), and grpc.aio with N in
 flight on one channel to a grpc.aio server in its own process (``bench.servers grpc-aio``; echo only).
 
-    .venv/bin/python bench/aio_client.py [--seconds 0.5] [--rounds 5] [--op echo|process] [--delay 0.001]
+    .venv/bin/python -m bench.aio_client [--seconds 0.5] [--rounds 5] [--op echo|process] [--delay 0.001]
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Deque, Dict, List, Tuple
 
-from client_overhead import REQUEST, TEXT, rate, start_server
+from bench.client_overhead import REQUEST, TEXT, rate, start_server
 
 from thrift_handshake import AsyncClient, Client
 from thrift_handshake_gen import HandshakeService
@@ -100,8 +100,8 @@ async def relay(target: int, delay: float) -> None:
 
 
 def start_relay(target: int, delay: float) -> "Tuple[subprocess.Popen, int]":
-    process = subprocess.Popen([sys.executable, __file__, "--relay-to", str(target), "--delay", str(delay)],
-                               stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen([sys.executable, "-m", "bench.aio_client", "--relay-to", str(target), "--delay", str(delay)],
+                               stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)
     assert process.stdout is not None
     return process, int(process.stdout.readline())
 
@@ -112,7 +112,7 @@ async def thriftpy2_round(port: int, op: str, seconds: float) -> Dict[int, float
     hello, as the server asks)."""
     from thriftpy2.contrib.aio.rpc import make_client
 
-    from payloads import load_thriftpy2
+    from bench.payloads import load_thriftpy2
 
     module = load_thriftpy2()
     request = module.Request(request_id="bench", payload="p" * 64, work_ms=0, headers=dict(REQUEST.headers))
@@ -152,7 +152,7 @@ async def grpc_round(port: int, seconds: float) -> Dict[int, float]:
     """grpc.aio: N in flight on one channel (HTTP/2 streams on one connection) to a grpc.aio server."""
     import grpc
 
-    from payloads import load_grpc
+    from bench.payloads import load_grpc
 
     pb, pb_grpc = load_grpc()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -181,7 +181,7 @@ def measure(port: int, grpc_port: int, args: argparse.Namespace) -> Dict[str, Li
     with Client("127.0.0.1", port, service=HandshakeService) as client:
         call = (lambda: client.echo(TEXT)) if args.op == "echo" else (lambda: client.process(REQUEST))
         for _ in range(args.rounds):
-            results["threaded, sequential"].append(rate(call, args.seconds))
+            results["threaded, sequential"].append(rate(call, args.seconds)[0])  # calls/s (and CPU per call, unused)
             for n, measured in asyncio.run(async_round(port, args.op, args.seconds)).items():
                 results[f"async, {n} in flight"].append(measured)
             for n, measured in asyncio.run(thriftpy2_round(port, args.op, args.seconds)).items():

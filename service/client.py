@@ -34,7 +34,7 @@ from .client_core import (ClientBase, broken_error, client_hello, idle_limit, ne
                           peer_name, reconnect_asked, refusal_error, server_notice, with_inner_cause)
 from .client_methods import ServiceMethods, checker_of
 from .interceptors import ClientCall, Outcome
-from .tracing import TRACEPARENT_HEADER
+from .tracing import carry_trace
 from .errors import (
     ArgumentError,
     ConnectError,
@@ -444,7 +444,7 @@ class Client(ClientBase, ServiceMethods):
             self._record_failure(call, refused)
             raise refused
         if call.traceparent is not None:  # an interceptor's (tracing.ClientTracing)
-            self._carry_trace(name, args, call.traceparent)
+            carry_trace(self._transport, name, args, call.traceparent)
         self._stub._seqid = seqid  # the generated send_<name> writes it; the reply must echo it
         out_before = sock.bytes_out
         deadline = sock.begin_exchange(timeout)  # the timeout bounds the exchange, not the hooks before it
@@ -465,14 +465,6 @@ class Client(ClientBase, ServiceMethods):
             raise
         return _Sent(name, phase, receive, seqid, start, time.perf_counter(), sock.bytes_out - out_before,
                      sock.bytes_in, deadline, call)
-
-    def _carry_trace(self, name: str, args: Tuple[Any, ...], traceparent: str) -> None:
-        """Puts the call's trace context on the request: a THeader header, and hello's own field."""
-        set_header = getattr(self._transport, "set_header", None)  # THeader: per message
-        if set_header is not None:
-            set_header(TRACEPARENT_HEADER, traceparent.encode("ascii"))
-        if name == "hello" and args and hasattr(args[0], "traceparent"):
-            args[0].traceparent = traceparent
 
     def _record_sent(self, sent: _Sent) -> None:
         """The record of a request whose reply is not read (oneway, or goodbye without waiting)."""

@@ -21,13 +21,13 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 from .interceptors import Call, Interceptor, Outcome
 from .metrics import UNKNOWN_METHOD
 from .session import bound_session
 
-__all__ = ["ClientTracing", "ServerTracing", "TraceParent", "current_trace", "opentelemetry_available",
+__all__ = ["ClientTracing", "ServerTracing", "TraceParent", "carry_trace", "current_trace", "opentelemetry_available",
            "parse_traceparent", "TRACEPARENT_HEADER"]
 
 #: The THeader header (and W3C HTTP header) that carries the trace context.
@@ -81,6 +81,16 @@ def parse_traceparent(value: Any) -> Optional[TraceParent]:
     if version == "ff" or (version == "00" and rest) or trace_id == _ZERO_TRACE or parent_id == _ZERO_SPAN:
         return None
     return TraceParent(trace_id, parent_id, flags)
+
+
+def carry_trace(transport: Any, name: str, args: Tuple[Any, ...], traceparent: str) -> None:
+    """Puts a request's trace context where the peer reads it: a header of its message when ``transport``
+    takes headers (THeader, HTTP), and hello's own field (``ClientHello.traceparent``) on every wire."""
+    set_header = getattr(transport, "set_header", None)  # per message: THeader clears it once flushed
+    if set_header is not None:
+        set_header(TRACEPARENT_HEADER, traceparent.encode("ascii"))
+    if name == "hello" and args and hasattr(args[0], "traceparent"):
+        args[0].traceparent = traceparent
 
 
 def current_trace() -> Optional[TraceParent]:

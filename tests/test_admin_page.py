@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
-import subprocess
 import urllib.error
 import urllib.request
 from typing import Any, Dict
@@ -18,6 +16,7 @@ from thrift_handshake.admin import AdminEndpoint, PrometheusMetrics, RecentCalls
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.ttypes import InvalidRequest, Request
 
+from browser import browse
 from conftest import eventually
 
 
@@ -77,20 +76,6 @@ def test_with_a_token_a_browser_s_password_or_a_bearer_token_opens_it(start_serv
             assert refused.value.headers["WWW-Authenticate"].startswith("Basic realm=")
 
 
-def _chromium() -> str:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert browser, "Chromium is needed (scripts/test installs Debian's chromium as root)"
-    return browser
-
-
-def _browse(url: str, *flags: str) -> str:
-    done = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                           "--virtual-time-budget=3000", *flags, url],
-                          capture_output=True, text=True, timeout=90)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
-
-
 def test_a_real_browser_draws_the_page_and_keeps_it_live(admin, tmp_path):
     server, endpoint = admin
     for name in ("first", "second"):
@@ -100,9 +85,9 @@ def test_a_real_browser_draws_the_page_and_keeps_it_live(admin, tmp_path):
     staying.connect()
     staying.echo("x")
     try:
-        dom = _browse(endpoint.base_url, "--dump-dom")
+        dom = browse(endpoint.base_url, "--dump-dom")
         shot = tmp_path / "admin.png"
-        _browse(endpoint.base_url, "--window-size=1100,800", f"--screenshot={shot}")
+        browse(endpoint.base_url, "--window-size=1100,800", f"--screenshot={shot}")
     finally:
         staying.close()
     assert "<td>still-here</td><td>python</td>" in dom.replace('<td class="num">', "<td>")

@@ -1,5 +1,5 @@
 """The asyncio benches print their peers' rows in the same run (issue 14): thriftpy2's aio client and
-grpc.aio beside the AsyncClient (bench/aio_client.py), thriftpy2's aio server beside ours
+grpc.aio beside the AsyncClient (`python -m bench.aio_client`), thriftpy2's aio server beside ours
 (bench/aio_server.py). A smoke test of the benches, not of speed: every row has a positive figure."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def _positive(output: str, label: str, before: int = 0) -> int:
 
 def test_the_async_client_bench_prints_thriftpy2_and_grpc_aio_beside_it() -> None:
     _bench_extra()
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "aio_client.py"), "--seconds", "0.05", "--rounds", "1"],
+    done = subprocess.run([sys.executable, "-m", "bench.aio_client", "--seconds", "0.05", "--rounds", "1"],
                           cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
     assert done.returncode == 0, done.stderr[-3000:]
     for label in ("threaded, sequential", "async, 16 in flight", "thriftpy2 aio, 16 conns", "grpc.aio, 16 in flight"):

@@ -29,6 +29,7 @@ import test_fairness_between_hosts
 from conftest import eventually
 from server_process import memory_kib, read_log_until, serve_subprocess
 from serving import listening_endpoint
+from on_asyncio import server, start_server  # noqa: F401 (fixtures: the threaded tests on the asyncio server)
 from test_async_server import event_loop_thread, loop_factory, start_async  # noqa: F401 (fixtures)
 from test_fairness_between_hosts import (  # noqa: F401 (run here against the asyncio server)
     test_a_client_pausing_before_hello_is_not_evicted_by_a_flood_of_silent_sockets,
@@ -55,17 +56,6 @@ from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.session.ttypes import ClientHello
 
 ASYNC_LOG = "thrift_handshake.aio"
-
-
-@pytest.fixture
-def start_server(start_async):  # noqa: F811
-    """The threaded tests' ``start_server(handler=None, demo=None, **config)``, on the asyncio server."""
-    return start_async
-
-
-@pytest.fixture
-def server(start_async) -> AsyncHandshakeServer:  # noqa: F811
-    return start_async()
 
 
 @pytest.fixture(autouse=True)

@@ -283,8 +283,9 @@ def test_more_than_the_handshake_budget_before_hello_is_refused(start_async):
     assert b"cannot decode the echo request: more than 1024 bytes before hello() succeeded" in answer
 
 
-def test_an_http_client_is_answered_in_http(aserver, caplog):
-    answer = exchange(aserver.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+def test_an_http_client_of_a_one_wire_server_is_answered_in_http(start_async, caplog):  # (served: test_aio_http.py)
+    server = start_async(detect_wire=False)
+    answer = exchange(server.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n")
     assert b"This is a Thrift server (thrift-handshake), not an HTTP server: the client speaks HTTP" in answer
     assert eventually(lambda: "refused peer=127.0.0.1:" in caplog.text)

@@ -10,7 +10,7 @@ from typing import Callable, List
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from thrift.protocol import TBinaryProtocol, TCompactProtocol, THeaderProtocol
+from thrift.protocol import TBinaryProtocol, TCompactProtocol, THeaderProtocol, TJSONProtocol
 from thrift.protocol.TProtocol import TProtocolBase, TProtocolException
 from thrift.Thrift import TApplicationException, TMessageType, TType
 from thrift.transport import THeaderTransport, TTransport
@@ -61,6 +61,8 @@ def _protocol(wire: Wire, trans: TTransport.TTransportBase) -> TProtocolBase:
         transport = THeaderTransport.THeaderTransport(trans, _HEADERS_ONLY, _HEADER_IDS[wire.protocol])
         return THeaderProtocol.THeaderProtocol(transport, _HEADERS_ONLY, _HEADER_IDS[wire.protocol])
     transport = TTransport.TFramedTransport(trans) if wire.transport == "framed" else trans
+    if wire.protocol == "json":  # (test_json_framer.py)
+        return TJSONProtocol.TJSONProtocol(transport)
     if wire.protocol == "compact":
         return TCompactProtocol.TCompactProtocol(transport)
     return TBinaryProtocol.TBinaryProtocol(transport)
@@ -139,7 +141,11 @@ def test_the_framer_cuts_a_stream_where_thrifts_decoder_does(wire):
 
 @pytest.mark.parametrize("wire", WIRES, ids=str)
 def test_a_stream_split_at_any_byte_gives_the_same_messages(wire):
-    messages = _messages(wire)
+    assert_split_anywhere(wire, _messages(wire))
+
+
+def assert_split_anywhere(wire: Wire, messages: List[bytes]) -> None:
+    """The stream of ``messages`` fed in two parts, cut at every byte, gives ``messages``."""
     stream = b"".join(messages)
     for offset in range(len(stream) + 1):
         framer = MessageFramer(wire, LIMITS)
@@ -482,8 +488,13 @@ def test_a_refused_stream_stays_refused():
 @given(wire=st.sampled_from(WIRES), data=st.binary(max_size=200), cut=st.integers(min_value=0, max_value=200))
 def test_garbage_is_refused_with_the_wires_errors_or_awaited(wire, data, cut):
     """Any bytes: whole messages that are prefixes of the input, more awaited, or a wire error."""
-    framer = MessageFramer(wire, FramerLimits(4096, max_container_items=50))
-    stream = _messages(wire)[3] + data  # a real message, then garbage
+    assert_prefixes_or_refused(MessageFramer(wire, FramerLimits(4096, max_container_items=50)),
+                               _messages(wire)[3] + data, cut)  # a real message, then garbage
+
+
+def assert_prefixes_or_refused(framer: MessageFramer, stream: bytes, cut: int) -> None:
+    """``stream`` fed in two parts cut at ``cut``: whole messages that are its prefixes, the rest pending,
+    or a wire error (never another exception)."""
     try:
         messages = framer.feed(stream[:cut]) + framer.feed(stream[cut:])
     except (TProtocolException, TTransportException):

@@ -60,11 +60,17 @@ def test_http_origin_flag() -> None:
         assert preflight(port, "http://app.example:8081").status == 403
 
 
-def test_the_asyncio_server_refuses_json_and_http_with_why() -> None:
+def test_the_asyncio_server_serves_json_and_http() -> None:
     with serving("--asyncio") as (port, _):
         json_tcp = cli("call", "--port", str(port), "--protocol", "json", "echo", '"x"')
-        over_http = cli("call", "--port", str(port), "--transport", "http", "--protocol", "json", "echo", '"x"')
-    assert json_tcp.returncode == 1
-    assert "the client speaks buffered json" in json_tcp.stderr
-    assert over_http.returncode == 1
-    assert "HTTP 400" in over_http.stderr and "the client speaks HTTP" in over_http.stderr
+        over_http = cli("call", "--port", str(port), "--transport", "http", "--protocol", "json", "echo", '"y"')
+    assert (json_tcp.returncode, json_tcp.stdout) == (0, '"x"\n'), json_tcp.stderr
+    assert (over_http.returncode, over_http.stdout) == (0, '"y"\n'), over_http.stderr
+
+
+def test_the_admin_page_may_call_the_asyncio_servers_port() -> None:
+    with serving("--asyncio", "--metrics-port", "0") as (port, log):
+        origin = admin_origin(log)
+        allowed = preflight(port, origin)
+        assert (allowed.status, allowed.getheader("Access-Control-Allow-Origin")) == (204, origin)
+        assert preflight(port, "http://127.0.0.1:1").status == 403

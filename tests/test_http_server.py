@@ -343,20 +343,6 @@ def test_a_client_uploading_a_body_over_the_limit_reads_its_413(start_server) ->
         conn.close()
 
 
-@pytest.mark.parametrize("wire", [Wire(transport="http", protocol="json"), Wire(transport="http"),
-                                  Wire(protocol="json")], ids=str)
-def test_the_async_client_refuses_json_and_http_before_connecting(wire: Wire) -> None:
-    import asyncio
-
-    from thrift_handshake.aio import AsyncClient
-
-    async def connect() -> None:
-        await AsyncClient("127.0.0.1", 9, ClientOptions(wire=wire), service=HandshakeService).connect()
-
-    with pytest.raises(ValueError, match="JSON and HTTP are served and spoken by the threaded server and Client"):
-        asyncio.run(connect())
-
-
 def test_https_on_the_tls_port(start_server) -> None:
     """TLS first, then Thrift over HTTP inside it (https), from this client and from Apache's THttpClient."""
     import ssl

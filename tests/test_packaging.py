@@ -79,7 +79,8 @@ def test_the_wheel_carries_every_package_the_idl_and_the_type_markers(installed)
         assert f"{package.rstrip('/')}/__init__.py" in names, f"{folder} is not in the wheel"
     for name in ("thrift_handshake/idl/session.thrift", "thrift_handshake/idl/handshake.thrift",
                  "thrift_handshake/py.typed", "thrift_handshake_gen/py.typed", "thrift_handshake/demo/__init__.py",
-                 "thrift_handshake_gen/handshake.xml"):
+                 "thrift_handshake_gen/handshake.xml", "thrift_handshake/admin/static/runit.html",
+                 "thrift_handshake/admin/static/runit.css", "thrift_handshake/admin/static/runit.js"):
         assert name in names, name
 
 

@@ -1,5 +1,6 @@
 """The admin HTTP endpoint, on its own port (loopback by default): ``/metrics`` in Prometheus' text format,
-``/`` the admin page, ``/admin/state.json`` what the page shows. Read-only: GET only."""
+``/`` the admin page, ``/admin/state.json`` what the page shows, ``/admin/static/`` and ``/admin/js/`` the
+"run it" panel's files. Read-only: GET only."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from .page import PAGE, admin_state
 from .multiprocess import SummedMetrics
 from .prometheus import PrometheusMetrics
 from .recent import RecentCalls
+from .runit import runit_target, static_file
 
 __all__ = ["AdminEndpoint"]
 
@@ -157,7 +159,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(200, PAGE.encode(), "text/html; charset=utf-8")
         elif path == "/admin/state.json":
             state = admin_state(endpoint.metrics, endpoint.recent)
+            state["runit"] = runit_target(endpoint.metrics.servers())
             self._answer(200, json.dumps(state).encode(), "application/json")
+        elif (found := static_file(path)) is not None:
+            self._answer(found.status, found.body, found.content_type)
         else:
             self._answer(404, b"not found: the page is at /, the metrics at /metrics\n", "text/plain; charset=utf-8")
 

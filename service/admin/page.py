@@ -66,11 +66,13 @@ PAGE = """<!doctype html>
  .bar { position: absolute; top: 2px; height: 14px; min-width: 3px; border-radius: 2px; }
  .hello { background: #3b78c2; } .goodbye { background: #888; } .call { background: #3a9a5b; }
  .error { background: #c23b3b; } .legend span { display: inline-block; width: 12px; height: 12px; margin: 0 4px 0 12px; }
-</style></head>
+</style>
+<link rel="stylesheet" href="admin/static/runit.css"></head>
 <body>
 <h1>thrift-handshake <span id="service" class="muted"></span></h1>
 <div id="summary" class="muted">loading...</div>
 <div id="updated" class="muted" data-refreshes="0"></div>
+<section id="runit"></section>
 <h2>Connections now</h2>
 <table id="connections"><thead><tr><th>peer</th><th>phase</th><th>client</th><th>language</th><th>version</th>
 <th class="num">age (s)</th><th class="num">calls</th><th>session</th></tr></thead><tbody></tbody></table>
@@ -111,7 +113,9 @@ function timelines(recent) {
 }
 async function refresh() {
   try {
-    const state = await (await fetch("admin/state.json", {cache: "no-store"})).json();
+    // by absolute URL: a relative one inherits user:token@ from the page's, and fetch refuses those
+    const state = await (await fetch(new URL("admin/state.json", location.origin + location.pathname),
+                                     {cache: "no-store"})).json();
     const server = state.servers[0] || {};
     document.getElementById("service").textContent = (server.service || "") + " on " + (server.address || "");
     document.getElementById("summary").textContent = "sessions " + server.sessions_active + ", connections " +
@@ -129,5 +133,6 @@ async function refresh() {
 }
 refresh(); setInterval(refresh, 1000);
 </script>
+<script src="admin/static/runit.js"></script>
 </body></html>
 """

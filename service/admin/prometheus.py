@@ -91,7 +91,7 @@ class PrometheusMetrics(Interceptor):
         gauges: Dict[str, Tuple[str, float]] = {}
         totals = [0, 0, 0, 0, 0, 0]
         for server in self.servers():
-            connection_phases = getattr(server, "connection_phases", None)  # not yet on the asyncio server
+            connection_phases = getattr(server, "connection_phases", None)  # (a server without it: none)
             for phase, count in ({} if connection_phases is None else connection_phases()).items():
                 by_phase[phase] = by_phase.get(phase, 0) + count
             metrics = server.metrics

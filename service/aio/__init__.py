@@ -4,7 +4,7 @@
 client rules, timeline and interceptors as ``Client``). ``AsyncHandshakeServer``: the same gate,
 session, limits and answers as ``HandshakeServer`` on an event loop; coroutine handlers are awaited
 without a thread. Both reuse the sans-IO pieces unchanged (``states``, ``wire.MessageFramer``, the wire's
-factories, ``interceptors``).
+factories, ``interceptors``, and over HTTP ``wire.http``'s parsers with ``wire.http_server``'s transport).
 """
 
 import asyncio

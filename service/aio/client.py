@@ -80,7 +80,7 @@ class AsyncClient(ClientBase, ServiceMethods):
         self.farewell: Optional[Farewell] = None
         self._stream: Optional[ReplyStream] = None
         self._codec = MessageCodec(service, self.options.wire, self.options.max_reply_bytes,
-                                   self.options.max_reply_items, self.options.multiplexed)
+                                   self.options.max_reply_items, self.options.multiplexed, f"{self.host}:{self.port}")
         self._inflight = InFlight(self._epoch, self._chain)
         self._replies = 0  # replies read on this connection (a refusal answers the first)
         self._behind = WrittenBehind()  # one-way calls the server may not have read (see ``behind``)
@@ -378,7 +378,7 @@ class AsyncClient(ClientBase, ServiceMethods):
             self._inflight.failed(call, refused)
             raise refused
         try:
-            data = self._codec.encode(call.method, args, call.seqid)
+            data = self._codec.encode(call.method, args, call.seqid, call.traceparent)  # (tracing.ClientTracing's)
         except Exception as error:  # nothing was written: the connection stays usable
             self._inflight.failed(call, error)
             raise RequestEncodingError(f"{call.method}: cannot encode the arguments: {error}") from error

@@ -20,7 +20,9 @@ from ..client_methods import checker_of
 from ..config import Wire
 from ..errors import ArgumentError
 from ..multiplex import name_requests
+from ..tracing import carry_trace
 from ..wire import protocol_factory, transport_factory
+from ..wire.http_client import HttpClientTransport
 
 __all__ = ["MessageCodec"]
 
@@ -60,12 +62,16 @@ class MessageCodec:
     named ``multiplexed:method`` when ``multiplexed`` names the service on a port hosting several."""
 
     def __init__(self, service: ModuleType, wire: Wire, max_reply_bytes: int, max_reply_items: int,
-                 multiplexed: Optional[str] = None) -> None:
+                 multiplexed: Optional[str] = None, http_host: str = "") -> None:
         self.service = service
         self._memory = _Memory()
-        transports = transport_factory(wire, max_reply_bytes)
         protocols = protocol_factory(wire, max_reply_bytes, max_reply_items)
-        self._out_transport = transports.getTransport(self._memory)
+        if wire.transport == "http":  # a POST out (to ``http_host``); a reply is a response's whole body
+            self._out_transport: Any = HttpClientTransport(self._memory, http_host, wire.protocol, max_reply_bytes)
+            transports = transport_factory(Wire(protocol=wire.protocol, transport="buffered"), max_reply_bytes)
+        else:
+            transports = transport_factory(wire, max_reply_bytes)
+            self._out_transport = transports.getTransport(self._memory)
         writer = protocols.getProtocol(self._out_transport)
         if multiplexed is not None:  # requests go out as NAME:method (TMultiplexedProtocol's names)
             name_requests(writer, multiplexed)
@@ -90,10 +96,13 @@ class MessageCodec:
         """Raises RequestEncodingError for arguments that do not fit the IDL (nothing is encoded)."""
         checker_of(self.service, name)(args)
 
-    def encode(self, name: str, args: Tuple[Any, ...], seqid: int) -> bytes:
-        """The request as it goes on the wire (a frame for framed and THeader)."""
+    def encode(self, name: str, args: Tuple[Any, ...], seqid: int, traceparent: Optional[str] = None) -> bytes:
+        """The request as it goes on the wire (a frame for framed and THeader), carrying ``traceparent``
+        where the wire can (``tracing.carry_trace``)."""
         self._stub._seqid = seqid  # the generated send_<name> writes it
         try:
+            if traceparent is not None:
+                carry_trace(self._out_transport, name, args, traceparent)
             getattr(self._stub, "send_" + name)(*args)
         except BaseException:
             self._out_transport.discard_unflushed()

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import socket
 import time
-from typing import Any, Optional, Tuple
+from typing import Any, Collection, Optional, Tuple
 
 from thrift.protocol.TProtocol import TProtocolException
 from thrift.Thrift import TApplicationException
@@ -23,13 +24,16 @@ from ..config import ServerConfig, Wire
 from ..gate import ConnectionState, SessionClosed, SessionProcessor
 from ..peerlog import WarningBudget, clip_for_log
 from ..server.answers import Answers
+from ..server.connection import ConnectionInfo
 from ..server.server import DRAINING_TOLD
 from ..server.outcome import Ending, Outcome, bad_input, closing_outcome, transport_outcome
 from ..session import Session, SessionListener, bind_task_session
-from ..states import ConnectionEvent
+from ..states import ConnectionEvent, ConnectionPhase
 from ..wire import (SNIFF_BYTES, AnswerableReadError, BudgetExceeded, Dialect, DialectKind, FramerLimits,
-                    MessageFramer, header_protocol, server_stack, sniff, write_application_exception)
+                    MessageFramer, NoMessageYet, header_protocol, server_stack, sniff, write_application_exception)
+from ..wire.http import HttpLimits
 from .compressed import DeflatingWriter, InflatingReader
+from .http import HttpPipe, HttpRequestFramer, http_memory_stack
 from .pipe import MemoryPipe
 from .opening import READ_CHUNK, Stream, refuse, send_last
 
@@ -72,6 +76,34 @@ class AsyncConnection(SessionListener):
         self._stalled_since: Optional[float] = None  # time.monotonic() since a read waits for a message's rest
         self._heard = False  # the peer has sent something
         self._stack: Optional[Tuple[Any, Any, Any]] = None  # transport, protocol, pipe once the dialect is known
+        self.sock: Optional[socket.socket] = None  # the accepted socket (the kernel counts its bytes)
+        #: Browser origins allowed to call over HTTP (CORS): the server's set, read at each request.
+        self.http_origins: Collection[str] = config.http_origins
+
+    # -- what an observer sees (read from other threads: the admin endpoint's) --------------------
+
+    @property
+    def phase(self) -> ConnectionPhase:
+        """Where the connection is, in the threaded server's words (``states.ConnectionPhase``)."""
+        if self.closing:
+            return ConnectionPhase.CLOSING
+        if not self._heard:
+            return ConnectionPhase.ACCEPTED
+        state = self.state
+        if state is None:
+            return ConnectionPhase.STARTING
+        if self._between_messages and state.in_flight is None:
+            return ConnectionPhase.WAITING
+        return ConnectionPhase.SERVING
+
+    def info(self, now: float) -> ConnectionInfo:
+        """The connection as an observer sees it at ``now`` (the loop's time)."""
+        state = self.state
+        context = None if state is None else state.context
+        calls = 0 if state is None else sum(dict(state.counters.calls).values())
+        return ConnectionInfo(self.peer, self.phase.value, max(now - self.accepted_at, 0.0),
+                              context and context.session_id, context and context.client_name,
+                              context and context.language, context and context.version, calls)
 
     # -- the session's listener -----------------------------------------------------------------
 
@@ -201,11 +233,14 @@ class AsyncConnection(SessionListener):
                              self._limits)
                 return None
             transport, protocol, pipe = self._stack = stack
+            if isinstance(pipe, HttpPipe):
+                pipe.sink = stream[1].write
             self.state = self._processor.connection(protocol, self.peer, identity or None, listener=self)
             bind_task_session(self.state.context)  # this task's calls, and the pool threads that run them
             if self._stopping:
                 return _STOPPING
-            framer = MessageFramer(framer_wire, FramerLimits.of(self._limits))
+            framer: Any = (HttpRequestFramer(HttpLimits(max_body_bytes=self._limits.max_message_bytes))
+                           if framer_wire.transport == "http" else MessageFramer(framer_wire, FramerLimits.of(self._limits)))
             ending = await self._serve(reader, writer, framer, received, transport, protocol, pipe)
         except asyncio.CancelledError:
             if not (self._stopping or self._evicted):
@@ -263,12 +298,13 @@ class AsyncConnection(SessionListener):
         config, limits = self.config, self._limits
         served = config.wire
         pipe = MemoryPipe()
-        if dialect is not None and dialect.kind is DialectKind.THRIFT and dialect.wire.protocol != "json":
-            # JSON is served by the threaded server only (MessageFramer does not walk it yet)
+        if dialect is not None and dialect.kind is DialectKind.THRIFT:
             wire = dataclasses.replace(served, protocol=dialect.wire.protocol, transport=dialect.wire.transport)
             if wire == served or config.detect_wire:
                 transport, protocol = server_stack(wire, pipe, limits.max_message_bytes, limits.max_container_items)
                 return (transport, protocol, pipe), wire
+        if dialect is not None and dialect.kind is DialectKind.HTTP and config.detect_wire and not self._zlib:
+            return http_memory_stack(config, self.http_origins), Wire(transport="http")
         if dialect is not None and dialect.kind in (DialectKind.HEADER, DialectKind.FRAMED_HEADER) and (
                 config.detect_wire or served.transport == "header"):
             protocol = header_protocol(pipe, limits.max_message_bytes, limits.max_container_items,
@@ -278,8 +314,8 @@ class AsyncConnection(SessionListener):
 
     def _speaks(self) -> str:
         if self.config.detect_wire:
-            return ("Thrift binary or compact, buffered or framed, or THeader (framed or not), each also inside "
-                    "TZlibTransport")
+            return ("Thrift binary, compact or JSON, buffered or framed, or THeader (framed or not), each also "
+                    "inside TZlibTransport, or Thrift over HTTP (POST, JSON, binary or compact)")
         return f"Thrift {self.config.wire.transport} {self.config.wire.protocol}"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, framer: MessageFramer,
@@ -298,6 +334,9 @@ class AsyncConnection(SessionListener):
                 message = framer.next_message()
                 data = b""
                 if message is None:
+                    if isinstance(framer, HttpRequestFramer) and framer.interim:  # 100 Continue
+                        writer.write(framer.interim)
+                        framer.interim = b""
                     data, ending = await self._more(reader, framer, loop)
                     if ending is not None:
                         return ending
@@ -308,6 +347,11 @@ class AsyncConnection(SessionListener):
             pipe.feed(message)
             try:
                 await self._processor.process_async(protocol, protocol)
+            except NoMessageYet:  # over HTTP: a request that carried no Thrift message (a CORS preflight), answered
+                ending = await self._write(writer, pipe)
+                if ending is not None:
+                    return ending
+                continue
             except SessionClosed:
                 await self._write(writer, pipe)
                 return "closed", state.session.close_reason
@@ -324,11 +368,16 @@ class AsyncConnection(SessionListener):
                 Answers.send_exception(state, protocol, TApplicationException.INTERNAL_ERROR,
                                        f"the server could not encode the {name} reply")
                 state.end()
+            if isinstance(framer, HttpRequestFramer):
+                transport.keep_unread_input()  # a request its message left unanswered (one-way) gets its 200 now
             ending = await self._write(writer, pipe)
             if ending is not None:
                 return ending
             if state.closing:
                 return _STOPPING
+            if isinstance(framer, HttpRequestFramer) and not transport.request.keep_alive:  # answered, then closed
+                error = TTransportException(TTransportException.END_OF_FILE, "the HTTP client asked to close")
+                return transport_outcome(self._ending(False), error)
 
     async def _more(self, reader: asyncio.StreamReader, framer: MessageFramer,
                     loop: asyncio.AbstractEventLoop) -> Tuple[bytes, Optional[Outcome]]:
@@ -414,10 +463,9 @@ class AsyncConnection(SessionListener):
     async def _write(self, writer: asyncio.StreamWriter, pipe: Any) -> Optional[Outcome]:
         """Writes what the gate answered; the peer has ``reply_timeout`` to take it."""
         data = pipe.take_output()
-        if not data:
-            return None
-        writer.write(data)
-        if not writer.transport.get_write_buffer_size():  # all sent: no wait (the common case)
+        if data:
+            writer.write(data)
+        if not writer.transport.get_write_buffer_size():  # (HTTP's responses were written as flushed)  # all sent: no wait (the common case)
             return None
         try:
             await self._by(writer.drain(), asyncio.get_running_loop().time() + self._limits.reply_timeout)

@@ -95,8 +95,7 @@ async def refuse(stream: Stream, received: bytes, dialect: Optional[Dialect], ki
     answer_wire = None if dialect is None else dialect.answer_wire
     budget = limits.handshake_max_bytes
     try:
-        # JSON (not served here) is answered from what came with its first bytes: MessageFramer walks no JSON
-        if answer_wire is not None and dialect.kind is not DialectKind.BAD_VERSION and answer_wire.protocol != "json":
+        if answer_wire is not None and dialect.kind is not DialectKind.BAD_VERSION:
             received = await _first_message(reader, received, MessageFramer(answer_wire, FramerLimits(budget)),
                                             deadline)
         pipe = MemoryPipe(received)

@@ -2,7 +2,8 @@
 
 ``ReplyStream`` is the asyncio protocol under ``AsyncClient``: it writes requests back to back
 (pipelined), cuts what arrives into whole messages with ``wire.MessageFramer`` (every wire the client
-speaks: unframed binary and compact by their walk, framed and THeader by their length) and hands each
+speaks: unframed binary, compact and JSON by their walk, framed and THeader by their length; over HTTP
+the bodies of whole responses, ``aio.http.HttpResponseFramer``) and hands each
 one, with the time its first byte arrived, to the client. It counts bytes, keeps the first bytes of a
 reply it could not read (to explain it), and lets writers wait while the kernel's buffer is full.
 """
@@ -13,11 +14,12 @@ import asyncio
 import os
 import socket
 import time
-from typing import Callable, List, Optional
+from typing import Any, Callable, List, Optional
 
 from ..config import ClientOptions
 from ..wire import SNIFF_BYTES, FramerLimits, MessageFramer
 from ..wire.tls import client_tls_context
+from .http import HttpResponseFramer
 
 __all__ = ["ReplyStream"]
 
@@ -38,7 +40,9 @@ class ReplyStream(asyncio.Protocol):
     def __init__(self, options: ClientOptions, on_reply: OnReply, on_end: OnEnd) -> None:
         self._options = options
         # a frame of max_reply_bytes is accepted, as the threaded client's transports accept it
-        self._framer = MessageFramer(options.wire, FramerLimits(options.max_reply_bytes + 4, options.max_reply_items))
+        self._framer: Any = (HttpResponseFramer(options.max_reply_bytes) if options.wire.transport == "http" else
+                             MessageFramer(options.wire, FramerLimits(options.max_reply_bytes + 4,
+                                                                      options.max_reply_items)))
         self._on_reply = on_reply
         self._on_end = on_end
         self.transport: Optional[asyncio.Transport] = None

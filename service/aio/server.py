@@ -36,13 +36,15 @@ from ..pool import WorkerPool
 from ..server.admission import evict_for_another_host, eviction_candidates
 from ..server.handler_errors import install_handler_error_filter
 from ..server.outcome import evicted_as, session_summary
+from ..server.connection import ConnectionInfo
 from ..server.unix import listen_unix, remove_unix
 from ..server.server import session_settings
-from ..states import SESSION_METHODS
+from ..states import SESSION_METHODS, ConnectionPhase
 from ..wire import DialectKind, no_delay, server_tls_context, sniff
+from ..wire.http import response_bytes
 from .connection import AsyncConnection
 from .handlers import awaiting_processor, pool_offload
-from .opening import open_stream, refuse, READ_CHUNK
+from .opening import open_stream, refuse, send_last, READ_CHUNK
 
 __all__ = ["AsyncHandshakeServer"]
 
@@ -124,6 +126,7 @@ class AsyncHandshakeServer:
         self._stopped: Optional[asyncio.Event] = None
         self._stopping: Optional[asyncio.Task] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._http_origins: Set[str] = set(self.config.http_origins)
         #: With workers (``workers.Supervisor`` sets it): asks the sibling workers to close a connection of
         #: theirs for a newcomer from a host, when this one has nothing to evict; blocks (run off the loop).
         self.ask_siblings: Optional[Callable[[str], bool]] = None
@@ -159,6 +162,23 @@ class AsyncHandshakeServer:
         """Connections accepted and not yet closed (with a session or not)."""
         return len(self._connections)
 
+    def connection_phases(self) -> Dict[str, int]:
+        """How many open connections are in each phase (``states.ConnectionPhase``; every phase named)."""
+        counts = {phase.value: 0 for phase in ConnectionPhase}
+        for connection in list(self._connections):  # (asked from the admin endpoint's threads)
+            counts[connection.phase.value] += 1
+        return counts
+
+    def connections_now(self) -> List[ConnectionInfo]:
+        """The open connections as an observer sees them now, oldest first."""
+        loop = self._loop
+        now = loop.time() if loop is not None else 0.0
+        return [connection.info(now) for connection in list(self._connections)]
+
+    def bytes_now(self) -> Tuple[int, int]:
+        """Bytes received and sent on every connection so far, open or closed (TCP: the kernel's count)."""
+        return self.metrics.bytes_now(connection.sock for connection in list(self._connections))
+
     @property
     def stopping(self) -> bool:
         """Whether a stop was requested."""
@@ -171,6 +191,11 @@ class AsyncHandshakeServer:
     def on_stop(self, callback: Callable[[float], None]) -> None:
         """Registers ``callback(timeout)`` to drain the service's own work when the server stops."""
         self._callbacks.append(callback)
+
+    def allow_http_origin(self, origin: str) -> None:
+        """Lets pages from ``origin`` (``scheme://host:port``) call this server with Thrift over HTTP (CORS),
+        beside ``ServerConfig.http_origins`` (as ``HandshakeServer.allow_http_origin``)."""
+        self._http_origins.add(origin)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -316,6 +341,8 @@ class AsyncHandshakeServer:
                 self._refuse_full(sock, peer, open_now)
                 continue
             connection = AsyncConnection(self.config, self.processor, self._warnings, peer, loop.time())
+            connection.sock = sock
+            connection.http_origins = self._http_origins
             connection.task = self._connections[connection] = loop.create_task(self._serve(connection, sock))
             self.metrics.opened_or_closed(len(self._connections))
             connection.task.add_done_callback(lambda _, c=connection, s=sock: self._never_served(c, s))
@@ -369,8 +396,10 @@ class AsyncHandshakeServer:
     def _never_served(self, connection: AsyncConnection, sock: socket.socket) -> None:
         """A task cancelled (by the stop) before it began: its socket is closed here."""
         if connection in self._connections and not connection.begun:
+            moved = self.metrics.socket_closing(sock)
             del self._connections[connection]
             self.metrics.opened_or_closed(len(self._connections))
+            self.metrics.bytes_closed(moved)
             sock.close()
 
     async def _serve(self, connection: AsyncConnection, sock: socket.socket) -> None:
@@ -393,6 +422,7 @@ class AsyncHandshakeServer:
             if outcome is not None:
                 self._log_end(connection, *outcome)
         finally:
+            moved = self.metrics.socket_closing(sock)
             if writer is not None:
                 writer.close()
             else:
@@ -401,6 +431,7 @@ class AsyncHandshakeServer:
                 connection.state.close()
             del self._connections[connection]
             self.metrics.opened_or_closed(len(self._connections))
+            self.metrics.bytes_closed(moved)  # once it no longer counts among the open ones
 
     def _log_end(self, connection: AsyncConnection, event: str, reason: str) -> None:
         state = connection.state
@@ -430,8 +461,11 @@ class AsyncHandshakeServer:
             async with asyncio.timeout(1.0):
                 first = await stream[0].read(READ_CHUNK)
             dialect = sniff(first) if first else None
-            if dialect is not None and dialect.kind in (DialectKind.THRIFT, DialectKind.HEADER,
-                                                       DialectKind.FRAMED_HEADER):
+            if dialect is not None and dialect.kind is DialectKind.HTTP:  # Thrift over HTTP: a 503
+                await send_last(stream, response_bytes(503, f"{message}\n".encode(), "text/plain; charset=utf-8",
+                                                       keep_alive=False, headers=[("Retry-After", "1")]))
+            elif dialect is not None and dialect.kind in (DialectKind.THRIFT, DialectKind.HEADER,
+                                                         DialectKind.FRAMED_HEADER):
                 await refuse(stream, first, dialect, TApplicationException.INTERNAL_ERROR, message,
                              self.config.limits)
         except (OSError, TimeoutError):

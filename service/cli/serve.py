@@ -290,12 +290,14 @@ class _SummedEndpoint:
 
 def _serve_asyncio(args: argparse.Namespace) -> int:
     """``serve --asyncio``: the asyncio server on uvloop's event loop when installed, else asyncio's."""
-    metrics = _metrics(args)  # /metrics only: the admin page's connection list needs the threaded server's
-    server = _server(args, () if metrics is None else (metrics,), server_class=AsyncHandshakeServer)
+    metrics = _metrics(args)
+    recent = None if metrics is None else RecentCalls()
+    server = _server(args, () if metrics is None else (metrics, recent), server_class=AsyncHandshakeServer)
     endpoint = None
     if metrics is not None:
         metrics.watch(server)
-        endpoint = AdminEndpoint(metrics, args.metrics_host, args.metrics_port, token=server.config.auth_token)
+        endpoint = AdminEndpoint(metrics, args.metrics_host, args.metrics_port, token=server.config.auth_token,
+                                 recent=recent)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -313,6 +315,8 @@ def _serve_asyncio(args: argparse.Namespace) -> int:
                 endpoint.start()
             except OSError as error:
                 raise _listen_error(error, args, args.metrics_host, args.metrics_port, "--metrics-port") from None
+            for origin in admin_origins(endpoint.base_url):  # its page may call this port (the run-it panel)
+                server.allow_http_origin(origin)
         await server.serve()
 
     try:

@@ -4,7 +4,8 @@
 - ``protocols``: binary and compact with strict message headers and read limits; JSON with read limits.
 - ``strict``: strict decoding (UTF-8, typed container elements) with or without the C extension.
 - ``sniff``: the dialect from a connection's first bytes (bytes only, no socket).
-- ``framer``: whether bytes hold a whole message, and its length, under the server's limits (no socket).
+- ``framer``: whether bytes hold a whole message, and its length, under the server's limits (no socket);
+  ``json_framing``: where an unframed JSON message ends.
 - ``sockets`` / ``connection_socket``: deadline sockets of both ends; the server's end with its budgets.
 - ``tls``: TLS contexts and what a TLS failure means.
 - ``http``: HTTP/1.1 requests and responses from bytes (no socket); ``http_server`` / ``http_client``: Thrift over

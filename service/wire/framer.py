@@ -6,7 +6,8 @@ keeps the rest for the next call (or, one at a time: ``receive(data)``, then ``n
 None). Framed and THeader messages are told by their length field (a THeader connection sends
 frames; the headerless messages THeader also detects are not framed here); unframed (buffered)
 binary and compact ones by walking the message header and the struct's field headers and lengths,
-skipping values over the bytes without building them.
+skipping values over the bytes without building them; unframed JSON ones by their brackets
+(``json_framing``: depth and container counts are judged there, the decoded price is not).
 
 The walk resumes where the last call stopped (a pending step is at most one length field or varint
 long), so dripped input costs O(total bytes), not O(bytes squared). A declared length is judged when
@@ -42,6 +43,7 @@ from thrift.transport.TTransport import TTransportException
 
 from ..config import ServerLimits, Wire
 from .errors import BudgetExceeded, DecodedSizeRefused, FrameTooLarge
+from .json_framing import JsonMessageEnd
 from .price import (COMPACT_VARINT_PRICES, LIST_PRICE, MAP_ENTRY_PRICE, MAP_PRICE, SCALAR_PRICES, STRING_PRICE,
                     STRUCT_PRICE, slot_price)
 from .protocols import message_header
@@ -105,10 +107,13 @@ class MessageFramer:
     or header; its protocol: binary or compact, for the unframed walk), refusing what breaks ``limits``."""
 
     def __init__(self, wire: Wire, limits: FramerLimits) -> None:
-        if wire.protocol == "json" or wire.transport == "http":
-            raise ValueError(f"{wire}: messages are cut from binary or compact, buffered, framed or THeader only "
-                             "(JSON and HTTP are served and spoken by the threaded server and Client)")
+        if wire.transport == "http":
+            raise ValueError(f"{wire}: messages are cut from buffered, framed or THeader streams only "
+                             "(HTTP's requests and responses are cut by wire.http's parsers)")
         self.wire = wire
+        #: Unframed JSON: where each message ends (``json_framing``), instead of a walk.
+        self._json = (JsonMessageEnd(limits.max_depth, limits.max_container_items)
+                      if wire.protocol == "json" and wire.transport == "buffered" else None)
         self.limits = limits
         self._buffer = bytearray()
         self._start = 0  # where the message being walked starts in the buffer
@@ -178,6 +183,8 @@ class MessageFramer:
 
     def _advance(self) -> Optional[int]:
         """Walks on as far as the bytes go: the end of the message when it is whole, else None."""
+        if self._json is not None:
+            return self._json_end(self._json)
         buffer = self._buffer
         walk = self._walk
         if walk is None:
@@ -196,6 +203,24 @@ class MessageFramer:
                 self._walk = None
                 return self._position
         return None
+
+    def _json_end(self, scanner: JsonMessageEnd) -> Optional[int]:
+        """``_advance`` for unframed JSON: scans on to the message's closing bracket (the walk in progress
+        is marked by ``_need``: 1 while a message is open)."""
+        buffer = self._buffer
+        if not self._need:
+            if len(buffer) == self._start:
+                return None
+            self._position, self._need = self._start, 1
+            scanner.begin()
+        self._position, whole = scanner.scan(buffer, self._position)
+        if (self._position if whole else len(buffer)) - self._start > self.limits.max_message_bytes:
+            raise BudgetExceeded(TTransportException.SIZE_LIMIT,
+                                 f"a message of more than {self.limits.max_message_bytes} bytes (max_message_bytes)")
+        if not whole:
+            return None
+        self._need = 0
+        return self._position
 
     def _step(self, walk: _Walk, at: Optional[int]) -> int:
         """Hands the walk where its bytes start (None to begin); what it needs next, within the budget."""

@@ -4,14 +4,14 @@ response's body is the reply (as Thrift's THttpClient does, but the connection, 
 from __future__ import annotations
 
 from io import BytesIO
-from typing import Dict
+from typing import Dict, Optional
 
 from thrift.transport import TTransport
 
 from .http import MEDIA_TYPES, HttpError, HttpResponse, ResponseParser, request_bytes
 from .stack import WholeBody
 
-__all__ = ["HttpClientTransport", "HttpStatusError"]
+__all__ = ["HttpClientTransport", "HttpStatusError", "next_response", "reply_of"]
 
 
 class HttpStatusError(TTransport.TTransportException):
@@ -83,26 +83,36 @@ class HttpClientTransport(WholeBody):
         False when none is owed or left."""
         while self._pending:
             self._pending -= 1
-            response = self._receive()
-            if response.status != 200:
-                text = response.body[:300].decode("utf-8", "replace").strip()
-                raise HttpStatusError(response.status,
-                                      f"the server answered HTTP {response.status} {response.reason}: {text}")
-            if response.body:
-                self._rbuf = BytesIO(response.body)
+            body = reply_of(self._receive())
+            if body:
+                self._rbuf = BytesIO(body)
                 return True
         return False
 
     def _receive(self) -> HttpResponse:
         parser = self._parser
         while True:
-            try:
-                response = parser.next_response()
-            except HttpError as error:
-                kind = TTransport.TTransportException.SIZE_LIMIT if error.status == 413 else \
-                    TTransport.TTransportException.UNKNOWN
-                raise TTransport.TTransportException(kind, f"an HTTP response this client cannot read: "
-                                                           f"{error.message}") from None
+            response = next_response(parser)
             if response is not None:
                 return response
             parser.feed(self._sock.read(parser.wanted()))
+
+
+def next_response(parser: ResponseParser) -> Optional[HttpResponse]:
+    """The next whole response ``parser`` holds, or None; TTransportException for one this client cannot read."""
+    try:
+        return parser.next_response()
+    except HttpError as error:
+        kind = TTransport.TTransportException.SIZE_LIMIT if error.status == 413 else \
+            TTransport.TTransportException.UNKNOWN
+        raise TTransport.TTransportException(kind, f"an HTTP response this client cannot read: "
+                                                   f"{error.message}") from None
+
+
+def reply_of(response: HttpResponse) -> bytes:
+    """The Thrift reply a response carries (b"": a one-way call's empty 200); HttpStatusError for a status
+    other than 200."""
+    if response.status != 200:
+        text = response.body[:300].decode("utf-8", "replace").strip()
+        raise HttpStatusError(response.status, f"the server answered HTTP {response.status} {response.reason}: {text}")
+    return response.body

@@ -189,7 +189,11 @@ class HttpServerTransport(WholeBody):
         text = f"{error.status} {error.message}\n\n{_NOT_THRIFT}".encode()
         try:
             self._send(response_bytes(error.status, text, "text/plain; charset=utf-8", False, [*headers, *cors]))
-            discard_input(self._sock.handle)  # so that a peer still sending its body is not reset before it reads
+            discard = getattr(self._sock, "discard_input", None)  # (the asyncio server's memory has its own)
+            if discard is not None:
+                discard()
+            else:
+                discard_input(self._sock.handle)  # so that a peer still sending its body is not reset before it reads
         except (TTransport.TTransportException, OSError):  # the peer is gone: the refusal is still what ends it
             pass
         raise HttpRefused(TTransport.TTransportException.SIZE_LIMIT, f"HTTP {error}") from None
