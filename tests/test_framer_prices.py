@@ -1,5 +1,5 @@
-"""The framer's decoded price of an unframed message, its refusal at ``max_decoded_bytes``, and the
-bytes it shows of a message not yet whole (no sockets)."""
+"""The framer's decoded price of an unframed message, its refusal at ``max_decoded_bytes``, the bytes it
+shows of a message not yet whole, and the wires it does not frame (no sockets)."""
 
 from __future__ import annotations
 
@@ -98,10 +98,10 @@ def test_a_call_priced_at_max_decoded_bytes_passes_and_one_byte_less_refuses_it(
         refusing.feed(message)
 
 
-def test_a_json_wire_is_not_framed_whatever_its_transport():
-    for transport in ("buffered", "framed"):
-        with pytest.raises(ValueError, match="JSON and HTTP"):
-            MessageFramer(Wire("json", transport), FramerLimits(1 << 20))
+def test_an_http_wire_is_not_framed_whatever_its_protocol():
+    for protocol in ("binary", "json"):
+        with pytest.raises(ValueError, match="cut by wire.http's parsers"):
+            MessageFramer(Wire(protocol, "http"), FramerLimits(1 << 20))
 
 
 def test_head_shows_the_first_bytes_of_the_message_not_yet_whole():
