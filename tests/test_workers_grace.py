@@ -14,12 +14,12 @@ from thrift_handshake_gen.ttypes import Request
 
 
 def test_a_call_longer_than_a_third_of_the_grace_period_still_gets_its_answer(serve):
-    """The workers are killed only after the whole grace period (and their time to unwind), not before."""
+    """The workers are killed only after the whole grace period and their time to unwind (3 s), not before."""
     workers = serve("--workers", "2", "--grace", "6")
     client = workers.connect()
     outcome: List[object] = []
     thread = threading.Thread(target=lambda: outcome.append(_try(client.process, Request(request_id="slow",
-                                                                                        work_ms=3500))))
+                                                                                        work_ms=4500))))
     thread.start()
     time.sleep(0.5)  # the call is in flight (ordering only: what is checked is its answer)
     workers.process.send_signal(signal.SIGTERM)
