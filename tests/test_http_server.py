@@ -17,13 +17,13 @@ from thrift.transport import THttpClient, TSocket, TTransport
 
 from conftest import eventually, read_until_closed
 from thrift_handshake import Client, ClientOptions, ServerLimits
-from thrift_handshake.errors import ConnectionBroken
+from thrift_handshake.errors import ConnectionBroken, RemoteApplicationError
 from thrift_handshake.demo import HandshakeHandler
 from thrift_handshake.config import Wire
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.session import SessionService
 from thrift_handshake_gen.session.ttypes import ClientHello
-from thrift_handshake_gen.ttypes import Event
+from thrift_handshake_gen.ttypes import Event, Request
 
 JSON = "application/vnd.apache.thrift.json; charset=utf-8"
 PAGE = "http://127.0.0.1:8000"
@@ -423,3 +423,38 @@ def test_this_clients_trace_context_rides_each_http_request(start_server) -> Non
         assert client.call("echo", "traced") == "traced"
     assert [method for method, _ in seen] == ["hello", "echo", "goodbye"]
     assert all(parse_traceparent(traceparent).trace_id == trace for _, traceparent in seen)
+
+
+class _SessionsOnly(SessionService.Iface):
+    """hello and goodbye (the runtime's), and nothing else."""
+
+
+@pytest.mark.parametrize("transport", ["http", "buffered", "framed"])
+def test_an_unknown_method_over_json_is_answered_and_the_session_goes_on(start_server, transport: str) -> None:
+    # Its string arguments were skipped with readBinary, which JSON decodes as base64: PROTOCOL_ERROR and
+    # the connection closed, where binary answers UNKNOWN_METHOD and the session goes on.
+    server = start_server(handler=_SessionsOnly())
+    options = ClientOptions(wire=Wire(transport=transport, protocol="json"))
+    with Client("127.0.0.1", server.port, options, service=HandshakeService) as client:
+        with pytest.raises(RemoteApplicationError, match="Unknown function process") as refused:
+            client.process(Request(request_id="r1", payload="abcdefghijklmnopq"))  # no base64: 17 letters
+        assert refused.value.type == TApplicationException.UNKNOWN_METHOD
+        assert client.call("stats").handshakes_ok == 1  # the same session, still served
+
+
+def test_a_request_refused_before_its_body_is_answered_to_its_origin(start_server) -> None:
+    # A 413 decided from Content-Length alone carried no Access-Control-Allow-Origin: the browser hid it
+    # from the page, which could only say "network error".
+    server = start_server(http_origins={PAGE}, limits=ServerLimits(max_message_bytes=1024))
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    try:
+        conn.putrequest("POST", "/")
+        for name, value in {**xhr_headers(PAGE), "Content-Length": "4096"}.items():
+            conn.putheader(name, value)
+        conn.endheaders()
+        response = conn.getresponse()
+        assert response.status == 413
+        assert response.getheader("Access-Control-Allow-Origin") == PAGE
+        assert response.getheader("Timing-Allow-Origin") == PAGE  # the page may read its connect time
+    finally:
+        conn.close()

@@ -10,7 +10,7 @@ clients all send a length). ``ResponseParser`` is the client's side of the same.
 from __future__ import annotations
 
 import re
-from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
+from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
 
 __all__ = ["HttpError", "HttpLimits", "HttpRequest", "HttpResponse", "RequestParser", "ResponseParser",
            "response_bytes", "request_bytes", "protocol_of", "CONTENT_TYPES", "REASONS"]
@@ -184,6 +184,11 @@ class RequestParser(_Parser):
         head = self._head
         return head is not None and head.headers.get("expect", "").lower() == "100-continue" and (
             len(self._buffer) < head.size + self._length)
+
+    @property
+    def headers_read(self) -> Mapping[str, str]:
+        """The headers of the request being received, once its head is whole (what a refusal answers)."""
+        return self._head.headers if self._head is not None else {}
 
     def next_request(self) -> Optional[HttpRequest]:
         """The next whole request, or None until more bytes are fed. HttpError when it is refused."""

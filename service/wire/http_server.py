@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from io import BytesIO
-from typing import Callable, Collection, Dict, List, Optional, Tuple
+from typing import Callable, Collection, Dict, List, Mapping, Optional, Tuple
 
 from thrift.protocol.TProtocol import TProtocolBase
 from thrift.Thrift import TMessageType
@@ -76,7 +76,7 @@ class HttpServerTransport(WholeBody):
         self._answered = True
         media = request.media_type if CONTENT_TYPES.get(request.media_type, "") is not None else ""
         self._send(response_bytes(200, body, media or MEDIA_TYPES[self.protocol], request.keep_alive,
-                                  self._cors(request)))
+                                  self._cors(request.headers)))
 
     def get_headers(self) -> Dict[bytes, bytes]:
         """The headers of the request being answered, by lower-case name (as THeader's: a trace context)."""
@@ -101,7 +101,7 @@ class HttpServerTransport(WholeBody):
             return
         try:
             self._send(response_bytes(200, b"", MEDIA_TYPES[self.protocol], self.request.keep_alive,
-                                      self._cors(self.request)))
+                                      self._cors(self.request.headers)))
         except TTransport.TTransportException:  # the peer is gone: the next read tells
             pass
 
@@ -156,7 +156,7 @@ class HttpServerTransport(WholeBody):
             self._refuse(HttpError(403, f"origin {origin!r} may not call this server (ServerConfig.http_origins)"),
                          request)
         if request.method == "OPTIONS":  # a CORS preflight (or a plain question)
-            headers = [("Allow", "POST, OPTIONS"), *self._cors(request)]
+            headers = [("Allow", "POST, OPTIONS"), *self._cors(request.headers)]
             if origin is not None:
                 headers += [("Access-Control-Allow-Methods", "POST, OPTIONS"),
                             ("Access-Control-Allow-Headers", _ALLOWED_HEADERS), ("Access-Control-Max-Age", "600")]
@@ -176,16 +176,18 @@ class HttpServerTransport(WholeBody):
     def _allowed(self, origin: str) -> bool:
         return origin in self._origins or ANY_ORIGIN in self._origins
 
-    def _cors(self, request: HttpRequest) -> List[Tuple[str, str]]:
-        origin = request.headers.get("origin")
+    def _cors(self, headers: Mapping[str, str]) -> List[Tuple[str, str]]:
+        origin = headers.get("origin")
         if origin is None or not self._allowed(origin):
             return []
-        return [("Access-Control-Allow-Origin", origin), ("Vary", "Origin")]
+        # Timing-Allow-Origin: the page may read the connection's timings (its connect bar)
+        return [("Access-Control-Allow-Origin", origin), ("Timing-Allow-Origin", origin), ("Vary", "Origin")]
 
     def _refuse(self, error: HttpError, request: Optional[HttpRequest],
                 headers: List[Tuple[str, str]] = ()) -> None:
         """Answers ``error`` (its text, and the hint on what this port serves), then raises HttpRefused."""
-        cors = self._cors(request) if request is not None else []
+        # a request refused before it was whole (413 by its Content-Length) is answered to its origin too
+        cors = self._cors(request.headers if request is not None else self._parser.headers_read)
         text = f"{error.status} {error.message}\n\n{_NOT_THRIFT}".encode()
         try:
             self._send(response_bytes(error.status, text, "text/plain; charset=utf-8", False, [*headers, *cors]))
@@ -233,6 +235,7 @@ class HttpProtocol(TProtocolBase):
         self._protocol = protocol
         self._fast_encode = protocol._fast_encode
         self._fast_decode = protocol._fast_decode
+        self.strings_are_text = getattr(protocol, "strings_are_text", False)  # (wire.skip_value asks)
         # the C decoder reads the limits from the protocol it is handed: this one
         self.string_length_limit = protocol.string_length_limit
         self.container_length_limit = protocol.container_length_limit

@@ -156,6 +156,9 @@ class JsonProtocol(TJSONProtocol.TJSONProtocol):
     """Thrift's JSON protocol with the read limits of the others: strings by ``string_length_limit``
     (Thrift's own), lists, sets and maps by ``container_length_limit`` (which Thrift's JSON protocol has not)."""
 
+    #: Every string and binary value is a JSON string (binary in base64): skipping one reads it as text.
+    strings_are_text = True
+
     def __init__(self, trans: TTransport.TTransportBase, string_length_limit: Optional[int] = None,
                  container_length_limit: Optional[int] = None) -> None:
         super().__init__(trans, string_length_limit=string_length_limit)

@@ -223,7 +223,10 @@ def skip_value(protocol: TProtocolBase, ttype: int, depth: int = 64) -> None:
     if depth <= 0:
         raise TProtocolException(TProtocolException.DEPTH_LIMIT, "nesting too deep")
     if ttype == TType.STRING:
-        protocol.readBinary()
+        if getattr(protocol, "strings_are_text", False):  # JSON: readBinary would decode base64
+            protocol.readString()
+        else:
+            protocol.readBinary()
     elif ttype == TType.STRUCT:
         protocol.readStructBegin()
         while True:
