@@ -8,7 +8,7 @@ import threading
 import time
 from typing import List
 
-from test_workers import Workers, _alive, _try, serve  # noqa: F401 (serve: the fixture)
+from test_workers import _alive, _try, serve  # noqa: F401 (serve: the fixture)
 
 from thrift_handshake_gen.ttypes import Request
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 
-from test_workers import Workers, _kill, serve  # noqa: F401 (serve: the fixture)
+from test_workers import _kill, flaky_service, serve  # noqa: F401 (serve: the fixture)
 
 
 def test_every_worker_killed_at_once_is_restarted(serve):
@@ -23,12 +23,7 @@ def test_every_worker_killed_at_once_is_restarted(serve):
 def test_a_worker_failing_to_start_beside_one_that_serves_is_restarted_for_as_long_as_the_other_serves(
         serve, tmp_path):
     """Three failed starts in a row stop the service only when no worker serves."""
-    flag = tmp_path / "crash"
-    (tmp_path / "flaky_service.py").write_text(
-        "import os\nfrom thrift_handshake.demo import HandshakeHandler\n"
-        "class Handler(HandshakeHandler):\n    def __init__(self):\n"
-        f"        if os.path.exists({str(flag)!r}):\n            raise RuntimeError('crashing')\n"
-        "        super().__init__()\n")
+    flag = flaky_service(tmp_path)
     workers = serve("--workers", "2", "--service", "flaky_service:Handler", "--path", str(tmp_path))
     workers.clients_on_each_worker()  # each serves, so the supervisor has its "serving" note
     flag.touch()
@@ -43,12 +38,7 @@ def test_a_worker_failing_to_start_beside_one_that_serves_is_restarted_for_as_lo
 
 
 def test_a_service_whose_workers_can_no_longer_start_gives_up_after_three_failed_starts(serve, tmp_path):
-    flag = tmp_path / "crash"
-    (tmp_path / "flaky_service.py").write_text(
-        "import os\nfrom thrift_handshake.demo import HandshakeHandler\n"
-        "class Handler(HandshakeHandler):\n    def __init__(self):\n"
-        f"        if os.path.exists({str(flag)!r}):\n            raise RuntimeError('crashing')\n"
-        "        super().__init__()\n")
+    flag = flaky_service(tmp_path)
     workers = serve("--workers", "2", "--service", "flaky_service:Handler", "--path", str(tmp_path))
     workers.clients_on_each_worker()  # each serves, so the supervisor has its "serving" note
     flag.touch()
