@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Callable, Iterator, List
 
 import pytest
@@ -257,14 +258,21 @@ def test_a_worker_that_cannot_start_stops_the_supervisor(serve, tmp_path):
     assert "restarting" not in process.stderr
 
 
-def test_a_crash_loop_is_restarted_ever_more_slowly(serve, tmp_path):
-    """Once a worker has served, its crashes are restarted, with a delay that doubles per quick death."""
-    flag = tmp_path / "crash"
-    (tmp_path / "flaky_service.py").write_text(
+def flaky_service(path: Path) -> Path:
+    """Writes ``flaky_service:Handler`` (the demo service) into ``path``; its workers fail to start
+    while the returned file exists."""
+    flag = path / "crash"
+    (path / "flaky_service.py").write_text(
         "import os\nfrom thrift_handshake.demo import HandshakeHandler\n"
         "class Handler(HandshakeHandler):\n    def __init__(self):\n"
         f"        if os.path.exists({str(flag)!r}):\n            raise RuntimeError('crashing')\n"
         "        super().__init__()\n")
+    return flag
+
+
+def test_a_crash_loop_is_restarted_ever_more_slowly(serve, tmp_path):
+    """Once a worker has served, its crashes are restarted, with a delay that doubles per quick death."""
+    flag = flaky_service(tmp_path)
     workers = serve("--workers", "2", "--service", "flaky_service:Handler", "--path", str(tmp_path))
     flag.touch()
     os.kill(workers.pids[0], signal.SIGKILL)

@@ -1,0 +1,66 @@
+"""What a client says when an exchange fails: the server's silence or a reply it cannot decode is not
+blamed on the client's own reply limits (real listeners on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+from typing import Callable
+
+import pytest
+
+from thrift_handshake import Client, ClientOptions, ConnectionBroken, Endpoints, Wire
+from thrift_handshake_gen import HandshakeService
+
+
+def _hello_failure(answer: Callable[[socket.socket], None], options: ClientOptions = ClientOptions()) -> str:
+    """The error of a client whose hello ``answer`` (a peer on 127.0.0.1, after reading it) answers."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(4096)
+            answer(connection)
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        with pytest.raises(ConnectionBroken) as caught:
+            Client("127.0.0.1", listener.getsockname()[1], options, service=HandshakeService).connect()
+    finally:
+        thread.join(5)
+        listener.close()
+    return str(caught.value)
+
+
+def test_a_server_that_closes_without_answering_is_said_to_and_not_blamed_on_the_reply_limits():
+    message = _hello_failure(lambda connection: None)
+    assert "the server closed the connection without answering" in message
+    assert "max_reply_bytes" not in message
+
+
+def test_a_reply_of_an_unknown_type_is_not_blamed_on_the_reply_limits():
+    def unknown_type(connection: socket.socket) -> None:
+        name = b"hello"  # a REPLY to hello, seqid 1, whose struct starts with a field of type 99
+        connection.sendall(struct.pack("!iI", -2147418112 | 2, len(name)) + name + struct.pack("!ibh", 1, 99, 0))
+        connection.recv(16)
+    message = _hello_failure(unknown_type, ClientOptions(wire=Wire(accelerated=False)))
+    assert "invalid TType: the server's answer is not a reply this client can decode" in message
+    assert "max_reply_bytes" not in message
+
+
+def test_a_client_of_several_endpoints_starts_at_the_first():
+    client = Client(Endpoints([("127.0.0.1", 9101), ("127.0.0.2", 9102)]), service=HandshakeService)
+    assert (client.host, client.port) == ("127.0.0.1", 9101)
+
+
+@pytest.mark.parametrize("message_type", [1, 4], ids=["CALL", "ONEWAY"])
+def test_an_answer_that_is_a_call_or_one_way_is_not_taken_as_the_reply(message_type):
+    def calls_back(connection: socket.socket) -> None:
+        name = b"hello"
+        connection.sendall(struct.pack("!iI", -2147418112 | message_type, len(name)) + name
+                           + struct.pack("!ib", 1, 0))
+        connection.recv(16)
+    message = _hello_failure(calls_back)
+    assert f"the answer to hello has message type {message_type}, not a reply (2) or an exception (3)" in message
