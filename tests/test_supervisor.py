@@ -23,6 +23,9 @@ def test_when_no_worker_can_serve_the_supervisor_stops_listening_and_exits_1(ser
     # It retried forever with back-off and kept the port open: every client connected and timed out on hello.
     store = tmp_path / "tickets.sqlite"
     workers = serve("--workers", "2", "--ticket-store", str(store))
+    # each serves, so the supervisor has its "serving" note (a kill between a worker's "listening" line
+    # and that note is a worker that never served: then no restart is tried)
+    workers.clients_on_each_worker()
     remove_store(store)
     store.mkdir()  # the store's path became a directory: no worker can open it
     killed = time.monotonic()
@@ -44,6 +47,9 @@ def test_when_no_worker_can_serve_the_supervisor_stops_listening_and_exits_1(ser
 def test_a_worker_that_cannot_restart_while_another_serves_keeps_the_service_up(serve, tmp_path):
     store = tmp_path / "tickets.sqlite"
     workers = serve("--workers", "2", "--ticket-store", str(store))
+    # each serves, so the supervisor has its "serving" note (a kill between a worker's "listening" line
+    # and that note is a worker that never served: then no restart is tried)
+    workers.clients_on_each_worker()
     remove_store(store)
     store.mkdir()
     os.kill(workers.pids[0], signal.SIGKILL)
