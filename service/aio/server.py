@@ -38,7 +38,7 @@ from ..server.handler_errors import install_handler_error_filter
 from ..server.outcome import evicted_as, session_summary
 from ..server.connection import ConnectionInfo
 from ..server.unix import listen_unix, remove_unix
-from ..server.server import session_settings
+from ..server.server import ServerFacts, session_settings
 from ..states import SESSION_METHODS, ConnectionPhase
 from ..wire import DialectKind, no_delay, server_tls_context, sniff
 from ..wire.http import response_bytes
@@ -64,7 +64,7 @@ _MAX_REFUSALS = 64
 _SIBLING_WAIT = 0.08
 
 
-class AsyncHandshakeServer:
+class AsyncHandshakeServer(ServerFacts):
     """Hosts ``handler``'s service behind a SessionProcessor on an asyncio event loop.
 
     ``service`` is the generated service module (found from the handler's Iface when omitted).
@@ -140,22 +140,6 @@ class AsyncHandshakeServer:
         if self.config.unix_socket is not None:
             return self.config.unix_socket, 0
         return self.config.host, self._bound_port or self.config.port
-
-    @property
-    def endpoint(self) -> str:
-        """Where clients connect, as the log says it: host:port, or unix:PATH."""
-        if self.config.unix_socket is not None:
-            return f"unix:{self.config.unix_socket}"
-        return format_peer(self.address)
-
-    @property
-    def service_name(self) -> str:
-        """The IDL name of the service it hosts, or the names of several (comma-separated)."""
-        return ",".join(self.services) or self.service.__name__.rsplit(".", 1)[-1]
-
-    @property
-    def port(self) -> int:
-        return self.address[1]
 
     @property
     def connection_count(self) -> int:

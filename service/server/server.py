@@ -68,7 +68,37 @@ def session_settings(config: ServerConfig) -> SessionSettings:
         max_connection_age=config.limits.max_connection_age)
 
 
-class HandshakeServer(TThreadedServer):
+class ServerFacts:
+    """Where a server (threaded or asyncio) listens and what it hosts, told the same way by both, from
+    their ``config``, ``address``, ``services`` and ``service``."""
+
+    config: ServerConfig
+    services: Mapping[str, Any]
+    service: ModuleType
+
+    @property
+    def address(self) -> Tuple[str, int]:
+        """(host, port) the server listens on; (path, 0) on a Unix domain socket."""
+        raise NotImplementedError
+
+    @property
+    def endpoint(self) -> str:
+        """Where clients connect, as the log says it: host:port, or unix:PATH."""
+        if self.config.unix_socket is not None:
+            return f"unix:{self.config.unix_socket}"
+        return format_peer(self.address)
+
+    @property
+    def service_name(self) -> str:
+        """The IDL name of the service it hosts, or the names of several (comma-separated)."""
+        return ",".join(self.services) or self.service.__name__.rsplit(".", 1)[-1]
+
+    @property
+    def port(self) -> int:
+        return self.address[1]
+
+
+class HandshakeServer(TThreadedServer, ServerFacts):
     """A TThreadedServer hosting ``handler``'s service behind a SessionProcessor, with limits and a stop.
 
     ``service`` is the generated service module (found from the handler's Iface when omitted).
@@ -159,22 +189,6 @@ class HandshakeServer(TThreadedServer):
         if handle is None:  # not yet listening, or stopped
             return self.config.host, self._bound_port or self.config.port
         return self.config.host, handle.getsockname()[1]
-
-    @property
-    def endpoint(self) -> str:
-        """Where clients connect, as the log says it: host:port, or unix:PATH."""
-        if self.config.unix_socket is not None:
-            return f"unix:{self.config.unix_socket}"
-        return format_peer(self.address)
-
-    @property
-    def service_name(self) -> str:
-        """The IDL name of the service it hosts, or the names of several (comma-separated)."""
-        return ",".join(self.services) or self.service.__name__.rsplit(".", 1)[-1]
-
-    @property
-    def port(self) -> int:
-        return self.address[1]
 
     @property
     def connection_count(self) -> int:
