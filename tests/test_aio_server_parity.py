@@ -31,6 +31,7 @@ from server_process import memory_kib, read_log_until, serve_subprocess
 from serving import listening_endpoint
 from on_asyncio import server, start_server  # noqa: F401 (fixtures: the threaded tests on the asyncio server)
 from test_async_server import event_loop_thread, loop_factory, start_async  # noqa: F401 (fixtures)
+from test_connection_end_log import test_a_connection_logged_closed_no_longer_counts_among_the_open_ones  # noqa: F401
 from test_fairness_between_hosts import (  # noqa: F401 (run here against the asyncio server)
     test_a_client_pausing_before_hello_is_not_evicted_by_a_flood_of_silent_sockets,
     test_a_flood_of_one_byte_then_silence_cannot_keep_another_hosts_clients_out,

@@ -103,3 +103,35 @@ def test_a_request_that_stops_arriving_is_dropped_at_the_request_timeout_unanswe
     assert eventually(lambda: _ended(caplog, peer))
     line = _ended(caplog, peer)
     assert line.startswith("dropped") and line.endswith(": request timeout: the message did not arrive whole in time"), line
+
+
+class _OpenWhenLogged(logging.Handler):
+    """Records how many connections the server counts open at the moment each "closed" line is logged."""
+
+    def __init__(self, server) -> None:
+        super().__init__()
+        self.server = server
+        self.open_then: list = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("closed peer="):
+            self.open_then.append(len(self.server.connections_now()))
+
+
+def test_a_connection_logged_closed_no_longer_counts_among_the_open_ones(server, connect):
+    # The asyncio server logged "closed" before it forgot the connection: a client reconnecting on that
+    # line found a full server (max_connections) still counting the one just closed.
+    seen = _OpenWhenLogged(server)
+    logger = logging.getLogger("thrift_handshake")  # both servers' loggers are below it
+    logger.addHandler(seen)
+    logger.setLevel(logging.INFO)
+    try:
+        for _ in range(3):
+            client = connect()
+            client.echo("x")
+            client.close()
+            assert eventually(lambda: len(seen.open_then) == 1)
+            assert seen.open_then.pop() == 0
+    finally:
+        logger.removeHandler(seen)
+        logger.setLevel(logging.NOTSET)

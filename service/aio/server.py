@@ -389,6 +389,7 @@ class AsyncHandshakeServer(ServerFacts):
     async def _serve(self, connection: AsyncConnection, sock: socket.socket) -> None:
         connection.begun = True
         writer = None
+        outcome = None
         try:
             try:
                 stream, identity, mismatch = await open_stream(
@@ -403,8 +404,6 @@ class AsyncHandshakeServer(ServerFacts):
                 logger.exception("dropped peer=%s: the server failed serving it: %s", connection.peer,
                                  clip_for_log(error))
                 return
-            if outcome is not None:
-                self._log_end(connection, *outcome)
         finally:
             moved = self.metrics.socket_closing(sock)
             if writer is not None:
@@ -416,6 +415,8 @@ class AsyncHandshakeServer(ServerFacts):
             del self._connections[connection]
             self.metrics.opened_or_closed(len(self._connections))
             self.metrics.bytes_closed(moved)  # once it no longer counts among the open ones
+        if outcome is not None:  # logged once released: a reader of "closed" finds its slot free
+            self._log_end(connection, *outcome)
 
     def _log_end(self, connection: AsyncConnection, event: str, reason: str) -> None:
         state = connection.state
