@@ -33,7 +33,8 @@ and in both columns, each of its protocols in both columns and on every socket b
 socket) pairs (``test_asyncio_cells_cover_every_row``). About 90 s with 3 at a time. ``CROSSTEST_ASYNCIO=all``
 runs all 670 against it (docs/interop.md).
 
-The session's matrix is written to interop/crosstest/apache/matrix.md (the table of docs/interop.md).
+The session's matrix is written to interop/crosstest/apache/matrix.md (the table of docs/interop.md), each
+server's log to interop/crosstest/apache/server-logs/.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ CROSSTEST = ROOT / "interop" / "crosstest"
 CACHE = CROSSTEST / "apache"
 TREE = CACHE / "thrift-0.17.0"
 MATRIX = CACHE / "matrix.md"
+LOGS = CACHE / "server-logs"  # each server's stderr, kept after the session: SERVER-HELLO-SOCKET.log
 
 BUILD_TIMEOUT = 300  # a cold Go build cache compiles the standard library; the C++ client compiles ~10 s
 CELL_TIMEOUT = 60  # a cell takes 1-2 s (testOneway sleeps 1 s)
@@ -261,6 +263,9 @@ def servers(request: pytest.FixtureRequest) -> Iterator[Dict[Tuple[str, str, str
         except subprocess.TimeoutExpired:
             server.process.kill()
             server.process.wait()
+    LOGS.mkdir(parents=True, exist_ok=True)
+    for (kind, hello, sock), server in started.items():
+        (LOGS / f"{kind}-{hello}-{sock}.log").write_text("".join(server.log), encoding="utf-8")
     assert not os.listdir(socket_dir), "the domain server left its socket file behind"
     os.rmdir(socket_dir)
 
