@@ -152,8 +152,8 @@ CLIENT_DEFECTS = {("py", "accelc", "zlib"): PY_ZLIB_REFILL,  # by (client, proto
 
 def _asyncio_cells(threaded: List[Cell]) -> List[Cell]:
     """Every row (client, protocol, transport) once against ``serve --asyncio``, in the socket and server column
-    that meet the most pairs this client has not met there yet: (socket, column), and the protocol and the
-    transport each with the socket and with the column."""
+    that meet the most of this client's pairs not met yet: (socket, column), and the protocol and the transport
+    each with the socket and with the column."""
     rows: Dict[Tuple[str, str, str], List[Cell]] = {}
     for cell in threaded:
         rows.setdefault(cell[:3], []).append(cell)
