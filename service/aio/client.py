@@ -44,6 +44,7 @@ from ..timing import Record
 from ..wire import explain_tls_error
 from .behind import WrittenBehind
 from .codec import MessageCodec
+from .fastpath import Reply
 from .reply_stream import ReplyStream
 from .inflight import InFlight
 
@@ -273,7 +274,7 @@ class AsyncClient(ClientBase, ServiceMethods):
     async def _open(self) -> None:
         start = time.perf_counter()
         failure: Optional[BaseException] = None
-        stream = ReplyStream(self.options, self._on_reply, self._on_end)
+        stream = ReplyStream(self.options, self._on_reply, self._on_end, self._codec.cut)
         try:
             await stream.open(self.host, self.port)
         except (OSError, ValueError, asyncio.TimeoutError) as error:  # refused, unreachable, TLS, no time
@@ -418,17 +419,24 @@ class AsyncClient(ClientBase, ServiceMethods):
             self._inflight.abandon(call.seqid)
             raise
 
-    def _on_reply(self, message: bytes, arrived: float) -> None:
-        """A whole reply arrived: handed to its call, or dropped if that call was cancelled."""
-        try:
-            name, message_type, seqid = self._codec.header(message)
-        except Exception as error:
-            self._break(error)
-            return
-        if (name, seqid) == ("", 0) and message_type == TMessageType.EXCEPTION:  # the server closes the session
-            self._notice_unheard = not self._inflight  # no call hears it: the next one does
-            self._break(self._codec.notice())
-            return
+    def _on_reply(self, message: Union[bytes, Reply], arrived: float) -> None:
+        """A whole reply arrived (or was cut and decoded, ``Reply``): handed to its call, or dropped if
+        that call was cancelled."""
+        decode: Callable[[str], Any]
+        if type(message) is Reply:
+            name, message_type, seqid, size, decode = message.name, message.type, message.seqid, message.size, \
+                message.outcome
+        else:
+            try:
+                name, message_type, seqid = self._codec.header(message)
+            except Exception as error:
+                self._break(error)
+                return
+            if (name, seqid) == ("", 0) and message_type == TMessageType.EXCEPTION:  # the server ends the session
+                self._notice_unheard = not self._inflight  # no call hears it: the next one does
+                self._break(self._codec.notice())
+                return
+            size, decode = len(message), self._codec.decode
         waiting = self._inflight.get(seqid)
         if waiting is None or name != waiting.call.method or message_type not in (TMessageType.REPLY,
                                                                                     TMessageType.EXCEPTION):
@@ -441,7 +449,7 @@ class AsyncClient(ClientBase, ServiceMethods):
         self._last_activity = time.perf_counter()
         if waiting.abandoned or waiting.future.cancelled():
             self._inflight.take(seqid)
-            asked = self._asked_to_reconnect(name)  # still says what becomes of the calls behind it
+            asked = self._asked_to_reconnect(name, decode)  # still says what becomes of the calls behind it
             if asked is not None:
                 self._reconnect_asked(seqid, asked)
                 return
@@ -451,7 +459,7 @@ class AsyncClient(ClientBase, ServiceMethods):
         result: Any = None
         error_out: Optional[ThriftHandshakeError] = None
         try:
-            result = self._codec.decode(name)
+            result = decode(name)
         except TApplicationException as error:
             error_out = RemoteApplicationError(name, error)
             if not self.options.handshake and self._replies == 1:  # a refusal answers the first call
@@ -470,7 +478,7 @@ class AsyncClient(ClientBase, ServiceMethods):
             self._pipelined_session = result.session_id
         elif waiting.call.session_id is None and name != "hello":
             waiting.call.session_id = self._pipelined_session
-        self._inflight.answered(self._inflight.take(seqid), arrived, len(message), result, error_out, server_us,
+        self._inflight.answered(self._inflight.take(seqid), arrived, size, result, error_out, server_us,
                                 pipelined)
         if isinstance(error_out, RemoteApplicationError) and error_out.type == TApplicationException.PROTOCOL_ERROR:
             self._break(error_out.error)  # the server closes after this answer
@@ -482,10 +490,10 @@ class AsyncClient(ClientBase, ServiceMethods):
             return
         self._behind.answered(seqid)
 
-    def _asked_to_reconnect(self, name: str) -> Optional[ReconnectAsked]:
+    def _asked_to_reconnect(self, name: str, decode: Callable[[str], Any]) -> Optional[ReconnectAsked]:
         """Whether the reply to a cancelled call, whose header was just read, is "reconnect"."""
         try:
-            self._codec.decode(name)
+            decode(name)
         except TException as error:
             return reconnect_asked(name, error)
         except Exception:  # undecodable: dropped with the call, as any reply to a cancelled one

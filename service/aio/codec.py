@@ -4,14 +4,16 @@ The generated ``Client`` of the service does the encoding and decoding, over the
 protocols as the threaded client (``wire.transport_factory`` and ``wire.protocol_factory``, with the
 reply limits), so every wire cell and the C fast path are kept; only the bytes come from and go to
 memory. The reply's header is read first (``header``), so that the caller can match it to its call by
-seqid before the generated ``recv_<method>`` decodes the rest (``decode``).
+seqid before the generated ``recv_<method>`` decodes the rest (``decode``). On the strict binary wire
+with the C extension, requests are encoded and whole replies cut and decoded by ``aio.fastpath``
+(``cut``), the same bytes and results without the Python protocol's calls; the rest takes the path above.
 """
 
 from __future__ import annotations
 
 from io import BytesIO
 from types import ModuleType
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from thrift.transport.TTransport import TTransportBase
 
@@ -23,6 +25,7 @@ from ..multiplex import name_requests
 from ..tracing import carry_trace
 from ..wire import protocol_factory, transport_factory
 from ..wire.http_client import HttpClientTransport
+from .fastpath import Reply, fast_binary
 
 __all__ = ["MessageCodec"]
 
@@ -82,6 +85,9 @@ class MessageCodec:
         reader.readMessageBegin = self._header_read  # recv_<method> gets the header read by header()
         self._stub = service.Client(reader, writer)
         self._oneway: Dict[str, bool] = {}
+        self._fast = fast_binary(service.Client, wire, protocols, max_reply_bytes + 4, multiplexed)
+        #: The reply starting at an offset of the bytes received, cut and decoded, or None (``fastpath``).
+        self.cut: Optional[Callable[[bytes, int], Optional[Reply]]] = None if self._fast is None else self._fast.cut
 
     def is_oneway(self, name: str) -> bool:
         """Whether ``name`` is a oneway method (no reply of any kind); ArgumentError if unknown."""
@@ -99,6 +105,10 @@ class MessageCodec:
     def encode(self, name: str, args: Tuple[Any, ...], seqid: int, traceparent: Optional[str] = None) -> bytes:
         """The request as it goes on the wire (a frame for framed and THeader), carrying ``traceparent``
         where the wire can (``tracing.carry_trace``)."""
+        if self._fast is not None and traceparent is None:
+            fast = self._fast.encode(name, args, seqid)
+            if fast is not None:
+                return fast
         self._stub._seqid = seqid  # the generated send_<name> writes it
         try:
             if traceparent is not None:

@@ -4,7 +4,8 @@
 (pipelined), cuts what arrives into whole messages with ``wire.MessageFramer`` (every wire the client
 speaks: unframed binary, compact and JSON by their walk, framed and THeader by their length; over HTTP
 the bodies of whole responses, ``aio.http.HttpResponseFramer``) and hands each
-one, with the time its first byte arrived, to the client. It counts bytes, keeps the first bytes of a
+one, with the time its first byte arrived, to the client (on the strict binary wire, ``cut`` cuts
+and decodes the replies that arrive whole in one read, ``aio.fastpath``; the framer takes the rest). It counts bytes, keeps the first bytes of a
 reply it could not read (to explain it), and lets writers wait while the kernel's buffer is full.
 """
 
@@ -14,11 +15,12 @@ import asyncio
 import os
 import socket
 import time
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Union
 
 from ..config import ClientOptions
 from ..wire import SNIFF_BYTES, FramerLimits, MessageFramer
 from ..wire.tls import client_tls_context
+from .fastpath import Reply
 from .http import HttpResponseFramer
 
 __all__ = ["ReplyStream"]
@@ -28,8 +30,11 @@ _CLOSE_GRACE = 5.0
 #: At most this many 64 KiB reads of what is left in the kernel once the connection failed.
 _MAX_LEFT_CHUNKS = 64
 
-#: Called with each whole reply and when its first byte arrived (``time.perf_counter()``).
-OnReply = Callable[[bytes, float], None]
+#: Called with each whole reply (or the reply ``cut`` decoded) and when its first byte arrived
+#: (``time.perf_counter()``).
+OnReply = Callable[[Union[bytes, Reply], float], None]
+#: The reply starting at an offset of the bytes received, when it is whole there (``aio.fastpath``).
+Cut = Callable[[bytes, int], Optional[Reply]]
 #: Called once when the stream ends: with the error that ended it (None: the peer closed).
 OnEnd = Callable[[Optional[BaseException]], None]
 
@@ -37,8 +42,9 @@ OnEnd = Callable[[Optional[BaseException]], None]
 class ReplyStream(asyncio.Protocol):
     """The bytes of one connection for one client; ``on_reply``/``on_end`` are the client's."""
 
-    def __init__(self, options: ClientOptions, on_reply: OnReply, on_end: OnEnd) -> None:
+    def __init__(self, options: ClientOptions, on_reply: OnReply, on_end: OnEnd, cut: Optional[Cut] = None) -> None:
         self._options = options
+        self._cut = cut
         # a frame of max_reply_bytes is accepted, as the threaded client's transports accept it
         self._framer: Any = (HttpResponseFramer(options.max_reply_bytes) if options.wire.transport == "http" else
                              MessageFramer(options.wire, FramerLimits(options.max_reply_bytes + 4,
@@ -60,8 +66,12 @@ class ReplyStream(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         now = time.perf_counter()
-        arrived = self._partial_since if self._framer.pending else now
         self.bytes_in += len(data)
+        if self._cut is not None and not self._framer.pending:
+            data = self._cut_whole(data, now)
+            if not data:
+                return
+        arrived = self._partial_since if self._framer.pending else now
         try:
             messages = self._framer.feed(data)
             for message in messages:
@@ -75,6 +85,23 @@ class ReplyStream(asyncio.Protocol):
         except Exception as error:  # refused by the framer: over the limits, or not this wire at all
             self._keep_start(data, arrived)
             self.end(error)
+
+    def _cut_whole(self, data: bytes, now: float) -> bytes:
+        """Hands out the replies ``cut`` decodes from the start of ``data``; returns the rest (from the
+        first reply it leaves to the framer), b"" when none is left or the client gave the connection up."""
+        assert self._cut is not None
+        start, size = 0, len(data)
+        while start < size:
+            reply = self._cut(data, start)
+            if reply is None:
+                return data[start:] if start else data
+            start += reply.size
+            self._on_reply(reply, now)
+            if self._ended:
+                return b""
+        self.first_reply = b""
+        self._partial_since = 0.0
+        return b""
 
     def eof_received(self) -> bool:
         return False  # close our end too

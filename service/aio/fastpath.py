@@ -1,0 +1,191 @@
+"""Strict binary requests and replies straight through Thrift's C extension, for the pipelined client.
+
+On the buffered and framed binary wires with the C extension, a request is its message header (packed
+once per method) and the arguments struct encoded by ``fastbinary``: the same bytes as the generated
+``send_<method>`` writes through the protocol, without the Python protocol's calls. A reply is decoded
+where it lies in the bytes just received, by the generated ``recv_<method>`` over the wire's own
+protocol (its limits and strict decoding) on a reader of those bytes; where it ends is where the
+decoder stopped, so no separate walk over the message is needed to find its end.
+
+Only what reads cleanly takes this path: a reply cut short by the end of the bytes received, one that
+fails to decode, breaks a limit, names no method of the service or is not a reply, is left to
+``wire.MessageFramer`` and ``MessageCodec.header``/``decode``, which report every fault as before.
+"""
+
+from __future__ import annotations
+
+import struct
+from io import BytesIO
+from typing import Any, Callable, Dict, Optional, Tuple
+
+from thrift.protocol.TBinaryProtocol import TBinaryProtocol
+from thrift.protocol.TProtocol import TProtocolException, TProtocolFactory
+from thrift.Thrift import TException, TMessageType
+from thrift.transport.TTransport import CReadableTransport, TTransportBase, TTransportException
+
+from ..config import Wire
+from ..multiplex import SEPARATOR
+from ..wire import accelerated_available
+
+__all__ = ["FastBinary", "Reply", "fast_binary"]
+
+_I32 = struct.Struct("!i")
+_HEAD = struct.Struct("!ii")
+_VERSION_MASK = TBinaryProtocol.VERSION_MASK
+_VERSION_1 = TBinaryProtocol.VERSION_1
+
+
+class Reply:
+    """A reply cut and decoded where it arrived: its header, its size on the wire and its outcome."""
+
+    __slots__ = ("name", "type", "seqid", "size", "result", "error")
+
+    def __init__(self, name: str, message_type: int, seqid: int, size: int, result: Any,
+                 error: Optional[TException]) -> None:
+        self.name, self.type, self.seqid, self.size = name, message_type, seqid, size
+        self.result, self.error = result, error
+
+    def outcome(self, name: str) -> Any:
+        """What ``recv_<name>`` returned, or raises what it raised (as ``MessageCodec.decode``)."""
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+class _Received(TTransportBase, CReadableTransport):
+    """The bytes of one chunk received, read in place; reading past them marks the reply cut short."""
+
+    def __init__(self) -> None:
+        self.buffer = BytesIO()
+        self.cut_short = False
+        self.refill_error: Optional[Exception] = None  # what the strict decoder reports for a cut-short read
+
+    def read(self, sz: int) -> bytes:
+        data = self.buffer.read(sz)
+        if len(data) < sz:
+            self._short()
+        return data
+
+    @property
+    def cstringio_buf(self) -> BytesIO:
+        return self.buffer
+
+    def cstringio_refill(self, partialread: bytes, reqlen: int) -> BytesIO:
+        self._short()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _short(self) -> None:
+        self.cut_short = True
+        self.refill_error = TTransportException(TTransportException.END_OF_FILE, "the reply is not whole yet")
+        raise self.refill_error
+
+    def isOpen(self) -> bool:
+        return True
+
+
+class FastBinary:
+    """Requests of ``client_class``'s service encoded, and its replies cut and decoded, on the strict
+    binary wire (``framed`` or not) through the C extension. ``protocols`` is the wire's protocol
+    factory (limits, strict decoding); ``max_message_bytes`` caps a whole reply, frame field included."""
+
+    def __init__(self, client_class: type, protocols: TProtocolFactory, framed: bool, max_message_bytes: int,
+                 multiplexed: Optional[str] = None) -> None:
+        from thrift.protocol import fastbinary
+
+        self._encode_binary = fastbinary.encode_binary
+        self._framed = framed
+        self._max_message = max_message_bytes
+        self._prefix = "" if multiplexed is None else multiplexed + SEPARATOR
+        self._received = _Received()
+        self._chunk: Optional[bytes] = None
+        reader = protocols.getProtocol(self._received)
+        self._header: Tuple[str, int, int] = ("", 0, 0)
+        reader.readMessageBegin = lambda: self._header  # recv_<method> gets the header read by cut()
+        self._stub = client_class(reader)
+        self._requests: Dict[str, Tuple[bytes, type, int]] = {}
+        self._recv: Dict[str, Optional[Callable[[], Any]]] = {}
+
+    def encode(self, name: str, args: Tuple[Any, ...], seqid: int) -> Optional[bytes]:
+        """The request as ``send_<name>`` writes it; None for a method this path does not encode."""
+        request = self._requests.get(name)
+        if request is None:
+            request = self._requests[name] = self._request(name)
+        head, args_class, fields = request
+        if len(args) != fields:
+            return None
+        body = self._encode_binary(args_class(*args), [args_class, args_class.thrift_spec])  # type: ignore[attr-defined]
+        if not self._framed:
+            return head + _I32.pack(seqid) + body
+        size = len(head) + 4 + len(body)
+        return _I32.pack(size) + head + _I32.pack(seqid) + body
+
+    def _request(self, name: str) -> Tuple[bytes, type, int]:
+        send = getattr(self._stub, "send_" + name)
+        args_class = send.__func__.__globals__[name + "_args"]  # the generated send_<name> builds this struct
+        message_type = TMessageType.CALL if getattr(self._stub, "recv_" + name, None) else TMessageType.ONEWAY
+        raw = (self._prefix + name).encode("utf-8")
+        fields = send.__func__.__code__.co_argcount - 1  # its parameters after self
+        return _HEAD.pack(_VERSION_1 | message_type, len(raw)) + raw, args_class, fields
+
+    def cut(self, data: bytes, start: int) -> Optional[Reply]:
+        """The reply that starts at ``start`` in ``data``, decoded, if it is whole there and reads
+        cleanly; else None (the framer and the codec's slow path take it from there)."""
+        if data is not self._chunk:
+            self._chunk = data
+            self._received.buffer = BytesIO(data)
+        position, end = start, len(data)
+        if self._framed:
+            if end - position < 4:
+                return None
+            frame = _I32.unpack_from(data, position)[0]
+            if frame < 0 or frame + 4 > self._max_message or end - position - 4 < frame:
+                return None
+            position += 4
+            end = position + frame
+        if end - position < 8:
+            return None
+        version, length = _HEAD.unpack_from(data, position)
+        name_end = position + 8 + length
+        if version & _VERSION_MASK != _VERSION_1 or length < 0 or name_end + 4 > end:
+            return None
+        message_type = version & 0xFF
+        if message_type != TMessageType.REPLY and message_type != TMessageType.EXCEPTION:
+            return None
+        try:
+            name = data[position + 8:name_end].decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        recv = self._recv.get(name, False)
+        if recv is False:
+            recv = self._recv[name] = getattr(self._stub, "recv_" + name, None) if name else None
+        if recv is None:
+            return None
+        seqid = _I32.unpack_from(data, name_end)[0]
+        received = self._received
+        received.buffer.seek(name_end + 4)
+        received.cut_short = False
+        self._header = (name, message_type, seqid)
+        error: Optional[TException] = None
+        result: Any = None
+        try:
+            result = recv()
+        except (TTransportException, TProtocolException):  # cut short, or a fault the slow path reports
+            return None
+        except TException as raised:  # TApplicationException, or an exception the method declares
+            error = raised
+        except Exception:  # undecodable (the slow path says how)
+            return None
+        stop = received.buffer.tell()
+        if received.cut_short or (stop != end if self._framed else stop - start > self._max_message):
+            return None
+        return Reply(name, message_type, seqid, stop - start, result, error)
+
+
+def fast_binary(client_class: type, wire: Wire, protocols: TProtocolFactory, max_message_bytes: int,
+                multiplexed: Optional[str] = None) -> Optional[FastBinary]:
+    """The fast path for ``wire`` if it has one (strict binary, buffered or framed, C extension), else None."""
+    if (wire.protocol != "binary" or wire.transport not in ("buffered", "framed") or not wire.accelerated
+            or not accelerated_available()):
+        return None
+    return FastBinary(client_class, protocols, wire.transport == "framed", max_message_bytes, multiplexed)
+
