@@ -82,7 +82,7 @@ class AsyncClient(ClientBase, ServiceMethods):
         self._stream: Optional[ReplyStream] = None
         self._codec = MessageCodec(service, self.options.wire, self.options.max_reply_bytes,
                                    self.options.max_reply_items, self.options.multiplexed, f"{self.host}:{self.port}")
-        self._inflight = InFlight(self._epoch, self._chain)
+        self._inflight = InFlight(self._epoch, self._chain, self._timed_out)
         self._replies = 0  # replies read on this connection (a refusal answers the first)
         self._behind = WrittenBehind()  # one-way calls the server may not have read (see ``behind``)
         self._resend: List[Tuple[str, Tuple[Any, ...]]] = []  # one-way calls the server never read: sent again
@@ -384,7 +384,7 @@ class AsyncClient(ClientBase, ServiceMethods):
             self._inflight.failed(call, error)
             raise RequestEncodingError(f"{call.method}: cannot encode the arguments: {error}") from error
         alone = not self._inflight
-        future = None if oneway else self._inflight.add(call, len(data), timeout, self._timed_out)
+        future = None if oneway else self._inflight.add(call, len(data), timeout)
         stream.write(data, alone)
         self._behind.written(call.seqid, call.method, args, future is not None)
         self._inflight.written(call, future is not None, len(data))
