@@ -191,7 +191,7 @@ class AsyncClient(ClientBase, ServiceMethods):
         idempotent is retried as by ``Client``: a broken connection (or a server down or full) is reopened
         once for every call that found it so, with a new session."""
         args = self._arguments(method, args, kwargs)
-        policy = self._retry_policy(method)
+        policy = None if self.options.retry is None else self._retry_policy(method)
         if policy is None:
             return await self._call_once(method, args)
         delay = policy.backoff
@@ -221,12 +221,12 @@ class AsyncClient(ClientBase, ServiceMethods):
         if self.options.reconnect_when_asked and (isinstance(self._broken_by, ReconnectAsked) or self._resend):
             await self._follow_reconnect()  # another call was answered "reconnect": one new connection for all
         try:
-            return await self._call_on_this_connection(method, args)
+            return await self._reply(*self._call_on_this_connection(method, args))
         except ReconnectAsked:  # not run (nor was anything written behind it): any method may be sent again
             if not self.options.reconnect_when_asked:
                 raise
             await self._follow_reconnect()
-        return await self._call_on_this_connection(method, args)
+        return await self._reply(*self._call_on_this_connection(method, args))
 
     async def _follow_reconnect(self) -> None:
         """Connects again and says hello, once for every call that found the connection asked to
@@ -249,14 +249,18 @@ class AsyncClient(ClientBase, ServiceMethods):
             for name, args in resend:
                 self._write(self._start_call(name, args, "call"), args, oneway=True)
 
-    async def _call_on_this_connection(self, method: str, args: Tuple[Any, ...]) -> Any:
+    def _call_on_this_connection(self, method: str, args: Tuple[Any, ...]
+                                 ) -> Tuple[ClientCall, "Optional[asyncio.Future[Any]]"]:
+        """Writes the call if the phase allows it (a coroutine less per call than awaiting here)."""
         if self._notice_unheard and self.phase is ClientPhase.BROKEN:  # as the threaded client reads it
             self._notice_unheard = False
             raise self._broken_as(method)
-        self._require(ClientEvent.CALL, f"call {method}")
-        self._check_idle(method)
+        if not self._state.allows(ClientEvent.CALL):
+            raise self._phase_error(f"call {method}")
+        if self._idle_limit is not None and time.perf_counter() - self._last_activity >= self._idle_limit:
+            self._check_idle(method)  # breaks the client
         self._state.apply(ClientEvent.CALL)
-        return await self._exchange(method, args, "call", self.options.timeouts.call)
+        return self._send(method, args, "call", self.options.timeouts.call)
 
     def typed(self, iface: Type[_Iface]) -> _Iface:
         """As ``Client.typed``, each method awaited; ``iface`` may also be the service's async interface
@@ -360,8 +364,7 @@ class AsyncClient(ClientBase, ServiceMethods):
 
     def _start_call(self, name: str, args: Tuple[Any, ...], phase: str) -> ClientCall:
         """Checks the arguments (nothing is written for a wrong one) and starts the call for the interceptors."""
-        oneway = self._codec.is_oneway(name)
-        self._codec.check(name, args)
+        oneway = self._codec.checked(name, args)
         seqid = self._inflight.next_seqid()
         hello = self._server_hello
         call = ClientCall(name, seqid, oneway, self._peer, time.perf_counter(), phase, hello and hello.session_id)
@@ -383,11 +386,14 @@ class AsyncClient(ClientBase, ServiceMethods):
         except Exception as error:  # nothing was written: the connection stays usable
             self._inflight.failed(call, error)
             raise RequestEncodingError(f"{call.method}: cannot encode the arguments: {error}") from error
-        alone = not self._inflight
-        future = None if oneway else self._inflight.add(call, len(data), timeout)
-        stream.write(data, alone)
-        self._behind.written(call.seqid, call.method, args, future is not None)
-        self._inflight.written(call, future is not None, len(data))
+        stream.write(data, not self._inflight.waiting)  # alone: no other call's reply to wait with
+        if oneway:
+            self._behind.written(call.seqid, call.method, args, False)
+            self._inflight.written(call, len(data))
+            future = None
+        else:  # waits from now
+            future = self._inflight.add(call, len(data), timeout)
+            self._behind.written(call.seqid, call.method, args, True)
         self._last_activity = time.perf_counter()
         return future
 
@@ -405,7 +411,7 @@ class AsyncClient(ClientBase, ServiceMethods):
         refusal it raises); cancelling it drops the reply."""
         stream, hello = self._stream, self._hello_answer
         try:
-            if stream is not None:
+            if stream is not None and stream.paused:
                 await stream.drain()
             if hello is not None and call.method != "hello":
                 try:
@@ -437,7 +443,7 @@ class AsyncClient(ClientBase, ServiceMethods):
                 self._break(self._codec.notice())
                 return
             size, decode = len(message), self._codec.decode
-        waiting = self._inflight.get(seqid)
+        waiting = self._inflight.waiting.get(seqid)
         if waiting is None or name != waiting.call.method or message_type not in (TMessageType.REPLY,
                                                                                     TMessageType.EXCEPTION):
             expected = "no call" if waiting is None else f"the call {waiting.call.method}"

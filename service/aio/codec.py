@@ -85,6 +85,7 @@ class MessageCodec:
         reader.readMessageBegin = self._header_read  # recv_<method> gets the header read by header()
         self._stub = service.Client(reader, writer)
         self._oneway: Dict[str, bool] = {}
+        self._methods: Dict[str, Tuple[bool, Callable[[Tuple[Any, ...]], None]]] = {}
         self._fast = fast_binary(service.Client, wire, protocols, max_reply_bytes + 4, multiplexed)
         #: The reply starting at an offset of the bytes received, cut and decoded, or None (``fastpath``).
         self.cut: Optional[Callable[[bytes, int], Optional[Reply]]] = None if self._fast is None else self._fast.cut
@@ -101,6 +102,14 @@ class MessageCodec:
     def check(self, name: str, args: Tuple[Any, ...]) -> None:
         """Raises RequestEncodingError for arguments that do not fit the IDL (nothing is encoded)."""
         checker_of(self.service, name)(args)
+
+    def checked(self, name: str, args: Tuple[Any, ...]) -> bool:
+        """``check``, then ``is_oneway`` (one look-up per call)."""
+        method = self._methods.get(name)
+        if method is None:
+            method = self._methods[name] = (self.is_oneway(name), checker_of(self.service, name))
+        method[1](args)
+        return method[0]
 
     def encode(self, name: str, args: Tuple[Any, ...], seqid: int, traceparent: Optional[str] = None) -> bytes:
         """The request as it goes on the wire (a frame for framed and THeader), carrying ``traceparent``

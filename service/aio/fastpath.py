@@ -14,6 +14,7 @@ fails to decode, breaks a limit, names no method of the service or is not a repl
 
 from __future__ import annotations
 
+import functools
 import struct
 from io import BytesIO
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -55,8 +56,10 @@ class Reply:
 class _Received(TTransportBase, CReadableTransport):
     """The bytes of one chunk received, read in place; reading past them marks the reply cut short."""
 
+    cstringio_buf: Any = None  # what the C decoder reads: the chunk (an attribute, not the base's property)
+
     def __init__(self) -> None:
-        self.buffer = BytesIO()
+        self.cstringio_buf = self.buffer = BytesIO()
         self.cut_short = False
         self.refill_error: Optional[Exception] = None  # what the strict decoder reports for a cut-short read
 
@@ -65,10 +68,6 @@ class _Received(TTransportBase, CReadableTransport):
         if len(data) < sz:
             self._short()
         return data
-
-    @property
-    def cstringio_buf(self) -> BytesIO:
-        return self.buffer
 
     def cstringio_refill(self, partialread: bytes, reqlen: int) -> BytesIO:
         self._short()
@@ -100,7 +99,7 @@ class FastBinary:
         self._chunk: Optional[bytes] = None
         reader = protocols.getProtocol(self._received)
         self._header: Tuple[str, int, int] = ("", 0, 0)
-        reader.readMessageBegin = lambda: self._header  # recv_<method> gets the header read by cut()
+        reader.readMessageBegin = functools.partial(getattr, self, "_header")  # recv_<method> gets cut()'s
         self._stub = client_class(reader)
         self._requests: Dict[str, Tuple[bytes, type, int]] = {}
         self._recv: Dict[str, Optional[Callable[[], Any]]] = {}
@@ -132,7 +131,7 @@ class FastBinary:
         cleanly; else None (the framer and the codec's slow path take it from there)."""
         if data is not self._chunk:
             self._chunk = data
-            self._received.buffer = BytesIO(data)
+            self._received.cstringio_buf = self._received.buffer = BytesIO(data)
         position, end = start, len(data)
         if self._framed:
             if end - position < 4:

@@ -33,7 +33,7 @@ class Waiting:
         self.call = call
         self.future = future
         self.bytes_out = bytes_out
-        self.sent = call.started
+        self.sent = time.perf_counter()  # when the request was queued whole
         self.deadline = deadline  # time.perf_counter() by which the reply must have come (None: no limit)
         self.abandoned = False
 
@@ -45,7 +45,9 @@ class InFlight:
         self._epoch = epoch
         self._chain = chain
         self._on_timeout = on_timeout
-        self._waiting: Dict[int, Waiting] = {}
+        #: The calls awaiting replies by seqid (read only: ``add`` and ``take`` change it).
+        self.waiting: Dict[int, Waiting] = {}
+        self._waiting = self.waiting
         self._seqid = 0
         self._timer: Optional[asyncio.TimerHandle] = None
         self._timer_at = 0.0  # the deadline the timer is armed for
@@ -63,8 +65,8 @@ class InFlight:
                 return seqid
 
     def add(self, call: ClientCall, bytes_out: int, timeout: Optional[float]) -> "asyncio.Future[Any]":
-        """Registers a call about to be written; ``on_timeout(seqid)`` runs ``timeout`` seconds after
-        the call started unless its reply came (or its caller cancelled it) first."""
+        """Registers a call whose request is queued whole: it now waits for its reply. ``on_timeout(seqid)``
+        runs ``timeout`` seconds after the call started unless its reply came (or its caller cancelled it) first."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else call.started + timeout
         waiting = Waiting(call, loop.create_future(), bytes_out, deadline)
@@ -94,14 +96,9 @@ class InFlight:
         else:
             self._arm(asyncio.get_running_loop(), earliest.deadline)  # type: ignore[arg-type]
 
-    def written(self, call: ClientCall, two_way: bool, bytes_out: int) -> None:
-        """The request is queued whole: a two-way call now waits; a oneway call (or a goodbye whose
-        Farewell is not read) is over."""
-        now = time.perf_counter()
-        if two_way:
-            self._waiting[call.seqid].sent = now
-            return
-        duration = now - call.started
+    def written(self, call: ClientCall, bytes_out: int) -> None:
+        """A oneway call (or a goodbye whose Farewell is not read) is queued whole: it is over."""
+        duration = time.perf_counter() - call.started
         self._end(call, Record(call.phase, call.method, call.started - self._epoch, duration, bytes_out, 0, duration),
                   Outcome.OK)
 
@@ -125,7 +122,7 @@ class InFlight:
         record = Record(call.phase, call.method, start - self._epoch, end - start, waiting.bytes_out, bytes_in,
                         sent - start, arrived - sent, end - arrived, server_us, None if error is None else repr(error),
                         pipelined)
-        self._end(call, record, outcome_of(error), result, error)
+        self._end(call, record, Outcome.OK if error is None else outcome_of(error), result, error)
         if waiting.future.done():
             return
         if error is None:

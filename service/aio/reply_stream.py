@@ -56,7 +56,7 @@ class ReplyStream(asyncio.Protocol):
         self.first_reply = b""  # the first bytes of the reply not yet whole (to explain one that cannot be read)
         self._partial_since = 0.0  # when the first byte of that reply arrived
         self._resumed: Optional[asyncio.Future] = None  # set while the kernel's send buffer is full
-        self._ended = False
+        self.ended = False  # closed, by either end
         self._unsent: List[bytes] = []  # requests queued in this turn of the event loop
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
@@ -77,7 +77,7 @@ class ReplyStream(asyncio.Protocol):
             for message in messages:
                 self._on_reply(message, arrived)
                 arrived = now
-                if self._ended:  # the client gave the connection up on this reply
+                if self.ended:  # the client gave the connection up on this reply
                     return
             self._keep_start(data, arrived if not messages else now)
             if messages and self._framer.pending:
@@ -97,7 +97,7 @@ class ReplyStream(asyncio.Protocol):
                 return data[start:] if start else data
             start += reply.size
             self._on_reply(reply, now)
-            if self._ended:
+            if self.ended:
                 return b""
         self.first_reply = b""
         self._partial_since = 0.0
@@ -108,12 +108,12 @@ class ReplyStream(asyncio.Protocol):
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
         self._wake_writers()
-        if exc is not None and not self._ended:
+        if exc is not None and not self.ended:
             left = _left_in_kernel(self.transport)
             if left:
                 self.data_received(left)
-        if not self._ended:
-            self._ended = True
+        if not self.ended:
+            self.ended = True
             self._on_end(exc)
 
     def pause_writing(self) -> None:
@@ -154,19 +154,24 @@ class ReplyStream(asyncio.Protocol):
 
     def _send(self) -> None:
         unsent, self._unsent = self._unsent, []
-        if unsent and self.transport is not None and not self._ended:
+        if unsent and self.transport is not None and not self.ended:
             self.transport.write(unsent[0] if len(unsent) == 1 else b"".join(unsent))
+
+    @property
+    def paused(self) -> bool:
+        """Whether the kernel's send buffer is full (``drain`` then waits)."""
+        return self._resumed is not None
 
     async def drain(self) -> None:
         """Returns once the kernel takes more bytes (at once unless its buffer is full), or the stream ended."""
-        while self._resumed is not None and not self._ended:
+        while self._resumed is not None and not self.ended:
             await asyncio.shield(self._resumed)
 
     def end(self, error: Optional[BaseException], graceful: bool = False) -> None:
         """Closes the connection: ``graceful``, once what is queued is written (a goodbye); else at once,
         unsent bytes dropped (a broken connection). ``on_end`` hears ``error`` (None: asked for by the client)."""
         if self.transport is not None:
-            if graceful and not self._ended:
+            if graceful and not self.ended:
                 self._send()
                 self.transport.close()
                 if self.transport.get_write_buffer_size():  # a peer that does not read gets a bounded wait
@@ -174,13 +179,9 @@ class ReplyStream(asyncio.Protocol):
             else:
                 self.transport.abort()
         self._wake_writers()
-        if not self._ended:
-            self._ended = True
+        if not self.ended:
+            self.ended = True
             self._on_end(error)
-
-    @property
-    def ended(self) -> bool:
-        return self._ended
 
     def _keep_start(self, data: bytes, since: float) -> None:
         """Remembers where the reply still being received starts: its first bytes and their time."""
