@@ -56,6 +56,7 @@ class ReplyStream(asyncio.Protocol):
         self.first_reply = b""  # the first bytes of the reply not yet whole (to explain one that cannot be read)
         self._partial_since = 0.0  # when the first byte of that reply arrived
         self._resumed: Optional[asyncio.Future] = None  # set while the kernel's send buffer is full
+        self.paused = False  # the kernel's send buffer is full: ``drain`` waits
         self.ended = False  # closed, by either end
         self._unsent: List[bytes] = []  # requests queued in this turn of the event loop
 
@@ -119,6 +120,7 @@ class ReplyStream(asyncio.Protocol):
     def pause_writing(self) -> None:
         if self._resumed is None:
             self._resumed = asyncio.get_running_loop().create_future()
+            self.paused = True
 
     def resume_writing(self) -> None:
         self._wake_writers()
@@ -157,11 +159,6 @@ class ReplyStream(asyncio.Protocol):
         if unsent and self.transport is not None and not self.ended:
             self.transport.write(unsent[0] if len(unsent) == 1 else b"".join(unsent))
 
-    @property
-    def paused(self) -> bool:
-        """Whether the kernel's send buffer is full (``drain`` then waits)."""
-        return self._resumed is not None
-
     async def drain(self) -> None:
         """Returns once the kernel takes more bytes (at once unless its buffer is full), or the stream ended."""
         while self._resumed is not None and not self.ended:
@@ -194,6 +191,7 @@ class ReplyStream(asyncio.Protocol):
 
     def _wake_writers(self) -> None:
         resumed, self._resumed = self._resumed, None
+        self.paused = False
         if resumed is not None and not resumed.done():
             resumed.set_result(None)
 
