@@ -19,7 +19,7 @@ from thrift_handshake.aio.codec import MessageCodec
 from thrift_handshake.aio.fastpath import Reply
 from thrift_handshake.aio.reply_stream import ReplyStream
 from thrift_handshake_gen import HandshakeService
-from thrift_handshake_gen.session.ttypes import ClientHello
+from thrift_handshake_gen.session.ttypes import ClientHello, HandshakeRequired
 from thrift_handshake_gen.ttypes import AllTypes, Event, InvalidRequest, Request, Response
 
 REQUEST = Request(request_id="r1", payload="p" * 40, work_ms=0, headers={"k": "v", "é": "ü"})
@@ -79,6 +79,8 @@ REPLIES = [
     exception_reply(3),
     encode_reply("process", 4, HandshakeService.process_result(success=Response("r", "d", 5, "s", 1))),
     encode_reply("process", 5, HandshakeService.process_result()),  # no result: MISSING_RESULT
+    encode_reply("fail", 6, HandshakeService.fail_result()),  # void: None
+    encode_reply("fail", 7, HandshakeService.fail_result(handshake_required=HandshakeRequired("hello first"))),
 ]
 BAD_UTF8 = encode_reply("echo", 6, HandshakeService.echo_result(success="ok")).replace(b"ok", b"\xff\xfe")
 FOREIGN = encode_reply("nosuch", 7, HandshakeService.echo_result(success="x"))

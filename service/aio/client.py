@@ -36,7 +36,7 @@ from ..client_core import (ClientBase, broken_error, client_hello, idle_limit, n
 from ..client_methods import THRIFT_SERVICE, ServiceMethods, TypedView
 from ..config import DEFAULT_HOST, DEFAULT_PORT, ClientOptions
 from ..endpoints import Endpoints, connect_any_async
-from ..errors import (ConnectError, ConnectionBroken, HandshakeFailed, ReconnectAsked,
+from ..errors import (ConnectError, ConnectionBroken, HandshakeFailed, PhaseError, ReconnectAsked,
                       RemoteApplicationError, RequestEncodingError, ServerDraining, ServiceError, ThriftHandshakeError)
 from ..interceptors import ClientCall
 from ..states import CLIENT_TRANSITIONS, ClientEvent, ClientPhase, StateMachine
@@ -255,12 +255,14 @@ class AsyncClient(ClientBase, ServiceMethods):
         if self._notice_unheard and self.phase is ClientPhase.BROKEN:  # as the threaded client reads it
             self._notice_unheard = False
             raise self._broken_as(method)
-        if not self._state.allows(ClientEvent.CALL):
-            raise self._phase_error(f"call {method}")
+        try:
+            self._state.apply(ClientEvent.CALL)  # in the phases that allow it, the phase stays
+        except PhaseError:
+            raise self._phase_error(f"call {method}") from None
         if self._idle_limit is not None and time.perf_counter() - self._last_activity >= self._idle_limit:
             self._check_idle(method)  # breaks the client
-        self._state.apply(ClientEvent.CALL)
-        return self._send(method, args, "call", self.options.timeouts.call)
+        call = self._start_call(method, args, "call")
+        return call, self._write(call, args, call.oneway, self.options.timeouts.call)
 
     def typed(self, iface: Type[_Iface]) -> _Iface:
         """As ``Client.typed``, each method awaited; ``iface`` may also be the service's async interface
@@ -484,7 +486,7 @@ class AsyncClient(ClientBase, ServiceMethods):
             self._pipelined_session = result.session_id
         elif waiting.call.session_id is None and name != "hello":
             waiting.call.session_id = self._pipelined_session
-        self._inflight.answered(self._inflight.take(seqid), arrived, size, result, error_out, server_us,
+        self._inflight.answered(seqid, arrived, size, result, error_out, server_us,
                                 pipelined)
         if isinstance(error_out, RemoteApplicationError) and error_out.type == TApplicationException.PROTOCOL_ERROR:
             self._break(error_out.error)  # the server closes after this answer

@@ -3,9 +3,10 @@
 On the buffered and framed binary wires with the C extension, a request is its message header (packed
 once per method) and the arguments struct encoded by ``fastbinary``: the same bytes as the generated
 ``send_<method>`` writes through the protocol, without the Python protocol's calls. A reply is decoded
-where it lies in the bytes just received, by the generated ``recv_<method>`` over the wire's own
-protocol (its limits and strict decoding) on a reader of those bytes; where it ends is where the
-decoder stopped, so no separate walk over the message is needed to find its end.
+where it lies in the bytes just received: its ``<method>_result`` struct by the wire's own protocol
+(its limits and strict decoding) on a reader of those bytes, then the result or the declared exception
+it holds, as the generated ``recv_<method>`` hands them out (which reads an EXCEPTION message); where it
+ends is where the decoder stopped, so no separate walk over the message is needed to find its end.
 
 Only what reads cleanly takes this path: a reply cut short by the end of the bytes received, one that
 fails to decode, breaks a limit, names no method of the service or is not a reply, is left to
@@ -21,7 +22,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 from thrift.protocol.TBinaryProtocol import TBinaryProtocol
 from thrift.protocol.TProtocol import TProtocolException, TProtocolFactory
-from thrift.Thrift import TException, TMessageType
+from thrift.Thrift import TApplicationException, TException, TMessageType
 from thrift.transport.TTransport import CReadableTransport, TTransportBase, TTransportException
 
 from ..config import Wire
@@ -51,6 +52,31 @@ class Reply:
         if self.error is not None:
             raise self.error
         return self.result
+
+
+class _Result:
+    """A method's ``<method>_result`` struct, and what ``recv_<method>`` makes of one."""
+
+    __slots__ = ("spec", "_name", "_success", "_exceptions")
+
+    def __init__(self, name: str, result_class: Any) -> None:
+        self.spec = [result_class, result_class.thrift_spec]
+        fields = [field[2] for field in result_class.thrift_spec if field is not None]
+        self._name = name
+        self._success = "success" in fields  # field 0: not a void method
+        self._exceptions = tuple(field for field in fields if field != "success")
+
+    def outcome(self, result: Any) -> Any:
+        """The result, or raises the exception set, as ``recv_<method>`` (MISSING_RESULT when neither)."""
+        if self._success and result.success is not None:
+            return result.success
+        for field in self._exceptions:
+            raised = getattr(result, field)
+            if raised is not None:
+                raise raised
+        if self._success:
+            raise TApplicationException(TApplicationException.MISSING_RESULT, f"{self._name} failed: unknown result")
+        return None
 
 
 class _Received(TTransportBase, CReadableTransport):
@@ -101,8 +127,9 @@ class FastBinary:
         self._header: Tuple[str, int, int] = ("", 0, 0)
         reader.readMessageBegin = functools.partial(getattr, self, "_header")  # recv_<method> gets cut()'s
         self._stub = client_class(reader)
+        self._reader = reader
         self._requests: Dict[str, Tuple[bytes, type, int]] = {}
-        self._recv: Dict[str, Optional[Callable[[], Any]]] = {}
+        self._results: Dict[str, Optional[_Result]] = {}
 
     def encode(self, name: str, args: Tuple[Any, ...], seqid: int) -> Optional[bytes]:
         """The request as ``send_<name>`` writes it; None for a method this path does not encode."""
@@ -125,6 +152,12 @@ class FastBinary:
         raw = (self._prefix + name).encode("utf-8")
         fields = send.__func__.__code__.co_argcount - 1  # its parameters after self
         return _HEAD.pack(_VERSION_1 | message_type, len(raw)) + raw, args_class, fields
+
+    def _result(self, name: str) -> Optional["_Result"]:
+        recv = getattr(self._stub, "recv_" + name, None) if name else None
+        if recv is None:
+            return None
+        return _Result(name, recv.__func__.__globals__[name + "_result"])  # the struct recv_<name> reads
 
     def cut(self, data: bytes, start: int) -> Optional[Reply]:
         """The reply that starts at ``start`` in ``data``, decoded, if it is whole there and reads
@@ -154,10 +187,10 @@ class FastBinary:
             name = data[position + 8:name_end].decode("utf-8")
         except UnicodeDecodeError:
             return None
-        recv = self._recv.get(name, False)
-        if recv is False:
-            recv = self._recv[name] = getattr(self._stub, "recv_" + name, None) if name else None
-        if recv is None:
+        method = self._results.get(name, False)
+        if method is False:
+            method = self._results[name] = self._result(name)
+        if method is None:
             return None
         seqid = _I32.unpack_from(data, name_end)[0]
         received = self._received
@@ -167,7 +200,9 @@ class FastBinary:
         error: Optional[TException] = None
         result: Any = None
         try:
-            result = recv()
+            if message_type == TMessageType.EXCEPTION:
+                getattr(self._stub, "recv_" + name)()  # raises the TApplicationException it reads
+            result = method.outcome(self._reader._fast_decode(None, self._reader, method.spec))
         except (TTransportException, TProtocolException):  # cut short, or a fault the slow path reports
             return None
         except TException as raised:  # TApplicationException, or an exception the method declares

@@ -112,10 +112,11 @@ class InFlight:
             self._abandon(waiting)
         return waiting
 
-    def answered(self, waiting: Waiting, arrived: float, bytes_in: int, result: Any, error: Optional[BaseException],
+    def answered(self, seqid: int, arrived: float, bytes_in: int, result: Any, error: Optional[BaseException],
                  server_us: Optional[int], pipelined: bool = False) -> None:
-        """The call's reply is decoded: recorded (``pipelined``: a hello answered after the calls written
-        behind it), and handed to its caller."""
+        """The reply of the call ``seqid`` (not cancelled) is decoded: the call is removed, recorded
+        (``pipelined``: a hello answered after the calls written behind it) and handed to its caller."""
+        waiting = self._waiting.pop(seqid)
         call, end = waiting.call, time.perf_counter()
         sent, start = waiting.sent, call.started
         arrived = max(arrived, sent)
