@@ -53,6 +53,7 @@ __all__ = ["AsyncClient"]
 logger = logging.getLogger(__name__)
 
 _Iface = TypeVar("_Iface")
+_ANSWERS = (TMessageType.REPLY, TMessageType.EXCEPTION)  # the message types a reply may have
 
 
 class AsyncClient(ClientBase, ServiceMethods):
@@ -446,8 +447,7 @@ class AsyncClient(ClientBase, ServiceMethods):
                 return
             size, decode = len(message), self._codec.decode
         waiting = self._inflight.waiting.get(seqid)
-        if waiting is None or name != waiting.call.method or message_type not in (TMessageType.REPLY,
-                                                                                    TMessageType.EXCEPTION):
+        if waiting is None or name != waiting.call.method or message_type not in _ANSWERS:
             expected = "no call" if waiting is None else f"the call {waiting.call.method}"
             self._break(TProtocolException(TProtocolException.INVALID_DATA,
                                            f"a reply for {name or '?'} (seqid {seqid}, message type {message_type}) "
@@ -486,9 +486,10 @@ class AsyncClient(ClientBase, ServiceMethods):
             self._pipelined_session = result.session_id
         elif waiting.call.session_id is None and name != "hello":
             waiting.call.session_id = self._pipelined_session
-        self._inflight.answered(seqid, arrived, size, result, error_out, server_us,
-                                pipelined)
-        if isinstance(error_out, RemoteApplicationError) and error_out.type == TApplicationException.PROTOCOL_ERROR:
+        self._inflight.answered(seqid, arrived, size, result, error_out, server_us, pipelined)
+        if error_out is None:
+            pass
+        elif isinstance(error_out, RemoteApplicationError) and error_out.type == TApplicationException.PROTOCOL_ERROR:
             self._break(error_out.error)  # the server closes after this answer
         elif isinstance(error_out, ConnectError):  # refused: the server closes the connection
             self._close_stream()
