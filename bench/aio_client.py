@@ -18,7 +18,7 @@ server (it cannot overlap calls on one connection, so N in flight are N connecti
 flight on one channel to a grpc.aio server in its own process (``bench.servers grpc-aio``; echo only).
 
     .venv/bin/python -m bench.aio_client [--seconds 0.5] [--rounds 5] [--op echo|process] [--delay 0.001]
-                                         [--native] [--count-calls]
+                                         [--native] [--count-calls] [--uvloop]
 """
 
 from __future__ import annotations
@@ -214,6 +214,15 @@ def start_native() -> "Tuple[subprocess.Popen, int]":
     return process, port
 
 
+def run(coroutine: Awaitable[Dict[int, Measured]], args: argparse.Namespace) -> Dict[int, Measured]:
+    """A round on asyncio's own event loop, or on uvloop's (``--uvloop``)."""
+    if args.uvloop:
+        import uvloop
+
+        return uvloop.run(coroutine)
+    return asyncio.run(coroutine)
+
+
 def measure(port: int, grpc_port: int, args: argparse.Namespace) -> Dict[str, List[Measured]]:
     results: Dict[str, List[Measured]] = {"threaded, sequential": []}
     results.update({f"async, {n} in flight": [] for n in IN_FLIGHT})
@@ -223,12 +232,12 @@ def measure(port: int, grpc_port: int, args: argparse.Namespace) -> Dict[str, Li
         call = (lambda: client.echo(TEXT)) if args.op == "echo" else (lambda: client.process(REQUEST))
         for _ in range(args.rounds):
             results["threaded, sequential"].append(rate(call, args.seconds))
-            for n, measured in asyncio.run(async_round(port, args.op, args.seconds)).items():
+            for n, measured in run(async_round(port, args.op, args.seconds), args).items():
                 results[f"async, {n} in flight"].append(measured)
-            for n, measured in asyncio.run(thriftpy2_round(port, args.op, args.seconds)).items():
+            for n, measured in run(thriftpy2_round(port, args.op, args.seconds), args).items():
                 results[f"thriftpy2 aio, {n} conns"].append(measured)
             if args.op == "echo":  # bench.proto has no process
-                for n, measured in asyncio.run(grpc_round(grpc_port, args.seconds)).items():
+                for n, measured in run(grpc_round(grpc_port, args.seconds), args).items():
                     results[f"grpc.aio, {n} in flight"].append(measured)
     return results
 
@@ -252,6 +261,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--op", choices=("echo", "process"), default="echo")
     parser.add_argument("--delay", type=float, default=0.001, help="seconds the relay holds each chunk, each way")
+    parser.add_argument("--uvloop", action="store_true", help="every async client on uvloop's event loop")
     parser.add_argument("--native", action="store_true", help="also against the native C++ server (bench/native)")
     parser.add_argument("--count-calls", action="store_true",
                         help="print the AsyncClient's Python calls per call (sys.setprofile) first")
@@ -282,7 +292,7 @@ def main() -> None:
             process.terminate()
             process.wait()
     print(f"{args.op}, one connection (thriftpy2 aio: one per call in flight), {args.rounds} rounds of "
-          f"{args.seconds:g} s")
+          f"{args.seconds:g} s" + (", the async clients on uvloop" if args.uvloop else ""))
     report("loopback", loopback)
     if native is not None:
         report("loopback, the native C++ server (bench/native; grpc.aio: its own server)", native)
