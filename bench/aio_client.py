@@ -7,7 +7,8 @@ call, and loopback through a relay process that holds every chunk ``--delay`` se
 trip of a LAN between racks), where the round trip dominates, as it does off one machine. With N in flight,
 N coroutines call in a loop on one AsyncClient, so N requests are always written ahead of their replies.
 Prints calls/s (median of the rounds, min..max), this process's CPU per call (every client runs in it: the
-figure a shared machine's noise moves least) and the ratios to the threaded client and to the AsyncClient's
+figure a shared machine's noise moves least), the server process's CPU per call (whether it, not the client,
+sets the pace) and the ratios to the threaded client and to the AsyncClient's
 own sequential rate (issue 14's target: 16 in flight >= 5x its own sequential rate). ``--native`` adds a third
 link: the same clients against the native C++ server (bench/native: a few us per call), where the rates are
 the clients' own. ``--count-calls`` prints, before the rounds, the Python function calls the AsyncClient
@@ -25,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
+import os
 import socket
 import statistics
 import subprocess
@@ -40,20 +43,31 @@ from thrift_handshake import AsyncClient, Client
 from thrift_handshake_gen import HandshakeService
 
 IN_FLIGHT = (1, 16, 100)
-#: calls/s, and this process's CPU microseconds per call
-Measured = Tuple[float, float]
+#: calls/s, and this process's and the server process's CPU microseconds per call
+Measured = Tuple[float, float, float]
 
 
-async def async_rate(call: Callable[[], Awaitable[Any]], in_flight: int, seconds: float) -> Measured:
-    """Calls per second with ``in_flight`` coroutines calling in a loop for about ``seconds``, and CPU per call."""
-    return await _each_its_own([call] * in_flight, seconds)
+def process_cpu(pid: int) -> float:
+    """Seconds of CPU process ``pid`` has used (Linux's /proc; NaN elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return math.nan
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
-async def async_round(port: int, op: str, seconds: float) -> Dict[int, Measured]:
+async def async_rate(call: Callable[[], Awaitable[Any]], in_flight: int, seconds: float, server: int) -> Measured:
+    """Calls per second with ``in_flight`` coroutines calling in a loop for about ``seconds``, and CPU per
+    call here and in process ``server``."""
+    return await _each_its_own([call] * in_flight, seconds, server)
+
+
+async def async_round(port: int, op: str, seconds: float, server: int) -> Dict[int, Measured]:
     async with AsyncClient("127.0.0.1", port, service=HandshakeService) as client:
         call = (lambda: client.echo(TEXT)) if op == "echo" else (lambda: client.process(REQUEST))
-        await async_rate(call, 16, seconds / 4)  # warm-up
-        return {n: await async_rate(call, n, seconds) for n in IN_FLIGHT}
+        await async_rate(call, 16, seconds / 4, server)  # warm-up
+        return {n: await async_rate(call, n, seconds, server) for n in IN_FLIGHT}
 
 
 async def count_calls(port: int, op: str, calls: int = 2000) -> Dict[int, float]:
@@ -69,7 +83,7 @@ async def count_calls(port: int, op: str, calls: int = 2000) -> Dict[int, float]
         call = (lambda: client.echo(TEXT)) if op == "echo" else (lambda: client.process(REQUEST))
         per_call = {}
         for n in IN_FLIGHT:
-            await async_rate(call, n, 0.05)  # warm-up
+            await async_rate(call, n, 0.05, os.getpid())  # warm-up
             left = [calls]
 
             async def worker() -> None:
@@ -133,7 +147,7 @@ def start_relay(target: int, delay: float) -> "Tuple[subprocess.Popen, int]":
     return process, int(process.stdout.readline())
 
 
-async def thriftpy2_round(port: int, op: str, seconds: float) -> Dict[int, Measured]:
+async def thriftpy2_round(port: int, op: str, seconds: float, server: int) -> Dict[int, Measured]:
     """thriftpy2's aio client (``make_aio_client``) has no seqids of its own to match replies by, so
     calls on one client must not overlap: N in flight are N clients, each its own connection (with
     hello, as the server asks)."""
@@ -152,18 +166,18 @@ async def thriftpy2_round(port: int, op: str, seconds: float) -> Dict[int, Measu
         for n in IN_FLIGHT:
             calls = [(lambda c=client: c.echo(TEXT)) if op == "echo" else (lambda c=client: c.process(request))
                      for client in clients[:n]]  # each coroutine calls on a client of its own
-            rates[n] = await _each_its_own(calls, seconds)
+            rates[n] = await _each_its_own(calls, seconds, server)
         return rates
     finally:
         for client in clients:
             client.close()
 
 
-async def _each_its_own(calls: List[Callable[[], Awaitable[Any]]], seconds: float) -> Measured:
+async def _each_its_own(calls: List[Callable[[], Awaitable[Any]]], seconds: float, server: int) -> Measured:
     """Calls per second with one coroutine per ``calls`` entry, each calling its own in a loop, and
-    this process's CPU microseconds per call."""
+    the CPU microseconds per call of this process and of process ``server``."""
     count = 0
-    cpu = time.process_time()
+    cpu, server_cpu = time.process_time(), process_cpu(server)
     deadline = time.perf_counter() + seconds
 
     async def worker(call: Callable[[], Awaitable[Any]]) -> None:
@@ -174,10 +188,12 @@ async def _each_its_own(calls: List[Callable[[], Awaitable[Any]]], seconds: floa
 
     started = time.perf_counter()
     await asyncio.gather(*(worker(call) for call in calls))
-    return count / (time.perf_counter() - started), (time.process_time() - cpu) * 1e6 / max(count, 1)
+    count = max(count, 1)
+    return (count / (time.perf_counter() - started), (time.process_time() - cpu) * 1e6 / count,
+            (process_cpu(server) - server_cpu) * 1e6 / count)
 
 
-async def grpc_round(port: int, seconds: float) -> Dict[int, Measured]:
+async def grpc_round(port: int, seconds: float, server: int) -> Dict[int, Measured]:
     """grpc.aio: N in flight on one channel (HTTP/2 streams on one connection) to a grpc.aio server."""
     import grpc
 
@@ -188,8 +204,8 @@ async def grpc_round(port: int, seconds: float) -> Dict[int, Measured]:
         stub = pb_grpc.BenchStub(channel)
         message = pb.Text(message=TEXT)
         call = lambda: stub.Echo(message)  # noqa: E731
-        await async_rate(call, 16, seconds / 4)  # warm-up
-        return {n: await async_rate(call, n, seconds) for n in IN_FLIGHT}
+        await async_rate(call, 16, seconds / 4, server)  # warm-up
+        return {n: await async_rate(call, n, seconds, server) for n in IN_FLIGHT}
 
 
 def start_grpc_aio() -> "Tuple[subprocess.Popen, int]":
@@ -223,7 +239,9 @@ def run(coroutine: Awaitable[Dict[int, Measured]], args: argparse.Namespace) -> 
     return asyncio.run(coroutine)
 
 
-def measure(port: int, grpc_port: int, args: argparse.Namespace) -> Dict[str, List[Measured]]:
+def measure(port: int, grpc_port: int, servers: Tuple[int, int], args: argparse.Namespace) -> Dict[str, List[Measured]]:
+    """Rounds of every client on one link; ``servers``: the pids of the Thrift server and of the grpc.aio one."""
+    server, grpc_server = servers
     results: Dict[str, List[Measured]] = {"threaded, sequential": []}
     results.update({f"async, {n} in flight": [] for n in IN_FLIGHT})
     results.update({f"thriftpy2 aio, {n} conns": [] for n in IN_FLIGHT})
@@ -231,28 +249,35 @@ def measure(port: int, grpc_port: int, args: argparse.Namespace) -> Dict[str, Li
     with Client("127.0.0.1", port, service=HandshakeService) as client:
         call = (lambda: client.echo(TEXT)) if args.op == "echo" else (lambda: client.process(REQUEST))
         for _ in range(args.rounds):
-            results["threaded, sequential"].append(rate(call, args.seconds))
-            for n, measured in run(async_round(port, args.op, args.seconds), args).items():
+            server_cpu = process_cpu(server)
+            calls_per_second, cpu = rate(call, args.seconds)
+            count = calls_per_second * args.seconds  # about
+            results["threaded, sequential"].append((calls_per_second, cpu,
+                                                    (process_cpu(server) - server_cpu) * 1e6 / max(count, 1)))
+            for n, measured in run(async_round(port, args.op, args.seconds, server), args).items():
                 results[f"async, {n} in flight"].append(measured)
-            for n, measured in run(thriftpy2_round(port, args.op, args.seconds), args).items():
+            for n, measured in run(thriftpy2_round(port, args.op, args.seconds, server), args).items():
                 results[f"thriftpy2 aio, {n} conns"].append(measured)
             if args.op == "echo":  # bench.proto has no process
-                for n, measured in run(grpc_round(grpc_port, args.seconds), args).items():
+                for n, measured in run(grpc_round(grpc_port, args.seconds, grpc_server), args).items():
                     results[f"grpc.aio, {n} in flight"].append(measured)
     return results
 
 
 def report(link: str, results: Dict[str, List[Measured]]) -> None:
-    threaded = statistics.median(rate for rate, _ in results["threaded, sequential"])
-    own = statistics.median(rate for rate, _ in results["async, 1 in flight"])
+    threaded = statistics.median(measured[0] for measured in results["threaded, sequential"])
+    own = statistics.median(measured[0] for measured in results["async, 1 in flight"])
     print(f"\n{link}")
-    print(f"{'client':<24} {'calls/s':>9} {'min..max':>15} {'CPU us/call':>12} {'/threaded':>10} {'/async x1':>10}")
+    print(f"{'client':<24} {'calls/s':>9} {'min..max':>15} {'CPU us/call':>12} {'server us':>10} {'/threaded':>10} "
+          f"{'/async x1':>10}")
     for name, measured in results.items():
-        rates = [rate for rate, _ in measured]
+        rates = [rate for rate, _, _ in measured]
         median = statistics.median(rates)
-        cpu = statistics.median(cpu for _, cpu in measured)
+        cpu = statistics.median(cpu for _, cpu, _ in measured)
+        server = statistics.median(server for _, _, server in measured)
         spread = f"{min(rates):.0f}..{max(rates):.0f}"
-        print(f"{name:<24} {median:>9.0f} {spread:>15} {cpu:>12.1f} {median / threaded:>10.2f} {median / own:>10.2f}")
+        print(f"{name:<24} {median:>9.0f} {spread:>15} {cpu:>12.1f} {server:>10.1f} {median / threaded:>10.2f} "
+              f"{median / own:>10.2f}")
 
 
 def main() -> None:
@@ -284,9 +309,9 @@ def main() -> None:
         if args.native:
             native_server, native_port = start_native()
             processes.append(native_server)
-            native = measure(native_port, grpc_port, args)  # grpc.aio: its own server, as on loopback
-        loopback = measure(port, grpc_port, args)
-        delayed = measure(relayed, grpc_relayed, args)
+            native = measure(native_port, grpc_port, (native_server.pid, grpc_server.pid), args)  # grpc.aio: its own
+        loopback = measure(port, grpc_port, (server.pid, grpc_server.pid), args)
+        delayed = measure(relayed, grpc_relayed, (server.pid, grpc_server.pid), args)
     finally:
         for process in processes:
             process.terminate()
