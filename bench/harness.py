@@ -83,7 +83,9 @@ def settings(args: argparse.Namespace, idle_max: int) -> Settings:
         loads = [Workload("echo x1", "echo", 1), Workload("types x1", "types", 1), Workload("echo x4", "echo", 4),
                  Workload("echo x16", "echo", 16), Workload("echo x64", "echo", 64),
                  Workload("lifecycle", "lifecycle", 1)]
-        native = loads + [Workload("idle", "echo", 1, idle)]
+        # 256 connections: natively only (a thread per connection in the generator; 256 Python clients would
+        # be 16 processes of 16 threads, a cell of its own minutes long)
+        native = loads[:5] + [Workload("echo x256", "echo", 256)] + loads[5:] + [Workload("idle", "echo", 1, idle)]
         rounds, seconds, name = 5, 0.5, "latest"
     return Settings(rounds=args.rounds or rounds, seconds=args.seconds or seconds,
                     python_systems=["b", "p", "tp2", "grpc"], native_systems=["b", "p", "tp2", "cpp"],

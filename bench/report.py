@@ -161,6 +161,9 @@ def targets(run: Run) -> List[Tuple[str, str, str, str]]:
             ratio_cell(run, "native", key, "p", "rate"), ">= 1.0x", 1.0, True)
         add(f"same, {conns} connections: server CPU per call P/B", ratio_cell(run, "native", key, "p", "cpu_us"),
             "<= 1.1x", 1.1, False)
+    for conns in (64, 256):  # past max_threads (60): no cliff
+        add(f"echo 32 B, C++ clients hello then echo, {conns} connections: P/B calls/s",
+            ratio_cell(run, "native", f"echo x{conns}", "p", "rate"), ">= 1.0x", 1.0, True)
     add("echo, open connection, Python client: P/B calls/s (min is the worst round)",
         ratio_cell(run, "python", "echo x1", "p", "rate"), ">= 0.95x every round", 0.95, True, every=True)
     add("lifecycle, Python client: P open+hello+echo+goodbye+close / B open+echo+close",
