@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from bench import harness, native_build
 from bench.call_count import tree_path
@@ -55,7 +55,7 @@ def _started(server: harness.Server) -> harness.Server:
             time.sleep(0.05)
 
 
-def main(argv: List[str] = None) -> int:
+def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tree", action="append", default=[], metavar="NAME=PATH",
                         help="another checkout to serve beside this one (repeatable)")

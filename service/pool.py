@@ -125,6 +125,7 @@ class WorkerPool:
 
     def _work(self) -> None:
         lock, tasks, me = self._lock, self._tasks, _Idle()
+        item: Optional[Tuple[Callable[[Any], None], Any]]
         while True:
             with lock:
                 if self._closed:
@@ -150,7 +151,7 @@ class WorkerPool:
                     with lock:
                         self._threads -= 1
                     return
-            task, argument = item
+            task, argument = item  # type: ignore[misc]  # handed or taken: never None here
             try:
                 task(argument)
             except BaseException:  # a task's own errors are its business; the thread must survive them
