@@ -4,6 +4,7 @@ times out by its own deadline, whatever the calls before it did (answered, cance
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import List, Optional
 
 import pytest
@@ -64,6 +65,27 @@ def test_a_call_with_a_shorter_limit_than_the_one_before_it_times_out_first():
             with pytest.raises(CallTimeout, match=r"the connection broke on echo"):
                 await client.echo("x")
             assert loop.time() - started < 10.0 and client.phase is ClientPhase.BROKEN
+            await client.close()
+
+    run(scenario())
+
+
+def test_a_call_cancelled_as_its_deadline_passes_breaks_nothing():
+    """The loop, busy past both, runs a call's cancellation and its deadline in one turn, before the
+    cancelled caller resumes: the cancellation wins (it breaks only its own call), not the deadline."""
+    async def scenario() -> None:
+        async with Peer(first_only) as peer:
+            client = client_for(peer.port, timeouts=Timeouts(call=0.3))
+            await client.connect()
+            loop = asyncio.get_running_loop()
+            held = asyncio.ensure_future(client.echo("held"))
+            await asyncio.sleep(0)  # written: its deadline runs
+            loop.call_later(0.2, held.cancel)
+            loop.call_later(0.1, time.sleep, 0.4)  # the loop is busy until both are due
+            with pytest.raises(asyncio.CancelledError):
+                await held
+            assert client.phase is ClientPhase.READY
+            assert await client.echo("first") == "first"
             await client.close()
 
     run(scenario())

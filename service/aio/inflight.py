@@ -86,8 +86,9 @@ class InFlight:
         self._timer = None
         earliest: Optional[Waiting] = None
         for waiting in self._waiting.values():
-            if waiting.deadline is not None and not waiting.abandoned and (
-                    earliest is None or waiting.deadline < earliest.deadline):  # type: ignore[operator]
+            if waiting.deadline is None or waiting.abandoned or waiting.future.cancelled():  # cancelled: its
+                continue  # caller has not resumed yet (its abandon() is on its way), its deadline is over
+            if earliest is None or waiting.deadline < earliest.deadline:  # type: ignore[operator]
                 earliest = waiting
         if earliest is None:
             return
