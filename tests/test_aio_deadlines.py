@@ -1,5 +1,6 @@
 """The AsyncClient's deadlines share one timer (``aio.inflight``), armed for the earliest: each call still
-times out by its own deadline, whatever the calls before it did (answered, cancelled, longer limits)."""
+times out by its own deadline, whatever the calls before it did (answered, cancelled, longer limits).
+A cancelled call is over for its caller at once, whatever its deadline and its reply do."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from typing import List, Optional
 import pytest
 
 from async_peer import Held, Peer, echo_reply, silent_peer
-from test_async_client import client_for, run
-from thrift_handshake import CallTimeout, ClientPhase, Timeouts
+from test_async_client import Recorder, client_for, run
+from thrift_handshake import CallTimeout, ClientPhase, Outcome, Timeouts
 
 
 def first_only(held: List[Held]) -> Optional[list]:
@@ -86,6 +87,27 @@ def test_a_call_cancelled_as_its_deadline_passes_breaks_nothing():
                 await held
             assert client.phase is ClientPhase.READY
             assert await client.echo("first") == "first"
+            await client.close()
+
+    run(scenario())
+
+
+def test_a_cancelled_call_ends_for_the_interceptors_when_it_is_cancelled():
+    """Not when its reply comes (this one never does): the timeline and interceptors hear it at once."""
+    async def scenario() -> None:
+        recorder = Recorder()
+        async with Peer(first_only) as peer:
+            client = client_for(peer.port, interceptors=(recorder,))
+            await client.connect()
+            held = asyncio.ensure_future(client.echo("held"))
+            await asyncio.sleep(0)  # written
+            held.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await held
+            assert [e for e in recorder.events if e[0] == "ended" and e[1] == "echo"] == [
+                ("ended", "echo", 2, Outcome.FAILED)]
+            assert "cancelled by its caller" in client.timeline.calls("echo")[0].error
+            assert client.in_flight == 1  # its reply, should it come, is still recognised and dropped
             await client.close()
 
     run(scenario())

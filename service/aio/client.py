@@ -222,7 +222,15 @@ class AsyncClient(ClientBase, ServiceMethods):
         if self.options.reconnect_when_asked and (isinstance(self._broken_by, ReconnectAsked) or self._resend):
             await self._follow_reconnect()  # another call was answered "reconnect": one new connection for all
         try:
-            return await self._reply(*self._call_on_this_connection(method, args))
+            call, future = self._call_on_this_connection(method, args)
+            stream = self._stream
+            if future is None or self._hello_answer is not None or stream is None or stream.paused:
+                return await self._reply(call, future)
+            try:  # what ``_reply`` does when there is nothing else to wait for (a coroutine less per call)
+                return await future
+            except asyncio.CancelledError:
+                self._inflight.abandon(call.seqid)
+                raise
         except ReconnectAsked:  # not run (nor was anything written behind it): any method may be sent again
             if not self.options.reconnect_when_asked:
                 raise
