@@ -440,7 +440,7 @@ class AsyncClient(ClientBase, ServiceMethods):
         """A whole reply arrived (or was cut and decoded, ``Reply``): handed to its call, or dropped if
         that call was cancelled."""
         decode: Callable[[str], Any]
-        if type(message) is Reply:
+        if isinstance(message, Reply):
             name, message_type, seqid, size, decode = message.name, message.type, message.seqid, message.size, \
                 message.outcome
         else:

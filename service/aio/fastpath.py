@@ -187,8 +187,9 @@ class FastBinary:
             name = data[position + 8:name_end].decode("utf-8")
         except UnicodeDecodeError:
             return None
-        method = self._results.get(name, False)
-        if method is False:
+        if name in self._results:
+            method = self._results[name]
+        else:
             method = self._results[name] = self._result(name)
         if method is None:
             return None
