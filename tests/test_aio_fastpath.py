@@ -9,11 +9,11 @@ from typing import Any, List, Optional, Tuple
 import pytest
 
 from thrift.protocol.TBinaryProtocol import TBinaryProtocol
+from thrift.protocol.TCompactProtocol import TCompactProtocol
 from thrift.protocol.TMultiplexedProtocol import TMultiplexedProtocol
-from thrift.Thrift import TApplicationException, TMessageType
+from thrift.Thrift import TApplicationException, TMessageType, TType
 from thrift.transport.TTransport import TFramedTransport, TMemoryBuffer
 
-from async_peer import encode_reply
 from thrift_handshake import ClientOptions, Wire
 from thrift_handshake.aio.codec import MessageCodec
 from thrift_handshake.aio.fastpath import Reply
@@ -28,14 +28,19 @@ CALLS: List[Tuple[str, Tuple[Any, ...]]] = [
     ("hello", (ClientHello(client_name="c", min_version=1, max_version=2, features={"a"}),)),
     ("echo_types", (AllTypes(),)), ("goodbye", ()), ("echo", (None,)),
 ]
-WIRES = [Wire(), Wire(transport="framed")]
+WIRES = [Wire(), Wire(transport="framed"), Wire(protocol="compact"), Wire(protocol="compact", transport="framed")]
+
+
+def protocol_for(wire: Wire, transport: Any) -> Any:
+    """Apache Thrift's pure-Python protocol of ``wire``."""
+    return TCompactProtocol(transport) if wire.protocol == "compact" else TBinaryProtocol(transport)
 
 
 def generated_request(wire: Wire, multiplexed: Optional[str], name: str, args: Tuple[Any, ...], seqid: int) -> bytes:
     """What Apache Thrift's generated client writes for the call (pure-Python protocol)."""
     memory = TMemoryBuffer()
     transport = TFramedTransport(memory) if wire.transport == "framed" else memory
-    protocol: Any = TBinaryProtocol(transport)
+    protocol: Any = protocol_for(wire, transport)
     if multiplexed is not None:
         protocol = TMultiplexedProtocol(protocol, multiplexed)
     client = HandshakeService.Client(protocol)
@@ -53,37 +58,57 @@ def test_requests_are_the_generated_clients_bytes(wire: Wire, multiplexed: Optio
         assert codec.encode(name, args, seqid) == generated_request(wire, multiplexed, name, args, seqid), name
 
 
-def test_a_request_that_cannot_be_encoded_raises_and_leaves_the_codec_usable() -> None:
-    codec = MessageCodec(HandshakeService, Wire(), 1 << 20, 1000)
+@pytest.mark.parametrize("wire", WIRES, ids=str)
+def test_a_request_that_cannot_be_encoded_raises_and_leaves_the_codec_usable(wire: Wire) -> None:
+    codec = MessageCodec(HandshakeService, wire, 1 << 20, 1000)
     with pytest.raises(TypeError):
         codec.encode("echo", (7,), 1)
-    assert codec.encode("echo", ("x",), 2) == generated_request(Wire(), None, "echo", ("x",), 2)
+    assert codec.encode("echo", ("x",), 2) == generated_request(wire, None, "echo", ("x",), 2)
 
 
-def framed(message: bytes) -> bytes:
-    return len(message).to_bytes(4, "big") + message
-
-
-def exception_reply(seqid: int) -> bytes:
+def reply(wire: Wire, name: str, seqid: int, result: Any, message_type: int = TMessageType.REPLY) -> bytes:
+    """A server's reply on ``wire`` (Apache Thrift's pure-Python protocol), framed if the wire is."""
     memory = TMemoryBuffer()
-    protocol = TBinaryProtocol(memory)
-    protocol.writeMessageBegin("echo", TMessageType.EXCEPTION, seqid)
-    TApplicationException(TApplicationException.INTERNAL_ERROR, "boom").write(protocol)
+    protocol = protocol_for(wire, memory)
+    protocol.writeMessageBegin(name, message_type, seqid)
+    result.write(protocol)
     protocol.writeMessageEnd()
-    return memory.getvalue()
+    message = memory.getvalue()
+    return len(message).to_bytes(4, "big") + message if wire.transport == "framed" else message
 
 
-REPLIES = [
-    encode_reply("echo", 1, HandshakeService.echo_result(success="é" * 20)),
-    encode_reply("process", 2, HandshakeService.process_result(invalid=InvalidRequest("bad", "payload"))),
-    exception_reply(3),
-    encode_reply("process", 4, HandshakeService.process_result(success=Response("r", "d", 5, "s", 1))),
-    encode_reply("process", 5, HandshakeService.process_result()),  # no result: MISSING_RESULT
-    encode_reply("fail", 6, HandshakeService.fail_result()),  # void: None
-    encode_reply("fail", 7, HandshakeService.fail_result(handshake_required=HandshakeRequired("hello first"))),
-]
-BAD_UTF8 = encode_reply("echo", 6, HandshakeService.echo_result(success="ok")).replace(b"ok", b"\xff\xfe")
-FOREIGN = encode_reply("nosuch", 7, HandshakeService.echo_result(success="x"))
+def replies(wire: Wire) -> List[bytes]:
+    return [
+        reply(wire, "echo", 1, HandshakeService.echo_result(success="é" * 20)),
+        reply(wire, "process", 2, HandshakeService.process_result(invalid=InvalidRequest("bad", "payload"))),
+        reply(wire, "process", 4, HandshakeService.process_result(success=Response("r", "d", 5, "s", 1))),
+        reply(wire, "process", 5, HandshakeService.process_result()),  # no result: MISSING_RESULT
+        reply(wire, "fail", 6, HandshakeService.fail_result()),  # void: None
+        reply(wire, "fail", 7, HandshakeService.fail_result(handshake_required=HandshakeRequired("hello first"))),
+        reply(wire, "echo", 2**31 - 1, HandshakeService.echo_result(success="")),  # the longest seqid
+        reply(wire, "echo", 3, TApplicationException(TApplicationException.INTERNAL_ERROR, "boom"),
+              TMessageType.EXCEPTION),  # last: on compact the framer takes it (and what follows in its read)
+    ]
+
+
+def bad_replies(wire: Wire) -> List[bytes]:
+    """Replies the fast path leaves to the framer: invalid UTF-8, an unknown method, a string field
+    holding an i32, a header cut to pieces."""
+    good = reply(wire, "echo", 6, HandshakeService.echo_result(success="ok"))
+    return [good.replace(b"ok", b"\xff\xfe"), reply(wire, "nosuch", 7, HandshakeService.echo_result(success="x")),
+            reply(wire, "echo", 8, _WrongType())]
+
+
+class _WrongType:
+    """echo's result with an i32 where its string goes."""
+
+    def write(self, protocol: Any) -> None:
+        protocol.writeStructBegin("echo_result")
+        protocol.writeFieldBegin("success", TType.I32, 0)
+        protocol.writeI32(5)
+        protocol.writeFieldEnd()
+        protocol.writeFieldStop()
+        protocol.writeStructEnd()
 
 
 def observe(wire: Wire, chunks: List[bytes], fast: bool, max_reply_bytes: int = 1 << 20) -> List[Any]:
@@ -112,12 +137,14 @@ def observe(wire: Wire, chunks: List[bytes], fast: bool, max_reply_bytes: int = 
 
 @pytest.mark.parametrize("wire", WIRES, ids=str)
 def test_replies_cut_anywhere_reach_the_client_as_the_framer_cuts_them(wire: Wire) -> None:
-    data = b"".join(framed(reply) if wire.transport == "framed" else reply for reply in REPLIES)
+    sent = replies(wire)
+    data = b"".join(sent)
     whole = observe(wire, [data], fast=True)
-    assert whole.count("fast") == len(REPLIES)  # all taken by the fast path when they arrive whole
+    fast = len(sent) - (1 if wire.protocol == "compact" else 0)  # compact's EXCEPTION message: the framer's
+    assert whole.count("fast") == fast  # the rest taken by the fast path when they arrive whole
     expected = observe(wire, [data], fast=False)
     assert [entry for entry in whole if entry != "fast"] == expected
-    assert len(expected) == len(REPLIES)
+    assert len(expected) == len(sent)
     for split in range(1, len(data)):
         for second in (split + 1, len(data)):
             chunks = [data[:split], data[split:second], data[second:]]
@@ -125,16 +152,17 @@ def test_replies_cut_anywhere_reach_the_client_as_the_framer_cuts_them(wire: Wir
 
 
 @pytest.mark.parametrize("wire", WIRES, ids=str)
-@pytest.mark.parametrize("bad", [BAD_UTF8, FOREIGN, REPLIES[0][:-3] + b"\x0b\x00\x05"], ids=["utf8", "foreign", "type"])
-def test_a_reply_the_fast_path_cannot_read_is_reported_as_before(wire: Wire, bad: bytes) -> None:
-    data = b"".join(framed(reply) if wire.transport == "framed" else reply for reply in (REPLIES[0], bad, REPLIES[3]))
-    assert [entry for entry in observe(wire, [data], fast=True) if entry != "fast"] == observe(wire, [data], fast=False)
+@pytest.mark.parametrize("which", [0, 1, 2], ids=["utf8", "foreign", "type"])
+def test_a_reply_the_fast_path_cannot_read_is_reported_as_before(wire: Wire, which: int) -> None:
+    good = replies(wire)
+    data = good[0] + bad_replies(wire)[which] + good[3]
+    seen = observe(wire, [data], fast=True)
+    assert [entry for entry in seen if entry != "fast"] == observe(wire, [data], fast=False)
 
 
 @pytest.mark.parametrize("wire", WIRES, ids=str)
 def test_a_reply_over_the_limit_is_refused_as_the_framer_refuses_it(wire: Wire) -> None:
-    reply = encode_reply("process", 1, HandshakeService.process_result(success=Response("r" * 60, "d" * 60, 5, "s", 1)))
-    data = framed(reply) if wire.transport == "framed" else reply
+    data = reply(wire, "process", 1, HandshakeService.process_result(success=Response("r" * 60, "d" * 60, 5, "s", 1)))
     refused = observe(wire, [data], fast=False, max_reply_bytes=100)
     assert refused[-1][0] == "end" and "None" not in refused[-1][1]
     assert observe(wire, [data], fast=True, max_reply_bytes=100) == refused

@@ -4,9 +4,10 @@ The generated ``Client`` of the service does the encoding and decoding, over the
 protocols as the threaded client (``wire.transport_factory`` and ``wire.protocol_factory``, with the
 reply limits), so every wire cell and the C fast path are kept; only the bytes come from and go to
 memory. The reply's header is read first (``header``), so that the caller can match it to its call by
-seqid before the generated ``recv_<method>`` decodes the rest (``decode``). On the strict binary wire
-with the C extension, requests are encoded and whole replies cut and decoded by ``aio.fastpath``
-(``cut``), the same bytes and results without the Python protocol's calls; the rest takes the path above.
+seqid before the generated ``recv_<method>`` decodes the rest (``decode``). On the binary and compact
+wires (buffered or framed) with the C extension, requests are encoded and whole replies cut and decoded
+by ``aio.fastpath`` (``cut``), the same bytes and results without the Python protocol's calls; the rest
+takes the path above.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
-"""Strict binary requests and replies straight through Thrift's C extension, for the pipelined client.
+"""Binary and compact requests and replies straight through Thrift's C extension, for the pipelined client.
 
-On the buffered and framed binary wires with the C extension, a request is its message header (packed
-once per method) and the arguments struct encoded by ``fastbinary``: the same bytes as the generated
-``send_<method>`` writes through the protocol, without the Python protocol's calls. A reply is decoded
+On the buffered and framed binary (strict) and compact wires with the C extension, a request is its
+message header (packed once per method, but for the seqid) and the arguments struct encoded by
+``fastbinary``: the same bytes as the generated ``send_<method>`` writes through the protocol, without
+the Python protocol's calls. A reply is decoded
 where it lies in the bytes just received: its ``<method>_result`` struct by the wire's own protocol
 (its limits and strict decoding) on a reader of those bytes, then the result or the declared exception
 it holds, as the generated ``recv_<method>`` hands them out (which reads an EXCEPTION message); where it
@@ -35,6 +36,7 @@ _I32 = struct.Struct("!i")
 _HEAD = struct.Struct("!ii")
 _VERSION_MASK = TBinaryProtocol.VERSION_MASK
 _VERSION_1 = TBinaryProtocol.VERSION_1
+_COMPACT_ID, _COMPACT_VERSION = 0x82, 1
 
 
 class Reply:
@@ -114,10 +116,11 @@ class FastBinary:
     factory (limits, strict decoding); ``max_message_bytes`` caps a whole reply, frame field included."""
 
     def __init__(self, client_class: type, protocols: TProtocolFactory, framed: bool, max_message_bytes: int,
-                 multiplexed: Optional[str] = None) -> None:
+                 multiplexed: Optional[str] = None, compact: bool = False) -> None:
         from thrift.protocol import fastbinary
 
-        self._encode_binary = fastbinary.encode_binary
+        self._compact = compact
+        self._encode_binary = fastbinary.encode_compact if compact else fastbinary.encode_binary
         self._framed = framed
         self._max_message = max_message_bytes
         self._prefix = "" if multiplexed is None else multiplexed + SEPARATOR
@@ -128,7 +131,7 @@ class FastBinary:
         reader.readMessageBegin = functools.partial(getattr, self, "_header")  # recv_<method> gets cut()'s
         self._stub = client_class(reader)
         self._reader = reader
-        self._requests: Dict[str, Tuple[bytes, type, int]] = {}
+        self._requests: Dict[str, Tuple[bytes, bytes, type, int]] = {}
         self._results: Dict[str, Optional[_Result]] = {}
 
     def encode(self, name: str, args: Tuple[Any, ...], seqid: int) -> Optional[bytes]:
@@ -136,22 +139,23 @@ class FastBinary:
         request = self._requests.get(name)
         if request is None:
             request = self._requests[name] = self._request(name)
-        head, args_class, fields = request
+        before, after, args_class, fields = request  # the header's bytes before and after the seqid
         if len(args) != fields:
             return None
         body = self._encode_binary(args_class(*args), [args_class, args_class.thrift_spec])  # type: ignore[attr-defined]
-        if not self._framed:
-            return head + _I32.pack(seqid) + body
-        size = len(head) + 4 + len(body)
-        return _I32.pack(size) + head + _I32.pack(seqid) + body
+        message = before + (_varint_bytes(seqid) if self._compact else _I32.pack(seqid)) + after + body
+        return _I32.pack(len(message)) + message if self._framed else message
 
-    def _request(self, name: str) -> Tuple[bytes, type, int]:
+    def _request(self, name: str) -> Tuple[bytes, bytes, type, int]:
         send = getattr(self._stub, "send_" + name)
         args_class = send.__func__.__globals__[name + "_args"]  # the generated send_<name> builds this struct
         message_type = TMessageType.CALL if getattr(self._stub, "recv_" + name, None) else TMessageType.ONEWAY
         raw = (self._prefix + name).encode("utf-8")
         fields = send.__func__.__code__.co_argcount - 1  # its parameters after self
-        return _HEAD.pack(_VERSION_1 | message_type, len(raw)) + raw, args_class, fields
+        if self._compact:
+            return bytes((_COMPACT_ID, _COMPACT_VERSION | message_type << 5)), _varint_bytes(len(raw)) + raw, \
+                args_class, fields
+        return _HEAD.pack(_VERSION_1 | message_type, len(raw)) + raw, b"", args_class, fields
 
     def _result(self, name: str) -> Optional["_Result"]:
         recv = getattr(self._stub, "recv_" + name, None) if name else None
@@ -174,17 +178,14 @@ class FastBinary:
                 return None
             position += 4
             end = position + frame
-        if end - position < 8:
+        header = (_compact_header if self._compact else _binary_header)(data, position, end)
+        if header is None:
             return None
-        version, length = _HEAD.unpack_from(data, position)
-        name_end = position + 8 + length
-        if version & _VERSION_MASK != _VERSION_1 or length < 0 or name_end + 4 > end:
-            return None
-        message_type = version & 0xFF
-        if message_type != TMessageType.REPLY and message_type != TMessageType.EXCEPTION:
-            return None
+        message_type, seqid, name_start, name_end, body = header
+        if message_type != TMessageType.REPLY and (message_type != TMessageType.EXCEPTION or self._compact):
+            return None  # (compact's pure-Python reader, which reads an EXCEPTION's struct, keeps a state of its own)
         try:
-            name = data[position + 8:name_end].decode("utf-8")
+            name = data[name_start:name_end].decode("utf-8")
         except UnicodeDecodeError:
             return None
         if name in self._results:
@@ -193,9 +194,8 @@ class FastBinary:
             method = self._results[name] = self._result(name)
         if method is None:
             return None
-        seqid = _I32.unpack_from(data, name_end)[0]
         received = self._received
-        received.buffer.seek(name_end + 4)
+        received.buffer.seek(body)
         received.cut_short = False
         self._header = (name, message_type, seqid)
         error: Optional[TException] = None
@@ -216,11 +216,61 @@ class FastBinary:
         return Reply(name, message_type, seqid, stop - start, result, error)
 
 
+#: A reply's header: message type, seqid, where the name starts and ends, where the result struct starts.
+_Header = Tuple[int, int, int, int, int]
+
+
+def _binary_header(data: bytes, position: int, end: int) -> Optional[_Header]:
+    """The strict binary header at ``position`` if it is whole before ``end``."""
+    if end - position < 8:
+        return None
+    version, length = _HEAD.unpack_from(data, position)
+    name_end = position + 8 + length
+    if version & _VERSION_MASK != _VERSION_1 or length < 0 or name_end + 4 > end:
+        return None
+    return version & 0xFF, _I32.unpack_from(data, name_end)[0], position + 8, name_end, name_end + 4
+
+
+def _compact_header(data: bytes, position: int, end: int) -> Optional[_Header]:
+    """The compact header at ``position`` if it is whole before ``end``."""
+    if end - position < 4 or data[position] != _COMPACT_ID or data[position + 1] & 0x1F != _COMPACT_VERSION:
+        return None
+    message_type = data[position + 1] >> 5
+    seqid, position = _varint(data, position + 2, end)
+    length, name_start = _varint(data, position, end)
+    if seqid < 0 or length < 0 or name_start + length > end:
+        return None
+    return message_type, seqid - (1 << 32) if seqid > 0x7FFFFFFF else seqid, name_start, name_start + length, \
+        name_start + length
+
+
+def _varint(data: bytes, position: int, end: int) -> Tuple[int, int]:
+    """A compact varint of at most 5 bytes (an i32's) and where it ends; -1 if not whole or longer."""
+    value = shift = 0
+    for index in range(position, min(position + 5, end)):
+        byte = data[index]
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, index + 1
+        shift += 7
+    return -1, end
+
+
+def _varint_bytes(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
 def fast_binary(client_class: type, wire: Wire, protocols: TProtocolFactory, max_message_bytes: int,
                 multiplexed: Optional[str] = None) -> Optional[FastBinary]:
-    """The fast path for ``wire`` if it has one (strict binary, buffered or framed, C extension), else None."""
-    if (wire.protocol != "binary" or wire.transport not in ("buffered", "framed") or not wire.accelerated
-            or not accelerated_available()):
+    """The fast path for ``wire`` if it has one (binary or compact, buffered or framed, C extension), else None."""
+    if (wire.protocol not in ("binary", "compact") or wire.transport not in ("buffered", "framed")
+            or not wire.accelerated or not accelerated_available()):
         return None
-    return FastBinary(client_class, protocols, wire.transport == "framed", max_message_bytes, multiplexed)
+    return FastBinary(client_class, protocols, wire.transport == "framed", max_message_bytes, multiplexed,
+                      wire.protocol == "compact")
 
