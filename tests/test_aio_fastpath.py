@@ -129,7 +129,8 @@ def observe(wire: Wire, chunks: List[bytes], fast: bool, max_reply_bytes: int = 
             outcome = (type(error).__name__, str(error))
         seen.append((header, size, repr(outcome)))
 
-    stream = ReplyStream(options, on_reply, lambda error: seen.append(("end", repr(error))), codec.cut if fast else None)
+    stream = ReplyStream(options, on_reply, lambda error: seen.append(("end", repr(error))),
+                         codec.cut if fast else None)
     for chunk in chunks:
         stream.data_received(chunk)
     return seen

@@ -142,7 +142,8 @@ class FastBinary:
         before, after, args_class, fields = request  # the header's bytes before and after the seqid
         if len(args) != fields:
             return None
-        body = self._encode_binary(args_class(*args), [args_class, args_class.thrift_spec])  # type: ignore[attr-defined]
+        spec = args_class.thrift_spec  # type: ignore[attr-defined]
+        body = self._encode_binary(args_class(*args), [args_class, spec])
         message = before + (_varint_bytes(seqid) if self._compact else _I32.pack(seqid)) + after + body
         return _I32.pack(len(message)) + message if self._framed else message
 

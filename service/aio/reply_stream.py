@@ -3,10 +3,11 @@
 ``ReplyStream`` is the asyncio protocol under ``AsyncClient``: it writes requests back to back
 (pipelined), cuts what arrives into whole messages with ``wire.MessageFramer`` (every wire the client
 speaks: unframed binary, compact and JSON by their walk, framed and THeader by their length; over HTTP
-the bodies of whole responses, ``aio.http.HttpResponseFramer``) and hands each
-one, with the time its first byte arrived, to the client (on the binary and compact wires, ``cut`` cuts
-and decodes the replies that arrive whole in one read, ``aio.fastpath``; the framer takes the rest). It counts bytes, keeps the first bytes of a
-reply it could not read (to explain it), and lets writers wait while the kernel's buffer is full.
+the bodies of whole responses, ``aio.http.HttpResponseFramer``) and hands each one, with the time its
+first byte arrived, to the client (on the binary and compact wires, ``cut`` cuts and decodes the replies
+that arrive whole in one read, ``aio.fastpath``; the framer takes the rest). It counts bytes, keeps the
+first bytes of a reply it could not read (to explain it), and lets writers wait while the kernel's
+buffer is full.
 """
 
 from __future__ import annotations
