@@ -214,6 +214,9 @@ class FastBinary:
         stop = received.buffer.tell()
         if received.cut_short or (stop != end if self._framed else stop - start > self._max_message):
             return None
+        if stop == len(data):  # the read is used up: not held on to (one may be large)
+            self._chunk = None
+            received.cstringio_buf = received.buffer = BytesIO()
         return Reply(name, message_type, seqid, stop - start, result, error)
 
 
