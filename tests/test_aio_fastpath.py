@@ -16,8 +16,9 @@ from thrift.transport.TTransport import TFramedTransport, TMemoryBuffer
 
 from thrift_handshake import ClientOptions, Wire
 from thrift_handshake.aio.codec import MessageCodec
-from thrift_handshake.aio.fastpath import Reply
+from thrift_handshake.aio.fastpath import Reply, fast_binary
 from thrift_handshake.aio.reply_stream import ReplyStream
+from thrift_handshake.wire import protocol_factory
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.session.ttypes import ClientHello, HandshakeRequired
 from thrift_handshake_gen.ttypes import AllTypes, Event, InvalidRequest, Request, Response
@@ -54,8 +55,12 @@ def generated_request(wire: Wire, multiplexed: Optional[str], name: str, args: T
 def test_requests_are_the_generated_clients_bytes(wire: Wire, multiplexed: Optional[str]) -> None:
     codec = MessageCodec(HandshakeService, wire, 1 << 20, 1000, multiplexed)
     assert codec.cut is not None  # the fast path is on for this wire
+    fast = fast_binary(HandshakeService.Client, wire, protocol_factory(wire, 1 << 20, 1000), 1 << 20, multiplexed)
+    assert fast is not None
     for seqid, (name, args) in enumerate(CALLS, start=2**31 - 1 - len(CALLS)):
-        assert codec.encode(name, args, seqid) == generated_request(wire, multiplexed, name, args, seqid), name
+        expected = generated_request(wire, multiplexed, name, args, seqid)
+        assert fast.encode(name, args, seqid) == expected, name  # the fast path's own bytes
+        assert codec.encode(name, args, seqid) == expected, name
 
 
 @pytest.mark.parametrize("wire", WIRES, ids=str)

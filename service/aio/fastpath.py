@@ -131,25 +131,28 @@ class FastBinary:
         reader.readMessageBegin = functools.partial(getattr, self, "_header")  # recv_<method> gets cut()'s
         self._stub = client_class(reader)
         self._reader = reader
-        self._requests: Dict[str, Tuple[bytes, bytes, type, int]] = {}
+        self._requests: Dict[str, Optional[Tuple[bytes, bytes, type, int]]] = {}
         self._results: Dict[str, Optional[_Result]] = {}
 
     def encode(self, name: str, args: Tuple[Any, ...], seqid: int) -> Optional[bytes]:
         """The request as ``send_<name>`` writes it; None for a method this path does not encode."""
-        request = self._requests.get(name)
-        if request is None:
+        if name in self._requests:
+            request = self._requests[name]
+        else:
             request = self._requests[name] = self._request(name)
-        before, after, args_class, fields = request  # the header's bytes before and after the seqid
-        if len(args) != fields:
+        if request is None or len(args) != request[3]:
             return None
+        before, after, args_class, _ = request  # the header's bytes before and after the seqid
         spec = args_class.thrift_spec  # type: ignore[attr-defined]
         body = self._encode_binary(args_class(*args), [args_class, spec])
         message = before + (_varint_bytes(seqid) if self._compact else _I32.pack(seqid)) + after + body
         return _I32.pack(len(message)) + message if self._framed else message
 
-    def _request(self, name: str) -> Tuple[bytes, bytes, type, int]:
-        send = getattr(self._stub, "send_" + name)
-        args_class = send.__func__.__globals__[name + "_args"]  # the generated send_<name> builds this struct
+    def _request(self, name: str) -> Optional[Tuple[bytes, bytes, type, int]]:
+        send = getattr(self._stub, "send_" + name, None)
+        args_class = getattr(send, "__globals__", {}).get(name + "_args")  # the struct send_<name> builds
+        if send is None or args_class is None:  # not as the generator writes it: send_<name> encodes it
+            return None
         message_type = TMessageType.CALL if getattr(self._stub, "recv_" + name, None) else TMessageType.ONEWAY
         raw = (self._prefix + name).encode("utf-8")
         fields = send.__func__.__code__.co_argcount - 1  # its parameters after self
@@ -160,9 +163,8 @@ class FastBinary:
 
     def _result(self, name: str) -> Optional["_Result"]:
         recv = getattr(self._stub, "recv_" + name, None) if name else None
-        if recv is None:
-            return None
-        return _Result(name, recv.__func__.__globals__[name + "_result"])  # the struct recv_<name> reads
+        result_class = None if recv is None else recv.__func__.__globals__.get(name + "_result")  # what it reads
+        return None if result_class is None else _Result(name, result_class)
 
     def cut(self, data: bytes, start: int) -> Optional[Reply]:
         """The reply that starts at ``start`` in ``data``, decoded, if it is whole there and reads
