@@ -112,8 +112,9 @@ class _Received(TTransportBase, CReadableTransport):
 
 class FastBinary:
     """Requests of ``client_class``'s service encoded, and its replies cut and decoded, on the strict
-    binary wire (``framed`` or not) through the C extension. ``protocols`` is the wire's protocol
-    factory (limits, strict decoding); ``max_message_bytes`` caps a whole reply, frame field included."""
+    binary wire or the ``compact`` one (``framed`` or not) through the C extension. ``protocols`` is the
+    wire's protocol factory (limits, strict decoding); ``max_message_bytes`` caps a whole reply, frame
+    field included."""
 
     def __init__(self, client_class: type, protocols: TProtocolFactory, framed: bool, max_message_bytes: int,
                  multiplexed: Optional[str] = None, compact: bool = False) -> None:
