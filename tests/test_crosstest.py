@@ -30,7 +30,9 @@ two columns. So every row (client, protocol, transport: 132, JSON, HTTP, zlib an
 in the socket and column that meet the most of that client's pairs not met yet (``_asyncio_cells``): each
 client meets the asyncio server on every socket it has in both columns, each of its transports on every socket
 and in both columns, each of its protocols in both columns and on every socket but for 4 of the 92 (protocol,
-socket) pairs (``test_asyncio_cells_cover_every_row``). About 90 s with 3 at a time. ``CROSSTEST_ASYNCIO=all``
+socket) pairs (``test_asyncio_cells_cover_every_row``). The gate-off column's asyncio servers run on uvloop's
+event loop, the optional-hello column's on asyncio's own (``ASYNCIO_LOOPS``), so every client, socket and
+transport meets both loops. About 90 s with 3 at a time. ``CROSSTEST_ASYNCIO=all``
 runs all 670 against it (docs/interop.md).
 
 The session's matrix is written to interop/crosstest/apache/matrix.md (the table of docs/interop.md), each
@@ -116,6 +118,11 @@ HELLO = {"off": ["--no-hello"], "optional": ["--hello", "optional"]}
 HELLO_SOCKETS = {"off": ("ip", "ip-ssl", "domain"), "optional": ("ip", "ip-ssl", "domain")}
 #: The servers: HandshakeServer (threads), and AsyncHandshakeServer (serve --asyncio) for ASYNCIO_CELLS.
 SERVERS = {"threaded": [], "asyncio": ["--asyncio"]}
+#: The asyncio server's event loop in each column: uvloop's (setup.cfg's test extra installs it) with the gate
+#: off, asyncio's own with the optional hello (uvloop hidden from that server by a module of its name that fails
+#: to import, first on its PYTHONPATH), so that each loop's TCP, TLS and Unix sockets meet every client.
+ASYNCIO_LOOPS = {"off": "uvloop", "optional": "asyncio"}
+HIDDEN_UVLOOP = "raise ImportError('uvloop is hidden from this server by tests/test_crosstest.py')\n"
 HEADER = ("header", "multih")  # THeader on the wire
 JOBS = max(1, int(os.environ.get("CROSSTEST_JOBS", "3")))
 
@@ -218,14 +225,14 @@ class Server(NamedTuple):
         return self.endpoint[len("unix:"):]
 
 
-def _start(*flags: str) -> Server:
+def _start(*flags: str, env: Optional[Dict[str, str]] = None) -> Server:
     """``thrift-handshake serve`` with ThriftTest and SecondService on one ephemeral port (or ``--unix PATH``)."""
     command = [sys.executable, "-m", "thrift_handshake", "serve", "--handler", "handler:ThriftTestHandler",
                "--handler", "handler:SecondServiceHandler", "--default-service", "ThriftTest",
                "--path", str(CROSSTEST), "--path", str(TREE / "test" / "py" / "gen-py"),
                "--host", "127.0.0.1", "--port", "0", *flags]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                               encoding="utf-8", errors="replace")
+                               encoding="utf-8", errors="replace", env=env)
     log: List[str] = []
     return Server(process, listening_endpoint(process, log), log)
 
@@ -240,7 +247,7 @@ def _selected(request: pytest.FixtureRequest) -> List[Cell]:
 def servers(request: pytest.FixtureRequest) -> Iterator[Dict[Tuple[str, str, str], Server]]:
     """Per server (threaded, asyncio) and column (the gate off, the optional handshake) one plain, one TLS
     (Apache's test/keys/server.crt) and one Unix domain socket server, each on its own single port (or path), as
-    the selected cells need them; by (server, hello, socket)."""
+    the selected cells need them; by (server, hello, socket). The asyncio ones on ``ASYNCIO_LOOPS``' event loops."""
     built("py")  # the handler imports the Python code generated from Apache's ThriftTest.thrift
     keys = TREE / "test" / "keys"
     socket_dir = tempfile.mkdtemp(prefix="crosstest-")  # short: a socket's path holds 107 bytes at most
@@ -250,10 +257,18 @@ def servers(request: pytest.FixtureRequest) -> Iterator[Dict[Tuple[str, str, str
         domain = ("--unix", os.path.join(socket_dir, f"{kind}-{hello}.sock"))
         return {"ip": (), "ip-ssl": tls, "domain": domain}[sock]
 
+    hidden = tempfile.mkdtemp(prefix="crosstest-no-uvloop-")
+    Path(hidden, "uvloop.py").write_text(HIDDEN_UVLOOP, encoding="utf-8")
+
+    def start(kind: str, hello: str, sock: str) -> Server:
+        env = None
+        if kind == "asyncio" and ASYNCIO_LOOPS[hello] == "asyncio":
+            env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [hidden, os.environ.get("PYTHONPATH")])))
+        return _start(*SERVERS[kind], *HELLO[hello], *where(kind, hello, sock), env=env)
+
     needed = sorted({(cell.server, cell.hello, cell.socket) for cell in _selected(request)})
     with ThreadPoolExecutor(max(1, len(needed)), thread_name_prefix="crosstest-server") as starting:
-        started = dict(zip(needed, starting.map(lambda key: _start(*SERVERS[key[0]], *HELLO[key[1]], *where(*key)),
-                                                needed)))
+        started = dict(zip(needed, starting.map(lambda key: start(*key), needed)))
     yield started
     for server in started.values():
         server.process.send_signal(signal.SIGTERM)
@@ -266,6 +281,7 @@ def servers(request: pytest.FixtureRequest) -> Iterator[Dict[Tuple[str, str, str
     LOGS.mkdir(parents=True, exist_ok=True)
     for (kind, hello, sock), server in started.items():
         (LOGS / f"{kind}-{hello}-{sock}.log").write_text("".join(server.log), encoding="utf-8")
+    shutil.rmtree(hidden)
     assert not os.listdir(socket_dir), "the domain server left its socket file behind"
     os.rmdir(socket_dir)
 
@@ -423,6 +439,9 @@ def test_apache_test_client_passes(cell: Cell, servers: Dict[Tuple[str, str, str
     _results[cell] = outcome
     sys.stdout.write(outcome.output)  # shown by pytest on failure
     assert server.process.poll() is None, "the server exited:\n" + "".join(server.log)
+    if cell.server == "asyncio":  # on its column's event loop (uvloop: pip install -e '.[test]')
+        listening = next(line for line in server.log if "listening on" in line)
+        assert listening.rstrip().endswith(f" asyncio={ASYNCIO_LOOPS[cell.hello]}"), listening
     if cell[:3] in CLIENT_DEFECTS:  # fails in the client, and only as it fails against Apache's own server
         expected = CLIENT_DEFECTS[cell[:3]]
         errors = re.findall(r"^ERROR: (\w+) \(", outcome.output, re.MULTILINE)
