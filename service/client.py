@@ -26,7 +26,7 @@ from thrift.Thrift import TApplicationException, TException, TMessageType
 from thrift.transport.TTransport import TTransportException
 
 from thrift_handshake_gen.session import SessionService
-from thrift_handshake_gen.session.ttypes import Draining, Farewell, HandshakeRejected, ServerHello
+from thrift_handshake_gen.session.ttypes import ClientHello, Draining, Farewell, HandshakeRejected, ServerHello
 
 from .config import DEFAULT_HOST, DEFAULT_PORT, ClientOptions
 from .endpoints import Endpoints, connect_any
@@ -55,6 +55,13 @@ from .wire import client_stack, explain_tls_error, unread_bytes
 __all__ = ["Client"]
 
 logger = logging.getLogger(__name__)
+
+#: The hellos of recent ClientOptions (by id, with the options they are of), checked once and sent by every
+#: connection of every client with those options and no interceptors (whose hooks could change one).
+_HELLOS: Dict[int, Tuple[ClientOptions, ClientHello]] = {}
+_HELLOS_KEPT = 64
+
+_OK = Outcome.OK
 
 _Method = Tuple[Callable[..., None], Optional[Callable[[], Any]], Callable[[Tuple[Any, ...]], None]]
 
@@ -98,7 +105,8 @@ class Client(ClientBase, ServiceMethods):
         self._pending_hello: Optional[_Sent] = None  # a pipelined hello, until its answer is read
         self._idle_limit: Optional[float] = None  # seconds, from ServerHello.idle_timeout_ms
         self.farewell: Optional[Farewell] = None
-        self._state = StateMachine(CLIENT_TRANSITIONS, ClientPhase.NEW, self._log_change)
+        self._state = StateMachine(CLIENT_TRANSITIONS, ClientPhase.NEW)  # on_change: set by _connect_to
+        self._peer_of: Tuple[Any, ...] = (self.host, self.port, self.options)  # what self._peer names
         self._lock = threading.RLock()
         self._epoch = self._last_activity = time.perf_counter()
         self._broken_by: Optional[BaseException] = None
@@ -146,8 +154,12 @@ class Client(ClientBase, ServiceMethods):
 
     def _connect_to(self, host: str, port: int) -> Optional[ServerHello]:
         with self._lock:
-            self.host, self.port, self._peer = host, port, peer_name(self.options, host, port)
+            if (host, port, self.options) != self._peer_of:  # the same as last time: the same name
+                self.host, self.port, self._peer = host, port, peer_name(self.options, host, port)
+                self._peer_of = (host, port, self.options)
             self._require(ClientEvent.CONNECT, "connect")
+            # Phase moves are logged at DEBUG: whether they are is looked up once per connection, not per move.
+            self._state.on_change = self._log_change if logger.isEnabledFor(logging.DEBUG) else None
             self._state.apply(ClientEvent.CONNECT)
             self._open_transport()
             if not self.options.handshake:
@@ -276,8 +288,7 @@ class Client(ClientBase, ServiceMethods):
     # -- internals ----------------------------------------------------------------------------
 
     def _log_change(self, old: ClientPhase, event: ClientEvent, new: ClientPhase) -> None:
-        if logger.isEnabledFor(logging.DEBUG):  # six moves per connection: skip building the arguments
-            logger.debug("%s:%s %s --%s--> %s", self.host, self.port, old.value, event.value, new.value)
+        logger.debug("%s:%s %s --%s--> %s", self.host, self.port, old.value, event.value, new.value)
 
     def _open_transport(self) -> None:
         start = time.perf_counter()
@@ -340,17 +351,25 @@ class Client(ClientBase, ServiceMethods):
 
     def _hello(self) -> Optional[ServerHello]:
         options = self.options
-        hello = client_hello(options)
+        known = _HELLOS.get(id(options))
+        if known is not None and known[0] is options:
+            hello, checked = known[1], True
+        else:
+            hello, checked = client_hello(options), False
         if options.pipeline_hello:
             self._sock.send_with_next()
         try:
-            sent = self._send("hello", (hello,), "handshake", options.timeouts.handshake)
+            sent = self._send("hello", (hello,), "handshake", options.timeouts.handshake, checked)
         except ThriftHandshakeError as error:
             raise self._hello_failed(error) from None
         except BaseException as error:
             self._hello_interrupted(error)
             raise
         self._pending_hello = sent
+        if not checked and not self._observed:  # no hook can change it (a trace context): keep it for the next time
+            if len(_HELLOS) >= _HELLOS_KEPT:
+                _HELLOS.clear()
+            _HELLOS[id(options)] = (options, hello)
         if options.pipeline_hello:
             self._state.apply(ClientEvent.HELLO_PIPELINED)
             return None
@@ -427,24 +446,28 @@ class Client(ClientBase, ServiceMethods):
         """Sends one request and reads its reply within ``timeout``, recording it; the heart of every phase."""
         return self._receive(self._send(name, args, phase, timeout))
 
-    def _send(self, name: str, args: Tuple[Any, ...], phase: str, timeout: Optional[float]) -> _Sent:
-        """Checks the arguments and writes the request (within ``timeout``, which then bounds its reply)."""
+    def _send(self, name: str, args: Tuple[Any, ...], phase: str, timeout: Optional[float],
+              checked: bool = False) -> _Sent:
+        """Checks the arguments (unless ``checked`` already) and writes the request (within ``timeout``,
+        which then bounds its reply)."""
         send, receive, check = self._method(name)
-        check(args)  # a wrong value is refused before anything is written
+        if not checked:
+            check(args)  # a wrong value is refused before anything is written
         self._seqid = seqid = self._seqid % 0x7FFFFFFF + 1
         hello = self._server_hello
         call = ClientCall(name, seqid, receive is None, self._peer, time.perf_counter(), phase,
                           hello and hello.session_id)
-        if name != "hello":  # hello's argument carries the auth token
-            call.args = args
-        self._chain.started(call)  # a hook may make calls of its own on this client: set up for ours after it
+        if self._observed:
+            if name != "hello":  # hello's argument carries the auth token
+                call.args = args
+            self._chain.started(call)  # a hook may make calls of its own on this client: set up for ours after it
+            if self._sock is None:  # a hook closed the connection, or its own call broke it
+                refused = self._phase_error(f"call {name}")
+                self._record_failure(call, refused)
+                raise refused
+            if call.traceparent is not None:  # an interceptor's (tracing.ClientTracing)
+                carry_trace(self._transport, name, args, call.traceparent)
         sock = self._sock
-        if sock is None:  # a hook closed the connection, or its own call broke it
-            refused = self._phase_error(f"call {name}")
-            self._record_failure(call, refused)
-            raise refused
-        if call.traceparent is not None:  # an interceptor's (tracing.ClientTracing)
-            carry_trace(self._transport, name, args, call.traceparent)
         self._stub._seqid = seqid  # the generated send_<name> writes it; the reply must echo it
         out_before = sock.bytes_out
         deadline = sock.begin_exchange(timeout)  # the timeout bounds the exchange, not the hooks before it
@@ -522,7 +545,7 @@ class Client(ClientBase, ServiceMethods):
             bytes_in -= unread_bytes(self._transport)  # the next reply may have come in with hello's
         sent_at = sent.sent
         server_us = getattr(result, "processing_us", None) if name in self.options.server_timed_methods else None
-        outcome = outcome_of(error_out)
+        outcome = outcome_of(error_out) if self._observed else _OK  # only interceptors read it
         self._end_call(sent.call, Record(
             phase, name, start - self._epoch, end - start, sent.bytes_out, bytes_in,
             sent_at - start, max(arrived - sent_at, 0.0), end - arrived, server_us,
@@ -540,6 +563,9 @@ class Client(ClientBase, ServiceMethods):
     def _end_call(self, call: ClientCall, record: Record, outcome: Outcome, result: Any = None,
                   error: Optional[BaseException] = None) -> None:
         """The call is over: its record and outcome go to the interceptors (the timeline first)."""
+        if not self._observed:  # the timeline is the only one to tell
+            self.timeline.add(record)
+            return
         call.ended = time.perf_counter()
         call.record, call.outcome, call.result, call.error = record, outcome, result, error
         self._chain.ended(call)
