@@ -343,6 +343,8 @@ class SessionProcessor(TProcessor):
         ``SessionClosed``, a TTransportException: any Thrift server then closes the connection."""
         state, call, serve, table = self._begin(iprot, quiet=True)
         if call is None:
+            if serve is None:  # a session method (hello, goodbye, ...) its session admits
+                return self._serve_session_quietly(state, iprot, oprot)
             self._serve_quietly(state, serve, table, iprot, oprot)
             return True
         try:
@@ -397,12 +399,17 @@ class SessionProcessor(TProcessor):
                                      f"message type {message_type} is not a call (1) or one-way call (4)")
         oneway = message_type == TMessageType.ONEWAY or name in table.oneway  # no answer is written
         serve = methods.get(name)
-        if (quiet and serve is not None and not oneway and self._counts_only and state.priced_by_refill
-                and (state.reconnect_at is None or monotonic() < state.reconnect_at)
-                and (state.session is None or state.session.serves_calls) and not self._logs_every_call()):
-            calls = state.counters.calls  # as CallCounter counts: Service:method when multiplexed
-            calls[written] = calls.get(written, 0) + 1
-            return state, None, serve, table
+        if (quiet and not oneway and self._counts_only and state.priced_by_refill
+                and (state.reconnect_at is None or monotonic() < state.reconnect_at) and not self._logs_every_call()):
+            session = state.session
+            if serve is not None:
+                quietly = session is None or session.serves_calls
+            else:  # a session method its session admits now: served by the connection's session processor
+                quietly = session is not None and table.session and name in session.admitted and name in SESSION_METHODS
+            if quietly:
+                calls = state.counters.calls  # as CallCounter counts: Service:method when multiplexed
+                calls[written] = calls.get(written, 0) + 1
+                return state, None, serve, table
         return state, ServerCall(name, seqid, oneway, perf_counter(), state, service), serve, table
 
     def _serve_quietly(self, state: ConnectionState, serve: Callable[..., Any], table: ServiceTable,
@@ -425,6 +432,28 @@ class SessionProcessor(TProcessor):
         if state.session is not None:
             state.session.call_served()
         state.in_flight = None  # state.end(), written out
+
+    def _serve_session_quietly(self, state: ConnectionState, iprot: TProtocolBase, oprot: TProtocolBase) -> bool:
+        """Serves a session method its session admits (already counted) that no hook observes, as
+        ``_dispatch`` would: its handler (the connection's ``_SessionMethods``) answers, counts and refuses
+        for itself. Returns as ``process`` does: raises ``SessionClosed`` when the answer ended the session
+        (goodbye, a wrong token). Without a call log line, hello's trace context (ClientHello.traceparent)
+        has no reader and is not taken."""
+        arm = state.arm
+        if arm is not None:  # hello's arguments are priced as any call's
+            arm()
+        name, seqid = state.in_flight
+        processor = state.session_processor
+        bind = self._bind
+        bind(state.context)
+        try:
+            processor._processMap[name](processor, seqid, iprot, oprot)
+        finally:
+            if state.reserved:
+                self.decoded_budget.release(state.host, state.reserved)
+                state.reserved = 0
+            bind(None)
+        return self._after(state)
 
     def _failed(self, call: ServerCall, error: BaseException) -> None:
         if not call.announced:  # e.g. arguments that could not be decoded

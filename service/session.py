@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 import threading
 import time
-import uuid
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Dict, FrozenSet, Optional, Tuple
@@ -193,14 +193,15 @@ class Session:
         #: Why the last hello was refused, in one word (REFUSAL_KINDS), for the metrics.
         self.refusal_kind: Optional[str] = None
         self._listener = listener or SessionListener()
-        self._admitted = SESSION_ADMITS[SessionPhase.AWAITING_HELLO]
-        #: Whether this phase serves the service's own methods (read by the gate for every call).
-        self.serves_calls = SERVICE_METHODS in self._admitted
+        #: What this phase admits (``states.SESSION_ADMITS``): session method names, and SERVICE_METHODS
+        #: when it serves the service's own methods (read by the gate for every call, as is serves_calls).
+        self.admitted = SESSION_ADMITS[SessionPhase.AWAITING_HELLO]
+        self.serves_calls = SERVICE_METHODS in self.admitted
         self._machine = StateMachine(SESSION_TRANSITIONS, SessionPhase.AWAITING_HELLO, self._moved)
 
     def _moved(self, old: SessionPhase, event: SessionEvent, new: SessionPhase) -> None:
-        self._admitted = SESSION_ADMITS[new]  # looked up once per move, not per call
-        self.serves_calls = SERVICE_METHODS in self._admitted
+        self.admitted = SESSION_ADMITS[new]  # looked up once per move, not per call
+        self.serves_calls = SERVICE_METHODS in self.admitted
 
     @property
     def phase(self) -> SessionPhase:
@@ -218,12 +219,12 @@ class Session:
 
     def admits(self, method: str) -> bool:
         """Whether this phase serves ``method`` (see ``states.SESSION_ADMITS``)."""
-        return admitted(self._admitted, method)
+        return admitted(self.admitted, method)
 
     def admit(self, method: str) -> bool:
         """Whether a call to ``method`` is served now. With optional hello, the first call that is neither
         hello nor ping opens an anonymous session (and is served)."""
-        if admitted(self._admitted, method):
+        if admitted(self.admitted, method):
             return True
         if self._machine.phase is SessionPhase.AWAITING_HELLO and self.settings.optional_hello:
             self._machine.apply(SessionEvent.ANONYMOUS_CALL)
@@ -250,7 +251,7 @@ class Session:
         except ValueError as error:
             self._refuse(hello, SessionEvent.HELLO_REJECTED, error)
         context = self.context
-        context.session_id = uuid.uuid4().hex
+        context.session_id = os.urandom(16).hex()  # 128 random bits, as uuid4().hex less 6, with no Python frames
         context.version = version
         context.features = settings.features & frozenset(hello.features or ())
         context.client_name = hello.client_name
