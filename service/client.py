@@ -50,16 +50,25 @@ from .errors import (
 from .states import CLIENT_TRANSITIONS, ClientEvent, ClientPhase, StateMachine
 from .timing import Record
 from .multiplex import name_requests
-from .wire import client_stack, explain_tls_error, unread_bytes
+from .wire import ClientParts, client_parts, client_stack, explain_tls_error, unread_bytes
 
 __all__ = ["Client"]
 
 logger = logging.getLogger(__name__)
 
-#: The hellos of recent ClientOptions (by id, with the options they are of), checked once and sent by every
-#: connection of every client with those options and no interceptors (whose hooks could change one).
+#: What the connections of every client with the same ClientOptions share, made once for recent options
+#: (by id, kept with the options they are of, so the id stays theirs): the hello, checked once (for clients
+#: without interceptors, whose hooks could change it: a trace context), and the stacks' TLS context and
+#: factories (certificate files read once: new files need new options).
 _HELLOS: Dict[int, Tuple[ClientOptions, ClientHello]] = {}
-_HELLOS_KEPT = 64
+_PARTS: Dict[int, Tuple[ClientOptions, ClientParts]] = {}
+_KEPT = 64  # options kept at most, per kind (past it, all are forgotten and made again as needed)
+
+
+def _keep(kept: Dict[int, Tuple[ClientOptions, Any]], options: ClientOptions, value: Any) -> None:
+    if len(kept) >= _KEPT:
+        kept.clear()
+    kept[id(options)] = (options, value)
 
 _OK = Outcome.OK
 
@@ -294,10 +303,17 @@ class Client(ClientBase, ServiceMethods):
         start = time.perf_counter()
         failure: Optional[Exception] = None
         try:
+            options = self.options
+            known = _PARTS.get(id(options))
+            if known is not None and known[0] is options:
+                parts = known[1]
+            else:  # TLS files read and factories made once per ClientOptions, not per connection
+                parts = client_parts(options.wire, options.max_reply_bytes, options.max_reply_items, options.tls)
+                _keep(_PARTS, options, parts)
             self._sock, self._transport, protocol = client_stack(
-                self.host, self.port, self.options.wire, self.options.max_reply_bytes, self.options.max_reply_items,
-                self.options.tls, self.options.unix_socket)
-            connect_timeout = self.options.timeouts.connect
+                self.host, self.port, options.wire, options.max_reply_bytes, options.max_reply_items,
+                options.tls, options.unix_socket, parts)
+            connect_timeout = options.timeouts.connect
             self._sock.setTimeout(None if connect_timeout is None else connect_timeout * 1000.0)
             self._transport.open()
             self._sock.setTimeout(None)  # from now on each exchange carries its own deadline
@@ -367,9 +383,7 @@ class Client(ClientBase, ServiceMethods):
             raise
         self._pending_hello = sent
         if not checked and not self._observed:  # no hook can change it (a trace context): keep it for the next time
-            if len(_HELLOS) >= _HELLOS_KEPT:
-                _HELLOS.clear()
-            _HELLOS[id(options)] = (options, hello)
+            _keep(_HELLOS, options, hello)
         if options.pipeline_hello:
             self._state.apply(ClientEvent.HELLO_PIPELINED)
             return None
