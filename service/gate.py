@@ -149,6 +149,7 @@ class _SessionMethods:
         self._draining = draining
 
     def hello(self, hello: Any) -> ServerHello:
+        _take_hello_trace(self._session.context, hello)  # served quietly, nothing took it before
         if not self._session.established:  # a second hello keeps its own refusal
             self._refuse_if_draining()
         return self._session.hello(hello)
@@ -612,12 +613,17 @@ def _header_trace(headers: Mapping[bytes, bytes]) -> Optional[str]:
 
 
 def _hello_trace(call: ServerCall, args: Tuple[Any, ...]) -> None:
-    """hello's trace context from ClientHello.traceparent, unless a THeader header gave one."""
-    hello = args[0] if args else None
+    """hello's trace context, taken before the chain hears of the call (watched)."""
+    _take_hello_trace(call.session, args[0] if args else None)
+
+
+def _take_hello_trace(context: SessionContext, hello: Any) -> None:
+    """hello's trace context from ClientHello.traceparent, unless a THeader header gave one (or it was
+    taken already): log lines written while hello is served carry it."""
     value = getattr(hello, "traceparent", None)
-    if value is not None and call.session.traceparent is None:
+    if value is not None and context.traceparent is None:
         trace = parse_traceparent(value)
-        call.session.traceparent = None if trace is None else str(trace)
+        context.traceparent = None if trace is None else str(trace)
 
 
 def _no_binding(context: Optional[SessionContext]) -> None:
