@@ -141,16 +141,14 @@ class _SessionMethods:
     """SessionService.Iface for one connection: the session methods, answered by its Session (or, while
     the server drains, ``Draining`` from hello and ping)."""
 
-    def __init__(self, session: Session, counters: ConnectionCounters, stats: Callable[[], ServerStats],
-                 draining: Callable[[], Optional[Draining]]) -> None:
+    def __init__(self, session: Session, counters: ConnectionCounters, gate: "SessionProcessor") -> None:
         self._session = session
         self._counters = counters
-        self._stats = stats
-        self._draining = draining
+        self._gate = gate
 
     def hello(self, hello: Any) -> ServerHello:
         _take_hello_trace(self._session.context, hello)  # served quietly, nothing took it before
-        if not self._session.established:  # a second hello keeps its own refusal
+        if self._gate._drain_until is not None and not self._session.established:  # a second hello: its own refusal
             self._refuse_if_draining()
         return self._session.hello(hello)
 
@@ -159,13 +157,13 @@ class _SessionMethods:
         self._session.call_served()
 
     def _refuse_if_draining(self) -> None:
-        draining = self._draining()
+        draining = self._gate.draining_answer()
         if draining is not None:
             raise draining
 
     def stats(self) -> ServerStats:
         self._session.call_served()
-        return self._stats()
+        return self._gate.metrics.snapshot()
 
     def goodbye(self) -> Farewell:
         self._counters.said_goodbye = True
@@ -297,7 +295,8 @@ class SessionProcessor(TProcessor):
     def draining(self) -> bool:
         return self._drain_until is not None
 
-    def _draining_answer(self) -> Optional[Draining]:
+    def draining_answer(self) -> Optional[Draining]:
+        """What hello and ping answer while the server drains (None while it does not)."""
         until = self._drain_until
         if until is None:
             return None
@@ -327,7 +326,7 @@ class SessionProcessor(TProcessor):
             state.reconnect_at = age_deadline(state.opened_at, self.settings.max_connection_age)
         if session is not None:
             state.session_processor = SessionService.Processor(
-                self._session_methods(session, state.counters, self.metrics.snapshot, self._draining_answer))
+                self._session_methods(session, state.counters, self))
         if self.decoded_budget is not None:
             state.arm = self.decoded_budget.arming(state, iprot)
             state.priced_by_refill = state.arm is not None

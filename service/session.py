@@ -197,25 +197,26 @@ class Session:
         #: when it serves the service's own methods (read by the gate for every call, as is serves_calls).
         self.admitted = SESSION_ADMITS[SessionPhase.AWAITING_HELLO]
         self.serves_calls = SERVICE_METHODS in self.admitted
+        # What the phase says, kept as plain attributes by every move (read for every message, no call each):
+        #: A session holds the connection: hello succeeded, or (optional hello) it is anonymous.
+        self.established = False
+        #: Served without hello (``SessionSettings.optional_hello``): no id, no features.
+        self.anonymous = False
+        #: goodbye() was answered, auth failed, or the client was asked to reconnect: the connection
+        #: closes after this reply.
+        self.closing = False
         self._machine = StateMachine(SESSION_TRANSITIONS, SessionPhase.AWAITING_HELLO, self._moved)
 
     def _moved(self, old: SessionPhase, event: SessionEvent, new: SessionPhase) -> None:
         self.admitted = SESSION_ADMITS[new]  # looked up once per move, not per call
         self.serves_calls = SERVICE_METHODS in self.admitted
+        self.established = new in _HELD
+        self.anonymous = new is SessionPhase.ANONYMOUS
+        self.closing = new is _CLOSING
 
     @property
     def phase(self) -> SessionPhase:
         return self._machine.phase
-
-    @property
-    def established(self) -> bool:
-        """A session holds the connection: hello succeeded, or (optional hello) it is anonymous."""
-        return self._machine.phase in _HELD
-
-    @property
-    def anonymous(self) -> bool:
-        """Served without hello (``SessionSettings.optional_hello``): no id, no features."""
-        return self._machine.phase is SessionPhase.ANONYMOUS
 
     def admits(self, method: str) -> bool:
         """Whether this phase serves ``method`` (see ``states.SESSION_ADMITS``)."""
@@ -330,12 +331,6 @@ class Session:
         self._listener.session_ended(self, False)
         logger.debug("reconnect asked peer=%s session=%s calls=%d: %s", self.context.peer,
                      self.context.session_id, self.calls, reason)
-
-    @property
-    def closing(self) -> bool:
-        """goodbye() was answered, auth failed, or the client was asked to reconnect: the connection
-        closes after this reply."""
-        return self._machine.phase is _CLOSING
 
     def disconnected(self) -> None:
         """The connection is gone; ends the session if one was open (idempotent)."""
