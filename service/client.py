@@ -464,7 +464,7 @@ class Client(ClientBase, ServiceMethods):
               checked: bool = False) -> _Sent:
         """Checks the arguments (unless ``checked`` already) and writes the request (within ``timeout``,
         which then bounds its reply)."""
-        send, receive, check = self._method(name)
+        send, receive, check = self._methods.get(name) or self._method(name)
         if not checked:
             check(args)  # a wrong value is refused before anything is written
         self._seqid = seqid = self._seqid % 0x7FFFFFFF + 1
@@ -523,7 +523,8 @@ class Client(ClientBase, ServiceMethods):
             except BaseException as error:  # the request went out but is never answered on this connection
                 self._record_failure(sent.call, error)
                 raise
-            sent.call.session_id = self.session_id  # written before hello's answer, run in its session
+            if self._observed:  # written before hello's answer, run in its session
+                sent.call.session_id = self._server_hello.session_id
             sock = self._sock
             sock.expect_reply(sent.deadline)
             unread = unread_bytes(self._transport)  # read with hello's answer: this reply's own bytes
