@@ -53,12 +53,7 @@ else:
         client.connect()
         client.echo(TEXT)
         client.close()
-counts = {"python": 0, "c": 0}
-def profile(frame, event, arg):
-    if event == "call":
-        counts["python"] += 1
-    elif event == "c_call":
-        counts["c"] += 1
+from bench.call_count import _counts as counts, _profile as profile
 for _ in range(50):
     lifecycle()
 print(json.dumps({"ready": True}), flush=True)
@@ -85,13 +80,8 @@ for line in sys.stdin:
 #: (once every connection is closed).
 SERVER = r"""
 import json, logging, os, sys, tempfile, threading, time
+from bench.call_count import _counts as counts, _profile as profile
 kind, profiled = sys.argv[1], sys.argv[2] == "count"
-counts = {"python": 0, "c": 0}
-def profile(frame, event, arg):
-    if event == "call":
-        counts["python"] += 1
-    elif event == "c_call":
-        counts["c"] += 1
 if profiled:
     threading.setprofile(profile)
 if kind == "b":

@@ -146,18 +146,7 @@ class ClientCall(Call):
 
     def __init__(self, method: str, seqid: int, oneway: bool, peer: str, started: float, phase: str,
                  session_id: Optional[str]) -> None:
-        # Call.__init__ written out: this runs for every request the client sends.
-        self.method = method
-        self.seqid = seqid
-        self.oneway = oneway
-        self.peer = peer
-        self.args = None
-        self.result = None
-        self.error = None
-        self.outcome = None
-        self.started = started
-        self.ended = None
-        self._attributes = None
+        super().__init__(method, seqid, oneway, peer, started)
         self.phase = phase
         self.session_id = session_id
         self.record: Any = None
