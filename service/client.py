@@ -114,7 +114,9 @@ class Client(ClientBase, ServiceMethods):
         self._pending_hello: Optional[_Sent] = None  # a pipelined hello, until its answer is read
         self._idle_limit: Optional[float] = None  # seconds, from ServerHello.idle_timeout_ms
         self.farewell: Optional[Farewell] = None
-        self._state = StateMachine(CLIENT_TRANSITIONS, ClientPhase.NEW)  # on_change: set by _connect_to
+        # Phase moves are logged at DEBUG; whether they are is asked again by each connect, not on each move.
+        self._state = StateMachine(CLIENT_TRANSITIONS, ClientPhase.NEW,
+                                   self._log_change if logger.isEnabledFor(logging.DEBUG) else None)
         self._peer_of: Tuple[Any, ...] = (self.host, self.port, self.options)  # what self._peer names
         self._lock = threading.RLock()
         self._epoch = self._last_activity = time.perf_counter()
@@ -167,7 +169,6 @@ class Client(ClientBase, ServiceMethods):
                 self.host, self.port, self._peer = host, port, peer_name(self.options, host, port)
                 self._peer_of = (host, port, self.options)
             self._require(ClientEvent.CONNECT, "connect")
-            # Phase moves are logged at DEBUG: whether they are is looked up once per connection, not per move.
             self._state.on_change = self._log_change if logger.isEnabledFor(logging.DEBUG) else None
             self._state.apply(ClientEvent.CONNECT)
             self._open_transport()
