@@ -32,7 +32,7 @@ from .config import DEFAULT_HOST, DEFAULT_PORT, ClientOptions
 from .endpoints import Endpoints, connect_any
 from .client_core import (ClientBase, broken_error, client_hello, idle_limit, negotiation_broken, outcome_of,
                           peer_name, reconnect_asked, refusal_error, server_notice, with_inner_cause)
-from .client_methods import ServiceMethods, checker_of
+from .client_methods import PHASE_METHODS, ServiceMethods, checker_of
 from .interceptors import ClientCall, Outcome
 from .tracing import carry_trace
 from .errors import (
@@ -234,9 +234,10 @@ class Client(ClientBase, ServiceMethods):
         is down or full) is retried on a new connection and session, with backoff; any other method
         fails at once, so it never runs twice.
         """
-        args = self._arguments(method, args, kwargs)
-        policy = self._retry_policy(method)
-        if policy is None:
+        if kwargs or method in PHASE_METHODS:  # the common case needs neither look (they run per call)
+            args = self._arguments(method, args, kwargs)
+        policy = self.options.retry
+        if policy is None or method not in policy.idempotent:  # never sent twice
             return self._call_once(method, args)
         delay = policy.backoff
         for attempt in range(1, policy.attempts + 1):
@@ -261,7 +262,7 @@ class Client(ClientBase, ServiceMethods):
                 raise self._phase_error(f"call {method}")
             self._check_idle(method)
             try:
-                return self._invoke(method, args, "call", self.options.timeouts.call)
+                return self._receive(self._send(method, args, "call", self.options.timeouts.call))
             except ReconnectAsked as asked:  # not run: any method may be sent again, once
                 if not self.options.reconnect_when_asked:
                     raise
