@@ -70,8 +70,8 @@ def _keep(kept: Dict[int, Tuple[ClientOptions, Any]], options: ClientOptions, va
         kept.clear()
     kept[id(options)] = (options, value)
 
-_OK = Outcome.OK
 
+_OK = Outcome.OK  # read per call without interceptors: a module name is found faster than an enum member
 _Method = Tuple[Callable[..., None], Optional[Callable[[], Any]], Callable[[Tuple[Any, ...]], None]]
 
 
