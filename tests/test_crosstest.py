@@ -424,10 +424,19 @@ def _run_relayed(cell: Cell, server: Server) -> Tuple[Outcome, Optional[List[str
     relay = DialectRelay(("127.0.0.1", server.port)) if cell.protocol in HEADER and cell.socket == "ip" else None
     try:
         outcome = run_cell(cell, server, relay.port if relay else server.port)
+        if _ONEWAY_SEND_TIMED.search(outcome.output):  # the client's own clock on a loaded machine: once more
+            again = run_cell(cell, server, relay.port if relay else server.port)
+            outcome = again._replace(output=f"{outcome.output}\n[run again: the one-way send timed out]\n{again.output}")
     finally:
         if relay:
             relay.close()
     return outcome, None if relay is None else list(relay.dialects)
+
+
+#: Java's and C++'s TestClients fail ``testOneway`` when *sending* the one-way call took over 200 ms, a
+#: figure of the client's machine, not of the server (docs/interop.md): such a cell runs once more, and
+#: that run must pass every check. Seen under a load average of 8 to 10 on 2 cores, once per few runs.
+_ONEWAY_SEND_TIMED = re.compile(r"Oneway test took too long to execute|testOneway\(1\) =>\*\*\* FAILED \*\*\* - took")
 
 
 @pytest.mark.parametrize("cell", CELLS, ids=[cell.id for cell in CELLS])
