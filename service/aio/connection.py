@@ -358,6 +358,9 @@ class AsyncConnection(SessionListener):
             except TTransportException as error:
                 if state.closing and error.type == TTransportException.END_OF_FILE:
                     return _STOPPING
+                if error.type == TTransportException.END_OF_FILE and state.in_flight is None:
+                    # no message begun: an orderly end (e.g. a CORS preflight that asked to close, answered)
+                    return transport_outcome(self._ending(False), error)
                 return await self._bad_message((reader, writer), protocol, pipe, error)
             except Exception as error:
                 if state.in_flight is None or not transport.has_unflushed():  # the request failed
