@@ -10,7 +10,6 @@ message's first byte until it is whole, ``reply_timeout`` for the peer to take a
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import socket
 import time
@@ -20,22 +19,22 @@ from thrift.protocol.TProtocol import TProtocolException
 from thrift.Thrift import TApplicationException
 from thrift.transport.TTransport import TTransportException
 
-from ..config import ServerConfig, Wire
+from ..config import ServerConfig
 from ..gate import ConnectionState, SessionClosed, SessionProcessor
 from ..peerlog import WarningBudget, clip_for_log
 from ..server.answers import Answers
 from ..server.connection import ConnectionInfo
 from ..server.server import DRAINING_TOLD
-from ..server.outcome import Ending, Outcome, bad_input, closing_outcome, transport_outcome
+from ..server.outcome import Ending, Outcome, closing_outcome, transport_outcome
 from ..session import Session, SessionListener, bind_task_session
 from ..states import ConnectionEvent, ConnectionPhase
-from ..wire import (SNIFF_BYTES, AnswerableReadError, BudgetExceeded, Dialect, DialectKind, FramerLimits,
-                    MessageFramer, NoMessageYet, header_protocol, server_stack, sniff, write_application_exception)
-from ..wire.http import HttpLimits
+from ..wire import (SNIFF_BYTES, BudgetExceeded, Dialect, DialectKind, MessageFramer, NoMessageYet, sniff,
+                   write_application_exception)
 from .compressed import DeflatingWriter, InflatingReader
-from .http import HttpPipe, HttpRequestFramer, http_memory_stack
-from .pipe import MemoryPipe
-from .opening import READ_CHUNK, Stream, refuse, send_last
+from .dialects import framer_for, speaks, stack_for
+from .http import HttpPipe, HttpRequestFramer
+from .opening import READ_CHUNK, Stream, refuse
+from .refusals import answer_bad_message, refuse_message
 
 __all__ = ["AsyncConnection"]
 
@@ -43,8 +42,6 @@ logger = logging.getLogger(__name__)
 
 _STOPPING: Outcome = ("closed", "server stopping")
 _NEVER = float("inf")
-#: Of a refused message, this much is looked at for its name and seqid.
-_HEAD_BYTES = 64 * 1024
 
 
 class AsyncConnection(SessionListener):
@@ -222,11 +219,12 @@ class AsyncConnection(SessionListener):
                     return ending
                 inside = f" inside {Dialect(DialectKind.ZLIB)}"
                 if not self.config.detect_wire:
-                    mismatch = "this server speaks " + self._speaks()
-            stack, framer_wire = self._stack_for(dialect) if mismatch is None else (None, None)
+                    mismatch = "this server speaks " + speaks(self.config)
+            stack, framer_wire = (None, None) if mismatch is not None else stack_for(
+                self.config, dialect, self._zlib, self.http_origins)
             if stack is None:
                 said = ("nothing it recognises" if dialect is None else str(dialect)) + inside
-                explanation = f"the client speaks {said}; {mismatch or 'this server speaks ' + self._speaks()}"
+                explanation = f"the client speaks {said}; {mismatch or 'this server speaks ' + speaks(self.config)}"
                 self._warnings.warning("refused peer=%s: %s (first bytes %s)", self.peer, explanation,
                                        received[:6].hex(" "))
                 await refuse(stream, received, dialect, TApplicationException.INVALID_PROTOCOL, explanation,
@@ -239,8 +237,7 @@ class AsyncConnection(SessionListener):
             bind_task_session(self.state.context)  # this task's calls, and the pool threads that run them
             if self._stopping:
                 return _STOPPING
-            framer: Any = (HttpRequestFramer(HttpLimits(max_body_bytes=self._limits.max_message_bytes))
-                           if framer_wire.transport == "http" else MessageFramer(framer_wire, FramerLimits.of(self._limits)))
+            framer = framer_for(framer_wire, self._limits)
             ending = await self._serve(reader, writer, framer, received, transport, protocol, pipe)
         except asyncio.CancelledError:
             if not (self._stopping or self._evicted):
@@ -292,32 +289,6 @@ class AsyncConnection(SessionListener):
             return data, None, ("closed", "peer closed the connection")
         return data, dialect, None
 
-    def _stack_for(self, dialect: Any) -> Tuple[Optional[Tuple[Any, Any, Any]], Optional[Wire]]:
-        """The stack (transport, protocol, pipe) for what the peer speaks and the wire its messages are
-        cut by; (None, None) for what this server does not serve (as ``server.Opening`` decides)."""
-        config, limits = self.config, self._limits
-        served = config.wire
-        pipe = MemoryPipe()
-        if dialect is not None and dialect.kind is DialectKind.THRIFT:
-            wire = dataclasses.replace(served, protocol=dialect.wire.protocol, transport=dialect.wire.transport)
-            if wire == served or config.detect_wire:
-                transport, protocol = server_stack(wire, pipe, limits.max_message_bytes, limits.max_container_items)
-                return (transport, protocol, pipe), wire
-        if dialect is not None and dialect.kind is DialectKind.HTTP and config.detect_wire and not self._zlib:
-            return http_memory_stack(config, self.http_origins), Wire(transport="http")
-        if dialect is not None and dialect.kind in (DialectKind.HEADER, DialectKind.FRAMED_HEADER) and (
-                config.detect_wire or served.transport == "header"):
-            protocol = header_protocol(pipe, limits.max_message_bytes, limits.max_container_items,
-                                       framed=dialect.kind is DialectKind.FRAMED_HEADER)
-            return (protocol.trans, protocol, pipe), Wire(transport="header")  # either way: cut by the outer length
-        return None, None
-
-    def _speaks(self) -> str:
-        if self.config.detect_wire:
-            return ("Thrift binary, compact or JSON, buffered or framed, or THeader (framed or not), each also "
-                    "inside TZlibTransport, or Thrift over HTTP (POST, JSON, binary or compact)")
-        return f"Thrift {self.config.wire.transport} {self.config.wire.protocol}"
-
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, framer: MessageFramer,
                      received: bytes, transport: Any, protocol: Any, pipe: Any) -> Outcome:
         """Serves whole messages in order until the connection ends; how it ended."""
@@ -342,7 +313,7 @@ class AsyncConnection(SessionListener):
                         return ending
                     continue
             except (TProtocolException, TTransportException) as error:  # refused before it was decoded
-                return await self._refuse_message((reader, writer), protocol, pipe, framer, error)
+                return await refuse_message((reader, writer), protocol, pipe, framer, error, self._limits)
             self._message_started = loop.time() if framer.pending else None
             pipe.feed(message)
             try:
@@ -361,10 +332,10 @@ class AsyncConnection(SessionListener):
                 if error.type == TTransportException.END_OF_FILE and state.in_flight is None:
                     # no message begun: an orderly end (e.g. a CORS preflight that asked to close, answered)
                     return transport_outcome(self._ending(False), error)
-                return await self._bad_message((reader, writer), protocol, pipe, error)
+                return await answer_bad_message((reader, writer), state, protocol, pipe, error, self._limits)
             except Exception as error:
                 if state.in_flight is None or not transport.has_unflushed():  # the request failed
-                    return await self._bad_message((reader, writer), protocol, pipe, error)
+                    return await answer_bad_message((reader, writer), state, protocol, pipe, error, self._limits)
                 name = state.in_flight[0]
                 logger.error("peer=%s: the %s reply cannot be encoded: %s: %s", self.peer, name,
                              type(error).__name__, clip_for_log(error))
@@ -420,45 +391,6 @@ class AsyncConnection(SessionListener):
         if self._received_before_hello > budget:
             said = "once inflated from zlib" if self._zlib else "before hello() succeeded"
             raise BudgetExceeded(TTransportException.SIZE_LIMIT, f"more than {budget} bytes {said} (handshake_max_bytes)")
-
-    async def _refuse_message(self, stream: Stream, protocol: Any, pipe: Any, framer: MessageFramer,
-                              error: Exception) -> Outcome:
-        """A message the framer (or the handshake's budget) refused before it was whole: answered
-        PROTOCOL_ERROR to the call it starts (as far as its bytes tell), then the connection closes."""
-        name, seqid = "", 0
-        if isinstance(error, AnswerableReadError):
-            name, seqid = error.name, error.seqid
-        if not name:  # read the message's start with the connection's own stack (THeader's header too),
-            # which also sets it to answer in the dialect of that very frame
-            pipe.feed(framer.head(_HEAD_BYTES))
-            try:
-                name, _, seqid = protocol.readMessageBegin()
-            except AnswerableReadError as refused:
-                name, seqid = refused.name or name, refused.seqid or seqid
-            except Exception:  # not even a header: answered to seqid 0
-                pass
-        problem = bad_input(error, self._limits)
-        try:
-            write_application_exception(protocol, name, seqid, TApplicationException.PROTOCOL_ERROR,
-                                        f"cannot decode the {name + ' ' if name else ''}request: {problem}")
-        except Exception:  # e.g. a THeader stream that never framed a message: nothing it could read
-            pipe.take_output()
-        await send_last(stream, pipe.take_output())
-        return "dropped", f"bad message: {problem}"
-
-    async def _bad_message(self, stream: Stream, protocol: Any, pipe: Any, error: Exception) -> Outcome:
-        """A whole message that could not be decoded: answered PROTOCOL_ERROR, then the connection closes."""
-        state = self.state
-        problem = bad_input(error, self._limits)
-        if state.in_flight is not None:
-            name = state.in_flight[0]
-            try:
-                Answers.send_exception(state, protocol, TApplicationException.PROTOCOL_ERROR,
-                                       f"cannot decode the {name + ' ' if name else ''}request: {problem}")
-            except Exception:  # the protocol's own state is beyond answering
-                pipe.take_output()
-        await send_last(stream, pipe.take_output())
-        return "dropped", f"bad message: {problem}"
 
     def _ending(self, mid_request: bool) -> Ending:
         return Ending.of(None, self.config.handshake, self.state, mid_request)
