@@ -184,11 +184,8 @@ class AsyncConnection(SessionListener):
             self.expires_at = _NEVER
             self.task.cancel()
 
-    async def _read_by(self, reader: asyncio.StreamReader, deadline: float) -> bytes:
-        """The next bytes, or TimeoutError once ``deadline`` (loop time) passes."""
-        return await self._by(reader.read(READ_CHUNK), deadline)
-
     async def _by(self, awaitable: Any, deadline: float) -> Any:
+        """``awaitable``'s result, or TimeoutError once ``deadline`` (loop time) passes."""
         self.expires_at = deadline
         try:
             return await awaitable
@@ -252,7 +249,7 @@ class AsyncConnection(SessionListener):
             await self._tell(writer, DRAINING_TOLD)
         return ending
 
-    async def _tell(self, writer: asyncio.StreamWriter, message: str) -> None:
+    async def _tell(self, writer: Any, message: str) -> None:
         """A session the server closes (not one in a call, nor one that said goodbye) is told why first,
         as the threaded server tells it: an exception to seqid 0 that its next call reads."""
         state = self.state
@@ -266,14 +263,14 @@ class AsyncConnection(SessionListener):
         except (OSError, TTransportException):  # gone already
             pass
 
-    async def _first_bytes(self, reader: asyncio.StreamReader) -> Tuple[bytes, Any, Optional[Outcome]]:
+    async def _first_bytes(self, reader: Any) -> Tuple[bytes, Any, Optional[Outcome]]:
         """The first bytes, their dialect, and how the connection ended if it did before they told."""
         handshake = self.config.handshake or self.config.tls is not None
         deadline = self.accepted_at + (self._limits.handshake_timeout if handshake else self._limits.idle_timeout)
         data, dialect = b"", None
         while dialect is None and len(data) < SNIFF_BYTES:
             try:
-                chunk = await self._read_by(reader, deadline)
+                chunk = await self._by(reader.read(READ_CHUNK), deadline)
             except TimeoutError:
                 return data, None, ("dropped", "handshake timeout" if handshake else "idle timeout")
             except OSError:
@@ -289,23 +286,27 @@ class AsyncConnection(SessionListener):
             return data, None, ("closed", "peer closed the connection")
         return data, dialect, None
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, framer: MessageFramer,
+    async def _serve(self, reader: Any, writer: Any, framer: MessageFramer,
                      received: bytes, transport: Any, protocol: Any, pipe: Any) -> Outcome:
         """Serves whole messages in order until the connection ends; how it ended."""
         loop = asyncio.get_running_loop()
         state = self.state
+        http = isinstance(framer, HttpRequestFramer)
         data = received
         while True:
             try:
+                fresh = False
                 if data:
-                    if not framer.pending:  # a message's first bytes: its request_timeout runs from now
-                        self._message_started = loop.time()
+                    fresh = not framer.pending  # a message's first bytes: its request_timeout runs from now
                     framer.receive(data)
-                    self._count(data)
+                    if not self._in_session:
+                        self._count(data)
                 message = framer.next_message()
                 data = b""
                 if message is None:
-                    if isinstance(framer, HttpRequestFramer) and framer.interim:  # 100 Continue
+                    if fresh:  # (timed only when the message is not whole at once)
+                        self._message_started = loop.time()
+                    if http and framer.interim:  # 100 Continue
                         writer.write(framer.interim)
                         framer.interim = b""
                     data, ending = await self._more(reader, framer, loop)
@@ -342,18 +343,18 @@ class AsyncConnection(SessionListener):
                 Answers.send_exception(state, protocol, TApplicationException.INTERNAL_ERROR,
                                        f"the server could not encode the {name} reply")
                 state.end()
-            if isinstance(framer, HttpRequestFramer):
+            if http:
                 transport.keep_unread_input()  # a request its message left unanswered (one-way) gets its 200 now
             ending = await self._write(writer, pipe)
             if ending is not None:
                 return ending
             if state.closing:
                 return _STOPPING
-            if isinstance(framer, HttpRequestFramer) and not transport.request.keep_alive:  # answered, then closed
+            if http and not transport.request.keep_alive:  # answered, then closed
                 error = TTransportException(TTransportException.END_OF_FILE, "the HTTP client asked to close")
                 return transport_outcome(self._ending(False), error)
 
-    async def _more(self, reader: asyncio.StreamReader, framer: MessageFramer,
+    async def _more(self, reader: Any, framer: MessageFramer,
                     loop: asyncio.AbstractEventLoop) -> Tuple[bytes, Optional[Outcome]]:
         """The next bytes, read within the deadline that applies; or how the connection ended instead."""
         limits = self._limits
@@ -367,7 +368,7 @@ class AsyncConnection(SessionListener):
         self._between_messages = not mid_request
         self._stalled_since = time.monotonic() if mid_request else None
         try:
-            data = await self._read_by(reader, deadline)
+            data = await self._by(reader.read(READ_CHUNK), deadline)
         except TimeoutError:
             error = TTransportException(TTransportException.TIMED_OUT, "timed out")
             return b"", transport_outcome(self._ending(mid_request), error)
@@ -383,9 +384,7 @@ class AsyncConnection(SessionListener):
         return data, None
 
     def _count(self, data: bytes) -> None:
-        """Counts bytes against the handshake's budget until the session starts."""
-        if self._in_session:
-            return
+        """Counts bytes against the handshake's budget (until the session starts)."""
         self._received_before_hello += len(data)
         budget = self.config.pre_session_bytes
         if self._received_before_hello > budget:
@@ -395,12 +394,12 @@ class AsyncConnection(SessionListener):
     def _ending(self, mid_request: bool) -> Ending:
         return Ending.of(None, self.config.handshake, self.state, mid_request)
 
-    async def _write(self, writer: asyncio.StreamWriter, pipe: Any) -> Optional[Outcome]:
+    async def _write(self, writer: Any, pipe: Any) -> Optional[Outcome]:
         """Writes what the gate answered; the peer has ``reply_timeout`` to take it."""
         data = pipe.take_output()
         if data:
             writer.write(data)
-        if not writer.transport.get_write_buffer_size():  # (HTTP's responses were written as flushed)  # all sent: no wait (the common case)
+        if not writer.writing_paused:  # the transport takes more: no wait (the common case)
             return None
         try:
             await self._by(writer.drain(), asyncio.get_running_loop().time() + self._limits.reply_timeout)

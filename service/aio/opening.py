@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 from thrift.protocol.TProtocol import TProtocolException
 from thrift.transport.TTransport import TTransportException
@@ -15,6 +15,7 @@ from thrift.transport.TTransport import TTransportException
 from ..config import ServerLimits
 from ..wire import SNIFF_BYTES, Dialect, DialectKind, FramerLimits, MessageFramer, sniff, write_refusal
 from .pipe import MemoryPipe
+from .stream import SocketStream
 
 __all__ = ["Stream", "open_stream", "refuse", "send_last", "READ_CHUNK"]
 
@@ -26,7 +27,8 @@ _DISCARD_BYTES = 64 * 1024 * 1024
 #: While a peer has sent too few bytes to tell TLS from plain, its socket is peeked again this often.
 _PEEK_AGAIN = 0.01
 
-Stream = Tuple[asyncio.StreamReader, asyncio.StreamWriter]
+#: A connection's reader and writer (a ``SocketStream`` both, or zlib's ``InflatingReader`` and ``DeflatingWriter``).
+Stream = Tuple[Any, Any]
 
 
 async def open_stream(sock: socket.socket, tls: Optional[ssl.SSLContext],
@@ -35,8 +37,7 @@ async def open_stream(sock: socket.socket, tls: Optional[ssl.SSLContext],
     (``loop.time()``). Returns the stream, the client certificate's common name ("" without one,
     None without TLS) and, for a peer that failed TLS or sent plain bytes to the TLS port, why."""
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=READ_CHUNK)
-    protocol = asyncio.StreamReaderProtocol(reader)
+    stream = SocketStream(loop, 2 * READ_CHUNK)
     wrap = tls
     if tls is not None:
         first = await _peek(sock, deadline)
@@ -45,18 +46,17 @@ async def open_stream(sock: socket.socket, tls: Optional[ssl.SSLContext],
             wrap = None  # a plain client on the TLS port: told so in plain
     try:
         transport, _ = await loop.connect_accepted_socket(
-            lambda: protocol, sock, ssl=wrap, ssl_handshake_timeout=max(deadline - loop.time(), 0.001) if wrap else None)
+            lambda: stream, sock, ssl=wrap, ssl_handshake_timeout=max(deadline - loop.time(), 0.001) if wrap else None)
     except (OSError, ValueError, asyncio.TimeoutError) as error:  # ssl.SSLError is an OSError
         sock.close()
         raise ConnectionError(f"TLS handshake failed: {error}") from error
-    writer = asyncio.StreamWriter(transport, protocol, reader, loop)
     if tls is None:
-        return (reader, writer), None, None
+        return (stream, stream), None, None
     if wrap is None:
-        return (reader, writer), None, "this server requires TLS"
+        return (stream, stream), None, "this server requires TLS"
     certificate = transport.get_extra_info("peercert")
     subject = dict(item for rdn in (certificate or {}).get("subject", ()) for item in rdn)
-    return (reader, writer), subject.get("commonName", ""), None
+    return (stream, stream), subject.get("commonName", ""), None
 
 
 async def _peek(sock: socket.socket, deadline: float) -> bytes:
@@ -132,7 +132,7 @@ async def send_last(stream: Stream, data: bytes, deadline: Optional[float] = Non
         pass
 
 
-async def _first_message(reader: asyncio.StreamReader, received: bytes, framer: MessageFramer,
+async def _first_message(reader: Any, received: bytes, framer: MessageFramer,
                          deadline: float) -> bytes:
     """``received`` and what follows until the first message is whole (or refused, or time is up)."""
     collected, chunk = bytearray(received), received
