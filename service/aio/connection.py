@@ -309,9 +309,24 @@ class AsyncConnection(SessionListener):
                     if http and framer.interim:  # 100 Continue
                         writer.write(framer.interim)
                         framer.interim = b""
-                    data, ending = await self._more(reader, framer, loop)
-                    if ending is not None:
-                        return ending
+                    mid_request = framer.pending > 0
+                    deadline = self._deadline(mid_request, loop)
+                    self._between_messages = not mid_request
+                    self._stalled_since = time.monotonic() if mid_request else None
+                    try:
+                        data = await self._by(reader.read(READ_CHUNK), deadline)
+                    except TimeoutError:
+                        error = TTransportException(TTransportException.TIMED_OUT, "timed out")
+                        return transport_outcome(self._ending(mid_request), error)
+                    except OSError as reset:
+                        error = TTransportException(TTransportException.UNKNOWN, str(reset), inner=reset)
+                        return transport_outcome(self._ending(mid_request), error)
+                    finally:
+                        self._between_messages = False
+                        self._stalled_since = None
+                    if not data:
+                        error = TTransportException(TTransportException.END_OF_FILE, "the peer closed the connection")
+                        return transport_outcome(self._ending(mid_request), error)
                     continue
             except (TProtocolException, TTransportException) as error:  # refused before it was decoded
                 return await refuse_message((reader, writer), protocol, pipe, framer, error, self._limits)
@@ -354,34 +369,15 @@ class AsyncConnection(SessionListener):
                 error = TTransportException(TTransportException.END_OF_FILE, "the HTTP client asked to close")
                 return transport_outcome(self._ending(False), error)
 
-    async def _more(self, reader: Any, framer: MessageFramer,
-                    loop: asyncio.AbstractEventLoop) -> Tuple[bytes, Optional[Outcome]]:
-        """The next bytes, read within the deadline that applies; or how the connection ended instead."""
+    def _deadline(self, mid_request: bool, loop: asyncio.AbstractEventLoop) -> float:
+        """When the read for the next bytes gives up (loop time): the handshake's deadline before the
+        session, ``request_timeout`` from a message's first byte, else ``idle_timeout`` from now."""
         limits = self._limits
-        mid_request = framer.pending > 0
         if not self._in_session:
-            deadline = self.accepted_at + limits.handshake_timeout
-        elif mid_request:
-            deadline = self._message_started + limits.request_timeout
-        else:
-            deadline = loop.time() + limits.idle_timeout
-        self._between_messages = not mid_request
-        self._stalled_since = time.monotonic() if mid_request else None
-        try:
-            data = await self._by(reader.read(READ_CHUNK), deadline)
-        except TimeoutError:
-            error = TTransportException(TTransportException.TIMED_OUT, "timed out")
-            return b"", transport_outcome(self._ending(mid_request), error)
-        except OSError as reset:
-            error = TTransportException(TTransportException.UNKNOWN, str(reset), inner=reset)
-            return b"", transport_outcome(self._ending(mid_request), error)
-        finally:
-            self._between_messages = False
-            self._stalled_since = None
-        if not data:
-            error = TTransportException(TTransportException.END_OF_FILE, "the peer closed the connection")
-            return b"", transport_outcome(self._ending(mid_request), error)
-        return data, None
+            return self.accepted_at + limits.handshake_timeout
+        if mid_request:
+            return self._message_started + limits.request_timeout
+        return loop.time() + limits.idle_timeout
 
     def _count(self, data: bytes) -> None:
         """Counts bytes against the handshake's budget (until the session starts)."""

@@ -484,7 +484,7 @@ class _WholeInC:
         self.string_length_limit = limits.max_message_bytes
         self.container_length_limit = 0x7FFFFFFF if limits.max_container_items is None else limits.max_container_items
         self.trans = self
-        self.cstringio_buf = io.BytesIO()
+        self.cstringio_buf: Optional[io.BytesIO] = None
 
     def cstringio_refill(self, partialread: bytes, reqlen: int) -> io.BytesIO:
         raise EOFError()  # not whole here
@@ -501,5 +501,7 @@ class _WholeInC:
             fastbinary.decode_binary(_Skipped(), self, self._SPEC)
         except Exception:  # not whole, or refused: the walk decides
             return None
+        finally:
+            self.cstringio_buf = None
         end = at + read.tell()
         return end if end - start <= self._most else None
