@@ -295,14 +295,16 @@ class AsyncConnection(SessionListener):
         data = received
         while True:
             try:
-                fresh = False
+                fresh, message = False, None
                 if data:
                     fresh = not framer.pending  # a message's first bytes: its request_timeout runs from now
                     framer.receive(data)
                     if not self._in_session:
                         self._count(data)
-                message = framer.next_message()
-                data = b""
+                    message = framer.next_message()
+                    data = b""
+                elif framer.pending:  # what came behind the last message
+                    message = framer.next_message()
                 if message is None:
                     if fresh:  # (timed only when the message is not whole at once)
                         self._message_started = loop.time()
