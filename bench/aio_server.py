@@ -5,18 +5,24 @@ peer when the bench extra is installed: coroutine methods, no gate, hello a plai
 alternate between the servers so machine noise hits all alike; prints the median calls/s and server CPU
 per call. (grpc.aio speaks no Thrift for this load generator: its row is in ``bench/aio_client.py``.)
 
-    .venv/bin/python -m bench.aio_server [--rounds 3] [--seconds 2] [--connections 1 16 64]
+    .venv/bin/python -m bench.aio_server [--rounds 3] [--seconds 2] [--connections 1 16 64] [--servers ...]
+                                         [--tree /other/checkout]
+
+``--tree`` also runs the asyncio servers of another checkout (its ``service/`` and ``gen-py/``, e.g. the tree
+before a change) in the same interleaved rounds, as ``asyncio@tree`` rows.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 from typing import Dict, List, Tuple
 
+from bench.call_count import tree_path
 from bench.harness import cpu_seconds
 from bench.native_build import build
 
@@ -119,14 +125,21 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--servers", nargs="+", help="only these (of: %(default)s)", default=_servers())
+    parser.add_argument("--tree", help="also run this checkout's asyncio servers (rows asyncio@tree)")
     args = parser.parse_args()
     loadgen = str(build()["bench_loadgen"])
-    kinds = _servers()
+    kinds = list(args.servers)
+    if args.tree:
+        kinds += [f"{kind}@tree" for kind in kinds if kind.startswith(("asyncio", "uvloop"))]
     servers: Dict[str, Tuple[subprocess.Popen, str]] = {}
     try:
         for kind in kinds:
-            process = subprocess.Popen([sys.executable, "-c", SERVER, kind], stdin=subprocess.PIPE,
-                                       stdout=subprocess.PIPE, text=True)
+            env = dict(os.environ)
+            if kind.endswith("@tree"):
+                env["PYTHONPATH"] = tree_path(os.path.abspath(args.tree)) + os.pathsep + os.getcwd()
+            process = subprocess.Popen([sys.executable, "-c", SERVER, kind.removesuffix("@tree")], stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, text=True, env=env)
             servers[kind] = process, process.stdout.readline().strip()
         print(f"{'server':18} {'conns':>5} {'calls/s':>9} {'cpu us/call':>12}")
         for connections in args.connections:

@@ -280,7 +280,8 @@ class AsyncConnection(SessionListener):
             if not chunk:
                 break
             self._heard = True
-            data += chunk
+            # (a copy: the chunk may be the start of a large receive buffer, and the first bytes are kept)
+            data = data + chunk if data else bytes(memoryview(chunk))
             dialect = sniff(data)
         if not data:
             return data, None, ("closed", "peer closed the connection")
