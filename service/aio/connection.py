@@ -190,13 +190,20 @@ class AsyncConnection(SessionListener):
         try:
             return await awaitable
         except asyncio.CancelledError:
-            if not self._expired or self._stopping or self._evicted:
+            if not self._timed_out():
                 raise
-            asyncio.current_task().uncancel()
-            self._expired = False
             raise TimeoutError from None
         finally:
             self.expires_at = _NEVER
+
+    def _timed_out(self) -> bool:
+        """After a CancelledError: whether it was the sweep ending a wait past its deadline (the task is
+        then uncancelled), not a stop or an eviction."""
+        if not self._expired or self._stopping or self._evicted:
+            return False
+        asyncio.current_task().uncancel()
+        self._expired = False
+        return True
 
     # -- serving ------------------------------------------------------------------------------
 
@@ -316,15 +323,19 @@ class AsyncConnection(SessionListener):
                     deadline = self._deadline(mid_request, loop)
                     self._between_messages = not mid_request
                     self._stalled_since = time.monotonic() if mid_request else None
-                    try:
-                        data = await self._by(reader.read(READ_CHUNK), deadline)
-                    except TimeoutError:
+                    self.expires_at = deadline
+                    try:  # (as _by, without a coroutine of its own: this wait is every idle connection's)
+                        data = await reader.read(READ_CHUNK)
+                    except asyncio.CancelledError:
+                        if not self._timed_out():
+                            raise
                         error = TTransportException(TTransportException.TIMED_OUT, "timed out")
                         return transport_outcome(self._ending(mid_request), error)
                     except OSError as reset:
                         error = TTransportException(TTransportException.UNKNOWN, str(reset), inner=reset)
                         return transport_outcome(self._ending(mid_request), error)
                     finally:
+                        self.expires_at = _NEVER
                         self._between_messages = False
                         self._stalled_since = None
                     if not data:

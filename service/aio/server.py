@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import logging
 import socket
 import ssl
@@ -62,6 +63,8 @@ _SWEEP_EVERY = 0.1
 _MAX_REFUSALS = 64
 #: How long a sibling worker's request for room waits for this loop (the sibling waits 0.1 s in all).
 _SIBLING_WAIT = 0.08
+#: Where a connection task's done callback runs (it reads no context variable).
+_NO_CONTEXT = contextvars.Context()
 
 
 class AsyncHandshakeServer(ServerFacts):
@@ -329,7 +332,8 @@ class AsyncHandshakeServer(ServerFacts):
             connection.http_origins = self._http_origins
             connection.task = self._connections[connection] = loop.create_task(self._serve(connection, sock))
             self.metrics.opened_or_closed(len(self._connections))
-            connection.task.add_done_callback(lambda _, c=connection, s=sock: self._never_served(c, s))
+            connection.task.add_done_callback(lambda _, c=connection, s=sock: self._never_served(c, s),
+                                              context=_NO_CONTEXT)  # (else a copy of this one per connection)
             logger.debug("accepted peer=%s", peer)
 
     async def _room_for(self, newcomer_host: str) -> bool:
