@@ -20,14 +20,13 @@ from thrift.Thrift import TApplicationException
 from thrift.transport.TTransport import TTransportException
 
 from ..config import ServerConfig
-from ..gate import ConnectionState, SessionClosed, SessionProcessor
+from ..gate import SessionClosed, SessionProcessor
 from ..peerlog import WarningBudget, clip_for_log
 from ..server.answers import Answers
-from ..server.connection import ConnectionInfo
 from ..server.server import DRAINING_TOLD
 from ..server.outcome import Ending, Outcome, closing_outcome, transport_outcome
-from ..session import Session, SessionListener, bind_task_session
-from ..states import ConnectionEvent, ConnectionPhase
+from ..session import bind_task_session
+from ..states import ConnectionEvent
 from ..wire import (SNIFF_BYTES, BudgetExceeded, Dialect, DialectKind, MessageFramer, NoMessageYet, sniff,
                    write_application_exception)
 from .compressed import DeflatingWriter, InflatingReader
@@ -35,175 +34,33 @@ from .dialects import framer_for, speaks, stack_for
 from .http import HttpPipe, HttpRequestFramer
 from .opening import READ_CHUNK, Stream, refuse
 from .refusals import answer_bad_message, refuse_message
+from .standing import NEVER, ConnectionStanding
 
 __all__ = ["AsyncConnection"]
 
 logger = logging.getLogger(__name__)
 
 _STOPPING: Outcome = ("closed", "server stopping")
-_NEVER = float("inf")
 
 
-class AsyncConnection(SessionListener):
+class AsyncConnection(ConnectionStanding):
     """One accepted connection: ``run(stream, identity)`` serves it until it ends and returns how
     ("closed" or "dropped", why). ``stop(force)`` ends it once no message is in flight (with ``force``,
-    at once). It is its session's listener: hello's success switches it to the session's deadlines."""
+    at once)."""
 
     def __init__(self, config: ServerConfig, processor: SessionProcessor, warnings: WarningBudget, peer: str,
                  accepted_at: float) -> None:
-        self.config = config
-        self.peer = peer
-        self.state: Optional[ConnectionState] = None
-        self.accepted_at = accepted_at
+        super().__init__(config, peer, accepted_at)
         self._processor = processor
         self._warnings = warnings
         self._limits = config.limits
-        self.task: Optional[asyncio.Task] = None  # the one serving it (set by the server)
-        self.begun = False  # whether that task has begun
-        self._stopping = False
-        self._in_session = not config.handshake
         self._received_before_hello = 0
         self._message_started: Optional[float] = None  # loop time of the first byte of the message being read
-        self.expires_at = _NEVER  # while a read or a drain waits: when it gives up (loop time)
-        self._expired = False
-        self._evicted = False
-        self._eviction_reason = ""  # why a session was given up for another host ("": the usual eviction)
         self._zlib = False  # the peer speaks TZlibTransport
-        self._between_messages = False  # waiting for the peer's next message (none begun, none in flight)
-        self._stalled_since: Optional[float] = None  # time.monotonic() since a read waits for a message's rest
-        self._heard = False  # the peer has sent something
         self._stack: Optional[Tuple[Any, Any, Any]] = None  # transport, protocol, pipe once the dialect is known
         self.sock: Optional[socket.socket] = None  # the accepted socket (the kernel counts its bytes)
         #: Browser origins allowed to call over HTTP (CORS): the server's set, read at each request.
         self.http_origins: Collection[str] = config.http_origins
-
-    # -- what an observer sees (read from other threads: the admin endpoint's) --------------------
-
-    @property
-    def phase(self) -> ConnectionPhase:
-        """Where the connection is, in the threaded server's words (``states.ConnectionPhase``)."""
-        if self.closing:
-            return ConnectionPhase.CLOSING
-        if not self._heard:
-            return ConnectionPhase.ACCEPTED
-        state = self.state
-        if state is None:
-            return ConnectionPhase.STARTING
-        if self._between_messages and state.in_flight is None:
-            return ConnectionPhase.WAITING
-        return ConnectionPhase.SERVING
-
-    def info(self, now: float) -> ConnectionInfo:
-        """The connection as an observer sees it at ``now`` (the loop's time)."""
-        state = self.state
-        context = None if state is None else state.context
-        calls = 0 if state is None else sum(dict(state.counters.calls).values())
-        return ConnectionInfo(self.peer, self.phase.value, max(now - self.accepted_at, 0.0),
-                              context and context.session_id, context and context.client_name,
-                              context and context.language, context and context.version, calls)
-
-    # -- the session's listener -----------------------------------------------------------------
-
-    def session_started(self, session: Optional[Session] = None) -> None:
-        self._in_session = True
-
-    # -- stop ---------------------------------------------------------------------------------
-
-    def stop(self, force: bool = False) -> None:
-        """No message may start from now on; the connection closes now if none is in flight (or with
-        ``force``), else after its reply."""
-        self._stopping = True
-        task = self.task
-        if task is None or task.done():
-            return
-        if self.state is None:
-            task.cancel()
-        else:
-            self.state.stop(task.cancel, force)
-
-    # -- making room (as ``server.admission.eviction_candidates`` sees a connection) -------------
-
-    @property
-    def host(self) -> str:
-        return self.peer.rsplit(":", 1)[0]
-
-    @property
-    def awaiting_hello(self) -> bool:
-        return self.config.handshake and not self._in_session
-
-    def silent(self) -> bool:
-        """Whether the peer has sent nothing yet."""
-        return not self._heard
-
-    @property
-    def in_the_watch(self) -> bool:
-        """Waiting for the peer's next message (none begun, none in flight)."""
-        return self.expires_at != _NEVER and (self.state is None or (self._between_messages and
-                                                                     self.state.in_flight is None))
-
-    @property
-    def closing(self) -> bool:
-        """Stopping or evicted: it no longer holds its place."""
-        return self._stopping or self._evicted
-
-    @property
-    def established(self) -> bool:
-        """Its hello succeeded (a session holds it)."""
-        state = self.state
-        return state is not None and state.session is not None and state.session.established
-
-    def stalled(self, now: float, at_least: float) -> bool:
-        """A session (or, without hello, a started connection) that has waited ``at_least`` seconds for
-        the rest of a message from the peer (``now``: ``time.monotonic()``)."""
-        since = self._stalled_since
-        return since is not None and now - since >= at_least and not self.awaiting_hello
-
-    def evict(self, force: bool = False, session: bool = False, reason: str = "", stalled: float = 0.0) -> bool:
-        """Ends the connection to make room for a newcomer, unless a message is in flight (whatever
-        ``force``, the threaded connection's word for that): one waiting for hello, one without hello idle
-        between messages, and with ``session`` also a session idle between messages or (``stalled``)
-        waiting that long for the rest of one; whether it will end. ``reason`` words it for the log and
-        for the session, which is told."""
-        task = self.task
-        if task is None or task.done() or self.closing or (self.state is not None and self.state.in_flight is not None):
-            return False
-        if self.established and not (session and (self.in_the_watch or (
-                stalled and self.stalled(time.monotonic(), stalled)))):
-            return False
-        self._evicted = True
-        self._eviction_reason = reason
-        task.cancel()
-        return True
-
-    # -- deadlines: kept by the server's sweep, not a timer per read ---------------------------
-
-    def expire(self, now: float) -> None:
-        """Called by the server's sweep: a read (or a reply's drain) whose deadline has passed ends."""
-        if self.expires_at <= now and self.task is not None and not self.task.done():
-            self._expired = True
-            self.expires_at = _NEVER
-            self.task.cancel()
-
-    async def _by(self, awaitable: Any, deadline: float) -> Any:
-        """``awaitable``'s result, or TimeoutError once ``deadline`` (loop time) passes."""
-        self.expires_at = deadline
-        try:
-            return await awaitable
-        except asyncio.CancelledError:
-            if not self._timed_out():
-                raise
-            raise TimeoutError from None
-        finally:
-            self.expires_at = _NEVER
-
-    def _timed_out(self) -> bool:
-        """After a CancelledError: whether it was the sweep ending a wait past its deadline (the task is
-        then uncancelled), not a stop or an eviction."""
-        if not self._expired or self._stopping or self._evicted:
-            return False
-        asyncio.current_task().uncancel()
-        self._expired = False
-        return True
 
     # -- serving ------------------------------------------------------------------------------
 
@@ -335,7 +192,7 @@ class AsyncConnection(SessionListener):
                         error = TTransportException(TTransportException.UNKNOWN, str(reset), inner=reset)
                         return transport_outcome(self._ending(mid_request), error)
                     finally:
-                        self.expires_at = _NEVER
+                        self.expires_at = NEVER
                         self._between_messages = False
                         self._stalled_since = None
                     if not data:

@@ -17,6 +17,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import contextvars
+import functools
 import logging
 import socket
 import ssl
@@ -332,7 +333,7 @@ class AsyncHandshakeServer(ServerFacts):
             connection.http_origins = self._http_origins
             connection.task = self._connections[connection] = loop.create_task(self._serve(connection, sock))
             self.metrics.opened_or_closed(len(self._connections))
-            connection.task.add_done_callback(lambda _, c=connection, s=sock: self._never_served(c, s),
+            connection.task.add_done_callback(functools.partial(self._never_served, connection, sock),
                                               context=_NO_CONTEXT)  # (else a copy of this one per connection)
             logger.debug("accepted peer=%s", peer)
 
@@ -381,7 +382,7 @@ class AsyncHandshakeServer(ServerFacts):
                 return True
         return evict_for_another_host(self._connections, self.config, newcomer_host, self._warnings, part)
 
-    def _never_served(self, connection: AsyncConnection, sock: socket.socket) -> None:
+    def _never_served(self, connection: AsyncConnection, sock: socket.socket, _: Any) -> None:
         """A task cancelled (by the stop) before it began: its socket is closed here."""
         if connection in self._connections and not connection.begun:
             moved = self.metrics.socket_closing(sock)
