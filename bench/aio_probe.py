@@ -8,7 +8,7 @@ function calls per 32-byte echo, and memory per idle session (hello done, then s
   coroutine echo (on the loop).
 - memory: each server in a child process of its own; ``--idle`` connections say hello and stay silent;
   the server's RSS and its traced Python memory (``tracemalloc``, ``--traced``) before and after, per
-  session.
+  session; the asyncio server also on uvloop's loop when it is installed.
 
     .venv/bin/python -m bench.aio_probe [--calls 2000] [--idle 10000] [--traced] [--tree /other/checkout]
 
@@ -71,7 +71,11 @@ else:
         while await loop.run_in_executor(None, sys.stdin.readline):
             report(server)
         await server.stop(grace=1.0)
-    asyncio.run(main())
+    if kind == "uvloop":
+        import uvloop
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
 """
 
 
@@ -213,6 +217,14 @@ def memory(kind: str, idle: int, traced: bool) -> Dict[str, float]:
             "open": after["open"] - before["open"]}
 
 
+def _has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _in_tree(tree: str, args: argparse.Namespace) -> Dict[str, Dict[str, float]]:
     env = dict(os.environ, PYTHONPATH=tree_path(tree))
     argv = [sys.executable, "-m", "bench.aio_probe", "--json", "--calls", str(args.calls), "--idle", str(args.idle)]
@@ -233,6 +245,8 @@ def probe(args: argparse.Namespace) -> Dict[str, Dict[str, float]]:
                 cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))).stdout)
         if args.idle and not kind.endswith("+async-echo"):
             figures[f"{kind} memory"] = memory(kind, args.idle, args.traced)
+    if args.idle and _has_uvloop():
+        figures["uvloop memory"] = memory("uvloop", args.idle, args.traced)
     return figures
 
 

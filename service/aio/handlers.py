@@ -13,6 +13,7 @@ import asyncio
 import contextvars
 import copy
 import inspect
+import itertools
 import logging
 import threading
 from types import ModuleType
@@ -129,7 +130,7 @@ def _coroutine_serving(name: str, service: ModuleType, info: MethodInfo) -> Call
         args = args_class()
         args.read(iprot)
         iprot.readMessageEnd()
-        pending = getattr(processor._handler, name)(*[getattr(args, field) for field in fields])
+        pending = getattr(processor._handler, name)(*map(getattr, itertools.repeat(args), fields))
         return _reply(pending, info, seqid, oprot)
 
     return serve

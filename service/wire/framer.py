@@ -477,6 +477,7 @@ class _WholeInC:
     arguments (as both the protocol and the transport ``fastbinary.decode_binary`` reads from), within
     ``limits``; None when it is not whole there or anything is wrong with it (the walk then says what)."""
 
+    __slots__ = ("_most", "string_length_limit", "container_length_limit", "trans", "cstringio_buf")
     _SPEC = [_Skipped, ()]  # a struct without fields: every field is skipped
 
     def __init__(self, limits: FramerLimits) -> None:
