@@ -1,5 +1,6 @@
 """The asyncio server against the threaded one: the native load generator calling echo (32 bytes) with
-hello on 1, 16 and 64 connections; each server in its own process (the threaded ``HandshakeServer``,
+hello on 1, 16 and 64 connections; each server in its own process (B, bare Apache Thrift's TThreadedServer
+as in the main benchmark; the threaded ``HandshakeServer``,
 ``AsyncHandshakeServer`` on asyncio's loop, and on uvloop's when installed; thriftpy2's aio server as a
 peer when the bench extra is installed: coroutine methods, no gate, hello a plain method). Rounds
 alternate between the servers so machine noise hits all alike; prints the median calls/s and server CPU
@@ -36,6 +37,14 @@ if sys.argv[1] == "threaded":
     print(server.port, flush=True)
     sys.stdin.read()
     server.stop()
+elif sys.argv[1] == "b":  # the bare Apache Thrift server of the main benchmark (B), a reference
+    import socket, threading
+    from bench.servers import serve_b
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    threading.Thread(target=serve_b, args=(port,), daemon=True).start()  # it prints "listening PORT"
+    sys.stdin.read()
 elif sys.argv[1] == "thriftpy2-aio":  # a peer: thriftpy2's asyncio server, coroutine methods, no gate
     from thriftpy2.contrib.aio.rpc import make_server
     from bench.payloads import load_thriftpy2
@@ -82,10 +91,11 @@ else:
 
 
 def _servers() -> List[str]:
-    """The threaded server; the asyncio one with the demo's plain echo (on its pool) and with a coroutine
+    """B (stock TThreadedServer, the main benchmark's reference); the threaded server; the asyncio one
+    with the demo's plain echo (on its pool) and with a coroutine
     echo (on the loop); the same on uvloop when installed; thriftpy2's aio server when installed (the
     bench extra), a peer."""
-    kinds = ["threaded", "asyncio", "asyncio+async-echo"]
+    kinds = ["b", "threaded", "asyncio", "asyncio+async-echo"]
     try:
         import uvloop  # noqa: F401
         kinds += ["uvloop", "uvloop+async-echo"]
@@ -140,7 +150,7 @@ def main() -> None:
                 env["PYTHONPATH"] = tree_path(os.path.abspath(args.tree)) + os.pathsep + os.getcwd()
             process = subprocess.Popen([sys.executable, "-c", SERVER, kind.removesuffix("@tree")], stdin=subprocess.PIPE,
                                        stdout=subprocess.PIPE, text=True, env=env)
-            servers[kind] = process, process.stdout.readline().strip()
+            servers[kind] = process, process.stdout.readline().split()[-1]
         print(f"{'server':18} {'conns':>5} {'calls/s':>9} {'cpu us/call':>12}")
         for connections in args.connections:
             samples: Dict[str, List[Tuple[float, float]]] = {kind: [] for kind in kinds}
