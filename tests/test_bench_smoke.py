@@ -104,3 +104,20 @@ def test_the_gate_call_cost_bench_runs_and_prints_both_figures() -> None:
     assert done.returncode == 0, done.stderr
     assert re.match(r"gate CPU per 32-byte unframed echo, in-process: budget on \d+\.\d+ us, off \d+\.\d+ us",
                     done.stdout), done.stdout
+
+
+def test_cells_pick_a_short_run_of_some_workloads_only() -> None:
+    import argparse
+
+    from bench import harness
+
+    args = argparse.Namespace(quick=False, rounds=None, seconds=None, idle=None, name=None,
+                              cells="native:echo x64,echo x256")
+    cfg = harness.settings(args, idle_max=20000)
+    assert [load.key for load in cfg.native_workloads] == ["echo x64", "echo x256"]
+    assert cfg.python_workloads == [] and cfg.python_systems == []
+    assert cfg.native_systems == ["b", "p", "tp2", "cpp"]
+    assert cfg.name == "cells", "a partial run must not overwrite the full run's results"
+    args.cells = "native:echo x65"
+    with pytest.raises(SystemExit, match=r"--cells: no such cell native:echo x65; cells: .*native:echo x256"):
+        harness.settings(args, idle_max=20000)
