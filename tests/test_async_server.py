@@ -731,3 +731,12 @@ def test_a_peer_that_sends_far_ahead_is_read_as_it_is_served(start_async) -> Non
             echoed.append((seqid, result.success[:4]))
         sender.join(10)
     assert echoed == [(index, f"{index:04d}") for index in range(3000)]
+
+
+def test_a_peer_that_half_closes_after_its_call_still_reads_the_answer(start_async) -> None:
+    server = start_async(handshake=False)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(encode_call("echo", HandshakeService.echo_args(message="last words")))
+        sock.shutdown(socket.SHUT_WR)
+        answer = read_until_closed(sock, 5.0)
+    assert answer.endswith(b"last words\x00")

@@ -21,7 +21,7 @@ class SocketStream(asyncio.Protocol):
     ``can_write_eof``, ``write_eof``, ``close`` and ``transport`` as a ``StreamWriter``'s. Reading pauses
     while more than ``limit`` bytes wait unread."""
 
-    __slots__ = ("transport", "_loop", "_limit", "_data", "_waiter", "_eof", "_error", "_paused",
+    __slots__ = ("transport", "_loop", "_limit", "_data", "_waiter", "_eof", "_lost", "_error", "_paused",
                  "writing_paused", "_drain_waiter")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, limit: int) -> None:
@@ -31,6 +31,7 @@ class SocketStream(asyncio.Protocol):
         self._data = b""  # received, not yet read
         self._waiter: Optional[asyncio.Future] = None  # a read waiting for bytes
         self._eof = False
+        self._lost = False  # the connection is gone (connection_lost)
         self._error: Optional[BaseException] = None
         self._paused = False  # reading paused (too much unread)
         #: The transport holds more than its high-water mark of unsent bytes: ``drain`` waits.
@@ -52,10 +53,11 @@ class SocketStream(asyncio.Protocol):
     def eof_received(self) -> bool:
         self._eof = True
         self._wake()
-        return False  # the transport closes itself
+        # half-closed: the peer may still read what it asked for (TLS cannot stay half-open)
+        return self.transport.get_extra_info("sslcontext") is None
 
     def connection_lost(self, error: Optional[BaseException]) -> None:
-        self._eof = True
+        self._eof = self._lost = True
         if error is not None:
             self._error = error
         self._wake()
@@ -108,9 +110,8 @@ class SocketStream(asyncio.Protocol):
     async def drain(self) -> None:
         if self.transport.is_closing():
             await asyncio.sleep(0)  # let connection_lost tell why, as StreamWriter.drain does
-            if self._error is not None:
-                raise self._error
-            raise ConnectionResetError("Connection lost")
+        if self._lost:
+            raise self._error or ConnectionResetError("Connection lost")
         if not self.writing_paused:
             return
         self._drain_waiter = self._loop.create_future()
