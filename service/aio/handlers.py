@@ -17,12 +17,12 @@ import itertools
 import logging
 import threading
 from types import ModuleType
-from typing import Any, Awaitable, Callable, Collection, Dict, List, Optional, Tuple
+from typing import Any, Awaitable, Callable, Collection, List, Optional, Tuple
 
 from thrift.Thrift import TApplicationException, TMessageType, TProcessor, TType
 from thrift.transport.TTransport import TTransportException
 
-from ..contract import MethodInfo, coroutine_methods, generated_class
+from ..contract import MethodInfo, coroutine_methods, describe_service, generated_class
 from ..pool import WorkerPool
 from ..session import drop_oneway, take_dropped_oneway
 
@@ -32,10 +32,12 @@ __all__ = ["awaiting_processor", "pool_offload", "Offload"]
 Offload = Callable[..., Awaitable[None]]
 
 
-def awaiting_processor(processor: TProcessor, service: ModuleType, methods: Dict[str, MethodInfo],
-                       skip: Collection[str], offload: Offload) -> TProcessor:
-    """A copy of ``processor`` whose service methods (all but ``skip``) return awaitables: a coroutine
-    handler's served on the loop, any other's generated code run through ``offload``."""
+def awaiting_processor(processor: TProcessor, service: ModuleType, skip: Collection[str],
+                       offload: Offload) -> TProcessor:
+    """A copy of ``processor`` (``service``'s generated Processor) whose service methods (all but
+    ``skip``) return awaitables: a coroutine handler's served on the loop, any other's generated code run
+    through ``offload``."""
+    methods = describe_service(service)
     served = copy.copy(processor)
     served._processMap = dict(processor._processMap)
     for name in coroutine_methods(processor._handler, processor._processMap) - set(skip):

@@ -10,14 +10,16 @@ import ssl
 from typing import Any, Optional, Tuple
 
 from thrift.protocol.TProtocol import TProtocolException
+from thrift.Thrift import TApplicationException
 from thrift.transport.TTransport import TTransportException
 
 from ..config import ServerLimits
 from ..wire import SNIFF_BYTES, Dialect, DialectKind, FramerLimits, MessageFramer, sniff, write_refusal
+from ..wire.http import response_bytes
 from .pipe import MemoryPipe
 from .stream import SocketStream
 
-__all__ = ["Stream", "open_stream", "refuse", "send_last", "READ_CHUNK"]
+__all__ = ["Stream", "answer_full", "open_stream", "refuse", "send_last", "READ_CHUNK"]
 
 #: Each read asks for at most this much.
 READ_CHUNK = 64 * 1024
@@ -106,6 +108,30 @@ async def refuse(stream: Stream, received: bytes, dialect: Optional[Dialect], ki
     except (OSError, TimeoutError):  # gone, or silent: closed now
         return
     await send_last(stream, pipe.take_output(), deadline)
+
+
+async def answer_full(sock: socket.socket, message: str, limits: ServerLimits) -> None:
+    """Tells a newcomer to a full server ``message`` in its own dialect (within a second): Thrift over
+    HTTP a 503 with Retry-After, a Thrift client an exception to its first call; then closes."""
+    loop = asyncio.get_running_loop()
+    try:
+        stream, _, _ = await open_stream(sock, None, loop.time() + 1.0)
+    except ConnectionError:  # gone already (open_stream closed the socket)
+        return
+    try:
+        async with asyncio.timeout(1.0):
+            first = await stream[0].read(READ_CHUNK)
+        dialect = sniff(first) if first else None
+        if dialect is not None and dialect.kind is DialectKind.HTTP:  # Thrift over HTTP: a 503
+            await send_last(stream, response_bytes(503, f"{message}\n".encode(), "text/plain; charset=utf-8",
+                                                   keep_alive=False, headers=[("Retry-After", "1")]))
+        elif dialect is not None and dialect.kind in (DialectKind.THRIFT, DialectKind.HEADER,
+                                                     DialectKind.FRAMED_HEADER):
+            await refuse(stream, first, dialect, TApplicationException.INTERNAL_ERROR, message, limits)
+    except (OSError, TimeoutError):
+        pass
+    finally:
+        stream[1].close()
 
 
 async def send_last(stream: Stream, data: bytes, deadline: Optional[float] = None) -> None:

@@ -21,15 +21,13 @@ import functools
 import logging
 import socket
 import ssl
-import sys
 import time
 from types import ModuleType
 from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
 
-from thrift.Thrift import TApplicationException
 
 from ..config import ServerConfig
-from ..contract import MethodInfo, describe_service, service_of
+from ..contract import service_of
 from ..decoded_budget import DecodedBudget
 from ..gate import SessionProcessor, format_peer
 from ..metrics import ServerMetrics
@@ -42,11 +40,10 @@ from ..server.connection import ConnectionInfo
 from ..server.unix import listen_unix, remove_unix
 from ..server.server import ServerFacts, session_settings
 from ..states import SESSION_METHODS, ConnectionPhase
-from ..wire import DialectKind, no_delay, server_tls_context, sniff
-from ..wire.http import response_bytes
+from ..wire import no_delay, server_tls_context
 from .connection import AsyncConnection
 from .handlers import awaiting_processor, pool_offload
-from .opening import open_stream, refuse, send_last, READ_CHUNK
+from .opening import answer_full, open_stream
 
 __all__ = ["AsyncHandshakeServer"]
 
@@ -106,7 +103,7 @@ class AsyncHandshakeServer(ServerFacts):
 
         def awaiting(each: Any, module: ModuleType) -> Any:
             generated = module.Processor(each)
-            return awaiting_processor(generated, module, _methods(generated), skip, offload)
+            return awaiting_processor(generated, module, skip, offload)
 
         processor: Any = ({name: awaiting(each, module) for name, (each, module) in self.services.items()}
                           if self.services else awaiting(handler, self.service))
@@ -437,31 +434,9 @@ class AsyncHandshakeServer(ServerFacts):
         if len(self._refusals) >= _MAX_REFUSALS or self._tls is not None:
             sock.close()
             return
-        task = asyncio.get_running_loop().create_task(self._answer_full(sock, message))
+        task = asyncio.get_running_loop().create_task(answer_full(sock, message, self.config.limits))
         self._refusals.add(task)
         task.add_done_callback(self._refusals.discard)
-
-    async def _answer_full(self, sock: socket.socket, message: str) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            stream, _, _ = await open_stream(sock, None, loop.time() + 1.0)
-        except ConnectionError:  # gone already (open_stream closed the socket)
-            return
-        try:
-            async with asyncio.timeout(1.0):
-                first = await stream[0].read(READ_CHUNK)
-            dialect = sniff(first) if first else None
-            if dialect is not None and dialect.kind is DialectKind.HTTP:  # Thrift over HTTP: a 503
-                await send_last(stream, response_bytes(503, f"{message}\n".encode(), "text/plain; charset=utf-8",
-                                                       keep_alive=False, headers=[("Retry-After", "1")]))
-            elif dialect is not None and dialect.kind in (DialectKind.THRIFT, DialectKind.HEADER,
-                                                         DialectKind.FRAMED_HEADER):
-                await refuse(stream, first, dialect, TApplicationException.INTERNAL_ERROR, message,
-                             self.config.limits)
-        except (OSError, TimeoutError):
-            pass
-        finally:
-            stream[1].close()
 
 
 async def _all_done(tasks: List[Any], timeout: float, cut_short: Optional[asyncio.Event] = None) -> bool:
@@ -476,8 +451,3 @@ async def _all_done(tasks: List[Any], timeout: float, cut_short: Optional[asynci
     for task in waiting:
         task.cancel()
     return all(task.done() for task in tasks)
-
-
-def _methods(processor: Any) -> Dict[str, MethodInfo]:
-    """The methods of the service ``processor`` (a generated Processor) serves."""
-    return describe_service(sys.modules[type(processor).__module__])
