@@ -425,15 +425,11 @@ class SessionProcessor(TProcessor):
         arm = state.arm
         if arm is not None:  # the decoded-size budget prices its arguments if they grow large
             arm()
-        bind = self._bind
-        bind(state.context)
+        self._bind(state.context)
         try:
             serve(table.processor, state.in_flight[1], iprot, oprot)
         finally:
-            if state.reserved:
-                self.decoded_budget.release(state.host, state.reserved)
-                state.reserved = 0
-            bind(None)
+            self._quiet_call_over(state)
         if state.session is not None:
             state.session.call_served()
         state.in_flight = None  # state.end(), written out
@@ -444,20 +440,24 @@ class SessionProcessor(TProcessor):
         call is done (its decoded-size reservation held until then)."""
         if state.arm is not None:
             state.arm()
-        bind = self._bind
-        bind(state.context)
+        self._bind(state.context)
         try:
             pending = serve(table.processor, state.in_flight[1], iprot, oprot)
             if pending is not None:
                 await pending
         finally:
-            if state.reserved:
-                self.decoded_budget.release(state.host, state.reserved)
-                state.reserved = 0
-            bind(None)
+            self._quiet_call_over(state)
         if state.session is not None:
             state.session.call_served()
         state.in_flight = None
+
+    def _quiet_call_over(self, state: ConnectionState) -> None:
+        """A call served quietly is over, served or failed: its decoded-size reservation back, the session
+        unbound (on failure the host reports it, with the call still in flight)."""
+        if state.reserved:
+            self.decoded_budget.release(state.host, state.reserved)
+            state.reserved = 0
+        self._bind(None)
 
     def _serve_session_quietly(self, state: ConnectionState, iprot: TProtocolBase, oprot: TProtocolBase) -> bool:
         """Serves a session method its session admits (already counted) that no hook observes, as
