@@ -232,6 +232,7 @@ def _try(call, *args):
 
 def test_a_killed_worker_is_restarted_and_the_service_keeps_answering(serve):
     workers = serve("--workers", "2")
+    workers.clients_on_each_worker()  # each has served: a kill before its "serving" note is not restarted so
     victim = workers.pids[0]
     os.kill(victim, signal.SIGKILL)
     restarted = workers.wait_for(r"worker (\d) \(pid %d\) killed by SIGKILL .*restarting" % victim)
@@ -274,6 +275,7 @@ def test_a_crash_loop_is_restarted_ever_more_slowly(serve, tmp_path):
     """Once a worker has served, its crashes are restarted, with a delay that doubles per quick death."""
     flag = flaky_service(tmp_path)
     workers = serve("--workers", "2", "--service", "flaky_service:Handler", "--path", str(tmp_path))
+    workers.clients_on_each_worker()  # each has served (see test_a_killed_worker_is_restarted_...)
     flag.touch()
     os.kill(workers.pids[0], signal.SIGKILL)
     delays = [float(workers.wait_for(r"worker 0 .* restarting it in ([\d.]+)s", count=n, timeout=10).group(1))
