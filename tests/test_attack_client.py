@@ -151,6 +151,11 @@ def test_an_ipv6_client_accepts_the_url_form_and_names_its_peer_unambiguously(st
     assert next(iter(client.timeline)).name == f"[::1]:{server.port}"
 
 
+@pytest.mark.parametrize("host, kept", [("[::1]", "::1"), ("[::1", "[::1"), ("::1]", "::1]"), ("[]x", "[]x")])
+def test_a_host_loses_its_brackets_only_when_it_has_both(host, kept):
+    assert Client(host, 9090, service=HandshakeService).host == kept
+
+
 FILES_IDL = """include "session.thrift"
 namespace py files_gen
 service Files extends session.SessionService {

@@ -10,7 +10,10 @@ from typing import Callable
 
 import pytest
 
-from thrift_handshake import Client, ClientOptions, ConnectionBroken, Endpoints, Wire
+from thrift.Thrift import TApplicationException
+
+from thrift_handshake import Client, ClientOptions, ConnectionBroken, Endpoints, ServerFull, Wire, WireMismatch
+from thrift_handshake.client_core import refusal_error
 from thrift_handshake_gen import HandshakeService
 
 
@@ -64,3 +67,15 @@ def test_an_answer_that_is_a_call_or_one_way_is_not_taken_as_the_reply(message_t
         connection.recv(16)
     message = _hello_failure(calls_back)
     assert f"the answer to hello has message type {message_type}, not a reply (2) or an exception (3)" in message
+
+
+@pytest.mark.parametrize("kind", [TApplicationException.PROTOCOL_ERROR, TApplicationException.INVALID_TRANSFORM,
+                                  TApplicationException.UNSUPPORTED_CLIENT_TYPE])
+def test_only_an_invalid_protocol_first_answer_is_a_wire_mismatch(kind):
+    """A first answer is a refusal when it says "server full" or INVALID_PROTOCOL (what this server sends
+    another wire); any other exception (a foreign server's UNSUPPORTED_CLIENT_TYPE) is not one."""
+    mismatch = refusal_error("peer:1", TApplicationException(TApplicationException.INVALID_PROTOCOL, "speaks compact"))
+    assert type(mismatch) is WireMismatch and str(mismatch) == "peer:1: speaks compact"
+    full = refusal_error("peer:1", TApplicationException(TApplicationException.INTERNAL_ERROR, "server full (64)"))
+    assert type(full) is ServerFull and str(full) == "peer:1: server full (64)"
+    assert refusal_error("peer:1", TApplicationException(kind, "no")) is None
