@@ -227,3 +227,8 @@ def test_json_with_spaces_between_its_tokens_is_cut_at_its_closing_bracket():
     """TJSONProtocol writes no spaces (its decoder refuses them), but the cut does not depend on that."""
     data = b'[1,"echo",1,1,{"1":{"lst":[ "i32",3,1,2,3]}}]'
     assert MessageFramer(JSON, LIMITS).feed(data + data) == [data, data]
+
+
+def test_each_json_message_of_a_feed_gets_the_whole_budget():
+    message = _messages(JSON)[1]
+    assert MessageFramer(JSON, FramerLimits(len(message))).feed(message * 3) == [message] * 3
