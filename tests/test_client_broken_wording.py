@@ -13,7 +13,7 @@ import pytest
 from thrift.Thrift import TApplicationException
 
 from thrift_handshake import Client, ClientOptions, ConnectionBroken, Endpoints, ServerFull, Wire, WireMismatch
-from thrift_handshake.client_core import refusal_error
+from thrift_handshake.client_core import over_size_limit, refusal_error
 from thrift_handshake_gen import HandshakeService
 
 
@@ -79,3 +79,11 @@ def test_only_an_invalid_protocol_first_answer_is_a_wire_mismatch(kind):
     full = refusal_error("peer:1", TApplicationException(TApplicationException.INTERNAL_ERROR, "server full (64)"))
     assert type(full) is ServerFull and str(full) == "peer:1: server full (64)"
     assert refusal_error("peer:1", TApplicationException(kind, "no")) is None
+
+
+def test_only_thrifts_size_errors_are_taken_for_the_reply_limits():
+    """Thrift's C extension says "size exceeded" with an OverflowError; no other OverflowError, and no
+    other error saying so, is blamed on ``max_reply_bytes``."""
+    assert over_size_limit(OverflowError("size exceeded specified limit: 1000"))
+    assert not over_size_limit(OverflowError("Python int too large to convert to C long"))
+    assert not over_size_limit(ValueError("size exceeded, said a handler"))
