@@ -10,10 +10,12 @@ from typing import Callable
 
 import pytest
 
+from thrift.protocol.TProtocol import TProtocolException
 from thrift.Thrift import TApplicationException
+from thrift.transport.TTransport import TTransportException
 
 from thrift_handshake import Client, ClientOptions, ConnectionBroken, Endpoints, ServerFull, Wire, WireMismatch
-from thrift_handshake.client_core import over_size_limit, refusal_error
+from thrift_handshake.client_core import ServerNotice, broken_error, over_size_limit, refusal_error
 from thrift_handshake_gen import HandshakeService
 
 
@@ -87,3 +89,19 @@ def test_only_thrifts_size_errors_are_taken_for_the_reply_limits():
     assert over_size_limit(OverflowError("size exceeded specified limit: 1000"))
     assert not over_size_limit(OverflowError("Python int too large to convert to C long"))
     assert not over_size_limit(ValueError("size exceeded, said a handler"))
+    assert over_size_limit(TTransportException(TTransportException.SIZE_LIMIT, "frame"))
+    assert over_size_limit(TProtocolException(TProtocolException.SIZE_LIMIT, "string"))
+    for other in (TTransportException(TTransportException.INVALID_CLIENT_TYPE, "x"),
+                  TTransportException(TTransportException.END_OF_FILE, "x"),
+                  TProtocolException(TProtocolException.BAD_VERSION, "x"),
+                  TProtocolException(TProtocolException.NEGATIVE_SIZE, "x")):
+        assert not over_size_limit(other), other
+
+
+def test_a_call_broken_by_the_servers_notice_did_not_run_and_other_broken_calls_may_have():
+    notice = ServerNotice(TProtocolException.INVALID_DATA, "the server closed the session: draining")
+    broken = broken_error("echo", notice, ClientOptions(), b"", True)
+    assert broken.may_have_run is False
+    assert str(broken) == ("echo: the server closed the session: draining; the call did not run; "
+                           "reconnect() to try again")
+    assert broken_error("echo", EOFError("gone"), ClientOptions(), b"", True).may_have_run is True
