@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -331,6 +332,13 @@ def test_a_service_that_is_not_a_generated_module_is_named():
         Client("127.0.0.1", 9090, service=HandshakeService.Iface)
     with pytest.raises(TypeError, match=r"^options must be a ClientOptions, not \{'client_name': 'me'\}$"):
         Client("127.0.0.1", 9090, {"client_name": "me"}, service=HandshakeService)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("service", [types.ModuleType("no_iface"), types.SimpleNamespace(Iface=object, Client=object),
+                                     types.SimpleNamespace(Client=object)], ids=["module", "namespace", "client-only"])
+def test_a_service_must_be_a_module_with_both_iface_and_client(service):
+    with pytest.raises(TypeError, match=r"^service must be a generated service module"):
+        Client("127.0.0.1", 9090, service=service)
 
 
 class SessionIds(Interceptor):
