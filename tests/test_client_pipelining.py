@@ -72,6 +72,7 @@ def test_hello_and_the_first_call_are_both_written_before_either_reply_is_read()
         assert client.phase is Phase.READY and client.session_id == "s"
         handshake, call = client.timeline[1], client.timeline[2]
         assert (handshake.phase, handshake.name, handshake.pipelined) == ("handshake", "hello", True)
+        assert (call.phase, call.name, call.pipelined) == ("call", "echo", False)  # only hello is pipelined
         assert (handshake.bytes_in, call.bytes_in) == (len(hello), len(echo)), "replies read together, counted apart"
         assert "pipelined" in format_table(client.timeline).splitlines()[3]
         client._close_transport()
