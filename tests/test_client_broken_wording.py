@@ -71,6 +71,15 @@ def test_an_answer_that_is_a_call_or_one_way_is_not_taken_as_the_reply(message_t
     assert f"the answer to hello has message type {message_type}, not a reply (2) or an exception (3)" in message
 
 
+@pytest.mark.parametrize("name, seqid, named", [(b"echo", 7, "echo"), (b"", 1, "?")], ids=["stale", "unnamed"])
+def test_a_reply_to_another_call_is_named_with_its_seqid_and_the_call_it_is_not(name, seqid, named):
+    def answers_another(connection: socket.socket) -> None:
+        connection.sendall(struct.pack("!iI", -2147418112 | 2, len(name)) + name + struct.pack("!ib", seqid, 0))
+        connection.recv(16)
+    message = _hello_failure(answers_another)
+    assert f"the reply is for {named} (seqid {seqid}), the call was hello (seqid 1): a stale or foreign reply" in message
+
+
 @pytest.mark.parametrize("kind", [TApplicationException.PROTOCOL_ERROR, TApplicationException.INVALID_TRANSFORM,
                                   TApplicationException.UNSUPPORTED_CLIENT_TYPE])
 def test_only_an_invalid_protocol_first_answer_is_a_wire_mismatch(kind):
