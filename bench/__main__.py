@@ -36,7 +36,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, help="seconds per measurement (default 0.5; --quick 0.15)")
     parser.add_argument("--idle", type=int, help="idle sessions held in the idle workload (default 10000; --quick 200)")
     parser.add_argument("--out", type=Path, default=harness.RESULTS, help="directory for the table and chart")
-    parser.add_argument("--name", help="file name of the results (default latest; --quick quick)")
+    parser.add_argument("--name", help="file name of the results (default latest; --quick quick; --cells cells)")
+    parser.add_argument("--cells", help="only these cells, comma-separated, each KIND:WORKLOAD or WORKLOAD for both "
+                                        "kinds (e.g. 'native:echo x64,native:echo x256'); the README is left alone")
     args = parser.parse_args(argv)
     idle_max = harness.raise_fd_limit() - 512
     cfg = harness.settings(args, idle_max)
@@ -46,7 +48,7 @@ def main(argv=None) -> int:
         cfg.native_systems.append("pw")
     run = harness.run(cfg, programs)
     text, md, png = report.write(run, machine(), args.out)
-    if cfg.name == "latest" and args.out.resolve() == harness.RESULTS.resolve():
+    if cfg.name == "latest" and not args.cells and args.out.resolve() == harness.RESULTS.resolve():
         readme = harness.RESULTS.parents[1] / "README.md"
         if report.update_readme(readme, report.readme_block(run, machine())):
             print(f"updated the table in {readme}", file=sys.stderr)

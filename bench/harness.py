@@ -83,10 +83,25 @@ def settings(args: argparse.Namespace, idle_max: int) -> Settings:
         loads = [Workload("echo x1", "echo", 1), Workload("types x1", "types", 1), Workload("echo x4", "echo", 4),
                  Workload("echo x16", "echo", 16), Workload("echo x64", "echo", 64),
                  Workload("lifecycle", "lifecycle", 1)]
-        native = loads + [Workload("idle", "echo", 1, idle)]
+        # 256 connections: natively only (a thread per connection in the generator; 256 Python clients would
+        # be 16 processes of 16 threads, a cell of its own minutes long)
+        native = loads[:5] + [Workload("echo x256", "echo", 256)] + loads[5:] + [Workload("idle", "echo", 1, idle)]
         rounds, seconds, name = 5, 0.5, "latest"
+    python_systems, native_systems = ["b", "p", "tp2", "grpc"], ["b", "p", "tp2", "cpp"]
+    cells = getattr(args, "cells", None)
+    if cells:  # a short run of some cells only (its own file name: the README keeps the full run's table)
+        wanted = [cell.strip() for cell in cells.split(",") if cell.strip()]
+        known = {f"{kind}:{load.key}" for kind, group in (("python", loads), ("native", native)) for load in group}
+        unknown = [cell for cell in wanted if cell not in known and not any(k.endswith(f":{cell}") for k in known)]
+        if unknown:
+            raise SystemExit(f"--cells: no such cell {', '.join(unknown)}; cells: {', '.join(sorted(known))}")
+        loads = [load for load in loads if load.key in wanted or f"python:{load.key}" in wanted]
+        native = [load for load in native if load.key in wanted or f"native:{load.key}" in wanted]
+        python_systems = python_systems if loads else []
+        native_systems = native_systems if native else []
+        name = "cells"
     return Settings(rounds=args.rounds or rounds, seconds=args.seconds or seconds,
-                    python_systems=["b", "p", "tp2", "grpc"], native_systems=["b", "p", "tp2", "cpp"],
+                    python_systems=python_systems, native_systems=native_systems,
                     python_workloads=loads, native_workloads=native, idle_systems=["b", "p"],
                     name=args.name or name)
 
@@ -393,7 +408,7 @@ def run(cfg: Settings, programs: Dict[str, Path]) -> Run:
     progress.show("starting servers and clients")
     with tempfile.TemporaryDirectory(prefix="thrift-handshake-bench-") as tmp:
         servers: Dict[str, Server] = {}
-        clients = PythonClients(min(16, max(load.conns for load in cfg.python_workloads)))
+        clients = PythonClients(min(16, max((load.conns for load in cfg.python_workloads), default=0)))
         try:
             for system in systems:
                 servers[system] = start_server(system, programs, Path(tmp), 0)

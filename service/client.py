@@ -26,13 +26,13 @@ from thrift.Thrift import TApplicationException, TException, TMessageType
 from thrift.transport.TTransport import TTransportException
 
 from thrift_handshake_gen.session import SessionService
-from thrift_handshake_gen.session.ttypes import Draining, Farewell, HandshakeRejected, ServerHello
+from thrift_handshake_gen.session.ttypes import ClientHello, Draining, Farewell, HandshakeRejected, ServerHello
 
 from .config import DEFAULT_HOST, DEFAULT_PORT, ClientOptions
 from .endpoints import Endpoints, connect_any
 from .client_core import (ClientBase, broken_error, client_hello, idle_limit, negotiation_broken, outcome_of,
                           peer_name, reconnect_asked, refusal_error, server_notice, with_inner_cause)
-from .client_methods import ServiceMethods, checker_of
+from .client_methods import PHASE_METHODS, ServiceMethods, checker_of
 from .interceptors import ClientCall, Outcome
 from .tracing import carry_trace
 from .errors import (
@@ -50,12 +50,28 @@ from .errors import (
 from .states import CLIENT_TRANSITIONS, ClientEvent, ClientPhase, StateMachine
 from .timing import Record
 from .multiplex import name_requests
-from .wire import client_stack, explain_tls_error, unread_bytes
+from .wire import ClientParts, client_parts, client_stack, explain_tls_error, unread_bytes
 
 __all__ = ["Client"]
 
 logger = logging.getLogger(__name__)
 
+#: What the connections of every client with the same ClientOptions share, made once for recent options
+#: (by id, kept with the options they are of, so the id stays theirs): the hello, checked once (for clients
+#: without interceptors, whose hooks could change it: a trace context), and the stacks' TLS context and
+#: factories (certificate files read once: new files need new options).
+_HELLOS: Dict[int, Tuple[ClientOptions, ClientHello]] = {}
+_PARTS: Dict[int, Tuple[ClientOptions, ClientParts]] = {}
+_KEPT = 64  # options kept at most, per kind (past it, all are forgotten and made again as needed)
+
+
+def _keep(kept: Dict[int, Tuple[ClientOptions, Any]], options: ClientOptions, value: Any) -> None:
+    if len(kept) >= _KEPT:
+        kept.clear()
+    kept[id(options)] = (options, value)
+
+
+_OK = Outcome.OK  # read per call without interceptors: a module name is found faster than an enum member
 _Method = Tuple[Callable[..., None], Optional[Callable[[], Any]], Callable[[Tuple[Any, ...]], None]]
 
 
@@ -98,7 +114,10 @@ class Client(ClientBase, ServiceMethods):
         self._pending_hello: Optional[_Sent] = None  # a pipelined hello, until its answer is read
         self._idle_limit: Optional[float] = None  # seconds, from ServerHello.idle_timeout_ms
         self.farewell: Optional[Farewell] = None
-        self._state = StateMachine(CLIENT_TRANSITIONS, ClientPhase.NEW, self._log_change)
+        # Phase moves are logged at DEBUG; whether they are is asked again by each connect, not on each move.
+        self._state = StateMachine(CLIENT_TRANSITIONS, ClientPhase.NEW,
+                                   self._log_change if logger.isEnabledFor(logging.DEBUG) else None)
+        self._peer_of: Tuple[Any, ...] = (self.host, self.port, self.options)  # what self._peer names
         self._lock = threading.RLock()
         self._epoch = self._last_activity = time.perf_counter()
         self._broken_by: Optional[BaseException] = None
@@ -146,8 +165,11 @@ class Client(ClientBase, ServiceMethods):
 
     def _connect_to(self, host: str, port: int) -> Optional[ServerHello]:
         with self._lock:
-            self.host, self.port, self._peer = host, port, peer_name(self.options, host, port)
+            if (host, port, self.options) != self._peer_of:  # the same as last time: the same name
+                self.host, self.port, self._peer = host, port, peer_name(self.options, host, port)
+                self._peer_of = (host, port, self.options)
             self._require(ClientEvent.CONNECT, "connect")
+            self._state.on_change = self._log_change if logger.isEnabledFor(logging.DEBUG) else None
             self._state.apply(ClientEvent.CONNECT)
             self._open_transport()
             if not self.options.handshake:
@@ -212,9 +234,10 @@ class Client(ClientBase, ServiceMethods):
         is down or full) is retried on a new connection and session, with backoff; any other method
         fails at once, so it never runs twice.
         """
-        args = self._arguments(method, args, kwargs)
-        policy = self._retry_policy(method)
-        if policy is None:
+        if kwargs or method in PHASE_METHODS:  # the common case needs neither look (they run per call)
+            args = self._arguments(method, args, kwargs)
+        policy = self.options.retry
+        if policy is None or method not in policy.idempotent:  # never sent twice
             return self._call_once(method, args)
         delay = policy.backoff
         for attempt in range(1, policy.attempts + 1):
@@ -239,7 +262,7 @@ class Client(ClientBase, ServiceMethods):
                 raise self._phase_error(f"call {method}")
             self._check_idle(method)
             try:
-                return self._invoke(method, args, "call", self.options.timeouts.call)
+                return self._receive(self._send(method, args, "call", self.options.timeouts.call))
             except ReconnectAsked as asked:  # not run: any method may be sent again, once
                 if not self.options.reconnect_when_asked:
                     raise
@@ -276,17 +299,23 @@ class Client(ClientBase, ServiceMethods):
     # -- internals ----------------------------------------------------------------------------
 
     def _log_change(self, old: ClientPhase, event: ClientEvent, new: ClientPhase) -> None:
-        if logger.isEnabledFor(logging.DEBUG):  # six moves per connection: skip building the arguments
-            logger.debug("%s:%s %s --%s--> %s", self.host, self.port, old.value, event.value, new.value)
+        logger.debug("%s:%s %s --%s--> %s", self.host, self.port, old.value, event.value, new.value)
 
     def _open_transport(self) -> None:
         start = time.perf_counter()
         failure: Optional[Exception] = None
         try:
+            options = self.options
+            known = _PARTS.get(id(options))
+            if known is not None and known[0] is options:
+                parts = known[1]
+            else:  # TLS files read and factories made once per ClientOptions, not per connection
+                parts = client_parts(options.wire, options.max_reply_bytes, options.max_reply_items, options.tls)
+                _keep(_PARTS, options, parts)
             self._sock, self._transport, protocol = client_stack(
-                self.host, self.port, self.options.wire, self.options.max_reply_bytes, self.options.max_reply_items,
-                self.options.tls, self.options.unix_socket)
-            connect_timeout = self.options.timeouts.connect
+                self.host, self.port, options.wire, options.max_reply_bytes, options.max_reply_items,
+                options.tls, options.unix_socket, parts)
+            connect_timeout = options.timeouts.connect
             self._sock.setTimeout(None if connect_timeout is None else connect_timeout * 1000.0)
             self._transport.open()
             self._sock.setTimeout(None)  # from now on each exchange carries its own deadline
@@ -340,17 +369,23 @@ class Client(ClientBase, ServiceMethods):
 
     def _hello(self) -> Optional[ServerHello]:
         options = self.options
-        hello = client_hello(options)
+        known = _HELLOS.get(id(options))
+        if known is not None and known[0] is options:
+            hello, checked = known[1], True
+        else:
+            hello, checked = client_hello(options), False
         if options.pipeline_hello:
             self._sock.send_with_next()
         try:
-            sent = self._send("hello", (hello,), "handshake", options.timeouts.handshake)
+            sent = self._send("hello", (hello,), "handshake", options.timeouts.handshake, checked)
         except ThriftHandshakeError as error:
             raise self._hello_failed(error) from None
         except BaseException as error:
             self._hello_interrupted(error)
             raise
         self._pending_hello = sent
+        if not checked and not self._observed:  # no hook can change it (a trace context): keep it for the next time
+            _keep(_HELLOS, options, hello)
         if options.pipeline_hello:
             self._state.apply(ClientEvent.HELLO_PIPELINED)
             return None
@@ -427,24 +462,28 @@ class Client(ClientBase, ServiceMethods):
         """Sends one request and reads its reply within ``timeout``, recording it; the heart of every phase."""
         return self._receive(self._send(name, args, phase, timeout))
 
-    def _send(self, name: str, args: Tuple[Any, ...], phase: str, timeout: Optional[float]) -> _Sent:
-        """Checks the arguments and writes the request (within ``timeout``, which then bounds its reply)."""
-        send, receive, check = self._method(name)
-        check(args)  # a wrong value is refused before anything is written
+    def _send(self, name: str, args: Tuple[Any, ...], phase: str, timeout: Optional[float],
+              checked: bool = False) -> _Sent:
+        """Checks the arguments (unless ``checked`` already) and writes the request (within ``timeout``,
+        which then bounds its reply)."""
+        send, receive, check = self._methods.get(name) or self._method(name)
+        if not checked:
+            check(args)  # a wrong value is refused before anything is written
         self._seqid = seqid = self._seqid % 0x7FFFFFFF + 1
         hello = self._server_hello
         call = ClientCall(name, seqid, receive is None, self._peer, time.perf_counter(), phase,
                           hello and hello.session_id)
-        if name != "hello":  # hello's argument carries the auth token
-            call.args = args
-        self._chain.started(call)  # a hook may make calls of its own on this client: set up for ours after it
+        if self._observed:
+            if name != "hello":  # hello's argument carries the auth token
+                call.args = args
+            self._chain.started(call)  # a hook may make calls of its own on this client: set up for ours after it
+            if self._sock is None:  # a hook closed the connection, or its own call broke it
+                refused = self._phase_error(f"call {name}")
+                self._record_failure(call, refused)
+                raise refused
+            if call.traceparent is not None:  # an interceptor's (tracing.ClientTracing)
+                carry_trace(self._transport, name, args, call.traceparent)
         sock = self._sock
-        if sock is None:  # a hook closed the connection, or its own call broke it
-            refused = self._phase_error(f"call {name}")
-            self._record_failure(call, refused)
-            raise refused
-        if call.traceparent is not None:  # an interceptor's (tracing.ClientTracing)
-            carry_trace(self._transport, name, args, call.traceparent)
         self._stub._seqid = seqid  # the generated send_<name> writes it; the reply must echo it
         out_before = sock.bytes_out
         deadline = sock.begin_exchange(timeout)  # the timeout bounds the exchange, not the hooks before it
@@ -486,7 +525,8 @@ class Client(ClientBase, ServiceMethods):
             except BaseException as error:  # the request went out but is never answered on this connection
                 self._record_failure(sent.call, error)
                 raise
-            sent.call.session_id = self.session_id  # written before hello's answer, run in its session
+            if self._observed:  # written before hello's answer, run in its session
+                sent.call.session_id = self._server_hello.session_id
             sock = self._sock
             sock.expect_reply(sent.deadline)
             unread = unread_bytes(self._transport)  # read with hello's answer: this reply's own bytes
@@ -522,7 +562,7 @@ class Client(ClientBase, ServiceMethods):
             bytes_in -= unread_bytes(self._transport)  # the next reply may have come in with hello's
         sent_at = sent.sent
         server_us = getattr(result, "processing_us", None) if name in self.options.server_timed_methods else None
-        outcome = outcome_of(error_out)
+        outcome = outcome_of(error_out) if self._observed else _OK  # only interceptors read it
         self._end_call(sent.call, Record(
             phase, name, start - self._epoch, end - start, sent.bytes_out, bytes_in,
             sent_at - start, max(arrived - sent_at, 0.0), end - arrived, server_us,
@@ -540,6 +580,9 @@ class Client(ClientBase, ServiceMethods):
     def _end_call(self, call: ClientCall, record: Record, outcome: Outcome, result: Any = None,
                   error: Optional[BaseException] = None) -> None:
         """The call is over: its record and outcome go to the interceptors (the timeline first)."""
+        if not self._observed:  # the timeline is the only one to tell
+            self.timeline.add(record)
+            return
         call.ended = time.perf_counter()
         call.record, call.outcome, call.result, call.error = record, outcome, result, error
         self._chain.ended(call)

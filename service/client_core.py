@@ -8,6 +8,7 @@ call's outcome is, and the idle check against the server's ``idle_timeout_ms``.
 
 from __future__ import annotations
 
+import functools
 import time
 from types import ModuleType
 from typing import Any, Dict, Optional, Tuple, Union
@@ -222,10 +223,18 @@ class ClientBase:
         self.options = options or ClientOptions()
         self.service = service
         self.timeline = Timeline(self.options.timeline_size)
-        self._chain = InterceptorChain((self.timeline, *self.options.interceptors))
+        #: Whether the user's interceptors watch the calls; without them the timeline alone is fed, directly.
+        self._observed = bool(self.options.interceptors)
+        if self._observed:  # made now, so that what is no interceptor is refused here
+            self.__dict__["_chain"] = InterceptorChain((self.timeline, *self.options.interceptors))
         self._peer = peer_name(self.options, self.host, self.port)
         self._service_methods = methods_of(service)
         check_service(service, self._service_methods, self.options)
+
+    @functools.cached_property
+    def _chain(self) -> InterceptorChain:
+        """The timeline, then the user's interceptors (without any, made only if something asks)."""
+        return InterceptorChain((self.timeline, *self.options.interceptors))
 
     @property
     def phase(self) -> ClientPhase:
@@ -277,11 +286,14 @@ class ClientBase:
 
     def _check_idle(self, method: str) -> None:
         """Fails fast (BROKEN) when the session outlived the server's idle timeout from ServerHello."""
-        if self._idle_limit is not None:
-            error = idle_error(method, time.perf_counter() - self._last_activity, self._idle_limit)
-            if error is not None:
-                self._break(error)
-                raise error
+        limit = self._idle_limit
+        if limit is None:
+            return
+        idle = time.perf_counter() - self._last_activity
+        if idle >= limit:  # idle_error's own test, made here: it runs before every call
+            error = idle_error(method, idle, limit)
+            self._break(error)
+            raise error
 
     def _break(self, error: BaseException) -> None:
         raise NotImplementedError

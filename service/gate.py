@@ -141,15 +141,14 @@ class _SessionMethods:
     """SessionService.Iface for one connection: the session methods, answered by its Session (or, while
     the server drains, ``Draining`` from hello and ping)."""
 
-    def __init__(self, session: Session, counters: ConnectionCounters, stats: Callable[[], ServerStats],
-                 draining: Callable[[], Optional[Draining]]) -> None:
+    def __init__(self, session: Session, counters: ConnectionCounters, gate: "SessionProcessor") -> None:
         self._session = session
         self._counters = counters
-        self._stats = stats
-        self._draining = draining
+        self._gate = gate
 
     def hello(self, hello: Any) -> ServerHello:
-        if not self._session.established:  # a second hello keeps its own refusal
+        _take_hello_trace(self._session.context, hello)  # served quietly, nothing took it before
+        if self._gate._drain_until is not None and not self._session.established:  # a second hello: its own refusal
             self._refuse_if_draining()
         return self._session.hello(hello)
 
@@ -158,13 +157,13 @@ class _SessionMethods:
         self._session.call_served()
 
     def _refuse_if_draining(self) -> None:
-        draining = self._draining()
+        draining = self._gate.draining_answer()
         if draining is not None:
             raise draining
 
     def stats(self) -> ServerStats:
         self._session.call_served()
-        return self._stats()
+        return self._gate.metrics.snapshot()
 
     def goodbye(self) -> Farewell:
         self._counters.said_goodbye = True
@@ -296,7 +295,8 @@ class SessionProcessor(TProcessor):
     def draining(self) -> bool:
         return self._drain_until is not None
 
-    def _draining_answer(self) -> Optional[Draining]:
+    def draining_answer(self) -> Optional[Draining]:
+        """What hello and ping answer while the server drains (None while it does not)."""
         until = self._drain_until
         if until is None:
             return None
@@ -326,7 +326,7 @@ class SessionProcessor(TProcessor):
             state.reconnect_at = age_deadline(state.opened_at, self.settings.max_connection_age)
         if session is not None:
             state.session_processor = SessionService.Processor(
-                self._session_methods(session, state.counters, self.metrics.snapshot, self._draining_answer))
+                self._session_methods(session, state.counters, self))
         if self.decoded_budget is not None:
             state.arm = self.decoded_budget.arming(state, iprot)
             state.priced_by_refill = state.arm is not None
@@ -343,6 +343,8 @@ class SessionProcessor(TProcessor):
         ``SessionClosed``, a TTransportException: any Thrift server then closes the connection."""
         state, call, serve, table = self._begin(iprot, quiet=True)
         if call is None:
+            if serve is None:  # a session method (hello, goodbye, ...) its session admits
+                return self._serve_session_quietly(state, iprot, oprot)
             self._serve_quietly(state, serve, table, iprot, oprot)
             return True
         try:
@@ -397,12 +399,17 @@ class SessionProcessor(TProcessor):
                                      f"message type {message_type} is not a call (1) or one-way call (4)")
         oneway = message_type == TMessageType.ONEWAY or name in table.oneway  # no answer is written
         serve = methods.get(name)
-        if (quiet and serve is not None and not oneway and self._counts_only and state.priced_by_refill
-                and (state.reconnect_at is None or monotonic() < state.reconnect_at)
-                and (state.session is None or state.session.serves_calls) and not self._logs_every_call()):
-            calls = state.counters.calls  # as CallCounter counts: Service:method when multiplexed
-            calls[written] = calls.get(written, 0) + 1
-            return state, None, serve, table
+        if (quiet and not oneway and self._counts_only and state.priced_by_refill
+                and (state.reconnect_at is None or monotonic() < state.reconnect_at) and not self._logs_every_call()):
+            session = state.session
+            if serve is not None:
+                quietly = session is None or session.serves_calls
+            else:  # a session method its session admits now: served by the connection's session processor
+                quietly = session is not None and table.session and name in session.admitted and name in SESSION_METHODS
+            if quietly:
+                calls = state.counters.calls  # as CallCounter counts: Service:method when multiplexed
+                calls[written] = calls.get(written, 0) + 1
+                return state, None, serve, table
         return state, ServerCall(name, seqid, oneway, perf_counter(), state, service), serve, table
 
     def _serve_quietly(self, state: ConnectionState, serve: Callable[..., Any], table: ServiceTable,
@@ -425,6 +432,28 @@ class SessionProcessor(TProcessor):
         if state.session is not None:
             state.session.call_served()
         state.in_flight = None  # state.end(), written out
+
+    def _serve_session_quietly(self, state: ConnectionState, iprot: TProtocolBase, oprot: TProtocolBase) -> bool:
+        """Serves a session method its session admits (already counted) that no hook observes, as
+        ``_dispatch`` would: its handler (the connection's ``_SessionMethods``) answers, counts and refuses
+        for itself. Returns as ``process`` does: raises ``SessionClosed`` when the answer ended the session
+        (goodbye, a wrong token). Without a call log line, hello's trace context (ClientHello.traceparent)
+        has no reader and is not taken."""
+        arm = state.arm
+        if arm is not None:  # hello's arguments are priced as any call's
+            arm()
+        name, seqid = state.in_flight
+        processor = state.session_processor
+        bind = self._bind
+        bind(state.context)
+        try:
+            processor._processMap[name](processor, seqid, iprot, oprot)
+        finally:
+            if state.reserved:
+                self.decoded_budget.release(state.host, state.reserved)
+                state.reserved = 0
+            bind(None)
+        return self._after(state)
 
     def _failed(self, call: ServerCall, error: BaseException) -> None:
         if not call.announced:  # e.g. arguments that could not be decoded
@@ -583,12 +612,17 @@ def _header_trace(headers: Mapping[bytes, bytes]) -> Optional[str]:
 
 
 def _hello_trace(call: ServerCall, args: Tuple[Any, ...]) -> None:
-    """hello's trace context from ClientHello.traceparent, unless a THeader header gave one."""
-    hello = args[0] if args else None
+    """hello's trace context, taken before the chain hears of the call (watched)."""
+    _take_hello_trace(call.session, args[0] if args else None)
+
+
+def _take_hello_trace(context: SessionContext, hello: Any) -> None:
+    """hello's trace context from ClientHello.traceparent, unless a THeader header gave one (or it was
+    taken already): log lines written while hello is served carry it."""
     value = getattr(hello, "traceparent", None)
-    if value is not None and call.session.traceparent is None:
+    if value is not None and context.traceparent is None:
         trace = parse_traceparent(value)
-        call.session.traceparent = None if trace is None else str(trace)
+        context.traceparent = None if trace is None else str(trace)
 
 
 def _no_binding(context: Optional[SessionContext]) -> None:

@@ -8,16 +8,30 @@ does when it is reported ready and when it goes back to wait.
 from __future__ import annotations
 
 import logging
-import queue
 import select
 import selectors
 import socket
 import threading
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from collections import deque
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 __all__ = ["ReadinessWatch", "WorkerPool"]
 
 logger = logging.getLogger(__name__)
+
+
+class _Idle:
+    """An idle pool thread: woken by releasing ``wake`` once ``task`` holds what it is handed."""
+
+    __slots__ = ("wake", "task")
+
+    def __init__(self) -> None:
+        self.wake = threading.Lock()
+        self.wake.acquire()
+        self.task: Optional[Tuple[Callable[[Any], None], Any]] = None
+
+
+_CLOSED = (lambda _: None, None)  # handed to an idle thread by close(): it ends
 
 
 class WorkerPool:
@@ -25,7 +39,9 @@ class WorkerPool:
     thread is stuck), started when needed and reused after; a thread without a task for
     ``idle_seconds`` ends.
 
-    A task waits in order when every thread is busy. Threads are daemons: a task stuck past a
+    A task waits in order when every thread is busy; a thread that finishes one takes the next.
+    A task submitted while threads are idle wakes one of them only, the one idle the shortest time
+    (the others sleep on, and end once idle long enough). Threads are daemons: a task stuck past a
     server's grace period must not keep the process alive.
     """
 
@@ -33,8 +49,9 @@ class WorkerPool:
         self._name = name
         self._maximum = maximum
         self._idle_seconds = idle_seconds
-        self._tasks: "queue.SimpleQueue[Optional[Tuple[Callable[[Any], None], Any]]]" = queue.SimpleQueue()
-        self._lock = threading.Lock()  # guards the two counts below
+        self._tasks: Deque[Tuple[Callable[[Any], None], Any]] = deque()  # waiting for a thread, in order
+        self._waiting: List[_Idle] = []  # idle threads, the last one idle the shortest time
+        self._lock = threading.Lock()  # guards the queue, the idle threads and the counts below
         self._idle = 0  # threads waiting for a task
         self._threads = 0
         self._closed = False
@@ -49,23 +66,29 @@ class WorkerPool:
     @property
     def saturated(self) -> bool:
         """Every thread the pool may start is running and tasks wait for one."""
-        return self._threads >= self._maximum and not self._tasks.empty()
+        return self._threads >= self._maximum and bool(self._tasks)
 
     def submit(self, task: Callable[[Any], None], argument: Any) -> None:
         """Runs ``task(argument)`` on a pool thread, now or once one is free."""
         if self._closed:
             raise RuntimeError("the pool is closed")
-        self._tasks.put((task, argument))
-        with self._lock:  # after the put: a thread that ends re-checks the queue under this lock
-            if self._tasks.qsize() <= self._idle or self._threads >= self._maximum:
-                return  # a waiting thread takes it, or a busy one when done
+        with self._lock:
+            if self._waiting:  # handed to one idle thread: the only one woken
+                idle = self._waiting.pop()
+                self._idle -= 1
+                idle.task = (task, argument)
+                idle.wake.release()
+                return
+            self._tasks.append((task, argument))
+            if self._threads >= self._maximum:
+                return  # a busy thread takes it when done
         self._start_thread()
 
     def relieve(self, ceiling: int) -> None:
         """Call periodically: when tasks wait and no task finished since the last call, every thread is
         stuck (e.g. on peers that send or read too slowly), so threads are added, up to ``ceiling``,
         for the waiting tasks. They end like the others once idle."""
-        completed, waiting = self._completed, self._tasks.qsize()
+        completed, waiting = self._completed, len(self._tasks)
         stuck = waiting and completed == self._completed_seen
         self._completed_seen = completed
         if not stuck:
@@ -92,31 +115,43 @@ class WorkerPool:
 
     def close(self) -> None:
         """Ends every thread once it is free; tasks still queued are dropped."""
-        self._closed = True
         with self._lock:
-            threads = self._threads
-        for _ in range(threads):
-            self._tasks.put(None)
+            self._closed = True
+            self._tasks.clear()
+            waiting, self._waiting, self._idle = self._waiting, [], 0
+            for idle in waiting:
+                idle.task = _CLOSED
+                idle.wake.release()
 
     def _work(self) -> None:
-        tasks, lock = self._tasks, self._lock
+        lock, tasks, me = self._lock, self._tasks, _Idle()
+        item: Optional[Tuple[Callable[[Any], None], Any]]
         while True:
             with lock:
-                self._idle += 1
-            try:
-                item = tasks.get(timeout=self._idle_seconds)
-            except queue.Empty:
-                item = None
-            with lock:
-                self._idle -= 1
-                if item is None and (self._closed or tasks.empty()):
+                if self._closed:
                     self._threads -= 1
                     return
+                if tasks:
+                    item = tasks.popleft()
+                else:
+                    self._waiting.append(me)
+                    self._idle += 1
+                    item = None
             if item is None:
-                continue  # a task arrived as the wait ended: take it
-            task, argument = item
-            if self._closed:
-                continue
+                if not me.wake.acquire(timeout=self._idle_seconds):
+                    with lock:
+                        if me.task is None:  # nothing handed meanwhile: the thread ends
+                            self._waiting.remove(me)
+                            self._idle -= 1
+                            self._threads -= 1
+                            return
+                    me.wake.acquire()  # handed a task as the wait ended: its release is done or comes now
+                item, me.task = me.task, None
+                if item is _CLOSED:
+                    with lock:
+                        self._threads -= 1
+                    return
+            task, argument = item  # type: ignore[misc]  # handed or taken: never None here
             try:
                 task(argument)
             except BaseException:  # a task's own errors are its business; the thread must survive them

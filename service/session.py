@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 import threading
 import time
-import uuid
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Dict, FrozenSet, Optional, Tuple
@@ -193,37 +193,39 @@ class Session:
         #: Why the last hello was refused, in one word (REFUSAL_KINDS), for the metrics.
         self.refusal_kind: Optional[str] = None
         self._listener = listener or SessionListener()
-        self._admitted = SESSION_ADMITS[SessionPhase.AWAITING_HELLO]
-        #: Whether this phase serves the service's own methods (read by the gate for every call).
-        self.serves_calls = SERVICE_METHODS in self._admitted
+        #: What this phase admits (``states.SESSION_ADMITS``): session method names, and SERVICE_METHODS
+        #: when it serves the service's own methods (read by the gate for every call, as is serves_calls).
+        self.admitted = SESSION_ADMITS[SessionPhase.AWAITING_HELLO]
+        self.serves_calls = SERVICE_METHODS in self.admitted
+        # What the phase says, kept as plain attributes by every move (read for every message, no call each):
+        #: A session holds the connection: hello succeeded, or (optional hello) it is anonymous.
+        self.established = False
+        #: Served without hello (``SessionSettings.optional_hello``): no id, no features.
+        self.anonymous = False
+        #: goodbye() was answered, auth failed, or the client was asked to reconnect: the connection
+        #: closes after this reply.
+        self.closing = False
         self._machine = StateMachine(SESSION_TRANSITIONS, SessionPhase.AWAITING_HELLO, self._moved)
 
     def _moved(self, old: SessionPhase, event: SessionEvent, new: SessionPhase) -> None:
-        self._admitted = SESSION_ADMITS[new]  # looked up once per move, not per call
-        self.serves_calls = SERVICE_METHODS in self._admitted
+        self.admitted = SESSION_ADMITS[new]  # looked up once per move, not per call
+        self.serves_calls = SERVICE_METHODS in self.admitted
+        self.established = new in _HELD
+        self.anonymous = new is SessionPhase.ANONYMOUS
+        self.closing = new is _CLOSING
 
     @property
     def phase(self) -> SessionPhase:
         return self._machine.phase
 
-    @property
-    def established(self) -> bool:
-        """A session holds the connection: hello succeeded, or (optional hello) it is anonymous."""
-        return self._machine.phase in _HELD
-
-    @property
-    def anonymous(self) -> bool:
-        """Served without hello (``SessionSettings.optional_hello``): no id, no features."""
-        return self._machine.phase is SessionPhase.ANONYMOUS
-
     def admits(self, method: str) -> bool:
         """Whether this phase serves ``method`` (see ``states.SESSION_ADMITS``)."""
-        return admitted(self._admitted, method)
+        return admitted(self.admitted, method)
 
     def admit(self, method: str) -> bool:
         """Whether a call to ``method`` is served now. With optional hello, the first call that is neither
         hello nor ping opens an anonymous session (and is served)."""
-        if admitted(self._admitted, method):
+        if admitted(self.admitted, method):
             return True
         if self._machine.phase is SessionPhase.AWAITING_HELLO and self.settings.optional_hello:
             self._machine.apply(SessionEvent.ANONYMOUS_CALL)
@@ -250,7 +252,7 @@ class Session:
         except ValueError as error:
             self._refuse(hello, SessionEvent.HELLO_REJECTED, error)
         context = self.context
-        context.session_id = uuid.uuid4().hex
+        context.session_id = os.urandom(16).hex()  # 128 random bits, as uuid4().hex less 6, with no Python frames
         context.version = version
         context.features = settings.features & frozenset(hello.features or ())
         context.client_name = hello.client_name
@@ -329,12 +331,6 @@ class Session:
         self._listener.session_ended(self, False)
         logger.debug("reconnect asked peer=%s session=%s calls=%d: %s", self.context.peer,
                      self.context.session_id, self.calls, reason)
-
-    @property
-    def closing(self) -> bool:
-        """goodbye() was answered, auth failed, or the client was asked to reconnect: the connection
-        closes after this reply."""
-        return self._machine.phase is _CLOSING
 
     def disconnected(self) -> None:
         """The connection is gone; ends the session if one was open (idempotent)."""

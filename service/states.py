@@ -260,7 +260,7 @@ E = TypeVar("E", bound=enum.Enum)
 
 
 class StateMachine(Generic[P, E]):
-    """A current phase plus the table that moves it; ``on_change`` sees every move."""
+    """A current phase plus the table that moves it; ``on_change`` (None: nobody) sees every move."""
 
     def __init__(
         self,
@@ -270,7 +270,7 @@ class StateMachine(Generic[P, E]):
     ) -> None:
         self._table = table
         self.phase: P = initial
-        self._on_change = on_change
+        self.on_change = on_change
 
     def allows(self, event: E) -> bool:
         """Whether ``event`` is allowed in the current phase."""
@@ -285,8 +285,8 @@ class StateMachine(Generic[P, E]):
             allowed = ", ".join(e.value for e in self._table[old]) or "nothing"
             raise PhaseError(event.value, old.value, f"allowed here: {allowed}") from None
         self.phase = new
-        if self._on_change is not None and new is not old:
-            self._on_change(old, event, new)
+        if self.on_change is not None and new is not old:
+            self.on_change(old, event, new)
         return new
 
 

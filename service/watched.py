@@ -100,6 +100,8 @@ def _wrap(method: Callable[..., Any], name: str, declared: Tuple[type, ...], cha
             return finish(call, perf_counter(), method(*args))
     else:
         def intercepted(*args: Any) -> Any:
+            if _current.get() is None:  # served quietly, nothing observes it (``gate._serve_session_quietly``)
+                return method(*args)
             call = begin(args)
             begun = perf_counter()
             try:

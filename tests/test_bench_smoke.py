@@ -104,3 +104,31 @@ def test_the_gate_call_cost_bench_runs_and_prints_both_figures() -> None:
     assert done.returncode == 0, done.stderr
     assert re.match(r"gate CPU per 32-byte unframed echo, in-process: budget on \d+\.\d+ us, off \d+\.\d+ us",
                     done.stdout), done.stdout
+
+
+def test_the_lifecycle_cost_bench_counts_and_times_both_ends() -> None:
+    done = subprocess.run([sys.executable, "-m", "bench.lifecycle_cost", "--rounds", "1", "--lifecycles", "20",
+                           "--options", "both", "--no-bare"], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    rows = {line.split()[0]: line.split()[1:] for line in done.stdout.splitlines()[2:] if "/" in line and "x (" not in line}
+    assert set(rows) == {"this", "this-default"}, done.stdout
+    for name, cells in rows.items():  # client calls Py/C, server calls Py/C, then the CPU and rate medians
+        client_python, server_python = (float(cell.split("/")[0]) for cell in cells[:2])
+        assert client_python > 0 and server_python > 0, (name, done.stdout)
+    assert "this/this-default rate:" in done.stdout
+
+def test_cells_pick_a_short_run_of_some_workloads_only() -> None:
+    import argparse
+
+    from bench import harness
+
+    args = argparse.Namespace(quick=False, rounds=None, seconds=None, idle=None, name=None,
+                              cells="native:echo x64,echo x256")
+    cfg = harness.settings(args, idle_max=20000)
+    assert [load.key for load in cfg.native_workloads] == ["echo x64", "echo x256"]
+    assert cfg.python_workloads == [] and cfg.python_systems == []
+    assert cfg.native_systems == ["b", "p", "tp2", "cpp"]
+    assert cfg.name == "cells", "a partial run must not overwrite the full run's results"
+    args.cells = "native:echo x65"
+    with pytest.raises(SystemExit, match=r"--cells: no such cell native:echo x65; cells: .*native:echo x256"):
+        harness.settings(args, idle_max=20000)

@@ -619,3 +619,17 @@ def test_close_after_the_server_went_away_never_raises_and_leaves_the_client_clo
     assert client.phase is Phase.CLOSED
     assert [r.getMessage().split(":")[0] for r in caplog.records if r.name == "thrift_handshake.client"] == [
         "goodbye failed while closing"]
+
+
+def test_a_hello_its_type_cannot_carry_is_refused_before_anything_is_written_every_time(server):
+    """The hello of given options is checked once and then reused: one that fails its check is never kept,
+    so every client with those options is refused alike, and nothing reaches the server."""
+    options = ClientOptions(client_name=123)  # type: ignore[arg-type]
+    for _ in range(2):
+        client = Client("127.0.0.1", server.port, options, service=HandshakeService)
+        with pytest.raises(RequestEncodingError) as caught:
+            client.connect()
+        assert str(caught.value) == ("hello: parameter 'hello'.client_name: expected a string (str; binary fields "
+                                     "take bytes), got 123 (int); nothing was sent")
+        client.close()
+    assert server.metrics.snapshot().handshakes_rejected == 0 and server.metrics.snapshot().handshakes_ok == 0

@@ -135,6 +135,15 @@ def test_reading_server_hello_reads_the_pending_answer(server):
     client.close()
 
 
+@pytest.mark.parametrize("accessor", ["session_id", "version"])
+def test_the_session_id_and_version_read_the_pending_answer_too(server, accessor):
+    client = _pipelined(server.port)
+    assert client.phase is Phase.HELLO_PENDING
+    value = getattr(client, accessor)
+    assert client.phase is Phase.READY and value == getattr(client.server_hello, accessor) and value is not None
+    client.close()
+
+
 def test_goodbye_as_the_first_exchange_reads_hello_then_the_farewell(server):
     client = _pipelined(server.port)
     farewell = client.goodbye()

@@ -13,7 +13,7 @@ from thrift.transport.TTransport import CReadableTransport
 
 from thrift_handshake import Client, ClientOptions, ConnectionBroken, RemoteApplicationError
 from thrift_handshake.demo import SERVER_TIMED
-from thrift_handshake.timing import format_summary, format_table
+from thrift_handshake.timing import Record, Timeline, format_summary, format_table
 from thrift_handshake.wire import accelerated_available
 from thrift_handshake_gen.ttypes import Event, Request
 from thrift_handshake_gen import HandshakeService
@@ -142,3 +142,18 @@ def test_table_and_summary_render_every_phase(connect):
     assert "R = bytes sent / send time" in summary
     assert "S = bytes received / receive time" in summary
     assert "process: call time" in summary and "T_s" in summary and "T_e" in summary
+
+
+def test_a_timeline_subclass_keeps_its_own_add():
+    """Timeline.add is the deque's own append for speed, but not where a subclass overrides it."""
+    seen = []
+
+    class Watched(Timeline):
+        def add(self, record: Record) -> None:
+            seen.append(record.name)
+            super().add(record)
+
+    timeline = Watched(maxlen=2)
+    for name in ("a", "b", "c"):
+        timeline.add(Record("call", name, 0.0, 0.0))
+    assert seen == ["a", "b", "c"] and [record.name for record in timeline] == ["b", "c"]

@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from thrift_handshake import Client, ClientOptions, Interceptor, Wire
+from thrift_handshake import Client, ClientOptions, HandshakeFailed, Interceptor, Wire
 from thrift_handshake.admin import RecentCalls
 from thrift_handshake.tracing import ClientTracing, ServerTracing, TraceParent, current_trace, parse_traceparent
 from thrift_handshake_gen import HandshakeService
@@ -274,3 +274,19 @@ def test_a_given_traceparent_is_the_parent_of_the_client_spans(start_server, spa
         assert client.echo("given") == TRACE
     [echo] = [span for span in exporter.get_finished_spans() if span.name == "echo"]
     assert (f"{echo.context.trace_id:032x}", f"{echo.parent.span_id:016x}") == (TRACE, "00f067aa0ba902b7")
+
+
+def test_a_refused_hello_that_nothing_watches_still_logs_the_trace_it_carried(tmp_path):
+    """No interceptor and no call log line (INFO): hello is served without the watched wrapper, and the
+    JSON line saying why it was refused still carries ClientHello.traceparent's trace id."""
+    token = tmp_path / "token"
+    token.write_text("right\n")
+
+    def use(port: int) -> None:
+        options = ClientOptions(auth_token="wrong", interceptors=(ClientTracing(TRACEPARENT),))
+        with pytest.raises(HandshakeFailed):
+            Client("127.0.0.1", port, options, service=HandshakeService).connect()
+
+    lines = json_log_of_one_session(use, "--auth-token-file", str(token))
+    [refused] = [line for line in lines if line["msg"].startswith("handshake rejected")]
+    assert refused["trace_id"] == TRACE

@@ -56,6 +56,32 @@ def test_a_task_is_taken_by_an_idle_thread_instead_of_a_new_one(idle, release):
     assert eventually(lambda: pool.threads == 0)
 
 
+def test_a_task_wakes_the_thread_idle_the_shortest_time_and_the_others_sleep_on(release):
+    """One wake-up per task, for the most recently idle thread: a task handed to any idle thread (the
+    longest waiting, or several woken to race for it) would cost a context switch each and keep every
+    idle thread alive, so a pool grown for a burst would never shrink under a trickle of tasks."""
+    name = "test-idle-lifo"
+    pool = WorkerPool(name, maximum=4, idle_seconds=5.0)
+    started, done = threading.Semaphore(0), threading.Semaphore(0)
+    ran_on: List[str] = []
+    try:
+        for _ in range(4):  # at once: four threads
+            pool.submit(lambda _: (started.release(), release.wait(10)), None)
+        for _ in range(4):
+            assert started.acquire(timeout=5)
+        release.set()
+        assert eventually(lambda: pool._idle == 4)
+        for _ in range(8):
+            pool.submit(lambda _: (ran_on.append(threading.current_thread().name), done.release()), None)
+            assert done.acquire(timeout=5)
+            assert eventually(lambda: pool._idle == 4)
+        assert len(set(ran_on)) == 1, ran_on
+        assert pool.threads == 4
+    finally:
+        pool.close()
+    assert eventually(lambda: pool.threads == 0)
+
+
 def test_the_pool_is_saturated_only_when_every_thread_runs_and_a_task_waits(release):
     pool = WorkerPool("test-saturated", maximum=2, idle_seconds=5.0)
     started = threading.Semaphore(0)
@@ -76,6 +102,33 @@ def test_the_pool_is_saturated_only_when_every_thread_runs_and_a_task_waits(rele
         pool.submit(hold, None)
         assert pool.threads == 2, "never more threads than the maximum"
         assert pool.saturated is True
+    finally:
+        release.set()
+        pool.close()
+    assert eventually(lambda: pool.threads == 0)
+
+
+def test_a_task_handed_to_an_idle_thread_does_not_make_the_pool_saturated(release):
+    """Saturated means a task waits for a thread: a connection's thread then stops lingering for its peer.
+    A task that an idle thread is about to take waits for nothing; counting it made every thread of a
+    full pool give up its connection at each hand-off (the 64-connection cliff)."""
+    pool = WorkerPool("test-not-saturated", maximum=2, idle_seconds=5.0)
+    started = threading.Semaphore(0)
+    try:
+        for _ in range(2):
+            pool.submit(lambda _: (started.release(), release.wait(10)), None)
+        for _ in range(2):
+            assert started.acquire(timeout=5)
+        release.set()
+        assert eventually(lambda: pool._idle == 2)
+        release.clear()
+        for _ in range(2):  # every thread the pool may start exists; each of these finds one idle
+            pool.submit(lambda _: (started.release(), release.wait(10)), None)
+            assert pool.saturated is False
+        for _ in range(2):
+            assert started.acquire(timeout=5)
+        pool.submit(lambda _: None, None)
+        assert pool.saturated is True, "now a task waits for a busy thread"
     finally:
         release.set()
         pool.close()

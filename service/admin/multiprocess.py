@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from .prometheus import PrometheusMetrics
 
@@ -80,14 +80,20 @@ class WorkerPublisher:
         self._counters: Dict[str, Any] = {}
         self._published: Dict[Tuple[str, Tuple[str, ...]], float] = {}
         self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
 
     def start(self) -> "WorkerPublisher":
         self.publish()
-        threading.Thread(target=self._run, name="metrics-publisher", daemon=True).start()
+        self._thread = threading.Thread(target=self._run, name="metrics-publisher", daemon=True)
+        self._thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
+        """Publishes no more; returns once a publication under way has ended (its files are written:
+        the directory can be removed)."""
         self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
 
     def _run(self) -> None:
         while not self._stop.wait(self._every):

@@ -36,7 +36,7 @@ from ..client_core import (ClientBase, broken_error, client_hello, idle_limit, n
 from ..client_methods import THRIFT_SERVICE, ServiceMethods, TypedView
 from ..config import DEFAULT_HOST, DEFAULT_PORT, ClientOptions
 from ..endpoints import Endpoints, connect_any_async
-from ..errors import (ConnectError, ConnectionBroken, HandshakeFailed, ReconnectAsked,
+from ..errors import (ConnectError, ConnectionBroken, HandshakeFailed, PhaseError, ReconnectAsked,
                       RemoteApplicationError, RequestEncodingError, ServerDraining, ServiceError, ThriftHandshakeError)
 from ..interceptors import ClientCall
 from ..states import CLIENT_TRANSITIONS, ClientEvent, ClientPhase, StateMachine
@@ -44,6 +44,7 @@ from ..timing import Record
 from ..wire import explain_tls_error
 from .behind import WrittenBehind
 from .codec import MessageCodec
+from .fastpath import Reply
 from .reply_stream import ReplyStream
 from .inflight import InFlight
 
@@ -52,6 +53,7 @@ __all__ = ["AsyncClient"]
 logger = logging.getLogger(__name__)
 
 _Iface = TypeVar("_Iface")
+_ANSWERS = (TMessageType.REPLY, TMessageType.EXCEPTION)  # the message types a reply may have
 
 
 class AsyncClient(ClientBase, ServiceMethods):
@@ -81,7 +83,7 @@ class AsyncClient(ClientBase, ServiceMethods):
         self._stream: Optional[ReplyStream] = None
         self._codec = MessageCodec(service, self.options.wire, self.options.max_reply_bytes,
                                    self.options.max_reply_items, self.options.multiplexed, f"{self.host}:{self.port}")
-        self._inflight = InFlight(self._epoch, self._chain)
+        self._inflight = InFlight(self._epoch, self._chain, self._timed_out)
         self._replies = 0  # replies read on this connection (a refusal answers the first)
         self._behind = WrittenBehind()  # one-way calls the server may not have read (see ``behind``)
         self._resend: List[Tuple[str, Tuple[Any, ...]]] = []  # one-way calls the server never read: sent again
@@ -190,7 +192,7 @@ class AsyncClient(ClientBase, ServiceMethods):
         idempotent is retried as by ``Client``: a broken connection (or a server down or full) is reopened
         once for every call that found it so, with a new session."""
         args = self._arguments(method, args, kwargs)
-        policy = self._retry_policy(method)
+        policy = None if self.options.retry is None else self._retry_policy(method)
         if policy is None:
             return await self._call_once(method, args)
         delay = policy.backoff
@@ -220,12 +222,20 @@ class AsyncClient(ClientBase, ServiceMethods):
         if self.options.reconnect_when_asked and (isinstance(self._broken_by, ReconnectAsked) or self._resend):
             await self._follow_reconnect()  # another call was answered "reconnect": one new connection for all
         try:
-            return await self._call_on_this_connection(method, args)
+            call, future = self._call_on_this_connection(method, args)
+            stream = self._stream
+            if future is None or self._hello_answer is not None or stream is None or stream.paused:
+                return await self._reply(call, future)
+            try:  # what ``_reply`` does when there is nothing else to wait for (a coroutine less per call)
+                return await future
+            except asyncio.CancelledError:
+                self._inflight.abandon(call.seqid)
+                raise
         except ReconnectAsked:  # not run (nor was anything written behind it): any method may be sent again
             if not self.options.reconnect_when_asked:
                 raise
             await self._follow_reconnect()
-        return await self._call_on_this_connection(method, args)
+        return await self._reply(*self._call_on_this_connection(method, args))
 
     async def _follow_reconnect(self) -> None:
         """Connects again and says hello, once for every call that found the connection asked to
@@ -248,14 +258,20 @@ class AsyncClient(ClientBase, ServiceMethods):
             for name, args in resend:
                 self._write(self._start_call(name, args, "call"), args, oneway=True)
 
-    async def _call_on_this_connection(self, method: str, args: Tuple[Any, ...]) -> Any:
+    def _call_on_this_connection(self, method: str, args: Tuple[Any, ...]
+                                 ) -> Tuple[ClientCall, "Optional[asyncio.Future[Any]]"]:
+        """Writes the call if the phase allows it (a coroutine less per call than awaiting here)."""
         if self._notice_unheard and self.phase is ClientPhase.BROKEN:  # as the threaded client reads it
             self._notice_unheard = False
             raise self._broken_as(method)
-        self._require(ClientEvent.CALL, f"call {method}")
-        self._check_idle(method)
-        self._state.apply(ClientEvent.CALL)
-        return await self._exchange(method, args, "call", self.options.timeouts.call)
+        try:
+            self._state.apply(ClientEvent.CALL)  # in the phases that allow it, the phase stays
+        except PhaseError:
+            raise self._phase_error(f"call {method}") from None
+        if self._idle_limit is not None and time.perf_counter() - self._last_activity >= self._idle_limit:
+            self._check_idle(method)  # breaks the client
+        call = self._start_call(method, args, "call")
+        return call, self._write(call, args, call.oneway, self.options.timeouts.call)
 
     def typed(self, iface: Type[_Iface]) -> _Iface:
         """As ``Client.typed``, each method awaited; ``iface`` may also be the service's async interface
@@ -273,7 +289,7 @@ class AsyncClient(ClientBase, ServiceMethods):
     async def _open(self) -> None:
         start = time.perf_counter()
         failure: Optional[BaseException] = None
-        stream = ReplyStream(self.options, self._on_reply, self._on_end)
+        stream = ReplyStream(self.options, self._on_reply, self._on_end, self._codec.cut)
         try:
             await stream.open(self.host, self.port)
         except (OSError, ValueError, asyncio.TimeoutError) as error:  # refused, unreachable, TLS, no time
@@ -359,8 +375,7 @@ class AsyncClient(ClientBase, ServiceMethods):
 
     def _start_call(self, name: str, args: Tuple[Any, ...], phase: str) -> ClientCall:
         """Checks the arguments (nothing is written for a wrong one) and starts the call for the interceptors."""
-        oneway = self._codec.is_oneway(name)
-        self._codec.check(name, args)
+        oneway = self._codec.checked(name, args)
         seqid = self._inflight.next_seqid()
         hello = self._server_hello
         call = ClientCall(name, seqid, oneway, self._peer, time.perf_counter(), phase, hello and hello.session_id)
@@ -382,11 +397,14 @@ class AsyncClient(ClientBase, ServiceMethods):
         except Exception as error:  # nothing was written: the connection stays usable
             self._inflight.failed(call, error)
             raise RequestEncodingError(f"{call.method}: cannot encode the arguments: {error}") from error
-        alone = not self._inflight
-        future = None if oneway else self._inflight.add(call, len(data), timeout, self._timed_out)
-        stream.write(data, alone)
-        self._behind.written(call.seqid, call.method, args, future is not None)
-        self._inflight.written(call, future is not None, len(data))
+        stream.write(data, not self._inflight.waiting)  # alone: no other call's reply to wait with
+        if oneway:
+            self._behind.written(call.seqid, call.method, args, False)
+            self._inflight.written(call, len(data))
+            future = None
+        else:  # waits from now
+            future = self._inflight.add(call, len(data), timeout)
+            self._behind.written(call.seqid, call.method, args, True)
         self._last_activity = time.perf_counter()
         return future
 
@@ -404,7 +422,7 @@ class AsyncClient(ClientBase, ServiceMethods):
         refusal it raises); cancelling it drops the reply."""
         stream, hello = self._stream, self._hello_answer
         try:
-            if stream is not None:
+            if stream is not None and stream.paused:
                 await stream.drain()
             if hello is not None and call.method != "hello":
                 try:
@@ -418,20 +436,26 @@ class AsyncClient(ClientBase, ServiceMethods):
             self._inflight.abandon(call.seqid)
             raise
 
-    def _on_reply(self, message: bytes, arrived: float) -> None:
-        """A whole reply arrived: handed to its call, or dropped if that call was cancelled."""
-        try:
-            name, message_type, seqid = self._codec.header(message)
-        except Exception as error:
-            self._break(error)
-            return
-        if (name, seqid) == ("", 0) and message_type == TMessageType.EXCEPTION:  # the server closes the session
-            self._notice_unheard = not self._inflight  # no call hears it: the next one does
-            self._break(self._codec.notice())
-            return
-        waiting = self._inflight.get(seqid)
-        if waiting is None or name != waiting.call.method or message_type not in (TMessageType.REPLY,
-                                                                                    TMessageType.EXCEPTION):
+    def _on_reply(self, message: Union[bytes, Reply], arrived: float) -> None:
+        """A whole reply arrived (or was cut and decoded, ``Reply``): handed to its call, or dropped if
+        that call was cancelled."""
+        decode: Callable[[str], Any]
+        if isinstance(message, Reply):
+            name, message_type, seqid, size, decode = message.name, message.type, message.seqid, message.size, \
+                message.outcome
+        else:
+            try:
+                name, message_type, seqid = self._codec.header(message)
+            except Exception as error:
+                self._break(error)
+                return
+            if (name, seqid) == ("", 0) and message_type == TMessageType.EXCEPTION:  # the server ends the session
+                self._notice_unheard = not self._inflight  # no call hears it: the next one does
+                self._break(self._codec.notice())
+                return
+            size, decode = len(message), self._codec.decode
+        waiting = self._inflight.waiting.get(seqid)
+        if waiting is None or name != waiting.call.method or message_type not in _ANSWERS:
             expected = "no call" if waiting is None else f"the call {waiting.call.method}"
             self._break(TProtocolException(TProtocolException.INVALID_DATA,
                                            f"a reply for {name or '?'} (seqid {seqid}, message type {message_type}) "
@@ -441,7 +465,7 @@ class AsyncClient(ClientBase, ServiceMethods):
         self._last_activity = time.perf_counter()
         if waiting.abandoned or waiting.future.cancelled():
             self._inflight.take(seqid)
-            asked = self._asked_to_reconnect(name)  # still says what becomes of the calls behind it
+            asked = self._asked_to_reconnect(name, decode)  # still says what becomes of the calls behind it
             if asked is not None:
                 self._reconnect_asked(seqid, asked)
                 return
@@ -451,7 +475,7 @@ class AsyncClient(ClientBase, ServiceMethods):
         result: Any = None
         error_out: Optional[ThriftHandshakeError] = None
         try:
-            result = self._codec.decode(name)
+            result = decode(name)
         except TApplicationException as error:
             error_out = RemoteApplicationError(name, error)
             if not self.options.handshake and self._replies == 1:  # a refusal answers the first call
@@ -470,9 +494,10 @@ class AsyncClient(ClientBase, ServiceMethods):
             self._pipelined_session = result.session_id
         elif waiting.call.session_id is None and name != "hello":
             waiting.call.session_id = self._pipelined_session
-        self._inflight.answered(self._inflight.take(seqid), arrived, len(message), result, error_out, server_us,
-                                pipelined)
-        if isinstance(error_out, RemoteApplicationError) and error_out.type == TApplicationException.PROTOCOL_ERROR:
+        self._inflight.answered(seqid, arrived, size, result, error_out, server_us, pipelined)
+        if error_out is None:
+            pass
+        elif isinstance(error_out, RemoteApplicationError) and error_out.type == TApplicationException.PROTOCOL_ERROR:
             self._break(error_out.error)  # the server closes after this answer
         elif isinstance(error_out, ConnectError):  # refused: the server closes the connection
             self._close_stream()
@@ -482,10 +507,10 @@ class AsyncClient(ClientBase, ServiceMethods):
             return
         self._behind.answered(seqid)
 
-    def _asked_to_reconnect(self, name: str) -> Optional[ReconnectAsked]:
+    def _asked_to_reconnect(self, name: str, decode: Callable[[str], Any]) -> Optional[ReconnectAsked]:
         """Whether the reply to a cancelled call, whose header was just read, is "reconnect"."""
         try:
-            self._codec.decode(name)
+            decode(name)
         except TException as error:
             return reconnect_asked(name, error)
         except Exception:  # undecodable: dropped with the call, as any reply to a cancelled one

@@ -4,14 +4,17 @@ The generated ``Client`` of the service does the encoding and decoding, over the
 protocols as the threaded client (``wire.transport_factory`` and ``wire.protocol_factory``, with the
 reply limits), so every wire cell and the C fast path are kept; only the bytes come from and go to
 memory. The reply's header is read first (``header``), so that the caller can match it to its call by
-seqid before the generated ``recv_<method>`` decodes the rest (``decode``).
+seqid before the generated ``recv_<method>`` decodes the rest (``decode``). On the binary and compact
+wires (buffered or framed) with the C extension, requests are encoded and whole replies cut and decoded
+by ``aio.fastpath`` (``cut``), the same bytes and results without the Python protocol's calls; the rest
+takes the path above.
 """
 
 from __future__ import annotations
 
 from io import BytesIO
 from types import ModuleType
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from thrift.transport.TTransport import TTransportBase
 
@@ -23,6 +26,7 @@ from ..multiplex import name_requests
 from ..tracing import carry_trace
 from ..wire import protocol_factory, transport_factory
 from ..wire.http_client import HttpClientTransport
+from .fastpath import Reply, fast_binary
 
 __all__ = ["MessageCodec"]
 
@@ -82,6 +86,10 @@ class MessageCodec:
         reader.readMessageBegin = self._header_read  # recv_<method> gets the header read by header()
         self._stub = service.Client(reader, writer)
         self._oneway: Dict[str, bool] = {}
+        self._methods: Dict[str, Tuple[bool, Callable[[Tuple[Any, ...]], None]]] = {}
+        self._fast = fast_binary(service.Client, wire, protocols, max_reply_bytes + 4, multiplexed)
+        #: The reply starting at an offset of the bytes received, cut and decoded, or None (``fastpath``).
+        self.cut: Optional[Callable[[bytes, int], Optional[Reply]]] = None if self._fast is None else self._fast.cut
 
     def is_oneway(self, name: str) -> bool:
         """Whether ``name`` is a oneway method (no reply of any kind); ArgumentError if unknown."""
@@ -96,9 +104,21 @@ class MessageCodec:
         """Raises RequestEncodingError for arguments that do not fit the IDL (nothing is encoded)."""
         checker_of(self.service, name)(args)
 
+    def checked(self, name: str, args: Tuple[Any, ...]) -> bool:
+        """``check``, then ``is_oneway`` (one look-up per call)."""
+        method = self._methods.get(name)
+        if method is None:
+            method = self._methods[name] = (self.is_oneway(name), checker_of(self.service, name))
+        method[1](args)
+        return method[0]
+
     def encode(self, name: str, args: Tuple[Any, ...], seqid: int, traceparent: Optional[str] = None) -> bytes:
         """The request as it goes on the wire (a frame for framed and THeader), carrying ``traceparent``
         where the wire can (``tracing.carry_trace``)."""
+        if self._fast is not None and traceparent is None:
+            fast = self._fast.encode(name, args, seqid)
+            if fast is not None:
+                return fast
         self._stub._seqid = seqid  # the generated send_<name> writes it
         try:
             if traceparent is not None:

@@ -4,6 +4,10 @@ Every call ends here exactly once, for the interceptors (the timeline first): an
 or while being written, failed with the connection, or cancelled by its caller. A cancelled call stays
 in the table (``abandoned``) until its reply comes, so that the reply is recognised and dropped rather
 than taken for another call's or for a foreign one.
+
+Deadlines share one timer, armed for the earliest: a call's timer per call would cost a handle, heap
+work and a cancel for every reply. When it fires, the calls whose deadline has passed are looked for
+(there may be none: the call it was armed for was answered) and it is armed again for the earliest left.
 """
 
 from __future__ import annotations
@@ -22,25 +26,31 @@ __all__ = ["InFlight", "Waiting"]
 class Waiting:
     """A call whose request is written and whose reply is awaited."""
 
-    __slots__ = ("call", "future", "bytes_out", "sent", "timer", "abandoned")
+    __slots__ = ("call", "future", "bytes_out", "sent", "deadline", "abandoned")
 
-    def __init__(self, call: ClientCall, future: "asyncio.Future[Any]", bytes_out: int) -> None:
+    def __init__(self, call: ClientCall, future: "asyncio.Future[Any]", bytes_out: int,
+                 deadline: Optional[float]) -> None:
         self.call = call
         self.future = future
         self.bytes_out = bytes_out
-        self.sent = call.started
-        self.timer: Optional[asyncio.TimerHandle] = None
+        self.sent = time.perf_counter()  # when the request was queued whole
+        self.deadline = deadline  # time.perf_counter() by which the reply must have come (None: no limit)
         self.abandoned = False
 
 
 class InFlight:
     """The table of calls awaiting replies, and the one place their ends are recorded."""
 
-    def __init__(self, epoch: float, chain: InterceptorChain) -> None:
+    def __init__(self, epoch: float, chain: InterceptorChain, on_timeout: Callable[[int], None]) -> None:
         self._epoch = epoch
         self._chain = chain
-        self._waiting: Dict[int, Waiting] = {}
+        self._on_timeout = on_timeout
+        #: The calls awaiting replies by seqid (read only: ``add`` and ``take`` change it).
+        self.waiting: Dict[int, Waiting] = {}
+        self._waiting = self.waiting
         self._seqid = 0
+        self._timer: Optional[asyncio.TimerHandle] = None
+        self._timer_at = 0.0  # the deadline the timer is armed for
 
     def __len__(self) -> int:
         return len(self._waiting)
@@ -54,26 +64,42 @@ class InFlight:
                 self._seqid = seqid
                 return seqid
 
-    def add(self, call: ClientCall, bytes_out: int, timeout: Optional[float],
-            on_timeout: Callable[[int], None]) -> "asyncio.Future[Any]":
-        """Registers a call about to be written; ``on_timeout(seqid)`` runs ``timeout`` seconds after
-        the call started unless its reply came first."""
+    def add(self, call: ClientCall, bytes_out: int, timeout: Optional[float]) -> "asyncio.Future[Any]":
+        """Registers a call whose request is queued whole: it now waits for its reply. ``on_timeout(seqid)``
+        runs ``timeout`` seconds after the call started unless its reply came (or its caller cancelled it) first."""
         loop = asyncio.get_running_loop()
-        waiting = Waiting(call, loop.create_future(), bytes_out)
-        if timeout is not None:
-            left = timeout - (time.perf_counter() - call.started)
-            waiting.timer = loop.call_at(loop.time() + left, on_timeout, call.seqid)
+        deadline = None if timeout is None else call.started + timeout
+        waiting = Waiting(call, loop.create_future(), bytes_out, deadline)
         self._waiting[call.seqid] = waiting
+        if deadline is not None and (self._timer is None or deadline < self._timer_at):
+            self._arm(loop, deadline)
         return waiting.future
 
-    def written(self, call: ClientCall, two_way: bool, bytes_out: int) -> None:
-        """The request is queued whole: a two-way call now waits; a oneway call (or a goodbye whose
-        Farewell is not read) is over."""
-        now = time.perf_counter()
-        if two_way:
-            self._waiting[call.seqid].sent = now
+    def _arm(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = loop.call_later(deadline - time.perf_counter(), self._deadline_passed)
+
+    def _deadline_passed(self) -> None:
+        """The timer fired: the earliest call past its deadline times out, else the timer is armed anew."""
+        self._timer = None
+        earliest: Optional[Waiting] = None
+        for waiting in self._waiting.values():
+            if waiting.deadline is None or waiting.abandoned or waiting.future.cancelled():  # cancelled: its
+                continue  # caller has not resumed yet (its abandon() is on its way), its deadline is over
+            if earliest is None or waiting.deadline < earliest.deadline:  # type: ignore[operator]
+                earliest = waiting
+        if earliest is None:
             return
-        duration = now - call.started
+        if earliest.deadline <= time.perf_counter():  # type: ignore[operator]
+            self._on_timeout(earliest.call.seqid)
+        else:
+            self._arm(asyncio.get_running_loop(), earliest.deadline)  # type: ignore[arg-type]
+
+    def written(self, call: ClientCall, bytes_out: int) -> None:
+        """A oneway call (or a goodbye whose Farewell is not read) is queued whole: it is over."""
+        duration = time.perf_counter() - call.started
         self._end(call, Record(call.phase, call.method, call.started - self._epoch, duration, bytes_out, 0, duration),
                   Outcome.OK)
 
@@ -83,23 +109,22 @@ class InFlight:
     def take(self, seqid: int) -> Waiting:
         """Removes a call whose reply is here; a call cancelled meanwhile is recorded as such."""
         waiting = self._waiting.pop(seqid)
-        if waiting.timer is not None:
-            waiting.timer.cancel()
         if waiting.future.cancelled() and not waiting.abandoned:
             self._abandon(waiting)
         return waiting
 
-    def answered(self, waiting: Waiting, arrived: float, bytes_in: int, result: Any, error: Optional[BaseException],
+    def answered(self, seqid: int, arrived: float, bytes_in: int, result: Any, error: Optional[BaseException],
                  server_us: Optional[int], pipelined: bool = False) -> None:
-        """The call's reply is decoded: recorded (``pipelined``: a hello answered after the calls written
-        behind it), and handed to its caller."""
+        """The reply of the call ``seqid`` (not cancelled) is decoded: the call is removed, recorded
+        (``pipelined``: a hello answered after the calls written behind it) and handed to its caller."""
+        waiting = self._waiting.pop(seqid)
         call, end = waiting.call, time.perf_counter()
         sent, start = waiting.sent, call.started
         arrived = max(arrived, sent)
         record = Record(call.phase, call.method, start - self._epoch, end - start, waiting.bytes_out, bytes_in,
                         sent - start, arrived - sent, end - arrived, server_us, None if error is None else repr(error),
                         pipelined)
-        self._end(call, record, outcome_of(error), result, error)
+        self._end(call, record, Outcome.OK if error is None else outcome_of(error), result, error)
         if waiting.future.done():
             return
         if error is None:
@@ -124,9 +149,10 @@ class InFlight:
         which call broke the connection); the table is emptied."""
         waiting_calls = list(self._waiting.values())
         self._waiting.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for waiting in waiting_calls:
-            if waiting.timer is not None:
-                waiting.timer.cancel()
             if waiting.abandoned:
                 continue
             call = waiting.call
@@ -142,9 +168,7 @@ class InFlight:
             waiting.future.set_exception(error)
 
     def _abandon(self, waiting: Waiting) -> None:
-        waiting.abandoned = True
-        if waiting.timer is not None:
-            waiting.timer.cancel()
+        waiting.abandoned = True  # no longer timed (its deadline was its caller's)
         self.failed(waiting.call, asyncio.CancelledError(f"{waiting.call.method}: cancelled by its caller"))
 
     def _end(self, call: ClientCall, record: Record, outcome: Outcome, result: Any = None,

@@ -3,9 +3,11 @@
 ``ReplyStream`` is the asyncio protocol under ``AsyncClient``: it writes requests back to back
 (pipelined), cuts what arrives into whole messages with ``wire.MessageFramer`` (every wire the client
 speaks: unframed binary, compact and JSON by their walk, framed and THeader by their length; over HTTP
-the bodies of whole responses, ``aio.http.HttpResponseFramer``) and hands each
-one, with the time its first byte arrived, to the client. It counts bytes, keeps the first bytes of a
-reply it could not read (to explain it), and lets writers wait while the kernel's buffer is full.
+the bodies of whole responses, ``aio.http.HttpResponseFramer``) and hands each one, with the time its
+first byte arrived, to the client (on the binary and compact wires, ``cut`` cuts and decodes the replies
+that arrive whole in one read, ``aio.fastpath``; the framer takes the rest). It counts bytes, keeps the
+first bytes of a reply it could not read (to explain it), and lets writers wait while the kernel's
+buffer is full.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import asyncio
 import os
 import socket
 import time
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Union
 
 from ..config import ClientOptions
 from ..wire import SNIFF_BYTES, FramerLimits, MessageFramer
 from ..wire.tls import client_tls_context
+from .fastpath import Reply
 from .http import HttpResponseFramer
 
 __all__ = ["ReplyStream"]
@@ -28,8 +31,11 @@ _CLOSE_GRACE = 5.0
 #: At most this many 64 KiB reads of what is left in the kernel once the connection failed.
 _MAX_LEFT_CHUNKS = 64
 
-#: Called with each whole reply and when its first byte arrived (``time.perf_counter()``).
-OnReply = Callable[[bytes, float], None]
+#: Called with each whole reply (or the reply ``cut`` decoded) and when its first byte arrived
+#: (``time.perf_counter()``).
+OnReply = Callable[[Union[bytes, Reply], float], None]
+#: The reply starting at an offset of the bytes received, when it is whole there (``aio.fastpath``).
+Cut = Callable[[bytes, int], Optional[Reply]]
 #: Called once when the stream ends: with the error that ended it (None: the peer closed).
 OnEnd = Callable[[Optional[BaseException]], None]
 
@@ -37,8 +43,9 @@ OnEnd = Callable[[Optional[BaseException]], None]
 class ReplyStream(asyncio.Protocol):
     """The bytes of one connection for one client; ``on_reply``/``on_end`` are the client's."""
 
-    def __init__(self, options: ClientOptions, on_reply: OnReply, on_end: OnEnd) -> None:
+    def __init__(self, options: ClientOptions, on_reply: OnReply, on_end: OnEnd, cut: Optional[Cut] = None) -> None:
         self._options = options
+        self._cut = cut
         # a frame of max_reply_bytes is accepted, as the threaded client's transports accept it
         self._framer: Any = (HttpResponseFramer(options.max_reply_bytes) if options.wire.transport == "http" else
                              MessageFramer(options.wire, FramerLimits(options.max_reply_bytes + 4,
@@ -50,7 +57,8 @@ class ReplyStream(asyncio.Protocol):
         self.first_reply = b""  # the first bytes of the reply not yet whole (to explain one that cannot be read)
         self._partial_since = 0.0  # when the first byte of that reply arrived
         self._resumed: Optional[asyncio.Future] = None  # set while the kernel's send buffer is full
-        self._ended = False
+        self.paused = False  # the kernel's send buffer is full: ``drain`` waits
+        self.ended = False  # closed, by either end
         self._unsent: List[bytes] = []  # requests queued in this turn of the event loop
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
@@ -60,14 +68,18 @@ class ReplyStream(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         now = time.perf_counter()
-        arrived = self._partial_since if self._framer.pending else now
         self.bytes_in += len(data)
+        if self._cut is not None and not self._framer.pending:
+            data = self._cut_whole(data, now)
+            if not data:
+                return
+        arrived = self._partial_since if self._framer.pending else now
         try:
             messages = self._framer.feed(data)
             for message in messages:
                 self._on_reply(message, arrived)
                 arrived = now
-                if self._ended:  # the client gave the connection up on this reply
+                if self.ended:  # the client gave the connection up on this reply
                     return
             self._keep_start(data, arrived if not messages else now)
             if messages and self._framer.pending:
@@ -76,22 +88,40 @@ class ReplyStream(asyncio.Protocol):
             self._keep_start(data, arrived)
             self.end(error)
 
+    def _cut_whole(self, data: bytes, now: float) -> bytes:
+        """Hands out the replies ``cut`` decodes from the start of ``data``; returns the rest (from the
+        first reply it leaves to the framer), b"" when none is left or the client gave the connection up."""
+        assert self._cut is not None
+        start, size = 0, len(data)
+        while start < size:
+            reply = self._cut(data, start)
+            if reply is None:
+                return data[start:] if start else data
+            start += reply.size
+            self._on_reply(reply, now)
+            if self.ended:
+                return b""
+        self.first_reply = b""
+        self._partial_since = 0.0
+        return b""
+
     def eof_received(self) -> bool:
         return False  # close our end too
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
         self._wake_writers()
-        if exc is not None and not self._ended:
+        if exc is not None and not self.ended:
             left = _left_in_kernel(self.transport)
             if left:
                 self.data_received(left)
-        if not self._ended:
-            self._ended = True
+        if not self.ended:
+            self.ended = True
             self._on_end(exc)
 
     def pause_writing(self) -> None:
         if self._resumed is None:
             self._resumed = asyncio.get_running_loop().create_future()
+            self.paused = True
 
     def resume_writing(self) -> None:
         self._wake_writers()
@@ -127,19 +157,19 @@ class ReplyStream(asyncio.Protocol):
 
     def _send(self) -> None:
         unsent, self._unsent = self._unsent, []
-        if unsent and self.transport is not None and not self._ended:
+        if unsent and self.transport is not None and not self.ended:
             self.transport.write(unsent[0] if len(unsent) == 1 else b"".join(unsent))
 
     async def drain(self) -> None:
         """Returns once the kernel takes more bytes (at once unless its buffer is full), or the stream ended."""
-        while self._resumed is not None and not self._ended:
+        while self._resumed is not None and not self.ended:
             await asyncio.shield(self._resumed)
 
     def end(self, error: Optional[BaseException], graceful: bool = False) -> None:
         """Closes the connection: ``graceful``, once what is queued is written (a goodbye); else at once,
         unsent bytes dropped (a broken connection). ``on_end`` hears ``error`` (None: asked for by the client)."""
         if self.transport is not None:
-            if graceful and not self._ended:
+            if graceful and not self.ended:
                 self._send()
                 self.transport.close()
                 if self.transport.get_write_buffer_size():  # a peer that does not read gets a bounded wait
@@ -147,13 +177,9 @@ class ReplyStream(asyncio.Protocol):
             else:
                 self.transport.abort()
         self._wake_writers()
-        if not self._ended:
-            self._ended = True
+        if not self.ended:
+            self.ended = True
             self._on_end(error)
-
-    @property
-    def ended(self) -> bool:
-        return self._ended
 
     def _keep_start(self, data: bytes, since: float) -> None:
         """Remembers where the reply still being received starts: its first bytes and their time."""
@@ -166,6 +192,7 @@ class ReplyStream(asyncio.Protocol):
 
     def _wake_writers(self) -> None:
         resumed, self._resumed = self._resumed, None
+        self.paused = False
         if resumed is not None and not resumed.done():
             resumed.set_result(None)
 

@@ -277,7 +277,8 @@ class _SummedEndpoint:
         metrics = PrometheusMetrics()
         server = _server(self._args, (metrics,), server_class=server_class)
         metrics.watch(server)
-        WorkerPublisher(metrics).start()
+        publisher = WorkerPublisher(metrics).start()
+        server.on_stop(lambda _timeout: publisher.stop())  # its last write before the directory goes
         return server
 
     def worker_gone(self, pid: int) -> None:

@@ -76,6 +76,9 @@ class Connection:
         self._closer = closer  # closes (and logs) a connection taken out of the watch to be closed
         self._lock = threading.Lock()  # orders every move of the table below
         self._machine = StateMachine(CONNECTION_TRANSITIONS, _Phase.ACCEPTED)
+        #: No new message may start: the connection closes once its current one is answered (CLOSING or
+        #: CLOSED; kept with every move, a plain attribute: the message loop reads it twice per message).
+        self.closing = False
 
     @property
     def phase(self) -> ConnectionPhase:
@@ -88,11 +91,6 @@ class Connection:
         return ConnectionInfo(self.peer, self.phase.value, now - self.accepted_at,
                               context and context.session_id, context and context.client_name,
                               context and context.language, context and context.version, calls)
-
-    @property
-    def closing(self) -> bool:
-        """No new message may start: the connection closes once its current one is answered."""
-        return self._machine.phase in _ENDING
 
     @property
     def in_the_watch(self) -> bool:
@@ -160,7 +158,7 @@ class Connection:
             if self.closing:
                 return False
             self.expires_at, self.expiry_reason = until, reason
-            self._machine.apply(_Event.PARKED)
+            self._move(_Event.PARKED)
             watch(self)
         return True
 
@@ -182,7 +180,7 @@ class Connection:
         """The stack for the peer's dialect is built and the processor serves it."""
         with self._lock:
             self.transport, self.protocol, self.state = transport, protocol, state
-            self._machine.apply(_Event.STARTED)
+            self._move(_Event.STARTED)
 
     def replace_handle(self, handle: socket.socket) -> bool:
         """Puts ``handle`` (the TLS socket) under the connection, so a stop or an eviction reaches it;
@@ -248,7 +246,7 @@ class Connection:
     def closed(self) -> None:
         """The socket is closed and the connection forgotten."""
         with self._lock:
-            self._machine.apply(_Event.CLOSE)
+            self._move(_Event.CLOSE)
 
     def _take(self, event: ConnectionEvent) -> bool:
         with self._lock:
@@ -258,7 +256,9 @@ class Connection:
             return True
 
     def _move(self, event: ConnectionEvent) -> None:
-        if self._machine.apply(event) is _Phase.CLOSING and self.closed_by is None:
+        phase = self._machine.apply(event)
+        self.closing = phase in _ENDING
+        if phase is _Phase.CLOSING and self.closed_by is None:
             self.closed_by = event
 
     def _shut_socket(self) -> None:

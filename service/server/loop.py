@@ -124,11 +124,11 @@ class MessageLoop:
                     self._answer_unencodable_reply(state, protocol, error)
                     state.end()
                     _free_frames(error)
-                sock.message_done()
+                pending = sock.message_done()  # bytes already below the transport (pushed back, TLS, zlib)?
                 if connection.closing:
                     return self._closing(connection)
                 unread = transport.keep_unread_input()
-                if unread or sock.pending_input():
+                if unread or pending:
                     sock.message_started(unread)  # part of the next message is here: its deadline runs
                 elif connection.mode is _HANDSHAKE or pool.saturated:
                     # before the session, or others wait for a thread: no linger, wait in the watch

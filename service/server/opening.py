@@ -88,12 +88,13 @@ class Opening:
                                                inside=str(Dialect(DialectKind.ZLIB)))
                 return None
         if dialect is not None and dialect.kind is DialectKind.THRIFT:
-            wire = dataclasses.replace(served, protocol=dialect.wire.protocol, transport=dialect.wire.transport)
-            if wire == served:
+            spoken = dialect.wire
+            if spoken.protocol == served.protocol and spoken.transport == served.transport:  # the usual case
                 transport_factory, protocol_factory = self._factories
                 transport = transport_factory.getTransport(connection.socket)
                 return transport, protocol_factory.getProtocol(transport)
             if config.detect_wire:
+                wire = dataclasses.replace(served, protocol=spoken.protocol, transport=spoken.transport)
                 return stack_for(config, wire, connection.socket)
         if dialect is not None and dialect.kind in (DialectKind.HEADER, DialectKind.FRAMED_HEADER) and (
                 config.detect_wire or served.transport == "header"):

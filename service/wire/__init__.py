@@ -30,7 +30,7 @@ from .framer import FramerLimits, MessageFramer, frame_limit
 from .protocols import accelerated_available, protocol_factory
 from .sniff import SNIFF_BYTES, Dialect, DialectKind, explain_reply, sniff
 from .sockets import CountingSocket, DeadlineSocket, is_reset, is_timeout, no_delay
-from .stack import client_stack, header_protocol, server_stack, transport_factory, unread_bytes
+from .stack import ClientParts, client_parts, client_stack, header_protocol, server_stack, transport_factory, unread_bytes
 from .strict import skip_value
 from .tls import explain_tls_error, server_tls_context
 
@@ -63,6 +63,8 @@ __all__ = [
     "CountingSocket",
     "peek_first_bytes",
     "client_stack",
+    "client_parts",
+    "ClientParts",
     "unread_bytes",
     "server_tls_context",
     "no_delay",

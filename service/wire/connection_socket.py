@@ -154,8 +154,13 @@ class ConnectionSocket(DeadlineSocket):
             return data
         if self.deadline is None:  # the first bytes of a message: the rest must follow in time, and within its budget
             self._received = 0
-            size = min(sz, _READ_CHUNK, self.message_budget)
-            data = self._first_read(size)
+            handle = self.handle
+            if not self._kernel_timeouts:
+                use_timeout(handle, self.linger)
+            try:  # awaited for the linger only (read once per message: no helper call)
+                data = _recv(handle, min(sz, _READ_CHUNK, self.message_budget))
+            except (BlockingIOError, socket.timeout, TimeoutError):
+                raise NoMessageYet() from None
             self.deadline = time.monotonic() + self.request_timeout
         else:
             if self._received >= self.message_budget:
@@ -174,15 +179,6 @@ class ConnectionSocket(DeadlineSocket):
         self._received += len(data)
         self.moved += len(data)
         return data
-
-    def _first_read(self, size: int) -> bytes:
-        handle = self.handle
-        if not self._kernel_timeouts:
-            use_timeout(handle, self.linger)
-        try:
-            return _recv(handle, size)
-        except (BlockingIOError, socket.timeout, TimeoutError):
-            raise NoMessageYet() from None
 
     def _read_more(self, size: int) -> bytes:
         """The rest of a message on a blocking socket: waits in poll() past the linger, up to the deadline."""
@@ -256,11 +252,15 @@ class ConnectionSocket(DeadlineSocket):
         else:
             self._received += size
 
-    def message_done(self) -> None:
-        """The reply is out: the next message starts a new deadline and budget."""
+    def message_done(self) -> bool:
+        """The reply is out: the next message starts a new deadline and budget. Returns ``pending_input()``
+        (one call per message instead of two)."""
         if self.request_timeout is not None:
             self.deadline = None
             self._inflated = 0
+        if self._kernel_timeouts and not self._pushback and self._inflater is None:  # a plain socket: nothing above it
+            return False
+        return self.pending_input()
 
 
 def _recv(handle: socket.socket, size: int) -> bytes:

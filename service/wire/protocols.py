@@ -6,6 +6,7 @@ the binary or compact one per frame with the same limits.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Optional, Tuple
 
@@ -25,6 +26,7 @@ __all__ = ["accelerated_available", "protocol_factory", "message_header", "HEADE
 logger = logging.getLogger(__name__)
 
 
+@functools.lru_cache(maxsize=None)  # asked per connection: answered without a Python frame after the first time
 def accelerated_available() -> bool:
     """Whether Thrift's C extension (fastbinary) is importable."""
     try:

@@ -69,6 +69,11 @@ def thrift_start(data: bytes) -> Optional[str]:
     return None
 
 
+#: The dialects of unframed binary and compact, made once: told for almost every connection (a Wire is frozen).
+_UNFRAMED = {protocol: Dialect(DialectKind.THRIFT, Wire(protocol=protocol, transport="buffered"))
+             for protocol in ("binary", "compact")}
+
+
 def sniff(data: bytes) -> Optional[Dialect]:
     """The dialect that ``data`` (a connection's first bytes) is written in; None until more bytes
     are needed to tell (at most SNIFF_BYTES)."""
@@ -76,7 +81,7 @@ def sniff(data: bytes) -> Optional[Dialect]:
         return None
     protocol = thrift_start(data)
     if protocol is not None:
-        return Dialect(DialectKind.THRIFT, Wire(protocol=protocol, transport="buffered"))
+        return _UNFRAMED[protocol]
     if data[:1] == b"[":  # as a frame length: over 1.5 GB, over any limit, so nothing served is mistaken
         if len(data) < len(_JSON_START):
             return None

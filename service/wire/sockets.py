@@ -153,7 +153,9 @@ class CountingSocket(DeadlineSocket):
         if isinstance(handle, ssl.SSLSocket):
             super()._arm()
             return
-        remaining = time_left(self.deadline)
+        remaining = self.deadline - time.monotonic()  # time_left's, written out: this runs per read and write
+        if remaining <= 0:
+            raise TTransport.TTransportException(TTransport.TTransportException.TIMED_OUT, "deadline passed")
         armed, current = self._kernel_timeout
         if armed is not handle or abs(current - remaining) > _DEADLINE_SLACK:  # each setsockopt is a syscall
             set_kernel_timeouts(handle, receive=remaining, send=remaining)

@@ -10,12 +10,13 @@ protocol keeps its fast path (wrapping the transport instead would silently fall
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 from io import BytesIO
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, NamedTuple, Optional, Tuple
 
 from thrift.protocol import TCompactProtocol
-from thrift.protocol.TProtocol import TProtocolBase
+from thrift.protocol.TProtocol import TProtocolBase, TProtocolFactory
 from thrift.transport import THeaderTransport, TTransport
 
 from ..config import ClientTLS, Wire
@@ -28,7 +29,7 @@ from .tls import client_tls_context
 from .whole_arguments import PricesLargeArguments
 
 __all__ = ["WholeBody", "BufferedTransport", "FramedTransport", "HeaderTransport", "transport_factory", "header_protocol",
-           "server_stack", "client_stack", "unread_bytes"]
+           "server_stack", "client_stack", "client_parts", "ClientParts", "unread_bytes"]
 
 
 #: A spent read buffer larger than this is dropped after its message (see keep_unread_input).
@@ -313,22 +314,40 @@ def server_stack(wire: Wire, sock: TTransport.TTransportBase, max_message_bytes:
     return transport, protocol_factory(wire, max_message_bytes, max_container_items).getProtocol(transport)
 
 
+class ClientParts(NamedTuple):
+    """What every connection of a client with the same settings can share (``client_parts``)."""
+
+    tls: Optional[ssl.SSLContext]
+    transport_factory: Optional[TTransport.TTransportFactoryBase]  # None over http (one transport of its own)
+    protocol_factory: TProtocolFactory
+
+
+def client_parts(wire: Wire, max_reply_bytes: int, max_reply_items: int,
+                 tls: Optional[ClientTLS] = None) -> ClientParts:
+    """The TLS context (its certificate files read now) and the factories of a client's stacks: made once
+    for its connections, not per connection. ValueError for TLS files that cannot be loaded."""
+    return ClientParts(None if tls is None else client_tls_context(tls),
+                       None if wire.transport == "http" else transport_factory(wire, max_reply_bytes),
+                       protocol_factory(wire, max_reply_bytes, max_reply_items))
+
+
 def client_stack(
     host: str, port: int, wire: Wire, max_reply_bytes: int, max_reply_items: int, tls: Optional[ClientTLS] = None,
-    unix_socket: Optional[str] = None
+    unix_socket: Optional[str] = None, parts: Optional[ClientParts] = None
 ) -> Tuple["CountingSocket", TTransport.TTransportBase, TProtocolBase]:
     """The client's socket (to ``unix_socket`` when given, else to host and port), transport and
-    protocol, unopened."""
-    context = None if tls is None else client_tls_context(tls)
-    sock = CountingSocket(host, port, socket_family=_family_for(host), tls=context,
+    protocol, unopened; ``parts``: ``client_parts`` of the same settings, made before."""
+    if parts is None:
+        parts = client_parts(wire, max_reply_bytes, max_reply_items, tls)
+    sock = CountingSocket(host, port, socket_family=_family_for(host), tls=parts.tls,
                           server_hostname=None if tls is None else tls.server_hostname, unix_socket=unix_socket)
     if wire.transport == "http":
         from .http_client import HttpClientTransport  # imports this module's transports
 
         transport = HttpClientTransport(sock, f"{host}:{port}", wire.protocol, max_reply_bytes)
-        return sock, transport, protocol_factory(wire, max_reply_bytes, max_reply_items).getProtocol(transport)
-    transport = transport_factory(wire, max_reply_bytes).getTransport(sock)
-    return sock, transport, protocol_factory(wire, max_reply_bytes, max_reply_items).getProtocol(transport)
+        return sock, transport, parts.protocol_factory.getProtocol(transport)
+    transport = parts.transport_factory.getTransport(sock)
+    return sock, transport, parts.protocol_factory.getProtocol(transport)
 
 
 def unread_bytes(transport: TTransport.CReadableTransport) -> int:
