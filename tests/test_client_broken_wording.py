@@ -15,7 +15,7 @@ from thrift.Thrift import TApplicationException
 from thrift.transport.TTransport import TTransportException
 
 from thrift_handshake import Client, ClientOptions, ConnectionBroken, Endpoints, ServerFull, Wire, WireMismatch
-from thrift_handshake.client_core import ServerNotice, broken_error, over_size_limit, refusal_error
+from thrift_handshake.client_core import WENT_AWAY, ServerNotice, broken_error, over_size_limit, refusal_error
 from thrift_handshake_gen import HandshakeService
 
 
@@ -71,10 +71,15 @@ def test_an_answer_that_is_a_call_or_one_way_is_not_taken_as_the_reply(message_t
     assert f"the answer to hello has message type {message_type}, not a reply (2) or an exception (3)" in message
 
 
-@pytest.mark.parametrize("name, seqid, named", [(b"echo", 7, "echo"), (b"", 1, "?")], ids=["stale", "unnamed"])
-def test_a_reply_to_another_call_is_named_with_its_seqid_and_the_call_it_is_not(name, seqid, named):
+@pytest.mark.parametrize("name, seqid, named, message_type", [
+    (b"echo", 7, "echo", 2), (b"", 1, "?", 2), (b"echo", 7, "echo", 3), (b"", 0, "?", 2),
+], ids=["stale", "unnamed", "stale-exception", "unnamed-seqid-0-reply"])
+def test_a_reply_to_another_call_is_named_with_its_seqid_and_the_call_it_is_not(name, seqid, named, message_type):
+    """Only an EXCEPTION named "" with seqid 0 is the server's notice; any other answer that is not the
+    call's is a stale or foreign reply."""
     def answers_another(connection: socket.socket) -> None:
-        connection.sendall(struct.pack("!iI", -2147418112 | 2, len(name)) + name + struct.pack("!ib", seqid, 0))
+        connection.sendall(struct.pack("!iI", -2147418112 | message_type, len(name)) + name
+                           + struct.pack("!ib", seqid, 0))
         connection.recv(16)
     message = _hello_failure(answers_another)
     assert f"the reply is for {named} (seqid {seqid}), the call was hello (seqid 1): a stale or foreign reply" in message
@@ -114,3 +119,20 @@ def test_a_call_broken_by_the_servers_notice_did_not_run_and_other_broken_calls_
     assert str(broken) == ("echo: the server closed the session: draining; the call did not run; "
                            "reconnect() to try again")
     assert broken_error("echo", EOFError("gone"), ClientOptions(), b"", True).may_have_run is True
+
+
+def test_a_server_that_answered_before_and_then_closes_went_away():
+    from test_client_phases import _reply, loopback_peer
+
+    def answers_once(connection: socket.socket) -> None:
+        connection.recv(4096)
+        connection.sendall(_reply("echo", HandshakeService.echo_result(success="x"), seqid=1))
+        connection.recv(4096)  # the second call: never answered
+    with loopback_peer(answers_once) as port:
+        client = Client("127.0.0.1", port, ClientOptions(handshake=False), service=HandshakeService)
+        client.connect()
+        assert client.echo("x") == "x"
+        with pytest.raises(ConnectionBroken) as caught:
+            client.echo("y")
+        client.close()
+    assert str(caught.value).endswith(f": {WENT_AWAY}")
