@@ -82,7 +82,8 @@ def test_a_reply_to_another_call_is_named_with_its_seqid_and_the_call_it_is_not(
                            + struct.pack("!ib", seqid, 0))
         connection.recv(16)
     message = _hello_failure(answers_another)
-    assert f"the reply is for {named} (seqid {seqid}), the call was hello (seqid 1): a stale or foreign reply" in message
+    assert (f"the reply is for {named} (seqid {seqid}), the call was hello (seqid 1): a stale or foreign reply"
+            in message)
 
 
 @pytest.mark.parametrize("kind", [TApplicationException.PROTOCOL_ERROR, TApplicationException.INVALID_TRANSFORM,
