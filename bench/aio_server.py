@@ -1,22 +1,29 @@
 """The asyncio server against the threaded one: the native load generator calling echo (32 bytes) with
-hello on 1, 16 and 64 connections; each server in its own process (the threaded ``HandshakeServer``,
+hello on 1, 16 and 64 connections; each server in its own process (B, bare Apache Thrift's TThreadedServer
+as in the main benchmark; the threaded ``HandshakeServer``,
 ``AsyncHandshakeServer`` on asyncio's loop, and on uvloop's when installed; thriftpy2's aio server as a
 peer when the bench extra is installed: coroutine methods, no gate, hello a plain method). Rounds
 alternate between the servers so machine noise hits all alike; prints the median calls/s and server CPU
 per call. (grpc.aio speaks no Thrift for this load generator: its row is in ``bench/aio_client.py``.)
 
-    .venv/bin/python -m bench.aio_server [--rounds 3] [--seconds 2] [--connections 1 16 64]
+    .venv/bin/python -m bench.aio_server [--rounds 3] [--seconds 2] [--connections 1 16 64] [--servers ...]
+                                         [--tree /other/checkout]
+
+``--tree`` also runs the asyncio servers of another checkout (its ``service/`` and ``gen-py/``, e.g. the tree
+before a change) in the same interleaved rounds, as ``asyncio@tree`` rows.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 from typing import Dict, List, Tuple
 
+from bench.call_count import tree_path
 from bench.harness import cpu_seconds
 from bench.native_build import build
 
@@ -30,6 +37,14 @@ if sys.argv[1] == "threaded":
     print(server.port, flush=True)
     sys.stdin.read()
     server.stop()
+elif sys.argv[1] == "b":  # the bare Apache Thrift server of the main benchmark (B), a reference
+    import socket, threading
+    from bench.servers import serve_b
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    threading.Thread(target=serve_b, args=(port,), daemon=True).start()  # it prints "listening PORT"
+    sys.stdin.read()
 elif sys.argv[1] == "thriftpy2-aio":  # a peer: thriftpy2's asyncio server, coroutine methods, no gate
     from thriftpy2.contrib.aio.rpc import make_server
     from bench.payloads import load_thriftpy2
@@ -76,10 +91,11 @@ else:
 
 
 def _servers() -> List[str]:
-    """The threaded server; the asyncio one with the demo's plain echo (on its pool) and with a coroutine
+    """B (stock TThreadedServer, the main benchmark's reference); the threaded server; the asyncio one
+    with the demo's plain echo (on its pool) and with a coroutine
     echo (on the loop); the same on uvloop when installed; thriftpy2's aio server when installed (the
     bench extra), a peer."""
-    kinds = ["threaded", "asyncio", "asyncio+async-echo"]
+    kinds = ["b", "threaded", "asyncio", "asyncio+async-echo"]
     try:
         import uvloop  # noqa: F401
         kinds += ["uvloop", "uvloop+async-echo"]
@@ -119,15 +135,22 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--servers", nargs="+", help="only these (of: %(default)s)", default=_servers())
+    parser.add_argument("--tree", help="also run this checkout's asyncio servers (rows asyncio@tree)")
     args = parser.parse_args()
     loadgen = str(build()["bench_loadgen"])
-    kinds = _servers()
+    kinds = list(args.servers)
+    if args.tree:
+        kinds += [f"{kind}@tree" for kind in kinds if kind.startswith(("asyncio", "uvloop"))]
     servers: Dict[str, Tuple[subprocess.Popen, str]] = {}
     try:
         for kind in kinds:
-            process = subprocess.Popen([sys.executable, "-c", SERVER, kind], stdin=subprocess.PIPE,
-                                       stdout=subprocess.PIPE, text=True)
-            servers[kind] = process, process.stdout.readline().strip()
+            env = dict(os.environ)
+            if kind.endswith("@tree"):
+                env["PYTHONPATH"] = tree_path(os.path.abspath(args.tree)) + os.pathsep + os.getcwd()
+            process = subprocess.Popen([sys.executable, "-c", SERVER, kind.removesuffix("@tree")], stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, text=True, env=env)
+            servers[kind] = process, process.stdout.readline().split()[-1]
         print(f"{'server':18} {'conns':>5} {'calls/s':>9} {'cpu us/call':>12}")
         for connections in args.connections:
             samples: Dict[str, List[Tuple[float, float]]] = {kind: [] for kind in kinds}

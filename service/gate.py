@@ -360,7 +360,12 @@ class SessionProcessor(TProcessor):
         """``process`` for an asyncio host, on its event loop: a method whose serving function returns an
         awaitable (a coroutine handler, or a call handed to a thread pool) is awaited; the rest (the
         session methods, refusals) is served at once. Same answers, chain and ``SessionClosed``."""
-        state, call, serve, table = self._begin(iprot)
+        state, call, serve, table = self._begin(iprot, quiet=True)
+        if call is None:
+            if serve is None:  # a session method its session admits: answered at once
+                return self._serve_session_quietly(state, iprot, oprot)
+            await self._serve_quietly_async(state, serve, table, iprot, oprot)
+            return True
         try:
             pending = self._dispatch(state, call, serve, iprot, oprot, table)
             if pending is not None:
@@ -420,18 +425,39 @@ class SessionProcessor(TProcessor):
         arm = state.arm
         if arm is not None:  # the decoded-size budget prices its arguments if they grow large
             arm()
-        bind = self._bind
-        bind(state.context)
+        self._bind(state.context)
         try:
             serve(table.processor, state.in_flight[1], iprot, oprot)
         finally:
-            if state.reserved:
-                self.decoded_budget.release(state.host, state.reserved)
-                state.reserved = 0
-            bind(None)
+            self._quiet_call_over(state)
         if state.session is not None:
             state.session.call_served()
         state.in_flight = None  # state.end(), written out
+
+    async def _serve_quietly_async(self, state: ConnectionState, serve: Callable[..., Any], table: ServiceTable,
+                                   iprot: TProtocolBase, oprot: TProtocolBase) -> None:
+        """``_serve_quietly`` for ``process_async``: the awaitable ``serve`` returns is awaited before the
+        call is done (its decoded-size reservation held until then)."""
+        if state.arm is not None:
+            state.arm()
+        self._bind(state.context)
+        try:
+            pending = serve(table.processor, state.in_flight[1], iprot, oprot)
+            if pending is not None:
+                await pending
+        finally:
+            self._quiet_call_over(state)
+        if state.session is not None:
+            state.session.call_served()
+        state.in_flight = None
+
+    def _quiet_call_over(self, state: ConnectionState) -> None:
+        """A call served quietly is over, served or failed: its decoded-size reservation back, the session
+        unbound (on failure the host reports it, with the call still in flight)."""
+        if state.reserved:
+            self.decoded_budget.release(state.host, state.reserved)
+            state.reserved = 0
+        self._bind(None)
 
     def _serve_session_quietly(self, state: ConnectionState, iprot: TProtocolBase, oprot: TProtocolBase) -> bool:
         """Serves a session method its session admits (already counted) that no hook observes, as

@@ -6,6 +6,7 @@ connection, calls pipelined, responses in order)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 
 import pytest
@@ -14,6 +15,7 @@ from conftest import eventually, read_until_closed
 from on_asyncio import server, start_server  # noqa: F401 (fixtures: the threaded tests on the asyncio server)
 from test_async_server import event_loop_thread, loop_factory, start_async  # noqa: F401 (fixtures)
 from test_http_server import (  # noqa: F401 (run here against the asyncio server)
+    PAGE,
     test_a_browser_page_does_hello_then_calls_on_one_keep_alive_connection,
     json_message, test_a_client_speaking_http_to_a_port_serving_one_wire_learns_why,
     test_a_client_uploading_a_body_over_the_limit_reads_its_413, test_a_get_is_told_what_the_port_serves,
@@ -90,3 +92,31 @@ def test_a_request_that_asks_to_close_is_answered_and_the_connection_closed(star
         answer = read_until_closed(sock, 5.0)
     assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and b"Connection: close\r\n" in answer
     assert answer.endswith(b'{"0":{"str":"last"}}]')
+
+
+def _end_line(caplog: pytest.LogCaptureFixture, logger: str, peer: str) -> str:
+    """The server's one line about how the connection from ``peer`` ended ("" until there is one)."""
+    start = (f"closed peer={peer} ", f"dropped peer={peer} ")
+    return next((record.getMessage() for record in list(caplog.records)
+                 if record.name == logger and record.getMessage().startswith(start)), "")
+
+
+def test_a_preflight_that_asks_to_close_ends_as_on_the_threaded_server(start_async, caplog) -> None:  # noqa: F811
+    caplog.set_level(logging.INFO)
+    preflight = (b"OPTIONS / HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: " + PAGE.encode() +
+                 b"\r\nAccess-Control-Request-Method: POST\r\nConnection: close\r\n\r\n")
+    threaded = HandshakeServer(TraceEcho(), ServerConfig(host="127.0.0.1", port=0, http_origins={PAGE})).start()
+    lines = []
+    try:
+        for server, logger in ((threaded, "thrift_handshake.server"),
+                               (start_async(http_origins={PAGE}), "thrift_handshake.aio")):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+                peer = "%s:%d" % sock.getsockname()
+                sock.sendall(preflight)
+                answer = read_until_closed(sock, 5.0)
+                assert answer.startswith(b"HTTP/1.1 204 No Content\r\n") and b"Connection: close\r\n" in answer
+                assert eventually(lambda: _end_line(caplog, logger, peer))
+                lines.append(_end_line(caplog, logger, peer).replace(peer, "PEER").split(" session="))
+    finally:
+        threaded.stop()
+    assert lines[1] == lines[0] == ["closed peer=PEER", "None: peer closed the connection"]

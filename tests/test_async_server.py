@@ -705,3 +705,38 @@ def test_interceptors_see_coroutine_handlers_fail(start_async):
     assert [ended[:3] for ended in watch.ended[1:3]] == [("echo", "declared_error", ("e",)),
                                                          ("process", "failed", (Request(request_id="p"),))]
     assert all(ended[4] is not None and ended[4] >= 0 for ended in watch.ended[1:3]), "the handler's time"
+
+
+def test_a_peer_that_sends_far_ahead_is_read_as_it_is_served(start_async) -> None:
+    """Megabytes of pipelined calls: the server stops reading while too much waits unread, and reads on
+    as it serves them; every call is answered, in order."""
+    from thrift.protocol.TBinaryProtocol import TBinaryProtocolAccelerated
+    from thrift.transport import TSocket, TTransport
+
+    server = start_async(handshake=False)
+    calls = [encode_call("echo", HandshakeService.echo_args(message=f"{index:04d}" + "x" * 1000), seqid=index)
+             for index in range(3000)]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sender = threading.Thread(target=sock.sendall, args=(b"".join(calls),), daemon=True)
+        sender.start()
+        reader = TSocket.TSocket()
+        reader.handle = sock
+        protocol = TBinaryProtocolAccelerated(TTransport.TBufferedTransport(reader))
+        echoed = []
+        for _ in calls:
+            _, _, seqid = protocol.readMessageBegin()
+            result = HandshakeService.echo_result()
+            result.read(protocol)
+            protocol.readMessageEnd()
+            echoed.append((seqid, result.success[:4]))
+        sender.join(10)
+    assert echoed == [(index, f"{index:04d}") for index in range(3000)]
+
+
+def test_a_peer_that_half_closes_after_its_call_still_reads_the_answer(start_async) -> None:
+    server = start_async(handshake=False)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(encode_call("echo", HandshakeService.echo_args(message="last words")))
+        sock.shutdown(socket.SHUT_WR)
+        answer = read_until_closed(sock, 5.0)
+    assert answer.endswith(b"last words\x00")

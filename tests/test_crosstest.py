@@ -22,7 +22,21 @@ The JSON protocol (buffered, framed, zlib) and HTTP (JSON, binary, compact) are 
 the server does not serve are left out (``_unserved``: THeader inside HTTP, and two client limitations). These
 tests never skip: a missing toolchain fails them with what to install.
 
-The session's matrix is written to interop/crosstest/apache/matrix.md (the table of docs/interop.md).
+The same cells also run against the asyncio server (``serve --asyncio``, the same flags; ids end in
+``-asyncio``), but not all of them: all 670 twice would make scripts/test's other-languages group (about 7.5
+minutes on 2 cores) slower than the rest (about 9.5). What differs between the two servers is below the
+ThriftTest calls: accepting, TLS, the Unix socket, telling the dialect, framing, zlib, JSON, HTTP and the gate's
+two columns. So every row (client, protocol, transport: 132, JSON, HTTP, zlib and THeader included) runs once,
+in the socket and column that meet the most of that client's pairs not met yet (``_asyncio_cells``): each
+client meets the asyncio server on every socket it has in both columns, each of its transports on every socket
+and in both columns, each of its protocols in both columns and on every socket but for 4 of the 92 (protocol,
+socket) pairs (``test_asyncio_cells_cover_every_row``). The gate-off column's asyncio servers run on uvloop's
+event loop, the optional-hello column's on asyncio's own (``ASYNCIO_LOOPS``), so every client, socket and
+transport meets both loops. About 90 s with 3 at a time. ``CROSSTEST_ASYNCIO=all``
+runs all 670 against it (docs/interop.md).
+
+The session's matrix is written to interop/crosstest/apache/matrix.md (the table of docs/interop.md), each
+server's log to interop/crosstest/apache/server-logs/.
 """
 
 from __future__ import annotations
@@ -37,7 +51,7 @@ import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Dict, Iterator, List, NamedTuple, Optional, Set, Tuple
 
 import pytest
 
@@ -49,6 +63,7 @@ CROSSTEST = ROOT / "interop" / "crosstest"
 CACHE = CROSSTEST / "apache"
 TREE = CACHE / "thrift-0.17.0"
 MATRIX = CACHE / "matrix.md"
+LOGS = CACHE / "server-logs"  # each server's stderr, kept after the session: SERVER-HELLO-SOCKET.log
 
 BUILD_TIMEOUT = 300  # a cold Go build cache compiles the standard library; the C++ client compiles ~10 s
 CELL_TIMEOUT = 60  # a cell takes 1-2 s (testOneway sleeps 1 s)
@@ -65,11 +80,12 @@ class Cell(NamedTuple):
     transport: str
     socket: str  # "ip", "ip-ssl" or "domain"
     hello: str = "off"
+    server: str = "threaded"  # or "asyncio": serve --asyncio
 
     @property
     def id(self) -> str:
         return f"{self.language}-{self.protocol}-{self.transport}-{self.socket}" + (
-            "" if self.hello == "off" else f"-hello-{self.hello}")
+            "" if self.hello == "off" else f"-hello-{self.hello}") + ("" if self.server == "threaded" else "-asyncio")
 
 
 # What each client offers that the server serves today (tests.json's lists, less what needs server work).
@@ -100,6 +116,13 @@ SOCKETS = {  # "domain": a Unix domain socket (--domain-socket)
 #: The server's columns: the gate off, and the gate on with the optional handshake (its sockets: see the top).
 HELLO = {"off": ["--no-hello"], "optional": ["--hello", "optional"]}
 HELLO_SOCKETS = {"off": ("ip", "ip-ssl", "domain"), "optional": ("ip", "ip-ssl", "domain")}
+#: The servers: HandshakeServer (threads), and AsyncHandshakeServer (serve --asyncio) for ASYNCIO_CELLS.
+SERVERS = {"threaded": [], "asyncio": ["--asyncio"]}
+#: The asyncio server's event loop in each column: uvloop's (setup.cfg's test extra installs it) with the gate
+#: off, asyncio's own with the optional hello (uvloop hidden from that server by a module of its name that fails
+#: to import, first on its PYTHONPATH), so that each loop's TCP, TLS and Unix sockets meet every client.
+ASYNCIO_LOOPS = {"off": "uvloop", "optional": "asyncio"}
+HIDDEN_UVLOOP = "raise ImportError('uvloop is hidden from this server by tests/test_crosstest.py')\n"
 HEADER = ("header", "multih")  # THeader on the wire
 JOBS = max(1, int(os.environ.get("CROSSTEST_JOBS", "3")))
 
@@ -134,7 +157,33 @@ CLIENT_DEFECTS = {("py", "accelc", "zlib"): PY_ZLIB_REFILL,  # by (client, proto
                   ("py", "multiac", "zlib"): PY_ZLIB_REFILL}
 
 
-CELLS = _cells()
+def _asyncio_cells(threaded: List[Cell]) -> List[Cell]:
+    """Every row (client, protocol, transport) once against ``serve --asyncio``, in the socket and server column
+    that meet the most of this client's pairs not met yet: (socket, column), and the protocol and the transport
+    each with the socket and with the column."""
+    rows: Dict[Tuple[str, str, str], List[Cell]] = {}
+    for cell in threaded:
+        rows.setdefault(cell[:3], []).append(cell)
+    met: Set[Tuple[str, str, str]] = set()
+
+    def pairs(cell: Cell) -> Set[Tuple[str, str, str]]:
+        return {(cell.language, cell.socket, cell.hello), (cell.language, cell.protocol, cell.socket),
+                (cell.language, cell.protocol, cell.hello), (cell.language, cell.transport, cell.socket),
+                (cell.language, cell.transport, cell.hello)}
+
+    picked: List[Cell] = []
+    for cells in rows.values():  # ties: the socket and column this client has run least, then the first
+        best = max(cells, key=lambda cell: (len(pairs(cell) - met), -sum(
+            (p.language, p.socket, p.hello) == (cell.language, cell.socket, cell.hello) for p in picked)))
+        met |= pairs(best)
+        picked.append(best._replace(server="asyncio"))
+    return picked
+
+
+THREADED_CELLS = _cells()
+ASYNCIO_CELLS = ([cell._replace(server="asyncio") for cell in THREADED_CELLS]
+                 if os.environ.get("CROSSTEST_ASYNCIO") == "all" else _asyncio_cells(THREADED_CELLS))
+CELLS = THREADED_CELLS + ASYNCIO_CELLS
 NAMES = {"py": "Python", "go": "Go", "cpp": "C++", "node": "Node.js", "java": "Java"}
 TOOLS = {"py": [], "go": ["go"], "cpp": ["g++", "pkg-config"], "node": ["node", "npm"],
          "java": ["java", "javac", "keytool", "mvn"]}
@@ -176,32 +225,50 @@ class Server(NamedTuple):
         return self.endpoint[len("unix:"):]
 
 
-def _start(*flags: str) -> Server:
+def _start(*flags: str, env: Optional[Dict[str, str]] = None) -> Server:
     """``thrift-handshake serve`` with ThriftTest and SecondService on one ephemeral port (or ``--unix PATH``)."""
     command = [sys.executable, "-m", "thrift_handshake", "serve", "--handler", "handler:ThriftTestHandler",
                "--handler", "handler:SecondServiceHandler", "--default-service", "ThriftTest",
                "--path", str(CROSSTEST), "--path", str(TREE / "test" / "py" / "gen-py"),
                "--host", "127.0.0.1", "--port", "0", *flags]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                               encoding="utf-8", errors="replace")
+                               encoding="utf-8", errors="replace", env=env)
     log: List[str] = []
     return Server(process, listening_endpoint(process, log), log)
 
 
+def _selected(request: pytest.FixtureRequest) -> List[Cell]:
+    """The session's selected cells (all of them unless ``-k`` chose some), in the order of the test ids."""
+    return [item.callspec.params["cell"] for item in request.session.items
+            if item.module is sys.modules[__name__] and hasattr(item, "callspec")]
+
+
 @pytest.fixture(scope="module")
-def servers() -> Iterator[Dict[Tuple[str, str], Server]]:
-    """Per column (the gate off, the optional handshake) one plain, one TLS (Apache's test/keys/server.crt) and
-    one Unix domain socket server, each on its own single port (or path); by (hello, socket)."""
+def servers(request: pytest.FixtureRequest) -> Iterator[Dict[Tuple[str, str, str], Server]]:
+    """Per server (threaded, asyncio) and column (the gate off, the optional handshake) one plain, one TLS
+    (Apache's test/keys/server.crt) and one Unix domain socket server, each on its own single port (or path), as
+    the selected cells need them; by (server, hello, socket). The asyncio ones on ``ASYNCIO_LOOPS``' event loops."""
     built("py")  # the handler imports the Python code generated from Apache's ThriftTest.thrift
     keys = TREE / "test" / "keys"
     socket_dir = tempfile.mkdtemp(prefix="crosstest-")  # short: a socket's path holds 107 bytes at most
     tls = ("--tls-cert", str(keys / "server.crt"), "--tls-key", str(keys / "server.key"))
 
-    def where(hello: str, sock: str) -> Tuple[str, ...]:
-        return {"ip": (), "ip-ssl": tls, "domain": ("--unix", os.path.join(socket_dir, f"{hello}.sock"))}[sock]
+    def where(kind: str, hello: str, sock: str) -> Tuple[str, ...]:
+        domain = ("--unix", os.path.join(socket_dir, f"{kind}-{hello}.sock"))
+        return {"ip": (), "ip-ssl": tls, "domain": domain}[sock]
 
-    started = {(hello, sock): _start(*flags, *where(hello, sock)) for hello, flags in HELLO.items()
-               for sock in HELLO_SOCKETS[hello]}
+    hidden = tempfile.mkdtemp(prefix="crosstest-no-uvloop-")
+    Path(hidden, "uvloop.py").write_text(HIDDEN_UVLOOP, encoding="utf-8")
+
+    def start(kind: str, hello: str, sock: str) -> Server:
+        env = None
+        if kind == "asyncio" and ASYNCIO_LOOPS[hello] == "asyncio":
+            env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [hidden, os.environ.get("PYTHONPATH")])))
+        return _start(*SERVERS[kind], *HELLO[hello], *where(kind, hello, sock), env=env)
+
+    needed = sorted({(cell.server, cell.hello, cell.socket) for cell in _selected(request)})
+    with ThreadPoolExecutor(max(1, len(needed)), thread_name_prefix="crosstest-server") as starting:
+        started = dict(zip(needed, starting.map(lambda key: start(*key), needed)))
     yield started
     for server in started.values():
         server.process.send_signal(signal.SIGTERM)
@@ -211,6 +278,10 @@ def servers() -> Iterator[Dict[Tuple[str, str], Server]]:
         except subprocess.TimeoutExpired:
             server.process.kill()
             server.process.wait()
+    LOGS.mkdir(parents=True, exist_ok=True)
+    for (kind, hello, sock), server in started.items():
+        (LOGS / f"{kind}-{hello}-{sock}.log").write_text("".join(server.log), encoding="utf-8")
+    shutil.rmtree(hidden)
     assert not os.listdir(socket_dir), "the domain server left its socket file behind"
     os.rmdir(socket_dir)
 
@@ -285,22 +356,29 @@ _results: Dict[Cell, Outcome] = {}
 @pytest.fixture(scope="module", autouse=True)
 def matrix() -> Iterator[None]:
     """Writes the session's cross-test matrix (interop/crosstest/apache/matrix.md) once the cells have run: the
-    table of docs/interop.md, a row per client, protocol and transport, a column per socket and server column."""
+    table of docs/interop.md, a row per client, protocol and transport, a column per socket and server column,
+    and one for the row's cell against ``serve --asyncio`` (its count, socket and column)."""
     yield
     if not _results:
         return
     columns = [(hello, sock) for hello in HELLO for sock in HELLO_SOCKETS[hello]]
     names = [sock if hello == "off" else f"{sock}, optional hello" for hello, sock in columns]
-    lines = ["| client | protocol | transport | " + " | ".join(names) + " | seconds (each column) |",
-             "|---|---|---|" + "---|" * len(columns) + "---|"]
-    rows: Dict[Tuple[str, str, str], Dict[Tuple[str, str], Outcome]] = {}
+    lines = ["| client | protocol | transport | " + " | ".join(names) + " | seconds (each column) | serve --asyncio"
+             " |",
+             "|---|---|---|" + "---|" * len(columns) + "---|---|"]
+    rows: Dict[Tuple[str, str, str], Dict[Tuple[str, str, str], Outcome]] = {}
     for cell, outcome in _results.items():
-        rows.setdefault((cell.language, cell.protocol, cell.transport), {})[cell.hello, cell.socket] = outcome
+        rows.setdefault(cell[:3], {})[cell.server, cell.hello, cell.socket] = outcome
     for (language, protocol, transport), outcomes in rows.items():
-        counts = [_count(Cell(language, protocol, transport, sock, hello), outcomes.get((hello, sock)))
+        counts = [_count(Cell(language, protocol, transport, sock, hello), outcomes.get(("threaded", hello, sock)))
                   for hello, sock in columns]
-        seconds = " / ".join(f"{outcomes[c].seconds:.1f}" if c in outcomes else "-" for c in columns)
-        lines.append(f"| {NAMES[language]} | {protocol} | {transport} | {' | '.join(counts)} | {seconds} |")
+        seconds = " / ".join(f"{outcomes['threaded', hello, sock].seconds:.1f}"
+                             if ("threaded", hello, sock) in outcomes else "-" for hello, sock in columns)
+        on_asyncio = [f"{_count(Cell(language, protocol, transport, sock, hello), outcome)} ({sock}"
+                      + ("" if hello == "off" else f", {hello} hello") + f", {outcome.seconds:.1f} s)"
+                      for (server, hello, sock), outcome in outcomes.items() if server == "asyncio"]
+        lines.append(f"| {NAMES[language]} | {protocol} | {transport} | {' | '.join(counts)} | {seconds} | "
+                     f"{'; '.join(on_asyncio) or '-'} |")
     MATRIX.parent.mkdir(parents=True, exist_ok=True)
     MATRIX.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
@@ -315,11 +393,11 @@ def _count(cell: Cell, outcome: Optional[Outcome]) -> str:
 
 
 @pytest.fixture(scope="module")
-def cells_running(servers: Dict[Tuple[str, str], Server], request: pytest.FixtureRequest) -> Iterator[Dict[Cell, Future]]:
+def cells_running(servers: Dict[Tuple[str, str, str], Server],
+                  request: pytest.FixtureRequest) -> Iterator[Dict[Cell, Future]]:
     """The session's selected cells (all of them unless ``-k`` chose some), ``JOBS`` at a time, in the order of
     the test ids; each test waits for its own. A client that cannot be built fails its language's cells with why."""
-    selected = [item.callspec.params["cell"] for item in request.session.items
-                if item.module is sys.modules[__name__] and hasattr(item, "callspec")]
+    selected = _selected(request)
     unbuilt: Dict[str, BaseException] = {}
     for language in sorted({cell.language for cell in selected}, key=list(PROTOCOLS).index):
         try:
@@ -334,7 +412,7 @@ def cells_running(servers: Dict[Tuple[str, str], Server], request: pytest.Fixtur
                 failed.set_exception(unbuilt[cell.language])
                 running[cell] = failed
             else:
-                running[cell] = pool.submit(_run_relayed, cell, servers[cell.hello, cell.socket])
+                running[cell] = pool.submit(_run_relayed, cell, servers[cell.server, cell.hello, cell.socket])
         yield running
         for future in running.values():
             future.cancel()
@@ -346,21 +424,33 @@ def _run_relayed(cell: Cell, server: Server) -> Tuple[Outcome, Optional[List[str
     relay = DialectRelay(("127.0.0.1", server.port)) if cell.protocol in HEADER and cell.socket == "ip" else None
     try:
         outcome = run_cell(cell, server, relay.port if relay else server.port)
+        if _ONEWAY_SEND_TIMED.search(outcome.output):  # the client's own clock on a loaded machine: once more
+            again = run_cell(cell, server, relay.port if relay else server.port)
+            outcome = again._replace(output=f"{outcome.output}\n[run again: the one-way send timed out]\n{again.output}")
     finally:
         if relay:
             relay.close()
     return outcome, None if relay is None else list(relay.dialects)
 
 
+#: Java's and C++'s TestClients fail ``testOneway`` when *sending* the one-way call took over 200 ms, a
+#: figure of the client's machine, not of the server (docs/interop.md): such a cell runs once more, and
+#: that run must pass every check. Seen under a load average of 8 to 10 on 2 cores, once per few runs.
+_ONEWAY_SEND_TIMED = re.compile(r"Oneway test took too long to execute|testOneway\(1\) =>\*\*\* FAILED \*\*\* - took")
+
+
 @pytest.mark.parametrize("cell", CELLS, ids=[cell.id for cell in CELLS])
-def test_apache_test_client_passes(cell: Cell, servers: Dict[Tuple[str, str], Server],
+def test_apache_test_client_passes(cell: Cell, servers: Dict[Tuple[str, str, str], Server],
                                    cells_running: Dict[Cell, Future]) -> None:
     """Apache's unmodified TestClient of the cell's language runs all its checks against our one port."""
-    server = servers[cell.hello, cell.socket]
+    server = servers[cell.server, cell.hello, cell.socket]
     outcome, dialects = cells_running[cell].result()
     _results[cell] = outcome
     sys.stdout.write(outcome.output)  # shown by pytest on failure
     assert server.process.poll() is None, "the server exited:\n" + "".join(server.log)
+    if cell.server == "asyncio":  # on its column's event loop (uvloop: pip install -e '.[test]')
+        listening = next(line for line in server.log if "listening on" in line)
+        assert listening.rstrip().endswith(f" asyncio={ASYNCIO_LOOPS[cell.hello]}"), listening
     if cell[:3] in CLIENT_DEFECTS:  # fails in the client, and only as it fails against Apache's own server
         expected = CLIENT_DEFECTS[cell[:3]]
         errors = re.findall(r"^ERROR: (\w+) \(", outcome.output, re.MULTILINE)
@@ -385,3 +475,21 @@ def test_apache_test_client_passes(cell: Cell, servers: Dict[Tuple[str, str], Se
         else:
             header = {"buffered": "THeader ", "framed": "framed THeader ", "zlib": "zlib: THeader "}[cell.transport]
             assert dialects and all(d.startswith(header) for d in dialects), dialects
+
+
+def test_asyncio_cells_cover_every_row() -> None:
+    """The cells scripts/test runs against ``serve --asyncio`` hold every row once and meet what the docstring
+    says they do."""
+    picked = _asyncio_cells(THREADED_CELLS)
+    assert sorted(cell[:3] for cell in picked) == sorted({cell[:3] for cell in THREADED_CELLS})
+    assert all(cell.server == "asyncio" and cell._replace(server="threaded") in THREADED_CELLS for cell in picked)
+
+    def missed(*fields: str) -> List[Tuple[str, ...]]:
+        def pairs(cells: List[Cell]) -> Set[Tuple[str, ...]]:
+            return {(cell.language, *(getattr(cell, field) for field in fields)) for cell in cells}
+        return sorted(pairs(THREADED_CELLS) - pairs(picked))
+
+    assert missed("socket", "hello") == []
+    assert missed("transport", "socket") == missed("transport", "hello") == missed("protocol", "hello") == []
+    assert missed("protocol", "socket") == [("cpp", "compact", "ip-ssl"), ("cpp", "header", "ip"),
+                                            ("node", "header", "domain"), ("py", "accel", "ip-ssl")]

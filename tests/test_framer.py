@@ -27,6 +27,8 @@ WIRES = [Wire(protocol, transport) for protocol in ("binary", "compact")
          for transport in ("buffered", "framed", "header")]
 UNFRAMED = [wire for wire in WIRES if wire.transport == "buffered"]
 LIMITS = FramerLimits(max_message_bytes=1 << 20, max_container_items=1000)
+#: The same, with a decoded price to keep: every message is walked (none cut by the C decoder's skip).
+PRICED = FramerLimits(max_message_bytes=1 << 20, max_container_items=1000, max_decoded_bytes=1 << 40)
 _HEADER_IDS = {"binary": THeaderTransport.THeaderSubprotocolID.BINARY,
                "compact": THeaderTransport.THeaderSubprotocolID.COMPACT}
 _HEADERS_ONLY = (THeaderTransport.THeaderClientType.HEADERS,)
@@ -129,6 +131,15 @@ class _StepCounter(MessageFramer):
         return super()._step(walk, at)
 
 
+def test_an_unframed_binary_message_whole_on_arrival_is_cut_without_a_walk():
+    wire = Wire("binary", "buffered")
+    messages = _messages(wire)
+    framer = _StepCounter(wire, LIMITS)
+    assert framer.feed(b"".join(messages)) == messages
+    assert framer.steps == 0
+    assert _StepCounter(Wire("binary", "buffered", accelerated=False), PRICED).feed(b"".join(messages)) == messages
+
+
 @pytest.mark.parametrize("wire", WIRES, ids=str)
 def test_the_framer_cuts_a_stream_where_thrifts_decoder_does(wire):
     messages = _messages(wire)
@@ -159,9 +170,9 @@ def assert_split_anywhere(wire: Wire, messages: List[bytes]) -> None:
 def test_dripped_input_resumes_the_walk_where_it_stopped(wire):
     messages = _messages(wire)
     stream = b"".join(messages)
-    whole = _StepCounter(wire, LIMITS)
+    whole = _StepCounter(wire, PRICED)
     assert whole.feed(stream) == messages
-    dripped = _StepCounter(wire, LIMITS)
+    dripped = _StepCounter(wire, PRICED)
     received = []
     for index in range(len(stream)):
         received += dripped.feed(stream[index:index + 1])

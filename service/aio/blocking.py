@@ -14,6 +14,7 @@ import asyncio
 import socket
 from typing import Any, Callable, List, Optional
 
+from .admission import AsyncAdmission
 from .server import AsyncHandshakeServer
 
 __all__ = ["BlockingAsyncServer"]
@@ -44,10 +45,10 @@ class BlockingAsyncServer:
         return self.server.processor
 
     @property
-    def admission(self) -> AsyncHandshakeServer:
+    def admission(self) -> AsyncAdmission:
         """What ``workers.Supervisor`` joins to the siblings' exchange of room (``ask_siblings``,
-        ``make_room_for_sibling``): the server itself."""
-        return self.server
+        ``make_room_for_sibling``): the server's admission."""
+        return self.server.admission
 
     @property
     def stopping(self) -> bool:

@@ -4,7 +4,6 @@ the threaded server's own), so that the framer holds inflated bytes to the same 
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from ..wire.compression import Deflater, Inflater
@@ -17,17 +16,17 @@ class _NoneLeft(Exception):
 
 
 class InflatingReader:
-    """``read(n)`` as a ``StreamReader``'s, of the inflated stream whose first compressed bytes are
+    """``read(n)`` as a ``SocketStream``'s, of the inflated stream whose first compressed bytes are
     ``start``: at most ``n`` inflated bytes, b"" at the end of the connection. A corrupt stream raises
     ``TProtocolException`` (INVALID_DATA), one the peer ended ``TTransportException`` (END_OF_FILE)."""
 
-    def __init__(self, reader: asyncio.StreamReader, start: bytes) -> None:
+    def __init__(self, reader: Any, start: bytes) -> None:
         self._reader = reader
         self._inflater = Inflater(start)
         self._chunk = b""
 
     @property
-    def raw(self) -> asyncio.StreamReader:
+    def raw(self) -> Any:
         """The compressed stream below (what a refused peer's input is dropped from, never inflated)."""
         return self._reader
 
@@ -50,10 +49,10 @@ class InflatingReader:
 
 
 class DeflatingWriter:
-    """A ``StreamWriter`` whose ``write`` deflates (flushed per write, as Apache's TZlibTransport reads
+    """A writer whose ``write`` deflates (flushed per write, as Apache's TZlibTransport reads
     it); everything else is the writer's own."""
 
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, writer: Any) -> None:
         self._writer = writer
         self._deflater = Deflater()
 

@@ -10,7 +10,6 @@ message's first byte until it is whole, ``reply_timeout`` for the peer to take a
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import socket
 import time
@@ -20,189 +19,48 @@ from thrift.protocol.TProtocol import TProtocolException
 from thrift.Thrift import TApplicationException
 from thrift.transport.TTransport import TTransportException
 
-from ..config import ServerConfig, Wire
-from ..gate import ConnectionState, SessionClosed, SessionProcessor
+from ..config import ServerConfig
+from ..gate import SessionClosed, SessionProcessor
 from ..peerlog import WarningBudget, clip_for_log
 from ..server.answers import Answers
-from ..server.connection import ConnectionInfo
 from ..server.server import DRAINING_TOLD
-from ..server.outcome import Ending, Outcome, bad_input, closing_outcome, transport_outcome
-from ..session import Session, SessionListener, bind_task_session
-from ..states import ConnectionEvent, ConnectionPhase
-from ..wire import (SNIFF_BYTES, AnswerableReadError, BudgetExceeded, Dialect, DialectKind, FramerLimits,
-                    MessageFramer, NoMessageYet, header_protocol, server_stack, sniff, write_application_exception)
-from ..wire.http import HttpLimits
+from ..server.outcome import Ending, Outcome, closing_outcome, transport_outcome
+from ..session import bind_task_session
+from ..states import ConnectionEvent
+from ..wire import (SNIFF_BYTES, BudgetExceeded, Dialect, DialectKind, MessageFramer, NoMessageYet, sniff,
+                   write_application_exception)
 from .compressed import DeflatingWriter, InflatingReader
-from .http import HttpPipe, HttpRequestFramer, http_memory_stack
-from .pipe import MemoryPipe
-from .opening import READ_CHUNK, Stream, refuse, send_last
+from .dialects import framer_for, speaks, stack_for
+from .http import HttpPipe, HttpRequestFramer
+from .opening import READ_CHUNK, Stream, refuse
+from .refusals import answer_bad_message, refuse_message
+from .standing import NEVER, ConnectionStanding
 
 __all__ = ["AsyncConnection"]
 
 logger = logging.getLogger(__name__)
 
 _STOPPING: Outcome = ("closed", "server stopping")
-_NEVER = float("inf")
-#: Of a refused message, this much is looked at for its name and seqid.
-_HEAD_BYTES = 64 * 1024
 
 
-class AsyncConnection(SessionListener):
+class AsyncConnection(ConnectionStanding):
     """One accepted connection: ``run(stream, identity)`` serves it until it ends and returns how
     ("closed" or "dropped", why). ``stop(force)`` ends it once no message is in flight (with ``force``,
-    at once). It is its session's listener: hello's success switches it to the session's deadlines."""
+    at once)."""
 
     def __init__(self, config: ServerConfig, processor: SessionProcessor, warnings: WarningBudget, peer: str,
                  accepted_at: float) -> None:
-        self.config = config
-        self.peer = peer
-        self.state: Optional[ConnectionState] = None
-        self.accepted_at = accepted_at
+        super().__init__(config, peer, accepted_at)
         self._processor = processor
         self._warnings = warnings
         self._limits = config.limits
-        self.task: Optional[asyncio.Task] = None  # the one serving it (set by the server)
-        self.begun = False  # whether that task has begun
-        self._stopping = False
-        self._in_session = not config.handshake
         self._received_before_hello = 0
         self._message_started: Optional[float] = None  # loop time of the first byte of the message being read
-        self.expires_at = _NEVER  # while a read or a drain waits: when it gives up (loop time)
-        self._expired = False
-        self._evicted = False
-        self._eviction_reason = ""  # why a session was given up for another host ("": the usual eviction)
         self._zlib = False  # the peer speaks TZlibTransport
-        self._between_messages = False  # waiting for the peer's next message (none begun, none in flight)
-        self._stalled_since: Optional[float] = None  # time.monotonic() since a read waits for a message's rest
-        self._heard = False  # the peer has sent something
         self._stack: Optional[Tuple[Any, Any, Any]] = None  # transport, protocol, pipe once the dialect is known
         self.sock: Optional[socket.socket] = None  # the accepted socket (the kernel counts its bytes)
         #: Browser origins allowed to call over HTTP (CORS): the server's set, read at each request.
         self.http_origins: Collection[str] = config.http_origins
-
-    # -- what an observer sees (read from other threads: the admin endpoint's) --------------------
-
-    @property
-    def phase(self) -> ConnectionPhase:
-        """Where the connection is, in the threaded server's words (``states.ConnectionPhase``)."""
-        if self.closing:
-            return ConnectionPhase.CLOSING
-        if not self._heard:
-            return ConnectionPhase.ACCEPTED
-        state = self.state
-        if state is None:
-            return ConnectionPhase.STARTING
-        if self._between_messages and state.in_flight is None:
-            return ConnectionPhase.WAITING
-        return ConnectionPhase.SERVING
-
-    def info(self, now: float) -> ConnectionInfo:
-        """The connection as an observer sees it at ``now`` (the loop's time)."""
-        state = self.state
-        context = None if state is None else state.context
-        calls = 0 if state is None else sum(dict(state.counters.calls).values())
-        return ConnectionInfo(self.peer, self.phase.value, max(now - self.accepted_at, 0.0),
-                              context and context.session_id, context and context.client_name,
-                              context and context.language, context and context.version, calls)
-
-    # -- the session's listener -----------------------------------------------------------------
-
-    def session_started(self, session: Optional[Session] = None) -> None:
-        self._in_session = True
-
-    # -- stop ---------------------------------------------------------------------------------
-
-    def stop(self, force: bool = False) -> None:
-        """No message may start from now on; the connection closes now if none is in flight (or with
-        ``force``), else after its reply."""
-        self._stopping = True
-        task = self.task
-        if task is None or task.done():
-            return
-        if self.state is None:
-            task.cancel()
-        else:
-            self.state.stop(task.cancel, force)
-
-    # -- making room (as ``server.admission.eviction_candidates`` sees a connection) -------------
-
-    @property
-    def host(self) -> str:
-        return self.peer.rsplit(":", 1)[0]
-
-    @property
-    def awaiting_hello(self) -> bool:
-        return self.config.handshake and not self._in_session
-
-    def silent(self) -> bool:
-        """Whether the peer has sent nothing yet."""
-        return not self._heard
-
-    @property
-    def in_the_watch(self) -> bool:
-        """Waiting for the peer's next message (none begun, none in flight)."""
-        return self.expires_at != _NEVER and (self.state is None or (self._between_messages and
-                                                                     self.state.in_flight is None))
-
-    @property
-    def closing(self) -> bool:
-        """Stopping or evicted: it no longer holds its place."""
-        return self._stopping or self._evicted
-
-    @property
-    def established(self) -> bool:
-        """Its hello succeeded (a session holds it)."""
-        state = self.state
-        return state is not None and state.session is not None and state.session.established
-
-    def stalled(self, now: float, at_least: float) -> bool:
-        """A session (or, without hello, a started connection) that has waited ``at_least`` seconds for
-        the rest of a message from the peer (``now``: ``time.monotonic()``)."""
-        since = self._stalled_since
-        return since is not None and now - since >= at_least and not self.awaiting_hello
-
-    def evict(self, force: bool = False, session: bool = False, reason: str = "", stalled: float = 0.0) -> bool:
-        """Ends the connection to make room for a newcomer, unless a message is in flight (whatever
-        ``force``, the threaded connection's word for that): one waiting for hello, one without hello idle
-        between messages, and with ``session`` also a session idle between messages or (``stalled``)
-        waiting that long for the rest of one; whether it will end. ``reason`` words it for the log and
-        for the session, which is told."""
-        task = self.task
-        if task is None or task.done() or self.closing or (self.state is not None and self.state.in_flight is not None):
-            return False
-        if self.established and not (session and (self.in_the_watch or (
-                stalled and self.stalled(time.monotonic(), stalled)))):
-            return False
-        self._evicted = True
-        self._eviction_reason = reason
-        task.cancel()
-        return True
-
-    # -- deadlines: kept by the server's sweep, not a timer per read ---------------------------
-
-    def expire(self, now: float) -> None:
-        """Called by the server's sweep: a read (or a reply's drain) whose deadline has passed ends."""
-        if self.expires_at <= now and self.task is not None and not self.task.done():
-            self._expired = True
-            self.expires_at = _NEVER
-            self.task.cancel()
-
-    async def _read_by(self, reader: asyncio.StreamReader, deadline: float) -> bytes:
-        """The next bytes, or TimeoutError once ``deadline`` (loop time) passes."""
-        return await self._by(reader.read(READ_CHUNK), deadline)
-
-    async def _by(self, awaitable: Any, deadline: float) -> Any:
-        self.expires_at = deadline
-        try:
-            return await awaitable
-        except asyncio.CancelledError:
-            if not self._expired or self._stopping or self._evicted:
-                raise
-            asyncio.current_task().uncancel()
-            self._expired = False
-            raise TimeoutError from None
-        finally:
-            self.expires_at = _NEVER
 
     # -- serving ------------------------------------------------------------------------------
 
@@ -222,11 +80,12 @@ class AsyncConnection(SessionListener):
                     return ending
                 inside = f" inside {Dialect(DialectKind.ZLIB)}"
                 if not self.config.detect_wire:
-                    mismatch = "this server speaks " + self._speaks()
-            stack, framer_wire = self._stack_for(dialect) if mismatch is None else (None, None)
+                    mismatch = "this server speaks " + speaks(self.config)
+            stack, framer_wire = (None, None) if mismatch is not None else stack_for(
+                self.config, dialect, self._zlib, self.http_origins)
             if stack is None:
                 said = ("nothing it recognises" if dialect is None else str(dialect)) + inside
-                explanation = f"the client speaks {said}; {mismatch or 'this server speaks ' + self._speaks()}"
+                explanation = f"the client speaks {said}; {mismatch or 'this server speaks ' + speaks(self.config)}"
                 self._warnings.warning("refused peer=%s: %s (first bytes %s)", self.peer, explanation,
                                        received[:6].hex(" "))
                 await refuse(stream, received, dialect, TApplicationException.INVALID_PROTOCOL, explanation,
@@ -239,8 +98,7 @@ class AsyncConnection(SessionListener):
             bind_task_session(self.state.context)  # this task's calls, and the pool threads that run them
             if self._stopping:
                 return _STOPPING
-            framer: Any = (HttpRequestFramer(HttpLimits(max_body_bytes=self._limits.max_message_bytes))
-                           if framer_wire.transport == "http" else MessageFramer(framer_wire, FramerLimits.of(self._limits)))
+            framer = framer_for(framer_wire, self._limits)
             ending = await self._serve(reader, writer, framer, received, transport, protocol, pipe)
         except asyncio.CancelledError:
             if not (self._stopping or self._evicted):
@@ -255,7 +113,7 @@ class AsyncConnection(SessionListener):
             await self._tell(writer, DRAINING_TOLD)
         return ending
 
-    async def _tell(self, writer: asyncio.StreamWriter, message: str) -> None:
+    async def _tell(self, writer: Any, message: str) -> None:
         """A session the server closes (not one in a call, nor one that said goodbye) is told why first,
         as the threaded server tells it: an exception to seqid 0 that its next call reads."""
         state = self.state
@@ -269,14 +127,14 @@ class AsyncConnection(SessionListener):
         except (OSError, TTransportException):  # gone already
             pass
 
-    async def _first_bytes(self, reader: asyncio.StreamReader) -> Tuple[bytes, Any, Optional[Outcome]]:
+    async def _first_bytes(self, reader: Any) -> Tuple[bytes, Any, Optional[Outcome]]:
         """The first bytes, their dialect, and how the connection ended if it did before they told."""
         handshake = self.config.handshake or self.config.tls is not None
         deadline = self.accepted_at + (self._limits.handshake_timeout if handshake else self._limits.idle_timeout)
         data, dialect = b"", None
         while dialect is None and len(data) < SNIFF_BYTES:
             try:
-                chunk = await self._read_by(reader, deadline)
+                chunk = await self._by(reader.read(READ_CHUNK), deadline)
             except TimeoutError:
                 return data, None, ("dropped", "handshake timeout" if handshake else "idle timeout")
             except OSError:
@@ -286,63 +144,63 @@ class AsyncConnection(SessionListener):
             if not chunk:
                 break
             self._heard = True
-            data += chunk
+            # (a copy: the chunk may be the start of a large receive buffer, and the first bytes are kept)
+            data = data + chunk if data else bytes(memoryview(chunk))
             dialect = sniff(data)
         if not data:
             return data, None, ("closed", "peer closed the connection")
         return data, dialect, None
 
-    def _stack_for(self, dialect: Any) -> Tuple[Optional[Tuple[Any, Any, Any]], Optional[Wire]]:
-        """The stack (transport, protocol, pipe) for what the peer speaks and the wire its messages are
-        cut by; (None, None) for what this server does not serve (as ``server.Opening`` decides)."""
-        config, limits = self.config, self._limits
-        served = config.wire
-        pipe = MemoryPipe()
-        if dialect is not None and dialect.kind is DialectKind.THRIFT:
-            wire = dataclasses.replace(served, protocol=dialect.wire.protocol, transport=dialect.wire.transport)
-            if wire == served or config.detect_wire:
-                transport, protocol = server_stack(wire, pipe, limits.max_message_bytes, limits.max_container_items)
-                return (transport, protocol, pipe), wire
-        if dialect is not None and dialect.kind is DialectKind.HTTP and config.detect_wire and not self._zlib:
-            return http_memory_stack(config, self.http_origins), Wire(transport="http")
-        if dialect is not None and dialect.kind in (DialectKind.HEADER, DialectKind.FRAMED_HEADER) and (
-                config.detect_wire or served.transport == "header"):
-            protocol = header_protocol(pipe, limits.max_message_bytes, limits.max_container_items,
-                                       framed=dialect.kind is DialectKind.FRAMED_HEADER)
-            return (protocol.trans, protocol, pipe), Wire(transport="header")  # either way: cut by the outer length
-        return None, None
-
-    def _speaks(self) -> str:
-        if self.config.detect_wire:
-            return ("Thrift binary, compact or JSON, buffered or framed, or THeader (framed or not), each also "
-                    "inside TZlibTransport, or Thrift over HTTP (POST, JSON, binary or compact)")
-        return f"Thrift {self.config.wire.transport} {self.config.wire.protocol}"
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, framer: MessageFramer,
+    async def _serve(self, reader: Any, writer: Any, framer: MessageFramer,
                      received: bytes, transport: Any, protocol: Any, pipe: Any) -> Outcome:
         """Serves whole messages in order until the connection ends; how it ended."""
         loop = asyncio.get_running_loop()
         state = self.state
+        http = isinstance(framer, HttpRequestFramer)
         data = received
         while True:
             try:
+                fresh, message = False, None
                 if data:
-                    if not framer.pending:  # a message's first bytes: its request_timeout runs from now
-                        self._message_started = loop.time()
+                    fresh = not framer.pending  # a message's first bytes: its request_timeout runs from now
                     framer.receive(data)
-                    self._count(data)
-                message = framer.next_message()
-                data = b""
+                    if not self._in_session:
+                        self._count(data)
+                    message = framer.next_message()
+                    data = b""
+                elif framer.pending:  # what came behind the last message
+                    message = framer.next_message()
                 if message is None:
-                    if isinstance(framer, HttpRequestFramer) and framer.interim:  # 100 Continue
+                    if fresh:  # (timed only when the message is not whole at once)
+                        self._message_started = loop.time()
+                    if http and framer.interim:  # 100 Continue
                         writer.write(framer.interim)
                         framer.interim = b""
-                    data, ending = await self._more(reader, framer, loop)
-                    if ending is not None:
-                        return ending
+                    mid_request = framer.pending > 0
+                    deadline = self._deadline(mid_request, loop)
+                    self._between_messages = not mid_request
+                    self._stalled_since = time.monotonic() if mid_request else None
+                    self.expires_at = deadline
+                    try:  # (as _by, without a coroutine of its own: this wait is every idle connection's)
+                        data = await reader.read(READ_CHUNK)
+                    except asyncio.CancelledError:
+                        if not self._timed_out():
+                            raise
+                        error = TTransportException(TTransportException.TIMED_OUT, "timed out")
+                        return transport_outcome(self._ending(mid_request), error)
+                    except OSError as reset:
+                        error = TTransportException(TTransportException.UNKNOWN, str(reset), inner=reset)
+                        return transport_outcome(self._ending(mid_request), error)
+                    finally:
+                        self.expires_at = NEVER
+                        self._between_messages = False
+                        self._stalled_since = None
+                    if not data:
+                        error = TTransportException(TTransportException.END_OF_FILE, "the peer closed the connection")
+                        return transport_outcome(self._ending(mid_request), error)
                     continue
             except (TProtocolException, TTransportException) as error:  # refused before it was decoded
-                return await self._refuse_message((reader, writer), protocol, pipe, framer, error)
+                return await refuse_message((reader, writer), protocol, pipe, framer, error, self._limits)
             self._message_started = loop.time() if framer.pending else None
             pipe.feed(message)
             try:
@@ -358,114 +216,57 @@ class AsyncConnection(SessionListener):
             except TTransportException as error:
                 if state.closing and error.type == TTransportException.END_OF_FILE:
                     return _STOPPING
-                return await self._bad_message((reader, writer), protocol, pipe, error)
+                if error.type == TTransportException.END_OF_FILE and state.in_flight is None:
+                    # no message begun: an orderly end (e.g. a CORS preflight that asked to close, answered)
+                    return transport_outcome(self._ending(False), error)
+                return await answer_bad_message((reader, writer), state, protocol, pipe, error, self._limits)
             except Exception as error:
                 if state.in_flight is None or not transport.has_unflushed():  # the request failed
-                    return await self._bad_message((reader, writer), protocol, pipe, error)
+                    return await answer_bad_message((reader, writer), state, protocol, pipe, error, self._limits)
                 name = state.in_flight[0]
                 logger.error("peer=%s: the %s reply cannot be encoded: %s: %s", self.peer, name,
                              type(error).__name__, clip_for_log(error))
                 Answers.send_exception(state, protocol, TApplicationException.INTERNAL_ERROR,
                                        f"the server could not encode the {name} reply")
                 state.end()
-            if isinstance(framer, HttpRequestFramer):
+            if http:
                 transport.keep_unread_input()  # a request its message left unanswered (one-way) gets its 200 now
             ending = await self._write(writer, pipe)
             if ending is not None:
                 return ending
             if state.closing:
                 return _STOPPING
-            if isinstance(framer, HttpRequestFramer) and not transport.request.keep_alive:  # answered, then closed
+            if http and not transport.request.keep_alive:  # answered, then closed
                 error = TTransportException(TTransportException.END_OF_FILE, "the HTTP client asked to close")
                 return transport_outcome(self._ending(False), error)
 
-    async def _more(self, reader: asyncio.StreamReader, framer: MessageFramer,
-                    loop: asyncio.AbstractEventLoop) -> Tuple[bytes, Optional[Outcome]]:
-        """The next bytes, read within the deadline that applies; or how the connection ended instead."""
+    def _deadline(self, mid_request: bool, loop: asyncio.AbstractEventLoop) -> float:
+        """When the read for the next bytes gives up (loop time): the handshake's deadline before the
+        session, ``request_timeout`` from a message's first byte, else ``idle_timeout`` from now."""
         limits = self._limits
-        mid_request = framer.pending > 0
         if not self._in_session:
-            deadline = self.accepted_at + limits.handshake_timeout
-        elif mid_request:
-            deadline = self._message_started + limits.request_timeout
-        else:
-            deadline = loop.time() + limits.idle_timeout
-        self._between_messages = not mid_request
-        self._stalled_since = time.monotonic() if mid_request else None
-        try:
-            data = await self._read_by(reader, deadline)
-        except TimeoutError:
-            error = TTransportException(TTransportException.TIMED_OUT, "timed out")
-            return b"", transport_outcome(self._ending(mid_request), error)
-        except OSError as reset:
-            error = TTransportException(TTransportException.UNKNOWN, str(reset), inner=reset)
-            return b"", transport_outcome(self._ending(mid_request), error)
-        finally:
-            self._between_messages = False
-            self._stalled_since = None
-        if not data:
-            error = TTransportException(TTransportException.END_OF_FILE, "the peer closed the connection")
-            return b"", transport_outcome(self._ending(mid_request), error)
-        return data, None
+            return self.accepted_at + limits.handshake_timeout
+        if mid_request:
+            return self._message_started + limits.request_timeout
+        return loop.time() + limits.idle_timeout
 
     def _count(self, data: bytes) -> None:
-        """Counts bytes against the handshake's budget until the session starts."""
-        if self._in_session:
-            return
+        """Counts bytes against the handshake's budget (until the session starts)."""
         self._received_before_hello += len(data)
         budget = self.config.pre_session_bytes
         if self._received_before_hello > budget:
             said = "once inflated from zlib" if self._zlib else "before hello() succeeded"
             raise BudgetExceeded(TTransportException.SIZE_LIMIT, f"more than {budget} bytes {said} (handshake_max_bytes)")
 
-    async def _refuse_message(self, stream: Stream, protocol: Any, pipe: Any, framer: MessageFramer,
-                              error: Exception) -> Outcome:
-        """A message the framer (or the handshake's budget) refused before it was whole: answered
-        PROTOCOL_ERROR to the call it starts (as far as its bytes tell), then the connection closes."""
-        name, seqid = "", 0
-        if isinstance(error, AnswerableReadError):
-            name, seqid = error.name, error.seqid
-        if not name:  # read the message's start with the connection's own stack (THeader's header too),
-            # which also sets it to answer in the dialect of that very frame
-            pipe.feed(framer.head(_HEAD_BYTES))
-            try:
-                name, _, seqid = protocol.readMessageBegin()
-            except AnswerableReadError as refused:
-                name, seqid = refused.name or name, refused.seqid or seqid
-            except Exception:  # not even a header: answered to seqid 0
-                pass
-        problem = bad_input(error, self._limits)
-        try:
-            write_application_exception(protocol, name, seqid, TApplicationException.PROTOCOL_ERROR,
-                                        f"cannot decode the {name + ' ' if name else ''}request: {problem}")
-        except Exception:  # e.g. a THeader stream that never framed a message: nothing it could read
-            pipe.take_output()
-        await send_last(stream, pipe.take_output())
-        return "dropped", f"bad message: {problem}"
-
-    async def _bad_message(self, stream: Stream, protocol: Any, pipe: Any, error: Exception) -> Outcome:
-        """A whole message that could not be decoded: answered PROTOCOL_ERROR, then the connection closes."""
-        state = self.state
-        problem = bad_input(error, self._limits)
-        if state.in_flight is not None:
-            name = state.in_flight[0]
-            try:
-                Answers.send_exception(state, protocol, TApplicationException.PROTOCOL_ERROR,
-                                       f"cannot decode the {name + ' ' if name else ''}request: {problem}")
-            except Exception:  # the protocol's own state is beyond answering
-                pipe.take_output()
-        await send_last(stream, pipe.take_output())
-        return "dropped", f"bad message: {problem}"
-
     def _ending(self, mid_request: bool) -> Ending:
         return Ending.of(None, self.config.handshake, self.state, mid_request)
 
-    async def _write(self, writer: asyncio.StreamWriter, pipe: Any) -> Optional[Outcome]:
+    async def _write(self, writer: Any, pipe: Any) -> Optional[Outcome]:
         """Writes what the gate answered; the peer has ``reply_timeout`` to take it."""
         data = pipe.take_output()
         if data:
             writer.write(data)
-        if not writer.transport.get_write_buffer_size():  # (HTTP's responses were written as flushed)  # all sent: no wait (the common case)
+        if not writer.writing_paused:  # the transport takes more: no wait (the common case)
             return None
         try:
             await self._by(writer.drain(), asyncio.get_running_loop().time() + self._limits.reply_timeout)

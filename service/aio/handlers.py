@@ -13,14 +13,16 @@ import asyncio
 import contextvars
 import copy
 import inspect
+import itertools
 import logging
+import threading
 from types import ModuleType
-from typing import Any, Awaitable, Callable, Collection, Dict, Optional, Tuple
+from typing import Any, Awaitable, Callable, Collection, List, Optional, Tuple
 
 from thrift.Thrift import TApplicationException, TMessageType, TProcessor, TType
 from thrift.transport.TTransport import TTransportException
 
-from ..contract import MethodInfo, coroutine_methods, generated_class
+from ..contract import MethodInfo, coroutine_methods, describe_service, generated_class
 from ..pool import WorkerPool
 from ..session import drop_oneway, take_dropped_oneway
 
@@ -30,10 +32,12 @@ __all__ = ["awaiting_processor", "pool_offload", "Offload"]
 Offload = Callable[..., Awaitable[None]]
 
 
-def awaiting_processor(processor: TProcessor, service: ModuleType, methods: Dict[str, MethodInfo],
-                       skip: Collection[str], offload: Offload) -> TProcessor:
-    """A copy of ``processor`` whose service methods (all but ``skip``) return awaitables: a coroutine
-    handler's served on the loop, any other's generated code run through ``offload``."""
+def awaiting_processor(processor: TProcessor, service: ModuleType, skip: Collection[str],
+                       offload: Offload) -> TProcessor:
+    """A copy of ``processor`` (``service``'s generated Processor) whose service methods (all but
+    ``skip``) return awaitables: a coroutine handler's served on the loop, any other's generated code run
+    through ``offload``."""
+    methods = describe_service(service)
     served = copy.copy(processor)
     served._processMap = dict(processor._processMap)
     for name in coroutine_methods(processor._handler, processor._processMap) - set(skip):
@@ -50,9 +54,36 @@ def _offloaded(serve: Callable[..., None], offload: Offload) -> Callable[..., Aw
     return offloaded
 
 
+class _Completions:
+    """Calls finished on pool threads, handed back to one event loop: the loop is woken once for all
+    those that finish before it runs them (a wake-up is a system call on each side)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._lock = threading.Lock()
+        self._done: List[Tuple[Callable[..., None], Any, Any]] = []
+        self._woken = False
+
+    def put(self, settle: Callable[..., None], reason: Any, error: Any) -> None:
+        """On a pool thread: ``settle(reason, error)`` is to run on the loop."""
+        with self._lock:
+            self._done.append((settle, reason, error))
+            if self._woken:
+                return
+            self._woken = True
+        self.loop.call_soon_threadsafe(self._run)
+
+    def _run(self) -> None:
+        with self._lock:
+            done, self._done, self._woken = self._done, [], False
+        for settle, reason, error in done:
+            settle(reason, error)
+
+
 def pool_offload(pool: Callable[[], Optional[WorkerPool]]) -> Offload:
     """An ``Offload`` onto ``pool()``: the call runs in a copy of the caller's context (its session, the
     call interceptors fill in), and a one-way call its handler dropped on the thread is dropped here."""
+    completions: List[_Completions] = []  # the loop's (one loop serves the offloads of one server)
 
     def offload(serve: Callable[..., None], *arguments: Any) -> Awaitable[None]:
         # the context is taken now, while the gate has the call and its session set
@@ -60,6 +91,9 @@ def pool_offload(pool: Callable[[], Optional[WorkerPool]]) -> Offload:
 
     async def run(context: contextvars.Context, serve: Callable[..., None], arguments: Tuple[Any, ...]) -> None:
         loop = asyncio.get_running_loop()
+        if not completions or completions[0].loop is not loop:
+            completions[:] = [_Completions(loop)]
+        back = completions[0].put
         done = loop.create_future()
 
         def settle(reason: Optional[str], error: Optional[BaseException]) -> None:
@@ -74,9 +108,9 @@ def pool_offload(pool: Callable[[], Optional[WorkerPool]]) -> Offload:
             try:
                 context.run(serve, *arguments)
             except BaseException as error:
-                loop.call_soon_threadsafe(settle, None, error)
+                back(settle, None, error)
             else:
-                loop.call_soon_threadsafe(settle, take_dropped_oneway(), None)
+                back(settle, take_dropped_oneway(), None)
 
         workers = pool()
         if workers is None:
@@ -98,7 +132,7 @@ def _coroutine_serving(name: str, service: ModuleType, info: MethodInfo) -> Call
         args = args_class()
         args.read(iprot)
         iprot.readMessageEnd()
-        pending = getattr(processor._handler, name)(*[getattr(args, field) for field in fields])
+        pending = getattr(processor._handler, name)(*map(getattr, itertools.repeat(args), fields))
         return _reply(pending, info, seqid, oprot)
 
     return serve

@@ -7,16 +7,19 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 from thrift.protocol.TProtocol import TProtocolException
+from thrift.Thrift import TApplicationException
 from thrift.transport.TTransport import TTransportException
 
 from ..config import ServerLimits
 from ..wire import SNIFF_BYTES, Dialect, DialectKind, FramerLimits, MessageFramer, sniff, write_refusal
+from ..wire.http import response_bytes
 from .pipe import MemoryPipe
+from .stream import SocketStream
 
-__all__ = ["Stream", "open_stream", "refuse", "send_last", "READ_CHUNK"]
+__all__ = ["Stream", "answer_full", "open_stream", "refuse", "send_last", "READ_CHUNK"]
 
 #: Each read asks for at most this much.
 READ_CHUNK = 64 * 1024
@@ -26,7 +29,8 @@ _DISCARD_BYTES = 64 * 1024 * 1024
 #: While a peer has sent too few bytes to tell TLS from plain, its socket is peeked again this often.
 _PEEK_AGAIN = 0.01
 
-Stream = Tuple[asyncio.StreamReader, asyncio.StreamWriter]
+#: A connection's reader and writer (a ``SocketStream`` both, or zlib's ``InflatingReader`` and ``DeflatingWriter``).
+Stream = Tuple[Any, Any]
 
 
 async def open_stream(sock: socket.socket, tls: Optional[ssl.SSLContext],
@@ -35,8 +39,7 @@ async def open_stream(sock: socket.socket, tls: Optional[ssl.SSLContext],
     (``loop.time()``). Returns the stream, the client certificate's common name ("" without one,
     None without TLS) and, for a peer that failed TLS or sent plain bytes to the TLS port, why."""
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=READ_CHUNK)
-    protocol = asyncio.StreamReaderProtocol(reader)
+    stream = SocketStream(loop, 2 * READ_CHUNK)
     wrap = tls
     if tls is not None:
         first = await _peek(sock, deadline)
@@ -45,18 +48,17 @@ async def open_stream(sock: socket.socket, tls: Optional[ssl.SSLContext],
             wrap = None  # a plain client on the TLS port: told so in plain
     try:
         transport, _ = await loop.connect_accepted_socket(
-            lambda: protocol, sock, ssl=wrap, ssl_handshake_timeout=max(deadline - loop.time(), 0.001) if wrap else None)
+            lambda: stream, sock, ssl=wrap, ssl_handshake_timeout=max(deadline - loop.time(), 0.001) if wrap else None)
     except (OSError, ValueError, asyncio.TimeoutError) as error:  # ssl.SSLError is an OSError
         sock.close()
         raise ConnectionError(f"TLS handshake failed: {error}") from error
-    writer = asyncio.StreamWriter(transport, protocol, reader, loop)
     if tls is None:
-        return (reader, writer), None, None
+        return (stream, stream), None, None
     if wrap is None:
-        return (reader, writer), None, "this server requires TLS"
+        return (stream, stream), None, "this server requires TLS"
     certificate = transport.get_extra_info("peercert")
     subject = dict(item for rdn in (certificate or {}).get("subject", ()) for item in rdn)
-    return (reader, writer), subject.get("commonName", ""), None
+    return (stream, stream), subject.get("commonName", ""), None
 
 
 async def _peek(sock: socket.socket, deadline: float) -> bytes:
@@ -108,6 +110,30 @@ async def refuse(stream: Stream, received: bytes, dialect: Optional[Dialect], ki
     await send_last(stream, pipe.take_output(), deadline)
 
 
+async def answer_full(sock: socket.socket, message: str, limits: ServerLimits) -> None:
+    """Tells a newcomer to a full server ``message`` in its own dialect (within a second): Thrift over
+    HTTP a 503 with Retry-After, a Thrift client an exception to its first call; then closes."""
+    loop = asyncio.get_running_loop()
+    try:
+        stream, _, _ = await open_stream(sock, None, loop.time() + 1.0)
+    except ConnectionError:  # gone already (open_stream closed the socket)
+        return
+    try:
+        async with asyncio.timeout(1.0):
+            first = await stream[0].read(READ_CHUNK)
+        dialect = sniff(first) if first else None
+        if dialect is not None and dialect.kind is DialectKind.HTTP:  # Thrift over HTTP: a 503
+            await send_last(stream, response_bytes(503, f"{message}\n".encode(), "text/plain; charset=utf-8",
+                                                   keep_alive=False, headers=[("Retry-After", "1")]))
+        elif dialect is not None and dialect.kind in (DialectKind.THRIFT, DialectKind.HEADER,
+                                                     DialectKind.FRAMED_HEADER):
+            await refuse(stream, first, dialect, TApplicationException.INTERNAL_ERROR, message, limits)
+    except (OSError, TimeoutError):
+        pass
+    finally:
+        stream[1].close()
+
+
 async def send_last(stream: Stream, data: bytes, deadline: Optional[float] = None) -> None:
     """Writes a connection's last ``data``, then reads and drops the peer's input until it closes (by
     ``deadline``, else for a second, and at most 64 MiB), so that closing does not reset a peer still
@@ -132,7 +158,7 @@ async def send_last(stream: Stream, data: bytes, deadline: Optional[float] = Non
         pass
 
 
-async def _first_message(reader: asyncio.StreamReader, received: bytes, framer: MessageFramer,
+async def _first_message(reader: Any, received: bytes, framer: MessageFramer,
                          deadline: float) -> bytes:
     """``received`` and what follows until the first message is whole (or refused, or time is up)."""
     collected, chunk = bytearray(received), received

@@ -14,6 +14,8 @@ from thrift.transport.TTransport import TTransportBase, TTransportException
 
 __all__ = ["MemoryPipe"]
 
+_NOTHING = memoryview(b"")
+
 
 class MemoryPipe(TTransportBase):
     """Stands in for a socket under a Thrift transport: reads what ``feed`` gave, collects what is written."""
@@ -38,7 +40,10 @@ class MemoryPipe(TTransportBase):
     def read(self, sz: int) -> bytes:
         if not self._input:  # a whole message was fed: reading past it means it was cut short
             raise TTransportException(TTransportException.END_OF_FILE, "the message ended before it was complete")
-        data, self._input = self._input[:sz], self._input[sz:]
+        if sz >= len(self._input):  # all of it (the usual read): the message is no longer held
+            data, self._input = self._input, _NOTHING
+        else:
+            data, self._input = self._input[:sz], self._input[sz:]
         return bytes(data)
 
     def write(self, buf: bytes) -> None:
@@ -48,4 +53,4 @@ class MemoryPipe(TTransportBase):
         pass
 
     def close(self) -> None:
-        self._input = memoryview(b"")
+        self._input = _NOTHING

@@ -14,37 +14,35 @@ loop. Messages of one connection are served in order.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
+import contextvars
+import functools
 import logging
 import socket
 import ssl
-import sys
 import time
 from types import ModuleType
 from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
 
-from thrift.Thrift import TApplicationException
 
 from ..config import ServerConfig
-from ..contract import MethodInfo, describe_service, service_of
+from ..contract import service_of
 from ..decoded_budget import DecodedBudget
 from ..gate import SessionProcessor, format_peer
 from ..metrics import ServerMetrics
 from ..peerlog import WarningBudget, clip_for_log
 from ..pool import WorkerPool
-from ..server.admission import evict_for_another_host, eviction_candidates
 from ..server.handler_errors import install_handler_error_filter
-from ..server.outcome import evicted_as, session_summary
+from ..server.outcome import session_summary
 from ..server.connection import ConnectionInfo
 from ..server.unix import listen_unix, remove_unix
 from ..server.server import ServerFacts, session_settings
 from ..states import SESSION_METHODS, ConnectionPhase
-from ..wire import DialectKind, no_delay, server_tls_context, sniff
-from ..wire.http import response_bytes
+from ..wire import no_delay, server_tls_context
 from .connection import AsyncConnection
 from .handlers import awaiting_processor, pool_offload
-from .opening import open_stream, refuse, send_last, READ_CHUNK
+from .admission import AsyncAdmission
+from .opening import open_stream
 
 __all__ = ["AsyncHandshakeServer"]
 
@@ -58,10 +56,8 @@ _ABORT_WAIT = 2.0
 _ABORT_REPLY_WAIT = 0.5
 #: How often the deadlines of reads and drains are checked (they end at most this late).
 _SWEEP_EVERY = 0.1
-#: At most this many "server full" answers are written at once; beyond, newcomers are just closed.
-_MAX_REFUSALS = 64
-#: How long a sibling worker's request for room waits for this loop (the sibling waits 0.1 s in all).
-_SIBLING_WAIT = 0.08
+#: Where a connection task's done callback runs (it reads no context variable).
+_NO_CONTEXT = contextvars.Context()
 
 
 class AsyncHandshakeServer(ServerFacts):
@@ -102,7 +98,7 @@ class AsyncHandshakeServer(ServerFacts):
 
         def awaiting(each: Any, module: ModuleType) -> Any:
             generated = module.Processor(each)
-            return awaiting_processor(generated, module, _methods(generated), skip, offload)
+            return awaiting_processor(generated, module, skip, offload)
 
         processor: Any = ({name: awaiting(each, module) for name, (each, module) in self.services.items()}
                           if self.services else awaiting(handler, self.service))
@@ -119,7 +115,6 @@ class AsyncHandshakeServer(ServerFacts):
         self._accepting: Optional[asyncio.Task] = None
         self._sweeping: Optional[asyncio.Task] = None
         self._connections: Dict[AsyncConnection, asyncio.Task] = {}
-        self._refusals: Set[asyncio.Task] = set()
         self._callbacks: List[Callable[[float], None]] = []
         self._grace: Optional[float] = None
         self._stop_requested = False
@@ -127,9 +122,9 @@ class AsyncHandshakeServer(ServerFacts):
         self._stopping: Optional[asyncio.Task] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._http_origins: Set[str] = set(self.config.http_origins)
-        #: With workers (``workers.Supervisor`` sets it): asks the sibling workers to close a connection of
-        #: theirs for a newcomer from a host, when this one has nothing to evict; blocks (run off the loop).
-        self.ask_siblings: Optional[Callable[[str], bool]] = None
+        #: Who gets in when the service is full (with workers, ``workers.Supervisor`` joins it to the siblings').
+        self.admission = AsyncAdmission(self.config, self.metrics, self._warnings, self._connections,
+                                        self._tls is not None)
 
     # -- what it is -------------------------------------------------------------------------------
 
@@ -198,7 +193,7 @@ class AsyncHandshakeServer(ServerFacts):
         self._bound_port = 0 if self.config.unix_socket is not None else sock.getsockname()[1]
         self._stopped = asyncio.Event()
         self._grace_over = asyncio.Event()
-        self._loop = asyncio.get_running_loop()
+        self._loop = self.admission.loop = asyncio.get_running_loop()
         self._pool = WorkerPool(f"thrift-handshake-aio:{self._bound_port}", self.config.limits.max_threads)
         self._accepting = asyncio.get_running_loop().create_task(self._accept_loop())
         self._sweeping = asyncio.get_running_loop().create_task(self._sweep())
@@ -274,7 +269,7 @@ class AsyncHandshakeServer(ServerFacts):
             for connection in list(self._connections):
                 connection.stop()
             callbacks = [loop.create_task(on_stop(callback, grace)) for callback in self._callbacks]
-            if await _all_done(list(self._connections.values()) + list(self._refusals) + callbacks, grace,
+            if await _all_done(list(self._connections.values()) + list(self.admission.refusals) + callbacks, grace,
                                self._grace_over):
                 return
             logger.warning("grace period over: closing %d connections", len(self._connections))
@@ -283,9 +278,9 @@ class AsyncHandshakeServer(ServerFacts):
             await _all_done(list(self._connections.values()), _ABORT_REPLY_WAIT)  # those answers go out
             for connection in list(self._connections):
                 connection.stop(force=True)
-            for task in self._refusals:
+            for task in self.admission.refusals:
                 task.cancel()
-            await _all_done(list(self._connections.values()) + list(self._refusals), _ABORT_WAIT)
+            await _all_done(list(self._connections.values()) + list(self.admission.refusals), _ABORT_WAIT)
         finally:
             closers.close()
             self._pool.close()
@@ -321,63 +316,20 @@ class AsyncHandshakeServer(ServerFacts):
             peer = self.endpoint if self._unix_file is not None else format_peer(address)
             here = len(self._connections)
             open_now = self.metrics.open_everywhere(here)  # here, unless workers share the limit
-            if open_now >= self.config.limits.max_connections and not await self._room_for(peer.rsplit(":", 1)[0]):
-                self._refuse_full(sock, peer, open_now)
+            if open_now >= self.config.limits.max_connections and not await self.admission.room_for(
+                    peer.rsplit(":", 1)[0]):
+                self.admission.refuse_full(sock, peer, open_now)
                 continue
             connection = AsyncConnection(self.config, self.processor, self._warnings, peer, loop.time())
             connection.sock = sock
             connection.http_origins = self._http_origins
             connection.task = self._connections[connection] = loop.create_task(self._serve(connection, sock))
             self.metrics.opened_or_closed(len(self._connections))
-            connection.task.add_done_callback(lambda _, c=connection, s=sock: self._never_served(c, s))
+            connection.task.add_done_callback(functools.partial(self._never_served, connection, sock),
+                                              context=_NO_CONTEXT)  # (else a copy of this one per connection)
             logger.debug("accepted peer=%s", peer)
 
-    async def _room_for(self, newcomer_host: str) -> bool:
-        """Whether room was made for a newcomer to the full service: here, else by a sibling worker."""
-        if self._make_room_here(newcomer_host):
-            return True
-        ask = self.ask_siblings
-        return ask is not None and await asyncio.get_running_loop().run_in_executor(None, ask, newcomer_host)
-
-    def make_room_for_sibling(self, newcomer_host: str) -> bool:
-        """A sibling worker's newcomer from ``newcomer_host`` found the service full: makes room here as
-        for a newcomer of this worker's own (called from another thread; waits for the loop briefly)."""
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return False
-
-        async def make_room() -> bool:
-            return self._make_room_here(newcomer_host)
-
-        try:
-            asked = asyncio.run_coroutine_threadsafe(make_room(), loop)
-        except RuntimeError:  # the loop stopped
-            return False
-        try:
-            return asked.result(_SIBLING_WAIT)
-        except concurrent.futures.TimeoutError:  # a busy loop: not later either (the sibling stopped waiting)
-            asked.cancel()
-            return False
-
-    def _make_room_here(self, newcomer_host: str) -> bool:
-        here = len(self._connections)
-        open_now = self.metrics.open_everywhere(here)
-        return self._make_room(asyncio.get_running_loop().time(), newcomer_host,
-                               here / open_now if open_now > here else 1.0)
-
-    def _make_room(self, now: float, newcomer_host: str, part: float) -> bool:
-        """Evicts a connection for a newcomer to a full server, as the threaded server chooses (the
-        oldest without a session, or silent; without hello, the idle longest; else what a host over its
-        share gives up for a newcomer from another host); whether one made room."""
-        limits = self.config.limits
-        for connection in eviction_candidates(self._connections, now, self.config):
-            if connection.evict():
-                self._warnings.warning("evicted peer=%s: %s and the server is full (max_connections %d)",
-                                       connection.peer, evicted_as(self.config.handshake), limits.max_connections)
-                return True
-        return evict_for_another_host(self._connections, self.config, newcomer_host, self._warnings, part)
-
-    def _never_served(self, connection: AsyncConnection, sock: socket.socket) -> None:
+    def _never_served(self, connection: AsyncConnection, sock: socket.socket, _: Any) -> None:
         """A task cancelled (by the stop) before it began: its socket is closed here."""
         if connection in self._connections and not connection.begun:
             moved = self.metrics.socket_closing(sock)
@@ -425,38 +377,6 @@ class AsyncHandshakeServer(ServerFacts):
         log = self._warnings.warning if event != "closed" else self._warnings.info if guess else logger.info
         log("%s peer=%s session=%s%s: %s", event, connection.peer, state and state.context.session_id, summary, reason)
 
-    def _refuse_full(self, sock: socket.socket, peer: str, open_now: int) -> None:
-        """Tells a newcomer the server is full, in its own framing (bounded: beyond, just closed)."""
-        message = f"server full: {open_now} connections (max_connections); try again later"
-        self._warnings.warning("refused peer=%s: %s", peer, message)
-        if len(self._refusals) >= _MAX_REFUSALS or self._tls is not None:
-            sock.close()
-            return
-        task = asyncio.get_running_loop().create_task(self._answer_full(sock, message))
-        self._refusals.add(task)
-        task.add_done_callback(self._refusals.discard)
-
-    async def _answer_full(self, sock: socket.socket, message: str) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            stream, _, _ = await open_stream(sock, None, loop.time() + 1.0)
-        except ConnectionError:  # gone already (open_stream closed the socket)
-            return
-        try:
-            async with asyncio.timeout(1.0):
-                first = await stream[0].read(READ_CHUNK)
-            dialect = sniff(first) if first else None
-            if dialect is not None and dialect.kind is DialectKind.HTTP:  # Thrift over HTTP: a 503
-                await send_last(stream, response_bytes(503, f"{message}\n".encode(), "text/plain; charset=utf-8",
-                                                       keep_alive=False, headers=[("Retry-After", "1")]))
-            elif dialect is not None and dialect.kind in (DialectKind.THRIFT, DialectKind.HEADER,
-                                                         DialectKind.FRAMED_HEADER):
-                await refuse(stream, first, dialect, TApplicationException.INTERNAL_ERROR, message,
-                             self.config.limits)
-        except (OSError, TimeoutError):
-            pass
-        finally:
-            stream[1].close()
 
 
 async def _all_done(tasks: List[Any], timeout: float, cut_short: Optional[asyncio.Event] = None) -> bool:
@@ -471,8 +391,3 @@ async def _all_done(tasks: List[Any], timeout: float, cut_short: Optional[asynci
     for task in waiting:
         task.cancel()
     return all(task.done() for task in tasks)
-
-
-def _methods(processor: Any) -> Dict[str, MethodInfo]:
-    """The methods of the service ``processor`` (a generated Processor) serves."""
-    return describe_service(sys.modules[type(processor).__module__])

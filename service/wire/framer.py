@@ -16,6 +16,11 @@ core here): a frame about 2 us whatever its size; an unframed message about 0.5 
 or length walked (a list, set or map of fixed-width values is one step): 75 us for the 509-byte
 ``AllTypes`` of the tests in binary. Inside a frame nothing is walked: the decoder's limits apply there.
 
+An unframed binary message already whole when it is looked at, with no ``max_decoded_bytes`` to price
+it against, is cut by the C decoder instead (its skip, within the same string, container and depth
+limits, ``_WholeInC``): about 2 us instead of the walk's 0.5 us per step; anything else it meets (too
+few bytes, a refusal) is left to the walk, which words the refusal.
+
 Refusals, as the server's own stack raises them:
 - a frame longer than its limit: ``FrameTooLarge`` (with the message's name and seqid when the bytes
   already received hold its header); an unframed message past ``max_message_bytes``: ``BudgetExceeded``;
@@ -34,6 +39,7 @@ be trusted from there on. Messages whole before it are handed out first.
 from __future__ import annotations
 
 import dataclasses
+import io
 import struct
 from typing import Callable, Generator, List, Optional, Tuple
 
@@ -47,6 +53,11 @@ from .json_framing import JsonMessageEnd
 from .price import (COMPACT_VARINT_PRICES, LIST_PRICE, MAP_ENTRY_PRICE, MAP_PRICE, SCALAR_PRICES, STRING_PRICE,
                     STRUCT_PRICE, slot_price)
 from .protocols import message_header
+
+try:
+    from thrift.protocol import fastbinary
+except ImportError:  # pure Python Thrift: every message is walked
+    fastbinary = None
 
 __all__ = ["FramerLimits", "MessageFramer", "frame_limit"]
 
@@ -77,6 +88,13 @@ _BINARY_FLOORS = {**SCALAR_PRICES, TType.STRING: STRING_PRICE, TType.STRUCT: STR
                   TType.SET: LIST_PRICE, TType.MAP: MAP_PRICE}
 _COMPACT_FLOORS = {**_COMPACT_PRICES, _C_BINARY: STRING_PRICE, _C_STRUCT: STRUCT_PRICE, _C_LIST: LIST_PRICE,
                    _C_SET: LIST_PRICE, _C_MAP: MAP_PRICE}
+
+
+#: The C decoder's own depth limit (structs and containers, the arguments struct included).
+_C_MAX_DEPTH = 64
+#: At most this much of the buffer is handed to the C decoder per message (a longer message is walked).
+_C_WINDOW = 64 * 1024
+_TWO_I32 = struct.Struct("!ii")
 
 
 def frame_limit(max_message_bytes: int) -> int:
@@ -122,6 +140,9 @@ class MessageFramer:
         self._need = 0  # bytes the walk's next step needs from _position
         self._error: Optional[Exception] = None
         self._price_limit = (1 << 62) if limits.max_decoded_bytes is None else limits.max_decoded_bytes
+        self._whole_in_c = (_WholeInC(limits) if fastbinary is not None and wire.transport == "buffered"
+                            and wire.protocol == "binary" and limits.max_decoded_bytes is None
+                            and limits.max_depth >= _C_MAX_DEPTH else None)
         #: What the message being walked (or the last one handed out) takes decoded, at least (``wire.price``).
         self.price = 0
 
@@ -190,6 +211,11 @@ class MessageFramer:
         if walk is None:
             if len(buffer) == self._start:
                 return None
+            if self._whole_in_c is not None:
+                end = self._whole_in_c.end(buffer, self._start)
+                if end is not None:
+                    self.price = 0  # not priced: nothing asked for it
+                    return end
             self._position = self._start
             self.price = 0
             walk = self._walk = self._message()
@@ -440,3 +466,43 @@ class MessageFramer:
             yield from self._elements(size, types, depth, _COMPACT_WIDTHS, _COMPACT_FLOORS, self._compact_value)
         else:
             raise TProtocolException(TProtocolException.INVALID_DATA, f"Unknown compact type id {ctype}")
+
+
+class _Skipped:
+    """What the C decoder fills in while skipping every field (nothing)."""
+
+
+class _WholeInC:
+    """The end of an unframed binary message whole in a buffer, found by the C decoder skipping its
+    arguments (as both the protocol and the transport ``fastbinary.decode_binary`` reads from), within
+    ``limits``; None when it is not whole there or anything is wrong with it (the walk then says what)."""
+
+    __slots__ = ("_most", "string_length_limit", "container_length_limit", "trans", "cstringio_buf")
+    _SPEC = [_Skipped, ()]  # a struct without fields: every field is skipped
+
+    def __init__(self, limits: FramerLimits) -> None:
+        self._most = limits.max_message_bytes
+        self.string_length_limit = limits.max_message_bytes
+        self.container_length_limit = 0x7FFFFFFF if limits.max_container_items is None else limits.max_container_items
+        self.trans = self
+        self.cstringio_buf: Optional[io.BytesIO] = None
+
+    def cstringio_refill(self, partialread: bytes, reqlen: int) -> io.BytesIO:
+        raise EOFError()  # not whole here
+
+    def end(self, buffer: bytearray, start: int) -> Optional[int]:
+        if len(buffer) - start < 13:
+            return None
+        header, size = _TWO_I32.unpack_from(buffer, start)
+        if header & _BINARY_VERSION_MASK != _BINARY_VERSION_1 or not 0 <= size <= self._most:
+            return None
+        at = start + 12 + size  # past the header, the name and the seqid: the arguments
+        self.cstringio_buf = read = io.BytesIO(buffer[at:at + _C_WINDOW])
+        try:
+            fastbinary.decode_binary(_Skipped(), self, self._SPEC)
+        except Exception:  # not whole, or refused: the walk decides
+            return None
+        finally:
+            self.cstringio_buf = None
+        end = at + read.tell()
+        return end if end - start <= self._most else None
