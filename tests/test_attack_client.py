@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -149,6 +150,11 @@ def test_an_ipv6_client_accepts_the_url_form_and_names_its_peer_unambiguously(st
     with Client(host, server.port, service=HandshakeService) as client:
         assert client.echo("v6") == "v6"
     assert next(iter(client.timeline)).name == f"[::1]:{server.port}"
+
+
+@pytest.mark.parametrize("host, kept", [("[::1]", "::1"), ("[::1", "[::1"), ("::1]", "::1]"), ("[]x", "[]x")])
+def test_a_host_loses_its_brackets_only_when_it_has_both(host, kept):
+    assert Client(host, 9090, service=HandshakeService).host == kept
 
 
 FILES_IDL = """include "session.thrift"
@@ -326,6 +332,13 @@ def test_a_service_that_is_not_a_generated_module_is_named():
         Client("127.0.0.1", 9090, service=HandshakeService.Iface)
     with pytest.raises(TypeError, match=r"^options must be a ClientOptions, not \{'client_name': 'me'\}$"):
         Client("127.0.0.1", 9090, {"client_name": "me"}, service=HandshakeService)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("service", [types.ModuleType("no_iface"), types.SimpleNamespace(Iface=object, Client=object),
+                                     types.SimpleNamespace(Client=object)], ids=["module", "namespace", "client-only"])
+def test_a_service_must_be_a_module_with_both_iface_and_client(service):
+    with pytest.raises(TypeError, match=r"^service must be a generated service module"):
+        Client("127.0.0.1", 9090, service=service)
 
 
 class SessionIds(Interceptor):

@@ -8,7 +8,9 @@ import pytest
 from conftest import eventually
 
 from thrift_handshake import Client, ConnectionBroken, ServerLimits
+from thrift_handshake.client_core import idle_error, idle_limit
 from thrift_handshake_gen import HandshakeService
+from thrift_handshake_gen.session.ttypes import ServerHello
 
 
 def test_the_idle_error_names_the_servers_limit_in_seconds_and_idle_time_counts_from_the_last_call(start_server):
@@ -43,3 +45,15 @@ def test_timeline_starts_count_from_the_clients_epoch(start_server):
         client.echo("x")
     for record in client.timeline:
         assert made <= client.epoch + record.start <= time.perf_counter()
+
+
+@pytest.mark.parametrize("idle_timeout_ms, seconds", [(1, 0.001), (1500, 1.5), (0, None), (-1, None), (None, None)])
+def test_the_idle_limit_is_the_servers_idle_timeout_in_seconds_and_none_without_one(idle_timeout_ms, seconds):
+    assert idle_limit(ServerHello(idle_timeout_ms=idle_timeout_ms)) == seconds
+
+
+def test_a_session_idle_for_exactly_the_servers_limit_is_past_it():
+    assert idle_error("echo", 1.4999, 1.5) is None
+    assert str(idle_error("echo", 1.5, 1.5)) == ("echo: the session was idle 1.5 s and the server closes sessions idle "
+                                                 "for 1.5 s; call reconnect()")
+    assert idle_error("echo", 99.0, None) is None

@@ -549,6 +549,14 @@ def test_a_call_without_timeout_is_not_cut_by_the_handshake_timeout(server):
         assert client.echo("after") == "after"
 
 
+def test_a_client_without_a_connect_timeout_connects_and_keeps_its_record(server):
+    options = ClientOptions(timeouts=Timeouts(connect=None))
+    with Client("127.0.0.1", server.port, options, service=HandshakeService) as client:
+        assert client.echo("no connect timeout") == "no connect timeout"
+        connect = next(iter(client.timeline))
+        assert (connect.phase, connect.error) == ("connect", None)
+
+
 class _Unwritable(AllTypes):
     """Passes the argument check, then fails in the (pure Python) encoder, before any byte is sent."""
 

@@ -14,6 +14,7 @@ from thrift_handshake import (
     Client,
     ClientOptions,
     HandshakeFailed,
+    RetryPolicy,
     ServerFull,
     ServerLimits,
     Timeouts,
@@ -72,6 +73,7 @@ def test_hello_and_the_first_call_are_both_written_before_either_reply_is_read()
         assert client.phase is Phase.READY and client.session_id == "s"
         handshake, call = client.timeline[1], client.timeline[2]
         assert (handshake.phase, handshake.name, handshake.pipelined) == ("handshake", "hello", True)
+        assert (call.phase, call.name, call.pipelined) == ("call", "echo", False)  # only hello is pipelined
         assert (handshake.bytes_in, call.bytes_in) == (len(hello), len(echo)), "replies read together, counted apart"
         assert "pipelined" in format_table(client.timeline).splitlines()[3]
         client._close_transport()
@@ -181,6 +183,21 @@ def test_a_full_server_is_server_full_at_the_first_call(start_server):
             client.echo("x")
         assert client.phase is Phase.CLOSED
         assert holder.echo("still served") == "still served"
+
+
+def test_a_retried_method_the_full_server_refused_at_the_first_call_connects_again_at_the_next(start_server):
+    """The refusal closes the connection (CLOSED, refused): the next call of a method the retry policy
+    covers reconnects first, even when the refused call had no attempt left."""
+    server = start_server(limits=ServerLimits(max_connections=1))
+    holder = Client("127.0.0.1", server.port, service=HandshakeService)
+    holder.connect()
+    client = _pipelined(server.port, retry=RetryPolicy(idempotent={"echo"}, attempts=1))
+    with pytest.raises(ServerFull, match="server full"):
+        client.echo("x")
+    holder.close()
+    assert eventually(lambda: server.connection_count == 0)
+    assert client.echo("y") == "y"
+    client.close()
 
 
 def _server_warnings(caplog) -> List[str]:

@@ -12,7 +12,7 @@ from thrift.protocol.TProtocol import TProtocolBase
 from thrift.Thrift import TType
 from thrift.transport.TTransport import TMemoryBuffer
 
-from test_framer import RICH
+from test_framer import RICH, _binary_call, _compact_call
 
 from thrift_handshake import Wire
 from thrift_handshake.wire import DecodedSizeRefused, FramerLimits, MessageFramer
@@ -130,3 +130,41 @@ def test_a_container_whose_elements_cannot_fit_is_refused_from_its_header_before
     framer = MessageFramer(Wire(protocol), FramerLimits(1 << 20, max_decoded_bytes=100_000))
     with pytest.raises(DecodedSizeRefused):
         framer.feed(message[:header_end + 1])
+
+
+def _empty_strings_last(out: TProtocolBase) -> None:
+    """Arguments {1: list<binary> of three empty strings}: the message's price is reached by its last
+    container exactly at the least its elements can cost."""
+    out.writeStructBegin("args")
+    out.writeFieldBegin("blobs", TType.LIST, 1)
+    out.writeListBegin(TType.STRING, 3)
+    for _ in range(3):
+        out.writeBinary(b"")
+    out.writeListEnd()
+    out.writeFieldEnd()
+    out.writeFieldStop()
+    out.writeStructEnd()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_container_that_reaches_max_decoded_bytes_exactly_at_its_least_price_is_charged_once(protocol):
+    message, body = _call(protocol, _empty_strings_last)
+    price = PROTOCOLS[protocol][1](body, UNCAPPED)
+    framer = MessageFramer(Wire(protocol), FramerLimits(1 << 20, max_decoded_bytes=price))
+    assert framer.feed(message) == [message]
+    assert framer.price == price
+    with pytest.raises(DecodedSizeRefused):
+        MessageFramer(Wire(protocol), FramerLimits(1 << 20, max_decoded_bytes=price - 1)).feed(message)
+
+
+def test_a_uuid_costs_nothing_decoded_in_either_protocol_as_wire_price_has_no_price_for_it():
+    uuid = bytes(range(16))
+    prices = []
+    for wire, call in ((Wire("binary"), _binary_call), (Wire("compact"), _compact_call)):
+        empty = call(b"\x00")
+        with_uuid = call(b"\x10\x00\x01" + uuid + b"\x00" if wire.protocol == "binary" else b"\x1d" + uuid + b"\x00")
+        for message in (empty, with_uuid):
+            framer = MessageFramer(wire, FramerLimits(1 << 20, max_decoded_bytes=UNCAPPED))
+            assert framer.feed(message) == [message]
+            prices.append(framer.price)
+    assert len(set(prices)) == 1, prices

@@ -13,7 +13,7 @@ import time
 import pytest
 from conftest import encode_call, eventually
 
-from thrift_handshake import Client, ClientOptions, ClientPhase, ServerFull, ServerLimits, Timeouts
+from thrift_handshake import Client, ClientOptions, ClientPhase, RetryPolicy, ServerFull, ServerLimits, Timeouts
 from thrift_handshake.demo import HandshakeHandler
 from thrift_handshake_gen import HandshakeService
 
@@ -58,6 +58,35 @@ def test_a_full_server_without_hello_says_so_and_the_client_raises_server_full(s
         handler.release.set()
         caller.join(10)
         busy.close()
+
+
+def test_a_retried_method_refused_by_a_full_server_connects_again_at_its_next_call(start_server):
+    """The refusal leaves the newcomer CLOSED and refused: the next call of a method its retry policy
+    covers connects again first, even when the refused call had no attempt left."""
+    handler = BlockingEcho()
+    server = start_server(handler, handshake=False, limits=ServerLimits(max_connections=1))
+    busy = _plain_client(server.port)
+    busy.connect()
+    caller = threading.Thread(target=busy.echo, args=("block",))
+    caller.start()
+    options = ClientOptions(handshake=False, timeouts=Timeouts(connect=5, call=10),
+                            retry=RetryPolicy(idempotent={"echo"}, attempts=1))
+    newcomer = Client("127.0.0.1", server.port, options, service=HandshakeService)
+    try:
+        assert handler.entered.wait(5)
+        newcomer.connect()
+        with pytest.raises(ServerFull, match="server full"):
+            newcomer.echo("let me in")
+        handler.release.set()
+        caller.join(10)
+        busy.close()
+        assert eventually(lambda: server.connection_count == 0)
+        assert newcomer.echo("now") == "now"
+    finally:
+        handler.release.set()
+        caller.join(10)
+        busy.close()
+        newcomer.close()
 
 
 def test_the_plain_connection_idle_longest_makes_room_for_a_newcomer(start_server, caplog):

@@ -158,3 +158,77 @@ def test_json_like_garbage_is_refused_with_the_wires_errors_or_awaited(data, cut
     awaited, or a wire error (never another exception)."""
     assert_prefixes_or_refused(MessageFramer(JSON, FramerLimits(4096, max_container_items=50, max_depth=8)),
                                _tricky_echo() + b"[" + data, cut)
+
+
+@pytest.mark.parametrize("data, seen", [(b' [1,"echo"', "b' '"), (b'{"1":2}', "b'{'"), (b"\x00[", "b'\\x00'")])
+def test_a_json_message_not_starting_with_a_bracket_is_refused_naming_its_first_byte(data, seen):
+    refused = _refused(data)
+    assert str(refused) == f"a JSON message starts with '[', not {seen}"
+
+
+def test_too_deep_json_is_refused_naming_the_bound_in_brackets_and_levels():
+    refused = _refused(_nested(JSON, 64, TType.STRUCT))
+    assert str(refused) == "JSON nested deeper than 129 brackets (64 structs and containers)"
+    assert MessageFramer(JSON, FramerLimits(1 << 20, max_depth=3)).feed(b"[" * 7) == []  # awaited
+    refused = _refused(b"[" * 8, FramerLimits(1 << 20, max_depth=3))
+    assert str(refused) == "JSON nested deeper than 7 brackets (3 structs and containers)"
+
+
+def test_a_scanner_made_alone_holds_the_framers_default_depth():
+    deepest = _nested(JSON, 63, TType.STRUCT)
+    assert JsonMessageEnd().scan(deepest, 0) == (len(deepest), True)
+    with pytest.raises(TProtocolException) as refused:
+        JsonMessageEnd().scan(_nested(JSON, 64, TType.STRUCT), 0)
+    assert refused.value.type == TProtocolException.DEPTH_LIMIT
+
+
+@pytest.mark.parametrize("body", [b'{"lst":["i32"]}', b'{"map":["str","i32"]}', b'{"lst":["i32","x"]}',
+                                  b'{"lst":["i32",]}', b'{"map":["str","i32","x",5000,{}]}'])
+def test_a_container_header_without_a_count_is_left_to_the_decoder(body):
+    """A malformed header (no count after the type names) is not awaited: the message is cut at its
+    closing bracket, whole, and the decoder refuses it."""
+    data = b'[1,"echo",1,1,{"1":' + body + b"}]"
+    assert MessageFramer(JSON, LIMITS).feed(data) == [data]
+
+
+def test_only_an_arrays_first_strings_are_type_names_an_objects_keys_are_not():
+    """``{"1",5,"2"}`` is not JSON, and not a container's header either: its 5 is not a count."""
+    data = b'[1,"echo",1,1,{"1",5,"2"}]'
+    assert MessageFramer(JSON, FramerLimits(1 << 20, max_container_items=2)).feed(data) == [data]
+    data = b'[1,"echo",1,1,{"1",-5,"2"}]'
+    assert MessageFramer(JSON, LIMITS).feed(data) == [data]
+
+
+@pytest.mark.parametrize("header", [b'"str","', b'"'], ids=["map", "list"])
+@pytest.mark.parametrize("type_name", [b"", b"i", b"i32"])
+def test_a_type_name_of_any_length_is_read_to_its_quote_and_the_count_judged(header, type_name):
+    data = b'[1,"echo",1,1,{"1":{"map":[' + header + type_name + b'",2,{}]}}]'
+    assert MessageFramer(JSON, LIMITS).feed(data) == [data]
+    refused = _refused(data, FramerLimits(1 << 20, max_container_items=1))
+    assert refused.type == TProtocolException.SIZE_LIMIT and "2 items" in str(refused)
+
+
+def test_a_count_of_twenty_digits_and_a_sign_is_awaited_whole_however_the_bytes_come():
+    data = b'[1,"echo",1,1,{"1":{"lst":["i32",-12345678901234567890,1]}}]'
+    for cut in range(len(data)):
+        framer = MessageFramer(JSON, LIMITS)
+        with pytest.raises(TProtocolException) as refused:
+            framer.feed(data[:cut])
+            framer.feed(data[cut:])
+        assert refused.value.type == TProtocolException.NEGATIVE_SIZE, cut
+
+
+def test_scanning_no_bytes_finds_no_end():
+    assert JsonMessageEnd().scan(b"", 0) == (0, False)
+    assert JsonMessageEnd().scan(b"[1", 2) == (2, False)
+
+
+def test_json_with_spaces_between_its_tokens_is_cut_at_its_closing_bracket():
+    """TJSONProtocol writes no spaces (its decoder refuses them), but the cut does not depend on that."""
+    data = b'[1,"echo",1,1,{"1":{"lst":[ "i32",3,1,2,3]}}]'
+    assert MessageFramer(JSON, LIMITS).feed(data + data) == [data, data]
+
+
+def test_each_json_message_of_a_feed_gets_the_whole_budget():
+    message = _messages(JSON)[1]
+    assert MessageFramer(JSON, FramerLimits(len(message))).feed(message * 3) == [message] * 3

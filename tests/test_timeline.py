@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 
 import pytest
@@ -9,7 +11,7 @@ import pytest
 from thrift.protocol.TBinaryProtocol import TBinaryProtocolAccelerated
 from thrift.transport.TTransport import CReadableTransport
 
-from thrift_handshake import Client, ClientOptions, RemoteApplicationError
+from thrift_handshake import Client, ClientOptions, ConnectionBroken, RemoteApplicationError
 from thrift_handshake.demo import SERVER_TIMED
 from thrift_handshake.timing import Record, Timeline, format_summary, format_table
 from thrift_handshake.wire import accelerated_available
@@ -92,6 +94,34 @@ def test_errors_are_recorded(client):
         client.fail("x")
     record = client.timeline.calls("fail")[-1]
     assert not record.ok and "RemoteApplicationError" in record.error
+
+
+def test_a_call_the_connection_broke_under_is_recorded_failed_within_its_time():
+    """A peer that reads the call and closes: the call's record has the error and lasts no longer than
+    the call did."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(4096)
+    thread = threading.Thread(target=serve)
+    thread.start()
+    client = Client("127.0.0.1", listener.getsockname()[1], ClientOptions(handshake=False), service=HandshakeService)
+    try:
+        client.connect()
+        began = time.perf_counter()
+        with pytest.raises(ConnectionBroken):
+            client.echo("x")
+        took = time.perf_counter() - began
+    finally:
+        client.close()
+        thread.join(5)
+        listener.close()
+    record = client.timeline.calls("echo")[-1]
+    assert not record.ok and "TTransportException" in record.error
+    assert 0 <= record.duration <= took
+    assert began <= client.epoch + record.start <= began + took
 
 
 def test_timeline_is_bounded(server):

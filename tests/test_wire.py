@@ -272,6 +272,8 @@ def test_the_client_reads_no_reply_over_max_reply_bytes(server, wire):
         assert "size exceeded specified limit: 1000" in str(refused.value)
     else:
         assert "Length exceeded max allowed: 1000" in str(refused.value)
+    assert str(refused.value).endswith(": the reply is over this client's limits (ClientOptions.max_reply_bytes=1000 "
+                                       "per string, binary or frame, max_reply_items=1000000 per container)")
     assert client.phase is ClientPhase.BROKEN
 
 
