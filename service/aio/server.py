@@ -26,7 +26,6 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
 
 
 from ..config import ServerConfig
-from ..contract import service_of
 from ..decoded_budget import DecodedBudget
 from ..gate import SessionProcessor, format_peer
 from ..metrics import ServerMetrics
@@ -75,20 +74,7 @@ class AsyncHandshakeServer(ServerFacts):
                  service: Optional[ModuleType] = None, *, services: Optional[Mapping[str, Any]] = None,
                  default_service: Optional[str] = None) -> None:
         self.config = config or ServerConfig()
-        if (handler is None) == (services is None):
-            raise TypeError("AsyncHandshakeServer takes a handler, or several by name (services=...): one of the two")
-        if services is not None:  # several services on one port, by TMultiplexedProtocol's names
-            if not services:
-                raise ValueError("services is empty: name at least one handler")
-            self.services: Dict[str, Tuple[Any, ModuleType]] = {
-                name: (each, service_of(each)) for name, each in services.items()}
-            if default_service is not None and default_service not in self.services:
-                raise ValueError(f"default_service {default_service!r} is not one of {sorted(self.services)}")
-            handler, self.service = self.services[default_service or next(iter(self.services))]  # for the log
-        else:
-            self.service = service or service_of(handler)
-            self.services = {}
-        self.handler = handler
+        self.handler = handler = self._host(handler, services, service, default_service)
         limits = self.config.limits
         self.metrics = ServerMetrics()
         settings = session_settings(self.config)

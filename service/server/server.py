@@ -73,7 +73,7 @@ class ServerFacts:
     their ``config``, ``address``, ``services`` and ``service``."""
 
     config: ServerConfig
-    services: Mapping[str, Any]
+    services: Mapping[str, Tuple[Any, ModuleType]]  # name -> (handler, generated module)
     service: ModuleType
 
     @property
@@ -97,6 +97,24 @@ class ServerFacts:
     def port(self) -> int:
         return self.address[1]
 
+    def _host(self, handler: Any, services: Optional[Mapping[str, Any]], service: Optional[ModuleType],
+              default_service: Optional[str]) -> Any:
+        """Sets ``services`` and ``service`` from a constructor's arguments (one handler, or several by
+        name); returns the handler the log names (the default service's). Raises on a contradiction."""
+        if (handler is None) == (services is None):
+            raise TypeError(f"{type(self).__name__} takes a handler, or several by name (services=...): one of the two")
+        if services is None:
+            self.service = service or service_of(handler)
+            self.services = {}
+            return handler
+        if not services:  # several services on one port, by TMultiplexedProtocol's names
+            raise ValueError("services is empty: name at least one handler")
+        self.services = {name: (each, service_of(each)) for name, each in services.items()}
+        if default_service is not None and default_service not in self.services:
+            raise ValueError(f"default_service {default_service!r} is not one of {sorted(self.services)}")
+        handler, self.service = self.services[default_service or next(iter(self.services))]
+        return handler
+
 
 class HandshakeServer(TThreadedServer, ServerFacts):
     """A TThreadedServer hosting ``handler``'s service behind a SessionProcessor, with limits and a stop.
@@ -116,22 +134,9 @@ class HandshakeServer(TThreadedServer, ServerFacts):
                  service: Optional[ModuleType] = None, *, services: Optional[Mapping[str, Any]] = None,
                  default_service: Optional[str] = None) -> None:
         self.config = config or ServerConfig()
-        if (handler is None) == (services is None):
-            raise TypeError("HandshakeServer takes a handler, or several by name (services=...): one of the two")
-        if services is not None:  # several services on one port, by TMultiplexedProtocol's names
-            if not services:
-                raise ValueError("services is empty: name at least one handler")
-            self.services: Dict[str, Tuple[Any, ModuleType]] = {
-                name: (each, service_of(each)) for name, each in services.items()}
-            if default_service is not None and default_service not in self.services:
-                raise ValueError(f"default_service {default_service!r} is not one of {sorted(self.services)}")
-            handler, self.service = self.services[default_service or next(iter(self.services))]  # for the log
-            processor: Any = {name: module.Processor(each) for name, (each, module) in self.services.items()}
-        else:
-            self.service = service or service_of(handler)
-            self.services = {}
-            processor = self.service.Processor(handler)
-        self.handler = handler
+        self.handler = handler = self._host(handler, services, service, default_service)
+        processor: Any = ({name: module.Processor(each) for name, (each, module) in self.services.items()}
+                          if self.services else self.service.Processor(handler))
         for each, module in self.services.values() if self.services else [(handler, self.service)]:
             awaited = sorted(coroutine_methods(each, describe_service(module)))
             if awaited:
