@@ -280,32 +280,39 @@ def test_an_idle_thread_ends_after_its_idle_seconds_and_a_new_task_starts_anothe
     assert eventually(lambda: pool.threads == 0)
 
 
-@pytest.mark.parametrize("use_epoll", [True, False], ids=["epoll", "selector"])
-def test_a_descriptor_added_for_good_is_reported_while_it_has_input(use_epoll):
-    watch = ReadinessWatch(use_epoll=use_epoll)
-    left, right = socket.socketpair()
-    try:
-        watch.add(left.fileno(), "left", once=False)
-        right.send(b"x")
-        assert watch.wait(1.0) == ["left"]
-        assert watch.wait(1.0) == ["left"], "reported once only"
-        left.recv(1)
-        assert watch.wait(0.05) == []
-        watch.remove(left.fileno(), "left")
-        right.send(b"y")
-        assert watch.wait(0.05) == []
-    finally:
-        watch.close()
-        left.close()
-        right.close()
+@pytest.fixture(params=[True, False], ids=["epoll", "selector"])
+def watch(request) -> Iterator[ReadinessWatch]:
+    """A readiness watch on epoll, then on a selector; closed afterwards."""
+    watch = ReadinessWatch(use_epoll=request.param)
+    yield watch
+    watch.close()
 
 
-@pytest.mark.parametrize("use_epoll", [True, False], ids=["epoll", "selector"])
-def test_removing_a_descriptor_reported_once_or_already_closed_is_quiet(use_epoll):
-    watch = ReadinessWatch(use_epoll=use_epoll)
+@pytest.fixture
+def pair() -> Iterator["tuple[socket.socket, socket.socket]"]:
+    """A connected socket pair (left, right); closed afterwards."""
     left, right = socket.socketpair()
+    with left, right:
+        yield left, right
+
+
+def test_a_descriptor_added_for_good_is_reported_while_it_has_input(watch, pair):
+    left, right = pair
+    watch.add(left.fileno(), "left", once=False)
+    right.send(b"x")
+    assert watch.wait(1.0) == ["left"]
+    assert watch.wait(1.0) == ["left"], "reported once only"
+    left.recv(1)
+    assert watch.wait(0.05) == []
+    watch.remove(left.fileno(), "left")
+    right.send(b"y")
+    assert watch.wait(0.05) == []
+
+
+def test_removing_a_descriptor_reported_once_or_already_closed_is_quiet(watch, pair):
+    left, right = pair
     other_left, other_right = socket.socketpair()
-    try:
+    with other_right:
         watch.add(left.fileno(), "left")
         right.send(b"x")
         assert watch.wait(1.0) == ["left"]
@@ -316,42 +323,25 @@ def test_removing_a_descriptor_reported_once_or_already_closed_is_quiet(use_epol
         watch.remove(fd, "other")
         right.send(b"y")
         assert watch.wait(0.05) == []
-    finally:
-        watch.close()
-        left.close()
-        right.close()
-        other_right.close()
 
 
-@pytest.mark.parametrize("use_epoll", [True, False], ids=["epoll", "selector"])
-def test_many_wake_ups_end_one_wait_and_leave_no_input_behind(use_epoll):
-    watch = ReadinessWatch(use_epoll=use_epoll)
-    left, right = socket.socketpair()
-    try:
-        watch.add(left.fileno(), "left")
-        for _ in range(10000):  # more than one read of the wake-up socket drains
-            watch.wake()
-        assert watch.wait(1.0) == []
-        sender = threading.Timer(0.3, lambda: right.send(b"x"))
-        sender.start()
-        assert watch.wait(None) == ["left"], "the wait ended on an old wake-up"
-        sender.join()
-    finally:
-        watch.close()
-        left.close()
-        right.close()
+def test_many_wake_ups_end_one_wait_and_leave_no_input_behind(watch, pair):
+    left, right = pair
+    watch.add(left.fileno(), "left")
+    for _ in range(10000):  # more than one read of the wake-up socket drains
+        watch.wake()
+    assert watch.wait(1.0) == []
+    sender = threading.Timer(0.3, lambda: right.send(b"x"))
+    sender.start()
+    assert watch.wait(None) == ["left"], "the wait ended on an old wake-up"
+    sender.join()
 
 
-@pytest.mark.parametrize("use_epoll", [True, False], ids=["epoll", "selector"])
-def test_every_wake_up_ends_the_wait_it_finds(use_epoll):
-    watch = ReadinessWatch(use_epoll=use_epoll)
-    try:
-        for _ in range(3):
-            waking = threading.Timer(0.1, watch.wake)
-            waking.start()
-            started = time.monotonic()
-            assert watch.wait(10.0) == []
-            assert time.monotonic() - started < 5.0, "a wake-up did not end the wait"
-            waking.join()
-    finally:
-        watch.close()
+def test_every_wake_up_ends_the_wait_it_finds(watch):
+    for _ in range(3):
+        waking = threading.Timer(0.1, watch.wake)
+        waking.start()
+        started = time.monotonic()
+        assert watch.wait(10.0) == []
+        assert time.monotonic() - started < 5.0, "a wake-up did not end the wait"
+        waking.join()
