@@ -17,7 +17,7 @@ import time
 from typing import Any, Callable, Dict, Optional
 
 from ..client_core import outcome_of
-from ..interceptors import ClientCall, InterceptorChain, Outcome
+from ..interceptors import ClientCall, Outcome
 from ..timing import Record
 
 __all__ = ["InFlight", "Waiting"]
@@ -38,12 +38,19 @@ class Waiting:
         self.abandoned = False
 
 
-class InFlight:
-    """The table of calls awaiting replies, and the one place their ends are recorded."""
+#: An interceptor hook, or the chain's: called with a call as it starts or once it ended.
+Hook = Callable[[ClientCall], None]
 
-    def __init__(self, epoch: float, chain: InterceptorChain, on_timeout: Callable[[int], None]) -> None:
+
+class InFlight:
+    """The table of calls awaiting replies, and the one place their ends are recorded: ``ended`` hears
+    every call's end, ``started`` (None: nobody listens) every call's start from the client."""
+
+    def __init__(self, epoch: float, ended: Hook, on_timeout: Callable[[int], None],
+                 started: Optional[Hook] = None) -> None:
         self._epoch = epoch
-        self._chain = chain
+        self._ended = ended
+        self.started = started
         self._on_timeout = on_timeout
         #: The calls awaiting replies by seqid (read only: ``add`` and ``take`` change it).
         self.waiting: Dict[int, Waiting] = {}
@@ -121,10 +128,12 @@ class InFlight:
         call, end = waiting.call, time.perf_counter()
         sent, start = waiting.sent, call.started
         arrived = max(arrived, sent)
-        record = Record(call.phase, call.method, start - self._epoch, end - start, waiting.bytes_out, bytes_in,
-                        sent - start, arrived - sent, end - arrived, server_us, None if error is None else repr(error),
-                        pipelined)
-        self._end(call, record, Outcome.OK if error is None else outcome_of(error), result, error)
+        call.ended = end  # what ``_end`` does, on the way of every reply
+        call.record = Record(call.phase, call.method, start - self._epoch, end - start, waiting.bytes_out,
+                             bytes_in, sent - start, arrived - sent, end - arrived, server_us,
+                             None if error is None else repr(error), pipelined)
+        call.outcome, call.result, call.error = Outcome.OK if error is None else outcome_of(error), result, error
+        self._ended(call)
         if waiting.future.done():
             return
         if error is None:
@@ -175,4 +184,4 @@ class InFlight:
              error: Optional[BaseException] = None) -> None:
         call.ended = time.perf_counter()
         call.record, call.outcome, call.result, call.error = record, outcome, result, error
-        self._chain.ended(call)
+        self._ended(call)
