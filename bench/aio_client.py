@@ -9,7 +9,8 @@ N coroutines call in a loop on one AsyncClient, so N requests are always written
 Prints calls/s (median of the rounds, min..max), this process's CPU per call (every client runs in it: the
 figure a shared machine's noise moves least), the server process's CPU per call (whether it, not the client,
 sets the pace) and the ratios to the threaded client and to the AsyncClient's
-own sequential rate (issue 14's target: 16 in flight >= 5x its own sequential rate). ``--native`` adds a third
+own sequential rate (issue 14's target: 16 in flight >= 5x its own sequential rate; the median of each
+round's ratio, the two rates a second apart, which the machine's load drifts less than the rates). ``--native`` adds a third
 link: the same clients against the native C++ server (bench/native: a few us per call), where the rates are
 the clients' own. ``--count-calls`` prints, before the rounds, the Python function calls the AsyncClient
 makes per call at 1, 16 and 100 in flight (counted with ``sys.setprofile``: deterministic, unlike time).
@@ -333,10 +334,10 @@ def report(link: str, results: Dict[str, List[Measured]]) -> None:
     for name, measured in results.items():
         rates = [rate for rate, _, _ in measured]
         median, cpu, server = medians[name]
-        own = medians.get(_sequential(name), medians[name])[0]
+        own = [rate / sequential[0] for rate, sequential in zip(rates, results.get(_sequential(name), measured))]
         spread = f"{min(rates):.0f}..{max(rates):.0f}"
         print(f"{name:<34} {median:>9.0f} {spread:>15} {cpu:>12.1f} {server:>10.1f} {median / threaded:>10.2f} "
-              f"{median / own:>8.2f}")
+              f"{statistics.median(own):>8.2f}")
     for name, (_, c16, s16) in medians.items():
         if not name.endswith(", 16 in flight") or _sequential(name) not in medians:
             continue

@@ -104,21 +104,29 @@ class CallPath(ClientBase):
     async def _call_once(self, method: str, args: Tuple[Any, ...]) -> Any:
         if self._resend or (isinstance(self._broken_by, ReconnectAsked) and self.options.reconnect_when_asked):
             await self._follow_reconnect()  # another call was answered "reconnect": one new connection for all
-        try:
-            call, future = self._call_on_this_connection(method, args)
-            stream = self._stream
-            if future is None or self._hello_answer is not None or stream is None or stream.paused:
-                return await self._reply(call, future)
-            try:  # what ``_reply`` does when there is nothing else to wait for (a coroutine less per call)
-                return await future
-            except asyncio.CancelledError:
-                self._inflight.abandon(call.seqid)
-                raise
-        except ReconnectAsked:  # not run (nor was anything written behind it): any method may be sent again
-            if not self.options.reconnect_when_asked:
-                raise
-            await self._follow_reconnect()
-        return await self._reply(*self._call_on_this_connection(method, args))
+        for again in (False, True):  # again: the server asked to reconnect before running it
+            try:
+                if self._notice_unheard and self.phase is ClientPhase.BROKEN:  # as the threaded client reads it
+                    self._notice_unheard = False
+                    raise self._broken_as(method)
+                if self._state.phase not in _CALLABLE:
+                    raise self._phase_error(f"call {method}")
+                if self._idle_limit is not None and time.perf_counter() - self._last_activity >= self._idle_limit:
+                    self._check_idle(method)  # breaks the client
+                call, future = self._send(method, args, "call", self.options.timeouts.call)
+                stream = self._stream
+                if future is None or self._hello_answer is not None or stream is None or stream.paused:
+                    return await self._reply(call, future)
+                try:  # what ``_reply`` does when there is nothing else to wait for (a coroutine less per call)
+                    return await future
+                except asyncio.CancelledError:
+                    self._inflight.abandon(call.seqid)
+                    raise
+            except ReconnectAsked:  # not run (nor was anything written behind it): any method may be sent again
+                if again or not self.options.reconnect_when_asked:
+                    raise
+                await self._follow_reconnect()
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _follow_reconnect(self) -> None:
         """Connects again and says hello, once for every call that found the connection asked to
@@ -140,18 +148,6 @@ class CallPath(ClientBase):
             resend, self._resend = self._resend, []
             for name, args in resend:
                 self._send(name, args, "call", None)
-
-    def _call_on_this_connection(self, method: str, args: Tuple[Any, ...]
-                                 ) -> Tuple[ClientCall, "Optional[asyncio.Future[Any]]"]:
-        """Writes the call if the phase allows it (a coroutine less per call than awaiting here)."""
-        if self._notice_unheard and self.phase is ClientPhase.BROKEN:  # as the threaded client reads it
-            self._notice_unheard = False
-            raise self._broken_as(method)
-        if self._state.phase not in _CALLABLE:
-            raise self._phase_error(f"call {method}")
-        if self._idle_limit is not None and time.perf_counter() - self._last_activity >= self._idle_limit:
-            self._check_idle(method)  # breaks the client
-        return self._send(method, args, "call", self.options.timeouts.call)
 
     async def _exchange(self, name: str, args: Tuple[Any, ...], phase: str, timeout: Optional[float]) -> Any:
         """Writes one request and awaits its reply (the heart of every phase)."""
@@ -193,12 +189,11 @@ class CallPath(ClientBase):
                 raise RequestEncodingError(f"{name}: cannot encode the arguments: {error}") from error
         stream.write(data, not inflight.waiting)  # alone: no other call's reply to wait with
         if oneway:
-            self._behind.written(call.seqid, name, args, False)
+            self._behind.written(name, args, inflight.waiting)
             inflight.written(call, len(data))
             future = None
         else:  # waits from now
             future = inflight.add(call, len(data), timeout)
-            self._behind.written(call.seqid, name, args, True)
         self._last_activity = time.perf_counter()
         return call, future
 

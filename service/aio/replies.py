@@ -84,7 +84,8 @@ class ReplyPath(ClientBase):
             if asked is not None:
                 self._reconnect_asked(seqid, asked)
                 return
-            self._behind.answered(seqid)
+            if self._behind.unconfirmed:
+                self._behind.answered(seqid, not self._inflight)
             logger.debug("%s: the reply to cancelled %s (seqid %d) dropped", self._peer, name, seqid)
             return
         result: Any = None
@@ -125,7 +126,8 @@ class ReplyPath(ClientBase):
         elif isinstance(error_out, ReconnectAsked):
             self._reconnect_asked(seqid, error_out)
             return
-        self._behind.answered(seqid)
+        if self._behind.unconfirmed:
+            self._behind.answered(seqid, not self._inflight)
 
     def _asked_to_reconnect(self, name: str, decode: Callable[[str], Any]) -> Optional[ReconnectAsked]:
         """Whether the reply to a cancelled call, whose header was just read, is "reconnect"."""
