@@ -19,9 +19,11 @@ rounds in child processes of their own, interleaved in the same rounds against t
 tree made with ``git worktree add --detach /tmp/main main``); ``--loop both`` measures every async row on
 asyncio's own event loop and on uvloop's, in the same rounds; ``--bare`` adds the ceiling: a bare asyncio
 protocol writing the same echo bytes and completing a future per reply, nothing else (``bench.aio_bare``).
-Under the table, for each async row set, the ratio of 16 in flight to sequential that CPU time alone
-allows: with the client and the server each on a free core, (c1 + s1) / max(c16, s16), and sharing one,
-(c1 + s1) / (c16 + s16), where c and s are the client's and the server's CPU per call at 1 and 16 in flight
+Under the loopback tables, for each async row set, the ratio of 16 in flight to sequential that CPU time
+alone allows (the client's CPU of its least disturbed round, as load only adds to it; the server's median,
+as /proc counts it in 10 ms ticks): with the client and the server each on a free core,
+(c1 + s1) / max(c16, s16), and sharing one, (c1 + s1) / (c16 + s16), where c and s are the client's and
+the server's CPU per call at 1 and 16 in flight
 (a sequential call also waits for two wake-ups, which only makes its rate lower).
 
 Peers, in the same rounds and table (``pip install -e '.[bench]'``): thriftpy2's aio client against the same
@@ -45,13 +47,13 @@ import statistics
 import subprocess
 import sys
 import time
-from collections import deque
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
 
 from bench.aio_bare import open_bare
 from bench.call_count import tree_path
 from bench.client_overhead import REQUEST, TEXT, rate, start_server
+from bench.relay import start_relay
 
 from thrift_handshake import AsyncClient, Client
 from thrift_handshake_gen import HandshakeService
@@ -97,13 +99,16 @@ async def bare_round(port: int, seconds: float, server: int) -> Dict[int, Measur
         bare.transport.close()
 
 
-def tree_round(tree: str, port: int, server: int, loop: str, args: argparse.Namespace) -> Dict[int, Measured]:
-    """``async_round`` of ``tree``'s AsyncClient (its service/ and gen-py/) in a child process, on ``loop``."""
+def tree_round(tree: str, port: int, server: int, loop: str, args: argparse.Namespace,
+               count_calls: bool = False) -> Dict[int, Any]:
+    """``async_round`` of ``tree``'s AsyncClient (its service/ and gen-py/) in a child process, on ``loop``
+    (``count_calls``: its ``count_calls`` instead)."""
     env = dict(os.environ, PYTHONPATH=tree_path(tree))
     done = subprocess.run([sys.executable, "-m", "bench.aio_client", "--child-round", str(port), "--server-pid",
-                           str(server), "--op", args.op, "--seconds", str(args.seconds), "--loop", loop],
+                           str(server), "--op", args.op, "--seconds", str(args.seconds), "--loop", loop] +
+                          (["--count-calls"] if count_calls else []),
                           env=env, cwd=ROOT, check=True, capture_output=True, text=True)
-    return {int(n): tuple(measured) for n, measured in json.loads(done.stdout).items()}  # type: ignore[misc]
+    return {int(n): measured for n, measured in json.loads(done.stdout).items()}
 
 
 async def count_calls(port: int, op: str, calls: int = 2000) -> Dict[int, float]:
@@ -135,52 +140,6 @@ async def count_calls(port: int, op: str, calls: int = 2000) -> Dict[int, float]
                 sys.setprofile(None)
             per_call[n] = counted[0] / calls
         return per_call
-
-
-async def relay(target: int, delay: float) -> None:
-    """Forwards connections to ``target``, every chunk held ``delay`` seconds each way, in order."""
-    loop = asyncio.get_running_loop()
-
-    async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-        held: Deque[Tuple[float, bytes]] = deque()
-        arrived = asyncio.Event()
-
-        async def forward() -> None:
-            while True:
-                await arrived.wait()
-                arrived.clear()
-                while held:
-                    due, data = held[0]
-                    await asyncio.sleep(max(0.0, due - loop.time()))
-                    held.popleft()
-                    if not data:
-                        sink.close()
-                        return
-                    sink.write(data)
-
-        forwarding = asyncio.ensure_future(forward())
-        while True:
-            data = await source.read(65536)
-            held.append((loop.time() + delay, data))
-            arrived.set()
-            if not data:
-                break
-        await forwarding
-
-    async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", target)
-        await asyncio.gather(pump(reader, upstream_writer), pump(upstream_reader, writer), return_exceptions=True)
-
-    server = await asyncio.start_server(connection, "127.0.0.1", 0)
-    print(server.sockets[0].getsockname()[1], flush=True)
-    await server.serve_forever()
-
-
-def start_relay(target: int, delay: float) -> "Tuple[subprocess.Popen, int]":
-    process = subprocess.Popen([sys.executable, "-m", "bench.aio_client", "--relay-to", str(target), "--delay", str(delay)],
-                               stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)
-    assert process.stdout is not None
-    return process, int(process.stdout.readline())
 
 
 async def thriftpy2_round(port: int, op: str, seconds: float, server: int) -> Dict[int, Measured]:
@@ -324,7 +283,8 @@ def _group(kind: str, tree: str, loop: str, args: argparse.Namespace) -> str:
     return kind + tree_part + loop_part
 
 
-def report(link: str, results: Dict[str, List[Measured]]) -> None:
+def report(link: str, results: Dict[str, List[Measured]], bounds: bool = True) -> None:
+    """The table of one link; ``bounds``: and the ratios CPU time allows (where CPU, not a delay, sets the pace)."""
     threaded = statistics.median(measured[0] for measured in results["threaded, sequential"])
     medians = {name: tuple(statistics.median(m[i] for m in measured) for i in range(3))
                for name, measured in results.items()}
@@ -338,10 +298,15 @@ def report(link: str, results: Dict[str, List[Measured]]) -> None:
         spread = f"{min(rates):.0f}..{max(rates):.0f}"
         print(f"{name:<34} {median:>9.0f} {spread:>15} {cpu:>12.1f} {server:>10.1f} {median / threaded:>10.2f} "
               f"{statistics.median(own):>8.2f}")
-    for name, (_, c16, s16) in medians.items():
-        if not name.endswith(", 16 in flight") or _sequential(name) not in medians:
+    if not bounds:
+        return
+    # the client's CPU of its least disturbed round (load only adds to it); the server's median (/proc's
+    # clock ticks: 10 ms, a few us per call in a round, too coarse for the least)
+    least = {name: (min(m[1] for m in measured), medians[name][2]) for name, measured in results.items()}
+    for name, (c16, s16) in least.items():
+        if not name.endswith(", 16 in flight") or _sequential(name) not in least:
             continue
-        _, c1, s1 = medians[_sequential(name)]
+        c1, s1 = least[_sequential(name)]
         print(f"{name[:-len(', 16 in flight')]}: 16 in flight / sequential that CPU allows: "
               f"{(c1 + s1) / max(c16, s16):.2f} on two free cores, {(c1 + s1) / (c16 + s16):.2f} on one "
               f"(c1 {c1:.1f} + s1 {s1:.1f} us; c16 {c16:.1f}, s16 {s16:.1f} us)")
@@ -371,15 +336,13 @@ def main() -> None:
     parser.add_argument("--native", action="store_true", help="also against the native C++ server (bench/native)")
     parser.add_argument("--count-calls", action="store_true",
                         help="print the AsyncClient's Python calls per call (sys.setprofile) first")
-    parser.add_argument("--relay-to", type=int, help=argparse.SUPPRESS)  # the relay process itself
     parser.add_argument("--child-round", type=int, help=argparse.SUPPRESS)  # a --tree's round, on this port
     parser.add_argument("--server-pid", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.relay_to:
-        asyncio.run(relay(args.relay_to, args.delay))
-        return
     if args.child_round:
-        print(json.dumps(run(async_round(args.child_round, args.op, args.seconds, args.server_pid), args.loop)))
+        rows = count_calls(args.child_round, args.op) if args.count_calls else \
+            async_round(args.child_round, args.op, args.seconds, args.server_pid)
+        print(json.dumps(run(rows, args.loop)))  # type: ignore[arg-type]
         return
     args.trees = {"this": str(ROOT)} if args.tree else {}
     for spec in args.tree:
@@ -401,9 +364,10 @@ def main() -> None:
             grpc_relay, grpc_relayed = start_relay(grpc_port, args.delay)
             processes.append(grpc_relay)
     try:
-        if args.count_calls:
-            counted = asyncio.run(count_calls(port, args.op))
-            print("AsyncClient, Python function calls per call (sys.setprofile): " +
+        for name, tree in (args.trees or {"": ""}).items() if args.count_calls else ():
+            counted = tree_round(tree, port, server.pid, "asyncio", args, count_calls=True) if tree else \
+                asyncio.run(count_calls(port, args.op))
+            print(f"AsyncClient{' ' + name if name else ''}, Python function calls per call (sys.setprofile): " +
                   ", ".join(f"{n} in flight {count:.0f}" for n, count in counted.items()))
         native = None
         if args.native:
@@ -423,7 +387,7 @@ def main() -> None:
     if native is not None:
         report("loopback, the native C++ server (bench/native; grpc.aio: its own server)", native)
     if delayed is not None:
-        report(f"loopback through a relay holding each chunk {args.delay * 1e3:g} ms each way", delayed)
+        report(f"loopback through a relay holding each chunk {args.delay * 1e3:g} ms each way", delayed, bounds=False)
 
 
 if __name__ == "__main__":
