@@ -129,6 +129,20 @@ def test_every_wire_pipelines(start_server, wire):
     run(scenario())
 
 
+@pytest.mark.parametrize("wire", [Wire(), Wire(transport="framed"), Wire(protocol="compact")], ids=str)
+def test_replies_many_reads_long_come_whole_among_small_ones(start_server, wire):
+    """The client reads at most 64 KiB at a time: a reply of a megabyte takes many reads, and the small
+    replies around it still go to their own calls."""
+    server = start_server()
+
+    async def scenario() -> None:
+        async with client_for(server.port, wire=wire) as client:
+            texts = ["a", "b" * (1 << 20), "c", "d" * 100_000, "e"]
+            assert await asyncio.gather(*(client.echo(text) for text in texts)) == texts
+
+    run(scenario())
+
+
 def test_a_client_made_before_the_event_loop_runs_works_in_it(server):
     """Python 3.9 binds an asyncio.Lock to the loop current when it is made: two closes at once then
     failed ("attached to a different loop") for a client made outside asyncio.run."""

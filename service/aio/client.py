@@ -218,6 +218,7 @@ class AsyncClient(CallPath, ReplyPath, ServiceMethods):
             raise ConnectError(f"cannot connect to {self._peer}: {reason}" + (f": {hint}" if hint else "")) \
                 from failure
         self._stream = stream
+        self._inflight.loop = asyncio.get_running_loop()
         self._broken_by = None
         self._server_hello = self._idle_limit = self._hello_answer = self._pipelined_session = None
         self._replies = 0

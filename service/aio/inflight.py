@@ -56,6 +56,9 @@ class InFlight:
         self.waiting: Dict[int, Waiting] = {}
         self._waiting = self.waiting
         self._seqid = 0
+        #: The connection's event loop (the client sets it as the connection opens: asking asyncio for the
+        #: running loop costs a system call, getpid, per call)
+        self.loop: Optional[asyncio.AbstractEventLoop] = None
         self._timer: Optional[asyncio.TimerHandle] = None
         self._timer_at = 0.0  # the deadline the timer is armed for
 
@@ -74,7 +77,7 @@ class InFlight:
     def add(self, call: ClientCall, bytes_out: int, timeout: Optional[float]) -> "asyncio.Future[Any]":
         """Registers a call whose request is queued whole: it now waits for its reply. ``on_timeout(seqid)``
         runs ``timeout`` seconds after the call started unless its reply came (or its caller cancelled it) first."""
-        loop = asyncio.get_running_loop()
+        loop = self.loop if self.loop is not None else asyncio.get_running_loop()
         deadline = None if timeout is None else call.started + timeout
         waiting = Waiting(call, loop.create_future(), bytes_out, deadline)
         self._waiting[call.seqid] = waiting
