@@ -147,7 +147,7 @@ class CallPath(ClientBase):
                                              error=None if failure is None else repr(failure)))
             resend, self._resend = self._resend, []
             for name, args in resend:
-                self._send(name, args, "call", None)
+                self._send(name, args, "call", None, oneway=True)  # written, as when first sent
 
     async def _exchange(self, name: str, args: Tuple[Any, ...], phase: str, timeout: Optional[float]) -> Any:
         """Writes one request and awaits its reply (the heart of every phase)."""
