@@ -12,19 +12,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
+from typing import Any, Awaitable, Callable, Dict, Optional, Tuple
 
-from ..client_core import ClientBase
 from ..client_methods import PHASE_METHODS
 from ..config import RetryPolicy
 from ..errors import ConnectError, ConnectionBroken, ReconnectAsked, RequestEncodingError
 from ..interceptors import ClientCall
 from ..states import CLIENT_TRANSITIONS, ClientEvent, ClientPhase
 from ..timing import Record
-from .behind import WrittenBehind
-from .codec import MessageCodec
-from .inflight import InFlight
-from .reply_stream import ReplyStream
+from .replies import ReplyPath
 
 __all__ = ["CallPath"]
 
@@ -39,27 +35,18 @@ assert all(CLIENT_TRANSITIONS[phase][ClientEvent.CALL] is phase for phase in _CA
 _Method = Tuple[bool, Callable[[Tuple[Any, ...]], None]]
 
 
-class CallPath(ClientBase):
-    """The calls of ``AsyncClient`` (which provides the connection's steps, ``replies.ReplyPath`` the replies)."""
+class CallPath(ReplyPath):
+    """The calls of ``AsyncClient`` (which provides the connection's steps; ``ReplyPath`` the replies)."""
 
-    _stream: Optional[ReplyStream]
-    _codec: MessageCodec
-    _inflight: InFlight
-    _behind: WrittenBehind
-    _resend: List[Tuple[str, Tuple[Any, ...]]]
     _hello_answer: "Optional[asyncio.Task[Any]]"
-    _notice_unheard: bool
-    _broken_as: Callable[[str], ConnectionBroken]
-    _refused: bool
     _server_hello: Any
     _methods: Dict[str, _Method]
+    _connect: Callable[[], Awaitable[Any]]  # a step of AsyncClient's a retry takes
 
     @property
     def _steps(self) -> asyncio.Lock:
         raise NotImplementedError
 
-    _connect: Callable[[], Awaitable[Any]]  # the steps of AsyncClient and ReplyPath a call may take
-    _close_stream: Callable[[], None]
 
     def call(self, method: str, /, *args: Any, **kwargs: Any) -> Awaitable[Any]:
         """Calls ``method`` and returns its result (None for oneway/void), as ``Client.call``; any number

@@ -41,7 +41,6 @@ from .behind import WrittenBehind
 from .calls import CallPath
 from .codec import MessageCodec
 from .inflight import InFlight
-from .replies import ReplyPath
 from .reply_stream import ReplyStream
 
 __all__ = ["AsyncClient"]
@@ -51,7 +50,7 @@ logger = logging.getLogger(__name__)
 _Iface = TypeVar("_Iface")
 
 
-class AsyncClient(CallPath, ReplyPath, ServiceMethods):
+class AsyncClient(CallPath, ServiceMethods):
     """A connection to a Thrift service on asyncio, phase by phase, with calls pipelined.
 
     ``service``, ``options`` and the ways to call are those of ``Client``: ``await client.call("echo",
