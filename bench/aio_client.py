@@ -380,7 +380,8 @@ def main() -> None:
         for process in processes:
             process.terminate()
             process.wait()
-    print(f"{args.op}, one connection (thriftpy2 aio: one per call in flight), {args.rounds} rounds of "
+    print(f"{args.op}, one connection{' (thriftpy2 aio: one per call in flight)' if args.peers else ''}, "
+          f"{args.rounds} rounds of "
           f"{args.seconds:g} s" + (f", the async clients on {args.loop}" if args.loop != "asyncio" else "") +
           "".join(f"; {name}: {path}" for name, path in args.trees.items()))
     report("loopback", loopback)
