@@ -177,7 +177,7 @@ class ClientPool:
         ``timeout`` (default ``limits.borrow_timeout``) bounds the wait for a free connection when all
         are borrowed (PoolTimeout after it), not the connect and hello of a new one (the client's own
         timeouts). Raises what ``Client.connect()`` raises when a new connection cannot be opened,
-        and PhaseError once the pool is closed.
+        and PhaseError once the pool is closed (also when it closes while this borrow connects).
         """
         started = time.perf_counter()
         pooled, waited = self._take(self.limits.borrow_timeout if timeout is _DEFAULT else timeout, started)
@@ -192,14 +192,16 @@ class ClientPool:
                     pooled = None
             if pooled is None:
                 pooled = self._open(started, waited)
+            with self._lock:
+                if not self._closed:
+                    self._lent[id(pooled.client)] = pooled
+                    return pooled.client
+            raise _closed_error()  # close() came while this one connected or was checked: not lent
         except BaseException:
             if pooled is not None:
                 pooled.client.close()
             self._release_slot()
             raise
-        with self._lock:
-            self._lent[id(pooled.client)] = pooled
-        return pooled.client
 
     def give_back(self, client: Client) -> None:
         """Returns a borrowed client: lent again if it is still usable, else closed and its place freed."""

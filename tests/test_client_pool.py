@@ -14,12 +14,14 @@ from typing import List
 import pytest
 
 from conftest import eventually
+from server_process import Background
 from thrift_handshake import (
     CallTimeout,
     ClientOptions,
     ClientPhase,
     ClientPool,
     Endpoints,
+    Interceptor,
     PhaseError,
     PoolOptions,
     PoolTimeout,
@@ -292,6 +294,30 @@ def test_close_tells_waiting_borrowers_and_gives_up_after_its_grace(server):
     assert refused == ["cannot borrow a connection in phase CLOSED: the pool is closed"]
     pool.give_back(held)  # closed as it comes back
     assert held.phase is ClientPhase.CLOSED and held.farewell is not None and pool.stats().size == 0
+
+
+def test_a_borrow_still_saying_hello_when_the_pool_closes_is_refused(start_server):
+    hello_reached, hello_may_go = threading.Event(), threading.Event()
+
+    class HeldHello(Interceptor):
+        def call_started(self, call):
+            if call.method == "hello":
+                hello_reached.set()
+                hello_may_go.wait(10)
+
+    server = start_server(interceptors=(HeldHello(),))
+    pool = _pool(server.port, max_size=2, close_grace=10.0)
+    borrow = Background(pool.borrow)
+    assert hello_reached.wait(5)
+    closing = Background(pool.close)
+    assert eventually(lambda: pool.closed)
+    hello_may_go.set()
+    refused = borrow.result()
+    assert isinstance(refused, PhaseError), f"a closed pool lent {refused!r}"
+    assert str(refused) == "cannot borrow a connection in phase CLOSED: the pool is closed"
+    assert closing.result() == 0  # nothing left borrowed: close() did not wait its grace for it
+    assert pool.stats().size == 0
+    assert eventually(lambda: server.connection_count == 0)  # the new connection said goodbye
 
 
 def test_pool_call_borrows_for_one_call(server):
