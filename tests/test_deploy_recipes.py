@@ -19,9 +19,11 @@ import pytest
 import yaml
 from server_process import read_log_until, serve_subprocess
 
+from thrift_handshake import Client
 from thrift_handshake.cli.parser import build_parser
 from thrift_handshake.config import PROTOCOLS, TRANSPORTS, ServerLimits
 from thrift_handshake.workers import UNWIND
+from thrift_handshake_gen import HandshakeService
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 ENVOY_CONFIGS = ("envoy-tcp.yaml", "envoy-thrift.yaml")
@@ -235,3 +237,23 @@ def test_the_proxies_idle_timeouts_are_above_the_servers_so_the_server_says_why(
         assert serving and not [line for line in serving if "--idle-timeout" in line], name
     (container,) = _kind("Deployment")["spec"]["template"]["spec"]["containers"]
     assert "serve" in container["command"] and "--idle-timeout" not in container["command"]
+
+
+def test_a_full_server_is_not_ready_but_alive_so_kubernetes_does_not_restart_it():
+    # It answered "down: ... server full": liveness failed three times and the kubelet would kill every
+    # session of a pod that was only busy.
+    container = _container()
+    readiness = container["readinessProbe"]["exec"]["command"]
+    liveness = container["livenessProbe"]["exec"]["command"]
+    process, port = serve_subprocess("--max-connections", "1")
+    try:
+        with Client("127.0.0.1", port, service=HandshakeService) as holder:  # the one slot, in a session
+            ready = _run_here(readiness, port)
+            assert ready.returncode == 1 and ready.stdout.startswith("full: "), ready
+            alive = _run_here(liveness, port)
+            assert alive.returncode == 0 and alive.stdout.startswith("full: "), alive
+            assert holder.echo("still served") == "still served"
+    finally:
+        process.kill()
+        process.wait(10)
+        process.stderr.close()
