@@ -426,7 +426,15 @@ class Client(ClientBase, ServiceMethods):
             self._break(error)
 
     def _hello_failed(self, error: ThriftHandshakeError) -> ThriftHandshakeError:
-        """Closes the transport after a failed hello; returns the error to raise for ``error``."""
+        """Closes the transport after a failed hello; returns the error to raise for ``error``. An
+        endpoint that refused (full, draining) is tried last for a while, also when the refusal of a
+        pipelined hello comes with a call, after connect() returned: a retry goes elsewhere."""
+        failure = self._hello_failure(error)
+        if self._refused and self.endpoints is not None:
+            self.endpoints.failed((self.host, self.port))
+        return failure
+
+    def _hello_failure(self, error: ThriftHandshakeError) -> ThriftHandshakeError:
         if self._transport is not None:  # refused, not broken: close and say why
             broken = self.phase is ClientPhase.BROKEN  # the answer could not be read: no refusal
             self._close_transport(ClientEvent.CLOSED if broken else ClientEvent.HELLO_REJECTED)

@@ -3,11 +3,13 @@ down, full or draining (hello said again there), and retries only for idempotent
 
 from __future__ import annotations
 
+import asyncio
 
 import pytest
 
 from conftest import eventually, free_port
 from thrift_handshake import (
+    AsyncClient,
     Client,
     ClientOptions,
     ConnectError,
@@ -181,3 +183,38 @@ def test_first_available_skips_a_server_that_closes_during_hello(start_server):
             assert _server_name(client) == "healthy"
             assert client.echo("here") == "here"
         thread.join(5)
+
+
+@pytest.mark.parametrize("client_kind", ["Client", "AsyncClient"])
+@pytest.mark.parametrize("first_kind", ["draining", "full"])
+def test_a_pipelined_hello_refused_sends_the_retry_to_another_endpoint(start_server, first_kind, client_kind):
+    # The refusal of a pipelined hello comes with the first call, after connect() returned: the address
+    # was never marked failed, so with first_available every retry went back to it and the call failed.
+    if first_kind == "full":
+        first = start_server(limits=ServerLimits(max_connections=1))
+        holder = _client(Endpoints([("127.0.0.1", first.port)]))
+        holder.connect()
+    else:
+        first = start_server(drain_notice=30.0, grace=30.0)
+        first.request_stop()
+        assert eventually(lambda: first.draining)
+    healthy = start_server(server_name="healthy")
+    endpoints = Endpoints([("127.0.0.1", first.port), ("127.0.0.1", healthy.port)], policy="first_available")
+    options = ClientOptions(pipeline_hello=True, retry=RetryPolicy(idempotent={"echo"}, backoff=0.01))
+    if client_kind == "Client":
+        with Client(endpoints, options=options, service=HandshakeService) as client:
+            assert client.echo("elsewhere") == "elsewhere"
+            assert _server_name(client) == "healthy"
+    else:
+        async def call() -> str:
+            async with AsyncClient(endpoints, options=options, service=HandshakeService) as client:
+                answer = await client.echo("elsewhere")
+                assert _server_name(client) == "healthy"
+                return answer
+
+        assert asyncio.run(call()) == "elsewhere"
+    assert endpoints.order()[0] == ("127.0.0.1", healthy.port)  # the refusing one is tried last for a while
+    if first_kind == "full":
+        holder.close()
+    else:
+        first.stop(grace=0)
