@@ -37,6 +37,7 @@ from .interceptors import ClientCall, Outcome
 from .tracing import carry_trace
 from .errors import (
     ArgumentError,
+    CallTimeout,
     ConnectError,
     ConnectionBroken,
     HandshakeFailed,
@@ -607,7 +608,10 @@ class Client(ClientBase, ServiceMethods):
         reply = self._sock.first_reply if self._sock is not None else b""
         answered_before = self._sock is not None and self._sock.bytes_in > 0  # so TLS and wire were right
         self._break(error)
-        raise broken_error(name, error, self.options, reply, answered_before) from error
+        failure = broken_error(name, error, self.options, reply, answered_before)
+        if isinstance(failure, CallTimeout) and self.endpoints is not None:  # silent: retries go elsewhere first
+            self.endpoints.failed((self.host, self.port))
+        raise failure from error
 
     def _break(self, error: BaseException) -> None:
         """Moves to BROKEN and closes the socket so nothing more is ever read from it."""

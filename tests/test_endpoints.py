@@ -4,6 +4,7 @@ down, full or draining (hello said again there), and retries only for idempotent
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 
@@ -15,9 +16,11 @@ from thrift_handshake import (
     ConnectError,
     ConnectionBroken,
     Endpoints,
+    Interceptor,
     RetryPolicy,
     ServerDraining,
     ServerLimits,
+    Timeouts,
 )
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.ttypes import Request
@@ -218,3 +221,43 @@ def test_a_pipelined_hello_refused_sends_the_retry_to_another_endpoint(start_ser
         holder.close()
     else:
         first.stop(grace=0)
+
+
+
+class _StuckEcho(Interceptor):
+    """Holds every echo call on the server until ``release`` is set: a server stuck after hello."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def call_started(self, call) -> None:
+        if call.method == "echo":
+            self.release.wait(10)
+
+
+@pytest.mark.parametrize("client_kind", ["Client", "AsyncClient"])
+def test_a_call_that_timed_out_is_retried_on_another_endpoint(start_server, client_kind):
+    # A server that stopped answering was not marked failed: with first_available each retry connected
+    # to it again (hello answered; a hung server costs a whole handshake timeout first) and timed out again.
+    stuck = _StuckEcho()
+    first = start_server(server_name="stuck", interceptors=(stuck,))
+    healthy = start_server(server_name="healthy")
+    endpoints = Endpoints([("127.0.0.1", first.port), ("127.0.0.1", healthy.port)], policy="first_available")
+    options = ClientOptions(timeouts=Timeouts(call=0.3), retry=RetryPolicy(idempotent={"echo"}, backoff=0.01))
+    try:
+        if client_kind == "Client":
+            with Client(endpoints, options=options, service=HandshakeService) as client:
+                assert _server_name(client) == "stuck"
+                assert client.echo("elsewhere") == "elsewhere"
+                assert _server_name(client) == "healthy"
+        else:
+            async def call() -> str:
+                async with AsyncClient(endpoints, options=options, service=HandshakeService) as client:
+                    assert _server_name(client) == "stuck"
+                    answer = await client.echo("elsewhere")
+                    assert _server_name(client) == "healthy"
+                    return answer
+
+            assert asyncio.run(call()) == "elsewhere"
+    finally:
+        stuck.release.set()
