@@ -261,3 +261,23 @@ def test_a_call_that_timed_out_is_retried_on_another_endpoint(start_server, clie
             assert asyncio.run(call()) == "elsewhere"
     finally:
         stuck.release.set()
+
+
+def test_when_every_endpoint_fails_alike_the_error_still_names_each(start_server):
+    # It was the last address's error alone: "cannot connect to B" when A was down as well.
+    dead = [("127.0.0.1", free_port()) for _ in range(2)]
+    with pytest.raises(ConnectError) as caught:
+        _client(Endpoints(dead)).connect()
+    assert type(caught.value) is ConnectError
+    assert str(caught.value).startswith("no endpoint took the connection: cannot connect to ")
+    assert all(f"127.0.0.1:{port}" in str(caught.value) for _, port in dead), caught.value
+    draining = [start_server(drain_notice=30.0, grace=30.0) for _ in range(2)]
+    for server in draining:
+        server.request_stop()
+    assert eventually(lambda: all(s.draining for s in draining))
+    with pytest.raises(ServerDraining) as refused:  # the kind every one answered, naming each
+        _client(Endpoints([("127.0.0.1", s.port) for s in draining])).connect()
+    assert all(f"127.0.0.1:{s.port}" in str(refused.value) for s in draining), refused.value
+    assert refused.value.draining.remaining_ms > 0
+    for server in draining:
+        server.stop(grace=0)
