@@ -16,6 +16,8 @@ One client is one connection; calls from several threads are serialized.
 from __future__ import annotations
 
 import logging
+import select
+import ssl
 import threading
 import time
 from types import ModuleType
@@ -296,6 +298,32 @@ class Client(ClientBase, ServiceMethods):
             self._answer_pending_hello()
         self._state.apply(ClientEvent.GOODBYE)
         self._record_sent(self._send("goodbye", (), "disconnect", self.options.timeouts.call))
+
+    def ended_by_server(self) -> bool:
+        """Whether the server has spoken on this idle READY connection, or closed it: a session it
+        ended while nobody called (drained, evicted, idle too long: it says why, then closes). Never
+        blocks nor takes bytes a call would need; False when there is nothing to tell (not READY)."""
+        with self._lock:
+            if self.phase is not ClientPhase.READY or self._sock is None:
+                return False
+            if unread_bytes(self._transport):
+                return True
+            handle = self._sock.handle
+            if not select.select([handle], [], [], 0)[0]:
+                return False
+            if not isinstance(handle, ssl.SSLSocket):
+                return True  # a notice, or the end of the stream
+            timeout = handle.gettimeout()
+            handle.settimeout(0)
+            try:  # TLS: what is readable may be the server's session tickets alone
+                handle.recv(1)
+            except ssl.SSLWantReadError:
+                return False
+            except OSError:
+                return True
+            finally:
+                handle.settimeout(timeout)
+            return True  # a byte of a notice (the connection is given up), or the end of the stream
 
     # -- internals ----------------------------------------------------------------------------
 

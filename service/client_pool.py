@@ -10,7 +10,8 @@ sessions instead of opening one per call.
 
 Every pooled connection is a ``Client`` that has connected and said hello. When all ``max_size`` are
 borrowed, a borrower waits up to ``PoolOptions.borrow_timeout``, then gets ``PoolTimeout``. On borrow,
-a connection older than ``max_lifetime`` is closed (goodbye) and replaced, and one idle longer than
+a connection the server ended while it was idle (it said why, or closed it) is replaced without a
+word, one older than ``max_lifetime`` is closed (goodbye) and replaced, and one idle longer than
 ``check_after_idle`` is pinged first and replaced if the ping fails (broken, closed by the server,
 draining). A client given back BROKEN or CLOSED is discarded, never lent again. A replacement connects
 like any new client: with ``Endpoints``, to another server when one is down, full or draining.
@@ -334,6 +335,8 @@ class ClientPool:
         phase = pooled.client.phase
         if phase not in _REUSABLE:
             return f"it is {phase.value}"
+        if pooled.client.ended_by_server():  # e.g. drained: told why and closed while it was idle here
+            return "the server ended its session while it was idle"
         age = time.monotonic() - pooled.opened
         lifetime = self.limits.max_lifetime
         if lifetime is not None and age > lifetime:
