@@ -1,89 +1,29 @@
 """An outcome the shared Redis store could not take when the work ended (Redis unreachable then) is
 written once the store answers again, so the other hosts do not read a finished ticket as "still
 running" for ever, nor "lost" (inviting a second run) once its server stops. A real ``redis-server``
-on loopback, as in tests/test_tickets_across_hosts.py, reached by the server under test through a
-relay that can cut it off."""
+on loopback, as in tests/test_tickets_across_hosts.py, reached by the server under test through its
+relay, which can cut it off."""
 
 from __future__ import annotations
 
 import logging
-import socket
-import threading
-from typing import List
+from typing import Iterator
 
 import pytest
 
 from conftest import eventually
-from test_tickets_across_hosts import connect, demo_on, redis_server  # noqa: F401 (fixtures)
+from test_tickets_across_hosts import BreakingRelay, connect, demo_on, redis_server  # noqa: F401 (fixtures)
 from thrift_handshake_gen.ttypes import NotReady, Request
 
 
-class CuttableRelay:
-    """A TCP relay to Redis that ``cut()`` cuts off (open connections reset, new ones closed at once) until
-    ``mend()``: what Redis's host dropping off the network looks like to a store, with nothing delivered."""
-
-    def __init__(self, target_port: int) -> None:
-        self._target = target_port
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self._cut = threading.Event()
-        self._lock = threading.Lock()
-        self._open: List[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def url(self, query: str) -> str:
-        return f"redis://127.0.0.1:{self.port}/0?{query}"
-
-    def cut(self) -> None:
-        with self._lock:
-            self._cut.set()
-            for sock in self._open:
-                sock.close()
-            self._open.clear()
-
-    def mend(self) -> None:
-        self._cut.clear()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:  # closed
-                return
-            if self._cut.is_set():
-                client.close()
-                continue
-            upstream = socket.create_connection(("127.0.0.1", self._target))
-            with self._lock:
-                self._open += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
-        while not self._cut.is_set():
-            try:
-                data = source.recv(65536)
-                if not data:
-                    break
-                sink.sendall(data)
-            except OSError:
-                break
-        source.close()
-        sink.close()
-
-    def close(self) -> None:
-        self._listener.close()
-        self.cut()
-
-
 @pytest.fixture
-def relay(redis_server) -> "CuttableRelay":  # noqa: F811 (the fixture)
-    relay = CuttableRelay(redis_server.port)
+def relay(redis_server) -> Iterator[BreakingRelay]:  # noqa: F811 (the fixture)
+    relay = BreakingRelay(redis_server.port)
     yield relay
     relay.close()
 
 
-def _finished_while_cut_off(relay: CuttableRelay, a, b) -> str:
+def _finished_while_cut_off(relay: BreakingRelay, a) -> str:
     """Submits on ``a`` (which reaches Redis through ``relay``), cuts it off while the work ends (the
     outcome's write fails), mends it; returns the ticket, which ``a`` answers from memory."""
     with connect(a) as on_a:
@@ -108,7 +48,7 @@ def test_an_outcome_redis_missed_is_written_when_it_answers_again(redis_server, 
     caplog.set_level(logging.INFO, logger="thrift_handshake.demo.redis_store")
     # the lease's renewal (every 1/3 s) writes what was missed; the cut is shorter than the lease
     a, b = demo_on(relay.url("lease=1")), demo_on(redis_server.url)
-    ticket = _finished_while_cut_off(relay, a, b)
+    ticket = _finished_while_cut_off(relay, a)
     assert eventually(lambda: getattr(_answer_on(b, ticket), "request_id", None) == "unrecorded", 5), \
         _answer_on(b, ticket)  # "still running after waiting 0 ms" for ever (a day), then "lost"
     assert [r.getMessage() for r in caplog.records if "missed" in r.getMessage()] == [
@@ -117,7 +57,7 @@ def test_an_outcome_redis_missed_is_written_when_it_answers_again(redis_server, 
 
 def test_a_clean_stop_writes_the_missed_outcome_before_giving_its_lease_up(redis_server, relay, demo_on):  # noqa: F811
     a, b = demo_on(relay.url("lease=60")), demo_on(redis_server.url)  # no renewal within the test
-    ticket = _finished_while_cut_off(relay, a, b)
+    ticket = _finished_while_cut_off(relay, a)
     assert _answer_on(b, ticket) == "still running after waiting 0 ms"  # not recorded yet
     a.stop(grace=5.0)
     answer = _answer_on(b, ticket)  # it read "lost: ... submit it again": a second run of finished work
