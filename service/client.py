@@ -16,7 +16,7 @@ One client is one connection; calls from several threads are serialized.
 from __future__ import annotations
 
 import logging
-import select
+import socket
 import ssl
 import threading
 import time
@@ -291,29 +291,29 @@ class Client(ClientBase, ServiceMethods):
 
     def ended_by_server(self) -> bool:
         """Whether the server has spoken on this idle READY connection, or closed it: a session it
-        ended while nobody called (drained, evicted, idle too long: it says why, then closes). Never
-        blocks nor takes bytes a call would need; False when there is nothing to tell (not READY)."""
+        ended while nobody called (drained, evicted, idle too long: it says why, then closes); True
+        means the connection is to be given up. Never blocks, and takes no byte from a live session;
+        False when there is nothing to tell (not READY)."""
         with self._lock:
             if self.phase is not ClientPhase.READY or self._sock is None:
                 return False
             if unread_bytes(self._transport):
                 return True
             handle = self._sock.handle
-            if not select.select([handle], [], [], 0)[0]:
-                return False
-            if not isinstance(handle, ssl.SSLSocket):
-                return True  # a notice, or the end of the stream
+            tls = isinstance(handle, ssl.SSLSocket)
+            if tls and handle.pending():
+                return True
             timeout = handle.gettimeout()
             handle.settimeout(0)
-            try:  # TLS: what is readable may be the server's session tickets alone
-                handle.recv(1)
-            except ssl.SSLWantReadError:
+            try:  # TLS: a read takes the server's session tickets, if that is all there is, and wants more
+                handle.recv(1) if tls else handle.recv(1, socket.MSG_PEEK)
+            except (BlockingIOError, ssl.SSLWantReadError):
                 return False
             except OSError:
                 return True
             finally:
                 handle.settimeout(timeout)
-            return True  # a byte of a notice (the connection is given up), or the end of the stream
+            return True  # a notice (with TLS its first byte is read: the connection is given up), or the end
 
     # -- internals ----------------------------------------------------------------------------
 

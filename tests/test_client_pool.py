@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import resource
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -312,6 +314,24 @@ def test_a_connection_the_server_closed_while_idle_is_not_lent(start_server, tls
     assert (stats.replaced, stats.discarded, stats.size) == (2, 0, 2)
     pool.close()
     a.stop(grace=0)
+
+
+def test_a_connection_above_file_descriptor_1024_is_checked_too(server):
+    # select() refuses descriptors past FD_SETSIZE: a process holding many files could borrow once only.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        pool = _pool(server.port, max_size=1)
+        with pool.client() as client:
+            assert client.echo("first") == "first"
+        with pool.client() as again:
+            assert again is client and again.echo("again") == "again"
+        pool.close()
+    finally:
+        for fd in held:
+            os.close(fd)
 
 
 def test_close_says_goodbye_and_waits_for_borrowed_connections(server):
