@@ -35,7 +35,7 @@ from .client import Client
 from .client_core import idle_limit
 from .config import DEFAULT_HOST, DEFAULT_PORT, ONE_DAY, ClientOptions
 from .endpoints import Endpoints, format_address
-from .errors import PhaseError, PoolTimeout, ThriftHandshakeError
+from .errors import ConnectError, ConnectionBroken, PhaseError, PoolTimeout, ThriftHandshakeError
 from .states import ClientPhase
 from .timing import Record
 
@@ -152,7 +152,7 @@ class ClientPool:
             raise TypeError(f"limits must be a PoolOptions, not {limits!r}")
         self.limits = limits or PoolOptions()
         self._client_args: Tuple[Any, ...] = (host, port, options, service)
-        Client(*self._client_args)  # refuses bad arguments now rather than at the first borrow
+        self._retry = Client(*self._client_args).options.retry  # refuses bad arguments now, not at a borrow
         self._can_ping = hasattr(service.Iface, "ping")
         self._lock = threading.Lock()
         self._emptied = threading.Condition(self._lock)  # notified as places are freed (close() waits)
@@ -236,9 +236,26 @@ class ClientPool:
             self.give_back(client)
 
     def call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
-        """``Client.call(method, ...)`` on a borrowed client (the client's RetryPolicy applies)."""
-        with self.client() as client:
+        """``Client.call(method, ...)`` on a borrowed client (the client's RetryPolicy applies). For a
+        method the policy marks idempotent, a borrow whose new connection was refused or broke before
+        any call (down, full, draining: e.g. behind a balancer) is tried again, as a call would be."""
+        client = self._borrow_for(method)
+        try:
             return client.call(method, *args, **kwargs)
+        finally:
+            self.give_back(client)
+
+    def _borrow_for(self, method: str) -> Client:
+        policy = self._retry
+        if policy is None or method not in policy.idempotent:
+            return self.borrow()
+        for delay in policy.delays():
+            try:
+                return self.borrow()
+            except (ConnectError, ConnectionBroken) as error:  # no call was sent
+                logger.info("%s: no connection (%s); borrowing again in %.2fs", method, error, delay)
+            time.sleep(delay)
+        return self.borrow()
 
     # -- observing and closing ----------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from thrift_handshake import (
     PoolOptions,
     PoolTimeout,
     RetryPolicy,
+    ServerFull,
     ServerLimits,
     ServerTLS,
     Timeouts,
@@ -405,6 +406,33 @@ def test_pool_call_borrows_for_one_call(server):
         assert pool.call("echo", "hi") == "hi"
         assert pool.call("echo", message="again") == "again"
         assert (pool.stats().created, pool.stats().borrows, pool.stats().in_use) == (1, 2, 0)
+
+
+def test_an_idempotent_pool_call_borrows_again_when_its_new_connection_is_refused(start_server, caplog):
+    # Behind a balancer a new connection may reach a server that is full or draining; the RetryPolicy
+    # tried such a call again only once it had a connection: the borrow's refusal reached the caller.
+    server = start_server(limits=ServerLimits(max_connections=1))
+    holder = _pool(server.port).borrow()  # the one slot, in a session: a newcomer is told "server full"
+
+    class FreeTheSlot(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "borrowing again" in record.getMessage() and holder.phase is ClientPhase.READY:
+                holder.close()
+                assert eventually(lambda: server.connection_count == 0)
+
+    retry = RetryPolicy(idempotent={"echo"}, backoff=0.01)
+    pool = _pool(server.port, ClientOptions(retry=retry), max_size=1)
+    with pytest.raises(ServerFull):  # not idempotent: never tried again, as a call is not
+        pool.call("process", Request(request_id="once"))
+    handler = FreeTheSlot()
+    caplog.set_level(logging.INFO, logger="thrift_handshake.client_pool")
+    logging.getLogger("thrift_handshake.client_pool").addHandler(handler)
+    try:
+        assert pool.call("echo", "through") == "through"
+    finally:
+        logging.getLogger("thrift_handshake.client_pool").removeHandler(handler)
+    assert pool.stats().size == 1
+    pool.close()
 
 
 def test_options_are_checked():
