@@ -292,8 +292,8 @@ class Client(ClientBase, ServiceMethods):
     def ended_by_server(self) -> bool:
         """Whether the server has spoken on this idle READY connection, or closed it: a session it
         ended while nobody called (drained, evicted, idle too long: it says why, then closes); True
-        means the connection is to be given up. Never blocks, and takes no byte from a live session;
-        False when there is nothing to tell (not READY)."""
+        means the connection is to be given up. Never waits for the server, and takes no byte from a
+        live session; False when there is nothing to tell (not READY)."""
         with self._lock:
             if self.phase is not ClientPhase.READY or self._sock is None:
                 return False

@@ -246,6 +246,7 @@ class ClientPool:
             self.give_back(client)
 
     def _borrow_for(self, method: str) -> Client:
+        """A borrowed client for a call of ``method`` (borrowed again as ``call`` says)."""
         policy = self._retry
         if policy is None or method not in policy.idempotent:
             return self.borrow()
