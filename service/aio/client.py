@@ -234,12 +234,14 @@ class AsyncClient(CallPath, ServiceMethods):
                 raise HandshakeFailed(error) from None
             if isinstance(error, Draining):  # a retry (or a balancer) finds another server
                 self._refused = True
+                self._endpoint_refused()
                 raise ServerDraining(self._peer, error) from None
             raise
         except RemoteApplicationError as error:
             self._close_stream(self._refused_event())
             refused = refusal_error(self._peer, error.error)
             self._refused = refused is not None
+            self._endpoint_refused()
             raise refused or error from None
         except BaseException as error:  # cancelled: whether the server opened a session is unknown
             if not isinstance(error, ThriftHandshakeError) and self._state.allows(ClientEvent.FAILURE):
@@ -257,6 +259,12 @@ class AsyncClient(CallPath, ServiceMethods):
         self._idle_limit = idle_limit(answer)
         self._state.apply(ClientEvent.HELLO_ACCEPTED)
         return answer
+
+    def _endpoint_refused(self) -> None:
+        """An endpoint that refused (full, draining) is tried last for a while, also when the refusal of
+        a pipelined hello comes with a call, after connect() returned: a retry goes elsewhere."""
+        if self._refused and self.endpoints is not None:
+            self.endpoints.failed((self.host, self.port))
 
     def _refused_event(self) -> ClientEvent:
         """How a refused hello ends: HELLO_REJECTED, or CLOSED if the connection broke meanwhile."""

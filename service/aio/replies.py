@@ -158,6 +158,8 @@ class ReplyPath(ClientBase):
     def _timed_out(self, seqid: int) -> None:
         waiting = self._inflight.get(seqid)
         timeout = TTransportException(TTransportException.TIMED_OUT, "no reply within the timeout")
+        if self.endpoints is not None:  # silent: retries and reconnects go elsewhere first
+            self.endpoints.failed((self.host, self.port))
         self._break(timeout, waiting.call if waiting is not None else None)
 
     def _break(self, error: BaseException, culprit: Optional[ClientCall] = None) -> None:
