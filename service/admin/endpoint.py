@@ -21,7 +21,7 @@ from .page import PAGE, admin_state
 from .multiprocess import SummedMetrics
 from .prometheus import PrometheusMetrics
 from .recent import RecentCalls
-from .runit import runit_target, static_file
+from .runit import static_file
 
 __all__ = ["AdminEndpoint"]
 
@@ -159,7 +159,6 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(200, PAGE.encode(), "text/html; charset=utf-8")
         elif path == "/admin/state.json":
             state = admin_state(endpoint.metrics, endpoint.recent)
-            state["runit"] = runit_target(endpoint.metrics.servers())
             self._answer(200, json.dumps(state).encode(), "application/json")
         elif (found := static_file(path)) is not None:
             self._answer(found.status, found.body, found.content_type)
