@@ -50,6 +50,25 @@ def _echo_still_served(port: int) -> None:
         conn.close()
 
 
+@pytest.mark.parametrize("body, content_type, why", [
+    (b"", "application/vnd.apache.thrift.json", "ended before"),
+    (b'[2,"echo",1,1,{}]', "application/vnd.apache.thrift.json", "bad version"),
+    (b'[1,"echo",1,1e999,{}]', "application/vnd.apache.thrift.json", "numeric data"),
+    (b'[1,"echo', "application/vnd.apache.thrift.json", "ended before"),
+    (b"\x80\x01\x00\x01\x00\x00\x00\x04echo\x00\x00\x00\x01\x00", "application/vnd.apache.thrift.json", "Unexpected"),
+    (b"\x80\x02\x00\x01", "application/x-thrift", "Bad version"),
+], ids=["empty", "json-version", "json-seqid", "json-cut-in-name", "binary-as-json", "binary-version"])
+def test_a_body_that_is_no_thrift_message_is_answered_400_and_others_go_on(start, body, content_type, why):
+    server = start(optional_hello=True)
+    answer = _raw(server.port, _post(body, content_type))
+    head, _, text = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer[:300]
+    assert b"Connection: close" in head
+    assert text.startswith(b"400 the body is no Thrift message: "), text[:300]
+    assert why.lower().encode() in text.lower(), text[:300]
+    _echo_still_served(server.port)
+
+
 @pytest.mark.parametrize("value", [b"a\nTransfer-Encoding: chunked", b"a\rb", b"a\x00b"], ids=["LF", "CR", "NUL"])
 def test_a_header_value_with_cr_lf_or_nul_is_400(value):
     parser = RequestParser()
