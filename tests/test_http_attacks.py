@@ -87,3 +87,36 @@ def test_a_smuggled_header_is_refused_on_the_port(start):
     assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer[:200]
 
 
+def _json_call(port: int, body: bytes):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        return post(conn, body, xhr_headers())
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("field, value", [
+    ("3", b'{"i8":128}'), ("4", b'{"i16":-32769}'), ("5", b'{"i32":2147483648}'),
+    ("6", b'{"i64":9223372036854775808}'), ("16", b'{"lst":["i32",1,99999999999]}'),
+])
+def test_a_json_integer_out_of_its_type_s_range_is_the_caller_s_protocol_error(start, caplog, field, value):
+    server = start(optional_hello=True)
+    body = b'[1,"echo_types",1,7,{"1":{"rec":{"1":{"str":"a"},"' + field.encode() + b'":' + value + b"}}}]"
+    with caplog.at_level(logging.WARNING):
+        response, data = _json_call(server.port, body)
+    assert response.status == 200
+    message_type, error = json_reply(data, HandshakeService.echo_types_result)
+    assert (message_type, error.type) == (3, TApplicationException.PROTOCOL_ERROR), error
+    assert "out of range" in error.message
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]  # not the server's fault
+    # at the edges of the ranges, the values go through
+    edges = AllTypes(id="a", small=-128, short_number=32767, number=-2147483648, big_number=2**63 - 1)
+    response, data = _json_call(server.port, json_message("echo_types", HandshakeService.echo_types_args(edges)))
+    assert json_reply(data, HandshakeService.echo_types_result)[1].success == edges
+
+
+def test_a_seqid_out_of_the_i32_range_is_no_thrift_message(start):
+    server = start(optional_hello=True)
+    answer = _raw(server.port, _post(b'[1,"echo",1,99999999999,{"1":{"str":"x"}}]'))
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer[:300]
+    assert b"out of range" in answer

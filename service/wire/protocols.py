@@ -189,6 +189,33 @@ class JsonProtocol(TJSONProtocol.TJSONProtocol):
     readListBegin = readCollectionBegin
     readSetBegin = readCollectionBegin
 
+    # JSON numbers have no width: a value its type cannot hold is the peer's error here, not the
+    # handler's (nor the reply's, which could not encode it) as it would be if let through
+    def readMessageBegin(self) -> Tuple[str, int, int]:
+        name, message_type, seqid = super().readMessageBegin()
+        return name, message_type, _in_range(seqid, 32, "seqid")
+
+    def readByte(self) -> int:
+        return _in_range(super().readByte(), 8, "i8")
+
+    def readI16(self) -> int:
+        return _in_range(super().readI16(), 16, "i16")
+
+    def readI32(self) -> int:
+        return _in_range(super().readI32(), 32, "i32")
+
+    def readI64(self) -> int:
+        return _in_range(super().readI64(), 64, "i64")
+
+
+def _in_range(value: int, bits: int, what: str) -> int:
+    """``value`` when a signed integer of ``bits`` bits holds it; else INVALID_DATA."""
+    low = -(1 << (bits - 1))
+    if not low <= value < -low:
+        raise TProtocolException(TProtocolException.INVALID_DATA,
+                                 f"a JSON {what} of {str(value)[:24]} is out of range ({low}..{-low - 1})")
+    return value
+
 
 class HeaderProtocolFactory(TProtocolFactory):
     """THeader protocols for ``client_types`` whose inner protocol has ``limits`` (Thrift's
