@@ -5,6 +5,7 @@ for ever; peer-chosen names shown on the page stay text in a real browser."""
 
 from __future__ import annotations
 
+import base64
 import socket
 import time
 import urllib.error
@@ -94,3 +95,22 @@ def test_peer_chosen_names_are_text_on_the_page(start_server):
                 assert page.evaluate("document.querySelectorAll('img').length") == 0
                 assert page.evaluate("document.querySelectorAll('script:not([src])').length") == 1  # the page's own
                 assert page.evaluate("document.title") == "thrift-handshake admin"
+
+
+def _status_of_raw(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(request)
+        return sock.recv(64).split(b"\r\n", 1)[0]
+
+
+def test_a_token_beyond_ascii_opens_the_page_as_a_bearer_token_too():
+    """Prometheus sends its bearer token's UTF-8 bytes, as a browser does the Basic password's."""
+    token = "s\u00e9cr\u20act"
+    with AdminEndpoint(PrometheusMetrics(), token=token) as endpoint:
+        bearer = b"GET /metrics HTTP/1.1\r\nAuthorization: Bearer " + token.encode() + b"\r\n\r\n"
+        assert _status_of_raw(endpoint.port, bearer) == b"HTTP/1.0 200 OK"
+        basic = b"GET /metrics HTTP/1.1\r\nAuthorization: Basic " + base64.b64encode(b"admin:" + token.encode()) + b"\r\n\r\n"
+        assert _status_of_raw(endpoint.port, basic) == b"HTTP/1.0 200 OK"
+        for wrong in (token[:-1], token + "x", "s\u00e9cr\u20acT"):
+            request = b"GET /metrics HTTP/1.1\r\nAuthorization: Bearer " + wrong.encode() + b"\r\n\r\n"
+            assert _status_of_raw(endpoint.port, request) == b"HTTP/1.0 401 Unauthorized", wrong

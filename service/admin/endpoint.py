@@ -107,12 +107,14 @@ class AdminEndpoint:
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "basic":
             try:
-                value = base64.b64decode(value, validate=True).decode("utf-8").partition(":")[2]
-            except (binascii.Error, UnicodeDecodeError):
+                given = base64.b64decode(value, validate=True).partition(b":")[2]
+            except binascii.Error:
                 return False
-        elif scheme.lower() != "bearer":
+        elif scheme.lower() == "bearer":
+            given = value.encode("latin-1", "replace")  # the bytes sent (http.server decodes headers as latin-1)
+        else:
             return False
-        return hmac.compare_digest(value.encode("utf-8", "surrogateescape"), self._token.encode())
+        return hmac.compare_digest(given, self._token.encode())
 
     def host_allowed(self, host: Optional[str]) -> bool:
         """Whether a request naming this ``Host`` may read: any with a token or off loopback (the token, or
