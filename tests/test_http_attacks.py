@@ -7,6 +7,7 @@ JSON integers out of their type's range reached the handler and failed as the se
 from __future__ import annotations
 
 import http.client
+import json
 import logging
 import socket
 from typing import Callable
@@ -120,3 +121,24 @@ def test_a_seqid_out_of_the_i32_range_is_no_thrift_message(start):
     answer = _raw(server.port, _post(b'[1,"echo",1,99999999999,{"1":{"str":"x"}}]'))
     assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer[:300]
     assert b"out of range" in answer
+
+
+def _strict_json(body: bytes):
+    def refuse(constant: str):
+        raise ValueError(f"{constant} is no JSON")
+    return json.loads(body, parse_constant=refuse)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")], ids=["NaN", "Infinity", "-Infinity"])
+def test_a_double_that_is_no_number_is_written_as_thrift_json_s_quoted_name(start, value):
+    """TJSONProtocol's special doubles are strings ("NaN", "Infinity", "-Infinity"), as Java's, C++'s and the
+    JavaScript library's write and read them: Python's wrote nan and inf bare, which no JSON parser reads."""
+    server = start(optional_hello=True)
+    name = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}[str(value)]
+    body = b'[1,"echo_types",1,1,{"1":{"rec":{"1":{"str":"a"},"7":{"dbl":"' + name.encode() + b'"}}}}]'
+    response, data = _json_call(server.port, body)
+    assert response.status == 200
+    reply = _strict_json(data)
+    assert reply[4]["0"]["rec"]["7"] == {"dbl": name}, data
+    got = json_reply(data, HandshakeService.echo_types_result)[1].success.real
+    assert got != got if value != value else got == value

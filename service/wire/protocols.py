@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from typing import Optional, Tuple
 
 from thrift.protocol import TBinaryProtocol, TCompactProtocol, THeaderProtocol, TJSONProtocol
@@ -206,6 +207,14 @@ class JsonProtocol(TJSONProtocol.TJSONProtocol):
 
     def readI64(self) -> int:
         return _in_range(super().readI64(), 64, "i64")
+
+    def writeDouble(self, dbl: float) -> None:
+        """As TJSONProtocol defines it (Java's, C++'s, the JavaScript library's): a double that is no number
+        is the string "NaN", "Infinity" or "-Infinity" (Thrift's Python writes them bare: no JSON at all)."""
+        if math.isfinite(dbl):
+            super().writeDouble(dbl)
+        else:
+            self.writeJSONString("NaN" if dbl != dbl else "Infinity" if dbl > 0 else "-Infinity")
 
 
 def _in_range(value: int, bits: int, what: str) -> int:
