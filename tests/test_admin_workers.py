@@ -83,8 +83,9 @@ def test_before_any_worker_wrote_its_view_the_panel_says_so(tmp_path):
                                            "runit": {"unavailable": "no worker serves yet"}}
 
 
-def test_chromium_runs_it_against_the_workers_and_the_page_shows_that_session(serve, built_client):  # noqa: F811
-    workers: Workers = serve("--workers", "2", "--metrics-port", "0")
+@pytest.mark.parametrize("flags", [(), ("--asyncio",)], ids=["threads", "asyncio"])
+def test_chromium_runs_it_against_the_workers_and_the_page_shows_that_session(serve, built_client, flags):  # noqa: F811
+    workers: Workers = serve("--workers", "2", "--metrics-port", "0", *flags)
     page_url = _page_url(workers)
     for url in (page_url, page_url.replace("127.0.0.1", "localhost")):
         with Page(url) as page:
