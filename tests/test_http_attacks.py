@@ -6,10 +6,12 @@ JSON integers out of their type's range reached the handler and failed as the se
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import logging
 import socket
+import threading
 from typing import Callable
 
 import pytest
@@ -19,7 +21,9 @@ from conftest import read_until_closed
 from test_async_server import event_loop_thread, loop_factory, start_async  # noqa: F401 (fixtures)
 from test_http_server import json_message, json_reply, post, xhr_headers
 
-from thrift_handshake.wire.http import HttpError, RequestParser
+from thrift_handshake import Client, ClientOptions, Timeouts, Wire
+from thrift_handshake.aio import AsyncClient
+from thrift_handshake.wire.http import HttpError, RequestParser, ResponseParser
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.ttypes import AllTypes
 
@@ -142,3 +146,76 @@ def test_a_double_that_is_no_number_is_written_as_thrift_json_s_quoted_name(star
     assert reply[4]["0"]["rec"]["7"] == {"dbl": name}, data
     got = json_reply(data, HandshakeService.echo_types_result)[1].success.real
     assert got != got if value != value else got == value
+
+
+class _InterimFlood:
+    """Between a client and ``port``: relays both ways, and sends ``count`` interim ``100 Continue``
+    responses before the server's first bytes (a hostile or broken server, or a proxy)."""
+
+    def __init__(self, port: int, count: int) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._upstream = port
+        self._count = count
+        self._threads = [threading.Thread(target=self._serve)]
+        self._sockets: list = [self._listener]
+
+    def __enter__(self) -> "_InterimFlood":
+        self._threads[0].start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for sock in self._sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:  # never connected, or gone
+                pass
+            sock.close()
+        for thread in self._threads:
+            thread.join(5)
+
+    def _serve(self) -> None:
+        try:
+            client, _ = self._listener.accept()
+        except OSError:  # closed unused
+            return
+        upstream = socket.create_connection(("127.0.0.1", self._upstream))
+        self._sockets += [client, upstream]
+        pump = threading.Thread(target=self._pump, args=(client, upstream))
+        self._threads.append(pump)
+        pump.start()
+        self._pump(upstream, client, b"HTTP/1.1 100 Continue\r\n\r\n" * self._count)
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket, first: bytes = b"") -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(first + data)
+                first = b""
+        except OSError:  # the other end closed
+            pass
+
+
+def test_interim_responses_by_the_thousand_do_not_break_the_clients(start_server):
+    """The response parser skipped each 1xx response by calling itself: AsyncClient, which feeds it what
+    arrives, broke its connection with a RecursionError on 5000 of them in a row (the threaded client reads
+    at most 4 KiB at a time: fewer than 1000 per call)."""
+    server = start_server()
+    options = ClientOptions(wire=Wire(transport="http", protocol="json"), timeouts=Timeouts(connect=5, call=10))
+    with _InterimFlood(server.port, 5000) as flood:
+        with Client("127.0.0.1", flood.port, options, service=HandshakeService) as client:
+            assert client.call("echo", "through") == "through"
+
+    async def call() -> str:
+        async with AsyncClient("127.0.0.1", flood.port, options, service=HandshakeService) as client:
+            return await client.echo("through")
+
+    with _InterimFlood(server.port, 5000) as flood:
+        assert asyncio.run(call()) == "through"
+
+
+def test_the_response_parser_skips_interim_responses_without_limit_of_depth():
+    parser = ResponseParser(1000)
+    parser.feed(b"HTTP/1.1 100 Continue\r\n\r\n" * 5000 + b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]")
+    response = parser.next_response()
+    assert (response.status, response.body, parser.buffered) == (200, b"[]", 0)

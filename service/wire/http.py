@@ -224,23 +224,23 @@ class ResponseParser(_Parser):
         self._max_body = max_body_bytes
 
     def next_response(self) -> Optional[HttpResponse]:
-        """The next whole response (interim 1xx ones skipped), or None until more bytes are fed."""
-        fresh = self._head is None
-        head = self._take_head(_STATUS_LINE, "status")
-        if head is None:
-            return None
-        status = int(head.start[2])
-        if fresh:
-            length = _content_length(head.headers, self._max_body)
-            if length is None and 200 <= status and status not in (204, 304):
-                raise HttpError(400, "a response without Content-Length (this client reads none other)")
-            self._length = length or 0
-        body = self._take_body()
-        if body is None:
-            return None
-        if 100 <= status < 200:
-            return self.next_response()
-        return HttpResponse(status, (head.start[3] or b"").decode("latin-1"), head.headers, body)
+        """The next whole response (interim 1xx ones skipped, however many), or None until more bytes are fed."""
+        while True:
+            fresh = self._head is None
+            head = self._take_head(_STATUS_LINE, "status")
+            if head is None:
+                return None
+            status = int(head.start[2])
+            if fresh:
+                length = _content_length(head.headers, self._max_body)
+                if length is None and 200 <= status and status not in (204, 304):
+                    raise HttpError(400, "a response without Content-Length (this client reads none other)")
+                self._length = length or 0
+            body = self._take_body()
+            if body is None:
+                return None
+            if not 100 <= status < 200:
+                return HttpResponse(status, (head.start[3] or b"").decode("latin-1"), head.headers, body)
 
 
 def _head_bytes(start: str, headers: Iterable[Tuple[str, str]], body: bytes) -> bytes:
