@@ -460,12 +460,13 @@ class SessionProcessor(TProcessor):
                           iprot: TProtocolBase, oprot: TProtocolBase) -> bool:
         """Past its max age, a session's call that declares HandshakeRequired (goodbye aside) is answered
         with it, ``reconnect`` set, instead of being run, and the session ends (the connection closes after
-        this reply); False for any other call, served as usual (ping, hello, one-way calls: nothing is lost)."""
+        this reply); False for any other call, served as usual (ping, hello, one-way calls: nothing is lost),
+        and for a session's first call: however short the age, a reconnected client is served."""
         session, name = state.session, call.method
         info = table.methods.get(name)
         field = None if info is None or name == "goodbye" else info.exception_field(HandshakeRequired)
-        if field is None or not session.established:
-            return False
+        if field is None or not session.established or not session.calls:
+            return False  # a session is asked only once it has served a call: every connection makes progress
         age = monotonic() - state.opened_at
         skip_value(iprot, TType.STRUCT)  # never run: its arguments are not built
         iprot.readMessageEnd()
