@@ -486,3 +486,31 @@ def test_an_observer_sees_a_new_connection_and_a_session_with_its_client_and_cal
     assert (info.session_id, info.client_name, info.language, info.version, info.calls) == (
         session.context.session_id, "observed", "python", 2, 3)
     assert info.session_id
+
+
+def test_a_connection_already_closing_or_closed_is_never_evicted(pairs):
+    connection = pairs.connection()
+    connection.shutdown()
+    assert connection.phase is ConnectionPhase.CLOSING and pairs.closed == [connection]
+    assert not connection.evict(force=True, session=True, reason="room")
+    connection.closed()
+    assert not connection.evict(force=True, session=True, reason="room")
+    assert pairs.closed == [connection] and connection.closed_by is ConnectionEvent.STOPPING
+    assert connection.eviction_reason != "room"
+
+
+def test_a_stop_shuts_only_the_reading_side_of_an_idle_connection_on_a_thread(pairs):
+    connection = _serving(pairs.connection())
+    connection.shutdown()
+    ours = connection.socket.handle
+    ours.setblocking(False)
+    assert ours.recv(1) == b"", "its thread's next read ends"
+    ours.sendall(b"why")  # the session can still be told why it is closed
+    assert pairs.peers[0].recv(3) == b"why"
+
+
+def test_a_stop_of_an_idle_connection_on_a_thread_whose_socket_is_gone_is_quiet(pairs):
+    connection = _serving(pairs.connection())
+    connection.socket.handle.close()
+    connection.shutdown()  # shutting the reading side of a closed socket raises OSError: it is gone anyway
+    assert connection.closed_by is ConnectionEvent.STOPPING and pairs.closed == []
