@@ -7,6 +7,7 @@ import logging
 import re
 import socket
 import struct
+import time
 
 import pytest
 from conftest import encode_call, eventually
@@ -98,8 +99,10 @@ def test_a_request_that_stops_arriving_is_dropped_at_the_request_timeout_unanswe
     caplog.set_level(logging.INFO, logger=SERVER_LOG)
     server = start_server(limits=ServerLimits(request_timeout=0.3))
     sock, peer = _hello_and_half_a_call(server.port)
+    started = time.monotonic()
     with sock:
         assert read_until_closed(sock) == b""  # closed by the server, nothing said: the peer may still be sending
+    assert time.monotonic() - started < 0.95  # at its 0.3 s: no wait for the rest lasts past the deadline
     assert eventually(lambda: _ended(caplog, peer))
     line = _ended(caplog, peer)
     assert line.startswith("dropped") and line.endswith(": request timeout: the message did not arrive whole in time"), line
