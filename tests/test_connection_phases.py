@@ -514,3 +514,18 @@ def test_a_stop_of_an_idle_connection_on_a_thread_whose_socket_is_gone_is_quiet(
     connection.socket.handle.close()
     connection.shutdown()  # shutting the reading side of a closed socket raises OSError: it is gone anyway
     assert connection.closed_by is ConnectionEvent.STOPPING and pairs.closed == []
+
+
+def test_a_workers_part_is_its_connections_over_the_services_and_all_of_them_when_alone():
+    assert Admission._part(3, 12) == 0.25
+    assert Admission._part(5, 5) == 1.0
+    assert Admission._part(0, 0) == 1.0
+
+
+def test_a_share_under_one_connection_is_one_connection(pairs):
+    config = ServerConfig(limits=ServerLimits(max_connections=4, host_share=0.2))  # 0.8 of a connection
+    first = pairs.connection(config, host="10.0.0.1")
+    assert host_over_its_share([first], config, "10.0.0.2") is None  # one is within its share
+    held = [first, pairs.connection(config, host="10.0.0.1"), pairs.connection(config, host="10.0.0.2")]
+    hog = host_over_its_share(held, config, "10.0.0.2")
+    assert hog is not None and hog[:2] == ("10.0.0.1", 2)  # two are more than one
