@@ -7,6 +7,7 @@ import logging
 import select
 import socket
 import struct
+import threading
 import time
 from typing import Iterator, List
 
@@ -529,3 +530,25 @@ def test_a_share_under_one_connection_is_one_connection(pairs):
     held = [first, pairs.connection(config, host="10.0.0.1"), pairs.connection(config, host="10.0.0.2")]
     hog = host_over_its_share(held, config, "10.0.0.2")
     assert hog is not None and hog[:2] == ("10.0.0.1", 2)  # two are more than one
+
+
+def test_telling_an_evicted_session_whose_peer_reads_nothing_gives_up_after_a_second(pairs):
+    config = ServerConfig(limits=ServerLimits(reply_timeout=4.0))
+    connection = pairs.connection(config)
+    ours = connection.socket.handle
+    ours.setblocking(False)
+    try:
+        while True:  # the peer reads nothing: fill what the kernel holds for it
+            ours.send(b"x" * 65536)
+    except BlockingIOError:
+        pass
+    connection.session_started()  # a session's socket: blocking, kernel send timeouts of reply_timeout
+    connection.protocol = TBinaryProtocol(TBufferedTransport(connection.socket))
+    told = []
+    started = time.monotonic()
+    teller = threading.Thread(target=lambda: (tell_evicted(connection, "evicted: idle"), told.append(True)))
+    teller.start()
+    teller.join(6)
+    took = time.monotonic() - started
+    assert told == [True], "still writing after 6 s"
+    assert 0.9 <= took < 1.9, took  # its own second, not the session's 4 s reply timeout
