@@ -37,3 +37,5 @@ def test_a_tls_call_times_out_as_a_timeout(start_server):
         with pytest.raises(CallTimeout, match=TIMED_OUT):
             client.process(SLOW)
         assert time.monotonic() - started < 1.4  # its half second, not the handler's 1.5 s
+
+
