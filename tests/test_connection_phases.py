@@ -552,3 +552,42 @@ def test_telling_an_evicted_session_whose_peer_reads_nothing_gives_up_after_a_se
     took = time.monotonic() - started
     assert told == [True], "still writing after 6 s"
     assert 0.9 <= took < 1.9, took  # its own second, not the session's 4 s reply timeout
+
+
+def test_telling_an_evicted_tls_session_whose_peer_reads_nothing_gives_up_after_a_second():
+    import ssl
+    from pathlib import Path
+
+    certs = Path(__file__).resolve().parent / "certs"
+    server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_side.load_cert_chain(str(certs / "server.pem"), str(certs / "server.key"))
+    client_side = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        raw_peer = socket.create_connection(listener.getsockname(), timeout=5)
+        raw_ours, _ = listener.accept()
+    peers = []
+    handshake = threading.Thread(target=lambda: peers.append(client_side.wrap_socket(raw_peer, server_hostname="localhost")))
+    handshake.start()
+    ours = server_side.wrap_socket(raw_ours, server_side=True)
+    handshake.join(5)
+    try:
+        ours.setblocking(False)
+        try:
+            while True:  # the peer reads nothing: fill what the kernel holds for it
+                ours.send(b"x" * 16384)
+        except ssl.SSLWantWriteError:
+            pass
+        sock = ConnectionSocket()
+        sock.setHandle(ours)
+        connection = Connection(sock, "127.0.0.1:1", ServerConfig(limits=ServerLimits(reply_timeout=4.0)),
+                                lambda c: None, NOW)
+        connection.session_started()  # a TLS session's socket: Python's timeout mode
+        connection.protocol = TBinaryProtocol(TBufferedTransport(connection.socket))
+        started = time.monotonic()
+        tell_evicted(connection, "evicted: idle")
+        took = time.monotonic() - started
+    finally:
+        ours.close()
+        for peer in peers:
+            peer.close()
+    assert 0.9 <= took < 1.9, took  # its own second, not the session's 4 s reply timeout
