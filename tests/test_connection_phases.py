@@ -18,7 +18,7 @@ from thrift.Thrift import TApplicationException, TMessageType
 from thrift.transport.TTransport import TBufferedTransport, TMemoryBuffer
 
 from thrift_handshake import ServerConfig, ServerLimits
-from thrift_handshake.gate import ConnectionState
+from thrift_handshake.gate_state import ConnectionState
 from thrift_handshake.metrics import ServerMetrics
 from thrift_handshake.peerlog import WarningBudget
 from thrift_handshake.server.admission import (SILENT_GRACE, Admission, eviction_candidates, host_over_its_share,
