@@ -138,3 +138,16 @@ def test_a_connection_logged_closed_no_longer_counts_among_the_open_ones(server,
     finally:
         logger.removeHandler(seen)
         logger.setLevel(logging.NOTSET)
+
+
+def test_a_request_cut_off_by_a_peer_that_is_gone_is_dropped_without_an_error(start_server, caplog):
+    """The answer to the cut-off request reaches a closed peer (whose kernel resets the connection): that
+    fails quietly (no pool task fails), and the connection ends dropped."""
+    caplog.set_level(logging.INFO)
+    server = start_server()
+    sock, peer = _hello_and_half_a_call(server.port)
+    sock.close()  # nothing unread: a FIN, then a reset for whatever the server still writes
+    assert eventually(lambda: _ended(caplog, peer))
+    line = _ended(caplog, peer)
+    assert line.startswith("dropped"), line
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]
