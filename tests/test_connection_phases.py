@@ -21,8 +21,8 @@ from thrift_handshake import ServerConfig, ServerLimits
 from thrift_handshake.gate_state import ConnectionState
 from thrift_handshake.metrics import ServerMetrics
 from thrift_handshake.peerlog import WarningBudget
-from thrift_handshake.server.admission import (SILENT_GRACE, Admission, eviction_candidates, host_over_its_share,
-                                               tell_evicted)
+from thrift_handshake.server.admission import (SILENT_GRACE, Admission, evict_for_another_host, eviction_candidates,
+                                               host_over_its_share, tell_evicted)
 from thrift_handshake.server.connection import Connection
 from thrift_handshake.session import Session, SessionContext, SessionSettings
 from thrift_handshake.states import ConnectionEvent, ConnectionPhase, SocketMode
@@ -591,3 +591,20 @@ def test_telling_an_evicted_tls_session_whose_peer_reads_nothing_gives_up_after_
         for peer in peers:
             peer.close()
     assert 0.9 <= took < 1.9, took  # its own second, not the session's 4 s reply timeout
+
+
+def test_no_room_is_made_when_none_of_the_hogs_connections_can_go_after_all(pairs):
+    config = ServerConfig(limits=ServerLimits(max_connections=2, host_share=0.5))
+    hog = [_mid_hello(pairs.connection(config, host="10.0.0.1")) for _ in range(2)]
+    for connection in hog:
+        connection.state.in_flight = None
+
+        class ParkedFirst(ConnectionState):
+            def close_if_idle(self, shut, force=False, parked=connection):
+                assert parked.park(NOW + 10, "idle timeout", lambda c: None)  # its reply went out meanwhile
+                return super().close_if_idle(shut, force)
+
+        connection.state.__class__ = ParkedFirst
+    assert host_over_its_share(hog, config, "10.0.0.2")[:2] == ("10.0.0.1", 2)
+    assert not evict_for_another_host(hog, config, "10.0.0.2", WarningBudget(logging.getLogger("test.admission")))
+    assert [c.phase for c in hog] == [ConnectionPhase.WAITING] * 2
