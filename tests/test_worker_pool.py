@@ -409,3 +409,31 @@ def test_a_wait_without_timeout_lasts_until_input_comes(watch, pair):
         assert watch.wait(None) == [left]
     finally:
         sender.join()
+
+
+
+def test_a_descriptor_two_waits_reported_at_once_is_unregistered_by_one_without_failing_the_other(pair):
+    """Two waits on the selector interleave (made to happen here by a second wait from inside the first's
+    select): both saw the once-only descriptor; the first unregisters it, the second finds it gone."""
+    left, right = pair
+    watch = ReadinessWatch(use_epoll=False)
+    try:
+        watch.add(left.fileno(), left)  # reported once
+        assert watch.wait(0) == []  # the wake-up for the add, read
+        right.sendall(b"x")
+        selector = watch._selector
+        select = selector.select
+        inner = []
+
+        def select_and_another_wait(timeout=None):
+            events = select(timeout)
+            if not inner:
+                inner.append(None)
+                inner.append(watch.wait(0))
+            return events
+
+        selector.select = select_and_another_wait
+        assert watch.wait(1) == [left]
+        assert inner[1] == [left]
+    finally:
+        watch.close()
