@@ -16,6 +16,8 @@ One client is one connection; calls from several threads are serialized.
 from __future__ import annotations
 
 import logging
+import socket
+import ssl
 import threading
 import time
 from types import ModuleType
@@ -36,6 +38,7 @@ from .interceptors import ClientCall, Outcome
 from .tracing import carry_trace
 from .errors import (
     ArgumentError,
+    CallTimeout,
     ConnectError,
     ConnectionBroken,
     HandshakeFailed,
@@ -286,6 +289,32 @@ class Client(ClientBase, ServiceMethods):
         self._state.apply(ClientEvent.GOODBYE)
         self._record_sent(self._send("goodbye", (), "disconnect", self.options.timeouts.call))
 
+    def ended_by_server(self) -> bool:
+        """Whether the server has spoken on this idle READY connection, or closed it: a session it
+        ended while nobody called (drained, evicted, idle too long: it says why, then closes); True
+        means the connection is to be given up. Never waits for the server, and takes no byte from a
+        live session; False when there is nothing to tell (not READY)."""
+        with self._lock:
+            if self.phase is not ClientPhase.READY or self._sock is None:
+                return False
+            if unread_bytes(self._transport):
+                return True
+            handle = self._sock.handle
+            tls = isinstance(handle, ssl.SSLSocket)
+            if tls and handle.pending():
+                return True
+            timeout = handle.gettimeout()
+            handle.settimeout(0)
+            try:  # TLS: a read takes the server's session tickets, if that is all there is, and wants more
+                handle.recv(1) if tls else handle.recv(1, socket.MSG_PEEK)
+            except (BlockingIOError, ssl.SSLWantReadError):
+                return False
+            except OSError:
+                return True
+            finally:
+                handle.settimeout(timeout)
+            return True  # a notice (with TLS its first byte is read: the connection is given up), or the end
+
     # -- internals ----------------------------------------------------------------------------
 
     def _log_change(self, old: ClientPhase, event: ClientEvent, new: ClientPhase) -> None:
@@ -388,7 +417,15 @@ class Client(ClientBase, ServiceMethods):
             self._break(error)
 
     def _hello_failed(self, error: ThriftHandshakeError) -> ThriftHandshakeError:
-        """Closes the transport after a failed hello; returns the error to raise for ``error``."""
+        """Closes the transport after a failed hello; returns the error to raise for ``error``. An
+        endpoint that refused (full, draining) is tried last for a while, also when the refusal of a
+        pipelined hello comes with a call, after connect() returned: a retry goes elsewhere."""
+        failure = self._hello_failure(error)
+        if self._refused and self.endpoints is not None:
+            self.endpoints.failed((self.host, self.port))
+        return failure
+
+    def _hello_failure(self, error: ThriftHandshakeError) -> ThriftHandshakeError:
         if self._transport is not None:  # refused, not broken: close and say why
             broken = self.phase is ClientPhase.BROKEN  # the answer could not be read: no refusal
             self._close_transport(ClientEvent.CLOSED if broken else ClientEvent.HELLO_REJECTED)
@@ -561,7 +598,10 @@ class Client(ClientBase, ServiceMethods):
         reply = self._sock.first_reply if self._sock is not None else b""
         answered_before = self._sock is not None and self._sock.bytes_in > 0  # so TLS and wire were right
         self._break(error)
-        raise broken_error(name, error, self.options, reply, answered_before) from error
+        failure = broken_error(name, error, self.options, reply, answered_before)
+        if isinstance(failure, CallTimeout) and self.endpoints is not None:  # silent: retries go elsewhere first
+            self.endpoints.failed((self.host, self.port))
+        raise failure from error
 
     def _break(self, error: BaseException) -> None:
         """Moves to BROKEN and closes the socket so nothing more is ever read from it."""
