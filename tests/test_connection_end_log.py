@@ -102,7 +102,7 @@ def test_a_request_that_stops_arriving_is_dropped_at_the_request_timeout_unanswe
     started = time.monotonic()
     with sock:
         assert read_until_closed(sock) == b""  # closed by the server, nothing said: the peer may still be sending
-    assert time.monotonic() - started < 0.95  # at its 0.3 s: no wait for the rest lasts past the deadline
+    assert time.monotonic() - started < 1.25  # at its 0.3 s: no wait for the rest lasts a second past it
     assert eventually(lambda: _ended(caplog, peer))
     line = _ended(caplog, peer)
     assert line.startswith("dropped") and line.endswith(": request timeout: the message did not arrive whole in time"), line

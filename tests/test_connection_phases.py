@@ -551,7 +551,7 @@ def test_telling_an_evicted_session_whose_peer_reads_nothing_gives_up_after_a_se
     teller.join(6)
     took = time.monotonic() - started
     assert told == [True], "still writing after 6 s"
-    assert 0.9 <= took < 1.9, took  # its own second, not the session's 4 s reply timeout
+    assert 0.9 <= took < 3.5, took  # its own second, not the session's 4 s reply timeout
 
 
 def test_telling_an_evicted_tls_session_whose_peer_reads_nothing_gives_up_after_a_second():
@@ -590,7 +590,7 @@ def test_telling_an_evicted_tls_session_whose_peer_reads_nothing_gives_up_after_
         ours.close()
         for peer in peers:
             peer.close()
-    assert 0.9 <= took < 1.9, took  # its own second, not the session's 4 s reply timeout
+    assert 0.9 <= took < 3.5, took  # its own second, not the session's 4 s reply timeout
 
 
 def test_no_room_is_made_when_none_of_the_hogs_connections_can_go_after_all(pairs):
