@@ -33,6 +33,8 @@ from typing import Any, Dict, List
 from bench.call_count import _exchange, _messages, _profile, _counts, tree_path
 
 KINDS = ["threaded", "asyncio", "asyncio+async-echo"]
+#: How long the sessions stay idle before memory is read (past the asyncio server's PARK_AFTER, 1 s).
+_SETTLE = 1.5
 
 #: The child that holds a server for the memory probe: reports its figures as JSON lines on stdout.
 MEMORY_SERVER = """
@@ -208,6 +210,8 @@ def memory(kind: str, idle: int, traced: bool) -> Dict[str, float]:
             after = report()
             if after["open"] >= idle + len(warm) or time.monotonic() > deadline:
                 break
+        time.sleep(_SETTLE)  # idle that long, the asyncio server's sessions wait without a task
+        after = report()
         for sock in socks + warm:
             sock.close()
     finally:

@@ -79,6 +79,8 @@ class SessionListener:
     """What a session tells the layer that hosts it (metrics, deadlines, logging): subclass it and
     override what you need (every method does nothing here)."""
 
+    __slots__ = ()  # (a subclass may have slots only: the asyncio server's per-connection one has)
+
     def session_started(self, session: "Session") -> None:
         """hello() was accepted."""
 
