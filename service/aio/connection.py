@@ -104,7 +104,8 @@ class AsyncConnection(ConnectionStanding):
             elif not self._zlib:  # (its stream is the socket's own: an idle read may give up its task)
                 self._parks = reader
                 self._framer_wire = framer_wire
-            self.state = self._processor.connection(protocol, self.peer, identity or None, listener=self)
+            self.state = self._processor.connection(protocol, self.peer, identity or None, listener=self,
+                                                    collected=False)  # (the server closes it: no finalizer)
             bind_task_session(self.state.context)  # this task's calls, and the pool threads that run them
             if self._stopping:
                 return _STOPPING
