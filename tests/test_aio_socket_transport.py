@@ -1,6 +1,7 @@
-"""The asyncio server's plain sockets go through ``aio.socket_transport.SocketTransport`` (not asyncio's
-own transport): a reply larger than the kernel takes at once goes out whole, in order, behind a peer
-that reads slowly, and the next call is served once it went out; a peer that resets while its reply is being written ends only its own connection."""
+"""The asyncio server serves plain sockets through ``aio.socket_transport.PlainSocketStream`` (not a
+transport of the loop's), on both loops: a reply larger than the kernel takes at once goes out whole,
+in order, behind a peer that reads slowly, and the next call is served once it went out; a peer that
+resets while its reply is being written ends only its own connection."""
 
 from __future__ import annotations
 
