@@ -33,7 +33,7 @@ from typing import Any, Dict, List
 from bench.call_count import _exchange, _messages, _profile, _counts, tree_path
 
 KINDS = ["threaded", "asyncio", "asyncio+async-echo"]
-#: How long the sessions stay idle before memory is read (past the asyncio server's PARK_AFTER, 1 s).
+#: How long the sessions stay idle before memory is read (past the asyncio server's PARK_AFTER, 0.25 s).
 _SETTLE = 1.5
 
 #: The child that holds a server for the memory probe: reports its figures as JSON lines on stdout.

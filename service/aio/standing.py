@@ -23,7 +23,7 @@ __all__ = ["ConnectionStanding", "NEVER"]
 #: The deadline of a connection that waits for nothing.
 NEVER = float("inf")
 #: How long a session waits for its next message on a task before it waits without one (seconds).
-PARK_AFTER = 1.0
+PARK_AFTER = 0.25
 
 
 class ConnectionStanding(SessionListener):
@@ -186,7 +186,7 @@ class ConnectionStanding(SessionListener):
     # -- waiting without a task ------------------------------------------------------------------
 
     def park(self) -> None:
-        """Its task ends while it waits for its next message (``deadline``: loop time)."""
+        """Its task ends while it waits for its next message (until ``wake``)."""
         self._parked = True
         self.task = None
         self._between_messages = True
