@@ -13,7 +13,10 @@ function calls per 32-byte echo, and memory per idle session (hello done, then s
     .venv/bin/python -m bench.aio_probe [--calls 2000] [--idle 10000] [--traced] [--tree /other/checkout]
 
 ``--tree`` runs the same probes against another checkout's ``service/`` and ``gen-py/`` too (e.g. the
-tree before a change), in child processes, so both print side by side.
+tree before a change), in child processes, so both print side by side. With ``--tree``, ``--cpu ROUNDS``
+instead reads each tree's asyncio server's own CPU time (coroutine echo, on asyncio's loop and on uvloop's)
+per echo and per lifecycle (hello, echo, goodbye on a new connection), the trees alternating round by round
+as ``bench.server_cpu`` does for the threaded server.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import json
 import os
 import selectors
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -31,8 +35,11 @@ import time
 from typing import Any, Dict, List
 
 from bench.call_count import _exchange, _messages, _profile, _counts, tree_path
+from bench.server_cpu import one_round
 
 KINDS = ["threaded", "asyncio", "asyncio+async-echo"]
+#: How long the sessions stay idle before memory is read (past the asyncio server's PARK_AFTER, 0.25 s).
+_SETTLE = 1.5
 
 #: The child that holds a server for the memory probe: reports its figures as JSON lines on stdout.
 MEMORY_SERVER = """
@@ -77,6 +84,68 @@ else:
     else:
         asyncio.run(main())
 """
+
+
+#: The child that holds an asyncio server with a coroutine echo for ``--cpu`` (argv: the loop).
+CPU_SERVER = """
+import asyncio, logging, sys, tempfile
+logging.basicConfig(level=logging.INFO, filename=tempfile.mktemp(suffix=".log"))
+from thrift_handshake import ServerConfig
+from thrift_handshake.aio import AsyncHandshakeServer
+from thrift_handshake.demo import HandshakeHandler
+
+class CoroutineEcho(HandshakeHandler):
+    async def echo(self, message):
+        return message
+
+async def main():
+    server = AsyncHandshakeServer(CoroutineEcho(), ServerConfig(port=0, host="127.0.0.1"))
+    await server.start()
+    print(server.port, flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    await server.stop(grace=1.0)
+
+if sys.argv[1] == "uvloop":
+    import uvloop
+    uvloop.run(main())
+else:
+    asyncio.run(main())
+"""
+
+
+def server_cpu(loop: str, trees: Dict[str, str], rounds: int, calls: int = 3000, lifecycles: int = 200) -> None:
+    """Prints each tree's asyncio server CPU per echo and per lifecycle on ``loop``, rounds alternating."""
+    servers = {name: subprocess.Popen([sys.executable, "-c", CPU_SERVER, loop], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=tree_path(tree)))
+               for name, tree in trees.items()}
+    hello = _messages()[0]
+    sizes: Dict[bytes, int] = {}
+    figures: Dict[str, Dict[str, List[float]]] = {"echo": {n: [] for n in trees}, "lifecycle": {n: [] for n in trees}}
+    try:
+        ports = {name: int(server.stdout.readline()) for name, server in servers.items()}
+        held = {name: socket.create_connection(("127.0.0.1", port)) for name, port in ports.items()}
+        for name, sock in held.items():
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            _exchange(sock, hello, sizes)
+        for round_number in range(rounds + 1):  # the first round warms up and is not counted
+            for name in (list(trees) if round_number % 2 else list(reversed(trees))):
+                per_echo, per_lifecycle = one_round(servers[name].pid, held[name], ports[name], calls, lifecycles,
+                                                    sizes)
+                if round_number:
+                    figures["echo"][name].append(per_echo)
+                    figures["lifecycle"][name].append(per_lifecycle)
+        for sock in held.values():
+            sock.close()
+    finally:
+        for server in servers.values():
+            server.stdin.close()
+            server.wait(10)
+    this, other = list(trees)
+    for label, by_tree in figures.items():
+        ratios = sorted(a / b for a, b in zip(by_tree[this], by_tree[other]))
+        print(f"  {loop:8} server CPU per {label:9}: {statistics.median(by_tree[this]):7.1f} us here, "
+              f"{statistics.median(by_tree[other]):7.1f} us there; here/there {statistics.median(ratios):.2f}x "
+              f"({ratios[0]:.2f}-{ratios[-1]:.2f}, {rounds} rounds)")
 
 
 def _asyncio_server(kind: str) -> Any:
@@ -208,6 +277,8 @@ def memory(kind: str, idle: int, traced: bool) -> Dict[str, float]:
             after = report()
             if after["open"] >= idle + len(warm) or time.monotonic() > deadline:
                 break
+        time.sleep(_SETTLE)  # idle that long, the asyncio server's sessions wait without a task
+        after = report()
         for sock in socks + warm:
             sock.close()
     finally:
@@ -256,6 +327,8 @@ def main() -> None:
     parser.add_argument("--idle", type=int, default=10000, help="idle sessions held (0: no memory probe)")
     parser.add_argument("--traced", action="store_true", help="also trace the server's Python memory")
     parser.add_argument("--tree", help="also probe this checkout (its service/ and gen-py/)")
+    parser.add_argument("--cpu", type=int, default=0, metavar="ROUNDS",
+                        help="with --tree: server CPU per echo and lifecycle instead, this many rounds")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--count", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -266,6 +339,11 @@ def main() -> None:
         print(json.dumps(probe(args)))
         return
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if args.cpu and args.tree:
+        print(f"here = {here}, there = {os.path.abspath(args.tree)}")
+        for loop in ["asyncio"] + (["uvloop"] if _has_uvloop() else []):
+            server_cpu(loop, {"here": here, "there": os.path.abspath(args.tree)}, args.cpu)
+        return
     trees = [here] + ([os.path.abspath(args.tree)] if args.tree else [])
     results = [(tree, _in_tree(tree, args)) for tree in trees]
     for tree, figures in results:

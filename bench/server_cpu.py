@@ -17,7 +17,7 @@ import socket
 import statistics
 import subprocess
 import sys
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 from bench.call_count import _exchange, _messages, tree_path
 from bench.harness import cpu_seconds
@@ -40,6 +40,23 @@ def _start(tree: str) -> subprocess.Popen:
                             env=dict(os.environ, PYTHONPATH=tree_path(tree)))
 
 
+def one_round(pid: int, held: socket.socket, port: int, calls: int, lifecycles: int,
+              sizes: Dict[bytes, int]) -> Tuple[float, float]:
+    """Server ``pid``'s CPU microseconds per echo (``calls`` on ``held``, whose hello is done) and per
+    lifecycle (``lifecycles`` new connections to ``port``: hello, echo, goodbye)."""
+    hello, echo, goodbye = _messages()
+    before = cpu_seconds(pid)
+    for _ in range(calls):
+        _exchange(held, echo, sizes)
+    middle = cpu_seconds(pid)
+    for _ in range(lifecycles):
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for request in (hello, echo, goodbye):
+                _exchange(sock, request, sizes)
+    return (middle - before) * 1e6 / calls, (cpu_seconds(pid) - middle) * 1e6 / lifecycles
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tree", required=True, help="the other checkout (its service/ and gen-py/)")
@@ -50,7 +67,7 @@ def main() -> None:
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     trees = {"this": here, "other": os.path.abspath(args.tree)}
     servers = {name: _start(tree) for name, tree in trees.items()}
-    hello, echo, goodbye = _messages()
+    hello = _messages()[0]
     sizes: Dict[bytes, int] = {}
     echo_us: Dict[str, List[float]] = {name: [] for name in trees}
     life_us: Dict[str, List[float]] = {name: [] for name in trees}
@@ -64,20 +81,11 @@ def main() -> None:
         for round_number in range(args.rounds + 1):  # the first round warms up and is not counted
             order = list(trees) if round_number % 2 else list(reversed(trees))
             for name in order:
-                pid = servers[name].pid
-                before = cpu_seconds(pid)
-                for _ in range(args.calls):
-                    _exchange(held[name], echo, sizes)
-                middle = cpu_seconds(pid)
-                for _ in range(args.lifecycles):
-                    with socket.create_connection(("127.0.0.1", ports[name])) as sock:
-                        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                        for request in (hello, echo, goodbye):
-                            _exchange(sock, request, sizes)
-                end = cpu_seconds(pid)
+                per_echo, per_lifecycle = one_round(servers[name].pid, held[name], ports[name], args.calls,
+                                                    args.lifecycles, sizes)
                 if round_number:
-                    echo_us[name].append((middle - before) * 1e6 / args.calls)
-                    life_us[name].append((end - middle) * 1e6 / args.lifecycles)
+                    echo_us[name].append(per_echo)
+                    life_us[name].append(per_lifecycle)
         for sock in held.values():
             sock.close()
     finally:

@@ -206,13 +206,14 @@ class SessionProcessor(TProcessor):
     # -- connections --------------------------------------------------------------------------
 
     def connection(self, iprot: TProtocolBase, peer: Optional[str] = None, peer_identity: Optional[str] = None,
-                   listener: Optional[SessionListener] = None, opened_at: Optional[float] = None) -> ConnectionState:
+                   listener: Optional[SessionListener] = None, opened_at: Optional[float] = None,
+                   collected: bool = True) -> ConnectionState:
         """Starts serving a connection whose messages arrive on ``iprot``; returns its state.
 
         ``listener`` is told about the session besides ``metrics``. ``opened_at``: when it was accepted
         (``time.monotonic()``; default now), from which its max connection age counts. A stock server
         never calls this: the first message of a connection does, and the state closes when ``iprot`` is
-        collected.
+        collected (with ``collected``; a host that always calls ``state.close()`` passes False).
         """
         context = SessionContext(peer=peer or peer_of(iprot.trans), peer_identity=peer_identity)
         session = None
@@ -232,7 +233,8 @@ class SessionProcessor(TProcessor):
         if isinstance(iprot.trans, THeaderTransport) or hasattr(iprot.trans, "get_headers"):
             state.read_headers = iprot.trans.get_headers  # THeader's or an HTTP request's (a trace context)
         setattr(iprot, _STATE, state)
-        weakref.finalize(iprot, state.close)
+        if collected:
+            weakref.finalize(iprot, state.close)
         return state
 
     # -- messages -----------------------------------------------------------------------------

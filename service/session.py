@@ -79,6 +79,8 @@ class SessionListener:
     """What a session tells the layer that hosts it (metrics, deadlines, logging): subclass it and
     override what you need (every method does nothing here)."""
 
+    __slots__ = ()  # (a subclass may have slots only: the asyncio server's per-connection one has)
+
     def session_started(self, session: "Session") -> None:
         """hello() was accepted."""
 
@@ -254,7 +256,7 @@ class Session:
         context = self.context
         context.session_id = os.urandom(16).hex()  # 128 random bits, as uuid4().hex less 6, with no Python frames
         context.version = version
-        context.features = settings.features & frozenset(hello.features or ())
+        context.features = _shared(settings.features & frozenset(hello.features or ()))
         context.client_name = hello.client_name
         context.language = hello.language
         context.established_at = time.monotonic()
@@ -337,3 +339,14 @@ class Session:
         if self.established:
             self._listener.session_ended(self, False)
         self._machine.apply(SessionEvent.DISCONNECT)
+
+
+#: The feature sets sessions have agreed so far, each held once (a set per session costs 200 bytes).
+_AGREED: Dict[FrozenSet[str], FrozenSet[str]] = {}
+
+
+def _shared(features: FrozenSet[str]) -> FrozenSet[str]:
+    """``features``, as the one equal set other sessions hold (a few hundred are kept)."""
+    if len(_AGREED) < 256:
+        return _AGREED.setdefault(features, features)
+    return _AGREED.get(features, features)

@@ -26,11 +26,11 @@ _SIBLING_WAIT = 0.08
 
 
 class AsyncAdmission:
-    """Makes room among ``connections`` (the server's open ones, by their tasks) for newcomers to a full
-    server, or refuses them; ``refusals`` are the answers being written."""
+    """Makes room among ``connections`` (the server's open ones, by their tasks; None: parked) for
+    newcomers to a full server, or refuses them; ``refusals`` are the answers being written."""
 
     def __init__(self, config: ServerConfig, metrics: ServerMetrics, warnings: WarningBudget,
-                 connections: Dict[AsyncConnection, asyncio.Task], tls: bool) -> None:
+                 connections: Dict[AsyncConnection, Optional[asyncio.Task]], tls: bool) -> None:
         self.config = config
         self._metrics = metrics
         self._warnings = warnings

@@ -34,19 +34,25 @@ from .dialects import framer_for, speaks, stack_for
 from .http import HttpPipe, HttpRequestFramer
 from .opening import READ_CHUNK, Stream, refuse
 from .refusals import answer_bad_message, refuse_message
-from .standing import NEVER, ConnectionStanding
+from .standing import NEVER, PARK_AFTER, ConnectionStanding
 
-__all__ = ["AsyncConnection"]
+__all__ = ["AsyncConnection", "PARKED"]
 
 logger = logging.getLogger(__name__)
 
 _STOPPING: Outcome = ("closed", "server stopping")
+_EVICTED: Any = ("evicted",)  # (told, then worded by ``_told``)
+#: What ``run`` and ``resume`` return when the connection waits without a task (``park``).
+PARKED: Any = ("parked",)
 
 
 class AsyncConnection(ConnectionStanding):
     """One accepted connection: ``run(stream, identity)`` serves it until it ends and returns how
     ("closed" or "dropped", why). ``stop(force)`` ends it once no message is in flight (with ``force``,
     at once)."""
+
+    __slots__ = ("_processor", "_warnings", "_limits", "_received_before_hello", "_message_started", "_zlib",
+                 "_stack", "_framer_wire", "sock", "http_origins")
 
     def __init__(self, config: ServerConfig, processor: SessionProcessor, warnings: WarningBudget, peer: str,
                  accepted_at: float) -> None:
@@ -58,6 +64,7 @@ class AsyncConnection(ConnectionStanding):
         self._message_started: Optional[float] = None  # loop time of the first byte of the message being read
         self._zlib = False  # the peer speaks TZlibTransport
         self._stack: Optional[Tuple[Any, Any, Any]] = None  # transport, protocol, pipe once the dialect is known
+        self._framer_wire: Any = None  # what its messages are cut by, while it may park (the framer is not kept)
         self.sock: Optional[socket.socket] = None  # the accepted socket (the kernel counts its bytes)
         #: Browser origins allowed to call over HTTP (CORS): the server's set, read at each request.
         self.http_origins: Collection[str] = config.http_origins
@@ -94,21 +101,55 @@ class AsyncConnection(ConnectionStanding):
             transport, protocol, pipe = self._stack = stack
             if isinstance(pipe, HttpPipe):
                 pipe.sink = stream[1].write
-            self.state = self._processor.connection(protocol, self.peer, identity or None, listener=self)
+            elif not self._zlib:  # (its stream is the socket's own: an idle read may give up its task)
+                self._parks = reader
+                self._framer_wire = framer_wire
+            self.state = self._processor.connection(protocol, self.peer, identity or None, listener=self,
+                                                    collected=False)  # (the server closes it: no finalizer)
             bind_task_session(self.state.context)  # this task's calls, and the pool threads that run them
             if self._stopping:
                 return _STOPPING
             framer = framer_for(framer_wire, self._limits)
             ending = await self._serve(reader, writer, framer, received, transport, protocol, pipe)
         except asyncio.CancelledError:
-            if not (self._stopping or self._evicted):
-                raise
-            asyncio.current_task().uncancel()
-            if not self._stopping:
-                if self._eviction_reason:  # a session given up for another host is told why
-                    await self._tell(writer, f"evicted: {self._eviction_reason}; connect again later")
-                return closing_outcome(ConnectionEvent.EVICTED, self.config.handshake, "", self._eviction_reason)
-            ending = _STOPPING
+            ending = self._interrupted()
+        return await self._told(writer, ending)
+
+    async def resume(self) -> Optional[Outcome]:
+        """Serves a parked connection again (see ``ConnectionStanding.park``) until it ends or parks again;
+        how it ended, or ``PARKED``."""
+        self._resuming = False
+        stream = self._parks
+        try:
+            if self._stopping or self._evicted:
+                ending = _STOPPING if self._stopping else _EVICTED
+            elif self._expired:
+                self._expired = False
+                ending = transport_outcome(self._ending(False), TTransportException(TTransportException.TIMED_OUT,
+                                                                                    "timed out"))
+            else:
+                bind_task_session(self.state.context)
+                transport, protocol, pipe = self._stack
+                framer = framer_for(self._framer_wire, self._limits)
+                ending = await self._serve(stream, stream, framer, b"", transport, protocol, pipe)
+        except asyncio.CancelledError:
+            ending = self._interrupted()
+        return await self._told(stream, ending)
+
+    def _interrupted(self) -> Any:
+        """In a CancelledError's handler: ``_STOPPING`` or ``_EVICTED`` when the cancel was a stop's or an
+        eviction's (the task is uncancelled); else the error goes on."""
+        if not (self._stopping or self._evicted):
+            raise  # (the CancelledError being handled: not ours)
+        asyncio.current_task().uncancel()
+        return _STOPPING if self._stopping else _EVICTED
+
+    async def _told(self, writer: Any, ending: Any) -> Any:
+        """``ending``, once a session the server stops or evicts was told why."""
+        if ending is _EVICTED:
+            if self._eviction_reason:  # a session given up for another host is told why
+                await self._tell(writer, f"evicted: {self._eviction_reason}; connect again later")
+            return closing_outcome(ConnectionEvent.EVICTED, self.config.handshake, "", self._eviction_reason)
         if ending is _STOPPING:
             await self._tell(writer, DRAINING_TOLD)
         return ending
@@ -177,10 +218,9 @@ class AsyncConnection(ConnectionStanding):
                         writer.write(framer.interim)
                         framer.interim = b""
                     mid_request = framer.pending > 0
-                    deadline = self._deadline(mid_request, loop)
+                    self._wait_until(mid_request, loop)
                     self._between_messages = not mid_request
                     self._stalled_since = time.monotonic() if mid_request else None
-                    self.expires_at = deadline
                     try:  # (as _by, without a coroutine of its own: this wait is every idle connection's)
                         data = await reader.read(READ_CHUNK)
                     except asyncio.CancelledError:
@@ -195,6 +235,9 @@ class AsyncConnection(ConnectionStanding):
                         self.expires_at = NEVER
                         self._between_messages = False
                         self._stalled_since = None
+                    if data is None:  # idle for PARK_AFTER: it waits without a task from here
+                        self.park()
+                        return PARKED
                     if not data:
                         error = TTransportException(TTransportException.END_OF_FILE, "the peer closed the connection")
                         return transport_outcome(self._ending(mid_request), error)
@@ -240,15 +283,20 @@ class AsyncConnection(ConnectionStanding):
                 error = TTransportException(TTransportException.END_OF_FILE, "the HTTP client asked to close")
                 return transport_outcome(self._ending(False), error)
 
-    def _deadline(self, mid_request: bool, loop: asyncio.AbstractEventLoop) -> float:
+    def _wait_until(self, mid_request: bool, loop: asyncio.AbstractEventLoop) -> None:
         """When the read for the next bytes gives up (loop time): the handshake's deadline before the
-        session, ``request_timeout`` from a message's first byte, else ``idle_timeout`` from now."""
+        session, ``request_timeout`` from a message's first byte, else ``idle_timeout`` from now; a
+        session between messages that may park is looked at by the sweep after ``PARK_AFTER`` already."""
         limits = self._limits
         if not self._in_session:
-            return self.accepted_at + limits.handshake_timeout
-        if mid_request:
-            return self._message_started + limits.request_timeout
-        return loop.time() + limits.idle_timeout
+            self.expires_at = self._deadline_at = self.accepted_at + limits.handshake_timeout
+        elif mid_request:
+            self.expires_at = self._deadline_at = self._message_started + limits.request_timeout
+        else:
+            now = loop.time()
+            self.expires_at = self._deadline_at = now + limits.idle_timeout
+            if self._parks is not None and limits.idle_timeout > PARK_AFTER:
+                self.expires_at = now + PARK_AFTER
 
     def _count(self, data: bytes) -> None:
         """Counts bytes against the handshake's budget (until the session starts)."""

@@ -6,6 +6,7 @@ dialect this server does not serve (as ``server.Opening`` decides)."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Collection, Optional, Tuple
 
 from ..config import ServerConfig, ServerLimits, Wire
@@ -28,7 +29,7 @@ def stack_for(config: ServerConfig, dialect: Optional[Dialect], zlib: bool,
     served = config.wire
     pipe = MemoryPipe()
     if dialect is not None and dialect.kind is DialectKind.THRIFT:
-        wire = dataclasses.replace(served, protocol=dialect.wire.protocol, transport=dialect.wire.transport)
+        wire = _wire(served, dialect.wire.protocol, dialect.wire.transport)
         if wire == served or config.detect_wire:
             transport, protocol = server_stack(wire, pipe, limits.max_message_bytes, limits.max_container_items)
             return (transport, protocol, pipe), wire
@@ -40,6 +41,12 @@ def stack_for(config: ServerConfig, dialect: Optional[Dialect], zlib: bool,
                                    framed=dialect.kind is DialectKind.FRAMED_HEADER)
         return (protocol.trans, protocol, pipe), Wire(transport="header")  # either way: cut by the outer length
     return None, None
+
+
+@functools.lru_cache(maxsize=64)
+def _wire(served: Wire, protocol: str, transport: str) -> Wire:
+    """``served`` speaking ``protocol`` over ``transport``: one object for every connection that does."""
+    return dataclasses.replace(served, protocol=protocol, transport=transport)
 
 
 def framer_for(wire: Wire, limits: ServerLimits) -> Any:

@@ -17,6 +17,7 @@ from ..config import ServerLimits
 from ..wire import SNIFF_BYTES, Dialect, DialectKind, FramerLimits, MessageFramer, sniff, write_refusal
 from ..wire.http import response_bytes
 from .pipe import MemoryPipe
+from .socket_transport import PlainSocketStream
 from .stream import SocketStream
 
 __all__ = ["Stream", "answer_full", "open_stream", "refuse", "send_last", "READ_CHUNK"]
@@ -39,23 +40,22 @@ async def open_stream(sock: socket.socket, tls: Optional[ssl.SSLContext],
     (``loop.time()``). Returns the stream, the client certificate's common name ("" without one,
     None without TLS) and, for a peer that failed TLS or sent plain bytes to the TLS port, why."""
     loop = asyncio.get_running_loop()
-    stream = SocketStream(loop, 2 * READ_CHUNK)
     wrap = tls
     if tls is not None:
         first = await _peek(sock, deadline)
         dialect = sniff(first) if first else None
         if first and (dialect is None or dialect.kind is not DialectKind.TLS):
             wrap = None  # a plain client on the TLS port: told so in plain
+    if wrap is None:  # plain: the socket on the loop as it is
+        plain = PlainSocketStream(loop, 2 * READ_CHUNK, sock)
+        return (plain, plain), None, None if tls is None else "this server requires TLS"
+    stream = SocketStream(loop, 2 * READ_CHUNK)
     try:
         transport, _ = await loop.connect_accepted_socket(
-            lambda: stream, sock, ssl=wrap, ssl_handshake_timeout=max(deadline - loop.time(), 0.001) if wrap else None)
+            lambda: stream, sock, ssl=wrap, ssl_handshake_timeout=max(deadline - loop.time(), 0.001))
     except (OSError, ValueError, asyncio.TimeoutError) as error:  # ssl.SSLError is an OSError
         sock.close()
         raise ConnectionError(f"TLS handshake failed: {error}") from error
-    if tls is None:
-        return (stream, stream), None, None
-    if wrap is None:
-        return (stream, stream), None, "this server requires TLS"
     certificate = transport.get_extra_info("peercert")
     subject = dict(item for rdn in (certificate or {}).get("subject", ()) for item in rdn)
     return (stream, stream), subject.get("commonName", ""), None

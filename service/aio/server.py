@@ -22,7 +22,7 @@ import socket
 import ssl
 import time
 from types import ModuleType
-from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
+from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Set, Tuple
 
 
 from ..config import ServerConfig
@@ -38,7 +38,7 @@ from ..server.unix import listen_unix, remove_unix
 from ..server.server import ServerFacts, session_settings
 from ..states import SESSION_METHODS, ConnectionPhase
 from ..wire import no_delay, server_tls_context
-from .connection import AsyncConnection
+from .connection import PARKED, AsyncConnection
 from .handlers import awaiting_processor, pool_offload
 from .admission import AsyncAdmission
 from .opening import open_stream
@@ -100,7 +100,8 @@ class AsyncHandshakeServer(ServerFacts):
         self._pool: Optional[WorkerPool] = None
         self._accepting: Optional[asyncio.Task] = None
         self._sweeping: Optional[asyncio.Task] = None
-        self._connections: Dict[AsyncConnection, asyncio.Task] = {}
+        self._connections: Dict[AsyncConnection, Optional[asyncio.Task]] = {}  # (None: parked)
+        self._resume_task = self._resume  # (one bound method for every connection)
         self._callbacks: List[Callable[[float], None]] = []
         self._grace: Optional[float] = None
         self._stop_requested = False
@@ -255,18 +256,18 @@ class AsyncHandshakeServer(ServerFacts):
             for connection in list(self._connections):
                 connection.stop()
             callbacks = [loop.create_task(on_stop(callback, grace)) for callback in self._callbacks]
-            if await _all_done(list(self._connections.values()) + list(self.admission.refusals) + callbacks, grace,
+            if await _all_done(self._tasks() + list(self.admission.refusals) + callbacks, grace,
                                self._grace_over):
                 return
             logger.warning("grace period over: closing %d connections", len(self._connections))
             aborts = [loop.create_task(on_stop(callback, 0.0)) for callback in self._callbacks]
             await _all_done(aborts, _ABORT_WAIT)  # busy handlers return, and answer why
-            await _all_done(list(self._connections.values()), _ABORT_REPLY_WAIT)  # those answers go out
+            await _all_done(self._tasks(), _ABORT_REPLY_WAIT)  # those answers go out
             for connection in list(self._connections):
                 connection.stop(force=True)
             for task in self.admission.refusals:
                 task.cancel()
-            await _all_done(list(self._connections.values()) + list(self.admission.refusals), _ABORT_WAIT)
+            await _all_done(self._tasks() + list(self.admission.refusals), _ABORT_WAIT)
         finally:
             closers.close()
             self._pool.close()
@@ -309,6 +310,7 @@ class AsyncHandshakeServer(ServerFacts):
             connection = AsyncConnection(self.config, self.processor, self._warnings, peer, loop.time())
             connection.sock = sock
             connection.http_origins = self._http_origins
+            connection.resume_task = self._resume_task
             connection.task = self._connections[connection] = loop.create_task(self._serve(connection, sock))
             self.metrics.opened_or_closed(len(self._connections))
             connection.task.add_done_callback(functools.partial(self._never_served, connection, sock),
@@ -324,37 +326,58 @@ class AsyncHandshakeServer(ServerFacts):
             self.metrics.bytes_closed(moved)
             sock.close()
 
-    async def _serve(self, connection: AsyncConnection, sock: socket.socket) -> None:
+    async def _serve(self, connection: AsyncConnection, sock: socket.socket,
+                     resumed: Optional[Awaitable[Any]] = None) -> None:
+        """Serves ``connection`` from its accept (or, ``resumed``, from where it parked) until it ends
+        (released, then logged) or parks."""
         connection.begun = True
         writer = None
         outcome = None
+        serving: Awaitable[Any]
         try:
+            if resumed is None:
+                try:
+                    stream, identity, mismatch = await open_stream(
+                        sock, self._tls, connection.accepted_at + self.config.limits.handshake_timeout)
+                except ConnectionError as error:
+                    self._warnings.warning("dropped peer=%s: %s", connection.peer, error)
+                    return
+                writer = stream[1]
+                serving = connection.run(stream, identity, mismatch)
+            else:
+                writer, serving = connection.stream, resumed
             try:
-                stream, identity, mismatch = await open_stream(
-                    sock, self._tls, connection.accepted_at + self.config.limits.handshake_timeout)
-            except ConnectionError as error:
-                self._warnings.warning("dropped peer=%s: %s", connection.peer, error)
-                return
-            writer = stream[1]
-            try:
-                outcome = await connection.run(stream, identity, mismatch)
+                outcome = await serving
             except Exception as error:  # a defect here, not the peer's: said with its traceback, then closed
                 logger.exception("dropped peer=%s: the server failed serving it: %s", connection.peer,
                                  clip_for_log(error))
                 return
         finally:
-            moved = self.metrics.socket_closing(sock)
-            if writer is not None:
-                writer.close()
+            if outcome is PARKED:
+                self._connections[connection] = None
             else:
-                sock.close()
-            if connection.state is not None:
-                connection.state.close()
-            del self._connections[connection]
-            self.metrics.opened_or_closed(len(self._connections))
-            self.metrics.bytes_closed(moved)  # once it no longer counts among the open ones
-        if outcome is not None:  # logged once released: a reader of "closed" finds its slot free
+                moved = self.metrics.socket_closing(sock)
+                if writer is not None:
+                    writer.close()
+                else:
+                    sock.close()
+                if connection.state is not None:
+                    connection.state.close()
+                del self._connections[connection]
+                self.metrics.opened_or_closed(len(self._connections))
+                self.metrics.bytes_closed(moved)  # once it no longer counts among the open ones
+        if outcome is not None and outcome is not PARKED:  # logged once released: a reader of "closed" finds its slot free
             self._log_end(connection, *outcome)
+
+    def _tasks(self) -> List[asyncio.Task]:
+        """The tasks serving connections now (a parked connection has none)."""
+        return [task for task in self._connections.values() if task is not None]
+
+    def _resume(self, connection: AsyncConnection) -> None:
+        """A parked connection's task, started again (on the loop: its stream's callback, or its stop,
+        eviction or deadline)."""
+        connection.task = self._connections[connection] = asyncio.get_running_loop().create_task(
+            self._serve(connection, connection.sock, connection.resume()))
 
     def _log_end(self, connection: AsyncConnection, event: str, reason: str) -> None:
         state = connection.state

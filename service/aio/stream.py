@@ -22,7 +22,7 @@ class SocketStream(asyncio.Protocol):
     while more than ``limit`` bytes wait unread."""
 
     __slots__ = ("transport", "_loop", "_limit", "_data", "_waiter", "_eof", "_lost", "_error", "_paused",
-                 "writing_paused", "_drain_waiter")
+                 "writing_paused", "_drain_waiter", "_parking", "owner")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, limit: int) -> None:
         self.transport: Any = None
@@ -37,6 +37,9 @@ class SocketStream(asyncio.Protocol):
         #: The transport holds more than its high-water mark of unsent bytes: ``drain`` waits.
         self.writing_paused = False
         self._drain_waiter: Optional[asyncio.Future] = None
+        self._parking = False  # the read waiting now returns None (``park``)
+        #: While no read waits: told (``owner.wake()``) once bytes, the end or an error come.
+        self.owner: Any = None
 
     # -- the protocol (called by the loop) -------------------------------------------------------
 
@@ -76,17 +79,35 @@ class SocketStream(asyncio.Protocol):
 
     def _wake(self) -> None:
         waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result(None)
+        elif self.owner is not None:
+            owner, self.owner = self.owner, None
+            owner.wake()
 
     # -- the reader -------------------------------------------------------------------------------
 
-    async def read(self, n: int) -> bytes:
+    def park(self) -> None:
+        """The read waiting for bytes (if one does) returns None instead, so that its task may end."""
+        if self._waiter is not None:
+            self._parking = True
+            self._wake()
+
+    def ready(self) -> bool:
+        """Whether a read would return at once (bytes, the end or an error wait)."""
+        return bool(self._data) or self._eof or self._error is not None
+
+    async def read(self, n: int) -> Optional[bytes]:
+        """At most ``n`` bytes; b"" once the peer has closed; None if ``park`` asked it to give up."""
         while not self._data:
             if self._error is not None:
                 raise self._error
             if self._eof:
                 return b""
+            if self._parking:
+                self._parking = False
+                return None
             self._waiter = self._loop.create_future()
             try:
                 await self._waiter

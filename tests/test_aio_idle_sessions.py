@@ -1,0 +1,87 @@
+"""The asyncio server's idle sessions wait without a task of their own (issue 14: 10,000 idle sessions
+within the threaded server's memory): after ``PARK_AFTER`` between messages a session holds its
+session, stream and transport, not a task and its coroutines. Parked, it is served, timed out, stopped
+and evicted as before: the threaded tests below run against the asyncio server with every session
+parked as soon as the sweep sees it idle."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import test_fairness_between_hosts
+from conftest import eventually, told_within
+from on_asyncio import server, start_server  # noqa: F401 (fixtures: the threaded tests on the asyncio server)
+from test_async_server import (LOOPS, connect, event_loop_thread, loop_factory, start_async)  # noqa: F401
+from test_connection_end_log import test_a_connection_logged_closed_no_longer_counts_among_the_open_ones  # noqa: F401
+from test_fairness_between_hosts import GOOD, HOG, _session
+from test_fairness_between_hosts import test_idle_sessions_of_one_host_cannot_lock_out_another_host  # noqa: F401
+from test_async_server import (  # noqa: F401 (run here with every idle session parked)
+    test_an_idle_session_is_closed_after_idle_timeout, test_ping_and_hello_answer_draining_during_the_notice)
+
+from thrift_handshake import ConnectionBroken, ServerLimits
+from thrift_handshake.aio import connection as aio_connection
+
+
+@pytest.fixture(autouse=True)
+def parks_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every session idle between messages parks at the sweep's next pass (0.1 s), not after 1 s; the
+    threaded tests read the asyncio server's log."""
+    monkeypatch.setattr(aio_connection, "PARK_AFTER", 0.0)
+    monkeypatch.setattr(test_fairness_between_hosts, "SERVER_LOG", "thrift_handshake.aio")
+
+
+def _tasks(loop_thread) -> int:
+    """How many tasks the server's loop holds now (this count's own among them)."""
+    async def count() -> int:
+        return len(asyncio.all_tasks())
+
+    return loop_thread.run(count())
+
+
+@pytest.mark.parametrize("loop_factory", LOOPS, indirect=True)
+def test_idle_sessions_hold_no_task_and_are_served_when_they_call(start_async, event_loop_thread):
+    server = start_async()
+    baseline = _tasks(event_loop_thread)  # the accept loop and the sweep
+    clients = [connect(server) for _ in range(20)]
+    assert eventually(lambda: _tasks(event_loop_thread) == baseline), _tasks(event_loop_thread)
+    assert server.connection_phases()["WAITING"] == 20
+    for index, client in enumerate(clients):
+        assert client.echo(f"parked {index}") == f"parked {index}"
+    assert eventually(lambda: _tasks(event_loop_thread) == baseline)  # parked again
+    for client in clients:
+        client.close()
+    assert eventually(lambda: server.connection_count == 0)
+
+
+@pytest.mark.parametrize("loop_factory", LOOPS, indirect=True)
+def test_a_parked_session_is_told_the_server_stops(start_async, event_loop_thread):
+    server = start_async()
+    baseline = _tasks(event_loop_thread)
+    idle = connect(server)
+    assert eventually(lambda: _tasks(event_loop_thread) == baseline)  # its task is gone: parked
+    stopping = asyncio.run_coroutine_threadsafe(server.stop(grace=5.0), event_loop_thread.loop)
+    stopping.result(10)
+    assert server.connection_count == 0
+    with pytest.raises(ConnectionBroken, match="the server closed the session: draining"):  # told, then closed
+        idle.echo("too late")
+    idle.close()
+
+
+@pytest.mark.parametrize("loop_factory", LOOPS, indirect=True)
+def test_a_parked_session_evicted_for_another_host_is_told_why(start_async, event_loop_thread):
+    server = start_async(limits=ServerLimits(max_connections=2))  # host_share 0.5: one each
+    baseline = _tasks(event_loop_thread)
+    hog = [_session(HOG, server.port) for _ in range(2)]
+    try:
+        assert eventually(lambda: _tasks(event_loop_thread) == baseline)  # both parked
+        good = _session(GOOD, server.port)  # takes the place of one of them
+        hog.append(good)
+        told = told_within(hog[:2])
+        evicted = [data for data in told if data]
+        assert len(evicted) == 1 and b"evicted: host 127.0.0.3 holds 2 of max_connections 2" in evicted[0], told
+        assert eventually(lambda: server.connection_count == 2)
+    finally:
+        for sock in hog:
+            sock.close()
