@@ -44,7 +44,7 @@ from .calllog import CallLog
 from .connection_age import age_deadline, reconnect_answer
 from .contract import MethodInfo, describe_service
 from .decoded_budget import DecodedBudget
-from .gate_state import ConnectionState, SessionClosed, format_peer, peer_of
+from .gate_state import ConnectionState, SessionClosed, peer_of
 from .interceptors import InterceptorChain, Outcome, ServerCall
 from .multiplex import Routes, ServiceTable
 from .metrics import CallCounter, ConnectionCounters, ServerMetrics
@@ -55,7 +55,7 @@ from .tracing import header_trace, hello_trace, take_hello_trace
 from .watched import serve_watched, watched_class, watched_processor
 from .wire import AnswerableReadError, skip_value
 
-__all__ = ["SessionProcessor", "ConnectionState", "SessionClosed", "format_peer"]
+__all__ = ["SessionProcessor"]
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,8 @@ from thrift.Thrift import TApplicationException
 from thrift.transport.TTransport import TTransportException
 
 from ..config import ServerConfig
-from ..gate import SessionClosed, SessionProcessor
+from ..gate import SessionProcessor
+from ..gate_state import SessionClosed
 from ..peerlog import WarningBudget, clip_for_log
 from ..server.answers import Answers
 from ..server.server import DRAINING_TOLD

@@ -9,7 +9,7 @@ from typing import Any
 from thrift.Thrift import TApplicationException
 
 from ..config import ServerLimits
-from ..gate import ConnectionState
+from ..gate_state import ConnectionState
 from ..server.answers import Answers
 from ..server.outcome import Outcome, bad_input
 from ..wire import AnswerableReadError, write_application_exception

@@ -27,7 +27,8 @@ from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Set,
 
 from ..config import ServerConfig
 from ..decoded_budget import DecodedBudget
-from ..gate import SessionProcessor, format_peer
+from ..gate import SessionProcessor
+from ..gate_state import format_peer
 from ..metrics import ServerMetrics
 from ..peerlog import WarningBudget, clip_for_log
 from ..pool import WorkerPool

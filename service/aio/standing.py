@@ -13,7 +13,7 @@ import time
 from typing import Any, Callable, Optional
 
 from ..config import ServerConfig
-from ..gate import ConnectionState
+from ..gate_state import ConnectionState
 from ..server.connection import ConnectionInfo
 from ..session import Session, SessionListener
 from ..states import ConnectionPhase
