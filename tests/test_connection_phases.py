@@ -421,6 +421,40 @@ def test_by_default_an_eviction_spares_sessions_and_messages_in_flight(pairs):
     assert busy.closed_by is None, "only the move to CLOSING names who closed it"
 
 
+def test_a_session_stuck_mid_message_is_evicted_only_when_the_stall_is_asked_about(pairs):
+    stuck = _serving(pairs.connection())
+    stuck.session_started()
+    stuck.socket.stalled_since = time.monotonic() - 5.0  # has waited 5 s for the rest of a message
+    assert not stuck.evict(force=True, session=True)
+    assert stuck.phase is ConnectionPhase.SERVING and stuck.closed_by is None
+    assert stuck.evict(force=True, session=True, stalled=1.0)
+    assert stuck.closed_by is ConnectionEvent.EVICTED
+
+
+def test_a_stop_between_messages_ends_the_threads_read_and_leaves_the_way_out_open(pairs):
+    connection = _serving(pairs.connection())
+    connection.shutdown()
+    ours, peer = connection.socket.handle, pairs.peers[0]
+    ours.setblocking(False)
+    assert ours.recv(1) == b"", "the thread waiting for the next message wakes to an end"
+    ours.sendall(b"why")  # the session can still be told why it is closed
+    assert peer.recv(3) == b"why"
+
+
+def test_a_connection_already_closing_is_not_evicted_again(pairs):
+    stopping = _serving(pairs.connection())
+    stopping.shutdown()
+    assert not stopping.evict(force=True, session=True, stalled=1.0)
+    assert stopping.phase is ConnectionPhase.CLOSING and stopping.closed_by is ConnectionEvent.STOPPING
+
+
+def test_a_stop_of_a_session_whose_socket_is_gone_is_quiet(pairs):
+    connection = _serving(pairs.connection())
+    connection.socket.handle.close()
+    connection.shutdown()  # shutting the reading side of the closed socket raises OSError: it is gone anyway
+    assert connection.state.closing and connection.closed_by is ConnectionEvent.STOPPING
+
+
 def test_a_connection_on_a_thread_is_not_silent_and_a_closed_socket_is_shut_quietly(pairs):
     connection = pairs.connection()
     assert connection.silent()
@@ -486,3 +520,12 @@ def test_an_observer_sees_a_new_connection_and_a_session_with_its_client_and_cal
     assert (info.session_id, info.client_name, info.language, info.version, info.calls) == (
         session.context.session_id, "observed", "python", 2, 3)
     assert info.session_id
+
+
+def test_what_an_observer_sees_is_a_snapshot_it_cannot_change(pairs):
+    import dataclasses
+
+    info = pairs.connection().info(NOW + 1.0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        info.calls = 5
+    assert info.calls == 0 and info.age_seconds == 1.0
