@@ -18,6 +18,7 @@ from thrift.transport.TTransport import TTransportException
 
 from thrift_handshake import ServerLimits, Wire
 from thrift_handshake.wire import BudgetExceeded, FramerLimits, FrameTooLarge, MessageFramer, frame_limit
+from thrift_handshake.wire.price import STRING_PRICE, STRUCT_PRICE
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.session import SessionService
 from thrift_handshake_gen.session.ttypes import ClientHello
@@ -538,3 +539,36 @@ def _wire_imports(module: str) -> set:
 def test_the_framer_and_sniff_need_no_socket(module):
     assert not {"socket", "select", "ssl", "wire.sockets", "wire.connection_socket", "wire.stack", "wire.tls",
                 "wire.answers"} & _wire_imports(module)
+
+
+def _string_arguments(size: int) -> bytes:
+    """A binary call's arguments of ``size`` bytes in all: one string field, then STOP."""
+    return b"\x0b\x00\x01" + struct.pack("!i", size - 8) + b"s" * (size - 8) + b"\x00"
+
+
+@pytest.mark.parametrize("arguments, walked", [(64 * 1024, False), (64 * 1024 + 1, True)], ids=["window", "past-it"])
+def test_arguments_within_the_c_window_are_cut_unpriced_and_longer_ones_walked(arguments, walked):
+    """The C decoder is handed 64 KiB of arguments at most; a longer message is walked, to the same end."""
+    message = _binary_call(_string_arguments(arguments))
+    framer = _StepCounter(BINARY, LIMITS)
+    assert framer.feed(message) == [message]
+    assert (framer.steps > 0) is walked
+    assert framer.price == (STRING_PRICE + STRUCT_PRICE + arguments - 8 if walked else 0)
+
+
+@pytest.mark.parametrize("spare", [0, 1], ids=["exactly-the-limit", "a-byte-under"])
+def test_a_message_of_exactly_max_message_bytes_is_cut_in_c(spare):
+    message = _binary_call(_string_arguments(100))
+    framer = _StepCounter(BINARY, FramerLimits(max_message_bytes=len(message) + spare))
+    assert framer.feed(message) == [message]
+    assert framer.steps == 0
+
+
+def test_a_binary_message_is_never_cut_in_c_from_a_framed_or_a_compact_stream():
+    message = _binary_call(_string_arguments(100))
+    with pytest.raises(TTransportException) as framed:
+        MessageFramer(Wire("binary", "framed"), LIMITS).feed(message)
+    assert (framed.value.type, framed.value.message) == (
+        TTransportException.NEGATIVE_SIZE, f"Read a negative frame size ({struct.unpack('!i', message[:4])[0]})")
+    refused = _refusal(COMPACT, message)
+    assert (refused.type, refused.message) == (TProtocolException.BAD_VERSION, "Bad protocol id in the message: 128")
