@@ -290,10 +290,11 @@ def _refusal(wire: Wire, data: bytes, limits: FramerLimits = LIMITS) -> TProtoco
 
 @pytest.mark.parametrize("data", [
     struct.pack("!iI", -2147418111, 0xFFFFFFFF),  # the method name's length
+    struct.pack("!iIi", -2147418111, 0xFFFFFFFF, 0) + b"\x00",  # the same, whole as if the name were empty
     _binary_call(b"\x0b\x00\x01" + struct.pack("!i", -1)),  # a string field
     _binary_call(b"\x0f\x00\x01\x08" + struct.pack("!i", -1)),  # a list
     _binary_call(b"\x0d\x00\x01\x08\x08" + struct.pack("!i", -2)),  # a map
-], ids=["name", "string", "list", "map"])
+], ids=["name", "name-and-more", "string", "list", "map"])
 def test_negative_binary_lengths_are_refused(data):
     assert _refusal(BINARY, data).type == TProtocolException.NEGATIVE_SIZE
 
@@ -560,8 +561,29 @@ def test_arguments_within_the_c_window_are_cut_unpriced_and_longer_ones_walked(a
 def test_a_message_of_exactly_max_message_bytes_is_cut_in_c(spare):
     message = _binary_call(_string_arguments(100))
     framer = _StepCounter(BINARY, FramerLimits(max_message_bytes=len(message) + spare))
-    assert framer.feed(message) == [message]
+    assert framer.feed(message * 3) == [message] * 3, "each message within the limit, wherever it starts"
     assert framer.steps == 0
+
+
+def test_the_least_binary_message_is_cut_in_c():
+    least = struct.pack("!iIi", -2147418111, 0, 1) + b"\x00"  # no name, no arguments: 13 bytes
+    framer = _StepCounter(BINARY, LIMITS)
+    assert framer.feed(least) == [least]
+    assert framer.steps == 0
+
+
+def _nested_lists(levels: int) -> bytes:
+    """A binary call whose one field is a list of a list ... (``levels`` lists) of no i32."""
+    return _binary_call(b"\x0f\x00\x01" + b"\x0f\x00\x00\x00\x01" * (levels - 1) + b"\x08\x00\x00\x00\x00" + b"\x00")
+
+
+def test_a_depth_limit_under_the_c_decoders_own_is_held_by_the_walk():
+    """The C decoder allows 64 levels: a lower max_depth is not left to it."""
+    within = _nested_lists(62)  # the arguments struct and 62 lists: 63 levels
+    assert MessageFramer(BINARY, FramerLimits(1 << 20, max_depth=63)).feed(within) == [within]
+    refused = _refusal(BINARY, _nested_lists(63), FramerLimits(1 << 20, max_depth=63))
+    assert (refused.type, refused.message) == (TProtocolException.DEPTH_LIMIT,
+                                               "nested deeper than 63 structs and containers")
 
 
 def test_a_binary_message_is_never_cut_in_c_from_a_framed_or_a_compact_stream():
