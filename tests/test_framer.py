@@ -595,3 +595,10 @@ def test_a_binary_message_is_never_cut_in_c_from_a_framed_or_a_compact_stream():
         TTransportException.NEGATIVE_SIZE, f"Read a negative frame size ({struct.unpack('!i', message[:4])[0]})")
     refused = _refusal(COMPACT, message)
     assert (refused.type, refused.message) == (TProtocolException.BAD_VERSION, "Bad protocol id in the message: 128")
+
+
+def test_a_depth_limit_over_the_c_decoders_own_leaves_it_the_shallow_messages_and_the_walk_the_deep():
+    shallow, deep = _binary_call(_string_arguments(100)), _nested_lists(65)  # 66 levels: past the C decoder's 64
+    framer = _StepCounter(BINARY, FramerLimits(1 << 20, max_depth=100))
+    assert framer.feed(shallow) == [shallow] and framer.steps == 0
+    assert framer.feed(deep) == [deep] and framer.steps > 0
