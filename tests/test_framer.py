@@ -354,6 +354,7 @@ def test_compact_varints_longer_than_their_type_are_refused(data, long):
     (BINARY, struct.pack("!i", -2147352575) + b"\x00" * 8, "Bad version in readMessageBegin: -2147352575"),
     (BINARY, struct.pack("!i", -2147352575) + b"\x00" * 9, "Bad version in readMessageBegin: -2147352575"),
     (BINARY, struct.pack("!i", -2147483647) + b"\x00" * 8, "Bad version in readMessageBegin: -2147483647"),
+    (BINARY, struct.pack("!i", -2147483647) + b"\x00" * 9, "Bad version in readMessageBegin: -2147483647"),
     (BINARY, struct.pack("!i", -1) + b"\x00" * 8, "Bad version in readMessageBegin: -1"),
     (BINARY, struct.pack("!iI", 4, 1) + b"echo", "No protocol version header"),  # non-strict binary
     (BINARY, struct.pack("!i", 0) + b"\x00" * 8, "No protocol version header"),
@@ -362,7 +363,7 @@ def test_compact_varints_longer_than_their_type_are_refused(data, long):
     (COMPACT, b"\x82\x25\x01\x00\x00", "Bad version: 5 (expect 1)"),
     (COMPACT, b"\x83\x21\x01\x00\x00", "Bad protocol id in the message: 131"),
     (COMPACT, b"\x81\x21\x01\x00\x00", "Bad protocol id in the message: 129"),
-], ids=["binary-2", "binary-2-whole", "binary-0", "binary-minus-1", "binary-unversioned", "binary-zero", "compact-2", "compact-0",
+], ids=["binary-2", "binary-2-whole", "binary-0", "binary-0-whole", "binary-minus-1", "binary-unversioned", "binary-zero", "compact-2", "compact-0",
         "compact-5", "compact-id-131", "compact-id-129"])
 def test_a_version_this_end_does_not_speak_is_refused(wire, data, message):
     refused = _refusal(wire, data)
