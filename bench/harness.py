@@ -30,6 +30,7 @@ SYSTEMS = {
     "b": "B: Apache Thrift TThreadedServer + TBufferedTransport + TBinaryProtocolAccelerated",
     "p": "P: thrift-handshake serve (HandshakeServer)",
     "pw": "P with --workers auto",
+    "pa": "P: thrift-handshake serve --asyncio (AsyncHandshakeServer, uvloop when installed)",
     "tp2": "thriftpy2 threaded server, cybin protocol",
     "grpc": "grpcio sync server (64 worker threads)",
     "cpp": "C++ Thrift TThreadedServer (native reference)",
@@ -42,9 +43,12 @@ ROW = {
     ("native", "b"): "B, C++ client",
     ("native", "p"): "P, C++ client (hello first)",
     ("native", "pw"): "P --workers auto, C++ client",
+    ("native", "pa"): "P --asyncio, C++ client (hello first)",
     ("native", "tp2"): "thriftpy2 server, C++ client",
     ("native", "cpp"): "C++ server, C++ client (native floor)",
 }
+#: The systems served by this project's ``serve`` command (their clients say hello first).
+SERVED_BY_P = ("p", "pw", "pa")
 CLIENTS = {
     "python": "Python clients, one process per connection (64: 16 processes x 4 threads); ratios to B",
     "native": "Native C++ load generator (built from idl/), a thread per connection; ratios to B driven by the "
@@ -87,7 +91,7 @@ def settings(args: argparse.Namespace, idle_max: int) -> Settings:
         # be 16 processes of 16 threads, a cell of its own minutes long)
         native = loads[:5] + [Workload("echo x256", "echo", 256)] + loads[5:] + [Workload("idle", "echo", 1, idle)]
         rounds, seconds, name = 5, 0.5, "latest"
-    python_systems, native_systems = ["b", "p", "tp2", "grpc"], ["b", "p", "tp2", "cpp"]
+    python_systems, native_systems = ["b", "p", "tp2", "grpc"], ["b", "p", "pa", "tp2", "cpp"]
     cells = getattr(args, "cells", None)
     if cells:  # a short run of some cells only (its own file name: the README keeps the full run's table)
         wanted = [cell.strip() for cell in cells.split(",") if cell.strip()]
@@ -102,7 +106,7 @@ def settings(args: argparse.Namespace, idle_max: int) -> Settings:
         name = "cells"
     return Settings(rounds=args.rounds or rounds, seconds=args.seconds or seconds,
                     python_systems=python_systems, native_systems=native_systems,
-                    python_workloads=loads, native_workloads=native, idle_systems=["b", "p"],
+                    python_workloads=loads, native_workloads=native, idle_systems=["b", "p", "pa"],
                     name=args.name or name)
 
 
@@ -197,7 +201,7 @@ class Server:
 
 def start_server(system: str, programs: Dict[str, Path], workdir: Path, idle: int) -> Server:
     port = free_port()
-    if system in ("p", "pw"):
+    if system in SERVED_BY_P:
         cli = shutil.which("thrift-handshake", path=str(Path(sys.executable).parent))
         argv = [cli] if cli else [sys.executable, "-m", "thrift_handshake"]
         argv += ["serve", "--port", str(port)]
@@ -205,6 +209,8 @@ def start_server(system: str, programs: Dict[str, Path], workdir: Path, idle: in
             argv += ["--max-connections", str(idle + 256)]
         if system == "pw":
             argv += ["--workers", "auto"]
+        if system == "pa":
+            argv += ["--asyncio"]
     elif system == "cpp":
         argv = [str(programs["bench_server"]), str(port)]
     else:
@@ -279,7 +285,7 @@ def measure_native(server: Server, loadgen: Path, load: Workload, seconds: float
     """The C++ load generator against one server. ``kill_server``: SIGKILL the server once the window is read,
     before the connections close (the idle workload: thousands of peers leaving at once keep a thread-per-connection
     Python server busy for tens of seconds, which would spill into the next measurements)."""
-    hello = "1" if server.system in ("p", "pw") else "0"
+    hello = "1" if server.system in SERVED_BY_P else "0"
     proc = subprocess.Popen([str(loadgen), str(server.port), load.op, str(load.conns), str(seconds), hello,
                              str(load.idle)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     what = f"native client against {server.system}"

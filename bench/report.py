@@ -151,7 +151,7 @@ def _met(cell: Optional[Cell], target: float, higher: bool, every: bool = False)
 
 
 def targets(run: Run) -> List[Tuple[str, str, str, str]]:
-    """Issue 8's targets: (target, measured, wanted, met)."""
+    """Issue 8's targets, and issue 14's for the asyncio server: (target, measured, wanted, met)."""
     out = []
 
     def add(name: str, cell: Optional[Cell], wanted: str, target: float, higher: bool, every: bool = False):
@@ -175,6 +175,14 @@ def targets(run: Run) -> List[Tuple[str, str, str, str]]:
         out.append(("`serve --workers N`, 16 C++ connections: P/B calls/s", "does not exist yet", ">= 2.5x", "no"))
     else:
         add("`serve --workers auto`, 16 C++ connections: P/B calls/s", workers, ">= 2.5x", 2.5, True)
+    if "pa" in _systems(run, "native"):  # issue 14: the asyncio server
+        add("`serve --asyncio`, 64 C++ connections: P/B calls/s", ratio_cell(run, "native", "echo x64", "pa", "rate"),
+            ">= 1.0x", 1.0, True)
+        add("same, `--asyncio` at 64 connections: server CPU per call P/B",
+            ratio_cell(run, "native", "echo x64", "pa", "cpu_us"), "<= 1.0x", 1.0, False)
+        for load in _loads(run, "native", idle=True):
+            add(f"{load.idle} idle sessions: `--asyncio` server RSS / the threaded server's (same round)",
+                summary(ratios(run, "native", load.key, "pa", "rss_mib", base="p")), "<= 1.0x", 1.0, False)
     for load in _loads(run, "native", idle=True):
         threads = absolute(run, "native", load.key, "p", "threads")
         rss = absolute(run, "native", load.key, "p", "rss_mib")

@@ -16,13 +16,14 @@ One client is one connection; calls from several threads are serialized.
 from __future__ import annotations
 
 import logging
+import socket
+import ssl
 import threading
 import time
 from types import ModuleType
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple, Union
 
-from thrift.protocol.TProtocol import TProtocolException
-from thrift.Thrift import TApplicationException, TException, TMessageType
+from thrift.Thrift import TApplicationException, TException
 from thrift.transport.TTransport import TTransportException
 
 from thrift_handshake_gen.session import SessionService
@@ -31,12 +32,13 @@ from thrift_handshake_gen.session.ttypes import ClientHello, Draining, Farewell,
 from .config import DEFAULT_HOST, DEFAULT_PORT, ClientOptions
 from .endpoints import Endpoints, connect_any
 from .client_core import (ClientBase, broken_error, client_hello, idle_limit, negotiation_broken, outcome_of,
-                          peer_name, reconnect_asked, refusal_error, server_notice, with_inner_cause)
+                          peer_name, reconnect_asked, refusal_error, with_inner_cause, OptionsCache, ReplyGuard)
 from .client_methods import PHASE_METHODS, ServiceMethods, checker_of
 from .interceptors import ClientCall, Outcome
 from .tracing import carry_trace
 from .errors import (
     ArgumentError,
+    CallTimeout,
     ConnectError,
     ConnectionBroken,
     HandshakeFailed,
@@ -56,20 +58,11 @@ __all__ = ["Client"]
 
 logger = logging.getLogger(__name__)
 
-#: What the connections of every client with the same ClientOptions share, made once for recent options
-#: (by id, kept with the options they are of, so the id stays theirs): the hello, checked once (for clients
-#: without interceptors, whose hooks could change it: a trace context), and the stacks' TLS context and
-#: factories (certificate files read once: new files need new options).
-_HELLOS: Dict[int, Tuple[ClientOptions, ClientHello]] = {}
-_PARTS: Dict[int, Tuple[ClientOptions, ClientParts]] = {}
-_KEPT = 64  # options kept at most, per kind (past it, all are forgotten and made again as needed)
-
-
-def _keep(kept: Dict[int, Tuple[ClientOptions, Any]], options: ClientOptions, value: Any) -> None:
-    if len(kept) >= _KEPT:
-        kept.clear()
-    kept[id(options)] = (options, value)
-
+#: What the connections of every client with the same ClientOptions share: the hello, checked once (for
+#: clients without interceptors, whose hooks could change it: a trace context), and the stacks' TLS
+#: context and factories (certificate files read once: new files need new options).
+_HELLOS: OptionsCache[ClientHello] = OptionsCache()
+_PARTS: OptionsCache[ClientParts] = OptionsCache()
 
 _OK = Outcome.OK  # read per call without interceptors: a module name is found faster than an enum member
 _Method = Tuple[Callable[..., None], Optional[Callable[[], Any]], Callable[[Tuple[Any, ...]], None]]
@@ -123,7 +116,7 @@ class Client(ClientBase, ServiceMethods):
         self._broken_by: Optional[BaseException] = None
         self._refused = False  # CLOSED because connecting failed or the server refused us (retries reopen it)
         self._seqid = 0
-        self._expected_reply: Tuple[str, int] = ("", 0)
+        self._replies: Optional[ReplyGuard] = None  # what the reply now awaited must answer
         self._sock = self._transport = self._stub = None
         self._methods: Dict[str, _Method] = {}
 
@@ -296,6 +289,32 @@ class Client(ClientBase, ServiceMethods):
         self._state.apply(ClientEvent.GOODBYE)
         self._record_sent(self._send("goodbye", (), "disconnect", self.options.timeouts.call))
 
+    def ended_by_server(self) -> bool:
+        """Whether the server has spoken on this idle READY connection, or closed it: a session it
+        ended while nobody called (drained, evicted, idle too long: it says why, then closes); True
+        means the connection is to be given up. Never waits for the server, and takes no byte from a
+        live session; False when there is nothing to tell (not READY)."""
+        with self._lock:
+            if self.phase is not ClientPhase.READY or self._sock is None:
+                return False
+            if unread_bytes(self._transport):
+                return True
+            handle = self._sock.handle
+            tls = isinstance(handle, ssl.SSLSocket)
+            if tls and handle.pending():
+                return True
+            timeout = handle.gettimeout()
+            handle.settimeout(0)
+            try:  # TLS: a read takes the server's session tickets, if that is all there is, and wants more
+                handle.recv(1) if tls else handle.recv(1, socket.MSG_PEEK)
+            except (BlockingIOError, ssl.SSLWantReadError):
+                return False
+            except OSError:
+                return True
+            finally:
+                handle.settimeout(timeout)
+            return True  # a notice (with TLS its first byte is read: the connection is given up), or the end
+
     # -- internals ----------------------------------------------------------------------------
 
     def _log_change(self, old: ClientPhase, event: ClientEvent, new: ClientPhase) -> None:
@@ -306,12 +325,10 @@ class Client(ClientBase, ServiceMethods):
         failure: Optional[Exception] = None
         try:
             options = self.options
-            known = _PARTS.get(id(options))
-            if known is not None and known[0] is options:
-                parts = known[1]
-            else:  # TLS files read and factories made once per ClientOptions, not per connection
+            parts = _PARTS.get(options)
+            if parts is None:  # TLS files read and factories made once per ClientOptions, not per connection
                 parts = client_parts(options.wire, options.max_reply_bytes, options.max_reply_items, options.tls)
-                _keep(_PARTS, options, parts)
+                _PARTS.keep(options, parts)
             self._sock, self._transport, protocol = client_stack(
                 self.host, self.port, options.wire, options.max_reply_bytes, options.max_reply_items,
                 options.tls, options.unix_socket, parts)
@@ -335,45 +352,19 @@ class Client(ClientBase, ServiceMethods):
             raise ConnectError(f"cannot connect to {self._peer}: {with_inner_cause(failure)}"
                                + (f": {hint}" if hint else "")) from failure
         self._stub = self.service.Client(protocol)
-        self._guard_replies(protocol)
+        self._replies = ReplyGuard(protocol)
         if self.options.multiplexed is not None:
             name_requests(protocol, self.options.multiplexed)
         self._methods = {}
         self._broken_by = None
         self._server_hello = self._pending_hello = self._idle_limit = None
 
-    def _guard_replies(self, protocol: Any) -> None:
-        """Makes every reply prove it answers the call in flight (same method, same seqid): Thrift's
-        generated Python client checks neither, so a stale or duplicated reply would be taken as the
-        answer. A reply that does not match breaks the connection instead."""
-        read_message_begin = protocol.readMessageBegin
-
-        def checked() -> Tuple[str, int, int]:
-            name, message_type, seqid = read_message_begin()
-            expected = self._expected_reply
-            if message_type != TMessageType.REPLY and message_type != TMessageType.EXCEPTION:
-                raise TProtocolException(
-                    TProtocolException.INVALID_DATA,
-                    f"the answer to {expected[0]} has message type {message_type}, not a reply (2) or an "
-                    f"exception (3): is the peer a Thrift server?")
-            if (name, seqid) != expected:
-                if (name, seqid) == ("", 0) and message_type == TMessageType.EXCEPTION:
-                    raise server_notice(protocol)
-                raise TProtocolException(
-                    TProtocolException.INVALID_DATA,
-                    f"the reply is for {name or '?'} (seqid {seqid}), the call was {expected[0]} (seqid "
-                    f"{expected[1]}): a stale or foreign reply")
-            return name, message_type, seqid
-
-        protocol.readMessageBegin = checked
-
     def _hello(self) -> Optional[ServerHello]:
         options = self.options
-        known = _HELLOS.get(id(options))
-        if known is not None and known[0] is options:
-            hello, checked = known[1], True
-        else:
-            hello, checked = client_hello(options), False
+        hello = _HELLOS.get(options)
+        checked = hello is not None
+        if hello is None:
+            hello = client_hello(options)
         if options.pipeline_hello:
             self._sock.send_with_next()
         try:
@@ -385,7 +376,7 @@ class Client(ClientBase, ServiceMethods):
             raise
         self._pending_hello = sent
         if not checked and not self._observed:  # no hook can change it (a trace context): keep it for the next time
-            _keep(_HELLOS, options, hello)
+            _HELLOS.keep(options, hello)
         if options.pipeline_hello:
             self._state.apply(ClientEvent.HELLO_PIPELINED)
             return None
@@ -426,7 +417,15 @@ class Client(ClientBase, ServiceMethods):
             self._break(error)
 
     def _hello_failed(self, error: ThriftHandshakeError) -> ThriftHandshakeError:
-        """Closes the transport after a failed hello; returns the error to raise for ``error``."""
+        """Closes the transport after a failed hello; returns the error to raise for ``error``. An
+        endpoint that refused (full, draining) is tried last for a while, also when the refusal of a
+        pipelined hello comes with a call, after connect() returned: a retry goes elsewhere."""
+        failure = self._hello_failure(error)
+        if self._refused and self.endpoints is not None:
+            self.endpoints.failed((self.host, self.port))
+        return failure
+
+    def _hello_failure(self, error: ThriftHandshakeError) -> ThriftHandshakeError:
         if self._transport is not None:  # refused, not broken: close and say why
             broken = self.phase is ClientPhase.BROKEN  # the answer could not be read: no refusal
             self._close_transport(ClientEvent.CLOSED if broken else ClientEvent.HELLO_REJECTED)
@@ -534,7 +533,7 @@ class Client(ClientBase, ServiceMethods):
             if unread:
                 sock.first_read_at = time.perf_counter()
         name, phase, start = sent.name, sent.phase, sent.start
-        self._expected_reply = (name, sent.seqid)
+        self._replies.expected = (name, sent.seqid)
         result = error_out = None
         try:
             result = receive()
@@ -599,7 +598,10 @@ class Client(ClientBase, ServiceMethods):
         reply = self._sock.first_reply if self._sock is not None else b""
         answered_before = self._sock is not None and self._sock.bytes_in > 0  # so TLS and wire were right
         self._break(error)
-        raise broken_error(name, error, self.options, reply, answered_before) from error
+        failure = broken_error(name, error, self.options, reply, answered_before)
+        if isinstance(failure, CallTimeout) and self.endpoints is not None:  # silent: retries go elsewhere first
+            self.endpoints.failed((self.host, self.port))
+        raise failure from error
 
     def _break(self, error: BaseException) -> None:
         """Moves to BROKEN and closes the socket so nothing more is ever read from it."""

@@ -11,10 +11,10 @@ from __future__ import annotations
 import functools
 import time
 from types import ModuleType
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Generic, Optional, Tuple, TypeVar, Union
 
 from thrift.protocol.TProtocol import TProtocolException
-from thrift.Thrift import TApplicationException
+from thrift.Thrift import TApplicationException, TMessageType
 from thrift.transport.TTransport import TTransportException
 
 from thrift_handshake_gen.session.ttypes import ClientHello, ServerHello
@@ -41,7 +41,7 @@ from .wire import explain_reply, explain_tls_error, is_timeout
 
 __all__ = ["WENT_AWAY", "ClientBase", "ServerNotice", "server_notice", "check_client_arguments", "check_service", "client_hello", "negotiation_broken",
            "idle_limit", "idle_error", "refusal_error", "phase_error", "broken_error", "outcome_of",
-           "over_size_limit", "with_inner_cause", "reconnect_asked"]
+           "over_size_limit", "with_inner_cause", "reconnect_asked", "OptionsCache", "ReplyGuard"]
 
 #: A connection that was answered before ends without an answer: not a mismatch, the server is gone.
 WENT_AWAY = ("the server went away without answering (it stopped, crashed or was killed, or closed the "
@@ -197,6 +197,58 @@ def outcome_of(error: Optional[BaseException]) -> Outcome:
     if error is None:
         return Outcome.OK
     return Outcome.DECLARED_ERROR if isinstance(error, ServiceError) else Outcome.FAILED
+
+
+_Value = TypeVar("_Value")
+
+
+class OptionsCache(Generic[_Value]):
+    """A value made once per ``ClientOptions`` (the same object: options are immutable), for the most
+    recent ``size`` options; past that all are forgotten and made again as needed."""
+
+    def __init__(self, size: int = 64) -> None:
+        self._size = size
+        self._kept: Dict[int, Tuple[ClientOptions, _Value]] = {}  # by id, kept with their options: the id stays theirs
+
+    def get(self, options: ClientOptions) -> Optional[_Value]:
+        known = self._kept.get(id(options))
+        return known[1] if known is not None and known[0] is options else None
+
+    def keep(self, options: ClientOptions, value: _Value) -> None:
+        if len(self._kept) >= self._size:
+            self._kept.clear()
+        self._kept[id(options)] = (options, value)
+
+
+class ReplyGuard:
+    """Makes every reply read through ``protocol`` prove it answers the call in flight (``expected``: its
+    method and seqid). Thrift's generated Python client checks neither, so a stale or duplicated reply
+    would be taken as the answer; one that does not match raises and breaks the connection instead."""
+
+    __slots__ = ("expected",)
+
+    def __init__(self, protocol: Any) -> None:
+        self.expected: Tuple[str, int] = ("", 0)
+        read_message_begin = protocol.readMessageBegin
+
+        def checked() -> Tuple[str, int, int]:
+            name, message_type, seqid = read_message_begin()
+            expected = self.expected
+            if message_type != TMessageType.REPLY and message_type != TMessageType.EXCEPTION:
+                raise TProtocolException(
+                    TProtocolException.INVALID_DATA,
+                    f"the answer to {expected[0]} has message type {message_type}, not a reply (2) or an "
+                    f"exception (3): is the peer a Thrift server?")
+            if (name, seqid) != expected:
+                if (name, seqid) == ("", 0) and message_type == TMessageType.EXCEPTION:
+                    raise server_notice(protocol)
+                raise TProtocolException(
+                    TProtocolException.INVALID_DATA,
+                    f"the reply is for {name or '?'} (seqid {seqid}), the call was {expected[0]} (seqid "
+                    f"{expected[1]}): a stale or foreign reply")
+            return name, message_type, seqid
+
+        protocol.readMessageBegin = checked
 
 
 class ClientBase:

@@ -10,7 +10,8 @@ sessions instead of opening one per call.
 
 Every pooled connection is a ``Client`` that has connected and said hello. When all ``max_size`` are
 borrowed, a borrower waits up to ``PoolOptions.borrow_timeout``, then gets ``PoolTimeout``. On borrow,
-a connection older than ``max_lifetime`` is closed (goodbye) and replaced, and one idle longer than
+a connection the server ended while it was idle (it said why, or closed it) is replaced without a
+word, one older than ``max_lifetime`` is closed (goodbye) and replaced, and one idle longer than
 ``check_after_idle`` is pinged first and replaced if the ping fails (broken, closed by the server,
 draining). A client given back BROKEN or CLOSED is discarded, never lent again. A replacement connects
 like any new client: with ``Endpoints``, to another server when one is down, full or draining.
@@ -34,7 +35,7 @@ from .client import Client
 from .client_core import idle_limit
 from .config import DEFAULT_HOST, DEFAULT_PORT, ONE_DAY, ClientOptions
 from .endpoints import Endpoints, format_address
-from .errors import PhaseError, PoolTimeout, ThriftHandshakeError
+from .errors import ConnectError, ConnectionBroken, PhaseError, PoolTimeout, ThriftHandshakeError
 from .states import ClientPhase
 from .timing import Record
 
@@ -151,7 +152,7 @@ class ClientPool:
             raise TypeError(f"limits must be a PoolOptions, not {limits!r}")
         self.limits = limits or PoolOptions()
         self._client_args: Tuple[Any, ...] = (host, port, options, service)
-        Client(*self._client_args)  # refuses bad arguments now rather than at the first borrow
+        self._retry = Client(*self._client_args).options.retry  # refuses bad arguments now, not at a borrow
         self._can_ping = hasattr(service.Iface, "ping")
         self._lock = threading.Lock()
         self._emptied = threading.Condition(self._lock)  # notified as places are freed (close() waits)
@@ -177,7 +178,7 @@ class ClientPool:
         ``timeout`` (default ``limits.borrow_timeout``) bounds the wait for a free connection when all
         are borrowed (PoolTimeout after it), not the connect and hello of a new one (the client's own
         timeouts). Raises what ``Client.connect()`` raises when a new connection cannot be opened,
-        and PhaseError once the pool is closed.
+        and PhaseError once the pool is closed (also when it closes while this borrow connects).
         """
         started = time.perf_counter()
         pooled, waited = self._take(self.limits.borrow_timeout if timeout is _DEFAULT else timeout, started)
@@ -192,14 +193,16 @@ class ClientPool:
                     pooled = None
             if pooled is None:
                 pooled = self._open(started, waited)
+            with self._lock:
+                if not self._closed:
+                    self._lent[id(pooled.client)] = pooled
+                    return pooled.client
+            raise _closed_error()  # close() came while this one connected or was checked: not lent
         except BaseException:
             if pooled is not None:
                 pooled.client.close()
             self._release_slot()
             raise
-        with self._lock:
-            self._lent[id(pooled.client)] = pooled
-        return pooled.client
 
     def give_back(self, client: Client) -> None:
         """Returns a borrowed client: lent again if it is still usable, else closed and its place freed."""
@@ -233,9 +236,27 @@ class ClientPool:
             self.give_back(client)
 
     def call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
-        """``Client.call(method, ...)`` on a borrowed client (the client's RetryPolicy applies)."""
-        with self.client() as client:
+        """``Client.call(method, ...)`` on a borrowed client (the client's RetryPolicy applies). For a
+        method the policy marks idempotent, a borrow whose new connection was refused or broke before
+        any call (down, full, draining: e.g. behind a balancer) is tried again, as a call would be."""
+        client = self._borrow_for(method)
+        try:
             return client.call(method, *args, **kwargs)
+        finally:
+            self.give_back(client)
+
+    def _borrow_for(self, method: str) -> Client:
+        """A borrowed client for a call of ``method`` (borrowed again as ``call`` says)."""
+        policy = self._retry
+        if policy is None or method not in policy.idempotent:
+            return self.borrow()
+        for delay in policy.delays():
+            try:
+                return self.borrow()
+            except (ConnectError, ConnectionBroken) as error:  # no call was sent
+                logger.info("%s: no connection (%s); borrowing again in %.2fs", method, error, delay)
+            time.sleep(delay)
+        return self.borrow()
 
     # -- observing and closing ----------------------------------------------------------------
 
@@ -332,6 +353,8 @@ class ClientPool:
         phase = pooled.client.phase
         if phase not in _REUSABLE:
             return f"it is {phase.value}"
+        if pooled.client.ended_by_server():  # e.g. drained: told why and closed while it was idle here
+            return "the server ended its session while it was idle"
         age = time.monotonic() - pooled.opened
         lifetime = self.limits.max_lifetime
         if lifetime is not None and age > lifetime:

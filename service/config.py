@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Any, Collection, FrozenSet, Iterable, Optional, Sequence, Tuple
+from typing import Any, Collection, FrozenSet, Iterable, Iterator, Optional, Sequence, Tuple
 
 __all__ = [
     "DEFAULT_HOST",
@@ -131,6 +131,13 @@ class RetryPolicy:
         object.__setattr__(self, "idempotent", _names("RetryPolicy.idempotent", self.idempotent))
         if self.attempts < 1 or not 0 <= self.backoff <= self.max_backoff <= ONE_DAY:
             raise ValueError("RetryPolicy needs attempts >= 1 and 0 <= backoff <= max_backoff <= one day")
+
+    def delays(self) -> Iterator[float]:
+        """The seconds to wait before each retry (``attempts`` - 1 of them)."""
+        delay = self.backoff
+        for _ in range(self.attempts - 1):
+            yield delay
+            delay = min(delay * 2, self.max_backoff)
 
 
 @dataclass(frozen=True)

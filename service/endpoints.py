@@ -161,10 +161,17 @@ class _Failover:
             self._endpoints.worked(address)
 
     def error(self) -> Exception:
+        """The last failure when there was one; else one that names each address's: of their common
+        type when all failed alike (all ServerDraining: the last one, its message naming each), else
+        a ConnectError."""
         failures = self._failures
         last = failures[-1]
-        if len(failures) == 1 or len({type(f) for f in failures}) == 1:
+        if len(failures) == 1:
             return last
-        error = ConnectError(f"no endpoint took the connection: {'; '.join(str(f) for f in failures)}")
+        message = f"no endpoint took the connection: {'; '.join(str(f) for f in failures)}"
+        if len({type(f) for f in failures}) == 1 and type(last) is not ConnectError:
+            last.args = (message,)  # keeps its type and what it carries (e.g. ServerDraining.draining)
+            return last
+        error = ConnectError(message)
         error.__cause__ = last
         return error

@@ -27,9 +27,7 @@ counts calls for ``metrics``.
 from __future__ import annotations
 
 import logging
-import socket
 import sys
-import threading
 import weakref
 from time import monotonic, perf_counter
 from typing import Any, Awaitable, Callable, Mapping, Optional, Sequence, Tuple, Union
@@ -46,17 +44,18 @@ from .calllog import CallLog
 from .connection_age import age_deadline, reconnect_answer
 from .contract import MethodInfo, describe_service
 from .decoded_budget import DecodedBudget
+from .gate_state import ConnectionState, SessionClosed, format_peer, peer_of
 from .interceptors import InterceptorChain, Outcome, ServerCall
 from .multiplex import Routes, ServiceTable
 from .metrics import CallCounter, ConnectionCounters, ServerMetrics
 from .peerlog import WarningBudget
 from .session import Session, SessionContext, SessionListener, SessionSettings, bind_session, take_dropped_oneway
 from .states import SESSION_METHODS
-from .tracing import TRACEPARENT_HEADER, parse_traceparent
+from .tracing import header_trace, hello_trace, take_hello_trace
 from .watched import serve_watched, watched_class, watched_processor
 from .wire import AnswerableReadError, skip_value
 
-__all__ = ["SessionProcessor", "ConnectionState", "SessionClosed"]
+__all__ = ["SessionProcessor", "ConnectionState", "SessionClosed", "format_peer"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,76 +64,6 @@ logger = logging.getLogger(__name__)
 _STATE = "_thrift_handshake_connection"
 #: Method names counted under their own name; any other name (junk, typos) is counted as this.
 _UNKNOWN = "<unknown>"
-
-
-class SessionClosed(TTransportException):
-    """Raised by ``SessionProcessor.process`` once the answer that ends a session (goodbye, or a refused
-    auth token) is flushed: every Thrift server closes a connection on a TTransportException."""
-
-
-class ConnectionState:
-    """One connection as the processor sees it: its session, counters and the message in flight."""
-
-    def __init__(self, context: SessionContext, session: Optional[Session], metrics: ServerMetrics) -> None:
-        self.context = context
-        self.session = session
-        self.counters = ConnectionCounters()
-        self.lock = threading.Lock()
-        self.in_flight: Optional[Tuple[str, int]] = None  # (method, seqid) of the message being served
-        self.closing = False  # no new message may start (the server is stopping)
-        self.dropped_oneway = 0
-        self.session_processor: Optional[TProcessor] = None  # serves hello/ping/stats/goodbye
-        self.host = context.peer.rsplit(":", 1)[0]
-        self.reserved = 0  # decoded bytes the message in flight holds of the server's budget
-        self.read_headers: Optional[Callable[[], Mapping[bytes, bytes]]] = None  # THeader: each message's headers
-        self.opened_at = monotonic()  # when the connection was accepted (time.monotonic())
-        self.reconnect_at: Optional[float] = None  # with a max connection age: when it is reached
-        # Whether a call may be served quietly as far as the decoded-size budget goes (none, or one that
-        # ``arm`` sets up), decided once per connection (see ``SessionProcessor._begin``).
-        self.priced_by_refill = True
-        self.arm: Optional[Callable[[], None]] = None
-        self._metrics = metrics
-        self._closed = False
-        metrics.connection_opened(self.counters)
-
-    def begin(self, method: str, seqid: int) -> None:
-        with self.lock:
-            if self.closing:
-                raise TTransportException(TTransportException.END_OF_FILE, "the server is stopping")
-            self.in_flight = (method, seqid)
-
-    def stop(self, shut: Callable[[], None], force: bool = False) -> None:
-        """No message may start from now on; ``shut()`` (which ends the connection) runs now if none is
-        in flight, or anyway with ``force``; else the host ends it after the current reply."""
-        with self.lock:
-            self.closing = True
-            if self.in_flight is None or force:
-                shut()
-
-    def close_if_idle(self, shut: Callable[[], bool], force: bool = False) -> bool:
-        """Runs ``shut()`` unless a message is in flight (with ``force``, anyway); if it returns True no
-        message may start from now on. Returns whether it ran and agreed."""
-        with self.lock:  # no message can start between the check and ``shut``
-            if self.in_flight is not None and not force:
-                return False
-            if not shut():
-                return False
-            self.closing = True
-            return True
-
-    def end(self) -> None:
-        # No lock: a stop that still sees the message in flight closes the connection after this
-        # reply anyway (the server checks ``closing`` after each message).
-        self.in_flight = None
-
-    def close(self) -> None:
-        """The connection is gone: ends its session and folds its counters into the totals (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        if self.session is not None:
-            self.session.disconnected()
-        self._metrics.connection_closed(self.counters)
 
 
 class _SessionMethods:
@@ -147,7 +76,7 @@ class _SessionMethods:
         self._gate = gate
 
     def hello(self, hello: Any) -> ServerHello:
-        _take_hello_trace(self._session.context, hello)  # served quietly, nothing took it before
+        take_hello_trace(self._session.context, hello)  # served quietly, nothing took it before
         if self._gate._drain_until is not None and not self._session.established:  # a second hello: its own refusal
             self._refuse_if_draining()
         return self._session.hello(hello)
@@ -168,36 +97,6 @@ class _SessionMethods:
     def goodbye(self) -> Farewell:
         self._counters.said_goodbye = True
         return self._session.goodbye()
-
-
-def _socket_of(transport: Any) -> Optional[socket.socket]:
-    """The socket under a (buffered or framed) transport, as far as it can be found (for the peer's
-    address when a stock Thrift server hosts the gate)."""
-    for _ in range(4):
-        handle = getattr(transport, "handle", None)
-        if handle is not None:
-            return handle
-        # Thrift's wrapping transports keep the wrapped one in a name-mangled attribute.
-        transport = next((value for name, value in vars(transport).items() if name.endswith("__trans")), None)
-        if transport is None:
-            return None
-    return None
-
-
-def format_peer(address: Any) -> str:
-    """host:port, with IPv6 hosts in brackets."""
-    if isinstance(address, tuple) and len(address) >= 2:
-        host, port = address[0], address[1]
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return str(address)
-
-
-def _peer_of(transport: Any) -> str:
-    handle = _socket_of(transport)
-    try:
-        return format_peer(handle.getpeername()) if handle is not None else "unknown"
-    except OSError:
-        return "unknown"
 
 
 def _write_reply(protocol: TProtocolBase, name: str, message_type: int, seqid: int, body: Any) -> None:
@@ -256,7 +155,7 @@ class SessionProcessor(TProcessor):
         self._counts_only = not interceptors
         self._logs_every_call = call_log.logs_every_call
         session_methods = describe_service(SessionService) if handshake else {}
-        self._session_methods = watched_class(_SessionMethods, session_methods, self.chain, ("hello",), _hello_trace)
+        self._session_methods = watched_class(_SessionMethods, session_methods, self.chain, ("hello",), hello_trace)
         self._routes: Optional[Routes] = None
         if isinstance(processor, Mapping):  # several services on one port (see ``multiplex``)
             self._routes = Routes({name: self._table(name, each) for name, each in processor.items()},
@@ -315,7 +214,7 @@ class SessionProcessor(TProcessor):
         never calls this: the first message of a connection does, and the state closes when ``iprot`` is
         collected.
         """
-        context = SessionContext(peer=peer or _peer_of(iprot.trans), peer_identity=peer_identity)
+        context = SessionContext(peer=peer or peer_of(iprot.trans), peer_identity=peer_identity)
         session = None
         if self.handshake:
             session = Session(self.settings, context, _Listeners(self.metrics, listener))
@@ -391,7 +290,7 @@ class SessionProcessor(TProcessor):
             raise
         read_headers = state.read_headers
         if read_headers is not None:  # THeader: the call's own trace context, if it sent one
-            state.context.traceparent = _header_trace(read_headers())
+            state.context.traceparent = header_trace(read_headers())
         elif state.context.traceparent is not None:  # hello's (ClientHello.traceparent) was hello's alone
             state.context.traceparent = None
         table, service, written = self._bare_table, None, name
@@ -561,12 +460,13 @@ class SessionProcessor(TProcessor):
                           iprot: TProtocolBase, oprot: TProtocolBase) -> bool:
         """Past its max age, a session's call that declares HandshakeRequired (goodbye aside) is answered
         with it, ``reconnect`` set, instead of being run, and the session ends (the connection closes after
-        this reply); False for any other call, served as usual (ping, hello, one-way calls: nothing is lost)."""
+        this reply); False for any other call, served as usual (ping, hello, one-way calls: nothing is lost),
+        and for a session's first call: however short the age, a reconnected client is served."""
         session, name = state.session, call.method
         info = table.methods.get(name)
         field = None if info is None or name == "goodbye" else info.exception_field(HandshakeRequired)
-        if field is None or not session.established:
-            return False
+        if field is None or not session.established or not session.calls:
+            return False  # a session is asked only once it has served a call: every connection makes progress
         age = monotonic() - state.opened_at
         skip_value(iprot, TType.STRUCT)  # never run: its arguments are not built
         iprot.readMessageEnd()
@@ -626,29 +526,6 @@ class SessionProcessor(TProcessor):
         reason = take_dropped_oneway()
         if reason is not None and call.outcome is Outcome.OK:
             call.outcome, call.reason = Outcome.DROPPED, reason
-
-
-def _header_trace(headers: Mapping[bytes, bytes]) -> Optional[str]:
-    """The traceparent a THeader message carries, if it is one."""
-    value = headers.get(TRACEPARENT_HEADER)
-    if value is None:
-        return None
-    trace = parse_traceparent(value)
-    return None if trace is None else str(trace)
-
-
-def _hello_trace(call: ServerCall, args: Tuple[Any, ...]) -> None:
-    """hello's trace context, taken before the chain hears of the call (watched)."""
-    _take_hello_trace(call.session, args[0] if args else None)
-
-
-def _take_hello_trace(context: SessionContext, hello: Any) -> None:
-    """hello's trace context from ClientHello.traceparent, unless a THeader header gave one (or it was
-    taken already): log lines written while hello is served carry it."""
-    value = getattr(hello, "traceparent", None)
-    if value is not None and context.traceparent is None:
-        trace = parse_traceparent(value)
-        context.traceparent = None if trace is None else str(trace)
 
 
 def _no_binding(context: Optional[SessionContext]) -> None:

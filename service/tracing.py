@@ -21,14 +21,15 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Optional, Tuple
+from typing import Any, Mapping, Optional, Tuple
 
-from .interceptors import Call, Interceptor, Outcome
+from .interceptors import Call, Interceptor, Outcome, ServerCall
 from .metrics import UNKNOWN_METHOD
-from .session import bound_session
+from .session import SessionContext, bound_session
 
 __all__ = ["ClientTracing", "ServerTracing", "TraceParent", "carry_trace", "current_trace", "opentelemetry_available",
-           "parse_traceparent", "TRACEPARENT_HEADER"]
+           "parse_traceparent", "TRACEPARENT_HEADER", "header_trace", "hello_trace",
+           "take_hello_trace"]
 
 #: The THeader header (and W3C HTTP header) that carries the trace context.
 TRACEPARENT_HEADER = b"traceparent"
@@ -91,6 +92,29 @@ def carry_trace(transport: Any, name: str, args: Tuple[Any, ...], traceparent: s
         set_header(TRACEPARENT_HEADER, traceparent.encode("ascii"))
     if name == "hello" and args and hasattr(args[0], "traceparent"):
         args[0].traceparent = traceparent
+
+
+def header_trace(headers: Mapping[bytes, bytes]) -> Optional[str]:
+    """The traceparent a THeader message carries, if it is one."""
+    value = headers.get(TRACEPARENT_HEADER)
+    if value is None:
+        return None
+    trace = parse_traceparent(value)
+    return None if trace is None else str(trace)
+
+
+def hello_trace(call: ServerCall, args: Tuple[Any, ...]) -> None:
+    """hello's trace context, taken before the chain hears of the call (watched)."""
+    take_hello_trace(call.session, args[0] if args else None)
+
+
+def take_hello_trace(context: SessionContext, hello: Any) -> None:
+    """hello's trace context from ClientHello.traceparent, unless a THeader header gave one (or it was
+    taken already): log lines written while hello is served carry it."""
+    value = getattr(hello, "traceparent", None)
+    if value is not None and context.traceparent is None:
+        trace = parse_traceparent(value)
+        context.traceparent = None if trace is None else str(trace)
 
 
 def current_trace() -> Optional[TraceParent]:

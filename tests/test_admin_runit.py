@@ -93,7 +93,7 @@ def test_the_state_tells_the_page_where_to_call(start_server, tmp_path):
     with AdminEndpoint(alone) as endpoint:
         assert "Unix socket" in _state(endpoint)["runit"]["unavailable"]
     with AdminEndpoint(PrometheusMetrics()) as endpoint:
-        assert _state(endpoint)["runit"] == {"unavailable": "no Thrift server runs in this process (with --workers, not yet)"}
+        assert _state(endpoint)["runit"] == {"unavailable": "no Thrift server runs in this process"}
 
 
 # --- the panel in a real browser ------------------------------------------------------------------------------

@@ -41,3 +41,21 @@ def test_the_asyncio_server_bench_prints_thriftpy2s_aio_server_beside_it() -> No
     assert done.returncode == 0, done.stderr[-3000:]
     for label in ("threaded", "asyncio+async-echo", "thriftpy2-aio"):
         assert _positive(done.stdout, label, before=1) == 1, (label, done.stdout)  # after the connections
+
+
+def test_the_async_client_bench_puts_another_tree_both_loops_and_the_bare_ceiling_side_by_side() -> None:
+    """``--tree`` (here this tree again, as "other"), ``--loop both`` and ``--bare``: every row set in the
+    same rounds, each with the ratio CPU allows; no peers needed."""
+    done = subprocess.run([sys.executable, "-m", "bench.aio_client", "--seconds", "0.05", "--rounds", "1",
+                           "--no-peers", "--no-relay", "--bare", "--loop", "both", "--tree", f"other={ROOT}",
+                           "--count-calls"], cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for tree in ("this", "other"):
+        assert re.search(rf"^AsyncClient {tree}, Python function calls per call .* 16 in flight \d+", done.stdout,
+                         re.MULTILINE), done.stdout
+        for loop in ("asyncio", "uvloop"):
+            assert _positive(done.stdout, f"async {tree} ({loop}), 16 in flight") == 1, done.stdout
+            assert f"async {tree} ({loop}): 16 in flight / sequential that CPU allows" in done.stdout
+    for loop in ("asyncio", "uvloop"):
+        assert _positive(done.stdout, f"bare ({loop}), 16 in flight") == 1, done.stdout
+    assert "thriftpy2" not in done.stdout and "relay" not in done.stdout

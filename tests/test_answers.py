@@ -4,6 +4,7 @@ of its input is read and dropped."""
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from typing import Iterator, Tuple
 
@@ -67,5 +68,42 @@ def test_a_peer_that_sends_nothing_more_times_the_discarding_out_after_its_secon
     started = time.monotonic()
     with pytest.raises(TimeoutError):
         discard_input(ours)
-    assert 0.9 <= time.monotonic() - started < 3.0
+    assert 0.9 <= time.monotonic() - started < 2.0  # its one second, not two
+
+
+_BOUND = 64 * 1024 * 1024  # the bytes dropped at most, the module's _DISCARD_BYTES
+
+
+def _send_in_the_background(sock: socket.socket, data: bytes) -> threading.Thread:
+    sender = threading.Thread(target=sock.sendall, args=(data,), daemon=True)
+    sender.start()
+    return sender
+
+
+def test_a_peer_that_sent_one_byte_less_than_64_mib_and_stays_is_waited_for_until_the_second_is_over(pair):
+    ours, theirs = pair
+    sender = _send_in_the_background(theirs, b"x" * (_BOUND - 1))
+    with pytest.raises(TimeoutError):  # all read, and the bound not reached: it waits for more
+        discard_input(ours)
+    sender.join(5)
+    assert not sender.is_alive()
+
+
+def test_a_peer_that_sent_exactly_64_mib_and_stays_is_read_no_further(pair):
+    ours, theirs = pair
+    sender = _send_in_the_background(theirs, b"x" * _BOUND)
+    discard_input(ours)  # returns at the bound, without waiting for the peer's next byte
+    sender.join(5)
+    assert not sender.is_alive()
+    ours.setblocking(False)
+    with pytest.raises(BlockingIOError):  # every byte was read, none more
+        ours.recv(1)
+
+
+def test_discarding_past_its_deadline_stops_quietly_though_input_still_waits(pair, monkeypatch):
+    monkeypatch.setattr(answers, "_DISCARD_SECONDS", 0.0)  # the deadline has passed at the first look
+    ours, theirs = pair
+    theirs.sendall(b"x" * 1000)
+    discard_input(ours)
+    assert ours.recv(1000) == b"x" * 1000  # nothing was read
 

@@ -14,13 +14,13 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Awaitable, List, Optional
+from typing import Any, Awaitable, List, Optional, Tuple
 
 import pytest
 
 from thrift.Thrift import TApplicationException
 
-from async_peer import Peer, echo_reply, reversed_after, silent_peer
+from async_peer import Peer, echo_reply, encode_reply, reversed_after, silent_peer
 from conftest import eventually
 from test_async_server import aserver, event_loop_thread, loop_factory, start_async
 from thrift_handshake import (
@@ -125,6 +125,20 @@ def test_every_wire_pipelines(start_server, wire):
             texts = [f"m{i}" * (i + 1) for i in range(20)]
             assert await asyncio.gather(*(client.echo(text) for text in texts)) == texts
             assert (await client.process(request("w"))).request_id == "w"
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("wire", [Wire(), Wire(transport="framed"), Wire(protocol="compact")], ids=str)
+def test_replies_many_reads_long_come_whole_among_small_ones(start_server, wire):
+    """The client reads at most 64 KiB at a time: a reply of a megabyte takes many reads, and the small
+    replies around it still go to their own calls."""
+    server = start_server()
+
+    async def scenario() -> None:
+        async with client_for(server.port, wire=wire) as client:
+            texts = ["a", "b" * (1 << 20), "c", "d" * 100_000, "e"]
+            assert await asyncio.gather(*(client.echo(text) for text in texts)) == texts
 
     run(scenario())
 
@@ -601,6 +615,26 @@ def test_a_refused_connect_is_retried_until_attempts_run_out():
 
 
 # -- interceptors and the timeline ----------------------------------------------------------------
+
+def test_each_record_has_the_bytes_its_own_call_wrote_and_read():
+    """Replies of another size than their requests, answered last first: each call's record carries its own
+    request's size out and its own reply's size in (the peer encodes them as the client reads them)."""
+    def answer(held: List[Tuple[int, str]]) -> Optional[List[Tuple[str, int, object]]]:
+        if len(held) < 2:
+            return None
+        return [("echo", seqid, HandshakeService.echo_result(success=message * 10)) for seqid, message in reversed(held)]
+
+    async def scenario() -> None:
+        async with Peer(answer) as peer:
+            async with client_for(peer.port) as client:
+                assert await asyncio.gather(client.echo("ab"), client.echo("c")) == ["ab" * 10, "c" * 10]
+            records = client.timeline.calls("echo")
+        request = [len(encode_reply("echo", 0, HandshakeService.echo_args(message=text))) for text in ("ab", "c")]
+        reply = [len(encode_reply("echo", 0, HandshakeService.echo_result(success=text * 10))) for text in ("ab", "c")]
+        assert sorted((record.bytes_out, record.bytes_in) for record in records) == sorted(zip(request, reply))
+
+    run(scenario())
+
 
 def test_interceptors_see_each_pipelined_call_start_and_end_once(server):
     async def scenario() -> None:

@@ -127,7 +127,7 @@ def test_cells_pick_a_short_run_of_some_workloads_only() -> None:
     cfg = harness.settings(args, idle_max=20000)
     assert [load.key for load in cfg.native_workloads] == ["echo x64", "echo x256"]
     assert cfg.python_workloads == [] and cfg.python_systems == []
-    assert cfg.native_systems == ["b", "p", "tp2", "cpp"]
+    assert cfg.native_systems == ["b", "p", "pa", "tp2", "cpp"]
     assert cfg.name == "cells", "a partial run must not overwrite the full run's results"
     args.cells = "native:echo x65"
     with pytest.raises(SystemExit, match=r"--cells: no such cell native:echo x65; cells: .*native:echo x256"):

@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from thrift_handshake.calllog import CallLog
-from thrift_handshake.gate import ConnectionState
+from thrift_handshake.gate_state import ConnectionState
 from thrift_handshake.interceptors import Outcome, ServerCall
 from thrift_handshake.metrics import ServerMetrics
 from thrift_handshake.peerlog import WarningBudget

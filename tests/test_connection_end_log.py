@@ -7,6 +7,7 @@ import logging
 import re
 import socket
 import struct
+import time
 
 import pytest
 from conftest import encode_call, eventually
@@ -98,8 +99,10 @@ def test_a_request_that_stops_arriving_is_dropped_at_the_request_timeout_unanswe
     caplog.set_level(logging.INFO, logger=SERVER_LOG)
     server = start_server(limits=ServerLimits(request_timeout=0.3))
     sock, peer = _hello_and_half_a_call(server.port)
+    started = time.monotonic()
     with sock:
         assert read_until_closed(sock) == b""  # closed by the server, nothing said: the peer may still be sending
+    assert time.monotonic() - started < 1.25  # at its 0.3 s: no wait for the rest lasts a second past it
     assert eventually(lambda: _ended(caplog, peer))
     line = _ended(caplog, peer)
     assert line.startswith("dropped") and line.endswith(": request timeout: the message did not arrive whole in time"), line
@@ -135,3 +138,16 @@ def test_a_connection_logged_closed_no_longer_counts_among_the_open_ones(server,
     finally:
         logger.removeHandler(seen)
         logger.setLevel(logging.NOTSET)
+
+
+def test_a_request_cut_off_by_a_peer_that_is_gone_is_dropped_without_an_error(start_server, caplog):
+    """The answer to the cut-off request reaches a closed peer (whose kernel resets the connection): that
+    fails quietly (no pool task fails), and the connection ends dropped."""
+    caplog.set_level(logging.INFO)
+    server = start_server()
+    sock, peer = _hello_and_half_a_call(server.port)
+    sock.close()  # nothing unread: a FIN, then a reset for whatever the server still writes
+    assert eventually(lambda: _ended(caplog, peer))
+    line = _ended(caplog, peer)
+    assert line.startswith("dropped"), line
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]

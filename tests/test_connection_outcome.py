@@ -9,7 +9,7 @@ import pytest
 from thrift.transport.TTransport import TTransportException
 
 from thrift_handshake import ServerLimits, Session, SessionContext, SessionSettings
-from thrift_handshake.gate import ConnectionState
+from thrift_handshake.gate_state import ConnectionState
 from thrift_handshake.metrics import ServerMetrics
 from thrift_handshake.server.outcome import Ending, bad_input, closing_outcome, session_summary, transport_outcome
 from thrift_handshake.states import ConnectionEvent

@@ -7,6 +7,7 @@ import logging
 import select
 import socket
 import struct
+import threading
 import time
 from typing import Iterator, List
 
@@ -17,11 +18,11 @@ from thrift.Thrift import TApplicationException, TMessageType
 from thrift.transport.TTransport import TBufferedTransport, TMemoryBuffer
 
 from thrift_handshake import ServerConfig, ServerLimits
-from thrift_handshake.gate import ConnectionState
+from thrift_handshake.gate_state import ConnectionState
 from thrift_handshake.metrics import ServerMetrics
 from thrift_handshake.peerlog import WarningBudget
-from thrift_handshake.server.admission import (SILENT_GRACE, Admission, eviction_candidates, host_over_its_share,
-                                               tell_evicted)
+from thrift_handshake.server.admission import (SILENT_GRACE, Admission, evict_for_another_host, eviction_candidates,
+                                               host_over_its_share, tell_evicted)
 from thrift_handshake.server.connection import Connection
 from thrift_handshake.session import Session, SessionContext, SessionSettings
 from thrift_handshake.states import ConnectionEvent, ConnectionPhase, SocketMode
@@ -431,30 +432,6 @@ def test_a_session_stuck_mid_message_is_evicted_only_when_the_stall_is_asked_abo
     assert stuck.closed_by is ConnectionEvent.EVICTED
 
 
-def test_a_stop_between_messages_ends_the_threads_read_and_leaves_the_way_out_open(pairs):
-    connection = _serving(pairs.connection())
-    connection.shutdown()
-    ours, peer = connection.socket.handle, pairs.peers[0]
-    ours.setblocking(False)
-    assert ours.recv(1) == b"", "the thread waiting for the next message wakes to an end"
-    ours.sendall(b"why")  # the session can still be told why it is closed
-    assert peer.recv(3) == b"why"
-
-
-def test_a_connection_already_closing_is_not_evicted_again(pairs):
-    stopping = _serving(pairs.connection())
-    stopping.shutdown()
-    assert not stopping.evict(force=True, session=True, stalled=1.0)
-    assert stopping.phase is ConnectionPhase.CLOSING and stopping.closed_by is ConnectionEvent.STOPPING
-
-
-def test_a_stop_of_a_session_whose_socket_is_gone_is_quiet(pairs):
-    connection = _serving(pairs.connection())
-    connection.socket.handle.close()
-    connection.shutdown()  # shutting the reading side of the closed socket raises OSError: it is gone anyway
-    assert connection.state.closing and connection.closed_by is ConnectionEvent.STOPPING
-
-
 def test_a_connection_on_a_thread_is_not_silent_and_a_closed_socket_is_shut_quietly(pairs):
     connection = pairs.connection()
     assert connection.silent()
@@ -529,3 +506,124 @@ def test_what_an_observer_sees_is_a_snapshot_it_cannot_change(pairs):
     with pytest.raises(dataclasses.FrozenInstanceError):
         info.calls = 5
     assert info.calls == 0 and info.age_seconds == 1.0
+
+
+def test_a_connection_already_closing_or_closed_is_never_evicted(pairs):
+    connection = pairs.connection()
+    connection.shutdown()
+    assert connection.phase is ConnectionPhase.CLOSING and pairs.closed == [connection]
+    assert not connection.evict(force=True, session=True, reason="room")
+    connection.closed()
+    assert not connection.evict(force=True, session=True, reason="room")
+    assert pairs.closed == [connection] and connection.closed_by is ConnectionEvent.STOPPING
+    assert connection.eviction_reason != "room"
+
+
+def test_a_stop_shuts_only_the_reading_side_of_an_idle_connection_on_a_thread(pairs):
+    connection = _serving(pairs.connection())
+    connection.shutdown()
+    ours = connection.socket.handle
+    ours.setblocking(False)
+    assert ours.recv(1) == b"", "its thread's next read ends"
+    ours.sendall(b"why")  # the session can still be told why it is closed
+    assert pairs.peers[0].recv(3) == b"why"
+
+
+def test_a_stop_of_an_idle_connection_on_a_thread_whose_socket_is_gone_is_quiet(pairs):
+    connection = _serving(pairs.connection())
+    connection.socket.handle.close()
+    connection.shutdown()  # shutting the reading side of a closed socket raises OSError: it is gone anyway
+    assert connection.closed_by is ConnectionEvent.STOPPING and pairs.closed == []
+
+
+def test_a_workers_part_is_its_connections_over_the_services_and_all_of_them_when_alone():
+    assert Admission._part(3, 12) == 0.25
+    assert Admission._part(5, 5) == 1.0
+    assert Admission._part(0, 0) == 1.0
+
+
+def test_a_share_under_one_connection_is_one_connection(pairs):
+    config = ServerConfig(limits=ServerLimits(max_connections=4, host_share=0.2))  # 0.8 of a connection
+    first = pairs.connection(config, host="10.0.0.1")
+    assert host_over_its_share([first], config, "10.0.0.2") is None  # one is within its share
+    held = [first, pairs.connection(config, host="10.0.0.1"), pairs.connection(config, host="10.0.0.2")]
+    hog = host_over_its_share(held, config, "10.0.0.2")
+    assert hog is not None and hog[:2] == ("10.0.0.1", 2)  # two are more than one
+
+
+def test_telling_an_evicted_session_whose_peer_reads_nothing_gives_up_after_a_second(pairs):
+    config = ServerConfig(limits=ServerLimits(reply_timeout=4.0))
+    connection = pairs.connection(config)
+    ours = connection.socket.handle
+    ours.setblocking(False)
+    try:
+        while True:  # the peer reads nothing: fill what the kernel holds for it
+            ours.send(b"x" * 65536)
+    except BlockingIOError:
+        pass
+    connection.session_started()  # a session's socket: blocking, kernel send timeouts of reply_timeout
+    connection.protocol = TBinaryProtocol(TBufferedTransport(connection.socket))
+    told = []
+    started = time.monotonic()
+    teller = threading.Thread(target=lambda: (tell_evicted(connection, "evicted: idle"), told.append(True)))
+    teller.start()
+    teller.join(6)
+    took = time.monotonic() - started
+    assert told == [True], "still writing after 6 s"
+    assert 0.9 <= took < 3.5, took  # its own second, not the session's 4 s reply timeout
+
+
+def test_telling_an_evicted_tls_session_whose_peer_reads_nothing_gives_up_after_a_second():
+    import ssl
+    from pathlib import Path
+
+    certs = Path(__file__).resolve().parent / "certs"
+    server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_side.load_cert_chain(str(certs / "server.pem"), str(certs / "server.key"))
+    client_side = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        raw_peer = socket.create_connection(listener.getsockname(), timeout=5)
+        raw_ours, _ = listener.accept()
+    peers = []
+    handshake = threading.Thread(target=lambda: peers.append(client_side.wrap_socket(raw_peer, server_hostname="localhost")))
+    handshake.start()
+    ours = server_side.wrap_socket(raw_ours, server_side=True)
+    handshake.join(5)
+    try:
+        ours.setblocking(False)
+        try:
+            while True:  # the peer reads nothing: fill what the kernel holds for it
+                ours.send(b"x" * 16384)
+        except ssl.SSLWantWriteError:
+            pass
+        sock = ConnectionSocket()
+        sock.setHandle(ours)
+        connection = Connection(sock, "127.0.0.1:1", ServerConfig(limits=ServerLimits(reply_timeout=4.0)),
+                                lambda c: None, NOW)
+        connection.session_started()  # a TLS session's socket: Python's timeout mode
+        connection.protocol = TBinaryProtocol(TBufferedTransport(connection.socket))
+        started = time.monotonic()
+        tell_evicted(connection, "evicted: idle")
+        took = time.monotonic() - started
+    finally:
+        ours.close()
+        for peer in peers:
+            peer.close()
+    assert 0.9 <= took < 3.5, took  # its own second, not the session's 4 s reply timeout
+
+
+def test_no_room_is_made_when_none_of_the_hogs_connections_can_go_after_all(pairs):
+    config = ServerConfig(limits=ServerLimits(max_connections=2, host_share=0.5))
+    hog = [_mid_hello(pairs.connection(config, host="10.0.0.1")) for _ in range(2)]
+    for connection in hog:
+        connection.state.in_flight = None
+
+        class ParkedFirst(ConnectionState):
+            def close_if_idle(self, shut, force=False, parked=connection):
+                assert parked.park(NOW + 10, "idle timeout", lambda c: None)  # its reply went out meanwhile
+                return super().close_if_idle(shut, force)
+
+        connection.state.__class__ = ParkedFirst
+    assert host_over_its_share(hog, config, "10.0.0.2")[:2] == ("10.0.0.1", 2)
+    assert not evict_for_another_host(hog, config, "10.0.0.2", WarningBudget(logging.getLogger("test.admission")))
+    assert [c.phase for c in hog] == [ConnectionPhase.WAITING] * 2

@@ -80,12 +80,12 @@ class Cell(NamedTuple):
     transport: str
     socket: str  # "ip", "ip-ssl" or "domain"
     hello: str = "off"
-    server: str = "threaded"  # or "asyncio": serve --asyncio
+    server: str = "threaded"  # a key of SERVERS
 
     @property
     def id(self) -> str:
         return f"{self.language}-{self.protocol}-{self.transport}-{self.socket}" + (
-            "" if self.hello == "off" else f"-hello-{self.hello}") + ("" if self.server == "threaded" else "-asyncio")
+            "" if self.hello == "off" else f"-hello-{self.hello}") + SERVER_IDS[self.server]
 
 
 # What each client offers that the server serves today (tests.json's lists, less what needs server work).
@@ -116,8 +116,11 @@ SOCKETS = {  # "domain": a Unix domain socket (--domain-socket)
 #: The server's columns: the gate off, and the gate on with the optional handshake (its sockets: see the top).
 HELLO = {"off": ["--no-hello"], "optional": ["--hello", "optional"]}
 HELLO_SOCKETS = {"off": ("ip", "ip-ssl", "domain"), "optional": ("ip", "ip-ssl", "domain")}
-#: The servers: HandshakeServer (threads), and AsyncHandshakeServer (serve --asyncio) for ASYNCIO_CELLS.
-SERVERS = {"threaded": [], "asyncio": ["--asyncio"]}
+#: The servers: HandshakeServer (threads), AsyncHandshakeServer (serve --asyncio) for ASYNCIO_CELLS, and both
+#: as two worker processes behind one port for WORKERS_CELLS; the suffix each puts on a cell's id.
+SERVERS = {"threaded": [], "asyncio": ["--asyncio"], "workers": ["--workers", "2"],
+           "asyncio-workers": ["--asyncio", "--workers", "2"]}
+SERVER_IDS = {"threaded": "", "asyncio": "-asyncio", "workers": "-workers2", "asyncio-workers": "-asyncio-workers2"}
 #: The asyncio server's event loop in each column: uvloop's (setup.cfg's test extra installs it) with the gate
 #: off, asyncio's own with the optional hello (uvloop hidden from that server by a module of its name that fails
 #: to import, first on its PYTHONPATH), so that each loop's TCP, TLS and Unix sockets meet every client.
@@ -183,7 +186,23 @@ def _asyncio_cells(threaded: List[Cell]) -> List[Cell]:
 THREADED_CELLS = _cells()
 ASYNCIO_CELLS = ([cell._replace(server="asyncio") for cell in THREADED_CELLS]
                  if os.environ.get("CROSSTEST_ASYNCIO") == "all" else _asyncio_cells(THREADED_CELLS))
-CELLS = THREADED_CELLS + ASYNCIO_CELLS
+
+
+def _workers_cells(threaded: List[Cell]) -> List[Cell]:
+    """Against two workers (``--workers 2``) with the gate on (the optional handshake): every client's transports
+    on its plain socket with its first protocol, against the asyncio workers; and each client once (its first
+    cell of those) against the threaded workers."""
+    first: Dict[Tuple[str, str], Cell] = {}
+    for cell in threaded:
+        if cell.socket == "ip" and cell.hello == "optional" and cell.protocol == PROTOCOLS[cell.language][0]:
+            first.setdefault((cell.language, cell.transport), cell)
+    picked = [cell._replace(server="asyncio-workers") for cell in first.values()]
+    languages = {cell.language: cell for cell in reversed(list(first.values()))}
+    return picked + [cell._replace(server="workers") for cell in languages.values()]
+
+
+WORKERS_CELLS = _workers_cells(THREADED_CELLS)
+CELLS = THREADED_CELLS + ASYNCIO_CELLS + WORKERS_CELLS
 NAMES = {"py": "Python", "go": "Go", "cpp": "C++", "node": "Node.js", "java": "Java"}
 TOOLS = {"py": [], "go": ["go"], "cpp": ["g++", "pkg-config"], "node": ["node", "npm"],
          "java": ["java", "javac", "keytool", "mvn"]}
@@ -357,15 +376,16 @@ _results: Dict[Cell, Outcome] = {}
 def matrix() -> Iterator[None]:
     """Writes the session's cross-test matrix (interop/crosstest/apache/matrix.md) once the cells have run: the
     table of docs/interop.md, a row per client, protocol and transport, a column per socket and server column,
-    and one for the row's cell against ``serve --asyncio`` (its count, socket and column)."""
+    one for the row's cell against ``serve --asyncio`` (its count, socket and column), and one for its cells against
+    two workers."""
     yield
     if not _results:
         return
     columns = [(hello, sock) for hello in HELLO for sock in HELLO_SOCKETS[hello]]
     names = [sock if hello == "off" else f"{sock}, optional hello" for hello, sock in columns]
     lines = ["| client | protocol | transport | " + " | ".join(names) + " | seconds (each column) | serve --asyncio"
-             " |",
-             "|---|---|---|" + "---|" * len(columns) + "---|---|"]
+             " | --workers 2 (optional hello) |",
+             "|---|---|---|" + "---|" * len(columns) + "---|---|---|"]
     rows: Dict[Tuple[str, str, str], Dict[Tuple[str, str, str], Outcome]] = {}
     for cell, outcome in _results.items():
         rows.setdefault(cell[:3], {})[cell.server, cell.hello, cell.socket] = outcome
@@ -377,8 +397,11 @@ def matrix() -> Iterator[None]:
         on_asyncio = [f"{_count(Cell(language, protocol, transport, sock, hello), outcome)} ({sock}"
                       + ("" if hello == "off" else f", {hello} hello") + f", {outcome.seconds:.1f} s)"
                       for (server, hello, sock), outcome in outcomes.items() if server == "asyncio"]
+        on_workers = [f"{_count(Cell(language, protocol, transport, sock, hello), outcome)} "
+                      f"({'asyncio' if server == 'asyncio-workers' else 'threaded'}, {outcome.seconds:.1f} s)"
+                      for (server, hello, sock), outcome in outcomes.items() if server in ("workers", "asyncio-workers")]
         lines.append(f"| {NAMES[language]} | {protocol} | {transport} | {' | '.join(counts)} | {seconds} | "
-                     f"{'; '.join(on_asyncio) or '-'} |")
+                     f"{'; '.join(on_asyncio) or '-'} | {'; '.join(on_workers) or '-'} |")
     MATRIX.parent.mkdir(parents=True, exist_ok=True)
     MATRIX.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
@@ -448,6 +471,8 @@ def test_apache_test_client_passes(cell: Cell, servers: Dict[Tuple[str, str, str
     _results[cell] = outcome
     sys.stdout.write(outcome.output)  # shown by pytest on failure
     assert server.process.poll() is None, "the server exited:\n" + "".join(server.log)
+    if cell.server in ("workers", "asyncio-workers"):
+        assert any(" with 2 workers " in line for line in server.log), "".join(server.log[:5])
     if cell.server == "asyncio":  # on its column's event loop (uvloop: pip install -e '.[test]')
         listening = next(line for line in server.log if "listening on" in line)
         assert listening.rstrip().endswith(f" asyncio={ASYNCIO_LOOPS[cell.hello]}"), listening

@@ -19,9 +19,11 @@ import pytest
 import yaml
 from server_process import read_log_until, serve_subprocess
 
+from thrift_handshake import Client
 from thrift_handshake.cli.parser import build_parser
-from thrift_handshake.config import PROTOCOLS, TRANSPORTS
+from thrift_handshake.config import PROTOCOLS, TRANSPORTS, ServerLimits
 from thrift_handshake.workers import UNWIND
+from thrift_handshake_gen import HandshakeService
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 ENVOY_CONFIGS = ("envoy-tcp.yaml", "envoy-thrift.yaml")
@@ -208,3 +210,50 @@ def test_the_tcp_proxy_health_check_sends_the_haproxy_check_bytes():
     (check,) = cluster["health_checks"]
     assert bytes.fromhex(check["tcp_health_check"]["send"]["text"]) == request
     assert [bytes.fromhex(p["text"]) for p in check["tcp_health_check"]["receive"]] == [healthy]
+
+
+def _haproxy_seconds(value: str) -> float:
+    """An HAProxy duration ("5m", "300s", "1500ms", "2h"; a bare number is milliseconds) in seconds."""
+    units = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+    digits = len(value) - len(value.lstrip("0123456789."))
+    number, unit = value[:digits], value[digits:] or "ms"
+    return float(number) * units[unit]
+
+
+def test_the_proxies_idle_timeouts_are_above_the_servers_so_the_server_says_why():
+    idle = ServerLimits().idle_timeout  # what the recipes' servers run with: none sets --idle-timeout
+    haproxy = {}
+    for line in (DEPLOY / "haproxy.cfg").read_text().splitlines():
+        words = line.split("#")[0].split()
+        if words[:1] == ["timeout"] and words[1] in ("client", "server"):
+            haproxy[words[1]] = _haproxy_seconds(words[2])
+    assert set(haproxy) == {"client", "server"}
+    assert all(seconds > idle for seconds in haproxy.values()), (haproxy, idle)
+    (listener,) = _documents("envoy-tcp.yaml")[0]["static_resources"]["listeners"]
+    (tcp_proxy,) = [f["typed_config"] for chain in listener["filter_chains"] for f in chain["filters"]]
+    assert float(tcp_proxy["idle_timeout"].rstrip("s")) > idle
+    for name in ("haproxy.cfg", "envoy-tcp.yaml"):  # the servers they run keep the default
+        serving = [line for line in (DEPLOY / name).read_text().splitlines() if "thrift-handshake serve" in line]
+        assert serving and not [line for line in serving if "--idle-timeout" in line], name
+    (container,) = _kind("Deployment")["spec"]["template"]["spec"]["containers"]
+    assert "serve" in container["command"] and "--idle-timeout" not in container["command"]
+
+
+def test_a_full_server_is_not_ready_but_alive_so_kubernetes_does_not_restart_it():
+    # It answered "down: ... server full": liveness failed three times and the kubelet would kill every
+    # session of a pod that was only busy.
+    container = _container()
+    readiness = container["readinessProbe"]["exec"]["command"]
+    liveness = container["livenessProbe"]["exec"]["command"]
+    process, port = serve_subprocess("--max-connections", "1")
+    try:
+        with Client("127.0.0.1", port, service=HandshakeService) as holder:  # the one slot, in a session
+            ready = _run_here(readiness, port)
+            assert ready.returncode == 1 and ready.stdout.startswith("full: "), ready
+            alive = _run_here(liveness, port)
+            assert alive.returncode == 0 and alive.stdout.startswith("full: "), alive
+            assert holder.echo("still served") == "still served"
+    finally:
+        process.kill()
+        process.wait(10)
+        process.stderr.close()

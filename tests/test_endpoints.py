@@ -3,19 +3,24 @@ down, full or draining (hello said again there), and retries only for idempotent
 
 from __future__ import annotations
 
+import asyncio
+import threading
 
 import pytest
 
 from conftest import eventually, free_port
 from thrift_handshake import (
+    AsyncClient,
     Client,
     ClientOptions,
     ConnectError,
     ConnectionBroken,
     Endpoints,
+    Interceptor,
     RetryPolicy,
     ServerDraining,
     ServerLimits,
+    Timeouts,
 )
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.ttypes import Request
@@ -181,3 +186,98 @@ def test_first_available_skips_a_server_that_closes_during_hello(start_server):
             assert _server_name(client) == "healthy"
             assert client.echo("here") == "here"
         thread.join(5)
+
+
+@pytest.mark.parametrize("client_kind", ["Client", "AsyncClient"])
+@pytest.mark.parametrize("first_kind", ["draining", "full"])
+def test_a_pipelined_hello_refused_sends_the_retry_to_another_endpoint(start_server, first_kind, client_kind):
+    # The refusal of a pipelined hello comes with the first call, after connect() returned: the address
+    # was never marked failed, so with first_available every retry went back to it and the call failed.
+    if first_kind == "full":
+        first = start_server(limits=ServerLimits(max_connections=1))
+        holder = _client(Endpoints([("127.0.0.1", first.port)]))
+        holder.connect()
+    else:
+        first = start_server(drain_notice=30.0, grace=30.0)
+        first.request_stop()
+        assert eventually(lambda: first.draining)
+    healthy = start_server(server_name="healthy")
+    endpoints = Endpoints([("127.0.0.1", first.port), ("127.0.0.1", healthy.port)], policy="first_available")
+    options = ClientOptions(pipeline_hello=True, retry=RetryPolicy(idempotent={"echo"}, backoff=0.01))
+    if client_kind == "Client":
+        with Client(endpoints, options=options, service=HandshakeService) as client:
+            assert client.echo("elsewhere") == "elsewhere"
+            assert _server_name(client) == "healthy"
+    else:
+        async def call() -> str:
+            async with AsyncClient(endpoints, options=options, service=HandshakeService) as client:
+                answer = await client.echo("elsewhere")
+                assert _server_name(client) == "healthy"
+                return answer
+
+        assert asyncio.run(call()) == "elsewhere"
+    assert endpoints.order()[0] == ("127.0.0.1", healthy.port)  # the refusing one is tried last for a while
+    if first_kind == "full":
+        holder.close()
+    else:
+        first.stop(grace=0)
+
+
+
+class _StuckEcho(Interceptor):
+    """Holds every echo call on the server until ``release`` is set: a server stuck after hello."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def call_started(self, call) -> None:
+        if call.method == "echo":
+            self.release.wait(10)
+
+
+@pytest.mark.parametrize("client_kind", ["Client", "AsyncClient"])
+def test_a_call_that_timed_out_is_retried_on_another_endpoint(start_server, client_kind):
+    # A server that stopped answering was not marked failed: with first_available each retry connected
+    # to it again (hello answered; a hung server costs a whole handshake timeout first) and timed out again.
+    stuck = _StuckEcho()
+    first = start_server(server_name="stuck", interceptors=(stuck,))
+    healthy = start_server(server_name="healthy")
+    endpoints = Endpoints([("127.0.0.1", first.port), ("127.0.0.1", healthy.port)], policy="first_available")
+    options = ClientOptions(timeouts=Timeouts(call=0.3), retry=RetryPolicy(idempotent={"echo"}, backoff=0.01))
+    try:
+        if client_kind == "Client":
+            with Client(endpoints, options=options, service=HandshakeService) as client:
+                assert _server_name(client) == "stuck"
+                assert client.echo("elsewhere") == "elsewhere"
+                assert _server_name(client) == "healthy"
+        else:
+            async def call() -> str:
+                async with AsyncClient(endpoints, options=options, service=HandshakeService) as client:
+                    assert _server_name(client) == "stuck"
+                    answer = await client.echo("elsewhere")
+                    assert _server_name(client) == "healthy"
+                    return answer
+
+            assert asyncio.run(call()) == "elsewhere"
+    finally:
+        stuck.release.set()
+
+
+def test_when_every_endpoint_fails_alike_the_error_still_names_each(start_server):
+    # It was the last address's error alone: "cannot connect to B" when A was down as well.
+    dead = [("127.0.0.1", free_port()) for _ in range(2)]
+    with pytest.raises(ConnectError) as caught:
+        _client(Endpoints(dead)).connect()
+    assert type(caught.value) is ConnectError
+    assert str(caught.value).startswith("no endpoint took the connection: cannot connect to ")
+    assert all(f"127.0.0.1:{port}" in str(caught.value) for _, port in dead), caught.value
+    draining = [start_server(drain_notice=30.0, grace=30.0) for _ in range(2)]
+    for server in draining:
+        server.request_stop()
+    assert eventually(lambda: all(s.draining for s in draining))
+    with pytest.raises(ServerDraining) as refused:  # the kind every one answered, naming each
+        _client(Endpoints([("127.0.0.1", s.port) for s in draining])).connect()
+    assert all(f"127.0.0.1:{s.port}" in str(refused.value) for s in draining), refused.value
+    assert refused.value.draining.remaining_ms > 0
+    for server in draining:
+        server.stop(grace=0)

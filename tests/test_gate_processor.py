@@ -18,7 +18,7 @@ from thrift.transport.TTransport import TMemoryBuffer, TTransportException
 from thrift_handshake import Call, Interceptor, Outcome, SessionProcessor, Wire
 from thrift_handshake.decoded_budget import DecodedBudget
 from thrift_handshake.demo import HandshakeHandler
-from thrift_handshake.gate import ConnectionState, SessionClosed, format_peer
+from thrift_handshake.gate_state import ConnectionState, SessionClosed, format_peer
 from thrift_handshake.metrics import ServerMetrics
 from thrift_handshake.peerlog import WarningBudget
 from thrift_handshake.session import SessionContext

@@ -3,11 +3,13 @@ RSS measurements are in test_memory_after_hello.py; this checks the decision, in
 
 from __future__ import annotations
 
+from typing import List
+
 import pytest
 from conftest import eventually
 
 from thrift_handshake import Client, ClientOptions
-from thrift_handshake.memory import give_back
+from thrift_handshake.memory import MemoryReturn, give_back
 from thrift_handshake_gen import HandshakeService
 
 
@@ -20,3 +22,35 @@ def test_a_turn_that_moved_a_mebibyte_or_more_gives_its_memory_back(start_server
         big = "Z" * (512 * 1024)
         assert client.echo(big) == big  # the connection's first turn: 1 MiB in and out together
         assert eventually(lambda: memory.given_back == 1)  # on the watch's tick, once releases stopped
+
+
+class _Releases(MemoryReturn):
+    """Notes each release the server reports (and gives nothing back)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.released_bytes: List[int] = []
+
+    def released(self, nbytes: int) -> None:
+        self.released_bytes.append(nbytes)
+
+
+def test_only_a_turn_of_a_mebibyte_or_more_is_reported_freed(start_server):
+    server = start_server(handshake=False)
+    server._loop.memory = releases = _Releases()
+    server._loop._released(1024 * 1024 - 1)
+    server._loop._released(1024 * 1024)
+    assert releases.released_bytes == [1024 * 1024]
+
+
+def test_a_large_turn_reports_its_own_bytes_not_the_connections_earlier_ones(start_server):
+    server = start_server(handshake=False)
+    server._loop.memory = releases = _Releases()
+    with Client("127.0.0.1", server.port, ClientOptions(handshake=False), service=HandshakeService) as client:
+        small, large = "s" * (300 * 1024), "L" * (600 * 1024)
+        assert client.echo(small) == small  # about 600 KiB in and out: not a large turn
+        assert eventually(lambda: [c.phase for c in server.connections_now()] == ["WAITING"])  # that turn ended
+        assert client.echo(large) == large  # about 1.2 MiB: a large one
+        assert eventually(lambda: releases.released_bytes)
+    assert len(releases.released_bytes) == 1
+    assert 2 * len(large) <= releases.released_bytes[0] < 2 * len(large) + 200  # its request and reply

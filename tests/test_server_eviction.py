@@ -153,3 +153,33 @@ def test_a_newcomer_to_a_full_server_whose_message_cannot_be_read_is_closed_quie
             assert newcomer.recv(65536) == b""  # no answer: the refusal could not read the call it answers
     assert eventually(lambda: not any(t.name.startswith("refuse ") for t in threading.enumerate()))
     assert uncaught == []
+
+
+def test_a_silent_newcomer_to_a_full_server_is_closed_after_its_second(start_server):
+    server = start_server(limits=ServerLimits(max_connections=1))
+    with Client("127.0.0.1", server.port, service=HandshakeService):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as newcomer:
+            started = time.monotonic()
+            assert read_until_closed(newcomer) == b""
+            took = time.monotonic() - started
+    assert 0.9 <= took < 1.9, took  # the refusal waits a second for its first message, not two
+
+
+def _refusers() -> int:
+    return sum(thread.name.startswith("refuse ") for thread in threading.enumerate())
+
+
+def test_sixteen_newcomers_are_waited_for_at_once_and_a_seventeenth_is_closed_unanswered(start_server):
+    server = start_server(limits=ServerLimits(max_connections=1))
+    with Client("127.0.0.1", server.port, service=HandshakeService):
+        newcomers = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(16)]
+        try:
+            assert eventually(lambda: _refusers() == 16, timeout=0.8)  # each refusal waits for its message
+            with socket.create_connection(("127.0.0.1", server.port), timeout=5) as seventeenth:
+                started = time.monotonic()
+                assert read_until_closed(seventeenth) == b""
+                assert time.monotonic() - started < 0.9  # closed at once, not after a refusal's second
+            assert _refusers() <= 16
+        finally:
+            for newcomer in newcomers:
+                newcomer.close()

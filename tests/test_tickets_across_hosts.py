@@ -85,7 +85,8 @@ class RedisServer:
 
 class BreakingRelay:
     """A TCP relay to a Redis server that can make the next command vanish with a reset, as a Redis
-    that dies (or fails over) mid-command does."""
+    that dies (or fails over) mid-command does; or ``cut()`` it off (open connections closed, new ones
+    closed at once, nothing delivered) until ``mend()``, as a Redis host that drops off the network."""
 
     def __init__(self, target_port: int) -> None:
         self._target = target_port
@@ -93,7 +94,23 @@ class BreakingRelay:
         self.port = self._listener.getsockname()[1]
         self.break_next = threading.Event()
         self.broken = 0
+        self._cut = threading.Event()
+        self._lock = threading.Lock()
+        self._open: List[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, query: str = "") -> str:
+        return f"redis://127.0.0.1:{self.port}/0" + (f"?{query}" if query else "")
+
+    def cut(self) -> None:
+        with self._lock:
+            self._cut.set()
+            for sock in self._open:
+                sock.close()
+            self._open.clear()
+
+    def mend(self) -> None:
+        self._cut.clear()
 
     def _accept(self) -> None:
         while True:
@@ -101,12 +118,17 @@ class BreakingRelay:
                 client, _ = self._listener.accept()
             except OSError:  # closed
                 return
+            if self._cut.is_set():
+                client.close()
+                continue
             upstream = socket.create_connection(("127.0.0.1", self._target))
+            with self._lock:
+                self._open += [client, upstream]
             threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
             threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
 
     def _pump(self, source: socket.socket, sink: socket.socket, from_client: bool) -> None:
-        while True:
+        while not self._cut.is_set():
             try:
                 data = source.recv(65536)
             except OSError:
@@ -127,6 +149,7 @@ class BreakingRelay:
 
     def close(self) -> None:
         self._listener.close()
+        self.cut()
 
 
 @pytest.fixture

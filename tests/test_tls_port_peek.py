@@ -94,12 +94,12 @@ def test_a_silent_peer_is_given_up_at_the_sockets_timeout(pair):
 
 def test_a_peer_that_stops_before_its_bytes_tell_is_given_up_at_the_sockets_timeout(pair):
     ours, client = pair
-    ours.settimeout(0.6)
+    ours.settimeout(0.3)
     client.sendall(b"\x00\x00\x00")
     started = time.monotonic()
     assert peek_first_bytes(ours) == (b"\x00\x00\x00", None)
     took = time.monotonic() - started
-    assert 0.6 <= took < 3.0, took
+    assert 0.3 <= took < 1.25, took  # the wait for more ends at the deadline, not a second after it
     assert ours.recv(64) == b"\x00\x00\x00", "nothing was consumed"
     assert ours.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT) == 1
 

@@ -345,3 +345,95 @@ def test_every_wake_up_ends_the_wait_it_finds(watch):
         assert watch.wait(10.0) == []
         assert time.monotonic() - started < 5.0, "a wake-up did not end the wait"
         waking.join()
+
+
+def _refusing_threads():
+    """While in effect, the system refuses every new thread (a stack larger than the address space)."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def refusing():
+        threading.stack_size(1 << 46)
+        try:
+            yield
+        finally:
+            threading.stack_size(0)
+    return refusing()
+
+
+def test_a_thread_the_system_refuses_leaves_the_task_to_the_threads_running(release, caplog):
+    pool = WorkerPool("test-refused", maximum=3, idle_seconds=5.0)
+    started, ran = threading.Event(), []
+    try:
+        pool.submit(lambda _: (started.set(), release.wait(10)), None)
+        assert started.wait(5)
+        with caplog.at_level(logging.WARNING, logger="thrift_handshake.pool"), _refusing_threads():
+            pool.submit(ran.append, "queued")  # no new thread: the one running takes it when free
+        assert pool.threads == 1
+        assert [r.getMessage() for r in caplog.records] == [
+            "cannot start another pool thread (can't start new thread); 1 serve the queue"]
+        release.set()
+        assert eventually(lambda: ran == ["queued"])
+    finally:
+        pool.close()
+    assert eventually(lambda: pool.threads == 0)
+
+
+def test_a_first_thread_the_system_refuses_is_the_callers_error():
+    pool = WorkerPool("test-refused-alone", maximum=3, idle_seconds=5.0)
+    with _refusing_threads(), pytest.raises(RuntimeError, match="^can't start new thread$"):
+        pool.submit(lambda _: None, None)
+    assert pool.threads == 0
+    pool.close()
+
+
+def test_by_default_an_idle_thread_ends_after_five_seconds():
+    pool = WorkerPool("test-idle-default", maximum=1)
+    finished = []
+    try:
+        pool.submit(lambda _: finished.append(time.monotonic()), None)  # then the thread is idle
+        assert eventually(lambda: pool.threads == 0, timeout=10.0)
+        ended = time.monotonic() - finished[0]
+    finally:
+        pool.close()
+    assert 5.0 <= ended < 5.9, ended
+
+
+def test_a_wait_without_timeout_lasts_until_input_comes(watch, pair):
+    left, right = pair
+    watch.add(left.fileno(), left, once=False)
+    assert watch.wait(0) == []  # the selector's wake-up for the add, read
+    sender = threading.Timer(1.2, lambda: right.sendall(b"x"))  # after more than a second
+    sender.start()
+    try:
+        assert watch.wait(None) == [left]
+    finally:
+        sender.join()
+
+
+
+def test_a_descriptor_two_waits_reported_at_once_is_unregistered_by_one_without_failing_the_other(pair):
+    """Two waits on the selector interleave (made to happen here by a second wait from inside the first's
+    select): both saw the once-only descriptor; the first unregisters it, the second finds it gone."""
+    left, right = pair
+    watch = ReadinessWatch(use_epoll=False)
+    try:
+        watch.add(left.fileno(), left)  # reported once
+        assert watch.wait(0) == []  # the wake-up for the add, read
+        right.sendall(b"x")
+        selector = watch._selector
+        select = selector.select
+        inner = []
+
+        def select_and_another_wait(timeout=None):
+            events = select(timeout)
+            if not inner:
+                inner.append(None)
+                inner.append(watch.wait(0))
+            return events
+
+        selector.select = select_and_another_wait
+        assert watch.wait(1) == [left]
+        assert inner[1] == [left]
+    finally:
+        watch.close()

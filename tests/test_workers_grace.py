@@ -44,3 +44,17 @@ def test_a_worker_killed_during_the_grace_period_makes_the_stop_unclean(serve):
     assert workers.process.wait(15) == 1
     thread.join(15)
     assert workers.matches(r" WARNING thrift_handshake\.workers\[\d+\]: worker \d+ \(pid %d\) killed by SIGKILL" % pid)
+
+
+def test_a_worker_that_outlives_the_grace_period_is_killed_its_unwinding_time_after_it(serve):
+    """Killed ``grace`` + 3 s after the stop (here 2 + 3), not sooner, not later, and not never."""
+    workers = serve("--workers", "2", "--grace", "2")
+    stuck = workers.pids[0]
+    os.kill(stuck, signal.SIGSTOP)  # it can neither drain nor exit
+    started = time.monotonic()
+    workers.process.send_signal(signal.SIGTERM)
+    workers.wait_for(r" WARNING thrift_handshake\.workers\[\d+\]: worker \d+ \(pid %d\) still running after its "
+                     r"grace period: killed$" % stuck, timeout=15)
+    took = time.monotonic() - started
+    assert workers.process.wait(15) == 1
+    assert 4.8 <= took < 5.9, took

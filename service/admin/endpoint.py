@@ -7,11 +7,13 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import ipaddress
 import json
 import logging
 import socket
 import sys
 import threading
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Optional, Union
 
@@ -21,7 +23,7 @@ from .page import PAGE, admin_state
 from .multiprocess import SummedMetrics
 from .prometheus import PrometheusMetrics
 from .recent import RecentCalls
-from .runit import runit_target, static_file
+from .runit import static_file
 
 __all__ = ["AdminEndpoint"]
 
@@ -35,16 +37,19 @@ class AdminEndpoint:
 
     ``port`` 0 picks a free one (``port`` tells it once started). With ``token`` set, every request must
     carry it: ``Authorization: Bearer <token>`` (Prometheus' ``authorization`` setting), or HTTP Basic
-    with the token as the password (what a browser asks for); others get 401. A connection that sends
-    nothing for ``idle_timeout`` seconds is closed, and past ``max_clients`` at once a connection is closed
-    unanswered, so clients cannot pile up threads.
+    with the token as the password (what a browser asks for); others get 401. Without a token, on a
+    loopback address, it answers only requests that name it by a loopback name (``Host``): a web page
+    whose name an attacker re-binds to 127.0.0.1 gets 403. A connection that sends nothing for
+    ``idle_timeout`` seconds, or has not had its answer within ``request_timeout``, is closed, and past
+    ``max_clients`` at once a connection is closed unanswered, so clients cannot pile up threads.
     """
 
     def __init__(self, metrics: Union[PrometheusMetrics, SummedMetrics], host: str = DEFAULT_HOST, port: int = 0,
                  token: Optional[str] = None, recent: Optional[RecentCalls] = None,
-                 idle_timeout: float = 10.0, max_clients: int = 32) -> None:
+                 idle_timeout: float = 10.0, max_clients: int = 32, request_timeout: float = 20.0) -> None:
         self.metrics = metrics
         self.idle_timeout = idle_timeout
+        self.request_timeout = request_timeout
         self.max_clients = max_clients
         self.recent = recent
         self.host = host
@@ -102,12 +107,35 @@ class AdminEndpoint:
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "basic":
             try:
-                value = base64.b64decode(value, validate=True).decode("utf-8").partition(":")[2]
-            except (binascii.Error, UnicodeDecodeError):
+                given = base64.b64decode(value, validate=True).partition(b":")[2]
+            except binascii.Error:
                 return False
-        elif scheme.lower() != "bearer":
+        elif scheme.lower() == "bearer":
+            given = value.encode("latin-1", "replace")  # the bytes sent (http.server decodes headers as latin-1)
+        else:
             return False
-        return hmac.compare_digest(value.encode("utf-8", "surrogateescape"), self._token.encode())
+        return hmac.compare_digest(given, self._token.encode())
+
+    def host_allowed(self, host: Optional[str]) -> bool:
+        """Whether a request naming this ``Host`` may read: any with a token or off loopback (the token, or
+        the network, guards it); else a loopback name only (127.0.0.0/8, ::1, localhost), so that a page of
+        another name resolved to this address (DNS rebinding) cannot read it. No Host: no browser."""
+        if self._token is not None or host is None or not _loopback(self.host):
+            return True
+        try:
+            name = urllib.parse.urlsplit("//" + host).hostname
+        except ValueError:  # e.g. "[::1" (urlsplit checks the brackets)
+            return False
+        return name is not None and _loopback(name)
+
+
+def _loopback(name: str) -> bool:
+    if name == "localhost" or name.endswith(".localhost"):  # (browsers resolve these to loopback themselves)
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 class _Server(ThreadingHTTPServer):
@@ -145,12 +173,33 @@ class _Handler(BaseHTTPRequestHandler):
     endpoint: AdminEndpoint
     server_version = "thrift-handshake-admin"
 
+    def setup(self) -> None:
+        super().setup()
+        # the whole exchange within request_timeout: a client dripping bytes is never idle, yet ends
+        self._deadline = threading.Timer(self.endpoint.request_timeout, self._cut)
+        self._deadline.daemon = True
+        self._deadline.start()
+
+    def _cut(self) -> None:
+        logger.debug("admin %s: closed, no answer within request_timeout", self.client_address[0])
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:  # closed meanwhile
+            pass
+
+    def finish(self) -> None:
+        self._deadline.cancel()
+        super().finish()
+
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
         endpoint = self.endpoint
         path = self.path.split("?", 1)[0]
-        if not endpoint.authorized(self.headers.get("Authorization")):
+        if not endpoint.host_allowed(self.headers.get("Host")):
+            self._answer(403, b"this page answers to its loopback address or localhost, not to the name asked for "
+                              b"(set an auth token to open it by other names)\n", "text/plain; charset=utf-8")
+        elif not endpoint.authorized(self.headers.get("Authorization")):
             self._answer(401, b"the server's auth token is required\n", "text/plain; charset=utf-8",
                          {"WWW-Authenticate": 'Basic realm="thrift-handshake admin", charset="UTF-8"'})
         elif path == "/metrics":
@@ -159,7 +208,6 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(200, PAGE.encode(), "text/html; charset=utf-8")
         elif path == "/admin/state.json":
             state = admin_state(endpoint.metrics, endpoint.recent)
-            state["runit"] = runit_target(endpoint.metrics.servers())
             self._answer(200, json.dumps(state).encode(), "application/json")
         elif (found := static_file(path)) is not None:
             self._answer(found.status, found.body, found.content_type)

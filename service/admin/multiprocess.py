@@ -3,8 +3,10 @@
 Each worker writes its metrics to files of its own in one directory (``use_directory``, before the
 workers fork): the calls and their latency as they happen, what is live (connections by phase,
 sessions, handshakes, bytes, the service's gauges) mirrored every ``PUBLISH_EVERY`` seconds by a
-``WorkerPublisher``. The supervisor serves their sum (``SummedMetrics``, read at each scrape) and
-drops a dead worker's live figures (``worker_gone``); the counts it made stay in the sum.
+``WorkerPublisher``, which also writes there what the admin page shows of the worker (its connections
+and latest calls: ``views``). The supervisor serves their sum (``SummedMetrics``, read at each scrape)
+and every worker's page view merged, and drops a dead worker's live figures and view (``worker_gone``);
+the counts it made stay in the sum.
 
     directory = tempfile.mkdtemp()
     use_directory(directory)                   # in the supervisor, before anything is forked
@@ -20,6 +22,8 @@ import threading
 from typing import Any, Dict, List, Optional, Tuple
 
 from .prometheus import PrometheusMetrics
+from .recent import RecentCalls
+from .views import drop_view, merged_views, worker_view, write_view
 
 __all__ = ["PUBLISH_EVERY", "SummedMetrics", "WorkerPublisher", "use_directory", "worker_gone"]
 
@@ -42,18 +46,20 @@ def use_directory(directory: str) -> None:
 
 
 def worker_gone(pid: int, directory: str) -> None:
-    """Supervisor: the worker ``pid`` has died; its live gauges leave the sum (its counts stay)."""
+    """Supervisor: the worker ``pid`` has died; its live gauges and its connections leave the sum and the
+    page (its counts stay)."""
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(pid, directory)
+    drop_view(directory, pid)
 
 
 class SummedMetrics:
     """What the supervisor serves: every worker's metrics summed from their files at each scrape.
 
     Stands where an ``AdminEndpoint`` expects a ``PrometheusMetrics``: ``registry`` and ``namespace``;
-    it watches no server in this process (``servers()`` is empty), so the admin page shows the summed
-    per-method figures and no connection list.
+    it watches no server in this process (``servers()`` is empty): the admin page's connections and
+    latest calls are the workers' views (``live()``).
     """
 
     def __init__(self, directory: str, namespace: str = "thrift_handshake") -> None:
@@ -62,19 +68,29 @@ class SummedMetrics:
 
         self.registry = CollectorRegistry()
         self.namespace = namespace
+        self.directory = directory
         MultiProcessCollector(self.registry, path=directory)
 
     def servers(self) -> List[Any]:
         return []
 
+    def live(self) -> Dict[str, Any]:
+        """Every live worker's servers, connections and latest calls, merged (``views.merged_views``)."""
+        return merged_views(self.directory)
+
 
 class WorkerPublisher:
     """In a worker: mirrors ``metrics``' live figures into this process's files every ``every``
     seconds, on a daemon thread, from ``start()`` on. Gauges are summed over the live workers
-    (``livesum``); counters grow by what the worker counted since its last publication."""
+    (``livesum``); counters grow by what the worker counted since its last publication. With
+    ``directory``, it writes the worker's admin page view there too (its connections, and ``recent``'s
+    calls)."""
 
-    def __init__(self, metrics: PrometheusMetrics, every: float = PUBLISH_EVERY) -> None:
+    def __init__(self, metrics: PrometheusMetrics, every: float = PUBLISH_EVERY, directory: Optional[str] = None,
+                 recent: Optional[RecentCalls] = None) -> None:
         self._metrics = metrics
+        self._directory = directory
+        self._recent = recent
         self._every = every
         self._gauges: Dict[str, Any] = {}
         self._counters: Dict[str, Any] = {}
@@ -103,7 +119,9 @@ class WorkerPublisher:
                 logger.exception("publishing the worker's live metrics failed")
 
     def publish(self) -> None:
-        """Writes the live figures now."""
+        """Writes the live figures (and the page's view) now."""
+        if self._directory is not None:
+            write_view(self._directory, worker_view(self._metrics.servers(), self._recent))
         for family in self._metrics.live_families():
             for sample in family.samples:
                 names = tuple(sorted(sample.labels))

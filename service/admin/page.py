@@ -3,12 +3,13 @@ as JSON (``/admin/state.json``) and as one HTML page that redraws it every secon
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 
+from .multiprocess import SummedMetrics
 from .prometheus import PrometheusMetrics
 from .recent import RecentCalls
+from .views import live_state
 
 __all__ = ["admin_state", "PAGE"]
 
@@ -16,23 +17,14 @@ __all__ = ["admin_state", "PAGE"]
 _ERRORS = frozenset({"failed", "declared_error"})
 
 
-def admin_state(metrics: PrometheusMetrics, recent: Optional[RecentCalls]) -> Dict[str, Any]:
-    """Everything the page shows, now."""
-    servers, connections = [], []
-    for server in metrics.servers():
-        stats = server.metrics.snapshot()
-        host, port = server.address
-        servers.append({"address": f"{host}:{port}", "service": server.service_name,
-                        "sessions_active": stats.sessions_active, "connections_total": stats.connections_total,
-                        "handshakes_ok": stats.handshakes_ok, "handshakes_rejected": stats.handshakes_rejected,
-                        "uptime_s": round((stats.uptime_ms or 0) / 1000, 1)})
-        connections += [dict(dataclasses.asdict(info), age_seconds=round(info.age_seconds, 1))
-                        for info in server.connections_now()]
-    return {"now": time.time(), "servers": servers, "connections": connections, "methods": _methods(metrics),
-            "recent": [] if recent is None else recent.calls()[-120:]}
+def admin_state(metrics: Union[PrometheusMetrics, SummedMetrics], recent: Optional[RecentCalls]) -> Dict[str, Any]:
+    """Everything the page shows, now: this process's servers and ``recent``, or with ``SummedMetrics``
+    every worker's (``recent`` unused: each worker keeps its own)."""
+    live = metrics.live() if isinstance(metrics, SummedMetrics) else live_state(metrics.servers(), recent)
+    return {"now": time.time(), **live, "methods": _methods(metrics)}
 
 
-def _methods(metrics: PrometheusMetrics) -> List[Dict[str, Any]]:
+def _methods(metrics: Union[PrometheusMetrics, SummedMetrics]) -> List[Dict[str, Any]]:
     rows: Dict[str, Dict[str, Any]] = {}
     for family in metrics.registry.collect():
         for sample in family.samples:
@@ -75,7 +67,8 @@ PAGE = """<!doctype html>
 <section id="runit"></section>
 <h2>Connections now</h2>
 <table id="connections"><thead><tr><th>peer</th><th>phase</th><th>client</th><th>language</th><th>version</th>
-<th class="num">age (s)</th><th class="num">calls</th><th>session</th></tr></thead><tbody></tbody></table>
+<th class="num">age (s)</th><th class="num">calls</th><th>session</th><th>worker</th></tr></thead><tbody></tbody>
+</table>
 <h2>Methods</h2>
 <table id="methods"><thead><tr><th>method</th><th class="num">calls</th><th class="num">errors</th>
 <th class="num">mean (ms)</th><th>outcomes</th></tr></thead><tbody></tbody></table>
@@ -100,7 +93,7 @@ function timelines(recent) {
     const start = calls[0].started, end = Math.max(...calls.map(c => c.started + c.duration_ms / 1000));
     const span = Math.max(end - start, 0.001);
     const title = document.createElement("div"); title.className = "muted";
-    title.textContent = calls[0].peer + "  session " + (calls[0].session || "none") + "  " +
+    title.textContent = calls[0].peer + (calls[0].worker ? "  worker " + calls[0].worker : "") + "  session " + (calls[0].session || "none") + "  " +
       calls.length + " calls in " + (span * 1000).toFixed(1) + " ms";
     const lane = document.createElement("div"); lane.className = "lane";
     for (const call of calls) { const bar = document.createElement("div");
@@ -117,12 +110,13 @@ async function refresh() {
     const state = await (await fetch(new URL("admin/state.json", location.origin + location.pathname),
                                      {cache: "no-store"})).json();
     const server = state.servers[0] || {};
-    document.getElementById("service").textContent = (server.service || "") + " on " + (server.address || "");
+    document.getElementById("service").textContent = (server.service || "") + " on " + (server.address || "") +
+      (server.workers ? ", " + server.workers.length + " workers" : "");
     document.getElementById("summary").textContent = "sessions " + server.sessions_active + ", connections " +
-      state.connections.length + " open, " + server.connections_total + " since the start; handshakes " +
+      state.connections_open + " open, " + server.connections_total + " since the start; handshakes " +
       server.handshakes_ok + " accepted, " + server.handshakes_rejected + " rejected; up " + server.uptime_s + " s";
     fill("connections", state.connections, [["peer"], ["phase"], ["client_name"], ["language"], ["version"],
-      ["age_seconds", "num"], ["calls", "num"], ["session_id", "muted"]]);
+      ["age_seconds", "num"], ["calls", "num"], ["session_id", "muted"], ["worker", "muted"]]);
     fill("methods", state.methods, [["method"], ["calls", "num"], ["errors", "num"], ["mean_ms", "num"],
       [m => Object.entries(m.outcomes).map(([k, v]) => k + " " + v).join(", "), "muted"]]);
     timelines(state.recent);

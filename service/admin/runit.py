@@ -69,7 +69,7 @@ def runit_target(servers: List["HandshakeServer"]) -> Dict[str, Any]:
     server on every interface), HTTP path and scheme, and whether hello needs the auth token; or why it
     cannot (``unavailable``)."""
     if not servers:
-        return {"unavailable": "no Thrift server runs in this process (with --workers, not yet)"}
+        return {"unavailable": "no Thrift server runs in this process"}
     server = servers[0]
     config = server.config
     if config.unix_socket is not None:

@@ -86,10 +86,13 @@ class MessageCodec:
         reader.readMessageBegin = self._header_read  # recv_<method> gets the header read by header()
         self._stub = service.Client(reader, writer)
         self._oneway: Dict[str, bool] = {}
-        self._methods: Dict[str, Tuple[bool, Callable[[Tuple[Any, ...]], None]]] = {}
         self._fast = fast_binary(service.Client, wire, protocols, max_reply_bytes + 4, multiplexed)
         #: The reply starting at an offset of the bytes received, cut and decoded, or None (``fastpath``).
         self.cut: Optional[Callable[[bytes, int], Optional[Reply]]] = None if self._fast is None else self._fast.cut
+        #: ``encode`` without a traceparent where ``fastpath`` encodes: the bytes, or None where it does not
+        #: (then ``encode``); None on the other wires.
+        self.fast_encode: Optional[Callable[[str, Tuple[Any, ...], int], Optional[bytes]]] = \
+            None if self._fast is None else self._fast.encode
 
     def is_oneway(self, name: str) -> bool:
         """Whether ``name`` is a oneway method (no reply of any kind); ArgumentError if unknown."""
@@ -104,13 +107,9 @@ class MessageCodec:
         """Raises RequestEncodingError for arguments that do not fit the IDL (nothing is encoded)."""
         checker_of(self.service, name)(args)
 
-    def checked(self, name: str, args: Tuple[Any, ...]) -> bool:
-        """``check``, then ``is_oneway`` (one look-up per call)."""
-        method = self._methods.get(name)
-        if method is None:
-            method = self._methods[name] = (self.is_oneway(name), checker_of(self.service, name))
-        method[1](args)
-        return method[0]
+    def method(self, name: str) -> Tuple[bool, Callable[[Tuple[Any, ...]], None]]:
+        """``is_oneway(name)`` and the argument check of ``check`` (for a caller to keep per method)."""
+        return self.is_oneway(name), checker_of(self.service, name)
 
     def encode(self, name: str, args: Tuple[Any, ...], seqid: int, traceparent: Optional[str] = None) -> bytes:
         """The request as it goes on the wire (a frame for framed and THeader), carrying ``traceparent``

@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import struct
 from io import BytesIO
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 from thrift.protocol.TBinaryProtocol import TBinaryProtocol
 from thrift.protocol.TProtocol import TProtocolException, TProtocolFactory
@@ -39,15 +39,15 @@ _VERSION_1 = TBinaryProtocol.VERSION_1
 _COMPACT_ID, _COMPACT_VERSION = 0x82, 1
 
 
-class Reply:
+class Reply(NamedTuple):
     """A reply cut and decoded where it arrived: its header, its size on the wire and its outcome."""
 
-    __slots__ = ("name", "type", "seqid", "size", "result", "error")
-
-    def __init__(self, name: str, message_type: int, seqid: int, size: int, result: Any,
-                 error: Optional[TException]) -> None:
-        self.name, self.type, self.seqid, self.size = name, message_type, seqid, size
-        self.result, self.error = result, error
+    name: str
+    type: int
+    seqid: int
+    size: int
+    result: Any
+    error: Optional[TException]
 
     def outcome(self, name: str) -> Any:
         """What ``recv_<name>`` returned, or raises what it raised (as ``MessageCodec.decode``)."""
@@ -56,27 +56,30 @@ class Reply:
         return self.result
 
 
+_reply = tuple.__new__  # a Reply made without NamedTuple's __new__: one Python call less per reply
+
+
 class _Result:
     """A method's ``<method>_result`` struct, and what ``recv_<method>`` makes of one."""
 
-    __slots__ = ("spec", "_name", "_success", "_exceptions")
+    __slots__ = ("spec", "_name", "returns", "_exceptions")
 
     def __init__(self, name: str, result_class: Any) -> None:
         self.spec = [result_class, result_class.thrift_spec]
         fields = [field[2] for field in result_class.thrift_spec if field is not None]
         self._name = name
-        self._success = "success" in fields  # field 0: not a void method
+        self.returns = "success" in fields  # field 0: not a void method
         self._exceptions = tuple(field for field in fields if field != "success")
 
     def outcome(self, result: Any) -> Any:
         """The result, or raises the exception set, as ``recv_<method>`` (MISSING_RESULT when neither)."""
-        if self._success and result.success is not None:
+        if self.returns and result.success is not None:
             return result.success
         for field in self._exceptions:
             raised = getattr(result, field)
             if raised is not None:
                 raise raised
-        if self._success:
+        if self.returns:
             raise TApplicationException(TApplicationException.MISSING_RESULT, f"{self._name} failed: unknown result")
         return None
 
@@ -207,7 +210,8 @@ class FastBinary:
         try:
             if message_type == TMessageType.EXCEPTION:
                 getattr(self._stub, "recv_" + name)()  # raises the TApplicationException it reads
-            result = method.outcome(self._reader._fast_decode(None, self._reader, method.spec))
+            decoded = self._reader._fast_decode(None, self._reader, method.spec)
+            result = decoded.success if method.returns and decoded.success is not None else method.outcome(decoded)
         except (TTransportException, TProtocolException):  # cut short, or a fault the slow path reports
             return None
         except TException as raised:  # TApplicationException, or an exception the method declares
@@ -220,7 +224,7 @@ class FastBinary:
         if stop == len(data):  # the read is used up: not held on to (one may be large)
             self._chunk = None
             received.cstringio_buf = received.buffer = BytesIO()
-        return Reply(name, message_type, seqid, stop - start, result, error)
+        return _reply(Reply, (name, message_type, seqid, stop - start, result, error))
 
 
 #: A reply's header: message type, seqid, where the name starts and ends, where the result struct starts.

@@ -17,10 +17,14 @@ import time
 from typing import Any, Callable, Dict, Optional
 
 from ..client_core import outcome_of
-from ..interceptors import ClientCall, InterceptorChain, Outcome
+from ..interceptors import ClientCall, Outcome
 from ..timing import Record
 
 __all__ = ["InFlight", "Waiting"]
+
+#: A Record made with every field given, without NamedTuple's __new__: one Python call less per reply.
+_record = tuple.__new__
+assert len(Record._fields) == 12
 
 
 class Waiting:
@@ -38,17 +42,27 @@ class Waiting:
         self.abandoned = False
 
 
-class InFlight:
-    """The table of calls awaiting replies, and the one place their ends are recorded."""
+#: An interceptor hook, or the chain's: called with a call as it starts or once it ended.
+Hook = Callable[[ClientCall], None]
 
-    def __init__(self, epoch: float, chain: InterceptorChain, on_timeout: Callable[[int], None]) -> None:
+
+class InFlight:
+    """The table of calls awaiting replies, and the one place their ends are recorded: ``ended`` hears
+    every call's end, ``started`` (None: nobody listens) every call's start from the client."""
+
+    def __init__(self, epoch: float, ended: Hook, on_timeout: Callable[[int], None],
+                 started: Optional[Hook] = None) -> None:
         self._epoch = epoch
-        self._chain = chain
+        self._ended = ended
+        self.started = started
         self._on_timeout = on_timeout
         #: The calls awaiting replies by seqid (read only: ``add`` and ``take`` change it).
         self.waiting: Dict[int, Waiting] = {}
         self._waiting = self.waiting
         self._seqid = 0
+        #: The connection's event loop (the client sets it as the connection opens: asking asyncio for the
+        #: running loop costs a system call, getpid, per call)
+        self.loop: Optional[asyncio.AbstractEventLoop] = None
         self._timer: Optional[asyncio.TimerHandle] = None
         self._timer_at = 0.0  # the deadline the timer is armed for
 
@@ -67,7 +81,7 @@ class InFlight:
     def add(self, call: ClientCall, bytes_out: int, timeout: Optional[float]) -> "asyncio.Future[Any]":
         """Registers a call whose request is queued whole: it now waits for its reply. ``on_timeout(seqid)``
         runs ``timeout`` seconds after the call started unless its reply came (or its caller cancelled it) first."""
-        loop = asyncio.get_running_loop()
+        loop = self.loop if self.loop is not None else asyncio.get_running_loop()
         deadline = None if timeout is None else call.started + timeout
         waiting = Waiting(call, loop.create_future(), bytes_out, deadline)
         self._waiting[call.seqid] = waiting
@@ -121,10 +135,12 @@ class InFlight:
         call, end = waiting.call, time.perf_counter()
         sent, start = waiting.sent, call.started
         arrived = max(arrived, sent)
-        record = Record(call.phase, call.method, start - self._epoch, end - start, waiting.bytes_out, bytes_in,
-                        sent - start, arrived - sent, end - arrived, server_us, None if error is None else repr(error),
-                        pipelined)
-        self._end(call, record, Outcome.OK if error is None else outcome_of(error), result, error)
+        call.ended = end  # what ``_end`` does, on the way of every reply
+        call.record = _record(Record, (call.phase, call.method, start - self._epoch, end - start, waiting.bytes_out,
+                                       bytes_in, sent - start, arrived - sent, end - arrived, server_us,
+                                       None if error is None else repr(error), pipelined))
+        call.outcome, call.result, call.error = Outcome.OK if error is None else outcome_of(error), result, error
+        self._ended(call)
         if waiting.future.done():
             return
         if error is None:
@@ -175,4 +191,4 @@ class InFlight:
              error: Optional[BaseException] = None) -> None:
         call.ended = time.perf_counter()
         call.record, call.outcome, call.result, call.error = record, outcome, result, error
-        self._chain.ended(call)
+        self._ended(call)

@@ -71,7 +71,7 @@ stdout is one document: {"method", "result", "timeline"}, or "exception" and "va
 examples:
   thrift-handshake probe --port 9090 && echo serving           # exit 0 serving, 1 draining or down
   thrift-handshake probe --host 10.0.0.7 --port 9090 --timeout 1   # a Kubernetes readiness probe
-  thrift-handshake probe --port 9090 --alive                    # liveness: draining is alive (exit 0)""",
+  thrift-handshake probe --port 9090 --alive                    # liveness: draining or full is alive (exit 0)""",
     "idl-path": """\
 example:
   thrift -I "$(thrift-handshake idl-path)" --gen py calc.thrift      # calc.thrift includes session.thrift""",
@@ -364,7 +364,7 @@ def _probe_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     probe.add_argument("--timeout", type=float, default=2.0, metavar="SECONDS",
                        help="seconds to connect, and again for the reply (default 2)")
     probe.add_argument("--alive", action="store_true",
-                       help="a liveness probe: a draining server answers, so exit 0 too (1 only when down)")
+                       help="a liveness probe: a draining or full server answers, so exit 0 too (1 only when down)")
 
 
 def build_parser(version: str = "unknown") -> Parser:

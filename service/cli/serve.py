@@ -273,11 +273,14 @@ class _SummedEndpoint:
             raise _listen_error(error, args, args.metrics_host, args.metrics_port, "--metrics-port") from None
 
     def build_worker(self, server_class: Any = HandshakeServer) -> Any:
-        """In a worker: its server (a ``server_class``), counted into its own files and publishing what is live."""
-        metrics = PrometheusMetrics()
-        server = _server(self._args, (metrics,), server_class=server_class)
+        """In a worker: its server (a ``server_class``), counted into its own files and publishing what is live
+        (the admin page's view too); the admin page's origin may call it (the run-it panel)."""
+        metrics, recent = PrometheusMetrics(), RecentCalls()
+        server = _server(self._args, (metrics, recent), server_class=server_class)
         metrics.watch(server)
-        publisher = WorkerPublisher(metrics).start()
+        for origin in admin_origins(self._endpoint.base_url):
+            server.allow_http_origin(origin)
+        publisher = WorkerPublisher(metrics, directory=self.directory, recent=recent).start()
         server.on_stop(lambda _timeout: publisher.stop())  # its last write before the directory goes
         return server
 

@@ -12,10 +12,10 @@ from typing import Any, Callable, Optional
 
 from ..config import ServerConfig
 from ..server import HandshakeServer
-from .handler import MAX_WORK_MS, HandshakeHandler
+from .handler import MAX_WORK_MS, CoroutineHandshakeHandler, HandshakeHandler
 from .limits import DemoLimits
 
-__all__ = ["HandshakeHandler", "DemoLimits", "MAX_WORK_MS", "IDEMPOTENT", "FEATURES", "SERVER_TIMED", "demo_server"]
+__all__ = ["HandshakeHandler", "CoroutineHandshakeHandler", "DemoLimits", "MAX_WORK_MS", "IDEMPOTENT", "FEATURES", "SERVER_TIMED", "demo_server"]
 
 #: The demo's methods that are safe to send twice (for ``RetryPolicy(idempotent=IDEMPOTENT)``); never
 #: process or submit, whose work would run again.
@@ -39,7 +39,8 @@ def demo_server(config: Optional[ServerConfig] = None, limits: Optional[DemoLimi
     config = config or ServerConfig()
     if not config.features:
         config = dataclasses.replace(config, features=FEATURES)
-    handler = HandshakeHandler(limits, ticket_store=ticket_store)
+    handler_class = CoroutineHandshakeHandler if _awaits_coroutines(server_class) else HandshakeHandler
+    handler = handler_class(limits, ticket_store=ticket_store)
     server = server_class(handler, config)
     server.on_stop(handler.close)
     tickets = handler.tickets
@@ -48,3 +49,13 @@ def demo_server(config: Optional[ServerConfig] = None, limits: Optional[DemoLimi
     server.metrics.add_gauge("submit_queue_bytes", "Memory the unfinished tickets hold (submit_queue_bytes "
                              "bounds it)", tickets.unfinished_bytes)
     return server
+
+
+def _awaits_coroutines(server_class: Callable[..., Any]) -> bool:
+    """Whether ``server_class`` serves coroutine handler methods (the asyncio server)."""
+    if server_class is HandshakeServer:
+        return False
+    from ..aio import AsyncHandshakeServer
+
+    return isinstance(server_class, type) and issubclass(server_class, AsyncHandshakeServer)
+

@@ -29,7 +29,7 @@ from .limits import DemoLimits
 from .store import open_store
 from .tickets import TicketBoard
 
-__all__ = ["HandshakeHandler", "MAX_WORK_MS"]
+__all__ = ["HandshakeHandler", "CoroutineHandshakeHandler", "MAX_WORK_MS"]
 
 logger = logging.getLogger(__name__)
 
@@ -189,3 +189,16 @@ class HandshakeHandler(HandshakeService.Iface):
             self._idle.wait_for(lambda: self._running == 0, _ABORT_WAIT)
         if self.tickets.drain(_ABORT_WAIT):
             self.tickets.close_store()
+
+
+class CoroutineHandshakeHandler(HandshakeHandler):
+    """The demo for the asyncio server: echo and echo_types, which only compute, are coroutines and
+    answered on the event loop, with no pool thread and no hand-off; process, submit, get_result and
+    notify, which wait or take locks, stay plain methods on the server's pool."""
+
+    async def echo(self, message: str) -> str:  # type: ignore[override]
+        return message
+
+    async def echo_types(self, value: AllTypes) -> AllTypes:  # type: ignore[override]
+        return value
+

@@ -10,7 +10,9 @@ The store's own health is watched, never guessed: a server that cannot be reache
 within ``ANSWER_TIMEOUT``, is a ``LedgerError`` on every use (a connection that breaks is retried once
 on a new one, so a Redis restart costs no call), and a Redis server restarted empty (no persistence)
 is noticed by a marker key that the lease's renewal finds changed: logged once, after which the
-tickets acknowledged before are unknown, as they are.
+tickets acknowledged before are unknown, as they are. An outcome the store could not take when its work
+ended is kept and written by the next renewal that works (or at a clean stop, before the lease goes), so
+other hosts do not read a finished ticket "still running", then "lost".
 
 Finished tickets expire after the result TTL, accepted ones after it plus ``ACCEPTED_FOR``; durability
 is the Redis server's (its ``appendonly``/``save`` settings): an outcome counts as recorded once the
@@ -98,6 +100,8 @@ class RedisTicketStore:
             self._store_marker = self._renew()
         except (redis.RedisError, ValueError) as error:
             raise ValueError(f"ticket store {self.where}: {error}") from None
+        self._missed: Dict[str, Dict[str, Any]] = {}  # ticket -> its outcome, not written yet
+        self._missed_lock = threading.Lock()
         self._lease_errors = RepeatedErrors(logger, f"the ticket store's lease ({self.where}) was not renewed")
         self._stopping = threading.Event()
         self._closing = threading.Lock()
@@ -124,6 +128,10 @@ class RedisTicketStore:
                 self._store_marker = marker
                 logger.warning("ticket store %s lost its data (the Redis server restarted without persistence, "
                                "or was flushed): the tickets acknowledged before are unknown now", self.where)
+            try:
+                self._write_missed()
+            except self._redis_errors as error:
+                self._lease_errors.report(LedgerError(f"ticket store {self.where}: {error}"))
 
     def _ticket_key(self, ticket: str) -> str:
         return f"{self._prefix}ticket:{ticket}"
@@ -140,14 +148,36 @@ class RedisTicketStore:
             pipe.execute()
 
     def finished(self, ticket: str, state: str, result: Optional[Response] = None, message: str = "") -> None:
-        """Records ``ticket``'s outcome; it expires after the result TTL."""
-        key = self._ticket_key(ticket)
-        with self._errors():
-            pipe = self._redis.pipeline(transaction=True)
-            pipe.hset(key, mapping={"state": state, "message": message, "updated": repr(time.time()),
-                                    "result": b"" if result is None else serialize(result)})
+        """Records ``ticket``'s outcome; it expires after the result TTL. One the store cannot take now
+        (LedgerError) is kept and written at the lease's next renewal that works, or at ``close()``."""
+        outcome = {"state": state, "message": message, "result": b"" if result is None else serialize(result)}
+        try:
+            with self._errors():
+                self._write_outcomes({ticket: outcome})
+        except LedgerError:
+            with self._missed_lock:
+                self._missed[ticket] = outcome
+            raise
+
+    def _write_outcomes(self, outcomes: Dict[str, Dict[str, Any]]) -> None:
+        pipe = self._redis.pipeline(transaction=True)
+        for ticket, outcome in outcomes.items():
+            key = self._ticket_key(ticket)
+            pipe.hset(key, mapping={**outcome, "updated": repr(time.time())})
             pipe.pexpire(key, self._ttl_ms)
-            pipe.execute()
+        pipe.execute()
+
+    def _write_missed(self) -> None:
+        """Writes the outcomes the store could not take when they came (raises the Redis client's error)."""
+        with self._missed_lock:
+            missed = dict(self._missed)
+        if not missed:
+            return
+        self._write_outcomes(missed)
+        with self._missed_lock:
+            for ticket in missed:
+                self._missed.pop(ticket, None)
+        logger.info("ticket store %s: recorded %d outcome(s) it had missed", self.where, len(missed))
 
     def outcome(self, ticket: str) -> Optional[Outcome]:
         """What became of ``ticket`` (marked lost here if its owner's lease has expired), or None."""
@@ -176,6 +206,11 @@ class RedisTicketStore:
                 return
             self._stopping.set()
         self._heartbeat.join()
+        try:
+            self._write_missed()  # before the lease goes: else those tickets would read lost
+        except self._redis_errors as error:
+            logger.error("ticket store %s: %d finished ticket(s) could not be recorded (%s); they will read "
+                         "lost", self.where, len(self._missed), error)
         try:
             self._redis.delete(self._lease_key)
         except self._redis_errors as error:  # it expires by itself within a lease

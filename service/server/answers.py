@@ -9,7 +9,7 @@ from typing import Any, Optional
 from thrift.Thrift import TApplicationException
 
 from ..config import ServerConfig
-from ..gate import ConnectionState
+from ..gate_state import ConnectionState
 from ..peerlog import WarningBudget
 from ..wire import Dialect, answer_refusal, write_application_exception
 from .connection import Connection

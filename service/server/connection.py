@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Tuple
 
 from ..config import ServerConfig
-from ..gate import ConnectionState
+from ..gate_state import ConnectionState
 from ..session import Session
 from ..states import CONNECTION_TRANSITIONS, ConnectionEvent, ConnectionPhase, SocketMode, StateMachine
 from ..wire import ConnectionSocket

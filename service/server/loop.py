@@ -12,7 +12,8 @@ from thrift.transport.TTransport import TTransportException
 
 from ..config import ServerConfig
 from ..memory import MemoryReturn
-from ..gate import ConnectionState, SessionClosed, SessionProcessor
+from ..gate import SessionProcessor
+from ..gate_state import ConnectionState, SessionClosed
 from ..peerlog import clip_for_log
 from ..pool import WorkerPool
 from ..states import ConnectionEvent, SocketMode

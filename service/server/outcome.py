@@ -10,7 +10,7 @@ from typing import Optional, Tuple
 from thrift.transport.TTransport import TTransportException
 
 from ..config import ServerLimits
-from ..gate import ConnectionState
+from ..gate_state import ConnectionState
 from ..peerlog import clip_for_log
 from ..states import ConnectionEvent
 from ..wire import BudgetExceeded, FrameRefused, FrameTooLarge, is_reset, is_timeout

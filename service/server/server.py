@@ -30,7 +30,8 @@ from thrift.transport import TSocket
 from ..config import ServerConfig
 from ..contract import coroutine_methods, describe_service, service_of
 from ..decoded_budget import DecodedBudget
-from ..gate import SessionProcessor, format_peer
+from ..gate import SessionProcessor
+from ..gate_state import format_peer
 from ..metrics import ServerMetrics
 from ..peerlog import WarningBudget
 from ..pool import ReadinessWatch, WorkerPool

@@ -36,6 +36,9 @@ _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _REQUEST_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+) (\S+) HTTP/(\d)\.(\d)")
 _STATUS_LINE = re.compile(rb"HTTP/(\d)\.(\d) (\d{3})(?: (.*))?")
 _MAX_HEADERS = 100
+#: In a field value, these are invalid and dangerous (RFC 9110 5.5): a peer that splits lines at a bare LF
+#: would read other fields than this server does.
+_FORBIDDEN_IN_VALUE = re.compile(rb"[\r\n\x00]")
 
 
 class HttpError(Exception):
@@ -103,6 +106,8 @@ def _parse_head(data: bytes, end: int, line: re.Pattern, what: str) -> _Head:
         name, colon, value = raw.partition(b":")
         if not colon or not _TOKEN.fullmatch(name):  # also a folded line (obs-fold, RFC 9112 5.2)
             raise HttpError(400, f"malformed header field {raw[:80]!r}")
+        if _FORBIDDEN_IN_VALUE.search(value):
+            raise HttpError(400, f"header field {name.decode('ascii')} has a CR, LF or NUL in its value")
         key = name.decode("ascii").lower()
         text = value.strip(b" \t").decode("latin-1")
         headers[key] = f"{headers[key]}, {text}" if key in headers else text
@@ -219,23 +224,23 @@ class ResponseParser(_Parser):
         self._max_body = max_body_bytes
 
     def next_response(self) -> Optional[HttpResponse]:
-        """The next whole response (interim 1xx ones skipped), or None until more bytes are fed."""
-        fresh = self._head is None
-        head = self._take_head(_STATUS_LINE, "status")
-        if head is None:
-            return None
-        status = int(head.start[2])
-        if fresh:
-            length = _content_length(head.headers, self._max_body)
-            if length is None and 200 <= status and status not in (204, 304):
-                raise HttpError(400, "a response without Content-Length (this client reads none other)")
-            self._length = length or 0
-        body = self._take_body()
-        if body is None:
-            return None
-        if 100 <= status < 200:
-            return self.next_response()
-        return HttpResponse(status, (head.start[3] or b"").decode("latin-1"), head.headers, body)
+        """The next whole response (interim 1xx ones skipped, however many), or None until more bytes are fed."""
+        while True:
+            fresh = self._head is None
+            head = self._take_head(_STATUS_LINE, "status")
+            if head is None:
+                return None
+            status = int(head.start[2])
+            if fresh:
+                length = _content_length(head.headers, self._max_body)
+                if length is None and 200 <= status and status not in (204, 304):
+                    raise HttpError(400, "a response without Content-Length (this client reads none other)")
+                self._length = length or 0
+            body = self._take_body()
+            if body is None:
+                return None
+            if not 100 <= status < 200:
+                return HttpResponse(status, (head.start[3] or b"").decode("latin-1"), head.headers, body)
 
 
 def _head_bytes(start: str, headers: Iterable[Tuple[str, str]], body: bytes) -> bytes:

@@ -173,6 +173,13 @@ class HttpServerTransport(WholeBody):
         except HttpError as error:
             self._refuse(error, request)
 
+    def refuse_body(self, error: Exception) -> None:
+        """The request's body does not begin with a Thrift message (``error`` says why): answered 400, not
+        the empty 200 of a one-way call nor silence; raises HttpRefused."""
+        self._answered = True
+        self._refuse(HttpError(400, f"the body is no Thrift message: {type(error).__name__}: {error}"[:300]),
+                     self.request)
+
     def _allowed(self, origin: str) -> bool:
         return origin in self._origins or ANY_ORIGIN in self._origins
 
@@ -242,7 +249,10 @@ class HttpProtocol(TProtocolBase):
 
     def readMessageBegin(self) -> Tuple[str, int, int]:
         self._use(self.trans.next_request())
-        name, message_type, seqid = self._protocol.readMessageBegin()
+        try:
+            name, message_type, seqid = self._protocol.readMessageBegin()
+        except Exception as error:  # (this protocol's, decoding: its limits' refusals included)
+            self.trans.refuse_body(error)
         if message_type == TMessageType.ONEWAY:
             self.trans.one_way()
         return name, message_type, seqid

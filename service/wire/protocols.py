@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from typing import Optional, Tuple
 
 from thrift.protocol import TBinaryProtocol, TCompactProtocol, THeaderProtocol, TJSONProtocol
@@ -188,6 +189,41 @@ class JsonProtocol(TJSONProtocol.TJSONProtocol):
 
     readListBegin = readCollectionBegin
     readSetBegin = readCollectionBegin
+
+    # JSON numbers have no width: a value its type cannot hold is the peer's error here, not the
+    # handler's (nor the reply's, which could not encode it) as it would be if let through
+    def readMessageBegin(self) -> Tuple[str, int, int]:
+        name, message_type, seqid = super().readMessageBegin()
+        return name, message_type, _in_range(seqid, 32, "seqid")
+
+    def readByte(self) -> int:
+        return _in_range(super().readByte(), 8, "i8")
+
+    def readI16(self) -> int:
+        return _in_range(super().readI16(), 16, "i16")
+
+    def readI32(self) -> int:
+        return _in_range(super().readI32(), 32, "i32")
+
+    def readI64(self) -> int:
+        return _in_range(super().readI64(), 64, "i64")
+
+    def writeDouble(self, dbl: float) -> None:
+        """As TJSONProtocol defines it (Java's, C++'s, the JavaScript library's): a double that is no number
+        is the string "NaN", "Infinity" or "-Infinity" (Thrift's Python writes them bare: no JSON at all)."""
+        if math.isfinite(dbl):
+            super().writeDouble(dbl)
+        else:
+            self.writeJSONString("NaN" if dbl != dbl else "Infinity" if dbl > 0 else "-Infinity")
+
+
+def _in_range(value: int, bits: int, what: str) -> int:
+    """``value`` when a signed integer of ``bits`` bits holds it; else INVALID_DATA."""
+    low = -(1 << (bits - 1))
+    if not low <= value < -low:
+        raise TProtocolException(TProtocolException.INVALID_DATA,
+                                 f"a JSON {what} of {str(value)[:24]} is out of range ({low}..{-low - 1})")
+    return value
 
 
 class HeaderProtocolFactory(TProtocolFactory):

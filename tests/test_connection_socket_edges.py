@@ -1,0 +1,96 @@
+"""The server's connection socket (wire/connection_socket.py) at its edges, over real socket pairs: a
+peer gone while a reply is written or before its first bytes tell, and a socket closed under it."""
+
+from __future__ import annotations
+
+import socket
+from typing import Iterator, Tuple
+
+import pytest
+from thrift.transport.TTransport import TTransportException
+
+from thrift_handshake import ServerLimits
+from thrift_handshake.wire import ConnectionSocket, is_reset
+
+
+@pytest.fixture
+def pair() -> Iterator[Tuple[ConnectionSocket, socket.socket]]:
+    """(the server's ConnectionSocket, the peer's end) of a socket pair."""
+    ours, theirs = socket.socketpair()
+    theirs.settimeout(5)
+    sock = ConnectionSocket()
+    sock.setHandle(ours)
+    yield sock, theirs
+    sock.close()
+    theirs.close()
+
+
+def test_a_reply_written_to_a_peer_that_is_gone_fails_as_a_reset(pair):
+    sock, theirs = pair
+    sock.start_session(ServerLimits(), linger=0.05)
+    theirs.close()
+    with pytest.raises(TTransportException, match="^write failed: ") as failed:
+        sock.write(b"a reply")
+    assert failed.value.type == TTransportException.UNKNOWN and is_reset(failed.value)
+
+
+def test_closing_after_a_reply_timed_out_on_a_socket_already_closed_is_quiet(pair):
+    sock, theirs = pair
+    theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.start_session(ServerLimits(reply_timeout=0.1), linger=0.05)
+    with pytest.raises(TTransportException, match="within reply_timeout"):
+        sock.write(b"x" * (8 << 20))  # the peer reads none of it: the rest is to be reset at the close
+    sock.handle.close()  # closed under it: setting SO_LINGER fails
+    sock.close()
+    assert sock.handle is None
+
+
+def test_a_peer_that_closes_before_its_first_bytes_tell_is_told_as_nothing(pair):
+    sock, theirs = pair
+    theirs.sendall(b"\x00\x00")
+    theirs.shutdown(socket.SHUT_WR)
+    assert sock.first_bytes() == (b"\x00\x00", None)
+    assert sock.read(2) == b"\x00\x00", "read again by the transport"
+
+
+def test_two_calls_in_one_tls_record_before_hello_are_both_answered_without_more_input(start_server):
+    """Before hello the server waits in its watch once the transport has nothing unread, unless TLS
+    holds decrypted bytes: the first call ends exactly where the transport's 4 KiB reads end (after the
+    10 sniffed bytes), and the second was decrypted with it, in the same record."""
+    import ssl
+    from pathlib import Path
+
+    from conftest import encode_call
+    from thrift.protocol.TBinaryProtocol import TBinaryProtocol
+    from thrift.transport.TTransport import TMemoryBuffer
+
+    from thrift_handshake import ServerTLS
+    from thrift_handshake_gen import HandshakeService
+
+    certs = Path(__file__).resolve().parent / "certs"
+    server = start_server(tls=ServerTLS(str(certs / "server.pem"), str(certs / "server.key")))
+    context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    first = encode_call("echo", HandshakeService.echo_args(message="x" * (10 + 4096 - 24)), seqid=1)
+    assert len(first) == 10 + 4096
+    calls = first + encode_call("echo", HandshakeService.echo_args(message="second"), seqid=2)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw, \
+            context.wrap_socket(raw, server_hostname="localhost") as sock:
+        sock.sendall(calls)  # one write: one TLS record
+        received = b""
+        replies = []
+        while len(replies) < 2:
+            chunk = sock.recv(65536)  # a timeout here (5 s) fails the test: the second call was not seen
+            assert chunk, f"closed after {replies}"
+            received += chunk
+            protocol = TBinaryProtocol(TMemoryBuffer(received))
+            replies = []
+            try:
+                while True:
+                    _, _, seqid = protocol.readMessageBegin()
+                    result = HandshakeService.echo_result()
+                    result.read(protocol)
+                    protocol.readMessageEnd()
+                    replies.append((seqid, type(result.handshake_required).__name__))
+            except EOFError:
+                pass  # the rest has not arrived yet
+    assert replies == [(1, "HandshakeRequired"), (2, "HandshakeRequired")]
