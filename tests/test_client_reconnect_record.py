@@ -16,6 +16,7 @@ def test_a_reconnect_record_says_when_it_started_and_that_it_did_not_fail(start_
     server = start_server(limits=aged())
     made = time.perf_counter()
     client = open_client("127.0.0.1", server.port)
+    assert client.echo("first") == "first"  # a session is asked to reconnect once it has served a call
     time.sleep(AGE * (1 + JITTER) + 0.05)  # lets the connection pass its age (not a proof of anything)
     assert client.echo("next") == "next"
     record, = reconnects(client)
@@ -41,6 +42,7 @@ class _InterruptsTheSecondHello(Interceptor):
 def test_a_reconnect_that_fails_is_recorded_with_its_error(start_server):
     server = start_server(limits=aged())
     client = open_client("127.0.0.1", server.port, interceptors=(_InterruptsTheSecondHello(),))
+    assert client.echo("first") == "first"  # a session is asked to reconnect once it has served a call
     time.sleep(AGE * (1 + JITTER) + 0.05)  # lets the connection pass its age (not a proof of anything)
     with pytest.raises(KeyboardInterrupt):
         client.echo("next")
