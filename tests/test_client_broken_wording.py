@@ -137,3 +137,37 @@ def test_a_server_that_answered_before_and_then_closes_went_away():
             client.echo("y")
         client.close()
     assert str(caught.value).endswith(f": {WENT_AWAY}")
+
+
+@pytest.mark.parametrize("kind, broken", [(TApplicationException.PROTOCOL_ERROR, True),
+                                          (TApplicationException.INVALID_TRANSFORM, False)],
+                         ids=["protocol-error", "invalid-transform"])
+def test_only_a_protocol_error_answer_breaks_the_connection(kind, broken):
+    """The server closes after answering PROTOCOL_ERROR, so the client gives the connection up; any other
+    application exception is an answer like a reply."""
+    from thrift.protocol.TBinaryProtocol import TBinaryProtocol
+    from thrift.Thrift import TMessageType
+    from thrift.transport.TTransport import TMemoryBuffer
+
+    from test_client_phases import loopback_peer
+    from thrift_handshake import ClientPhase, RemoteApplicationError
+
+    buffer = TMemoryBuffer()
+    protocol = TBinaryProtocol(buffer)
+    protocol.writeMessageBegin("echo", TMessageType.EXCEPTION, 1)
+    TApplicationException(kind, "no").write(protocol)
+    protocol.writeMessageEnd()
+
+    def refuses(connection: socket.socket) -> None:
+        connection.recv(4096)
+        connection.sendall(buffer.getvalue())
+        connection.recv(4096)
+
+    with loopback_peer(refuses) as port:
+        client = Client("127.0.0.1", port, ClientOptions(handshake=False), service=HandshakeService)
+        client.connect()
+        with pytest.raises(RemoteApplicationError) as caught:
+            client.echo("x")
+        assert caught.value.error.type == kind
+        assert client.phase is (ClientPhase.BROKEN if broken else ClientPhase.READY)
+        client.close()

@@ -549,6 +549,15 @@ def test_a_call_without_timeout_is_not_cut_by_the_handshake_timeout(server):
         assert client.echo("after") == "after"
 
 
+def test_a_call_timeout_much_longer_than_hellos_is_the_calls_own(server):
+    """The kernel timeout left from hello (0.5 s) is re-set for a call allowed 30 s, however far apart they are."""
+    from thrift_handshake_gen.ttypes import Request
+
+    options = ClientOptions(timeouts=Timeouts(handshake=0.5, call=30.0))
+    with Client("127.0.0.1", server.port, options, service=HandshakeService) as client:
+        assert client.process(Request(request_id="slow", payload="p", work_ms=1200)).request_id == "slow"
+
+
 def test_a_client_without_a_connect_timeout_connects_and_keeps_its_record(server):
     options = ClientOptions(timeouts=Timeouts(connect=None))
     with Client("127.0.0.1", server.port, options, service=HandshakeService) as client:

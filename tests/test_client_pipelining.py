@@ -256,3 +256,14 @@ def test_closing_a_pipelined_client_a_full_server_refused_never_raises(start_ser
         said = [r.getMessage() for r in caplog.records if r.name == "thrift_handshake.client"]
         assert len(said) == 1 and said[0].startswith("goodbye failed while closing: ") and "server full" in said[0]
         assert holder.echo("still served") == "still served"
+
+
+def test_a_first_calls_wait_behind_a_pipelined_hello_is_the_servers_work_not_the_read(server):
+    """The call's reply comes after its 300 ms of work, not with hello's answer: the record counts
+    that time as waiting for the reply (its reading starts when the reply's bytes come)."""
+    from thrift_handshake_gen.ttypes import Request
+
+    with Client("127.0.0.1", server.port, PIPELINED, service=HandshakeService) as client:
+        client.process(Request(request_id="slow", payload="p", work_ms=300))
+        [record] = client.timeline.calls("process")
+    assert record.wait >= 0.3  # the reply cannot come before the work is done

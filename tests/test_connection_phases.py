@@ -422,6 +422,16 @@ def test_by_default_an_eviction_spares_sessions_and_messages_in_flight(pairs):
     assert busy.closed_by is None, "only the move to CLOSING names who closed it"
 
 
+def test_a_session_stuck_mid_message_is_evicted_only_when_the_stall_is_asked_about(pairs):
+    stuck = _serving(pairs.connection())
+    stuck.session_started()
+    stuck.socket.stalled_since = time.monotonic() - 5.0  # has waited 5 s for the rest of a message
+    assert not stuck.evict(force=True, session=True)
+    assert stuck.phase is ConnectionPhase.SERVING and stuck.closed_by is None
+    assert stuck.evict(force=True, session=True, stalled=1.0)
+    assert stuck.closed_by is ConnectionEvent.EVICTED
+
+
 def test_a_connection_on_a_thread_is_not_silent_and_a_closed_socket_is_shut_quietly(pairs):
     connection = pairs.connection()
     assert connection.silent()
@@ -487,6 +497,15 @@ def test_an_observer_sees_a_new_connection_and_a_session_with_its_client_and_cal
     assert (info.session_id, info.client_name, info.language, info.version, info.calls) == (
         session.context.session_id, "observed", "python", 2, 3)
     assert info.session_id
+
+
+def test_what_an_observer_sees_is_a_snapshot_it_cannot_change(pairs):
+    import dataclasses
+
+    info = pairs.connection().info(NOW + 1.0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        info.calls = 5
+    assert info.calls == 0 and info.age_seconds == 1.0
 
 
 def test_a_connection_already_closing_or_closed_is_never_evicted(pairs):

@@ -18,6 +18,7 @@ from thrift.transport.TTransport import TTransportException
 
 from thrift_handshake import ServerLimits, Wire
 from thrift_handshake.wire import BudgetExceeded, FramerLimits, FrameTooLarge, MessageFramer, frame_limit
+from thrift_handshake.wire.price import STRING_PRICE, STRUCT_PRICE
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.session import SessionService
 from thrift_handshake_gen.session.ttypes import ClientHello
@@ -289,10 +290,11 @@ def _refusal(wire: Wire, data: bytes, limits: FramerLimits = LIMITS) -> TProtoco
 
 @pytest.mark.parametrize("data", [
     struct.pack("!iI", -2147418111, 0xFFFFFFFF),  # the method name's length
+    struct.pack("!iIi", -2147418111, 0xFFFFFFFF, 0) + b"\x00",  # the same, whole as if the name were empty
     _binary_call(b"\x0b\x00\x01" + struct.pack("!i", -1)),  # a string field
     _binary_call(b"\x0f\x00\x01\x08" + struct.pack("!i", -1)),  # a list
     _binary_call(b"\x0d\x00\x01\x08\x08" + struct.pack("!i", -2)),  # a map
-], ids=["name", "string", "list", "map"])
+], ids=["name", "name-and-more", "string", "list", "map"])
 def test_negative_binary_lengths_are_refused(data):
     assert _refusal(BINARY, data).type == TProtocolException.NEGATIVE_SIZE
 
@@ -350,7 +352,9 @@ def test_compact_varints_longer_than_their_type_are_refused(data, long):
 
 @pytest.mark.parametrize("wire, data, message", [
     (BINARY, struct.pack("!i", -2147352575) + b"\x00" * 8, "Bad version in readMessageBegin: -2147352575"),
+    (BINARY, struct.pack("!i", -2147352575) + b"\x00" * 9, "Bad version in readMessageBegin: -2147352575"),
     (BINARY, struct.pack("!i", -2147483647) + b"\x00" * 8, "Bad version in readMessageBegin: -2147483647"),
+    (BINARY, struct.pack("!i", -2147483647) + b"\x00" * 9, "Bad version in readMessageBegin: -2147483647"),
     (BINARY, struct.pack("!i", -1) + b"\x00" * 8, "Bad version in readMessageBegin: -1"),
     (BINARY, struct.pack("!iI", 4, 1) + b"echo", "No protocol version header"),  # non-strict binary
     (BINARY, struct.pack("!i", 0) + b"\x00" * 8, "No protocol version header"),
@@ -359,7 +363,7 @@ def test_compact_varints_longer_than_their_type_are_refused(data, long):
     (COMPACT, b"\x82\x25\x01\x00\x00", "Bad version: 5 (expect 1)"),
     (COMPACT, b"\x83\x21\x01\x00\x00", "Bad protocol id in the message: 131"),
     (COMPACT, b"\x81\x21\x01\x00\x00", "Bad protocol id in the message: 129"),
-], ids=["binary-2", "binary-0", "binary-minus-1", "binary-unversioned", "binary-zero", "compact-2", "compact-0",
+], ids=["binary-2", "binary-2-whole", "binary-0", "binary-0-whole", "binary-minus-1", "binary-unversioned", "binary-zero", "compact-2", "compact-0",
         "compact-5", "compact-id-131", "compact-id-129"])
 def test_a_version_this_end_does_not_speak_is_refused(wire, data, message):
     refused = _refusal(wire, data)
@@ -538,3 +542,64 @@ def _wire_imports(module: str) -> set:
 def test_the_framer_and_sniff_need_no_socket(module):
     assert not {"socket", "select", "ssl", "wire.sockets", "wire.connection_socket", "wire.stack", "wire.tls",
                 "wire.answers"} & _wire_imports(module)
+
+
+def _string_arguments(size: int) -> bytes:
+    """A binary call's arguments of ``size`` bytes in all: one string field, then STOP."""
+    return b"\x0b\x00\x01" + struct.pack("!i", size - 8) + b"s" * (size - 8) + b"\x00"
+
+
+@pytest.mark.parametrize("arguments, walked", [(64 * 1024, False), (64 * 1024 + 1, True)], ids=["window", "past-it"])
+def test_arguments_within_the_c_window_are_cut_unpriced_and_longer_ones_walked(arguments, walked):
+    """The C decoder is handed 64 KiB of arguments at most; a longer message is walked, to the same end."""
+    message = _binary_call(_string_arguments(arguments))
+    framer = _StepCounter(BINARY, LIMITS)
+    assert framer.feed(message) == [message]
+    assert (framer.steps > 0) is walked
+    assert framer.price == (STRING_PRICE + STRUCT_PRICE + arguments - 8 if walked else 0)
+
+
+@pytest.mark.parametrize("spare", [0, 1], ids=["exactly-the-limit", "a-byte-under"])
+def test_a_message_of_exactly_max_message_bytes_is_cut_in_c(spare):
+    message = _binary_call(_string_arguments(100))
+    framer = _StepCounter(BINARY, FramerLimits(max_message_bytes=len(message) + spare))
+    assert framer.feed(message * 3) == [message] * 3, "each message within the limit, wherever it starts"
+    assert framer.steps == 0
+
+
+def test_the_least_binary_message_is_cut_in_c():
+    least = struct.pack("!iIi", -2147418111, 0, 1) + b"\x00"  # no name, no arguments: 13 bytes
+    framer = _StepCounter(BINARY, LIMITS)
+    assert framer.feed(least) == [least]
+    assert framer.steps == 0
+
+
+def _nested_lists(levels: int) -> bytes:
+    """A binary call whose one field is a list of a list ... (``levels`` lists) of no i32."""
+    return _binary_call(b"\x0f\x00\x01" + b"\x0f\x00\x00\x00\x01" * (levels - 1) + b"\x08\x00\x00\x00\x00" + b"\x00")
+
+
+def test_a_depth_limit_under_the_c_decoders_own_is_held_by_the_walk():
+    """The C decoder allows 64 levels: a lower max_depth is not left to it."""
+    within = _nested_lists(62)  # the arguments struct and 62 lists: 63 levels
+    assert MessageFramer(BINARY, FramerLimits(1 << 20, max_depth=63)).feed(within) == [within]
+    refused = _refusal(BINARY, _nested_lists(63), FramerLimits(1 << 20, max_depth=63))
+    assert (refused.type, refused.message) == (TProtocolException.DEPTH_LIMIT,
+                                               "nested deeper than 63 structs and containers")
+
+
+def test_a_binary_message_is_never_cut_in_c_from_a_framed_or_a_compact_stream():
+    message = _binary_call(_string_arguments(100))
+    with pytest.raises(TTransportException) as framed:
+        MessageFramer(Wire("binary", "framed"), LIMITS).feed(message)
+    assert (framed.value.type, framed.value.message) == (
+        TTransportException.NEGATIVE_SIZE, f"Read a negative frame size ({struct.unpack('!i', message[:4])[0]})")
+    refused = _refusal(COMPACT, message)
+    assert (refused.type, refused.message) == (TProtocolException.BAD_VERSION, "Bad protocol id in the message: 128")
+
+
+def test_a_depth_limit_over_the_c_decoders_own_leaves_it_the_shallow_messages_and_the_walk_the_deep():
+    shallow, deep = _binary_call(_string_arguments(100)), _nested_lists(65)  # 66 levels: past the C decoder's 64
+    framer = _StepCounter(BINARY, FramerLimits(1 << 20, max_depth=100))
+    assert framer.feed(shallow) == [shallow] and framer.steps == 0
+    assert framer.feed(deep) == [deep] and framer.steps > 0

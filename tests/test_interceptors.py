@@ -180,6 +180,16 @@ def test_an_interceptor_that_raises_is_reported_and_breaks_nothing(start_server,
     assert len(reports) == 4 and reports[0].exc_info is not None
 
 
+def test_a_call_written_before_a_pipelined_hellos_answer_is_seen_in_its_session(start_server):
+    recorder = Recorder()
+    server = start_server()
+    with _client(server.port, interceptors=[recorder], pipeline_hello=True) as client:
+        assert client.echo("first") == "first"
+        session_id = client.session_id
+    [echo] = recorder.calls("echo")
+    assert session_id and echo.session_id == session_id
+
+
 def test_a_client_interceptor_sees_each_request_with_its_timeline_record(start_server):
     recorder = Recorder()
     server = start_server()

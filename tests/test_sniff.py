@@ -218,6 +218,20 @@ def test_a_compact_client_is_told_the_server_speaks_binary():
         "the server speaks buffered binary; this client speaks buffered compact")
 
 
+@pytest.mark.parametrize("transport, expected", [
+    ("http", "the server's HTTP answer holds no Thrift reply"),
+    ("buffered", "the server answered with HTTP: it is not a Thrift server (wrong port?)"),
+    ("header", "the server answered with HTTP: it is not a Thrift server (wrong port?)")])
+def test_only_a_client_not_speaking_http_is_told_the_server_is_not_thrift(transport, expected):
+    assert explain_reply(b"HTTP/1.1 200 OK\r\n", Wire(transport=transport)) == expected
+
+
+@pytest.mark.parametrize("length", range(4), ids=lambda n: f"length-{n}")
+def test_a_frame_length_too_short_to_hold_a_frame_is_unknown(length):
+    """Its inner THeader length would be negative: no frame in a frame."""
+    assert sniff(length.to_bytes(4, "big") + b"\x00" * 6) == Dialect(DialectKind.UNKNOWN)
+
+
 @pytest.mark.parametrize("protocol", ["binary", "compact"])
 def test_theader_inside_a_framed_transport_is_told_from_ten_bytes(protocol):
     """Two lengths, the inner 4 less than the outer, then THeader's magic: Apache's header x framed cells."""
@@ -230,8 +244,9 @@ def test_theader_inside_a_framed_transport_is_told_from_ten_bytes(protocol):
 
 
 @pytest.mark.parametrize("data", [b"\x00\x00\x00\x10\x00\x00\x00\x0c\x0f\xfe",  # the lengths, not the magic
+                                  b"\x00\x00\x00\x10\x00\x00\x00\x0c\x10\x00",  # the lengths, bytes past the magic
                                   b"\x00\x00\x00\x10\x00\x00\x00\x0b\x0f\xff"],  # the magic, lengths that disagree
-                         ids=["no-magic", "lengths-disagree"])
+                         ids=["no-magic", "over-the-magic", "lengths-disagree"])
 def test_a_frame_in_a_frame_needs_both_lengths_and_the_magic(data):
     assert sniff(data[:6]) is None  # could still be THeader inside a frame
     assert sniff(data) == Dialect(DialectKind.UNKNOWN)

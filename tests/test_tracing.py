@@ -290,3 +290,27 @@ def test_a_refused_hello_that_nothing_watches_still_logs_the_trace_it_carried(tm
     lines = json_log_of_one_session(use, "--auth-token-file", str(token))
     [refused] = [line for line in lines if line["msg"].startswith("handshake rejected")]
     assert refused["trace_id"] == TRACE
+
+
+def test_a_hello_a_hook_gave_a_trace_is_not_reused_by_the_next_connection(start_server):
+    """Options with interceptors never keep their hello: a trace one hook put there stays with its connection."""
+    seen = []
+
+    class Seen(Interceptor):
+        def call_started(self, call):
+            if call.method == "hello":
+                seen.append(call.session.traceparent)
+
+    class TraceTheFirstHello(Interceptor):
+        traced = False
+
+        def call_started(self, call):
+            if call.method == "hello" and not self.traced:
+                call.traceparent, self.traced = TRACEPARENT, True
+
+    server = start_server(interceptors=[Seen()])
+    options = ClientOptions(interceptors=(TraceTheFirstHello(),))
+    for _ in range(2):
+        with Client("127.0.0.1", server.port, options, service=HandshakeService) as client:
+            client.ping()
+    assert seen == [TRACEPARENT, None]
