@@ -10,8 +10,10 @@ message's first byte until it is whole, ``reply_timeout`` for the peer to take a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
+import struct
 import time
 from typing import Any, Collection, Optional, Tuple
 
@@ -320,9 +322,20 @@ class AsyncConnection(ConnectionStanding):
         try:
             await self._by(writer.drain(), asyncio.get_running_loop().time() + self._limits.reply_timeout)
         except TimeoutError:
-            writer.transport.abort()  # what the kernel still holds of the reply is dropped
+            _reset(writer)
             return "dropped", "the peer did not read its reply within reply_timeout"
         except OSError as reset:
             error = TTransportException(TTransportException.UNKNOWN, str(reset), inner=reset)
             return transport_outcome(self._ending(False), error)
         return None
+
+
+def _reset(writer: Any) -> None:
+    """Closes ``writer``'s connection with a reset, as the threaded server does: what the kernel still
+    holds of the reply is dropped too (a plain close leaves it queued, the connection half-open, for as
+    long as the peer does not read)."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()

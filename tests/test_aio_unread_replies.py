@@ -1,0 +1,82 @@
+"""Attacks on the asyncio server's writes (issue 14): a peer that never reads a reply the kernel did
+not take whole. Its connection ends within ``reply_timeout`` on the server AND on the wire (the peer is
+reset), whether it half-closed after its call or stays silent, and the server's stop does not leave it
+open: what the server did not send is never held past the end of its connection."""
+
+from __future__ import annotations
+
+import socket
+from typing import Iterator, List
+
+import pytest
+
+from conftest import encode_call, eventually
+from test_fairness_between_hosts import HELLO
+from test_async_server import LOOPS, event_loop_thread, loop_factory  # noqa: F401 (fixtures)
+
+from thrift_handshake import ServerConfig, ServerLimits
+from thrift_handshake.aio import AsyncHandshakeServer
+from thrift_handshake.demo import FEATURES, HandshakeHandler
+
+from thrift_handshake_gen import HandshakeService
+
+#: Linux's TCP_INFO tcpi_state values.
+TCP_ESTABLISHED, TCP_FIN_WAIT2, TCP_CLOSE = 1, 5, 7
+#: Larger than what the small buffers below take, but less than the stream's 64 KiB high-water mark.
+REPLY = 40_000
+
+
+DROPPED = "dropped: the peer did not read its reply within reply_timeout"
+
+
+def _ends(caplog: pytest.LogCaptureFixture) -> List[str]:
+    """How the server's log words the ends of connections."""
+    return [f"{record.getMessage().split(' ', 1)[0]}: {record.getMessage().rsplit(': ', 1)[1]}"
+            for record in caplog.records if record.getMessage().startswith(("closed peer", "dropped peer"))]
+
+
+def _tcp_state(sock: socket.socket) -> int:
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)[0]
+
+
+@pytest.fixture
+def small_buffers_server(event_loop_thread) -> Iterator[AsyncHandshakeServer]:
+    """A server whose accepted sockets have a small send buffer (fixed, not autotuned): a reply of
+    ``REPLY`` bytes stays partly unsent while its peer does not read."""
+    listening = socket.create_server(("127.0.0.1", 0))
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # (inherited by the accepted sockets)
+    config = ServerConfig(host="127.0.0.1", port=0, features=FEATURES,
+                          limits=ServerLimits(reply_timeout=0.5, idle_timeout=60.0))
+    server = AsyncHandshakeServer(HandshakeHandler(None), config)
+    event_loop_thread.run(server.start(listening))
+    yield server
+    event_loop_thread.run(server.stop(grace=5.0))
+
+
+def _unread_call(port: int) -> socket.socket:
+    """A session that calls for a ``REPLY``-byte reply and reads none of it."""
+    peer = socket.socket()
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    peer.settimeout(10)
+    peer.connect(("127.0.0.1", port))
+    peer.sendall(HELLO)
+    assert peer.recv(65536)
+    peer.sendall(encode_call("echo", HandshakeService.echo_args(message="z" * REPLY), seqid=2))
+    return peer
+
+
+@pytest.mark.parametrize("loop_factory", LOOPS, indirect=True)
+def test_a_peer_that_half_closes_and_never_reads_is_reset_within_reply_timeout(small_buffers_server, caplog):
+    with _unread_call(small_buffers_server.port) as peer:
+        peer.shutdown(socket.SHUT_WR)
+        assert eventually(lambda: small_buffers_server.connection_count == 0, 5.0)
+        assert eventually(lambda: _tcp_state(peer) == TCP_CLOSE, 5.0), _tcp_state(peer)  # was FIN_WAIT2 for ever
+    assert _ends(caplog) == [DROPPED]  # as the threaded server words it (was "peer closed the connection")
+
+
+@pytest.mark.parametrize("loop_factory", LOOPS, indirect=True)
+def test_a_silent_peer_that_never_reads_is_reset_within_reply_timeout(small_buffers_server, caplog):
+    with _unread_call(small_buffers_server.port) as peer:
+        assert eventually(lambda: _tcp_state(peer) == TCP_CLOSE, 5.0), _tcp_state(peer)
+        assert small_buffers_server.connection_count == 0
+    assert _ends(caplog) == [DROPPED]  # (was "idle timeout", once idle_timeout had passed)
