@@ -5,6 +5,7 @@ open: what the server did not send is never held past the end of its connection.
 
 from __future__ import annotations
 
+import logging
 import socket
 import ssl
 from typing import Iterator, List
@@ -99,3 +100,27 @@ def test_a_silent_tls_peer_that_never_reads_is_reset_within_reply_timeout(small_
         assert eventually(lambda: _tcp_state(peer) == TCP_CLOSE, 5.0), _tcp_state(peer)
         assert small_buffers_server.connection_count == 0
     assert _ends(caplog) == [DROPPED]
+
+
+@pytest.fixture
+def patient_server(event_loop_thread) -> Iterator[AsyncHandshakeServer]:
+    """As ``small_buffers_server``, with a reply_timeout longer than the stop's grace."""
+    listening = socket.create_server(("127.0.0.1", 0))
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    config = ServerConfig(host="127.0.0.1", port=0, features=FEATURES,
+                          limits=ServerLimits(reply_timeout=60.0, idle_timeout=60.0))
+    server = AsyncHandshakeServer(HandshakeHandler(None), config)
+    event_loop_thread.run(server.start(listening))
+    yield server
+    event_loop_thread.run(server.stop(grace=0.0))
+
+
+@pytest.mark.parametrize("loop_factory", LOOPS, indirect=True)
+def test_a_peer_not_reading_at_the_stop_is_reset_once_the_grace_is_over(patient_server, event_loop_thread, caplog):
+    caplog.set_level(logging.INFO, logger="thrift_handshake.aio")
+    with _unread_call(patient_server.port) as peer:
+        assert eventually(lambda: patient_server.connection_phases()["SERVING"] == 1, 5.0)  # its reply waits
+        event_loop_thread.run(patient_server.stop(grace=0.2))
+        assert patient_server.connection_count == 0
+        assert eventually(lambda: _tcp_state(peer) == TCP_CLOSE, 5.0), _tcp_state(peer)
+    assert _ends(caplog) == ["closed: server stopping"]

@@ -170,6 +170,11 @@ class AsyncConnection(ConnectionStanding):
             await self._write(writer, pipe)
         except (OSError, TTransportException):  # gone already
             pass
+        except asyncio.CancelledError:  # the stop's grace is over while the peer does not read: reset
+            if not self._stopping:
+                raise
+            asyncio.current_task().uncancel()
+            _reset(writer)
 
     async def _first_bytes(self, reader: Any) -> Tuple[bytes, Any, Optional[Outcome]]:
         """The first bytes, their dialect, and how the connection ended if it did before they told."""
