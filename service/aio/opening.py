@@ -56,7 +56,6 @@ async def open_stream(sock: socket.socket, tls: Optional[ssl.SSLContext],
     except (OSError, ValueError, asyncio.TimeoutError) as error:  # ssl.SSLError is an OSError
         sock.close()
         raise ConnectionError(f"TLS handshake failed: {error}") from error
-    transport.set_write_buffer_limits(0)  # drain waits for all of a reply, as PlainSocketStream's (its why)
     certificate = transport.get_extra_info("peercert")
     subject = dict(item for rdn in (certificate or {}).get("subject", ()) for item in rdn)
     return (stream, stream), subject.get("commonName", ""), None
