@@ -285,7 +285,7 @@ class AsyncConnection(ConnectionStanding):
             ending = await self._write(writer, pipe)
             if ending is not None:
                 return ending
-            if state.closing:
+            if state.closing or self._stopping:  # (stopped while the message came: see ``stop``)
                 return _STOPPING
             if http and not transport.request.keep_alive:  # answered, then closed
                 error = TTransportException(TTransportException.END_OF_FILE, "the HTTP client asked to close")
