@@ -11,6 +11,7 @@ import pytest
 
 from conftest import encode_call, eventually
 from test_fairness_between_hosts import HELLO
+from test_aio_unread_replies import _read_exactly
 from test_async_server import LOOPS, event_loop_thread, loop_factory, start_async  # noqa: F401 (fixtures)
 
 from thrift_handshake_gen import HandshakeService
@@ -38,11 +39,6 @@ def test_a_call_half_received_at_the_stop_is_served_within_the_grace(start_async
         peer.sendall(call[20:])
         reply = encode_call("echo", HandshakeService.echo_result(success="begun before the stop"), seqid=2,
                             message_type=2)
-        answered = b""
-        while len(answered) < len(reply):
-            chunk = peer.recv(len(reply) - len(answered))
-            assert chunk, f"closed after {answered!r}"
-            answered += chunk
-        assert answered == reply
+        assert _read_exactly(peer, len(reply)) == reply
         stopping.result(10)
     assert server.connection_count == 0

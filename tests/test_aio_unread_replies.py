@@ -1,7 +1,8 @@
 """Attacks on the asyncio server's writes (issue 14): a peer that never reads a reply the kernel did
 not take whole. Its connection ends within ``reply_timeout`` on the server AND on the wire (the peer is
-reset), whether it half-closed after its call or stays silent, and the server's stop does not leave it
-open: what the server did not send is never held past the end of its connection."""
+reset), whether it half-closed after its call or stays silent, and the server's forced stop resets it:
+what the server did not send is never held past the end of its connection. TLS (the loop's transport):
+a session idle after a reply is served on; the unread tail is not watched there (left, xfail)."""
 
 from __future__ import annotations
 
@@ -43,19 +44,32 @@ def _tcp_state(sock: socket.socket) -> int:
     return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)[0]
 
 
-@pytest.fixture
-def small_buffers_server(event_loop_thread, request) -> Iterator[AsyncHandshakeServer]:
+def _small_buffers(event_loop_thread, reply_timeout: float, tls: bool = False) -> AsyncHandshakeServer:
     """A server whose accepted sockets have a small send buffer (fixed, not autotuned): a reply of
-    ``REPLY`` bytes stays partly unsent while its peer does not read. TLS with ``tls`` in the test's name."""
+    ``REPLY`` bytes stays partly unsent while its peer does not read."""
     listening = socket.create_server(("127.0.0.1", 0))
     listening.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # (inherited by the accepted sockets)
-    config = ServerConfig(host="127.0.0.1", port=0, features=FEATURES,
-                          tls=SERVER_TLS if "tls" in request.node.name else None,
-                          limits=ServerLimits(reply_timeout=0.5, idle_timeout=60.0))
+    config = ServerConfig(host="127.0.0.1", port=0, features=FEATURES, tls=SERVER_TLS if tls else None,
+                          limits=ServerLimits(reply_timeout=reply_timeout, idle_timeout=60.0))
     server = AsyncHandshakeServer(HandshakeHandler(None), config)
     event_loop_thread.run(server.start(listening))
+    return server
+
+
+@pytest.fixture
+def small_buffers_server(event_loop_thread, request) -> Iterator[AsyncHandshakeServer]:
+    """``_small_buffers`` with a reply_timeout of 0.5 s; TLS with ``tls`` in the test's name."""
+    server = _small_buffers(event_loop_thread, 0.5, "tls" in request.node.name)
     yield server
     event_loop_thread.run(server.stop(grace=5.0))
+
+
+@pytest.fixture
+def patient_server(event_loop_thread) -> Iterator[AsyncHandshakeServer]:
+    """``_small_buffers`` with a reply_timeout longer than the stop's grace."""
+    server = _small_buffers(event_loop_thread, 60.0)
+    yield server
+    event_loop_thread.run(server.stop(grace=0.0))
 
 
 def _unread_call(port: int, tls: bool = False) -> socket.socket:
@@ -101,19 +115,6 @@ def test_a_silent_tls_peer_that_never_reads_is_reset_within_reply_timeout(small_
         assert eventually(lambda: _tcp_state(peer) == TCP_CLOSE, 5.0), _tcp_state(peer)
         assert small_buffers_server.connection_count == 0
     assert _ends(caplog) == [DROPPED]
-
-
-@pytest.fixture
-def patient_server(event_loop_thread) -> Iterator[AsyncHandshakeServer]:
-    """As ``small_buffers_server``, with a reply_timeout longer than the stop's grace."""
-    listening = socket.create_server(("127.0.0.1", 0))
-    listening.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-    config = ServerConfig(host="127.0.0.1", port=0, features=FEATURES,
-                          limits=ServerLimits(reply_timeout=60.0, idle_timeout=60.0))
-    server = AsyncHandshakeServer(HandshakeHandler(None), config)
-    event_loop_thread.run(server.start(listening))
-    yield server
-    event_loop_thread.run(server.stop(grace=0.0))
 
 
 @pytest.mark.parametrize("loop_factory", LOOPS, indirect=True)
