@@ -32,6 +32,7 @@ def test_a_call_half_received_at_the_stop_is_served_within_the_grace(start_async
         peer.sendall(HELLO)
         assert peer.recv(65536)
         call = encode_call("echo", HandshakeService.echo_args(message="begun before the stop"), seqid=2)
+        assert eventually(lambda: server.connection_phases()["WAITING"] == 1)  # (hello's reply is behind it)
         peer.sendall(call[:20])
         assert eventually(lambda: server.connection_phases()["SERVING"] == 1)  # its read waits for the rest
         stopping = asyncio.run_coroutine_threadsafe(server.stop(grace=5.0), event_loop_thread.loop)
