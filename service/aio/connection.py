@@ -10,8 +10,10 @@ message's first byte until it is whole, ``reply_timeout`` for the peer to take a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
+import struct
 import time
 from typing import Any, Collection, Optional, Tuple
 
@@ -168,6 +170,11 @@ class AsyncConnection(ConnectionStanding):
             await self._write(writer, pipe)
         except (OSError, TTransportException):  # gone already
             pass
+        except asyncio.CancelledError:  # the stop's grace is over while the peer does not read: reset
+            if not self._stopping:
+                raise
+            asyncio.current_task().uncancel()
+            _reset(writer)
 
     async def _first_bytes(self, reader: Any) -> Tuple[bytes, Any, Optional[Outcome]]:
         """The first bytes, their dialect, and how the connection ended if it did before they told."""
@@ -278,7 +285,7 @@ class AsyncConnection(ConnectionStanding):
             ending = await self._write(writer, pipe)
             if ending is not None:
                 return ending
-            if state.closing:
+            if state.closing or self._stopping:  # (stopped while the message came: see ``stop``)
                 return _STOPPING
             if http and not transport.request.keep_alive:  # answered, then closed
                 error = TTransportException(TTransportException.END_OF_FILE, "the HTTP client asked to close")
@@ -320,9 +327,20 @@ class AsyncConnection(ConnectionStanding):
         try:
             await self._by(writer.drain(), asyncio.get_running_loop().time() + self._limits.reply_timeout)
         except TimeoutError:
-            writer.transport.abort()  # what the kernel still holds of the reply is dropped
+            _reset(writer)
             return "dropped", "the peer did not read its reply within reply_timeout"
         except OSError as reset:
             error = TTransportException(TTransportException.UNKNOWN, str(reset), inner=reset)
             return transport_outcome(self._ending(False), error)
         return None
+
+
+def _reset(writer: Any) -> None:
+    """Closes ``writer``'s connection with a reset, as the threaded server does: what the kernel still
+    holds of the reply is dropped too (a plain close leaves it queued, the connection half-open, for as
+    long as the peer does not read)."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()

@@ -6,8 +6,9 @@ peer's and its own address looked up at once, a socket wrapper, a weak reference
 a write buffer and a bound callback); this one holds the socket and, only while the kernel does not
 take a reply at once, the rest of it; and a message costs no Python call more than uvloop's transport
 (in C) costs. It does what the server asks of a transport:
-``write``, flow control both ways (the stream's ``pause_writing`` over 64 KiB unsent, ``resume_writing``
-at 16 KiB; ``pause_reading``, ``resume_reading``), ``write_eof`` (half-close: the peer's end is
+``write``, flow control both ways (the stream's ``pause_writing`` while any byte is unsent, so that a
+reply is the kernel's within ``reply_timeout`` as the threaded server's ``sendall``; ``pause_reading``,
+``resume_reading``), ``write_eof`` (half-close: the peer's end is
 read on), ``close`` once what is written went out, ``abort`` at once, and ``connection_lost`` last.
 """
 
@@ -27,9 +28,10 @@ __all__ = ["PlainSocketStream"]
 #: 64 KiB receives, 1 KiB more RSS per idle session).
 _RECEIVE = 256 * 1024
 _inboxes = threading.local()
-#: Unsent bytes over which the protocol is told to pause writing, and under which to resume.
-_HIGH_WATER = 64 * 1024
-_LOW_WATER = 16 * 1024
+#: Unsent bytes over which the protocol is told to pause writing, and at which to resume: none (a
+#: reply's tail held here, unwatched, outlived reply_timeout and, at close, the connection itself).
+_HIGH_WATER = 0
+_LOW_WATER = 0
 
 
 class PlainSocketStream(SocketStream):

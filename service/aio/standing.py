@@ -102,8 +102,9 @@ class ConnectionStanding(SessionListener):
             return
         if self.state is None:
             task.cancel()
-        else:
+        elif self._stalled_since is None or force:
             self.state.stop(task.cancel, force)
+        # else a message has begun: in flight, as on the threaded server (served, then closed)
 
     # -- making room (as ``server.admission.eviction_candidates`` sees a connection) -------------
 
@@ -228,3 +229,4 @@ class ConnectionStanding(SessionListener):
         asyncio.current_task().uncancel()
         self._expired = False
         return True
+

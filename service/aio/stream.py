@@ -113,6 +113,7 @@ class SocketStream(asyncio.Protocol):
                 await self._waiter
             finally:
                 self._waiter = None
+        self._parking = False  # bytes came in the park's turn: void (else the next read, a message's rest, gives up)
         data = self._data
         if len(data) > n:
             data, self._data = data[:n], data[n:]
