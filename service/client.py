@@ -16,8 +16,6 @@ One client is one connection; calls from several threads are serialized.
 from __future__ import annotations
 
 import logging
-import socket
-import ssl
 import threading
 import time
 from types import ModuleType
@@ -27,12 +25,13 @@ from thrift.Thrift import TApplicationException, TException
 from thrift.transport.TTransport import TTransportException
 
 from thrift_handshake_gen.session import SessionService
-from thrift_handshake_gen.session.ttypes import ClientHello, Draining, Farewell, HandshakeRejected, ServerHello
+from thrift_handshake_gen.session.ttypes import ClientHello, Farewell, ServerHello
 
 from .config import DEFAULT_HOST, DEFAULT_PORT, ClientOptions
 from .endpoints import Endpoints, connect_any
 from .client_core import (ClientBase, broken_error, client_hello, idle_limit, negotiation_broken, outcome_of,
-                          peer_name, reconnect_asked, refusal_error, with_inner_cause, OptionsCache, ReplyGuard)
+                          peer_name, reconnect_asked, refusal_error, with_inner_cause, OptionsCache, ReplyGuard,
+                          hello_refusal)
 from .client_methods import PHASE_METHODS, ServiceMethods, checker_of
 from .interceptors import ClientCall, Outcome
 from .tracing import carry_trace
@@ -45,14 +44,13 @@ from .errors import (
     ReconnectAsked,
     RemoteApplicationError,
     RequestEncodingError,
-    ServerDraining,
     ServiceError,
     ThriftHandshakeError,
 )
 from .states import CLIENT_TRANSITIONS, ClientEvent, ClientPhase, StateMachine
 from .timing import Record
 from .multiplex import name_requests
-from .wire import ClientParts, client_parts, client_stack, explain_tls_error, unread_bytes
+from .wire import ClientParts, client_parts, client_stack, explain_tls_error, spoke_or_closed, unread_bytes
 
 __all__ = ["Client"]
 
@@ -299,21 +297,7 @@ class Client(ClientBase, ServiceMethods):
                 return False
             if unread_bytes(self._transport):
                 return True
-            handle = self._sock.handle
-            tls = isinstance(handle, ssl.SSLSocket)
-            if tls and handle.pending():
-                return True
-            timeout = handle.gettimeout()
-            handle.settimeout(0)
-            try:  # TLS: a read takes the server's session tickets, if that is all there is, and wants more
-                handle.recv(1) if tls else handle.recv(1, socket.MSG_PEEK)
-            except (BlockingIOError, ssl.SSLWantReadError):
-                return False
-            except OSError:
-                return True
-            finally:
-                handle.settimeout(timeout)
-            return True  # a notice (with TLS its first byte is read: the connection is given up), or the end
+            return spoke_or_closed(self._sock.handle)
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -416,31 +400,19 @@ class Client(ClientBase, ServiceMethods):
         if self._state.allows(ClientEvent.FAILURE) and self._transport is not None:
             self._break(error)
 
-    def _hello_failed(self, error: ThriftHandshakeError) -> ThriftHandshakeError:
+    def _hello_failed(self, error: ThriftHandshakeError) -> BaseException:
         """Closes the transport after a failed hello; returns the error to raise for ``error``. An
         endpoint that refused (full, draining) is tried last for a while, also when the refusal of a
         pipelined hello comes with a call, after connect() returned: a retry goes elsewhere."""
-        failure = self._hello_failure(error)
-        if self._refused and self.endpoints is not None:
-            self.endpoints.failed((self.host, self.port))
-        return failure
-
-    def _hello_failure(self, error: ThriftHandshakeError) -> ThriftHandshakeError:
         if self._transport is not None:  # refused, not broken: close and say why
             broken = self.phase is ClientPhase.BROKEN  # the answer could not be read: no refusal
             self._close_transport(ClientEvent.CLOSED if broken else ClientEvent.HELLO_REJECTED)
-        if isinstance(error, HandshakeRejected):
-            return HandshakeFailed(error)
-        if isinstance(error, Draining):  # a retry (or a balancer) finds another server
-            self._refused = True
-            return ServerDraining(self._peer, error)
-        if isinstance(error, RemoteApplicationError):
-            if self.phase is ClientPhase.BROKEN:
-                self._close_transport()
-            refused = refusal_error(self._peer, error.error)
-            self._refused = refused is not None
-            return refused or error
-        return error
+        if isinstance(error, RemoteApplicationError) and self.phase is ClientPhase.BROKEN:
+            self._close_transport()
+        failure, self._refused = hello_refusal(self._peer, error)
+        if self._refused and self.endpoints is not None:
+            self.endpoints.failed((self.host, self.port))
+        return failure
 
     def _declared(self, name: str) -> "tuple[type, ...]":
         """The exception classes ``name`` declares in the IDL (its answers, not failures)."""

@@ -17,7 +17,7 @@ from thrift.protocol.TProtocol import TProtocolException
 from thrift.Thrift import TApplicationException, TMessageType
 from thrift.transport.TTransport import TTransportException
 
-from thrift_handshake_gen.session.ttypes import ClientHello, ServerHello
+from thrift_handshake_gen.session.ttypes import ClientHello, Draining, HandshakeRejected, ServerHello
 
 from .config import ClientOptions, RetryPolicy
 from .connection_age import asks_to_reconnect
@@ -27,8 +27,11 @@ from .errors import (
     CallTimeout,
     ConnectError,
     ConnectionBroken,
+    HandshakeFailed,
     PhaseError,
     ReconnectAsked,
+    RemoteApplicationError,
+    ServerDraining,
     ServerFull,
     ServiceError,
     WireMismatch,
@@ -41,7 +44,7 @@ from .wire import explain_reply, explain_tls_error, is_timeout
 
 __all__ = ["WENT_AWAY", "ClientBase", "ServerNotice", "server_notice", "check_client_arguments", "check_service", "client_hello", "negotiation_broken",
            "idle_limit", "idle_error", "refusal_error", "phase_error", "broken_error", "outcome_of",
-           "over_size_limit", "with_inner_cause", "reconnect_asked", "OptionsCache", "ReplyGuard"]
+           "over_size_limit", "with_inner_cause", "reconnect_asked", "OptionsCache", "ReplyGuard", "hello_refusal"]
 
 #: A connection that was answered before ends without an answer: not a mismatch, the server is gone.
 WENT_AWAY = ("the server went away without answering (it stopped, crashed or was killed, or closed the "
@@ -182,6 +185,19 @@ def broken_error(name: str, error: BaseException, options: ClientOptions, first_
         explanation = explain_tls_error(error) or (WENT_AWAY if answered_before and not first_reply
                                                    else explain_reply(first_reply, options.wire))
     return ConnectionBroken(f"{name}: connection failed: {with_inner_cause(error)}: {explanation}")
+
+
+def hello_refusal(peer: str, error: BaseException) -> Tuple[BaseException, bool]:
+    """What a client raises when hello is answered ``error``, and whether the server refused it (full,
+    draining: the endpoint is then tried last for a while, so a retry goes elsewhere)."""
+    if isinstance(error, HandshakeRejected):
+        return HandshakeFailed(error), False
+    if isinstance(error, Draining):
+        return ServerDraining(peer, error), True
+    if isinstance(error, RemoteApplicationError):
+        refused = refusal_error(peer, error.error)
+        return refused or error, refused is not None
+    return error, False
 
 
 def reconnect_asked(name: str, answer: BaseException) -> Optional[ReconnectAsked]:

@@ -25,14 +25,14 @@ from types import ModuleType
 from typing import Any, Callable, Dict, List, Optional, Tuple, Type, TypeVar, Union, cast
 
 from thrift_handshake_gen.session import SessionService
-from thrift_handshake_gen.session.ttypes import Draining, Farewell, HandshakeRejected, ServerHello
+from thrift_handshake_gen.session.ttypes import Farewell, ServerHello
 
-from ..client_core import client_hello, idle_limit, negotiation_broken, peer_name, refusal_error, with_inner_cause
+from ..client_core import client_hello, hello_refusal, idle_limit, negotiation_broken, peer_name, with_inner_cause
 from ..client_methods import THRIFT_SERVICE, ServiceMethods, TypedView
 from ..config import DEFAULT_HOST, DEFAULT_PORT, ClientOptions
 from ..endpoints import Endpoints, connect_any_async
 from ..errors import (ConnectError, ConnectionBroken, HandshakeFailed, RemoteApplicationError, RequestEncodingError,
-                      ServerDraining, ServiceError, ThriftHandshakeError)
+                      ServiceError, ThriftHandshakeError)
 from ..interceptors import ClientCall
 from ..states import CLIENT_TRANSITIONS, ClientEvent, ClientPhase, StateMachine
 from ..timing import Record
@@ -228,21 +228,13 @@ class AsyncClient(CallPath, ServiceMethods):
         """Awaits hello's answer: READY (CLOSING for a pipelined goodbye), or the typed refusal, closed."""
         try:
             answer = await self._reply(call, future)
-        except ServiceError as error:
+        except (ServiceError, RemoteApplicationError) as error:
             self._close_stream(self._refused_event())
-            if isinstance(error, HandshakeRejected):
-                raise HandshakeFailed(error) from None
-            if isinstance(error, Draining):  # a retry (or a balancer) finds another server
-                self._refused = True
-                self._endpoint_refused()
-                raise ServerDraining(self._peer, error) from None
-            raise
-        except RemoteApplicationError as error:
-            self._close_stream(self._refused_event())
-            refused = refusal_error(self._peer, error.error)
-            self._refused = refused is not None
+            failure, self._refused = hello_refusal(self._peer, error)
             self._endpoint_refused()
-            raise refused or error from None
+            if failure is error:
+                raise
+            raise failure from None
         except BaseException as error:  # cancelled: whether the server opened a session is unknown
             if not isinstance(error, ThriftHandshakeError) and self._state.allows(ClientEvent.FAILURE):
                 self._break(error)

@@ -29,7 +29,7 @@ from .errors import (
 from .framer import FramerLimits, MessageFramer, frame_limit
 from .protocols import accelerated_available, protocol_factory
 from .sniff import SNIFF_BYTES, Dialect, DialectKind, explain_reply, sniff
-from .sockets import CountingSocket, DeadlineSocket, is_reset, is_timeout, no_delay
+from .sockets import CountingSocket, DeadlineSocket, is_reset, is_timeout, no_delay, spoke_or_closed
 from .stack import ClientParts, client_parts, client_stack, header_protocol, server_stack, transport_factory, unread_bytes
 from .strict import skip_value
 from .tls import explain_tls_error, server_tls_context
@@ -68,6 +68,7 @@ __all__ = [
     "unread_bytes",
     "server_tls_context",
     "no_delay",
+    "spoke_or_closed",
     "answer_refusal",
     "write_refusal",
     "write_application_exception",

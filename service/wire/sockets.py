@@ -17,7 +17,7 @@ from thrift.transport import TSocket, TTransport
 
 from .sniff import SNIFF_BYTES
 
-__all__ = ["DeadlineSocket", "CountingSocket", "no_delay", "is_timeout", "is_reset", "time_left"]
+__all__ = ["DeadlineSocket", "CountingSocket", "no_delay", "is_timeout", "is_reset", "time_left", "spoke_or_closed"]
 
 
 def is_timeout(error: BaseException) -> bool:
@@ -84,6 +84,26 @@ class DeadlineSocket(TSocket.TSocket):
                 rest = rest[self.handle.send(rest, flags):]
         except OSError as error:
             raise write_failed(error) from error
+
+
+def spoke_or_closed(handle: socket.socket) -> bool:
+    """Whether the peer has sent bytes or closed the connection, found without waiting and, on a plain
+    socket, without taking a byte. With TLS a byte (or the server's session tickets, if that is all there
+    is) may be read: a connection found to have spoken is to be given up."""
+    tls = isinstance(handle, ssl.SSLSocket)
+    if tls and handle.pending():
+        return True
+    timeout = handle.gettimeout()
+    handle.settimeout(0)
+    try:
+        handle.recv(1) if tls else handle.recv(1, socket.MSG_PEEK)
+    except (BlockingIOError, ssl.SSLWantReadError):
+        return False
+    except OSError:
+        return True
+    finally:
+        handle.settimeout(timeout)
+    return True
 
 
 def no_delay(handle: socket.socket) -> None:
