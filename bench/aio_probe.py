@@ -35,7 +35,7 @@ import time
 from typing import Any, Dict, List
 
 from bench.call_count import _exchange, _messages, _profile, _counts, tree_path
-from bench.server_cpu import one_round
+from bench.server_cpu import alternating_rounds
 
 KINDS = ["threaded", "asyncio", "asyncio+async-echo"]
 #: How long the sessions stay idle before memory is read (past the asyncio server's PARK_AFTER, 0.25 s).
@@ -118,28 +118,7 @@ def server_cpu(loop: str, trees: Dict[str, str], rounds: int, calls: int = 3000,
     servers = {name: subprocess.Popen([sys.executable, "-c", CPU_SERVER, loop], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=tree_path(tree)))
                for name, tree in trees.items()}
-    hello = _messages()[0]
-    sizes: Dict[bytes, int] = {}
-    figures: Dict[str, Dict[str, List[float]]] = {"echo": {n: [] for n in trees}, "lifecycle": {n: [] for n in trees}}
-    try:
-        ports = {name: int(server.stdout.readline()) for name, server in servers.items()}
-        held = {name: socket.create_connection(("127.0.0.1", port)) for name, port in ports.items()}
-        for name, sock in held.items():
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            _exchange(sock, hello, sizes)
-        for round_number in range(rounds + 1):  # the first round warms up and is not counted
-            for name in (list(trees) if round_number % 2 else list(reversed(trees))):
-                per_echo, per_lifecycle = one_round(servers[name].pid, held[name], ports[name], calls, lifecycles,
-                                                    sizes)
-                if round_number:
-                    figures["echo"][name].append(per_echo)
-                    figures["lifecycle"][name].append(per_lifecycle)
-        for sock in held.values():
-            sock.close()
-    finally:
-        for server in servers.values():
-            server.stdin.close()
-            server.wait(10)
+    figures = alternating_rounds(servers, rounds, calls, lifecycles)
     this, other = list(trees)
     for label, by_tree in figures.items():
         ratios = sorted(a / b for a, b in zip(by_tree[this], by_tree[other]))

@@ -57,6 +57,38 @@ def one_round(pid: int, held: socket.socket, port: int, calls: int, lifecycles: 
     return (middle - before) * 1e6 / calls, (cpu_seconds(pid) - middle) * 1e6 / lifecycles
 
 
+def alternating_rounds(servers: Dict[str, subprocess.Popen], rounds: int, calls: int,
+                       lifecycles: int) -> Dict[str, Dict[str, List[float]]]:
+    """Each server's CPU per echo and per lifecycle (``{"echo": {name: [us, ...]}, "lifecycle": ...}``),
+    rounds alternating their order after a warm-up round; each server printed its port on stdout and stops
+    when its stdin closes (which this does)."""
+    hello = _messages()[0]
+    sizes: Dict[bytes, int] = {}
+    figures: Dict[str, Dict[str, List[float]]] = {"echo": {n: [] for n in servers},
+                                                  "lifecycle": {n: [] for n in servers}}
+    try:
+        ports = {name: int(server.stdout.readline()) for name, server in servers.items()}
+        held = {}
+        for name, port in ports.items():
+            held[name] = socket.create_connection(("127.0.0.1", port))
+            held[name].setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            _exchange(held[name], hello, sizes)
+        for round_number in range(rounds + 1):  # the first round warms up and is not counted
+            for name in (list(servers) if round_number % 2 else list(reversed(servers))):
+                per_echo, per_lifecycle = one_round(servers[name].pid, held[name], ports[name], calls, lifecycles,
+                                                    sizes)
+                if round_number:
+                    figures["echo"][name].append(per_echo)
+                    figures["lifecycle"][name].append(per_lifecycle)
+        for sock in held.values():
+            sock.close()
+    finally:
+        for server in servers.values():
+            server.stdin.close()
+            server.wait(10)
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tree", required=True, help="the other checkout (its service/ and gen-py/)")
@@ -66,32 +98,9 @@ def main() -> None:
     args = parser.parse_args()
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     trees = {"this": here, "other": os.path.abspath(args.tree)}
-    servers = {name: _start(tree) for name, tree in trees.items()}
-    hello = _messages()[0]
-    sizes: Dict[bytes, int] = {}
-    echo_us: Dict[str, List[float]] = {name: [] for name in trees}
-    life_us: Dict[str, List[float]] = {name: [] for name in trees}
-    try:
-        ports = {name: int(server.stdout.readline()) for name, server in servers.items()}
-        held = {}
-        for name, port in ports.items():
-            held[name] = socket.create_connection(("127.0.0.1", port))
-            held[name].setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            _exchange(held[name], hello, sizes)
-        for round_number in range(args.rounds + 1):  # the first round warms up and is not counted
-            order = list(trees) if round_number % 2 else list(reversed(trees))
-            for name in order:
-                per_echo, per_lifecycle = one_round(servers[name].pid, held[name], ports[name], args.calls,
-                                                    args.lifecycles, sizes)
-                if round_number:
-                    echo_us[name].append(per_echo)
-                    life_us[name].append(per_lifecycle)
-        for sock in held.values():
-            sock.close()
-    finally:
-        for server in servers.values():
-            server.stdin.close()
-            server.wait(10)
+    figures = alternating_rounds({name: _start(tree) for name, tree in trees.items()}, args.rounds, args.calls,
+                                 args.lifecycles)
+    echo_us, life_us = figures["echo"], figures["lifecycle"]
     print(f"server CPU, {args.rounds} alternating rounds (CPU time has 10 ms ticks); this = {here}, "
           f"other = {trees['other']}:")
     for label, figures, unit in (("echo 32 B", echo_us, "us/call"), ("lifecycle", life_us, "us/lifecycle")):
