@@ -5,10 +5,12 @@ refused, and the Python client raises ServerFull for it, as after a hello."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
 import time
+from typing import Any, Callable, Iterator, Tuple
 
 import pytest
 from conftest import encode_call, eventually
@@ -40,53 +42,54 @@ def _plain_client(port: int) -> Client:
     return Client("127.0.0.1", port, options, service=HandshakeService)
 
 
-def test_a_full_server_without_hello_says_so_and_the_client_raises_server_full(start_server):
+@contextlib.contextmanager
+def _held_by_one_call(start_server: Callable[..., Any]) -> Iterator[Tuple[Any, Callable[[], None]]]:
+    """A server without hello at max_connections 1 whose one connection is in an echo that blocks;
+    yields the server and what ends that call and closes its connection (again at the end)."""
     handler = BlockingEcho()
     server = start_server(handler, handshake=False, limits=ServerLimits(max_connections=1))
     busy = _plain_client(server.port)
     busy.connect()
     caller = threading.Thread(target=busy.echo, args=("block",))
     caller.start()
+
+    def end() -> None:
+        handler.release.set()
+        caller.join(10)
+        busy.close()
+
     try:
         assert handler.entered.wait(5)
+        yield server, end
+    finally:
+        end()
+
+
+def test_a_full_server_without_hello_says_so_and_the_client_raises_server_full(start_server):
+    with _held_by_one_call(start_server) as (server, _):
         newcomer = _plain_client(server.port)
         newcomer.connect()
         with pytest.raises(ServerFull, match="server full: 1 connections"):
             newcomer.echo("let me in")
         assert newcomer.phase is ClientPhase.CLOSED  # refused, not broken: it may connect again
-    finally:
-        handler.release.set()
-        caller.join(10)
-        busy.close()
 
 
 def test_a_retried_method_refused_by_a_full_server_connects_again_at_its_next_call(start_server):
     """The refusal leaves the newcomer CLOSED and refused: the next call of a method its retry policy
     covers connects again first, even when the refused call had no attempt left."""
-    handler = BlockingEcho()
-    server = start_server(handler, handshake=False, limits=ServerLimits(max_connections=1))
-    busy = _plain_client(server.port)
-    busy.connect()
-    caller = threading.Thread(target=busy.echo, args=("block",))
-    caller.start()
     options = ClientOptions(handshake=False, timeouts=Timeouts(connect=5, call=10),
                             retry=RetryPolicy(idempotent={"echo"}, attempts=1))
-    newcomer = Client("127.0.0.1", server.port, options, service=HandshakeService)
-    try:
-        assert handler.entered.wait(5)
-        newcomer.connect()
-        with pytest.raises(ServerFull, match="server full"):
-            newcomer.echo("let me in")
-        handler.release.set()
-        caller.join(10)
-        busy.close()
-        assert eventually(lambda: server.connection_count == 0)
-        assert newcomer.echo("now") == "now"
-    finally:
-        handler.release.set()
-        caller.join(10)
-        busy.close()
-        newcomer.close()
+    with _held_by_one_call(start_server) as (server, end_the_call):
+        newcomer = Client("127.0.0.1", server.port, options, service=HandshakeService)
+        try:
+            newcomer.connect()
+            with pytest.raises(ServerFull, match="server full"):
+                newcomer.echo("let me in")
+            end_the_call()
+            assert eventually(lambda: server.connection_count == 0)
+            assert newcomer.echo("now") == "now"
+        finally:
+            newcomer.close()
 
 
 def test_the_plain_connection_idle_longest_makes_room_for_a_newcomer(start_server, caplog):
