@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import mmap
 import os
-import select
 import socket
 import struct
 import threading
@@ -31,6 +30,7 @@ from thrift.TSerialization import deserialize, serialize
 from thrift_handshake_gen.session.ttypes import ServerStats
 
 from .interceptors import Interceptor, Outcome
+from .wire.sockets import wait_readable
 
 __all__ = ["CallCounter", "ConnectionCounters", "ServerMetrics", "SharedStats", "UNKNOWN_METHOD", "socket_bytes"]
 
@@ -319,7 +319,7 @@ class SharedStats:
 
         def publish() -> None:
             while True:
-                select.select([bell], [], [], PUBLISH_EVERY)
+                wait_readable(bell, PUBLISH_EVERY)
                 try:
                     while bell.recv(16):  # every ring pending: one answer for all
                         pass

@@ -15,12 +15,13 @@ from __future__ import annotations
 import logging
 import mmap
 import os
-import select
 import socket
 import struct
 import threading
 import time
 from typing import Callable
+
+from .wire.sockets import wait_readable
 
 __all__ = ["RoomExchange", "ANSWER_WAIT"]
 
@@ -86,7 +87,7 @@ class RoomExchange:
         deadline = time.monotonic() + ANSWER_WAIT
         while True:
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([inbox], [], [], left)[0]:
+            if left <= 0 or not wait_readable(inbox, left):
                 return False
             try:
                 answered, evicted = _REPLY.unpack(inbox.recv(_REPLY.size, socket.MSG_DONTWAIT))

@@ -7,6 +7,7 @@ notes the first reply bytes, wraps TLS inside the connect timeout).
 
 from __future__ import annotations
 
+import select
 import socket
 import ssl
 import struct
@@ -17,7 +18,8 @@ from thrift.transport import TSocket, TTransport
 
 from .sniff import SNIFF_BYTES
 
-__all__ = ["DeadlineSocket", "CountingSocket", "no_delay", "is_timeout", "is_reset", "time_left", "spoke_or_closed"]
+__all__ = ["DeadlineSocket", "CountingSocket", "no_delay", "is_timeout", "is_reset", "time_left", "spoke_or_closed",
+           "wait_readable"]
 
 
 def is_timeout(error: BaseException) -> bool:
@@ -235,3 +237,11 @@ class CountingSocket(DeadlineSocket):
             super().write(buff)
             self._held = False
         self.bytes_out += len(buff)
+
+
+def wait_readable(handle: socket.socket, timeout: float) -> bool:
+    """Whether ``handle`` has input (or an end) within ``timeout`` seconds; any descriptor number (select()
+    refuses those past 1024)."""
+    waiter = select.poll()
+    waiter.register(handle, select.POLLIN)
+    return bool(waiter.poll(max(timeout, 0.0) * 1000))
