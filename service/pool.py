@@ -52,7 +52,6 @@ class WorkerPool:
         self._tasks: Deque[Tuple[Callable[[Any], None], Any]] = deque()  # waiting for a thread, in order
         self._waiting: List[_Idle] = []  # idle threads, the last one idle the shortest time
         self._lock = threading.Lock()  # guards the queue, the idle threads and the counts below
-        self._idle = 0  # threads waiting for a task
         self._threads = 0
         self._closed = False
         self._completed = 0  # tasks finished (a progress count, read by relieve())
@@ -62,6 +61,11 @@ class WorkerPool:
     def threads(self) -> int:
         """Threads started and not ended."""
         return self._threads
+
+    @property
+    def idle(self) -> int:
+        """Threads waiting for a task."""
+        return len(self._waiting)
 
     @property
     def saturated(self) -> bool:
@@ -75,7 +79,6 @@ class WorkerPool:
         with self._lock:
             if self._waiting:  # handed to one idle thread: the only one woken
                 idle = self._waiting.pop()
-                self._idle -= 1
                 idle.task = (task, argument)
                 idle.wake.release()
                 return
@@ -118,7 +121,7 @@ class WorkerPool:
         with self._lock:
             self._closed = True
             self._tasks.clear()
-            waiting, self._waiting, self._idle = self._waiting, [], 0
+            waiting, self._waiting = self._waiting, []
             for idle in waiting:
                 idle.task = _CLOSED
                 idle.wake.release()
@@ -135,14 +138,12 @@ class WorkerPool:
                     item = tasks.popleft()
                 else:
                     self._waiting.append(me)
-                    self._idle += 1
                     item = None
             if item is None:
                 if not me.wake.acquire(timeout=self._idle_seconds):
                     with lock:
                         if me.task is None:  # nothing handed meanwhile: the thread ends
                             self._waiting.remove(me)
-                            self._idle -= 1
                             self._threads -= 1
                             return
                     me.wake.acquire()  # handed a task as the wait ended: its release is done or comes now

@@ -44,11 +44,11 @@ def test_a_task_is_taken_by_an_idle_thread_instead_of_a_new_one(idle, release):
         release.set()
         for _ in range(idle):
             assert done.acquire(timeout=5)
-        assert eventually(lambda: pool._idle == idle)  # they wait for the next task (no public count)
+        assert eventually(lambda: pool.idle == idle)  # they wait for the next task
         for _ in range(3):
             pool.submit(lambda _: done.release(), None)
             assert done.acquire(timeout=5)
-            assert eventually(lambda: pool._idle == idle)
+            assert eventually(lambda: pool.idle == idle)
         assert pool.threads == idle
         assert sorted(thread.name for thread in _pool_threads(name)) == [f"{name} {n}" for n in range(1, idle + 1)]
     finally:
@@ -70,11 +70,11 @@ def test_a_task_wakes_the_thread_idle_the_shortest_time_and_the_others_sleep_on(
         for _ in range(4):
             assert started.acquire(timeout=5)
         release.set()
-        assert eventually(lambda: pool._idle == 4)
+        assert eventually(lambda: pool.idle == 4)
         for _ in range(8):
             pool.submit(lambda _: (ran_on.append(threading.current_thread().name), done.release()), None)
             assert done.acquire(timeout=5)
-            assert eventually(lambda: pool._idle == 4)
+            assert eventually(lambda: pool.idle == 4)
         assert len(set(ran_on)) == 1, ran_on
         assert pool.threads == 4
     finally:
@@ -120,7 +120,7 @@ def test_a_task_handed_to_an_idle_thread_does_not_make_the_pool_saturated(releas
         for _ in range(2):
             assert started.acquire(timeout=5)
         release.set()
-        assert eventually(lambda: pool._idle == 2)
+        assert eventually(lambda: pool.idle == 2)
         release.clear()
         for _ in range(2):  # every thread the pool may start exists; each of these finds one idle
             pool.submit(lambda _: (started.release(), release.wait(10)), None)
@@ -257,7 +257,7 @@ def test_an_idle_thread_keeps_nothing_of_its_last_task_alive():
         pool.submit(lambda argument: done.set(), payload)
         del payload
         assert done.wait(5)
-        assert eventually(lambda: pool._idle == 1)
+        assert eventually(lambda: pool.idle == 1)
         assert gone() is None, "the idle thread still holds the last task's argument"
     finally:
         gc.enable()
@@ -271,7 +271,7 @@ def test_an_idle_thread_ends_after_its_idle_seconds_and_a_new_task_starts_anothe
     try:
         pool.submit(lambda _: done.release(), None)
         assert done.acquire(timeout=5)
-        assert eventually(lambda: pool.threads == 0 and pool._idle == 0 and not _pool_threads("test-idle-end"))
+        assert eventually(lambda: pool.threads == 0 and pool.idle == 0 and not _pool_threads("test-idle-end"))
         pool.submit(lambda _: done.release(), None)
         assert done.acquire(timeout=5)
         assert pool.threads == 1
