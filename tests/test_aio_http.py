@@ -81,7 +81,7 @@ def test_the_async_client_reads_an_http_status_as_why_it_broke(start_async) -> N
     assert "this server speaks Thrift buffered binary" in str(caught.value)
 
 
-@pytest.mark.parametrize("start", [b"POST / HTTP/1.1\r\nConnection: close\r\n", b"POST / HTTP/1.0\r\n"],
+@pytest.mark.parametrize("start", [b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n", b"POST / HTTP/1.0\r\n"],
                          ids=["close", "http-1.0"])
 def test_a_request_that_asks_to_close_is_answered_and_the_connection_closed(start_async, start: bytes) -> None:  # noqa: F811
     server = start_async(optional_hello=True)

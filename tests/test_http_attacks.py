@@ -2,6 +2,7 @@
 server: each test a defect found and fixed. A body that is no Thrift message was answered with an empty
 200 (threaded: what a one-way call gets) or not at all (asyncio); header values with CR, LF or NUL were
 taken (RFC 9110 5.5: reject them, or a proxy that splits at a bare LF reads other headers than this server);
+HTTP/1.1 requests without a Host field, or with two, were served (RFC 9112 3.2: 400);
 JSON integers out of their type's range reached the handler and failed as the server's own error."""
 
 from __future__ import annotations
@@ -90,6 +91,18 @@ def test_a_smuggled_header_is_refused_on_the_port(start):
     answer = _raw(server.port, b"POST / HTTP/1.1\r\nHost: x\r\nX: a\nTransfer-Encoding: chunked\r\nContent-Length: "
                   + str(len(body)).encode() + b"\r\n\r\n" + body)
     assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer[:200]
+
+
+@pytest.mark.parametrize("host_fields", [b"", b"Host: a\r\nHost: b\r\n"], ids=["no-host", "two-hosts"])
+def test_an_http_1_1_request_without_exactly_one_host_is_400_on_the_port(start, host_fields):
+    server = start(optional_hello=True)
+    body = json_message("echo", HandshakeService.echo_args("hi"))
+    answer = _raw(server.port, b"POST / HTTP/1.1\r\n" + host_fields + b"Content-Length: "
+                  + str(len(body)).encode() + b"\r\n\r\n" + body)
+    head, _, text = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer[:200]
+    assert b"Host header field" in text, text[:200]
+    _echo_still_served(server.port)
 
 
 def _json_call(port: int, body: bytes):

@@ -238,7 +238,7 @@ def raw_exchange(port: int, data: bytes) -> bytes:
     (b"POST / HTTP/1.1\r\nX: " + b"a" * 20000 + b"\r\n\r\n", b"431"),
     (b"POST / HTTP/1.1\r\nContent-Length: 2000\r\n\r\n" + b"[" * 10, b"413"),
     (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", b"411"),
-    (b"POST / HTTP/1.1\r\nContent-Type: text/html\r\nContent-Length: 2\r\n\r\n[]", b"415"),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: text/html\r\nContent-Length: 2\r\n\r\n[]", b"415"),
 ])
 def test_malformed_requests_get_their_status_and_others_are_served(start_server, request_bytes: bytes,
                                                                    status: bytes) -> None:
@@ -283,7 +283,7 @@ def test_a_slow_request_is_cut_at_request_timeout(start_server) -> None:
     conn.connect()
     response, _ = post(conn, json_message("hello", hello_args()), xhr_headers())
     assert response.status == 200
-    conn.sock.sendall(b"POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\n[1,")  # then silence
+    conn.sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n[1,")  # then silence
     assert read_until_closed(conn.sock, 5.0) == b""
     assert eventually(lambda: not server.connections_now())
     conn.close()

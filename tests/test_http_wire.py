@@ -90,12 +90,12 @@ def test_expect_100_continue_is_told_while_the_body_waits() -> None:
 @pytest.mark.parametrize("length, status", [("-1", 400), ("1x", 400), ("+5", 400), ("5, 6", 400),
                                             ("99999999999999999999", 400), ("", 400)])
 def test_a_bad_content_length_is_400(length: str, status: int) -> None:
-    data = f"POST / HTTP/1.1\r\nContent-Length: {length}\r\n\r\n".encode()
+    data = f"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n".encode()
     assert refused(data).status == status
 
 
 def test_the_same_length_repeated_is_one_length() -> None:
-    request, = parse(b"POST / HTTP/1.1\r\nContent-Length: 2, 2\r\n\r\n[]")
+    request, = parse(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2, 2\r\n\r\n[]")
     assert request.body == b"[]"
 
 
@@ -111,7 +111,7 @@ def test_a_head_over_the_limit_is_431_without_its_end() -> None:
 
 
 def test_a_head_at_the_limit_is_served() -> None:
-    head = b"POST / HTTP/1.1\r\nContent-Length: 0\r\nX-Pad: "
+    head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nX-Pad: "
     data = head + b"a" * (1024 - len(head)) + b"\r\n\r\n"
     request, = parse(data, limits=HttpLimits(max_head_bytes=1024))
     assert request.body == b""
@@ -120,6 +120,20 @@ def test_a_head_at_the_limit_is_served() -> None:
 def test_too_many_header_fields_are_431() -> None:
     data = b"POST / HTTP/1.1\r\n" + b"X: y\r\n" * 101 + b"Content-Length: 0\r\n\r\n"
     assert refused(data).status == 431
+
+
+@pytest.mark.parametrize("data, why", [
+    (b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\n[]", "without a Host"),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nHost: b\r\nContent-Length: 2\r\n\r\n[]", "more than one Host"),
+], ids=["no-host", "two-hosts"])
+def test_an_http_1_1_request_needs_exactly_one_host(data: bytes, why: str) -> None:
+    error = refused(data)
+    assert (error.status, why in error.message) == (400, True), error.message
+
+
+def test_an_http_1_0_request_may_omit_host() -> None:
+    request, = parse(b"POST / HTTP/1.0\r\nContent-Length: 2\r\n\r\n[]")
+    assert (request.version, request.body) == ((1, 0), b"[]")
 
 
 @pytest.mark.parametrize("data, status", [

@@ -130,6 +130,16 @@ def _content_length(headers: Dict[str, str], limit: int) -> Optional[int]:
     return length
 
 
+def _check_host(headers: Dict[str, str], minor: int) -> None:
+    """HTTP/1.1 requires exactly one Host field (RFC 9112 3.2): a request without one, or with two, is 400."""
+    host = headers.get("host")
+    if host is None:
+        if minor >= 1:
+            raise HttpError(400, "an HTTP/1.1 request without a Host header field")
+    elif "," in host:  # two fields, joined above (a host holds no comma)
+        raise HttpError(400, "more than one Host header field")
+
+
 class _Parser:
     """Bytes in, whole messages out; what is fed past one message waits for the next."""
 
@@ -138,6 +148,7 @@ class _Parser:
         self._max_head = max_head_bytes
         self._head: Optional[_Head] = None
         self._length = 0
+        self._scanned = 0  # bytes of the buffer searched for the head's end without finding it
 
     def feed(self, data: bytes) -> None:
         self._buffer += data
@@ -155,11 +166,13 @@ class _Parser:
 
     def _take_head(self, line: re.Pattern, what: str) -> Optional[_Head]:
         if self._head is None:
-            end = self._buffer.find(b"\r\n\r\n", 0, self._max_head + 4)
+            end = self._buffer.find(b"\r\n\r\n", max(self._scanned - 3, 0), self._max_head + 4)
             if end < 0:
                 if len(self._buffer) > self._max_head + 3:
                     raise HttpError(431, f"a {what} head over {self._max_head} bytes")
+                self._scanned = len(self._buffer)  # a head dripped in is searched once, not on every read
                 return None
+            self._scanned = 0
             if end == 0 and what == "request":  # tolerated: blank lines before a request (RFC 9112 2.2)
                 del self._buffer[:4]
                 return self._take_head(line, what)
@@ -208,6 +221,7 @@ class RequestParser(_Parser):
             length = _content_length(head.headers, self._limits.max_body_bytes)
             if length is None and method == b"POST":
                 raise HttpError(411, "a POST without Content-Length")
+            _check_host(head.headers, int(minor))
             self._length = length or 0
         body = self._take_body()
         if body is None:
