@@ -15,6 +15,7 @@ Handlers read their caller's session with ``current_session()``:
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import os
@@ -38,6 +39,7 @@ __all__ = [
     "current_session",
     "drop_oneway",
     "negotiate_version",
+    "same_secret",
 ]
 
 logger = logging.getLogger(__name__)
@@ -59,6 +61,11 @@ REFUSAL_KINDS = ("auth", "version", "already_open", "invalid")
 #: Bounds on what a hello may carry (names end up in logs and in every handler's context).
 MAX_NAME_LENGTH = 256
 MAX_FEATURES = 64
+
+
+def same_secret(given: bytes, expected: bytes) -> bool:
+    """Whether ``given`` is the secret ``expected``, in a time that reveals neither its bytes nor its length."""
+    return hmac.compare_digest(hashlib.sha256(given).digest(), hashlib.sha256(expected).digest())
 
 
 @dataclass(frozen=True)
@@ -303,7 +310,7 @@ class Session:
         if token is not None:
             if not hello.auth_token:
                 raise _AuthFailed("this server requires an auth token")
-            if not hmac.compare_digest(hello.auth_token.encode(), token.encode()):
+            if not same_secret(hello.auth_token.encode(), token.encode()):
                 raise _AuthFailed("wrong auth token")
         try:
             return negotiate_version((hello.min_version, hello.max_version), self.settings.versions)

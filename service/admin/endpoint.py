@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hmac
 import ipaddress
 import json
 import logging
@@ -19,6 +18,7 @@ from typing import Any, Optional, Union
 
 from ..config import DEFAULT_HOST
 from ..peerlog import clip_for_log
+from ..session import same_secret
 from .page import PAGE, admin_state
 from .multiprocess import SummedMetrics
 from .prometheus import PrometheusMetrics
@@ -114,7 +114,7 @@ class AdminEndpoint:
             given = value.encode("latin-1", "replace")  # the bytes sent (http.server decodes headers as latin-1)
         else:
             return False
-        return hmac.compare_digest(given, self._token.encode())
+        return same_secret(given, self._token.encode())
 
     def host_allowed(self, host: Optional[str]) -> bool:
         """Whether a request naming this ``Host`` may read: any with a token or off loopback (the token, or
