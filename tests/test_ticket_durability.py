@@ -4,16 +4,18 @@ Each test prints its figure."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import report_reliability
+from conftest import eventually, report_reliability
 from test_workers import serve  # noqa: F401 (the fixture: a `serve --workers` process)
 
 from thrift_handshake import Client, ConnectionBroken, ServerConfig
@@ -103,6 +105,28 @@ def test_a_restarted_worker_never_opens_a_new_empty_store(serve, tmp_path):
     report_reliability("store deleted, then a worker restarted (no new empty store)", len(tickets) * 2, True,
                        unknown, figure=figure)
     assert unknown == 0
+
+
+def test_an_outcome_the_locked_store_missed_is_written_once_it_is_free(tmp_path, caplog):
+    # Another process held the file's write lock past SQLite's busy timeout as the work ended: the
+    # outcome was never written, so a server sharing the store said "still running" for finished work.
+    store = tmp_path / "tickets.sqlite"
+    owner = demo_server(ServerConfig(port=0), ticket_store=str(store)).start()
+    other = demo_server(ServerConfig(port=0), ticket_store=str(store)).start()
+    blocker = sqlite3.connect(str(store), isolation_level=None)
+    try:
+        with Client("127.0.0.1", owner.port, service=HandshakeService) as client:
+            ticket = client.submit(Request(request_id="r1", payload="kept", work_ms=50)).ticket
+            blocker.execute("BEGIN EXCLUSIVE")
+            assert eventually(lambda: "database is locked" in caplog.text, 15), caplog.text[-2000:]
+            blocker.execute("COMMIT")
+        with Client("127.0.0.1", other.port, service=HandshakeService) as client:
+            response = client.get_result(ticket, 5_000)  # no call to the owner meanwhile
+    finally:
+        blocker.close()
+        other.stop()
+        owner.stop()
+    assert (response.request_id, response.digest) == ("r1", hashlib.sha256(b"kept").hexdigest())
 
 
 def test_a_killed_servers_tickets_read_lost_on_the_server_sharing_its_store(tmp_path):

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import sqlite3
 import threading
 import time
-from typing import Iterator, Optional, Tuple
+from typing import Dict, Iterator, Optional, Tuple
 
 from thrift.TSerialization import deserialize, serialize
 
@@ -33,8 +34,12 @@ from .store import ACCEPTED, CANCELLED, DONE, FAILED, LOST, LOST_MESSAGE, Ledger
 
 __all__ = ["TicketLedger", "LedgerError", "Outcome", "ACCEPTED", "DONE", "FAILED", "CANCELLED", "LOST"]
 
+logger = logging.getLogger(__name__)
+
 #: How long opening a ledger waits for other processes opening the same file.
 OPEN_TIMEOUT = 10.0
+#: How often outcomes the file could not take (locked too long, disk full) are written again.
+RETRY_MISSED_EVERY = 1.0
 
 
 class TicketLedger:
@@ -46,6 +51,9 @@ class TicketLedger:
         self._path = path
         self._ttl = ttl
         self._lock = threading.Lock()
+        self._missed: Dict[str, Tuple[str, Optional[bytes], str]] = {}  # ticket -> outcome not written yet
+        self._retrying: Optional[threading.Thread] = None
+        self._closed = threading.Event()
         if not create and not os.path.exists(path):
             raise ValueError(f"ticket store {path!r} is gone (deleted while the service ran?): refusing to start "
                              f"an empty one, which would forget every ticket acknowledged before")
@@ -99,13 +107,47 @@ class TicketLedger:
                              (ticket, ACCEPTED, time.time(), os.getpid(), _owner_id(os.getpid())))
 
     def finished(self, ticket: str, state: str, result: Optional[Response] = None, message: str = "") -> None:
-        """Records ``ticket``'s outcome; LedgerError if it cannot."""
-        now = time.time()
-        blob = None if result is None else serialize(result)
+        """Records ``ticket``'s outcome. One the file cannot take now (LedgerError) is kept and written
+        again every RETRY_MISSED_EVERY seconds until it is, or at ``close()``: else the ticket would read
+        "still running" elsewhere while this process lives, and "lost" after."""
+        with self._lock:
+            self._missed[ticket] = (state, None if result is None else serialize(result), message)
+        try:
+            self._write_missed()
+        except LedgerError:
+            self._retry_missed()
+            raise
+
+    def _write_missed(self) -> None:
         with self._using():
-            self._db.execute("UPDATE tickets SET state = ?, result = ?, message = ?, updated = ? WHERE ticket = ?",
-                             (state, blob, message, now, ticket))
+            now = time.time()
+            for ticket, (state, blob, message) in list(self._missed.items()):
+                self._db.execute("UPDATE tickets SET state = ?, result = ?, message = ?, updated = ? "
+                                 "WHERE ticket = ?", (state, blob, message, now, ticket))
+                del self._missed[ticket]
             self._db.execute("DELETE FROM tickets WHERE updated < ? AND state != ?", (now - self._ttl, ACCEPTED))
+
+    def _retry_missed(self) -> None:
+        with self._lock:
+            if self._retrying is not None or self._closed.is_set():
+                return
+            self._retrying = threading.Thread(target=self._retry_until_written, name="ticket-store-retry",
+                                              daemon=True)
+        self._retrying.start()
+
+    def _retry_until_written(self) -> None:
+        while not self._closed.wait(RETRY_MISSED_EVERY):
+            with self._lock:
+                count = len(self._missed)
+            try:
+                self._write_missed()
+            except LedgerError:
+                continue
+            logger.info("ticket store %r: recorded %d outcome(s) it had missed", self._path, count)
+            with self._lock:
+                if not self._missed:
+                    self._retrying = None
+                    return
 
     def outcome(self, ticket: str) -> Optional[Outcome]:
         """What became of ``ticket``, or None if this ledger never heard of it (or forgot it); a ticket
@@ -138,6 +180,18 @@ class TicketLedger:
                 raise LedgerError(f"ticket store {self._path!r}: {error}") from None
 
     def close(self) -> None:
+        """Writes the outcomes still missed (tickets whose outcome cannot be written read lost), then
+        releases the file."""
+        self._closed.set()
+        retrying = self._retrying
+        if retrying is not None:
+            retrying.join()
+        if self._missed:
+            try:
+                self._write_missed()
+            except LedgerError as error:
+                logger.error("%s; %d finished ticket(s) could not be recorded and will read lost", error,
+                             len(self._missed))
         with self._lock:
             self._db.close()
 
