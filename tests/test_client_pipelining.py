@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import socket
-import time
+import struct
 from typing import List
 
 import pytest
@@ -88,10 +88,17 @@ def test_a_pipelined_hello_and_the_first_call_arrive_together():
 
     with loopback_peer(read_once) as port:
         client = _pipelined(port, timeouts=Timeouts(handshake=1, call=1))
-        time.sleep(0.05)  # hello alone would have arrived and been read by now (the kernel holds it 200 ms)
+        held = _not_sent_yet(client._sock.handle)
         client._send("echo", ("x",), "call", 1.0)
+        sent_with_the_call = _not_sent_yet(client._sock.handle)
     client._close_transport()
+    assert held > len(b"hello") and sent_with_the_call == 0, (held, sent_with_the_call)
     assert b"hello" in first_read[0] and b"echo" in first_read[0]
+
+
+def _not_sent_yet(handle: socket.socket) -> int:
+    """Bytes written to ``handle`` that the kernel holds back, not yet sent (Linux TCP_INFO's tcpi_notsent_bytes)."""
+    return struct.unpack_from("I", handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256), 144)[0]
 
 
 def test_reading_hellos_answer_before_any_call_does_not_wait_for_the_kernel(server):
