@@ -12,6 +12,7 @@ from typing import Callable, Iterator
 import re
 
 import pytest
+from conftest import eventually
 
 import thrift_handshake
 
@@ -142,8 +143,8 @@ def test_a_timeout_leaves_the_client_broken_and_no_late_reply_is_read(server):
     with pytest.raises(PhaseError) as refused:
         client.echo("x")
     assert "BROKEN" in str(refused.value) and "reconnect()" in str(refused.value)
-    time.sleep(0.7)  # the late reply would have arrived by now
-    client.reconnect()
+    assert eventually(lambda: server.metrics.snapshot().connections_open == 0, 5)  # the late reply was written, and
+    client.reconnect()                                                   # the old connection ended
     assert client.phase is Phase.READY
     assert client.echo("fresh") == "fresh"
     assert client.process(Request(request_id="next", payload="")).request_id == "next"
@@ -352,7 +353,7 @@ def test_an_interrupted_call_never_hands_its_reply_to_the_next(server):
     with interrupt_after(0.1), pytest.raises(KeyboardInterrupt):
         client.process(Request(request_id="interrupted", payload="", work_ms=400))
     assert client.phase is Phase.BROKEN
-    time.sleep(0.5)
+    assert eventually(lambda: server.metrics.snapshot().connections_open == 0, 5)  # the late reply was written
     client.reconnect()
     assert client.echo("first") == "first"
     assert client.echo("second") == "second"
