@@ -215,7 +215,7 @@ def test_failed_tls_handshake_does_not_unregister_next_connection(start_server, 
         tls = context.wrap_socket(good, server_hostname="localhost")
         tls.sendall(HELLO)
         assert tls.recv(65536)  # hello answered (served before the failed connection's _release)
-        time.sleep(1.0)  # the failed connection's _release() has run by now
+        assert eventually(lambda: len(server._connections) == 1, 5)  # the failed connection's _release() ran
         tls.sendall(encode_call("echo", HandshakeService.echo_args(message="still served"), seqid=2))
         assert b"still served" in tls.recv(65536)  # times out: nobody watches this connection any more
     finally:
