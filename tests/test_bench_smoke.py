@@ -80,6 +80,37 @@ def test_quick_run_reports_every_system(tmp_path: Path) -> None:
     assert "failed calls" not in markdown, markdown
 
 
+def _issue14_rows(markdown: str, section: str) -> dict:
+    """The issue-14 table under ``## Issue 14: SECTION``: {row label: [cells]}."""
+    part = markdown.split("\n## Issue 14: " + section, 1)[1].split("\n## ", 1)[0]
+    return {cells[0]: cells[1:] for cells in ([cell.strip() for cell in line.strip("|").split("|")]
+                                              for line in part.splitlines() if line.startswith("| ")
+                                              and not line.startswith("| system"))}
+
+
+def test_the_issue14_cells_alone_put_ours_beside_thriftpy2_aio_and_grpc_aio(tmp_path: Path) -> None:
+    """``--cells`` of the async clients and the asyncio servers only (no native cell: the run used to stop on
+    ``serve --workers``' system, never started then): every system's calls/s and CPU per call, ours / each
+    peer's, and one target row per cell."""
+    done = subprocess.run([sys.executable, "-m", "bench", "--cells", "aioc:x16,aios:echo x4", "--rounds", "1",
+                           "--seconds", "0.1", "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr[-5000:]
+    markdown = (tmp_path / "cells.md").read_text(encoding="utf-8")
+    clients, servers = _issue14_rows(markdown, "Async clients"), _issue14_rows(markdown, "Asyncio servers")
+    for rows, systems, ours in ((clients, ("ac", "tp2ac", "grpcac"), "AsyncClient"),
+                                (servers, ("pa", "tp2a", "grpca"), "P --asyncio")):
+        for system in systems:
+            (rate,) = rows[f"{ROW[('aioc' if rows is clients else 'aios', system)]}: calls/s"]
+            assert re.match(r"^\d+(\.\d)?k?/s \(", rate), (system, rate)
+        for peer in ("thriftpy2 aio", "grpc.aio"):
+            for metric in ("calls/s", "client CPU/call" if rows is clients else "server CPU/call"):
+                (ratio,) = [cells for label, cells in rows.items() if label.startswith(f"{ours} / {peer}, {metric}")][0]
+                assert _finite_ratio(ratio), (peer, metric, ratio)
+    targets = [line for line in markdown.splitlines() if "calls/s / each peer's" in line]
+    assert len(targets) == 2 and all("thriftpy2 aio" in line and "grpc.aio" in line for line in targets), targets
+
+
 def _sample(rate: float, p99: float = 100.0) -> Sample:
     return Sample(rate=rate, p50=50.0, p99=p99, p999=200.0, cpu_us=20.0, rss_mib=20.0, threads=5, errors=0)
 
