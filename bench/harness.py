@@ -31,6 +31,7 @@ SYSTEMS = {
     "p": "P: thrift-handshake serve (HandshakeServer)",
     "pw": "P with --workers auto",
     "pa": "P: thrift-handshake serve --asyncio (AsyncHandshakeServer, uvloop when installed)",
+    "pae": "P: serve --asyncio --handler bench.coroutine_echo:CoroutineEcho (echo a coroutine, on the loop)",
     "tp2": "thriftpy2 threaded server, cybin protocol",
     "grpc": "grpcio sync server (64 worker threads)",
     "cpp": "C++ Thrift TThreadedServer (native reference)",
@@ -51,20 +52,20 @@ ROW = {
     ("aioc", "ac"): "AsyncClient, N in flight on one connection (C++ server)",
     ("aioc", "tp2ac"): "thriftpy2 aio client, N connections, a call in flight each (C++ server)",
     ("aioc", "grpcac"): "grpc.aio, N in flight on one channel (its grpc.aio server)",
-    ("aios", "pa"): "P --asyncio (AsyncHandshakeServer), C++ clients",
-    ("aios", "tp2a"): "thriftpy2 aio server, C++ clients",
+    ("aios", "pae"): "P --asyncio, coroutine echo, C++ clients (hello first)",
+    ("aios", "tp2a"): "thriftpy2 aio server, coroutine echo, C++ clients",
     ("aios", "grpca"): "grpc.aio server, grpc.aio clients (a channel each; grpc speaks no Thrift)",
 }
 #: The async clients' server: the native C++ one for the Thrift clients (a few us per call: the client sets the
 #: pace); grpc.aio's own, the only one it can talk to.
 CLIENT_SERVER = {"ac": "cpp", "tp2ac": "cpp", "grpcac": "grpca"}
 #: Whose figures the peers' are divided by in the issue-14 cells: this project's
-OURS = {"aioc": "ac", "aios": "pa"}
+OURS = {"aioc": "ac", "aios": "pae"}
 #: The issue-14 systems' short names, in ratios
-SHORT = {"ac": "AsyncClient", "tp2ac": "thriftpy2 aio", "grpcac": "grpc.aio", "pa": "P --asyncio",
+SHORT = {"ac": "AsyncClient", "tp2ac": "thriftpy2 aio", "grpcac": "grpc.aio", "pae": "P --asyncio",
          "tp2a": "thriftpy2 aio", "grpca": "grpc.aio"}
 #: The systems served by this project's ``serve`` command (their clients say hello first).
-SERVED_BY_P = ("p", "pw", "pa")
+SERVED_BY_P = ("p", "pw", "pa", "pae")
 CLIENTS = {
     "python": "Python clients, one process per connection (64: 16 processes x 4 threads); ratios to B",
     "native": "Native C++ load generator (built from idl/), a thread per connection; ratios to B driven by the "
@@ -126,7 +127,7 @@ def settings(args: argparse.Namespace, idle_max: int) -> Settings:
         rounds, seconds, name = 5, 0.5, "latest"
     groups = {"python": loads, "native": native, "aioc": aioc, "aios": aios}
     systems = {"python": ["b", "p", "tp2", "grpc"], "native": ["b", "p", "pa", "tp2", "cpp"],
-               "aioc": list(CLIENT_SERVER), "aios": ["pa", "tp2a", "grpca"]}
+               "aioc": list(CLIENT_SERVER), "aios": ["pae", "tp2a", "grpca"]}
     cells = getattr(args, "cells", None)
     if cells:  # a short run of some cells only (its own file name: the README keeps the full run's table)
         wanted = [cell.strip() for cell in cells.split(",") if cell.strip()]
@@ -246,6 +247,8 @@ def start_server(system: str, programs: Dict[str, Path], workdir: Path, idle: in
             argv += ["--workers", "auto"]
         if system == "pa":
             argv += ["--asyncio"]
+        if system == "pae":  # as the peers' aio servers serve theirs: echo a coroutine, on the loop
+            argv += ["--asyncio", "--handler", "bench.coroutine_echo:CoroutineEcho", "--path", str(ROOT)]
     elif system == "cpp":
         argv = [str(programs["bench_server"]), str(port)]
     elif system in ("tp2a", "grpca"):

@@ -255,10 +255,12 @@ PEER_CLIENTS = ("Each system's client runs in a process of its own, against a se
                 "call does not). thriftpy2's aio client cannot overlap calls on one connection: N in flight are N "
                 "connections, and N threads of the C++ server. Calls/s: median (min-max) of the rounds; ratios: "
                 "ours / the peer's in the same round.")
-PEER_SERVERS = ("The Thrift servers are driven by the same native C++ load generator, a thread per connection (hello "
-                "first on ours); grpc speaks another protocol: its server is driven by its own client (grpc.aio, a "
-                "channel per connection, in a process of its own), so its calls/s include that client's pace; its "
-                "server CPU per call does not. Ratios: ours / the peer's in the same round.")
+PEER_SERVERS = ("Every server's echo is a coroutine that returns at once, served on its event loop; ours and "
+                "thriftpy2's on the same loop (uvloop's when installed), grpc.aio on asyncio's. The Thrift servers "
+                "are driven by the same native C++ load generator, a thread per connection (hello first on ours); "
+                "grpc speaks another protocol: its server is driven by its own client (grpc.aio, a channel per "
+                "connection, in a process of its own), so its calls/s include that client's pace; its server CPU "
+                "per call does not. Ratios: ours / the peer's in the same round.")
 
 
 def markdown(run: Run, machine: str) -> str:

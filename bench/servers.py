@@ -6,7 +6,8 @@
     python -m bench.servers grpc PORT    grpcio's sync server, the same message shapes (bench.proto)
     python -m bench.servers grpc-aio PORT  grpcio's asyncio server (grpc.aio), the same messages
     python -m bench.servers tp2-aio PORT   thriftpy2's asyncio server (TAsyncServer, its binary protocol and
-                                           buffered transport: its only ones), coroutine methods
+                                           buffered transport: its only ones), coroutine methods, on the event
+                                           loop ``serve --asyncio`` runs on (uvloop's when installed)
 
 Each prints "listening PORT" once it accepts and runs until SIGTERM.
 """
@@ -115,13 +116,14 @@ def serve_thriftpy2_aio(port: int) -> None:
     from thriftpy2.contrib.aio.rpc import make_server
 
     from bench.payloads import load_thriftpy2
+    from thrift_handshake.aio import event_loop_factory
 
     module = load_thriftpy2()
 
     class Gen:
         ServerHello, Farewell, Response = module.session.ServerHello, module.session.Farewell, module.Response
 
-    loop = asyncio.new_event_loop()
+    loop = event_loop_factory()()  # the loop this project's asyncio server runs on: like for like
     asyncio.set_event_loop(loop)
     server = make_server(module.HandshakeService, AsyncBareHandler(Gen), host="127.0.0.1", port=port, loop=loop,
                          client_timeout=None)

@@ -99,7 +99,7 @@ def test_the_issue14_cells_alone_put_ours_beside_thriftpy2_aio_and_grpc_aio(tmp_
     markdown = (tmp_path / "cells.md").read_text(encoding="utf-8")
     clients, servers = _issue14_rows(markdown, "Async clients"), _issue14_rows(markdown, "Asyncio servers")
     for rows, systems, ours in ((clients, ("ac", "tp2ac", "grpcac"), "AsyncClient"),
-                                (servers, ("pa", "tp2a", "grpca"), "P --asyncio")):
+                                (servers, ("pae", "tp2a", "grpca"), "P --asyncio")):
         for system in systems:
             (rate,) = rows[f"{ROW[('aioc' if rows is clients else 'aios', system)]}: calls/s"]
             assert re.match(r"^\d+(\.\d)?k?/s \(", rate), (system, rate)
