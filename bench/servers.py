@@ -76,8 +76,11 @@ def serve_thriftpy2(port: int) -> None:
     from bench.payloads import load_thriftpy2
 
     module = load_thriftpy2()
+    # client_timeout: thriftpy2 closes a connection idle 3 s by default; B and the others keep theirs, and a
+    # client process waiting for its "go" on a loaded machine can wait that long
     server = make_server(module.HandshakeService, BareHandler(module), host="127.0.0.1", port=port,
-                         proto_factory=TCyBinaryProtocolFactory(), trans_factory=TCyBufferedTransportFactory())
+                         proto_factory=TCyBinaryProtocolFactory(), trans_factory=TCyBufferedTransportFactory(),
+                         client_timeout=None)
     server.trans.listen()
     server.trans.listen = lambda: None
     server.daemon = True

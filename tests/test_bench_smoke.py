@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -109,6 +110,31 @@ def test_the_issue14_cells_alone_put_ours_beside_thriftpy2_aio_and_grpc_aio(tmp_
                 assert _finite_ratio(ratio), (peer, metric, ratio)
     targets = [line for line in markdown.splitlines() if "calls/s / each peer's" in line]
     assert len(targets) == 2 and all("thriftpy2 aio" in line and "grpc.aio" in line for line in targets), targets
+
+
+def test_the_thriftpy2_server_keeps_a_connection_idle_past_its_default_client_timeout() -> None:
+    """thriftpy2's threaded server closes a connection idle 3 s unless told otherwise: a Python client process
+    waiting that long for its "go" on a loaded machine then failed its calls ("failed calls" in the table)."""
+    from thriftpy2.rpc import make_client
+
+    from bench.harness import free_port
+    from bench.payloads import load_thriftpy2
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "bench.servers", "tp2", str(port)], cwd=ROOT,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().startswith("listening")
+        client = make_client(load_thriftpy2().HandshakeService, "127.0.0.1", port, timeout=None)
+        try:
+            assert client.echo("first") == "first"
+            time.sleep(3.5)  # the idle time itself (past thriftpy2's default 3000 ms), not a wait for an event
+            assert client.echo("after idling") == "after idling"
+        finally:
+            client.close()
+    finally:
+        server.terminate()
+        server.wait(30)
 
 
 def _sample(rate: float, p99: float = 100.0) -> Sample:
