@@ -12,8 +12,9 @@ imports and the other systems' threads stay out of every measurement. Every syst
 
 thriftpy2's aio client matches no reply to its call (no seqid of its own), so calls on one of its clients must
 not overlap: it needs ``conns == in_flight``. The ``AsyncClient`` pipelines K calls on one connection, grpc.aio
-multiplexes them as HTTP/2 streams on one channel. Every system sets TCP_NODELAY (the AsyncClient itself,
-thriftpy2 on its socket, asyncio's transports and grpc's core by default).
+multiplexes them as HTTP/2 streams on one channel. Every system's socket has TCP_NODELAY (asyncio's
+transports set it, which carry the AsyncClient and thriftpy2's client; thriftpy2 on its socket too; grpc's
+core by default).
 """
 
 from __future__ import annotations
