@@ -37,14 +37,16 @@ def main(argv=None) -> int:
     parser.add_argument("--idle", type=int, help="idle sessions held in the idle workload (default 10000; --quick 200)")
     parser.add_argument("--out", type=Path, default=harness.RESULTS, help="directory for the table and chart")
     parser.add_argument("--name", help="file name of the results (default latest; --quick quick; --cells cells)")
-    parser.add_argument("--cells", help="only these cells, comma-separated, each KIND:WORKLOAD or WORKLOAD for both "
-                                        "kinds (e.g. 'native:echo x64,native:echo x256'); the README is left alone")
+    parser.add_argument("--cells", help="only these cells, comma-separated, each KIND:WORKLOAD or WORKLOAD for every "
+                                        "kind that has it (kinds: python, native, aioc: the async clients, aios: the "
+                                        "asyncio servers; e.g. 'native:echo x64,aioc:x16,aios:echo x64'); the README "
+                                        "is left alone")
     args = parser.parse_args(argv)
     idle_max = harness.raise_fd_limit() - 512
     cfg = harness.settings(args, idle_max)
     print("building the native programs (cached in ~/.cache/thrift-handshake-bench)", file=sys.stderr)
     programs = native_build.build()
-    if harness.detect_workers():
+    if cfg.native_systems and harness.detect_workers():
         cfg.native_systems.append("pw")
     run = harness.run(cfg, programs)
     text, md, png = report.write(run, machine(), args.out)

@@ -28,7 +28,10 @@ the server's CPU per call at 1 and 16 in flight
 
 Peers, in the same rounds and table (``pip install -e '.[bench]'``): thriftpy2's aio client against the same
 server (it cannot overlap calls on one connection, so N in flight are N connections), and grpc.aio with N in
-flight on one channel to a grpc.aio server in its own process (``bench.servers grpc-aio``; echo only).
+flight on one channel to a grpc.aio server in its own process (``bench.servers grpc-aio``; echo only). Here
+they share this process and follow the AsyncClient in a fixed order, a glance; the side-by-side figures (each
+system in its own process, rounds rotating the order, ratios taken round by round) are ``scripts/bench``'s
+issue-14 cells: ``scripts/bench --cells aioc:x1,aioc:x16,aioc:x100``.
 
     .venv/bin/python -m bench.aio_client [--seconds 0.5] [--rounds 5] [--op echo|process] [--delay 0.001]
                                          [--native] [--count-calls] [--uvloop | --loop both] [--bare]
@@ -157,12 +160,10 @@ async def thriftpy2_round(port: int, op: str, seconds: float, server: int) -> Di
     try:
         for client in clients:
             await client.hello(module.session.ClientHello(client_name="thriftpy2-aio", min_version=1, max_version=2))
-        rates = {}
-        for n in IN_FLIGHT:
-            calls = [(lambda c=client: c.echo(TEXT)) if op == "echo" else (lambda c=client: c.process(request))
-                     for client in clients[:n]]  # each coroutine calls on a client of its own
-            rates[n] = await _each_its_own(calls, seconds, server)
-        return rates
+        every = [(lambda c=client: c.echo(TEXT)) if op == "echo" else (lambda c=client: c.process(request))
+                 for client in clients]  # each coroutine calls on a client of its own
+        await _each_its_own(every[:16], seconds / 4, server)  # warm-up, as the other clients'
+        return {n: await _each_its_own(every[:n], seconds, server) for n in IN_FLIGHT}
     finally:
         for client in clients:
             client.close()

@@ -46,27 +46,13 @@ elif sys.argv[1] == "b":  # the bare Apache Thrift server of the main benchmark 
     threading.Thread(target=serve_b, args=(port,), daemon=True).start()  # it prints "listening PORT"
     sys.stdin.read()
 elif sys.argv[1] == "thriftpy2-aio":  # a peer: thriftpy2's asyncio server, coroutine methods, no gate
-    from thriftpy2.contrib.aio.rpc import make_server
-    from bench.payloads import load_thriftpy2
-    module = load_thriftpy2()
-    class Echo:
-        async def hello(self, hello):
-            return module.session.ServerHello(session_id="tp2", version=2)
-        async def echo(self, message):
-            return message
-        async def goodbye(self):
-            return module.session.Farewell(session_id="tp2")
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    import socket
+    import os, signal, socket, threading
+    from bench.servers import serve_thriftpy2_aio
     with socket.socket() as probe:  # thriftpy2 takes port 0 for "no port"
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = make_server(module.HandshakeService, Echo(), host="127.0.0.1", port=port, loop=loop, client_timeout=None)
-    server.init_server()
-    print(server.server.sockets[0].getsockname()[1], flush=True)
-    loop.run_until_complete(loop.run_in_executor(None, sys.stdin.read))
-    loop.run_until_complete(server.close())
+    threading.Thread(target=lambda: (sys.stdin.read(), os.kill(os.getpid(), signal.SIGTERM)), daemon=True).start()
+    serve_thriftpy2_aio(port)  # it prints "listening PORT"
 else:
     from thrift_handshake.aio import AsyncHandshakeServer
     from thrift_handshake.demo import HandshakeHandler

@@ -31,9 +31,12 @@ SYSTEMS = {
     "p": "P: thrift-handshake serve (HandshakeServer)",
     "pw": "P with --workers auto",
     "pa": "P: thrift-handshake serve --asyncio (AsyncHandshakeServer, uvloop when installed)",
+    "pae": "P: serve --asyncio --handler bench.coroutine_echo:CoroutineEcho (echo a coroutine, on the loop)",
     "tp2": "thriftpy2 threaded server, cybin protocol",
     "grpc": "grpcio sync server (64 worker threads)",
     "cpp": "C++ Thrift TThreadedServer (native reference)",
+    "tp2a": "thriftpy2 aio server (TAsyncServer: its own binary protocol and buffered transport)",
+    "grpca": "grpc.aio server",
 }
 ROW = {
     ("python", "b"): "B (bare generated client)",
@@ -46,13 +49,29 @@ ROW = {
     ("native", "pa"): "P --asyncio, C++ client (hello first)",
     ("native", "tp2"): "thriftpy2 server, C++ client",
     ("native", "cpp"): "C++ server, C++ client (native floor)",
+    ("aioc", "ac"): "AsyncClient, N in flight on one connection (C++ server)",
+    ("aioc", "tp2ac"): "thriftpy2 aio client, N connections, a call in flight each (C++ server)",
+    ("aioc", "grpcac"): "grpc.aio, N in flight on one channel (its grpc.aio server)",
+    ("aios", "pae"): "P --asyncio, coroutine echo, C++ clients (hello first)",
+    ("aios", "tp2a"): "thriftpy2 aio server, coroutine echo, C++ clients",
+    ("aios", "grpca"): "grpc.aio server, grpc.aio clients (a channel each; grpc speaks no Thrift)",
 }
+#: The async clients' server: the native C++ one for the Thrift clients (a few us per call: the client sets the
+#: pace); grpc.aio's own, the only one it can talk to.
+CLIENT_SERVER = {"ac": "cpp", "tp2ac": "cpp", "grpcac": "grpca"}
+#: Whose figures the peers' are divided by in the issue-14 cells: this project's
+OURS = {"aioc": "ac", "aios": "pae"}
+#: The issue-14 systems' short names, in ratios
+SHORT = {"ac": "AsyncClient", "tp2ac": "thriftpy2 aio", "grpcac": "grpc.aio", "pae": "P --asyncio",
+         "tp2a": "thriftpy2 aio", "grpca": "grpc.aio"}
 #: The systems served by this project's ``serve`` command (their clients say hello first).
-SERVED_BY_P = ("p", "pw", "pa")
+SERVED_BY_P = ("p", "pw", "pa", "pae")
 CLIENTS = {
     "python": "Python clients, one process per connection (64: 16 processes x 4 threads); ratios to B",
     "native": "Native C++ load generator (built from idl/), a thread per connection; ratios to B driven by the "
               "same generator",
+    "aioc": "Async clients, N calls in flight (one process per system, asyncio's own loop, echo 32 B)",
+    "aios": "Asyncio servers, N connections of one call in flight each (echo 32 B)",
 }
 
 
@@ -74,6 +93,16 @@ class Settings:
     native_workloads: List[Workload]
     idle_systems: List[str]
     name: str
+    aioc_systems: List[str] = field(default_factory=list)   # issue 14: async clients (keys of CLIENT_SERVER)
+    aios_systems: List[str] = field(default_factory=list)   # issue 14: asyncio servers
+    aioc_workloads: List[Workload] = field(default_factory=list)   # conns: calls in flight
+    aios_workloads: List[Workload] = field(default_factory=list)
+
+    def systems(self, kind: str) -> List[str]:
+        return getattr(self, f"{kind}_systems")
+
+    def workloads(self, kind: str) -> List[Workload]:
+        return getattr(self, f"{kind}_workloads")
 
 
 def settings(args: argparse.Namespace, idle_max: int) -> Settings:
@@ -82,6 +111,8 @@ def settings(args: argparse.Namespace, idle_max: int) -> Settings:
         loads = [Workload("echo x1", "echo", 1), Workload("types x1", "types", 1), Workload("echo x4", "echo", 4),
                  Workload("lifecycle", "lifecycle", 1)]
         native = loads[:3] + [Workload("echo x16", "echo", 16)] + loads[3:] + [Workload("idle", "echo", 1, idle)]
+        aioc = [Workload("x1", "echo", 1), Workload("x16", "echo", 16)]
+        aios = [Workload("echo x1", "echo", 1), Workload("echo x16", "echo", 16)]
         rounds, seconds, name = 2, 0.15, "quick"
     else:
         loads = [Workload("echo x1", "echo", 1), Workload("types x1", "types", 1), Workload("echo x4", "echo", 4),
@@ -90,24 +121,29 @@ def settings(args: argparse.Namespace, idle_max: int) -> Settings:
         # 256 connections: natively only (a thread per connection in the generator; 256 Python clients would
         # be 16 processes of 16 threads, a cell of its own minutes long)
         native = loads[:5] + [Workload("echo x256", "echo", 256)] + loads[5:] + [Workload("idle", "echo", 1, idle)]
+        # issue 14: the async clients at 1, 16 and 100 in flight, the asyncio servers at 1 to 64 connections
+        aioc = [Workload(f"x{n}", "echo", n) for n in (1, 16, 100)]
+        aios = [Workload(f"echo x{n}", "echo", n) for n in (1, 4, 16, 64)]
         rounds, seconds, name = 5, 0.5, "latest"
-    python_systems, native_systems = ["b", "p", "tp2", "grpc"], ["b", "p", "pa", "tp2", "cpp"]
+    groups = {"python": loads, "native": native, "aioc": aioc, "aios": aios}
+    systems = {"python": ["b", "p", "tp2", "grpc"], "native": ["b", "p", "pa", "tp2", "cpp"],
+               "aioc": list(CLIENT_SERVER), "aios": ["pae", "tp2a", "grpca"]}
     cells = getattr(args, "cells", None)
     if cells:  # a short run of some cells only (its own file name: the README keeps the full run's table)
         wanted = [cell.strip() for cell in cells.split(",") if cell.strip()]
-        known = {f"{kind}:{load.key}" for kind, group in (("python", loads), ("native", native)) for load in group}
+        known = {f"{kind}:{load.key}" for kind, group in groups.items() for load in group}
         unknown = [cell for cell in wanted if cell not in known and not any(k.endswith(f":{cell}") for k in known)]
         if unknown:
             raise SystemExit(f"--cells: no such cell {', '.join(unknown)}; cells: {', '.join(sorted(known))}")
-        loads = [load for load in loads if load.key in wanted or f"python:{load.key}" in wanted]
-        native = [load for load in native if load.key in wanted or f"native:{load.key}" in wanted]
-        python_systems = python_systems if loads else []
-        native_systems = native_systems if native else []
+        groups = {kind: [load for load in group if load.key in wanted or f"{kind}:{load.key}" in wanted]
+                  for kind, group in groups.items()}
+        systems = {kind: names if groups[kind] else [] for kind, names in systems.items()}
         name = "cells"
     return Settings(rounds=args.rounds or rounds, seconds=args.seconds or seconds,
-                    python_systems=python_systems, native_systems=native_systems,
-                    python_workloads=loads, native_workloads=native, idle_systems=["b", "p", "pa"],
-                    name=args.name or name)
+                    python_systems=systems["python"], native_systems=systems["native"],
+                    python_workloads=groups["python"], native_workloads=groups["native"], idle_systems=["b", "p", "pa"],
+                    name=args.name or name, aioc_systems=systems["aioc"], aios_systems=systems["aios"],
+                    aioc_workloads=groups["aioc"], aios_workloads=groups["aios"])
 
 
 # -- processes --------------------------------------------------------------------------------------------------
@@ -211,8 +247,12 @@ def start_server(system: str, programs: Dict[str, Path], workdir: Path, idle: in
             argv += ["--workers", "auto"]
         if system == "pa":
             argv += ["--asyncio"]
+        if system == "pae":  # as the peers' aio servers serve theirs: echo a coroutine, on the loop
+            argv += ["--asyncio", "--handler", "bench.coroutine_echo:CoroutineEcho", "--path", str(ROOT)]
     elif system == "cpp":
         argv = [str(programs["bench_server"]), str(port)]
+    elif system in ("tp2a", "grpca"):
+        argv = [sys.executable, "-m", "bench.servers", {"tp2a": "tp2-aio", "grpca": "grpc-aio"}[system], str(port)]
     else:
         argv = [sys.executable, "-m", "bench.servers", system, str(port)]
     log = workdir / f"server-{system}-{port}.log"
@@ -248,16 +288,21 @@ class PythonClients:
                                        stdout=subprocess.PIPE, text=True, cwd=ROOT) for _ in range(count)]
 
     def close(self) -> None:
-        for proc in self.procs:
-            try:
-                send(proc, "exit")
-            except OSError:
-                pass
-        for proc in self.procs:
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        exit_all(self.procs)
+
+
+def exit_all(procs: Sequence[subprocess.Popen]) -> None:
+    """Asks client processes to exit, and kills those that have not within 5 s."""
+    for proc in procs:
+        try:
+            send(proc, "exit")
+        except OSError:
+            pass
+    for proc in procs:
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 # -- measurements -----------------------------------------------------------------------------------------------
@@ -272,6 +317,7 @@ class Sample:
     rss_mib: float        # server RSS at the end of the window, connections (and idle sessions) still open
     threads: int
     errors: int
+    client_cpu_us: float = math.nan   # the client process's CPU per operation (async clients only)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -401,20 +447,44 @@ def plan(cfg: Settings) -> List[Tuple[str, Workload, List[str]]]:
     cells = [("python", load, cfg.python_systems) for load in cfg.python_workloads]
     for load in cfg.native_workloads:
         cells.append(("native", load, cfg.idle_systems if load.idle else cfg.native_systems))
+    cells += [(kind, load, cfg.systems(kind)) for kind in ("aioc", "aios") for load in cfg.workloads(kind)]
     return cells
 
 
+def servers_of(kind: str, systems: Sequence[str]) -> List[str]:
+    """The servers a cell's systems call: the systems themselves, but the async clients' servers for those."""
+    return [CLIENT_SERVER[system] for system in systems] if kind == "aioc" else list(systems)
+
+
+def measure_cell(kind: str, load: Workload, system: str, servers: Dict[str, Server], clients: PythonClients,
+                 programs: Dict[str, Path], seconds: float, workdir: Path) -> Sample:
+    """One system's window in one cell of the Python or native clients."""
+    if kind == "python":
+        return measure_python(servers[system], clients, load, seconds)
+    if load.idle:   # a server of its own, killed after the measurement
+        fresh = start_server(system, programs, workdir, load.idle)
+        try:
+            return measure_native(fresh, programs["bench_loadgen"], load, seconds, kill_server=True)
+        finally:
+            stop(fresh.proc)
+    return measure_native(servers[system], programs["bench_loadgen"], load, seconds)
+
+
 def run(cfg: Settings, programs: Dict[str, Path]) -> Run:
+    from bench.peer_cells import WINDOW, AioClients, measure_interleaved   # it builds on this module
+
     result = Run(cfg)
     started = time.monotonic()
     cells = plan(cfg)
     total = cfg.rounds * sum(len(systems) for _, _, systems in cells)
-    systems = sorted({s for _, load, systems in cells if not load.idle for s in systems}, key=list(SYSTEMS).index)
+    systems = sorted({s for kind, load, systems in cells if not load.idle for s in servers_of(kind, systems)},
+                     key=list(SYSTEMS).index)
     progress = Progress(total)
     progress.show("starting servers and clients")
     with tempfile.TemporaryDirectory(prefix="thrift-handshake-bench-") as tmp:
         servers: Dict[str, Server] = {}
         clients = PythonClients(min(16, max((load.conns for load in cfg.python_workloads), default=0)))
+        aio = AioClients(cfg.aioc_systems + (["grpca"] if "grpca" in cfg.aios_systems else []))
         try:
             for system in systems:
                 servers[system] = start_server(system, programs, Path(tmp), 0)
@@ -423,33 +493,40 @@ def run(cfg: Settings, programs: Dict[str, Path]) -> Run:
                 measure_python(servers[system], clients, warm, 0.1)
             for system in cfg.native_systems:
                 measure_native(servers[system], programs["bench_loadgen"], warm, 0.1)
+            for kind in ("aioc", "aios"):   # every process's first calls (imports, caches) out of round 1
+                if cfg.systems(kind):
+                    measure_interleaved(kind, Workload("warm-up", "echo", 16), cfg.systems(kind), servers, aio,
+                                        programs["bench_loadgen"], 0.1, slices=1)
             for round_index in range(cfg.rounds):
                 for kind, load, cell_systems in cells:
                     shift = round_index % len(cell_systems)
-                    for system in cell_systems[shift:] + cell_systems[:shift]:
-                        progress.show(f"round {round_index + 1}/{cfg.rounds} {kind} {load.key} {system}")
-                        cell_started = time.monotonic()
-                        if kind == "python":
-                            sample = measure_python(servers[system], clients, load, cfg.seconds)
-                        elif load.idle:   # a server of its own, killed after the measurement
-                            fresh = start_server(system, programs, Path(tmp), load.idle)
-                            try:
-                                sample = measure_native(fresh, programs["bench_loadgen"], load, cfg.seconds,
-                                                        kill_server=True)
-                            finally:
-                                stop(fresh.proc)
-                        else:
-                            sample = measure_native(servers[system], programs["bench_loadgen"], load, cfg.seconds)
+                    label = f"round {round_index + 1}/{cfg.rounds} {kind} {load.key}"
+                    cell_started = time.monotonic()
+                    if kind in ("aioc", "aios"):   # the systems' windows interleaved (issue 14's peers)
+                        progress.show(f"{label} (interleaved)")
+                        samples = measure_interleaved(kind, load, cell_systems[shift:] + cell_systems[:shift],
+                                                      servers, aio, programs["bench_loadgen"], cfg.seconds * WINDOW)
+                    else:
+                        samples = {}
+                        for system in cell_systems[shift:] + cell_systems[:shift]:
+                            progress.show(f"{label} {system}")
+                            samples[system] = measure_cell(kind, load, system, servers, clients, programs,
+                                                           cfg.seconds, Path(tmp))
+                            progress.step(f"{label} {system}")
+                    for system, sample in samples.items():
                         if sample.errors:
                             result.notes.append(f"round {round_index + 1}, {kind} {load.key}, {system}: "
                                                 f"{sample.errors} failed calls")
                         result.samples.setdefault((kind, load.key, system), []).append(sample)
-                        wall_key = f"{kind} / {load.key}"
-                        result.wall[wall_key] = result.wall.get(wall_key, 0.0) + time.monotonic() - cell_started
-                        progress.step(f"round {round_index + 1}/{cfg.rounds} {kind} {load.key} {system}")
+                    if kind in ("aioc", "aios"):
+                        for system in samples:
+                            progress.step(f"{label} {system}")
+                    wall_key = f"{kind} / {load.key}"
+                    result.wall[wall_key] = result.wall.get(wall_key, 0.0) + time.monotonic() - cell_started
         finally:
             progress.finish()
             clients.close()
+            aio.close()
             for server in servers.values():
                 stop(server.proc)
     result.elapsed = time.monotonic() - started

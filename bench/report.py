@@ -10,7 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from bench.harness import CLIENTS, ROW, Run
+from bench.harness import CLIENTS, OURS, ROW, SHORT, Run
 
 Cell = Tuple[float, float, float]   # median, min, max
 
@@ -66,13 +66,11 @@ def _table(header: List[str], rows: List[List[str]]) -> List[str]:
 
 
 def _systems(run: Run, kind: str) -> List[str]:
-    cfg = run.settings
-    return cfg.python_systems if kind == "python" else cfg.native_systems
+    return run.settings.systems(kind)
 
 
 def _loads(run: Run, kind: str, idle: bool = False):
-    loads = run.settings.python_workloads if kind == "python" else run.settings.native_workloads
-    return [load for load in loads if bool(load.idle) == idle]
+    return [load for load in run.settings.workloads(kind) if bool(load.idle) == idle]
 
 
 def throughput_table(run: Run, kind: str) -> List[str]:
@@ -112,6 +110,57 @@ def cost_table(run: Run, kind: str) -> List[str]:
                 row.append(fmt_ratio(ratio_cell(run, kind, key, system, metric)))
         rows.append(row)
     return _table(["system"] + [title for _, _, title in columns], rows)
+
+
+def fmt_spread(run: Run, kind: str, load: str, system: str, metric: str) -> str:
+    """A system's own median of the rounds, with min-max."""
+    samples = run.samples.get((kind, load, system))
+    if not samples:
+        return "-"
+    values = [getattr(sample, metric) for sample in samples]
+    return (f"{fmt_abs(statistics.median(values), metric)} ({fmt_abs(min(values), metric).split()[0].removesuffix('/s')}"
+            f"-{fmt_abs(max(values), metric)})")
+
+
+def ours_to_peer(run: Run, kind: str, load: str, peer: str, metric: str) -> Optional[Cell]:
+    """This project's figure / the peer's, round by round (median, min-max)."""
+    return summary(ratios(run, kind, load, OURS[kind], metric, base=peer))
+
+
+def peers_table(run: Run, kind: str) -> List[str]:
+    """Issue 14's cells: each system's calls/s and CPU per call, and ours / each peer's in the same round."""
+    loads, systems, ours = _loads(run, kind), _systems(run, kind), OURS[kind]
+    cpu = "client_cpu_us" if kind == "aioc" else "cpu_us"
+    cpu_name = "client CPU/call" if kind == "aioc" else "server CPU/call"
+    column = (lambda load: f"{load.conns} in flight") if kind == "aioc" else (lambda load: f"{load.conns} conns")
+    rows = [[f"{ROW[(kind, system)]}: calls/s"] + [fmt_spread(run, kind, load.key, system, "rate") for load in loads]
+            for system in systems]
+    rows += [[f"{SHORT[ours]} / {SHORT[peer]}, calls/s (higher: ours ahead)"] +
+             [fmt_ratio(ours_to_peer(run, kind, load.key, peer, "rate")) for load in loads]
+             for peer in systems if peer != ours]
+    rows += [[f"{SHORT[system]}: {cpu_name}"] + [fmt_spread(run, kind, load.key, system, cpu) for load in loads]
+             for system in systems]
+    rows += [[f"{SHORT[ours]} / {SHORT[peer]}, {cpu_name} (lower: ours ahead)"] +
+             [fmt_ratio(ours_to_peer(run, kind, load.key, peer, cpu)) for load in loads]
+             for peer in systems if peer != ours]
+    return _table(["system"] + [column(load) for load in loads], rows)
+
+
+def peer_targets(run: Run) -> List[Tuple[str, str, str, str]]:
+    """Issue 14: ahead of thriftpy2 aio and grpc.aio in every cell (calls/s, ours / the peer's, same round)."""
+    out = []
+    for kind, what in (("aioc", "{n} in flight"), ("aios", "{n} connections")):
+        ours = OURS[kind]
+        peers = [peer for peer in _systems(run, kind) if peer != ours]
+        for load in _loads(run, kind):
+            cells = [(peer, ours_to_peer(run, kind, load.key, peer, "rate")) for peer in peers]
+            behind = [SHORT[peer] for peer, cell in cells if cell is not None and cell[0] < 1.0]
+            measured = "; ".join(f"/ {SHORT[peer]} {fmt_ratio(cell)}" for peer, cell in cells)
+            met = "not measured" if any(cell is None for _, cell in cells) else \
+                ("no (" + ", ".join(behind) + ")" if behind else "yes")
+            out.append((f"{SHORT[ours]}, {what.format(n=load.conns)}: calls/s / each peer's", measured,
+                        ">= 1.0x each", met))
+    return out
 
 
 def idle_p99_vs_alone(run: Run, system: str, idle_key: str) -> Optional[Cell]:
@@ -197,7 +246,21 @@ def targets(run: Run) -> List[Tuple[str, str, str, str]]:
     for metric, name in (("p50", "p50"), ("p99", "p99")):
         add(f"sequential latency {name}, C++ client, 1 connection: P/B", ratio_cell(run, "native", "echo x1", "p",
                                                                                    metric), "<= 1.1x", 1.1, False)
-    return out
+    return out + peer_targets(run)
+
+
+PEER_CLIENTS = ("Each system's client runs in a process of its own, against a server that is not the bottleneck "
+                "where one exists: the native C++ server for the Thrift clients, grpc.aio's own server for grpc.aio "
+                "(no other speaks its protocol here, so its calls/s include that server's cost; its client CPU per "
+                "call does not). thriftpy2's aio client cannot overlap calls on one connection: N in flight are N "
+                "connections, and N threads of the C++ server. Calls/s: median (min-max) of the rounds; ratios: "
+                "ours / the peer's in the same round.")
+PEER_SERVERS = ("Every server's echo is a coroutine that returns at once, served on its event loop; ours and "
+                "thriftpy2's on the same loop (uvloop's when installed), grpc.aio on asyncio's. The Thrift servers "
+                "are driven by the same native C++ load generator, a thread per connection (hello first on ours); "
+                "grpc speaks another protocol: its server is driven by its own client (grpc.aio, a channel per "
+                "connection, in a process of its own), so its calls/s include that client's pace; its server CPU "
+                "per call does not. Ratios: ours / the peer's in the same round.")
 
 
 def markdown(run: Run, machine: str) -> str:
@@ -215,7 +278,11 @@ def markdown(run: Run, machine: str) -> str:
         lines += ["", "Latency (per call, 1 connection) and server cost:", ""] + cost_table(run, kind) + [""]
     if _loads(run, "native", idle=True):
         lines += ["## Idle sessions held while one good client calls (C++ clients)", ""] + idle_table(run) + [""]
-    lines += ["## Issue 8 targets (P = this project's server, B = bare Apache Thrift, same round)", ""]
+    for kind, note in (("aioc", PEER_CLIENTS), ("aios", PEER_SERVERS)):
+        if _loads(run, kind):
+            lines += [f"## Issue 14: {CLIENTS[kind]}", "", note, ""] + peers_table(run, kind) + [""]
+    lines += ["## Issue 8 targets, and issue 14's against its peers (P = this project's server, B = bare Apache "
+              "Thrift, same round)", ""]
     lines += _table(["target", "measured: median (min-max)", "wanted", "met"], [list(t) for t in targets(run)])
     if run.notes:
         lines += ["", "Notes:", ""] + [f"- {note}" for note in run.notes]

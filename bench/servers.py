@@ -5,6 +5,9 @@
     python -m bench.servers tp2 PORT     thriftpy2's threaded server, cybin protocol, the same IDL loaded at run time
     python -m bench.servers grpc PORT    grpcio's sync server, the same message shapes (bench.proto)
     python -m bench.servers grpc-aio PORT  grpcio's asyncio server (grpc.aio), the same messages
+    python -m bench.servers tp2-aio PORT   thriftpy2's asyncio server (TAsyncServer, its binary protocol and
+                                           buffered transport: its only ones), coroutine methods, on the event
+                                           loop ``serve --asyncio`` runs on (uvloop's when installed)
 
 Each prints "listening PORT" once it accepts and runs until SIGTERM.
 """
@@ -73,13 +76,68 @@ def serve_thriftpy2(port: int) -> None:
     from bench.payloads import load_thriftpy2
 
     module = load_thriftpy2()
+    # client_timeout: thriftpy2 closes a connection idle 3 s by default; B and the others keep theirs, and a
+    # client process waiting for its "go" on a loaded machine can wait that long
     server = make_server(module.HandshakeService, BareHandler(module), host="127.0.0.1", port=port,
-                         proto_factory=TCyBinaryProtocolFactory(), trans_factory=TCyBufferedTransportFactory())
+                         proto_factory=TCyBinaryProtocolFactory(), trans_factory=TCyBufferedTransportFactory(),
+                         client_timeout=None)
     server.trans.listen()
     server.trans.listen = lambda: None
     server.daemon = True
     _announce(port)
     server.serve()
+
+
+class AsyncBareHandler:
+    """``BareHandler``'s methods as coroutines, for thriftpy2's asyncio server."""
+
+    def __init__(self, gen):
+        self._bare = BareHandler(gen)
+
+    async def hello(self, hello):
+        return self._bare.hello(hello)
+
+    async def ping(self):
+        return None
+
+    async def goodbye(self):
+        return self._bare.goodbye()
+
+    async def echo(self, message):
+        return message
+
+    async def echo_types(self, value):
+        return value
+
+    async def process(self, request):
+        return self._bare.process(request)
+
+
+def serve_thriftpy2_aio(port: int) -> None:
+    import asyncio
+
+    from thriftpy2.contrib.aio.rpc import make_server
+
+    from bench.payloads import load_thriftpy2
+    from thrift_handshake.aio import event_loop_factory
+
+    module = load_thriftpy2()
+
+    class Gen:
+        ServerHello, Farewell, Response = module.session.ServerHello, module.session.Farewell, module.Response
+
+    loop = event_loop_factory()()  # the loop this project's asyncio server runs on: like for like
+    asyncio.set_event_loop(loop)
+    server = make_server(module.HandshakeService, AsyncBareHandler(Gen), host="127.0.0.1", port=port, loop=loop,
+                         client_timeout=None)
+    server.init_server()
+    for signum in (signal.SIGTERM, signal.SIGINT):  # stopped on the loop, not by sys.exit inside it
+        loop.add_signal_handler(signum, loop.stop)
+    _announce(port)
+    try:
+        loop.run_forever()
+    finally:
+        loop.run_until_complete(server.close())
 
 
 def serve_grpc(port: int) -> None:
@@ -142,7 +200,8 @@ def serve_grpc_aio(port: int) -> None:
 def main() -> None:
     kind, port = sys.argv[1], int(sys.argv[2])
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    {"b": serve_b, "tp2": serve_thriftpy2, "grpc": serve_grpc, "grpc-aio": serve_grpc_aio}[kind](port)
+    {"b": serve_b, "tp2": serve_thriftpy2, "grpc": serve_grpc, "grpc-aio": serve_grpc_aio,
+     "tp2-aio": serve_thriftpy2_aio}[kind](port)
 
 
 if __name__ == "__main__":

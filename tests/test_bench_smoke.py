@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,62 @@ def test_quick_run_reports_every_system(tmp_path: Path) -> None:
                 assert all(_finite_ratio(cell) for cell in cells), (kind, system, cells)
     assert "Issue 8 targets" in markdown
     assert "failed calls" not in markdown, markdown
+
+
+def _issue14_rows(markdown: str, section: str) -> dict:
+    """The issue-14 table under ``## Issue 14: SECTION``: {row label: [cells]}."""
+    part = markdown.split("\n## Issue 14: " + section, 1)[1].split("\n## ", 1)[0]
+    return {cells[0]: cells[1:] for cells in ([cell.strip() for cell in line.strip("|").split("|")]
+                                              for line in part.splitlines() if line.startswith("| ")
+                                              and not line.startswith("| system"))}
+
+
+def test_the_issue14_cells_alone_put_ours_beside_thriftpy2_aio_and_grpc_aio(tmp_path: Path) -> None:
+    """``--cells`` of the async clients and the asyncio servers only (no native cell: the run used to stop on
+    ``serve --workers``' system, never started then): every system's calls/s and CPU per call, ours / each
+    peer's, and one target row per cell."""
+    done = subprocess.run([sys.executable, "-m", "bench", "--cells", "aioc:x16,aios:echo x4", "--rounds", "1",
+                           "--seconds", "0.1", "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr[-5000:]
+    markdown = (tmp_path / "cells.md").read_text(encoding="utf-8")
+    clients, servers = _issue14_rows(markdown, "Async clients"), _issue14_rows(markdown, "Asyncio servers")
+    for rows, systems, ours in ((clients, ("ac", "tp2ac", "grpcac"), "AsyncClient"),
+                                (servers, ("pae", "tp2a", "grpca"), "P --asyncio")):
+        for system in systems:
+            (rate,) = rows[f"{ROW[('aioc' if rows is clients else 'aios', system)]}: calls/s"]
+            assert re.match(r"^\d+(\.\d)?k?/s \(", rate), (system, rate)
+        for peer in ("thriftpy2 aio", "grpc.aio"):
+            for metric in ("calls/s", "client CPU/call" if rows is clients else "server CPU/call"):
+                (ratio,) = [cells for label, cells in rows.items() if label.startswith(f"{ours} / {peer}, {metric}")][0]
+                assert _finite_ratio(ratio), (peer, metric, ratio)
+    targets = [line for line in markdown.splitlines() if "calls/s / each peer's" in line]
+    assert len(targets) == 2 and all("thriftpy2 aio" in line and "grpc.aio" in line for line in targets), targets
+
+
+def test_the_thriftpy2_server_keeps_a_connection_idle_past_its_default_client_timeout() -> None:
+    """thriftpy2's threaded server closes a connection idle 3 s unless told otherwise: a Python client process
+    waiting that long for its "go" on a loaded machine then failed its calls ("failed calls" in the table)."""
+    from thriftpy2.rpc import make_client
+
+    from bench.harness import free_port
+    from bench.payloads import load_thriftpy2
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "bench.servers", "tp2", str(port)], cwd=ROOT,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().startswith("listening")
+        client = make_client(load_thriftpy2().HandshakeService, "127.0.0.1", port, timeout=None)
+        try:
+            assert client.echo("first") == "first"
+            time.sleep(3.5)  # the idle time itself (past thriftpy2's default 3000 ms), not a wait for an event
+            assert client.echo("after idling") == "after idling"
+        finally:
+            client.close()
+    finally:
+        server.terminate()
+        server.wait(30)
 
 
 def _sample(rate: float, p99: float = 100.0) -> Sample:

@@ -8,8 +8,9 @@
 //     IDLE     connections opened (with hello, or one echo when HELLO is 0) and held idle, before the run
 //
 // Protocol on stdin/stdout, so the caller can read the server's counters around the timed window only:
-//   prints "ready" once every connection is open, waits for a line, runs, prints one JSON line
-//   {"calls", "errors", "seconds", "p50_us", "p99_us", "p999_us"}, waits for a line, closes everything
+//   prints "ready" once every connection is open, then for every line "go" runs a window of SECONDS and prints
+//   one JSON line {"calls", "errors", "seconds", "p50_us", "p99_us", "p999_us"} (several windows on the same
+//   connections: the caller can interleave them with another system's); any other line closes everything
 //   (the active connections with goodbye when HELLO is 1, the idle ones without).
 #include <sys/resource.h>
 
@@ -116,59 +117,58 @@ int main(int argc, char** argv) {
   }
   std::cout << "ready" << std::endl;
   std::string line;
-  std::getline(std::cin, line);
-
-  std::vector<std::vector<uint32_t>> latencies(conns);
-  std::vector<long> errors(conns, 0);
-  const auto start = Clock::now();
-  const auto end = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
-  std::vector<std::thread> threads;
-  for (int c = 0; c < conns; c++) {
-    threads.emplace_back([&, c] {
-      auto& lat = latencies[c];
-      lat.reserve(200000);
-      std::string out;
-      AllTypes types_out;
-      while (true) {
-        const auto t0 = Clock::now();
-        if (t0 >= end) break;
-        try {
-          if (op == "echo") {
-            active[c]->client->echo(out, text);
-          } else if (op == "types") {
-            active[c]->client->echo_types(types_out, payload);
-          } else {
-            auto conn = open_connection();
-            conn->client->echo(out, text);
-            close_connection(*conn);
+  while (std::getline(std::cin, line) && line == "go") {
+    std::vector<std::vector<uint32_t>> latencies(conns);
+    std::vector<long> errors(conns, 0);
+    const auto start = Clock::now();
+    const auto end = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+    std::vector<std::thread> threads;
+    for (int c = 0; c < conns; c++) {
+      threads.emplace_back([&, c] {
+        auto& lat = latencies[c];
+        lat.reserve(200000);
+        std::string out;
+        AllTypes types_out;
+        while (true) {
+          const auto t0 = Clock::now();
+          if (t0 >= end) break;
+          try {
+            if (op == "echo") {
+              active[c]->client->echo(out, text);
+            } else if (op == "types") {
+              active[c]->client->echo_types(types_out, payload);
+            } else {
+              auto conn = open_connection();
+              conn->client->echo(out, text);
+              close_connection(*conn);
+            }
+          } catch (const std::exception& e) {
+            if (errors[c]++ == 0) std::fprintf(stderr, "bench_loadgen: %s\n", e.what());
+            if (op != "lifecycle") break;
+            continue;
           }
-        } catch (const std::exception& e) {
-          if (errors[c]++ == 0) std::fprintf(stderr, "bench_loadgen: %s\n", e.what());
-          if (op != "lifecycle") break;
-          continue;
+          lat.push_back(uint32_t(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count()));
         }
-        lat.push_back(uint32_t(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count()));
-      }
-    });
+      });
+    }
+    for (auto& t : threads) t.join();
+    const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+    std::vector<uint32_t> all;
+    long total_errors = 0;
+    for (int c = 0; c < conns; c++) {
+      all.insert(all.end(), latencies[c].begin(), latencies[c].end());
+      total_errors += errors[c];
+    }
+    std::sort(all.begin(), all.end());
+    auto pct = [&](double q) -> double {
+      if (all.empty()) return 0.0;
+      size_t i = std::min(all.size() - 1, size_t(q * double(all.size())));
+      return all[i] / 1000.0;
+    };
+    std::printf("{\"calls\": %zu, \"errors\": %ld, \"seconds\": %.6f, \"p50_us\": %.2f, \"p99_us\": %.2f, \"p999_us\": %.2f}\n",
+                all.size(), total_errors, elapsed, pct(0.5), pct(0.99), pct(0.999));
+    std::fflush(stdout);
   }
-  for (auto& t : threads) t.join();
-  const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
-  std::vector<uint32_t> all;
-  long total_errors = 0;
-  for (int c = 0; c < conns; c++) {
-    all.insert(all.end(), latencies[c].begin(), latencies[c].end());
-    total_errors += errors[c];
-  }
-  std::sort(all.begin(), all.end());
-  auto pct = [&](double q) -> double {
-    if (all.empty()) return 0.0;
-    size_t i = std::min(all.size() - 1, size_t(q * double(all.size())));
-    return all[i] / 1000.0;
-  };
-  std::printf("{\"calls\": %zu, \"errors\": %ld, \"seconds\": %.6f, \"p50_us\": %.2f, \"p99_us\": %.2f, \"p999_us\": %.2f}\n",
-              all.size(), total_errors, elapsed, pct(0.5), pct(0.99), pct(0.999));
-  std::fflush(stdout);
-  std::getline(std::cin, line);
   for (auto& conn : active) {
     if (!conn) continue;
     try { close_connection(*conn); } catch (const std::exception&) {}
