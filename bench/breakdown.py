@@ -19,7 +19,7 @@ kernel's part, a loopback send and receive, is in both): B's TSocket against thi
 ``ConnectionSocket`` (per-message deadline and byte budget, kernel timeouts) under the whole stack above.
 
 Per lifecycle, in memory: the connection's state and session made and closed (``connection``,
-``close``), hello, goodbye, and the one INFO line logged to a file as ``serve`` formats it.
+``close``), hello, goodbye, and the one INFO line logged to a file as ``serve`` configures logging.
 
     .venv/bin/python -m bench.breakdown [--rounds 9] [--calls 20000] [--lifecycles 3000]
 """
@@ -35,12 +35,12 @@ import tempfile
 import time
 from typing import Any, Callable, Dict, List
 
-from thrift.protocol.TBinaryProtocol import TBinaryProtocol, TBinaryProtocolAccelerated
+from thrift.protocol.TBinaryProtocol import TBinaryProtocolAccelerated
 from thrift.transport.TSocket import TSocket
 from thrift.transport.TTransport import TBufferedTransport, TMemoryBuffer
 
 from bench.call_count import _messages
-from thrift_handshake import ServerConfig
+from thrift_handshake import ServerConfig, logs
 from thrift_handshake.demo import demo_server
 from thrift_handshake.demo.handler import HandshakeHandler
 from thrift_handshake.gate_state import SessionClosed
@@ -227,8 +227,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=20_000)
     parser.add_argument("--lifecycles", type=int, default=3_000)
     args = parser.parse_args()
-    logging.getLogger("thrift_handshake").setLevel(logging.INFO)
-    logging.getLogger("thrift_handshake").addHandler(logging.NullHandler())
+    logs.configure("INFO")  # as ``serve`` logs (its lines go to stderr: none is written here but the INFO line)
     hello, echo, goodbye = _messages()
     memory = _rounds({kind: _in_memory(kind, hello, echo) for kind in ("thrift", "strict", "transport", "gate", "chain")},
                      args.rounds, args.calls)
