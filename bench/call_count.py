@@ -11,7 +11,10 @@ and writes pre-encoded strict binary messages on a raw socket, so it adds nothin
 - lifecycle: ``--lifecycles`` times connect, hello, echo, goodbye, close; the count runs until the
   server has closed each connection (its log line written).
 
-    .venv/bin/python -m bench.call_count [--calls 2000] [--lifecycles 200] [--tree /other/checkout]
+    .venv/bin/python -m bench.call_count [--calls 2000] [--lifecycles 200] [--tree /other/checkout] [--components]
+
+``--components`` also prints the counts by component (``COMPONENTS``: the file a Python function is in, or
+that calls a C function).
 
 ``--tree`` runs the same probe against another checkout's ``service/`` and ``gen-py/`` (e.g. one made with
 ``git worktree add /tmp/old 5265a17``) in a child process, so two trees' counts print side by side.
@@ -29,16 +32,55 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Dict, Tuple
+from typing import Any, Dict, Tuple
 
 _counts = {"python": 0, "c": 0}
+#: Calls by component ("python:<component>" for a Python function of that component's files, "c:<component>"
+#: for a C function called from them).
+_by_component: Dict[str, int] = {}
+#: A file's component: the first of these that its path contains (else "other").
+COMPONENTS = (
+    ("wire/strict.py", "strict decoding"), ("wire/protocols.py", "strict decoding"),
+    ("wire/connection_socket.py", "socket layer (deadlines, byte budgets)"),
+    ("wire/sockets.py", "socket layer (deadlines, byte budgets)"),
+    ("wire/stack.py", "server transport (pipelined input, pricing)"),
+    ("wire/whole_arguments.py", "server transport (pipelined input, pricing)"),
+    ("decoded_budget.py", "server transport (pipelined input, pricing)"),
+    ("wire/sniff.py", "connection (accept, admission, watch, pool, stack)"),
+    ("thrift_handshake/server/", "connection (accept, admission, watch, pool, stack)"),
+    ("service/server/", "connection (accept, admission, watch, pool, stack)"),
+    ("pool.py", "connection (accept, admission, watch, pool, stack)"),
+    ("gate", "gate and session"), ("session.py", "gate and session"), ("states.py", "gate and session"),
+    ("metrics.py", "gate and session"), ("watched.py", "gate and session"), ("tracing.py", "gate and session"),
+    ("calllog.py", "gate and session"), ("interceptors.py", "gate and session"),
+    ("config.py", "gate and session"),
+    ("logging/", "logging"), ("posixpath", "logging"),
+    ("thrift/", "Thrift's own (as B)"), ("thrift_handshake_gen", "Thrift's own (as B)"),
+    ("demo/", "handler"),
+)
 
 
-def _profile(frame: object, event: str, arg: object) -> None:
+_components_of: Dict[str, str] = {}
+
+
+def _component(path: str) -> str:
+    component = _components_of.get(path)
+    if component is None:
+        component = _components_of[path] = next((name for part, name in COMPONENTS if part in path),
+                                                "other (stdlib: socket, threading, enum, weakref)")
+    return component
+
+
+def _profile(frame: Any, event: str, arg: object) -> None:
     if event == "call":
-        _counts["python"] += 1
+        kind = "python"
     elif event == "c_call":
-        _counts["c"] += 1
+        kind = "c"
+    else:
+        return
+    _counts[kind] += 1
+    key = f"{kind}:{_component(frame.f_code.co_filename)}"  # a C call: the component of the code calling it
+    _by_component[key] = _by_component.get(key, 0) + 1
 
 
 def _message(name: str, seqid: int, args: object) -> bytes:
@@ -123,10 +165,10 @@ def probe(calls: int, lifecycles: int) -> Dict[str, float]:
             for _ in range(200):  # warm up (the first calls fill caches, grow the pool)
                 _exchange(sock, echo, sizes)
             time.sleep(0.2)
-            before = dict(_counts)
+            before, components_before = dict(_counts), dict(_by_component)
             for _ in range(calls):
                 _exchange(sock, echo, sizes)
-            after = dict(_counts)
+            after, components_after = dict(_counts), dict(_by_component)
             _exchange(sock, goodbye, sizes)
         opened = 1
 
@@ -141,12 +183,12 @@ def probe(calls: int, lifecycles: int) -> Dict[str, float]:
             opened += 1
             _wait_closed(server, opened)
         time.sleep(0.2)
-        start = dict(_counts)
+        start, components_start = dict(_counts), dict(_by_component)
         for _ in range(lifecycles):
             lifecycle()
             opened += 1
             _wait_closed(server, opened)
-        end = dict(_counts)
+        end, components_end = dict(_counts), dict(_by_component)
     finally:
         threading.setprofile(None)
         server.stop()
@@ -154,7 +196,14 @@ def probe(calls: int, lifecycles: int) -> Dict[str, float]:
     return {"echo_python": (after["python"] - before["python"]) / calls,
             "echo_c": (after["c"] - before["c"]) / calls,
             "lifecycle_python": (end["python"] - start["python"]) / lifecycles,
-            "lifecycle_c": (end["c"] - start["c"]) / lifecycles}
+            "lifecycle_c": (end["c"] - start["c"]) / lifecycles,
+            "echo_components": _per(components_before, components_after, calls),
+            "lifecycle_components": _per(components_start, components_end, lifecycles)}
+
+
+def _per(before: Dict[str, int], after: Dict[str, int], count: int) -> Dict[str, float]:
+    return {key: (value - before.get(key, 0)) / count for key, value in sorted(after.items())
+            if value != before.get(key, 0)}
 
 
 def tree_path(tree: str) -> str:
@@ -180,6 +229,7 @@ def main() -> None:
     parser.add_argument("--lifecycles", type=int, default=200)
     parser.add_argument("--tree", help="also probe this checkout (its service/ and gen-py/)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON only")
+    parser.add_argument("--components", action="store_true", help="also by component (the file's module)")
     args = parser.parse_args()
     if args.json:
         print(json.dumps(probe(args.calls, args.lifecycles)))
@@ -192,6 +242,10 @@ def main() -> None:
     for tree, figures in rows:
         print(f"  {tree}: echo {figures['echo_python']:.1f} / {figures['echo_c']:.1f}, lifecycle "
               f"{figures['lifecycle_python']:.1f} / {figures['lifecycle_c']:.1f}")
+        if args.components:
+            for what in ("echo", "lifecycle"):
+                for key, value in figures[f"{what}_components"].items():
+                    print(f"    {what:9} {key:70} {value:7.2f}")
 
 
 if __name__ == "__main__":

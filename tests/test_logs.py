@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from typing import Dict, List
 
@@ -12,6 +13,7 @@ import pytest
 
 from thrift_handshake import Client, ServerConfig, ServerLimits
 from thrift_handshake.demo import HandshakeHandler
+from thrift_handshake import logs
 from thrift_handshake.logs import JsonFormatter
 from thrift_handshake_gen import HandshakeService
 
@@ -44,6 +46,22 @@ def test_a_json_line_keeps_extra_fields_and_the_traceback():
     assert (line["method"], line["duration_ms"], line["pid"]) == ("echo", 1.5, record.process)
     assert line["error"].startswith("Traceback") and "ValueError: bad" in line["error"]
     assert "session" not in line  # no session word, no call on this thread
+
+
+@pytest.mark.parametrize("with_pid", [False, True])
+def test_the_cli_s_logging_gathers_the_process_id_when_its_lines_write_it(with_pid):
+    flags = ("_srcfile", "logThreads", "logMultiprocessing", "logProcesses")
+    saved = {flag: getattr(logging, flag) for flag in flags}
+    try:
+        logs.configure("INFO", "json", with_pid=with_pid)
+        record = logging.getLogger("thrift_handshake.server").makeRecord(
+            "thrift_handshake.server", logging.INFO, "f.py", 1, "closed peer=%s", ("h:1",), None)
+        line = json.loads(JsonFormatter(with_pid=with_pid).format(record))
+        assert line.get("pid") == (os.getpid() if with_pid else None)
+        assert line["msg"] == "closed peer=h:1" and line["peer"] == "h:1"
+    finally:
+        for flag, value in saved.items():
+            setattr(logging, flag, value)
 
 
 class LoggingEcho(HandshakeHandler):

@@ -3,7 +3,9 @@
 //
 //   bench_loadgen PORT OP CONNS SECONDS HELLO IDLE
 //     OP       echo (32-byte string) | types (echo_types with the struct-heavy payload) |
-//              lifecycle (open [+hello] + echo [+goodbye] + close, timed as one operation)
+//              lifecycle (open [+hello] + echo [+goodbye] + close, timed as one operation; with HELLO, hello
+//              is pipelined with the echo, both in one segment, and the Farewell is not awaited: one round trip,
+//              as B's, like the Python Client's pipeline_hello=True, await_farewell=False)
 //     HELLO    1: every connection calls hello first (and goodbye before closing in the lifecycle)
 //     IDLE     connections opened (with hello, or one echo when HELLO is 0) and held idle, before the run
 //
@@ -12,7 +14,10 @@
 //   one JSON line {"calls", "errors", "seconds", "p50_us", "p99_us", "p999_us"} (several windows on the same
 //   connections: the caller can interleave them with another system's); any other line closes everything
 //   (the active connections with goodbye when HELLO is 1, the idle ones without).
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <atomic>
@@ -41,27 +46,51 @@ static int g_port;
 static bool g_hello;
 
 struct Connection {
+  std::shared_ptr<transport::TSocket> socket;
   std::shared_ptr<transport::TTransport> transport;
   std::unique_ptr<HandshakeServiceClient> client;
 };
 
-static std::unique_ptr<Connection> open_connection() {
-  auto socket = std::make_shared<transport::TSocket>("127.0.0.1", g_port);
-  socket->setNoDelay(true);
+static ClientHello client_hello() {
+  ClientHello hello;
+  hello.__set_client_name("bench-native");
+  hello.__set_language("c++");
+  hello.__set_min_version(1);
+  hello.__set_max_version(2);
+  return hello;
+}
+
+static std::unique_ptr<Connection> open_connection(bool say_hello = true) {
   auto conn = std::make_unique<Connection>();
-  conn->transport = std::make_shared<transport::TBufferedTransport>(socket);
+  conn->socket = std::make_shared<transport::TSocket>("127.0.0.1", g_port);
+  conn->socket->setNoDelay(true);
+  conn->transport = std::make_shared<transport::TBufferedTransport>(conn->socket);
   conn->client = std::make_unique<HandshakeServiceClient>(std::make_shared<protocol::TBinaryProtocol>(conn->transport));
   conn->transport->open();
-  if (g_hello) {
-    ClientHello hello;
-    hello.__set_client_name("bench-native");
-    hello.__set_language("c++");
-    hello.__set_min_version(1);
-    hello.__set_max_version(2);
+  if (g_hello && say_hello) {
     ServerHello answer;
-    conn->client->hello(answer, hello);
+    conn->client->hello(answer, client_hello());
   }
   return conn;
+}
+
+static void cork(Connection& conn, int on) {
+  setsockopt(conn.socket->getSocketFD(), IPPROTO_TCP, TCP_CORK, &on, sizeof(on));
+}
+
+// open + hello + echo + goodbye + close in one round trip: hello and the echo leave in one segment (corked, as
+// the Python client's MSG_MORE), both answers are read, goodbye is sent and the connection closed unawaited.
+static void pipelined_lifecycle(const std::string& text, std::string& out) {
+  auto conn = open_connection(false);
+  cork(*conn, 1);
+  conn->client->send_hello(client_hello());
+  conn->client->send_echo(text);
+  cork(*conn, 0);
+  ServerHello answer;
+  conn->client->recv_hello(answer);
+  conn->client->recv_echo(out);
+  conn->client->send_goodbye();
+  conn->transport->close();
 }
 
 static void close_connection(Connection& conn) {
@@ -137,6 +166,8 @@ int main(int argc, char** argv) {
               active[c]->client->echo(out, text);
             } else if (op == "types") {
               active[c]->client->echo_types(types_out, payload);
+            } else if (g_hello) {
+              pipelined_lifecycle(text, out);
             } else {
               auto conn = open_connection();
               conn->client->echo(out, text);

@@ -57,7 +57,10 @@ class _BinaryMessageBegin:
             raw = self.trans.readAll(header)
             message_type = self.readByte()
         seqid = self.readI32()
-        return method_name(raw, seqid), message_type, seqid
+        try:
+            return raw.decode("utf-8"), message_type, seqid  # read once per message: no helper's frame
+        except UnicodeDecodeError:
+            return method_name(raw, seqid), message_type, seqid  # raises the answerable error
 
 
 class _BinaryProtocol(_BinaryMessageBegin, TBinaryProtocol.TBinaryProtocol):

@@ -96,7 +96,11 @@ def _text(raw: Any) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise UndecodableValue(f"is not valid UTF-8 ({error.reason} at byte {error.start})") from None
+        raise _not_utf8(error) from None
+
+
+def _not_utf8(error: UnicodeDecodeError) -> UndecodableValue:
+    return UndecodableValue(f"is not valid UTF-8 ({error.reason} at byte {error.start})")
 
 
 def _same(value: Any) -> Any:
@@ -158,7 +162,12 @@ def _struct_text(obj: Any, fields: Tuple[Tuple[str, _Convert], ...]) -> Any:
         value = getattr(obj, name)
         if value is not None:
             try:
-                value = convert(value)
+                if convert is _text and value.__class__ is bytes:  # a string field: ``_text`` without its frame
+                    value = value.decode("utf-8")
+                else:
+                    value = convert(value)
+            except UnicodeDecodeError as error:
+                raise _not_utf8(error).within(name) from None
             except UndecodableValue as error:
                 raise error.within(name) from None
             object.__setattr__(obj, name, value)  # as generated __init__s do, so immutable structs too
@@ -290,7 +299,7 @@ class _StrictDecoder:
             obj = _read_struct(iprot, obj, cls, thrift_spec)
         else:
             try:
-                decoded = self.c_decode(obj, iprot, _raw_struct(cls))
+                decoded = self.c_decode(obj, iprot, _raw_specs.get(cls) or _raw_struct(cls))
             except TypeError as error:
                 if "got wrong ttype" not in str(error):
                     raise
