@@ -19,7 +19,7 @@ from test_fairness_between_hosts import HELLO
 from test_tls import CERTS, SERVER_TLS
 from test_async_server import LOOPS, event_loop_thread, loop_factory  # noqa: F401 (fixtures)
 
-from thrift_handshake import ServerConfig, ServerLimits
+from thrift_handshake import ServerConfig, ServerLimits, Wire
 from thrift_handshake.aio import AsyncHandshakeServer
 from thrift_handshake.demo import FEATURES, HandshakeHandler
 
@@ -44,13 +44,13 @@ def _tcp_state(sock: socket.socket) -> int:
     return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)[0]
 
 
-def _small_buffers(event_loop_thread, reply_timeout: float, tls: bool = False) -> AsyncHandshakeServer:
+def _small_buffers(event_loop_thread, reply_timeout: float, tls: bool = False, **settings) -> AsyncHandshakeServer:
     """A server whose accepted sockets have a small send buffer (fixed, not autotuned): a reply of
-    ``REPLY`` bytes stays partly unsent while its peer does not read."""
+    ``REPLY`` bytes stays partly unsent while its peer does not read. ``settings``: more of its config."""
     listening = socket.create_server(("127.0.0.1", 0))
     listening.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # (inherited by the accepted sockets)
     config = ServerConfig(host="127.0.0.1", port=0, features=FEATURES, tls=SERVER_TLS if tls else None,
-                          limits=ServerLimits(reply_timeout=reply_timeout, idle_timeout=60.0))
+                          limits=ServerLimits(reply_timeout=reply_timeout, idle_timeout=60.0), **settings)
     server = AsyncHandshakeServer(HandshakeHandler(None), config)
     event_loop_thread.run(server.start(listening))
     return server
@@ -72,8 +72,18 @@ def patient_server(event_loop_thread) -> Iterator[AsyncHandshakeServer]:
     event_loop_thread.run(server.stop(grace=0.0))
 
 
-def _unread_call(port: int, tls: bool = False) -> socket.socket:
-    """A session that calls for a ``REPLY``-byte reply and reads none of it."""
+@pytest.fixture
+def compact_server(event_loop_thread, request) -> Iterator[AsyncHandshakeServer]:
+    """``_small_buffers`` serving only the compact protocol (a binary client is refused); TLS with ``tls``
+    in the test's name."""
+    server = _small_buffers(event_loop_thread, 0.5, "tls" in request.node.name, wire=Wire(protocol="compact"),
+                            detect_wire=False)
+    yield server
+    event_loop_thread.run(server.stop(grace=5.0))
+
+
+def _peer(port: int, tls: bool = False) -> socket.socket:
+    """A client socket with a small receive buffer (fixed), connected (and with ``tls``, wrapped)."""
     peer = socket.socket()
     peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     peer.settimeout(10)
@@ -82,6 +92,12 @@ def _unread_call(port: int, tls: bool = False) -> socket.socket:
         context = ssl.create_default_context(cafile=str(CERTS / "ca.pem"))
         context.check_hostname = False
         peer = context.wrap_socket(peer)
+    return peer
+
+
+def _unread_call(port: int, tls: bool = False) -> socket.socket:
+    """A session that calls for a ``REPLY``-byte reply and reads none of it."""
+    peer = _peer(port, tls)
     peer.sendall(HELLO)
     assert peer.recv(65536)
     peer.sendall(encode_call("echo", HandshakeService.echo_args(message="z" * REPLY), seqid=2))
@@ -139,6 +155,17 @@ def test_a_tls_session_idle_past_reply_timeout_after_a_reply_is_served(small_buf
         peer.sendall(encode_call("echo", HandshakeService.echo_args(message="still here"), seqid=3))
         reply = encode_call("echo", HandshakeService.echo_result(success="still here"), seqid=3, message_type=2)
         assert _read_exactly(peer, len(reply)) == reply
+
+
+@pytest.mark.parametrize("loop_factory", LOOPS, indirect=True)
+def test_a_refusal_the_peer_never_reads_is_reset_after_its_deadline(compact_server, caplog):
+    """A refused call is answered with its own name: one of ``REPLY`` bytes is more than the buffers take.
+    Once the refusal's deadline is over, the connection is reset (it stayed open for ever, unlisted)."""
+    with _peer(compact_server.port) as peer:
+        peer.sendall(encode_call("n" * REPLY, HandshakeService.echo_args(message="refused"), seqid=2))
+        assert eventually(lambda: _tcp_state(peer) == TCP_CLOSE, 5.0), _tcp_state(peer)
+        assert compact_server.connection_count == 0
+    assert any(record.getMessage().startswith("refused peer=") for record in caplog.records)
 
 
 def _read_exactly(sock: socket.socket, size: int) -> bytes:
