@@ -1,8 +1,8 @@
 """Attacks on the asyncio server's writes (issue 14): a peer that never reads a reply the kernel did
 not take whole. Its connection ends within ``reply_timeout`` on the server AND on the wire (the peer is
 reset), whether it half-closed after its call or stays silent, and the server's forced stop resets it:
-what the server did not send is never held past the end of its connection. TLS (the loop's transport):
-a session idle after a reply is served on; the unread tail is not watched there (left, xfail)."""
+what the server did not send is never held past the end of its connection (nor a refusal's answer past
+its deadline). The same over TLS (``aio.tls_stream``), and a TLS session idle after a reply is served on."""
 
 from __future__ import annotations
 
@@ -122,10 +122,6 @@ def test_a_silent_peer_that_never_reads_is_reset_within_reply_timeout(small_buff
 
 
 @pytest.mark.parametrize("loop_factory", LOOPS, indirect=True)
-@pytest.mark.xfail(strict=True, reason=(
-    "the loops' TLS transports hand the whole reply to the TCP transport below them, whose buffer their "
-    "flow control does not see (a high-water mark of 0 pauses even with nothing pending): the reply's "
-    "tail goes unwatched until idle_timeout (issue 14, left)"))
 def test_a_silent_tls_peer_that_never_reads_is_reset_within_reply_timeout(small_buffers_server, caplog):
     with _unread_call(small_buffers_server.port, tls=True) as peer:
         assert eventually(lambda: _tcp_state(peer) == TCP_CLOSE, 5.0), _tcp_state(peer)
@@ -161,10 +157,20 @@ def test_a_tls_session_idle_past_reply_timeout_after_a_reply_is_served(small_buf
 def test_a_refusal_the_peer_never_reads_is_reset_after_its_deadline(compact_server, caplog):
     """A refused call is answered with its own name: one of ``REPLY`` bytes is more than the buffers take.
     Once the refusal's deadline is over, the connection is reset (it stayed open for ever, unlisted)."""
-    with _peer(compact_server.port) as peer:
+    _refused_unread(compact_server, caplog, tls=False)
+
+
+@pytest.mark.parametrize("loop_factory", LOOPS, indirect=True)
+def test_a_tls_refusal_the_peer_never_reads_is_reset_after_its_deadline(compact_server, caplog):
+    """(The loops' TLS transports gave a close 30 s, their ssl_shutdown_timeout.)"""
+    _refused_unread(compact_server, caplog, tls=True)
+
+
+def _refused_unread(server: AsyncHandshakeServer, caplog: pytest.LogCaptureFixture, tls: bool) -> None:
+    with _peer(server.port, tls) as peer:
         peer.sendall(encode_call("n" * REPLY, HandshakeService.echo_args(message="refused"), seqid=2))
         assert eventually(lambda: _tcp_state(peer) == TCP_CLOSE, 5.0), _tcp_state(peer)
-        assert compact_server.connection_count == 0
+        assert server.connection_count == 0
     assert any(record.getMessage().startswith("refused peer=") for record in caplog.records)
 
 

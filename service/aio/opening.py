@@ -1,5 +1,5 @@
 """A connection's start on the asyncio server: the TLS handshake (on the TLS port, after a peek that
-tells a plain client it needs TLS), the stream, and the refusals written in the peer's own dialect
+tells a plain client it needs TLS; ``tls_stream``), the stream, and the refusals written in the peer's own dialect
 (``wire.write_refusal`` over memory: the same words as the threaded server's)."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from ..wire import SNIFF_BYTES, Dialect, DialectKind, FramerLimits, MessageFrame
 from ..wire.http import response_bytes
 from .pipe import MemoryPipe
 from .socket_transport import PlainSocketStream
-from .stream import SocketStream
+from .tls_stream import accept_tls
 
 __all__ = ["Stream", "answer_full", "open_stream", "refuse", "send_last", "READ_CHUNK"]
 
@@ -49,14 +49,11 @@ async def open_stream(sock: socket.socket, tls: Optional[ssl.SSLContext],
     if wrap is None:  # plain: the socket on the loop as it is
         plain = PlainSocketStream(loop, 2 * READ_CHUNK, sock)
         return (plain, plain), None, None if tls is None else "this server requires TLS"
-    stream = SocketStream(loop, 2 * READ_CHUNK)
     try:
-        transport, _ = await loop.connect_accepted_socket(
-            lambda: stream, sock, ssl=wrap, ssl_handshake_timeout=max(deadline - loop.time(), 0.001))
-    except (OSError, ValueError, asyncio.TimeoutError) as error:  # ssl.SSLError is an OSError
-        sock.close()
-        raise ConnectionError(f"TLS handshake failed: {error}") from error
-    certificate = transport.get_extra_info("peercert")
+        stream = await accept_tls(loop, 2 * READ_CHUNK, sock, wrap, deadline)
+    except (OSError, TimeoutError) as error:  # ssl.SSLError is an OSError
+        raise ConnectionError(f"TLS handshake failed: {error or 'timed out'}") from error
+    certificate = stream.get_extra_info("peercert")
     subject = dict(item for rdn in (certificate or {}).get("subject", ()) for item in rdn)
     return (stream, stream), subject.get("commonName", ""), None
 
