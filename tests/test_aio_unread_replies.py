@@ -6,6 +6,7 @@ its deadline). The same over TLS (``aio.tls_stream``), and a TLS session idle af
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import ssl
@@ -135,6 +136,28 @@ def test_a_peer_not_reading_at_the_stop_is_reset_once_the_grace_is_over(patient_
     with _unread_call(patient_server.port) as peer:
         assert eventually(lambda: patient_server.connection_phases()["SERVING"] == 1, 5.0)  # its reply waits
         event_loop_thread.run(patient_server.stop(grace=0.2))
+        assert patient_server.connection_count == 0
+        assert eventually(lambda: _tcp_state(peer) == TCP_CLOSE, 5.0), _tcp_state(peer)
+    assert _ends(caplog) == ["closed: server stopping"]
+
+
+@pytest.mark.parametrize("loop_factory", LOOPS, indirect=True)
+def test_a_call_begun_before_the_stop_and_never_read_is_reset_once_the_grace_is_over(patient_server, event_loop_thread,
+                                                                                      caplog):
+    """The stop serves a message begun before it; its reply is not read. The stop's forced cancel lands on
+    the reply's drain, then the notice that the server stops is written: it was left to reply_timeout
+    (the stop returned with the connection open)."""
+    caplog.set_level(logging.INFO, logger="thrift_handshake.aio")
+    call = encode_call("echo", HandshakeService.echo_args(message="z" * REPLY), seqid=2)
+    with _peer(patient_server.port) as peer:
+        peer.sendall(HELLO)
+        assert peer.recv(65536)
+        peer.sendall(call[:100])
+        assert eventually(lambda: patient_server.connection_phases()["SERVING"] == 1, 5.0)  # mid-message
+        stopping = asyncio.run_coroutine_threadsafe(patient_server.stop(grace=0.2), event_loop_thread.loop)
+        assert eventually(lambda: any(r.getMessage().startswith("stopping:") for r in caplog.records), 5.0)
+        peer.sendall(call[100:])
+        stopping.result(10)
         assert patient_server.connection_count == 0
         assert eventually(lambda: _tcp_state(peer) == TCP_CLOSE, 5.0), _tcp_state(peer)
     assert _ends(caplog) == ["closed: server stopping"]
