@@ -42,12 +42,13 @@ _CLOSE_WAIT = 1.0
 
 class PlainSocketStream(SocketStream):
     """The stream (reader, writer, and its own ``transport``) of an accepted, non-blocking, plain socket;
-    reading starts at once."""
+    reading starts at once, after what was ``received`` from it already."""
 
     __slots__ = ("_sock", "_fd", "_inbox", "_unsent", "_reading", "_closing", "_eof_asked")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int, sock: socket.socket) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int, sock: socket.socket, received: bytes = b"") -> None:
         super().__init__(loop, limit)
+        self._data = received  # (read from the socket before it had a stream)
         self._sock = sock
         self._fd = sock.fileno()
         self._inbox = _inbox()

@@ -29,14 +29,17 @@ class TlsSocketStream(PlainSocketStream):
 
     __slots__ = ("_tls", "_incoming", "_outgoing", "_handshake")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int, sock: socket.socket,
-                 context: ssl.SSLContext) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int, sock: socket.socket, context: ssl.SSLContext,
+                 received: bytes = b"") -> None:
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self._tls = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
         #: Done when the handshake is (None after): its error if it failed.
         self._handshake: Optional[asyncio.Future] = loop.create_future()
         super().__init__(loop, limit, sock)
+        if received:  # (read from the socket before it had a stream)
+            self._incoming.write(received)
+            self._decrypt()
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -142,10 +145,11 @@ class TlsSocketStream(PlainSocketStream):
 
 
 async def accept_tls(loop: asyncio.AbstractEventLoop, limit: int, sock: socket.socket, context: ssl.SSLContext,
-                     deadline: float) -> TlsSocketStream:
-    """The TLS stream of an accepted socket, once its handshake is done by ``deadline`` (loop time);
-    raises OSError (ssl.SSLError among them) or TimeoutError, the socket then closed."""
-    stream = TlsSocketStream(loop, limit, sock, context)
+                     deadline: float, received: bytes = b"") -> TlsSocketStream:
+    """The TLS stream of an accepted socket (of which ``received`` was read already), once its handshake
+    is done by ``deadline`` (loop time); raises OSError (ssl.SSLError among them) or TimeoutError, the
+    socket then closed."""
+    stream = TlsSocketStream(loop, limit, sock, context, received)
     handshake = stream._handshake
     try:
         async with asyncio.timeout_at(deadline):

