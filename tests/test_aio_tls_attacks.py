@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import time
 
 import pytest
 
 from conftest import eventually
 from test_attacks_pool import good_client_echo
-from test_tls import SERVER_TLS
+from test_tls import CERTS, SERVER_TLS
 from test_async_server import LOOPS, event_loop_thread, loop_factory, start_async  # noqa: F401 (fixtures)
 
 from thrift_handshake import ServerLimits
@@ -39,3 +40,31 @@ def test_waiting_for_the_rest_of_the_first_bytes_costs_no_cpu(start_async):
     finally:
         for peer in peers:
             peer.close()
+
+
+@pytest.mark.parametrize("sent", [b"", b"\x16", "a ClientHello's first 100 bytes"])
+def test_a_peer_that_never_ends_its_client_hello_is_cut_at_the_handshake_deadline(start_async, caplog, sent):
+    """Nothing, a byte, or a ClientHello cut short: the connection is closed at handshake_timeout, and the
+    log says why (it said "TLS handshake failed: " and no more)."""
+    server = start_async(tls=SERVER_TLS, limits=ServerLimits(handshake_timeout=0.5))
+    with socket.create_connection(("127.0.0.1", server.port)) as peer:
+        peer.settimeout(5)
+        peer.sendall(_client_hello()[:100] if isinstance(sent, str) else sent)
+        assert peer.recv(100) == b""
+    assert eventually(lambda: server.connection_count == 0)
+    assert eventually(lambda: "TLS handshake failed: not done within handshake_timeout" in caplog.text), caplog.text
+
+
+def _client_hello() -> bytes:
+    """The first flight of a TLS client of the test CA."""
+    outgoing = ssl.MemoryBIO()
+    client = _client_context().wrap_bio(ssl.MemoryBIO(), outgoing)
+    with pytest.raises(ssl.SSLWantReadError):
+        client.do_handshake()
+    return outgoing.read()
+
+
+def _client_context() -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(CERTS / "ca.pem"))
+    context.check_hostname = False
+    return context

@@ -42,7 +42,7 @@ async def open_stream(sock: socket.socket, tls: Optional[ssl.SSLContext],
     if tls is not None:
         first = await _first_bytes(sock, deadline)
         dialect = sniff(first) if first else None
-        if first and (dialect is None or dialect.kind is not DialectKind.TLS):
+        if dialect is not None and dialect.kind is not DialectKind.TLS:
             wrap = None  # a plain client on the TLS port: told so in plain
     if wrap is None:  # plain: the socket on the loop as it is
         plain = PlainSocketStream(loop, 2 * READ_CHUNK, sock, first)
@@ -50,7 +50,8 @@ async def open_stream(sock: socket.socket, tls: Optional[ssl.SSLContext],
     try:
         stream = await accept_tls(loop, 2 * READ_CHUNK, sock, wrap, deadline, first)
     except (OSError, TimeoutError) as error:  # ssl.SSLError is an OSError
-        raise ConnectionError(f"TLS handshake failed: {error or 'timed out'}") from error
+        said = str(error) or "not done within handshake_timeout"  # (a TimeoutError says nothing)
+        raise ConnectionError(f"TLS handshake failed: {said}") from error
     certificate = stream.get_extra_info("peercert")
     subject = dict(item for rdn in (certificate or {}).get("subject", ()) for item in rdn)
     return (stream, stream), subject.get("commonName", ""), None
@@ -58,7 +59,7 @@ async def open_stream(sock: socket.socket, tls: Optional[ssl.SSLContext],
 
 async def _first_bytes(sock: socket.socket, deadline: float) -> bytes:
     """The socket's first bytes, read until they tell TLS from plain, the peer closes or ``deadline``
-    (``loop.time()``) passes (b"" if none came)."""
+    (``loop.time()``) passes (too few to tell then: the TLS handshake fails on them)."""
     loop = asyncio.get_running_loop()
     data = b""
     while True:
