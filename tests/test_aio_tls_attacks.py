@@ -4,6 +4,7 @@ many handshakes at once. Each ends the attacker's connection as it should and le
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import socket
 import ssl
@@ -13,6 +14,7 @@ import pytest
 
 from conftest import eventually
 from test_attacks_pool import good_client_echo
+from test_fairness_between_hosts import HELLO
 from test_tls import CERTS, SERVER_TLS
 from test_async_server import LOOPS, event_loop_thread, loop_factory, start_async  # noqa: F401 (fixtures)
 
@@ -68,3 +70,31 @@ def _client_context() -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=str(CERTS / "ca.pem"))
     context.check_hostname = False
     return context
+
+
+@pytest.mark.parametrize("then", ["closes", "sends plain bytes"])
+def test_a_session_whose_records_stop_making_sense_ends_at_once(start_async, caplog, then):
+    """Half of a record, then the end (FIN); or bytes that are no record at all: the session ends now with
+    a typed reason, not at its idle deadline, and the server serves on."""
+    server = start_async(tls=SERVER_TLS, limits=ServerLimits(idle_timeout=30.0))
+    with _client_context().wrap_socket(socket.create_connection(("127.0.0.1", server.port))) as peer:
+        peer.settimeout(5)
+        peer.sendall(HELLO)
+        assert peer.recv(65536)
+        if then == "closes":  # (written past the TLS object: raw bytes on its socket)
+            os.write(peer.fileno(), b"\x17\x03\x03\x00\x40" + b"A" * 20)  # a record's header, a third of it
+            socket.socket.shutdown(peer, socket.SHUT_WR)
+        else:
+            os.write(peer.fileno(), b"GET / HTTP/1.1\r\n\r\n")
+        assert eventually(lambda: server.connection_count == 0, 5.0)
+    reason = "peer closed the connection without goodbye" if then == "closes" else "wrong version number"
+    assert eventually(lambda: reason in caplog.text), caplog.text
+    assert good_client_echo(server.port, tls=True) < 5
+
+
+def test_many_tls_handshakes_at_once_are_all_served(start_async):
+    server = start_async(tls=SERVER_TLS)
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        took = list(pool.map(lambda _: good_client_echo(server.port, tls=True), range(100)))
+    assert len(took) == 100
+    assert eventually(lambda: server.connection_count == 0)
