@@ -152,8 +152,9 @@ async def accept_tls(loop: asyncio.AbstractEventLoop, limit: int, sock: socket.s
     stream = TlsSocketStream(loop, limit, sock, context, received)
     handshake = stream._handshake
     try:
-        async with asyncio.timeout_at(deadline):
-            await handshake
+        if handshake is not None:  # (None: done already, on what was received)
+            async with asyncio.timeout_at(deadline):
+                await handshake
     except BaseException:
         stream.abort()
         raise
