@@ -1,12 +1,14 @@
 """The asyncio server serves plain sockets through ``aio.socket_transport.PlainSocketStream`` (not a
 transport of the loop's), on both loops: a reply larger than the kernel takes at once goes out whole,
 in order, behind a peer that reads slowly, and the next call is served once it went out; a peer that
-resets while its reply is being written ends only its own connection."""
+resets while its reply is being written ends only its own connection; so does one whose reset comes with
+its last bytes (on asyncio's loop: uvloop drops the reader then, left)."""
 
 from __future__ import annotations
 
 import socket
 import struct
+import threading
 import time
 
 import pytest
@@ -14,6 +16,8 @@ import pytest
 from conftest import encode_call, eventually
 from test_fairness_between_hosts import HELLO
 from test_async_server import LOOPS, connect, event_loop_thread, loop_factory, start_async  # noqa: F401 (fixtures)
+
+from thrift_handshake import ServerLimits
 
 from thrift_handshake_gen import HandshakeService
 
@@ -69,3 +73,22 @@ def test_a_peer_reset_mid_reply_ends_only_its_connection(start_async):
     assert eventually(lambda: server.connection_count == 1, 10.0)
     assert other.echo("still served") == "still served"
     other.close()
+
+
+@pytest.mark.parametrize("loop_factory", [LOOPS[0], pytest.param(LOOPS[1].values[0], id="uvloop", marks=pytest.mark.xfail(
+    strict=True, reason="uvloop's poll handle, on EPOLLERR, runs the reader once and then closes itself: the "
+    "reset that came with the peer's last bytes is never read, the connection waits for its deadline (left)"))],
+    indirect=True)
+def test_a_reset_that_comes_with_the_last_bytes_ends_the_connection_at_once(start_async, event_loop_thread):
+    """Half a message and the reset reach the server in one wakeup of its loop (held meanwhile): it ends
+    then, not at request_timeout."""
+    server = start_async(limits=ServerLimits(request_timeout=30.0))
+    peer = _session(server.port)
+    held, sent = threading.Event(), threading.Event()
+    event_loop_thread.loop.call_soon_threadsafe(lambda: (held.set(), sent.wait(5)))  # (the loop waits)
+    assert held.wait(5)
+    peer.sendall(encode_call("echo", HandshakeService.echo_args(message="x" * 100))[:50])
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    peer.close()
+    sent.set()
+    assert eventually(lambda: server.connection_count == 0, 3.0)

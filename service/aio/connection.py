@@ -10,10 +10,8 @@ message's first byte until it is whole, ``reply_timeout`` for the peer to take a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
-import struct
 import time
 from typing import Any, Collection, Optional, Tuple
 
@@ -336,11 +334,5 @@ class AsyncConnection(ConnectionStanding):
 
 
 def _reset(writer: Any) -> None:
-    """Closes ``writer``'s connection with a reset, as the threaded server does: what the kernel still
-    holds of the reply is dropped too (a plain close leaves it queued, the connection half-open, for as
-    long as the peer does not read)."""
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    writer.transport.abort()
+    """Closes ``writer``'s connection with a reset, as the threaded server does (``PlainSocketStream.reset``)."""
+    writer.transport.reset()

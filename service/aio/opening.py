@@ -1,5 +1,5 @@
-"""A connection's start on the asyncio server: the TLS handshake (on the TLS port, after a peek that
-tells a plain client it needs TLS), the stream, and the refusals written in the peer's own dialect
+"""A connection's start on the asyncio server: the TLS handshake (on the TLS port, after the first bytes
+that tell a plain client it needs TLS; ``tls_stream``), the stream, and the refusals written in the peer's own dialect
 (``wire.write_refusal`` over memory: the same words as the threaded server's)."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from ..wire import SNIFF_BYTES, Dialect, DialectKind, FramerLimits, MessageFrame
 from ..wire.http import response_bytes
 from .pipe import MemoryPipe
 from .socket_transport import PlainSocketStream
-from .stream import SocketStream
+from .tls_stream import accept_tls
 
 __all__ = ["Stream", "answer_full", "open_stream", "refuse", "send_last", "READ_CHUNK"]
 
@@ -27,8 +27,6 @@ READ_CHUNK = 64 * 1024
 #: How long a refused peer's first message is awaited, and its input read and dropped after the answer.
 _REFUSAL_SECONDS = 1.0
 _DISCARD_BYTES = 64 * 1024 * 1024
-#: While a peer has sent too few bytes to tell TLS from plain, its socket is peeked again this often.
-_PEEK_AGAIN = 0.01
 
 #: A connection's reader and writer (a ``SocketStream`` both, or zlib's ``InflatingReader`` and ``DeflatingWriter``).
 Stream = Tuple[Any, Any]
@@ -40,50 +38,49 @@ async def open_stream(sock: socket.socket, tls: Optional[ssl.SSLContext],
     (``loop.time()``). Returns the stream, the client certificate's common name ("" without one,
     None without TLS) and, for a peer that failed TLS or sent plain bytes to the TLS port, why."""
     loop = asyncio.get_running_loop()
-    wrap = tls
+    wrap, first = tls, b""
     if tls is not None:
-        first = await _peek(sock, deadline)
+        first = await _first_bytes(sock, deadline)
         dialect = sniff(first) if first else None
-        if first and (dialect is None or dialect.kind is not DialectKind.TLS):
+        if dialect is not None and dialect.kind is not DialectKind.TLS:
             wrap = None  # a plain client on the TLS port: told so in plain
     if wrap is None:  # plain: the socket on the loop as it is
-        plain = PlainSocketStream(loop, 2 * READ_CHUNK, sock)
+        plain = PlainSocketStream(loop, 2 * READ_CHUNK, sock, first)
         return (plain, plain), None, None if tls is None else "this server requires TLS"
-    stream = SocketStream(loop, 2 * READ_CHUNK)
     try:
-        transport, _ = await loop.connect_accepted_socket(
-            lambda: stream, sock, ssl=wrap, ssl_handshake_timeout=max(deadline - loop.time(), 0.001))
-    except (OSError, ValueError, asyncio.TimeoutError) as error:  # ssl.SSLError is an OSError
-        sock.close()
-        raise ConnectionError(f"TLS handshake failed: {error}") from error
-    certificate = transport.get_extra_info("peercert")
+        stream = await accept_tls(loop, 2 * READ_CHUNK, sock, wrap, deadline, first)
+    except (OSError, TimeoutError) as error:  # ssl.SSLError is an OSError
+        said = str(error) or "not done within handshake_timeout"  # (a TimeoutError says nothing)
+        raise ConnectionError(f"TLS handshake failed: {said}") from error
+    certificate = stream.get_extra_info("peercert")
     subject = dict(item for rdn in (certificate or {}).get("subject", ()) for item in rdn)
     return (stream, stream), subject.get("commonName", ""), None
 
 
-async def _peek(sock: socket.socket, deadline: float) -> bytes:
-    """The socket's first bytes, left for the TLS handshake to read (b"" if none came by ``deadline``)."""
+async def _first_bytes(sock: socket.socket, deadline: float) -> bytes:
+    """The socket's first bytes, read until they tell TLS from plain, the peer closes or ``deadline``
+    (``loop.time()``) passes (too few to tell then: the TLS handshake fails on them)."""
     loop = asyncio.get_running_loop()
-    while loop.time() < deadline:
+    data = b""
+    while True:
         readable = loop.create_future()
         loop.add_reader(sock.fileno(), lambda: readable.done() or readable.set_result(None))
         try:
             async with asyncio.timeout_at(deadline):
                 await readable
         except TimeoutError:
-            return b""
+            return data
         finally:
             loop.remove_reader(sock.fileno())
         try:
-            data = sock.recv(SNIFF_BYTES, socket.MSG_PEEK)
+            chunk = sock.recv(SNIFF_BYTES - len(data))
         except BlockingIOError:
             continue
         except OSError:
-            return b""
-        if not data or sniff(data) is not None or len(data) >= SNIFF_BYTES:
             return data
-        await asyncio.sleep(_PEEK_AGAIN)  # too few bytes to tell yet: still readable, so wait a little
-    return b""
+        data += chunk
+        if not chunk or sniff(data) is not None or len(data) >= SNIFF_BYTES:
+            return data
 
 
 async def refuse(stream: Stream, received: bytes, dialect: Optional[Dialect], kind: int, message: str,

@@ -268,6 +268,9 @@ class AsyncHandshakeServer(ServerFacts):
                 connection.stop(force=True)
             for task in self.admission.refusals:
                 task.cancel()
+            if not await _all_done(self._tasks(), _ABORT_REPLY_WAIT):
+                for connection in list(self._connections):  # a cancel that ended a reply's drain left the
+                    connection.stop(force=True)  # notice that the server stops to its own: this one resets it
             await _all_done(self._tasks() + list(self.admission.refusals), _ABORT_WAIT)
         finally:
             closers.close()

@@ -9,13 +9,16 @@ take a reply at once, the rest of it; and a message costs no Python call more th
 ``write``, flow control both ways (the stream's ``pause_writing`` while any byte is unsent, so that a
 reply is the kernel's within ``reply_timeout`` as the threaded server's ``sendall``; ``pause_reading``,
 ``resume_reading``), ``write_eof`` (half-close: the peer's end is
-read on), ``close`` once what is written went out, ``abort`` at once, and ``connection_lost`` last.
+read on), ``close`` once what is written went out (or a bounded wait later), ``abort`` at once, ``reset``
+at once with a reset, and ``connection_lost`` last.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import struct
 import threading
 from typing import Any, Optional
 
@@ -32,16 +35,20 @@ _inboxes = threading.local()
 #: reply's tail held here, unwatched, outlived reply_timeout and, at close, the connection itself).
 _HIGH_WATER = 0
 _LOW_WATER = 0
+#: What is still unsent when the stream closes gets this long to leave; then the connection is reset (a
+#: peer that never reads held the socket, and the reply, for ever).
+_CLOSE_WAIT = 1.0
 
 
 class PlainSocketStream(SocketStream):
     """The stream (reader, writer, and its own ``transport``) of an accepted, non-blocking, plain socket;
-    reading starts at once."""
+    reading starts at once, after what was ``received`` from it already."""
 
     __slots__ = ("_sock", "_fd", "_inbox", "_unsent", "_reading", "_closing", "_eof_asked")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int, sock: socket.socket) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int, sock: socket.socket, received: bytes = b"") -> None:
         super().__init__(loop, limit)
+        self._data = received  # (read from the socket before it had a stream)
         self._sock = sock
         self._fd = sock.fileno()
         self._inbox = _inbox()
@@ -156,16 +163,29 @@ class PlainSocketStream(SocketStream):
         return self._closing
 
     def close(self) -> None:
-        """Stops reading; the socket closes once what was written went out."""
+        """Stops reading; the socket closes once what was written went out, or is reset ``_CLOSE_WAIT``
+        seconds from now if some of it did not."""
         if self._closing:
             return
         self._closing = True
         self.pause_reading()
         if self._unsent is None:
             self._loop.call_soon(self._connection_lost, None)
+        else:
+            self._loop.call_later(_CLOSE_WAIT, self.reset)
 
     def abort(self) -> None:
         """Closes now; what was not sent is dropped."""
+        self._force_close(None)
+
+    def reset(self) -> None:
+        """Closes now with a reset, as the threaded server drops a peer that does not read: what the kernel
+        still holds is dropped too (a plain close leaves it queued, the connection half-open, for as long as
+        the peer does not read)."""
+        if self._lost:
+            return
+        with contextlib.suppress(OSError):
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self._force_close(None)
 
     def _force_close(self, error: Optional[BaseException]) -> None:
