@@ -75,10 +75,7 @@ def test_a_peer_reset_mid_reply_ends_only_its_connection(start_async):
     other.close()
 
 
-@pytest.mark.parametrize("loop_factory", [LOOPS[0], pytest.param(LOOPS[1].values[0], id="uvloop", marks=pytest.mark.xfail(
-    strict=True, reason="uvloop's poll handle, on EPOLLERR, runs the reader once and then closes itself: the "
-    "reset that came with the peer's last bytes is never read, the connection waits for its deadline (left)"))],
-    indirect=True)
+@pytest.mark.parametrize("loop_factory", LOOPS, indirect=True)
 def test_a_reset_that_comes_with_the_last_bytes_ends_the_connection_at_once(start_async, event_loop_thread):
     """Half a message and the reset reach the server in one wakeup of its loop (held meanwhile): it ends
     then, not at request_timeout."""

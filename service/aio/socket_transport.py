@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import struct
 import threading
@@ -44,7 +45,7 @@ class PlainSocketStream(SocketStream):
     """The stream (reader, writer, and its own ``transport``) of an accepted, non-blocking, plain socket;
     reading starts at once, after what was ``received`` from it already."""
 
-    __slots__ = ("_sock", "_fd", "_inbox", "_unsent", "_reading", "_closing", "_eof_asked")
+    __slots__ = ("_sock", "_fd", "_inbox", "_unsent", "_reading", "_closing", "_eof_asked", "_ask_for_errors")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, limit: int, sock: socket.socket, received: bytes = b"") -> None:
         super().__init__(loop, limit)
@@ -56,6 +57,9 @@ class PlainSocketStream(SocketStream):
         self._reading = False
         self._closing = False
         self._eof_asked = False  # write_eof: the write side shuts once nothing is unsent
+        # uvloop's poll handle, woken by a reset that came with the peer's last bytes, runs the reader once
+        # and then stops watching: the reset is asked for after each read there (one getsockopt).
+        self._ask_for_errors = type(loop).__module__.startswith("uvloop")
         self.transport = self
         self.resume_reading()
 
@@ -76,6 +80,10 @@ class PlainSocketStream(SocketStream):
                 self._paused = True
                 self.pause_reading()
             self._wake()
+            if self._ask_for_errors:
+                code = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if code:
+                    self._force_close(ConnectionResetError(code, os.strerror(code)))
             return
         self.pause_reading()
         self.eof_received()  # (half-closed: the peer may still read what it asked for)
