@@ -422,7 +422,8 @@ def run(cfg: Settings, programs: Dict[str, Path]) -> Run:
             for system in cfg.python_systems:
                 measure_python(servers[system], clients, warm, 0.1)
             for system in cfg.native_systems:
-                measure_native(servers[system], programs["bench_loadgen"], warm, 0.1)
+                if system in servers:   # --cells idle alone: every server is started fresh by its cell
+                    measure_native(servers[system], programs["bench_loadgen"], warm, 0.1)
             for round_index in range(cfg.rounds):
                 for kind, load, cell_systems in cells:
                     shift = round_index % len(cell_systems)
