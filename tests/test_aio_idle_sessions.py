@@ -7,6 +7,8 @@ parked as soon as the sweep sees it idle."""
 from __future__ import annotations
 
 import asyncio
+import os
+from typing import Dict, Set, Tuple
 
 import pytest
 
@@ -53,6 +55,66 @@ def test_idle_sessions_hold_no_task_and_are_served_when_they_call(start_async, e
     for client in clients:
         client.close()
     assert eventually(lambda: server.connection_count == 0)
+
+
+def _server_sockets(port: int) -> Tuple[int, Set[int]]:
+    """This process's descriptors of the server on ``port``: its listening socket's, its connections'
+    (from /proc: the socket inodes of /proc/net/tcp, then /proc/self/fd's links to them)."""
+    listening, connections = set(), set()
+    with open("/proc/net/tcp") as table:
+        for line in list(table)[1:]:
+            fields = line.split()
+            if int(fields[1].split(":")[1], 16) == port:
+                (listening if fields[3] == "0A" else connections).add(f"socket:[{fields[9]}]")
+    fds: Dict[str, int] = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            fds[os.readlink(f"/proc/self/fd/{name}")] = int(name)
+        except OSError:  # (the listing's own descriptor, closed since)
+            continue
+    return fds[listening.pop()], {fds[inode] for inode in connections if inode in fds}
+
+
+def _epoll_sets() -> Dict[int, Set[int]]:
+    """Each epoll set of this process (its descriptor) and the descriptors it watches (/proc/self/fdinfo)."""
+    sets = {}
+    for name in os.listdir("/proc/self/fdinfo"):
+        try:
+            with open(f"/proc/self/fdinfo/{name}") as info:
+                text = info.read()
+        except OSError:
+            continue
+        if "tfd:" in text or os.readlink(f"/proc/self/fd/{name}") == "anon_inode:[eventpoll]":
+            sets[int(name)] = {int(line.split()[1]) for line in text.splitlines() if line.startswith("tfd:")}
+    return sets
+
+
+@pytest.mark.parametrize("loop_factory", LOOPS, indirect=True)
+def test_parked_sessions_are_watched_apart_from_the_loops_readers(start_async, event_loop_thread):
+    """A parked session's socket is in one epoll set shared by the parked ones (the loop watches that
+    set's descriptor), not a reader of its own on the loop (half a kilobyte each); served, it is back on
+    the loop."""
+    server = start_async()
+    baseline = _tasks(event_loop_thread)
+    clients = [connect(server) for _ in range(20)]
+    assert eventually(lambda: _tasks(event_loop_thread) == baseline)  # all parked
+    listening, sessions = _server_sockets(server.port)
+    assert len(sessions) == 20
+
+    def watched_apart() -> bool:
+        sets = _epoll_sets()
+        loops = [fds for fds in sets.values() if listening in fds]
+        parked = [fds for fds in sets.values() if fds & sessions]
+        return len(loops) == 1 and not loops[0] & sessions and len(parked) == 1 and parked[0] == sessions
+
+    assert eventually(watched_apart), _epoll_sets()
+    assert clients[0].echo("awake") == "awake"
+    assert eventually(lambda: _tasks(event_loop_thread) == baseline)  # parked again
+    assert eventually(watched_apart), _epoll_sets()
+    for client in clients:
+        client.close()
+    assert eventually(lambda: server.connection_count == 0)
+    assert eventually(lambda: not any(fds & sessions for fds in _epoll_sets().values()))
 
 
 @pytest.mark.parametrize("loop_factory", LOOPS, indirect=True)

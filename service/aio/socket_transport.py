@@ -10,6 +10,8 @@ take a reply at once, the rest of it; and a message costs no Python call more th
 reply is the kernel's within ``reply_timeout`` as the threaded server's ``sendall``; ``pause_reading``,
 ``resume_reading``), ``write_eof`` (half-close: the peer's end is
 read on), ``close`` once what is written went out, ``abort`` at once, and ``connection_lost`` last.
+While its connection is parked (``watch``) the socket is read for by the loop's ``IdleWatch`` instead
+of a reader of its own.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import socket
 import threading
 from typing import Any, Optional
 
+from .idle_watch import IdleWatch, idle_watch
 from .stream import SocketStream
 
 __all__ = ["PlainSocketStream"]
@@ -38,7 +41,7 @@ class PlainSocketStream(SocketStream):
     """The stream (reader, writer, and its own ``transport``) of an accepted, non-blocking, plain socket;
     reading starts at once."""
 
-    __slots__ = ("_sock", "_fd", "_inbox", "_unsent", "_reading", "_closing", "_eof_asked")
+    __slots__ = ("_sock", "_fd", "_inbox", "_unsent", "_reading", "_closing", "_eof_asked", "_idle_watch")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, limit: int, sock: socket.socket) -> None:
         super().__init__(loop, limit)
@@ -49,6 +52,7 @@ class PlainSocketStream(SocketStream):
         self._reading = False
         self._closing = False
         self._eof_asked = False  # write_eof: the write side shuts once nothing is unsent
+        self._idle_watch: Optional[IdleWatch] = None  # reading, for the loop's watch of parked sockets
         self.transport = self
         self.resume_reading()
 
@@ -76,7 +80,11 @@ class PlainSocketStream(SocketStream):
     def pause_reading(self) -> None:
         if self._reading:
             self._reading = False
-            self._loop.remove_reader(self._fd)
+            if self._idle_watch is not None:
+                self._idle_watch, watch = None, self._idle_watch
+                watch.discard(self._fd)
+            else:
+                self._loop.remove_reader(self._fd)
 
     def resume_reading(self) -> None:
         if not self._reading and not self._closing:
@@ -85,6 +93,32 @@ class PlainSocketStream(SocketStream):
 
     def is_reading(self) -> bool:
         return self._reading
+
+    # -- parked: read for by the loop's watch of idle sockets ---------------------------------------
+
+    def watch(self, owner: Any) -> None:
+        super().watch(owner)
+        if self._reading and self._idle_watch is None:
+            self._loop.remove_reader(self._fd)
+            self._idle_watch = idle_watch(self._loop)
+            self._idle_watch.add(self._fd, self)
+
+    def unwatch(self) -> None:
+        super().unwatch()
+        self._own_reader()
+
+    def ready(self) -> None:
+        """The watch saw the socket readable (and dropped it): read as on the loop's reader."""
+        self._idle_watch = None
+        self._loop.add_reader(self._fd, self._read_ready)
+        self._read_ready()
+
+    def _own_reader(self) -> None:
+        """Back from the watch (if there) to a reader of its own on the loop."""
+        watch, self._idle_watch = self._idle_watch, None
+        if watch is not None:
+            watch.discard(self._fd)
+            self._loop.add_reader(self._fd, self._read_ready)
 
     # -- writing ----------------------------------------------------------------------------------
 
