@@ -7,6 +7,7 @@ parked as soon as the sweep sees it idle."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from typing import Dict, Set, Tuple
 
@@ -16,6 +17,7 @@ import test_fairness_between_hosts
 from conftest import eventually, told_within
 from on_asyncio import server, start_server  # noqa: F401 (fixtures: the threaded tests on the asyncio server)
 from test_async_server import (LOOPS, connect, event_loop_thread, loop_factory, start_async)  # noqa: F401
+from test_connection_end_log import _ended, _reset
 from test_connection_end_log import test_a_connection_logged_closed_no_longer_counts_among_the_open_ones  # noqa: F401
 from test_fairness_between_hosts import GOOD, HOG, _session
 from test_fairness_between_hosts import test_idle_sessions_of_one_host_cannot_lock_out_another_host  # noqa: F401
@@ -115,6 +117,23 @@ def test_parked_sessions_are_watched_apart_from_the_loops_readers(start_async, e
         client.close()
     assert eventually(lambda: server.connection_count == 0)
     assert eventually(lambda: not any(fds & sessions for fds in _epoll_sets().values()))
+
+
+@pytest.mark.parametrize("loop_factory", LOOPS, indirect=True)
+def test_a_parked_session_reset_by_its_peer_is_released_and_logged(start_async, event_loop_thread, caplog,
+                                                                   monkeypatch):
+    monkeypatch.setattr("test_connection_end_log.SERVER_LOG", "thrift_handshake.aio")
+    caplog.set_level(logging.INFO, logger="thrift_handshake.aio")
+    server = start_async()
+    baseline = _tasks(event_loop_thread)
+    sock = _session(GOOD, server.port)
+    peer = "%s:%d" % sock.getsockname()
+    assert eventually(lambda: _tasks(event_loop_thread) == baseline)  # parked
+    _reset(sock)
+    assert eventually(lambda: _ended(caplog, peer))
+    line = _ended(caplog, peer)
+    assert line.startswith("dropped") and line.endswith(": peer reset the connection without goodbye"), line
+    assert server.connection_count == 0
 
 
 @pytest.mark.parametrize("loop_factory", LOOPS, indirect=True)
