@@ -26,6 +26,7 @@ from test_async_server import (  # noqa: F401 (run here with every idle session 
 
 from thrift_handshake import ConnectionBroken, ServerLimits
 from thrift_handshake.aio import connection as aio_connection
+from thrift_handshake.aio.idle_watch import IdleWatch
 
 
 @pytest.fixture(autouse=True)
@@ -117,6 +118,20 @@ def test_parked_sessions_are_watched_apart_from_the_loops_readers(start_async, e
         client.close()
     assert eventually(lambda: server.connection_count == 0)
     assert eventually(lambda: not any(fds & sessions for fds in _epoll_sets().values()))
+
+
+def test_a_descriptor_epoll_refuses_leaves_no_idle_watch_open(tmp_path):
+    """A file epoll cannot watch is refused, and the watch it would have opened is closed again."""
+    loop = asyncio.new_event_loop()
+    try:
+        before = set(_epoll_sets())
+        watch = IdleWatch(loop)
+        with open(tmp_path / "plain-file", "w") as file, pytest.raises(PermissionError):
+            watch.add(file.fileno(), None)
+        assert len(watch) == 0
+        assert set(_epoll_sets()) == before
+    finally:
+        loop.close()
 
 
 @pytest.mark.parametrize("loop_factory", LOOPS, indirect=True)

@@ -4,7 +4,7 @@ that the loop watches as a single reader.
 A reader on the loop costs a parked connection about half a kilobyte (uvloop's poll handle, its
 callback handle and a bound method, and their entries in the loop's tables); in this set it costs an
 entry of one dict. Once one of its sockets is readable (bytes, the end or an error) the socket is dropped
-from the set and its ``ready()`` is called: it goes back on the loop's own reader and reads.
+from the set and its ``idle_readable()`` is called: it goes back on the loop's own reader and reads.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ _BATCH = 256
 
 
 class IdleWatch:
-    """``add(fd, owner)``: calls ``owner.ready()`` once ``fd`` is readable (once: it is dropped from the set
+    """``add(fd, owner)``: calls ``owner.idle_readable()`` once ``fd`` is readable (once: it is dropped from the set
     first). ``discard(fd)``: no longer watched. The set is on the loop only while it holds a socket."""
 
     __slots__ = ("loop", "_epoll", "_owners")
@@ -41,7 +41,12 @@ class IdleWatch:
         if self._epoll is None:
             self._epoll = select.epoll()
             self.loop.add_reader(self._epoll.fileno(), self._ready)
-        self._epoll.register(fd, _EVENTS)
+        try:
+            self._epoll.register(fd, _EVENTS)
+        except OSError:
+            if not self._owners:
+                self._close()
+            raise
         self._owners[fd] = owner
 
     def discard(self, fd: int) -> None:
@@ -59,7 +64,7 @@ class IdleWatch:
             owner = self._owners.get(fd)
             if owner is not None:
                 self.discard(fd)
-                owner.ready()
+                owner.idle_readable()
             if self._epoll is None:
                 return
 

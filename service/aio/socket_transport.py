@@ -80,8 +80,8 @@ class PlainSocketStream(SocketStream):
     def pause_reading(self) -> None:
         if self._reading:
             self._reading = False
-            if self._idle_watch is not None:
-                self._idle_watch, watch = None, self._idle_watch
+            watch, self._idle_watch = self._idle_watch, None
+            if watch is not None:
                 watch.discard(self._fd)
             else:
                 self._loop.remove_reader(self._fd)
@@ -99,15 +99,19 @@ class PlainSocketStream(SocketStream):
     def watch(self, owner: Any) -> None:
         super().watch(owner)
         if self._reading and self._idle_watch is None:
+            watch = idle_watch(self._loop)
+            try:
+                watch.add(self._fd, self)
+            except OSError:  # (e.g. the kernel's limit of epoll watches): it keeps the loop's reader
+                return
             self._loop.remove_reader(self._fd)
-            self._idle_watch = idle_watch(self._loop)
-            self._idle_watch.add(self._fd, self)
+            self._idle_watch = watch
 
     def unwatch(self) -> None:
         super().unwatch()
         self._own_reader()
 
-    def ready(self) -> None:
+    def idle_readable(self) -> None:
         """The watch saw the socket readable (and dropped it): read as on the loop's reader."""
         self._idle_watch = None
         self._loop.add_reader(self._fd, self._read_ready)
