@@ -492,7 +492,8 @@ def run(cfg: Settings, programs: Dict[str, Path]) -> Run:
             for system in cfg.python_systems:
                 measure_python(servers[system], clients, warm, 0.1)
             for system in cfg.native_systems:
-                measure_native(servers[system], programs["bench_loadgen"], warm, 0.1)
+                if system in servers:   # --cells idle alone: every server is started fresh by its cell
+                    measure_native(servers[system], programs["bench_loadgen"], warm, 0.1)
             for kind in ("aioc", "aios"):   # every process's first calls (imports, caches) out of round 1
                 if cfg.systems(kind):
                     measure_interleaved(kind, Workload("warm-up", "echo", 16), cfg.systems(kind), servers, aio,

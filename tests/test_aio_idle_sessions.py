@@ -7,6 +7,9 @@ parked as soon as the sweep sees it idle."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+from typing import Dict, Set, Tuple
 
 import pytest
 
@@ -14,6 +17,7 @@ import test_fairness_between_hosts
 from conftest import eventually, told_within
 from on_asyncio import server, start_server  # noqa: F401 (fixtures: the threaded tests on the asyncio server)
 from test_async_server import (LOOPS, connect, event_loop_thread, loop_factory, start_async)  # noqa: F401
+from test_connection_end_log import _ended, _reset
 from test_connection_end_log import test_a_connection_logged_closed_no_longer_counts_among_the_open_ones  # noqa: F401
 from test_fairness_between_hosts import GOOD, HOG, _session
 from test_fairness_between_hosts import test_idle_sessions_of_one_host_cannot_lock_out_another_host  # noqa: F401
@@ -22,6 +26,7 @@ from test_async_server import (  # noqa: F401 (run here with every idle session 
 
 from thrift_handshake import ConnectionBroken, ServerLimits
 from thrift_handshake.aio import connection as aio_connection
+from thrift_handshake.aio.idle_watch import IdleWatch
 
 
 @pytest.fixture(autouse=True)
@@ -53,6 +58,97 @@ def test_idle_sessions_hold_no_task_and_are_served_when_they_call(start_async, e
     for client in clients:
         client.close()
     assert eventually(lambda: server.connection_count == 0)
+
+
+def _server_sockets(port: int) -> Tuple[int, Set[int]]:
+    """This process's descriptors of the server on ``port``: its listening socket's, its connections'
+    (from /proc: the socket inodes of /proc/net/tcp, then /proc/self/fd's links to them)."""
+    listening, connections = set(), set()
+    with open("/proc/net/tcp") as table:
+        for line in list(table)[1:]:
+            fields = line.split()
+            if int(fields[1].split(":")[1], 16) == port:
+                (listening if fields[3] == "0A" else connections).add(f"socket:[{fields[9]}]")
+    fds: Dict[str, int] = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            fds[os.readlink(f"/proc/self/fd/{name}")] = int(name)
+        except OSError:  # (the listing's own descriptor, closed since)
+            continue
+    return fds[listening.pop()], {fds[inode] for inode in connections if inode in fds}
+
+
+def _epoll_sets() -> Dict[int, Set[int]]:
+    """Each epoll set of this process (its descriptor) and the descriptors it watches (/proc/self/fdinfo)."""
+    sets = {}
+    for name in os.listdir("/proc/self/fdinfo"):
+        try:
+            with open(f"/proc/self/fdinfo/{name}") as info:
+                text = info.read()
+        except OSError:
+            continue
+        if "tfd:" in text or os.readlink(f"/proc/self/fd/{name}") == "anon_inode:[eventpoll]":
+            sets[int(name)] = {int(line.split()[1]) for line in text.splitlines() if line.startswith("tfd:")}
+    return sets
+
+
+@pytest.mark.parametrize("loop_factory", LOOPS, indirect=True)
+def test_parked_sessions_are_watched_apart_from_the_loops_readers(start_async, event_loop_thread):
+    """A parked session's socket is in one epoll set shared by the parked ones (the loop watches that
+    set's descriptor), not a reader of its own on the loop (half a kilobyte each); served, it is back on
+    the loop."""
+    server = start_async()
+    baseline = _tasks(event_loop_thread)
+    clients = [connect(server) for _ in range(20)]
+    assert eventually(lambda: _tasks(event_loop_thread) == baseline)  # all parked
+    listening, sessions = _server_sockets(server.port)
+    assert len(sessions) == 20
+
+    def watched_apart() -> bool:
+        sets = _epoll_sets()
+        loops = [fds for fds in sets.values() if listening in fds]
+        parked = [fds for fds in sets.values() if fds & sessions]
+        return len(loops) == 1 and not loops[0] & sessions and len(parked) == 1 and parked[0] == sessions
+
+    assert eventually(watched_apart), _epoll_sets()
+    assert clients[0].echo("awake") == "awake"
+    assert eventually(lambda: _tasks(event_loop_thread) == baseline)  # parked again
+    assert eventually(watched_apart), _epoll_sets()
+    for client in clients:
+        client.close()
+    assert eventually(lambda: server.connection_count == 0)
+    assert eventually(lambda: not any(fds & sessions for fds in _epoll_sets().values()))
+
+
+def test_a_descriptor_epoll_refuses_leaves_no_idle_watch_open(tmp_path):
+    """A file epoll cannot watch is refused, and the watch it would have opened is closed again."""
+    loop = asyncio.new_event_loop()
+    try:
+        before = set(_epoll_sets())
+        watch = IdleWatch(loop)
+        with open(tmp_path / "plain-file", "w") as file, pytest.raises(PermissionError):
+            watch.add(file.fileno(), None)
+        assert len(watch) == 0
+        assert set(_epoll_sets()) == before
+    finally:
+        loop.close()
+
+
+@pytest.mark.parametrize("loop_factory", LOOPS, indirect=True)
+def test_a_parked_session_reset_by_its_peer_is_released_and_logged(start_async, event_loop_thread, caplog,
+                                                                   monkeypatch):
+    monkeypatch.setattr("test_connection_end_log.SERVER_LOG", "thrift_handshake.aio")
+    caplog.set_level(logging.INFO, logger="thrift_handshake.aio")
+    server = start_async()
+    baseline = _tasks(event_loop_thread)
+    sock = _session(GOOD, server.port)
+    peer = "%s:%d" % sock.getsockname()
+    assert eventually(lambda: _tasks(event_loop_thread) == baseline)  # parked
+    _reset(sock)
+    assert eventually(lambda: _ended(caplog, peer))
+    line = _ended(caplog, peer)
+    assert line.startswith("dropped") and line.endswith(": peer reset the connection without goodbye"), line
+    assert server.connection_count == 0
 
 
 @pytest.mark.parametrize("loop_factory", LOOPS, indirect=True)

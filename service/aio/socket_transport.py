@@ -10,7 +10,8 @@ take a reply at once, the rest of it; and a message costs no Python call more th
 reply is the kernel's within ``reply_timeout`` as the threaded server's ``sendall``; ``pause_reading``,
 ``resume_reading``), ``write_eof`` (half-close: the peer's end is
 read on), ``close`` once what is written went out (or a bounded wait later), ``abort`` at once, ``reset``
-at once with a reset, and ``connection_lost`` last.
+at once with a reset, and ``connection_lost`` last. While its connection is parked (``watch``) the
+socket is read for by the loop's ``IdleWatch`` instead of a reader of its own.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import struct
 import threading
 from typing import Any, Optional
 
+from .idle_watch import IdleWatch, idle_watch
 from .stream import SocketStream
 
 __all__ = ["PlainSocketStream"]
@@ -45,7 +47,8 @@ class PlainSocketStream(SocketStream):
     """The stream (reader, writer, and its own ``transport``) of an accepted, non-blocking, plain socket;
     reading starts at once, after what was ``received`` from it already."""
 
-    __slots__ = ("_sock", "_fd", "_inbox", "_unsent", "_reading", "_closing", "_eof_asked", "_ask_for_errors")
+    __slots__ = ("_sock", "_fd", "_inbox", "_unsent", "_reading", "_closing", "_eof_asked", "_ask_for_errors",
+                 "_idle_watch")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, limit: int, sock: socket.socket, received: bytes = b"") -> None:
         super().__init__(loop, limit)
@@ -60,6 +63,7 @@ class PlainSocketStream(SocketStream):
         # uvloop's poll handle, woken by a reset that came with the peer's last bytes, runs the reader once
         # and then stops watching: the reset is asked for after each read there (one getsockopt).
         self._ask_for_errors = type(loop).__module__.startswith("uvloop")
+        self._idle_watch: Optional[IdleWatch] = None  # reading, for the loop's watch of parked sockets
         self.transport = self
         self.resume_reading()
 
@@ -91,7 +95,11 @@ class PlainSocketStream(SocketStream):
     def pause_reading(self) -> None:
         if self._reading:
             self._reading = False
-            self._loop.remove_reader(self._fd)
+            watch, self._idle_watch = self._idle_watch, None
+            if watch is not None:
+                watch.discard(self._fd)
+            else:
+                self._loop.remove_reader(self._fd)
 
     def resume_reading(self) -> None:
         if not self._reading and not self._closing:
@@ -100,6 +108,36 @@ class PlainSocketStream(SocketStream):
 
     def is_reading(self) -> bool:
         return self._reading
+
+    # -- parked: read for by the loop's watch of idle sockets ---------------------------------------
+
+    def watch(self, owner: Any) -> None:
+        super().watch(owner)
+        if self._reading and self._idle_watch is None:
+            watch = idle_watch(self._loop)
+            try:
+                watch.add(self._fd, self)
+            except OSError:  # (e.g. the kernel's limit of epoll watches): it keeps the loop's reader
+                return
+            self._loop.remove_reader(self._fd)
+            self._idle_watch = watch
+
+    def unwatch(self) -> None:
+        super().unwatch()
+        self._own_reader()
+
+    def idle_readable(self) -> None:
+        """The watch saw the socket readable (and dropped it): read as on the loop's reader."""
+        self._idle_watch = None
+        self._loop.add_reader(self._fd, self._read_ready)
+        self._read_ready()
+
+    def _own_reader(self) -> None:
+        """Back from the watch (if there) to a reader of its own on the loop."""
+        watch, self._idle_watch = self._idle_watch, None
+        if watch is not None:
+            watch.discard(self._fd)
+            self._loop.add_reader(self._fd, self._read_ready)
 
     # -- writing ----------------------------------------------------------------------------------
 

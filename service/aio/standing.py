@@ -192,7 +192,7 @@ class ConnectionStanding(SessionListener):
         self.task = None
         self._between_messages = True
         self.expires_at = self._deadline_at
-        self._parks.owner = self
+        self._parks.watch(self)
 
     @property
     def stream(self) -> Any:
@@ -206,7 +206,7 @@ class ConnectionStanding(SessionListener):
             return
         self._parked = False
         self._resuming = True
-        self._parks.owner = None
+        self._parks.unwatch()
         self.resume_task(self)
 
     async def _by(self, awaitable: Any, deadline: float) -> Any:

@@ -88,6 +88,14 @@ class SocketStream(asyncio.Protocol):
 
     # -- the reader -------------------------------------------------------------------------------
 
+    def watch(self, owner: Any) -> None:
+        """While no read waits: ``owner.wake()`` once bytes, the end or an error come (once)."""
+        self.owner = owner
+
+    def unwatch(self) -> None:
+        """``owner`` is no longer told."""
+        self.owner = None
+
     def park(self) -> None:
         """The read waiting for bytes (if one does) returns None instead, so that its task may end."""
         if self._waiter is not None:
