@@ -4,6 +4,7 @@ reconnected, and it never opens a connection nobody asked for."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
@@ -21,6 +22,7 @@ from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.ttypes import Request
 
 from conftest import eventually, generated
+from test_client_phases import _hello_reply, loopback_peer
 from test_examples import mypy
 from test_full_server_without_hello import BlockingEcho
 
@@ -111,6 +113,38 @@ def test_a_client_an_interceptor_closes_during_hello_is_closed(server, hook, pip
         assert client.echo("again") == "again"
     finally:
         client.close()
+
+
+def test_ctrl_c_while_a_request_is_being_written_leaves_the_client_broken():
+    """Part of the request is out: the connection is given up (BROKEN, socket closed), the call recorded
+    as failed, so the rest of it can never be taken for the next request."""
+    main, done = threading.main_thread().ident, threading.Event()
+
+    def serve(connection: socket.socket) -> None:
+        connection.recv(65536)
+        connection.sendall(_hello_reply())
+        connection.recv(65536)  # the start of the echo request: the client is in its send
+        signal.pthread_kill(main, signal.SIGALRM)
+        done.wait(10)  # reads nothing more: the send cannot finish
+
+    def ctrl_c(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, ctrl_c)
+    try:
+        with loopback_peer(serve, receive_buffer=8192) as port:
+            client = Client("127.0.0.1", port, ClientOptions(timeouts=Timeouts(call=None)), service=HandshakeService)
+            client.connect()
+            with pytest.raises(KeyboardInterrupt):
+                client.echo("x" * (16 << 20))
+            assert client.phase is ClientPhase.BROKEN and client._sock is None
+            record = client.timeline.calls("echo")[-1]
+            assert record.error == "KeyboardInterrupt()" and record.bytes_out == 0
+            done.set()
+            client.close()
+    finally:
+        done.set()
+        signal.signal(signal.SIGALRM, previous)
 
 
 class Blocks(Interceptor):
