@@ -204,6 +204,8 @@ class Client(ClientBase, ServiceMethods):
                             ConnectError) as error:
                         logger.info("goodbye failed while closing: %s", error)
             finally:  # also when interrupted (Ctrl-C) while saying goodbye
+                if self.phase is ClientPhase.HANDSHAKING:  # by an interceptor of hello: its fate is unknown
+                    self._state.apply(ClientEvent.FAILURE)
                 self._close_transport()
                 self._refused = False
             return None

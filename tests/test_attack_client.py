@@ -4,22 +4,25 @@ reconnected, and it never opens a connection nobody asked for."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
 import types
 from pathlib import Path
+from typing import List, Optional
 
 import pytest
 
 from thrift_handshake import Client, ClientOptions, RetryPolicy, ServerFull, ServerLimits, Timeouts, Wire
-from thrift_handshake.errors import ArgumentError, ConnectionBroken, PhaseError
+from thrift_handshake.errors import ArgumentError, ConnectionBroken, PhaseError, ThriftHandshakeError
 from thrift_handshake.interceptors import Call, Interceptor
 from thrift_handshake.states import ClientPhase
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.ttypes import Request
 
 from conftest import eventually, generated
+from test_client_phases import _hello_reply, loopback_peer
 from test_examples import mypy
 from test_full_server_without_hello import BlockingEcho
 
@@ -60,6 +63,88 @@ def test_a_hello_interrupted_in_an_interceptor_leaves_a_client_that_closes_and_r
         assert client.echo("again") == "again"
     finally:
         client.close()
+
+
+class ClosesOnHello(Interceptor):
+    """Closes its client from one hook of hello (then, if asked, raises KeyboardInterrupt), noting what close() raised."""
+
+    def __init__(self, hook: str, interrupt: bool) -> None:
+        self.hook, self.interrupt = hook, interrupt
+        self.client: Optional[Client] = None
+        self.close_raised: List[BaseException] = []
+
+    def _maybe(self, call: Call, hook: str) -> None:
+        if self.client is not None and call.method == "hello" and hook == self.hook:
+            client, self.client = self.client, None
+            try:
+                client.close()
+            except ThriftHandshakeError as error:
+                self.close_raised.append(error)
+            if self.interrupt:
+                raise KeyboardInterrupt
+
+    def call_started(self, call: Call) -> None:
+        self._maybe(call, "call_started")
+
+    def call_ended(self, call: Call) -> None:
+        self._maybe(call, "call_ended")
+
+
+@pytest.mark.parametrize("interrupt", [False, True], ids=["", "then-ctrl-c"])
+@pytest.mark.parametrize("pipeline_hello", [False, True])
+@pytest.mark.parametrize("hook", ["call_started", "call_ended"])
+def test_a_client_an_interceptor_closes_during_hello_is_closed(server, hook, pipeline_hello, interrupt):
+    """close() from a hook of hello dropped the socket, then raised PhaseError ('cannot closed in phase
+    HANDSHAKING'), and the client stayed in HANDSHAKING (or READY) without a socket: every close() and
+    reconnect() after it raised. It is CLOSED now (hello's fate unknown: BROKEN, then CLOSED)."""
+    closes = ClosesOnHello(hook, interrupt)
+    options = ClientOptions(interceptors=(closes,), pipeline_hello=pipeline_hello)
+    client = Client("127.0.0.1", server.port, options, service=HandshakeService)
+    closes.client = client
+    try:
+        with pytest.raises(KeyboardInterrupt if interrupt else PhaseError):  # the hello the hook cut short
+            client.connect()
+            client.echo("the pipelined hello is answered here")
+        assert closes.close_raised == [] and closes.client is None
+        assert client.phase is ClientPhase.CLOSED and client._sock is None
+        assert client.close() is None and client.phase is ClientPhase.CLOSED
+        assert eventually(lambda: server.metrics.snapshot().connections_open == 0)  # the socket is gone
+        client.reconnect()
+        assert client.echo("again") == "again"
+    finally:
+        client.close()
+
+
+def test_ctrl_c_while_a_request_is_being_written_leaves_the_client_broken():
+    """Part of the request is out: the connection is given up (BROKEN, socket closed), the call recorded
+    as failed, so the rest of it can never be taken for the next request."""
+    main, done = threading.main_thread().ident, threading.Event()
+
+    def serve(connection: socket.socket) -> None:
+        connection.recv(65536)
+        connection.sendall(_hello_reply())
+        connection.recv(65536)  # the start of the echo request: the client is in its send
+        signal.pthread_kill(main, signal.SIGALRM)
+        done.wait(10)  # reads nothing more: the send cannot finish
+
+    def ctrl_c(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, ctrl_c)
+    try:
+        with loopback_peer(serve, receive_buffer=8192) as port:
+            client = Client("127.0.0.1", port, ClientOptions(timeouts=Timeouts(call=None)), service=HandshakeService)
+            client.connect()
+            with pytest.raises(KeyboardInterrupt):
+                client.echo("x" * (16 << 20))
+            assert client.phase is ClientPhase.BROKEN and client._sock is None
+            record = client.timeline.calls("echo")[-1]
+            assert record.error == "KeyboardInterrupt()" and record.bytes_out == 0
+            done.set()
+            client.close()
+    finally:
+        done.set()
+        signal.signal(signal.SIGALRM, previous)
 
 
 class Blocks(Interceptor):

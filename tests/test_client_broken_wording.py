@@ -171,3 +171,27 @@ def test_only_a_protocol_error_answer_breaks_the_connection(kind, broken):
         assert caught.value.error.type == kind
         assert client.phase is (ClientPhase.BROKEN if broken else ClientPhase.READY)
         client.close()
+
+
+@pytest.mark.parametrize("kind, words", [(TApplicationException.INVALID_PROTOCOL, "another wire"),
+                                         (TApplicationException.INTERNAL_ERROR, "server full: of words")],
+                         ids=["invalid-protocol", "server-full-words"])
+def test_without_hello_only_the_first_answer_can_be_a_refusal(start_server, kind, words):
+    """A refusal (server full, another wire) is the first answer on a connection: a handler's own
+    application exception that looks like one, later, is that handler's error and the connection stays."""
+    from thrift_handshake import ClientPhase, RemoteApplicationError
+    from thrift_handshake.demo import HandshakeHandler
+
+    class LooksLikeARefusal(HandshakeHandler):
+        def echo(self, message: str) -> str:
+            if message == "refuse":
+                raise TApplicationException(kind, words)
+            return message
+
+    server = start_server(handler=LooksLikeARefusal(), handshake=False)
+    with Client("127.0.0.1", server.port, ClientOptions(handshake=False), service=HandshakeService) as client:
+        assert client.echo("first") == "first"
+        with pytest.raises(RemoteApplicationError) as caught:
+            client.echo("refuse")
+        assert type(caught.value) is RemoteApplicationError and words in str(caught.value)
+        assert client.phase is ClientPhase.READY and client.echo("after") == "after"

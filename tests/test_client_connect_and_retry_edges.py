@@ -128,3 +128,14 @@ def test_closing_a_client_whose_socket_descriptor_is_already_gone_still_closes_i
     os.close(handle.fileno())  # closed under the client: goodbye and the client's own close get EBADF
     assert client.close() is None
     assert client.phase is ClientPhase.CLOSED
+
+
+def test_a_client_closed_before_it_ever_connected_logs_that_move_at_debug_level(caplog):
+    """Whether moves are logged is asked at each connect and, for the moves before one, at construction."""
+    import logging
+
+    with caplog.at_level(logging.DEBUG, logger="thrift_handshake.client"):
+        client = Client("127.0.0.1", 9, service=HandshakeService)  # never connects: no peer needed
+        assert client.close() is None
+    moves = [r.getMessage() for r in caplog.records if r.name == "thrift_handshake.client" and "--" in r.getMessage()]
+    assert moves == ["127.0.0.1:9 NEW --closed--> CLOSED"]

@@ -274,3 +274,24 @@ def test_a_first_calls_wait_behind_a_pipelined_hello_is_the_servers_work_not_the
         client.process(Request(request_id="slow", payload="p", work_ms=300))
         [record] = client.timeline.calls("process")
     assert record.wait >= 0.3  # the reply cannot come before the work is done
+
+
+@pytest.mark.parametrize("read_by", ["server_hello", "call"])
+def test_a_pipelined_hello_the_server_cannot_decode_is_its_error_and_leaves_the_client_closed(start_server, read_by):
+    """The server answers a hello over its handshake_max_bytes with a protocol error and closes: read
+    by the next exchange, it is that answer (not a failure of the client's own bookkeeping), the
+    client is CLOSED, and it can connect again."""
+    from thrift_handshake import RemoteApplicationError
+
+    handler = RecordingHandler()
+    server = start_server(handler=handler, limits=ServerLimits(handshake_max_bytes=1024))
+    client = _pipelined(server.port, features={letter * 250 for letter in "abcde"})  # a hello over 1024 bytes
+    with pytest.raises(RemoteApplicationError) as caught:
+        client.server_hello if read_by == "server_hello" else client.echo("must not run")
+    assert str(caught.value) == ("hello: server error 7: cannot decode the hello request: more than 1024 bytes "
+                                 "before hello() succeeded (handshake_max_bytes)")
+    assert client.phase is Phase.CLOSED and client._sock is None
+    client.options = PIPELINED
+    assert client.connect() is None and client.echo("after") == "after"
+    client.close()
+    assert handler.echoed == ["after"]

@@ -19,3 +19,14 @@ def test_a_closed_client_with_a_retry_policy_does_not_reopen_by_itself(start_ser
     with pytest.raises(PhaseError, match="call connect"):
         client.echo("closed")
     assert client.phase is ClientPhase.CLOSED
+
+
+def test_a_client_with_a_retry_policy_never_connected_does_not_connect_by_itself(start_server):
+    """Retries reconnect a client that was connected; one never connected is told to connect."""
+    server = start_server()
+    client = Client("127.0.0.1", server.port, ClientOptions(retry=RetryPolicy(idempotent={"echo"})),
+                    service=HandshakeService)
+    with pytest.raises(PhaseError, match="call connect"):
+        client.echo("never connected")
+    assert client.phase is ClientPhase.NEW
+    assert server.metrics.snapshot().connections_total == 0

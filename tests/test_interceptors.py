@@ -151,15 +151,17 @@ def test_the_call_log_watches_handlers_only_while_debug_is_on(start_server, capl
 
 
 def test_one_way_calls_are_seen_as_one_way(start_server):
-    recorder = Recorder()
+    recorder, sent = Recorder(), Recorder()
     server = start_server(interceptors=[recorder])
-    with _client(server.port) as client:
+    with _client(server.port, interceptors=[sent]) as client:
         client.notify(Event(name="seen"))
         client.ping()
     assert eventually(lambda: recorder.calls("notify"))
     [notify] = recorder.calls("notify")
     assert notify.oneway and notify.outcome is Outcome.OK and notify.args[0].name == "seen"
     assert not recorder.calls("ping")[0].oneway
+    assert [(call.method, call.oneway) for call in sent.ended] == [
+        ("hello", False), ("notify", True), ("ping", False), ("goodbye", False)]  # and so on the client
 
 
 def test_an_interceptor_that_raises_is_reported_and_breaks_nothing(start_server, caplog):

@@ -113,6 +113,24 @@ def test_unloadable_tls_files_are_a_connect_error_naming_them(server, tmp_path):
     assert client.phase.value == "CLOSED"
 
 
+def test_a_clients_certificate_files_are_read_once_per_options(start_server, tmp_path):
+    """As the README says: once per ClientOptions, not per connection; new files need new options."""
+    server = start_server(tls=SERVER_TLS)
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes((CERTS / "ca.pem").read_bytes())
+    options = ClientOptions(tls=ClientTLS(ca_file=str(ca)))
+    with Client("127.0.0.1", server.port, options, service=HandshakeService) as client:
+        assert client.echo("first") == "first"
+    ca.write_text("not a certificate")
+    for attempt in range(2):  # the same options: what they read at the first connection
+        with Client("127.0.0.1", server.port, options, service=HandshakeService) as client:
+            assert client.echo(f"again {attempt}") == f"again {attempt}"
+    client = Client("127.0.0.1", server.port, ClientOptions(tls=ClientTLS(ca_file=str(ca))), service=HandshakeService)
+    with pytest.raises(ConnectError) as caught:
+        client.connect()
+    assert "ca.pem" in str(caught.value)
+
+
 def test_a_client_without_the_certificate_mutual_tls_requires_is_told_so(start_server):
     server = start_server(tls=MUTUAL_TLS)
     client = tls_client(server.port)  # trusts the server, presents no certificate of its own
