@@ -29,7 +29,8 @@ START_TIMEOUT = 30.0
 class Workers:
     """A ``serve --workers`` process and the lines it logs."""
 
-    def __init__(self, *flags: str) -> None:
+    def __init__(self, *flags: str, wait: bool = True) -> None:
+        """``wait``: until every worker listens (else only until the supervisor does)."""
         self.lines: List[str] = []
         self._changed = threading.Condition()
         self.clients: List[Client] = []
@@ -39,6 +40,9 @@ class Workers:
                                         start_new_session=True)  # its own process group, as under a shell
         threading.Thread(target=self._read, daemon=True).start()
         self.port = int(self.wait_for(r"listening on 127\.0\.0\.1:(\d+) with").group(1))
+        if not wait:
+            self.pids: List[int] = []
+            return
         workers = int(flags[flags.index("--workers") + 1])
         self.wait_for(r"thrift_handshake\.(server|aio)\[\d+\]: listening on", count=workers)
         self.pids = [int(m.group(1)) for m in self.matches(r"worker \d+ started: pid (\d+)")]
@@ -123,8 +127,8 @@ def _alive(pid: int) -> bool:
 def serve() -> Iterator[Callable[..., Workers]]:
     started: List[Workers] = []
 
-    def start(*flags: str) -> Workers:
-        workers = Workers(*flags)
+    def start(*flags: str, wait: bool = True) -> Workers:
+        workers = Workers(*flags, wait=wait)
         started.append(workers)
         return workers
 
@@ -321,6 +325,33 @@ def test_workers_stop_when_their_supervisor_is_killed(serve):
         assert time.monotonic() < deadline, "workers outlived their supervisor"
         time.sleep(0.05)
     assert not os.path.exists(os.path.dirname(store)), "the temporary ticket store outlived the service"
+
+
+def test_workers_whose_supervisor_dies_before_they_serve_stop_by_themselves(serve, tmp_path):
+    """Killed before the workers wrote their "serving" notes (which nobody reads any more): they still
+    notice, say so, and stop as when the supervisor goes later (they used to exit 1 silently, without
+    the orphan's clean-up)."""
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    (tmp_path / "gated_service.py").write_text(
+        "import sys\nfrom thrift_handshake.demo import HandshakeHandler\n"
+        "class Handler(HandshakeHandler):\n    def __init__(self):\n"
+        "        print('at the gate', file=sys.stderr, flush=True)\n"
+        f"        open({str(gate)!r}).read()  # EOF once the test closes its end\n"
+        "        super().__init__()\n")
+    held = os.open(gate, os.O_RDWR)  # a writer: the workers' opens do not block, their reads do
+    try:
+        workers = serve("--workers", "2", "--service", "gated_service:Handler", "--path", str(tmp_path),
+                        wait=False)
+        workers.wait_for("at the gate", count=2)
+        workers.pids.extend(int(m.group(1)) for m in workers.matches(r"worker \d started: pid (\d+)"))
+        workers.process.kill()
+        workers.process.wait(10)
+    finally:
+        os.close(held)
+    for pid in workers.pids:
+        workers.wait_for(r"\[%d\]: the supervisor is gone; stopping" % pid, timeout=10)
+    assert eventually(lambda: not any(map(_alive, workers.pids)), timeout=10), "workers outlived their supervisor"
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "two", "257"])
