@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
+import subprocess
+import sys
+import threading
+from typing import List
 
+from conftest import eventually, free_port
 from test_workers import _kill, flaky_service, serve  # noqa: F401 (serve: the fixture)
+
+from thrift_handshake import Client, ClientOptions, Timeouts
+from thrift_handshake_gen import HandshakeService
 
 
 def test_every_worker_killed_at_once_is_restarted(serve):
@@ -46,3 +55,89 @@ def test_a_service_whose_workers_can_no_longer_start_gives_up_after_three_failed
         _kill(pid)
     assert workers.process.wait(30) == 1
     assert workers.matches(r"no worker can serve: 3 starts failed in a row")
+
+
+_GATED = '''import os
+from thrift_handshake.demo import HandshakeHandler
+HERE = os.path.dirname(os.path.abspath(__file__))
+class Handler(HandshakeHandler):
+    def __init__(self):
+        for role in ("dies-first", "serves", "dies-next"):  # the first three workers take one each
+            try:
+                os.close(os.open(os.path.join(HERE, "took-" + role), os.O_CREAT | os.O_EXCL))
+                break
+            except FileExistsError:
+                continue
+        else:
+            role = "serves-later"
+        if role != "serves-later":
+            os.write(2, f"at the gate {role} {os.getpid()}\\n".encode())  # one write: lines do not mix
+            open(os.path.join(HERE, role)).read()  # EOF once the test closes its end
+        if role.startswith("dies"):
+            os._exit(1)
+        super().__init__()
+'''
+
+
+def _blocked_writing_to_a_pipe(pid: int) -> bool:
+    with open(f"/proc/{pid}/wchan") as wchan:
+        return "pipe_write" in wchan.read()  # (anon_)pipe_write: where the kernel holds the process
+
+
+def _zombie(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rpartition(")")[2].split()[0] == "Z"  # dead, not yet reaped by the supervisor
+
+
+def test_a_worker_dying_before_serving_after_a_sibling_said_it_serves_is_restarted_as_a_failed_start(tmp_path):
+    """The supervisor reaps a worker that died before serving while a sibling's "serving" note waits
+    unread in the pipe: it reads the note first, so the death is a failed start, restarted after its
+    delay (not one waiting for a sibling to serve). The race is ordered by holding the supervisor in a
+    log write (its stderr pipe full) while the sibling writes its note and the worker dies."""
+    (tmp_path / "gated_service.py").write_text(_GATED)
+    held = {}
+    for role in ("dies-first", "serves", "dies-next"):
+        os.mkfifo(tmp_path / role)
+        held[role] = os.open(tmp_path / role, os.O_RDWR)  # a writer: the workers block in read, not open
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "thrift_handshake", "serve", "--port", str(port), "--workers",
+                                "3", "--log-level", "WARNING", "--service", "gated_service:Handler",
+                                "--path", str(tmp_path)], stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                               start_new_session=True)
+    lines: List[bytes] = []
+    try:
+        pids = {}
+        while len(pids) < 3:
+            line = process.stderr.readline()
+            assert line, b"".join(lines)
+            lines.append(line)
+            gate = re.search(rb"at the gate (\S+) (\d+)", line)
+            if gate:
+                pids[gate.group(1).decode()] = int(gate.group(2))
+        with open(f"/proc/{process.pid}/fd/2", "wb", buffering=0) as pipe:  # the supervisor's stderr: filled
+            os.set_blocking(pipe.fileno(), False)
+            for size in (4096, 1):
+                while pipe.write(b"x" * size):
+                    pass
+        os.close(held.pop("dies-first"))
+        assert eventually(lambda: _blocked_writing_to_a_pipe(process.pid), timeout=10), "the death was not logged"
+        os.close(held.pop("serves"))
+        client = Client("127.0.0.1", port, ClientOptions(timeouts=Timeouts(connect=5, call=10)),
+                        service=HandshakeService)
+        client.connect()  # answered: that worker wrote its "serving" note before it served
+        client.close()
+        os.close(held.pop("dies-next"))
+        assert eventually(lambda: _zombie(pids["dies-next"]), timeout=10)
+        reader = threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True)
+        reader.start()
+        died = rb"\(pid %d\) exited with code 1 " % pids["dies-next"]
+        assert eventually(lambda: any(re.search(died, line) for line in lines), timeout=10)
+        assert any(re.search(died + rb"after [\d.]+s; restarting it in 0\.5s", line) for line in lines), lines[-3:]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(20) == 0
+    finally:
+        for fd in held.values():
+            os.close(fd)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
