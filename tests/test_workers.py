@@ -361,6 +361,24 @@ def test_workers_must_be_a_positive_number_or_auto(value):
     assert process.returncode == 2 and "--workers" in process.stderr
 
 
+def test_workers_auto_counts_the_cores_this_process_may_run_on():
+    """Pinned to one core, ``--workers auto`` serves from one process (not one worker per core of the
+    machine, nor per core another process may use)."""
+    core = min(os.sched_getaffinity(0))
+    process = subprocess.Popen([sys.executable, "-m", "thrift_handshake", "serve", "--port", "0", "--workers", "auto"],
+                               stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                               preexec_fn=lambda: os.sched_setaffinity(0, {core}))
+    try:
+        lines = []
+        while not lines or "listening on" not in lines[-1]:
+            lines.append(process.stderr.readline())
+            assert lines[-1], lines
+        assert " thrift_handshake.server: listening on " in lines[-1], lines  # no supervisor, no worker
+    finally:
+        process.kill()
+        process.wait(10)
+
+
 def test_workers_opening_a_fresh_ledger_at_the_same_moment_all_start(tmp_path):
     # Two processes making a new SQLite file WAL and creating its table at once: one of them used to get
     # "database is locked" at once (SQLite does not wait on a lock upgrade that could deadlock), and a
