@@ -19,7 +19,8 @@ from typing import Callable, Iterator, List
 import pytest
 from conftest import eventually
 
-from thrift_handshake import Client, ClientOptions, ServerFull, Timeouts
+from thrift_handshake import Client, ClientOptions, HandshakeServer, ServerConfig, ServerFull, Timeouts
+from thrift_handshake.workers import Supervisor
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.ttypes import NotReady, Request
 
@@ -359,6 +360,16 @@ def test_workers_must_be_a_positive_number_or_auto(value):
     process = subprocess.run([sys.executable, "-m", "thrift_handshake", "serve", "--workers", value],
                              stderr=subprocess.PIPE, text=True, timeout=30)
     assert process.returncode == 2 and "--workers" in process.stderr
+
+
+def test_a_supervisor_takes_one_worker_or_more_on_a_tcp_port(tmp_path):
+    """What the CLI never asks for (it runs one worker in its own process) is still a valid supervisor."""
+    build = HandshakeServer  # never called: the supervisor is made, not run
+    Supervisor(build, ServerConfig(port=0), workers=1)
+    with pytest.raises(ValueError, match="workers must be at least 1, not 0"):
+        Supervisor(build, ServerConfig(port=0), workers=0)
+    with pytest.raises(ValueError, match="a unix_socket is served by one HandshakeServer"):
+        Supervisor(build, ServerConfig(unix_socket=str(tmp_path / "socket")), workers=2)
 
 
 def test_workers_auto_counts_the_cores_this_process_may_run_on():
