@@ -8,7 +8,8 @@ import signal
 import subprocess
 import sys
 import threading
-from typing import List
+from pathlib import Path
+from typing import Dict, List
 
 from conftest import eventually, free_port
 from test_workers import _kill, flaky_service, serve  # noqa: F401 (serve: the fixture)
@@ -79,6 +80,18 @@ class Handler(HandshakeHandler):
 '''
 
 
+def _gated_service(path: Path) -> Dict[str, int]:
+    """Writes ``gated_service:Handler`` into ``path``: its first three workers wait at a gate each (a FIFO
+    in ``path``, held open by the test: closing it opens the gate), then die or serve as their role says.
+    Returns the test's ends of the gates, by role."""
+    (path / "gated_service.py").write_text(_GATED)
+    held = {}
+    for role in ("dies-first", "serves", "dies-next"):
+        os.mkfifo(path / role)
+        held[role] = os.open(path / role, os.O_RDWR)  # a writer: the workers block in read, not open
+    return held
+
+
 def _blocked_writing_to_a_pipe(pid: int) -> bool:
     with open(f"/proc/{pid}/wchan") as wchan:
         return "pipe_write" in wchan.read()  # (anon_)pipe_write: where the kernel holds the process
@@ -94,11 +107,7 @@ def test_a_worker_dying_before_serving_after_a_sibling_said_it_serves_is_restart
     unread in the pipe: it reads the note first, so the death is a failed start, restarted after its
     delay (not one waiting for a sibling to serve). The race is ordered by holding the supervisor in a
     log write (its stderr pipe full) while the sibling writes its note and the worker dies."""
-    (tmp_path / "gated_service.py").write_text(_GATED)
-    held = {}
-    for role in ("dies-first", "serves", "dies-next"):
-        os.mkfifo(tmp_path / role)
-        held[role] = os.open(tmp_path / role, os.O_RDWR)  # a writer: the workers block in read, not open
+    held = _gated_service(tmp_path)
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "thrift_handshake", "serve", "--port", str(port), "--workers",
                                 "3", "--log-level", "WARNING", "--service", "gated_service:Handler",
@@ -141,3 +150,22 @@ def test_a_worker_dying_before_serving_after_a_sibling_said_it_serves_is_restart
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(10)
+
+
+def test_a_worker_dead_before_any_served_is_not_restarted_once_stopping(serve, tmp_path):
+    """It waits for a sibling to serve; when the sibling says so only after a stop signal, the port is
+    closed already: the dead worker's slot stays empty and the stop is clean."""
+    held = _gated_service(tmp_path)
+    try:
+        workers = serve("--workers", "2", "--service", "gated_service:Handler", "--path", str(tmp_path), wait=False)
+        workers.wait_for("at the gate", count=2)
+        os.close(held.pop("dies-first"))
+        workers.wait_for(r"exited with code 1 before serving; waiting for the other workers to start")
+        workers.process.send_signal(signal.SIGTERM)
+        workers.wait_for("stopping 1 workers")
+        os.close(held.pop("serves"))  # it serves, says so, and stops (it was told before it served)
+        assert workers.process.wait(20) == 0
+        assert len(workers.matches(r"worker \d started: pid")) == 2, workers.lines
+    finally:
+        for fd in held.values():
+            os.close(fd)
