@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator, List
+from typing import Callable, Iterator, List, Sequence
 
 import pytest
 from conftest import eventually
@@ -25,18 +25,19 @@ from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.ttypes import NotReady, Request
 
 START_TIMEOUT = 30.0
+SERVE = ("-m", "thrift_handshake", "serve", "--port", "0", "--log-level", "DEBUG")
 
 
 class Workers:
     """A ``serve --workers`` process and the lines it logs."""
 
-    def __init__(self, *flags: str, wait: bool = True) -> None:
-        """``wait``: until every worker listens (else only until the supervisor does)."""
+    def __init__(self, *flags: str, wait: bool = True, program: Sequence[str] = SERVE) -> None:
+        """``wait``: until every worker listens (else only until the supervisor does); ``program``: what
+        Python runs, before the flags."""
         self.lines: List[str] = []
         self._changed = threading.Condition()
         self.clients: List[Client] = []
-        self.process = subprocess.Popen([sys.executable, "-m", "thrift_handshake", "serve", "--port", "0",
-                                         "--log-level", "DEBUG", *flags],
+        self.process = subprocess.Popen([sys.executable, *program, *flags],
                                         stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
                                         start_new_session=True)  # its own process group, as under a shell
         threading.Thread(target=self._read, daemon=True).start()
@@ -128,8 +129,8 @@ def _alive(pid: int) -> bool:
 def serve() -> Iterator[Callable[..., Workers]]:
     started: List[Workers] = []
 
-    def start(*flags: str, wait: bool = True) -> Workers:
-        workers = Workers(*flags, wait=wait)
+    def start(*flags: str, wait: bool = True, program: Sequence[str] = SERVE) -> Workers:
+        workers = Workers(*flags, wait=wait, program=program)
         started.append(workers)
         return workers
 
