@@ -427,5 +427,7 @@ def test_a_worker_killed_after_running_long_is_restarted_at_once(serve):
     workers.wait_for(r"\[%d\]: listening on" % victim)
     time.sleep(STABLE + 0.5)  # pacing: the worker has now run long enough to count as stable
     os.kill(victim, signal.SIGKILL)
-    workers.wait_for(r"worker \d \(pid %d\) killed by SIGKILL after [\d.]+s; restarting it in 0\.0s" % victim)
+    slot = workers.wait_for(r"worker (\d) \(pid %d\) killed by SIGKILL after [\d.]+s; restarting it in 0\.0s"
+                            % victim).group(1)
+    workers.wait_for(r"worker %s started: pid" % slot, count=2)
     assert workers.stop() == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 import signal
@@ -42,9 +43,18 @@ def test_a_worker_failing_to_start_beside_one_that_serves_is_restarted_for_as_lo
     delays = [float(workers.wait_for(r"worker 0 .* restarting it in ([\d.]+)s", count=n, timeout=15).group(1))
               for n in (1, 2, 3, 4)]
     assert delays == [0.5, 1.0, 2.0, 4.0]
+    for n, delay in enumerate(delays[:3], start=1):  # each start comes its delay after the death, not sooner
+        died = _logged_at(workers.wait_for(r"worker 0 .* restarting it in", count=n).string)
+        started = _logged_at(workers.wait_for(r"worker 0 started: pid", count=n + 1).string)
+        assert started - died >= delay - 0.002, (n, started - died)
     assert not workers.matches("no worker can serve")
     assert workers.connect().echo("the other worker") == "the other worker"
     assert workers.stop() == 0
+
+
+def _logged_at(line: str) -> float:
+    """When the line was logged (its timestamp, to the millisecond), in seconds."""
+    return datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
 def test_a_service_whose_workers_can_no_longer_start_gives_up_after_three_failed_starts(serve, tmp_path):
