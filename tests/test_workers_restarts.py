@@ -65,7 +65,9 @@ def test_a_service_whose_workers_can_no_longer_start_gives_up_after_three_failed
     for pid in workers.pids:
         _kill(pid)
     assert workers.process.wait(30) == 1
-    assert workers.matches(r"no worker can serve: 3 starts failed in a row")
+    gave_up = workers.wait_for(r"no worker can serve: 3 starts failed in a row").string
+    failed = [line for line in workers.lines[:workers.lines.index(gave_up)] if "could not start: crashing" in line]
+    assert len(failed) >= 3, failed  # (a worker's error comes before the supervisor reaps it)
 
 
 _GATED = '''import os
