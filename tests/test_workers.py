@@ -6,9 +6,11 @@ Which worker served a connection is read from the workers' own log lines (each c
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -142,6 +144,9 @@ def serve() -> Iterator[Callable[..., Workers]]:
 def test_both_workers_serve_and_the_supervisor_stops_cleanly(serve):
     workers = serve("--workers", "2")
     assert len(set(workers.pids)) == 2 and workers.process.pid not in workers.pids
+    with pytest.raises(OSError) as taken:  # one shared socket: no other one may join the port (SO_REUSEPORT)
+        socket.create_server(("127.0.0.1", workers.port), reuse_port=True).close()
+    assert taken.value.errno == errno.EADDRINUSE
     for pid, client in workers.clients_on_each_worker().items():
         assert client.echo(f"from {pid}") == f"from {pid}"
     assert workers.stop() == 0
