@@ -334,6 +334,19 @@ def test_workers_stop_when_their_supervisor_is_killed(serve):
     assert not os.path.exists(os.path.dirname(store)), "the temporary ticket store outlived the service"
 
 
+def test_a_worker_that_stops_first_leaves_the_shared_ticket_store_to_its_siblings(serve):
+    """Only an orphaned worker removes what the supervisor would (the store): not one that was told to stop."""
+    workers = serve("--workers", "2", "--grace", "20")
+    store = workers.wait_for(r"tickets shared by the workers in (\S+)").group(1)
+    (busy_pid, busy), (idle_pid, _) = workers.clients_on_each_worker().items()
+    busy.submit(Request(request_id="draining", payload="abc", work_ms=4000))  # the stop waits for it
+    workers.process.send_signal(signal.SIGTERM)
+    workers.wait_for(r"worker \d \(pid %d\) exited with code 0" % idle_pid)
+    assert os.path.exists(store), "the first worker to stop removed the store its sibling still uses"
+    assert _alive(busy_pid)  # (the sibling was still draining when the store was looked at)
+    assert workers.process.wait(20) == 0
+
+
 def test_workers_whose_supervisor_dies_before_they_serve_stop_by_themselves(serve, tmp_path):
     """Killed before the workers wrote their "serving" notes (which nobody reads any more): they still
     notice, say so, and stop as when the supervisor goes later (they used to exit 1 silently, without
