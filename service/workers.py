@@ -296,6 +296,8 @@ class Supervisor:
                 code = 1
                 try:
                     code = self._work(slot, sock, self._ever_served)
+                except BaseException:  # os._exit below would drop it unsaid
+                    logger.exception("worker %d failed", slot)
                 finally:
                     sys.stdout.flush()
                     sys.stderr.flush()
