@@ -267,6 +267,7 @@ def test_a_worker_that_cannot_start_stops_the_supervisor(serve, tmp_path):
                              stderr=subprocess.PIPE, text=True, timeout=30)
     assert process.returncode == 1
     assert "could not start: no database" in process.stderr
+    assert re.search(r"worker \d \(pid \d+\) exited with code 1 before serving", process.stderr), process.stderr
     assert "restarting" not in process.stderr
 
 
