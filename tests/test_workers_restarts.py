@@ -84,8 +84,9 @@ class Handler(HandshakeHandler):
         else:
             role = "serves-later"
         if role != "serves-later":
-            os.write(2, f"at the gate {role} {os.getpid()}\\n".encode())  # one write: lines do not mix
-            open(os.path.join(HERE, role)).read()  # EOF once the test closes its end
+            with open(os.path.join(HERE, role)) as gate:  # opened before saying so: the test holds a writer
+                os.write(2, f"at the gate {role} {os.getpid()}\\n".encode())  # one write: lines do not mix
+                gate.read()  # EOF once the test closes its end
         if role.startswith("dies"):
             os._exit(1)
         super().__init__()
@@ -178,6 +179,24 @@ def test_a_worker_dead_before_any_served_is_not_restarted_once_stopping(serve, t
         os.close(held.pop("serves"))  # it serves, says so, and stops (it was told before it served)
         assert workers.process.wait(20) == 0
         assert len(workers.matches(r"worker \d started: pid")) == 2, workers.lines
+    finally:
+        for fd in held.values():
+            os.close(fd)
+
+
+def test_a_worker_dead_before_any_served_is_restarted_once_a_sibling_serves(serve, tmp_path):
+    held = _gated_service(tmp_path)
+    (tmp_path / "took-dies-next").touch()  # two roles only: the restarted worker serves at once
+    try:
+        workers = serve("--workers", "2", "--service", "gated_service:Handler", "--path", str(tmp_path), wait=False)
+        workers.wait_for("at the gate", count=2)
+        os.close(held.pop("dies-first"))
+        slot = workers.wait_for(r"worker (\d) \(pid \d+\) exited with code 1 before serving; waiting for the other "
+                                r"workers to start").group(1)
+        os.close(held.pop("serves"))
+        workers.wait_for(r"worker %s started: pid" % slot, count=2)
+        assert workers.connect().echo("after the restart") == "after the restart"
+        assert workers.stop() == 0
     finally:
         for fd in held.values():
             os.close(fd)
