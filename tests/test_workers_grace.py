@@ -69,8 +69,11 @@ def test_after_a_second_signal_a_stuck_worker_is_killed_its_unwinding_time_after
     workers.wait_for("stopping 2 workers")
     started = time.monotonic()
     workers.process.send_signal(signal.SIGINT)
+    workers.wait_for("second signal")
+    workers.process.send_signal(signal.SIGTERM)  # a third: nothing more to do (the stuck worker keeps it alive)
     workers.wait_for(r" WARNING thrift_handshake\.workers\[\d+\]: worker \d+ \(pid %d\) still running after its "
                      r"grace period: killed$" % stuck, timeout=15)
     took = time.monotonic() - started
     assert workers.process.wait(15) == 1
     assert 2.9 <= took < 15, took
+    assert len(workers.matches("second signal")) == 1
