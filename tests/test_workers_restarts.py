@@ -66,8 +66,9 @@ def test_a_service_whose_workers_can_no_longer_start_gives_up_after_three_failed
         _kill(pid)
     assert workers.process.wait(30) == 1
     gave_up = workers.wait_for(r"no worker can serve: 3 starts failed in a row").string
-    failed = [line for line in workers.lines[:workers.lines.index(gave_up)] if "could not start: crashing" in line]
-    assert len(failed) >= 3, failed  # (a worker's error comes before the supervisor reaps it)
+    before = workers.lines[:workers.lines.index(gave_up)]
+    restarted = [line for line in before if re.search(r"exited with code 1 after [\d.]+s; restarting", line)]
+    assert len(restarted) == 2, before[-12:]  # the first two failed starts; the third stops the service
 
 
 _GATED = '''import os
@@ -197,6 +198,24 @@ def test_a_worker_dead_before_any_served_is_restarted_once_a_sibling_serves(serv
         workers.wait_for(r"worker %s started: pid" % slot, count=2)
         assert workers.connect().echo("after the restart") == "after the restart"
         assert workers.stop() == 0
+    finally:
+        for fd in held.values():
+            os.close(fd)
+
+
+def test_a_worker_failing_while_the_service_stops_makes_the_stop_unclean(serve, tmp_path):
+    """Told to stop while it was still starting, it then fails (exit code 1): the supervisor exits 1."""
+    held = _gated_service(tmp_path)
+    try:
+        workers = serve("--workers", "2", "--service", "gated_service:Handler", "--path", str(tmp_path), wait=False)
+        workers.wait_for("at the gate", count=2)
+        dying = int(workers.wait_for(r"at the gate dies-first (\d+)").group(1))
+        workers.process.send_signal(signal.SIGTERM)
+        workers.wait_for("stopping 2 workers")
+        os.close(held.pop("dies-first"))
+        workers.wait_for(r" WARNING thrift_handshake\.workers\[\d+\]: worker \d \(pid %d\) exited with code 1$" % dying)
+        os.close(held.pop("serves"))
+        assert workers.process.wait(20) == 1
     finally:
         for fd in held.values():
             os.close(fd)
