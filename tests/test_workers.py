@@ -43,13 +43,20 @@ class Workers:
                                         stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
                                         start_new_session=True)  # its own process group, as under a shell
         threading.Thread(target=self._read, daemon=True).start()
-        self.port = int(self.wait_for(r"listening on 127\.0\.0\.1:(\d+) with").group(1))
-        if not wait:
-            self.pids: List[int] = []
-            return
-        workers = int(flags[flags.index("--workers") + 1])
-        self.wait_for(r"thrift_handshake\.(server|aio)\[\d+\]: listening on", count=workers)
-        self.pids = [int(m.group(1)) for m in self.matches(r"worker \d+ started: pid (\d+)")]
+        self.pids: List[int] = []
+        try:
+            self.port = int(self.wait_for(r"listening on 127\.0\.0\.1:(\d+) with").group(1))
+            if wait:
+                workers = int(flags[flags.index("--workers") + 1])
+                self.wait_for(r"thrift_handshake\.(server|aio)\[\d+\]: listening on", count=workers)
+                self.pids = [int(m.group(1)) for m in self.matches(r"worker \d+ started: pid (\d+)")]
+        except BaseException:  # a start that failed leaves nothing running (the fixture never gets it)
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)  # its group: the supervisor and its workers
+            except ProcessLookupError:
+                pass
+            self.process.wait(10)
+            raise
 
     def _read(self) -> None:
         for line in self.process.stderr:
@@ -355,10 +362,11 @@ def test_workers_whose_supervisor_dies_before_they_serve_stop_by_themselves(serv
     gate = tmp_path / "gate"
     os.mkfifo(gate)
     (tmp_path / "gated_service.py").write_text(
-        "import sys\nfrom thrift_handshake.demo import HandshakeHandler\n"
+        "import os\nfrom thrift_handshake.demo import HandshakeHandler\n"
         "class Handler(HandshakeHandler):\n    def __init__(self):\n"
-        "        print('at the gate', file=sys.stderr, flush=True)\n"
-        f"        open({str(gate)!r}).read()  # EOF once the test closes its end\n"
+        f"        with open({str(gate)!r}) as gate:  # opened before saying so: the test holds a writer\n"
+        "            os.write(2, b'at the gate\\n')  # one write: lines do not mix\n"
+        "            gate.read()  # EOF once the test closes its end\n"
         "        super().__init__()\n")
     held = os.open(gate, os.O_RDWR)  # a writer: the workers' opens do not block, their reads do
     try:
