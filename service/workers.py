@@ -296,6 +296,8 @@ class Supervisor:
                 code = 1
                 try:
                     code = self._work(slot, sock, self._ever_served)
+                except BaseException:  # os._exit below would drop it unsaid
+                    logger.exception("worker %d failed", slot)
                 finally:
                     sys.stdout.flush()
                     sys.stderr.flush()
@@ -349,7 +351,10 @@ class Supervisor:
         server = built
         for signum in early:
             on_signal(signum, None)
-        os.write(self._ready_w, bytes([slot]))
+        try:
+            os.write(self._ready_w, bytes([slot]))
+        except BrokenPipeError:  # the supervisor is gone already: the lifeline says so at once
+            pass
         threading.Thread(target=self._watch_supervisor, args=(server,), name="lifeline", daemon=True).start()
         server.serve()
         if self._supervisor_gone and self._orphaned is not None:

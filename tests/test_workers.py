@@ -6,42 +6,57 @@ Which worker served a connection is read from the workers' own log lines (each c
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator, List
+from typing import Callable, Iterator, List, Sequence
 
 import pytest
 from conftest import eventually
 
-from thrift_handshake import Client, ClientOptions, ServerFull, Timeouts
+from thrift_handshake import Client, ClientOptions, HandshakeServer, ServerConfig, ServerFull, Timeouts
+from thrift_handshake.workers import Supervisor
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.ttypes import NotReady, Request
 
 START_TIMEOUT = 30.0
+SERVE = ("-m", "thrift_handshake", "serve", "--port", "0", "--log-level", "DEBUG")
 
 
 class Workers:
     """A ``serve --workers`` process and the lines it logs."""
 
-    def __init__(self, *flags: str) -> None:
+    def __init__(self, *flags: str, wait: bool = True, program: Sequence[str] = SERVE) -> None:
+        """``wait``: until every worker listens (else only until the supervisor does); ``program``: what
+        Python runs, before the flags."""
         self.lines: List[str] = []
         self._changed = threading.Condition()
         self.clients: List[Client] = []
-        self.process = subprocess.Popen([sys.executable, "-m", "thrift_handshake", "serve", "--port", "0",
-                                         "--log-level", "DEBUG", *flags],
+        self.process = subprocess.Popen([sys.executable, *program, *flags],
                                         stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
                                         start_new_session=True)  # its own process group, as under a shell
         threading.Thread(target=self._read, daemon=True).start()
-        self.port = int(self.wait_for(r"listening on 127\.0\.0\.1:(\d+) with").group(1))
-        workers = int(flags[flags.index("--workers") + 1])
-        self.wait_for(r"thrift_handshake\.(server|aio)\[\d+\]: listening on", count=workers)
-        self.pids = [int(m.group(1)) for m in self.matches(r"worker \d+ started: pid (\d+)")]
+        self.pids: List[int] = []
+        try:
+            self.port = int(self.wait_for(r"listening on 127\.0\.0\.1:(\d+) with").group(1))
+            if wait:
+                workers = int(flags[flags.index("--workers") + 1])
+                self.wait_for(r"thrift_handshake\.(server|aio)\[\d+\]: listening on", count=workers)
+                self.pids = [int(m.group(1)) for m in self.matches(r"worker \d+ started: pid (\d+)")]
+        except BaseException:  # a start that failed leaves nothing running (the fixture never gets it)
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)  # its group: the supervisor and its workers
+            except ProcessLookupError:
+                pass
+            self.process.wait(10)
+            raise
 
     def _read(self) -> None:
         for line in self.process.stderr:
@@ -123,8 +138,8 @@ def _alive(pid: int) -> bool:
 def serve() -> Iterator[Callable[..., Workers]]:
     started: List[Workers] = []
 
-    def start(*flags: str) -> Workers:
-        workers = Workers(*flags)
+    def start(*flags: str, wait: bool = True, program: Sequence[str] = SERVE) -> Workers:
+        workers = Workers(*flags, wait=wait, program=program)
         started.append(workers)
         return workers
 
@@ -136,6 +151,9 @@ def serve() -> Iterator[Callable[..., Workers]]:
 def test_both_workers_serve_and_the_supervisor_stops_cleanly(serve):
     workers = serve("--workers", "2")
     assert len(set(workers.pids)) == 2 and workers.process.pid not in workers.pids
+    with pytest.raises(OSError) as taken:  # one shared socket: no other one may join the port (SO_REUSEPORT)
+        socket.create_server(("127.0.0.1", workers.port), reuse_port=True).close()
+    assert taken.value.errno == errno.EADDRINUSE
     for pid, client in workers.clients_on_each_worker().items():
         assert client.echo(f"from {pid}") == f"from {pid}"
     assert workers.stop() == 0
@@ -256,6 +274,7 @@ def test_a_worker_that_cannot_start_stops_the_supervisor(serve, tmp_path):
                              stderr=subprocess.PIPE, text=True, timeout=30)
     assert process.returncode == 1
     assert "could not start: no database" in process.stderr
+    assert re.search(r"worker \d \(pid \d+\) exited with code 1 before serving", process.stderr), process.stderr
     assert "restarting" not in process.stderr
 
 
@@ -323,11 +342,80 @@ def test_workers_stop_when_their_supervisor_is_killed(serve):
     assert not os.path.exists(os.path.dirname(store)), "the temporary ticket store outlived the service"
 
 
+def test_a_worker_that_stops_first_leaves_the_shared_ticket_store_to_its_siblings(serve):
+    """Only an orphaned worker removes what the supervisor would (the store): not one that was told to stop."""
+    workers = serve("--workers", "2", "--grace", "20")
+    store = workers.wait_for(r"tickets shared by the workers in (\S+)").group(1)
+    (busy_pid, busy), (idle_pid, _) = workers.clients_on_each_worker().items()
+    busy.submit(Request(request_id="draining", payload="abc", work_ms=4000))  # the stop waits for it
+    workers.process.send_signal(signal.SIGTERM)
+    workers.wait_for(r"worker \d \(pid %d\) exited with code 0" % idle_pid)
+    assert os.path.exists(store), "the first worker to stop removed the store its sibling still uses"
+    assert _alive(busy_pid)  # (the sibling was still draining when the store was looked at)
+    assert workers.process.wait(20) == 0
+
+
+def test_workers_whose_supervisor_dies_before_they_serve_stop_by_themselves(serve, tmp_path):
+    """Killed before the workers wrote their "serving" notes (which nobody reads any more): they still
+    notice, say so, and stop as when the supervisor goes later (they used to exit 1 silently, without
+    the orphan's clean-up)."""
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    (tmp_path / "gated_service.py").write_text(
+        "import os\nfrom thrift_handshake.demo import HandshakeHandler\n"
+        "class Handler(HandshakeHandler):\n    def __init__(self):\n"
+        f"        with open({str(gate)!r}) as gate:  # opened before saying so: the test holds a writer\n"
+        "            os.write(2, b'at the gate\\n')  # one write: lines do not mix\n"
+        "            gate.read()  # EOF once the test closes its end\n"
+        "        super().__init__()\n")
+    held = os.open(gate, os.O_RDWR)  # a writer: the workers' opens do not block, their reads do
+    try:
+        workers = serve("--workers", "2", "--service", "gated_service:Handler", "--path", str(tmp_path),
+                        wait=False)
+        workers.wait_for("at the gate", count=2)
+        workers.pids.extend(int(m.group(1)) for m in workers.matches(r"worker \d started: pid (\d+)"))
+        workers.process.kill()
+        workers.process.wait(10)
+    finally:
+        os.close(held)
+    for pid in workers.pids:
+        workers.wait_for(r"\[%d\]: the supervisor is gone; stopping" % pid, timeout=10)
+    assert eventually(lambda: not any(map(_alive, workers.pids)), timeout=10), "workers outlived their supervisor"
+
+
 @pytest.mark.parametrize("value", ["0", "-1", "two", "257"])
 def test_workers_must_be_a_positive_number_or_auto(value):
     process = subprocess.run([sys.executable, "-m", "thrift_handshake", "serve", "--workers", value],
                              stderr=subprocess.PIPE, text=True, timeout=30)
     assert process.returncode == 2 and "--workers" in process.stderr
+
+
+def test_a_supervisor_takes_one_worker_or_more_on_a_tcp_port(tmp_path):
+    """What the CLI never asks for (it runs one worker in its own process) is still a valid supervisor."""
+    build = HandshakeServer  # never called: the supervisor is made, not run
+    Supervisor(build, ServerConfig(port=0), workers=1)
+    with pytest.raises(ValueError, match="workers must be at least 1, not 0"):
+        Supervisor(build, ServerConfig(port=0), workers=0)
+    with pytest.raises(ValueError, match="a unix_socket is served by one HandshakeServer"):
+        Supervisor(build, ServerConfig(unix_socket=str(tmp_path / "socket")), workers=2)
+
+
+def test_workers_auto_counts_the_cores_this_process_may_run_on():
+    """Pinned to one core, ``--workers auto`` serves from one process (not one worker per core of the
+    machine, nor per core another process may use)."""
+    core = min(os.sched_getaffinity(0))
+    process = subprocess.Popen([sys.executable, "-m", "thrift_handshake", "serve", "--port", "0", "--workers", "auto"],
+                               stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                               preexec_fn=lambda: os.sched_setaffinity(0, {core}))
+    try:
+        lines = []
+        while not lines or "listening on" not in lines[-1]:
+            lines.append(process.stderr.readline())
+            assert lines[-1], lines
+        assert " thrift_handshake.server: listening on " in lines[-1], lines  # no supervisor, no worker
+    finally:
+        process.kill()
+        process.wait(10)
 
 
 def test_workers_opening_a_fresh_ledger_at_the_same_moment_all_start(tmp_path):
@@ -366,5 +454,7 @@ def test_a_worker_killed_after_running_long_is_restarted_at_once(serve):
     workers.wait_for(r"\[%d\]: listening on" % victim)
     time.sleep(STABLE + 0.5)  # pacing: the worker has now run long enough to count as stable
     os.kill(victim, signal.SIGKILL)
-    workers.wait_for(r"worker \d \(pid %d\) killed by SIGKILL after [\d.]+s; restarting it in 0\.0s" % victim)
+    slot = workers.wait_for(r"worker (\d) \(pid %d\) killed by SIGKILL after [\d.]+s; restarting it in 0\.0s"
+                            % victim).group(1)
+    workers.wait_for(r"worker %s started: pid" % slot, count=2)
     assert workers.stop() == 0

@@ -58,3 +58,22 @@ def test_a_worker_that_outlives_the_grace_period_is_killed_its_unwinding_time_af
     took = time.monotonic() - started
     assert workers.process.wait(15) == 1
     assert 4.8 <= took < 5.9, took
+
+
+def test_after_a_second_signal_a_stuck_worker_is_killed_its_unwinding_time_after_that_signal(serve):
+    """Not at the end of the first signal's grace period (here 30 s + 3 s), nor at once."""
+    workers = serve("--workers", "2", "--grace", "30")
+    stuck = workers.pids[0]
+    os.kill(stuck, signal.SIGSTOP)  # it can neither drain nor exit
+    workers.process.send_signal(signal.SIGTERM)
+    workers.wait_for("stopping 2 workers")
+    started = time.monotonic()
+    workers.process.send_signal(signal.SIGINT)
+    workers.wait_for("second signal")
+    workers.process.send_signal(signal.SIGTERM)  # a third: nothing more to do (the stuck worker keeps it alive)
+    workers.wait_for(r" WARNING thrift_handshake\.workers\[\d+\]: worker \d+ \(pid %d\) still running after its "
+                     r"grace period: killed$" % stuck, timeout=15)
+    took = time.monotonic() - started
+    assert workers.process.wait(15) == 1
+    assert 2.9 <= took < 15, took
+    assert len(workers.matches("second signal")) == 1
