@@ -35,6 +35,8 @@ CASES = {
     "over-the-limit": header(b"n" * (LIMIT + 1)),
     "negative-length": header(b"", length=-1),
     "bad-version": header(b"echo", version=0x80020000),
+    "bad-version-alone": struct.pack("!I", 0x80020001),  # (an HTTP body of 4 bytes: Thrift's error is the version)
+    "no-version-alone": struct.pack("!i", 4),
     "no-version": struct.pack("!i", 4) + b"echo" + b"\x01" + struct.pack("!i", 7),
     "cut-in-version": header(b"echo")[:3],
     "cut-in-name": header(b"echo")[:10],

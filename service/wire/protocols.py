@@ -43,9 +43,14 @@ def accelerated_available() -> bool:
 # last and its error carries the seqid; the rest is what Thrift reads, with Thrift's error messages.
 
 _VERSION_AND_LENGTH = struct.Struct("!ii")
-_SEQID = struct.Struct("!i")
+_I32 = struct.Struct("!i")
 _VERSION_MASK, _VERSION_1 = TBinaryProtocol.TBinaryProtocol.VERSION_MASK, TBinaryProtocol.TBinaryProtocol.VERSION_1
 _TYPE_MASK = TBinaryProtocol.TBinaryProtocol.TYPE_MASK
+
+
+def _usual_version(head: bytes) -> bool:
+    header = _I32.unpack_from(head)[0]
+    return header < 0 and header & _VERSION_MASK == _VERSION_1
 
 
 class _BinaryMessageBegin:
@@ -57,8 +62,15 @@ class _BinaryMessageBegin:
         # The strict header in a few C calls, from the read buffer (refilled as Thrift's C decoder does)
         head = buffer.read(8)
         if len(head) < 8:
-            buffer = trans.cstringio_refill(head, 8)
-            head = buffer.read(8)
+            if len(head) < 4:
+                buffer = trans.cstringio_refill(head, 4)
+                head = buffer.read(8)
+            if len(head) < 8:  # Thrift judges the version before it reads on (an HTTP body may end there)
+                if not _usual_version(head):
+                    buffer.seek(-len(head), 1)
+                    return self._read_message_begin()
+                buffer = trans.cstringio_refill(head, 8)
+                head = buffer.read(8)
         header, length = _VERSION_AND_LENGTH.unpack(head)
         limit = self.string_length_limit
         if (header >= 0 or header & _VERSION_MASK != _VERSION_1 or length < 0
@@ -68,7 +80,7 @@ class _BinaryMessageBegin:
         rest = buffer.read(length + 4)
         if len(rest) < length + 4:
             rest = trans.cstringio_refill(rest, length + 4).read(length + 4)
-        raw, seqid = rest[:length], _SEQID.unpack_from(rest, length)[0]
+        raw, seqid = rest[:length], _I32.unpack_from(rest, length)[0]
         try:
             return raw.decode("utf-8"), header & _TYPE_MASK, seqid
         except UnicodeDecodeError:
