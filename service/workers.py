@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import os
-import select
 import selectors
 import signal
 import socket
@@ -39,6 +38,7 @@ from .config import ServerConfig
 from .metrics import SharedStats
 from .shared_budget import DecodedArea, SharedDecodedBudget
 from .shared_room import RoomExchange
+from .wire.sockets import wait_readable
 from .server import HandshakeServer
 
 __all__ = ["Supervisor", "cpu_count", "joining_a_running_service"]
@@ -219,7 +219,7 @@ class Supervisor:
 
     def _note_ready(self) -> None:
         """Notes what workers have written to the ready pipe and not yet been read (without waiting)."""
-        while select.select([self._ready_r], [], [], 0)[0]:
+        while wait_readable(self._ready_r, 0):
             slots = os.read(self._ready_r, 64)
             if not slots:
                 return

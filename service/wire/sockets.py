@@ -12,7 +12,7 @@ import socket
 import ssl
 import struct
 import time
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 from thrift.transport import TSocket, TTransport
 
@@ -239,9 +239,9 @@ class CountingSocket(DeadlineSocket):
         self.bytes_out += len(buff)
 
 
-def wait_readable(handle: socket.socket, timeout: float) -> bool:
-    """Whether ``handle`` has input (or an end) within ``timeout`` seconds; any descriptor number (select()
-    refuses those past 1024)."""
+def wait_readable(handle: Union[socket.socket, int], timeout: float) -> bool:
+    """Whether ``handle`` (a socket or a descriptor) has input (or an end) within ``timeout`` seconds; any
+    descriptor number (select() refuses those past 1024)."""
     waiter = select.poll()
     waiter.register(handle, select.POLLIN)
     return bool(waiter.poll(max(timeout, 0.0) * 1000))
