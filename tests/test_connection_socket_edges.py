@@ -4,6 +4,7 @@ peer gone while a reply is written or before its first bytes tell, and a socket 
 from __future__ import annotations
 
 import socket
+import time
 from typing import Iterator, Tuple
 
 import pytest
@@ -43,6 +44,34 @@ def test_closing_after_a_reply_timed_out_on_a_socket_already_closed_is_quiet(pai
     sock.handle.close()  # closed under it: setting SO_LINGER fails
     sock.close()
     assert sock.handle is None
+
+
+def test_a_reply_its_peer_does_not_read_is_given_up_at_a_reply_timeout_of_seconds(pair):
+    """The kernel's send timeout ends the first send with part of the reply out; the rest is due by
+    reply_timeout after the reply's start, not at some other time (a timeout of more than a second)."""
+    import threading
+
+    sock, theirs = pair
+    sock.start_session(ServerLimits(reply_timeout=1.5), linger=0.05)
+    failed = []
+
+    def write() -> None:
+        try:
+            sock.write(b"x" * (8 << 20))  # more than the socket buffers hold; the peer reads none of it
+        except TTransportException as error:
+            failed.append(error)
+
+    writer = threading.Thread(target=write)
+    started = time.monotonic()
+    writer.start()
+    writer.join(10)
+    held = writer.is_alive()
+    took = time.monotonic() - started
+    theirs.close()  # a writer still blocked fails now
+    writer.join(5)
+    assert not held, "the reply still held its thread 10 s later"
+    assert 1.5 <= took < 6, took
+    assert failed and failed[0].type == TTransportException.TIMED_OUT and "within reply_timeout" in str(failed[0])
 
 
 def test_a_peer_that_closes_before_its_first_bytes_tell_is_told_as_nothing(pair):
