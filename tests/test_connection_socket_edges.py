@@ -74,6 +74,38 @@ def test_a_reply_its_peer_does_not_read_is_given_up_at_a_reply_timeout_of_second
     assert failed and failed[0].type == TTransportException.TIMED_OUT and "within reply_timeout" in str(failed[0])
 
 
+def test_a_reply_whose_send_a_signal_cuts_short_is_sent_on_within_its_reply_timeout(pair):
+    """A signal handled while the first send waits for the peer ends that send with part of the reply
+    out, long before the kernel's timeout: the rest still has what is left of reply_timeout."""
+    import signal
+    import threading
+
+    sock, theirs = pair
+    sock.start_session(ServerLimits(reply_timeout=30), linger=0.05)
+    reply = b"x" * (8 << 20)  # more than the socket buffers hold
+    signalled = threading.Event()
+    received = []
+
+    def read_after_the_signal() -> None:
+        signalled.wait(10)
+        theirs.settimeout(10)
+        while sum(map(len, received)) < len(reply):
+            received.append(theirs.recv(1 << 20))
+
+    reader = threading.Thread(target=read_after_the_signal)
+    reader.start()
+    handler = signal.signal(signal.SIGALRM, lambda *_: signalled.set())
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)  # to this (the main) thread, blocked in the send
+        sock.write(reply)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, handler)
+        signalled.set()
+        reader.join(15)
+    assert b"".join(received) == reply
+
+
 def test_a_peer_that_closes_before_its_first_bytes_tell_is_told_as_nothing(pair):
     sock, theirs = pair
     theirs.sendall(b"\x00\x00")
