@@ -114,6 +114,21 @@ def test_a_peer_that_closes_before_its_first_bytes_tell_is_told_as_nothing(pair)
     assert sock.read(2) == b"\x00\x00", "read again by the transport"
 
 
+def test_first_bytes_that_come_in_pieces_are_read_up_to_the_sniffed_ten(pair):
+    import threading
+
+    sock, theirs = pair
+    sent = b"\x00\x00\x00" + bytes(range(1, 21))
+    theirs.sendall(sent[:3])  # not enough to tell: the rest is awaited
+    rest = threading.Thread(target=lambda: (time.sleep(0.3), theirs.sendall(sent[3:])))  # pacing, not a proof
+    rest.start()
+    data, _ = sock.first_bytes()
+    rest.join()
+    assert data == sent[:10], "no more than the ten bytes a dialect is told from"
+    assert sock.read(64) == sent[:10], "read again by the transport"
+    assert sock.read(64) == sent[10:]
+
+
 def test_two_calls_in_one_tls_record_before_hello_are_both_answered_without_more_input(start_server):
     """Before hello the server waits in its watch once the transport has nothing unread, unless TLS
     holds decrypted bytes: the first call ends exactly where the transport's 4 KiB reads end (after the
