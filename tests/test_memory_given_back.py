@@ -54,3 +54,44 @@ def test_a_large_turn_reports_its_own_bytes_not_the_connections_earlier_ones(sta
         assert eventually(lambda: releases.released_bytes)
     assert len(releases.released_bytes) == 1
     assert 2 * len(large) <= releases.released_bytes[0] < 2 * len(large) + 200  # its request and reply
+
+
+def test_a_call_whose_reply_cannot_be_encoded_is_freed_with_its_turn_not_at_a_collection(start_server):
+    """The failed call refers to its error, whose traceback refers back to the frames that hold the
+    call: the server clears those frames, so the call's result goes with its turn, not when the
+    garbage collector runs (off here)."""
+    import gc
+    import weakref
+
+    from thrift_handshake import Interceptor, RemoteApplicationError
+    from thrift_handshake.demo import HandshakeHandler
+
+    class Opaque:
+        """Not a string: the reply cannot be encoded."""
+
+    class Unencodable(HandshakeHandler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.results = []
+
+        def echo(self, message):
+            result = Opaque()
+            self.results.append(weakref.ref(result))
+            return result
+
+    class Observe(Interceptor):  # an observed call keeps its error
+        def call_ended(self, call) -> None:
+            pass
+
+    handler = Unencodable()
+    server = start_server(handler, handshake=False, interceptors=[Observe()])
+    gc.collect()
+    gc.disable()
+    try:
+        with Client("127.0.0.1", server.port, ClientOptions(handshake=False), service=HandshakeService) as client:
+            with pytest.raises(RemoteApplicationError, match="could not encode the echo reply"):
+                client.echo("x")
+            assert eventually(lambda: [c.phase for c in server.connections_now()] == ["WAITING"])  # its turn ended
+            assert len(handler.results) == 1 and handler.results[0]() is None, "the result is still held"
+    finally:
+        gc.enable()
