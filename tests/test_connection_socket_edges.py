@@ -74,15 +74,17 @@ def test_a_reply_its_peer_does_not_read_is_given_up_at_a_reply_timeout_of_second
     assert failed and failed[0].type == TTransportException.TIMED_OUT and "within reply_timeout" in str(failed[0])
 
 
-def test_a_reply_whose_send_a_signal_cuts_short_is_sent_on_within_its_reply_timeout(pair):
+@pytest.mark.parametrize("reply_timeout, signal_at", [(30.0, 0.3), (1.5, 0.6)], ids=["long", "last-second"])
+def test_a_reply_whose_send_a_signal_cuts_short_is_sent_on_within_its_reply_timeout(pair, reply_timeout, signal_at):
     """A signal handled while the first send waits for the peer ends that send with part of the reply
-    out, long before the kernel's timeout: the rest still has what is left of reply_timeout."""
+    out, long before the kernel's timeout: the rest still has what is left of reply_timeout, be it
+    under a second."""
     import signal
     import threading
 
     sock, theirs = pair
-    sock.start_session(ServerLimits(reply_timeout=30), linger=0.05)
-    reply = b"x" * (8 << 20)  # more than the socket buffers hold
+    sock.start_session(ServerLimits(reply_timeout=reply_timeout), linger=0.05)
+    reply = b"x" * (2 << 20)  # more than the socket buffers hold
     signalled = threading.Event()
     received = []
 
@@ -96,7 +98,7 @@ def test_a_reply_whose_send_a_signal_cuts_short_is_sent_on_within_its_reply_time
     reader.start()
     handler = signal.signal(signal.SIGALRM, lambda *_: signalled.set())
     try:
-        signal.setitimer(signal.ITIMER_REAL, 0.3)  # to this (the main) thread, blocked in the send
+        signal.setitimer(signal.ITIMER_REAL, signal_at)  # to this (the main) thread, blocked in the send
         sock.write(reply)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
@@ -127,6 +129,43 @@ def test_first_bytes_that_come_in_pieces_are_read_up_to_the_sniffed_ten(pair):
     assert data == sent[:10], "no more than the ten bytes a dialect is told from"
     assert sock.read(64) == sent[:10], "read again by the transport"
     assert sock.read(64) == sent[10:]
+
+
+def test_two_calls_in_one_zlib_flush_before_hello_are_both_answered_without_more_input(start_server):
+    """As the TLS case below, with the bytes held above the socket by the zlib stream's inflater: the
+    first call ends where the transport's 4 KiB reads end (after the 10 sniffed bytes)."""
+    import zlib
+
+    from conftest import encode_call
+    from thrift.protocol.TBinaryProtocol import TBinaryProtocol
+    from thrift.transport.TTransport import TMemoryBuffer
+
+    from thrift_handshake_gen import HandshakeService
+
+    server = start_server(detect_wire=True)
+    first = encode_call("echo", HandshakeService.echo_args(message="x" * (10 + 4096 - 24)), seqid=1)
+    assert len(first) == 10 + 4096
+    calls = first + encode_call("echo", HandshakeService.echo_args(message="second"), seqid=2)
+    deflate = zlib.compressobj()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(deflate.compress(calls) + deflate.flush(zlib.Z_SYNC_FLUSH))  # one flush
+        inflate, received, replies = zlib.decompressobj(), b"", []
+        while len(replies) < 2:
+            chunk = sock.recv(65536)  # a timeout here (5 s) fails the test: the second call was not seen
+            assert chunk, f"closed after {replies}"
+            received += inflate.decompress(chunk)
+            protocol = TBinaryProtocol(TMemoryBuffer(received))
+            replies = []
+            try:
+                while True:
+                    _, _, seqid = protocol.readMessageBegin()
+                    result = HandshakeService.echo_result()
+                    result.read(protocol)
+                    protocol.readMessageEnd()
+                    replies.append((seqid, type(result.handshake_required).__name__))
+            except EOFError:
+                pass  # the rest has not arrived yet
+    assert replies == [(1, "HandshakeRequired"), (2, "HandshakeRequired")]
 
 
 def test_two_calls_in_one_tls_record_before_hello_are_both_answered_without_more_input(start_server):
