@@ -168,6 +168,83 @@ def test_two_calls_in_one_zlib_flush_before_hello_are_both_answered_without_more
     assert replies == [(1, "HandshakeRequired"), (2, "HandshakeRequired")]
 
 
+def test_a_session_call_held_in_the_zlib_inflater_is_served_in_its_turn_when_others_wait(start_server):
+    """In a session, with every thread busy and another connection waiting for one, a connection goes
+    back to the watch after a message unless more of its input is already here: the next call of one
+    zlib flush, held in the inflater where the watch cannot see it, is served in the same turn."""
+    import threading
+    import zlib
+
+    from conftest import encode_call, eventually
+    from thrift.protocol.TBinaryProtocol import TBinaryProtocol
+    from thrift.transport.TTransport import TMemoryBuffer
+
+    from thrift_handshake import Client
+    from thrift_handshake.demo import HandshakeHandler
+    from thrift_handshake_gen import HandshakeService
+    from thrift_handshake_gen.session import SessionService
+    from thrift_handshake_gen.session.ttypes import ClientHello
+    from thrift_handshake_gen.ttypes import Request
+
+    class Held(HandshakeHandler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.holding, self.release = threading.Event(), threading.Event()
+
+        def process(self, request):
+            if request.request_id == "held":
+                self.holding.set()
+                self.release.wait(10)
+            return super().process(request)
+
+    handler = Held()
+    server = start_server(handler, detect_wire=True, limits=ServerLimits(max_threads=1))
+    hello = encode_call("hello", SessionService.hello_args(hello=ClientHello(client_name="z", min_version=1, max_version=2)))
+    pad = 4096 - len(encode_call("process", HandshakeService.process_args(request=Request(request_id="held", payload=""))))
+    held = encode_call("process", HandshakeService.process_args(request=Request(request_id="held", payload="p" * pad)), seqid=2)
+    assert len(held) == 4096  # one of the transport's reads: none of the next call is read with it
+    deflate, inflate = zlib.compressobj(), zlib.decompressobj()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock, \
+            Client("127.0.0.1", server.port, service=HandshakeService) as other:
+        received = b""
+
+        def replies() -> list:
+            protocol, found = TBinaryProtocol(TMemoryBuffer(received)), []
+            try:
+                for result in (SessionService.hello_result(), HandshakeService.process_result(),
+                               HandshakeService.echo_result()):
+                    _, _, seqid = protocol.readMessageBegin()
+                    result.read(protocol)
+                    protocol.readMessageEnd()
+                    found.append(seqid)
+            except EOFError:
+                pass
+            return found
+
+        def receive_until(count: int) -> None:
+            nonlocal received
+            while len(replies()) < count:
+                chunk = sock.recv(65536)  # a timeout here (5 s) fails the test
+                assert chunk, f"closed after {replies()}"
+                received += inflate.decompress(chunk)
+
+        sock.sendall(deflate.compress(hello) + deflate.flush(zlib.Z_SYNC_FLUSH))
+        receive_until(1)
+        sock.sendall(deflate.compress(held + encode_call("echo", HandshakeService.echo_args(message="next"), seqid=3))
+                     + deflate.flush(zlib.Z_SYNC_FLUSH))  # one flush
+        assert handler.holding.wait(5)  # the other's hello was answered when it connected
+        waiting = threading.Thread(target=other.echo, args=("other",))
+        waiting.start()  # its call waits for the only thread
+        assert eventually(lambda: server._loop._pool().saturated)
+        handler.release.set()
+        try:
+            receive_until(3)
+        finally:
+            handler.release.set()
+            waiting.join(10)
+        assert replies() == [1, 2, 3]
+
+
 def test_two_calls_in_one_tls_record_before_hello_are_both_answered_without_more_input(start_server):
     """Before hello the server waits in its watch once the transport has nothing unread, unless TLS
     holds decrypted bytes: the first call ends exactly where the transport's 4 KiB reads end (after the
