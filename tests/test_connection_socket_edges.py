@@ -11,7 +11,7 @@ import pytest
 from thrift.transport.TTransport import TTransportException
 
 from thrift_handshake import ServerLimits
-from thrift_handshake.wire import ConnectionSocket, is_reset
+from thrift_handshake.wire import ConnectionSocket, NoMessageYet, is_reset
 
 
 @pytest.fixture
@@ -106,6 +106,40 @@ def test_a_reply_whose_send_a_signal_cuts_short_is_sent_on_within_its_reply_time
         signalled.set()
         reader.join(15)
     assert b"".join(received) == reply
+    started = time.monotonic()
+    with pytest.raises(NoMessageYet):
+        sock.read(4)  # nothing comes: the next message is awaited for the linger, as before the reply
+    assert time.monotonic() - started < 1.0
+
+
+def test_the_rest_of_a_request_is_awaited_until_its_request_timeout_of_seconds(pair):
+    """A message's first bytes start its request_timeout (more than a second here): a peer that
+    stops there is given up that long after, not at some other time."""
+    import threading
+
+    sock, theirs = pair
+    sock.start_session(ServerLimits(request_timeout=1.5), linger=0.05)
+    theirs.sendall(b"\x80\x01")
+    assert sock.read(2) == b"\x80\x01"
+    failed = []
+
+    def read_rest() -> None:
+        try:
+            sock.read(10)  # the peer sends nothing more
+        except TTransportException as error:
+            failed.append(error)
+
+    reader = threading.Thread(target=read_rest)
+    started = time.monotonic()
+    reader.start()
+    reader.join(10)
+    held = reader.is_alive()
+    took = time.monotonic() - started
+    theirs.close()  # a reader still waiting ends now
+    reader.join(5)
+    assert not held, "the rest was still awaited 10 s later"
+    assert 1.0 <= took < 6, took
+    assert failed and failed[0].type == TTransportException.TIMED_OUT
 
 
 def test_a_peer_that_closes_before_its_first_bytes_tell_is_told_as_nothing(pair):
