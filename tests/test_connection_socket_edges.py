@@ -151,6 +151,38 @@ def test_a_peer_that_closes_before_its_first_bytes_tell_is_told_as_nothing(pair)
     assert sock.read(2) == b"\x00\x00", "read again by the transport"
 
 
+def test_a_reply_its_peer_reads_a_trickle_of_is_given_up_at_its_reply_timeout(pair):
+    """A Unix socket's kernel send timeout starts again whenever a few bytes move: a peer reading a
+    kilobyte now and then must not hold a reply (and its thread) past reply_timeout."""
+    import threading
+
+    sock, theirs = pair  # a Unix socket pair, as for serve --unix
+    sock.start_session(ServerLimits(reply_timeout=1.0), linger=0.05)
+    stop = threading.Event()
+
+    def trickle() -> None:
+        theirs.settimeout(0.05)
+        while not stop.wait(0.02):  # pacing: a kilobyte now and then
+            try:
+                theirs.recv(1024)
+            except socket.timeout:
+                pass
+
+    reader = threading.Thread(target=trickle)
+    reader.start()
+    threading.Timer(10, stop.set).start()  # a reply still going by then fails at once
+    started = time.monotonic()
+    try:
+        with pytest.raises(TTransportException, match="within reply_timeout") as failed:
+            sock.write(b"x" * (2 << 20))  # more than the socket buffers hold
+        took = time.monotonic() - started
+    finally:
+        stop.set()
+        reader.join(5)
+    assert failed.value.type == TTransportException.TIMED_OUT
+    assert took < 3, f"the trickle held the reply {took:.1f} s, past its 1 s reply_timeout"
+
+
 def test_first_bytes_that_come_in_pieces_are_read_up_to_the_sniffed_ten(pair):
     import threading
 
