@@ -167,10 +167,11 @@ def test_a_reply_its_peer_reads_a_trickle_of_is_given_up_at_its_reply_timeout(pa
                 theirs.recv(1024)
             except socket.timeout:
                 pass
+        theirs.shutdown(socket.SHUT_RDWR)  # a reply still going fails now
 
     reader = threading.Thread(target=trickle)
     reader.start()
-    threading.Timer(10, stop.set).start()  # a reply still going by then fails at once
+    threading.Timer(10, stop.set).start()
     started = time.monotonic()
     try:
         with pytest.raises(TTransportException, match="within reply_timeout") as failed:
