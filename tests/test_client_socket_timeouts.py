@@ -96,3 +96,85 @@ def test_a_tls_reply_its_peer_reads_late_is_waited_for_up_to_the_reply_timeout(s
             chunk = sock.recv(1 << 20)
             assert chunk, f"cut off after {received} bytes"
             received += len(chunk)
+
+
+@pytest.fixture
+def counting_pair():
+    """(a CountingSocket connected on 127.0.0.1, the peer's end), for the socket's exchanges alone."""
+    import socket
+
+    from thrift_handshake.wire import CountingSocket
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)  # the peer's, fixed: it does not grow
+        sock = CountingSocket("127.0.0.1", listener.getsockname()[1])
+        sock.open()
+        peer, _ = listener.accept()
+    peer.settimeout(10)
+    with peer:
+        yield sock, peer
+        sock.close()
+
+
+def _timed_exchange(sock, peer, timeout: float) -> None:
+    """A request and a one-byte reply within ``timeout``: the socket's kernel timeouts are armed."""
+    sock.begin_exchange(timeout)
+    sock.write(b"ping")
+    assert peer.recv(4) == b"ping"
+    peer.sendall(b"p")
+    assert sock.read(1) == b"p"
+
+
+def _later(seconds: float, action):
+    import threading
+
+    thread = threading.Thread(target=lambda: (time.sleep(seconds), action()))  # pacing, not a proof
+    thread.start()
+    return thread
+
+
+def test_a_read_without_a_deadline_after_a_timed_exchange_waits_as_long_as_it_takes(counting_pair):
+    # a pipelined reply read with no deadline of its own, right after a timed one: nothing written between
+    sock, peer = counting_pair
+    _timed_exchange(sock, peer, 0.3)
+    sock.expect_reply(None)
+    answering = _later(1.0, lambda: peer.sendall(b"late"))
+    assert sock.read(4) == b"late", "the last exchange's 0.3 s bounded this read"
+    answering.join()
+
+
+def test_a_write_without_a_deadline_after_a_timed_exchange_waits_for_a_slow_reader(counting_pair):
+    import socket
+
+    sock, peer = counting_pair
+    _timed_exchange(sock, peer, 0.3)
+    sock.handle.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 16)  # fixed, as the peer's
+    request = b"x" * (4 << 20)  # more than they hold
+    received = []
+
+    def read_all() -> None:
+        while sum(map(len, received)) < len(request):
+            received.append(peer.recv(1 << 20))
+
+    # later than the last exchange's 0.3 s, and than two sends of a second each (each may move a few bytes)
+    reading = _later(3.5, read_all)
+    sock.begin_exchange(None)
+    sock.write(request)
+    reading.join()
+    assert b"".join(received) == request
+
+
+def test_a_short_timeout_after_a_long_one_is_armed_anew(counting_pair):
+    # 25 ms after 2 s: the kernel timeout must be set again, however small the two are multiplied
+    from thrift.transport.TTransport import TTransportException
+
+    from thrift_handshake.wire import is_timeout
+
+    sock, peer = counting_pair
+    _timed_exchange(sock, peer, 2.0)
+    sock.begin_exchange(0.025)
+    started = time.monotonic()
+    with pytest.raises(TTransportException) as failed:
+        sock.read(1)  # the peer sends nothing
+    assert is_timeout(failed.value)
+    assert time.monotonic() - started < 1.0, "the last exchange's 2 s bounded the read"

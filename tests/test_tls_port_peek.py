@@ -113,3 +113,24 @@ def test_a_peer_whose_last_telling_byte_comes_alone_is_told_at_once(pair):
     assert peek_first_bytes(ours) == (b"\x16\x03", Dialect(DialectKind.TLS))
     dripping.join()
     assert time.monotonic() - started < 4, "told when the byte came, not at the timeout"
+
+
+def test_a_peer_that_stops_before_its_bytes_tell_is_waited_for_without_spinning(pair):
+    # the low-water mark above the bytes already there keeps poll asleep until new ones come
+    ours, client = pair
+    ours.settimeout(2.0)
+    client.sendall(b"\x00\x00\x00")
+    cpu = time.thread_time()
+    assert peek_first_bytes(ours) == (b"\x00\x00\x00", None)
+    assert time.thread_time() - cpu < 0.1, "the wait for more took the processor"
+
+
+def test_a_peer_that_stops_before_its_bytes_tell_is_given_up_at_a_short_timeout(pair):
+    # the wait for more ends at the deadline however near it is: not a second later
+    ours, client = pair
+    ours.settimeout(0.1)
+    client.sendall(b"\x00\x00\x00")
+    started = time.monotonic()
+    assert peek_first_bytes(ours) == (b"\x00\x00\x00", None)
+    took = time.monotonic() - started
+    assert 0.1 <= took < 0.8, took

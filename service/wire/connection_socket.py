@@ -11,7 +11,7 @@ import socket
 import ssl
 import struct
 import time
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 from thrift.transport import TSocket, TTransport
 
@@ -204,7 +204,9 @@ class ConnectionSocket(DeadlineSocket):
             use_timeout(handle, self.reply_timeout)
         started = time.monotonic()
         try:
-            sent = handle.send(buff)  # usually all of it; a kernel timeout bounds this one call as a whole
+            # usually all of it. Never waiting here: a Unix socket's kernel send timeout starts again
+            # whenever a few bytes move, so a blocking send would let a trickling reader stretch it
+            sent = _send_now(handle, buff) if self._kernel_timeouts else handle.send(buff)
             if sent < len(buff):
                 self._send_rest(memoryview(buff)[sent:], started + self.reply_timeout)
         except (BlockingIOError, socket.timeout, TimeoutError) as error:
@@ -217,25 +219,26 @@ class ConnectionSocket(DeadlineSocket):
 
     def _send_rest(self, rest: memoryview, deadline: float) -> None:
         """The rest of a reply the peer is slow to read, by ``deadline`` (``reply_timeout`` after the
-        reply's start). Each send's own timeout restarts whenever a few bytes move (and ``sendall``
+        reply's start). A send's own timeout may restart whenever a few bytes move (and ``sendall``
         sends again after each), so a peer reading a trickle at a time would hold the thread and the
-        reply indefinitely."""
+        reply indefinitely: each wait is bounded by the time left instead."""
         handle = self.handle
         try:
             while rest:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise socket.timeout("the whole reply was not read in time")
-                self._bound_send(remaining)
-                rest = rest[handle.send(rest):]
+                if self._kernel_timeouts:
+                    waiter = select.poll()
+                    waiter.register(handle, select.POLLOUT)
+                    if waiter.poll(remaining * 1000):
+                        rest = rest[_send_now(handle, rest):]
+                else:
+                    handle.settimeout(remaining)
+                    rest = rest[handle.send(rest):]
         finally:
-            self._bound_send(self.reply_timeout)
-
-    def _bound_send(self, seconds: float) -> None:
-        if self._kernel_timeouts:
-            set_kernel_timeouts(self.handle, receive=self.linger, send=seconds)
-        else:
-            self.handle.settimeout(seconds)
+            if not self._kernel_timeouts:
+                handle.settimeout(self.reply_timeout)
 
     def message_started(self, buffered: int = 0) -> None:
         """A message began from bytes already buffered above the socket (``buffered`` of them, which
@@ -261,6 +264,14 @@ class ConnectionSocket(DeadlineSocket):
         if self._kernel_timeouts and not self._pushback and self._inflater is None:  # a plain socket: nothing above it
             return False
         return self.pending_input()
+
+
+def _send_now(handle: socket.socket, data: Union[bytes, memoryview]) -> int:
+    """How much of ``data`` a blocking socket takes now, without waiting (0 when its buffer is full)."""
+    try:
+        return handle.send(data, socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return 0
 
 
 def _recv(handle: socket.socket, size: int) -> bytes:
