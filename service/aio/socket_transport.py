@@ -69,13 +69,28 @@ class PlainSocketStream(SocketStream):
 
     # -- reading ----------------------------------------------------------------------------------
 
-    def _read_ready(self) -> None:
+    def _receive(self) -> Optional[int]:
+        """Bytes received into the inbox (0: the peer's end); None when none came, or the socket failed
+        (then it closes)."""
         try:
-            received = self._sock.recv_into(self._inbox)
+            return self._sock.recv_into(self._inbox)
         except (BlockingIOError, InterruptedError):
-            return
+            return None
         except OSError as error:
             self._force_close(error)
+            return None
+
+    def _close_if_reset(self) -> None:
+        """After bytes were read and handed on: a reset that came with them closes the stream (uvloop only,
+        see ``_ask_for_errors``)."""
+        if self._ask_for_errors and not self._closing:
+            code = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if code:
+                self._force_close(ConnectionResetError(code, os.strerror(code)))
+
+    def _read_ready(self) -> None:
+        received = self._receive()
+        if received is None:
             return
         if received:  # (as data_received, without a call of its own)
             data = bytes(self._inbox[:received])
@@ -84,10 +99,7 @@ class PlainSocketStream(SocketStream):
                 self._paused = True
                 self.pause_reading()
             self._wake()
-            if self._ask_for_errors:
-                code = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                if code:
-                    self._force_close(ConnectionResetError(code, os.strerror(code)))
+            self._close_if_reset()
             return
         self.pause_reading()
         self.eof_received()  # (half-closed: the peer may still read what it asked for)

@@ -44,18 +44,16 @@ class TlsSocketStream(PlainSocketStream):
     # -- reading ----------------------------------------------------------------------------------
 
     def _read_ready(self) -> None:
-        try:
-            received = self._sock.recv_into(self._inbox)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as error:
-            self._force_close(error)
+        received = self._receive()
+        if received is None:
             return
         if received:
             self._incoming.write(self._inbox[:received])
         else:
             self._incoming.write_eof()
         self._decrypt()
+        if received:
+            self._close_if_reset()
 
     def _decrypt(self) -> None:
         """Takes what the records received say: the handshake's progress, plaintext, the end or an error;
