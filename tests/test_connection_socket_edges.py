@@ -4,8 +4,9 @@ peer gone while a reply is written or before its first bytes tell, and a socket 
 from __future__ import annotations
 
 import socket
+import threading
 import time
-from typing import Iterator, Tuple
+from typing import Callable, Iterator, List, Tuple
 
 import pytest
 from thrift.transport.TTransport import TTransportException
@@ -24,6 +25,27 @@ def pair() -> Iterator[Tuple[ConnectionSocket, socket.socket]]:
     yield sock, theirs
     sock.close()
     theirs.close()
+
+
+def _given_up(action: Callable[[], object], peer: socket.socket) -> Tuple[bool, float, List[TTransportException]]:
+    """Runs ``action`` on a thread: whether it still ran 10 s later, how long it took, and the transport errors it
+    raised (``peer`` is closed then, which ends an action still blocked)."""
+    failed: List[TTransportException] = []
+
+    def run() -> None:
+        try:
+            action()
+        except TTransportException as error:
+            failed.append(error)
+
+    thread = threading.Thread(target=run)
+    started = time.monotonic()
+    thread.start()
+    thread.join(10)
+    held, took = thread.is_alive(), time.monotonic() - started
+    peer.close()
+    thread.join(5)
+    return held, took, failed
 
 
 def test_a_reply_written_to_a_peer_that_is_gone_fails_as_a_reset(pair):
@@ -49,26 +71,11 @@ def test_closing_after_a_reply_timed_out_on_a_socket_already_closed_is_quiet(pai
 def test_a_reply_its_peer_does_not_read_is_given_up_at_a_reply_timeout_of_seconds(pair):
     """The kernel's send timeout ends the first send with part of the reply out; the rest is due by
     reply_timeout after the reply's start, not at some other time (a timeout of more than a second)."""
-    import threading
 
     sock, theirs = pair
     sock.start_session(ServerLimits(reply_timeout=1.5), linger=0.05)
-    failed = []
-
-    def write() -> None:
-        try:
-            sock.write(b"x" * (8 << 20))  # more than the socket buffers hold; the peer reads none of it
-        except TTransportException as error:
-            failed.append(error)
-
-    writer = threading.Thread(target=write)
-    started = time.monotonic()
-    writer.start()
-    writer.join(10)
-    held = writer.is_alive()
-    took = time.monotonic() - started
-    theirs.close()  # a writer still blocked fails now
-    writer.join(5)
+    # more than the socket buffers hold; the peer reads none of it
+    held, took, failed = _given_up(lambda: sock.write(b"x" * (8 << 20)), theirs)
     assert not held, "the reply still held its thread 10 s later"
     assert 1.5 <= took < 6, took
     assert failed and failed[0].type == TTransportException.TIMED_OUT and "within reply_timeout" in str(failed[0])
@@ -80,7 +87,6 @@ def test_a_reply_whose_send_a_signal_cuts_short_is_sent_on_within_its_reply_time
     out, long before the kernel's timeout: the rest still has what is left of reply_timeout, be it
     under a second."""
     import signal
-    import threading
 
     sock, theirs = pair
     sock.start_session(ServerLimits(reply_timeout=reply_timeout), linger=0.05)
@@ -116,28 +122,12 @@ def test_a_reply_whose_send_a_signal_cuts_short_is_sent_on_within_its_reply_time
 def test_the_rest_of_a_request_is_awaited_until_its_request_timeout(pair, request_timeout):
     """A message's first bytes start its request_timeout (over a second, or a tenth): a peer that
     stops there is given up that long after, not at some other time."""
-    import threading
 
     sock, theirs = pair
     sock.start_session(ServerLimits(request_timeout=request_timeout), linger=0.05)
     theirs.sendall(b"\x80\x01")
     assert sock.read(2) == b"\x80\x01"
-    failed = []
-
-    def read_rest() -> None:
-        try:
-            sock.read(10)  # the peer sends nothing more
-        except TTransportException as error:
-            failed.append(error)
-
-    reader = threading.Thread(target=read_rest)
-    started = time.monotonic()
-    reader.start()
-    reader.join(10)
-    held = reader.is_alive()
-    took = time.monotonic() - started
-    theirs.close()  # a reader still waiting ends now
-    reader.join(5)
+    held, took, failed = _given_up(lambda: sock.read(10), theirs)  # the peer sends nothing more
     assert not held, "the rest was still awaited 10 s later"
     assert request_timeout * 0.6 <= took < request_timeout + 0.7, took
     assert failed and failed[0].type == TTransportException.TIMED_OUT
@@ -154,7 +144,6 @@ def test_a_peer_that_closes_before_its_first_bytes_tell_is_told_as_nothing(pair)
 def test_a_reply_its_peer_reads_a_trickle_of_is_given_up_at_its_reply_timeout(pair):
     """A Unix socket's kernel send timeout starts again whenever a few bytes move: a peer reading a
     kilobyte now and then must not hold a reply (and its thread) past reply_timeout."""
-    import threading
 
     sock, theirs = pair  # a Unix socket pair, as for serve --unix
     sock.start_session(ServerLimits(reply_timeout=1.0), linger=0.05)
@@ -185,7 +174,6 @@ def test_a_reply_its_peer_reads_a_trickle_of_is_given_up_at_its_reply_timeout(pa
 
 
 def test_first_bytes_that_come_in_pieces_are_read_up_to_the_sniffed_ten(pair):
-    import threading
 
     sock, theirs = pair
     sent = b"\x00\x00\x00" + bytes(range(1, 21))
@@ -240,7 +228,6 @@ def test_a_session_call_held_in_the_zlib_inflater_is_served_in_its_turn_when_oth
     """In a session, with every thread busy and another connection waiting for one, a connection goes
     back to the watch after a message unless more of its input is already here: the next call of one
     zlib flush, held in the inflater where the watch cannot see it, is served in the same turn."""
-    import threading
     import zlib
 
     from conftest import encode_call, eventually
