@@ -188,11 +188,9 @@ class Client(ClientBase, ServiceMethods):
             return self.farewell
 
     def close(self) -> Optional[Farewell]:
-        """Says goodbye if a session is open, then closes; idempotent and never raises for I/O.
-
-        Returns the Farewell when goodbye() was answered, else None. With ``options.await_farewell``
-        False goodbye is written and the connection closed without waiting (returns None).
-        """
+        """Says goodbye if a session is open, then closes; idempotent and never raises for I/O. Returns the
+        Farewell when goodbye() was answered, else None (``options.await_farewell`` False: goodbye is
+        written and the connection closed without waiting)."""
         with self._lock:
             try:
                 if self.phase in (ClientPhase.READY, ClientPhase.HELLO_PENDING) and self.options.handshake:
