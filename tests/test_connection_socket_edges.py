@@ -9,10 +9,12 @@ import time
 from typing import Callable, Iterator, List, Tuple
 
 import pytest
-from thrift.transport.TTransport import TTransportException
+from thrift.protocol.TBinaryProtocol import TBinaryProtocol
+from thrift.transport.TTransport import TMemoryBuffer, TTransportException
 
 from thrift_handshake import ServerLimits
 from thrift_handshake.wire import ConnectionSocket, NoMessageYet, is_reset
+from thrift_handshake_gen import HandshakeService
 
 
 @pytest.fixture
@@ -46,6 +48,29 @@ def _given_up(action: Callable[[], object], peer: socket.socket) -> Tuple[bool, 
     peer.close()
     thread.join(5)
     return held, took, failed
+
+
+def _two_echo_replies(receive: Callable[[], bytes]) -> List[Tuple[int, str]]:
+    """The first two echo replies read from ``receive()`` (the connection's bytes, decompressed or decrypted):
+    each one's seqid and the exception it carries. A timeout of ``receive`` (5 s) fails the test: the second
+    call was not seen."""
+    received, replies = b"", []
+    while len(replies) < 2:
+        chunk = receive()
+        assert chunk, f"closed after {replies}"
+        received += chunk
+        protocol = TBinaryProtocol(TMemoryBuffer(received))
+        replies = []
+        try:
+            while True:
+                _, _, seqid = protocol.readMessageBegin()
+                result = HandshakeService.echo_result()
+                result.read(protocol)
+                protocol.readMessageEnd()
+                replies.append((seqid, type(result.handshake_required).__name__))
+        except EOFError:
+            pass  # the rest has not arrived yet
+    return replies
 
 
 def test_a_reply_written_to_a_peer_that_is_gone_fails_as_a_reset(pair):
@@ -193,10 +218,7 @@ def test_two_calls_in_one_zlib_flush_before_hello_are_both_answered_without_more
     import zlib
 
     from conftest import encode_call
-    from thrift.protocol.TBinaryProtocol import TBinaryProtocol
-    from thrift.transport.TTransport import TMemoryBuffer
 
-    from thrift_handshake_gen import HandshakeService
 
     server = start_server(detect_wire=True)
     first = encode_call("echo", HandshakeService.echo_args(message="x" * (10 + 4096 - 24)), seqid=1)
@@ -205,22 +227,8 @@ def test_two_calls_in_one_zlib_flush_before_hello_are_both_answered_without_more
     deflate = zlib.compressobj()
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(deflate.compress(calls) + deflate.flush(zlib.Z_SYNC_FLUSH))  # one flush
-        inflate, received, replies = zlib.decompressobj(), b"", []
-        while len(replies) < 2:
-            chunk = sock.recv(65536)  # a timeout here (5 s) fails the test: the second call was not seen
-            assert chunk, f"closed after {replies}"
-            received += inflate.decompress(chunk)
-            protocol = TBinaryProtocol(TMemoryBuffer(received))
-            replies = []
-            try:
-                while True:
-                    _, _, seqid = protocol.readMessageBegin()
-                    result = HandshakeService.echo_result()
-                    result.read(protocol)
-                    protocol.readMessageEnd()
-                    replies.append((seqid, type(result.handshake_required).__name__))
-            except EOFError:
-                pass  # the rest has not arrived yet
+        inflate = zlib.decompressobj()
+        replies = _two_echo_replies(lambda: inflate.decompress(sock.recv(65536)))
     assert replies == [(1, "HandshakeRequired"), (2, "HandshakeRequired")]
 
 
@@ -231,12 +239,9 @@ def test_a_session_call_held_in_the_zlib_inflater_is_served_in_its_turn_when_oth
     import zlib
 
     from conftest import encode_call, eventually
-    from thrift.protocol.TBinaryProtocol import TBinaryProtocol
-    from thrift.transport.TTransport import TMemoryBuffer
 
     from thrift_handshake import Client
     from thrift_handshake.demo import HandshakeHandler
-    from thrift_handshake_gen import HandshakeService
     from thrift_handshake_gen.session import SessionService
     from thrift_handshake_gen.session.ttypes import ClientHello
     from thrift_handshake_gen.ttypes import Request
@@ -308,11 +313,8 @@ def test_two_calls_in_one_tls_record_before_hello_are_both_answered_without_more
     from pathlib import Path
 
     from conftest import encode_call
-    from thrift.protocol.TBinaryProtocol import TBinaryProtocol
-    from thrift.transport.TTransport import TMemoryBuffer
 
     from thrift_handshake import ServerTLS
-    from thrift_handshake_gen import HandshakeService
 
     certs = Path(__file__).resolve().parent / "certs"
     server = start_server(tls=ServerTLS(str(certs / "server.pem"), str(certs / "server.key")))
@@ -323,21 +325,5 @@ def test_two_calls_in_one_tls_record_before_hello_are_both_answered_without_more
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw, \
             context.wrap_socket(raw, server_hostname="localhost") as sock:
         sock.sendall(calls)  # one write: one TLS record
-        received = b""
-        replies = []
-        while len(replies) < 2:
-            chunk = sock.recv(65536)  # a timeout here (5 s) fails the test: the second call was not seen
-            assert chunk, f"closed after {replies}"
-            received += chunk
-            protocol = TBinaryProtocol(TMemoryBuffer(received))
-            replies = []
-            try:
-                while True:
-                    _, _, seqid = protocol.readMessageBegin()
-                    result = HandshakeService.echo_result()
-                    result.read(protocol)
-                    protocol.readMessageEnd()
-                    replies.append((seqid, type(result.handshake_required).__name__))
-            except EOFError:
-                pass  # the rest has not arrived yet
+        replies = _two_echo_replies(lambda: sock.recv(65536))
     assert replies == [(1, "HandshakeRequired"), (2, "HandshakeRequired")]
