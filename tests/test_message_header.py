@@ -1,5 +1,6 @@
 """The binary message header read from the read buffer (a few C calls) says exactly what Thrift's own
-reading says, for every header, whole, cut short or spread over several refills of the buffer."""
+reading says, for every header, whole, cut short or spread over several refills of the buffer; and the
+header (or a whole message) written in one write is the bytes Thrift writes."""
 
 from __future__ import annotations
 
@@ -8,12 +9,16 @@ import struct
 from typing import Callable, List, Tuple, Union
 
 import pytest
+from thrift.protocol.TBinaryProtocol import TBinaryProtocol
 from thrift.protocol.TProtocol import TProtocolException
+from thrift.Thrift import TApplicationException
 from thrift.transport import TTransport
 
 from thrift_handshake.config import Wire
 from thrift_handshake.wire import protocol_factory
 from thrift_handshake.wire.errors import UndecodableMethodName
+
+from thrift_handshake_gen import HandshakeService
 
 VERSION_1 = 0x80010000
 LIMIT = 64
@@ -90,3 +95,52 @@ def test_every_cut_of_a_header_reads_as_thrift_reads_it() -> None:
         fast = _protocol(whole[:cut], True, size)
         thrifts = _protocol(whole[:cut], True, size)
         assert _outcome(fast.readMessageBegin) == _outcome(thrifts._read_message_begin), (cut, size)
+
+
+@pytest.mark.parametrize("strict", [True, False], ids=["strict", "old-unversioned"])
+@pytest.mark.parametrize("accelerated", [True, False], ids=["accelerated", "python"])
+def test_the_header_written_is_the_bytes_thrift_writes(accelerated: bool, strict: bool) -> None:
+    for name, message_type, seqid in [("echo", 2, 7), ("", 3, 0), ("écho", 2, -5), ("Service:n" * 40, 1, 2**31 - 1),
+                                      ("notify", 4, -2**31)]:
+        ours = protocol_factory(Wire("binary", "buffered", accelerated), LIMIT, 100).getProtocol(
+            TTransport.TMemoryBuffer())
+        ours.strictWrite = strict
+        thrifts = TBinaryProtocol(TTransport.TMemoryBuffer(), strictWrite=strict)
+        for protocol in (ours, thrifts):
+            protocol.writeMessageBegin(name, message_type, seqid)
+        assert ours.trans.getvalue() == thrifts.trans.getvalue(), (name, message_type, seqid)
+
+
+def test_a_whole_message_written_at_once_is_the_bytes_thrift_writes() -> None:
+    structs = [HandshakeService.echo_result(success="écho " * 9), HandshakeService.echo_result(),
+               HandshakeService.echo_args(message="")]
+    for body, (name, message_type, seqid) in itertools.product(structs, [("echo", 2, 7), ("écho", 3, -1)]):
+        ours = protocol_factory(Wire("binary", "buffered", True), LIMIT, 100).getProtocol(TTransport.TMemoryBuffer())
+        thrifts = TBinaryProtocol(TTransport.TMemoryBuffer())
+        assert ours.write_whole(name, message_type, seqid, body)
+        thrifts.writeMessageBegin(name, message_type, seqid)
+        body.write(thrifts)
+        thrifts.writeMessageEnd()
+        assert ours.trans.getvalue() == thrifts.trans.getvalue(), (body, name)
+
+
+def test_what_the_c_encoder_does_not_take_is_left_to_the_usual_writes() -> None:
+    unversioned = protocol_factory(Wire("binary", "buffered", True), LIMIT, 100).getProtocol(TTransport.TMemoryBuffer())
+    unversioned.strictWrite = False
+    assert not unversioned.write_whole("echo", 2, 1, HandshakeService.echo_result(success="x"))
+    ours = protocol_factory(Wire("binary", "buffered", True), LIMIT, 100).getProtocol(TTransport.TMemoryBuffer())
+    assert not ours.write_whole("echo", 3, 1, TApplicationException(TApplicationException.INTERNAL_ERROR, "x"))
+    assert unversioned.trans.getvalue() == ours.trans.getvalue() == b""
+
+
+def test_a_struct_that_cannot_be_encoded_leaves_what_the_usual_writes_leave() -> None:
+    unencodable = HandshakeService.echo_result(success=7)  # not a string
+    ours = protocol_factory(Wire("binary", "buffered", True), LIMIT, 100).getProtocol(TTransport.TMemoryBuffer())
+    thrifts = TBinaryProtocol(TTransport.TMemoryBuffer())
+    thrifts._fast_encode = ours._fast_encode  # (the C encoder, as the accelerated protocol's writes use it)
+    with pytest.raises(Exception) as raised:
+        ours.write_whole("echo", 2, 9, unencodable)
+    thrifts.writeMessageBegin("echo", 2, 9)
+    with pytest.raises(type(raised.value)):
+        unencodable.write(thrifts)
+    assert ours.trans.getvalue() == thrifts.trans.getvalue() == header(b"echo", message_type=2, seqid=9)

@@ -166,9 +166,11 @@ async def _reply(pending: Awaitable[Any], info: MethodInfo, seqid: int, oprot: A
         logging.exception("Unexpected exception in handler")
         message_type = TMessageType.EXCEPTION
         result = TApplicationException(TApplicationException.INTERNAL_ERROR, "Internal error")
-    oprot.writeMessageBegin(info.name, message_type, seqid)
-    result.write(oprot)
-    oprot.writeMessageEnd()
+    write_whole = getattr(oprot, "write_whole", None)  # (the accelerated binary protocol's one write)
+    if write_whole is None or not write_whole(info.name, message_type, seqid, result):
+        oprot.writeMessageBegin(info.name, message_type, seqid)
+        result.write(oprot)
+        oprot.writeMessageEnd()
     oprot.trans.flush()
 
 

@@ -53,7 +53,9 @@ def _usual_version(head: bytes) -> bool:
     return header < 0 and header & _VERSION_MASK == _VERSION_1
 
 
-class _BinaryMessageBegin:
+class _BinaryMessageHeader:
+    """Thrift's binary message header, read and written with fewer Python calls (same bytes, same errors)."""
+
     def readMessageBegin(self) -> Tuple[str, int, int]:
         trans = self.trans
         buffer = getattr(trans, "cstringio_buf", None)
@@ -86,6 +88,12 @@ class _BinaryMessageBegin:
         except UnicodeDecodeError:
             return method_name(raw, seqid), header & _TYPE_MASK, seqid  # raises the answerable error
 
+    def writeMessageBegin(self, name: str, message_type: int, seqid: int) -> None:
+        if not self.strictWrite:
+            return super().writeMessageBegin(name, message_type, seqid)  # type: ignore[misc]
+        raw = name.encode("utf-8")  # the strict header as Thrift writes it, in one write instead of four
+        self.trans.write(_VERSION_AND_LENGTH.pack(_VERSION_1 | message_type, len(raw)) + raw + _I32.pack(seqid))
+
     def _read_message_begin(self) -> Tuple[str, int, int]:
         header = self.readI32()
         if header < 0:
@@ -107,12 +115,28 @@ class _BinaryMessageBegin:
             return method_name(raw, seqid), message_type, seqid  # raises the answerable error
 
 
-class _BinaryProtocol(_BinaryMessageBegin, TBinaryProtocol.TBinaryProtocol):
+class _BinaryProtocol(_BinaryMessageHeader, TBinaryProtocol.TBinaryProtocol):
     pass
 
 
-class _BinaryProtocolAccelerated(_BinaryMessageBegin, TBinaryProtocol.TBinaryProtocolAccelerated):
-    pass
+class _BinaryProtocolAccelerated(_BinaryMessageHeader, TBinaryProtocol.TBinaryProtocolAccelerated):
+    def write_whole(self, name: str, message_type: int, seqid: int, struct: object) -> bool:
+        """Writes a message of ``struct`` (a generated one) in one write: the bytes ``writeMessageBegin``,
+        ``struct.write`` and ``writeMessageEnd`` write. False, with nothing written, where the C encoder
+        does not take it (the old unversioned header, a struct without a spec)."""
+        spec = getattr(struct, "thrift_spec", None)
+        encode = self._fast_encode
+        if spec is None or encode is None or not self.strictWrite:
+            return False
+        raw = name.encode("utf-8")
+        head = _VERSION_AND_LENGTH.pack(_VERSION_1 | message_type, len(raw)) + raw + _I32.pack(seqid)
+        try:
+            body = encode(struct, [struct.__class__, spec])
+        except Exception:
+            self.trans.write(head)  # as the usual writes leave it: the header written, the struct failed
+            raise
+        self.trans.write(head + body)
+        return True
 
 
 class _AnswersAfterAFailedRead:
