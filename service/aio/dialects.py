@@ -32,6 +32,7 @@ def stack_for(config: ServerConfig, dialect: Optional[Dialect], zlib: bool,
         wire = _wire(served, dialect.wire.protocol, dialect.wire.transport)
         if wire == served or config.detect_wire:
             transport, protocol = server_stack(wire, pipe, limits.max_message_bytes, limits.max_container_items)
+            pipe.above = transport if hasattr(transport, "read_whole") else None
             return (transport, protocol, pipe), wire
     if dialect is not None and dialect.kind is DialectKind.HTTP and config.detect_wire and not zlib:
         return http_memory_stack(config, origins), Wire(transport="http")

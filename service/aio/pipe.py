@@ -8,7 +8,7 @@ every read limit stay as they are.
 
 from __future__ import annotations
 
-from typing import List
+from typing import Any, List, Optional
 
 from thrift.transport.TTransport import TTransportBase, TTransportException
 
@@ -23,10 +23,14 @@ class MemoryPipe(TTransportBase):
     def __init__(self, data: bytes = b"") -> None:
         self._input = memoryview(data)
         self._output: List[bytes] = []
+        #: The transport reading from this pipe, when it takes a whole message into its read buffer at
+        #: once (``read_whole``: one refill's worth, without the refill's calls).
+        self.above: Optional[Any] = None
 
     def feed(self, data: bytes) -> None:
         """The next bytes to read (a whole message: what is left of the last one is dropped)."""
-        self._input = memoryview(data)
+        above = self.above
+        self._input = _NOTHING if above is not None and above.read_whole(data) else memoryview(data)
 
     def take_output(self) -> bytes:
         """What was written since the last call."""

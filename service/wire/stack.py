@@ -128,10 +128,27 @@ class WholeBody(_Resettable, TTransport.TTransportBase, TTransport.CReadableTran
         self._end()  # the body has no more
 
 
+def _spent(buffer: BytesIO) -> bool:
+    """Whether every byte of the read buffer was read."""
+    rest = buffer.read()
+    if rest:
+        buffer.seek(-len(rest), 1)
+    return not rest
+
+
 class BufferedTransport(_Resettable, _RemembersEnd, PricesLargeArguments, TTransport.TBufferedTransport):
     framed = False
     _wbuf_attribute = "_TBufferedTransport__wbuf"
     _rbuf_attribute = "_TBufferedTransport__rbuf"
+
+    def read_whole(self, message: bytes) -> bool:
+        """Takes ``message``, whole in memory (cut by ``MessageFramer``), into the read buffer as the
+        refill that would read it does, when it fits one refill and the last message was read to its end;
+        False (nothing taken) otherwise. Larger ones are read in refills, which price their arguments."""
+        if len(message) > self._TBufferedTransport__rbuf_size or not _spent(self._TBufferedTransport__rbuf):
+            return False
+        self._TBufferedTransport__rbuf = BytesIO(message)
+        return True
 
 
 def _frame_start(trans: TTransport.TTransportBase, size: int,
@@ -165,6 +182,15 @@ class FramedTransport(_Resettable, _RemembersEnd, TTransport.TFramedTransport):
         if size > limit:
             raise FrameTooLarge(size, limit, _frame_start(trans, size, message_header))
         setattr(self, self._rbuf_attribute, BytesIO(trans.readAll(size)))
+
+    def read_whole(self, message: bytes) -> bool:
+        """Takes ``message``, a whole frame in memory (its length first, cut by ``MessageFramer``), into
+        the read buffer as ``readFrame`` does, when the last frame was read to its end and this one is
+        within the limit; False (nothing taken) otherwise."""
+        if len(message) - 4 > self._TFramedTransport__max_frame_size or not _spent(self._TFramedTransport__rbuf):
+            return False
+        self._TFramedTransport__rbuf = BytesIO(memoryview(message)[4:])
+        return True
 
 
 #: The largest frame a 4-byte signed length can announce.
