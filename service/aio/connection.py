@@ -205,25 +205,28 @@ class AsyncConnection(ConnectionStanding):
         state = self.state
         http = isinstance(framer, HttpRequestFramer)
         data = received
+        pending = 0  # the framer's bytes not yet part of a whole message (read once per turn)
         while True:
             try:
                 fresh, message = False, None
                 if data:
-                    fresh = not framer.pending  # a message's first bytes: its request_timeout runs from now
+                    fresh = not pending  # a message's first bytes: its request_timeout runs from now
                     framer.receive(data)
                     if not self._in_session:
                         self._count(data)
                     message = framer.next_message()
                     data = b""
-                elif framer.pending:  # what came behind the last message
+                    pending = framer.pending
+                elif pending:  # what came behind the last message
                     message = framer.next_message()
+                    pending = framer.pending
                 if message is None:
                     if fresh:  # (timed only when the message is not whole at once)
                         self._message_started = loop.time()
                     if http and framer.interim:  # 100 Continue
                         writer.write(framer.interim)
                         framer.interim = b""
-                    mid_request = framer.pending > 0
+                    mid_request = pending > 0
                     self._wait_until(mid_request, loop)
                     self._between_messages = not mid_request
                     self._stalled_since = time.monotonic() if mid_request else None
@@ -250,7 +253,7 @@ class AsyncConnection(ConnectionStanding):
                     continue
             except (TProtocolException, TTransportException) as error:  # refused before it was decoded
                 return await refuse_message((reader, writer), protocol, pipe, framer, error, self._limits)
-            self._message_started = loop.time() if framer.pending else None
+            self._message_started = loop.time() if pending else None
             pipe.feed(message)
             try:
                 await self._processor.process_async(protocol, protocol)
