@@ -61,7 +61,8 @@ class PlainSocketStream(SocketStream):
         self._closing = False
         self._eof_asked = False  # write_eof: the write side shuts once nothing is unsent
         # uvloop's poll handle, woken by a reset that came with the peer's last bytes, runs the reader once
-        # and then stops watching: the reset is asked for after each read there (one getsockopt).
+        # and then stops watching: there, the reset is asked for (one getsockopt) before a read waits
+        # when nothing was sent since the last bytes came (a send would have failed on it).
         self._ask_for_errors = type(loop).__module__.startswith("uvloop")
         self._idle_watch: Optional[IdleWatch] = None  # reading, for the loop's watch of parked sockets
         self.transport = self
@@ -81,9 +82,8 @@ class PlainSocketStream(SocketStream):
             return None
 
     def _close_if_reset(self) -> None:
-        """After bytes were read and handed on: a reset that came with them closes the stream (uvloop only,
-        see ``_ask_for_errors``)."""
-        if self._ask_for_errors and not self._closing:
+        """A reset that came with the last bytes read (see ``_ask_for_errors``) closes the stream."""
+        if not self._closing:
             code = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if code:
                 self._force_close(ConnectionResetError(code, os.strerror(code)))
@@ -99,7 +99,7 @@ class PlainSocketStream(SocketStream):
                 self._paused = True
                 self.pause_reading()
             self._wake()
-            self._close_if_reset()
+            self._reset_unasked = self._ask_for_errors
             return
         self.pause_reading()
         self.eof_received()  # (half-closed: the peer may still read what it asked for)
@@ -166,6 +166,7 @@ class PlainSocketStream(SocketStream):
             except OSError as error:
                 self._force_close(error)
                 return
+            self._reset_unasked = False  # (the send would have failed on a reset)
             if sent == len(data):
                 return
             self._unsent = bytearray(memoryview(data)[sent:])

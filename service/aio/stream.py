@@ -22,7 +22,7 @@ class SocketStream(asyncio.Protocol):
     while more than ``limit`` bytes wait unread."""
 
     __slots__ = ("transport", "_loop", "_limit", "_data", "_waiter", "_eof", "_lost", "_error", "_paused",
-                 "writing_paused", "_drain_waiter", "_parking", "owner")
+                 "writing_paused", "_drain_waiter", "_parking", "owner", "_reset_unasked")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, limit: int) -> None:
         self.transport: Any = None
@@ -40,6 +40,8 @@ class SocketStream(asyncio.Protocol):
         self._parking = False  # the read waiting now returns None (``park``)
         #: While no read waits: told (``owner.wake()``) once bytes, the end or an error come.
         self.owner: Any = None
+        #: A reset may have come with the last bytes unnoticed: asked for (``_close_if_reset``) before a read waits.
+        self._reset_unasked = False
 
     # -- the protocol (called by the loop) -------------------------------------------------------
 
@@ -76,6 +78,9 @@ class SocketStream(asyncio.Protocol):
         waiter, self._drain_waiter = self._drain_waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _close_if_reset(self) -> None:
+        """Closes the stream if its connection was reset (streams of their own sockets ask the kernel)."""
 
     def _wake(self) -> None:
         waiter, self._waiter = self._waiter, None
@@ -116,6 +121,10 @@ class SocketStream(asyncio.Protocol):
             if self._parking:
                 self._parking = False
                 return None
+            if self._reset_unasked:
+                self._reset_unasked = False
+                self._close_if_reset()
+                continue
             self._waiter = self._loop.create_future()
             try:
                 await self._waiter

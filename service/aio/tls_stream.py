@@ -53,7 +53,7 @@ class TlsSocketStream(PlainSocketStream):
             self._incoming.write_eof()
         self._decrypt()
         if received:
-            self._close_if_reset()
+            self._reset_unasked = self._ask_for_errors
 
     def _decrypt(self) -> None:
         """Takes what the records received say: the handshake's progress, plaintext, the end or an error;
