@@ -63,8 +63,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=0.5)
     parser.add_argument("--workers", action="store_true", help="serve the trees with --workers auto")
-    parser.add_argument("--peer", action="append", default=[], choices=["cpp", "tp2"],
-                        help="another server beside B: cpp (the C++ TThreadedServer, the native floor), tp2")
+    parser.add_argument("--peer", action="append", default=[], choices=["cpp", "tp2", "tp2a"],
+                        help="another server beside B: cpp (the C++ TThreadedServer, the native floor), tp2, tp2a (thriftpy2 aio)")
     parser.add_argument("--serve-args", action="append", default=[], metavar="NAME=ARGS",
                         help="more `serve` arguments for one tree, e.g. this='--max-threads 300' (repeatable)")
     args = parser.parse_args(argv)
