@@ -777,3 +777,46 @@ def test_against_the_asyncio_server(aserver, wire):
         assert client.farewell is not None and client.farewell.calls == 100 + 5
 
     run(scenario())
+
+
+class ClosesOnHello(Interceptor):
+    """Closes its client from one hook of hello: a hook cannot await, so it starts ``close()`` as a task."""
+
+    def __init__(self, hook: str) -> None:
+        self.hook = hook
+        self.client: Optional[AsyncClient] = None
+        self.closing: Optional[asyncio.Task] = None
+
+    def _maybe(self, call: Any, hook: str) -> None:
+        if self.client is not None and call.method == "hello" and hook == self.hook:
+            client, self.client = self.client, None
+            self.closing = asyncio.ensure_future(client.close())
+
+    def call_started(self, call: Any) -> None:
+        self._maybe(call, "call_started")
+
+    def call_ended(self, call: Any) -> None:
+        self._maybe(call, "call_ended")
+
+
+@pytest.mark.parametrize("pipeline_hello", [False, True])
+@pytest.mark.parametrize("hook", ["call_started", "call_ended"])
+def test_a_close_started_by_a_hook_of_hello_leaves_a_client_that_reconnects(server, hook, pipeline_hello):
+    """(The threaded Client's defect: closed from a hook of hello, it stayed HANDSHAKING without a socket.) The
+    close waits for hello's step to end, then closes: the client ends CLOSED, and connects again."""
+    async def scenario() -> None:
+        closer = ClosesOnHello(hook)
+        client = client_for(server.port, pipeline_hello=pipeline_hello, interceptors=(closer,))
+        closer.client = client
+        await client.connect()
+        if pipeline_hello and hook == "call_ended":  # hello's answer is read with the first call
+            assert await client.echo("first") == "first"
+        assert closer.closing is not None
+        await asyncio.wait_for(closer.closing, 10)
+        assert client.phase is ClientPhase.CLOSED and client.in_flight == 0
+        await client.connect()
+        assert await client.echo("again") == "again"
+        await client.close()
+        assert client.phase is ClientPhase.CLOSED
+
+    run(scenario())
