@@ -160,6 +160,11 @@ def peer_targets(run: Run) -> List[Tuple[str, str, str, str]]:
                 ("no (" + ", ".join(behind) + ")" if behind else "yes")
             out.append((f"{SHORT[ours]}, {what.format(n=load.conns)}: calls/s / each peer's", measured,
                         ">= 1.0x each", met))
+    pipelined, sequential = run.samples.get(("aioc", "x16", "ac")), run.samples.get(("aioc", "x1", "ac"))
+    if pipelined and sequential:  # its own rate with 16 in flight / one in flight, round by round
+        cell = summary([many.rate / one.rate for many, one in zip(pipelined, sequential) if one.rate > 0])
+        out.append((f"{SHORT['ac']}, 16 in flight / 1 in flight: calls/s (C++ server, same round)", fmt_ratio(cell),
+                    ">= 5.0x", _met(cell, 5.0, True)))
     return out
 
 
