@@ -306,3 +306,32 @@ def test_a_ticket_the_store_refused_gives_its_place_back(tmp_path, release):
     finally:
         board.stop()
         ledger.close()
+
+
+def test_the_board_that_ran_a_ticket_answers_it_once_the_store_has_it(tmp_path):
+    # Flaky in test_tickets_across_hosts: server B read a result from the shared store while server A, which ran
+    # it and was still finishing its write, answered "still running after waiting 0 ms".
+    from thrift_handshake.demo.ledger import DONE, TicketLedger
+
+    written, go_on = threading.Event(), threading.Event()
+
+    class SlowToReturn(TicketLedger):
+        """Writes an outcome, then returns only once told (the window between the write and the ticket's end)."""
+
+        def finished(self, ticket, state, result=None, message=""):
+            super().finished(ticket, state, result, message)
+            written.set()
+            go_on.wait(10)
+
+    ledger = SlowToReturn(str(tmp_path / "tickets.sqlite"), ttl=600)
+    board = TicketBoard(DemoLimits(submit_workers=1), ledger)
+    try:
+        ticket = board.submit(lambda: response("ran here"), 0, "s1")
+        assert written.wait(5)
+        assert ledger.outcome(ticket)[0] == DONE  # what another server sharing the store answers now
+        threading.Timer(0.2, go_on.set).start()
+        assert board.result(ticket, 0).request_id == "ran here"  # not "still running"
+    finally:
+        go_on.set()
+        board.stop()
+        ledger.close()

@@ -124,6 +124,9 @@ class TicketBoard:
         with self._settled:  # a ticket counts as finished once its outcome is recorded, not before
             self._expire()
             recorded = self._settled.wait_for(lambda: ticket not in self._unfinished, wait)
+            if not recorded and self._unfinished[ticket][0].done():  # its outcome is being written: another
+                # process may have read it from the store already, so this one waits for the write to end
+                recorded = self._settled.wait_for(lambda: ticket not in self._unfinished, self._limits.max_wait)
             entry = self._finished.get(ticket) if recorded else self._unfinished[ticket]
         if entry is None:
             return self._from_ledger(ticket, wait)
