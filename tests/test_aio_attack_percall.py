@@ -1,0 +1,83 @@
+"""Attacks from outside on the asyncio server's per-call path (a whole message into the read buffer,
+headers and replies in one write, a reset asked for only before a read waits), on both loops."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import struct
+import threading
+
+import pytest
+
+from conftest import encode_call, eventually
+from test_aio_tls_attacks import _client_context, _client_hello
+from test_async_server import LOOPS, event_loop_thread, loop_factory, start_async  # noqa: F401 (fixtures)
+from test_fairness_between_hosts import HELLO
+from test_tls import SERVER_TLS
+
+from thrift_handshake import ServerLimits
+from thrift_handshake_gen import HandshakeService
+
+
+# -- a reset that comes with bytes that decrypt to nothing (TLS) -----------------------------------
+
+def _tls_session(port: int):
+    """A raw socket and the TLS client object over it, handshake done and hello answered."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = _client_context().wrap_bio(incoming, outgoing)
+    while True:
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            sock.sendall(outgoing.read())
+            incoming.write(sock.recv(65536))
+    sock.sendall(outgoing.read())
+    tls.write(HELLO)
+    sock.sendall(outgoing.read())
+    while True:
+        incoming.write(sock.recv(65536))
+        try:
+            if tls.read(65536):
+                break
+        except ssl.SSLWantReadError:
+            continue
+    return sock, tls, outgoing
+
+
+def _reset_in_one_wakeup(event_loop_thread, sock: socket.socket, data: bytes) -> None:
+    """``data`` and then a reset reach the server while its loop is held: one wakeup sees both."""
+    held, sent = threading.Event(), threading.Event()
+    event_loop_thread.loop.call_soon_threadsafe(lambda: (held.set(), sent.wait(5)))
+    assert held.wait(5)
+    if data:
+        sock.sendall(data)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+    sent.set()
+
+
+@pytest.mark.parametrize("loop_factory", LOOPS, indirect=True)
+def test_a_reset_after_half_a_tls_record_ends_the_session_at_once(start_async, event_loop_thread):
+    server = start_async(tls=SERVER_TLS, limits=ServerLimits(idle_timeout=30.0, request_timeout=30.0))
+    sock, tls, outgoing = _tls_session(server.port)
+    assert eventually(lambda: server.connection_count == 1)
+    tls.write(encode_call("echo", HandshakeService.echo_args(message="x" * 100)))
+    record = outgoing.read()
+    _reset_in_one_wakeup(event_loop_thread, sock, record[:len(record) // 2])
+    assert eventually(lambda: server.connection_count == 0, 3.0)
+
+
+@pytest.mark.parametrize("loop_factory", LOOPS, indirect=True)
+def test_a_reset_after_half_a_client_hello_ends_the_connection_at_once(start_async, event_loop_thread):
+    """Bytes that decrypt to nothing wake no read, so no read asks for the reset that came with them
+    (uvloop stops watching the socket then): they ask at once, or the peer held its slot until
+    handshake_timeout."""
+    server = start_async(tls=SERVER_TLS, limits=ServerLimits(handshake_timeout=30.0))
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    sock.sendall(b"\x16")  # (told TLS: the stream is built and waits for the rest of the ClientHello)
+    assert eventually(lambda: server.connection_count == 1)
+    _reset_in_one_wakeup(event_loop_thread, sock, _client_hello()[1:100])
+    assert eventually(lambda: server.connection_count == 0, 3.0)
