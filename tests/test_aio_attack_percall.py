@@ -3,12 +3,14 @@ headers and replies in one write, a reset asked for only before a read waits), o
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 import struct
 import threading
 
 import pytest
+from thrift.Thrift import TMessageType
 
 from conftest import encode_call, eventually
 from test_aio_tls_attacks import _client_context, _client_hello
@@ -18,6 +20,7 @@ from test_tls import SERVER_TLS
 
 from thrift_handshake import ServerLimits
 from thrift_handshake_gen import HandshakeService
+from thrift_handshake_gen.ttypes import Event
 
 
 # -- a reset that comes with bytes that decrypt to nothing (TLS) -----------------------------------
@@ -81,3 +84,60 @@ def test_a_reset_after_half_a_client_hello_ends_the_connection_at_once(start_asy
     assert eventually(lambda: server.connection_count == 1)
     _reset_in_one_wakeup(event_loop_thread, sock, _client_hello()[1:100])
     assert eventually(lambda: server.connection_count == 0, 3.0)
+
+
+# -- a reset that comes with the peer's last bytes (plain) ----------------------------------------
+
+def _plain_session(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(HELLO)
+    assert sock.recv(65536)
+    return sock
+
+
+class SlowEcho(HandshakeService.Iface):
+    """A coroutine echo that takes its time."""
+
+    async def echo(self, message: str) -> str:
+        await asyncio.sleep(2.0)
+        return message
+
+
+def _notify(seqid: int) -> bytes:
+    return encode_call("notify", HandshakeService.notify_args(event=Event(name="n", payload="p")), seqid=seqid,
+                       message_type=TMessageType.ONEWAY)
+
+
+def _echo(seqid: int, size: int = 10) -> bytes:
+    return encode_call("echo", HandshakeService.echo_args(message="e" * size), seqid=seqid)
+
+
+@pytest.mark.parametrize("loop_factory", LOOPS, indirect=True)
+@pytest.mark.parametrize("sent", ["a one-way call", "two one-way calls", "a call and a one-way call",
+                                  "a one-way call and half a call", "a call of 4096 bytes and a one-way call"])
+def test_a_reset_with_the_last_bytes_ends_the_session_at_once(start_async, event_loop_thread, sent):
+    server = start_async(limits=ServerLimits(idle_timeout=30.0, request_timeout=30.0))
+    sock = _plain_session(server.port)
+    data = {"a one-way call": _notify(2),
+            "two one-way calls": _notify(2) + _notify(3),
+            "a call and a one-way call": _echo(2) + _notify(3),
+            "a one-way call and half a call": _notify(2) + _echo(3)[:20],
+            "a call of 4096 bytes and a one-way call": _echo(2, 4096 - len(_echo(2, 0))) + _notify(3)}[sent]
+    _reset_in_one_wakeup(event_loop_thread, sock, data)
+    assert eventually(lambda: server.connection_count == 0, 3.0)
+
+
+@pytest.mark.parametrize("loop_factory", LOOPS, indirect=True)
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_a_reset_behind_a_call_to_a_slow_coroutine_ends_the_session_once_it_answers(start_async, event_loop_thread,
+                                                                                    tls):
+    server = start_async(SlowEcho(), tls=SERVER_TLS if tls else None,
+                         limits=ServerLimits(idle_timeout=30.0, request_timeout=30.0))
+    if tls:
+        sock, client, outgoing = _tls_session(server.port)
+        client.write(_echo(2) + _notify(3))
+        data = outgoing.read()
+    else:
+        sock, data = _plain_session(server.port), _echo(2) + _notify(3)
+    _reset_in_one_wakeup(event_loop_thread, sock, data)
+    assert eventually(lambda: server.connection_count == 0, 4.0)
