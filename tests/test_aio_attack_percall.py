@@ -8,6 +8,7 @@ import socket
 import ssl
 import struct
 import threading
+import time
 
 import pytest
 from thrift.Thrift import TMessageType
@@ -141,3 +142,56 @@ def test_a_reset_behind_a_call_to_a_slow_coroutine_ends_the_session_once_it_answ
         sock, data = _plain_session(server.port), _echo(2) + _notify(3)
     _reset_in_one_wakeup(event_loop_thread, sock, data)
     assert eventually(lambda: server.connection_count == 0, 4.0)
+
+
+# -- request_timeout and idle_timeout against the framer's pending bytes --------------------------
+
+def _trickle(sock: socket.socket, data: bytes, every: float, closed: threading.Event) -> None:
+    for byte in data:
+        if closed.is_set():
+            return
+        try:
+            sock.send(bytes([byte]))
+        except OSError:
+            return
+        time.sleep(every)
+
+
+@pytest.mark.parametrize("loop_factory", LOOPS, indirect=True)
+@pytest.mark.parametrize("before", ["nothing", "a whole call"])
+def test_a_call_trickled_byte_by_byte_ends_at_request_timeout(start_async, before):
+    """Bytes keep coming, but the message is not whole within request_timeout of its first byte (counted
+    from there even when it came behind a whole call in one segment): the session ends then."""
+    server = start_async(limits=ServerLimits(request_timeout=0.5, idle_timeout=30.0))
+    sock = _plain_session(server.port)
+    call = _echo(3, 400)
+    if before == "a whole call":
+        sock.sendall(_echo(2) + call[:5])
+        call = call[5:]
+        assert b"eeeeeeeeee" in sock.recv(65536)  # the whole one answered
+    closed = threading.Event()
+    sender = threading.Thread(target=_trickle, args=(sock, call, 0.02, closed), daemon=True)
+    started = time.monotonic()
+    sender.start()
+    try:
+        assert eventually(lambda: server.connection_count == 0, 5.0)
+        assert time.monotonic() - started < len(call) * 0.02, "ended only because the message was whole"
+    finally:
+        closed.set()
+        sender.join(5)
+        sock.close()
+
+
+@pytest.mark.parametrize("loop_factory", LOOPS, indirect=True)
+def test_a_whole_call_then_silence_waits_for_idle_timeout_not_request_timeout(start_async):
+    server = start_async(limits=ServerLimits(request_timeout=0.3, idle_timeout=30.0))
+    sock = _plain_session(server.port)
+    sock.sendall(_echo(2) + _notify(3) + _echo(4))
+    received = b""
+    while received.count(b"eeeeeeeeee") < 2:
+        received += sock.recv(65536)
+    time.sleep(1.0)  # (past request_timeout: nothing is pending, so only idle_timeout may end it)
+    assert server.connection_count == 1
+    sock.sendall(_echo(5))
+    assert b"eeeeeeeeee" in sock.recv(65536)
+    sock.close()
