@@ -11,7 +11,9 @@ import threading
 import time
 
 import pytest
+from thrift.protocol.TBinaryProtocol import TBinaryProtocol
 from thrift.Thrift import TMessageType
+from thrift.transport.TTransport import TMemoryBuffer
 
 from conftest import encode_call, eventually
 from test_aio_tls_attacks import _client_context, _client_hello
@@ -19,9 +21,13 @@ from test_async_server import LOOPS, event_loop_thread, loop_factory, start_asyn
 from test_fairness_between_hosts import HELLO
 from test_tls import SERVER_TLS
 
-from thrift_handshake import ServerLimits
+from thrift_handshake import ServerLimits, Wire
 from thrift_handshake_gen import HandshakeService
 from thrift_handshake_gen.ttypes import Event
+
+
+def _frame(message: bytes) -> bytes:
+    return struct.pack("!i", len(message)) + message
 
 
 # -- a reset that comes with bytes that decrypt to nothing (TLS) -----------------------------------
@@ -195,3 +201,37 @@ def test_a_whole_call_then_silence_waits_for_idle_timeout_not_request_timeout(st
     sock.sendall(_echo(5))
     assert b"eeeeeeeeee" in sock.recv(65536)
     sock.close()
+
+
+# -- a frame that holds two messages -----------------------------------------------------------------
+
+def _replies(sock: socket.socket, count: int, framed: bool) -> list:
+    """The seqids of the next ``count`` replies (strict binary or compact, framed or not)."""
+    received, seqids = b"", []
+    while len(seqids) < count:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed after the replies to {seqids}"
+        received += chunk
+        while len(received) >= 4:
+            size = struct.unpack("!i", received[:4])[0]
+            if len(received) < 4 + size:
+                break
+            reply = TBinaryProtocol(TMemoryBuffer(received[4:4 + size]))
+            seqids.append(reply.readMessageBegin()[2])
+            received = received[4 + size:]
+    return seqids
+
+
+@pytest.mark.parametrize("loop_factory", LOOPS, indirect=True)
+def test_every_message_of_a_frame_that_holds_two_is_answered_and_the_next_frame_too(start_async):
+    """A framed client that flushes two calls at once sends them in one frame; the threaded server
+    answers both and then the next frame. The asyncio server answered the second only when the next
+    frame came, read in its stead, and never answered that frame's call (the client waited forever)."""
+    server = start_async(wire=Wire(protocol="binary", transport="framed"))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(_frame(HELLO))
+        assert _replies(sock, 1, True) == [1]
+        sock.sendall(_frame(_echo(2) + _echo(3)))
+        assert _replies(sock, 2, True) == [2, 3]
+        sock.sendall(_frame(_echo(4)) + _frame(_echo(5)))
+        assert _replies(sock, 2, True) == [4, 5]

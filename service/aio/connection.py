@@ -206,10 +206,14 @@ class AsyncConnection(ConnectionStanding):
         http = isinstance(framer, HttpRequestFramer)
         data = received
         pending = 0  # the framer's bytes not yet part of a whole message (read once per turn)
+        frames = transport.framed and not http  # (a frame may hold more than one message)
+        unread = False  # the last frame holds a message after the one answered: served next, as threaded
         while True:
             try:
                 fresh, message = False, None
-                if data:
+                if unread:
+                    message = b""  # (already in the read buffer)
+                elif data:
                     fresh = not pending  # a message's first bytes: its request_timeout runs from now
                     framer.receive(data)
                     if not self._in_session:
@@ -254,7 +258,8 @@ class AsyncConnection(ConnectionStanding):
             except (TProtocolException, TTransportException) as error:  # refused before it was decoded
                 return await refuse_message((reader, writer), protocol, pipe, framer, error, self._limits)
             self._message_started = loop.time() if pending else None
-            pipe.feed(message)
+            if not unread:
+                pipe.feed(message)
             try:
                 await self._processor.process_async(protocol, protocol)
             except NoMessageYet:  # over HTTP: a request that carried no Thrift message (a CORS preflight), answered
@@ -288,6 +293,7 @@ class AsyncConnection(ConnectionStanding):
                 return ending
             if state.closing or self._stopping:  # (stopped while the message came: see ``stop``)
                 return _STOPPING
+            unread = frames and transport.keep_unread_input() > 0
             if http and not transport.request.keep_alive:  # answered, then closed
                 error = TTransportException(TTransportException.END_OF_FILE, "the HTTP client asked to close")
                 return transport_outcome(self._ending(False), error)
