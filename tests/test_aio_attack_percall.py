@@ -12,7 +12,9 @@ import time
 
 import pytest
 from thrift.protocol.TBinaryProtocol import TBinaryProtocol
+from thrift.protocol.THeaderProtocol import THeaderProtocol
 from thrift.Thrift import TMessageType
+from thrift.transport.THeaderTransport import THeaderClientType
 from thrift.transport.TTransport import TMemoryBuffer
 
 from conftest import encode_call, eventually
@@ -23,6 +25,8 @@ from test_tls import SERVER_TLS
 
 from thrift_handshake import ServerLimits, Wire
 from thrift_handshake_gen import HandshakeService
+from thrift_handshake_gen.session import SessionService
+from thrift_handshake_gen.session.ttypes import ClientHello
 from thrift_handshake_gen.ttypes import Event
 
 
@@ -235,3 +239,41 @@ def test_every_message_of_a_frame_that_holds_two_is_answered_and_the_next_frame_
         assert _replies(sock, 2, True) == [2, 3]
         sock.sendall(_frame(_echo(4)) + _frame(_echo(5)))
         assert _replies(sock, 2, True) == [4, 5]
+
+
+def test_a_theader_frame_that_holds_two_messages_is_answered_as_the_threaded_server_does(start_async):
+    """THeader reads one message per frame, the rest of the frame dropped (Thrift's THeaderTransport, on
+    the threaded server too): the first is answered, then the next frame's, the connection kept."""
+    server = start_async(detect_wire=True)
+
+    def frame_of(*calls: tuple) -> bytes:
+        buffer = TMemoryBuffer()
+        protocol = THeaderProtocol(buffer, allowed_client_types=[THeaderClientType.HEADERS])
+        for name, args, seqid in calls:
+            protocol.writeMessageBegin(name, TMessageType.CALL, seqid)
+            args.write(protocol)
+            protocol.writeMessageEnd()
+        protocol.trans.flush()
+        return buffer.getvalue()
+
+    def echo(seqid: int) -> tuple:
+        return "echo", HandshakeService.echo_args(message="e" * seqid), seqid
+
+    hello = SessionService.hello_args(hello=ClientHello(min_version=1, max_version=2, client_name="theader"))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(frame_of(("hello", hello, 1)) + frame_of(echo(2), echo(3)) + frame_of(echo(4)))
+        assert _header_replies(sock, 3) == [1, 2, 4]
+
+
+def _header_replies(sock: socket.socket, count: int) -> list:
+    received, seqids = b"", []
+    while len(seqids) < count:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed after the replies to {seqids}"
+        received += chunk
+        while len(received) >= 4 and len(received) >= 4 + struct.unpack("!i", received[:4])[0]:
+            size = 4 + struct.unpack("!i", received[:4])[0]
+            protocol = THeaderProtocol(TMemoryBuffer(received[:size]), [THeaderClientType.HEADERS])
+            seqids.append(protocol.readMessageBegin()[2])
+            received = received[size:]
+    return seqids

@@ -30,6 +30,7 @@ from ..session import bind_task_session
 from ..states import ConnectionEvent
 from ..wire import (SNIFF_BYTES, BudgetExceeded, Dialect, DialectKind, MessageFramer, NoMessageYet, sniff,
                    write_application_exception)
+from ..wire.stack import FramedTransport
 from .compressed import DeflatingWriter, InflatingReader
 from .dialects import framer_for, speaks, stack_for
 from .http import HttpPipe, HttpRequestFramer
@@ -206,8 +207,10 @@ class AsyncConnection(ConnectionStanding):
         http = isinstance(framer, HttpRequestFramer)
         data = received
         pending = 0  # the framer's bytes not yet part of a whole message (read once per turn)
-        frames = transport.framed and not http  # (a frame may hold more than one message)
-        unread = False  # the last frame holds a message after the one answered: served next, as threaded
+        # a frame may hold more than one message: the rest is served next, as the threaded server does
+        # (THeader reads a frame per message, dropping the rest, on both servers)
+        frames = isinstance(transport, FramedTransport)
+        unread = False  # the last frame holds a message after the one answered
         while True:
             try:
                 fresh, message = False, None
