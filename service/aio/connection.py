@@ -30,6 +30,7 @@ from ..session import bind_task_session
 from ..states import ConnectionEvent
 from ..wire import (SNIFF_BYTES, BudgetExceeded, Dialect, DialectKind, MessageFramer, NoMessageYet, sniff,
                    write_application_exception)
+from ..wire.stack import FramedTransport
 from .compressed import DeflatingWriter, InflatingReader
 from .dialects import framer_for, speaks, stack_for
 from .http import HttpPipe, HttpRequestFramer
@@ -206,10 +207,16 @@ class AsyncConnection(ConnectionStanding):
         http = isinstance(framer, HttpRequestFramer)
         data = received
         pending = 0  # the framer's bytes not yet part of a whole message (read once per turn)
+        # a frame may hold more than one message: the rest is served next, as the threaded server does
+        # (THeader reads a frame per message, dropping the rest, on both servers)
+        frames = isinstance(transport, FramedTransport)
+        unread = False  # the last frame holds a message after the one answered
         while True:
             try:
                 fresh, message = False, None
-                if data:
+                if unread:
+                    message = b""  # (already in the read buffer)
+                elif data:
                     fresh = not pending  # a message's first bytes: its request_timeout runs from now
                     framer.receive(data)
                     if not self._in_session:
@@ -254,7 +261,8 @@ class AsyncConnection(ConnectionStanding):
             except (TProtocolException, TTransportException) as error:  # refused before it was decoded
                 return await refuse_message((reader, writer), protocol, pipe, framer, error, self._limits)
             self._message_started = loop.time() if pending else None
-            pipe.feed(message)
+            if not unread:
+                pipe.feed(message)
             try:
                 await self._processor.process_async(protocol, protocol)
             except NoMessageYet:  # over HTTP: a request that carried no Thrift message (a CORS preflight), answered
@@ -288,6 +296,7 @@ class AsyncConnection(ConnectionStanding):
                 return ending
             if state.closing or self._stopping:  # (stopped while the message came: see ``stop``)
                 return _STOPPING
+            unread = frames and transport.keep_unread_input() > 0
             if http and not transport.request.keep_alive:  # answered, then closed
                 error = TTransportException(TTransportException.END_OF_FILE, "the HTTP client asked to close")
                 return transport_outcome(self._ending(False), error)

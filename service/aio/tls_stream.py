@@ -52,8 +52,11 @@ class TlsSocketStream(PlainSocketStream):
         else:
             self._incoming.write_eof()
         self._decrypt()
-        if received:
-            self._reset_unasked = self._ask_for_errors
+        if received and self._ask_for_errors:
+            if self._data:  # a read takes the plaintext, and the next read asks before it waits
+                self._reset_unasked = True
+            else:  # (a record cut short, a handshake flight) no read wakes to ask: asked now
+                self._close_if_reset()
 
     def _decrypt(self) -> None:
         """Takes what the records received say: the handshake's progress, plaintext, the end or an error;
