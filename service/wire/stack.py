@@ -184,9 +184,10 @@ class FramedTransport(_Resettable, _RemembersEnd, TTransport.TFramedTransport):
         setattr(self, self._rbuf_attribute, BytesIO(trans.readAll(size)))
 
     def read_whole(self, message: bytes) -> bool:
-        """Takes ``message``, a whole frame in memory (its length first, cut by ``MessageFramer``), into
-        the read buffer as ``readFrame`` does, when the last frame was read to its end and this one is
-        within the limit; False (nothing taken) otherwise."""
+        """Takes ``message``, a frame in memory (its length first: a whole one cut by ``MessageFramer``,
+        or the first bytes of one refused, of which only the header is read), into the read buffer as
+        ``readFrame`` does, when the last frame was read to its end and this one is within the limit;
+        False (nothing taken) otherwise."""
         if len(message) - 4 > self._TFramedTransport__max_frame_size or not _spent(self._TFramedTransport__rbuf):
             return False
         self._TFramedTransport__rbuf = BytesIO(memoryview(message)[4:])
