@@ -35,18 +35,8 @@ from .client_core import (ClientBase, broken_error, client_hello, idle_limit, ne
 from .client_methods import PHASE_METHODS, ServiceMethods, checker_of
 from .interceptors import ClientCall, Outcome
 from .tracing import carry_trace
-from .errors import (
-    ArgumentError,
-    CallTimeout,
-    ConnectError,
-    ConnectionBroken,
-    HandshakeFailed,
-    ReconnectAsked,
-    RemoteApplicationError,
-    RequestEncodingError,
-    ServiceError,
-    ThriftHandshakeError,
-)
+from .errors import (ArgumentError, CallTimeout, ConnectError, ConnectionBroken, HandshakeFailed, ReconnectAsked,
+                     RemoteApplicationError, RequestEncodingError, ServiceError, ThriftHandshakeError)
 from .states import CLIENT_TRANSITIONS, ClientEvent, ClientPhase, StateMachine
 from .timing import Record
 from .multiplex import name_requests
@@ -384,6 +374,8 @@ class Client(ClientBase, ServiceMethods):
             error = ConnectionBroken(f"hello: the server broke the negotiation: {broken}")
             self._break(error)
             raise error
+        if self.phase is ClientPhase.CLOSED:  # a hook of hello's end closed the client
+            raise self._phase_error("finish hello")
         self._idle_limit = idle_limit(self._server_hello)
         self._state.apply(ClientEvent.HELLO_ACCEPTED)
         return self._server_hello

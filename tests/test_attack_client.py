@@ -102,9 +102,12 @@ def test_a_client_an_interceptor_closes_during_hello_is_closed(server, hook, pip
     client = Client("127.0.0.1", server.port, options, service=HandshakeService)
     closes.client = client
     try:
-        with pytest.raises(KeyboardInterrupt if interrupt else PhaseError):  # the hello the hook cut short
+        with pytest.raises(KeyboardInterrupt if interrupt else PhaseError) as raised:  # the hello the hook cut short
             client.connect()
             client.echo("the pipelined hello is answered here")
+        if not interrupt:  # (it read "cannot hello_accepted in phase CLOSED: allowed here: connect, closed")
+            assert str(raised.value) == ("cannot call hello" if hook == "call_started" else "cannot finish hello") + \
+                " in phase CLOSED: the connection is closed; call connect()"
         assert closes.close_raised == [] and closes.client is None
         assert client.phase is ClientPhase.CLOSED and client._sock is None
         assert client.close() is None and client.phase is ClientPhase.CLOSED
