@@ -138,9 +138,9 @@ def test_a_struct_that_cannot_be_encoded_leaves_what_the_usual_writes_leave() ->
     ours = protocol_factory(Wire("binary", "buffered", True), LIMIT, 100).getProtocol(TTransport.TMemoryBuffer())
     thrifts = TBinaryProtocol(TTransport.TMemoryBuffer())
     thrifts._fast_encode = ours._fast_encode  # (the C encoder, as the accelerated protocol's writes use it)
-    with pytest.raises(Exception) as raised:
+    with pytest.raises(TypeError, match="expected bytes, int found"):
         ours.write_whole("echo", 2, 9, unencodable)
     thrifts.writeMessageBegin("echo", 2, 9)
-    with pytest.raises(type(raised.value)):
+    with pytest.raises(TypeError, match="expected bytes, int found"):
         unencodable.write(thrifts)
     assert ours.trans.getvalue() == thrifts.trans.getvalue() == header(b"echo", message_type=2, seqid=9)
