@@ -53,6 +53,12 @@ def _usual_version(head: bytes) -> bool:
     return header < 0 and header & _VERSION_MASK == _VERSION_1
 
 
+def _strict_header(name: str, message_type: int, seqid: int) -> bytes:
+    """The strict binary message header's bytes, as Thrift's ``writeMessageBegin`` writes them."""
+    raw = name.encode("utf-8")
+    return _VERSION_AND_LENGTH.pack(_VERSION_1 | message_type, len(raw)) + raw + _I32.pack(seqid)
+
+
 class _BinaryMessageHeader:
     """Thrift's binary message header, read and written with fewer Python calls (same bytes, same errors)."""
 
@@ -91,8 +97,7 @@ class _BinaryMessageHeader:
     def writeMessageBegin(self, name: str, message_type: int, seqid: int) -> None:
         if not self.strictWrite:
             return super().writeMessageBegin(name, message_type, seqid)  # type: ignore[misc]
-        raw = name.encode("utf-8")  # the strict header as Thrift writes it, in one write instead of four
-        self.trans.write(_VERSION_AND_LENGTH.pack(_VERSION_1 | message_type, len(raw)) + raw + _I32.pack(seqid))
+        self.trans.write(_strict_header(name, message_type, seqid))  # one write instead of Thrift's four
 
     def _read_message_begin(self) -> Tuple[str, int, int]:
         header = self.readI32()
@@ -128,8 +133,7 @@ class _BinaryProtocolAccelerated(_BinaryMessageHeader, TBinaryProtocol.TBinaryPr
         encode = self._fast_encode
         if spec is None or encode is None or not self.strictWrite:
             return False
-        raw = name.encode("utf-8")
-        head = _VERSION_AND_LENGTH.pack(_VERSION_1 | message_type, len(raw)) + raw + _I32.pack(seqid)
+        head = _strict_header(name, message_type, seqid)
         try:
             body = encode(struct, [struct.__class__, spec])
         except Exception:
